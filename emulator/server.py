@@ -1,0 +1,114 @@
+"""Runs the emulator's two sites (API and S3) on loopback; used by the CLI, the tests and the benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from emulator.app import Context, EmulatorConfig, build_api_app, build_s3_app
+from emulator.seed import EXAMPLE_SEED, apply_seed, load_seed
+from emulator.tls import TlsFiles, generate_tls_files
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class RunningEmulator:
+    context: Context
+    base_url: str  # the API root, ending in "/api/v1/" as gcapi requires
+    s3_url: str
+    tls: TlsFiles | None
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        """username -> token, for the users of the seed."""
+        return {user.username: user.token for user in self.context.store.users_by_token.values()}
+
+    @property
+    def ca_file(self) -> Path | None:
+        return self.tls.ca_file if self.tls else None
+
+    @property
+    def admin_url(self) -> str:
+        return self.base_url.replace("/api/v1/", "/_admin/")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+@asynccontextmanager
+async def run_emulator(
+    config: EmulatorConfig,
+    *,
+    seed: dict[str, Any] | None = None,
+    host: str = LOOPBACK,
+    port: int = 0,
+    s3_port: int = 0,
+    tls: bool = True,
+) -> AsyncIterator[RunningEmulator]:
+    """Starts the API and S3 sites, yields their URLs, and stops them on exit."""
+    context = Context(config=config)
+    apply_seed(context.store, seed if seed is not None else load_seed(EXAMPLE_SEED))
+    tls_files = generate_tls_files(config.data_dir / "tls") if tls else None
+    ssl_context = tls_files.server_context() if tls_files else None
+    scheme = "https" if tls_files else "http"
+
+    port = port or free_port()
+    s3_port = s3_port or free_port()
+    context.s3_base_url = f"{scheme}://{host}:{s3_port}"
+
+    api_runner = web.AppRunner(build_api_app(context), access_log=None)
+    s3_runner = web.AppRunner(build_s3_app(context), access_log=None)
+    await api_runner.setup()
+    await s3_runner.setup()
+    try:
+        await web.TCPSite(api_runner, host, port, ssl_context=ssl_context).start()
+        await web.TCPSite(s3_runner, host, s3_port, ssl_context=ssl_context).start()
+        yield RunningEmulator(
+            context=context,
+            base_url=f"{scheme}://{host}:{port}/api/v1/",
+            s3_url=context.s3_base_url,
+            tls=tls_files,
+        )
+    finally:
+        await api_runner.cleanup()
+        await s3_runner.cleanup()
+
+
+@contextmanager
+def emulator_in_thread(config: EmulatorConfig, **options: Any) -> Iterator[RunningEmulator]:
+    """Runs the emulator on its own event loop in a daemon thread, for synchronous callers (gcapi, subprocess tests)."""
+    loop = asyncio.new_event_loop()
+    started: concurrent.futures.Future[RunningEmulator] = concurrent.futures.Future()
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        try:
+            async with run_emulator(config, **options) as running:
+                started.set_result(running)
+                await stop.wait()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            if not started.done():
+                started.set_exception(exc)
+            raise
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True, name="emulator")
+    thread.start()
+    try:
+        yield started.result(timeout=30)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
+        loop.close()

@@ -1,0 +1,222 @@
+"""The emulator's domain objects, held in memory.
+
+Only part bytes and image files live on disk (``objects.ObjectStore``); everything else is plain dataclasses in a
+``Store``. A restart of the emulator therefore forgets uploads and display sets, which is fine for a test stand-in:
+the client's resume logic is exercised by killing the *client*, not the server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+# Display strings of the server's enums (contract §1, §2): the API shows these, never the integers.
+UPLOAD_INITIALIZED = "Initialized"
+UPLOAD_COMPLETED = "Completed"
+UPLOAD_ABORTED = "Aborted"
+
+SESSION_QUEUED = "Queued"
+SESSION_REQUEUED = "Re-Queued"
+SESSION_FAILED = "Failed"
+SESSION_SUCCEEDED = "Succeeded"
+SESSION_CANCELLED = "Cancelled"
+SESSION_ACTIVE = (SESSION_QUEUED, SESSION_REQUEUED)
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class User:
+    pk: int
+    username: str
+    token: str
+    # Unverified users get the 2 GiB byte quota, verified ones 128 GiB (contract §1).
+    verified: bool = True
+
+
+@dataclass
+class Socket:
+    """A ComponentInterface (contract §3). ``super_kind`` is Image, File or Value."""
+
+    pk: int
+    slug: str
+    title: str
+    kind: str
+    super_kind: str
+    relative_path: str
+    description: str = ""
+    default_value: Any = None
+    schema: dict[str, Any] | None = None
+    overlay_segments: list[Any] = field(default_factory=list)
+    look_up_table: Any = None
+
+
+@dataclass
+class Upload:
+    """A UserUpload: one S3 multipart upload owned by ``creator``."""
+
+    pk: str
+    creator: User
+    filename: str
+    created: datetime
+    status: str
+    s3_upload_id: str
+
+    @property
+    def key(self) -> str:
+        return f"uploads/{self.creator.pk}/{self.pk}"
+
+
+@dataclass
+class ImageFile:
+    pk: str
+    image_pk: str
+    filename: str
+    image_type: str  # MHD | TIFF | DZI
+    object_key: str
+
+
+@dataclass
+class Image:
+    pk: str
+    name: str
+    creator: User
+    origin_session_pk: str | None
+    width: int | None
+    height: int | None
+    depth: int | None
+    color_space: str | None
+    modality: str | None
+    voxel_width_mm: float | None
+    voxel_height_mm: float | None
+    voxel_depth_mm: float | None
+    shape: list[int]
+    shape_without_color: list[int]
+    files: list[ImageFile] = field(default_factory=list)
+    # Users allowed to view the image besides its creator (e.g. members of the study that shows it).
+    reader_study_pks: set[str] = field(default_factory=set)
+
+
+@dataclass
+class UploadSession:
+    """A RawImageUploadSession (contract §2)."""
+
+    pk: str
+    creator: User
+    created: datetime
+    upload_pks: list[str]
+    status: str = SESSION_QUEUED
+    error_message: str | None = None
+    image_pks: list[str] = field(default_factory=list)
+    # Where the imported image goes once processing succeeds.
+    target_display_set_pk: str | None = None
+    target_socket_slug: str | None = None
+    target_answer_pk: str | None = None
+
+
+@dataclass
+class Option:
+    id: int
+    title: str
+    default: bool = False
+
+
+@dataclass
+class Question:
+    pk: str
+    reader_study_pk: str
+    question_text: str
+    answer_type: str
+    options: list[Option] = field(default_factory=list)
+    required: bool = True
+    help_text: str = ""
+    interface_slug: str | None = None
+    image_port: str | None = None
+    widget: str | None = None
+
+
+@dataclass
+class ReaderStudy:
+    pk: str
+    slug: str
+    title: str
+    description: str = ""
+    editor_pks: set[int] = field(default_factory=set)
+    reader_pks: set[int] = field(default_factory=set)
+    question_pks: list[str] = field(default_factory=list)
+
+    def can_view(self, user: User | None) -> bool:
+        return user is not None and (user.pk in self.editor_pks or user.pk in self.reader_pks)
+
+    def can_change(self, user: User | None) -> bool:
+        return user is not None and user.pk in self.editor_pks
+
+
+@dataclass
+class SocketValue:
+    """One value of a display set: exactly one of ``value``, ``image_pk`` or ``file_key`` is meaningful."""
+
+    pk: int
+    socket_slug: str
+    value: Any = None
+    image_pk: str | None = None
+    file_key: str | None = None
+
+
+@dataclass
+class DisplaySet:
+    pk: str
+    reader_study_pk: str
+    title: str
+    order: int
+    created: datetime
+    values: dict[str, SocketValue] = field(default_factory=dict)
+
+
+@dataclass
+class Answer:
+    pk: str
+    creator: User
+    question_pk: str
+    display_set_pk: str | None
+    answer: Any
+    created: datetime
+    modified: datetime
+    is_ground_truth: bool = False
+    answer_image_pk: str | None = None
+    last_edit_duration: str | None = None
+    total_edit_duration: str | None = None
+    score: float | None = None
+
+
+class Store:
+    """All emulator state. Handlers mutate it directly: aiohttp runs them on one event loop, so no locking is needed."""
+
+    def __init__(self) -> None:
+        self.users_by_token: dict[str, User] = {}
+        self.sockets: dict[str, Socket] = {}
+        self.uploads: dict[str, Upload] = {}
+        self.upload_sessions: dict[str, UploadSession] = {}
+        self.images: dict[str, Image] = {}
+        self.reader_studies: dict[str, ReaderStudy] = {}
+        self.questions: dict[str, Question] = {}
+        self.display_sets: dict[str, DisplaySet] = {}
+        self.answers: dict[str, Answer] = {}
+        self._int_pks = itertools.count(1)
+
+    def next_int_pk(self) -> int:
+        return next(self._int_pks)
+
+    def user_by_username(self, username: str) -> User | None:
+        return next((u for u in self.users_by_token.values() if u.username == username), None)
+
+    def socket_by_pk(self, pk: int) -> Socket | None:
+        return next((s for s in self.sockets.values() if s.pk == pk), None)
+
+    def reader_study_by_slug(self, slug: str) -> ReaderStudy | None:
+        return next((rs for rs in self.reader_studies.values() if rs.slug == slug), None)

@@ -1,0 +1,1 @@
+"""gcbulk's memory: the SQLite ledger, its migrations and the state machine of every persisted object."""

@@ -1,0 +1,30 @@
+"""Shared fixtures: a running emulator on loopback, in-process or in a thread for synchronous clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from emulator.app import EmulatorConfig
+from emulator.server import RunningEmulator, emulator_in_thread, run_emulator
+
+
+@pytest.fixture
+def emulator_config(tmp_path: Path) -> EmulatorConfig:
+    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05)
+
+
+@pytest.fixture
+async def emulator(emulator_config: EmulatorConfig) -> AsyncIterator[RunningEmulator]:
+    """The emulator over TLS on free loopback ports, seeded with ``emulator/example.toml``."""
+    async with run_emulator(emulator_config) as running:
+        yield running
+
+
+@pytest.fixture
+def threaded_emulator(emulator_config: EmulatorConfig) -> Iterator[RunningEmulator]:
+    """The same emulator on a background thread, for synchronous clients such as gcapi or a subprocess."""
+    with emulator_in_thread(emulator_config) as running:
+        yield running
