@@ -13,7 +13,9 @@ from pathlib import Path
 from aiohttp import web
 
 from emulator.clock import Clock
-from emulator.http import auth_middleware_for, error_middleware, json_response
+from emulator.counters import COUNTERS, Counters, counting_middleware
+from emulator.faults import FAULT_PLAN, FaultPlan, FaultRule, fault_middleware
+from emulator.http import SITE, SITE_API, SITE_S3, auth_middleware_for, error_middleware, json_response
 from emulator.objects import ObjectStore, UrlSigner
 from emulator.store import Store
 
@@ -41,6 +43,10 @@ class EmulatorConfig:
     upload_timeout_seconds: float = 24 * 3600.0
     sweep_interval_seconds: float = 3600.0
     fault_seed: int = 0
+    # Faults in force from the start (emulator/faults.py); the admin endpoint changes them at runtime.
+    fault_rules: tuple[FaultRule, ...] = ()
+    # When set, /_admin/ needs "Authorization: Bearer <admin_token>" (emulator/admin.py).
+    admin_token: str = ""
 
 
 @dataclass
@@ -50,12 +56,15 @@ class Context:
     clock: Clock = field(default_factory=Clock)
     objects: ObjectStore = field(init=False)
     signer: UrlSigner = field(init=False)
+    faults: FaultPlan = field(init=False)
+    counters: Counters = field(default_factory=Counters)
     # Set once the S3 site is bound: presigned URLs point there.
     s3_base_url: str = ""
 
     def __post_init__(self) -> None:
         self.objects = ObjectStore(self.config.data_dir)
         self.signer = UrlSigner(self.clock)
+        self.faults = FaultPlan(self.config.fault_rules, seed=self.config.fault_seed)
 
 
 CONTEXT = web.AppKey("context", Context)
@@ -71,26 +80,49 @@ async def gcapi_version(request: web.Request) -> web.Response:
     return json_response({"latest_version": latest, "lowest_supported_version": "0.13.0"})
 
 
-def build_api_app(context: Context) -> web.Application:
-    from emulator import admin, answers, display_sets, images, reader_studies, upload_sessions, uploads
-    from emulator.faults import fault_middleware
+def _share_context(app: web.Application, context: Context, site: str) -> None:
+    app[CONTEXT] = context
+    app[SITE] = site
+    app[FAULT_PLAN] = context.faults
+    app[COUNTERS] = context.counters
 
+
+def build_api_app(context: Context) -> web.Application:
+    from emulator import (
+        admin,
+        admin_answers,
+        answers,
+        display_sets,
+        images,
+        reader_studies,
+        sweep,
+        upload_sessions,
+        uploads,
+    )
+
+    # Faults sit outside the error handling: injected failures come from in front of the application (a proxy, the
+    # network), and a response cut mid-body is the rendered one.
     app = web.Application(
-        middlewares=[error_middleware, fault_middleware, auth_middleware_for(context.store)],
+        middlewares=[
+            counting_middleware,
+            fault_middleware,
+            error_middleware,
+            admin.admin_guard_middleware,
+            auth_middleware_for(context.store),
+        ],
         client_max_size=16 * 1024**2,  # DATA_UPLOAD_MAX_MEMORY_SIZE (contract §5)
     )
-    app[CONTEXT] = context
+    _share_context(app, context, SITE_API)
     app.router.add_get("/api/v1/gcapi/", gcapi_version)
-    for module in (uploads, upload_sessions, reader_studies, display_sets, answers, images, admin):
+    for module in (uploads, upload_sessions, reader_studies, display_sets, answers, images, admin, admin_answers, sweep):
         module.setup(app)
     return app
 
 
 def build_s3_app(context: Context) -> web.Application:
     from emulator import s3
-    from emulator.faults import fault_middleware
 
-    app = web.Application(middlewares=[fault_middleware], client_max_size=6 * GIB)
-    app[CONTEXT] = context
+    app = web.Application(middlewares=[counting_middleware, fault_middleware], client_max_size=6 * GIB)
+    _share_context(app, context, SITE_S3)
     s3.setup(app)
     return app

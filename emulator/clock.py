@@ -7,12 +7,22 @@ can jump a day ahead through the admin endpoint instead of sleeping.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 
 class Clock:
     def __init__(self) -> None:
         self._offset_seconds = 0.0
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_advance(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Calls ``listener`` after every advance (from the advancing thread); returns a function that unsubscribes.
+
+        The sweep waits on it, so a test that jumps a day ahead sees the hourly task run at once.
+        """
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
 
     def timestamp(self) -> float:
         """Seconds since the epoch, including any advance."""
@@ -25,6 +35,8 @@ class Clock:
         if seconds < 0:
             raise ValueError("the clock only moves forward")
         self._offset_seconds += seconds
+        for listener in list(self._listeners):
+            listener()
 
     def since(self, moment: datetime) -> timedelta:
         return self.now() - moment

@@ -22,6 +22,13 @@ JSON_CONTENT_TYPE = "application/json"
 DEFAULT_PAGE_LIMIT = 100
 MAX_PAGE_LIMIT = 1000
 
+# Which of the two sites an application serves: fault rules and counters tell them apart by it.
+SITE_API = "api"
+SITE_S3 = "s3"
+SITE = web.AppKey("site", str)
+# The authenticated user of a request; absent for guardian's anonymous user.
+USER = web.RequestKey("user", User)
+
 
 class ApiError(Exception):
     """Raised by handlers; rendered as a DRF-shaped JSON error by ``error_middleware``."""
@@ -136,7 +143,7 @@ def paginate(
 
 def current_user(request: web.Request) -> User | None:
     """The authenticated user, or None for guardian's anonymous user."""
-    return request.get("user")
+    return request.get(USER)
 
 
 def require_user(request: web.Request) -> User:
@@ -165,7 +172,7 @@ def auth_middleware_for(store: Store) -> Callable[..., Any]:
                 user = store.users_by_token.get(token)
                 if user is None:
                     raise ApiError(401, {"detail": "Invalid token."})
-                request["user"] = user
+                request[USER] = user
         return await handler(request)
 
     return auth_middleware

@@ -1,6 +1,8 @@
 """Loads the users, sockets, reader studies and questions an emulator starts with, from a TOML file.
 
-See ``example.toml`` for the format. Users without a ``token`` get a random one, printed at start.
+See ``example.toml`` for the format. Users without a ``token`` get a random one, printed at start. Socket kinds and
+answer types are the server's labels ("Segmentation", "Multiple choice"); a study or question may set any of the
+optional fields listed in ``STUDY_OPTIONS`` / ``QUESTION_OPTIONS`` (the API shows them, clients may rely on them).
 """
 
 from __future__ import annotations
@@ -10,9 +12,23 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from emulator.answer_types import ANSWER_TYPES
+from emulator.socket_kinds import KIND_CODES, SUPER_KINDS
 from emulator.store import Option, Question, ReaderStudy, Socket, Store, User, new_uuid
 
 EXAMPLE_SEED = Path(__file__).with_name("example.toml")
+
+
+# Optional fields a seed may set, as they are named on the store's dataclasses.
+STUDY_OPTIONS = (
+    "help_text", "end_of_study_text", "is_educational", "instant_verification", "allow_answer_modification",
+    "enable_autosaving", "allow_case_navigation", "allow_show_all_annotations", "roll_over_answers_for_n_cases",
+)
+QUESTION_OPTIONS = (
+    "direction", "default_annotation_color", "answer_min_value", "answer_max_value", "answer_step_size",
+    "answer_min_length", "answer_max_length", "answer_match_pattern", "empty_answer_confirmation",
+    "empty_answer_confirmation_label", "overlay_segments",
+)
 
 
 class SeedError(ValueError):
@@ -52,18 +68,22 @@ def apply_seed(store: Store, seed: dict[str, Any]) -> None:
         where = f"sockets[{index}]"
         slug = _required(entry, "slug", where)
         super_kind = _required(entry, "super_kind", where)
-        if super_kind not in ("Image", "File", "Value"):
+        if super_kind not in SUPER_KINDS:
             raise SeedError(f"{where}: super_kind must be Image, File or Value, not {super_kind!r}")
+        kind = _required(entry, "kind", where)
+        if kind not in KIND_CODES:
+            raise SeedError(f"{where}: kind {kind!r} is not a socket kind; use one of {', '.join(KIND_CODES)}")
         store.sockets[slug] = Socket(
             pk=store.next_int_pk(),
             slug=slug,
             title=entry.get("title", slug.replace("-", " ").title()),
-            kind=_required(entry, "kind", where),
+            kind=kind,
             super_kind=super_kind,
             relative_path=entry.get("relative_path", slug),
             description=entry.get("description", ""),
             default_value=entry.get("default_value"),
             schema=entry.get("schema"),
+            overlay_segments=entry.get("overlay_segments", []),
         )
 
     for index, entry in enumerate(seed.get("reader_studies", [])):
@@ -73,6 +93,7 @@ def apply_seed(store: Store, seed: dict[str, Any]) -> None:
             slug=_required(entry, "slug", where),
             title=entry.get("title", entry["slug"]),
             description=entry.get("description", ""),
+            **{key: entry[key] for key in STUDY_OPTIONS if key in entry},
         )
         for role, members in (("editors", study.editor_pks), ("readers", study.reader_pks)):
             for username in entry.get(role, []):
@@ -82,21 +103,40 @@ def apply_seed(store: Store, seed: dict[str, Any]) -> None:
                 members.add(user.pk)
         store.reader_studies[study.pk] = study
         for q_index, q_entry in enumerate(entry.get("questions", [])):
-            q_where = f"{where}.questions[{q_index}]"
-            question = Question(
-                pk=new_uuid(),
-                reader_study_pk=study.pk,
-                question_text=_required(q_entry, "text", q_where),
-                answer_type=_required(q_entry, "answer_type", q_where),
-                options=[
-                    Option(id=store.next_int_pk(), title=title, default=False)
-                    for title in q_entry.get("options", [])
-                ],
-                required=q_entry.get("required", True),
-                help_text=q_entry.get("help_text", ""),
-                interface_slug=q_entry.get("interface"),
-                image_port=q_entry.get("image_port"),
-                widget=q_entry.get("widget"),
-            )
+            question = _question(store, study, q_entry, f"{where}.questions[{q_index}]")
             store.questions[question.pk] = question
             study.question_pks.append(question.pk)
+
+
+def _question(store: Store, study: ReaderStudy, entry: dict[str, Any], where: str) -> Question:
+    answer_type = _required(entry, "answer_type", where)
+    if answer_type not in ANSWER_TYPES:
+        raise SeedError(f"{where}: answer_type {answer_type!r} is not one of {', '.join(ANSWER_TYPES)}")
+    interface = entry.get("interface")
+    if interface is not None and interface not in store.sockets:
+        raise SeedError(f"{where}: no socket {interface!r}; declare it under [[sockets]]")
+    options = []
+    for option in entry.get("options", []):
+        # An option is its title, or a table {title = "...", default = true}.
+        if isinstance(option, str):
+            title, default = option, False
+        elif isinstance(option, dict):
+            title, default = option.get("title"), option.get("default", False)
+        else:
+            title, default = None, False
+        if not isinstance(title, str):
+            raise SeedError(f"{where}.options: each option is a title or {{title = ..., default = ...}}")
+        options.append(Option(id=store.next_int_pk(), title=title, default=bool(default)))
+    return Question(
+        pk=new_uuid(),
+        reader_study_pk=study.pk,
+        question_text=_required(entry, "text", where),
+        answer_type=answer_type,
+        options=options,
+        required=entry.get("required", True),
+        help_text=entry.get("help_text", ""),
+        interface_slug=interface,
+        image_port=entry.get("image_port"),
+        widget=entry.get("widget"),
+        **{key: entry[key] for key in QUESTION_OPTIONS if key in entry},
+    )

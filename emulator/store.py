@@ -78,11 +78,13 @@ class ImageFile:
     image_pk: str
     filename: str
     image_type: str  # MHD | TIFF | DZI
-    object_key: str
+    object_key: str  # in the images bucket: images/<pk[0:2]>/<pk[2:4]>/<image pk>/<file pk>/<filename>
 
 
 @dataclass
 class Image:
+    """A cases.Image: what the importer built from an upload session (contract §4, §8)."""
+
     pk: str
     name: str
     creator: User
@@ -90,16 +92,25 @@ class Image:
     width: int | None
     height: int | None
     depth: int | None
-    color_space: str | None
-    modality: str | None
+    color_space: str | None  # GRAY | RGB | RGBA | YCBCR
+    modality: str | None  # shown as {"modality": ...} (contract §8)
     voxel_width_mm: float | None
     voxel_height_mm: float | None
     voxel_depth_mm: float | None
     shape: list[int]
     shape_without_color: list[int]
     files: list[ImageFile] = field(default_factory=list)
-    # Users allowed to view the image besides its creator (e.g. members of the study that shows it).
+    # Members (editors and readers) of these studies may view the image: it is shown in one of their display sets.
     reader_study_pks: set[str] = field(default_factory=set)
+    # Editors of these studies may view the image: it is the answer image of an answer in the study.
+    answer_study_pks: set[str] = field(default_factory=set)
+    eye_choice: str = "NA"
+    stereoscopic_choice: str | None = None
+    field_of_view: str | None = None
+    window_center: float | None = None
+    window_width: float | None = None
+    segments: list[int] | None = None
+    element_type: str = ""  # the SimpleITK pixel type, e.g. "16-bit signed integer", to verify imports by
 
 
 @dataclass
@@ -131,13 +142,24 @@ class Question:
     pk: str
     reader_study_pk: str
     question_text: str
-    answer_type: str
+    answer_type: str  # the display string, e.g. "Multiple choice" (contract §3)
     options: list[Option] = field(default_factory=list)
     required: bool = True
     help_text: str = ""
     interface_slug: str | None = None
-    image_port: str | None = None
-    widget: str | None = None
+    image_port: str | None = None  # display string: Main, Secondary, ...
+    widget: str | None = None  # display string, e.g. "Radio Select"
+    direction: str = "Horizontal"
+    default_annotation_color: str = ""
+    answer_min_value: int | None = None
+    answer_max_value: int | None = None
+    answer_step_size: float | None = None
+    answer_min_length: int | None = None
+    answer_max_length: int | None = None
+    answer_match_pattern: str = ""
+    empty_answer_confirmation: bool = False
+    empty_answer_confirmation_label: str = ""
+    overlay_segments: list[Any] | None = None
 
 
 @dataclass
@@ -149,6 +171,16 @@ class ReaderStudy:
     editor_pks: set[int] = field(default_factory=set)
     reader_pks: set[int] = field(default_factory=set)
     question_pks: list[str] = field(default_factory=list)
+    help_text: str = ""
+    end_of_study_text: str = ""
+    is_educational: bool = False
+    instant_verification: bool = False
+    allow_answer_modification: bool = False
+    enable_autosaving: bool = False
+    allow_case_navigation: bool = False
+    allow_show_all_annotations: bool = False
+    roll_over_answers_for_n_cases: int = 0
+    view_content: dict[str, Any] = field(default_factory=dict)
 
     def can_view(self, user: User | None) -> bool:
         return user is not None and (user.pk in self.editor_pks or user.pk in self.reader_pks)
@@ -165,7 +197,7 @@ class SocketValue:
     socket_slug: str
     value: Any = None
     image_pk: str | None = None
-    file_key: str | None = None
+    file_key: str | None = None  # in the images bucket: components/componentinterfacevalue/<aa>/<bb>/<pk>/<name>
 
 
 @dataclass

@@ -1,0 +1,63 @@
+"""What the emulator has seen, for tests and benchmarks to assert on (``GET /_admin/counters``).
+
+``requests`` counts every request by ``"<METHOD> <site>:<route pattern>"``, e.g.
+``"PATCH api:/api/v1/uploads/{pk}/{s3_upload_id}/complete-multipart-upload/"`` or ``"PUT s3:/{bucket}/{key}"``
+(unrouted paths count under their raw path). ``part_puts`` counts the part PUTs S3 *stored* per (upload pk, part
+number), ``part_put_attempts`` every signed part PUT that reached the body: a resumed transfer that re-sends no
+completed part leaves every ``part_puts`` value at 1.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from emulator.http import SITE
+
+
+@dataclass
+class Counters:
+    requests: Counter[str] = field(default_factory=Counter)
+    part_puts: Counter[tuple[str, int]] = field(default_factory=Counter)
+    part_put_attempts: Counter[tuple[str, int]] = field(default_factory=Counter)
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.part_puts.clear()
+        self.part_put_attempts.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        def by_upload(counter: Counter[tuple[str, int]]) -> dict[str, dict[str, int]]:
+            nested: dict[str, dict[str, int]] = {}
+            for (upload_pk, part_number), count in sorted(counter.items()):
+                nested.setdefault(upload_pk, {})[str(part_number)] = count
+            return nested
+
+        return {
+            "requests": dict(sorted(self.requests.items())),
+            "part_puts": by_upload(self.part_puts),
+            "part_put_attempts": by_upload(self.part_put_attempts),
+        }
+
+
+COUNTERS = web.AppKey("counters", Counters)
+
+
+def endpoint_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    pattern = resource.canonical if resource is not None else request.path
+    return f"{request.method} {request.app[SITE]}:{pattern}"
+
+
+@web.middleware
+async def counting_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    counters = request.app.get(COUNTERS)
+    if counters is not None and not request.path.startswith("/_admin/"):
+        counters.requests[endpoint_name(request)] += 1
+    return await handler(request)

@@ -1,0 +1,47 @@
+"""Display-set state rules shared by the request handlers and the import worker (contract §3).
+
+* A display set is editable only while no answer refers to it (``DisplaySet.is_editable``).
+* ``order`` 0 means "the next multiple of 10 above the study's highest" (the server's pre-save signal).
+* Setting or removing an image value updates who may view the image, as the server's viewer-group sync does.
+"""
+
+from __future__ import annotations
+
+from emulator.store import DisplaySet, SocketValue, Store
+from emulator.visibility import refresh_image_studies
+
+LOCKED_BY_ANSWERS = "This display set cannot be changed, as answers for it already exist."
+
+
+def is_editable(store: Store, display_set: DisplaySet) -> bool:
+    return not any(answer.display_set_pk == display_set.pk for answer in store.answers.values())
+
+
+def next_display_set_order(store: Store, reader_study_pk: str) -> int:
+    """``(highest + 10) // 10 * 10`` over the study's display sets: 10, 20, 30… when the server picks the orders."""
+    highest = max(
+        (ds.order for ds in store.display_sets.values() if ds.reader_study_pk == reader_study_pk), default=0
+    )
+    return (highest + 10) // 10 * 10
+
+
+def put_value(store: Store, display_set: DisplaySet, value: SocketValue) -> None:
+    """Sets the display set's value for ``value.socket_slug``, replacing any previous one."""
+    previous = display_set.values.get(value.socket_slug)
+    display_set.values[value.socket_slug] = value
+    if value.image_pk and value.image_pk in store.images:
+        store.images[value.image_pk].reader_study_pks.add(display_set.reader_study_pk)
+    if previous is not None and previous.image_pk and previous.image_pk != value.image_pk:
+        refresh_image_studies(store, previous.image_pk)
+
+
+def remove_value(store: Store, display_set: DisplaySet, socket_slug: str) -> None:
+    previous = display_set.values.pop(socket_slug, None)
+    if previous is not None and previous.image_pk:
+        refresh_image_studies(store, previous.image_pk)
+
+
+def file_value_key(value_pk: int, filename: str) -> str:
+    """Where a file value's object lives, as the server's ``component_interface_value_path`` names it."""
+    padded = f"{value_pk:04x}"
+    return f"components/componentinterfacevalue/{padded[-4:-2]}/{padded[-2:]}/{value_pk}/{filename}"

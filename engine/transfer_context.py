@@ -1,0 +1,107 @@
+"""The engine's knobs (``EngineConfig``) and what every transfer task shares (``TransferContext``).
+
+Each concurrency knob maps to one anyio ``CapacityLimiter`` (rclone's ``--transfers`` / ``--checkers``): cases in
+flight, files in flight, parts in flight (shared by every part of every file, so memory stays below
+``parts_in_flight × part_size`` whatever the file sizes) and API calls in flight (held by the client). Server limits
+are ``CountingGate``s (``engine/server_limits.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import anyio
+
+from engine.config import EngineConfig as JobEngineKnobs
+from engine.gc_api import GrandChallengeClient
+from engine.journal import Journal
+from engine.progress import TransferStats
+from engine.retry import RetryPolicy
+from engine.server_limits import CountingGate, SweepGuard
+
+MIB = 1024 * 1024
+
+# Chosen by measurement (benchmarks/part_size.py against the bundled emulator over loopback TLS, 2 cores, 16 parts in
+# flight, 1 GiB of 64 MiB files): 8 MiB 231 MiB/s, 16 MiB 262 MiB/s, 32 MiB 268 MiB/s, 64 MiB 262 MiB/s. Beyond
+# 16 MiB throughput is flat while memory (parts in flight × part size) doubles each step, and a retried or
+# resumed part costs twice as much to resend; below it the per-part overhead (presign share, request, ledger commit
+# with fsync) shows. 16 MiB × 16 parts = 256 MiB of buffers at most. Files over 156 GiB grow it (10 000 parts max).
+DEFAULT_PART_SIZE = 16 * MIB
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    cases_in_flight: int = 64
+    files_in_flight: int = 32
+    parts_in_flight: int = 16
+    api_calls_in_flight: int = 16
+    part_size: int = DEFAULT_PART_SIZE
+    # URLs asked for per presign call; they stay valid an hour (contract §1), far longer than a batch takes.
+    presign_batch: int = 20
+    # Contract §1: the server refuses uploads past 2000 per user; stay below with room for other tools.
+    live_upload_ceiling: int = 1800
+    # Contract §2: the server refuses new imports while 16 are active for the user.
+    imports_in_flight: int = 16
+    # A completed upload not yet consumed is reused only while younger than this (contract §1: swept after 24 h).
+    reuse_completed_for_seconds: float = 22 * 3600.0
+    sweep_guard: SweepGuard = field(default_factory=SweepGuard)
+    # How long an import may take before the case fails with "import did not finish".
+    import_timeout_seconds: float = 3600.0
+    poll_initial_seconds: float = 0.25
+    poll_max_seconds: float = 10.0
+    # The upload-session list is scanned for failure reasons at most this often (it has no filters, contract §2).
+    session_scan_interval_seconds: float = 2.0
+    # After the first stop signal, in-flight parts may finish for this long before the run is cut.
+    drain_seconds: float = 30.0
+    progress_interval_seconds: float = 10.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        for name in ("cases_in_flight", "files_in_flight", "parts_in_flight", "api_calls_in_flight", "presign_batch",
+                     "live_upload_ceiling", "imports_in_flight"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"engine.{name} must be at least 1, not {getattr(self, name)}")
+        if self.imports_in_flight > 16:
+            raise ValueError("engine.imports_in_flight must be at most 16: the server refuses more (contract §2)")
+        if self.live_upload_ceiling > 2000:
+            raise ValueError("engine.live_upload_ceiling must be at most 2000: the server refuses more (contract §1)")
+
+
+def engine_config_from_job(knobs: JobEngineKnobs, **overrides: object) -> EngineConfig:
+    """The job file's ``[engine]`` table (``engine.config.EngineConfig``) mapped onto the engine's settings."""
+    settings: dict[str, object] = dict(
+        files_in_flight=knobs.files_in_flight,
+        parts_in_flight=knobs.parts_in_flight,
+        api_calls_in_flight=knobs.api_calls_in_flight,
+        part_size=knobs.part_size,
+        live_upload_ceiling=knobs.live_upload_ceiling,
+        imports_in_flight=knobs.imports_in_flight,
+        retry=RetryPolicy(attempts_per_item=knobs.attempts_per_item),
+        # Cases wait on their files and imports; a few more cases than files keeps every file slot busy.
+        cases_in_flight=max(knobs.files_in_flight * 2, 8),
+    )
+    settings.update(overrides)
+    return EngineConfig(**settings)  # type: ignore[arg-type]
+
+
+@dataclass
+class TransferContext:
+    client: GrandChallengeClient
+    journal: Journal
+    config: EngineConfig
+    stats: TransferStats
+    reader_study_slug: str
+    upload_gate: CountingGate
+    import_gate: CountingGate
+    # Set by the first stop signal: start nothing new, let what is in flight finish.
+    stopping: anyio.Event = field(default_factory=anyio.Event)
+    files_limiter: anyio.CapacityLimiter = field(init=False)
+    parts_limiter: anyio.CapacityLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.files_limiter = anyio.CapacityLimiter(self.config.files_in_flight)
+        self.parts_limiter = anyio.CapacityLimiter(self.config.parts_in_flight)
+
+    @property
+    def ledger(self):  # noqa: ANN201 - state.ledger.Ledger; the journal holds it
+        return self.journal.ledger

@@ -1,0 +1,568 @@
+"""The ledger: gcbulk's memory of a job, in one SQLite file, so any run can stop anywhere and resume without duplicates.
+
+Every object gcbulk will create on Grand Challenge — upload, part, display set, value — is written here first, with
+its state; every change of state is one transaction (``with db.atomic()``) that also appends to the event log.
+The allowed state changes are in ``state.machines`` (the single place they are checked).
+
+Public API (all methods run on the thread that opened the ledger; sqlite3 connections are bound to their thread):
+
+Open and bind
+    ``Ledger.open(path, binding, *, job_file=None, clock=None)`` — create (0600) or open, take the process lock,
+    migrate, bind to the job (``JobBinding``: reader study, base URL, case root). Raises ``LedgerLocked``,
+    ``LedgerBindingError``.
+    ``Ledger.open_readonly(path, binding=None)`` — for ``gcbulk status`` while a run holds the lock: no lock, no writes.
+    ``ledger.close()`` / ``with Ledger.open(...) as ledger:``; ``ledger.case_root``, ``ledger.job``,
+    ``ledger.plan_state``.
+Record a plan (see ``state.replan``)
+    ``with ledger.planning(rules=..., job_file=..., checksum=fn, dry_run=False) as plan:``
+    ``plan.add(planned_case)`` for each case, then ``diff = plan.finish(blocked=...)`` → ``PlanDiff``;
+    ``plan.titles`` is a set-like record of the titles seen in this plan (for duplicate-title checks in flat memory).
+Work to do and in flight
+    ``cases_to_run()`` → ``CaseWork`` (planned or running cases with display set, items, files, the live upload of each
+    file and its sent parts), ``case_work(case_id)``, ``case_id_by_title(title)``, ``upload(upload_id)``,
+    ``uploads_of_file(file_id)``, ``in_flight_uploads()``, ``live_upload_count()`` (for the 2000 cap),
+    ``attached_image_items_count()`` (imports in flight), ``counts_by_state()``, ``cases_needing_attention()``.
+Transitions (each atomic and idempotent: a repeat returns False and writes nothing; an illegal one raises
+``IllegalTransition``; a repeat with another pk/ETag raises ``ConflictingRepeat``)
+    case:         ``case_started``, ``case_done``, ``case_failed(reason)``, ``requeue_failed_cases()``
+    display set:  ``display_set_creating``, ``display_set_created(pk)``, ``display_set_not_created(reason)``,
+                  ``display_set_values_attached``, ``display_set_importing``, ``display_set_done``,
+                  ``display_set_failed(reason)``  (all keyed by case id)
+    item:         ``item_uploading``, ``item_uploaded``, ``item_attached`` (marks its uploads consumed),
+                  ``item_done``, ``item_failed(reason)``, ``item_requeued``
+    upload:       ``upload_creating(file_id, part_size=) -> upload_id`` (before POST uploads/),
+                  ``upload_initialized(upload_id, pk=, s3_upload_id=, created_at=)``, ``upload_completed`` (all parts
+                  must be sent; records the file's checksum), ``upload_consumed``, ``upload_expired(reason)``,
+                  ``upload_aborted(reason)``, ``upload_abandoned(reason)``
+    part:         ``part_sent(upload_id, number, size=, etag=, md5=)``, ``part_invalidated(upload_id, number, reason)``
+    any:          ``transition(kind, key, state, **fields)``, ``record_attempt(kind, key, error) -> attempts``
+Events
+    ``append_event(kind, case_id=None, **data)``, ``events(after_id=0, case_id=None)``.
+
+The ledger never holds the API token: ``append_event`` refuses secret-looking keys, and nothing else takes one.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from state.errors import (  # re-exported: callers import them from state.ledger
+    LedgerBindingError,
+    LedgerError,
+    LedgerLocked,
+    LedgerMissing,
+    LiveUploadExists,
+    UnknownRow,
+    UploadNotOpen,
+)
+from state.machines import (
+    MACHINES,
+    RUNNABLE_CASE_STATES,
+    ConflictingRepeat,
+    IllegalTransition,
+    check_transition,
+)
+from state.migrations import migrate
+from state.queries import LedgerQueries
+from state.records import JobBinding
+from state.transitions import LedgerTransitions, composite_checksum
+
+__all__ = [
+    "ConflictingRepeat",
+    "IllegalTransition",
+    "JobBinding",
+    "Ledger",
+    "LedgerBindingError",
+    "LedgerError",
+    "LedgerLocked",
+    "LedgerMissing",
+    "LiveUploadExists",
+    "UnknownRow",
+    "UploadNotOpen",
+    "composite_checksum",
+    "default_ledger_path",
+]
+
+# kind -> (table, key columns)
+_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "job": ("job", ("id",)),
+    "case": ("cases", ("id",)),
+    "display_set": ("display_sets", ("case_id",)),
+    "item": ("items", ("id",)),
+    "upload": ("uploads", ("id",)),
+    "part": ("parts", ("upload_id", "number")),
+}
+_SECRET_WORDS = ("token", "authorization", "password", "secret")
+_JOB_ROW = 1
+
+
+def default_ledger_path(job_file: Path) -> Path:
+    """``<job stem>.ledger.sqlite`` next to the job file."""
+    return job_file.with_name(f"{job_file.stem}.ledger.sqlite")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _subject_text(subject_id: object) -> str | None:
+    if subject_id is None:
+        return None
+    parts = subject_id if isinstance(subject_id, tuple) else (subject_id,)
+    return ":".join(str(part) for part in parts)  # a part is "<upload id>:<number>"
+
+
+def _reject_secrets(data: dict[str, Any]) -> None:
+    for key in data:
+        if any(word in key.lower() for word in _SECRET_WORDS):
+            raise ValueError(f"refusing to write {key!r} to the ledger: the ledger must never hold credentials")
+
+
+class _ProcessLock:
+    """An exclusive ``flock`` on ``<ledger>.lock``, held while the ledger is open.
+
+    Why a sidecar file and flock: SQLite itself takes POSIX ``fcntl`` locks on the database file, and POSIX locks are
+    per process and dropped when *any* descriptor of that file is closed, so a lock of ours on the database file would
+    interfere with SQLite's. ``flock`` on a separate file is independent, and the kernel releases it when the process
+    dies (even by kill -9), so a crash never leaves a stale lock behind. SQLite's own locks only serialise single
+    transactions; two gcbulk processes interleaving transactions would both send the same parts.
+    """
+
+    def __init__(self, ledger_path: Path) -> None:
+        self.path = ledger_path.with_name(ledger_path.name + ".lock")
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self._fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise LedgerLocked(
+                    f"ledger {ledger_path} is in use by another gcbulk process (pid {holder}); wait for it to finish "
+                    "or stop it (it can be resumed), then try again. 'gcbulk status' can read the ledger meanwhile."
+                ) from None
+            raise
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _create_private_file(path: Path) -> None:
+    # Created 0600 before SQLite touches it; SQLite gives the -wal and -shm files the database file's permissions.
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    os.close(fd)
+
+
+def _configure(db: Database) -> None:
+    db.enable_wal()
+    # Durability: synchronous=FULL fsyncs the WAL at every commit, so a recorded transition survives power loss as
+    # well as kill -9 (WAL + NORMAL is already safe against a process crash; it may lose the last commits on power
+    # loss). NORMAL would still be *recoverable* — a part recorded as not done is simply sent again, a display set
+    # whose pk was lost is found again by its title (contract §3), a 'done' lost is re-verified by polling — but an
+    # upload whose pk was lost is an orphan on the server that counts against the 2000-upload cap for up to 24 h
+    # (contract §1), and lost part records re-send bytes. Commits are few compared with the bytes moved (one per part
+    # of at least 5 MiB, and one per batch of cases while planning), so the fsync costs little; we take FULL.
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA foreign_keys=ON")
+    # A reader (gcbulk status) and the running engine may meet on a commit; wait instead of failing at once.
+    db.execute("PRAGMA busy_timeout=5000")
+
+
+class Ledger(LedgerTransitions, LedgerQueries):
+    """An open ledger bound to one job. Use :meth:`open` or :meth:`open_readonly`."""
+
+    def __init__(
+        self, db: Database, path: Path, lock: _ProcessLock | None, clock: Callable[[], datetime] | None
+    ) -> None:
+        self.db = db
+        self.path = path
+        self._lock = lock
+        self._clock = clock or _utc_now
+        self.readonly = lock is None
+
+    # ----------------------------------------------------------------------------------------------- open and bind
+    @classmethod
+    def open(
+        cls,
+        path: Path | str,
+        binding: JobBinding,
+        *,
+        job_file: Path | str | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> Ledger:
+        """Open (creating if needed) the ledger at ``path`` for the job ``binding``, holding the process lock."""
+        path = Path(path).absolute()
+        if not path.parent.is_dir():
+            raise LedgerError(f"cannot create ledger {path}: folder {path.parent} does not exist")
+        lock = _ProcessLock(path)
+        try:
+            if not path.exists():
+                _create_private_file(path)
+            db = Database(path)
+            try:
+                _configure(db)
+                migrate(db)
+                ledger = cls(db, path, lock, clock)
+                ledger._bind(binding, job_file)
+            except BaseException:
+                db.close()
+                raise
+        except BaseException:
+            lock.release()
+            raise
+        return ledger
+
+    @classmethod
+    def open_readonly(cls, path: Path | str, binding: JobBinding | None = None) -> Ledger:
+        """Open an existing ledger for reading only (no lock: a running job may hold it)."""
+        path = Path(path).absolute()
+        if not path.exists():
+            raise LedgerMissing(f"no ledger at {path}; run 'gcbulk plan' for this job first")
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        db = Database(conn)
+        try:
+            db.execute("PRAGMA busy_timeout=5000")
+            ledger = cls(db, path, None, None)
+            if not db["job"].exists():
+                raise LedgerMissing(f"{path} is not a gcbulk ledger (it has no job table)")
+            if binding is not None:
+                ledger._check_binding(binding)
+        except BaseException:
+            db.close()
+            raise
+        return ledger
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None  # type: ignore[assignment]
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({str(self.path)!r}, readonly={self.readonly})"
+
+    def _bind(self, binding: JobBinding, job_file: Path | str | None) -> None:
+        if self.job is None:
+            now = self._now()
+            with self.db.atomic():
+                self.db["job"].insert(
+                    {
+                        "id": _JOB_ROW,
+                        "reader_study": binding.reader_study,
+                        "base_url": binding.base_url,
+                        "case_root": binding.case_root,
+                        "job_file": None if job_file is None else str(Path(job_file).absolute()),
+                        "state": "empty",
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+                self._log("job.bound", subject="job", subject_id=_JOB_ROW, data={"reader_study": binding.reader_study})
+        else:
+            self._check_binding(binding)
+
+    def _check_binding(self, binding: JobBinding) -> None:
+        job = self.job
+        if job is None:
+            raise LedgerMissing(f"ledger {self.path} has not been bound to a job yet; run 'gcbulk plan' first")
+        mismatches = [
+            f"{label} is {job[column]!r}, this job has {getattr(binding, column)!r}"
+            for column, label in (
+                ("reader_study", "reader study"),
+                ("base_url", "server"),
+                ("case_root", "case root"),
+            )
+            if job[column] != getattr(binding, column)
+        ]
+        if mismatches:
+            raise LedgerBindingError(
+                f"ledger {self.path} belongs to another job: "
+                + "; ".join(mismatches)
+                + ". Use a separate ledger for this job (--ledger PATH), or move the old ledger away if you really "
+                "mean to start over."
+            )
+
+    # -------------------------------------------------------------------------------------------------- basics
+    def _now(self) -> str:
+        return _iso(self._clock())
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        rows = self._all(sql, params)
+        return rows[0] if rows else None
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        # A plain cursor rather than db.query(): reads are the hot path of planning and scheduling, and db.query()
+        # wraps each statement in a savepoint. SELECTs open no implicit transaction, so this is safe alongside
+        # sqlite-utils' transaction handling.
+        cursor = self.db.conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self.db.conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def _log(
+        self,
+        kind: str,
+        *,
+        subject: str | None = None,
+        subject_id: object = None,
+        case_id: int | None = None,
+        from_state: str | None = None,
+        to_state: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        data = {k: v for k, v in (data or {}).items() if v is not None}
+        _reject_secrets(data)
+        self.db.execute(
+            "INSERT INTO events (at, kind, subject, subject_id, case_id, from_state, to_state, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self._now(),
+                kind,
+                subject,
+                _subject_text(subject_id),
+                case_id,
+                from_state,
+                to_state,
+                json.dumps(data, sort_keys=True, default=str) if data else None,
+            ),
+        )
+
+    @property
+    def job(self) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM job WHERE id = ?", (_JOB_ROW,))
+
+    @property
+    def case_root(self) -> Path:
+        job = self.job
+        if job is None:
+            raise LedgerMissing(f"ledger {self.path} is not bound to a job yet")
+        return Path(job["case_root"])
+
+    @property
+    def plan_state(self) -> str:
+        """``empty`` (never planned), ``planning`` (a plan was interrupted), ``complete`` or ``blocked``."""
+        job = self.job
+        return "empty" if job is None else job["state"]
+
+    # ------------------------------------------------------------------------------------------- transitions core
+    def _key(self, kind: str, key: object) -> tuple[str, tuple[str, ...], tuple[Any, ...]]:
+        if kind not in _TABLES:
+            raise ValueError(f"unknown ledger object kind {kind!r}; expected one of {', '.join(_TABLES)}")
+        table, columns = _TABLES[kind]
+        values = tuple(key) if isinstance(key, tuple) else (key,)
+        if len(values) != len(columns):
+            raise ValueError(f"a {kind} is identified by {', '.join(columns)}; got {key!r}")
+        return table, columns, values
+
+    def _get(self, kind: str, key: object) -> dict[str, Any]:
+        table, columns, values = self._key(kind, key)
+        where = " AND ".join(f"{c} = ?" for c in columns)
+        row = self._one(f"SELECT * FROM {table} WHERE {where}", values)
+        if row is None:
+            raise UnknownRow(f"the ledger has no {kind} {key!r}")
+        return row
+
+    def _case_id_of(self, kind: str, row: dict[str, Any]) -> int | None:
+        if kind == "case":
+            return row["id"]
+        if kind in ("display_set", "item"):
+            return row["case_id"]
+        if kind == "upload":
+            return self._scalar(
+                "SELECT items.case_id FROM files JOIN items ON items.id = files.item_id WHERE files.id = ?",
+                (row["file_id"],),
+            )
+        if kind == "part":
+            return self._scalar(
+                "SELECT items.case_id FROM uploads JOIN files ON files.id = uploads.file_id "
+                "JOIN items ON items.id = files.item_id WHERE uploads.id = ?",
+                (row["upload_id"],),
+            )
+        return None
+
+    def transition(self, kind: str, key: object, target: str, **fields: Any) -> bool:
+        """Move one object to ``target`` (and set ``fields``) in one transaction with its event.
+
+        Returns False for an idempotent repeat (already in ``target``; nothing written). Raises ``UnknownRow``,
+        ``IllegalTransition`` or ``ConflictingRepeat``.
+        """
+        table, columns, values = self._key(kind, key)
+        machine = MACHINES[kind]
+        with self.db.atomic():
+            row = self._get(kind, key)
+            if not check_transition(machine, key, row["state"], target, row, fields):
+                return False
+            updates = {"state": target, "updated_at": self._now(), **fields}
+            assignments = ", ".join(f"{name} = ?" for name in updates)
+            where = " AND ".join(f"{c} = ?" for c in columns)
+            self.db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", (*updates.values(), *values))
+            self._log(
+                f"{kind}.{target}",
+                subject=kind,
+                subject_id=key,
+                case_id=self._case_id_of(kind, row),
+                from_state=row["state"],
+                to_state=target,
+                data=fields,
+            )
+        return True
+
+    def record_attempt(self, kind: str, key: object, error: str | None = None) -> int:
+        """Count one more attempt at a case, display set, item or upload; return the new count."""
+        if kind not in ("case", "display_set", "item", "upload"):
+            raise ValueError(f"attempts are counted for cases, display sets, items and uploads, not {kind!r}")
+        table, columns, values = self._key(kind, key)
+        where = " AND ".join(f"{c} = ?" for c in columns)
+        with self.db.atomic():
+            row = self._get(kind, key)
+            attempts = row["attempts"] + 1
+            self.db.execute(
+                f"UPDATE {table} SET attempts = ?, last_error = ?, updated_at = ? WHERE {where}",
+                (attempts, error, self._now(), *values),
+            )
+            self._log(
+                f"{kind}.attempt",
+                subject=kind,
+                subject_id=key,
+                case_id=self._case_id_of(kind, row),
+                data={"attempts": attempts, "error": error},
+            )
+        return attempts
+
+    def append_event(self, kind: str, *, case_id: int | None = None, **data: Any) -> None:
+        """Append a free-form event (e.g. a progress snapshot) to the log, in its own transaction."""
+        with self.db.atomic():
+            self._log(kind, case_id=case_id, data=data)
+
+    def events(self, *, after_id: int = 0, case_id: int | None = None, limit: int | None = None) -> list[dict]:
+        sql = "SELECT * FROM events WHERE id > ?"
+        params: list[Any] = [after_id]
+        if case_id is not None:
+            sql += " AND case_id = ?"
+            params.append(case_id)
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._all(sql, params)
+        for row in rows:
+            row["data"] = json.loads(row["data"]) if row["data"] else {}
+        return rows
+
+    # ---------------------------------------------------------------------------------------------------- planning
+    @contextmanager
+    def planning(
+        self,
+        *,
+        rules: dict[str, Any] | None = None,
+        job_file: Path | str | None = None,
+        checksum: Callable[[Path, int], str] | None = None,
+        dry_run: bool = False,
+        batch_files: int = 5000,
+    ) -> Iterator[Any]:
+        """Record a plan, case by case; see ``state.replan.PlanRecorder``. A dry run rolls everything back."""
+        from state.replan import PlanRecorder
+
+        recorder = PlanRecorder(self, checksum=checksum, dry_run=dry_run, batch_files=batch_files)
+        if dry_run:
+            # The same code path as a real plan, inside one transaction that is rolled back: the diff a dry run
+            # prints is exactly what the real plan would record.
+            try:
+                with self.db.atomic():
+                    recorder.start(rules=rules, job_file=job_file)
+                    yield recorder
+                    raise _RollBack
+            except _RollBack:
+                pass
+            return
+        recorder.start(rules=rules, job_file=job_file)
+        try:
+            yield recorder
+        except BaseException:
+            self.db.rollback()  # only the open batch; committed batches stay and the job stays 'planning'
+            raise
+        recorder.commit()
+
+
+class _RollBack(Exception):
+    """Raised inside a dry-run transaction to undo it."""
+
+
+# ======================================================================================================================
+# Query methods added by the transfer engine (issue 5) go below this line.
+# ======================================================================================================================
+
+
+def _item_upload_pks(self: Ledger, item_id: int) -> list[str]:
+    """The Grand Challenge pks of an item's uploads, in file order: per present file, its newest completed or
+    consumed upload (what the values PATCH names, and what the server's upload session lists)."""
+    rows = self._all(
+        "SELECT files.id AS file_id, uploads.pk AS pk FROM files JOIN uploads ON uploads.file_id = files.id "
+        "WHERE files.item_id = ? AND files.present = 1 AND uploads.state IN ('completed', 'consumed') "
+        "ORDER BY files.position, uploads.id",
+        (item_id,),
+    )
+    newest: dict[int, str] = {}
+    for row in rows:
+        newest[row["file_id"]] = row["pk"]
+    return list(newest.values())
+
+
+def _transfer_totals(self: Ledger) -> dict[str, int]:
+    """What the runnable (planned or running) cases still hold: cases, files and bytes not yet handed to Grand
+    Challenge, and the bytes of those files already sent as recorded parts (for an honest ETA on resume)."""
+    marks = ", ".join("?" * len(RUNNABLE_CASE_STATES))
+    states = sorted(RUNNABLE_CASE_STATES)
+    cases = self._scalar(f"SELECT count(*) FROM cases WHERE state IN ({marks})", states)
+    files = self._one(
+        "SELECT count(*) AS files, coalesce(sum(files.size), 0) AS bytes FROM files "
+        "JOIN items ON items.id = files.item_id JOIN cases ON cases.id = items.case_id "
+        f"WHERE cases.state IN ({marks}) AND files.present = 1 "
+        "AND items.state IN ('planned', 'uploading', 'uploaded')",
+        states,
+    )
+    sent = self._scalar(
+        "SELECT coalesce(sum(parts.size), 0) FROM parts JOIN uploads ON uploads.id = parts.upload_id "
+        "JOIN files ON files.id = uploads.file_id JOIN items ON items.id = files.item_id "
+        "JOIN cases ON cases.id = items.case_id "
+        f"WHERE cases.state IN ({marks}) AND parts.state = 'sent' "
+        "AND uploads.state IN ('initialized', 'completed') AND items.state IN ('planned', 'uploading', 'uploaded')",
+        states,
+    )
+    return {"cases": cases, "files": files["files"], "bytes": files["bytes"], "bytes_sent": sent}
+
+
+# Attached as methods so the engine calls them like the rest of the ledger's queries.
+Ledger.item_upload_pks = _item_upload_pks  # type: ignore[attr-defined]
+Ledger.transfer_totals = _transfer_totals  # type: ignore[attr-defined]

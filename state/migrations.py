@@ -1,0 +1,303 @@
+"""The ledger's schema, as forward migrations (sqlite-utils ``Migrations``, recorded in ``_sqlite_migrations``).
+
+Add a change as a new ``m00N_…`` function at the bottom; never edit one that has shipped, because ledgers in the field
+already record it as applied. A ledger that records a migration this code does not know was written by a newer
+gcbulk, and is refused rather than guessed at.
+
+Tables are plain (TEXT/INTEGER, JSON in TEXT columns) so ``sqlite-utils tables/rows/query`` can read a ledger.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+MIGRATION_SET = "gcbulk-ledger"
+migrations = Migrations(MIGRATION_SET)
+
+
+class LedgerTooNew(Exception):
+    """The ledger records migrations that this version of gcbulk does not have."""
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db["job"].create(
+        {
+            "id": int,
+            "reader_study": str,
+            "base_url": str,
+            "case_root": str,
+            "job_file": str,
+            "rules": str,  # JSON: the job's rules at the last plan, for the record
+            "state": str,
+            "plan_started_at": str,
+            "plan_finished_at": str,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        not_null={"reader_study", "base_url", "case_root", "state"},
+    )
+    db["cases"].create(
+        {
+            "id": int,
+            "title": str,  # the idempotency key: unique per reader study (contract §3)
+            "folder": str,
+            "state": str,
+            "attempts": int,
+            "last_error": str,
+            "findings": str,  # JSON list of the case's findings at the last plan
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        not_null={"title", "folder", "state", "attempts"},
+        defaults={"attempts": 0},
+    )
+    db["cases"].create_index(["title"], unique=True)
+    db["cases"].create_index(["state"])
+    db["display_sets"].create(
+        {
+            "case_id": int,
+            "state": str,
+            "pk": str,
+            "attempts": int,
+            "last_error": str,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="case_id",
+        not_null={"state", "attempts"},
+        defaults={"attempts": 0},
+        foreign_keys=[("case_id", "cases", "id")],
+    )
+    db["items"].create(
+        {
+            "id": int,
+            "case_id": int,
+            "socket_slug": str,
+            "super_kind": str,  # Image / File / Value from the socket catalogue; NULL when planned offline
+            "value": str,  # JSON of a value socket's value; NULL for sockets fed by files
+            "state": str,
+            "attempts": int,
+            "last_error": str,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        not_null={"case_id", "socket_slug", "state", "attempts"},
+        defaults={"attempts": 0},
+        foreign_keys=[("case_id", "cases", "id")],
+    )
+    db["items"].create_index(["case_id", "socket_slug"], unique=True)
+    db["items"].create_index(["state"])
+    db["files"].create(
+        {
+            "id": int,
+            "item_id": int,
+            "position": int,
+            "path": str,  # relative to the job's case root, '/'-separated
+            "name": str,  # the upload's filename (contract §1: a bare name of at most 128 characters)
+            "size": int,
+            "mtime_ns": int,
+            "checksum": str,  # S3-style multipart MD5 of the uploaded bytes ("<md5 of part md5s>-<parts>")
+            "checksum_part_size": int,
+            "present": int,  # 0 once a re-plan no longer finds this file in its item
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        not_null={"item_id", "position", "path", "name", "size", "mtime_ns", "present"},
+        defaults={"present": 1},
+        foreign_keys=[("item_id", "items", "id")],
+    )
+    db["files"].create_index(["item_id", "path"], unique=True)
+    db["uploads"].create(
+        {
+            "id": int,
+            "file_id": int,
+            "state": str,
+            "filename": str,
+            "pk": str,
+            "s3_upload_id": str,
+            "file_size": int,
+            "part_size": int,
+            "part_count": int,
+            "intent_at": str,  # when 'creating' was written, before POST uploads/
+            "created_at": str,  # the server's 'created': the 24 h sweep counts from it (contract §1)
+            "completed_at": str,
+            "attempts": int,
+            "last_error": str,
+            "updated_at": str,
+        },
+        pk="id",
+        not_null={"file_id", "state", "filename", "file_size", "part_size", "part_count", "attempts"},
+        defaults={"attempts": 0},
+        foreign_keys=[("file_id", "files", "id")],
+    )
+    db["uploads"].create_index(["file_id"])
+    db["uploads"].create_index(["state"])
+    db["parts"].create(
+        {
+            "upload_id": int,
+            "number": int,
+            "state": str,
+            "size": int,
+            "etag": str,  # verbatim, with its quotes (contract §1: send it back as S3 returned it)
+            "md5": str,
+            "sent_at": str,
+            "updated_at": str,
+        },
+        pk=("upload_id", "number"),
+        not_null={"state", "size", "etag"},
+        foreign_keys=[("upload_id", "uploads", "id")],
+    )
+    db["events"].create(
+        {
+            "id": int,
+            "at": str,
+            "kind": str,
+            "subject": str,
+            "subject_id": str,
+            "case_id": int,
+            "from_state": str,
+            "to_state": str,
+            "data": str,
+        },
+        pk="id",
+        not_null={"at", "kind"},
+    )
+    db["events"].create_index(["case_id"])
+
+
+@migrations()
+def m002_append_only_events(db: Database) -> None:
+    # The event log is the audit trail of a migration: refuse edits at the database level, so neither a bug nor a
+    # hand-run sqlite-utils command can rewrite history.
+    for action in ("UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER events_no_{action.lower()} BEFORE {action} ON events "
+            "BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END"
+        )
+
+
+def known_names() -> list[str]:
+    """All migration names this code has, in order (what an empty database would have pending)."""
+    return [migration.name for migration in migrations.pending(Database(memory=True))]
+
+
+def migrate(db: Database) -> list[str]:
+    """Apply pending migrations in order (each in its own transaction); return the names applied.
+
+    Raises :class:`LedgerTooNew` when the ledger records a migration this code does not know.
+    """
+    applied = [migration.name for migration in migrations.applied(db)]
+    unknown = sorted(set(applied) - set(known_names()))
+    if unknown:
+        raise LedgerTooNew(
+            f"this ledger was written by a newer gcbulk (it has schema migrations {', '.join(unknown)}); "
+            "upgrade gcbulk to open it"
+        )
+    pending = [migration.name for migration in migrations.pending(db)]
+    migrations.apply(db)
+    return pending
+
+
+@migrations()
+def m003_results_export_and_reorder(db: Database) -> None:
+    """The results side (issue 6; appended by the results helper): an export's local copy of the study's questions,
+    display sets and answers, its mask downloads and runs; a reorder's items. Every ledger gets these tables (they
+    stay empty in an upload job's ledger), as one schema keeps every ledger readable by every command."""
+    db["export_runs"].create(
+        {
+            "id": int,
+            "state": str,
+            "scope": str,  # "all" (answers/) or "mine" (answers/mine/)
+            "started_at": str,
+            "finished_at": str,
+            "counts": str,  # JSON: answers new / modified / unchanged / removed, masks downloaded / failed …
+            "updated_at": str,
+        },
+        pk="id",
+        not_null={"state", "scope", "started_at"},
+    )
+    db["export_questions"].create(
+        {"pk": str, "position": int, "data": str, "seen_run": int},  # data: the question's JSON as the API sent it
+        pk="pk",
+        not_null={"position", "data", "seen_run"},
+    )
+    db["export_display_sets"].create(
+        {
+            "pk": str,
+            "position": int,  # in the server's order (order, created), contract §3
+            "title": str,
+            "sort_order": int,
+            "socket_values": str,  # JSON {socket slug: image pk | file URL | value}
+            "seen_run": int,
+        },
+        pk="pk",
+        not_null={"position", "seen_run"},
+    )
+    db["export_display_sets"].create_index(["position"])
+    db["export_answers"].create(
+        {
+            "pk": str,
+            "modified": str,  # the server's: an answer whose 'modified' is unchanged is not fetched again
+            "created": str,
+            "creator": str,
+            "question_pk": str,
+            "display_set_pk": str,
+            "is_ground_truth": int,
+            "answer": str,  # JSON
+            "answer_image_pk": str,
+            "last_edit_duration": str,
+            "total_edit_duration": str,
+            "seen_run": int,
+            "changed_run": int,
+        },
+        pk="pk",
+        not_null={"modified", "creator", "question_pk", "is_ground_truth", "seen_run", "changed_run"},
+    )
+    # The order in which the per-case table is written (case, reader, ground truth), and the runs' bookkeeping.
+    db["export_answers"].create_index(["display_set_pk", "creator", "is_ground_truth"])
+    db["export_answers"].create_index(["seen_run"])
+    db["export_answers"].create_index(["answer_image_pk"])
+    db["export_masks"].create(
+        {
+            "path": str,  # relative to the export folder, '/'-separated, every component sanitised
+            "answer_pk": str,
+            "image_pk": str,
+            "file_pk": str,
+            "file_url": str,  # on the API host; resolved to a fresh signed URL for each download (contract §4)
+            "state": str,
+            "size": int,
+            "sha256": str,
+            "etag": str,  # the object store's, to tell whether a partial download is of the same object
+            "mtime_ns": int,  # of the verified file, so an intact file is not hashed again on every run
+            "attempts": int,
+            "last_error": str,
+            "updated_at": str,
+        },
+        pk="path",
+        not_null={"answer_pk", "image_pk", "file_url", "state", "attempts"},
+        defaults={"attempts": 0},
+    )
+    db["export_masks"].create_index(["answer_pk"])
+    db["export_masks"].create_index(["state"])
+    db["reorder_items"].create(
+        {
+            "display_set_pk": str,
+            "title": str,
+            "target_order": int,
+            "previous_order": int,  # as listed when planned: what an undo would restore
+            "state": str,
+            "attempts": int,
+            "last_error": str,
+            "updated_at": str,
+        },
+        pk="display_set_pk",
+        not_null={"target_order", "state", "attempts"},
+        defaults={"attempts": 0},
+    )
+    db["reorder_items"].create_index(["state"])

@@ -1,0 +1,201 @@
+"""The ledger's read side: snapshots of cases, uploads and parts for the transfer engine, and counts for status.
+
+Mixed into ``state.ledger.Ledger``. Reads go through ``Ledger._all`` (a plain cursor) and build the frozen records
+of ``state.records``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from state.machines import LIVE_UPLOAD_STATES, RUNNABLE_CASE_STATES
+from state.records import AttentionRow, CaseWork, DisplaySetRow, FileWork, ItemWork, PartRow, UploadRow
+
+_STATE_TABLES = {"case": "cases", "display_set": "display_sets", "item": "items", "upload": "uploads", "part": "parts"}
+
+
+class LedgerQueries:
+    """Queries by name: what is in flight, what to do next, how far the job is."""
+
+    # Provided by Ledger: _get(), _one(), _all(), _scalar(), case_root.
+
+    # ---------------------------------------------------------------------------------------------------- queries
+    def _live_upload_row(self, file_id: int) -> dict[str, Any] | None:
+        return self._one(
+            "SELECT * FROM uploads WHERE file_id = ? AND state IN ('creating', 'initialized', 'completed') "
+            "ORDER BY id DESC LIMIT 1",
+            (file_id,),
+        )
+
+    def _upload_record(self, row: dict[str, Any], parts: dict[int, PartRow] | None = None) -> UploadRow:
+        if parts is None:
+            parts = self._sent_parts([row["id"]]).get(row["id"], {})
+        return UploadRow(
+            id=row["id"],
+            file_id=row["file_id"],
+            state=row["state"],
+            filename=row["filename"],
+            pk=row["pk"],
+            s3_upload_id=row["s3_upload_id"],
+            file_size=row["file_size"],
+            part_size=row["part_size"],
+            part_count=row["part_count"],
+            intent_at=row["intent_at"],
+            created_at=row["created_at"],
+            completed_at=row["completed_at"],
+            attempts=row["attempts"],
+            last_error=row["last_error"],
+            parts=parts,
+        )
+
+    def _sent_parts(self, upload_ids: Sequence[int]) -> dict[int, dict[int, PartRow]]:
+        result: dict[int, dict[int, PartRow]] = {upload_id: {} for upload_id in upload_ids}
+        for start in range(0, len(upload_ids), 500):
+            chunk = upload_ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for p in self._all(
+                f"SELECT * FROM parts WHERE state = 'sent' AND upload_id IN ({marks}) ORDER BY upload_id, number",
+                chunk,
+            ):
+                result[p["upload_id"]][p["number"]] = PartRow(
+                    upload_id=p["upload_id"], number=p["number"], state=p["state"], size=p["size"],
+                    etag=p["etag"], md5=p["md5"],
+                )
+        return result
+
+    def upload(self, upload_id: int) -> UploadRow:
+        return self._upload_record(self._get("upload", upload_id))
+
+    def uploads_of_file(self, file_id: int) -> list[UploadRow]:
+        return [self._upload_record(r) for r in self._all("SELECT * FROM uploads WHERE file_id = ? ORDER BY id",
+                                                          (file_id,))]
+
+    def in_flight_uploads(self) -> list[UploadRow]:
+        """Uploads that exist (or may exist) on Grand Challenge and are not consumed yet."""
+        rows = self._all("SELECT * FROM uploads WHERE state IN ('creating', 'initialized', 'completed') ORDER BY id")
+        parts = self._sent_parts([r["id"] for r in rows])
+        return [self._upload_record(r, parts[r["id"]]) for r in rows]
+
+    def live_upload_count(self) -> int:
+        """Uploads counting against the server's 2000-upload cap (contract §1)."""
+        marks = ", ".join("?" * len(LIVE_UPLOAD_STATES))
+        return self._scalar(f"SELECT count(*) FROM uploads WHERE state IN ({marks})", sorted(LIVE_UPLOAD_STATES))
+
+    def attached_image_items_count(self) -> int:
+        """Image values handed to Grand Challenge and not finished: imports in flight (contract §2: at most 16)."""
+        return self._scalar(
+            "SELECT count(*) FROM items WHERE state = 'attached' AND value IS NULL "
+            "AND (super_kind IS NULL OR super_kind = 'Image')"
+        )
+
+    def case_work(self, case_id: int) -> CaseWork:
+        case = self._get("case", case_id)
+        ds = self._get("display_set", case_id)
+        items = self._all("SELECT * FROM items WHERE case_id = ? AND state != 'withdrawn' ORDER BY id", (case_id,))
+        files = self._all(
+            "SELECT files.* FROM files JOIN items ON items.id = files.item_id "
+            "WHERE items.case_id = ? AND files.present = 1 ORDER BY files.item_id, files.position",
+            (case_id,),
+        )
+        uploads: dict[int, dict[str, Any]] = {}
+        if files:
+            marks = ", ".join("?" * len(files))
+            for row in self._all(
+                f"SELECT * FROM uploads WHERE state IN ('creating', 'initialized', 'completed') "
+                f"AND file_id IN ({marks}) ORDER BY id",
+                [f["id"] for f in files],
+            ):
+                uploads[row["file_id"]] = row  # the newest wins
+        parts = self._sent_parts([u["id"] for u in uploads.values()])
+        root = Path(self.case_root)
+        files_by_item: dict[int, list[FileWork]] = {}
+        for f in files:
+            upload = uploads.get(f["id"])
+            files_by_item.setdefault(f["item_id"], []).append(
+                FileWork(
+                    id=f["id"],
+                    item_id=f["item_id"],
+                    relative_path=f["path"],
+                    path=root / f["path"],
+                    name=f["name"],
+                    size=f["size"],
+                    mtime_ns=f["mtime_ns"],
+                    checksum=f["checksum"],
+                    upload=None if upload is None else self._upload_record(upload, parts[upload["id"]]),
+                )
+            )
+        return CaseWork(
+            id=case["id"],
+            title=case["title"],
+            folder=case["folder"],
+            state=case["state"],
+            attempts=case["attempts"],
+            last_error=case["last_error"],
+            display_set=DisplaySetRow(
+                case_id=ds["case_id"], state=ds["state"], pk=ds["pk"], attempts=ds["attempts"],
+                last_error=ds["last_error"],
+            ),
+            items=tuple(
+                ItemWork(
+                    id=i["id"],
+                    case_id=i["case_id"],
+                    socket_slug=i["socket_slug"],
+                    super_kind=i["super_kind"],
+                    value_json=i["value"],
+                    state=i["state"],
+                    attempts=i["attempts"],
+                    last_error=i["last_error"],
+                    files=tuple(files_by_item.get(i["id"], ())),
+                )
+                for i in items
+            ),
+        )
+
+    def cases_to_run(self, *, page: int = 200) -> Iterator[CaseWork]:
+        """Planned and running cases, oldest first, one at a time (paged, so memory stays flat)."""
+        marks = ", ".join("?" * len(RUNNABLE_CASE_STATES))
+        last_id = 0
+        while True:
+            ids = [
+                row["id"]
+                for row in self._all(
+                    f"SELECT id FROM cases WHERE id > ? AND state IN ({marks}) ORDER BY id LIMIT ?",
+                    (last_id, *sorted(RUNNABLE_CASE_STATES), page),
+                )
+            ]
+            if not ids:
+                return
+            for case_id in ids:
+                yield self.case_work(case_id)
+            last_id = ids[-1]
+
+    def counts_by_state(self) -> dict[str, dict[str, int]]:
+        """``{"case": {"planned": 3, …}, "display_set": …, "item": …, "upload": …, "part": …}``."""
+        counts: dict[str, dict[str, int]] = {}
+        for kind, table in _STATE_TABLES.items():
+            rows = self._all(f"SELECT state, count(*) AS n FROM {table} GROUP BY state ORDER BY state")
+            counts[kind] = {row["state"]: row["n"] for row in rows}
+        return counts
+
+    def cases_needing_attention(self, *, limit: int | None = None) -> list[AttentionRow]:
+        """Failed, blocked and vanished cases, with their last error and findings."""
+        sql = ("SELECT * FROM cases WHERE state IN ('failed', 'blocked', 'vanished') "
+               "ORDER BY CASE state WHEN 'failed' THEN 0 WHEN 'blocked' THEN 1 ELSE 2 END, id")
+        params: tuple[Any, ...] = ()
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = (limit,)
+        return [
+            AttentionRow(
+                case_id=row["id"],
+                title=row["title"],
+                folder=row["folder"],
+                state=row["state"],
+                last_error=row["last_error"],
+                findings=json.loads(row["findings"]) if row["findings"] else [],
+            )
+            for row in self._all(sql, params)
+        ]

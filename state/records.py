@@ -1,0 +1,166 @@
+"""Frozen snapshots the ledger hands out: what a case, item, file, upload and part look like right now.
+
+They are read models: changing one changes nothing; every change goes through a ``Ledger`` transition.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobBinding:
+    """What a ledger belongs to: opening it for another reader study, server or case root is refused."""
+
+    reader_study: str
+    base_url: str
+    case_root: str  # absolute
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartRow:
+    upload_id: int
+    number: int
+    state: str
+    size: int
+    etag: str
+    md5: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class UploadRow:
+    id: int
+    file_id: int
+    state: str
+    filename: str
+    pk: str | None
+    s3_upload_id: str | None
+    file_size: int
+    part_size: int
+    part_count: int
+    intent_at: str | None
+    created_at: str | None
+    completed_at: str | None
+    attempts: int
+    last_error: str | None
+    # Parts whose ETag is recorded and still believed good (state 'sent'), by part number.
+    parts: dict[int, PartRow] = field(default_factory=dict)
+
+    @property
+    def missing_part_numbers(self) -> list[int]:
+        return [n for n in range(1, self.part_count + 1) if n not in self.parts]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileWork:
+    id: int
+    item_id: int
+    relative_path: str
+    path: Path  # absolute: the job's case root joined with relative_path
+    name: str
+    size: int
+    mtime_ns: int
+    checksum: str | None
+    # The newest upload that still exists on Grand Challenge (creating / initialized / completed), if any.
+    upload: UploadRow | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ItemWork:
+    id: int
+    case_id: int
+    socket_slug: str
+    super_kind: str | None
+    value_json: str | None
+    state: str
+    attempts: int
+    last_error: str | None
+    files: tuple[FileWork, ...]
+
+    @property
+    def has_value(self) -> bool:
+        return self.value_json is not None
+
+    @property
+    def value(self) -> Any:
+        return None if self.value_json is None else json.loads(self.value_json)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DisplaySetRow:
+    case_id: int
+    state: str
+    pk: str | None
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaseWork:
+    """One case with everything the transfer engine needs to continue it from wherever it stopped."""
+
+    id: int
+    title: str
+    folder: str
+    state: str
+    attempts: int
+    last_error: str | None
+    display_set: DisplaySetRow
+    items: tuple[ItemWork, ...]  # withdrawn items are left out
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttentionRow:
+    """A case a person has to look at: failed, blocked by findings, or vanished from the tree."""
+
+    case_id: int
+    title: str
+    folder: str
+    state: str
+    last_error: str | None
+    findings: list[dict[str, Any]]
+
+
+@dataclass(kw_only=True)
+class PlanDiff:
+    """What recording a plan changed in the ledger (or would change, for a dry run)."""
+
+    cases: int = 0
+    files: int = 0
+    bytes: int = 0
+    new_cases: int = 0
+    # Files (and their bytes) in items Grand Challenge has not consumed yet: at most this many uploads are needed.
+    files_to_upload: int = 0
+    bytes_to_upload: int = 0
+    largest_file: int = 0
+    requeued: list[str] = field(default_factory=list)
+    # (title, socket, what changed): a file changed after Grand Challenge consumed it; nothing is re-sent.
+    changed_after_consumed: list[tuple[str, str, str]] = field(default_factory=list)
+    unchanged: Counter[str] = field(default_factory=Counter)  # by case state
+    removed: list[tuple[str, str]] = field(default_factory=list)  # (title, state) of cases whose folder vanished
+    blocked: list[str] = field(default_factory=list)
+    duplicate_titles: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cases": self.cases,
+            "files": self.files,
+            "bytes": self.bytes,
+            "new_cases": self.new_cases,
+            "files_to_upload": self.files_to_upload,
+            "bytes_to_upload": self.bytes_to_upload,
+            "largest_file": self.largest_file,
+            "requeued": list(self.requeued),
+            "changed_after_consumed": [
+                {"title": title, "socket": socket, "change": change}
+                for title, socket, change in self.changed_after_consumed
+            ],
+            "unchanged": dict(sorted(self.unchanged.items())),
+            "removed": [{"title": title, "state": state} for title, state in self.removed],
+            "blocked": list(self.blocked),
+            "duplicate_titles": list(self.duplicate_titles),
+        }

@@ -1,0 +1,264 @@
+"""The named state changes of the ledger's objects: one method per step the transfer engine takes.
+
+Each is a thin, documented wrapper over ``Ledger.transition`` (the single place where ``state.machines`` is
+enforced); the few that touch more than one row (``item_attached``, ``upload_completed``, ``requeue_case``) do so in
+one transaction. Mixed into ``state.ledger.Ledger``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from state.errors import LedgerError, LiveUploadExists, UnknownRow, UploadNotOpen
+from state.machines import ConflictingRepeat
+
+
+def composite_checksum(part_md5_hexes: Sequence[str]) -> str:
+    """The S3 multipart checksum of a file: MD5 of the concatenated part MD5 digests, then ``-<number of parts>``."""
+    digest = hashlib.md5(b"".join(bytes.fromhex(h) for h in part_md5_hexes), usedforsecurity=False)
+    return f"{digest.hexdigest()}-{len(part_md5_hexes)}"
+
+
+class LedgerTransitions:
+    """State changes by name. Every method returns True when it changed something, False for an idempotent repeat."""
+
+    # Provided by Ledger: db, transition(), _get(), _one(), _all(), _now(), _log(), _case_id_of().
+    db: Any
+
+    # ------------------------------------------------------------------------------------------------------ cases
+    def case_started(self, case_id: int) -> bool:
+        return self.transition("case", case_id, "running")
+
+    def case_done(self, case_id: int) -> bool:
+        return self.transition("case", case_id, "done", last_error=None)
+
+    def case_failed(self, case_id: int, reason: str) -> bool:
+        return self.transition("case", case_id, "failed", last_error=reason)
+
+    def requeue_failed_cases(self, case_ids: Iterable[int] | None = None) -> list[int]:
+        """``retry-failed``: failed cases (all, or those given) go back to planned with fresh attempt budgets."""
+        if case_ids is None:
+            ids = [row["id"] for row in self._all("SELECT id FROM cases WHERE state = 'failed' ORDER BY id")]
+        else:
+            ids = [case_id for case_id in case_ids if self._get("case", case_id)["state"] == "failed"]
+        return [case_id for case_id in ids if self.requeue_case(case_id)]
+
+    def requeue_case(self, case_id: int) -> bool:
+        """Back to planned, with its failed items (fresh attempt budgets); its display set takes values again."""
+        with self.db.atomic():
+            if not self.transition("case", case_id, "planned", attempts=0, last_error=None):
+                return False
+            for item in self._all("SELECT id FROM items WHERE case_id = ? AND state = 'failed'", (case_id,)):
+                self.transition("item", item["id"], "planned", attempts=0, last_error=None)
+            self.reopen_display_set(case_id)
+        return True
+
+    def reopen_display_set(self, case_id: int) -> bool:
+        """A display set that ended (done or failed) takes values again: back to created, or pending without pk."""
+        ds = self._get("display_set", case_id)
+        if ds["state"] not in ("done", "failed"):
+            return False
+        target = "created" if ds["pk"] else "pending"
+        return self.transition("display_set", case_id, target, attempts=0, last_error=None)
+
+    def case_id_by_title(self, title: str) -> int | None:
+        return self._scalar("SELECT id FROM cases WHERE title = ?", (title,))
+
+    # ------------------------------------------------------------------------------------------------ display sets
+    def display_set_creating(self, case_id: int) -> bool:
+        return self.transition("display_set", case_id, "creating")
+
+    def display_set_created(self, case_id: int, pk: str) -> bool:
+        return self.transition("display_set", case_id, "created", pk=pk, last_error=None)
+
+    def display_set_not_created(self, case_id: int, reason: str) -> bool:
+        """The POST certainly did not create it (e.g. a 400): back to pending."""
+        return self.transition("display_set", case_id, "pending", last_error=reason)
+
+    def display_set_values_attached(self, case_id: int) -> bool:
+        return self.transition("display_set", case_id, "values_attached")
+
+    def display_set_importing(self, case_id: int) -> bool:
+        return self.transition("display_set", case_id, "importing")
+
+    def display_set_done(self, case_id: int) -> bool:
+        return self.transition("display_set", case_id, "done", last_error=None)
+
+    def display_set_failed(self, case_id: int, reason: str) -> bool:
+        return self.transition("display_set", case_id, "failed", last_error=reason)
+
+    # ------------------------------------------------------------------------------------------------------ items
+    def item_uploading(self, item_id: int) -> bool:
+        return self.transition("item", item_id, "uploading")
+
+    def item_uploaded(self, item_id: int) -> bool:
+        return self.transition("item", item_id, "uploaded")
+
+    def item_attached(self, item_id: int) -> bool:
+        """The values PATCH took this item: its completed uploads are now Grand Challenge's (consumed)."""
+        with self.db.atomic():
+            item = self._get("item", item_id)
+            if item["state"] == "attached":
+                return False
+            uploads = []
+            for file in self._all("SELECT * FROM files WHERE item_id = ? AND present = 1", (item_id,)):
+                upload = self._one(
+                    "SELECT * FROM uploads WHERE file_id = ? AND state IN ('completed', 'consumed') "
+                    "ORDER BY id DESC LIMIT 1",
+                    (file["id"],),
+                )
+                if upload is None:
+                    raise LedgerError(
+                        f"item {item_id} ({item['socket_slug']}) cannot be attached: file {file['path']} has no "
+                        "completed upload"
+                    )
+                uploads.append(upload)
+            self.transition("item", item_id, "attached")
+            for upload in uploads:
+                self.transition("upload", upload["id"], "consumed")
+        return True
+
+    def item_done(self, item_id: int) -> bool:
+        return self.transition("item", item_id, "done", last_error=None)
+
+    def item_failed(self, item_id: int, reason: str) -> bool:
+        return self.transition("item", item_id, "failed", last_error=reason)
+
+    def item_requeued(self, item_id: int) -> bool:
+        return self.transition("item", item_id, "planned")
+
+    # ---------------------------------------------------------------------------------------------------- uploads
+    def upload_creating(self, file_id: int, *, part_size: int) -> int:
+        """Record the intent to ``POST uploads/`` for a file, before sending it; return the upload's ledger id.
+
+        A repeat while that intent is unconfirmed returns the same id. Raises ``LiveUploadExists`` when the file
+        already has an initialized or completed upload (resume that one, or end it first).
+        """
+        if part_size <= 0:
+            raise ValueError(f"part size must be positive, got {part_size}")
+        with self.db.atomic():
+            file = self._one("SELECT * FROM files WHERE id = ?", (file_id,))
+            if file is None:
+                raise UnknownRow(f"the ledger has no file {file_id!r}")
+            live = self._live_upload_row(file_id)
+            if live is not None:
+                if live["state"] == "creating":
+                    if live["part_size"] != part_size:
+                        raise ConflictingRepeat("upload", live["id"], "creating", "part_size", live["part_size"],
+                                                part_size)
+                    return live["id"]
+                raise LiveUploadExists(
+                    f"file {file['path']} already has upload {live['id']} in state {live['state']!r}; resume it, "
+                    "or mark it expired, aborted or abandoned before creating another"
+                )
+            now = self._now()
+            part_count = max(1, -(-file["size"] // part_size))
+            cursor = self.db.execute(
+                "INSERT INTO uploads (file_id, state, filename, file_size, part_size, part_count, intent_at, "
+                "attempts, updated_at) VALUES (?, 'creating', ?, ?, ?, ?, ?, 0, ?)",
+                (file_id, file["name"], file["size"], part_size, part_count, now, now),
+            )
+            upload_id = cursor.lastrowid
+            self._log(
+                "upload.creating",
+                subject="upload",
+                subject_id=upload_id,
+                case_id=self._case_id_of("upload", {"file_id": file_id}),
+                to_state="creating",
+                data={"file_id": file_id, "part_size": part_size, "part_count": part_count},
+            )
+        return upload_id
+
+    def upload_initialized(
+        self, upload_id: int, *, pk: str, s3_upload_id: str, created_at: str | None = None
+    ) -> bool:
+        """``POST uploads/`` answered: record ``pk`` and ``s3_upload_id`` before the first part is sent."""
+        return self.transition(
+            "upload", upload_id, "initialized", pk=pk, s3_upload_id=s3_upload_id, created_at=created_at or self._now()
+        )
+
+    def upload_completed(self, upload_id: int) -> bool:
+        """``complete-multipart-upload`` answered. Every part must be recorded as sent."""
+        with self.db.atomic():
+            upload = self._get("upload", upload_id)
+            if upload["state"] == "completed":
+                return False
+            parts = self._all(
+                "SELECT number, md5 FROM parts WHERE upload_id = ? AND state = 'sent' ORDER BY number", (upload_id,)
+            )
+            sent = {p["number"] for p in parts}
+            missing = [n for n in range(1, upload["part_count"] + 1) if n not in sent]
+            if missing and upload["state"] == "initialized":
+                raise LedgerError(
+                    f"upload {upload_id} cannot be completed: parts {missing[:10]} of {upload['part_count']} have "
+                    "no ETag recorded"
+                )
+            self.transition("upload", upload_id, "completed", completed_at=self._now(), last_error=None)
+            if all(p["md5"] for p in parts):
+                self.db.execute(
+                    "UPDATE files SET checksum = ?, checksum_part_size = ?, updated_at = ? WHERE id = ?",
+                    (composite_checksum([p["md5"] for p in parts]), upload["part_size"], self._now(),
+                     upload["file_id"]),
+                )
+        return True
+
+    def upload_consumed(self, upload_id: int) -> bool:
+        return self.transition("upload", upload_id, "consumed")
+
+    def upload_expired(self, upload_id: int, reason: str) -> bool:
+        """Gone from the server (the 24 h sweep answers 404) or too old to finish: a new upload is needed."""
+        return self.transition("upload", upload_id, "expired", last_error=reason)
+
+    def upload_aborted(self, upload_id: int, reason: str) -> bool:
+        return self.transition("upload", upload_id, "aborted", last_error=reason)
+
+    def upload_abandoned(self, upload_id: int, reason: str) -> bool:
+        return self.transition("upload", upload_id, "abandoned", last_error=reason)
+
+    # ------------------------------------------------------------------------------------------------------ parts
+    def part_sent(self, upload_id: int, number: int, *, size: int, etag: str, md5: str | None = None) -> bool:
+        """Record a part's ETag as it lands (S3 returns it quoted; store it verbatim)."""
+        with self.db.atomic():
+            upload = self._get("upload", upload_id)
+            if upload["state"] != "initialized":
+                raise UploadNotOpen(
+                    f"part {number} of upload {upload_id} cannot be recorded: the upload is {upload['state']!r}, and "
+                    "parts are recorded only while it is 'initialized'"
+                )
+            if not 1 <= number <= upload["part_count"]:
+                raise ValueError(f"upload {upload_id} has parts 1 to {upload['part_count']}, not {number}")
+            last_size = upload["file_size"] - upload["part_size"] * (upload["part_count"] - 1)
+            expected = last_size if number == upload["part_count"] else upload["part_size"]
+            if size != expected:
+                raise ValueError(f"part {number} of upload {upload_id} should be {expected} bytes, not {size}")
+            existing = self._one("SELECT * FROM parts WHERE upload_id = ? AND number = ?", (upload_id, number))
+            if existing is not None:
+                return self.transition(
+                    "part", (upload_id, number), "sent", size=size, etag=etag, md5=md5, sent_at=self._now()
+                )
+            now = self._now()
+            self.db.execute(
+                "INSERT INTO parts (upload_id, number, state, size, etag, md5, sent_at, updated_at) "
+                "VALUES (?, ?, 'sent', ?, ?, ?, ?, ?)",
+                (upload_id, number, size, etag, md5, now, now),
+            )
+            self._log(
+                "part.sent",
+                subject="part",
+                subject_id=(upload_id, number),
+                case_id=self._case_id_of("upload", upload),
+                to_state="sent",
+                data={"size": size, "etag": etag},
+            )
+        return True
+
+    def part_invalidated(self, upload_id: int, number: int, reason: str) -> bool:
+        """list-parts disagrees with the recorded part (missing, other size or ETag): it must be sent again."""
+        with self.db.atomic():
+            changed = self.transition("part", (upload_id, number), "invalid")
+            if changed:
+                self._log("part.invalid.reason", subject="part", subject_id=(upload_id, number),
+                          data={"reason": reason})
+        return changed

@@ -1,0 +1,117 @@
+"""Fixtures of the engine tests: a client for the seeded editor, fast retries."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from emulator.server import RunningEmulator
+from engine.gc_api import GrandChallengeClient, display_set_title, socket_slug_of
+from engine.retry import RetryPolicy
+
+# Retries in tests wait (almost) nothing: the behaviour is what matters, not the pacing.
+FAST_RETRIES = RetryPolicy(base_delay=0.01, max_delay=0.05, attempts_per_item=8, upload_cap_delay=0.05,
+                           upload_quota_delay=0.05, max_retry_after=0.2)
+
+
+@pytest.fixture
+async def client(emulator: RunningEmulator) -> AsyncIterator[GrandChallengeClient]:
+    async with GrandChallengeClient(
+        base_url=emulator.base_url, token=emulator.tokens["editor"], ca_file=emulator.ca_file,
+        retry_policy=FAST_RETRIES,
+    ) as gc:
+        yield gc
+
+
+# ---- case trees, job files and plans ------------------------------------------------------------------------------
+
+import json as _json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from engine.config import JobConfig, load_job  # noqa: E402
+from engine.plan import PlannedCase, plan_tree  # noqa: E402
+from state.ledger import Ledger, default_ledger_path  # noqa: E402
+from tests.imaging import make_mha  # noqa: E402
+
+
+def make_tutorial_tree(root: Path, cases: int, *, shape: tuple[int, ...] = (4, 8, 8)) -> Path:
+    """The tutorial's layout: one folder per patient with a CT image and an airway segmentation."""
+    for n in range(1, cases + 1):
+        folder = root / f"patient{n}"
+        folder.mkdir(parents=True, exist_ok=True)
+        make_mha(folder / "ct.mha", shape, seed=n)
+        make_mha(folder / "seg.mha", shape, dtype="uint8", seed=n + 1000)
+    return root
+
+
+def write_job(directory: Path, emulator: RunningEmulator, *, rules: str | None = None, engine: str = "",
+              values: str = "") -> Path:
+    """A job file for the tree at ``directory/cases`` against ``emulator``."""
+    rules = rules if rules is not None else (
+        '[[rules]]\nposition = 1\nsocket = "ct-image"\n\n[[rules]]\nposition = 2\nsocket = "airway-segmentation"\n'
+    )
+    text = (
+        f'reader_study = "example-study"\nbase_url = "{emulator.base_url}"\ncase_root = "cases"\n'
+        f'ca_file = "{emulator.ca_file}"\n\n{rules}\n{values}\n[engine]\n{engine}\n'
+    )
+    job_file = directory / "job.toml"
+    job_file.write_text(text)
+    return job_file
+
+
+def plan_offline(job: JobConfig) -> Path:
+    """Records the plan of ``job`` in its ledger (no socket catalogue: the engine asks the server for kinds)."""
+    path = default_ledger_path(job.job_file)
+    with Ledger.open(path, job.binding, job_file=job.job_file) as ledger:
+        with ledger.planning(rules=job.rules_dict(), job_file=job.job_file) as plan:
+            for entry in plan_tree(job):
+                if isinstance(entry, PlannedCase):
+                    plan.add(entry)
+            plan.finish()
+    return path
+
+
+def load_and_plan(job_file: Path) -> JobConfig:
+    job = load_job(job_file)
+    plan_offline(job)
+    return job
+
+
+def dump(value: object) -> str:
+    return _json.dumps(value, indent=1, default=str)
+
+
+# ---- running the engine in-process --------------------------------------------------------------------------------
+
+from engine.journal import Journal  # noqa: E402
+from engine.progress import EventLog  # noqa: E402
+from engine.transfer import RunOutcome, TransferEngine  # noqa: E402
+from engine.transfer_context import EngineConfig  # noqa: E402
+
+FAST_ENGINE = EngineConfig(retry=FAST_RETRIES, poll_initial_seconds=0.02, poll_max_seconds=0.1,
+                           session_scan_interval_seconds=0.05, progress_interval_seconds=0.5)
+
+
+async def run_job(job_file: Path, emulator: RunningEmulator, config: EngineConfig = FAST_ENGINE) -> RunOutcome:
+    job = load_and_plan(job_file)
+    with Ledger.open(default_ledger_path(job.job_file), job.binding) as ledger:
+        events = EventLog(job_file.with_name("events.jsonl"))
+        async with GrandChallengeClient(base_url=emulator.base_url, token=emulator.tokens["editor"],
+                                        ca_file=emulator.ca_file, retry_policy=config.retry) as client:
+            engine = TransferEngine(client=client, journal=Journal(ledger, events), reader_study_slug=job.reader_study,
+                                    config=config)
+            outcome = await engine.run()
+        events.close()
+    return outcome
+
+
+async def study_display_sets(client: GrandChallengeClient) -> dict[str, dict]:
+    study = await client.reader_study_by_slug("example-study")
+    return {display_set_title(ds): ds async for ds in client.iterate_display_sets(study["pk"])}
+
+
+def values_by_socket(display_set: dict) -> dict[str, dict]:
+    return {socket_slug_of(value): value for value in display_set["values"]}
+
+

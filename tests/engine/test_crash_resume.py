@@ -1,0 +1,96 @@
+"""kill -9 at chosen points of ``gcbulk run``, then run again: one display set per case, each with its images, and
+no part that S3 had stored is sent again.
+
+The kill comes from the engine's test-only crash hook (``GCBULK_CRASH_AT``, ``engine/crashpoints.py``), so each
+scenario stops exactly between the two steps it names.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from emulator.app import EmulatorConfig
+from emulator.server import RunningEmulator
+from engine.crashpoints import ENV_VAR
+from engine.gc_api import display_set_title, socket_slug_of
+from tests.engine.conftest import make_tutorial_tree, write_job
+from tests.imaging import make_mha
+
+# Every named point at its first hit, and some at a later hit (the n-th part, upload, display set, poll).
+CRASH_POINTS = [
+    "after-upload-intent",
+    "after-create-upload",
+    "after-upload-recorded",
+    "mid-part",
+    "after-part-put",
+    "after-part-recorded",
+    "before-complete",
+    "after-complete",
+    "after-upload-completed",
+    "after-display-set-intent",
+    "after-create-display-set",
+    "after-display-set-recorded",
+    "before-values-patch",
+    "after-values-patch",
+    "after-values-recorded",
+    "during-import-poll",
+    "after-import-seen",
+    "after-case-done",
+    "mid-part:3",
+    "after-part-put:2",
+    "after-part-recorded:2",
+    "after-create-upload:4",
+    "after-complete:3",
+    "after-create-display-set:2",
+    "after-values-patch:2",
+    "during-import-poll:3",
+]
+TITLES = ["patient1", "patient2", "patient3"]
+
+
+@pytest.fixture
+def emulator_config(tmp_path: Path) -> EmulatorConfig:
+    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05)
+
+
+def gcbulk_run(job_file: Path, emulator: RunningEmulator, crash_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    env["GRAND_CHALLENGE_AUTHORIZATION"] = emulator.tokens["editor"]
+    if crash_at:
+        env[ENV_VAR] = crash_at
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "run", str(job_file), "--progress-interval", "60"],
+        env=env, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2],
+    )
+
+
+@pytest.mark.parametrize("crash_at", CRASH_POINTS)
+def test_a_run_killed_anywhere_resumes_without_duplicates_or_resent_parts(
+    crash_at: str, tmp_path: Path, threaded_emulator: RunningEmulator
+) -> None:
+    cases = make_tutorial_tree(tmp_path / "cases", 3)
+    # 11 MiB in 5 MiB parts: three parts, so a crash can fall between parts of one file.
+    make_mha(cases / "patient1" / "ct.mha", (44, 256, 512), seed=1)
+    job_file = write_job(tmp_path, threaded_emulator, engine='part_size = "5 MiB"\nfiles_in_flight = 2\n')
+
+    killed = gcbulk_run(job_file, threaded_emulator, crash_at)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    resumed = gcbulk_run(job_file, threaded_emulator)
+    assert resumed.returncode == 0, resumed.stderr
+
+    store = threaded_emulator.context.store
+    titles = Counter(ds.title for ds in store.display_sets.values())
+    assert titles == Counter(TITLES), "exactly one display set per case"
+    for display_set in store.display_sets.values():
+        assert set(display_set.values) == {"ct-image", "airway-segmentation"}
+        assert all(value.image_pk in store.images for value in display_set.values.values())
+    part_puts = threaded_emulator.context.counters.part_puts
+    assert part_puts and set(part_puts.values()) == {1}, f"parts sent again: {dict(part_puts)}"

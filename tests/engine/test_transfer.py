@@ -1,0 +1,74 @@
+"""The transfer engine end to end against the emulator: case trees become display sets with imported values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emulator.app import SCHEMA_2025_11, SCHEMA_CURRENT, EmulatorConfig
+from emulator.server import RunningEmulator
+from engine.config import load_job
+from engine.gc_api import GrandChallengeClient
+from state.ledger import Ledger, default_ledger_path
+from tests.engine.conftest import make_tutorial_tree, run_job, study_display_sets, values_by_socket, write_job
+
+@pytest.fixture(params=[SCHEMA_CURRENT, SCHEMA_2025_11])
+def emulator_config(request: pytest.FixtureRequest, tmp_path: Path) -> EmulatorConfig:
+    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.02, schema=request.param)
+
+
+async def test_the_tutorial_layout_becomes_display_sets_with_imported_images(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    make_tutorial_tree(tmp_path / "cases", 3)
+    outcome = await run_job(write_job(tmp_path, emulator), emulator)
+    assert outcome.failed == [] and outcome.done == 3
+    display_sets = await study_display_sets(client)
+    assert sorted(display_sets) == ["patient1", "patient2", "patient3"]
+    for display_set in display_sets.values():
+        values = values_by_socket(display_set)
+        assert set(values) == {"ct-image", "airway-segmentation"}
+        assert all(value["image"] for value in values.values())
+    assert outcome.stats is not None and outcome.stats.bytes_done == outcome.stats.bytes_total > 0
+
+
+async def test_value_and_file_sockets_are_set(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    make_tutorial_tree(tmp_path / "cases", 2)
+    for n in (1, 2):
+        (tmp_path / "cases" / f"patient{n}" / "age.json").write_text(str(40 + n))
+        (tmp_path / "cases" / f"patient{n}" / "report.pdf").write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 40)
+    rules = (
+        '[[rules]]\nglob = "ct.mha"\nsocket = "ct-image"\n\n'
+        '[[rules]]\nglob = "age.json"\nsocket = "patient-age"\nvalue = true\n\n'
+        '[[rules]]\nglob = "report.pdf"\nsocket = "report-pdf"\n\n'
+        '[[rules]]\nglob = "seg.mha"\nsocket = "airway-segmentation"\n'
+    )
+    job_file = write_job(tmp_path, emulator, rules=rules, values='[values]\n"clinical-notes" = { source = "scanner A" }\n')
+    outcome = await run_job(job_file, emulator)
+    assert outcome.failed == [] and outcome.done == 2
+    display_sets = await study_display_sets(client)
+    for n in (1, 2):
+        values = values_by_socket(display_sets[f"patient{n}"])
+        assert values["patient-age"]["value"] == 40 + n
+        assert values["clinical-notes"]["value"] == {"source": "scanner A"}
+        assert values["report-pdf"]["file"]
+        assert values["ct-image"]["image"] and values["airway-segmentation"]["image"]
+
+
+async def test_an_image_the_server_cannot_import_fails_its_case_with_the_reason(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    make_tutorial_tree(tmp_path / "cases", 2)
+    (tmp_path / "cases" / "patient2" / "seg.mha").write_text("this is not an image\n")
+    outcome = await run_job(write_job(tmp_path, emulator), emulator)
+    assert outcome.done == 1
+    assert [title for title, _ in outcome.failed] == ["patient2"]
+    reason = outcome.failed[0][1]
+    assert "airway-segmentation" in reason and "could not be imported" in reason
+    display_sets = await study_display_sets(client)
+    assert values_by_socket(display_sets["patient2"]).keys() == {"ct-image"}
+    with Ledger.open(default_ledger_path(tmp_path / "job.toml"), load_job(tmp_path / "job.toml").binding) as ledger:
+        assert ledger.counts_by_state()["case"] == {"done": 1, "failed": 1}

@@ -1,0 +1,40 @@
+"""The server's 2000-uploads cap (contract §1): met and waited out, or never met thanks to the live-upload ceiling."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from emulator.app import EmulatorConfig
+from emulator.server import RunningEmulator
+from engine.gc_api import GrandChallengeClient
+from tests.engine.conftest import FAST_ENGINE, make_tutorial_tree, run_job, write_job
+from tests.engine.test_faults import assert_all_imported
+
+
+@pytest.fixture
+def emulator_config(tmp_path: Path) -> EmulatorConfig:
+    # A tiny upload cap, so the run meets it (contract §1: the server refuses uploads past the cap with a 400).
+    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.02, max_uploads_per_user=3)
+
+
+async def test_the_upload_cap_is_waited_out(tmp_path: Path, emulator: RunningEmulator,
+                                            client: GrandChallengeClient) -> None:
+    make_tutorial_tree(tmp_path / "cases", 3)
+    policy = dataclasses.replace(FAST_ENGINE.retry, upload_cap_delay=0.2, attempts_per_item=30)
+    outcome = await run_job(write_job(tmp_path, emulator), emulator, dataclasses.replace(FAST_ENGINE, retry=policy))
+    assert outcome.failed == [] and outcome.done == 3 and outcome.stats.retries > 0
+    await assert_all_imported(client)
+
+
+async def test_the_live_upload_ceiling_keeps_the_run_under_the_cap(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    make_tutorial_tree(tmp_path / "cases", 3)
+    outcome = await run_job(write_job(tmp_path, emulator), emulator,
+                            dataclasses.replace(FAST_ENGINE, live_upload_ceiling=3))
+    assert outcome.failed == [] and outcome.done == 3
+    assert outcome.stats.retries == 0  # never met the server's 400
+    await assert_all_imported(client)
