@@ -16,8 +16,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import SimpleITK as sitk
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 # Images whose pixel data is at most this size are read whole and written compressed; larger ones are streamed.
 IN_MEMORY_LIMIT_BYTES = 256 * 1024**2
@@ -95,6 +99,8 @@ def build_images(
 
     Raises DuplicateFilesError when two inputs share a name. Files that form no image are listed in ``file_errors``.
     """
+    import SimpleITK as sitk  # imported lazily: it costs ~95 MiB of RSS, and only imports need it
+
     input_dir = work_dir / "in"
     output_dir = work_dir / "out"
     input_dir.mkdir(parents=True, exist_ok=True)
@@ -166,6 +172,8 @@ def _mhd_data_file(header: Path) -> str | None:
 
 
 def _build_dicom_series(input_dir: Path, output_dir: Path, dicom_names: list[str], result: BuildResult) -> None:
+    import SimpleITK as sitk  # lazily, as in build_images
+
     if not dicom_names:
         return
     grouped: set[str] = set()
@@ -197,6 +205,8 @@ def _build_dicom_series(input_dir: Path, output_dir: Path, dicom_names: list[str
 def _convert(
     reader: sitk.ImageFileReader, name: str, output: Path, in_memory_limit_bytes: int, slab_bytes: int
 ) -> BuiltImage:
+    import SimpleITK as sitk  # lazily, as in build_images
+
     size = list(reader.GetSize())
     if len(size) not in (2, 3):
         raise ValueError(f"Unsupported number of dimensions: {len(size)}")
@@ -223,6 +233,8 @@ def _convert(
 
 def _pixel_dtype(reader: sitk.ImageFileReader) -> np.dtype:
     """The element type, learned by reading a single voxel (the header alone gives only SimpleITK's pixel id)."""
+    import SimpleITK as sitk  # lazily, as in build_images
+
     dimension = reader.GetDimension()
     reader.SetExtractIndex([0] * dimension)
     reader.SetExtractSize([1] * dimension)
@@ -239,6 +251,8 @@ def _stream_to_mha(reader: sitk.ImageFileReader, output: Path, dtype: np.dtype, 
 
     Hand-written header because SimpleITK's writer needs the whole image in memory; the keys are MetaIO's.
     """
+    import SimpleITK as sitk  # lazily, as in build_images
+
     size = list(reader.GetSize())
     components = reader.GetNumberOfComponents()
     met_type = _MET_TYPES.get(dtype.name)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from emulator.admin_answers import AnswerSeedError, create_answer, seed_answers
-from emulator.answer_types import ANNOTATION_KEYS, SINGULAR
-from emulator.store import DisplaySet, new_uuid
+from emulator.answer_types import ANNOTATION_KEYS, SINGULAR, answer_error
+from emulator.store import DisplaySet, Option, Question, new_uuid
 from tests.emulator.study_flow import (
     add_question_of_every_type,
     admin_answer,
@@ -159,6 +159,11 @@ async def test_seeding_a_mask_answer_from_a_local_file(emulator, tmp_path):
          "ground truth is entered by editors; reader1 is not an editor of example-study"),
         ({"creator": "reader1", "answer": "yes"}, "a Bool answer must be a JSON bool"),
         ({"creator": "reader1", "question": "nope"}, "no question 'nope'; take a pk from reader-studies/questions/"),
+        ({}, '"creator" (a username) is required'),
+        ({"creator": "reader1", "display_set": "nope"}, "no display set 'nope' in example-study"),
+        ({"creator": "reader1", "question": 5}, "reader-studies/questions must be a pk or an API URL, not 5"),
+        ({"creator": "reader1", "mask_upload": "https://x/api/v1/uploads/u/"},
+         "a mask belongs to a Mask question, not to a Bool question"),
     ],
 )
 async def test_the_admin_route_refuses_answers_that_could_not_exist(client, emulator, body, detail):
@@ -174,3 +179,42 @@ async def test_a_second_answer_to_the_same_question_is_refused(emulator, client)
     await create_answer(emulator.context, **kwargs)
     with pytest.raises(AnswerSeedError, match="already answered"):
         await create_answer(emulator.context, **kwargs)
+
+
+async def test_a_mask_upload_must_be_a_completed_upload_of_the_answers_creator(client, emulator, tmp_path):
+    display_set = await create_display_set(client)
+    foreign = await upload_file(client, make_mha(tmp_path / "mask.mha"), user="reader2")
+    reply = await client.call("POST", client.admin("answers"), user=None, json_body={
+        "creator": "reader1", "question": question_pk(emulator, "Mask"), "display_set": display_set["pk"],
+        "mask_upload": foreign["api_url"]})
+    assert (reply.status, reply.json()) == (400, {"detail": "mask_upload must be a Completed upload of reader1"})
+    assert await _answers(client, ANSWERS, "editor") == []  # nothing is left behind
+
+
+async def test_a_mask_that_cannot_be_imported_is_refused(emulator, client, tmp_path):
+    display_set = await create_display_set(client)
+    broken = tmp_path / "mask.mha"
+    broken.write_text("not an image")
+    with pytest.raises(AnswerSeedError, match="the mask could not be imported: 1 file could not be imported"):
+        await create_answer(emulator.context, creator="reader1", question_pk=question_pk(emulator, "Mask"),
+                            display_set_pk=display_set["pk"], mask_file=broken)
+    assert emulator.context.store.answers == {}
+
+
+@pytest.mark.parametrize(
+    ("answer_type", "answer", "message"),
+    [
+        ("Heading", "x", "a Heading question takes no answer (null)"),
+        ("Number", True, "a Number answer must be a JSON int"),
+        ("Choice", 99, "a Choice answer must be one of the option ids [1, 2]"),
+        ("Multiple choice", [1, 99], "a Multiple choice answer must be a list of option ids from [1, 2]"),
+        ("Mask", {"pk": "x"}, 'a Mask answer must be {"upload_session_pk": "<uuid>"}'),
+        ("Point", {"type": "Line"}, 'a Point answer must be an object with "type": "Point"'),
+        ("Point", {"type": "Point", "point": [1, 2, 3]}, "a Point answer lacks version"),
+        ("Essay", "x", "unknown answer type 'Essay'"),
+    ],
+)
+def test_answers_that_do_not_fit_their_question_are_named(answer_type, answer, message):
+    question = Question(pk="q", reader_study_pk="s", question_text="?", answer_type=answer_type,
+                        options=[Option(id=1, title="a"), Option(id=2, title="b")])
+    assert answer_error(question, answer) == message

@@ -99,7 +99,10 @@ async def test_image_files_are_403_without_permission_and_404_for_unknown_images
     assert (await client.call("GET", file_url, user="outsider")).status == 403
     assert (await client.call("GET", file_url, user=None)).status == 403
     unknown = file_url.replace(image["pk"], "00000000-0000-0000-0000-000000000000")
-    assert (await client.call("GET", unknown)).status == 404
+    unknown_reply = await client.call("GET", unknown)
+    assert (unknown_reply.status, unknown_reply.text) == (404, "Image not found.")
+    other_file = await client.call("GET", file_url.rsplit("/", 1)[0] + "/other.mha")
+    assert (other_file.status, other_file.text) == (404, "File not found.")
 
 
 async def test_a_file_value_redirects_members_and_hides_from_outsiders(client, emulator, tmp_path):

@@ -336,7 +336,8 @@ async def test_a_session_cannot_target_both_a_display_set_and_an_answer(client, 
     upload = await upload_file(client, make_mha(tmp_path / "ct.mha"))
     reply = await client.call("POST", client.api(SESSIONS), json_body={
         "uploads": [upload["api_url"]], "display_set": created["pk"], "interface": "ct-image", "answer": answer["pk"]})
-    assert reply.json() == {"non_field_errors": ["Only one of archive, archive item, answer or reader study can be set"]}
+    message = "Only one of archive, archive item, answer or reader study can be set"
+    assert (reply.status, reply.json()) == (400, {"non_field_errors": [message]})
 
 
 async def test_an_answer_with_an_image_pending_takes_no_second_session(client, emulator, tmp_path):

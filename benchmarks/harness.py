@@ -1,0 +1,131 @@
+"""Shared pieces of the transfer benchmarks: the emulator in its own process, workload files, timed gcbulk runs.
+
+The emulator runs as a separate process (``gcbulk-emulator``), so the client under test does not share its Python
+interpreter (and GIL) with the server. Its seed (``bench_seed.toml``) has ten *file* sockets, so "importing" a value
+is a file copy: the benchmark measures transfer, not SimpleITK.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SEED = Path(__file__).with_name("bench_seed.toml")
+MIB = 1024 * 1024
+FILE_SOCKETS = [f"bench-file-{k}" for k in range(10)]
+
+
+@dataclass(frozen=True)
+class Emulator:
+    base_url: str
+    ca_file: str
+    admin_url: str
+    token: str
+    process: subprocess.Popen
+
+    def admin(self, method: str, path: str, body: Any = None) -> Any:
+        request = urllib.request.Request(
+            self.admin_url + path.lstrip("/"), method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        context = ssl.create_default_context(cafile=self.ca_file)
+        with urllib.request.urlopen(request, context=context) as response:
+            return json.loads(response.read() or b"null")
+
+    def set_latency(self, seconds: float) -> None:
+        rules = [{"match": "* *", "latency_seconds": seconds}] if seconds else []
+        self.admin("PUT", "faults", {"rules": rules})
+
+
+@contextmanager
+def emulator_process(data_dir: Path, *, import_delay: float = 0.05) -> Iterator[Emulator]:
+    """A fresh emulator process with the benchmark seed; its data directory is removed afterwards."""
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emulator.cli", "--port", "0", "--s3-port", "0", "--seed-study", str(SEED),
+         "--data-dir", str(data_dir), "--import-delay", str(import_delay)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+    )
+    try:
+        ready = None
+        for line in process.stdout:  # type: ignore[union-attr]
+            if line.startswith("{") and '"ready"' in line:
+                ready = json.loads(line)
+                break
+        if ready is None:
+            raise RuntimeError("the emulator did not start")
+        yield Emulator(base_url=ready["base_url"], ca_file=ready["ca_file"], admin_url=ready["admin_url"],
+                       token=ready["tokens"]["editor"], process=process)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def write_file(path: Path, size: int, seed: int) -> None:
+    """``size`` bytes of incompressible data (so no layer can cheat by compressing), unless already there."""
+    if path.exists() and path.stat().st_size == size:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block = os.urandom(min(size, 4 * MIB)) if size else b""
+    with path.open("wb") as handle:
+        written = 0
+        while written < size:
+            chunk = block[: size - written]
+            handle.write(bytes([seed % 256]) + chunk[1:] if written == 0 else chunk)
+            written += len(chunk)
+
+
+def make_cases(root: Path, cases: int, files_per_case: int, file_size: int) -> list[tuple[str, list[Path]]]:
+    """``root/case-NNNN/file-K.bin``; returns (title, files) per case."""
+    layout = []
+    for c in range(cases):
+        folder = root / f"case-{c:04d}"
+        files = []
+        for k in range(files_per_case):
+            path = folder / f"file-{k}.bin"
+            write_file(path, file_size, c * 10 + k)
+            files.append(path)
+        layout.append((folder.name, files))
+    return layout
+
+
+def write_job(directory: Path, emulator: Emulator, case_root: Path, files_per_case: int, engine: str = "") -> Path:
+    rules = "".join(
+        f'[[rules]]\nglob = "file-{k}.bin"\nsocket = "{FILE_SOCKETS[k]}"\n\n' for k in range(files_per_case)
+    )
+    job = directory / "bench-job.toml"
+    job.write_text(
+        f'reader_study = "bench-study"\nbase_url = "{emulator.base_url}"\ncase_root = "{case_root}"\n'
+        f'ca_file = "{emulator.ca_file}"\n\n{rules}[engine]\n{engine}\n'
+    )
+    for stale in directory.glob("bench-job.ledger.sqlite*"):
+        stale.unlink()
+    (directory / "bench-job.events.jsonl").unlink(missing_ok=True)
+    return job
+
+
+def run_gcbulk(job: Path, emulator: Emulator) -> float:
+    """Wall seconds of ``gcbulk run`` (plan, uploads, display sets, waiting for every value to be in place)."""
+    env = dict(os.environ, GRAND_CHALLENGE_AUTHORIZATION=emulator.token)
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "engine", "run", str(job), "--progress-interval", "30"],
+                            env=env, capture_output=True, text=True, cwd=REPO)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"gcbulk run failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return elapsed

@@ -1,0 +1,144 @@
+"""Planning at scale: trees of 100 000 and 1 000 000 small files → files/s and peak RSS per size.
+
+    python benchmarks/plan_scale.py                       # 100 000 and 1 000 000 files
+    python benchmarks/plan_scale.py --sizes 20000         # a quick run
+
+Each tree has the tutorial's shape plus tiles: per case folder ``ct.mha``, ``seg.mha`` (positional rules) and
+``tiles/tile0..7.tif`` (one value, ``group = "all"``), i.e. 10 files per case; no DICOM header is parsed.
+Each size is measured in a fresh subprocess, so its peak RSS is its own. The subprocess times two things on the
+same, already generated tree:
+
+* ``walk``: the pure planner alone (``plan_tree``: scandir, stat, rules), no ledger;
+* ``plan``: what ``gcbulk plan --offline`` does — planner + preflight + **recording every case, item and file in a
+  fresh ledger** (SQLite, WAL, synchronous=FULL, one commit per 5 000 files). The goal figure is this one.
+
+Goals (issue 4): ≥ 20 000 files/s, peak RSS < 500 MiB and nearly the same for both sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FILES_PER_CASE = 10
+JOB = """reader_study = "bench-study"
+base_url = "https://gc.example/api/v1/"
+case_root = "cases"
+
+[[rules]]
+glob = "tiles/*.tif"
+socket = "generic-medical-image"
+group = "all"
+
+[[rules]]
+position = 1
+socket = "ct-image"
+
+[[rules]]
+position = 2
+socket = "airway-segmentation"
+"""
+
+
+def generate_tree(directory: Path, files: int) -> None:
+    """Write ``files`` small files, 10 per case folder, with raw os calls (the generator must not be the bottleneck)."""
+    cases = directory / "cases"
+    payload = b"gcbulk-benchmark"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    for case in range(files // FILES_PER_CASE):
+        folder = cases / f"case{case:07d}"
+        tiles = folder / "tiles"
+        os.makedirs(tiles)
+        names = [folder / "ct.mha", folder / "seg.mha"] + [tiles / f"tile{n}.tif" for n in range(8)]
+        for name in names:
+            fd = os.open(name, flags, 0o644)
+            os.write(fd, payload)
+            os.close(fd)
+    (directory / "job.toml").write_text(JOB)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def measure(directory: Path) -> dict[str, float]:
+    """Run in the child: time the walk alone, then the full plan into a fresh ledger."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from engine.commands.plan import plan_into_ledger
+    from engine.config import load_job
+    from engine.plan import PlannedCase, plan_tree
+    from state.ledger import Ledger
+
+    config = load_job(directory / "job.toml")
+    started = time.perf_counter()
+    walked = sum(
+        sum(len(item.files) for item in entry.items) for entry in plan_tree(config) if isinstance(entry, PlannedCase)
+    )
+    walk_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    with Ledger.open(directory / "job.ledger.sqlite", config.binding) as ledger:
+        report = plan_into_ledger(config, ledger, catalogue=None)
+    plan_seconds = time.perf_counter() - started
+    assert report.diff.files == walked and not report.findings, report.findings[:3]
+    return {
+        "files": report.diff.files,
+        "cases": report.diff.cases,
+        "walk_seconds": walk_seconds,
+        "walk_files_per_s": walked / walk_seconds,
+        "plan_seconds": plan_seconds,
+        "plan_files_per_s": report.diff.files / plan_seconds,
+        "peak_rss_mib": peak_rss_mib(),
+        "ledger_mib": (directory / "job.ledger.sqlite").stat().st_size / 2**20,
+    }
+
+
+def run_size(files: int, workdir: Path | None, keep: bool) -> dict[str, float]:
+    directory = Path(tempfile.mkdtemp(prefix=f"plan-scale-{files}-", dir=workdir))
+    try:
+        started = time.perf_counter()
+        generate_tree(directory, files)
+        generated = time.perf_counter() - started
+        child = subprocess.run(
+            [sys.executable, __file__, "--measure", str(directory)], capture_output=True, text=True, check=True
+        )
+        result = json.loads(child.stdout.strip().splitlines()[-1])
+        result["generate_seconds"] = generated
+        return result
+    finally:
+        if keep:
+            print(f"kept {directory}", file=sys.stderr)
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--workdir", type=Path, help="where to generate the trees (default: the temp folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated trees")
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure)))
+        return
+    print(f"{'files':>10} {'cases':>8} {'walk files/s':>13} {'plan files/s':>13} {'plan s':>8} "
+          f"{'peak RSS MiB':>13} {'ledger MiB':>11}")
+    for size in args.sizes:
+        r = run_size(size, args.workdir, args.keep)
+        print(f"{r['files']:>10} {r['cases']:>8} {r['walk_files_per_s']:>13,.0f} {r['plan_files_per_s']:>13,.0f} "
+              f"{r['plan_seconds']:>8.1f} {r['peak_rss_mib']:>13.1f} {r['ledger_mib']:>11.1f}", flush=True)
+    print("plan files/s includes preflight and writing every case, item and file to a fresh ledger "
+          "(synchronous=FULL); walk files/s is the pure planner alone. Peak RSS is the measuring subprocess's.")
+
+
+if __name__ == "__main__":
+    main()
