@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default=LOOPBACK,
                         help="address to listen on and to put in URLs (default %(default)s)")
+    parser.add_argument("--public-host", default=None,
+                        help="host name clients reach it by, for URLs and the TLS certificate, when it differs from "
+                        "--host (e.g. --host 0.0.0.0 --public-host emulator in docker compose)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,
                         help="API port; 0 picks a free one (default %(default)s)")
     parser.add_argument("--s3-port", type=int, default=None, help="S3 port; default: the API port + 1 (free if 0)")
@@ -120,7 +123,8 @@ async def serve(args: argparse.Namespace, config: EmulatorConfig, seed: dict[str
         loop.add_signal_handler(signum, stop.set)
     s3_port = args.s3_port if args.s3_port is not None else (args.port + 1 if args.port else 0)
     async with run_emulator(
-        config, seed=seed, host=args.host, port=args.port, s3_port=s3_port, tls=not args.plain_http
+        config, seed=seed, host=args.host, port=args.port, s3_port=s3_port, tls=not args.plain_http,
+        public_host=args.public_host,
     ) as running:
         announce(running, config)
         await stop.wait()

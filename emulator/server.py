@@ -57,17 +57,23 @@ async def run_emulator(
     port: int = 0,
     s3_port: int = 0,
     tls: bool = True,
+    public_host: str | None = None,
 ) -> AsyncIterator[RunningEmulator]:
-    """Starts the API and S3 sites, yields their URLs, and stops them on exit."""
+    """Starts the API and S3 sites, yields their URLs, and stops them on exit.
+
+    ``public_host`` is the name clients use (in every URL the emulator emits and in its certificate), when that is
+    not the listening address: ``--host 0.0.0.0 --public-host emulator`` in a container network.
+    """
     context = Context(config=config)
     apply_seed(context.store, seed if seed is not None else load_seed(EXAMPLE_SEED))
-    tls_files = generate_tls_files(config.data_dir / "tls") if tls else None
+    url_host = public_host or host
+    tls_files = generate_tls_files(config.data_dir / "tls", extra_hosts=[url_host]) if tls else None
     ssl_context = tls_files.server_context() if tls_files else None
     scheme = "https" if tls_files else "http"
 
     port = port or free_port()
     s3_port = s3_port or free_port()
-    context.s3_base_url = f"{scheme}://{host}:{s3_port}"
+    context.s3_base_url = f"{scheme}://{url_host}:{s3_port}"
 
     api_runner = web.AppRunner(build_api_app(context), access_log=None)
     s3_runner = web.AppRunner(build_s3_app(context), access_log=None)
@@ -78,7 +84,7 @@ async def run_emulator(
         await web.TCPSite(s3_runner, host, s3_port, ssl_context=ssl_context).start()
         yield RunningEmulator(
             context=context,
-            base_url=f"{scheme}://{host}:{port}/api/v1/",
+            base_url=f"{scheme}://{url_host}:{port}/api/v1/",
             s3_url=context.s3_base_url,
             tls=tls_files,
         )

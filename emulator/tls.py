@@ -2,13 +2,15 @@
 
 gcapi insists on https (contract §5) and verifies certificates unless told otherwise, so the emulator mints a CA and a
 leaf certificate naming ``127.0.0.1``, ``::1`` and ``localhost`` (an IP SAN: a client that connects to 127.0.0.1 checks
-the address, not a name). Clients trust it through the printed CA file (``SSL_CERT_FILE`` or ``verify=``).
+the address, not a name), plus any public host names it is reached by (``--public-host``: in docker compose the other
+containers call it ``emulator``). Clients trust it through the printed CA file (``SSL_CERT_FILE`` or ``verify=``).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -38,8 +40,17 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def generate_tls_files(directory: Path) -> TlsFiles:
+def _subject_alternative_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def generate_tls_files(directory: Path, extra_hosts: Sequence[str] = ()) -> TlsFiles:
     directory.mkdir(parents=True, exist_ok=True)
+    loopback = ["localhost", "127.0.0.1", "::1"]
+    names = [_subject_alternative_name(host) for host in dict.fromkeys([*loopback, *extra_hosts])]
     now = datetime.now(timezone.utc)
     validity = (now - timedelta(minutes=5), now + timedelta(days=30))
 
@@ -75,13 +86,7 @@ def generate_tls_files(directory: Path) -> TlsFiles:
         .not_valid_before(validity[0])
         .not_valid_after(validity[1])
         .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.IPAddress(ipaddress.ip_address("::1")),
-                ]
-            ),
+            x509.SubjectAlternativeName(names),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

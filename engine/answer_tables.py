@@ -267,5 +267,7 @@ def wide_rows(
         yield lead + cells
 
 
-def display_set_row(pk: str, title: str, order: int | None, values: Mapping[str, Any], sockets: Sequence[str]) -> list[str]:
+def display_set_row(
+    pk: str, title: str, order: int | None, values: Mapping[str, Any], sockets: Sequence[str]
+) -> list[str]:
     return [pk, title, cell(order), *(cell(values.get(slug)) for slug in sockets)]

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 
 from engine.crashpoints import crash_point
-from engine.errors import ApiError, Disposition, Interrupted, NotFound, classify, first_error
+from engine.errors import ApiError, ConfigurationError, Disposition, Interrupted, NotFound, classify, first_error
 from engine.file_upload import FileUpload
 from engine.gc_api import display_set_title
 from engine.imports import SESSION_ENDED_BADLY, UploadSessionIndex, present_sockets
@@ -61,16 +61,16 @@ class CaseUpload:
         self.display_sets = display_sets
         self.import_units = 0  # import-gate units this case holds
 
-    def _record(self, transition: str, *args: object, **fields: object) -> object:
-        return self.ctx.journal.record(transition, *args, case=self.case.title, **fields)
+    async def _record(self, transition: str, *args: object, **fields: object) -> object:
+        return await self.ctx.journal.record(transition, *args, case=self.case.title, **fields)
 
-    def _refresh(self) -> CaseWork:
-        self.case = self.ctx.ledger.case_work(self.case.id)
+    async def _refresh(self) -> CaseWork:
+        self.case = await self.ctx.journal.read("case_work", self.case.id)
         return self.case
 
     async def run(self) -> bool:
         """True when the case is done, False when it failed (the reason is in the ledger)."""
-        self._record("case_started", self.case.id)
+        await self._record("case_started", self.case.id)
         try:
             with item_budget(RetryBudget(self.ctx.config.retry.attempts_per_item, self.case.title,
                                          throttled_attempts=self.ctx.config.retry.throttled_attempts_per_item)):
@@ -85,18 +85,18 @@ class CaseUpload:
             error = first_error(raised)
             if classify(error) in (Disposition.INTERRUPTED, Disposition.STOP_RUN):
                 raise
-            self._fail(str(error) or type(error).__name__)
+            await self._fail(str(error) or type(error).__name__)
             return False
         finally:
             if self.import_units:
                 self.ctx.import_gate.release_nowait(self.import_units)
                 self.import_units = 0
 
-    def _fail(self, reason: str) -> None:
-        self._refresh()
+    async def _fail(self, reason: str) -> None:
+        await self._refresh()
         if self.case.display_set.state in ("created", "values_attached", "importing"):
-            self._record("display_set_failed", self.case.id, reason=reason)
-        self._record("case_failed", self.case.id, reason=reason)
+            await self._record("display_set_failed", self.case.id, reason=reason)
+        await self._record("case_failed", self.case.id, reason=reason)
         self.ctx.stats.cases_failed += 1
 
     async def _super_kinds(self) -> dict[str, str]:
@@ -106,7 +106,10 @@ class CaseUpload:
             if kind is None:  # planned offline: ask the server once per socket (cached by the client)
                 socket = await self.ctx.client.get_socket(item.socket_slug)
                 if socket is None:
-                    raise ApiError("GET", "components/interfaces/", 404, f"no socket {item.socket_slug!r}")
+                    raise ConfigurationError(
+                        f"socket {item.socket_slug!r} does not exist on {self.ctx.client.base_url}; fix the job's "
+                        "rules and run 'gcbulk plan' again"
+                    )
                 kind = socket["super_kind"]
             kinds[item.socket_slug] = kind
         return kinds
@@ -124,15 +127,15 @@ class CaseUpload:
                     group.start_soon(self._upload_item, item, kinds[item.socket_slug])
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
-        self._refresh()
+        await self._refresh()
 
     async def _upload_item(self, item: ItemWork, kind: str) -> None:
         if kind == FILE and len(item.files) != 1:
             reason = f"socket {item.socket_slug} takes exactly one file, the plan has {len(item.files)}"
-            self._record("item_failed", item.id, reason=reason)
+            await self._record("item_failed", item.id, reason=reason)
             raise ValueError(reason)
         if item.state == "planned":
-            self._record("item_uploading", item.id)
+            await self._record("item_uploading", item.id)
         try:
             async with anyio.create_task_group() as group:
                 for file in item.files:
@@ -140,10 +143,10 @@ class CaseUpload:
         except BaseException as raised:
             error = first_error(raised)
             if classify(error) not in (Disposition.INTERRUPTED, Disposition.STOP_RUN):
-                self._record("item_failed", item.id, reason=f"{item.socket_slug}: {error}")
+                await self._record("item_failed", item.id, reason=f"{item.socket_slug}: {error}")
                 self.ctx.stats.files_failed += 1
             raise error from None
-        self._record("item_uploaded", item.id)
+        await self._record("item_uploaded", item.id)
 
     async def _upload_file(self, file: Any) -> None:
         await FileUpload(self.ctx, file, self.case.title).run()
@@ -152,24 +155,24 @@ class CaseUpload:
     # ---- 2. display set --------------------------------------------------------------------------------------
 
     async def _ensure_display_set(self) -> str:
-        ds = self._refresh().display_set
+        ds = (await self._refresh()).display_set
         if ds.pk and ds.state != "pending":
             return ds.pk
         existing = await self.display_sets.lookup(self.case.title)
         if existing is not None:
-            self._record("display_set_created", self.case.id, pk=existing)
+            await self._record("display_set_created", self.case.id, pk=existing)
             self.ctx.journal.note("display_set_adopted", case=self.case.title, pk=existing)
             return existing
-        self._record("display_set_creating", self.case.id)
+        await self._record("display_set_creating", self.case.id)
         crash_point("after-display-set-intent")
         try:
             created = await self.ctx.client.create_display_set(self.ctx.reader_study_slug, self.case.title)
         except ApiError as error:
             if error.status == 400:  # refused outright: certainly not created
-                self._record("display_set_not_created", self.case.id, reason=str(error))
+                await self._record("display_set_not_created", self.case.id, reason=str(error))
             raise
         crash_point("after-create-display-set")
-        self._record("display_set_created", self.case.id, pk=created["pk"])
+        await self._record("display_set_created", self.case.id, pk=created["pk"])
         crash_point("after-display-set-recorded")
         return created["pk"]
 
@@ -184,7 +187,7 @@ class CaseUpload:
             if item.state != "uploaded":
                 continue
             taken = item.socket_slug in present
-            upload_pks = self.ctx.ledger.item_upload_pks(item.id)
+            upload_pks = await self.ctx.journal.read("item_upload_pks", item.id)
             if not taken and kinds[item.socket_slug] == IMAGE:
                 taken = await self.sessions.find(upload_pks) is not None
             elif not taken and upload_pks:
@@ -193,11 +196,11 @@ class CaseUpload:
                 except NotFound:
                     taken = True  # consumed by the file copy
             if taken:
-                self._record("item_attached", item.id)
-        self._refresh()
+                await self._record("item_attached", item.id)
+        await self._refresh()
 
     async def _attach_values(self, pk: str, kinds: dict[str, str]) -> None:
-        case = self._refresh()
+        case = await self._refresh()
         items = [i for i in case.items
                  if i.state == "uploaded" or (kinds[i.socket_slug] == VALUE and i.state == "planned")]
         if not items:
@@ -209,7 +212,7 @@ class CaseUpload:
             if kind == VALUE:
                 values.append({"interface": item.socket_slug, "value": item.value})
                 continue
-            urls = [client.upload_url(upload_pk) for upload_pk in self.ctx.ledger.item_upload_pks(item.id)]
+            urls = [client.upload_url(upload_pk) for upload_pk in await self.ctx.journal.read("item_upload_pks", item.id)]
             if kind == IMAGE:
                 values.append({"interface": item.socket_slug, "user_uploads": urls})
             else:
@@ -218,28 +221,30 @@ class CaseUpload:
         if imports:
             self.import_units += await self.ctx.import_gate.acquire(imports)
         crash_point("before-values-patch")
+        # A PATCH retried after a 5xx that the server had in fact applied may start a second import of the same
+        # uploads; the second sets the same value again, so the display set still ends with one value per socket.
         await client.update_display_set(pk, values=values)
         crash_point("after-values-patch")
         for item in items:
-            self._record("item_attached", item.id)
-        self._record("display_set_values_attached", case.id)
-        self._record("display_set_importing", case.id)
+            await self._record("item_attached", item.id)
+        await self._record("display_set_values_attached", case.id)
+        await self._record("display_set_importing", case.id)
         crash_point("after-values-recorded")
 
-    def _mark_importing(self) -> None:
+    async def _mark_importing(self) -> None:
         """The display set follows its items: once any value is attached, it is importing (also after a resume
         that found the values PATCH had been taken before the crash)."""
-        case = self._refresh()
+        case = await self._refresh()
         if case.display_set.state == "created":
-            self._record("display_set_values_attached", case.id)
+            await self._record("display_set_values_attached", case.id)
         if case.display_set.state in ("created", "values_attached"):
-            self._record("display_set_importing", case.id)
+            await self._record("display_set_importing", case.id)
 
     # ---- 4. imports ------------------------------------------------------------------------------------------
 
     async def _await_imports(self, pk: str, kinds: dict[str, str]) -> bool:
         ctx = self.ctx
-        self._mark_importing()
+        await self._mark_importing()
         waiting = [i for i in self.case.items if i.state == "attached"]
         images_waiting = sum(1 for i in waiting if kinds[i.socket_slug] == IMAGE)
         if images_waiting > self.import_units:  # resumed with imports in flight from an earlier run
@@ -252,7 +257,7 @@ class CaseUpload:
             still = []
             for item in waiting:
                 if item.socket_slug in present:
-                    self._record("item_done", item.id)
+                    await self._record("item_done", item.id)
                     await self._item_finished(item, kinds, consumed=True)
                 else:
                     still.append(item)
@@ -263,7 +268,7 @@ class CaseUpload:
                 waiting = await self._drop_failed_imports(waiting, kinds)
             if waiting and time.monotonic() > deadline:
                 for item in waiting:
-                    self._record("item_failed", item.id, reason=(
+                    await self._record("item_failed", item.id, reason=(
                         f"{item.socket_slug}: the import did not finish within "
                         f"{ctx.config.import_timeout_seconds:.0f} s"))
                     await self._item_finished(item, kinds, consumed=False)
@@ -274,17 +279,17 @@ class CaseUpload:
             await anyio.sleep(delay)
             delay = min(delay * 1.5, ctx.config.poll_max_seconds)
             polls += 1
-        return self._finish()
+        return await self._finish()
 
     async def _drop_failed_imports(self, waiting: list[ItemWork], kinds: dict[str, str]) -> list[ItemWork]:
         still = []
         for item in waiting:
             session = None
             if kinds[item.socket_slug] == IMAGE:
-                session = await self.sessions.find(self.ctx.ledger.item_upload_pks(item.id))
+                session = await self.sessions.find(await self.ctx.journal.read("item_upload_pks", item.id))
             if session is not None and session.get("status") in SESSION_ENDED_BADLY:
                 message = session.get("error_message") or f"the import ended {session.get('status')}"
-                self._record("item_failed", item.id, reason=f"{item.socket_slug}: {message}")
+                await self._record("item_failed", item.id, reason=f"{item.socket_slug}: {message}")
                 await self._item_finished(item, kinds, consumed=False)
             else:
                 still.append(item)
@@ -299,16 +304,16 @@ class CaseUpload:
         if consumed and kind in (IMAGE, FILE):
             await self.ctx.upload_gate.release(len(item.files))
 
-    def _finish(self) -> bool:
-        case = self._refresh()
+    async def _finish(self) -> bool:
+        case = await self._refresh()
         failed = [i for i in case.items if i.state == "failed"]
         if failed:
             reason = "; ".join(i.last_error or f"{i.socket_slug}: failed" for i in failed)
-            self._fail(reason)
+            await self._fail(reason)
             return False
         crash_point("after-import-seen")
-        self._record("display_set_done", case.id)
-        self._record("case_done", case.id)
+        await self._record("display_set_done", case.id)
+        await self._record("case_done", case.id)
         self.ctx.stats.cases_done += 1
         crash_point("after-case-done")
         return True

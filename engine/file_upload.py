@@ -77,8 +77,8 @@ class FileUpload:
         self.file = file
         self.case_title = case_title
 
-    def _record(self, transition: str, *args: object, **fields: object) -> object:
-        return self.ctx.journal.record(transition, *args, case=self.case_title, **fields)
+    async def _record(self, transition: str, *args: object, **fields: object) -> object:
+        return await self.ctx.journal.record(transition, *args, case=self.case_title, **fields)
 
     async def run(self) -> UploadRow:
         with item_budget(RetryBudget(
@@ -89,23 +89,23 @@ class FileUpload:
                 for _ in range(MAX_UPLOAD_RESTARTS + 1):
                     try:
                         check_unchanged(self.file)
-                        return await self._run_once(self._live_upload())
+                        return await self._run_once(await self._live_upload())
                     except SourceFileChanged as changed:
                         await self.abort(str(changed))
                         raise
                     except MultipartUploadVanished as gone:
-                        upload = self._live_upload()
+                        upload = await self._live_upload()
                         if upload is not None:
-                            self._record("upload_expired", upload.id, reason=str(gone))
+                            await self._record("upload_expired", upload.id, reason=str(gone))
                             await self.ctx.upload_gate.release(1)
                         log.info("%s: upload vanished (%s); starting a new one", self.file.relative_path, gone)
                 raise MultipartUploadVanished(
                     f"{self.file.relative_path}: the upload vanished {MAX_UPLOAD_RESTARTS + 1} times in one run"
                 )
 
-    def _live_upload(self) -> UploadRow | None:
-        live = [u for u in self.ctx.ledger.uploads_of_file(self.file.id) if u.state in ("creating", "initialized",
-                                                                                            "completed")]
+    async def _live_upload(self) -> UploadRow | None:
+        uploads = await self.ctx.journal.read("uploads_of_file", self.file.id)
+        live = [u for u in uploads if u.state in ("creating", "initialized", "completed")]
         return live[-1] if live else None
 
     async def _run_once(self, upload: UploadRow | None) -> UploadRow:
@@ -116,7 +116,8 @@ class FileUpload:
         if upload is not None and upload.state == "creating":
             # The create's answer was never recorded: if it reached the server, that upload is an empty orphan the
             # sweep removes. A new one replaces it (uploads carry no key of ours to look it up by).
-            self._record("upload_abandoned", upload.id, reason="the create was not confirmed before the run stopped")
+            await self._record("upload_abandoned", upload.id,
+                               reason="the create was not confirmed before the run stopped")
             upload = None
         if upload is None:
             upload = await self._create()
@@ -142,7 +143,7 @@ class FileUpload:
                 if current.get("status") == UPLOAD_COMPLETED:
                     return True
                 reason = f"the server shows it as {current.get('status')!r}"
-        self._record("upload_expired", upload.id, reason=reason)
+        await self._record("upload_expired", upload.id, reason=reason)
         await self.ctx.upload_gate.release(1)
         return False
 
@@ -150,12 +151,12 @@ class FileUpload:
         ctx = self.ctx
         snapshot = ctx.stats.snapshot()
         ctx.config.sweep_guard.check(
-            self.file.relative_path, self.file.size, snapshot.bytes_done,
+            self.file.relative_path, self.file.size, snapshot.bytes_done - snapshot.bytes_resumed,
             snapshot.bytes_per_second or snapshot.average_bytes_per_second,
         )
         part_size = adjust_part_size(ctx.config.part_size, self.file.size)
         await ctx.upload_gate.acquire(1)
-        upload_id = self._record("upload_creating", self.file.id, part_size=part_size)
+        upload_id = await self._record("upload_creating", self.file.id, part_size=part_size)
         crash_point("after-upload-intent")
         try:
             created = await ctx.client.create_upload(self.file.name)
@@ -164,10 +165,10 @@ class FileUpload:
                 ctx.upload_gate.release_nowait(1)
             raise
         crash_point("after-create-upload")
-        self._record("upload_initialized", upload_id, pk=created["pk"], s3_upload_id=created["s3_upload_id"],
+        await self._record("upload_initialized", upload_id, pk=created["pk"], s3_upload_id=created["s3_upload_id"],
                      created_at=created.get("created"))
         crash_point("after-upload-recorded")
-        return ctx.ledger.upload(upload_id)
+        return await self.ctx.journal.read("upload", upload_id)
 
     async def _reconcile_parts(self, upload: UploadRow) -> UploadRow:
         """Resume: compare the ledger's parts with what S3 holds (list-parts)."""
@@ -180,15 +181,16 @@ class FileUpload:
             if error.status == 500:
                 current = await self.ctx.client.get_upload(upload.pk)
                 if current.get("status") == UPLOAD_COMPLETED and not upload.missing_part_numbers:
-                    self._record("upload_completed", upload.id)
-                    return self.ctx.ledger.upload(upload.id)
+                    await self._record("upload_completed", upload.id)
+                    return await self.ctx.journal.read("upload", upload.id)
             raise
         on_server = {int(p["PartNumber"]): p for p in listed}
         specs = {spec.number: spec for spec in part_specs(upload.file_size, upload.part_size)}
         for number, part in upload.parts.items():
             held = on_server.get(number)
             if held is None or int(held.get("Size", -1)) != part.size or held.get("ETag") != part.etag:
-                self._record("part_invalidated", upload.id, number, reason="list-parts does not show this part as sent")
+                await self._record("part_invalidated", upload.id, number,
+                                   reason="list-parts does not show this part as sent")
         for number, held in on_server.items():
             spec = specs.get(number)
             if number in upload.parts or spec is None or int(held.get("Size", -1)) != spec.size:
@@ -198,8 +200,8 @@ class FileUpload:
             data, md5 = await anyio.to_thread.run_sync(read_part, self.file.path, spec)
             del data
             if held.get("ETag", "").strip('"').lower() == md5:
-                self._record("part_sent", upload.id, number, size=spec.size, etag=held["ETag"], md5=md5)
-        return self.ctx.ledger.upload(upload.id)
+                await self._record("part_sent", upload.id, number, size=spec.size, etag=held["ETag"], md5=md5)
+        return await self.ctx.journal.read("upload", upload.id)
 
     async def _send_missing_parts(self, upload: UploadRow) -> None:
         ctx = self.ctx
@@ -234,30 +236,30 @@ class FileUpload:
             )
             del data
             crash_point("after-part-put")
-            self._record("part_sent", upload_id, spec.number, size=spec.size, etag=etag, md5=md5)
+            await self._record("part_sent", upload_id, spec.number, size=spec.size, etag=etag, md5=md5)
             crash_point("after-part-recorded")
         finally:
             ctx.parts_limiter.release_on_behalf_of(borrower)
 
     async def _complete(self, upload: UploadRow) -> UploadRow:
-        upload = self.ctx.ledger.upload(upload.id)
+        upload = await self.ctx.journal.read("upload", upload.id)
         check_unchanged(self.file)  # a file rewritten while its parts were sent must not be completed
         crash_point("before-complete")
         parts = [{"PartNumber": number, "ETag": part.etag} for number, part in sorted(upload.parts.items())]
         await self.ctx.client.complete_multipart_upload(UploadRef(upload.pk, upload.s3_upload_id), parts)
         crash_point("after-complete")
-        self._record("upload_completed", upload.id)
+        await self._record("upload_completed", upload.id)
         crash_point("after-upload-completed")
-        return self.ctx.ledger.upload(upload.id)
+        return await self.ctx.journal.read("upload", upload.id)
 
     async def abort(self, reason: str) -> None:
         """A fatal error for this file (it changed): free the upload's parts on the server."""
-        upload = self._live_upload()
+        upload = await self._live_upload()
         if upload is None or upload.state != "initialized":
             return
         try:
             await self.ctx.client.abort_multipart_upload(UploadRef(upload.pk, upload.s3_upload_id))
         except (ApiError, MultipartUploadVanished) as error:
             log.info("abort of upload %s failed (%s); the server sweeps it after 24 h", upload.pk, error)
-        self._record("upload_aborted", upload.id, reason=reason)
+        await self._record("upload_aborted", upload.id, reason=reason)
         await self.ctx.upload_gate.release(1)

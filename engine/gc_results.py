@@ -99,7 +99,7 @@ class ResultsMixin:
         # The core keeps the token in a private attribute and adds it only inside its JSON request path, which always
         # follows redirects and reads the body whole. The file hop needs the token *without* following the redirect,
         # so this reads the same attribute (name-mangled by the core class) rather than keeping a second copy.
-        token = getattr(self, "_GrandChallengeClient__token")
+        token = self._GrandChallengeClient__token
         return {"Authorization": f"Bearer {token}"}
 
     async def resolve_image_file(self, file_url: str) -> str:

@@ -3,8 +3,9 @@
 Each file goes through the ledger's ``mask`` machine (``pending → downloading → verified | failed``):
 
 * **Resume.** Bytes go to ``.gcbulk/partial/<id>.part`` as they arrive. A cut connection is retried (the client's
-  retry policy) with ``Range: bytes=<bytes on disk>-``, in this run or the next; the object store's ETag, recorded at
-  the first byte, tells whether the partial bytes still belong to the same object (else it starts over).
+  retry policy) with ``Range: bytes=<bytes on disk - 1>-``, in this run or the next; the object store's ETag, recorded
+  at the first byte, and the one overlapping byte tell whether the partial bytes still belong to the same object
+  (else it starts over).
 * **Expiry.** Signed URLs live about 300 s (contract §4). A 403 from the object store means the URL expired (a long
   retry, a slow link): the file URL is resolved again on the API host, at most ``MAX_RESOLVES`` times per file.
 * **Verification.** The size must equal what the object store announced (Content-Range / Content-Length); when its
@@ -17,6 +18,7 @@ Each file goes through the ledger's ``mask`` machine (``pending → downloading 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -87,6 +89,12 @@ def _content_range(value: str | None) -> tuple[int | None, int] | None:
         return None
     start = int(match.group(1)) if match.group(1) is not None else None
     return start, int(match.group(3))
+
+
+def _last_byte(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1)
 
 
 def _hashes(path: Path) -> tuple[str, str]:
@@ -192,7 +200,7 @@ class MaskDownloader:
             resolves += 1
             try:
                 await call_with_retries(
-                    lambda: self._fetch(row.path, signed, partial),
+                    functools.partial(self._fetch, row.path, signed, partial),
                     policy=self.client.retry_policy, what=f"download {row.path}", on_retry=self.client.on_retry,
                 )
                 return
@@ -203,23 +211,33 @@ class MaskDownloader:
                 log.info("signed URL for %s expired; resolving %s again", row.path, row.file_url)
 
     async def _fetch(self, path: str, signed_url: str, partial: Path) -> None:
-        """One GET of the rest of the file into ``partial`` (from its current size on)."""
+        """One GET of the rest of the file into ``partial`` (from its current size on).
+
+        A resume asks from one byte *before* the end of the partial file: the answer is then always a 206 that
+        carries the ETag (a partial file that is already whole would get a 416, which has none), and that byte must
+        equal the one on disk.
+        """
         for _ in range(2):  # the second round starts over after the object turned out to have changed
             start = partial.stat().st_size if partial.exists() else 0
+            offset = max(start - 1, 0)
             recorded = self.ledger.mask(path)
-            async with self.client.open_signed_download(signed_url, start=start) as response:
+            async with self.client.open_signed_download(signed_url, start=offset) as response:
                 etag = response.headers.get("ETag")
-                if response.status == 416:
-                    announced = _content_range(response.headers.get("Content-Range"))
-                    if announced is not None and announced[1] == start and recorded and recorded.etag == etag:
-                        return  # every byte was already here
+                if response.status == 416:  # the partial file is longer than the object: not of this object
                     partial.unlink(missing_ok=True)
                     continue
                 if response.status == 206:
                     announced = _content_range(response.headers.get("Content-Range"))
-                    if announced is None or announced[0] != start or (recorded and recorded.etag != etag):
+                    if announced is None or announced[0] != offset or recorded is None or recorded.etag != etag:
                         partial.unlink(missing_ok=True)
                         continue
+                    if offset < start:
+                        overlap = await response.content.read(1)
+                        if not overlap:
+                            raise TransportError("GET", path, ConnectionError("the body ended before its first byte"))
+                        if overlap != _last_byte(partial):
+                            partial.unlink(missing_ok=True)
+                            continue
                     total = announced[1]
                     self.stats.resumed += 1
                 else:  # 200: the whole object (first try, or a server that ignored the Range)

@@ -1,6 +1,6 @@
 """The planner (pure: no network, no database): a case tree and a job → planned cases, plus findings.
 
-It streams: ``os.scandir`` one folder at a time, yielding each case as soon as its folder is read, so memory holds one
+It streams: ``os.scandir`` one folder at a time (keeping only its sorted names), yielding each case as soon as its folder is read, so memory holds one
 case (and one folder listing), never the tree. Every file of the tree ends up in exactly one planned item or in one
 finding's ``files``.
 
@@ -140,23 +140,30 @@ class Planner:
             return
         yield from self._walk(str(self.root), "", 1, frozenset({(root_stat.st_dev, root_stat.st_ino)}))
 
-    def _list(self, path: str) -> list[os.DirEntry[str]] | OSError:
+    @staticmethod
+    def _list(path: str) -> list[str] | OSError:
+        # Names only, sorted: a folder of 100 000 cases costs a few MB of strings. Keeping the DirEntry objects
+        # would also keep their cached stat results alive until the whole folder is done (measured: memory grew by
+        # ~1 KB per case folder), and every file is stat()ed anyway for its size and mtime.
         try:
             with os.scandir(path) as iterator:
-                return sorted(iterator, key=lambda entry: entry.name)
+                return sorted(entry.name for entry in iterator)
         except OSError as exc:
             return exc
 
     @staticmethod
-    def _classify(entry: os.DirEntry[str]) -> tuple[str, os.stat_result | None, str | None]:
-        """('dir' | 'file' | 'loop' | 'unreadable', stat, reason)."""
+    def _classify(path: str) -> tuple[str, os.stat_result | None, str | None]:
+        """('dir' | 'file' | 'loop' | 'unreadable', stat, reason), following symbolic links."""
         try:
-            st = entry.stat()
+            st = os.stat(path)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 return "loop", None, "symbolic link loop"
-            if entry.is_symlink():
-                return "unreadable", None, "it is a broken symbolic link"
+            try:
+                if stat.S_ISLNK(os.lstat(path).st_mode):
+                    return "unreadable", None, "it is a broken symbolic link"
+            except OSError:
+                pass
             return "unreadable", None, exc.strerror or str(exc)
         if stat.S_ISDIR(st.st_mode):
             return "dir", st, None
@@ -165,26 +172,27 @@ class Planner:
         return "unreadable", st, "it is not a regular file"
 
     def _walk(self, path: str, rel: str, depth: int, ancestors: frozenset[tuple[int, int]]) -> Iterator[Any]:
-        entries = self._list(path)
-        if isinstance(entries, OSError):
-            yield preflight.unreadable(path, rel, f"the folder cannot be listed: {entries.strerror}")
+        names = self._list(path)
+        if isinstance(names, OSError):
+            yield preflight.unreadable(path, rel, f"the folder cannot be listed: {names.strerror}")
             return
-        for entry in entries:
-            child_rel = _join(rel, entry.name)
-            kind, st, reason = self._classify(entry)
+        for name in names:
+            child = os.path.join(path, name)
+            child_rel = _join(rel, name)
+            kind, st, reason = self._classify(child)
             if kind == "dir":
                 assert st is not None
                 key = (st.st_dev, st.st_ino)
                 if key in ancestors:
-                    yield preflight.symlink_loop(entry.path)
+                    yield preflight.symlink_loop(child)
                 elif depth == self.depth:
-                    yield from self._case(entry.path, child_rel, ancestors | {key})
+                    yield from self._case(child, child_rel, ancestors | {key})
                 else:
-                    yield from self._walk(entry.path, child_rel, depth + 1, ancestors | {key})
+                    yield from self._walk(child, child_rel, depth + 1, ancestors | {key})
             elif kind == "loop":
-                yield preflight.symlink_loop(entry.path, (child_rel,))
+                yield preflight.symlink_loop(child, (child_rel,))
             else:
-                yield preflight.outside_case(entry.path, child_rel, self.depth)
+                yield preflight.outside_case(child, child_rel, self.depth)
 
     def _collect(
         self,
@@ -195,38 +203,39 @@ class Planner:
         files: list[_Entry],
         findings: list[Finding],
     ) -> None:
-        entries = self._list(path)
-        if isinstance(entries, OSError):
-            findings.append(preflight.unreadable(path, rel, f"the folder cannot be listed: {entries.strerror}"))
+        names = self._list(path)
+        if isinstance(names, OSError):
+            findings.append(preflight.unreadable(path, rel, f"the folder cannot be listed: {names.strerror}"))
             return
-        for entry in entries:
-            child_rel = _join(rel, entry.name)
-            child_inner = _join(inner, entry.name)
-            kind, st, reason = self._classify(entry)
+        for name in names:
+            child = os.path.join(path, name)
+            child_rel = _join(rel, name)
+            child_inner = _join(inner, name)
+            kind, st, reason = self._classify(child)
             if kind == "dir":
                 assert st is not None
                 key = (st.st_dev, st.st_ino)
                 if key in ancestors:
-                    findings.append(preflight.symlink_loop(entry.path))
+                    findings.append(preflight.symlink_loop(child))
                 else:
-                    self._collect(entry.path, child_rel, child_inner, ancestors | {key}, files, findings)
+                    self._collect(child, child_rel, child_inner, ancestors | {key}, files, findings)
                 continue
-            ignored_by = self._ignored_by(entry.name, child_inner)
+            ignored_by = self._ignored_by(name, child_inner)
             if ignored_by is not None:
-                findings.append(preflight.ignored(entry.path, child_rel, ignored_by))
+                findings.append(preflight.ignored(child, child_rel, ignored_by))
             elif kind == "loop":
-                findings.append(preflight.symlink_loop(entry.path, (child_rel,)))
+                findings.append(preflight.symlink_loop(child, (child_rel,)))
             elif kind == "unreadable":
-                findings.append(preflight.unreadable(entry.path, child_rel, reason or "unknown error"))
-            elif (problem := name_problem(entry.name)) is not None:
-                findings.append(preflight.bad_name(entry.path, child_rel, problem))
-            elif not os.access(entry.path, os.R_OK):
-                findings.append(preflight.unreadable(entry.path, child_rel, "permission denied"))
+                findings.append(preflight.unreadable(child, child_rel, reason or "unknown error"))
+            elif (problem := name_problem(name)) is not None:
+                findings.append(preflight.bad_name(child, child_rel, problem))
+            elif not os.access(child, os.R_OK):
+                findings.append(preflight.unreadable(child, child_rel, "permission denied"))
             elif st is not None and st.st_size == 0:
-                findings.append(preflight.zero_bytes(entry.path, child_rel))
+                findings.append(preflight.zero_bytes(child, child_rel))
             else:
                 assert st is not None
-                files.append(_Entry(child_rel, child_inner, entry.name, entry.path, st.st_size, st.st_mtime_ns))
+                files.append(_Entry(child_rel, child_inner, name, child, st.st_size, st.st_mtime_ns))
 
     def _ignored_by(self, name: str, inner: str) -> str | None:
         for pattern, matcher, on_path in self._ignore:

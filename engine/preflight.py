@@ -312,6 +312,8 @@ class Preflight:
                     findings.append(too_many_parts(self.config.case_root / file.path, file.size, preferred, grown))
             self.quota.largest_value_bytes = max(self.quota.largest_value_bytes, value_bytes)
             items.append(item if super_kind is None else dataclasses.replace(item, super_kind=super_kind))
+        if len(findings) == len(case.findings) and all(new is old for new, old in zip(items, case.items, strict=True)):
+            return case  # the common case, kept cheap: nothing to add
         return dataclasses.replace(case, items=tuple(items), findings=tuple(findings))
 
     def finish(self) -> list[Finding]:

@@ -27,7 +27,8 @@ RATE_WINDOW_SECONDS = 20.0
 class StatsSnapshot:
     elapsed_seconds: float
     bytes_total: int
-    bytes_done: int
+    bytes_done: int  # including bytes an earlier run sent (bytes_resumed)
+    bytes_resumed: int
     files_total: int
     files_done: int
     files_failed: int
@@ -63,6 +64,7 @@ class TransferStats:
         self._lock = threading.Lock()
         self.bytes_total = 0
         self.bytes_done = 0
+        self.bytes_resumed = 0
         self.files_total = 0
         self.files_done = 0
         self.files_failed = 0
@@ -81,6 +83,13 @@ class TransferStats:
             while len(self._samples) > 2 and now - self._samples[1][0] > RATE_WINDOW_SECONDS:
                 self._samples.popleft()
 
+    def add_resumed(self, count: int) -> None:
+        """Bytes an earlier run already sent: done, but not part of this run's speed."""
+        with self._lock:
+            self.bytes_done += count
+            self.bytes_resumed += count
+            self._samples = deque((moment, sent + count) for moment, sent in self._samples)
+
     def count_retry(self, *_: object) -> None:
         with self._lock:
             self.retries += 1
@@ -96,6 +105,7 @@ class TransferStats:
                 elapsed_seconds=elapsed,
                 bytes_total=self.bytes_total,
                 bytes_done=self.bytes_done,
+                bytes_resumed=self.bytes_resumed,
                 files_total=self.files_total,
                 files_done=self.files_done,
                 files_failed=self.files_failed,
@@ -104,7 +114,7 @@ class TransferStats:
                 cases_failed=self.cases_failed,
                 retries=self.retries,
                 bytes_per_second=max(recent, 0.0),
-                average_bytes_per_second=max(self.bytes_done / elapsed, 0.0),
+                average_bytes_per_second=max((self.bytes_done - self.bytes_resumed) / elapsed, 0.0),
             )
 
 
@@ -117,13 +127,20 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.2f} TiB"
+
+
 def format_progress_line(snapshot: StatsSnapshot) -> str:
-    """One human line: ``cases 12/40 done, 1 failed · 1.2/3.4 GiB · 85.3 MiB/s · ETA 0m27s · 3 retries``."""
-    gib = 1024**3
+    """One human line: ``cases 12/40 done, 1 failed · files 30/80 · 1.2 GiB/3.4 GiB · 85.3 MiB/s · ETA 0m27s``."""
     return (
         f"cases {snapshot.cases_done}/{snapshot.cases_total} done, {snapshot.cases_failed} failed"
         f" · files {snapshot.files_done}/{snapshot.files_total}"
-        f" · {snapshot.bytes_done / gib:.2f}/{snapshot.bytes_total / gib:.2f} GiB"
+        f" · {human_bytes(snapshot.bytes_done)}/{human_bytes(snapshot.bytes_total)}"
         f" · {snapshot.mib_per_second:.1f} MiB/s"
         f" · ETA {_duration(snapshot.eta_seconds)}"
         f" · {snapshot.retries} retries"

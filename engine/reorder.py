@@ -163,11 +163,13 @@ async def run_reorder(
     summary = ReorderSummary(planned=len(plan))
     limiter = anyio.CapacityLimiter(concurrency)
 
-    async def apply(target: Target) -> None:
-        if orders.get(target.pk) == target.order:
+    in_place = [target for target in plan if orders.get(target.pk) == target.order]
+    with ledger.batch():
+        for target in in_place:
             ledger.reorder_done(target.pk)
-            summary.already_in_place += 1
-            return
+    summary.already_in_place = len(in_place)
+
+    async def apply(target: Target) -> None:
         if rows[target.pk].state == "done":
             ledger.reorder_requeued(target.pk, f"its order is {orders.get(target.pk)} again, not {target.order}")
         async with limiter:
@@ -187,7 +189,8 @@ async def run_reorder(
 
     async with anyio.create_task_group() as group:
         for target in plan:
-            group.start_soon(apply, target)
+            if orders.get(target.pk) != target.order:
+                group.start_soon(apply, target)
     return summary
 
 

@@ -65,13 +65,12 @@ class TransferEngine:
         return self._stop_requested.is_set()
 
     async def _context_for_run(self) -> TransferContext:
-        ledger = self.journal.ledger
-        totals = ledger.transfer_totals()
+        totals = await self.journal.read("transfer_totals")
         self.stats.cases_total = totals["cases"]
         self.stats.files_total = totals["files"]
         self.stats.bytes_total = totals["bytes"]
         # Bytes already on S3 from an earlier run count as done, so the ETA covers only what is left.
-        self.stats.add_bytes(totals["bytes_sent"])
+        self.stats.add_resumed(totals["bytes_sent"])
         # Contract §1: the cap counts every upload the user has, including other tools' and this job's orphans.
         on_server = await self.client.count_uploads()
         context = TransferContext(
@@ -102,7 +101,7 @@ class TransferEngine:
                 if await case.run():
                     outcome.done += 1
                 else:
-                    row = ctx.ledger.case_work(case.case.id)
+                    row = await ctx.journal.read("case_work", case.case.id)
                     outcome.failed.append((row.title, row.last_error or "failed"))
             except Interrupted:
                 pass  # stopped on request: the case stays 'running' and resumes next time
@@ -115,7 +114,7 @@ class TransferEngine:
                 group.start_soon(self._report_progress, reporter)
                 try:
                     async with anyio.create_task_group() as cases:
-                        for case_work in ctx.ledger.cases_to_run():
+                        async for case_work in self.journal.runner.pages("cases_to_run"):
                             borrower = object()
                             await cases_limiter.acquire_on_behalf_of(borrower)
                             if ctx.stopping.is_set():

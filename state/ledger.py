@@ -4,6 +4,10 @@ Every object gcbulk will create on Grand Challenge — upload, part, display set
 its state; every change of state is one transaction (``with db.atomic()``) that also appends to the event log.
 The allowed state changes are in ``state.machines`` (the single place they are checked).
 
+This module opens, locks and binds the ledger and holds the transition core and the event log; the named transitions
+are in ``state.transitions`` and the queries in ``state.queries``, both mixed into :class:`Ledger`; plan recording is
+in ``state.replan``. Only ``state`` imports sqlite_utils.
+
 Public API (all methods run on the thread that opened the ledger; sqlite3 connections are bound to their thread):
 
 Open and bind
@@ -24,7 +28,8 @@ Work to do and in flight
     ``attached_image_items_count()`` (imports in flight), ``counts_by_state()``, ``cases_needing_attention()``.
 Transitions (each atomic and idempotent: a repeat returns False and writes nothing; an illegal one raises
 ``IllegalTransition``; a repeat with another pk/ETag raises ``ConflictingRepeat``)
-    case:         ``case_started``, ``case_done``, ``case_failed(reason)``, ``requeue_failed_cases()``
+    case:         ``case_started``, ``case_done``, ``case_failed(reason)``, ``requeue_failed_cases()``,
+                  ``requeue_case`` (with its failed items), ``reopen_display_set``
     display set:  ``display_set_creating``, ``display_set_created(pk)``, ``display_set_not_created(reason)``,
                   ``display_set_values_attached``, ``display_set_importing``, ``display_set_done``,
                   ``display_set_failed(reason)``  (all keyed by case id)

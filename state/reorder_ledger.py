@@ -47,6 +47,10 @@ class ReorderLedger(LedgerExtension):
         """Records ``(display set pk, title, target order, current order)``. An item whose target changed goes back
         to ``planned``; one with the same target keeps its state, so a rerun of the same plan resumes it. Returns
         how many items are new or re-targeted."""
+        with self.batch():
+            return self._plan(items)
+
+    def _plan(self, items: Iterable[tuple[str, str | None, int, int | None]]) -> int:
         changed = 0
         for pk, title, target, current in items:
             row = self._one("SELECT * FROM reorder_items WHERE display_set_pk = ?", (pk,))

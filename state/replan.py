@@ -69,6 +69,7 @@ class PlanRecorder:
         self._files_in_batch = 0
         self._finished = False
         self._root = ledger.case_root
+        self._batch_time = ledger._now()
 
     # ----------------------------------------------------------------------------------------------- lifecycle
     def start(self, *, rules: dict[str, Any] | None, job_file: Path | str | None) -> None:
@@ -96,6 +97,8 @@ class PlanRecorder:
         if not self.dry_run:
             self.db.commit()
         self._files_in_batch = 0
+        # Rows written in one batch share its timestamp: formatting the clock per case costs more than the insert.
+        self._batch_time = self.ledger._now()
 
     def add(self, case: Any) -> None:
         """Record one planned case (its own savepoint: a failure leaves no half-recorded case)."""
@@ -172,7 +175,7 @@ class PlanRecorder:
                 self.diff.blocked.append(title)
 
     def _insert_case(self, case: Any, findings: list[dict[str, Any]], blocking: bool) -> int:
-        now = self.ledger._now()
+        now = self._batch_time
         state = "blocked" if blocking else "planned"
         case_id = self.conn.execute(
             "INSERT INTO cases (title, folder, state, attempts, findings, created_at, updated_at) "
@@ -213,7 +216,7 @@ class PlanRecorder:
 
     def _update_case(self, row: dict[str, Any], case: Any, findings: list[dict[str, Any]], blocking: bool) -> None:
         case_id, state = row["id"], row["state"]
-        now = self.ledger._now()
+        now = self._batch_time
         existing = {r["socket_slug"]: r for r in self.ledger._all("SELECT * FROM items WHERE case_id = ?", (case_id,))}
         files_by_item: dict[int, list[dict[str, Any]]] = {}
         for f in self.ledger._all(
@@ -263,12 +266,18 @@ class PlanRecorder:
                 (findings_json, case.folder, now, case_id),
             )
         if blocking:
+            # A done case stays done (Grand Challenge has it); its new files wait until the findings are fixed.
             if state in _BLOCKABLE:
                 self.ledger.transition("case", case_id, "blocked")
-            if state in _BLOCKABLE or state == "blocked":
-                self.diff.blocked.append(case.title)
-                return
-        elif requeue and state != "planned":
+            self.diff.blocked.append(case.title)
+            return
+        if state == "done" and not requeue:
+            # New values recorded while the case was blocked still need a run.
+            requeue = self.ledger._one(
+                "SELECT 1 FROM items WHERE case_id = ? AND state IN ('planned', 'uploading', 'uploaded', 'failed')",
+                (case_id,),
+            ) is not None
+        if requeue and state != "planned":
             self.ledger.requeue_case(case_id)
         elif state in ("blocked", "vanished"):
             self.ledger.transition("case", case_id, "planned")

@@ -23,6 +23,7 @@ Use from one thread (the event loop's), like the ledger itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -99,6 +100,10 @@ class LedgerExtension:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def batch(self) -> contextlib.AbstractContextManager[Any]:
+        """One transaction around many calls (each still checked and logged): one fsync instead of one per row."""
+        return self.db.atomic()
 
     def _now(self) -> str:
         return self.ledger._now()

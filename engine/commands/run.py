@@ -23,7 +23,7 @@ from engine.commands.plan import fetch_catalogue, plan_into_ledger, print_report
 from engine.config import JobConfig, load_job, load_token
 from engine.errors import AuthenticationFailed, ConfigurationError, GcbulkError, first_error
 from engine.gc_api import GrandChallengeClient
-from engine.journal import Journal
+from engine.journal import Journal, LedgerRunner
 from engine.progress import EventLog, format_progress_line
 from engine.transfer import RunOutcome, TransferEngine
 from engine.transfer_context import EngineConfig, engine_config_from_job
@@ -55,7 +55,7 @@ def events_path_for(job_file: Path) -> Path:
     return job_file.with_name(f"{job_file.stem}.events.jsonl")
 
 
-def _ensure_plan(config: JobConfig, ledger: Ledger, token: str, replan: bool) -> bool:
+def _ensure_plan(ledger: Ledger, config: JobConfig, token: str, replan: bool) -> bool:
     """Plans when the ledger has no finished plan (or when asked). False when the plan has blocking findings."""
     if ledger.plan_state in ("empty", "planning") or replan:
         report = plan_into_ledger(config, ledger, catalogue=fetch_catalogue(config, token))
@@ -127,6 +127,23 @@ def _print_outcome(outcome: RunOutcome, ledger_path: Path, events_path: Path) ->
     print(f"gcbulk run: ledger {ledger_path}, events {events_path}", file=sys.stderr)
 
 
+async def _plan_and_run(config: JobConfig, token: str, args: argparse.Namespace, ledger_path: Path,
+                        events_path: Path) -> tuple[bool, RunOutcome | None, bool]:
+    async with LedgerRunner(ledger_path, config.binding, job_file=config.job_file) as runner:
+        # Planning runs on the ledger's thread too (sqlite3 connections are bound to their thread).
+        if not await runner.run(_ensure_plan, config, token, args.replan):
+            return False, None, False
+        engine_config = engine_config_from_job(config.engine, drain_seconds=args.drain,
+                                               progress_interval_seconds=args.progress_interval)
+        events = EventLog(events_path)
+        try:
+            outcome, killed = await run_transfer(config, token, Journal(runner, events), engine_config,
+                                                 drain_seconds=args.drain)
+        finally:
+            events.close()
+    return True, outcome, killed
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     logging.getLogger("engine").setLevel(logging.WARNING)  # retries are counted in the progress line, not listed
@@ -135,19 +152,9 @@ def run(args: argparse.Namespace) -> int:
         token = load_token(args.token_file)
         ledger_path = args.ledger or default_ledger_path(config.job_file)
         events_path = args.events or events_path_for(config.job_file)
-        with Ledger.open(ledger_path, config.binding, job_file=config.job_file) as ledger:
-            if not _ensure_plan(config, ledger, token, args.replan):
-                return EXIT_CONFIG
-            engine_config = engine_config_from_job(config.engine, drain_seconds=args.drain,
-                                                   progress_interval_seconds=args.progress_interval)
-            events = EventLog(events_path)
-            try:
-                outcome, killed = anyio.run(
-                    lambda: run_transfer(config, token, Journal(ledger, events), engine_config,
-                                         drain_seconds=args.drain)
-                )
-            finally:
-                events.close()
+        planned, outcome, killed = anyio.run(_plan_and_run, config, token, args, ledger_path, events_path)
+        if not planned:
+            return EXIT_CONFIG
     except AuthenticationFailed:
         print("gcbulk run: the server refused the API token (401); set a valid token in "
               "$GRAND_CHALLENGE_AUTHORIZATION or --token-file", file=sys.stderr)

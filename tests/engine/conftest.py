@@ -84,7 +84,7 @@ def dump(value: object) -> str:
 
 # ---- running the engine in-process --------------------------------------------------------------------------------
 
-from engine.journal import Journal  # noqa: E402
+from engine.journal import Journal, LedgerRunner  # noqa: E402
 from engine.progress import EventLog  # noqa: E402
 from engine.transfer import RunOutcome, TransferEngine  # noqa: E402
 from engine.transfer_context import EngineConfig  # noqa: E402
@@ -93,16 +93,18 @@ FAST_ENGINE = EngineConfig(retry=FAST_RETRIES, poll_initial_seconds=0.02, poll_m
                            session_scan_interval_seconds=0.05, progress_interval_seconds=0.5)
 
 
-async def run_job(job_file: Path, emulator: RunningEmulator, config: EngineConfig = FAST_ENGINE) -> RunOutcome:
-    job = load_and_plan(job_file)
-    with Ledger.open(default_ledger_path(job.job_file), job.binding) as ledger:
-        events = EventLog(job_file.with_name("events.jsonl"))
+async def run_job(job_file: Path, emulator: RunningEmulator, config: EngineConfig = FAST_ENGINE, *,
+                  replan: bool = True) -> RunOutcome:
+    """Plans (unless ``replan`` is False) and runs the job in-process, as ``gcbulk run`` does."""
+    job = load_and_plan(job_file) if replan else load_job(job_file)
+    events = EventLog(job_file.with_name("events.jsonl"))
+    async with LedgerRunner(default_ledger_path(job.job_file), job.binding) as runner:
         async with GrandChallengeClient(base_url=emulator.base_url, token=emulator.tokens["editor"],
                                         ca_file=emulator.ca_file, retry_policy=config.retry) as client:
-            engine = TransferEngine(client=client, journal=Journal(ledger, events), reader_study_slug=job.reader_study,
-                                    config=config)
+            engine = TransferEngine(client=client, journal=Journal(runner, events),
+                                    reader_study_slug=job.reader_study, config=config)
             outcome = await engine.run()
-        events.close()
+    events.close()
     return outcome
 
 

@@ -136,3 +136,30 @@ async def test_uploads_swept_by_the_server_are_created_again(
     outcome = await run_job(job_file, emulator)
     assert outcome.failed == [] and outcome.done == 3
     await assert_all_imported(client)
+
+
+async def test_a_file_rewritten_while_its_parts_are_sent_is_aborted_and_its_case_failed(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    cases = make_tutorial_tree(tmp_path / "cases", 1)
+    ct = cases / "patient1" / "ct.mha"
+    make_mha(ct, (44, 256, 512), seed=1)  # three 5 MiB parts
+    faults(emulator, FaultRule(match="PUT s3", latency_seconds=0.3))
+    config = dataclasses.replace(FAST_ENGINE, part_size=5 * 1024**2, parts_in_flight=1)
+
+    async def rewrite_after_the_first_part() -> None:
+        with anyio.fail_after(30):
+            while not emulator.context.counters.part_puts:
+                await anyio.sleep(0.01)
+        with ct.open("ab") as handle:
+            handle.write(b"more data")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(rewrite_after_the_first_part)
+        outcome = await run_job(write_job(tmp_path, emulator), emulator, config)
+    assert outcome.done == 0 and "changed since it was planned" in outcome.failed[0][1]
+    job = load_job(tmp_path / "job.toml")
+    with Ledger.open(default_ledger_path(job.job_file), job.binding) as ledger:
+        assert ledger.counts_by_state()["upload"].get("aborted") == 1
+    assert [u.status for u in emulator.context.store.uploads.values() if u.filename == "ct.mha"] == ["Aborted"]
+    assert emulator.context.store.display_sets == {}

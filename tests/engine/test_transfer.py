@@ -11,7 +11,14 @@ from emulator.server import RunningEmulator
 from engine.config import load_job
 from engine.gc_api import GrandChallengeClient
 from state.ledger import Ledger, default_ledger_path
-from tests.engine.conftest import make_tutorial_tree, run_job, study_display_sets, values_by_socket, write_job
+from tests.engine.conftest import (
+    load_and_plan,
+    make_tutorial_tree,
+    run_job,
+    study_display_sets,
+    values_by_socket,
+    write_job,
+)
 
 @pytest.fixture(params=[SCHEMA_CURRENT, SCHEMA_2025_11])
 def emulator_config(request: pytest.FixtureRequest, tmp_path: Path) -> EmulatorConfig:
@@ -72,3 +79,31 @@ async def test_an_image_the_server_cannot_import_fails_its_case_with_the_reason(
     assert values_by_socket(display_sets["patient2"]).keys() == {"ct-image"}
     with Ledger.open(default_ledger_path(tmp_path / "job.toml"), load_job(tmp_path / "job.toml").binding) as ledger:
         assert ledger.counts_by_state()["case"] == {"done": 1, "failed": 1}
+
+
+async def test_a_display_set_that_already_has_the_case_title_is_adopted(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    make_tutorial_tree(tmp_path / "cases", 2)
+    existing = await client.create_display_set("example-study", "patient1")
+    outcome = await run_job(write_job(tmp_path, emulator), emulator)
+    assert outcome.failed == [] and outcome.done == 2
+    display_sets = await study_display_sets(client)
+    assert sorted(display_sets) == ["patient1", "patient2"]
+    assert display_sets["patient1"]["pk"] == existing["pk"]
+    assert set(values_by_socket(display_sets["patient1"])) == {"ct-image", "airway-segmentation"}
+
+
+async def test_a_file_changed_after_planning_fails_its_case_and_asks_for_a_new_plan(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    make_tutorial_tree(tmp_path / "cases", 2)
+    job_file = write_job(tmp_path, emulator)
+    load_and_plan(job_file)
+    with (tmp_path / "cases" / "patient2" / "ct.mha").open("ab") as handle:
+        handle.write(b"appended after planning")
+    outcome = await run_job(job_file, emulator, replan=False)
+    assert outcome.done == 1
+    assert [title for title, _ in outcome.failed] == ["patient2"]
+    assert "changed since it was planned" in outcome.failed[0][1] and "gcbulk plan" in outcome.failed[0][1]
+    assert "patient2" not in await study_display_sets(client)  # nothing half-made for the changed case

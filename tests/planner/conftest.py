@@ -49,7 +49,8 @@ def put(path: Path, size: int = 16, content: bytes | None = None) -> Path:
 
 
 def put_mhd(folder: Path, stem: str, data_suffix: str = ".zraw", size: int = 32) -> None:
-    put(folder / f"{stem}.mhd", content=f"ObjectType = Image\nNDims = 3\nElementDataFile = {stem}{data_suffix}\n".encode())
+    header = f"ObjectType = Image\nNDims = 3\nElementDataFile = {stem}{data_suffix}\n"
+    put(folder / f"{stem}.mhd", content=header.encode())
     put(folder / f"{stem}{data_suffix}", size)
 
 

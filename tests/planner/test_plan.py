@@ -9,7 +9,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from engine.config import load_job
 from engine.plan import PlannedCase, plan_tree
-from tests.planner.conftest import plan, put, put_mhd, write_job
+from tests.planner.conftest import plan, put, write_job
 
 
 def _items(case: PlannedCase) -> dict[str, list[str]]:

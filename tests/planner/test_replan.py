@@ -214,3 +214,16 @@ def test_an_interrupted_plan_leaves_the_job_planning(tutorial: JobConfig, ledger
     assert ledger.plan_state == "planning"
     replan(tutorial, ledger)
     assert ledger.plan_state == "complete"
+
+
+def test_new_file_for_a_done_case_waits_while_blocked_then_reopens_it(tutorial: JobConfig, ledger: Ledger) -> None:
+    replan(tutorial, ledger)
+    finish_case(ledger, 1)
+    put(tutorial.case_root / "patient1" / "seg.mha")
+    zero = put(tutorial.case_root / "patient1" / "extra.pdf", content=b"")
+    blocked = replan(tutorial, ledger)
+    assert blocked.diff.blocked == ["patient1"] and ledger.case_work(1).state == "done"
+    zero.unlink()
+    assert replan(tutorial, ledger).diff.blocked == []
+    work = ledger.case_work(1)
+    assert (work.state, [i.state for i in work.items]) == ("planned", ["done", "planned"])

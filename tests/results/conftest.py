@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from emulator.admin_answers import create_answer
@@ -160,4 +161,8 @@ async def faults(world: World, *rules: dict[str, Any]) -> AsyncIterator[None]:
         world.context.faults.replace([])
 
 
-Predicate = Callable[[], bool]
+async def eventually(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Polls ``check`` until it holds; fails naming ``what`` after ``timeout`` seconds (no fixed sleeps)."""
+    with anyio.fail_after(timeout):
+        while not check():
+            await anyio.sleep(0.01)

@@ -107,3 +107,16 @@ def test_any_server_text_lands_inside_the_folder(tmp_path_factory: pytest.TempPa
     target = inside(root, relative_path("masks", component, component + ".mha"))
     assert target.parent.parent.parent == root.resolve()
     assert len(component.encode()) <= MAX_COMPONENT_BYTES
+
+
+def test_multi_file_image_keeps_sanitised_server_names_in_a_folder() -> None:
+    from engine.masks import mask_paths
+
+    base = PurePosixPath("masks/case-1/Mask/reader1")
+    files = [{"file": "https://h/media/images/ab/cd/i/f/..%2F..%2Fct.mhd"}, {"file": "https://h/media/x/../../ct.zraw"},
+             {"file": "https://h/media/images/ab/cd/i/g/CON"}]
+    paths = [path for path, _ in mask_paths(base, files)]
+    assert paths[1] == "masks/case-1/Mask/reader1/ct.zraw"
+    for path in paths:
+        assert PurePosixPath(path).parent == base and ".." not in PurePosixPath(path).parts
+    assert mask_paths(base, files[:1])[0][0] == "masks/case-1/Mask/reader1.mhd"

@@ -1,0 +1,308 @@
+"""The effective settings of a run: the job file, overridden by the environment, overridden by command-line flags.
+
+Precedence, highest first: **flag > environment (``GCBULK_*``) > job file > default**. A container is configured by
+environment variables (twelve-factor), a person at a terminal by flags; the job file says what to migrate and stays
+shareable. Settings of the *process* (ledger path, metrics address, poll interval, log level) have no job-file key:
+they describe where and how this run works, not the job, so they come from flags, the environment or defaults.
+
+The API token is never a setting of the job file (``engine.config`` refuses one) and never a flag value (it would
+show in ``ps``): ``--token-file`` > ``$GCBULK_TOKEN_FILE`` (e.g. a compose secret at ``/run/secrets/gc_token``) >
+``$GRAND_CHALLENGE_AUTHORIZATION`` (gcapi's variable, contract §0). It is kept out of every repr and printed masked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.config import TOKEN_ENV, JobConfig, JobFileError, _normalise_base_url, load_job, load_token, parse_size
+from engine.config import EngineConfig as JobEngineKnobs
+from engine.errors import ConfigurationError
+from state.ledger import default_ledger_path
+
+ENV_PREFIX = "GCBULK_"
+TOKEN_FILE_ENV = "GCBULK_TOKEN_FILE"
+# 9464 is the port OpenTelemetry's Prometheus exporter uses; loopback unless asked, so a laptop run exposes nothing.
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("auto", "json", "text")
+MASK = "********"
+
+FLAG, ENVIRONMENT, JOB_FILE, DEFAULT = "flag", "environment", "job file", "default"
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_address(text: str, what: str = "metrics address") -> Address | None:
+    """``host:port``, ``[v6]:port`` or ``:port`` (all interfaces); ``off`` (or empty) disables the endpoint."""
+    text = text.strip()
+    if text.lower() in ("", "off", "none", "false", "0"):
+        return None
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]") if host.startswith("[") else host
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigurationError(
+            f"the {what} {text!r} is not host:port (e.g. 127.0.0.1:9464, 0.0.0.0:9464 in a container, or off)"
+        )
+    return Address(host or "0.0.0.0", int(port_text))
+
+
+def _seconds(name: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigurationError(f"{name} must be a number of seconds above 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def _choice(name: str, choices: tuple[str, ...], *, upper: bool = False) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().upper() if upper else text.strip().lower()
+        if value not in choices:
+            raise ConfigurationError(f"{name} must be one of {', '.join(choices)}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _whole(name: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigurationError(f"{name} must be a whole number, got {text!r}") from None
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One process setting: its flag attribute, its environment variable, its parser and its default."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+PROCESS_KNOBS = (
+    Knob("metrics_address", parse_address, DEFAULT_METRICS_ADDRESS),
+    Knob("poll_interval", _seconds("poll_interval"), 30.0),
+    Knob("progress_interval", _seconds("progress_interval"), 10.0),
+    Knob("drain", _seconds("drain"), 30.0),
+    Knob("log_level", _choice("log_level", LOG_LEVELS, upper=True), "INFO"),
+    Knob("log_format", _choice("log_format", LOG_FORMATS), "auto"),
+)
+# Job-file keys that the environment may override (the rules and values stay in the job file: they are the job).
+JOB_KEYS = ("base_url", "reader_study", "case_root", "ca_file")
+ENGINE_KEYS = tuple(f.name for f in dataclasses.fields(JobEngineKnobs))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSettings:
+    """What a run uses, after precedence. ``sources`` names where each value came from (for ``config show``)."""
+
+    job: JobConfig
+    ledger: Path
+    events: Path
+    metrics_address: Address | None
+    poll_interval: float
+    progress_interval: float
+    drain: float
+    log_level: str
+    log_format: str
+    sources: Mapping[str, str]
+    token_source: str | None
+    token: str | None = field(default=None, repr=False)  # never in a repr, a log line or `config show`
+
+    def require_token(self) -> str:
+        if self.token is None:
+            raise ConfigurationError(
+                f"no API token: set {TOKEN_ENV}, or {TOKEN_FILE_ENV} (e.g. /run/secrets/gc_token), or pass "
+                "--token-file PATH"
+            )
+        return self.token
+
+    def effective(self) -> dict[str, tuple[Any, str]]:
+        """Every setting as ``name -> (printable value, source)``; the token masked."""
+        job, knobs = self.job, self.job.engine
+        shown: dict[str, Any] = {
+            "job_file": str(job.job_file),
+            "base_url": job.base_url,
+            "reader_study": job.reader_study,
+            "case_root": str(job.case_root),
+            "ca_file": None if job.ca_file is None else str(job.ca_file),
+            "ledger": str(self.ledger),
+            "events": str(self.events),
+            "token": MASK if self.token else None,
+            "metrics_address": "off" if self.metrics_address is None else str(self.metrics_address),
+            "poll_interval": self.poll_interval,
+            "progress_interval": self.progress_interval,
+            "drain": self.drain,
+            "log_level": self.log_level,
+            "log_format": self.log_format,
+            **{f"engine.{key}": getattr(knobs, key) for key in ENGINE_KEYS},
+        }
+        sources = {**self.sources, "job_file": "command line", "token": self.token_source or "not set"}
+        return {name: (value, sources[name]) for name, value in shown.items()}
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, token: bool = True) -> None:
+    """The flags every command that runs a job accepts. Defaults are None so that 'not given' is visible."""
+    parser.add_argument("--ledger", type=Path, help=f"the ledger file (env {ENV_PREFIX}LEDGER; default: "
+                                                    "<job stem>.ledger.sqlite beside the job file)")
+    parser.add_argument("--events", type=Path, help=f"JSON event log, one line per state change (env {ENV_PREFIX}"
+                                                    "EVENTS; default: <job stem>.events.jsonl beside the ledger)")
+    if token:
+        parser.add_argument("--token-file", type=Path,
+                            help=f"read the API token from this file (env {TOKEN_FILE_ENV}; default: ${TOKEN_ENV})")
+    parser.add_argument("--metrics-address", metavar="HOST:PORT",
+                        help=f"serve /metrics, /healthz and /readyz here, or 'off' (env {ENV_PREFIX}METRICS_ADDRESS; "
+                             f"default {DEFAULT_METRICS_ADDRESS})")
+    parser.add_argument("--poll-interval", metavar="SECONDS",
+                        help=f"with --follow: seconds between looks for new case folders (env {ENV_PREFIX}"
+                             "POLL_INTERVAL; default 30)")
+    parser.add_argument("--progress-interval", metavar="SECONDS",
+                        help=f"seconds between summary lines (env {ENV_PREFIX}PROGRESS_INTERVAL; default 10)")
+    parser.add_argument("--drain", metavar="SECONDS",
+                        help=f"seconds in-flight parts may finish after the first stop signal (env {ENV_PREFIX}"
+                             "DRAIN; default 30)")
+    parser.add_argument("--log-level", metavar="LEVEL",
+                        help=f"{', '.join(LOG_LEVELS)} (env {ENV_PREFIX}LOG_LEVEL; default INFO)")
+    parser.add_argument("--log-format", metavar="FORMAT",
+                        help=f"json, text or auto: JSON lines unless stdout is a terminal (env {ENV_PREFIX}LOG_FORMAT; "
+                             "default auto)")
+
+
+def _flag_text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _resolve_knob(knob: Knob, args: argparse.Namespace | None, environ: Mapping[str, str],
+                  sources: dict[str, str]) -> Any:
+    flag = _flag_text(getattr(args, knob.name, None))
+    if flag is not None:
+        sources[knob.name] = f"{FLAG} --{knob.name.replace('_', '-')}"
+        return knob.parse(flag)
+    if knob.env in environ:
+        sources[knob.name] = f"{ENVIRONMENT} {knob.env}"
+        try:
+            return knob.parse(environ[knob.env])
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{knob.env}: {exc}") from None
+    sources[knob.name] = DEFAULT
+    return knob.parse(str(knob.default))
+
+
+def _raw_job(job_file: Path) -> dict[str, Any]:
+    """The job file's keys as written, only to tell 'set in the job file' from 'defaulted' (load_job validates)."""
+    with open(job_file, "rb") as handle:
+        return tomllib.load(handle)
+
+
+def _path_from_env(text: str) -> Path:
+    # A path in the environment is relative to the working directory, as any path a shell hands over.
+    return Path(text).expanduser().absolute()
+
+
+def _override_job(job: JobConfig, environ: Mapping[str, str], sources: dict[str, str]) -> JobConfig:
+    raw = _raw_job(job.job_file)
+    for key in JOB_KEYS:
+        sources[key] = JOB_FILE if key in raw else DEFAULT
+    changes: dict[str, Any] = {}
+    env = {key: environ[ENV_PREFIX + key.upper()] for key in JOB_KEYS if ENV_PREFIX + key.upper() in environ}
+    for key, text in env.items():
+        sources[key] = f"{ENVIRONMENT} {ENV_PREFIX}{key.upper()}"
+        name = ENV_PREFIX + key.upper()
+        if key == "base_url":
+            try:
+                changes[key] = _normalise_base_url(text, Path(name))
+            except JobFileError as exc:
+                raise ConfigurationError(str(exc)) from None
+        elif key == "reader_study":
+            if not text.strip():
+                raise ConfigurationError(f"{name} is empty; set it to the reader study's slug or unset it")
+            changes[key] = text.strip()
+        elif key == "case_root":
+            changes[key] = _path_from_env(text).resolve()
+        elif key == "ca_file":
+            if not text.strip():  # an empty value switches a job file's private CA off (use the system's)
+                changes[key] = None
+                continue
+            path = _path_from_env(text)
+            if not path.is_file():
+                raise ConfigurationError(f"{name}: the CA file {path} does not exist")
+            changes[key] = path.resolve()
+    engine_raw = raw.get("engine", {}) if isinstance(raw.get("engine"), Mapping) else {}
+    knobs: dict[str, Any] = dataclasses.asdict(job.engine)
+    for key in ENGINE_KEYS:
+        name = f"{ENV_PREFIX}{key.upper()}"
+        sources[f"engine.{key}"] = JOB_FILE if key in engine_raw else DEFAULT
+        if name in environ:
+            sources[f"engine.{key}"] = f"{ENVIRONMENT} {name}"
+            text = environ[name]
+            knobs[key] = parse_size(name, text) if key == "part_size" else _whole(name)(text)
+    try:
+        changes["engine"] = JobEngineKnobs(**knobs)
+    except JobFileError as exc:
+        raise ConfigurationError(f"{exc} (set by the environment or {job.job_file})") from None
+    return dataclasses.replace(job, **changes)
+
+
+def _resolve_token(args: argparse.Namespace | None, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    flag = getattr(args, "token_file", None)
+    if flag is not None:
+        return load_token(flag, environ), f"{FLAG} --token-file {flag}"
+    if environ.get(TOKEN_FILE_ENV, "").strip():
+        path = environ[TOKEN_FILE_ENV].strip()
+        return load_token(path, environ), f"{ENVIRONMENT} {TOKEN_FILE_ENV} ({path})"
+    if environ.get(TOKEN_ENV, "").strip():
+        return load_token(None, environ), f"{ENVIRONMENT} {TOKEN_ENV}"
+    return None, None
+
+
+def resolve(job_path: Path | str, args: argparse.Namespace | None = None,
+            environ: Mapping[str, str] | None = None, *, read_token: bool = True) -> RunSettings:
+    """Loads the job file and applies the environment and the flags on top. Raises ConfigurationError naming the
+    variable, flag or key that is wrong. ``read_token=False`` for commands that never talk to the server."""
+    environ = os.environ if environ is None else environ
+    sources: dict[str, str] = {}
+    job = _override_job(load_job(job_path), environ, sources)
+    paths: dict[str, Path] = {}
+    for name, default in (("ledger", default_ledger_path(job.job_file)), ("events", None)):
+        flag = getattr(args, name, None)
+        env_name = f"{ENV_PREFIX}{name.upper()}"
+        if flag is not None:
+            paths[name], sources[name] = Path(flag).absolute(), f"{FLAG} --{name}"
+        elif environ.get(env_name, "").strip():
+            paths[name], sources[name] = _path_from_env(environ[env_name]), f"{ENVIRONMENT} {env_name}"
+        else:
+            # The event log lives beside the ledger, so a container's one volume holds both.
+            paths[name] = default or paths["ledger"].with_name(f"{job.job_file.stem}.events.jsonl")
+            sources[name] = DEFAULT
+    values = {knob.name: _resolve_knob(knob, args, environ, sources) for knob in PROCESS_KNOBS}
+    token, token_source = _resolve_token(args, environ) if read_token else (None, None)
+    return RunSettings(job=job, ledger=paths["ledger"], events=paths["events"], sources=sources, token=token,
+                       token_source=token_source, **values)

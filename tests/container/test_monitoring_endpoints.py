@@ -1,0 +1,169 @@
+"""/metrics, /healthz and /readyz served on the run's event loop, reading the ledger and the stats snapshot."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from emulator.server import RunningEmulator
+from engine.config import load_job
+from engine.errors import ApiError, TransportError, UploadCapReached
+from engine.health import MonitoringServer, ServerCheck
+from engine.metrics import Metrics, MonitoredStats, RunState, retry_reason
+from engine.plan import PlannedCase, plan_tree
+from engine.settings import Address
+from state.ledger import Ledger, default_ledger_path
+from tests.container.conftest import write_job_file
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+@pytest.fixture
+def planned_ledger(tmp_path: Path) -> Ledger:
+    job_file = write_job_file(tmp_path)
+    for n in (1, 2, 3):
+        folder = tmp_path / "cases" / f"patient{n}"
+        folder.mkdir(parents=True)
+        (folder / "ct.mha").write_bytes(b"c" * 64)
+        (folder / "seg.mha").write_bytes(b"s" * 32)
+    job = load_job(job_file)
+    ledger = Ledger.open(default_ledger_path(job.job_file), job.binding, job_file=job.job_file)
+    with ledger.planning(rules=job.rules_dict(), job_file=job.job_file) as plan:
+        for entry in plan_tree(job):
+            if isinstance(entry, PlannedCase):
+                plan.add(entry)
+        plan.finish()
+    yield ledger
+    ledger.close()
+
+
+@pytest.fixture
+async def served(planned_ledger: Ledger) -> AsyncIterator[tuple[str, RunState, Metrics, list[int]]]:
+    state = RunState(ledger=planned_ledger, reader_study="example-study", base_url="https://gc.example/api/v1/")
+    probes: list[int] = []
+
+    async def probe() -> None:
+        probes.append(1)
+
+    metrics = Metrics(state)
+    server = MonitoringServer(metrics, state, Address("127.0.0.1", 0), ServerCheck(probe, cache_seconds=3600))
+    address = await server.start()
+    try:
+        yield f"http://127.0.0.1:{address.port}", state, metrics, probes
+    finally:
+        await server.stop()
+
+
+async def get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.text()
+
+
+async def test_metrics_show_cases_by_state_from_the_ledger_and_bytes_rate_eta_from_the_snapshot(served) -> None:
+    url, state, _, _ = served
+    state.ledger.case_started(state.ledger.case_id_by_title("patient1"))
+    state.ledger.case_done(state.ledger.case_id_by_title("patient1"))
+    stats = MonitoredStats()
+    stats.bytes_total = 1000
+    stats.add_bytes(250)
+    state.stats, state.phase = stats, "running"
+
+    status, text = await get(url + "/metrics")
+    values = samples(text)
+    assert status == 200
+    assert values[("gcbulk_cases", (("state", "done"),))] == 1
+    assert values[("gcbulk_cases", (("state", "planned"),))] == 2
+    assert values[("gcbulk_items", (("state", "planned"),))] == 6
+    assert values[("gcbulk_bytes_sent", ())] == 250 and values[("gcbulk_bytes_total", ())] == 1000
+    assert values[("gcbulk_eta_seconds", ())] > 0
+    assert values[("gcbulk_phase", (("phase", "running"),))] == 1
+    assert values[("gcbulk_phase", (("phase", "idle"),))] == 0
+    assert values[("gcbulk_uploads_in_flight", ())] == 0 and values[("gcbulk_parts_in_flight", ())] == 0
+    assert values[("gcbulk_info", (("base_url", "https://gc.example/api/v1/"), ("reader_study", "example-study"),
+                                   ("version", "0.1.0")))] == 1
+
+
+async def test_retries_are_counted_by_reason_and_survive_the_next_pass(served) -> None:
+    url, state, _, _ = served
+    first = MonitoredStats()
+    state.stats = first
+    first.count_retry("GET /x", TransportError("GET", "https://gc.example/", ConnectionResetError()), 0.1)
+    first.count_retry("POST uploads/", UploadCapReached("POST", "u", 400, {}), 300.0)
+    first.count_retry("GET /x", ApiError("GET", "u", 429, {}), 1.0)
+    first.count_retry("GET /x", ApiError("GET", "u", 503, {}), 1.0)
+    state.finish_pass()
+    state.stats = second = MonitoredStats()
+    second.count_retry("GET /x", ApiError("GET", "u", 503, {}), 1.0)
+
+    values = samples((await get(url + "/metrics"))[1])
+    assert values[("gcbulk_retries_total", (("reason", "network"),))] == 1
+    assert values[("gcbulk_retries_total", (("reason", "upload_cap"),))] == 1
+    assert values[("gcbulk_retries_total", (("reason", "throttled"),))] == 1
+    assert values[("gcbulk_retries_total", (("reason", "http_503"),))] == 2
+    assert second.snapshot().retries == 1  # the engine's own count is untouched
+
+
+def test_retry_reasons_are_a_small_fixed_vocabulary() -> None:
+    assert retry_reason(None) == "unknown"
+    assert retry_reason(TimeoutError()) == "network"
+    assert retry_reason(ValueError("x")) == "value_error"
+
+
+async def test_healthz_answers_while_the_loop_runs_and_readyz_checks_ledger_and_server(served) -> None:
+    url, state, _, probes = served
+    status, body = await get(url + "/healthz")
+    assert status == 200 and '"status": "ok"' in body
+
+    status, body = await get(url + "/readyz")
+    assert status == 200 and '"ready": true' in body
+    await get(url + "/readyz")
+    assert len(probes) == 1  # cached: probes do not load Grand Challenge
+
+    state.ledger.close()
+    state.ledger = Ledger.open_readonly(state.ledger.path)
+    status, body = await get(url + "/readyz")
+    assert status == 503 and "opened read-only" in body
+
+
+async def test_readyz_is_503_with_the_reason_when_grand_challenge_cannot_be_reached(planned_ledger: Ledger) -> None:
+    state = RunState(ledger=planned_ledger)
+
+    async def unreachable() -> None:
+        raise aiohttp.ClientConnectionError("Cannot connect to host gc.example:443")
+
+    server = MonitoringServer(Metrics(state), state, Address("127.0.0.1", 0), ServerCheck(unreachable))
+    address = await server.start()
+    try:
+        status, body = await get(f"http://127.0.0.1:{address.port}/readyz")
+    finally:
+        await server.stop()
+    assert status == 503 and "Cannot connect to host gc.example:443" in body
+
+
+async def test_http_latency_is_measured_through_aiohttps_trace_hooks(emulator: RunningEmulator) -> None:
+    state = RunState(base_url=emulator.base_url)
+    metrics = Metrics(state)
+    context = ssl.create_default_context(cafile=str(emulator.ca_file))
+    async with aiohttp.ClientSession(trace_configs=[metrics.trace_config()]) as session:
+        for path in ("gcapi/", "uploads/3f1e1a8e-0000-4000-8000-000000000001/"):
+            async with session.get(emulator.base_url + path, ssl=context) as response:
+                await response.read()
+        async with session.put(emulator.s3_url + "/uploads/some-key?X-Amz-Signature=abc", ssl=context,
+                               data=b"x") as response:
+            await response.read()
+
+    values = samples(metrics.exposition().decode())
+    assert values[("gcbulk_http_request_duration_seconds_count",
+                   (("endpoint", "gcapi/"), ("method", "GET"), ("outcome", "2xx"), ("target", "api")))] == 1
+    assert values[("gcbulk_http_request_duration_seconds_count",
+                   (("endpoint", "uploads/{id}/"), ("method", "GET"), ("outcome", "4xx"), ("target", "api")))] == 1
+    assert values[("gcbulk_http_request_duration_seconds_count",
+                   (("endpoint", "part"), ("method", "PUT"), ("outcome", "4xx"), ("target", "s3")))] == 1

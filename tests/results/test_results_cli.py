@@ -1,0 +1,164 @@
+"""``gcbulk export`` and ``gcbulk reorder`` from the command line: tokens, exit codes, messages."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+from pathlib import Path
+
+import pytest
+
+from emulator.objects import IMAGES_BUCKET
+from emulator.server import RunningEmulator
+from engine.cli import main
+from tests.results.conftest import World
+
+TOKEN_ENV = "GRAND_CHALLENGE_AUTHORIZATION"
+
+
+@pytest.fixture
+def world(threaded_emulator: RunningEmulator, tmp_path: Path) -> World:
+    """The study on an emulator in a thread: the commands run their own event loop."""
+    world = World(threaded_emulator, tmp_path)
+    world.add_display_sets(["case2", "case10", "case1"])
+    asyncio.run(world.answer_all(["reader1"]))
+    return world
+
+
+def connection(world: World) -> list[str]:
+    return ["--base-url", world.emulator.base_url, "--ca-file", str(world.emulator.ca_file)]
+
+
+def export_args(world: World, out: Path, *extra: str) -> list[str]:
+    return ["export", "--reader-study", "example-study", "--out", str(out), *connection(world), *extra]
+
+
+def test_export_writes_every_file_and_never_the_token(world: World, tmp_path: Path, monkeypatch, capsys):
+    token = world.emulator.tokens["editor"]
+    monkeypatch.setenv(TOKEN_ENV, f"Bearer {token}")
+    out = tmp_path / "out"
+
+    assert main(export_args(world, out)) == 0
+
+    printed = capsys.readouterr()
+    assert "answers: 24 (24 new" in printed.out and "masks: 3 downloaded" in printed.out
+    for name in ("answers.csv", "answers.jsonl", "answers_per_case.csv", "questions.json", "display_sets.csv"):
+        assert (out / name).is_file()
+    everything = [printed.out, printed.err] + [p.read_bytes().decode("latin-1") for p in out.rglob("*") if p.is_file()]
+    assert not any(token in text for text in everything)
+    assert (out / ".gcbulk" / "ledger.sqlite").stat().st_mode & 0o077 == 0
+
+
+def test_token_file_is_read(world: World, tmp_path: Path, monkeypatch):
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    token_file = tmp_path / "token"
+    token_file.write_text(world.emulator.tokens["reader1"] + "\n")
+
+    assert main(export_args(world, tmp_path / "out", "--token-file", str(token_file), "--mine")) == 0
+
+    with (tmp_path / "out" / "answers.csv").open(newline="") as handle:
+        assert {row["creator"] for row in csv.DictReader(handle)} == {"reader1"}
+
+
+def test_export_without_a_token_exits_2_and_says_how_to_give_one(world: World, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+
+    assert main(export_args(world, tmp_path / "out")) == 2
+
+    assert "no API token: set GRAND_CHALLENGE_AUTHORIZATION or pass --token-file" in capsys.readouterr().err
+
+
+def test_empty_token_file_exits_2(world: World, tmp_path: Path, capsys):
+    (tmp_path / "token").write_text("\n")
+
+    assert main(export_args(world, tmp_path / "out", "--token-file", str(tmp_path / "token"))) == 2
+
+    assert "is empty; put your Grand Challenge API token in it" in capsys.readouterr().err
+
+
+def test_rejected_token_exits_2(world: World, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv(TOKEN_ENV, "not-a-token")
+
+    assert main(export_args(world, tmp_path / "out")) == 2
+
+    err = capsys.readouterr().err
+    assert "rejected the API token (401)" in err and "not-a-token" not in err
+
+
+def test_unknown_study_exits_2_naming_it(world: World, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv(TOKEN_ENV, world.emulator.tokens["outsider"])
+
+    assert main(export_args(world, tmp_path / "out")) == 2
+
+    assert "reader study 'example-study' was not found" in capsys.readouterr().err
+
+
+def test_failed_mask_exits_1_and_a_rerun_finishes(world: World, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv(TOKEN_ENV, world.emulator.tokens["editor"])
+    image = next(iter(world.store.images.values()))
+    stored = world.context.objects.object_path(IMAGES_BUCKET, image.files[0].object_key)
+    content = stored.read_bytes()
+    stored.unlink()
+
+    assert main(export_args(world, tmp_path / "out")) == 1
+    assert "masks: 2 downloaded" in capsys.readouterr().out
+
+    stored.write_bytes(content)
+    assert main(export_args(world, tmp_path / "out")) == 0
+    assert "masks: 1 downloaded (0 resumed), 2 already present, 0 failed" in capsys.readouterr().out
+
+
+def test_reorder_by_natural_title(world: World, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv(TOKEN_ENV, world.emulator.tokens["editor"])
+    for display_set in world.display_sets:  # answers lock display sets (contract §3): start from a fresh study
+        for answer in [a for a in world.store.answers.values() if a.display_set_pk == display_set.pk]:
+            del world.store.answers[answer.pk]
+    ledger = tmp_path / "reorder.sqlite"
+
+    args = ["reorder", "--reader-study", "example-study", "--by", "natural-title", "--ledger", str(ledger),
+            *connection(world)]
+    assert main(args) == 0
+
+    assert "reordered now: 3" in capsys.readouterr().out
+    assert {ds.title: ds.order for ds in world.display_sets} == {"case1": 10, "case2": 20, "case10": 30}
+    assert main(args) == 0
+    assert "already at their target order: 3" in capsys.readouterr().out
+
+
+def test_reorder_of_answered_display_sets_exits_1_with_the_reason(world: World, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv(TOKEN_ENV, world.emulator.tokens["editor"])
+
+    code = main(["reorder", "--reader-study", "example-study", "--by", "title", "--ledger",
+                 str(tmp_path / "r.sqlite"), *connection(world)])
+
+    assert code == 1
+    assert "does not change a display set that already has answers" in capsys.readouterr().out
+
+
+def test_unreadable_token_file_exits_2_naming_it(world: World, tmp_path: Path, capsys):
+    assert main(export_args(world, tmp_path / "out", "--token-file", str(tmp_path))) == 2
+
+    assert f"cannot read the token file {tmp_path}: Is a directory" in capsys.readouterr().err
+
+
+def test_missing_ca_file_exits_2(world: World, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv(TOKEN_ENV, world.emulator.tokens["editor"])
+    args = ["export", "--reader-study", "example-study", "--out", str(tmp_path / "out"),
+            "--base-url", world.emulator.base_url, "--ca-file", str(tmp_path / "nope.pem")]
+
+    assert main(args) == 2
+
+    assert "the CA file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["export", "--out", "x", "--mask-downloads", "0"], "--mask-downloads must be at least 1"),
+        (["reorder", "--by", "title", "--concurrency", "0"], "--concurrency must be at least 1"),
+    ],
+)
+def test_bad_concurrency_exits_2(args: list[str], message: str, capsys):
+    assert main([args[0], "--reader-study", "s", *args[1:]]) == 2
+
+    assert message in capsys.readouterr().err
