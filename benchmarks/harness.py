@@ -45,8 +45,12 @@ class Emulator:
         with urllib.request.urlopen(request, context=context) as response:
             return json.loads(response.read() or b"null")
 
-    def set_latency(self, seconds: float) -> None:
-        rules = [{"match": "* *", "latency_seconds": seconds}] if seconds else []
+    def set_latency(self, seconds: float, *, stream_bytes_per_second: float | None = None) -> None:
+        """Latency on every request; optionally a per-connection bandwidth cap on part PUTs (a long-haul TCP
+        stream: one connection alone cannot fill the link)."""
+        rules: list[dict[str, Any]] = [{"match": "* *", "latency_seconds": seconds}] if seconds else []
+        if stream_bytes_per_second:
+            rules.append({"match": "PUT s3", "bandwidth_bytes_per_second": stream_bytes_per_second})
         self.admin("PUT", "faults", {"rules": rules})
 
 

@@ -32,8 +32,12 @@ class ProgressDisplay:
         self._started = False
 
     def log_handler(self) -> logging.Handler:
+        from engine.logs import TextFormatter
+
         # The same console as the bar, so log lines print above it instead of tearing it.
-        return RichHandler(console=self.console, show_path=False, rich_tracebacks=False, markup=False)
+        handler = RichHandler(console=self.console, show_path=False, rich_tracebacks=False, markup=False)
+        handler.setFormatter(TextFormatter(head=False))
+        return handler
 
     def update(self, fields: Mapping[str, Any]) -> None:
         """``fields`` as :func:`engine.logs.summary_fields` returns them."""

@@ -76,6 +76,8 @@ class FileUpload:
         self.ctx = ctx
         self.file = file
         self.case_title = case_title
+        # Ledger ids of the uploads this run created: those it counted into the live-upload gate.
+        self._created_here: set[int] = set()
 
     async def _record(self, transition: str, *args: object, **fields: object) -> object:
         return await self.ctx.journal.record(transition, *args, case=self.case_title, **fields)
@@ -97,7 +99,8 @@ class FileUpload:
                         upload = await self._live_upload()
                         if upload is not None:
                             await self._record("upload_expired", upload.id, reason=str(gone))
-                            await self.ctx.upload_gate.release(1)
+                            if upload.id in self._created_here:  # gone from the server's count too
+                                await self.ctx.upload_gate.release(1)
                         log.info("%s: upload vanished (%s); starting a new one", self.file.relative_path, gone)
                 raise MultipartUploadVanished(
                     f"{self.file.relative_path}: the upload vanished {MAX_UPLOAD_RESTARTS + 1} times in one run"
@@ -143,8 +146,9 @@ class FileUpload:
                 if current.get("status") == UPLOAD_COMPLETED:
                     return True
                 reason = f"the server shows it as {current.get('status')!r}"
+        # Not released from the live-upload gate: the start-of-run count of the server's uploads already left out a
+        # swept one, and one too old to use still counts against the cap until the sweep takes it.
         await self._record("upload_expired", upload.id, reason=reason)
-        await self.ctx.upload_gate.release(1)
         return False
 
     async def _create(self) -> UploadRow:
@@ -165,8 +169,9 @@ class FileUpload:
                 ctx.upload_gate.release_nowait(1)
             raise
         crash_point("after-create-upload")
+        self._created_here.add(upload_id)
         await self._record("upload_initialized", upload_id, pk=created["pk"], s3_upload_id=created["s3_upload_id"],
-                     created_at=created.get("created"))
+                           created_at=created.get("created"))
         crash_point("after-upload-recorded")
         return await self.ctx.journal.read("upload", upload_id)
 
@@ -261,5 +266,5 @@ class FileUpload:
             await self.ctx.client.abort_multipart_upload(UploadRef(upload.pk, upload.s3_upload_id))
         except (ApiError, MultipartUploadVanished) as error:
             log.info("abort of upload %s failed (%s); the server sweeps it after 24 h", upload.pk, error)
+        # An aborted upload still exists (status Aborted) and counts against the cap until the sweep: no release.
         await self._record("upload_aborted", upload.id, reason=reason)
-        await self.ctx.upload_gate.release(1)

@@ -91,6 +91,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         retry_policy: RetryPolicy | None = None,
         on_retry: RetryObserver | None = None,
         request_timeout: float = 300.0,
+        trace_configs: list[aiohttp.TraceConfig] | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if not base_url.endswith("/"):
@@ -108,6 +109,8 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         self.on_retry = on_retry
         self.api_limiter = anyio.CapacityLimiter(api_calls_in_flight)
         self._session: aiohttp.ClientSession | None = None
+        # Observers of every request (engine/metrics.py measures latency with them); the request code stays as it is.
+        self._trace_configs = list(trace_configs or [])
         self._reader_studies: dict[str, dict[str, Any]] = {}
         self._sockets: dict[str, dict[str, Any] | None] = {}
 
@@ -117,7 +120,8 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
     async def __aenter__(self) -> GrandChallengeClient:
         ssl_context = ssl.create_default_context(cafile=str(self._ca_file) if self._ca_file else None)
         connector = aiohttp.TCPConnector(ssl=ssl_context, limit=self._connections, limit_per_host=0)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
+                                              trace_configs=self._trace_configs or None)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -143,11 +147,17 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
             raise UnsafeUrlError(f"refusing to send the API token to {parts.scheme}://{parts.netloc}: not the API host")
         return url
 
+    def _auth_headers(self) -> dict[str, str]:
+        """The Authorization header, for requests to the API host only (``url_for`` checks the host)."""
+        return {"Authorization": f"Bearer {self.__token}"}
+
     async def _request_once(self, method: str, url: str, payload: Any, params: dict[str, Any] | None) -> Any:
-        headers = {"Authorization": f"Bearer {self.__token}", "Accept": "application/json"}
+        headers = {**self._auth_headers(), "Accept": "application/json"}
         async with self.api_limiter:
             try:
-                async with self.session.request(method, url, json=payload, params=params, headers=headers) as resp:
+                # No redirects (contract §0: gcapi treats a 3xx as an error): the token must not follow one.
+                async with self.session.request(method, url, json=payload, params=params, headers=headers,
+                                                allow_redirects=False) as resp:
                     raw = await resp.read()
                     status, content_type, resp_headers = resp.status, resp.content_type, dict(resp.headers)
             except Exception as exc:
@@ -161,7 +171,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
                 body = json.loads(raw)
             except ValueError:
                 pass
-        if status >= 400:
+        if status >= 300:
             error_type = {401: AuthenticationFailed, 404: NotFound}.get(status, ApiError)
             raise error_type(method, url, status, body, resp_headers)
         return body if raw else None
@@ -263,6 +273,12 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
             # Contract §9: a duplicate title is 400 non_field_errors (unique set). Not an error for us: adopt it.
             if error.status == 400 and isinstance(error.body, dict) and "non_field_errors" in error.body:
                 return _DuplicateTitle(error)
+            # Contract §0: a user who is not an editor of the study gets 400 on reader_study; no case can succeed.
+            if error.status == 400 and isinstance(error.body, dict) and "reader_study" in error.body:
+                return ConfigurationError(
+                    f"this token's user may not add display sets to reader study {reader_study_slug!r} "
+                    f"({error.body['reader_study']}); make the user an editor of the study"
+                )
             return None
 
         body: dict[str, Any] = {"reader_study": reader_study_slug, "title": title}

@@ -44,7 +44,7 @@ def _bool_param(value: bool) -> str:
 
 class ResultsMixin:
     """Needs from the core: ``request``, ``iterate_all``, ``url_for``, ``session``, ``retry_policy``, ``on_retry``,
-    ``api_limiter`` and the client's token (read through :meth:`_authorization`)."""
+    ``api_limiter`` and the client's Authorization header (``_auth_headers``)."""
 
     request: Callable[..., Awaitable[Any]]
     iterate_all: Callable[..., AsyncIterator[dict[str, Any]]]
@@ -95,13 +95,6 @@ class ResultsMixin:
         target = pk_or_url if "/" in pk_or_url else f"cases/images/{pk_or_url}/"
         return await self.request("GET", target)
 
-    def _authorization(self) -> dict[str, str]:
-        # The core keeps the token in a private attribute and adds it only inside its JSON request path, which always
-        # follows redirects and reads the body whole. The file hop needs the token *without* following the redirect,
-        # so this reads the same attribute (name-mangled by the core class) rather than keeping a second copy.
-        token = self._GrandChallengeClient__token
-        return {"Authorization": f"Bearer {token}"}
-
     async def resolve_image_file(self, file_url: str) -> str:
         """The signed object-store URL behind an image file URL: ``GET`` it on the API host with the token and read
         the 302's ``Location`` (contract §4). Raises NotFound (unknown image), ApiError 403 (no view permission).
@@ -112,7 +105,7 @@ class ResultsMixin:
             async with self.api_limiter:  # type: ignore[attr-defined]
                 try:
                     async with self.session.get(
-                        url, headers=self._authorization(), allow_redirects=False
+                        url, headers=self._auth_headers(), allow_redirects=False  # type: ignore[attr-defined]
                     ) as response:
                         body = await response.read()
                         status, headers = response.status, dict(response.headers)

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 READINESS_CACHE_SECONDS = 10.0
 PROBE_TIMEOUT_SECONDS = 5.0
+LEDGER_TIMEOUT_SECONDS = 5.0
 
 Probe = Callable[[], Awaitable[None]]  # raises when Grand Challenge cannot be reached
 
@@ -40,23 +41,31 @@ class Check:
         return {"ok": self.ok, "detail": self.detail, "checked_at": round(self.checked_at, 3)}
 
 
-def ledger_check(state: RunState) -> Check:
-    """The ledger can take a write: a run that cannot record a step must not send it."""
-    now = time.time()
-    ledger = state.ledger
-    if ledger is None:
-        return Check(state.phase == "planning", f"held by the planner ({state.phase})", now)
+def _try_write(ledger: Any) -> tuple[bool, str]:
+    """On the ledger's thread: can it take a write lock? (A full disk or a read-only volume says no here.)"""
     if ledger.readonly:
-        return Check(False, "opened read-only", now)
+        return False, "opened read-only"
     conn = ledger.db.conn
     if conn.in_transaction:  # a step is being recorded right now: writable by definition
-        return Check(True, "writing", now)
+        return True, "writing"
     try:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("ROLLBACK")
     except sqlite3.Error as exc:
-        return Check(False, f"cannot write {ledger.path}: {exc}", now)
-    return Check(True, str(ledger.path), now)
+        return False, f"cannot write {ledger.path}: {exc}"
+    return True, str(ledger.path)
+
+
+async def ledger_check(state: RunState) -> Check:
+    """The ledger can take a write: a run that cannot record a step must not send it."""
+    runner = state.runner
+    if runner is None or runner.ledger is None:
+        return Check(False, f"not open yet ({state.phase})", time.time())
+    try:
+        ok, detail = await asyncio.wait_for(runner.run(_try_write), LEDGER_TIMEOUT_SECONDS)
+    except TimeoutError:
+        ok, detail = False, f"the ledger's thread is busy for more than {LEDGER_TIMEOUT_SECONDS:.0f} s ({state.phase})"
+    return Check(ok, detail, time.time())
 
 
 class ServerCheck:
@@ -117,14 +126,14 @@ class MonitoringServer:
             self._runner = None
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(body=await self.metrics.scrape(), headers={"Content-Type": CONTENT_TYPE})
 
     async def handle_healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "phase": self.state.phase,
                                   "uptime_seconds": round(time.monotonic() - self._started, 3)})
 
     async def handle_readyz(self, request: web.Request) -> web.Response:
-        checks = {"ledger": ledger_check(self.state), "grand_challenge": await self.server_check.check()}
+        checks = {"ledger": await ledger_check(self.state), "grand_challenge": await self.server_check.check()}
         ready = all(check.ok for check in checks.values())
         body = {"ready": ready, "phase": self.state.phase,
                 "checks": {name: check.as_dict() for name, check in checks.items()}}

@@ -33,10 +33,11 @@ _EVENT = "gcbulk_event"
 _FIELDS = "gcbulk_fields"
 # An Authorization header or bearer credential written into any text (an exception, a debug dump of a request).
 _BEARER = re.compile(r"(?i)\b(bearer)(\s+)([A-Za-z0-9._~+/=-]{4,})")
-# Events that would flood the log at INFO (one per part of every file) are DEBUG; failures are WARNING.
-_DEBUG_PREFIXES = ("part_", "upload_creating", "upload_initialized", "upload_completed", "upload_consumed")
+# At INFO a case is a handful of lines (started, done or failed); the steps of its values, uploads and parts (a dozen
+# per case, one per part of every file) are DEBUG, so a million-case migration stays readable. Failures are WARNING.
+_DEBUG_PREFIXES = ("part_", "upload_", "item_", "display_set_")
 _WARNING_SUFFIXES = ("_failed", "_expired", "_aborted", "_abandoned", "_not_created")
-_WARNING_EVENTS = frozenset({"stop_requested", "fault"})
+_WARNING_EVENTS = frozenset({"stop_requested", "stopping_now", "transient_fault"})
 
 
 def _iso(timestamp: float) -> str:
@@ -114,11 +115,16 @@ class JsonLineFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``10:00:01 INFO case_done case=patient001 key=[3]`` for people reading a plain (non-JSON) stream."""
+    """``10:00:01 INFO case_done case=patient001 key=[3]`` for people reading a plain (non-JSON) stream; with
+    ``head=False`` only the part after the level (a rich handler prints time and level itself)."""
+
+    def __init__(self, *, head: bool = True) -> None:
+        super().__init__()
+        self.head = head
 
     def format(self, record: logging.LogRecord) -> str:
         line = record_as_dict(record)
-        head = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} "
+        head = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} " if self.head else ""
         if line["event"] == "log":
             text = line["message"]
         else:
@@ -130,11 +136,15 @@ class TextFormatter(logging.Formatter):
 
 class ConsoleEventLog(EventLog):
     """The engine's event log (``engine.progress.EventLog``: one JSON line per state change, in a file) that also
-    hands every event to the ``gcbulk.events`` logger, so stdout shows the same events in the same schema."""
+    hands every event to the ``gcbulk.events`` logger, so stdout shows the same events in the same schema.
+
+    The engine's own periodic ``progress`` event stays in the file only: on stdout the ``summary`` line (which adds
+    the ledger's cases by state and keeps coming while a follow-mode run waits) takes its place."""
 
     def emit(self, event: str, **fields: Any) -> None:
         super().emit(event, **fields)
-        log_event(event, **fields)
+        if event != "progress":
+            log_event(event, **fields)
 
 
 def log_event(event: str, *, level: int | None = None, logger: str = EVENT_LOGGER, **fields: Any) -> None:
@@ -147,22 +157,25 @@ def log_event(event: str, *, level: int | None = None, logger: str = EVENT_LOGGE
 # ---- the summary line ------------------------------------------------------------------------------------------
 
 
-def summary_fields(snapshot: StatsSnapshot, cases_by_state: Mapping[str, int]) -> dict[str, Any]:
+def summary_fields(snapshot: StatsSnapshot, cases_by_state: Mapping[str, int], *,
+                   transferring: bool = True) -> dict[str, Any]:
     """The periodic summary: cases by state (from the ledger: the whole job, not just this run), bytes, rate, ETA
-    (from the engine's ``StatsSnapshot``, the one source of transfer numbers)."""
+    (from the engine's ``StatsSnapshot``, the one source of transfer numbers). Between passes (``transferring``
+    False) the rate is 0: the snapshot's windowed rate would only decay slowly from the last pass."""
     return {
         "cases": dict(sorted(cases_by_state.items())),
         "cases_total": sum(cases_by_state.values()),
         "bytes": snapshot.bytes_done,
         "bytes_total": snapshot.bytes_total,
-        "rate": round(snapshot.bytes_per_second, 1),
+        "rate": round(snapshot.bytes_per_second, 1) if transferring else 0.0,
         "eta_seconds": None if snapshot.eta_seconds is None else round(snapshot.eta_seconds, 1),
         "retries": snapshot.retries,
     }
 
 
-def log_summary(snapshot: StatsSnapshot, cases_by_state: Mapping[str, int], **extra: Any) -> dict[str, Any]:
-    fields = summary_fields(snapshot, cases_by_state) | extra
+def log_summary(snapshot: StatsSnapshot, cases_by_state: Mapping[str, int], *, transferring: bool = True,
+                **extra: Any) -> dict[str, Any]:
+    fields = summary_fields(snapshot, cases_by_state, transferring=transferring) | extra
     log_event("summary", level=logging.INFO, logger=SUMMARY_LOGGER, **fields)
     return fields
 
@@ -179,12 +192,15 @@ class LogSetup:
         self.redactor = redactor
         self.json_lines = json_lines
         self.display = display  # engine.display.ProgressDisplay on a terminal, else None
+        self._levels = {name: logging.getLogger(name).level for name in ("", "engine", "aiohttp.access")}
 
     def close(self) -> None:
         if self.display is not None:
             self.display.stop()
         logging.getLogger().removeHandler(self.handler)
         self.handler.close()
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def configure(level: str = "INFO", fmt: str = "auto", *, stream: IO[str] | None = None,
@@ -209,6 +225,7 @@ def configure(level: str = "INFO", fmt: str = "auto", *, stream: IO[str] | None 
     for old in [h for h in root.handlers if getattr(h, "_gcbulk", False)]:
         root.removeHandler(old)
     handler._gcbulk = True  # type: ignore[attr-defined]
+    setup = LogSetup(handler, redactor, json_lines, display)  # remembers the levels it is about to change
     root.addHandler(handler)
     numeric = logging.getLevelName(level.upper())
     root.setLevel(numeric)
@@ -216,4 +233,4 @@ def configure(level: str = "INFO", fmt: str = "auto", *, stream: IO[str] | None 
     # they are shown one by one only when debugging.
     logging.getLogger("engine").setLevel(numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    return LogSetup(handler, redactor, json_lines, display)
+    return setup

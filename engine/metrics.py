@@ -2,22 +2,24 @@
 future multi-job process cannot mix numbers).
 
 Nothing is counted twice: job progress is read at scrape time from where it already lives — cases, items, display
-sets and uploads by state from the ledger (``counts_by_state``), bytes, rate and ETA from the engine's
+sets and uploads by state from the ledger (``state.report.job_counts``), bytes, rate and ETA from the engine's
 ``TransferStats.snapshot()`` (rclone's "one stats snapshot feeds everything"), what is in flight from the engine's
 limiters. Only what no other part keeps is counted here: retries by reason (through the stats' retry hook) and HTTP
 latency (through aiohttp's ``TraceConfig``, so the client's request code stays as it is).
 
-The scrape reads the ledger, whose sqlite3 connection belongs to the event-loop thread, so the endpoints are served
-by an aiohttp server on that loop (``engine/health.py``), never by prometheus-client's own HTTP thread.
+The ledger's sqlite3 connection belongs to the ledger's own thread (``engine.journal.LedgerRunner``), so a scrape
+first reads the counts there (awaited, from the aiohttp server on the run's event loop, ``engine/health.py``), then
+renders; prometheus-client's own HTTP thread is never used, because its collectors could not reach the ledger.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from types import SimpleNamespace
@@ -31,8 +33,11 @@ from prometheus_client.registry import Collector
 
 from engine.errors import HttpError, TransportError, UploadCapReached, UploadQuotaReached
 from engine.progress import TransferStats
+from state.report import JobCounts, job_counts
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# A scrape waits this long for the ledger's thread (busy with a large plan, say), then answers without ledger numbers.
+LEDGER_READ_TIMEOUT_SECONDS = 5.0
 # Request latencies range from a cached GET (ms) to a 16 MiB part PUT on a slow link (tens of seconds).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _ID_SEGMENT = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\d+|[0-9a-f]{24,})$", re.I)
@@ -69,43 +74,46 @@ def retry_reason(error: BaseException | None) -> str:
 
 
 class MonitoredStats(TransferStats):
-    """The engine's ``TransferStats``, also counting retries by reason. Every retry of the engine (API calls through
-    the client's ``on_retry``, part PUTs, re-signed URLs) arrives at ``count_retry(what, error, delay)``."""
+    """The engine's ``TransferStats``, also reporting each retry's reason. Every retry of the engine (API calls
+    through the client's ``on_retry``, part PUTs, re-signed URLs) arrives at ``count_retry(what, error, delay)``."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.retries_by_reason: Counter[str] = Counter()
+    def __init__(self, on_reason: Callable[[str], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._on_reason = on_reason
 
     def count_retry(self, *args: object) -> None:
         super().count_retry(*args)
         error = args[1] if len(args) > 1 and isinstance(args[1], BaseException) else None
-        with self._lock:
-            self.retries_by_reason[retry_reason(error)] += 1
+        self._on_reason(retry_reason(error))
 
 
 @dataclass
 class RunState:
-    """What the endpoints read. The run (``engine/follow.py``) keeps it current, on the event-loop thread."""
+    """What the endpoints read. The run (``engine/service.py``) keeps it current, on the event-loop thread."""
 
-    # state.ledger.Ledger, opened by the run on the loop thread; None while a worker thread holds it to plan.
-    ledger: Any = None
+    runner: Any = None  # engine.journal.LedgerRunner: the ledger on its own thread; None before it is open
     reader_study: str = ""
     base_url: str = ""
     phase: str = "starting"  # starting | planning | running | idle | stopping
-    stats: TransferStats | None = None
-    context: Any = None  # engine.transfer_context.TransferContext of the pass in progress, if any
+    stats: TransferStats | None = None  # of the pass in progress, or the last one
+    engine: Any = None  # engine.transfer.TransferEngine of the pass in progress, if any
     passes: int = 0
-    retries_by_reason: Counter[str] = field(default_factory=Counter)  # of finished passes
+    # For the whole process, across passes: a Prometheus counter must never go down.
+    retries_by_reason: Counter[str] = field(default_factory=Counter)
     started_at: float = field(default_factory=time.time)
 
-    def all_retries_by_reason(self) -> Counter[str]:
-        current = getattr(self.stats, "retries_by_reason", None) or Counter()
-        return self.retries_by_reason + current
+    def count_retry_reason(self, reason: str) -> None:
+        self.retries_by_reason[reason] += 1
 
-    def finish_pass(self) -> None:
-        """Keeps the finished pass's retry counts: the counter must not go down when the next pass starts."""
-        self.retries_by_reason = self.all_retries_by_reason()
-        self.context = None
+    def new_stats(self) -> MonitoredStats:
+        return MonitoredStats(self.count_retry_reason)
+
+    def in_flight(self) -> tuple[int, int]:
+        """(files, parts) being uploaded now, from the pass's limiters (their borrowers are exactly that)."""
+        context = getattr(self.engine, "context", None)
+        if context is None:
+            return 0, 0
+        return int(context.files_limiter.borrowed_tokens), int(context.parts_limiter.borrowed_tokens)
 
 
 PHASES = ("starting", "planning", "running", "idle", "stopping")
@@ -116,6 +124,7 @@ class RunCollector(Collector):
 
     def __init__(self, state: RunState) -> None:
         self.state = state
+        self.counts: JobCounts | None = None  # read from the ledger just before each render
 
     def collect(self) -> Iterator[Any]:
         state = self.state
@@ -129,29 +138,30 @@ class RunCollector(Collector):
         yield GaugeMetricFamily("gcbulk_passes", "Transfer passes started (follow mode runs one per new work)",
                                 value=state.passes)
         yield GaugeMetricFamily("gcbulk_start_time_seconds", "Unix time the run started", value=state.started_at)
+        yield GaugeMetricFamily("gcbulk_ledger_read_ok", "1 when this scrape could read the ledger in time",
+                                value=0.0 if self.counts is None else 1.0)
         yield from self._ledger_metrics()
         yield from self._snapshot_metrics()
         yield from self._in_flight_metrics()
         retries = CounterMetricFamily("gcbulk_retries", "Retries by reason (network, throttled, http_503, …)",
                                       labels=["reason"])
-        for reason, count in sorted(state.all_retries_by_reason().items()):
+        for reason, count in sorted(state.retries_by_reason.items()):
             retries.add_metric([reason], count)
         yield retries
 
     def _ledger_metrics(self) -> Iterator[Any]:
-        ledger = self.state.ledger
-        if ledger is None:
+        counts = self.counts
+        if counts is None:
             return
-        counts = ledger.counts_by_state()
         for kind, name, text in _LEDGER_KINDS:
             family = GaugeMetricFamily(name, text, labels=["state"])
-            for state_name, count in sorted(counts.get(kind, {}).items()):
+            for state_name, count in sorted(counts.by_state.get(kind, {}).items()):
                 family.add_metric([state_name], count)
             yield family
         yield GaugeMetricFamily("gcbulk_uploads_live", "Uploads counting against the server's 2000-upload cap",
-                                value=ledger.live_upload_count())
+                                value=counts.live_uploads)
         yield GaugeMetricFamily("gcbulk_imports_in_flight", "Image values handed to Grand Challenge, import not done",
-                                value=ledger.attached_image_items_count())
+                                value=counts.imports_in_flight)
 
     def _snapshot_metrics(self) -> Iterator[Any]:
         stats = self.state.stats
@@ -165,18 +175,15 @@ class RunCollector(Collector):
             ("gcbulk_bytes_total", "Bytes of the files this pass has to send", snap.bytes_total),
             ("gcbulk_files_done", "Files uploaded in this pass", snap.files_done),
             ("gcbulk_files_total", "Files this pass has to upload", snap.files_total),
-            ("gcbulk_throughput_bytes_per_second", "Upload rate over the recent window", snap.bytes_per_second),
+            ("gcbulk_throughput_bytes_per_second", "Upload rate over the recent window (0 between passes)",
+             snap.bytes_per_second if self.state.engine is not None else 0.0),
             ("gcbulk_eta_seconds", "Estimated seconds to send the rest (NaN while unknown)",
              math.nan if eta is None else eta),
         ):
             yield GaugeMetricFamily(name, text, value=value)
 
     def _in_flight_metrics(self) -> Iterator[Any]:
-        context = self.state.context
-        files = parts = 0
-        if context is not None:
-            files = context.files_limiter.borrowed_tokens
-            parts = context.parts_limiter.borrowed_tokens
+        files, parts = self.state.in_flight()
         yield GaugeMetricFamily("gcbulk_uploads_in_flight", "Files being uploaded now", value=files)
         yield GaugeMetricFamily("gcbulk_parts_in_flight", "Part PUTs on the wire now", value=parts)
 
@@ -187,7 +194,8 @@ class Metrics:
     def __init__(self, state: RunState) -> None:
         self.state = state
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(RunCollector(state))
+        self.collector = RunCollector(state)
+        self.registry.register(self.collector)
         self.http_latency = Histogram(
             "gcbulk_http_request_duration_seconds",
             "Latency of HTTP requests to Grand Challenge (api) and its object store (s3), by endpoint and outcome",
@@ -198,8 +206,17 @@ class Metrics:
         self._api_netloc = urlsplit(state.base_url).netloc
         self._api_path = urlsplit(state.base_url).path
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def exposition(self, counts: JobCounts | None = None) -> bytes:
+        """The text format, with ``counts`` as the ledger numbers (None leaves them out)."""
+        self.collector.counts = counts
+        try:
+            return generate_latest(self.registry)
+        finally:
+            self.collector.counts = None
+
+    async def scrape(self) -> bytes:
+        """Reads the ledger's counts on its thread, then renders everything."""
+        return self.exposition(await read_job_counts(self.state))
 
     # ---- HTTP latency through aiohttp's TraceConfig -----------------------------------------------------------
 
@@ -237,3 +254,12 @@ class Metrics:
         target, endpoint = self.endpoint_of(url)
         self.http_latency.labels(target, method, endpoint, outcome).observe(time.perf_counter() - started)
 
+
+async def read_job_counts(state: RunState, timeout: float = LEDGER_READ_TIMEOUT_SECONDS) -> JobCounts | None:
+    """The ledger's counts, or None when the ledger is not open or its thread is busy for longer than ``timeout``."""
+    if state.runner is None or state.runner.ledger is None:
+        return None
+    try:
+        return await asyncio.wait_for(state.runner.run(job_counts), timeout)
+    except TimeoutError:
+        return None

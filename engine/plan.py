@@ -1,7 +1,7 @@
 """The planner (pure: no network, no database): a case tree and a job → planned cases, plus findings.
 
-It streams: ``os.scandir`` one folder at a time (keeping only its sorted names), yielding each case as soon as its folder is read, so memory holds one
-case (and one folder listing), never the tree. Every file of the tree ends up in exactly one planned item or in one
+It streams: ``os.scandir`` one folder at a time, keeping only its sorted names, and yields each case as soon as its
+folder is read, so memory holds one case (and one folder's names), never the tree. Every file of the tree ends up in exactly one planned item or in one
 finding's ``files``.
 
 How a case folder becomes items (the job's rules are described in ``engine.config``):

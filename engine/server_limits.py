@@ -68,7 +68,16 @@ class SweepGuard:
         needed = file_size / bytes_per_second
         if needed > budget:
             raise SweepRisk(
-                f"{file_name}: {file_size / GIB:.1f} GiB at the measured {bytes_per_second / 1024**2:.1f} MiB/s "
-                f"needs {needed / 3600:.1f} h, but Grand Challenge deletes uploads {self.upload_lifetime_seconds / 3600:.0f} h "
-                "after creating them; run it alone with fewer files in flight, or from a faster link"
+                f"{file_name}: {file_size / 1024**2:.1f} MiB at the measured {bytes_per_second / 1024**2:.2f} MiB/s "
+                f"needs about {_duration(needed)}, but Grand Challenge deletes an upload "
+                f"{_duration(self.upload_lifetime_seconds)} after creating it; send it from a faster link, or alone "
+                "with fewer files in flight"
             )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -110,6 +110,8 @@ class Knob:
 PROCESS_KNOBS = (
     Knob("metrics_address", parse_address, DEFAULT_METRICS_ADDRESS),
     Knob("poll_interval", _seconds("poll_interval"), 30.0),
+    # With --follow: failed cases are queued again after this long, doubling up to an hour (engine/follow.py).
+    Knob("retry_failed_after", _seconds("retry_failed_after"), 60.0),
     Knob("progress_interval", _seconds("progress_interval"), 10.0),
     Knob("drain", _seconds("drain"), 30.0),
     Knob("log_level", _choice("log_level", LOG_LEVELS, upper=True), "INFO"),
@@ -129,6 +131,7 @@ class RunSettings:
     events: Path
     metrics_address: Address | None
     poll_interval: float
+    retry_failed_after: float
     progress_interval: float
     drain: float
     log_level: str
@@ -159,6 +162,7 @@ class RunSettings:
             "token": MASK if self.token else None,
             "metrics_address": "off" if self.metrics_address is None else str(self.metrics_address),
             "poll_interval": self.poll_interval,
+            "retry_failed_after": self.retry_failed_after,
             "progress_interval": self.progress_interval,
             "drain": self.drain,
             "log_level": self.log_level,
@@ -184,6 +188,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, token: bool = True) -> Non
     parser.add_argument("--poll-interval", metavar="SECONDS",
                         help=f"with --follow: seconds between looks for new case folders (env {ENV_PREFIX}"
                              "POLL_INTERVAL; default 30)")
+    parser.add_argument("--retry-failed-after", metavar="SECONDS",
+                        help=f"with --follow: queue failed cases again after this long, doubling up to an hour (env "
+                             f"{ENV_PREFIX}RETRY_FAILED_AFTER; default 60)")
     parser.add_argument("--progress-interval", metavar="SECONDS",
                         help=f"seconds between summary lines (env {ENV_PREFIX}PROGRESS_INTERVAL; default 10)")
     parser.add_argument("--drain", metavar="SECONDS",

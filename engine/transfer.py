@@ -24,6 +24,8 @@ from engine.server_limits import CountingGate
 from engine.transfer_context import EngineConfig, TransferContext
 
 log = logging.getLogger(__name__)
+# The periodic progress line has its own logger: shown even when the engine's own chatter (retries) is quieted.
+progress_log = logging.getLogger("gcbulk.progress")
 
 
 @dataclass
@@ -138,7 +140,7 @@ class TransferEngine:
             while True:
                 await anyio.sleep(self.config.progress_interval_seconds)
                 snapshot = self.stats.snapshot()
-                log.info("%s", format_progress_line(snapshot))
+                progress_log.info("%s", format_progress_line(snapshot))
                 self.journal.note("progress", **_stats_fields(snapshot))
 
 

@@ -131,7 +131,15 @@ async def _plan_and_run(config: JobConfig, token: str, args: argparse.Namespace,
                         events_path: Path) -> tuple[bool, RunOutcome | None, bool]:
     async with LedgerRunner(ledger_path, config.binding, job_file=config.job_file) as runner:
         # Planning runs on the ledger's thread too (sqlite3 connections are bound to their thread).
-        if not await runner.run(_ensure_plan, config, token, args.replan):
+        try:
+            planned = await runner.run(_ensure_plan, config, token, args.replan)
+        except (AuthenticationFailed, ConfigurationError):
+            raise
+        except GcbulkError as exc:
+            print(f"gcbulk run: could not check the job's sockets at {config.base_url}: {exc}. Check the server "
+                  "address and the network, then run again.", file=sys.stderr)
+            return False, None, False
+        if not planned:
             return False, None, False
         engine_config = engine_config_from_job(config.engine, drain_seconds=args.drain,
                                                progress_interval_seconds=args.progress_interval)

@@ -9,6 +9,7 @@ import signal
 import ssl
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -33,10 +34,8 @@ async def test_urls_and_the_certificate_name_the_public_host() -> None:
         base, s3 = urlsplit(ready["base_url"]), urlsplit(ready["s3_url"])
         assert (base.scheme, base.hostname, s3.hostname) == ("https", PUBLIC_HOST, PUBLIC_HOST)
 
-        with open(ready["ca_file"], "rb") as handle:
-            del handle  # the CA signs the leaf; the leaf's names are what a client checks
-        leaf = x509.load_pem_x509_certificate((urlsplit(ready["ca_file"]).path.replace("ca.pem", "server.pem")
-                                               and open(ready["ca_file"].replace("ca.pem", "server.pem"), "rb").read()))
+        # The leaf certificate beside the CA file (emulator/tls.py) holds the names a client checks.
+        leaf = x509.load_pem_x509_certificate(Path(ready["ca_file"]).with_name("server.pem").read_bytes())
         names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert PUBLIC_HOST in names.get_values_for_type(x509.DNSName)
         assert "localhost" in names.get_values_for_type(x509.DNSName)  # the container's own healthcheck
@@ -48,10 +47,6 @@ async def test_urls_and_the_certificate_name_the_public_host() -> None:
         async with aiohttp.ClientSession() as session:
             async with session.get(url, ssl=context, server_hostname=PUBLIC_HOST) as response:
                 assert response.status == 200
-            async with session.get(f"https://127.0.0.1:{base.port}/api/v1/uploads/", ssl=context,
-                                   server_hostname=PUBLIC_HOST, headers={"Host": f"{PUBLIC_HOST}:{base.port}"},
-                                   ) as response:
-                assert response.status in (200, 401)
     finally:
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.communicate(), timeout=30)

@@ -61,8 +61,9 @@ def test_the_event_file_and_stdout_carry_the_same_event(tmp_path: Path, stdout: 
         k: v for k, v in in_file.items() if k != "at"}
 
 
-def test_per_part_events_are_debug_and_hidden_at_info(stdout: io.StringIO) -> None:
+def test_steps_below_a_case_are_debug_and_hidden_at_info(stdout: io.StringIO) -> None:
     logs.log_event("part_sent", case="patient001", key=[1, 1])
+    logs.log_event("item_uploaded", case="patient001", key=[1])
     logs.log_event("case_started", case="patient001")
     assert [line["event"] for line in lines(stdout)] == ["case_started"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiohttp
@@ -11,10 +12,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from emulator.server import RunningEmulator
-from engine.config import load_job
+from engine.config import JobConfig, load_job
 from engine.errors import ApiError, TransportError, UploadCapReached
+from engine.journal import LedgerRunner
 from engine.health import MonitoringServer, ServerCheck
-from engine.metrics import Metrics, MonitoredStats, RunState, retry_reason
+from engine.metrics import Metrics, RunState, retry_reason
 from engine.plan import PlannedCase, plan_tree
 from engine.settings import Address
 from state.ledger import Ledger, default_ledger_path
@@ -26,8 +28,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-@pytest.fixture
-def planned_ledger(tmp_path: Path) -> Ledger:
+def plan_three_cases(tmp_path: Path) -> JobConfig:
     job_file = write_job_file(tmp_path)
     for n in (1, 2, 3):
         folder = tmp_path / "cases" / f"patient{n}"
@@ -35,19 +36,34 @@ def planned_ledger(tmp_path: Path) -> Ledger:
         (folder / "ct.mha").write_bytes(b"c" * 64)
         (folder / "seg.mha").write_bytes(b"s" * 32)
     job = load_job(job_file)
-    ledger = Ledger.open(default_ledger_path(job.job_file), job.binding, job_file=job.job_file)
-    with ledger.planning(rules=job.rules_dict(), job_file=job.job_file) as plan:
-        for entry in plan_tree(job):
-            if isinstance(entry, PlannedCase):
-                plan.add(entry)
-        plan.finish()
-    yield ledger
-    ledger.close()
+    with Ledger.open(default_ledger_path(job.job_file), job.binding, job_file=job.job_file) as ledger:
+        with ledger.planning(rules=job.rules_dict(), job_file=job.job_file) as plan:
+            for entry in plan_tree(job):
+                if isinstance(entry, PlannedCase):
+                    plan.add(entry)
+            plan.finish()
+    return job
+
+
+class ReadOnlyRunner(LedgerRunner):
+    """The ledger runner with the ledger opened read-only, as a run would find a ledger it cannot write."""
+
+    async def __aenter__(self) -> ReadOnlyRunner:
+        self._executor = ThreadPoolExecutor(max_workers=1)
+        self.ledger = await self._submit(Ledger.open_readonly, self.path)
+        return self
 
 
 @pytest.fixture
-async def served(planned_ledger: Ledger) -> AsyncIterator[tuple[str, RunState, Metrics, list[int]]]:
-    state = RunState(ledger=planned_ledger, reader_study="example-study", base_url="https://gc.example/api/v1/")
+async def runner(tmp_path: Path) -> AsyncIterator[LedgerRunner]:
+    job = plan_three_cases(tmp_path)
+    async with LedgerRunner(default_ledger_path(job.job_file), job.binding) as running:
+        yield running
+
+
+@pytest.fixture
+async def served(runner: LedgerRunner) -> AsyncIterator[tuple[str, RunState, Metrics, list[int]]]:
+    state = RunState(runner=runner, reader_study="example-study", base_url="https://gc.example/api/v1/")
     probes: list[int] = []
 
     async def probe() -> None:
@@ -69,9 +85,10 @@ async def get(url: str) -> tuple[int, str]:
 
 async def test_metrics_show_cases_by_state_from_the_ledger_and_bytes_rate_eta_from_the_snapshot(served) -> None:
     url, state, _, _ = served
-    state.ledger.case_started(state.ledger.case_id_by_title("patient1"))
-    state.ledger.case_done(state.ledger.case_id_by_title("patient1"))
-    stats = MonitoredStats()
+    first = await state.runner.call("case_id_by_title", "patient1")
+    await state.runner.call("case_started", first)
+    await state.runner.call("case_done", first)
+    stats = state.new_stats()
     stats.bytes_total = 1000
     stats.add_bytes(250)
     state.stats, state.phase = stats, "running"
@@ -86,6 +103,7 @@ async def test_metrics_show_cases_by_state_from_the_ledger_and_bytes_rate_eta_fr
     assert values[("gcbulk_eta_seconds", ())] > 0
     assert values[("gcbulk_phase", (("phase", "running"),))] == 1
     assert values[("gcbulk_phase", (("phase", "idle"),))] == 0
+    assert values[("gcbulk_ledger_read_ok", ())] == 1
     assert values[("gcbulk_uploads_in_flight", ())] == 0 and values[("gcbulk_parts_in_flight", ())] == 0
     assert values[("gcbulk_info", (("base_url", "https://gc.example/api/v1/"), ("reader_study", "example-study"),
                                    ("version", "0.1.0")))] == 1
@@ -93,14 +111,13 @@ async def test_metrics_show_cases_by_state_from_the_ledger_and_bytes_rate_eta_fr
 
 async def test_retries_are_counted_by_reason_and_survive_the_next_pass(served) -> None:
     url, state, _, _ = served
-    first = MonitoredStats()
+    first = state.new_stats()
     state.stats = first
     first.count_retry("GET /x", TransportError("GET", "https://gc.example/", ConnectionResetError()), 0.1)
     first.count_retry("POST uploads/", UploadCapReached("POST", "u", 400, {}), 300.0)
     first.count_retry("GET /x", ApiError("GET", "u", 429, {}), 1.0)
     first.count_retry("GET /x", ApiError("GET", "u", 503, {}), 1.0)
-    state.finish_pass()
-    state.stats = second = MonitoredStats()
+    state.stats = second = state.new_stats()
     second.count_retry("GET /x", ApiError("GET", "u", 503, {}), 1.0)
 
     values = samples((await get(url + "/metrics"))[1])
@@ -127,14 +144,31 @@ async def test_healthz_answers_while_the_loop_runs_and_readyz_checks_ledger_and_
     await get(url + "/readyz")
     assert len(probes) == 1  # cached: probes do not load Grand Challenge
 
-    state.ledger.close()
-    state.ledger = Ledger.open_readonly(state.ledger.path)
-    status, body = await get(url + "/readyz")
+    async with ReadOnlyRunner(state.runner.path, state.runner.binding) as read_only:
+        state.runner = read_only
+        status, body = await get(url + "/readyz")
     assert status == 503 and "opened read-only" in body
 
 
-async def test_readyz_is_503_with_the_reason_when_grand_challenge_cannot_be_reached(planned_ledger: Ledger) -> None:
-    state = RunState(ledger=planned_ledger)
+async def test_metrics_and_readyz_answer_before_the_ledger_is_open(tmp_path: Path) -> None:
+    state = RunState(phase="starting")
+
+    async def reachable() -> None:
+        return None
+
+    server = MonitoringServer(Metrics(state), state, Address("127.0.0.1", 0), ServerCheck(reachable))
+    address = await server.start()
+    try:
+        status, text = await get(f"http://127.0.0.1:{address.port}/metrics")
+        assert status == 200 and samples(text)[("gcbulk_ledger_read_ok", ())] == 0
+        status, body = await get(f"http://127.0.0.1:{address.port}/readyz")
+        assert status == 503 and "not open yet (starting)" in body
+    finally:
+        await server.stop()
+
+
+async def test_readyz_is_503_with_the_reason_when_grand_challenge_cannot_be_reached(runner: LedgerRunner) -> None:
+    state = RunState(runner=runner)
 
     async def unreachable() -> None:
         raise aiohttp.ClientConnectionError("Cannot connect to host gc.example:443")

@@ -1,14 +1,24 @@
-"""Fixtures of the engine tests: a client for the seeded editor, fast retries."""
+"""Fixtures and helpers of the engine tests: a client for the seeded editor, fast retries, tutorial-shaped case
+trees, job files, plans, and an in-process run of the engine."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from emulator.server import RunningEmulator
+from engine.config import JobConfig, load_job
 from engine.gc_api import GrandChallengeClient, display_set_title, socket_slug_of
+from engine.journal import Journal, LedgerRunner
+from engine.plan import PlannedCase, plan_tree
+from engine.progress import EventLog
 from engine.retry import RetryPolicy
+from engine.transfer import RunOutcome, TransferEngine
+from engine.transfer_context import EngineConfig
+from state.ledger import Ledger, default_ledger_path
+from tests.imaging import make_mha
 
 # Retries in tests wait (almost) nothing: the behaviour is what matters, not the pacing.
 FAST_RETRIES = RetryPolicy(base_delay=0.01, max_delay=0.05, attempts_per_item=8, upload_cap_delay=0.05,
@@ -25,15 +35,6 @@ async def client(emulator: RunningEmulator) -> AsyncIterator[GrandChallengeClien
 
 
 # ---- case trees, job files and plans ------------------------------------------------------------------------------
-
-import json as _json  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from engine.config import JobConfig, load_job  # noqa: E402
-from engine.plan import PlannedCase, plan_tree  # noqa: E402
-from state.ledger import Ledger, default_ledger_path  # noqa: E402
-from tests.imaging import make_mha  # noqa: E402
-
 
 def make_tutorial_tree(root: Path, cases: int, *, shape: tuple[int, ...] = (4, 8, 8)) -> Path:
     """The tutorial's layout: one folder per patient with a CT image and an airway segmentation."""
@@ -78,16 +79,7 @@ def load_and_plan(job_file: Path) -> JobConfig:
     return job
 
 
-def dump(value: object) -> str:
-    return _json.dumps(value, indent=1, default=str)
-
-
 # ---- running the engine in-process --------------------------------------------------------------------------------
-
-from engine.journal import Journal, LedgerRunner  # noqa: E402
-from engine.progress import EventLog  # noqa: E402
-from engine.transfer import RunOutcome, TransferEngine  # noqa: E402
-from engine.transfer_context import EngineConfig  # noqa: E402
 
 FAST_ENGINE = EngineConfig(retry=FAST_RETRIES, poll_initial_seconds=0.02, poll_max_seconds=0.1,
                            session_scan_interval_seconds=0.05, progress_interval_seconds=0.5)
@@ -115,5 +107,3 @@ async def study_display_sets(client: GrandChallengeClient) -> dict[str, dict]:
 
 def values_by_socket(display_set: dict) -> dict[str, dict]:
     return {socket_slug_of(value): value for value in display_set["values"]}
-
-

@@ -19,7 +19,6 @@ import pytest
 from emulator.app import EmulatorConfig
 from emulator.server import RunningEmulator
 from engine.crashpoints import ENV_VAR
-from engine.gc_api import display_set_title, socket_slug_of
 from tests.engine.conftest import make_tutorial_tree, write_job
 from tests.imaging import make_mha
 

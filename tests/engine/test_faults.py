@@ -163,3 +163,38 @@ async def test_a_file_rewritten_while_its_parts_are_sent_is_aborted_and_its_case
         assert ledger.counts_by_state()["upload"].get("aborted") == 1
     assert [u.status for u in emulator.context.store.uploads.values() if u.filename == "ct.mha"] == ["Aborted"]
     assert emulator.context.store.display_sets == {}
+
+
+async def _fail_at_display_sets_then_retry(tmp_path: Path, emulator: RunningEmulator, **retry_config: object):
+    make_tutorial_tree(tmp_path / "cases", 2)
+    job_file = write_job(tmp_path, emulator)
+    faults(emulator, FaultRule(match="POST /api/v1/reader-studies/display-sets/", status=503))
+    broken = dataclasses.replace(FAST_ENGINE, retry=dataclasses.replace(FAST_ENGINE.retry, attempts_per_item=1))
+    first = await run_job(job_file, emulator, broken)
+    assert first.done == 0 and all("503" in reason for _, reason in first.failed)
+    faults(emulator)
+    job = load_job(job_file)
+    with Ledger.open(default_ledger_path(job_file), job.binding) as ledger:
+        ledger.requeue_failed_cases()
+    emulator.context.counters.reset()
+    outcome = await run_job(job_file, emulator, dataclasses.replace(FAST_ENGINE, **retry_config))
+    assert outcome.failed == [] and outcome.done == 2
+    with Ledger.open(default_ledger_path(job_file), job.binding) as ledger:
+        uploads = ledger.counts_by_state()["upload"]
+    return emulator.context.counters.requests.get("POST api:/api/v1/uploads/", 0), uploads
+
+
+async def test_completed_uploads_not_yet_consumed_are_reused_by_the_next_run(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    creates, uploads = await _fail_at_display_sets_then_retry(tmp_path, emulator)
+    assert creates == 0 and uploads == {"consumed": 4}
+    await assert_all_imported(client, ["patient1", "patient2"])
+
+
+async def test_completed_uploads_too_close_to_the_sweep_are_replaced(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    creates, uploads = await _fail_at_display_sets_then_retry(tmp_path, emulator, reuse_completed_for_seconds=0.0)
+    assert creates == 4 and uploads == {"consumed": 4, "expired": 4}
+    await assert_all_imported(client, ["patient1", "patient2"])

@@ -142,3 +142,38 @@ async def test_a_part_whose_etag_is_not_its_md5_is_refused(client: GrandChalleng
     with pytest.raises(PartIntegrityError, match="MD5"):
         await put_part(client.session, url, b"abc", "0" * 32, progress=progress.append)
     assert sum(progress) == 0  # the bytes counted are given back
+
+
+async def test_iterate_all_pages_by_offset_when_the_server_sends_no_next() -> None:
+    """A list without ``next`` links (as gcapi assumes, contract §0) is read page by page until an empty page."""
+    from aiohttp import web
+
+    items = [{"pk": n} for n in range(5)]
+    seen_offsets: list[int] = []
+
+    async def listing(request: web.Request) -> web.Response:
+        offset, limit = int(request.query["offset"]), int(request.query["limit"])
+        seen_offsets.append(offset)
+        return web.json_response({"count": len(items), "results": items[offset : offset + limit]})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/things/", listing)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with GrandChallengeClient(base_url=f"http://127.0.0.1:{port}/api/v1/", token="t",
+                                        retry_policy=FAST_RETRIES) as gc:
+            got = [item["pk"] async for item in gc.iterate_all("things/", page_size=2)]
+    finally:
+        await runner.cleanup()
+    assert got == [0, 1, 2, 3, 4] and seen_offsets == [0, 2, 4, 5]
+
+
+async def test_a_reader_who_may_not_add_display_sets_gets_a_configuration_error(emulator: RunningEmulator) -> None:
+    async with GrandChallengeClient(base_url=emulator.base_url, token=emulator.tokens["reader1"],
+                                    ca_file=emulator.ca_file, retry_policy=FAST_RETRIES) as reader:
+        with pytest.raises(ConfigurationError, match="make the user an editor of the study"):
+            await reader.create_display_set("example-study", "patient-1")

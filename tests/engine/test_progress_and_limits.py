@@ -94,7 +94,7 @@ def test_a_gate_needs_a_positive_ceiling() -> None:
 
 def test_a_file_that_cannot_finish_before_the_sweep_is_refused() -> None:
     guard = SweepGuard()
-    with pytest.raises(SweepRisk, match="deletes uploads 24 h after"):
+    with pytest.raises(SweepRisk, match="needs about 142.2 h, but Grand Challenge deletes an upload 24.0 h after"):
         guard.check("big.mha", 500 * GIB, measured_bytes=GIB, bytes_per_second=1024**2)
     guard.check("small.mha", GIB, measured_bytes=GIB, bytes_per_second=1024**2)
     guard.check("big.mha", 500 * GIB, measured_bytes=1024, bytes_per_second=1.0)  # too little measured to judge

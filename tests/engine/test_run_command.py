@@ -55,6 +55,9 @@ def test_a_run_that_completes_exits_0_and_a_second_run_does_nothing(
     assert sum(threaded_emulator.context.counters.requests.values()) - requests_before < 5
     events = [json.loads(line) for line in (tmp_path / "job.events.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events].count("case_done") == 2
+    for written in tmp_path.glob("job.*"):  # the ledger (and its WAL), the events, the job file
+        assert token.encode() not in written.read_bytes(), written
+    assert token not in first.stderr + first.stdout + again.stderr + again.stdout
 
 
 def test_failed_cases_are_listed_with_reasons_exit_1_and_retry_failed_finishes_them(
@@ -111,7 +114,8 @@ def start_slow_run(tmp_path: Path, emulator: RunningEmulator) -> subprocess.Pope
         make_mha(cases / f"patient{n}" / "ct.mha", (44, 256, 512), seed=n)  # three 5 MiB parts each
     emulator.context.faults.replace([FaultRule(match="PUT s3", bandwidth_bytes_per_second=20 * 1024**2)])
     job = write_job(tmp_path, emulator, engine='part_size = "5 MiB"\nparts_in_flight = 2\n')
-    return subprocess.Popen([sys.executable, "-m", "engine", "run", str(job), "--drain", "60"],
+    return subprocess.Popen([sys.executable, "-m", "engine", "run", str(job), "--drain", "60",
+                             "--progress-interval", "0.2"],
                             env=gcbulk_env(emulator.tokens["editor"]), stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 
@@ -133,6 +137,8 @@ def test_the_first_signal_drains_in_flight_parts_and_exits_0(
     _, stderr = process.communicate(timeout=90)
     assert process.returncode == 0, stderr
     assert "starting nothing new" in stderr and "run it again to resume" in stderr
+    periodic = [line for line in stderr.splitlines() if "MiB/s · ETA" in line and "gcbulk run:" not in line]
+    assert periodic, "the periodic progress line"
     assert_resumes_to_the_end(tmp_path, threaded_emulator)
 
 
@@ -148,3 +154,14 @@ def test_a_second_signal_stops_at_once_and_the_run_still_resumes(
     assert process.returncode == 130, stderr
     assert "stopped at once" in stderr
     assert_resumes_to_the_end(tmp_path, threaded_emulator)
+
+
+def test_an_unreachable_server_is_reported_before_anything_is_sent(tmp_path: Path) -> None:
+    make_tutorial_tree(tmp_path / "cases", 1)
+    (tmp_path / "job.toml").write_text(
+        'reader_study = "example-study"\nbase_url = "https://127.0.0.1:9/api/v1/"\ncase_root = "cases"\n\n'
+        '[[rules]]\nposition = 1\nsocket = "ct-image"\n'
+    )
+    result = gcbulk("run", str(tmp_path / "job.toml"), token="any-token")
+    assert result.returncode == 2
+    assert "could not check the job's sockets at https://127.0.0.1:9/api/v1/" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,11 @@ from emulator.app import SCHEMA_2025_11, SCHEMA_CURRENT, EmulatorConfig
 from emulator.server import RunningEmulator
 from engine.config import load_job
 from engine.gc_api import GrandChallengeClient
+from engine.server_limits import SweepGuard
 from state.ledger import Ledger, default_ledger_path
+from tests.imaging import make_mha
 from tests.engine.conftest import (
+    FAST_ENGINE,
     load_and_plan,
     make_tutorial_tree,
     run_job,
@@ -107,3 +111,19 @@ async def test_a_file_changed_after_planning_fails_its_case_and_asks_for_a_new_p
     assert [title for title, _ in outcome.failed] == ["patient2"]
     assert "changed since it was planned" in outcome.failed[0][1] and "gcbulk plan" in outcome.failed[0][1]
     assert "patient2" not in await study_display_sets(client)  # nothing half-made for the changed case
+
+
+async def test_a_file_that_cannot_finish_before_the_upload_sweep_is_not_started(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    cases = make_tutorial_tree(tmp_path / "cases", 2)
+    make_mha(cases / "patient2" / "ct.mha", (44, 256, 512), seed=2)  # 11 MiB, after patient1's few KiB
+    # Uploads that live 60 s: at the speed a few small files show, 11 MiB cannot make it.
+    guard = SweepGuard(upload_lifetime_seconds=60, safety_margin_seconds=0, min_measured_bytes=1)
+    config = dataclasses.replace(FAST_ENGINE, sweep_guard=guard, cases_in_flight=1, files_in_flight=1)
+    outcome = await run_job(write_job(tmp_path, emulator), emulator, config)
+    assert outcome.done == 1 and [title for title, _ in outcome.failed] == ["patient2"]
+    assert "patient2/ct.mha: 11.0 MiB at the measured" in outcome.failed[0][1]
+    assert "Grand Challenge deletes an upload 60 s after creating it" in outcome.failed[0][1]
+    assert not any(u.filename == "ct.mha" and u.creator.username == "editor" and u.status == "Initialized"
+                   for u in emulator.context.store.uploads.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -10,14 +11,17 @@ import pytest
 from emulator.app import EmulatorConfig
 from emulator.server import RunningEmulator
 from engine.gc_api import GrandChallengeClient
-from tests.engine.conftest import FAST_ENGINE, make_tutorial_tree, run_job, write_job
+from engine.errors import AttemptsExhausted, UploadQuotaReached
+from engine.s3_parts import put_part
+from tests.engine.conftest import FAST_ENGINE, FAST_RETRIES, make_tutorial_tree, run_job, write_job
 from tests.engine.test_faults import assert_all_imported
 
 
 @pytest.fixture
 def emulator_config(tmp_path: Path) -> EmulatorConfig:
     # A tiny upload cap, so the run meets it (contract §1: the server refuses uploads past the cap with a 400).
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.02, max_uploads_per_user=3)
+    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.02, max_uploads_per_user=3,
+                          unverified_byte_quota=1024**2)
 
 
 async def test_the_upload_cap_is_waited_out(tmp_path: Path, emulator: RunningEmulator,
@@ -38,3 +42,19 @@ async def test_the_live_upload_ceiling_keeps_the_run_under_the_cap(
     assert outcome.failed == [] and outcome.done == 3
     assert outcome.stats.retries == 0  # never met the server's 400
     await assert_all_imported(client)
+
+
+async def test_the_byte_quota_is_waited_out_then_reported_with_the_servers_reason(
+    emulator: RunningEmulator,
+) -> None:
+    # The unverified user's quota (contract §1: checked at presign time) is 1 MiB in this emulator.
+    async with GrandChallengeClient(base_url=emulator.base_url, token=emulator.tokens["outsider"],
+                                    ca_file=emulator.ca_file, retry_policy=FAST_RETRIES) as outsider:
+        upload = await outsider.create_upload("big.bin")
+        url = (await outsider.generate_presigned_urls(upload, [1]))[1]
+        data = b"x" * (2 * 1024**2)
+        await put_part(outsider.session, url, data, hashlib.md5(data).hexdigest(), progress=lambda n: None)
+        with pytest.raises(AttemptsExhausted) as caught:
+            await outsider.generate_presigned_urls(upload, [2])
+    assert isinstance(caught.value.last_error, UploadQuotaReached)
+    assert "Upload limit reached" in str(caught.value)
