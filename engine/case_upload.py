@@ -78,7 +78,9 @@ class CaseUpload:
                 if self.case.display_set.pk and any(i.state == "uploaded" for i in self.case.items):
                     await self._adopt_earlier_patch(kinds)
                 await self._upload_items(kinds)
+                self._stop_point("before its display set")
                 pk = await self._ensure_display_set()
+                self._stop_point("before its values")
                 await self._attach_values(pk, kinds)
                 return await self._await_imports(pk, kinds)
         except BaseException as raised:  # noqa: BLE001 - classified below; interruption and stop-run re-raised
@@ -91,6 +93,11 @@ class CaseUpload:
             if self.import_units:
                 self.ctx.import_gate.release_nowait(self.import_units)
                 self.import_units = 0
+
+    def _stop_point(self, where: str) -> None:
+        """Between steps, a stopping run starts nothing new; the case resumes here next time."""
+        if self.ctx.stopping.is_set():
+            raise Interrupted(f"{self.case.title}: stopped {where}")
 
     async def _fail(self, reason: str) -> None:
         await self._refresh()
@@ -121,35 +128,48 @@ class CaseUpload:
                 if kinds[i.socket_slug] in (IMAGE, FILE) and i.state in ("planned", "uploading", "uploaded")]
         if not work:
             return
+        interrupted: list[Interrupted] = []
         try:
             async with anyio.create_task_group() as group:
                 for item in work:
-                    group.start_soon(self._upload_item, item, kinds[item.socket_slug])
+                    group.start_soon(self._upload_item, item, kinds[item.socket_slug], interrupted)
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
+        if interrupted:
+            raise interrupted[0]
         await self._refresh()
 
-    async def _upload_item(self, item: ItemWork, kind: str) -> None:
+    async def _upload_item(self, item: ItemWork, kind: str, interrupted: list[Interrupted]) -> None:
+        """Uploads an item's files. A stop (Interrupted) is collected, not raised, so it does not cancel the parts
+        that sibling files still have on the wire: the drain lets those finish."""
         if kind == FILE and len(item.files) != 1:
             reason = f"socket {item.socket_slug} takes exactly one file, the plan has {len(item.files)}"
             await self._record("item_failed", item.id, reason=reason)
             raise ValueError(reason)
         if item.state == "planned":
             await self._record("item_uploading", item.id)
+        stopped: list[Interrupted] = []
         try:
             async with anyio.create_task_group() as group:
                 for file in item.files:
-                    group.start_soon(self._upload_file, file)
+                    group.start_soon(self._upload_file, file, stopped)
         except BaseException as raised:
             error = first_error(raised)
             if classify(error) not in (Disposition.INTERRUPTED, Disposition.STOP_RUN):
                 await self._record("item_failed", item.id, reason=f"{item.socket_slug}: {error}")
                 self.ctx.stats.files_failed += 1
             raise error from None
+        if stopped:
+            interrupted.append(stopped[0])
+            return
         await self._record("item_uploaded", item.id)
 
-    async def _upload_file(self, file: Any) -> None:
-        await FileUpload(self.ctx, file, self.case.title).run()
+    async def _upload_file(self, file: Any, stopped: list[Interrupted]) -> None:
+        try:
+            await FileUpload(self.ctx, file, self.case.title).run()
+        except Interrupted as stop:
+            stopped.append(stop)
+            return
         self.ctx.stats.files_done += 1
 
     # ---- 2. display set --------------------------------------------------------------------------------------

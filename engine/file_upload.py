@@ -225,6 +225,10 @@ class FileUpload:
                         break
                     borrower = object()
                     await ctx.parts_limiter.acquire_on_behalf_of(borrower)
+                    if ctx.stopping.is_set():  # the stop came while this part waited for a slot
+                        ctx.parts_limiter.release_on_behalf_of(borrower)
+                        stopped = True
+                        break
                     group.start_soon(self._send_part, upload.id, urls, specs[number], borrower)
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None

@@ -193,6 +193,8 @@ class LogSetup:
         self.json_lines = json_lines
         self.display = display  # engine.display.ProgressDisplay on a terminal, else None
         self._levels = {name: logging.getLogger(name).level for name in ("", "engine", "aiohttp.access")}
+        self._progress_propagates = logging.getLogger(PROGRESS_LOGGER).propagate
+        self.extra_handlers: list[tuple[logging.Logger, logging.Handler]] = []
 
     def close(self) -> None:
         if self.display is not None:
@@ -201,12 +203,23 @@ class LogSetup:
         self.handler.close()
         for name, level in self._levels.items():
             logging.getLogger(name).setLevel(level)
+        for logger, handler in self.extra_handlers:
+            logger.removeHandler(handler)
+            handler.close()
+        logging.getLogger(PROGRESS_LOGGER).propagate = self._progress_propagates
+
+
+PROGRESS_LOGGER = "gcbulk.progress"  # the engine's own periodic line (engine/transfer.py)
 
 
 def configure(level: str = "INFO", fmt: str = "auto", *, stream: IO[str] | None = None,
-              secrets: Iterable[str] = ()) -> LogSetup:
+              secrets: Iterable[str] = (), progress_stream: IO[str] | None = None) -> LogSetup:
     """Installs one handler on the root logger: JSON lines (``fmt`` json, or auto and ``stream`` not a terminal),
-    a rich display (auto on a terminal), or plain text. Every record passes the token redactor."""
+    a rich display (auto on a terminal), or plain text. Every record passes the token redactor.
+
+    The engine's periodic progress line goes to ``progress_stream`` as plain text (``gcbulk run`` shows it on
+    stderr, beside its other words for the person at the terminal); without one it is dropped: the ``summary``
+    event says the same, and more, on ``stream``."""
     stream = stream or sys.stdout
     redactor = SecretRedactor(secrets)
     interactive = fmt == "auto" and stream.isatty()
@@ -233,4 +246,15 @@ def configure(level: str = "INFO", fmt: str = "auto", *, stream: IO[str] | None 
     # they are shown one by one only when debugging.
     logging.getLogger("engine").setLevel(numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    progress = logging.getLogger(PROGRESS_LOGGER)
+    progress.propagate = False
+    for old in [h for h in progress.handlers if getattr(h, "_gcbulk", False)]:
+        progress.removeHandler(old)
+    if progress_stream is not None and not interactive:
+        plain = logging.StreamHandler(progress_stream)
+        plain.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+        plain.addFilter(redactor)
+        plain._gcbulk = True  # type: ignore[attr-defined]
+        progress.addHandler(plain)
+        setup.extra_handlers.append((progress, plain))
     return setup

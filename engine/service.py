@@ -24,18 +24,20 @@ import anyio
 
 from engine import logs
 from engine.commands.plan import PlanReport, plan_into_ledger
-from engine.errors import ConfigurationError, first_error
+from engine.errors import AuthenticationFailed, ConfigurationError, GcbulkError, first_error
 from engine.gc_api import GrandChallengeClient
 from engine.health import MonitoringServer, ServerCheck
 from engine.journal import Journal, LedgerRunner
 from engine.metrics import Metrics, RunState, read_job_counts, retry_reason
 from engine.progress import TransferStats
+from engine.retry import RetryBudget, item_budget
 from engine.settings import RunSettings
 from engine.transfer import RunOutcome, TransferEngine
 from engine.transfer_context import engine_config_from_job
 
 log = logging.getLogger("gcbulk")
 T = TypeVar("T")
+PLAN_CHECK_RETRIES = 2
 
 
 class JobService:
@@ -192,10 +194,13 @@ class JobService:
         assert self.client is not None and self.runner is not None
         self.state.phase = "planning"
         catalogue: dict[str, dict[str, Any] | None] = {}
-        for slug in self.job.socket_slugs:
-            page = await self.client.request("GET", "components/interfaces/", params={"slug": slug})
-            results = page.get("results", []) if isinstance(page, dict) else []
-            catalogue[slug] = results[0] if results else None
+        # A planning check fails fast when the server is unreachable rather than spend a transfer's retry budget;
+        # the caller decides what then (one-shot: exit; follow: wait and try again).
+        with item_budget(RetryBudget(PLAN_CHECK_RETRIES, "checking the job's sockets")):
+            for slug in self.job.socket_slugs:
+                page = await self.client.request("GET", "components/interfaces/", params={"slug": slug})
+                results = page.get("results", []) if isinstance(page, dict) else []
+                catalogue[slug] = results[0] if results else None
         job = self.job
         return await self.runner.run(lambda ledger: plan_into_ledger(job, ledger, catalogue=catalogue))
 
@@ -265,7 +270,14 @@ async def run_once(service: JobService, *, replan: bool) -> RunOutcome:
     assert service.runner is not None
     plan_state = await service.runner.run(lambda ledger: ledger.plan_state)
     if plan_state in ("empty", "planning") or replan:
-        report = await service.plan()
+        try:
+            report = await service.plan()
+        except (AuthenticationFailed, ConfigurationError):
+            raise
+        except GcbulkError as exc:
+            print(f"gcbulk run: could not check the job's sockets at {service.job.base_url}: {exc}. Check the "
+                  "server address and the network, then run again.", file=sys.stderr)
+            raise PlanBlocked() from None
         print_report(report, out=sys.stderr)
         if report.blocking:
             raise PlanBlocked()

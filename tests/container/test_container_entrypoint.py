@@ -179,7 +179,7 @@ def test_a_refused_token_is_a_fatal_configuration_error_exit_2(container: Path, 
 
 
 def test_a_bad_setting_in_the_environment_exits_2_before_starting(container: Path, tmp_path: Path) -> None:
-    env = container_environment(tmp_path, None, GCBULK_FILES_IN_FLIGHT="lots")
+    env = container_environment(tmp_path, None, GCBULK_CA_FILE="", GCBULK_FILES_IN_FLIGHT="lots")
     gcbulk = start(container, env)
     code = gcbulk.process.wait(timeout=60)
     assert code == 2

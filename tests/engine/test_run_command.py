@@ -112,11 +112,24 @@ def start_slow_run(tmp_path: Path, emulator: RunningEmulator) -> subprocess.Pope
     cases = make_tutorial_tree(tmp_path / "cases", 3)
     for n in (1, 2, 3):
         make_mha(cases / f"patient{n}" / "ct.mha", (44, 256, 512), seed=n)  # three 5 MiB parts each
-    emulator.context.faults.replace([FaultRule(match="PUT s3", bandwidth_bytes_per_second=20 * 1024**2)])
+    # Slow parts (2.5 s each), so the drain after a first signal is still going when a second one comes.
+    emulator.context.faults.replace([FaultRule(match="PUT s3", bandwidth_bytes_per_second=2 * 1024**2)])
     job = write_job(tmp_path, emulator, engine='part_size = "5 MiB"\nparts_in_flight = 2\n')
     return subprocess.Popen([sys.executable, "-m", "engine", "run", str(job), "--drain", "60",
                              "--progress-interval", "0.2"],
                             env=gcbulk_env(emulator.tokens["editor"]), stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def wait_for_a_hanging_part(emulator: RunningEmulator, deadline_seconds: float = 30.0) -> None:
+    """Until a part PUT has reached the S3 site but is not stored yet."""
+    counters = emulator.context.counters
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        requested = sum(n for key, n in list(counters.requests.items()) if key.startswith("PUT s3:"))
+        if requested > sum(counters.part_puts.values()):
+            return
+        time.sleep(0.02)
+    raise AssertionError("no part PUT in flight")
 
 
 def assert_resumes_to_the_end(tmp_path: Path, emulator: RunningEmulator) -> None:
@@ -133,9 +146,15 @@ def test_the_first_signal_drains_in_flight_parts_and_exits_0(
 ) -> None:
     process = start_slow_run(tmp_path, threaded_emulator)
     wait_for_event(tmp_path / "job.events.jsonl", "part_sent")
+    threaded_emulator.context.faults.replace([FaultRule(match="PUT s3", latency_seconds=1)])
+    wait_for_a_hanging_part(threaded_emulator)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=90)
     assert process.returncode == 0, stderr
+    events = [json.loads(line)["event"] for line in (tmp_path / "job.events.jsonl").read_text().splitlines()]
+    after_stop = events[events.index("stop_requested"):]
+    assert "part_sent" in after_stop, "the part on the wire at the signal finished and was recorded"
+    assert "upload_creating" not in after_stop and "display_set_creating" not in after_stop  # nothing new
     assert "starting nothing new" in stderr and "run it again to resume" in stderr
     periodic = [line for line in stderr.splitlines() if "MiB/s · ETA" in line and "gcbulk run:" not in line]
     assert periodic, "the periodic progress line"
@@ -147,6 +166,9 @@ def test_a_second_signal_stops_at_once_and_the_run_still_resumes(
 ) -> None:
     process = start_slow_run(tmp_path, threaded_emulator)
     wait_for_event(tmp_path / "job.events.jsonl", "part_sent")
+    # From now on parts hang for a while, so the drain after the first signal is surely still going at the second.
+    threaded_emulator.context.faults.replace([FaultRule(match="PUT s3", latency_seconds=8)])
+    wait_for_a_hanging_part(threaded_emulator)
     process.send_signal(signal.SIGTERM)
     wait_for_event(tmp_path / "job.events.jsonl", "stop_requested")
     process.send_signal(signal.SIGTERM)
