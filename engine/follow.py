@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 import aiohttp
+import anyio
 
 from engine import logs
 from engine.commands.plan import PlanReport
@@ -149,8 +150,6 @@ async def follow(service: JobService) -> int:
 def run_follow(service: JobService) -> int:
     """Runs the long-lived mode to its end; the exit code (0 stopped by a signal, 2 fatal configuration error,
     130 stopped at once by a second signal)."""
-    import anyio
-
     code = anyio.run(service.serve, follow)
     if service.killed:
         return EXIT_KILLED

@@ -100,7 +100,22 @@ class RunState:
     passes: int = 0
     # For the whole process, across passes: a Prometheus counter must never go down.
     retries_by_reason: Counter[str] = field(default_factory=Counter)
+    bytes_sent_by_finished_passes: int = 0
     started_at: float = field(default_factory=time.time)
+
+    def bytes_sent(self) -> int:
+        """Bytes this process has put on the wire and kept (a failed attempt's bytes are taken back), all passes."""
+        current = 0
+        if self.engine is not None and self.stats is not None:
+            snap = self.stats.snapshot()
+            current = max(snap.bytes_done - snap.bytes_resumed, 0)
+        return self.bytes_sent_by_finished_passes + current
+
+    def pass_finished(self) -> None:
+        if self.stats is not None:
+            snap = self.stats.snapshot()
+            self.bytes_sent_by_finished_passes += max(snap.bytes_done - snap.bytes_resumed, 0)
+        self.engine = None
 
     def count_retry_reason(self, reason: str) -> None:
         self.retries_by_reason[reason] += 1
@@ -164,17 +179,19 @@ class RunCollector(Collector):
                                 value=counts.imports_in_flight)
 
     def _snapshot_metrics(self) -> Iterator[Any]:
+        yield CounterMetricFamily("gcbulk_bytes_sent", "Bytes this process sent to S3 and kept, all passes",
+                                  value=self.state.bytes_sent())
         stats = self.state.stats
         if stats is None:
             return
         snap = stats.snapshot()
         eta = snap.eta_seconds
         for name, text, value in (
-            ("gcbulk_bytes_sent", "Bytes of the files to send that are on S3 (parts recorded by earlier runs count)",
-             snap.bytes_done),
-            ("gcbulk_bytes_total", "Bytes of the files this pass has to send", snap.bytes_total),
-            ("gcbulk_files_done", "Files uploaded in this pass", snap.files_done),
-            ("gcbulk_files_total", "Files this pass has to upload", snap.files_total),
+            ("gcbulk_pass_bytes_done", "Bytes of the current (or last) pass's files on S3, parts sent by an earlier "
+             "run included", snap.bytes_done),
+            ("gcbulk_pass_bytes_total", "Bytes of the files the current (or last) pass has to send", snap.bytes_total),
+            ("gcbulk_pass_files_done", "Files uploaded by the current (or last) pass", snap.files_done),
+            ("gcbulk_pass_files_total", "Files the current (or last) pass has to upload", snap.files_total),
             ("gcbulk_throughput_bytes_per_second", "Upload rate over the recent window (0 between passes)",
              snap.bytes_per_second if self.state.engine is not None else 0.0),
             ("gcbulk_eta_seconds", "Estimated seconds to send the rest (NaN while unknown)",

@@ -220,7 +220,8 @@ class JobService:
             return await engine.run()
         finally:
             self._pass_done.set()
-            self._engine = self.state.engine = self._pass_done = None
+            self.state.pass_finished()
+            self._engine = self._pass_done = None
             if not self.stop_requested.is_set():
                 self.state.phase = "idle"
 
@@ -243,7 +244,9 @@ class JobService:
         counts = await read_job_counts(self.state)
         snapshot = (self.state.stats or TransferStats()).snapshot()
         fields = logs.log_summary(snapshot, counts.by_state.get("case", {}) if counts else {},
-                                  transferring=self.state.engine is not None, phase=self.state.phase)
+                                  transferring=self.state.engine is not None, phase=self.state.phase,
+                                  bytes_sent=self.state.bytes_sent(),
+                                  retries=sum(self.state.retries_by_reason.values()))  # the process's, all passes
         if self.display is not None:
             self.display.update(fields)
         return fields

@@ -66,6 +66,11 @@ class TransferEngine:
     def stopping(self) -> bool:
         return self._stop_requested.is_set()
 
+    @property
+    def context(self) -> TransferContext | None:
+        """What the run in progress shares (its limiters show what is in flight: engine/metrics.py reads them)."""
+        return self._context
+
     async def _context_for_run(self) -> TransferContext:
         totals = await self.journal.read("transfer_totals")
         self.stats.cases_total = totals["cases"]

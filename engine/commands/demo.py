@@ -24,14 +24,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", type=int, default=5, help="how many patient folders to generate (default 5)")
     parser.add_argument("--workdir", type=Path, default=Path("gcbulk-demo"),
                         help="where the cases, job file, ledger and logs go (default ./gcbulk-demo)")
+    parser.add_argument("--generate-only", action="store_true",
+                        help="only write the case tree under WORKDIR/cases, adding the patient folders that are "
+                             "missing, and exit (the docker compose demo's one-shot service)")
 
 
-def write_case_tree(root: Path, cases: int) -> None:
-    """Patient folders with a CT image (int16) and an airway segmentation (uint8), 32×64×64 voxels each."""
+def write_case_tree(root: Path, cases: int, *, missing_only: bool = False) -> list[int]:
+    """Patient folders with a CT image (int16) and an airway segmentation (uint8), 32×64×64 voxels each. Returns the
+    numbers written; ``missing_only`` leaves existing folders as they are (a run may be reading them)."""
     import numpy as np
     import SimpleITK as sitk
 
+    written = []
     for n in range(1, cases + 1):
+        if missing_only and (root / f"patient{n:03d}").is_dir():
+            continue
+        written.append(n)
         folder = root / f"patient{n:03d}"
         folder.mkdir(parents=True, exist_ok=True)
         zz, yy, xx = np.mgrid[0:32, 0:64, 0:64]
@@ -43,6 +51,7 @@ def write_case_tree(root: Path, cases: int) -> None:
             image.SetSpacing((0.7, 0.7, 1.25))
         sitk.WriteImage(ct, str(folder / "1-ct.mha"), useCompression=True)
         sitk.WriteImage(seg, str(folder / "2-airway.mha"), useCompression=True)
+    return written
 
 
 def write_job_file(workdir: Path, base_url: str, ca_file: Path) -> Path:
@@ -68,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
         return run_command.EXIT_CONFIG
     workdir = args.workdir.absolute()
     cases = workdir / "cases"
+    if getattr(args, "generate_only", False):
+        written = write_case_tree(cases, args.cases, missing_only=True)
+        print(f"gcbulk demo: wrote {len(written)} tutorial-shaped case(s) under {cases} ({args.cases} in all)",
+              file=sys.stderr)
+        return run_command.EXIT_OK
     if not cases.is_dir() or sum(1 for _ in cases.iterdir()) != args.cases:
         shutil.rmtree(cases, ignore_errors=True)
         write_case_tree(cases, args.cases)

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config import JobConfig, load_job, load_token
+from engine import settings
+from engine.config import JobConfig
 from engine.errors import ConfigurationError, GcbulkError
 from engine.parts import multipart_checksum
 from engine.plan import plan_tree
 from engine.preflight import Finding, Preflight, QuotaEstimate
-from state.ledger import Ledger, LedgerError, default_ledger_path
+from state.ledger import Ledger, LedgerError
 from state.records import PlanDiff
 
 HELP = "Plan a job: walk the case tree, check it, and record what to upload in the ledger."
@@ -123,10 +124,12 @@ def plan_into_ledger(
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = load_job(args.job)
+        # Job file + GCBULK_* environment + flags (engine/settings.py): the same job and ledger `gcbulk run` uses.
+        resolved = settings.resolve(args.job, args, read_token=not args.offline)
+        config = resolved.job
         catalogue = None
         if not args.offline:
-            catalogue = fetch_catalogue(config, load_token(args.token_file))
+            catalogue = fetch_catalogue(config, resolved.require_token())
     except ConfigurationError as exc:
         print(f"gcbulk plan: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -137,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    ledger_path = args.ledger or default_ledger_path(config.job_file)
+    ledger_path = resolved.ledger
     try:
         if args.dry_run and not ledger_path.exists():
             with tempfile.TemporaryDirectory(prefix="gcbulk-plan-") as scratch:

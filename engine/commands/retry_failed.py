@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engine import settings
 from engine.commands import run as run_command
-from engine.config import load_job
 from engine.errors import ConfigurationError
-from state.ledger import Ledger, LedgerError, default_ledger_path
+from state.ledger import Ledger, LedgerError
 
 HELP = "Queue the failed cases of a job again and run it."
 
@@ -24,9 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = load_job(args.job)
-        ledger_path = args.ledger or default_ledger_path(config.job_file)
-        with Ledger.open(ledger_path, config.binding, job_file=config.job_file) as ledger:
+        # The same ledger `gcbulk run` would use: job file + GCBULK_* environment + flags (engine/settings.py).
+        resolved = settings.resolve(args.job, args, read_token=False)
+        config = resolved.job
+        with Ledger.open(resolved.ledger, config.binding, job_file=config.job_file) as ledger:
             requeued = ledger.requeue_failed_cases()
     except (ConfigurationError, LedgerError) as exc:
         print(f"gcbulk retry-failed: {exc}", file=sys.stderr)

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.config import load_job
+from engine import settings
 from engine.errors import ConfigurationError
-from state.ledger import Ledger, LedgerError, default_ledger_path
+from state.ledger import Ledger, LedgerError
 
 HELP = "Show a job's progress from its ledger: counts by state and the cases that need attention."
 _SHOW = 50
@@ -53,9 +53,9 @@ def collect_status(ledger: Ledger, *, limit: int | None = None) -> dict[str, Any
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = load_job(args.job)
-        ledger_path = args.ledger or default_ledger_path(config.job_file)
-        with Ledger.open_readonly(ledger_path, config.binding) as ledger:
+        # Job file + GCBULK_* environment + flags (engine/settings.py), so a container's ledger path applies here too.
+        resolved = settings.resolve(args.job, args, read_token=False)
+        with Ledger.open_readonly(resolved.ledger, resolved.job.binding) as ledger:
             status = collect_status(ledger, limit=None if args.json else _SHOW)
             attention_total = sum(
                 ledger.counts_by_state()["case"].get(state, 0) for state in ("failed", "blocked", "vanished")

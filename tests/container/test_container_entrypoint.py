@@ -82,7 +82,8 @@ def test_follow_mode_serves_metrics_picks_up_new_cases_drains_on_sigterm_and_res
     try:
         poll(lambda: gcbulk.cases("done") == 2, timeout=CASE_SECONDS, what="2 cases done in /metrics")
         metrics = gcbulk.metrics()
-        assert metrics[("gcbulk_bytes_sent", ())] > 0
+        assert metrics[("gcbulk_bytes_sent_total", ())] > 0
+        assert metrics[("gcbulk_pass_bytes_done", ())] == metrics[("gcbulk_pass_bytes_total", ())] > 0
         assert metrics[("gcbulk_items", (("state", "done"),))] == 4
         assert metrics[("gcbulk_ledger_read_ok", ())] == 1
         api_requests = sum(v for (name, labels), v in metrics.items()

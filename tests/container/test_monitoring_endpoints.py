@@ -99,7 +99,8 @@ async def test_metrics_show_cases_by_state_from_the_ledger_and_bytes_rate_eta_fr
     assert values[("gcbulk_cases", (("state", "done"),))] == 1
     assert values[("gcbulk_cases", (("state", "planned"),))] == 2
     assert values[("gcbulk_items", (("state", "planned"),))] == 6
-    assert values[("gcbulk_bytes_sent", ())] == 250 and values[("gcbulk_bytes_total", ())] == 1000
+    assert values[("gcbulk_pass_bytes_done", ())] == 250 and values[("gcbulk_pass_bytes_total", ())] == 1000
+    assert values[("gcbulk_bytes_sent_total", ())] == 0  # no pass is running: nothing this process sent
     assert values[("gcbulk_eta_seconds", ())] > 0
     assert values[("gcbulk_phase", (("phase", "running"),))] == 1
     assert values[("gcbulk_phase", (("phase", "idle"),))] == 0
@@ -107,6 +108,10 @@ async def test_metrics_show_cases_by_state_from_the_ledger_and_bytes_rate_eta_fr
     assert values[("gcbulk_uploads_in_flight", ())] == 0 and values[("gcbulk_parts_in_flight", ())] == 0
     assert values[("gcbulk_info", (("base_url", "https://gc.example/api/v1/"), ("reader_study", "example-study"),
                                    ("version", "0.1.0")))] == 1
+
+    state.pass_finished()  # the pass's bytes now count for the process, and keep counting in the next pass
+    state.stats = state.new_stats()
+    assert samples((await get(url + "/metrics"))[1])[("gcbulk_bytes_sent_total", ())] == 250
 
 
 async def test_retries_are_counted_by_reason_and_survive_the_next_pass(served) -> None:

@@ -171,3 +171,25 @@ def test_config_show_says_when_there_is_no_token_and_exits_2_on_a_bad_override(
     monkeypatch.setenv("GCBULK_PARTS_IN_FLIGHT", "lots")
     assert main(["config", "show", str(job)]) == 2
     assert "gcbulk config: GCBULK_PARTS_IN_FLIGHT must be a whole number, got 'lots'" in capsys.readouterr().err
+
+
+def test_every_command_on_a_jobs_ledger_finds_it_through_gcbulk_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = write_job_file(tmp_path / "etc")
+    (tmp_path / "etc" / "cases" / "patient1").mkdir()
+    (tmp_path / "etc" / "cases" / "patient1" / "ct.mha").write_bytes(b"x" * 32)
+    ledger = tmp_path / "volume" / "job.ledger.sqlite"
+    ledger.parent.mkdir()
+    monkeypatch.setenv("GCBULK_LEDGER", str(ledger))
+
+    assert main(["plan", str(job), "--offline"]) == 0
+    assert ledger.exists() and not (tmp_path / "etc" / "job.ledger.sqlite").exists()
+    capsys.readouterr()
+    assert main(["status", str(job), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["ledger"] == str(ledger) and status["counts"]["case"] == {"planned": 1}
+    assert main(["report", str(job), "--format", "json"]) == 0
+    assert [row["title"] for row in json.loads(capsys.readouterr().out)] == ["patient1"]
+    assert main(["retry-failed", str(job), "--no-run"]) == 0
+    assert "0 failed case(s) queued again" in capsys.readouterr().err
