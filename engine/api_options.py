@@ -7,15 +7,20 @@ never an argument (it would show in ``ps`` and shell history) and never printed.
 from __future__ import annotations
 
 import argparse
-import os
+import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ConfigurationError
+import anyio
+
+from engine.cli import EXIT_CONFIG_ERROR, EXIT_SOME_FAILED
+from engine.config import TOKEN_ENV, load_token
+from engine.errors import AuthenticationFailed, ConfigurationError, GcbulkError
 from engine.gc_api import GrandChallengeClient
+from state.ledger import LedgerError
 
 DEFAULT_BASE_URL = "https://grand-challenge.org/api/v1/"
-TOKEN_ENV = "GRAND_CHALLENGE_AUTHORIZATION"
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,28 +31,25 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-file", type=Path, help="a PEM file of CA certificates to trust (a private server)")
 
 
-def read_token(token_file: Path | None, environ: dict[str, str] | None = None) -> str:
-    """The token from ``token_file`` or the environment; ConfigurationError naming what to do when there is none."""
-    environ = dict(os.environ) if environ is None else environ
-    if token_file is not None:
-        try:
-            token = token_file.read_text(encoding="utf-8").strip()
-        except OSError as error:
-            raise ConfigurationError(f"cannot read the token file {token_file}: {error.strerror}") from None
-        if not token:
-            raise ConfigurationError(f"the token file {token_file} is empty; put your Grand Challenge API token in it")
-        return token
-    token = environ.get(TOKEN_ENV, "").strip()
-    if not token:
-        raise ConfigurationError(
-            f"no API token: set {TOKEN_ENV} or pass --token-file FILE (create a token on Grand Challenge under "
-            "your profile's API tokens)"
-        )
-    return token
-
-
 def client_from_args(args: argparse.Namespace, **options: Any) -> GrandChallengeClient:
     if args.ca_file is not None and not args.ca_file.is_file():
         raise ConfigurationError(f"the CA file {args.ca_file} does not exist")
-    return GrandChallengeClient(base_url=args.base_url, token=read_token(args.token_file), ca_file=args.ca_file,
+    return GrandChallengeClient(base_url=args.base_url, token=load_token(args.token_file), ca_file=args.ca_file,
                                 **options)
+
+
+def run_against_server(command: str, main: Callable[[], Awaitable[int]]) -> int:
+    """Runs ``main`` and turns what can stop it into a message and an exit code: 2 for what the user must fix
+    (token, configuration, ledger), 1 for a stop that a rerun resumes."""
+    try:
+        return anyio.run(main)
+    except AuthenticationFailed:
+        print(f"gcbulk {command}: the server rejected the API token (401); check {TOKEN_ENV} or --token-file",
+              file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except (ConfigurationError, LedgerError) as error:
+        print(f"gcbulk {command}: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except GcbulkError as error:
+        print(f"gcbulk {command}: stopped: {error}; run it again to resume", file=sys.stderr)
+        return EXIT_SOME_FAILED

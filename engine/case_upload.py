@@ -18,7 +18,15 @@ from typing import Any
 import anyio
 
 from engine.crashpoints import crash_point
-from engine.errors import ApiError, ConfigurationError, Disposition, Interrupted, NotFound, classify, first_error
+from engine.errors import (
+    ApiError,
+    ConfigurationError,
+    Disposition,
+    Interrupted,
+    NotFound,
+    classify,
+    first_error,
+)
 from engine.file_upload import FileUpload
 from engine.gc_api import display_set_title
 from engine.imports import SESSION_ENDED_BADLY, UploadSessionIndex, present_sockets

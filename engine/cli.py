@@ -2,7 +2,7 @@
 
 Each command module exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Modules are
 imported only when their command runs, so ``gcbulk status`` does not pay for aiohttp or SimpleITK.
-Exit codes: 0 success, 1 some items failed, 2 configuration or usage error.
+Exit codes: 0 success, 1 some items failed, 2 configuration or usage error, 130 stopped at once by a second signal.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ COMMANDS = {
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_CONFIG_ERROR = 2
+# A second stop signal: the shell's convention for death by SIGINT (128 + 2). The run is still resumable.
+EXIT_KILLED = 130
 
 
 def _available_commands() -> dict[str, object]:

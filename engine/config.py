@@ -361,7 +361,7 @@ def load_token(token_file: Path | str | None = None, environ: Mapping[str, str] 
     token = environ.get(TOKEN_ENV, "").strip()
     if not token:
         raise ConfigurationError(
-            f"no API token: set {TOKEN_ENV} to your Grand Challenge API token, or pass --token-file PATH "
-            "(or use --offline to plan without the server)"
+            f"no API token: set {TOKEN_ENV} or pass --token-file PATH (your Grand Challenge API token; create one "
+            "under your profile's API tokens); 'gcbulk plan --offline' needs none"
         )
     return token

@@ -22,12 +22,17 @@ import aiohttp
 import anyio
 
 from engine import logs
+from engine.cli import EXIT_CONFIG_ERROR, EXIT_KILLED, EXIT_OK
 from engine.commands.plan import PlanReport
-from engine.errors import AuthenticationFailed, ConfigurationError, GcbulkError, first_error
+from engine.errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    GcbulkError,
+    first_error,
+)
 from engine.service import JobService
 from state.errors import LedgerError
 
-EXIT_OK, EXIT_CONFIG, EXIT_KILLED = 0, 2, 130
 # Failed cases come back after --retry-failed-after (1 min), then 2, 4 … at most hourly: a server-side cause (an
 # import worker down) gets time to clear, and a case that cannot succeed costs one attempt an hour, not a storm.
 FAILED_CASES_MAX_SECONDS = 3600.0
@@ -84,7 +89,7 @@ class Follower:
                 error = first_error(raised) if isinstance(raised, BaseExceptionGroup) else raised
                 if is_fatal(error):
                     logs.log_event("fatal_configuration_error", level=logging.ERROR, error=str(error))
-                    return EXIT_CONFIG
+                    return EXIT_CONFIG_ERROR
                 if not isinstance(error, _TRANSIENT):
                     raise
                 delay = self.fault_backoff.next_delay()

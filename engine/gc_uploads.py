@@ -10,7 +10,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import ApiError, MultipartUploadVanished, NotFound, UploadCapReached, UploadQuotaReached
+from engine.errors import (
+    ApiError,
+    MultipartUploadVanished,
+    NotFound,
+    UploadCapReached,
+    UploadQuotaReached,
+)
 
 UPLOAD_COMPLETED = "Completed"
 UPLOAD_INITIALIZED = "Initialized"

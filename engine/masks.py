@@ -29,7 +29,13 @@ from typing import Any
 
 import anyio
 
-from engine.errors import Disposition, GcbulkError, PresignedUrlExpired, TransportError, classify
+from engine.errors import (
+    Disposition,
+    GcbulkError,
+    PresignedUrlExpired,
+    TransportError,
+    classify,
+)
 from engine.retry import RetryBudget, call_with_retries, item_budget
 from engine.safe_paths import file_suffix, inside, relative_path, safe_component
 from state.results_ledger import EXPORT_DIR, ImageAnswer, MaskRow, ResultsLedger

@@ -28,10 +28,19 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+)
 from prometheus_client.registry import Collector
 
-from engine.errors import HttpError, TransportError, UploadCapReached, UploadQuotaReached
+from engine.errors import (
+    HttpError,
+    TransportError,
+    UploadCapReached,
+    UploadQuotaReached,
+)
 from engine.progress import TransferStats
 from state.report import JobCounts, job_counts
 

@@ -12,7 +12,13 @@ from collections.abc import Mapping, MutableSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from engine.parts import MAX_OBJECT_SIZE, MAX_PARTS, FileTooLarge, adjust_part_size, part_count
+from engine.parts import (
+    MAX_OBJECT_SIZE,
+    MAX_PARTS,
+    FileTooLarge,
+    adjust_part_size,
+    part_count,
+)
 
 if TYPE_CHECKING:
     from engine.config import JobConfig

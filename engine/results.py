@@ -22,7 +22,12 @@ from typing import Any
 
 import anyio
 
-from engine.answer_tables import QuestionInfo, pk_from_url, questions_from_api, socket_values
+from engine.answer_tables import (
+    QuestionInfo,
+    pk_from_url,
+    questions_from_api,
+    socket_values,
+)
 from engine.export_files import outputs_present, write_outputs
 from engine.gc_api import display_set_title
 from engine.masks import MaskDownloader, MaskStats

@@ -24,7 +24,12 @@ import anyio
 
 from engine import logs
 from engine.commands.plan import PlanReport, plan_into_ledger
-from engine.errors import AuthenticationFailed, ConfigurationError, GcbulkError, first_error
+from engine.errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    GcbulkError,
+    first_error,
+)
 from engine.gc_api import GrandChallengeClient
 from engine.health import MonitoringServer, ServerCheck
 from engine.journal import Journal, LedgerRunner

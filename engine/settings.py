@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config import TOKEN_ENV, JobConfig, JobFileError, _normalise_base_url, load_job, load_token, parse_size
+from engine.config import (
+    TOKEN_ENV,
+    JobConfig,
+    JobFileError,
+    _normalise_base_url,
+    load_job,
+    load_token,
+    parse_size,
+)
 from engine.config import EngineConfig as JobEngineKnobs
 from engine.errors import ConfigurationError
 from state.ledger import default_ledger_path

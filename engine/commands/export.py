@@ -12,16 +12,16 @@ import logging
 import sys
 from pathlib import Path
 
-import anyio
-
-from engine.api_options import add_connection_arguments, client_from_args
-from engine.errors import AuthenticationFailed, ConfigurationError, GcbulkError
+from engine.api_options import (
+    add_connection_arguments,
+    client_from_args,
+    run_against_server,
+)
+from engine.cli import EXIT_CONFIG_ERROR, EXIT_OK, EXIT_SOME_FAILED
 from engine.results import ExportOptions, export_reader_study
-from state.ledger import LedgerError
 
 HELP = "export a reader study's answers (readable, per case), questions, display sets and mask images"
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_CONFIG_ERROR = 0, 1, 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,15 +49,4 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(summary.lines()))
         return EXIT_SOME_FAILED if summary.failures else EXIT_OK
 
-    try:
-        return anyio.run(main)
-    except AuthenticationFailed:
-        print("gcbulk export: the server rejected the API token (401); check GRAND_CHALLENGE_AUTHORIZATION or "
-              "--token-file", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
-    except (ConfigurationError, LedgerError) as error:
-        print(f"gcbulk export: {error}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
-    except GcbulkError as error:
-        print(f"gcbulk export: stopped: {error}; run it again to resume", file=sys.stderr)
-        return EXIT_SOME_FAILED
+    return run_against_server("export", main)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import settings
+from engine.cli import EXIT_CONFIG_ERROR, EXIT_OK
 from engine.config import JobConfig
 from engine.errors import ConfigurationError, GcbulkError
 from engine.parts import multipart_checksum
@@ -29,8 +30,6 @@ from state.ledger import Ledger, LedgerError
 from state.records import PlanDiff
 
 HELP = "Plan a job: walk the case tree, check it, and record what to upload in the ledger."
-EXIT_OK = 0
-EXIT_CONFIG = 2
 _SHOW = 20  # list entries printed per section; --json has them all
 
 
@@ -132,14 +131,14 @@ def run(args: argparse.Namespace) -> int:
             catalogue = fetch_catalogue(config, resolved.require_token())
     except ConfigurationError as exc:
         print(f"gcbulk plan: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_CONFIG_ERROR
     except GcbulkError as exc:
         print(
             f"gcbulk plan: could not check the job's sockets at {config.base_url}: {exc}. "
             "Check the server and the token, or plan with --offline.",
             file=sys.stderr,
         )
-        return EXIT_CONFIG
+        return EXIT_CONFIG_ERROR
     ledger_path = resolved.ledger
     try:
         if args.dry_run and not ledger_path.exists():
@@ -152,12 +151,12 @@ def run(args: argparse.Namespace) -> int:
                 report = plan_into_ledger(config, ledger, catalogue=catalogue, dry_run=args.dry_run)
     except LedgerError as exc:
         print(f"gcbulk plan: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_CONFIG_ERROR
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         print_report(report)
-    return EXIT_CONFIG if report.blocking else EXIT_OK
+    return EXIT_CONFIG_ERROR if report.blocking else EXIT_OK
 
 
 def human_bytes(count: int) -> str:

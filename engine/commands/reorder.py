@@ -11,18 +11,24 @@ import logging
 import sys
 from pathlib import Path
 
-import anyio
-
-from engine.api_options import add_connection_arguments, client_from_args
-from engine.errors import AuthenticationFailed, ConfigurationError, GcbulkError
-from engine.reorder import BY_CHOICES, list_display_sets, plan_by_title, plan_from_csv, run_reorder
+from engine.api_options import (
+    add_connection_arguments,
+    client_from_args,
+    run_against_server,
+)
+from engine.cli import EXIT_CONFIG_ERROR, EXIT_OK, EXIT_SOME_FAILED
+from engine.reorder import (
+    BY_CHOICES,
+    list_display_sets,
+    plan_by_title,
+    plan_from_csv,
+    run_reorder,
+)
 from engine.safe_paths import safe_component
-from state.ledger import LedgerError
 from state.reorder_ledger import ReorderLedger
 
 HELP = "set the order of a reader study's display sets in bulk (from a CSV, or by title)"
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_CONFIG_ERROR = 0, 1, 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,15 +69,4 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(summary.lines()))
         return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 
-    try:
-        return anyio.run(main)
-    except AuthenticationFailed:
-        print("gcbulk reorder: the server rejected the API token (401); check GRAND_CHALLENGE_AUTHORIZATION or "
-              "--token-file", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
-    except (ConfigurationError, LedgerError) as error:
-        print(f"gcbulk reorder: {error}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
-    except GcbulkError as error:
-        print(f"gcbulk reorder: stopped: {error}; run it again to resume", file=sys.stderr)
-        return EXIT_SOME_FAILED
+    return run_against_server("reorder", main)

@@ -24,6 +24,7 @@ from pathlib import Path
 import anyio
 
 from engine import follow, logs, settings
+from engine.cli import EXIT_CONFIG_ERROR, EXIT_KILLED, EXIT_OK, EXIT_SOME_FAILED
 from engine.errors import AuthenticationFailed, ConfigurationError, GcbulkError
 from engine.progress import format_progress_line
 from engine.service import JobService, PlanBlocked, run_once
@@ -31,10 +32,9 @@ from engine.transfer import RunOutcome
 from state.ledger import LedgerError, default_ledger_path
 
 HELP = "Run a job: plan it if needed, upload every case, create its display set and wait for the imports."
-EXIT_OK, EXIT_SOME_FAILED, EXIT_CONFIG, EXIT_KILLED = 0, 1, 2, 130
 _SHOW_FAILED = 50
 
-__all__ = ["EXIT_CONFIG", "EXIT_KILLED", "EXIT_OK", "EXIT_SOME_FAILED", "add_arguments", "default_ledger_path",
+__all__ = ["EXIT_CONFIG_ERROR", "EXIT_KILLED", "EXIT_OK", "EXIT_SOME_FAILED", "add_arguments", "default_ledger_path",
            "events_path_for", "run"]
 
 
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         resolved.require_token()
     except (ConfigurationError, OSError) as exc:
         print(f"gcbulk run: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_CONFIG_ERROR
     follow_mode = getattr(args, "follow", False)
     # One-shot runs keep their human lines (plan report, progress, outcome) on stderr; the container's follow mode
     # has the summary event on stdout instead.
@@ -90,14 +90,14 @@ def _run(args: argparse.Namespace, resolved: settings.RunSettings, service: JobS
             return follow.run_follow(service)
         outcome = anyio.run(service.serve, lambda s: run_once(s, replan=getattr(args, "replan", False)))
     except PlanBlocked:
-        return EXIT_CONFIG
+        return EXIT_CONFIG_ERROR
     except AuthenticationFailed:
         print("gcbulk run: the server refused the API token (401); set a valid token in "
               "$GRAND_CHALLENGE_AUTHORIZATION, $GCBULK_TOKEN_FILE or --token-file", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_CONFIG_ERROR
     except (ConfigurationError, LedgerError) as exc:
         print(f"gcbulk run: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_CONFIG_ERROR
     except GcbulkError as exc:
         print(f"gcbulk run: stopped: {exc}", file=sys.stderr)
         return EXIT_SOME_FAILED

@@ -138,7 +138,7 @@ def test_reorder_of_answered_display_sets_exits_1_with_the_reason(world: World, 
 def test_unreadable_token_file_exits_2_naming_it(world: World, tmp_path: Path, capsys):
     assert main(export_args(world, tmp_path / "out", "--token-file", str(tmp_path))) == 2
 
-    assert f"cannot read the token file {tmp_path}: Is a directory" in capsys.readouterr().err
+    assert f"token file {tmp_path} cannot be read: Is a directory" in capsys.readouterr().err
 
 
 def test_missing_ca_file_exits_2(world: World, tmp_path: Path, monkeypatch, capsys):
