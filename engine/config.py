@@ -48,6 +48,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from engine.errors import ConfigurationError
+from engine.limits import DEFAULT_LIVE_UPLOAD_CEILING, MAX_ACTIVE_IMPORTS, UPLOAD_CAP
+from engine.parts import MAX_PART_SIZE, MIN_PART_SIZE
 from state.records import JobBinding
 
 TOKEN_ENV = "GRAND_CHALLENGE_AUTHORIZATION"  # the variable gcapi reads (contract §0)
@@ -70,22 +72,22 @@ class EngineConfig:
     parts_in_flight: int = 16
     api_calls_in_flight: int = 16
     part_size: int = 32 * MiB  # preferred; grown per file to fit 10 000 parts (engine.parts.adjust_part_size)
-    live_upload_ceiling: int = 1800  # contract §1: the server refuses a user's 2001st upload
-    imports_in_flight: int = 16  # contract §2: at most 16 active post-processing tasks per user
+    live_upload_ceiling: int = DEFAULT_LIVE_UPLOAD_CEILING
+    imports_in_flight: int = MAX_ACTIVE_IMPORTS
     attempts_per_item: int = 5
 
     def __post_init__(self) -> None:
         for name in ("files_in_flight", "parts_in_flight", "api_calls_in_flight", "attempts_per_item"):
             _positive(f"engine.{name}", getattr(self, name))
-        if not 5 * MiB <= self.part_size <= 5 * 1024**3:
+        if not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
             raise JobFileError(f"engine.part_size must be between 5 MiB and 5 GiB (S3's part limits), "
                                f"got {self.part_size} bytes")
-        if not 1 <= self.live_upload_ceiling <= 2000:
-            raise JobFileError("engine.live_upload_ceiling must be between 1 and 2000 (the server's upload cap), "
-                               f"got {self.live_upload_ceiling}")
-        if not 1 <= self.imports_in_flight <= 16:
-            raise JobFileError("engine.imports_in_flight must be between 1 and 16 (the server's limit of active "
-                               f"imports), got {self.imports_in_flight}")
+        if not 1 <= self.live_upload_ceiling <= UPLOAD_CAP:
+            raise JobFileError(f"engine.live_upload_ceiling must be between 1 and {UPLOAD_CAP} (the server's upload "
+                               f"cap), got {self.live_upload_ceiling}")
+        if not 1 <= self.imports_in_flight <= MAX_ACTIVE_IMPORTS:
+            raise JobFileError(f"engine.imports_in_flight must be between 1 and {MAX_ACTIVE_IMPORTS} (the server's "
+                               f"limit of active imports), got {self.imports_in_flight}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,10 +21,9 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
 from typing import IO, Any
 
-from engine.progress import EventLog, StatsSnapshot
+from engine.progress import EventLog, StatsSnapshot, iso_utc
 
 REDACTED = "[REDACTED]"
 EVENT_LOGGER = "gcbulk.events"
@@ -38,10 +37,6 @@ _BEARER = re.compile(r"(?i)\b(bearer)(\s+)([A-Za-z0-9._~+/=-]{4,})")
 _DEBUG_PREFIXES = ("part_", "upload_", "item_", "display_set_")
 _WARNING_SUFFIXES = ("_failed", "_expired", "_aborted", "_abandoned", "_not_created")
 _WARNING_EVENTS = frozenset({"stop_requested", "stopping_now", "transient_fault"})
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 class SecretRedactor(logging.Filter):
@@ -96,7 +91,7 @@ def event_level(event: str) -> int:
 def record_as_dict(record: logging.LogRecord) -> dict[str, Any]:
     """A log record in the event schema (see the module docstring)."""
     event = getattr(record, _EVENT, None)
-    line: dict[str, Any] = {"at": _iso(record.created), "level": record.levelname.lower(),
+    line: dict[str, Any] = {"at": iso_utc(record.created), "level": record.levelname.lower(),
                             "event": event or "log"}
     if event is None:
         line["logger"] = record.name

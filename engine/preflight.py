@@ -12,6 +12,15 @@ from collections.abc import Mapping, MutableSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from engine.limits import (  # noqa: F401 - plan.py imports some from here
+    MAX_FILENAME,
+    MAX_FILES_PER_IMAGE,
+    MAX_TITLE,
+    UNVERIFIED_QUOTA,
+    UPLOAD_CAP,
+    VERIFIED_QUOTA,
+    GiB,
+)
 from engine.parts import (
     MAX_OBJECT_SIZE,
     MAX_PARTS,
@@ -24,13 +33,6 @@ if TYPE_CHECKING:
     from engine.config import JobConfig
     from engine.plan import PlannedCase
 
-GiB = 1024**3
-VERIFIED_QUOTA = 128 * GiB  # contract §1: bytes of completed, unconsumed uploads per verified user
-UNVERIFIED_QUOTA = 2 * GiB
-UPLOAD_CAP = 2000  # contract §1: a user's 2001st upload is refused
-MAX_FILES_PER_IMAGE = 100  # contract §2: at most 100 uploads per upload session
-MAX_FILENAME = 128  # contract §1: filename at most 128 characters, a bare name
-MAX_TITLE = 255  # the display set's title column
 
 Severity = Literal["blocking", "warning", "info"]
 

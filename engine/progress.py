@@ -127,6 +127,12 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
+def iso_utc(timestamp: float | None = None) -> str:
+    """The ``at`` field of every JSON line (event log and log records): ISO-8601 in UTC with a ``Z``."""
+    moment = datetime.now(timezone.utc) if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def human_bytes(count: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(count) < 1024:
@@ -160,7 +166,7 @@ class EventLog:
         self._lock = threading.Lock()
 
     def emit(self, event: str, **fields: Any) -> None:
-        record = {"at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"), "event": event, **fields}
+        record = {"at": iso_utc(), "event": event, **fields}
         line = json.dumps(record, default=str, separators=(",", ":"))
         with self._lock:
             for target in (self._file, self._stream):

@@ -15,6 +15,7 @@ import anyio
 from engine.config import EngineConfig as JobEngineKnobs
 from engine.gc_api import GrandChallengeClient
 from engine.journal import Journal
+from engine.limits import DEFAULT_LIVE_UPLOAD_CEILING, MAX_ACTIVE_IMPORTS, UPLOAD_CAP
 from engine.progress import TransferStats
 from engine.retry import RetryPolicy
 from engine.server_limits import CountingGate, SweepGuard
@@ -40,10 +41,8 @@ class EngineConfig:
     part_size: int = DEFAULT_PART_SIZE
     # URLs asked for per presign call; they stay valid an hour (contract §1), far longer than a batch takes.
     presign_batch: int = 20
-    # Contract §1: the server refuses uploads past 2000 per user; stay below with room for other tools.
-    live_upload_ceiling: int = 1800
-    # Contract §2: the server refuses new imports while 16 are active for the user.
-    imports_in_flight: int = 16
+    live_upload_ceiling: int = DEFAULT_LIVE_UPLOAD_CEILING  # engine.limits: below the server's cap of 2000
+    imports_in_flight: int = MAX_ACTIVE_IMPORTS
     # A completed upload not yet consumed is reused only while younger than this (contract §1: swept after 24 h).
     reuse_completed_for_seconds: float = 22 * 3600.0
     sweep_guard: SweepGuard = field(default_factory=SweepGuard)
@@ -63,10 +62,12 @@ class EngineConfig:
                      "live_upload_ceiling", "imports_in_flight"):
             if getattr(self, name) < 1:
                 raise ValueError(f"engine.{name} must be at least 1, not {getattr(self, name)}")
-        if self.imports_in_flight > 16:
-            raise ValueError("engine.imports_in_flight must be at most 16: the server refuses more (contract §2)")
-        if self.live_upload_ceiling > 2000:
-            raise ValueError("engine.live_upload_ceiling must be at most 2000: the server refuses more (contract §1)")
+        if self.imports_in_flight > MAX_ACTIVE_IMPORTS:
+            raise ValueError(f"engine.imports_in_flight must be at most {MAX_ACTIVE_IMPORTS}: the server refuses more "
+                             "(contract §2)")
+        if self.live_upload_ceiling > UPLOAD_CAP:
+            raise ValueError(f"engine.live_upload_ceiling must be at most {UPLOAD_CAP}: the server refuses more "
+                             "(contract §1)")
 
 
 def engine_config_from_job(knobs: JobEngineKnobs, **overrides: object) -> EngineConfig:

@@ -26,6 +26,7 @@ from engine.errors import ConfigurationError, GcbulkError
 from engine.parts import multipart_checksum
 from engine.plan import plan_tree
 from engine.preflight import Finding, Preflight, QuotaEstimate
+from engine.progress import human_bytes
 from state.ledger import Ledger, LedgerError
 from state.records import PlanDiff
 
@@ -157,15 +158,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_report(report)
     return EXIT_CONFIG_ERROR if report.blocking else EXIT_OK
-
-
-def human_bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{count} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 def _print_list(title: str, lines: list[str], out: Any) -> None:
