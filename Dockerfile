@@ -41,7 +41,7 @@ WORKDIR /var/lib/gcbulk
 
 # Liveness only (/healthz): a Grand Challenge outage must not get the container restarted; /readyz reports that.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
-    CMD ["python", "-m", "engine.healthcheck"]
+    CMD ["python", "-m", "gcbulk.engine.service.healthcheck"]
 
 # SIGTERM (docker stop) drains in-flight parts for GCBULK_DRAIN seconds (default 30): give `docker stop` more time
 # than that (docker-compose.yml sets stop_grace_period).

@@ -61,7 +61,7 @@ class RssSampler:
 
 
 def start_emulator(data_dir: Path, plain_http: bool) -> tuple[subprocess.Popen[str], dict]:
-    command = [sys.executable, "-m", "emulator.cli", "--port", "0", "--data-dir", str(data_dir)]
+    command = [sys.executable, "-m", "gcbulk.emulator.cli", "--port", "0", "--data-dir", str(data_dir)]
     if plain_http:
         command.append("--plain-http")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)

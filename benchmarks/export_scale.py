@@ -3,7 +3,7 @@
     /work/venv/bin/python benchmarks/export_scale.py [--answers 100000] [--masks 1000] [--work-dir DIR]
 
 Three processes, so that the exporter's memory is its own: this script; the emulator (``serve`` role), seeded in its
-own process — 1 000 Mask answers through the admin helper ``emulator.admin_answers.create_answer`` (each imports its
+own process — 1 000 Mask answers through the admin helper ``gcbulk.emulator.admin_answers.create_answer`` (each imports its
 own image), the other answers built directly as the helper would (its duplicate check scans every answer, which is
 quadratic at 100 000); and ``gcbulk export`` as a child process, whose peak RSS comes from ``os.wait4``. The export
 runs twice: a full export, then an incremental rerun with nothing changed. Goal: peak RSS < 300 MiB.
@@ -32,10 +32,9 @@ RSS_GOAL_MIB = 300
 async def seed(context, answers: int, masks: int, work: Path) -> dict[str, int]:  # noqa: ANN001 - emulator Context
     import numpy as np
     import SimpleITK as sitk
-
-    from emulator.admin_answers import create_answer
-    from emulator.answer_types import NON_ANSWERABLE_TYPES, example_answer
-    from emulator.store import Answer, DisplaySet, SocketValue, new_uuid
+    from gcbulk.emulator.admin_answers import create_answer
+    from gcbulk.emulator.answer_types import NON_ANSWERABLE_TYPES, example_answer
+    from gcbulk.emulator.store import Answer, DisplaySet, SocketValue, new_uuid
 
     store = context.store
     study = store.reader_study_by_slug(STUDY)
@@ -82,8 +81,8 @@ async def seed(context, answers: int, masks: int, work: Path) -> dict[str, int]:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    from emulator.app import EmulatorConfig
-    from emulator.server import run_emulator
+    from gcbulk.emulator.context import EmulatorConfig
+    from gcbulk.emulator.server import run_emulator
 
     work = Path(args.work_dir)
     config = EmulatorConfig(data_dir=work / "emulator", import_delay_seconds=0.0)
@@ -102,7 +101,7 @@ async def serve(args: argparse.Namespace) -> None:
 def run_export(info: dict, out: Path) -> tuple[float, float, int, str]:
     """Runs ``gcbulk export`` as a child; returns wall seconds, peak RSS in MiB, exit code and its output."""
     env = {**os.environ, "GRAND_CHALLENGE_AUTHORIZATION": info["token"]}
-    command = [sys.executable, "-m", "engine.cli", "export", "--reader-study", STUDY, "--out", str(out),
+    command = [sys.executable, "-m", "gcbulk.engine.cli", "export", "--reader-study", STUDY, "--out", str(out),
                "--base-url", info["base_url"], "--ca-file", info["ca_file"]]
     log = out.parent / f"{out.name}.log"
     started = time.monotonic()

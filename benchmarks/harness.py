@@ -60,7 +60,7 @@ def emulator_process(data_dir: Path, *, import_delay: float = 0.05) -> Iterator[
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
     process = subprocess.Popen(
-        [sys.executable, "-m", "emulator.cli", "--port", "0", "--s3-port", "0", "--seed-study", str(SEED),
+        [sys.executable, "-m", "gcbulk.emulator.cli", "--port", "0", "--s3-port", "0", "--seed-study", str(SEED),
          "--data-dir", str(data_dir), "--import-delay", str(import_delay)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
     )
@@ -127,7 +127,7 @@ def run_gcbulk(job: Path, emulator: Emulator) -> float:
     """Wall seconds of ``gcbulk run`` (plan, uploads, display sets, waiting for every value to be in place)."""
     env = dict(os.environ, GRAND_CHALLENGE_AUTHORIZATION=emulator.token)
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "engine", "run", str(job), "--progress-interval", "30"],
+    result = subprocess.run([sys.executable, "-m", "gcbulk", "run", str(job), "--progress-interval", "30"],
                             env=env, capture_output=True, text=True, cwd=REPO)
     elapsed = time.perf_counter() - started
     if result.returncode != 0:

@@ -2,7 +2,7 @@
 
     python benchmarks/part_size.py [--files 16] [--file-mib 64] [--sizes 8,16,32,64] [--parts-in-flight 16]
 
-The chosen default and the figures behind it are recorded at ``DEFAULT_PART_SIZE`` in engine/transfer_context.py.
+The chosen default and the figures behind it are recorded at ``DEFAULT_PART_SIZE`` in engine/upload/context.py.
 """
 
 from __future__ import annotations

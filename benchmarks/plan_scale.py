@@ -72,10 +72,10 @@ def peak_rss_mib() -> float:
 def measure(directory: Path) -> dict[str, float]:
     """Run in the child: time the walk alone, then the full plan into a fresh ledger."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from engine.commands.plan import plan_into_ledger
-    from engine.config import load_job
-    from engine.plan import PlannedCase, plan_tree
-    from state.ledger import Ledger
+    from gcbulk.engine.cli.plan import plan_into_ledger
+    from gcbulk.engine.jobfile import load_job
+    from gcbulk.engine.plan.planner import PlannedCase, plan_tree
+    from gcbulk.state.ledger import Ledger
 
     config = load_job(directory / "job.toml")
     started = time.perf_counter()

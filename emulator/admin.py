@@ -26,11 +26,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-
-from emulator.app import context_of
-from emulator.faults import ADMIN_PREFIX, FaultConfigError, parse_fault_document
-from emulator.http import iso, token_from_header
-from emulator.sweep import sweep_expired_uploads
+from gcbulk.emulator.context import context_of
+from gcbulk.emulator.faults import ADMIN_PREFIX, FaultConfigError, parse_fault_document
+from gcbulk.emulator.http import iso, token_from_header
+from gcbulk.emulator.sweep import sweep_expired_uploads
 
 ROUTES = {
     "GET /_admin/": "this list",

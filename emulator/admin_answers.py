@@ -27,15 +27,24 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-
-from emulator.admin import admin_error, admin_json, read_admin_json
-from emulator.answer_types import NON_ANSWERABLE_TYPES, answer_error, example_answer
-from emulator.app import Context, context_of
-from emulator.http import pk_from_url
-from emulator.image_builder import InputFile
-from emulator.importer import import_session
-from emulator.serializers import answer_json, ordered_display_sets
-from emulator.store import SESSION_SUCCEEDED, UPLOAD_COMPLETED, Answer, UploadSession, new_uuid
+from gcbulk.emulator.admin import admin_error, admin_json, read_admin_json
+from gcbulk.emulator.answer_types import (
+    NON_ANSWERABLE_TYPES,
+    answer_error,
+    example_answer,
+)
+from gcbulk.emulator.context import Context, context_of
+from gcbulk.emulator.http import pk_from_url
+from gcbulk.emulator.image_builder import InputFile
+from gcbulk.emulator.importer import import_session
+from gcbulk.emulator.serializers import answer_json, ordered_display_sets
+from gcbulk.emulator.store import (
+    SESSION_SUCCEEDED,
+    UPLOAD_COMPLETED,
+    Answer,
+    UploadSession,
+    new_uuid,
+)
 
 UNSET: Any = object()
 

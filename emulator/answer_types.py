@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulator.store import Question
+from gcbulk.emulator.store import Question
 
 VERSION = {"major": 1, "minor": 0}
 

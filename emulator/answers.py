@@ -12,13 +12,12 @@ Answers are created by readers in the workstation, which the emulator has not; t
 from __future__ import annotations
 
 from aiohttp import web
-
-from emulator.app import context_of
-from emulator.http import current_user, json_response, not_found, paginate
-from emulator.reader_studies import UUID_PK, model_choice_filter
-from emulator.serializers import answer_json
-from emulator.store import Answer
-from emulator.visibility import can_view_answer
+from gcbulk.emulator.context import context_of
+from gcbulk.emulator.http import current_user, json_response, not_found, paginate
+from gcbulk.emulator.reader_studies import UUID_PK, model_choice_filter
+from gcbulk.emulator.serializers import answer_json
+from gcbulk.emulator.store import Answer
+from gcbulk.emulator.visibility import can_view_answer
 
 _BOOLEANS = {"1": True, "true": True, "0": False, "false": False}
 

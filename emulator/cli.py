@@ -20,10 +20,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from emulator.app import SCHEMA_CURRENT, SCHEMAS, EmulatorConfig
-from emulator.faults import FaultConfigError, load_fault_file
-from emulator.seed import EXAMPLE_SEED, SeedError, load_seed
-from emulator.server import LOOPBACK, RunningEmulator, run_emulator
+from gcbulk.emulator.context import SCHEMA_CURRENT, SCHEMAS, EmulatorConfig
+from gcbulk.emulator.faults import FaultConfigError, load_fault_file
+from gcbulk.emulator.seed import EXAMPLE_SEED, SeedError, load_seed
+from gcbulk.emulator.server import LOOPBACK, RunningEmulator, run_emulator
 
 DEFAULT_PORT = 8443
 LOOPBACK_HOSTS = (LOOPBACK, "localhost", "::1")

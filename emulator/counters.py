@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-
-from emulator.http import SITE
+from gcbulk.emulator.http import SITE
 
 
 @dataclass

@@ -16,11 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-
-from emulator import importer
-from emulator.answer_types import NON_ANSWERABLE_TYPES
-from emulator.app import context_of
-from emulator.http import (
+from gcbulk.emulator import importer
+from gcbulk.emulator.answer_types import NON_ANSWERABLE_TYPES
+from gcbulk.emulator.context import context_of
+from gcbulk.emulator.http import (
     ApiError,
     bad_request,
     current_user,
@@ -32,12 +31,22 @@ from emulator.http import (
     read_json,
     require_user,
 )
-from emulator.reader_studies import UUID_PK, model_choice_filter
-from emulator.serializers import display_set_indexes, display_set_json, display_set_post_json, ordered_display_sets
-from emulator.store import DisplaySet, ReaderStudy, User, new_uuid
-from emulator.value_requests import ValueRequest, apply_values, validate_values
-from emulator.values import LOCKED_BY_ANSWERS, is_editable, next_display_set_order, remove_value
-from emulator.visibility import can_view_display_set
+from gcbulk.emulator.reader_studies import UUID_PK, model_choice_filter
+from gcbulk.emulator.serializers import (
+    display_set_indexes,
+    display_set_json,
+    display_set_post_json,
+    ordered_display_sets,
+)
+from gcbulk.emulator.store import DisplaySet, ReaderStudy, User, new_uuid
+from gcbulk.emulator.value_requests import ValueRequest, apply_values, validate_values
+from gcbulk.emulator.values import (
+    LOCKED_BY_ANSWERS,
+    is_editable,
+    next_display_set_order,
+    remove_value,
+)
+from gcbulk.emulator.visibility import can_view_display_set
 
 NOT_UNIQUE = "The fields title, reader_study must make a unique set."
 MAX_TITLE_LENGTH = 255

@@ -42,8 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-
-from emulator.http import SITE, SITE_S3
+from gcbulk.emulator.http import SITE, SITE_S3
 
 ADMIN_PREFIX = "/_admin/"
 RESETS = ("request", "response")

@@ -13,8 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
-
-from emulator.store import Store, User
+from gcbulk.emulator.store import Store, User
 
 API_PREFIX = "/api/v1/"
 # gcapi decodes JSON only when the header equals this string exactly (contract §8): no "; charset=utf-8".

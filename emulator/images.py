@@ -17,15 +17,20 @@ from __future__ import annotations
 import uuid
 
 from aiohttp import web
-
-from emulator.app import context_of
-from emulator.http import bad_request, current_user, json_response, not_found, paginate
-from emulator.objects import IMAGES_BUCKET
-from emulator.reader_studies import UUID_PK, model_choice_filter
-from emulator.s3 import presigned_get_url
-from emulator.serializers import image_json
-from emulator.store import Image
-from emulator.visibility import can_view_display_set, can_view_image
+from gcbulk.emulator.context import context_of
+from gcbulk.emulator.http import (
+    bad_request,
+    current_user,
+    json_response,
+    not_found,
+    paginate,
+)
+from gcbulk.emulator.objects import IMAGES_BUCKET
+from gcbulk.emulator.reader_studies import UUID_PK, model_choice_filter
+from gcbulk.emulator.s3 import presigned_get_url
+from gcbulk.emulator.serializers import image_json
+from gcbulk.emulator.store import Image
+from gcbulk.emulator.visibility import can_view_display_set, can_view_image
 
 
 def _reader_study_filter(request: web.Request) -> set[str] | None:

@@ -26,11 +26,16 @@ from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
-
-from emulator.app import CONTEXT, Context
-from emulator.image_builder import BuildResult, BuiltImage, DuplicateFilesError, InputFile, build_images
-from emulator.objects import IMAGES_BUCKET, UPLOADS_BUCKET
-from emulator.store import (
+from gcbulk.emulator.context import CONTEXT, Context
+from gcbulk.emulator.image_builder import (
+    BuildResult,
+    BuiltImage,
+    DuplicateFilesError,
+    InputFile,
+    build_images,
+)
+from gcbulk.emulator.objects import IMAGES_BUCKET, UPLOADS_BUCKET
+from gcbulk.emulator.store import (
     SESSION_FAILED,
     SESSION_REQUEUED,
     SESSION_SUCCEEDED,
@@ -41,9 +46,9 @@ from emulator.store import (
     UploadSession,
     new_uuid,
 )
-from emulator.uploads import consume_upload, upload_object_path
-from emulator.values import file_value_key, is_editable, put_value
-from emulator.visibility import study_of_answer
+from gcbulk.emulator.uploads import consume_upload, upload_object_path
+from gcbulk.emulator.values import file_value_key, is_editable, put_value
+from gcbulk.emulator.visibility import study_of_answer
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
-from emulator.clock import Clock
+from gcbulk.emulator.clock import Clock
 
 UPLOADS_BUCKET = "uploads"
 IMAGES_BUCKET = "images"

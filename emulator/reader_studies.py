@@ -13,11 +13,17 @@ from __future__ import annotations
 import uuid
 
 from aiohttp import web
-
-from emulator.app import context_of
-from emulator.http import bad_request, current_user, json_response, not_found, paginate, require_user
-from emulator.serializers import question_json, reader_study_json, socket_json
-from emulator.visibility import study_of_question, visible_studies
+from gcbulk.emulator.context import context_of
+from gcbulk.emulator.http import (
+    bad_request,
+    current_user,
+    json_response,
+    not_found,
+    paginate,
+    require_user,
+)
+from gcbulk.emulator.serializers import question_json, reader_study_json, socket_json
+from gcbulk.emulator.visibility import study_of_question, visible_studies
 
 INVALID_CHOICE = "Select a valid choice. That choice is not one of the available choices."
 

@@ -19,10 +19,9 @@ from xml.sax.saxutils import escape
 
 import aiofiles
 from aiohttp import web
-
-from emulator.app import Context, context_of
-from emulator.faults import shaper_of
-from emulator.objects import (
+from gcbulk.emulator.context import Context, context_of
+from gcbulk.emulator.faults import shaper_of
+from gcbulk.emulator.objects import (
     MAX_PART_NUMBER,
     MAX_PART_SIZE,
     MIN_PART_NUMBER,

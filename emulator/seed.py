@@ -12,9 +12,17 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from emulator.answer_types import ANSWER_TYPES
-from emulator.socket_kinds import KIND_CODES, SUPER_KINDS
-from emulator.store import Option, Question, ReaderStudy, Socket, Store, User, new_uuid
+from gcbulk.emulator.answer_types import ANSWER_TYPES
+from gcbulk.emulator.socket_kinds import KIND_CODES, SUPER_KINDS
+from gcbulk.emulator.store import (
+    Option,
+    Question,
+    ReaderStudy,
+    Socket,
+    Store,
+    User,
+    new_uuid,
+)
 
 EXAMPLE_SEED = Path(__file__).with_name("example.toml")
 

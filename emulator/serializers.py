@@ -17,10 +17,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
-
-from emulator.app import SCHEMA_2025_11, Context
-from emulator.http import absolute_url, iso, site_url
-from emulator.store import (
+from gcbulk.emulator.context import SCHEMA_2025_11, Context
+from gcbulk.emulator.http import absolute_url, iso, site_url
+from gcbulk.emulator.store import (
     Answer,
     DisplaySet,
     Image,

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-
-from emulator.app import Context, EmulatorConfig, build_api_app, build_s3_app
-from emulator.seed import EXAMPLE_SEED, apply_seed, load_seed
-from emulator.tls import TlsFiles, generate_tls_files
+from gcbulk.emulator.app import build_api_app, build_s3_app
+from gcbulk.emulator.context import Context, EmulatorConfig
+from gcbulk.emulator.seed import EXAMPLE_SEED, apply_seed, load_seed
+from gcbulk.emulator.tls import TlsFiles, generate_tls_files
 
 LOOPBACK = "127.0.0.1"
 

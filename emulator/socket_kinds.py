@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulator.store import Socket
+from gcbulk.emulator.store import Socket
 
 # ComponentInterface kinds: display label -> stored code (the codes appear in the server's error messages).
 KIND_CODES = {

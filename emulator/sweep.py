@@ -14,9 +14,8 @@ from contextlib import suppress
 from datetime import timedelta
 
 from aiohttp import web
-
-from emulator.app import CONTEXT, Context
-from emulator.uploads import delete_upload
+from gcbulk.emulator.context import CONTEXT, Context
+from gcbulk.emulator.uploads import delete_upload
 
 
 def sweep_expired_uploads(context: Context) -> list[str]:

@@ -12,8 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from emulator.http import bad_request
-from emulator.objects import MAX_PART_NUMBER, MIN_PART_NUMBER
+from gcbulk.emulator.http import bad_request
+from gcbulk.emulator.objects import MAX_PART_NUMBER, MIN_PART_NUMBER
 
 MAX_FILENAME_LENGTH = 128
 # DRF strips a zero fraction before int(): "3.0" and 3.0 are 3, 3.5 is no integer.

@@ -15,10 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-
-from emulator import importer
-from emulator.app import context_of
-from emulator.http import (
+from gcbulk.emulator import importer
+from gcbulk.emulator.context import context_of
+from gcbulk.emulator.http import (
     ApiError,
     bad_request,
     current_user,
@@ -28,10 +27,10 @@ from emulator.http import (
     read_json,
     require_user,
 )
-from emulator.reader_studies import UUID_PK
-from emulator.serializers import upload_session_json
-from emulator.store import SESSION_QUEUED, UploadSession, User, new_uuid
-from emulator.uploads import completed_upload_for
+from gcbulk.emulator.reader_studies import UUID_PK
+from gcbulk.emulator.serializers import upload_session_json
+from gcbulk.emulator.store import SESSION_QUEUED, UploadSession, User, new_uuid
+from gcbulk.emulator.uploads import completed_upload_for
 
 IMAGE_ANSWER_TYPES = ("Mask",)
 

@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-
-from emulator.app import Context, context_of
-from emulator.http import (
+from gcbulk.emulator.context import Context, context_of
+from gcbulk.emulator.http import (
     absolute_url,
     bad_request,
     current_user,
@@ -41,10 +40,21 @@ from emulator.http import (
     read_json,
     require_user,
 )
-from emulator.objects import UPLOADS_BUCKET, S3Error
-from emulator.s3 import presigned_part_url
-from emulator.store import UPLOAD_ABORTED, UPLOAD_COMPLETED, UPLOAD_INITIALIZED, Upload, User, new_uuid
-from emulator.upload_fields import validate_filename, validate_part_numbers, validate_parts
+from gcbulk.emulator.objects import UPLOADS_BUCKET, S3Error
+from gcbulk.emulator.s3 import presigned_part_url
+from gcbulk.emulator.store import (
+    UPLOAD_ABORTED,
+    UPLOAD_COMPLETED,
+    UPLOAD_INITIALIZED,
+    Upload,
+    User,
+    new_uuid,
+)
+from gcbulk.emulator.upload_fields import (
+    validate_filename,
+    validate_part_numbers,
+    validate_parts,
+)
 
 TOO_MANY_UPLOADS = "You have created too many uploads. Please try again later."
 UPLOAD_LIMIT_REACHED = "Upload limit reached"

@@ -16,14 +16,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
-
-from emulator.app import Context
-from emulator.http import bad_request, pk_from_url
-from emulator.importer import ImportWorker
-from emulator.socket_kinds import KIND_SCHEMAS, kind_code
-from emulator.store import SESSION_QUEUED, DisplaySet, Socket, SocketValue, Upload, UploadSession, User, new_uuid
-from emulator.values import put_value
-from emulator.visibility import can_view_image
+from gcbulk.emulator.context import Context
+from gcbulk.emulator.http import bad_request, pk_from_url
+from gcbulk.emulator.importer import ImportWorker
+from gcbulk.emulator.socket_kinds import KIND_SCHEMAS, kind_code
+from gcbulk.emulator.store import (
+    SESSION_QUEUED,
+    DisplaySet,
+    Socket,
+    SocketValue,
+    Upload,
+    UploadSession,
+    User,
+    new_uuid,
+)
+from gcbulk.emulator.values import put_value
+from gcbulk.emulator.visibility import can_view_image
 
 SOURCES = "['image', 'value', 'file', 'user_upload', 'upload_session', ('image_name', 'user_uploads')]"
 INVALID_HYPERLINK = "Invalid hyperlink - Object does not exist."

@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
-from emulator.store import DisplaySet, SocketValue, Store
-from emulator.visibility import refresh_image_studies
+from gcbulk.emulator.store import DisplaySet, SocketValue, Store
+from gcbulk.emulator.visibility import refresh_image_studies
 
 LOCKED_BY_ANSWERS = "This display set cannot be changed, as answers for it already exist."
 

@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from emulator.store import Answer, DisplaySet, Image, Question, ReaderStudy, Store, User
+from gcbulk.emulator.store import (
+    Answer,
+    DisplaySet,
+    Image,
+    Question,
+    ReaderStudy,
+    Store,
+    User,
+)
 
 
 def visible_studies(store: Store, user: User | None) -> Iterator[ReaderStudy]:

@@ -5,7 +5,7 @@ environment variables (twelve-factor), a person at a terminal by flags; the job 
 shareable. Settings of the *process* (ledger path, metrics address, poll interval, log level) have no job-file key:
 they describe where and how this run works, not the job, so they come from flags, the environment or defaults.
 
-The API token is never a setting of the job file (``engine.config`` refuses one) and never a flag value (it would
+The API token is never a setting of the job file (``gcbulk.engine.jobfile`` refuses one) and never a flag value (it would
 show in ``ps``): ``--token-file`` > ``$GCBULK_TOKEN_FILE`` (e.g. a compose secret at ``/run/secrets/gc_token``) >
 ``$GRAND_CHALLENGE_AUTHORIZATION`` (gcapi's variable, contract §0). It is kept out of every repr and printed masked.
 """
@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config import (
+from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.jobfile import (
     TOKEN_ENV,
     JobConfig,
     JobFileError,
@@ -31,9 +32,8 @@ from engine.config import (
     load_token,
     parse_size,
 )
-from engine.config import EngineConfig as JobEngineKnobs
-from engine.errors import ConfigurationError
-from state.ledger import default_ledger_path
+from gcbulk.engine.jobfile import EngineConfig as JobEngineKnobs
+from gcbulk.state.ledger import default_ledger_path
 
 ENV_PREFIX = "GCBULK_"
 TOKEN_FILE_ENV = "GCBULK_TOKEN_FILE"
@@ -118,7 +118,7 @@ class Knob:
 PROCESS_KNOBS = (
     Knob("metrics_address", parse_address, DEFAULT_METRICS_ADDRESS),
     Knob("poll_interval", _seconds("poll_interval"), 30.0),
-    # With --follow: failed cases are queued again after this long, doubling up to an hour (engine/follow.py).
+    # With --follow: failed cases are queued again after this long, doubling up to an hour (engine/service/follow.py).
     Knob("retry_failed_after", _seconds("retry_failed_after"), 60.0),
     Knob("progress_interval", _seconds("progress_interval"), 10.0),
     Knob("drain", _seconds("drain"), 30.0),

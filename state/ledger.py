@@ -2,11 +2,11 @@
 
 Every object gcbulk will create on Grand Challenge — upload, part, display set, value — is written here first, with
 its state; every change of state is one transaction (``with db.atomic()``) that also appends to the event log.
-The allowed state changes are in ``state.machines`` (the single place they are checked).
+The allowed state changes are in ``gcbulk.state.machines`` (the single place they are checked).
 
 This module opens, locks and binds the ledger and holds the transition core and the event log; the named transitions
-are in ``state.transitions`` and the queries in ``state.queries``, both mixed into :class:`Ledger`; plan recording is
-in ``state.replan``. Only ``state`` imports sqlite_utils.
+are in ``gcbulk.state.transitions`` and the queries in ``gcbulk.state.queries``, both mixed into :class:`Ledger`; plan recording is
+in ``gcbulk.state.replan``. Only ``state`` imports sqlite_utils.
 
 Public API (all methods run on the thread that opened the ledger; sqlite3 connections are bound to their thread):
 
@@ -17,8 +17,8 @@ Open and bind
     ``Ledger.open_readonly(path, binding=None)`` — for ``gcbulk status`` while a run holds the lock: no lock, no writes.
     ``ledger.close()`` / ``with Ledger.open(...) as ledger:``; ``ledger.case_root``, ``ledger.job``,
     ``ledger.plan_state``.
-Record a plan (see ``state.replan``)
-    ``with ledger.planning(rules=..., job_file=..., checksum=fn, dry_run=False) as plan:``
+Record a plan (see ``gcbulk.state.replan``)
+    ``with planning(ledger, rules=..., job_file=..., checksum=fn, dry_run=False) as plan:``
     ``plan.add(planned_case)`` for each case, then ``diff = plan.finish(blocked=...)`` → ``PlanDiff``;
     ``plan.titles`` is a set-like record of the titles seen in this plan (for duplicate-title checks in flat memory).
 Work to do and in flight
@@ -49,20 +49,14 @@ The ledger never holds the API token: ``append_event`` refuses secret-looking ke
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
-import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
-from state.errors import (  # re-exported: callers import them from state.ledger
+from gcbulk.state.errors import (  # re-exported: callers import them from gcbulk.state.ledger
     LedgerBindingError,
     LedgerError,
     LedgerLocked,
@@ -71,17 +65,18 @@ from state.errors import (  # re-exported: callers import them from state.ledger
     UnknownRow,
     UploadNotOpen,
 )
-from state.machines import (
+from gcbulk.state.machines import (
     MACHINES,
-    RUNNABLE_CASE_STATES,
     ConflictingRepeat,
     IllegalTransition,
     check_transition,
 )
-from state.migrations import migrate
-from state.queries import LedgerQueries
-from state.records import JobBinding
-from state.transitions import LedgerTransitions, composite_checksum
+from gcbulk.state.migrations import migrate
+from gcbulk.state.queries import LedgerQueries
+from gcbulk.state.records import JobBinding
+from gcbulk.state.sqlite_file import ProcessLock, configure, create_private_file
+from gcbulk.state.transitions import LedgerTransitions, composite_checksum
+from sqlite_utils import Database
 
 __all__ = [
     "ConflictingRepeat",
@@ -138,66 +133,11 @@ def _reject_secrets(data: dict[str, Any]) -> None:
             raise ValueError(f"refusing to write {key!r} to the ledger: the ledger must never hold credentials")
 
 
-class _ProcessLock:
-    """An exclusive ``flock`` on ``<ledger>.lock``, held while the ledger is open.
-
-    Why a sidecar file and flock: SQLite itself takes POSIX ``fcntl`` locks on the database file, and POSIX locks are
-    per process and dropped when *any* descriptor of that file is closed, so a lock of ours on the database file would
-    interfere with SQLite's. ``flock`` on a separate file is independent, and the kernel releases it when the process
-    dies (even by kill -9), so a crash never leaves a stale lock behind. SQLite's own locks only serialise single
-    transactions; two gcbulk processes interleaving transactions would both send the same parts.
-    """
-
-    def __init__(self, ledger_path: Path) -> None:
-        self.path = ledger_path.with_name(ledger_path.name + ".lock")
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(self._fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise LedgerLocked(
-                    f"ledger {ledger_path} is in use by another gcbulk process (pid {holder}); wait for it to finish "
-                    "or stop it (it can be resumed), then try again. 'gcbulk status' can read the ledger meanwhile."
-                ) from None
-            raise
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
-
-    def release(self) -> None:
-        if self._fd >= 0:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = -1
-
-
-def _create_private_file(path: Path) -> None:
-    # Created 0600 before SQLite touches it; SQLite gives the -wal and -shm files the database file's permissions.
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    os.close(fd)
-
-
-def _configure(db: Database) -> None:
-    db.enable_wal()
-    # Durability: synchronous=FULL fsyncs the WAL at every commit, so a recorded transition survives power loss as
-    # well as kill -9 (WAL + NORMAL is already safe against a process crash; it may lose the last commits on power
-    # loss). NORMAL would still be *recoverable* — a part recorded as not done is simply sent again, a display set
-    # whose pk was lost is found again by its title (contract §3), a 'done' lost is re-verified by polling — but an
-    # upload whose pk was lost is an orphan on the server that counts against the 2000-upload cap for up to 24 h
-    # (contract §1), and lost part records re-send bytes. Commits are few compared with the bytes moved (one per part
-    # of at least 5 MiB, and one per batch of cases while planning), so the fsync costs little; we take FULL.
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA foreign_keys=ON")
-    # A reader (gcbulk status) and the running engine may meet on a commit; wait instead of failing at once.
-    db.execute("PRAGMA busy_timeout=5000")
-
-
 class Ledger(LedgerTransitions, LedgerQueries):
     """An open ledger bound to one job. Use :meth:`open` or :meth:`open_readonly`."""
 
     def __init__(
-        self, db: Database, path: Path, lock: _ProcessLock | None, clock: Callable[[], datetime] | None
+        self, db: Database, path: Path, lock: ProcessLock | None, clock: Callable[[], datetime] | None
     ) -> None:
         self.db = db
         self.path = path
@@ -219,13 +159,13 @@ class Ledger(LedgerTransitions, LedgerQueries):
         path = Path(path).absolute()
         if not path.parent.is_dir():
             raise LedgerError(f"cannot create ledger {path}: folder {path.parent} does not exist")
-        lock = _ProcessLock(path)
+        lock = ProcessLock(path)
         try:
             if not path.exists():
-                _create_private_file(path)
+                create_private_file(path)
             db = Database(path)
             try:
-                _configure(db)
+                configure(db)
                 migrate(db)
                 ledger = cls(db, path, lock, clock)
                 ledger._bind(binding, job_file)
@@ -484,90 +424,3 @@ class Ledger(LedgerTransitions, LedgerQueries):
         for row in rows:
             row["data"] = json.loads(row["data"]) if row["data"] else {}
         return rows
-
-    # ---------------------------------------------------------------------------------------------------- planning
-    @contextmanager
-    def planning(
-        self,
-        *,
-        rules: dict[str, Any] | None = None,
-        job_file: Path | str | None = None,
-        checksum: Callable[[Path, int], str] | None = None,
-        dry_run: bool = False,
-        batch_files: int = 5000,
-    ) -> Iterator[Any]:
-        """Record a plan, case by case; see ``state.replan.PlanRecorder``. A dry run rolls everything back."""
-        from state.replan import PlanRecorder
-
-        recorder = PlanRecorder(self, checksum=checksum, dry_run=dry_run, batch_files=batch_files)
-        if dry_run:
-            # The same code path as a real plan, inside one transaction that is rolled back: the diff a dry run
-            # prints is exactly what the real plan would record.
-            try:
-                with self.db.atomic():
-                    recorder.start(rules=rules, job_file=job_file)
-                    yield recorder
-                    raise _RollBack
-            except _RollBack:
-                pass
-            return
-        recorder.start(rules=rules, job_file=job_file)
-        try:
-            yield recorder
-        except BaseException:
-            self.db.rollback()  # only the open batch; committed batches stay and the job stays 'planning'
-            raise
-        recorder.commit()
-
-
-class _RollBack(Exception):
-    """Raised inside a dry-run transaction to undo it."""
-
-
-# ======================================================================================================================
-# Query methods added by the transfer engine (issue 5) go below this line.
-# ======================================================================================================================
-
-
-def _item_upload_pks(self: Ledger, item_id: int) -> list[str]:
-    """The Grand Challenge pks of an item's uploads, in file order: per present file, its newest completed or
-    consumed upload (what the values PATCH names, and what the server's upload session lists)."""
-    rows = self._all(
-        "SELECT files.id AS file_id, uploads.pk AS pk FROM files JOIN uploads ON uploads.file_id = files.id "
-        "WHERE files.item_id = ? AND files.present = 1 AND uploads.state IN ('completed', 'consumed') "
-        "ORDER BY files.position, uploads.id",
-        (item_id,),
-    )
-    newest: dict[int, str] = {}
-    for row in rows:
-        newest[row["file_id"]] = row["pk"]
-    return list(newest.values())
-
-
-def _transfer_totals(self: Ledger) -> dict[str, int]:
-    """What the runnable (planned or running) cases still hold: cases, files and bytes not yet handed to Grand
-    Challenge, and the bytes of those files already sent as recorded parts (for an honest ETA on resume)."""
-    marks = ", ".join("?" * len(RUNNABLE_CASE_STATES))
-    states = sorted(RUNNABLE_CASE_STATES)
-    cases = self._scalar(f"SELECT count(*) FROM cases WHERE state IN ({marks})", states)
-    files = self._one(
-        "SELECT count(*) AS files, coalesce(sum(files.size), 0) AS bytes FROM files "
-        "JOIN items ON items.id = files.item_id JOIN cases ON cases.id = items.case_id "
-        f"WHERE cases.state IN ({marks}) AND files.present = 1 "
-        "AND items.state IN ('planned', 'uploading', 'uploaded')",
-        states,
-    )
-    sent = self._scalar(
-        "SELECT coalesce(sum(parts.size), 0) FROM parts JOIN uploads ON uploads.id = parts.upload_id "
-        "JOIN files ON files.id = uploads.file_id JOIN items ON items.id = files.item_id "
-        "JOIN cases ON cases.id = items.case_id "
-        f"WHERE cases.state IN ({marks}) AND parts.state = 'sent' "
-        "AND uploads.state IN ('initialized', 'completed') AND items.state IN ('planned', 'uploading', 'uploaded')",
-        states,
-    )
-    return {"cases": cases, "files": files["files"], "bytes": files["bytes"], "bytes_sent": sent}
-
-
-# Attached as methods so the engine calls them like the rest of the ledger's queries.
-Ledger.item_upload_pks = _item_upload_pks  # type: ignore[attr-defined]
-Ledger.transfer_totals = _transfer_totals  # type: ignore[attr-defined]

@@ -1,7 +1,7 @@
 """The ledger's read side: snapshots of cases, uploads and parts for the transfer engine, and counts for status.
 
-Mixed into ``state.ledger.Ledger``. Reads go through ``Ledger._all`` (a plain cursor) and build the frozen records
-of ``state.records``.
+Mixed into ``gcbulk.state.ledger.Ledger``. Reads go through ``Ledger._all`` (a plain cursor) and build the frozen records
+of ``gcbulk.state.records``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from state.machines import LIVE_UPLOAD_STATES, RUNNABLE_CASE_STATES
-from state.records import AttentionRow, CaseWork, DisplaySetRow, FileWork, ItemWork, PartRow, UploadRow
+from gcbulk.state.machines import LIVE_UPLOAD_STATES, RUNNABLE_CASE_STATES
+from gcbulk.state.records import (
+    AttentionRow,
+    CaseWork,
+    DisplaySetRow,
+    FileWork,
+    ItemWork,
+    PartRow,
+    UploadRow,
+)
 
 _STATE_TABLES = {"case": "cases", "display_set": "display_sets", "item": "items", "upload": "uploads", "part": "parts"}
 
@@ -199,3 +207,40 @@ class LedgerQueries:
             )
             for row in self._all(sql, params)
         ]
+
+    def item_upload_pks(self, item_id: int) -> list[str]:
+        """The Grand Challenge pks of an item's uploads, in file order: per present file, its newest completed or
+        consumed upload (what the values PATCH names, and what the server's upload session lists)."""
+        rows = self._all(
+            "SELECT files.id AS file_id, uploads.pk AS pk FROM files JOIN uploads ON uploads.file_id = files.id "
+            "WHERE files.item_id = ? AND files.present = 1 AND uploads.state IN ('completed', 'consumed') "
+            "ORDER BY files.position, uploads.id",
+            (item_id,),
+        )
+        newest: dict[int, str] = {}
+        for row in rows:
+            newest[row["file_id"]] = row["pk"]
+        return list(newest.values())
+
+    def transfer_totals(self) -> dict[str, int]:
+        """What the runnable (planned or running) cases still hold: cases, files and bytes not yet handed to Grand
+        Challenge, and the bytes of those files already sent as recorded parts (for an honest ETA on resume)."""
+        marks = ", ".join("?" * len(RUNNABLE_CASE_STATES))
+        states = sorted(RUNNABLE_CASE_STATES)
+        cases = self._scalar(f"SELECT count(*) FROM cases WHERE state IN ({marks})", states)
+        files = self._one(
+            "SELECT count(*) AS files, coalesce(sum(files.size), 0) AS bytes FROM files "
+            "JOIN items ON items.id = files.item_id JOIN cases ON cases.id = items.case_id "
+            f"WHERE cases.state IN ({marks}) AND files.present = 1 "
+            "AND items.state IN ('planned', 'uploading', 'uploaded')",
+            states,
+        )
+        sent = self._scalar(
+            "SELECT coalesce(sum(parts.size), 0) FROM parts JOIN uploads ON uploads.id = parts.upload_id "
+            "JOIN files ON files.id = uploads.file_id JOIN items ON items.id = files.item_id "
+            "JOIN cases ON cases.id = items.case_id "
+            f"WHERE cases.state IN ({marks}) AND parts.state = 'sent' "
+            "AND uploads.state IN ('initialized', 'completed') AND items.state IN ('planned', 'uploading', 'uploaded')",
+            states,
+        )
+        return {"cases": cases, "files": files["files"], "bytes": files["bytes"], "bytes_sent": sent}

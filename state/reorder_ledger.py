@@ -1,8 +1,8 @@
 """A reorder's memory: which display sets get which order, and how far the PATCHes got (``gcbulk reorder``).
 
 The ledger is any file (``gcbulk reorder --ledger``, default ``<slug>.reorder.sqlite``), opened with
-``state.ledger.Ledger`` (0600, process lock, migrations, event log) and bound to the server and the reader study with
-the constant case root ``REORDER_ROOT``. Items follow the ``reorder_item`` machine of ``state.machines``. The plan
+``gcbulk.state.ledger.Ledger`` (0600, process lock, migrations, event log) and bound to the server and the reader study with
+the constant case root ``REORDER_ROOT``. Items follow the ``reorder_item`` machine of ``gcbulk.state.machines``. The plan
 (target orders) is kept so that a rerun after an interruption resumes the same plan; the server's current order
 decides what is still to do, so a rerun never PATCHes a display set that already has its target.
 """
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from state.ledger import JobBinding, Ledger
-from state.results_ledger import LedgerExtension
+from gcbulk.state.ledger import JobBinding, Ledger
+from gcbulk.state.results_ledger import LedgerExtension
 
 REORDER_ROOT = "(reorder: no local files)"
 

@@ -17,15 +17,16 @@ The recorder takes planned cases by duck typing, so ``state`` does not depend on
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from state.machines import CONSUMED_ITEM_STATES
-from state.records import PlanDiff
+from gcbulk.state.machines import CONSUMED_ITEM_STATES
+from gcbulk.state.records import PlanDiff
 
 if TYPE_CHECKING:
-    from state.ledger import Ledger
+    from gcbulk.state.ledger import Ledger
 
 _BLOCKABLE = frozenset({"planned", "running", "failed", "vanished"})
 _VANISHABLE = frozenset({"planned", "running", "failed", "blocked"})
@@ -103,7 +104,7 @@ class PlanRecorder:
     def add(self, case: Any) -> None:
         """Record one planned case (its own savepoint: a failure leaves no half-recorded case)."""
         if self._finished:
-            raise RuntimeError("this plan is finished; open a new one with ledger.planning()")
+            raise RuntimeError("this plan is finished; open a new one with planning(ledger)")
         self._ensure_batch()
         with self.db.atomic():
             self._record_case(case)
@@ -371,3 +372,39 @@ class PlanRecorder:
             if row["state"] in _VANISHABLE:
                 self.ledger.transition("case", row["id"], "vanished")
             self.diff.removed.append((row["title"], row["state"]))
+
+
+@contextmanager
+def planning(
+    ledger: Ledger,
+    *,
+    rules: dict[str, Any] | None = None,
+    job_file: Path | str | None = None,
+    checksum: Callable[[Path, int], str] | None = None,
+    dry_run: bool = False,
+    batch_files: int = 5000,
+) -> Iterator[Any]:
+    """Record a plan, case by case; see ``gcbulk.state.replan.PlanRecorder``. A dry run rolls everything back."""
+    recorder = PlanRecorder(ledger, checksum=checksum, dry_run=dry_run, batch_files=batch_files)
+    if dry_run:
+        # The same code path as a real plan, inside one transaction that is rolled back: the diff a dry run
+        # prints is exactly what the real plan would record.
+        try:
+            with ledger.db.atomic():
+                recorder.start(rules=rules, job_file=job_file)
+                yield recorder
+                raise _RollBack
+        except _RollBack:
+            pass
+        return
+    recorder.start(rules=rules, job_file=job_file)
+    try:
+        yield recorder
+    except BaseException:
+        ledger.db.rollback()  # only the open batch; committed batches stay and the job stays 'planning'
+        raise
+    recorder.commit()
+
+
+class _RollBack(Exception):
+    """Raised inside a dry-run transaction to undo it."""

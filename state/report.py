@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from state.ledger import Ledger
+from gcbulk.state.ledger import Ledger
 
 _END_STATES = ("done", "failed")
 

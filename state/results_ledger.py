@@ -1,9 +1,9 @@
 """The results side's memory: an export's copy of the study and its mask downloads, and a reorder's progress.
 
-It reuses ``state.ledger.Ledger`` whole — its file created 0600, the process lock, WAL and ``synchronous=FULL``, the
+It reuses ``gcbulk.state.ledger.Ledger`` whole — its file created 0600, the process lock, WAL and ``synchronous=FULL``, the
 migrations, the job binding and the append-only event log — and adds the tables of migration
 ``m003_results_export_and_reorder`` and the machines ``export_run``, ``mask`` and ``reorder_item`` of
-``state.machines`` (checked by the same ``check_transition``).
+``gcbulk.state.machines`` (checked by the same ``check_transition``).
 
 Where the ledgers live, and what they are bound to:
 
@@ -30,8 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from state.ledger import JobBinding, Ledger, LedgerBindingError, LedgerError, UnknownRow
-from state.machines import MACHINES, check_transition
+from gcbulk.state.ledger import (
+    JobBinding,
+    Ledger,
+    LedgerBindingError,
+    LedgerError,
+    UnknownRow,
+)
+from gcbulk.state.machines import MACHINES, check_transition
 
 EXPORT_DIR = ".gcbulk"
 EXPORT_LEDGER_NAME = "ledger.sqlite"

@@ -1,8 +1,8 @@
 """The named state changes of the ledger's objects: one method per step the transfer engine takes.
 
-Each is a thin, documented wrapper over ``Ledger.transition`` (the single place where ``state.machines`` is
+Each is a thin, documented wrapper over ``Ledger.transition`` (the single place where ``gcbulk.state.machines`` is
 enforced); the few that touch more than one row (``item_attached``, ``upload_completed``, ``requeue_case``) do so in
-one transaction. Mixed into ``state.ledger.Ledger``.
+one transaction. Mixed into ``gcbulk.state.ledger.Ledger``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from state.errors import LedgerError, LiveUploadExists, UnknownRow, UploadNotOpen
-from state.machines import ConflictingRepeat
+from gcbulk.state.errors import LedgerError, LiveUploadExists, UnknownRow, UploadNotOpen
+from gcbulk.state.machines import ConflictingRepeat
 
 
 def composite_checksum(part_md5_hexes: Sequence[str]) -> str:

@@ -6,9 +6,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-
-from emulator.app import EmulatorConfig
-from emulator.server import RunningEmulator, emulator_in_thread, run_emulator
+from gcbulk.emulator.context import EmulatorConfig
+from gcbulk.emulator.server import RunningEmulator, emulator_in_thread, run_emulator
 
 
 @pytest.fixture

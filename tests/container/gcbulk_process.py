@@ -47,7 +47,7 @@ class GcbulkProcess:
 
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "engine", *argv], env=env, cwd=REPO, text=True,
+            [sys.executable, "-m", "gcbulk", *argv], env=env, cwd=REPO, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         self.lines: list[dict[str, Any]] = []

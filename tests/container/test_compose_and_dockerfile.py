@@ -11,11 +11,11 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 import pytest
+from gcbulk.emulator.cli import build_parser as emulator_parser
+from gcbulk.engine import settings
+from gcbulk.engine.cli import build_parser as gcbulk_parser
+from gcbulk.engine.jobfile import TOKEN_ENV, load_job
 
-from emulator.cli import build_parser as emulator_parser
-from engine import settings
-from engine.cli import build_parser as gcbulk_parser
-from engine.config import TOKEN_ENV, load_job
 from tests.container.conftest import COMPOSE_FILE, REPO, compose
 
 DOCKERFILE = REPO / "Dockerfile"

@@ -11,11 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from gcbulk.emulator.context import EmulatorConfig
+from gcbulk.emulator.server import RunningEmulator, emulator_in_thread, free_port
 
-from emulator.app import EmulatorConfig
-from emulator.server import RunningEmulator, emulator_in_thread, free_port
 from tests.container.conftest import REPO, compose_environment
-from tests.container.gcbulk_process import GcbulkProcess, gcbulk_environment, http_get, poll
+from tests.container.gcbulk_process import (
+    GcbulkProcess,
+    gcbulk_environment,
+    http_get,
+    poll,
+)
 from tests.imaging import make_mha
 
 DEMO_JOB = REPO / "docker" / "demo-job.toml"
@@ -149,7 +154,7 @@ def test_follow_mode_waits_out_an_unreachable_server_and_then_uploads(container:
 def test_follow_mode_rides_out_a_503_storm(container: Path, tmp_path: Path,
                                             threaded_emulator: RunningEmulator) -> None:
     faults = threaded_emulator.context.faults
-    from emulator.faults import FaultRule
+    from gcbulk.emulator.faults import FaultRule
 
     faults.replace([FaultRule(match="* api", status=503)])
     env = container_environment(tmp_path, threaded_emulator, GCBULK_ATTEMPTS_PER_ITEM="1")

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from engine.cli import main
+from gcbulk.engine.cli import main
 
 
 def test_generate_only_writes_the_missing_patient_folders_and_leaves_the_others_alone(

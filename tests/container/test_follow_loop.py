@@ -8,13 +8,18 @@ from pathlib import Path
 
 import anyio
 import pytest
+from gcbulk.emulator.server import RunningEmulator
+from gcbulk.engine import settings
+from gcbulk.engine.gc.errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    TransportError,
+)
+from gcbulk.engine.service import logs
+from gcbulk.engine.service.follow import EXIT_OK, Backoff, Follower, is_fatal
+from gcbulk.engine.service.job_service import JobService
+from gcbulk.state.errors import LedgerBindingError
 
-from emulator.server import RunningEmulator
-from engine import logs, settings
-from engine.errors import AuthenticationFailed, ConfigurationError, TransportError
-from engine.follow import EXIT_OK, Backoff, Follower, is_fatal
-from engine.service import JobService
-from state.errors import LedgerBindingError
 from tests.imaging import make_mha
 
 DEADLINE = 60.0

@@ -9,10 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from engine import logs
-from engine.errors import TransportError
-from engine.progress import TransferStats
+from gcbulk.engine.gc.errors import TransportError
+from gcbulk.engine.service import logs
+from gcbulk.engine.service.progress import TransferStats
 
 TOKEN = "s3cr3t-knox-token-0123456789abcdef"
 
@@ -90,7 +89,7 @@ def test_text_format_is_one_readable_line_per_event() -> None:
 
 
 def test_the_token_never_appears_in_messages_fields_or_tracebacks(stdout: io.StringIO) -> None:
-    log = logging.getLogger("engine.gc_api")
+    log = logging.getLogger("gcbulk.engine.gc.client")
     log.warning("request headers: {'Authorization': 'Bearer %s'}", TOKEN)
     logs.log_event("case_failed", case="p1", reason=f"server echoed {TOKEN}", detail={"nested": [TOKEN]})
     try:

@@ -9,17 +9,18 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from gcbulk.emulator.server import RunningEmulator
+from gcbulk.engine.gc.errors import ApiError, TransportError, UploadCapReached
+from gcbulk.engine.jobfile import JobConfig, load_job
+from gcbulk.engine.plan.planner import PlannedCase, plan_tree
+from gcbulk.engine.service.health import MonitoringServer, ServerCheck
+from gcbulk.engine.service.journal import LedgerRunner
+from gcbulk.engine.service.metrics import Metrics, RunState, retry_reason
+from gcbulk.engine.settings import Address
+from gcbulk.state.ledger import Ledger, default_ledger_path
+from gcbulk.state.replan import planning
 from prometheus_client.parser import text_string_to_metric_families
 
-from emulator.server import RunningEmulator
-from engine.config import JobConfig, load_job
-from engine.errors import ApiError, TransportError, UploadCapReached
-from engine.journal import LedgerRunner
-from engine.health import MonitoringServer, ServerCheck
-from engine.metrics import Metrics, RunState, retry_reason
-from engine.plan import PlannedCase, plan_tree
-from engine.settings import Address
-from state.ledger import Ledger, default_ledger_path
 from tests.container.conftest import write_job_file
 
 
@@ -37,7 +38,7 @@ def plan_three_cases(tmp_path: Path) -> JobConfig:
         (folder / "seg.mha").write_bytes(b"s" * 32)
     job = load_job(job_file)
     with Ledger.open(default_ledger_path(job.job_file), job.binding, job_file=job.job_file) as ledger:
-        with ledger.planning(rules=job.rules_dict(), job_file=job.job_file) as plan:
+        with planning(ledger, rules=job.rules_dict(), job_file=job.job_file) as plan:
             for entry in plan_tree(job):
                 if isinstance(entry, PlannedCase):
                     plan.add(entry)

@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from gcbulk.engine.cli import main
+from gcbulk.engine.jobfile import load_job
+from gcbulk.engine.plan.planner import PlannedCase, plan_tree
+from gcbulk.state.ledger import Ledger, default_ledger_path
+from gcbulk.state.replan import planning
 
-from engine.cli import main
-from engine.config import load_job
-from engine.plan import PlannedCase, plan_tree
-from state.ledger import Ledger, default_ledger_path
 from tests.container.conftest import write_job_file
 
 START = datetime(2025, 11, 20, 10, 0, 0, tzinfo=UTC)
@@ -42,7 +43,7 @@ def job_with_history(tmp_path: Path) -> Path:
     job = load_job(job_file)
     with Ledger.open(default_ledger_path(job.job_file), job.binding, job_file=job.job_file,
                      clock=SteppingClock()) as ledger:
-        with ledger.planning(rules=job.rules_dict(), job_file=job.job_file) as plan:
+        with planning(ledger, rules=job.rules_dict(), job_file=job.job_file) as plan:
             for entry in plan_tree(job):
                 if isinstance(entry, PlannedCase):
                     plan.add(entry)

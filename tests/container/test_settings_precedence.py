@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from gcbulk.engine import settings
+from gcbulk.engine.cli import main
+from gcbulk.engine.gc.errors import ConfigurationError
 
-from engine import settings
-from engine.cli import main
-from engine.errors import ConfigurationError
 from tests.container.conftest import write_job_file
 
 

@@ -12,9 +12,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from gcbulk.emulator.server import RunningEmulator
 from multidict import CIMultiDictProxy
-
-from emulator.server import RunningEmulator
 
 
 @dataclass

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emulator.answer_types import ANSWER_TYPES
-from emulator.server import RunningEmulator
-from emulator.store import Option, Question, ReaderStudy, new_uuid
+from gcbulk.emulator.answer_types import ANSWER_TYPES
+from gcbulk.emulator.server import RunningEmulator
+from gcbulk.emulator.store import Option, Question, ReaderStudy, new_uuid
 
 if TYPE_CHECKING:
     from tests.emulator.conftest import EmulatorClient

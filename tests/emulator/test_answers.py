@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from gcbulk.emulator.admin_answers import AnswerSeedError, create_answer, seed_answers
+from gcbulk.emulator.answer_types import ANNOTATION_KEYS, SINGULAR, answer_error
+from gcbulk.emulator.store import DisplaySet, Option, Question, new_uuid
 
-from emulator.admin_answers import AnswerSeedError, create_answer, seed_answers
-from emulator.answer_types import ANNOTATION_KEYS, SINGULAR, answer_error
-from emulator.store import DisplaySet, Option, Question, new_uuid
 from tests.emulator.study_flow import (
     add_question_of_every_type,
     admin_answer,

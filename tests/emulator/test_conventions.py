@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
-from emulator.store import UPLOAD_INITIALIZED, Upload, new_uuid
+from gcbulk.emulator.store import UPLOAD_INITIALIZED, Upload, new_uuid
 
 
 async def test_json_responses_carry_exactly_application_json(client):

@@ -20,7 +20,7 @@ STARTUP_TIMEOUT = 60.0
 
 async def _start(*arguments: str) -> tuple[asyncio.subprocess.Process, list[str], dict]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "emulator.cli", "--port", "0", *arguments,
+        sys.executable, "-m", "gcbulk.emulator.cli", "--port", "0", *arguments,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     lines: list[str] = []
@@ -105,7 +105,7 @@ async def test_the_cli_takes_plain_http_faults_and_expiry_options_and_stops_on_s
 def test_the_cli_refuses_bad_configuration_with_exit_2_and_a_message(tmp_path, arguments, message):
     (tmp_path / "bad.json").write_text(json.dumps({"rules": [{"match": "PUT s3", "statuss": 500}]}))
     result = subprocess.run(
-        [sys.executable, "-m", "emulator.cli", "--port", "0", *(a.format(tmp=tmp_path) for a in arguments)],
+        [sys.executable, "-m", "gcbulk.emulator.cli", "--port", "0", *(a.format(tmp=tmp_path) for a in arguments)],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2

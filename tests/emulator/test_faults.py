@@ -7,11 +7,15 @@ from dataclasses import replace
 
 import aiohttp
 import pytest
-
-from emulator.faults import FaultConfigError, FaultPlan, FaultRule, load_fault_file
-from emulator.objects import IMAGES_BUCKET
-from emulator.s3 import presigned_get_url
-from emulator.server import run_emulator
+from gcbulk.emulator.faults import (
+    FaultConfigError,
+    FaultPlan,
+    FaultRule,
+    load_fault_file,
+)
+from gcbulk.emulator.objects import IMAGES_BUCKET
+from gcbulk.emulator.s3 import presigned_get_url
+from gcbulk.emulator.server import run_emulator
 
 
 async def set_faults(client, *rules: dict, seed: int | None = None) -> dict:

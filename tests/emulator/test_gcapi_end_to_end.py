@@ -18,8 +18,8 @@ import httpx
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from gcbulk.emulator.server import RunningEmulator
 
-from emulator.server import RunningEmulator
 from tests.imaging import make_mha
 
 STUDY = "example-study"

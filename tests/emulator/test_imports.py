@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from gcbulk.emulator.image_builder import InputFile, build_images
 
-from emulator.image_builder import InputFile, build_images
 from tests.emulator.study_flow import (
     admin_answer,
     create_display_set,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
+from gcbulk.emulator.seed import SeedError, apply_seed
+from gcbulk.emulator.store import Store
 
-from emulator.seed import SeedError, apply_seed
-from emulator.store import Store
 from tests.emulator.study_flow import STUDY_SLUG, example_study
 
 

@@ -8,9 +8,8 @@ import re
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
-
-from emulator.objects import IMAGES_BUCKET
-from emulator.s3 import presigned_get_url
+from gcbulk.emulator.objects import IMAGES_BUCKET
+from gcbulk.emulator.s3 import presigned_get_url
 
 MIB = 1024**2
 

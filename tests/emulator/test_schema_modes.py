@@ -12,8 +12,8 @@ from dataclasses import replace
 import gcapi.models as models
 import pydantic
 import pytest
+from gcbulk.emulator.admin_answers import seed_answers
 
-from emulator.admin_answers import seed_answers
 from tests.emulator.study_flow import (
     STUDY_SLUG,
     add_question_of_every_type,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from emulator.objects import UPLOADS_BUCKET, MultipartUpload
-from emulator.s3 import presigned_part_url
+from gcbulk.emulator.objects import UPLOADS_BUCKET, MultipartUpload
+from gcbulk.emulator.s3 import presigned_part_url
 
 DAY = 24 * 3600
 

@@ -7,9 +7,12 @@ from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-
-from emulator.http import ApiError
-from emulator.uploads import completed_upload_for, consume_upload, upload_object_path
+from gcbulk.emulator.http import ApiError
+from gcbulk.emulator.uploads import (
+    completed_upload_for,
+    consume_upload,
+    upload_object_path,
+)
 
 MIB = 1024**2
 SMALL_QUOTA = 1000

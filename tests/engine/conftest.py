@@ -7,17 +7,22 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from gcbulk.emulator.server import RunningEmulator
+from gcbulk.engine.gc.client import (
+    GrandChallengeClient,
+    display_set_title,
+    socket_slug_of,
+)
+from gcbulk.engine.gc.retry import RetryPolicy
+from gcbulk.engine.jobfile import JobConfig, load_job
+from gcbulk.engine.plan.planner import PlannedCase, plan_tree
+from gcbulk.engine.service.journal import Journal, LedgerRunner
+from gcbulk.engine.service.progress import EventLog
+from gcbulk.engine.upload.context import EngineConfig
+from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
+from gcbulk.state.ledger import Ledger, default_ledger_path
+from gcbulk.state.replan import planning
 
-from emulator.server import RunningEmulator
-from engine.config import JobConfig, load_job
-from engine.gc_api import GrandChallengeClient, display_set_title, socket_slug_of
-from engine.journal import Journal, LedgerRunner
-from engine.plan import PlannedCase, plan_tree
-from engine.progress import EventLog
-from engine.retry import RetryPolicy
-from engine.transfer import RunOutcome, TransferEngine
-from engine.transfer_context import EngineConfig
-from state.ledger import Ledger, default_ledger_path
 from tests.imaging import make_mha
 
 # Retries in tests wait (almost) nothing: the behaviour is what matters, not the pacing.
@@ -65,7 +70,7 @@ def plan_offline(job: JobConfig) -> Path:
     """Records the plan of ``job`` in its ledger (no socket catalogue: the engine asks the server for kinds)."""
     path = default_ledger_path(job.job_file)
     with Ledger.open(path, job.binding, job_file=job.job_file) as ledger:
-        with ledger.planning(rules=job.rules_dict(), job_file=job.job_file) as plan:
+        with planning(ledger, rules=job.rules_dict(), job_file=job.job_file) as plan:
             for entry in plan_tree(job):
                 if isinstance(entry, PlannedCase):
                     plan.add(entry)

@@ -1,7 +1,7 @@
 """kill -9 at chosen points of ``gcbulk run``, then run again: one display set per case, each with its images, and
 no part that S3 had stored is sent again.
 
-The kill comes from the engine's test-only crash hook (``GCBULK_CRASH_AT``, ``engine/crashpoints.py``), so each
+The kill comes from the engine's test-only crash hook (``GCBULK_CRASH_AT``, ``engine/upload/crashpoints.py``), so each
 scenario stops exactly between the two steps it names.
 """
 
@@ -15,10 +15,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from gcbulk.emulator.context import EmulatorConfig
+from gcbulk.emulator.server import RunningEmulator
+from gcbulk.engine.upload.crashpoints import ENV_VAR
 
-from emulator.app import EmulatorConfig
-from emulator.server import RunningEmulator
-from engine.crashpoints import ENV_VAR
 from tests.engine.conftest import make_tutorial_tree, write_job
 from tests.imaging import make_mha
 
@@ -65,7 +65,7 @@ def gcbulk_run(job_file: Path, emulator: RunningEmulator, crash_at: str | None =
     if crash_at:
         env[ENV_VAR] = crash_at
     return subprocess.run(
-        [sys.executable, "-m", "engine", "run", str(job_file), "--progress-interval", "60"],
+        [sys.executable, "-m", "gcbulk", "run", str(job_file), "--progress-interval", "60"],
         env=env, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2],
     )
 

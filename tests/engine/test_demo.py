@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 
 def test_the_demo_migrates_a_tutorial_shaped_tree_end_to_end(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "engine", "demo", "--cases", "2", "--workdir", str(tmp_path)],
+    result = subprocess.run([sys.executable, "-m", "gcbulk", "demo", "--cases", "2", "--workdir", str(tmp_path)],
                             capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
     assert result.returncode == 0, result.stderr
     assert "cases 2/2 done, 0 failed" in result.stderr

@@ -8,13 +8,13 @@ from collections import Counter
 from pathlib import Path
 
 import anyio
+from gcbulk.emulator.faults import FaultRule
+from gcbulk.emulator.server import RunningEmulator
+from gcbulk.emulator.sweep import sweep_expired_uploads
+from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.engine.jobfile import load_job
+from gcbulk.state.ledger import Ledger, default_ledger_path
 
-from emulator.faults import FaultRule
-from emulator.server import RunningEmulator
-from emulator.sweep import sweep_expired_uploads
-from engine.config import load_job
-from engine.gc_api import GrandChallengeClient
-from state.ledger import Ledger, default_ledger_path
 from tests.engine.conftest import (
     FAST_ENGINE,
     make_tutorial_tree,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-
-from emulator.server import RunningEmulator
-from engine.errors import (
+from gcbulk.emulator.server import RunningEmulator
+from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title
+from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
     ConfigurationError,
     MultipartUploadVanished,
@@ -15,9 +15,9 @@ from engine.errors import (
     PresignedUrlExpired,
     UnsafeUrlError,
 )
-from engine.gc_api import GrandChallengeClient, display_set_title
-from engine.gc_uploads import UploadRef
-from engine.s3_parts import PartSpec, PresignedUrls, put_part, upload_part
+from gcbulk.engine.gc.uploads_api import UploadRef
+from gcbulk.engine.upload.s3_parts import PartSpec, PresignedUrls, put_part, upload_part
+
 from tests.engine.conftest import FAST_RETRIES
 
 MIB = 1024 * 1024

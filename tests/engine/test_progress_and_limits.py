@@ -8,10 +8,9 @@ import sys
 
 import anyio
 import pytest
-
-from engine.crashpoints import POINTS, _parse
-from engine.progress import EventLog, TransferStats, format_progress_line
-from engine.server_limits import CountingGate, SweepGuard, SweepRisk
+from gcbulk.engine.service.progress import EventLog, TransferStats, format_progress_line
+from gcbulk.engine.upload.crashpoints import POINTS, _parse
+from gcbulk.engine.upload.server_limits import CountingGate, SweepGuard, SweepRisk
 
 GIB = 1024**3
 
@@ -110,7 +109,7 @@ def test_crash_points_are_parsed_and_checked() -> None:
 
 
 def test_the_crash_hook_kills_the_process_at_its_point() -> None:
-    code = "from engine.crashpoints import crash_point\ncrash_point('mid-part')\ncrash_point('mid-part')\nprint('x')"
+    code = "from gcbulk.engine.upload.crashpoints import crash_point\ncrash_point('mid-part')\ncrash_point('mid-part')\nprint('x')"
     result = subprocess.run([sys.executable, "-c", code], env={"GCBULK_CRASH_AT": "mid-part:2", "PATH": ""},
                             capture_output=True, text=True)
     assert result.returncode == -9 and result.stdout == ""

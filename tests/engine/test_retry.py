@@ -9,8 +9,7 @@ from types import SimpleNamespace
 import aiohttp
 import anyio
 import pytest
-
-from engine.errors import (
+from gcbulk.engine.gc.errors import (
     ApiError,
     AttemptsExhausted,
     AuthenticationFailed,
@@ -27,7 +26,13 @@ from engine.errors import (
     classify,
     may_have_succeeded,
 )
-from engine.retry import RetryBudget, RetryPolicy, call_with_retries, item_budget, parse_retry_after
+from gcbulk.engine.gc.retry import (
+    RetryBudget,
+    RetryPolicy,
+    call_with_retries,
+    item_budget,
+    parse_retry_after,
+)
 
 FAST = RetryPolicy(base_delay=0.0, max_delay=0.0, attempts_per_item=3, upload_cap_delay=0.0, upload_quota_delay=0.0)
 

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from gcbulk.emulator.context import EmulatorConfig
+from gcbulk.emulator.faults import FaultRule
+from gcbulk.emulator.server import RunningEmulator
+from gcbulk.engine.upload.crashpoints import ENV_VAR
 
-from emulator.app import EmulatorConfig
-from emulator.faults import FaultRule
-from emulator.server import RunningEmulator
-from engine.crashpoints import ENV_VAR
 from tests.engine.conftest import make_tutorial_tree, write_job
 from tests.imaging import make_mha
 
@@ -34,7 +34,7 @@ def gcbulk_env(token: str) -> dict[str, str]:
 
 
 def gcbulk(*args: str, token: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine", *args], env=gcbulk_env(token), capture_output=True,
+    return subprocess.run([sys.executable, "-m", "gcbulk", *args], env=gcbulk_env(token), capture_output=True,
                           text=True, timeout=120, cwd=REPO)
 
 
@@ -115,7 +115,7 @@ def start_slow_run(tmp_path: Path, emulator: RunningEmulator) -> subprocess.Pope
     # Slow parts (2.5 s each), so the drain after a first signal is still going when a second one comes.
     emulator.context.faults.replace([FaultRule(match="PUT s3", bandwidth_bytes_per_second=2 * 1024**2)])
     job = write_job(tmp_path, emulator, engine='part_size = "5 MiB"\nparts_in_flight = 2\n')
-    return subprocess.Popen([sys.executable, "-m", "engine", "run", str(job), "--drain", "60",
+    return subprocess.Popen([sys.executable, "-m", "gcbulk", "run", str(job), "--drain", "60",
                              "--progress-interval", "0.2"],
                             env=gcbulk_env(emulator.tokens["editor"]), stderr=subprocess.PIPE, text=True, cwd=REPO)
 

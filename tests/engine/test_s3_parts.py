@@ -6,10 +6,15 @@ import hashlib
 from pathlib import Path
 
 import pytest
-
-from engine.errors import SourceFileChanged
-from engine.gc_uploads import UploadRef
-from engine.s3_parts import PartSpec, PresignedUrls, etag_matches_md5, part_specs, read_part
+from gcbulk.engine.gc.errors import SourceFileChanged
+from gcbulk.engine.gc.uploads_api import UploadRef
+from gcbulk.engine.upload.s3_parts import (
+    PartSpec,
+    PresignedUrls,
+    etag_matches_md5,
+    part_specs,
+    read_part,
+)
 
 MIB = 1024 * 1024
 

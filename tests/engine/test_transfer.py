@@ -6,14 +6,13 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from gcbulk.emulator.context import SCHEMA_2025_11, SCHEMA_CURRENT, EmulatorConfig
+from gcbulk.emulator.server import RunningEmulator
+from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.engine.jobfile import load_job
+from gcbulk.engine.upload.server_limits import SweepGuard
+from gcbulk.state.ledger import Ledger, default_ledger_path
 
-from emulator.app import SCHEMA_2025_11, SCHEMA_CURRENT, EmulatorConfig
-from emulator.server import RunningEmulator
-from engine.config import load_job
-from engine.gc_api import GrandChallengeClient
-from engine.server_limits import SweepGuard
-from state.ledger import Ledger, default_ledger_path
-from tests.imaging import make_mha
 from tests.engine.conftest import (
     FAST_ENGINE,
     load_and_plan,
@@ -23,6 +22,8 @@ from tests.engine.conftest import (
     values_by_socket,
     write_job,
 )
+from tests.imaging import make_mha
+
 
 @pytest.fixture(params=[SCHEMA_CURRENT, SCHEMA_2025_11])
 def emulator_config(request: pytest.FixtureRequest, tmp_path: Path) -> EmulatorConfig:

@@ -7,13 +7,19 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from gcbulk.emulator.context import EmulatorConfig
+from gcbulk.emulator.server import RunningEmulator
+from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.engine.gc.errors import AttemptsExhausted, UploadQuotaReached
+from gcbulk.engine.upload.s3_parts import put_part
 
-from emulator.app import EmulatorConfig
-from emulator.server import RunningEmulator
-from engine.gc_api import GrandChallengeClient
-from engine.errors import AttemptsExhausted, UploadQuotaReached
-from engine.s3_parts import put_part
-from tests.engine.conftest import FAST_ENGINE, FAST_RETRIES, make_tutorial_tree, run_job, write_job
+from tests.engine.conftest import (
+    FAST_ENGINE,
+    FAST_RETRIES,
+    make_tutorial_tree,
+    run_job,
+    write_job,
+)
 from tests.engine.test_faults import assert_all_imported
 
 

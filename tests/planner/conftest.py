@@ -6,10 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from engine.config import JobConfig, load_job
-from engine.plan import PlannedCase, plan_tree
-from engine.preflight import Finding
+from gcbulk.engine.jobfile import JobConfig, load_job
+from gcbulk.engine.plan.planner import PlannedCase, plan_tree
+from gcbulk.engine.plan.preflight import Finding
 
 TUTORIAL_RULES = """
 [[rules]]

@@ -6,9 +6,16 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.jobfile import (
+    TOKEN_ENV,
+    EngineConfig,
+    JobFileError,
+    load_job,
+    load_token,
+    parse_size,
+)
 
-from engine.config import TOKEN_ENV, EngineConfig, JobFileError, load_job, load_token, parse_size
-from engine.errors import ConfigurationError
 from tests.planner.conftest import write_job
 
 MiB = 1024**2

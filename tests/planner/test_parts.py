@@ -6,10 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from engine.parts import (
+from gcbulk.engine.plan.parts import (
     MAX_OBJECT_SIZE,
     MAX_PART_SIZE,
     MAX_PARTS,
@@ -20,7 +17,9 @@ from engine.parts import (
     part_count,
     part_ranges,
 )
-from state.ledger import composite_checksum
+from gcbulk.state.ledger import composite_checksum
+from hypothesis import given
+from hypothesis import strategies as st
 
 MiB = 1024**2
 GiB = 1024**3

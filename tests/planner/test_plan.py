@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gcbulk.engine.jobfile import load_job
+from gcbulk.engine.plan.planner import PlannedCase, plan_tree
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from engine.config import load_job
-from engine.plan import PlannedCase, plan_tree
 from tests.planner.conftest import plan, put, write_job
 
 

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from gcbulk.engine.jobfile import JobConfig, load_job
+from gcbulk.engine.plan.planner import PlannedCase, PlannedFile, PlannedItem
+from gcbulk.engine.plan.preflight import Finding, Preflight
 
-from engine.config import JobConfig, load_job
-from engine.plan import PlannedCase, PlannedFile, PlannedItem
-from engine.preflight import Finding, Preflight
 from tests.planner.conftest import plan, put, put_mhd, write_job
 from tests.planner.test_plan import write_dicom
 

@@ -8,13 +8,13 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from gcbulk.engine.cli.plan import plan_into_ledger
+from gcbulk.engine.jobfile import load_job
+from gcbulk.engine.plan.planner import PlannedCase, plan_tree
+from gcbulk.state.ledger import Ledger
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.commands.plan import plan_into_ledger
-from engine.config import load_job
-from engine.plan import PlannedCase, plan_tree
-from state.ledger import Ledger
 from tests.planner.conftest import put, write_job
 from tests.planner.test_replan import snapshot
 

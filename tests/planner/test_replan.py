@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from gcbulk.engine.cli.plan import PlanReport, plan_into_ledger
+from gcbulk.engine.jobfile import JobConfig, load_job
+from gcbulk.engine.plan.parts import part_ranges
+from gcbulk.engine.plan.planner import plan_tree
+from gcbulk.state.ledger import Ledger
+from gcbulk.state.replan import planning
 
-from engine.commands.plan import PlanReport, plan_into_ledger
-from engine.config import JobConfig, load_job
-from engine.parts import part_ranges
-from engine.plan import plan_tree
-from state.ledger import Ledger
 from tests.planner.conftest import put, write_job
 
 MiB = 1024**2
@@ -208,7 +209,7 @@ def test_dry_run_reports_the_same_diff_and_writes_nothing(tutorial: JobConfig, l
 
 def test_an_interrupted_plan_leaves_the_job_planning(tutorial: JobConfig, ledger: Ledger) -> None:
     with pytest.raises(KeyboardInterrupt):
-        with ledger.planning() as plan:
+        with planning(ledger) as plan:
             plan.add(next(plan_tree(tutorial)))
             raise KeyboardInterrupt
     assert ledger.plan_state == "planning"

@@ -15,15 +15,27 @@ from typing import Any
 
 import anyio
 import pytest
+from gcbulk.emulator.admin_answers import create_answer
+from gcbulk.emulator.answer_types import ANSWER_TYPES, NON_ANSWERABLE_TYPES
+from gcbulk.emulator.context import SCHEMAS, EmulatorConfig
+from gcbulk.emulator.server import RunningEmulator
+from gcbulk.emulator.store import (
+    Answer,
+    DisplaySet,
+    Option,
+    Question,
+    ReaderStudy,
+    SocketValue,
+    new_uuid,
+)
+from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.engine.gc.retry import RetryPolicy
+from gcbulk.engine.results.export import (
+    ExportOptions,
+    ExportSummary,
+    export_reader_study,
+)
 
-from emulator.admin_answers import create_answer
-from emulator.answer_types import ANSWER_TYPES, NON_ANSWERABLE_TYPES
-from emulator.app import SCHEMAS, EmulatorConfig
-from emulator.server import RunningEmulator
-from emulator.store import Answer, DisplaySet, Option, Question, ReaderStudy, SocketValue, new_uuid
-from engine.gc_api import GrandChallengeClient
-from engine.results import ExportOptions, ExportSummary, export_reader_study
-from engine.retry import RetryPolicy
 from tests.imaging import make_mha
 
 STUDY = "example-study"
@@ -143,7 +155,7 @@ def image_file_route() -> str:
 
 def stored_object_bytes(world: World, image_pk: str) -> bytes:
     """The bytes the emulator serves for an image's (only) file."""
-    from emulator.objects import IMAGES_BUCKET
+    from gcbulk.emulator.objects import IMAGES_BUCKET
 
     image = world.store.images[image_pk]
     return world.context.objects.object_path(IMAGES_BUCKET, image.files[0].object_key).read_bytes()
@@ -152,7 +164,7 @@ def stored_object_bytes(world: World, image_pk: str) -> bytes:
 @asynccontextmanager
 async def faults(world: World, *rules: dict[str, Any]) -> AsyncIterator[None]:
     """Fault rules in force for the block (emulator/faults.py)."""
-    from emulator.faults import FaultRule
+    from gcbulk.emulator.faults import FaultRule
 
     world.context.faults.replace([FaultRule(**rule) for rule in rules])
     try:

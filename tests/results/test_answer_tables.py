@@ -1,10 +1,10 @@
-"""Readable answers and the per-case table (engine/answer_tables.py), without a server."""
+"""Readable answers and the per-case table (engine/results/answer_tables.py), without a server."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from engine.answer_tables import (
+from gcbulk.engine.results.answer_tables import (
     AnswerView,
     answer_record,
     answer_row,

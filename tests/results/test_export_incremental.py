@@ -9,11 +9,18 @@ from pathlib import Path
 
 import anyio
 import pytest
+from gcbulk.engine.results.export import ExportOptions, export_reader_study
+from gcbulk.state.ledger import LedgerLocked
+from gcbulk.state.results_ledger import ResultsLedger
 
-from engine.results import ExportOptions, export_reader_study
-from state.ledger import LedgerLocked
-from state.results_ledger import ResultsLedger
-from tests.results.conftest import IMAGE_DETAIL, S3_GET, STUDY, World, eventually, faults
+from tests.results.conftest import (
+    IMAGE_DETAIL,
+    S3_GET,
+    STUDY,
+    World,
+    eventually,
+    faults,
+)
 
 
 def answers_by_pk(out: Path) -> dict[str, dict[str, str]]:

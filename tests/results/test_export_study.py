@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gcbulk.emulator.answer_types import ANSWER_TYPES, NON_ANSWERABLE_TYPES
+from gcbulk.engine.results.answer_tables import ANSWER_COLUMNS
+from gcbulk.state.results_ledger import ExportFolderTaken
 
-from emulator.answer_types import ANSWER_TYPES, NON_ANSWERABLE_TYPES
-from engine.answer_tables import ANSWER_COLUMNS
-from state.results_ledger import ExportFolderTaken
 from tests.results.conftest import ANSWER_LIST, World, stored_object_bytes
 
 
@@ -114,7 +114,7 @@ async def test_export_folder_of_another_study_is_refused(world: World, tmp_path:
     await world.export(tmp_path / "out")
     world.store.reader_study_by_slug("example-study").slug = "renamed-study"
     async with world.client() as client:
-        from engine.results import ExportOptions, export_reader_study
+        from gcbulk.engine.results.export import ExportOptions, export_reader_study
 
         with pytest.raises(ExportFolderTaken, match="already holds an export of reader study 'example-study'"):
             await export_reader_study(client, ExportOptions(reader_study="renamed-study", out_dir=tmp_path / "out"))

@@ -8,15 +8,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from gcbulk.emulator.admin_answers import create_answer
+from gcbulk.emulator.objects import IMAGES_BUCKET
+from gcbulk.emulator.store import Answer
+from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.engine.gc.errors import UnsafeUrlError
+from gcbulk.engine.gc.retry import RetryPolicy
+from gcbulk.state.results_ledger import ResultsLedger
 
-from emulator.admin_answers import create_answer
-from emulator.objects import IMAGES_BUCKET
-from emulator.store import Answer
-from engine.errors import UnsafeUrlError
-from engine.gc_api import GrandChallengeClient
-from engine.retry import RetryPolicy
-from state.results_ledger import ResultsLedger
-from tests.results.conftest import IMAGE_DETAIL, S3_GET, STUDY, World, faults, image_file_route, stored_object_bytes
+from tests.results.conftest import (
+    IMAGE_DETAIL,
+    S3_GET,
+    STUDY,
+    World,
+    faults,
+    image_file_route,
+    stored_object_bytes,
+)
 
 # The object store cuts the connection after 60 % of the first mask GET. Paced at 32 MiB/s, the object goes out in
 # 1 MiB blocks with a pause before each, so the client has taken in the earlier blocks when the cut comes (aiohttp
@@ -225,7 +233,7 @@ async def test_download_that_had_every_byte_before_a_crash_is_finished_without_f
 
 
 async def test_hostile_question_text_and_username_stay_inside_the_folder(world: World, tmp_path: Path):
-    from emulator.store import User
+    from gcbulk.emulator.store import User
 
     world.question("Mask").question_text = "../../../../tmp/evil-question"
     intruder = User(pk=world.store.next_int_pk(), username="../../evil\x00reader", token="intruder-token")

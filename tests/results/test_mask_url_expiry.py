@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from gcbulk.emulator.admin_answers import create_answer
+from gcbulk.emulator.context import SCHEMAS, EmulatorConfig
+from gcbulk.engine.results.masks import MAX_RESOLVES
 
-from emulator.admin_answers import create_answer
-from emulator.app import SCHEMAS, EmulatorConfig
-from engine.masks import MAX_RESOLVES
 from tests.results.conftest import World, image_file_route
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-
-from emulator.admin_answers import create_answer
-from engine.errors import ConfigurationError
-from engine.reorder import (
+from gcbulk.emulator.admin_answers import create_answer
+from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.gc.retry import RetryPolicy
+from gcbulk.engine.results.reorder import (
     DisplaySetOrder,
     ReorderSummary,
     list_display_sets,
@@ -18,8 +18,8 @@ from engine.reorder import (
     plan_from_csv,
     run_reorder,
 )
-from engine.retry import RetryPolicy
-from state.reorder_ledger import ReorderLedger
+from gcbulk.state.reorder_ledger import ReorderLedger
+
 from tests.results.conftest import DISPLAY_SET_PATCH, World, eventually, faults
 
 CURRENT = [DisplaySetOrder("p1", "case10", 10), DisplaySetOrder("p2", "case2", 20), DisplaySetOrder("p3", "Case1", 30),

@@ -7,10 +7,10 @@ import csv
 from pathlib import Path
 
 import pytest
+from gcbulk.emulator.objects import IMAGES_BUCKET
+from gcbulk.emulator.server import RunningEmulator
+from gcbulk.engine.cli import main
 
-from emulator.objects import IMAGES_BUCKET
-from emulator.server import RunningEmulator
-from engine.cli import main
 from tests.results.conftest import World
 
 TOKEN_ENV = "GRAND_CHALLENGE_AUTHORIZATION"

@@ -1,4 +1,4 @@
-"""Server-chosen names become local file names that can never leave the export folder (engine/safe_paths.py)."""
+"""Server-chosen names become local file names that can never leave the export folder (engine/results/safe_paths.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from engine.safe_paths import (
+from gcbulk.engine.results.safe_paths import (
     MAX_COMPONENT_BYTES,
     UnsafePathError,
     file_suffix,
@@ -18,6 +15,8 @@ from engine.safe_paths import (
     safe_component,
     unique_names,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 HOSTILE = [
     "../../etc/passwd",
@@ -110,7 +109,7 @@ def test_any_server_text_lands_inside_the_folder(tmp_path_factory: pytest.TempPa
 
 
 def test_multi_file_image_keeps_sanitised_server_names_in_a_folder() -> None:
-    from engine.masks import mask_paths
+    from gcbulk.engine.results.masks import mask_paths
 
     base = PurePosixPath("masks/case-1/Mask/reader1")
     files = [{"file": "https://h/media/images/ab/cd/i/f/..%2F..%2Fct.mhd"}, {"file": "https://h/media/x/../../ct.zraw"},

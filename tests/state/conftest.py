@@ -6,10 +6,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
-
-from engine.plan import PlannedCase, PlannedFile, PlannedItem
-from state.ledger import JobBinding, Ledger
-from state.records import PlanDiff
+from gcbulk.engine.plan.planner import PlannedCase, PlannedFile, PlannedItem
+from gcbulk.state.ledger import JobBinding, Ledger
+from gcbulk.state.records import PlanDiff
+from gcbulk.state.replan import planning
 
 BINDING = JobBinding(reader_study="example-study", base_url="https://gc.example/api/v1/", case_root="/data/cases")
 MiB = 1024**2
@@ -38,7 +38,7 @@ def planned_case(
 
 
 def record(ledger: Ledger, cases: Iterable[PlannedCase], **options) -> PlanDiff:
-    with ledger.planning(**options) as plan:
+    with planning(ledger, **options) as plan:
         for case in cases:
             plan.add(case)
         return plan.finish()

@@ -13,8 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from state.ledger import (
+from gcbulk.state.ledger import (
     Ledger,
     LedgerBindingError,
     LedgerError,
@@ -22,13 +21,14 @@ from state.ledger import (
     LedgerMissing,
     default_ledger_path,
 )
-from state.migrations import LedgerTooNew
+from gcbulk.state.migrations import LedgerTooNew
+
 from tests.state.conftest import BINDING, planned_case, record
 
 _OPEN_AND_WAIT = textwrap.dedent(
     """
     import sys
-    from state.ledger import JobBinding, Ledger
+    from gcbulk.state.ledger import JobBinding, Ledger
     binding = JobBinding(reader_study=sys.argv[2], base_url=sys.argv[3], case_root=sys.argv[4])
     try:
         ledger = Ledger.open(sys.argv[1], binding)

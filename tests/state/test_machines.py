@@ -5,9 +5,15 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from gcbulk.state.ledger import Ledger
+from gcbulk.state.machines import (
+    MACHINES,
+    ConflictingRepeat,
+    IllegalTransition,
+    StateMachine,
+    check_transition,
+)
 
-from state.ledger import Ledger
-from state.machines import MACHINES, ConflictingRepeat, IllegalTransition, StateMachine, check_transition
 from tests.state.conftest import MiB
 
 _TABLE_KEY = {
@@ -108,7 +114,7 @@ def test_display_set_recorded_with_another_pk_is_refused(one_case: Ledger) -> No
 
 
 def test_unknown_object_is_reported_by_kind_and_key(one_case: Ledger) -> None:
-    from state.ledger import UnknownRow
+    from gcbulk.state.ledger import UnknownRow
 
     with pytest.raises(UnknownRow, match="no case 99"):
         one_case.case_started(99)

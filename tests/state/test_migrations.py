@@ -6,10 +6,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from gcbulk.state.ledger import Ledger
+from gcbulk.state.migrations import known_names, migrations
 from sqlite_utils import Database
 
-from state.ledger import Ledger
-from state.migrations import known_names, migrations
 from tests.state.conftest import BINDING
 
 

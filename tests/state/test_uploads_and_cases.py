@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-
-from state.ledger import (
+from gcbulk.state.ledger import (
     ConflictingRepeat,
     Ledger,
     LedgerError,
@@ -14,6 +13,7 @@ from state.ledger import (
     UploadNotOpen,
     composite_checksum,
 )
+
 from tests.state.conftest import MiB, planned_case, record
 
 

@@ -1,0 +1,71 @@
+"""What the emulator's two applications share: its configuration and one ``Context`` (store, clock, objects, faults).
+
+Kept apart from ``gcbulk.emulator.app`` (which assembles the routes) so that every route module can import the context
+without importing the app that imports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from gcbulk.emulator.clock import Clock
+from gcbulk.emulator.counters import Counters
+from gcbulk.emulator.faults import FaultPlan, FaultRule
+from gcbulk.emulator.objects import ObjectStore, UrlSigner
+from gcbulk.emulator.store import Store
+
+GIB = 1024**3
+
+SCHEMA_CURRENT = "current"
+SCHEMA_2025_11 = "2025-11"
+SCHEMAS = (SCHEMA_CURRENT, SCHEMA_2025_11)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmulatorConfig:
+    data_dir: Path
+    # "current" answers with the models gcapi 0.16.1 requires (contract §8); "2025-11" like the server of contract §9.
+    schema: str = SCHEMA_CURRENT
+    presigned_url_expiry_seconds: float = 3600.0
+    download_url_expiry_seconds: float = 300.0
+    # Delay before the import worker picks up an upload session; the real worker takes about a second (contract §9).
+    import_delay_seconds: float = 0.2
+    max_uploads_per_user: int = 2000
+    max_uploads_per_session: int = 100
+    max_active_imports_per_user: int = 16
+    unverified_byte_quota: int = 2 * GIB
+    verified_byte_quota: int = 128 * GIB
+    upload_timeout_seconds: float = 24 * 3600.0
+    sweep_interval_seconds: float = 3600.0
+    fault_seed: int = 0
+    # Faults in force from the start (emulator/faults.py); the admin endpoint changes them at runtime.
+    fault_rules: tuple[FaultRule, ...] = ()
+    # When set, /_admin/ needs "Authorization: Bearer <admin_token>" (emulator/admin.py).
+    admin_token: str = ""
+
+
+@dataclass
+class Context:
+    config: EmulatorConfig
+    store: Store = field(default_factory=Store)
+    clock: Clock = field(default_factory=Clock)
+    objects: ObjectStore = field(init=False)
+    signer: UrlSigner = field(init=False)
+    faults: FaultPlan = field(init=False)
+    counters: Counters = field(default_factory=Counters)
+    # Set once the S3 site is bound: presigned URLs point there.
+    s3_base_url: str = ""
+
+    def __post_init__(self) -> None:
+        self.objects = ObjectStore(self.config.data_dir)
+        self.signer = UrlSigner(self.clock)
+        self.faults = FaultPlan(self.config.fault_rules, seed=self.config.fault_seed)
+
+
+CONTEXT = web.AppKey("context", Context)
+
+
+def context_of(request: web.Request) -> Context:
+    return request.app[CONTEXT]

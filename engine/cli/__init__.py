@@ -1,0 +1,62 @@
+"""``gcbulk``: one sub-command per module in ``engine/cli/``.
+
+Each command module exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Modules are
+imported only when their command runs, so ``gcbulk status`` does not pay for aiohttp or SimpleITK.
+Exit codes: 0 success, 1 some items failed, 2 configuration or usage error, 130 stopped at once by a second signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "plan": "gcbulk.engine.cli.plan",
+    "status": "gcbulk.engine.cli.status",
+    "run": "gcbulk.engine.cli.run",
+    "retry-failed": "gcbulk.engine.cli.retry_failed",
+    "report": "gcbulk.engine.cli.report",
+    "export": "gcbulk.engine.cli.export",
+    "reorder": "gcbulk.engine.cli.reorder",
+    "config": "gcbulk.engine.cli.config",
+    "demo": "gcbulk.engine.cli.demo",
+}
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_CONFIG_ERROR = 2
+# A second stop signal: the shell's convention for death by SIGINT (128 + 2). The run is still resumable.
+EXIT_KILLED = 130
+
+
+def _available_commands() -> dict[str, object]:
+    modules = {}
+    for name, module_name in COMMANDS.items():
+        try:
+            modules[name] = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gcbulk", description="Resumable bulk transfers into and out of Grand Challenge reader studies."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in _available_commands().items():
+        sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

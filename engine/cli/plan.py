@@ -1,0 +1,223 @@
+"""``gcbulk plan JOB.toml``: walk the case tree, run the preflight checks, and record the plan in the ledger.
+
+Prints cases, files, bytes, uploads needed, the quota estimate and the diff against the ledger (new / re-queued /
+unchanged / changed after Grand Challenge took them / removed), then every finding with its path and fix.
+Exit 0 when the plan is recorded, 2 on a configuration error or blocking findings.
+
+``plan_into_ledger`` and ``fetch_catalogue`` are also what ``gcbulk run`` uses to plan before it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gcbulk.engine import settings
+from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_OK
+from gcbulk.engine.gc.errors import ConfigurationError, GcbulkError
+from gcbulk.engine.jobfile import JobConfig
+from gcbulk.engine.plan.parts import multipart_checksum
+from gcbulk.engine.plan.planner import plan_tree
+from gcbulk.engine.plan.preflight import Finding, Preflight, QuotaEstimate
+from gcbulk.engine.service.progress import human_bytes
+from gcbulk.state.ledger import Ledger, LedgerError
+from gcbulk.state.records import PlanDiff
+from gcbulk.state.replan import planning
+
+HELP = "Plan a job: walk the case tree, check it, and record what to upload in the ledger."
+_SHOW = 20  # list entries printed per section; --json has them all
+
+
+@dataclass(kw_only=True)
+class PlanReport:
+    config: JobConfig
+    ledger_path: Path | None  # None for a dry run without a ledger
+    dry_run: bool
+    diff: PlanDiff
+    quota: QuotaEstimate
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def blocking(self) -> bool:
+        return any(finding.blocking for finding in self.findings)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "reader_study": self.config.reader_study,
+            "base_url": self.config.base_url,
+            "case_root": str(self.config.case_root),
+            "ledger": None if self.ledger_path is None else str(self.ledger_path),
+            "dry_run": self.dry_run,
+            "blocking": self.blocking,
+            "plan": self.diff.as_dict(),
+            "quota": self.quota.as_dict(),
+            "findings": [finding.as_dict() for finding in self.findings],
+        }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", type=Path, help="the job file (TOML)")
+    parser.add_argument("--dry-run", action="store_true", help="show the plan and its diff; write nothing")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--offline", action="store_true", help="skip checking socket slugs on the server")
+    parser.add_argument(
+        "--ledger", type=Path, help="the ledger file (default: <job stem>.ledger.sqlite beside the job file)"
+    )
+    parser.add_argument("--token-file", type=Path, help="read the API token from this file instead of "
+                                                         "$GRAND_CHALLENGE_AUTHORIZATION")
+
+
+def fetch_catalogue(config: JobConfig, token: str) -> dict[str, dict[str, Any] | None]:
+    """Each socket the job names → the server's socket (``components/interfaces/?slug=``), or None if unknown."""
+    from gcbulk.engine.gc.client import GrandChallengeClient
+    from gcbulk.engine.gc.retry import RetryPolicy
+
+    async def fetch() -> dict[str, dict[str, Any] | None]:
+        # A planning check should fail fast when the server is unreachable, not spend a transfer's retry budget.
+        policy = RetryPolicy(attempts_per_item=3, max_delay=5.0)
+        async with GrandChallengeClient(
+            base_url=config.base_url, token=token, ca_file=config.ca_file, retry_policy=policy
+        ) as client:
+            return {slug: await client.get_socket(slug) for slug in config.socket_slugs}
+
+    return asyncio.run(fetch())
+
+
+def plan_into_ledger(
+    config: JobConfig,
+    ledger: Ledger,
+    *,
+    catalogue: dict[str, dict[str, Any] | None] | None,
+    dry_run: bool = False,
+) -> PlanReport:
+    """Plan the job's tree into ``ledger`` (or, for a dry run, compute the same diff and roll it back)."""
+    findings: list[Finding] = []
+    with planning(
+        ledger, rules=config.rules_dict(), job_file=config.job_file, checksum=multipart_checksum, dry_run=dry_run
+    ) as plan:
+        preflight = Preflight(config=config, catalogue=catalogue, titles=plan.titles)
+        findings.extend(preflight.check_job())
+        for entry in plan_tree(config):
+            if isinstance(entry, Finding):
+                findings.append(entry)
+                continue
+            case = preflight.check_case(entry)
+            findings.extend(case.findings)
+            plan.add(case)
+        findings.extend(preflight.finish())
+        diff = plan.finish(blocked=any(finding.blocking for finding in findings))
+    return PlanReport(
+        config=config,
+        ledger_path=ledger.path,
+        dry_run=dry_run,
+        diff=diff,
+        quota=preflight.quota,
+        findings=findings,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        # Job file + GCBULK_* environment + flags (engine/settings.py): the same job and ledger `gcbulk run` uses.
+        resolved = settings.resolve(args.job, args, read_token=not args.offline)
+        config = resolved.job
+        catalogue = None
+        if not args.offline:
+            catalogue = fetch_catalogue(config, resolved.require_token())
+    except ConfigurationError as exc:
+        print(f"gcbulk plan: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except GcbulkError as exc:
+        print(
+            f"gcbulk plan: could not check the job's sockets at {config.base_url}: {exc}. "
+            "Check the server and the token, or plan with --offline.",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG_ERROR
+    ledger_path = resolved.ledger
+    try:
+        if args.dry_run and not ledger_path.exists():
+            with tempfile.TemporaryDirectory(prefix="gcbulk-plan-") as scratch:
+                with Ledger.open(Path(scratch) / "scratch.ledger.sqlite", config.binding) as ledger:
+                    report = plan_into_ledger(config, ledger, catalogue=catalogue, dry_run=True)
+                report.ledger_path = None  # the scratch ledger is gone; there was no ledger to compare with
+        else:
+            with Ledger.open(ledger_path, config.binding, job_file=config.job_file) as ledger:
+                report = plan_into_ledger(config, ledger, catalogue=catalogue, dry_run=args.dry_run)
+    except LedgerError as exc:
+        print(f"gcbulk plan: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print_report(report)
+    return EXIT_CONFIG_ERROR if report.blocking else EXIT_OK
+
+
+def _print_list(title: str, lines: list[str], out: Any) -> None:
+    if not lines:
+        return
+    print(f"{title} ({len(lines)}):", file=out)
+    for line in lines[:_SHOW]:
+        print(f"  {line}", file=out)
+    if len(lines) > _SHOW:
+        print(f"  … and {len(lines) - _SHOW} more (--json lists them all)", file=out)
+
+
+def print_report(report: PlanReport, out: Any = None) -> None:
+    out = out or sys.stdout
+    diff, quota, config = report.diff, report.quota, report.config
+    where = "dry run, nothing written" if report.dry_run else f"ledger {report.ledger_path}"
+    print(f"Plan for reader study {config.reader_study!r} at {config.base_url} ({where})", file=out)
+    print(f"  cases {diff.cases} · files {diff.files} · {human_bytes(diff.bytes)}", file=out)
+    unchanged_done = diff.unchanged.get("done", 0)
+    print(
+        f"  new {diff.new_cases} · re-queued {len(diff.requeued)} · unchanged {sum(diff.unchanged.values())} "
+        f"(done {unchanged_done}) · changed after upload {len(diff.changed_after_consumed)} · "
+        f"removed {len(diff.removed)} · blocked {len(diff.blocked)}",
+        file=out,
+    )
+    print(f"  uploads needed: at most {diff.files_to_upload} files, {human_bytes(diff.bytes_to_upload)}", file=out)
+    print(
+        f"  quota: largest value {human_bytes(quota.largest_value_bytes)} of 128 GiB (verified) / 2 GiB "
+        f"(unverified); {quota.uploads} uploads in all, at most {config.engine.live_upload_ceiling} alive at once "
+        "(server cap 2000)",
+        file=out,
+    )
+    _print_list("Re-queued (changed before Grand Challenge took them)", diff.requeued, out)
+    _print_list(
+        "Changed after Grand Challenge took them (reported, not re-sent)",
+        [f"{title} [{socket}]: {change}" for title, socket, change in diff.changed_after_consumed],
+        out,
+    )
+    _print_list(
+        "Removed from the tree (nothing is deleted on Grand Challenge)",
+        [f"{title} (was {state})" for title, state in diff.removed],
+        out,
+    )
+    _print_list("Blocked cases", diff.blocked, out)
+    severities = Counter(finding.severity for finding in report.findings)
+    if report.findings:
+        print(
+            f"Findings: {severities['blocking']} blocking, {severities['warning']} warnings, {severities['info']} info",
+            file=out,
+        )
+    for severity in ("blocking", "warning"):
+        shown = [f for f in report.findings if f.severity == severity]
+        for finding in shown[:_SHOW * 5]:
+            print(f"  {severity.upper()} [{finding.code}] {finding.path}", file=out)
+            print(f"      {finding.message}", file=out)
+            print(f"      fix: {finding.fix}", file=out)
+        if len(shown) > _SHOW * 5:
+            print(f"  … and {len(shown) - _SHOW * 5} more {severity} findings (--json lists them all)", file=out)
+    if severities["info"]:
+        print(f"  ({severities['info']} info findings not shown; --json lists them)", file=out)
+    if report.blocking:
+        print("Blocking findings: fix them and run 'gcbulk plan' again; nothing will be uploaded until then.", file=out)

@@ -1,0 +1,68 @@
+"""``gcbulk report JOB.toml --format csv|json [--out FILE]``: one row per case, from the ledger.
+
+Each row: title, folder, state, reason (why it failed or is blocked), display set pk, files and bytes, bytes sent,
+attempts, and timings (started, finished, duration). Reads the ledger without its lock, so it works while a run
+(``gcbulk run --follow`` in a container, say) is busy. Exit 0, 2 when the job or the ledger cannot be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import IO
+
+from gcbulk.engine import settings
+from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.state.ledger import Ledger, LedgerError
+from gcbulk.state.report import REPORT_FIELDS, case_report
+
+HELP = "Write a per-case report of a job (state, reason, display set, bytes, timings) as CSV or JSON."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", type=Path, help="the job file (TOML)")
+    parser.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json")
+    parser.add_argument("--out", type=Path, help="write here instead of stdout")
+    parser.add_argument("--ledger", type=Path, help=f"the ledger file (env {settings.ENV_PREFIX}LEDGER; default: "
+                                                    "<job stem>.ledger.sqlite beside the job file)")
+
+
+def write_report(ledger: Ledger, out: IO[str], fmt: str) -> int:
+    """Writes every case; returns how many."""
+    count = 0
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=REPORT_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for row in case_report(ledger):
+            writer.writerow(row.as_dict())
+            count += 1
+        return count
+    # JSON streamed as one array, one case per line, so a large job's report never sits in memory at once.
+    out.write("[")
+    for row in case_report(ledger):
+        out.write(("\n" if count == 0 else ",\n") + json.dumps(row.as_dict(), separators=(",", ":")))
+        count += 1
+    out.write("\n]\n" if count else "]\n")
+    return count
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        resolved = settings.resolve(args.job, args, read_token=False)
+        with Ledger.open_readonly(resolved.ledger, resolved.job.binding) as ledger:
+            if args.out is None:
+                write_report(ledger, sys.stdout, args.format)
+            else:
+                with open(args.out, "w", encoding="utf-8", newline="") as out:
+                    count = write_report(ledger, out, args.format)
+                print(f"gcbulk report: {count} case(s) written to {args.out}", file=sys.stderr)
+    except (ConfigurationError, LedgerError) as exc:
+        print(f"gcbulk report: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"gcbulk report: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,117 @@
+"""``gcbulk run JOB.toml``: plan the job if the ledger has no plan yet, then run every case to the end.
+
+Exit 0 when every case is done (or the run was stopped by a signal: it resumes where it stopped), 1 when some cases
+failed (listed with their reasons; ``gcbulk retry-failed`` queues them again), 2 on a configuration error (job file,
+token, reader study, blocking plan findings).
+
+The first SIGINT/SIGTERM starts nothing new and lets the parts on the wire finish for ``--drain`` seconds; every
+recorded step is already in the ledger, so that is the checkpoint. A second signal stops at once — still resumable,
+because every step is recorded before the next one starts.
+
+``--follow`` keeps running instead (``engine/service/follow.py``): new case folders are picked up every poll interval,
+failed cases come back with growing backoff, transient faults are waited out; it exits 0 on a signal, 2 on a fatal
+configuration error. Both modes serve ``/metrics``, ``/healthz`` and ``/readyz`` and log JSON lines on stdout
+(``engine/service/job_service.py``, ``engine/service/logs.py``); settings come from flags > ``GCBULK_*`` > job file
+(``engine/settings.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import anyio
+from gcbulk.engine import settings
+from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_KILLED, EXIT_OK, EXIT_SOME_FAILED
+from gcbulk.engine.gc.errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    GcbulkError,
+)
+from gcbulk.engine.service import follow, logs
+from gcbulk.engine.service.job_service import JobService, PlanBlocked, run_once
+from gcbulk.engine.service.progress import format_progress_line
+from gcbulk.engine.upload.transfer import RunOutcome
+from gcbulk.state.ledger import LedgerError, default_ledger_path
+
+HELP = "Run a job: plan it if needed, upload every case, create its display set and wait for the imports."
+_SHOW_FAILED = 50
+
+__all__ = ["EXIT_CONFIG_ERROR", "EXIT_KILLED", "EXIT_OK", "EXIT_SOME_FAILED", "add_arguments", "default_ledger_path",
+           "events_path_for", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", type=Path, help="the job file (TOML)")
+    parser.add_argument("--follow", action="store_true",
+                        help="keep running (a container's mode): pick up new case folders every --poll-interval, "
+                             "retry failed cases with growing backoff, wait out outages; stop with SIGTERM")
+    parser.add_argument("--replan", action="store_true",
+                        help="walk the case tree again before running (picks up new and changed files)")
+    settings.add_arguments(parser)
+
+
+def events_path_for(job_file: Path) -> Path:
+    return job_file.with_name(f"{job_file.stem}.events.jsonl")
+
+
+def _print_outcome(outcome: RunOutcome, ledger_path: Path, events_path: Path) -> None:
+    if outcome.stats is not None:
+        print(f"gcbulk run: {format_progress_line(outcome.stats)}", file=sys.stderr)
+    if outcome.failed:
+        print(f"gcbulk run: {len(outcome.failed)} case(s) failed:", file=sys.stderr)
+        for title, reason in outcome.failed[:_SHOW_FAILED]:
+            print(f"  {title}: {reason}", file=sys.stderr)
+        if len(outcome.failed) > _SHOW_FAILED:
+            print(f"  … and {len(outcome.failed) - _SHOW_FAILED} more ('gcbulk status' lists them all)",
+                  file=sys.stderr)
+        print("  fix what the reasons say, then 'gcbulk retry-failed' queues them again", file=sys.stderr)
+    print(f"gcbulk run: ledger {ledger_path}, events {events_path}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        resolved = settings.resolve(args.job, args)
+        resolved.require_token()
+    except (ConfigurationError, OSError) as exc:
+        print(f"gcbulk run: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    follow_mode = getattr(args, "follow", False)
+    # One-shot runs keep their human lines (plan report, progress, outcome) on stderr; the container's follow mode
+    # has the summary event on stdout instead.
+    log_setup = logs.configure(resolved.log_level, resolved.log_format, secrets=[resolved.token or ""],
+                               progress_stream=None if follow_mode else sys.stderr)
+    try:
+        return _run(args, resolved, JobService(resolved, display=log_setup.display))
+    finally:
+        log_setup.close()
+
+
+def _run(args: argparse.Namespace, resolved: settings.RunSettings, service: JobService) -> int:
+    try:
+        if getattr(args, "follow", False):
+            return follow.run_follow(service)
+        outcome = anyio.run(service.serve, lambda s: run_once(s, replan=getattr(args, "replan", False)))
+    except PlanBlocked:
+        return EXIT_CONFIG_ERROR
+    except AuthenticationFailed:
+        print("gcbulk run: the server refused the API token (401); set a valid token in "
+              "$GRAND_CHALLENGE_AUTHORIZATION, $GCBULK_TOKEN_FILE or --token-file", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except (ConfigurationError, LedgerError) as exc:
+        print(f"gcbulk run: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except GcbulkError as exc:
+        print(f"gcbulk run: stopped: {exc}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    if service.killed:
+        print("gcbulk run: stopped at once; run it again to resume", file=sys.stderr)
+        return EXIT_KILLED
+    if outcome is None or outcome.interrupted:
+        print("gcbulk run: stopped; everything sent so far is recorded — run it again to resume", file=sys.stderr)
+        if outcome is not None:
+            _print_outcome(outcome, resolved.ledger, resolved.events)
+        return EXIT_OK
+    _print_outcome(outcome, resolved.ledger, resolved.events)
+    return EXIT_SOME_FAILED if outcome.failed else EXIT_OK

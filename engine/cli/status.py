@@ -1,0 +1,94 @@
+"""``gcbulk status JOB.toml``: counts by state, and the cases that need a person's attention.
+
+Reads the ledger without taking its lock, so it works while ``gcbulk run`` is busy. Exit 0, or 1 when some cases
+failed or are blocked, 2 when the job file or the ledger cannot be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from gcbulk.engine import settings
+from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.state.ledger import Ledger, LedgerError
+
+HELP = "Show a job's progress from its ledger: counts by state and the cases that need attention."
+_SHOW = 50
+_KINDS = (("case", "cases"), ("display_set", "display sets"), ("item", "values"), ("upload", "uploads"),
+          ("part", "parts"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", type=Path, help="the job file (TOML)")
+    parser.add_argument("--json", action="store_true", help="print the status as JSON")
+    parser.add_argument(
+        "--ledger", type=Path, help="the ledger file (default: <job stem>.ledger.sqlite beside the job file)"
+    )
+
+
+def collect_status(ledger: Ledger, *, limit: int | None = None) -> dict[str, Any]:
+    attention = ledger.cases_needing_attention(limit=limit)
+    return {
+        "ledger": str(ledger.path),
+        "plan_state": ledger.plan_state,
+        "counts": ledger.counts_by_state(),
+        "live_uploads": ledger.live_upload_count(),
+        "needs_attention": [
+            {
+                "case_id": row.case_id,
+                "title": row.title,
+                "folder": row.folder,
+                "state": row.state,
+                "last_error": row.last_error,
+                "findings": row.findings,
+            }
+            for row in attention
+        ],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        # Job file + GCBULK_* environment + flags (engine/settings.py), so a container's ledger path applies here too.
+        resolved = settings.resolve(args.job, args, read_token=False)
+        with Ledger.open_readonly(resolved.ledger, resolved.job.binding) as ledger:
+            status = collect_status(ledger, limit=None if args.json else _SHOW)
+            attention_total = sum(
+                ledger.counts_by_state()["case"].get(state, 0) for state in ("failed", "blocked", "vanished")
+            )
+    except (ConfigurationError, LedgerError) as exc:
+        print(f"gcbulk status: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print_status(status, attention_total)
+    cases = status["counts"]["case"]
+    return 1 if cases.get("failed") or cases.get("blocked") else 0
+
+
+def print_status(status: dict[str, Any], attention_total: int, out: Any = None) -> None:
+    out = out or sys.stdout
+    print(f"Ledger {status['ledger']} (plan {status['plan_state']})", file=out)
+    for kind, label in _KINDS:
+        counts = status["counts"].get(kind, {})
+        total = sum(counts.values())
+        detail = ", ".join(f"{state} {n}" for state, n in sorted(counts.items())) or "none"
+        print(f"  {label:<13} {total:>8}  {detail}", file=out)
+    print(f"  live uploads on the server: {status['live_uploads']}", file=out)
+    rows = status["needs_attention"]
+    if not rows:
+        print("Nothing needs attention.", file=out)
+        return
+    print(f"Cases needing attention ({attention_total}):", file=out)
+    for row in rows:
+        reason = row["last_error"] or "; ".join(f["message"] for f in row["findings"] if f["severity"] != "info")
+        if row["state"] == "vanished":
+            reason = reason or "its folder is gone from the case tree (nothing was deleted on Grand Challenge)"
+        print(f"  {row['state']:<8} {row['title']}: {reason}", file=out)
+    if attention_total > len(rows):
+        print(f"  … and {attention_total - len(rows)} more (--json lists them all)", file=out)

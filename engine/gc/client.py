@@ -1,0 +1,331 @@
+"""The only place that speaks the Grand Challenge REST API (contract §0–§3). Method names follow the endpoints and gcapi.
+
+One ``GrandChallengeClient`` holds one ``aiohttp.ClientSession`` (a pooled connector shared with the presigned S3 PUTs
+of ``engine/upload/s3_parts.py``), bounds the API calls in flight, and retries through ``engine/gc/retry.py``. It reads only
+the response fields it uses, so it works with the current schema (contract §8) and the older server (contract §9)
+alike. The token travels only in the Authorization header of requests to the API host; it is never part of a URL,
+a log line, an exception or the repr.
+
+The core (``request``, ``iterate_all``) is shared with the upload calls in ``engine/gc/uploads_api.py`` and with the
+results side, which adds its read methods on top.
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+import json
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+import anyio
+from gcbulk.engine.gc.errors import (
+    ApiError,
+    AuthenticationFailed,
+    ConfigurationError,
+    NotFound,
+    TransportError,
+    UnsafeUrlError,
+    is_network_error,
+)
+from gcbulk.engine.gc.results_api import ResultsMixin
+from gcbulk.engine.gc.retry import RetryObserver, RetryPolicy, call_with_retries
+from gcbulk.engine.gc.uploads_api import UploadsMixin
+
+log = logging.getLogger(__name__)
+
+# Contract §0: DRF pages are clipped at 1000; fewer, larger pages mean fewer round trips when scanning a study.
+DEFAULT_PAGE_SIZE = 1000
+
+
+def normalise_token(token: str) -> str:
+    """gcapi accepts ``tok`` or ``Bearer tok`` and keeps the last word (contract §0)."""
+    words = token.split()
+    if not words:
+        raise ConfigurationError("the API token is empty; set GRAND_CHALLENGE_AUTHORIZATION or the job's token file")
+    return words[-1]
+
+
+def socket_slug_of(value: dict[str, Any]) -> str | None:
+    """The socket slug of a display-set value: GET shows the socket object, POST/PATCH responses its slug (§3)."""
+    interface = value.get("interface")
+    if isinstance(interface, dict):
+        return interface.get("slug")
+    return interface
+
+
+def display_set_title(display_set: dict[str, Any]) -> str | None:
+    """``title`` where the server sends it, else ``title_safe`` unescaped (contract §8: the GET has only the latter)."""
+    if display_set.get("title") is not None:
+        return display_set["title"]
+    safe = display_set.get("title_safe")
+    return html.unescape(safe) if safe is not None else None
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+class GrandChallengeClient(UploadsMixin, ResultsMixin):
+    """An async client for one Grand Challenge API root, used as ``async with GrandChallengeClient(...) as gc``."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: str,
+        ca_file: Path | str | None = None,
+        api_calls_in_flight: int = 16,
+        connections: int = 128,
+        retry_policy: RetryPolicy | None = None,
+        on_retry: RetryObserver | None = None,
+        request_timeout: float = 300.0,
+        trace_configs: list[aiohttp.TraceConfig] | None = None,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if not base_url.endswith("/"):
+            raise ConfigurationError(f"base URL {base_url!r} must end in '/' (e.g. https://grand-challenge.org/api/v1/)")
+        # Contract §5: gcapi insists on https; plain http is allowed only to a server on this machine (tests).
+        if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.hostname)):
+            raise ConfigurationError(f"base URL {base_url!r} must use https")
+        self.base_url = base_url
+        self._origin = (parts.scheme, parts.netloc)
+        self.__token = normalise_token(token)
+        self._ca_file = Path(ca_file) if ca_file else None
+        self._connections = connections
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=request_timeout)
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.on_retry = on_retry
+        self.api_limiter = anyio.CapacityLimiter(api_calls_in_flight)
+        self._session: aiohttp.ClientSession | None = None
+        # Observers of every request (engine/service/metrics.py measures latency with them); the request code stays as it is.
+        self._trace_configs = list(trace_configs or [])
+        self._reader_studies: dict[str, dict[str, Any]] = {}
+        self._sockets: dict[str, dict[str, Any] | None] = {}
+
+    def __repr__(self) -> str:
+        return f"GrandChallengeClient(base_url={self.base_url!r})"
+
+    async def __aenter__(self) -> GrandChallengeClient:
+        ssl_context = ssl.create_default_context(cafile=str(self._ca_file) if self._ca_file else None)
+        connector = aiohttp.TCPConnector(ssl=ssl_context, limit=self._connections, limit_per_host=0)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
+                                              trace_configs=self._trace_configs or None)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The pooled session, also used for presigned S3 PUTs (which must carry no Authorization header)."""
+        if self._session is None:
+            raise RuntimeError("use the client as 'async with GrandChallengeClient(...) as client'")
+        return self._session
+
+    # ---- core: one request, retries, pagination -------------------------------------------------------------
+
+    def url_for(self, path_or_url: str) -> str:
+        """An absolute URL on the API host. Absolute URLs from the server must be on that host: the token is sent
+        with them (contract §5: gcapi refuses any other netloc, for the same reason)."""
+        url = urljoin(self.base_url, path_or_url)
+        parts = urlsplit(url)
+        if (parts.scheme, parts.netloc) != self._origin:
+            raise UnsafeUrlError(f"refusing to send the API token to {parts.scheme}://{parts.netloc}: not the API host")
+        return url
+
+    def _auth_headers(self) -> dict[str, str]:
+        """The Authorization header, for requests to the API host only (``url_for`` checks the host)."""
+        return {"Authorization": f"Bearer {self.__token}"}
+
+    async def _request_once(self, method: str, url: str, payload: Any, params: dict[str, Any] | None) -> Any:
+        headers = {**self._auth_headers(), "Accept": "application/json"}
+        async with self.api_limiter:
+            try:
+                # No redirects (contract §0: gcapi treats a 3xx as an error): the token must not follow one.
+                async with self.session.request(method, url, json=payload, params=params, headers=headers,
+                                                allow_redirects=False) as resp:
+                    raw = await resp.read()
+                    status, content_type, resp_headers = resp.status, resp.content_type, dict(resp.headers)
+            except Exception as exc:
+                if is_network_error(exc):
+                    # Chained from None: aiohttp exceptions may carry the request headers, hence the token.
+                    raise TransportError(method, url, exc) from None
+                raise
+        body: Any = raw.decode(errors="replace")
+        if content_type == "application/json" and raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                pass
+        if status >= 300:
+            error_type = {401: AuthenticationFailed, 404: NotFound}.get(status, ApiError)
+            raise error_type(method, url, status, body, resp_headers)
+        return body if raw else None
+
+    async def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        reconcile: Callable[[], Awaitable[Any]] | None = None,
+        translate: Callable[[ApiError], Exception | None] | None = None,
+    ) -> Any:
+        """One API call with retries. ``translate`` maps an endpoint's error to its typed meaning (e.g. the upload
+        cap); ``reconcile`` looks a create up after a failure that may have reached the server."""
+        url = self.url_for(path_or_url)
+
+        async def attempt() -> Any:
+            try:
+                return await self._request_once(method, url, json, params)
+            except ApiError as error:
+                better = translate(error) if translate else None
+                if better is not None:
+                    raise better from None
+                raise
+
+        return await call_with_retries(
+            attempt, policy=self.retry_policy, what=f"{method} {urlsplit(url).path}", reconcile=reconcile,
+            on_retry=self.on_retry,
+        )
+
+    async def iterate_all(
+        self, path: str, params: dict[str, Any] | None = None, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every result of a limit/offset list (contract §0): follows ``next`` when the server sends it, else asks
+        for the next offset until a short or empty page."""
+        query: dict[str, Any] | None = {**(params or {}), "limit": page_size, "offset": 0}
+        url = path
+        while True:
+            page = await self.request("GET", url, params=query)
+            results = page.get("results", [])
+            for item in results:
+                yield item
+            if page.get("next"):
+                url, query = page["next"], None  # ``next`` already holds the query
+            elif "next" in page or not results or query is None:
+                return
+            else:  # a server that does not send ``next``: gcapi's way, until an empty page
+                query = {**query, "offset": query["offset"] + len(results)}
+
+    # ---- sockets and reader studies ---------------------------------------------------------------------------
+
+    async def get_socket(self, slug: str) -> dict[str, Any] | None:
+        """The socket (component interface) with ``slug``, or None if there is none (contract §3). Cached."""
+        if slug not in self._sockets:
+            page = await self.request("GET", "components/interfaces/", params={"slug": slug})
+            results = page.get("results", [])
+            self._sockets[slug] = results[0] if results else None
+        return self._sockets[slug]
+
+    async def reader_study_by_slug(self, slug: str) -> dict[str, Any]:
+        """The reader study; ConfigurationError if it does not exist or this user is not a member (§0: absent)."""
+        if slug not in self._reader_studies:
+            page = await self.request("GET", "reader-studies/", params={"slug": slug})
+            results = page.get("results", [])
+            if not results:
+                raise ConfigurationError(
+                    f"reader study {slug!r} was not found at {self.base_url}: check the slug (the last part of its "
+                    "URL) and that this token's user is an editor of the study"
+                )
+            self._reader_studies[slug] = results[0]
+        return self._reader_studies[slug]
+
+    # ---- display sets ---------------------------------------------------------------------------------------
+
+    async def iterate_display_sets(self, reader_study_pk: str) -> AsyncIterator[dict[str, Any]]:
+        async for display_set in self.iterate_all("reader-studies/display-sets/", {"reader_study": reader_study_pk}):
+            yield display_set
+
+    async def find_display_set_by_title(self, reader_study_pk: str, title: str) -> dict[str, Any] | None:
+        """The study's display set titled ``title``, or None. Titles are unique per study (contract §9)."""
+        async for display_set in self.iterate_display_sets(reader_study_pk):
+            if display_set_title(display_set) == title:
+                return display_set
+        return None
+
+    async def create_display_set(
+        self, reader_study_slug: str, title: str, order: int | None = None
+    ) -> dict[str, Any]:
+        """Creates an empty display set titled ``title``, or returns the one that already has that title: the title
+        is the idempotency key, so a create that may have succeeded, or that lost a race, is adopted."""
+        study = await self.reader_study_by_slug(reader_study_slug)
+
+        async def lookup() -> dict[str, Any] | None:
+            return await self.find_display_set_by_title(study["pk"], title)
+
+        def duplicate_title(error: ApiError) -> Exception | None:
+            # Contract §9: a duplicate title is 400 non_field_errors (unique set). Not an error for us: adopt it.
+            if error.status == 400 and isinstance(error.body, dict) and "non_field_errors" in error.body:
+                return _DuplicateTitle(error)
+            # Contract §0: a user who is not an editor of the study gets 400 on reader_study; no case can succeed.
+            if error.status == 400 and isinstance(error.body, dict) and "reader_study" in error.body:
+                return ConfigurationError(
+                    f"this token's user may not add display sets to reader study {reader_study_slug!r} "
+                    f"({error.body['reader_study']}); make the user an editor of the study"
+                )
+            return None
+
+        body: dict[str, Any] = {"reader_study": reader_study_slug, "title": title}
+        if order is not None:
+            body["order"] = order
+        try:
+            return await self.request(
+                "POST", "reader-studies/display-sets/", json=body, reconcile=lookup, translate=duplicate_title
+            )
+        except _DuplicateTitle as duplicate:
+            found = await lookup()
+            if found is None:
+                raise duplicate.error from None
+            return found
+
+    async def get_display_set(self, pk: str) -> dict[str, Any]:
+        return await self.request("GET", f"reader-studies/display-sets/{pk}/")
+
+    async def update_display_set(
+        self,
+        pk: str,
+        *,
+        values: list[dict[str, Any]] | None = None,
+        order: int | None = None,
+        title: str | None = None,
+    ) -> dict[str, Any]:
+        """PATCH (never PUT: a PUT removes the sockets it does not list, contract §3)."""
+        body: dict[str, Any] = {}
+        if values is not None:
+            body["values"] = values
+        if order is not None:
+            body["order"] = order
+        if title is not None:
+            body["title"] = title
+        return await self.request("PATCH", f"reader-studies/display-sets/{pk}/", json=body)
+
+    # ---- upload sessions ------------------------------------------------------------------------------------
+
+    async def get_upload_session(self, pk: str) -> dict[str, Any]:
+        return await self.request("GET", f"cases/upload-sessions/{pk}/")
+
+    async def iterate_upload_sessions(self) -> AsyncIterator[dict[str, Any]]:
+        """This user's upload sessions; the list has no filters (contract §2)."""
+        async for session in self.iterate_all("cases/upload-sessions/"):
+            yield session
+
+
+class _DuplicateTitle(Exception):
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(str(error))
+        self.error = error

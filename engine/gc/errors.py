@@ -1,0 +1,194 @@
+"""Every error the engine can meet, and what each one means for the run: retry, fail this item, or stop the run.
+
+``classify`` is the one place that decides (rclone's ``fserrors.ShouldRetry``): callers never inspect status codes
+themselves. Errors are classified by structure (status, endpoint, body keys), never by message text. No error
+carries the API token: messages hold the method, the URL (tokens travel only in the Authorization header) and the
+server's DRF body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import Any
+
+import aiohttp
+import anyio
+
+# The body of an error is shown to the user; a huge HTML page from a proxy should not flood the log.
+_BODY_PREVIEW_CHARS = 500
+
+
+class Disposition(enum.Enum):
+    RETRY = "retry"  # transient: wait and try again, within the item's attempt budget
+    FAIL_ITEM = "fail-item"  # this file or case cannot succeed as it is; the rest of the run continues
+    STOP_RUN = "stop-run"  # nothing can succeed (bad token, interrupted): stop starting work
+    INTERRUPTED = "interrupted"  # cancelled by the user or a deadline; never retried, never a failure
+
+
+class GcbulkError(Exception):
+    """Base of the engine's own errors."""
+
+
+class ConfigurationError(GcbulkError):
+    """Bad input from the user (job file, URL, token); the message says what to fix. Exit code 2."""
+
+
+class UnsafeUrlError(ConfigurationError):
+    """A URL the client must not follow with the token (another host, or not https)."""
+
+
+class TransportError(GcbulkError):
+    """The request failed below HTTP: refused, reset, timed out, truncated. It may or may not have reached the
+    server, so a create that failed this way is reconciled before it is retried."""
+
+    def __init__(self, method: str, url: str, cause: BaseException) -> None:
+        self.method = method
+        self.url = url
+        self.cause_type = type(cause).__name__
+        super().__init__(f"{method} {url} failed: {self.cause_type}: {cause}")
+
+
+class HttpError(GcbulkError):
+    """The server answered with an error status."""
+
+    def __init__(self, method: str, url: str, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        self.method = method
+        self.url = url
+        self.status = status
+        self.body = body
+        self.headers = dict(headers or {})
+        preview = str(body)
+        if len(preview) > _BODY_PREVIEW_CHARS:
+            preview = preview[:_BODY_PREVIEW_CHARS] + "…"
+        super().__init__(f"{method} {url} answered {status}: {preview}")
+
+
+class ApiError(HttpError):
+    """An error answer from the Grand Challenge API; ``body`` is DRF's JSON error (contract §0)."""
+
+
+class AuthenticationFailed(ApiError):
+    """401: the token is wrong or expired. Every further call would fail the same way."""
+
+
+class NotFound(ApiError):
+    """404: the object does not exist or is not visible to this user (contract §0: invisible objects are 404)."""
+
+
+class UploadCapReached(ApiError):
+    """Contract §1: more than 2000 uploads exist for this user; gcapi says retry after 5 minutes."""
+
+
+class UploadQuotaReached(ApiError):
+    """Contract §1: presigning would exceed the byte quota (2 / 128 GiB); space frees as imports consume uploads."""
+
+
+class S3Error(HttpError):
+    """An error answer from the object store to a presigned part PUT."""
+
+
+class PresignedUrlExpired(S3Error):
+    """403 from S3: the presigned URL expired (contract §1: 3600 s) or was rejected; re-sign and PUT again."""
+
+
+class MultipartUploadVanished(GcbulkError):
+    """The multipart upload is gone on the server (the 24 h sweep, contract §1); it must be created again."""
+
+
+class PartIntegrityError(GcbulkError):
+    """S3 stored different bytes than we sent (ETag is not the MD5 of the part); PUT the part again."""
+
+
+class SourceFileChanged(GcbulkError):
+    """The local file no longer matches the plan (size or content changed); re-plan before uploading it."""
+
+
+class ImportFailed(GcbulkError):
+    """Grand Challenge could not import a value; the message is the upload session's ``error_message``."""
+
+
+class Interrupted(GcbulkError):
+    """The run is stopping (a signal): the work was left where it was, to be resumed; it did not fail."""
+
+
+class AttemptsExhausted(GcbulkError):
+    """The item's attempt budget is spent; the item fails with ``last_error``."""
+
+    def __init__(self, what: str, attempts: int, last_error: BaseException) -> None:
+        self.last_error = last_error
+        super().__init__(f"{what}: gave up after {attempts} attempts; last error: {last_error}")
+
+
+# Contract §5: gcapi ≥ 0.13 retries 429, 502, 503, 504, 507. 500 is not in the list: on GC it means an unhandled
+# model or S3 error (contract §1 "500 traps"), which repeats; the caller reconciles instead (e.g. a complete that
+# already happened).
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504, 507})
+
+_NETWORK_ERRORS = (
+    aiohttp.ClientConnectionError,  # includes ServerDisconnectedError, ClientOSError, connection timeouts
+    aiohttp.ClientPayloadError,
+    TimeoutError,
+)
+
+
+def is_network_error(exc: BaseException) -> bool:
+    return isinstance(exc, _NETWORK_ERRORS)
+
+
+def _is_anyio_cancellation(exc: BaseException) -> bool:
+    try:
+        return isinstance(exc, anyio.get_cancelled_exc_class())
+    except RuntimeError:  # outside an event loop (anyio.NoEventLoopError): only asyncio's class applies
+        return False
+
+
+def classify(exc: BaseException) -> Disposition:
+    """What ``exc`` means for the run. Cancellation is checked first, so an interrupted run is never retried."""
+    if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) or _is_anyio_cancellation(exc):
+        return Disposition.INTERRUPTED
+    if isinstance(exc, Interrupted):
+        return Disposition.INTERRUPTED
+    if isinstance(exc, AttemptsExhausted):
+        return Disposition.FAIL_ITEM
+    if isinstance(exc, AuthenticationFailed):
+        return Disposition.STOP_RUN
+    if isinstance(exc, ConfigurationError):
+        return Disposition.STOP_RUN
+    if isinstance(exc, (TransportError, PartIntegrityError, UploadCapReached, UploadQuotaReached)):
+        return Disposition.RETRY
+    if isinstance(exc, PresignedUrlExpired):
+        # Waiting does not help an expired URL; ``engine/upload/s3_parts.py`` re-signs the part instead.
+        return Disposition.FAIL_ITEM
+    if isinstance(exc, HttpError):
+        return Disposition.RETRY if exc.status in RETRYABLE_STATUSES else Disposition.FAIL_ITEM
+    if is_network_error(exc):
+        return Disposition.RETRY
+    return Disposition.FAIL_ITEM
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """The error that matters in what a task group raised: anyio wraps child errors in an ExceptionGroup, where
+    siblings cancelled because of the first failure appear beside it."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        else:
+            leaves.append(current)
+    ranked = sorted(leaves, key=lambda e: {Disposition.STOP_RUN: 0, Disposition.FAIL_ITEM: 1, Disposition.RETRY: 1,
+                                           Disposition.INTERRUPTED: 2}[classify(e)])
+    return ranked[0] if ranked else exc
+
+
+def may_have_succeeded(exc: BaseException) -> bool:
+    """True when a create may have happened although the call failed: the request may have reached the server
+    (network error after sending) or the server may have failed after acting (a 5xx from a proxy). A create must then
+    be reconciled (looked up) before it is sent again, or it may be duplicated (contract §5)."""
+    if isinstance(exc, TransportError) or is_network_error(exc):
+        return True
+    return isinstance(exc, HttpError) and exc.status >= 500

@@ -1,0 +1,163 @@
+"""The results side of the Grand Challenge API (contract §3, §4): questions, answers, images, image files, order.
+
+A mixin of ``GrandChallengeClient`` (``engine/gc/client.py``), like ``engine/gc/uploads_api.py``. It reads only the fields it
+uses, so it works with the current schema (contract §8) and the older server (contract §9).
+
+Image files take two hops (contract §4, §9): ``GET <file URL>`` on the API host *with* the token answers 302 to a
+signed object-store URL that expires after about 300 s; that URL is fetched *without* the token (another origin:
+the token must never leave the API host) and supports HTTP Range, which is what makes a cut download resumable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from gcbulk.engine.gc.errors import (
+    ApiError,
+    AuthenticationFailed,
+    NotFound,
+    PresignedUrlExpired,
+    S3Error,
+    TransportError,
+    UnsafeUrlError,
+    is_network_error,
+)
+from gcbulk.engine.gc.retry import call_with_retries
+
+ANSWERS = "reader-studies/answers/"
+MY_ANSWERS = "reader-studies/answers/mine/"
+
+
+class SignedUrlRefused(S3Error):
+    """The object store refused a signed download URL for a reason other than expiry (e.g. the object is gone)."""
+
+
+def _bool_param(value: bool) -> str:
+    # django-filter's BooleanWidget reads "true"/"false" (contract §4); aiohttp refuses bool query values anyway.
+    return "true" if value else "false"
+
+
+class ResultsMixin:
+    """Needs from the core: ``request``, ``iterate_all``, ``url_for``, ``session``, ``retry_policy``, ``on_retry``,
+    ``api_limiter`` and the client's Authorization header (``_auth_headers``)."""
+
+    request: Callable[..., Awaitable[Any]]
+    iterate_all: Callable[..., AsyncIterator[dict[str, Any]]]
+    url_for: Callable[[str], str]
+    session: aiohttp.ClientSession
+    base_url: str
+
+    # ---- questions and answers ----------------------------------------------------------------------------------
+
+    async def iterate_questions(self, reader_study_pk: str) -> AsyncIterator[dict[str, Any]]:
+        """The study's questions in the server's order (``reader-studies/questions/?reader_study=<pk>``)."""
+        async for question in self.iterate_all("reader-studies/questions/", {"reader_study": reader_study_pk}):
+            yield question
+
+    async def iterate_answers(
+        self,
+        reader_study_pk: str,
+        *,
+        mine: bool = False,
+        display_set_pk: str | None = None,
+        creator: str | None = None,
+        is_ground_truth: bool | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every answer of the study this user may see, page by page (contract §4): all of them for an editor,
+        one's own for a reader; ``mine`` asks ``answers/mine/`` (one's own, never ground truth)."""
+        params: dict[str, Any] = {"question__reader_study": reader_study_pk}
+        if display_set_pk is not None:
+            params["display_set"] = display_set_pk
+        if creator is not None:
+            params["creator"] = creator
+        if is_ground_truth is not None:
+            params["is_ground_truth"] = _bool_param(is_ground_truth)
+        extra = {} if page_size is None else {"page_size": page_size}
+        async for answer in self.iterate_all(MY_ANSWERS if mine else ANSWERS, params, **extra):
+            yield answer
+
+    # ---- display-set order ----------------------------------------------------------------------------------------
+
+    async def set_display_set_order(self, pk: str, order: int) -> dict[str, Any]:
+        """``PATCH reader-studies/display-sets/{pk}/ {"order": n}``; the answer is the post serializer's shape."""
+        return await self.request("PATCH", f"reader-studies/display-sets/{pk}/", json={"order": order})
+
+    # ---- images and their files -----------------------------------------------------------------------------------
+
+    async def get_image(self, pk_or_url: str) -> dict[str, Any]:
+        """``GET cases/images/{pk}/`` (an answer's ``answer_image`` URL works as well)."""
+        target = pk_or_url if "/" in pk_or_url else f"cases/images/{pk_or_url}/"
+        return await self.request("GET", target)
+
+    async def resolve_image_file(self, file_url: str) -> str:
+        """The signed object-store URL behind an image file URL: ``GET`` it on the API host with the token and read
+        the 302's ``Location`` (contract §4). Raises NotFound (unknown image), ApiError 403 (no view permission).
+        Retried like any API call."""
+        url = self.url_for(file_url)
+
+        async def attempt() -> str:
+            async with self.api_limiter:  # type: ignore[attr-defined]
+                try:
+                    async with self.session.get(
+                        url, headers=self._auth_headers(), allow_redirects=False  # type: ignore[attr-defined]
+                    ) as response:
+                        body = await response.read()
+                        status, headers = response.status, dict(response.headers)
+                except Exception as exc:
+                    if is_network_error(exc):
+                        raise TransportError("GET", url, exc) from None
+                    raise
+            if status in (301, 302, 303, 307, 308) and headers.get("Location"):
+                return self._checked_redirect(url, headers["Location"])
+            text = body.decode(errors="replace")
+            if status < 300:
+                raise ApiError("GET", url, status, f"expected a redirect to the file, got {status}: {text[:200]}")
+            error_type = {401: AuthenticationFailed, 404: NotFound}.get(status, ApiError)
+            raise error_type("GET", url, status, text, headers)
+
+        return await call_with_retries(
+            attempt, policy=self.retry_policy, what=f"GET {urlsplit(url).path}",  # type: ignore[attr-defined]
+            on_retry=self.on_retry,  # type: ignore[attr-defined]
+        )
+
+    @staticmethod
+    def _checked_redirect(from_url: str, location: str) -> str:
+        target = urljoin(from_url, location)
+        parts = urlsplit(target)
+        if parts.scheme not in ("https", "http"):
+            raise UnsafeUrlError(f"the file redirect goes to {parts.scheme}:, not to an object store over https")
+        return target
+
+    @asynccontextmanager
+    async def open_signed_download(self, signed_url: str, *, start: int = 0) -> AsyncIterator[aiohttp.ClientResponse]:
+        """An open response for the signed URL, asking for the bytes from ``start`` on (HTTP Range), sent with no
+        Authorization header. The caller streams ``response.content`` and checks ``status`` (200: the whole object,
+        206: the asked range; a 416 means ``start`` is at or past the end). Raises PresignedUrlExpired on 403
+        (re-resolve the file URL), SignedUrlRefused / S3Error otherwise, TransportError on network errors."""
+        headers = {"Range": f"bytes={start}-"} if start > 0 else {}
+        try:
+            async with self.session.get(signed_url, headers=headers, allow_redirects=False) as response:
+                if response.status in (200, 206, 416):
+                    yield response
+                    return
+                text = (await response.read()).decode(errors="replace")
+                status, resp_headers = response.status, dict(response.headers)
+        except Exception as exc:
+            if is_network_error(exc):
+                raise TransportError("GET", _without_query(signed_url), exc) from None
+            raise
+        where = _without_query(signed_url)  # the signature stays out of messages and logs
+        if status == 403:
+            raise PresignedUrlExpired("GET", where, status, text, resp_headers)
+        error_type = S3Error if status >= 500 or status == 429 else SignedUrlRefused
+        raise error_type("GET", where, status, text, resp_headers)
+
+
+def _without_query(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"

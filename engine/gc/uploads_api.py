@@ -1,0 +1,149 @@
+"""The ``uploads/`` endpoints (contract §1): S3 multipart uploads brokered by Grand Challenge.
+
+A mixin of ``GrandChallengeClient`` (``engine/gc/client.py``), kept apart because it is its own concept: the multipart
+life cycle create → presign → (PUT parts, ``engine/upload/s3_parts.py``) → list-parts → complete | abort.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gcbulk.engine.gc.errors import (
+    ApiError,
+    MultipartUploadVanished,
+    NotFound,
+    UploadCapReached,
+    UploadQuotaReached,
+)
+
+UPLOAD_COMPLETED = "Completed"
+UPLOAD_INITIALIZED = "Initialized"
+
+
+@dataclass(frozen=True)
+class UploadRef:
+    """What identifies a multipart upload (contract §1: pk + s3_upload_id stay valid until completion or the
+    24 h sweep)."""
+
+    pk: str
+    s3_upload_id: str
+
+    @classmethod
+    def of(cls, upload: UploadRef | Mapping[str, Any]) -> UploadRef:
+        if isinstance(upload, UploadRef):
+            return upload
+        return cls(pk=str(upload["pk"]), s3_upload_id=str(upload["s3_upload_id"]))
+
+
+def _vanished_on_404(upload: UploadRef) -> Callable[[ApiError], Exception | None]:
+    def translate(error: ApiError) -> Exception | None:
+        # Contract §1: a wrong s3_upload_id (after an abort) and a swept upload both answer 404.
+        if error.status == 404:
+            return MultipartUploadVanished(f"upload {upload.pk} no longer exists on the server ({error})")
+        return None
+
+    return translate
+
+
+class UploadsMixin:
+    """Needs ``request(method, path, json=, params=, reconcile=, translate=)`` and ``url_for(path)``."""
+
+    request: Callable[..., Awaitable[Any]]
+    url_for: Callable[[str], str]
+
+    def upload_url(self, pk: str) -> str:
+        """The hyperlink that display-set values and upload sessions take for an upload."""
+        return self.url_for(f"uploads/{pk}/")
+
+    async def create_upload(self, filename: str) -> dict[str, Any]:
+        """``POST uploads/``: a new, Initialized multipart upload.
+
+        Not reconciled by lookup: uploads carry no key of ours (every case has its ``ct.mha``), so a create whose
+        answer was lost leaves an empty upload that the server sweeps after 24 h. The caller records the pk in the
+        ledger the moment it is returned, before any part, so an upload it knows of is never lost.
+        """
+
+        def cap(error: ApiError) -> Exception | None:
+            # Contract §1: the only non-field validation on create is the 2000-uploads cap.
+            if error.status == 400 and isinstance(error.body, dict) and "non_field_errors" in error.body:
+                return UploadCapReached(error.method, error.url, error.status, error.body, error.headers)
+            return None
+
+        return await self.request("POST", "uploads/", json={"filename": filename}, translate=cap)
+
+    async def get_upload(self, pk: str) -> dict[str, Any]:
+        """Raises NotFound once the upload was consumed (import done) or swept."""
+        return await self.request("GET", f"uploads/{pk}/")
+
+    async def count_uploads(self) -> int:
+        """How many uploads this user has: what the 2000 cap counts (contract §1)."""
+        page = await self.request("GET", "uploads/", params={"limit": 1, "offset": 0})
+        return int(page.get("count", len(page.get("results", []))))
+
+    async def generate_presigned_urls(
+        self, upload: UploadRef | Mapping[str, Any], part_numbers: Iterable[int]
+    ) -> dict[int, str]:
+        """Presigned PUT URLs by part number (the server's keys are strings, contract §1)."""
+        ref = UploadRef.of(upload)
+        vanished = _vanished_on_404(ref)
+
+        def quota(error: ApiError) -> Exception | None:
+            # Contract §1: presign on an Initialized upload answers 403 only when the byte quota is reached.
+            if error.status == 403:
+                return UploadQuotaReached(error.method, error.url, error.status, error.body, error.headers)
+            return vanished(error)
+
+        answer = await self.request(
+            "PATCH",
+            f"uploads/{ref.pk}/{ref.s3_upload_id}/generate-presigned-urls/",
+            json={"part_numbers": sorted(set(part_numbers))},
+            translate=quota,
+        )
+        return {int(number): url for number, url in answer["presigned_urls"].items()}
+
+    async def list_parts(self, upload: UploadRef | Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The parts S3 holds: ``[{"PartNumber", "ETag", "Size", ...}]``. MultipartUploadVanished if it is gone."""
+        ref = UploadRef.of(upload)
+        answer = await self.request(
+            "GET", f"uploads/{ref.pk}/{ref.s3_upload_id}/list-parts/", translate=_vanished_on_404(ref)
+        )
+        return list(answer.get("parts", []))
+
+    async def complete_multipart_upload(
+        self, upload: UploadRef | Mapping[str, Any], parts: Iterable[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """Completes with ``parts`` sorted by part number (S3 requires ascending order)."""
+        ref = UploadRef.of(upload)
+        ordered = sorted(({"ETag": p["ETag"], "PartNumber": int(p["PartNumber"])} for p in parts),
+                         key=lambda p: p["PartNumber"])
+
+        async def already_completed() -> dict[str, Any] | None:
+            try:
+                current = await self.get_upload(ref.pk)
+            except NotFound:
+                return None
+            return current if current.get("status") == UPLOAD_COMPLETED else None
+
+        try:
+            return await self.request(
+                "PATCH",
+                f"uploads/{ref.pk}/{ref.s3_upload_id}/complete-multipart-upload/",
+                json={"parts": ordered},
+                reconcile=already_completed,
+                translate=_vanished_on_404(ref),
+            )
+        except ApiError as error:
+            # Contract §1 "500 traps": complete on an upload that is no longer Initialized answers 500 — which is
+            # what a retried complete meets when its first try succeeded but the answer was lost.
+            if error.status == 500 and (done := await already_completed()) is not None:
+                return done
+            raise
+
+    async def abort_multipart_upload(self, upload: UploadRef | Mapping[str, Any]) -> dict[str, Any]:
+        """Frees the upload's parts. Only for a fatal error of that file: an open upload is what resume needs."""
+        ref = UploadRef.of(upload)
+        return await self.request(
+            "PATCH", f"uploads/{ref.pk}/{ref.s3_upload_id}/abort-multipart-upload/", translate=_vanished_on_404(ref)
+        )

@@ -1,0 +1,373 @@
+"""The job file (TOML) → a frozen ``JobConfig``; the API token from the environment or a token file, never the job file.
+
+A job file names the reader study, the server, the case tree and how files map to sockets::
+
+    reader_study = "example-study"
+    base_url = "https://grand-challenge.org/api/v1/"
+    case_root = "cases"                  # relative to the job file
+    # ca_file = "ca.pem"                 # only for a server with a private CA (e.g. the bundled emulator)
+
+    [cases]
+    depth = 1                            # each folder at this depth under case_root is one case
+    title = "{folder}"                   # {folder}, {path} (relative, '/'-separated) or {parent}
+    ignore = [".DS_Store", "*.txt"]      # globs of files to leave out (reported as info)
+
+    [[rules]]                            # exactly one of glob / regex / position per rule
+    position = 1                         # the first file of the case (by name) that no pattern rule took
+    socket = "ct-image"
+
+    [[rules]]
+    glob = "*.dcm"                       # matched against the path inside the case folder (name only if no '/')
+    socket = "generic-medical-image"
+    group = "dicom-series"               # one file set per SeriesInstanceUID (headers only); or "all"
+
+    [[rules]]
+    glob = "age.json"
+    socket = "patient-age"
+    value = true                         # the file's JSON content is the value of a value socket
+
+    [values]                             # the same JSON value for a value socket in every case
+    "clinical-notes" = { source = "scanner A" }
+
+    [engine]                             # concurrency knobs read by the transfer engine
+    files_in_flight = 8
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import string
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.gc.limits import (
+    DEFAULT_LIVE_UPLOAD_CEILING,
+    MAX_ACTIVE_IMPORTS,
+    UPLOAD_CAP,
+)
+from gcbulk.engine.plan.parts import MAX_PART_SIZE, MIN_PART_SIZE
+from gcbulk.state.records import JobBinding
+
+TOKEN_ENV = "GRAND_CHALLENGE_AUTHORIZATION"  # the variable gcapi reads (contract §0)
+_SECRET_KEY = re.compile(r"token|authori[sz]ation|password|secret", re.IGNORECASE)
+_TITLE_FIELDS = frozenset({"folder", "path", "parent"})
+_GROUPS = frozenset({"dicom-series", "all"})
+_UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+MiB = 1024**2
+
+
+class JobFileError(ConfigurationError):
+    """The job file is missing, unreadable or wrong; the message names the key and what to do."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    """Concurrency knobs of the transfer engine (each maps to one limiter)."""
+
+    files_in_flight: int = 8
+    parts_in_flight: int = 16
+    api_calls_in_flight: int = 16
+    part_size: int = 32 * MiB  # preferred; grown per file to fit 10 000 parts (gcbulk.engine.plan.parts.adjust_part_size)
+    live_upload_ceiling: int = DEFAULT_LIVE_UPLOAD_CEILING
+    imports_in_flight: int = MAX_ACTIVE_IMPORTS
+    attempts_per_item: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("files_in_flight", "parts_in_flight", "api_calls_in_flight", "attempts_per_item"):
+            _positive(f"engine.{name}", getattr(self, name))
+        if not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
+            raise JobFileError(f"engine.part_size must be between 5 MiB and 5 GiB (S3's part limits), "
+                               f"got {self.part_size} bytes")
+        if not 1 <= self.live_upload_ceiling <= UPLOAD_CAP:
+            raise JobFileError(f"engine.live_upload_ceiling must be between 1 and {UPLOAD_CAP} (the server's upload "
+                               f"cap), got {self.live_upload_ceiling}")
+        if not 1 <= self.imports_in_flight <= MAX_ACTIVE_IMPORTS:
+            raise JobFileError(f"engine.imports_in_flight must be between 1 and {MAX_ACTIVE_IMPORTS} (the server's "
+                               f"limit of active imports), got {self.imports_in_flight}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    """Files → one socket. Exactly one of ``glob``, ``regex`` or ``position`` is set."""
+
+    index: int  # 1-based position in the job file, for messages
+    socket: str
+    glob: str | None = None
+    regex: re.Pattern[str] | None = None
+    position: int | None = None
+    group: str | None = None  # "dicom-series" | "all" | None (each file, with its .mhd companion, is a file set)
+    value: bool = False  # the file holds the JSON value of a value socket
+
+    @property
+    def label(self) -> str:
+        what = (
+            f"glob {self.glob!r}" if self.glob is not None
+            else f"regex {self.regex.pattern!r}" if self.regex is not None
+            else f"position {self.position}"
+        )
+        return f"rules[{self.index}] ({what} -> {self.socket})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "socket": self.socket,
+            "glob": self.glob,
+            "regex": None if self.regex is None else self.regex.pattern,
+            "position": self.position,
+            "group": self.group,
+            "value": self.value,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaseLayout:
+    depth: int = 1
+    title: str = "{folder}"
+    ignore: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobConfig:
+    job_file: Path
+    reader_study: str
+    base_url: str
+    case_root: Path
+    ca_file: Path | None = None
+    cases: CaseLayout = field(default_factory=CaseLayout)
+    rules: tuple[Rule, ...] = ()
+    values: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    @property
+    def binding(self) -> JobBinding:
+        return JobBinding(reader_study=self.reader_study, base_url=self.base_url, case_root=str(self.case_root))
+
+    @property
+    def socket_slugs(self) -> tuple[str, ...]:
+        """Every socket the job refers to, in first-mention order."""
+        return tuple(dict.fromkeys([rule.socket for rule in self.rules] + list(self.values)))
+
+    def rules_dict(self) -> dict[str, Any]:
+        """The mapping part of the job, as recorded in the ledger."""
+        return {
+            "cases": {"depth": self.cases.depth, "title": self.cases.title, "ignore": list(self.cases.ignore)},
+            "rules": [rule.as_dict() for rule in self.rules],
+            "values": dict(self.values),
+        }
+
+
+def _positive(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise JobFileError(f"{name} must be a whole number of at least 1, got {value!r}")
+
+
+def parse_size(name: str, value: object) -> int:
+    """Bytes from an int or a string such as ``"32 MiB"``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", value)
+        if match and match.group(2).lower() in _UNITS:
+            return int(match.group(1)) * _UNITS[match.group(2).lower()]
+    raise JobFileError(f"{name} must be a size in bytes or like \"32 MiB\", got {value!r}")
+
+
+def _find_secret_keys(table: Mapping[str, Any], prefix: str = "") -> list[str]:
+    found = []
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if _SECRET_KEY.search(key):
+            found.append(dotted)
+        if isinstance(value, Mapping):
+            found.extend(_find_secret_keys(value, f"{dotted}."))
+        elif isinstance(value, list):
+            for index, entry in enumerate(value, 1):
+                if isinstance(entry, Mapping):
+                    found.extend(_find_secret_keys(entry, f"{dotted}[{index}]."))
+    return found
+
+
+def _reject_unknown(where: str, table: Mapping[str, Any], known: set[str], job_file: Path) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise JobFileError(
+            f"{job_file}: unknown key {where}{unknown[0]!r}; the keys allowed there are {', '.join(sorted(known))}"
+        )
+
+
+def _table(data: Mapping[str, Any], key: str, job_file: Path) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise JobFileError(f"{job_file}: [{key}] must be a table")
+    return value
+
+
+def _normalise_base_url(value: object, job_file: Path) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise JobFileError(f"{job_file}: base_url is required, e.g. base_url = \"https://grand-challenge.org/api/v1/\"")
+    url = value.strip()
+    parts = urlsplit(url)
+    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise JobFileError(f"{job_file}: base_url {url!r} must start with https:// (contract §5)")
+    return url if url.endswith("/") else url + "/"
+
+
+def _parse_rule(index: int, raw: object, job_file: Path) -> Rule:
+    where = f"{job_file}: rules[{index}]"
+    if not isinstance(raw, Mapping):
+        raise JobFileError(f"{where} must be a table ([[rules]])")
+    _reject_unknown(f"rules[{index}].", raw, {"socket", "glob", "regex", "position", "group", "value"}, job_file)
+    socket = raw.get("socket")
+    if not isinstance(socket, str) or not socket:
+        raise JobFileError(f"{where} needs socket = \"<socket slug>\"")
+    selectors = [key for key in ("glob", "regex", "position") if key in raw]
+    if len(selectors) != 1:
+        given = " and ".join(selectors) or "none"
+        raise JobFileError(f"{where} needs exactly one of glob, regex or position (it has {given})")
+    glob = raw.get("glob")
+    if glob is not None and (not isinstance(glob, str) or not glob):
+        raise JobFileError(f"{where}: glob must be a non-empty string")
+    regex = None
+    if "regex" in raw:
+        try:
+            regex = re.compile(raw["regex"])
+        except (re.error, TypeError) as exc:
+            raise JobFileError(f"{where}: regex {raw['regex']!r} is not a valid regular expression ({exc})") from None
+    position = raw.get("position")
+    if position is not None:
+        _positive(f"rules[{index}].position", position)
+    group = raw.get("group")
+    if group is not None and group not in _GROUPS:
+        raise JobFileError(f"{where}: group must be one of {', '.join(sorted(_GROUPS))}, got {group!r}")
+    value = raw.get("value", False)
+    if not isinstance(value, bool):
+        raise JobFileError(f"{where}: value must be true or false")
+    if value and group is not None:
+        raise JobFileError(f"{where}: a value rule reads one JSON file; it cannot also group files")
+    return Rule(index=index, socket=socket, glob=glob, regex=regex, position=position, group=group, value=value)
+
+
+def _parse_cases(raw: Mapping[str, Any], job_file: Path) -> CaseLayout:
+    _reject_unknown("cases.", raw, {"depth", "title", "ignore"}, job_file)
+    depth = raw.get("depth", 1)
+    _positive("cases.depth", depth)
+    title = raw.get("title", "{folder}")
+    if not isinstance(title, str):
+        raise JobFileError(f"{job_file}: cases.title must be a string such as \"{{folder}}\"")
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(title) if name is not None}
+    except (ValueError, TypeError) as exc:
+        raise JobFileError(f"{job_file}: cases.title {title!r} is not a valid template ({exc})") from None
+    unknown = names - _TITLE_FIELDS
+    if unknown:
+        raise JobFileError(
+            f"{job_file}: cases.title uses {{{sorted(unknown)[0]}}}; the template may use {{folder}}, {{path}} and "
+            "{parent}"
+        )
+    ignore = raw.get("ignore", [])
+    if not isinstance(ignore, list) or not all(isinstance(p, str) for p in ignore):
+        raise JobFileError(f"{job_file}: cases.ignore must be a list of glob strings")
+    return CaseLayout(depth=depth, title=title, ignore=tuple(ignore))
+
+
+def _parse_engine(raw: Mapping[str, Any], job_file: Path) -> EngineConfig:
+    known = {f for f in EngineConfig.__dataclass_fields__}
+    _reject_unknown("engine.", raw, known, job_file)
+    values = dict(raw)
+    if "part_size" in values:
+        values["part_size"] = parse_size("engine.part_size", values["part_size"])
+    try:
+        return EngineConfig(**values)
+    except JobFileError as exc:
+        raise JobFileError(f"{job_file}: {exc}") from None
+
+
+def load_job(path: Path | str) -> JobConfig:
+    """Read and validate a job file. Raises :class:`JobFileError` naming the key and what to do."""
+    job_file = Path(path).absolute()
+    try:
+        with open(job_file, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise JobFileError(f"job file {job_file} does not exist") from None
+    except OSError as exc:
+        raise JobFileError(f"job file {job_file} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise JobFileError(f"job file {job_file} is not valid TOML: {exc}") from None
+    secrets = _find_secret_keys(data)
+    if secrets:
+        raise JobFileError(
+            f"{job_file}: key {secrets[0]!r} looks like a credential. Never put the API token in the job file (it gets "
+            f"shared and committed): remove it, then set {TOKEN_ENV} in the environment or pass --token-file PATH"
+        )
+    _reject_unknown("", data, {"reader_study", "base_url", "case_root", "ca_file", "cases", "rules", "values",
+                               "engine"}, job_file)
+    reader_study = data.get("reader_study")
+    if not isinstance(reader_study, str) or not reader_study.strip():
+        raise JobFileError(f"{job_file}: reader_study is required: the slug, the last part of the study's URL")
+    base_url = _normalise_base_url(data.get("base_url"), job_file)
+    case_root_value = data.get("case_root")
+    if not isinstance(case_root_value, str) or not case_root_value:
+        raise JobFileError(f"{job_file}: case_root is required: the folder holding one folder per case")
+    case_root = (job_file.parent / case_root_value).resolve()
+    ca_file = None
+    if data.get("ca_file") is not None:
+        ca_file = (job_file.parent / str(data["ca_file"])).resolve()
+        if not ca_file.is_file():
+            raise JobFileError(f"{job_file}: ca_file {ca_file} does not exist")
+    raw_rules = data.get("rules", [])
+    if not isinstance(raw_rules, list):
+        raise JobFileError(f"{job_file}: rules must be written as [[rules]] tables")
+    rules = tuple(_parse_rule(index, raw, job_file) for index, raw in enumerate(raw_rules, 1))
+    values = _table(data, "values", job_file)
+    for slug, value in values.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise JobFileError(
+                f"{job_file}: values.{slug} is not a JSON value (TOML dates and times are not JSON); quote it as a "
+                "string or use a number, boolean, array or table"
+            ) from None
+    if not rules and not values:
+        raise JobFileError(f"{job_file}: add at least one [[rules]] table mapping files to a socket")
+    positions = [rule.position for rule in rules if rule.position is not None]
+    if len(positions) != len(set(positions)):
+        raise JobFileError(f"{job_file}: two rules claim the same position; give each position one socket")
+    return JobConfig(
+        job_file=job_file,
+        reader_study=reader_study.strip(),
+        base_url=base_url,
+        case_root=case_root,
+        ca_file=ca_file,
+        cases=_parse_cases(_table(data, "cases", job_file), job_file),
+        rules=rules,
+        values=MappingProxyType(dict(values)),
+        engine=_parse_engine(_table(data, "engine", job_file), job_file),
+    )
+
+
+def load_token(token_file: Path | str | None = None, environ: Mapping[str, str] = os.environ) -> str:
+    """The API token: from ``token_file`` if given, else ``$GRAND_CHALLENGE_AUTHORIZATION`` (as gcapi)."""
+    if token_file is not None:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(f"token file {token_file} cannot be read: {exc.strerror}") from None
+        if not token:
+            raise ConfigurationError(f"token file {token_file} is empty; put your Grand Challenge API token in it")
+        return token
+    token = environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise ConfigurationError(
+            f"no API token: set {TOKEN_ENV} or pass --token-file PATH (your Grand Challenge API token; create one "
+            "under your profile's API tokens); 'gcbulk plan --offline' needs none"
+        )
+    return token

@@ -1,0 +1,183 @@
+"""Findings: every problem the planner and preflight can find, each with its path and how to fix it.
+
+The constructors below are the one place where the wording lives; ``gcbulk.engine.plan.planner`` raises the
+file-level ones while it walks, and ``gcbulk.engine.plan.preflight`` the ones that need the socket catalogue, the
+whole plan or the engine's part size. ``blocking`` findings stop ``gcbulk plan`` with exit 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gcbulk.engine.gc.limits import (  # noqa: F401
+    MAX_FILENAME,
+    MAX_FILES_PER_IMAGE,
+    MAX_TITLE,
+    UPLOAD_CAP,
+)
+from gcbulk.engine.plan.parts import MAX_OBJECT_SIZE, MAX_PARTS, part_count  # noqa: F401
+
+Severity = Literal["blocking", "warning", "info"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    code: str
+    severity: Severity
+    path: str
+    message: str
+    fix: str
+    # The files (relative to the case root) this finding keeps out of the plan; every file of the tree ends up in
+    # exactly one planned item or in one finding's ``files``.
+    files: tuple[str, ...] = ()
+    case: str | None = None
+
+    @property
+    def blocking(self) -> bool:
+        return self.severity == "blocking"
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {"code": self.code, "severity": self.severity, "path": self.path, "message": self.message,
+                "fix": self.fix}
+        if self.files:
+            data["files"] = list(self.files)
+        if self.case is not None:
+            data["case"] = self.case
+        return data
+
+
+def _f(code: str, severity: Severity, path: object, message: str, fix: str, files: tuple[str, ...] = (),
+       case: str | None = None) -> Finding:
+    return Finding(code=code, severity=severity, path=str(path), message=message, fix=fix, files=files, case=case)
+
+
+# --- the tree ---------------------------------------------------------------------------------------------------
+def case_root_missing(path: object) -> Finding:
+    return _f("case-root-missing", "blocking", path, "the case root is not a readable folder",
+              "set case_root in the job file to the folder that holds one folder per case")
+
+
+def outside_case(path: object, rel: str, depth: int) -> Finding:
+    return _f("outside-case", "warning", path,
+              f"file is not inside a case folder (cases are folders at depth {depth})",
+              "move it into a case folder, or delete it; it is skipped", (rel,))
+
+
+def symlink_loop(path: object, files: tuple[str, ...] = ()) -> Finding:
+    return _f("symlink-loop", "blocking", path, "symbolic link loop: following it leads back to a folder above it",
+              "remove the link or point it at the real data", files)
+
+
+def unreadable(path: object, rel: str, reason: str) -> Finding:
+    return _f("unreadable", "blocking", path, f"file cannot be read: {reason}",
+              "fix its permissions or the broken link, or remove it", (rel,))
+
+
+def bad_name(path: object, rel: str, reason: str) -> Finding:
+    return _f("bad-name", "blocking", path, f"file name cannot be uploaded: {reason}",
+              f"rename it to a plain name of at most {MAX_FILENAME} characters (letters, digits, '-', '_', '.')",
+              (rel,))
+
+
+def zero_bytes(path: object, rel: str) -> Finding:
+    return _f("zero-bytes", "blocking", path, "file is empty (0 bytes): Grand Challenge cannot import it",
+              "replace it with the real file, or remove it", (rel,))
+
+
+def ignored(path: object, rel: str, pattern: str) -> Finding:
+    return _f("ignored", "info", path, f"ignored by the job's cases.ignore pattern {pattern!r}",
+              "nothing to do; edit cases.ignore to include it", (rel,))
+
+
+def unmatched(path: object, files: tuple[str, ...], case: str) -> Finding:
+    return _f("unmatched", "warning", path, "no rule maps this file to a socket; it is skipped",
+              "add a [[rules]] entry for it, add it to cases.ignore, or move it out of the case folder", files, case)
+
+
+def empty_case(path: object) -> Finding:
+    return _f("empty-case", "warning", path, "case folder has no files; no display set will be made for it",
+              "put the case's files in it, or remove the folder")
+
+
+def nothing_mapped(path: object) -> Finding:
+    return _f("nothing-mapped", "warning", path,
+              "no file in this case folder matched a rule; no display set will be made for it",
+              "check the [[rules]] globs and positions against this folder's files")
+
+
+def missing_companion(path: object, files: tuple[str, ...], companion: str, case: str) -> Finding:
+    return _f("missing-companion", "blocking", path, f".mhd header names data file {companion!r}, which is not there",
+              "put the .zraw/.raw data file next to its .mhd header (same folder, the name in ElementDataFile)",
+              files, case)
+
+
+def not_dicom(path: object, rel: str, reason: str, case: str) -> Finding:
+    return _f("not-dicom", "blocking", path, f"rule groups DICOM series, but this file is not DICOM: {reason}",
+              "remove it from the case folder, or narrow the rule's glob/regex to the DICOM files", (rel,), case)
+
+
+def bad_json(path: object, rel: str, reason: str, case: str) -> Finding:
+    return _f("bad-json", "blocking", path, f"value file is not valid JSON: {reason}",
+              "fix the JSON (it becomes the socket's value)", (rel,), case)
+
+
+def two_file_sets(path: object, socket: str, sets: int, files: tuple[str, ...], case: str) -> Finding:
+    return _f("two-file-sets", "blocking", path,
+              f"{sets} separate file sets map to socket {socket!r} in this case; a socket is unique within a display "
+              "set and each image value must be exactly one image",
+              "narrow the rules so one file (or one .mhd pair, or one DICOM series) maps to the socket, group the "
+              "files with group = \"dicom-series\", or split the case", files, case)
+
+
+def too_many_files(path: object, socket: str, count: int, files: tuple[str, ...], case: str) -> Finding:
+    return _f("too-many-files", "blocking", path,
+              f"{count} files for socket {socket!r}; one image value takes at most {MAX_FILES_PER_IMAGE} files",
+              "convert the series to a single .mha/.tif, or split it", files, case)
+
+
+def duplicate_file_names(path: object, socket: str, name: str, files: tuple[str, ...], case: str) -> Finding:
+    return _f("duplicate-names", "blocking", path,
+              f"two files named {name!r} go to socket {socket!r}; file names must be unique within one value",
+              "rename one of them", files, case)
+
+
+def bad_title(path: object, title: str, reason: str) -> Finding:
+    return _f("bad-title", "blocking", path, f"display set title {title!r} {reason}",
+              "change cases.title in the job file, or rename the folder")
+
+
+# --- the job, the catalogue and the whole plan ------------------------------------------------------------------
+def unknown_socket(job_file: object, where: str, slug: str, base_url: str) -> Finding:
+    return _f("unknown-socket", "blocking", job_file, f"{where}: socket {slug!r} does not exist on {base_url}",
+              "correct the slug (see the socket list on Grand Challenge), or create the socket first")
+
+
+def wrong_socket_kind(job_file: object, where: str, slug: str, super_kind: str, expected: str) -> Finding:
+    return _f("wrong-socket-kind", "blocking", job_file,
+              f"{where}: socket {slug!r} is a {super_kind} socket, but the job gives it {expected}",
+              "map files to Image/File sockets and JSON values (value = true or [values]) to Value sockets")
+
+
+def file_socket_many_files(path: object, slug: str, count: int, case: str) -> Finding:
+    return _f("file-socket-many-files", "blocking", path,
+              f"{count} files map to file socket {slug!r}; a file socket takes exactly one file",
+              "narrow the rule to one file per case", (), case)
+
+
+def duplicate_title(path: object, title: str) -> Finding:
+    return _f("duplicate-title", "blocking", path,
+              f"display set title {title!r} is already used by another case folder; titles identify display sets "
+              "and must be unique in the reader study",
+              "rename one folder, or change cases.title so it includes more of the path (e.g. \"{path}\")")
+
+
+def too_many_parts(path: object, size: int, preferred: int, grown: int | None) -> Finding:
+    if grown is None:
+        return _f("too-many-parts", "blocking", path,
+                  f"file of {size} bytes is over S3's 5 TiB object limit; it cannot be uploaded",
+                  "split or compress the file")
+    return _f("too-many-parts", "warning", path,
+              f"at engine.part_size {preferred} bytes the file needs {part_count(size, preferred)} parts "
+              f"(limit {MAX_PARTS}); its parts will be {grown} bytes, so memory per part in flight grows to match",
+              "raise engine.part_size to silence this, or lower engine.parts_in_flight if memory is tight")

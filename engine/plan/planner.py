@@ -1,0 +1,441 @@
+"""The planner (pure: no network, no database): a case tree and a job → planned cases, plus findings.
+
+It streams: ``os.scandir`` one folder at a time, keeping only its sorted names, and yields each case as soon as its
+folder is read, so memory holds one case (and one folder's names), never the tree. Every file of the tree ends up in exactly one planned item or in one
+finding's ``files``.
+
+How a case folder becomes items (the job's rules are described in ``gcbulk.engine.jobfile``):
+
+1. Each file is a *file set*; an ``.mhd`` header takes the data file its ``ElementDataFile`` names (``.zraw``/``.raw``)
+   into its set, because Grand Challenge needs both to make one image (contract §4).
+2. Pattern rules (glob / regex) are tried in order on each set's main file; the first that matches takes it.
+3. Sets no pattern rule took are numbered 1, 2, … by path, and positional rules take them by number (the tutorial's
+   layout: "the first file is the CT image, the second the airway segmentation").
+4. Per socket, the sets are grouped (``group = "dicom-series"`` reads SeriesInstanceUID from the headers only;
+   ``group = "all"`` makes one set); a socket must end with exactly one set (contract §3: a socket is unique within a
+   display set, and each image value must become exactly one image).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fnmatch import translate
+from pathlib import Path
+from typing import Any
+
+from gcbulk.engine.gc.limits import MAX_FILENAME, MAX_FILES_PER_IMAGE, MAX_TITLE
+from gcbulk.engine.jobfile import JobConfig, Rule
+from gcbulk.engine.plan import findings as finding
+from gcbulk.engine.plan.findings import Finding
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+_ELEMENT_DATA_FILE = re.compile(rb"^\s*ElementDataFile\s*=\s*(.*?)\s*$", re.MULTILINE)
+_MHD_HEADER_BYTES = 64 * 1024
+_MAX_VALUE_FILE = 16 * 1024**2  # contract §5: a request body is at most 16 MiB
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedFile:
+    path: str  # relative to the case root, '/'-separated
+    name: str  # the upload's filename
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedItem:
+    """One socket value of a case: files for an Image/File socket, or a JSON value."""
+
+    socket_slug: str
+    files: tuple[PlannedFile, ...] = ()
+    value_json: str | None = None
+    value_path: str | None = None  # the file a JSON value was read from, if any
+    super_kind: str | None = None  # from the socket catalogue; None when planned offline
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedCase:
+    title: str
+    folder: str  # relative to the case root
+    items: tuple[PlannedItem, ...]
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def blocking(self) -> bool:
+        return any(each.blocking for each in self.findings)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    rel: str  # relative to the case root
+    inner: str  # relative to the case folder
+    name: str
+    path: str  # absolute
+    size: int
+    mtime_ns: int
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+def _glob_matcher(pattern: str) -> tuple[re.Pattern[str], bool]:
+    """A compiled glob and whether it matches the path inside the case folder (it has a '/') or just the name."""
+    return re.compile(translate(pattern)), "/" in pattern
+
+
+def name_problem(name: str) -> str | None:
+    """Why a file name cannot be an upload's filename (contract §1), or None."""
+    if len(name) > MAX_FILENAME:
+        return f"{len(name)} characters, over the limit of {MAX_FILENAME}"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "it is not valid UTF-8"
+    if _CONTROL_CHARACTERS.search(name):
+        return "it contains control characters"
+    if "\\" in name:
+        return "it contains a backslash"
+    return None
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class Planner:
+    """Plans one job's case tree. ``plan()`` yields ``PlannedCase`` and stand-alone ``Finding`` objects."""
+
+    def __init__(self, config: JobConfig) -> None:
+        self.config = config
+        self.root = config.case_root
+        self.depth = config.cases.depth
+        self._ignore = [(pattern, *_glob_matcher(pattern)) for pattern in config.cases.ignore]
+        self._pattern_rules: list[tuple[Rule, re.Pattern[str], bool]] = []
+        self._positional: dict[int, Rule] = {}
+        for rule in config.rules:
+            if rule.position is not None:
+                self._positional[rule.position] = rule
+            elif rule.glob is not None:
+                self._pattern_rules.append((rule, *_glob_matcher(rule.glob)))
+            else:
+                assert rule.regex is not None
+                self._pattern_rules.append((rule, rule.regex, True))
+
+    # ------------------------------------------------------------------------------------------------- walking
+    def plan(self) -> Iterator[PlannedCase | Finding]:
+        try:
+            root_stat = os.stat(self.root)
+        except OSError:
+            yield finding.case_root_missing(self.root)
+            return
+        if not stat.S_ISDIR(root_stat.st_mode):
+            yield finding.case_root_missing(self.root)
+            return
+        yield from self._walk(str(self.root), "", 1, frozenset({(root_stat.st_dev, root_stat.st_ino)}))
+
+    @staticmethod
+    def _list(path: str) -> list[str] | OSError:
+        # Names only, sorted: a folder of 100 000 cases costs a few MB of strings. Keeping the DirEntry objects
+        # would also keep their cached stat results alive until the whole folder is done (measured: memory grew by
+        # ~1 KB per case folder), and every file is stat()ed anyway for its size and mtime.
+        try:
+            with os.scandir(path) as iterator:
+                return sorted(entry.name for entry in iterator)
+        except OSError as exc:
+            return exc
+
+    @staticmethod
+    def _classify(path: str) -> tuple[str, os.stat_result | None, str | None]:
+        """('dir' | 'file' | 'loop' | 'unreadable', stat, reason), following symbolic links."""
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "loop", None, "symbolic link loop"
+            try:
+                if stat.S_ISLNK(os.lstat(path).st_mode):
+                    return "unreadable", None, "it is a broken symbolic link"
+            except OSError:
+                pass
+            return "unreadable", None, exc.strerror or str(exc)
+        if stat.S_ISDIR(st.st_mode):
+            return "dir", st, None
+        if stat.S_ISREG(st.st_mode):
+            return "file", st, None
+        return "unreadable", st, "it is not a regular file"
+
+    def _walk(self, path: str, rel: str, depth: int, ancestors: frozenset[tuple[int, int]]) -> Iterator[Any]:
+        names = self._list(path)
+        if isinstance(names, OSError):
+            yield finding.unreadable(path, rel, f"the folder cannot be listed: {names.strerror}")
+            return
+        for name in names:
+            child = os.path.join(path, name)
+            child_rel = _join(rel, name)
+            kind, st, reason = self._classify(child)
+            if kind == "dir":
+                assert st is not None
+                key = (st.st_dev, st.st_ino)
+                if key in ancestors:
+                    yield finding.symlink_loop(child)
+                elif depth == self.depth:
+                    yield from self._case(child, child_rel, ancestors | {key})
+                else:
+                    yield from self._walk(child, child_rel, depth + 1, ancestors | {key})
+            elif kind == "loop":
+                yield finding.symlink_loop(child, (child_rel,))
+            else:
+                yield finding.outside_case(child, child_rel, self.depth)
+
+    def _collect(
+        self,
+        path: str,
+        rel: str,
+        inner: str,
+        ancestors: frozenset[tuple[int, int]],
+        files: list[_Entry],
+        findings: list[Finding],
+    ) -> None:
+        names = self._list(path)
+        if isinstance(names, OSError):
+            findings.append(finding.unreadable(path, rel, f"the folder cannot be listed: {names.strerror}"))
+            return
+        for name in names:
+            child = os.path.join(path, name)
+            child_rel = _join(rel, name)
+            child_inner = _join(inner, name)
+            kind, st, reason = self._classify(child)
+            if kind == "dir":
+                assert st is not None
+                key = (st.st_dev, st.st_ino)
+                if key in ancestors:
+                    findings.append(finding.symlink_loop(child))
+                else:
+                    self._collect(child, child_rel, child_inner, ancestors | {key}, files, findings)
+                continue
+            ignored_by = self._ignored_by(name, child_inner)
+            if ignored_by is not None:
+                findings.append(finding.ignored(child, child_rel, ignored_by))
+            elif kind == "loop":
+                findings.append(finding.symlink_loop(child, (child_rel,)))
+            elif kind == "unreadable":
+                findings.append(finding.unreadable(child, child_rel, reason or "unknown error"))
+            elif (problem := name_problem(name)) is not None:
+                findings.append(finding.bad_name(child, child_rel, problem))
+            elif not os.access(child, os.R_OK):
+                findings.append(finding.unreadable(child, child_rel, "permission denied"))
+            elif st is not None and st.st_size == 0:
+                findings.append(finding.zero_bytes(child, child_rel))
+            else:
+                assert st is not None
+                files.append(_Entry(child_rel, child_inner, name, child, st.st_size, st.st_mtime_ns))
+
+    def _ignored_by(self, name: str, inner: str) -> str | None:
+        for pattern, matcher, on_path in self._ignore:
+            if matcher.match(inner if on_path else name):
+                return pattern
+        return None
+
+    # ------------------------------------------------------------------------------------------------- one case
+    def _title(self, rel: str) -> str:
+        parent, _, folder = rel.rpartition("/")
+        return self.config.cases.title.format(folder=folder, path=rel, parent=parent.rpartition("/")[2])
+
+    def _case(self, path: str, rel: str, ancestors: frozenset[tuple[int, int]]) -> Iterator[Any]:
+        files: list[_Entry] = []
+        findings: list[Finding] = []
+        self._collect(path, rel, "", ancestors, files, findings)
+        if not files and not findings:
+            yield finding.empty_case(path)
+            return
+        files.sort(key=lambda e: e.inner)
+        title = self._title(rel)
+        sets = self._file_sets(files, findings, title)
+        claims = self._claim(sets, findings, title)
+        items = self._items(claims, findings, title)
+        if not title.strip():
+            findings.append(finding.bad_title(path, title, "is empty"))
+        elif len(title) > MAX_TITLE:
+            findings.append(finding.bad_title(path, title, f"has {len(title)} characters, over {MAX_TITLE}"))
+        findings = [f if f.case is not None else dataclasses.replace(f, case=title) for f in findings]
+        if not any(item.files or item.value_path for item in items) and not any(f.blocking for f in findings):
+            yield from findings
+            yield finding.nothing_mapped(path)
+            return
+        yield PlannedCase(title=title, folder=rel, items=tuple(items), findings=tuple(findings))
+
+    def _file_sets(self, files: list[_Entry], findings: list[Finding], title: str) -> list[list[_Entry]]:
+        """Each file alone, except that an .mhd header takes its data file along."""
+        by_inner = {e.inner: e for e in files}
+        companion_of: dict[str, str] = {}  # mhd inner -> data file inner
+        taken: set[str] = set()
+        rejected: set[str] = set()
+        for e in files:
+            if not e.name.lower().endswith(".mhd"):
+                continue
+            data_file, problem = _mhd_data_file(e.path)
+            if problem is not None:
+                findings.append(finding.unreadable(e.path, e.rel, problem))
+                rejected.add(e.inner)
+                continue
+            if data_file is None:  # ElementDataFile = LOCAL: the pixels are in the header file itself
+                continue
+            data_inner = os.path.normpath(_join(e.inner.rpartition("/")[0], data_file))
+            if data_inner not in by_inner or data_inner in taken or data_inner == e.inner:
+                findings.append(finding.missing_companion(e.path, (e.rel,), data_file, title))
+                rejected.add(e.inner)
+                continue
+            companion_of[e.inner] = data_inner
+            taken.add(data_inner)
+        sets = []
+        for e in files:
+            if e.inner in taken or e.inner in rejected:
+                continue
+            companion = companion_of.get(e.inner)
+            sets.append([e] if companion is None else [e, by_inner[companion]])
+        return sets
+
+    def _claim(
+        self, sets: list[list[_Entry]], findings: list[Finding], title: str
+    ) -> dict[str, list[tuple[Rule, list[list[_Entry]]]]]:
+        """socket → [(rule, file sets it took)], in rule order."""
+        taken: dict[int, list[list[_Entry]]] = {}
+        unclaimed = []
+        for file_set in sets:
+            main = file_set[0]
+            for rule, matcher, on_path in self._pattern_rules:
+                if matcher.match(main.inner if on_path else main.name):
+                    taken.setdefault(rule.index, []).append(file_set)
+                    break
+            else:
+                unclaimed.append(file_set)
+        for number, file_set in enumerate(unclaimed, 1):
+            rule = self._positional.get(number)
+            if rule is None:
+                findings.append(finding.unmatched(file_set[0].path, tuple(e.rel for e in file_set), title))
+            else:
+                taken.setdefault(rule.index, []).append(file_set)
+        claims: dict[str, list[tuple[Rule, list[list[_Entry]]]]] = {}
+        for rule in self.config.rules:
+            if rule.index in taken:
+                claims.setdefault(rule.socket, []).append((rule, taken[rule.index]))
+        return claims
+
+    def _items(
+        self, claims: dict[str, list[tuple[Rule, list[list[_Entry]]]]], findings: list[Finding], title: str
+    ) -> list[PlannedItem]:
+        items = []
+        for socket, rule_sets in claims.items():
+            file_sets: list[list[_Entry]] = []
+            value_files: list[_Entry] = []
+            for rule, sets in rule_sets:
+                if rule.value:
+                    value_files.extend(e for file_set in sets for e in file_set)
+                elif rule.group == "all":
+                    file_sets.append([e for file_set in sets for e in file_set])
+                elif rule.group == "dicom-series":
+                    file_sets.extend(_dicom_series(sets, findings, title))
+                else:
+                    file_sets.extend(sets)
+            sources = len(file_sets) + len(value_files) + (socket in self.config.values)
+            all_files = tuple(e.rel for file_set in file_sets for e in file_set) + tuple(e.rel for e in value_files)
+            if sources > 1:
+                first = (file_sets[0][0] if file_sets else value_files[0]).path
+                findings.append(finding.two_file_sets(first, socket, sources, all_files, title))
+            elif value_files:
+                item = _value_item(socket, value_files[0], findings, title)
+                if item is not None:
+                    items.append(item)
+            elif file_sets:
+                item = _files_item(socket, file_sets[0], findings, title)
+                if item is not None:
+                    items.append(item)
+        for socket, value in self.config.values.items():
+            if socket not in claims:
+                items.append(PlannedItem(socket_slug=socket, value_json=canonical_json(value)))
+        return items
+
+
+def _mhd_data_file(path: str) -> tuple[str | None, str | None]:
+    """(data file named by the header or None for LOCAL, problem)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(_MHD_HEADER_BYTES)
+    except OSError as exc:
+        return None, f"the .mhd header cannot be read: {exc.strerror}"
+    match = _ELEMENT_DATA_FILE.search(header)
+    if match is None:
+        return None, "the .mhd header has no ElementDataFile line"
+    name = match.group(1).decode("utf-8", errors="replace")
+    if name.upper() == "LOCAL":
+        return None, None
+    if name.upper().startswith("LIST") or "%" in name:
+        return None, f"multi-file .mhd data (ElementDataFile = {name}) is not supported; convert it to .mha"
+    return name, None
+
+
+def _dicom_series(sets: list[list[_Entry]], findings: list[Finding], title: str) -> list[list[_Entry]]:
+    """One file set per SeriesInstanceUID, reading only the headers (pydicom, ``stop_before_pixels``)."""
+    import pydicom  # imported only when a rule groups DICOM: it is slow to import
+    from pydicom.errors import InvalidDicomError
+
+    series: dict[str, list[_Entry]] = {}
+    for file_set in sets:
+        for e in file_set:
+            try:
+                header = pydicom.dcmread(e.path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+            except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+                findings.append(finding.not_dicom(e.path, e.rel, str(exc) or type(exc).__name__, title))
+                continue
+            uid = header.get("SeriesInstanceUID")
+            if not uid:
+                findings.append(finding.not_dicom(e.path, e.rel, "it has no SeriesInstanceUID", title))
+                continue
+            series.setdefault(str(uid), []).append(e)
+    return list(series.values())
+
+
+def _value_item(socket: str, entry: _Entry, findings: list[Finding], title: str) -> PlannedItem | None:
+    if entry.size > _MAX_VALUE_FILE:
+        findings.append(finding.bad_json(entry.path, entry.rel, "it is over 16 MiB, the server's request limit",
+                                           title))
+        return None
+    try:
+        value = json.loads(Path(entry.path).read_bytes())
+    except OSError as exc:
+        findings.append(finding.unreadable(entry.path, entry.rel, exc.strerror or str(exc)))
+        return None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        findings.append(finding.bad_json(entry.path, entry.rel, str(exc), title))
+        return None
+    return PlannedItem(socket_slug=socket, value_json=canonical_json(value), value_path=entry.rel)
+
+
+def _files_item(socket: str, file_set: list[_Entry], findings: list[Finding], title: str) -> PlannedItem | None:
+    rels = tuple(e.rel for e in file_set)
+    if len(file_set) > MAX_FILES_PER_IMAGE:
+        findings.append(finding.too_many_files(file_set[0].path, socket, len(file_set), rels, title))
+        return None
+    names: dict[str, _Entry] = {}
+    for e in file_set:
+        if e.name in names:
+            findings.append(finding.duplicate_file_names(e.path, socket, e.name, rels, title))
+            return None
+        names[e.name] = e
+    return PlannedItem(
+        socket_slug=socket,
+        files=tuple(PlannedFile(path=e.rel, name=e.name, size=e.size, mtime_ns=e.mtime_ns) for e in file_set),
+    )
+
+
+def plan_tree(config: JobConfig) -> Iterator[PlannedCase | Finding]:
+    """Stream the plan of the job's case tree: planned cases and stand-alone findings, in path order."""
+    return Planner(config).plan()

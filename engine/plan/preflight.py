@@ -1,0 +1,168 @@
+"""Preflight: the checks that need more than one file: the socket catalogue, the whole plan (duplicate titles, the
+quota estimate) or the engine's part size. The wording of every finding lives in ``gcbulk.engine.plan.findings``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, MutableSet
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gcbulk.engine.gc.limits import (  # noqa: F401 - plan.py imports some from here
+    MAX_FILENAME,
+    MAX_FILES_PER_IMAGE,
+    MAX_TITLE,
+    UNVERIFIED_QUOTA,
+    UPLOAD_CAP,
+    VERIFIED_QUOTA,
+    GiB,
+)
+from gcbulk.engine.jobfile import JobConfig
+from gcbulk.engine.plan.findings import (
+    Finding,
+    _f,
+    duplicate_title,
+    file_socket_many_files,
+    too_many_parts,
+    unknown_socket,
+    wrong_socket_kind,
+)
+from gcbulk.engine.plan.parts import (
+    MAX_OBJECT_SIZE,
+    MAX_PARTS,
+    FileTooLarge,
+    adjust_part_size,
+    part_count,
+)
+from gcbulk.engine.plan.planner import PlannedCase
+
+
+@dataclass(kw_only=True)
+class QuotaEstimate:
+    """The plan against the server's limits (contract §1)."""
+
+    total_bytes: int = 0
+    uploads: int = 0
+    largest_file: int = 0
+    largest_value_bytes: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "total_bytes": self.total_bytes,
+            "uploads": self.uploads,
+            "largest_file": self.largest_file,
+            "largest_value_bytes": self.largest_value_bytes,
+            "verified_quota_bytes": VERIFIED_QUOTA,
+            "unverified_quota_bytes": UNVERIFIED_QUOTA,
+            "upload_cap": UPLOAD_CAP,
+        }
+
+
+def quota_findings(estimate: QuotaEstimate, case_root: object, ceiling: int) -> list[Finding]:
+    findings = []
+    if estimate.largest_value_bytes > VERIFIED_QUOTA:
+        findings.append(_f("quota", "blocking", case_root,
+                           f"one value needs {estimate.largest_value_bytes} bytes of uploads at once, over the "
+                           "128 GiB upload quota of a verified account",
+                           "split that case's data or convert it to a smaller format"))
+    elif estimate.largest_value_bytes > UNVERIFIED_QUOTA:
+        findings.append(_f("quota", "warning", case_root,
+                           f"one value needs {estimate.largest_value_bytes} bytes of uploads at once; an unverified "
+                           "account may hold only 2 GiB",
+                           "make sure the account is verified on Grand Challenge"))
+    if estimate.total_bytes > UNVERIFIED_QUOTA:
+        findings.append(_f("quota", "info", case_root,
+                           f"{estimate.total_bytes} bytes in all, more than the upload quota (128 GiB verified, "
+                           "2 GiB unverified); the engine paces uploads so Grand Challenge consumes them as it goes",
+                           "nothing to do"))
+    if estimate.uploads > UPLOAD_CAP:
+        findings.append(_f("quota", "info", case_root,
+                           f"{estimate.uploads} uploads, more than the server's cap of {UPLOAD_CAP} live uploads; the "
+                           f"engine keeps at most {ceiling} alive at once",
+                           "nothing to do; lower engine.live_upload_ceiling if other tools upload with this account"))
+    return findings
+
+
+class TitleSet(Protocol):
+    def __contains__(self, title: object) -> bool: ...
+    def add(self, title: str) -> None: ...
+
+
+@dataclass
+class Preflight:
+    """The checks that need more than one file: the catalogue, duplicate titles, part counts and the quota.
+
+    ``catalogue`` maps each socket slug of the job to the socket (a dict with ``super_kind``) or None when it does
+    not exist; None as a whole means offline (socket checks skipped). ``titles`` is any set-like container, e.g. the
+    ledger's ``plan.titles`` so memory stays flat on huge trees.
+    """
+
+    config: JobConfig
+    catalogue: Mapping[str, Mapping[str, Any] | None] | None = None
+    titles: TitleSet | MutableSet[str] = field(default_factory=set)
+    quota: QuotaEstimate = field(default_factory=QuotaEstimate)
+
+    def check_job(self) -> list[Finding]:
+        """Static checks of the job's sockets against the catalogue (one finding per rule, not per case)."""
+        if self.catalogue is None:
+            return []
+        findings = []
+        job_file = self.config.job_file
+        uses: list[tuple[str, str, str]] = [
+            (rule.label, rule.socket, "a JSON value" if rule.value else "files") for rule in self.config.rules
+        ]
+        uses += [(f"values.{slug}", slug, "a JSON value") for slug in self.config.values]
+        for where, slug, given in uses:
+            socket = self.catalogue.get(slug)
+            if socket is None:
+                findings.append(unknown_socket(job_file, where, slug, self.config.base_url))
+                continue
+            super_kind = socket.get("super_kind")
+            if given == "files" and super_kind == "Value":
+                findings.append(wrong_socket_kind(job_file, where, slug, super_kind, given))
+            elif given == "a JSON value" and super_kind == "Image":
+                findings.append(wrong_socket_kind(job_file, where, slug, super_kind, given))
+        return findings
+
+    def _super_kind(self, slug: str) -> str | None:
+        if self.catalogue is None:
+            return None
+        socket = self.catalogue.get(slug)
+        return None if socket is None else socket.get("super_kind")
+
+    def check_case(self, case: PlannedCase) -> PlannedCase:
+        """Add this case's plan-wide findings and socket kinds; count it in the quota estimate."""
+        findings = list(case.findings)
+        case_path = self.config.case_root / case.folder
+        if case.title in self.titles:
+            findings.append(duplicate_title(case_path, case.title))
+        else:
+            self.titles.add(case.title)
+        items = []
+        preferred = self.config.engine.part_size
+        for item in case.items:
+            super_kind = self._super_kind(item.socket_slug)
+            if super_kind == "File" and len(item.files) > 1:
+                findings.append(file_socket_many_files(case_path, item.socket_slug, len(item.files), case.title))
+            value_bytes = 0
+            for file in item.files:
+                self.quota.uploads += 1
+                self.quota.total_bytes += file.size
+                self.quota.largest_file = max(self.quota.largest_file, file.size)
+                value_bytes += file.size
+                if part_count(file.size, preferred) > MAX_PARTS or file.size > MAX_OBJECT_SIZE:
+                    try:
+                        grown: int | None = adjust_part_size(preferred, file.size)
+                    except FileTooLarge:
+                        grown = None
+                    findings.append(too_many_parts(self.config.case_root / file.path, file.size, preferred, grown))
+            self.quota.largest_value_bytes = max(self.quota.largest_value_bytes, value_bytes)
+            items.append(item if super_kind is None else dataclasses.replace(item, super_kind=super_kind))
+        if len(findings) == len(case.findings) and all(new is old for new, old in zip(items, case.items, strict=True)):
+            return case  # the common case, kept cheap: nothing to add
+        return dataclasses.replace(case, items=tuple(items), findings=tuple(findings))
+
+    def finish(self) -> list[Finding]:
+        return quota_findings(self.quota, self.config.case_root, self.config.engine.live_upload_ceiling)
+

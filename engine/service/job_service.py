@@ -1,0 +1,300 @@
+"""The resources one job holds while it runs, for ``gcbulk run`` and ``gcbulk run --follow`` alike.
+
+``JobService.serve(body)`` opens, in order: the Grand Challenge client (one pooled session, latency traced for the
+metrics), the monitoring endpoints (``engine/service/health.py``; first, so ``/healthz`` answers while the ledger is still
+being opened or planned), the ledger on its own thread (``gcbulk.engine.service.journal.LedgerRunner``), the summary line and the
+signal watcher; then it runs ``body(service)`` and closes everything in reverse.
+
+Signals, as ``gcbulk run`` has always handled them: the first SIGINT/SIGTERM starts nothing new; a transfer pass in
+progress lets its in-flight parts finish for the drain time, then is cut (everything recorded is already in the
+ledger, so that is the checkpoint); with no pass in progress the service stops at once. A second signal stops at
+once, still resumable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+from gcbulk.engine.cli.plan import PlanReport, plan_into_ledger
+from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.engine.gc.errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    GcbulkError,
+    first_error,
+)
+from gcbulk.engine.gc.retry import RetryBudget, item_budget
+from gcbulk.engine.service import logs
+from gcbulk.engine.service.health import MonitoringServer, ServerCheck
+from gcbulk.engine.service.journal import Journal, LedgerRunner
+from gcbulk.engine.service.metrics import (
+    Metrics,
+    RunState,
+    read_job_counts,
+    retry_reason,
+)
+from gcbulk.engine.service.progress import TransferStats
+from gcbulk.engine.settings import RunSettings
+from gcbulk.engine.upload.context import engine_config_from_job
+from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
+
+log = logging.getLogger("gcbulk")
+T = TypeVar("T")
+PLAN_CHECK_RETRIES = 2
+
+
+class JobService:
+    def __init__(self, settings: RunSettings, *, display: Any = None) -> None:
+        self.settings = settings
+        self.job = settings.job
+        self.state = RunState(reader_study=self.job.reader_study, base_url=self.job.base_url)
+        self.metrics = Metrics(self.state)
+        self.engine_config = engine_config_from_job(self.job.engine, drain_seconds=settings.drain,
+                                                    progress_interval_seconds=settings.progress_interval)
+        self.display = display  # gcbulk.engine.service.display.ProgressDisplay on a terminal
+        self.stop_requested: anyio.Event  # made in serve(): anyio primitives belong to the running loop
+        self.killed = False
+        self.client: GrandChallengeClient | None = None
+        self.runner: LedgerRunner | None = None
+        self.journal: Journal | None = None
+        self._engine: TransferEngine | None = None
+        self._pass_done: anyio.Event | None = None
+        self._work: anyio.CancelScope
+        self._tasks: anyio.abc.TaskGroup | None = None
+
+    # ---- lifetime ----------------------------------------------------------------------------------------------
+
+    async def serve(self, body: Callable[[JobService], Awaitable[T]]) -> T | None:
+        """Runs ``body`` with everything open; None when a signal cut it short."""
+        config = self.engine_config
+        result: T | None = None
+        self.stop_requested = anyio.Event()
+        self._work = anyio.CancelScope()
+        async with GrandChallengeClient(
+            base_url=self.job.base_url, token=self.settings.require_token(), ca_file=self.job.ca_file,
+            api_calls_in_flight=config.api_calls_in_flight, retry_policy=config.retry,
+            connections=config.parts_in_flight + config.api_calls_in_flight + 8,
+            # Every pass gets fresh statistics; API retries go to the pass in progress.
+            on_retry=self._count_retry, trace_configs=[self.metrics.trace_config()],
+        ) as client:
+            self.client = client
+            server = await self._start_monitoring(client)
+            events = logs.ConsoleEventLog(self.settings.events)
+            try:
+                async with _first_error_unwrapped(), anyio.create_task_group() as tasks:
+                    self._tasks = tasks
+                    tasks.start_soon(self._watch_signals)
+                    tasks.start_soon(self._summaries)
+                    with self._work:
+                        async with LedgerRunner(self.settings.ledger, self.job.binding,
+                                                job_file=self.job.job_file) as runner:
+                            self.runner = self.state.runner = runner
+                            self.journal = Journal(runner, events)
+                            try:
+                                result = await body(self)
+                            finally:
+                                with anyio.CancelScope(shield=True):  # the last word: where the job stands
+                                    await self.log_summary()
+                                self.state.runner = None
+                    tasks.cancel_scope.cancel()
+            finally:
+                events.close()
+                if server is not None:
+                    await server.stop()
+        return result
+
+    async def _start_monitoring(self, client: GrandChallengeClient) -> MonitoringServer | None:
+        address = self.settings.metrics_address
+        if address is None:
+            return None
+
+        async def probe() -> None:
+            # Contract §0: GET gcapi/ needs no token and is the cheapest "the server answers" there is.
+            async with client.session.get(client.url_for("gcapi/")) as response:
+                response.raise_for_status()
+
+        server = MonitoringServer(self.metrics, self.state, address, ServerCheck(probe))
+        try:
+            bound = await server.start()
+        except OSError as exc:
+            if self.settings.sources.get("metrics_address") == "default":
+                # Nobody asked for this address: a second run on the same machine must not fail over a port.
+                logs.log_event("monitoring_unavailable", level=logging.WARNING, address=str(address),
+                               error=exc.strerror or str(exc),
+                               message="running without /metrics, /healthz and /readyz; set GCBULK_METRICS_ADDRESS "
+                                       "(or --metrics-address) to a free host:port")
+                return None
+            raise ConfigurationError(f"cannot serve metrics on {address}: {exc.strerror or exc}; set "
+                                     "GCBULK_METRICS_ADDRESS (or --metrics-address) to a free host:port, or off") from None
+        logs.log_event("monitoring_started", level=logging.INFO, address=f"http://{bound}",
+                       endpoints=["/metrics", "/healthz", "/readyz"])
+        return server
+
+    # ---- signals and waiting ----------------------------------------------------------------------------------
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if self.stop_requested.is_set():
+                    self.stop_now(name)
+                    return
+                self.request_stop(name)
+
+    def request_stop(self, reason: str) -> None:
+        """What the first SIGINT/SIGTERM does: start nothing new. A pass in progress lets its in-flight parts finish
+        for the drain time; without one, the service stops at once (there is nothing to drain)."""
+        if self.stop_requested.is_set():
+            return
+        self.stop_requested.set()
+        self.state.phase = "stopping"
+        engine, pass_done = self._engine, self._pass_done
+        if engine is None or pass_done is None:
+            self._note("stop_requested", signal=reason, drain_seconds=0)
+            self._work.cancel()
+            return
+        message = (f"{reason}: starting nothing new; letting in-flight parts finish (up to "
+                   f"{self.settings.drain:.0f} s). Send it again to stop at once.")
+        self._note("stop_requested", signal=reason, drain_seconds=self.settings.drain, message=message)
+        print(f"gcbulk run: {message}", file=sys.stderr)  # for the person who pressed Ctrl-C
+        engine.stop()
+        assert self._tasks is not None
+        self._tasks.start_soon(self._cut_after_drain, pass_done)  # beside the watcher, which awaits a second signal
+
+    def stop_now(self, reason: str) -> None:
+        """What the second signal does: stop at once. Every recorded step is in the ledger, so it still resumes."""
+        self._note("stopping_now", signal=reason)
+        self.killed = True
+        self._work.cancel()
+
+    def _note(self, event: str, **fields: Any) -> None:
+        """An event in the event file (when the ledger is open) and on stdout."""
+        if self.journal is not None:
+            self.journal.note(event, **fields)
+        else:
+            logs.log_event(event, **fields)
+
+    async def _cut_after_drain(self, pass_done: anyio.Event) -> None:
+        with anyio.move_on_after(self.settings.drain):
+            await pass_done.wait()
+            return
+        log.warning("drain time of %.0f s is over; stopping the parts still in flight (they resume next run)",
+                    self.settings.drain)
+        self._work.cancel()
+
+    async def wait(self, seconds: float) -> None:
+        """Sleeps up to ``seconds``; returns early when a stop is requested."""
+        with anyio.move_on_after(seconds):
+            await self.stop_requested.wait()
+
+    # ---- the work -----------------------------------------------------------------------------------------------
+
+    async def plan(self) -> PlanReport:
+        """Plans (or re-plans: the planner is idempotent and only records what changed) on the ledger's thread.
+
+        The socket catalogue is asked for at every plan, not cached: a socket created on Grand Challenge while a
+        follow-mode run waits must be seen at the next poll."""
+        assert self.client is not None and self.runner is not None
+        self.state.phase = "planning"
+        catalogue: dict[str, dict[str, Any] | None] = {}
+        # A planning check fails fast when the server is unreachable rather than spend a transfer's retry budget;
+        # the caller decides what then (one-shot: exit; follow: wait and try again).
+        with item_budget(RetryBudget(PLAN_CHECK_RETRIES, "checking the job's sockets")):
+            for slug in self.job.socket_slugs:
+                page = await self.client.request("GET", "components/interfaces/", params={"slug": slug})
+                results = page.get("results", []) if isinstance(page, dict) else []
+                catalogue[slug] = results[0] if results else None
+        job = self.job
+        return await self.runner.run(lambda ledger: plan_into_ledger(job, ledger, catalogue=catalogue))
+
+    async def run_pass(self) -> RunOutcome:
+        """One transfer pass over every runnable case (``gcbulk.engine.upload.transfer.TransferEngine.run``)."""
+        assert self.client is not None and self.journal is not None
+        stats = self.state.new_stats()
+        engine = TransferEngine(client=self.client, journal=self.journal, reader_study_slug=self.job.reader_study,
+                                config=self.engine_config, stats=stats)
+        self._engine, self.state.stats, self.state.engine = engine, stats, engine
+        self._pass_done = anyio.Event()
+        self.state.phase = "running"
+        self.state.passes += 1
+        if self.stop_requested.is_set():
+            engine.stop()
+        try:
+            return await engine.run()
+        finally:
+            self._pass_done.set()
+            self.state.pass_finished()
+            self._engine = self._pass_done = None
+            if not self.stop_requested.is_set():
+                self.state.phase = "idle"
+
+    def _count_retry(self, *args: object) -> None:
+        stats = self.state.stats
+        if stats is not None:
+            stats.count_retry(*args)
+        else:  # a retry before the first pass (planning against a server that is down)
+            error = args[1] if len(args) > 1 and isinstance(args[1], BaseException) else None
+            self.state.count_retry_reason(retry_reason(error))
+
+    # ---- the summary line ---------------------------------------------------------------------------------------
+
+    async def _summaries(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.progress_interval)
+            await self.log_summary()
+
+    async def log_summary(self) -> dict[str, Any]:
+        counts = await read_job_counts(self.state)
+        snapshot = (self.state.stats or TransferStats()).snapshot()
+        fields = logs.log_summary(snapshot, counts.by_state.get("case", {}) if counts else {},
+                                  transferring=self.state.engine is not None, phase=self.state.phase,
+                                  bytes_sent=self.state.bytes_sent(),
+                                  retries=sum(self.state.retries_by_reason.values()))  # the process's, all passes
+        if self.display is not None:
+            self.display.update(fields)
+        return fields
+
+
+@contextlib.asynccontextmanager
+async def _first_error_unwrapped() -> AsyncIterator[None]:
+    """anyio groups every error of a task group; callers want the one that stopped the run (an exit code per kind)."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
+
+
+class PlanBlocked(Exception):
+    """The job's plan has blocking findings (already printed): nothing is uploaded until they are fixed."""
+
+
+async def run_once(service: JobService, *, replan: bool) -> RunOutcome:
+    """``gcbulk run`` without ``--follow``: plan if the ledger has no finished plan (or when asked), then one pass.
+    Raises PlanBlocked when the plan has blocking findings."""
+    from gcbulk.engine.cli.plan import print_report
+
+    assert service.runner is not None
+    plan_state = await service.runner.run(lambda ledger: ledger.plan_state)
+    if plan_state in ("empty", "planning") or replan:
+        try:
+            report = await service.plan()
+        except (AuthenticationFailed, ConfigurationError):
+            raise
+        except GcbulkError as exc:
+            print(f"gcbulk run: could not check the job's sockets at {service.job.base_url}: {exc}. Check the "
+                  "server address and the network, then run again.", file=sys.stderr)
+            raise PlanBlocked() from None
+        print_report(report, out=sys.stderr)
+        if report.blocking:
+            raise PlanBlocked()
+    elif plan_state == "blocked":
+        print("gcbulk run: the last plan has blocking findings; fix them and run 'gcbulk plan' (or 'gcbulk run "
+              "--replan') again", file=sys.stderr)
+        raise PlanBlocked()
+    return await service.run_pass()

@@ -1,0 +1,350 @@
+"""One case → one display set whose values Grand Challenge has imported (contract §3).
+
+Steps, each recorded in the ledger before the next begins, so a run stopped anywhere continues from there:
+1. upload every file of every image/file socket (``engine/upload/file_upload.py``), all concurrently;
+2. find the display set by its title (the idempotency key) or create it — never a second one;
+3. PATCH the values in one request: ``user_uploads`` for image sockets, ``user_upload`` for file sockets, ``value``
+   for value sockets;
+4. poll the display set until every value is present, or its import failed (the upload session's
+   ``error_message``), or the import timeout passed: the case ends **done** or **failed with that reason**.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import anyio
+from gcbulk.engine.gc.client import display_set_title
+from gcbulk.engine.gc.errors import (
+    ApiError,
+    ConfigurationError,
+    Disposition,
+    Interrupted,
+    NotFound,
+    classify,
+    first_error,
+)
+from gcbulk.engine.gc.retry import RetryBudget, item_budget
+from gcbulk.engine.upload.context import TransferContext
+from gcbulk.engine.upload.crashpoints import crash_point
+from gcbulk.engine.upload.file_upload import FileUpload
+from gcbulk.engine.upload.imports import (
+    SESSION_ENDED_BADLY,
+    UploadSessionIndex,
+    present_sockets,
+)
+from gcbulk.state.records import CaseWork, ItemWork
+
+log = logging.getLogger(__name__)
+
+IMAGE, FILE, VALUE = "Image", "File", "Value"
+
+
+class DisplaySetIndex:
+    """Title → pk of the study's display sets, read once per run (one scan instead of one per case): a display set
+    created just before a crash is found here and adopted."""
+
+    def __init__(self, ctx: TransferContext) -> None:
+        self._ctx = ctx
+        self._titles: dict[str, str] | None = None
+        self._lock = anyio.Lock()
+
+    async def lookup(self, title: str) -> str | None:
+        async with self._lock:
+            if self._titles is None:
+                study = await self._ctx.client.reader_study_by_slug(self._ctx.reader_study_slug)
+                self._titles = {}
+                async for display_set in self._ctx.client.iterate_display_sets(study["pk"]):
+                    name = display_set_title(display_set)
+                    if name:
+                        self._titles[name] = display_set["pk"]
+        return self._titles.get(title)
+
+
+class CaseUpload:
+    def __init__(self, ctx: TransferContext, case: CaseWork, sessions: UploadSessionIndex,
+                 display_sets: DisplaySetIndex) -> None:
+        self.ctx = ctx
+        self.case = case
+        self.sessions = sessions
+        self.display_sets = display_sets
+        self.import_units = 0  # import-gate units this case holds
+
+    async def _record(self, transition: str, *args: object, **fields: object) -> object:
+        return await self.ctx.journal.record(transition, *args, case=self.case.title, **fields)
+
+    async def _refresh(self) -> CaseWork:
+        self.case = await self.ctx.journal.read("case_work", self.case.id)
+        return self.case
+
+    async def run(self) -> bool:
+        """True when the case is done, False when it failed (the reason is in the ledger)."""
+        await self._record("case_started", self.case.id)
+        try:
+            with item_budget(RetryBudget(self.ctx.config.retry.attempts_per_item, self.case.title,
+                                         throttled_attempts=self.ctx.config.retry.throttled_attempts_per_item)):
+                kinds = await self._super_kinds()
+                if self.case.display_set.pk and any(i.state == "uploaded" for i in self.case.items):
+                    await self._adopt_earlier_patch(kinds)
+                await self._upload_items(kinds)
+                self._stop_point("before its display set")
+                pk = await self._ensure_display_set()
+                self._stop_point("before its values")
+                await self._attach_values(pk, kinds)
+                return await self._await_imports(pk, kinds)
+        except BaseException as raised:  # noqa: BLE001 - classified below; interruption and stop-run re-raised
+            error = first_error(raised)
+            if classify(error) in (Disposition.INTERRUPTED, Disposition.STOP_RUN):
+                raise
+            await self._fail(str(error) or type(error).__name__)
+            return False
+        finally:
+            if self.import_units:
+                self.ctx.import_gate.release_nowait(self.import_units)
+                self.import_units = 0
+
+    def _stop_point(self, where: str) -> None:
+        """Between steps, a stopping run starts nothing new; the case resumes here next time."""
+        if self.ctx.stopping.is_set():
+            raise Interrupted(f"{self.case.title}: stopped {where}")
+
+    async def _fail(self, reason: str) -> None:
+        await self._refresh()
+        if self.case.display_set.state in ("created", "values_attached", "importing"):
+            await self._record("display_set_failed", self.case.id, reason=reason)
+        await self._record("case_failed", self.case.id, reason=reason)
+        self.ctx.stats.cases_failed += 1
+
+    async def _super_kinds(self) -> dict[str, str]:
+        kinds = {}
+        for item in self.case.items:
+            kind = item.super_kind
+            if kind is None:  # planned offline: ask the server once per socket (cached by the client)
+                socket = await self.ctx.client.get_socket(item.socket_slug)
+                if socket is None:
+                    raise ConfigurationError(
+                        f"socket {item.socket_slug!r} does not exist on {self.ctx.client.base_url}; fix the job's "
+                        "rules and run 'gcbulk plan' again"
+                    )
+                kind = socket["super_kind"]
+            kinds[item.socket_slug] = kind
+        return kinds
+
+    # ---- 1. uploads ------------------------------------------------------------------------------------------
+
+    async def _upload_items(self, kinds: dict[str, str]) -> None:
+        work = [i for i in self.case.items
+                if kinds[i.socket_slug] in (IMAGE, FILE) and i.state in ("planned", "uploading", "uploaded")]
+        if not work:
+            return
+        interrupted: list[Interrupted] = []
+        try:
+            async with anyio.create_task_group() as group:
+                for item in work:
+                    group.start_soon(self._upload_item, item, kinds[item.socket_slug], interrupted)
+        except BaseExceptionGroup as group_error:
+            raise first_error(group_error) from None
+        if interrupted:
+            raise interrupted[0]
+        await self._refresh()
+
+    async def _upload_item(self, item: ItemWork, kind: str, interrupted: list[Interrupted]) -> None:
+        """Uploads an item's files. A stop (Interrupted) is collected, not raised, so it does not cancel the parts
+        that sibling files still have on the wire: the drain lets those finish."""
+        if kind == FILE and len(item.files) != 1:
+            reason = f"socket {item.socket_slug} takes exactly one file, the plan has {len(item.files)}"
+            await self._record("item_failed", item.id, reason=reason)
+            raise ValueError(reason)
+        if item.state == "planned":
+            await self._record("item_uploading", item.id)
+        stopped: list[Interrupted] = []
+        try:
+            async with anyio.create_task_group() as group:
+                for file in item.files:
+                    group.start_soon(self._upload_file, file, stopped)
+        except BaseException as raised:
+            error = first_error(raised)
+            if classify(error) not in (Disposition.INTERRUPTED, Disposition.STOP_RUN):
+                await self._record("item_failed", item.id, reason=f"{item.socket_slug}: {error}")
+                self.ctx.stats.files_failed += 1
+            raise error from None
+        if stopped:
+            interrupted.append(stopped[0])
+            return
+        await self._record("item_uploaded", item.id)
+
+    async def _upload_file(self, file: Any, stopped: list[Interrupted]) -> None:
+        try:
+            await FileUpload(self.ctx, file, self.case.title).run()
+        except Interrupted as stop:
+            stopped.append(stop)
+            return
+        self.ctx.stats.files_done += 1
+
+    # ---- 2. display set --------------------------------------------------------------------------------------
+
+    async def _ensure_display_set(self) -> str:
+        ds = (await self._refresh()).display_set
+        if ds.pk and ds.state != "pending":
+            return ds.pk
+        existing = await self.display_sets.lookup(self.case.title)
+        if existing is not None:
+            await self._record("display_set_created", self.case.id, pk=existing)
+            self.ctx.journal.note("display_set_adopted", case=self.case.title, pk=existing)
+            return existing
+        await self._record("display_set_creating", self.case.id)
+        crash_point("after-display-set-intent")
+        try:
+            created = await self.ctx.client.create_display_set(self.ctx.reader_study_slug, self.case.title)
+        except ApiError as error:
+            if error.status == 400:  # refused outright: certainly not created
+                await self._record("display_set_not_created", self.case.id, reason=str(error))
+            raise
+        crash_point("after-create-display-set")
+        await self._record("display_set_created", self.case.id, pk=created["pk"])
+        crash_point("after-display-set-recorded")
+        return created["pk"]
+
+    # ---- 3. values -------------------------------------------------------------------------------------------
+
+    async def _adopt_earlier_patch(self, kinds: dict[str, str]) -> None:
+        """After a crash between the values PATCH and its record, the uploads may be consumed already: sending the
+        PATCH again would name uploads that no longer exist. Items the server took are recorded as attached."""
+        display_set = await self.ctx.client.get_display_set(self.case.display_set.pk)
+        present = present_sockets(display_set, kinds)
+        for item in self.case.items:
+            if item.state != "uploaded":
+                continue
+            taken = item.socket_slug in present
+            upload_pks = await self.ctx.journal.read("item_upload_pks", item.id)
+            if not taken and kinds[item.socket_slug] == IMAGE:
+                taken = await self.sessions.find(upload_pks) is not None
+            elif not taken and upload_pks:
+                try:
+                    await self.ctx.client.get_upload(upload_pks[0])
+                except NotFound:
+                    taken = True  # consumed by the file copy
+            if taken:
+                await self._record("item_attached", item.id)
+        await self._refresh()
+
+    async def _attach_values(self, pk: str, kinds: dict[str, str]) -> None:
+        case = await self._refresh()
+        items = [i for i in case.items
+                 if i.state == "uploaded" or (kinds[i.socket_slug] == VALUE and i.state == "planned")]
+        if not items:
+            return
+        client = self.ctx.client
+        values: list[dict[str, Any]] = []
+        for item in items:
+            kind = kinds[item.socket_slug]
+            if kind == VALUE:
+                values.append({"interface": item.socket_slug, "value": item.value})
+                continue
+            urls = [client.upload_url(upload_pk) for upload_pk in await self.ctx.journal.read("item_upload_pks", item.id)]
+            if kind == IMAGE:
+                values.append({"interface": item.socket_slug, "user_uploads": urls})
+            else:
+                values.append({"interface": item.socket_slug, "user_upload": urls[0]})
+        imports = sum(1 for item in items if kinds[item.socket_slug] == IMAGE)
+        if imports:
+            self.import_units += await self.ctx.import_gate.acquire(imports)
+        crash_point("before-values-patch")
+        # A PATCH retried after a 5xx that the server had in fact applied may start a second import of the same
+        # uploads; the second sets the same value again, so the display set still ends with one value per socket.
+        await client.update_display_set(pk, values=values)
+        crash_point("after-values-patch")
+        for item in items:
+            await self._record("item_attached", item.id)
+        await self._record("display_set_values_attached", case.id)
+        await self._record("display_set_importing", case.id)
+        crash_point("after-values-recorded")
+
+    async def _mark_importing(self) -> None:
+        """The display set follows its items: once any value is attached, it is importing (also after a resume
+        that found the values PATCH had been taken before the crash)."""
+        case = await self._refresh()
+        if case.display_set.state == "created":
+            await self._record("display_set_values_attached", case.id)
+        if case.display_set.state in ("created", "values_attached"):
+            await self._record("display_set_importing", case.id)
+
+    # ---- 4. imports ------------------------------------------------------------------------------------------
+
+    async def _await_imports(self, pk: str, kinds: dict[str, str]) -> bool:
+        ctx = self.ctx
+        await self._mark_importing()
+        waiting = [i for i in self.case.items if i.state == "attached"]
+        images_waiting = sum(1 for i in waiting if kinds[i.socket_slug] == IMAGE)
+        if images_waiting > self.import_units:  # resumed with imports in flight from an earlier run
+            self.import_units += await ctx.import_gate.acquire(images_waiting - self.import_units)
+        deadline = time.monotonic() + ctx.config.import_timeout_seconds
+        delay = ctx.config.poll_initial_seconds
+        polls = 0
+        while waiting:
+            present = present_sockets(await ctx.client.get_display_set(pk), kinds)
+            still = []
+            for item in waiting:
+                if item.socket_slug in present:
+                    await self._record("item_done", item.id)
+                    await self._item_finished(item, kinds, consumed=True)
+                else:
+                    still.append(item)
+            waiting = still
+            if not waiting:
+                break
+            if polls >= 1:
+                waiting = await self._drop_failed_imports(waiting, kinds)
+            if waiting and time.monotonic() > deadline:
+                for item in waiting:
+                    await self._record("item_failed", item.id, reason=(
+                        f"{item.socket_slug}: the import did not finish within "
+                        f"{ctx.config.import_timeout_seconds:.0f} s"))
+                    await self._item_finished(item, kinds, consumed=False)
+                break
+            if ctx.stopping.is_set():
+                raise Interrupted(f"{self.case.title}: stopped while waiting for imports")
+            crash_point("during-import-poll")
+            await anyio.sleep(delay)
+            delay = min(delay * 1.5, ctx.config.poll_max_seconds)
+            polls += 1
+        return await self._finish()
+
+    async def _drop_failed_imports(self, waiting: list[ItemWork], kinds: dict[str, str]) -> list[ItemWork]:
+        still = []
+        for item in waiting:
+            session = None
+            if kinds[item.socket_slug] == IMAGE:
+                session = await self.sessions.find(await self.ctx.journal.read("item_upload_pks", item.id))
+            if session is not None and session.get("status") in SESSION_ENDED_BADLY:
+                message = session.get("error_message") or f"the import ended {session.get('status')}"
+                await self._record("item_failed", item.id, reason=f"{item.socket_slug}: {message}")
+                await self._item_finished(item, kinds, consumed=False)
+            else:
+                still.append(item)
+        return still
+
+    async def _item_finished(self, item: ItemWork, kinds: dict[str, str], *, consumed: bool) -> None:
+        kind = kinds[item.socket_slug]
+        if kind == IMAGE and self.import_units:
+            self.import_units -= 1
+            await self.ctx.import_gate.release(1)
+        # Contract §1: a successful import deletes its uploads; a failed one leaves them to the 24 h sweep.
+        if consumed and kind in (IMAGE, FILE):
+            await self.ctx.upload_gate.release(len(item.files))
+
+    async def _finish(self) -> bool:
+        case = await self._refresh()
+        failed = [i for i in case.items if i.state == "failed"]
+        if failed:
+            reason = "; ".join(i.last_error or f"{i.socket_slug}: failed" for i in failed)
+            await self._fail(reason)
+            return False
+        crash_point("after-import-seen")
+        await self._record("display_set_done", case.id)
+        await self._record("case_done", case.id)
+        self.ctx.stats.cases_done += 1
+        crash_point("after-case-done")
+        return True

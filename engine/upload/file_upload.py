@@ -1,0 +1,279 @@
+"""One file → one completed Grand Challenge upload, resumable at part level (contract §1).
+
+The order of writes is what makes a crash anywhere harmless:
+1. ledger ``upload creating`` (intent), then ``POST uploads/``, then ledger ``initialized`` with pk and s3_upload_id —
+   before any part. An upload the ledger knows of is never lost; one created but not recorded (a crash between the
+   two) is an empty orphan the server sweeps after 24 h.
+2. each part: read + MD5 in a thread, PUT, then ledger ``part sent`` with its ETag. A part on S3 but not in the
+   ledger is found by list-parts on resume and kept if its ETag is our MD5 of those bytes.
+3. complete with the ledger's sorted part list, then ledger ``completed``.
+
+Resume: list-parts; keep parts whose size and ETag match, presign and send only the others. A vanished upload (404,
+the 24 h sweep) is replaced by a new one; a completed upload not yet consumed is reused while young enough.
+An upload is aborted only when the file itself makes it hopeless (it changed); never on interruption.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, timezone
+
+import anyio
+from gcbulk.engine.gc.errors import (
+    ApiError,
+    Interrupted,
+    MultipartUploadVanished,
+    NotFound,
+    SourceFileChanged,
+    first_error,
+    may_have_succeeded,
+)
+from gcbulk.engine.gc.retry import RetryBudget, item_budget
+from gcbulk.engine.gc.uploads_api import UPLOAD_COMPLETED, UploadRef
+from gcbulk.engine.plan.parts import adjust_part_size
+from gcbulk.engine.upload.context import TransferContext
+from gcbulk.engine.upload.crashpoints import crash_point
+from gcbulk.engine.upload.s3_parts import (
+    PartSpec,
+    PresignedUrls,
+    part_specs,
+    read_part,
+    upload_part,
+)
+from gcbulk.state.records import FileWork, UploadRow
+
+log = logging.getLogger(__name__)
+
+# A file whose upload vanished (the sweep) more often than this in one run is failed rather than restarted forever.
+MAX_UPLOAD_RESTARTS = 3
+
+
+def check_unchanged(file: FileWork) -> None:
+    """The file must still be what was planned: its size and mtime (contract: re-plan to pick up changes)."""
+    try:
+        stat = os.stat(file.path)
+    except OSError as exc:
+        raise SourceFileChanged(f"{file.path}: cannot read it any more ({exc.strerror}); restore it or re-plan") from None
+    if stat.st_size != file.size or stat.st_mtime_ns != file.mtime_ns:
+        raise SourceFileChanged(
+            f"{file.path} changed since it was planned (size {file.size} → {stat.st_size}); run 'gcbulk plan' again "
+            "to pick up the new content"
+        )
+
+
+def _age_seconds(iso_time: str | None) -> float | None:
+    if not iso_time:
+        return None
+    try:
+        moment = datetime.fromisoformat(iso_time.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - moment).total_seconds()
+
+
+class FileUpload:
+    """Uploads one file of one case; ``run()`` returns the completed upload's ledger row."""
+
+    def __init__(self, ctx: TransferContext, file: FileWork, case_title: str) -> None:
+        self.ctx = ctx
+        self.file = file
+        self.case_title = case_title
+        # Ledger ids of the uploads this run created: those it counted into the live-upload gate.
+        self._created_here: set[int] = set()
+
+    async def _record(self, transition: str, *args: object, **fields: object) -> object:
+        return await self.ctx.journal.record(transition, *args, case=self.case_title, **fields)
+
+    async def run(self) -> UploadRow:
+        with item_budget(RetryBudget(
+            self.ctx.config.retry.attempts_per_item, f"{self.case_title}/{self.file.name}",
+            throttled_attempts=self.ctx.config.retry.throttled_attempts_per_item,
+        )):
+            async with self.ctx.files_limiter:
+                for _ in range(MAX_UPLOAD_RESTARTS + 1):
+                    try:
+                        check_unchanged(self.file)
+                        return await self._run_once(await self._live_upload())
+                    except SourceFileChanged as changed:
+                        await self.abort(str(changed))
+                        raise
+                    except MultipartUploadVanished as gone:
+                        upload = await self._live_upload()
+                        if upload is not None:
+                            await self._record("upload_expired", upload.id, reason=str(gone))
+                            if upload.id in self._created_here:  # gone from the server's count too
+                                await self.ctx.upload_gate.release(1)
+                        log.info("%s: upload vanished (%s); starting a new one", self.file.relative_path, gone)
+                raise MultipartUploadVanished(
+                    f"{self.file.relative_path}: the upload vanished {MAX_UPLOAD_RESTARTS + 1} times in one run"
+                )
+
+    async def _live_upload(self) -> UploadRow | None:
+        uploads = await self.ctx.journal.read("uploads_of_file", self.file.id)
+        live = [u for u in uploads if u.state in ("creating", "initialized", "completed")]
+        return live[-1] if live else None
+
+    async def _run_once(self, upload: UploadRow | None) -> UploadRow:
+        if upload is not None and upload.state == "completed":
+            if await self._still_usable(upload):
+                return upload
+            upload = None
+        if upload is not None and upload.state == "creating":
+            # The create's answer was never recorded: if it reached the server, that upload is an empty orphan the
+            # sweep removes. A new one replaces it (uploads carry no key of ours to look it up by).
+            await self._record("upload_abandoned", upload.id,
+                               reason="the create was not confirmed before the run stopped")
+            upload = None
+        if upload is None:
+            upload = await self._create()
+        else:
+            upload = await self._reconcile_parts(upload)
+            if upload.state == "completed":
+                return upload
+        await self._send_missing_parts(upload)
+        return await self._complete(upload)
+
+    async def _still_usable(self, upload: UploadRow) -> bool:
+        """A completed upload is reused if the server still has it and it is young enough to be consumed in time."""
+        age = _age_seconds(upload.created_at)
+        reason = None
+        if age is not None and age > self.ctx.config.reuse_completed_for_seconds:
+            reason = f"completed {age / 3600:.1f} h ago; too close to the server's 24 h sweep to use"
+        else:
+            try:
+                current = await self.ctx.client.get_upload(upload.pk)
+            except NotFound:
+                reason = "the server no longer has it (swept or consumed)"
+            else:
+                if current.get("status") == UPLOAD_COMPLETED:
+                    return True
+                reason = f"the server shows it as {current.get('status')!r}"
+        # Not released from the live-upload gate: the start-of-run count of the server's uploads already left out a
+        # swept one, and one too old to use still counts against the cap until the sweep takes it.
+        await self._record("upload_expired", upload.id, reason=reason)
+        return False
+
+    async def _create(self) -> UploadRow:
+        ctx = self.ctx
+        snapshot = ctx.stats.snapshot()
+        ctx.config.sweep_guard.check(
+            self.file.relative_path, self.file.size, snapshot.bytes_done - snapshot.bytes_resumed,
+            snapshot.bytes_per_second or snapshot.average_bytes_per_second,
+        )
+        part_size = adjust_part_size(ctx.config.part_size, self.file.size)
+        await ctx.upload_gate.acquire(1)
+        upload_id = await self._record("upload_creating", self.file.id, part_size=part_size)
+        crash_point("after-upload-intent")
+        try:
+            created = await ctx.client.create_upload(self.file.name)
+        except BaseException as error:
+            if not may_have_succeeded(error):  # else an orphan may exist: it counts until the sweep
+                ctx.upload_gate.release_nowait(1)
+            raise
+        crash_point("after-create-upload")
+        self._created_here.add(upload_id)
+        await self._record("upload_initialized", upload_id, pk=created["pk"], s3_upload_id=created["s3_upload_id"],
+                           created_at=created.get("created"))
+        crash_point("after-upload-recorded")
+        return await self.ctx.journal.read("upload", upload_id)
+
+    async def _reconcile_parts(self, upload: UploadRow) -> UploadRow:
+        """Resume: compare the ledger's parts with what S3 holds (list-parts)."""
+        ref = UploadRef(upload.pk, upload.s3_upload_id)
+        try:
+            listed = await self.ctx.client.list_parts(ref)
+        except ApiError as error:
+            # Contract §1: list-parts on an upload that is no longer Initialized is a 500. If the server completed
+            # it (a crash between complete and its record), record that.
+            if error.status == 500:
+                current = await self.ctx.client.get_upload(upload.pk)
+                if current.get("status") == UPLOAD_COMPLETED and not upload.missing_part_numbers:
+                    await self._record("upload_completed", upload.id)
+                    return await self.ctx.journal.read("upload", upload.id)
+            raise
+        on_server = {int(p["PartNumber"]): p for p in listed}
+        specs = {spec.number: spec for spec in part_specs(upload.file_size, upload.part_size)}
+        for number, part in upload.parts.items():
+            held = on_server.get(number)
+            if held is None or int(held.get("Size", -1)) != part.size or held.get("ETag") != part.etag:
+                await self._record("part_invalidated", upload.id, number,
+                                   reason="list-parts does not show this part as sent")
+        for number, held in on_server.items():
+            spec = specs.get(number)
+            if number in upload.parts or spec is None or int(held.get("Size", -1)) != spec.size:
+                continue
+            # On S3 but not in the ledger: the run stopped between the PUT and its record. Keep it if its ETag is the
+            # MD5 of our bytes — reading costs far less than sending.
+            data, md5 = await anyio.to_thread.run_sync(read_part, self.file.path, spec)
+            del data
+            if held.get("ETag", "").strip('"').lower() == md5:
+                await self._record("part_sent", upload.id, number, size=spec.size, etag=held["ETag"], md5=md5)
+        return await self.ctx.journal.read("upload", upload.id)
+
+    async def _send_missing_parts(self, upload: UploadRow) -> None:
+        ctx = self.ctx
+        missing = upload.missing_part_numbers
+        if not missing:
+            return
+        specs = {spec.number: spec for spec in part_specs(upload.file_size, upload.part_size)}
+        ref = UploadRef(upload.pk, upload.s3_upload_id)
+        urls = PresignedUrls(ctx.client.generate_presigned_urls, ref, missing, batch_size=ctx.config.presign_batch)
+        stopped = False
+        try:
+            async with anyio.create_task_group() as group:
+                for number in missing:
+                    if ctx.stopping.is_set():
+                        stopped = True  # start nothing new; parts already on the wire finish
+                        break
+                    borrower = object()
+                    await ctx.parts_limiter.acquire_on_behalf_of(borrower)
+                    if ctx.stopping.is_set():  # the stop came while this part waited for a slot
+                        ctx.parts_limiter.release_on_behalf_of(borrower)
+                        stopped = True
+                        break
+                    group.start_soon(self._send_part, upload.id, urls, specs[number], borrower)
+        except BaseExceptionGroup as group_error:
+            raise first_error(group_error) from None
+        if stopped:
+            raise Interrupted(f"{self.file.relative_path}: stopped with parts left to send")
+
+    async def _send_part(self, upload_id: int, urls: PresignedUrls, spec: PartSpec, borrower: object) -> None:
+        ctx = self.ctx
+        try:
+            data, md5 = await anyio.to_thread.run_sync(read_part, self.file.path, spec)
+            etag = await upload_part(
+                ctx.client.session, urls, spec, data, md5, policy=ctx.config.retry, progress=ctx.stats.add_bytes,
+                on_retry=ctx.stats.count_retry,
+            )
+            del data
+            crash_point("after-part-put")
+            await self._record("part_sent", upload_id, spec.number, size=spec.size, etag=etag, md5=md5)
+            crash_point("after-part-recorded")
+        finally:
+            ctx.parts_limiter.release_on_behalf_of(borrower)
+
+    async def _complete(self, upload: UploadRow) -> UploadRow:
+        upload = await self.ctx.journal.read("upload", upload.id)
+        check_unchanged(self.file)  # a file rewritten while its parts were sent must not be completed
+        crash_point("before-complete")
+        parts = [{"PartNumber": number, "ETag": part.etag} for number, part in sorted(upload.parts.items())]
+        await self.ctx.client.complete_multipart_upload(UploadRef(upload.pk, upload.s3_upload_id), parts)
+        crash_point("after-complete")
+        await self._record("upload_completed", upload.id)
+        crash_point("after-upload-completed")
+        return await self.ctx.journal.read("upload", upload.id)
+
+    async def abort(self, reason: str) -> None:
+        """A fatal error for this file (it changed): free the upload's parts on the server."""
+        upload = await self._live_upload()
+        if upload is None or upload.state != "initialized":
+            return
+        try:
+            await self.ctx.client.abort_multipart_upload(UploadRef(upload.pk, upload.s3_upload_id))
+        except (ApiError, MultipartUploadVanished) as error:
+            log.info("abort of upload %s failed (%s); the server sweeps it after 24 h", upload.pk, error)
+        # An aborted upload still exists (status Aborted) and counts against the cap until the sweep: no release.
+        await self._record("upload_aborted", upload.id, reason=reason)

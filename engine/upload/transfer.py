@@ -1,0 +1,158 @@
+"""The transfer engine: runs the ledger's runnable cases to the end, within the client's and the server's limits.
+
+``TransferEngine.run()`` feeds cases from the ledger (streamed, so a million cases cost no memory) into an anyio task
+group, bounded by ``cases_in_flight``; each case runs ``CaseUpload`` (``engine/upload/case_upload.py``), which runs a
+``FileUpload`` per file (``engine/upload/file_upload.py``). A stop request (``stop()``, from the first SIGINT/SIGTERM) starts
+nothing new — no case, no file, no part — and lets what is on the wire finish; the caller cuts the rest after the
+drain time by cancelling. Nothing is aborted on the server on the way out: open uploads are what resume needs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import anyio
+from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.engine.gc.errors import Disposition, Interrupted, classify, first_error
+from gcbulk.engine.service.journal import Journal
+from gcbulk.engine.service.progress import (
+    StatsSnapshot,
+    TransferStats,
+    format_progress_line,
+)
+from gcbulk.engine.upload.case_upload import CaseUpload, DisplaySetIndex
+from gcbulk.engine.upload.context import EngineConfig, TransferContext
+from gcbulk.engine.upload.imports import UploadSessionIndex
+from gcbulk.engine.upload.server_limits import CountingGate
+
+log = logging.getLogger(__name__)
+# The periodic progress line has its own logger: shown even when the engine's own chatter (retries) is quieted.
+progress_log = logging.getLogger("gcbulk.progress")
+
+
+@dataclass
+class RunOutcome:
+    done: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (case title, reason)
+    interrupted: bool = False
+    stats: StatsSnapshot | None = None
+
+
+class TransferEngine:
+    def __init__(
+        self,
+        *,
+        client: GrandChallengeClient,
+        journal: Journal,
+        reader_study_slug: str,
+        config: EngineConfig,
+        stats: TransferStats | None = None,
+    ) -> None:
+        self.client = client
+        self.journal = journal
+        self.config = config
+        self.stats = stats or TransferStats()
+        if client.on_retry is None:  # API retries count in the run's statistics, like part retries
+            client.on_retry = self.stats.count_retry
+        self.reader_study_slug = reader_study_slug
+        self._stop_requested = anyio.Event()
+        self._context: TransferContext | None = None
+
+    def stop(self) -> None:
+        """Start nothing new; what is in flight may finish."""
+        self._stop_requested.set()
+        if self._context is not None:
+            self._context.stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested.is_set()
+
+    @property
+    def context(self) -> TransferContext | None:
+        """What the run in progress shares (its limiters show what is in flight: engine/service/metrics.py reads them)."""
+        return self._context
+
+    async def _context_for_run(self) -> TransferContext:
+        totals = await self.journal.read("transfer_totals")
+        self.stats.cases_total = totals["cases"]
+        self.stats.files_total = totals["files"]
+        self.stats.bytes_total = totals["bytes"]
+        # Bytes already on S3 from an earlier run count as done, so the ETA covers only what is left.
+        self.stats.add_resumed(totals["bytes_sent"])
+        # Contract §1: the cap counts every upload the user has, including other tools' and this job's orphans.
+        on_server = await self.client.count_uploads()
+        context = TransferContext(
+            client=self.client,
+            journal=self.journal,
+            config=self.config,
+            stats=self.stats,
+            reader_study_slug=self.reader_study_slug,
+            upload_gate=CountingGate(self.config.live_upload_ceiling, held=on_server, name="live uploads"),
+            import_gate=CountingGate(self.config.imports_in_flight, name="imports"),
+        )
+        if self.stopping:
+            context.stopping.set()
+        return context
+
+    async def run(self) -> RunOutcome:
+        """Runs every runnable case; returns what happened. Raises on a stop-run error (e.g. a bad token)."""
+        await self.client.reader_study_by_slug(self.reader_study_slug)  # a wrong slug stops here, clearly
+        ctx = self._context = await self._context_for_run()
+        sessions = UploadSessionIndex(self.client, min_interval=self.config.session_scan_interval_seconds)
+        display_sets = DisplaySetIndex(ctx)
+        outcome = RunOutcome()
+        cases_limiter = anyio.CapacityLimiter(self.config.cases_in_flight)
+
+        async def run_case(case_work: object, borrower: object) -> None:
+            try:
+                case = CaseUpload(ctx, case_work, sessions, display_sets)  # type: ignore[arg-type]
+                if await case.run():
+                    outcome.done += 1
+                else:
+                    row = await ctx.journal.read("case_work", case.case.id)
+                    outcome.failed.append((row.title, row.last_error or "failed"))
+            except Interrupted:
+                pass  # stopped on request: the case stays 'running' and resumes next time
+            finally:
+                cases_limiter.release_on_behalf_of(borrower)
+
+        try:
+            async with anyio.create_task_group() as group:
+                reporter = anyio.CancelScope()
+                group.start_soon(self._report_progress, reporter)
+                try:
+                    async with anyio.create_task_group() as cases:
+                        async for case_work in self.journal.runner.pages("cases_to_run"):
+                            borrower = object()
+                            await cases_limiter.acquire_on_behalf_of(borrower)
+                            if ctx.stopping.is_set():
+                                cases_limiter.release_on_behalf_of(borrower)
+                                break
+                            cases.start_soon(run_case, case_work, borrower)
+                finally:
+                    reporter.cancel()
+        except BaseExceptionGroup as group_error:
+            error = first_error(group_error)
+            if classify(error) is not Disposition.INTERRUPTED:
+                raise error from None
+        outcome.interrupted = ctx.stopping.is_set()
+        outcome.stats = self.stats.snapshot()
+        self.journal.note("run_finished", done=outcome.done, failed=len(outcome.failed),
+                          interrupted=outcome.interrupted, **_stats_fields(outcome.stats))
+        return outcome
+
+    async def _report_progress(self, scope: anyio.CancelScope) -> None:
+        with scope:
+            while True:
+                await anyio.sleep(self.config.progress_interval_seconds)
+                snapshot = self.stats.snapshot()
+                progress_log.info("%s", format_progress_line(snapshot))
+                self.journal.note("progress", **_stats_fields(snapshot))
+
+
+def _stats_fields(snapshot: StatsSnapshot) -> dict[str, object]:
+    return {k: v for k, v in snapshot.as_dict().items() if k != "elapsed_seconds"} | {
+        "elapsed_seconds": round(snapshot.elapsed_seconds, 3)
+    }
