@@ -48,12 +48,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gcbulk.engine.gc.errors import ConfigurationError
-from gcbulk.engine.gc.limits import (
-    DEFAULT_LIVE_UPLOAD_CEILING,
-    MAX_ACTIVE_IMPORTS,
-    UPLOAD_CAP,
-)
-from gcbulk.engine.plan.parts import MAX_PART_SIZE, MIN_PART_SIZE
+from gcbulk.engine.upload.transfer_settings import JOB_KNOBS, TransferSettings
 from gcbulk.state.records import JobBinding
 
 TOKEN_ENV = "GRAND_CHALLENGE_AUTHORIZATION"  # the variable gcapi reads (contract §0)
@@ -66,32 +61,6 @@ MiB = 1024**2
 
 class JobFileError(ConfigurationError):
     """The job file is missing, unreadable or wrong; the message names the key and what to do."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class EngineConfig:
-    """Concurrency knobs of the transfer engine (each maps to one limiter)."""
-
-    files_in_flight: int = 8
-    parts_in_flight: int = 16
-    api_calls_in_flight: int = 16
-    part_size: int = 32 * MiB  # preferred; grown per file to fit 10 000 parts (gcbulk.engine.plan.parts.adjust_part_size)
-    live_upload_ceiling: int = DEFAULT_LIVE_UPLOAD_CEILING
-    imports_in_flight: int = MAX_ACTIVE_IMPORTS
-    attempts_per_item: int = 5
-
-    def __post_init__(self) -> None:
-        for name in ("files_in_flight", "parts_in_flight", "api_calls_in_flight", "attempts_per_item"):
-            _positive(f"engine.{name}", getattr(self, name))
-        if not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
-            raise JobFileError(f"engine.part_size must be between 5 MiB and 5 GiB (S3's part limits), "
-                               f"got {self.part_size} bytes")
-        if not 1 <= self.live_upload_ceiling <= UPLOAD_CAP:
-            raise JobFileError(f"engine.live_upload_ceiling must be between 1 and {UPLOAD_CAP} (the server's upload "
-                               f"cap), got {self.live_upload_ceiling}")
-        if not 1 <= self.imports_in_flight <= MAX_ACTIVE_IMPORTS:
-            raise JobFileError(f"engine.imports_in_flight must be between 1 and {MAX_ACTIVE_IMPORTS} (the server's "
-                               f"limit of active imports), got {self.imports_in_flight}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,7 +112,7 @@ class JobConfig:
     cases: CaseLayout = field(default_factory=CaseLayout)
     rules: tuple[Rule, ...] = ()
     values: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    engine: EngineConfig = field(default_factory=EngineConfig)
+    engine: TransferSettings = field(default_factory=TransferSettings)
 
     @property
     def binding(self) -> JobBinding:
@@ -278,15 +247,14 @@ def _parse_cases(raw: Mapping[str, Any], job_file: Path) -> CaseLayout:
     return CaseLayout(depth=depth, title=title, ignore=tuple(ignore))
 
 
-def _parse_engine(raw: Mapping[str, Any], job_file: Path) -> EngineConfig:
-    known = {f for f in EngineConfig.__dataclass_fields__}
-    _reject_unknown("engine.", raw, known, job_file)
+def _parse_engine(raw: Mapping[str, Any], job_file: Path) -> TransferSettings:
+    _reject_unknown("engine.", raw, set(JOB_KNOBS), job_file)
     values = dict(raw)
     if "part_size" in values:
         values["part_size"] = parse_size("engine.part_size", values["part_size"])
     try:
-        return EngineConfig(**values)
-    except JobFileError as exc:
+        return TransferSettings.from_knobs(values)
+    except ConfigurationError as exc:
         raise JobFileError(f"{job_file}: {exc}") from None
 
 

@@ -32,7 +32,7 @@ from gcbulk.engine.jobfile import (
     load_token,
     parse_size,
 )
-from gcbulk.engine.jobfile import EngineConfig as JobEngineKnobs
+from gcbulk.engine.upload.transfer_settings import JOB_KNOBS, TransferSettings
 from gcbulk.state.ledger import default_ledger_path
 
 ENV_PREFIX = "GCBULK_"
@@ -127,7 +127,7 @@ PROCESS_KNOBS = (
 )
 # Job-file keys that the environment may override (the rules and values stay in the job file: they are the job).
 JOB_KEYS = ("base_url", "reader_study", "case_root", "ca_file")
-ENGINE_KEYS = tuple(f.name for f in dataclasses.fields(JobEngineKnobs))
+ENGINE_KEYS = JOB_KNOBS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,6 +147,11 @@ class RunSettings:
     sources: Mapping[str, str]
     token_source: str | None
     token: str | None = field(default=None, repr=False)  # never in a repr, a log line or `config show`
+
+    @property
+    def transfer(self) -> TransferSettings:
+        """The engine's settings: the job's knobs after precedence, with this process's drain and progress interval."""
+        return self.job.engine.replace(drain_seconds=self.drain, progress_interval_seconds=self.progress_interval)
 
     def require_token(self) -> str:
         if self.token is None:
@@ -271,7 +276,7 @@ def _override_job(job: JobConfig, environ: Mapping[str, str], sources: dict[str,
                 raise ConfigurationError(f"{name}: the CA file {path} does not exist")
             changes[key] = path.resolve()
     engine_raw = raw.get("engine", {}) if isinstance(raw.get("engine"), Mapping) else {}
-    knobs: dict[str, Any] = dataclasses.asdict(job.engine)
+    knobs: dict[str, Any] = job.engine.knobs()
     for key in ENGINE_KEYS:
         name = f"{ENV_PREFIX}{key.upper()}"
         sources[f"engine.{key}"] = JOB_FILE if key in engine_raw else DEFAULT
@@ -280,8 +285,8 @@ def _override_job(job: JobConfig, environ: Mapping[str, str], sources: dict[str,
             text = environ[name]
             knobs[key] = parse_size(name, text) if key == "part_size" else _whole(name)(text)
     try:
-        changes["engine"] = JobEngineKnobs(**knobs)
-    except JobFileError as exc:
+        changes["engine"] = TransferSettings.from_knobs(knobs)
+    except ConfigurationError as exc:
         raise ConfigurationError(f"{exc} (set by the environment or {job.job_file})") from None
     return dataclasses.replace(job, **changes)
 

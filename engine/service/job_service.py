@@ -41,7 +41,6 @@ from gcbulk.engine.service.metrics import (
 )
 from gcbulk.engine.service.progress import TransferStats
 from gcbulk.engine.settings import RunSettings
-from gcbulk.engine.upload.context import engine_config_from_job
 from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
 
 log = logging.getLogger("gcbulk")
@@ -55,8 +54,7 @@ class JobService:
         self.job = settings.job
         self.state = RunState(reader_study=self.job.reader_study, base_url=self.job.base_url)
         self.metrics = Metrics(self.state)
-        self.engine_config = engine_config_from_job(self.job.engine, drain_seconds=settings.drain,
-                                                    progress_interval_seconds=settings.progress_interval)
+        self.transfer_settings = settings.transfer
         self.display = display  # gcbulk.engine.service.display.ProgressDisplay on a terminal
         self.stop_requested: anyio.Event  # made in serve(): anyio primitives belong to the running loop
         self.killed = False
@@ -72,7 +70,7 @@ class JobService:
 
     async def serve(self, body: Callable[[JobService], Awaitable[T]]) -> T | None:
         """Runs ``body`` with everything open; None when a signal cut it short."""
-        config = self.engine_config
+        config = self.transfer_settings
         result: T | None = None
         self.stop_requested = anyio.Event()
         self._work = anyio.CancelScope()
@@ -218,7 +216,7 @@ class JobService:
         assert self.client is not None and self.journal is not None
         stats = self.state.new_stats()
         engine = TransferEngine(client=self.client, journal=self.journal, reader_study_slug=self.job.reader_study,
-                                config=self.engine_config, stats=stats)
+                                config=self.transfer_settings, stats=stats)
         self._engine, self.state.stats, self.state.engine = engine, stats, engine
         self._pass_done = anyio.Event()
         self.state.phase = "running"

@@ -22,9 +22,10 @@ from gcbulk.engine.service.progress import (
     format_progress_line,
 )
 from gcbulk.engine.upload.case_upload import CaseUpload, DisplaySetIndex
-from gcbulk.engine.upload.context import EngineConfig, TransferContext
+from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.imports import UploadSessionIndex
 from gcbulk.engine.upload.server_limits import CountingGate
+from gcbulk.engine.upload.transfer_settings import TransferSettings
 
 log = logging.getLogger(__name__)
 # The periodic progress line has its own logger: shown even when the engine's own chatter (retries) is quieted.
@@ -46,7 +47,7 @@ class TransferEngine:
         client: GrandChallengeClient,
         journal: Journal,
         reader_study_slug: str,
-        config: EngineConfig,
+        config: TransferSettings,
         stats: TransferStats | None = None,
     ) -> None:
         self.client = client

@@ -18,8 +18,8 @@ from gcbulk.engine.jobfile import JobConfig, load_job
 from gcbulk.engine.plan.planner import PlannedCase, plan_tree
 from gcbulk.engine.service.journal import Journal, LedgerRunner
 from gcbulk.engine.service.progress import EventLog
-from gcbulk.engine.upload.context import EngineConfig
 from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
+from gcbulk.engine.upload.transfer_settings import TransferSettings
 from gcbulk.state.ledger import Ledger, default_ledger_path
 from gcbulk.state.replan import planning
 
@@ -86,11 +86,11 @@ def load_and_plan(job_file: Path) -> JobConfig:
 
 # ---- running the engine in-process --------------------------------------------------------------------------------
 
-FAST_ENGINE = EngineConfig(retry=FAST_RETRIES, poll_initial_seconds=0.02, poll_max_seconds=0.1,
+FAST_ENGINE = TransferSettings(retry=FAST_RETRIES, poll_initial_seconds=0.02, poll_max_seconds=0.1,
                            session_scan_interval_seconds=0.05, progress_interval_seconds=0.5)
 
 
-async def run_job(job_file: Path, emulator: RunningEmulator, config: EngineConfig = FAST_ENGINE, *,
+async def run_job(job_file: Path, emulator: RunningEmulator, config: TransferSettings = FAST_ENGINE, *,
                   replan: bool = True) -> RunOutcome:
     """Plans (unless ``replan`` is False) and runs the job in-process, as ``gcbulk run`` does."""
     job = load_and_plan(job_file) if replan else load_job(job_file)

@@ -9,12 +9,12 @@ import pytest
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.jobfile import (
     TOKEN_ENV,
-    EngineConfig,
     JobFileError,
     load_job,
     load_token,
     parse_size,
 )
+from gcbulk.engine.upload.transfer_settings import TransferSettings
 
 from tests.planner.conftest import write_job
 
@@ -34,7 +34,7 @@ def test_defaults_and_relative_paths(job_dir: Path) -> None:
     assert config.base_url == "https://gc.example/api/v1/"
     assert config.case_root == job_dir / "cases"
     assert (config.cases.depth, config.cases.title) == (1, "{folder}")
-    assert config.engine == EngineConfig()
+    assert config.engine == TransferSettings()
     assert config.binding.case_root == str(job_dir / "cases")
 
 
@@ -43,7 +43,7 @@ def test_config_is_frozen(job_dir: Path) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.reader_study = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
-        EngineConfig(8)  # type: ignore[misc]  # keyword-only
+        TransferSettings(8)  # type: ignore[misc]  # keyword-only
 
 
 @pytest.mark.parametrize(

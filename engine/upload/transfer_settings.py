@@ -1,0 +1,108 @@
+"""The transfer engine's settings: one frozen ``TransferSettings``, the job file's ``[engine]`` table and the
+``GCBULK_*`` variables resolved onto it by ``gcbulk.engine.settings`` (the one place precedence is applied).
+
+Each concurrency knob maps to one anyio ``CapacityLimiter`` (rclone's ``--transfers`` / ``--checkers``): cases in
+flight, files in flight, parts in flight (shared by every part of every file, so memory stays below
+``parts_in_flight × part_size`` whatever the file sizes) and API calls in flight (held by the client). Server limits
+are ``CountingGate``s (``gcbulk.engine.upload.server_limits``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.gc.limits import (
+    DEFAULT_LIVE_UPLOAD_CEILING,
+    MAX_ACTIVE_IMPORTS,
+    UPLOAD_CAP,
+)
+from gcbulk.engine.gc.retry import RetryPolicy
+from gcbulk.engine.plan.parts import MAX_PART_SIZE, MIN_PART_SIZE
+from gcbulk.engine.upload.server_limits import SweepGuard
+
+MIB = 1024 * 1024
+
+# Chosen by measurement (benchmarks/part_size.py: 16 files × 64 MiB through `gcbulk run` against the emulator in its
+# own process, loopback TLS, 2 shared cores, 16 parts in flight), MiB/s for parts of 8 / 16 / 32 / 64 MiB:
+#   no added latency:         177 / 128 / 154 / 134  (noisy ±20 %: the emulator's CPU is the limit, not the part size)
+#   50 ms on every request:    81 /  82 / 109 / 133  (a WAN: each part pays a round trip, bigger parts amortise it)
+# 32 MiB keeps most of the gain on a slow link while memory stays at parts_in_flight × 32 MiB = 512 MiB at most,
+# and a part lost to an error or a kill costs 32 MiB to resend. It is also gcapi's part size (contract §1).
+# Files over 312 GiB grow it to fit 10 000 parts (gcbulk.engine.plan.parts.adjust_part_size).
+DEFAULT_PART_SIZE = 32 * MIB
+DEFAULT_ATTEMPTS_PER_ITEM = 5
+
+# The knobs a job file's [engine] table and GCBULK_<NAME> may set; the rest are the engine's own tuning.
+JOB_KNOBS = ("files_in_flight", "parts_in_flight", "api_calls_in_flight", "part_size", "live_upload_ceiling",
+             "imports_in_flight", "attempts_per_item")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferSettings:
+    files_in_flight: int = 8
+    parts_in_flight: int = 16
+    api_calls_in_flight: int = 16
+    part_size: int = DEFAULT_PART_SIZE  # preferred; grown per file to fit 10 000 parts
+    live_upload_ceiling: int = DEFAULT_LIVE_UPLOAD_CEILING  # below the server's cap of 2000 (contract §1)
+    imports_in_flight: int = MAX_ACTIVE_IMPORTS
+    # Cases wait on their files and imports; a few more cases than files keeps every file slot busy. None: derived.
+    cases_in_flight: int | None = None
+    # URLs asked for per presign call; they stay valid an hour (contract §1), far longer than a batch takes.
+    presign_batch: int = 20
+    # A completed upload not yet consumed is reused only while younger than this (contract §1: swept after 24 h).
+    reuse_completed_for_seconds: float = 22 * 3600.0
+    sweep_guard: SweepGuard = field(default_factory=SweepGuard)
+    # How long an import may take before the case fails with "import did not finish".
+    import_timeout_seconds: float = 3600.0
+    poll_initial_seconds: float = 0.25
+    poll_max_seconds: float = 10.0
+    # The upload-session list is scanned for failure reasons at most this often (it has no filters, contract §2).
+    session_scan_interval_seconds: float = 2.0
+    # After the first stop signal, in-flight parts may finish for this long before the run is cut.
+    drain_seconds: float = 30.0
+    progress_interval_seconds: float = 10.0
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(attempts_per_item=DEFAULT_ATTEMPTS_PER_ITEM))
+
+    def __post_init__(self) -> None:
+        if self.cases_in_flight is None:
+            object.__setattr__(self, "cases_in_flight", max(self.files_in_flight * 2, 8))
+        for name in ("files_in_flight", "parts_in_flight", "api_calls_in_flight", "cases_in_flight", "presign_batch"):
+            _positive(f"engine.{name}", getattr(self, name))
+        _positive("engine.attempts_per_item", self.retry.attempts_per_item)
+        if not isinstance(self.part_size, int) or not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
+            raise ConfigurationError(f"engine.part_size must be between 5 MiB and 5 GiB (S3's part limits), "
+                                     f"got {self.part_size} bytes")
+        if not isinstance(self.live_upload_ceiling, int) or not 1 <= self.live_upload_ceiling <= UPLOAD_CAP:
+            raise ConfigurationError(f"engine.live_upload_ceiling must be between 1 and {UPLOAD_CAP} (the server's "
+                                     f"upload cap, contract §1), got {self.live_upload_ceiling}")
+        if not isinstance(self.imports_in_flight, int) or not 1 <= self.imports_in_flight <= MAX_ACTIVE_IMPORTS:
+            raise ConfigurationError(f"engine.imports_in_flight must be between 1 and {MAX_ACTIVE_IMPORTS} (the "
+                                     f"server's limit of active imports, contract §2), got {self.imports_in_flight}")
+
+    @property
+    def attempts_per_item(self) -> int:
+        return self.retry.attempts_per_item
+
+    @classmethod
+    def from_knobs(cls, knobs: dict[str, Any]) -> TransferSettings:
+        """Settings from the job-file knobs (``JOB_KNOBS``); ``attempts_per_item`` goes into the retry policy."""
+        values = dict(knobs)
+        attempts = values.pop("attempts_per_item", DEFAULT_ATTEMPTS_PER_ITEM)
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+            _positive("engine.attempts_per_item", attempts)
+        return cls(retry=RetryPolicy(attempts_per_item=attempts), **values)
+
+    def knobs(self) -> dict[str, Any]:
+        """The job-file knobs as they are now (for ``config show`` and for overriding)."""
+        return {name: getattr(self, name) for name in JOB_KNOBS}
+
+    def replace(self, **changes: Any) -> TransferSettings:
+        return dataclasses.replace(self, **changes)
+
+
+def _positive(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"{name} must be a whole number of at least 1, got {value!r}")
