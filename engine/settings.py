@@ -326,3 +326,83 @@ def resolve(job_path: Path | str, args: argparse.Namespace | None = None,
     token, token_source = _resolve_token(args, environ) if read_token else (None, None)
     return RunSettings(job=job, ledger=paths["ledger"], events=paths["events"], sources=sources, token=token,
                        token_source=token_source, **values)
+
+
+# ---------------------------------------------------------------------------------------- a server without a job
+DEFAULT_BASE_URL = "https://grand-challenge.org/api/v1/"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    """What ``export``, ``reorder`` and the Python API's ``ReaderStudy`` need: a server, its CA, the token and a study.
+    ``sources`` names where each came from; a base URL nobody gave is the public Grand Challenge, and says so."""
+
+    base_url: str
+    ca_file: Path | None
+    reader_study: str | None
+    sources: Mapping[str, str]
+    token: str | None = field(default=None, repr=False)
+
+    def require_token(self) -> str:
+        if self.token is None:
+            raise ConfigurationError(
+                f"no API token: set {TOKEN_ENV}, or {TOKEN_FILE_ENV} (e.g. /run/secrets/gc_token), or pass "
+                "--token-file PATH"
+            )
+        return self.token
+
+    def require_reader_study(self) -> str:
+        if not self.reader_study:
+            raise ConfigurationError("no reader study: pass --reader-study SLUG (the last part of the study's URL), "
+                                     f"set {ENV_PREFIX}READER_STUDY, or pass --job JOB.toml")
+        return self.reader_study
+
+
+def resolve_server(*, job_file: Path | str | None = None, base_url: str | None = None, ca_file: Path | None = None,
+                   reader_study: str | None = None, token_file: Path | None = None,
+                   environ: Mapping[str, str] | None = None, read_token: bool = True) -> ServerSettings:
+    """flag (the keyword arguments) > ``GCBULK_*`` > the job file (when given) > default, for a server connection.
+    Raises ConfigurationError naming the flag, variable or key that is wrong."""
+    environ = os.environ if environ is None else environ
+    sources: dict[str, str] = {}
+    job = _override_job(load_job(job_file), environ, {}) if job_file is not None else None
+    if base_url is not None:
+        try:
+            url, sources["base_url"] = _normalise_base_url(base_url, Path("--base-url")), f"{FLAG} --base-url"
+        except JobFileError as exc:
+            raise ConfigurationError(str(exc)) from None
+    elif job is not None:  # the job already applied GCBULK_BASE_URL over its own
+        url, sources["base_url"] = job.base_url, f"{JOB_FILE} {job.job_file}"
+    elif environ.get(f"{ENV_PREFIX}BASE_URL", "").strip():
+        try:
+            url = _normalise_base_url(environ[f"{ENV_PREFIX}BASE_URL"], Path(f"{ENV_PREFIX}BASE_URL"))
+        except JobFileError as exc:
+            raise ConfigurationError(str(exc)) from None
+        sources["base_url"] = f"{ENVIRONMENT} {ENV_PREFIX}BASE_URL"
+    else:
+        url, sources["base_url"] = DEFAULT_BASE_URL, DEFAULT
+    if ca_file is not None:
+        ca, sources["ca_file"] = Path(ca_file).absolute(), f"{FLAG} --ca-file"
+        if not ca.is_file():
+            raise ConfigurationError(f"--ca-file: the CA file {ca} does not exist")
+    elif job is not None:
+        ca, sources["ca_file"] = job.ca_file, JOB_FILE
+    elif environ.get(f"{ENV_PREFIX}CA_FILE", "").strip():
+        ca, sources["ca_file"] = _path_from_env(environ[f"{ENV_PREFIX}CA_FILE"]), f"{ENVIRONMENT} {ENV_PREFIX}CA_FILE"
+        if not ca.is_file():
+            raise ConfigurationError(f"{ENV_PREFIX}CA_FILE: the CA file {ca} does not exist")
+    else:
+        ca, sources["ca_file"] = None, DEFAULT
+    if reader_study is not None:
+        study, sources["reader_study"] = reader_study.strip(), f"{FLAG} --reader-study"
+    elif job is not None:
+        study, sources["reader_study"] = job.reader_study, JOB_FILE
+    elif environ.get(f"{ENV_PREFIX}READER_STUDY", "").strip():
+        study = environ[f"{ENV_PREFIX}READER_STUDY"].strip()
+        sources["reader_study"] = f"{ENVIRONMENT} {ENV_PREFIX}READER_STUDY"
+    else:
+        study, sources["reader_study"] = None, DEFAULT
+    flags = argparse.Namespace(token_file=token_file)
+    token, token_source = _resolve_token(flags, environ) if read_token else (None, None)
+    sources["token"] = token_source or "not set"
+    return ServerSettings(base_url=url, ca_file=ca, reader_study=study, sources=sources, token=token)

@@ -1,6 +1,54 @@
 """gcbulk: resumable bulk transfers of medical-imaging datasets into and out of Grand Challenge reader studies.
 
-The command line (``gcbulk``) is a thin layer over this package. ``gcbulk.engine`` does the work (planner, Grand
-Challenge client, upload path, results side, long-lived service, CLI), ``gcbulk.state`` remembers it (the ledger and
-its state machines) and ``gcbulk.emulator`` is the Grand Challenge stand-in used by the demo and the tests.
+The command line (``gcbulk``) is a thin layer over this API::
+
+    import gcbulk
+
+    job = gcbulk.Job("job.toml")
+    job.plan(dry_run=True).findings
+    job.run()
+    gcbulk.ReaderStudy("my-study").answers()
+
+``gcbulk.engine`` does the work (planner, Grand Challenge client, upload path, results side, long-lived service, CLI),
+``gcbulk.state`` remembers it (the ledger and its state machines) and ``gcbulk.emulator`` is the Grand Challenge
+stand-in used by the demo and the tests.
 """
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = version("gcbulk")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["ConfigurationError", "GcbulkError", "Job", "PlanBlocked", "ReaderStudy", "__version__"]
+
+if TYPE_CHECKING:
+    from gcbulk.engine.api import Job, ReaderStudy
+    from gcbulk.engine.gc.errors import ConfigurationError, GcbulkError
+    from gcbulk.engine.service.job_service import PlanBlocked
+
+# Loaded on first use: `import gcbulk` (and the `gcbulk` command, which imports this package) stays cheap, with no
+# aiohttp or SimpleITK until a job actually runs.
+_LAZY = {
+    "Job": "gcbulk.engine.api",
+    "ReaderStudy": "gcbulk.engine.api",
+    "ConfigurationError": "gcbulk.engine.gc.errors",
+    "GcbulkError": "gcbulk.engine.gc.errors",
+    "PlanBlocked": "gcbulk.engine.service.job_service",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'gcbulk' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -11,8 +11,10 @@ from gcbulk.emulator.server import RunningEmulator, emulator_in_thread, run_emul
 
 
 @pytest.fixture
-def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05)
+def emulator_config(request: pytest.FixtureRequest, tmp_path: Path) -> EmulatorConfig:
+    """The emulator's configuration; a test changes fields with ``indirect`` parametrisation (a dict of overrides)."""
+    overrides = getattr(request, "param", {})
+    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05, **overrides)
 
 
 @pytest.fixture

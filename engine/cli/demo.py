@@ -12,6 +12,7 @@ import argparse
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 HELP = "Run a small migration end to end against the bundled Grand Challenge emulator."
@@ -22,8 +23,12 @@ DEMO_USER = "editor"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", type=int, default=5, help="how many patient folders to generate (default 5)")
-    parser.add_argument("--workdir", type=Path, default=Path("gcbulk-demo"),
-                        help="where the cases, job file, ledger and logs go (default ./gcbulk-demo)")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "gcbulk-demo",
+                        help="where the cases, job file, ledger and logs go (default: gcbulk-demo in the system's "
+                             f"temp folder, {Path(tempfile.gettempdir()) / 'gcbulk-demo'})")
+    parser.add_argument("--metrics-address", metavar="HOST:PORT",
+                        help="serve /metrics, /healthz and /readyz here during the demo, or 'off' (env "
+                             "GCBULK_METRICS_ADDRESS; default 127.0.0.1:9464, skipped with a warning when taken)")
     parser.add_argument("--generate-only", action="store_true",
                         help="only write the case tree under WORKDIR/cases, adding the patient folders that are "
                              "missing, and exit (the docker compose demo's one-shot service)")
@@ -57,7 +62,8 @@ def write_case_tree(root: Path, cases: int, *, missing_only: bool = False) -> li
 def write_job_file(workdir: Path, base_url: str, ca_file: Path) -> Path:
     job = workdir / "job.toml"
     job.write_text(
-        "# Written by 'gcbulk demo' for the bundled emulator; see examples/tutorial-job.toml for a real server.\n"
+        "# Written by 'gcbulk demo' for the bundled emulator; the README's 'job file' section shows one for a real "
+        "server.\n"
         f'reader_study = "example-study"\nbase_url = "{base_url}"\ncase_root = "cases"\nca_file = "{ca_file}"\n\n'
         '[[rules]]\nposition = 1\nsocket = "ct-image"\n\n'
         '[[rules]]\nposition = 2\nsocket = "airway-segmentation"\n\n'
@@ -98,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         # The token of the emulator's demo editor, for this process only: the job file never holds a token.
         os.environ[TOKEN_ENV] = emulator.tokens[DEMO_USER]
         run_args = argparse.Namespace(job=job, ledger=None, events=None, token_file=None, replan=False, drain=30.0,
-                                      progress_interval=2.0)
+                                      progress_interval=2.0, metrics_address=args.metrics_address)
         code = run_command.run(run_args)
         store = emulator.context.store
         print("\nDisplay sets in the emulator's reader study 'example-study':")

@@ -11,28 +11,23 @@ import logging
 import sys
 from pathlib import Path
 
+from gcbulk.engine.api import reorder_study
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_OK, EXIT_SOME_FAILED
 from gcbulk.engine.cli.server_options import (
     add_connection_arguments,
-    client_from_args,
     run_against_server,
+    server_from_args,
 )
-from gcbulk.engine.results.reorder import (
-    BY_CHOICES,
-    list_display_sets,
-    plan_by_title,
-    plan_from_csv,
-    run_reorder,
-)
+from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.results.reorder import BY_CHOICES
 from gcbulk.engine.results.safe_paths import safe_component
-from gcbulk.state.reorder_ledger import ReorderLedger
 
 HELP = "set the order of a reader study's display sets in bulk (from a CSV, or by title)"
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reader-study", required=True, metavar="SLUG", help="the study's slug")
+    parser.add_argument("--reader-study", metavar="SLUG",
+                        help="the study's slug (env GCBULK_READER_STUDY; default: the --job file's)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--from", dest="from_csv", type=Path, metavar="CSV",
                         help="a CSV with 'order' and 'pk' (or 'title') columns, e.g. an edited display_sets.csv")
@@ -54,18 +49,16 @@ def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         print("gcbulk reorder: --concurrency must be at least 1", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    try:
+        server = server_from_args("reorder", args)
+        slug = server.require_reader_study()
+    except ConfigurationError as exc:
+        print(f"gcbulk reorder: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
 
     async def main() -> int:
-        async with client_from_args(args) as client:
-            study = await client.reader_study_by_slug(args.reader_study)
-            current = await list_display_sets(client, str(study["pk"]))
-            if args.from_csv is not None:
-                targets = plan_from_csv(args.from_csv, current)
-            else:
-                targets = plan_by_title(current, natural=args.by == "natural-title")
-            ledger_path = args.ledger or default_ledger_path(args.reader_study)
-            with ReorderLedger.open(ledger_path, reader_study=args.reader_study, base_url=client.base_url) as ledger:
-                summary = await run_reorder(client, ledger, targets, current, concurrency=args.concurrency)
+        summary = await reorder_study(server, by=args.by, from_csv=args.from_csv,
+                                      ledger=args.ledger or default_ledger_path(slug), concurrency=args.concurrency)
         print("\n".join(summary.lines()))
         return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 

@@ -1,7 +1,8 @@
-"""Command-line options that name a Grand Challenge server and its token, shared by ``export`` and ``reorder``.
+"""Command-line options that name a Grand Challenge server, its token and a reader study, shared by ``export`` and
+``reorder``: flags > ``GCBULK_*`` > ``--job JOB.toml`` > default, resolved by ``gcbulk.engine.settings.resolve_server``.
 
-The token comes from ``--token-file`` or, as gcapi does (contract §0), from ``GRAND_CHALLENGE_AUTHORIZATION``; it is
-never an argument (it would show in ``ps`` and shell history) and never printed.
+The token comes from ``--token-file``, ``$GCBULK_TOKEN_FILE`` or, as gcapi does (contract §0), from
+``GRAND_CHALLENGE_AUTHORIZATION``; it is never an argument (it would show in ``ps`` and shell history) and never printed.
 """
 
 from __future__ import annotations
@@ -20,24 +21,40 @@ from gcbulk.engine.gc.errors import (
     ConfigurationError,
     GcbulkError,
 )
-from gcbulk.engine.jobfile import TOKEN_ENV, load_token
+from gcbulk.engine.jobfile import TOKEN_ENV
+from gcbulk.engine.settings import (
+    DEFAULT,
+    DEFAULT_BASE_URL,
+    ServerSettings,
+    resolve_server,
+)
 from gcbulk.state.ledger import LedgerError
-
-DEFAULT_BASE_URL = "https://grand-challenge.org/api/v1/"
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--base-url", default=DEFAULT_BASE_URL,
-                        help=f"the API root, ending in /api/v1/ (default {DEFAULT_BASE_URL})")
+    parser.add_argument("--job", type=Path, metavar="JOB.toml",
+                        help="take the server, CA file and reader study from this job file (as 'gcbulk run' does)")
+    parser.add_argument("--base-url",
+                        help=f"the API root, ending in /api/v1/ (env GCBULK_BASE_URL; default: the job's, else "
+                             f"{DEFAULT_BASE_URL})")
     parser.add_argument("--token-file", type=Path,
-                        help=f"a file holding the API token (default: the environment variable {TOKEN_ENV})")
-    parser.add_argument("--ca-file", type=Path, help="a PEM file of CA certificates to trust (a private server)")
+                        help=f"a file holding the API token (env GCBULK_TOKEN_FILE; default: ${TOKEN_ENV})")
+    parser.add_argument("--ca-file", type=Path,
+                        help="a PEM file of CA certificates to trust, for a private server (env GCBULK_CA_FILE)")
 
 
-def client_from_args(args: argparse.Namespace, **options: Any) -> GrandChallengeClient:
-    if args.ca_file is not None and not args.ca_file.is_file():
-        raise ConfigurationError(f"the CA file {args.ca_file} does not exist")
-    return GrandChallengeClient(base_url=args.base_url, token=load_token(args.token_file), ca_file=args.ca_file,
+def server_from_args(command: str, args: argparse.Namespace) -> ServerSettings:
+    """The connection the flags, the environment and ``--job`` name; says so on stderr when nothing named a server."""
+    server = resolve_server(job_file=args.job, base_url=args.base_url, ca_file=args.ca_file,
+                            reader_study=args.reader_study, token_file=args.token_file)
+    if server.sources["base_url"] == DEFAULT:
+        print(f"gcbulk {command}: using {server.base_url} (no --base-url, GCBULK_BASE_URL or --job given)",
+              file=sys.stderr)
+    return server
+
+
+def client_for(server: ServerSettings, **options: Any) -> GrandChallengeClient:
+    return GrandChallengeClient(base_url=server.base_url, token=server.require_token(), ca_file=server.ca_file,
                                 **options)
 
 

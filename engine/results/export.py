@@ -44,6 +44,7 @@ class ExportOptions:
     out_dir: Path
     mine: bool = False  # answers/mine/: one's own answers only, never ground truth (contract §4)
     mask_downloads: int = 8  # masks downloaded at once
+    masks: bool = True  # False: answers and tables only (the Python API's answers(); `gcbulk export --no-masks`)
 
 
 @dataclass
@@ -160,8 +161,9 @@ async def _export(
     removed_display_sets = ledger.forget_unseen_display_sets(run)
     summary.answers = ledger.answer_count()
 
-    ledger.run_moved(run, "downloading")
-    summary.masks = await _download_masks(client, ledger, options, questions)
+    ledger.run_moved(run, "downloading")  # a phase of the export_run machine even when masks are not wanted
+    if options.masks:
+        summary.masks = await _download_masks(client, ledger, options, questions)
 
     ledger.run_moved(run, "writing")
     changed = (

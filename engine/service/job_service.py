@@ -49,7 +49,9 @@ PLAN_CHECK_RETRIES = 2
 
 
 class JobService:
-    def __init__(self, settings: RunSettings, *, display: Any = None) -> None:
+    def __init__(self, settings: RunSettings, *, display: Any = None, watch_signals: bool = True) -> None:
+        # False where this is not the main thread's loop (the Python API in a notebook): signals cannot be watched.
+        self.watch_signals = watch_signals
         self.settings = settings
         self.job = settings.job
         self.state = RunState(reader_study=self.job.reader_study, base_url=self.job.base_url)
@@ -87,7 +89,8 @@ class JobService:
             try:
                 async with _first_error_unwrapped(), anyio.create_task_group() as tasks:
                     self._tasks = tasks
-                    tasks.start_soon(self._watch_signals)
+                    if self.watch_signals:
+                        tasks.start_soon(self._watch_signals)
                     tasks.start_soon(self._summaries)
                     with self._work:
                         async with LedgerRunner(self.settings.ledger, self.job.binding,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,3 +22,14 @@ def test_the_demo_migrates_a_tutorial_shaped_tree_end_to_end(tmp_path: Path) -> 
     assert "token" not in (tmp_path / "job.toml").read_text()
     image = sitk.ReadImage(str(tmp_path / "cases" / "patient001" / "1-ct.mha"))
     assert image.GetSize() == (64, 64, 32)
+
+
+def test_the_demo_works_in_the_system_temp_folder_by_default_and_leaves_the_checkout_clean(tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    repo = Path(__file__).parents[2]
+    result = subprocess.run([sys.executable, "-m", "gcbulk", "demo", "--cases", "1", "--metrics-address", "off"],
+                            capture_output=True, text=True, timeout=120, cwd=repo, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "gcbulk-demo" / "job.ledger.sqlite").exists()
+    assert not (repo / "gcbulk-demo").exists()
+    assert "monitoring_started" not in result.stdout + result.stderr  # --metrics-address off serves nothing

@@ -65,7 +65,7 @@ def test_export_without_a_token_exits_2_and_says_how_to_give_one(world: World, t
 
     assert main(export_args(world, tmp_path / "out")) == 2
 
-    assert "no API token: set GRAND_CHALLENGE_AUTHORIZATION or pass --token-file" in capsys.readouterr().err
+    assert "no API token: set GRAND_CHALLENGE_AUTHORIZATION, or GCBULK_TOKEN_FILE" in capsys.readouterr().err
 
 
 def test_empty_token_file_exits_2(world: World, tmp_path: Path, capsys):
@@ -162,3 +162,41 @@ def test_bad_concurrency_exits_2(args: list[str], message: str, capsys):
     assert main([args[0], "--reader-study", "s", *args[1:]]) == 2
 
     assert message in capsys.readouterr().err
+
+
+def test_export_takes_server_ca_and_study_from_a_job_file(world: World, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv(TOKEN_ENV, world.emulator.tokens["editor"])
+    job = tmp_path / "job.toml"
+    job.write_text(f'reader_study = "example-study"\nbase_url = "{world.emulator.base_url}"\ncase_root = "cases"\n'
+                   f'ca_file = "{world.emulator.ca_file}"\n\n[[rules]]\nglob = "ct.mha"\nsocket = "ct-image"\n')
+
+    assert main(["export", "--job", str(job), "--out", str(tmp_path / "out"), "--no-masks"]) == 0
+
+    assert (tmp_path / "out" / "answers.csv").exists()
+    assert not (tmp_path / "out" / "masks").exists()
+    assert "using https://grand-challenge.org" not in capsys.readouterr().err
+
+
+def test_reorder_reads_the_server_from_the_environment_as_run_does(threaded_emulator: RunningEmulator,
+                                                                    tmp_path: Path, monkeypatch):
+    world = World(threaded_emulator, tmp_path)
+    world.add_display_sets(["case2", "case10", "case1"])
+    monkeypatch.setenv(TOKEN_ENV, threaded_emulator.tokens["editor"])
+    monkeypatch.setenv("GCBULK_BASE_URL", threaded_emulator.base_url)
+    monkeypatch.setenv("GCBULK_CA_FILE", str(threaded_emulator.ca_file))
+    monkeypatch.setenv("GCBULK_READER_STUDY", "example-study")
+
+    assert main(["reorder", "--by", "natural-title", "--ledger", str(tmp_path / "r.sqlite")]) == 0
+
+    assert [ds.title for ds in sorted(world.display_sets, key=lambda ds: ds.order)] == ["case1", "case2", "case10"]
+
+
+def test_export_with_no_server_named_says_it_uses_the_public_grand_challenge(tmp_path: Path, monkeypatch, capsys):
+    for name in (TOKEN_ENV, "GCBULK_BASE_URL", "GCBULK_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+
+    assert main(["export", "--reader-study", "s", "--out", str(tmp_path / "out")]) == 2
+
+    err = capsys.readouterr().err
+    assert "using https://grand-challenge.org/api/v1/ (no --base-url, GCBULK_BASE_URL or --job given)" in err
+    assert "no API token" in err  # and nothing was sent: no token, no request

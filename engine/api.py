@@ -1,0 +1,238 @@
+"""gcbulk's Python API, for notebooks and scripts: the same code the ``gcbulk`` command runs, as functions.
+
+The tutorial's steps, at scale::
+
+    import gcbulk
+
+    job = gcbulk.Job("job.toml")             # settings as `gcbulk run` resolves them (GCBULK_* over the job file)
+    report = job.plan(dry_run=True)          # what would be sent, and every finding
+    outcome = job.run()                      # upload, create display sets, wait for the imports; resumable
+    job.status()                             # counts by state and the cases that need attention
+
+    study = gcbulk.ReaderStudy("my-study")   # token from $GRAND_CHALLENGE_AUTHORIZATION, as gcapi
+    study.answers()                          # every answer, choice titles readable
+    study.answers_per_case()                 # one row per display set and reader
+    study.export("results/")                 # the files of `gcbulk export`, masks included
+    study.reorder(by="natural-title")        # case2 before case10
+
+Every call is synchronous. Inside a running event loop (a Jupyter cell) the work runs on a worker thread with its own
+loop, so the notebook's loop is never blocked by nested ``asyncio.run`` errors; signals are then not watched (interrupt
+the kernel to stop: the ledger makes the next call resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import csv
+import dataclasses
+import json
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from gcbulk.engine import settings
+from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.engine.results.export import (
+    ExportOptions,
+    ExportSummary,
+    export_reader_study,
+)
+from gcbulk.engine.results.export_files import ANSWERS_JSONL, PER_CASE_CSV
+from gcbulk.engine.results.reorder import (
+    ReorderSummary,
+    list_display_sets,
+    plan_by_title,
+    plan_from_csv,
+    run_reorder,
+)
+from gcbulk.engine.results.safe_paths import safe_component
+from gcbulk.engine.upload.transfer import RunOutcome
+from gcbulk.state.ledger import Ledger
+from gcbulk.state.reorder_ledger import ReorderLedger
+
+T = TypeVar("T")
+Order = Literal["title", "natural-title"]
+
+__all__ = ["Job", "ReaderStudy", "reorder_study", "export_study"]
+
+
+def _run_sync(make: Callable[[], Awaitable[T]]) -> T:
+    """Runs a coroutine to the end from synchronous code, also when this thread already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcbulk") as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()  # type: ignore[arg-type]
+
+
+class Job:
+    """One job file: its plan, its run and its status, with the settings ``gcbulk run`` would use.
+
+    ``token`` overrides the environment's (``$GRAND_CHALLENGE_AUTHORIZATION`` / ``$GCBULK_TOKEN_FILE``); ``ledger``
+    the ledger path; ``environ`` the environment read for ``GCBULK_*`` (default: this process's).
+    Raises ``gcbulk.ConfigurationError`` naming what is wrong in the job file or the environment.
+    """
+
+    def __init__(self, job_file: Path | str, *, token: str | None = None, ledger: Path | str | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
+        import argparse
+
+        flags = argparse.Namespace(ledger=None if ledger is None else Path(ledger))
+        resolved = settings.resolve(job_file, flags, environ, read_token=token is None)
+        if token is not None:
+            resolved = dataclasses.replace(resolved, token=token, token_source="the Python API's token argument")
+        # A notebook has no terminal progress bar or port to spare: no metrics endpoint unless the caller set one.
+        if resolved.sources.get("metrics_address") == settings.DEFAULT:
+            resolved = dataclasses.replace(resolved, metrics_address=None)
+        self.settings: settings.RunSettings = resolved
+
+    def __repr__(self) -> str:
+        return f"Job({str(self.settings.job.job_file)!r}, reader_study={self.settings.job.reader_study!r})"
+
+    def plan(self, *, dry_run: bool = False, offline: bool = False) -> Any:
+        """Walks the case tree, checks it, and records the plan in the ledger (``dry_run``: writes nothing).
+        Returns the ``PlanReport`` ``gcbulk plan`` prints: ``.diff``, ``.findings``, ``.blocking``, ``.as_dict()``.
+        ``offline`` skips reading the sockets from the server."""
+        from gcbulk.engine.cli.plan import fetch_catalogue, plan_into_ledger
+
+        job = self.settings.job
+        catalogue = None if offline else fetch_catalogue(job, self.settings.require_token())
+        if dry_run and not self.settings.ledger.exists():
+            with tempfile.TemporaryDirectory(prefix="gcbulk-plan-") as scratch:
+                with Ledger.open(Path(scratch) / "scratch.ledger.sqlite", job.binding) as ledger:
+                    report = plan_into_ledger(job, ledger, catalogue=catalogue, dry_run=True)
+            report.ledger_path = None
+            return report
+        with Ledger.open(self.settings.ledger, job.binding, job_file=job.job_file) as ledger:
+            return plan_into_ledger(job, ledger, catalogue=catalogue, dry_run=dry_run)
+
+    def run(self, *, replan: bool = False) -> RunOutcome:
+        """Plans if needed, then runs every case to the end, as ``gcbulk run``. Returns the ``RunOutcome``
+        (``.failed``: ``(title, reason)`` pairs). Raises ``gcbulk.PlanBlocked`` when the plan has blocking findings."""
+        from gcbulk.engine.service.job_service import JobService, run_once
+
+        in_loop = _loop_running()
+        service = JobService(self.settings, watch_signals=not in_loop)
+        outcome = _run_sync(lambda: service.serve(lambda s: run_once(s, replan=replan)))
+        if outcome is None:
+            raise KeyboardInterrupt("the run was stopped; call run() again to resume")
+        return outcome
+
+    def status(self) -> dict[str, Any]:
+        """Counts by state and the cases that need attention, read from the ledger (works while a run is busy)."""
+        from gcbulk.engine.cli.status import collect_status
+
+        with Ledger.open_readonly(self.settings.ledger, self.settings.job.binding) as ledger:
+            return collect_status(ledger)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+# -------------------------------------------------------------------------------------------------- results side
+async def export_study(server: settings.ServerSettings, out_dir: Path, *, mine: bool = False,
+                       mask_downloads: int = 8, masks: bool = True) -> ExportSummary:
+    """``gcbulk export``: the study's questions, display sets, answers and (``masks``) mask images into ``out_dir``,
+    incrementally. Raises ConfigurationError for a bad study, token or folder."""
+    if mask_downloads < 1:
+        raise settings.ConfigurationError("mask_downloads (--mask-downloads) must be at least 1")
+    options = ExportOptions(reader_study=server.require_reader_study(), out_dir=Path(out_dir).absolute(), mine=mine,
+                            mask_downloads=mask_downloads, masks=masks)
+    async with _client(server) as client:
+        return await export_reader_study(client, options)
+
+
+async def reorder_study(server: settings.ServerSettings, *, by: Order | None = None, from_csv: Path | None = None,
+                        ledger: Path | None = None, concurrency: int = 8) -> ReorderSummary:
+    """``gcbulk reorder``: new ``order`` values for the study's display sets, by title or from a CSV; idempotent and
+    resumable through ``ledger`` (default ``<slug>.reorder.sqlite`` in the working folder)."""
+    if (by is None) == (from_csv is None):
+        raise settings.ConfigurationError("reorder needs exactly one of by='title'|'natural-title' or from_csv=PATH")
+    if by is not None and by not in ("title", "natural-title"):
+        raise settings.ConfigurationError(f"reorder by {by!r}: use 'title' or 'natural-title'")
+    if concurrency < 1:
+        raise settings.ConfigurationError("concurrency (--concurrency) must be at least 1")
+    slug = server.require_reader_study()
+    async with _client(server) as client:
+        study = await client.reader_study_by_slug(slug)
+        current = await list_display_sets(client, str(study["pk"]))
+        targets = plan_from_csv(from_csv, current) if from_csv is not None else plan_by_title(
+            current, natural=by == "natural-title")
+        ledger_path = ledger or Path.cwd() / f"{safe_component(slug, fallback='study')}.reorder.sqlite"
+        with ReorderLedger.open(ledger_path, reader_study=slug, base_url=client.base_url) as progress:
+            return await run_reorder(client, progress, targets, current, concurrency=concurrency)
+
+
+def _client(server: settings.ServerSettings) -> GrandChallengeClient:
+    return GrandChallengeClient(base_url=server.base_url, token=server.require_token(), ca_file=server.ca_file)
+
+
+class ReaderStudy:
+    """A reader study's results, as the tutorial reads them, for a whole study at once.
+
+    ``token`` defaults to ``$GRAND_CHALLENGE_AUTHORIZATION`` (or ``$GCBULK_TOKEN_FILE``), ``base_url`` to
+    ``$GCBULK_BASE_URL`` and else the public Grand Challenge; ``job`` takes server, CA file and slug from a job file.
+    ``cache`` is where answers are kept between calls (default: a folder under the system temp directory), so a second
+    call fetches only what changed.
+    """
+
+    def __init__(self, slug: str | None = None, *, base_url: str | None = None, token: str | None = None,
+                 ca_file: Path | str | None = None, job: Path | str | None = None, cache: Path | str | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
+        server = settings.resolve_server(job_file=job, base_url=base_url,
+                                         ca_file=None if ca_file is None else Path(ca_file), reader_study=slug,
+                                         environ=environ, read_token=token is None)
+        if token is not None:
+            server = dataclasses.replace(server, token=token)
+        self.server = server
+        self.slug = server.require_reader_study()
+        self.cache = Path(cache) if cache is not None else (
+            Path(tempfile.gettempdir()) / "gcbulk-answers" / safe_component(self.slug, fallback="study"))
+
+    def __repr__(self) -> str:
+        return f"ReaderStudy({self.slug!r}, base_url={self.server.base_url!r})"
+
+    def export(self, out_dir: Path | str, *, mine: bool = False, masks: bool = True,
+               mask_downloads: int = 8) -> ExportSummary:
+        """Everything ``gcbulk export`` writes (answers.csv, answers.jsonl, answers_per_case.csv, questions.json,
+        display_sets.csv, masks/) into ``out_dir``; returns the summary (``.lines()``, ``.counts()``)."""
+        return _run_sync(lambda: export_study(self.server, Path(out_dir), mine=mine, masks=masks,
+                                              mask_downloads=mask_downloads))
+
+    def answers(self, *, mine: bool = False) -> list[dict[str, Any]]:
+        """Every answer you may see (``mine``: your own only), one dict each: case, question, reader, the readable
+        answer (choice titles, not option ids) and the raw one, as ``answers.jsonl``."""
+        folder = self._refreshed(mine)
+        with open(folder / ANSWERS_JSONL, encoding="utf-8") as lines:
+            return [json.loads(line) for line in lines if line.strip()]
+
+    def answers_per_case(self, *, mine: bool = False) -> list[dict[str, str]]:
+        """One row per display set and reader, a column per question (and per socket value), as
+        ``answers_per_case.csv``."""
+        folder = self._refreshed(mine)
+        with open(folder / PER_CASE_CSV, newline="", encoding="utf-8") as table:
+            return list(csv.DictReader(table))
+
+    def download_masks(self, out_dir: Path | str, *, mine: bool = False, mask_downloads: int = 8) -> ExportSummary:
+        """The mask images of every Mask answer, to ``out_dir/masks/<case>/<question>/<reader>.<ext>``, resumable."""
+        return self.export(out_dir, mine=mine, masks=True, mask_downloads=mask_downloads)
+
+    def reorder(self, *, by: Order | None = None, from_csv: Path | str | None = None,
+                ledger: Path | str | None = None, concurrency: int = 8) -> ReorderSummary:
+        """Sets the display sets' order by title (``by``) or from a CSV of order and pk/title columns."""
+        return _run_sync(lambda: reorder_study(
+            self.server, by=by, from_csv=None if from_csv is None else Path(from_csv),
+            ledger=None if ledger is None else Path(ledger), concurrency=concurrency))
+
+    def _refreshed(self, mine: bool) -> Path:
+        folder = self.cache / ("mine" if mine else "all")
+        _run_sync(lambda: export_study(self.server, folder, mine=mine, masks=False))
+        return folder
