@@ -1,0 +1,155 @@
+"""Adaptive concurrency: how many requests (or imports) to keep in flight, learned from how the server answers.
+
+Grand Challenge's capacity is a handful of web and import workers (contract §10: two of each on the measured server).
+Requests beyond them only queue: throughput stops rising and then *falls*, and latency grows linearly. So the right
+number in flight is not a constant: it is as many as keep latency near its unloaded floor. ``AimdPolicy`` is that
+rule as a pure function (TCP's additive increase, multiplicative decrease, driven by latency as in Vegas/gradient
+limiters): it grows by about one per window of samples while latency stays within ``tolerance`` × the floor, and
+shrinks by ``backoff`` when latency rises past it, or at once on 429, 503 or a timeout. The fixed knob
+(``engine.api_calls_in_flight``, ``engine.imports_in_flight``) is its upper bound.
+
+Hand-written because no maintained Python library does adaptive *concurrency* (``aiolimiter`` and friends limit the
+*rate*, which needs the server's capacity known in advance — the very number we are learning). Netflix's
+``concurrency-limits`` (Java) is the model.
+
+Latency floors are kept per endpoint shape: a 1000-row list page and a presign differ by 100× (§10), and the limiter
+must compare each request with its own kind.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+
+import anyio
+
+
+@dataclass(frozen=True, kw_only=True)
+class PacerState:
+    limit: float
+    # Each endpoint's unloaded latency: the minimum over the current and the previous window, so a floor that was
+    # measured once on an idle server is forgotten after two windows (the server's speed drifts over days).
+    floors: dict[str, float] = field(default_factory=dict)
+    window_floors: dict[str, float] = field(default_factory=dict)
+    samples_in_window: int = 0
+    # After a decrease, no further decrease until this many samples: the requests already in flight were sent
+    # under the old limit and their latency says nothing about the new one.
+    cooldown: int = 0
+
+    @property
+    def current(self) -> int:
+        return max(1, math.floor(self.limit))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AimdPolicy:
+    minimum: int = 1
+    maximum: int = 16
+    initial: int = 2
+    tolerance: float = 2.0  # latency above tolerance × floor means requests are queueing
+    backoff: float = 0.7
+    window: int = 50  # samples per floor window
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.minimum <= self.initial <= self.maximum:
+            raise ValueError(f"need 1 <= minimum ({self.minimum}) <= initial ({self.initial}) <= maximum "
+                             f"({self.maximum})")
+        if not 0 < self.backoff < 1 or self.tolerance <= 1:
+            raise ValueError("backoff must be in (0, 1) and tolerance above 1")
+
+    def start(self) -> PacerState:
+        return PacerState(limit=float(self.initial))
+
+    def on_success(self, state: PacerState, key: str, latency: float, in_flight: int) -> PacerState:
+        """A request of endpoint ``key`` answered in ``latency`` seconds with ``in_flight`` requests out."""
+        floors = dict(state.floors)
+        window_floors = dict(state.window_floors)
+        window_floors[key] = min(latency, window_floors.get(key, math.inf))
+        floor = min(latency, floors.get(key, math.inf))
+        floors[key] = floor
+        samples = state.samples_in_window + 1
+        if samples >= self.window:  # roll the window: the floor is the min of this window and the last
+            floors = dict(window_floors)
+            window_floors, samples = {}, 0
+        cooldown = max(0, state.cooldown - 1)
+        limit = state.limit
+        if latency > self.tolerance * floor:
+            if cooldown == 0:
+                limit, cooldown = self._decreased(limit), state.current
+        elif in_flight >= state.current - 1:
+            # Only a limit that is actually used may grow: idle headroom says nothing about the server.
+            limit = min(float(self.maximum), limit + 1.0 / max(limit, 1.0))
+        return replace(state, limit=limit, floors=floors, window_floors=window_floors, samples_in_window=samples,
+                       cooldown=cooldown)
+
+    def on_overload(self, state: PacerState) -> PacerState:
+        """429, 503 or a timeout: back off now (once per cooldown)."""
+        if state.cooldown > 0:
+            return state
+        return replace(state, limit=self._decreased(state.limit), cooldown=state.current)
+
+    def _decreased(self, limit: float) -> float:
+        return max(float(self.minimum), limit * self.backoff)
+
+
+class AdaptiveLimiter:
+    """``async with limiter.slot(key):`` around a request: waits while ``in_flight`` is at the learned limit.
+
+    ``outcome`` inside the block reports how it went: leave it for a success (its latency is measured), call
+    ``slot.overloaded()`` on 429 / 503 / timeout, or ``slot.ignore()`` for an answer that says nothing about load
+    (a 4xx about the request itself). An exception out of the block counts as ignored unless marked overloaded.
+    """
+
+    def __init__(self, policy: AimdPolicy, *, clock: Callable[[], float] = time.monotonic,
+                 on_change: Callable[[int], None] | None = None) -> None:
+        self.policy = policy
+        self.state = policy.start()
+        self.in_flight = 0
+        self._clock = clock
+        self._changed = anyio.Condition()
+        self._on_change = on_change
+
+    @property
+    def limit(self) -> int:
+        return self.state.current
+
+    @asynccontextmanager
+    async def slot(self, key: str) -> AsyncIterator[_Slot]:
+        async with self._changed:
+            while self.in_flight >= self.limit:
+                await self._changed.wait()
+            self.in_flight += 1
+        slot = _Slot(started=self._clock())
+        try:
+            yield slot
+        except BaseException:
+            if slot.outcome == "success":  # an error the caller did not classify says nothing about load
+                slot.outcome = "ignored"
+            raise
+        finally:
+            before = self.limit
+            if slot.outcome == "overloaded":
+                self.state = self.policy.on_overload(self.state)
+            elif slot.outcome == "success":
+                self.state = self.policy.on_success(self.state, key, self._clock() - slot.started, self.in_flight)
+            self.in_flight -= 1
+            with anyio.CancelScope(shield=True):
+                async with self._changed:
+                    self._changed.notify_all()  # every waiter: the limit may have grown by more than one
+            if self._on_change is not None and self.limit != before:
+                self._on_change(self.limit)
+
+
+@dataclass
+class _Slot:
+    started: float
+    outcome: str = "success"
+
+    def overloaded(self) -> None:
+        self.outcome = "overloaded"
+
+    def ignore(self) -> None:
+        self.outcome = "ignored"
