@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gcbulk.state.ledger import JobBinding, Ledger
-from gcbulk.state.results_ledger import LedgerExtension
+from gcbulk.state.ledger_extension import LedgerExtension
 
 REORDER_ROOT = "(reorder: no local files)"
 

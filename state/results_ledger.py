@@ -23,12 +23,11 @@ Use from one thread (the event loop's), like the ledger itself.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from gcbulk.state.ledger import (
     JobBinding,
@@ -37,7 +36,8 @@ from gcbulk.state.ledger import (
     LedgerError,
     UnknownRow,
 )
-from gcbulk.state.machines import MACHINES, check_transition
+from gcbulk.state.ledger_extension import LedgerExtension
+from gcbulk.state.mask_records import MaskRecords
 
 EXPORT_DIR = ".gcbulk"
 EXPORT_LEDGER_NAME = "ledger.sqlite"
@@ -47,22 +47,6 @@ _BATCH = 1000
 
 class ExportFolderTaken(LedgerError):
     """The output folder holds an export of another study or server."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class MaskRow:
-    path: str
-    answer_pk: str
-    image_pk: str
-    file_pk: str | None
-    file_url: str
-    state: str
-    size: int | None
-    sha256: str | None
-    etag: str | None
-    mtime_ns: int | None
-    attempts: int
-    last_error: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,58 +75,7 @@ def export_ledger_path(out_dir: Path) -> Path:
     return out_dir / EXPORT_DIR / EXPORT_LEDGER_NAME
 
 
-class LedgerExtension:
-    """The shared part of the results side's ledgers: an open ``Ledger``, its transaction and event helpers."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self.db = ledger.db
-
-    def close(self) -> None:
-        self.ledger.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def batch(self) -> contextlib.AbstractContextManager[Any]:
-        """One transaction around many calls (each still checked and logged): one fsync instead of one per row."""
-        return self.db.atomic()
-
-    def _now(self) -> str:
-        return self.ledger._now()
-
-    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        return self.ledger._all(sql, params)
-
-    def _one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
-        return self.ledger._one(sql, params)
-
-    def _transition(self, kind: str, table: str, key_column: str, key: Any, target: str, **fields: Any) -> bool:
-        """One state change of a results object, checked by the shared ``check_transition``, logged in the same
-        transaction (the ledger's event writer). False for an idempotent repeat."""
-        with self.db.atomic():
-            row = self._one(f"SELECT * FROM {table} WHERE {key_column} = ?", (key,))
-            if row is None:
-                raise UnknownRow(f"the ledger has no {kind} {key!r}")
-            if not check_transition(MACHINES[kind], key, row["state"], target, row, fields):
-                return False
-            updates = {"state": target, "updated_at": self._now(), **fields}
-            assignments = ", ".join(f"{name} = ?" for name in updates)
-            self.db.execute(f"UPDATE {table} SET {assignments} WHERE {key_column} = ?", (*updates.values(), key))
-            self.ledger._log(
-                f"{kind}.{target}", subject=kind, subject_id=key, from_state=row["state"], to_state=target,
-                data=fields,
-            )
-        return True
-
-    def _counts(self, table: str) -> dict[str, int]:
-        return {r["state"]: r["n"] for r in self._all(f"SELECT state, count(*) AS n FROM {table} GROUP BY state")}
-
-
-class ResultsLedger(LedgerExtension):
+class ResultsLedger(MaskRecords, LedgerExtension):
     """The ledger of one export folder: ``with ResultsLedger.open_export(folder, ...) as ledger:``."""
 
     @classmethod
@@ -337,81 +270,3 @@ class ResultsLedger(LedgerExtension):
         while batch := cursor.fetchmany(_BATCH):
             for values in batch:
                 yield dict(zip(names, values, strict=True))
-
-    # ------------------------------------------------------------------------------------------------------ masks
-    @staticmethod
-    def _mask(row: dict[str, Any]) -> MaskRow:
-        return MaskRow(**{k: row[k] for k in MaskRow.__dataclass_fields__})
-
-    def mask(self, path: str) -> MaskRow | None:
-        row = self._one("SELECT * FROM export_masks WHERE path = ?", (path,))
-        return None if row is None else self._mask(row)
-
-    def masks_of_answer(self, answer_pk: str) -> list[MaskRow]:
-        return [self._mask(r) for r in self._all("SELECT * FROM export_masks WHERE answer_pk = ? ORDER BY path",
-                                                  (answer_pk,))]
-
-    def plan_mask(self, *, path: str, answer_pk: str, image_pk: str, file_pk: str | None, file_url: str) -> MaskRow:
-        """Records that ``path`` must hold this file of this answer's image. A path that held another image (the
-        answer was modified) goes back to ``pending``; the same image keeps its state (verified stays verified)."""
-        existing = self.mask(path)
-        source = {"answer_pk": answer_pk, "image_pk": image_pk, "file_pk": file_pk, "file_url": file_url}
-        if existing is None:
-            with self.db.atomic():
-                self.db.execute(
-                    "INSERT INTO export_masks (path, answer_pk, image_pk, file_pk, file_url, state, attempts, "
-                    "updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?)",
-                    (path, answer_pk, image_pk, file_pk, file_url, self._now()),
-                )
-                self.ledger._log("mask.pending", subject="mask", subject_id=path, to_state="pending",
-                                 data={"answer_pk": answer_pk, "image_pk": image_pk})
-        elif (existing.answer_pk, existing.image_pk, existing.file_pk) != (answer_pk, image_pk, file_pk):
-            self._transition("mask", "export_masks", "path", path, "pending", **source, size=None, sha256=None,
-                             etag=None, mtime_ns=None, last_error=None)
-        elif existing.file_url != file_url:
-            with self.db.atomic():
-                self.db.execute("UPDATE export_masks SET file_url = ? WHERE path = ?", (file_url, path))
-        found = self.mask(path)
-        assert found is not None
-        return found
-
-    def forget_masks(self, answer_pk: str, keep: Iterable[str]) -> int:
-        """Forgets the answer's mask rows at paths it no longer uses (its case was renamed, its image has fewer
-        files). The files stay on disk."""
-        kept = list(keep)
-        with self.db.atomic():
-            placeholders = ",".join("?" * len(kept)) or "''"
-            return self.db.execute(
-                f"DELETE FROM export_masks WHERE answer_pk = ? AND path NOT IN ({placeholders})", (answer_pk, *kept)
-            ).rowcount
-
-    def mask_downloading(self, path: str) -> bool:
-        return self._transition("mask", "export_masks", "path", path, "downloading")
-
-    def mask_object(self, path: str, *, etag: str | None, size: int | None) -> None:
-        """What the object store says the file is (not a state change): a resumed download compares the ETag."""
-        with self.db.atomic():
-            self.db.execute("UPDATE export_masks SET etag = ?, size = ?, updated_at = ? WHERE path = ?",
-                            (etag, size, self._now(), path))
-
-    def mask_verified(self, path: str, *, size: int, sha256: str, mtime_ns: int) -> bool:
-        return self._transition("mask", "export_masks", "path", path, "verified", size=size, sha256=sha256,
-                                mtime_ns=mtime_ns, last_error=None)
-
-    def mask_touched(self, path: str, *, mtime_ns: int) -> None:
-        """A verified file was re-hashed and found intact after its mtime changed (e.g. copied with the folder)."""
-        with self.db.atomic():
-            self.db.execute("UPDATE export_masks SET mtime_ns = ? WHERE path = ?", (mtime_ns, path))
-
-    def mask_failed(self, path: str, reason: str) -> bool:
-        with self.db.atomic():
-            self.db.execute("UPDATE export_masks SET attempts = attempts + 1 WHERE path = ?", (path,))
-            return self._transition("mask", "export_masks", "path", path, "failed", last_error=reason)
-
-    def mask_requeued(self, path: str, reason: str) -> bool:
-        """A verified file is missing or changed on disk: download it again."""
-        return self._transition("mask", "export_masks", "path", path, "pending", sha256=None, mtime_ns=None,
-                                last_error=reason)
-
-    def mask_counts(self) -> dict[str, int]:
-        return self._counts("export_masks")

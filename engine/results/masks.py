@@ -42,7 +42,8 @@ from gcbulk.engine.results.safe_paths import (
     relative_path,
     safe_component,
 )
-from gcbulk.state.results_ledger import EXPORT_DIR, ImageAnswer, MaskRow, ResultsLedger
+from gcbulk.state.mask_records import MaskRow
+from gcbulk.state.results_ledger import EXPORT_DIR, ImageAnswer, ResultsLedger
 
 log = logging.getLogger(__name__)
 
