@@ -29,3 +29,15 @@ class LiveUploadExists(LedgerError):
 
 class UploadNotOpen(LedgerError):
     pass
+
+
+class LedgerDamaged(LedgerError):
+    """SQLite's integrity check failed, or a read met a malformed page."""
+
+
+class LedgerNotALedger(LedgerError):
+    """The file is not an SQLite database, or not one gcbulk wrote."""
+
+
+class LedgerDiskFull(LedgerError):
+    """A write found no room; nothing was half-written (SQLite rolls the transaction back)."""

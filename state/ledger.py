@@ -58,9 +58,12 @@ from typing import Any
 
 from gcbulk.state.errors import (  # re-exported: callers import them from gcbulk.state.ledger
     LedgerBindingError,
+    LedgerDamaged,
+    LedgerDiskFull,
     LedgerError,
     LedgerLocked,
     LedgerMissing,
+    LedgerNotALedger,
     LiveUploadExists,
     UnknownRow,
     UploadNotOpen,
@@ -74,7 +77,13 @@ from gcbulk.state.machines import (
 from gcbulk.state.migrations import migrate
 from gcbulk.state.queries import LedgerQueries
 from gcbulk.state.records import JobBinding
-from gcbulk.state.sqlite_file import ProcessLock, configure, create_private_file
+from gcbulk.state.sqlite_file import (
+    ProcessLock,
+    check_integrity,
+    configure,
+    create_private_file,
+    ledger_faults,
+)
 from gcbulk.state.transitions import LedgerTransitions, composite_checksum
 from sqlite_utils import Database
 
@@ -84,9 +93,12 @@ __all__ = [
     "JobBinding",
     "Ledger",
     "LedgerBindingError",
+    "LedgerDamaged",
+    "LedgerDiskFull",
     "LedgerError",
     "LedgerLocked",
     "LedgerMissing",
+    "LedgerNotALedger",
     "LiveUploadExists",
     "UnknownRow",
     "UploadNotOpen",
@@ -161,17 +173,19 @@ class Ledger(LedgerTransitions, LedgerQueries):
             raise LedgerError(f"cannot create ledger {path}: folder {path.parent} does not exist")
         lock = ProcessLock(path)
         try:
-            if not path.exists():
-                create_private_file(path)
-            db = Database(path)
-            try:
-                configure(db)
-                migrate(db)
-                ledger = cls(db, path, lock, clock)
-                ledger._bind(binding, job_file)
-            except BaseException:
-                db.close()
-                raise
+            with ledger_faults(path):
+                if not path.exists():
+                    create_private_file(path)
+                db = Database(path)
+                try:
+                    configure(db)
+                    check_integrity(db, path)
+                    migrate(db)
+                    ledger = cls(db, path, lock, clock)
+                    ledger._bind(binding, job_file)
+                except BaseException:
+                    db.close()
+                    raise
         except BaseException:
             lock.release()
             raise
@@ -186,12 +200,15 @@ class Ledger(LedgerTransitions, LedgerQueries):
         conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
         db = Database(conn)
         try:
-            db.execute("PRAGMA busy_timeout=5000")
-            ledger = cls(db, path, None, None)
-            if not db["job"].exists():
-                raise LedgerMissing(f"{path} is not a gcbulk ledger (it has no job table)")
-            if binding is not None:
-                ledger._check_binding(binding)
+            with ledger_faults(path):
+                db.execute("PRAGMA busy_timeout=5000")
+                check_integrity(db, path)
+                ledger = cls(db, path, None, None)
+                if not db["job"].exists():
+                    raise LedgerNotALedger(f"{path} is not a gcbulk ledger (it has no job table); point --ledger "
+                                           "(or GCBULK_LEDGER) at the job's ledger")
+                if binding is not None:
+                    ledger._check_binding(binding)
         except BaseException:
             db.close()
             raise

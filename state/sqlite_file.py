@@ -8,10 +8,14 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from gcbulk.state.errors import LedgerLocked
 from sqlite_utils import Database
+
+from gcbulk.state.errors import LedgerDamaged, LedgerDiskFull, LedgerError, LedgerLocked, LedgerNotALedger
 
 
 class ProcessLock:
@@ -25,7 +29,9 @@ class ProcessLock:
     """
 
     def __init__(self, ledger_path: Path) -> None:
-        self.path = ledger_path.with_name(ledger_path.name + ".lock")
+        # The real path: two symlinks (or a bind mount and its source) naming one ledger must share one lock.
+        real = Path(os.path.realpath(ledger_path))
+        self.path = real.with_name(real.name + ".lock")
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -67,3 +73,42 @@ def configure(db: Database) -> None:
     db.execute("PRAGMA foreign_keys=ON")
     # A reader (gcbulk status) and the running engine may meet on a commit; wait instead of failing at once.
     db.execute("PRAGMA busy_timeout=5000")
+
+
+def check_integrity(db: Database, path: Path) -> None:
+    """SQLite's ``quick_check`` (seconds even for a large ledger; the full ``integrity_check`` also verifies indexes
+    against tables and can take minutes). A damaged ledger is refused before anything trusts it."""
+    rows = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+    if rows != ["ok"]:
+        raise LedgerDamaged(_damaged(path, "; ".join(rows[:3])))
+
+
+def _damaged(path: Path, detail: str) -> str:
+    return (f"the ledger {path} is damaged ({detail}). Restore it from a backup, or move it aside (with its -wal and "
+            "-shm files) and run 'gcbulk plan' to start a new one; 'gcbulk verify' then compares it with the server")
+
+
+@contextmanager
+def ledger_faults(path: Path) -> Iterator[None]:
+    """Turns SQLite's and the disk's failures into LedgerErrors that say what to do (exit 2 in every command), in
+    one place: the open paths and every call the engine makes on the ledger's thread go through here."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        text = str(exc).lower()
+        if "not a database" in text or "file is encrypted" in text:
+            raise LedgerNotALedger(f"{path} is not a gcbulk ledger (not an SQLite database); point --ledger (or "
+                                   "GCBULK_LEDGER) at the job's ledger, or move the file aside") from None
+        if "malformed" in text or "corrupt" in text:
+            raise LedgerDamaged(_damaged(path, str(exc))) from None
+        if "disk is full" in text or "disk i/o error" in text:
+            raise LedgerDiskFull(f"no room to write the ledger {path} ({exc}); free space on its disk — nothing was "
+                                 "half-written, and the run resumes where it stopped") from None
+        if "unable to open" in text or "readonly" in text:
+            raise LedgerError(f"cannot open the ledger {path} for writing ({exc}); check the folder's permissions "
+                              "and free space") from None
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise LedgerDiskFull(f"no room on the disk of the ledger {path}; free space and run again") from None
+        raise

@@ -2,7 +2,8 @@
 
 Each command module exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Modules are
 imported only when their command runs, so ``gcbulk status`` does not pay for aiohttp or SimpleITK.
-Exit codes: 0 success, 1 some items failed, 2 configuration or usage error, 130 stopped at once by a second signal.
+Exit codes: 0 success, 1 some items failed, 2 configuration or usage error, 70 internal error (a bug), 130
+stopped at once by a second signal.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ COMMANDS = {
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_CONFIG_ERROR = 2
+# An unexpected exception — a bug, not the user's input nor the server's answer: distinct from "cases failed" (1), so
+# a supervisor or a script can tell them apart. 70 is EX_SOFTWARE of sysexits.h.
+EXIT_CRASH = 70
 # A second stop signal: the shell's convention for death by SIGINT (128 + 2). The run is still resumable.
 EXIT_KILLED = 130
 
@@ -55,7 +59,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return EXIT_KILLED
+    except Exception as exc:  # the last line of defence: every expected error has its own message and exit code
+        import traceback
+
+        from gcbulk.engine.service.log_format import SecretRedactor
+
+        redactor = SecretRedactor(_tokens_in_environment())
+        detail = redactor.redact("".join(traceback.format_exception(exc)))
+        print(f"{detail}\ngcbulk {args.command}: internal error ({type(exc).__name__}); this is a bug — the run is "
+              "recorded in the ledger and resumes when run again. Please report it with the lines above.",
+              file=sys.stderr)
+        return EXIT_CRASH
+
+
+def _tokens_in_environment() -> list[str]:
+    """The API token wherever a command may have read it from, so a crash report never prints it."""
+    import os
+    from pathlib import Path
+
+    tokens = [os.environ.get("GRAND_CHALLENGE_AUTHORIZATION", "")]
+    token_file = os.environ.get("GCBULK_TOKEN_FILE", "").strip()
+    if token_file:
+        try:
+            tokens.append(Path(token_file).read_text().strip())
+        except OSError:
+            pass
+    return [token for token in tokens if token]
 
 
 if __name__ == "__main__":

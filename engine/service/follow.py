@@ -30,7 +30,7 @@ from gcbulk.engine.gc.errors import (
 )
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.job_service import JobService
-from gcbulk.state.errors import LedgerError
+from gcbulk.state.errors import LedgerDiskFull, LedgerError
 
 # Failed cases come back after --retry-failed-after (1 min), then 2, 4 … at most hourly: a server-side cause (an
 # import worker down) gets time to clear, and a case that cannot succeed costs one attempt an hour, not a storm.
@@ -38,7 +38,7 @@ FAILED_CASES_MAX_SECONDS = 3600.0
 # Transient faults of a whole round (the server unreachable): from the poll interval (at most 5 s), doubling, at most
 # 5 min.
 FAULT_BACKOFF = (5.0, 300.0)
-_TRANSIENT = (GcbulkError, OSError, aiohttp.ClientError, TimeoutError, sqlite3.OperationalError)
+_TRANSIENT = (GcbulkError, OSError, aiohttp.ClientError, TimeoutError, sqlite3.OperationalError, LedgerDiskFull)
 
 
 @dataclass
@@ -62,7 +62,10 @@ class Backoff:
 
 
 def is_fatal(error: BaseException) -> bool:
-    """A configuration error: waiting does not fix it, a person must (exit 2)."""
+    """A configuration error: waiting does not fix it, a person must (exit 2). A full disk is not: space comes back
+    (logs rotate, an operator cleans up), so follow mode waits for it with the other transient faults."""
+    if isinstance(error, LedgerDiskFull):
+        return False
     return isinstance(error, (ConfigurationError, AuthenticationFailed, LedgerError))
 
 

@@ -24,6 +24,7 @@ import anyio
 from gcbulk.engine.service.progress import EventLog
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.records import JobBinding
+from gcbulk.state.sqlite_file import ledger_faults
 
 T = TypeVar("T")
 
@@ -56,7 +57,14 @@ class LedgerRunner:
 
     async def _submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         assert self._executor is not None
-        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, functools.partial(self._translated, fn, *args, **kwargs))
+
+    def _translated(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        # Every ledger call of the engine: a full disk or a damaged file is a LedgerError with what to do, never a
+        # raw sqlite3 traceback.
+        with ledger_faults(self.path):
+            return fn(*args, **kwargs)
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """``ledger.<method>(*args, **kwargs)`` on the ledger's thread."""
