@@ -301,3 +301,11 @@ def m003_results_export_and_reorder(db: Database) -> None:
         defaults={"attempts": 0},
     )
     db["reorder_items"].create_index(["state"])
+
+
+@migrations()
+def m004_upload_session_per_item(db: Database) -> None:
+    """Each image value's import is tracked by its own upload session (contract §10): the session's pk is recorded
+    before the values PATCH names it, so its outcome — a failure included, whose upload list the server has already
+    emptied — is read by pk, never found by scanning the account's whole session list."""
+    db["items"].add_column("upload_session_pk", str)

@@ -157,6 +157,7 @@ class LedgerQueries:
                     attempts=i["attempts"],
                     last_error=i["last_error"],
                     files=tuple(files_by_item.get(i["id"], ())),
+                    upload_session_pk=i.get("upload_session_pk"),
                 )
                 for i in items
             ),

@@ -80,6 +80,9 @@ class ItemWork:
     attempts: int
     last_error: str | None
     files: tuple[FileWork, ...]
+    # The upload session this item's import runs in (image sockets; None before it is created, or on a server that
+    # refused sessions and got the uploads named in the PATCH instead).
+    upload_session_pk: str | None = None
 
     @property
     def has_value(self) -> bool:

@@ -355,7 +355,7 @@ class PlanRecorder:
         if item.value_json != old["value"]:
             self.conn.execute("UPDATE items SET value = ? WHERE id = ?", (item.value_json, old["id"]))
         if old["state"] != "planned":
-            self.ledger.transition("item", old["id"], "planned", attempts=0, last_error=None)
+            self.ledger.transition("item", old["id"], "planned", attempts=0, last_error=None, upload_session_pk=None)
 
     def _withdraw_item(self, old: dict[str, Any], old_files: Sequence[dict[str, Any]], now: str) -> None:
         for f in old_files:

@@ -51,7 +51,7 @@ class LedgerTransitions:
             if not self.transition("case", case_id, "planned", attempts=0, last_error=None):
                 return False
             for item in self._all("SELECT id FROM items WHERE case_id = ? AND state = 'failed'", (case_id,)):
-                self.transition("item", item["id"], "planned", attempts=0, last_error=None)
+                self.transition("item", item["id"], "planned", attempts=0, last_error=None, upload_session_pk=None)
             self.reopen_display_set(case_id)
         return True
 
@@ -120,6 +120,19 @@ class LedgerTransitions:
                 self.transition("upload", upload["id"], "consumed")
         return True
 
+    def item_session_created(self, item_id: int, session_pk: str) -> bool:
+        """The upload session for this item's import exists on the server (created before the values PATCH names
+        it). Not a state change: the item stays ``uploaded`` until the PATCH is recorded."""
+        with self.db.atomic():
+            item = self._get("item", item_id)
+            if item.get("upload_session_pk") == session_pk:
+                return False
+            self.db.execute("UPDATE items SET upload_session_pk = ?, updated_at = ? WHERE id = ?",
+                            (session_pk, self._now(), item_id))
+            self._log("item.session_created", subject="item", subject_id=item_id, case_id=item["case_id"],
+                      from_state=item["state"], to_state=item["state"], data={"upload_session": session_pk})
+        return True
+
     def item_done(self, item_id: int) -> bool:
         return self.transition("item", item_id, "done", last_error=None)
 
@@ -127,7 +140,8 @@ class LedgerTransitions:
         return self.transition("item", item_id, "failed", last_error=reason)
 
     def item_requeued(self, item_id: int) -> bool:
-        return self.transition("item", item_id, "planned")
+        # A new attempt gets a new session: the old one ran (or failed) with uploads that are gone.
+        return self.transition("item", item_id, "planned", upload_session_pk=None)
 
     # ---------------------------------------------------------------------------------------------------- uploads
     def upload_creating(self, file_id: int, *, part_size: int) -> int:

@@ -184,10 +184,13 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         params: dict[str, Any] | None = None,
         reconcile: Callable[[], Awaitable[Any]] | None = None,
         translate: Callable[[ApiError], Exception | None] | None = None,
+        safe_to_repeat: bool | None = None,
     ) -> Any:
         """One API call with retries. ``translate`` maps an endpoint's error to its typed meaning (e.g. the upload
-        cap); ``reconcile`` looks a create up after a failure that may have reached the server."""
+        cap); ``reconcile`` looks at the server after a failure that may have reached it. ``safe_to_repeat`` (default:
+        only for GET) says the request may be sent again blindly — see ``call_with_retries``."""
         url = self.url_for(path_or_url)
+        repeatable = method in ("GET", "HEAD") if safe_to_repeat is None else safe_to_repeat
 
         async def attempt() -> Any:
             try:
@@ -200,7 +203,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
 
         return await call_with_retries(
             attempt, policy=self.retry_policy, what=f"{method} {urlsplit(url).path}", reconcile=reconcile,
-            on_retry=self.on_retry,
+            on_retry=self.on_retry, safe_to_repeat=repeatable,
         )
 
     async def iterate_all(
@@ -303,8 +306,12 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         values: list[dict[str, Any]] | None = None,
         order: int | None = None,
         title: str | None = None,
+        reconcile: Callable[[], Awaitable[Any]] | None = None,
     ) -> dict[str, Any]:
-        """PATCH (never PUT: a PUT removes the sockets it does not list, contract §3)."""
+        """PATCH (never PUT: a PUT removes the sockets it does not list, contract §3). Values are not safe to send
+        twice (a second PATCH names uploads or a session the first consumed): after a failure that may have reached
+        the server it is sent again only when ``reconcile`` finds it did not take effect. An order or a title alone
+        is (the same PATCH twice leaves the same display set)."""
         body: dict[str, Any] = {}
         if values is not None:
             body["values"] = values
@@ -312,9 +319,21 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
             body["order"] = order
         if title is not None:
             body["title"] = title
-        return await self.request("PATCH", f"reader-studies/display-sets/{pk}/", json=body)
+        return await self.request("PATCH", f"reader-studies/display-sets/{pk}/", json=body, reconcile=reconcile,
+                                  safe_to_repeat=values is None)
 
     # ---- upload sessions ------------------------------------------------------------------------------------
+
+    async def create_upload_session(self, upload_urls: list[str]) -> dict[str, Any]:
+        """``POST cases/upload-sessions/`` with the uploads and no target: 201, ``Queued``, and nothing runs until a
+        values PATCH names it as ``upload_session`` (contract §10, way (a)). Its pk is how the import is followed —
+        the only handle the server gives on an import that fails. Safe to repeat after a lost answer: the first
+        session stays Queued and inert (sessions are never cleaned up, and never run unless named)."""
+        return await self.request("POST", "cases/upload-sessions/", json={"uploads": upload_urls},
+                                  safe_to_repeat=True)
+
+    def upload_session_url(self, pk: str) -> str:
+        return self.url_for(f"cases/upload-sessions/{pk}/")
 
     async def get_upload_session(self, pk: str) -> dict[str, Any]:
         return await self.request("GET", f"cases/upload-sessions/{pk}/")

@@ -85,7 +85,8 @@ class ResultsMixin:
 
     async def set_display_set_order(self, pk: str, order: int) -> dict[str, Any]:
         """``PATCH reader-studies/display-sets/{pk}/ {"order": n}``; the answer is the post serializer's shape."""
-        return await self.request("PATCH", f"reader-studies/display-sets/{pk}/", json={"order": order})
+        return await self.request("PATCH", f"reader-studies/display-sets/{pk}/", json={"order": order},
+                                  safe_to_repeat=True)  # the same order twice is the same display set
 
     # ---- images and their files -----------------------------------------------------------------------------------
 

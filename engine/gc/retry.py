@@ -26,6 +26,7 @@ from gcbulk.engine.gc.errors import (
     HttpError,
     UploadCapReached,
     UploadQuotaReached,
+    certainly_not_applied,
     classify,
     may_have_succeeded,
 )
@@ -158,11 +159,15 @@ async def call_with_retries(
     what: str,
     reconcile: Callable[[], Awaitable[T | None]] | None = None,
     on_retry: RetryObserver | None = None,
+    safe_to_repeat: bool = True,
 ) -> T:
     """Runs ``operation`` until it succeeds, the error is not retryable, or the item's budget is spent.
 
-    ``reconcile`` is for creates: after a failure that may have reached the server, it looks the object up; if it
-    returns something, that is the result and the create is not sent again.
+    ``safe_to_repeat``: the request may be sent again whatever became of the first (a GET, a part PUT, a presign,
+    list-parts): then a 500 is retried too — a server's or S3's ``500 InternalError`` is as passing as a 503. A
+    request that is not (a display-set POST, a values PATCH) is sent again after a failure that may have reached the
+    server only when ``reconcile`` has looked at the server and found that it did not take effect; if it did,
+    ``reconcile``'s answer is the result. Without ``reconcile`` such a failure is raised, never repeated blindly.
     """
     budget = current_budget(policy, what)
     attempt = 0
@@ -171,7 +176,12 @@ async def call_with_retries(
             return await operation()
         except Exception as exc:  # cancellation is a BaseException and passes through untouched
             delay = policy.get_delay(exc, attempt)
+            if delay is None and safe_to_repeat and isinstance(exc, HttpError) and exc.status == 500:
+                delay = policy.backoff(attempt)
             if delay is None:
+                raise
+            uncertain = may_have_succeeded(exc) and not certainly_not_applied(exc)
+            if not safe_to_repeat and uncertain and reconcile is None:
                 raise
             budget.spend(exc)
             if on_retry is not None:
@@ -179,7 +189,7 @@ async def call_with_retries(
             log.info("retrying %s in %.1f s after %s", what, delay, exc)
             await anyio.sleep(delay)
             attempt += 1
-            if reconcile is not None and may_have_succeeded(exc):
+            if reconcile is not None and uncertain:
                 found = await reconcile()
                 if found is not None:
                     log.info("%s had succeeded before its error; adopted the existing object", what)

@@ -193,6 +193,11 @@ class FileUpload:
                 if current.get("status") == UPLOAD_COMPLETED and not upload.missing_part_numbers:
                     await self._record("upload_completed", upload.id)
                     return await self.ctx.journal.read("upload", upload.id)
+                # The server is the truth: an upload it no longer lets us resume (completed while the ledger — an
+                # older copy — still misses parts, or aborted) is replaced by a new one, never retried forever.
+                reason = (f"the server shows it {current.get('status')!r} but the ledger misses parts "
+                          f"{sorted(upload.missing_part_numbers)[:5]}: the ledger is older than the server")
+                raise MultipartUploadVanished(f"{self.file.relative_path}: {reason}") from None
             raise
         on_server = {int(p["PartNumber"]): p for p in listed}
         specs = {spec.number: spec for spec in part_specs(upload.file_size, upload.part_size)}

@@ -9,42 +9,93 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
+
 from gcbulk.engine.gc.errors import GcbulkError
+
+log = logging.getLogger(__name__)
 
 GIB = 1024**3
 
 
-class CountingGate:
-    """At most ``ceiling`` units held at once; ``acquire(n)`` waits until n fit, then takes them together."""
+class GateTimeout(GcbulkError):
+    """Waited past the deadline for room under a server limit; the message says which limit and who holds it."""
 
-    def __init__(self, ceiling: int, *, held: int = 0, name: str = "gate") -> None:
+
+class CountingGate:
+    """At most ``ceiling`` units held at once; ``acquire(n)`` waits until n fit, then takes them together.
+
+    Every release wakes every waiter, also ``release_nowait`` from a cleanup path that cannot await (an anyio
+    ``Event`` is set synchronously; a ``Condition`` needs its lock, which such a path cannot take). A wait longer than
+    ``voice_after`` seconds says at INFO what it waits for, and again every ``voice_every``; where the server holds
+    the truth (``refresh``: the account's live uploads), the count is read again from the server while waiting; after
+    ``deadline`` seconds the wait ends in a ``GateTimeout`` that names the limit.
+    """
+
+    def __init__(self, ceiling: int, *, held: int = 0, name: str = "gate", why: str = "",
+                 refresh: Callable[[], Awaitable[int]] | None = None, voice_after: float = 5.0,
+                 voice_every: float = 30.0, deadline: float | None = None) -> None:
         if ceiling < 1:
             raise ValueError(f"{name}: the ceiling must be at least 1, not {ceiling}")
         self.ceiling = ceiling
         self.held = held
         self.name = name
-        self._changed = anyio.Condition()
+        self.why = why
+        self._refresh = refresh
+        self._voice_after = voice_after
+        self._voice_every = voice_every
+        self._deadline = deadline
+        self._waiters: list[anyio.Event] = []
+        self.waiting = 0  # tasks waiting now (for metrics and the progress line)
 
-    async def acquire(self, units: int = 1) -> int:
-        """Takes ``units`` (at most the ceiling: a larger request would wait forever). Returns what it took."""
+    async def acquire(self, units: int = 1, *, for_what: str = "") -> int:
+        """Takes ``units`` — at most the ceiling: a case needing more than the limit allows is admitted alone (it
+        waits until nothing else is held), never left waiting for itself. Returns what it took."""
         units = min(units, self.ceiling)
-        async with self._changed:
+        started = time.monotonic()
+        next_voice = started + self._voice_after
+        self.waiting += 1
+        try:
             while self.held + units > self.ceiling:
-                await self._changed.wait()
+                now = time.monotonic()
+                if self._deadline is not None and now - started > self._deadline:
+                    raise GateTimeout(
+                        f"{for_what or 'waited'}: no room under the limit of {self.name} for "
+                        f"{_duration(now - started)} ({self.held} of {self.ceiling} in use{self._because()})")
+                if now >= next_voice:
+                    if self._refresh is not None:
+                        self.held = await self._refresh()  # the server's count is the truth (contract §1)
+                        if self.held + units <= self.ceiling:
+                            break
+                    log.info("waiting %s for %d of %s%s: %d of %d in use%s", _duration(now - started), units,
+                             self.name, f" ({for_what})" if for_what else "", self.held, self.ceiling,
+                             self._because())
+                    next_voice = now + self._voice_every
+                event = anyio.Event()
+                self._waiters.append(event)
+                with anyio.move_on_after(max(0.05, next_voice - time.monotonic())):
+                    await event.wait()
             self.held += units
+        finally:
+            self.waiting -= 1
         return units
 
+    def _because(self) -> str:
+        return f"; {self.why}" if self.why else ""
+
     async def release(self, units: int = 1) -> None:
-        async with self._changed:
-            self.held = max(self.held - units, 0)
-            self._changed.notify_all()
+        self.release_nowait(units)
 
     def release_nowait(self, units: int = 1) -> None:
-        """For cleanup paths that cannot await (a cancelled task): waiters are woken by the next release."""
         self.held = max(self.held - units, 0)
+        waiters, self._waiters = self._waiters, []
+        for event in waiters:
+            event.set()
 
 
 class SweepRisk(GcbulkError):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import anyio
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import Disposition, Interrupted, classify, first_error
+from gcbulk.engine.gc.limits import UPLOAD_CAP
 from gcbulk.engine.service.journal import Journal
 from gcbulk.engine.service.progress import (
     StatsSnapshot,
@@ -90,8 +91,13 @@ class TransferEngine:
             config=self.config,
             stats=self.stats,
             reader_study_slug=self.reader_study_slug,
-            upload_gate=CountingGate(self.config.live_upload_ceiling, held=on_server, name="live uploads"),
-            import_gate=CountingGate(self.config.imports_in_flight, name="imports"),
+            upload_gate=CountingGate(
+                self.config.live_upload_ceiling, held=on_server, name="live uploads", refresh=self.client.count_uploads,
+                why=f"the account's uploads count, other tools' and unfinished ones too; the server allows {UPLOAD_CAP} "
+                    "and deletes unfinished ones after 24 h", deadline=self.config.live_upload_wait_seconds),
+            import_gate=CountingGate(
+                self.config.imports_in_flight, name="imports in flight",
+                why="each image value is one import on the server", deadline=self.config.import_timeout_seconds),
         )
         if self.stopping:
             context.stopping.set()

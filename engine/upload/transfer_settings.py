@@ -57,6 +57,12 @@ class TransferSettings:
     sweep_guard: SweepGuard = field(default_factory=SweepGuard)
     # How long an import may take before the case fails with "import did not finish".
     import_timeout_seconds: float = 3600.0
+    # How long a new upload may wait for room under the live-upload ceiling before its case fails with the reason
+    # (the server's count is read again while waiting; follow mode retries failed cases later).
+    live_upload_wait_seconds: float = 1800.0
+    # After an upload session succeeded, how long its value may take to appear in the display set: the server links
+    # it in a separate task, queued behind other imports (contract §10).
+    link_timeout_seconds: float = 600.0
     poll_initial_seconds: float = 0.25
     poll_max_seconds: float = 10.0
     # The upload-session list is scanned for failure reasons at most this often (it has no filters, contract §2).
