@@ -3,10 +3,13 @@
 Steps, each recorded in the ledger before the next begins, so a run stopped anywhere continues from there:
 1. upload every file of every image/file socket (``engine/upload/file_upload.py``), all concurrently;
 2. find the display set by its title (the idempotency key) or create it — never a second one;
-3. PATCH the values in one request: ``user_uploads`` for image sockets, ``user_upload`` for file sockets, ``value``
-   for value sockets;
-4. poll the display set until every value is present, or its import failed (the upload session's
-   ``error_message``), or the import timeout passed: the case ends **done** or **failed with that reason**.
+3. create one upload session per image value (``POST cases/upload-sessions/``, Queued, inert) and record its pk;
+4. PATCH the values in one request: ``upload_session`` for image sockets, ``user_upload`` for file sockets,
+   ``value`` for value sockets — after a failure that may have reached the server, sent again only if the server
+   shows it did not take effect;
+5. follow each import by its session's pk (``GET cases/upload-sessions/{pk}/``) and the display set: a session that
+   ends Failed fails its value with the server's ``error_message`` within seconds, whatever its (emptied) upload list
+   shows (contract §10); the case ends **done** or **failed with that reason**.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.file_upload import FileUpload
 from gcbulk.engine.upload.imports import (
     SESSION_ENDED_BADLY,
+    SESSION_QUEUED,
+    SESSION_SUCCEEDED,
     UploadSessionIndex,
     present_sockets,
 )
@@ -213,22 +218,59 @@ class CaseUpload:
         """After a crash between the values PATCH and its record, the uploads may be consumed already: sending the
         PATCH again would name uploads that no longer exist. Items the server took are recorded as attached."""
         display_set = await self.ctx.client.get_display_set(self.case.display_set.pk)
-        present = present_sockets(display_set, kinds)
         for item in self.case.items:
-            if item.state != "uploaded":
-                continue
-            taken = item.socket_slug in present
-            upload_pks = await self.ctx.journal.read("item_upload_pks", item.id)
-            if not taken and kinds[item.socket_slug] == IMAGE:
-                taken = await self.sessions.find(upload_pks) is not None
-            elif not taken and upload_pks:
-                try:
-                    await self.ctx.client.get_upload(upload_pks[0])
-                except NotFound:
-                    taken = True  # consumed by the file copy
-            if taken:
+            if item.state == "uploaded" and await self._taken_by_server(item, display_set, kinds):
                 await self._record("item_attached", item.id)
         await self._refresh()
+
+    async def _taken_by_server(self, item: ItemWork, display_set: dict[str, Any], kinds: dict[str, str]) -> bool:
+        """Whether a values PATCH naming ``item`` took effect: its value is in place, its session left Queued, or
+        its upload was consumed. The server's word, for when the PATCH's own answer was lost."""
+        if item.socket_slug in present_sockets(display_set, kinds):
+            return True
+        kind = kinds[item.socket_slug]
+        if kind == VALUE:
+            return False
+        if item.upload_session_pk:
+            session = await self.ctx.client.get_upload_session(item.upload_session_pk)
+            return session.get("status") != SESSION_QUEUED
+        upload_pks = await self.ctx.journal.read("item_upload_pks", item.id)
+        if kind == IMAGE:
+            # A session that holds these uploads but is still Queued was created and never named by a PATCH
+            # (a crash between the two): it is not a sign that the PATCH took effect.
+            session = await self.sessions.find(upload_pks)
+            if session is not None and session.get("status") != SESSION_QUEUED:
+                return True
+        if upload_pks:
+            try:
+                await self.ctx.client.get_upload(upload_pks[0])
+            except NotFound:
+                return True  # consumed by the import or the file copy
+        return False
+
+    async def _ensure_sessions(self, items: list[ItemWork], kinds: dict[str, str]) -> None:
+        """One upload session per image item, created (Queued: nothing runs yet) and recorded before the PATCH names
+        it, so a crash anywhere leaves a session the next run finds by its pk."""
+        client = self.ctx.client
+        for item in items:
+            if kinds[item.socket_slug] != IMAGE or item.upload_session_pk or not self.ctx.upload_sessions:
+                continue
+            urls = [client.upload_url(pk) for pk in await self.ctx.journal.read("item_upload_pks", item.id)]
+            try:
+                session = await client.create_upload_session(urls)
+            except ApiError as error:
+                if error.status not in (403, 404, 405):
+                    raise
+                # A server without the endpoint (or that refuses it to this user): name the uploads in the PATCH,
+                # as gcapi's tutorial flow does, and say so once.
+                self.ctx.upload_sessions = False
+                log.warning("the server refused to create upload sessions (%s); naming the uploads in the values "
+                            "PATCH instead: a failed import is then found only by scanning the session list",
+                            error.status)
+                self.ctx.journal.note("upload_sessions_refused", status=error.status)
+                return
+            crash_point("after-session-created")
+            await self._record("item_session_created", item.id, str(session["pk"]))
 
     async def _attach_values(self, pk: str, kinds: dict[str, str]) -> None:
         case = await self._refresh()
@@ -236,25 +278,44 @@ class CaseUpload:
                  if i.state == "uploaded" or (kinds[i.socket_slug] == VALUE and i.state == "planned")]
         if not items:
             return
+        imports = sum(1 for item in items if kinds[item.socket_slug] == IMAGE)
+        if imports:
+            self.import_units += await self.ctx.import_gate.acquire(imports, for_what=self.case.title)
+            self._stop_point("before its values")  # the wait may have been long: a stop since starts nothing
+        await self._ensure_sessions(items, kinds)
+        wanted = {item.id for item in items}
+        items = [i for i in (await self._refresh()).items if i.id in wanted]
         client = self.ctx.client
         values: list[dict[str, Any]] = []
         for item in items:
             kind = kinds[item.socket_slug]
             if kind == VALUE:
                 values.append({"interface": item.socket_slug, "value": item.value})
-                continue
-            urls = [client.upload_url(upload_pk) for upload_pk in await self.ctx.journal.read("item_upload_pks", item.id)]
-            if kind == IMAGE:
-                values.append({"interface": item.socket_slug, "user_uploads": urls})
+            elif kind == IMAGE and item.upload_session_pk:
+                values.append({"interface": item.socket_slug,
+                               "upload_session": client.upload_session_url(item.upload_session_pk)})
             else:
-                values.append({"interface": item.socket_slug, "user_upload": urls[0]})
-        imports = sum(1 for item in items if kinds[item.socket_slug] == IMAGE)
-        if imports:
-            self.import_units += await self.ctx.import_gate.acquire(imports)
+                urls = [client.upload_url(upload_pk)
+                        for upload_pk in await self.ctx.journal.read("item_upload_pks", item.id)]
+                values.append({"interface": item.socket_slug, "user_uploads": urls} if kind == IMAGE
+                              else {"interface": item.socket_slug, "user_upload": urls[0]})
+
+        async def took_effect() -> dict[str, Any] | None:
+            display_set = await client.get_display_set(pk)
+            for item in items:
+                if await self._taken_by_server(item, display_set, kinds):
+                    return display_set
+            return None
+
         crash_point("before-values-patch")
-        # A PATCH retried after a 5xx that the server had in fact applied may start a second import of the same
-        # uploads; the second sets the same value again, so the display set still ends with one value per socket.
-        await client.update_display_set(pk, values=values)
+        try:
+            await client.update_display_set(pk, values=values, reconcile=took_effect)
+        except ApiError as error:
+            # A refusal after an attempt whose answer was lost (the uploads or the session are consumed by then):
+            # what counts is whether the values are on the server, not what this answer says.
+            if error.status != 400 or await took_effect() is None:
+                raise
+            log.info("%s: the values PATCH was refused (%s) but the server had taken it already", case.title, error)
         crash_point("after-values-patch")
         for item in items:
             await self._record("item_attached", item.id)
@@ -279,8 +340,10 @@ class CaseUpload:
         waiting = [i for i in self.case.items if i.state == "attached"]
         images_waiting = sum(1 for i in waiting if kinds[i.socket_slug] == IMAGE)
         if images_waiting > self.import_units:  # resumed with imports in flight from an earlier run
-            self.import_units += await ctx.import_gate.acquire(images_waiting - self.import_units)
+            self.import_units += await ctx.import_gate.acquire(images_waiting - self.import_units,
+                                                               for_what=self.case.title)
         deadline = time.monotonic() + ctx.config.import_timeout_seconds
+        succeeded_at: dict[int, float] = {}  # item id -> when its session said Succeeded
         delay = ctx.config.poll_initial_seconds
         polls = 0
         while waiting:
@@ -290,14 +353,17 @@ class CaseUpload:
                 if item.socket_slug in present:
                     await self._record("item_done", item.id)
                     await self._item_finished(item, kinds, consumed=True)
-                else:
+                    continue
+                reason = await self._import_failure(item, kinds, succeeded_at, polls)
+                if reason is None:
                     still.append(item)
+                    continue
+                await self._record("item_failed", item.id, reason=f"{item.socket_slug}: {reason}")
+                await self._item_finished(item, kinds, consumed=False)
             waiting = still
             if not waiting:
                 break
-            if polls >= 1:
-                waiting = await self._drop_failed_imports(waiting, kinds)
-            if waiting and time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 for item in waiting:
                     await self._record("item_failed", item.id, reason=(
                         f"{item.socket_slug}: the import did not finish within "
@@ -312,19 +378,31 @@ class CaseUpload:
             polls += 1
         return await self._finish()
 
-    async def _drop_failed_imports(self, waiting: list[ItemWork], kinds: dict[str, str]) -> list[ItemWork]:
-        still = []
-        for item in waiting:
-            session = None
-            if kinds[item.socket_slug] == IMAGE:
-                session = await self.sessions.find(await self.ctx.journal.read("item_upload_pks", item.id))
-            if session is not None and session.get("status") in SESSION_ENDED_BADLY:
-                message = session.get("error_message") or f"the import ended {session.get('status')}"
-                await self._record("item_failed", item.id, reason=f"{item.socket_slug}: {message}")
-                await self._item_finished(item, kinds, consumed=False)
-            else:
-                still.append(item)
-        return still
+    async def _import_failure(self, item: ItemWork, kinds: dict[str, str], succeeded_at: dict[int, float],
+                              polls: int) -> str | None:
+        """Why ``item``'s import has failed, or None while it may still succeed. Followed by its own session when it
+        has one (a failed session's upload list is empty on the server: only its pk finds it, contract §10)."""
+        if kinds[item.socket_slug] != IMAGE:
+            return None
+        if item.upload_session_pk:
+            session = await self.ctx.client.get_upload_session(item.upload_session_pk)
+            status = session.get("status")
+            if status in SESSION_ENDED_BADLY:
+                return session.get("error_message") or f"the import ended {status} (the server gave no reason)"
+            if status == SESSION_SUCCEEDED:
+                # The value is linked by a separate task after the session succeeds, queued behind other imports.
+                first = succeeded_at.setdefault(item.id, time.monotonic())
+                if time.monotonic() - first > self.ctx.config.link_timeout_seconds:
+                    return (f"the import succeeded but its value did not appear in the display set within "
+                            f"{self.ctx.config.link_timeout_seconds:.0f} s")
+            return None
+        if polls < 1:
+            return None
+        # No session of ours (the server refused to create one): find it by its uploads in the session list.
+        session = await self.sessions.find(await self.ctx.journal.read("item_upload_pks", item.id))
+        if session is not None and session.get("status") in SESSION_ENDED_BADLY:
+            return session.get("error_message") or f"the import ended {session.get('status')}"
+        return None
 
     async def _item_finished(self, item: ItemWork, kinds: dict[str, str], *, consumed: bool) -> None:
         kind = kinds[item.socket_slug]

@@ -29,6 +29,9 @@ class TransferContext:
     import_gate: CountingGate
     # Set by the first stop signal: start nothing new, let what is in flight finish.
     stopping: anyio.Event = field(default_factory=anyio.Event)
+    # Each image value's import runs in an upload session created first and followed by its pk (contract §10);
+    # False once the server refused to create one, when the uploads are named in the PATCH instead.
+    upload_sessions: bool = True
     files_limiter: anyio.CapacityLimiter = field(init=False)
     parts_limiter: anyio.CapacityLimiter = field(init=False)
 

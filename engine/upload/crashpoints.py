@@ -29,6 +29,7 @@ POINTS = frozenset(
         "after-display-set-intent",  # ledger says 'creating', POST display-sets/ not sent
         "after-create-display-set",  # the display set exists; its pk is not recorded
         "after-display-set-recorded",
+        "after-session-created",  # an image value's upload session exists (Queued); its pk is not recorded
         "before-values-patch",  # uploads complete, the values PATCH not sent
         "after-values-patch",  # the PATCH was accepted; the ledger does not know yet
         "after-values-recorded",

@@ -1,9 +1,10 @@
 """Waiting for Grand Challenge to import the values of a display set, and finding out why one failed.
 
 Image and file values are applied in the background (contract §3, §9): the PATCH answers 200 with no new values, and
-each value appears in the display set once its import is done. A failed image import leaves the value absent; the
-reason is the ``error_message`` of the upload session the server created for the ``user_uploads`` (contract §2). The
-session list has no filters, so ``UploadSessionIndex`` scans it — at most every few seconds, shared by all cases —
+each value appears in the display set once its import is done. The engine creates each image value's upload session
+itself and follows it by pk (``engine/upload/case_upload.py``). Only where a server refuses to create sessions does it
+fall back to naming the uploads in the PATCH; the session the server then makes is found by ``UploadSessionIndex``,
+which scans the session list (it has no filters, contract §2, §10) — at most every few seconds, shared by all cases —
 and matches sessions to cases by the upload pks they hold.
 """
 
@@ -19,6 +20,7 @@ from gcbulk.engine.gc.client import GrandChallengeClient, socket_slug_of
 SESSION_FAILED = "Failed"
 SESSION_CANCELLED = "Cancelled"
 SESSION_SUCCEEDED = "Succeeded"
+SESSION_QUEUED = "Queued"  # created without a target: inert until a values PATCH names it
 SESSION_ENDED_BADLY = (SESSION_FAILED, SESSION_CANCELLED)
 
 

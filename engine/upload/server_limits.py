@@ -78,7 +78,8 @@ class CountingGate:
                     next_voice = now + self._voice_every
                 event = anyio.Event()
                 self._waiters.append(event)
-                with anyio.move_on_after(max(0.05, next_voice - time.monotonic())):
+                wake_at = next_voice if self._deadline is None else min(next_voice, started + self._deadline)
+                with anyio.move_on_after(max(0.01, wake_at - time.monotonic())):
                     await event.wait()
             self.held += units
         finally:

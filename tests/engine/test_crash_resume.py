@@ -36,6 +36,7 @@ CRASH_POINTS = [
     "after-display-set-intent",
     "after-create-display-set",
     "after-display-set-recorded",
+    "after-session-created",
     "before-values-patch",
     "after-values-patch",
     "after-values-recorded",
@@ -49,6 +50,7 @@ CRASH_POINTS = [
     "after-complete:3",
     "after-create-display-set:2",
     "after-values-patch:2",
+    "after-session-created:2",
     "during-import-poll:3",
 ]
 TITLES = ["patient1", "patient2", "patient3"]
