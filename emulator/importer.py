@@ -13,7 +13,8 @@ Outcomes mirror ``build_images`` and its linked tasks on the server:
   answer gets ``answer_image``;
 * duplicate filenames, vanished or unfinished uploads, anything unexpected → Failed with the server's messages.
 
-Failed imports leave their uploads for the 24 h sweep, as on the server.
+Failed imports leave their uploads for the 24 h sweep, as on the server — except a segmentation refused at linking
+(``emulator/segments.py``): its uploads are already consumed, so its session shows an empty upload list (§10).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from gcbulk.emulator.image_builder import (
     build_images,
 )
 from gcbulk.emulator.objects import IMAGES_BUCKET, UPLOADS_BUCKET
+from gcbulk.emulator.segments import segmentation_problem
 from gcbulk.emulator.store import (
     SESSION_FAILED,
     SESSION_REQUEUED,
@@ -166,10 +168,20 @@ async def import_session(context: Context, session: UploadSession, inputs: list[
         shutil.rmtree(work_dir, ignore_errors=True)
 
     session.image_pks = [image.pk for image in images]
-    session.status = SESSION_SUCCEEDED
+    socket = store.sockets.get(session.target_socket_slug or "")
+    problem = None
+    if socket is not None and socket.overlay_segments and len(images) == 1:
+        stored = context.objects.object_path(IMAGES_BUCKET, images[0].files[0].object_key)
+        problem = await asyncio.to_thread(segmentation_problem, socket.overlay_segments, stored)
     for upload in consumed:
         if upload is not None and upload.pk in store.uploads:
             consume_upload(context, upload)
+    if problem is not None:
+        # Contract §10: by the time linking refuses the image, its uploads are deleted, so the Failed session shows
+        # "user_uploads": [] and "uploads": [] — only its pk leads to it.
+        _fail(context, session, problem)
+        return
+    session.status = SESSION_SUCCEEDED
     _link_images(context, session, images)
 
 

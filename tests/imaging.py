@@ -31,6 +31,17 @@ def pixel_ramp(shape: tuple[int, ...], dtype: str = "int16", seed: int = 0) -> n
     return values.reshape(shape).astype(dtype)
 
 
+def make_mask(path: Path, shape: tuple[int, ...], *, seed: int = 0, values: tuple[int, ...] = (0, 1)) -> Path:
+    """A uint8 segmentation whose voxels take only ``values`` (the seed study's airway-segmentation accepts {0, 1})."""
+    ramp = pixel_ramp(shape, "int64", seed)
+    mask = np.asarray(values, dtype=np.uint8)[ramp % len(values)]
+    image = sitk.GetImageFromArray(mask)
+    image.SetSpacing(tuple(DEFAULT_SPACING[: len(shape)]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
 def _image(shape: tuple[int, ...], dtype: str, seed: int, spacing: tuple[float, ...] | None) -> sitk.Image:
     image = sitk.GetImageFromArray(pixel_ramp(shape, dtype, seed))
     image.SetSpacing(tuple(spacing or DEFAULT_SPACING[: len(shape)]))

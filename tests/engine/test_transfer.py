@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import anyio
 import pytest
 from gcbulk.emulator.context import SCHEMA_2025_11, SCHEMA_CURRENT, EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
@@ -22,7 +23,7 @@ from tests.engine.conftest import (
     values_by_socket,
     write_job,
 )
-from tests.imaging import make_mha
+from tests.imaging import make_mask, make_mha
 
 
 @pytest.fixture(params=[SCHEMA_CURRENT, SCHEMA_2025_11])
@@ -84,6 +85,39 @@ async def test_an_image_the_server_cannot_import_fails_its_case_with_the_reason(
     assert values_by_socket(display_sets["patient2"]).keys() == {"ct-image"}
     with Ledger.open(default_ledger_path(tmp_path / "job.toml"), load_job(tmp_path / "job.toml").binding) as ledger:
         assert ledger.counts_by_state()["case"] == {"done": 1, "failed": 1}
+
+
+async def test_a_segmentation_the_server_refuses_fails_its_case_within_seconds_and_the_run_goes_on(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    # Contract §10: voxel values outside the socket's overlay ∪ {0} fail the session at linking, with its uploads
+    # already deleted — its upload list is empty, so only the session's pk leads to it. Before, the run waited for
+    # the import timeout (3600 s) holding its import slots.
+    make_tutorial_tree(tmp_path / "cases", 3)
+    make_mask(tmp_path / "cases" / "patient2" / "seg.mha", (4, 8, 8), values=(0, 1, 3))
+    config = dataclasses.replace(FAST_ENGINE, imports_in_flight=2)
+    with anyio.fail_after(60):
+        outcome = await run_job(write_job(tmp_path, emulator), emulator, config)
+
+    assert outcome.done == 2 and [title for title, _ in outcome.failed] == ["patient2"]
+    assert outcome.failed[0][1] == (
+        "airway-segmentation: Image validation for socket Airway Segmentation failed with error: The valid voxel "
+        "values for this segmentation are: {0, 1}. This segmentation is invalid as it contains the voxel values: "
+        "{3}..")
+    failed = [s for s in emulator.context.store.upload_sessions.values() if s.status == "Failed"]
+    assert len(failed) == 1
+    listed = await client.get_upload_session(failed[0].pk)
+    assert listed["status"] == "Failed" and listed["uploads"] == []
+
+
+async def test_no_session_list_is_scanned_while_a_run_waits_for_its_imports(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    # Contract §10: the session list has no filters and a 1000-row page holds a web worker for seconds.
+    make_tutorial_tree(tmp_path / "cases", 3)
+    await run_job(write_job(tmp_path, emulator), emulator)
+    assert emulator.context.counters.requests["GET api:/api/v1/cases/upload-sessions/"] == 0
+    assert emulator.context.counters.requests["POST api:/api/v1/cases/upload-sessions/"] == 6
 
 
 async def test_a_display_set_that_already_has_the_case_title_is_adopted(
