@@ -13,8 +13,13 @@ A job file names the reader study, the server, the case tree and how files map t
     ignore = [".DS_Store", "*.txt"]      # globs of files to leave out (reported as info)
 
     [[rules]]                            # exactly one of glob / regex / position per rule
-    position = 1                         # the first file of the case (by name) that no pattern rule took
+    glob = "ct.mha"                      # by name: what `gcbulk plan` shows as "ct-image ← ct.mha in N cases"
     socket = "ct-image"
+    required = true                      # a case without it is blocked (reported), the others still run
+
+    [[rules]]
+    position = 1                         # the first file of the case (by name) that no pattern rule took; the
+    socket = "airway-segmentation"       # tutorial's form, but names decide the order: prefer a glob
 
     [[rules]]
     glob = "*.dcm"                       # matched against the path inside the case folder (name only if no '/')
@@ -74,6 +79,7 @@ class Rule:
     position: int | None = None
     group: str | None = None  # "dicom-series" | "all" | None (each file, with its .mhd companion, is a file set)
     value: bool = False  # the file holds the JSON value of a value socket
+    required: bool = False  # a case without a file for this socket is blocked (a finding), not planned half-empty
 
     @property
     def label(self) -> str:
@@ -92,6 +98,7 @@ class Rule:
             "position": self.position,
             "group": self.group,
             "value": self.value,
+            "required": self.required,
         }
 
 
@@ -193,7 +200,8 @@ def _parse_rule(index: int, raw: object, job_file: Path) -> Rule:
     where = f"{job_file}: rules[{index}]"
     if not isinstance(raw, Mapping):
         raise JobFileError(f"{where} must be a table ([[rules]])")
-    _reject_unknown(f"rules[{index}].", raw, {"socket", "glob", "regex", "position", "group", "value"}, job_file)
+    _reject_unknown(f"rules[{index}].", raw, {"socket", "glob", "regex", "position", "group", "value", "required"},
+                    job_file)
     socket = raw.get("socket")
     if not isinstance(socket, str) or not socket:
         raise JobFileError(f"{where} needs socket = \"<socket slug>\"")
@@ -221,7 +229,11 @@ def _parse_rule(index: int, raw: object, job_file: Path) -> Rule:
         raise JobFileError(f"{where}: value must be true or false")
     if value and group is not None:
         raise JobFileError(f"{where}: a value rule reads one JSON file; it cannot also group files")
-    return Rule(index=index, socket=socket, glob=glob, regex=regex, position=position, group=group, value=value)
+    required = raw.get("required", False)
+    if not isinstance(required, bool):
+        raise JobFileError(f"{where}: required must be true or false")
+    return Rule(index=index, socket=socket, glob=glob, regex=regex, position=position, group=group, value=value,
+                required=required)
 
 
 def _parse_cases(raw: Mapping[str, Any], job_file: Path) -> CaseLayout:
