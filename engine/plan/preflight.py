@@ -60,17 +60,8 @@ class QuotaEstimate:
 
 
 def quota_findings(estimate: QuotaEstimate, case_root: object, ceiling: int) -> list[Finding]:
+    """The plan-wide quota notes. A value too large for the quota is a finding of its own case (``value_quota``)."""
     findings = []
-    if estimate.largest_value_bytes > VERIFIED_QUOTA:
-        findings.append(_f("quota", "blocking", case_root,
-                           f"one value needs {estimate.largest_value_bytes} bytes of uploads at once, over the "
-                           "128 GiB upload quota of a verified account",
-                           "split that case's data or convert it to a smaller format"))
-    elif estimate.largest_value_bytes > UNVERIFIED_QUOTA:
-        findings.append(_f("quota", "warning", case_root,
-                           f"one value needs {estimate.largest_value_bytes} bytes of uploads at once; an unverified "
-                           "account may hold only 2 GiB",
-                           "make sure the account is verified on Grand Challenge"))
     if estimate.total_bytes > UNVERIFIED_QUOTA:
         findings.append(_f("quota", "info", case_root,
                            f"{estimate.total_bytes} bytes in all, more than the upload quota (128 GiB verified, "
@@ -82,6 +73,22 @@ def quota_findings(estimate: QuotaEstimate, case_root: object, ceiling: int) -> 
                            f"engine keeps at most {ceiling} alive at once",
                            "nothing to do; lower engine.live_upload_ceiling if other tools upload with this account"))
     return findings
+
+
+def value_quota(case_path: object, case: str, socket: str, files: tuple[str, ...], size: int) -> Finding | None:
+    """Contract §1: the byte quota is checked at presign time against everything the account holds at once, and a
+    value's files must all be uploaded before the display set takes them; so one value over the quota cannot go."""
+    if size > VERIFIED_QUOTA:
+        return _f("quota", "blocking", case_path,
+                  f"the value for socket {socket!r} needs {size} bytes of uploads at once ({', '.join(files)}), over "
+                  "the 128 GiB upload quota of a verified account",
+                  "split that case's data or convert it to a smaller format (e.g. a compressed .mha)", files, case)
+    if size > UNVERIFIED_QUOTA:
+        return _f("quota", "warning", case_path,
+                  f"the value for socket {socket!r} needs {size} bytes of uploads at once ({', '.join(files)}); an "
+                  "unverified account may hold only 2 GiB",
+                  "make sure the account is verified on Grand Challenge", files, case)
+    return None
 
 
 class TitleSet(Protocol):
@@ -158,6 +165,9 @@ class Preflight:
                         grown = None
                     findings.append(too_many_parts(self.config.case_root / file.path, file.size, preferred, grown))
             self.quota.largest_value_bytes = max(self.quota.largest_value_bytes, value_bytes)
+            over = value_quota(case_path, case.title, item.socket_slug, tuple(f.path for f in item.files), value_bytes)
+            if over is not None:
+                findings.append(over)
             items.append(item if super_kind is None else dataclasses.replace(item, super_kind=super_kind))
         if len(findings) == len(case.findings) and all(new is old for new, old in zip(items, case.items, strict=True)):
             return case  # the common case, kept cheap: nothing to add

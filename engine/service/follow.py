@@ -3,7 +3,8 @@ it is told to stop.
 
 Each round: re-plan (the planner is idempotent: new case folders become planned cases, unchanged ones cost a
 ``stat``), queue failed cases again once their backoff is over, and run a transfer pass if anything is runnable; then
-wait for the poll interval. New folders that appear during a pass are picked up by the next round (a re-plan must not
+wait for the poll interval. A case with blocking findings is skipped and the clean ones are uploaded (``--strict``:
+any blocking finding holds back all); what is blocked is logged once per change, not at every poll. New folders that appear during a pass are picked up by the next round (a re-plan must not
 touch cases a pass is working on).
 
 It never exits on a transient fault — network down, a 5xx storm, the server unreachable at start, a full disk —
@@ -76,6 +77,7 @@ class Follower:
         self.fault_backoff = fault_backoff or Backoff(min(FAULT_BACKOFF[0], settings.poll_interval), FAULT_BACKOFF[1])
         self.requeue_due = 0.0  # failed cases found at start are queued again at once: a restart is deliberate
         self._findings: frozenset[tuple[str, str, str]] | None = None
+        self._blocked: frozenset[str] = frozenset()
         self._first_plan = True
 
     async def run(self) -> int:
@@ -126,12 +128,22 @@ class Follower:
 
     def _log_plan(self, report: PlanReport) -> None:
         diff = report.diff
-        changed = diff.new_cases or diff.requeued or diff.removed or diff.blocked or diff.changed_after_consumed
+        blocked = frozenset(diff.blocked)
+        # A blocked case is reported by every plan until it is fixed; only a change in the blocked set is news.
+        blocked_changed = blocked != self._blocked
+        changed = diff.new_cases or diff.requeued or diff.removed or blocked_changed or diff.changed_after_consumed
         if changed or self._first_plan:
             logs.log_event("plan", cases=diff.cases, files=diff.files, bytes=diff.bytes, new=diff.new_cases,
                            requeued=len(diff.requeued), removed=len(diff.removed), blocked=len(diff.blocked),
                            changed_after_upload=len(diff.changed_after_consumed))
         self._first_plan = False
+        if blocked_changed:
+            logs.log_event("cases_blocked", level=logging.WARNING if blocked else logging.INFO, cases=len(blocked),
+                           newly_blocked=sorted(blocked - self._blocked)[:20],
+                           unblocked=sorted(self._blocked - blocked)[:20],
+                           message="blocked cases are skipped until their findings are fixed; the others run"
+                           if blocked else "no case is blocked any more")
+            self._blocked = blocked
         findings = [f for f in report.findings if f.severity != "info"]
         fingerprint = frozenset((f.severity, f.code, str(f.path)) for f in findings)
         if fingerprint == self._findings:

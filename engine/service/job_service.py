@@ -58,6 +58,8 @@ class JobService:
         self.display = display  # gcbulk.engine.service.display.ProgressDisplay on a terminal
         self.stop_requested: anyio.Event  # made in serve(): anyio primitives belong to the running loop
         self.killed = False
+        self.strict = False  # --strict: any blocking finding holds back every case (default: only its own case)
+        self.blocked_cases: list[str] = []  # titles the last plan blocked (skipped by the pass)
         self.client: GrandChallengeClient | None = None
         self.runner: LedgerRunner | None = None
         self.journal: Journal | None = None
@@ -209,7 +211,8 @@ class JobService:
                 results = page.get("results", []) if isinstance(page, dict) else []
                 catalogue[slug] = results[0] if results else None
         job = self.job
-        return await self.runner.run(lambda ledger: plan_into_ledger(job, ledger, catalogue=catalogue))
+        strict = self.strict
+        return await self.runner.run(lambda ledger: plan_into_ledger(job, ledger, catalogue=catalogue, strict=strict))
 
     async def run_pass(self) -> RunOutcome:
         """One transfer pass over every runnable case (``gcbulk.engine.upload.transfer.TransferEngine.run``)."""
@@ -272,27 +275,24 @@ class PlanBlocked(Exception):
     """The job's plan has blocking findings (already printed): nothing is uploaded until they are fixed."""
 
 
-async def run_once(service: JobService, *, replan: bool) -> RunOutcome:
-    """``gcbulk run`` without ``--follow``: plan if the ledger has no finished plan (or when asked), then one pass.
-    Raises PlanBlocked when the plan has blocking findings."""
+async def run_once(service: JobService, *, replan: bool = True) -> RunOutcome:
+    """``gcbulk run`` without ``--follow``: plan (a re-walk of the tree: the planner is idempotent and records only
+    what changed, so new and vanished case folders are picked up without ``--replan``), then one pass over the
+    runnable cases. Blocked cases are skipped and listed. Raises PlanBlocked when nothing may run."""
     from gcbulk.engine.cli.plan import print_report
 
     assert service.runner is not None
-    plan_state = await service.runner.run(lambda ledger: ledger.plan_state)
-    if plan_state in ("empty", "planning") or replan:
-        try:
-            report = await service.plan()
-        except (AuthenticationFailed, ConfigurationError):
-            raise
-        except GcbulkError as exc:
-            print(f"gcbulk run: could not check the job's sockets at {service.job.base_url}: {exc}. Check the "
-                  "server address and the network, then run again.", file=sys.stderr)
-            raise PlanBlocked() from None
-        print_report(report, out=sys.stderr)
-        if report.blocking:
-            raise PlanBlocked()
-    elif plan_state == "blocked":
-        print("gcbulk run: the last plan has blocking findings; fix them and run 'gcbulk plan' (or 'gcbulk run "
-              "--replan') again", file=sys.stderr)
+    del replan  # every run re-plans now; the flag stays accepted for scripts that pass it
+    try:
+        report = await service.plan()
+    except (AuthenticationFailed, ConfigurationError):
+        raise
+    except GcbulkError as exc:
+        print(f"gcbulk run: could not check the job's sockets at {service.job.base_url}: {exc}. Check the "
+              "server address and the network, then run again.", file=sys.stderr)
+        raise PlanBlocked() from None
+    print_report(report, out=sys.stderr)
+    if report.blocking:
         raise PlanBlocked()
+    service.blocked_cases = list(report.diff.blocked)
     return await service.run_pass()
