@@ -24,7 +24,8 @@ MiB = 1024**2
 def test_example_job_file_loads() -> None:
     config = load_job(Path(__file__).resolve().parents[2] / "examples" / "tutorial-job.toml")
     assert config.reader_study == "example-study"
-    assert [(rule.position, rule.socket) for rule in config.rules] == [(1, "ct-image"), (2, "airway-segmentation")]
+    assert [(rule.glob, rule.socket, rule.required) for rule in config.rules] == [
+        ("ct.mha", "ct-image", True), ("*seg*.mha", "airway-segmentation", False)]
     assert config.engine.part_size == 32 * MiB
     assert config.case_root == config.job_file.parent / "cases"
 
