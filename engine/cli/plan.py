@@ -100,6 +100,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="show the plan and its diff; write nothing")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--offline", action="store_true", help="skip checking socket slugs on the server")
+    parser.add_argument("--sockets", type=Path, metavar="FILE",
+                        help="the job's sockets as JSON (a list, or the components/interfaces/ page): with "
+                             "--offline, checks masks and JSON values against them without asking the server")
+    parser.add_argument("--no-content-checks", action="store_true",
+                        help="skip reading masks, image headers and JSON files (the server's own checks)")
     parser.add_argument("--show-cases", type=int, default=0, metavar="N",
                         help="list the first N cases with the files each socket takes (--json lists them all)")
     add_strict_argument(parser)
@@ -132,6 +137,24 @@ def fetch_catalogue(config: JobConfig, token: str) -> dict[str, dict[str, Any] |
     return asyncio.run(fetch())
 
 
+def load_catalogue(path: Path, config: JobConfig) -> dict[str, dict[str, Any] | None]:
+    """The job's sockets from a JSON file (a list of sockets, or a ``components/interfaces/`` page), for offline
+    planning. Raises ConfigurationError naming the file and what is wrong."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"--sockets {path} cannot be read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigurationError(f"--sockets {path} is not valid JSON: {exc}") from None
+    sockets = data.get("results") if isinstance(data, dict) else data
+    if not isinstance(sockets, list) or not all(isinstance(s, dict) and isinstance(s.get("slug"), str)
+                                                 for s in sockets):
+        raise ConfigurationError(f"--sockets {path} must hold a list of sockets, each with a \"slug\" (as "
+                                 "GET components/interfaces/ returns them)")
+    by_slug = {s["slug"]: s for s in sockets}
+    return {slug: by_slug.get(slug) for slug in config.socket_slugs}
+
+
 def plan_into_ledger(
     config: JobConfig,
     ledger: Ledger,
@@ -140,6 +163,8 @@ def plan_into_ledger(
     dry_run: bool = False,
     strict: bool = False,
     keep_cases: int | None = 0,
+    check_content: bool = True,
+    content_cache: dict[Any, Any] | None = None,
 ) -> PlanReport:
     """Plan the job's tree into ``ledger`` (or, for a dry run, compute the same diff and roll it back).
 
@@ -153,7 +178,8 @@ def plan_into_ledger(
     with planning(
         ledger, rules=config.rules_dict(), job_file=config.job_file, checksum=multipart_checksum, dry_run=dry_run
     ) as plan:
-        preflight = Preflight(config=config, catalogue=catalogue, titles=plan.titles)
+        preflight = Preflight(config=config, catalogue=catalogue, titles=plan.titles, check_content=check_content,
+                              content_cache=content_cache)
         job_findings.extend(preflight.check_job())
         for entry in planner.plan():
             if isinstance(entry, Finding):
@@ -191,7 +217,9 @@ def run(args: argparse.Namespace) -> int:
         resolved = settings.resolve(args.job, args, read_token=not args.offline)
         config = resolved.job
         catalogue = None
-        if not args.offline:
+        if args.sockets is not None:
+            catalogue = load_catalogue(args.sockets, config)
+        elif not args.offline:
             catalogue = fetch_catalogue(config, resolved.require_token())
     except ConfigurationError as exc:
         print(f"gcbulk plan: {exc}", file=sys.stderr)
@@ -213,12 +241,14 @@ def run(args: argparse.Namespace) -> int:
             with tempfile.TemporaryDirectory(prefix="gcbulk-plan-") as scratch:
                 with Ledger.open(Path(scratch) / "scratch.ledger.sqlite", config.binding) as ledger:
                     report = plan_into_ledger(config, ledger, catalogue=catalogue, dry_run=True,
-                                              strict=args.strict, keep_cases=keep_cases)
+                                              strict=args.strict, keep_cases=keep_cases,
+                                              check_content=not args.no_content_checks)
                 report.ledger_path = None  # the scratch ledger is gone; there was no ledger to compare with
         else:
             with Ledger.open(ledger_path, config.binding, job_file=config.job_file) as ledger:
                 report = plan_into_ledger(config, ledger, catalogue=catalogue, dry_run=args.dry_run,
-                                          strict=args.strict, keep_cases=keep_cases)
+                                          strict=args.strict, keep_cases=keep_cases,
+                                          check_content=not args.no_content_checks)
     except LedgerError as exc:
         print(f"gcbulk plan: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR

@@ -165,6 +165,26 @@ def position_name_mismatch(rule: str, name: str, cases: int, other: str) -> Find
               f"map by name instead of position, e.g. glob = {name!r} with socket = {other!r}")
 
 
+def schema_mismatch(path: object, rel: str | None, socket: str, kind: str, reason: str, case: str) -> Finding:
+    return _f("schema-mismatch", "blocking", path,
+              f"the value for socket {socket!r} does not fit its kind {kind!r}: {reason}; Grand Challenge would refuse "
+              "it (a JSON file silently: the value never appears)",
+              f"fix the JSON so it is a valid {kind!r} value", (rel,) if rel else (), case)
+
+
+def unreadable_image(path: object, rel: str, socket: str, reason: str, case: str) -> Finding:
+    return _f("unreadable-image", "blocking", path,
+              f"image for socket {socket!r} cannot be read by the importer: {reason}",
+              "re-export the image (e.g. as .mha with SimpleITK), or map a different file to the socket", (rel,), case)
+
+
+def bad_segmentation(path: object, rel: str, socket: str, reason: str, case: str) -> Finding:
+    return _f("bad-segmentation", "blocking", path,
+              f"segmentation for socket {socket!r} would be refused by Grand Challenge: {reason}",
+              "write the mask as single-channel uint8 with only the socket's overlay values (and 0), or add the "
+              "values to the socket's overlay_segments on Grand Challenge", (rel,), case)
+
+
 def not_dicom(path: object, rel: str, reason: str, case: str) -> Finding:
     return _f("not-dicom", "blocking", path, f"rule groups DICOM series, but this file is not DICOM: {reason}",
               "remove it from the case folder, or narrow the rule's glob/regex to the DICOM files", (rel,), case)

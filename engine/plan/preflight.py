@@ -19,6 +19,7 @@ from gcbulk.engine.gc.limits import (  # noqa: F401 - plan.py imports some from 
     GiB,
 )
 from gcbulk.engine.jobfile import JobConfig
+from gcbulk.engine.plan.content import ContentChecker
 from gcbulk.engine.plan.findings import (
     Finding,
     _f,
@@ -109,6 +110,15 @@ class Preflight:
     catalogue: Mapping[str, Mapping[str, Any] | None] | None = None
     titles: TitleSet | MutableSet[str] = field(default_factory=set)
     quota: QuotaEstimate = field(default_factory=QuotaEstimate)
+    # The server's own checks of file content (masks, JSON schemas, image headers), made here when the catalogue is
+    # known; the cache (path, size, mtime → findings) can outlive one plan, e.g. across follow mode's polls.
+    check_content: bool = True
+    content_cache: dict[Any, Any] | None = None
+    _content: ContentChecker | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.catalogue is not None and self.check_content:
+            self._content = ContentChecker(self.catalogue, self.content_cache)
 
     def check_job(self) -> list[Finding]:
         """Static checks of the job's sockets against the catalogue (one finding per rule, not per case)."""
@@ -165,6 +175,8 @@ class Preflight:
                         grown = None
                     findings.append(too_many_parts(self.config.case_root / file.path, file.size, preferred, grown))
             self.quota.largest_value_bytes = max(self.quota.largest_value_bytes, value_bytes)
+            if self._content is not None:
+                findings.extend(self._content.check(item, str(self.config.case_root), str(case_path), case.title))
             over = value_quota(case_path, case.title, item.socket_slug, tuple(f.path for f in item.files), value_bytes)
             if over is not None:
                 findings.append(over)

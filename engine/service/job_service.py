@@ -60,6 +60,8 @@ class JobService:
         self.killed = False
         self.strict = False  # --strict: any blocking finding holds back every case (default: only its own case)
         self.blocked_cases: list[str] = []  # titles the last plan blocked (skipped by the pass)
+        # Masks and JSON files checked, by (path, size, mtime): follow mode's polls do not read them again.
+        self.content_cache: dict[Any, Any] = {}
         self.client: GrandChallengeClient | None = None
         self.runner: LedgerRunner | None = None
         self.journal: Journal | None = None
@@ -211,8 +213,9 @@ class JobService:
                 results = page.get("results", []) if isinstance(page, dict) else []
                 catalogue[slug] = results[0] if results else None
         job = self.job
-        strict = self.strict
-        return await self.runner.run(lambda ledger: plan_into_ledger(job, ledger, catalogue=catalogue, strict=strict))
+        strict, cache = self.strict, self.content_cache
+        return await self.runner.run(lambda ledger: plan_into_ledger(job, ledger, catalogue=catalogue, strict=strict,
+                                                                     content_cache=cache))
 
     async def run_pass(self) -> RunOutcome:
         """One transfer pass over every runnable case (``gcbulk.engine.upload.transfer.TransferEngine.run``)."""

@@ -12,6 +12,7 @@ from gcbulk.engine.cli import main
 from gcbulk.engine.jobfile import TOKEN_ENV, load_job
 from gcbulk.state.ledger import Ledger
 
+from tests.imaging import make_mha
 from tests.planner.conftest import put, put_mhd, write_job
 
 
@@ -126,7 +127,7 @@ def _emulator_job(job_dir: Path, emulator: RunningEmulator, rules: str | None = 
 def test_plan_checks_socket_slugs_on_the_server(
     job_dir: Path, threaded_emulator: RunningEmulator, monkeypatch, capsys
 ) -> None:
-    put(job_dir / "cases" / "patient1" / "ct.mha")
+    make_mha(job_dir / "cases" / "patient1" / "ct.mha", (2, 4, 4))  # a real image: its header is checked too
     monkeypatch.setenv(TOKEN_ENV, threaded_emulator.tokens["editor"])
     job = _emulator_job(job_dir, threaded_emulator, '[[rules]]\nposition = 1\nsocket = "ct-imag"\n')
     assert main(["plan", str(job)]) == 2

@@ -31,9 +31,11 @@ def _only(findings: list[Finding], code: str) -> Finding:
     return matching[0]
 
 
-def _check(config: JobConfig, catalogue=CATALOGUE) -> tuple[list[PlannedCase], list[Finding]]:
-    """Plan and run the whole preflight, as ``gcbulk plan`` does."""
-    checker = Preflight(config=config, catalogue=catalogue)
+def _check(config: JobConfig, catalogue=CATALOGUE, *, check_content: bool = False,
+           ) -> tuple[list[PlannedCase], list[Finding]]:
+    """Plan and run the whole preflight, as ``gcbulk plan`` does. The files here are stand-in bytes, so the content
+    checks (tests/planner/test_content_checks.py) are off unless asked for."""
+    checker = Preflight(config=config, catalogue=catalogue, check_content=check_content)
     findings = checker.check_job()
     cases, walk_findings = plan(config)
     findings += [f for f in walk_findings if f.case is None or not any(f in c.findings for c in cases)]
