@@ -17,7 +17,7 @@ from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.upload.crashpoints import ENV_VAR
 
 from tests.engine.conftest import make_tutorial_tree, write_job
-from tests.imaging import make_mha
+from tests.imaging import make_mha, make_truncated_mha
 
 REPO = Path(__file__).parents[2]
 
@@ -65,7 +65,7 @@ def test_failed_cases_are_listed_with_reasons_exit_1_and_retry_failed_finishes_t
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 2)
     bad = tmp_path / "cases" / "patient2" / "seg.mha"
-    bad.write_text("not an image\n")
+    make_truncated_mha(bad)  # its header reads, so it passes the plan; the import fails
     job = write_job(tmp_path, threaded_emulator)
     token = threaded_emulator.tokens["editor"]
     failed = gcbulk("run", str(job), token=token)
