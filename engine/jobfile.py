@@ -9,7 +9,8 @@ A job file names the reader study, the server, the case tree and how files map t
 
     [cases]
     depth = 1                            # each folder at this depth under case_root is one case
-    title = "{folder}"                   # {folder}, {path} (relative, '/'-separated) or {parent}
+    title = "{folder}"                   # {folder}, {path} (relative, '/'-separated) or {parent}; a pseudonym:
+                                         # "case-{folder|sha256:12}"; or titles_csv = "titles.csv" (folder,title)
     ignore = [".DS_Store", "*.txt"]      # globs of files to leave out (reported as info)
 
     [[rules]]                            # exactly one of glob / regex / position per rule
@@ -40,10 +41,10 @@ A job file names the reader study, the server, the case tree and how files map t
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
-import string
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,12 +54,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.plan.titles import TitleTemplateError, check_template
 from gcbulk.engine.upload.transfer_settings import JOB_KNOBS, TransferSettings
 from gcbulk.state.records import JobBinding
 
 TOKEN_ENV = "GRAND_CHALLENGE_AUTHORIZATION"  # the variable gcapi reads (contract §0)
 _SECRET_KEY = re.compile(r"token|authori[sz]ation|password|secret", re.IGNORECASE)
-_TITLE_FIELDS = frozenset({"folder", "path", "parent"})
 _GROUPS = frozenset({"dicom-series", "all"})
 _UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
 MiB = 1024**2
@@ -107,6 +108,8 @@ class CaseLayout:
     depth: int = 1
     title: str = "{folder}"
     ignore: tuple[str, ...] = ()
+    titles_csv: Path | None = None  # folder (relative to case_root) → title, instead of the template
+    titles: Mapping[str, str] | None = None  # the CSV's rows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,7 +136,8 @@ class JobConfig:
     def rules_dict(self) -> dict[str, Any]:
         """The mapping part of the job, as recorded in the ledger."""
         return {
-            "cases": {"depth": self.cases.depth, "title": self.cases.title, "ignore": list(self.cases.ignore)},
+            "cases": {"depth": self.cases.depth, "title": self.cases.title, "ignore": list(self.cases.ignore),
+                      "titles_csv": None if self.cases.titles_csv is None else str(self.cases.titles_csv)},
             "rules": [rule.as_dict() for rule in self.rules],
             "values": dict(self.values),
         }
@@ -236,27 +240,61 @@ def _parse_rule(index: int, raw: object, job_file: Path) -> Rule:
                 required=required)
 
 
+def _read_titles(path: Path, job_file: Path) -> dict[str, str]:
+    """cases.titles_csv: a CSV with a header row ``folder,title``; each folder once, each title once."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not {"folder", "title"} <= set(reader.fieldnames):
+                raise JobFileError(f"{job_file}: cases.titles_csv {path} needs a header row with the columns folder "
+                                   "and title")
+            titles: dict[str, str] = {}
+            seen: dict[str, str] = {}
+            for line, row in enumerate(reader, 2):
+                folder, title = (row.get("folder") or "").strip().strip("/"), (row.get("title") or "").strip()
+                if not folder or not title:
+                    raise JobFileError(f"{job_file}: cases.titles_csv {path} line {line}: folder and title must "
+                                       "both be filled in")
+                if folder in titles:
+                    raise JobFileError(f"{job_file}: cases.titles_csv {path} line {line}: folder {folder!r} is "
+                                       "listed twice; give each case folder one title")
+                if title in seen:
+                    raise JobFileError(f"{job_file}: cases.titles_csv {path} line {line}: title {title!r} is also "
+                                       f"the title of {seen[title]!r}; titles must be unique in the reader study")
+                titles[folder] = title
+                seen[title] = folder
+    except FileNotFoundError:
+        raise JobFileError(f"{job_file}: cases.titles_csv {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise JobFileError(f"{job_file}: cases.titles_csv {path} is not UTF-8 text; save it as UTF-8 CSV") from None
+    except OSError as exc:
+        raise JobFileError(f"{job_file}: cases.titles_csv {path} cannot be read: {exc.strerror}") from None
+    except csv.Error as exc:
+        raise JobFileError(f"{job_file}: cases.titles_csv {path} is not valid CSV: {exc}") from None
+    return titles
+
+
 def _parse_cases(raw: Mapping[str, Any], job_file: Path) -> CaseLayout:
-    _reject_unknown("cases.", raw, {"depth", "title", "ignore"}, job_file)
+    _reject_unknown("cases.", raw, {"depth", "title", "ignore", "titles_csv"}, job_file)
     depth = raw.get("depth", 1)
     _positive("cases.depth", depth)
     title = raw.get("title", "{folder}")
     if not isinstance(title, str):
         raise JobFileError(f"{job_file}: cases.title must be a string such as \"{{folder}}\"")
     try:
-        names = {name for _, name, _, _ in string.Formatter().parse(title) if name is not None}
-    except (ValueError, TypeError) as exc:
-        raise JobFileError(f"{job_file}: cases.title {title!r} is not a valid template ({exc})") from None
-    unknown = names - _TITLE_FIELDS
-    if unknown:
-        raise JobFileError(
-            f"{job_file}: cases.title uses {{{sorted(unknown)[0]}}}; the template may use {{folder}}, {{path}} and "
-            "{parent}"
-        )
+        check_template(title)
+    except TitleTemplateError as exc:
+        raise JobFileError(f"{job_file}: cases.title {title!r}: {exc}") from None
     ignore = raw.get("ignore", [])
     if not isinstance(ignore, list) or not all(isinstance(p, str) for p in ignore):
         raise JobFileError(f"{job_file}: cases.ignore must be a list of glob strings")
-    return CaseLayout(depth=depth, title=title, ignore=tuple(ignore))
+    titles_csv = titles = None
+    if raw.get("titles_csv") is not None:
+        if not isinstance(raw["titles_csv"], str) or not raw["titles_csv"]:
+            raise JobFileError(f"{job_file}: cases.titles_csv must be the path of a CSV file (folder,title)")
+        titles_csv = (job_file.parent / raw["titles_csv"]).resolve()
+        titles = MappingProxyType(_read_titles(titles_csv, job_file))
+    return CaseLayout(depth=depth, title=title, ignore=tuple(ignore), titles_csv=titles_csv, titles=titles)
 
 
 def _parse_engine(raw: Mapping[str, Any], job_file: Path) -> TransferSettings:

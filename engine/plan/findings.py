@@ -185,6 +185,12 @@ def bad_segmentation(path: object, rel: str, socket: str, reason: str, case: str
               "values to the socket's overlay_segments on Grand Challenge", (rel,), case)
 
 
+def no_title_row(path: object, rel: str, csv_path: str) -> Finding:
+    return _f("no-title", "blocking", path, f"case folder {rel!r} has no row in cases.titles_csv {csv_path}",
+              "add a row 'folder,title' for it to the CSV (the title must not identify the patient), or move the "
+              "folder out of the case root")
+
+
 def not_dicom(path: object, rel: str, reason: str, case: str) -> Finding:
     return _f("not-dicom", "blocking", path, f"rule groups DICOM series, but this file is not DICOM: {reason}",
               "remove it from the case folder, or narrow the rule's glob/regex to the DICOM files", (rel,), case)

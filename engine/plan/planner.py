@@ -34,6 +34,7 @@ from gcbulk.engine.plan.cases import Entry, PlannedCase, PlannedFile, PlannedIte
 from gcbulk.engine.plan.filesets import dicom_series, files_item, mhd_data_file, value_item
 from gcbulk.engine.plan.findings import Finding, shown
 from gcbulk.engine.plan.mapping import MappingSummary
+from gcbulk.engine.plan.titles import TitleMaker, digest
 from gcbulk.engine.plan.values import canonical_json
 
 __all__ = ["PlannedCase", "PlannedFile", "PlannedItem", "Planner", "canonical_json", "name_problem", "plan_tree"]
@@ -79,6 +80,8 @@ class Planner:
         self._case_folders: dict[tuple[int, int], str] = {}
         self._required = {rule.socket: rule for rule in config.rules if rule.required}
         self.mapping = MappingSummary(config)  # what went to which socket, for `plan` to show and warn about
+        cases = config.cases
+        self._titles = TitleMaker(cases.title, None if cases.titles is None else dict(cases.titles))
         for rule in config.rules:
             if rule.position is not None:
                 self._positional[rule.position] = rule
@@ -209,9 +212,13 @@ class Planner:
         return None
 
     # ------------------------------------------------------------------------------------------------- one case
-    def _title(self, rel: str) -> str:
-        parent, _, folder = rel.rpartition("/")
-        return self.config.cases.title.format(folder=folder, path=rel, parent=parent.rpartition("/")[2])
+    def _title(self, rel: str, findings: list[Finding], path: str) -> str:
+        title = self._titles.title(rel)
+        if title is None:
+            # No row in cases.titles_csv: blocked; recorded under a stand-in that names no identifier.
+            title = f"untitled-{digest(rel)}"
+            findings.append(finding.no_title_row(path, shown(rel), str(self.config.cases.titles_csv)))
+        return title
 
     def _case(self, path: str, rel: str, ancestors: frozenset[tuple[int, int]]) -> Iterator[Any]:
         files: list[Entry] = []
@@ -224,10 +231,10 @@ class Planner:
         if shown(rel) != rel:
             # The title and the ledger's keys must be text; a folder name that is not UTF-8 blocks only its case,
             # which is recorded under the escaped name so it is counted and shown (never a crash, issue 11).
-            yield PlannedCase(title=shown(self._title(rel)), folder=shown(rel), items=(), findings=(
+            yield PlannedCase(title=shown(self._title(rel, findings, path)), folder=shown(rel), items=(), findings=(
                 *findings, finding.bad_folder_name(path, shown(rel), tuple(e.rel for e in files))))
             return
-        title = self._title(rel)
+        title = self._title(rel, findings, path)
         sets = self._file_sets(files, findings, title)
         claims = self._claim(sets, findings, title)
         items = self._items(claims, findings, title)
