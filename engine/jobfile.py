@@ -11,6 +11,7 @@ A job file names the reader study, the server, the case tree and how files map t
     depth = 1                            # each folder at this depth under case_root is one case
     title = "{folder}"                   # {folder}, {path} (relative, '/'-separated) or {parent}; a pseudonym:
                                          # "case-{folder|sha256:12}"; or titles_csv = "titles.csv" (folder,title)
+    redact_titles = false                # true: logs, events, reports, status show title#<hash>, not the title
     ignore = [".DS_Store", "*.txt"]      # globs of files to leave out (reported as info)
 
     [[rules]]                            # exactly one of glob / regex / position per rule
@@ -110,6 +111,7 @@ class CaseLayout:
     ignore: tuple[str, ...] = ()
     titles_csv: Path | None = None  # folder (relative to case_root) → title, instead of the template
     titles: Mapping[str, str] | None = None  # the CSV's rows
+    redact_titles: bool = False  # logs, events, reports and status show a hash of each title instead
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -275,7 +277,8 @@ def _read_titles(path: Path, job_file: Path) -> dict[str, str]:
 
 
 def _parse_cases(raw: Mapping[str, Any], job_file: Path) -> CaseLayout:
-    _reject_unknown("cases.", raw, {"depth", "title", "ignore", "titles_csv"}, job_file)
+    _reject_unknown("cases.", raw, {"depth", "title", "ignore", "titles_csv", "redact_titles"},
+                    job_file)
     depth = raw.get("depth", 1)
     _positive("cases.depth", depth)
     title = raw.get("title", "{folder}")
@@ -294,7 +297,11 @@ def _parse_cases(raw: Mapping[str, Any], job_file: Path) -> CaseLayout:
             raise JobFileError(f"{job_file}: cases.titles_csv must be the path of a CSV file (folder,title)")
         titles_csv = (job_file.parent / raw["titles_csv"]).resolve()
         titles = MappingProxyType(_read_titles(titles_csv, job_file))
-    return CaseLayout(depth=depth, title=title, ignore=tuple(ignore), titles_csv=titles_csv, titles=titles)
+    redact = raw.get("redact_titles", False)
+    if not isinstance(redact, bool):
+        raise JobFileError(f"{job_file}: cases.redact_titles must be true or false")
+    return CaseLayout(depth=depth, title=title, ignore=tuple(ignore), titles_csv=titles_csv, titles=titles,
+                      redact_titles=redact)
 
 
 def _parse_engine(raw: Mapping[str, Any], job_file: Path) -> TransferSettings:

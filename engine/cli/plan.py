@@ -33,6 +33,7 @@ from gcbulk.engine.plan.cases import PlannedCase
 from gcbulk.engine.plan.parts import multipart_checksum
 from gcbulk.engine.plan.planner import Planner
 from gcbulk.engine.plan.preflight import Finding, Preflight, QuotaEstimate
+from gcbulk.engine.plan.titles import redacted
 from gcbulk.engine.service.progress import human_bytes
 from gcbulk.state.ledger import Ledger, LedgerError
 from gcbulk.state.records import PlanDiff
@@ -105,6 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--offline, checks masks and JSON values against them without asking the server")
     parser.add_argument("--no-content-checks", action="store_true",
                         help="skip reading masks, image headers and JSON files (the server's own checks)")
+    parser.add_argument("--redact-titles", action="store_true",
+                        help="show a hash of each case title (also: cases.redact_titles in the job file)")
     parser.add_argument("--show-cases", type=int, default=0, metavar="N",
                         help="list the first N cases with the files each socket takes (--json lists them all)")
     add_strict_argument(parser)
@@ -255,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
-        print_report(report, show_cases=args.show_cases)
+        print_report(report, show_cases=args.show_cases,
+                     redact_titles=args.redact_titles or config.cases.redact_titles)
     if report.blocking:
         return EXIT_CONFIG_ERROR
     return EXIT_SOME_FAILED if report.partly_blocked else EXIT_OK
@@ -271,22 +275,24 @@ def _print_list(title: str, lines: list[str], out: Any) -> None:
         print(f"  … and {len(lines) - _SHOW} more (--json lists them all)", file=out)
 
 
-def _print_cases(report: PlanReport, limit: int, out: Any) -> None:
+def _print_cases(report: PlanReport, limit: int, out: Any, shown: Any) -> None:
     rows = report.cases[:limit]
     if not rows:
         return
     print(f"Cases (first {len(rows)} of {report.diff.cases}; case → socket ← files):", file=out)
     for row in rows:
         mark = "  [BLOCKED]" if row["blocked"] else ""
-        print(f"  {row['title']}{mark}", file=out)
+        print(f"  {shown(row['title'])}{mark}", file=out)
         for socket, files in row["sockets"].items():
             shown = ", ".join(files) if isinstance(files, list) else (
                 f"value from {files['value_from']}" if "value_from" in files else "value from [values]")
             print(f"      {socket} ← {shown}", file=out)
 
 
-def print_report(report: PlanReport, out: Any = None, *, show_cases: int = 0) -> None:
+def print_report(report: PlanReport, out: Any = None, *, show_cases: int = 0, redact_titles: bool = False) -> None:
+    """The human plan report. ``redact_titles``: case titles as hashes (findings still show paths)."""
     out = out or sys.stdout
+    shown = redacted if redact_titles else (lambda title: title)
     diff, quota, config = report.diff, report.quota, report.config
     where = "dry run, nothing written" if report.dry_run else f"ledger {report.ledger_path}"
     print(f"Plan for reader study {config.reader_study!r} at {config.base_url} ({where})", file=out)
@@ -309,19 +315,19 @@ def print_report(report: PlanReport, out: Any = None, *, show_cases: int = 0) ->
         print("Mapping (socket ← file names, by number of cases):", file=out)
         for line in report.mapping_lines:
             print(f"  {line}", file=out)
-    _print_cases(report, show_cases, out)
-    _print_list("Re-queued (changed before Grand Challenge took them)", diff.requeued, out)
+    _print_cases(report, show_cases, out, shown)
+    _print_list("Re-queued (changed before Grand Challenge took them)", [shown(t) for t in diff.requeued], out)
     _print_list(
         "Changed after Grand Challenge took them (reported, not re-sent)",
-        [f"{title} [{socket}]: {change}" for title, socket, change in diff.changed_after_consumed],
+        [f"{shown(title)} [{socket}]: {change}" for title, socket, change in diff.changed_after_consumed],
         out,
     )
     _print_list(
         "Removed from the tree (nothing is deleted on Grand Challenge)",
-        [f"{title} (was {state})" for title, state in diff.removed],
+        [f"{shown(title)} (was {state})" for title, state in diff.removed],
         out,
     )
-    _print_list("Blocked cases", diff.blocked, out)
+    _print_list("Blocked cases", [shown(t) for t in diff.blocked], out)
     severities = Counter(finding.severity for finding in report.findings)
     if report.findings:
         print(

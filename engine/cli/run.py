@@ -33,6 +33,7 @@ from gcbulk.engine.gc.errors import (
     ConfigurationError,
     GcbulkError,
 )
+from gcbulk.engine.plan.titles import redacted, scrub
 from gcbulk.engine.service import follow, logs
 from gcbulk.engine.service.job_service import JobService, PlanBlocked, run_once
 from gcbulk.engine.service.progress import format_progress_line
@@ -55,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="kept for scripts: every run walks the case tree again (new, changed and vanished "
                              "case folders are picked up; unchanged ones cost a stat)")
     add_strict_argument(parser)
+    parser.add_argument("--redact-titles", action="store_true",
+                        help="logs and events show a hash of each title (also: cases.redact_titles in the job file)")
     settings.add_arguments(parser)
 
 
@@ -62,21 +65,25 @@ def events_path_for(job_file: Path) -> Path:
     return job_file.with_name(f"{job_file.stem}.events.jsonl")
 
 
-def _print_outcome(outcome: RunOutcome, ledger_path: Path, events_path: Path, blocked: list[str] = ()) -> None:
+def _print_outcome(outcome: RunOutcome, ledger_path: Path, events_path: Path, blocked: list[str] = (),
+                   redact: bool = False) -> None:
+    def shown(title: str) -> str:
+        return redacted(title) if redact else title
+
     if outcome.stats is not None:
         print(f"gcbulk run: {format_progress_line(outcome.stats)}", file=sys.stderr)
     if blocked:
         print(f"gcbulk run: {len(blocked)} case(s) blocked by their findings and skipped (the plan above says why):",
               file=sys.stderr)
         for title in blocked[:_SHOW_FAILED]:
-            print(f"  {title}", file=sys.stderr)
+            print(f"  {shown(title)}", file=sys.stderr)
         if len(blocked) > _SHOW_FAILED:
             print(f"  … and {len(blocked) - _SHOW_FAILED} more ('gcbulk status' lists them all)", file=sys.stderr)
         print("  fix the findings; the next 'gcbulk run' plans them again", file=sys.stderr)
     if outcome.failed:
         print(f"gcbulk run: {len(outcome.failed)} case(s) failed:", file=sys.stderr)
         for title, reason in outcome.failed[:_SHOW_FAILED]:
-            print(f"  {title}: {reason}", file=sys.stderr)
+            print(f"  {shown(title)}: {scrub(reason, title) if redact else reason}", file=sys.stderr)
         if len(outcome.failed) > _SHOW_FAILED:
             print(f"  … and {len(outcome.failed) - _SHOW_FAILED} more ('gcbulk status' lists them all)",
                   file=sys.stderr)
@@ -104,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, resolved: settings.RunSettings, service: JobService) -> int:
     service.strict = getattr(args, "strict", False)
+    service.redact_titles = service.redact_titles or getattr(args, "redact_titles", False)
     try:
         if getattr(args, "follow", False):
             return follow.run_follow(service)
@@ -126,8 +134,8 @@ def _run(args: argparse.Namespace, resolved: settings.RunSettings, service: JobS
     if outcome is None or outcome.interrupted:
         print("gcbulk run: stopped; everything sent so far is recorded — run it again to resume", file=sys.stderr)
         if outcome is not None:
-            _print_outcome(outcome, resolved.ledger, resolved.events, service.blocked_cases)
+            _print_outcome(outcome, resolved.ledger, resolved.events, service.blocked_cases, service.redact_titles)
         return EXIT_OK
-    _print_outcome(outcome, resolved.ledger, resolved.events, service.blocked_cases)
+    _print_outcome(outcome, resolved.ledger, resolved.events, service.blocked_cases, service.redact_titles)
     # Blocked cases are not done either: exit 1, as for failed ones, so a script sees the job is not complete.
     return EXIT_SOME_FAILED if outcome.failed or service.blocked_cases else EXIT_OK

@@ -77,6 +77,21 @@ def digest(text: str, length: int = 12) -> str:
     return hashlib.sha256(text.encode("utf-8", errors="surrogateescape")).hexdigest()[:length]
 
 
+def redacted(title: str) -> str:
+    """What logs, events, reports and status show for a title when titles are redacted (``cases.redact_titles`` or
+    ``--redact-titles``): a stable hash, so lines about one case still match up; the ledger (0600) keeps the title."""
+    return f"title#{digest(title)}"
+
+
+def scrub(text: str | None, *names: str) -> str | None:
+    """``text`` with each of ``names`` (a title, a folder) replaced by its hash: error messages quote titles."""
+    if text is None:
+        return None
+    for name in sorted(filter(None, names), key=len, reverse=True):
+        text = text.replace(name, redacted(name))
+    return text
+
+
 class TitleMaker:
     """``title(rel)`` for a case folder at ``rel`` (relative to the case root, '/'-separated)."""
 

@@ -29,6 +29,7 @@ from gcbulk.engine.gc.errors import (
     GcbulkError,
     first_error,
 )
+from gcbulk.engine.plan.titles import redacted, scrub
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.job_service import JobService
 from gcbulk.state.errors import LedgerError
@@ -78,6 +79,10 @@ class Follower:
         self.requeue_due = 0.0  # failed cases found at start are queued again at once: a restart is deliberate
         self._findings: frozenset[tuple[str, str, str]] | None = None
         self._blocked: frozenset[str] = frozenset()
+        self._redact = service.redact_titles
+
+    def _title(self, title: str) -> str:
+        return redacted(title) if self._redact else title
         self._first_plan = True
 
     async def run(self) -> int:
@@ -122,7 +127,9 @@ class Follower:
             delay = self.failed_backoff.next_delay()
             self.requeue_due = time.monotonic() + delay
             logs.log_event("cases_failed", level=logging.WARNING, cases=len(outcome.failed),
-                           retry_in_seconds=delay, examples=[f"{t}: {r}" for t, r in outcome.failed[:5]])
+                           retry_in_seconds=delay,
+                           examples=[f"{self._title(t)}: {scrub(r, t) if self._redact else r}"
+                                     for t, r in outcome.failed[:5]])
         elif not outcome.interrupted:
             self.failed_backoff.reset()
 
@@ -139,8 +146,8 @@ class Follower:
         self._first_plan = False
         if blocked_changed:
             logs.log_event("cases_blocked", level=logging.WARNING if blocked else logging.INFO, cases=len(blocked),
-                           newly_blocked=sorted(blocked - self._blocked)[:20],
-                           unblocked=sorted(self._blocked - blocked)[:20],
+                           newly_blocked=[self._title(t) for t in sorted(blocked - self._blocked)[:20]],
+                           unblocked=[self._title(t) for t in sorted(self._blocked - blocked)[:20]],
                            message="blocked cases are skipped until their findings are fixed; the others run"
                            if blocked else "no case is blocked any more")
             self._blocked = blocked

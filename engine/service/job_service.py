@@ -60,6 +60,8 @@ class JobService:
         self.killed = False
         self.strict = False  # --strict: any blocking finding holds back every case (default: only its own case)
         self.blocked_cases: list[str] = []  # titles the last plan blocked (skipped by the pass)
+        # cases.redact_titles / --redact-titles: logs and events show title#<hash> (the ledger keeps the titles)
+        self.redact_titles = self.job.cases.redact_titles
         # Masks and JSON files checked, by (path, size, mtime): follow mode's polls do not read them again.
         self.content_cache: dict[Any, Any] = {}
         self.client: GrandChallengeClient | None = None
@@ -97,7 +99,7 @@ class JobService:
                         async with LedgerRunner(self.settings.ledger, self.job.binding,
                                                 job_file=self.job.job_file) as runner:
                             self.runner = self.state.runner = runner
-                            self.journal = Journal(runner, events)
+                            self.journal = Journal(runner, events, redact_titles=self.redact_titles)
                             try:
                                 result = await body(self)
                             finally:
@@ -294,7 +296,7 @@ async def run_once(service: JobService, *, replan: bool = True) -> RunOutcome:
         print(f"gcbulk run: could not check the job's sockets at {service.job.base_url}: {exc}. Check the "
               "server address and the network, then run again.", file=sys.stderr)
         raise PlanBlocked() from None
-    print_report(report, out=sys.stderr)
+    print_report(report, out=sys.stderr, redact_titles=service.redact_titles)
     if report.blocking:
         raise PlanBlocked()
     service.blocked_cases = list(report.diff.blocked)

@@ -3,13 +3,17 @@ back all; ``run`` notices new and vanished case folders without ``--replan``."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
 from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
+from gcbulk.state.ledger import Ledger
 
 from tests.engine.conftest import make_tutorial_tree, write_job
 from tests.engine.test_run_command import gcbulk
@@ -81,3 +85,26 @@ def test_run_picks_up_new_and_vanished_case_folders_without_replan(
     third = gcbulk("run", str(job), token=token)  # idempotent: nothing new, nothing sent
     assert "new 0 · re-queued 0 · unchanged 2 (done 2)" in third.stderr
     assert len(threaded_emulator.context.store.display_sets) == 3
+
+
+def test_redacted_titles_stay_out_of_output_events_report_and_status_and_the_ledger_keeps_them(
+    tmp_path: Path, threaded_emulator: RunningEmulator
+) -> None:
+    make_tutorial_tree(tmp_path / "cases", 2)
+    job = write_job(tmp_path, threaded_emulator, rules=GLOBS)
+    job.write_text(job.read_text().replace("[[rules]]", "[cases]\nredact_titles = true\n\n[[rules]]", 1))
+    token = threaded_emulator.tokens["editor"]
+    run = gcbulk("run", str(job), token=token)
+    assert run.returncode == 0, run.stderr
+    report = gcbulk("report", str(job), "--format", "json", token=token)
+    status = gcbulk("status", str(job), token=token)
+    events = (tmp_path / "job.events.jsonl").read_text()
+    hashed = "title#" + hashlib.sha256(b"patient1").hexdigest()[:12]
+    assert f'"case":"{hashed}"' in events.replace(" ", "")
+    assert [row["title"] for row in json.loads(report.stdout)][0] == hashed
+    for text in (run.stderr, run.stdout, events, report.stdout, status.stdout):
+        assert "patient1" not in text and "patient2" not in text
+    ledger = tmp_path / "job.ledger.sqlite"
+    assert stat.S_IMODE(ledger.stat().st_mode) == 0o600
+    with Ledger.open_readonly(ledger) as opened:
+        assert [row["title"] for row in opened._all("SELECT title FROM cases ORDER BY id")] == ["patient1", "patient2"]
