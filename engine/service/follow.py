@@ -80,10 +80,10 @@ class Follower:
         self._findings: frozenset[tuple[str, str, str]] | None = None
         self._blocked: frozenset[str] = frozenset()
         self._redact = service.redact_titles
+        self._first_plan = True
 
     def _title(self, title: str) -> str:
         return redacted(title) if self._redact else title
-        self._first_plan = True
 
     async def run(self) -> int:
         service = self.service
