@@ -11,6 +11,10 @@ same, already generated tree:
 * ``walk``: the pure planner alone (``plan_tree``: scandir, stat, rules), no ledger;
 * ``plan``: what ``gcbulk plan --offline`` does — planner + preflight + **recording every case, item and file in a
   fresh ledger** (SQLite, WAL, synchronous=FULL, one commit per 5 000 files). The goal figure is this one.
+* ``checked``: the same plan with the socket catalogue known (``gcbulk plan`` online, or ``--sockets FILE``), so the
+  server's own checks run too (issue 11): every ``ct.mha`` header read by SimpleITK, every ``seg.mha`` (a
+  Segmentation socket with overlay values {0, 1}) read in full and its voxel values checked. The images are real
+  (4 × 8 × 8 voxels), so no finding is expected.
 
 Goals (issue 4): ≥ 20 000 files/s, peak RSS < 500 MiB and nearly the same for both sizes.
 """
@@ -48,10 +52,31 @@ socket = "airway-segmentation"
 """
 
 
+CATALOGUE = {
+    "ct-image": {"slug": "ct-image", "kind": "Image", "super_kind": "Image"},
+    "airway-segmentation": {"slug": "airway-segmentation", "kind": "Segmentation", "super_kind": "Image",
+                            "overlay_segments": [{"name": "airway", "voxel_value": 1, "visible": True}]},
+    "generic-medical-image": {"slug": "generic-medical-image", "kind": "Image", "super_kind": "Image"},
+}
+
+
+def _image_bytes(dtype: str) -> bytes:
+    """A real 4 × 8 × 8 .mha (written once; every case gets a copy of its bytes)."""
+    import numpy as np
+    import SimpleITK as sitk  # noqa: N813
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "image.mha"
+        values = (np.arange(256).reshape(4, 8, 8) % (2 if dtype == "uint8" else 200)).astype(dtype)
+        sitk.WriteImage(sitk.GetImageFromArray(values), str(path))
+        return path.read_bytes()
+
+
 def generate_tree(directory: Path, files: int) -> None:
     """Write ``files`` small files, 10 per case folder, with raw os calls (the generator must not be the bottleneck)."""
     cases = directory / "cases"
     payload = b"gcbulk-benchmark"
+    images = {"ct.mha": _image_bytes("int16"), "seg.mha": _image_bytes("uint8")}
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     for case in range(files // FILES_PER_CASE):
         folder = cases / f"case{case:07d}"
@@ -60,7 +85,7 @@ def generate_tree(directory: Path, files: int) -> None:
         names = [folder / "ct.mha", folder / "seg.mha"] + [tiles / f"tile{n}.tif" for n in range(8)]
         for name in names:
             fd = os.open(name, flags, 0o644)
-            os.write(fd, payload)
+            os.write(fd, images.get(name.name, payload))
             os.close(fd)
     (directory / "job.toml").write_text(JOB)
 
@@ -88,6 +113,12 @@ def measure(directory: Path) -> dict[str, float]:
     with Ledger.open(directory / "job.ledger.sqlite", config.binding) as ledger:
         report = plan_into_ledger(config, ledger, catalogue=None)
     plan_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    with Ledger.open(directory / "checked.ledger.sqlite", config.binding) as ledger:
+        checked = plan_into_ledger(config, ledger, catalogue=CATALOGUE)
+    checked_seconds = time.perf_counter() - started
+    assert {f.code for f in checked.findings} <= {"quota"}, checked.findings[:3]
     # The only findings expected are the quota notes (more than 2000 uploads in all).
     assert report.diff.files == walked and {f.code for f in report.findings} <= {"quota"}, report.findings[:3]
     return {
@@ -97,6 +128,8 @@ def measure(directory: Path) -> dict[str, float]:
         "walk_files_per_s": walked / walk_seconds,
         "plan_seconds": plan_seconds,
         "plan_files_per_s": report.diff.files / plan_seconds,
+        "checked_seconds": checked_seconds,
+        "checked_files_per_s": checked.diff.files / checked_seconds,
         "peak_rss_mib": peak_rss_mib(),
         "ledger_mib": (directory / "job.ledger.sqlite").stat().st_size / 2**20,
     }
@@ -132,11 +165,12 @@ def main() -> None:
         print(json.dumps(measure(args.measure)))
         return
     print(f"{'files':>10} {'cases':>8} {'walk files/s':>13} {'plan files/s':>13} {'plan s':>8} "
-          f"{'peak RSS MiB':>13} {'ledger MiB':>11}")
+          f"{'checked files/s':>16} {'checked s':>10} {'peak RSS MiB':>13} {'ledger MiB':>11}")
     for size in args.sizes:
         r = run_size(size, args.workdir, args.keep)
         print(f"{r['files']:>10} {r['cases']:>8} {r['walk_files_per_s']:>13,.0f} {r['plan_files_per_s']:>13,.0f} "
-              f"{r['plan_seconds']:>8.1f} {r['peak_rss_mib']:>13.1f} {r['ledger_mib']:>11.1f}", flush=True)
+              f"{r['plan_seconds']:>8.1f} {r['checked_files_per_s']:>16,.0f} {r['checked_seconds']:>10.1f} "
+              f"{r['peak_rss_mib']:>13.1f} {r['ledger_mib']:>11.1f}", flush=True)
     print("plan files/s includes preflight and writing every case, item and file to a fresh ledger "
           "(synchronous=FULL); walk files/s is the pure planner alone. Peak RSS is the measuring subprocess's.")
 

@@ -9,12 +9,19 @@ A job file names the reader study, the server, the case tree and how files map t
 
     [cases]
     depth = 1                            # each folder at this depth under case_root is one case
-    title = "{folder}"                   # {folder}, {path} (relative, '/'-separated) or {parent}
+    title = "{folder}"                   # {folder}, {path} (relative, '/'-separated) or {parent}; a pseudonym:
+                                         # "case-{folder|sha256:12}"; or titles_csv = "titles.csv" (folder,title)
+    redact_titles = false                # true: logs, events, reports, status show title#<hash>, not the title
     ignore = [".DS_Store", "*.txt"]      # globs of files to leave out (reported as info)
 
     [[rules]]                            # exactly one of glob / regex / position per rule
-    position = 1                         # the first file of the case (by name) that no pattern rule took
+    glob = "ct.mha"                      # by name: what `gcbulk plan` shows as "ct-image ← ct.mha in N cases"
     socket = "ct-image"
+    required = true                      # a case without it is blocked (reported), the others still run
+
+    [[rules]]
+    position = 1                         # the first file of the case (by name) that no pattern rule took; the
+    socket = "airway-segmentation"       # tutorial's form, but names decide the order: prefer a glob
 
     [[rules]]
     glob = "*.dcm"                       # matched against the path inside the case folder (name only if no '/')
@@ -35,10 +42,10 @@ A job file names the reader study, the server, the case tree and how files map t
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
-import string
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,12 +55,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.plan.titles import TitleTemplateError, check_template
 from gcbulk.engine.upload.transfer_settings import JOB_KNOBS, TransferSettings
 from gcbulk.state.records import JobBinding
 
 TOKEN_ENV = "GRAND_CHALLENGE_AUTHORIZATION"  # the variable gcapi reads (contract §0)
 _SECRET_KEY = re.compile(r"token|authori[sz]ation|password|secret", re.IGNORECASE)
-_TITLE_FIELDS = frozenset({"folder", "path", "parent"})
 _GROUPS = frozenset({"dicom-series", "all"})
 _UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
 MiB = 1024**2
@@ -74,6 +81,7 @@ class Rule:
     position: int | None = None
     group: str | None = None  # "dicom-series" | "all" | None (each file, with its .mhd companion, is a file set)
     value: bool = False  # the file holds the JSON value of a value socket
+    required: bool = False  # a case without a file for this socket is blocked (a finding), not planned half-empty
 
     @property
     def label(self) -> str:
@@ -92,6 +100,7 @@ class Rule:
             "position": self.position,
             "group": self.group,
             "value": self.value,
+            "required": self.required,
         }
 
 
@@ -100,6 +109,9 @@ class CaseLayout:
     depth: int = 1
     title: str = "{folder}"
     ignore: tuple[str, ...] = ()
+    titles_csv: Path | None = None  # folder (relative to case_root) → title, instead of the template
+    titles: Mapping[str, str] | None = None  # the CSV's rows
+    redact_titles: bool = False  # logs, events, reports and status show a hash of each title instead
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,7 +138,8 @@ class JobConfig:
     def rules_dict(self) -> dict[str, Any]:
         """The mapping part of the job, as recorded in the ledger."""
         return {
-            "cases": {"depth": self.cases.depth, "title": self.cases.title, "ignore": list(self.cases.ignore)},
+            "cases": {"depth": self.cases.depth, "title": self.cases.title, "ignore": list(self.cases.ignore),
+                      "titles_csv": None if self.cases.titles_csv is None else str(self.cases.titles_csv)},
             "rules": [rule.as_dict() for rule in self.rules],
             "values": dict(self.values),
         }
@@ -193,7 +206,8 @@ def _parse_rule(index: int, raw: object, job_file: Path) -> Rule:
     where = f"{job_file}: rules[{index}]"
     if not isinstance(raw, Mapping):
         raise JobFileError(f"{where} must be a table ([[rules]])")
-    _reject_unknown(f"rules[{index}].", raw, {"socket", "glob", "regex", "position", "group", "value"}, job_file)
+    _reject_unknown(f"rules[{index}].", raw, {"socket", "glob", "regex", "position", "group", "value", "required"},
+                    job_file)
     socket = raw.get("socket")
     if not isinstance(socket, str) or not socket:
         raise JobFileError(f"{where} needs socket = \"<socket slug>\"")
@@ -221,30 +235,73 @@ def _parse_rule(index: int, raw: object, job_file: Path) -> Rule:
         raise JobFileError(f"{where}: value must be true or false")
     if value and group is not None:
         raise JobFileError(f"{where}: a value rule reads one JSON file; it cannot also group files")
-    return Rule(index=index, socket=socket, glob=glob, regex=regex, position=position, group=group, value=value)
+    required = raw.get("required", False)
+    if not isinstance(required, bool):
+        raise JobFileError(f"{where}: required must be true or false")
+    return Rule(index=index, socket=socket, glob=glob, regex=regex, position=position, group=group, value=value,
+                required=required)
+
+
+def _read_titles(path: Path, job_file: Path) -> dict[str, str]:
+    """cases.titles_csv: a CSV with a header row ``folder,title``; each folder once, each title once."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not {"folder", "title"} <= set(reader.fieldnames):
+                raise JobFileError(f"{job_file}: cases.titles_csv {path} needs a header row with the columns folder "
+                                   "and title")
+            titles: dict[str, str] = {}
+            seen: dict[str, str] = {}
+            for line, row in enumerate(reader, 2):
+                folder, title = (row.get("folder") or "").strip().strip("/"), (row.get("title") or "").strip()
+                if not folder or not title:
+                    raise JobFileError(f"{job_file}: cases.titles_csv {path} line {line}: folder and title must "
+                                       "both be filled in")
+                if folder in titles:
+                    raise JobFileError(f"{job_file}: cases.titles_csv {path} line {line}: folder {folder!r} is "
+                                       "listed twice; give each case folder one title")
+                if title in seen:
+                    raise JobFileError(f"{job_file}: cases.titles_csv {path} line {line}: title {title!r} is also "
+                                       f"the title of {seen[title]!r}; titles must be unique in the reader study")
+                titles[folder] = title
+                seen[title] = folder
+    except FileNotFoundError:
+        raise JobFileError(f"{job_file}: cases.titles_csv {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise JobFileError(f"{job_file}: cases.titles_csv {path} is not UTF-8 text; save it as UTF-8 CSV") from None
+    except OSError as exc:
+        raise JobFileError(f"{job_file}: cases.titles_csv {path} cannot be read: {exc.strerror}") from None
+    except csv.Error as exc:
+        raise JobFileError(f"{job_file}: cases.titles_csv {path} is not valid CSV: {exc}") from None
+    return titles
 
 
 def _parse_cases(raw: Mapping[str, Any], job_file: Path) -> CaseLayout:
-    _reject_unknown("cases.", raw, {"depth", "title", "ignore"}, job_file)
+    _reject_unknown("cases.", raw, {"depth", "title", "ignore", "titles_csv", "redact_titles"},
+                    job_file)
     depth = raw.get("depth", 1)
     _positive("cases.depth", depth)
     title = raw.get("title", "{folder}")
     if not isinstance(title, str):
         raise JobFileError(f"{job_file}: cases.title must be a string such as \"{{folder}}\"")
     try:
-        names = {name for _, name, _, _ in string.Formatter().parse(title) if name is not None}
-    except (ValueError, TypeError) as exc:
-        raise JobFileError(f"{job_file}: cases.title {title!r} is not a valid template ({exc})") from None
-    unknown = names - _TITLE_FIELDS
-    if unknown:
-        raise JobFileError(
-            f"{job_file}: cases.title uses {{{sorted(unknown)[0]}}}; the template may use {{folder}}, {{path}} and "
-            "{parent}"
-        )
+        check_template(title)
+    except TitleTemplateError as exc:
+        raise JobFileError(f"{job_file}: cases.title {title!r}: {exc}") from None
     ignore = raw.get("ignore", [])
     if not isinstance(ignore, list) or not all(isinstance(p, str) for p in ignore):
         raise JobFileError(f"{job_file}: cases.ignore must be a list of glob strings")
-    return CaseLayout(depth=depth, title=title, ignore=tuple(ignore))
+    titles_csv = titles = None
+    if raw.get("titles_csv") is not None:
+        if not isinstance(raw["titles_csv"], str) or not raw["titles_csv"]:
+            raise JobFileError(f"{job_file}: cases.titles_csv must be the path of a CSV file (folder,title)")
+        titles_csv = (job_file.parent / raw["titles_csv"]).resolve()
+        titles = MappingProxyType(_read_titles(titles_csv, job_file))
+    redact = raw.get("redact_titles", False)
+    if not isinstance(redact, bool):
+        raise JobFileError(f"{job_file}: cases.redact_titles must be true or false")
+    return CaseLayout(depth=depth, title=title, ignore=tuple(ignore), titles_csv=titles_csv, titles=titles,
+                      redact_titles=redact)
 
 
 def _parse_engine(raw: Mapping[str, Any], job_file: Path) -> TransferSettings:

@@ -113,11 +113,12 @@ class PlanRecorder:
             self.commit()
 
     def finish(self, *, blocked: bool = False) -> PlanDiff:
-        """Mark the cases not seen in this plan as vanished and the plan complete (or blocked); return the diff."""
+        """Mark the cases not seen in this plan as vanished and the plan complete, or ``blocked`` (nothing may run: a
+        finding about the whole job, or all-or-nothing was asked for); return the diff. Cases with blocking findings
+        are already ``blocked`` one by one and do not hold back the others."""
         self._ensure_batch()
         with self.db.atomic():
             self._mark_vanished()
-            blocked = blocked or bool(self.diff.blocked) or bool(self.diff.duplicate_titles)
             self.ledger.transition("job", 1, "blocked" if blocked else "complete")
             self.db.execute("UPDATE job SET plan_finished_at = ? WHERE id = 1", (self.ledger._now(),))
             summary = self.diff.as_dict()

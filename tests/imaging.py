@@ -149,3 +149,13 @@ def make_dicom_series(
 def read_image(path: Path) -> sitk.Image:
     """Reads any image file SimpleITK understands (for asserting on what was imported or downloaded)."""
     return sitk.ReadImage(str(path))
+
+
+def make_truncated_mha(path: Path, shape: tuple[int, ...] = (4, 8, 8)) -> Path:
+    """An .mha whose header reads but whose pixel data stops short: it passes the plan's header check and fails the
+    server's import, as a file damaged in transit would."""
+    make_mha(path, shape, dtype="uint8")
+    data = path.read_bytes()
+    marker = b"ElementDataFile = LOCAL\n"
+    path.write_bytes(data[: data.index(marker) + len(marker) + 10])
+    return path

@@ -65,8 +65,8 @@ def write_job_file(workdir: Path, base_url: str, ca_file: Path) -> Path:
         "# Written by 'gcbulk demo' for the bundled emulator; the README's 'job file' section shows one for a real "
         "server.\n"
         f'reader_study = "example-study"\nbase_url = "{base_url}"\ncase_root = "cases"\nca_file = "{ca_file}"\n\n'
-        '[[rules]]\nposition = 1\nsocket = "ct-image"\n\n'
-        '[[rules]]\nposition = 2\nsocket = "airway-segmentation"\n\n'
+        '[[rules]]\nglob = "*-ct.mha"\nsocket = "ct-image"\n\n'
+        '[[rules]]\nglob = "*-airway.mha"\nsocket = "airway-segmentation"\n\n'
         "[engine]\nfiles_in_flight = 8\nparts_in_flight = 16\n"
     )
     return job

@@ -1,8 +1,14 @@
 """``gcbulk plan JOB.toml``: walk the case tree, run the preflight checks, and record the plan in the ledger.
 
-Prints cases, files, bytes, uploads needed, the quota estimate and the diff against the ledger (new / re-queued /
-unchanged / changed after Grand Challenge took them / removed), then every finding with its path and fix.
-Exit 0 when the plan is recorded, 2 on a configuration error or blocking findings.
+Prints cases, files, bytes, uploads needed, the quota estimate, the diff against the ledger (new / re-queued /
+unchanged / changed after Grand Challenge took them / removed / blocked), which files each socket takes ("ct-image ←
+ct.mha in 498 cases, ← airway_seg.mha in 2 cases"; ``--show-cases N`` lists case → socket → files), then every
+finding with its path and fix.
+
+A blocking finding blocks its own case: that case is recorded as ``blocked`` and skipped, the others run. Only a
+finding about the whole job (the case root, the sockets) holds everything back — or any blocking finding with
+``--strict`` (all-or-nothing). Exit 0 when the plan is recorded and clean, 1 when it is recorded but some cases (or
+folders of the tree) are blocked, 2 on a configuration error or when nothing can run.
 
 ``plan_into_ledger`` and ``fetch_catalogue`` are also what ``gcbulk run`` uses to plan before it runs.
 """
@@ -20,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from gcbulk.engine import settings
-from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_OK
+from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_OK, EXIT_SOME_FAILED
 from gcbulk.engine.gc.errors import ConfigurationError, GcbulkError
 from gcbulk.engine.jobfile import JobConfig
+from gcbulk.engine.plan.cases import PlannedCase
 from gcbulk.engine.plan.parts import multipart_checksum
-from gcbulk.engine.plan.planner import plan_tree
+from gcbulk.engine.plan.planner import Planner
 from gcbulk.engine.plan.preflight import Finding, Preflight, QuotaEstimate
+from gcbulk.engine.plan.titles import redacted
 from gcbulk.engine.service.progress import human_bytes
 from gcbulk.state.ledger import Ledger, LedgerError
 from gcbulk.state.records import PlanDiff
@@ -43,9 +51,22 @@ class PlanReport:
     diff: PlanDiff
     quota: QuotaEstimate
     findings: list[Finding] = field(default_factory=list)
+    # Findings about the job as a whole (the case root, the sockets, the quota): a blocking one stops every case.
+    job_findings: list[Finding] = field(default_factory=list)
+    strict: bool = False
+    mapping: dict[str, Any] = field(default_factory=dict)  # socket → {"files": {name: cases}, …}
+    mapping_lines: list[str] = field(default_factory=list)
+    cases: list[dict[str, Any]] = field(default_factory=list)  # case → socket → files, as many as were asked for
 
     @property
     def blocking(self) -> bool:
+        """Nothing may run: a job-wide blocking finding, or (``--strict``) any blocking finding."""
+        findings = self.findings if self.strict else self.job_findings
+        return any(finding.blocking for finding in findings)
+
+    @property
+    def partly_blocked(self) -> bool:
+        """Some cases (or folders of the tree) are held back by their findings; the rest can run."""
         return any(finding.blocking for finding in self.findings)
 
     def as_dict(self) -> dict[str, Any]:
@@ -56,10 +77,23 @@ class PlanReport:
             "ledger": None if self.ledger_path is None else str(self.ledger_path),
             "dry_run": self.dry_run,
             "blocking": self.blocking,
+            "strict": self.strict,
             "plan": self.diff.as_dict(),
             "quota": self.quota.as_dict(),
+            "mapping": self.mapping,
+            "cases": self.cases,
             "findings": [finding.as_dict() for finding in self.findings],
         }
+
+
+def case_row(case: PlannedCase) -> dict[str, Any]:
+    """One case as ``--json`` and ``--show-cases`` show it: title, folder, blocked, socket → files (or value)."""
+    sockets: dict[str, Any] = {}
+    for item in case.items:
+        sockets[item.socket_slug] = ([f.path for f in item.files] if item.files
+                                     else {"value_from": item.value_path} if item.value_path
+                                     else {"value": "[values]"})
+    return {"title": case.title, "folder": case.folder, "blocked": case.blocking, "sockets": sockets}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,11 +101,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="show the plan and its diff; write nothing")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--offline", action="store_true", help="skip checking socket slugs on the server")
+    parser.add_argument("--sockets", type=Path, metavar="FILE",
+                        help="the job's sockets as JSON (a list, or the components/interfaces/ page): with "
+                             "--offline, checks masks and JSON values against them without asking the server")
+    parser.add_argument("--no-content-checks", action="store_true",
+                        help="skip reading masks, image headers and JSON files (the server's own checks)")
+    parser.add_argument("--redact-titles", action="store_true",
+                        help="show a hash of each case title (also: cases.redact_titles in the job file)")
+    parser.add_argument("--show-cases", type=int, default=0, metavar="N",
+                        help="list the first N cases with the files each socket takes (--json lists them all)")
+    add_strict_argument(parser)
     parser.add_argument(
         "--ledger", type=Path, help="the ledger file (default: <job stem>.ledger.sqlite beside the job file)"
     )
     parser.add_argument("--token-file", type=Path, help="read the API token from this file instead of "
                                                          "$GRAND_CHALLENGE_AUTHORIZATION")
+
+
+def add_strict_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strict", action="store_true",
+                        help="all or nothing: any blocking finding holds back every case (default: a blocked case "
+                             "is skipped and the others run)")
 
 
 def fetch_catalogue(config: JobConfig, token: str) -> dict[str, dict[str, Any] | None]:
@@ -90,36 +140,77 @@ def fetch_catalogue(config: JobConfig, token: str) -> dict[str, dict[str, Any] |
     return asyncio.run(fetch())
 
 
+def load_catalogue(path: Path, config: JobConfig) -> dict[str, dict[str, Any] | None]:
+    """The job's sockets from a JSON file (a list of sockets, or a ``components/interfaces/`` page), for offline
+    planning. Raises ConfigurationError naming the file and what is wrong."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"--sockets {path} cannot be read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigurationError(f"--sockets {path} is not valid JSON: {exc}") from None
+    sockets = data.get("results") if isinstance(data, dict) else data
+    if not isinstance(sockets, list) or not all(isinstance(s, dict) and isinstance(s.get("slug"), str)
+                                                 for s in sockets):
+        raise ConfigurationError(f"--sockets {path} must hold a list of sockets, each with a \"slug\" (as "
+                                 "GET components/interfaces/ returns them)")
+    by_slug = {s["slug"]: s for s in sockets}
+    return {slug: by_slug.get(slug) for slug in config.socket_slugs}
+
+
 def plan_into_ledger(
     config: JobConfig,
     ledger: Ledger,
     *,
     catalogue: dict[str, dict[str, Any] | None] | None,
     dry_run: bool = False,
+    strict: bool = False,
+    keep_cases: int | None = 0,
+    check_content: bool = True,
+    content_cache: dict[Any, Any] | None = None,
 ) -> PlanReport:
-    """Plan the job's tree into ``ledger`` (or, for a dry run, compute the same diff and roll it back)."""
+    """Plan the job's tree into ``ledger`` (or, for a dry run, compute the same diff and roll it back).
+
+    A case with a blocking finding is recorded as blocked and the job's plan stays runnable, unless ``strict`` or a
+    finding about the whole job (no case) blocks. ``keep_cases`` rows of case → socket → files are kept for the report
+    (None: all of them)."""
     findings: list[Finding] = []
+    job_findings: list[Finding] = []
+    cases: list[dict[str, Any]] = []
+    planner = Planner(config)
     with planning(
         ledger, rules=config.rules_dict(), job_file=config.job_file, checksum=multipart_checksum, dry_run=dry_run
     ) as plan:
-        preflight = Preflight(config=config, catalogue=catalogue, titles=plan.titles)
-        findings.extend(preflight.check_job())
-        for entry in plan_tree(config):
+        preflight = Preflight(config=config, catalogue=catalogue, titles=plan.titles, check_content=check_content,
+                              content_cache=content_cache)
+        job_findings.extend(preflight.check_job())
+        for entry in planner.plan():
             if isinstance(entry, Finding):
-                findings.append(entry)
+                # Findings of the tree outside any case: only a missing case root is about the whole job; a stray
+                # file or an unreadable sub-folder blocks nothing but itself.
+                (job_findings if entry.code == "case-root-missing" else findings).append(entry)
                 continue
             case = preflight.check_case(entry)
             findings.extend(case.findings)
             plan.add(case)
-        findings.extend(preflight.finish())
-        diff = plan.finish(blocked=any(finding.blocking for finding in findings))
+            if keep_cases is None or len(cases) < keep_cases:
+                cases.append(case_row(case))
+        job_findings.extend(preflight.finish())
+        all_findings = job_findings + findings
+        blocked = any(f.blocking for f in (all_findings if strict else job_findings))
+        diff = plan.finish(blocked=blocked)
     return PlanReport(
         config=config,
         ledger_path=ledger.path,
         dry_run=dry_run,
         diff=diff,
         quota=preflight.quota,
-        findings=findings,
+        findings=all_findings,
+        job_findings=job_findings,
+        strict=strict,
+        mapping=planner.mapping.as_dict(),
+        mapping_lines=planner.mapping.lines(),
+        cases=cases,
     )
 
 
@@ -129,7 +220,9 @@ def run(args: argparse.Namespace) -> int:
         resolved = settings.resolve(args.job, args, read_token=not args.offline)
         config = resolved.job
         catalogue = None
-        if not args.offline:
+        if args.sockets is not None:
+            catalogue = load_catalogue(args.sockets, config)
+        elif not args.offline:
             catalogue = fetch_catalogue(config, resolved.require_token())
     except ConfigurationError as exc:
         print(f"gcbulk plan: {exc}", file=sys.stderr)
@@ -142,23 +235,34 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_CONFIG_ERROR
     ledger_path = resolved.ledger
+    if args.show_cases < 0:
+        print("gcbulk plan: --show-cases takes a number of cases, 0 or more", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    keep_cases = None if args.json else args.show_cases
     try:
         if args.dry_run and not ledger_path.exists():
             with tempfile.TemporaryDirectory(prefix="gcbulk-plan-") as scratch:
                 with Ledger.open(Path(scratch) / "scratch.ledger.sqlite", config.binding) as ledger:
-                    report = plan_into_ledger(config, ledger, catalogue=catalogue, dry_run=True)
+                    report = plan_into_ledger(config, ledger, catalogue=catalogue, dry_run=True,
+                                              strict=args.strict, keep_cases=keep_cases,
+                                              check_content=not args.no_content_checks)
                 report.ledger_path = None  # the scratch ledger is gone; there was no ledger to compare with
         else:
             with Ledger.open(ledger_path, config.binding, job_file=config.job_file) as ledger:
-                report = plan_into_ledger(config, ledger, catalogue=catalogue, dry_run=args.dry_run)
+                report = plan_into_ledger(config, ledger, catalogue=catalogue, dry_run=args.dry_run,
+                                          strict=args.strict, keep_cases=keep_cases,
+                                          check_content=not args.no_content_checks)
     except LedgerError as exc:
         print(f"gcbulk plan: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
-        print_report(report)
-    return EXIT_CONFIG_ERROR if report.blocking else EXIT_OK
+        print_report(report, show_cases=args.show_cases,
+                     redact_titles=args.redact_titles or config.cases.redact_titles)
+    if report.blocking:
+        return EXIT_CONFIG_ERROR
+    return EXIT_SOME_FAILED if report.partly_blocked else EXIT_OK
 
 
 def _print_list(title: str, lines: list[str], out: Any) -> None:
@@ -171,8 +275,24 @@ def _print_list(title: str, lines: list[str], out: Any) -> None:
         print(f"  … and {len(lines) - _SHOW} more (--json lists them all)", file=out)
 
 
-def print_report(report: PlanReport, out: Any = None) -> None:
+def _print_cases(report: PlanReport, limit: int, out: Any, shown: Any) -> None:
+    rows = report.cases[:limit]
+    if not rows:
+        return
+    print(f"Cases (first {len(rows)} of {report.diff.cases}; case → socket ← files):", file=out)
+    for row in rows:
+        mark = "  [BLOCKED]" if row["blocked"] else ""
+        print(f"  {shown(row['title'])}{mark}", file=out)
+        for socket, files in row["sockets"].items():
+            sources = ", ".join(files) if isinstance(files, list) else (
+                f"value from {files['value_from']}" if "value_from" in files else "value from [values]")
+            print(f"      {socket} ← {sources}", file=out)
+
+
+def print_report(report: PlanReport, out: Any = None, *, show_cases: int = 0, redact_titles: bool = False) -> None:
+    """The human plan report. ``redact_titles``: case titles as hashes (findings still show paths)."""
     out = out or sys.stdout
+    shown = redacted if redact_titles else (lambda title: title)
     diff, quota, config = report.diff, report.quota, report.config
     where = "dry run, nothing written" if report.dry_run else f"ledger {report.ledger_path}"
     print(f"Plan for reader study {config.reader_study!r} at {config.base_url} ({where})", file=out)
@@ -191,18 +311,23 @@ def print_report(report: PlanReport, out: Any = None) -> None:
         "(server cap 2000)",
         file=out,
     )
-    _print_list("Re-queued (changed before Grand Challenge took them)", diff.requeued, out)
+    if report.mapping_lines:
+        print("Mapping (socket ← file names, by number of cases):", file=out)
+        for line in report.mapping_lines:
+            print(f"  {line}", file=out)
+    _print_cases(report, show_cases, out, shown)
+    _print_list("Re-queued (changed before Grand Challenge took them)", [shown(t) for t in diff.requeued], out)
     _print_list(
         "Changed after Grand Challenge took them (reported, not re-sent)",
-        [f"{title} [{socket}]: {change}" for title, socket, change in diff.changed_after_consumed],
+        [f"{shown(title)} [{socket}]: {change}" for title, socket, change in diff.changed_after_consumed],
         out,
     )
     _print_list(
         "Removed from the tree (nothing is deleted on Grand Challenge)",
-        [f"{title} (was {state})" for title, state in diff.removed],
+        [f"{shown(title)} (was {state})" for title, state in diff.removed],
         out,
     )
-    _print_list("Blocked cases", diff.blocked, out)
+    _print_list("Blocked cases", [shown(t) for t in diff.blocked], out)
     severities = Counter(finding.severity for finding in report.findings)
     if report.findings:
         print(
@@ -220,4 +345,12 @@ def print_report(report: PlanReport, out: Any = None) -> None:
     if severities["info"]:
         print(f"  ({severities['info']} info findings not shown; --json lists them)", file=out)
     if report.blocking:
-        print("Blocking findings: fix them and run 'gcbulk plan' again; nothing will be uploaded until then.", file=out)
+        why = " (--strict: any blocking finding holds back every case)" if report.strict else ""
+        print(f"Blocking findings{why}: fix them and run 'gcbulk plan' again; nothing will be uploaded until then.",
+              file=out)
+    elif report.partly_blocked:
+        runnable = diff.cases - len(diff.blocked)
+        held = (f"{len(diff.blocked)} case(s) are skipped until their blocking findings are fixed"
+                if diff.blocked else "the blocking findings above are outside any case folder and skipped")
+        print(f"Blocked: {held}; the other {runnable} case(s) will run. Fix them and plan again ('--strict' holds "
+              "back every case instead).", file=out)

@@ -12,12 +12,13 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from gcbulk.engine import settings
 from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.plan.titles import redacted, scrub
 from gcbulk.state.ledger import Ledger, LedgerError
-from gcbulk.state.report import REPORT_FIELDS, case_report
+from gcbulk.state.report import REPORT_FIELDS, CaseReportRow, case_report
 
 HELP = "Write a per-case report of a job (state, reason, display set, bytes, timings) as CSV or JSON."
 
@@ -26,24 +27,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job", type=Path, help="the job file (TOML)")
     parser.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json")
     parser.add_argument("--out", type=Path, help="write here instead of stdout")
+    parser.add_argument("--redact-titles", action="store_true",
+                        help="show a hash of each title and folder instead (also: cases.redact_titles in the job)")
     parser.add_argument("--ledger", type=Path, help=f"the ledger file (env {settings.ENV_PREFIX}LEDGER; default: "
                                                     "<job stem>.ledger.sqlite beside the job file)")
 
 
-def write_report(ledger: Ledger, out: IO[str], fmt: str) -> int:
-    """Writes every case; returns how many."""
+def _row(row: CaseReportRow, redact: bool) -> dict[str, Any]:
+    data = row.as_dict()
+    if redact:  # the ledger (0600) keeps the mapping; the report may be shared
+        data["reason"] = scrub(row.reason, row.title, row.folder)
+        data["title"], data["folder"] = redacted(row.title), redacted(row.folder)
+    return data
+
+
+def write_report(ledger: Ledger, out: IO[str], fmt: str, *, redact: bool = False) -> int:
+    """Writes every case; returns how many. ``redact``: titles and folders as hashes."""
     count = 0
     if fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=REPORT_FIELDS, lineterminator="\n")
         writer.writeheader()
         for row in case_report(ledger):
-            writer.writerow(row.as_dict())
+            writer.writerow(_row(row, redact))
             count += 1
         return count
     # JSON streamed as one array, one case per line, so a large job's report never sits in memory at once.
     out.write("[")
     for row in case_report(ledger):
-        out.write(("\n" if count == 0 else ",\n") + json.dumps(row.as_dict(), separators=(",", ":")))
+        out.write(("\n" if count == 0 else ",\n") + json.dumps(_row(row, redact), separators=(",", ":")))
         count += 1
     out.write("\n]\n" if count else "]\n")
     return count
@@ -52,12 +63,13 @@ def write_report(ledger: Ledger, out: IO[str], fmt: str) -> int:
 def run(args: argparse.Namespace) -> int:
     try:
         resolved = settings.resolve(args.job, args, read_token=False)
+        redact = args.redact_titles or resolved.job.cases.redact_titles
         with Ledger.open_readonly(resolved.ledger, resolved.job.binding) as ledger:
             if args.out is None:
-                write_report(ledger, sys.stdout, args.format)
+                write_report(ledger, sys.stdout, args.format, redact=redact)
             else:
                 with open(args.out, "w", encoding="utf-8", newline="") as out:
-                    count = write_report(ledger, out, args.format)
+                    count = write_report(ledger, out, args.format, redact=redact)
                 print(f"gcbulk report: {count} case(s) written to {args.out}", file=sys.stderr)
     except (ConfigurationError, LedgerError) as exc:
         print(f"gcbulk report: {exc}", file=sys.stderr)

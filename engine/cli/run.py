@@ -1,8 +1,11 @@
 """``gcbulk run JOB.toml``: plan the job if the ledger has no plan yet, then run every case to the end.
 
+Every run plans first (a re-walk: new and vanished case folders are picked up, unchanged files cost a ``stat``). A case
+with a blocking finding is skipped and listed; the others run (``--strict``: any blocking finding holds back all).
+
 Exit 0 when every case is done (or the run was stopped by a signal: it resumes where it stopped), 1 when some cases
-failed (listed with their reasons; ``gcbulk retry-failed`` queues them again), 2 on a configuration error (job file,
-token, reader study, blocking plan findings).
+failed (listed with their reasons; ``gcbulk retry-failed`` queues them again) or are blocked by their findings, 2 on a
+configuration error (job file, token, reader study, findings that hold back the whole job).
 
 The first SIGINT/SIGTERM starts nothing new and lets the parts on the wire finish for ``--drain`` seconds; every
 recorded step is already in the ledger, so that is the checkpoint. A second signal stops at once — still resumable,
@@ -24,11 +27,13 @@ from pathlib import Path
 import anyio
 from gcbulk.engine import settings
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_KILLED, EXIT_OK, EXIT_SOME_FAILED
+from gcbulk.engine.cli.plan import add_strict_argument
 from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
     ConfigurationError,
     GcbulkError,
 )
+from gcbulk.engine.plan.titles import redacted, scrub
 from gcbulk.engine.service import follow, logs
 from gcbulk.engine.service.job_service import JobService, PlanBlocked, run_once
 from gcbulk.engine.service.progress import format_progress_line
@@ -48,7 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep running (a container's mode): pick up new case folders every --poll-interval, "
                              "retry failed cases with growing backoff, wait out outages; stop with SIGTERM")
     parser.add_argument("--replan", action="store_true",
-                        help="walk the case tree again before running (picks up new and changed files)")
+                        help="kept for scripts: every run walks the case tree again (new, changed and vanished "
+                             "case folders are picked up; unchanged ones cost a stat)")
+    add_strict_argument(parser)
+    parser.add_argument("--redact-titles", action="store_true",
+                        help="logs and events show a hash of each title (also: cases.redact_titles in the job file)")
     settings.add_arguments(parser)
 
 
@@ -56,13 +65,25 @@ def events_path_for(job_file: Path) -> Path:
     return job_file.with_name(f"{job_file.stem}.events.jsonl")
 
 
-def _print_outcome(outcome: RunOutcome, ledger_path: Path, events_path: Path) -> None:
+def _print_outcome(outcome: RunOutcome, ledger_path: Path, events_path: Path, blocked: list[str] = (),
+                   redact: bool = False) -> None:
+    def shown(title: str) -> str:
+        return redacted(title) if redact else title
+
     if outcome.stats is not None:
         print(f"gcbulk run: {format_progress_line(outcome.stats)}", file=sys.stderr)
+    if blocked:
+        print(f"gcbulk run: {len(blocked)} case(s) blocked by their findings and skipped (the plan above says why):",
+              file=sys.stderr)
+        for title in blocked[:_SHOW_FAILED]:
+            print(f"  {shown(title)}", file=sys.stderr)
+        if len(blocked) > _SHOW_FAILED:
+            print(f"  … and {len(blocked) - _SHOW_FAILED} more ('gcbulk status' lists them all)", file=sys.stderr)
+        print("  fix the findings; the next 'gcbulk run' plans them again", file=sys.stderr)
     if outcome.failed:
         print(f"gcbulk run: {len(outcome.failed)} case(s) failed:", file=sys.stderr)
         for title, reason in outcome.failed[:_SHOW_FAILED]:
-            print(f"  {title}: {reason}", file=sys.stderr)
+            print(f"  {shown(title)}: {scrub(reason, title) if redact else reason}", file=sys.stderr)
         if len(outcome.failed) > _SHOW_FAILED:
             print(f"  … and {len(outcome.failed) - _SHOW_FAILED} more ('gcbulk status' lists them all)",
                   file=sys.stderr)
@@ -89,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, resolved: settings.RunSettings, service: JobService) -> int:
+    service.strict = getattr(args, "strict", False)
+    service.redact_titles = service.redact_titles or getattr(args, "redact_titles", False)
     try:
         if getattr(args, "follow", False):
             return follow.run_follow(service)
@@ -111,7 +134,8 @@ def _run(args: argparse.Namespace, resolved: settings.RunSettings, service: JobS
     if outcome is None or outcome.interrupted:
         print("gcbulk run: stopped; everything sent so far is recorded — run it again to resume", file=sys.stderr)
         if outcome is not None:
-            _print_outcome(outcome, resolved.ledger, resolved.events)
+            _print_outcome(outcome, resolved.ledger, resolved.events, service.blocked_cases, service.redact_titles)
         return EXIT_OK
-    _print_outcome(outcome, resolved.ledger, resolved.events)
-    return EXIT_SOME_FAILED if outcome.failed else EXIT_OK
+    _print_outcome(outcome, resolved.ledger, resolved.events, service.blocked_cases, service.redact_titles)
+    # Blocked cases are not done either: exit 1, as for failed ones, so a script sees the job is not complete.
+    return EXIT_SOME_FAILED if outcome.failed or service.blocked_cases else EXIT_OK

@@ -14,6 +14,7 @@ from typing import Any
 
 from gcbulk.engine import settings
 from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.plan.titles import redacted, scrub
 from gcbulk.state.ledger import Ledger, LedgerError
 
 HELP = "Show a job's progress from its ledger: counts by state and the cases that need attention."
@@ -25,29 +26,42 @@ _KINDS = (("case", "cases"), ("display_set", "display sets"), ("item", "values")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job", type=Path, help="the job file (TOML)")
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
+    parser.add_argument("--redact-titles", action="store_true",
+                        help="show a hash of each title and folder instead (also: cases.redact_titles in the job)")
     parser.add_argument(
         "--ledger", type=Path, help="the ledger file (default: <job stem>.ledger.sqlite beside the job file)"
     )
 
 
-def collect_status(ledger: Ledger, *, limit: int | None = None) -> dict[str, Any]:
-    attention = ledger.cases_needing_attention(limit=limit)
+def _redact_row(row: dict[str, Any]) -> dict[str, Any]:
+    names = (row["title"], row["folder"])
+    return {**row, "title": redacted(row["title"]), "folder": redacted(row["folder"]),
+            "last_error": scrub(row["last_error"], *names),
+            "findings": [{**f, "message": scrub(f.get("message"), *names), "path": scrub(f.get("path"), *names),
+                          "files": [scrub(p, *names) for p in f.get("files", [])],
+                          **({"case": redacted(f["case"])} if f.get("case") else {})} for f in row["findings"]]}
+
+
+def collect_status(ledger: Ledger, *, limit: int | None = None, redact: bool = False) -> dict[str, Any]:
+    """Counts by state and the cases needing attention; ``redact``: titles and folders as hashes (the ledger keeps
+    them)."""
+    rows = [
+        {
+            "case_id": row.case_id,
+            "title": row.title,
+            "folder": row.folder,
+            "state": row.state,
+            "last_error": row.last_error,
+            "findings": row.findings,
+        }
+        for row in ledger.cases_needing_attention(limit=limit)
+    ]
     return {
         "ledger": str(ledger.path),
         "plan_state": ledger.plan_state,
         "counts": ledger.counts_by_state(),
         "live_uploads": ledger.live_upload_count(),
-        "needs_attention": [
-            {
-                "case_id": row.case_id,
-                "title": row.title,
-                "folder": row.folder,
-                "state": row.state,
-                "last_error": row.last_error,
-                "findings": row.findings,
-            }
-            for row in attention
-        ],
+        "needs_attention": [_redact_row(row) for row in rows] if redact else rows,
     }
 
 
@@ -56,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         # Job file + GCBULK_* environment + flags (engine/settings.py), so a container's ledger path applies here too.
         resolved = settings.resolve(args.job, args, read_token=False)
         with Ledger.open_readonly(resolved.ledger, resolved.job.binding) as ledger:
-            status = collect_status(ledger, limit=None if args.json else _SHOW)
+            redact = args.redact_titles or resolved.job.cases.redact_titles
+            status = collect_status(ledger, limit=None if args.json else _SHOW, redact=redact)
             attention_total = sum(
                 ledger.counts_by_state()["case"].get(state, 0) for state in ("failed", "blocked", "vanished")
             )

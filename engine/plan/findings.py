@@ -47,9 +47,20 @@ class Finding:
         return data
 
 
+def shown(text: str) -> str:
+    """``text`` as it can be printed, logged and stored. Names the OS gives need not be UTF-8 (Python hands them over
+    as lone surrogates); their bad bytes are written as ``\\xNN``, so nothing downstream raises UnicodeEncodeError."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
+
+
 def _f(code: str, severity: Severity, path: object, message: str, fix: str, files: tuple[str, ...] = (),
        case: str | None = None) -> Finding:
-    return Finding(code=code, severity=severity, path=str(path), message=message, fix=fix, files=files, case=case)
+    return Finding(code=code, severity=severity, path=shown(str(path)), message=shown(message), fix=fix,
+                   files=tuple(shown(f) for f in files), case=None if case is None else shown(case))
 
 
 # --- the tree ---------------------------------------------------------------------------------------------------
@@ -110,6 +121,74 @@ def missing_companion(path: object, files: tuple[str, ...], companion: str, case
     return _f("missing-companion", "blocking", path, f".mhd header names data file {companion!r}, which is not there",
               "put the .zraw/.raw data file next to its .mhd header (same folder, the name in ElementDataFile)",
               files, case)
+
+
+def companion_outside(path: object, files: tuple[str, ...], companion: str, case: str) -> Finding:
+    return _f("companion-outside", "blocking", path,
+              f".mhd header names data file {companion!r}, which points outside the case folder",
+              "copy the data file into the case folder next to the .mhd and set ElementDataFile to its bare name",
+              files, case)
+
+
+def same_case_folder(path: object, rel: str, first: str) -> Finding:
+    return _f("same-case-folder", "warning", path,
+              f"this is the same folder as case {first!r} (same device and inode: a symbolic link or a bind mount); "
+              "it is planned once, as that case",
+              "nothing to do; remove the link (or add it to cases.ignore) to silence this", (), rel)
+
+
+def bad_folder_name(path: object, rel: str, files: tuple[str, ...]) -> Finding:
+    return _f("bad-name", "blocking", path,
+              f"case folder name is not valid UTF-8 (shown with its bad bytes as \\xNN: {rel}); it cannot be a "
+              "display set title",
+              "rename the folder to UTF-8 (e.g. convmv -f latin1 -t utf8 --notest), then plan again", files, rel)
+
+
+def missing_required(path: object, socket: str, rule: str, case: str) -> Finding:
+    return _f("missing-required", "blocking", path,
+              f"no file for required socket {socket!r} ({rule}); the case would be incomplete",
+              "add the file to the case folder, fix the rule's pattern, or drop required = true for that socket",
+              (), case)
+
+
+def position_names_differ(rule: str, counts: str, suggestion: str) -> Finding:
+    return _f("position-names-differ", "warning", rule,
+              f"{rule} takes files of different names in different cases ({counts}); a position follows the order "
+              "of the names, so a case whose files are named differently sends them to the wrong socket",
+              f"map by name instead: replace position with a name pattern, e.g. {suggestion}")
+
+
+def position_name_mismatch(rule: str, name: str, cases: int, other: str) -> Finding:
+    return _f("position-name-mismatch", "warning", rule,
+              f"{rule} sends {name!r} ({cases} case{'s' if cases != 1 else ''}), whose name looks like socket "
+              f"{other!r}: the file names sort in another order than the positions assume",
+              f"map by name instead of position, e.g. glob = {name!r} with socket = {other!r}")
+
+
+def schema_mismatch(path: object, rel: str | None, socket: str, kind: str, reason: str, case: str) -> Finding:
+    return _f("schema-mismatch", "blocking", path,
+              f"the value for socket {socket!r} does not fit its kind {kind!r}: {reason}; Grand Challenge would refuse "
+              "it (a JSON file silently: the value never appears)",
+              f"fix the JSON so it is a valid {kind!r} value", (rel,) if rel else (), case)
+
+
+def unreadable_image(path: object, rel: str, socket: str, reason: str, case: str) -> Finding:
+    return _f("unreadable-image", "blocking", path,
+              f"image for socket {socket!r} cannot be read by the importer: {reason}",
+              "re-export the image (e.g. as .mha with SimpleITK), or map a different file to the socket", (rel,), case)
+
+
+def bad_segmentation(path: object, rel: str, socket: str, reason: str, case: str) -> Finding:
+    return _f("bad-segmentation", "blocking", path,
+              f"segmentation for socket {socket!r} would be refused by Grand Challenge: {reason}",
+              "write the mask as single-channel uint8 with only the socket's overlay values (and 0), or add the "
+              "values to the socket's overlay_segments on Grand Challenge", (rel,), case)
+
+
+def no_title_row(path: object, rel: str, csv_path: str) -> Finding:
+    return _f("no-title", "blocking", path, f"case folder {rel!r} has no row in cases.titles_csv {csv_path}",
+              "add a row 'folder,title' for it to the CSV (the title must not identify the patient), or move the "
+              "folder out of the case root")
 
 
 def not_dicom(path: object, rel: str, reason: str, case: str) -> Finding:

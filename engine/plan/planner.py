@@ -20,66 +20,26 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import os
 import re
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from fnmatch import translate
-from pathlib import Path
 from typing import Any
 
-from gcbulk.engine.gc.limits import MAX_FILENAME, MAX_FILES_PER_IMAGE, MAX_TITLE
+from gcbulk.engine.gc.limits import MAX_FILENAME, MAX_TITLE
 from gcbulk.engine.jobfile import JobConfig, Rule
 from gcbulk.engine.plan import findings as finding
-from gcbulk.engine.plan.findings import Finding
+from gcbulk.engine.plan.cases import Entry, PlannedCase, PlannedFile, PlannedItem
+from gcbulk.engine.plan.filesets import dicom_series, files_item, mhd_data_file, value_item
+from gcbulk.engine.plan.findings import Finding, shown
+from gcbulk.engine.plan.mapping import MappingSummary
+from gcbulk.engine.plan.titles import TitleMaker, digest
+from gcbulk.engine.plan.values import canonical_json
+
+__all__ = ["PlannedCase", "PlannedFile", "PlannedItem", "Planner", "canonical_json", "name_problem", "plan_tree"]
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
-_ELEMENT_DATA_FILE = re.compile(rb"^\s*ElementDataFile\s*=\s*(.*?)\s*$", re.MULTILINE)
-_MHD_HEADER_BYTES = 64 * 1024
-_MAX_VALUE_FILE = 16 * 1024**2  # contract §5: a request body is at most 16 MiB
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedFile:
-    path: str  # relative to the case root, '/'-separated
-    name: str  # the upload's filename
-    size: int
-    mtime_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedItem:
-    """One socket value of a case: files for an Image/File socket, or a JSON value."""
-
-    socket_slug: str
-    files: tuple[PlannedFile, ...] = ()
-    value_json: str | None = None
-    value_path: str | None = None  # the file a JSON value was read from, if any
-    super_kind: str | None = None  # from the socket catalogue; None when planned offline
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedCase:
-    title: str
-    folder: str  # relative to the case root
-    items: tuple[PlannedItem, ...]
-    findings: tuple[Finding, ...] = ()
-
-    @property
-    def blocking(self) -> bool:
-        return any(each.blocking for each in self.findings)
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    rel: str  # relative to the case root
-    inner: str  # relative to the case folder
-    name: str
-    path: str  # absolute
-    size: int
-    mtime_ns: int
 
 
 def _join(parent: str, name: str) -> str:
@@ -106,10 +66,6 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 class Planner:
     """Plans one job's case tree. ``plan()`` yields ``PlannedCase`` and stand-alone ``Finding`` objects."""
 
@@ -120,6 +76,12 @@ class Planner:
         self._ignore = [(pattern, *_glob_matcher(pattern)) for pattern in config.cases.ignore]
         self._pattern_rules: list[tuple[Rule, re.Pattern[str], bool]] = []
         self._positional: dict[int, Rule] = {}
+        # Case folders seen, by (device, inode): a symlink or bind mount to a case folder must not make a second case.
+        self._case_folders: dict[tuple[int, int], str] = {}
+        self._required = {rule.socket: rule for rule in config.rules if rule.required}
+        self.mapping = MappingSummary(config)  # what went to which socket, for `plan` to show and warn about
+        cases = config.cases
+        self._titles = TitleMaker(cases.title, None if cases.titles is None else dict(cases.titles))
         for rule in config.rules:
             if rule.position is not None:
                 self._positional[rule.position] = rule
@@ -140,6 +102,7 @@ class Planner:
             yield finding.case_root_missing(self.root)
             return
         yield from self._walk(str(self.root), "", 1, frozenset({(root_stat.st_dev, root_stat.st_ino)}))
+        yield from self.mapping.findings()
 
     @staticmethod
     def _list(path: str) -> list[str] | OSError:
@@ -187,7 +150,11 @@ class Planner:
                 if key in ancestors:
                     yield finding.symlink_loop(child)
                 elif depth == self.depth:
-                    yield from self._case(child, child_rel, ancestors | {key})
+                    first = self._case_folders.setdefault(key, child_rel)
+                    if first != child_rel:
+                        yield finding.same_case_folder(child, child_rel, first)
+                    else:
+                        yield from self._case(child, child_rel, ancestors | {key})
                 else:
                     yield from self._walk(child, child_rel, depth + 1, ancestors | {key})
             elif kind == "loop":
@@ -201,7 +168,7 @@ class Planner:
         rel: str,
         inner: str,
         ancestors: frozenset[tuple[int, int]],
-        files: list[_Entry],
+        files: list[Entry],
         findings: list[Finding],
     ) -> None:
         names = self._list(path)
@@ -236,7 +203,7 @@ class Planner:
                 findings.append(finding.zero_bytes(child, child_rel))
             else:
                 assert st is not None
-                files.append(_Entry(child_rel, child_inner, name, child, st.st_size, st.st_mtime_ns))
+                files.append(Entry(child_rel, child_inner, name, child, st.st_size, st.st_mtime_ns))
 
     def _ignored_by(self, name: str, inner: str) -> str | None:
         for pattern, matcher, on_path in self._ignore:
@@ -245,22 +212,35 @@ class Planner:
         return None
 
     # ------------------------------------------------------------------------------------------------- one case
-    def _title(self, rel: str) -> str:
-        parent, _, folder = rel.rpartition("/")
-        return self.config.cases.title.format(folder=folder, path=rel, parent=parent.rpartition("/")[2])
+    def _title(self, rel: str, findings: list[Finding], path: str) -> str:
+        title = self._titles.title(rel)
+        if title is None:
+            # No row in cases.titles_csv: blocked; recorded under a stand-in that names no identifier.
+            title = f"untitled-{digest(rel)}"
+            findings.append(finding.no_title_row(path, shown(rel), str(self.config.cases.titles_csv)))
+        return title
 
     def _case(self, path: str, rel: str, ancestors: frozenset[tuple[int, int]]) -> Iterator[Any]:
-        files: list[_Entry] = []
+        files: list[Entry] = []
         findings: list[Finding] = []
         self._collect(path, rel, "", ancestors, files, findings)
         if not files and not findings:
             yield finding.empty_case(path)
             return
         files.sort(key=lambda e: e.inner)
-        title = self._title(rel)
+        if shown(rel) != rel:
+            # The title and the ledger's keys must be text; a folder name that is not UTF-8 blocks only its case,
+            # which is recorded under the escaped name so it is counted and shown (never a crash, issue 11).
+            yield PlannedCase(title=shown(self._title(rel, findings, path)), folder=shown(rel), items=(), findings=(
+                *findings, finding.bad_folder_name(path, shown(rel), tuple(e.rel for e in files))))
+            return
+        title = self._title(rel, findings, path)
         sets = self._file_sets(files, findings, title)
         claims = self._claim(sets, findings, title)
         items = self._items(claims, findings, title)
+        for socket, rule in self._required.items():
+            if socket not in claims and socket not in self.config.values:
+                findings.append(finding.missing_required(path, socket, rule.label, title))
         if not title.strip():
             findings.append(finding.bad_title(path, title, "is empty"))
         elif len(title) > MAX_TITLE:
@@ -270,9 +250,11 @@ class Planner:
             yield from findings
             yield finding.nothing_mapped(path)
             return
-        yield PlannedCase(title=title, folder=rel, items=tuple(items), findings=tuple(findings))
+        case = PlannedCase(title=title, folder=rel, items=tuple(items), findings=tuple(findings))
+        self.mapping.add(case)
+        yield case
 
-    def _file_sets(self, files: list[_Entry], findings: list[Finding], title: str) -> list[list[_Entry]]:
+    def _file_sets(self, files: list[Entry], findings: list[Finding], title: str) -> list[list[Entry]]:
         """Each file alone, except that an .mhd header takes its data file along."""
         by_inner = {e.inner: e for e in files}
         companion_of: dict[str, str] = {}  # mhd inner -> data file inner
@@ -281,7 +263,7 @@ class Planner:
         for e in files:
             if not e.name.lower().endswith(".mhd"):
                 continue
-            data_file, problem = _mhd_data_file(e.path)
+            data_file, problem = mhd_data_file(e.path)
             if problem is not None:
                 findings.append(finding.unreadable(e.path, e.rel, problem))
                 rejected.add(e.inner)
@@ -289,6 +271,10 @@ class Planner:
             if data_file is None:  # ElementDataFile = LOCAL: the pixels are in the header file itself
                 continue
             data_inner = os.path.normpath(_join(e.inner.rpartition("/")[0], data_file))
+            if os.path.isabs(data_file) or data_inner == ".." or data_inner.startswith("../"):
+                findings.append(finding.companion_outside(e.path, (e.rel,), data_file, title))
+                rejected.add(e.inner)
+                continue
             if data_inner not in by_inner or data_inner in taken or data_inner == e.inner:
                 findings.append(finding.missing_companion(e.path, (e.rel,), data_file, title))
                 rejected.add(e.inner)
@@ -304,10 +290,10 @@ class Planner:
         return sets
 
     def _claim(
-        self, sets: list[list[_Entry]], findings: list[Finding], title: str
-    ) -> dict[str, list[tuple[Rule, list[list[_Entry]]]]]:
+        self, sets: list[list[Entry]], findings: list[Finding], title: str
+    ) -> dict[str, list[tuple[Rule, list[list[Entry]]]]]:
         """socket → [(rule, file sets it took)], in rule order."""
-        taken: dict[int, list[list[_Entry]]] = {}
+        taken: dict[int, list[list[Entry]]] = {}
         unclaimed = []
         for file_set in sets:
             main = file_set[0]
@@ -323,26 +309,26 @@ class Planner:
                 findings.append(finding.unmatched(file_set[0].path, tuple(e.rel for e in file_set), title))
             else:
                 taken.setdefault(rule.index, []).append(file_set)
-        claims: dict[str, list[tuple[Rule, list[list[_Entry]]]]] = {}
+        claims: dict[str, list[tuple[Rule, list[list[Entry]]]]] = {}
         for rule in self.config.rules:
             if rule.index in taken:
                 claims.setdefault(rule.socket, []).append((rule, taken[rule.index]))
         return claims
 
     def _items(
-        self, claims: dict[str, list[tuple[Rule, list[list[_Entry]]]]], findings: list[Finding], title: str
+        self, claims: dict[str, list[tuple[Rule, list[list[Entry]]]]], findings: list[Finding], title: str
     ) -> list[PlannedItem]:
         items = []
         for socket, rule_sets in claims.items():
-            file_sets: list[list[_Entry]] = []
-            value_files: list[_Entry] = []
+            file_sets: list[list[Entry]] = []
+            value_files: list[Entry] = []
             for rule, sets in rule_sets:
                 if rule.value:
                     value_files.extend(e for file_set in sets for e in file_set)
                 elif rule.group == "all":
                     file_sets.append([e for file_set in sets for e in file_set])
                 elif rule.group == "dicom-series":
-                    file_sets.extend(_dicom_series(sets, findings, title))
+                    file_sets.extend(dicom_series(sets, findings, title))
                 else:
                     file_sets.extend(sets)
             sources = len(file_sets) + len(value_files) + (socket in self.config.values)
@@ -351,89 +337,17 @@ class Planner:
                 first = (file_sets[0][0] if file_sets else value_files[0]).path
                 findings.append(finding.two_file_sets(first, socket, sources, all_files, title))
             elif value_files:
-                item = _value_item(socket, value_files[0], findings, title)
+                item = value_item(socket, value_files[0], findings, title)
                 if item is not None:
-                    items.append(item)
+                    items.append(dataclasses.replace(item, rule=rule_sets[0][0].index))
             elif file_sets:
-                item = _files_item(socket, file_sets[0], findings, title)
+                item = files_item(socket, file_sets[0], findings, title)
                 if item is not None:
-                    items.append(item)
+                    items.append(dataclasses.replace(item, rule=rule_sets[0][0].index))
         for socket, value in self.config.values.items():
             if socket not in claims:
                 items.append(PlannedItem(socket_slug=socket, value_json=canonical_json(value)))
         return items
-
-
-def _mhd_data_file(path: str) -> tuple[str | None, str | None]:
-    """(data file named by the header or None for LOCAL, problem)."""
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(_MHD_HEADER_BYTES)
-    except OSError as exc:
-        return None, f"the .mhd header cannot be read: {exc.strerror}"
-    match = _ELEMENT_DATA_FILE.search(header)
-    if match is None:
-        return None, "the .mhd header has no ElementDataFile line"
-    name = match.group(1).decode("utf-8", errors="replace")
-    if name.upper() == "LOCAL":
-        return None, None
-    if name.upper().startswith("LIST") or "%" in name:
-        return None, f"multi-file .mhd data (ElementDataFile = {name}) is not supported; convert it to .mha"
-    return name, None
-
-
-def _dicom_series(sets: list[list[_Entry]], findings: list[Finding], title: str) -> list[list[_Entry]]:
-    """One file set per SeriesInstanceUID, reading only the headers (pydicom, ``stop_before_pixels``)."""
-    import pydicom  # imported only when a rule groups DICOM: it is slow to import
-    from pydicom.errors import InvalidDicomError
-
-    series: dict[str, list[_Entry]] = {}
-    for file_set in sets:
-        for e in file_set:
-            try:
-                header = pydicom.dcmread(e.path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
-            except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-                findings.append(finding.not_dicom(e.path, e.rel, str(exc) or type(exc).__name__, title))
-                continue
-            uid = header.get("SeriesInstanceUID")
-            if not uid:
-                findings.append(finding.not_dicom(e.path, e.rel, "it has no SeriesInstanceUID", title))
-                continue
-            series.setdefault(str(uid), []).append(e)
-    return list(series.values())
-
-
-def _value_item(socket: str, entry: _Entry, findings: list[Finding], title: str) -> PlannedItem | None:
-    if entry.size > _MAX_VALUE_FILE:
-        findings.append(finding.bad_json(entry.path, entry.rel, "it is over 16 MiB, the server's request limit",
-                                           title))
-        return None
-    try:
-        value = json.loads(Path(entry.path).read_bytes())
-    except OSError as exc:
-        findings.append(finding.unreadable(entry.path, entry.rel, exc.strerror or str(exc)))
-        return None
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        findings.append(finding.bad_json(entry.path, entry.rel, str(exc), title))
-        return None
-    return PlannedItem(socket_slug=socket, value_json=canonical_json(value), value_path=entry.rel)
-
-
-def _files_item(socket: str, file_set: list[_Entry], findings: list[Finding], title: str) -> PlannedItem | None:
-    rels = tuple(e.rel for e in file_set)
-    if len(file_set) > MAX_FILES_PER_IMAGE:
-        findings.append(finding.too_many_files(file_set[0].path, socket, len(file_set), rels, title))
-        return None
-    names: dict[str, _Entry] = {}
-    for e in file_set:
-        if e.name in names:
-            findings.append(finding.duplicate_file_names(e.path, socket, e.name, rels, title))
-            return None
-        names[e.name] = e
-    return PlannedItem(
-        socket_slug=socket,
-        files=tuple(PlannedFile(path=e.rel, name=e.name, size=e.size, mtime_ns=e.mtime_ns) for e in file_set),
-    )
 
 
 def plan_tree(config: JobConfig) -> Iterator[PlannedCase | Finding]:

@@ -19,6 +19,7 @@ from gcbulk.engine.gc.limits import (  # noqa: F401 - plan.py imports some from 
     GiB,
 )
 from gcbulk.engine.jobfile import JobConfig
+from gcbulk.engine.plan.content import ContentChecker
 from gcbulk.engine.plan.findings import (
     Finding,
     _f,
@@ -60,17 +61,8 @@ class QuotaEstimate:
 
 
 def quota_findings(estimate: QuotaEstimate, case_root: object, ceiling: int) -> list[Finding]:
+    """The plan-wide quota notes. A value too large for the quota is a finding of its own case (``value_quota``)."""
     findings = []
-    if estimate.largest_value_bytes > VERIFIED_QUOTA:
-        findings.append(_f("quota", "blocking", case_root,
-                           f"one value needs {estimate.largest_value_bytes} bytes of uploads at once, over the "
-                           "128 GiB upload quota of a verified account",
-                           "split that case's data or convert it to a smaller format"))
-    elif estimate.largest_value_bytes > UNVERIFIED_QUOTA:
-        findings.append(_f("quota", "warning", case_root,
-                           f"one value needs {estimate.largest_value_bytes} bytes of uploads at once; an unverified "
-                           "account may hold only 2 GiB",
-                           "make sure the account is verified on Grand Challenge"))
     if estimate.total_bytes > UNVERIFIED_QUOTA:
         findings.append(_f("quota", "info", case_root,
                            f"{estimate.total_bytes} bytes in all, more than the upload quota (128 GiB verified, "
@@ -82,6 +74,22 @@ def quota_findings(estimate: QuotaEstimate, case_root: object, ceiling: int) -> 
                            f"engine keeps at most {ceiling} alive at once",
                            "nothing to do; lower engine.live_upload_ceiling if other tools upload with this account"))
     return findings
+
+
+def value_quota(case_path: object, case: str, socket: str, files: tuple[str, ...], size: int) -> Finding | None:
+    """Contract §1: the byte quota is checked at presign time against everything the account holds at once, and a
+    value's files must all be uploaded before the display set takes them; so one value over the quota cannot go."""
+    if size > VERIFIED_QUOTA:
+        return _f("quota", "blocking", case_path,
+                  f"the value for socket {socket!r} needs {size} bytes of uploads at once ({', '.join(files)}), over "
+                  "the 128 GiB upload quota of a verified account",
+                  "split that case's data or convert it to a smaller format (e.g. a compressed .mha)", files, case)
+    if size > UNVERIFIED_QUOTA:
+        return _f("quota", "warning", case_path,
+                  f"the value for socket {socket!r} needs {size} bytes of uploads at once ({', '.join(files)}); an "
+                  "unverified account may hold only 2 GiB",
+                  "make sure the account is verified on Grand Challenge", files, case)
+    return None
 
 
 class TitleSet(Protocol):
@@ -102,6 +110,15 @@ class Preflight:
     catalogue: Mapping[str, Mapping[str, Any] | None] | None = None
     titles: TitleSet | MutableSet[str] = field(default_factory=set)
     quota: QuotaEstimate = field(default_factory=QuotaEstimate)
+    # The server's own checks of file content (masks, JSON schemas, image headers), made here when the catalogue is
+    # known; the cache (path, size, mtime → findings) can outlive one plan, e.g. across follow mode's polls.
+    check_content: bool = True
+    content_cache: dict[Any, Any] | None = None
+    _content: ContentChecker | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.catalogue is not None and self.check_content:
+            self._content = ContentChecker(self.catalogue, self.content_cache)
 
     def check_job(self) -> list[Finding]:
         """Static checks of the job's sockets against the catalogue (one finding per rule, not per case)."""
@@ -158,6 +175,11 @@ class Preflight:
                         grown = None
                     findings.append(too_many_parts(self.config.case_root / file.path, file.size, preferred, grown))
             self.quota.largest_value_bytes = max(self.quota.largest_value_bytes, value_bytes)
+            if self._content is not None:
+                findings.extend(self._content.check(item, str(self.config.case_root), str(case_path), case.title))
+            over = value_quota(case_path, case.title, item.socket_slug, tuple(f.path for f in item.files), value_bytes)
+            if over is not None:
+                findings.append(over)
             items.append(item if super_kind is None else dataclasses.replace(item, super_kind=super_kind))
         if len(findings) == len(case.findings) and all(new is old for new, old in zip(items, case.items, strict=True)):
             return case  # the common case, kept cheap: nothing to add

@@ -3,7 +3,8 @@ it is told to stop.
 
 Each round: re-plan (the planner is idempotent: new case folders become planned cases, unchanged ones cost a
 ``stat``), queue failed cases again once their backoff is over, and run a transfer pass if anything is runnable; then
-wait for the poll interval. New folders that appear during a pass are picked up by the next round (a re-plan must not
+wait for the poll interval. A case with blocking findings is skipped and the clean ones are uploaded (``--strict``:
+any blocking finding holds back all); what is blocked is logged once per change, not at every poll. New folders that appear during a pass are picked up by the next round (a re-plan must not
 touch cases a pass is working on).
 
 It never exits on a transient fault — network down, a 5xx storm, the server unreachable at start, a full disk —
@@ -28,6 +29,7 @@ from gcbulk.engine.gc.errors import (
     GcbulkError,
     first_error,
 )
+from gcbulk.engine.plan.titles import redacted, scrub
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.job_service import JobService
 from gcbulk.state.errors import LedgerDiskFull, LedgerError
@@ -79,7 +81,12 @@ class Follower:
         self.fault_backoff = fault_backoff or Backoff(min(FAULT_BACKOFF[0], settings.poll_interval), FAULT_BACKOFF[1])
         self.requeue_due = 0.0  # failed cases found at start are queued again at once: a restart is deliberate
         self._findings: frozenset[tuple[str, str, str]] | None = None
+        self._blocked: frozenset[str] = frozenset()
+        self._redact = service.redact_titles
         self._first_plan = True
+
+    def _title(self, title: str) -> str:
+        return redacted(title) if self._redact else title
 
     async def run(self) -> int:
         service = self.service
@@ -123,18 +130,30 @@ class Follower:
             delay = self.failed_backoff.next_delay()
             self.requeue_due = time.monotonic() + delay
             logs.log_event("cases_failed", level=logging.WARNING, cases=len(outcome.failed),
-                           retry_in_seconds=delay, examples=[f"{t}: {r}" for t, r in outcome.failed[:5]])
+                           retry_in_seconds=delay,
+                           examples=[f"{self._title(t)}: {scrub(r, t) if self._redact else r}"
+                                     for t, r in outcome.failed[:5]])
         elif not outcome.interrupted:
             self.failed_backoff.reset()
 
     def _log_plan(self, report: PlanReport) -> None:
         diff = report.diff
-        changed = diff.new_cases or diff.requeued or diff.removed or diff.blocked or diff.changed_after_consumed
+        blocked = frozenset(diff.blocked)
+        # A blocked case is reported by every plan until it is fixed; only a change in the blocked set is news.
+        blocked_changed = blocked != self._blocked
+        changed = diff.new_cases or diff.requeued or diff.removed or blocked_changed or diff.changed_after_consumed
         if changed or self._first_plan:
             logs.log_event("plan", cases=diff.cases, files=diff.files, bytes=diff.bytes, new=diff.new_cases,
                            requeued=len(diff.requeued), removed=len(diff.removed), blocked=len(diff.blocked),
                            changed_after_upload=len(diff.changed_after_consumed))
         self._first_plan = False
+        if blocked_changed:
+            logs.log_event("cases_blocked", level=logging.WARNING if blocked else logging.INFO, cases=len(blocked),
+                           newly_blocked=[self._title(t) for t in sorted(blocked - self._blocked)[:20]],
+                           unblocked=[self._title(t) for t in sorted(self._blocked - blocked)[:20]],
+                           message="blocked cases are skipped until their findings are fixed; the others run"
+                           if blocked else "no case is blocked any more")
+            self._blocked = blocked
         findings = [f for f in report.findings if f.severity != "info"]
         fingerprint = frozenset((f.severity, f.code, str(f.path)) for f in findings)
         if fingerprint == self._findings:

@@ -60,6 +60,12 @@ class JobService:
         self.display = display  # gcbulk.engine.service.display.ProgressDisplay on a terminal
         self.stop_requested: anyio.Event  # made in serve(): anyio primitives belong to the running loop
         self.killed = False
+        self.strict = False  # --strict: any blocking finding holds back every case (default: only its own case)
+        self.blocked_cases: list[str] = []  # titles the last plan blocked (skipped by the pass)
+        # cases.redact_titles / --redact-titles: logs and events show title#<hash> (the ledger keeps the titles)
+        self.redact_titles = self.job.cases.redact_titles
+        # Masks and JSON files checked, by (path, size, mtime): follow mode's polls do not read them again.
+        self.content_cache: dict[Any, Any] = {}
         self.client: GrandChallengeClient | None = None
         self.runner: LedgerRunner | None = None
         self.journal: Journal | None = None
@@ -96,7 +102,7 @@ class JobService:
                         async with LedgerRunner(self.settings.ledger, self.job.binding,
                                                 job_file=self.job.job_file) as runner:
                             self.runner = self.state.runner = runner
-                            self.journal = Journal(runner, events)
+                            self.journal = Journal(runner, events, redact_titles=self.redact_titles)
                             try:
                                 result = await body(self)
                             finally:
@@ -212,7 +218,9 @@ class JobService:
                 results = page.get("results", []) if isinstance(page, dict) else []
                 catalogue[slug] = results[0] if results else None
         job = self.job
-        return await self.runner.run(lambda ledger: plan_into_ledger(job, ledger, catalogue=catalogue))
+        strict, cache = self.strict, self.content_cache
+        return await self.runner.run(lambda ledger: plan_into_ledger(job, ledger, catalogue=catalogue, strict=strict,
+                                                                     content_cache=cache))
 
     async def run_pass(self) -> RunOutcome:
         """One transfer pass over every runnable case (``gcbulk.engine.upload.transfer.TransferEngine.run``)."""
@@ -275,27 +283,24 @@ class PlanBlocked(Exception):
     """The job's plan has blocking findings (already printed): nothing is uploaded until they are fixed."""
 
 
-async def run_once(service: JobService, *, replan: bool) -> RunOutcome:
-    """``gcbulk run`` without ``--follow``: plan if the ledger has no finished plan (or when asked), then one pass.
-    Raises PlanBlocked when the plan has blocking findings."""
+async def run_once(service: JobService, *, replan: bool = True) -> RunOutcome:
+    """``gcbulk run`` without ``--follow``: plan (a re-walk of the tree: the planner is idempotent and records only
+    what changed, so new and vanished case folders are picked up without ``--replan``), then one pass over the
+    runnable cases. Blocked cases are skipped and listed. Raises PlanBlocked when nothing may run."""
     from gcbulk.engine.cli.plan import print_report
 
     assert service.runner is not None
-    plan_state = await service.runner.run(lambda ledger: ledger.plan_state)
-    if plan_state in ("empty", "planning") or replan:
-        try:
-            report = await service.plan()
-        except (AuthenticationFailed, ConfigurationError):
-            raise
-        except GcbulkError as exc:
-            print(f"gcbulk run: could not check the job's sockets at {service.job.base_url}: {exc}. Check the "
-                  "server address and the network, then run again.", file=sys.stderr)
-            raise PlanBlocked() from None
-        print_report(report, out=sys.stderr)
-        if report.blocking:
-            raise PlanBlocked()
-    elif plan_state == "blocked":
-        print("gcbulk run: the last plan has blocking findings; fix them and run 'gcbulk plan' (or 'gcbulk run "
-              "--replan') again", file=sys.stderr)
+    del replan  # every run re-plans now; the flag stays accepted for scripts that pass it
+    try:
+        report = await service.plan()
+    except (AuthenticationFailed, ConfigurationError):
+        raise
+    except GcbulkError as exc:
+        print(f"gcbulk run: could not check the job's sockets at {service.job.base_url}: {exc}. Check the "
+              "server address and the network, then run again.", file=sys.stderr)
+        raise PlanBlocked() from None
+    print_report(report, out=sys.stderr, redact_titles=service.redact_titles)
+    if report.blocking:
         raise PlanBlocked()
+    service.blocked_cases = list(report.diff.blocked)
     return await service.run_pass()

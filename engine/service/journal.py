@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+from gcbulk.engine.plan.titles import redacted
 from gcbulk.engine.service.progress import EventLog
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.records import JobBinding
@@ -88,15 +89,18 @@ class LedgerRunner:
 
 
 class Journal:
-    def __init__(self, runner: LedgerRunner, events: EventLog) -> None:
+    def __init__(self, runner: LedgerRunner, events: EventLog, *, redact_titles: bool = False) -> None:
         self.runner = runner
         self.events = events
+        # cases.redact_titles: event lines name a case by a hash of its title (the ledger keeps the title).
+        self._case = redacted if redact_titles else (lambda title: title)
 
     async def record(self, transition: str, *args: Any, case: str | None = None, **fields: Any) -> Any:
         """``ledger.<transition>(*args, **fields)``, then one event line if it changed anything."""
         result = await self.runner.call(transition, *args, **fields)
         if result is not False:
-            self.events.emit(transition, case=case, key=list(args), **_printable(fields))
+            self.events.emit(transition, case=None if case is None else self._case(case), key=list(args),
+                             **_printable(fields))
         return result
 
     async def read(self, query: str, *args: Any, **kwargs: Any) -> Any:
@@ -105,7 +109,7 @@ class Journal:
 
     def note(self, event: str, *, case: str | None = None, **fields: Any) -> None:
         """An event line that changes no state (an adoption, a stop request, a progress snapshot)."""
-        self.events.emit(event, case=case, **_printable(fields))
+        self.events.emit(event, case=None if case is None else self._case(case), **_printable(fields))
 
 
 def _printable(fields: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from gcbulk.engine.service.follow import EXIT_OK, Backoff, Follower, is_fatal
 from gcbulk.engine.service.job_service import JobService
 from gcbulk.state.errors import LedgerBindingError
 
-from tests.imaging import make_mask, make_mha
+from tests.imaging import make_mask, make_mha, make_truncated_mha
 
 DEADLINE = 60.0
 
@@ -45,12 +45,14 @@ def write_tree_and_job(tmp_path: Path, emulator: RunningEmulator) -> Path:
         folder.mkdir(parents=True)
         make_mha(folder / "1-ct.mha", (4, 8, 8), seed=n)
         make_mask(folder / "2-seg.mha", (4, 8, 8), seed=n + 10)
-    (tmp_path / "cases" / "patient2" / "2-seg.mha").write_text("not an image\n")  # the import will fail
+    # Its header reads, so the plan passes it; the import fails. On a plain image socket: a segmentation socket's
+    # voxels are checked while planning (the server's overlay rule, made locally), which would block it instead.
+    make_truncated_mha(tmp_path / "cases" / "patient2" / "2-seg.mha")
     job = tmp_path / "job.toml"
     job.write_text(
         f'reader_study = "example-study"\nbase_url = "{emulator.base_url}"\ncase_root = "cases"\n'
         f'ca_file = "{emulator.ca_file}"\n\n[[rules]]\nposition = 1\nsocket = "ct-image"\n\n'
-        '[[rules]]\nposition = 2\nsocket = "airway-segmentation"\n'
+        '[[rules]]\nposition = 2\nsocket = "generic-medical-image"\n'
     )
     return job
 

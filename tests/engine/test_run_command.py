@@ -17,7 +17,7 @@ from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.upload.crashpoints import ENV_VAR
 
 from tests.engine.conftest import make_tutorial_tree, write_job
-from tests.imaging import make_mask, make_mha
+from tests.imaging import make_mask, make_mha, make_truncated_mha
 
 REPO = Path(__file__).parents[2]
 
@@ -65,12 +65,14 @@ def test_failed_cases_are_listed_with_reasons_exit_1_and_retry_failed_finishes_t
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 2)
     bad = tmp_path / "cases" / "patient2" / "seg.mha"
-    bad.write_text("not an image\n")
-    job = write_job(tmp_path, threaded_emulator)
+    make_truncated_mha(bad)  # its header reads, so it passes the plan; the import fails
+    # A plain image socket: a segmentation socket's voxels are checked while planning, which would block the case.
+    job = write_job(tmp_path, threaded_emulator, rules=(
+        '[[rules]]\nglob = "ct.mha"\nsocket = "ct-image"\n\n[[rules]]\nglob = "seg.mha"\nsocket = "generic-medical-image"\n'))
     token = threaded_emulator.tokens["editor"]
     failed = gcbulk("run", str(job), token=token)
     assert failed.returncode == 1
-    assert "1 case(s) failed" in failed.stderr and "patient2: airway-segmentation:" in failed.stderr
+    assert "1 case(s) failed" in failed.stderr and "patient2: generic-medical-image:" in failed.stderr
     assert "could not be imported" in failed.stderr
 
     make_mask(bad, (4, 8, 8), seed=7)
@@ -79,7 +81,7 @@ def test_failed_cases_are_listed_with_reasons_exit_1_and_retry_failed_finishes_t
     store = threaded_emulator.context.store
     assert sorted(ds.title for ds in store.display_sets.values()) == ["patient1", "patient2"]
     patient2 = next(ds for ds in store.display_sets.values() if ds.title == "patient2")
-    assert set(patient2.values) == {"ct-image", "airway-segmentation"}
+    assert set(patient2.values) == {"ct-image", "generic-medical-image"}
 
 
 def test_a_refused_token_is_a_configuration_error(tmp_path: Path, threaded_emulator: RunningEmulator) -> None:

@@ -12,6 +12,7 @@ from gcbulk.engine.cli import main
 from gcbulk.engine.jobfile import TOKEN_ENV, load_job
 from gcbulk.state.ledger import Ledger
 
+from tests.imaging import make_mha
 from tests.planner.conftest import put, put_mhd, write_job
 
 
@@ -51,13 +52,28 @@ def test_dry_run_without_a_ledger_creates_none(tutorial_job: Path, capsys: pytes
     assert sorted(p.name for p in tutorial_job.parent.iterdir()) == ["cases", "job.toml"]
 
 
-def test_blocking_findings_exit_2_with_path_and_fix(tutorial_job: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_blocking_finding_blocks_only_its_case_exit_1(tutorial_job: Path, capsys: pytest.CaptureFixture) -> None:
     empty = put(tutorial_job.parent / "cases" / "patient1" / "extra.mha", content=b"")
-    assert main(["plan", str(tutorial_job), "--offline"]) == 2
+    assert main(["plan", str(tutorial_job), "--offline"]) == 1
     out = capsys.readouterr().out
     assert f"BLOCKING [zero-bytes] {empty}" in out
     assert "fix: replace it with the real file, or remove it" in out
+    assert "removed 0 · blocked 1" in out and "Blocked cases (1):\n  patient1\n" in out
+    assert "1 case(s) are skipped until their blocking findings are fixed; the other 1 case(s) will run" in out
+    ledger = Ledger.open_readonly(tutorial_job.with_name("job.ledger.sqlite"), load_job(tutorial_job).binding)
+    with ledger:
+        assert ledger.plan_state == "complete"
+        assert ledger.counts_by_state()["case"] == {"blocked": 1, "planned": 1}
+
+
+def test_strict_holds_back_every_case_exit_2(tutorial_job: Path, capsys: pytest.CaptureFixture) -> None:
+    put(tutorial_job.parent / "cases" / "patient1" / "extra.mha", content=b"")
+    assert main(["plan", str(tutorial_job), "--offline", "--strict"]) == 2
+    out = capsys.readouterr().out
+    assert "(--strict: any blocking finding holds back every case)" in out
     assert "nothing will be uploaded until then" in out
+    with Ledger.open_readonly(tutorial_job.with_name("job.ledger.sqlite"), load_job(tutorial_job).binding) as ledger:
+        assert ledger.plan_state == "blocked"
 
 
 def test_token_in_the_job_file_exits_2(job_dir: Path, capsys: pytest.CaptureFixture) -> None:
@@ -111,7 +127,7 @@ def _emulator_job(job_dir: Path, emulator: RunningEmulator, rules: str | None = 
 def test_plan_checks_socket_slugs_on_the_server(
     job_dir: Path, threaded_emulator: RunningEmulator, monkeypatch, capsys
 ) -> None:
-    put(job_dir / "cases" / "patient1" / "ct.mha")
+    make_mha(job_dir / "cases" / "patient1" / "ct.mha", (2, 4, 4))  # a real image: its header is checked too
     monkeypatch.setenv(TOKEN_ENV, threaded_emulator.tokens["editor"])
     job = _emulator_job(job_dir, threaded_emulator, '[[rules]]\nposition = 1\nsocket = "ct-imag"\n')
     assert main(["plan", str(job)]) == 2

@@ -24,7 +24,8 @@ MiB = 1024**2
 def test_example_job_file_loads() -> None:
     config = load_job(Path(__file__).resolve().parents[2] / "examples" / "tutorial-job.toml")
     assert config.reader_study == "example-study"
-    assert [(rule.position, rule.socket) for rule in config.rules] == [(1, "ct-image"), (2, "airway-segmentation")]
+    assert [(rule.glob, rule.socket, rule.required) for rule in config.rules] == [
+        ("ct.mha", "ct-image", True), ("*seg*.mha", "airway-segmentation", False)]
     assert config.engine.part_size == 32 * MiB
     assert config.case_root == config.job_file.parent / "cases"
 
@@ -79,7 +80,12 @@ def test_token_in_the_job_file_is_refused_with_where_to_put_it(job_dir: Path, wh
         ({"rules": '[[rules]]\nposition = 1\nsocket = "x"\n[[rules]]\nposition = 1\nsocket = "y"\n'},
          "two rules claim the same position"),
         ({"rules": ""}, r"add at least one \[\[rules\]\]"),
-        ({"cases": 'title = "{case}"'}, r"cases.title uses \{case\}"),
+        ({"cases": 'title = "{case}"'}, r"cases.title '\{case\}': \{case\} is not a field; the template may use "
+                                        r"\{folder\}, \{path\}, \{parent\}"),
+        ({"cases": 'title = "{folder|md5}"'}, r"\|md5 is not a filter; use \|sha256 or \|sha256:N"),
+        ({"cases": 'title = "{folder|sha256:2}"'}, "the length must be a whole number from 4 to 64"),
+        ({"cases": 'title = "case {folder"'}, "opens a field that is not closed"),
+        ({"cases": 'titles_csv = "missing.csv"'}, r"cases.titles_csv .*missing.csv does not exist"),
         ({"cases": "depth = 0"}, "cases.depth must be a whole number"),
         ({"cases": 'ignore = "*.txt"'}, "cases.ignore must be a list"),
         ({"values": "when = 2025-01-01"}, "values.when is not a JSON value"),

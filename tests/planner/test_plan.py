@@ -48,7 +48,8 @@ def test_mhd_keeps_the_data_file_its_header_names(job_dir: Path, cases_dir: Path
     put(cases_dir / "p1" / "pixels.raw", 64)
     put(cases_dir / "p2" / "local.mhd", content=b"NDims = 3\nElementDataFile = LOCAL\n")
     cases, findings = plan(load_job(write_job(job_dir)))
-    assert findings == []
+    # Positions took differently named files (image.mhd, local.mhd): rightly a warning, and nothing else.
+    assert [f.code for f in findings] == ["position-names-differ"]
     assert [_items(c) for c in cases] == [{"ct-image": ["image.mhd", "pixels.raw"]}, {"ct-image": ["local.mhd"]}]
 
 

@@ -31,9 +31,11 @@ def _only(findings: list[Finding], code: str) -> Finding:
     return matching[0]
 
 
-def _check(config: JobConfig, catalogue=CATALOGUE) -> tuple[list[PlannedCase], list[Finding]]:
-    """Plan and run the whole preflight, as ``gcbulk plan`` does."""
-    checker = Preflight(config=config, catalogue=catalogue)
+def _check(config: JobConfig, catalogue=CATALOGUE, *, check_content: bool = False,
+           ) -> tuple[list[PlannedCase], list[Finding]]:
+    """Plan and run the whole preflight, as ``gcbulk plan`` does. The files here are stand-in bytes, so the content
+    checks (tests/planner/test_content_checks.py) are off unless asked for."""
+    checker = Preflight(config=config, catalogue=catalogue, check_content=check_content)
     findings = checker.check_job()
     cases, walk_findings = plan(config)
     findings += [f for f in walk_findings if f.case is None or not any(f in c.findings for c in cases)]
@@ -229,13 +231,16 @@ def _case_of_size(title: str, size: int) -> PlannedCase:
 def test_quota_estimate_against_the_server_limits(job_dir: Path) -> None:
     config = load_job(write_job(job_dir))
     checker = Preflight(config=config)
-    checker.check_case(_case_of_size("big", 3 * GiB))
+    big = checker.check_case(_case_of_size("big", 3 * GiB))
     for n in range(2000):
         checker.check_case(_case_of_size(f"p{n}", 1024))
     findings = checker.finish()
     assert (checker.quota.uploads, checker.quota.largest_value_bytes) == (2001, 3 * GiB)
+    # The warning names the case and the file that push it over the unverified account's quota.
+    [warning] = big.findings
+    assert (warning.severity, warning.case, warning.files) == ("warning", "big", ("big/ct.mha",))
+    assert f"socket 'ct-image' needs {3 * GiB} bytes of uploads at once (big/ct.mha)" in warning.message
     assert [(f.severity, f.message.split(";")[0]) for f in findings] == [
-        ("warning", f"one value needs {3 * GiB} bytes of uploads at once"),
         ("info", f"{3 * GiB + 2000 * 1024} bytes in all, more than the upload quota (128 GiB verified, 2 GiB "
                  "unverified)"),
         ("info", "2001 uploads, more than the server's cap of 2000 live uploads"),
@@ -244,8 +249,12 @@ def test_quota_estimate_against_the_server_limits(job_dir: Path) -> None:
 
 def test_value_over_the_verified_quota_blocks(job_dir: Path) -> None:
     checker = Preflight(config=load_job(write_job(job_dir)))
-    checker.check_case(_case_of_size("big", 129 * GiB))
-    assert [f.severity for f in checker.finish()][0] == "blocking"
+    small = checker.check_case(_case_of_size("small", 1024))
+    big = checker.check_case(_case_of_size("big", 129 * GiB))
+    # Only that case is blocked, and the finding names its file.
+    assert not small.blocking and big.blocking
+    assert big.findings[0].files == ("big/ct.mha",) and "128 GiB upload quota" in big.findings[0].message
+    assert not any(f.blocking for f in checker.finish())
 
 
 def test_mhd_without_its_data_file(job_dir: Path, cases_dir: Path) -> None:

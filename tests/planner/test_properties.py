@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -110,6 +111,42 @@ def test_replanning_the_same_tree_is_idempotent(tree: tuple[dict, list]) -> None
             second = plan_into_ledger(config, ledger, catalogue=None)
             assert snapshot(ledger) == recorded
         assert second.diff.new_cases == 0
+        assert (second.diff.requeued, second.diff.removed, second.diff.changed_after_consumed) == ([], [], [])
+        assert sum(second.diff.unchanged.values()) + len(second.diff.blocked) == first.diff.cases
+        assert [f.as_dict() for f in second.findings] == [f.as_dict() for f in first.findings]
+
+
+_REQUIRED_RULES = RULES.replace('socket = "airway-segmentation"', 'socket = "airway-segmentation"\nrequired = true')
+
+
+@settings(max_examples=25, deadline=None)
+@given(tree=_trees, titles=st.sampled_from(["template", "csv"]), mapped=st.integers(0, 5))
+def test_replanning_is_idempotent_with_blocked_cases_required_sockets_and_pseudonymised_titles(
+    tree: tuple[dict, list], titles: str, mapped: int
+) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = Path(scratch)
+        _materialise(directory / "cases", tree)
+        (directory / "cases").mkdir(exist_ok=True)
+        if titles == "csv":  # the first `mapped` folders have a row; the others are blocked for want of one
+            rows = "".join(f"{folder},case-{n}\n" for n, folder in enumerate(sorted(tree[0])[:mapped]))
+            (directory / "titles.csv").write_text("folder,title\n" + rows)
+            cases = 'ignore = ["*.txt"]\ntitles_csv = "titles.csv"'
+        else:
+            cases = 'ignore = ["*.txt"]\ntitle = "case-{folder|sha256:8}"'
+        config = load_job(write_job(directory, rules=_REQUIRED_RULES, cases=cases))
+        with Ledger.open(directory / "job.ledger.sqlite", config.binding) as ledger:
+            first = plan_into_ledger(config, ledger, catalogue=None)
+            recorded = snapshot(ledger)
+            second = plan_into_ledger(config, ledger, catalogue=None)
+            assert snapshot(ledger) == recorded
+            # Blocked cases block only themselves: the plan stays runnable.
+            assert ledger.plan_state == "complete"
+            recorded_titles = [row["title"] for row in ledger._all("SELECT title FROM cases")]
+        # No title carries the folder name: each is a hash, a CSV title, or a hashed stand-in.
+        pseudonym = re.compile(r"case-[0-9a-f]{8}|case-\d+|untitled-[0-9a-f]{12}")
+        assert all(pseudonym.fullmatch(title) for title in recorded_titles), recorded_titles
+        assert second.diff.new_cases == 0 and second.diff.blocked == first.diff.blocked
         assert (second.diff.requeued, second.diff.removed, second.diff.changed_after_consumed) == ([], [], [])
         assert sum(second.diff.unchanged.values()) + len(second.diff.blocked) == first.diff.cases
         assert [f.as_dict() for f in second.findings] == [f.as_dict() for f in first.findings]

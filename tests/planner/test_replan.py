@@ -177,7 +177,9 @@ def test_failed_case_whose_file_was_fixed_is_retried(tutorial: JobConfig, ledger
 def test_blocked_case_is_planned_once_fixed(tutorial: JobConfig, ledger: Ledger) -> None:
     zero = put(tutorial.case_root / "patient1" / "extra.mha", content=b"")
     report = replan(tutorial, ledger)
-    assert report.blocking and report.diff.blocked == ["patient1"] and ledger.plan_state == "blocked"
+    # Only patient1 is held back: the plan stays runnable for the others.
+    assert not report.blocking and report.partly_blocked and report.diff.blocked == ["patient1"]
+    assert ledger.plan_state == "complete" and [c.title for c in ledger.cases_to_run()] == ["patient2"]
     assert [row.title for row in ledger.cases_needing_attention()] == ["patient1"]
     assert ledger.cases_needing_attention()[0].findings[0]["code"] == "zero-bytes"
     zero.unlink()

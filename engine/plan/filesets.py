@@ -1,0 +1,93 @@
+"""Reading a case's files far enough to plan them: .mhd headers (which data file they take along), DICOM headers
+(which series), JSON value files; and turning a socket's file set into a planned item. Pure: reads files, no network,
+no database.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from gcbulk.engine.gc.limits import MAX_FILES_PER_IMAGE
+from gcbulk.engine.plan import findings as finding
+from gcbulk.engine.plan.cases import Entry, PlannedFile, PlannedItem
+from gcbulk.engine.plan.findings import Finding
+from gcbulk.engine.plan.values import canonical_json
+
+_ELEMENT_DATA_FILE = re.compile(rb"^\s*ElementDataFile\s*=\s*(.*?)\s*$", re.MULTILINE)
+_MHD_HEADER_BYTES = 64 * 1024
+_MAX_VALUE_FILE = 16 * 1024**2  # contract §5: a request body is at most 16 MiB
+
+def mhd_data_file(path: str) -> tuple[str | None, str | None]:
+    """(data file named by the header or None for LOCAL, problem)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(_MHD_HEADER_BYTES)
+    except OSError as exc:
+        return None, f"the .mhd header cannot be read: {exc.strerror}"
+    match = _ELEMENT_DATA_FILE.search(header)
+    if match is None:
+        return None, "the .mhd header has no ElementDataFile line"
+    name = match.group(1).decode("utf-8", errors="replace")
+    if name.upper() == "LOCAL":
+        return None, None
+    if name.upper().startswith("LIST") or "%" in name:
+        return None, f"multi-file .mhd data (ElementDataFile = {name}) is not supported; convert it to .mha"
+    return name, None
+
+
+def dicom_series(sets: list[list[Entry]], findings: list[Finding], title: str) -> list[list[Entry]]:
+    """One file set per SeriesInstanceUID, reading only the headers (pydicom, ``stop_before_pixels``)."""
+    import pydicom  # imported only when a rule groups DICOM: it is slow to import
+    from pydicom.errors import InvalidDicomError
+
+    series: dict[str, list[Entry]] = {}
+    for file_set in sets:
+        for e in file_set:
+            try:
+                header = pydicom.dcmread(e.path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+            except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+                findings.append(finding.not_dicom(e.path, e.rel, str(exc) or type(exc).__name__, title))
+                continue
+            uid = header.get("SeriesInstanceUID")
+            if not uid:
+                findings.append(finding.not_dicom(e.path, e.rel, "it has no SeriesInstanceUID", title))
+                continue
+            series.setdefault(str(uid), []).append(e)
+    return list(series.values())
+
+
+def value_item(socket: str, entry: Entry, findings: list[Finding], title: str) -> PlannedItem | None:
+    if entry.size > _MAX_VALUE_FILE:
+        findings.append(finding.bad_json(entry.path, entry.rel, "it is over 16 MiB, the server's request limit",
+                                           title))
+        return None
+    try:
+        value = json.loads(Path(entry.path).read_bytes())
+    except OSError as exc:
+        findings.append(finding.unreadable(entry.path, entry.rel, exc.strerror or str(exc)))
+        return None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        findings.append(finding.bad_json(entry.path, entry.rel, str(exc), title))
+        return None
+    return PlannedItem(socket_slug=socket, value_json=canonical_json(value), value_path=entry.rel)
+
+
+def files_item(socket: str, file_set: list[Entry], findings: list[Finding], title: str) -> PlannedItem | None:
+    rels = tuple(e.rel for e in file_set)
+    if len(file_set) > MAX_FILES_PER_IMAGE:
+        findings.append(finding.too_many_files(file_set[0].path, socket, len(file_set), rels, title))
+        return None
+    names: dict[str, Entry] = {}
+    for e in file_set:
+        if e.name in names:
+            findings.append(finding.duplicate_file_names(e.path, socket, e.name, rels, title))
+            return None
+        names[e.name] = e
+    return PlannedItem(
+        socket_slug=socket,
+        files=tuple(PlannedFile(path=e.rel, name=e.name, size=e.size, mtime_ns=e.mtime_ns) for e in file_set),
+    )
+
+

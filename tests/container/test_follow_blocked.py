@@ -1,0 +1,100 @@
+"""Follow mode with a blocked case: the clean cases are uploaded, what is blocked is logged once per change."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import anyio
+from gcbulk.emulator.server import RunningEmulator
+from gcbulk.engine import settings
+from gcbulk.engine.service import logs
+from gcbulk.engine.service.follow import EXIT_OK, Follower
+from gcbulk.engine.service.job_service import JobService
+
+from tests.container.test_follow_loop import poll
+from tests.imaging import make_mha
+
+
+async def test_follow_uploads_the_clean_cases_and_logs_a_blocked_one_once_per_change(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    for n in (1, 2):
+        make_mha(tmp_path / "cases" / f"patient{n}" / "ct.mha", (4, 8, 8), seed=n)
+    (tmp_path / "cases" / "patient2" / "empty.mha").write_bytes(b"")  # blocks patient2
+    raw = os.fsencode(tmp_path / "cases") + b"/p\xe9tient"  # not UTF-8: blocked, and never a crash
+    os.mkdir(raw)
+    make_mha(tmp_path / "ct.mha", (4, 8, 8), seed=3)  # SimpleITK cannot write to a path that is not UTF-8
+    os.rename(tmp_path / "ct.mha", raw + b"/ct.mha")
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'reader_study = "example-study"\nbase_url = "{emulator.base_url}"\ncase_root = "cases"\n'
+        f'ca_file = "{emulator.ca_file}"\n\n[[rules]]\nglob = "ct.mha"\nsocket = "ct-image"\n'
+    )
+    resolved = settings.resolve(job, None, {
+        "GRAND_CHALLENGE_AUTHORIZATION": emulator.tokens["editor"], "GCBULK_METRICS_ADDRESS": "off",
+        "GCBULK_POLL_INTERVAL": "0.05", "GCBULK_PROGRESS_INTERVAL": "5",
+    })
+    stdout = io.StringIO()
+    setup = logs.configure("INFO", "json", stream=stdout)
+
+    def events(name: str) -> list[dict]:
+        return [line for line in map(json.loads, stdout.getvalue().splitlines()) if line["event"] == name]
+
+    async def scenario(running: JobService) -> int:
+        plans = 0
+        plan = running.plan
+
+        async def counted_plan() -> object:  # counts the follow loop's polls; the plan itself is the real one
+            nonlocal plans
+            plans += 1
+            return await plan()
+
+        running.plan = counted_plan  # type: ignore[method-assign]
+        async with anyio.create_task_group() as group:
+            result: list[int] = []
+
+            async def follow() -> None:
+                result.append(await Follower(running).run())
+
+            group.start_soon(follow)
+
+            async def clean_case_done() -> bool:
+                counts = await running.runner.call("counts_by_state")
+                return counts["case"].get("done") == 1
+
+            await poll(clean_case_done, "patient1 uploaded")
+            seen = plans
+
+            async def five_more_polls() -> bool:
+                return plans >= seen + 5
+
+            await poll(five_more_polls, "five more polls with nothing changed")
+            assert len(events("cases_blocked")) == 1
+            (tmp_path / "cases" / "patient2" / "empty.mha").unlink()
+
+            async def patient2_done() -> bool:
+                counts = await running.runner.call("counts_by_state")
+                return counts["case"].get("done") == 2
+
+            await poll(patient2_done, "patient2 uploaded once fixed")
+            running.request_stop("test")
+        return result[0]
+
+    try:
+        code = await service_serve(resolved, scenario)
+    finally:
+        setup.close()
+    assert code is None or code == EXIT_OK
+    blocked = events("cases_blocked")
+    assert [(e["cases"], e["newly_blocked"]) for e in blocked] == [(2, ["p\\xe9tient", "patient2"]),
+                                                                    (1, [])]
+    assert blocked[1]["unblocked"] == ["patient2"]
+    assert sorted(ds.title for ds in emulator.context.store.display_sets.values()) == ["patient1", "patient2"]
+    assert not events("fatal_configuration_error")
+
+
+async def service_serve(resolved: settings.RunSettings, scenario) -> int | None:
+    return await JobService(resolved).serve(scenario)
