@@ -92,6 +92,18 @@ def _choice(name: str, choices: tuple[str, ...], *, upper: bool = False) -> Call
     return parse
 
 
+def _flag(name: str) -> Callable[[str], bool]:
+    def parse(text: str) -> bool:
+        value = text.strip().lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigurationError(f"{name} must be true or false, got {text!r}")
+
+    return parse
+
+
 def _whole(name: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -124,6 +136,8 @@ PROCESS_KNOBS = (
     Knob("drain", _seconds("drain"), 30.0),
     Knob("log_level", _choice("log_level", LOG_LEVELS, upper=True), "INFO"),
     Knob("log_format", _choice("log_format", LOG_FORMATS), "auto"),
+    # Take over display sets this job did not make when their titles match case titles (never by default, §10).
+    Knob("adopt_existing", _flag("adopt_existing"), False),
 )
 # Job-file keys that the environment may override (the rules and values stay in the job file: they are the job).
 JOB_KEYS = ("base_url", "reader_study", "case_root", "ca_file")
@@ -144,6 +158,7 @@ class RunSettings:
     drain: float
     log_level: str
     log_format: str
+    adopt_existing: bool
     sources: Mapping[str, str]
     token_source: str | None
     token: str | None = field(default=None, repr=False)  # never in a repr, a log line or `config show`
@@ -151,7 +166,8 @@ class RunSettings:
     @property
     def transfer(self) -> TransferSettings:
         """The engine's settings: the job's knobs after precedence, with this process's drain and progress interval."""
-        return self.job.engine.replace(drain_seconds=self.drain, progress_interval_seconds=self.progress_interval)
+        return self.job.engine.replace(drain_seconds=self.drain, progress_interval_seconds=self.progress_interval,
+                                       adopt_existing=self.adopt_existing)
 
     def require_token(self) -> str:
         if self.token is None:
@@ -180,6 +196,7 @@ class RunSettings:
             "drain": self.drain,
             "log_level": self.log_level,
             "log_format": self.log_format,
+            "adopt_existing": self.adopt_existing,
             **{f"engine.{key}": getattr(knobs, key) for key in ENGINE_KEYS},
         }
         sources = {**self.sources, "job_file": "command line", "token": self.token_source or "not set"}
@@ -211,6 +228,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, token: bool = True) -> Non
                              "DRAIN; default 30)")
     parser.add_argument("--log-level", metavar="LEVEL",
                         help=f"{', '.join(LOG_LEVELS)} (env {ENV_PREFIX}LOG_LEVEL; default INFO)")
+    parser.add_argument("--adopt-existing", action="store_true", default=None,
+                        help="take over display sets this job did not make whose titles match case titles: only "
+                             f"sockets without a value are filled, never one with answers (env {ENV_PREFIX}"
+                             "ADOPT_EXISTING)")
     parser.add_argument("--log-format", metavar="FORMAT",
                         help=f"json, text or auto: JSON lines unless stdout is a terminal (env {ENV_PREFIX}LOG_FORMAT; "
                              "default auto)")

@@ -111,6 +111,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--show-cases", type=int, default=0, metavar="N",
                         help="list the first N cases with the files each socket takes (--json lists them all)")
     add_strict_argument(parser)
+    parser.add_argument("--adopt-existing", action="store_true", default=None,
+                        help="cases whose title already names a display set this job did not make take that display "
+                             "set over: only sockets without a value are filled, never one with answers (env "
+                             "GCBULK_ADOPT_EXISTING)")
     parser.add_argument(
         "--ledger", type=Path, help="the ledger file (default: <job stem>.ledger.sqlite beside the job file)"
     )
@@ -136,6 +140,22 @@ def fetch_catalogue(config: JobConfig, token: str) -> dict[str, dict[str, Any] |
             base_url=config.base_url, token=token, ca_file=config.ca_file, retry_policy=policy
         ) as client:
             return {slug: await client.get_socket(slug) for slug in config.socket_slugs}
+
+    return asyncio.run(fetch())
+
+
+def fetch_study_titles(config: JobConfig, token: str) -> set[str]:
+    """The titles of the study's display sets (one listing), to find those this job did not make."""
+    from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title
+    from gcbulk.engine.gc.retry import RetryPolicy
+
+    async def fetch() -> set[str]:
+        policy = RetryPolicy(attempts_per_item=3, max_delay=5.0)
+        async with GrandChallengeClient(
+            base_url=config.base_url, token=token, ca_file=config.ca_file, retry_policy=policy
+        ) as client:
+            study = await client.reader_study_by_slug(config.reader_study)
+            return {title async for ds in client.iterate_display_sets(study["pk"]) if (title := display_set_title(ds))}
 
     return asyncio.run(fetch())
 
@@ -168,6 +188,7 @@ def plan_into_ledger(
     keep_cases: int | None = 0,
     check_content: bool = True,
     content_cache: dict[Any, Any] | None = None,
+    server_titles: set[str] | None = None,
 ) -> PlanReport:
     """Plan the job's tree into ``ledger`` (or, for a dry run, compute the same diff and roll it back).
 
@@ -181,8 +202,11 @@ def plan_into_ledger(
     with planning(
         ledger, rules=config.rules_dict(), job_file=config.job_file, checksum=multipart_checksum, dry_run=dry_run
     ) as plan:
+        # ``server_titles``: the study's display-set titles (None offline, or with --adopt-existing): those this
+        # ledger never set out to make are someone else's, and their cases are blocked.
+        foreign = frozenset(server_titles - ledger.own_display_set_titles()) if server_titles else frozenset()
         preflight = Preflight(config=config, catalogue=catalogue, titles=plan.titles, check_content=check_content,
-                              content_cache=content_cache)
+                              content_cache=content_cache, foreign_titles=foreign)
         job_findings.extend(preflight.check_job())
         for entry in planner.plan():
             if isinstance(entry, Finding):
@@ -220,10 +244,13 @@ def run(args: argparse.Namespace) -> int:
         resolved = settings.resolve(args.job, args, read_token=not args.offline)
         config = resolved.job
         catalogue = None
+        server_titles = None
         if args.sockets is not None:
             catalogue = load_catalogue(args.sockets, config)
         elif not args.offline:
             catalogue = fetch_catalogue(config, resolved.require_token())
+        if not args.offline and not resolved.adopt_existing:
+            server_titles = fetch_study_titles(config, resolved.require_token())
     except ConfigurationError as exc:
         print(f"gcbulk plan: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
@@ -245,13 +272,13 @@ def run(args: argparse.Namespace) -> int:
                 with Ledger.open(Path(scratch) / "scratch.ledger.sqlite", config.binding) as ledger:
                     report = plan_into_ledger(config, ledger, catalogue=catalogue, dry_run=True,
                                               strict=args.strict, keep_cases=keep_cases,
-                                              check_content=not args.no_content_checks)
+                                              check_content=not args.no_content_checks, server_titles=server_titles)
                 report.ledger_path = None  # the scratch ledger is gone; there was no ledger to compare with
         else:
             with Ledger.open(ledger_path, config.binding, job_file=config.job_file) as ledger:
                 report = plan_into_ledger(config, ledger, catalogue=catalogue, dry_run=args.dry_run,
                                           strict=args.strict, keep_cases=keep_cases,
-                                          check_content=not args.no_content_checks)
+                                          check_content=not args.no_content_checks, server_titles=server_titles)
     except LedgerError as exc:
         print(f"gcbulk plan: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR

@@ -251,6 +251,15 @@ def duplicate_title(path: object, title: str) -> Finding:
               "rename one folder, or change cases.title so it includes more of the path (e.g. \"{path}\")")
 
 
+def title_taken(path: object, title: str) -> Finding:
+    return _f("title-exists", "blocking", path,
+              f"the reader study already has a display set titled {title!r} that this job did not make; gcbulk never "
+              "takes over a display set that is not its own",
+              "rename the case folder (or change cases.title), or, if that display set is this case's, plan and run "
+              "with --adopt-existing (it fills only sockets without a value and never touches a display set that "
+              "has answers)")
+
+
 def too_many_parts(path: object, size: int, preferred: int, grown: int | None) -> Finding:
     if grown is None:
         return _f("too-many-parts", "blocking", path,

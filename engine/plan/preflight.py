@@ -24,6 +24,7 @@ from gcbulk.engine.plan.findings import (
     Finding,
     _f,
     duplicate_title,
+    title_taken,
     file_socket_many_files,
     too_many_parts,
     unknown_socket,
@@ -114,6 +115,9 @@ class Preflight:
     # known; the cache (path, size, mtime → findings) can outlive one plan, e.g. across follow mode's polls.
     check_content: bool = True
     content_cache: dict[Any, Any] | None = None
+    # Titles of display sets in the study that this job did not make (contract §10: adopting them replaced other
+    # people's images): a case with one of these titles is blocked.
+    foreign_titles: frozenset[str] = frozenset()
     _content: ContentChecker | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -156,6 +160,8 @@ class Preflight:
             findings.append(duplicate_title(case_path, case.title))
         else:
             self.titles.add(case.title)
+        if case.title in self.foreign_titles:
+            findings.append(title_taken(case_path, case.title))
         items = []
         preferred = self.config.engine.part_size
         for item in case.items:

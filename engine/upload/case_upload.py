@@ -24,6 +24,7 @@ from gcbulk.engine.gc.errors import (
     ApiError,
     ConfigurationError,
     Disposition,
+    GcbulkError,
     Interrupted,
     NotFound,
     classify,
@@ -45,6 +46,10 @@ from gcbulk.state.records import CaseWork, ItemWork
 log = logging.getLogger(__name__)
 
 IMAGE, FILE, VALUE = "Image", "File", "Value"
+
+
+class TitleTaken(GcbulkError):
+    """A display set with the case's title exists and is not this job's to fill."""
 
 
 class DisplaySetIndex:
@@ -196,6 +201,15 @@ class CaseUpload:
             return ds.pk
         existing = await self.display_sets.lookup(self.case.title)
         if existing is not None:
+            # Found by title: ours only if this ledger set out to make it (a create whose answer was lost); anyone
+            # else's is taken over only when asked, and never one with answers (contract §10).
+            if ds.state != "creating" and not self.ctx.config.adopt_existing:
+                raise TitleTaken(
+                    f"the reader study already has a display set titled {self.case.title!r} that this job did not "
+                    "make; rename the case folder, or run with --adopt-existing to fill its empty sockets")
+            if ds.state != "creating" and await self.ctx.client.display_set_has_answers(existing):
+                raise TitleTaken(f"display set {self.case.title!r} already has answers: gcbulk does not change it "
+                                 "(Grand Challenge refuses changes to an answered display set)")
             await self._record("display_set_created", self.case.id, pk=existing)
             self.ctx.journal.note("display_set_adopted", case=self.case.title, pk=existing)
             return existing

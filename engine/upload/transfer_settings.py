@@ -71,6 +71,9 @@ class TransferSettings:
     drain_seconds: float = 30.0
     progress_interval_seconds: float = 10.0
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(attempts_per_item=DEFAULT_ATTEMPTS_PER_ITEM))
+    # Display sets are found again by title only where this ledger recorded the intent to make them; with this, a
+    # display set made by someone else is taken over too (``--adopt-existing``, contract §10).
+    adopt_existing: bool = False
 
     def __post_init__(self) -> None:
         if self.cases_in_flight is None:

@@ -9,6 +9,8 @@ import anyio
 import pytest
 from gcbulk.emulator.context import SCHEMA_2025_11, SCHEMA_CURRENT, EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
+from gcbulk.emulator.admin_answers import create_answer
+from gcbulk.engine.cli.plan import plan_into_ledger
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.jobfile import load_job
 from gcbulk.engine.upload.server_limits import SweepGuard
@@ -120,17 +122,60 @@ async def test_no_session_list_is_scanned_while_a_run_waits_for_its_imports(
     assert emulator.context.counters.requests["POST api:/api/v1/cases/upload-sessions/"] == 6
 
 
-async def test_a_display_set_that_already_has_the_case_title_is_adopted(
+async def test_a_display_set_someone_else_made_with_the_case_title_is_never_taken_over(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    # Contract §10: a new job whose folder names matched existing display sets adopted them and replaced their images.
+    make_tutorial_tree(tmp_path / "cases", 2)
+    theirs = await client.create_display_set("example-study", "patient1")
+    outcome = await run_job(write_job(tmp_path, emulator), emulator)
+
+    assert outcome.done == 1 and [title for title, _ in outcome.failed] == ["patient1"]
+    assert "this job did not make" in outcome.failed[0][1] and "--adopt-existing" in outcome.failed[0][1]
+    display_sets = await study_display_sets(client)
+    assert display_sets["patient1"]["pk"] == theirs["pk"] and display_sets["patient1"]["values"] == []
+
+
+async def test_with_adopt_existing_a_matching_display_set_is_filled(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 2)
     existing = await client.create_display_set("example-study", "patient1")
-    outcome = await run_job(write_job(tmp_path, emulator), emulator)
+    outcome = await run_job(write_job(tmp_path, emulator), emulator,
+                            dataclasses.replace(FAST_ENGINE, adopt_existing=True))
     assert outcome.failed == [] and outcome.done == 2
     display_sets = await study_display_sets(client)
-    assert sorted(display_sets) == ["patient1", "patient2"]
     assert display_sets["patient1"]["pk"] == existing["pk"]
     assert set(values_by_socket(display_sets["patient1"])) == {"ct-image", "airway-segmentation"}
+
+
+async def test_a_display_set_with_answers_is_never_touched_even_when_adopting(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    make_tutorial_tree(tmp_path / "cases", 1)
+    answered = await client.create_display_set("example-study", "patient1")
+    study = emulator.context.store.reader_study_by_slug("example-study")
+    question = next(emulator.context.store.questions[pk] for pk in study.question_pks
+                    if emulator.context.store.questions[pk].answer_type == "Bool")
+    await create_answer(emulator.context, creator="reader1", question_pk=question.pk,
+                        display_set_pk=answered["pk"], answer=True)
+    outcome = await run_job(write_job(tmp_path, emulator), emulator,
+                            dataclasses.replace(FAST_ENGINE, adopt_existing=True))
+    assert [title for title, _ in outcome.failed] == ["patient1"] and "already has answers" in outcome.failed[0][1]
+    assert (await study_display_sets(client))["patient1"]["values"] == []
+
+
+async def test_plan_blocks_cases_whose_titles_name_display_sets_of_someone_else(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    make_tutorial_tree(tmp_path / "cases", 2)
+    await client.create_display_set("example-study", "patient2")
+    job = load_job(write_job(tmp_path, emulator))
+    with Ledger.open(default_ledger_path(job.job_file), job.binding, job_file=job.job_file) as ledger:
+        report = plan_into_ledger(job, ledger, catalogue=None, server_titles={"patient2"})
+    (finding,) = [f for f in report.findings if f.code == "title-exists"]
+    assert finding.blocking and "patient2" in finding.message and "--adopt-existing" in finding.fix
+    assert report.diff.blocked == ["patient2"]
 
 
 async def test_a_file_changed_after_planning_fails_its_case_and_asks_for_a_new_plan(
