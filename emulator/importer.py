@@ -35,7 +35,8 @@ from gcbulk.emulator.image_builder import (
     build_images,
 )
 from gcbulk.emulator.objects import IMAGES_BUCKET, UPLOADS_BUCKET
-from gcbulk.emulator.socket_kinds import voxel_value_error
+from gcbulk.emulator.notifications import notify
+from gcbulk.emulator.socket_kinds import JSON_FILE_KINDS, json_file_error, voxel_value_error
 from gcbulk.emulator.store import (
     SESSION_FAILED,
     SESSION_REQUEUED,
@@ -255,6 +256,15 @@ async def copy_file_value(context: Context, display_set_pk: str, socket_slug: st
     if upload is None or upload.status != UPLOAD_COMPLETED:
         logger.info("file value for %s/%s not set: User upload is not completed.", display_set_pk, socket_slug)
         return
+    socket = store.sockets[socket_slug]
+    if socket.kind in JSON_FILE_KINDS:
+        # The server parses and schema-checks a JSON file in the background; a refusal leaves the value absent and
+        # is told only through notifications (contract §10). The upload stays for the 24 h sweep.
+        content = await asyncio.to_thread(upload_object_path(context, upload).read_bytes)
+        refusal = json_file_error(socket, content)
+        if refusal:
+            notify(context, upload.creator, f"Validation for socket {socket.title} failed: {refusal}")
+            return
     value = SocketValue(pk=store.next_int_pk(), socket_slug=socket_slug)
     value.file_key = file_value_key(value.pk, upload.filename)
     await asyncio.to_thread(context.objects.copy, UPLOADS_BUCKET, upload.key, IMAGES_BUCKET, value.file_key)

@@ -6,9 +6,13 @@ stored code ("… required for interface kind IMG"), so the emulator keeps both.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import jsonschema
+
 from gcbulk.emulator.store import Socket
+from gcbulk.emulator.value_schemas import KIND_SCHEMAS
 
 # ComponentInterface kinds: display label -> stored code (the codes appear in the server's error messages).
 KIND_CODES = {
@@ -23,17 +27,34 @@ KIND_CODES = {
     "Thumbnail jpg": "JPEG", "Thumbnail png": "PNG", "OBJ file": "OBJ", "MP4 file": "MP4",
     "Newick tree-format file": "NEWCK", "BIOM format": "BIOM", "CSV file": "CSV", "ZIP file": "ZIP",
 }
-# The schema every value of a kind must fulfil before the socket's own schema is applied.
-KIND_SCHEMAS: dict[str, dict[str, Any]] = {
-    "String": {"type": "string"},
-    "Integer": {"type": "integer"},
-    "Float": {"type": "number"},
-    "Bool": {"type": "boolean"},
-    "Choice": {"type": "string"},
-    "Multiple choice": {"type": "array", "items": {"type": "string"}},
-}
-
 SUPER_KINDS = ("Image", "File", "Value")
+# File sockets whose content is JSON: the server parses and schema-checks the file in the background (contract §10).
+JSON_FILE_KINDS = frozenset(KIND_SCHEMAS) - {"String", "Integer", "Float", "Bool", "Choice", "Multiple choice"}
+
+
+def schema_of(socket: Socket) -> dict[str, Any] | None:
+    return KIND_SCHEMAS.get(socket.kind)
+
+
+def schema_error(socket: Socket, value: Any) -> str | None:
+    """The server's JSONValidator message for a value its socket's schema rejects, else None."""
+    for schema in (schema_of(socket), socket.schema):
+        if not schema:
+            continue
+        try:
+            jsonschema.validate(value, schema)
+        except jsonschema.ValidationError as error:
+            return f"JSON does not fulfill schema: instance {error.message.replace(str(error.instance) + ' ', '')}"
+    return None
+
+
+def json_file_error(socket: Socket, content: bytes) -> str | None:
+    """Why the server's background check refuses a JSON file for ``socket`` (contract §10), else None."""
+    try:
+        value = json.loads(content)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"The file could not be decoded as JSON: {error}"
+    return schema_error(socket, value)
 
 
 def kind_code(socket: Socket) -> str:

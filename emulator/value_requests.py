@@ -15,11 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
 from gcbulk.emulator.context import Context
 from gcbulk.emulator.http import bad_request, pk_from_url
 from gcbulk.emulator.importer import ImportWorker
-from gcbulk.emulator.socket_kinds import KIND_SCHEMAS, kind_code
+from gcbulk.emulator.socket_kinds import kind_code, schema_error
 from gcbulk.emulator.store import (
     SESSION_QUEUED,
     DisplaySet,
@@ -45,18 +44,6 @@ class ValueRequest:
     socket: Socket
     source: str  # value | image | upload_session | user_uploads | user_upload
     payload: Any
-
-
-def schema_error(socket: Socket, value: Any) -> str | None:
-    """The server's JSONValidator message for a value its socket's schema rejects, else None."""
-    for schema in (KIND_SCHEMAS.get(socket.kind), socket.schema):
-        if not schema:
-            continue
-        try:
-            jsonschema.validate(value, schema)
-        except jsonschema.ValidationError as error:
-            return f"JSON does not fulfill schema: instance {error.message.replace(str(error.instance) + ' ', '')}"
-    return None
 
 
 class _Resolver:
