@@ -139,7 +139,7 @@ def build_images(
     result = BuildResult()
     names = sorted(item.name for item in files)
     consumed: set[str] = set()
-    dicom_names = [name for name in names if _is_dicom(input_dir / name)]
+    dicom_names = [name for name in names if is_dicom(input_dir / name)]
     for name in names:
         if name in dicom_names or name.lower().endswith(DATA_FILE_SUFFIXES):
             continue
@@ -175,7 +175,7 @@ def _first_line(error: Exception) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
-def _is_dicom(path: Path) -> bool:
+def is_dicom(path: Path) -> bool:
     try:
         with path.open("rb") as handle:
             handle.seek(DICOM_PREAMBLE)

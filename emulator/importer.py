@@ -78,6 +78,10 @@ class ImportWorker:
     def schedule_file_copy(self, display_set_pk: str, socket_slug: str, upload_pk: str) -> None:
         self._spawn(self._delayed(copy_file_value(self.context, display_set_pk, socket_slug, upload_pk)))
 
+    def schedule(self, work: Coroutine[Any, Any, None]) -> None:
+        """Runs other background work (a DICOM image set import) after the delay, in an import slot."""
+        self._spawn(self._delayed(work))
+
     async def _delayed(self, work: Coroutine[Any, Any, None]) -> None:
         try:
             await asyncio.sleep(self.context.config.import_delay_seconds)
@@ -156,7 +160,7 @@ async def import_session(context: Context, session: UploadSession, inputs: list[
         if not result.images:
             _fail(context, session, result.default_error_message)
             return
-        images = [_store_image(context, session, built) for built in result.images]
+        images = [store_image(context, session, built) for built in result.images]
     except DuplicateFilesError:
         _fail(context, session, DUPLICATE_FILES)
         return
@@ -178,7 +182,7 @@ async def import_session(context: Context, session: UploadSession, inputs: list[
     _link_images(context, session, images)
 
 
-def _store_image(context: Context, session: UploadSession, built: BuiltImage) -> Image:
+def store_image(context: Context, session: UploadSession, built: BuiltImage) -> Image:
     pk = new_uuid()
     file_pk = new_uuid()
     filename = f"{pk}.mha"
