@@ -14,6 +14,7 @@ from gcbulk.emulator import (
     answers,
     display_sets,
     images,
+    notifications,
     reader_studies,
     s3,
     sweep,
@@ -61,7 +62,8 @@ def build_api_app(context: Context) -> web.Application:
     )
     _share_context(app, context, SITE_API)
     app.router.add_get("/api/v1/gcapi/", gcapi_version)
-    for module in (uploads, upload_sessions, reader_studies, display_sets, answers, images, admin, admin_answers, sweep):
+    for module in (uploads, upload_sessions, reader_studies, display_sets, answers, images, notifications, admin,
+                   admin_answers, sweep):
         module.setup(app)
     return app
 

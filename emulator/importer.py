@@ -13,8 +13,7 @@ Outcomes mirror ``build_images`` and its linked tasks on the server:
   answer gets ``answer_image``;
 * duplicate filenames, vanished or unfinished uploads, anything unexpected → Failed with the server's messages.
 
-Failed imports leave their uploads for the 24 h sweep, as on the server — except a segmentation refused at linking
-(``emulator/segments.py``): its uploads are already consumed, so its session shows an empty upload list (§10).
+Failed imports leave their uploads for the 24 h sweep, as on the server.
 """
 
 from __future__ import annotations
@@ -36,7 +35,8 @@ from gcbulk.emulator.image_builder import (
     build_images,
 )
 from gcbulk.emulator.objects import IMAGES_BUCKET, UPLOADS_BUCKET
-from gcbulk.emulator.segments import segmentation_problem
+from gcbulk.emulator.notifications import notify
+from gcbulk.emulator.socket_kinds import JSON_FILE_KINDS, json_file_error, voxel_value_error
 from gcbulk.emulator.store import (
     SESSION_FAILED,
     SESSION_REQUEUED,
@@ -77,6 +77,10 @@ class ImportWorker:
 
     def schedule_file_copy(self, display_set_pk: str, socket_slug: str, upload_pk: str) -> None:
         self._spawn(self._delayed(copy_file_value(self.context, display_set_pk, socket_slug, upload_pk)))
+
+    def schedule(self, work: Coroutine[Any, Any, None]) -> None:
+        """Runs other background work (a DICOM image set import) after the delay, in an import slot."""
+        self._spawn(self._delayed(work))
 
     async def _delayed(self, work: Coroutine[Any, Any, None]) -> None:
         try:
@@ -156,7 +160,7 @@ async def import_session(context: Context, session: UploadSession, inputs: list[
         if not result.images:
             _fail(context, session, result.default_error_message)
             return
-        images = [_store_image(context, session, built) for built in result.images]
+        images = [store_image(context, session, built) for built in result.images]
     except DuplicateFilesError:
         _fail(context, session, DUPLICATE_FILES)
         return
@@ -168,24 +172,17 @@ async def import_session(context: Context, session: UploadSession, inputs: list[
         shutil.rmtree(work_dir, ignore_errors=True)
 
     session.image_pks = [image.pk for image in images]
-    socket = store.sockets.get(session.target_socket_slug or "")
-    problem = None
-    if socket is not None and socket.overlay_segments and len(images) == 1:
-        stored = context.objects.object_path(IMAGES_BUCKET, images[0].files[0].object_key)
-        problem = await asyncio.to_thread(segmentation_problem, socket.overlay_segments, stored)
+    session.status = SESSION_SUCCEEDED
     for upload in consumed:
         if upload is not None and upload.pk in store.uploads:
             consume_upload(context, upload)
-    if problem is not None:
-        # Contract §10: by the time linking refuses the image, its uploads are deleted, so the Failed session shows
-        # "user_uploads": [] and "uploads": [] — only its pk leads to it.
-        _fail(context, session, problem)
-        return
-    session.status = SESSION_SUCCEEDED
+    # The server links the image in a separate task *after* the session turned Succeeded (contract §10): a client
+    # that takes Succeeded for "the value is there" meets this gap; the uploads are already gone by then.
+    await asyncio.sleep(context.config.link_delay_seconds)
     _link_images(context, session, images)
 
 
-def _store_image(context: Context, session: UploadSession, built: BuiltImage) -> Image:
+def store_image(context: Context, session: UploadSession, built: BuiltImage) -> Image:
     pk = new_uuid()
     file_pk = new_uuid()
     filename = f"{pk}.mha"
@@ -212,6 +209,7 @@ def _store_image(context: Context, session: UploadSession, built: BuiltImage) ->
         window_center=built.window_center,
         window_width=built.window_width,
         element_type=built.element_type,
+        segments=built.segments,
     )
     context.store.images[pk] = image
     return image
@@ -223,8 +221,12 @@ def _link_images(context: Context, session: UploadSession, images: list[Image]) 
         display_set = store.display_sets.get(session.target_display_set_pk)
         if display_set is None:
             return
+        socket = store.sockets.get(session.target_socket_slug or "")
+        refusal = voxel_value_error(socket, images[0].segments) if socket and len(images) == 1 else None
         if len(images) != 1:
             _fail(context, session, SINGLE_IMAGE_REQUIRED)
+        elif refusal:
+            _fail(context, session, refusal)  # the server ends up with ".." here: its text and the wrapper both end in "."
         elif not is_editable(store, display_set):
             _fail(context, session, UNEXPECTED_ERROR)
         else:
@@ -258,6 +260,15 @@ async def copy_file_value(context: Context, display_set_pk: str, socket_slug: st
     if upload is None or upload.status != UPLOAD_COMPLETED:
         logger.info("file value for %s/%s not set: User upload is not completed.", display_set_pk, socket_slug)
         return
+    socket = store.sockets[socket_slug]
+    if socket.kind in JSON_FILE_KINDS:
+        # The server parses and schema-checks a JSON file in the background; a refusal leaves the value absent and
+        # is told only through notifications (contract §10). The upload stays for the 24 h sweep.
+        content = await asyncio.to_thread(upload_object_path(context, upload).read_bytes)
+        refusal = json_file_error(socket, content)
+        if refusal:
+            notify(context, upload.creator, f"Validation for socket {socket.title} failed: {refusal}")
+            return
     value = SocketValue(pk=store.next_int_pk(), socket_slug=socket_slug)
     value.file_key = file_value_key(value.pk, upload.filename)
     await asyncio.to_thread(context.objects.copy, UPLOADS_BUCKET, upload.key, IMAGES_BUCKET, value.file_key)

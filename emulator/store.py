@@ -122,7 +122,7 @@ class UploadSession:
     created: datetime
     upload_pks: list[str]
     status: str = SESSION_QUEUED
-    error_message: str | None = None
+    error_message: str = ""  # "" by default, never null (contract §10)
     image_pks: list[str] = field(default_factory=list)
     # Where the imported image goes once processing succeeds.
     target_display_set_pk: str | None = None
@@ -226,6 +226,17 @@ class Answer:
     score: float | None = None
 
 
+@dataclass
+class Notification:
+    """A message the server leaves for a user where no other API shows it (a JSON file value it refused, §10)."""
+
+    pk: str
+    user_pk: int
+    created: datetime
+    message: str
+    read: bool = False
+
+
 class Store:
     """All emulator state. Handlers mutate it directly: aiohttp runs them on one event loop, so no locking is needed."""
 
@@ -239,6 +250,7 @@ class Store:
         self.questions: dict[str, Question] = {}
         self.display_sets: dict[str, DisplaySet] = {}
         self.answers: dict[str, Answer] = {}
+        self.notifications: dict[str, Notification] = {}
         self._int_pks = itertools.count(1)
 
     def next_int_pk(self) -> int:

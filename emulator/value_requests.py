@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
 from gcbulk.emulator.context import Context
 from gcbulk.emulator.http import bad_request, pk_from_url
+from gcbulk.emulator.dicom_sets import import_dicom_image_set
 from gcbulk.emulator.importer import ImportWorker
-from gcbulk.emulator.socket_kinds import KIND_SCHEMAS, kind_code
+from gcbulk.emulator.socket_kinds import kind_code, schema_error
 from gcbulk.emulator.store import (
     SESSION_QUEUED,
     DisplaySet,
@@ -35,6 +35,7 @@ from gcbulk.emulator.visibility import can_view_image
 
 SOURCES = "['image', 'value', 'file', 'user_upload', 'upload_session', ('image_name', 'user_uploads')]"
 INVALID_HYPERLINK = "Invalid hyperlink - Object does not exist."
+DICOM_IMAGE_SET = "DICOM Image Set"
 FIELDS = ("interface", "value", "file", "image", "upload_session", "user_upload", "user_uploads", "image_name")
 
 
@@ -43,20 +44,8 @@ class ValueRequest:
     """One validated value: its socket and the single source to take it from."""
 
     socket: Socket
-    source: str  # value | image | upload_session | user_uploads | user_upload
+    source: str  # value | image | upload_session | user_uploads | user_upload | dicom_image_set
     payload: Any
-
-
-def schema_error(socket: Socket, value: Any) -> str | None:
-    """The server's JSONValidator message for a value its socket's schema rejects, else None."""
-    for schema in (KIND_SCHEMAS.get(socket.kind), socket.schema):
-        if not schema:
-            continue
-        try:
-            jsonschema.validate(value, schema)
-        except jsonschema.ValidationError as error:
-            return f"JSON does not fulfill schema: instance {error.message.replace(str(error.instance) + ' ', '')}"
-    return None
 
 
 class _Resolver:
@@ -138,7 +127,12 @@ def _validate(item: dict[str, Any], attrs: dict[str, Any]) -> dict[str, list[str
     if len(not_none) > 1 and not_none != {"image_name", "user_uploads"}:
         return {"non_field_errors": [f"You can only provide one of {SOURCES} for each socket."]}
     code = kind_code(socket)
-    if socket.super_kind == "Image":
+    if socket.kind == DICOM_IMAGE_SET and not attrs.get("image"):
+        # A DICOM image set is built from uploads and needs the image's name as well (contract §3, §10). The exact
+        # wording of this message is not in the contract; it follows the server's other "required for" messages.
+        if not (attrs.get("user_uploads") and item.get("image_name")):
+            return {"non_field_errors": [f"user_uploads and image_name are required for interface kind {code}"]}
+    elif socket.super_kind == "Image":
         if not any(attrs.get(name) for name in ("image", "user_uploads", "upload_session")):
             return {"non_field_errors": [
                 f"upload_session, user_uploads or image are required for interface kind {code}"]}
@@ -174,6 +168,8 @@ def validate_values(context: Context, user: User, raw: Any) -> list[ValueRequest
             source = next(name for name in ("value", "image", "upload_session", "user_uploads", "user_upload")
                           if item.get(name) is not None)
             payload = item["value"] if source == "value" else attrs[source]
+            if source == "user_uploads" and attrs["interface"].kind == DICOM_IMAGE_SET:
+                source, payload = "dicom_image_set", (attrs[source], item["image_name"])
             requests.append(ValueRequest(socket=attrs["interface"], source=source, payload=payload))
     if any(errors):
         raise bad_request({"values": errors})
@@ -206,5 +202,9 @@ def apply_values(
             session.target_display_set_pk = display_set.pk
             session.target_socket_slug = slug
             worker.schedule_session(session)
+        elif request.source == "dicom_image_set":
+            uploads, image_name = request.payload
+            worker.schedule(import_dicom_image_set(context, user, display_set.pk, slug, [u.pk for u in uploads],
+                                                   image_name))
         else:
             worker.schedule_file_copy(display_set.pk, slug, request.payload.pk)

@@ -1,0 +1,48 @@
+"""DICOM Image Set values (contract §3, §10): uploads plus an image name, no upload session, uploads always deleted."""
+
+from __future__ import annotations
+
+from tests.emulator.study_flow import create_display_set, get_display_set, patch_display_set, upload_file, wait_for_value
+from tests.imaging import make_dicom_series, make_mha
+
+
+async def _uploads(client, paths) -> list[dict]:
+    return [await upload_file(client, path) for path in paths]
+
+
+async def test_a_dicom_image_set_without_an_image_name_is_refused(client, tmp_path):
+    display_set = await create_display_set(client)
+    (upload,) = await _uploads(client, make_dicom_series(tmp_path, 1))
+    reply = await patch_display_set(client, display_set["pk"], {"values": [
+        {"interface": "dicom-image-set", "user_uploads": [upload["api_url"]]}]})
+    assert (reply.status, reply.json()) == (400, {"values": [{"non_field_errors": [
+        "user_uploads and image_name are required for interface kind DCMIS"]}]})
+
+
+async def test_a_dicom_series_becomes_one_named_image_without_an_upload_session(client, tmp_path):
+    display_set = await create_display_set(client)
+    uploads = await _uploads(client, make_dicom_series(tmp_path, 3, rows=8, columns=6))
+    reply = await patch_display_set(client, display_set["pk"], {"values": [
+        {"interface": "dicom-image-set", "user_uploads": [u["api_url"] for u in uploads], "image_name": "Chest"}]})
+    assert reply.status == 200, reply.body
+    value = await wait_for_value(client, display_set["pk"], "dicom-image-set")
+    image = (await client.call("GET", value["image"])).json()
+    assert image["name"] == "Chest" and image["shape"] == [3, 8, 6]
+    assert (await client.call("GET", client.api("cases/upload-sessions/"))).json()["count"] == 0
+    for upload in uploads:
+        assert (await client.call("GET", upload["api_url"])).status == 404
+
+
+async def test_a_failed_dicom_image_set_leaves_no_value_no_session_and_no_uploads(client, tmp_path):
+    display_set = await create_display_set(client)
+    (upload,) = await _uploads(client, [make_mha(tmp_path / "not-dicom.mha")])
+    reply = await patch_display_set(client, display_set["pk"], {"values": [
+        {"interface": "dicom-image-set", "user_uploads": [upload["api_url"]], "image_name": "Chest"}]})
+    assert reply.status == 200
+
+    async def upload_gone() -> bool:
+        return (await client.call("GET", upload["api_url"])).status == 404
+
+    await client.eventually(upload_gone, "the upload to be deleted after the failed import")
+    assert (await get_display_set(client, display_set["pk"]))["values"] == []
+    assert (await client.call("GET", client.api("cases/upload-sessions/"))).json()["count"] == 0
