@@ -52,6 +52,12 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (moment - (now or datetime.now(timezone.utc))).total_seconds())
 
 
+# A retry wait at least this long is logged on "gcbulk.waits", which stays at INFO when the engine's retry chatter is
+# quieted (engine/service/logs.py): no wait of minutes without a voice.
+LONG_WAIT_SECONDS = 5.0
+wait_log = logging.getLogger("gcbulk.waits")
+
+
 @dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
     """Exponential backoff with full jitter for transient errors; special waits for server limits."""
@@ -177,6 +183,8 @@ async def call_with_retries(
             if on_retry is not None:
                 on_retry(what, exc, delay)
             log.info("retrying %s in %.1f s after %s", what, delay, exc)
+            if delay >= LONG_WAIT_SECONDS:  # the cap and quota waits (minutes): say what the run waits for
+                wait_log.info("%s waits %.0f s before trying again: %s", what, delay, exc)
             await anyio.sleep(delay)
             attempt += 1
             if reconcile is not None and may_have_succeeded(exc):

@@ -30,6 +30,7 @@ from gcbulk.engine.gc.retry import RetryBudget, item_budget
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.file_upload import FileUpload
+from gcbulk.engine.upload.server_limits import UnitPool
 from gcbulk.engine.upload.imports import (
     SESSION_ENDED_BADLY,
     UploadSessionIndex,
@@ -139,18 +140,30 @@ class CaseUpload:
                 if kinds[i.socket_slug] in (IMAGE, FILE) and i.state in ("planned", "uploading", "uploaded")]
         if not work:
             return
+        self._stop_point("before its uploads")
+        # The case takes the live-upload units of all its new files at once: its files then never hold slots that
+        # its other files wait for, and a case with more files than the ceiling is admitted alone.
+        fresh = 0
+        for item in work:
+            for file in item.files:
+                uploads = await self.ctx.journal.read("uploads_of_file", file.id)
+                fresh += not any(u.state in ("creating", "initialized", "completed") for u in uploads)
+        pool = UnitPool(await self.ctx.upload_gate.acquire(fresh, who=self.case.title) if fresh else 0)
         interrupted: list[Interrupted] = []
         try:
             async with anyio.create_task_group() as group:
                 for item in work:
-                    group.start_soon(self._upload_item, item, kinds[item.socket_slug], interrupted)
+                    group.start_soon(self._upload_item, item, kinds[item.socket_slug], interrupted, pool)
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
+        finally:
+            self.ctx.upload_gate.release_nowait(pool.left)  # units for files that never created an upload
+            pool.left = 0
         if interrupted:
             raise interrupted[0]
         await self._refresh()
 
-    async def _upload_item(self, item: ItemWork, kind: str, interrupted: list[Interrupted]) -> None:
+    async def _upload_item(self, item: ItemWork, kind: str, interrupted: list[Interrupted], pool: UnitPool) -> None:
         """Uploads an item's files. A stop (Interrupted) is collected, not raised, so it does not cancel the parts
         that sibling files still have on the wire: the drain lets those finish."""
         if kind == FILE and len(item.files) != 1:
@@ -163,7 +176,7 @@ class CaseUpload:
         try:
             async with anyio.create_task_group() as group:
                 for file in item.files:
-                    group.start_soon(self._upload_file, file, stopped)
+                    group.start_soon(self._upload_file, file, stopped, pool)
         except BaseException as raised:
             error = first_error(raised)
             if classify(error) not in (Disposition.INTERRUPTED, Disposition.STOP_RUN):
@@ -175,9 +188,9 @@ class CaseUpload:
             return
         await self._record("item_uploaded", item.id)
 
-    async def _upload_file(self, file: Any, stopped: list[Interrupted]) -> None:
+    async def _upload_file(self, file: Any, stopped: list[Interrupted], pool: UnitPool) -> None:
         try:
-            await FileUpload(self.ctx, file, self.case.title).run()
+            await FileUpload(self.ctx, file, self.case.title, pool).run()
         except Interrupted as stop:
             stopped.append(stop)
             return
@@ -250,7 +263,8 @@ class CaseUpload:
                 values.append({"interface": item.socket_slug, "user_upload": urls[0]})
         imports = sum(1 for item in items if kinds[item.socket_slug] == IMAGE)
         if imports:
-            self.import_units += await self.ctx.import_gate.acquire(imports)
+            self.import_units += await self.ctx.import_gate.acquire(imports, who=self.case.title)
+        self._stop_point("before its values")  # the stop may have come while it waited for import slots
         crash_point("before-values-patch")
         # A PATCH retried after a 5xx that the server had in fact applied may start a second import of the same
         # uploads; the second sets the same value again, so the display set still ends with one value per socket.
@@ -278,8 +292,11 @@ class CaseUpload:
         await self._mark_importing()
         waiting = [i for i in self.case.items if i.state == "attached"]
         images_waiting = sum(1 for i in waiting if kinds[i.socket_slug] == IMAGE)
-        if images_waiting > self.import_units:  # resumed with imports in flight from an earlier run
-            self.import_units += await ctx.import_gate.acquire(images_waiting - self.import_units)
+        # Resumed with imports in flight from an earlier run. A case already holding the whole limit (imports_in_flight
+        # below its image count) does not ask for more: it would wait for itself.
+        if images_waiting > self.import_units and self.import_units < ctx.import_gate.ceiling:
+            self.import_units += await ctx.import_gate.acquire(images_waiting - self.import_units,
+                                                               who=self.case.title)
         deadline = time.monotonic() + ctx.config.import_timeout_seconds
         delay = ctx.config.poll_initial_seconds
         polls = 0
@@ -307,7 +324,8 @@ class CaseUpload:
             if ctx.stopping.is_set():
                 raise Interrupted(f"{self.case.title}: stopped while waiting for imports")
             crash_point("during-import-poll")
-            await anyio.sleep(delay)
+            with anyio.move_on_after(delay):  # a stop ends the wait at once: the next pass resumes the polling
+                await ctx.stopping.wait()
             delay = min(delay * 1.5, ctx.config.poll_max_seconds)
             polls += 1
         return await self._finish()

@@ -32,6 +32,12 @@ class TransferContext:
     files_limiter: anyio.CapacityLimiter = field(init=False)
     parts_limiter: anyio.CapacityLimiter = field(init=False)
 
+    def stop(self) -> None:
+        """Start nothing new: set the flag every step checks, and wake whoever waits for a slot."""
+        self.stopping.set()
+        self.upload_gate.stop()
+        self.import_gate.stop()
+
     def __post_init__(self) -> None:
         self.files_limiter = anyio.CapacityLimiter(self.config.files_in_flight)
         self.parts_limiter = anyio.CapacityLimiter(self.config.parts_in_flight)

@@ -34,6 +34,7 @@ from gcbulk.engine.gc.uploads_api import UPLOAD_COMPLETED, UploadRef
 from gcbulk.engine.plan.parts import adjust_part_size
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
+from gcbulk.engine.upload.server_limits import UnitPool
 from gcbulk.engine.upload.s3_parts import (
     PartSpec,
     PresignedUrls,
@@ -77,10 +78,12 @@ def _age_seconds(iso_time: str | None) -> float | None:
 class FileUpload:
     """Uploads one file of one case; ``run()`` returns the completed upload's ledger row."""
 
-    def __init__(self, ctx: TransferContext, file: FileWork, case_title: str) -> None:
+    def __init__(self, ctx: TransferContext, file: FileWork, case_title: str, pool: UnitPool | None = None) -> None:
         self.ctx = ctx
         self.file = file
         self.case_title = case_title
+        # Live-upload units the case took for its files at once (``CaseUpload._upload_items``); empty: ask the gate.
+        self.pool = pool or UnitPool()
         # Ledger ids of the uploads this run created: those it counted into the live-upload gate.
         self._created_here: set[int] = set()
 
@@ -164,7 +167,11 @@ class FileUpload:
             snapshot.bytes_per_second or snapshot.average_bytes_per_second,
         )
         part_size = adjust_part_size(ctx.config.part_size, self.file.size)
-        await ctx.upload_gate.acquire(1)
+        if not self.pool.take():
+            await ctx.upload_gate.acquire(1, who=f"{self.case_title}/{self.file.name}")
+        if ctx.stopping.is_set():  # a stopping run creates no upload (the stop may have come during the wait)
+            ctx.upload_gate.release_nowait(1)
+            raise Interrupted(f"{self.file.relative_path}: stopped before its upload was created")
         upload_id = await self._record("upload_creating", self.file.id, part_size=part_size)
         crash_point("after-upload-intent")
         try:

@@ -9,42 +9,132 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
-from gcbulk.engine.gc.errors import GcbulkError
+from gcbulk.engine.gc.errors import GcbulkError, Interrupted
+
+# Not under "gcbulk.engine" (quieted to WARNING outside debugging, engine/service/logs.py): a long wait must be heard.
+log = logging.getLogger("gcbulk.waits")
 
 GIB = 1024**3
 
 
-class CountingGate:
-    """At most ``ceiling`` units held at once; ``acquire(n)`` waits until n fit, then takes them together."""
+class GateWaitTimeout(GcbulkError):
+    """A case waited longer than its deadline for room under a server limit; the message names the limit."""
 
-    def __init__(self, ceiling: int, *, held: int = 0, name: str = "gate") -> None:
+
+# A wait longer than this says at INFO what it waits for, and re-reads the server's count where it holds the truth.
+VOICE_SECONDS = 10.0
+
+
+class CountingGate:
+    """At most ``ceiling`` units held at once; ``acquire(n)`` waits until n fit, then takes them together.
+
+    * Every release wakes every waiter, also ``release_nowait`` from a cleanup path that cannot await: waiters sleep
+      on an ``anyio.Event`` that each change sets and replaces (``Event.set`` is synchronous).
+    * A request for more than the ceiling is admitted alone (when nothing else is held), never left waiting for
+      itself; the gate is then over its ceiling until those units are released.
+    * A wait longer than ``VOICE_SECONDS`` logs at INFO what it waits for and, with ``recount``, re-reads the
+      server's own count (contract §1: the upload cap counts every upload of the account, other tools' included).
+    * ``stop()`` wakes every waiter with ``Interrupted``: a stopping run starts nothing new; ``wait_timeout`` ends a
+      wait that cannot succeed with ``GateWaitTimeout`` (the case fails with that reason).
+    """
+
+    def __init__(self, ceiling: int, *, held: int = 0, name: str = "gate", why: str = "",
+                 recount: Callable[[], Awaitable[int]] | None = None, wait_timeout: float | None = None,
+                 voice_seconds: float = VOICE_SECONDS) -> None:
         if ceiling < 1:
             raise ValueError(f"{name}: the ceiling must be at least 1, not {ceiling}")
         self.ceiling = ceiling
         self.held = held
         self.name = name
-        self._changed = anyio.Condition()
+        self.why = why
+        self.waiting = 0
+        self._recount = recount
+        self._wait_timeout = wait_timeout
+        self._voice_seconds = voice_seconds
+        self._changed = anyio.Event()
+        self._stopped = False
 
-    async def acquire(self, units: int = 1) -> int:
-        """Takes ``units`` (at most the ceiling: a larger request would wait forever). Returns what it took."""
-        units = min(units, self.ceiling)
-        async with self._changed:
-            while self.held + units > self.ceiling:
-                await self._changed.wait()
+    def _fits(self, units: int) -> bool:
+        return self.held + min(units, self.ceiling) <= self.ceiling
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def acquire(self, units: int = 1, *, who: str = "") -> int:
+        """Takes ``units`` once they fit (a request above the ceiling: once nothing else is held). Returns them.
+
+        Raises ``Interrupted`` when the gate is stopped, ``GateWaitTimeout`` past ``wait_timeout``."""
+        started = time.monotonic()
+        self.waiting += 1
+        try:
+            while not self._fits(units):
+                if self._stopped:
+                    raise Interrupted(f"{who or self.name}: stopped while waiting for {self.name}")
+                waited = time.monotonic() - started
+                if self._wait_timeout is not None and waited >= self._wait_timeout:
+                    raise GateWaitTimeout(
+                        f"{who or 'waiting'}: no room for {units} under the {self.name} limit of {self.ceiling} "
+                        f"after {waited:.0f} s ({self.held} held{'; ' + self.why if self.why else ''})")
+                step = self._voice_seconds
+                if self._wait_timeout is not None:
+                    step = min(step, max(self._wait_timeout - waited, 0.0))
+                changed = self._changed
+                with anyio.move_on_after(step) as quiet:
+                    await changed.wait()
+                if quiet.cancelled_caught:
+                    log.info("%s waits %.0f s so far for %d of %s (%d of %d held%s)", who or "a case",
+                             time.monotonic() - started, units, self.name, self.held, self.ceiling,
+                             f"; {self.why}" if self.why else "")
+                    await self._recount_now()
+            if self._stopped:
+                raise Interrupted(f"{who or self.name}: stopped before taking {self.name}")
             self.held += units
-        return units
+            return units
+        finally:
+            self.waiting -= 1
+
+    async def _recount_now(self) -> None:
+        if self._recount is None:
+            return
+        count = await self._recount()
+        if count != self.held:
+            log.info("%s: the server counts %d, this run counted %d; using the server's", self.name, count, self.held)
+            self.held = count
+            self._wake()
 
     async def release(self, units: int = 1) -> None:
-        async with self._changed:
-            self.held = max(self.held - units, 0)
-            self._changed.notify_all()
+        self.release_nowait(units)
 
     def release_nowait(self, units: int = 1) -> None:
-        """For cleanup paths that cannot await (a cancelled task): waiters are woken by the next release."""
+        """Releases and wakes every waiter at once; safe from a cancelled task's cleanup."""
         self.held = max(self.held - units, 0)
+        self._wake()
+
+    def stop(self) -> None:
+        """Every waiter, now and later, raises ``Interrupted``: a stopping run takes no new slot."""
+        self._stopped = True
+        self._wake()
+
+
+class UnitPool:
+    """Units a case took from a gate at once, for its files to draw from one by one: a case with more files than
+    the gate's ceiling is admitted alone instead of its files holding slots that its other files wait for."""
+
+    def __init__(self, units: int = 0) -> None:
+        self.left = units
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
 
 
 class SweepRisk(GcbulkError):

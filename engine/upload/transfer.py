@@ -64,7 +64,7 @@ class TransferEngine:
         """Start nothing new; what is in flight may finish."""
         self._stop_requested.set()
         if self._context is not None:
-            self._context.stopping.set()
+            self._context.stop()
 
     @property
     def stopping(self) -> bool:
@@ -90,11 +90,17 @@ class TransferEngine:
             config=self.config,
             stats=self.stats,
             reader_study_slug=self.reader_study_slug,
-            upload_gate=CountingGate(self.config.live_upload_ceiling, held=on_server, name="live uploads"),
-            import_gate=CountingGate(self.config.imports_in_flight, name="imports"),
+            upload_gate=CountingGate(
+                self.config.live_upload_ceiling, held=on_server, name="live uploads",
+                why="uploads are freed as the server imports them, or by its 24 h sweep (contract §1)",
+                recount=self.client.count_uploads, wait_timeout=self.config.limit_wait_timeout_seconds),
+            import_gate=CountingGate(
+                self.config.imports_in_flight, name="imports in flight",
+                why="each image value is one import on the server (contract §2)",
+                wait_timeout=self.config.limit_wait_timeout_seconds),
         )
         if self.stopping:
-            context.stopping.set()
+            context.stop()
         return context
 
     async def run(self) -> RunOutcome:

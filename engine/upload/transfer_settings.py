@@ -57,6 +57,9 @@ class TransferSettings:
     sweep_guard: SweepGuard = field(default_factory=SweepGuard)
     # How long an import may take before the case fails with "import did not finish".
     import_timeout_seconds: float = 3600.0
+    # How long a case may wait for room under the live-upload ceiling or the import limit before it fails with that
+    # reason (the wait says what it waits for every few seconds meanwhile).
+    limit_wait_timeout_seconds: float = 3600.0
     poll_initial_seconds: float = 0.25
     poll_max_seconds: float = 10.0
     # The upload-session list is scanned for failure reasons at most this often (it has no filters, contract §2).
