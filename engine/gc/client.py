@@ -184,9 +184,13 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         params: dict[str, Any] | None = None,
         reconcile: Callable[[], Awaitable[Any]] | None = None,
         translate: Callable[[ApiError], Exception | None] | None = None,
+        idempotent: bool | None = None,
+        retries: bool = True,
     ) -> Any:
         """One API call with retries. ``translate`` maps an endpoint's error to its typed meaning (e.g. the upload
-        cap); ``reconcile`` looks a create up after a failure that may have reached the server."""
+        cap); ``reconcile`` looks a create up after a failure that may have reached the server. ``idempotent``
+        (default: GET only) lets a 500 be retried: sending it again cannot double anything. ``retries=False`` sends
+        once: for a request the caller retries itself after looking at the server."""
         url = self.url_for(path_or_url)
 
         async def attempt() -> Any:
@@ -198,9 +202,11 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
                     raise better from None
                 raise
 
+        if not retries:
+            return await attempt()
         return await call_with_retries(
             attempt, policy=self.retry_policy, what=f"{method} {urlsplit(url).path}", reconcile=reconcile,
-            on_retry=self.on_retry,
+            on_retry=self.on_retry, idempotent=method == "GET" if idempotent is None else idempotent,
         )
 
     async def iterate_all(
@@ -303,8 +309,10 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         values: list[dict[str, Any]] | None = None,
         order: int | None = None,
         title: str | None = None,
+        retries: bool = True,
     ) -> dict[str, Any]:
-        """PATCH (never PUT: a PUT removes the sockets it does not list, contract §3)."""
+        """PATCH (never PUT: a PUT removes the sockets it does not list, contract §3). ``retries=False``: sent once,
+        for the values PATCH, which is retried only after looking at the display set (engine/upload/values_patch.py)."""
         body: dict[str, Any] = {}
         if values is not None:
             body["values"] = values
@@ -312,7 +320,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
             body["order"] = order
         if title is not None:
             body["title"] = title
-        return await self.request("PATCH", f"reader-studies/display-sets/{pk}/", json=body)
+        return await self.request("PATCH", f"reader-studies/display-sets/{pk}/", json=body, retries=retries)
 
     # ---- upload sessions ------------------------------------------------------------------------------------
 

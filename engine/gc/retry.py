@@ -164,11 +164,16 @@ async def call_with_retries(
     what: str,
     reconcile: Callable[[], Awaitable[T | None]] | None = None,
     on_retry: RetryObserver | None = None,
+    idempotent: bool = False,
 ) -> T:
     """Runs ``operation`` until it succeeds, the error is not retryable, or the item's budget is spent.
 
     ``reconcile`` is for creates: after a failure that may have reached the server, it looks the object up; if it
     returns something, that is the result and the create is not sent again.
+
+    A 500 is retried only when sending again cannot double anything: the request is ``idempotent`` (GET, part PUT,
+    presign, list-parts; S3's ``500 InternalError`` asks for a retry) or a ``reconcile`` first looks at the server to
+    see whether the first request took effect (contract §1 "500 traps", §10: a concurrent duplicate title is a 500).
     """
     budget = current_budget(policy, what)
     attempt = 0
@@ -177,6 +182,8 @@ async def call_with_retries(
             return await operation()
         except Exception as exc:  # cancellation is a BaseException and passes through untouched
             delay = policy.get_delay(exc, attempt)
+            if delay is None and _is_500(exc) and (idempotent or reconcile is not None):
+                delay = policy.backoff(attempt)
             if delay is None:
                 raise
             budget.spend(exc)
@@ -192,3 +199,7 @@ async def call_with_retries(
                 if found is not None:
                     log.info("%s had succeeded before its error; adopted the existing object", what)
                     return found
+
+
+def _is_500(exc: BaseException) -> bool:
+    return isinstance(exc, HttpError) and exc.status == 500

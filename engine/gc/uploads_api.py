@@ -15,6 +15,7 @@ from gcbulk.engine.gc.errors import (
     MultipartUploadVanished,
     NotFound,
     UploadCapReached,
+    UploadNoLongerOpen,
     UploadQuotaReached,
 )
 
@@ -100,14 +101,27 @@ class UploadsMixin:
             f"uploads/{ref.pk}/{ref.s3_upload_id}/generate-presigned-urls/",
             json={"part_numbers": sorted(set(part_numbers))},
             translate=quota,
+            idempotent=True,  # asking for URLs again only signs them again
         )
         return {int(number): url for number, url in answer["presigned_urls"].items()}
 
     async def list_parts(self, upload: UploadRef | Mapping[str, Any]) -> list[dict[str, Any]]:
         """The parts S3 holds: ``[{"PartNumber", "ETag", "Size", ...}]``. MultipartUploadVanished if it is gone."""
         ref = UploadRef.of(upload)
+
+        async def still_open() -> None:
+            # Contract §1 "500 traps": list-parts on an upload that is no longer Initialized is a 500 that repeats
+            # (e.g. a ledger restored from an older copy); a 500 on an open upload is transient and retried.
+            try:
+                current = await self.get_upload(ref.pk)
+            except NotFound:
+                raise MultipartUploadVanished(f"upload {ref.pk} no longer exists on the server") from None
+            if current.get("status") != UPLOAD_INITIALIZED:
+                raise UploadNoLongerOpen(ref.pk, str(current.get("status")))
+
         answer = await self.request(
-            "GET", f"uploads/{ref.pk}/{ref.s3_upload_id}/list-parts/", translate=_vanished_on_404(ref)
+            "GET", f"uploads/{ref.pk}/{ref.s3_upload_id}/list-parts/", translate=_vanished_on_404(ref),
+            reconcile=still_open,
         )
         return list(answer.get("parts", []))
 

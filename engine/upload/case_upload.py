@@ -31,6 +31,7 @@ from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.file_upload import FileUpload
 from gcbulk.engine.upload.server_limits import UnitPool
+from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, send_values
 from gcbulk.engine.upload.imports import (
     SESSION_ENDED_BADLY,
     UploadSessionIndex,
@@ -40,7 +41,7 @@ from gcbulk.state.records import CaseWork, ItemWork
 
 log = logging.getLogger(__name__)
 
-IMAGE, FILE, VALUE = "Image", "File", "Value"
+
 
 
 class DisplaySetIndex:
@@ -250,25 +251,25 @@ class CaseUpload:
         if not items:
             return
         client = self.ctx.client
-        values: list[dict[str, Any]] = []
+        planned: list[PlannedValue] = []
         for item in items:
             kind = kinds[item.socket_slug]
             if kind == VALUE:
-                values.append({"interface": item.socket_slug, "value": item.value})
+                planned.append(PlannedValue(item.socket_slug, kind, {"interface": item.socket_slug, "value": item.value}))
                 continue
-            urls = [client.upload_url(upload_pk) for upload_pk in await self.ctx.journal.read("item_upload_pks", item.id)]
-            if kind == IMAGE:
-                values.append({"interface": item.socket_slug, "user_uploads": urls})
-            else:
-                values.append({"interface": item.socket_slug, "user_upload": urls[0]})
+            upload_pks = tuple(await self.ctx.journal.read("item_upload_pks", item.id))
+            urls = [client.upload_url(upload_pk) for upload_pk in upload_pks]
+            body = ({"interface": item.socket_slug, "user_uploads": urls} if kind == IMAGE
+                    else {"interface": item.socket_slug, "user_upload": urls[0]})
+            planned.append(PlannedValue(item.socket_slug, kind, body, upload_pks))
         imports = sum(1 for item in items if kinds[item.socket_slug] == IMAGE)
         if imports:
             self.import_units += await self.ctx.import_gate.acquire(imports, who=self.case.title)
         self._stop_point("before its values")  # the stop may have come while it waited for import slots
         crash_point("before-values-patch")
-        # A PATCH retried after a 5xx that the server had in fact applied may start a second import of the same
-        # uploads; the second sets the same value again, so the display set still ends with one value per socket.
-        await client.update_display_set(pk, values=values)
+        # Never resent blindly: a lost answer is settled by looking at the display set and the uploads.
+        await send_values(client, pk, planned, kinds, policy=self.ctx.config.retry,
+                          what=f"{self.case.title}: values PATCH")
         crash_point("after-values-patch")
         for item in items:
             await self._record("item_attached", item.id)

@@ -26,6 +26,7 @@ from gcbulk.engine.gc.errors import (
     MultipartUploadVanished,
     NotFound,
     SourceFileChanged,
+    UploadNoLongerOpen,
     first_error,
     may_have_succeeded,
 )
@@ -192,15 +193,14 @@ class FileUpload:
         ref = UploadRef(upload.pk, upload.s3_upload_id)
         try:
             listed = await self.ctx.client.list_parts(ref)
-        except ApiError as error:
-            # Contract §1: list-parts on an upload that is no longer Initialized is a 500. If the server completed
-            # it (a crash between complete and its record), record that.
-            if error.status == 500:
-                current = await self.ctx.client.get_upload(upload.pk)
-                if current.get("status") == UPLOAD_COMPLETED and not upload.missing_part_numbers:
-                    await self._record("upload_completed", upload.id)
-                    return await self.ctx.journal.read("upload", upload.id)
-            raise
+        except UploadNoLongerOpen as closed:
+            # The server is the truth: a Completed upload was completed by an earlier run whose record was lost (a
+            # crash, or a ledger restored from an older copy). With every part recorded, its object is this file;
+            # with parts missing from the ledger, a new upload is safer than guessing what was sent.
+            if closed.status == UPLOAD_COMPLETED and not upload.missing_part_numbers:
+                await self._record("upload_completed", upload.id)
+                return await self.ctx.journal.read("upload", upload.id)
+            raise MultipartUploadVanished(str(closed)) from None  # a new upload replaces it
         on_server = {int(p["PartNumber"]): p for p in listed}
         specs = {spec.number: spec for spec in part_specs(upload.file_size, upload.part_size)}
         for number, part in upload.parts.items():
