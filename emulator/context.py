@@ -32,6 +32,8 @@ class EmulatorConfig:
     download_url_expiry_seconds: float = 300.0
     # Delay before the import worker picks up an upload session; the real worker takes about a second (contract §9).
     import_delay_seconds: float = 0.2
+    # Between a session turning Succeeded and its image appearing in the display set (a separate task, contract §10).
+    link_delay_seconds: float = 0.05
     max_uploads_per_user: int = 2000
     max_uploads_per_session: int = 100
     max_active_imports_per_user: int = 16

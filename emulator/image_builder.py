@@ -72,6 +72,31 @@ class BuiltImage:
     window_center: float | None = None
     window_width: float | None = None
     modality: str | None = None
+    # The distinct voxel values of a single-channel 8-bit integer image with at most MAX_SEGMENTS of them, else None:
+    # panimg's ``segments``, which the server checks against a segmentation socket's overlay values (contract §10).
+    segments: list[int] | None = None
+
+
+# panimg's MAXIMUM_SEGMENTS_LENGTH: more distinct values than this and the image has no segments.
+MAX_SEGMENTS = 64
+_SEGMENT_DTYPES = ("int8", "uint8")
+
+
+class _SegmentCollector:
+    """Gathers the distinct voxel values slab by slab; gives up (None) past ``MAX_SEGMENTS``."""
+
+    def __init__(self, dtype: np.dtype, components: int) -> None:
+        self.values: set[int] | None = set() if dtype.name in _SEGMENT_DTYPES and components == 1 else None
+
+    def add(self, array: np.ndarray) -> None:
+        if self.values is None:
+            return
+        self.values.update(int(v) for v in np.unique(array))
+        if len(self.values) > MAX_SEGMENTS:
+            self.values = None
+
+    def result(self) -> list[int] | None:
+        return sorted(self.values) if self.values is not None else None
 
 
 @dataclass
@@ -214,13 +239,16 @@ def _convert(
         raise ValueError(f"Unsupported number of components: {components}")
     dtype = _pixel_dtype(reader)
     pixel_bytes = int(np.prod(size)) * components * dtype.itemsize
+    segments = _SegmentCollector(dtype, components)
     if pixel_bytes <= in_memory_limit_bytes:
         image = reader.Execute()
+        segments.add(sitk.GetArrayViewFromImage(image))
         sitk.WriteImage(image, str(output), useCompression=True)
     else:
-        _stream_to_mha(reader, output, dtype, slab_bytes)
+        _stream_to_mha(reader, output, dtype, slab_bytes, segments)
     element_type = sitk.GetPixelIDValueAsString(reader.GetPixelID())
     built = _describe(name, output, size, reader.GetSpacing(), components, element_type)
+    built.segments = segments.result()
     for key, attribute in (("WindowCenter", "window_center"), ("WindowWidth", "window_width")):
         if reader.HasMetaDataKey(key):
             try:
@@ -245,7 +273,9 @@ def _pixel_dtype(reader: sitk.ImageFileReader) -> np.dtype:
         reader.SetExtractIndex([])
 
 
-def _stream_to_mha(reader: sitk.ImageFileReader, output: Path, dtype: np.dtype, slab_bytes: int) -> None:
+def _stream_to_mha(
+    reader: sitk.ImageFileReader, output: Path, dtype: np.dtype, slab_bytes: int, segments: _SegmentCollector
+) -> None:
     """Writes an uncompressed ``.mha`` by copying slabs along the last axis.
 
     Hand-written header because SimpleITK's writer needs the whole image in memory; the keys are MetaIO's.
@@ -284,6 +314,7 @@ def _stream_to_mha(reader: sitk.ImageFileReader, output: Path, dtype: np.dtype, 
             reader.SetExtractSize(size[:-1] + [count])
             slab_image = reader.Execute()  # keep it referenced: the array view borrows its buffer
             slab = sitk.GetArrayViewFromImage(slab_image)
+            segments.add(slab)
             sink.write(np.ascontiguousarray(slab, dtype=little_endian).tobytes())
     reader.SetExtractSize([])
     reader.SetExtractIndex([])

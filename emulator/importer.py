@@ -35,6 +35,7 @@ from gcbulk.emulator.image_builder import (
     build_images,
 )
 from gcbulk.emulator.objects import IMAGES_BUCKET, UPLOADS_BUCKET
+from gcbulk.emulator.socket_kinds import voxel_value_error
 from gcbulk.emulator.store import (
     SESSION_FAILED,
     SESSION_REQUEUED,
@@ -170,6 +171,9 @@ async def import_session(context: Context, session: UploadSession, inputs: list[
     for upload in consumed:
         if upload is not None and upload.pk in store.uploads:
             consume_upload(context, upload)
+    # The server links the image in a separate task *after* the session turned Succeeded (contract §10): a client
+    # that takes Succeeded for "the value is there" meets this gap; the uploads are already gone by then.
+    await asyncio.sleep(context.config.link_delay_seconds)
     _link_images(context, session, images)
 
 
@@ -200,6 +204,7 @@ def _store_image(context: Context, session: UploadSession, built: BuiltImage) ->
         window_center=built.window_center,
         window_width=built.window_width,
         element_type=built.element_type,
+        segments=built.segments,
     )
     context.store.images[pk] = image
     return image
@@ -211,8 +216,12 @@ def _link_images(context: Context, session: UploadSession, images: list[Image]) 
         display_set = store.display_sets.get(session.target_display_set_pk)
         if display_set is None:
             return
+        socket = store.sockets.get(session.target_socket_slug or "")
+        refusal = voxel_value_error(socket, images[0].segments) if socket and len(images) == 1 else None
         if len(images) != 1:
             _fail(context, session, SINGLE_IMAGE_REQUIRED)
+        elif refusal:
+            _fail(context, session, refusal)  # the server ends up with ".." here: its text and the wrapper both end in "."
         elif not is_editable(store, display_set):
             _fail(context, session, UNEXPECTED_ERROR)
         else:

@@ -91,7 +91,7 @@ def apply_seed(store: Store, seed: dict[str, Any]) -> None:
             description=entry.get("description", ""),
             default_value=entry.get("default_value"),
             schema=entry.get("schema"),
-            overlay_segments=entry.get("overlay_segments", []),
+            overlay_segments=_overlay_segments(entry, where),
         )
 
     for index, entry in enumerate(seed.get("reader_studies", [])):
@@ -114,6 +114,17 @@ def apply_seed(store: Store, seed: dict[str, Any]) -> None:
             question = _question(store, study, q_entry, f"{where}.questions[{q_index}]")
             store.questions[question.pk] = question
             study.question_pks.append(question.pk)
+
+
+def _overlay_segments(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """The socket's overlay, as the server keeps it: ``[{name, visible, voxel_value}]`` with integer voxel values."""
+    segments = entry.get("overlay_segments", [])
+    if not isinstance(segments, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("voxel_value"), int) for s in segments
+    ):
+        raise SeedError(f"{where}: overlay_segments must be a list of {{name = ..., voxel_value = <int>}} tables")
+    return [{"name": s.get("name", str(s["voxel_value"])), "visible": s.get("visible", True),
+             "voxel_value": s["voxel_value"]} for s in segments]
 
 
 def _question(store: Store, study: ReaderStudy, entry: dict[str, Any], where: str) -> Question:

@@ -38,3 +38,37 @@ SUPER_KINDS = ("Image", "File", "Value")
 
 def kind_code(socket: Socket) -> str:
     return KIND_CODES.get(socket.kind, socket.kind)
+
+
+SEGMENTS_UNDETERMINED = (
+    "Image segments could not be determined, ensure the voxel values are integers and that it contains no more than "
+    "64 segments. Ensure the image has the minimum and maximum voxel values set as tags if the image is a TIFF file."
+)
+
+
+def allowed_voxel_values(socket: Socket) -> set[int]:
+    """The overlay's voxel values plus 0 (background), as the server's ``overlay_segments_allowed_values``."""
+    return {int(segment["voxel_value"]) for segment in socket.overlay_segments} | {0}
+
+
+def voxel_value_error(socket: Socket, segments: list[int] | None) -> str | None:
+    """Why the server refuses an image with ``segments`` on ``socket`` at linking (contract §10), else None.
+
+    Only sockets with overlay segments are checked. ``segments`` is None for an image that is not single-channel
+    8-bit integer or has more than 64 distinct values (panimg leaves it unset then).
+    """
+    if not socket.overlay_segments:
+        return None
+    if segments is None:
+        return SEGMENTS_UNDETERMINED
+    allowed = allowed_voxel_values(socket)
+    invalid = set(segments) - allowed
+    if invalid:
+        # Python's set repr, as the server formats it: "{0, 1}".
+        return (f"The valid voxel values for this segmentation are: {_set_repr(allowed)}. "
+                f"This segmentation is invalid as it contains the voxel values: {_set_repr(invalid)}.")
+    return None
+
+
+def _set_repr(values: set[int]) -> str:
+    return "{" + ", ".join(str(v) for v in sorted(values)) + "}"

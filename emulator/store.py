@@ -122,7 +122,7 @@ class UploadSession:
     created: datetime
     upload_pks: list[str]
     status: str = SESSION_QUEUED
-    error_message: str | None = None
+    error_message: str = ""  # "" by default, never null (contract §10)
     image_pks: list[str] = field(default_factory=list)
     # Where the imported image goes once processing succeeds.
     target_display_set_pk: str | None = None

@@ -20,6 +20,7 @@ from gcbulk.emulator.context import context_of
 from gcbulk.emulator.http import (
     ApiError,
     bad_request,
+    forbidden,
     current_user,
     json_response,
     not_found,
@@ -48,9 +49,8 @@ def _field_errors(request: web.Request, user: User, data: dict[str, Any], attrs:
         errors["uploads"] = ["This field is required."]
     elif not isinstance(uploads, list):
         errors["uploads"] = [f'Expected a list of items but got type "{type(uploads).__name__}".']
-    elif not uploads:
-        errors["uploads"] = ["This list may not be empty."]
     else:
+        # An empty list is accepted: the server makes a session with no uploads (contract §10).
         try:
             attrs["uploads"] = [completed_upload_for(context, user, url, "uploads") for url in uploads]
         except ApiError as error:
@@ -146,6 +146,12 @@ async def list_upload_sessions(request: web.Request) -> web.Response:
     return paginate(request, _own_sessions(request), lambda s: upload_session_json(request, context, s))
 
 
+async def delete_upload_session(request: web.Request) -> web.Response:
+    """DELETE is refused with 403: the server checks permissions before the method (contract §10)."""
+    require_user(request)
+    raise forbidden()
+
+
 async def retrieve_upload_session(request: web.Request) -> web.Response:
     context = context_of(request)
     session = context.store.upload_sessions.get(request.match_info["pk"])
@@ -161,3 +167,4 @@ def setup(app: web.Application) -> None:
     router.add_get("/api/v1/cases/upload-sessions/", list_upload_sessions)
     router.add_post("/api/v1/cases/upload-sessions/", create_upload_session)
     router.add_get(f"/api/v1/cases/upload-sessions/{UUID_PK}/", retrieve_upload_session)
+    router.add_delete(f"/api/v1/cases/upload-sessions/{UUID_PK}/", delete_upload_session)

@@ -242,6 +242,12 @@ async def retrieve_upload(request: web.Request) -> web.Response:
     return json_response(serialize_upload(request, _visible_upload(request)))
 
 
+async def delete_upload_request(request: web.Request) -> web.Response:
+    """DELETE is refused with 403: the server checks permissions before the method (contract §10)."""
+    require_user(request)
+    raise forbidden()
+
+
 async def generate_presigned_urls(request: web.Request) -> web.Response:
     context = context_of(request)
     upload = _action_upload(request, write=True)
@@ -313,6 +319,7 @@ def setup(app: web.Application) -> None:
     router.add_post("/api/v1/uploads/", create_upload)
     router.add_get("/api/v1/uploads/", list_uploads)
     router.add_get("/api/v1/uploads/{pk}/", retrieve_upload)
+    router.add_delete("/api/v1/uploads/{pk}/", delete_upload_request)
     action = "/api/v1/uploads/{pk}/{s3_upload_id}/"
     router.add_patch(action + "generate-presigned-urls/", generate_presigned_urls)
     router.add_get(action + "list-parts/", list_parts)

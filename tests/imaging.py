@@ -138,3 +138,15 @@ def make_dicom_series(
 def read_image(path: Path) -> sitk.Image:
     """Reads any image file SimpleITK understands (for asserting on what was imported or downloaded)."""
     return sitk.ReadImage(str(path))
+
+
+def make_mask(
+    path: Path, shape: tuple[int, ...] = (4, 8, 8), *, seed: int = 0, values: tuple[int, ...] = (0, 1)
+) -> Path:
+    """Writes a uint8 segmentation ``.mha`` holding only ``values`` (the seed's airway overlay is {0, 1}: a mask
+    with other values is refused on linking, contract §10). ``seed`` shifts the pattern so contents differ."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ramp = pixel_ramp(shape, "int64", seed)
+    array = np.asarray(values, dtype=np.uint8)[ramp % len(values)]
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+    return path

@@ -21,7 +21,7 @@ from tests.container.gcbulk_process import (
     http_get,
     poll,
 )
-from tests.imaging import make_mha
+from tests.imaging import make_mask, make_mha
 
 DEMO_JOB = REPO / "docker" / "demo-job.toml"
 CASE_SECONDS = 90.0  # generous: the suite shares two cores
@@ -36,7 +36,7 @@ def add_case(case_root: Path, n: int) -> None:
     folder = case_root / f"patient{n:03d}"
     folder.mkdir(parents=True, exist_ok=True)
     make_mha(folder / "1-ct.mha", (4, 8, 8), seed=n)
-    make_mha(folder / "2-airway.mha", (4, 8, 8), dtype="uint8", seed=n + 100)
+    make_mask(folder / "2-airway.mha", (4, 8, 8), seed=n + 100)
 
 
 def container_environment(tmp_path: Path, emulator: RunningEmulator | None, **extra: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ from gcbulk.engine.service.follow import EXIT_OK, Backoff, Follower, is_fatal
 from gcbulk.engine.service.job_service import JobService
 from gcbulk.state.errors import LedgerBindingError
 
-from tests.imaging import make_mha
+from tests.imaging import make_mask, make_mha
 
 DEADLINE = 60.0
 
@@ -44,7 +44,7 @@ def write_tree_and_job(tmp_path: Path, emulator: RunningEmulator) -> Path:
         folder = tmp_path / "cases" / f"patient{n}"
         folder.mkdir(parents=True)
         make_mha(folder / "1-ct.mha", (4, 8, 8), seed=n)
-        make_mha(folder / "2-seg.mha", (4, 8, 8), dtype="uint8", seed=n + 10)
+        make_mask(folder / "2-seg.mha", (4, 8, 8), seed=n + 10)
     (tmp_path / "cases" / "patient2" / "2-seg.mha").write_text("not an image\n")  # the import will fail
     job = tmp_path / "job.toml"
     job.write_text(
@@ -91,7 +91,7 @@ async def test_failed_cases_come_back_with_growing_backoff_and_finish_once_fixed
                 return len(events("cases_failed")) >= 2
 
             await poll(failed_twice, "two failed rounds")
-            make_mha(tmp_path / "cases" / "patient2" / "2-seg.mha", (4, 8, 8), dtype="uint8", seed=12)
+            make_mask(tmp_path / "cases" / "patient2" / "2-seg.mha", (4, 8, 8), seed=12)
 
             async def all_done() -> bool:
                 counts = await running.runner.call("counts_by_state")

@@ -104,15 +104,21 @@ async def session_for_display_set(emulator: RunningEmulator, ds_pk: str, socket:
     return max(sessions, key=lambda s: s.created).pk
 
 
-async def wait_for_session(client: EmulatorClient, session_pk: str, user: str = "editor") -> dict[str, Any]:
-    """Polls ``cases/upload-sessions/{pk}/`` until it is Succeeded, Failed or Cancelled (contract §2)."""
+async def wait_for_session(
+    client: EmulatorClient, session_pk: str, user: str = "editor", until: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """Polls ``cases/upload-sessions/{pk}/`` until it is Succeeded, Failed or Cancelled (contract §2), or in ``until``.
+
+    A session refused on linking shows Succeeded for a moment before it turns Failed (contract §10): wait with
+    ``until=("Failed",)`` for those.
+    """
     found: dict[str, Any] = {}
 
     async def finished() -> bool:
         reply = await client.call("GET", client.api(f"cases/upload-sessions/{session_pk}/"), user=user)
         assert reply.status == 200, reply.body
         found.update(reply.json())
-        return found["status"] in FINAL_SESSION_STATES
+        return found["status"] in (until or FINAL_SESSION_STATES)
 
     await client.eventually(finished, f"upload session {session_pk} to finish")
     return found

@@ -97,9 +97,10 @@ async def test_anonymous_reads_see_nothing_and_anonymous_writes_are_401(client):
     assert (abort.status, abort.json()) == (401, not_authenticated)
 
 
-async def test_uploads_cannot_be_deleted_or_edited_405(client):
+async def test_uploads_cannot_be_edited_405(client):
+    # DELETE is a 403 (permissions are checked first, contract §10): tests/emulator/test_session_tracking.py.
     upload = await client.create_upload()
-    for method in ("DELETE", "PUT", "PATCH"):
+    for method in ("PUT", "PATCH"):
         reply = await client.call(method, upload["api_url"], json_body={"filename": "y.mha"})
         assert reply.status == 405, method
         assert reply.json() == {"detail": f'Method "{method}" not allowed.'}

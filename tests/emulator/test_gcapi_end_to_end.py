@@ -20,7 +20,7 @@ import pytest
 import SimpleITK as sitk
 from gcbulk.emulator.server import RunningEmulator
 
-from tests.imaging import make_mha
+from tests.imaging import make_mask, make_mha
 
 STUDY = "example-study"
 T = TypeVar("T")
@@ -53,7 +53,7 @@ def admin_post(emulator: RunningEmulator, path: str, body: dict) -> dict:
 def images(tmp_path: Path) -> dict[str, Path]:
     return {
         "ct": make_mha(tmp_path / "ct.mha", (8, 16, 16)),
-        "segmentation": make_mha(tmp_path / "airway.mha", (8, 16, 16), dtype="uint8", seed=3),
+        "segmentation": make_mask(tmp_path / "airway.mha", (8, 16, 16), seed=3),
         "mask": make_mha(tmp_path / "mask.mha", (8, 16, 16), dtype="uint8", seed=5),
     }
 

@@ -23,7 +23,7 @@ from gcbulk.engine.upload.transfer_settings import TransferSettings
 from gcbulk.state.ledger import Ledger, default_ledger_path
 from gcbulk.state.replan import planning
 
-from tests.imaging import make_mha
+from tests.imaging import make_mask, make_mha
 
 # Retries in tests wait (almost) nothing: the behaviour is what matters, not the pacing.
 FAST_RETRIES = RetryPolicy(base_delay=0.01, max_delay=0.05, attempts_per_item=8, upload_cap_delay=0.05,
@@ -47,7 +47,7 @@ def make_tutorial_tree(root: Path, cases: int, *, shape: tuple[int, ...] = (4, 8
         folder = root / f"patient{n}"
         folder.mkdir(parents=True, exist_ok=True)
         make_mha(folder / "ct.mha", shape, seed=n)
-        make_mha(folder / "seg.mha", shape, dtype="uint8", seed=n + 1000)
+        make_mask(folder / "seg.mha", shape, seed=n + 1000)
     return root
 
 

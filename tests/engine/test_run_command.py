@@ -17,7 +17,7 @@ from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.upload.crashpoints import ENV_VAR
 
 from tests.engine.conftest import make_tutorial_tree, write_job
-from tests.imaging import make_mha
+from tests.imaging import make_mask, make_mha
 
 REPO = Path(__file__).parents[2]
 
@@ -73,7 +73,7 @@ def test_failed_cases_are_listed_with_reasons_exit_1_and_retry_failed_finishes_t
     assert "1 case(s) failed" in failed.stderr and "patient2: airway-segmentation:" in failed.stderr
     assert "could not be imported" in failed.stderr
 
-    make_mha(bad, (4, 8, 8), dtype="uint8", seed=7)
+    make_mask(bad, (4, 8, 8), seed=7)
     retried = gcbulk("retry-failed", str(job), "--replan", token=token)
     assert retried.returncode == 0, retried.stderr
     store = threaded_emulator.context.store

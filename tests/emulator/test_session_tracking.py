@@ -1,0 +1,168 @@
+"""Upload sessions as the real server keeps them (contract §2, §10): tracked by their own pk, never cleaned up,
+and segmentation masks refused on linking with the server's message and an upload list already emptied."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from tests.emulator.study_flow import (
+    create_display_set,
+    get_display_set,
+    patch_display_set,
+    session_for_display_set,
+    upload_file,
+    wait_for_session,
+    wait_for_value,
+)
+from tests.imaging import make_mha
+
+SESSIONS = "cases/upload-sessions/"
+OVERLAY_MESSAGE = ("Image validation for socket Airway Segmentation failed with error: The valid voxel values for "
+                   "this segmentation are: {0, 1}. This segmentation is invalid as it contains the voxel values: {3}..")
+
+
+def make_voxels(path: Path, voxels: list[int], dtype: str = "uint8") -> Path:
+    """A 2 × 8 × 8 mask whose voxels cycle through ``voxels``."""
+    array = np.resize(np.array(voxels, dtype=dtype), (2, 8, 8))
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+    return path
+
+
+async def _post_session(client, body: dict) -> dict:
+    reply = await client.call("POST", client.api(SESSIONS), json_body=body)
+    assert reply.status == 201, reply.body
+    return reply.json()
+
+
+async def test_a_session_without_target_stays_queued_with_an_empty_error_message(client, tmp_path):
+    upload = await upload_file(client, make_mha(tmp_path / "ct.mha"))
+    session = await _post_session(client, {"uploads": [upload["api_url"]]})
+    assert session["status"] == "Queued" and session["error_message"] == ""
+    again = (await client.call("GET", session["api_url"])).json()
+    assert again["status"] == "Queued" and again["error_message"] == ""
+
+
+async def test_a_session_with_no_uploads_is_accepted(client):
+    session = await _post_session(client, {"uploads": []})
+    assert session["status"] == "Queued" and session["uploads"] == [] and session["user_uploads"] == []
+
+
+async def test_a_queued_session_named_in_a_values_patch_imports_into_that_socket(client, tmp_path):
+    display_set = await create_display_set(client)
+    upload = await upload_file(client, make_mha(tmp_path / "ct.mha"))
+    session = await _post_session(client, {"uploads": [upload["api_url"]]})
+    reply = await patch_display_set(client, display_set["pk"], {"values": [
+        {"interface": "ct-image", "upload_session": session["api_url"]}]})
+    assert reply.status == 200 and reply.json()["values"] == []
+    done = await wait_for_session(client, session["pk"])
+    assert done["status"] == "Succeeded" and done["error_message"] == ""
+    value = await wait_for_value(client, display_set["pk"], "ct-image")
+    assert value["image"] == done["image_set"][0]
+
+
+async def test_a_session_with_a_display_set_target_imports_and_is_tracked_by_its_pk(client, tmp_path):
+    display_set = await create_display_set(client)
+    upload = await upload_file(client, make_mha(tmp_path / "ct.mha"))
+    session = await _post_session(client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"],
+                                           "interface": "ct-image"})
+    assert session["status"] == "Queued"  # the serialized object predates the scheduling (contract §2)
+    assert (await wait_for_session(client, session["pk"]))["status"] == "Succeeded"
+    await wait_for_value(client, display_set["pk"], "ct-image")
+
+
+async def test_the_value_appears_a_moment_after_the_session_turns_succeeded(client, emulator, tmp_path):
+    # A wide gap makes the window observable by polling; the default is 0.05 s.
+    emulator.context.config = replace(emulator.context.config, link_delay_seconds=2.0)
+    display_set = await create_display_set(client)
+    upload = await upload_file(client, make_mha(tmp_path / "ct.mha"))
+    session = await _post_session(client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"],
+                                           "interface": "ct-image"})
+    assert (await wait_for_session(client, session["pk"]))["status"] == "Succeeded"
+    assert (await get_display_set(client, display_set["pk"]))["values"] == []
+    await wait_for_value(client, display_set["pk"], "ct-image")
+
+
+async def test_sessions_and_uploads_cannot_be_deleted(client, tmp_path):
+    upload = await upload_file(client, make_mha(tmp_path / "ct.mha"))
+    session = await _post_session(client, {"uploads": [upload["api_url"]]})
+    forbidden = {"detail": "You do not have permission to perform this action."}
+    for url in (session["api_url"], upload["api_url"]):
+        reply = await client.call("DELETE", url)
+        assert (reply.status, reply.json()) == (403, forbidden)
+    assert (await client.call("GET", session["api_url"])).status == 200
+    assert (await client.call("GET", upload["api_url"])).status == 200
+
+
+async def test_finished_sessions_outlive_the_upload_sweep(client, emulator, tmp_path):
+    display_set = await create_display_set(client)
+    upload = await upload_file(client, make_mha(tmp_path / "ct.mha"))
+    session = await _post_session(client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"],
+                                           "interface": "ct-image"})
+    await wait_for_session(client, session["pk"])
+    emulator.context.clock.advance(timedelta(days=3).total_seconds())
+    reply = await client.call("POST", client.admin("sweep"))
+    assert reply.status == 200, reply.body
+    assert (await client.call("GET", session["api_url"])).json()["status"] == "Succeeded"
+    listed = (await client.call("GET", client.api(SESSIONS))).json()
+    assert session["pk"] in [s["pk"] for s in listed["results"]]
+
+
+@pytest.mark.parametrize("path", ["patch", "target"])
+async def test_a_mask_with_values_outside_the_overlay_fails_its_session_with_an_empty_upload_list(
+    client, emulator, tmp_path, path
+):
+    display_set = await create_display_set(client)
+    upload = await upload_file(client, make_voxels(tmp_path / "mask.mha", [0, 1, 3]))
+    if path == "patch":
+        session = await _post_session(client, {"uploads": [upload["api_url"]]})
+        reply = await patch_display_set(client, display_set["pk"], {"values": [
+            {"interface": "airway-segmentation", "upload_session": session["api_url"]}]})
+        assert reply.status == 200
+    else:
+        session = await _post_session(client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"],
+                                               "interface": "airway-segmentation"})
+    failed = await wait_for_session(client, session["pk"], until=("Failed",))
+    assert failed["status"] == "Failed"
+    assert failed["error_message"] == OVERLAY_MESSAGE
+    assert failed["user_uploads"] == [] and failed["uploads"] == []
+    assert len(failed["image_set"]) == 1
+    assert (await client.call("GET", upload["api_url"])).status == 404
+    assert (await get_display_set(client, display_set["pk"]))["values"] == []
+
+
+@pytest.mark.parametrize(("voxels", "dtype"), [([0, 1, 300], "uint16"), (list(range(70)), "uint8"),
+                                                ([0, 1], "float32")])
+async def test_a_mask_that_is_not_8_bit_or_has_too_many_values_fails_with_the_segments_message(
+    client, tmp_path, voxels, dtype
+):
+    display_set = await create_display_set(client)
+    upload = await upload_file(client, make_voxels(tmp_path / "mask.mha", voxels, dtype))
+    session = await _post_session(client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"],
+                                           "interface": "airway-segmentation"})
+    failed = await wait_for_session(client, session["pk"], until=("Failed",))
+    assert failed["status"] == "Failed" and failed["uploads"] == []
+    assert failed["error_message"].startswith(
+        "Image validation for socket Airway Segmentation failed with error: Image segments could not be determined")
+
+
+async def test_a_mask_within_the_overlay_is_linked_with_its_segments(client, tmp_path):
+    display_set = await create_display_set(client)
+    upload = await upload_file(client, make_voxels(tmp_path / "mask.mha", [0, 1]))
+    session = await _post_session(client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"],
+                                           "interface": "airway-segmentation"})
+    assert (await wait_for_session(client, session["pk"]))["status"] == "Succeeded"
+    value = await wait_for_value(client, display_set["pk"], "airway-segmentation")
+    image = (await client.call("GET", value["image"])).json()
+    assert image["segments"] == [0, 1]
+
+
+async def test_the_segmentation_socket_shows_its_overlay_values(client):
+    reply = await client.call("GET", client.api("components/interfaces/?slug=airway-segmentation"))
+    socket = reply.json()["results"][0]
+    assert [s["voxel_value"] for s in socket["overlay_segments"]] == [1]
