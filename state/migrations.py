@@ -301,3 +301,11 @@ def m003_results_export_and_reorder(db: Database) -> None:
         defaults={"attempts": 0},
     )
     db["reorder_items"].create_index(["state"])
+
+
+@migrations()
+def m004_item_upload_sessions(db: Database) -> None:
+    """Each image value is imported by its own upload session, created by gcbulk and recorded here before the values
+    PATCH names it (contract §2, §10): a run, or a resumed one, polls that session by pk; the server's session list
+    (no filters, never cleaned up) is not scanned."""
+    db["items"].add_column("upload_session_pk", str)

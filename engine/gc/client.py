@@ -324,6 +324,14 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
 
     # ---- upload sessions ------------------------------------------------------------------------------------
 
+    async def create_upload_session(self, upload_urls: list[str]) -> dict[str, Any]:
+        """``POST cases/upload-sessions/`` with only ``uploads``: a session that stays Queued until a values PATCH
+        names it as ``upload_session`` (contract §2, §10 path (a)), so its pk can be recorded before the PATCH.
+
+        Retried like an idempotent call: a second Queued session whose answer was lost holds nothing and never
+        runs (only the session named in the PATCH imports)."""
+        return await self.request("POST", "cases/upload-sessions/", json={"uploads": upload_urls}, idempotent=True)
+
     async def get_upload_session(self, pk: str) -> dict[str, Any]:
         return await self.request("GET", f"cases/upload-sessions/{pk}/")
 

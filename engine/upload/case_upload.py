@@ -34,8 +34,12 @@ from gcbulk.engine.upload.server_limits import UnitPool
 from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, send_values
 from gcbulk.engine.upload.imports import (
     SESSION_ENDED_BADLY,
+    SESSION_QUEUED,
+    SessionsRefused,
     UploadSessionIndex,
+    failed_session_message,
     present_sockets,
+    session_for_item,
 )
 from gcbulk.state.records import CaseWork, ItemWork
 
@@ -234,7 +238,15 @@ class CaseUpload:
             taken = item.socket_slug in present
             upload_pks = await self.ctx.journal.read("item_upload_pks", item.id)
             if not taken and kinds[item.socket_slug] == IMAGE:
-                taken = await self.sessions.find(upload_pks) is not None
+                session_pk = await self.ctx.journal.read("item_upload_session", item.id)
+                if session_pk:  # its own session left Queued only if the PATCH named it (contract §10)
+                    try:
+                        session = await self.ctx.client.get_upload_session(session_pk)
+                    except NotFound:
+                        session = {}
+                    taken = session.get("status", SESSION_QUEUED) != SESSION_QUEUED
+                else:  # recorded by an older gcbulk, which attached uploads directly
+                    taken = await self.sessions.find(upload_pks) is not None
             elif not taken and upload_pks:
                 try:
                     await self.ctx.client.get_upload(upload_pks[0])
@@ -259,10 +271,22 @@ class CaseUpload:
                 continue
             upload_pks = tuple(await self.ctx.journal.read("item_upload_pks", item.id))
             urls = [client.upload_url(upload_pk) for upload_pk in upload_pks]
-            body = ({"interface": item.socket_slug, "user_uploads": urls} if kind == IMAGE
-                    else {"interface": item.socket_slug, "user_upload": urls[0]})
-            planned.append(PlannedValue(item.socket_slug, kind, body, upload_pks))
-        imports = sum(1 for item in items if kinds[item.socket_slug] == IMAGE)
+            if kind == FILE:
+                body = {"interface": item.socket_slug, "user_upload": urls[0]}
+                planned.append(PlannedValue(item.socket_slug, kind, body, upload_pks))
+                continue
+            session = await self._own_session(item, list(upload_pks))
+            if session is None:  # the session says the item is taken or failed: nothing to send
+                continue
+            if session:
+                body = {"interface": item.socket_slug, "upload_session": session["api_url"]}
+                planned.append(PlannedValue(item.socket_slug, kind, body, upload_pks, str(session["pk"])))
+            else:
+                body = {"interface": item.socket_slug, "user_uploads": urls}
+                planned.append(PlannedValue(item.socket_slug, kind, body, upload_pks))
+        if not planned:
+            return
+        imports = sum(1 for value in planned if value.kind == IMAGE)
         if imports:
             self.import_units += await self.ctx.import_gate.acquire(imports, who=self.case.title)
         self._stop_point("before its values")  # the stop may have come while it waited for import slots
@@ -271,11 +295,36 @@ class CaseUpload:
         await send_values(client, pk, planned, kinds, policy=self.ctx.config.retry,
                           what=f"{self.case.title}: values PATCH")
         crash_point("after-values-patch")
-        for item in items:
+        for value in planned:
+            item = next(i for i in items if i.socket_slug == value.socket_slug)
             await self._record("item_attached", item.id)
         await self._record("display_set_values_attached", case.id)
         await self._record("display_set_importing", case.id)
         crash_point("after-values-recorded")
+
+    async def _own_session(self, item: ItemWork, upload_pks: list[str]) -> dict[str, Any] | None:
+        """The Queued upload session to name for this image item (recorded in the ledger first); ``{}`` to attach
+        the uploads directly (the server refused sessions); None when the recorded session shows the item taken
+        (recorded as attached) or failed (recorded as failed, with the server's message)."""
+        ctx = self.ctx
+        if ctx.sessions_refused is not None:
+            return {}
+        try:
+            own = await session_for_item(ctx.client, ctx.journal, item.id, upload_pks, case_title=self.case.title)
+        except SessionsRefused as refused:
+            if ctx.sessions_refused is None:
+                ctx.sessions_refused = str(refused)
+                log.warning("the server refused to create an upload session (%s); attaching uploads directly "
+                            "instead: import failures are then found by scanning the session list", refused)
+                ctx.journal.note("upload_sessions_refused", reason=str(refused))
+            return {}
+        if own.failed is not None:
+            await self._record("item_failed", item.id, reason=f"{item.socket_slug}: {own.failed}")
+            return None
+        if own.taken:
+            await self._record("item_attached", item.id)
+            return None
+        return own.session
 
     async def _mark_importing(self) -> None:
         """The display set follows its items: once any value is attached, it is importing (also after a resume
@@ -334,11 +383,16 @@ class CaseUpload:
     async def _drop_failed_imports(self, waiting: list[ItemWork], kinds: dict[str, str]) -> list[ItemWork]:
         still = []
         for item in waiting:
-            session = None
+            message = None
             if kinds[item.socket_slug] == IMAGE:
-                session = await self.sessions.find(await self.ctx.journal.read("item_upload_pks", item.id))
-            if session is not None and session.get("status") in SESSION_ENDED_BADLY:
-                message = session.get("error_message") or f"the import ended {session.get('status')}"
+                session_pk = await self.ctx.journal.read("item_upload_session", item.id)
+                if session_pk:  # its own session: one GET, never a scan of the list (contract §10)
+                    message = await failed_session_message(self.ctx.client, session_pk)
+                else:  # attached directly (an older gcbulk, or a server that refused sessions)
+                    session = await self.sessions.find(await self.ctx.journal.read("item_upload_pks", item.id))
+                    if session is not None and session.get("status") in SESSION_ENDED_BADLY:
+                        message = session.get("error_message") or f"the import ended {session.get('status')}"
+            if message is not None:
                 await self._record("item_failed", item.id, reason=f"{item.socket_slug}: {message}")
                 await self._item_finished(item, kinds, consumed=False)
             else:

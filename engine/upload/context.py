@@ -29,6 +29,8 @@ class TransferContext:
     import_gate: CountingGate
     # Set by the first stop signal: start nothing new, let what is in flight finish.
     stopping: anyio.Event = field(default_factory=anyio.Event)
+    # Set when the server refused to create an upload session: values then name their uploads directly (said once).
+    sessions_refused: str | None = None
     files_limiter: anyio.CapacityLimiter = field(init=False)
     parts_limiter: anyio.CapacityLimiter = field(init=False)
 

@@ -18,7 +18,7 @@ import anyio
 from gcbulk.engine.gc.client import GrandChallengeClient, socket_slug_of
 from gcbulk.engine.gc.errors import ApiError, NotFound, may_have_succeeded
 from gcbulk.engine.gc.retry import RetryPolicy, current_budget
-from gcbulk.engine.upload.imports import present_sockets
+from gcbulk.engine.upload.imports import SESSION_QUEUED, present_sockets
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class PlannedValue:
     kind: str
     body: dict[str, Any]
     upload_pks: tuple[str, ...] = ()
+    session_pk: str | None = None  # the upload session the PATCH names (contract §10 path (a))
 
 
 class UploadsGoneBeforeAttach(ApiError):
@@ -61,6 +62,11 @@ async def _taken(client: GrandChallengeClient, pk: str, planned: Iterable[Planne
             continue
         if value.socket_slug in present:
             taken.add(value.socket_slug)
+            continue
+        if value.session_pk is not None:
+            # A session leaves Queued only when a PATCH named it: then this value was taken (contract §2, §10).
+            if (await client.get_upload_session(value.session_pk)).get("status") != SESSION_QUEUED:
+                taken.add(value.socket_slug)
             continue
         if not sent_before:
             continue
