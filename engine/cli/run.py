@@ -18,6 +18,7 @@ configuration error. Both modes serve ``/metrics``, ``/healthz`` and ``/readyz``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -49,6 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "retry failed cases with growing backoff, wait out outages; stop with SIGTERM")
     parser.add_argument("--replan", action="store_true",
                         help="walk the case tree again before running (picks up new and changed files)")
+    parser.add_argument("--adopt-existing", action="store_true",
+                        help="fill display sets of the study whose title matches a case but that this job did not "
+                             "create: only their missing values are added (values already there are kept), and a "
+                             "display set with answers is never touched")
     settings.add_arguments(parser)
 
 
@@ -74,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         resolved = settings.resolve(args.job, args)
         resolved.require_token()
+        if getattr(args, "adopt_existing", False):
+            job = dataclasses.replace(resolved.job, engine=resolved.job.engine.replace(adopt_existing=True))
+            resolved = dataclasses.replace(resolved, job=job)
     except (ConfigurationError, OSError) as exc:
         print(f"gcbulk run: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR

@@ -299,6 +299,26 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
                 raise duplicate.error from None
             return found
 
+    async def display_set_has_answers(self, pk: str) -> bool:
+        """Whether anyone answered on this display set (contract §4: ``answers/?display_set=``; an editor sees all)."""
+        page = await self.request("GET", "reader-studies/answers/", params={"display_set": pk, "limit": 1})
+        return bool(page.get("count", len(page.get("results", []))))
+
+    async def may_create_display_sets(self, reader_study_slug: str) -> bool:
+        """Whether this token's user may add display sets to the study (an editor, contract §0), found out without
+        creating one: the probe's ``order`` is not a number, so the server refuses it whatever the rights, and DRF
+        reports every field's errors at once — a ``reader_study`` error among them means "not an editor"."""
+        body = {"reader_study": reader_study_slug, "title": "", "order": "not-a-number (gcbulk permission check)"}
+        try:
+            created = await self.request("POST", "reader-studies/display-sets/", json=body)
+        except ApiError as error:
+            if error.status == 400 and isinstance(error.body, dict):
+                return "reader_study" not in error.body
+            raise
+        raise ApiError("POST", self.url_for("reader-studies/display-sets/"), 201,
+                       f"the server accepted a display set with a non-numeric order (pk {created.get('pk')}); "
+                       "it does not behave as Grand Challenge does")
+
     async def get_display_set(self, pk: str) -> dict[str, Any]:
         return await self.request("GET", f"reader-studies/display-sets/{pk}/")
 

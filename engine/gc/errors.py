@@ -121,6 +121,10 @@ class UploadNoLongerOpen(GcbulkError):
         self.status = status
 
 
+class ForeignDisplaySet(GcbulkError):
+    """A display set with the case's title exists and was not made by this job: the case is not run into it."""
+
+
 class AttemptsExhausted(GcbulkError):
     """The item's attempt budget is spent; the item fails with ``last_error``."""
 

@@ -19,6 +19,7 @@ import anyio
 from gcbulk.engine.gc.client import display_set_title
 from gcbulk.engine.gc.errors import (
     ApiError,
+    ForeignDisplaySet,
     ConfigurationError,
     Disposition,
     Interrupted,
@@ -77,6 +78,7 @@ class CaseUpload:
         self.sessions = sessions
         self.display_sets = display_sets
         self.import_units = 0  # import-gate units this case holds
+        self._adopted_foreign = False  # its display set was made by someone else (run --adopt-existing)
 
     async def _record(self, transition: str, *args: object, **fields: object) -> object:
         return await self.ctx.journal.record(transition, *args, case=self.case.title, **fields)
@@ -209,8 +211,12 @@ class CaseUpload:
             return ds.pk
         existing = await self.display_sets.lookup(self.case.title)
         if existing is not None:
+            if ds.state == "creating":  # our own create, whose answer was lost before it was recorded
+                reason = "this job's own create, answer lost"
+            else:
+                reason = await self._may_adopt_foreign(existing)
             await self._record("display_set_created", self.case.id, pk=existing)
-            self.ctx.journal.note("display_set_adopted", case=self.case.title, pk=existing)
+            self.ctx.journal.note("display_set_adopted", case=self.case.title, pk=existing, reason=reason)
             return existing
         await self._record("display_set_creating", self.case.id)
         crash_point("after-display-set-intent")
@@ -224,6 +230,22 @@ class CaseUpload:
         await self._record("display_set_created", self.case.id, pk=created["pk"])
         crash_point("after-display-set-recorded")
         return created["pk"]
+
+    async def _may_adopt_foreign(self, pk: str) -> str:
+        """A display set with this case's title that this job did not create: not ours to fill, unless the user
+        asked (``run --adopt-existing``) and nobody answered on it."""
+        study = self.ctx.reader_study_slug
+        if not self.ctx.config.adopt_existing:
+            raise ForeignDisplaySet(
+                f"reader study {study!r} already has a display set titled {self.case.title!r} (pk {pk}) that this "
+                "job did not create; rename the case folder, or run with --adopt-existing to add its missing "
+                "values to that display set (values already there are kept)")
+        if await self.ctx.client.display_set_has_answers(pk):
+            raise ForeignDisplaySet(
+                f"display set {self.case.title!r} (pk {pk}) in {study!r} already has answers: gcbulk never changes "
+                "a display set that readers answered on, even with --adopt-existing")
+        self._adopted_foreign = True
+        return "--adopt-existing"
 
     # ---- 3. values -------------------------------------------------------------------------------------------
 
@@ -263,6 +285,8 @@ class CaseUpload:
         if not items:
             return
         client = self.ctx.client
+        if self._adopted_foreign:
+            items = await self._keep_present_values(pk, items, kinds)
         planned: list[PlannedValue] = []
         for item in items:
             kind = kinds[item.socket_slug]
@@ -301,6 +325,16 @@ class CaseUpload:
         await self._record("display_set_values_attached", case.id)
         await self._record("display_set_importing", case.id)
         crash_point("after-values-recorded")
+
+    async def _keep_present_values(self, pk: str, items: list[ItemWork], kinds: dict[str, str]) -> list[ItemWork]:
+        """An adopted display set keeps the values it has (never replaced unless asked): those items count as
+        attached — the import poll then finds them present — and only the missing ones are sent."""
+        present = present_sockets(await self.ctx.client.get_display_set(pk), kinds)
+        kept = [i for i in items if i.socket_slug in present]
+        for item in kept:
+            self.ctx.journal.note("value_kept", case=self.case.title, socket=item.socket_slug, display_set=pk)
+            await self._record("item_attached", item.id)  # a value socket goes from planned straight there
+        return [i for i in items if i.socket_slug not in present]
 
     async def _own_session(self, item: ItemWork, upload_pks: list[str]) -> dict[str, Any] | None:
         """The Queued upload session to name for this image item (recorded in the ledger first); ``{}`` to attach

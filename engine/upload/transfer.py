@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import anyio
 from gcbulk.engine.gc.client import GrandChallengeClient
-from gcbulk.engine.gc.errors import Disposition, Interrupted, classify, first_error
+from gcbulk.engine.gc.errors import ConfigurationError, Disposition, Interrupted, classify, first_error
 from gcbulk.engine.service.journal import Journal
 from gcbulk.engine.service.progress import (
     StatsSnapshot,
@@ -106,6 +106,11 @@ class TransferEngine:
     async def run(self) -> RunOutcome:
         """Runs every runnable case; returns what happened. Raises on a stop-run error (e.g. a bad token)."""
         await self.client.reader_study_by_slug(self.reader_study_slug)  # a wrong slug stops here, clearly
+        # Permission before bytes: a reader's token would upload every file, then fail at the first display set.
+        if not await self.client.may_create_display_sets(self.reader_study_slug):
+            raise ConfigurationError(
+                f"this token's user may not add display sets to reader study {self.reader_study_slug!r}: the user "
+                "must be an editor of the study (ask one of its editors to add them); nothing was uploaded")
         ctx = self._context = await self._context_for_run()
         sessions = UploadSessionIndex(self.client, min_interval=self.config.session_scan_interval_seconds)
         display_sets = DisplaySetIndex(ctx)

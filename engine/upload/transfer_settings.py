@@ -57,6 +57,9 @@ class TransferSettings:
     sweep_guard: SweepGuard = field(default_factory=SweepGuard)
     # How long an import may take before the case fails with "import did not finish".
     import_timeout_seconds: float = 3600.0
+    # A display set titled like a case but not made by this job is adopted only when the user asks (run
+    # --adopt-existing): never one with answers, and values already in it are kept, never replaced.
+    adopt_existing: bool = False
     # How long a case may wait for room under the live-upload ceiling or the import limit before it fails with that
     # reason (the wait says what it waits for every few seconds meanwhile).
     limit_wait_timeout_seconds: float = 3600.0
