@@ -304,8 +304,8 @@ def m003_results_export_and_reorder(db: Database) -> None:
 
 
 @migrations()
-def m004_upload_session_per_item(db: Database) -> None:
-    """Each image value's import is tracked by its own upload session (contract §10): the session's pk is recorded
-    before the values PATCH names it, so its outcome — a failure included, whose upload list the server has already
-    emptied — is read by pk, never found by scanning the account's whole session list."""
+def m004_item_upload_sessions(db: Database) -> None:
+    """Each image value is imported by its own upload session, created by gcbulk and recorded here before the values
+    PATCH names it (contract §2, §10): a run, or a resumed one, polls that session by pk; the server's session list
+    (no filters, never cleaned up) is not scanned."""
     db["items"].add_column("upload_session_pk", str)

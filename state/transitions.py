@@ -96,6 +96,23 @@ class LedgerTransitions:
     def item_uploaded(self, item_id: int) -> bool:
         return self.transition("item", item_id, "uploaded")
 
+    def item_session_recorded(self, item_id: int, session_pk: str | None) -> bool:
+        """The upload session that imports this item's uploads (contract §2, §10), recorded before the values PATCH
+        names it; None forgets it (its uploads were replaced). Not a state change: the item stays where it is."""
+        with self.db.atomic():
+            item = self._get("item", item_id)
+            if item.get("upload_session_pk") == session_pk:
+                return False
+            self.db.execute("UPDATE items SET upload_session_pk = ?, updated_at = ? WHERE id = ?",
+                            (session_pk, self._now(), item_id))
+            self._log("item.upload_session", subject="item", subject_id=item_id, case_id=item["case_id"],
+                      from_state=item["state"], to_state=item["state"], data={"upload_session_pk": session_pk})
+        return True
+
+    def item_upload_session(self, item_id: int) -> str | None:
+        """The pk of the upload session recorded for this item, if any."""
+        return self._get("item", item_id).get("upload_session_pk")
+
     def item_attached(self, item_id: int) -> bool:
         """The values PATCH took this item: its completed uploads are now Grand Challenge's (consumed)."""
         with self.db.atomic():
@@ -118,19 +135,6 @@ class LedgerTransitions:
             self.transition("item", item_id, "attached")
             for upload in uploads:
                 self.transition("upload", upload["id"], "consumed")
-        return True
-
-    def item_session_created(self, item_id: int, session_pk: str) -> bool:
-        """The upload session for this item's import exists on the server (created before the values PATCH names
-        it). Not a state change: the item stays ``uploaded`` until the PATCH is recorded."""
-        with self.db.atomic():
-            item = self._get("item", item_id)
-            if item.get("upload_session_pk") == session_pk:
-                return False
-            self.db.execute("UPDATE items SET upload_session_pk = ?, updated_at = ? WHERE id = ?",
-                            (session_pk, self._now(), item_id))
-            self._log("item.session_created", subject="item", subject_id=item_id, case_id=item["case_id"],
-                      from_state=item["state"], to_state=item["state"], data={"upload_session": session_pk})
         return True
 
     def item_done(self, item_id: int) -> bool:

@@ -184,13 +184,14 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         params: dict[str, Any] | None = None,
         reconcile: Callable[[], Awaitable[Any]] | None = None,
         translate: Callable[[ApiError], Exception | None] | None = None,
-        safe_to_repeat: bool | None = None,
+        idempotent: bool | None = None,
+        retries: bool = True,
     ) -> Any:
         """One API call with retries. ``translate`` maps an endpoint's error to its typed meaning (e.g. the upload
-        cap); ``reconcile`` looks at the server after a failure that may have reached it. ``safe_to_repeat`` (default:
-        only for GET) says the request may be sent again blindly — see ``call_with_retries``."""
+        cap); ``reconcile`` looks a create up after a failure that may have reached the server. ``idempotent``
+        (default: GET only) lets a 500 be retried: sending it again cannot double anything. ``retries=False`` sends
+        once: for a request the caller retries itself after looking at the server."""
         url = self.url_for(path_or_url)
-        repeatable = method in ("GET", "HEAD") if safe_to_repeat is None else safe_to_repeat
 
         async def attempt() -> Any:
             try:
@@ -201,9 +202,11 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
                     raise better from None
                 raise
 
+        if not retries:
+            return await attempt()
         return await call_with_retries(
             attempt, policy=self.retry_policy, what=f"{method} {urlsplit(url).path}", reconcile=reconcile,
-            on_retry=self.on_retry, safe_to_repeat=repeatable,
+            on_retry=self.on_retry, idempotent=method == "GET" if idempotent is None else idempotent,
         )
 
     async def iterate_all(
@@ -296,6 +299,26 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
                 raise duplicate.error from None
             return found
 
+    async def display_set_has_answers(self, pk: str) -> bool:
+        """Whether anyone answered on this display set (contract §4: ``answers/?display_set=``; an editor sees all)."""
+        page = await self.request("GET", "reader-studies/answers/", params={"display_set": pk, "limit": 1})
+        return bool(page.get("count", len(page.get("results", []))))
+
+    async def may_create_display_sets(self, reader_study_slug: str) -> bool:
+        """Whether this token's user may add display sets to the study (an editor, contract §0), found out without
+        creating one: the probe's ``order`` is not a number, so the server refuses it whatever the rights, and DRF
+        reports every field's errors at once — a ``reader_study`` error among them means "not an editor"."""
+        body = {"reader_study": reader_study_slug, "title": "", "order": "not-a-number (gcbulk permission check)"}
+        try:
+            created = await self.request("POST", "reader-studies/display-sets/", json=body)
+        except ApiError as error:
+            if error.status == 400 and isinstance(error.body, dict):
+                return "reader_study" not in error.body
+            raise
+        raise ApiError("POST", self.url_for("reader-studies/display-sets/"), 201,
+                       f"the server accepted a display set with a non-numeric order (pk {created.get('pk')}); "
+                       "it does not behave as Grand Challenge does")
+
     async def get_display_set(self, pk: str) -> dict[str, Any]:
         return await self.request("GET", f"reader-studies/display-sets/{pk}/")
 
@@ -306,12 +329,10 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         values: list[dict[str, Any]] | None = None,
         order: int | None = None,
         title: str | None = None,
-        reconcile: Callable[[], Awaitable[Any]] | None = None,
+        retries: bool = True,
     ) -> dict[str, Any]:
-        """PATCH (never PUT: a PUT removes the sockets it does not list, contract §3). Values are not safe to send
-        twice (a second PATCH names uploads or a session the first consumed): after a failure that may have reached
-        the server it is sent again only when ``reconcile`` finds it did not take effect. An order or a title alone
-        is (the same PATCH twice leaves the same display set)."""
+        """PATCH (never PUT: a PUT removes the sockets it does not list, contract §3). ``retries=False``: sent once,
+        for the values PATCH, which is retried only after looking at the display set (engine/upload/values_patch.py)."""
         body: dict[str, Any] = {}
         if values is not None:
             body["values"] = values
@@ -319,21 +340,17 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
             body["order"] = order
         if title is not None:
             body["title"] = title
-        return await self.request("PATCH", f"reader-studies/display-sets/{pk}/", json=body, reconcile=reconcile,
-                                  safe_to_repeat=values is None)
+        return await self.request("PATCH", f"reader-studies/display-sets/{pk}/", json=body, retries=retries)
 
     # ---- upload sessions ------------------------------------------------------------------------------------
 
     async def create_upload_session(self, upload_urls: list[str]) -> dict[str, Any]:
-        """``POST cases/upload-sessions/`` with the uploads and no target: 201, ``Queued``, and nothing runs until a
-        values PATCH names it as ``upload_session`` (contract §10, way (a)). Its pk is how the import is followed —
-        the only handle the server gives on an import that fails. Safe to repeat after a lost answer: the first
-        session stays Queued and inert (sessions are never cleaned up, and never run unless named)."""
-        return await self.request("POST", "cases/upload-sessions/", json={"uploads": upload_urls},
-                                  safe_to_repeat=True)
+        """``POST cases/upload-sessions/`` with only ``uploads``: a session that stays Queued until a values PATCH
+        names it as ``upload_session`` (contract §2, §10 path (a)), so its pk can be recorded before the PATCH.
 
-    def upload_session_url(self, pk: str) -> str:
-        return self.url_for(f"cases/upload-sessions/{pk}/")
+        Retried like an idempotent call: a second Queued session whose answer was lost holds nothing and never
+        runs (only the session named in the PATCH imports)."""
+        return await self.request("POST", "cases/upload-sessions/", json={"uploads": upload_urls}, idempotent=True)
 
     async def get_upload_session(self, pk: str) -> dict[str, Any]:
         return await self.request("GET", f"cases/upload-sessions/{pk}/")

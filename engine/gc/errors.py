@@ -112,6 +112,19 @@ class Interrupted(GcbulkError):
     """The run is stopping (a signal): the work was left where it was, to be resumed; it did not fail."""
 
 
+class UploadNoLongerOpen(GcbulkError):
+    """The server shows the upload as no longer Initialized (Completed or Aborted): its parts cannot be listed."""
+
+    def __init__(self, pk: str, status: str) -> None:
+        super().__init__(f"upload {pk} is {status!r} on the server, no longer open for parts")
+        self.pk = pk
+        self.status = status
+
+
+class ForeignDisplaySet(GcbulkError):
+    """A display set with the case's title exists and was not made by this job: the case is not run into it."""
+
+
 class AttemptsExhausted(GcbulkError):
     """The item's attempt budget is spent; the item fails with ``last_error``."""
 

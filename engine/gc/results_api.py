@@ -81,18 +81,12 @@ class ResultsMixin:
         async for answer in self.iterate_all(MY_ANSWERS if mine else ANSWERS, params, **extra):
             yield answer
 
-    async def display_set_has_answers(self, display_set_pk: str) -> bool:
-        """Whether anyone answered on the display set (``answers/?display_set=<pk>``, one row asked): Grand Challenge
-        refuses every change to such a display set, and gcbulk never tries one."""
-        page = await self.request("GET", ANSWERS, params={"display_set": display_set_pk, "limit": 1})
-        return bool(page.get("count", len(page.get("results", [])))) if isinstance(page, dict) else False
-
     # ---- display-set order ----------------------------------------------------------------------------------------
 
     async def set_display_set_order(self, pk: str, order: int) -> dict[str, Any]:
         """``PATCH reader-studies/display-sets/{pk}/ {"order": n}``; the answer is the post serializer's shape."""
         return await self.request("PATCH", f"reader-studies/display-sets/{pk}/", json={"order": order},
-                                  safe_to_repeat=True)  # the same order twice is the same display set
+                                  idempotent=True)  # the same order twice is the same display set
 
     # ---- images and their files -----------------------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ from gcbulk.engine.gc.errors import (
     HttpError,
     UploadCapReached,
     UploadQuotaReached,
-    certainly_not_applied,
     classify,
     may_have_succeeded,
 )
@@ -51,6 +50,12 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return max(0.0, (moment - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+# A retry wait at least this long is logged on "gcbulk.waits", which stays at INFO when the engine's retry chatter is
+# quieted (engine/service/logs.py): no wait of minutes without a voice.
+LONG_WAIT_SECONDS = 5.0
+wait_log = logging.getLogger("gcbulk.waits")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,15 +164,16 @@ async def call_with_retries(
     what: str,
     reconcile: Callable[[], Awaitable[T | None]] | None = None,
     on_retry: RetryObserver | None = None,
-    safe_to_repeat: bool = True,
+    idempotent: bool = False,
 ) -> T:
     """Runs ``operation`` until it succeeds, the error is not retryable, or the item's budget is spent.
 
-    ``safe_to_repeat``: the request may be sent again whatever became of the first (a GET, a part PUT, a presign,
-    list-parts): then a 500 is retried too — a server's or S3's ``500 InternalError`` is as passing as a 503. A
-    request that is not (a display-set POST, a values PATCH) is sent again after a failure that may have reached the
-    server only when ``reconcile`` has looked at the server and found that it did not take effect; if it did,
-    ``reconcile``'s answer is the result. Without ``reconcile`` such a failure is raised, never repeated blindly.
+    ``reconcile`` is for creates: after a failure that may have reached the server, it looks the object up; if it
+    returns something, that is the result and the create is not sent again.
+
+    A 500 is retried only when sending again cannot double anything: the request is ``idempotent`` (GET, part PUT,
+    presign, list-parts; S3's ``500 InternalError`` asks for a retry) or a ``reconcile`` first looks at the server to
+    see whether the first request took effect (contract §1 "500 traps", §10: a concurrent duplicate title is a 500).
     """
     budget = current_budget(policy, what)
     attempt = 0
@@ -176,21 +182,24 @@ async def call_with_retries(
             return await operation()
         except Exception as exc:  # cancellation is a BaseException and passes through untouched
             delay = policy.get_delay(exc, attempt)
-            if delay is None and safe_to_repeat and isinstance(exc, HttpError) and exc.status == 500:
+            if delay is None and _is_500(exc) and (idempotent or reconcile is not None):
                 delay = policy.backoff(attempt)
             if delay is None:
-                raise
-            uncertain = may_have_succeeded(exc) and not certainly_not_applied(exc)
-            if not safe_to_repeat and uncertain and reconcile is None:
                 raise
             budget.spend(exc)
             if on_retry is not None:
                 on_retry(what, exc, delay)
             log.info("retrying %s in %.1f s after %s", what, delay, exc)
+            if delay >= LONG_WAIT_SECONDS:  # the cap and quota waits (minutes): say what the run waits for
+                wait_log.info("%s waits %.0f s before trying again: %s", what, delay, exc)
             await anyio.sleep(delay)
             attempt += 1
-            if reconcile is not None and uncertain:
+            if reconcile is not None and may_have_succeeded(exc):
                 found = await reconcile()
                 if found is not None:
                     log.info("%s had succeeded before its error; adopted the existing object", what)
                     return found
+
+
+def _is_500(exc: BaseException) -> bool:
+    return isinstance(exc, HttpError) and exc.status == 500

@@ -15,6 +15,7 @@ from gcbulk.engine.gc.errors import (
     MultipartUploadVanished,
     NotFound,
     UploadCapReached,
+    UploadNoLongerOpen,
     UploadQuotaReached,
 )
 
@@ -71,9 +72,7 @@ class UploadsMixin:
                 return UploadCapReached(error.method, error.url, error.status, error.body, error.headers)
             return None
 
-        # Repeated after a lost answer (there is nothing to look it up by): the worst case is an empty upload that
-        # the next run's orphan check or the server's 24 h sweep removes.
-        return await self.request("POST", "uploads/", json={"filename": filename}, translate=cap, safe_to_repeat=True)
+        return await self.request("POST", "uploads/", json={"filename": filename}, translate=cap)
 
     async def get_upload(self, pk: str) -> dict[str, Any]:
         """Raises NotFound once the upload was consumed (import done) or swept."""
@@ -102,30 +101,28 @@ class UploadsMixin:
             f"uploads/{ref.pk}/{ref.s3_upload_id}/generate-presigned-urls/",
             json={"part_numbers": sorted(set(part_numbers))},
             translate=quota,
-            safe_to_repeat=True,  # signing URLs changes nothing on the server
+            idempotent=True,  # asking for URLs again only signs them again
         )
         return {int(number): url for number, url in answer["presigned_urls"].items()}
 
     async def list_parts(self, upload: UploadRef | Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The parts S3 holds: ``[{"PartNumber", "ETag", "Size", ...}]``. MultipartUploadVanished if it is gone.
-
-        A 500 is either the server failing for a moment or contract §1's trap — list-parts on an upload that is no
-        longer Initialized always answers 500. The upload's status tells them apart: only the first is retried, the
-        trap is raised at once for the caller to act on what the server holds."""
+        """The parts S3 holds: ``[{"PartNumber", "ETag", "Size", ...}]``. MultipartUploadVanished if it is gone."""
         ref = UploadRef.of(upload)
-        path = f"uploads/{ref.pk}/{ref.s3_upload_id}/list-parts/"
-        try:
-            answer = await self.request("GET", path, translate=_vanished_on_404(ref), safe_to_repeat=False)
-        except ApiError as error:
-            if error.status != 500:
-                raise
+
+        async def still_open() -> None:
+            # Contract §1 "500 traps": list-parts on an upload that is no longer Initialized is a 500 that repeats
+            # (e.g. a ledger restored from an older copy); a 500 on an open upload is transient and retried.
             try:
-                status = (await self.get_upload(ref.pk)).get("status")
+                current = await self.get_upload(ref.pk)
             except NotFound:
-                raise MultipartUploadVanished(f"upload {ref.pk} no longer exists on the server ({error})") from None
-            if status != UPLOAD_INITIALIZED:
-                raise
-            answer = await self.request("GET", path, translate=_vanished_on_404(ref), safe_to_repeat=True)
+                raise MultipartUploadVanished(f"upload {ref.pk} no longer exists on the server") from None
+            if current.get("status") != UPLOAD_INITIALIZED:
+                raise UploadNoLongerOpen(ref.pk, str(current.get("status")))
+
+        answer = await self.request(
+            "GET", f"uploads/{ref.pk}/{ref.s3_upload_id}/list-parts/", translate=_vanished_on_404(ref),
+            reconcile=still_open,
+        )
         return list(answer.get("parts", []))
 
     async def complete_multipart_upload(
@@ -162,6 +159,5 @@ class UploadsMixin:
         """Frees the upload's parts. Only for a fatal error of that file: an open upload is what resume needs."""
         ref = UploadRef.of(upload)
         return await self.request(
-            "PATCH", f"uploads/{ref.pk}/{ref.s3_upload_id}/abort-multipart-upload/", translate=_vanished_on_404(ref),
-            safe_to_repeat=True,  # aborting twice aborts once
+            "PATCH", f"uploads/{ref.pk}/{ref.s3_upload_id}/abort-multipart-upload/", translate=_vanished_on_404(ref)
         )

@@ -3,13 +3,10 @@
 Steps, each recorded in the ledger before the next begins, so a run stopped anywhere continues from there:
 1. upload every file of every image/file socket (``engine/upload/file_upload.py``), all concurrently;
 2. find the display set by its title (the idempotency key) or create it — never a second one;
-3. create one upload session per image value (``POST cases/upload-sessions/``, Queued, inert) and record its pk;
-4. PATCH the values in one request: ``upload_session`` for image sockets, ``user_upload`` for file sockets,
-   ``value`` for value sockets — after a failure that may have reached the server, sent again only if the server
-   shows it did not take effect;
-5. follow each import by its session's pk (``GET cases/upload-sessions/{pk}/``) and the display set: a session that
-   ends Failed fails its value with the server's ``error_message`` within seconds, whatever its (emptied) upload list
-   shows (contract §10); the case ends **done** or **failed with that reason**.
+3. PATCH the values in one request: ``user_uploads`` for image sockets, ``user_upload`` for file sockets, ``value``
+   for value sockets;
+4. poll the display set until every value is present, or its import failed (the upload session's
+   ``error_message``), or the import timeout passed: the case ends **done** or **failed with that reason**.
 """
 
 from __future__ import annotations
@@ -22,9 +19,9 @@ import anyio
 from gcbulk.engine.gc.client import display_set_title
 from gcbulk.engine.gc.errors import (
     ApiError,
+    ForeignDisplaySet,
     ConfigurationError,
     Disposition,
-    GcbulkError,
     Interrupted,
     NotFound,
     classify,
@@ -34,22 +31,22 @@ from gcbulk.engine.gc.retry import RetryBudget, item_budget
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.file_upload import FileUpload
+from gcbulk.engine.upload.server_limits import UnitPool
+from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, send_values
 from gcbulk.engine.upload.imports import (
     SESSION_ENDED_BADLY,
     SESSION_QUEUED,
-    SESSION_SUCCEEDED,
+    SessionsRefused,
     UploadSessionIndex,
+    failed_session_message,
     present_sockets,
+    session_for_item,
 )
 from gcbulk.state.records import CaseWork, ItemWork
 
 log = logging.getLogger(__name__)
 
-IMAGE, FILE, VALUE = "Image", "File", "Value"
 
-
-class TitleTaken(GcbulkError):
-    """A display set with the case's title exists and is not this job's to fill."""
 
 
 class DisplaySetIndex:
@@ -81,6 +78,7 @@ class CaseUpload:
         self.sessions = sessions
         self.display_sets = display_sets
         self.import_units = 0  # import-gate units this case holds
+        self._adopted_foreign = False  # its display set was made by someone else (run --adopt-existing)
 
     async def _record(self, transition: str, *args: object, **fields: object) -> object:
         return await self.ctx.journal.record(transition, *args, case=self.case.title, **fields)
@@ -149,18 +147,30 @@ class CaseUpload:
                 if kinds[i.socket_slug] in (IMAGE, FILE) and i.state in ("planned", "uploading", "uploaded")]
         if not work:
             return
+        self._stop_point("before its uploads")
+        # The case takes the live-upload units of all its new files at once: its files then never hold slots that
+        # its other files wait for, and a case with more files than the ceiling is admitted alone.
+        fresh = 0
+        for item in work:
+            for file in item.files:
+                uploads = await self.ctx.journal.read("uploads_of_file", file.id)
+                fresh += not any(u.state in ("creating", "initialized", "completed") for u in uploads)
+        pool = UnitPool(await self.ctx.upload_gate.acquire(fresh, who=self.case.title) if fresh else 0)
         interrupted: list[Interrupted] = []
         try:
             async with anyio.create_task_group() as group:
                 for item in work:
-                    group.start_soon(self._upload_item, item, kinds[item.socket_slug], interrupted)
+                    group.start_soon(self._upload_item, item, kinds[item.socket_slug], interrupted, pool)
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
+        finally:
+            self.ctx.upload_gate.release_nowait(pool.left)  # units for files that never created an upload
+            pool.left = 0
         if interrupted:
             raise interrupted[0]
         await self._refresh()
 
-    async def _upload_item(self, item: ItemWork, kind: str, interrupted: list[Interrupted]) -> None:
+    async def _upload_item(self, item: ItemWork, kind: str, interrupted: list[Interrupted], pool: UnitPool) -> None:
         """Uploads an item's files. A stop (Interrupted) is collected, not raised, so it does not cancel the parts
         that sibling files still have on the wire: the drain lets those finish."""
         if kind == FILE and len(item.files) != 1:
@@ -173,7 +183,7 @@ class CaseUpload:
         try:
             async with anyio.create_task_group() as group:
                 for file in item.files:
-                    group.start_soon(self._upload_file, file, stopped)
+                    group.start_soon(self._upload_file, file, stopped, pool)
         except BaseException as raised:
             error = first_error(raised)
             if classify(error) not in (Disposition.INTERRUPTED, Disposition.STOP_RUN):
@@ -185,9 +195,9 @@ class CaseUpload:
             return
         await self._record("item_uploaded", item.id)
 
-    async def _upload_file(self, file: Any, stopped: list[Interrupted]) -> None:
+    async def _upload_file(self, file: Any, stopped: list[Interrupted], pool: UnitPool) -> None:
         try:
-            await FileUpload(self.ctx, file, self.case.title).run()
+            await FileUpload(self.ctx, file, self.case.title, pool).run()
         except Interrupted as stop:
             stopped.append(stop)
             return
@@ -201,17 +211,12 @@ class CaseUpload:
             return ds.pk
         existing = await self.display_sets.lookup(self.case.title)
         if existing is not None:
-            # Found by title: ours only if this ledger set out to make it (a create whose answer was lost); anyone
-            # else's is taken over only when asked, and never one with answers (contract §10).
-            if ds.state != "creating" and not self.ctx.config.adopt_existing:
-                raise TitleTaken(
-                    f"the reader study already has a display set titled {self.case.title!r} that this job did not "
-                    "make; rename the case folder, or run with --adopt-existing to fill its empty sockets")
-            if ds.state != "creating" and await self.ctx.client.display_set_has_answers(existing):
-                raise TitleTaken(f"display set {self.case.title!r} already has answers: gcbulk does not change it "
-                                 "(Grand Challenge refuses changes to an answered display set)")
+            if ds.state == "creating":  # our own create, whose answer was lost before it was recorded
+                reason = "this job's own create, answer lost"
+            else:
+                reason = await self._may_adopt_foreign(existing)
             await self._record("display_set_created", self.case.id, pk=existing)
-            self.ctx.journal.note("display_set_adopted", case=self.case.title, pk=existing)
+            self.ctx.journal.note("display_set_adopted", case=self.case.title, pk=existing, reason=reason)
             return existing
         await self._record("display_set_creating", self.case.id)
         crash_point("after-display-set-intent")
@@ -226,65 +231,54 @@ class CaseUpload:
         crash_point("after-display-set-recorded")
         return created["pk"]
 
+    async def _may_adopt_foreign(self, pk: str) -> str:
+        """A display set with this case's title that this job did not create: not ours to fill, unless the user
+        asked (``run --adopt-existing``) and nobody answered on it."""
+        study = self.ctx.reader_study_slug
+        if not self.ctx.config.adopt_existing:
+            raise ForeignDisplaySet(
+                f"reader study {study!r} already has a display set titled {self.case.title!r} (pk {pk}) that this "
+                "job did not create; rename the case folder, or run with --adopt-existing to add its missing "
+                "values to that display set (values already there are kept)")
+        if await self.ctx.client.display_set_has_answers(pk):
+            raise ForeignDisplaySet(
+                f"display set {self.case.title!r} (pk {pk}) in {study!r} already has answers: gcbulk never changes "
+                "a display set that readers answered on, even with --adopt-existing")
+        self._adopted_foreign = True
+        return "--adopt-existing"
+
     # ---- 3. values -------------------------------------------------------------------------------------------
 
     async def _adopt_earlier_patch(self, kinds: dict[str, str]) -> None:
         """After a crash between the values PATCH and its record, the uploads may be consumed already: sending the
         PATCH again would name uploads that no longer exist. Items the server took are recorded as attached."""
         display_set = await self.ctx.client.get_display_set(self.case.display_set.pk)
+        present = present_sockets(display_set, kinds)
         for item in self.case.items:
-            if item.state == "uploaded" and await self._taken_by_server(item, display_set, kinds):
+            if item.state != "uploaded":
+                continue
+            taken = item.socket_slug in present
+            upload_pks = await self.ctx.journal.read("item_upload_pks", item.id)
+            if not taken and kinds[item.socket_slug] == IMAGE:
+                session_pk = await self.ctx.journal.read("item_upload_session", item.id)
+                if session_pk:  # its own session left Queued only if the PATCH named it (contract §10)
+                    try:
+                        session = await self.ctx.client.get_upload_session(session_pk)
+                    except NotFound:
+                        session = {}
+                    taken = session.get("status", SESSION_QUEUED) != SESSION_QUEUED
+                else:  # recorded by an older gcbulk, which attached uploads directly
+                    # A session holding these uploads that is still Queued was never named by a PATCH.
+                    found = await self.sessions.find(upload_pks)
+                    taken = found is not None and found.get("status") != SESSION_QUEUED
+            elif not taken and upload_pks:
+                try:
+                    await self.ctx.client.get_upload(upload_pks[0])
+                except NotFound:
+                    taken = True  # consumed by the file copy
+            if taken:
                 await self._record("item_attached", item.id)
         await self._refresh()
-
-    async def _taken_by_server(self, item: ItemWork, display_set: dict[str, Any], kinds: dict[str, str]) -> bool:
-        """Whether a values PATCH naming ``item`` took effect: its value is in place, its session left Queued, or
-        its upload was consumed. The server's word, for when the PATCH's own answer was lost."""
-        if item.socket_slug in present_sockets(display_set, kinds):
-            return True
-        kind = kinds[item.socket_slug]
-        if kind == VALUE:
-            return False
-        if item.upload_session_pk:
-            session = await self.ctx.client.get_upload_session(item.upload_session_pk)
-            return session.get("status") != SESSION_QUEUED
-        upload_pks = await self.ctx.journal.read("item_upload_pks", item.id)
-        if kind == IMAGE:
-            # A session that holds these uploads but is still Queued was created and never named by a PATCH
-            # (a crash between the two): it is not a sign that the PATCH took effect.
-            session = await self.sessions.find(upload_pks)
-            if session is not None and session.get("status") != SESSION_QUEUED:
-                return True
-        if upload_pks:
-            try:
-                await self.ctx.client.get_upload(upload_pks[0])
-            except NotFound:
-                return True  # consumed by the import or the file copy
-        return False
-
-    async def _ensure_sessions(self, items: list[ItemWork], kinds: dict[str, str]) -> None:
-        """One upload session per image item, created (Queued: nothing runs yet) and recorded before the PATCH names
-        it, so a crash anywhere leaves a session the next run finds by its pk."""
-        client = self.ctx.client
-        for item in items:
-            if kinds[item.socket_slug] != IMAGE or item.upload_session_pk or not self.ctx.upload_sessions:
-                continue
-            urls = [client.upload_url(pk) for pk in await self.ctx.journal.read("item_upload_pks", item.id)]
-            try:
-                session = await client.create_upload_session(urls)
-            except ApiError as error:
-                if error.status not in (403, 404, 405):
-                    raise
-                # A server without the endpoint (or that refuses it to this user): name the uploads in the PATCH,
-                # as gcapi's tutorial flow does, and say so once.
-                self.ctx.upload_sessions = False
-                log.warning("the server refused to create upload sessions (%s); naming the uploads in the values "
-                            "PATCH instead: a failed import is then found only by scanning the session list",
-                            error.status)
-                self.ctx.journal.note("upload_sessions_refused", status=error.status)
-                return
-            crash_point("after-session-created")
-            await self._record("item_session_created", item.id, str(session["pk"]))
 
     async def _attach_values(self, pk: str, kinds: dict[str, str]) -> None:
         case = await self._refresh()
@@ -292,50 +286,81 @@ class CaseUpload:
                  if i.state == "uploaded" or (kinds[i.socket_slug] == VALUE and i.state == "planned")]
         if not items:
             return
-        imports = sum(1 for item in items if kinds[item.socket_slug] == IMAGE)
-        if imports:
-            self.import_units += await self.ctx.import_gate.acquire(imports, for_what=self.case.title)
-            self._stop_point("before its values")  # the wait may have been long: a stop since starts nothing
-        await self._ensure_sessions(items, kinds)
-        wanted = {item.id for item in items}
-        items = [i for i in (await self._refresh()).items if i.id in wanted]
         client = self.ctx.client
-        values: list[dict[str, Any]] = []
+        if self._adopted_foreign:
+            items = await self._keep_present_values(pk, items, kinds)
+        planned: list[PlannedValue] = []
         for item in items:
             kind = kinds[item.socket_slug]
             if kind == VALUE:
-                values.append({"interface": item.socket_slug, "value": item.value})
-            elif kind == IMAGE and item.upload_session_pk:
-                values.append({"interface": item.socket_slug,
-                               "upload_session": client.upload_session_url(item.upload_session_pk)})
+                planned.append(PlannedValue(item.socket_slug, kind, {"interface": item.socket_slug, "value": item.value}))
+                continue
+            upload_pks = tuple(await self.ctx.journal.read("item_upload_pks", item.id))
+            urls = [client.upload_url(upload_pk) for upload_pk in upload_pks]
+            if kind == FILE:
+                body = {"interface": item.socket_slug, "user_upload": urls[0]}
+                planned.append(PlannedValue(item.socket_slug, kind, body, upload_pks))
+                continue
+            session = await self._own_session(item, list(upload_pks))
+            if session is None:  # the session says the item is taken or failed: nothing to send
+                continue
+            if session:
+                body = {"interface": item.socket_slug, "upload_session": session["api_url"]}
+                planned.append(PlannedValue(item.socket_slug, kind, body, upload_pks, str(session["pk"])))
             else:
-                urls = [client.upload_url(upload_pk)
-                        for upload_pk in await self.ctx.journal.read("item_upload_pks", item.id)]
-                values.append({"interface": item.socket_slug, "user_uploads": urls} if kind == IMAGE
-                              else {"interface": item.socket_slug, "user_upload": urls[0]})
-
-        async def took_effect() -> dict[str, Any] | None:
-            display_set = await client.get_display_set(pk)
-            for item in items:
-                if await self._taken_by_server(item, display_set, kinds):
-                    return display_set
-            return None
-
+                body = {"interface": item.socket_slug, "user_uploads": urls}
+                planned.append(PlannedValue(item.socket_slug, kind, body, upload_pks))
+        if not planned:
+            return
+        imports = sum(1 for value in planned if value.kind == IMAGE)
+        if imports:
+            self.import_units += await self.ctx.import_gate.acquire(imports, who=self.case.title)
+        self._stop_point("before its values")  # the stop may have come while it waited for import slots
         crash_point("before-values-patch")
-        try:
-            await client.update_display_set(pk, values=values, reconcile=took_effect)
-        except ApiError as error:
-            # A refusal after an attempt whose answer was lost (the uploads or the session are consumed by then):
-            # what counts is whether the values are on the server, not what this answer says.
-            if error.status != 400 or await took_effect() is None:
-                raise
-            log.info("%s: the values PATCH was refused (%s) but the server had taken it already", case.title, error)
+        # Never resent blindly: a lost answer is settled by looking at the display set and the uploads.
+        await send_values(client, pk, planned, kinds, policy=self.ctx.config.retry,
+                          what=f"{self.case.title}: values PATCH")
         crash_point("after-values-patch")
-        for item in items:
+        for value in planned:
+            item = next(i for i in items if i.socket_slug == value.socket_slug)
             await self._record("item_attached", item.id)
         await self._record("display_set_values_attached", case.id)
         await self._record("display_set_importing", case.id)
         crash_point("after-values-recorded")
+
+    async def _keep_present_values(self, pk: str, items: list[ItemWork], kinds: dict[str, str]) -> list[ItemWork]:
+        """An adopted display set keeps the values it has (never replaced unless asked): those items count as
+        attached — the import poll then finds them present — and only the missing ones are sent."""
+        present = present_sockets(await self.ctx.client.get_display_set(pk), kinds)
+        kept = [i for i in items if i.socket_slug in present]
+        for item in kept:
+            self.ctx.journal.note("value_kept", case=self.case.title, socket=item.socket_slug, display_set=pk)
+            await self._record("item_attached", item.id)  # a value socket goes from planned straight there
+        return [i for i in items if i.socket_slug not in present]
+
+    async def _own_session(self, item: ItemWork, upload_pks: list[str]) -> dict[str, Any] | None:
+        """The Queued upload session to name for this image item (recorded in the ledger first); ``{}`` to attach
+        the uploads directly (the server refused sessions); None when the recorded session shows the item taken
+        (recorded as attached) or failed (recorded as failed, with the server's message)."""
+        ctx = self.ctx
+        if ctx.sessions_refused is not None:
+            return {}
+        try:
+            own = await session_for_item(ctx.client, ctx.journal, item.id, upload_pks, case_title=self.case.title)
+        except SessionsRefused as refused:
+            if ctx.sessions_refused is None:
+                ctx.sessions_refused = str(refused)
+                log.warning("the server refused to create an upload session (%s); attaching uploads directly "
+                            "instead: import failures are then found by scanning the session list", refused)
+                ctx.journal.note("upload_sessions_refused", reason=str(refused))
+            return {}
+        if own.failed is not None:
+            await self._record("item_failed", item.id, reason=f"{item.socket_slug}: {own.failed}")
+            return None
+        if own.taken:
+            await self._record("item_attached", item.id)
+            return None
+        return own.session
 
     async def _mark_importing(self) -> None:
         """The display set follows its items: once any value is attached, it is importing (also after a resume
@@ -353,11 +378,12 @@ class CaseUpload:
         await self._mark_importing()
         waiting = [i for i in self.case.items if i.state == "attached"]
         images_waiting = sum(1 for i in waiting if kinds[i.socket_slug] == IMAGE)
-        if images_waiting > self.import_units:  # resumed with imports in flight from an earlier run
+        # Resumed with imports in flight from an earlier run. A case already holding the whole limit (imports_in_flight
+        # below its image count) does not ask for more: it would wait for itself.
+        if images_waiting > self.import_units and self.import_units < ctx.import_gate.ceiling:
             self.import_units += await ctx.import_gate.acquire(images_waiting - self.import_units,
-                                                               for_what=self.case.title)
+                                                               who=self.case.title)
         deadline = time.monotonic() + ctx.config.import_timeout_seconds
-        succeeded_at: dict[int, float] = {}  # item id -> when its session said Succeeded
         delay = ctx.config.poll_initial_seconds
         polls = 0
         while waiting:
@@ -367,17 +393,14 @@ class CaseUpload:
                 if item.socket_slug in present:
                     await self._record("item_done", item.id)
                     await self._item_finished(item, kinds, consumed=True)
-                    continue
-                reason = await self._import_failure(item, kinds, succeeded_at, polls)
-                if reason is None:
+                else:
                     still.append(item)
-                    continue
-                await self._record("item_failed", item.id, reason=f"{item.socket_slug}: {reason}")
-                await self._item_finished(item, kinds, consumed=False)
             waiting = still
             if not waiting:
                 break
-            if time.monotonic() > deadline:
+            if polls >= 1:
+                waiting = await self._drop_failed_imports(waiting, kinds)
+            if waiting and time.monotonic() > deadline:
                 for item in waiting:
                     await self._record("item_failed", item.id, reason=(
                         f"{item.socket_slug}: the import did not finish within "
@@ -387,36 +410,30 @@ class CaseUpload:
             if ctx.stopping.is_set():
                 raise Interrupted(f"{self.case.title}: stopped while waiting for imports")
             crash_point("during-import-poll")
-            await anyio.sleep(delay)
+            with anyio.move_on_after(delay):  # a stop ends the wait at once: the next pass resumes the polling
+                await ctx.stopping.wait()
             delay = min(delay * 1.5, ctx.config.poll_max_seconds)
             polls += 1
         return await self._finish()
 
-    async def _import_failure(self, item: ItemWork, kinds: dict[str, str], succeeded_at: dict[int, float],
-                              polls: int) -> str | None:
-        """Why ``item``'s import has failed, or None while it may still succeed. Followed by its own session when it
-        has one (a failed session's upload list is empty on the server: only its pk finds it, contract §10)."""
-        if kinds[item.socket_slug] != IMAGE:
-            return None
-        if item.upload_session_pk:
-            session = await self.ctx.client.get_upload_session(item.upload_session_pk)
-            status = session.get("status")
-            if status in SESSION_ENDED_BADLY:
-                return session.get("error_message") or f"the import ended {status} (the server gave no reason)"
-            if status == SESSION_SUCCEEDED:
-                # The value is linked by a separate task after the session succeeds, queued behind other imports.
-                first = succeeded_at.setdefault(item.id, time.monotonic())
-                if time.monotonic() - first > self.ctx.config.link_timeout_seconds:
-                    return (f"the import succeeded but its value did not appear in the display set within "
-                            f"{self.ctx.config.link_timeout_seconds:.0f} s")
-            return None
-        if polls < 1:
-            return None
-        # No session of ours (the server refused to create one): find it by its uploads in the session list.
-        session = await self.sessions.find(await self.ctx.journal.read("item_upload_pks", item.id))
-        if session is not None and session.get("status") in SESSION_ENDED_BADLY:
-            return session.get("error_message") or f"the import ended {session.get('status')}"
-        return None
+    async def _drop_failed_imports(self, waiting: list[ItemWork], kinds: dict[str, str]) -> list[ItemWork]:
+        still = []
+        for item in waiting:
+            message = None
+            if kinds[item.socket_slug] == IMAGE:
+                session_pk = await self.ctx.journal.read("item_upload_session", item.id)
+                if session_pk:  # its own session: one GET, never a scan of the list (contract §10)
+                    message = await failed_session_message(self.ctx.client, session_pk)
+                else:  # attached directly (an older gcbulk, or a server that refused sessions)
+                    session = await self.sessions.find(await self.ctx.journal.read("item_upload_pks", item.id))
+                    if session is not None and session.get("status") in SESSION_ENDED_BADLY:
+                        message = session.get("error_message") or f"the import ended {session.get('status')}"
+            if message is not None:
+                await self._record("item_failed", item.id, reason=f"{item.socket_slug}: {message}")
+                await self._item_finished(item, kinds, consumed=False)
+            else:
+                still.append(item)
+        return still
 
     async def _item_finished(self, item: ItemWork, kinds: dict[str, str], *, consumed: bool) -> None:
         kind = kinds[item.socket_slug]

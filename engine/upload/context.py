@@ -29,11 +29,16 @@ class TransferContext:
     import_gate: CountingGate
     # Set by the first stop signal: start nothing new, let what is in flight finish.
     stopping: anyio.Event = field(default_factory=anyio.Event)
-    # Each image value's import runs in an upload session created first and followed by its pk (contract §10);
-    # False once the server refused to create one, when the uploads are named in the PATCH instead.
-    upload_sessions: bool = True
+    # Set when the server refused to create an upload session: values then name their uploads directly (said once).
+    sessions_refused: str | None = None
     files_limiter: anyio.CapacityLimiter = field(init=False)
     parts_limiter: anyio.CapacityLimiter = field(init=False)
+
+    def stop(self) -> None:
+        """Start nothing new: set the flag every step checks, and wake whoever waits for a slot."""
+        self.stopping.set()
+        self.upload_gate.stop()
+        self.import_gate.stop()
 
     def __post_init__(self) -> None:
         self.files_limiter = anyio.CapacityLimiter(self.config.files_in_flight)

@@ -26,6 +26,7 @@ from gcbulk.engine.gc.errors import (
     MultipartUploadVanished,
     NotFound,
     SourceFileChanged,
+    UploadNoLongerOpen,
     first_error,
     may_have_succeeded,
 )
@@ -34,6 +35,7 @@ from gcbulk.engine.gc.uploads_api import UPLOAD_COMPLETED, UploadRef
 from gcbulk.engine.plan.parts import adjust_part_size
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
+from gcbulk.engine.upload.server_limits import UnitPool
 from gcbulk.engine.upload.s3_parts import (
     PartSpec,
     PresignedUrls,
@@ -77,10 +79,12 @@ def _age_seconds(iso_time: str | None) -> float | None:
 class FileUpload:
     """Uploads one file of one case; ``run()`` returns the completed upload's ledger row."""
 
-    def __init__(self, ctx: TransferContext, file: FileWork, case_title: str) -> None:
+    def __init__(self, ctx: TransferContext, file: FileWork, case_title: str, pool: UnitPool | None = None) -> None:
         self.ctx = ctx
         self.file = file
         self.case_title = case_title
+        # Live-upload units the case took for its files at once (``CaseUpload._upload_items``); empty: ask the gate.
+        self.pool = pool or UnitPool()
         # Ledger ids of the uploads this run created: those it counted into the live-upload gate.
         self._created_here: set[int] = set()
 
@@ -164,7 +168,11 @@ class FileUpload:
             snapshot.bytes_per_second or snapshot.average_bytes_per_second,
         )
         part_size = adjust_part_size(ctx.config.part_size, self.file.size)
-        await ctx.upload_gate.acquire(1)
+        if not self.pool.take():
+            await ctx.upload_gate.acquire(1, who=f"{self.case_title}/{self.file.name}")
+        if ctx.stopping.is_set():  # a stopping run creates no upload (the stop may have come during the wait)
+            ctx.upload_gate.release_nowait(1)
+            raise Interrupted(f"{self.file.relative_path}: stopped before its upload was created")
         upload_id = await self._record("upload_creating", self.file.id, part_size=part_size)
         crash_point("after-upload-intent")
         try:
@@ -185,20 +193,14 @@ class FileUpload:
         ref = UploadRef(upload.pk, upload.s3_upload_id)
         try:
             listed = await self.ctx.client.list_parts(ref)
-        except ApiError as error:
-            # Contract §1: list-parts on an upload that is no longer Initialized is a 500. If the server completed
-            # it (a crash between complete and its record), record that.
-            if error.status == 500:
-                current = await self.ctx.client.get_upload(upload.pk)
-                if current.get("status") == UPLOAD_COMPLETED and not upload.missing_part_numbers:
-                    await self._record("upload_completed", upload.id)
-                    return await self.ctx.journal.read("upload", upload.id)
-                # The server is the truth: an upload it no longer lets us resume (completed while the ledger — an
-                # older copy — still misses parts, or aborted) is replaced by a new one, never retried forever.
-                reason = (f"the server shows it {current.get('status')!r} but the ledger misses parts "
-                          f"{sorted(upload.missing_part_numbers)[:5]}: the ledger is older than the server")
-                raise MultipartUploadVanished(f"{self.file.relative_path}: {reason}") from None
-            raise
+        except UploadNoLongerOpen as closed:
+            # The server is the truth: a Completed upload was completed by an earlier run whose record was lost (a
+            # crash, or a ledger restored from an older copy). With every part recorded, its object is this file;
+            # with parts missing from the ledger, a new upload is safer than guessing what was sent.
+            if closed.status == UPLOAD_COMPLETED and not upload.missing_part_numbers:
+                await self._record("upload_completed", upload.id)
+                return await self.ctx.journal.read("upload", upload.id)
+            raise MultipartUploadVanished(str(closed)) from None  # a new upload replaces it
         on_server = {int(p["PartNumber"]): p for p in listed}
         specs = {spec.number: spec for spec in part_specs(upload.file_size, upload.part_size)}
         for number, part in upload.parts.items():

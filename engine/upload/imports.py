@@ -1,26 +1,35 @@
 """Waiting for Grand Challenge to import the values of a display set, and finding out why one failed.
 
 Image and file values are applied in the background (contract §3, §9): the PATCH answers 200 with no new values, and
-each value appears in the display set once its import is done. The engine creates each image value's upload session
-itself and follows it by pk (``engine/upload/case_upload.py``). Only where a server refuses to create sessions does it
-fall back to naming the uploads in the PATCH; the session the server then makes is found by ``UploadSessionIndex``,
-which scans the session list (it has no filters, contract §2, §10) — at most every few seconds, shared by all cases —
-and matches sessions to cases by the upload pks they hold.
+each value appears in the display set once its import is done. Each image value is imported by its own upload
+session, which gcbulk creates (``POST cases/upload-sessions/`` with the uploads: it stays Queued), records in the
+ledger, then names in the values PATCH (contract §10 path (a)); ``GET cases/upload-sessions/{pk}/`` then says
+whether it failed, with the server's ``error_message`` — also when a refused segmentation has already emptied its
+upload list (§10). Only a server that refuses such sessions falls back to ``user_uploads`` in the PATCH, where the
+session is unknown: ``UploadSessionIndex`` then scans the session list (no filters, §2) and matches by upload pks.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from gcbulk.engine.gc.client import GrandChallengeClient, socket_slug_of
 
+from gcbulk.engine.gc.client import GrandChallengeClient, socket_slug_of
+from gcbulk.engine.gc.errors import ApiError, NotFound
+from gcbulk.engine.service.journal import Journal
+from gcbulk.engine.upload.crashpoints import crash_point
+
+log = logging.getLogger(__name__)
+
+SESSION_QUEUED = "Queued"
 SESSION_FAILED = "Failed"
 SESSION_CANCELLED = "Cancelled"
 SESSION_SUCCEEDED = "Succeeded"
-SESSION_QUEUED = "Queued"  # created without a target: inert until a values PATCH names it
 SESSION_ENDED_BADLY = (SESSION_FAILED, SESSION_CANCELLED)
 
 
@@ -77,3 +86,64 @@ class UploadSessionIndex:
             return None
         rank = {SESSION_SUCCEEDED: 0, SESSION_FAILED: 2, SESSION_CANCELLED: 2}
         return min(candidates, key=lambda s: rank.get(s.get("status"), 1))
+
+
+@dataclass(frozen=True)
+class ItemSession:
+    """The upload session of one image item: ``session`` to name in the PATCH (Queued), or what the recorded one
+    shows: ``taken`` (an earlier PATCH named it: it runs or ran) or ``failed`` with the server's message."""
+
+    session: dict[str, Any] | None = None
+    taken: bool = False
+    failed: str | None = None
+
+
+class SessionsRefused(Exception):
+    """The server refused to create an upload session (an older or different server): attach uploads directly."""
+
+
+async def session_for_item(client: GrandChallengeClient, journal: Journal, item_id: int, upload_pks: list[str],
+                           *, case_title: str) -> ItemSession:
+    """The Queued session for this item's uploads, created and recorded (before any PATCH names it) unless the one
+    recorded earlier is still usable; or what became of the recorded one."""
+    recorded = await journal.read("item_upload_session", item_id)
+    if recorded:
+        try:
+            session = await client.get_upload_session(recorded)
+        except NotFound:
+            session = None
+        if session is not None:
+            status = session.get("status")
+            if status in SESSION_ENDED_BADLY:
+                return ItemSession(failed=session.get("error_message") or f"the import ended {status}")
+            if status != SESSION_QUEUED:
+                return ItemSession(taken=True)  # a PATCH before a crash named it: it runs or ran
+            if set(session_upload_pks(session)) == set(upload_pks):
+                return ItemSession(session=session)
+    try:
+        session = await client.create_upload_session([client.upload_url(pk) for pk in upload_pks])
+    except ApiError as error:
+        if error.status in (400, 403, 404, 405) and not _names_uploads(error):
+            raise SessionsRefused(str(error)) from None
+        raise
+    crash_point("after-session-created")
+    await journal.record("item_session_recorded", item_id, str(session["pk"]), case=case_title)
+    return ItemSession(session=session)
+
+
+def _names_uploads(error: ApiError) -> bool:
+    """A 400 about the uploads themselves (e.g. one swept) is the item's problem, not a refusal of sessions."""
+    return isinstance(error.body, dict) and "uploads" in error.body
+
+
+async def failed_session_message(client: GrandChallengeClient, session_pk: str) -> str | None:
+    """The server's reason when this item's own session ended Failed or Cancelled (contract §10: whatever its
+    upload list shows), else None. One ``GET cases/upload-sessions/{pk}/``, never a scan of the list."""
+    try:
+        session = await client.get_upload_session(session_pk)
+    except NotFound:
+        return None
+    status = session.get("status")
+    if status in SESSION_ENDED_BADLY:
+        return session.get("error_message") or f"the import ended {status}"
+    return None

@@ -212,7 +212,8 @@ async def upload_part(
 
         try:
             return await call_with_retries(
-                attempt, policy=policy, what=f"PUT part {part.number}", on_retry=on_retry
+                attempt, policy=policy, what=f"PUT part {part.number}", on_retry=on_retry,
+                idempotent=True,  # re-PUTting a part number replaces that part (contract §1)
             )
         except PresignedUrlExpired as expired:
             if resign == MAX_RESIGNS_PER_PART:

@@ -15,88 +15,126 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
+from gcbulk.engine.gc.errors import GcbulkError, Interrupted
 
-from gcbulk.engine.gc.errors import GcbulkError
-
-log = logging.getLogger(__name__)
+# Not under "gcbulk.engine" (quieted to WARNING outside debugging, engine/service/logs.py): a long wait must be heard.
+log = logging.getLogger("gcbulk.waits")
 
 GIB = 1024**3
 
 
-class GateTimeout(GcbulkError):
-    """Waited past the deadline for room under a server limit; the message says which limit and who holds it."""
+class GateWaitTimeout(GcbulkError):
+    """A case waited longer than its deadline for room under a server limit; the message names the limit."""
+
+
+# A wait longer than this says at INFO what it waits for, and re-reads the server's count where it holds the truth.
+VOICE_SECONDS = 10.0
 
 
 class CountingGate:
     """At most ``ceiling`` units held at once; ``acquire(n)`` waits until n fit, then takes them together.
 
-    Every release wakes every waiter, also ``release_nowait`` from a cleanup path that cannot await (an anyio
-    ``Event`` is set synchronously; a ``Condition`` needs its lock, which such a path cannot take). A wait longer than
-    ``voice_after`` seconds says at INFO what it waits for, and again every ``voice_every``; where the server holds
-    the truth (``refresh``: the account's live uploads), the count is read again from the server while waiting; after
-    ``deadline`` seconds the wait ends in a ``GateTimeout`` that names the limit.
+    * Every release wakes every waiter, also ``release_nowait`` from a cleanup path that cannot await: waiters sleep
+      on an ``anyio.Event`` that each change sets and replaces (``Event.set`` is synchronous).
+    * A request for more than the ceiling is admitted alone (when nothing else is held), never left waiting for
+      itself; the gate is then over its ceiling until those units are released.
+    * A wait longer than ``VOICE_SECONDS`` logs at INFO what it waits for and, with ``recount``, re-reads the
+      server's own count (contract §1: the upload cap counts every upload of the account, other tools' included).
+    * ``stop()`` wakes every waiter with ``Interrupted``: a stopping run starts nothing new; ``wait_timeout`` ends a
+      wait that cannot succeed with ``GateWaitTimeout`` (the case fails with that reason).
     """
 
     def __init__(self, ceiling: int, *, held: int = 0, name: str = "gate", why: str = "",
-                 refresh: Callable[[], Awaitable[int]] | None = None, voice_after: float = 5.0,
-                 voice_every: float = 30.0, deadline: float | None = None) -> None:
+                 recount: Callable[[], Awaitable[int]] | None = None, wait_timeout: float | None = None,
+                 voice_seconds: float = VOICE_SECONDS) -> None:
         if ceiling < 1:
             raise ValueError(f"{name}: the ceiling must be at least 1, not {ceiling}")
         self.ceiling = ceiling
         self.held = held
         self.name = name
         self.why = why
-        self._refresh = refresh
-        self._voice_after = voice_after
-        self._voice_every = voice_every
-        self._deadline = deadline
-        self._waiters: list[anyio.Event] = []
-        self.waiting = 0  # tasks waiting now (for metrics and the progress line)
+        self.waiting = 0
+        self._recount = recount
+        self._wait_timeout = wait_timeout
+        self._voice_seconds = voice_seconds
+        self._changed = anyio.Event()
+        self._stopped = False
 
-    async def acquire(self, units: int = 1, *, for_what: str = "") -> int:
-        """Takes ``units`` — at most the ceiling: a case needing more than the limit allows is admitted alone (it
-        waits until nothing else is held), never left waiting for itself. Returns what it took."""
-        units = min(units, self.ceiling)
+    def _fits(self, units: int) -> bool:
+        return self.held + min(units, self.ceiling) <= self.ceiling
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def acquire(self, units: int = 1, *, who: str = "") -> int:
+        """Takes ``units`` once they fit (a request above the ceiling: once nothing else is held). Returns them.
+
+        Raises ``Interrupted`` when the gate is stopped, ``GateWaitTimeout`` past ``wait_timeout``."""
         started = time.monotonic()
-        next_voice = started + self._voice_after
         self.waiting += 1
         try:
-            while self.held + units > self.ceiling:
-                now = time.monotonic()
-                if self._deadline is not None and now - started > self._deadline:
-                    raise GateTimeout(
-                        f"{for_what or 'waited'}: no room under the limit of {self.name} for "
-                        f"{_duration(now - started)} ({self.held} of {self.ceiling} in use{self._because()})")
-                if now >= next_voice:
-                    if self._refresh is not None:
-                        self.held = await self._refresh()  # the server's count is the truth (contract §1)
-                        if self.held + units <= self.ceiling:
-                            break
-                    log.info("waiting %s for %d of %s%s: %d of %d in use%s", _duration(now - started), units,
-                             self.name, f" ({for_what})" if for_what else "", self.held, self.ceiling,
-                             self._because())
-                    next_voice = now + self._voice_every
-                event = anyio.Event()
-                self._waiters.append(event)
-                wake_at = next_voice if self._deadline is None else min(next_voice, started + self._deadline)
-                with anyio.move_on_after(max(0.01, wake_at - time.monotonic())):
-                    await event.wait()
+            while not self._fits(units):
+                if self._stopped:
+                    raise Interrupted(f"{who or self.name}: stopped while waiting for {self.name}")
+                waited = time.monotonic() - started
+                if self._wait_timeout is not None and waited >= self._wait_timeout:
+                    raise GateWaitTimeout(
+                        f"{who or 'waiting'}: no room for {units} under the {self.name} limit of {self.ceiling} "
+                        f"after {waited:.0f} s ({self.held} held{'; ' + self.why if self.why else ''})")
+                step = self._voice_seconds
+                if self._wait_timeout is not None:
+                    step = min(step, max(self._wait_timeout - waited, 0.0))
+                changed = self._changed
+                with anyio.move_on_after(step) as quiet:
+                    await changed.wait()
+                if quiet.cancelled_caught:
+                    log.info("%s waits %.0f s so far for %d of %s (%d of %d held%s)", who or "a case",
+                             time.monotonic() - started, units, self.name, self.held, self.ceiling,
+                             f"; {self.why}" if self.why else "")
+                    await self._recount_now()
+            if self._stopped:
+                raise Interrupted(f"{who or self.name}: stopped before taking {self.name}")
             self.held += units
+            return units
         finally:
             self.waiting -= 1
-        return units
 
-    def _because(self) -> str:
-        return f"; {self.why}" if self.why else ""
+    async def _recount_now(self) -> None:
+        if self._recount is None:
+            return
+        count = await self._recount()
+        if count != self.held:
+            log.info("%s: the server counts %d, this run counted %d; using the server's", self.name, count, self.held)
+            self.held = count
+            self._wake()
 
     async def release(self, units: int = 1) -> None:
         self.release_nowait(units)
 
     def release_nowait(self, units: int = 1) -> None:
+        """Releases and wakes every waiter at once; safe from a cancelled task's cleanup."""
         self.held = max(self.held - units, 0)
-        waiters, self._waiters = self._waiters, []
-        for event in waiters:
-            event.set()
+        self._wake()
+
+    def stop(self) -> None:
+        """Every waiter, now and later, raises ``Interrupted``: a stopping run takes no new slot."""
+        self._stopped = True
+        self._wake()
+
+
+class UnitPool:
+    """Units a case took from a gate at once, for its files to draw from one by one: a case with more files than
+    the gate's ceiling is admitted alone instead of its files holding slots that its other files wait for."""
+
+    def __init__(self, units: int = 0) -> None:
+        self.left = units
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
 
 
 class SweepRisk(GcbulkError):

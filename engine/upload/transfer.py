@@ -14,8 +14,15 @@ from dataclasses import dataclass, field
 
 import anyio
 from gcbulk.engine.gc.client import GrandChallengeClient
-from gcbulk.engine.gc.errors import Disposition, Interrupted, classify, first_error
-from gcbulk.engine.gc.limits import UPLOAD_CAP
+from gcbulk.engine.gc.errors import (
+    AttemptsExhausted,
+    ConfigurationError,
+    Disposition,
+    Interrupted,
+    TransportError,
+    classify,
+    first_error,
+)
 from gcbulk.engine.service.journal import Journal
 from gcbulk.engine.service.progress import (
     StatsSnapshot,
@@ -65,7 +72,7 @@ class TransferEngine:
         """Start nothing new; what is in flight may finish."""
         self._stop_requested.set()
         if self._context is not None:
-            self._context.stopping.set()
+            self._context.stop()
 
     @property
     def stopping(self) -> bool:
@@ -92,20 +99,35 @@ class TransferEngine:
             stats=self.stats,
             reader_study_slug=self.reader_study_slug,
             upload_gate=CountingGate(
-                self.config.live_upload_ceiling, held=on_server, name="live uploads", refresh=self.client.count_uploads,
-                why=f"the account's uploads count, other tools' and unfinished ones too; the server allows {UPLOAD_CAP} "
-                    "and deletes unfinished ones after 24 h", deadline=self.config.live_upload_wait_seconds),
+                self.config.live_upload_ceiling, held=on_server, name="live uploads",
+                why="uploads are freed as the server imports them, or by its 24 h sweep (contract §1)",
+                recount=self.client.count_uploads, wait_timeout=self.config.limit_wait_timeout_seconds),
             import_gate=CountingGate(
                 self.config.imports_in_flight, name="imports in flight",
-                why="each image value is one import on the server", deadline=self.config.import_timeout_seconds),
+                why="each image value is one import on the server (contract §2)",
+                wait_timeout=self.config.limit_wait_timeout_seconds),
         )
         if self.stopping:
-            context.stopping.set()
+            context.stop()
         return context
+
+    async def _may_create_display_sets(self) -> bool:
+        """The permission probe; a server that cannot answer it now (a 5xx storm, the retries spent) does not stop
+        the run: each case then meets the same fault at its own display set and fails, or succeeds, on its own."""
+        try:
+            return await self.client.may_create_display_sets(self.reader_study_slug)
+        except (AttemptsExhausted, TransportError) as error:
+            log.warning("could not check this token's permission on the study (%s); going on", error)
+            return True
 
     async def run(self) -> RunOutcome:
         """Runs every runnable case; returns what happened. Raises on a stop-run error (e.g. a bad token)."""
         await self.client.reader_study_by_slug(self.reader_study_slug)  # a wrong slug stops here, clearly
+        # Permission before bytes: a reader's token would upload every file, then fail at the first display set.
+        if not await self._may_create_display_sets():
+            raise ConfigurationError(
+                f"this token's user may not add display sets to reader study {self.reader_study_slug!r}: the user "
+                "must be an editor of the study (ask one of its editors to add them); nothing was uploaded")
         ctx = self._context = await self._context_for_run()
         sessions = UploadSessionIndex(self.client, min_interval=self.config.session_scan_interval_seconds)
         display_sets = DisplaySetIndex(ctx)

@@ -57,12 +57,12 @@ class TransferSettings:
     sweep_guard: SweepGuard = field(default_factory=SweepGuard)
     # How long an import may take before the case fails with "import did not finish".
     import_timeout_seconds: float = 3600.0
-    # How long a new upload may wait for room under the live-upload ceiling before its case fails with the reason
-    # (the server's count is read again while waiting; follow mode retries failed cases later).
-    live_upload_wait_seconds: float = 1800.0
-    # After an upload session succeeded, how long its value may take to appear in the display set: the server links
-    # it in a separate task, queued behind other imports (contract §10).
-    link_timeout_seconds: float = 600.0
+    # A display set titled like a case but not made by this job is adopted only when the user asks (run
+    # --adopt-existing): never one with answers, and values already in it are kept, never replaced.
+    adopt_existing: bool = False
+    # How long a case may wait for room under the live-upload ceiling or the import limit before it fails with that
+    # reason (the wait says what it waits for every few seconds meanwhile).
+    limit_wait_timeout_seconds: float = 3600.0
     poll_initial_seconds: float = 0.25
     poll_max_seconds: float = 10.0
     # The upload-session list is scanned for failure reasons at most this often (it has no filters, contract §2).
@@ -71,9 +71,6 @@ class TransferSettings:
     drain_seconds: float = 30.0
     progress_interval_seconds: float = 10.0
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(attempts_per_item=DEFAULT_ATTEMPTS_PER_ITEM))
-    # Display sets are found again by title only where this ledger recorded the intent to make them; with this, a
-    # display set made by someone else is taken over too (``--adopt-existing``, contract §10).
-    adopt_existing: bool = False
 
     def __post_init__(self) -> None:
         if self.cases_in_flight is None:

@@ -1,0 +1,118 @@
+"""The values PATCH of a display set, sent so that a lost answer can neither double an import nor fail a case that
+the server completed (contract §3, §10).
+
+The PATCH is not idempotent: once the server took it, its uploads are consumed by the import (contract §1), and the
+same PATCH sent again answers 400 "Invalid hyperlink". So it is never retried blindly. After an answer that may hide
+a success (a network error, a 5xx) or a 400 on the upload links, the display set and the uploads are looked at: a
+value in place, or uploads consumed, means the server took that value; only what it did not take is sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from gcbulk.engine.gc.client import GrandChallengeClient, socket_slug_of
+from gcbulk.engine.gc.errors import ApiError, NotFound, may_have_succeeded
+from gcbulk.engine.gc.retry import RetryPolicy, current_budget
+from gcbulk.engine.upload.imports import SESSION_QUEUED, present_sockets
+
+log = logging.getLogger(__name__)
+
+IMAGE, FILE, VALUE = "Image", "File", "Value"
+
+
+@dataclass(frozen=True)
+class PlannedValue:
+    """One socket value of the PATCH: ``body`` as sent; ``upload_pks`` the uploads it names (none for a value)."""
+
+    socket_slug: str
+    kind: str
+    body: dict[str, Any]
+    upload_pks: tuple[str, ...] = ()
+    session_pk: str | None = None  # the upload session the PATCH names (contract §10 path (a))
+
+
+class UploadsGoneBeforeAttach(ApiError):
+    """The server refused the upload links and the display set does not hold the value: the uploads were removed
+    (the 24 h sweep, contract §1) before they were attached."""
+
+
+def _refuses_upload_links(error: BaseException) -> bool:
+    """Contract §0: a bad hyperlink is 400 ``{"values": [{"user_uploads": ["Invalid hyperlink …"]}]}`` or similar."""
+    return isinstance(error, ApiError) and error.status == 400 and "hyperlink" in str(error.body).lower()
+
+
+async def _taken(client: GrandChallengeClient, pk: str, planned: Iterable[PlannedValue],
+                 kinds: dict[str, str], *, sent_before: bool) -> set[str]:
+    """The sockets whose value the server took: in place in the display set, or (images and files, when an earlier
+    PATCH may have reached the server) with their uploads consumed (404: deleted after the import or the file copy,
+    contract §1). Without such a PATCH, a missing upload was swept, not consumed."""
+    display_set = await client.get_display_set(pk)
+    present = present_sockets(display_set, kinds)
+    values = {socket_slug_of(v): v.get("value") for v in display_set.get("values") or []}
+    taken = set()
+    for value in planned:
+        if value.kind == VALUE:
+            if value.socket_slug in values and values[value.socket_slug] == value.body.get("value"):
+                taken.add(value.socket_slug)
+            continue
+        if value.socket_slug in present:
+            taken.add(value.socket_slug)
+            continue
+        if value.session_pk is not None:
+            # A session leaves Queued only when a PATCH named it: then this value was taken (contract §2, §10).
+            if (await client.get_upload_session(value.session_pk)).get("status") != SESSION_QUEUED:
+                taken.add(value.socket_slug)
+            continue
+        if not sent_before:
+            continue
+        try:
+            await client.get_upload(value.upload_pks[0])
+        except NotFound:
+            taken.add(value.socket_slug)
+    return taken
+
+
+async def send_values(client: GrandChallengeClient, pk: str, planned: list[PlannedValue], kinds: dict[str, str],
+                      *, policy: RetryPolicy, what: str) -> None:
+    """PATCHes ``planned`` into display set ``pk`` until the server holds each of them (or took its uploads).
+
+    Raises the server's error when it refused the values, ``UploadsGoneBeforeAttach`` when their uploads vanished
+    before the server took them, or the last error once the case's retry budget is spent."""
+    pending = list(planned)
+    budget = current_budget(policy, what)
+    attempt = 0
+    sent_before = False  # whether a PATCH of these values may have reached the server
+    while pending:
+        try:
+            await client.update_display_set(pk, values=[v.body for v in pending], retries=False)
+            return
+        except Exception as error:  # cancellation is a BaseException and passes through
+            refused_links = _refuses_upload_links(error)
+            if not (may_have_succeeded(error) or refused_links or policy.get_delay(error, attempt) is not None):
+                raise
+            taken = await _taken(client, pk, pending, kinds, sent_before=sent_before or may_have_succeeded(error))
+            sent_before = sent_before or may_have_succeeded(error)
+            if taken:
+                log.info("%s: the server had taken %s despite its answer (%s)", what, ", ".join(sorted(taken)),
+                         error)
+            pending = [v for v in pending if v.socket_slug not in taken]
+            if not pending:
+                return
+            if refused_links:
+                gone = ", ".join(v.socket_slug for v in pending)
+                assert isinstance(error, ApiError)
+                raise UploadsGoneBeforeAttach(
+                    error.method, error.url, error.status,
+                    f"the uploads of {gone} were removed by the server before they were attached (contract §1: "
+                    f"uploads are deleted 24 h after creation); run the job again to send them anew ({error.body})",
+                    error.headers) from None
+            budget.spend(error)
+            delay = policy.get_delay(error, attempt) or policy.backoff(attempt)
+            log.info("%s: sending the values not yet taken again in %.1f s after %s", what, delay, error)
+            await anyio.sleep(delay)
+            attempt += 1

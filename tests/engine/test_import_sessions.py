@@ -1,0 +1,59 @@
+"""Each image import is tracked by its own upload session (contract §2, §10): a refused segmentation fails its case
+with the server's message within seconds, the rest of the run goes on, and the session list is never scanned."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import anyio
+import pytest
+from gcbulk.emulator.server import RunningEmulator
+from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.emulator.context import SCHEMAS, EmulatorConfig
+from gcbulk.engine.jobfile import load_job
+from gcbulk.state.ledger import Ledger, default_ledger_path
+
+from tests.engine.conftest import (
+    FAST_ENGINE,
+    make_tutorial_tree,
+    run_job,
+    study_display_sets,
+    values_by_socket,
+    write_job,
+)
+from tests.imaging import make_mask
+
+BOUND = 60
+SESSION_LIST = "GET api:/api/v1/cases/upload-sessions/"
+OVERLAY_MESSAGE = "The valid voxel values for this segmentation are: {0, 1}"
+
+
+@pytest.fixture(params=SCHEMAS)
+def emulator_config(request: pytest.FixtureRequest, tmp_path: Path) -> EmulatorConfig:
+    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05, schema=request.param)
+
+
+async def test_a_refused_segmentation_fails_its_case_with_the_servers_message_and_the_rest_is_imported(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    cases = make_tutorial_tree(tmp_path / "cases", 3)
+    make_mask(cases / "patient2" / "seg.mha", values=(0, 3))  # 3 is not an airway voxel value
+    # A 1-hour import timeout: the case must fail on the session's answer, not on the timeout.
+    config = dataclasses.replace(FAST_ENGINE, import_timeout_seconds=3600.0)
+    with anyio.fail_after(BOUND):
+        outcome = await run_job(write_job(tmp_path, emulator), emulator, config)
+    assert outcome.done == 2
+    assert [title for title, _ in outcome.failed] == ["patient2"]
+    assert "airway-segmentation" in outcome.failed[0][1] and OVERLAY_MESSAGE in outcome.failed[0][1]
+    display_sets = await study_display_sets(client)
+    for title in ("patient1", "patient3"):
+        assert set(values_by_socket(display_sets[title])) == {"ct-image", "airway-segmentation"}
+    # Tracked by pk: one GET per session, never a scan of the list (contract §10: it is slow and grows forever).
+    requests = emulator.context.counters.requests
+    assert requests.get(SESSION_LIST, 0) == 0
+    assert requests.get("POST api:/api/v1/cases/upload-sessions/", 0) == 6
+    job = load_job(tmp_path / "job.toml")
+    with Ledger.open(default_ledger_path(job.job_file), job.binding, job_file=job.job_file) as ledger:
+        sessions = ledger.db.execute("SELECT upload_session_pk FROM items").fetchall()
+    assert len(sessions) == 6 and all(pk for (pk,) in sessions)
