@@ -31,7 +31,7 @@ from gcbulk.engine.gc.retry import RetryBudget, item_budget
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.file_upload import FileUpload
-from gcbulk.engine.upload.server_limits import UnitPool
+from gcbulk.engine.upload.server_limits import VOICE_SECONDS, UnitPool, wait_log
 from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, send_values
 from gcbulk.engine.upload.imports import (
     SESSION_ENDED_BADLY,
@@ -267,8 +267,7 @@ class CaseUpload:
                     except NotFound:
                         session = {}
                     taken = session.get("status", SESSION_QUEUED) != SESSION_QUEUED
-                else:  # recorded by an older gcbulk, which attached uploads directly
-                    # A session holding these uploads that is still Queued was never named by a PATCH.
+                else:  # recorded by an older gcbulk, which attached uploads directly; a Queued session was never named
                     found = await self.sessions.find(upload_pks)
                     taken = found is not None and found.get("status") != SESSION_QUEUED
             elif not taken and upload_pks:
@@ -383,7 +382,9 @@ class CaseUpload:
         if images_waiting > self.import_units and self.import_units < ctx.import_gate.ceiling:
             self.import_units += await ctx.import_gate.acquire(images_waiting - self.import_units,
                                                                who=self.case.title)
-        deadline = time.monotonic() + ctx.config.import_timeout_seconds
+        started = time.monotonic()
+        deadline = started + ctx.config.import_timeout_seconds
+        next_voice = started + VOICE_SECONDS
         delay = ctx.config.poll_initial_seconds
         polls = 0
         while waiting:
@@ -409,6 +410,11 @@ class CaseUpload:
                 break
             if ctx.stopping.is_set():
                 raise Interrupted(f"{self.case.title}: stopped while waiting for imports")
+            if time.monotonic() >= next_voice:  # no wait without a voice
+                wait_log.info("%s waits %.0f s so far for the import of %s (gives up after %.0f s)", self.case.title,
+                              time.monotonic() - started, ", ".join(i.socket_slug for i in waiting),
+                              ctx.config.import_timeout_seconds)
+                next_voice = time.monotonic() + VOICE_SECONDS
             crash_point("during-import-poll")
             with anyio.move_on_after(delay):  # a stop ends the wait at once: the next pass resumes the polling
                 await ctx.stopping.wait()

@@ -18,7 +18,7 @@ import anyio
 from gcbulk.engine.gc.errors import GcbulkError, Interrupted
 
 # Not under "gcbulk.engine" (quieted to WARNING outside debugging, engine/service/logs.py): a long wait must be heard.
-log = logging.getLogger("gcbulk.waits")
+wait_log = log = logging.getLogger("gcbulk.waits")
 
 GIB = 1024**3
 

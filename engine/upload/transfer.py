@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 import anyio
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import (
-    AttemptsExhausted,
     ConfigurationError,
     Disposition,
+    GcbulkError,
     Interrupted,
-    TransportError,
     classify,
     first_error,
 )
@@ -111,20 +110,18 @@ class TransferEngine:
             context.stop()
         return context
 
-    async def _may_create_display_sets(self) -> bool:
-        """The permission probe; a server that cannot answer it now (a 5xx storm, the retries spent) does not stop
-        the run: each case then meets the same fault at its own display set and fails, or succeeds, on its own."""
-        try:
-            return await self.client.may_create_display_sets(self.reader_study_slug)
-        except (AttemptsExhausted, TransportError) as error:
-            log.warning("could not check this token's permission on the study (%s); going on", error)
-            return True
-
     async def run(self) -> RunOutcome:
         """Runs every runnable case; returns what happened. Raises on a stop-run error (e.g. a bad token)."""
         await self.client.reader_study_by_slug(self.reader_study_slug)  # a wrong slug stops here, clearly
         # Permission before bytes: a reader's token would upload every file, then fail at the first display set.
-        if not await self._may_create_display_sets():
+        try:
+            may_create = await self.client.may_create_display_sets(self.reader_study_slug)
+        except GcbulkError as unsure:  # the server is struggling: the first create will tell, as before
+            if classify(unsure) is Disposition.STOP_RUN:
+                raise
+            log.warning("could not check the right to add display sets (%s); going on", unsure)
+            may_create = True
+        if not may_create:
             raise ConfigurationError(
                 f"this token's user may not add display sets to reader study {self.reader_study_slug!r}: the user "
                 "must be an editor of the study (ask one of its editors to add them); nothing was uploaded")
