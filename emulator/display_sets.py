@@ -175,7 +175,9 @@ def _validate_fields(request: web.Request, user: User, data: dict[str, Any]) -> 
         except ValueError as error:
             errors["order"] = [str(error)]
     values: list[ValueRequest] = []
-    if data.get("values") is not None:
+    if "values" in data and data["values"] is None:
+        errors["values"] = ["This field may not be null."]  # contract §10
+    elif data.get("values") is not None:
         try:
             values = validate_values(context_of(request), user, data["values"])
         except ApiError as error:

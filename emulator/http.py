@@ -153,12 +153,13 @@ def require_user(request: web.Request) -> User:
 
 
 def token_from_header(header: str | None) -> str | None:
-    """knox accepts the keyword in any case; gcapi sends ``BEARER``."""
+    """knox accepts only the ``Bearer`` keyword, in any case (gcapi sends ``BEARER``); any other header is ignored,
+    so the request runs as the anonymous user (contract §10)."""
     if not header:
         return None
     parts = header.split()
-    if len(parts) != 2 or parts[0].lower() not in ("bearer", "token"):
-        return ""
+    if len(parts) != 2 or parts[0].lower() != "bearer":
+        return None
     return parts[1]
 
 

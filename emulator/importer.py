@@ -119,10 +119,17 @@ def worker_of(request: web.Request) -> ImportWorker:
     return request.app[IMPORT_WORKER]
 
 
-def active_imports(context: Context, user_pk: int) -> int:
-    """Sessions of the user that are scheduled or running: the server's limit counts these (contract §2)."""
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def active_post_processing_tasks(context: Context, user_pk: int) -> int:
+    """The user's imports that will need TIFF post-processing and are scheduled or running: only these count toward
+    the server's 16-task limit (contract §10)."""
+    store = context.store
     return sum(
-        1 for s in context.store.upload_sessions.values() if s.creator.pk == user_pk and s.status == SESSION_REQUEUED
+        1 for s in store.upload_sessions.values()
+        if s.creator.pk == user_pk and s.status == SESSION_REQUEUED and any(
+            pk in store.uploads and store.uploads[pk].filename.lower().endswith(TIFF_SUFFIXES) for pk in s.upload_pks)
     )
 
 
