@@ -34,6 +34,8 @@ class EmulatorConfig:
     import_delay_seconds: float = 0.2
     # Between a session turning Succeeded and its image appearing in the display set (a separate task, contract §10).
     link_delay_seconds: float = 0.05
+    # Between a display-set POST's checks (highest order, unique title) and its insert (contract §10).
+    create_round_trip_seconds: float = 0.002
     max_uploads_per_user: int = 2000
     max_uploads_per_session: int = 100
     max_active_imports_per_user: int = 16

@@ -139,7 +139,9 @@ def _own_sessions(request: web.Request) -> list[UploadSession]:
     if user is None:
         return []
     sessions = context_of(request).store.upload_sessions.values()
-    return sorted((s for s in sessions if s.creator.pk == user.pk), key=lambda s: s.created)
+    # No filters and no ordering (contract §10): ordered by the random pk, a new session lands anywhere in the list,
+    # so paging while sessions are added can skip or repeat rows, as on the server.
+    return sorted((s for s in sessions if s.creator.pk == user.pk), key=lambda s: s.pk)
 
 
 async def list_upload_sessions(request: web.Request) -> web.Response:
