@@ -21,6 +21,7 @@ from gcbulk.emulator import (
     upload_sessions,
     uploads,
 )
+from gcbulk.emulator.capacity import capacity_middleware_for
 from gcbulk.emulator.context import CONTEXT, GIB, SCHEMA_2025_11, Context, context_of
 from gcbulk.emulator.counters import COUNTERS, counting_middleware
 from gcbulk.emulator.faults import FAULT_PLAN, fault_middleware
@@ -50,10 +51,13 @@ def _share_context(app: web.Application, context: Context, site: str) -> None:
 def build_api_app(context: Context) -> web.Application:
     # Faults sit outside the error handling: injected failures come from in front of the application (a proxy, the
     # network), and a response cut mid-body is the rendered one.
+    # The capacity profile's worker pool sits behind the injected faults (they come from in front of the server).
+    capacity = [capacity_middleware_for(context.config.capacity)] if context.config.capacity else []
     app = web.Application(
         middlewares=[
             counting_middleware,
             fault_middleware,
+            *capacity,
             error_middleware,
             admin.admin_guard_middleware,
             auth_middleware_for(context.store),

@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from gcbulk.emulator.capacity import PROFILES, profile_named
 from gcbulk.emulator.context import SCHEMA_CURRENT, SCHEMAS, EmulatorConfig
 from gcbulk.emulator.faults import FaultConfigError, load_fault_file
 from gcbulk.emulator.seed import EXAMPLE_SEED, SeedError, load_seed
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="SECONDS", help="lifetime of signed image download URLs (default %(default)s)")
     parser.add_argument("--import-delay", type=float, default=defaults.import_delay_seconds, metavar="SECONDS",
                         help="delay before an upload session is imported (default %(default)s)")
+    parser.add_argument("--profile", choices=PROFILES, default=None,
+                        help="'real': the real server's 2 API and 2 import workers and measured service times "
+                             "(contract §10); default: answer at once")
     parser.add_argument("--admin-token", default=None,
                         help="require this bearer token on /_admin/ (default: none on loopback, random otherwise)")
     return parser
@@ -79,6 +83,7 @@ def _config(args: argparse.Namespace, data_dir: Path) -> EmulatorConfig:
         fault_rules=tuple(rules),
         fault_seed=seed,
         admin_token=admin_token,
+        capacity=profile_named(args.profile) if args.profile else None,
     )
 
 

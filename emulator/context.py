@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+from gcbulk.emulator.capacity import CapacityProfile
 from gcbulk.emulator.clock import Clock
 from gcbulk.emulator.counters import Counters
 from gcbulk.emulator.faults import FaultPlan, FaultRule
@@ -48,6 +49,8 @@ class EmulatorConfig:
     fault_rules: tuple[FaultRule, ...] = ()
     # When set, /_admin/ needs "Authorization: Bearer <admin_token>" (emulator/admin.py).
     admin_token: str = ""
+    # The real server's finite workers and service times (emulator/capacity.py); None answers at once (tests).
+    capacity: CapacityProfile | None = None
 
 
 @dataclass
@@ -59,6 +62,8 @@ class Context:
     signer: UrlSigner = field(init=False)
     faults: FaultPlan = field(init=False)
     counters: Counters = field(default_factory=Counters)
+    # Display sets an import worker is linking a value into right now (the capacity profile's lock, contract §10).
+    linking_display_sets: set[str] = field(default_factory=set)
     # Set once the S3 site is bound: presigned URLs point there.
     s3_base_url: str = ""
 
