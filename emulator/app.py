@@ -15,6 +15,7 @@ from gcbulk.emulator import (
     display_sets,
     images,
     notifications,
+    persistence,
     reader_studies,
     s3,
     sweep,
@@ -66,6 +67,8 @@ def build_api_app(context: Context) -> web.Application:
     )
     _share_context(app, context, SITE_API)
     app.router.add_get("/api/v1/gcapi/", gcapi_version)
+    if context.config.persist:
+        persistence.setup(app)
     for module in (uploads, upload_sessions, reader_studies, display_sets, answers, images, notifications, admin,
                    admin_answers, sweep):
         module.setup(app)

@@ -51,6 +51,8 @@ class EmulatorConfig:
     admin_token: str = ""
     # The real server's finite workers and service times (emulator/capacity.py); None answers at once (tests).
     capacity: CapacityProfile | None = None
+    # Keep the state (and the CA) in data_dir across restarts (emulator/persistence.py); False: in memory only.
+    persist: bool = False
 
 
 @dataclass
