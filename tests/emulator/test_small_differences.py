@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from tests.emulator.study_flow import create_display_set, patch_display_set, wait_for_value
+from tests.emulator.study_flow import create_display_set, patch_display_set, set_image_from_files, wait_for_value
+from tests.imaging import make_mha
 
 
 async def test_only_the_bearer_keyword_authenticates_any_other_runs_anonymous(client, emulator):
@@ -51,3 +52,25 @@ async def test_s3_upload_ids_look_like_s3s_not_hex(client):
     reply = await client.call("PATCH", client.action_url(upload, "generate-presigned-urls"),
                               json_body={"part_numbers": [1]})
     assert reply.status == 200, reply.body
+
+
+async def test_the_same_value_in_two_display_sets_is_one_value_pk(client):
+    first, second = await create_display_set(client), await create_display_set(client)
+    pks = []
+    for display_set in (first, second):
+        reply = await patch_display_set(client, display_set["pk"], {"values": [
+            {"interface": "patient-age", "value": 42}]})
+        assert reply.status == 200
+        (value,) = (await client.call("GET", display_set["api_url"])).json()["values"]
+        pks.append(value["pk"])
+    assert pks[0] == pks[1]
+
+
+async def test_image_filters_the_emulator_has_no_data_for_narrow_the_list_to_nothing(client, tmp_path):
+    display_set = await create_display_set(client)
+    await set_image_from_files(client, display_set["pk"], "ct-image", [make_mha(tmp_path / "ct.mha")])
+    await wait_for_value(client, display_set["pk"], "ct-image")
+    assert (await client.call("GET", client.api("cases/images/"))).json()["count"] == 1
+    for query in ("archive=00000000-0000-0000-0000-000000000000", "patient_id=P1", "study_instance_uid=1.2.3"):
+        reply = await client.call("GET", client.api(f"cases/images/?{query}"))
+        assert reply.status == 200 and reply.json()["count"] == 0
