@@ -15,12 +15,14 @@ from gcbulk.emulator import (
     display_sets,
     images,
     notifications,
+    persistence,
     reader_studies,
     s3,
     sweep,
     upload_sessions,
     uploads,
 )
+from gcbulk.emulator.capacity import capacity_middleware_for
 from gcbulk.emulator.context import CONTEXT, GIB, SCHEMA_2025_11, Context, context_of
 from gcbulk.emulator.counters import COUNTERS, counting_middleware
 from gcbulk.emulator.faults import FAULT_PLAN, fault_middleware
@@ -50,10 +52,13 @@ def _share_context(app: web.Application, context: Context, site: str) -> None:
 def build_api_app(context: Context) -> web.Application:
     # Faults sit outside the error handling: injected failures come from in front of the application (a proxy, the
     # network), and a response cut mid-body is the rendered one.
+    # The capacity profile's worker pool sits behind the injected faults (they come from in front of the server).
+    capacity = [capacity_middleware_for(context.config.capacity)] if context.config.capacity else []
     app = web.Application(
         middlewares=[
             counting_middleware,
             fault_middleware,
+            *capacity,
             error_middleware,
             admin.admin_guard_middleware,
             auth_middleware_for(context.store),
@@ -62,6 +67,8 @@ def build_api_app(context: Context) -> web.Application:
     )
     _share_context(app, context, SITE_API)
     app.router.add_get("/api/v1/gcapi/", gcapi_version)
+    if context.config.persist:
+        persistence.setup(app)
     for module in (uploads, upload_sessions, reader_studies, display_sets, answers, images, notifications, admin,
                    admin_answers, sweep):
         module.setup(app)

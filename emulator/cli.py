@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from gcbulk.emulator.capacity import PROFILES, profile_named
 from gcbulk.emulator.context import SCHEMA_CURRENT, SCHEMAS, EmulatorConfig
 from gcbulk.emulator.faults import FaultConfigError, load_fault_file
 from gcbulk.emulator.seed import EXAMPLE_SEED, SeedError, load_seed
@@ -44,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="API port; 0 picks a free one (default %(default)s)")
     parser.add_argument("--s3-port", type=int, default=None, help="S3 port; default: the API port + 1 (free if 0)")
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="where parts, objects and the TLS files go (default: a temporary directory, "
-                        "removed on exit)")
+                        help="keep the state (uploads, sessions, display sets, images) and the CA here across "
+                        "restarts (default: in memory, in a temporary directory removed on exit)")
     parser.add_argument("--seed-study", type=Path, default=EXAMPLE_SEED,
                         help="TOML file with users, sockets and reader studies (default: the bundled example.toml)")
     parser.add_argument("--schema", choices=SCHEMAS, default=SCHEMA_CURRENT,
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="SECONDS", help="lifetime of signed image download URLs (default %(default)s)")
     parser.add_argument("--import-delay", type=float, default=defaults.import_delay_seconds, metavar="SECONDS",
                         help="delay before an upload session is imported (default %(default)s)")
+    parser.add_argument("--profile", choices=PROFILES, default=None,
+                        help="'real': the real server's 2 API and 2 import workers and measured service times "
+                             "(contract §10); default: answer at once")
     parser.add_argument("--admin-token", default=None,
                         help="require this bearer token on /_admin/ (default: none on loopback, random otherwise)")
     return parser
@@ -79,6 +83,9 @@ def _config(args: argparse.Namespace, data_dir: Path) -> EmulatorConfig:
         fault_rules=tuple(rules),
         fault_seed=seed,
         admin_token=admin_token,
+        capacity=profile_named(args.profile) if args.profile else None,
+        # A data dir the user names is kept: state and CA survive a restart (emulator/persistence.py).
+        persist=args.data_dir is not None,
     )
 
 
@@ -144,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         try:
             asyncio.run(serve(args, config, seed))
-        except SeedError as error:
+        except (SeedError, ValueError) as error:  # ValueError: an unreadable saved state (persistence.load_state)
             print(f"gcbulk-emulator: {error}", file=sys.stderr)
             return 2
         except OSError as error:

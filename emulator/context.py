@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+from gcbulk.emulator.capacity import CapacityProfile
 from gcbulk.emulator.clock import Clock
 from gcbulk.emulator.counters import Counters
 from gcbulk.emulator.faults import FaultPlan, FaultRule
@@ -34,6 +35,8 @@ class EmulatorConfig:
     import_delay_seconds: float = 0.2
     # Between a session turning Succeeded and its image appearing in the display set (a separate task, contract §10).
     link_delay_seconds: float = 0.05
+    # Between a display-set POST's checks (highest order, unique title) and its insert (contract §10).
+    create_round_trip_seconds: float = 0.002
     max_uploads_per_user: int = 2000
     max_uploads_per_session: int = 100
     max_active_imports_per_user: int = 16
@@ -46,6 +49,10 @@ class EmulatorConfig:
     fault_rules: tuple[FaultRule, ...] = ()
     # When set, /_admin/ needs "Authorization: Bearer <admin_token>" (emulator/admin.py).
     admin_token: str = ""
+    # The real server's finite workers and service times (emulator/capacity.py); None answers at once (tests).
+    capacity: CapacityProfile | None = None
+    # Keep the state (and the CA) in data_dir across restarts (emulator/persistence.py); False: in memory only.
+    persist: bool = False
 
 
 @dataclass
@@ -57,6 +64,8 @@ class Context:
     signer: UrlSigner = field(init=False)
     faults: FaultPlan = field(init=False)
     counters: Counters = field(default_factory=Counters)
+    # Display sets an import worker is linking a value into right now (the capacity profile's lock, contract §10).
+    linking_display_sets: set[str] = field(default_factory=set)
     # Set once the S3 site is bound: presigned URLs point there.
     s3_base_url: str = ""
 

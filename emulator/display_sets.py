@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from typing import Any
 
 from aiohttp import web
@@ -49,6 +51,11 @@ from gcbulk.emulator.values import (
 from gcbulk.emulator.visibility import can_view_display_set
 
 NOT_UNIQUE = "The fields title, reader_study must make a unique set."
+# Django's default 500 page (DEBUG off): what an unhandled IntegrityError answers, not JSON.
+SERVER_ERROR_HTML = (
+    '\n<!doctype html>\n<html lang="en">\n<head>\n  <title>Server Error (500)</title>\n</head>\n<body>\n'
+    "  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n"
+)
 MAX_TITLE_LENGTH = 255
 MAX_ORDER = 2147483647  # PositiveIntegerField
 
@@ -175,7 +182,9 @@ def _validate_fields(request: web.Request, user: User, data: dict[str, Any]) -> 
         except ValueError as error:
             errors["order"] = [str(error)]
     values: list[ValueRequest] = []
-    if data.get("values") is not None:
+    if "values" in data and data["values"] is None:
+        errors["values"] = ["This field may not be null."]  # contract §10
+    elif data.get("values") is not None:
         try:
             values = validate_values(context_of(request), user, data["values"])
         except ApiError as error:
@@ -206,11 +215,19 @@ async def create_display_set(request: web.Request) -> web.Response:
     _check_unique_title(request, study.pk, title, None)
     if data.get("values"):
         raise bad_request(["Values can only be added via update"])
+    order = attrs.get("order") or next_display_set_order(context.store, study.pk)
+    # The server reads the highest order and checks the title, then inserts in a later round trip; requests handled
+    # in between see the same state: concurrent creates get duplicate orders, and a concurrent duplicate title
+    # passes the check and fails on the database constraint with Django's HTML 500 (contract §10).
+    await asyncio.sleep(context.config.create_round_trip_seconds)
+    if title and any(other.reader_study_pk == study.pk and other.title == title
+                     for other in context.store.display_sets.values()):
+        return web.Response(status=500, text=SERVER_ERROR_HTML, content_type="text/html")
     display_set = DisplaySet(
         pk=new_uuid(),
         reader_study_pk=study.pk,
         title=title,
-        order=attrs.get("order") or next_display_set_order(context.store, study.pk),
+        order=order,
         created=context.clock.now(),
     )
     context.store.display_sets[display_set.pk] = display_set

@@ -15,6 +15,8 @@ from urllib.parse import urlencode
 from aiohttp import web
 from gcbulk.emulator.store import Store, User
 
+ROWS_RETURNED = web.RequestKey("rows_returned", int)
+
 API_PREFIX = "/api/v1/"
 # gcapi decodes JSON only when the header equals this string exactly (contract §8): no "; charset=utf-8".
 JSON_CONTENT_TYPE = "application/json"
@@ -133,6 +135,7 @@ def paginate(
         query.update(limit=str(limit), offset=str(new_offset))
         return f"{request.scheme}://{request.host}{request.path}?{urlencode(query)}"
 
+    request[ROWS_RETURNED] = len(page)  # the capacity profile charges list pages per row (contract §10)
     next_url = link(offset + limit) if offset + limit < len(items) else None
     previous_url = link(max(offset - limit, 0)) if offset > 0 else None
     return json_response(
@@ -153,12 +156,13 @@ def require_user(request: web.Request) -> User:
 
 
 def token_from_header(header: str | None) -> str | None:
-    """knox accepts the keyword in any case; gcapi sends ``BEARER``."""
+    """knox accepts only the ``Bearer`` keyword, in any case (gcapi sends ``BEARER``); any other header is ignored,
+    so the request runs as the anonymous user (contract §10)."""
     if not header:
         return None
     parts = header.split()
-    if len(parts) != 2 or parts[0].lower() not in ("bearer", "token"):
-        return ""
+    if len(parts) != 2 or parts[0].lower() != "bearer":
+        return None
     return parts[1]
 
 

@@ -52,6 +52,12 @@ def _reader_study_filter(request: web.Request) -> set[str] | None:
     return chosen
 
 
+NARROWING_FILTERS = (
+    "job", "archive", "patient_id", "patient_name", "patient_birth_date", "patient_age", "patient_sex",
+    "study_date", "study_instance_uid", "series_instance_uid", "study_description", "series_description",
+)
+
+
 async def list_images(request: web.Request) -> web.Response:
     context = context_of(request)
     store = context.store
@@ -59,6 +65,10 @@ async def list_images(request: web.Request) -> web.Response:
     origin = model_choice_filter(request, "origin", store.upload_sessions)
     studies = _reader_study_filter(request)
     name = request.query.get("name")
+    # Filters on what the emulator does not hold (algorithm jobs, archives, DICOM patient and study fields) narrow
+    # the list as on the server, where no image matches them here (contract §10), instead of being ignored.
+    if any(request.query.get(key) for key in NARROWING_FILTERS):
+        return paginate(request, [], lambda image: image_json(request, context, image))
     images = [
         image
         for image in store.images.values()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import shutil
 from collections.abc import Coroutine
 from typing import Any
@@ -67,7 +68,8 @@ class ImportWorker:
 
     def __init__(self, context: Context) -> None:
         self.context = context
-        self._slots = asyncio.Semaphore(MAX_PARALLEL_IMPORTS)
+        capacity = context.config.capacity
+        self._slots = asyncio.Semaphore(capacity.import_workers if capacity else MAX_PARALLEL_IMPORTS)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def schedule_session(self, session: UploadSession) -> None:
@@ -119,10 +121,17 @@ def worker_of(request: web.Request) -> ImportWorker:
     return request.app[IMPORT_WORKER]
 
 
-def active_imports(context: Context, user_pk: int) -> int:
-    """Sessions of the user that are scheduled or running: the server's limit counts these (contract §2)."""
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def active_post_processing_tasks(context: Context, user_pk: int) -> int:
+    """The user's imports that will need TIFF post-processing and are scheduled or running: only these count toward
+    the server's 16-task limit (contract §10)."""
+    store = context.store
     return sum(
-        1 for s in context.store.upload_sessions.values() if s.creator.pk == user_pk and s.status == SESSION_REQUEUED
+        1 for s in store.upload_sessions.values()
+        if s.creator.pk == user_pk and s.status == SESSION_REQUEUED and any(
+            pk in store.uploads and store.uploads[pk].filename.lower().endswith(TIFF_SUFFIXES) for pk in s.upload_pks)
     )
 
 
@@ -155,6 +164,8 @@ async def import_session(context: Context, session: UploadSession, inputs: list[
     else:
         consumed = []
     work_dir = context.config.data_dir / "imports" / session.pk
+    started = asyncio.get_running_loop().time()
+    input_bytes = sum(i.path.stat().st_size for i in inputs if i.path.is_file())
     try:
         result: BuildResult = await asyncio.to_thread(build_images, inputs, work_dir)
         if not result.images:
@@ -171,6 +182,10 @@ async def import_session(context: Context, session: UploadSession, inputs: list[
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 
+    capacity = context.config.capacity
+    if capacity:  # the worker is held for the real build time (contract §10)
+        elapsed = asyncio.get_running_loop().time() - started
+        await asyncio.sleep(max(0.0, capacity.build_seconds(input_bytes) - elapsed))
     session.image_pks = [image.pk for image in images]
     session.status = SESSION_SUCCEEDED
     for upload in consumed:
@@ -179,7 +194,26 @@ async def import_session(context: Context, session: UploadSession, inputs: list[
     # The server links the image in a separate task *after* the session turned Succeeded (contract §10): a client
     # that takes Succeeded for "the value is there" meets this gap; the uploads are already gone by then.
     await asyncio.sleep(context.config.link_delay_seconds)
-    _link_images(context, session, images)
+    if capacity and session.target_display_set_pk:
+        await _link_under_lock(context, session, images)
+    else:
+        _link_images(context, session, images)
+
+
+async def _link_under_lock(context: Context, session: UploadSession, images: list[Image]) -> None:
+    """The server locks the display set to link a value; a second link at the same moment cannot take the lock and
+    sleeps a random 0–5 s *inside its worker* before retrying (contract §10: why 2 × 1 MiB cases take 2.3 s)."""
+    capacity = context.config.capacity
+    assert capacity is not None
+    pk = session.target_display_set_pk or ""
+    while pk in context.linking_display_sets:
+        await asyncio.sleep(random.uniform(0.0, capacity.lock_retry_max_seconds))
+    context.linking_display_sets.add(pk)
+    try:
+        await asyncio.sleep(capacity.link_seconds)
+        _link_images(context, session, images)
+    finally:
+        context.linking_display_sets.discard(pk)
 
 
 def store_image(context: Context, session: UploadSession, built: BuiltImage) -> Image:

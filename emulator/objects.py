@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import shutil
 from dataclasses import dataclass, field
@@ -28,6 +29,17 @@ MAX_PART_NUMBER = 10_000
 MIN_PART_SIZE = 5 * 1024**2  # every part but the last, checked at complete
 MAX_PART_SIZE = 5 * 1024**3
 _COPY_BUFFER = 1024**2
+
+
+# S3 upload ids are opaque base64-like strings with ``.``, ``_``, ``-`` and ``~`` in them, not hex (contract §10):
+# a client that parses them out of URL paths must meet the same characters here.
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9._~-]{16,}")
+
+
+def new_upload_id() -> str:
+    """An id shaped like the ones AWS S3 sends: URL-safe base64 with ``~`` separators."""
+    first, second = secrets.token_urlsafe(36), secrets.token_urlsafe(24)
+    return f"{first}~{second}-_"
 
 
 class SignatureError(Exception):
@@ -139,7 +151,7 @@ class ObjectStore:
         shutil.copyfile(self.object_path(src_bucket, src_key), destination)
 
     def multipart_dir(self, s3_upload_id: str) -> Path:
-        if not s3_upload_id or not s3_upload_id.isalnum():
+        if not _UPLOAD_ID.fullmatch(s3_upload_id):
             raise ValueError(f"not an upload id: {s3_upload_id!r}")
         return self.root / "multipart" / s3_upload_id
 
@@ -153,7 +165,7 @@ class ObjectStore:
 
     def create_multipart(self, bucket: str, key: str) -> str:
         self.object_path(bucket, key)  # rejects a key that escapes the bucket before anything is made
-        upload_id = secrets.token_hex(24)
+        upload_id = new_upload_id()
         self.multipart_dir(upload_id).mkdir(parents=True)
         self.multipart_uploads[upload_id] = MultipartUpload(upload_id, bucket, key)
         return upload_id

@@ -12,10 +12,10 @@ Every URL is absolute on the host the client used (gcapi refuses any other netlo
 
 from __future__ import annotations
 
-import html
 from collections.abc import Iterable
 from typing import Any
 
+import nh3
 from aiohttp import web
 from gcbulk.emulator.context import SCHEMA_2025_11, Context
 from gcbulk.emulator.http import absolute_url, iso, site_url
@@ -41,8 +41,9 @@ def is_legacy(context: Context) -> bool:
 
 
 def _safe(text: str) -> str:
-    """The server's ``*_safe`` fields are bleach-cleaned HTML; escaping is the conservative equivalent here."""
-    return html.escape(text, quote=False)
+    """The server's ``*_safe`` fields are bleach-cleaned: tags are stripped, not escaped (contract §10). nh3 is
+    bleach's maintained successor; like bleach it escapes a bare ``&`` or ``<`` in the text that is left."""
+    return nh3.clean(text, tags=set())
 
 
 # -- URLs -------------------------------------------------------------------------------------------------------------

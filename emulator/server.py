@@ -16,6 +16,7 @@ from aiohttp import web
 from gcbulk.emulator.app import build_api_app, build_s3_app
 from gcbulk.emulator.context import Context, EmulatorConfig
 from gcbulk.emulator.seed import EXAMPLE_SEED, apply_seed, load_seed
+from gcbulk.emulator.persistence import load_state
 from gcbulk.emulator.tls import TlsFiles, generate_tls_files
 
 LOOPBACK = "127.0.0.1"
@@ -65,9 +66,12 @@ async def run_emulator(
     not the listening address: ``--host 0.0.0.0 --public-host emulator`` in a container network.
     """
     context = Context(config=config)
-    apply_seed(context.store, seed if seed is not None else load_seed(EXAMPLE_SEED))
+    if not (config.persist and load_state(context)):
+        apply_seed(context.store, seed if seed is not None else load_seed(EXAMPLE_SEED))
     url_host = public_host or host
-    tls_files = generate_tls_files(config.data_dir / "tls", extra_hosts=[url_host]) if tls else None
+    tls_files = (
+        generate_tls_files(config.data_dir / "tls", extra_hosts=[url_host], keep_ca=config.persist) if tls else None
+    )
     ssl_context = tls_files.server_context() if tls_files else None
     scheme = "https" if tls_files else "http"
 

@@ -251,10 +251,12 @@ class Store:
         self.display_sets: dict[str, DisplaySet] = {}
         self.answers: dict[str, Answer] = {}
         self.notifications: dict[str, Notification] = {}
-        self._int_pks = itertools.count(1)
+        self._next_int_pk = 1  # a plain int, not itertools.count: the state is pickled in persistence mode
 
     def next_int_pk(self) -> int:
-        return next(self._int_pks)
+        value = self._next_int_pk
+        self._next_int_pk += 1
+        return value
 
     def user_by_username(self, username: str) -> User | None:
         return next((u for u in self.users_by_token.values() if u.username == username), None)

@@ -47,12 +47,28 @@ def _subject_alternative_name(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
 
 
-def generate_tls_files(directory: Path, extra_hosts: Sequence[str] = ()) -> TlsFiles:
+def generate_tls_files(directory: Path, extra_hosts: Sequence[str] = (), *, keep_ca: bool = False) -> TlsFiles:
+    """A CA and a server certificate for ``extra_hosts`` and loopback. With ``keep_ca`` an existing CA in
+    ``directory`` is reused (clients that trust it keep working across restarts); the server certificate is always
+    issued afresh, so a changed host name is covered."""
     directory.mkdir(parents=True, exist_ok=True)
-    loopback = ["localhost", "127.0.0.1", "::1"]
-    names = [_subject_alternative_name(host) for host in dict.fromkeys([*loopback, *extra_hosts])]
+    ca_key_file = directory / "ca-key.pem"
+    if keep_ca and ca_key_file.is_file() and (directory / "ca.pem").is_file():
+        ca_key = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
+        ca_cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
+    else:
+        ca_key, ca_cert = _new_ca()
+        ca_key_file.write_bytes(ca_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        ca_key_file.chmod(0o600)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    return _issue_server_files(directory, ca_key, ca_cert, extra_hosts)
+
+
+def _new_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     now = datetime.now(timezone.utc)
-    validity = (now - timedelta(minutes=5), now + timedelta(days=30))
+    # A kept CA lives as long as the data dir is used; the server certificate is reissued at every start.
+    validity = (now - timedelta(minutes=5), now + timedelta(days=3650))
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
@@ -75,6 +91,16 @@ def generate_tls_files(directory: Path, extra_hosts: Sequence[str] = ()) -> TlsF
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    return ca_key, ca_cert
+
+
+def _issue_server_files(
+    directory: Path, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, extra_hosts: Sequence[str]
+) -> TlsFiles:
+    loopback = ["localhost", "127.0.0.1", "::1"]
+    names = [_subject_alternative_name(host) for host in dict.fromkeys([*loopback, *extra_hosts])]
+    now = datetime.now(timezone.utc)
+    validity = (now - timedelta(minutes=5), now + timedelta(days=30))
 
     server_key = ec.generate_private_key(ec.SECP256R1())
     server_cert = (

@@ -7,7 +7,8 @@ emulator has no archives, so any value for them "does not exist". A session with
 at once; one without stays Queued until a display-set value PATCH names it as ``upload_session``. The response shows
 the object as created, so its status is "Queued" either way (contract §2).
 
-Refused with 400 when the user already has ``max_active_imports_per_user`` imports scheduled or running.
+Refused with 400 when the user already has ``max_active_imports_per_user`` TIFF imports scheduled or running (the
+server counts only TIFF post-processing tasks, and checks only here, contract §10).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def _field_errors(request: web.Request, user: User, data: dict[str, Any], attrs:
 def _validate(request: web.Request, user: User, attrs: dict[str, Any]) -> str | None:
     """The serializer's ``validate()``, in its order; the first failing rule's message."""
     config = context_of(request).config
-    active = importer.active_imports(context_of(request), user.pk)
+    active = importer.active_post_processing_tasks(context_of(request), user.pk)
     if active >= config.max_active_imports_per_user:
         return (f"You currently have {active} active image post processing tasks. "
                 "Please wait for them to complete before trying again.")
@@ -138,7 +139,9 @@ def _own_sessions(request: web.Request) -> list[UploadSession]:
     if user is None:
         return []
     sessions = context_of(request).store.upload_sessions.values()
-    return sorted((s for s in sessions if s.creator.pk == user.pk), key=lambda s: s.created)
+    # No filters and no ordering (contract §10): ordered by the random pk, a new session lands anywhere in the list,
+    # so paging while sessions are added can skip or repeat rows, as on the server.
+    return sorted((s for s in sessions if s.creator.pk == user.pk), key=lambda s: s.pk)
 
 
 async def list_upload_sessions(request: web.Request) -> web.Response:

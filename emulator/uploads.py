@@ -234,7 +234,9 @@ async def list_uploads(request: web.Request) -> web.Response:
     uploads = [] if user is None else [
         upload for upload in context_of(request).store.uploads.values() if upload.creator.pk == user.pk
     ]
-    uploads.sort(key=lambda upload: upload.created)
+    # No ordering on the server (contract §10): the database returns rows in no set order. Ordering by the random
+    # pk models that: a new row lands anywhere, so limit/offset paging while rows are added can skip or repeat.
+    uploads.sort(key=lambda upload: upload.pk)
     return paginate(request, uploads, lambda upload: serialize_upload(request, upload))
 
 

@@ -25,6 +25,7 @@ from gcbulk.emulator.store import (
     DisplaySet,
     Socket,
     SocketValue,
+    Store,
     Upload,
     UploadSession,
     User,
@@ -176,6 +177,18 @@ def validate_values(context: Context, user: User, raw: Any) -> list[ValueRequest
     return requests
 
 
+def _shared_value(store: Store, slug: str, *, value: Any = None, image_pk: str | None = None) -> SocketValue:
+    """The server reuses an existing socket value with the same socket and content: the same image or JSON value in
+    two display sets is one value pk (contract §10)."""
+    for display_set in store.display_sets.values():
+        existing = display_set.values.get(slug)
+        if existing is not None and existing.file_key is None and existing.image_pk == image_pk and (
+            image_pk is not None or existing.value == value
+        ):
+            return existing
+    return SocketValue(pk=store.next_int_pk(), socket_slug=slug, value=value, image_pk=image_pk)
+
+
 def apply_values(
     context: Context, worker: ImportWorker, user: User, display_set: DisplaySet, requests: list[ValueRequest]
 ) -> None:
@@ -186,12 +199,10 @@ def apply_values(
         current = display_set.values.get(slug)
         if request.source == "value":
             if current is None or current.value != request.payload or current.image_pk or current.file_key:
-                put_value(store, display_set, SocketValue(pk=store.next_int_pk(), socket_slug=slug,
-                                                          value=request.payload))
+                put_value(store, display_set, _shared_value(store, slug, value=request.payload))
         elif request.source == "image":
             if current is None or current.image_pk != request.payload:
-                put_value(store, display_set, SocketValue(pk=store.next_int_pk(), socket_slug=slug,
-                                                          image_pk=request.payload))
+                put_value(store, display_set, _shared_value(store, slug, image_pk=request.payload))
         elif request.source in ("upload_session", "user_uploads"):
             if request.source == "upload_session":
                 session = request.payload

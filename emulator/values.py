@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import re
+
 from gcbulk.emulator.store import DisplaySet, SocketValue, Store
 from gcbulk.emulator.visibility import refresh_image_studies
 
@@ -44,4 +46,11 @@ def remove_value(store: Store, display_set: DisplaySet, socket_slug: str) -> Non
 def file_value_key(value_pk: int, filename: str) -> str:
     """Where a file value's object lives, as the server's ``component_interface_value_path`` names it."""
     padded = f"{value_pk:04x}"
-    return f"components/componentinterfacevalue/{padded[-4:-2]}/{padded[-2:]}/{value_pk}/{filename}"
+    return f"components/componentinterfacevalue/{padded[-4:-2]}/{padded[-2:]}/{value_pk}/{valid_filename(filename)}"
+
+
+def valid_filename(name: str) -> str:
+    """Django's ``get_valid_filename``, which the server's storage applies (contract §10): spaces become ``_``, any
+    character other than letters, digits, ``-``, ``_`` and ``.`` is dropped. Hand-written: the emulator has no Django."""
+    cleaned = re.sub(r"(?u)[^-\w.]", "", name.strip().replace(" ", "_"))
+    return cleaned if cleaned not in ("", ".", "..") else "file"

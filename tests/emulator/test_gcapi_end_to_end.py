@@ -117,3 +117,36 @@ def test_gcapi_adds_a_case_reorders_reads_answers_and_downloads_a_mask(threaded_
     assert downloaded == [tmp_path / "downloads" / "mask.mha"]
     assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(downloaded[0]))),
                           sitk.GetArrayFromImage(sitk.ReadImage(str(images["mask"]))))
+
+
+def test_gcapi_adds_a_case_with_an_annotation_a_json_file_and_a_dicom_image_set(threaded_emulator, tmp_path):
+    # The seed's other socket kinds (issue 15): a 2D bounding box value, a JSON file socket (gcapi uploads the value
+    # as a file named by the socket's relative path) and a DICOM Image Set (gcapi de-identifies, then uploads).
+    from tests.imaging import make_dicom_series
+
+    emulator = threaded_emulator
+    editor = gcapi_client(emulator, "editor")
+    box = {"type": "2D bounding box", "version": {"major": 1, "minor": 0},
+           "corners": [[0, 0, 0], [4, 0, 0], [4, 4, 0], [0, 4, 0]]}
+    points = {"type": "Multiple points", "version": {"major": 1, "minor": 0}, "points": [{"point": [1, 2, 0]}]}
+    created = editor.add_case_to_reader_study(
+        reader_study_slug=STUDY,
+        values=[
+            gcapi.SocketValueSpec(socket_slug="2d-bounding-box", value=box),
+            gcapi.SocketValueSpec(socket_slug="nodule-points", value=points),
+            gcapi.SocketValueSpec(socket_slug="dicom-image-set", files=make_dicom_series(tmp_path / "dcm", 3),
+                                  image_name="Chest"),
+        ],
+        title="annotated",
+    )
+
+    def all_there() -> gcapi.models.DisplaySet | None:
+        found = editor.reader_studies.display_sets.detail(pk=created.pk)
+        slugs = {value.socket.slug for value in found.values}
+        return found if slugs == {"2d-bounding-box", "nodule-points", "dicom-image-set"} else None
+
+    display_set = eventually(all_there, "the annotation, the JSON file and the DICOM image set")
+    by_slug = {value.socket.slug: value for value in display_set.values}
+    assert by_slug["2d-bounding-box"].value == box
+    assert by_slug["nodule-points"].file
+    assert editor.images.detail(api_url=by_slug["dicom-image-set"].image).name == "Chest"

@@ -286,9 +286,9 @@ class TestActiveImportLimit:
         # Imports that stay scheduled for the whole test, and a limit of one active import per user.
         return replace(emulator_config, import_delay_seconds=600, max_active_imports_per_user=1)
 
-    async def test_a_user_at_the_limit_of_active_imports_gets_a_400(self, client, tmp_path):
+    async def test_a_user_at_the_limit_of_active_tiff_imports_gets_a_400(self, client, tmp_path):
         created = await create_display_set(client)
-        first = await upload_file(client, make_mha(tmp_path / "a.mha"))
+        first = await upload_file(client, make_tiff(tmp_path / "a.tif", (20, 30)))
         second = await upload_file(client, make_mha(tmp_path / "b.mha"))
         accepted = await client.call("POST", client.api(SESSIONS), json_body={
             "uploads": [first["api_url"]], "display_set": created["pk"], "interface": "ct-image"})
@@ -300,6 +300,15 @@ class TestActiveImportLimit:
             "Please wait for them to complete before trying again."]})
         assert (await client.call("POST", client.api(SESSIONS), user="reader1",
                                   json_body={"uploads": [other_user["api_url"]]})).status == 201
+
+    async def test_active_imports_of_other_formats_do_not_count_toward_the_limit(self, client, tmp_path):
+        created = await create_display_set(client)
+        first = await upload_file(client, make_mha(tmp_path / "a.mha"))
+        second = await upload_file(client, make_mha(tmp_path / "b.mha"))
+        for upload, target in ((first, {"display_set": created["pk"], "interface": "ct-image"}), (second, {})):
+            reply = await client.call("POST", client.api(SESSIONS), json_body={"uploads": [upload["api_url"]],
+                                                                               **target})
+            assert reply.status == 201, reply.body
 
 
 NO_SUCH_PK = "00000000-0000-0000-0000-000000000000"

@@ -67,9 +67,10 @@ async def test_sockets_are_found_by_slug_and_detailed_by_integer_pk(client):
     assert (await _get(client, "components/interfaces/?slug=nope")).json()["count"] == 0
 
 
-async def test_sockets_need_an_authenticated_user(client):
+async def test_sockets_are_listed_to_anonymous_users_too(client):
+    # The anonymous user is guardian's AnonymousUser, which passes IsAuthenticated (contract §10).
     reply = await _get(client, "components/interfaces/?slug=ct-image", None)
-    assert (reply.status, reply.json()) == (401, {"detail": "Authentication credentials were not provided."})
+    assert reply.status == 200 and reply.json()["results"][0]["slug"] == "ct-image"
 
 
 async def test_every_url_is_absolute_on_the_host_the_client_used(client, emulator):

@@ -1,0 +1,98 @@
+"""The capacity profile (``--profile real``): the real server's finite workers and service times (contract §10).
+
+Without it the emulator answers every request at once. With it:
+
+* a pool of ``api_workers`` (2, the server's web workers) serves API requests; a request beyond the pool waits for a
+  worker, so throughput peaks at the pool size and further concurrency only adds latency;
+* each request holds its worker for the endpoint's median service time measured on the real server, plus ~5 ms per
+  row a list page returns (a 1000-row page holds a worker for ~5 s);
+* the import workers (``import_workers``, 2) take ≈ 0.5 s plus time per MiB to build each image, and when two values
+  of one display set link at the same moment the second holds its worker for a random 0–5 s before retrying.
+
+The figures are contract §10's table (medians, a quiet box, gcbulk's own client with keep-alive).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from gcbulk.emulator.http import ROWS_RETURNED
+
+API = "/api/v1/"
+# (method, path pattern below /api/v1/, seconds a worker is held, seconds per row returned): contract §10's medians.
+SERVICE_TIMES: tuple[tuple[str, str, float, float], ...] = (
+    ("GET", r"gcapi/", 0.020, 0.0),
+    ("GET", r"components/interfaces/(\d+/)?", 0.026, 0.0),
+    ("GET", r"reader-studies/", 0.205, 0.0),
+    ("POST", r"uploads/", 0.056, 0.0),
+    ("GET", r"uploads/", 0.0, 0.005),
+    ("GET", r"uploads/[^/]+/", 0.032, 0.0),
+    ("PATCH", r"uploads/[^/]+/[^/]+/generate-presigned-urls/", 0.075, 0.0),
+    ("PATCH", r"uploads/[^/]+/[^/]+/complete-multipart-upload/", 0.074, 0.0),
+    ("POST", r"reader-studies/display-sets/", 0.105, 0.0),
+    ("GET", r"reader-studies/display-sets/", 0.050, 0.005),
+    ("GET", r"reader-studies/display-sets/[^/]+/", 0.057, 0.0),
+    ("PATCH", r"reader-studies/display-sets/[^/]+/", 0.220, 0.0),
+    ("GET", r"cases/upload-sessions/", 0.0, 0.005),
+    ("GET", r"cases/upload-sessions/[^/]+/", 0.054, 0.0),
+)
+DEFAULT_SERVICE_SECONDS = 0.030  # calls the table does not list: about a light detail GET
+PROFILES = ("real",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CapacityProfile:
+    api_workers: int = 2
+    import_workers: int = 2
+    # build_images: ≈ 0.5–0.7 s for 1–16 MiB, ≈ 1.5 s for 64 MiB (contract §10).
+    build_base_seconds: float = 0.5
+    build_seconds_per_mib: float = 0.016
+    link_seconds: float = 0.1
+    lock_retry_max_seconds: float = 5.0
+    service_times: tuple[tuple[str, str, float, float], ...] = SERVICE_TIMES
+    _compiled: list[tuple[str, re.Pattern[str], float, float]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        compiled = [(m, re.compile(p), base, row) for m, p, base, row in self.service_times]
+        object.__setattr__(self, "_compiled", compiled)
+
+    def service_seconds(self, method: str, path: str, rows: int) -> float:
+        """How long a worker is held for this request, given the rows its list page returned."""
+        tail = path[len(API):] if path.startswith(API) else path
+        for wanted, pattern, base, per_row in self._compiled:
+            if wanted == method and pattern.fullmatch(tail):
+                return base + per_row * rows
+        return DEFAULT_SERVICE_SECONDS
+
+    def build_seconds(self, size_bytes: int) -> float:
+        return self.build_base_seconds + self.build_seconds_per_mib * size_bytes / 1024**2
+
+
+def profile_named(name: str) -> CapacityProfile:
+    if name not in PROFILES:
+        raise ValueError(f"unknown capacity profile {name!r}; use one of: {', '.join(PROFILES)}")
+    return CapacityProfile()
+
+
+def capacity_middleware_for(profile: CapacityProfile) -> Callable[..., Any]:
+    """Holds one of ``api_workers`` slots for each API request's service time; other requests queue for a slot."""
+    workers = asyncio.Semaphore(profile.api_workers)
+
+    @web.middleware
+    async def capacity_middleware(request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+        if not request.path.startswith(API):
+            return await handler(request)
+        loop = asyncio.get_running_loop()
+        async with workers:
+            started = loop.time()
+            response = await handler(request)
+            held = profile.service_seconds(request.method, request.path, request.get(ROWS_RETURNED, 0))
+            await asyncio.sleep(max(0.0, held - (loop.time() - started)))
+            return response
+
+    return capacity_middleware

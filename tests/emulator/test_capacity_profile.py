@@ -1,0 +1,74 @@
+"""The capacity profile (``--profile real``) reproduces contract §10's figures: two API workers, each POST of a display
+set holding one for ~105 ms, so ≈ 20 creates/s at best however many are in flight, and requests beyond the pool queue.
+
+Timings are compared as ratios measured in the same test, and against §10's figures within 30 %.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+
+import pytest
+from gcbulk.emulator.capacity import CapacityProfile, profile_named
+
+N = 8
+POST_SECONDS = 0.105  # §10: POST reader-studies/display-sets/, median
+
+
+@pytest.fixture
+def emulator_config(emulator_config):
+    return replace(emulator_config, capacity=profile_named("real"))
+
+
+async def _create(client) -> None:
+    reply = await client.call("POST", client.api("reader-studies/display-sets/"),
+                              json_body={"reader_study": "example-study"})
+    assert reply.status == 201, reply.body
+
+
+async def test_concurrent_requests_are_bounded_by_the_two_api_workers(client):
+    await _create(client)  # warm the connection pool
+    started = time.monotonic()
+    for _ in range(N):
+        await _create(client)
+    serial = time.monotonic() - started
+
+    started = time.monotonic()
+    await asyncio.gather(*(_create(client) for _ in range(N)))
+    concurrent = time.monotonic() - started
+
+    started = time.monotonic()
+    await asyncio.gather(*(_create(client) for _ in range(2 * N)))
+    twice_as_many = time.monotonic() - started
+
+    # Serially each create costs §10's ~105 ms; with N in flight only two run at a time: the speed-up is the pool
+    # size, and doubling the requests in flight doubles the time (they only queue).
+    assert serial / N == pytest.approx(POST_SECONDS, rel=0.3)
+    assert serial / concurrent == pytest.approx(2.0, rel=0.3)
+    assert twice_as_many / concurrent == pytest.approx(2.0, rel=0.3)
+    assert N / concurrent == pytest.approx(2 / POST_SECONDS, rel=0.3)  # ≈ 19 creates/s, §10's "≈ 20/s"
+
+
+async def test_a_list_page_holds_a_worker_about_5_ms_per_row(client):
+    for _ in range(60):
+        assert (await client.call("POST", client.api("cases/upload-sessions/"), json_body={"uploads": []})).status == 201
+    timings = {}
+    for limit in (10, 60):
+        started = time.monotonic()
+        reply = await client.call("GET", client.api(f"cases/upload-sessions/?limit={limit}"))
+        timings[limit] = time.monotonic() - started
+        assert len(reply.json()["results"]) == limit
+    # 50 more rows cost ~250 ms more (§10: ≈ 5 ms per row returned).
+    assert timings[60] - timings[10] == pytest.approx(0.25, rel=0.3)
+
+
+def test_the_profile_charges_the_measured_service_times():
+    profile = CapacityProfile()
+    assert profile.service_seconds("POST", "/api/v1/reader-studies/display-sets/", 0) == 0.105
+    assert profile.service_seconds("GET", "/api/v1/cases/upload-sessions/", 1000) == pytest.approx(5.0)
+    assert profile.service_seconds("GET", "/api/v1/reader-studies/display-sets/", 1000) == pytest.approx(5.05)
+    assert profile.build_seconds(64 * 1024**2) == pytest.approx(1.5, rel=0.1)
+    with pytest.raises(ValueError, match="unknown capacity profile 'fast'"):
+        profile_named("fast")
