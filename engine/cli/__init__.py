@@ -54,8 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gcbulk.engine.cli.guard import install_redacting_streams, run_guarded
+
+    install_redacting_streams()
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    return run_guarded(args.command, lambda: args.handler(args))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ attempts, and timings (started, finished, duration). Reads the ledger without it
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -16,6 +15,9 @@ from typing import IO
 
 from gcbulk.engine import settings
 from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.results.csv_cells import SafeDictWriter
+from gcbulk.redaction import redact
+from gcbulk.safe_files import replacing
 from gcbulk.state.ledger import Ledger, LedgerError
 from gcbulk.state.report import REPORT_FIELDS, case_report
 
@@ -34,16 +36,16 @@ def write_report(ledger: Ledger, out: IO[str], fmt: str) -> int:
     """Writes every case; returns how many."""
     count = 0
     if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=REPORT_FIELDS, lineterminator="\n")
+        writer = SafeDictWriter(out, fieldnames=REPORT_FIELDS, lineterminator="\n")
         writer.writeheader()
         for row in case_report(ledger):
-            writer.writerow(row.as_dict())
+            writer.writerow(redact(row.as_dict()))
             count += 1
         return count
     # JSON streamed as one array, one case per line, so a large job's report never sits in memory at once.
     out.write("[")
     for row in case_report(ledger):
-        out.write(("\n" if count == 0 else ",\n") + json.dumps(row.as_dict(), separators=(",", ":")))
+        out.write(("\n" if count == 0 else ",\n") + json.dumps(redact(row.as_dict()), separators=(",", ":")))
         count += 1
     out.write("\n]\n" if count else "]\n")
     return count
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
             if args.out is None:
                 write_report(ledger, sys.stdout, args.format)
             else:
-                with open(args.out, "w", encoding="utf-8", newline="") as out:
+                # 0600 and atomic: a report names every case, and case titles are often patient identifiers.
+                with replacing(args.out.absolute(), "w", encoding="utf-8", newline="") as out:
                     count = write_report(ledger, out, args.format)
                 print(f"gcbulk report: {count} case(s) written to {args.out}", file=sys.stderr)
     except (ConfigurationError, LedgerError) as exc:

@@ -36,6 +36,7 @@ from gcbulk.engine.gc.errors import (
 from gcbulk.engine.gc.results_api import ResultsMixin
 from gcbulk.engine.gc.retry import RetryObserver, RetryPolicy, call_with_retries
 from gcbulk.engine.gc.uploads_api import UploadsMixin
+from gcbulk.redaction import redact_bytes, register_secret
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         self.base_url = base_url
         self._origin = (parts.scheme, parts.netloc)
         self.__token = normalise_token(token)
+        # Registered before the first request: every response body is scrubbed of it on arrival (_request_once).
+        register_secret(self.__token)
         self._ca_file = Path(ca_file) if ca_file else None
         self._connections = connections
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=request_timeout)
@@ -164,6 +167,9 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
                     # Chained from None: aiohttp exceptions may carry the request headers, hence the token.
                     raise TransportError(method, url, exc) from None
                 raise
+        # A server may echo the Authorization header into any answer (issue 14): nothing it sends reaches the engine,
+        # hence the ledger, events, reports or the terminal, with the token in it.
+        raw = redact_bytes(raw)
         body: Any = raw.decode(errors="replace")
         if content_type == "application/json" and raw:
             try:

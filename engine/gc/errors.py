@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import anyio
+from gcbulk.redaction import redact, redact_text
 
 # The body of an error is shown to the user; a huge HTML page from a proxy should not flood the log.
 _BODY_PREVIEW_CHARS = 500
@@ -46,7 +47,8 @@ class TransportError(GcbulkError):
         self.method = method
         self.url = url
         self.cause_type = type(cause).__name__
-        super().__init__(f"{method} {url} failed: {self.cause_type}: {cause}")
+        # Scrubbed: a hostile server's words can reach the message through the cause (an SSL or proxy error text).
+        super().__init__(redact_text(f"{method} {url} failed: {self.cause_type}: {cause}"))
 
 
 class HttpError(GcbulkError):
@@ -56,9 +58,10 @@ class HttpError(GcbulkError):
         self.method = method
         self.url = url
         self.status = status
-        self.body = body
-        self.headers = dict(headers or {})
-        preview = str(body)
+        # The body and headers are server text: scrubbed here too, whoever built the error (S3 answers as well).
+        self.body = redact(body)
+        self.headers = redact(dict(headers or {}))
+        preview = str(self.body)
         if len(preview) > _BODY_PREVIEW_CHARS:
             preview = preview[:_BODY_PREVIEW_CHARS] + "…"
         super().__init__(f"{method} {url} answered {status}: {preview}")
@@ -117,7 +120,7 @@ class AttemptsExhausted(GcbulkError):
 
     def __init__(self, what: str, attempts: int, last_error: BaseException) -> None:
         self.last_error = last_error
-        super().__init__(f"{what}: gave up after {attempts} attempts; last error: {last_error}")
+        super().__init__(redact_text(f"{what}: gave up after {attempts} attempts; last error: {last_error}"))
 
 
 # Contract §5: gcapi ≥ 0.13 retries 429, 502, 503, 504, 507. 500 is not in the list: on GC it means an unhandled
