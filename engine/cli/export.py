@@ -8,7 +8,6 @@ only what changed and resumes cut mask downloads (see ``engine/results/export.py
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_OK, EXIT_SOME_FAILED
 from gcbulk.engine.cli.server_options import (
     add_connection_arguments,
     client_from_args,
+    configure_command_logging,
     run_against_server,
 )
 from gcbulk.engine.results.export import ExportOptions, export_reader_study
@@ -35,8 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_command_logging()
     if args.mask_downloads < 1:
         print("gcbulk export: --mask-downloads must be at least 1", file=sys.stderr)
         return EXIT_CONFIG_ERROR

@@ -7,6 +7,7 @@ never an argument (it would show in ``ps`` and shell history) and never printed.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,6 +22,8 @@ from gcbulk.engine.gc.errors import (
     GcbulkError,
 )
 from gcbulk.engine.jobfile import TOKEN_ENV, load_token
+from gcbulk.engine.service import logs
+from gcbulk.engine.service.log_format import SecretRedactor
 from gcbulk.state.ledger import LedgerError
 
 DEFAULT_BASE_URL = "https://grand-challenge.org/api/v1/"
@@ -32,6 +35,19 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", type=Path,
                         help=f"a file holding the API token (default: the environment variable {TOKEN_ENV})")
     parser.add_argument("--ca-file", type=Path, help="a PEM file of CA certificates to trust (a private server)")
+
+
+def configure_command_logging() -> None:
+    """Warnings on stderr as text, through the token redactor like every other sink (issue 14: ``export`` and
+    ``reorder`` used a bare ``logging.basicConfig`` that printed server text unscrubbed). Where logging is already
+    set up (an embedding program, a test), the redactor is added to its handlers instead."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logs.configure("WARNING", "text", stream=sys.stderr)
+        return
+    for handler in root.handlers:
+        if not any(isinstance(f, SecretRedactor) for f in handler.filters):
+            handler.addFilter(SecretRedactor())
 
 
 def client_from_args(args: argparse.Namespace, **options: Any) -> GrandChallengeClient:

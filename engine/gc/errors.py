@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import ssl
 from typing import Any
 
 import aiohttp
@@ -49,6 +50,37 @@ class TransportError(GcbulkError):
         self.cause_type = type(cause).__name__
         # Scrubbed: a hostile server's words can reach the message through the cause (an SSL or proxy error text).
         super().__init__(redact_text(f"{method} {url} failed: {self.cause_type}: {cause}"))
+
+
+class TlsVerificationFailed(ConfigurationError):
+    """The server's certificate did not verify. Waiting does not fix that, a person must (exit 2): a private CA is
+    trusted through ``ca_file`` (job file) or ``GCBULK_CA_FILE``."""
+
+    def __init__(self, method: str, url: str, cause: BaseException) -> None:
+        self.method = method
+        self.url = url
+        super().__init__(redact_text(
+            f"{method} {url}: the server's TLS certificate did not verify ({cause}). If the server uses a private "
+            "certificate authority, set ca_file in the job file (or GCBULK_CA_FILE, or --ca-file) to its PEM file; "
+            "it is added to the system's trusted authorities"
+        ))
+
+
+class ResponseTooLarge(GcbulkError):
+    """An answer larger than gcbulk accepts (an API body past its cap, a download past its announced or maximum
+    size): a misbehaving server or proxy; the item fails rather than filling memory or the disk."""
+
+
+class UnexpectedResponse(GcbulkError):
+    """An answer of a shape the API never sends (a list or text where an object belongs)."""
+
+
+def transport_error(method: str, url: str, cause: BaseException) -> GcbulkError:
+    """The engine's error for a request that failed below HTTP: a certificate that did not verify is a
+    configuration error (never retried, exit 2); anything else is a retryable :class:`TransportError`."""
+    if isinstance(cause, (aiohttp.ClientConnectorCertificateError, ssl.SSLCertVerificationError)):
+        return TlsVerificationFailed(method, url, cause)
+    return TransportError(method, url, cause)
 
 
 class HttpError(GcbulkError):
