@@ -19,6 +19,7 @@ from gcbulk.engine.cli.server_options import (
     run_against_server,
 )
 from gcbulk.engine.results.export import ExportOptions, export_reader_study
+from gcbulk.engine.results.masks import DownloadLimits
 
 HELP = "export a reader study's answers (readable, per case), questions, display sets and mask images"
 
@@ -31,6 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mine", action="store_true",
                         help="only your own answers (answers/mine/); by default every answer you may see")
     parser.add_argument("--mask-downloads", type=int, default=8, metavar="N", help="masks downloaded at once")
+    limits = DownloadLimits()
+    parser.add_argument("--max-download-bytes", type=int, default=limits.max_bytes, metavar="BYTES",
+                        help="the largest mask file accepted, and the cap on one whose size the object store does not "
+                             f"announce (default {limits.max_bytes})")
+    parser.add_argument("--download-deadline", type=float, default=limits.deadline_seconds, metavar="SECONDS",
+                        help="the longest one mask file may take, retries included; a rerun resumes it "
+                             f"(default {limits.deadline_seconds:g})")
     add_connection_arguments(parser)
 
 
@@ -39,8 +47,13 @@ def run(args: argparse.Namespace) -> int:
     if args.mask_downloads < 1:
         print("gcbulk export: --mask-downloads must be at least 1", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    if args.max_download_bytes < 1 or args.download_deadline <= 0:
+        print("gcbulk export: --max-download-bytes and --download-deadline must be positive", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
     options = ExportOptions(reader_study=args.reader_study, out_dir=args.out.absolute(), mine=args.mine,
-                            mask_downloads=args.mask_downloads)
+                            mask_downloads=args.mask_downloads,
+                            download_limits=DownloadLimits(max_bytes=args.max_download_bytes,
+                                                           deadline_seconds=args.download_deadline))
 
     async def main() -> int:
         async with client_from_args(args) as client:
