@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from gcbulk.redaction import redact_exception, redact_text
+from gcbulk.redaction import redact_exception, redact_text, register_secret
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ class RedactingStream:
 
 
 def install_redacting_streams() -> None:
+    # Commands that never read the token (status, report) still know it when it is in the environment, so a ledger
+    # written by an older gcbulk, before reasons were scrubbed, does not print it either.
+    register_secret(os.environ.get("GRAND_CHALLENGE_AUTHORIZATION"))
     if not isinstance(sys.stdout, RedactingStream):
         sys.stdout = RedactingStream(sys.stdout)  # type: ignore[assignment]
     if not isinstance(sys.stderr, RedactingStream):
