@@ -11,16 +11,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /opt/gcbulk
 # Dependencies first, from the metadata alone, so a source change does not reinstall numpy and SimpleITK.
-COPY pyproject.toml README.md ./
+# Installed against constraints.txt (the lock): the image gets exactly the versions the tests ran with.
+COPY pyproject.toml README.md constraints.txt ./
 RUN mkdir engine state emulator \
     && touch engine/__init__.py state/__init__.py emulator/__init__.py \
-    && pip install . \
+    && pip install -c constraints.txt . \
     && pip uninstall --yes gcbulk \
     && rm -rf engine state emulator
 COPY engine ./engine
 COPY state ./state
 COPY emulator ./emulator
-RUN pip install --no-deps . && rm -rf build
+RUN pip install --no-deps -c constraints.txt . && rm -rf build
 
 # A fixed, non-root uid, so files on the volumes have a predictable owner across hosts.
 RUN groupadd --system --gid 10001 gcbulk \

@@ -40,6 +40,7 @@ from gcbulk.engine.results.export import (
     export_reader_study,
 )
 from gcbulk.engine.results.export_files import ANSWERS_JSONL, PER_CASE_CSV
+from gcbulk.engine.results.masks import DownloadLimits
 from gcbulk.engine.results.reorder import (
     ReorderSummary,
     list_display_sets,
@@ -139,13 +140,14 @@ def _loop_running() -> bool:
 
 # -------------------------------------------------------------------------------------------------- results side
 async def export_study(server: settings.ServerSettings, out_dir: Path, *, mine: bool = False,
-                       mask_downloads: int = 8, masks: bool = True) -> ExportSummary:
+                       mask_downloads: int = 8, masks: bool = True,
+                       limits: DownloadLimits | None = None) -> ExportSummary:
     """``gcbulk export``: the study's questions, display sets, answers and (``masks``) mask images into ``out_dir``,
     incrementally. Raises ConfigurationError for a bad study, token or folder."""
     if mask_downloads < 1:
         raise settings.ConfigurationError("mask_downloads (--mask-downloads) must be at least 1")
     options = ExportOptions(reader_study=server.require_reader_study(), out_dir=Path(out_dir).absolute(), mine=mine,
-                            mask_downloads=mask_downloads, masks=masks)
+                            mask_downloads=mask_downloads, masks=masks, download_limits=limits or DownloadLimits())
     async with _client(server) as client:
         return await export_reader_study(client, options)
 

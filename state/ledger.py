@@ -56,6 +56,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gcbulk.redaction import redact
 from gcbulk.state.errors import (  # re-exported: callers import them from gcbulk.state.ledger
     LedgerBindingError,
     LedgerDamaged,
@@ -303,7 +304,8 @@ class Ledger(LedgerTransitions, LedgerQueries):
         to_state: str | None = None,
         data: dict[str, Any] | None = None,
     ) -> None:
-        data = {k: v for k, v in (data or {}).items() if v is not None}
+        # Server text (a reason, an error) is scrubbed of the token before it is stored (gcbulk/redaction.py).
+        data = {k: redact(v) for k, v in (data or {}).items() if v is not None}
         _reject_secrets(data)
         self.db.execute(
             "INSERT INTO events (at, kind, subject, subject_id, case_id, from_state, to_state, data) "
@@ -385,6 +387,7 @@ class Ledger(LedgerTransitions, LedgerQueries):
             row = self._get(kind, key)
             if not check_transition(machine, key, row["state"], target, row, fields):
                 return False
+            fields = {name: redact(value) if name == "last_error" else value for name, value in fields.items()}
             updates = {"state": target, "updated_at": self._now(), **fields}
             assignments = ", ".join(f"{name} = ?" for name in updates)
             where = " AND ".join(f"{c} = ?" for c in columns)
@@ -411,7 +414,7 @@ class Ledger(LedgerTransitions, LedgerQueries):
             attempts = row["attempts"] + 1
             self.db.execute(
                 f"UPDATE {table} SET attempts = ?, last_error = ?, updated_at = ? WHERE {where}",
-                (attempts, error, self._now(), *values),
+                (attempts, redact(error), self._now(), *values),
             )
             self._log(
                 f"{kind}.attempt",

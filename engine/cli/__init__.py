@@ -24,14 +24,14 @@ COMMANDS = {
     "demo": "gcbulk.engine.cli.demo",
 }
 
-EXIT_OK = 0
-EXIT_SOME_FAILED = 1
-EXIT_CONFIG_ERROR = 2
-# An unexpected exception — a bug, not the user's input nor the server's answer: distinct from "cases failed" (1), so
-# a supervisor or a script can tell them apart. 70 is EX_SOFTWARE of sysexits.h.
-EXIT_CRASH = 70
-# A second stop signal: the shell's convention for death by SIGINT (128 + 2). The run is still resumable.
-EXIT_KILLED = 130
+from gcbulk.engine.cli.exit_codes import (  # noqa: F401 - re-exported: commands import them from here
+    EXIT_BROKEN_PIPE,
+    EXIT_CONFIG_ERROR,
+    EXIT_CRASH,
+    EXIT_KILLED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+)
 
 
 def _available_commands() -> dict[str, object]:
@@ -58,37 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gcbulk.engine.cli.guard import install_redacting_streams, run_guarded
+
+    install_redacting_streams()
     args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except KeyboardInterrupt:
-        return EXIT_KILLED
-    except Exception as exc:  # the last line of defence: every expected error has its own message and exit code
-        import traceback
-
-        from gcbulk.engine.service.log_format import SecretRedactor
-
-        redactor = SecretRedactor(_tokens_in_environment())
-        detail = redactor.redact("".join(traceback.format_exception(exc)))
-        print(f"{detail}\ngcbulk {args.command}: internal error ({type(exc).__name__}); this is a bug — the run is "
-              "recorded in the ledger and resumes when run again. Please report it with the lines above.",
-              file=sys.stderr)
-        return EXIT_CRASH
-
-
-def _tokens_in_environment() -> list[str]:
-    """The API token wherever a command may have read it from, so a crash report never prints it."""
-    import os
-    from pathlib import Path
-
-    tokens = [os.environ.get("GRAND_CHALLENGE_AUTHORIZATION", "")]
-    token_file = os.environ.get("GCBULK_TOKEN_FILE", "").strip()
-    if token_file:
-        try:
-            tokens.append(Path(token_file).read_text().strip())
-        except OSError:
-            pass
-    return [token for token in tokens if token]
+    return run_guarded(args.command, lambda: args.handler(args))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ only what changed and resumes cut mask downloads (see ``engine/results/export.py
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -16,10 +15,12 @@ from gcbulk.engine.api import export_study
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_OK, EXIT_SOME_FAILED
 from gcbulk.engine.cli.server_options import (
     add_connection_arguments,
+    configure_command_logging,
     run_against_server,
     server_from_args,
 )
 from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.results.masks import DownloadLimits
 
 HELP = "export a reader study's answers (readable, per case), questions, display sets and mask images"
 
@@ -33,14 +34,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only your own answers (answers/mine/); by default every answer you may see")
     parser.add_argument("--mask-downloads", type=int, default=8, metavar="N", help="masks downloaded at once")
     parser.add_argument("--no-masks", action="store_true", help="answers and tables only; no mask images")
+    limits = DownloadLimits()
+    parser.add_argument("--max-download-bytes", type=int, default=limits.max_bytes, metavar="BYTES",
+                        help="the largest mask file accepted, and the cap on one whose size the object store does not "
+                             f"announce (default {limits.max_bytes})")
+    parser.add_argument("--download-deadline", type=float, default=limits.deadline_seconds, metavar="SECONDS",
+                        help="the longest one mask file may take, retries included; a rerun resumes it "
+                             f"(default {limits.deadline_seconds:g})")
     add_connection_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_command_logging()
     if args.mask_downloads < 1:
         print("gcbulk export: --mask-downloads must be at least 1", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    if args.max_download_bytes < 1 or args.download_deadline <= 0:
+        print("gcbulk export: --max-download-bytes and --download-deadline must be positive", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     try:
         server = server_from_args("export", args)
@@ -51,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         summary = await export_study(server, args.out, mine=args.mine, mask_downloads=args.mask_downloads,
-                                     masks=not args.no_masks)
+                                     masks=not args.no_masks,
+                                     limits=DownloadLimits(max_bytes=args.max_download_bytes,
+                                                           deadline_seconds=args.download_deadline))
         print("\n".join(summary.lines()))
         return EXIT_SOME_FAILED if summary.failures else EXIT_OK
 

@@ -7,7 +7,6 @@ again (its plan and progress are in ``--ledger``, default ``<slug>.reorder.sqlit
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from gcbulk.engine.api import reorder_study
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_OK, EXIT_SOME_FAILED
 from gcbulk.engine.cli.server_options import (
     add_connection_arguments,
+    configure_command_logging,
     run_against_server,
     server_from_args,
 )
@@ -44,8 +44,7 @@ def default_ledger_path(slug: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_command_logging()
     if args.concurrency < 1:
         print("gcbulk reorder: --concurrency must be at least 1", file=sys.stderr)
         return EXIT_CONFIG_ERROR

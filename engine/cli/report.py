@@ -8,7 +8,6 @@ attempts, and timings (started, finished, duration). Reads the ledger without it
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -17,6 +16,9 @@ from typing import IO, Any
 from gcbulk.engine import settings
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.plan.titles import redacted, scrub
+from gcbulk.engine.results.csv_cells import SafeDictWriter
+from gcbulk.redaction import redact as redact_secrets
+from gcbulk.safe_files import replacing
 from gcbulk.state.ledger import Ledger, LedgerError
 from gcbulk.state.report import REPORT_FIELDS, CaseReportRow, case_report
 
@@ -34,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _row(row: CaseReportRow, redact: bool) -> dict[str, Any]:
-    data = row.as_dict()
+    data = redact_secrets(row.as_dict())  # reasons hold server text: the token never reaches a report
     if redact:  # the ledger (0600) keeps the mapping; the report may be shared
         data["reason"] = scrub(row.reason, row.title, row.folder)
         data["title"], data["folder"] = redacted(row.title), redacted(row.folder)
@@ -45,7 +47,7 @@ def write_report(ledger: Ledger, out: IO[str], fmt: str, *, redact: bool = False
     """Writes every case; returns how many. ``redact``: titles and folders as hashes."""
     count = 0
     if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=REPORT_FIELDS, lineterminator="\n")
+        writer = SafeDictWriter(out, fieldnames=REPORT_FIELDS, lineterminator="\n")
         writer.writeheader()
         for row in case_report(ledger):
             writer.writerow(_row(row, redact))
@@ -68,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
             if args.out is None:
                 write_report(ledger, sys.stdout, args.format, redact=redact)
             else:
-                with open(args.out, "w", encoding="utf-8", newline="") as out:
+                # 0600 and atomic: a report names every case, and case titles are often patient identifiers.
+                with replacing(args.out.absolute(), "w", encoding="utf-8", newline="") as out:
                     count = write_report(ledger, out, args.format, redact=redact)
                 print(f"gcbulk report: {count} case(s) written to {args.out}", file=sys.stderr)
     except (ConfigurationError, LedgerError) as exc:

@@ -8,6 +8,7 @@ The token comes from ``--token-file``, ``$GCBULK_TOKEN_FILE`` or, as gcapi does 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,6 +29,8 @@ from gcbulk.engine.settings import (
     ServerSettings,
     resolve_server,
 )
+from gcbulk.engine.service import logs
+from gcbulk.engine.service.log_format import SecretRedactor
 from gcbulk.state.ledger import LedgerError
 
 
@@ -56,6 +59,19 @@ def server_from_args(command: str, args: argparse.Namespace) -> ServerSettings:
 def client_for(server: ServerSettings, **options: Any) -> GrandChallengeClient:
     return GrandChallengeClient(base_url=server.base_url, token=server.require_token(), ca_file=server.ca_file,
                                 **options)
+
+
+def configure_command_logging() -> None:
+    """Warnings on stderr as text, through the token redactor like every other sink (issue 14: ``export`` and
+    ``reorder`` used a bare ``logging.basicConfig`` that printed server text unscrubbed). Where logging is already
+    set up (an embedding program, a test), the redactor is added to its handlers instead."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logs.configure("WARNING", "text", stream=sys.stderr)
+        return
+    for handler in root.handlers:
+        if not any(isinstance(f, SecretRedactor) for f in handler.filters):
+            handler.addFilter(SecretRedactor())
 
 
 def run_against_server(command: str, main: Callable[[], Awaitable[int]]) -> int:

@@ -13,10 +13,8 @@ results side, which adds its read methods on top.
 from __future__ import annotations
 
 import html
-import ipaddress
 import json
 import logging
-import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,13 +27,16 @@ from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
     ConfigurationError,
     NotFound,
-    TransportError,
+    UnexpectedResponse,
+    transport_error,
     UnsafeUrlError,
     is_network_error,
 )
+from gcbulk.engine.gc.bounded import DEFAULT_MAX_RESPONSE_BYTES, is_loopback_host, read_capped, trust_context
 from gcbulk.engine.gc.results_api import ResultsMixin
 from gcbulk.engine.gc.retry import RetryObserver, RetryPolicy, call_with_retries
 from gcbulk.engine.gc.uploads_api import UploadsMixin
+from gcbulk.redaction import redact_bytes, register_secret
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +68,6 @@ def display_set_title(display_set: dict[str, Any]) -> str | None:
     return html.unescape(safe) if safe is not None else None
 
 
-def _is_loopback(host: str | None) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host or "").is_loopback
-    except ValueError:
-        return False
-
-
 class GrandChallengeClient(UploadsMixin, ResultsMixin):
     """An async client for one Grand Challenge API root, used as ``async with GrandChallengeClient(...) as gc``."""
 
@@ -91,17 +83,24 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         on_retry: RetryObserver | None = None,
         request_timeout: float = 300.0,
         trace_configs: list[aiohttp.TraceConfig] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         parts = urlsplit(base_url)
         if not base_url.endswith("/"):
             raise ConfigurationError(f"base URL {base_url!r} must end in '/' (e.g. https://grand-challenge.org/api/v1/)")
         # Contract §5: gcapi insists on https; plain http is allowed only to a server on this machine (tests).
-        if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.hostname)):
+        if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback_host(parts.hostname)):
             raise ConfigurationError(f"base URL {base_url!r} must use https")
         self.base_url = base_url
         self._origin = (parts.scheme, parts.netloc)
         self.__token = normalise_token(token)
+        # Registered before the first request: every response body is scrubbed of it on arrival (_request_once).
+        register_secret(self.__token)
         self._ca_file = Path(ca_file) if ca_file else None
+        self._ssl_context = trust_context(self._ca_file)
+        # Contract §0 pages of 1000 rows stay far below this; a larger answer is a misbehaving server or proxy, and
+        # reading it whole would take the process's memory with it (issue 14: 400 MiB of JSON took ~2 GB of RSS).
+        self.max_response_bytes = max_response_bytes
         self._connections = connections
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=request_timeout)
         self.retry_policy = retry_policy or RetryPolicy()
@@ -117,8 +116,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         return f"GrandChallengeClient(base_url={self.base_url!r})"
 
     async def __aenter__(self) -> GrandChallengeClient:
-        ssl_context = ssl.create_default_context(cafile=str(self._ca_file) if self._ca_file else None)
-        connector = aiohttp.TCPConnector(ssl=ssl_context, limit=self._connections, limit_per_host=0)
+        connector = aiohttp.TCPConnector(ssl=self._ssl_context, limit=self._connections, limit_per_host=0)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
                                               trace_configs=self._trace_configs or None)
         return self
@@ -157,13 +155,16 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
                 # No redirects (contract §0: gcapi treats a 3xx as an error): the token must not follow one.
                 async with self.session.request(method, url, json=payload, params=params, headers=headers,
                                                 allow_redirects=False) as resp:
-                    raw = await resp.read()
+                    raw = await read_capped(resp, self.max_response_bytes, f"{method} {url}")
                     status, content_type, resp_headers = resp.status, resp.content_type, dict(resp.headers)
             except Exception as exc:
                 if is_network_error(exc):
                     # Chained from None: aiohttp exceptions may carry the request headers, hence the token.
-                    raise TransportError(method, url, exc) from None
+                    raise transport_error(method, url, exc) from None
                 raise
+        # A server may echo the Authorization header into any answer (issue 14): nothing it sends reaches the engine,
+        # hence the ledger, events, reports or the terminal, with the token in it.
+        raw = redact_bytes(raw)
         body: Any = raw.decode(errors="replace")
         if content_type == "application/json" and raw:
             try:
@@ -173,6 +174,14 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         if status >= 300:
             error_type = {401: AuthenticationFailed, 404: NotFound}.get(status, ApiError)
             raise error_type(method, url, status, body, resp_headers)
+        if raw and not isinstance(body, dict):
+            # Every successful API answer is a JSON object (contract §0); a list, or text (an HTML login page from
+            # a proxy), would otherwise fail later as an AttributeError far from its cause.
+            shape = type(body).__name__ if content_type == "application/json" else f"{content_type or 'untyped'} text"
+            raise UnexpectedResponse(
+                f"{method} {url} answered {status} with a {shape} where a JSON object was expected; check that "
+                f"base_url ({self.base_url}) is the Grand Challenge API root and nothing in between rewrites answers"
+            )
         return body if raw else None
 
     async def request(
@@ -219,6 +228,8 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         while True:
             page = await self.request("GET", url, params=query)
             results = page.get("results", [])
+            if not isinstance(results, list) or not all(isinstance(item, dict) for item in results):
+                raise UnexpectedResponse(f"GET {url}: 'results' is not a list of objects (contract §0 pagination)")
             for item in results:
                 yield item
             if page.get("next"):

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import ssl
 from typing import Any
 
 import aiohttp
 import anyio
+from gcbulk.redaction import redact, redact_text
 
 # The body of an error is shown to the user; a huge HTML page from a proxy should not flood the log.
 _BODY_PREVIEW_CHARS = 500
@@ -46,7 +48,39 @@ class TransportError(GcbulkError):
         self.method = method
         self.url = url
         self.cause_type = type(cause).__name__
-        super().__init__(f"{method} {url} failed: {self.cause_type}: {cause}")
+        # Scrubbed: a hostile server's words can reach the message through the cause (an SSL or proxy error text).
+        super().__init__(redact_text(f"{method} {url} failed: {self.cause_type}: {cause}"))
+
+
+class TlsVerificationFailed(ConfigurationError):
+    """The server's certificate did not verify. Waiting does not fix that, a person must (exit 2): a private CA is
+    trusted through ``ca_file`` (job file) or ``GCBULK_CA_FILE``."""
+
+    def __init__(self, method: str, url: str, cause: BaseException) -> None:
+        self.method = method
+        self.url = url
+        super().__init__(redact_text(
+            f"{method} {url}: the server's TLS certificate did not verify ({cause}). If the server uses a private "
+            "certificate authority, set ca_file in the job file (or GCBULK_CA_FILE, or --ca-file) to its PEM file; "
+            "it is added to the system's trusted authorities"
+        ))
+
+
+class ResponseTooLarge(GcbulkError):
+    """An answer larger than gcbulk accepts (an API body past its cap, a download past its announced or maximum
+    size): a misbehaving server or proxy; the item fails rather than filling memory or the disk."""
+
+
+class UnexpectedResponse(GcbulkError):
+    """An answer of a shape the API never sends (a list or text where an object belongs)."""
+
+
+def transport_error(method: str, url: str, cause: BaseException) -> GcbulkError:
+    """The engine's error for a request that failed below HTTP: a certificate that did not verify is a
+    configuration error (never retried, exit 2); anything else is a retryable :class:`TransportError`."""
+    if isinstance(cause, (aiohttp.ClientConnectorCertificateError, ssl.SSLCertVerificationError)):
+        return TlsVerificationFailed(method, url, cause)
+    return TransportError(method, url, cause)
 
 
 class HttpError(GcbulkError):
@@ -56,9 +90,10 @@ class HttpError(GcbulkError):
         self.method = method
         self.url = url
         self.status = status
-        self.body = body
-        self.headers = dict(headers or {})
-        preview = str(body)
+        # The body and headers are server text: scrubbed here too, whoever built the error (S3 answers as well).
+        self.body = redact(body)
+        self.headers = redact(dict(headers or {}))
+        preview = str(self.body)
         if len(preview) > _BODY_PREVIEW_CHARS:
             preview = preview[:_BODY_PREVIEW_CHARS] + "…"
         super().__init__(f"{method} {url} answered {status}: {preview}")
@@ -130,7 +165,7 @@ class AttemptsExhausted(GcbulkError):
 
     def __init__(self, what: str, attempts: int, last_error: BaseException) -> None:
         self.last_error = last_error
-        super().__init__(f"{what}: gave up after {attempts} attempts; last error: {last_error}")
+        super().__init__(redact_text(f"{what}: gave up after {attempts} attempts; last error: {last_error}"))
 
 
 # Contract §5: gcapi ≥ 0.13 retries 429, 502, 503, 504, 507. 500 is not in the list: on GC it means an unhandled

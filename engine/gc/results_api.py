@@ -22,13 +22,16 @@ from gcbulk.engine.gc.errors import (
     NotFound,
     PresignedUrlExpired,
     S3Error,
-    TransportError,
+    transport_error,
     UnsafeUrlError,
     is_network_error,
 )
+from gcbulk.engine.gc.bounded import is_loopback_url, read_capped
 from gcbulk.engine.gc.retry import call_with_retries
 
 ANSWERS = "reader-studies/answers/"
+# A redirect or an error from the object store is a few hundred bytes; more is not read (issue 14: bounded input).
+_ERROR_BODY_BYTES = 1024 * 1024
 MY_ANSWERS = "reader-studies/answers/mine/"
 
 
@@ -107,11 +110,11 @@ class ResultsMixin:
                     async with self.session.get(
                         url, headers=self._auth_headers(), allow_redirects=False  # type: ignore[attr-defined]
                     ) as response:
-                        body = await response.read()
+                        body = await read_capped(response, _ERROR_BODY_BYTES, f"GET {url}")
                         status, headers = response.status, dict(response.headers)
                 except Exception as exc:
                     if is_network_error(exc):
-                        raise TransportError("GET", url, exc) from None
+                        raise transport_error("GET", url, exc) from None
                     raise
             if status in (301, 302, 303, 307, 308) and headers.get("Location"):
                 return self._checked_redirect(url, headers["Location"])
@@ -126,13 +129,21 @@ class ResultsMixin:
             on_retry=self.on_retry,  # type: ignore[attr-defined]
         )
 
-    @staticmethod
-    def _checked_redirect(from_url: str, location: str) -> str:
+    def _checked_redirect(self, from_url: str, location: str) -> str:
+        """The signed URL a file redirect names, if gcbulk may fetch it: https only (the signature grants access to
+        the file); plain http only while the API itself is on this machine (the emulator, tests). Any other scheme
+        (``file:``, ``ftp:``, ``data:``) is refused."""
         target = urljoin(from_url, location)
         parts = urlsplit(target)
-        if parts.scheme not in ("https", "http"):
-            raise UnsafeUrlError(f"the file redirect goes to {parts.scheme}:, not to an object store over https")
-        return target
+        api_on_loopback = is_loopback_url(self.base_url)
+        if parts.scheme == "https" or (parts.scheme == "http" and api_on_loopback):
+            if parts.hostname:
+                return target
+        allowed = "https (or http while the API is on this machine)" if api_on_loopback else "https"
+        raise UnsafeUrlError(
+            f"the file redirect from {_without_query(from_url)} goes to {parts.scheme or 'a relative'}: URL "
+            f"{_without_query(target)!r}; only {allowed} object-store URLs are followed"
+        )
 
     @asynccontextmanager
     async def open_signed_download(self, signed_url: str, *, start: int = 0) -> AsyncIterator[aiohttp.ClientResponse]:
@@ -146,11 +157,11 @@ class ResultsMixin:
                 if response.status in (200, 206, 416):
                     yield response
                     return
-                text = (await response.read()).decode(errors="replace")
+                text = (await read_capped(response, _ERROR_BODY_BYTES, "GET signed URL")).decode(errors="replace")
                 status, resp_headers = response.status, dict(response.headers)
         except Exception as exc:
             if is_network_error(exc):
-                raise TransportError("GET", _without_query(signed_url), exc) from None
+                raise transport_error("GET", _without_query(signed_url), exc) from None
             raise
         where = _without_query(signed_url)  # the signature stays out of messages and logs
         if status == 403:

@@ -29,7 +29,7 @@ from gcbulk.engine.results.answer_tables import (
     socket_values,
 )
 from gcbulk.engine.results.export_files import outputs_present, write_outputs
-from gcbulk.engine.results.masks import MaskDownloader, MaskStats
+from gcbulk.engine.results.masks import DownloadLimits, MaskDownloader, MaskStats
 from gcbulk.engine.results.safe_paths import safe_component
 from gcbulk.state.results_ledger import ResultsLedger
 
@@ -45,6 +45,7 @@ class ExportOptions:
     mine: bool = False  # answers/mine/: one's own answers only, never ground truth (contract §4)
     mask_downloads: int = 8  # masks downloaded at once
     masks: bool = True  # False: answers and tables only (the Python API's answers(); `gcbulk export --no-masks`)
+    download_limits: DownloadLimits = DownloadLimits()
 
 
 @dataclass
@@ -215,7 +216,7 @@ async def _download_masks(
     client: Any, ledger: ResultsLedger, options: ExportOptions, questions: list[QuestionInfo]
 ) -> MaskStats:
     folders = {q.pk: q.folder for q in questions}
-    downloader = MaskDownloader(client, ledger, options.out_dir)
+    downloader = MaskDownloader(client, ledger, options.out_dir, options.download_limits)
     pending = iter(ledger.image_answers())
 
     async def worker() -> None:

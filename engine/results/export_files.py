@@ -12,9 +12,7 @@ Runs on the event-loop thread: the ledger's SQLite connection belongs to it. Not
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -31,6 +29,8 @@ from gcbulk.engine.results.answer_tables import (
     wide_header,
     wide_rows,
 )
+from gcbulk.engine.results.csv_cells import SafeCsvWriter
+from gcbulk.safe_files import replacing
 from gcbulk.state.results_ledger import ResultsLedger
 
 ANSWERS_CSV = "answers.csv"
@@ -45,18 +45,10 @@ def outputs_present(out_dir: Path) -> bool:
     return all((out_dir / name).is_file() for name in OUTPUTS)
 
 
-@contextlib.contextmanager
-def _replacing(path: Path) -> Iterator[IO[str]]:
-    """A text file that replaces ``path`` only once it is completely written (and flushed to disk)."""
-    temporary = path.with_name(f".{path.name}.partial")
-    try:
-        with temporary.open("w", encoding="utf-8", newline="") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+def _replacing(path: Path) -> contextlib.AbstractContextManager[IO[str]]:
+    """A text file that replaces ``path`` only once it is completely written: an exclusive 0600 temporary in the
+    folder (a symlink planted there is never followed, issue 14), renamed into place."""
+    return replacing(path, "w", encoding="utf-8", newline="")
 
 
 def _view(row: dict[str, Any]) -> AnswerView:
@@ -98,7 +90,7 @@ def write_outputs(ledger: ResultsLedger, questions_raw: Sequence[dict[str, Any]]
         json.dump(list(questions_raw), handle, ensure_ascii=False, indent=2)
         handle.write("\n")
     with _replacing(out_dir / DISPLAY_SETS_CSV) as handle:
-        writer = csv.writer(handle)
+        writer = SafeCsvWriter(handle)
         writer.writerow([*DISPLAY_SET_COLUMNS, *(SOCKET_COLUMN_PREFIX + slug for slug in sockets)])
         for display_set in ledger.iter_display_sets():
             writer.writerow(display_set_row(display_set["pk"], display_set["title"] or "", display_set["order"],
@@ -109,9 +101,9 @@ def write_outputs(ledger: ResultsLedger, questions_raw: Sequence[dict[str, Any]]
         _replacing(out_dir / ANSWERS_JSONL) as answers_jsonl,
         _replacing(out_dir / PER_CASE_CSV) as per_case,
     ):
-        answers_writer = csv.writer(answers_csv)
+        answers_writer = SafeCsvWriter(answers_csv)
         answers_writer.writerow(ANSWER_COLUMNS)
-        per_case_writer = csv.writer(per_case)
+        per_case_writer = SafeCsvWriter(per_case)
         per_case_writer.writerow(wide_header(questions, sockets))
         views = _answers_feeding(ledger.iter_answer_rows(), by_pk, answers_writer, answers_jsonl)
         for line in wide_rows(views, questions, sockets):

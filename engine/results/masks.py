@@ -32,6 +32,7 @@ from gcbulk.engine.gc.errors import (
     Disposition,
     GcbulkError,
     PresignedUrlExpired,
+    ResponseTooLarge,
     TransportError,
     classify,
 )
@@ -42,6 +43,7 @@ from gcbulk.engine.results.safe_paths import (
     relative_path,
     safe_component,
 )
+from gcbulk.safe_files import open_private_binary
 from gcbulk.state.mask_records import MaskRow
 from gcbulk.state.results_ledger import EXPORT_DIR, ImageAnswer, ResultsLedger
 
@@ -60,6 +62,20 @@ NO_CASE = "_no-display-set"
 
 class MaskIntegrityError(GcbulkError):
     """The downloaded bytes do not match what the object store announced (size or MD5)."""
+
+
+class DownloadDeadlineExceeded(GcbulkError):
+    """One file took longer than its overall deadline (a trickling or endless body); it fails, the export goes on."""
+
+
+@dataclass(frozen=True)
+class DownloadLimits:
+    """Bounds on one mask download (issue 14: an endless body once filled 3.4 GB in 20 s). ``max_bytes`` caps a file
+    whose size the object store does not announce, and any announcement; ``deadline_seconds`` bounds all attempts
+    at one file together, retries and re-signed URLs included."""
+
+    max_bytes: int = 8 * 1024**3
+    deadline_seconds: float = 3600.0
 
 
 @dataclass
@@ -121,8 +137,10 @@ class MaskDownloader:
     """Downloads the masks of an export: ``ensure(answer, question_folder)`` per Mask answer; callers bound how many
     run at once. Every ledger write happens on the event-loop thread."""
 
-    def __init__(self, client: Any, ledger: ResultsLedger, out_dir: Path) -> None:
+    def __init__(self, client: Any, ledger: ResultsLedger, out_dir: Path,
+                 limits: DownloadLimits | None = None) -> None:
         self.client = client
+        self.limits = limits or DownloadLimits()
         self.ledger = ledger
         self.out_dir = out_dir
         self.stats = MaskStats()
@@ -193,14 +211,23 @@ class MaskDownloader:
         self.ledger.mask_downloading(row.path)
         partial = self._partial_path(row.path)
         partial.parent.mkdir(parents=True, exist_ok=True)
+        if partial.is_symlink():  # planted: never followed (the link goes, whatever it points to stays)
+            partial.unlink()
         policy = self.client.retry_policy
         try:
             with item_budget(RetryBudget(policy.attempts_per_item, f"mask {row.path}")):
-                await self._fetch_with_fresh_urls(row, partial)
+                with anyio.move_on_after(self.limits.deadline_seconds) as deadline:
+                    await self._fetch_with_fresh_urls(row, partial)
+                if deadline.cancelled_caught:
+                    raise DownloadDeadlineExceeded(
+                        f"{row.path}: not downloaded within {self.limits.deadline_seconds:g} s; run the export "
+                        "again to resume it, or raise --download-deadline")
             await self._finish(row, partial)
         except Exception as error:  # noqa: BLE001 - one file fails, the others go on; the partial file stays
             if classify(error) in (Disposition.INTERRUPTED, Disposition.STOP_RUN):
                 raise
+            if isinstance(error, ResponseTooLarge):
+                partial.unlink(missing_ok=True)  # bytes past the limit are not worth resuming
             self.ledger.mask_failed(row.path, str(error))
             self._failed(f"{row.path}: {error}")
 
@@ -254,9 +281,18 @@ class MaskDownloader:
                 else:  # 200: the whole object (first try, or a server that ignored the Range)
                     start = 0
                     total = response.content_length
+                limit = self._size_limit(path, total)
                 self.ledger.mask_object(path, etag=etag, size=total)
-                async with await anyio.open_file(partial, "ab" if start else "wb") as sink:
+                written = start
+                # 0600 and never through a link planted at the partial name (gcbulk/safe_files.py).
+                async with anyio.wrap_file(open_private_binary(partial, append=bool(start))) as sink:
                     async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                        written += len(chunk)
+                        if written > limit:
+                            raise ResponseTooLarge(
+                                f"{path}: the object store sent more than {limit} bytes"
+                                + ("" if total is not None else " (the --max-download-bytes for a file of "
+                                   "unannounced size)"))
                         await sink.write(chunk)
                         self.stats.bytes += len(chunk)
             size = partial.stat().st_size
@@ -265,6 +301,12 @@ class MaskDownloader:
                 raise TransportError("GET", path, ConnectionError(f"body ended at {size} of {total} bytes"))
             return
         raise MaskIntegrityError(f"{path}: the object store keeps answering for another object; try again later")
+
+    def _size_limit(self, path: str, announced: int | None) -> int:
+        if announced is not None and announced > self.limits.max_bytes:
+            raise ResponseTooLarge(f"{path}: the object store announces {announced} bytes, more than the "
+                                   f"{self.limits.max_bytes} allowed; raise --max-download-bytes if that is right")
+        return announced if announced is not None else self.limits.max_bytes
 
     async def _finish(self, row: MaskRow, partial: Path) -> None:
         recorded = self.ledger.mask(row.path)

@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
+from gcbulk.redaction import redact, register_secret
 from gcbulk.engine.service.progress import iso_utc
 
-REDACTED = "[REDACTED]"
 EVENT_LOGGER = "gcbulk.events"
 SUMMARY_LOGGER = "gcbulk.summary"
 _EVENT = "gcbulk_event"
 _FIELDS = "gcbulk_fields"
-# An Authorization header or bearer credential written into any text (an exception, a debug dump of a request).
-_BEARER = re.compile(r"(?i)\b(bearer)(\s+)([A-Za-z0-9._~+/=-]{4,})")
 # At INFO a case is a handful of lines (started, done or failed); the steps of its values, uploads and parts (a dozen
 # per case, one per part of every file) are DEBUG, so a million-case migration stays readable. Failures are WARNING.
 _DEBUG_PREFIXES = ("part_", "upload_", "item_", "display_set_")
@@ -27,7 +24,8 @@ _WARNING_EVENTS = frozenset({"stop_requested", "stopping_now", "transient_fault"
 
 
 class SecretRedactor(logging.Filter):
-    """Replaces every registered secret (and any ``Bearer …`` credential) in a record before a handler writes it."""
+    """Replaces every registered secret (and any ``Bearer …`` credential) in a record before a handler writes it.
+    The secrets given here join the process-wide set of ``engine/redaction.py``, the one redaction path."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
@@ -36,21 +34,12 @@ class SecretRedactor(logging.Filter):
             self.add(secret)
 
     def add(self, secret: str | None) -> None:
+        register_secret(secret)
         if secret and secret.strip():
-            self._secrets.add(secret.strip())
-            # "Bearer tok" and "tok" are both accepted as tokens (contract §0); the last word is the secret.
-            self._secrets.add(secret.split()[-1])
+            self._secrets.update({secret.strip(), secret.split()[-1]})
 
     def redact(self, value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in sorted(self._secrets, key=len, reverse=True):
-                value = value.replace(secret, REDACTED)
-            return _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", value)
-        if isinstance(value, Mapping):
-            return {key: self.redact(item) for key, item in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.redact(item) for item in value]
-        return value
+        return redact(value, self._secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.redact(record.getMessage())

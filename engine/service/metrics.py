@@ -33,6 +33,7 @@ from gcbulk.engine.gc.errors import (
     UploadCapReached,
     UploadQuotaReached,
 )
+from gcbulk.engine.gc.routes import MEDIA, OTHER, route_shape
 from gcbulk.engine.service.progress import TransferStats
 from gcbulk.state.report import JobCounts, job_counts
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -48,7 +49,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LEDGER_READ_TIMEOUT_SECONDS = 5.0
 # Request latencies range from a cached GET (ms) to a 16 MiB part PUT on a slow link (tens of seconds).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-_ID_SEGMENT = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\d+|[0-9a-f]{24,})$", re.I)
 _LEDGER_KINDS = (("case", "gcbulk_cases", "Cases of the job by state (from the ledger)"),
                  ("item", "gcbulk_items", "Socket values of the job by state (from the ledger)"),
                  ("display_set", "gcbulk_display_sets", "Display sets of the job by state (from the ledger)"),
@@ -246,14 +246,15 @@ class Metrics:
     # ---- HTTP latency through aiohttp's TraceConfig -----------------------------------------------------------
 
     def endpoint_of(self, url: Any) -> tuple[str, str]:
-        """``(target, endpoint)`` with ids replaced by ``{id}``, so the label set stays small. S3 keys and
-        presigned queries are never labels."""
+        """``(target, endpoint)``: the endpoint is one of the API's known route shapes (``engine/gc/routes.py``),
+        ``media`` or ``other``, never a raw path, so the label set is fixed however many uploads a service makes.
+        S3 keys and presigned queries are never labels."""
         parts = urlsplit(str(url))
         if parts.netloc != self._api_netloc:
             return "s3", "part"
-        path = parts.path[len(self._api_path):] if parts.path.startswith(self._api_path) else parts.path
-        segments = ["{id}" if _ID_SEGMENT.match(s) else s for s in path.split("/")]
-        return "api", "/".join(segments)
+        if not parts.path.startswith(self._api_path):
+            return "api", MEDIA if parts.path.startswith("/media/") else OTHER
+        return "api", route_shape(parts.path[len(self._api_path):])
 
     def trace_config(self) -> aiohttp.TraceConfig:
         config = aiohttp.TraceConfig(trace_config_ctx_factory=SimpleNamespace)

@@ -18,6 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from gcbulk.redaction import redact
+from gcbulk.safe_files import open_private_append
+
 MIB = 1024 * 1024
 # The speed shown is measured over a recent window, so the ETA follows a link that got slower or faster.
 RATE_WINDOW_SECONDS = 20.0
@@ -161,12 +164,13 @@ class EventLog:
 
     def __init__(self, path: Path | None = None, stream: IO[str] | None = None) -> None:
         self.path = path
-        self._file: IO[str] | None = path.open("a", encoding="utf-8") if path else None
+        # 0600: the events name cases, whose titles are often patient identifiers (issue 14).
+        self._file: IO[str] | None = open_private_append(path) if path else None
         self._stream = stream
         self._lock = threading.Lock()
 
     def emit(self, event: str, **fields: Any) -> None:
-        record = {"at": iso_utc(), "event": event, **fields}
+        record = {"at": iso_utc(), "event": event, **redact(fields)}
         line = json.dumps(record, default=str, separators=(",", ":"))
         with self._lock:
             for target in (self._file, self._stream):

@@ -28,7 +28,7 @@ from gcbulk.engine.gc.errors import (
     PresignedUrlExpired,
     S3Error,
     SourceFileChanged,
-    TransportError,
+    transport_error,
     is_network_error,
 )
 from gcbulk.engine.gc.retry import RetryObserver, RetryPolicy, call_with_retries
@@ -126,7 +126,7 @@ async def put_part(
     except BaseException as exc:  # cancellation too: the bytes it counted were not stored
         progress(-sent)
         if is_network_error(exc):
-            raise TransportError("PUT", shown_url, exc) from None
+            raise transport_error("PUT", shown_url, exc) from None
         raise
     if status >= 300:
         progress(-sent)

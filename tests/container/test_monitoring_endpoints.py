@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ssl
+import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
@@ -207,3 +211,49 @@ async def test_http_latency_is_measured_through_aiohttps_trace_hooks(emulator: R
                    (("endpoint", "uploads/{id}/"), ("method", "GET"), ("outcome", "4xx"), ("target", "api")))] == 1
     assert values[("gcbulk_http_request_duration_seconds_count",
                    (("endpoint", "part"), ("method", "PUT"), ("outcome", "4xx"), ("target", "s3")))] == 1
+
+
+def _real_looking_s3_upload_id(n: int) -> str:
+    # S3 multipart upload ids as AWS issues them: "2~" and ~64 base64url-like characters, dots, dashes, underscores.
+    body = base64.urlsafe_b64encode(hashlib.sha256(str(n).encode()).digest() * 2).decode().rstrip("=")
+    return f"2~{body[:20]}_{body[20:40]}.{body[40:60]}-{body[60:]}"
+
+
+def test_a_thousand_uploads_with_real_s3_upload_ids_add_no_metric_series() -> None:
+    base = "https://gc.example/api/v1/"
+    metrics = Metrics(RunState(base_url=base))
+
+    def observe(method: str, url: str) -> None:
+        metrics._observe(SimpleNamespace(started=0.0), method, url, "2xx")
+
+    def series() -> int:
+        return sum(1 for s in text_string_to_metric_families(metrics.exposition().decode())
+                   for sample in s.samples if sample.name == "gcbulk_http_request_duration_seconds_count")
+
+    def one_upload(n: int) -> None:
+        pk, s3_id = str(uuid.UUID(int=n + 1)), _real_looking_s3_upload_id(n)
+        observe("POST", f"{base}uploads/")
+        observe("PATCH", f"{base}uploads/{pk}/{s3_id}/generate-presigned-urls/")
+        observe("PUT", f"https://bucket.s3.example/uploads/7/{pk}?uploadId={s3_id}&partNumber=1")
+        observe("GET", f"{base}uploads/{pk}/{s3_id}/list-parts/")
+        observe("PATCH", f"{base}uploads/{pk}/{s3_id}/complete-multipart-upload/")
+        observe("GET", f"{base}cases/upload-sessions/{pk}/")
+        observe("GET", f"{base}reader-studies/display-sets/{pk}/")
+
+    one_upload(0)
+    after_one = series()
+    for n in range(1, 1000):
+        one_upload(n)
+    assert series() == after_one == 7
+    text = metrics.exposition().decode()
+    assert "2~" not in text and "uploads/{id}/{s3_upload_id}/complete-multipart-upload/" in text
+
+
+def test_unknown_paths_are_labelled_other_and_file_downloads_media() -> None:
+    metrics = Metrics(RunState(base_url="https://gc.example/api/v1/"))
+    assert metrics.endpoint_of("https://gc.example/api/v1/secret-probe/abc/def/") == ("api", "other")
+    assert metrics.endpoint_of("https://gc.example/media/images/ab/cd/x/file.mha") == ("api", "media")
+    assert metrics.endpoint_of("https://gc.example/api/v1/reader-studies/answers/mine/") == (
+        "api", "reader-studies/answers/mine/")
+    assert metrics.endpoint_of("https://gc.example/api/v1/components/interfaces/12/") == (
+        "api", "components/interfaces/{id}/")

@@ -1,0 +1,75 @@
+"""The one redaction path: every string that can hold server text is scrubbed of the API token before it is stored
+(ledger, event file, report) or printed (stderr, status, export and reorder logs).
+
+Two places apply it. The API client scrubs each response body as it arrives (``engine/gc/client.py``), so nothing
+that came from the server — an error body that echoes the Authorization header, a title, a URL — carries the token
+into the engine at all. The log filter (``engine/service/log_format.SecretRedactor``) and the command-line error
+path scrub again on the way out, for text that did not come from a response (a traceback, an exception's repr).
+The set of secrets is process-wide: a command registers its token once when it reads it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+REDACTED = "[REDACTED]"
+# An Authorization header or bearer credential written into any text (an exception, a debug dump of a request).
+_BEARER = re.compile(r"(?i)\b(bearer)(\s+)([A-Za-z0-9._~+/=-]{4,})")
+# A secret shorter than this is not scrubbed from arbitrary text: replacing "ab" everywhere would garble the output
+# and protect nothing (real knox tokens are 64 hex characters).
+_MIN_SECRET_CHARS = 4
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+
+
+def register_secret(secret: str | None) -> None:
+    """Adds ``secret`` (and its last word: "Bearer tok" and "tok" are both tokens, contract §0) to the process-wide
+    set that :func:`redact` removes."""
+    if not secret or not secret.strip():
+        return
+    with _lock:
+        for word in {secret.strip(), secret.split()[-1]}:
+            if len(word) >= _MIN_SECRET_CHARS:
+                _secrets.add(word)
+
+
+def registered_secrets() -> frozenset[str]:
+    with _lock:
+        return frozenset(_secrets)
+
+
+def redact_text(text: str, extra: frozenset[str] | set[str] = frozenset()) -> str:
+    for secret in sorted(registered_secrets() | set(extra), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+
+
+def redact(value: Any, extra: frozenset[str] | set[str] = frozenset()) -> Any:
+    """``value`` with every registered secret (and any ``Bearer …`` credential) replaced, through strings, mappings
+    (keys too), lists and tuples; other values are returned as they are."""
+    if isinstance(value, str):
+        return redact_text(value, extra)
+    if isinstance(value, bytes):
+        return redact_bytes(value, extra)
+    if isinstance(value, Mapping):
+        return {redact(key, extra): redact(item, extra) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(item, extra) for item in value]
+    return value
+
+
+def redact_bytes(raw: bytes, extra: frozenset[str] | set[str] = frozenset()) -> bytes:
+    """A response body as bytes, scrubbed before it is decoded or parsed: JSON escapes cannot hide the token because
+    a token is plain ASCII (``[A-Za-z0-9]``), which JSON never escapes."""
+    for secret in sorted(registered_secrets() | set(extra), key=len, reverse=True):
+        raw = raw.replace(secret.encode(), REDACTED.encode())
+    return raw
+
+
+def redact_exception(exc: BaseException) -> str:
+    """The one-line text of ``exc`` (type and message), scrubbed: what a command prints when it stops on it."""
+    return redact_text(str(exc) or type(exc).__name__)

@@ -1,0 +1,70 @@
+"""Files gcbulk writes where someone else may have been first: created exclusively, never through a symbolic link,
+readable by the owner only (0600: they carry case titles, which are often patient identifiers).
+
+Hand-written over ``os.open`` because no library combines the three: ``tempfile.mkstemp`` gives an exclusive 0600
+temporary in the target folder (``O_EXCL`` also refuses an existing symlink), and ``O_NOFOLLOW`` keeps an append or
+a resume from writing through a link planted at the final name. ``os.replace`` then swaps a planted link itself, never
+the file it points to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+PRIVATE_MODE = 0o600
+
+
+class UnsafeFileError(OSError):
+    """The path is a symbolic link (or not a regular file): gcbulk will not write through it."""
+
+
+def _open_private(path: Path, flags: int) -> int:
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), PRIVATE_MODE)
+    except OSError as error:
+        if path.is_symlink():
+            raise UnsafeFileError(
+                f"{path} is a symbolic link; gcbulk does not write through links: remove it and run again"
+            ) from None
+        raise error
+    os.fchmod(fd, PRIVATE_MODE)  # a file made 0644 by an older version, or by someone else, is tightened
+    return fd
+
+
+def open_private_append(path: Path) -> IO[str]:
+    """``path`` opened for appending text, created 0600; raises :class:`UnsafeFileError` if it is a link."""
+    return os.fdopen(_open_private(path, os.O_WRONLY | os.O_APPEND), "a", encoding="utf-8")
+
+
+def open_private_binary(path: Path, *, append: bool) -> IO[bytes]:
+    """``path`` opened for binary writing (appended to, or truncated), created 0600, never through a link."""
+    flags = os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC)
+    return os.fdopen(_open_private(path, flags), "ab" if append else "wb")
+
+
+@contextlib.contextmanager
+def replacing(path: Path, mode: str = "w", **open_args: Any) -> Iterator[IO[Any]]:
+    """A file that replaces ``path`` only once it is completely written and flushed to disk. The temporary file is
+    made by ``mkstemp`` in the same folder (exclusive, 0600, a fresh random name: a link planted under any fixed
+    name is never followed); it is removed if writing fails."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    temporary = Path(name)
+    try:
+        with os.fdopen(fd, mode, **open_args) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_private_text(path: Path, text: str) -> None:
+    """``text`` written to ``path`` atomically, 0600, never through a link."""
+    with replacing(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
