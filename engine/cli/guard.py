@@ -94,11 +94,9 @@ def run_guarded(command: str, handler: Callable[[], int]) -> int:
                   f"{redact_exception(cause)}. The server may have answered something gcbulk does not understand; "
                   "run it again to resume, and report this if it repeats", file=sys.stderr)
             return EXIT_SOME_FAILED
-        # Anything else is a bug: its own exit code, distinct from "cases failed" (issue 10), and the traceback
-        # (redacted) for the report.
-        import traceback
-
-        print(redact_text("".join(traceback.format_exception(exc))), file=sys.stderr)
-        print(f"gcbulk {command}: internal error ({type(cause).__name__}); this is a bug — every recorded step is in "
-              "the ledger and a rerun resumes. Please report it with the lines above.", file=sys.stderr)
+        # Anything else is a bug (or a server answer no check caught): one line and an exit code of its own,
+        # distinct from "cases failed" (1); the traceback goes to the debug log above, redacted like every record.
+        print(f"gcbulk {command}: internal error ({type(cause).__name__}: {redact_exception(cause)}); this is a bug "
+              "— every recorded step is in the ledger and a rerun resumes. Run with --log-level DEBUG for the "
+              "traceback, and please report it.", file=sys.stderr)
         return EXIT_CRASH

@@ -9,7 +9,9 @@ from pathlib import Path
 import anyio
 import pytest
 from aiohttp import web
+
 from gcbulk.emulator.tls import generate_tls_files
+from gcbulk.engine.cli.exit_codes import EXIT_CRASH
 from gcbulk.engine.cli.guard import EXIT_BROKEN_PIPE, run_guarded
 from gcbulk.engine.gc.bounded import trust_context
 from gcbulk.engine.gc.client import GrandChallengeClient
@@ -152,9 +154,9 @@ def test_an_exception_group_becomes_one_line_and_an_exit_code(capsys: pytest.Cap
         raise ExceptionGroup("unhandled errors in a TaskGroup", [AttributeError("'list' object has no attribute "
                                                                                 "'get'"), ValueError("x")])
 
-    assert run_guarded("export", handler) == 1
+    assert run_guarded("export", handler) == EXIT_CRASH  # not a server fault gcbulk knows: a bug, its own code
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("gcbulk export: stopped on an unexpected error: AttributeError")
+    assert err.count("\n") == 1 and err.startswith("gcbulk export: internal error (AttributeError")
 
     def config_handler() -> int:
         raise ExceptionGroup("g", [ConfigurationError(f"bad thing Bearer {TOKEN}")])

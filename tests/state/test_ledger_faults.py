@@ -104,5 +104,5 @@ def test_a_bug_exits_with_its_own_code_and_never_prints_the_token(tmp_path: Path
     result = subprocess.run([sys.executable, "-m", "gcbulk", "status", "job.toml"], capture_output=True, text=True,
                             env=env, cwd=tmp_path, timeout=60)
     assert result.returncode == EXIT_CRASH
-    assert "internal error (RuntimeError); this is a bug" in result.stderr
+    assert "internal error (RuntimeError: unexpected: Bearer [REDACTED]); this is a bug" in result.stderr
     assert token not in result.stderr + result.stdout
