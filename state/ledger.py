@@ -369,6 +369,9 @@ class Ledger(LedgerTransitions, LedgerQueries):
             if not check_transition(machine, key, row["state"], target, row, fields):
                 return False
             updates = {"state": target, "updated_at": self._now(), **fields}
+            if kind == "item" and target in ("planned", "failed", "withdrawn"):
+                # Its upload session served one try: a retry, or new uploads, get a session of their own (m004).
+                updates["upload_session_pk"] = None
             assignments = ", ".join(f"{name} = ?" for name in updates)
             where = " AND ".join(f"{c} = ?" for c in columns)
             self.db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", (*updates.values(), *values))
