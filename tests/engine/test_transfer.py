@@ -86,12 +86,13 @@ async def test_an_image_the_server_cannot_import_fails_its_case_with_the_reason(
         assert ledger.counts_by_state()["case"] == {"done": 1, "failed": 1}
 
 
-async def test_a_display_set_that_already_has_the_case_title_is_adopted(
+async def test_a_display_set_that_already_has_the_case_title_is_adopted_when_the_user_opts_in(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 2)
     existing = await client.create_display_set("example-study", "patient1")
-    outcome = await run_job(write_job(tmp_path, emulator), emulator)
+    outcome = await run_job(write_job(tmp_path, emulator), emulator,
+                            dataclasses.replace(FAST_ENGINE, adopt_existing=True))
     assert outcome.failed == [] and outcome.done == 2
     display_sets = await study_display_sets(client)
     assert sorted(display_sets) == ["patient1", "patient2"]
