@@ -389,6 +389,9 @@ class Ledger(LedgerTransitions, LedgerQueries):
                 return False
             fields = {name: redact(value) if name == "last_error" else value for name, value in fields.items()}
             updates = {"state": target, "updated_at": self._now(), **fields}
+            if kind == "item" and target in ("planned", "failed", "withdrawn"):
+                # Its upload session served one try: a retry, or new uploads, get a session of their own (m004).
+                updates["upload_session_pk"] = None
             assignments = ", ".join(f"{name} = ?" for name in updates)
             where = " AND ".join(f"{c} = ?" for c in columns)
             self.db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", (*updates.values(), *values))

@@ -81,9 +81,21 @@ async def test_a_gate_takes_several_units_at_once_or_waits() -> None:
     assert order == ["releasing", "got two"] and gate.held == 3
 
 
-async def test_a_request_larger_than_the_ceiling_is_admitted_alone() -> None:
-    gate = CountingGate(2)
-    assert await gate.acquire(5) == 5 and gate.held == 5  # nothing else is let in until it is released
+async def test_a_request_larger_than_the_ceiling_waits_until_it_is_alone_then_takes_all_it_needs() -> None:
+    gate = CountingGate(2, held=1)
+    taken: list[int] = []
+
+    async def wants_five() -> None:
+        taken.append(await gate.acquire(5))
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(wants_five)
+            while gate.waiting == 0:
+                await anyio.sleep(0)
+            assert taken == []  # another holder: not alone yet
+            await gate.release(1)
+    assert taken == [5] and gate.held == 5  # over the ceiling until released: a case is never its own obstacle
 
 
 def test_a_gate_needs_a_positive_ceiling() -> None:

@@ -110,6 +110,20 @@ async def test_plan_blocks_cases_whose_titles_name_display_sets_of_someone_else(
     assert report.diff.blocked == ["patient2"]
 
 
+async def test_a_display_set_that_already_has_the_case_title_is_adopted_when_the_user_opts_in(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    make_tutorial_tree(tmp_path / "cases", 2)
+    existing = await client.create_display_set("example-study", "patient1")
+    outcome = await run_job(write_job(tmp_path, emulator), emulator,
+                            dataclasses.replace(FAST_ENGINE, adopt_existing=True))
+    assert outcome.failed == [] and outcome.done == 2
+    display_sets = await study_display_sets(client)
+    assert sorted(display_sets) == ["patient1", "patient2"]
+    assert display_sets["patient1"]["pk"] == existing["pk"]
+    assert set(values_by_socket(display_sets["patient1"])) == {"ct-image", "airway-segmentation"}
+
+
 async def test_a_file_changed_after_planning_fails_its_case_and_asks_for_a_new_plan(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
