@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import anyio
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -14,6 +15,8 @@ from gcbulk.emulator.store import Answer
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import UnsafeUrlError
 from gcbulk.engine.gc.retry import RetryPolicy
+from gcbulk.engine.results.export import ExportOptions, export_reader_study
+from gcbulk.engine.results.masks import DownloadLimits
 from gcbulk.state.results_ledger import ResultsLedger
 
 from tests.results.conftest import (
@@ -251,3 +254,21 @@ async def test_hostile_question_text_and_username_stay_inside_the_folder(world: 
     assert mask.resolve().is_relative_to((out / "masks" / "case-1").resolve())
     assert mask.read_bytes() == stored_object_bytes(world, answer.answer_image_pk)
     assert not Path("/tmp/evil-question").exists()
+
+
+async def test_a_mask_that_trickles_past_its_deadline_fails_alone_and_the_export_finishes(world: World,
+                                                                                       tmp_path: Path):
+    # Issue 14: a body sent slowly (or forever) must not hold an export: each file has an overall deadline.
+    slow = await one_mask_answer(world, large=True)
+    out = tmp_path / "out"
+    options = ExportOptions(reader_study=STUDY, out_dir=out,
+                            download_limits=DownloadLimits(deadline_seconds=0.5))
+    async with faults(world, {"match": "GET s3", "bandwidth_bytes_per_second": 256 * 1024}):
+        with anyio.fail_after(60):  # 3 MiB at 256 KiB/s would take 12 s; the deadline ends it at 0.5 s
+            async with world.client() as client:
+                summary = await export_reader_study(client, options)
+    assert summary.masks.failed == 1 and summary.masks.downloaded == 0
+    (failure,) = summary.failures
+    assert "not downloaded within 0.5 s" in failure and "--download-deadline" in failure
+    assert not mask_path(out, slow, world).exists()
+    assert (out / "answers.csv").exists()  # the tables are written all the same
