@@ -100,7 +100,7 @@ class Job:
         from gcbulk.engine.cli.plan import fetch_catalogue, plan_into_ledger
 
         job = self.settings.job
-        catalogue = None if offline else fetch_catalogue(job, self.settings.require_token())
+        catalogue = None if offline else fetch_catalogue(job, self.settings.require_token())[0]
         if dry_run and not self.settings.ledger.exists():
             with tempfile.TemporaryDirectory(prefix="gcbulk-plan-") as scratch:
                 with Ledger.open(Path(scratch) / "scratch.ledger.sqlite", job.binding) as ledger:

@@ -15,11 +15,9 @@ from gcbulk.engine.api import export_study
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_OK, EXIT_SOME_FAILED
 from gcbulk.engine.cli.server_options import (
     add_connection_arguments,
-    configure_command_logging,
+    command_server,
     run_against_server,
-    server_from_args,
 )
-from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.results.masks import DownloadLimits
 
 HELP = "export a reader study's answers (readable, per case), questions, display sets and mask images"
@@ -45,18 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_command_logging()
     if args.mask_downloads < 1:
         print("gcbulk export: --mask-downloads must be at least 1", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     if args.max_download_bytes < 1 or args.download_deadline <= 0:
         print("gcbulk export: --max-download-bytes and --download-deadline must be positive", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    try:
-        server = server_from_args("export", args)
-        server.require_reader_study()
-    except ConfigurationError as exc:
-        print(f"gcbulk export: {exc}", file=sys.stderr)
+    server = command_server("export", args)
+    if server is None:
         return EXIT_CONFIG_ERROR
 
     async def main() -> int:

@@ -128,34 +128,23 @@ def add_strict_argument(parser: argparse.ArgumentParser) -> None:
                              "is skipped and the others run)")
 
 
-def fetch_catalogue(config: JobConfig, token: str) -> dict[str, dict[str, Any] | None]:
-    """Each socket the job names → the server's socket (``components/interfaces/?slug=``), or None if unknown."""
+def fetch_catalogue(config: JobConfig, token: str, *, with_sockets: bool = True, with_titles: bool = False
+                    ) -> tuple[dict[str, dict[str, Any] | None] | None, set[str] | None]:
+    """Each socket the job names → the server's socket (``components/interfaces/?slug=``), or None if unknown; with
+    ``with_titles``, also the titles of the study's display sets (to find those this job did not make). One
+    connection for both."""
     from gcbulk.engine.gc.client import GrandChallengeClient
     from gcbulk.engine.gc.retry import RetryPolicy
 
-    async def fetch() -> dict[str, dict[str, Any] | None]:
+    async def fetch() -> tuple[dict[str, dict[str, Any] | None] | None, set[str] | None]:
         # A planning check should fail fast when the server is unreachable, not spend a transfer's retry budget.
         policy = RetryPolicy(attempts_per_item=3, max_delay=5.0)
         async with GrandChallengeClient(
             base_url=config.base_url, token=token, ca_file=config.ca_file, retry_policy=policy
         ) as client:
-            return {slug: await client.get_socket(slug) for slug in config.socket_slugs}
-
-    return asyncio.run(fetch())
-
-
-def fetch_study_titles(config: JobConfig, token: str) -> set[str]:
-    """The titles of the study's display sets (one listing), to find those this job did not make."""
-    from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title
-    from gcbulk.engine.gc.retry import RetryPolicy
-
-    async def fetch() -> set[str]:
-        policy = RetryPolicy(attempts_per_item=3, max_delay=5.0)
-        async with GrandChallengeClient(
-            base_url=config.base_url, token=token, ca_file=config.ca_file, retry_policy=policy
-        ) as client:
-            study = await client.reader_study_by_slug(config.reader_study)
-            return {title async for ds in client.iterate_display_sets(study["pk"]) if (title := display_set_title(ds))}
+            catalogue = {slug: await client.get_socket(slug) for slug in config.socket_slugs} if with_sockets else None
+            titles = set(await client.display_set_pks_by_title(config.reader_study)) if with_titles else None
+            return catalogue, titles
 
     return asyncio.run(fetch())
 
@@ -243,14 +232,13 @@ def run(args: argparse.Namespace) -> int:
         # Job file + GCBULK_* environment + flags (engine/settings.py): the same job and ledger `gcbulk run` uses.
         resolved = settings.resolve(args.job, args, read_token=not args.offline)
         config = resolved.job
-        catalogue = None
-        server_titles = None
+        catalogue = server_titles = None
+        if not args.offline:
+            catalogue, server_titles = fetch_catalogue(config, resolved.require_token(),
+                                                       with_sockets=args.sockets is None,
+                                                       with_titles=not resolved.adopt_existing)
         if args.sockets is not None:
             catalogue = load_catalogue(args.sockets, config)
-        elif not args.offline:
-            catalogue = fetch_catalogue(config, resolved.require_token())
-        if not args.offline and not resolved.adopt_existing:
-            server_titles = fetch_study_titles(config, resolved.require_token())
     except ConfigurationError as exc:
         print(f"gcbulk plan: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR

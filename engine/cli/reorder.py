@@ -14,11 +14,9 @@ from gcbulk.engine.api import reorder_study
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_OK, EXIT_SOME_FAILED
 from gcbulk.engine.cli.server_options import (
     add_connection_arguments,
-    configure_command_logging,
+    command_server,
     run_against_server,
-    server_from_args,
 )
-from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.results.reorder import BY_CHOICES
 from gcbulk.engine.results.safe_paths import safe_component
 
@@ -44,16 +42,13 @@ def default_ledger_path(slug: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_command_logging()
     if args.concurrency < 1:
         print("gcbulk reorder: --concurrency must be at least 1", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    try:
-        server = server_from_args("reorder", args)
-        slug = server.require_reader_study()
-    except ConfigurationError as exc:
-        print(f"gcbulk reorder: {exc}", file=sys.stderr)
+    server = command_server("reorder", args)
+    if server is None:
         return EXIT_CONFIG_ERROR
+    slug = server.reader_study
 
     async def main() -> int:
         summary = await reorder_study(server, by=args.by, from_csv=args.from_csv,

@@ -56,6 +56,19 @@ def server_from_args(command: str, args: argparse.Namespace) -> ServerSettings:
     return server
 
 
+def command_server(command: str, args: argparse.Namespace) -> ServerSettings | None:
+    """What ``export`` and ``reorder`` do first: logging through the redactor, then the server and study the flags,
+    the environment and ``--job`` name. None (after saying why on stderr) when they cannot be used."""
+    configure_command_logging()
+    try:
+        server = server_from_args(command, args)
+        server.require_reader_study()
+    except ConfigurationError as exc:
+        print(f"gcbulk {command}: {exc}", file=sys.stderr)
+        return None
+    return server
+
+
 def client_for(server: ServerSettings, **options: Any) -> GrandChallengeClient:
     return GrandChallengeClient(base_url=server.base_url, token=server.require_token(), ca_file=server.ca_file,
                                 **options)

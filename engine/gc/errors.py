@@ -233,16 +233,6 @@ def first_error(exc: BaseException) -> BaseException:
     return ranked[0] if ranked else exc
 
 
-def certainly_not_applied(exc: BaseException) -> bool:
-    """The request never reached the application: a 429 (contract §10: only infrastructure in front of the API sends
-    it) or a connection that was never established."""
-    if isinstance(exc, HttpError) and exc.status == 429:
-        return True
-    if isinstance(exc, TransportError):
-        return exc.cause_type in ("ClientConnectorError", "ClientConnectorCertificateError", "ClientConnectorSSLError")
-    return isinstance(exc, aiohttp.ClientConnectorError)
-
-
 def may_have_succeeded(exc: BaseException) -> bool:
     """True when a create may have happened although the call failed: the request may have reached the server
     (network error after sending) or the server may have failed after acting (a 5xx from a proxy). A create must then

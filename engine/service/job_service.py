@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import anyio
 from gcbulk.engine.cli.plan import PlanReport, plan_into_ledger
-from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title
+from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -219,17 +219,12 @@ class JobService:
                 catalogue[slug] = results[0] if results else None
             # The study's titles, once per plan: a case whose title names a display set this job did not make is
             # blocked before any byte is sent (contract §10), unless the run takes such display sets over.
-            titles = None if self.settings.adopt_existing else await self._study_titles()
+            titles = None if self.settings.adopt_existing else set(
+                await self.client.display_set_pks_by_title(self.job.reader_study))
         job = self.job
         strict, cache = self.strict, self.content_cache
         return await self.runner.run(lambda ledger: plan_into_ledger(job, ledger, catalogue=catalogue, strict=strict,
                                                                      content_cache=cache, server_titles=titles))
-
-    async def _study_titles(self) -> set[str]:
-        assert self.client is not None
-        study = await self.client.reader_study_by_slug(self.job.reader_study)
-        return {title async for ds in self.client.iterate_display_sets(study["pk"])
-                if (title := display_set_title(ds))}
 
     async def run_pass(self) -> RunOutcome:
         """One transfer pass over every runnable case (``gcbulk.engine.upload.transfer.TransferEngine.run``)."""

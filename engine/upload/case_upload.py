@@ -15,7 +15,6 @@ import logging
 from typing import Any
 
 import anyio
-from gcbulk.engine.gc.client import display_set_title
 from gcbulk.engine.gc.errors import (
     ApiError,
     ForeignDisplaySet,
@@ -59,12 +58,7 @@ class DisplaySetIndex:
     async def lookup(self, title: str) -> str | None:
         async with self._lock:
             if self._titles is None:
-                study = await self._ctx.client.reader_study_by_slug(self._ctx.reader_study_slug)
-                self._titles = {}
-                async for display_set in self._ctx.client.iterate_display_sets(study["pk"]):
-                    name = display_set_title(display_set)
-                    if name:
-                        self._titles[name] = display_set["pk"]
+                self._titles = await self._ctx.client.display_set_pks_by_title(self._ctx.reader_study_slug)
         return self._titles.get(title)
 
 
