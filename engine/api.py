@@ -61,9 +61,7 @@ __all__ = ["Job", "ReaderStudy", "reorder_study", "export_study"]
 
 def _run_sync(make: Callable[[], Awaitable[T]]) -> T:
     """Runs a coroutine to the end from synchronous code, also when this thread already runs an event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    if not _loop_running():
         return asyncio.run(make())  # type: ignore[arg-type]
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcbulk") as pool:
         return pool.submit(lambda: asyncio.run(make())).result()  # type: ignore[arg-type]
