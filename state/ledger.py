@@ -76,6 +76,8 @@ from gcbulk.state.machines import (
     check_transition,
 )
 from gcbulk.state.migrations import migrate
+from gcbulk.state.pg_open import open_postgres
+from gcbulk.state.pg_store import is_postgres_dsn
 from gcbulk.state.queries import LedgerQueries
 from gcbulk.state.records import JobBinding
 from gcbulk.state.sqlite_file import (
@@ -89,22 +91,9 @@ from gcbulk.state.transitions import LedgerTransitions, composite_checksum
 from sqlite_utils import Database
 
 __all__ = [
-    "ConflictingRepeat",
-    "IllegalTransition",
-    "JobBinding",
-    "Ledger",
-    "LedgerBindingError",
-    "LedgerDamaged",
-    "LedgerDiskFull",
-    "LedgerError",
-    "LedgerLocked",
-    "LedgerMissing",
-    "LedgerNotALedger",
-    "LiveUploadExists",
-    "UnknownRow",
-    "UploadNotOpen",
-    "composite_checksum",
-    "default_ledger_path",
+    "ConflictingRepeat", "IllegalTransition", "JobBinding", "Ledger", "LedgerBindingError", "LedgerDamaged",
+    "LedgerDiskFull", "LedgerError", "LedgerLocked", "LedgerMissing", "LedgerNotALedger", "LiveUploadExists",
+    "UnknownRow", "UploadNotOpen", "composite_checksum", "default_ledger_path",
 ]
 
 # kind -> (table, key columns)
@@ -168,7 +157,12 @@ class Ledger(LedgerTransitions, LedgerQueries):
         job_file: Path | str | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> Ledger:
-        """Open (creating if needed) the ledger at ``path`` for the job ``binding``, holding the process lock."""
+        """Open (creating if needed) the ledger at ``path`` for the job ``binding``, holding the process lock.
+
+        ``path`` may be a PostgreSQL DSN (``postgresql://…``): then several processes share the ledger (no process
+        lock; work is claimed case by case, see ``gcbulk.state.leases``)."""
+        if is_postgres_dsn(path):
+            return cls._open_postgres(str(path), binding, job_file, clock)
         path = Path(path).absolute()
         if not path.parent.is_dir():
             raise LedgerError(f"cannot create ledger {path}: folder {path.parent} does not exist")
@@ -195,6 +189,8 @@ class Ledger(LedgerTransitions, LedgerQueries):
     @classmethod
     def open_readonly(cls, path: Path | str, binding: JobBinding | None = None) -> Ledger:
         """Open an existing ledger for reading only (no lock: a running job may hold it)."""
+        if is_postgres_dsn(path):
+            return cls._open_postgres(str(path), binding, None, None, readonly=True)
         path = Path(path).absolute()
         if not path.exists():
             raise LedgerMissing(f"no ledger at {path}; run 'gcbulk plan' for this job first")
@@ -214,6 +210,11 @@ class Ledger(LedgerTransitions, LedgerQueries):
             db.close()
             raise
         return ledger
+
+    @classmethod
+    def _open_postgres(cls, dsn: str, binding: JobBinding | None, job_file: Path | str | None,
+                       clock: Callable[[], datetime] | None, *, readonly: bool = False) -> Ledger:
+        return open_postgres(cls, dsn, binding, job_file, clock, readonly=readonly)
 
     def close(self) -> None:
         if self.db is not None:

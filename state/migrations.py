@@ -5,12 +5,18 @@ already record it as applied. A ledger that records a migration this code does n
 gcbulk, and is refused rather than guessed at.
 
 Tables are plain (TEXT/INTEGER, JSON in TEXT columns) so ``sqlite-utils tables/rows/query`` can read a ledger.
+
+The same migrations build a PostgreSQL ledger (``gcbulk.state.pg_store`` gives PostgreSQL the table builder used
+here): write a new migration once, with ``db[...].create/create_index/add_column`` and SQL both dialects read, and
+branch on ``dialect(db)`` only for what cannot be shared (m002's trigger).
 """
 
 from __future__ import annotations
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
+
+from gcbulk.state.pg_store import dialect
 
 MIGRATION_SET = "gcbulk-ledger"
 migrations = Migrations(MIGRATION_SET)
@@ -175,6 +181,13 @@ def m001_initial(db: Database) -> None:
 def m002_append_only_events(db: Database) -> None:
     # The event log is the audit trail of a migration: refuse edits at the database level, so neither a bug nor a
     # hand-run sqlite-utils command can rewrite history.
+    if dialect(db) == "postgresql":
+        db.execute("CREATE FUNCTION events_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+                   "$$ BEGIN RAISE EXCEPTION 'the event log is append-only'; END $$")
+        for action in ("UPDATE", "DELETE"):
+            db.execute(f"CREATE TRIGGER events_no_{action.lower()} BEFORE {action} ON events "
+                       "FOR EACH ROW EXECUTE FUNCTION events_append_only()")
+        return
     for action in ("UPDATE", "DELETE"):
         db.execute(
             f"CREATE TRIGGER events_no_{action.lower()} BEFORE {action} ON events "

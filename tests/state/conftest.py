@@ -11,6 +11,8 @@ from gcbulk.state.ledger import JobBinding, Ledger
 from gcbulk.state.records import PlanDiff
 from gcbulk.state.replan import planning
 
+from tests.pg_server import PgServer
+
 BINDING = JobBinding(reader_study="example-study", base_url="https://gc.example/api/v1/", case_root="/data/cases")
 MiB = 1024**2
 
@@ -44,13 +46,42 @@ def record(ledger: Ledger, cases: Iterable[PlannedCase], **options) -> PlanDiff:
         return plan.finish()
 
 
-@pytest.fixture
-def ledger_path(tmp_path: Path) -> Path:
-    return tmp_path / "job.ledger.sqlite"
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One throwaway PostgreSQL server for the session (each test gets its own database on it)."""
+    try:
+        server = PgServer.start()
+    except FileNotFoundError as exc:
+        pytest.skip(f"the PostgreSQL store is not tested here: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_path(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where the ledger lives: a fresh SQLite file, or a fresh database on the test PostgreSQL server. Every test
+    that takes this fixture (or ``ledger``, ``one_case``) runs on both stores, except those marked ``sqlite_only``
+    (about the SQLite file itself: its permissions, its lock, its pragmas)."""
+    if request.param == "sqlite":
+        return tmp_path / "job.ledger.sqlite"
+    return request.getfixturevalue("pg_server").new_database()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        on_postgres = params.get("ledger_path") == "postgresql"
+        (dropped if on_postgres and item.get_closest_marker("sqlite_only") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture
-def ledger(ledger_path: Path) -> Iterator[Ledger]:
+def ledger(ledger_path: Path | str) -> Iterator[Ledger]:
     with Ledger.open(ledger_path, BINDING) as opened:
         yield opened
 

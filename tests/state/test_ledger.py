@@ -12,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import psycopg
 import pytest
 from gcbulk.state.ledger import (
     Ledger,
@@ -51,6 +52,7 @@ def _open_in_subprocess(path: Path) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.sqlite_only
 def test_new_ledger_and_its_side_files_are_readable_by_the_owner_only(ledger: Ledger, ledger_path: Path) -> None:
     record(ledger, [planned_case("p1")])
     side_files = [ledger_path, Path(f"{ledger_path}-wal"), Path(f"{ledger_path}-shm"), Path(f"{ledger_path}.lock")]
@@ -58,6 +60,7 @@ def test_new_ledger_and_its_side_files_are_readable_by_the_owner_only(ledger: Le
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
+@pytest.mark.sqlite_only
 def test_ledger_is_in_wal_mode_with_full_sync(ledger: Ledger) -> None:
     assert ledger.db.journal_mode == "wal"
     assert ledger.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
@@ -79,6 +82,7 @@ def test_ledger_opened_for_another_job_is_refused(ledger_path: Path, field: str,
     Ledger.open(ledger_path, BINDING).close()
 
 
+@pytest.mark.sqlite_only
 def test_second_process_on_the_same_ledger_is_refused(ledger: Ledger, ledger_path: Path) -> None:
     child = _open_in_subprocess(ledger_path)
     output, _ = child.communicate(timeout=60)
@@ -87,11 +91,13 @@ def test_second_process_on_the_same_ledger_is_refused(ledger: Ledger, ledger_pat
     assert f"in use by another gcbulk process (pid {os.getpid()})" in output
 
 
+@pytest.mark.sqlite_only
 def test_second_open_in_the_same_process_is_refused_too(ledger: Ledger, ledger_path: Path) -> None:
     with pytest.raises(LedgerLocked):
         Ledger.open(ledger_path, BINDING)
 
 
+@pytest.mark.sqlite_only
 def test_lock_of_a_killed_process_is_released(ledger_path: Path) -> None:
     child = _open_in_subprocess(ledger_path)
     assert child.stdout is not None and child.stdout.readline().strip() == "opened"
@@ -102,6 +108,7 @@ def test_lock_of_a_killed_process_is_released(ledger_path: Path) -> None:
     Ledger.open(ledger_path, BINDING).close()
 
 
+@pytest.mark.sqlite_only
 def test_status_reads_a_ledger_a_running_job_holds(ledger: Ledger, ledger_path: Path) -> None:
     record(ledger, [planned_case("p1")])
     with Ledger.open_readonly(ledger_path, BINDING) as reader:
@@ -129,6 +136,7 @@ def test_default_ledger_sits_next_to_the_job_file() -> None:
     assert default_ledger_path(Path("/jobs/study.toml")) == Path("/jobs/study.ledger.sqlite")
 
 
+@pytest.mark.sqlite_only
 def test_ledger_never_holds_the_token(ledger: Ledger, ledger_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     token = "secret-token-value-4711"
     monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", token)
@@ -145,13 +153,14 @@ def test_ledger_never_holds_the_token(ledger: Ledger, ledger_path: Path, monkeyp
 
 def test_events_are_append_only(ledger: Ledger) -> None:
     ledger.append_event("note", message="hello")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+    with pytest.raises((sqlite3.DatabaseError, psycopg.Error), match="append-only"):
         ledger.db.execute("UPDATE events SET kind = 'rewritten'")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+    with pytest.raises((sqlite3.DatabaseError, psycopg.Error), match="append-only"):
         ledger.db.execute("DELETE FROM events")
     assert ledger.events()[-1]["data"] == {"message": "hello"}
 
 
+@pytest.mark.sqlite_only
 def test_ledger_is_readable_with_the_sqlite_utils_command_line(ledger: Ledger, ledger_path: Path) -> None:
     record(ledger, [planned_case("p1", values={"patient-age": "63"})])
     sqlite_utils = Path(sys.executable).with_name("sqlite-utils")
@@ -161,6 +170,7 @@ def test_ledger_is_readable_with_the_sqlite_utils_command_line(ledger: Ledger, l
     assert {(row["socket_slug"], row["value"]) for row in rows} == {("ct-image", None), ("patient-age", "63")}
 
 
+@pytest.mark.sqlite_only
 def test_ledger_written_by_a_newer_gcbulk_is_refused(ledger_path: Path) -> None:
     with Ledger.open(ledger_path, BINDING) as ledger:
         ledger.db["_sqlite_migrations"].insert(

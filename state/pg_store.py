@@ -1,0 +1,343 @@
+"""The ledger on PostgreSQL: the subset of sqlite-utils' ``Database`` the ledger uses, over one psycopg 3 connection.
+
+Why an adapter of sqlite-utils' surface rather than a second ledger: the state machines, the transitions, the queries
+and — above all — the migrations are written once, against ``db.execute``, ``db.atomic()``, ``db.conn.execute`` and
+``db["table"].create/create_index/add_column/insert``, and run unchanged on either store. A migration added later
+(``m005_…``) that keeps to that surface, and to SQL both dialects read, works on PostgreSQL without a second copy;
+``dialect(db)`` is there for the rare statement that cannot be shared (m002's trigger).
+
+Why psycopg 3: the ledger API is synchronous (the engine calls it from one thread, see engine/service/journal.py),
+and psycopg 3 is the driver that offers both a blocking and an asyncio connection with the same semantics, native
+``FOR UPDATE SKIP LOCKED`` / advisory locks, and client-side binding (``ClientCursor``) that accepts the ledger's
+``?``-style SQL once translated. asyncpg is asyncio-only, so every synchronous ledger call would need an event loop
+bridge. The ``binary`` extra ships libpq in the wheel, so the container needs no system library.
+
+SQL translation, done here once: ``?`` -> ``%s`` (and a literal ``%`` doubled), SQLite's ``temp.`` schema prefix
+dropped (PostgreSQL finds temporary tables first on its search path), ``INSERT OR IGNORE`` -> ``ON CONFLICT DO
+NOTHING``, ``group_concat`` -> ``string_agg``; an ``INSERT`` into a table keyed by ``id`` returns the new id as
+``cursor.lastrowid``. ``numeric`` results (``sum`` of a bigint) come back as ``int`` as SQLite's would.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg.adapt import Loader
+
+from gcbulk.state.errors import LedgerError
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+_TYPES = {int: "BIGINT", str: "TEXT", float: "DOUBLE PRECISION", bytes: "BYTEA", bool: "BIGINT"}
+
+
+def is_postgres_dsn(location: object) -> bool:
+    return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
+
+
+def dialect(db: Any) -> str:
+    """``"postgresql"`` or ``"sqlite"``: for the rare statement the two stores cannot share."""
+    return getattr(db, "dialect", "sqlite")
+
+
+def shown_dsn(dsn: str) -> str:
+    """The DSN without its password, for messages, logs and the ledger's ``path`` (the password is never shown)."""
+    return re.sub(r"^(postgres(?:ql)?://[^:/@]*):[^@]*@", r"\1:***@", dsn)
+
+
+class _IntegralNumeric(Loader):
+    """``numeric`` (what PostgreSQL's ``sum`` of a BIGINT returns) as ``int`` where integral, as SQLite returns it."""
+
+    def load(self, data: Any) -> int | float:
+        text = bytes(data).decode()
+        value = float(text)
+        return int(text) if re.fullmatch(r"-?\d+", text) else value
+
+
+_PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\?|%")
+
+
+def translate(sql: str) -> str:
+    """The ledger's SQLite-flavoured SQL as PostgreSQL reads it (see the module docstring)."""
+    # psycopg reads ``%`` as a placeholder even inside a string literal, so it is doubled there too; a ``?`` inside
+    # a literal is text.
+    sql = _PLACEHOLDER.sub(lambda m: {"?": "%s", "%": "%%"}.get(m.group(0)) or m.group(0).replace("%", "%%"), sql)
+    sql = re.sub(r"\btemp\.", "", sql)
+    if re.match(r"\s*INSERT OR IGNORE\b", sql, re.IGNORECASE):
+        sql = re.sub(r"INSERT OR IGNORE", "INSERT", sql, count=1, flags=re.IGNORECASE) + " ON CONFLICT DO NOTHING"
+    sql = re.sub(r"\bgroup_concat\(", "string_agg(", sql)
+    sql = re.sub(r"\bchar\(10\)", "chr(10)", sql)
+    return sql
+
+
+class PgCursor:
+    """The sqlite3 cursor surface the ledger reads: ``fetchone``, ``fetchall``, iteration, ``description``,
+    ``rowcount`` and ``lastrowid``."""
+
+    def __init__(self, cursor: psycopg.Cursor, lastrowid: int | None = None) -> None:
+        self._cursor = cursor
+        self.lastrowid = lastrowid
+        self.rowcount = cursor.rowcount
+        self.description = cursor.description
+
+    def fetchone(self) -> tuple | None:
+        return self._cursor.fetchone() if self.description else None
+
+    def fetchall(self) -> list[tuple]:
+        return self._cursor.fetchall() if self.description else []
+
+    def __iter__(self) -> Iterator[tuple]:
+        return iter(self.fetchall())
+
+
+class PgConnection:
+    """The sqlite3 connection surface: ``execute``, ``executemany``, ``in_transaction``."""
+
+    def __init__(self, db: PgDatabase) -> None:
+        self._db = db
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
+        return self._db.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Any) -> PgCursor:
+        cursor = self._db.raw.cursor()
+        cursor.executemany(translate(sql), [tuple(row) for row in rows])
+        return PgCursor(cursor)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._db.raw.info.transaction_status != pq.TransactionStatus.IDLE
+
+
+class PgDatabase:
+    """One autocommit psycopg connection, transactions opened explicitly by :meth:`atomic` (as sqlite-utils does)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, dsn: str, *, application_name: str = "gcbulk") -> None:
+        self.dsn_shown = shown_dsn(dsn)
+        try:
+            # Client-side binding: the ledger's statements carry untyped parameters (``? IS NULL``, a NULL assigned to
+            # a column) that server-side binding would refuse to infer.
+            self.raw = psycopg.connect(dsn, autocommit=True, cursor_factory=psycopg.ClientCursor,
+                                       application_name=application_name, connect_timeout=10)
+        except psycopg.Error as exc:
+            detail = str(exc).replace(dsn, self.dsn_shown).strip().splitlines()[0] if str(exc) else type(exc).__name__
+            raise LedgerError(
+                f"cannot connect to the PostgreSQL ledger {self.dsn_shown} ({shown_dsn(detail)}); check the host, port, "
+                "database name and credentials in --ledger / GCBULK_LEDGER, and that the server is running"
+            ) from None
+        self.raw.adapters.register_loader("numeric", _IntegralNumeric)
+        self.conn = PgConnection(self)
+        self._pk_id_tables: set[str] | None = None
+
+    # ------------------------------------------------------------------------------------------------ statements
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
+        translated = translate(sql)
+        table = _insert_target(translated)
+        returning = table is not None and "RETURNING" not in translated.upper() and table in self._id_tables()
+        if returning:
+            translated += " RETURNING id"
+        cursor = self.raw.cursor()
+        cursor.execute(translated, tuple(params))
+        lastrowid = None
+        if returning:
+            row = cursor.fetchone()
+            lastrowid = None if row is None else row[0]
+            cursor = _Spent(cursor)
+        return PgCursor(cursor, lastrowid)  # type: ignore[arg-type]
+
+    def _id_tables(self) -> set[str]:
+        if self._pk_id_tables is None:
+            rows = self.raw.execute(
+                "SELECT c.table_name FROM information_schema.table_constraints t "
+                "JOIN information_schema.constraint_column_usage c ON c.constraint_name = t.constraint_name "
+                "AND c.table_schema = t.table_schema "
+                "WHERE t.constraint_type = 'PRIMARY KEY' AND t.table_schema = current_schema() AND c.column_name = 'id'"
+            ).fetchall()
+            self._pk_id_tables = {row[0] for row in rows}
+        return self._pk_id_tables
+
+    def forget_schema(self) -> None:
+        self._pk_id_tables = None
+
+    # ---------------------------------------------------------------------------------------------- transactions
+    @contextmanager
+    def atomic(self) -> Iterator[PgDatabase]:
+        """A transaction; nested blocks are savepoints (sqlite-utils' ``atomic`` semantics)."""
+        if self.conn.in_transaction:
+            name = f"gcbulk_{secrets.token_hex(8)}"
+            self.raw.execute(f"SAVEPOINT {name}")
+            try:
+                yield self
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.raw.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                    self.raw.execute(f"RELEASE SAVEPOINT {name}")
+                raise
+            else:
+                self.raw.execute(f"RELEASE SAVEPOINT {name}")
+        else:
+            self.raw.execute("BEGIN")
+            try:
+                yield self
+            except BaseException:
+                self.raw.execute("ROLLBACK")
+                raise
+            else:
+                self.raw.execute("COMMIT")
+
+    def begin(self) -> None:
+        self.raw.execute("BEGIN")
+
+    def commit(self) -> None:
+        self.raw.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.raw.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __getitem__(self, name: str) -> PgTable:
+        return PgTable(self, name)
+
+
+class _Spent:
+    """A cursor whose one RETURNING row was read for ``lastrowid``: the caller sees no rows, as with sqlite3."""
+
+    def __init__(self, cursor: psycopg.Cursor) -> None:
+        self.rowcount = cursor.rowcount
+        self.description = None
+
+
+def _insert_target(sql: str) -> str | None:
+    match = re.match(r"\s*INSERT\s+INTO\s+([A-Za-z_][A-Za-z0-9_]*)", sql, re.IGNORECASE)
+    return match.group(1) if match else None
+
+
+class PgTable:
+    """The table builder the migrations use (``create``, ``create_index``, ``add_column``, ``insert``, ``exists``,
+    ``rows_where``, ``pks``): sqlite-utils' signatures, PostgreSQL's DDL."""
+
+    def __init__(self, db: PgDatabase, name: str) -> None:
+        self.db = db
+        self.name = name
+
+    def exists(self) -> bool:
+        row = self.db.raw.execute(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = %s",
+            (self.name,),
+        ).fetchone()
+        return row is not None
+
+    def create(
+        self,
+        columns: dict[str, type],
+        *,
+        pk: str | tuple[str, ...] | None = None,
+        not_null: set[str] | None = None,
+        defaults: dict[str, Any] | None = None,
+        foreign_keys: Sequence[tuple[str, str, str]] = (),
+    ) -> PgTable:
+        not_null = not_null or set()
+        defaults = defaults or {}
+        pks = (pk,) if isinstance(pk, str) else tuple(pk or ())
+        lines = []
+        for column, kind in columns.items():
+            sql_type = _TYPES[kind]
+            if pks == (column,) and kind is int:
+                # SQLite's INTEGER PRIMARY KEY is its rowid: an INSERT without an id gets the next one.
+                lines.append(f"{column} BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")
+                continue
+            line = f"{column} {sql_type}"
+            if column in not_null or column in pks:
+                line += " NOT NULL"
+            if column in defaults:
+                line += f" DEFAULT {_literal(defaults[column])}"
+            lines.append(line)
+        if pks and not (len(pks) == 1 and columns.get(pks[0]) is int):
+            lines.append(f"PRIMARY KEY ({', '.join(pks)})")
+        for column, other, other_column in foreign_keys:
+            lines.append(f"FOREIGN KEY ({column}) REFERENCES {other} ({other_column})")
+        self.db.raw.execute(f"CREATE TABLE {self.name} (\n    " + ",\n    ".join(lines) + "\n)")
+        self.db.forget_schema()
+        return self
+
+    def create_index(self, columns: Sequence[str], *, unique: bool = False) -> PgTable:
+        name = f"idx_{self.name}_{'_'.join(columns)}"
+        self.db.raw.execute(f"CREATE {'UNIQUE ' if unique else ''}INDEX {name} ON {self.name} ({', '.join(columns)})")
+        return self
+
+    def add_column(self, name: str, kind: type) -> PgTable:
+        self.db.raw.execute(f"ALTER TABLE {self.name} ADD COLUMN {name} {_TYPES[kind]}")
+        return self
+
+    def insert(self, record: dict[str, Any]) -> PgTable:
+        names = ", ".join(record)
+        marks = ", ".join("?" for _ in record)
+        self.db.execute(f"INSERT INTO {self.name} ({names}) VALUES ({marks})", tuple(record.values()))
+        return self
+
+    @property
+    def pks(self) -> list[str]:
+        return ["id"] if self.name in self.db._id_tables() else []
+
+    def rows_where(self, where: str, params: Sequence[Any], *, order_by: str | None = None) -> Iterator[dict]:
+        # sqlite-utils' Migrations orders its records by rowid: their identity id is the same order here.
+        order = "id" if order_by == "rowid" else order_by
+        cursor = self.db.execute(f"SELECT * FROM {self.name} WHERE {where}" + (f" ORDER BY {order}" if order else ""),
+                                 params)
+        names = [d[0] for d in cursor.description or ()]
+        for row in cursor.fetchall():
+            yield dict(zip(names, row, strict=True))
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool | int | float):
+        return str(int(value) if isinstance(value, bool) else value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+# The advisory lock key of "one process sets the job up at a time" (migrations, binding): any constant unique to
+# gcbulk; the planner's lock is another (gcbulk.state.leases).
+SETUP_LOCK_KEY = 0x6762_756C_6B00_0001
+
+
+@contextmanager
+def job_setup_lock(db: PgDatabase) -> Iterator[None]:
+    """A session-level advisory lock around migrating and binding, so N workers starting at once migrate once."""
+    db.raw.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK_KEY,))
+    try:
+        yield
+    finally:
+        db.raw.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
+
+
+@contextmanager
+def postgres_faults(shown: str) -> Iterator[None]:
+    """PostgreSQL's failures as LedgerErrors that name the ledger (never its password) and say what to do."""
+    from gcbulk.state.errors import LedgerDiskFull
+
+    try:
+        yield
+    except psycopg.errors.DiskFull:
+        raise LedgerDiskFull(f"the PostgreSQL ledger {shown} has no room to write; free space on its server — nothing "
+                             "was half-written, and the run resumes where it stopped") from None
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise LedgerError(f"the PostgreSQL ledger {shown} refused a statement ({_first_line(exc)}); the ledger's role "
+                          "needs to create tables in its database (or schema)") from None
+    except psycopg.OperationalError as exc:
+        raise LedgerError(f"lost the PostgreSQL ledger {shown} ({shown_dsn(_first_line(exc))}); check that the server "
+                          "is running and reachable, then run again — the job resumes where it stopped") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
