@@ -32,7 +32,7 @@ from gcbulk.engine.jobfile import (
     load_token,
     parse_size,
 )
-from gcbulk.engine.upload.transfer_settings import JOB_KNOBS, TransferSettings
+from gcbulk.engine.upload.transfer_settings import JOB_KNOBS, SWITCH_KNOBS, TransferSettings, parse_switch
 from gcbulk.state.ledger import default_ledger_path
 
 ENV_PREFIX = "GCBULK_"
@@ -304,7 +304,12 @@ def _override_job(job: JobConfig, environ: Mapping[str, str], sources: dict[str,
         if name in environ:
             sources[f"engine.{key}"] = f"{ENVIRONMENT} {name}"
             text = environ[name]
-            knobs[key] = parse_size(name, text) if key == "part_size" else _whole(name)(text)
+            if key == "part_size":
+                knobs[key] = parse_size(name, text)
+            elif key in SWITCH_KNOBS:
+                knobs[key] = parse_switch(name, text)
+            else:
+                knobs[key] = _whole(name)(text)
     try:
         changes["engine"] = TransferSettings.from_knobs(knobs)
     except ConfigurationError as exc:

@@ -21,7 +21,6 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-import anyio
 from gcbulk.engine.gc.errors import (
     ApiError,
     AuthenticationFailed,
@@ -33,8 +32,10 @@ from gcbulk.engine.gc.errors import (
     is_network_error,
 )
 from gcbulk.engine.gc.bounded import DEFAULT_MAX_RESPONSE_BYTES, is_loopback_host, read_capped, trust_context
+from gcbulk.engine.gc.pacer import AdaptiveLimiter, api_policy
 from gcbulk.engine.gc.results_api import ResultsMixin
 from gcbulk.engine.gc.retry import RetryObserver, RetryPolicy, call_with_retries
+from gcbulk.engine.gc.routes import route_shape
 from gcbulk.engine.gc.uploads_api import UploadsMixin
 from gcbulk.redaction import redact_bytes, register_secret
 
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 
 # Contract §0: DRF pages are clipped at 1000; fewer, larger pages mean fewer round trips when scanning a study.
 DEFAULT_PAGE_SIZE = 1000
+# Answers that say the server (or what stands in front of it) is saturated: the adaptive limit backs off at once.
+# The API itself never sends 429 (contract §10); a proxy in front of it may, and 503/504 come from there too.
+OVERLOADED_STATUSES = (429, 503, 504)
 
 
 def normalise_token(token: str) -> str:
@@ -78,6 +82,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         token: str,
         ca_file: Path | str | None = None,
         api_calls_in_flight: int = 16,
+        adaptive_concurrency: bool = True,
         connections: int = 128,
         retry_policy: RetryPolicy | None = None,
         on_retry: RetryObserver | None = None,
@@ -105,7 +110,10 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=request_timeout)
         self.retry_policy = retry_policy or RetryPolicy()
         self.on_retry = on_retry
-        self.api_limiter = anyio.CapacityLimiter(api_calls_in_flight)
+        # Adaptive (engine/gc/pacer.py): the server's few web workers, not this knob, bound what helps (contract
+        # §10: beyond them requests only queue and throughput falls); the knob is the upper bound.
+        self.api_limiter = AdaptiveLimiter(api_policy(api_calls_in_flight, adaptive=adaptive_concurrency))
+        self._api_path = parts.path
         self._session: aiohttp.ClientSession | None = None
         # Observers of every request (engine/service/metrics.py measures latency with them); the request code stays as it is.
         self._trace_configs = list(trace_configs or [])
@@ -135,6 +143,12 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
 
     # ---- core: one request, retries, pagination -------------------------------------------------------------
 
+    def endpoint_key(self, method: str, url: str) -> str:
+        """``"PATCH reader-studies/display-sets/{id}/"``: requests the adaptive limiter compares with each other."""
+        path = urlsplit(url).path
+        relative = path[len(self._api_path):] if path.startswith(self._api_path) else path
+        return f"{method} {route_shape(relative)}"
+
     def url_for(self, path_or_url: str) -> str:
         """An absolute URL on the API host. Absolute URLs from the server must be on that host: the token is sent
         with them (contract §5: gcapi refuses any other netloc, for the same reason)."""
@@ -150,7 +164,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
 
     async def _request_once(self, method: str, url: str, payload: Any, params: dict[str, Any] | None) -> Any:
         headers = {**self._auth_headers(), "Accept": "application/json"}
-        async with self.api_limiter:
+        async with self.api_limiter.slot(self.endpoint_key(method, url)) as slot:
             try:
                 # No redirects (contract §0: gcapi treats a 3xx as an error): the token must not follow one.
                 async with self.session.request(method, url, json=payload, params=params, headers=headers,
@@ -158,10 +172,16 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
                     raw = await read_capped(resp, self.max_response_bytes, f"{method} {url}")
                     status, content_type, resp_headers = resp.status, resp.content_type, dict(resp.headers)
             except Exception as exc:
+                if isinstance(exc, TimeoutError):
+                    slot.overloaded()
                 if is_network_error(exc):
                     # Chained from None: aiohttp exceptions may carry the request headers, hence the token.
                     raise transport_error(method, url, exc) from None
                 raise
+            if status in OVERLOADED_STATUSES:
+                slot.overloaded()
+            elif status >= 400:  # about the request, not the server's load: its latency says nothing
+                slot.ignore()
         # A server may echo the Authorization header into any answer (issue 14): nothing it sends reaches the engine,
         # hence the ledger, events, reports or the terminal, with the token in it.
         raw = redact_bytes(raw)

@@ -95,6 +95,23 @@ class AimdPolicy:
         return max(float(self.minimum), limit * self.backoff)
 
 
+def api_policy(upper: int, *, adaptive: bool = True) -> AimdPolicy:
+    """API calls: from 2 in flight (the measured server's web workers, contract §10) up to ``upper`` (the knob).
+    ``adaptive=False`` pins the limit at ``upper``: the fixed setting the benchmarks compare against."""
+    if not adaptive:
+        return AimdPolicy(minimum=upper, initial=upper, maximum=upper)
+    return AimdPolicy(minimum=1, initial=min(2, upper), maximum=upper)
+
+
+def import_policy(upper: int, *, adaptive: bool = True) -> AimdPolicy:
+    """Image imports in flight: at least 2 (a tutorial case has two images, and the server two import workers, §10),
+    at most ``upper`` (the knob, itself at most the server's 16). One sample per import, so a short window."""
+    if not adaptive:
+        return AimdPolicy(minimum=upper, initial=upper, maximum=upper)
+    low = min(2, upper)
+    return AimdPolicy(minimum=low, initial=min(max(low, 4), upper), maximum=upper, window=20)
+
+
 class AdaptiveLimiter:
     """``async with limiter.slot(key):`` around a request: waits while ``in_flight`` is at the learned limit.
 
@@ -111,6 +128,8 @@ class AdaptiveLimiter:
         self._clock = clock
         self._changed = anyio.Condition()
         self._on_change = on_change
+        self.peak_in_flight = 0  # the most requests ever out at once (tests and benchmarks compare it to the bound)
+        self.peak_limit = self.limit  # the highest the limit has been
 
     @property
     def limit(self) -> int:
@@ -122,6 +141,7 @@ class AdaptiveLimiter:
             while self.in_flight >= self.limit:
                 await self._changed.wait()
             self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         slot = _Slot(started=self._clock())
         try:
             yield slot
@@ -136,6 +156,7 @@ class AdaptiveLimiter:
             elif slot.outcome == "success":
                 self.state = self.policy.on_success(self.state, key, self._clock() - slot.started, self.in_flight)
             self.in_flight -= 1
+            self.peak_limit = max(self.peak_limit, self.limit)
             with anyio.CancelScope(shield=True):
                 async with self._changed:
                     self._changed.notify_all()  # every waiter: the limit may have grown by more than one

@@ -84,7 +84,8 @@ class JobService:
         self._work = anyio.CancelScope()
         async with GrandChallengeClient(
             base_url=self.job.base_url, token=self.settings.require_token(), ca_file=self.job.ca_file,
-            api_calls_in_flight=config.api_calls_in_flight, retry_policy=config.retry,
+            api_calls_in_flight=config.api_calls_in_flight, adaptive_concurrency=config.adaptive_concurrency,
+            retry_policy=config.retry,
             connections=config.parts_in_flight + config.api_calls_in_flight + 8,
             # Every pass gets fresh statistics; API retries go to the pass in progress.
             on_retry=self._count_retry, trace_configs=[self.metrics.trace_config()],

@@ -310,7 +310,7 @@ class CaseUpload(ImportWait):
         crash_point("before-values-patch")
         # Never resent blindly: a lost answer is settled by looking at the display set and the uploads.
         await send_values(client, pk, planned, kinds, policy=self.ctx.config.retry,
-                          what=f"{self.case.title}: values PATCH")
+                          what=f"{self.case.title}: values PATCH", between_images=self.between_images(pk, kinds))
         crash_point("after-values-patch")
         for value in planned:
             item = next(i for i in items if i.socket_slug == value.socket_slug)
