@@ -88,7 +88,12 @@ class ImportWorker:
         try:
             await asyncio.sleep(self.context.config.import_delay_seconds)
             async with self._slots:
-                await work
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                try:
+                    await work
+                finally:  # the import worker's time, lock contention included (GET /_admin/counters)
+                    self.context.counters.import_busy_seconds += loop.time() - started
         except Exception:  # noqa: BLE001 - a background task has no caller to raise to
             logger.exception("background import task failed")
         finally:

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+import anyio
 from gcbulk.engine.gc.errors import (
     ApiError,
     AuthenticationFailed,
@@ -119,6 +120,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         self._trace_configs = list(trace_configs or [])
         self._reader_studies: dict[str, dict[str, Any]] = {}
         self._sockets: dict[str, dict[str, Any] | None] = {}
+        self._lookups = anyio.Lock()
 
     def __repr__(self) -> str:
         return f"GrandChallengeClient(base_url={self.base_url!r})"
@@ -263,23 +265,25 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
 
     async def get_socket(self, slug: str) -> dict[str, Any] | None:
         """The socket (component interface) with ``slug``, or None if there is none (contract §3). Cached."""
-        if slug not in self._sockets:
-            page = await self.request("GET", "components/interfaces/", params={"slug": slug})
-            results = page.get("results", [])
-            self._sockets[slug] = results[0] if results else None
+        async with self._lookups:  # concurrent cases asking at once make one request, not one each
+            if slug not in self._sockets:
+                page = await self.request("GET", "components/interfaces/", params={"slug": slug})
+                results = page.get("results", [])
+                self._sockets[slug] = results[0] if results else None
         return self._sockets[slug]
 
     async def reader_study_by_slug(self, slug: str) -> dict[str, Any]:
         """The reader study; ConfigurationError if it does not exist or this user is not a member (§0: absent)."""
-        if slug not in self._reader_studies:
-            page = await self.request("GET", "reader-studies/", params={"slug": slug})
-            results = page.get("results", [])
-            if not results:
-                raise ConfigurationError(
-                    f"reader study {slug!r} was not found at {self.base_url}: check the slug (the last part of its "
-                    "URL) and that this token's user is an editor of the study"
-                )
-            self._reader_studies[slug] = results[0]
+        async with self._lookups:  # concurrent callers asking at once make one request, not one each
+            if slug not in self._reader_studies:
+                page = await self.request("GET", "reader-studies/", params={"slug": slug})
+                results = page.get("results", [])
+                if not results:
+                    raise ConfigurationError(
+                        f"reader study {slug!r} was not found at {self.base_url}: check the slug (the last part of "
+                        "its URL) and that this token's user is an editor of the study"
+                    )
+                self._reader_studies[slug] = results[0]
         return self._reader_studies[slug]
 
     # ---- display sets ---------------------------------------------------------------------------------------

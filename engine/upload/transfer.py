@@ -106,6 +106,7 @@ class TransferEngine:
                 why="each image value is one import on the server (contract §2)",
                 wait_timeout=self.config.limit_wait_timeout_seconds),
         )
+        self.stats.limits = lambda: (self.client.api_limiter.limit, context.import_pacer.limit)
         if self.stopping:
             context.stop()
         return context
