@@ -89,14 +89,16 @@ def capacity_middleware_for(profile: CapacityProfile) -> Callable[..., Any]:
         if not request.path.startswith(API):
             return await handler(request)
         loop = asyncio.get_running_loop()
+        arrived = loop.time()
         async with workers:
             started = loop.time()
             response = await handler(request)
             held = profile.service_seconds(request.method, request.path, request.get(ROWS_RETURNED, 0))
             await asyncio.sleep(max(0.0, held - (loop.time() - started)))
             counters = request.app.get(COUNTERS)
-            if counters is not None:  # the server's time this request cost (benchmarks: busy seconds per case)
+            if counters is not None:  # the server's time this request cost, and how long it queued for a worker
                 counters.busy_seconds[endpoint_name(request)] += loop.time() - started
+                counters.latency_ratios.append((loop.time() - arrived) / max(loop.time() - started, 1e-6))
             return response
 
     return capacity_middleware

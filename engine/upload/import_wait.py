@@ -89,15 +89,24 @@ class ImportWait:
             crash_point("during-import-poll")
             with anyio.move_on_after(delay):  # a stop ends the wait at once: the next pass resumes the polling
                 await ctx.stopping.wait()
-            delay = min(delay * 1.5, ctx.config.poll_max_seconds)
+            delay = self._next_poll_delay(delay)
             polls += 1
         return await self._finish()
 
     def _first_poll_delay(self) -> float:
-        """No poll before an import can be done: 0.8 × the fastest import seen lately (0.8, so that a faster server
-        can still show itself), else the configured first delay."""
+        """No poll before an import is likely done: 0.9 × the typical import time lately (the pacer's average),
+        else the configured first delay. Every poll of a display set holds one of the server's web workers (§10)."""
         expected = self.ctx.import_pacer.expected_seconds()
-        return max(self.ctx.config.poll_initial_seconds, 0.8 * expected if expected else 0.0)
+        return max(self.ctx.config.poll_initial_seconds, 0.9 * expected if expected else 0.0)
+
+    def _next_poll_delay(self, delay: float) -> float:
+        """After the first poll, short steps (a quarter of the typical import): an import found late holds its unit,
+        and with it the next case's hand-over (the server's import workers would idle). Without a typical time yet,
+        the configured back-off."""
+        expected = self.ctx.import_pacer.expected_seconds()
+        if expected:
+            return max(self.ctx.config.poll_initial_seconds, 0.25 * expected)
+        return min(delay * 1.5, self.ctx.config.poll_max_seconds)
 
     def _failure_check_interval(self) -> float:
         expected = self.ctx.import_pacer.expected_seconds() or 0.0
@@ -155,7 +164,7 @@ class ImportWait:
                               "after %.0f s)", self.case.title, now - patched, value.socket_slug,
                               ctx.config.import_timeout_seconds)
                 next_voice = now + VOICE_SECONDS
-            delay = min(delay * 1.5, ctx.config.poll_max_seconds)
+            delay = self._next_poll_delay(delay)
 
     async def _drop_failed_imports(self, waiting: list[ItemWork], kinds: dict[str, str]) -> list[ItemWork]:
         still = []

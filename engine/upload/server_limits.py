@@ -144,6 +144,7 @@ class ImportPacer:
         self.gate = gate
         self.policy = policy
         self.state = policy.start()
+        self.typical: float | None = None
         gate.set_ceiling(self.state.current)
 
     @property
@@ -151,10 +152,13 @@ class ImportPacer:
         return self.state.current
 
     def expected_seconds(self) -> float | None:
-        """The fastest import seen lately: when a poll first has a chance to find one done."""
-        return self.state.floors.get(self.KEY)
+        """How long an image import takes lately (a moving average), None before the first: when a poll has a good
+        chance to find one done. Measured through the polls themselves, so it settles where a first poll finds
+        most imports done: polled too early, the next poll comes later and the average grows, and the reverse."""
+        return self.typical
 
     def imported(self, seconds: float) -> None:
+        self.typical = seconds if self.typical is None else 0.8 * self.typical + 0.2 * seconds
         self.state = self.policy.on_success(self.state, self.KEY, seconds, self.gate.held)
         self.gate.set_ceiling(self.state.current)
 
