@@ -96,9 +96,12 @@ def capacity_middleware_for(profile: CapacityProfile) -> Callable[..., Any]:
             held = profile.service_seconds(request.method, request.path, request.get(ROWS_RETURNED, 0))
             await asyncio.sleep(max(0.0, held - (loop.time() - started)))
             counters = request.app.get(COUNTERS)
-            if counters is not None:  # the server's time this request cost, and how long it queued for a worker
+            if counters is not None:  # the server's time this request cost, and its time in the server over the
+                # time it takes on an idle server (queueing for a worker, and whatever a busy server adds)
                 counters.busy_seconds[endpoint_name(request)] += loop.time() - started
-                counters.latency_ratios.append((loop.time() - arrived) / max(loop.time() - started, 1e-6))
+                unloaded = (profile.service_seconds(request.method, request.path, request.get(ROWS_RETURNED, 0))
+                            or loop.time() - started)  # an empty list page: its own time
+                counters.latency_ratios.append((loop.time() - arrived) / max(unloaded, 1e-6))
             return response
 
     return capacity_middleware
