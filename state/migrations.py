@@ -309,3 +309,12 @@ def m004_item_upload_sessions(db: Database) -> None:
     PATCH names it (contract §2, §10): a run, or a resumed one, polls that session by pk; the server's session list
     (no filters, never cleaned up) is not scanned."""
     db["items"].add_column("upload_session_pk", str)
+
+
+@migrations()
+def m006_server_reconciliation(db: Database) -> None:
+    """The server is the truth (issue 10): each display set's ``create_order`` is fixed once, in plan order, before
+    the first create, so concurrent creates never share an order and a resumed run keeps folder order; an upload
+    whose create answer was lost is looked for on the server once (``orphan_checked_at``), then left alone."""
+    db["display_sets"].add_column("create_order", int)
+    db["uploads"].add_column("orphan_checked_at", str)
