@@ -142,6 +142,8 @@ def fetch_catalogue(config: JobConfig, token: str, *, with_sockets: bool = True,
         async with GrandChallengeClient(
             base_url=config.base_url, token=token, ca_file=config.ca_file, retry_policy=policy
         ) as client:
+            # Permission before bytes, already at plan time (contract §0: creating display sets needs an editor).
+            await client.require_editor(config.reader_study, consequence="fix that before running the job")
             catalogue = {slug: await client.get_socket(slug) for slug in config.socket_slugs} if with_sockets else None
             titles = set(await client.display_set_pks_by_title(config.reader_study)) if with_titles else None
             return catalogue, titles

@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 import anyio
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import (
-    ConfigurationError,
     Disposition,
-    GcbulkError,
     Interrupted,
     classify,
     first_error,
@@ -125,18 +123,7 @@ class TransferEngine:
     async def run(self) -> RunOutcome:
         """Runs every runnable case; returns what happened. Raises on a stop-run error (e.g. a bad token)."""
         await self.client.reader_study_by_slug(self.reader_study_slug)  # a wrong slug stops here, clearly
-        # Permission before bytes: a reader's token would upload every file, then fail at the first display set.
-        try:
-            may_create = await self.client.may_create_display_sets(self.reader_study_slug)
-        except GcbulkError as unsure:  # the server is struggling: the first create will tell, as before
-            if classify(unsure) is Disposition.STOP_RUN:
-                raise
-            log.warning("could not check the right to add display sets (%s); going on", unsure)
-            may_create = True
-        if not may_create:
-            raise ConfigurationError(
-                f"this token's user may not add display sets to reader study {self.reader_study_slug!r}: the user "
-                "must be an editor of the study (ask one of its editors to add them); nothing was uploaded")
+        await self.client.require_editor(self.reader_study_slug, consequence="nothing was uploaded")
         ctx = self._context = await self._context_for_run()
         outcome = RunOutcome()
         study = self._study or await read_study(self.client, self.reader_study_slug)
