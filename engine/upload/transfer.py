@@ -16,6 +16,7 @@ import anyio
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import (
     Disposition,
+    GcbulkError,
     Interrupted,
     classify,
     first_error,
@@ -132,9 +133,14 @@ class TransferEngine:
         await self._run_cases(ctx, sessions, DisplaySetIndex(ctx, study.pk_by_title), outcome)
         if not ctx.stopping.is_set() and (outcome.done or outcome.failed):
             # The end of the run looks again: what the server lost meanwhile is sent once more, now.
-            study = await read_study(self.client, self.reader_study_slug)
             lost = len(outcome.requeued)
-            await self._settle_with_server(study, outcome)
+            try:
+                await self._settle_with_server(await read_study(self.client, self.reader_study_slug), outcome)
+            except GcbulkError as unsure:  # the cases' own outcome stands; the next run or `gcbulk verify` looks
+                if classify(unsure) is Disposition.STOP_RUN:
+                    raise
+                log.warning("could not compare the ledger with the server at the end of the run (%s); the next "
+                            "run does, or 'gcbulk verify'", unsure)
             if len(outcome.requeued) > lost and not ctx.stopping.is_set():
                 again = RunOutcome()
                 await self._run_cases(ctx, sessions, DisplaySetIndex(ctx, study.pk_by_title), again)
@@ -152,7 +158,12 @@ class TransferEngine:
         ``order`` of the display sets still to create."""
         found = await reconcile_with_server(self.client, self.journal, study)
         outcome.requeued += found.display_sets_gone + found.values_gone
-        outcome.orphans_aborted += len((await abort_orphan_uploads(self.client, self.journal)).aborted)
+        try:
+            outcome.orphans_aborted += len((await abort_orphan_uploads(self.client, self.journal)).aborted)
+        except GcbulkError as unsure:  # they only count against the cap until the sweep: not worth stopping for
+            if classify(unsure) is Disposition.STOP_RUN:
+                raise
+            log.warning("could not look for uploads whose create answer was lost (%s); the next run will", unsure)
         await assign_create_orders(self.journal, study)
 
     async def _run_cases(self, ctx: TransferContext, sessions: UploadSessionIndex, display_sets: DisplaySetIndex,
