@@ -96,7 +96,7 @@ class Job:
         """Walks the case tree, checks it, and records the plan in the ledger (``dry_run``: writes nothing).
         Returns the ``PlanReport`` ``gcbulk plan`` prints: ``.diff``, ``.findings``, ``.blocking``, ``.as_dict()``.
         ``offline`` skips reading the sockets from the server."""
-        from gcbulk.engine.cli.plan import fetch_catalogue, plan_into_ledger
+        from gcbulk.engine.planning import fetch_catalogue, plan_into_ledger
 
         job = self.settings.job
         catalogue = None if offline else fetch_catalogue(job, self.settings.require_token())[0]

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
-from gcbulk.engine.cli.plan import PlanReport, plan_into_ledger
+from gcbulk.engine.planning import PlanReport, plan_into_ledger, print_report
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
@@ -295,8 +295,6 @@ async def run_once(service: JobService, *, replan: bool = True) -> RunOutcome:
     """``gcbulk run`` without ``--follow``: plan (a re-walk of the tree: the planner is idempotent and records only
     what changed, so new and vanished case folders are picked up without ``--replan``), then one pass over the
     runnable cases. Blocked cases are skipped and listed. Raises PlanBlocked when nothing may run."""
-    from gcbulk.engine.cli.plan import print_report
-
     assert service.runner is not None
     del replan  # every run re-plans now; the flag stays accepted for scripts that pass it
     try:

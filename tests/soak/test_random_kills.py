@@ -55,8 +55,8 @@ def _add_cases(cases: Path, first: int, count: int, rng: random.Random) -> None:
     for n in range(first, first + count):
         folder = cases / f"patient{n}"
         folder.mkdir(parents=True, exist_ok=True)
-        # Some CTs span several 5 MiB parts, so kills fall between the parts of one file too.
-        shape = (24, 256, 512) if rng.random() < 0.3 else (4, 32, 32)
+        # Some CTs span two or three 5 MiB parts, so kills fall between the parts of one file too.
+        shape = rng.choice([(24, 256, 512), (48, 256, 512)]) if rng.random() < 0.3 else (4, 32, 32)
         make_mha(folder / "ct.mha", shape, seed=n)
         make_mask(folder / "seg.mha", (4, 8, 8), seed=n + 1000)
 
@@ -70,13 +70,20 @@ def test_random_kills_leave_no_duplicate_no_gap_and_no_orphan(tmp_path: Path,
     next_case = 21
     job_file = write_job(tmp_path, threaded_emulator, engine='part_size = "5 MiB"\n')
     kills = finished_early = 0
+    killed_after: Counter[str] = Counter()  # the last event each killed run wrote: where the kills fell
     started = time.monotonic()
     while kills < KILLS:
+        events_before = _event_lines(tmp_path / "job.events.jsonl")
         run = _gcbulk("run", str(job_file), emulator=threaded_emulator)
-        time.sleep(rng.uniform(0.3, 3.0))
+        if rng.random() < 0.15:  # now and then while it starts (Python importing, the plan, the first reads) …
+            time.sleep(rng.uniform(0.0, 1.5))
+        else:  # … mostly at a random moment of its work, once it has written its first event
+            _wait_for_new_event(tmp_path / "job.events.jsonl", events_before, run)
+            time.sleep(rng.uniform(0.0, 2.5))
         if run.poll() is None:
             run.send_signal(signal.SIGKILL)
             kills += 1
+            killed_after[_last_event(tmp_path / "job.events.jsonl", events_before)] += 1
         else:
             finished_early += 1
         run.communicate(timeout=RUN_BOUND_SECONDS)
@@ -101,11 +108,36 @@ def test_random_kills_leave_no_duplicate_no_gap_and_no_orphan(tmp_path: Path,
                "duplicates": duplicates, "missing": len(missing), "orphan_uploads": len(orphans),
                "bytes_needed": needed, "bytes_put": sent,
                "bytes_resent_percent": round(100 * (sent - needed) / needed, 2),
-               "seconds": round(time.monotonic() - started, 1), "seed": SEED}
+               "seconds": round(time.monotonic() - started, 1), "seed": SEED,
+               "killed_after_event": dict(killed_after.most_common())}
     print("soak figures:", json.dumps(figures))
     assert kills >= KILLS
     assert duplicates == 0 and not missing and not orphans, figures
     assert set(titles) == expected
+
+
+def _wait_for_new_event(events: Path, before: list[str], run: subprocess.Popen, bound: float = 60.0) -> None:
+    deadline = time.monotonic() + bound
+    while len(_event_lines(events)) <= len(before) and run.poll() is None:
+        assert time.monotonic() < deadline, f"gcbulk run wrote no event within {bound} s"
+        time.sleep(0.02)
+
+
+def _event_lines(events: Path) -> list[str]:
+    try:
+        return events.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def _last_event(events: Path, before: list[str]) -> str:
+    """The last event the killed run wrote ("(starting)": killed before its first, e.g. while Python imported)."""
+    for line in reversed(_event_lines(events)[len(before):]):
+        try:
+            return json.loads(line).get("event", "?")
+        except ValueError:
+            continue  # the line the kill cut in half
+    return "(starting)"
 
 
 def _complete(store: object, title: str) -> bool:
