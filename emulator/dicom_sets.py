@@ -19,11 +19,12 @@ import shutil
 from pathlib import Path
 
 from aiohttp import web
+
 from gcbulk.emulator.context import Context, context_of
 from gcbulk.emulator.http import json_response
 from gcbulk.emulator.image_builder import InputFile, build_images, is_dicom
-from gcbulk.emulator.importer import store_image
 from gcbulk.emulator.images import _viewable_image
+from gcbulk.emulator.importer import store_image
 from gcbulk.emulator.objects import IMAGES_BUCKET
 from gcbulk.emulator.reader_studies import UUID_PK
 from gcbulk.emulator.s3 import presigned_get_url
@@ -125,7 +126,7 @@ async def import_dicom_image_set(
                                                   image_pk=image.pk))
     except ImageSetRefused as refused:
         logger.info("DICOM image set for %s/%s failed: %s", display_set_pk, socket_slug, refused)
-    except Exception as error:  # a damaged file makes pydicom raise many kinds; each is one refused set
+    except Exception as error:  # noqa: BLE001 - pydicom raises many kinds on a damaged file; each refuses the set
         logger.info("DICOM image set for %s/%s failed: %s: %s", display_set_pk, socket_slug,
                     type(error).__name__, error)
     finally:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from gcbulk.engine.dicom.pool import dicom_pool
 
 # The tags read from each file; everything else, pixel data above all, is skipped by pydicom.
 HEADER_TAGS = (
@@ -121,6 +122,6 @@ def read_headers(paths: Iterable[Path | str], *, workers: int | None = None) -> 
         yield from _read_chunk(files)
         return
     chunks = [files[i:i + _CHUNK] for i in range(0, len(files), _CHUNK)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with dicom_pool(workers) as pool:
         for result in pool.map(_read_chunk, chunks):
             yield from result

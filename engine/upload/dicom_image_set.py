@@ -17,20 +17,21 @@ staging before the uploads, the value's body in the values PATCH, and the stagin
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
-import signal
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import anyio
+
 from gcbulk.engine.dicom.deidentify import StagedSet, StagingError, release, stage_set
 from gcbulk.engine.dicom.headers import DicomHeader, read_header
 from gcbulk.engine.dicom.options import DicomOptions, render_image_name
+from gcbulk.engine.dicom.pool import dicom_pool
 from gcbulk.engine.gc.errors import SourceFileChanged
+from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.server_limits import CountingGate
 from gcbulk.state import dicom_staging
 from gcbulk.state.records import FileWork, ItemWork
@@ -39,19 +40,10 @@ log = logging.getLogger(__name__)
 
 KIND = "DICOM Image Set"
 _STATE = "_dicom_image_sets"  # what one run shares, kept on its TransferContext (a plain dataclass instance)
-_PR_SET_PDEATHSIG = 1
 
 
 class DicomItemFailed(Exception):
     """A DICOM Image Set value cannot be sent; the message names the file and what to do."""
-
-
-def _die_with_parent() -> None:
-    # A pool worker of a run killed with -9 would otherwise finish (or hang on) its set as an orphan.
-    try:
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
 
 
 class _RunState:
@@ -67,8 +59,7 @@ class _RunState:
 
     def executor(self) -> ProcessPoolExecutor:
         if self.pool is None:
-            self.pool = ProcessPoolExecutor(max_workers=self.options.workers or os.cpu_count() or 1,
-                                            initializer=_die_with_parent)
+            self.pool = dicom_pool(self.options.workers)
         return self.pool
 
 
@@ -176,9 +167,10 @@ async def _stage_item(upload: Any, item: ItemWork, state: _RunState) -> dict[int
                 "is de-identified and sent anew")
         sources = [str(f.path) for f in item.files]
         log.info("%s: de-identifying %d DICOM files for %s", upload.case.title, len(sources), item.socket_slug)
-        loop = asyncio.get_running_loop()
-        staged: StagedSet = await loop.run_in_executor(state.executor(), stage_set, _key(item), sources,
-                                                       _staging_root(state.options))
+        running = asyncio.get_running_loop().run_in_executor(state.executor(), stage_set, _key(item), sources,
+                                                             _staging_root(state.options))
+        crash_point("during-dicom-staging")
+        staged: StagedSet = await running
     except StagingError as error:
         raise DicomItemFailed(f"{item.socket_slug}: {error}; remove the file from the case folder and run 'gcbulk "
                               "plan' again") from None
@@ -192,6 +184,7 @@ async def _stage_item(upload: Any, item: ItemWork, state: _RunState) -> dict[int
                                  reused=staged.reused)
     staged_files = _staged_files(item, await ctx.journal.runner.run(dicom_staging.staged_of_item, item.id))
     assert staged_files is not None, "staged files vanished while being recorded"
+    crash_point("after-dicom-staged")
     return staged_files
 
 

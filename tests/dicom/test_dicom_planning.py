@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gcbulk.engine.jobfile import JobFileError, load_job
 from pydicom.uid import generate_uid
 
+from gcbulk.engine.jobfile import JobFileError, load_job
 from tests.dicom.synthetic import edit, identified_series, structured_report
 from tests.planner.conftest import plan, write_job
 
