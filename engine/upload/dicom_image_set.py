@@ -71,8 +71,11 @@ def _state(ctx: Any) -> _RunState:
     return state
 
 
-async def is_image_set(ctx: Any, socket_slug: str) -> bool:
-    """Whether the socket is of kind "DICOM Image Set" (the client caches the socket)."""
+async def is_image_set(ctx: Any, socket_slug: str, super_kind: str | None = None) -> bool:
+    """Whether the socket is of kind "DICOM Image Set" (the client caches the socket); only an Image socket (or one
+    of a kind not known yet) is asked about."""
+    if super_kind not in (None, "Image"):
+        return False
     socket = await ctx.client.get_socket(socket_slug)
     return bool(socket) and socket.get("kind") == KIND
 
@@ -119,7 +122,7 @@ async def stage_image_sets(upload: Any, work: list[ItemWork]) -> dict[int, FileW
     """De-identifies the DICOM Image Set items of ``work`` (reusing what is staged); returns file id → the staged
     copy to upload instead. Raises ``SourceFileChanged`` or ``DicomItemFailed`` (the item is recorded failed)."""
     ctx = upload.ctx
-    items = [i for i in work if await is_image_set(ctx, i.socket_slug)]
+    items = [i for i in work if await is_image_set(ctx, i.socket_slug, i.super_kind)]
     if not items or not ctx.config.dicom.deidentify:
         return {}
     state = _state(ctx)

@@ -64,7 +64,7 @@ class ImportWait:
                 for item in waiting:
                     reason = (f"{item.socket_slug}: the import did not finish within "
                               f"{ctx.config.import_timeout_seconds:.0f} s")
-                    if await is_image_set(ctx, item.socket_slug):
+                    if await is_image_set(ctx, item.socket_slug, kinds[item.socket_slug]):
                         reason = timeout_reason(item, ctx, ctx.config.import_timeout_seconds)
                     await self._record("item_failed", item.id, reason=reason)
                     await self._item_finished(item, kinds, consumed=False)
