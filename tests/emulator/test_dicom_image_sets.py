@@ -75,6 +75,7 @@ async def test_the_server_de_identifies_an_image_set_and_serves_its_instances(cl
 async def test_an_image_set_of_two_patients_is_refused_invisibly_and_its_uploads_deleted(client, tmp_path, caplog):
     from tests.dicom.synthetic import edit, identified_series
 
+    caplog.set_level("INFO", logger="gcbulk.emulator.dicom_sets")
     display_set = await create_display_set(client)
     paths = identified_series(tmp_path / "s", 2)
     edit(paths[1:], PatientID="SOMEONE-ELSE")
