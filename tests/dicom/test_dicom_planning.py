@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
+from gcbulk.engine.dicom.series import patient_label
 from gcbulk.engine.jobfile import JobFileError, load_job
-from tests.dicom.synthetic import edit, identified_series, structured_report
+from tests.dicom.synthetic import PATIENT_ID, edit, identified_series, structured_report
 from tests.planner.conftest import plan, write_job
 
 BY_MODALITY = """
@@ -59,8 +60,9 @@ def test_a_series_with_two_patient_ids_is_blocked_with_both_ids_files_named(tmp_
     (blocked,) = case.findings
     assert blocked.code == "dicom-two-patients" and blocked.severity == "blocking"
     assert set(blocked.files) == {f"patient1/{p.name}" for p in paths}
-    assert "SYN-MRN-0042: patient1/slice_000.dcm, patient1/slice_001.dcm" in blocked.message
-    assert "OTHER-PATIENT: patient1/slice_002.dcm, patient1/slice_003.dcm" in blocked.message
+    assert f"{patient_label(PATIENT_ID)}: patient1/slice_000.dcm, patient1/slice_001.dcm" in blocked.message
+    assert f"{patient_label('OTHER-PATIENT')}: patient1/slice_002.dcm, patient1/slice_003.dcm" in blocked.message
+    assert PATIENT_ID not in blocked.message and "OTHER-PATIENT" not in blocked.message
 
 
 def test_a_report_mapped_to_an_image_set_is_blocked_as_the_de_identifier_would_reject_it(tmp_path: Path) -> None:
