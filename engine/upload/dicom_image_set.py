@@ -32,6 +32,7 @@ from gcbulk.engine.dicom.options import DicomOptions, render_image_name
 from gcbulk.engine.dicom.pool import dicom_pool
 from gcbulk.engine.gc.errors import SourceFileChanged
 from gcbulk.engine.upload.crashpoints import crash_point
+from gcbulk.engine.upload.file_upload import FileUpload
 from gcbulk.engine.upload.server_limits import CountingGate
 from gcbulk.state import dicom_staging
 from gcbulk.state.records import FileWork, ItemWork
@@ -161,22 +162,16 @@ async def _stage_item(upload: Any, item: ItemWork, state: _RunState) -> dict[int
     try:
         for file in item.files:
             _source_unchanged(file)
-        if any(f.upload is not None and f.upload.state != "creating" for f in item.files):
-            # Staged copies lost after uploads of them began: a new de-identification gives new UIDs, which the
-            # sent files do not share, and the server would refuse the mix (two series), silently.
-            raise DicomItemFailed(
-                f"{item.socket_slug}: the de-identified copies in {_staging_root(state.options)} vanished or changed "
-                "after their upload began; run 'gcbulk plan' again after touching the source files, so the whole set "
-                "is de-identified and sent anew")
+        await _drop_uploads_of_earlier_staging(upload, item)
         sources = [str(f.path) for f in item.files]
         log.info("%s: de-identifying %d DICOM files for %s", upload.case.title, len(sources), item.socket_slug)
         running = asyncio.get_running_loop().run_in_executor(state.executor(), stage_set, _key(item), sources,
                                                              _staging_root(state.options))
         crash_point("during-dicom-staging")
-        staged: StagedSet = await running
-    except StagingError as error:
-        raise DicomItemFailed(f"{item.socket_slug}: {error}; remove the file from the case folder and run 'gcbulk "
-                              "plan' again") from None
+        try:
+            staged: StagedSet = await running
+        except StagingError as error:
+            raise DicomItemFailed(f"{error}; remove the file from the case folder and run 'gcbulk plan' again") from None
     except (SourceFileChanged, DicomItemFailed) as error:
         await upload._record("item_failed", item.id, reason=f"{item.socket_slug}: {error}")
         raise
@@ -189,6 +184,21 @@ async def _stage_item(upload: Any, item: ItemWork, state: _RunState) -> dict[int
     assert staged_files is not None, "staged files vanished while being recorded"
     crash_point("after-dicom-staged")
     return staged_files
+
+
+async def _drop_uploads_of_earlier_staging(upload: Any, item: ItemWork) -> None:
+    """A set staged again (a source changed and was re-planned, or the staging folder was emptied) gets new UIDs
+    from its new de-identifier, which files uploaded from the earlier staging do not share; the server would refuse
+    the mix as two series, silently. So every upload of the earlier staging is given up and the set is sent anew."""
+    reason = "its DICOM image set was de-identified again (new UIDs): the whole set is sent anew"
+    for file in item.files:
+        if file.upload is None or file.upload.state == "creating":
+            continue  # an unconfirmed create: FileUpload abandons it
+        if file.upload.state == "initialized":
+            await FileUpload(upload.ctx, file, upload.case.title).abort(reason)
+        else:
+            await upload._record("upload_expired", file.upload.id, reason=reason)
+        log.info("%s: %s: %s", upload.case.title, file.relative_path, reason)
 
 
 async def image_set_value(upload: Any, item: ItemWork, urls: list[str]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.jobfile import load_job
 from gcbulk.state import dicom_staging
 from gcbulk.state.ledger import Ledger, default_ledger_path
-from tests.dicom.synthetic import PATIENT_NAME, identified_series
+from tests.dicom.synthetic import PATIENT_NAME, edit, identified_series
 from tests.engine.conftest import write_job
 from tests.engine.test_crash_resume import gcbulk_run
 
@@ -57,3 +57,26 @@ def test_kill_9_during_de_identification_or_upload_resumes_without_redoing_stage
     with Ledger.open(default_ledger_path(job_file), job.binding) as ledger:
         assert dicom_staging.staging_events(ledger) == len(CASES), "a staged set was de-identified again"
     assert not list(job.dicom.staging.iterdir()), "staged copies left behind"
+
+
+@pytest.mark.parametrize("crash_at", ["after-dicom-staged", "after-upload-completed:2"])
+def test_a_source_changed_after_staging_is_de_identified_again_and_sent_as_it_is_now(
+        crash_at: str, tmp_path: Path, threaded_emulator: RunningEmulator) -> None:
+    paths = identified_series(tmp_path / "cases" / "patient1", 3, description="before", seed=1)
+    rules = RULES + 'image_name = "{SeriesDescription}"\n'
+    job_file = write_job(tmp_path, threaded_emulator, rules=rules)
+    killed = gcbulk_run(job_file, threaded_emulator, crash_at)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    # One file changes (size and mtime: the next run's plan picks it up); uploads of the others, made from the
+    # earlier staging, carry its UIDs and must not be mixed into the new set.
+    edit(paths[:1], SeriesDescription="after")
+    resumed = gcbulk_run(job_file, threaded_emulator)
+
+    assert resumed.returncode == 0, resumed.stderr
+    store = threaded_emulator.context.store
+    (display_set,) = store.display_sets.values()
+    image = store.images[display_set.values["dicom-image-set"].image_pk]
+    assert image.name == "after" and len(image.dicom_instances) == 3
+    with Ledger.open(default_ledger_path(job_file), load_job(job_file).binding) as ledger:
+        assert dicom_staging.staging_events(ledger) == 2, "the changed set was not de-identified again"
