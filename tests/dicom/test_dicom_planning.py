@@ -127,3 +127,14 @@ def test_the_dicom_table_sets_staging_and_can_send_files_as_they_are(tmp_path: P
     assert job.dicom.image_name_template("dicom-image-set") == "{SeriesDescription}"
     with pytest.raises(JobFileError, match="dicom.deidentify must be true or false"):
         load_job(write_job(tmp_path, rules=BY_MODALITY, head='[dicom]\ndeidentify = "no"\n'))
+
+
+def test_a_dicom_image_set_socket_mapped_by_file_name_alone_is_a_blocking_job_finding(tmp_path: Path) -> None:
+    from gcbulk.engine.plan.preflight import Preflight
+
+    job = load_job(write_job(tmp_path, rules='[[rules]]\nglob = "*.mha"\nsocket = "dicom-image-set"\n'))
+    catalogue = {"dicom-image-set": {"slug": "dicom-image-set", "kind": "DICOM Image Set", "super_kind": "Image"}}
+
+    (found,) = Preflight(job, catalogue=catalogue).check_job()
+
+    assert found.code == "dicom-image-set-rule" and found.blocking and "rules[1]" in found.message
