@@ -14,6 +14,7 @@ import dataclasses
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from gcbulk.engine.dicom.headers import DicomHeader, NotDicom, read_header, read_headers
@@ -32,9 +33,9 @@ class CaseHeaders:
 
     by_path: dict[str, DicomHeader | NotDicom] = field(default_factory=dict)
 
-    def read(self, entries: Iterable[Entry], workers: int | None) -> None:
+    def read(self, entries: Iterable[Entry], workers: int | None, pool: Executor | None = None) -> None:
         todo = [e.path for e in entries if e.path not in self.by_path]
-        for path, header in zip(todo, read_headers(todo, workers=workers), strict=True):
+        for path, header in zip(todo, read_headers(todo, workers=workers, pool=pool), strict=True):
             self.by_path[path] = header
 
     def header(self, entry: Entry) -> DicomHeader | NotDicom:

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from fnmatch import translate
 from typing import Any
 
+from gcbulk.engine.dicom.pool import dicom_pool
 from gcbulk.engine.gc.limits import MAX_FILENAME, MAX_TITLE
 from gcbulk.engine.jobfile import JobConfig, Rule
 from gcbulk.engine.plan import findings as finding
@@ -85,6 +86,7 @@ class Planner:
         self._pattern_rules: list[tuple[Rule, re.Pattern[str], bool]] = []
         self._positional: dict[int, Rule] = {}
         self._dicom_rules: list[tuple[Rule, Any]] = []  # (rule, its path test)
+        self._header_pool: Any = None  # processes reading DICOM headers, for the whole plan (dicom rules only)
         # Case folders seen, by (device, inode): a symlink or bind mount to a case folder must not make a second case.
         self._case_folders: dict[tuple[int, int], str] = {}
         self._required = {rule.socket: rule for rule in config.rules if rule.required}
@@ -123,7 +125,11 @@ class Planner:
         if not stat.S_ISDIR(root_stat.st_mode):
             yield finding.case_root_missing(self.root)
             return
-        yield from self._walk(str(self.root), "", 1, frozenset({(root_stat.st_dev, root_stat.st_ino)}))
+        try:
+            yield from self._walk(str(self.root), "", 1, frozenset({(root_stat.st_dev, root_stat.st_ino)}))
+        finally:
+            if self._header_pool is not None:
+                self._header_pool.shutdown(cancel_futures=True)
         yield from self.mapping.findings()
 
     @staticmethod
@@ -318,7 +324,9 @@ class Planner:
         """socket → [(rule, file sets it took)], in rule order."""
         taken: dict[int, list[list[Entry]]] = {}
         if self._dicom_rules:
-            headers.read((s[0] for s in sets if len(s) == 1), self.config.dicom.workers)
+            if self._header_pool is None and (self.config.dicom.workers or os.cpu_count() or 1) > 1:
+                self._header_pool = dicom_pool(self.config.dicom.workers)
+            headers.read((s[0] for s in sets if len(s) == 1), self.config.dicom.workers, self._header_pool)
             taken, sets, series = claim_series(sets, headers, self._dicom_rules)
             entries = {e.path: e for file_set in sets for e in file_set}
             entries.update({e.path: e for file_sets in taken.values() for file_set in file_sets for e in file_set})

@@ -138,3 +138,12 @@ def test_a_dicom_image_set_socket_mapped_by_file_name_alone_is_a_blocking_job_fi
     (found,) = Preflight(job, catalogue=catalogue).check_job()
 
     assert found.code == "dicom-image-set-rule" and found.blocking and "rules[1]" in found.message
+
+
+def test_a_large_series_is_read_in_the_planners_process_pool_in_slice_order(tmp_path: Path) -> None:
+    paths = identified_series(tmp_path / "cases" / "patient1", 40, rows=2, columns=2)
+    renamed = [p.rename(p.with_name(f"IM{(17 * i) % 40:02d}")) for i, p in enumerate(paths)]  # names say nothing
+
+    (case,), _ = plan(load_job(write_job(tmp_path, rules=BY_MODALITY, head="[dicom]\nworkers = 2\n")))
+
+    assert [f.name for f in case.items[0].files] == [p.name for p in renamed]
