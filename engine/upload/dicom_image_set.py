@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -33,7 +34,7 @@ from gcbulk.engine.dicom.pool import dicom_pool
 from gcbulk.engine.gc.errors import SourceFileChanged
 from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.file_upload import FileUpload
-from gcbulk.engine.upload.server_limits import CountingGate
+from gcbulk.engine.upload.server_limits import VOICE_SECONDS, CountingGate, wait_log
 from gcbulk.state import dicom_staging
 from gcbulk.state.records import FileWork, ItemWork
 
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 KIND = "DICOM Image Set"
 _STATE = "_dicom_image_sets"  # what one run shares, kept on its TransferContext (a plain dataclass instance)
+_POOL: ProcessPoolExecutor | None = None
 
 
 class DicomItemFailed(Exception):
@@ -55,13 +57,14 @@ class _RunState:
             options.staging_budget, name="DICOM staging bytes",
             why="de-identified copies are freed as their cases finish ([dicom] staging_budget)",
             wait_timeout=ctx.config.limit_wait_timeout_seconds)
-        self.pool: ProcessPoolExecutor | None = None
         self.held: dict[int, int] = {}  # case id → budget bytes it holds
 
     def executor(self) -> ProcessPoolExecutor:
-        if self.pool is None:
-            self.pool = dicom_pool(self.options.workers)
-        return self.pool
+        # One pool per process, kept across runs (follow mode makes a run per poll): its workers are started once.
+        global _POOL
+        if _POOL is None or getattr(_POOL, "_broken", False):
+            _POOL = dicom_pool(self.options.workers)
+        return _POOL
 
 
 def _state(ctx: Any) -> _RunState:
@@ -169,7 +172,7 @@ async def _stage_item(upload: Any, item: ItemWork, state: _RunState) -> dict[int
                                                              _staging_root(state.options))
         crash_point("during-dicom-staging")
         try:
-            staged: StagedSet = await running
+            staged: StagedSet = await _waited(running, upload.case.title, item, ctx.config.limit_wait_timeout_seconds)
         except StagingError as error:
             raise DicomItemFailed(f"{error}; remove the file from the case folder and run 'gcbulk plan' again") from None
     except (SourceFileChanged, DicomItemFailed) as error:
@@ -184,6 +187,23 @@ async def _stage_item(upload: Any, item: ItemWork, state: _RunState) -> dict[int
     assert staged_files is not None, "staged files vanished while being recorded"
     crash_point("after-dicom-staged")
     return staged_files
+
+
+async def _waited(running: asyncio.Future[StagedSet], title: str, item: ItemWork, deadline: float) -> StagedSet:
+    """The staged set, saying every few seconds that it is still being made; past ``deadline`` the item fails."""
+    started = time.monotonic()
+    while True:
+        step = min(VOICE_SECONDS, max(deadline - (time.monotonic() - started), 0.001))
+        try:
+            return await asyncio.wait_for(asyncio.shield(running), step)
+        except TimeoutError:
+            waited = time.monotonic() - started
+            if waited >= deadline:
+                running.cancel()  # a set not started yet is dropped; one in a worker finishes into .partial
+                raise DicomItemFailed(f"de-identifying its {len(item.files)} files took more than {deadline:.0f} s; "
+                                      "run again (staged sets are kept) or lower the load on this machine") from None
+            wait_log.info("%s waits %.0f s so far for the de-identification of %d DICOM files for %s (gives up after "
+                          "%.0f s)", title, waited, len(item.files), item.socket_slug, deadline)
 
 
 async def _drop_uploads_of_earlier_staging(upload: Any, item: ItemWork) -> None:

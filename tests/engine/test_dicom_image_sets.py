@@ -126,3 +126,18 @@ async def test_an_image_set_the_server_refuses_silently_fails_with_what_was_chec
     assert "did not appear in the display set within 1 s" in reason
     assert "one series of one study of one patient" in reason and "de-identified locally" in reason
     assert values_by_socket((await study_display_sets(client))["patient1"]) == {}
+
+
+async def test_de_identification_past_its_deadline_fails_the_case_and_sends_nothing(
+        tmp_path: Path, emulator: RunningEmulator) -> None:
+    identified_series(tmp_path / "cases" / "patient1", 40, seed=5)
+    job_file = write_job(tmp_path, emulator, rules=RULES)
+    job = load_job(job_file)
+    # A deadline no process pool can meet (starting one alone takes longer): the wait gives up and says why.
+    config = FAST_ENGINE.replace(dicom=job.dicom, limit_wait_timeout_seconds=0.001)
+
+    outcome = await run_job(job_file, emulator, config)
+
+    ((title, reason),) = outcome.failed
+    assert title == "patient1" and "de-identifying its 40 files took more than 0 s" in reason
+    assert emulator.context.store.uploads == {}  # nothing was sent
