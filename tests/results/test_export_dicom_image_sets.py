@@ -7,11 +7,11 @@ import hashlib
 from pathlib import Path
 
 import pydicom
+
 from gcbulk.emulator.admin_answers import create_answer
 from gcbulk.emulator.objects import IMAGES_BUCKET
 from gcbulk.engine.jobfile import load_job
 from gcbulk.state.results_ledger import ResultsLedger
-
 from tests.dicom.synthetic import identified_series
 from tests.engine.conftest import FAST_ENGINE, run_job, write_job
 from tests.results.conftest import World
@@ -46,7 +46,7 @@ async def test_a_display_sets_image_set_is_exported_as_its_instances_and_resumed
     assert first.masks.downloaded == 3 and first.masks.failed == 0
     assert len({pydicom.dcmread(p).SeriesInstanceUID for p in folder.iterdir()}) == 1
 
-    (folder / sorted(stored)[0]).unlink()
+    (folder / min(stored)).unlink()
     (folder / sorted(stored)[1]).write_bytes(b"damaged")
     again = await world.export(out)
 
