@@ -80,6 +80,14 @@ def _print_outcome(outcome: RunOutcome, ledger_path: Path, events_path: Path, bl
         if len(blocked) > _SHOW_FAILED:
             print(f"  … and {len(blocked) - _SHOW_FAILED} more ('gcbulk status' lists them all)", file=sys.stderr)
         print("  fix the findings; the next 'gcbulk run' plans them again", file=sys.stderr)
+    if outcome.requeued:
+        print(f"gcbulk run: {len(outcome.requeued)} case(s) the server no longer had were sent again:",
+              file=sys.stderr)
+        for title, reason in outcome.requeued[:_SHOW_FAILED]:
+            print(f"  {shown(title)}: {scrub(reason, title) if redact else reason}", file=sys.stderr)
+    if outcome.orphans_aborted:
+        print(f"gcbulk run: aborted {outcome.orphans_aborted} empty upload(s) left on the server by creates whose "
+              "answer was lost", file=sys.stderr)
     if outcome.failed:
         print(f"gcbulk run: {len(outcome.failed)} case(s) failed:", file=sys.stderr)
         for title, reason in outcome.failed[:_SHOW_FAILED]:

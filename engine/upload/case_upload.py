@@ -51,9 +51,9 @@ class DisplaySetIndex:
     """Title → pk of the study's display sets, read once per run (one scan instead of one per case): a display set
     created just before a crash is found here and adopted."""
 
-    def __init__(self, ctx: TransferContext) -> None:
+    def __init__(self, ctx: TransferContext, titles: dict[str, str] | None = None) -> None:
         self._ctx = ctx
-        self._titles: dict[str, str] | None = None
+        self._titles = titles  # from the pass's one listing of the study (engine/upload/reconcile.py), if it had one
         self._lock = anyio.Lock()
 
     async def lookup(self, title: str) -> str | None:
@@ -61,6 +61,11 @@ class DisplaySetIndex:
             if self._titles is None:
                 self._titles = await self._ctx.client.display_set_pks_by_title(self._ctx.reader_study_slug)
         return self._titles.get(title)
+
+    def forget(self, title: str) -> None:
+        """The display set of ``title`` answered 404: it is not there to adopt any more."""
+        if self._titles is not None:
+            self._titles.pop(title, None)
 
 
 class CaseUpload(ImportWait):
@@ -88,14 +93,21 @@ class CaseUpload(ImportWait):
             with item_budget(RetryBudget(self.ctx.config.retry.attempts_per_item, self.case.title,
                                          throttled_attempts=self.ctx.config.retry.throttled_attempts_per_item)):
                 kinds = await self._super_kinds()
-                if self.case.display_set.pk and any(i.state == "uploaded" for i in self.case.items):
-                    await self._adopt_earlier_patch(kinds)
-                await self._upload_items(kinds)
-                self._stop_point("before its display set")
-                pk = await self._ensure_display_set()
-                self._stop_point("before its values")
-                await self._attach_values(pk, kinds)
-                return await self._await_imports(pk, kinds)
+                try:
+                    return await self._steps(kinds)
+                except NotFound as error:
+                    if not self._is_own_display_set(error):
+                        raise
+                    # The server is the truth: a display set it no longer has is replaced (once per run), never
+                    # retried forever.
+                    await self._record("case_lost_on_server", self.case.id, display_set_gone=True,
+                                       reason=f"display set {self.case.display_set.pk} answered 404 (deleted, or "
+                                              "the server lost it); creating a new one")
+                    log.warning("%s: display set %s is gone from the server; creating a new one", self.case.title,
+                                self.case.display_set.pk)
+                    self.display_sets.forget(self.case.title)
+                    await self._refresh()
+                    return await self._steps(kinds)
         except BaseException as raised:  # noqa: BLE001 - classified below; interruption and stop-run re-raised
             error = first_error(raised)
             if classify(error) in (Disposition.INTERRUPTED, Disposition.STOP_RUN):
@@ -120,6 +132,20 @@ class CaseUpload(ImportWait):
             await self._record("display_set_failed", self.case.id, reason=reason)
         await self._record("case_failed", self.case.id, reason=reason)
         self.ctx.stats.cases_failed += 1
+
+    async def _steps(self, kinds: dict[str, str]) -> bool:
+        if self.case.display_set.pk and any(i.state == "uploaded" for i in self.case.items):
+            await self._adopt_earlier_patch(kinds)
+        await self._upload_items(kinds)
+        self._stop_point("before its display set")
+        pk = await self._ensure_display_set()
+        self._stop_point("before its values")
+        await self._attach_values(pk, kinds)
+        return await self._await_imports(pk, kinds)
+
+    def _is_own_display_set(self, error: NotFound) -> bool:
+        pk = self.case.display_set.pk
+        return bool(pk) and f"display-sets/{pk}/" in (error.url or "")
 
     async def _super_kinds(self) -> dict[str, str]:
         kinds = {}
@@ -219,7 +245,8 @@ class CaseUpload(ImportWait):
         await self._record("display_set_creating", self.case.id)
         crash_point("after-display-set-intent")
         try:
-            created = await self.ctx.client.create_display_set(self.ctx.reader_study_slug, self.case.title)
+            created = await self.ctx.client.create_display_set(self.ctx.reader_study_slug, self.case.title,
+                                                               order=ds.create_order)
         except ApiError as error:
             if error.status == 400:  # refused outright: certainly not created
                 await self._record("display_set_not_created", self.case.id, reason=str(error))

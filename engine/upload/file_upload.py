@@ -165,6 +165,13 @@ class FileUpload:
         await self._record("upload_expired", upload.id, reason=reason)
         return False
 
+    async def _intent(self, part_size: int) -> int:
+        """Records the intent to create an upload (its ledger id); a staged copy's row is fitted to the copy."""
+        upload_id = await self._record("upload_creating", self.file.id, part_size=part_size)
+        if self.staged_copy:
+            await self.ctx.journal.runner.run(fit_upload, upload_id, self.file.size)
+        return upload_id
+
     async def _create(self) -> UploadRow:
         ctx = self.ctx
         snapshot = ctx.stats.snapshot()
@@ -178,17 +185,28 @@ class FileUpload:
         if ctx.stopping.is_set():  # a stopping run creates no upload (the stop may have come during the wait)
             ctx.upload_gate.release_nowait(1)
             raise Interrupted(f"{self.file.relative_path}: stopped before its upload was created")
-        upload_id = await self._record("upload_creating", self.file.id, part_size=part_size)
-        if self.staged_copy:
-            await ctx.journal.runner.run(fit_upload, upload_id, self.file.size)
+        intent = [await self._intent(part_size)]
         crash_point("after-upload-intent")
+
+        async def before_resend() -> None:
+            # The lost create may have made an upload: its intent ends with the pk unknown (the orphan sweep looks for
+            # it on the server and aborts it), it keeps its unit of the cap, and the resend gets an intent of its own.
+            await self._record("upload_abandoned", intent[0],
+                               reason="the create's answer was lost; an empty upload it made is aborted later")
+            if ctx.stopping.is_set():
+                raise Interrupted(f"{self.file.relative_path}: stopped before its upload was created again")
+            if not self.pool.take():
+                await ctx.upload_gate.acquire(1, who=f"{self.case_title}/{self.file.name}")
+            intent[0] = await self._intent(part_size)
+
         try:
-            created = await ctx.client.create_upload(self.file.name)
+            created = await ctx.client.create_upload(self.file.name, before_resend=before_resend)
         except BaseException as error:
             if not may_have_succeeded(error):  # else an orphan may exist: it counts until the sweep
                 ctx.upload_gate.release_nowait(1)
             raise
         crash_point("after-create-upload")
+        upload_id = intent[0]
         self._created_here.add(upload_id)
         await self._record("upload_initialized", upload_id, pk=created["pk"], s3_upload_id=created["s3_upload_id"],
                            created_at=created.get("created"))
