@@ -44,8 +44,8 @@ def record_staged(ledger: Any, item_id: int, rows: Iterable[dict[str, Any]], *, 
                 "staged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (row["file_id"], item_id, row["source_size"], row["source_mtime_ns"], row["staged_path"], row["size"],
                  row["sha256"], now))
-        ledger._log("dicom.staging_adopted" if reused else "dicom.staged", subject="item", subject_id=item_id, case_id=case_id,
-                    data={"files": len(rows), "bytes": sum(row["size"] for row in rows)})
+        ledger._log("dicom.staging_adopted" if reused else "dicom.staged", subject="item", subject_id=item_id,
+                    case_id=case_id, data={"files": len(rows), "bytes": sum(row["size"] for row in rows)})
 
 
 def forget_staged(ledger: Any, item_id: int) -> None:
@@ -55,10 +55,12 @@ def forget_staged(ledger: Any, item_id: int) -> None:
 
 
 def staging_events(ledger: Any, item_id: int | None = None) -> int:
-    """How many times files were staged (for an item): a resume that redid staged work shows here."""
+    """How many times staged sets were recorded (for an item): de-identified, or found whole on disk after a crash
+    between their last file and the record. A set that was de-identified again would be recorded twice."""
+    kinds = "kind IN ('dicom.staged', 'dicom.staging_adopted')"
     if item_id is None:
-        return ledger._scalar("SELECT count(*) FROM events WHERE kind = 'dicom.staged'")
-    return ledger._scalar("SELECT count(*) FROM events WHERE kind = 'dicom.staged' AND subject_id = ?", (str(item_id),))
+        return ledger._scalar(f"SELECT count(*) FROM events WHERE {kinds}")
+    return ledger._scalar(f"SELECT count(*) FROM events WHERE {kinds} AND subject_id = ?", (str(item_id),))
 
 
 def fit_upload(ledger: Any, upload_id: int, size: int) -> None:
