@@ -89,6 +89,8 @@ def _load_staged(folder: Path, key: str, sources: list[str]) -> StagedSet | None
             return None
         if (stat.st_size, stat.st_mtime_ns) != (staged.source_size, staged.source_mtime_ns) or size_now != staged.size:
             return None
+        if _sha256(folder / staged.staged) != staged.sha256:  # changed on disk: never send it, stage it again
+            return None
     return StagedSet(key, folder, files, reused=True)
 
 

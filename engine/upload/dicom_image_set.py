@@ -17,6 +17,7 @@ staging before the uploads, the value's body in the values PATCH, and the stagin
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -122,6 +123,24 @@ def _staged_files(item: ItemWork, rows: dict[int, dicom_staging.StagedRow]) -> d
     return staged
 
 
+def _intact(item: ItemWork, staged: dict[int, FileWork]) -> bool:
+    """Whether the staged copies still to be sent hold the bytes recorded (SHA-256): a copy changed on disk is
+    staged again rather than sent. Hashing costs a read; de-identifying again would cost far more."""
+    for file in item.files:
+        if file.upload is not None and file.upload.state == "completed":
+            continue
+        copy = staged[file.id]
+        digest = hashlib.sha256()
+        with open(copy.path, "rb") as handle:
+            while chunk := handle.read(1024 * 1024):
+                digest.update(chunk)
+        if digest.hexdigest() != copy.checksum:
+            log.info("%s: its de-identified copy %s changed on disk; the set is de-identified again",
+                     file.relative_path, copy.path)
+            return False
+    return True
+
+
 async def stage_image_sets(upload: Any, work: list[ItemWork]) -> dict[int, FileWork]:
     """De-identifies the DICOM Image Set items of ``work`` (reusing what is staged); returns file id → the staged
     copy to upload instead. Raises ``SourceFileChanged`` or ``DicomItemFailed`` (the item is recorded failed)."""
@@ -135,6 +154,8 @@ async def stage_image_sets(upload: Any, work: list[ItemWork]) -> dict[int, FileW
     todo: list[ItemWork] = []
     for item in items:
         staged = _staged_files(item, await runner.run(dicom_staging.staged_of_item, item.id))
+        if staged is not None and not await anyio.to_thread.run_sync(_intact, item, staged):
+            staged = None
         if staged is None:
             todo.append(item)
         else:

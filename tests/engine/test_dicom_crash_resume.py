@@ -83,3 +83,25 @@ def test_a_source_changed_after_staging_is_de_identified_again_and_sent_as_it_is
     assert image.name == "after" and len(image.dicom_instances) == 3
     with Ledger.open(default_ledger_path(job_file), load_job(job_file).binding) as ledger:
         assert dicom_staging.staging_events(ledger) == 2, "the changed set was not de-identified again"
+
+
+def test_a_staged_copy_changed_on_disk_is_not_sent_but_staged_again(
+        tmp_path: Path, threaded_emulator: RunningEmulator) -> None:
+    identified_series(tmp_path / "cases" / "patient1", 3, seed=4)
+    job_file = write_job(tmp_path, threaded_emulator, rules=RULES)
+    killed = gcbulk_run(job_file, threaded_emulator, "after-dicom-staged")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (copy,) = load_job(job_file).dicom.staging.glob("item-*/dicom_image_1.dcm")
+    data = bytearray(copy.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes: only the recorded SHA-256 tells
+    copy.write_bytes(bytes(data))
+
+    resumed = gcbulk_run(job_file, threaded_emulator)
+
+    assert resumed.returncode == 0, resumed.stderr
+    with Ledger.open(default_ledger_path(job_file), load_job(job_file).binding) as ledger:
+        fresh = ledger._scalar("SELECT count(*) FROM events WHERE kind = 'dicom.staged'")
+    assert fresh == 2, "the changed copy was sent instead of de-identified again"
+    (display_set,) = threaded_emulator.context.store.display_sets.values()
+    assert len(threaded_emulator.context.store.images[display_set.values["dicom-image-set"].image_pk]
+               .dicom_instances) == 3
