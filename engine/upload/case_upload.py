@@ -28,6 +28,7 @@ from gcbulk.engine.gc.errors import (
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
+from gcbulk.engine.upload.dicom_image_set import image_set_value, is_image_set, release_case, stage_image_sets
 from gcbulk.engine.upload.file_upload import FileUpload
 from gcbulk.engine.upload.server_limits import UnitPool
 from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, send_values
@@ -76,6 +77,7 @@ class CaseUpload(ImportWait):
         self.display_sets = display_sets
         self.import_units = 0  # import-gate units this case holds
         self._adopted_foreign = False  # its display set was made by someone else (run --adopt-existing)
+        self._staged: dict[int, Any] = {}  # file id → its de-identified copy (DICOM Image Sets), sent instead
 
     async def _record(self, transition: str, *args: object, **fields: object) -> object:
         return await self.ctx.journal.record(transition, *args, case=self.case.title, **fields)
@@ -116,6 +118,8 @@ class CaseUpload(ImportWait):
             if self.import_units:
                 self.ctx.import_gate.release_nowait(self.import_units)
                 self.import_units = 0
+            with anyio.CancelScope(shield=True):
+                await release_case(self)
 
     def _stop_point(self, where: str) -> None:
         """Between steps, a stopping run starts nothing new; the case resumes here next time."""
@@ -166,6 +170,7 @@ class CaseUpload(ImportWait):
         if not work:
             return
         self._stop_point("before its uploads")
+        self._staged = await stage_image_sets(self, work)
         # The case takes the live-upload units of all its new files at once: its files then never hold slots that
         # its other files wait for, and a case with more files than the ceiling is admitted alone.
         fresh = 0
@@ -215,7 +220,8 @@ class CaseUpload(ImportWait):
 
     async def _upload_file(self, file: Any, stopped: list[Interrupted], pool: UnitPool) -> None:
         try:
-            await FileUpload(self.ctx, file, self.case.title, pool).run()
+            staged = self._staged.get(file.id)
+            await FileUpload(self.ctx, staged or file, self.case.title, pool, staged_copy=staged is not None).run()
         except Interrupted as stop:
             stopped.append(stop)
             return
@@ -278,7 +284,7 @@ class CaseUpload(ImportWait):
                 continue
             taken = item.socket_slug in present
             upload_pks = await self.ctx.journal.read("item_upload_pks", item.id)
-            if not taken and kinds[item.socket_slug] == IMAGE:
+            if not taken and kinds[item.socket_slug] == IMAGE and not await is_image_set(self.ctx, item.socket_slug):
                 session_pk = await self.ctx.journal.read("item_upload_session", item.id)
                 if session_pk:  # its own session left Queued only if the PATCH named it (contract §10)
                     try:
@@ -318,6 +324,10 @@ class CaseUpload(ImportWait):
             if kind == FILE:
                 body = {"interface": item.socket_slug, "user_upload": urls[0]}
                 planned.append(PlannedValue(item.socket_slug, kind, body, upload_pks))
+                continue
+            if await is_image_set(self.ctx, item.socket_slug):  # user_uploads + image_name, no session (§10)
+                planned.append(PlannedValue(item.socket_slug, kind, await image_set_value(self, item, urls),
+                                            upload_pks))
                 continue
             session = await self._own_session(item, list(upload_pks))
             if session is None:  # the session says the item is taken or failed: nothing to send
