@@ -28,6 +28,7 @@ import anyio
 from gcbulk.engine import settings
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_KILLED, EXIT_OK, EXIT_SOME_FAILED
 from gcbulk.engine.cli.plan import add_strict_argument
+from gcbulk.engine.cli.server_options import job_settings_with_token
 from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -100,11 +101,8 @@ def _print_outcome(outcome: RunOutcome, ledger_path: Path, events_path: Path, bl
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        resolved = settings.resolve(args.job, args)
-        resolved.require_token()
-    except (ConfigurationError, OSError) as exc:
-        print(f"gcbulk run: {exc}", file=sys.stderr)
+    resolved = job_settings_with_token("run", args)
+    if resolved is None:
         return EXIT_CONFIG_ERROR
     follow_mode = getattr(args, "follow", False)
     # One-shot runs keep their human lines (plan report, progress, outcome) on stderr; the container's follow mode

@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 
 from gcbulk.engine import settings
-from gcbulk.engine.cli import EXIT_OK, EXIT_SOME_FAILED
-from gcbulk.engine.cli.server_options import run_against_server
-from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_OK, EXIT_SOME_FAILED
+from gcbulk.engine.cli.server_options import job_settings_with_token, run_against_server
 from gcbulk.engine.plan.titles import redacted
 
 HELP = "Compare a job's ledger with the server: re-queue what the server lost, abort orphan uploads."
@@ -39,12 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from gcbulk.engine.service.job_service import JobService
     from gcbulk.engine.upload.reconcile import Verification, verify
 
-    try:
-        resolved = settings.resolve(args.job, args)
-        resolved.require_token()
-    except (ConfigurationError, OSError) as exc:
-        print(f"gcbulk verify: {exc}", file=sys.stderr)
-        return 2
+    resolved = job_settings_with_token("verify", args)
+    if resolved is None:
+        return EXIT_CONFIG_ERROR
     # A one-off check: no metrics endpoint, and a signal simply ends it (nothing it does needs a drain).
     service = JobService(dataclasses.replace(resolved, metrics_address=None))
     redact = args.redact_titles or resolved.job.cases.redact_titles

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from gcbulk.engine.gc.errors import (
@@ -21,6 +22,17 @@ from gcbulk.engine.gc.errors import (
 
 UPLOAD_COMPLETED = "Completed"
 UPLOAD_INITIALIZED = "Initialized"
+
+
+def parse_server_time(text: str | None) -> datetime | None:
+    """An upload's ``created`` (DRF's ISO-8601, ``Z`` for UTC) as an aware datetime; None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from gcbulk.engine.gc.errors import (
     may_have_succeeded,
 )
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
-from gcbulk.engine.gc.uploads_api import UPLOAD_COMPLETED, UploadRef
+from gcbulk.engine.gc.uploads_api import UPLOAD_COMPLETED, UploadRef, parse_server_time
 from gcbulk.engine.plan.parts import adjust_part_size
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
@@ -66,15 +66,8 @@ def check_unchanged(file: FileWork) -> None:
 
 
 def _age_seconds(iso_time: str | None) -> float | None:
-    if not iso_time:
-        return None
-    try:
-        moment = datetime.fromisoformat(iso_time.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return (datetime.now(timezone.utc) - moment).total_seconds()
+    moment = parse_server_time(iso_time)
+    return None if moment is None else (datetime.now(timezone.utc) - moment).total_seconds()
 
 
 class FileUpload:

@@ -21,7 +21,7 @@ from typing import Any
 
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import MultipartUploadVanished, UploadNoLongerOpen
-from gcbulk.engine.gc.uploads_api import UPLOAD_INITIALIZED, UploadRef
+from gcbulk.engine.gc.uploads_api import UPLOAD_INITIALIZED, UploadRef, parse_server_time
 from gcbulk.engine.service.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -40,16 +40,6 @@ class OrphanSweep:
 
     def as_dict(self) -> dict[str, int]:
         return {"looked_for": self.looked_for, "aborted": len(self.aborted), "not_found": self.not_found}
-
-
-def _moment(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 async def abort_orphan_uploads(client: GrandChallengeClient, journal: Journal, *,
@@ -73,11 +63,11 @@ async def abort_orphan_uploads(client: GrandChallengeClient, journal: Journal, *
         if pk in seen or pk in known or upload.get("status") != UPLOAD_INITIALIZED:
             continue
         seen.add(pk)
-        created = _moment(upload.get("created"))
+        created = parse_server_time(upload.get("created"))
         if created is not None and upload.get("filename"):
             candidates.setdefault(upload["filename"], []).append((created, upload))
     for create in lost:
-        intent = _moment(create.intent_at)
+        intent = parse_server_time(create.intent_at)
         match = None
         if intent is not None:
             near = sorted(((abs(created - intent), created, upload)
