@@ -167,7 +167,7 @@ class RunSettings:
     def transfer(self) -> TransferSettings:
         """The engine's settings: the job's knobs after precedence, with this process's drain and progress interval."""
         return self.job.engine.replace(drain_seconds=self.drain, progress_interval_seconds=self.progress_interval,
-                                       adopt_existing=self.adopt_existing)
+                                       adopt_existing=self.adopt_existing, dicom=self.job.dicom)
 
     def require_token(self) -> str:
         if self.token is None:

@@ -78,6 +78,7 @@ from gcbulk.state.machines import (
 from gcbulk.state.migrations import migrate
 from gcbulk.state.queries import LedgerQueries
 from gcbulk.state.records import JobBinding
+from gcbulk.state.server_truth import LedgerServerTruth
 from gcbulk.state.sqlite_file import (
     ProcessLock,
     check_integrity,
@@ -146,7 +147,7 @@ def _reject_secrets(data: dict[str, Any]) -> None:
             raise ValueError(f"refusing to write {key!r} to the ledger: the ledger must never hold credentials")
 
 
-class Ledger(LedgerTransitions, LedgerQueries):
+class Ledger(LedgerTransitions, LedgerQueries, LedgerServerTruth):
     """An open ledger bound to one job. Use :meth:`open` or :meth:`open_readonly`."""
 
     def __init__(

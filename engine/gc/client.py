@@ -26,8 +26,11 @@ from gcbulk.engine.gc.errors import (
     ApiError,
     AuthenticationFailed,
     ConfigurationError,
+    Disposition,
+    GcbulkError,
     NotFound,
     UnexpectedResponse,
+    classify,
     transport_error,
     UnsafeUrlError,
     is_network_error,
@@ -359,6 +362,22 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         raise ApiError("POST", self.url_for("reader-studies/display-sets/"), 201,
                        f"the server accepted a display set with a non-numeric order (pk {created.get('pk')}); "
                        "it does not behave as Grand Challenge does")
+
+    async def require_editor(self, reader_study_slug: str, *, consequence: str) -> None:
+        """Permission before bytes: raises ConfigurationError when this token's user is not an editor of the study
+        (a reader's token would upload every file, then fail at the first display set). A server too busy to
+        answer the probe is not a reason to stop: the first create will tell."""
+        try:
+            allowed = await self.may_create_display_sets(reader_study_slug)
+        except GcbulkError as unsure:
+            if classify(unsure) is Disposition.STOP_RUN:
+                raise
+            log.warning("could not check the right to add display sets (%s); going on", unsure)
+            return
+        if not allowed:
+            raise ConfigurationError(
+                f"this token's user may not add display sets to reader study {reader_study_slug!r}: the user must "
+                f"be an editor of the study (ask one of its editors to add them); {consequence}")
 
     async def get_display_set(self, pk: str) -> dict[str, Any]:
         return await self.request("GET", f"reader-studies/display-sets/{pk}/")

@@ -15,6 +15,7 @@ import anyio
 
 from gcbulk.engine.gc.errors import Interrupted
 from gcbulk.engine.upload.crashpoints import crash_point
+from gcbulk.engine.upload.dicom_image_set import is_image_set, timeout_reason
 from gcbulk.engine.upload.imports import (
     SESSION_ENDED_BADLY,
     failed_session_message,
@@ -74,9 +75,11 @@ class ImportWait:
             if waiting and time.monotonic() > deadline:
                 ctx.import_pacer.timed_out()
                 for item in waiting:
-                    await self._record("item_failed", item.id, reason=(
-                        f"{item.socket_slug}: the import did not finish within "
-                        f"{ctx.config.import_timeout_seconds:.0f} s"))
+                    reason = (f"{item.socket_slug}: the import did not finish within "
+                              f"{ctx.config.import_timeout_seconds:.0f} s")
+                    if await is_image_set(ctx, item.socket_slug, kinds[item.socket_slug]):
+                        reason = timeout_reason(item, ctx, ctx.config.import_timeout_seconds)
+                    await self._record("item_failed", item.id, reason=reason)
                     await self._item_finished(item, kinds, consumed=False)
                 break
             if ctx.stopping.is_set():
@@ -170,7 +173,7 @@ class ImportWait:
         still = []
         for item in waiting:
             message = None
-            if kinds[item.socket_slug] == IMAGE:
+            if kinds[item.socket_slug] == IMAGE and not await is_image_set(self.ctx, item.socket_slug):
                 session_pk = await self.ctx.journal.read("item_upload_session", item.id)
                 if session_pk:  # its own session: one GET, never a scan of the list (contract §10)
                     message = await failed_session_message(self.ctx.client, session_pk)

@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from gcbulk.engine.dicom.options import DicomOptions
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.gc.limits import (
     DEFAULT_LIVE_UPLOAD_CEILING,
@@ -80,6 +81,8 @@ class TransferSettings:
     drain_seconds: float = 30.0
     progress_interval_seconds: float = 10.0
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(attempts_per_item=DEFAULT_ATTEMPTS_PER_ITEM))
+    # The job's [dicom] table (de-identification, staging, image names), carried here to the DICOM Image Set upload.
+    dicom: DicomOptions = field(default_factory=DicomOptions)
 
     def __post_init__(self) -> None:
         if self.cases_in_flight is None:
