@@ -7,7 +7,6 @@ the client's resume logic is exercised by killing the *client*, not the server.
 
 from __future__ import annotations
 
-import itertools
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
