@@ -87,6 +87,7 @@ def fetch_catalogue(config: JobConfig, token: str, *, with_sockets: bool = True,
     ``with_titles``, also the titles of the study's display sets (to find those this job did not make). One
     connection for both."""
     from gcbulk.engine.gc.client import GrandChallengeClient
+    from gcbulk.engine.upload.reconcile import read_study
     from gcbulk.engine.gc.retry import RetryPolicy
 
     async def fetch() -> tuple[dict[str, dict[str, Any] | None] | None, set[str] | None]:
@@ -98,7 +99,7 @@ def fetch_catalogue(config: JobConfig, token: str, *, with_sockets: bool = True,
             # Permission before bytes, already at plan time (contract §0: creating display sets needs an editor).
             await client.require_editor(config.reader_study, consequence="fix that before running the job")
             catalogue = {slug: await client.get_socket(slug) for slug in config.socket_slugs} if with_sockets else None
-            titles = set(await client.display_set_pks_by_title(config.reader_study)) if with_titles else None
+            titles = set((await read_study(client, config.reader_study)).pk_by_title) if with_titles else None
             return catalogue, titles
 
     return asyncio.run(fetch())

@@ -121,9 +121,6 @@ class LedgerServerTruth:
                                                                "highest": max(orders.values())})
         return changed
 
-    def display_set_create_order(self, case_id: int) -> int | None:
-        return self._get("display_set", case_id).get("create_order")
-
     # --------------------------------------------------------------------------------------------------- orphans
     def unconfirmed_upload_creates(self, *, since: str) -> list[UnconfirmedCreate]:
         """Uploads whose create was sent (or about to be) but whose answer was never recorded, since ``since`` (an ISO

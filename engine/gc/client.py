@@ -295,12 +295,6 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         async for display_set in self.iterate_all("reader-studies/display-sets/", {"reader_study": reader_study_pk}):
             yield display_set
 
-    async def display_set_pks_by_title(self, reader_study_slug: str) -> dict[str, str]:
-        """Every titled display set of the study, title → pk, in one listing (titles are unique per study, §9)."""
-        study = await self.reader_study_by_slug(reader_study_slug)
-        return {title: display_set["pk"] async for display_set in self.iterate_display_sets(study["pk"])
-                if (title := display_set_title(display_set))}
-
     async def find_display_set_by_title(self, reader_study_pk: str, title: str) -> dict[str, Any] | None:
         """The study's display set titled ``title``, or None. Titles are unique per study (contract §9)."""
         async for display_set in self.iterate_display_sets(reader_study_pk):

@@ -48,24 +48,18 @@ log = logging.getLogger(__name__)
 
 
 class DisplaySetIndex:
-    """Title → pk of the study's display sets, read once per run (one scan instead of one per case): a display set
-    created just before a crash is found here and adopted."""
+    """Title → pk of the study's display sets, from the pass's one listing of the study
+    (``engine/upload/reconcile.py``): a display set created just before a crash is found here and adopted."""
 
-    def __init__(self, ctx: TransferContext, titles: dict[str, str] | None = None) -> None:
-        self._ctx = ctx
-        self._titles = titles  # from the pass's one listing of the study (engine/upload/reconcile.py), if it had one
-        self._lock = anyio.Lock()
+    def __init__(self, titles: dict[str, str]) -> None:
+        self._titles = titles
 
     async def lookup(self, title: str) -> str | None:
-        async with self._lock:
-            if self._titles is None:
-                self._titles = await self._ctx.client.display_set_pks_by_title(self._ctx.reader_study_slug)
         return self._titles.get(title)
 
     def forget(self, title: str) -> None:
         """The display set of ``title`` answered 404: it is not there to adopt any more."""
-        if self._titles is not None:
-            self._titles.pop(title, None)
+        self._titles.pop(title, None)
 
 
 class CaseUpload(ImportWait):

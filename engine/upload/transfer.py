@@ -131,7 +131,7 @@ class TransferEngine:
         study = self._study or await read_study(self.client, self.reader_study_slug)
         await self._settle_with_server(study, outcome)
         sessions = UploadSessionIndex(self.client, min_interval=self.config.session_scan_interval_seconds)
-        await self._run_cases(ctx, sessions, DisplaySetIndex(ctx, study.pk_by_title), outcome)
+        await self._run_cases(ctx, sessions, DisplaySetIndex(study.pk_by_title), outcome)
         if not ctx.stopping.is_set() and (outcome.done or outcome.failed):
             # The end of the run looks again: what the server lost meanwhile is sent once more, now.
             lost = len(outcome.requeued)
@@ -144,7 +144,7 @@ class TransferEngine:
                             "run does, or 'gcbulk verify'", unsure)
             if len(outcome.requeued) > lost and not ctx.stopping.is_set():
                 again = RunOutcome()
-                await self._run_cases(ctx, sessions, DisplaySetIndex(ctx, study.pk_by_title), again)
+                await self._run_cases(ctx, sessions, DisplaySetIndex(study.pk_by_title), again)
                 outcome.done += again.done - (len(outcome.requeued) - lost)
                 outcome.failed += again.failed
         outcome.interrupted = ctx.stopping.is_set()
