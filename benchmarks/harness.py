@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import ssl
 import subprocess
@@ -55,12 +56,15 @@ class Emulator:
 
 
 @contextmanager
-def emulator_process(data_dir: Path, *, import_delay: float = 0.05) -> Iterator[Emulator]:
-    """A fresh emulator process with the benchmark seed; its data directory is removed afterwards."""
+def emulator_process(data_dir: Path, *, import_delay: float = 0.05, profile: str | None = None,
+                     seed: Path | None = SEED) -> Iterator[Emulator]:
+    """A fresh emulator process with the benchmark seed (``seed=None``: the bundled example study, whose sockets
+    are real images), optionally with a capacity profile; its data directory is removed afterwards."""
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
+    extra = (["--seed-study", str(seed)] if seed else []) + (["--profile", profile] if profile else [])
     process = subprocess.Popen(
-        [sys.executable, "-m", "gcbulk.emulator.cli", "--port", "0", "--s3-port", "0", "--seed-study", str(SEED),
+        [sys.executable, "-m", "gcbulk.emulator.cli", "--port", "0", "--s3-port", "0", *extra,
          "--data-dir", str(data_dir), "--import-delay", str(import_delay)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
     )
@@ -125,11 +129,29 @@ def write_job(directory: Path, emulator: Emulator, case_root: Path, files_per_ca
 
 def run_gcbulk(job: Path, emulator: Emulator) -> float:
     """Wall seconds of ``gcbulk run`` (plan, uploads, display sets, waiting for every value to be in place)."""
+    return run_gcbulk_measured(job, emulator).seconds
+
+
+@dataclass(frozen=True)
+class Timed:
+    seconds: float  # wall
+    cpu_seconds: float  # the client process's user + system time (resource.getrusage)
+
+
+def cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_gcbulk_measured(job: Path, emulator: Emulator) -> Timed:
+    """``gcbulk run`` in its own process: wall seconds and its CPU seconds (RUSAGE_CHILDREN grows by exactly the
+    child's once it is waited for; the emulator, also a child, is still running and not counted)."""
     env = dict(os.environ, GRAND_CHALLENGE_AUTHORIZATION=emulator.token)
+    cpu_before = cpu_seconds(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "gcbulk", "run", str(job), "--progress-interval", "30"],
                             env=env, capture_output=True, text=True, cwd=REPO)
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"gcbulk run failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    return elapsed
+    return Timed(elapsed, cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_before)

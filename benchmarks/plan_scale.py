@@ -97,7 +97,7 @@ def peak_rss_mib() -> float:
 def measure(directory: Path) -> dict[str, float]:
     """Run in the child: time the walk alone, then the full plan into a fresh ledger."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from gcbulk.engine.cli.plan import plan_into_ledger
+    from gcbulk.engine.planning import plan_into_ledger
     from gcbulk.engine.jobfile import load_job
     from gcbulk.engine.plan.planner import PlannedCase, plan_tree
     from gcbulk.state.ledger import Ledger

@@ -12,6 +12,7 @@ from gcbulk.emulator import (
     admin,
     admin_answers,
     answers,
+    dicom_sets,
     display_sets,
     images,
     notifications,
@@ -70,7 +71,7 @@ def build_api_app(context: Context) -> web.Application:
     if context.config.persist:
         persistence.setup(app)
     for module in (uploads, upload_sessions, reader_studies, display_sets, answers, images, notifications, admin,
-                   admin_answers, sweep):
+                   admin_answers, sweep, dicom_sets):
         module.setup(app)
     return app
 

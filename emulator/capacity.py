@@ -3,9 +3,14 @@
 Without it the emulator answers every request at once. With it:
 
 * a pool of ``api_workers`` (2, the server's web workers) serves API requests; a request beyond the pool waits for a
-  worker, so throughput peaks at the pool size and further concurrency only adds latency;
+  worker, so throughput peaks at the pool size;
 * each request holds its worker for the endpoint's median service time measured on the real server, plus ~5 ms per
   row a list page returns (a 1000-row page holds a worker for ~5 s);
+* every request waiting for a worker makes each request being served ``queued_request_seconds`` (3 ms) slower, so
+  throughput *falls* beyond the pool, as §10 measured (16 in flight: 15 display-set POSTs/s and 8 values PATCHes/s,
+  down from ≈ 20/s and ≈ 10/s). The cause modelled: uvicorn accepts every connection at once and its worker's event
+  loop reads, parses and polls the waiting requests on the same interpreter (the same GIL) as the Django view it is
+  serving, so each waiting request takes a slice of the worker's time. A waiting request holds no worker itself;
 * the import workers (``import_workers``, 2) take ≈ 0.5 s plus time per MiB to build each image, and when two values
   of one display set link at the same moment the second holds its worker for a random 0–5 s before retrying.
 
@@ -21,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from gcbulk.emulator.counters import COUNTERS, endpoint_name
 from gcbulk.emulator.http import ROWS_RETURNED
 
 API = "/api/v1/"
@@ -54,6 +60,10 @@ class CapacityProfile:
     build_seconds_per_mib: float = 0.016
     link_seconds: float = 0.1
     lock_retry_max_seconds: float = 5.0
+    # What each request waiting for a worker adds to the service time of a request being served. Fitted to §10's
+    # 16-in-flight figures (14 waiting): POSTs 105 ms → 147 ms (model 13.6/s, §10 15/s), PATCHes 220 ms → 262 ms
+    # (model 7.6/s, §10 8/s).
+    queued_request_seconds: float = 0.003
     service_times: tuple[tuple[str, str, float, float], ...] = SERVICE_TIMES
     _compiled: list[tuple[str, re.Pattern[str], float, float]] = field(init=False, repr=False, compare=False)
 
@@ -69,6 +79,16 @@ class CapacityProfile:
                 return base + per_row * rows
         return DEFAULT_SERVICE_SECONDS
 
+    def queue_cost_seconds(self, waiting: int) -> float:
+        """What ``waiting`` requests queued for a worker add to the service time of each request being served."""
+        return self.queued_request_seconds * waiting
+
+    def closed_loop_rate(self, method: str, path: str, in_flight: int) -> float:
+        """Requests per second a client keeping ``in_flight`` of one request in flight gets, by this model."""
+        busy = min(in_flight, self.api_workers)
+        held = self.service_seconds(method, path, 0) + self.queue_cost_seconds(in_flight - busy)
+        return busy / held
+
     def build_seconds(self, size_bytes: int) -> float:
         return self.build_base_seconds + self.build_seconds_per_mib * size_bytes / 1024**2
 
@@ -79,20 +99,55 @@ def profile_named(name: str) -> CapacityProfile:
     return CapacityProfile()
 
 
+class _WorkerPool:
+    """``size`` workers; knows how many requests are waiting for one (they cost the busy workers time)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._slots = asyncio.Semaphore(size)
+        self._in_server = 0  # requests holding or waiting for a worker
+
+    @property
+    def waiting(self) -> int:
+        return max(0, self._in_server - self._size)
+
+    async def __aenter__(self) -> None:
+        self._in_server += 1
+        try:
+            await self._slots.acquire()
+        except BaseException:  # a request cancelled while queued leaves the queue
+            self._in_server -= 1
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._in_server -= 1
+        self._slots.release()
+
+
 def capacity_middleware_for(profile: CapacityProfile) -> Callable[..., Any]:
-    """Holds one of ``api_workers`` slots for each API request's service time; other requests queue for a slot."""
-    workers = asyncio.Semaphore(profile.api_workers)
+    """Holds one of ``api_workers`` slots for each API request's service time; other requests queue for a slot and
+    slow down the requests being served (``CapacityProfile.queued_request_seconds``)."""
+    workers = _WorkerPool(profile.api_workers)
 
     @web.middleware
     async def capacity_middleware(request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
         if not request.path.startswith(API):
             return await handler(request)
         loop = asyncio.get_running_loop()
+        arrived = loop.time()
         async with workers:
             started = loop.time()
             response = await handler(request)
-            held = profile.service_seconds(request.method, request.path, request.get(ROWS_RETURNED, 0))
+            held = (profile.service_seconds(request.method, request.path, request.get(ROWS_RETURNED, 0))
+                    + profile.queue_cost_seconds(workers.waiting))
             await asyncio.sleep(max(0.0, held - (loop.time() - started)))
+            counters = request.app.get(COUNTERS)
+            if counters is not None:  # the server's time this request cost, and its time in the server over the
+                # time it takes on an idle server (queueing for a worker, and whatever a busy server adds)
+                counters.busy_seconds[endpoint_name(request)] += loop.time() - started
+                unloaded = (profile.service_seconds(request.method, request.path, request.get(ROWS_RETURNED, 0))
+                            or loop.time() - started)  # an empty list page: its own time
+                counters.latency_ratios.append((loop.time() - arrived) / max(unloaded, 1e-6))
             return response
 
     return capacity_middleware

@@ -53,6 +53,9 @@ class EmulatorConfig:
     capacity: CapacityProfile | None = None
     # Keep the state (and the CA) in data_dir across restarts (emulator/persistence.py); False: in memory only.
     persist: bool = False
+    # The server de-identifies a DICOM Image Set again (contract §10); False stores the files as received, so a test
+    # can see what the client sent (emulator/dicom_sets.py).
+    dicom_server_deidentify: bool = True
 
 
 @dataclass

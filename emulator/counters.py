@@ -5,6 +5,12 @@
 (unrouted paths count under their raw path). ``part_puts`` counts the part PUTs S3 *stored* per (upload pk, part
 number), ``part_put_attempts`` every signed part PUT that reached the body: a resumed transfer that re-sends no
 completed part leaves every ``part_puts`` value at 1.
+
+Under the capacity profile (``emulator/capacity.py``) the server's own time is counted too: ``busy_seconds`` by
+endpoint (as ``requests``), the seconds an API worker was held, and ``import_busy_seconds``, the seconds import
+workers were held (build, link, and the lock contention of contract §10). Benchmarks divide both by the cases.
+``api_latency_ratio`` gives the median and p90 of each API request's time in the server (queue + work) over its
+work alone: 1.0 when no request ever waited for a worker.
 """
 
 from __future__ import annotations
@@ -23,9 +29,15 @@ class Counters:
     requests: Counter[str] = field(default_factory=Counter)
     part_puts: Counter[tuple[str, int]] = field(default_factory=Counter)
     part_put_attempts: Counter[tuple[str, int]] = field(default_factory=Counter)
+    busy_seconds: Counter[str] = field(default_factory=Counter)
+    import_busy_seconds: float = 0.0
+    latency_ratios: list[float] = field(default_factory=list)
 
     def reset(self) -> None:
         self.requests.clear()
+        self.busy_seconds.clear()
+        self.import_busy_seconds = 0.0
+        self.latency_ratios.clear()
         self.part_puts.clear()
         self.part_put_attempts.clear()
 
@@ -40,7 +52,17 @@ class Counters:
             "requests": dict(sorted(self.requests.items())),
             "part_puts": by_upload(self.part_puts),
             "part_put_attempts": by_upload(self.part_put_attempts),
+            "busy_seconds": {name: round(seconds, 6) for name, seconds in sorted(self.busy_seconds.items())},
+            "import_busy_seconds": round(self.import_busy_seconds, 6),
+            "api_latency_ratio": _percentiles(self.latency_ratios),
         }
+
+
+def _percentiles(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return {"p50": round(ordered[len(ordered) // 2], 3), "p90": round(ordered[int(len(ordered) * 0.9)], 3)}
 
 
 COUNTERS = web.AppKey("counters", Counters)

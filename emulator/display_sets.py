@@ -60,6 +60,21 @@ MAX_TITLE_LENGTH = 255
 MAX_ORDER = 2147483647  # PositiveIntegerField
 
 
+def title_errors(title: str) -> list[str]:
+    """Why the server refuses a (whitespace-stripped) title: DRF's CharField runs its max-length, null-character and
+    surrogate validators, in that order, and reports every failure. PostgreSQL text cannot hold a NUL, so no title on
+    the server ever contains one."""
+    errors = []
+    if len(title) > MAX_TITLE_LENGTH:
+        errors.append(f"Ensure this field has no more than {MAX_TITLE_LENGTH} characters.")
+    if "\x00" in title:
+        errors.append("Null characters are not allowed.")
+    surrogate = next((c for c in title if 0xD800 <= ord(c) <= 0xDFFF), None)
+    if surrogate is not None:
+        errors.append(f"Surrogate characters are not allowed: U+{ord(surrogate):X}.")
+    return errors
+
+
 def _truthy(raw: str) -> bool:
     """``strtobool`` as the view uses it."""
     value = raw.strip().lower()
@@ -172,8 +187,8 @@ def _validate_fields(request: web.Request, user: User, data: dict[str, Any]) -> 
             errors["title"] = ["This field may not be null."]
         elif isinstance(title, (dict, list, bool)):
             errors["title"] = ["Not a valid string."]
-        elif len(str(title)) > MAX_TITLE_LENGTH:
-            errors["title"] = [f"Ensure this field has no more than {MAX_TITLE_LENGTH} characters."]
+        elif title_errors(str(title).strip()):
+            errors["title"] = title_errors(str(title).strip())
         else:
             attrs["title"] = str(title).strip()
     if "order" in data:

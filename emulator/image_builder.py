@@ -1,23 +1,26 @@
 """Turns the files of an upload session into images, as Grand Challenge's importer (panimg) does: blocking, pure.
 
-The import worker runs ``build_images`` in a thread. It really parses the files with SimpleITK: MetaImage (``.mha``,
-``.mhd`` with its ``.zraw``/``.raw``), TIFF, other single-file formats SimpleITK reads (NIfTI, NRRD, PNG), and DICOM
-series (grouped by series instance UID). Every image is re-written as a MetaImage ``.mha`` like the real importer does
-(contract §9: the stored bytes differ from the uploaded ones), so a client must check an import by its properties.
+The import worker runs ``build_images`` in a thread. MetaImage (``.mha``, ``.mhd`` with its ``.zraw``/``.raw``),
+NIfTI and NRRD files go through panimg itself, the server's importer (``panimg_import.py``), so accepted files,
+``segments`` and error texts are the server's. TIFF, PNG/JPEG and DICOM series (grouped by series instance UID) are
+parsed with SimpleITK: panimg's TIFF builder needs the system libraries libopenslide and libvips, which pip cannot
+install, and DICOM Image Sets (``dicom_sets.py``) build through the DICOM path. Every image is re-written as a
+MetaImage ``.mha`` like the real importer does (contract §9: the stored bytes differ from the uploaded ones), so a
+client must check an import by its properties.
 
-Large images are copied slab by slab (ITK's MetaImage reader streams a region at a time), so the importer never holds
-more than ``slab_bytes`` of pixels for them; small ones go through SimpleITK whole and are written compressed.
-"""
+Images too large to read whole (``in_memory_limit_bytes``) are copied slab by slab (ITK's MetaImage reader streams a
+region at a time), so the importer never holds more than ``slab_bytes`` of pixels for them: panimg reads images whole,
+which the server has the memory for and a test machine may not."""
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from gcbulk.emulator.panimg_import import PANIMG_SUFFIXES, build_with_panimg, mhd_data_file
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -72,27 +75,29 @@ class BuiltImage:
     window_center: float | None = None
     window_width: float | None = None
     modality: str | None = None
-    # The distinct voxel values of a single-channel 8-bit integer image with at most MAX_SEGMENTS of them, else None:
-    # panimg's ``segments``, which the server checks against a segmentation socket's overlay values (contract §10).
+    # The distinct voxel values of a single-channel 8-bit integer image, else None: panimg's ``segments``, which the
+    # server checks against a segmentation socket's overlay values (contract §10). panimg caps them (None past
+    # MAX_SEGMENTS) only for TIFFs; a 2-D/3-D MetaImage, NIfTI or NRRD keeps all (at most 256) of its values.
     segments: list[int] | None = None
 
 
-# panimg's MAXIMUM_SEGMENTS_LENGTH: more distinct values than this and the image has no segments.
+# panimg's MAXIMUM_SEGMENTS_LENGTH: a TIFF with more distinct values than this has no segments.
 MAX_SEGMENTS = 64
 _SEGMENT_DTYPES = ("int8", "uint8")
 
 
 class _SegmentCollector:
-    """Gathers the distinct voxel values slab by slab; gives up (None) past ``MAX_SEGMENTS``."""
+    """Gathers the distinct voxel values slab by slab; gives up (None) past ``limit`` if one is given."""
 
-    def __init__(self, dtype: np.dtype, components: int) -> None:
+    def __init__(self, dtype: np.dtype, components: int, limit: int | None) -> None:
         self.values: set[int] | None = set() if dtype.name in _SEGMENT_DTYPES and components == 1 else None
+        self._limit = limit
 
     def add(self, array: np.ndarray) -> None:
         if self.values is None:
             return
         self.values.update(int(v) for v in np.unique(array))
-        if len(self.values) > MAX_SEGMENTS:
+        if self._limit is not None and len(self.values) > self._limit:
             self.values = None
 
     def result(self) -> list[int] | None:
@@ -140,8 +145,11 @@ def build_images(
     names = sorted(item.name for item in files)
     consumed: set[str] = set()
     dicom_names = [name for name in names if is_dicom(input_dir / name)]
+    for_panimg = [name for name in names if name not in dicom_names and _panimg_reads(input_dir / name,
+                                                                                       in_memory_limit_bytes)]
+    consumed.update(_build_with_panimg(input_dir, work_dir, output_dir, for_panimg, result))
     for name in names:
-        if name in dicom_names or name.lower().endswith(DATA_FILE_SUFFIXES):
+        if name in for_panimg or name in dicom_names or name.lower().endswith(DATA_FILE_SUFFIXES):
             continue
         if not name.lower().endswith(SINGLE_FILE_SUFFIXES):
             result.file_errors[name] = "Not a supported image format"
@@ -159,7 +167,7 @@ def build_images(
         result.images.append(image)
         consumed.add(name)
         if name.lower().endswith(".mhd"):
-            data_file = _mhd_data_file(input_dir / name)
+            data_file = mhd_data_file(input_dir / name)
             if data_file:
                 consumed.add(data_file)
 
@@ -168,6 +176,50 @@ def build_images(
         if name.lower().endswith(DATA_FILE_SUFFIXES) and name not in consumed:
             result.file_errors[name] = "Data file without a MetaImage header"
     return result
+
+
+def _panimg_reads(path: Path, in_memory_limit_bytes: int) -> bool:
+    """Whether panimg imports this file: the formats its ITK builders read, unless the pixels are too large to hold
+    (panimg reads an image whole; the server has the memory, the emulator streams such images slab by slab)."""
+    import SimpleITK as sitk  # lazily, as in build_images
+
+    if not path.name.lower().endswith(PANIMG_SUFFIXES):
+        return False
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        pixel_bytes = int(np.prod(reader.GetSize())) * reader.GetNumberOfComponents() * _pixel_dtype(reader).itemsize
+    except RuntimeError:
+        return True  # unreadable: panimg says why, in the server's words
+    return pixel_bytes <= in_memory_limit_bytes
+
+
+def _build_with_panimg(
+    input_dir: Path, work_dir: Path, output_dir: Path, names: list[str], result: BuildResult
+) -> set[str]:
+    """Imports ``names`` with panimg (``panimg_import.py``); returns the input files its images consumed."""
+    import SimpleITK as sitk  # lazily, as in build_images
+
+    if not names:
+        return set()
+    data_files = {name: mhd_data_file(input_dir / name) for name in names if name.lower().endswith(".mhd")}
+    images, errors = build_with_panimg(input_dir, names, work_dir)
+    result.file_errors.update(errors)
+    consumed: set[str] = set()
+    for image in images:
+        output = output_dir / f"{len(result.images)}.mha"
+        image.mha_path.rename(output)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(output))
+        reader.ReadImageInformation()
+        built = _describe(image.name, output, reader.GetSize(), reader.GetSpacing(), reader.GetNumberOfComponents(),
+                          sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+        built.segments, built.window_center, built.window_width = (
+            image.segments, image.window_center, image.window_width)
+        result.images.append(built)
+        consumed.update(name for name in (image.name, data_files.get(image.name)) if name)
+    return consumed
 
 
 def _first_line(error: Exception) -> str:
@@ -182,17 +234,6 @@ def is_dicom(path: Path) -> bool:
             return handle.read(4) == b"DICM"
     except OSError:
         return False
-
-
-def _mhd_data_file(header: Path) -> str | None:
-    """The ``ElementDataFile`` an ``.mhd`` header names, so its data file counts as consumed."""
-    try:
-        with header.open("rb") as handle:
-            text = handle.read(64 * 1024).decode("latin-1")
-    except OSError:
-        return None
-    match = re.search(r"^\s*ElementDataFile\s*=\s*(.+?)\s*$", text, re.MULTILINE)
-    return Path(match.group(1)).name if match else None
 
 
 def _build_dicom_series(input_dir: Path, output_dir: Path, dicom_names: list[str], result: BuildResult) -> None:
@@ -239,7 +280,7 @@ def _convert(
         raise ValueError(f"Unsupported number of components: {components}")
     dtype = _pixel_dtype(reader)
     pixel_bytes = int(np.prod(size)) * components * dtype.itemsize
-    segments = _SegmentCollector(dtype, components)
+    segments = _SegmentCollector(dtype, components, MAX_SEGMENTS if name.lower().endswith((".tif", ".tiff")) else None)
     if pixel_bytes <= in_memory_limit_bytes:
         image = reader.Execute()
         segments.add(sitk.GetArrayViewFromImage(image))

@@ -8,7 +8,8 @@ Outcomes mirror ``build_images`` and its linked tasks on the server:
 
 * no image built → Failed, ``"N files could not be imported"`` — prefixed with ``"Image validation for socket <title>
   failed with error: "`` (and a final ".") when the session targets a display-set socket;
-* images built → Succeeded, the uploads are consumed (deleted), then the target is linked: a display-set socket takes
+* images built → Succeeded (``error_message`` "N files could not be imported" if some files formed no image), the
+  uploads are consumed (deleted), then the target is linked: a display-set socket takes
   exactly one image (otherwise the session turns Failed with "Image imports should result in a single image"), a Mask
   answer gets ``answer_image``;
 * duplicate filenames, vanished or unfinished uploads, anything unexpected → Failed with the server's messages.
@@ -88,7 +89,12 @@ class ImportWorker:
         try:
             await asyncio.sleep(self.context.config.import_delay_seconds)
             async with self._slots:
-                await work
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                try:
+                    await work
+                finally:  # the import worker's time, lock contention included (GET /_admin/counters)
+                    self.context.counters.import_busy_seconds += loop.time() - started
         except Exception:  # noqa: BLE001 - a background task has no caller to raise to
             logger.exception("background import task failed")
         finally:
@@ -188,6 +194,8 @@ async def import_session(context: Context, session: UploadSession, inputs: list[
         await asyncio.sleep(max(0.0, capacity.build_seconds(input_bytes) - elapsed))
     session.image_pks = [image.pk for image in images]
     session.status = SESSION_SUCCEEDED
+    if result.file_errors:  # the server's Succeeded sessions keep the count of the files it could not read (§10)
+        session.error_message = result.default_error_message
     for upload in consumed:
         if upload is not None and upload.pk in store.uploads:
             consume_upload(context, upload)

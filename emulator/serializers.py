@@ -301,7 +301,9 @@ def image_json(request: web.Request, context: Context, image: Image) -> dict[str
             }
             for f in image.files
         ],
-        "dicom_image_set": None,
+        # gcapi 0.16.1's DICOMImageSet model; getattr: a state pickled before the field existed lacks it.
+        "dicom_image_set": ({"image_set_id": image.dicom_image_set_id}
+                            if getattr(image, "dicom_image_set_id", None) else None),
         "width": image.width,
         "height": image.height,
         "depth": image.depth,

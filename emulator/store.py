@@ -7,7 +7,6 @@ the client's resume logic is exercised by killing the *client*, not the server.
 
 from __future__ import annotations
 
-import itertools
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -111,6 +110,9 @@ class Image:
     window_width: float | None = None
     segments: list[int] | None = None
     element_type: str = ""  # the SimpleITK pixel type, e.g. "16-bit signed integer", to verify imports by
+    # A DICOM Image Set's id and its instances (SOP Instance UID, object key), as stored (emulator/dicom_sets.py).
+    dicom_image_set_id: str | None = None
+    dicom_instances: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass

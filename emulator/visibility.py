@@ -2,7 +2,8 @@
 
 * reader studies, questions and display sets: the study's editors and readers view them, only editors change them;
 * answers: their creator views them, and so do the study's editors (readers see only their own);
-* images: their creator; the members of a study that shows the image in a display set; the editors of a study
+* images: their creator, unless the image's upload session failed (a segmentation refused at linking: the session's
+  ``image_set`` names the image, but ``cases/images/?origin=`` does not show it, contract §10); the members of a study that shows the image in a display set; the editors of a study
   whose answer holds it as ``answer_image``.
 
 Anonymous users (``None``) see nothing: every list comes back empty and every detail 404s.
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gcbulk.emulator.store import (
+    SESSION_FAILED,
     Answer,
     DisplaySet,
     Image,
@@ -49,7 +51,8 @@ def can_view_image(store: Store, user: User | None, image: Image) -> bool:
     if user is None:
         return False
     if image.creator.pk == user.pk:
-        return True
+        origin = store.upload_sessions.get(image.origin_session_pk or "")
+        return origin is None or origin.status != SESSION_FAILED
     if any(store.reader_studies[pk].can_view(user) for pk in image.reader_study_pks if pk in store.reader_studies):
         return True
     return any(store.reader_studies[pk].can_change(user) for pk in image.answer_study_pks if pk in store.reader_studies)

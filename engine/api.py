@@ -8,6 +8,7 @@ The tutorial's steps, at scale::
     report = job.plan(dry_run=True)          # what would be sent, and every finding
     outcome = job.run()                      # upload, create display sets, wait for the imports; resumable
     job.status()                             # counts by state and the cases that need attention
+    job.verify()                             # the ledger against the server: what it lost is sent by the next run
 
     study = gcbulk.ReaderStudy("my-study")   # token from $GRAND_CHALLENGE_AUTHORIZATION, as gcapi
     study.answers()                          # every answer, choice titles readable
@@ -95,7 +96,7 @@ class Job:
         """Walks the case tree, checks it, and records the plan in the ledger (``dry_run``: writes nothing).
         Returns the ``PlanReport`` ``gcbulk plan`` prints: ``.diff``, ``.findings``, ``.blocking``, ``.as_dict()``.
         ``offline`` skips reading the sockets from the server."""
-        from gcbulk.engine.cli.plan import fetch_catalogue, plan_into_ledger
+        from gcbulk.engine.planning import fetch_catalogue, plan_into_ledger
 
         job = self.settings.job
         catalogue = None if offline else fetch_catalogue(job, self.settings.require_token())[0]
@@ -119,6 +120,24 @@ class Job:
         if outcome is None:
             raise KeyboardInterrupt("the run was stopped; call run() again to resume")
         return outcome
+
+    def verify(self) -> Any:
+        """Compares the ledger with the server, as ``gcbulk verify``: what the server lost is re-queued for the next
+        ``run()``, and orphan uploads of lost creates are aborted. Returns the ``Verification``
+        (``.consistent``, ``.as_dict()``)."""
+        from gcbulk.engine.service.job_service import JobService
+        from gcbulk.engine.upload.reconcile import verify
+
+        service = JobService(self.settings, watch_signals=not _loop_running())
+        slug = self.settings.job.reader_study
+
+        async def body(service: JobService) -> Any:
+            return await verify(service.client, service.journal, slug)  # type: ignore[arg-type]
+
+        result = _run_sync(lambda: service.serve(body))
+        if result is None:
+            raise KeyboardInterrupt("verify was stopped; call verify() again")
+        return result
 
     def status(self) -> dict[str, Any]:
         """Counts by state and the cases that need attention, read from the ledger (works while a run is busy)."""

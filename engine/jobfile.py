@@ -29,6 +29,11 @@ A job file names the reader study, the server, the case tree and how files map t
     group = "dicom-series"               # one file set per SeriesInstanceUID (headers only); or "all"
 
     [[rules]]
+    dicom = { Modality = "CT", SeriesDescription = "*lung*" }   # DICOM found by content, one series at a time,
+    socket = "ct-dicom"                  # by its header fields (globs, case-insensitive); may add glob/regex on
+    image_name = "{SeriesDescription}"   # the path; image_name: a DICOM Image Set's name (default "{socket}")
+
+    [[rules]]
     glob = "age.json"
     socket = "patient-age"
     value = true                         # the file's JSON content is the value of a value socket
@@ -38,6 +43,10 @@ A job file names the reader study, the server, the case tree and how files map t
 
     [engine]                             # concurrency knobs read by the transfer engine
     files_in_flight = 8
+
+    [dicom]                              # DICOM Image Set values (gcbulk.engine.dicom.options)
+    deidentify = true                    # false sends the files as they are: only for already de-identified data
+    staging_budget = "4 GiB"             # de-identified copies on disk at once (staging = "<job>.dicom-staging")
 """
 
 from __future__ import annotations
@@ -54,6 +63,13 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from gcbulk.engine.dicom.options import (
+    DicomOptionError,
+    DicomOptions,
+    check_criteria,
+    check_image_name,
+    parse_dicom_table,
+)
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.plan.titles import TitleTemplateError, check_template
 from gcbulk.engine.upload.transfer_settings import JOB_KNOBS, TransferSettings
@@ -82,13 +98,16 @@ class Rule:
     group: str | None = None  # "dicom-series" | "all" | None (each file, with its .mhd companion, is a file set)
     value: bool = False  # the file holds the JSON value of a value socket
     required: bool = False  # a case without a file for this socket is blocked (a finding), not planned half-empty
+    dicom: Mapping[str, str] | None = None  # header field → glob: whole DICOM series, found by content
+    image_name: str | None = None  # a DICOM Image Set value's name template
 
     @property
     def label(self) -> str:
         what = (
             f"glob {self.glob!r}" if self.glob is not None
             else f"regex {self.regex.pattern!r}" if self.regex is not None
-            else f"position {self.position}"
+            else f"position {self.position}" if self.position is not None
+            else "dicom " + ", ".join(f"{k}={v!r}" for k, v in (self.dicom or {}).items())
         )
         return f"rules[{self.index}] ({what} -> {self.socket})"
 
@@ -101,6 +120,8 @@ class Rule:
             "group": self.group,
             "value": self.value,
             "required": self.required,
+            **({"dicom": dict(self.dicom)} if self.dicom is not None else {}),
+            **({"image_name": self.image_name} if self.image_name is not None else {}),
         }
 
 
@@ -125,6 +146,7 @@ class JobConfig:
     rules: tuple[Rule, ...] = ()
     values: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     engine: TransferSettings = field(default_factory=TransferSettings)
+    dicom: DicomOptions = field(default_factory=DicomOptions)
 
     @property
     def binding(self) -> JobBinding:
@@ -206,15 +228,27 @@ def _parse_rule(index: int, raw: object, job_file: Path) -> Rule:
     where = f"{job_file}: rules[{index}]"
     if not isinstance(raw, Mapping):
         raise JobFileError(f"{where} must be a table ([[rules]])")
-    _reject_unknown(f"rules[{index}].", raw, {"socket", "glob", "regex", "position", "group", "value", "required"},
-                    job_file)
+    _reject_unknown(f"rules[{index}].", raw, {"socket", "glob", "regex", "position", "group", "value", "required",
+                                              "dicom", "image_name"}, job_file)
     socket = raw.get("socket")
     if not isinstance(socket, str) or not socket:
         raise JobFileError(f"{where} needs socket = \"<socket slug>\"")
     selectors = [key for key in ("glob", "regex", "position") if key in raw]
-    if len(selectors) != 1:
+    dicom = image_name = None
+    try:
+        if "dicom" in raw:
+            # Series by header fields, optionally narrowed by a glob or regex on the path (never a position).
+            dicom = check_criteria(raw["dicom"], where)
+            if "position" in raw or len(selectors) > 1 or "group" in raw or raw.get("value"):
+                raise JobFileError(f"{where}: a dicom rule takes whole series; it may add one glob or regex on the "
+                                   "path, but no position, group or value")
+        if "image_name" in raw:
+            image_name = check_image_name(raw["image_name"], where)
+    except DicomOptionError as exc:
+        raise JobFileError(str(exc)) from None
+    if dicom is None and len(selectors) != 1:
         given = " and ".join(selectors) or "none"
-        raise JobFileError(f"{where} needs exactly one of glob, regex or position (it has {given})")
+        raise JobFileError(f"{where} needs exactly one of glob, regex or position, or a dicom table (it has {given})")
     glob = raw.get("glob")
     if glob is not None and (not isinstance(glob, str) or not glob):
         raise JobFileError(f"{where}: glob must be a non-empty string")
@@ -239,7 +273,7 @@ def _parse_rule(index: int, raw: object, job_file: Path) -> Rule:
     if not isinstance(required, bool):
         raise JobFileError(f"{where}: required must be true or false")
     return Rule(index=index, socket=socket, glob=glob, regex=regex, position=position, group=group, value=value,
-                required=required)
+                required=required, dicom=dicom, image_name=image_name)
 
 
 def _read_titles(path: Path, job_file: Path) -> dict[str, str]:
@@ -334,7 +368,7 @@ def load_job(path: Path | str) -> JobConfig:
             f"shared and committed): remove it, then set {TOKEN_ENV} in the environment or pass --token-file PATH"
         )
     _reject_unknown("", data, {"reader_study", "base_url", "case_root", "ca_file", "cases", "rules", "values",
-                               "engine"}, job_file)
+                               "engine", "dicom"}, job_file)
     reader_study = data.get("reader_study")
     if not isinstance(reader_study, str) or not reader_study.strip():
         raise JobFileError(f"{job_file}: reader_study is required: the slug, the last part of the study's URL")
@@ -366,6 +400,15 @@ def load_job(path: Path | str) -> JobConfig:
     positions = [rule.position for rule in rules if rule.position is not None]
     if len(positions) != len(set(positions)):
         raise JobFileError(f"{job_file}: two rules claim the same position; give each position one socket")
+    names: dict[str, str] = {}
+    for rule in rules:
+        if rule.image_name is not None and names.setdefault(rule.socket, rule.image_name) != rule.image_name:
+            raise JobFileError(f"{job_file}: {rule.label} gives socket {rule.socket!r} another image_name than an "
+                               "earlier rule; give each socket one image_name")
+    try:
+        dicom = parse_dicom_table(data.get("dicom", {}), job_file, names, parse_size)
+    except DicomOptionError as exc:
+        raise JobFileError(str(exc)) from None
     return JobConfig(
         job_file=job_file,
         reader_study=reader_study.strip(),
@@ -376,6 +419,7 @@ def load_job(path: Path | str) -> JobConfig:
         rules=rules,
         values=MappingProxyType(dict(values)),
         engine=_parse_engine(_table(data, "engine", job_file), job_file),
+        dicom=dicom,
     )
 
 

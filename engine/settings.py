@@ -32,7 +32,7 @@ from gcbulk.engine.jobfile import (
     load_token,
     parse_size,
 )
-from gcbulk.engine.upload.transfer_settings import JOB_KNOBS, TransferSettings
+from gcbulk.engine.upload.transfer_settings import JOB_KNOBS, SWITCH_KNOBS, TransferSettings, parse_switch
 from gcbulk.state.ledger import default_ledger_path
 
 ENV_PREFIX = "GCBULK_"
@@ -167,7 +167,7 @@ class RunSettings:
     def transfer(self) -> TransferSettings:
         """The engine's settings: the job's knobs after precedence, with this process's drain and progress interval."""
         return self.job.engine.replace(drain_seconds=self.drain, progress_interval_seconds=self.progress_interval,
-                                       adopt_existing=self.adopt_existing)
+                                       adopt_existing=self.adopt_existing, dicom=self.job.dicom)
 
     def require_token(self) -> str:
         if self.token is None:
@@ -304,7 +304,12 @@ def _override_job(job: JobConfig, environ: Mapping[str, str], sources: dict[str,
         if name in environ:
             sources[f"engine.{key}"] = f"{ENVIRONMENT} {name}"
             text = environ[name]
-            knobs[key] = parse_size(name, text) if key == "part_size" else _whole(name)(text)
+            if key == "part_size":
+                knobs[key] = parse_size(name, text)
+            elif key in SWITCH_KNOBS:
+                knobs[key] = parse_switch(name, text)
+            else:
+                knobs[key] = _whole(name)(text)
     try:
         changes["engine"] = TransferSettings.from_knobs(knobs)
     except ConfigurationError as exc:

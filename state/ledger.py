@@ -80,6 +80,7 @@ from gcbulk.state.pg_open import open_postgres
 from gcbulk.state.pg_store import is_postgres_dsn
 from gcbulk.state.queries import LedgerQueries
 from gcbulk.state.records import JobBinding
+from gcbulk.state.server_truth import LedgerServerTruth
 from gcbulk.state.sqlite_file import (
     ProcessLock,
     check_integrity,
@@ -135,7 +136,7 @@ def _reject_secrets(data: dict[str, Any]) -> None:
             raise ValueError(f"refusing to write {key!r} to the ledger: the ledger must never hold credentials")
 
 
-class Ledger(LedgerTransitions, LedgerQueries):
+class Ledger(LedgerTransitions, LedgerQueries, LedgerServerTruth):
     """An open ledger bound to one job. Use :meth:`open` or :meth:`open_readonly`."""
 
     def __init__(

@@ -15,11 +15,13 @@ The graphs, in words:
 * **display_set**: ``pending → creating → created → values_attached → importing → done | failed``. ``creating`` is
   written *before* the POST, so a crash between the POST and recording its pk leaves a trace that says "look it up by
   title before creating another" (contract §3: the title is unique per reader study). ``pending → created`` is the
-  adoption of a display set found by title. ``failed → created`` (pk known) retries the values.
+  adoption of a display set found by title. ``failed → created`` (pk known) retries the values. Any state with a pk
+  → ``pending`` (pk forgotten) when the server no longer has that display set (``gcbulk verify``, a 404 on its pk).
 * **item** (one socket value of a case): ``planned → uploading → uploaded → attached → done | failed``. Value sockets
   skip the uploads (``planned → attached``). ``attached`` means Grand Challenge has consumed the uploads (contract §1:
   they are deleted after import), so a changed file can no longer be re-queued. ``withdrawn``: a re-plan found no file
-  for that socket any more.
+  for that socket any more. ``attached | done → planned`` when the server no longer has the value (``gcbulk
+  verify``): its uploads were consumed, so new ones are sent.
 * **upload** (one Grand Challenge UserUpload of one file): ``creating → initialized → completed → consumed``.
   ``creating`` is written before ``POST uploads/`` for the same reason as display sets. ``expired``: the 24 h sweep
   deleted it (contract §1) or it is too old to finish; ``aborted``: a fatal error for that file; ``abandoned``: the
@@ -126,11 +128,11 @@ DISPLAY_SET = _machine(
     moves={
         "pending": {"creating", "created"},
         "creating": {"created", "pending"},
-        "created": {"values_attached", "failed"},
-        "values_attached": {"importing", "done", "failed"},
-        "importing": {"done", "failed", "values_attached"},
+        "created": {"values_attached", "failed", "pending"},
+        "values_attached": {"importing", "done", "failed", "pending"},
+        "importing": {"done", "failed", "values_attached", "pending"},
         "failed": {"created", "pending"},
-        "done": {"created"},
+        "done": {"created", "pending"},
     },
     identity={"pk"},
 )
@@ -142,10 +144,10 @@ ITEM = _machine(
         "planned": {"uploading", "attached", "failed", "withdrawn"},
         "uploading": {"uploaded", "failed", "planned", "withdrawn"},
         "uploaded": {"attached", "failed", "planned", "withdrawn"},
-        "attached": {"done", "failed"},
+        "attached": {"done", "failed", "planned"},
         "failed": {"planned", "withdrawn"},
         "withdrawn": {"planned"},
-        "done": set(),
+        "done": {"planned"},
     },
 )
 

@@ -322,3 +322,36 @@ def m004_item_upload_sessions(db: Database) -> None:
     PATCH names it (contract §2, §10): a run, or a resumed one, polls that session by pk; the server's session list
     (no filters, never cleaned up) is not scanned."""
     db["items"].add_column("upload_session_pk", str)
+
+
+@migrations()
+def m006_server_reconciliation(db: Database) -> None:
+    """The server is the truth (issue 10): each display set's ``create_order`` is fixed once, in plan order, before
+    the first create, so concurrent creates never share an order and a resumed run keeps folder order; an upload
+    whose create answer was lost is looked for on the server once (``orphan_checked_at``), then left alone."""
+    db["display_sets"].add_column("create_order", int)
+    db["uploads"].add_column("orphan_checked_at", str)
+
+
+# m005 was set aside for DICOM staging while m006 shipped first; it is applied after m006 (registration order), and
+# a ledger that has m006 but not m005 simply gets it on its next open.
+@migrations()
+def m005_dicom_staging(db: Database) -> None:
+    """A DICOM Image Set's files are de-identified into a staging folder before upload (gcbulk.engine.dicom): each
+    staged file's size and SHA-256 and its source's size and mtime, so a resume reuses what is staged and a changed
+    source is found (accessed by ``gcbulk.state.dicom_staging``)."""
+    db["dicom_staging"].create(
+        {
+            "file_id": int,  # the files row of the source
+            "item_id": int,
+            "source_size": int,
+            "source_mtime_ns": int,
+            "staged_path": str,  # absolute
+            "size": int,
+            "sha256": str,
+            "staged_at": str,
+        },
+        pk="file_id",
+        not_null={"item_id", "source_size", "source_mtime_ns", "staged_path", "size", "sha256", "staged_at"},
+    )
+    db["dicom_staging"].create_index(["item_id"])

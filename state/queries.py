@@ -144,7 +144,7 @@ class LedgerQueries:
             last_error=case["last_error"],
             display_set=DisplaySetRow(
                 case_id=ds["case_id"], state=ds["state"], pk=ds["pk"], attempts=ds["attempts"],
-                last_error=ds["last_error"],
+                last_error=ds["last_error"], create_order=ds.get("create_order"),
             ),
             items=tuple(
                 ItemWork(

@@ -100,6 +100,7 @@ class DisplaySetRow:
     pk: str | None
     attempts: int
     last_error: str | None
+    create_order: int | None = None  # the ``order`` its create sends (fixed in plan order before the first create)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,6 +17,7 @@ COMMANDS = {
     "status": "gcbulk.engine.cli.status",
     "run": "gcbulk.engine.cli.run",
     "retry-failed": "gcbulk.engine.cli.retry_failed",
+    "verify": "gcbulk.engine.cli.verify",
     "report": "gcbulk.engine.cli.report",
     "export": "gcbulk.engine.cli.export",
     "reorder": "gcbulk.engine.cli.reorder",

@@ -28,6 +28,7 @@ import anyio
 from gcbulk.engine import settings
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_KILLED, EXIT_OK, EXIT_SOME_FAILED
 from gcbulk.engine.cli.plan import add_strict_argument
+from gcbulk.engine.cli.server_options import job_settings_with_token
 from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -80,6 +81,14 @@ def _print_outcome(outcome: RunOutcome, ledger_path: Path, events_path: Path, bl
         if len(blocked) > _SHOW_FAILED:
             print(f"  … and {len(blocked) - _SHOW_FAILED} more ('gcbulk status' lists them all)", file=sys.stderr)
         print("  fix the findings; the next 'gcbulk run' plans them again", file=sys.stderr)
+    if outcome.requeued:
+        print(f"gcbulk run: {len(outcome.requeued)} case(s) the server no longer had were sent again:",
+              file=sys.stderr)
+        for title, reason in outcome.requeued[:_SHOW_FAILED]:
+            print(f"  {shown(title)}: {scrub(reason, title) if redact else reason}", file=sys.stderr)
+    if outcome.orphans_aborted:
+        print(f"gcbulk run: aborted {outcome.orphans_aborted} empty upload(s) left on the server by creates whose "
+              "answer was lost", file=sys.stderr)
     if outcome.failed:
         print(f"gcbulk run: {len(outcome.failed)} case(s) failed:", file=sys.stderr)
         for title, reason in outcome.failed[:_SHOW_FAILED]:
@@ -92,11 +101,8 @@ def _print_outcome(outcome: RunOutcome, ledger_path: Path, events_path: Path, bl
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        resolved = settings.resolve(args.job, args)
-        resolved.require_token()
-    except (ConfigurationError, OSError) as exc:
-        print(f"gcbulk run: {exc}", file=sys.stderr)
+    resolved = job_settings_with_token("run", args)
+    if resolved is None:
         return EXIT_CONFIG_ERROR
     follow_mode = getattr(args, "follow", False)
     # One-shot runs keep their human lines (plan report, progress, outcome) on stderr; the container's follow mode

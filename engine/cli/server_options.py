@@ -26,7 +26,9 @@ from gcbulk.engine.jobfile import TOKEN_ENV
 from gcbulk.engine.settings import (
     DEFAULT,
     DEFAULT_BASE_URL,
+    RunSettings,
     ServerSettings,
+    resolve,
     resolve_server,
 )
 from gcbulk.engine.service import logs
@@ -67,6 +69,18 @@ def command_server(command: str, args: argparse.Namespace) -> ServerSettings | N
         print(f"gcbulk {command}: {exc}", file=sys.stderr)
         return None
     return server
+
+
+def job_settings_with_token(command: str, args: argparse.Namespace) -> RunSettings | None:
+    """The job's settings as ``gcbulk run`` resolves them, with a token; None (after saying why on stderr) when the
+    job file, the environment or the token cannot be used."""
+    try:
+        resolved = resolve(args.job, args)
+        resolved.require_token()
+    except (ConfigurationError, OSError) as exc:
+        print(f"gcbulk {command}: {exc}", file=sys.stderr)
+        return None
+    return resolved
 
 
 def client_for(server: ServerSettings, **options: Any) -> GrandChallengeClient:

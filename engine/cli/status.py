@@ -14,11 +14,13 @@ from typing import Any
 
 from gcbulk.engine import settings
 from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.gc.limits import UPLOAD_CAP
 from gcbulk.engine.plan.titles import redacted, scrub
 from gcbulk.state.ledger import Ledger, LedgerError
 
 HELP = "Show a job's progress from its ledger: counts by state and the cases that need attention."
 _SHOW = 50
+_SERVER_TIMEOUT_SECONDS = 15
 _KINDS = (("case", "cases"), ("display_set", "display sets"), ("item", "values"), ("upload", "uploads"),
           ("part", "parts"))
 
@@ -31,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ledger", type=Path, help="the ledger file (default: <job stem>.ledger.sqlite beside the job file)"
     )
+    parser.add_argument("--offline", action="store_true",
+                        help="read only the ledger; do not ask the server how many uploads the account holds")
 
 
 def _redact_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -78,12 +82,44 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigurationError, LedgerError) as exc:
         print(f"gcbulk status: {exc}", file=sys.stderr)
         return 2
+    if not args.offline:
+        status.update(server_upload_count(args))
     if args.json:
         print(json.dumps(status, indent=2))
     else:
         print_status(status, attention_total)
     cases = status["counts"]["case"]
     return 1 if cases.get("failed") or cases.get("blocked") else 0
+
+
+def server_upload_count(args: argparse.Namespace) -> dict[str, Any]:
+    """The account's uploads as the server counts them (contract §1: what its 2000 cap counts, other tools' and lost
+    creates included), next to the ledger's own; unknown, with the reason, when the server cannot be asked."""
+    import anyio
+    from gcbulk.engine.gc.client import GrandChallengeClient
+    from gcbulk.engine.gc.errors import GcbulkError
+    from gcbulk.engine.gc.retry import RetryPolicy
+
+    try:
+        resolved = settings.resolve(args.job, args)
+        token = resolved.require_token()
+    except (ConfigurationError, OSError) as exc:
+        return {"server_live_uploads": None, "server_live_uploads_error": f"no token to ask it: {exc}"}
+
+    async def count() -> int:
+        # status answers at once or says why not: two quick tries, and a bound on the whole question.
+        with anyio.fail_after(_SERVER_TIMEOUT_SECONDS):
+            async with GrandChallengeClient(base_url=resolved.job.base_url, token=token, ca_file=resolved.job.ca_file,
+                                            retry_policy=RetryPolicy(attempts_per_item=2, max_delay=1.0)) as client:
+                return await client.count_uploads()
+
+    try:
+        return {"server_live_uploads": anyio.run(count), "server_live_uploads_error": None}
+    except TimeoutError:
+        reason = f"no answer from {resolved.job.base_url} within {_SERVER_TIMEOUT_SECONDS} s"
+    except (GcbulkError, OSError) as exc:
+        reason = str(exc)
+    return {"server_live_uploads": None, "server_live_uploads_error": reason}
 
 
 def print_status(status: dict[str, Any], attention_total: int, out: Any = None) -> None:
@@ -94,7 +130,14 @@ def print_status(status: dict[str, Any], attention_total: int, out: Any = None) 
         total = sum(counts.values())
         detail = ", ".join(f"{state} {n}" for state, n in sorted(counts.items())) or "none"
         print(f"  {label:<13} {total:>8}  {detail}", file=out)
-    print(f"  live uploads on the server: {status['live_uploads']}", file=out)
+    print(f"  live uploads: {status['live_uploads']} of this job (ledger)", file=out, end="")
+    if status.get("server_live_uploads") is not None:
+        print(f"; {status['server_live_uploads']} on the server for this account (it refuses more than "
+              f"{UPLOAD_CAP})", file=out)
+    elif status.get("server_live_uploads_error"):
+        print(f"; on the server: unknown ({status['server_live_uploads_error']})", file=out)
+    else:
+        print(file=out)
     rows = status["needs_attention"]
     if not rows:
         print("Nothing needs attention.", file=out)

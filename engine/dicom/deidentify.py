@@ -19,9 +19,10 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from gcbulk.engine.dicom.pool import dicom_pool
 
 MANIFEST = "manifest.json"
 _HASH_CHUNK = 1024 * 1024
@@ -88,6 +89,8 @@ def _load_staged(folder: Path, key: str, sources: list[str]) -> StagedSet | None
             return None
         if (stat.st_size, stat.st_mtime_ns) != (staged.source_size, staged.source_mtime_ns) or size_now != staged.size:
             return None
+        if _sha256(folder / staged.staged) != staged.sha256:  # changed on disk: never send it, stage it again
+            return None
     return StagedSet(key, folder, files, reused=True)
 
 
@@ -150,7 +153,7 @@ def stage_sets(sets: Iterable[tuple[str, list[str]]], staging_root: Path, *, bud
     (staged files are about the size of their sources). A set larger than the budget alone is a StagingError."""
     workers = workers or os.cpu_count() or 1
     pending = list(sets)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with dicom_pool(workers) as pool:
         in_flight: list[tuple[int, object]] = []
         held = 0
         for key, sources in pending:

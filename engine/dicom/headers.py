@@ -13,9 +13,11 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
+
+from gcbulk.engine.dicom.pool import dicom_pool
 
 # The tags read from each file; everything else, pixel data above all, is skipped by pydicom.
 HEADER_TAGS = (
@@ -24,6 +26,7 @@ HEADER_TAGS = (
 )
 _PREAMBLE = 128
 _CHUNK = 256  # files per pool task
+_SMALL_CHUNK = 16  # the least worth sending to a running pool (a task costs about a millisecond)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +116,22 @@ def _read_chunk(paths: list[str]) -> list[DicomHeader | NotDicom]:
     return [read_header(path) for path in paths]
 
 
-def read_headers(paths: Iterable[Path | str], *, workers: int | None = None) -> Iterator[DicomHeader | NotDicom]:
-    """Every file's header, in input order. ``workers``: processes (default: the cores; 1 reads in this process)."""
+def read_headers(paths: Iterable[Path | str], *, workers: int | None = None,
+                 pool: Executor | None = None) -> Iterator[DicomHeader | NotDicom]:
+    """Every file's header, in input order. ``workers``: processes (default: the cores; 1 reads in this process).
+    ``pool``: a running pool of ``workers`` processes to use (the planner keeps one for all its cases, so that a
+    case of a hundred slices is read in parallel too, without a pool started per case)."""
     files = [str(p) for p in paths]
     workers = workers or os.cpu_count() or 1
+    if pool is not None and workers > 1 and len(files) >= 2 * _SMALL_CHUNK:
+        size = max(_SMALL_CHUNK, min(_CHUNK, -(-len(files) // (2 * workers))))
+        for result in pool.map(_read_chunk, [files[i:i + size] for i in range(0, len(files), size)]):
+            yield from result
+        return
     if workers == 1 or len(files) <= _CHUNK:
         yield from _read_chunk(files)
         return
     chunks = [files[i:i + _CHUNK] for i in range(0, len(files), _CHUNK)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with dicom_pool(workers) as pool:
         for result in pool.map(_read_chunk, chunks):
             yield from result

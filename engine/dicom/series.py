@@ -10,6 +10,7 @@ sent.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -86,13 +87,20 @@ def _accepted_sop_classes() -> frozenset[str] | None:
     return frozenset(procedure["sopClass"])
 
 
+def patient_label(patient_id: str) -> str:
+    """A PatientID as findings, logs and the ledger show it: a short hash, never the identifier itself."""
+    if not patient_id:
+        return ""
+    return "PatientID#" + hashlib.sha256(patient_id.encode()).hexdigest()[:8]
+
+
 def image_set_problems(headers: Iterable[DicomHeader]) -> list[ImageSetProblem]:
     """What the server would refuse in one DICOM image set: more than one study, series or patient, and files whose
     SOP class the de-identification procedure rejects."""
     headers = list(headers)
     problems = []
     for code, what, value_of in (
-        ("dicom-two-patients", "PatientID", lambda h: h.patient_id),
+        ("dicom-two-patients", "PatientID", lambda h: patient_label(h.patient_id)),
         ("dicom-two-studies", "StudyInstanceUID", lambda h: h.study_uid),
         ("dicom-two-series", "SeriesInstanceUID", lambda h: h.series_uid),
     ):

@@ -26,15 +26,20 @@ from gcbulk.engine.gc.errors import (
     ApiError,
     AuthenticationFailed,
     ConfigurationError,
+    Disposition,
+    GcbulkError,
     NotFound,
     UnexpectedResponse,
+    classify,
     transport_error,
     UnsafeUrlError,
     is_network_error,
 )
 from gcbulk.engine.gc.bounded import DEFAULT_MAX_RESPONSE_BYTES, is_loopback_host, read_capped, trust_context
+from gcbulk.engine.gc.pacer import AdaptiveLimiter, api_policy
 from gcbulk.engine.gc.results_api import ResultsMixin
 from gcbulk.engine.gc.retry import RetryObserver, RetryPolicy, call_with_retries
+from gcbulk.engine.gc.routes import route_shape
 from gcbulk.engine.gc.uploads_api import UploadsMixin
 from gcbulk.redaction import redact_bytes, register_secret
 
@@ -42,6 +47,9 @@ log = logging.getLogger(__name__)
 
 # Contract §0: DRF pages are clipped at 1000; fewer, larger pages mean fewer round trips when scanning a study.
 DEFAULT_PAGE_SIZE = 1000
+# Answers that say the server (or what stands in front of it) is saturated: the adaptive limit backs off at once.
+# The API itself never sends 429 (contract §10); a proxy in front of it may, and 503/504 come from there too.
+OVERLOADED_STATUSES = (429, 503, 504)
 
 
 def normalise_token(token: str) -> str:
@@ -78,6 +86,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         token: str,
         ca_file: Path | str | None = None,
         api_calls_in_flight: int = 16,
+        adaptive_concurrency: bool = True,
         connections: int = 128,
         retry_policy: RetryPolicy | None = None,
         on_retry: RetryObserver | None = None,
@@ -105,12 +114,16 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=request_timeout)
         self.retry_policy = retry_policy or RetryPolicy()
         self.on_retry = on_retry
-        self.api_limiter = anyio.CapacityLimiter(api_calls_in_flight)
+        # Adaptive (engine/gc/pacer.py): the server's few web workers, not this knob, bound what helps (contract
+        # §10: beyond them requests only queue and throughput falls); the knob is the upper bound.
+        self.api_limiter = AdaptiveLimiter(api_policy(api_calls_in_flight, adaptive=adaptive_concurrency))
+        self._api_path = parts.path
         self._session: aiohttp.ClientSession | None = None
         # Observers of every request (engine/service/metrics.py measures latency with them); the request code stays as it is.
         self._trace_configs = list(trace_configs or [])
         self._reader_studies: dict[str, dict[str, Any]] = {}
         self._sockets: dict[str, dict[str, Any] | None] = {}
+        self._lookups = anyio.Lock()
 
     def __repr__(self) -> str:
         return f"GrandChallengeClient(base_url={self.base_url!r})"
@@ -135,6 +148,12 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
 
     # ---- core: one request, retries, pagination -------------------------------------------------------------
 
+    def endpoint_key(self, method: str, url: str) -> str:
+        """``"PATCH reader-studies/display-sets/{id}/"``: requests the adaptive limiter compares with each other."""
+        path = urlsplit(url).path
+        relative = path[len(self._api_path):] if path.startswith(self._api_path) else path
+        return f"{method} {route_shape(relative)}"
+
     def url_for(self, path_or_url: str) -> str:
         """An absolute URL on the API host. Absolute URLs from the server must be on that host: the token is sent
         with them (contract §5: gcapi refuses any other netloc, for the same reason)."""
@@ -150,7 +169,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
 
     async def _request_once(self, method: str, url: str, payload: Any, params: dict[str, Any] | None) -> Any:
         headers = {**self._auth_headers(), "Accept": "application/json"}
-        async with self.api_limiter:
+        async with self.api_limiter.slot(self.endpoint_key(method, url)) as slot:
             try:
                 # No redirects (contract §0: gcapi treats a 3xx as an error): the token must not follow one.
                 async with self.session.request(method, url, json=payload, params=params, headers=headers,
@@ -158,10 +177,16 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
                     raw = await read_capped(resp, self.max_response_bytes, f"{method} {url}")
                     status, content_type, resp_headers = resp.status, resp.content_type, dict(resp.headers)
             except Exception as exc:
+                if isinstance(exc, TimeoutError):
+                    slot.overloaded()
                 if is_network_error(exc):
                     # Chained from None: aiohttp exceptions may carry the request headers, hence the token.
                     raise transport_error(method, url, exc) from None
                 raise
+            if status in OVERLOADED_STATUSES:
+                slot.overloaded()
+            elif status >= 400:  # about the request, not the server's load: its latency says nothing
+                slot.ignore()
         # A server may echo the Authorization header into any answer (issue 14): nothing it sends reaches the engine,
         # hence the ledger, events, reports or the terminal, with the token in it.
         raw = redact_bytes(raw)
@@ -243,23 +268,25 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
 
     async def get_socket(self, slug: str) -> dict[str, Any] | None:
         """The socket (component interface) with ``slug``, or None if there is none (contract §3). Cached."""
-        if slug not in self._sockets:
-            page = await self.request("GET", "components/interfaces/", params={"slug": slug})
-            results = page.get("results", [])
-            self._sockets[slug] = results[0] if results else None
+        async with self._lookups:  # concurrent cases asking at once make one request, not one each
+            if slug not in self._sockets:
+                page = await self.request("GET", "components/interfaces/", params={"slug": slug})
+                results = page.get("results", [])
+                self._sockets[slug] = results[0] if results else None
         return self._sockets[slug]
 
     async def reader_study_by_slug(self, slug: str) -> dict[str, Any]:
         """The reader study; ConfigurationError if it does not exist or this user is not a member (§0: absent)."""
-        if slug not in self._reader_studies:
-            page = await self.request("GET", "reader-studies/", params={"slug": slug})
-            results = page.get("results", [])
-            if not results:
-                raise ConfigurationError(
-                    f"reader study {slug!r} was not found at {self.base_url}: check the slug (the last part of its "
-                    "URL) and that this token's user is an editor of the study"
-                )
-            self._reader_studies[slug] = results[0]
+        async with self._lookups:  # concurrent callers asking at once make one request, not one each
+            if slug not in self._reader_studies:
+                page = await self.request("GET", "reader-studies/", params={"slug": slug})
+                results = page.get("results", [])
+                if not results:
+                    raise ConfigurationError(
+                        f"reader study {slug!r} was not found at {self.base_url}: check the slug (the last part of "
+                        "its URL) and that this token's user is an editor of the study"
+                    )
+                self._reader_studies[slug] = results[0]
         return self._reader_studies[slug]
 
     # ---- display sets ---------------------------------------------------------------------------------------
@@ -267,12 +294,6 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
     async def iterate_display_sets(self, reader_study_pk: str) -> AsyncIterator[dict[str, Any]]:
         async for display_set in self.iterate_all("reader-studies/display-sets/", {"reader_study": reader_study_pk}):
             yield display_set
-
-    async def display_set_pks_by_title(self, reader_study_slug: str) -> dict[str, str]:
-        """Every titled display set of the study, title → pk, in one listing (titles are unique per study, §9)."""
-        study = await self.reader_study_by_slug(reader_study_slug)
-        return {title: display_set["pk"] async for display_set in self.iterate_display_sets(study["pk"])
-                if (title := display_set_title(display_set))}
 
     async def find_display_set_by_title(self, reader_study_pk: str, title: str) -> dict[str, Any] | None:
         """The study's display set titled ``title``, or None. Titles are unique per study (contract §9)."""
@@ -335,6 +356,22 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         raise ApiError("POST", self.url_for("reader-studies/display-sets/"), 201,
                        f"the server accepted a display set with a non-numeric order (pk {created.get('pk')}); "
                        "it does not behave as Grand Challenge does")
+
+    async def require_editor(self, reader_study_slug: str, *, consequence: str) -> None:
+        """Permission before bytes: raises ConfigurationError when this token's user is not an editor of the study
+        (a reader's token would upload every file, then fail at the first display set). A server too busy to
+        answer the probe is not a reason to stop: the first create will tell."""
+        try:
+            allowed = await self.may_create_display_sets(reader_study_slug)
+        except GcbulkError as unsure:
+            if classify(unsure) is Disposition.STOP_RUN:
+                raise
+            log.warning("could not check the right to add display sets (%s); going on", unsure)
+            return
+        if not allowed:
+            raise ConfigurationError(
+                f"this token's user may not add display sets to reader study {reader_study_slug!r}: the user must "
+                f"be an editor of the study (ask one of its editors to add them); {consequence}")
 
     async def get_display_set(self, pk: str) -> dict[str, Any]:
         return await self.request("GET", f"reader-studies/display-sets/{pk}/")

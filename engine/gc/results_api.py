@@ -105,7 +105,7 @@ class ResultsMixin:
         url = self.url_for(file_url)
 
         async def attempt() -> str:
-            async with self.api_limiter:  # type: ignore[attr-defined]
+            async with self.api_limiter.slot("GET media"):  # type: ignore[attr-defined]
                 try:
                     async with self.session.get(
                         url, headers=self._auth_headers(), allow_redirects=False  # type: ignore[attr-defined]

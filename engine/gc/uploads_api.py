@@ -6,8 +6,9 @@ life cycle create → presign → (PUT parts, ``engine/upload/s3_parts.py``) →
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from gcbulk.engine.gc.errors import (
@@ -21,6 +22,17 @@ from gcbulk.engine.gc.errors import (
 
 UPLOAD_COMPLETED = "Completed"
 UPLOAD_INITIALIZED = "Initialized"
+
+
+def parse_server_time(text: str | None) -> datetime | None:
+    """An upload's ``created`` (DRF's ISO-8601, ``Z`` for UTC) as an aware datetime; None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -53,18 +65,26 @@ class UploadsMixin:
 
     request: Callable[..., Awaitable[Any]]
     url_for: Callable[[str], str]
+    iterate_all: Callable[..., AsyncIterator[dict[str, Any]]]
 
     def upload_url(self, pk: str) -> str:
         """The hyperlink that display-set values and upload sessions take for an upload."""
         return self.url_for(f"uploads/{pk}/")
 
-    async def create_upload(self, filename: str) -> dict[str, Any]:
+    async def create_upload(self, filename: str, *,
+                            before_resend: Callable[[], Awaitable[None]] | None = None) -> dict[str, Any]:
         """``POST uploads/``: a new, Initialized multipart upload.
 
         Not reconciled by lookup: uploads carry no key of ours (every case has its ``ct.mha``), so a create whose
-        answer was lost leaves an empty upload that the server sweeps after 24 h. The caller records the pk in the
-        ledger the moment it is returned, before any part, so an upload it knows of is never lost.
+        answer was lost leaves an empty upload. ``before_resend`` runs before a create that may have reached the
+        server is sent again: the caller records that doubt (``engine/upload/orphans.py`` finds and aborts such
+        uploads). The caller records the pk the moment it is returned, before any part.
         """
+
+        async def resend() -> None:
+            if before_resend is not None:
+                await before_resend()
+            return None  # never found: the create is sent again
 
         def cap(error: ApiError) -> Exception | None:
             # Contract §1: the only non-field validation on create is the 2000-uploads cap.
@@ -72,7 +92,7 @@ class UploadsMixin:
                 return UploadCapReached(error.method, error.url, error.status, error.body, error.headers)
             return None
 
-        return await self.request("POST", "uploads/", json={"filename": filename}, translate=cap)
+        return await self.request("POST", "uploads/", json={"filename": filename}, translate=cap, reconcile=resend)
 
     async def get_upload(self, pk: str) -> dict[str, Any]:
         """Raises NotFound once the upload was consumed (import done) or swept."""
@@ -82,6 +102,12 @@ class UploadsMixin:
         """How many uploads this user has: what the 2000 cap counts (contract §1)."""
         page = await self.request("GET", "uploads/", params={"limit": 1, "offset": 0})
         return int(page.get("count", len(page.get("results", []))))
+
+    async def iterate_uploads(self) -> AsyncIterator[dict[str, Any]]:
+        """Every upload of this user (contract §1: no filters, unordered; at most about the 2000 cap). Not for the
+        hot path: only to find uploads whose create answer was lost (``engine/upload/orphans.py``)."""
+        async for upload in self.iterate_all("uploads/"):
+            yield upload
 
     async def generate_presigned_urls(
         self, upload: UploadRef | Mapping[str, Any], part_numbers: Iterable[int]

@@ -9,9 +9,12 @@ import json
 import re
 from pathlib import Path
 
+from gcbulk.engine.dicom.headers import DicomHeader, NotDicom
+from gcbulk.engine.dicom.series import group_series
 from gcbulk.engine.gc.limits import MAX_FILES_PER_IMAGE
 from gcbulk.engine.plan import findings as finding
 from gcbulk.engine.plan.cases import Entry, PlannedFile, PlannedItem
+from gcbulk.engine.plan.dicom_case import CaseHeaders
 from gcbulk.engine.plan.findings import Finding
 from gcbulk.engine.plan.values import canonical_json
 
@@ -37,25 +40,20 @@ def mhd_data_file(path: str) -> tuple[str | None, str | None]:
     return name, None
 
 
-def dicom_series(sets: list[list[Entry]], findings: list[Finding], title: str) -> list[list[Entry]]:
-    """One file set per SeriesInstanceUID, reading only the headers (pydicom, ``stop_before_pixels``)."""
-    import pydicom  # imported only when a rule groups DICOM: it is slow to import
-    from pydicom.errors import InvalidDicomError
-
-    series: dict[str, list[Entry]] = {}
+def dicom_series(sets: list[list[Entry]], findings: list[Finding], title: str, headers: CaseHeaders
+                 ) -> list[list[Entry]]:
+    """One file set per SeriesInstanceUID, in slice order, reading only the headers (``engine/dicom/headers.py``)."""
+    by_path: dict[str, Entry] = {}
+    dicom: list[DicomHeader] = []
     for file_set in sets:
         for e in file_set:
-            try:
-                header = pydicom.dcmread(e.path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
-            except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-                findings.append(finding.not_dicom(e.path, e.rel, str(exc) or type(exc).__name__, title))
+            header = headers.header(e)
+            if isinstance(header, NotDicom):
+                findings.append(finding.not_dicom(e.path, e.rel, header.reason, title))
                 continue
-            uid = header.get("SeriesInstanceUID")
-            if not uid:
-                findings.append(finding.not_dicom(e.path, e.rel, "it has no SeriesInstanceUID", title))
-                continue
-            series.setdefault(str(uid), []).append(e)
-    return list(series.values())
+            by_path[e.path] = e
+            dicom.append(header)
+    return [[by_path[p] for p in series.paths] for series in group_series(dicom)]
 
 
 def value_item(socket: str, entry: Entry, findings: list[Finding], title: str) -> PlannedItem | None:

@@ -269,3 +269,40 @@ def too_many_parts(path: object, size: int, preferred: int, grown: int | None) -
               f"at engine.part_size {preferred} bytes the file needs {part_count(size, preferred)} parts "
               f"(limit {MAX_PARTS}); its parts will be {grown} bytes, so memory per part in flight grows to match",
               "raise engine.part_size to silence this, or lower engine.parts_in_flight if memory is tight")
+
+
+# --- DICOM (gcbulk.engine.plan.dicom_case) ------------------------------------------------------------------------
+def dicom_series_unmapped(path: object, described: str, fields: str, files: tuple[str, ...], case: str) -> Finding:
+    return _f("dicom-series-unmapped", "warning", path,
+              f"DICOM {described} matches no rule ({fields}); it is skipped",
+              "add a [[rules]] entry with dicom = { Modality = … } for it, or move it out of the case folder", files,
+              case)
+
+
+def dicom_multi_series(path: object, folder: str, described: str, case: str) -> Finding:
+    return _f("dicom-multi-series", "info", path,
+              f"folder {folder or '(the case folder)'!r} holds several DICOM series: {described}",
+              "nothing to do when the rules map each series; otherwise add dicom rules by Modality or "
+              "SeriesDescription", (), case)
+
+
+def dicom_mixed_studies(path: object, described: str, case: str) -> Finding:
+    return _f("dicom-mixed-studies", "warning", path,
+              f"this case holds DICOM series of {described}; one display set then mixes studies",
+              "check that the studies belong to one case; otherwise split the case folder by study", (), case)
+
+
+def dicom_image_set(path: object, code: str, socket: str, message: str, files: tuple[str, ...], case: str) -> Finding:
+    return _f(code, "blocking", path,
+              f"the DICOM files for socket {socket!r} would be refused by Grand Challenge, silently (contract §10): "
+              f"{message}",
+              "split the files so each image set is one series of one study of one patient, and remove files the "
+              "de-identifier rejects (structured reports, presentation states, …) from the case folder", files, case)
+
+
+def dicom_image_name_empty(path: object, socket: str, template: str, files: tuple[str, ...], case: str) -> Finding:
+    return _f("dicom-image-name-empty", "blocking", path,
+              f"the image name for socket {socket!r} comes out empty (image_name = {template!r} on this series' "
+              "headers); a DICOM Image Set needs a non-empty image_name",
+              "change image_name in the rule for that socket, e.g. \"{socket}\" or \"{Modality} {SeriesNumber}\"",
+              files, case)

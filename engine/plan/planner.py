@@ -11,6 +11,7 @@ How a case folder becomes items (the job's rules are described in ``gcbulk.engin
 2. Pattern rules (glob / regex) are tried in order on each set's main file; the first that matches takes it.
 3. Sets no pattern rule took are numbered 1, 2, … by path, and positional rules take them by number (the tutorial's
    layout: "the first file is the CT image, the second the airway segmentation").
+   Before both, ``dicom = {…}`` rules take whole DICOM series found by content (``gcbulk.engine.plan.dicom_case``).
 4. Per socket, the sets are grouped (``group = "dicom-series"`` reads SeriesInstanceUID from the headers only;
    ``group = "all"`` makes one set); a socket must end with exactly one set (contract §3: a socket is unique within a
    display set, and each image value must become exactly one image).
@@ -27,10 +28,18 @@ from collections.abc import Iterator
 from fnmatch import translate
 from typing import Any
 
+from gcbulk.engine.dicom.pool import dicom_pool
 from gcbulk.engine.gc.limits import MAX_FILENAME, MAX_TITLE
 from gcbulk.engine.jobfile import JobConfig, Rule
 from gcbulk.engine.plan import findings as finding
 from gcbulk.engine.plan.cases import Entry, PlannedCase, PlannedFile, PlannedItem
+from gcbulk.engine.plan.dicom_case import (
+    CaseHeaders,
+    check_image_set,
+    claim_series,
+    series_findings,
+    unmapped_findings,
+)
 from gcbulk.engine.plan.filesets import dicom_series, files_item, mhd_data_file, value_item
 from gcbulk.engine.plan.findings import Finding, shown
 from gcbulk.engine.plan.mapping import MappingSummary
@@ -76,6 +85,8 @@ class Planner:
         self._ignore = [(pattern, *_glob_matcher(pattern)) for pattern in config.cases.ignore]
         self._pattern_rules: list[tuple[Rule, re.Pattern[str], bool]] = []
         self._positional: dict[int, Rule] = {}
+        self._dicom_rules: list[tuple[Rule, Any]] = []  # (rule, its path test)
+        self._header_pool: Any = None  # processes reading DICOM headers, for the whole plan (dicom rules only)
         # Case folders seen, by (device, inode): a symlink or bind mount to a case folder must not make a second case.
         self._case_folders: dict[tuple[int, int], str] = {}
         self._required = {rule.socket: rule for rule in config.rules if rule.required}
@@ -83,13 +94,26 @@ class Planner:
         cases = config.cases
         self._titles = TitleMaker(cases.title, None if cases.titles is None else dict(cases.titles))
         for rule in config.rules:
-            if rule.position is not None:
+            if rule.dicom is not None:
+                self._dicom_rules.append((rule, self._path_test(rule)))
+            elif rule.position is not None:
                 self._positional[rule.position] = rule
             elif rule.glob is not None:
                 self._pattern_rules.append((rule, *_glob_matcher(rule.glob)))
             else:
                 assert rule.regex is not None
                 self._pattern_rules.append((rule, rule.regex, True))
+
+    @staticmethod
+    def _path_test(rule: Rule) -> Any:
+        """Whether a file's path passes a dicom rule's optional glob or regex."""
+        if rule.glob is not None:
+            matcher, on_path = _glob_matcher(rule.glob)
+            return lambda e: matcher.match(e.inner if on_path else e.name) is not None
+        if rule.regex is not None:
+            regex = rule.regex
+            return lambda e: regex.match(e.inner) is not None
+        return lambda e: True
 
     # ------------------------------------------------------------------------------------------------- walking
     def plan(self) -> Iterator[PlannedCase | Finding]:
@@ -101,7 +125,11 @@ class Planner:
         if not stat.S_ISDIR(root_stat.st_mode):
             yield finding.case_root_missing(self.root)
             return
-        yield from self._walk(str(self.root), "", 1, frozenset({(root_stat.st_dev, root_stat.st_ino)}))
+        try:
+            yield from self._walk(str(self.root), "", 1, frozenset({(root_stat.st_dev, root_stat.st_ino)}))
+        finally:
+            if self._header_pool is not None:
+                self._header_pool.shutdown(cancel_futures=True)
         yield from self.mapping.findings()
 
     @staticmethod
@@ -236,8 +264,9 @@ class Planner:
             return
         title = self._title(rel, findings, path)
         sets = self._file_sets(files, findings, title)
-        claims = self._claim(sets, findings, title)
-        items = self._items(claims, findings, title)
+        headers = CaseHeaders()
+        claims = self._claim(sets, findings, title, headers, path)
+        items = self._items(claims, findings, title, headers)
         for socket, rule in self._required.items():
             if socket not in claims and socket not in self.config.values:
                 findings.append(finding.missing_required(path, socket, rule.label, title))
@@ -290,10 +319,18 @@ class Planner:
         return sets
 
     def _claim(
-        self, sets: list[list[Entry]], findings: list[Finding], title: str
+        self, sets: list[list[Entry]], findings: list[Finding], title: str, headers: CaseHeaders, path: str
     ) -> dict[str, list[tuple[Rule, list[list[Entry]]]]]:
         """socket → [(rule, file sets it took)], in rule order."""
         taken: dict[int, list[list[Entry]]] = {}
+        if self._dicom_rules:
+            if self._header_pool is None and (self.config.dicom.workers or os.cpu_count() or 1) > 1:
+                self._header_pool = dicom_pool(self.config.dicom.workers)
+            headers.read((s[0] for s in sets if len(s) == 1), self.config.dicom.workers, self._header_pool)
+            taken, sets, series = claim_series(sets, headers, self._dicom_rules)
+            entries = {e.path: e for file_set in sets for e in file_set}
+            entries.update({e.path: e for file_sets in taken.values() for file_set in file_sets for e in file_set})
+            findings.extend(series_findings(series, entries, path, title))
         unclaimed = []
         for file_set in sets:
             main = file_set[0]
@@ -303,12 +340,18 @@ class Planner:
                     break
             else:
                 unclaimed.append(file_set)
+        unmatched = []
         for number, file_set in enumerate(unclaimed, 1):
             rule = self._positional.get(number)
             if rule is None:
-                findings.append(finding.unmatched(file_set[0].path, tuple(e.rel for e in file_set), title))
+                unmatched.append(file_set)
             else:
                 taken.setdefault(rule.index, []).append(file_set)
+        if self._dicom_rules:  # a DICOM series no rule took is reported as the series it is
+            unmapped, unmatched = unmapped_findings(unmatched, headers, title)
+            findings.extend(unmapped)
+        for file_set in unmatched:
+            findings.append(finding.unmatched(file_set[0].path, tuple(e.rel for e in file_set), title))
         claims: dict[str, list[tuple[Rule, list[list[Entry]]]]] = {}
         for rule in self.config.rules:
             if rule.index in taken:
@@ -316,7 +359,8 @@ class Planner:
         return claims
 
     def _items(
-        self, claims: dict[str, list[tuple[Rule, list[list[Entry]]]]], findings: list[Finding], title: str
+        self, claims: dict[str, list[tuple[Rule, list[list[Entry]]]]], findings: list[Finding], title: str,
+        headers: CaseHeaders,
     ) -> list[PlannedItem]:
         items = []
         for socket, rule_sets in claims.items():
@@ -328,7 +372,7 @@ class Planner:
                 elif rule.group == "all":
                     file_sets.append([e for file_set in sets for e in file_set])
                 elif rule.group == "dicom-series":
-                    file_sets.extend(dicom_series(sets, findings, title))
+                    file_sets.extend(dicom_series(sets, findings, title, headers))
                 else:
                     file_sets.extend(sets)
             sources = len(file_sets) + len(value_files) + (socket in self.config.values)
@@ -341,6 +385,13 @@ class Planner:
                 if item is not None:
                     items.append(dataclasses.replace(item, rule=rule_sets[0][0].index))
             elif file_sets:
+                dicom = headers.dicom(file_sets[0]) if any(r.dicom is not None or r.group == "dicom-series"
+                                                           for r, _ in rule_sets) else None
+                problems = [] if dicom is None else check_image_set(socket, file_sets[0], dicom, self.config.dicom,
+                                                                    title)
+                if problems:  # the server would refuse this image set: it is kept out of the plan
+                    findings.extend(problems)
+                    continue
                 item = files_item(socket, file_sets[0], findings, title)
                 if item is not None:
                     items.append(dataclasses.replace(item, rule=rule_sets[0][0].index))

@@ -144,6 +144,14 @@ class Preflight:
                 findings.append(wrong_socket_kind(job_file, where, slug, super_kind, given))
             elif given == "a JSON value" and super_kind == "Image":
                 findings.append(wrong_socket_kind(job_file, where, slug, super_kind, given))
+        for rule in self.config.rules:
+            socket = self.catalogue.get(rule.socket)
+            if socket and socket.get("kind") == "DICOM Image Set" and rule.dicom is None and rule.group != "dicom-series":
+                # Files that are not one DICOM series would be refused after the upload, silently (contract §10).
+                findings.append(_f("dicom-image-set-rule", "blocking", job_file,
+                                   f"{rule.label}: socket {rule.socket!r} is a DICOM Image Set, which takes one DICOM "
+                                   "series per case",
+                                   "map it with dicom = { Modality = … } (or group = \"dicom-series\")"))
         return findings
 
     def _super_kind(self, slug: str) -> str | None:

@@ -14,6 +14,7 @@ of answers; see ``benchmarks/export_scale.py``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -29,8 +30,9 @@ from gcbulk.engine.results.answer_tables import (
     socket_values,
 )
 from gcbulk.engine.results.export_files import outputs_present, write_outputs
-from gcbulk.engine.results.masks import DownloadLimits, MaskDownloader, MaskStats
-from gcbulk.engine.results.safe_paths import safe_component
+from gcbulk.engine.results.dicom_instances import DISPLAY_SET_IMAGES, display_set_image_sets
+from gcbulk.engine.results.masks import DownloadLimits, MaskDownloader, MaskStats, case_component
+from gcbulk.engine.results.safe_paths import relative_path, safe_component
 from gcbulk.state.results_ledger import ResultsLedger
 
 log = logging.getLogger(__name__)
@@ -217,11 +219,17 @@ async def _download_masks(
 ) -> MaskStats:
     folders = {q.pk: q.folder for q in questions}
     downloader = MaskDownloader(client, ledger, options.out_dir, options.download_limits)
-    pending = iter(ledger.image_answers())
+    image_sets = await display_set_image_sets(client, ledger)
+    pending = itertools.chain(ledger.image_answers(), image_sets)
+    in_image_sets = {id(answer) for answer in image_sets}
 
     async def worker() -> None:
         # Workers pull from one iterator: at most ``mask_downloads`` answers in flight, whatever their number.
         for answer in pending:
+            if id(answer) in in_image_sets:  # a display set's DICOM Image Set: images/<case>/<socket>
+                await downloader.ensure(answer, "", base=relative_path(
+                    DISPLAY_SET_IMAGES, case_component(answer), safe_component(answer.creator, fallback="socket")))
+                continue
             folder = folders.get(answer.question_pk) or safe_component(answer.question_pk, fallback="question")
             await downloader.ensure(answer, folder)
 

@@ -37,6 +37,7 @@ from gcbulk.engine.gc.errors import (
     classify,
 )
 from gcbulk.engine.gc.retry import RetryBudget, call_with_retries, item_budget
+from gcbulk.engine.results.dicom_instances import image_files, resolve
 from gcbulk.engine.results.safe_paths import (
     file_suffix,
     inside,
@@ -168,10 +169,11 @@ class MaskDownloader:
         self.ledger.mask_requeued(row.path, "the file on disk differs from the verified download")
         return False
 
-    async def ensure(self, answer: ImageAnswer, question_folder: str) -> None:
+    async def ensure(self, answer: ImageAnswer, question_folder: str, *, base: PurePosixPath | None = None) -> None:
         """Makes the answer's mask file(s) present and verified; failures are recorded, never raised (except
-        cancellation and errors that stop the run, such as a rejected token)."""
-        base = relative_path(
+        cancellation and errors that stop the run, such as a rejected token). ``base``: another place than the
+        mask's (a display set's DICOM Image Set, ``engine/results/dicom_instances.py``)."""
+        base = base or relative_path(
             MASKS_DIR, case_component(answer), question_folder,
             reader_component(answer.creator, answer.is_ground_truth),
         )
@@ -185,7 +187,7 @@ class MaskDownloader:
             planned = [
                 self.ledger.plan_mask(path=path, answer_pk=answer.answer_pk, image_pk=answer.image_pk,
                                       file_pk=f.get("pk"), file_url=f["file"])
-                for path, f in mask_paths(base, list(image.get("files") or []))
+                for path, f in mask_paths(base, await image_files(self.client, image))
             ]
         except Exception as error:  # noqa: BLE001 - recorded per answer; the export goes on
             if classify(error) in (Disposition.INTERRUPTED, Disposition.STOP_RUN):
@@ -234,7 +236,7 @@ class MaskDownloader:
     async def _fetch_with_fresh_urls(self, row: MaskRow, partial: Path) -> None:
         resolves = 0
         while True:
-            signed = await self.client.resolve_image_file(row.file_url)
+            signed = await resolve(self.client, row.file_url)
             resolves += 1
             try:
                 await call_with_retries(

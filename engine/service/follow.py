@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import anyio
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_KILLED, EXIT_OK
-from gcbulk.engine.cli.plan import PlanReport
+from gcbulk.engine.planning import PlanReport
 from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
     ConfigurationError,

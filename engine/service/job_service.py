@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
-from gcbulk.engine.cli.plan import PlanReport, plan_into_ledger
+from gcbulk.engine.planning import PlanReport, plan_into_ledger, print_report
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
@@ -41,6 +41,7 @@ from gcbulk.engine.service.metrics import (
 )
 from gcbulk.engine.service.progress import TransferStats
 from gcbulk.engine.settings import RunSettings
+from gcbulk.engine.upload.reconcile import StudySnapshot, read_study
 from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
 
 log = logging.getLogger("gcbulk")
@@ -70,6 +71,7 @@ class JobService:
         self.runner: LedgerRunner | None = None
         self.journal: Journal | None = None
         self._engine: TransferEngine | None = None
+        self._study: StudySnapshot | None = None  # the plan's listing of the study, for the pass that follows
         self._pass_done: anyio.Event | None = None
         self._work: anyio.CancelScope
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -84,7 +86,8 @@ class JobService:
         self._work = anyio.CancelScope()
         async with GrandChallengeClient(
             base_url=self.job.base_url, token=self.settings.require_token(), ca_file=self.job.ca_file,
-            api_calls_in_flight=config.api_calls_in_flight, retry_policy=config.retry,
+            api_calls_in_flight=config.api_calls_in_flight, adaptive_concurrency=config.adaptive_concurrency,
+            retry_policy=config.retry,
             connections=config.parts_in_flight + config.api_calls_in_flight + 8,
             # Every pass gets fresh statistics; API retries go to the pass in progress.
             on_retry=self._count_retry, trace_configs=[self.metrics.trace_config()],
@@ -219,8 +222,9 @@ class JobService:
                 catalogue[slug] = results[0] if results else None
             # The study's titles, once per plan: a case whose title names a display set this job did not make is
             # blocked before any byte is sent (contract §10), unless the run takes such display sets over.
-            titles = None if self.settings.adopt_existing else set(
-                await self.client.display_set_pks_by_title(self.job.reader_study))
+            # The same listing serves the pass that follows (engine/upload/reconcile.py): one per plan, not two.
+            self._study = await read_study(self.client, self.job.reader_study)
+            titles = None if self.settings.adopt_existing else set(self._study.pk_by_title)
         job = self.job
         strict, cache = self.strict, self.content_cache
         return await self.runner.run(lambda ledger: plan_into_ledger(job, ledger, catalogue=catalogue, strict=strict,
@@ -231,7 +235,8 @@ class JobService:
         assert self.client is not None and self.journal is not None
         stats = self.state.new_stats()
         engine = TransferEngine(client=self.client, journal=self.journal, reader_study_slug=self.job.reader_study,
-                                config=self.transfer_settings, stats=stats)
+                                config=self.transfer_settings, stats=stats, study=self._study)
+        self._study = None  # used once: a later pass reads the study again
         self._engine, self.state.stats, self.state.engine = engine, stats, engine
         self._pass_done = anyio.Event()
         self.state.phase = "running"
@@ -291,8 +296,6 @@ async def run_once(service: JobService, *, replan: bool = True) -> RunOutcome:
     """``gcbulk run`` without ``--follow``: plan (a re-walk of the tree: the planner is idempotent and records only
     what changed, so new and vanished case folders are picked up without ``--replan``), then one pass over the
     runnable cases. Blocked cases are skipped and listed. Raises PlanBlocked when nothing may run."""
-    from gcbulk.engine.cli.plan import print_report
-
     assert service.runner is not None
     del replan  # every run re-plans now; the flag stays accepted for scripts that pass it
     try:

@@ -211,6 +211,16 @@ class RunCollector(Collector):
         files, parts = self.state.in_flight()
         yield GaugeMetricFamily("gcbulk_uploads_in_flight", "Files being uploaded now", value=files)
         yield GaugeMetricFamily("gcbulk_parts_in_flight", "Part PUTs on the wire now", value=parts)
+        client = getattr(self.state.engine, "client", None)
+        if client is not None:  # the adaptive limits (engine/gc/pacer.py); the knobs are their upper bounds
+            limiter = client.api_limiter
+            yield GaugeMetricFamily("gcbulk_api_calls_limit", "API calls allowed in flight now (adaptive)",
+                                    value=limiter.limit)
+            yield GaugeMetricFamily("gcbulk_api_calls_in_flight", "API calls on the wire now", value=limiter.in_flight)
+        context = getattr(self.state.engine, "context", None)
+        if context is not None:
+            yield GaugeMetricFamily("gcbulk_imports_limit", "Image imports allowed in flight now (adaptive)",
+                                    value=context.import_pacer.limit)
 
 
 class Metrics:

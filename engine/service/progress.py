@@ -41,6 +41,9 @@ class StatsSnapshot:
     retries: int
     bytes_per_second: float  # over the recent window
     average_bytes_per_second: float  # since the start
+    # The adaptive limits now (engine/gc/pacer.py): API calls and image imports in flight; 0 before a run has them.
+    api_calls_limit: int = 0
+    imports_limit: int = 0
 
     @property
     def mib_per_second(self) -> float:
@@ -75,6 +78,8 @@ class TransferStats:
         self.cases_done = 0
         self.cases_failed = 0
         self.retries = 0
+        # Reads the adaptive limits (API calls, imports in flight); set by the engine once its run has them.
+        self.limits: Callable[[], tuple[int, int]] | None = None
         self._samples: deque[tuple[float, int]] = deque([(self._started, 0)])
 
     def add_bytes(self, delta: int) -> None:
@@ -98,6 +103,7 @@ class TransferStats:
             self.retries += 1
 
     def snapshot(self) -> StatsSnapshot:
+        api_calls_limit, imports_limit = self.limits() if self.limits is not None else (0, 0)
         with self._lock:
             now = self._clock()
             elapsed = max(now - self._started, 1e-9)
@@ -118,6 +124,8 @@ class TransferStats:
                 retries=self.retries,
                 bytes_per_second=max(recent, 0.0),
                 average_bytes_per_second=max((self.bytes_done - self.bytes_resumed) / elapsed, 0.0),
+                api_calls_limit=api_calls_limit,
+                imports_limit=imports_limit,
             )
 
 
@@ -145,7 +153,10 @@ def human_bytes(count: float) -> str:
 
 
 def format_progress_line(snapshot: StatsSnapshot) -> str:
-    """One human line: ``cases 12/40 done, 1 failed · files 30/80 · 1.2 GiB/3.4 GiB · 85.3 MiB/s · ETA 0m27s``."""
+    """One human line: ``cases 12/40 done, 1 failed · files 30/80 · 1.2 GiB/3.4 GiB · 85.3 MiB/s · ETA 0m27s ·
+    0 retries · in flight ≤ 4 API calls, ≤ 6 imports`` (the adaptive limits, once a run has them)."""
+    limits = (f" · in flight ≤ {snapshot.api_calls_limit} API calls, ≤ {snapshot.imports_limit} imports"
+              if snapshot.api_calls_limit else "")
     return (
         f"cases {snapshot.cases_done}/{snapshot.cases_total} done, {snapshot.cases_failed} failed"
         f" · files {snapshot.files_done}/{snapshot.files_total}"
@@ -153,6 +164,7 @@ def format_progress_line(snapshot: StatsSnapshot) -> str:
         f" · {snapshot.mib_per_second:.1f} MiB/s"
         f" · ETA {_duration(snapshot.eta_seconds)}"
         f" · {snapshot.retries} retries"
+        f"{limits}"
     )
 
 

@@ -28,6 +28,7 @@ from gcbulk.engine.gc.errors import (
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
+from gcbulk.engine.upload.dicom_image_set import image_set_value, is_image_set, release_case, stage_image_sets
 from gcbulk.engine.upload.file_upload import FileUpload
 from gcbulk.engine.upload.server_limits import UnitPool
 from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, send_values
@@ -47,19 +48,18 @@ log = logging.getLogger(__name__)
 
 
 class DisplaySetIndex:
-    """Title → pk of the study's display sets, read once per run (one scan instead of one per case): a display set
-    created just before a crash is found here and adopted."""
+    """Title → pk of the study's display sets, from the pass's one listing of the study
+    (``engine/upload/reconcile.py``): a display set created just before a crash is found here and adopted."""
 
-    def __init__(self, ctx: TransferContext) -> None:
-        self._ctx = ctx
-        self._titles: dict[str, str] | None = None
-        self._lock = anyio.Lock()
+    def __init__(self, titles: dict[str, str]) -> None:
+        self._titles = titles
 
     async def lookup(self, title: str) -> str | None:
-        async with self._lock:
-            if self._titles is None:
-                self._titles = await self._ctx.client.display_set_pks_by_title(self._ctx.reader_study_slug)
         return self._titles.get(title)
+
+    def forget(self, title: str) -> None:
+        """The display set of ``title`` answered 404: it is not there to adopt any more."""
+        self._titles.pop(title, None)
 
 
 class CaseUpload(ImportWait):
@@ -71,6 +71,7 @@ class CaseUpload(ImportWait):
         self.display_sets = display_sets
         self.import_units = 0  # import-gate units this case holds
         self._adopted_foreign = False  # its display set was made by someone else (run --adopt-existing)
+        self._staged: dict[int, Any] = {}  # file id → its de-identified copy (DICOM Image Sets), sent instead
 
     async def _record(self, transition: str, *args: object, **fields: object) -> object:
         return await self.ctx.journal.record(transition, *args, case=self.case.title, **fields)
@@ -86,14 +87,21 @@ class CaseUpload(ImportWait):
             with item_budget(RetryBudget(self.ctx.config.retry.attempts_per_item, self.case.title,
                                          throttled_attempts=self.ctx.config.retry.throttled_attempts_per_item)):
                 kinds = await self._super_kinds()
-                if self.case.display_set.pk and any(i.state == "uploaded" for i in self.case.items):
-                    await self._adopt_earlier_patch(kinds)
-                await self._upload_items(kinds)
-                self._stop_point("before its display set")
-                pk = await self._ensure_display_set()
-                self._stop_point("before its values")
-                await self._attach_values(pk, kinds)
-                return await self._await_imports(pk, kinds)
+                try:
+                    return await self._steps(kinds)
+                except NotFound as error:
+                    if not self._is_own_display_set(error):
+                        raise
+                    # The server is the truth: a display set it no longer has is replaced (once per run), never
+                    # retried forever.
+                    await self._record("case_lost_on_server", self.case.id, display_set_gone=True,
+                                       reason=f"display set {self.case.display_set.pk} answered 404 (deleted, or "
+                                              "the server lost it); creating a new one")
+                    log.warning("%s: display set %s is gone from the server; creating a new one", self.case.title,
+                                self.case.display_set.pk)
+                    self.display_sets.forget(self.case.title)
+                    await self._refresh()
+                    return await self._steps(kinds)
         except BaseException as raised:  # noqa: BLE001 - classified below; interruption and stop-run re-raised
             error = first_error(raised)
             if classify(error) in (Disposition.INTERRUPTED, Disposition.STOP_RUN):
@@ -104,6 +112,8 @@ class CaseUpload(ImportWait):
             if self.import_units:
                 self.ctx.import_gate.release_nowait(self.import_units)
                 self.import_units = 0
+            with anyio.CancelScope(shield=True):
+                await release_case(self)
 
     def _stop_point(self, where: str) -> None:
         """Between steps, a stopping run starts nothing new; the case resumes here next time."""
@@ -116,6 +126,20 @@ class CaseUpload(ImportWait):
             await self._record("display_set_failed", self.case.id, reason=reason)
         await self._record("case_failed", self.case.id, reason=reason)
         self.ctx.stats.cases_failed += 1
+
+    async def _steps(self, kinds: dict[str, str]) -> bool:
+        if self.case.display_set.pk and any(i.state == "uploaded" for i in self.case.items):
+            await self._adopt_earlier_patch(kinds)
+        await self._upload_items(kinds)
+        self._stop_point("before its display set")
+        pk = await self._ensure_display_set()
+        self._stop_point("before its values")
+        await self._attach_values(pk, kinds)
+        return await self._await_imports(pk, kinds)
+
+    def _is_own_display_set(self, error: NotFound) -> bool:
+        pk = self.case.display_set.pk
+        return bool(pk) and f"display-sets/{pk}/" in (error.url or "")
 
     async def _super_kinds(self) -> dict[str, str]:
         kinds = {}
@@ -140,6 +164,7 @@ class CaseUpload(ImportWait):
         if not work:
             return
         self._stop_point("before its uploads")
+        self._staged = await stage_image_sets(self, work)
         # The case takes the live-upload units of all its new files at once: its files then never hold slots that
         # its other files wait for, and a case with more files than the ceiling is admitted alone.
         fresh = 0
@@ -189,7 +214,8 @@ class CaseUpload(ImportWait):
 
     async def _upload_file(self, file: Any, stopped: list[Interrupted], pool: UnitPool) -> None:
         try:
-            await FileUpload(self.ctx, file, self.case.title, pool).run()
+            staged = self._staged.get(file.id)
+            await FileUpload(self.ctx, staged or file, self.case.title, pool, staged_copy=staged is not None).run()
         except Interrupted as stop:
             stopped.append(stop)
             return
@@ -213,7 +239,8 @@ class CaseUpload(ImportWait):
         await self._record("display_set_creating", self.case.id)
         crash_point("after-display-set-intent")
         try:
-            created = await self.ctx.client.create_display_set(self.ctx.reader_study_slug, self.case.title)
+            created = await self.ctx.client.create_display_set(self.ctx.reader_study_slug, self.case.title,
+                                                               order=ds.create_order)
         except ApiError as error:
             if error.status == 400:  # refused outright: certainly not created
                 await self._record("display_set_not_created", self.case.id, reason=str(error))
@@ -251,7 +278,7 @@ class CaseUpload(ImportWait):
                 continue
             taken = item.socket_slug in present
             upload_pks = await self.ctx.journal.read("item_upload_pks", item.id)
-            if not taken and kinds[item.socket_slug] == IMAGE:
+            if not taken and kinds[item.socket_slug] == IMAGE and not await is_image_set(self.ctx, item.socket_slug):
                 session_pk = await self.ctx.journal.read("item_upload_session", item.id)
                 if session_pk:  # its own session left Queued only if the PATCH named it (contract §10)
                     try:
@@ -292,6 +319,10 @@ class CaseUpload(ImportWait):
                 body = {"interface": item.socket_slug, "user_upload": urls[0]}
                 planned.append(PlannedValue(item.socket_slug, kind, body, upload_pks))
                 continue
+            if await is_image_set(self.ctx, item.socket_slug):  # user_uploads + image_name, no session (§10)
+                planned.append(PlannedValue(item.socket_slug, kind, await image_set_value(self, item, urls),
+                                            upload_pks))
+                continue
             session = await self._own_session(item, list(upload_pks))
             if session is None:  # the session says the item is taken or failed: nothing to send
                 continue
@@ -310,7 +341,7 @@ class CaseUpload(ImportWait):
         crash_point("before-values-patch")
         # Never resent blindly: a lost answer is settled by looking at the display set and the uploads.
         await send_values(client, pk, planned, kinds, policy=self.ctx.config.retry,
-                          what=f"{self.case.title}: values PATCH")
+                          what=f"{self.case.title}: values PATCH", between_images=self.between_images(pk, kinds))
         crash_point("after-values-patch")
         for value in planned:
             item = next(i for i in items if i.socket_slug == value.socket_slug)

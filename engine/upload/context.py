@@ -14,7 +14,8 @@ import anyio
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.service.journal import Journal
 from gcbulk.engine.service.progress import TransferStats
-from gcbulk.engine.upload.server_limits import CountingGate
+from gcbulk.engine.gc.pacer import import_policy
+from gcbulk.engine.upload.server_limits import CountingGate, ImportPacer
 from gcbulk.engine.upload.transfer_settings import TransferSettings
 
 
@@ -33,6 +34,8 @@ class TransferContext:
     sessions_refused: str | None = None
     files_limiter: anyio.CapacityLimiter = field(init=False)
     parts_limiter: anyio.CapacityLimiter = field(init=False)
+    # Moves the import gate's ceiling with the server's import latency (the knob imports_in_flight is its bound).
+    import_pacer: ImportPacer = field(init=False)
 
     def stop(self) -> None:
         """Start nothing new: set the flag every step checks, and wake whoever waits for a slot."""
@@ -43,3 +46,5 @@ class TransferContext:
     def __post_init__(self) -> None:
         self.files_limiter = anyio.CapacityLimiter(self.config.files_in_flight)
         self.parts_limiter = anyio.CapacityLimiter(self.config.parts_in_flight)
+        self.import_pacer = ImportPacer(self.import_gate, import_policy(
+            self.config.imports_in_flight, adaptive=self.config.adaptive_concurrency))

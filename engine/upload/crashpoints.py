@@ -17,6 +17,8 @@ ENV_VAR = "GCBULK_CRASH_AT"
 
 POINTS = frozenset(
     {
+        "during-dicom-staging",  # a DICOM image set is being de-identified in the process pool
+        "after-dicom-staged",  # a de-identified set is staged and recorded, nothing of it uploaded
         "after-upload-intent",  # ledger says 'creating', POST uploads/ not sent yet
         "after-create-upload",  # the server created the upload; the ledger does not know its pk yet
         "after-upload-recorded",  # pk recorded, no part sent

@@ -31,7 +31,7 @@ from gcbulk.engine.gc.errors import (
     may_have_succeeded,
 )
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
-from gcbulk.engine.gc.uploads_api import UPLOAD_COMPLETED, UploadRef
+from gcbulk.engine.gc.uploads_api import UPLOAD_COMPLETED, UploadRef, parse_server_time
 from gcbulk.engine.plan.parts import adjust_part_size
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
@@ -43,6 +43,7 @@ from gcbulk.engine.upload.s3_parts import (
     read_part,
     upload_part,
 )
+from gcbulk.state.dicom_staging import fit_upload
 from gcbulk.state.records import FileWork, UploadRow
 
 log = logging.getLogger(__name__)
@@ -65,23 +66,20 @@ def check_unchanged(file: FileWork) -> None:
 
 
 def _age_seconds(iso_time: str | None) -> float | None:
-    if not iso_time:
-        return None
-    try:
-        moment = datetime.fromisoformat(iso_time.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return (datetime.now(timezone.utc) - moment).total_seconds()
+    moment = parse_server_time(iso_time)
+    return None if moment is None else (datetime.now(timezone.utc) - moment).total_seconds()
 
 
 class FileUpload:
     """Uploads one file of one case; ``run()`` returns the completed upload's ledger row."""
 
-    def __init__(self, ctx: TransferContext, file: FileWork, case_title: str, pool: UnitPool | None = None) -> None:
+    def __init__(self, ctx: TransferContext, file: FileWork, case_title: str, pool: UnitPool | None = None, *,
+                 staged_copy: bool = False) -> None:
         self.ctx = ctx
         self.file = file
+        # ``file`` is a de-identified copy (engine/upload/dicom_image_set.py), not the planned file: the upload's
+        # row is fitted to the copy's size before a part is cut.
+        self.staged_copy = staged_copy
         self.case_title = case_title
         # Live-upload units the case took for its files at once (``CaseUpload._upload_items``); empty: ask the gate.
         self.pool = pool or UnitPool()
@@ -160,6 +158,13 @@ class FileUpload:
         await self._record("upload_expired", upload.id, reason=reason)
         return False
 
+    async def _intent(self, part_size: int) -> int:
+        """Records the intent to create an upload (its ledger id); a staged copy's row is fitted to the copy."""
+        upload_id = await self._record("upload_creating", self.file.id, part_size=part_size)
+        if self.staged_copy:
+            await self.ctx.journal.runner.run(fit_upload, upload_id, self.file.size)
+        return upload_id
+
     async def _create(self) -> UploadRow:
         ctx = self.ctx
         snapshot = ctx.stats.snapshot()
@@ -173,15 +178,28 @@ class FileUpload:
         if ctx.stopping.is_set():  # a stopping run creates no upload (the stop may have come during the wait)
             ctx.upload_gate.release_nowait(1)
             raise Interrupted(f"{self.file.relative_path}: stopped before its upload was created")
-        upload_id = await self._record("upload_creating", self.file.id, part_size=part_size)
+        intent = [await self._intent(part_size)]
         crash_point("after-upload-intent")
+
+        async def before_resend() -> None:
+            # The lost create may have made an upload: its intent ends with the pk unknown (the orphan sweep looks for
+            # it on the server and aborts it), it keeps its unit of the cap, and the resend gets an intent of its own.
+            await self._record("upload_abandoned", intent[0],
+                               reason="the create's answer was lost; an empty upload it made is aborted later")
+            if ctx.stopping.is_set():
+                raise Interrupted(f"{self.file.relative_path}: stopped before its upload was created again")
+            if not self.pool.take():
+                await ctx.upload_gate.acquire(1, who=f"{self.case_title}/{self.file.name}")
+            intent[0] = await self._intent(part_size)
+
         try:
-            created = await ctx.client.create_upload(self.file.name)
+            created = await ctx.client.create_upload(self.file.name, before_resend=before_resend)
         except BaseException as error:
             if not may_have_succeeded(error):  # else an orphan may exist: it counts until the sweep
                 ctx.upload_gate.release_nowait(1)
             raise
         crash_point("after-create-upload")
+        upload_id = intent[0]
         self._created_here.add(upload_id)
         await self._record("upload_initialized", upload_id, pk=created["pk"], s3_upload_id=created["s3_upload_id"],
                            created_at=created.get("created"))

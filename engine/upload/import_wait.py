@@ -9,21 +9,28 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import anyio
 
 from gcbulk.engine.gc.errors import Interrupted
 from gcbulk.engine.upload.crashpoints import crash_point
+from gcbulk.engine.upload.dicom_image_set import is_image_set, timeout_reason
 from gcbulk.engine.upload.imports import (
     SESSION_ENDED_BADLY,
     failed_session_message,
     present_sockets,
 )
 from gcbulk.engine.upload.server_limits import VOICE_SECONDS, wait_log
-from gcbulk.engine.upload.values_patch import FILE, IMAGE
+from gcbulk.engine.upload.values_patch import FILE, IMAGE, PlannedValue
 from gcbulk.state.records import ItemWork
 
 log = logging.getLogger(__name__)
+
+# How often, at least, a wait asks an image's own session whether its import failed (more often only when imports
+# are slow anyway: twice the fastest one seen). A failure is then known within seconds, and most imports, done
+# sooner, cost no session GET at all.
+FAILURE_CHECK_SECONDS = 2.0
 
 
 class ImportWait:
@@ -43,27 +50,36 @@ class ImportWait:
         started = time.monotonic()
         deadline = started + ctx.config.import_timeout_seconds
         next_voice = started + VOICE_SECONDS
-        delay = ctx.config.poll_initial_seconds
+        delay = self._first_poll_delay()
+        next_failure_check = started + self._failure_check_interval()
         polls = 0
         while waiting:
             present = present_sockets(await ctx.client.get_display_set(pk), kinds)
             still = []
             for item in waiting:
                 if item.socket_slug in present:
+                    self._imported(item, kinds, started)
                     await self._record("item_done", item.id)
                     await self._item_finished(item, kinds, consumed=True)
                 else:
                     still.append(item)
+            progressed = len(still) < len(waiting)
             waiting = still
             if not waiting:
                 break
-            if polls >= 1:
+            # A failed import never shows in the display set; its session says so. Asked only while the display set
+            # shows no progress and at most every few expected import times: each GET holds a web worker (§10).
+            if polls >= 1 and not progressed and time.monotonic() >= next_failure_check:
                 waiting = await self._drop_failed_imports(waiting, kinds)
+                next_failure_check = time.monotonic() + self._failure_check_interval()
             if waiting and time.monotonic() > deadline:
+                ctx.import_pacer.timed_out()
                 for item in waiting:
-                    await self._record("item_failed", item.id, reason=(
-                        f"{item.socket_slug}: the import did not finish within "
-                        f"{ctx.config.import_timeout_seconds:.0f} s"))
+                    reason = (f"{item.socket_slug}: the import did not finish within "
+                              f"{ctx.config.import_timeout_seconds:.0f} s")
+                    if await is_image_set(ctx, item.socket_slug, kinds[item.socket_slug]):
+                        reason = timeout_reason(item, ctx, ctx.config.import_timeout_seconds)
+                    await self._record("item_failed", item.id, reason=reason)
                     await self._item_finished(item, kinds, consumed=False)
                 break
             if ctx.stopping.is_set():
@@ -76,15 +92,88 @@ class ImportWait:
             crash_point("during-import-poll")
             with anyio.move_on_after(delay):  # a stop ends the wait at once: the next pass resumes the polling
                 await ctx.stopping.wait()
-            delay = min(delay * 1.5, ctx.config.poll_max_seconds)
+            delay = self._next_poll_delay(delay)
             polls += 1
         return await self._finish()
+
+    def _first_poll_delay(self) -> float:
+        """No poll before an import is likely done: 0.9 × the typical import time lately (the pacer's average),
+        else the configured first delay. Every poll of a display set holds one of the server's web workers (§10)."""
+        expected = self.ctx.import_pacer.expected_seconds()
+        return max(self.ctx.config.poll_initial_seconds, 0.9 * expected if expected else 0.0)
+
+    def _next_poll_delay(self, delay: float) -> float:
+        """After the first poll, short steps (a quarter of the typical import): an import found late holds its unit,
+        and with it the next case's hand-over (the server's import workers would idle). Without a typical time yet,
+        the configured back-off."""
+        expected = self.ctx.import_pacer.expected_seconds()
+        if expected:
+            return max(self.ctx.config.poll_initial_seconds, 0.25 * expected)
+        return min(delay * 1.5, self.ctx.config.poll_max_seconds)
+
+    def _failure_check_interval(self) -> float:
+        expected = self.ctx.import_pacer.expected_seconds() or 0.0
+        return max(FAILURE_CHECK_SECONDS, 2 * expected)
+
+    def _imported(self, item: ItemWork, kinds: dict[str, str], started: float) -> None:
+        """Tells the import pacer how long this image took, from its own PATCH (staggered values are PATCHed one by
+        one) or, for a value PATCHed before this wait began, from the wait's start."""
+        # Per case, kept on the instance: when each staggered value was PATCHed, and which the pacer heard of.
+        told: set[str] = vars(self).setdefault("_pacer_told", set())
+        if kinds[item.socket_slug] != IMAGE or item.socket_slug in told:
+            return
+        patched = vars(self).get("_patched_at", {}).get(item.socket_slug, started)
+        self.ctx.import_pacer.imported(time.monotonic() - patched)
+        told.add(item.socket_slug)
+
+    def between_images(self, pk: str, kinds: dict[str, str]) -> Callable[[PlannedValue], Awaitable[None]] | None:
+        """For ``send_values``: waits until the value just PATCHed is in place (engine.stagger_image_values)."""
+        if not self.ctx.config.stagger_image_values:
+            return None
+        self._patched_at, self._pacer_told = {}, set()
+
+        async def until_in_place(value: PlannedValue) -> None:
+            await self._until_in_place(pk, value, kinds)
+
+        return until_in_place
+
+    async def _until_in_place(self, pk: str, value: PlannedValue, kinds: dict[str, str]) -> None:
+        """Polls the display set until ``value`` is in place, its import failed (the import wait records that), the
+        import timeout passed, or the run stops (the value's record then waits for the resume to find it)."""
+        ctx = self.ctx
+        patched = self._patched_at[value.socket_slug] = time.monotonic()
+        deadline = patched + ctx.config.import_timeout_seconds
+        next_voice = patched + VOICE_SECONDS
+        delay = self._first_poll_delay()
+        next_failure_check = patched + self._failure_check_interval()
+        while True:
+            with anyio.move_on_after(delay):
+                await ctx.stopping.wait()
+            if ctx.stopping.is_set():
+                raise Interrupted(f"{self.case.title}: stopped between the PATCHes of its images")
+            now = time.monotonic()
+            if value.socket_slug in present_sockets(await ctx.client.get_display_set(pk), kinds):
+                ctx.import_pacer.imported(time.monotonic() - patched)
+                self._pacer_told.add(value.socket_slug)
+                return
+            if now > deadline:
+                return  # the import wait fails it with the timeout's message
+            if value.session_pk and now >= next_failure_check:
+                if await failed_session_message(ctx.client, value.session_pk) is not None:
+                    return  # the import wait records the server's message
+                next_failure_check = time.monotonic() + self._failure_check_interval()
+            if now >= next_voice:
+                wait_log.info("%s waits %.0f s so far for the import of %s before sending its next image (gives up "
+                              "after %.0f s)", self.case.title, now - patched, value.socket_slug,
+                              ctx.config.import_timeout_seconds)
+                next_voice = now + VOICE_SECONDS
+            delay = self._next_poll_delay(delay)
 
     async def _drop_failed_imports(self, waiting: list[ItemWork], kinds: dict[str, str]) -> list[ItemWork]:
         still = []
         for item in waiting:
             message = None
-            if kinds[item.socket_slug] == IMAGE:
+            if kinds[item.socket_slug] == IMAGE and not await is_image_set(self.ctx, item.socket_slug):
                 session_pk = await self.ctx.journal.read("item_upload_session", item.id)
                 if session_pk:  # its own session: one GET, never a scan of the list (contract §10)
                     message = await failed_session_message(self.ctx.client, session_pk)

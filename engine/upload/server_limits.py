@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import anyio
 from gcbulk.engine.gc.errors import GcbulkError, Interrupted
+from gcbulk.engine.gc.pacer import AimdPolicy
 
 # Not under "gcbulk.engine" (quieted to WARNING outside debugging, engine/service/logs.py): a long wait must be heard.
 wait_log = log = logging.getLogger("gcbulk.waits")
@@ -121,6 +122,49 @@ class CountingGate:
         """Every waiter, now and later, raises ``Interrupted``: a stopping run takes no new slot."""
         self._stopped = True
         self._wake()
+
+    def set_ceiling(self, ceiling: int) -> None:
+        """A new ceiling (the adaptive limit moved); a higher one lets waiters in at once. Units already held stay
+        held: a lower ceiling only keeps new ones out until enough are released."""
+        grown = ceiling > self.ceiling
+        self.ceiling = max(1, ceiling)
+        if grown:
+            self._wake()
+
+
+class ImportPacer:
+    """The import gate's ceiling, learned (``AimdPolicy``): an image import that takes about as long as the fastest
+    one seen lets more in; imports that take far longer mean they only queue behind the server's import workers
+    (contract §10: two), and the ceiling backs off — so new imports are handed over at the rate the server completes
+    them, and a failure is seen without waiting behind a long queue. An import that timed out backs off at once."""
+
+    KEY = "image import"
+
+    def __init__(self, gate: CountingGate, policy: AimdPolicy) -> None:
+        self.gate = gate
+        self.policy = policy
+        self.state = policy.start()
+        self.typical: float | None = None
+        gate.set_ceiling(self.state.current)
+
+    @property
+    def limit(self) -> int:
+        return self.state.current
+
+    def expected_seconds(self) -> float | None:
+        """How long an image import takes lately (a moving average), None before the first: when a poll has a good
+        chance to find one done. Measured through the polls themselves, so it settles where a first poll finds
+        most imports done: polled too early, the next poll comes later and the average grows, and the reverse."""
+        return self.typical
+
+    def imported(self, seconds: float) -> None:
+        self.typical = seconds if self.typical is None else 0.8 * self.typical + 0.2 * seconds
+        self.state = self.policy.on_success(self.state, self.KEY, seconds, self.gate.held)
+        self.gate.set_ceiling(self.state.current)
+
+    def timed_out(self) -> None:
+        self.state = self.policy.on_overload(self.state)
+        self.gate.set_ceiling(self.state.current)
 
 
 class UnitPool:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import anyio
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import (
-    ConfigurationError,
     Disposition,
     GcbulkError,
     Interrupted,
@@ -31,6 +30,13 @@ from gcbulk.engine.service.progress import (
 from gcbulk.engine.upload.case_upload import CaseUpload, DisplaySetIndex
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.imports import UploadSessionIndex
+from gcbulk.engine.upload.orphans import abort_orphan_uploads
+from gcbulk.engine.upload.reconcile import (
+    StudySnapshot,
+    assign_create_orders,
+    read_study,
+    reconcile_with_server,
+)
 from gcbulk.engine.upload.server_limits import CountingGate
 from gcbulk.engine.upload.transfer_settings import TransferSettings
 
@@ -45,6 +51,9 @@ class RunOutcome:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (case title, reason)
     interrupted: bool = False
     stats: StatsSnapshot | None = None
+    # (case title, reason): cases the server no longer had (display set or values gone), sent again
+    requeued: list[tuple[str, str]] = field(default_factory=list)
+    orphans_aborted: int = 0
 
 
 class TransferEngine:
@@ -56,8 +65,10 @@ class TransferEngine:
         reader_study_slug: str,
         config: TransferSettings,
         stats: TransferStats | None = None,
+        study: StudySnapshot | None = None,
     ) -> None:
         self.client = client
+        self._study = study  # the study as the plan just read it: the pass does not list it again
         self.journal = journal
         self.config = config
         self.stats = stats or TransferStats()
@@ -106,6 +117,7 @@ class TransferEngine:
                 why="each image value is one import on the server (contract §2)",
                 wait_timeout=self.config.limit_wait_timeout_seconds),
         )
+        self.stats.limits = lambda: (self.client.api_limiter.limit, context.import_pacer.limit)
         if self.stopping:
             context.stop()
         return context
@@ -113,22 +125,50 @@ class TransferEngine:
     async def run(self) -> RunOutcome:
         """Runs every runnable case; returns what happened. Raises on a stop-run error (e.g. a bad token)."""
         await self.client.reader_study_by_slug(self.reader_study_slug)  # a wrong slug stops here, clearly
-        # Permission before bytes: a reader's token would upload every file, then fail at the first display set.
+        await self.client.require_editor(self.reader_study_slug, consequence="nothing was uploaded")
+        ctx = self._context = await self._context_for_run()
+        outcome = RunOutcome()
+        study = self._study or await read_study(self.client, self.reader_study_slug)
+        await self._settle_with_server(study, outcome)
+        sessions = UploadSessionIndex(self.client, min_interval=self.config.session_scan_interval_seconds)
+        await self._run_cases(ctx, sessions, DisplaySetIndex(study.pk_by_title), outcome)
+        if not ctx.stopping.is_set() and (outcome.done or outcome.failed):
+            # The end of the run looks again: what the server lost meanwhile is sent once more, now.
+            lost = len(outcome.requeued)
+            try:
+                await self._settle_with_server(await read_study(self.client, self.reader_study_slug), outcome)
+            except GcbulkError as unsure:  # the cases' own outcome stands; the next run or `gcbulk verify` looks
+                if classify(unsure) is Disposition.STOP_RUN:
+                    raise
+                log.warning("could not compare the ledger with the server at the end of the run (%s); the next "
+                            "run does, or 'gcbulk verify'", unsure)
+            if len(outcome.requeued) > lost and not ctx.stopping.is_set():
+                again = RunOutcome()
+                await self._run_cases(ctx, sessions, DisplaySetIndex(study.pk_by_title), again)
+                outcome.done += again.done - (len(outcome.requeued) - lost)
+                outcome.failed += again.failed
+        outcome.interrupted = ctx.stopping.is_set()
+        outcome.stats = self.stats.snapshot()
+        self.journal.note("run_finished", done=outcome.done, failed=len(outcome.failed),
+                          interrupted=outcome.interrupted, requeued=len(outcome.requeued),
+                          **_stats_fields(outcome.stats))
+        return outcome
+
+    async def _settle_with_server(self, study: StudySnapshot, outcome: RunOutcome) -> None:
+        """Before and after the cases: re-queue what the server lost, abort this job's orphan uploads, and fix the
+        ``order`` of the display sets still to create."""
+        found = await reconcile_with_server(self.client, self.journal, study)
+        outcome.requeued += found.display_sets_gone + found.values_gone
         try:
-            may_create = await self.client.may_create_display_sets(self.reader_study_slug)
-        except GcbulkError as unsure:  # the server is struggling: the first create will tell, as before
+            outcome.orphans_aborted += len((await abort_orphan_uploads(self.client, self.journal)).aborted)
+        except GcbulkError as unsure:  # they only count against the cap until the sweep: not worth stopping for
             if classify(unsure) is Disposition.STOP_RUN:
                 raise
-            log.warning("could not check the right to add display sets (%s); going on", unsure)
-            may_create = True
-        if not may_create:
-            raise ConfigurationError(
-                f"this token's user may not add display sets to reader study {self.reader_study_slug!r}: the user "
-                "must be an editor of the study (ask one of its editors to add them); nothing was uploaded")
-        ctx = self._context = await self._context_for_run()
-        sessions = UploadSessionIndex(self.client, min_interval=self.config.session_scan_interval_seconds)
-        display_sets = DisplaySetIndex(ctx)
-        outcome = RunOutcome()
+            log.warning("could not look for uploads whose create answer was lost (%s); the next run will", unsure)
+        await assign_create_orders(self.journal, study)
+
+    async def _run_cases(self, ctx: TransferContext, sessions: UploadSessionIndex, display_sets: DisplaySetIndex,
+                         outcome: RunOutcome) -> None:
         cases_limiter = anyio.CapacityLimiter(self.config.cases_in_flight)
 
         async def run_case(case_work: object, borrower: object) -> None:
@@ -163,11 +203,6 @@ class TransferEngine:
             error = first_error(group_error)
             if classify(error) is not Disposition.INTERRUPTED:
                 raise error from None
-        outcome.interrupted = ctx.stopping.is_set()
-        outcome.stats = self.stats.snapshot()
-        self.journal.note("run_finished", done=outcome.done, failed=len(outcome.failed),
-                          interrupted=outcome.interrupted, **_stats_fields(outcome.stats))
-        return outcome
 
     async def _report_progress(self, scope: anyio.CancelScope) -> None:
         with scope:

@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from gcbulk.engine.dicom.options import DicomOptions
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.gc.limits import (
     DEFAULT_LIVE_UPLOAD_CEILING,
@@ -37,7 +38,9 @@ DEFAULT_ATTEMPTS_PER_ITEM = 5
 
 # The knobs a job file's [engine] table and GCBULK_<NAME> may set; the rest are the engine's own tuning.
 JOB_KNOBS = ("files_in_flight", "parts_in_flight", "api_calls_in_flight", "part_size", "live_upload_ceiling",
-             "imports_in_flight", "attempts_per_item")
+             "imports_in_flight", "attempts_per_item", "adaptive_concurrency", "stagger_image_values")
+# The knobs that are switches (true / false) rather than numbers.
+SWITCH_KNOBS = ("adaptive_concurrency", "stagger_image_values")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +51,13 @@ class TransferSettings:
     part_size: int = DEFAULT_PART_SIZE  # preferred; grown per file to fit 10 000 parts
     live_upload_ceiling: int = DEFAULT_LIVE_UPLOAD_CEILING  # below the server's cap of 2000 (contract §1)
     imports_in_flight: int = MAX_ACTIVE_IMPORTS
+    # API calls and imports in flight are learned from the server's latency (engine/gc/pacer.py), with the two knobs
+    # above as upper bounds; false pins them at the knobs.
+    adaptive_concurrency: bool = True
+    # A case's image values are handed over one at a time, each once the one before is in place: two values of one
+    # display set that finish importing together contend for its lock, and the loser holds an import worker for up
+    # to 5 s (contract §10). Measured by benchmarks/compare_gcapi.py (R1, stagger on and off).
+    stagger_image_values: bool = True
     # Cases wait on their files and imports; a few more cases than files keeps every file slot busy. None: derived.
     cases_in_flight: int | None = None
     # URLs asked for per presign call; they stay valid an hour (contract §1), far longer than a batch takes.
@@ -71,6 +81,8 @@ class TransferSettings:
     drain_seconds: float = 30.0
     progress_interval_seconds: float = 10.0
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(attempts_per_item=DEFAULT_ATTEMPTS_PER_ITEM))
+    # The job's [dicom] table (de-identification, staging, image names), carried here to the DICOM Image Set upload.
+    dicom: DicomOptions = field(default_factory=DicomOptions)
 
     def __post_init__(self) -> None:
         if self.cases_in_flight is None:
@@ -78,6 +90,9 @@ class TransferSettings:
         for name in ("files_in_flight", "parts_in_flight", "api_calls_in_flight", "cases_in_flight", "presign_batch"):
             _positive(f"engine.{name}", getattr(self, name))
         _positive("engine.attempts_per_item", self.retry.attempts_per_item)
+        for name in SWITCH_KNOBS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigurationError(f"engine.{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.part_size, int) or not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
             raise ConfigurationError(f"engine.part_size must be between 5 MiB and 5 GiB (S3's part limits), "
                                      f"got {self.part_size} bytes")
@@ -112,3 +127,13 @@ class TransferSettings:
 def _positive(name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigurationError(f"{name} must be a whole number of at least 1, got {value!r}")
+
+
+def parse_switch(name: str, text: str) -> bool:
+    """A switch knob from an environment variable's text."""
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name} must be true or false, got {text!r}")

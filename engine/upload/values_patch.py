@@ -10,7 +10,7 @@ value in place, or uploads consumed, means the server took that value; only what
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,11 +78,28 @@ async def _taken(client: GrandChallengeClient, pk: str, planned: Iterable[Planne
 
 
 async def send_values(client: GrandChallengeClient, pk: str, planned: list[PlannedValue], kinds: dict[str, str],
-                      *, policy: RetryPolicy, what: str) -> None:
+                      *, policy: RetryPolicy, what: str,
+                      between_images: Callable[[PlannedValue], Awaitable[None]] | None = None) -> None:
     """PATCHes ``planned`` into display set ``pk`` until the server holds each of them (or took its uploads).
+
+    ``between_images``: image values go one per PATCH (the first with every other value), and before each next one
+    ``between_images(previous)`` is awaited — the case waits until the previous value is in place, so two values of
+    one display set never link at once (contract §10: the loser holds an import worker for up to 5 s).
 
     Raises the server's error when it refused the values, ``UploadsGoneBeforeAttach`` when their uploads vanished
     before the server took them, or the last error once the case's retry budget is spent."""
+    images = [value for value in planned if value.kind == IMAGE]
+    if between_images is None or len(images) < 2:
+        return await _send_together(client, pk, planned, kinds, policy=policy, what=what)
+    first = [value for value in planned if value.kind != IMAGE or value is images[0]]
+    await _send_together(client, pk, first, kinds, policy=policy, what=what)
+    for previous, value in zip(images, images[1:]):
+        await between_images(previous)
+        await _send_together(client, pk, [value], kinds, policy=policy, what=what)
+
+
+async def _send_together(client: GrandChallengeClient, pk: str, planned: list[PlannedValue], kinds: dict[str, str],
+                         *, policy: RetryPolicy, what: str) -> None:
     pending = list(planned)
     budget = current_budget(policy, what)
     attempt = 0

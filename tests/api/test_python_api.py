@@ -54,6 +54,21 @@ def test_a_notebook_plans_runs_and_checks_a_job_in_three_calls(tutorial_job: Pat
     assert job.status()["counts"]["case"] == {"done": 3}
 
 
+def test_verify_finds_what_the_server_lost_and_the_next_run_sends_it(tutorial_job: Path,
+                                                                      threaded_emulator: RunningEmulator) -> None:
+    job = gcbulk.Job(tutorial_job)
+    job.run()
+    assert job.verify().consistent
+    store = threaded_emulator.context.store
+    del store.display_sets[next(pk for pk, ds in store.display_sets.items() if ds.title == "patient3")]
+
+    found = job.verify()
+
+    assert not found.consistent and [row["title"] for row in found.as_dict()["requeued"]] == ["patient3"]
+    assert job.run().failed == []
+    assert sorted(ds.title for ds in store.display_sets.values()) == ["patient1", "patient2", "patient3"]
+
+
 def test_running_a_job_again_sends_nothing_new(tutorial_job: Path, threaded_emulator: RunningEmulator) -> None:
     gcbulk.Job(tutorial_job).run()
     uploads = len(threaded_emulator.context.store.uploads)

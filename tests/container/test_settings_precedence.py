@@ -39,6 +39,16 @@ def test_a_flag_beats_the_environment_which_beats_the_job_file_which_beats_the_d
     assert str(resolved.metrics_address) == settings.DEFAULT_METRICS_ADDRESS
 
 
+def test_the_adaptive_limits_and_the_image_stagger_are_switches_of_the_job_and_the_environment(tmp_path: Path) -> None:
+    job = write_job_file(tmp_path, engine="adaptive_concurrency = false")
+    resolved = settings.resolve(job, None, {"GCBULK_STAGGER_IMAGE_VALUES": "off"})
+    assert (resolved.job.engine.adaptive_concurrency, resolved.sources["engine.adaptive_concurrency"]) == (
+        False, "job file")
+    assert (resolved.job.engine.stagger_image_values, resolved.sources["engine.stagger_image_values"]) == (
+        False, "environment GCBULK_STAGGER_IMAGE_VALUES")
+    assert settings.resolve(write_job_file(tmp_path / "b"), None, {}).job.engine.adaptive_concurrency is True
+
+
 def test_the_environment_overrides_server_study_case_root_ca_file_ledger_and_events(tmp_path: Path) -> None:
     job = write_job_file(tmp_path / "job")
     ca = tmp_path / "ca.pem"
@@ -84,6 +94,7 @@ def test_the_event_log_defaults_to_beside_the_ledger(tmp_path: Path) -> None:
         ({"GCBULK_METRICS_ADDRESS": "9464"}, "GCBULK_METRICS_ADDRESS: the metrics address '9464' is not host:port"),
         ({"GCBULK_LOG_LEVEL": "loud"}, "GCBULK_LOG_LEVEL: log_level must be one of DEBUG, INFO, WARNING, ERROR"),
         ({"GCBULK_LOG_FORMAT": "xml"}, "GCBULK_LOG_FORMAT: log_format must be one of auto, json, text"),
+        ({"GCBULK_ADAPTIVE_CONCURRENCY": "maybe"}, "GCBULK_ADAPTIVE_CONCURRENCY must be true or false, got 'maybe'"),
     ],
 )
 def test_a_bad_environment_value_is_an_error_naming_the_variable(tmp_path: Path, environ: dict[str, str],

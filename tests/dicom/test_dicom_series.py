@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from gcbulk.engine.dicom.deidentify import StagingError, stage_set, stage_sets
-from gcbulk.engine.dicom.headers import DicomHeader, NotDicom, read_headers
-from gcbulk.engine.dicom.series import group_series, image_set_problems, matches
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from gcbulk.engine.dicom.deidentify import StagingError, stage_set, stage_sets
+from gcbulk.engine.dicom.headers import DicomHeader, NotDicom, read_headers
+from gcbulk.engine.dicom.series import group_series, image_set_problems, matches, patient_label
 from tests.imaging import make_dicom_series
 
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
@@ -98,8 +98,10 @@ def test_a_series_with_two_patient_ids_is_refused_with_both_ids_files_named(tmp_
     (problem,) = image_set_problems(headers)
 
     assert problem.code == "dicom-two-patients"
-    assert "EMULATOR-TEST in 2 file(s)" in problem.message and "OTHER-PATIENT in 2 file(s)" in problem.message
-    assert set(problem.files["OTHER-PATIENT"]) == {str(p) for p in paths[2:]}
+    one, other = patient_label("EMULATOR-TEST"), patient_label("OTHER-PATIENT")
+    assert f"{one} in 2 file(s)" in problem.message and f"{other} in 2 file(s)" in problem.message
+    assert "OTHER-PATIENT" not in problem.message  # an identifier never goes into a finding
+    assert set(problem.files[other]) == {str(p) for p in paths[2:]}
 
 
 def test_headers_are_read_in_a_process_pool_in_input_order(tmp_path: Path) -> None:

@@ -46,3 +46,57 @@ async def test_a_failed_dicom_image_set_leaves_no_value_no_session_and_no_upload
     await client.eventually(upload_gone, "the upload to be deleted after the failed import")
     assert (await get_display_set(client, display_set["pk"]))["values"] == []
     assert (await client.call("GET", client.api("cases/upload-sessions/"))).json()["count"] == 0
+
+
+async def test_the_server_de_identifies_an_image_set_and_serves_its_instances(client, tmp_path):
+    from tests.dicom.synthetic import PATIENT_ID, PATIENT_NAME, identified_series
+
+    display_set = await create_display_set(client)
+    paths = identified_series(tmp_path / "s", 3)
+    uploads = await _uploads(client, paths)
+    reply = await patch_display_set(client, display_set["pk"], {"values": [
+        {"interface": "dicom-image-set", "user_uploads": [u["api_url"] for u in uploads], "image_name": "Chest"}]})
+    assert reply.status == 200
+    value = await wait_for_value(client, display_set["pk"], "dicom-image-set")
+    image = (await client.call("GET", value["image"])).json()
+    assert image["dicom_image_set"]["image_set_id"]
+
+    listing = (await client.call("GET", value["image"] + "dicom/instances/")).json()
+
+    assert len(listing["instances"]) == 3
+    for instance in listing["instances"]:
+        assert instance["get_instance"]["method"] == "GET"
+        stored = await client.call("GET", instance["get_instance"]["url"], user=None)
+        assert stored.status == 200
+        assert PATIENT_NAME.encode() not in stored.body and PATIENT_ID.encode() not in stored.body
+        assert instance["sop_instance_uid"].encode() in stored.body
+
+
+async def test_an_image_set_of_two_patients_is_refused_invisibly_and_its_uploads_deleted(client, tmp_path, caplog):
+    from tests.dicom.synthetic import edit, identified_series
+
+    caplog.set_level("INFO", logger="gcbulk.emulator.dicom_sets")
+    display_set = await create_display_set(client)
+    paths = identified_series(tmp_path / "s", 2)
+    edit(paths[1:], PatientID="SOMEONE-ELSE")
+    uploads = await _uploads(client, paths)
+    reply = await patch_display_set(client, display_set["pk"], {"values": [
+        {"interface": "dicom-image-set", "user_uploads": [u["api_url"] for u in uploads], "image_name": "Chest"}]})
+    assert reply.status == 200
+
+    async def uploads_gone() -> bool:
+        return [(await client.call("GET", u["api_url"])).status for u in uploads] == [404] * len(uploads)
+
+    await client.eventually(uploads_gone, "the uploads to be deleted after the refused import")
+    assert (await get_display_set(client, display_set["pk"]))["values"] == []
+    assert (await client.call("GET", client.api("cases/upload-sessions/"))).json()["count"] == 0
+    assert "2 values of PatientID" in caplog.text  # only the server's log says why (contract §10)
+
+
+async def test_an_image_without_an_image_set_has_no_instances(client, tmp_path):
+    display_set = await create_display_set(client)
+    uploads = await _uploads(client, [make_mha(tmp_path / "ct.mha")])
+    await patch_display_set(client, display_set["pk"], {"values": [
+        {"interface": "ct-image", "user_uploads": [u["api_url"] for u in uploads]}]})
+    value = await wait_for_value(client, display_set["pk"], "ct-image")
+    assert (await client.call("GET", value["image"] + "dicom/instances/")).status == 404

@@ -112,6 +112,21 @@ async def test_finished_sessions_outlive_the_upload_sweep(client, emulator, tmp_
     assert session["pk"] in [s["pk"] for s in listed["results"]]
 
 
+async def test_a_session_that_imports_some_files_succeeds_and_still_says_how_many_could_not_be_imported(
+    client, tmp_path
+):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    display_set = await create_display_set(client)
+    uploads = [await upload_file(client, path) for path in (make_mha(tmp_path / "ct.mha"), notes)]
+    session = await _post_session(client, {"uploads": [u["api_url"] for u in uploads],
+                                           "display_set": display_set["pk"], "interface": "ct-image"})
+    done = await wait_for_session(client, session["pk"])
+    assert (done["status"], done["error_message"], len(done["image_set"])) == (
+        "Succeeded", "1 file could not be imported", 1)
+    await wait_for_value(client, display_set["pk"], "ct-image")  # the one image is linked all the same
+
+
 @pytest.mark.parametrize("path", ["patch", "target"])
 async def test_a_mask_with_values_outside_the_overlay_fails_its_session_with_an_empty_upload_list(
     client, emulator, tmp_path, path
@@ -133,11 +148,13 @@ async def test_a_mask_with_values_outside_the_overlay_fails_its_session_with_an_
     assert len(failed["image_set"]) == 1
     assert (await client.call("GET", upload["api_url"])).status == 404
     assert (await get_display_set(client, display_set["pk"]))["values"] == []
+    # The refused image is named by the session only: the image list by origin does not show it (contract §10).
+    by_origin = await client.call("GET", client.api(f"cases/images/?origin={session['pk']}"))
+    assert (by_origin.status, by_origin.json()["count"]) == (200, 0)
 
 
-@pytest.mark.parametrize(("voxels", "dtype"), [([0, 1, 300], "uint16"), (list(range(70)), "uint8"),
-                                                ([0, 1], "float32")])
-async def test_a_mask_that_is_not_8_bit_or_has_too_many_values_fails_with_the_segments_message(
+@pytest.mark.parametrize(("voxels", "dtype"), [([0, 1, 300], "uint16"), ([0, 1], "float32")])
+async def test_a_mask_that_is_not_8_bit_fails_with_the_segments_message(
     client, tmp_path, voxels, dtype
 ):
     display_set = await create_display_set(client)
@@ -148,6 +165,21 @@ async def test_a_mask_that_is_not_8_bit_or_has_too_many_values_fails_with_the_se
     assert failed["status"] == "Failed" and failed["uploads"] == []
     assert failed["error_message"].startswith(
         "Image validation for socket Airway Segmentation failed with error: Image segments could not be determined")
+
+
+async def test_an_8_bit_mask_with_more_than_64_values_fails_naming_the_values_outside_the_overlay(client, tmp_path):
+    # panimg gives a MetaImage's segments however many values it has (it caps them at 64 only for TIFFs), so the server
+    # names the values outside the overlay rather than saying the segments could not be determined.
+    display_set = await create_display_set(client)
+    upload = await upload_file(client, make_voxels(tmp_path / "mask.mha", list(range(70)), "uint8"))
+    session = await _post_session(client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"],
+                                           "interface": "airway-segmentation"})
+    failed = await wait_for_session(client, session["pk"], until=("Failed",))
+    outside = "{" + ", ".join(str(v) for v in range(2, 70)) + "}"
+    assert (failed["status"], failed["uploads"]) == ("Failed", [])
+    assert failed["error_message"] == (
+        "Image validation for socket Airway Segmentation failed with error: The valid voxel values for this "
+        f"segmentation are: {{0, 1}}. This segmentation is invalid as it contains the voxel values: {outside}..")
 
 
 async def test_a_mask_within_the_overlay_is_linked_with_its_segments(client, tmp_path):

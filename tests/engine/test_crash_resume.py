@@ -95,3 +95,5 @@ def test_a_run_killed_anywhere_resumes_without_duplicates_or_resent_parts(
         assert all(value.image_pk in store.images for value in display_set.values.values())
     part_puts = threaded_emulator.context.counters.part_puts
     assert part_puts and set(part_puts.values()) == {1}, f"parts sent again: {dict(part_puts)}"
+    # A create whose answer the kill lost left an empty upload on the server: the resumed run found and aborted it.
+    assert [u.filename for u in store.uploads.values() if u.status == "Initialized"] == []

@@ -58,3 +58,21 @@ async def test_a_refused_segmentation_fails_its_case_with_the_servers_message_an
         sessions = ledger.db.execute("SELECT upload_session_pk FROM items").fetchall()
     # Every imported item keeps its session; the failed one's is forgotten, so a retry gets a session of its own.
     assert len(sessions) == 6 and sum(1 for (pk,) in sessions if pk) == 5
+
+
+async def test_a_server_that_refuses_upload_sessions_gets_the_uploads_attached_directly_and_says_so(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gcbulk.emulator.faults import FaultRule
+
+    emulator.context.faults.replace([FaultRule(match="POST /api/v1/cases/upload-sessions/", status=405)])
+    make_tutorial_tree(tmp_path / "cases", 2)
+    job_file = write_job(tmp_path, emulator)
+    with anyio.fail_after(BOUND):
+        outcome = await run_job(job_file, emulator)
+    assert outcome.done == 2 and not outcome.failed
+    assert "refused to create an upload session" in caplog.text and "attaching uploads directly" in caplog.text
+    events = (tmp_path / "events.jsonl").read_text()
+    assert events.count('"upload_sessions_refused"') == 1  # said once, not per case
+    for display_set in (await study_display_sets(client)).values():
+        assert all(value["image"] for value in values_by_socket(display_set).values())

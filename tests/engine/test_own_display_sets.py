@@ -84,3 +84,16 @@ async def test_a_readers_token_is_refused_before_any_file_is_uploaded(
     requests = emulator.context.counters.requests
     assert requests.get("POST api:/api/v1/uploads/", 0) == 0
     assert not emulator.context.store.display_sets  # the permission check created nothing
+
+
+def test_gcbulk_plan_with_a_readers_token_says_the_user_must_be_an_editor(
+    tmp_path: Path, threaded_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from gcbulk.engine.cli import main
+
+    monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", threaded_emulator.tokens["reader1"])
+    make_tutorial_tree(tmp_path / "cases", 1)
+    assert main(["plan", str(write_job(tmp_path, threaded_emulator))]) == 2
+    assert "must be an editor of the study" in capsys.readouterr().err
+    assert not threaded_emulator.context.store.display_sets

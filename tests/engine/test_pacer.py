@@ -110,3 +110,13 @@ async def test_an_error_marked_overloaded_shrinks_the_limit_and_wakes_the_waiter
             slot.overloaded()
             raise RuntimeError("503")
     assert limiter.limit == 2 and changes == [2] and limiter.in_flight == 0
+
+
+def test_until_the_first_back_off_the_limit_grows_by_one_per_answer() -> None:
+    # Slow start: a server with room is found in tens of answers, not thousands.
+    state = _busy(POLICY, POLICY.start(), 0.05, 14)
+    assert state.current == 16
+    slowed = POLICY.on_success(state, "presign", 0.5, in_flight=state.current)
+    assert not slowed.slow_start
+    after = _busy(POLICY, slowed, 0.05, 3)
+    assert after.current <= slowed.current + 1  # after a back-off: about one per window of the limit's size

@@ -8,9 +8,10 @@ import sys
 
 import anyio
 import pytest
+from gcbulk.engine.gc.pacer import api_policy, import_policy
 from gcbulk.engine.service.progress import EventLog, TransferStats, format_progress_line
 from gcbulk.engine.upload.crashpoints import POINTS, _parse
-from gcbulk.engine.upload.server_limits import CountingGate, SweepGuard, SweepRisk
+from gcbulk.engine.upload.server_limits import CountingGate, ImportPacer, SweepGuard, SweepRisk
 
 GIB = 1024**3
 
@@ -138,3 +139,54 @@ def test_bytes_sent_by_an_earlier_run_count_as_done_but_not_as_speed() -> None:
     assert snapshot.bytes_done == 60 * 1024**2 and snapshot.bytes_resumed == 50 * 1024**2
     assert snapshot.mib_per_second == pytest.approx(2.0)
     assert snapshot.eta_seconds == pytest.approx(20.0)
+
+
+async def test_a_higher_ceiling_lets_a_waiting_case_in_at_once() -> None:
+    gate = CountingGate(2, held=2)
+    taken: list[int] = []
+
+    async def wants_two() -> None:
+        taken.append(await gate.acquire(2))
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(wants_two)
+            while gate.waiting == 0:
+                await anyio.sleep(0)
+            gate.set_ceiling(4)  # the import pacer grew the limit: nothing had to be released
+    assert taken == [2] and gate.held == 4
+
+
+def test_the_import_pacer_moves_the_gates_ceiling_with_the_servers_import_times() -> None:
+    gate = CountingGate(16)
+    pacer = ImportPacer(gate, import_policy(16))
+    assert gate.ceiling == pacer.limit == 12 and pacer.expected_seconds() is None
+    gate.held = 12
+    for _ in range(40):  # imports as fast as the fastest: the limit is used in full, so it grows
+        pacer.imported(0.7)
+    grown = gate.ceiling
+    assert grown > 12 and pacer.expected_seconds() == pytest.approx(0.7)
+    pacer.imported(0.7 * 4)  # four times the floor: imports only queue behind the server's workers
+    assert gate.ceiling < grown
+    backed_off = gate.ceiling
+    pacer.timed_out()  # within the cool-down of the last back-off: once is enough
+    assert gate.ceiling == backed_off
+    for _ in range(500):
+        pacer.imported(5.0)
+        pacer.timed_out()
+    assert gate.ceiling == 8  # never below four cases' worth of images
+
+
+def test_fixed_limits_stay_at_the_knobs() -> None:
+    assert import_policy(6, adaptive=False).start().current == 6
+    assert api_policy(3, adaptive=False).start().current == 3
+    assert api_policy(16).start().current == 2 and api_policy(1).start().current == 1
+
+
+def test_the_progress_line_ends_with_the_adaptive_limits_once_a_run_has_them() -> None:
+    stats = TransferStats()
+    assert "in flight" not in format_progress_line(stats.snapshot())
+    stats.limits = lambda: (3, 8)
+    snapshot = stats.snapshot()
+    assert (snapshot.api_calls_limit, snapshot.imports_limit) == (3, 8)
+    assert format_progress_line(snapshot).endswith(" · in flight ≤ 3 API calls, ≤ 8 imports")

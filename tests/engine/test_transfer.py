@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from gcbulk.emulator.context import SCHEMA_2025_11, SCHEMA_CURRENT, EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
-from gcbulk.engine.cli.plan import plan_into_ledger
+from gcbulk.engine.planning import plan_into_ledger
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.jobfile import load_job
 from gcbulk.engine.upload.server_limits import SweepGuard

@@ -9,7 +9,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from gcbulk.engine.cli.plan import plan_into_ledger
+from gcbulk.engine.planning import plan_into_ledger
 from gcbulk.engine.jobfile import load_job
 from gcbulk.engine.plan.planner import PlannedCase, plan_tree
 from gcbulk.state.ledger import Ledger

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gcbulk.engine.cli.plan import PlanReport, plan_into_ledger
+from gcbulk.engine.planning import PlanReport, plan_into_ledger
 from gcbulk.engine.jobfile import JobConfig, load_job
 from gcbulk.engine.plan.parts import part_ranges
 from gcbulk.engine.plan.planner import plan_tree

@@ -18,6 +18,7 @@ import pytest
 from gcbulk.emulator.admin_answers import create_answer
 from gcbulk.emulator.answer_types import ANSWER_TYPES, NON_ANSWERABLE_TYPES
 from gcbulk.emulator.context import SCHEMAS, EmulatorConfig
+from gcbulk.emulator.display_sets import title_errors
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.emulator.store import (
     Answer,
@@ -92,6 +93,8 @@ class World:
     def add_display_sets(self, titles: list[str], *, start_order: int = 10) -> list[DisplaySet]:
         created = []
         for index, title in enumerate(titles):
+            # Straight into the store, so only titles the server's POST would take (no NUL, ≤ 255 characters).
+            assert not title_errors(title), (title, title_errors(title))
             display_set = DisplaySet(pk=new_uuid(), reader_study_pk=self.study.pk, title=title,
                                      order=start_order + 10 * index, created=self.context.clock.now())
             display_set.values["patient-age"] = SocketValue(pk=self.store.next_int_pk(), socket_slug="patient-age",

@@ -1,0 +1,274 @@
+"""A job's plan recorded in its ledger: the glue between the pure planner (``engine/plan/``), the server's socket
+catalogue and the ledger (``state/replan.py``), and the report ``gcbulk plan`` prints. ``gcbulk plan``, ``gcbulk run``
+(``engine/service/job_service.py``) and the Python API all plan through ``plan_into_ledger``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.jobfile import JobConfig
+from gcbulk.engine.plan.cases import PlannedCase
+from gcbulk.engine.plan.parts import multipart_checksum
+from gcbulk.engine.plan.planner import Planner
+from gcbulk.engine.plan.preflight import Finding, Preflight, QuotaEstimate
+from gcbulk.engine.plan.titles import redacted
+from gcbulk.engine.service.progress import human_bytes
+from gcbulk.state.ledger import Ledger
+from gcbulk.state.records import PlanDiff
+from gcbulk.state.replan import planning
+
+_SHOW = 20  # list entries printed per section; --json has them all
+
+@dataclass(kw_only=True)
+class PlanReport:
+    config: JobConfig
+    ledger_path: Path | None  # None for a dry run without a ledger
+    dry_run: bool
+    diff: PlanDiff
+    quota: QuotaEstimate
+    findings: list[Finding] = field(default_factory=list)
+    # Findings about the job as a whole (the case root, the sockets, the quota): a blocking one stops every case.
+    job_findings: list[Finding] = field(default_factory=list)
+    strict: bool = False
+    mapping: dict[str, Any] = field(default_factory=dict)  # socket → {"files": {name: cases}, …}
+    mapping_lines: list[str] = field(default_factory=list)
+    cases: list[dict[str, Any]] = field(default_factory=list)  # case → socket → files, as many as were asked for
+
+    @property
+    def blocking(self) -> bool:
+        """Nothing may run: a job-wide blocking finding, or (``--strict``) any blocking finding."""
+        findings = self.findings if self.strict else self.job_findings
+        return any(finding.blocking for finding in findings)
+
+    @property
+    def partly_blocked(self) -> bool:
+        """Some cases (or folders of the tree) are held back by their findings; the rest can run."""
+        return any(finding.blocking for finding in self.findings)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "reader_study": self.config.reader_study,
+            "base_url": self.config.base_url,
+            "case_root": str(self.config.case_root),
+            "ledger": None if self.ledger_path is None else str(self.ledger_path),
+            "dry_run": self.dry_run,
+            "blocking": self.blocking,
+            "strict": self.strict,
+            "plan": self.diff.as_dict(),
+            "quota": self.quota.as_dict(),
+            "mapping": self.mapping,
+            "cases": self.cases,
+            "findings": [finding.as_dict() for finding in self.findings],
+        }
+
+
+def case_row(case: PlannedCase) -> dict[str, Any]:
+    """One case as ``--json`` and ``--show-cases`` show it: title, folder, blocked, socket → files (or value)."""
+    sockets: dict[str, Any] = {}
+    for item in case.items:
+        sockets[item.socket_slug] = ([f.path for f in item.files] if item.files
+                                     else {"value_from": item.value_path} if item.value_path
+                                     else {"value": "[values]"})
+    return {"title": case.title, "folder": case.folder, "blocked": case.blocking, "sockets": sockets}
+
+
+
+def fetch_catalogue(config: JobConfig, token: str, *, with_sockets: bool = True, with_titles: bool = False
+                    ) -> tuple[dict[str, dict[str, Any] | None] | None, set[str] | None]:
+    """Each socket the job names → the server's socket (``components/interfaces/?slug=``), or None if unknown; with
+    ``with_titles``, also the titles of the study's display sets (to find those this job did not make). One
+    connection for both."""
+    from gcbulk.engine.gc.client import GrandChallengeClient
+    from gcbulk.engine.upload.reconcile import read_study
+    from gcbulk.engine.gc.retry import RetryPolicy
+
+    async def fetch() -> tuple[dict[str, dict[str, Any] | None] | None, set[str] | None]:
+        # A planning check should fail fast when the server is unreachable, not spend a transfer's retry budget.
+        policy = RetryPolicy(attempts_per_item=3, max_delay=5.0)
+        async with GrandChallengeClient(
+            base_url=config.base_url, token=token, ca_file=config.ca_file, retry_policy=policy
+        ) as client:
+            # Permission before bytes, already at plan time (contract §0: creating display sets needs an editor).
+            await client.require_editor(config.reader_study, consequence="fix that before running the job")
+            catalogue = {slug: await client.get_socket(slug) for slug in config.socket_slugs} if with_sockets else None
+            titles = set((await read_study(client, config.reader_study)).pk_by_title) if with_titles else None
+            return catalogue, titles
+
+    return asyncio.run(fetch())
+
+
+def load_catalogue(path: Path, config: JobConfig) -> dict[str, dict[str, Any] | None]:
+    """The job's sockets from a JSON file (a list of sockets, or a ``components/interfaces/`` page), for offline
+    planning. Raises ConfigurationError naming the file and what is wrong."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"--sockets {path} cannot be read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigurationError(f"--sockets {path} is not valid JSON: {exc}") from None
+    sockets = data.get("results") if isinstance(data, dict) else data
+    if not isinstance(sockets, list) or not all(isinstance(s, dict) and isinstance(s.get("slug"), str)
+                                                 for s in sockets):
+        raise ConfigurationError(f"--sockets {path} must hold a list of sockets, each with a \"slug\" (as "
+                                 "GET components/interfaces/ returns them)")
+    by_slug = {s["slug"]: s for s in sockets}
+    return {slug: by_slug.get(slug) for slug in config.socket_slugs}
+
+
+def plan_into_ledger(
+    config: JobConfig,
+    ledger: Ledger,
+    *,
+    catalogue: dict[str, dict[str, Any] | None] | None,
+    dry_run: bool = False,
+    strict: bool = False,
+    keep_cases: int | None = 0,
+    check_content: bool = True,
+    content_cache: dict[Any, Any] | None = None,
+    server_titles: set[str] | None = None,
+) -> PlanReport:
+    """Plan the job's tree into ``ledger`` (or, for a dry run, compute the same diff and roll it back).
+
+    A case with a blocking finding is recorded as blocked and the job's plan stays runnable, unless ``strict`` or a
+    finding about the whole job (no case) blocks. ``keep_cases`` rows of case → socket → files are kept for the report
+    (None: all of them)."""
+    findings: list[Finding] = []
+    job_findings: list[Finding] = []
+    cases: list[dict[str, Any]] = []
+    planner = Planner(config)
+    with planning(
+        ledger, rules=config.rules_dict(), job_file=config.job_file, checksum=multipart_checksum, dry_run=dry_run
+    ) as plan:
+        # ``server_titles``: the study's display-set titles (None offline, or with --adopt-existing): those this
+        # ledger never set out to make are someone else's, and their cases are blocked.
+        foreign = frozenset(server_titles - ledger.own_display_set_titles()) if server_titles else frozenset()
+        preflight = Preflight(config=config, catalogue=catalogue, titles=plan.titles, check_content=check_content,
+                              content_cache=content_cache, foreign_titles=foreign)
+        job_findings.extend(preflight.check_job())
+        for entry in planner.plan():
+            if isinstance(entry, Finding):
+                # Findings of the tree outside any case: only a missing case root is about the whole job; a stray
+                # file or an unreadable sub-folder blocks nothing but itself.
+                (job_findings if entry.code == "case-root-missing" else findings).append(entry)
+                continue
+            case = preflight.check_case(entry)
+            findings.extend(case.findings)
+            plan.add(case)
+            if keep_cases is None or len(cases) < keep_cases:
+                cases.append(case_row(case))
+        job_findings.extend(preflight.finish())
+        all_findings = job_findings + findings
+        blocked = any(f.blocking for f in (all_findings if strict else job_findings))
+        diff = plan.finish(blocked=blocked)
+    return PlanReport(
+        config=config,
+        ledger_path=ledger.path,
+        dry_run=dry_run,
+        diff=diff,
+        quota=preflight.quota,
+        findings=all_findings,
+        job_findings=job_findings,
+        strict=strict,
+        mapping=planner.mapping.as_dict(),
+        mapping_lines=planner.mapping.lines(),
+        cases=cases,
+    )
+
+
+def _print_list(title: str, lines: list[str], out: Any) -> None:
+    if not lines:
+        return
+    print(f"{title} ({len(lines)}):", file=out)
+    for line in lines[:_SHOW]:
+        print(f"  {line}", file=out)
+    if len(lines) > _SHOW:
+        print(f"  … and {len(lines) - _SHOW} more (--json lists them all)", file=out)
+
+
+def _print_cases(report: PlanReport, limit: int, out: Any, shown: Any) -> None:
+    rows = report.cases[:limit]
+    if not rows:
+        return
+    print(f"Cases (first {len(rows)} of {report.diff.cases}; case → socket ← files):", file=out)
+    for row in rows:
+        mark = "  [BLOCKED]" if row["blocked"] else ""
+        print(f"  {shown(row['title'])}{mark}", file=out)
+        for socket, files in row["sockets"].items():
+            sources = ", ".join(files) if isinstance(files, list) else (
+                f"value from {files['value_from']}" if "value_from" in files else "value from [values]")
+            print(f"      {socket} ← {sources}", file=out)
+
+
+def print_report(report: PlanReport, out: Any = None, *, show_cases: int = 0, redact_titles: bool = False) -> None:
+    """The human plan report. ``redact_titles``: case titles as hashes (findings still show paths)."""
+    out = out or sys.stdout
+    shown = redacted if redact_titles else (lambda title: title)
+    diff, quota, config = report.diff, report.quota, report.config
+    where = "dry run, nothing written" if report.dry_run else f"ledger {report.ledger_path}"
+    print(f"Plan for reader study {config.reader_study!r} at {config.base_url} ({where})", file=out)
+    print(f"  cases {diff.cases} · files {diff.files} · {human_bytes(diff.bytes)}", file=out)
+    unchanged_done = diff.unchanged.get("done", 0)
+    print(
+        f"  new {diff.new_cases} · re-queued {len(diff.requeued)} · unchanged {sum(diff.unchanged.values())} "
+        f"(done {unchanged_done}) · changed after upload {len(diff.changed_after_consumed)} · "
+        f"removed {len(diff.removed)} · blocked {len(diff.blocked)}",
+        file=out,
+    )
+    print(f"  uploads needed: at most {diff.files_to_upload} files, {human_bytes(diff.bytes_to_upload)}", file=out)
+    print(
+        f"  quota: largest value {human_bytes(quota.largest_value_bytes)} of 128 GiB (verified) / 2 GiB "
+        f"(unverified); {quota.uploads} uploads in all, at most {config.engine.live_upload_ceiling} alive at once "
+        "(server cap 2000)",
+        file=out,
+    )
+    if report.mapping_lines:
+        print("Mapping (socket ← file names, by number of cases):", file=out)
+        for line in report.mapping_lines:
+            print(f"  {line}", file=out)
+    _print_cases(report, show_cases, out, shown)
+    _print_list("Re-queued (changed before Grand Challenge took them)", [shown(t) for t in diff.requeued], out)
+    _print_list(
+        "Changed after Grand Challenge took them (reported, not re-sent)",
+        [f"{shown(title)} [{socket}]: {change}" for title, socket, change in diff.changed_after_consumed],
+        out,
+    )
+    _print_list(
+        "Removed from the tree (nothing is deleted on Grand Challenge)",
+        [f"{shown(title)} (was {state})" for title, state in diff.removed],
+        out,
+    )
+    _print_list("Blocked cases", [shown(t) for t in diff.blocked], out)
+    severities = Counter(finding.severity for finding in report.findings)
+    if report.findings:
+        print(
+            f"Findings: {severities['blocking']} blocking, {severities['warning']} warnings, {severities['info']} info",
+            file=out,
+        )
+    for severity in ("blocking", "warning"):
+        shown = [f for f in report.findings if f.severity == severity]
+        for finding in shown[:_SHOW * 5]:
+            print(f"  {severity.upper()} [{finding.code}] {finding.path}", file=out)
+            print(f"      {finding.message}", file=out)
+            print(f"      fix: {finding.fix}", file=out)
+        if len(shown) > _SHOW * 5:
+            print(f"  … and {len(shown) - _SHOW * 5} more {severity} findings (--json lists them all)", file=out)
+    if severities["info"]:
+        print(f"  ({severities['info']} info findings not shown; --json lists them)", file=out)
+    if report.blocking:
+        why = " (--strict: any blocking finding holds back every case)" if report.strict else ""
+        print(f"Blocking findings{why}: fix them and run 'gcbulk plan' again; nothing will be uploaded until then.",
+              file=out)
+    elif report.partly_blocked:
+        runnable = diff.cases - len(diff.blocked)
+        held = (f"{len(diff.blocked)} case(s) are skipped until their blocking findings are fixed"
+                if diff.blocked else "the blocking findings above are outside any case folder and skipped")
+        print(f"Blocked: {held}; the other {runnable} case(s) will run. Fix them and plan again ('--strict' holds "
+              "back every case instead).", file=out)

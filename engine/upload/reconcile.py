@@ -1,0 +1,180 @@
+"""The server is the truth: compare what the ledger says this job made with the study's display sets as the server
+has them, and re-queue what is gone (``gcbulk verify``, the start and the end of every ``gcbulk run``).
+
+One listing of the study serves everything a pass needs from it: the check of the job's own display sets, the title
+index by which a display set created just before a crash is found again, and the study's highest ``order`` above
+which new display sets are placed (contract §3, §10).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title, socket_slug_of
+from gcbulk.engine.gc.errors import NotFound
+from gcbulk.engine.service.journal import Journal
+from gcbulk.state.server_truth import RecordedCase
+from natsort import natsort_keygen
+
+log = logging.getLogger(__name__)
+# The server numbers display sets 10, 20, 30 … when no order is given (contract §3); gcbulk keeps that spacing, so
+# a person can still slot a display set in between by hand.
+ORDER_STEP = 10
+_natural = natsort_keygen()
+
+
+@dataclass(frozen=True)
+class ServerDisplaySet:
+    pk: str
+    title: str | None
+    order: int
+    sockets: frozenset[str]  # the sockets that hold a value
+
+
+@dataclass(frozen=True)
+class StudySnapshot:
+    """The study's display sets, read in one listing."""
+
+    by_pk: Mapping[str, ServerDisplaySet]
+
+    @property
+    def pk_by_title(self) -> dict[str, str]:
+        return {ds.title: pk for pk, ds in self.by_pk.items() if ds.title}
+
+    @property
+    def highest_order(self) -> int:
+        return max((ds.order for ds in self.by_pk.values()), default=0)
+
+
+async def read_study(client: GrandChallengeClient, reader_study_slug: str) -> StudySnapshot:
+    study = await client.reader_study_by_slug(reader_study_slug)
+    by_pk: dict[str, ServerDisplaySet] = {}
+    # Contract §3: the list is ordered by order, then created; dict keys make a repeated row (paging while another
+    # client adds display sets) harmless.
+    async for display_set in client.iterate_display_sets(study["pk"]):
+        found = _server_display_set(display_set)
+        by_pk[found.pk] = found
+    return StudySnapshot(by_pk)
+
+
+@dataclass
+class Reconciliation:
+    """What a comparison found: cases checked, and the titles re-queued with the reason."""
+
+    checked: int = 0
+    display_sets_gone: list[tuple[str, str]] = field(default_factory=list)
+    values_gone: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def requeued(self) -> int:
+        return len(self.display_sets_gone) + len(self.values_gone)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"checked": self.checked, "display_sets_gone": len(self.display_sets_gone),
+                "values_gone": len(self.values_gone)}
+
+
+async def reconcile_with_server(client: GrandChallengeClient, journal: Journal,
+                                study: StudySnapshot) -> Reconciliation:
+    """Every case with a recorded display set against ``study``: a display set that is gone is forgotten (a new one
+    is created), a value that is gone is sent again, and a done case runs again. Each with a log line saying so.
+
+    A difference is confirmed by a GET of that display set before anything is re-queued: a listing can skip a row
+    (paging while others add display sets) and may be older than the last import."""
+    found = Reconciliation()
+    async for case in journal.runner.pages("recorded_cases"):
+        found.checked += 1
+        on_server = study.by_pk.get(case.display_set_pk)
+        if on_server is None or _missing(case, on_server):
+            on_server = await _confirm(client, case.display_set_pk)
+        if on_server is None:
+            reason = (f"display set {case.display_set_pk} is gone from the server (deleted, or the server lost "
+                      "it); a new one will be created and its values sent again")
+            if await journal.record("case_lost_on_server", case.case_id, display_set_gone=True, reason=reason,
+                                    case=case.title):
+                found.display_sets_gone.append((case.title, reason))
+                log.warning("%s: %s; re-queued", case.title, reason)
+            continue
+        missing = _missing(case, on_server)
+        if not missing:
+            continue
+        reason = (f"display set {case.display_set_pk} no longer has a value for {', '.join(missing)}; "
+                  "sending it again")
+        if await journal.record("case_lost_on_server", case.case_id, display_set_gone=False,
+                                item_ids=[case.expected_values[slug] for slug in missing], reason=reason,
+                                case=case.title):
+            found.values_gone.append((case.title, reason))
+            log.warning("%s: %s; re-queued", case.title, reason)
+    if found.requeued:
+        journal.note("reconciled", **found.as_dict())
+    return found
+
+
+def _missing(case: RecordedCase, on_server: ServerDisplaySet) -> list[str]:
+    return sorted(slug for slug in case.expected_values if slug not in on_server.sockets)
+
+
+async def _confirm(client: GrandChallengeClient, pk: str) -> ServerDisplaySet | None:
+    try:
+        return _server_display_set(await client.get_display_set(pk))
+    except NotFound:
+        return None
+
+
+def _server_display_set(display_set: dict[str, Any]) -> ServerDisplaySet:
+    sockets = frozenset(
+        slug for value in display_set.get("values") or []
+        if (slug := socket_slug_of(value)) and any(value.get(name) is not None for name in ("image", "file", "value"))
+    )
+    return ServerDisplaySet(pk=str(display_set["pk"]), title=display_set_title(display_set),
+                            order=int(display_set.get("order") or 0), sockets=sockets)
+
+
+async def assign_create_orders(journal: Journal, study: StudySnapshot) -> int:
+    """Fix the ``order`` of every display set not yet created: natural title order (case2 before case10), above both
+    the study's highest order and any this job already fixed, so folder order holds and no two share an order
+    (concurrent creates without one get duplicates on the real server, contract §10)."""
+    unordered = await journal.read("display_sets_without_order")
+    if not unordered:
+        return 0
+    base = max(study.highest_order, await journal.read("highest_create_order"))
+    base -= base % ORDER_STEP  # the next multiple of ten above the highest, as the server would choose
+    ranked = sorted(unordered, key=lambda row: (_natural(row[1]), row[0]))
+    orders = {case_id: base + ORDER_STEP * rank for rank, (case_id, _) in enumerate(ranked, start=1)}
+    assigned = await journal.runner.call("display_set_orders_assigned", orders)  # one event, not one per case
+    if assigned:
+        journal.note("display_set_orders_assigned", count=assigned, lowest=min(orders.values()),
+                     highest=max(orders.values()))
+    return assigned
+
+
+@dataclass
+class Verification:
+    """``gcbulk verify``: the ledger against the server, and this job's orphan uploads."""
+
+    reconciliation: Reconciliation
+    orphans_looked_for: int
+    orphans_aborted: int
+
+    @property
+    def consistent(self) -> bool:
+        return not self.reconciliation.requeued
+
+    def as_dict(self) -> dict[str, object]:
+        found = self.reconciliation
+        return {**found.as_dict(), "requeued": [{"title": title, "reason": reason}
+                                                for title, reason in found.display_sets_gone + found.values_gone],
+                "orphan_uploads_looked_for": self.orphans_looked_for, "orphan_uploads_aborted": self.orphans_aborted}
+
+
+async def verify(client: GrandChallengeClient, journal: Journal, reader_study_slug: str) -> Verification:
+    """One listing of the study, compared with the ledger (what is gone is re-queued for the next run), then the
+    lost upload creates looked for and aborted (``engine/upload/orphans.py``)."""
+    from gcbulk.engine.upload.orphans import abort_orphan_uploads  # orphans imports nothing of this module
+
+    found = await reconcile_with_server(client, journal, await read_study(client, reader_study_slug))
+    sweep = await abort_orphan_uploads(client, journal)
+    return Verification(found, sweep.looked_for, len(sweep.aborted))

@@ -1,0 +1,72 @@
+"""The ledger's record of de-identified DICOM staged for upload (table ``dicom_staging``, migration m005): per source
+file, its staged copy's path, size and SHA-256, and the source's size and mtime when it was staged.
+
+Plain functions over an open ``Ledger`` (run on the ledger's thread by ``LedgerRunner.run``), kept apart from the
+ledger class so the job ledger's own tables stay where they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class StagedRow:
+    file_id: int
+    item_id: int
+    source_size: int
+    source_mtime_ns: int
+    staged_path: str
+    size: int
+    sha256: str
+    staged_at: str
+
+
+def staged_of_item(ledger: Any, item_id: int) -> dict[int, StagedRow]:
+    """file id → its staged copy, for one item."""
+    rows = ledger._all("SELECT * FROM dicom_staging WHERE item_id = ? ORDER BY file_id", (item_id,))
+    return {row["file_id"]: StagedRow(**row) for row in rows}
+
+
+def record_staged(ledger: Any, item_id: int, rows: Iterable[dict[str, Any]], *, case_id: int | None = None,
+                  reused: bool = False) -> None:
+    """Replaces the item's staged files by ``rows`` (one transaction, one event: ``dicom.staged``, or
+    ``dicom.staging_adopted`` for a whole staging found on disk that the ledger had not recorded yet)."""
+    rows = list(rows)
+    now = ledger._now()
+    with ledger.db.atomic():
+        ledger.db.execute("DELETE FROM dicom_staging WHERE item_id = ?", (item_id,))
+        for row in rows:
+            ledger.db.execute(
+                "INSERT INTO dicom_staging (file_id, item_id, source_size, source_mtime_ns, staged_path, size, sha256, "
+                "staged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (row["file_id"], item_id, row["source_size"], row["source_mtime_ns"], row["staged_path"], row["size"],
+                 row["sha256"], now))
+        ledger._log("dicom.staging_adopted" if reused else "dicom.staged", subject="item", subject_id=item_id,
+                    case_id=case_id, data={"files": len(rows), "bytes": sum(row["size"] for row in rows)})
+
+
+def forget_staged(ledger: Any, item_id: int) -> None:
+    """The staged copies were released (uploaded) or are stale: the item has none."""
+    with ledger.db.atomic():
+        ledger.db.execute("DELETE FROM dicom_staging WHERE item_id = ?", (item_id,))
+
+
+def staging_events(ledger: Any, item_id: int | None = None) -> int:
+    """How many times staged sets were recorded (for an item): de-identified, or found whole on disk after a crash
+    between their last file and the record. A set that was de-identified again would be recorded twice."""
+    kinds = "kind IN ('dicom.staged', 'dicom.staging_adopted')"
+    if item_id is None:
+        return ledger._scalar(f"SELECT count(*) FROM events WHERE {kinds}")
+    return ledger._scalar(f"SELECT count(*) FROM events WHERE {kinds} AND subject_id = ?", (str(item_id),))
+
+
+def fit_upload(ledger: Any, upload_id: int, size: int) -> None:
+    """An upload sends a staged copy, whose size is not the planned source's: its row (still 'creating', before any
+    part) is made to describe the bytes actually sent, so its parts are cut from them."""
+    with ledger.db.atomic():
+        ledger.db.execute(
+            "UPDATE uploads SET file_size = ?, part_count = max(1, (? + part_size - 1) / part_size) "
+            "WHERE id = ? AND state = 'creating'", (size, size, upload_id))
