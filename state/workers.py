@@ -19,12 +19,22 @@ Mixed into ``gcbulk.state.ledger.Ledger``; the state machine of a case is unchan
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+import logging
+import time
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from gcbulk.state.machines import RUNNABLE_CASE_STATES
 from gcbulk.state.pg_store import dialect
+
+# Not under gcbulk.state: a wait for another worker's plan must be heard.
+wait_log = logging.getLogger("gcbulk.waits")
+PLAN_LOCK_KEY = 0x6762_756C_6B00_0002  # "gbulk" + 2 (pg_store's SETUP_LOCK_KEY is + 1)
+PLAN_WAIT_VOICE_SECONDS = 10.0
+# A worker renews its leases every third of this (engine/upload/leases.py); one silent for longer is taken for dead.
+DEFAULT_LEASE_SECONDS = 30.0
 
 _RUNNABLE = tuple(sorted(RUNNABLE_CASE_STATES))
 _RUNNABLE_MARKS = ", ".join("?" * len(_RUNNABLE))
@@ -74,6 +84,27 @@ class LedgerWorkers:
     def shared_by_workers(self) -> bool:
         """True on PostgreSQL, where several processes may work on the job at once."""
         return self._shared_store
+
+    @contextmanager
+    def planning_lock(self) -> Iterator[None]:
+        """Held while a plan is recorded: on PostgreSQL a session advisory lock, waited for with a log line every
+        ``PLAN_WAIT_VOICE_SECONDS`` (another worker's plan of a large tree can take minutes). On SQLite the file lock
+        already admits one process."""
+        if not self._shared_store:
+            yield
+            return
+        started = last_voice = time.monotonic()
+        while not self._scalar("SELECT pg_try_advisory_lock(?)", (PLAN_LOCK_KEY,)):
+            waited = time.monotonic() - started
+            if time.monotonic() - last_voice >= PLAN_WAIT_VOICE_SECONDS:
+                last_voice = time.monotonic()
+                wait_log.info("another worker is recording the job's plan; waiting %.0f s so far (this worker then "
+                              "re-plans, which records nothing new if the tree is unchanged)", waited)
+            time.sleep(1.0)
+        try:
+            yield
+        finally:
+            self._scalar("SELECT pg_advisory_unlock(?)", (PLAN_LOCK_KEY,))
 
     def lease_clock(self) -> float:
         """Seconds on the clock every worker of the job agrees on (see the module docstring)."""
@@ -224,7 +255,7 @@ class LedgerWorkers:
             (limit_name, worker_id, alive_since)) or 0
 
     # ------------------------------------------------------------------------------------------------ one view
-    def workers_view(self, *, lease_seconds: float) -> list[WorkerRow]:
+    def workers_view(self, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> list[WorkerRow]:
         """Every worker the job has seen, with its heartbeat age, leases, limits and last counters."""
         now = self.lease_clock()
         leased = {row["lease_owner"]: row["n"] for row in self._all(

@@ -20,13 +20,14 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 from gcbulk.engine.service.journal import Journal
+from gcbulk.state.workers import DEFAULT_LEASE_SECONDS
 
 log = logging.getLogger(__name__)
 # Waits for other workers must be heard (gcbulk.engine is quieted to WARNING outside debugging).
 wait_log = logging.getLogger("gcbulk.waits")
 
-LEASE_SECONDS = 30.0
-HEARTBEAT_SECONDS = 10.0
+LEASE_SECONDS = DEFAULT_LEASE_SECONDS
+HEARTBEAT_SECONDS = LEASE_SECONDS / 3
 # A wait for other workers' cases says so at most this often.
 VOICE_SECONDS = 30.0
 

@@ -83,7 +83,9 @@ class TransferEngine:
         self.reader_study_slug = reader_study_slug
         self._stop_requested = anyio.Event()
         self._context: TransferContext | None = None
-        self.leases = leases or CaseLeases(journal, worker_id or default_worker_id(), on_heartbeat=self._publish)
+        self.leases = leases or CaseLeases(journal, worker_id or default_worker_id(), on_heartbeat=self._publish,
+                                           lease_seconds=config.lease_seconds,
+                                           heartbeat_seconds=config.lease_seconds / 3)
         self._shared = False  # several workers may share the job (a PostgreSQL ledger)
 
     def stop(self) -> None:
