@@ -141,26 +141,33 @@ class LedgerWorkers:
         return sorted(set(running) - held)
 
     def worker_stopped(self, worker_id: str) -> None:
-        """A clean exit: its leases and holdings end now, not a lease later."""
+        """A clean exit: its leases and holdings end now, not a lease later. A case it leaves unfinished keeps its
+        name with an expired lease, so another worker takes it over (``claim_case``) even past its own cursor."""
         with self.db.atomic():
-            self.db.execute("UPDATE cases SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?",
-                            (worker_id,))
+            self.db.execute("UPDATE cases SET lease_expires_at = ? WHERE lease_owner = ?",
+                            (self.lease_clock() - 1.0, worker_id))
             self.db.execute("DELETE FROM worker_holdings WHERE worker_id = ?", (worker_id,))
             self.db.execute("UPDATE workers SET stopped_at = ? WHERE worker_id = ?", (self._now(), worker_id))
 
     # -------------------------------------------------------------------------------------------------- leases
-    def claim_case(self, worker_id: str, *, lease_seconds: float, running: Collection[int] = ()) -> Claim | None:
-        """The oldest runnable case no live worker holds (nor this worker already runs), now leased to
-        ``worker_id``; None when there is none."""
+    def claim_case(self, worker_id: str, *, lease_seconds: float, after_id: int = 0,
+                   running: Collection[int] = ()) -> Claim | None:
+        """The next case for ``worker_id``, now leased to it; None when there is none. Two kinds, oldest first:
+
+        * a runnable case after ``after_id`` (the pass's cursor: a case this pass already ran is not run again in
+          it, as a case that ended still runnable waits for the next pass) that no live worker holds;
+        * anywhere, a runnable case whose lease another worker let run out: it died, or stopped with the case
+          unfinished. ``running``: cases this worker runs now, never claimed twice."""
         now = self.lease_clock()
         skip = sorted(running)
         not_running = f" AND id NOT IN ({', '.join('?' * len(skip))})" if skip else ""
         if self._shared_store:
-            free = "(lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?)"
-            free_params: tuple[Any, ...] = (worker_id, now)
+            free = ("((id > ? AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?)) OR "
+                    "(lease_owner IS NOT NULL AND lease_owner <> ? AND lease_expires_at < ?))")
+            free_params: tuple[Any, ...] = (after_id, worker_id, now, worker_id, now)
             lock = " FOR UPDATE SKIP LOCKED"
         else:
-            free, free_params, lock = "1 = 1", (), ""
+            free, free_params, lock = "id > ?", (after_id,), ""
         with self.db.atomic():
             rows = self._all(
                 f"SELECT id, lease_owner FROM cases WHERE state IN ({_RUNNABLE_MARKS}) AND {free}{not_running} "

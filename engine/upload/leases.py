@@ -51,6 +51,11 @@ class CaseLeases:
         self.running: dict[int, anyio.CancelScope] = {}
         self.lost: set[int] = set()
         self.taken_over = 0
+        self._cursor = 0  # the highest case id this pass claimed in order (takeovers aside)
+
+    def new_pass(self) -> None:
+        """A pass runs each runnable case once; the next pass starts from the oldest again."""
+        self._cursor = 0
 
     async def start(self) -> None:
         await self.journal.runner.call("register_worker", self.worker_id, host=socket.gethostname(), pid=os.getpid())
@@ -62,8 +67,9 @@ class CaseLeases:
         last_voice = 0.0
         while not stopping.is_set():
             claim = await self.journal.runner.call("claim_case", self.worker_id, lease_seconds=self.lease_seconds,
-                                                   running=list(self.running))
+                                                   after_id=self._cursor, running=list(self.running))
             if claim is not None:
+                self._cursor = max(self._cursor, claim.case_id) if claim.taken_over_from is None else self._cursor
                 if claim.taken_over_from is not None:
                     self.taken_over += 1
                     log.warning("worker %s: taking over case %d from worker %s, whose lease ran out (it stopped "
@@ -89,10 +95,11 @@ class CaseLeases:
     def scope(self, case_id: int) -> anyio.CancelScope:
         return self.running[case_id]
 
-    async def finished(self, case_id: int) -> None:
-        """The case ended here (done, failed or stopped): its lease ends now, not a lease later."""
+    async def finished(self, case_id: int, *, ended: bool) -> None:
+        """The case is no longer run here. ``ended`` (done or failed): its lease ends now. Otherwise (stopped) the
+        lease stays until this worker stops, which lets it run out for another worker to take the case over."""
         self.running.pop(case_id, None)
-        if case_id not in self.lost:
+        if ended and case_id not in self.lost:
             with anyio.CancelScope(shield=True):
                 await self.journal.runner.call("release_case", self.worker_id, case_id)
 

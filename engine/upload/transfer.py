@@ -207,7 +207,10 @@ class TransferEngine:
 
         leases = self.leases
 
+        leases.new_pass()
+
         async def run_case(case_id: int, borrower: object) -> None:
+            ended = False
             try:
                 with leases.scope(case_id):  # cancelled if another worker took the case over (a lost lease)
                     case = CaseUpload(ctx, await ctx.journal.read("case_work", case_id), sessions, display_sets)
@@ -216,11 +219,12 @@ class TransferEngine:
                     else:
                         row = await ctx.journal.read("case_work", case_id)
                         outcome.failed.append((row.title, row.last_error or "failed"))
+                    ended = True
             except Interrupted:
-                pass  # stopped on request: the case stays 'running' and resumes next time
+                pass  # stopped on request: the case stays 'running' and resumes next time (here or elsewhere)
             finally:
                 cases_limiter.release_on_behalf_of(borrower)
-                await leases.finished(case_id)
+                await leases.finished(case_id, ended=ended)
 
         try:
             async with anyio.create_task_group() as group:

@@ -89,7 +89,7 @@ async def test_a_heartbeat_cancels_work_on_a_case_another_worker_took_over(
         await anyio.sleep(5)  # w1's work on the case: cancelled here
         went_on = True
     assert not went_on and leases.scope(case_id).cancelled_caught
-    await leases.finished(case_id)
+    await leases.finished(case_id, ended=True)
     assert (await second.read("workers_view", lease_seconds=LEASE))[1].cases_leased == 1, "w2 keeps its lease"
 
 

@@ -80,13 +80,27 @@ def test_a_heartbeat_renews_leases_and_names_the_cases_this_worker_lost(five_cas
     assert five_cases.heartbeat("w1", lease_seconds=LEASE, running=[kept, stalled]) == [stalled]
 
 
-def test_a_clean_stop_releases_the_workers_leases_and_units(five_cases: Ledger) -> None:
+def test_a_clean_stop_frees_the_workers_units_and_leaves_its_unfinished_cases_to_others_at_once(
+        five_cases: Ledger, ledger_path: Path | str) -> None:
     five_cases.register_worker("w1", host="h", pid=1)
-    claim_all(five_cases, "w1")
+    claimed = claim_all(five_cases, "w1")
     five_cases.reserve_units("w1", "live uploads", held=3, ceiling=10, lease_seconds=LEASE)
     five_cases.worker_stopped("w1")
     view = {row.worker_id: row for row in five_cases.workers_view(lease_seconds=LEASE)}
-    assert view["w1"].stopped and view["w1"].cases_leased == 0 and dict(view["w1"].holdings) == {}
+    assert view["w1"].stopped and not view["w1"].live and dict(view["w1"].holdings) == {}
+    if not on_postgres(ledger_path):
+        return  # one process at a time: the next one starts from the oldest case anyway
+    with Ledger.open(ledger_path, BINDING) as other:
+        # far past its own cursor: a stopped worker's cases are taken over, not waited for
+        claim = other.claim_case("w2", lease_seconds=LEASE, after_id=max(claimed))
+    assert claim is not None and claim.case_id == claimed[0] and claim.taken_over_from == "w1"
+
+
+def test_a_pass_claims_each_case_once_in_order_after_its_cursor(five_cases: Ledger) -> None:
+    first = five_cases.claim_case("w1", lease_seconds=LEASE)
+    five_cases.release_case("w1", first.case_id)  # it ended, still runnable (e.g. it waits for the next pass)
+    second = five_cases.claim_case("w1", lease_seconds=LEASE, after_id=first.case_id)
+    assert second.case_id > first.case_id
 
 
 def test_units_under_a_shared_limit_never_exceed_its_ceiling_across_workers(ledger: Ledger) -> None:
