@@ -32,6 +32,11 @@ class Counters:
     busy_seconds: Counter[str] = field(default_factory=Counter)
     import_busy_seconds: float = 0.0
     latency_ratios: list[float] = field(default_factory=list)
+    # The most uploads each user held at once (user pk -> count): what the 2000-upload cap of contract §1 counts.
+    peak_uploads_per_user: Counter[int] = field(default_factory=Counter)
+
+    def uploads_held(self, user_pk: int, count: int) -> None:
+        self.peak_uploads_per_user[user_pk] = max(self.peak_uploads_per_user[user_pk], count)
 
     def reset(self) -> None:
         self.requests.clear()
@@ -40,6 +45,7 @@ class Counters:
         self.latency_ratios.clear()
         self.part_puts.clear()
         self.part_put_attempts.clear()
+        self.peak_uploads_per_user.clear()
 
     def snapshot(self) -> dict[str, Any]:
         def by_upload(counter: Counter[tuple[str, int]]) -> dict[str, dict[str, int]]:
@@ -55,6 +61,7 @@ class Counters:
             "busy_seconds": {name: round(seconds, 6) for name, seconds in sorted(self.busy_seconds.items())},
             "import_busy_seconds": round(self.import_busy_seconds, 6),
             "api_latency_ratio": _percentiles(self.latency_ratios),
+            "peak_uploads_per_user": {str(user): n for user, n in sorted(self.peak_uploads_per_user.items())},
         }
 
 

@@ -226,6 +226,7 @@ async def create_upload(request: web.Request) -> web.Response:
     # The server creates the S3 multipart upload inside the create request, so "Pending" is never seen.
     upload.s3_upload_id = context.objects.create_multipart(UPLOADS_BUCKET, upload.key)
     context.store.uploads[upload.pk] = upload
+    context.counters.uploads_held(user.pk, existing + 1)
     return json_response(serialize_upload(request, upload), status=201)
 
 

@@ -81,6 +81,7 @@ from gcbulk.state.pg_store import is_postgres_dsn
 from gcbulk.state.queries import LedgerQueries
 from gcbulk.state.records import JobBinding
 from gcbulk.state.server_truth import LedgerServerTruth
+from gcbulk.state.workers import LedgerWorkers
 from gcbulk.state.sqlite_file import (
     ProcessLock,
     check_integrity,
@@ -136,7 +137,7 @@ def _reject_secrets(data: dict[str, Any]) -> None:
             raise ValueError(f"refusing to write {key!r} to the ledger: the ledger must never hold credentials")
 
 
-class Ledger(LedgerTransitions, LedgerQueries, LedgerServerTruth):
+class Ledger(LedgerTransitions, LedgerQueries, LedgerServerTruth, LedgerWorkers):
     """An open ledger bound to one job. Use :meth:`open` or :meth:`open_readonly`."""
 
     def __init__(
@@ -161,9 +162,9 @@ class Ledger(LedgerTransitions, LedgerQueries, LedgerServerTruth):
         """Open (creating if needed) the ledger at ``path`` for the job ``binding``, holding the process lock.
 
         ``path`` may be a PostgreSQL DSN (``postgresql://…``): then several processes share the ledger (no process
-        lock; work is claimed case by case, see ``gcbulk.state.leases``)."""
+        lock; work is claimed case by case, see ``gcbulk.state.workers``)."""
         if is_postgres_dsn(path):
-            return cls._open_postgres(str(path), binding, job_file, clock)
+            return open_postgres(cls, str(path), binding, job_file, clock)
         path = Path(path).absolute()
         if not path.parent.is_dir():
             raise LedgerError(f"cannot create ledger {path}: folder {path.parent} does not exist")
@@ -191,7 +192,7 @@ class Ledger(LedgerTransitions, LedgerQueries, LedgerServerTruth):
     def open_readonly(cls, path: Path | str, binding: JobBinding | None = None) -> Ledger:
         """Open an existing ledger for reading only (no lock: a running job may hold it)."""
         if is_postgres_dsn(path):
-            return cls._open_postgres(str(path), binding, None, None, readonly=True)
+            return open_postgres(cls, str(path), binding, None, None, readonly=True)
         path = Path(path).absolute()
         if not path.exists():
             raise LedgerMissing(f"no ledger at {path}; run 'gcbulk plan' for this job first")
@@ -211,11 +212,6 @@ class Ledger(LedgerTransitions, LedgerQueries, LedgerServerTruth):
             db.close()
             raise
         return ledger
-
-    @classmethod
-    def _open_postgres(cls, dsn: str, binding: JobBinding | None, job_file: Path | str | None,
-                       clock: Callable[[], datetime] | None, *, readonly: bool = False) -> Ledger:
-        return open_postgres(cls, dsn, binding, job_file, clock, readonly=readonly)
 
     def close(self) -> None:
         if self.db is not None:

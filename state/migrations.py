@@ -355,3 +355,33 @@ def m005_dicom_staging(db: Database) -> None:
         not_null={"item_id", "source_size", "source_mtime_ns", "staged_path", "size", "sha256", "staged_at"},
     )
     db["dicom_staging"].create_index(["item_id"])
+
+
+@migrations()
+def m007_worker_leases(db: Database) -> None:
+    """Several workers on one job (issue 13, accessed by ``gcbulk.state.workers``): a case's lease (who works on it,
+    until when, in seconds on the lease clock), the job's workers with their heartbeats, each worker's units under a
+    shared server limit, and per limit the units the server counts that no live worker holds (other tools')."""
+    db["cases"].add_column("lease_owner", str)
+    db["cases"].add_column("lease_expires_at", float)
+    db["workers"].create(
+        {
+            "worker_id": str,
+            "host": str,
+            "pid": int,
+            "started_at": str,
+            "heartbeat_at": float,  # lease clock
+            "stopped_at": str,
+            "api_limit": int,
+            "imports_limit": int,
+            "progress": str,  # JSON: the worker's own counters at its last heartbeat
+        },
+        pk="worker_id",
+        not_null={"started_at", "heartbeat_at"},
+    )
+    db["worker_holdings"].create(
+        {"worker_id": str, "limit_name": str, "held": int},
+        pk=("worker_id", "limit_name"),
+        not_null={"held"},
+    )
+    db["shared_limits"].create({"limit_name": str, "external": int}, pk="limit_name", not_null={"external"})

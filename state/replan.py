@@ -385,7 +385,17 @@ def planning(
     dry_run: bool = False,
     batch_files: int = 5000,
 ) -> Iterator[Any]:
-    """Record a plan, case by case; see ``gcbulk.state.replan.PlanRecorder``. A dry run rolls everything back."""
+    """Record a plan, case by case; see ``gcbulk.state.replan.PlanRecorder``. A dry run rolls everything back.
+
+    One planner at a time: workers sharing a ledger wait for the plan in progress, then re-plan, which records
+    nothing new when the tree has not changed (``LedgerWorkers.planning_lock``)."""
+    with ledger.planning_lock():
+        yield from _planning(ledger, rules=rules, job_file=job_file, checksum=checksum, dry_run=dry_run,
+                             batch_files=batch_files)
+
+
+def _planning(ledger: Ledger, *, rules: dict[str, Any] | None, job_file: Path | str | None,
+              checksum: Callable[[Path, int], str] | None, dry_run: bool, batch_files: int) -> Iterator[Any]:
     recorder = PlanRecorder(ledger, checksum=checksum, dry_run=dry_run, batch_files=batch_files)
     if dry_run:
         # The same code path as a real plan, inside one transaction that is rolled back: the diff a dry run

@@ -103,6 +103,7 @@ class JobCounts:
     by_state: dict[str, dict[str, int]]  # kind -> state -> count
     live_uploads: int  # counting against the server's 2000-upload cap (contract §1)
     imports_in_flight: int  # image values handed to Grand Challenge and not finished (contract §2)
+    workers: tuple = ()  # gcbulk.state.workers.WorkerRow of every worker the job has seen (one view of the job)
 
 
 def job_counts(ledger: Ledger) -> JobCounts:
@@ -112,4 +113,5 @@ def job_counts(ledger: Ledger) -> JobCounts:
         rows = ledger.db.conn.execute(f"SELECT state, count(*) FROM {table} GROUP BY state ORDER BY state")
         by_state[kind] = dict(rows.fetchall())
     return JobCounts(by_state=by_state, live_uploads=ledger.live_upload_count(),
-                     imports_in_flight=ledger.attached_image_items_count())
+                     imports_in_flight=ledger.attached_image_items_count(),
+                     workers=tuple(ledger.workers_view()))

@@ -7,7 +7,7 @@ Mixed into ``gcbulk.state.ledger.Ledger``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,14 +122,22 @@ class LedgerServerTruth:
         return changed
 
     # --------------------------------------------------------------------------------------------------- orphans
-    def unconfirmed_upload_creates(self, *, since: str) -> list[UnconfirmedCreate]:
+    def unconfirmed_upload_creates(self, *, since: str, skip_cases: Collection[int] = ()) -> list[UnconfirmedCreate]:
         """Uploads whose create was sent (or about to be) but whose answer was never recorded, since ``since`` (an ISO
-        time: older ones the server's 24 h sweep has taken), not yet looked for on the server."""
+        time: older ones the server's 24 h sweep has taken), not yet looked for on the server. Uploads of
+        ``skip_cases`` (cases another live worker holds: its create may be on the wire right now) are left out."""
         rows = self._all(
-            "SELECT id, state, filename, intent_at FROM uploads WHERE pk IS NULL AND state IN ('creating', 'abandoned') "
-            "AND orphan_checked_at IS NULL AND intent_at >= ? ORDER BY id", (since,))
+            "SELECT uploads.id AS id, uploads.state AS state, uploads.filename AS filename, uploads.intent_at AS "
+            "intent_at, items.case_id AS case_id FROM uploads JOIN files ON files.id = uploads.file_id "
+            "JOIN items ON items.id = files.item_id WHERE uploads.pk IS NULL AND uploads.state IN ('creating', "
+            "'abandoned') AND uploads.orphan_checked_at IS NULL AND uploads.intent_at >= ? ORDER BY uploads.id",
+            (since,))
+        rows = [row for row in rows if row["case_id"] not in set(skip_cases)]
         return [UnconfirmedCreate(upload_id=r["id"], state=r["state"], filename=r["filename"],
                                   intent_at=r["intent_at"]) for r in rows]
+
+    def upload_pk_known(self, pk: str) -> bool:
+        return self._scalar("SELECT count(*) FROM uploads WHERE pk = ?", (pk,)) > 0
 
     def known_upload_pks(self) -> set[str]:
         return {row["pk"] for row in self._all("SELECT pk FROM uploads WHERE pk IS NOT NULL")}

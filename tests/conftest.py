@@ -9,6 +9,8 @@ import pytest
 from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator, emulator_in_thread, run_emulator
 
+from tests.pg_server import PgServer
+
 
 @pytest.fixture
 def emulator_config(request: pytest.FixtureRequest, tmp_path: Path) -> EmulatorConfig:
@@ -29,3 +31,16 @@ def threaded_emulator(emulator_config: EmulatorConfig) -> Iterator[RunningEmulat
     """The same emulator on a background thread, for synchronous clients such as gcapi or a subprocess."""
     with emulator_in_thread(emulator_config) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One throwaway PostgreSQL server for the session (each test gets its own database on it)."""
+    try:
+        server = PgServer.start()
+    except FileNotFoundError as exc:
+        pytest.skip(f"the PostgreSQL store is not tested here: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -6,6 +6,9 @@ missing) or in $GCBULK_TEST_PG_BIN. Where none is found the tests that need it a
 
 initdb and postgres refuse to run as root (a container's default user): then the server runs as ``nobody`` (or
 ``postgres``), which owns the data folder; the tests connect over TCP with ``trust`` on 127.0.0.1 only.
+
+Why not pytest-postgresql's ``postgresql_proc``: it starts ``pg_ctl`` as the current user, so under root (CI here,
+and most containers) the server refuses to start; the demotion above is the one thing this module adds.
 """
 
 from __future__ import annotations

@@ -65,7 +65,19 @@ def collect_status(ledger: Ledger, *, limit: int | None = None, redact: bool = F
         "counts": ledger.counts_by_state(),
         "live_uploads": ledger.live_upload_count(),
         "needs_attention": [_redact_row(row) for row in rows] if redact else rows,
+        "workers": worker_rows(ledger),
     }
+
+
+def worker_rows(ledger: Ledger) -> list[dict[str, Any]]:
+    """The job's workers as the ledger knows them (several on a PostgreSQL ledger): the live ones, and those that
+    stopped or fell silent, with their leases, limits and last published counters."""
+    return [{"worker_id": row.worker_id, "host": row.host, "pid": row.pid,
+             "status": "live" if row.live else "stopped" if row.stopped else "silent",
+             "seconds_since_heartbeat": round(row.seconds_since_heartbeat, 1), "cases_leased": row.cases_leased,
+             "api_limit": row.api_limit, "imports_limit": row.imports_limit, "holdings": dict(row.holdings),
+             "files_done": row.progress.get("files_done"), "bytes_done": row.progress.get("bytes_done")}
+            for row in ledger.workers_view()]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,6 +149,7 @@ def print_status(status: dict[str, Any], attention_total: int, out: Any = None) 
         print(f"; on the server: unknown ({status['server_live_uploads_error']})", file=out)
     else:
         print(file=out)
+    print_workers(status.get("workers", []), out)
     rows = status["needs_attention"]
     if not rows:
         print("Nothing needs attention.", file=out)
@@ -149,3 +162,16 @@ def print_status(status: dict[str, Any], attention_total: int, out: Any = None) 
         print(f"  {row['state']:<8} {row['title']}: {reason}", file=out)
     if attention_total > len(rows):
         print(f"  … and {attention_total - len(rows)} more (--json lists them all)", file=out)
+
+
+def print_workers(workers: list[dict[str, Any]], out: Any) -> None:
+    """The live workers one per line; the others (stopped, or silent: killed, or their machine lost) counted."""
+    live = [w for w in workers if w["status"] == "live"]
+    if not live:
+        return
+    gone = len(workers) - len(live)
+    print(f"Workers: {len(live)} live" + (f", {gone} stopped or silent" if gone else ""), file=out)
+    for w in live:
+        held = ", ".join(f"{name} {n}" for name, n in sorted(w["holdings"].items())) or "none"
+        print(f"  {w['worker_id']:<24} {w['cases_leased']:>4} cases leased, heartbeat {w['seconds_since_heartbeat']:.0f}"
+              f" s ago, limits api {w['api_limit']} imports {w['imports_limit']}, holding {held}", file=out)

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import anyio
 from gcbulk.engine.planning import PlanReport, plan_into_ledger, print_report
+from gcbulk.engine.upload.leases import default_worker_id
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
@@ -55,7 +56,9 @@ class JobService:
         self.watch_signals = watch_signals
         self.settings = settings
         self.job = settings.job
-        self.state = RunState(reader_study=self.job.reader_study, base_url=self.job.base_url)
+        self.worker_id = getattr(settings, 'worker_id', None) or default_worker_id()
+        self.state = RunState(reader_study=self.job.reader_study, base_url=self.job.base_url,
+                              worker_id=self.worker_id)
         self.metrics = Metrics(self.state)
         self.transfer_settings = settings.transfer
         self.display = display  # gcbulk.engine.service.display.ProgressDisplay on a terminal
@@ -235,7 +238,8 @@ class JobService:
         assert self.client is not None and self.journal is not None
         stats = self.state.new_stats()
         engine = TransferEngine(client=self.client, journal=self.journal, reader_study_slug=self.job.reader_study,
-                                config=self.transfer_settings, stats=stats, study=self._study)
+                                config=self.transfer_settings, stats=stats, study=self._study,
+                                worker_id=self.worker_id)
         self._study = None  # used once: a later pass reads the study again
         self._engine, self.state.stats, self.state.engine = engine, stats, engine
         self._pass_done = anyio.Event()

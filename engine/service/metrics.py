@@ -102,6 +102,7 @@ class RunState:
     runner: Any = None  # gcbulk.engine.service.journal.LedgerRunner: the ledger on its own thread; None before it is open
     reader_study: str = ""
     base_url: str = ""
+    worker_id: str = ""  # this process among the job's workers (engine/upload/leases.py)
     phase: str = "starting"  # starting | planning | running | idle | stopping
     stats: TransferStats | None = None  # of the pass in progress, or the last one
     engine: Any = None  # gcbulk.engine.upload.transfer.TransferEngine of the pass in progress, if any
@@ -153,7 +154,7 @@ class RunCollector(Collector):
         state = self.state
         yield InfoMetricFamily("gcbulk", "The gcbulk build and the job it runs",
                                value={"version": _package_version(), "reader_study": state.reader_study,
-                                      "base_url": state.base_url})
+                                      "base_url": state.base_url, "worker": state.worker_id})
         phase = GaugeMetricFamily("gcbulk_phase", "1 for the phase the run is in", labels=["phase"])
         for name in PHASES:
             phase.add_metric([name], 1.0 if state.phase == name else 0.0)
@@ -185,6 +186,7 @@ class RunCollector(Collector):
                                 value=counts.live_uploads)
         yield GaugeMetricFamily("gcbulk_imports_in_flight", "Image values handed to Grand Challenge, import not done",
                                 value=counts.imports_in_flight)
+        yield from _worker_metrics(counts.workers)
 
     def _snapshot_metrics(self) -> Iterator[Any]:
         yield CounterMetricFamily("gcbulk_bytes_sent", "Bytes this process sent to S3 and kept, all passes",
@@ -221,6 +223,30 @@ class RunCollector(Collector):
         if context is not None:
             yield GaugeMetricFamily("gcbulk_imports_limit", "Image imports allowed in flight now (adaptive)",
                                     value=context.import_pacer.limit)
+
+
+def _worker_metrics(workers: tuple) -> Iterator[Any]:
+    """Every worker of the job, as the ledger knows them, so one scrape of any worker shows them all; per-worker
+    series only for the live ones (a label set that stays as small as the fleet)."""
+    by_status = GaugeMetricFamily("gcbulk_workers", "Workers of this job: live, stopped, or silent (no heartbeat "
+                                  "within a lease: killed or cut off)", labels=["status"])
+    statuses = Counter("live" if w.live else "stopped" if w.stopped else "silent" for w in workers)
+    for status in ("live", "stopped", "silent"):
+        by_status.add_metric([status], statuses.get(status, 0))
+    yield by_status
+    live = [w for w in workers if w.live]
+    for name, text, value_of in (
+        ("gcbulk_worker_cases_leased", "Cases a live worker holds a lease on", lambda w: w.cases_leased),
+        ("gcbulk_worker_heartbeat_age_seconds", "Seconds since a live worker's last heartbeat",
+         lambda w: w.seconds_since_heartbeat),
+        ("gcbulk_worker_bytes_done", "Bytes of a live worker's current pass on S3, at its last heartbeat",
+         lambda w: w.progress.get("bytes_done", 0)),
+        ("gcbulk_worker_api_calls_limit", "A live worker's adaptive API-call limit", lambda w: w.api_limit or 0),
+    ):
+        family = GaugeMetricFamily(name, text, labels=["worker"])
+        for worker in live:
+            family.add_metric([worker.worker_id], value_of(worker))
+        yield family
 
 
 class Metrics:

@@ -14,7 +14,7 @@ someone else's upload costs them one restarted upload, never data.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 MATCH_WINDOW = timedelta(minutes=10)
 # Older lost creates were swept by the server (24 h after creation, the sweep running hourly).
 SWEPT_AFTER = timedelta(hours=25)
+# With other workers on the job: how long one may take to record the answer of its create (a ledger write).
+OTHERS_RECORD_WITHIN = timedelta(seconds=60)
 
 
 @dataclass
@@ -43,12 +45,18 @@ class OrphanSweep:
 
 
 async def abort_orphan_uploads(client: GrandChallengeClient, journal: Journal, *,
-                               now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> OrphanSweep:
+                               now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                               other_workers: Collection[int] | None = None) -> OrphanSweep:
     """Find and abort this job's orphan uploads. Lists the account's uploads only when the ledger holds a lost
-    create: a run without one makes no request here."""
+    create: a run without one makes no request here.
+
+    ``other_workers``, when other workers share the job: the cases their live leases hold. Their lost creates are
+    theirs to settle, and an upload created in the last ``OTHERS_RECORD_WITHIN`` may be another worker's whose answer
+    is being recorded right now: it is not taken for an orphan (a later sweep finds it if it is one)."""
     sweep = OrphanSweep()
-    since = (now() - SWEPT_AFTER).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    lost = await journal.read("unconfirmed_upload_creates", since=since)
+    started = now()
+    since = (started - SWEPT_AFTER).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    lost = await journal.read("unconfirmed_upload_creates", since=since, skip_cases=other_workers or ())
     if not lost:
         return sweep
     sweep.looked_for = len(lost)
@@ -64,6 +72,8 @@ async def abort_orphan_uploads(client: GrandChallengeClient, journal: Journal, *
             continue
         seen.add(pk)
         created = parse_server_time(upload.get("created"))
+        if other_workers is not None and created is not None and created > started - OTHERS_RECORD_WITHIN:
+            continue
         if created is not None and upload.get("filename"):
             candidates.setdefault(upload["filename"], []).append((created, upload))
     for create in lost:
@@ -74,6 +84,9 @@ async def abort_orphan_uploads(client: GrandChallengeClient, journal: Journal, *
                            for created, upload in candidates.get(create.filename, ())
                            if abs(created - intent) <= MATCH_WINDOW), key=lambda row: row[0])
             for _, created, upload in near:
+                # Known by now (a worker recorded its answer after the listing): not an orphan.
+                if await journal.read("upload_pk_known", str(upload.get("pk"))):
+                    continue
                 if await _still_empty(client, upload):
                     match = upload
                     candidates[create.filename].remove((created, upload))

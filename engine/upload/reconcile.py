@@ -9,7 +9,7 @@ which new display sets are placed (contract §3, §10).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +78,7 @@ class Reconciliation:
 
 
 async def reconcile_with_server(client: GrandChallengeClient, journal: Journal,
-                                study: StudySnapshot) -> Reconciliation:
+                                study: StudySnapshot, *, skip_cases: Collection[int] = ()) -> Reconciliation:
     """Every case with a recorded display set against ``study``: a display set that is gone is forgotten (a new one
     is created), a value that is gone is sent again, and a done case runs again. Each with a log line saying so.
 
@@ -86,6 +86,8 @@ async def reconcile_with_server(client: GrandChallengeClient, journal: Journal,
     (paging while others add display sets) and may be older than the last import."""
     found = Reconciliation()
     async for case in journal.runner.pages("recorded_cases"):
+        if case.case_id in skip_cases:  # another worker holds it now: its own steps look at the server
+            continue
         found.checked += 1
         on_server = study.by_pk.get(case.display_set_pk)
         if on_server is None or _missing(case, on_server):
@@ -170,11 +172,18 @@ class Verification:
                 "orphan_uploads_looked_for": self.orphans_looked_for, "orphan_uploads_aborted": self.orphans_aborted}
 
 
+# `gcbulk verify` holds no lease: every live lease is another worker's.
+VERIFY_WORKER = "gcbulk-verify"
+
+
 async def verify(client: GrandChallengeClient, journal: Journal, reader_study_slug: str) -> Verification:
     """One listing of the study, compared with the ledger (what is gone is re-queued for the next run), then the
-    lost upload creates looked for and aborted (``engine/upload/orphans.py``)."""
+    lost upload creates looked for and aborted (``engine/upload/orphans.py``). Cases that running workers hold
+    (several workers on a PostgreSQL ledger) are theirs: left alone here."""
     from gcbulk.engine.upload.orphans import abort_orphan_uploads  # orphans imports nothing of this module
 
-    found = await reconcile_with_server(client, journal, await read_study(client, reader_study_slug))
-    sweep = await abort_orphan_uploads(client, journal)
+    held = await journal.read("cases_leased_elsewhere", VERIFY_WORKER)
+    shared = await journal.read("shared_by_workers")
+    found = await reconcile_with_server(client, journal, await read_study(client, reader_study_slug), skip_cases=held)
+    sweep = await abort_orphan_uploads(client, journal, other_workers=held if shared else None)
     return Verification(found, sweep.looked_for, len(sweep.aborted))

@@ -2,7 +2,9 @@
 
 ``TransferEngine.run()`` feeds cases from the ledger (streamed, so a million cases cost no memory) into an anyio task
 group, bounded by ``cases_in_flight``; each case runs ``CaseUpload`` (``engine/upload/case_upload.py``), which runs a
-``FileUpload`` per file (``engine/upload/file_upload.py``). A stop request (``stop()``, from the first SIGINT/SIGTERM) starts
+``FileUpload`` per file (``engine/upload/file_upload.py``). Cases are claimed one at a time with a lease
+(``engine/upload/leases.py``), so several workers on one PostgreSQL ledger never run one case twice; their server
+limits are shared through the ledger (``engine/upload/shared_limits.py``). A stop request (``stop()``, from the first SIGINT/SIGTERM) starts
 nothing new — no case, no file, no part — and lets what is on the wire finish; the caller cuts the rest after the
 drain time by cancelling. Nothing is aborted on the server on the way out: open uploads are what resume needs.
 """
@@ -30,6 +32,7 @@ from gcbulk.engine.service.progress import (
 from gcbulk.engine.upload.case_upload import CaseUpload, DisplaySetIndex
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.imports import UploadSessionIndex
+from gcbulk.engine.upload.leases import CaseLeases, default_worker_id
 from gcbulk.engine.upload.orphans import abort_orphan_uploads
 from gcbulk.engine.upload.reconcile import (
     StudySnapshot,
@@ -38,6 +41,7 @@ from gcbulk.engine.upload.reconcile import (
     reconcile_with_server,
 )
 from gcbulk.engine.upload.server_limits import CountingGate
+from gcbulk.engine.upload.shared_limits import SharedGate, cap_learned_limits
 from gcbulk.engine.upload.transfer_settings import TransferSettings
 
 log = logging.getLogger(__name__)
@@ -66,6 +70,8 @@ class TransferEngine:
         config: TransferSettings,
         stats: TransferStats | None = None,
         study: StudySnapshot | None = None,
+        worker_id: str | None = None,
+        leases: CaseLeases | None = None,
     ) -> None:
         self.client = client
         self._study = study  # the study as the plan just read it: the pass does not list it again
@@ -77,6 +83,10 @@ class TransferEngine:
         self.reader_study_slug = reader_study_slug
         self._stop_requested = anyio.Event()
         self._context: TransferContext | None = None
+        self.leases = leases or CaseLeases(journal, worker_id or default_worker_id(), on_heartbeat=self._publish,
+                                           lease_seconds=config.lease_seconds,
+                                           heartbeat_seconds=config.lease_seconds / 3)
+        self._shared = False  # several workers may share the job (a PostgreSQL ledger)
 
     def stop(self) -> None:
         """Start nothing new; what is in flight may finish."""
@@ -102,20 +112,33 @@ class TransferEngine:
         self.stats.add_resumed(totals["bytes_sent"])
         # Contract §1: the cap counts every upload the user has, including other tools' and this job's orphans.
         on_server = await self.client.count_uploads()
+        shared = self._shared
+        upload_gate: CountingGate | SharedGate = CountingGate(
+            self.config.live_upload_ceiling, held=0 if shared else on_server, name="live uploads",
+            why="uploads are freed as the server imports them, or by its 24 h sweep (contract §1)",
+            recount=None if shared else self.client.count_uploads,
+            wait_timeout=self.config.limit_wait_timeout_seconds)
+        import_gate: CountingGate | SharedGate = CountingGate(
+            self.config.imports_in_flight, name="imports in flight",
+            why="each image value is one import on the server (contract §2)",
+            wait_timeout=self.config.limit_wait_timeout_seconds)
+        if shared:  # the server's limits hold for the job's workers together
+            upload_gate = SharedGate(upload_gate, self.journal, worker_id=self.leases.worker_id,
+                                     ceiling=self.config.live_upload_ceiling, lease_seconds=self.leases.lease_seconds,
+                                     recount=self.client.count_uploads,
+                                     wait_timeout=self.config.limit_wait_timeout_seconds)
+            await upload_gate.set_external(on_server)
+            import_gate = SharedGate(import_gate, self.journal, worker_id=self.leases.worker_id,
+                                     ceiling=self.config.imports_in_flight, lease_seconds=self.leases.lease_seconds,
+                                     wait_timeout=self.config.limit_wait_timeout_seconds)
         context = TransferContext(
             client=self.client,
             journal=self.journal,
             config=self.config,
             stats=self.stats,
             reader_study_slug=self.reader_study_slug,
-            upload_gate=CountingGate(
-                self.config.live_upload_ceiling, held=on_server, name="live uploads",
-                why="uploads are freed as the server imports them, or by its 24 h sweep (contract §1)",
-                recount=self.client.count_uploads, wait_timeout=self.config.limit_wait_timeout_seconds),
-            import_gate=CountingGate(
-                self.config.imports_in_flight, name="imports in flight",
-                why="each image value is one import on the server (contract §2)",
-                wait_timeout=self.config.limit_wait_timeout_seconds),
+            upload_gate=upload_gate,  # type: ignore[arg-type]  # the same surface
+            import_gate=import_gate,  # type: ignore[arg-type]
         )
         self.stats.limits = lambda: (self.client.api_limiter.limit, context.import_pacer.limit)
         if self.stopping:
@@ -126,6 +149,14 @@ class TransferEngine:
         """Runs every runnable case; returns what happened. Raises on a stop-run error (e.g. a bad token)."""
         await self.client.reader_study_by_slug(self.reader_study_slug)  # a wrong slug stops here, clearly
         await self.client.require_editor(self.reader_study_slug, consequence="nothing was uploaded")
+        self._shared = await self.journal.read("shared_by_workers")
+        await self.leases.start()
+        try:
+            return await self._run_as_worker()
+        finally:
+            await self.leases.stop()
+
+    async def _run_as_worker(self) -> RunOutcome:
         ctx = self._context = await self._context_for_run()
         outcome = RunOutcome()
         study = self._study or await read_study(self.client, self.reader_study_slug)
@@ -157,10 +188,13 @@ class TransferEngine:
     async def _settle_with_server(self, study: StudySnapshot, outcome: RunOutcome) -> None:
         """Before and after the cases: re-queue what the server lost, abort this job's orphan uploads, and fix the
         ``order`` of the display sets still to create."""
-        found = await reconcile_with_server(self.client, self.journal, study)
+        # Cases other live workers hold are theirs to settle: their steps look at the server themselves.
+        held = await self.journal.read("cases_leased_elsewhere", self.leases.worker_id)
+        found = await reconcile_with_server(self.client, self.journal, study, skip_cases=held)
         outcome.requeued += found.display_sets_gone + found.values_gone
         try:
-            outcome.orphans_aborted += len((await abort_orphan_uploads(self.client, self.journal)).aborted)
+            sweep = await abort_orphan_uploads(self.client, self.journal, other_workers=held if self._shared else None)
+            outcome.orphans_aborted += len(sweep.aborted)
         except GcbulkError as unsure:  # they only count against the cap until the sweep: not worth stopping for
             if classify(unsure) is Disposition.STOP_RUN:
                 raise
@@ -171,38 +205,64 @@ class TransferEngine:
                          outcome: RunOutcome) -> None:
         cases_limiter = anyio.CapacityLimiter(self.config.cases_in_flight)
 
-        async def run_case(case_work: object, borrower: object) -> None:
+        leases = self.leases
+
+        leases.new_pass()
+
+        async def run_case(case_id: int, borrower: object) -> None:
+            ended = False
             try:
-                case = CaseUpload(ctx, case_work, sessions, display_sets)  # type: ignore[arg-type]
-                if await case.run():
-                    outcome.done += 1
-                else:
-                    row = await ctx.journal.read("case_work", case.case.id)
-                    outcome.failed.append((row.title, row.last_error or "failed"))
+                with leases.scope(case_id):  # cancelled if another worker took the case over (a lost lease)
+                    case = CaseUpload(ctx, await ctx.journal.read("case_work", case_id), sessions, display_sets)
+                    if await case.run():
+                        outcome.done += 1
+                    else:
+                        row = await ctx.journal.read("case_work", case_id)
+                        outcome.failed.append((row.title, row.last_error or "failed"))
+                    ended = True
             except Interrupted:
-                pass  # stopped on request: the case stays 'running' and resumes next time
+                pass  # stopped on request: the case stays 'running' and resumes next time (here or elsewhere)
             finally:
                 cases_limiter.release_on_behalf_of(borrower)
+                await leases.finished(case_id, ended=ended)
 
         try:
             async with anyio.create_task_group() as group:
-                reporter = anyio.CancelScope()
+                reporter, heartbeat = anyio.CancelScope(), anyio.CancelScope()
                 group.start_soon(self._report_progress, reporter)
+                group.start_soon(leases.heartbeat_forever, heartbeat)
                 try:
                     async with anyio.create_task_group() as cases:
-                        async for case_work in self.journal.runner.pages("cases_to_run"):
+                        while True:
                             borrower = object()
                             await cases_limiter.acquire_on_behalf_of(borrower)
-                            if ctx.stopping.is_set():
+                            case_id = await leases.next_case(ctx.stopping)
+                            if case_id is None:
                                 cases_limiter.release_on_behalf_of(borrower)
                                 break
-                            cases.start_soon(run_case, case_work, borrower)
+                            cases.start_soon(run_case, case_id, borrower)
                 finally:
                     reporter.cancel()
+                    heartbeat.cancel()
         except BaseExceptionGroup as group_error:
             error = first_error(group_error)
             if classify(error) is not Disposition.INTERRUPTED:
                 raise error from None
+
+    async def _publish(self) -> dict[str, object]:
+        """At each heartbeat: released units reach the ledger, this worker's learned limits are capped to its share
+        of the knobs, and its limits and counters are published for ``status`` and ``/metrics`` on any worker."""
+        ctx = self._context
+        if ctx is None:
+            return {}
+        if self._shared:
+            for gate in (ctx.upload_gate, ctx.import_gate):
+                await gate.sync()  # type: ignore[attr-defined]  # a SharedGate when shared
+            rows = await self.journal.read("workers_view", lease_seconds=self.leases.lease_seconds)
+            cap_learned_limits(self.client.api_limiter, ctx.import_pacer, self.leases.worker_id, rows,
+                               api_upper=self.config.api_calls_in_flight, imports_upper=self.config.imports_in_flight)
+        return {"api_limit": self.client.api_limiter.limit, "imports_limit": ctx.import_pacer.limit,
+                "progress": _stats_fields(self.stats.snapshot())}
 
     async def _report_progress(self, scope: anyio.CancelScope) -> None:
         with scope:

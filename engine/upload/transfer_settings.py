@@ -35,10 +35,13 @@ MIB = 1024 * 1024
 # Files over 312 GiB grow it to fit 10 000 parts (gcbulk.engine.plan.parts.adjust_part_size).
 DEFAULT_PART_SIZE = 32 * MIB
 DEFAULT_ATTEMPTS_PER_ITEM = 5
+# Below this a heartbeat (a third of the lease) could not be sure to arrive in time on a busy database.
+MIN_LEASE_SECONDS = 3
 
 # The knobs a job file's [engine] table and GCBULK_<NAME> may set; the rest are the engine's own tuning.
 JOB_KNOBS = ("files_in_flight", "parts_in_flight", "api_calls_in_flight", "part_size", "live_upload_ceiling",
-             "imports_in_flight", "attempts_per_item", "adaptive_concurrency", "stagger_image_values")
+             "imports_in_flight", "attempts_per_item", "adaptive_concurrency", "stagger_image_values",
+             "lease_seconds")
 # The knobs that are switches (true / false) rather than numbers.
 SWITCH_KNOBS = ("adaptive_concurrency", "stagger_image_values")
 
@@ -58,6 +61,10 @@ class TransferSettings:
     # display set that finish importing together contend for its lock, and the loser holds an import worker for up
     # to 5 s (contract §10). Measured by benchmarks/compare_gcapi.py (R1, stagger on and off).
     stagger_image_values: bool = True
+    # Several workers on one job (a PostgreSQL ledger): a worker silent for this long is taken for dead and its
+    # cases are taken over; it renews its leases every third of it (engine/upload/leases.py). Every worker of a job
+    # reads it from the same job file.
+    lease_seconds: int = 30
     # Cases wait on their files and imports; a few more cases than files keeps every file slot busy. None: derived.
     cases_in_flight: int | None = None
     # URLs asked for per presign call; they stay valid an hour (contract §1), far longer than a batch takes.
@@ -90,6 +97,10 @@ class TransferSettings:
         for name in ("files_in_flight", "parts_in_flight", "api_calls_in_flight", "cases_in_flight", "presign_batch"):
             _positive(f"engine.{name}", getattr(self, name))
         _positive("engine.attempts_per_item", self.retry.attempts_per_item)
+        if not isinstance(self.lease_seconds, int) or isinstance(self.lease_seconds, bool) or not (
+                MIN_LEASE_SECONDS <= self.lease_seconds <= 3600):
+            raise ConfigurationError(f"engine.lease_seconds must be a whole number of seconds from {MIN_LEASE_SECONDS}"
+                                     f" to 3600 (how long a silent worker keeps its cases), got {self.lease_seconds!r}")
         for name in SWITCH_KNOBS:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigurationError(f"engine.{name} must be true or false, got {getattr(self, name)!r}")

@@ -112,7 +112,7 @@ async def test_metrics_show_cases_by_state_from_the_ledger_and_bytes_rate_eta_fr
     assert values[("gcbulk_ledger_read_ok", ())] == 1
     assert values[("gcbulk_uploads_in_flight", ())] == 0 and values[("gcbulk_parts_in_flight", ())] == 0
     assert values[("gcbulk_info", (("base_url", "https://gc.example/api/v1/"), ("reader_study", "example-study"),
-                                   ("version", "0.1.0")))] == 1
+                                   ("version", "0.1.0"), ("worker", state.worker_id)))] == 1
 
     state.pass_finished()  # the pass's bytes now count for the process, and keep counting in the next pass
     state.stats = state.new_stats()
@@ -257,3 +257,17 @@ def test_unknown_paths_are_labelled_other_and_file_downloads_media() -> None:
         "api", "reader-studies/answers/mine/")
     assert metrics.endpoint_of("https://gc.example/api/v1/components/interfaces/12/") == (
         "api", "components/interfaces/{id}/")
+
+
+async def test_metrics_of_any_worker_show_every_live_worker_of_the_job(served) -> None:
+    url, state, _, _ = served
+    for worker in ("host-a-1", "host-b-7"):
+        await state.runner.call("register_worker", worker, host=worker[:6], pid=1)
+    await state.runner.call("claim_case", "host-b-7", lease_seconds=30.0)
+    await state.runner.call("worker_stopped", "host-a-1")
+
+    values = samples((await get(url + "/metrics"))[1])
+    assert values[("gcbulk_workers", (("status", "live"),))] == 1
+    assert values[("gcbulk_workers", (("status", "stopped"),))] == 1
+    assert values[("gcbulk_worker_cases_leased", (("worker", "host-b-7"),))] == 1
+    assert ("gcbulk_worker_cases_leased", (("worker", "host-a-1"),)) not in values, "only live workers have series"

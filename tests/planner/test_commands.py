@@ -119,6 +119,22 @@ def test_status_counts_and_cases_needing_attention(tutorial_job: Path, capsys: p
     assert status["needs_attention"][0]["title"] == "patient1"
 
 
+def test_status_lists_the_live_workers_of_the_job(tutorial_job: Path, capsys: pytest.CaptureFixture) -> None:
+    main(["plan", str(tutorial_job), "--offline"])
+    config = load_job(tutorial_job)
+    with Ledger.open(tutorial_job.with_name("job.ledger.sqlite"), config.binding) as ledger:
+        ledger.register_worker("box-1234", host="box", pid=1234)
+        ledger.claim_case("box-1234", lease_seconds=30.0)
+        ledger.reserve_units("box-1234", "live uploads", held=2, ceiling=1000, lease_seconds=30.0)
+        capsys.readouterr()
+        main(["status", str(tutorial_job), "--offline"])
+        out = capsys.readouterr().out
+        main(["status", str(tutorial_job), "--offline", "--json"])
+        workers = json.loads(capsys.readouterr().out)["workers"]
+    assert "Workers: 1 live" in out and "box-1234" in out and "1 cases leased" in out and "live uploads 2" in out
+    assert workers[0]["worker_id"] == "box-1234" and workers[0]["status"] == "live"
+
+
 def _emulator_job(job_dir: Path, emulator: RunningEmulator, rules: str | None = None) -> Path:
     head = f'ca_file = "{emulator.ca_file}"'
     return write_job(job_dir, base_url=emulator.base_url, head=head, **({"rules": rules} if rules else {}))

@@ -11,7 +11,6 @@ from gcbulk.state.ledger import JobBinding, Ledger
 from gcbulk.state.records import PlanDiff
 from gcbulk.state.replan import planning
 
-from tests.pg_server import PgServer
 
 BINDING = JobBinding(reader_study="example-study", base_url="https://gc.example/api/v1/", case_root="/data/cases")
 MiB = 1024**2
@@ -44,19 +43,6 @@ def record(ledger: Ledger, cases: Iterable[PlannedCase], **options) -> PlanDiff:
         for case in cases:
             plan.add(case)
         return plan.finish()
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    """One throwaway PostgreSQL server for the session (each test gets its own database on it)."""
-    try:
-        server = PgServer.start()
-    except FileNotFoundError as exc:
-        pytest.skip(f"the PostgreSQL store is not tested here: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,0 +1,148 @@
+"""Server limits shared by every worker of a job (several workers on a PostgreSQL ledger, issue 13).
+
+* ``SharedGate`` is a ``CountingGate`` whose units also count in the ledger (``gcbulk.state.workers``): units are
+  first taken from this worker's own gate (its waits, voice, deadline and stop behave as before), then reserved in
+  the ledger, where the sum over live workers, plus what the server counts that no worker holds, must fit the
+  server's ceiling. A release is local at once (a cancelled task's cleanup cannot await the database) and reaches
+  the ledger at the next reservation or heartbeat: until then the ledger counts too much, never too little.
+* ``share_of_limit``: the adaptive limits (API calls, imports) stay per worker — each learns from the answers it
+  gets — but the heartbeat caps each worker's share, so the live workers together stay under the knob's upper bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import anyio
+from gcbulk.engine.gc.errors import Interrupted
+from gcbulk.engine.gc.pacer import AdaptiveLimiter
+from gcbulk.engine.service.journal import Journal
+from gcbulk.engine.upload.server_limits import VOICE_SECONDS, CountingGate, GateWaitTimeout, ImportPacer
+
+wait_log = logging.getLogger("gcbulk.waits")
+
+POLL_SECONDS = 0.2  # how often a waiting reservation asks again (a local query: cheap)
+
+
+class SharedGate:
+    """The ``CountingGate`` surface the upload path uses, with the units counted across the job's workers."""
+
+    def __init__(self, local: CountingGate, journal: Journal, *, worker_id: str, ceiling: int, lease_seconds: float,
+                 recount: Callable[[], Awaitable[int]] | None = None, wait_timeout: float | None = None) -> None:
+        self.local = local
+        self.journal = journal
+        self.worker_id = worker_id
+        self.shared_ceiling = ceiling  # the server's, for the whole job; local.ceiling may be lower (adaptive)
+        self.lease_seconds = lease_seconds
+        self._recount = recount
+        self._wait_timeout = wait_timeout
+        self._recorded = 0  # this worker's units as the ledger holds them
+
+    # The CountingGate surface (engine/upload/case_upload.py, file_upload.py, import_wait.py, metrics).
+    @property
+    def name(self) -> str:
+        return self.local.name
+
+    @property
+    def ceiling(self) -> int:
+        return self.local.ceiling
+
+    @property
+    def held(self) -> int:
+        return self.local.held
+
+    @property
+    def waiting(self) -> int:
+        return self.local.waiting
+
+    def set_ceiling(self, ceiling: int) -> None:
+        self.local.set_ceiling(ceiling)
+
+    def stop(self) -> None:
+        self.local.stop()
+
+    def release_nowait(self, units: int = 1) -> None:
+        self.local.release_nowait(units)
+
+    async def release(self, units: int = 1) -> None:
+        self.local.release_nowait(units)
+        await self.sync()
+
+    async def acquire(self, units: int = 1, *, who: str = "") -> int:
+        taken = await self.local.acquire(units, who=who)
+        started = last_voice = time.monotonic()
+        try:
+            while not await self._reserve():
+                now = time.monotonic()
+                if self.local._stopped:
+                    raise Interrupted(f"{who or self.name}: stopped while waiting for {self.name}")
+                if self._wait_timeout is not None and now - started >= self._wait_timeout:
+                    raise GateWaitTimeout(
+                        f"{who or 'waiting'}: no room for {units} under the {self.name} limit of "
+                        f"{self.shared_ceiling} shared by this job's workers after {now - started:.0f} s")
+                if now - last_voice >= VOICE_SECONDS:
+                    last_voice = now
+                    await self._voice(who, units, now - started)
+                await anyio.sleep(POLL_SECONDS)
+        except BaseException:
+            self.local.release_nowait(taken)
+            raise
+        return taken
+
+    async def sync(self) -> None:
+        """Brings the ledger down to this worker's units after releases (a lower count always fits)."""
+        if self.local.held < self._recorded:
+            with anyio.CancelScope(shield=True):
+                await self._reserve()
+
+    async def _reserve(self) -> bool:
+        held = self.local.held
+        if held == self._recorded:
+            return True
+        if await self.journal.runner.call("reserve_units", self.worker_id, self.name, held=held,
+                                          ceiling=self.shared_ceiling, lease_seconds=self.lease_seconds):
+            self._recorded = held
+            return True
+        return False
+
+    async def set_external(self, server_count: int) -> int:
+        """The server's own count (contract §1: the cap counts every upload of the account): what no live worker
+        holds is counted against the ceiling too."""
+        return await self.journal.runner.call("set_external_units", self.worker_id, self.name,
+                                              server_count=server_count, lease_seconds=self.lease_seconds)
+
+    async def _voice(self, who: str, units: int, waited: float) -> None:
+        if self._recount is not None:
+            await self.set_external(await self._recount())
+        units_by_worker = await self.journal.read("shared_units", self.name, lease_seconds=self.lease_seconds)
+        wait_log.info("%s waits %.0f s so far for %d of %s, shared by this job's workers (limit %d; held: %s)",
+                      who or "a case", waited, units, self.name, self.shared_ceiling,
+                      ", ".join(f"{worker} {n}" for worker, n in units_by_worker.items()))
+
+
+def share_of_limit(own: int, every_live_worker: list[int], upper: int) -> int:
+    """This worker's cap: its own learned limit, scaled down when the live workers' limits together exceed the
+    knob's upper bound (proportionally, so a worker that learned more room keeps more of it); at least 1."""
+    total = sum(every_live_worker)
+    if total <= upper or total <= 0:
+        return own
+    return max(1, (own * upper) // total)
+
+
+def cap_learned_limits(api_limiter: AdaptiveLimiter, import_pacer: ImportPacer, worker_id: str,
+                       workers: Sequence[Any], *, api_upper: int, imports_upper: int) -> None:
+    """Caps this worker's learned API and import limits to its share (``share_of_limit``) of the knobs, given the
+    live workers' last published limits (``workers``: ``gcbulk.state.workers.WorkerRow``)."""
+    others = [row for row in workers if row.live and row.worker_id != worker_id]
+    api_cap = share_of_limit(api_limiter.limit, [api_limiter.limit, *(r.api_limit or 0 for r in others)], api_upper)
+    if api_cap < api_limiter.limit:
+        api_limiter.state = replace(api_limiter.state, limit=float(api_cap))
+    imports_cap = share_of_limit(import_pacer.limit, [import_pacer.limit, *(r.imports_limit or 0 for r in others)],
+                                 imports_upper)
+    if imports_cap < import_pacer.limit:
+        import_pacer.state = replace(import_pacer.state, limit=float(imports_cap))
+        import_pacer.gate.set_ceiling(import_pacer.state.current)

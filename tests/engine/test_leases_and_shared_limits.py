@@ -1,0 +1,100 @@
+"""A worker's side of leases and shared limits, on a real PostgreSQL ledger with two workers' connections: a
+reservation waits while the other worker holds the room and goes through once it releases; a stopped or
+too-long wait says so; a heartbeat that finds a case taken over cancels this worker's work on it; and the
+learned limits of several workers are capped to shares of the knob."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+from gcbulk.engine.gc.errors import Interrupted
+from gcbulk.engine.service.journal import Journal, LedgerRunner
+from gcbulk.engine.service.progress import EventLog
+from gcbulk.engine.upload.leases import CaseLeases
+from gcbulk.engine.upload.server_limits import CountingGate, GateWaitTimeout
+from gcbulk.engine.upload.shared_limits import SharedGate, share_of_limit
+
+from tests.pg_server import PgServer
+from tests.state.conftest import BINDING, planned_case, record
+
+LEASE = 30.0
+
+
+@pytest.fixture
+async def two_workers(pg_server: PgServer, tmp_path: Path) -> AsyncIterator[tuple[Journal, Journal]]:
+    dsn = pg_server.new_database()
+    async with LedgerRunner(dsn, BINDING) as first, LedgerRunner(dsn, BINDING) as second:
+        journals = (Journal(first, EventLog(tmp_path / "w1.jsonl")), Journal(second, EventLog(tmp_path / "w2.jsonl")))
+        for journal, name in zip(journals, ("w1", "w2"), strict=True):
+            await journal.runner.call("register_worker", name, host="test", pid=1)
+        yield journals
+
+
+def gate(journal: Journal, worker: str, *, ceiling: int = 10, wait_timeout: float | None = None) -> SharedGate:
+    return SharedGate(CountingGate(ceiling, name="live uploads"), journal, worker_id=worker, ceiling=ceiling,
+                      lease_seconds=LEASE, wait_timeout=wait_timeout)
+
+
+async def test_a_reservation_waits_for_the_other_workers_release(two_workers: tuple[Journal, Journal]) -> None:
+    first, second = gate(two_workers[0], "w1"), gate(two_workers[1], "w2")
+    await first.acquire(8)
+    taken = anyio.Event()
+
+    async def second_takes_three() -> None:
+        await second.acquire(3)
+        taken.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(second_takes_three)
+        await anyio.sleep(0.5)
+        assert not taken.is_set(), "8 + 3 does not fit a ceiling of 10 shared by both workers"
+        await first.release(2)  # the release reaches the ledger: 6 + 3 fits
+        with anyio.fail_after(5):
+            await taken.wait()
+    assert await two_workers[0].read("shared_units", "live uploads", lease_seconds=LEASE) == {
+        "external": 0, "w1": 6, "w2": 3}
+
+
+async def test_a_wait_under_a_shared_limit_ends_on_stop_and_at_its_deadline(
+        two_workers: tuple[Journal, Journal]) -> None:
+    await gate(two_workers[0], "w1").acquire(10)
+    stopped = gate(two_workers[1], "w2")
+    async with anyio.create_task_group() as group:
+        async def stop_soon() -> None:
+            await anyio.sleep(0.3)
+            stopped.stop()
+        group.start_soon(stop_soon)
+        with pytest.raises(Interrupted):
+            await stopped.acquire(1)
+    assert stopped.held == 0, "units a failed wait took locally are given back"
+    with pytest.raises(GateWaitTimeout, match="shared by this job's workers"):
+        await gate(two_workers[1], "w2", wait_timeout=0.5).acquire(1)
+
+
+async def test_a_heartbeat_cancels_work_on_a_case_another_worker_took_over(
+        two_workers: tuple[Journal, Journal], pg_server: PgServer) -> None:
+    first, second = two_workers
+    await first.runner.run(lambda ledger: record(ledger, [planned_case("p1")]))
+    leases = CaseLeases(first, "w1", lease_seconds=LEASE, heartbeat_seconds=LEASE / 3)
+    case_id = await leases.next_case(anyio.Event())
+    # w1 stalls past its lease: expire it, and w2 claims the case
+    await first.runner.call("claim_case", "w1", lease_seconds=-1.0)
+    assert (await second.runner.call("claim_case", "w2", lease_seconds=LEASE)).case_id == case_id
+    went_on = False
+    with leases.scope(case_id):
+        assert await leases.beat() == [case_id]
+        await anyio.sleep(5)  # w1's work on the case: cancelled here
+        went_on = True
+    assert not went_on and leases.scope(case_id).cancelled_caught
+    await leases.finished(case_id, ended=True)
+    assert (await second.read("workers_view", lease_seconds=LEASE))[1].cases_leased == 1, "w2 keeps its lease"
+
+
+def test_learned_limits_are_capped_to_shares_of_the_knob() -> None:
+    assert share_of_limit(8, [8, 4], upper=16) == 8, "under the knob together: untouched"
+    assert share_of_limit(16, [16, 16, 16, 16], upper=16) == 4
+    assert share_of_limit(12, [12, 4], upper=8) == 6, "a worker that learned more room keeps more of it"
+    assert share_of_limit(1, [1, 40], upper=4) == 1, "never below one"
