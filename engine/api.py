@@ -35,6 +35,7 @@ from typing import Any, Literal, TypeVar
 
 from gcbulk.engine import settings
 from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.engine.ledger_location import ledger_exists
 from gcbulk.engine.results.export import (
     ExportOptions,
     ExportSummary,
@@ -72,7 +73,7 @@ class Job:
     """One job file: its plan, its run and its status, with the settings ``gcbulk run`` would use.
 
     ``token`` overrides the environment's (``$GRAND_CHALLENGE_AUTHORIZATION`` / ``$GCBULK_TOKEN_FILE``); ``ledger``
-    the ledger path; ``environ`` the environment read for ``GCBULK_*`` (default: this process's).
+    the ledger path or a PostgreSQL DSN (``postgresql://…``, several workers on one job); ``environ`` the environment read for ``GCBULK_*`` (default: this process's).
     Raises ``gcbulk.ConfigurationError`` naming what is wrong in the job file or the environment.
     """
 
@@ -80,7 +81,7 @@ class Job:
                  environ: Mapping[str, str] | None = None) -> None:
         import argparse
 
-        flags = argparse.Namespace(ledger=None if ledger is None else Path(ledger))
+        flags = argparse.Namespace(ledger=ledger)  # a path, or a PostgreSQL DSN kept as it is
         resolved = settings.resolve(job_file, flags, environ, read_token=token is None)
         if token is not None:
             resolved = dataclasses.replace(resolved, token=token, token_source="the Python API's token argument")
@@ -100,7 +101,7 @@ class Job:
 
         job = self.settings.job
         catalogue = None if offline else fetch_catalogue(job, self.settings.require_token())[0]
-        if dry_run and not self.settings.ledger.exists():
+        if dry_run and not ledger_exists(self.settings.ledger):
             with tempfile.TemporaryDirectory(prefix="gcbulk-plan-") as scratch:
                 with Ledger.open(Path(scratch) / "scratch.ledger.sqlite", job.binding) as ledger:
                     report = plan_into_ledger(job, ledger, catalogue=catalogue, dry_run=True)

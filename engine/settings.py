@@ -32,6 +32,9 @@ from gcbulk.engine.jobfile import (
     load_token,
     parse_size,
 )
+from gcbulk.engine.ledger_location import (EVENTS_HELP, WORKER_ID_HELP, LedgerLocation, add_ledger_argument,
+                                           default_events, default_worker_id, ledger_location, parse_worker_id,
+                                           shown_ledger)
 from gcbulk.engine.upload.transfer_settings import JOB_KNOBS, SWITCH_KNOBS, TransferSettings, parse_switch
 from gcbulk.state.ledger import default_ledger_path
 
@@ -120,7 +123,7 @@ class Knob:
 
     name: str
     parse: Callable[[str], Any]
-    default: Any
+    default: Any  # or a callable that makes it when it is needed (the worker id holds this process's pid)
 
     @property
     def env(self) -> str:
@@ -138,10 +141,19 @@ PROCESS_KNOBS = (
     Knob("log_format", _choice("log_format", LOG_FORMATS), "auto"),
     # Take over display sets this job did not make when their titles match case titles (never by default, §10).
     Knob("adopt_existing", _flag("adopt_existing"), False),
+    # This process among the job's workers on a shared (PostgreSQL) ledger: its leases, status and /metrics name it.
+    Knob("worker_id", parse_worker_id, default_worker_id),
 )
 # Job-file keys that the environment may override (the rules and values stay in the job file: they are the job).
 JOB_KEYS = ("base_url", "reader_study", "case_root", "ca_file")
 ENGINE_KEYS = JOB_KNOBS
+
+
+def _require_token(token: str | None) -> str:
+    if token is None:
+        raise ConfigurationError(f"no API token: set {TOKEN_ENV}, or {TOKEN_FILE_ENV} (e.g. /run/secrets/gc_token), "
+                                 "or pass --token-file PATH")
+    return token
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,7 +161,8 @@ class RunSettings:
     """What a run uses, after precedence. ``sources`` names where each value came from (for ``config show``)."""
 
     job: JobConfig
-    ledger: Path
+    # A Path, or a PostgreSQL DSN kept as a string: out of the repr, which would show its password (ledger_shown).
+    ledger: LedgerLocation = field(repr=False)
     events: Path
     metrics_address: Address | None
     poll_interval: float
@@ -159,6 +172,7 @@ class RunSettings:
     log_level: str
     log_format: str
     adopt_existing: bool
+    worker_id: str
     sources: Mapping[str, str]
     token_source: str | None
     token: str | None = field(default=None, repr=False)  # never in a repr, a log line or `config show`
@@ -169,13 +183,13 @@ class RunSettings:
         return self.job.engine.replace(drain_seconds=self.drain, progress_interval_seconds=self.progress_interval,
                                        adopt_existing=self.adopt_existing, dicom=self.job.dicom)
 
+    @property
+    def ledger_shown(self) -> str:
+        """The ledger as messages show it: a DSN without its password."""
+        return shown_ledger(self.ledger)
+
     def require_token(self) -> str:
-        if self.token is None:
-            raise ConfigurationError(
-                f"no API token: set {TOKEN_ENV}, or {TOKEN_FILE_ENV} (e.g. /run/secrets/gc_token), or pass "
-                "--token-file PATH"
-            )
-        return self.token
+        return _require_token(self.token)
 
     def effective(self) -> dict[str, tuple[Any, str]]:
         """Every setting as ``name -> (printable value, source)``; the token masked."""
@@ -186,7 +200,7 @@ class RunSettings:
             "reader_study": job.reader_study,
             "case_root": str(job.case_root),
             "ca_file": None if job.ca_file is None else str(job.ca_file),
-            "ledger": str(self.ledger),
+            "ledger": self.ledger_shown,
             "events": str(self.events),
             "token": MASK if self.token else None,
             "metrics_address": "off" if self.metrics_address is None else str(self.metrics_address),
@@ -197,6 +211,7 @@ class RunSettings:
             "log_level": self.log_level,
             "log_format": self.log_format,
             "adopt_existing": self.adopt_existing,
+            "worker_id": self.worker_id,
             **{f"engine.{key}": getattr(knobs, key) for key in ENGINE_KEYS},
         }
         sources = {**self.sources, "job_file": "command line", "token": self.token_source or "not set"}
@@ -205,10 +220,9 @@ class RunSettings:
 
 def add_arguments(parser: argparse.ArgumentParser, *, token: bool = True) -> None:
     """The flags every command that runs a job accepts. Defaults are None so that 'not given' is visible."""
-    parser.add_argument("--ledger", type=Path, help=f"the ledger file (env {ENV_PREFIX}LEDGER; default: "
-                                                    "<job stem>.ledger.sqlite beside the job file)")
-    parser.add_argument("--events", type=Path, help=f"JSON event log, one line per state change (env {ENV_PREFIX}"
-                                                    "EVENTS; default: <job stem>.events.jsonl beside the ledger)")
+    add_ledger_argument(parser)
+    parser.add_argument("--events", type=Path, help=EVENTS_HELP)
+    parser.add_argument("--worker-id", metavar="ID", help=WORKER_ID_HELP)
     if token:
         parser.add_argument("--token-file", type=Path,
                             help=f"read the API token from this file (env {TOKEN_FILE_ENV}; default: ${TOKEN_ENV})")
@@ -254,7 +268,7 @@ def _resolve_knob(knob: Knob, args: argparse.Namespace | None, environ: Mapping[
         except ConfigurationError as exc:
             raise ConfigurationError(f"{knob.env}: {exc}") from None
     sources[knob.name] = DEFAULT
-    return knob.parse(str(knob.default))
+    return knob.parse(str(knob.default() if callable(knob.default) else knob.default))
 
 
 def _raw_job(job_file: Path) -> dict[str, Any]:
@@ -336,21 +350,22 @@ def resolve(job_path: Path | str, args: argparse.Namespace | None = None,
     environ = os.environ if environ is None else environ
     sources: dict[str, str] = {}
     job = _override_job(load_job(job_path), environ, sources)
-    paths: dict[str, Path] = {}
-    for name, default in (("ledger", default_ledger_path(job.job_file)), ("events", None)):
-        flag = getattr(args, name, None)
-        env_name = f"{ENV_PREFIX}{name.upper()}"
-        if flag is not None:
-            paths[name], sources[name] = Path(flag).absolute(), f"{FLAG} --{name}"
-        elif environ.get(env_name, "").strip():
-            paths[name], sources[name] = _path_from_env(environ[env_name]), f"{ENVIRONMENT} {env_name}"
-        else:
-            # The event log lives beside the ledger, so a container's one volume holds both.
-            paths[name] = default or paths["ledger"].with_name(f"{job.job_file.stem}.events.jsonl")
-            sources[name] = DEFAULT
+    # The event log defaults to beside the ledger file (a container's one volume holds both), or to beside the job
+    # file when the ledger is a database; a path in the environment is relative to the working directory.
+    ledger, sources["ledger"] = default_ledger_path(job.job_file), DEFAULT
+    if getattr(args, "ledger", None) is not None:
+        ledger, sources["ledger"] = ledger_location(args.ledger), f"{FLAG} --ledger"
+    elif environ.get(f"{ENV_PREFIX}LEDGER", "").strip():
+        ledger = ledger_location(os.path.expanduser(environ[f"{ENV_PREFIX}LEDGER"]))
+        sources["ledger"] = f"{ENVIRONMENT} {ENV_PREFIX}LEDGER"
+    events, sources["events"] = default_events(ledger, job.job_file), DEFAULT
+    if getattr(args, "events", None) is not None:
+        events, sources["events"] = Path(args.events).absolute(), f"{FLAG} --events"
+    elif environ.get(f"{ENV_PREFIX}EVENTS", "").strip():
+        events, sources["events"] = _path_from_env(environ[f"{ENV_PREFIX}EVENTS"]), f"{ENVIRONMENT} {ENV_PREFIX}EVENTS"
     values = {knob.name: _resolve_knob(knob, args, environ, sources) for knob in PROCESS_KNOBS}
     token, token_source = _resolve_token(args, environ) if read_token else (None, None)
-    return RunSettings(job=job, ledger=paths["ledger"], events=paths["events"], sources=sources, token=token,
+    return RunSettings(job=job, ledger=ledger, events=events, sources=sources, token=token,
                        token_source=token_source, **values)
 
 
@@ -370,12 +385,7 @@ class ServerSettings:
     token: str | None = field(default=None, repr=False)
 
     def require_token(self) -> str:
-        if self.token is None:
-            raise ConfigurationError(
-                f"no API token: set {TOKEN_ENV}, or {TOKEN_FILE_ENV} (e.g. /run/secrets/gc_token), or pass "
-                "--token-file PATH"
-            )
-        return self.token
+        return _require_token(self.token)
 
     def require_reader_study(self) -> str:
         if not self.reader_study:

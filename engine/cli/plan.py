@@ -25,6 +25,7 @@ from pathlib import Path
 from gcbulk.engine import settings
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_OK, EXIT_SOME_FAILED
 from gcbulk.engine.gc.errors import ConfigurationError, GcbulkError
+from gcbulk.engine.ledger_location import add_ledger_argument, ledger_exists
 from gcbulk.engine.planning import fetch_catalogue, load_catalogue, plan_into_ledger, print_report
 from gcbulk.state.ledger import Ledger, LedgerError
 
@@ -50,9 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cases whose title already names a display set this job did not make take that display "
                              "set over: only sockets without a value are filled, never one with answers (env "
                              "GCBULK_ADOPT_EXISTING)")
-    parser.add_argument(
-        "--ledger", type=Path, help="the ledger file (default: <job stem>.ledger.sqlite beside the job file)"
-    )
+    add_ledger_argument(parser)
     parser.add_argument("--token-file", type=Path, help="read the API token from this file instead of "
                                                          "$GRAND_CHALLENGE_AUTHORIZATION")
 
@@ -91,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG_ERROR
     keep_cases = None if args.json else args.show_cases
     try:
-        if args.dry_run and not ledger_path.exists():
+        if args.dry_run and not ledger_exists(ledger_path):
             with tempfile.TemporaryDirectory(prefix="gcbulk-plan-") as scratch:
                 with Ledger.open(Path(scratch) / "scratch.ledger.sqlite", config.binding) as ledger:
                     report = plan_into_ledger(config, ledger, catalogue=catalogue, dry_run=True,

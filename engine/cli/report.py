@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from gcbulk.engine import settings
 from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.ledger_location import add_ledger_argument
 from gcbulk.engine.plan.titles import redacted, scrub
 from gcbulk.engine.results.csv_cells import SafeDictWriter
 from gcbulk.redaction import redact as redact_secrets
@@ -31,8 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="write here instead of stdout")
     parser.add_argument("--redact-titles", action="store_true",
                         help="show a hash of each title and folder instead (also: cases.redact_titles in the job)")
-    parser.add_argument("--ledger", type=Path, help=f"the ledger file (env {settings.ENV_PREFIX}LEDGER; default: "
-                                                    "<job stem>.ledger.sqlite beside the job file)")
+    add_ledger_argument(parser)
 
 
 def _row(row: CaseReportRow, redact: bool) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
             requeued = ledger.requeue_failed_cases()
     except (ConfigurationError, LedgerError) as exc:
         print(f"gcbulk retry-failed: {exc}", file=sys.stderr)
-        return run_command.EXIT_CONFIG
+        return run_command.EXIT_CONFIG_ERROR
     print(f"gcbulk retry-failed: {len(requeued)} failed case(s) queued again", file=sys.stderr)
     if args.no_run:
         return run_command.EXIT_OK

@@ -66,7 +66,7 @@ def events_path_for(job_file: Path) -> Path:
     return job_file.with_name(f"{job_file.stem}.events.jsonl")
 
 
-def _print_outcome(outcome: RunOutcome, ledger_path: Path, events_path: Path, blocked: list[str] = (),
+def _print_outcome(outcome: RunOutcome, ledger_shown: str, events_path: Path, blocked: list[str] = (),
                    redact: bool = False) -> None:
     def shown(title: str) -> str:
         return redacted(title) if redact else title
@@ -97,7 +97,7 @@ def _print_outcome(outcome: RunOutcome, ledger_path: Path, events_path: Path, bl
             print(f"  … and {len(outcome.failed) - _SHOW_FAILED} more ('gcbulk status' lists them all)",
                   file=sys.stderr)
         print("  fix what the reasons say, then 'gcbulk retry-failed' queues them again", file=sys.stderr)
-    print(f"gcbulk run: ledger {ledger_path}, events {events_path}", file=sys.stderr)
+    print(f"gcbulk run: ledger {ledger_shown}, events {events_path}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,8 +140,8 @@ def _run(args: argparse.Namespace, resolved: settings.RunSettings, service: JobS
     if outcome is None or outcome.interrupted:
         print("gcbulk run: stopped; everything sent so far is recorded — run it again to resume", file=sys.stderr)
         if outcome is not None:
-            _print_outcome(outcome, resolved.ledger, resolved.events, service.blocked_cases, service.redact_titles)
+            _print_outcome(outcome, resolved.ledger_shown, resolved.events, service.blocked_cases, service.redact_titles)
         return EXIT_OK
-    _print_outcome(outcome, resolved.ledger, resolved.events, service.blocked_cases, service.redact_titles)
+    _print_outcome(outcome, resolved.ledger_shown, resolved.events, service.blocked_cases, service.redact_titles)
     # Blocked cases are not done either: exit 1, as for failed ones, so a script sees the job is not complete.
     return EXIT_SOME_FAILED if outcome.failed or service.blocked_cases else EXIT_OK

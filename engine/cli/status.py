@@ -15,6 +15,7 @@ from typing import Any
 from gcbulk.engine import settings
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.gc.limits import UPLOAD_CAP
+from gcbulk.engine.ledger_location import add_ledger_argument
 from gcbulk.engine.plan.titles import redacted, scrub
 from gcbulk.state.ledger import Ledger, LedgerError
 
@@ -30,9 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
     parser.add_argument("--redact-titles", action="store_true",
                         help="show a hash of each title and folder instead (also: cases.redact_titles in the job)")
-    parser.add_argument(
-        "--ledger", type=Path, help="the ledger file (default: <job stem>.ledger.sqlite beside the job file)"
-    )
+    add_ledger_argument(parser)
     parser.add_argument("--offline", action="store_true",
                         help="read only the ledger; do not ask the server how many uploads the account holds")
 
