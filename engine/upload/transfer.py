@@ -32,7 +32,8 @@ from gcbulk.engine.service.progress import (
 from gcbulk.engine.upload.case_upload import CaseUpload, DisplaySetIndex
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.imports import UploadSessionIndex
-from gcbulk.engine.upload.leases import CaseLeases, default_worker_id
+from gcbulk.engine.ledger_location import default_worker_id
+from gcbulk.engine.upload.leases import CaseLeases
 from gcbulk.engine.upload.orphans import abort_orphan_uploads
 from gcbulk.engine.upload.reconcile import (
     StudySnapshot,
