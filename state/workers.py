@@ -199,11 +199,6 @@ class LedgerWorkers:
             cases=sum(row["n"] for row in rows), workers=tuple(row["lease_owner"] for row in rows),
             soonest_expiry_seconds=max(min((row["soonest"] for row in rows), default=now) - now, 0.0))
 
-    def other_live_workers(self, worker_id: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> list[str]:
-        """The workers other than ``worker_id`` heard from within a lease and not stopped."""
-        return [row.worker_id for row in self.workers_view(lease_seconds=lease_seconds)
-                if row.live and row.worker_id != worker_id]
-
     def cases_leased_elsewhere(self, worker_id: str) -> set[int]:
         """Cases (any state) whose live lease another worker holds: work this worker must not touch."""
         if not self._shared_store:

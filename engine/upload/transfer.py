@@ -194,10 +194,7 @@ class TransferEngine:
         found = await reconcile_with_server(self.client, self.journal, study, skip_cases=held)
         outcome.requeued += found.display_sets_gone + found.values_gone
         try:
-            # With no other live worker no create can be on the wire: the sweep need not leave young uploads alone.
-            others = await self.journal.read("other_live_workers", self.leases.worker_id,
-                                             lease_seconds=self.leases.lease_seconds)
-            sweep = await abort_orphan_uploads(self.client, self.journal, other_workers=held if others else None)
+            sweep = await abort_orphan_uploads(self.client, self.journal, other_workers=held)
             outcome.orphans_aborted += len(sweep.aborted)
         except GcbulkError as unsure:  # they only count against the cap until the sweep: not worth stopping for
             if classify(unsure) is Disposition.STOP_RUN:
