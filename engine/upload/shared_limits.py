@@ -78,7 +78,7 @@ class SharedGate:
         try:
             while not await self._reserve():
                 now = time.monotonic()
-                if self.local._stopped:
+                if self.local.stopped:
                     raise Interrupted(f"{who or self.name}: stopped while waiting for {self.name}")
                 if self._wait_timeout is not None and now - started >= self._wait_timeout:
                     raise GateWaitTimeout(
