@@ -43,7 +43,11 @@ class SharedGate:
         self.lease_seconds = lease_seconds
         self._recount = recount
         self._wait_timeout = wait_timeout
-        self._recorded = 0  # this worker's units as the ledger holds them
+        # Units admitted (reserved in the ledger) and not released yet; units taken locally and still waiting for
+        # the ledger are not in it, so a wait never asks the ledger for room it holds itself.
+        self._reserved = 0
+        self._recorded = 0  # this worker's units as the ledger holds them (>= _reserved until the next sync)
+        self._ledger_turn = anyio.Lock()  # one reservation at a time: each one's target includes the one before
 
     # The CountingGate surface (engine/upload/case_upload.py, file_upload.py, import_wait.py, metrics).
     @property
@@ -70,16 +74,17 @@ class SharedGate:
 
     def release_nowait(self, units: int = 1) -> None:
         self.local.release_nowait(units)
+        self._reserved = max(self._reserved - units, 0)
 
     async def release(self, units: int = 1) -> None:
-        self.local.release_nowait(units)
+        self.release_nowait(units)
         await self.sync()
 
     async def acquire(self, units: int = 1, *, who: str = "") -> int:
         taken = await self.local.acquire(units, who=who)
         started = last_voice = time.monotonic()
         try:
-            while not await self._reserve():
+            while not await self._admit(taken):
                 now = time.monotonic()
                 if self.local.stopped:
                     raise Interrupted(f"{who or self.name}: stopped while waiting for {self.name}")
@@ -96,19 +101,26 @@ class SharedGate:
             raise
         return taken
 
-    async def sync(self) -> None:
-        """Brings the ledger down to this worker's units after releases (a lower count always fits)."""
-        if self.local.held < self._recorded:
-            with anyio.CancelScope(shield=True):
-                await self._reserve()
-
-    async def _reserve(self) -> bool:
-        held = self.local.held
-        if held == self._recorded:
+    async def _admit(self, units: int) -> bool:
+        async with self._ledger_turn:
+            if not await self._record(self._reserved + units):
+                return False
+            self._reserved += units
             return True
-        if await self.journal.runner.call("reserve_units", self.worker_id, self.name, held=held,
+
+    async def sync(self) -> None:
+        """Brings the ledger down to this worker's admitted units after releases (a lower count always fits)."""
+        if self._reserved < self._recorded:
+            with anyio.CancelScope(shield=True):
+                async with self._ledger_turn:
+                    await self._record(self._reserved)
+
+    async def _record(self, target: int) -> bool:
+        if target == self._recorded:
+            return True
+        if await self.journal.runner.call("reserve_units", self.worker_id, self.name, held=target,
                                           ceiling=self.shared_ceiling, lease_seconds=self.lease_seconds):
-            self._recorded = held
+            self._recorded = target
             return True
         return False
 

@@ -61,6 +61,20 @@ async def test_a_reservation_waits_for_the_other_workers_release(two_workers: tu
         "external": 0, "w1": 6, "w2": 3}
 
 
+async def test_units_still_waiting_for_room_never_block_a_request_that_fits(
+        two_workers: tuple[Journal, Journal]) -> None:
+    first, second = gate(two_workers[0], "w1"), gate(two_workers[1], "w2")
+    await second.acquire(5)
+    async with anyio.create_task_group() as group:
+        group.start_soon(first.acquire, 6)  # 5 + 6 > 10: waits for w2
+        await anyio.sleep(0.3)
+        with anyio.fail_after(5):
+            assert await first.acquire(4) == 4, "5 + 4 fits: the 6 still waiting hold no room"
+        await second.release(5)  # now the 6 fit too
+    assert await two_workers[0].read("shared_units", "live uploads", lease_seconds=LEASE) == {
+        "external": 0, "w1": 10, "w2": 0}
+
+
 async def test_a_wait_under_a_shared_limit_ends_on_stop_and_at_its_deadline(
         two_workers: tuple[Journal, Journal]) -> None:
     await gate(two_workers[0], "w1").acquire(10)

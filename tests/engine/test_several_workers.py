@@ -27,7 +27,7 @@ from tests.pg_server import PgServer
 
 REPO = Path(__file__).parents[2]
 SOCKETS = {"ct-image", "airway-segmentation"}
-RUN_BOUND_SECONDS = 240  # a worker that has not ended by then has hung
+RUN_BOUND_SECONDS = 150  # a worker that has not ended by then has hung (a run here takes 10–40 s)
 LEASE = 'lease_seconds = 3\n'  # a dead worker's cases are taken over within seconds, not the default 30
 
 
@@ -38,10 +38,22 @@ def start_worker(job_file: Path, dsn: str, worker_id: str, emulator: RunningEmul
         env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(workers: dict[str, subprocess.Popen]) -> dict[str, tuple[int, str]]:
+def finish(workers: dict[str, subprocess.Popen], dsn: str) -> dict[str, tuple[int, str]]:
+    """Each worker's exit code and output; a worker still running after the bound fails the test with every
+    worker's output and the ledger's leases and holdings (what they waited for)."""
+    deadline = time.monotonic() + RUN_BOUND_SECONDS
     ended = {}
     for name, worker in workers.items():
-        out, err = worker.communicate(timeout=RUN_BOUND_SECONDS)
+        try:
+            out, err = worker.communicate(timeout=max(deadline - time.monotonic(), 1.0))
+        except subprocess.TimeoutExpired:
+            for other in workers.values():
+                other.kill()
+            outputs = {n: "".join(w.communicate()) for n, w in workers.items() if n not in ended}
+            leases = ledger_rows(dsn, "SELECT id, state, lease_owner FROM cases WHERE lease_owner IS NOT NULL")
+            held = ledger_rows(dsn, "SELECT * FROM worker_holdings")
+            pytest.fail(f"{name} hung: leases {leases}, holdings {held}\n" +
+                        "\n".join(f"--- {n}\n{text[-6000:]}" for n, text in outputs.items()))
         ended[name] = (worker.returncode, out + err)
     return ended
 
@@ -74,7 +86,7 @@ def test_four_workers_do_every_case_once(tmp_path: Path, threaded_emulator: Runn
     make_tutorial_tree(tmp_path / "cases", 24)
     job_file = write_job(tmp_path, threaded_emulator, engine=LEASE)
     workers = {f"w{n}": start_worker(job_file, dsn, f"w{n}", threaded_emulator) for n in range(1, 5)}
-    for name, (code, output) in finish(workers).items():
+    for name, (code, output) in finish(workers, dsn).items():
         assert code == 0, f"{name}: {output}"
 
     titles = display_sets_by_title(threaded_emulator)
@@ -112,7 +124,7 @@ def test_a_worker_killed_mid_part_leaves_its_cases_to_the_others(tmp_path: Path,
     orphaned = {case for (case,) in ledger_rows(
         dsn, "SELECT id FROM cases WHERE lease_owner = %s AND state IN ('planned', 'running')", (victim,))}
 
-    ended = finish(workers)
+    ended = finish(workers, dsn)
     assert ended[victim][0] == -signal.SIGKILL
     for name in set(workers) - {victim}:
         assert ended[name][0] == 0, f"{name}: {ended[name][1]}"
@@ -132,7 +144,7 @@ def test_the_live_upload_ceiling_holds_for_four_workers_together(tmp_path: Path,
     job_file = write_job(tmp_path, threaded_emulator,
                          engine=LEASE + "live_upload_ceiling = 10\nfiles_in_flight = 8\n")
     workers = {f"w{n}": start_worker(job_file, dsn, f"w{n}", threaded_emulator) for n in range(1, 5)}
-    for name, (code, output) in finish(workers).items():
+    for name, (code, output) in finish(workers, dsn).items():
         assert code == 0, f"{name}: {output}"
     assert len(display_sets_by_title(threaded_emulator)) == 30
     peak = max(threaded_emulator.context.counters.peak_uploads_per_user.values())
