@@ -122,17 +122,20 @@ class LedgerServerTruth:
         return changed
 
     # --------------------------------------------------------------------------------------------------- orphans
-    def unconfirmed_upload_creates(self, *, since: str, skip_cases: Collection[int] = ()) -> list[UnconfirmedCreate]:
+    def unconfirmed_upload_creates(self, *, since: str, skip_cases: Collection[int] = (),
+                                   only_cases: Collection[int] | None = None) -> list[UnconfirmedCreate]:
         """Uploads whose create was sent (or about to be) but whose answer was never recorded, since ``since`` (an ISO
         time: older ones the server's 24 h sweep has taken), not yet looked for on the server. Uploads of
-        ``skip_cases`` (cases another live worker holds: its create may be on the wire right now) are left out."""
+        ``skip_cases`` (cases another live worker holds: its create may be on the wire right now) are left out;
+        ``only_cases``: those of these cases alone."""
         rows = self._all(
             "SELECT uploads.id AS id, uploads.state AS state, uploads.filename AS filename, uploads.intent_at AS "
             "intent_at, items.case_id AS case_id FROM uploads JOIN files ON files.id = uploads.file_id "
             "JOIN items ON items.id = files.item_id WHERE uploads.pk IS NULL AND uploads.state IN ('creating', "
             "'abandoned') AND uploads.orphan_checked_at IS NULL AND uploads.intent_at >= ? ORDER BY uploads.id",
             (since,))
-        rows = [row for row in rows if row["case_id"] not in set(skip_cases)]
+        skip = set(skip_cases)
+        rows = [row for row in rows if row["case_id"] not in skip and (only_cases is None or row["case_id"] in only_cases)]
         return [UnconfirmedCreate(upload_id=r["id"], state=r["state"], filename=r["filename"],
                                   intent_at=r["intent_at"]) for r in rows]
 

@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 
 import anyio
 from gcbulk.engine.planning import PlanReport, plan_into_ledger, print_report
-from gcbulk.engine.upload.leases import default_worker_id
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
@@ -56,7 +55,7 @@ class JobService:
         self.watch_signals = watch_signals
         self.settings = settings
         self.job = settings.job
-        self.worker_id = getattr(settings, 'worker_id', None) or default_worker_id()
+        self.worker_id = settings.worker_id
         self.state = RunState(reader_study=self.job.reader_study, base_url=self.job.base_url,
                               worker_id=self.worker_id)
         self.metrics = Metrics(self.state)

@@ -32,10 +32,6 @@ HEARTBEAT_SECONDS = LEASE_SECONDS / 3
 VOICE_SECONDS = 30.0
 
 
-def default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
 class CaseLeases:
     def __init__(self, journal: Journal, worker_id: str, *, lease_seconds: float = LEASE_SECONDS,
                  heartbeat_seconds: float = HEARTBEAT_SECONDS,

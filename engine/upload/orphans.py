@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 MATCH_WINDOW = timedelta(minutes=10)
 # Older lost creates were swept by the server (24 h after creation, the sweep running hourly).
 SWEPT_AFTER = timedelta(hours=25)
-# With other workers on the job: how long one may take to record the answer of its create (a ledger write).
-OTHERS_RECORD_WITHIN = timedelta(seconds=60)
 
 
 @dataclass
@@ -39,9 +37,11 @@ class OrphanSweep:
     looked_for: int = 0
     aborted: list[str] = field(default_factory=list)  # server pks
     not_found: int = 0
+    deferred: int = 0  # too young to judge while other workers run (their answers may be on the way)
 
     def as_dict(self) -> dict[str, int]:
-        return {"looked_for": self.looked_for, "aborted": len(self.aborted), "not_found": self.not_found}
+        return {"looked_for": self.looked_for, "aborted": len(self.aborted), "not_found": self.not_found,
+                "deferred": self.deferred}
 
 
 async def abort_orphan_uploads(client: GrandChallengeClient, journal: Journal, *,
@@ -50,12 +50,12 @@ async def abort_orphan_uploads(client: GrandChallengeClient, journal: Journal, *
     """Find and abort this job's orphan uploads. Lists the account's uploads only when the ledger holds a lost
     create: a run without one makes no request here.
 
-    ``other_workers``, when other workers share the job: the cases their live leases hold. Their lost creates are
-    theirs to settle, and an upload created in the last ``OTHERS_RECORD_WITHIN`` may be another worker's whose answer
-    is being recorded right now: it is not taken for an orphan (a later sweep finds it if it is one)."""
+    ``other_workers``, when other workers are live: the cases their leases hold. Their lost creates are theirs to
+    settle; and while one of them has a create of some filename on the wire, an unknown upload of that filename may be
+    theirs with its answer on the way, so this job's lost creates of that filename wait for a later sweep (the last
+    worker's final sweep, or ``gcbulk verify``, has no one to wait for)."""
     sweep = OrphanSweep()
-    started = now()
-    since = (started - SWEPT_AFTER).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    since = (now() - SWEPT_AFTER).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     lost = await journal.read("unconfirmed_upload_creates", since=since, skip_cases=other_workers or ())
     if not lost:
         return sweep
@@ -72,12 +72,17 @@ async def abort_orphan_uploads(client: GrandChallengeClient, journal: Journal, *
             continue
         seen.add(pk)
         created = parse_server_time(upload.get("created"))
-        if other_workers is not None and created is not None and created > started - OTHERS_RECORD_WITHIN:
-            continue
         if created is not None and upload.get("filename"):
             candidates.setdefault(upload["filename"], []).append((created, upload))
+    # Read after the listing: a create of theirs that the listing saw is still unconfirmed here, or its pk is known
+    # by the time of the check just before an abort.
+    busy = {create.filename for create in await journal.read(
+        "unconfirmed_upload_creates", since=since, only_cases=other_workers)} if other_workers else set()
     for create in lost:
         intent = parse_server_time(create.intent_at)
+        if create.filename in busy:
+            sweep.deferred += 1
+            continue
         match = None
         if intent is not None:
             near = sorted(((abs(created - intent), created, upload)

@@ -183,7 +183,6 @@ async def verify(client: GrandChallengeClient, journal: Journal, reader_study_sl
     from gcbulk.engine.upload.orphans import abort_orphan_uploads  # orphans imports nothing of this module
 
     held = await journal.read("cases_leased_elsewhere", VERIFY_WORKER)
-    shared = await journal.read("shared_by_workers")
     found = await reconcile_with_server(client, journal, await read_study(client, reader_study_slug), skip_cases=held)
-    sweep = await abort_orphan_uploads(client, journal, other_workers=held if shared else None)
+    sweep = await abort_orphan_uploads(client, journal, other_workers=held)
     return Verification(found, sweep.looked_for, len(sweep.aborted))

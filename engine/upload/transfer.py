@@ -32,7 +32,8 @@ from gcbulk.engine.service.progress import (
 from gcbulk.engine.upload.case_upload import CaseUpload, DisplaySetIndex
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.imports import UploadSessionIndex
-from gcbulk.engine.upload.leases import CaseLeases, default_worker_id
+from gcbulk.engine.ledger_location import default_worker_id
+from gcbulk.engine.upload.leases import CaseLeases
 from gcbulk.engine.upload.orphans import abort_orphan_uploads
 from gcbulk.engine.upload.reconcile import (
     StudySnapshot,
@@ -193,7 +194,7 @@ class TransferEngine:
         found = await reconcile_with_server(self.client, self.journal, study, skip_cases=held)
         outcome.requeued += found.display_sets_gone + found.values_gone
         try:
-            sweep = await abort_orphan_uploads(self.client, self.journal, other_workers=held if self._shared else None)
+            sweep = await abort_orphan_uploads(self.client, self.journal, other_workers=held)
             outcome.orphans_aborted += len(sweep.aborted)
         except GcbulkError as unsure:  # they only count against the cap until the sweep: not worth stopping for
             if classify(unsure) is Disposition.STOP_RUN:

@@ -189,10 +189,11 @@ async def test_counters_count_stored_part_puts_per_upload_and_part(client):
     counters = (await client.call("GET", client.admin("counters"))).json()
     assert counters["part_puts"] == {upload["pk"]: {"1": 2, "2": 1}}
     assert counters["requests"]["PUT s3:/{bucket}/{key}"] == 3
+    assert list(counters["peak_uploads_per_user"].values()) == [1], "the most uploads the user held at once"
     assert counters["requests"]["PATCH api:/api/v1/uploads/{pk}/{s3_upload_id}/generate-presigned-urls/"] == 1
     reset = (await client.call("DELETE", client.admin("counters"))).json()
     assert reset == {"requests": {}, "part_puts": {}, "part_put_attempts": {}, "busy_seconds": {},
-                     "import_busy_seconds": 0.0, "api_latency_ratio": None}
+                     "import_busy_seconds": 0.0, "api_latency_ratio": None, "peak_uploads_per_user": {}}
 
 
 @pytest.fixture

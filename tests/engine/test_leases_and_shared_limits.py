@@ -10,10 +10,12 @@ from pathlib import Path
 
 import anyio
 import pytest
+from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import Interrupted
 from gcbulk.engine.service.journal import Journal, LedgerRunner
 from gcbulk.engine.service.progress import EventLog
 from gcbulk.engine.upload.leases import CaseLeases
+from gcbulk.engine.upload.orphans import abort_orphan_uploads
 from gcbulk.engine.upload.server_limits import CountingGate, GateWaitTimeout
 from gcbulk.engine.upload.shared_limits import SharedGate, share_of_limit
 
@@ -98,3 +100,23 @@ def test_learned_limits_are_capped_to_shares_of_the_knob() -> None:
     assert share_of_limit(16, [16, 16, 16, 16], upper=16) == 4
     assert share_of_limit(12, [12, 4], upper=8) == 6, "a worker that learned more room keeps more of it"
     assert share_of_limit(1, [1, 40], upper=4) == 1, "never below one"
+
+
+async def test_a_lost_create_waits_while_another_worker_has_a_create_of_that_filename_on_the_wire(
+        two_workers: tuple[Journal, Journal], client: GrandChallengeClient) -> None:
+    first, second = two_workers
+    await first.runner.run(lambda ledger: record(ledger, [planned_case("p1"), planned_case("p2")]))
+
+    async def file_of(title: str) -> int:
+        case_id = await first.runner.call("case_id_by_title", title)
+        return (await first.read("case_work", case_id)).items[0].files[0].id
+
+    await first.runner.call("upload_creating", await file_of("p1"), part_size=5 * 1024**2)  # w1's, answer lost
+    theirs = await second.runner.call("claim_case", "w2", lease_seconds=LEASE)
+    await second.runner.call("upload_creating", await file_of("p2"), part_size=5 * 1024**2)  # w2's, on the wire
+    unknown = await client.create_upload("ct.mha")  # w1's orphan, or w2's upload whose answer is on the way
+
+    while_busy = await abort_orphan_uploads(client, first, other_workers={theirs.case_id})
+    assert (while_busy.deferred, while_busy.aborted) == (1, []), "w2's answer may be on the way: not judged"
+    await second.runner.call("release_case", "w2", theirs.case_id)  # w2 is done (or gone)
+    assert (await abort_orphan_uploads(client, first, other_workers=set())).aborted == [str(unknown["pk"])]

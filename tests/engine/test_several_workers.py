@@ -83,6 +83,7 @@ def test_four_workers_do_every_case_once(tmp_path: Path, threaded_emulator: Runn
     assert all(complete(threaded_emulator, title) for title in titles)
     done_events = Counter(case for (case,) in ledger_rows(
         dsn, "SELECT case_id FROM events WHERE kind = 'case.done'"))
+    assert ledger_rows(dsn, "SELECT count(*) FROM cases") == [(24,)], "four planners at once recorded one plan"
     assert set(ledger_rows(dsn, "SELECT DISTINCT state FROM cases")) == {("done",)}
     assert all(n == 1 for n in done_events.values()), f"a case was done twice: {done_events}"
     assert ledger_rows(dsn, "SELECT count(*) FROM cases WHERE lease_owner IS NOT NULL") == [(0,)]
