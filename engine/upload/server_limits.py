@@ -118,6 +118,10 @@ class CountingGate:
         self.held = max(self.held - units, 0)
         self._wake()
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
     def stop(self) -> None:
         """Every waiter, now and later, raises ``Interrupted``: a stopping run takes no new slot."""
         self._stopped = True

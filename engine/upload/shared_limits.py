@@ -5,21 +5,24 @@
   the ledger, where the sum over live workers, plus what the server counts that no worker holds, must fit the
   server's ceiling. A release is local at once (a cancelled task's cleanup cannot await the database) and reaches
   the ledger at the next reservation or heartbeat: until then the ledger counts too much, never too little.
-* ``share_of_limit``: the adaptive limits (API calls, imports) stay per worker — each learns from the answers it
-  gets — but the heartbeat caps each worker's share, so the live workers together stay under the knob's upper bound.
+* The adaptive limits (API calls, imports) stay per worker, each bounded by its knob: every worker backs off on the
+  latency, 429s and 503s it sees (independent AIMD flows on one bottleneck settle on a fair share of it, as TCP's
+  do), so a server with room — a remote site's latency — lets N workers send N times as much, and a server at its
+  capacity makes them all back off. What they share through the ledger is the unloaded latency each endpoint has
+  (``with_shared_floors``); the hard limits (live uploads, imports in flight) are ``SharedGate``s.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import anyio
 from gcbulk.engine.gc.errors import Interrupted
-from gcbulk.engine.gc.pacer import AdaptiveLimiter
+from gcbulk.engine.gc.pacer import AdaptiveLimiter, PacerState
 from gcbulk.engine.service.journal import Journal
 from gcbulk.engine.upload.server_limits import VOICE_SECONDS, CountingGate, GateWaitTimeout, ImportPacer
 
@@ -78,7 +81,7 @@ class SharedGate:
         try:
             while not await self._reserve():
                 now = time.monotonic()
-                if self.local._stopped:
+                if self.local.stopped:
                     raise Interrupted(f"{who or self.name}: stopped while waiting for {self.name}")
                 if self._wait_timeout is not None and now - started >= self._wait_timeout:
                     raise GateWaitTimeout(
@@ -124,25 +127,24 @@ class SharedGate:
                       ", ".join(f"{worker} {n}" for worker, n in units_by_worker.items()))
 
 
-def share_of_limit(own: int, every_live_worker: list[int], upper: int) -> int:
-    """This worker's cap: its own learned limit, scaled down when the live workers' limits together exceed the
-    knob's upper bound (proportionally, so a worker that learned more room keeps more of it); at least 1."""
-    total = sum(every_live_worker)
-    if total <= upper or total <= 0:
-        return own
-    return max(1, (own * upper) // total)
+def with_shared_floors(state: PacerState, floors_of_others: Sequence[Mapping[str, float]]) -> PacerState:
+    """``state`` with each endpoint's latency floor lowered to the lowest another live worker measured in its
+    current window. Why: a worker that starts while the server is already loaded by the others measures queueing as
+    its floor and would never back off; with the job's floor it sees the queueing for what it is. Only ``floors``
+    takes them: each worker publishes its own window's measurements (``window_floors``), so a floor that no worker
+    measures any more is forgotten when the windows roll, instead of circulating between workers."""
+    floors = dict(state.floors)
+    for published in floors_of_others:
+        for key, floor in published.items():
+            if isinstance(floor, (int, float)) and floor > 0 and floor < floors.get(key, float("inf")):
+                floors[key] = float(floor)
+    return replace(state, floors=floors) if floors != state.floors else state
 
 
-def cap_learned_limits(api_limiter: AdaptiveLimiter, import_pacer: ImportPacer, worker_id: str,
-                       workers: Sequence[Any], *, api_upper: int, imports_upper: int) -> None:
-    """Caps this worker's learned API and import limits to its share (``share_of_limit``) of the knobs, given the
-    live workers' last published limits (``workers``: ``gcbulk.state.workers.WorkerRow``)."""
-    others = [row for row in workers if row.live and row.worker_id != worker_id]
-    api_cap = share_of_limit(api_limiter.limit, [api_limiter.limit, *(r.api_limit or 0 for r in others)], api_upper)
-    if api_cap < api_limiter.limit:
-        api_limiter.state = replace(api_limiter.state, limit=float(api_cap))
-    imports_cap = share_of_limit(import_pacer.limit, [import_pacer.limit, *(r.imports_limit or 0 for r in others)],
-                                 imports_upper)
-    if imports_cap < import_pacer.limit:
-        import_pacer.state = replace(import_pacer.state, limit=float(imports_cap))
-        import_pacer.gate.set_ceiling(import_pacer.state.current)
+def share_latency_floors(api_limiter: AdaptiveLimiter, import_pacer: ImportPacer, worker_id: str,
+                         workers: Sequence[Any]) -> None:
+    """At a heartbeat: the API limiter and the import pacer learn against the job's floors (``with_shared_floors``),
+    from the live workers' last published measurements (``workers``: ``gcbulk.state.workers.WorkerRow``)."""
+    others = [row.progress for row in workers if row.live and row.worker_id != worker_id]
+    api_limiter.state = with_shared_floors(api_limiter.state, [p.get("api_floors") or {} for p in others])
+    import_pacer.state = with_shared_floors(import_pacer.state, [p.get("import_floors") or {} for p in others])

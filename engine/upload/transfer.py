@@ -42,7 +42,7 @@ from gcbulk.engine.upload.reconcile import (
     reconcile_with_server,
 )
 from gcbulk.engine.upload.server_limits import CountingGate
-from gcbulk.engine.upload.shared_limits import SharedGate, cap_learned_limits
+from gcbulk.engine.upload.shared_limits import SharedGate, share_latency_floors
 from gcbulk.engine.upload.transfer_settings import TransferSettings
 
 log = logging.getLogger(__name__)
@@ -251,8 +251,8 @@ class TransferEngine:
                 raise error from None
 
     async def _publish(self) -> dict[str, object]:
-        """At each heartbeat: released units reach the ledger, this worker's learned limits are capped to its share
-        of the knobs, and its limits and counters are published for ``status`` and ``/metrics`` on any worker."""
+        """At each heartbeat: released units reach the ledger, this worker learns against the job's latency floors,
+        and its limits, floors and counters are published for the others, ``status`` and ``/metrics``."""
         ctx = self._context
         if ctx is None:
             return {}
@@ -260,10 +260,11 @@ class TransferEngine:
             for gate in (ctx.upload_gate, ctx.import_gate):
                 await gate.sync()  # type: ignore[attr-defined]  # a SharedGate when shared
             rows = await self.journal.read("workers_view", lease_seconds=self.leases.lease_seconds)
-            cap_learned_limits(self.client.api_limiter, ctx.import_pacer, self.leases.worker_id, rows,
-                               api_upper=self.config.api_calls_in_flight, imports_upper=self.config.imports_in_flight)
+            share_latency_floors(self.client.api_limiter, ctx.import_pacer, self.leases.worker_id, rows)
         return {"api_limit": self.client.api_limiter.limit, "imports_limit": ctx.import_pacer.limit,
-                "progress": _stats_fields(self.stats.snapshot())}
+                "progress": _stats_fields(self.stats.snapshot()) | {
+                    "api_floors": self.client.api_limiter.state.window_floors,
+                    "import_floors": ctx.import_pacer.state.window_floors}}
 
     async def _report_progress(self, scope: anyio.CancelScope) -> None:
         with scope:

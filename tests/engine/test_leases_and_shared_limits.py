@@ -1,7 +1,7 @@
 """A worker's side of leases and shared limits, on a real PostgreSQL ledger with two workers' connections: a
 reservation waits while the other worker holds the room and goes through once it releases; a stopped or
 too-long wait says so; a heartbeat that finds a case taken over cancels this worker's work on it; and the
-learned limits of several workers are capped to shares of the knob."""
+workers learn their limits against the job's shared latency floors."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ import anyio
 import pytest
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import Interrupted
+from gcbulk.engine.gc.pacer import api_policy
 from gcbulk.engine.service.journal import Journal, LedgerRunner
 from gcbulk.engine.service.progress import EventLog
 from gcbulk.engine.upload.leases import CaseLeases
 from gcbulk.engine.upload.orphans import abort_orphan_uploads
 from gcbulk.engine.upload.server_limits import CountingGate, GateWaitTimeout
-from gcbulk.engine.upload.shared_limits import SharedGate, share_of_limit
+from gcbulk.engine.upload.shared_limits import SharedGate, with_shared_floors
 
 from tests.pg_server import PgServer
 from tests.state.conftest import BINDING, planned_case, record
@@ -95,11 +96,13 @@ async def test_a_heartbeat_cancels_work_on_a_case_another_worker_took_over(
     assert (await second.read("workers_view", lease_seconds=LEASE))[1].cases_leased == 1, "w2 keeps its lease"
 
 
-def test_learned_limits_are_capped_to_shares_of_the_knob() -> None:
-    assert share_of_limit(8, [8, 4], upper=16) == 8, "under the knob together: untouched"
-    assert share_of_limit(16, [16, 16, 16, 16], upper=16) == 4
-    assert share_of_limit(12, [12, 4], upper=8) == 6, "a worker that learned more room keeps more of it"
-    assert share_of_limit(1, [1, 40], upper=4) == 1, "never below one"
+def test_a_worker_learns_against_the_lowest_floor_the_live_workers_measured() -> None:
+    policy = api_policy(16)
+    late = policy.on_success(policy.start(), "uploads/", 0.8, 1)  # joined a loaded server: 0.8 s looks like its floor
+    shared = with_shared_floors(late, [{"uploads/": 0.1}, {"uploads/": 0.3, "other/": 0.2}])
+    assert shared.floors == {"uploads/": 0.1, "other/": 0.2}
+    assert policy.on_success(shared, "uploads/", 0.8, 2).limit < shared.limit, "0.8 s is queueing: it backs off"
+    assert with_shared_floors(late, [{"uploads/": 2.0}]).floors == {"uploads/": 0.8}, "only ever lowered"
 
 
 async def test_a_lost_create_waits_while_another_worker_has_a_create_of_that_filename_on_the_wire(
