@@ -17,7 +17,7 @@ import os
 import re
 import socket
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.redaction import register_secret
@@ -43,23 +43,19 @@ def ledger_location(text: str | Path) -> LedgerLocation:
     Never raises on a DSN: argparse would print the rejected value, password and all."""
     if isinstance(text, str) and is_postgres_dsn(text.strip()):
         dsn = text.strip()
-        register_secret(dsn_password(dsn))
+        for form in dsn_passwords(dsn):  # as written (percent-encoded) and as libpq sends it
+            register_secret(form)
         return dsn
     return Path(text).absolute()
 
 
-def dsn_password(dsn: str) -> str | None:
-    """The password a DSN carries, in its user part (``user:pw@``) or as a ``password=`` query parameter."""
-    try:
-        parts = urlsplit(dsn)
-        password = parts.password
-    except ValueError:  # a port that is not a number: the password, if any, is still the text before the '@'
-        match = re.match(r"^postgres(?:ql)?://[^:/@]*:([^@]*)@", dsn)
-        password = match.group(1) if match else None
-        parts = None
-    query = re.search(r"(?:^|&)password=([^&]*)", parts.query if parts else dsn.partition("?")[2])
-    password = password or (query.group(1) if query else None)
-    return unquote(password) if password else None
+def dsn_passwords(dsn: str) -> set[str]:
+    """The password(s) a DSN carries — in its user part (``user:pw@``) or as a ``password=`` query parameter — as
+    written and percent-decoded."""
+    user_part = re.match(r"^postgres(?:ql)?://[^:/@]*:([^@]*)@", dsn)
+    written = [user_part.group(1)] if user_part else []
+    written += re.findall(r"(?:\?|&)password=([^&#]*)", dsn)
+    return {form for password in written if password for form in (password, unquote(password))}
 
 
 def shown_ledger(location: LedgerLocation) -> str:

@@ -19,6 +19,10 @@ from gcbulk.engine.jobfile import TOKEN_ENV, load_job
 from tests.container.conftest import COMPOSE_FILE, REPO, compose
 
 DOCKERFILE = REPO / "Dockerfile"
+SCALE_OUT = {"postgres", "scale-out-cases", "gcbulk-worker"}
+# libpq's own variable: the scale-out workers' database password, kept out of the DSN (so out of every log line).
+LIBPQ_VARIABLES = {"PGPASSWORD"}
+LOCAL_PG_PASSWORD = "${GCBULK_PG_PASSWORD:-gcbulk-local-demo}"  # the documented local default
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -125,17 +129,20 @@ def test_the_healthcheck_probes_healthz_with_a_module_that_exists() -> None:
 # ---- docker-compose.yml -----------------------------------------------------------------------------------------
 
 
-def test_compose_has_the_demo_services_and_a_real_profile() -> None:
+def test_compose_has_the_demo_services_a_real_profile_and_a_scale_out_profile() -> None:
     services = compose()["services"]
-    assert set(services) == {"emulator", "demo-cases", "gcbulk", "gcbulk-real"}
+    assert set(services) == {"emulator", "demo-cases", "gcbulk", "gcbulk-real"} | SCALE_OUT
     assert services["gcbulk-real"]["profiles"] == ["real"]
     assert all("profiles" not in services[name] for name in ("emulator", "demo-cases", "gcbulk"))
-    for service in services.values():
-        assert service["image"] == "gcbulk:latest" and service["build"] == "."
+    assert all(services[name]["profiles"] == ["scale-out"] for name in SCALE_OUT)  # the demo stays as it was
+    for name, service in services.items():
+        if name != "postgres":
+            assert service["image"] == "gcbulk:latest" and service["build"] == "."
     assert (REPO / "Dockerfile").is_file()
 
 
-@pytest.mark.parametrize("service", ["emulator", "demo-cases", "gcbulk", "gcbulk-real"])
+@pytest.mark.parametrize("service", ["emulator", "demo-cases", "gcbulk", "gcbulk-real", "scale-out-cases",
+                                     "gcbulk-worker"])
 def test_every_service_command_parses_with_the_real_cli(service: str) -> None:
     spec = compose()["services"][service]
     entrypoint = spec.get("entrypoint", ["gcbulk"])
@@ -143,9 +150,9 @@ def test_every_service_command_parses_with_the_real_cli(service: str) -> None:
     parse_command(argv)
 
 
-@pytest.mark.parametrize("service", ["gcbulk", "gcbulk-real"])
+@pytest.mark.parametrize("service", ["gcbulk", "gcbulk-real", "gcbulk-worker"])
 def test_every_variable_a_service_sets_is_one_gcbulk_reads(service: str) -> None:
-    unknown = set(env_of(service)) - known_variables()
+    unknown = set(env_of(service)) - known_variables() - LIBPQ_VARIABLES
     assert not unknown
 
 
@@ -214,3 +221,72 @@ def test_the_real_profile_reads_the_token_from_a_compose_secret_by_default() -> 
     assert real["secrets"] == ["gc_token"] and "gc_token" in document["secrets"]
     assert env_of("gcbulk-real")["GCBULK_TOKEN_FILE"] == "${GCBULK_TOKEN_FILE-/run/secrets/gc_token}"
     assert "demo-editor-token" not in json.dumps(real)
+
+
+# ---- the scale-out profile: a PostgreSQL ledger and a worker service to scale ----------------------------------
+
+
+def test_postgres_is_the_official_16_image_on_a_named_volume_healthy_by_pg_isready_and_has_no_host_port() -> None:
+    document = compose()
+    postgres = document["services"]["postgres"]
+    assert postgres["image"] == "postgres:16" and "build" not in postgres
+    source, read_only = mounts("postgres")["/var/lib/postgresql/data"]
+    assert source in document["volumes"] and not read_only
+    test = postgres["healthcheck"]["test"]
+    environment = env_of("postgres")
+    assert test[:2] == ["CMD", "pg_isready"]
+    assert test[test.index("--username") + 1] == environment["POSTGRES_USER"]
+    assert test[test.index("--dbname") + 1] == environment["POSTGRES_DB"]
+    assert "ports" not in postgres
+    assert environment["POSTGRES_PASSWORD"] == LOCAL_PG_PASSWORD
+
+
+def test_the_worker_runs_the_gcbulk_image_as_is_and_scales_without_a_fixed_name_or_host_port() -> None:
+    services = compose()["services"]
+    worker = services["gcbulk-worker"]
+    for pinned in ("container_name", "ports", "hostname", "entrypoint", "command"):
+        assert pinned not in worker, pinned  # one per replica would collide; the image's command is the same
+    port = settings.parse_address(env_of("gcbulk-worker")["GCBULK_METRICS_ADDRESS"]).port
+    assert [str(exposed) for exposed in worker["expose"]] == [str(port)]
+    assert worker["depends_on"] == {"postgres": {"condition": "service_healthy"},
+                                    "emulator": {"condition": "service_healthy"},
+                                    "scale-out-cases": {"condition": "service_completed_successfully"}}
+    # The worker's case tree is the one its one-shot service writes, read-only; the CA file is the emulator's.
+    cases_volume = mounts("scale-out-cases")["/data/cases"][0]
+    assert mounts("gcbulk-worker")[env_of("gcbulk-worker")["GCBULK_CASE_ROOT"]] == (cases_volume, True)
+    assert mounts("gcbulk-worker")["/var/lib/gcbulk-emulator"] == mounts("gcbulk")["/var/lib/gcbulk-emulator"]
+    assert int(worker["stop_grace_period"].rstrip("s")) > 30
+
+
+def test_the_workers_ledger_is_the_postgres_service_by_a_dsn_without_a_password() -> None:
+    environment, database = env_of("gcbulk-worker"), env_of("postgres")
+    dsn = urlsplit(environment["GCBULK_LEDGER"])
+    assert dsn.scheme == "postgresql" and (dsn.hostname, dsn.port) == ("postgres", 5432)
+    assert (dsn.username, dsn.path) == (database["POSTGRES_USER"], f"/{database['POSTGRES_DB']}")
+    assert dsn.password is None and "password" not in dsn.query  # libpq takes it from PGPASSWORD
+    assert environment["PGPASSWORD"] == database["POSTGRES_PASSWORD"] == LOCAL_PG_PASSWORD
+
+
+def test_the_workers_job_resolves_to_the_shared_ledger_and_titles_apart_from_the_demos(tmp_path: Path) -> None:
+    job_source = mounts("gcbulk-worker")["/etc/gcbulk/job.toml"][0]
+    environment = {name: value for name, value in env_of("gcbulk-worker").items() if name not in LIBPQ_VARIABLES}
+    environment["GCBULK_CA_FILE"] = ""  # the emulator's CA exists only in its volume; the rest resolves as in there
+    resolved = settings.resolve(COMPOSE_FILE.parent / job_source, None, environment, read_token=False)
+    assert resolved.ledger == "postgresql://gcbulk@postgres:5432/gcbulk"
+    assert resolved.events == Path("/var/lib/gcbulk/job.events.jsonl")  # the replica's own volume, writable
+    demo = load_job(COMPOSE_FILE.parent / mounts("gcbulk")["/etc/gcbulk/job.toml"][0])
+    # One study on the emulator: the two demos' display sets must not share titles.
+    assert resolved.job.cases.title != demo.cases.title and resolved.job.cases.title.endswith("{folder}")
+    assert resolved.job.reader_study == demo.reader_study
+
+
+def test_no_password_or_token_is_written_in_the_compose_file_beyond_the_documented_local_defaults() -> None:
+    text = COMPOSE_FILE.read_text()
+    for name, service in compose()["services"].items():
+        for variable, value in env_of(name).items():
+            if any(word in variable for word in ("PASSWORD", "SECRET", "TOKEN", "AUTHORIZATION")):
+                assert value in (LOCAL_PG_PASSWORD, "demo-editor-token", "${GRAND_CHALLENGE_AUTHORIZATION:-}",
+                                 "${GCBULK_TOKEN_FILE-/run/secrets/gc_token}"), (name, variable)
+    assert text.count("gcbulk-local-demo") == 3  # the two defaults and the comment that documents it
+    readme = (REPO / "README.md").read_text()
+    assert "GCBULK_PG_PASSWORD" in readme and "gcbulk-local-demo" in readme

@@ -15,7 +15,7 @@ import pytest
 from gcbulk.engine import settings
 from gcbulk.engine.cli import build_parser, main
 from gcbulk.engine.gc.errors import ConfigurationError
-from gcbulk.engine.ledger_location import dsn_password, shown_ledger
+from gcbulk.engine.ledger_location import dsn_passwords, shown_ledger
 from gcbulk.redaction import redact_text
 
 from tests.container.conftest import write_job_file
@@ -84,12 +84,22 @@ def test_a_file_path_is_resolved_exactly_as_before(tmp_path: Path, monkeypatch: 
     f"postgres://gcbulk:{LONG}@h1:5432,h2:5433/db",
 ])
 def test_the_password_is_found_wherever_the_dsn_holds_it_and_never_shown(dsn: str) -> None:
-    assert dsn_password(dsn) == LONG
+    assert dsn_passwords(dsn) == {LONG}
     assert LONG not in shown_ledger(dsn)
     settings.add_arguments(parser := argparse.ArgumentParser())
     parser.parse_args(["--ledger", dsn])
     # Registered with the one redaction path: a driver's message or a traceback that quotes the DSN is scrubbed too.
     assert LONG not in redact_text(f"could not connect: {dsn}")
+
+
+def test_a_percent_encoded_password_is_hidden_as_written_and_as_decoded() -> None:
+    dsn = "postgresql://gcbulk:pa%40ss%2Fword@h/db"
+    assert dsn_passwords(dsn) == {"pa%40ss%2Fword", "pa@ss/word"}
+    assert shown_ledger(dsn) == "postgresql://gcbulk:***@h/db"
+    settings.add_arguments(parser := argparse.ArgumentParser())
+    parser.parse_args(["--ledger", dsn])
+    scrubbed = redact_text(f"could not connect: {dsn} (pa@ss/word)")
+    assert "pa%40ss%2Fword" not in scrubbed and "pa@ss/word" not in scrubbed
 
 
 def test_every_command_on_a_jobs_ledger_accepts_a_dsn_and_says_so_in_its_help() -> None:
