@@ -97,23 +97,28 @@ def test_random_kills_leave_no_duplicate_no_gap_and_no_orphan(tmp_path: Path,
     out, err = check.communicate(timeout=RUN_BOUND_SECONDS)
     assert check.returncode == 0, out + err
 
-    store = threaded_emulator.context.store
-    titles = Counter(ds.title for ds in store.display_sets.values())
-    expected = {f"patient{n}" for n in range(1, next_case)}
-    duplicates = sum(n - 1 for n in titles.values())
-    missing = sorted(t for t in expected if t not in titles or not _complete(store, t))
-    orphans = [u.pk for u in store.uploads.values() if u.status == "Initialized"]
+    outcome = server_outcome(threaded_emulator, {f"patient{n}" for n in range(1, next_case)})
     sent, needed = _bytes_sent_and_needed(tmp_path / "job.ledger.sqlite", threaded_emulator)
-    figures = {"kills": kills, "runs_that_finished_before_their_kill": finished_early, "cases": len(expected),
-               "duplicates": duplicates, "missing": len(missing), "orphan_uploads": len(orphans),
+    figures = {"kills": kills, "runs_that_finished_before_their_kill": finished_early, **outcome,
                "bytes_needed": needed, "bytes_put": sent,
                "bytes_resent_percent": round(100 * (sent - needed) / needed, 2),
                "seconds": round(time.monotonic() - started, 1), "seed": SEED,
                "killed_after_event": dict(killed_after.most_common())}
     print("soak figures:", json.dumps(figures))
     assert kills >= KILLS
-    assert duplicates == 0 and not missing and not orphans, figures
-    assert set(titles) == expected
+    assert outcome["duplicates"] == outcome["missing"] == outcome["orphan_uploads"] == outcome["unexpected"] == 0, \
+        figures
+
+
+def server_outcome(emulator: RunningEmulator, expected: set[str]) -> dict[str, int]:
+    """What the server ended with: display sets made twice, cases missing or incomplete, empty uploads left
+    (orphans), display sets for no case of the tree."""
+    store = emulator.context.store
+    titles = Counter(ds.title for ds in store.display_sets.values())
+    return {"cases": len(expected), "duplicates": sum(n - 1 for n in titles.values()),
+            "missing": sum(1 for title in expected if title not in titles or not _complete(store, title)),
+            "orphan_uploads": sum(upload.status == "Initialized" for upload in store.uploads.values()),
+            "unexpected": len(set(titles) - expected)}
 
 
 def _wait_for_new_event(events: Path, before: list[str], run: subprocess.Popen, bound: float = 60.0) -> None:

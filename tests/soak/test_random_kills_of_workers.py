@@ -20,9 +20,9 @@ import pytest
 from gcbulk.emulator.server import RunningEmulator
 
 from tests.engine.conftest import write_job
-from tests.engine.test_several_workers import complete, ledger_rows, start_worker
+from tests.engine.test_several_workers import ledger_rows, start_worker
 from tests.pg_server import PgServer
-from tests.soak.test_random_kills import _add_cases
+from tests.soak.test_random_kills import _add_cases, server_outcome
 
 pytestmark = pytest.mark.soak
 
@@ -69,17 +69,12 @@ def test_random_kills_of_one_worker_among_three(tmp_path: Path, threaded_emulato
     out, err = final.communicate(timeout=RUN_BOUND_SECONDS)
     assert final.returncode == 0, err
 
-    store = threaded_emulator.context.store
-    titles = Counter(ds.title for ds in store.display_sets.values())
-    expected = {f"patient{n}" for n in range(1, next_case)}
-    duplicates = sum(n - 1 for n in titles.values())
-    missing = sorted(t for t in expected if t not in titles or not complete(threaded_emulator, t))
-    orphans = [u.pk for u in store.uploads.values() if u.status == "Initialized"]
+    outcome = server_outcome(threaded_emulator, {f"patient{n}" for n in range(1, next_case)})
     stored_twice = sum(1 for n in threaded_emulator.context.counters.part_puts.values() if n > 1)
     taken_over = len(ledger_rows(dsn, "SELECT id FROM events WHERE kind = 'case_taken_over'"))
-    figures = {"kills": kills, "cases": len(expected), "duplicates": duplicates, "missing": len(missing),
-               "orphan_uploads": len(orphans), "parts_stored_twice": stored_twice, "cases_taken_over": taken_over,
+    figures = {"kills": kills, **outcome, "parts_stored_twice": stored_twice, "cases_taken_over": taken_over,
                "seconds": round(time.monotonic() - started, 1), "seed": SEED}
     print("worker soak figures:", json.dumps(figures))
-    assert duplicates == 0 and not missing and not orphans and not stored_twice, figures
-    assert set(titles) == expected
+    assert outcome["duplicates"] == outcome["missing"] == outcome["orphan_uploads"] == outcome["unexpected"] == 0, \
+        figures
+    assert stored_twice == 0, figures
