@@ -158,8 +158,9 @@ class ImportWait:
                 return
             if now > deadline:
                 return  # the import wait fails it with the timeout's message
-            if value.session_pk and now >= next_failure_check:
-                if await failed_session_message(ctx.client, value.session_pk) is not None:
+            session_pk = value.session_pk or self.session_of.get(value.socket_slug)
+            if session_pk and now >= next_failure_check:
+                if await failed_session_message(ctx.client, session_pk) is not None:
                     return  # the import wait records the server's message
                 next_failure_check = time.monotonic() + self._failure_check_interval()
             if now >= next_voice:
