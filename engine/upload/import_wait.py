@@ -97,20 +97,18 @@ class ImportWait:
         return await self._finish()
 
     def _first_poll_delay(self) -> float:
-        """No poll before an import is likely done: the typical import time lately (the pacer's average, itself
-        measured through the polls), else the configured first delay. Every poll of a display set holds one of the
-        server's web workers (§10). Polled at 0.9 × it, the average drifted down until most first polls came too
-        early (R1: 3.5 polls per case of two images; at 1.0 × and steps of 0.35 ×, 3.0)."""
+        """No poll before an import is likely done: 0.9 × the typical import time lately (the pacer's average),
+        else the configured first delay. Every poll of a display set holds one of the server's web workers (§10)."""
         expected = self.ctx.import_pacer.expected_seconds()
-        return max(self.ctx.config.poll_initial_seconds, expected or 0.0)
+        return max(self.ctx.config.poll_initial_seconds, 0.9 * expected if expected else 0.0)
 
     def _next_poll_delay(self, delay: float) -> float:
-        """After the first poll, short steps (a third of the typical import): an import found late holds its unit,
+        """After the first poll, short steps (a quarter of the typical import): an import found late holds its unit,
         and with it the next case's hand-over (the server's import workers would idle). Without a typical time yet,
         the configured back-off."""
         expected = self.ctx.import_pacer.expected_seconds()
         if expected:
-            return max(self.ctx.config.poll_initial_seconds, 0.35 * expected)
+            return max(self.ctx.config.poll_initial_seconds, 0.25 * expected)
         return min(delay * 1.5, self.ctx.config.poll_max_seconds)
 
     def _failure_check_interval(self) -> float:
