@@ -22,6 +22,7 @@ from gcbulk.emulator import importer
 from gcbulk.emulator.answer_types import NON_ANSWERABLE_TYPES
 from gcbulk.emulator.context import context_of
 from gcbulk.emulator.http import (
+    SERVICE_VARIANT,
     ApiError,
     bad_request,
     current_user,
@@ -230,6 +231,8 @@ async def create_display_set(request: web.Request) -> web.Response:
     _check_unique_title(request, study.pk, title, None)
     if data.get("values"):
         raise bad_request(["Values can only be added via update"])
+    if "order" in attrs:
+        request[SERVICE_VARIANT] = "order"
     order = attrs.get("order") or next_display_set_order(context.store, study.pk)
     # The server reads the highest order and checks the title, then inserts in a later round trip; requests handled
     # in between see the same state: concurrent creates get duplicate orders, and a concurrent duplicate title

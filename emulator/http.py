@@ -16,6 +16,9 @@ from aiohttp import web
 from gcbulk.emulator.store import Store, User
 
 ROWS_RETURNED = web.RequestKey("rows_returned", int)
+# A variant of an endpoint that the capacity profile charges differently (contract §10: a display-set POST with
+# ``order`` takes 137 ms, without 105 ms).
+SERVICE_VARIANT = web.RequestKey("service_variant", str)
 
 API_PREFIX = "/api/v1/"
 # gcapi decodes JSON only when the header equals this string exactly (contract §8): no "; charset=utf-8".

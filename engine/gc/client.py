@@ -406,6 +406,19 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         runs (only the session named in the PATCH imports)."""
         return await self.request("POST", "cases/upload-sessions/", json={"uploads": upload_urls}, idempotent=True)
 
+    async def create_targeted_upload_session(
+        self, upload_urls: list[str], *, display_set: str, interface: str,
+        reconcile: Callable[[], Awaitable[dict[str, Any] | None]],
+    ) -> dict[str, Any]:
+        """``POST cases/upload-sessions/`` with ``uploads``, ``display_set`` (pk) and ``interface``: the server
+        imports the uploads into that socket of the display set at once (contract §2, §10 path (b)) — one request
+        where a Queued session and a values PATCH are two.
+
+        Not idempotent (a second session would import the same uploads again): after an answer that may hide a
+        success, ``reconcile`` looks for the session the first request made before anything is sent again."""
+        body = {"uploads": upload_urls, "display_set": display_set, "interface": interface}
+        return await self.request("POST", "cases/upload-sessions/", json=body, reconcile=reconcile)
+
     async def get_upload_session(self, pk: str) -> dict[str, Any]:
         return await self.request("GET", f"cases/upload-sessions/{pk}/")
 

@@ -113,7 +113,7 @@ def import_policy(upper: int, *, adaptive: bool = True) -> AimdPolicy:
     """Image imports in flight, at most ``upper`` (the knob, itself at most the server's 16).
 
     At least 8: the server has two import workers (§10), and a case holds a unit for each of its images while it
-    hands them over one at a time (``stagger_image_values``) with a PATCH and a poll between them, so at any moment
+    hands them over one at a time (``stagger_image_values``) with a poll between them, so at any moment
     only part of the held units are imports on the server. Measured (benchmarks/compare_gcapi.py R1, R3): with 4,
     the workers idled between hand-overs (55 s against 50 s for a fixed 16 on 60 cases). An import's latency
     includes the poll that sees it done, so a queue of one import ahead of each worker (twice the floor) is normal;

@@ -3,8 +3,9 @@
 Steps, each recorded in the ledger before the next begins, so a run stopped anywhere continues from there:
 1. upload every file of every image/file socket (``engine/upload/file_upload.py``), all concurrently;
 2. find the display set by its title (the idempotency key) or create it — never a second one;
-3. PATCH the values in one request: ``user_uploads`` for image sockets, ``user_upload`` for file sockets, ``value``
-   for value sockets;
+3. send the values: each image as an upload session aimed at the display set (``POST cases/upload-sessions/`` with
+   ``display_set`` and ``interface``, ``engine/upload/targeted_sessions.py``); file (``user_upload``) and value
+   sockets in one values PATCH;
 4. poll the display set until every value is present, or its import failed (the upload session's
    ``error_message``), or the import timeout passed: the case ends **done** or **failed with that reason**.
 """
@@ -31,6 +32,7 @@ from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.dicom_image_set import image_set_value, is_image_set, release_case, stage_image_sets
 from gcbulk.engine.upload.file_upload import FileUpload
 from gcbulk.engine.upload.server_limits import UnitPool
+from gcbulk.engine.upload.targeted_sessions import post_targeted, targeted_value
 from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, send_values
 from gcbulk.engine.upload.import_wait import ImportWait
 from gcbulk.engine.upload.imports import (
@@ -72,6 +74,7 @@ class CaseUpload(ImportWait):
         self.import_units = 0  # import-gate units this case holds
         self._adopted_foreign = False  # its display set was made by someone else (run --adopt-existing)
         self._staged: dict[int, Any] = {}  # file id → its de-identified copy (DICOM Image Sets), sent instead
+        self.session_of: dict[str, str] = {}  # socket → the upload session its image was sent as (this pass)
 
     async def _record(self, transition: str, *args: object, **fields: object) -> object:
         return await self.ctx.journal.record(transition, *args, case=self.case.title, **fields)
@@ -323,7 +326,10 @@ class CaseUpload(ImportWait):
                 planned.append(PlannedValue(item.socket_slug, kind, await image_set_value(self, item, urls),
                                             upload_pks))
                 continue
-            session = await self._own_session(item, list(upload_pks))
+            if self.ctx.sessions_refused is None and not await self.ctx.journal.read("item_upload_session", item.id):
+                planned.append(targeted_value(item.socket_slug, pk, urls, upload_pks))  # one POST, no PATCH
+                continue
+            session = await self._own_session(item, list(upload_pks))  # recorded earlier: reused or settled
             if session is None:  # the session says the item is taken or failed: nothing to send
                 continue
             if session:
@@ -341,7 +347,8 @@ class CaseUpload(ImportWait):
         crash_point("before-values-patch")
         # Never resent blindly: a lost answer is settled by looking at the display set and the uploads.
         await send_values(client, pk, planned, kinds, policy=self.ctx.config.retry,
-                          what=f"{self.case.title}: values PATCH", between_images=self.between_images(pk, kinds))
+                          what=f"{self.case.title}: values PATCH", between_images=self.between_images(pk, kinds),
+                          post_targeted=lambda value: self._post_targeted(value, items))
         crash_point("after-values-patch")
         for value in planned:
             item = next(i for i in items if i.socket_slug == value.socket_slug)
@@ -349,6 +356,13 @@ class CaseUpload(ImportWait):
         await self._record("display_set_values_attached", case.id)
         await self._record("display_set_importing", case.id)
         crash_point("after-values-recorded")
+
+    async def _post_targeted(self, value: PlannedValue, items: list[ItemWork]) -> None:
+        item = next(i for i in items if i.socket_slug == value.socket_slug)
+        session_pk = await post_targeted(self.ctx, self.sessions, value, item.id, case_title=self.case.title,
+                                         policy=self.ctx.config.retry)
+        if session_pk is not None:  # the staggered wait asks it whether the import failed
+            self.session_of[value.socket_slug] = session_pk
 
     async def _keep_present_values(self, pk: str, items: list[ItemWork], kinds: dict[str, str]) -> list[ItemWork]:
         """An adopted display set keeps the values it has (never replaced unless asked): those items count as

@@ -98,7 +98,10 @@ class ImportWait:
 
     def _first_poll_delay(self) -> float:
         """No poll before an import is likely done: 0.9 × the typical import time lately (the pacer's average),
-        else the configured first delay. Every poll of a display set holds one of the server's web workers (§10)."""
+        else the configured first delay. Every poll of a display set holds one of the server's web workers (§10).
+        The factor must stay below 1: the average is measured through these polls, so an import done before the poll
+        is found *at* it; at 1.0 × the average could only grow, polls drifted later and the import workers idled
+        (R1 112 s against 82 s)."""
         expected = self.ctx.import_pacer.expected_seconds()
         return max(self.ctx.config.poll_initial_seconds, 0.9 * expected if expected else 0.0)
 
@@ -158,8 +161,9 @@ class ImportWait:
                 return
             if now > deadline:
                 return  # the import wait fails it with the timeout's message
-            if value.session_pk and now >= next_failure_check:
-                if await failed_session_message(ctx.client, value.session_pk) is not None:
+            session_pk = value.session_pk or self.session_of.get(value.socket_slug)
+            if session_pk and now >= next_failure_check:
+                if await failed_session_message(ctx.client, session_pk) is not None:
                     return  # the import wait records the server's message
                 next_failure_check = time.monotonic() + self._failure_check_interval()
             if now >= next_voice:

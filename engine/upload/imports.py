@@ -2,8 +2,10 @@
 
 Image and file values are applied in the background (contract §3, §9): the PATCH answers 200 with no new values, and
 each value appears in the display set once its import is done. Each image value is imported by its own upload
-session, which gcbulk creates (``POST cases/upload-sessions/`` with the uploads: it stays Queued), records in the
-ledger, then names in the values PATCH (contract §10 path (a)); ``GET cases/upload-sessions/{pk}/`` then says
+session, which gcbulk creates aimed at the display set (``POST cases/upload-sessions/`` with the uploads,
+``display_set`` and ``interface``: contract §10 path (b), ``engine/upload/targeted_sessions.py``) and records in the
+ledger; a Queued session recorded by an older gcbulk is still named in a values PATCH (path (a)).
+``GET cases/upload-sessions/{pk}/`` then says
 whether it failed, with the server's ``error_message`` — also when a refused segmentation has already emptied its
 upload list (§10). Only a server that refuses such sessions falls back to ``user_uploads`` in the PATCH, where the
 session is unknown: ``UploadSessionIndex`` then scans the session list (no filters, §2) and matches by upload pks.

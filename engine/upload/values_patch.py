@@ -34,6 +34,9 @@ class PlannedValue:
     body: dict[str, Any]
     upload_pks: tuple[str, ...] = ()
     session_pk: str | None = None  # the upload session the PATCH names (contract §10 path (a))
+    # Sent as its own upload session aimed at the display set (``POST cases/upload-sessions/`` with ``display_set``
+    # and ``interface``, contract §10 path (b)), not in the PATCH: ``body`` is that POST's body.
+    targeted: bool = False
 
 
 class UploadsGoneBeforeAttach(ApiError):
@@ -79,10 +82,12 @@ async def _taken(client: GrandChallengeClient, pk: str, planned: Iterable[Planne
 
 async def send_values(client: GrandChallengeClient, pk: str, planned: list[PlannedValue], kinds: dict[str, str],
                       *, policy: RetryPolicy, what: str,
-                      between_images: Callable[[PlannedValue], Awaitable[None]] | None = None) -> None:
-    """PATCHes ``planned`` into display set ``pk`` until the server holds each of them (or took its uploads).
+                      between_images: Callable[[PlannedValue], Awaitable[None]] | None = None,
+                      post_targeted: Callable[[PlannedValue], Awaitable[None]] | None = None) -> None:
+    """Puts ``planned`` into display set ``pk``: a PATCH of the values that are not ``targeted`` (retried until the
+    server holds each of them, or took its uploads), and ``post_targeted(value)`` for each targeted image.
 
-    ``between_images``: image values go one per PATCH (the first with every other value), and before each next one
+    ``between_images``: image values go one at a time (the first with every other value), and before each next one
     ``between_images(previous)`` is awaited — the case waits until the previous value is in place, so two values of
     one display set never link at once (contract §10: the loser holds an import worker for up to 5 s).
 
@@ -90,12 +95,22 @@ async def send_values(client: GrandChallengeClient, pk: str, planned: list[Plann
     before the server took them, or the last error once the case's retry budget is spent."""
     images = [value for value in planned if value.kind == IMAGE]
     if between_images is None or len(images) < 2:
-        return await _send_together(client, pk, planned, kinds, policy=policy, what=what)
-    first = [value for value in planned if value.kind != IMAGE or value is images[0]]
-    await _send_together(client, pk, first, kinds, policy=policy, what=what)
-    for previous, value in zip(images, images[1:]):
-        await between_images(previous)
-        await _send_together(client, pk, [value], kinds, policy=policy, what=what)
+        groups = [planned]
+    else:
+        groups = [[value for value in planned if value.kind != IMAGE or value is images[0]]]
+        groups += [[value] for value in images[1:]]
+    previous: PlannedValue | None = None
+    for group in groups:
+        if previous is not None and between_images is not None:
+            await between_images(previous)
+        patched = [value for value in group if not value.targeted]
+        if patched:
+            await _send_together(client, pk, patched, kinds, policy=policy, what=what)
+        for value in group:
+            if value.targeted:
+                assert post_targeted is not None, "a targeted value needs post_targeted"
+                await post_targeted(value)
+        previous = next((value for value in group if value.kind == IMAGE), None)
 
 
 async def _send_together(client: GrandChallengeClient, pk: str, planned: list[PlannedValue], kinds: dict[str, str],

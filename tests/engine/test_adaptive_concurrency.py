@@ -121,8 +121,10 @@ async def test_api_calls_stay_within_the_adaptive_limit_and_no_list_is_scanned_d
     # The study and its sockets are looked up once per run, not per case.
     assert requests.get(f"GET {API}reader-studies/", 0) == 1
     assert requests.get(f"GET {API}components/interfaces/", 0) <= 2
-    # Images handed over one at a time (engine.stagger_image_values): one values PATCH per image.
-    assert requests.get(f"PATCH {API}reader-studies/display-sets/{{pk}}/", 0) == 2 * CASES
+    # Each image handed over as one upload session aimed at its display set (contract §10 path (b)), one at a time
+    # (engine.stagger_image_values): no values PATCH at all.
+    assert requests.get(f"POST {API}cases/upload-sessions/", 0) == 2 * CASES
+    assert requests.get(f"PATCH {API}reader-studies/display-sets/{{pk}}/", 0) == 0
     # The server's busy time was counted per endpoint and for its import workers (the benchmarks' per-case figures).
     busy = emulator.context.counters.snapshot()
     assert busy["busy_seconds"][f"POST {API}reader-studies/display-sets/"] >= 0.1 * CASES

@@ -76,3 +76,43 @@ async def test_a_server_that_refuses_upload_sessions_gets_the_uploads_attached_d
     assert events.count('"upload_sessions_refused"') == 1  # said once, not per case
     for display_set in (await study_display_sets(client)).values():
         assert all(value["image"] for value in values_by_socket(display_set).values())
+
+
+async def test_each_image_is_sent_as_one_upload_session_aimed_at_its_display_set_and_no_values_patch(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    # Contract §10 path (b): POST cases/upload-sessions/ with display_set + interface imports at once — one request
+    # per image where a Queued session plus a values PATCH (the server's dearest call) are two.
+    make_tutorial_tree(tmp_path / "cases", 2)
+    with anyio.fail_after(BOUND):
+        outcome = await run_job(write_job(tmp_path, emulator), emulator)
+    assert outcome.done == 2 and not outcome.failed
+    requests = emulator.context.counters.requests
+    assert requests.get("POST api:/api/v1/cases/upload-sessions/", 0) == 4
+    assert not [name for name in requests if name.startswith("PATCH api:/api/v1/reader-studies/display-sets/")]
+    assert requests.get(SESSION_LIST, 0) == 0
+    targets = sorted((s.target_display_set_pk is not None, s.target_socket_slug)
+                     for s in emulator.context.store.upload_sessions.values())
+    assert targets == [(True, "airway-segmentation")] * 2 + [(True, "ct-image")] * 2
+    for display_set in (await study_display_sets(client)).values():
+        assert all(value["image"] for value in values_by_socket(display_set).values())
+
+
+async def test_a_lost_answer_to_an_aimed_session_is_looked_up_and_never_imports_the_uploads_twice(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    from gcbulk.emulator.faults import FaultRule
+
+    # The server makes the first session, then its answer is lost (a 502 from a proxy after the server acted).
+    emulator.context.faults.replace([FaultRule(match="POST /api/v1/cases/upload-sessions/", status=502,
+                                               phase="after", times=1)])
+    make_tutorial_tree(tmp_path / "cases", 1)
+    with anyio.fail_after(BOUND):
+        outcome = await run_job(write_job(tmp_path, emulator), emulator)
+    assert outcome.done == 1 and not outcome.failed
+    assert len(emulator.context.store.upload_sessions) == 2  # one per image: the lost one was found, not resent
+    assert emulator.context.counters.requests.get(SESSION_LIST, 0) >= 1  # the one scan, on this rare path only
+    job = load_job(tmp_path / "job.toml")
+    with Ledger.open(default_ledger_path(job.job_file), job.binding, job_file=job.job_file) as ledger:
+        recorded = {pk for (pk,) in ledger.db.execute("SELECT upload_session_pk FROM items").fetchall()}
+    assert recorded == set(emulator.context.store.upload_sessions)

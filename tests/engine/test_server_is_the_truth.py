@@ -112,8 +112,10 @@ async def test_a_stored_display_set_pk_that_answers_404_leads_to_a_new_display_s
     failed, and the display set was deleted before the retry): its 404 makes a new display set."""
     make_tutorial_tree(tmp_path / "cases", 1)
     job_file = write_job(tmp_path, emulator)
-    refuse = FaultRule(match="PATCH /api/v1/reader-studies/display-sets/*", status=400, times=1)
-    emulator.context.faults.replace([refuse])
+    # The image's session is refused, and so is the values PATCH it then falls back to: the case fails.
+    refuse = [FaultRule(match="POST /api/v1/cases/upload-sessions/", status=400, times=1),
+              FaultRule(match="PATCH /api/v1/reader-studies/display-sets/*", status=400, times=1)]
+    emulator.context.faults.replace(refuse)
     with anyio.fail_after(BOUND):
         first = await run_job(job_file, emulator)
         assert [title for title, _ in first.failed] == ["patient1"]
