@@ -48,7 +48,8 @@ def dialect(db: Any) -> str:
 
 def shown_dsn(dsn: str) -> str:
     """The DSN without its password, for messages, logs and the ledger's ``path`` (the password is never shown)."""
-    return re.sub(r"^(postgres(?:ql)?://[^:/@]*):[^@]*@", r"\1:***@", dsn)
+    shown = re.sub(r"^(postgres(?:ql)?://[^:/@]*):[^@]*@", r"\1:***@", dsn)
+    return re.sub(r"((?:\?|&)password=)[^&]*", r"\1***", shown)  # libpq also takes it as a parameter
 
 
 class _IntegralNumeric(Loader):

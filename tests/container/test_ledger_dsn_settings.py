@@ -205,3 +205,14 @@ def test_gcbulk_run_with_a_bad_worker_id_exits_2_saying_why(tmp_path: Path, caps
     monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", "a-test-token-0123")
     assert main(["run", str(job), "--worker-id", "no spaces please"]) == 2
     assert "gcbulk run: the worker id (--worker-id, GCBULK_WORKER_ID) 'no spaces please'" in capsys.readouterr().err
+
+
+def test_a_password_given_as_a_dsn_parameter_is_not_in_the_ledgers_own_name(pg_server: PgServer) -> None:
+    """The ledger's ``path`` (status, the plan report, /readyz) comes from the store itself, not from settings."""
+    from gcbulk.state.ledger import Ledger
+
+    from tests.state.conftest import BINDING
+
+    dsn = pg_server.new_database() + f"?password={SHORT}"  # trust authentication: the password is not checked
+    with Ledger.open(dsn, BINDING) as ledger:
+        assert SHORT not in str(ledger.path) and "password=***" in str(ledger.path)
