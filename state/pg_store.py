@@ -107,13 +107,14 @@ class PgConnection:
         return self._db.execute(sql, params)
 
     def executemany(self, sql: str, rows: Any) -> PgCursor:
+        self._db.flush_begin()
         cursor = self._db.raw.cursor()
         cursor.executemany(translate(sql), [tuple(row) for row in rows])
         return PgCursor(cursor)
 
     @property
     def in_transaction(self) -> bool:
-        return self._db.raw.info.transaction_status != pq.TransactionStatus.IDLE
+        return self._db.begin_pending or self._db.raw.info.transaction_status != pq.TransactionStatus.IDLE
 
 
 class PgDatabase:
@@ -137,6 +138,9 @@ class PgDatabase:
         self.raw.adapters.register_loader("numeric", _IntegralNumeric)
         self.conn = PgConnection(self)
         self._pk_id_tables: set[str] | None = None
+        # A transaction's BEGIN travels with its first statement ("BEGIN; UPDATE …", one round trip instead of two):
+        # every ledger change is a short transaction, and on a shared ledger round trips are what a worker waits on.
+        self.begin_pending = False
 
     # ------------------------------------------------------------------------------------------------ statements
     def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
@@ -146,7 +150,12 @@ class PgDatabase:
         if returning:
             translated += " RETURNING id"
         cursor = self.raw.cursor()
-        cursor.execute(translated, tuple(params))
+        if self.begin_pending:
+            self.begin_pending = False
+            cursor.execute("BEGIN; " + translated, tuple(params))
+            cursor.nextset()  # from BEGIN's result to the statement's
+        else:
+            cursor.execute(translated, tuple(params))
         lastrowid = None
         if returning:
             row = cursor.fetchone()
@@ -156,7 +165,7 @@ class PgDatabase:
 
     def _id_tables(self) -> set[str]:
         if self._pk_id_tables is None:
-            rows = self.raw.execute(
+            rows = self.raw_execute(
                 "SELECT c.table_name FROM information_schema.table_constraints t "
                 "JOIN information_schema.constraint_column_usage c ON c.constraint_name = t.constraint_name "
                 "AND c.table_schema = t.table_schema "
@@ -169,12 +178,22 @@ class PgDatabase:
         self._pk_id_tables = None
 
     # ---------------------------------------------------------------------------------------------- transactions
+    def raw_execute(self, sql: str, params: Sequence[Any] | None = None) -> psycopg.Cursor:
+        """A statement of the store's own (DDL, locks, catalogue reads), after any BEGIN still waiting to be sent."""
+        self.flush_begin()
+        return self.raw.execute(sql, params)
+
+    def flush_begin(self) -> None:
+        if self.begin_pending:
+            self.begin_pending = False
+            self.raw.execute("BEGIN")
+
     @contextmanager
     def atomic(self) -> Iterator[PgDatabase]:
         """A transaction; nested blocks are savepoints (sqlite-utils' ``atomic`` semantics)."""
         if self.conn.in_transaction:
             name = f"gcbulk_{secrets.token_hex(8)}"
-            self.raw.execute(f"SAVEPOINT {name}")
+            self.raw_execute(f"SAVEPOINT {name}")
             try:
                 yield self
             except BaseException:
@@ -185,23 +204,29 @@ class PgDatabase:
             else:
                 self.raw.execute(f"RELEASE SAVEPOINT {name}")
         else:
-            self.raw.execute("BEGIN")
+            self.begin()
             try:
                 yield self
             except BaseException:
-                self.raw.execute("ROLLBACK")
+                self.rollback()
                 raise
             else:
-                self.raw.execute("COMMIT")
+                self.commit()
 
     def begin(self) -> None:
-        self.raw.execute("BEGIN")
+        self.begin_pending = True
 
     def commit(self) -> None:
-        self.raw.execute("COMMIT")
+        if self.begin_pending:  # nothing was sent: nothing to commit
+            self.begin_pending = False
+        else:
+            self.raw.execute("COMMIT")
 
     def rollback(self) -> None:
-        self.raw.execute("ROLLBACK")
+        if self.begin_pending:
+            self.begin_pending = False
+        else:
+            self.raw.execute("ROLLBACK")
 
     def close(self) -> None:
         self.raw.close()
@@ -232,7 +257,7 @@ class PgTable:
         self.name = name
 
     def exists(self) -> bool:
-        row = self.db.raw.execute(
+        row = self.db.raw_execute(
             "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = %s",
             (self.name,),
         ).fetchone()
@@ -267,17 +292,17 @@ class PgTable:
             lines.append(f"PRIMARY KEY ({', '.join(pks)})")
         for column, other, other_column in foreign_keys:
             lines.append(f"FOREIGN KEY ({column}) REFERENCES {other} ({other_column})")
-        self.db.raw.execute(f"CREATE TABLE {self.name} (\n    " + ",\n    ".join(lines) + "\n)")
+        self.db.raw_execute(f"CREATE TABLE {self.name} (\n    " + ",\n    ".join(lines) + "\n)")
         self.db.forget_schema()
         return self
 
     def create_index(self, columns: Sequence[str], *, unique: bool = False) -> PgTable:
         name = f"idx_{self.name}_{'_'.join(columns)}"
-        self.db.raw.execute(f"CREATE {'UNIQUE ' if unique else ''}INDEX {name} ON {self.name} ({', '.join(columns)})")
+        self.db.raw_execute(f"CREATE {'UNIQUE ' if unique else ''}INDEX {name} ON {self.name} ({', '.join(columns)})")
         return self
 
     def add_column(self, name: str, kind: type) -> PgTable:
-        self.db.raw.execute(f"ALTER TABLE {self.name} ADD COLUMN {name} {_TYPES[kind]}")
+        self.db.raw_execute(f"ALTER TABLE {self.name} ADD COLUMN {name} {_TYPES[kind]}")
         return self
 
     def insert(self, record: dict[str, Any]) -> PgTable:
@@ -314,11 +339,11 @@ SETUP_LOCK_KEY = 0x6762_756C_6B00_0001
 @contextmanager
 def job_setup_lock(db: PgDatabase) -> Iterator[None]:
     """A session-level advisory lock around migrating and binding, so N workers starting at once migrate once."""
-    db.raw.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK_KEY,))
+    db.raw_execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK_KEY,))
     try:
         yield
     finally:
-        db.raw.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
+        db.raw_execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
 
 
 @contextmanager
