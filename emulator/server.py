@@ -44,9 +44,26 @@ class RunningEmulator:
 
 
 def free_port() -> int:
+    """A port free now, for a process that binds it itself (a metrics address, a stand-in server). It can be taken
+    in between — an outgoing connection may get it as its local port — so the emulator never uses this for its own
+    sites: it binds first (``listening_socket``)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((LOOPBACK, 0))
         return probe.getsockname()[1]
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound and listening on ``host:port`` (0: a port the kernel picks), ours from this moment."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 @asynccontextmanager
@@ -75,8 +92,14 @@ async def run_emulator(
     ssl_context = tls_files.server_context() if tls_files else None
     scheme = "https" if tls_files else "http"
 
-    port = port or free_port()
-    s3_port = s3_port or free_port()
+    # Bound before the URLs are known, not probed for and bound later: a probed port can be taken in between.
+    api_socket = listening_socket(host, port)
+    try:
+        s3_socket = listening_socket(host, s3_port)
+    except BaseException:
+        api_socket.close()
+        raise
+    port, s3_port = api_socket.getsockname()[1], s3_socket.getsockname()[1]
     context.s3_base_url = f"{scheme}://{url_host}:{s3_port}"
 
     api_runner = web.AppRunner(build_api_app(context), access_log=None)
@@ -84,8 +107,8 @@ async def run_emulator(
     await api_runner.setup()
     await s3_runner.setup()
     try:
-        await web.TCPSite(api_runner, host, port, ssl_context=ssl_context).start()
-        await web.TCPSite(s3_runner, host, s3_port, ssl_context=ssl_context).start()
+        await web.SockSite(api_runner, api_socket, ssl_context=ssl_context).start()
+        await web.SockSite(s3_runner, s3_socket, ssl_context=ssl_context).start()
         yield RunningEmulator(
             context=context,
             base_url=f"{scheme}://{url_host}:{port}/api/v1/",
@@ -95,6 +118,8 @@ async def run_emulator(
     finally:
         await api_runner.cleanup()
         await s3_runner.cleanup()
+        api_socket.close()  # already closed by its site once started; not when a start failed
+        s3_socket.close()
 
 
 @contextmanager

@@ -77,9 +77,18 @@ class PgServer:
             os.chown(root, *ids)
         server = cls(bin_dir, root, _free_port(), ids)
         server._run("initdb", "-D", str(root / "data"), "-U", _USER, "-A", "trust", "--no-sync", "-E", "UTF8")
-        # fsync off: a test server's data is thrown away; durability is PostgreSQL's business, not under test.
-        server._run("pg_ctl", "-D", str(root / "data"), "-l", str(root / "log"), "-w", "-t", "60", "-o",
-                    f"-h 127.0.0.1 -p {server.port} -k {root} -c fsync=off -c max_connections=200", "start")
+        # A probed port can be taken before postgres binds it (any outgoing connection may get it as its local
+        # port): another port is tried then.
+        for attempt in range(3):
+            try:
+                # fsync off: a test server's data is thrown away; durability is PostgreSQL's business, not tested.
+                server._run("pg_ctl", "-D", str(root / "data"), "-l", str(root / "log"), "-w", "-t", "60", "-o",
+                            f"-h 127.0.0.1 -p {server.port} -k {root} -c fsync=off -c max_connections=200", "start")
+                return server
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                server.port = _free_port()
         return server
 
     def _run(self, program: str, *args: str) -> None:
