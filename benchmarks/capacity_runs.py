@@ -17,12 +17,10 @@ case (API workers + import workers), and the p90 of each API request's time in t
 from __future__ import annotations
 
 import logging
-import resource
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.harness import MIB, Emulator, Timed, cpu_seconds, emulator_process, run_gcbulk_measured
+from benchmarks.harness import MIB, Emulator, Timed, emulator_process, run_gcapi_measured, run_gcbulk_measured
 from gcbulk.emulator.capacity import CapacityProfile
 from gcbulk.emulator.context import EmulatorConfig
 from tests.imaging import make_mask, make_mha
@@ -31,10 +29,8 @@ log = logging.getLogger("benchmarks.capacity")
 
 CT_SHAPE = (16, 256, 256)  # int16: 2 MiB of voxels
 MASK_SHAPE = (8, 256, 256)  # uint8: 0.5 MiB of voxels
-SOCKETS = (("ct.mha", "ct-image"), ("seg.mha", "airway-segmentation"))
+SOCKETS = (("ct.mha", "ct-image"), ("seg.mha", "airway-segmentation"))  # as gcapi_clients.TUTORIAL_SOCKETS
 STUDY = "example-study"  # the emulator's bundled seed: ct-image and airway-segmentation (overlay {0, 1})
-POLL_SECONDS = 0.5
-IMPORT_DEADLINE_SECONDS = 3600.0
 # Enough cases in flight that uploads of the next cases overlap the imports of earlier ones.
 ENGINE = "files_in_flight = 16\n"
 SWEEP = (2, 4, 8, 16)
@@ -106,35 +102,6 @@ def import_floor_seconds(layout: list[tuple[str, list[Path]]]) -> float:
     return sum(per_image) / profile.import_workers
 
 
-def run_gcapi_tutorial(emulator: Emulator, layout: list[tuple[str, list[Path]]]) -> Timed:
-    """The tutorial's loop, then a poll of each display set until both images are in place."""
-    import gcapi
-
-    client = gcapi.Client(token=emulator.token, base_url=emulator.base_url, verify=emulator.ca_file)
-    cpu_before = cpu_seconds(resource.RUSAGE_SELF)
-    started = time.perf_counter()
-    pks = []
-    for title, files in layout:
-        created = client.add_case_to_reader_study(
-            reader_study_slug=STUDY, title=title,
-            values=[gcapi.SocketValueSpec(socket_slug=slug, files=[path]) for path, (_, slug) in zip(files, SOCKETS)],
-        )
-        pks.append(created.pk)
-    deadline = time.monotonic() + IMPORT_DEADLINE_SECONDS
-    for n, pk in enumerate(pks):
-        while not _both_images_in_place(client.reader_studies.display_sets.detail(pk=pk)):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"gcapi: display set {pk} not imported after {IMPORT_DEADLINE_SECONDS:.0f} s")
-            log.info("gcapi: waiting for the imports of display set %d of %d", n + 1, len(pks))
-            time.sleep(POLL_SECONDS)
-    return Timed(time.perf_counter() - started, cpu_seconds(resource.RUSAGE_SELF) - cpu_before)
-
-
-def _both_images_in_place(display_set: object) -> bool:
-    values = {value.interface.slug: value.image for value in display_set.values}  # type: ignore[attr-defined]
-    return all(values.get(slug) is not None for _, slug in SOCKETS)
-
-
 def write_tutorial_job(directory: Path, emulator: Emulator, case_root: Path, engine: str) -> Path:
     rules = "".join(f'[[rules]]\nglob = "{glob}"\nsocket = "{slug}"\n\n' for glob, slug in SOCKETS)
     job = directory / "tutorial-job.toml"
@@ -153,7 +120,7 @@ def measure(client: str, workdir: Path, layout: list[tuple[str, list[Path]]], la
     with emulator_process(workdir / "emulator", profile="real", seed=None) as emulator:
         emulator.set_latency(latency)
         if client == "gcapi":
-            timed = run_gcapi_tutorial(emulator, layout)
+            timed = run_gcapi_measured("tutorial", emulator, STUDY, layout, workdir)
         else:
             job = write_tutorial_job(workdir, emulator, layout[0][1][0].parent.parent, engine)
             timed = run_gcbulk_measured(job, emulator)

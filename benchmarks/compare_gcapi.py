@@ -17,8 +17,9 @@ or W2's file size). Goals: W1 ≥ 5×, W3 ≥ 10× gcapi; W2 ≥ 90 % of the bar
 * ceiling: a bare aiohttp loop PUTting the same bytes to presigned URLs (16 in flight, 16 MiB parts), with the
   uploads created and presigned before the clock starts: the fastest this machine and emulator move bytes.
 
-Each client gets a fresh emulator process. Client CPU is ``resource.getrusage``: of the ``gcbulk run`` child, and of
-this process around gcapi's calls.
+Each client gets a fresh emulator process and runs in its own process (gcapi through
+``benchmarks/gcapi_clients.py``); wall and CPU time (``resource.getrusage`` of that child) count from its start to its
+exit, interpreter start and imports included, the same for both.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
-import resource
 import ssl
 import sys
 import tempfile
@@ -40,13 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.capacity_runs import Measured, run_capacity_workloads  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
-    FILE_SOCKETS,
     MIB,
     Emulator,
     Timed,
-    cpu_seconds,
     emulator_process,
     make_cases,
+    run_gcapi_measured,
     run_gcbulk_measured,
     write_job,
 )
@@ -93,21 +92,6 @@ WORKLOADS = [
     # 3× faster than gcapi there; W2b shows the same files where parallel parts matter, as on a real WAN.
     Workload("W2b", 4, 1, 512 * MIB, 0.0, 3.0, 0.70, stream_bytes_per_second=16 * MIB),
 ]
-
-
-def run_gcapi(emulator: Emulator, layout: list[tuple[str, list[Path]]]) -> Timed:
-    import gcapi
-
-    client = gcapi.Client(token=emulator.token, base_url=emulator.base_url, verify=emulator.ca_file)
-    cpu_before = cpu_seconds(resource.RUSAGE_SELF)
-    started = time.perf_counter()
-    for title, files in layout:
-        client.add_case_to_reader_study(
-            reader_study_slug="bench-study",
-            values=[gcapi.SocketValueSpec(socket_slug=FILE_SOCKETS[k], file=path) for k, path in enumerate(files)],
-            title=title,
-        )
-    return Timed(time.perf_counter() - started, cpu_seconds(resource.RUSAGE_SELF) - cpu_before)
 
 
 async def _ceiling(emulator: Emulator, files: list[Path]) -> float:
@@ -172,7 +156,7 @@ def run_transfer_workloads(chosen: list[Workload], workdir: Path) -> list[tuple[
             with emulator_process(workdir / "emulator") as emulator:
                 emulator.set_latency(workload.latency, stream_bytes_per_second=workload.stream_bytes_per_second)
                 if client == "gcapi":
-                    timed[client] = run_gcapi(emulator, layout)
+                    timed[client] = run_gcapi_measured("files", emulator, "bench-study", layout, tree)
                 elif client == "gcbulk":
                     job = write_job(tree, emulator, tree / "cases", workload.files_per_case, engine=GCBULK_ENGINE)
                     timed[client] = run_gcbulk_measured(job, emulator)

@@ -143,15 +143,29 @@ def cpu_seconds(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_gcbulk_measured(job: Path, emulator: Emulator) -> Timed:
-    """``gcbulk run`` in its own process: wall seconds and its CPU seconds (RUSAGE_CHILDREN grows by exactly the
-    child's once it is waited for; the emulator, also a child, is still running and not counted)."""
+def run_measured(what: str, argv: list[str], emulator: Emulator) -> Timed:
+    """A client in its own process: wall seconds and its CPU seconds, start-up included (RUSAGE_CHILDREN grows by
+    exactly the child's once it is waited for; the emulator, also a child, is still running and not counted).
+    gcbulk and gcapi are both measured this way, so neither is spared its interpreter start and imports."""
     env = dict(os.environ, GRAND_CHALLENGE_AUTHORIZATION=emulator.token)
     cpu_before = cpu_seconds(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "gcbulk", "run", str(job), "--progress-interval", "30"],
-                            env=env, capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, cwd=REPO)
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
-        raise RuntimeError(f"gcbulk run failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        raise RuntimeError(f"{what} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return Timed(elapsed, cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_before)
+
+
+def run_gcbulk_measured(job: Path, emulator: Emulator) -> Timed:
+    """``gcbulk run`` of ``job``: plan, uploads, display sets, and waiting until every value is in place."""
+    return run_measured("gcbulk run", ["-m", "gcbulk", "run", str(job), "--progress-interval", "30"], emulator)
+
+
+def run_gcapi_measured(mode: str, emulator: Emulator, study: str, layout: list[tuple[str, list[Path]]],
+                       workdir: Path) -> Timed:
+    """gcapi in its own process (``benchmarks/gcapi_clients.py``, ``mode`` ``files`` or ``tutorial``)."""
+    layout_file = workdir / "gcapi-layout.json"
+    layout_file.write_text(json.dumps({"base_url": emulator.base_url, "ca_file": emulator.ca_file, "study": study,
+                                       "cases": [[title, [str(p) for p in files]] for title, files in layout]}))
+    return run_measured(f"gcapi ({mode})", ["-m", "benchmarks.gcapi_clients", mode, str(layout_file)], emulator)

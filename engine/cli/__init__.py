@@ -35,9 +35,13 @@ from gcbulk.engine.cli.exit_codes import (  # noqa: F401 - re-exported: commands
 )
 
 
-def _available_commands() -> dict[str, object]:
+def _available_commands(only: str | None = None) -> dict[str, object]:
+    """The command modules, or just ``only``'s when the command line names one: a run then does not pay for
+    importing every other command (``export`` alone pulls in the results side)."""
     modules = {}
     for name, module_name in COMMANDS.items():
+        if only is not None and name != only:
+            continue
         try:
             modules[name] = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -46,12 +50,12 @@ def _available_commands() -> dict[str, object]:
     return modules
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gcbulk", description="Resumable bulk transfers into and out of Grand Challenge reader studies."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in _available_commands().items():
+    for name, module in _available_commands(only).items():
         sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
         sub.set_defaults(handler=module.run)
@@ -62,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     from gcbulk.engine.cli.guard import install_redacting_streams, run_guarded
 
     install_redacting_streams()
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # The command is the first word that is not an option (the top level has none that take a value).
+    named = next((word for word in argv if not word.startswith("-")), None)
+    args = build_parser(named if named in COMMANDS else None).parse_args(argv)
     return run_guarded(args.command, lambda: args.handler(args))
 
 

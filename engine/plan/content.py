@@ -153,7 +153,13 @@ def _distinct_values(reader: Any) -> set[int]:
     voxels = math.prod(size)
     def unique(image: Any) -> set[int]:
         # The array view borrows the image's buffer: ``image`` must stay alive while numpy reads it.
-        return {int(v) for v in np.unique(sitk.GetArrayViewFromImage(image))}
+        voxels = sitk.GetArrayViewFromImage(image)
+        if voxels.dtype.itemsize == 1:  # 8-bit, as a segmentation must be: a histogram, not np.unique's sort
+            offset = 128 if voxels.dtype == np.int8 else 0
+            counts = np.bincount((voxels.ravel().view(np.uint8) ^ offset) if offset else voxels.ravel(),
+                                 minlength=256)
+            return {int(v) - offset for v in np.flatnonzero(counts)}
+        return {int(v) for v in np.unique(voxels)}
 
     if voxels <= STREAM_VOXELS or len(size) < 2:
         return unique(reader.Execute())

@@ -13,6 +13,7 @@ Steps, each recorded in the ledger before the next begins, so a run stopped anyw
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import anyio
@@ -350,6 +351,7 @@ class CaseUpload(ImportWait):
                           what=f"{self.case.title}: values PATCH", between_images=self.between_images(pk, kinds),
                           post_targeted=lambda value: self._post_targeted(value, items))
         crash_point("after-values-patch")
+        self._values_sent_at = time.monotonic()  # the import wait's first poll counts from here
         for value in planned:
             item = next(i for i in items if i.socket_slug == value.socket_slug)
             await self._record("item_attached", item.id)

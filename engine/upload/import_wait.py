@@ -53,6 +53,15 @@ class ImportWait:
         delay = self._first_poll_delay()
         next_failure_check = started + self._failure_check_interval()
         polls = 0
+        # Values this run has just sent cannot be imported yet: the first poll waits as a poll after a miss would
+        # (a GET at once was a web worker's time spent on every case for nothing). A resumed case polls at once.
+        sent_at = vars(self).get("_values_sent_at")
+        if waiting and sent_at is not None:
+            with anyio.move_on_after(max(0.0, sent_at + delay - time.monotonic())):
+                await ctx.stopping.wait()
+            if ctx.stopping.is_set():
+                raise Interrupted(f"{self.case.title}: stopped while waiting for imports")
+            delay = self._next_poll_delay(delay)
         while waiting:
             present = present_sockets(await ctx.client.get_display_set(pk), kinds)
             still = []

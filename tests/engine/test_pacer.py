@@ -120,3 +120,32 @@ def test_until_the_first_back_off_the_limit_grows_by_one_per_answer() -> None:
     assert not slowed.slow_start
     after = _busy(POLICY, slowed, 0.05, 3)
     assert after.current <= slowed.current + 1  # after a back-off: about one per window of the limit's size
+
+
+async def test_a_queued_request_that_is_cancelled_does_not_hold_back_the_others() -> None:
+    """Answers wake only as many queued requests as there are free slots; a cancelled one must not take a wake-up
+    with it and leave the rest asleep beside an idle slot."""
+    limiter = AdaptiveLimiter(AimdPolicy(initial=1, minimum=1, maximum=1), clock=lambda: 0.0)
+    holder_may_finish = anyio.Event()
+    served: list[int] = []
+
+    async def holder() -> None:
+        async with limiter.slot("presign"):
+            await holder_may_finish.wait()
+
+    async def queued(n: int, scope: anyio.CancelScope) -> None:
+        with scope:
+            async with limiter.slot("presign"):
+                served.append(n)
+
+    scopes = [anyio.CancelScope() for _ in range(4)]
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(holder)
+            await anyio.sleep(0.01)
+            for n, scope in enumerate(scopes):
+                tasks.start_soon(queued, n, scope)
+            await anyio.sleep(0.01)
+            holder_may_finish.set()
+            scopes[0].cancel()  # the first in line, cancelled as the slot frees
+    assert served == [1, 2, 3] and limiter.in_flight == 0

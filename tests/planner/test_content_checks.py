@@ -87,6 +87,17 @@ def test_a_mask_with_values_outside_the_overlay_blocks_its_case_naming_file_and_
     assert "Blocked cases (1):\n  p2\n" in out
 
 
+def test_a_signed_8_bit_mask_reports_its_negative_values(
+    job_dir: Path, clean_case: Path, cases_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    bad = cases_dir / "p2" / "seg.mha"
+    make_mha(cases_dir / "p2" / "ct.mha", (2, 4, 4))
+    _mask(bad, np.array([[[0, 1], [-3, 1]]], dtype=np.int8))
+    code, out = _plan(job_dir, capsys)
+    assert code == 1
+    assert "it contains the voxel values {-3}" in out
+
+
 def test_a_16_bit_or_many_valued_mask_is_refused_before_upload(
     job_dir: Path, cases_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
