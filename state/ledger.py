@@ -148,6 +148,10 @@ class Ledger(LedgerTransitions, LedgerQueries, LedgerServerTruth, LedgerWorkers)
         self._lock = lock
         self._clock = clock or _utc_now
         self.readonly = lock is None
+        self._case_root: Path | None = None
+        # Which case a file or an upload belongs to never changes: asked for every upload's and part's event.
+        self._case_of_file: dict[int, int] = {}
+        self._case_of_upload: dict[int, int] = {}
 
     # ----------------------------------------------------------------------------------------------- open and bind
     @classmethod
@@ -326,10 +330,14 @@ class Ledger(LedgerTransitions, LedgerQueries, LedgerServerTruth, LedgerWorkers)
 
     @property
     def case_root(self) -> Path:
-        job = self.job
-        if job is None:
-            raise LedgerMissing(f"ledger {self.path} is not bound to a job yet")
-        return Path(job["case_root"])
+        # Read once: a bound job's case root never changes (another root is another job, _check_binding), and
+        # every case_work needs it.
+        if self._case_root is None:
+            job = self.job
+            if job is None:
+                raise LedgerMissing(f"ledger {self.path} is not bound to a job yet")
+            self._case_root = Path(job["case_root"])
+        return self._case_root
 
     @property
     def plan_state(self) -> str:
@@ -354,24 +362,6 @@ class Ledger(LedgerTransitions, LedgerQueries, LedgerServerTruth, LedgerWorkers)
         if row is None:
             raise UnknownRow(f"the ledger has no {kind} {key!r}")
         return row
-
-    def _case_id_of(self, kind: str, row: dict[str, Any]) -> int | None:
-        if kind == "case":
-            return row["id"]
-        if kind in ("display_set", "item"):
-            return row["case_id"]
-        if kind == "upload":
-            return self._scalar(
-                "SELECT items.case_id FROM files JOIN items ON items.id = files.item_id WHERE files.id = ?",
-                (row["file_id"],),
-            )
-        if kind == "part":
-            return self._scalar(
-                "SELECT items.case_id FROM uploads JOIN files ON files.id = uploads.file_id "
-                "JOIN items ON items.id = files.item_id WHERE uploads.id = ?",
-                (row["upload_id"],),
-            )
-        return None
 
     def transition(self, kind: str, key: object, target: str, **fields: Any) -> bool:
         """Move one object to ``target`` (and set ``fields``) in one transaction with its event.

@@ -28,7 +28,7 @@ _STATE_TABLES = {"case": "cases", "display_set": "display_sets", "item": "items"
 class LedgerQueries:
     """Queries by name: what is in flight, what to do next, how far the job is."""
 
-    # Provided by Ledger: _get(), _one(), _all(), _scalar(), case_root.
+    # Provided by Ledger: _get(), _one(), _all(), _scalar(), case_root, and the _case_of_file / _case_of_upload caches.
 
     # ---------------------------------------------------------------------------------------------------- queries
     def _live_upload_row(self, file_id: int) -> dict[str, Any] | None:
@@ -98,6 +98,29 @@ class LedgerQueries:
             "SELECT count(*) FROM items WHERE state = 'attached' AND value IS NULL "
             "AND (super_kind IS NULL OR super_kind = 'Image')"
         )
+
+    def _case_id_of(self, kind: str, row: dict[str, Any]) -> int | None:
+        if kind == "case":
+            return row["id"]
+        if kind in ("display_set", "item"):
+            return row["case_id"]
+        if kind == "upload":
+            return self._remembered(self._case_of_file, row["file_id"],
+                                    "SELECT items.case_id FROM files JOIN items ON items.id = files.item_id "
+                                    "WHERE files.id = ?")
+        if kind == "part":
+            return self._remembered(self._case_of_upload, row["upload_id"],
+                                    "SELECT items.case_id FROM uploads JOIN files ON files.id = uploads.file_id "
+                                    "JOIN items ON items.id = files.item_id WHERE uploads.id = ?")
+        return None
+
+    def _remembered(self, known: dict[int, int], key: int, sql: str) -> int | None:
+        if key not in known:
+            case_id = self._scalar(sql, (key,))
+            if case_id is None:
+                return None
+            known[key] = case_id
+        return known[key]
 
     def case_work(self, case_id: int) -> CaseWork:
         case = self._get("case", case_id)
