@@ -57,6 +57,7 @@ class ImportWait:
         # (a GET at once was a web worker's time spent on every case for nothing). A resumed case polls at once.
         sent_at = vars(self).get("_values_sent_at")
         if waiting and sent_at is not None:
+            crash_point("during-import-poll")
             with anyio.move_on_after(max(0.0, sent_at + delay - time.monotonic())):
                 await ctx.stopping.wait()
             if ctx.stopping.is_set():
