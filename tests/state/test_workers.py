@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from gcbulk.state.ledger import Ledger
+from gcbulk.state.workers import PlanningLockTimeout
 
 from tests.state.conftest import BINDING, planned_case, record
 
@@ -154,3 +155,16 @@ def test_concurrent_claims_from_four_connections_give_every_case_to_exactly_one(
         thread.join(timeout=60)
     every = [case for got in claims.values() for case in got]
     assert len(every) == 60 and len(set(every)) == 60
+
+
+def test_a_plan_lock_held_past_the_deadline_ends_the_wait_naming_its_holder_and_what_to_do(
+        ledger: Ledger, ledger_path: Path | str) -> None:
+    if not on_postgres(ledger_path):
+        pytest.skip("a SQLite ledger admits one process: nobody else can hold the plan")
+    with Ledger.open(ledger_path, BINDING) as stuck_planner, stuck_planner.planning_lock():
+        with pytest.raises(PlanningLockTimeout, match=r"(?s)plan lock is held by server process \d+.*"
+                                                      r"pg_stat_activity.*run again"):
+            with ledger.planning_lock(deadline_seconds=0.3):
+                pytest.fail("the lock was taken while another connection held it")
+    with ledger.planning_lock(deadline_seconds=0.3):
+        pass  # once its holder lets go, the lock is taken at once
