@@ -241,10 +241,7 @@ class LedgerWorkers:
         a worker may go over the ceiling, as one case with more files than the ceiling is admitted alone."""
         now = self.lease_clock()
         with self.db.atomic():
-            self.db.execute("INSERT OR IGNORE INTO shared_limits (limit_name, external) VALUES (?, 0)",
-                            (limit_name,))
-            lock = " FOR UPDATE" if self._shared_store else ""
-            external = self._scalar(f"SELECT external FROM shared_limits WHERE limit_name = ?{lock}", (limit_name,))
+            external = self._locked_external(limit_name)
             mine = self._scalar("SELECT held FROM worker_holdings WHERE worker_id = ? AND limit_name = ?",
                                 (worker_id, limit_name)) or 0
             others = self._others_held(worker_id, limit_name, now - lease_seconds)
@@ -260,10 +257,7 @@ class LedgerWorkers:
         """The server counted ``server_count`` (its truth): what no live worker holds is external. Returns it."""
         now = self.lease_clock()
         with self.db.atomic():
-            self.db.execute("INSERT OR IGNORE INTO shared_limits (limit_name, external) VALUES (?, 0)",
-                            (limit_name,))
-            lock = " FOR UPDATE" if self._shared_store else ""
-            self._scalar(f"SELECT external FROM shared_limits WHERE limit_name = ?{lock}", (limit_name,))
+            self._locked_external(limit_name)
             mine = self._scalar("SELECT held FROM worker_holdings WHERE worker_id = ? AND limit_name = ?",
                                 (worker_id, limit_name)) or 0
             external = max(server_count - mine - self._others_held(worker_id, limit_name, now - lease_seconds), 0)
@@ -280,6 +274,16 @@ class LedgerWorkers:
                 (limit_name, self.lease_clock() - lease_seconds)):
             units[row["worker_id"]] = row["held"]
         return units
+
+    def _locked_external(self, limit_name: str) -> int:
+        """The limit's external count, its row locked on PostgreSQL until the transaction ends: the first use of a
+        limit makes the row (a concurrent maker waits on its key, then finds it), later ones only read it."""
+        read = "SELECT external FROM shared_limits WHERE limit_name = ?" + (" FOR UPDATE" if self._shared_store else "")
+        external = self._scalar(read, (limit_name,))
+        if external is None:
+            self.db.execute("INSERT OR IGNORE INTO shared_limits (limit_name, external) VALUES (?, 0)", (limit_name,))
+            external = self._scalar(read, (limit_name,))
+        return external
 
     def _others_held(self, worker_id: str, limit_name: str, alive_since: float) -> int:
         return self._scalar(
