@@ -242,9 +242,7 @@ class LedgerWorkers:
         now = self.lease_clock()
         with self.db.atomic():
             external = self._locked_external(limit_name)
-            mine = self._scalar("SELECT held FROM worker_holdings WHERE worker_id = ? AND limit_name = ?",
-                                (worker_id, limit_name)) or 0
-            others = self._others_held(worker_id, limit_name, now - lease_seconds)
+            mine, others = self._units_held(worker_id, limit_name, now - lease_seconds)
             fits = held <= mine or others + external + held <= ceiling or (others == 0 and mine == 0)
             if fits:
                 self.db.execute(
@@ -258,9 +256,8 @@ class LedgerWorkers:
         now = self.lease_clock()
         with self.db.atomic():
             self._locked_external(limit_name)
-            mine = self._scalar("SELECT held FROM worker_holdings WHERE worker_id = ? AND limit_name = ?",
-                                (worker_id, limit_name)) or 0
-            external = max(server_count - mine - self._others_held(worker_id, limit_name, now - lease_seconds), 0)
+            mine, others = self._units_held(worker_id, limit_name, now - lease_seconds)
+            external = max(server_count - mine - others, 0)
             self.db.execute("UPDATE shared_limits SET external = ? WHERE limit_name = ?", (external, limit_name))
         return external
 
@@ -285,11 +282,15 @@ class LedgerWorkers:
             external = self._scalar(read, (limit_name,))
         return external
 
-    def _others_held(self, worker_id: str, limit_name: str, alive_since: float) -> int:
-        return self._scalar(
-            "SELECT coalesce(sum(h.held), 0) FROM worker_holdings h JOIN workers w ON w.worker_id = h.worker_id "
-            "WHERE h.limit_name = ? AND h.worker_id <> ? AND w.stopped_at IS NULL AND w.heartbeat_at >= ?",
-            (limit_name, worker_id, alive_since)) or 0
+    def _units_held(self, worker_id: str, limit_name: str, alive_since: float) -> tuple[int, int]:
+        """(this worker's units, the other live workers' units) under ``limit_name``, in one statement."""
+        row = self._one(
+            "SELECT coalesce(sum(CASE WHEN h.worker_id = ? THEN h.held END), 0) AS mine, "
+            "coalesce(sum(CASE WHEN h.worker_id <> ? AND w.stopped_at IS NULL AND w.heartbeat_at >= ? "
+            "THEN h.held END), 0) AS others "
+            "FROM worker_holdings h LEFT JOIN workers w ON w.worker_id = h.worker_id WHERE h.limit_name = ?",
+            (worker_id, worker_id, alive_since, limit_name))
+        return (row["mine"], row["others"]) if row is not None else (0, 0)
 
     # ------------------------------------------------------------------------------------------------ one view
     def workers_view(self, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> list[WorkerRow]:
