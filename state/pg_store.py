@@ -88,6 +88,7 @@ class PgCursor:
         self._returns_id = returns_id  # the RETURNING id added for lastrowid: the caller sees no rows, as in sqlite3
         self._lastrowid: int | None = None
         self._rowcount = -1
+        self.description: Any = None  # a held write has none: it is no RETURNING of the caller's
         if cursor is not None:
             self._took(cursor)
 
@@ -252,8 +253,11 @@ class PgDatabase:
                 if len(self._held) > mark and self._held[mark][0] == f"SAVEPOINT {name}":
                     del self._held[mark:]  # none of the block was sent: nothing to roll back on the server
                 elif self.conn.in_transaction:
-                    self.raw_execute(f"ROLLBACK TO SAVEPOINT {name}")
-                    self.raw_execute(f"RELEASE SAVEPOINT {name}")
+                    try:
+                        self.raw_execute(f"ROLLBACK TO SAVEPOINT {name}")
+                        self.raw_execute(f"RELEASE SAVEPOINT {name}")
+                    except psycopg.Error:
+                        pass  # a write held before the savepoint failed, so it never ran: the transaction rolls back
                 raise
             else:
                 self._held.append((f"RELEASE SAVEPOINT {name}", None))
