@@ -13,8 +13,16 @@ Each row gets a fresh emulator process and a fresh database on one throwaway Pos
 (``tests/pg_server.py``); its workers are ``gcbulk run JOB --ledger DSN --worker-id wN``, started together. Measured:
 wall seconds from the first start until the last worker exits, the cases the ledger calls done (``gcbulk status``),
 the display sets on the server (they must equal the cases: a second display set for a case is a duplicate), the
-most uploads the server saw the account hold at once (the emulator's ``peak_uploads_per_user``), and the workers'
-CPU seconds (``resource.getrusage`` of the waited-for children). ``--scale`` shrinks the case counts.
+most uploads the server saw the account hold at once (the emulator's ``peak_uploads_per_user``), and the CPU
+seconds of every process of the row: the workers (``resource.getrusage`` of the waited-for children), the emulator
+and the PostgreSQL server (each process tree's ``/proc/<pid>/stat``, read before and after). ``--scale`` shrinks the
+case counts.
+
+**The machine's bound.** The goals assume workers with cores (or hosts) of their own. Where the emulator, PostgreSQL
+and every worker share this machine's cores, no row can finish faster than its total CPU seconds ÷ the cores
+(``os.cpu_count()``): the table prints that lower bound on wall time for each row, and the best speed-up over one
+worker this host could therefore show (one worker's wall ÷ the row's bound), beside the goal. Other load on the
+machine (the load average before and after is printed) only raises the real bound.
 """
 
 from __future__ import annotations
@@ -51,12 +59,50 @@ class Row:
     workers: int
     cases: int
     seconds: float
-    cpu_seconds: float
+    cpu_seconds: float  # the workers'
+    emulator_cpu_seconds: float
+    postgres_cpu_seconds: float
     cases_done: int
     display_sets: int
     duplicates: int
     peak_uploads: int | None
     exit_codes: tuple[int, ...]
+
+    @property
+    def total_cpu_seconds(self) -> float:
+        return self.cpu_seconds + self.emulator_cpu_seconds + self.postgres_cpu_seconds
+
+    @property
+    def machine_bound_seconds(self) -> float:
+        """The shortest wall time this machine's cores allow for the row's CPU work (all processes share them)."""
+        return self.total_cpu_seconds / (os.cpu_count() or 1)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def tree_cpu_seconds(root_pid: int) -> float:
+    """CPU seconds of ``root_pid`` and every process under it, including those that ended and were waited for
+    (``cutime``/``cstime``: PostgreSQL's backends, reaped by the postmaster). 0.0 where /proc cannot tell."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, its CPU seconds and its waited-for children's)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) ": the name may hold spaces
+        stats[int(entry.name)] = (int(fields[1]), sum(int(f) for f in fields[11:15]) / _TICKS)
+    tree, frontier = set(), {root_pid} & stats.keys()
+    while frontier:
+        tree |= frontier
+        frontier = {pid for pid, (parent, _) in stats.items() if parent in frontier} - tree
+    return sum(stats[pid][1] for pid in tree)
+
+
+def postmaster_pid(pg: PgServer) -> int:
+    return int((pg.root / "data" / "postmaster.pid").read_text().split()[0])
 
 
 def start_workers(job: Path, dsn: str, emulator: Emulator, workers: int, logs: Path) -> list[subprocess.Popen]:
@@ -119,24 +165,28 @@ def peak_uploads(emulator: Emulator) -> int | None:
     return max(peaks.values(), default=0) if peaks is not None else None
 
 
-def measure(name: str, workers: int, job: Path, emulator: Emulator, dsn: str, cases: int, logs: Path,
+def measure(name: str, workers: int, job: Path, emulator: Emulator, pg: PgServer, cases: int, logs: Path,
             timeout: float) -> Row:
+    dsn = pg.new_database()
+    others_before = (tree_cpu_seconds(emulator.process.pid), tree_cpu_seconds(postmaster_pid(pg)))
     cpu_before = cpu_seconds(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     codes = wait_all(start_workers(job, dsn, emulator, workers, logs), timeout)
     seconds = time.perf_counter() - started
     cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_before  # the workers only: the emulator is not waited for yet
+    emulator_cpu = tree_cpu_seconds(emulator.process.pid) - others_before[0]
+    postgres_cpu = tree_cpu_seconds(postmaster_pid(pg)) - others_before[1]
     peak = peak_uploads(emulator)  # before the listing below adds requests of its own
     titles = display_set_titles(emulator)
-    row = Row(name, workers, cases, seconds, cpu, cases_done(job, dsn), sum(titles.values()),
-              sum(n - 1 for n in titles.values() if n > 1), peak, codes)
+    row = Row(name, workers, cases, seconds, cpu, emulator_cpu, postgres_cpu, cases_done(job, dsn),
+              sum(titles.values()), sum(n - 1 for n in titles.values() if n > 1), peak, codes)
     if any(codes):
         tails = "\n".join(f"--- w{n} (exit {code}):\n{(logs / f'w{n}.log').read_text()[-1500:]}"
                           for n, code in enumerate(codes, 1) if code)
         print(f"  {name} × {workers}: a worker failed; logs in {logs}\n{tails}", flush=True)
     print(f"  {name} × {workers} worker(s): {seconds:7.1f} s, {row.cases_done}/{cases} done, {row.display_sets} "
-          f"display sets ({row.duplicates} duplicates), peak uploads {peak}, CPU {cpu:.0f} s, exits {codes}",
-          flush=True)
+          f"display sets ({row.duplicates} duplicates), peak uploads {peak}, CPU s: workers {cpu:.1f}, emulator "
+          f"{emulator_cpu:.1f}, PostgreSQL {postgres_cpu:.1f}; exits {codes}", flush=True)
     return row
 
 
@@ -150,7 +200,7 @@ def run_w3(scale: float, counts: list[int], workdir: Path, pg: PgServer, timeout
         with emulator_process(workdir / "emulator") as emulator:
             emulator.set_latency(workload.latency)
             job = write_job(tree, emulator, tree / "cases", workload.files_per_case, engine=GCBULK_ENGINE)
-            rows.append(measure("W3", workers, job, emulator, pg.new_database(), workload.cases,
+            rows.append(measure("W3", workers, job, emulator, pg, workload.cases,
                                 workdir / "logs" / f"W3-{workers}", timeout))
     return rows
 
@@ -164,7 +214,7 @@ def run_r1(scale: float, counts: list[int], workdir: Path, pg: PgServer, timeout
     for workers in counts:
         with emulator_process(workdir / "emulator", profile="real", seed=None) as emulator:
             job = write_tutorial_job(workdir, emulator, layout[0][1][0].parent.parent, "")
-            rows.append(measure("R1", workers, job, emulator, pg.new_database(), cases,
+            rows.append(measure("R1", workers, job, emulator, pg, cases,
                                 workdir / "logs" / f"R1-{workers}", timeout))
     return rows
 
@@ -182,8 +232,15 @@ def goal_of(row: Row, one: Row | None) -> tuple[str, str, bool]:
     return f"{speedup:.2f}×", goal, met and complete
 
 
+def host_best(row: Row, one: Row | None) -> str:
+    """The best speed-up over one worker this machine could show for the row's CPU work (its cores are shared)."""
+    return "" if one is None else f"{one.seconds / row.machine_bound_seconds:.2f}×"
+
+
 def print_table(rows: list[Row]) -> bool:
-    print("\nworkload  workers  wall s  vs 1 worker  cases done  display sets (dup)  peak uploads  CPU s  goal"
+    cores = os.cpu_count() or 1
+    print("\nworkload  workers  wall s  vs 1 worker  cases done  display sets (dup)  peak uploads  "
+          "CPU s: workers + emulator + PostgreSQL = total  machine bound s  best on this host  goal"
           "                   result")
     ok = True
     for row in rows:
@@ -191,9 +248,15 @@ def print_table(rows: list[Row]) -> bool:
         speedup, goal, met = goal_of(row, one)
         ok &= met
         peak = "n/a" if row.peak_uploads is None else str(row.peak_uploads)
+        cpu = (f"{row.cpu_seconds:7.1f} + {row.emulator_cpu_seconds:8.1f} + {row.postgres_cpu_seconds:10.1f} = "
+               f"{row.total_cpu_seconds:5.1f}")
         print(f"{row.workload:8s}  {row.workers:7d}  {row.seconds:6.1f}  {speedup:>11s}  {row.cases_done:>5d}/"
-              f"{row.cases:<4d}  {row.display_sets:>12d} ({row.duplicates})  {peak:>12s}  {row.cpu_seconds:5.0f}  "
-              f"{goal:21s}  {'met' if met else 'NOT met'}")
+              f"{row.cases:<4d}  {row.display_sets:>12d} ({row.duplicates})  {peak:>12s}  {cpu:>44s}  "
+              f"{row.machine_bound_seconds:15.1f}  {host_best(row, one):>17s}  {goal:21s}  "
+              f"{'met' if met else 'NOT met'}")
+    print(f"machine bound: the row's CPU seconds of every process ÷ {cores} cores, the shortest wall time this host "
+          "allows when the emulator, PostgreSQL and the workers share it; best on this host: 1 worker's wall ÷ that "
+          "bound, the most any worker count could show here. The goals assume workers with cores of their own.")
     return ok
 
 

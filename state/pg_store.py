@@ -79,19 +79,45 @@ def translate(sql: str) -> str:
 
 class PgCursor:
     """The sqlite3 cursor surface the ledger reads: ``fetchone``, ``fetchall``, iteration, ``description``,
-    ``rowcount`` and ``lastrowid``."""
+    ``rowcount`` and ``lastrowid``. A write held back in a transaction (see ``PgDatabase``) gets its rowcount and
+    new id when it is sent; reading either sends it at once."""
 
-    def __init__(self, cursor: psycopg.Cursor, lastrowid: int | None = None) -> None:
+    def __init__(self, cursor: psycopg.Cursor | None, db: PgDatabase, *, returns_id: bool = False) -> None:
         self._cursor = cursor
-        self.lastrowid = lastrowid
-        self.rowcount = cursor.rowcount
-        self.description = cursor.description
+        self._db = db
+        self._returns_id = returns_id  # the RETURNING id added for lastrowid: the caller sees no rows, as in sqlite3
+        self._lastrowid: int | None = None
+        self._rowcount = -1
+        self.description: Any = None  # a held write has none: it is no RETURNING of the caller's
+        if cursor is not None:
+            self._took(cursor)
+
+    def _took(self, cursor: psycopg.Cursor) -> None:
+        """The current result of ``cursor`` is this statement's."""
+        self._cursor = cursor
+        self._rowcount = cursor.rowcount
+        self.description = None if self._returns_id else cursor.description
+        if self._returns_id:
+            row = cursor.fetchone()
+            self._lastrowid = None if row is None else row[0]
+
+    @property
+    def lastrowid(self) -> int | None:
+        if self._cursor is None:
+            self._db.send_held()
+        return self._lastrowid
+
+    @property
+    def rowcount(self) -> int:
+        if self._cursor is None:
+            self._db.send_held()
+        return self._rowcount
 
     def fetchone(self) -> tuple | None:
-        return self._cursor.fetchone() if self.description else None
+        return self._cursor.fetchone() if self._cursor is not None and self.description else None
 
     def fetchall(self) -> list[tuple]:
-        return self._cursor.fetchall() if self.description else []
+        return self._cursor.fetchall() if self._cursor is not None and self.description else []
 
     def __iter__(self) -> Iterator[tuple]:
         return iter(self.fetchall())
@@ -107,18 +133,28 @@ class PgConnection:
         return self._db.execute(sql, params)
 
     def executemany(self, sql: str, rows: Any) -> PgCursor:
-        self._db.flush_begin()
+        self._db.send_held()
         cursor = self._db.raw.cursor()
         cursor.executemany(translate(sql), [tuple(row) for row in rows])
-        return PgCursor(cursor)
+        return PgCursor(cursor, self._db)
 
     @property
     def in_transaction(self) -> bool:
-        return self._db.begin_pending or self._db.raw.info.transaction_status != pq.TransactionStatus.IDLE
+        return self._db.transaction_open or self._db.raw.info.transaction_status != pq.TransactionStatus.IDLE
+
+
+_WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE|SAVEPOINT|RELEASE)\b", re.IGNORECASE)
 
 
 class PgDatabase:
-    """One autocommit psycopg connection, transactions opened explicitly by :meth:`atomic` (as sqlite-utils does)."""
+    """One autocommit psycopg connection, transactions opened explicitly by :meth:`atomic` (as sqlite-utils does).
+
+    Inside a transaction, writes are held back and sent together with the next statement whose answer is needed (a
+    read, or a write whose rowcount or new id is read) or with the COMMIT, as one query string: one round trip
+    where each statement was one. Every ledger change is a short transaction of a read or two and a few writes
+    (BEGIN, the row, its event, savepoints), and on a shared ledger round trips are what a worker waits on. A write
+    that fails is raised by the statement it travels with, still inside the transaction, which then rolls back as
+    before; a transaction that read nothing sends nothing until its COMMIT."""
 
     dialect = "postgresql"
 
@@ -126,7 +162,7 @@ class PgDatabase:
         self.dsn_shown = shown_dsn(dsn)
         try:
             # Client-side binding: the ledger's statements carry untyped parameters (``? IS NULL``, a NULL assigned to
-            # a column) that server-side binding would refuse to infer.
+            # a column) that server-side binding would refuse to infer; it also lets writes be held back as text.
             self.raw = psycopg.connect(dsn, autocommit=True, cursor_factory=psycopg.ClientCursor,
                                        application_name=application_name, connect_timeout=10)
         except psycopg.Error as exc:
@@ -138,30 +174,51 @@ class PgDatabase:
         self.raw.adapters.register_loader("numeric", _IntegralNumeric)
         self.conn = PgConnection(self)
         self._pk_id_tables: set[str] | None = None
-        # A transaction's BEGIN travels with its first statement ("BEGIN; UPDATE …", one round trip instead of two):
-        # every ledger change is a short transaction, and on a shared ledger round trips are what a worker waits on.
-        self.begin_pending = False
+        self.transaction_open = False
+        self._sent_in_transaction = False  # anything of it reached the server (else a rollback has nothing to undo)
+        self._held: list[tuple[str, PgCursor | None]] = []  # statements bound to text, each with its caller's cursor
+        self._binder = self.raw.cursor()
 
     # ------------------------------------------------------------------------------------------------ statements
     def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
         translated = translate(sql)
         table = _insert_target(translated)
-        returning = table is not None and "RETURNING" not in translated.upper() and table in self._id_tables()
-        if returning:
+        returns_id = table is not None and "RETURNING" not in translated.upper() and table in self._id_tables()
+        if returns_id:
             translated += " RETURNING id"
+        # A write's own RETURNING rows are read by its caller at once: it is sent at once.
+        if self.transaction_open and _WRITE.match(translated) and (returns_id or "RETURNING" not in translated.upper()):
+            held = PgCursor(None, self, returns_id=returns_id)
+            self._held.append((self._bind(translated, params), held))
+            return held
+        if self._held:
+            return PgCursor(self._send(self._bind(translated, params)), self, returns_id=returns_id)
         cursor = self.raw.cursor()
-        if self.begin_pending:
-            self.begin_pending = False
-            cursor.execute("BEGIN; " + translated, tuple(params))
-            cursor.nextset()  # from BEGIN's result to the statement's
-        else:
-            cursor.execute(translated, tuple(params))
-        lastrowid = None
-        if returning:
-            row = cursor.fetchone()
-            lastrowid = None if row is None else row[0]
-            cursor = _Spent(cursor)
-        return PgCursor(cursor, lastrowid)  # type: ignore[arg-type]
+        cursor.execute(translated, tuple(params))
+        return PgCursor(cursor, self, returns_id=returns_id)
+
+    def _bind(self, sql: str, params: Sequence[Any] = ()) -> str:
+        """``sql`` (translated: placeholders ``%s``, a literal ``%`` doubled) with ``params`` in it, as sent."""
+        return self._binder.mogrify(sql, tuple(params))
+
+    def _send(self, text: str) -> psycopg.Cursor:
+        """Runs ``text`` after every held statement, in one round trip; the cursor is left on ``text``'s result."""
+        held, self._held = self._held, []
+        self._sent_in_transaction = self.transaction_open
+        cursor = self.raw.cursor()
+        cursor.execute("; ".join([statement for statement, _ in held] + [text]))  # bound already: no parameters
+        for _, owner in held:
+            if owner is not None:
+                owner._took(cursor)
+            cursor.nextset()
+        return cursor
+
+    def send_held(self) -> None:
+        if self._held:
+            last, owner = self._held.pop()
+            cursor = self._send(last)
+            if owner is not None:
+                owner._took(cursor)
 
     def _id_tables(self) -> set[str]:
         if self._pk_id_tables is None:
@@ -179,30 +236,31 @@ class PgDatabase:
 
     # ---------------------------------------------------------------------------------------------- transactions
     def raw_execute(self, sql: str, params: Sequence[Any] | None = None) -> psycopg.Cursor:
-        """A statement of the store's own (DDL, locks, catalogue reads), after any BEGIN still waiting to be sent."""
-        self.flush_begin()
+        """A statement of the store's own (DDL, locks, catalogue reads), after every statement held back."""
+        self.send_held()
         return self.raw.execute(sql, params)
-
-    def flush_begin(self) -> None:
-        if self.begin_pending:
-            self.begin_pending = False
-            self.raw.execute("BEGIN")
 
     @contextmanager
     def atomic(self) -> Iterator[PgDatabase]:
         """A transaction; nested blocks are savepoints (sqlite-utils' ``atomic`` semantics)."""
         if self.conn.in_transaction:
             name = f"gcbulk_{secrets.token_hex(8)}"
-            self.raw_execute(f"SAVEPOINT {name}")
+            mark = len(self._held)
+            self._held.append((f"SAVEPOINT {name}", None))
             try:
                 yield self
             except BaseException:
-                if self.conn.in_transaction:
-                    self.raw.execute(f"ROLLBACK TO SAVEPOINT {name}")
-                    self.raw.execute(f"RELEASE SAVEPOINT {name}")
+                if len(self._held) > mark and self._held[mark][0] == f"SAVEPOINT {name}":
+                    del self._held[mark:]  # none of the block was sent: nothing to roll back on the server
+                elif self.conn.in_transaction:
+                    try:
+                        self.raw_execute(f"ROLLBACK TO SAVEPOINT {name}")
+                        self.raw_execute(f"RELEASE SAVEPOINT {name}")
+                    except psycopg.Error:
+                        pass  # a write held before the savepoint failed, so it never ran: the transaction rolls back
                 raise
             else:
-                self.raw.execute(f"RELEASE SAVEPOINT {name}")
+                self._held.append((f"RELEASE SAVEPOINT {name}", None))
         else:
             self.begin()
             try:
@@ -214,18 +272,25 @@ class PgDatabase:
                 self.commit()
 
     def begin(self) -> None:
-        self.begin_pending = True
+        self.transaction_open, self._sent_in_transaction = True, False
+        self._held.append(("BEGIN", None))
 
     def commit(self) -> None:
-        if self.begin_pending:  # nothing was sent: nothing to commit
-            self.begin_pending = False
-        else:
-            self.raw.execute("COMMIT")
+        try:
+            if self._sent_in_transaction or [statement for statement, _ in self._held] != ["BEGIN"]:
+                self._send("COMMIT")
+        except BaseException:
+            # A held statement failed: the server skipped what followed it, COMMIT included.
+            if self.raw.info.transaction_status != pq.TransactionStatus.IDLE:
+                self.raw.execute("ROLLBACK")
+            raise
+        finally:
+            self._held, self.transaction_open, self._sent_in_transaction = [], False, False
 
     def rollback(self) -> None:
-        if self.begin_pending:
-            self.begin_pending = False
-        else:
+        sent = self._sent_in_transaction or self.raw.info.transaction_status != pq.TransactionStatus.IDLE
+        self._held, self.transaction_open, self._sent_in_transaction = [], False, False
+        if sent:
             self.raw.execute("ROLLBACK")
 
     def close(self) -> None:
@@ -233,14 +298,6 @@ class PgDatabase:
 
     def __getitem__(self, name: str) -> PgTable:
         return PgTable(self, name)
-
-
-class _Spent:
-    """A cursor whose one RETURNING row was read for ``lastrowid``: the caller sees no rows, as with sqlite3."""
-
-    def __init__(self, cursor: psycopg.Cursor) -> None:
-        self.rowcount = cursor.rowcount
-        self.description = None
 
 
 def _insert_target(sql: str) -> str | None:

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from gcbulk.state.errors import LedgerError
 from gcbulk.state.machines import RUNNABLE_CASE_STATES
 from gcbulk.state.pg_store import dialect
 
@@ -33,11 +34,17 @@ from gcbulk.state.pg_store import dialect
 wait_log = logging.getLogger("gcbulk.waits")
 PLAN_LOCK_KEY = 0x6762_756C_6B00_0002  # "gbulk" + 2 (pg_store's SETUP_LOCK_KEY is + 1)
 PLAN_WAIT_VOICE_SECONDS = 10.0
+# Another worker's plan of a 100 000-case tree takes minutes; a lock still held after this is taken for a stuck holder.
+PLAN_WAIT_DEADLINE_SECONDS = 30 * 60.0
 # A worker renews its leases every third of this (engine/upload/leases.py); one silent for longer is taken for dead.
 DEFAULT_LEASE_SECONDS = 30.0
 
 _RUNNABLE = tuple(sorted(RUNNABLE_CASE_STATES))
 _RUNNABLE_MARKS = ", ".join("?" * len(_RUNNABLE))
+
+
+class PlanningLockTimeout(LedgerError):
+    """Another connection held the job's plan lock for longer than a plan takes."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,7 +81,7 @@ class WorkerRow:
 class LedgerWorkers:
     """Leases, heartbeats and shared limits (see the module docstring)."""
 
-    # Provided by Ledger: db, _clock, _all(), _scalar(), _now(), append_event().
+    # Provided by Ledger: db, _clock, _all(), _one(), _scalar(), _now(), append_event().
     db: Any
 
     @property
@@ -86,25 +93,44 @@ class LedgerWorkers:
         return self._shared_store
 
     @contextmanager
-    def planning_lock(self) -> Iterator[None]:
+    def planning_lock(self, *, deadline_seconds: float = PLAN_WAIT_DEADLINE_SECONDS) -> Iterator[None]:
         """Held while a plan is recorded: on PostgreSQL a session advisory lock, waited for with a log line every
-        ``PLAN_WAIT_VOICE_SECONDS`` (another worker's plan of a large tree can take minutes). On SQLite the file lock
-        already admits one process."""
+        ``PLAN_WAIT_VOICE_SECONDS`` (another worker's plan of a large tree can take minutes) and at most
+        ``deadline_seconds``, then ``PlanningLockTimeout``. On SQLite the file lock already admits one process."""
         if not self._shared_store:
             yield
             return
         started = last_voice = time.monotonic()
         while not self._scalar("SELECT pg_try_advisory_lock(?)", (PLAN_LOCK_KEY,)):
-            waited = time.monotonic() - started
-            if time.monotonic() - last_voice >= PLAN_WAIT_VOICE_SECONDS:
-                last_voice = time.monotonic()
+            now = time.monotonic()
+            if now - started >= deadline_seconds:
+                raise PlanningLockTimeout(
+                    f"waited {now - started:.0f} s for another connection to finish recording this job's plan "
+                    f"(the plan lock{self._plan_lock_holder()}); a plan takes minutes at most, so its holder is "
+                    "probably stuck: look for it in pg_stat_activity on the ledger's server (a gcbulk plan or run "
+                    "still connected), stop it (pg_terminate_backend frees the lock), then run again")
+            if now - last_voice >= PLAN_WAIT_VOICE_SECONDS:
+                last_voice = now
                 wait_log.info("another worker is recording the job's plan; waiting %.0f s so far (this worker then "
-                              "re-plans, which records nothing new if the tree is unchanged)", waited)
-            time.sleep(1.0)
+                              "re-plans, which records nothing new if the tree is unchanged)", now - started)
+            time.sleep(min(1.0, max(deadline_seconds - (now - started), 0.0)))
         try:
             yield
         finally:
             self._scalar("SELECT pg_advisory_unlock(?)", (PLAN_LOCK_KEY,))
+
+    def _plan_lock_holder(self) -> str:
+        # A bigint advisory key is stored as two 32-bit halves (classid, objid) with objsubid 1.
+        row = self._one(
+            "SELECT a.pid, a.application_name, host(a.client_addr) AS addr, "
+            "date_trunc('second', a.backend_start)::text AS since "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.classid::bigint = ? AND l.objid::bigint = ? AND l.objsubid = 1",
+            (PLAN_LOCK_KEY >> 32, PLAN_LOCK_KEY & 0xFFFF_FFFF))
+        if row is None:
+            return ""
+        return (f" is held by server process {row['pid']}, application '{row['application_name']}' from "
+                f"{row['addr'] or 'a local socket'}, connected since {row['since']}")
 
     def lease_clock(self) -> float:
         """Seconds on the clock every worker of the job agrees on (see the module docstring)."""
@@ -215,13 +241,8 @@ class LedgerWorkers:
         a worker may go over the ceiling, as one case with more files than the ceiling is admitted alone."""
         now = self.lease_clock()
         with self.db.atomic():
-            self.db.execute("INSERT OR IGNORE INTO shared_limits (limit_name, external) VALUES (?, 0)",
-                            (limit_name,))
-            lock = " FOR UPDATE" if self._shared_store else ""
-            external = self._scalar(f"SELECT external FROM shared_limits WHERE limit_name = ?{lock}", (limit_name,))
-            mine = self._scalar("SELECT held FROM worker_holdings WHERE worker_id = ? AND limit_name = ?",
-                                (worker_id, limit_name)) or 0
-            others = self._others_held(worker_id, limit_name, now - lease_seconds)
+            external = self._locked_external(limit_name)
+            mine, others = self._units_held(worker_id, limit_name, now - lease_seconds)
             fits = held <= mine or others + external + held <= ceiling or (others == 0 and mine == 0)
             if fits:
                 self.db.execute(
@@ -234,13 +255,9 @@ class LedgerWorkers:
         """The server counted ``server_count`` (its truth): what no live worker holds is external. Returns it."""
         now = self.lease_clock()
         with self.db.atomic():
-            self.db.execute("INSERT OR IGNORE INTO shared_limits (limit_name, external) VALUES (?, 0)",
-                            (limit_name,))
-            lock = " FOR UPDATE" if self._shared_store else ""
-            self._scalar(f"SELECT external FROM shared_limits WHERE limit_name = ?{lock}", (limit_name,))
-            mine = self._scalar("SELECT held FROM worker_holdings WHERE worker_id = ? AND limit_name = ?",
-                                (worker_id, limit_name)) or 0
-            external = max(server_count - mine - self._others_held(worker_id, limit_name, now - lease_seconds), 0)
+            self._locked_external(limit_name)
+            mine, others = self._units_held(worker_id, limit_name, now - lease_seconds)
+            external = max(server_count - mine - others, 0)
             self.db.execute("UPDATE shared_limits SET external = ? WHERE limit_name = ?", (external, limit_name))
         return external
 
@@ -255,11 +272,25 @@ class LedgerWorkers:
             units[row["worker_id"]] = row["held"]
         return units
 
-    def _others_held(self, worker_id: str, limit_name: str, alive_since: float) -> int:
-        return self._scalar(
-            "SELECT coalesce(sum(h.held), 0) FROM worker_holdings h JOIN workers w ON w.worker_id = h.worker_id "
-            "WHERE h.limit_name = ? AND h.worker_id <> ? AND w.stopped_at IS NULL AND w.heartbeat_at >= ?",
-            (limit_name, worker_id, alive_since)) or 0
+    def _locked_external(self, limit_name: str) -> int:
+        """The limit's external count, its row locked on PostgreSQL until the transaction ends: the first use of a
+        limit makes the row (a concurrent maker waits on its key, then finds it), later ones only read it."""
+        read = "SELECT external FROM shared_limits WHERE limit_name = ?" + (" FOR UPDATE" if self._shared_store else "")
+        external = self._scalar(read, (limit_name,))
+        if external is None:
+            self.db.execute("INSERT OR IGNORE INTO shared_limits (limit_name, external) VALUES (?, 0)", (limit_name,))
+            external = self._scalar(read, (limit_name,))
+        return external
+
+    def _units_held(self, worker_id: str, limit_name: str, alive_since: float) -> tuple[int, int]:
+        """(this worker's units, the other live workers' units) under ``limit_name``, in one statement."""
+        row = self._one(
+            "SELECT coalesce(sum(CASE WHEN h.worker_id = ? THEN h.held END), 0) AS mine, "
+            "coalesce(sum(CASE WHEN h.worker_id <> ? AND w.stopped_at IS NULL AND w.heartbeat_at >= ? "
+            "THEN h.held END), 0) AS others "
+            "FROM worker_holdings h LEFT JOIN workers w ON w.worker_id = h.worker_id WHERE h.limit_name = ?",
+            (worker_id, worker_id, alive_since, limit_name))
+        return (row["mine"], row["others"]) if row is not None else (0, 0)
 
     # ------------------------------------------------------------------------------------------------ one view
     def workers_view(self, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> list[WorkerRow]:

@@ -65,8 +65,9 @@ class CaseLeases:
             claim = await self.journal.runner.call("claim_case", self.worker_id, lease_seconds=self.lease_seconds,
                                                    after_id=self._cursor, running=list(self.running))
             if claim is not None:
-                self._cursor = max(self._cursor, claim.case_id) if claim.taken_over_from is None else self._cursor
-                if claim.taken_over_from is not None:
+                if claim.taken_over_from is None:
+                    self._cursor = max(self._cursor, claim.case_id)
+                else:  # a takeover may lie behind the cursor: the pass's order is left as it was
                     self.taken_over += 1
                     log.warning("worker %s: taking over case %d from worker %s, whose lease ran out (it stopped "
                                 "renewing it); resuming from what the ledger recorded", self.worker_id,

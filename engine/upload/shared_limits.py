@@ -34,12 +34,13 @@ POLL_SECONDS = 0.2  # how often a waiting reservation asks again (a local query:
 class SharedGate:
     """The ``CountingGate`` surface the upload path uses, with the units counted across the job's workers."""
 
-    def __init__(self, local: CountingGate, journal: Journal, *, worker_id: str, ceiling: int, lease_seconds: float,
+    def __init__(self, local: CountingGate, journal: Journal, *, worker_id: str, lease_seconds: float,
                  recount: Callable[[], Awaitable[int]] | None = None, wait_timeout: float | None = None) -> None:
         self.local = local
         self.journal = journal
         self.worker_id = worker_id
-        self.shared_ceiling = ceiling  # the server's, for the whole job; local.ceiling may be lower (adaptive)
+        # The server's, for the whole job, as the local gate starts with it; local.ceiling may later drop (adaptive).
+        self.shared_ceiling = local.ceiling
         self.lease_seconds = lease_seconds
         self._recount = recount
         self._wait_timeout = wait_timeout

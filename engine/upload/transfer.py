@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
 from gcbulk.engine.gc.client import GrandChallengeClient
@@ -124,14 +125,12 @@ class TransferEngine:
             why="each image value is one import on the server (contract §2)",
             wait_timeout=self.config.limit_wait_timeout_seconds)
         if shared:  # the server's limits hold for the job's workers together
-            upload_gate = SharedGate(upload_gate, self.journal, worker_id=self.leases.worker_id,
-                                     ceiling=self.config.live_upload_ceiling, lease_seconds=self.leases.lease_seconds,
-                                     recount=self.client.count_uploads,
+            across_workers = partial(SharedGate, journal=self.journal, worker_id=self.leases.worker_id,
+                                     lease_seconds=self.leases.lease_seconds,
                                      wait_timeout=self.config.limit_wait_timeout_seconds)
+            upload_gate = across_workers(upload_gate, recount=self.client.count_uploads)
             await upload_gate.set_external(on_server)
-            import_gate = SharedGate(import_gate, self.journal, worker_id=self.leases.worker_id,
-                                     ceiling=self.config.imports_in_flight, lease_seconds=self.leases.lease_seconds,
-                                     wait_timeout=self.config.limit_wait_timeout_seconds)
+            import_gate = across_workers(import_gate)
         context = TransferContext(
             client=self.client,
             journal=self.journal,

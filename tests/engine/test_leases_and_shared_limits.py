@@ -37,8 +37,8 @@ async def two_workers(pg_server: PgServer, tmp_path: Path) -> AsyncIterator[tupl
 
 
 def gate(journal: Journal, worker: str, *, ceiling: int = 10, wait_timeout: float | None = None) -> SharedGate:
-    return SharedGate(CountingGate(ceiling, name="live uploads"), journal, worker_id=worker, ceiling=ceiling,
-                      lease_seconds=LEASE, wait_timeout=wait_timeout)
+    return SharedGate(CountingGate(ceiling, name="live uploads"), journal, worker_id=worker, lease_seconds=LEASE,
+                      wait_timeout=wait_timeout)
 
 
 async def test_a_reservation_waits_for_the_other_workers_release(two_workers: tuple[Journal, Journal]) -> None:

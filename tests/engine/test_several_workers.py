@@ -24,9 +24,9 @@ from gcbulk.emulator.server import RunningEmulator
 from tests.engine.conftest import make_tutorial_tree, write_job
 from tests.imaging import make_mask, make_mha
 from tests.pg_server import PgServer
+from tests.soak.test_random_kills import server_outcome
 
 REPO = Path(__file__).parents[2]
-SOCKETS = {"ct-image", "airway-segmentation"}
 RUN_BOUND_SECONDS = 150  # a worker that has not ended by then has hung (a run here takes 10–40 s)
 LEASE = 'lease_seconds = 3\n'  # a dead worker's cases are taken over within seconds, not the default 30
 
@@ -58,14 +58,9 @@ def finish(workers: dict[str, subprocess.Popen], dsn: str) -> dict[str, tuple[in
     return ended
 
 
-def display_sets_by_title(emulator: RunningEmulator) -> Counter[str]:
-    return Counter(ds.title for ds in emulator.context.store.display_sets.values())
-
-
-def complete(emulator: RunningEmulator, title: str) -> bool:
-    store = emulator.context.store
-    display_set = next(ds for ds in store.display_sets.values() if ds.title == title)
-    return set(display_set.values) == SOCKETS and all(v.image_pk in store.images for v in display_set.values.values())
+def assert_one_complete_display_set_per_case(emulator: RunningEmulator, cases: int) -> None:
+    outcome = server_outcome(emulator, {f"patient{n}" for n in range(1, cases + 1)})
+    assert outcome["duplicates"] == outcome["missing"] == outcome["unexpected"] == 0, outcome
 
 
 def ledger_rows(dsn: str, sql: str, params: tuple = ()) -> list[tuple]:
@@ -89,10 +84,7 @@ def test_four_workers_do_every_case_once(tmp_path: Path, threaded_emulator: Runn
     for name, (code, output) in finish(workers, dsn).items():
         assert code == 0, f"{name}: {output}"
 
-    titles = display_sets_by_title(threaded_emulator)
-    assert set(titles) == {f"patient{n}" for n in range(1, 25)}
-    assert all(count == 1 for count in titles.values()), f"duplicate display sets: {titles}"
-    assert all(complete(threaded_emulator, title) for title in titles)
+    assert_one_complete_display_set_per_case(threaded_emulator, 24)
     done_events = Counter(case for (case,) in ledger_rows(
         dsn, "SELECT case_id FROM events WHERE kind = 'case.done'"))
     assert ledger_rows(dsn, "SELECT count(*) FROM cases") == [(24,)], "four planners at once recorded one plan"
@@ -128,10 +120,7 @@ def test_a_worker_killed_mid_part_leaves_its_cases_to_the_others(tmp_path: Path,
     assert ended[victim][0] == -signal.SIGKILL
     for name in set(workers) - {victim}:
         assert ended[name][0] == 0, f"{name}: {ended[name][1]}"
-    titles = display_sets_by_title(threaded_emulator)
-    assert set(titles) == {f"patient{n}" for n in range(1, 13)}
-    assert all(count == 1 for count in titles.values()), f"duplicate display sets: {titles}"
-    assert all(complete(threaded_emulator, title) for title in titles)
+    assert_one_complete_display_set_per_case(threaded_emulator, 12)
     stored_twice = {key: n for key, n in threaded_emulator.context.counters.part_puts.items() if n > 1}
     assert not stored_twice, f"parts S3 already held were sent again: {stored_twice}"
     taken_over = {case for (case,) in ledger_rows(dsn, "SELECT case_id FROM events WHERE kind = 'case_taken_over'")}
@@ -146,6 +135,6 @@ def test_the_live_upload_ceiling_holds_for_four_workers_together(tmp_path: Path,
     workers = {f"w{n}": start_worker(job_file, dsn, f"w{n}", threaded_emulator) for n in range(1, 5)}
     for name, (code, output) in finish(workers, dsn).items():
         assert code == 0, f"{name}: {output}"
-    assert len(display_sets_by_title(threaded_emulator)) == 30
+    assert_one_complete_display_set_per_case(threaded_emulator, 30)
     peak = max(threaded_emulator.context.counters.peak_uploads_per_user.values())
     assert 1 < peak <= 10, f"the server held {peak} uploads of the account at once"

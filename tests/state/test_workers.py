@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from gcbulk.state.ledger import Ledger
+from gcbulk.state.workers import PlanningLockTimeout
 
 from tests.state.conftest import BINDING, planned_case, record
 
@@ -154,3 +155,53 @@ def test_concurrent_claims_from_four_connections_give_every_case_to_exactly_one(
         thread.join(timeout=60)
     every = [case for got in claims.values() for case in got]
     assert len(every) == 60 and len(set(every)) == 60
+
+
+def test_a_plan_lock_held_past_the_deadline_ends_the_wait_naming_its_holder_and_what_to_do(
+        ledger: Ledger, ledger_path: Path | str) -> None:
+    if not on_postgres(ledger_path):
+        pytest.skip("a SQLite ledger admits one process: nobody else can hold the plan")
+    with Ledger.open(ledger_path, BINDING) as stuck_planner, stuck_planner.planning_lock():
+        with pytest.raises(PlanningLockTimeout, match=r"(?s)plan lock is held by server process \d+.*"
+                                                      r"pg_stat_activity.*run again"):
+            with ledger.planning_lock(deadline_seconds=0.3):
+                pytest.fail("the lock was taken while another connection held it")
+    with ledger.planning_lock(deadline_seconds=0.3):
+        pass  # once its holder lets go, the lock is taken at once
+
+
+# A ledger change's writes travel to PostgreSQL with its next read or its COMMIT (state/pg_store.py): on both stores
+# a change is still all or nothing, and what a caller reads of a write (its rowcount, its new id) is the same.
+
+def test_a_change_whose_last_write_fails_leaves_none_of_its_writes_and_the_ledger_usable(ledger: Ledger) -> None:
+    with pytest.raises(Exception, match="(?i)unique"):
+        with ledger.db.atomic():
+            ledger.db.execute("INSERT INTO shared_limits (limit_name, external) VALUES (?, 1)", ("first",))
+            ledger.db.execute("INSERT INTO shared_limits (limit_name, external) VALUES (?, 2)", ("second",))
+            ledger.db.execute("INSERT INTO shared_limits (limit_name, external) VALUES (?, 3)", ("second",))
+    assert ledger._all("SELECT * FROM shared_limits") == []
+    with ledger.db.atomic():
+        ledger.db.execute("INSERT INTO shared_limits (limit_name, external) VALUES (?, 4)", ("after",))
+    assert ledger._scalar("SELECT external FROM shared_limits WHERE limit_name = ?", ("after",)) == 4
+
+
+def test_a_nested_block_that_raises_undoes_only_its_own_writes(ledger: Ledger) -> None:
+    with ledger.db.atomic():
+        ledger.db.execute("INSERT INTO shared_limits (limit_name, external) VALUES (?, 1)", ("outer",))
+        with pytest.raises(ValueError), ledger.db.atomic():
+            ledger.db.execute("INSERT INTO shared_limits (limit_name, external) VALUES (?, 2)", ("inner",))
+            raise ValueError("the nested change gives up")
+        with pytest.raises(ValueError), ledger.db.atomic():
+            ledger.db.execute("INSERT INTO shared_limits (limit_name, external) VALUES (?, 3)", ("read",))
+            assert ledger._scalar("SELECT count(*) FROM shared_limits") == 2, "its writes are seen by its reads"
+            raise ValueError("and gives up after they were sent")
+    assert [row["limit_name"] for row in ledger._all("SELECT limit_name FROM shared_limits")] == ["outer"]
+
+
+def test_a_write_in_a_change_tells_its_rowcount_and_new_id_as_it_would_alone(five_cases: Ledger) -> None:
+    with five_cases.db.atomic():
+        changed = five_cases.db.execute("UPDATE cases SET attempts = attempts + 1 WHERE id > ?", (0,))
+        event = five_cases.db.execute(
+            "INSERT INTO events (at, kind, subject, subject_id, data) VALUES (?, 'note', 'job', 1, '{}')", ("now",))
+        assert changed.rowcount == 5
+        assert event.lastrowid == five_cases._scalar("SELECT max(id) FROM events")
