@@ -21,7 +21,7 @@ from urllib.parse import unquote
 
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.redaction import register_secret
-from gcbulk.state.pg_store import is_postgres_dsn, shown_dsn
+from gcbulk.state.dsn import is_postgres_dsn, shown_dsn
 
 LedgerLocation = Path | str  # a Path for a SQLite file, a str for a PostgreSQL DSN
 

@@ -76,8 +76,7 @@ from gcbulk.state.machines import (
     check_transition,
 )
 from gcbulk.state.migrations import migrate
-from gcbulk.state.pg_open import open_postgres
-from gcbulk.state.pg_store import is_postgres_dsn
+from gcbulk.state.dsn import is_postgres_dsn
 from gcbulk.state.queries import LedgerQueries
 from gcbulk.state.records import JobBinding
 from gcbulk.state.server_truth import LedgerServerTruth
@@ -168,6 +167,8 @@ class Ledger(LedgerTransitions, LedgerQueries, LedgerServerTruth, LedgerWorkers)
         ``path`` may be a PostgreSQL DSN (``postgresql://…``): then several processes share the ledger (no process
         lock; work is claimed case by case, see ``gcbulk.state.workers``)."""
         if is_postgres_dsn(path):
+            from gcbulk.state.pg_open import open_postgres  # psycopg only for a PostgreSQL ledger (state/dsn.py)
+
             return open_postgres(cls, str(path), binding, job_file, clock)
         path = Path(path).absolute()
         if not path.parent.is_dir():
@@ -196,6 +197,8 @@ class Ledger(LedgerTransitions, LedgerQueries, LedgerServerTruth, LedgerWorkers)
     def open_readonly(cls, path: Path | str, binding: JobBinding | None = None) -> Ledger:
         """Open an existing ledger for reading only (no lock: a running job may hold it)."""
         if is_postgres_dsn(path):
+            from gcbulk.state.pg_open import open_postgres
+
             return open_postgres(cls, str(path), binding, None, None, readonly=True)
         path = Path(path).absolute()
         if not path.exists():

@@ -16,7 +16,7 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from gcbulk.state.pg_store import dialect
+from gcbulk.state.dsn import dialect
 
 MIGRATION_SET = "gcbulk-ledger"
 migrations = Migrations(MIGRATION_SET)

@@ -4,7 +4,7 @@ Why an adapter of sqlite-utils' surface rather than a second ledger: the state m
 and — above all — the migrations are written once, against ``db.execute``, ``db.atomic()``, ``db.conn.execute`` and
 ``db["table"].create/create_index/add_column/insert``, and run unchanged on either store. A migration added later
 (``m005_…``) that keeps to that surface, and to SQL both dialects read, works on PostgreSQL without a second copy;
-``dialect(db)`` is there for the rare statement that cannot be shared (m002's trigger).
+``dialect(db)`` (``state/dsn.py``) is there for the rare statement that cannot be shared (m002's trigger).
 
 Why psycopg 3: the ledger API is synchronous (the engine calls it from one thread, see engine/service/journal.py),
 and psycopg 3 is the driver that offers both a blocking and an asyncio connection with the same semantics, native
@@ -30,26 +30,10 @@ import psycopg
 from psycopg import pq
 from psycopg.adapt import Loader
 
+from gcbulk.state.dsn import shown_dsn
 from gcbulk.state.errors import LedgerError
 
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-
 _TYPES = {int: "BIGINT", str: "TEXT", float: "DOUBLE PRECISION", bytes: "BYTEA", bool: "BIGINT"}
-
-
-def is_postgres_dsn(location: object) -> bool:
-    return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
-
-
-def dialect(db: Any) -> str:
-    """``"postgresql"`` or ``"sqlite"``: for the rare statement the two stores cannot share."""
-    return getattr(db, "dialect", "sqlite")
-
-
-def shown_dsn(dsn: str) -> str:
-    """The DSN without its password, for messages, logs and the ledger's ``path`` (the password is never shown)."""
-    shown = re.sub(r"^(postgres(?:ql)?://[^:/@]*):[^@]*@", r"\1:***@", dsn)
-    return re.sub(r"((?:\?|&)password=)[^&]*", r"\1***", shown)  # libpq also takes it as a parameter
 
 
 class _IntegralNumeric(Loader):

@@ -28,7 +28,7 @@ from typing import Any
 
 from gcbulk.state.errors import LedgerError
 from gcbulk.state.machines import RUNNABLE_CASE_STATES
-from gcbulk.state.pg_store import dialect
+from gcbulk.state.dsn import dialect
 
 # Not under gcbulk.state: a wait for another worker's plan must be heard.
 wait_log = logging.getLogger("gcbulk.waits")
