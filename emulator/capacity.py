@@ -112,6 +112,7 @@ class _WorkerPool:
         self._size = size
         self._slots = asyncio.Semaphore(size)
         self._in_server = 0  # requests holding or waiting for a worker
+        self.serving = 0  # requests holding a worker
 
     @property
     def waiting(self) -> int:
@@ -124,8 +125,10 @@ class _WorkerPool:
         except BaseException:  # a request cancelled while queued leaves the queue
             self._in_server -= 1
             raise
+        self.serving += 1
 
     async def __aexit__(self, *exc_info: object) -> None:
+        self.serving -= 1
         self._in_server -= 1
         self._slots.release()
 
@@ -143,12 +146,14 @@ def capacity_middleware_for(profile: CapacityProfile) -> Callable[..., Any]:
         arrived = loop.time()
         async with workers:
             started = loop.time()
+            counters = request.app.get(COUNTERS)
+            if counters is not None:
+                counters.peak_api_serving = max(counters.peak_api_serving, workers.serving)
             response = await handler(request)
             variant = request.get(SERVICE_VARIANT, "")
             held = (profile.service_seconds(request.method, request.path, request.get(ROWS_RETURNED, 0), variant)
                     + profile.queue_cost_seconds(workers.waiting))
             await asyncio.sleep(max(0.0, held - (loop.time() - started)))
-            counters = request.app.get(COUNTERS)
             if counters is not None:  # the server's time this request cost, and its time in the server over the
                 # time it takes on an idle server (queueing for a worker, and whatever a busy server adds)
                 counters.busy_seconds[endpoint_name(request)] += loop.time() - started

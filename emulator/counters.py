@@ -34,6 +34,8 @@ class Counters:
     latency_ratios: list[float] = field(default_factory=list)
     # The most uploads each user held at once (user pk -> count): what the 2000-upload cap of contract §1 counts.
     peak_uploads_per_user: Counter[int] = field(default_factory=Counter)
+    # The most API requests served at once under the capacity profile (at most its API workers; the rest queue).
+    peak_api_serving: int = 0
 
     def uploads_held(self, user_pk: int, count: int) -> None:
         self.peak_uploads_per_user[user_pk] = max(self.peak_uploads_per_user[user_pk], count)
@@ -46,6 +48,7 @@ class Counters:
         self.part_puts.clear()
         self.part_put_attempts.clear()
         self.peak_uploads_per_user.clear()
+        self.peak_api_serving = 0
 
     def snapshot(self) -> dict[str, Any]:
         def by_upload(counter: Counter[tuple[str, int]]) -> dict[str, dict[str, int]]:
@@ -62,6 +65,7 @@ class Counters:
             "import_busy_seconds": round(self.import_busy_seconds, 6),
             "api_latency_ratio": _percentiles(self.latency_ratios),
             "peak_uploads_per_user": {str(user): n for user, n in sorted(self.peak_uploads_per_user.items())},
+            "peak_api_serving": self.peak_api_serving,
         }
 
 

@@ -30,6 +30,9 @@ LEASE_SECONDS = DEFAULT_LEASE_SECONDS
 HEARTBEAT_SECONDS = LEASE_SECONDS / 3
 # A wait for other workers' cases says so at most this often.
 VOICE_SECONDS = 30.0
+# ... and looks again this often: the cases it waits for usually end by being done, not by a lease running out, and
+# a worker that noticed only at its next heartbeat (10 s) kept the whole job running that much longer.
+RECHECK_SECONDS = 1.0
 
 
 class CaseLeases:
@@ -85,7 +88,7 @@ class CaseLeases:
                               "take over any whose lease runs out (the first in %.0f s unless renewed)",
                               self.worker_id, elsewhere.cases, ", ".join(elsewhere.workers), now - waiting_since,
                               elsewhere.soonest_expiry_seconds)
-            with anyio.move_on_after(min(max(elsewhere.soonest_expiry_seconds, 0.5), self.heartbeat_seconds)):
+            with anyio.move_on_after(min(max(elsewhere.soonest_expiry_seconds, 0.5), RECHECK_SECONDS)):
                 await stopping.wait()
         return None
 

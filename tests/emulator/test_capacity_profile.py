@@ -29,27 +29,24 @@ async def _create(client) -> None:
     assert reply.status == 201, reply.body
 
 
-async def test_concurrent_requests_are_bounded_by_the_two_api_workers(client):
+async def test_concurrent_requests_are_bounded_by_the_two_api_workers(client, emulator):
+    counters = emulator.context.counters
     await _create(client)  # warm the connection pool
     started = time.monotonic()
     for _ in range(N):
         await _create(client)
     serial = time.monotonic() - started
+    # Serially each create holds a worker for §10's ~105 ms (a floor the emulator keeps, however idle it is).
+    assert serial / N >= 0.9 * POST_SECONDS
+    assert counters.peak_api_serving == 1
 
-    started = time.monotonic()
-    await asyncio.gather(*(_create(client) for _ in range(N)))
-    concurrent = time.monotonic() - started
-
-    started = time.monotonic()
+    counters.reset()
     await asyncio.gather(*(_create(client) for _ in range(2 * N)))
-    twice_as_many = time.monotonic() - started
-
-    # Serially each create costs §10's ~105 ms; with N in flight only two run at a time: the speed-up is the pool
-    # size, and doubling the requests in flight doubles the time (they only queue).
-    assert serial / N == pytest.approx(POST_SECONDS, rel=0.3)
-    assert serial / concurrent == pytest.approx(2.0, rel=0.3)
-    assert twice_as_many / concurrent == pytest.approx(2.0, rel=0.3)
-    assert N / concurrent == pytest.approx(2 / POST_SECONDS, rel=0.3)  # ≈ 19 creates/s, §10's "≈ 20/s"
+    # With 2N in flight only two are served at once; the others queue, and their time in the server grows with the
+    # queue (the emulator's own clock, so a loaded test machine does not decide the verdict).
+    assert counters.peak_api_serving == 2
+    latencies = sorted(counters.latency_ratios)
+    assert latencies[-1] >= N / 2, f"the last of {2 * N} creates waited for the others: {latencies}"
 
 
 async def test_throughput_peaks_at_the_worker_pool_and_falls_when_many_requests_queue(client):
