@@ -193,7 +193,8 @@ async def test_counters_count_stored_part_puts_per_upload_and_part(client):
     assert counters["requests"]["PATCH api:/api/v1/uploads/{pk}/{s3_upload_id}/generate-presigned-urls/"] == 1
     reset = (await client.call("DELETE", client.admin("counters"))).json()
     assert reset == {"requests": {}, "part_puts": {}, "part_put_attempts": {}, "busy_seconds": {},
-                     "import_busy_seconds": 0.0, "api_latency_ratio": None, "peak_uploads_per_user": {}}
+                     "import_busy_seconds": 0.0, "api_latency_ratio": None, "peak_uploads_per_user": {},
+                     "peak_api_serving": 0}
 
 
 @pytest.fixture
