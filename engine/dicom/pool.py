@@ -4,6 +4,7 @@ die with the process that made them."""
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
@@ -25,5 +26,8 @@ def _die_with_parent(parent: int) -> None:
 
 def dicom_pool(workers: int | None = None) -> ProcessPoolExecutor:
     """A pool of ``workers`` processes (default: the cores)."""
+    # "fork" by name: _die_with_parent checks that the worker's parent is this process, which holds only for forked
+    # workers. Python 3.14 makes "forkserver" the default on Linux, where every worker would exit at once. (Forking
+    # a process that runs threads is what 3.12+ warns about; moving to forkserver needs the parent check reworked.)
     return ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, initializer=_die_with_parent,
-                               initargs=(os.getpid(),))
+                               initargs=(os.getpid(),), mp_context=multiprocessing.get_context("fork"))
