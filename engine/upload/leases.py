@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 wait_log = logging.getLogger("gcbulk.waits")
 
 LEASE_SECONDS = DEFAULT_LEASE_SECONDS
-HEARTBEAT_SECONDS = LEASE_SECONDS / 3
 # A wait for other workers' cases says so at most this often.
 VOICE_SECONDS = 30.0
 # ... and looks again this often: the cases it waits for usually end by being done, not by a lease running out, and
@@ -37,8 +36,10 @@ RECHECK_SECONDS = 1.0
 
 class CaseLeases:
     def __init__(self, journal: Journal, worker_id: str, *, lease_seconds: float = LEASE_SECONDS,
-                 heartbeat_seconds: float = HEARTBEAT_SECONDS,
+                 heartbeat_seconds: float | None = None,
                  on_heartbeat: Callable[[], Awaitable[dict[str, object]]] | None = None) -> None:
+        # A third of the lease by default: two missed beats still leave the lease alive.
+        heartbeat_seconds = lease_seconds / 3 if heartbeat_seconds is None else heartbeat_seconds
         if heartbeat_seconds >= lease_seconds:
             raise ValueError(f"the heartbeat ({heartbeat_seconds} s) must come more often than the lease "
                              f"({lease_seconds} s) runs out")

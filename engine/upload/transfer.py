@@ -86,8 +86,7 @@ class TransferEngine:
         self._stop_requested = anyio.Event()
         self._context: TransferContext | None = None
         self.leases = leases or CaseLeases(journal, worker_id or default_worker_id(), on_heartbeat=self._publish,
-                                           lease_seconds=config.lease_seconds,
-                                           heartbeat_seconds=config.lease_seconds / 3)
+                                           lease_seconds=config.lease_seconds)
         self._shared = False  # several workers may share the job (a PostgreSQL ledger)
 
     def stop(self) -> None:
