@@ -32,6 +32,7 @@ VOICE_SECONDS = 30.0
 # ... and looks again this often: the cases it waits for usually end by being done, not by a lease running out, and
 # a worker that noticed only at its next heartbeat (10 s) kept the whole job running that much longer.
 RECHECK_SECONDS = 1.0
+FIRST_BEAT_SECONDS = 2.0
 
 
 class CaseLeases:
@@ -120,6 +121,10 @@ class CaseLeases:
 
     async def heartbeat_forever(self, scope: anyio.CancelScope) -> None:
         with scope:
+            # The first beat comes early: a worker joining the job now learns from this one's first measurements
+            # (its latency floors) instead of a heartbeat later, when its own slow start has already overshot.
+            await anyio.sleep(min(self.heartbeat_seconds, FIRST_BEAT_SECONDS))
+            await self.beat()
             while True:
                 await anyio.sleep(self.heartbeat_seconds)
                 await self.beat()

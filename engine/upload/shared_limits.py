@@ -156,8 +156,13 @@ def with_shared_floors(state: PacerState, floors_of_others: Sequence[Mapping[str
 
 def share_latency_floors(api_limiter: AdaptiveLimiter, import_pacer: ImportPacer, worker_id: str,
                          workers: Sequence[Any]) -> None:
-    """At a heartbeat: the API limiter and the import pacer learn against the job's floors (``with_shared_floors``),
-    from the live workers' last published measurements (``workers``: ``gcbulk.state.workers.WorkerRow``)."""
+    """At the start and at each heartbeat: the API limiter and the import pacer learn against the job's floors
+    (``with_shared_floors``), from the live workers' last published measurements (``workers``:
+    ``gcbulk.state.workers.WorkerRow``); with other workers live, the API limiter leaves its slow start."""
     others = [row.progress for row in workers if row.live and row.worker_id != worker_id]
     api_limiter.state = with_shared_floors(api_limiter.state, [p.get("api_floors") or {} for p in others])
     import_pacer.state = with_shared_floors(import_pacer.state, [p.get("import_floors") or {} for p in others])
+    if others:
+        # The other workers' load is on the server already: a slow start (one more per answer) would overshoot
+        # it and queue everybody's requests; this worker grows by one per window, like the others.
+        api_limiter.state = replace(api_limiter.state, slow_start=False)

@@ -17,6 +17,7 @@ from functools import partial
 
 import anyio
 from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.engine.gc.pacer import case_rank, request_rank
 from gcbulk.engine.gc.errors import (
     Disposition,
     GcbulkError,
@@ -139,6 +140,9 @@ class TransferEngine:
             upload_gate=upload_gate,  # type: ignore[arg-type]  # the same surface
             import_gate=import_gate,  # type: ignore[arg-type]
         )
+        if shared:  # a worker joining a job starts from what the others measured (latency floors, no slow start)
+            workers = await self.journal.read("workers_view", lease_seconds=self.leases.lease_seconds)
+            share_latency_floors(self.client.api_limiter, context.import_pacer, self.leases.worker_id, workers)
         self.stats.limits = lambda: (self.client.api_limiter.limit, context.import_pacer.limit)
         if self.stopping:
             context.stop()
@@ -210,6 +214,9 @@ class TransferEngine:
 
         async def run_case(case_id: int, borrower: object) -> None:
             ended = False
+            # The web workers serve this case's requests before those of cases claimed after it (lower ids are
+            # claimed first; a takeover's older id lets the half-done case finish first).
+            request_rank.set(case_rank(case_id))
             try:
                 with leases.scope(case_id):  # cancelled if another worker took the case over (a lost lease)
                     case = CaseUpload(ctx, await ctx.journal.read("case_work", case_id), sessions, display_sets)

@@ -12,13 +12,13 @@ import anyio
 import pytest
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import Interrupted
-from gcbulk.engine.gc.pacer import api_policy
+from gcbulk.engine.gc.pacer import AdaptiveLimiter, api_policy, import_policy
 from gcbulk.engine.service.journal import Journal, LedgerRunner
 from gcbulk.engine.service.progress import EventLog
 from gcbulk.engine.upload.leases import CaseLeases
 from gcbulk.engine.upload.orphans import abort_orphan_uploads
-from gcbulk.engine.upload.server_limits import CountingGate, GateWaitTimeout
-from gcbulk.engine.upload.shared_limits import SharedGate, with_shared_floors
+from gcbulk.engine.upload.server_limits import CountingGate, GateWaitTimeout, ImportPacer
+from gcbulk.engine.upload.shared_limits import SharedGate, share_latency_floors, with_shared_floors
 
 from tests.pg_server import PgServer
 from tests.state.conftest import BINDING, planned_case, record
@@ -117,6 +117,24 @@ def test_a_worker_learns_against_the_lowest_floor_the_live_workers_measured() ->
     assert shared.floors == {"uploads/": 0.1, "other/": 0.2}
     assert policy.on_success(shared, "uploads/", 0.8, 2).limit < shared.limit, "0.8 s is queueing: it backs off"
     assert with_shared_floors(late, [{"uploads/": 2.0}]).floors == {"uploads/": 0.8}, "only ever lowered"
+
+
+async def test_a_worker_joining_a_loaded_server_starts_from_the_others_floors_and_without_a_slow_start(
+        two_workers: tuple[Journal, Journal]) -> None:
+    """Slow start grows the limit by one per answer: right for a worker alone, an overshoot for one whose
+    colleagues already keep the server busy (every worker's requests would queue behind its burst)."""
+    first, second = two_workers
+    await first.runner.call("heartbeat", "w1", lease_seconds=LEASE, running=[], api_limit=3, imports_limit=8,
+                            progress={"api_floors": {"POST uploads/": 0.06}, "import_floors": {}})
+    pacer = ImportPacer(CountingGate(16, name="imports in flight"), import_policy(16))
+    joining = AdaptiveLimiter(api_policy(16))
+    share_latency_floors(joining, pacer, "w2", await second.read("workers_view", lease_seconds=LEASE))
+    assert joining.state.floors == {"POST uploads/": 0.06}
+    assert not joining.state.slow_start
+    alone = AdaptiveLimiter(api_policy(16))
+    share_latency_floors(alone, pacer, "w1", [row for row in await first.read("workers_view", lease_seconds=LEASE)
+                                              if row.worker_id == "w1"])
+    assert alone.state.slow_start, "a worker alone keeps its slow start"
 
 
 async def test_a_lost_create_waits_while_another_worker_has_a_create_of_that_filename_on_the_wire(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from gcbulk.engine.gc.pacer import AdaptiveLimiter, AimdPolicy
+from gcbulk.engine.gc.pacer import AdaptiveLimiter, AimdPolicy, case_rank, request_rank
 
 POLICY = AimdPolicy(minimum=1, maximum=16, initial=2, tolerance=2.0, backoff=0.5, window=50)
 
@@ -149,3 +149,34 @@ async def test_a_queued_request_that_is_cancelled_does_not_hold_back_the_others(
             holder_may_finish.set()
             scopes[0].cancel()  # the first in line, cancelled as the slot frees
     assert served == [1, 2, 3] and limiter.in_flight == 0
+
+
+async def test_queued_requests_are_served_in_the_order_of_their_cases_not_of_their_arrival() -> None:
+    """The web workers' time goes first to the case that started first (it is the closest to handing its images
+    to the importer); requests of the run itself, outside any case, go before every case's."""
+    limiter = AdaptiveLimiter(AimdPolicy(initial=1, minimum=1, maximum=1), clock=lambda: 0.0)
+    holder_may_finish = anyio.Event()
+    served: list[str] = []
+
+    async def holder() -> None:
+        async with limiter.slot("presign"):
+            await holder_may_finish.wait()
+
+    async def request(name: str, rank: tuple[int, ...] | None) -> None:
+        if rank is not None:
+            request_rank.set(rank)
+        async with limiter.slot("presign"):
+            served.append(name)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(holder)
+            await anyio.sleep(0.01)
+            for name, rank in [("case 9", case_rank(9)), ("case 2", case_rank(2)), ("the run's", None),
+                               ("case 5", case_rank(5)), ("case 2 again", case_rank(2))]:
+                tasks.start_soon(request, name, rank)
+                await anyio.sleep(0.01)
+            assert limiter.waiting == 5
+            holder_may_finish.set()
+    assert served == ["the run's", "case 2", "case 2 again", "case 5", "case 9"]
+    assert limiter.in_flight == 0 and limiter.waiting == 0
