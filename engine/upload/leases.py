@@ -90,7 +90,7 @@ class CaseLeases:
                               "take over any whose lease runs out (the first in %.0f s unless renewed)",
                               self.worker_id, elsewhere.cases, ", ".join(elsewhere.workers), now - waiting_since,
                               elsewhere.soonest_expiry_seconds)
-            with anyio.move_on_after(min(max(elsewhere.soonest_expiry_seconds, 0.5), RECHECK_SECONDS)):
+            with anyio.move_on_after(RECHECK_SECONDS):  # the soonest expiry is only a hint: leases get renewed
                 await stopping.wait()
         return None
 
