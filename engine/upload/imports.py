@@ -67,22 +67,29 @@ class UploadSessionIndex:
         self._refreshed_at: float | None = None
         self._lock = anyio.Lock()
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, *, force: bool = False) -> None:
+        asked_at = time.monotonic()
         async with self._lock:
-            if self._refreshed_at is not None and time.monotonic() - self._refreshed_at < self._min_interval:
+            if self._refreshed_at is not None and (
+                    self._refreshed_at >= asked_at if force
+                    else time.monotonic() - self._refreshed_at < self._min_interval):
                 return
+            started = time.monotonic()  # a session created before this is in the listing
             by_upload: dict[str, list[dict[str, Any]]] = {}
             async for session in self._client.iterate_upload_sessions():
                 slim = {k: session.get(k) for k in ("pk", "status", "error_message")}
                 for pk in session_upload_pks(session):
                     by_upload.setdefault(pk, []).append(slim)
             self._by_upload = by_upload
-            self._refreshed_at = time.monotonic()
+            self._refreshed_at = started
 
-    async def find(self, upload_pks: Iterable[str], *, refresh: bool = True) -> dict[str, Any] | None:
-        """The session that took these uploads; when several did (a PATCH sent twice), the best outcome wins."""
-        if refresh:
-            await self._refresh()
+    async def find(self, upload_pks: Iterable[str], *, refresh: bool = True,
+                   force: bool = False) -> dict[str, Any] | None:
+        """The session that took these uploads; when several did (a PATCH sent twice), the best outcome wins.
+        ``force``: from a listing begun after this call (a session created since the last scan is in it), however
+        recent the last one."""
+        if refresh or force:
+            await self._refresh(force=force)
         candidates = [s for pk in upload_pks for s in self._by_upload.get(pk, [])]
         if not candidates:
             return None

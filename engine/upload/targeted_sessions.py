@@ -6,8 +6,10 @@ server's most expensive call (220 ms of a web worker). The session's pk comes ba
 a failed import is still found with one ``GET cases/upload-sessions/{pk}/`` and a resumed run knows the value was
 sent (a session that left Queued was taken, ``engine/upload/imports.py``).
 
-The POST is not idempotent: after an answer that may hide a success it is looked up in the session list (by its
-uploads) before it is sent again — the only scan of that list, and only on that rare path.
+The POST is not idempotent: after an answer that may hide a success the server is asked before it is sent again —
+the display set (the image in its socket: done), else the session list by the uploads (the only scan of that list,
+and only on that rare path), else, the uploads consumed by the import, the display set again until the image is
+linked (``_session_of_lost_answer``).
 """
 
 from __future__ import annotations
@@ -15,14 +17,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gcbulk.engine.gc.errors import ApiError, NotFound
+import anyio
+
+from gcbulk.engine.gc.client import socket_slug_of
+from gcbulk.engine.gc.errors import ApiError, ImportFailed, NotFound
 from gcbulk.engine.gc.retry import RetryPolicy
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.imports import UploadSessionIndex
+from gcbulk.engine.upload.server_limits import VOICE_SECONDS, wait_log
 from gcbulk.engine.upload.values_patch import IMAGE, PlannedValue, send_values
 
 log = logging.getLogger(__name__)
+# After a lost answer whose session consumed the uploads: how long its image may take to show in the display set.
+LINK_WAIT_SECONDS = 30.0
+LINK_POLL_SECONDS = 0.5
 
 
 def targeted_value(socket_slug: str, display_set_pk: str, upload_urls: list[str],
@@ -42,11 +51,16 @@ async def post_targeted(ctx: TransferContext, sessions: UploadSessionIndex, valu
     display_set = str(value.body["display_set"])
 
     async def made_before() -> dict[str, Any] | None:
-        return await sessions.find(value.upload_pks)
+        return await _session_of_lost_answer(client, sessions, value, display_set, case_title=case_title)
 
     try:
         session = await client.create_targeted_upload_session(
             list(value.body["uploads"]), display_set=display_set, interface=value.socket_slug, reconcile=made_before)
+    except _ValueInPlace:
+        # Sent and imported, its session unknown: nothing to record, the import wait finds the value in place.
+        ctx.journal.note("session_answer_lost_value_in_place", case=case_title, socket=value.socket_slug,
+                         display_set=display_set)
+        return None
     except ApiError as error:
         names = error.body if isinstance(error.body, dict) else {}
         if error.status not in (400, 403, 404, 405) or "uploads" in names:  # an upload's problem: the item's
@@ -60,6 +74,61 @@ async def post_targeted(ctx: TransferContext, sessions: UploadSessionIndex, valu
     crash_point("after-session-created")  # a resume finds it by its uploads: it left Queued, so it was taken
     await ctx.journal.record("item_session_recorded", item_id, pk, case=case_title)
     return pk
+
+
+class _ValueInPlace(Exception):
+    """The lost POST's image is in its socket already: the value is done, whichever session made it."""
+
+
+async def _session_of_lost_answer(client: Any, sessions: UploadSessionIndex, value: PlannedValue, display_set: str,
+                                  *, case_title: str) -> dict[str, Any] | None:
+    """After a lost answer: the session the POST made, None when it made none (send it again), or ``_ValueInPlace``.
+
+    A session lists its uploads only until its import consumes (deletes) them (contract §10): found by them while
+    the import runs, not after. Then the display set tells: the image in its socket is the value done; uploads gone
+    with no image yet is the import still linking (moments), or failed. The session list is scanned once, from a
+    listing begun now (the lost POST came after any earlier scan): it is the server's dearest list (§10)."""
+    if await _image_in_socket(client, display_set, value.socket_slug) is not None:
+        raise _ValueInPlace
+    found = await sessions.find(value.upload_pks, force=True)
+    if found is not None:
+        return found
+    if not await _any_upload_gone(client, value.upload_pks):
+        return None  # still there, and no session lists them: the POST made nothing
+    waited_since = last_voice = anyio.current_time()
+    while await _image_in_socket(client, display_set, value.socket_slug) is None:
+        now = anyio.current_time()
+        if now - waited_since > LINK_WAIT_SECONDS:
+            raise ImportFailed(
+                f"{case_title}: the upload session for {value.socket_slug} was created but its answer was lost, and "
+                f"its uploads are gone without an image in display set {display_set} after {LINK_WAIT_SECONDS:.0f} "
+                "s (the import failed, or the uploads expired); 'gcbulk retry-failed' uploads the files again")
+        if now - last_voice >= VOICE_SECONDS:
+            last_voice = now
+            wait_log.info("%s waits %.0f s so far for the image of %s in display set %s (its upload session's "
+                          "answer was lost and its uploads are consumed)", case_title, now - waited_since,
+                          value.socket_slug, display_set)
+        await anyio.sleep(LINK_POLL_SECONDS)
+    raise _ValueInPlace
+
+
+async def _any_upload_gone(client: Any, upload_pks: tuple[str, ...]) -> bool:
+    for pk in upload_pks:
+        try:
+            await client.get_upload(pk)
+        except NotFound:
+            return True
+    return False
+
+
+async def _image_in_socket(client: Any, display_set: str, socket_slug: str) -> str | None:
+    """The image the display set shows in ``socket_slug``, if any (None too when the display set is gone)."""
+    try:
+        shown = await client.get_display_set(display_set)
+    except NotFound:
+        return None
+    return next((value["image"] for value in shown.get("values") or []
+                 if socket_slug_of(value) == socket_slug and value.get("image")), None)
 
 
 async def _attach_directly(ctx: TransferContext, value: PlannedValue, display_set: str, refusal: str,

@@ -1,8 +1,8 @@
 """Three ``gcbulk run`` workers on one job (a PostgreSQL ledger) against an emulator that injects a mix of faults at a
 moderate rate: refused calls (5xx), dropped connections, and lost answers — the server did the work, the client never
 heard — on display-set creation, upload creation, part PUTs and upload completion; and, in a second test, one lost
-answer to an image's upload session (expected to fail until the bug its xfail names is fixed; the single-process
-reproduction is ``tests/engine/test_lost_session_answer_after_import.py``).
+answer to an image's upload session, found after its import consumed the uploads (the single-process case is
+``tests/engine/test_lost_session_answer_after_import.py``).
 
 The outcome must be what a fault-free run leaves: every case done once, by one display set holding that case's own
 images in the right sockets, each imported once; no part stored twice except where S3 stored it and its answer was
@@ -66,13 +66,6 @@ LOST_SESSION_ANSWER = (
 # above would exhaust the default of 5 now and then by chance. This test is about the outcome, not the budget.
 # No worker is killed here: a lease long enough that a stall of this loaded machine never looks like a death.
 ENGINE = 'part_size = "5 MiB"\nlease_seconds = 10\nattempts_per_item = 40\n'
-LOST_SESSION_ANSWER_BUG = (
-    "bug: a lost answer to an aimed upload session is looked up by its upload pks (engine/upload/targeted_sessions.py "
-    "made_before -> UploadSessionIndex.find); once the import has consumed the uploads the session lists none, so the "
-    "POST is sent again, answers 400 {'uploads': ['Invalid hyperlink - Object does not exist.']} and the case fails "
-    "although its value is in place")
-
-
 @pytest.fixture
 def dsn(pg_server: PgServer) -> str:
     return pg_server.new_database()
@@ -150,7 +143,6 @@ def test_three_workers_under_faults_do_every_case_once(tmp_path: Path, threaded_
     run_three_workers(tmp_path, threaded_emulator, dsn, LOST_ANSWERS + REFUSALS_AND_DROPS)
 
 
-@pytest.mark.xfail(strict=True, reason=LOST_SESSION_ANSWER_BUG)
 def test_three_workers_adopt_an_upload_session_whose_answer_was_lost(tmp_path: Path,
                                                                     threaded_emulator: RunningEmulator,
                                                                     dsn: str) -> None:
