@@ -17,11 +17,10 @@ import os
 import re
 import socket
 from pathlib import Path
-from urllib.parse import unquote
 
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.redaction import register_secret
-from gcbulk.state.dsn import is_postgres_dsn, shown_dsn
+from gcbulk.state.dsn import dsn_passwords, is_postgres_dsn, shown_dsn
 
 LedgerLocation = Path | str  # a Path for a SQLite file, a str for a PostgreSQL DSN
 
@@ -47,15 +46,6 @@ def ledger_location(text: str | Path) -> LedgerLocation:
             register_secret(form)
         return dsn
     return Path(text).absolute()
-
-
-def dsn_passwords(dsn: str) -> set[str]:
-    """The password(s) a DSN carries — in its user part (``user:pw@``) or as a ``password=`` query parameter — as
-    written and percent-decoded."""
-    user_part = re.match(r"^postgres(?:ql)?://[^:/@]*:([^@]*)@", dsn)
-    written = [user_part.group(1)] if user_part else []
-    written += re.findall(r"(?:\?|&)password=([^&#]*)", dsn)
-    return {form for password in written if password for form in (password, unquote(password))}
 
 
 def shown_ledger(location: LedgerLocation) -> str:

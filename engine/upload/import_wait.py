@@ -33,6 +33,21 @@ log = logging.getLogger(__name__)
 FAILURE_CHECK_SECONDS = 2.0
 
 
+class WaitVoice:
+    """No wait without a voice: ``say(seconds so far)`` once every ``VOICE_SECONDS`` of one wait, however its time
+    is cut into polls and pauses."""
+
+    def __init__(self, started: float, say: Callable[[float], None]) -> None:
+        self.started = started
+        self.next_at = started + VOICE_SECONDS
+        self._say = say
+
+    def speak_if_due(self, now: float) -> None:
+        if now >= self.next_at:
+            self._say(now - self.started)
+            self.next_at = now + VOICE_SECONDS
+
+
 class ImportWait:
     """The import wait of one case; needs ``ctx``, ``case``, ``sessions``, ``import_units``, ``_record``,
     ``_mark_importing`` and ``_finish`` from ``CaseUpload``."""
@@ -49,7 +64,11 @@ class ImportWait:
                                                                who=self.case.title)
         started = time.monotonic()
         deadline = started + ctx.config.import_timeout_seconds
-        next_voice = started + VOICE_SECONDS
+        # Reads ``waiting`` when it speaks: the values still missing at that moment.
+        voice = WaitVoice(started, lambda so_far: wait_log.info(
+            "%s waits %.0f s so far for the server's import of %s into display set %s (gives up after %.0f s)",
+            self.case.title, so_far, ", ".join(i.socket_slug for i in waiting), pk,
+            ctx.config.import_timeout_seconds))
         delay = self._first_poll_delay()
         next_failure_check = started + self._failure_check_interval()
         polls = 0
@@ -58,8 +77,7 @@ class ImportWait:
         sent_at = vars(self).get("_values_sent_at")
         if waiting and sent_at is not None:
             crash_point("during-import-poll")
-            with anyio.move_on_after(max(0.0, sent_at + delay - time.monotonic())):
-                await ctx.stopping.wait()
+            await self._pause(max(0.0, sent_at + delay - time.monotonic()), voice)
             if ctx.stopping.is_set():
                 raise Interrupted(f"{self.case.title}: stopped while waiting for imports")
             delay = self._next_poll_delay(delay)
@@ -94,17 +112,23 @@ class ImportWait:
                 break
             if ctx.stopping.is_set():
                 raise Interrupted(f"{self.case.title}: stopped while waiting for imports")
-            if time.monotonic() >= next_voice:  # no wait without a voice
-                wait_log.info("%s waits %.0f s so far for the import of %s (gives up after %.0f s)", self.case.title,
-                              time.monotonic() - started, ", ".join(i.socket_slug for i in waiting),
-                              ctx.config.import_timeout_seconds)
-                next_voice = time.monotonic() + VOICE_SECONDS
             crash_point("during-import-poll")
-            with anyio.move_on_after(delay):  # a stop ends the wait at once: the next pass resumes the polling
-                await ctx.stopping.wait()
+            await self._pause(delay, voice)  # a stop ends the wait at once: the next pass resumes the polling
             delay = self._next_poll_delay(delay)
             polls += 1
         return await self._finish()
+
+    async def _pause(self, seconds: float, voice: WaitVoice) -> None:
+        """Waits ``seconds`` between two polls, or until the run stops; a pause longer than ``VOICE_SECONDS`` speaks
+        in its middle (with the server's imports taking minutes, a pause does too)."""
+        until = time.monotonic() + seconds
+        while not self.ctx.stopping.is_set():
+            now = time.monotonic()
+            if now >= until:
+                return
+            voice.speak_if_due(now)
+            with anyio.move_on_after(min(until, voice.next_at) - now):
+                await self.ctx.stopping.wait()
 
     def _first_poll_delay(self) -> float:
         """No poll before an import is likely done: 0.9 × the typical import time lately (the pacer's average),
@@ -156,12 +180,14 @@ class ImportWait:
         ctx = self.ctx
         patched = self._patched_at[value.socket_slug] = time.monotonic()
         deadline = patched + ctx.config.import_timeout_seconds
-        next_voice = patched + VOICE_SECONDS
+        voice = WaitVoice(patched, lambda so_far: wait_log.info(
+            "%s waits %.0f s so far for the server's import of %s into display set %s before sending its next "
+            "image (gives up after %.0f s)", self.case.title, so_far, value.socket_slug, pk,
+            ctx.config.import_timeout_seconds))
         delay = self._first_poll_delay()
         next_failure_check = patched + self._failure_check_interval()
         while True:
-            with anyio.move_on_after(delay):
-                await ctx.stopping.wait()
+            await self._pause(delay, voice)
             if ctx.stopping.is_set():
                 raise Interrupted(f"{self.case.title}: stopped between the PATCHes of its images")
             now = time.monotonic()
@@ -176,11 +202,6 @@ class ImportWait:
                 if await failed_session_message(ctx.client, session_pk) is not None:
                     return  # the import wait records the server's message
                 next_failure_check = time.monotonic() + self._failure_check_interval()
-            if now >= next_voice:
-                wait_log.info("%s waits %.0f s so far for the import of %s before sending its next image (gives up "
-                              "after %.0f s)", self.case.title, now - patched, value.socket_slug,
-                              ctx.config.import_timeout_seconds)
-                next_voice = now + VOICE_SECONDS
             delay = self._next_poll_delay(delay)
 
     async def _drop_failed_imports(self, waiting: list[ItemWork], kinds: dict[str, str]) -> list[ItemWork]:
