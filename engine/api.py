@@ -28,13 +28,16 @@ import concurrent.futures
 import csv
 import dataclasses
 import json
+import sys
 import tempfile
+import types
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from gcbulk.engine import settings
 from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.ledger_location import ledger_exists
 from gcbulk.engine.results.export import (
     ExportOptions,
@@ -69,6 +72,17 @@ def _run_sync(make: Callable[[], Awaitable[T]]) -> T:
         return pool.submit(lambda: asyncio.run(make())).result()  # type: ignore[arg-type]
 
 
+def _refuse_in_a_reimported_script(caller: types.FrameType) -> None:
+    """gcbulk's DICOM workers are started by forkserver (Python 3.14's default), which imports the caller's script
+    again in each worker, as ``__mp_main__``: a ``Job`` made by its top-level code would run the job a second time
+    inside a worker. Made there, it stops the worker with what to change instead."""
+    if caller.f_globals.get("__name__") == "__mp_main__" and caller.f_code.co_name == "<module>":
+        raise ConfigurationError(
+            f"gcbulk.Job was created by the top-level code of {caller.f_code.co_filename} while a worker process "
+            "imported it again (gcbulk's DICOM workers do, as any multiprocessing pool): put the script's calls "
+            "under `if __name__ == \"__main__\":`")
+
+
 class Job:
     """One job file: its plan, its run and its status, with the settings ``gcbulk run`` would use.
 
@@ -81,6 +95,7 @@ class Job:
                  environ: Mapping[str, str] | None = None) -> None:
         import argparse
 
+        _refuse_in_a_reimported_script(sys._getframe(1))
         flags = argparse.Namespace(ledger=ledger)  # a path, or a PostgreSQL DSN kept as it is
         resolved = settings.resolve(job_file, flags, environ, read_token=token is None)
         if token is not None:

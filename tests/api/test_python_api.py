@@ -138,3 +138,23 @@ def test_a_study_without_a_slug_names_the_three_ways_to_give_one(monkeypatch: py
     monkeypatch.delenv("GCBULK_READER_STUDY", raising=False)
     with pytest.raises(gcbulk.ConfigurationError, match="--reader-study SLUG.*GCBULK_READER_STUDY.*--job"):
         gcbulk.ReaderStudy(token="x")
+
+
+@pytest.mark.parametrize("imported_as", ["__mp_main__", "__main__"])
+def test_an_unguarded_script_imported_again_by_a_worker_process_does_not_run_its_job_there(
+        tmp_path: Path, imported_as: str) -> None:
+    """gcbulk's DICOM workers are started by forkserver, which imports the user's script again in each worker as
+    ``__mp_main__`` (as ``runpy.run_path`` does here). A script without ``if __name__ == "__main__":`` would run its
+    job a second time inside the worker; instead the worker stops, saying what to change. Run as itself, the script
+    goes on (here to the missing job file)."""
+    import runpy
+
+    script = tmp_path / "migrate.py"
+    script.write_text(f"import gcbulk\ngcbulk.Job({str(tmp_path / 'missing.toml')!r}).run()\n")
+    with pytest.raises(gcbulk.ConfigurationError) as refused:
+        runpy.run_path(str(script), run_name=imported_as)
+    if imported_as == "__mp_main__":
+        assert "imported it again" in str(refused.value) and 'if __name__ == "__main__":' in str(refused.value)
+        assert str(script) in str(refused.value)
+    else:
+        assert "imported it again" not in str(refused.value) and "missing.toml" in str(refused.value)
