@@ -28,6 +28,7 @@ from gcbulk.engine.gc.errors import (
     first_error,
 )
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
+from gcbulk.engine.upload.claim_pacing import uploads_under_way
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.dicom_image_set import image_set_value, is_image_set, release_case, stage_image_sets
@@ -135,6 +136,7 @@ class CaseUpload(ImportWait):
         if self.case.display_set.pk and any(i.state == "uploaded" for i in self.case.items):
             await self._adopt_earlier_patch(kinds)
         await self._upload_items(kinds)
+        uploads_under_way()  # nothing (left) to upload: the worker may claim its next case
         self._stop_point("before its display set")
         pk = await self._ensure_display_set()
         self._stop_point("before its values")

@@ -33,6 +33,7 @@ from gcbulk.engine.gc.errors import (
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
 from gcbulk.engine.gc.uploads_api import UPLOAD_COMPLETED, UploadRef, parse_server_time
 from gcbulk.engine.plan.parts import adjust_part_size
+from gcbulk.engine.upload.claim_pacing import uploads_under_way
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.server_limits import UnitPool
@@ -95,6 +96,7 @@ class FileUpload:
             throttled_attempts=self.ctx.config.retry.throttled_attempts_per_item,
         )):
             async with self.ctx.files_limiter:
+                uploads_under_way()  # the case moves files: the worker may claim its next case
                 for _ in range(MAX_UPLOAD_RESTARTS + 1):
                     try:
                         check_unchanged(self.file)

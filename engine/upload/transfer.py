@@ -32,6 +32,7 @@ from gcbulk.engine.service.progress import (
     format_progress_line,
 )
 from gcbulk.engine.upload.case_upload import CaseUpload, DisplaySetIndex
+from gcbulk.engine.upload.claim_pacing import CLAIM_AHEAD, ClaimPacer
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.imports import UploadSessionIndex
 from gcbulk.engine.ledger_location import default_worker_id
@@ -212,13 +213,17 @@ class TransferEngine:
 
         leases.new_pass()
 
+        # Beside other workers, claim only what this worker can start on (engine/upload/claim_pacing.py).
+        pacer = ClaimPacer(CLAIM_AHEAD if self._shared else None)
+
         async def run_case(case_id: int, borrower: object) -> None:
             ended = False
             # The web workers serve this case's requests before those of cases claimed after it (lower ids are
             # claimed first; a takeover's older id lets the half-done case finish first).
             request_rank.set(case_rank(case_id))
             try:
-                with leases.scope(case_id):  # cancelled if another worker took the case over (a lost lease)
+                # leases.scope: cancelled if another worker took the case over (a lost lease)
+                with pacer.case(), leases.scope(case_id):
                     case = CaseUpload(ctx, await ctx.journal.read("case_work", case_id), sessions, display_sets)
                     if await case.run():
                         outcome.done += 1
@@ -242,8 +247,10 @@ class TransferEngine:
                         while True:
                             borrower = object()
                             await cases_limiter.acquire_on_behalf_of(borrower)
+                            await pacer.before_claim()
                             case_id = await leases.next_case(ctx.stopping)
                             if case_id is None:
+                                pacer.unclaimed()
                                 cases_limiter.release_on_behalf_of(borrower)
                                 break
                             cases.start_soon(run_case, case_id, borrower)
