@@ -215,13 +215,13 @@ def main() -> int:
                         ("process CPU", sorted(r["process_cpu"] for r in results))):
         print(f"{label} over {len(results)} runs: min {cpus[0]:.3f} s, median {cpus[len(cpus) // 2]:.3f} s")
     last = results[-1]
-    print(f"\nledger calls of the last run (count, CPU s):")
+    print("\nledger calls of the last run (count, CPU s):")
     for name, n, cpu in last["by_call"][: args.top]:
         print(f"  {n:6d}  {cpu:7.3f}  {name}")
-    print(f"\nmost repeated statements of the last run:")
+    print("\nmost repeated statements of the last run:")
     for shape, n in last["shapes"][: args.top]:
         print(f"  {n:6d}  {shape[:150]}")
-    print(f"\nby call site (statement, ledger call, state/ line):")
+    print("\nby call site (statement, ledger call, state/ line):")
     for (shape, call, where), n in last["sites"][: args.top]:
         print(f"  {n:6d}  {call:28s} {where:40s} {shape[:90]}")
     return 0

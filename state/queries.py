@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from gcbulk.state.errors import UnknownRow
 from gcbulk.state.machines import LIVE_UPLOAD_STATES, RUNNABLE_CASE_STATES
 from gcbulk.state.records import (
     AttentionRow,
@@ -74,12 +75,31 @@ class LedgerQueries:
                 )
         return result
 
+    def _uploads_with_parts(self, where: str, params: Sequence[Any]) -> list[UploadRow]:
+        """Uploads (``where`` on ``uploads``, in id order) with their sent parts, in one statement."""
+        records: dict[int, tuple[dict[str, Any], dict[int, PartRow]]] = {}
+        for row in self._all(
+            "SELECT uploads.*, parts.number AS sent_part_number, parts.size AS sent_part_size, "
+            "parts.etag AS sent_part_etag, parts.md5 AS sent_part_md5 FROM uploads "
+            "LEFT JOIN parts ON parts.upload_id = uploads.id AND parts.state = 'sent' "
+            f"WHERE {where} ORDER BY uploads.id, parts.number",
+            params,
+        ):
+            upload, parts = records.setdefault(row["id"], (row, {}))
+            number = row["sent_part_number"]
+            if number is not None:
+                parts[number] = PartRow(upload_id=row["id"], number=number, state="sent", size=row["sent_part_size"],
+                                        etag=row["sent_part_etag"], md5=row["sent_part_md5"])
+        return [self._upload_record(upload, parts) for upload, parts in records.values()]
+
     def upload(self, upload_id: int) -> UploadRow:
-        return self._upload_record(self._get("upload", upload_id))
+        found = self._uploads_with_parts("uploads.id = ?", (upload_id,))
+        if not found:
+            raise UnknownRow(f"the ledger has no upload {upload_id!r}")
+        return found[0]
 
     def uploads_of_file(self, file_id: int) -> list[UploadRow]:
-        return [self._upload_record(r) for r in self._all("SELECT * FROM uploads WHERE file_id = ? ORDER BY id",
-                                                          (file_id,))]
+        return self._uploads_with_parts("uploads.file_id = ?", (file_id,))
 
     def in_flight_uploads(self) -> list[UploadRow]:
         """Uploads that exist (or may exist) on Grand Challenge and are not consumed yet."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from gcbulk.engine.gc.errors import (
@@ -44,6 +44,9 @@ from gcbulk.engine.upload.imports import (
     session_for_item,
 )
 from gcbulk.state.records import CaseWork, ItemWork
+
+if TYPE_CHECKING:
+    from gcbulk.engine.service.journal import Step
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,9 @@ class CaseUpload(ImportWait):
 
     async def _record(self, transition: str, *args: object, **fields: object) -> object:
         return await self.ctx.journal.record(transition, *args, case=self.case.title, **fields)
+
+    async def _record_together(self, steps: list[Step]) -> list[Any]:
+        return await self.ctx.journal.record_together(steps, case=self.case.title)
 
     async def _refresh(self) -> CaseWork:
         self.case = await self.ctx.journal.read("case_work", self.case.id)
@@ -126,9 +132,12 @@ class CaseUpload(ImportWait):
 
     async def _fail(self, reason: str) -> None:
         await self._refresh()
+        # One transaction: a crash leaves the case as it was before its failure (it is tried again) or failed.
+        steps: list[Step] = []
         if self.case.display_set.state in ("created", "values_attached", "importing"):
-            await self._record("display_set_failed", self.case.id, reason=reason)
-        await self._record("case_failed", self.case.id, reason=reason)
+            steps.append(("display_set_failed", (self.case.id,), {"reason": reason}))
+        steps.append(("case_failed", (self.case.id,), {"reason": reason}))
+        await self._record_together(steps)
         self.ctx.stats.cases_failed += 1
 
     async def _steps(self, kinds: dict[str, str]) -> bool:
@@ -171,11 +180,16 @@ class CaseUpload(ImportWait):
         self._staged = await stage_image_sets(self, work)
         # The case takes the live-upload units of all its new files at once: its files then never hold slots that
         # its other files wait for, and a case with more files than the ceiling is admitted alone.
+        # The case was read after its lease was taken (and after every change since): each file's live upload is in
+        # it — unless staging DICOM copies just gave some up (then the ledger is asked).
         fresh = 0
         for item in work:
             for file in item.files:
-                uploads = await self.ctx.journal.read("uploads_of_file", file.id)
-                fresh += not any(u.state in ("creating", "initialized", "completed") for u in uploads)
+                if self._staged:
+                    uploads = await self.ctx.journal.read("uploads_of_file", file.id)
+                    fresh += not any(u.state in ("creating", "initialized", "completed") for u in uploads)
+                else:
+                    fresh += file.upload is None
         pool = UnitPool(await self.ctx.upload_gate.acquire(fresh, who=self.case.title) if fresh else 0)
         interrupted: list[Interrupted] = []
         try:
@@ -189,7 +203,7 @@ class CaseUpload(ImportWait):
             pool.left = 0
         if interrupted:
             raise interrupted[0]
-        await self._refresh()
+        # No refresh here: the next step (_ensure_display_set) reads the case first.
 
     async def _upload_item(self, item: ItemWork, kind: str, interrupted: list[Interrupted], pool: UnitPool) -> None:
         """Uploads an item's files. A stop (Interrupted) is collected, not raised, so it does not cancel the parts
@@ -219,7 +233,9 @@ class CaseUpload(ImportWait):
     async def _upload_file(self, file: Any, stopped: list[Interrupted], pool: UnitPool) -> None:
         try:
             staged = self._staged.get(file.id)
-            await FileUpload(self.ctx, staged or file, self.case.title, pool, staged_copy=staged is not None).run()
+            # Without staging, ``file.upload`` is the ledger's live upload of the file (see _upload_items).
+            await FileUpload(self.ctx, staged or file, self.case.title, pool, staged_copy=staged is not None,
+                             upload_known=not self._staged).run()
         except Interrupted as stop:
             stopped.append(stop)
             return
@@ -352,11 +368,12 @@ class CaseUpload(ImportWait):
                           post_targeted=lambda value: self._post_targeted(value, items))
         crash_point("after-values-patch")
         self._values_sent_at = time.monotonic()  # the import wait's first poll counts from here
-        for value in planned:
-            item = next(i for i in items if i.socket_slug == value.socket_slug)
-            await self._record("item_attached", item.id)
-        await self._record("display_set_values_attached", case.id)
-        await self._record("display_set_importing", case.id)
+        # One transaction: a crash leaves either nothing recorded (as a crash just after the PATCH: the next run
+        # finds the values taken, _adopt_earlier_patch) or all of it.
+        steps: list[Step] = [("item_attached", (next(i for i in items if i.socket_slug == value.socket_slug).id,), {})
+                             for value in planned]
+        steps += [("display_set_values_attached", (case.id,), {}), ("display_set_importing", (case.id,), {})]
+        await self._record_together(steps)
         crash_point("after-values-recorded")
 
     async def _post_targeted(self, value: PlannedValue, items: list[ItemWork]) -> None:
@@ -404,10 +421,13 @@ class CaseUpload(ImportWait):
         """The display set follows its items: once any value is attached, it is importing (also after a resume
         that found the values PATCH had been taken before the crash)."""
         case = await self._refresh()
+        steps: list[Step] = []
         if case.display_set.state == "created":
-            await self._record("display_set_values_attached", case.id)
+            steps.append(("display_set_values_attached", (case.id,), {}))
         if case.display_set.state in ("created", "values_attached"):
-            await self._record("display_set_importing", case.id)
+            steps.append(("display_set_importing", (case.id,), {}))
+        if steps:
+            await self._record_together(steps)
 
     async def _finish(self) -> bool:
         case = await self._refresh()
@@ -417,8 +437,8 @@ class CaseUpload(ImportWait):
             await self._fail(reason)
             return False
         crash_point("after-import-seen")
-        await self._record("display_set_done", case.id)
-        await self._record("case_done", case.id)
+        # One transaction: a crash leaves the case to be seen imported again, or done.
+        await self._record_together([("display_set_done", (case.id,), {}), ("case_done", (case.id,), {})])
         self.ctx.stats.cases_done += 1
         crash_point("after-case-done")
         return True

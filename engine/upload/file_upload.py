@@ -74,7 +74,7 @@ class FileUpload:
     """Uploads one file of one case; ``run()`` returns the completed upload's ledger row."""
 
     def __init__(self, ctx: TransferContext, file: FileWork, case_title: str, pool: UnitPool | None = None, *,
-                 staged_copy: bool = False) -> None:
+                 staged_copy: bool = False, upload_known: bool = False) -> None:
         self.ctx = ctx
         self.file = file
         # ``file`` is a de-identified copy (engine/upload/dicom_image_set.py), not the planned file: the upload's
@@ -85,6 +85,9 @@ class FileUpload:
         self.pool = pool or UnitPool()
         # Ledger ids of the uploads this run created: those it counted into the live-upload gate.
         self._created_here: set[int] = set()
+        # ``file.upload`` is the ledger's live upload of the file as it is now (the case was just read, and nothing
+        # else changes this file's uploads): the first try starts from it instead of asking the ledger again.
+        self._upload_known = upload_known
 
     async def _record(self, transition: str, *args: object, **fields: object) -> object:
         return await self.ctx.journal.record(transition, *args, case=self.case_title, **fields)
@@ -98,6 +101,9 @@ class FileUpload:
                 for _ in range(MAX_UPLOAD_RESTARTS + 1):
                     try:
                         check_unchanged(self.file)
+                        if self._upload_known:
+                            self._upload_known = False  # a second try asks the ledger
+                            return await self._run_once(self.file.upload)
                         return await self._run_once(await self._live_upload())
                     except SourceFileChanged as changed:
                         await self.abort(str(changed))
@@ -201,10 +207,11 @@ class FileUpload:
         crash_point("after-create-upload")
         upload_id = intent[0]
         self._created_here.add(upload_id)
-        await self._record("upload_initialized", upload_id, pk=created["pk"], s3_upload_id=created["s3_upload_id"],
-                           created_at=created.get("created"))
+        upload = await self.ctx.journal.record_then_read(
+            "upload_initialized", (upload_id,), "upload", upload_id, case=self.case_title, pk=created["pk"],
+            s3_upload_id=created["s3_upload_id"], created_at=created.get("created"))
         crash_point("after-upload-recorded")
-        return await self.ctx.journal.read("upload", upload_id)
+        return upload
 
     async def _reconcile_parts(self, upload: UploadRow) -> UploadRow:
         """Resume: compare the ledger's parts with what S3 holds (list-parts)."""
@@ -216,8 +223,8 @@ class FileUpload:
             # crash, or a ledger restored from an older copy). With every part recorded, its object is this file;
             # with parts missing from the ledger, a new upload is safer than guessing what was sent.
             if closed.status == UPLOAD_COMPLETED and not upload.missing_part_numbers:
-                await self._record("upload_completed", upload.id)
-                return await self.ctx.journal.read("upload", upload.id)
+                return await self.ctx.journal.record_then_read("upload_completed", (upload.id,), "upload", upload.id,
+                                                               case=self.case_title)
             raise MultipartUploadVanished(str(closed)) from None  # a new upload replaces it
         on_server = {int(p["PartNumber"]): p for p in listed}
         specs = {spec.number: spec for spec in part_specs(upload.file_size, upload.part_size)}
@@ -287,9 +294,10 @@ class FileUpload:
         parts = [{"PartNumber": number, "ETag": part.etag} for number, part in sorted(upload.parts.items())]
         await self.ctx.client.complete_multipart_upload(UploadRef(upload.pk, upload.s3_upload_id), parts)
         crash_point("after-complete")
-        await self._record("upload_completed", upload.id)
+        upload = await self.ctx.journal.record_then_read("upload_completed", (upload.id,), "upload", upload.id,
+                                                         case=self.case_title)
         crash_point("after-upload-completed")
-        return await self.ctx.journal.read("upload", upload.id)
+        return upload
 
     async def abort(self, reason: str) -> None:
         """A fatal error for this file (it changed): free the upload's parts on the server."""
