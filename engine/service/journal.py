@@ -111,25 +111,29 @@ class Journal:
         recorded, or — if one is refused — none. Then one event line for each that changed something, in order."""
         results = await self.runner.call("record_together", [(name, tuple(args), dict(fields))
                                                              for name, args, fields in steps])
+        self._emit(steps, results, case)
+        return results
+
+    async def record_then_read(self, transition: str, args: Sequence[Any], query: str, *query_args: Any,
+                               case: str | None = None, also: Sequence[Step] = (), **fields: Any) -> Any:
+        """``record(transition, *args, **fields)`` — with the steps ``also`` in the same transaction, as
+        ``record_together`` — then ``read(query, *query_args)`` of what it wrote, in one trip to the ledger's thread.
+        The read sees the transitions committed, as separate calls would."""
+        steps: list[Step] = [(transition, tuple(args), dict(fields)), *also]
+
+        def both(ledger: Ledger) -> tuple[list[Any], Any]:
+            results = ledger.record_together(steps) if also else [getattr(ledger, transition)(*args, **fields)]
+            return results, getattr(ledger, query)(*query_args)
+
+        results, answer = await self.runner.run(both)
+        self._emit(steps, results, case)
+        return answer
+
+    def _emit(self, steps: Sequence[Step], results: Sequence[Any], case: str | None) -> None:
         for (name, args, fields), result in zip(steps, results, strict=True):
             if result is not False:
                 self.events.emit(name, case=None if case is None else self._case(case), key=list(args),
                                  **_printable(fields))
-        return results
-
-    async def record_then_read(self, transition: str, args: Sequence[Any], query: str, *query_args: Any,
-                               case: str | None = None, **fields: Any) -> Any:
-        """``record(transition, *args, **fields)``, then ``read(query, *query_args)`` of what it wrote, in one trip to
-        the ledger's thread. The read sees the transition committed, as two calls would."""
-
-        def both(ledger: Ledger) -> tuple[Any, Any]:
-            return getattr(ledger, transition)(*args, **fields), getattr(ledger, query)(*query_args)
-
-        result, answer = await self.runner.run(both)
-        if result is not False:
-            self.events.emit(transition, case=None if case is None else self._case(case), key=list(args),
-                             **_printable(fields))
-        return answer
 
     async def read(self, query: str, *args: Any, **kwargs: Any) -> Any:
         """A ledger query (``case_work``, ``upload`` …) on the ledger's thread."""

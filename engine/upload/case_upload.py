@@ -28,11 +28,10 @@ from gcbulk.engine.gc.errors import (
     first_error,
 )
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
+from gcbulk.engine.upload.case_files import CaseFiles
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
-from gcbulk.engine.upload.dicom_image_set import image_set_value, is_image_set, release_case, stage_image_sets
-from gcbulk.engine.upload.file_upload import FileUpload
-from gcbulk.engine.upload.server_limits import UnitPool
+from gcbulk.engine.upload.dicom_image_set import image_set_value, is_image_set, release_case
 from gcbulk.engine.upload.targeted_sessions import post_targeted, targeted_value
 from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, send_values
 from gcbulk.engine.upload.import_wait import ImportWait
@@ -68,7 +67,7 @@ class DisplaySetIndex:
         self._titles.pop(title, None)
 
 
-class CaseUpload(ImportWait):
+class CaseUpload(CaseFiles, ImportWait):
     def __init__(self, ctx: TransferContext, case: CaseWork, sessions: UploadSessionIndex,
                  display_sets: DisplaySetIndex) -> None:
         self.ctx = ctx
@@ -168,78 +167,6 @@ class CaseUpload(ImportWait):
                 kind = socket["super_kind"]
             kinds[item.socket_slug] = kind
         return kinds
-
-    # ---- 1. uploads ------------------------------------------------------------------------------------------
-
-    async def _upload_items(self, kinds: dict[str, str]) -> None:
-        work = [i for i in self.case.items
-                if kinds[i.socket_slug] in (IMAGE, FILE) and i.state in ("planned", "uploading", "uploaded")]
-        if not work:
-            return
-        self._stop_point("before its uploads")
-        self._staged = await stage_image_sets(self, work)
-        # The case takes the live-upload units of all its new files at once: its files then never hold slots that
-        # its other files wait for, and a case with more files than the ceiling is admitted alone.
-        # The case was read after its lease was taken (and after every change since): each file's live upload is in
-        # it — unless staging DICOM copies just gave some up (then the ledger is asked).
-        fresh = 0
-        for item in work:
-            for file in item.files:
-                if self._staged:
-                    uploads = await self.ctx.journal.read("uploads_of_file", file.id)
-                    fresh += not any(u.state in ("creating", "initialized", "completed") for u in uploads)
-                else:
-                    fresh += file.upload is None
-        pool = UnitPool(await self.ctx.upload_gate.acquire(fresh, who=self.case.title) if fresh else 0)
-        interrupted: list[Interrupted] = []
-        try:
-            async with anyio.create_task_group() as group:
-                for item in work:
-                    group.start_soon(self._upload_item, item, kinds[item.socket_slug], interrupted, pool)
-        except BaseExceptionGroup as group_error:
-            raise first_error(group_error) from None
-        finally:
-            self.ctx.upload_gate.release_nowait(pool.left)  # units for files that never created an upload
-            pool.left = 0
-        if interrupted:
-            raise interrupted[0]
-        # No refresh here: the next step (_ensure_display_set) reads the case first.
-
-    async def _upload_item(self, item: ItemWork, kind: str, interrupted: list[Interrupted], pool: UnitPool) -> None:
-        """Uploads an item's files. A stop (Interrupted) is collected, not raised, so it does not cancel the parts
-        that sibling files still have on the wire: the drain lets those finish."""
-        if kind == FILE and len(item.files) != 1:
-            reason = f"socket {item.socket_slug} takes exactly one file, the plan has {len(item.files)}"
-            await self._record("item_failed", item.id, reason=reason)
-            raise ValueError(reason)
-        if item.state == "planned":
-            await self._record("item_uploading", item.id)
-        stopped: list[Interrupted] = []
-        try:
-            async with anyio.create_task_group() as group:
-                for file in item.files:
-                    group.start_soon(self._upload_file, file, stopped, pool)
-        except BaseException as raised:
-            error = first_error(raised)
-            if classify(error) not in (Disposition.INTERRUPTED, Disposition.STOP_RUN):
-                await self._record("item_failed", item.id, reason=f"{item.socket_slug}: {error}")
-                self.ctx.stats.files_failed += 1
-            raise error from None
-        if stopped:
-            interrupted.append(stopped[0])
-            return
-        await self._record("item_uploaded", item.id)
-
-    async def _upload_file(self, file: Any, stopped: list[Interrupted], pool: UnitPool) -> None:
-        try:
-            staged = self._staged.get(file.id)
-            # Without staging, ``file.upload`` is the ledger's live upload of the file (see _upload_items).
-            await FileUpload(self.ctx, staged or file, self.case.title, pool, staged_copy=staged is not None,
-                             upload_known=not self._staged).run()
-        except Interrupted as stop:
-            stopped.append(stop)
-            return
-        self.ctx.stats.files_done += 1
 
     # ---- 2. display set --------------------------------------------------------------------------------------
 

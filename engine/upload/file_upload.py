@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from datetime import datetime, timezone
 
 import anyio
@@ -46,6 +48,9 @@ from gcbulk.engine.upload.s3_parts import (
 from gcbulk.state.dicom_staging import fit_upload
 from gcbulk.state.records import FileWork, UploadRow
 
+if TYPE_CHECKING:
+    from gcbulk.engine.service.journal import Step
+
 log = logging.getLogger(__name__)
 
 # A file whose upload vanished (the sweep) more often than this in one run is failed rather than restarted forever.
@@ -74,7 +79,7 @@ class FileUpload:
     """Uploads one file of one case; ``run()`` returns the completed upload's ledger row."""
 
     def __init__(self, ctx: TransferContext, file: FileWork, case_title: str, pool: UnitPool | None = None, *,
-                 staged_copy: bool = False, upload_known: bool = False) -> None:
+                 staged_copy: bool = False, upload_known: bool = False, with_completion: Sequence[Step] = ()) -> None:
         self.ctx = ctx
         self.file = file
         # ``file`` is a de-identified copy (engine/upload/dicom_image_set.py), not the planned file: the upload's
@@ -88,6 +93,11 @@ class FileUpload:
         # ``file.upload`` is the ledger's live upload of the file as it is now (the case was just read, and nothing
         # else changes this file's uploads): the first try starts from it instead of asking the ledger again.
         self._upload_known = upload_known
+        # Steps recorded in the transaction that records this upload completed (the item's ``item_uploaded`` when
+        # this is its only file: nothing is asked of the server between the two); ``completion_recorded`` says
+        # whether they were.
+        self._with_completion = with_completion
+        self.completion_recorded = False
 
     async def _record(self, transition: str, *args: object, **fields: object) -> object:
         return await self.ctx.journal.record(transition, *args, case=self.case_title, **fields)
@@ -223,8 +233,7 @@ class FileUpload:
             # crash, or a ledger restored from an older copy). With every part recorded, its object is this file;
             # with parts missing from the ledger, a new upload is safer than guessing what was sent.
             if closed.status == UPLOAD_COMPLETED and not upload.missing_part_numbers:
-                return await self.ctx.journal.record_then_read("upload_completed", (upload.id,), "upload", upload.id,
-                                                               case=self.case_title)
+                return await self._record_completed(upload)
             raise MultipartUploadVanished(str(closed)) from None  # a new upload replaces it
         on_server = {int(p["PartNumber"]): p for p in listed}
         specs = {spec.number: spec for spec in part_specs(upload.file_size, upload.part_size)}
@@ -294,10 +303,15 @@ class FileUpload:
         parts = [{"PartNumber": number, "ETag": part.etag} for number, part in sorted(upload.parts.items())]
         await self.ctx.client.complete_multipart_upload(UploadRef(upload.pk, upload.s3_upload_id), parts)
         crash_point("after-complete")
-        upload = await self.ctx.journal.record_then_read("upload_completed", (upload.id,), "upload", upload.id,
-                                                         case=self.case_title)
+        upload = await self._record_completed(upload)
         crash_point("after-upload-completed")
         return upload
+
+    async def _record_completed(self, upload: UploadRow) -> UploadRow:
+        completed = await self.ctx.journal.record_then_read("upload_completed", (upload.id,), "upload", upload.id,
+                                                            case=self.case_title, also=self._with_completion)
+        self.completion_recorded = True
+        return completed
 
     async def abort(self, reason: str) -> None:
         """A fatal error for this file (it changed): free the upload's parts on the server."""
