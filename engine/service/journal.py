@@ -121,12 +121,18 @@ class Journal:
         The read sees the transitions committed, as separate calls would."""
         steps: list[Step] = [(transition, tuple(args), dict(fields)), *also]
 
-        def both(ledger: Ledger) -> tuple[list[Any], Any]:
+        def both(ledger: Ledger) -> tuple[list[Any], Any, BaseException | None]:
             results = ledger.record_together(steps) if also else [getattr(ledger, transition)(*args, **fields)]
-            return results, getattr(ledger, query)(*query_args)
+            try:
+                return results, getattr(ledger, query)(*query_args), None
+            except Exception as failed:  # noqa: BLE001 - raised below, once the recorded steps have their lines
+                return results, None, failed
 
-        results, answer = await self.runner.run(both)
+        results, answer, failed = await self.runner.run(both)
         self._emit(steps, results, case)
+        if failed is not None:
+            with ledger_faults(self.runner.path):  # as LedgerRunner would have said it
+                raise failed
         return answer
 
     def _emit(self, steps: Sequence[Step], results: Sequence[Any], case: str | None) -> None:
