@@ -41,7 +41,9 @@ Transitions (each atomic and idempotent: a repeat returns False and writes nothi
                   ``upload_aborted(reason)``, ``upload_abandoned(reason)``
     part:         ``part_sent(upload_id, number, size=, etag=, md5=)``, ``part_invalidated(upload_id, number, reason)``
     any:          ``transition(kind, key, state, **fields)``, ``record_attempt(kind, key, error) -> attempts``
-Events
+    together:     ``record_together([(name, args, fields), …])`` — named transitions the engine takes back to back
+                  (no request to the server between them) in one transaction: all or none
+Events (``gcbulk.state.event_log``)
     ``append_event(kind, case_id=None, **data)``, ``events(after_id=0, case_id=None)``.
 
 The ledger never holds the API token: ``append_event`` refuses secret-looking keys, and nothing else takes one.
@@ -49,14 +51,15 @@ The ledger never holds the API token: ``append_event`` refuses secret-looking ke
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from gcbulk.redaction import redact
+from gcbulk.state.event_log import LedgerEvents
 from gcbulk.state.errors import (  # re-exported: callers import them from gcbulk.state.ledger
     LedgerBindingError,
     LedgerDamaged,
@@ -106,7 +109,6 @@ _TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "upload": ("uploads", ("id",)),
     "part": ("parts", ("upload_id", "number")),
 }
-_SECRET_WORDS = ("token", "authorization", "password", "secret")
 _JOB_ROW = 1
 
 
@@ -123,20 +125,7 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _subject_text(subject_id: object) -> str | None:
-    if subject_id is None:
-        return None
-    parts = subject_id if isinstance(subject_id, tuple) else (subject_id,)
-    return ":".join(str(part) for part in parts)  # a part is "<upload id>:<number>"
-
-
-def _reject_secrets(data: dict[str, Any]) -> None:
-    for key in data:
-        if any(word in key.lower() for word in _SECRET_WORDS):
-            raise ValueError(f"refusing to write {key!r} to the ledger: the ledger must never hold credentials")
-
-
-class Ledger(LedgerTransitions, LedgerQueries, LedgerServerTruth, LedgerWorkers):
+class Ledger(LedgerEvents, LedgerTransitions, LedgerQueries, LedgerServerTruth, LedgerWorkers):
     """An open ledger bound to one job. Use :meth:`open` or :meth:`open_readonly`."""
 
     def __init__(
@@ -151,6 +140,7 @@ class Ledger(LedgerTransitions, LedgerQueries, LedgerServerTruth, LedgerWorkers)
         # Which case a file or an upload belongs to never changes: asked for every upload's and part's event.
         self._case_of_file: dict[int, int] = {}
         self._case_of_upload: dict[int, int] = {}
+        self._together = False  # inside record_together: the transitions share its transaction
 
     # ----------------------------------------------------------------------------------------------- open and bind
     @classmethod
@@ -298,35 +288,6 @@ class Ledger(LedgerTransitions, LedgerQueries, LedgerServerTruth, LedgerWorkers)
         row = self.db.conn.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
-    def _log(
-        self,
-        kind: str,
-        *,
-        subject: str | None = None,
-        subject_id: object = None,
-        case_id: int | None = None,
-        from_state: str | None = None,
-        to_state: str | None = None,
-        data: dict[str, Any] | None = None,
-    ) -> None:
-        # Server text (a reason, an error) is scrubbed of the token before it is stored (gcbulk/redaction.py).
-        data = {k: redact(v) for k, v in (data or {}).items() if v is not None}
-        _reject_secrets(data)
-        self.db.execute(
-            "INSERT INTO events (at, kind, subject, subject_id, case_id, from_state, to_state, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                self._now(),
-                kind,
-                subject,
-                _subject_text(subject_id),
-                case_id,
-                from_state,
-                to_state,
-                json.dumps(data, sort_keys=True, default=str) if data else None,
-            ),
-        )
-
     @property
     def job(self) -> dict[str, Any] | None:
         return self._one("SELECT * FROM job WHERE id = ?", (_JOB_ROW,))
@@ -372,30 +333,37 @@ class Ledger(LedgerTransitions, LedgerQueries, LedgerServerTruth, LedgerWorkers)
         Returns False for an idempotent repeat (already in ``target``; nothing written). Raises ``UnknownRow``,
         ``IllegalTransition`` or ``ConflictingRepeat``.
         """
+        with self._atomic():
+            return self._apply(kind, key, self._get(kind, key), target, fields)
+
+    def _apply(self, kind: str, key: object, row: dict[str, Any], target: str, fields: dict[str, Any]) -> bool:
+        """``transition`` of a row its caller has just read in the transaction it holds open (no second read of the
+        same row, no savepoint): the same check, the same write, the same event."""
         table, columns, values = self._key(kind, key)
-        machine = MACHINES[kind]
-        with self.db.atomic():
-            row = self._get(kind, key)
-            if not check_transition(machine, key, row["state"], target, row, fields):
-                return False
-            fields = {name: redact(value) if name == "last_error" else value for name, value in fields.items()}
-            updates = {"state": target, "updated_at": self._now(), **fields}
-            if kind == "item" and target in ("planned", "failed", "withdrawn"):
-                # Its upload session served one try: a retry, or new uploads, get a session of their own (m004).
-                updates["upload_session_pk"] = None
-            assignments = ", ".join(f"{name} = ?" for name in updates)
-            where = " AND ".join(f"{c} = ?" for c in columns)
-            self.db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", (*updates.values(), *values))
-            self._log(
-                f"{kind}.{target}",
-                subject=kind,
-                subject_id=key,
-                case_id=self._case_id_of(kind, row),
-                from_state=row["state"],
-                to_state=target,
-                data=fields,
-            )
+        if not check_transition(MACHINES[kind], key, row["state"], target, row, fields):
+            return False
+        fields = {name: redact(value) if name == "last_error" else value for name, value in fields.items()}
+        updates = {"state": target, "updated_at": self._now(), **fields}
+        if kind == "item" and target in ("planned", "failed", "withdrawn"):
+            # Its upload session served one try: a retry, or new uploads, get a session of their own (m004).
+            updates["upload_session_pk"] = None
+        assignments = ", ".join(f"{name} = ?" for name in updates)
+        where = " AND ".join(f"{c} = ?" for c in columns)
+        self.db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", (*updates.values(), *values))
+        self._log(
+            f"{kind}.{target}",
+            subject=kind,
+            subject_id=key,
+            case_id=self._case_id_of(kind, row),
+            from_state=row["state"],
+            to_state=target,
+            data=fields,
+        )
         return True
+
+    def _atomic(self) -> AbstractContextManager[Any]:
+        """A transaction of its own; inside ``record_together`` a part of that one (which rolls back whole)."""
+        return nullcontext() if self._together else self.db.atomic()
 
     def record_attempt(self, kind: str, key: object, error: str | None = None) -> int:
         """Count one more attempt at a case, display set, item or upload; return the new count."""
@@ -403,7 +371,7 @@ class Ledger(LedgerTransitions, LedgerQueries, LedgerServerTruth, LedgerWorkers)
             raise ValueError(f"attempts are counted for cases, display sets, items and uploads, not {kind!r}")
         table, columns, values = self._key(kind, key)
         where = " AND ".join(f"{c} = ?" for c in columns)
-        with self.db.atomic():
+        with self._atomic():
             row = self._get(kind, key)
             attempts = row["attempts"] + 1
             self.db.execute(
@@ -418,23 +386,3 @@ class Ledger(LedgerTransitions, LedgerQueries, LedgerServerTruth, LedgerWorkers)
                 data={"attempts": attempts, "error": error},
             )
         return attempts
-
-    def append_event(self, kind: str, *, case_id: int | None = None, **data: Any) -> None:
-        """Append a free-form event (e.g. a progress snapshot) to the log, in its own transaction."""
-        with self.db.atomic():
-            self._log(kind, case_id=case_id, data=data)
-
-    def events(self, *, after_id: int = 0, case_id: int | None = None, limit: int | None = None) -> list[dict]:
-        sql = "SELECT * FROM events WHERE id > ?"
-        params: list[Any] = [after_id]
-        if case_id is not None:
-            sql += " AND case_id = ?"
-            params.append(case_id)
-        sql += " ORDER BY id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        rows = self._all(sql, params)
-        for row in rows:
-            row["data"] = json.loads(row["data"]) if row["data"] else {}
-        return rows

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from gcbulk.state.errors import UnknownRow
 from gcbulk.state.machines import LIVE_UPLOAD_STATES, RUNNABLE_CASE_STATES
 from gcbulk.state.records import (
     AttentionRow,
@@ -74,12 +75,31 @@ class LedgerQueries:
                 )
         return result
 
+    def _uploads_with_parts(self, where: str, params: Sequence[Any]) -> list[UploadRow]:
+        """Uploads (``where`` on ``uploads``, in id order) with their sent parts, in one statement."""
+        records: dict[int, tuple[dict[str, Any], dict[int, PartRow]]] = {}
+        for row in self._all(
+            "SELECT uploads.*, parts.number AS sent_part_number, parts.size AS sent_part_size, "
+            "parts.etag AS sent_part_etag, parts.md5 AS sent_part_md5 FROM uploads "
+            "LEFT JOIN parts ON parts.upload_id = uploads.id AND parts.state = 'sent' "
+            f"WHERE {where} ORDER BY uploads.id, parts.number",
+            params,
+        ):
+            upload, parts = records.setdefault(row["id"], (row, {}))
+            number = row["sent_part_number"]
+            if number is not None:
+                parts[number] = PartRow(upload_id=row["id"], number=number, state="sent", size=row["sent_part_size"],
+                                        etag=row["sent_part_etag"], md5=row["sent_part_md5"])
+        return [self._upload_record(upload, parts) for upload, parts in records.values()]
+
     def upload(self, upload_id: int) -> UploadRow:
-        return self._upload_record(self._get("upload", upload_id))
+        found = self._uploads_with_parts("uploads.id = ?", (upload_id,))
+        if not found:
+            raise UnknownRow(f"the ledger has no upload {upload_id!r}")
+        return found[0]
 
     def uploads_of_file(self, file_id: int) -> list[UploadRow]:
-        return [self._upload_record(r) for r in self._all("SELECT * FROM uploads WHERE file_id = ? ORDER BY id",
-                                                          (file_id,))]
+        return self._uploads_with_parts("uploads.file_id = ?", (file_id,))
 
     def in_flight_uploads(self) -> list[UploadRow]:
         """Uploads that exist (or may exist) on Grand Challenge and are not consumed yet."""
@@ -123,39 +143,53 @@ class LedgerQueries:
         return known[key]
 
     def case_work(self, case_id: int) -> CaseWork:
-        case = self._get("case", case_id)
-        ds = self._get("display_set", case_id)
-        items = self._all("SELECT * FROM items WHERE case_id = ? AND state != 'withdrawn' ORDER BY id", (case_id,))
-        files = self._all(
-            "SELECT files.* FROM files JOIN items ON items.id = files.item_id "
-            "WHERE items.case_id = ? AND files.present = 1 ORDER BY files.item_id, files.position",
+        # Three statements: the case with its display set (one each), its items with their present files, and the
+        # live uploads of those files with their sent parts. The engine reads a case several times per case.
+        case = self._one(
+            "SELECT cases.*, display_sets.case_id AS ds_case_id, display_sets.state AS ds_state, display_sets.pk AS "
+            "ds_pk, display_sets.attempts AS ds_attempts, display_sets.last_error AS ds_last_error, "
+            "display_sets.create_order AS ds_create_order FROM cases "
+            "LEFT JOIN display_sets ON display_sets.case_id = cases.id WHERE cases.id = ?",
             (case_id,),
         )
-        uploads: dict[int, dict[str, Any]] = {}
+        if case is None:
+            raise UnknownRow(f"the ledger has no case {case_id!r}")
+        if case["ds_case_id"] is None:
+            raise UnknownRow(f"the ledger has no display_set {case_id!r}")
+        items: dict[int, dict[str, Any]] = {}
+        files: list[dict[str, Any]] = []
+        for row in self._all(
+            "SELECT items.*, files.id AS file_id, files.path AS file_path, files.name AS file_name, files.size AS "
+            "file_size, files.mtime_ns AS file_mtime_ns, files.checksum AS file_checksum FROM items "
+            "LEFT JOIN files ON files.item_id = items.id AND files.present = 1 "
+            "WHERE items.case_id = ? AND items.state != 'withdrawn' ORDER BY items.id, files.position",
+            (case_id,),
+        ):
+            items.setdefault(row["id"], row)
+            if row["file_id"] is not None:
+                files.append(row)
+        uploads: dict[int, UploadRow] = {}
         if files:
             marks = ", ".join("?" * len(files))
-            for row in self._all(
-                f"SELECT * FROM uploads WHERE state IN ('creating', 'initialized', 'completed') "
-                f"AND file_id IN ({marks}) ORDER BY id",
-                [f["id"] for f in files],
+            for upload in self._uploads_with_parts(
+                f"uploads.state IN ('creating', 'initialized', 'completed') AND uploads.file_id IN ({marks})",
+                [f["file_id"] for f in files],
             ):
-                uploads[row["file_id"]] = row  # the newest wins
-        parts = self._sent_parts([u["id"] for u in uploads.values()])
+                uploads[upload.file_id] = upload  # in id order: the newest wins
         root = Path(self.case_root)
         files_by_item: dict[int, list[FileWork]] = {}
         for f in files:
-            upload = uploads.get(f["id"])
-            files_by_item.setdefault(f["item_id"], []).append(
+            files_by_item.setdefault(f["id"], []).append(
                 FileWork(
-                    id=f["id"],
-                    item_id=f["item_id"],
-                    relative_path=f["path"],
-                    path=root / f["path"],
-                    name=f["name"],
-                    size=f["size"],
-                    mtime_ns=f["mtime_ns"],
-                    checksum=f["checksum"],
-                    upload=None if upload is None else self._upload_record(upload, parts[upload["id"]]),
+                    id=f["file_id"],
+                    item_id=f["id"],
+                    relative_path=f["file_path"],
+                    path=root / f["file_path"],
+                    name=f["file_name"],
+                    size=f["file_size"],
+                    mtime_ns=f["file_mtime_ns"],
+                    checksum=f["file_checksum"],
+                    upload=uploads.get(f["file_id"]),
                 )
             )
         return CaseWork(
@@ -166,8 +200,8 @@ class LedgerQueries:
             attempts=case["attempts"],
             last_error=case["last_error"],
             display_set=DisplaySetRow(
-                case_id=ds["case_id"], state=ds["state"], pk=ds["pk"], attempts=ds["attempts"],
-                last_error=ds["last_error"], create_order=ds.get("create_order"),
+                case_id=case["ds_case_id"], state=case["ds_state"], pk=case["ds_pk"], attempts=case["ds_attempts"],
+                last_error=case["ds_last_error"], create_order=case["ds_create_order"],
             ),
             items=tuple(
                 ItemWork(
@@ -182,7 +216,7 @@ class LedgerQueries:
                     files=tuple(files_by_item.get(i["id"], ())),
                     upload_session_pk=i.get("upload_session_pk"),
                 )
-                for i in items
+                for i in items.values()
             ),
         )
 

@@ -24,8 +24,26 @@ def composite_checksum(part_md5_hexes: Sequence[str]) -> str:
 class LedgerTransitions:
     """State changes by name. Every method returns True when it changed something, False for an idempotent repeat."""
 
-    # Provided by Ledger: db, transition(), _get(), _one(), _all(), _now(), _log(), _case_id_of().
+    # Provided by Ledger: db, transition(), _apply(), _atomic(), _get(), _one(), _all(), _now(), _log(),
+    # _case_id_of(), _case_of_file.
     db: Any
+    _together: bool
+
+    def record_together(self, steps: Sequence[tuple[str, Sequence[Any], dict[str, Any]]]) -> list[Any]:
+        """Named transitions ``(name, args, fields)`` in one transaction (one commit, one call): all, or — when one
+        raises — none. Only for steps the engine takes back to back with no request to the server between them:
+        a crash then leaves the state before the first or after the last, both states it already resumes from."""
+        if self._together:
+            raise LedgerError("record_together does not nest")
+        for name, _, _ in steps:
+            if name.startswith("_") or name == "record_together" or not callable(getattr(LedgerTransitions, name, None)):
+                raise ValueError(f"{name!r} is not a ledger transition")
+        with self.db.atomic():
+            self._together = True  # each transition's own transaction is this one (Ledger._atomic)
+            try:
+                return [getattr(self, name)(*args, **fields) for name, args, fields in steps]
+            finally:
+                self._together = False
 
     # ------------------------------------------------------------------------------------------------------ cases
     def case_started(self, case_id: int) -> bool:
@@ -99,7 +117,7 @@ class LedgerTransitions:
     def item_session_recorded(self, item_id: int, session_pk: str | None) -> bool:
         """The upload session that imports this item's uploads (contract §2, §10), recorded before the values PATCH
         names it; None forgets it (its uploads were replaced). Not a state change: the item stays where it is."""
-        with self.db.atomic():
+        with self._atomic():
             item = self._get("item", item_id)
             if item.get("upload_session_pk") == session_pk:
                 return False
@@ -115,26 +133,29 @@ class LedgerTransitions:
 
     def item_attached(self, item_id: int) -> bool:
         """The values PATCH took this item: its completed uploads are now Grand Challenge's (consumed)."""
-        with self.db.atomic():
+        with self._atomic():
             item = self._get("item", item_id)
             if item["state"] == "attached":
                 return False
+            # Per present file, its newest completed or consumed upload, in one read; the rows read are the rows
+            # changed (no second read of each inside the transition).
             uploads = []
-            for file in self._all("SELECT * FROM files WHERE item_id = ? AND present = 1", (item_id,)):
-                upload = self._one(
-                    "SELECT * FROM uploads WHERE file_id = ? AND state IN ('completed', 'consumed') "
-                    "ORDER BY id DESC LIMIT 1",
-                    (file["id"],),
-                )
-                if upload is None:
+            for row in self._all(
+                "SELECT files.id AS attached_file_id, files.path AS attached_file_path, uploads.* FROM files "
+                "LEFT JOIN uploads ON uploads.id = (SELECT max(newest.id) FROM uploads AS newest "
+                "WHERE newest.file_id = files.id AND newest.state IN ('completed', 'consumed')) "
+                "WHERE files.item_id = ? AND files.present = 1 ORDER BY files.id",
+                (item_id,),
+            ):
+                if row["id"] is None:
                     raise LedgerError(
-                        f"item {item_id} ({item['socket_slug']}) cannot be attached: file {file['path']} has no "
-                        "completed upload"
+                        f"item {item_id} ({item['socket_slug']}) cannot be attached: file {row['attached_file_path']} "
+                        "has no completed upload"
                     )
-                uploads.append(upload)
-            self.transition("item", item_id, "attached")
+                uploads.append(row)
+            self._apply("item", item_id, item, "attached", {})
             for upload in uploads:
-                self.transition("upload", upload["id"], "consumed")
+                self._apply("upload", upload["id"], upload, "consumed", {})
         return True
 
     def item_done(self, item_id: int) -> bool:
@@ -156,10 +177,13 @@ class LedgerTransitions:
         """
         if part_size <= 0:
             raise ValueError(f"part size must be positive, got {part_size}")
-        with self.db.atomic():
-            file = self._one("SELECT * FROM files WHERE id = ?", (file_id,))
+        with self._atomic():
+            # The file's case comes with it: its events name the case (and a file never changes case).
+            file = self._one("SELECT files.*, items.case_id AS file_case_id FROM files "
+                             "JOIN items ON items.id = files.item_id WHERE files.id = ?", (file_id,))
             if file is None:
                 raise UnknownRow(f"the ledger has no file {file_id!r}")
+            self._case_of_file[file_id] = file["file_case_id"]
             live = self._live_upload_row(file_id)
             if live is not None:
                 if live["state"] == "creating":
@@ -199,7 +223,7 @@ class LedgerTransitions:
 
     def upload_completed(self, upload_id: int) -> bool:
         """``complete-multipart-upload`` answered. Every part must be recorded as sent."""
-        with self.db.atomic():
+        with self._atomic():
             upload = self._get("upload", upload_id)
             if upload["state"] == "completed":
                 return False
@@ -213,7 +237,7 @@ class LedgerTransitions:
                     f"upload {upload_id} cannot be completed: parts {missing[:10]} of {upload['part_count']} have "
                     "no ETag recorded"
                 )
-            self.transition("upload", upload_id, "completed", completed_at=self._now(), last_error=None)
+            self._apply("upload", upload_id, upload, "completed", {"completed_at": self._now(), "last_error": None})
             if all(p["md5"] for p in parts):
                 self.db.execute(
                     "UPDATE files SET checksum = ?, checksum_part_size = ?, updated_at = ? WHERE id = ?",
@@ -238,7 +262,7 @@ class LedgerTransitions:
     # ------------------------------------------------------------------------------------------------------ parts
     def part_sent(self, upload_id: int, number: int, *, size: int, etag: str, md5: str | None = None) -> bool:
         """Record a part's ETag as it lands (S3 returns it quoted; store it verbatim)."""
-        with self.db.atomic():
+        with self._atomic():
             upload = self._get("upload", upload_id)
             if upload["state"] != "initialized":
                 raise UploadNotOpen(
@@ -251,17 +275,18 @@ class LedgerTransitions:
             expected = last_size if number == upload["part_count"] else upload["part_size"]
             if size != expected:
                 raise ValueError(f"part {number} of upload {upload_id} should be {expected} bytes, not {size}")
-            existing = self._one("SELECT * FROM parts WHERE upload_id = ? AND number = ?", (upload_id, number))
-            if existing is not None:
-                return self.transition(
-                    "part", (upload_id, number), "sent", size=size, etag=etag, md5=md5, sent_at=self._now()
-                )
             now = self._now()
-            self.db.execute(
+            # A part sent for the first time is the common case: insert it, and look for the row only when one
+            # was there (sent again after list-parts invalidated it, or a repeat).
+            inserted = self.db.execute(
                 "INSERT INTO parts (upload_id, number, state, size, etag, md5, sent_at, updated_at) "
-                "VALUES (?, ?, 'sent', ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, 'sent', ?, ?, ?, ?, ?) ON CONFLICT (upload_id, number) DO NOTHING",
                 (upload_id, number, size, etag, md5, now, now),
-            )
+            ).rowcount
+            if not inserted:
+                existing = self._one("SELECT * FROM parts WHERE upload_id = ? AND number = ?", (upload_id, number))
+                return self._apply("part", (upload_id, number), existing, "sent",
+                                   {"size": size, "etag": etag, "md5": md5, "sent_at": now})
             self._log(
                 "part.sent",
                 subject="part",
@@ -274,7 +299,7 @@ class LedgerTransitions:
 
     def part_invalidated(self, upload_id: int, number: int, reason: str) -> bool:
         """list-parts disagrees with the recorded part (missing, other size or ETag): it must be sent again."""
-        with self.db.atomic():
+        with self._atomic():
             changed = self.transition("part", (upload_id, number), "invalid")
             if changed:
                 self._log("part.invalid.reason", subject="part", subject_id=(upload_id, number),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +28,8 @@ from gcbulk.state.records import JobBinding
 from gcbulk.state.sqlite_file import ledger_faults
 
 T = TypeVar("T")
+# One transition of ``Journal.record_together``: its ledger method's name, positional arguments and fields.
+Step = tuple[str, Sequence[Any], dict[str, Any]]
 
 
 class LedgerRunner:
@@ -102,6 +104,42 @@ class Journal:
             self.events.emit(transition, case=None if case is None else self._case(case), key=list(args),
                              **_printable(fields))
         return result
+
+    async def record_together(self, steps: Sequence[Step], *, case: str | None = None) -> list[Any]:
+        """Transitions ``(name, args, fields)`` the engine takes back to back, with no request to the server between
+        them, in one ledger transaction and one trip to the ledger's thread (``Ledger.record_together``): all are
+        recorded, or — if one is refused — none. Then one event line for each that changed something, in order."""
+        results = await self.runner.call("record_together", [(name, tuple(args), dict(fields))
+                                                             for name, args, fields in steps])
+        self._emit(steps, results, case)
+        return results
+
+    async def record_then_read(self, transition: str, args: Sequence[Any], query: str, *query_args: Any,
+                               case: str | None = None, also: Sequence[Step] = (), **fields: Any) -> Any:
+        """``record(transition, *args, **fields)`` — with the steps ``also`` in the same transaction, as
+        ``record_together`` — then ``read(query, *query_args)`` of what it wrote, in one trip to the ledger's thread.
+        The read sees the transitions committed, as separate calls would."""
+        steps: list[Step] = [(transition, tuple(args), dict(fields)), *also]
+
+        def both(ledger: Ledger) -> tuple[list[Any], Any, BaseException | None]:
+            results = ledger.record_together(steps) if also else [getattr(ledger, transition)(*args, **fields)]
+            try:
+                return results, getattr(ledger, query)(*query_args), None
+            except Exception as failed:  # noqa: BLE001 - raised below, once the recorded steps have their lines
+                return results, None, failed
+
+        results, answer, failed = await self.runner.run(both)
+        self._emit(steps, results, case)
+        if failed is not None:
+            with ledger_faults(self.runner.path):  # as LedgerRunner would have said it
+                raise failed
+        return answer
+
+    def _emit(self, steps: Sequence[Step], results: Sequence[Any], case: str | None) -> None:
+        for (name, args, fields), result in zip(steps, results, strict=True):
+            if result is not False:
+                self.events.emit(name, case=None if case is None else self._case(case), key=list(args),
+                                 **_printable(fields))
 
     async def read(self, query: str, *args: Any, **kwargs: Any) -> Any:
         """A ledger query (``case_work``, ``upload`` …) on the ledger's thread."""

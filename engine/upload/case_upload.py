@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from gcbulk.engine.gc.errors import (
@@ -28,12 +28,11 @@ from gcbulk.engine.gc.errors import (
     first_error,
 )
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
+from gcbulk.engine.upload.case_files import CaseFiles
 from gcbulk.engine.upload.claim_pacing import uploads_under_way
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
-from gcbulk.engine.upload.dicom_image_set import image_set_value, is_image_set, release_case, stage_image_sets
-from gcbulk.engine.upload.file_upload import FileUpload
-from gcbulk.engine.upload.server_limits import UnitPool
+from gcbulk.engine.upload.dicom_image_set import image_set_value, is_image_set, release_case
 from gcbulk.engine.upload.targeted_sessions import post_targeted, targeted_value
 from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, send_values
 from gcbulk.engine.upload.import_wait import ImportWait
@@ -45,6 +44,9 @@ from gcbulk.engine.upload.imports import (
     session_for_item,
 )
 from gcbulk.state.records import CaseWork, ItemWork
+
+if TYPE_CHECKING:
+    from gcbulk.engine.service.journal import Step
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ class DisplaySetIndex:
         self._titles.pop(title, None)
 
 
-class CaseUpload(ImportWait):
+class CaseUpload(CaseFiles, ImportWait):
     def __init__(self, ctx: TransferContext, case: CaseWork, sessions: UploadSessionIndex,
                  display_sets: DisplaySetIndex) -> None:
         self.ctx = ctx
@@ -80,6 +82,9 @@ class CaseUpload(ImportWait):
 
     async def _record(self, transition: str, *args: object, **fields: object) -> object:
         return await self.ctx.journal.record(transition, *args, case=self.case.title, **fields)
+
+    async def _record_together(self, steps: list[Step]) -> list[Any]:
+        return await self.ctx.journal.record_together(steps, case=self.case.title)
 
     async def _refresh(self) -> CaseWork:
         self.case = await self.ctx.journal.read("case_work", self.case.id)
@@ -127,9 +132,12 @@ class CaseUpload(ImportWait):
 
     async def _fail(self, reason: str) -> None:
         await self._refresh()
+        # One transaction: a crash leaves the case as it was before its failure (it is tried again) or failed.
+        steps: list[Step] = []
         if self.case.display_set.state in ("created", "values_attached", "importing"):
-            await self._record("display_set_failed", self.case.id, reason=reason)
-        await self._record("case_failed", self.case.id, reason=reason)
+            steps.append(("display_set_failed", (self.case.id,), {"reason": reason}))
+        steps.append(("case_failed", (self.case.id,), {"reason": reason}))
+        await self._record_together(steps)
         self.ctx.stats.cases_failed += 1
 
     async def _steps(self, kinds: dict[str, str]) -> bool:
@@ -161,71 +169,6 @@ class CaseUpload(ImportWait):
                 kind = socket["super_kind"]
             kinds[item.socket_slug] = kind
         return kinds
-
-    # ---- 1. uploads ------------------------------------------------------------------------------------------
-
-    async def _upload_items(self, kinds: dict[str, str]) -> None:
-        work = [i for i in self.case.items
-                if kinds[i.socket_slug] in (IMAGE, FILE) and i.state in ("planned", "uploading", "uploaded")]
-        if not work:
-            return
-        self._stop_point("before its uploads")
-        self._staged = await stage_image_sets(self, work)
-        # The case takes the live-upload units of all its new files at once: its files then never hold slots that
-        # its other files wait for, and a case with more files than the ceiling is admitted alone.
-        fresh = 0
-        for item in work:
-            for file in item.files:
-                uploads = await self.ctx.journal.read("uploads_of_file", file.id)
-                fresh += not any(u.state in ("creating", "initialized", "completed") for u in uploads)
-        pool = UnitPool(await self.ctx.upload_gate.acquire(fresh, who=self.case.title) if fresh else 0)
-        interrupted: list[Interrupted] = []
-        try:
-            async with anyio.create_task_group() as group:
-                for item in work:
-                    group.start_soon(self._upload_item, item, kinds[item.socket_slug], interrupted, pool)
-        except BaseExceptionGroup as group_error:
-            raise first_error(group_error) from None
-        finally:
-            self.ctx.upload_gate.release_nowait(pool.left)  # units for files that never created an upload
-            pool.left = 0
-        if interrupted:
-            raise interrupted[0]
-        await self._refresh()
-
-    async def _upload_item(self, item: ItemWork, kind: str, interrupted: list[Interrupted], pool: UnitPool) -> None:
-        """Uploads an item's files. A stop (Interrupted) is collected, not raised, so it does not cancel the parts
-        that sibling files still have on the wire: the drain lets those finish."""
-        if kind == FILE and len(item.files) != 1:
-            reason = f"socket {item.socket_slug} takes exactly one file, the plan has {len(item.files)}"
-            await self._record("item_failed", item.id, reason=reason)
-            raise ValueError(reason)
-        if item.state == "planned":
-            await self._record("item_uploading", item.id)
-        stopped: list[Interrupted] = []
-        try:
-            async with anyio.create_task_group() as group:
-                for file in item.files:
-                    group.start_soon(self._upload_file, file, stopped, pool)
-        except BaseException as raised:
-            error = first_error(raised)
-            if classify(error) not in (Disposition.INTERRUPTED, Disposition.STOP_RUN):
-                await self._record("item_failed", item.id, reason=f"{item.socket_slug}: {error}")
-                self.ctx.stats.files_failed += 1
-            raise error from None
-        if stopped:
-            interrupted.append(stopped[0])
-            return
-        await self._record("item_uploaded", item.id)
-
-    async def _upload_file(self, file: Any, stopped: list[Interrupted], pool: UnitPool) -> None:
-        try:
-            staged = self._staged.get(file.id)
-            await FileUpload(self.ctx, staged or file, self.case.title, pool, staged_copy=staged is not None).run()
-        except Interrupted as stop:
-            stopped.append(stop)
-            return
-        self.ctx.stats.files_done += 1
 
     # ---- 2. display set --------------------------------------------------------------------------------------
 
@@ -354,11 +297,12 @@ class CaseUpload(ImportWait):
                           post_targeted=lambda value: self._post_targeted(value, items))
         crash_point("after-values-patch")
         self._values_sent_at = time.monotonic()  # the import wait's first poll counts from here
-        for value in planned:
-            item = next(i for i in items if i.socket_slug == value.socket_slug)
-            await self._record("item_attached", item.id)
-        await self._record("display_set_values_attached", case.id)
-        await self._record("display_set_importing", case.id)
+        # One transaction: a crash leaves either nothing recorded (as a crash just after the PATCH: the next run
+        # finds the values taken, _adopt_earlier_patch) or all of it.
+        steps: list[Step] = [("item_attached", (next(i for i in items if i.socket_slug == value.socket_slug).id,), {})
+                             for value in planned]
+        steps += [("display_set_values_attached", (case.id,), {}), ("display_set_importing", (case.id,), {})]
+        await self._record_together(steps)
         crash_point("after-values-recorded")
 
     async def _post_targeted(self, value: PlannedValue, items: list[ItemWork]) -> None:
@@ -406,10 +350,13 @@ class CaseUpload(ImportWait):
         """The display set follows its items: once any value is attached, it is importing (also after a resume
         that found the values PATCH had been taken before the crash)."""
         case = await self._refresh()
+        steps: list[Step] = []
         if case.display_set.state == "created":
-            await self._record("display_set_values_attached", case.id)
+            steps.append(("display_set_values_attached", (case.id,), {}))
         if case.display_set.state in ("created", "values_attached"):
-            await self._record("display_set_importing", case.id)
+            steps.append(("display_set_importing", (case.id,), {}))
+        if steps:
+            await self._record_together(steps)
 
     async def _finish(self) -> bool:
         case = await self._refresh()
@@ -419,8 +366,8 @@ class CaseUpload(ImportWait):
             await self._fail(reason)
             return False
         crash_point("after-import-seen")
-        await self._record("display_set_done", case.id)
-        await self._record("case_done", case.id)
+        # One transaction: a crash leaves the case to be seen imported again, or done.
+        await self._record_together([("display_set_done", (case.id,), {}), ("case_done", (case.id,), {})])
         self.ctx.stats.cases_done += 1
         crash_point("after-case-done")
         return True

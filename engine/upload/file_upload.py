@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from datetime import datetime, timezone
 
 import anyio
@@ -47,6 +49,9 @@ from gcbulk.engine.upload.s3_parts import (
 from gcbulk.state.dicom_staging import fit_upload
 from gcbulk.state.records import FileWork, UploadRow
 
+if TYPE_CHECKING:
+    from gcbulk.engine.service.journal import Step
+
 log = logging.getLogger(__name__)
 
 # A file whose upload vanished (the sweep) more often than this in one run is failed rather than restarted forever.
@@ -75,7 +80,7 @@ class FileUpload:
     """Uploads one file of one case; ``run()`` returns the completed upload's ledger row."""
 
     def __init__(self, ctx: TransferContext, file: FileWork, case_title: str, pool: UnitPool | None = None, *,
-                 staged_copy: bool = False) -> None:
+                 staged_copy: bool = False, upload_known: bool = False, with_completion: Sequence[Step] = ()) -> None:
         self.ctx = ctx
         self.file = file
         # ``file`` is a de-identified copy (engine/upload/dicom_image_set.py), not the planned file: the upload's
@@ -86,6 +91,14 @@ class FileUpload:
         self.pool = pool or UnitPool()
         # Ledger ids of the uploads this run created: those it counted into the live-upload gate.
         self._created_here: set[int] = set()
+        # ``file.upload`` is the ledger's live upload of the file as it is now (the case was just read, and nothing
+        # else changes this file's uploads): the first try starts from it instead of asking the ledger again.
+        self._upload_known = upload_known
+        # Steps recorded in the transaction that records this upload completed (the item's ``item_uploaded`` when
+        # this is its only file: nothing is asked of the server between the two); ``completion_recorded`` says
+        # whether they were.
+        self._with_completion = with_completion
+        self.completion_recorded = False
 
     async def _record(self, transition: str, *args: object, **fields: object) -> object:
         return await self.ctx.journal.record(transition, *args, case=self.case_title, **fields)
@@ -100,6 +113,9 @@ class FileUpload:
                 for _ in range(MAX_UPLOAD_RESTARTS + 1):
                     try:
                         check_unchanged(self.file)
+                        if self._upload_known:
+                            self._upload_known = False  # a second try asks the ledger
+                            return await self._run_once(self.file.upload)
                         return await self._run_once(await self._live_upload())
                     except SourceFileChanged as changed:
                         await self.abort(str(changed))
@@ -203,10 +219,11 @@ class FileUpload:
         crash_point("after-create-upload")
         upload_id = intent[0]
         self._created_here.add(upload_id)
-        await self._record("upload_initialized", upload_id, pk=created["pk"], s3_upload_id=created["s3_upload_id"],
-                           created_at=created.get("created"))
+        upload = await self.ctx.journal.record_then_read(
+            "upload_initialized", (upload_id,), "upload", upload_id, case=self.case_title, pk=created["pk"],
+            s3_upload_id=created["s3_upload_id"], created_at=created.get("created"))
         crash_point("after-upload-recorded")
-        return await self.ctx.journal.read("upload", upload_id)
+        return upload
 
     async def _reconcile_parts(self, upload: UploadRow) -> UploadRow:
         """Resume: compare the ledger's parts with what S3 holds (list-parts)."""
@@ -218,8 +235,7 @@ class FileUpload:
             # crash, or a ledger restored from an older copy). With every part recorded, its object is this file;
             # with parts missing from the ledger, a new upload is safer than guessing what was sent.
             if closed.status == UPLOAD_COMPLETED and not upload.missing_part_numbers:
-                await self._record("upload_completed", upload.id)
-                return await self.ctx.journal.read("upload", upload.id)
+                return await self._record_completed(upload)
             raise MultipartUploadVanished(str(closed)) from None  # a new upload replaces it
         on_server = {int(p["PartNumber"]): p for p in listed}
         specs = {spec.number: spec for spec in part_specs(upload.file_size, upload.part_size)}
@@ -289,9 +305,15 @@ class FileUpload:
         parts = [{"PartNumber": number, "ETag": part.etag} for number, part in sorted(upload.parts.items())]
         await self.ctx.client.complete_multipart_upload(UploadRef(upload.pk, upload.s3_upload_id), parts)
         crash_point("after-complete")
-        await self._record("upload_completed", upload.id)
+        upload = await self._record_completed(upload)
         crash_point("after-upload-completed")
-        return await self.ctx.journal.read("upload", upload.id)
+        return upload
+
+    async def _record_completed(self, upload: UploadRow) -> UploadRow:
+        completed = await self.ctx.journal.record_then_read("upload_completed", (upload.id,), "upload", upload.id,
+                                                            case=self.case_title, also=self._with_completion)
+        self.completion_recorded = True
+        return completed
 
     async def abort(self, reason: str) -> None:
         """A fatal error for this file (it changed): free the upload's parts on the server."""
