@@ -3,6 +3,8 @@ only queue (latency rises) or the server says it is saturated (429 / 503 / timeo
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import anyio
 import pytest
 from gcbulk.engine.gc.pacer import AdaptiveLimiter, AimdPolicy, case_rank, request_rank
@@ -122,16 +124,23 @@ def test_until_the_first_back_off_the_limit_grows_by_one_per_answer() -> None:
     assert after.current <= slowed.current + 1  # after a back-off: about one per window of the limit's size
 
 
-async def test_a_queued_request_that_is_cancelled_does_not_hold_back_the_others() -> None:
-    """Answers wake only as many queued requests as there are free slots; a cancelled one must not take a wake-up
-    with it and leave the rest asleep beside an idle slot."""
+def _one_slot_held() -> tuple[AdaptiveLimiter, anyio.Event, Callable[[], Awaitable[None]]]:
+    """A limiter of one slot, and a task that holds the slot until the event is set (the others queue)."""
     limiter = AdaptiveLimiter(AimdPolicy(initial=1, minimum=1, maximum=1), clock=lambda: 0.0)
-    holder_may_finish = anyio.Event()
-    served: list[int] = []
+    may_finish = anyio.Event()
 
     async def holder() -> None:
         async with limiter.slot("presign"):
-            await holder_may_finish.wait()
+            await may_finish.wait()
+
+    return limiter, may_finish, holder
+
+
+async def test_a_queued_request_that_is_cancelled_does_not_hold_back_the_others() -> None:
+    """Answers wake only as many queued requests as there are free slots; a cancelled one must not take a wake-up
+    with it and leave the rest asleep beside an idle slot."""
+    limiter, holder_may_finish, holder = _one_slot_held()
+    served: list[int] = []
 
     async def queued(n: int, scope: anyio.CancelScope) -> None:
         with scope:
@@ -154,13 +163,8 @@ async def test_a_queued_request_that_is_cancelled_does_not_hold_back_the_others(
 async def test_queued_requests_are_served_in_the_order_of_their_cases_not_of_their_arrival() -> None:
     """The web workers' time goes first to the case that started first (it is the closest to handing its images
     to the importer); requests of the run itself, outside any case, go before every case's."""
-    limiter = AdaptiveLimiter(AimdPolicy(initial=1, minimum=1, maximum=1), clock=lambda: 0.0)
-    holder_may_finish = anyio.Event()
+    limiter, holder_may_finish, holder = _one_slot_held()
     served: list[str] = []
-
-    async def holder() -> None:
-        async with limiter.slot("presign"):
-            await holder_may_finish.wait()
 
     async def request(name: str, rank: tuple[int, ...] | None) -> None:
         if rank is not None:
