@@ -33,7 +33,12 @@ from gcbulk.engine.upload.claim_pacing import uploads_under_way
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.dicom_image_set import image_set_value, is_image_set, release_case
-from gcbulk.engine.upload.targeted_sessions import post_targeted, targeted_value
+from gcbulk.engine.upload.targeted_sessions import (
+    any_upload_gone,
+    image_linked_soon,
+    post_targeted,
+    targeted_value,
+)
 from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, send_values
 from gcbulk.engine.upload.import_wait import ImportWait
 from gcbulk.engine.upload.imports import (
@@ -235,9 +240,14 @@ class CaseUpload(CaseFiles, ImportWait):
                     except NotFound:
                         session = {}
                     taken = session.get("status", SESSION_QUEUED) != SESSION_QUEUED
-                else:  # recorded by an older gcbulk, which attached uploads directly; a Queued session was never named
+                else:  # killed between its session POST and the record, or an older gcbulk's direct attach
                     found = await self.sessions.find(upload_pks)
                     taken = found is not None and found.get("status") != SESSION_QUEUED
+                    if not taken and upload_pks and await any_upload_gone(self.ctx.client, tuple(upload_pks)):
+                        # Consumed by an import whose image the server links moments later (§10), or swept: sent
+                        # again only if no image comes, never a second import of the same file.
+                        taken = await image_linked_soon(self.ctx.client, self.case.display_set.pk, item.socket_slug,
+                                                        who=self.case.title)
             elif not taken and upload_pks:
                 try:
                     await self.ctx.client.get_upload(upload_pks[0])

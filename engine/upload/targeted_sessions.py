@@ -88,31 +88,40 @@ async def _session_of_lost_answer(client: Any, sessions: UploadSessionIndex, val
     the import runs, not after. Then the display set tells: the image in its socket is the value done; uploads gone
     with no image yet is the import still linking (moments), or failed. The session list is scanned once, from a
     listing begun now (the lost POST came after any earlier scan): it is the server's dearest list (§10)."""
-    if await _image_in_socket(client, display_set, value.socket_slug) is not None:
+    if await image_in_socket(client, display_set, value.socket_slug) is not None:
         raise _ValueInPlace
     found = await sessions.find(value.upload_pks, force=True)
     if found is not None:
         return found
-    if not await _any_upload_gone(client, value.upload_pks):
+    if not await any_upload_gone(client, value.upload_pks):
         return None  # still there, and no session lists them: the POST made nothing
+    if await image_linked_soon(client, display_set, value.socket_slug,
+                               who=f"{case_title} (its upload session's answer was lost)"):
+        raise _ValueInPlace
+    raise ImportFailed(
+        f"{case_title}: the upload session for {value.socket_slug} was created but its answer was lost, and its "
+        f"uploads are gone without an image in display set {display_set} after {LINK_WAIT_SECONDS:.0f} s (the "
+        "import failed, or the uploads expired); 'gcbulk retry-failed' uploads the files again")
+
+
+async def image_linked_soon(client: Any, display_set: str, socket_slug: str, *, who: str) -> bool:
+    """Whether the image of a session whose uploads are gone shows in its socket within ``LINK_WAIT_SECONDS``: the
+    server links it moments after consuming the uploads (contract §10), or never, if the import failed. Polls the
+    display set (a cheap GET) and says what it waits for every ``VOICE_SECONDS``."""
     waited_since = last_voice = anyio.current_time()
-    while await _image_in_socket(client, display_set, value.socket_slug) is None:
+    while await image_in_socket(client, display_set, socket_slug) is None:
         now = anyio.current_time()
         if now - waited_since > LINK_WAIT_SECONDS:
-            raise ImportFailed(
-                f"{case_title}: the upload session for {value.socket_slug} was created but its answer was lost, and "
-                f"its uploads are gone without an image in display set {display_set} after {LINK_WAIT_SECONDS:.0f} "
-                "s (the import failed, or the uploads expired); 'gcbulk retry-failed' uploads the files again")
+            return False
         if now - last_voice >= VOICE_SECONDS:
             last_voice = now
-            wait_log.info("%s waits %.0f s so far for the image of %s in display set %s (its upload session's "
-                          "answer was lost and its uploads are consumed)", case_title, now - waited_since,
-                          value.socket_slug, display_set)
+            wait_log.info("%s waits %.0f s so far for the image of %s in display set %s (its uploads are consumed)",
+                          who, now - waited_since, socket_slug, display_set)
         await anyio.sleep(LINK_POLL_SECONDS)
-    raise _ValueInPlace
+    return True
 
 
-async def _any_upload_gone(client: Any, upload_pks: tuple[str, ...]) -> bool:
+async def any_upload_gone(client: Any, upload_pks: tuple[str, ...]) -> bool:
     for pk in upload_pks:
         try:
             await client.get_upload(pk)
@@ -121,7 +130,7 @@ async def _any_upload_gone(client: Any, upload_pks: tuple[str, ...]) -> bool:
     return False
 
 
-async def _image_in_socket(client: Any, display_set: str, socket_slug: str) -> str | None:
+async def image_in_socket(client: Any, display_set: str, socket_slug: str) -> str | None:
     """The image the display set shows in ``socket_slug``, if any (None too when the display set is gone)."""
     try:
         shown = await client.get_display_set(display_set)

@@ -7,10 +7,12 @@ scenario stops exactly between the two steps it names.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -97,3 +99,33 @@ def test_a_run_killed_anywhere_resumes_without_duplicates_or_resent_parts(
     assert part_puts and set(part_puts.values()) == {1}, f"parts sent again: {dict(part_puts)}"
     # A create whose answer the kill lost left an empty upload on the server: the resumed run found and aborted it.
     assert [u.filename for u in store.uploads.values() if u.status == "Initialized"] == []
+
+
+def test_a_run_killed_after_a_session_post_resumes_while_the_server_links_its_image(
+        tmp_path: Path, threaded_emulator: RunningEmulator) -> None:
+    """Killed after the server answered an image's session POST but before the ledger recorded it: the resumed run
+    finds the session by its uploads only while its import runs. Here the import is over, the uploads consumed, and
+    the server links the image seconds later (contract §10's gap): the resumed run must wait for the image instead
+    of sending the POST again (which the server refuses: the uploads are gone) and failing a case that succeeds."""
+    threaded_emulator.context.config = dataclasses.replace(threaded_emulator.context.config, link_delay_seconds=8.0)
+    make_tutorial_tree(tmp_path / "cases", 1)
+    job_file = write_job(tmp_path, threaded_emulator)
+
+    killed = gcbulk_run(job_file, threaded_emulator, "after-session-created:1")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    store = threaded_emulator.context.store
+    deadline = time.monotonic() + 30
+    while not any(s.status == "Succeeded" for s in store.upload_sessions.values()):  # imported, uploads consumed
+        assert time.monotonic() < deadline, "the import of the killed run's session did not end"
+        time.sleep(0.05)
+    assert not any(s.target_display_set_pk and store.display_sets[s.target_display_set_pk].values
+                   for s in store.upload_sessions.values()), "linked already: the resume would not meet the gap"
+    resumed = gcbulk_run(job_file, threaded_emulator)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+
+    [display_set] = store.display_sets.values()
+    assert set(display_set.values) == {"ct-image", "airway-segmentation"}
+    targeted = [s for s in store.upload_sessions.values() if s.target_display_set_pk]
+    assert len(targeted) == 2, "the session of the kill was not sent again"
+    assert len(store.uploads) == 0 and len(threaded_emulator.context.counters.part_puts) == 2, \
+        "no file was uploaded again (its upload, consumed, looked swept)"
