@@ -3,8 +3,10 @@
 ``TransferEngine.run()`` feeds cases from the ledger (streamed, so a million cases cost no memory) into an anyio task
 group, bounded by ``cases_in_flight``; each case runs ``CaseUpload`` (``engine/upload/case_upload.py``), which runs a
 ``FileUpload`` per file (``engine/upload/file_upload.py``). Cases are claimed one at a time with a lease
-(``engine/upload/leases.py``), so several workers on one PostgreSQL ledger never run one case twice; their server
-limits are shared through the ledger (``engine/upload/shared_limits.py``). A stop request (``stop()``, from the first SIGINT/SIGTERM) starts
+(``engine/upload/leases.py``), so several workers on one PostgreSQL ledger never run one case twice — and, beside
+other workers, only as many as this one can start on (``engine/upload/claim_pacing.py``); their server limits are
+shared through the ledger (``engine/upload/shared_limits.py``). Each case's API requests queue behind those of the
+cases claimed before it (``request_rank``, ``engine/gc/pacer.py``). A stop request (``stop()``, from the first SIGINT/SIGTERM) starts
 nothing new — no case, no file, no part — and lets what is on the wire finish; the caller cuts the rest after the
 drain time by cancelling. Nothing is aborted on the server on the way out: open uploads are what resume needs.
 """
