@@ -123,11 +123,11 @@ class CaseLeases:
         with scope:
             # The first beat comes early: a worker joining the job now learns from this one's first measurements
             # (its latency floors) instead of a heartbeat later, when its own slow start has already overshot.
-            await anyio.sleep(min(self.heartbeat_seconds, FIRST_BEAT_SECONDS))
-            await self.beat()
+            pause = min(self.heartbeat_seconds, FIRST_BEAT_SECONDS)
             while True:
-                await anyio.sleep(self.heartbeat_seconds)
+                await anyio.sleep(pause)
                 await self.beat()
+                pause = self.heartbeat_seconds
 
     async def stop(self) -> None:
         with anyio.CancelScope(shield=True):

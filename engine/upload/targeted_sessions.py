@@ -19,12 +19,11 @@ from typing import Any
 
 import anyio
 
-from gcbulk.engine.gc.client import socket_slug_of
 from gcbulk.engine.gc.errors import ApiError, ImportFailed, NotFound
 from gcbulk.engine.gc.retry import RetryPolicy
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
-from gcbulk.engine.upload.imports import UploadSessionIndex
+from gcbulk.engine.upload.imports import UploadSessionIndex, present_sockets
 from gcbulk.engine.upload.server_limits import VOICE_SECONDS, wait_log
 from gcbulk.engine.upload.values_patch import IMAGE, PlannedValue, send_values
 
@@ -88,7 +87,7 @@ async def _session_of_lost_answer(client: Any, sessions: UploadSessionIndex, val
     the import runs, not after. Then the display set tells: the image in its socket is the value done; uploads gone
     with no image yet is the import still linking (moments), or failed. The session list is scanned once, from a
     listing begun now (the lost POST came after any earlier scan): it is the server's dearest list (§10)."""
-    if await image_in_socket(client, display_set, value.socket_slug) is not None:
+    if await image_in_place(client, display_set, value.socket_slug):
         raise _ValueInPlace
     found = await sessions.find(value.upload_pks, force=True)
     if found is not None:
@@ -109,7 +108,7 @@ async def image_linked_soon(client: Any, display_set: str, socket_slug: str, *, 
     server links it moments after consuming the uploads (contract §10), or never, if the import failed. Polls the
     display set (a cheap GET) and says what it waits for every ``VOICE_SECONDS``."""
     waited_since = last_voice = anyio.current_time()
-    while await image_in_socket(client, display_set, socket_slug) is None:
+    while not await image_in_place(client, display_set, socket_slug):
         now = anyio.current_time()
         if now - waited_since > LINK_WAIT_SECONDS:
             return False
@@ -130,14 +129,13 @@ async def any_upload_gone(client: Any, upload_pks: tuple[str, ...]) -> bool:
     return False
 
 
-async def image_in_socket(client: Any, display_set: str, socket_slug: str) -> str | None:
-    """The image the display set shows in ``socket_slug``, if any (None too when the display set is gone)."""
+async def image_in_place(client: Any, display_set: str, socket_slug: str) -> bool:
+    """Whether the display set shows an image in ``socket_slug`` (False too when the display set is gone)."""
     try:
         shown = await client.get_display_set(display_set)
     except NotFound:
-        return None
-    return next((value["image"] for value in shown.get("values") or []
-                 if socket_slug_of(value) == socket_slug and value.get("image")), None)
+        return False
+    return socket_slug in present_sockets(shown, {socket_slug: IMAGE})
 
 
 async def _attach_directly(ctx: TransferContext, value: PlannedValue, display_set: str, refusal: str,
