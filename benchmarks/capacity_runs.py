@@ -97,24 +97,30 @@ def import_floor_seconds(layout: list[tuple[str, list[Path]]]) -> float:
     """The profile's import work divided by its import workers: build + link of every image, never contended —
     the least time in which this server can import them all."""
     profile, config = CapacityProfile(), EmulatorConfig(data_dir=Path("."))
-    per_image = [profile.build_seconds(path.stat().st_size) + profile.link_seconds + config.link_delay_seconds
-                 for _, files in layout for path in files]
+    per_image = [
+        profile.build_seconds(path.stat().st_size) + profile.link_seconds + config.link_delay_seconds
+        for _, files in layout
+        for path in files
+    ]
     return sum(per_image) / profile.import_workers
 
 
 def write_tutorial_job(directory: Path, emulator: Emulator, case_root: Path, engine: str) -> Path:
     rules = "".join(f'[[rules]]\nglob = "{glob}"\nsocket = "{slug}"\n\n' for glob, slug in SOCKETS)
     job = directory / "tutorial-job.toml"
-    job.write_text(f'reader_study = "{STUDY}"\nbase_url = "{emulator.base_url}"\ncase_root = "{case_root}"\n'
-                   f'ca_file = "{emulator.ca_file}"\n\n{rules}[engine]\n{ENGINE}{engine}')
+    job.write_text(
+        f'reader_study = "{STUDY}"\nbase_url = "{emulator.base_url}"\ncase_root = "{case_root}"\n'
+        f'ca_file = "{emulator.ca_file}"\n\n{rules}[engine]\n{ENGINE}{engine}'
+    )
     for stale in directory.glob("tutorial-job.ledger.sqlite*"):
         stale.unlink()
     (directory / "tutorial-job.events.jsonl").unlink(missing_ok=True)
     return job
 
 
-def measure(client: str, workdir: Path, layout: list[tuple[str, list[Path]]], latency: float,
-            engine: str = "") -> Measured:
+def measure(
+    client: str, workdir: Path, layout: list[tuple[str, list[Path]]], latency: float, engine: str = ""
+) -> Measured:
     """One client on a fresh emulator with the capacity profile; ``client`` is ``gcapi`` or ``gcbulk``."""
     total = sum(path.stat().st_size for _, files in layout for path in files)
     with emulator_process(workdir / "emulator", profile="real", seed=None) as emulator:
@@ -134,11 +140,16 @@ def run_capacity_workloads(names: list[str], scale: float, workdir: Path) -> dic
     mib = sum(p.stat().st_size for _, files in layout for p in files) / MIB
     results: dict[str, dict[str, Measured]] = {}
     runs: dict[str, list[tuple[str, str, str, float]]] = {
-        "R1": [("gcbulk", "gcbulk", "", 0.0), ("gcapi", "gcapi", "", 0.0),
-               ("gcbulk, stagger off", "gcbulk", "stagger_image_values = false\n", 0.0)],
+        "R1": [
+            ("gcbulk", "gcbulk", "", 0.0),
+            ("gcapi", "gcapi", "", 0.0),
+            ("gcbulk, stagger off", "gcbulk", "stagger_image_values = false\n", 0.0),
+        ],
         "R2": [("gcbulk", "gcbulk", "", 0.1), ("gcapi", "gcapi", "", 0.1)],
-        "R3": [(f"fixed {n}", "gcbulk", f"adaptive_concurrency = false\napi_calls_in_flight = {n}\n", 0.0)
-               for n in SWEEP] + [("adaptive", "gcbulk", "", 0.0)],
+        "R3": [
+            (f"fixed {n}", "gcbulk", f"adaptive_concurrency = false\napi_calls_in_flight = {n}\n", 0.0) for n in SWEEP
+        ]
+        + [("adaptive", "gcbulk", "", 0.0)],
     }
     for name in names:
         print(f"{name}: {cases} cases, {mib:.0f} MiB, floor {import_floor_seconds(layout):.1f} s", flush=True)
@@ -149,9 +160,12 @@ def run_capacity_workloads(names: list[str], scale: float, workdir: Path) -> dic
             else:
                 results[name][label] = measure(client, workdir, layout, latency, engine)
             m = results[name][label]
-            print(f"  {label:20s} {m.timed.seconds:7.1f} s  {m.requests_per_case:5.1f} req/case  "
-                  f"busy {m.api_busy_per_case:5.2f} + {m.import_busy_per_case:5.2f} s/case  "
-                  f"p90 ×{m.latency_ratio_p90:.2f}  cpu {m.cpu_per_gib:5.1f} s/GiB", flush=True)
+            print(
+                f"  {label:20s} {m.timed.seconds:7.1f} s  {m.requests_per_case:5.1f} req/case  "
+                f"busy {m.api_busy_per_case:5.2f} + {m.import_busy_per_case:5.2f} s/case  "
+                f"p90 ×{m.latency_ratio_p90:.2f}  cpu {m.cpu_per_gib:5.1f} s/GiB",
+                flush=True,
+            )
     for measured in results.values():
         for m in measured.values():
             m.extra["floor"] = import_floor_seconds(layout)

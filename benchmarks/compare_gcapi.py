@@ -106,16 +106,20 @@ async def _ceiling(emulator: Emulator, files: list[Path]) -> float:
             size = path.stat().st_size
             numbers = list(range(1, max(1, -(-size // CEILING_PART)) + 1))
             async with presign_gate:
-                async with session.post(f"{emulator.base_url}uploads/", json={"filename": path.name},
-                                        headers=headers) as response:
+                async with session.post(
+                    f"{emulator.base_url}uploads/", json={"filename": path.name}, headers=headers
+                ) as response:
                     upload = await response.json()
                 async with session.patch(
                     f"{emulator.base_url}uploads/{upload['pk']}/{upload['s3_upload_id']}/generate-presigned-urls/",
-                    json={"part_numbers": numbers}, headers=headers,
+                    json={"part_numbers": numbers},
+                    headers=headers,
                 ) as response:
                     urls = (await response.json())["presigned_urls"]
-            return [(path, (n - 1) * CEILING_PART, min(CEILING_PART, size - (n - 1) * CEILING_PART), urls[str(n)])
-                    for n in numbers]
+            return [
+                (path, (n - 1) * CEILING_PART, min(CEILING_PART, size - (n - 1) * CEILING_PART), urls[str(n)])
+                for n in numbers
+            ]
 
         parts = [p for prepared in await asyncio.gather(*(prepare(f) for f in files)) for p in prepared]
         put_gate = asyncio.Semaphore(CEILING_IN_FLIGHT)
@@ -195,36 +199,97 @@ def capacity_rows(results: dict[str, dict[str, Measured]]) -> list[Row]:
         bulk, api = results[name]["gcbulk"], results[name]["gcapi"]
         ratio = api.timed.seconds / bulk.timed.seconds
         goal = 2.0 if name == "R1" else 5.0
-        rows.append((name, f"gcbulk {bulk.timed.seconds:.0f} s vs gcapi {api.timed.seconds:.0f} s", f"{ratio:.2f}×",
-                     f"≥ {goal:.0f}×", ratio >= goal))
-        rows.append((name, f"requests/case gcbulk vs gcapi {api.requests_per_case:.1f}",
-                     f"{bulk.requests_per_case:.1f}", "≤ gcapi", bulk.requests_per_case <= api.requests_per_case))
-        rows.append((name, f"API busy s/case gcbulk vs gcapi {api.api_busy_per_case:.2f}",
-                     f"{bulk.api_busy_per_case:.2f}", "≤ gcapi", bulk.api_busy_per_case <= api.api_busy_per_case))
-        rows.append((name, f"server busy s/case (API+import) vs {api.busy_per_case:.2f}",
-                     f"{bulk.busy_per_case:.2f}", "≤ gcapi", bulk.busy_per_case <= api.busy_per_case))
-        rows.append((name, f"client CPU s/GiB gcbulk vs gcapi {api.cpu_per_gib:.1f}", f"{bulk.cpu_per_gib:.1f}",
-                     "≤ gcapi", bulk.cpu_per_gib <= api.cpu_per_gib))
+        rows.append(
+            (
+                name,
+                f"gcbulk {bulk.timed.seconds:.0f} s vs gcapi {api.timed.seconds:.0f} s",
+                f"{ratio:.2f}×",
+                f"≥ {goal:.0f}×",
+                ratio >= goal,
+            )
+        )
+        rows.append(
+            (
+                name,
+                f"requests/case gcbulk vs gcapi {api.requests_per_case:.1f}",
+                f"{bulk.requests_per_case:.1f}",
+                "≤ gcapi",
+                bulk.requests_per_case <= api.requests_per_case,
+            )
+        )
+        rows.append(
+            (
+                name,
+                f"API busy s/case gcbulk vs gcapi {api.api_busy_per_case:.2f}",
+                f"{bulk.api_busy_per_case:.2f}",
+                "≤ gcapi",
+                bulk.api_busy_per_case <= api.api_busy_per_case,
+            )
+        )
+        rows.append(
+            (
+                name,
+                f"server busy s/case (API+import) vs {api.busy_per_case:.2f}",
+                f"{bulk.busy_per_case:.2f}",
+                "≤ gcapi",
+                bulk.busy_per_case <= api.busy_per_case,
+            )
+        )
+        rows.append(
+            (
+                name,
+                f"client CPU s/GiB gcbulk vs gcapi {api.cpu_per_gib:.1f}",
+                f"{bulk.cpu_per_gib:.1f}",
+                "≤ gcapi",
+                bulk.cpu_per_gib <= api.cpu_per_gib,
+            )
+        )
         if name == "R1":
             floor = bulk.extra["floor"]
-            rows.append((name, f"wall / import floor ({floor:.0f} s)", f"{bulk.timed.seconds / floor:.2f}×",
-                         "≤ 1.3×", bulk.timed.seconds <= 1.3 * floor))
+            rows.append(
+                (
+                    name,
+                    f"wall / import floor ({floor:.0f} s)",
+                    f"{bulk.timed.seconds / floor:.2f}×",
+                    "≤ 1.3×",
+                    bulk.timed.seconds <= 1.3 * floor,
+                )
+            )
             off = results[name].get("gcbulk, stagger off")
             if off is not None:  # informative: what staggering is worth (kept on when it is faster)
-                rows.append((name, f"stagger on vs off ({off.timed.seconds:.0f} s)",
-                             f"{off.timed.seconds / bulk.timed.seconds:.2f}×", "> 1× keeps it",
-                             off.timed.seconds >= bulk.timed.seconds))
+                rows.append(
+                    (
+                        name,
+                        f"stagger on vs off ({off.timed.seconds:.0f} s)",
+                        f"{off.timed.seconds / bulk.timed.seconds:.2f}×",
+                        "> 1× keeps it",
+                        off.timed.seconds >= bulk.timed.seconds,
+                    )
+                )
     if "R3" in results:
         runs = results["R3"]
         adaptive = runs["adaptive"]
         best_label, best = min(((k, v) for k, v in runs.items() if k != "adaptive"), key=lambda kv: kv[1].timed.seconds)
         sweep = ", ".join(f"{k.split()[-1]}: {v.timed.seconds:.0f} s" for k, v in runs.items() if k != "adaptive")
         rows.append(("R3", f"fixed {sweep}", "", "", True))
-        rows.append(("R3", f"adaptive {adaptive.timed.seconds:.0f} s vs best ({best_label})",
-                     f"{adaptive.timed.seconds / best.timed.seconds:.2f}×", "≤ 1.10×",
-                     adaptive.timed.seconds <= 1.1 * best.timed.seconds))
-        rows.append(("R3", "adaptive: server p90 time / unloaded time", f"{adaptive.latency_ratio_p90:.2f}×",
-                     "≤ 2×", adaptive.latency_ratio_p90 <= 2.0))
+        rows.append(
+            (
+                "R3",
+                f"adaptive {adaptive.timed.seconds:.0f} s vs best ({best_label})",
+                f"{adaptive.timed.seconds / best.timed.seconds:.2f}×",
+                "≤ 1.10×",
+                adaptive.timed.seconds <= 1.1 * best.timed.seconds,
+            )
+        )
+        rows.append(
+            (
+                "R3",
+                "adaptive: server p90 time / unloaded time",
+                f"{adaptive.latency_ratio_p90:.2f}×",
+                "≤ 2×",
+                adaptive.latency_ratio_p90 <= 2.0,
+            )
+        )
     return rows
 
 
@@ -232,16 +297,37 @@ def transfer_rows(results: list[tuple[Workload, dict[str, Timed]]]) -> list[Row]
     rows: list[Row] = []
     for workload, timed in results:
         vs_gcapi = timed["gcapi"].seconds / timed["gcbulk"].seconds
-        rows.append((workload.name, f"gcbulk {timed['gcbulk'].seconds:.1f} s vs gcapi {timed['gcapi'].seconds:.1f} s",
-                     f"{vs_gcapi:.1f}×", f"≥ {workload.goal_vs_gcapi:.0f}×", vs_gcapi >= workload.goal_vs_gcapi))
+        rows.append(
+            (
+                workload.name,
+                f"gcbulk {timed['gcbulk'].seconds:.1f} s vs gcapi {timed['gcapi'].seconds:.1f} s",
+                f"{vs_gcapi:.1f}×",
+                f"≥ {workload.goal_vs_gcapi:.0f}×",
+                vs_gcapi >= workload.goal_vs_gcapi,
+            )
+        )
         if workload.goal_vs_ceiling is not None:
             vs_ceiling = timed["ceiling"].seconds / timed["gcbulk"].seconds
-            rows.append((workload.name, f"of the bare-PUT ceiling ({timed['ceiling'].seconds:.1f} s)",
-                         f"{vs_ceiling:.0%}", f"≥ {workload.goal_vs_ceiling:.0%}", vs_ceiling >= workload.goal_vs_ceiling))
+            rows.append(
+                (
+                    workload.name,
+                    f"of the bare-PUT ceiling ({timed['ceiling'].seconds:.1f} s)",
+                    f"{vs_ceiling:.0%}",
+                    f"≥ {workload.goal_vs_ceiling:.0%}",
+                    vs_ceiling >= workload.goal_vs_ceiling,
+                )
+            )
         gib = workload.total_bytes / 1024**3
         bulk_cpu, api_cpu = timed["gcbulk"].cpu_seconds / gib, timed["gcapi"].cpu_seconds / gib
-        rows.append((workload.name, f"client CPU s/GiB gcbulk vs gcapi {api_cpu:.1f}", f"{bulk_cpu:.1f}",
-                     "≤ gcapi", bulk_cpu <= api_cpu))
+        rows.append(
+            (
+                workload.name,
+                f"client CPU s/GiB gcbulk vs gcapi {api_cpu:.1f}",
+                f"{bulk_cpu:.1f}",
+                "≤ gcapi",
+                bulk_cpu <= api_cpu,
+            )
+        )
     return rows
 
 

@@ -64,21 +64,30 @@ def main() -> None:
         headers = [h for h in read_headers(paths, workers=workers) if isinstance(h, DicomHeader)]
         series = group_series(headers)
         seconds = time.perf_counter() - started
-        rows.append((f"header scan + series grouping, {workers} process(es)", len(paths) / seconds, seconds,
-                     f"{len(series)} series"))
+        rows.append(
+            (
+                f"header scan + series grouping, {workers} process(es)",
+                len(paths) / seconds,
+                seconds,
+                f"{len(series)} series",
+            )
+        )
 
     # The same tree through the planner, one case per study folder, with a dicom rule: what `gcbulk plan` does.
     job = args.workdir / "job.toml"
-    job.write_text(f'reader_study = "bench"\nbase_url = "https://gc.example/api/v1/"\ncase_root = "{tree}"\n\n'
-                   '[[rules]]\ndicom = { Modality = "CT" }\nsocket = "ct-image"\n')
+    job.write_text(
+        f'reader_study = "bench"\nbase_url = "https://gc.example/api/v1/"\ncase_root = "{tree}"\n\n'
+        '[[rules]]\ndicom = { Modality = "CT" }\nsocket = "ct-image"\n'
+    )
     started = time.perf_counter()
     planned = sum(isinstance(entry, PlannedCase) for entry in plan_tree(load_job(job)))
     seconds = time.perf_counter() - started
-    rows.append((f"plan with a dicom rule, {os.cpu_count()} processes", len(paths) / seconds, seconds,
-                 f"{planned} cases"))
+    rows.append(
+        (f"plan with a dicom rule, {os.cpu_count()} processes", len(paths) / seconds, seconds, f"{planned} cases")
+    )
 
     subset = paths[: args.deid_files]
-    sets = [(f"set{i}", [str(p) for p in subset[i:i + SLICES]]) for i in range(0, len(subset), SLICES)]
+    sets = [(f"set{i}", [str(p) for p in subset[i : i + SLICES]]) for i in range(0, len(subset), SLICES)]
     source_bytes = sum(p.stat().st_size for p in subset)
     staging = args.workdir / "staging"
     shutil.rmtree(staging, ignore_errors=True)
@@ -86,8 +95,14 @@ def main() -> None:
     results = list(stage_sets(sets, staging, budget_bytes=2 * 1024**3))
     seconds = time.perf_counter() - started
     errors = [r for r in results if isinstance(r, Exception)]
-    rows.append((f"de-identification, {os.cpu_count()} processes", len(subset) / seconds, seconds,
-                 f"{source_bytes / 1024**2 / seconds:.1f} MiB/s, {len(errors)} errors"))
+    rows.append(
+        (
+            f"de-identification, {os.cpu_count()} processes",
+            len(subset) / seconds,
+            seconds,
+            f"{source_bytes / 1024**2 / seconds:.1f} MiB/s, {len(errors)} errors",
+        )
+    )
     shutil.rmtree(staging, ignore_errors=True)
 
     print(f"\n{'step':<52} {'files/s':>9} {'seconds':>8}  notes")

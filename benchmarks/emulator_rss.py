@@ -95,8 +95,9 @@ async def upload(ready: dict, path: Path, part_size: int, concurrency: int) -> d
             created = await reply.json()
         actions = f"{api}uploads/{created['pk']}/{created['s3_upload_id']}/"
         numbers = list(range(1, count + 1))
-        async with session.patch(actions + "generate-presigned-urls/", json={"part_numbers": numbers},
-                                 headers=headers, ssl=tls) as reply:
+        async with session.patch(
+            actions + "generate-presigned-urls/", json={"part_numbers": numbers}, headers=headers, ssl=tls
+        ) as reply:
             urls = (await reply.json())["presigned_urls"]
         limiter = asyncio.Semaphore(concurrency)
         etags: dict[int, str] = {}
@@ -106,16 +107,21 @@ async def upload(ready: dict, path: Path, part_size: int, concurrency: int) -> d
             length = min(part_size, size - offset)
             async with limiter:
                 # An explicit Content-Length makes aiohttp stream the generator as a plain body, as S3 requires.
-                async with session.put(urls[str(number)], data=file_slice(path, offset, length), ssl=tls,
-                                       headers={"Content-Length": str(length)}) as reply:
+                async with session.put(
+                    urls[str(number)],
+                    data=file_slice(path, offset, length),
+                    ssl=tls,
+                    headers={"Content-Length": str(length)},
+                ) as reply:
                     if reply.status != 200:
                         raise SystemExit(f"part {number}: HTTP {reply.status}: {await reply.text()}")
                     etags[number] = reply.headers["ETag"]
 
         await asyncio.gather(*(put(number) for number in numbers))
         parts = [{"ETag": etags[number], "PartNumber": number} for number in numbers]
-        async with session.patch(actions + "complete-multipart-upload/", json={"parts": parts}, headers=headers,
-                                 ssl=tls) as reply:
+        async with session.patch(
+            actions + "complete-multipart-upload/", json={"parts": parts}, headers=headers, ssl=tls
+        ) as reply:
             if reply.status != 200:
                 raise SystemExit(f"complete: HTTP {reply.status}: {await reply.text()}")
             return await reply.json()
@@ -151,10 +157,14 @@ def main() -> int:
 
     size_mib = args.size_gib * 1024
     peak_mib = sampler.peak / MIB
-    print(f"uploaded {size_mib:.0f} MiB in {args.part_mib} MiB parts, {args.concurrency} in flight, "
-          f"{'http' if args.plain_http else 'https'}: {elapsed:.1f} s ({size_mib / elapsed:.0f} MiB/s)")
-    print(f"emulator RSS: baseline {baseline / MIB:.1f} MiB, peak {peak_mib:.1f} MiB "
-          f"({sampler.samples} samples every 20 ms; goal < {GOAL_MIB} MiB)")
+    print(
+        f"uploaded {size_mib:.0f} MiB in {args.part_mib} MiB parts, {args.concurrency} in flight, "
+        f"{'http' if args.plain_http else 'https'}: {elapsed:.1f} s ({size_mib / elapsed:.0f} MiB/s)"
+    )
+    print(
+        f"emulator RSS: baseline {baseline / MIB:.1f} MiB, peak {peak_mib:.1f} MiB "
+        f"({sampler.samples} samples every 20 ms; goal < {GOAL_MIB} MiB)"
+    )
     return 0 if peak_mib < GOAL_MIB else 1
 
 

@@ -32,14 +32,16 @@ RSS_GOAL_MIB = 300
 async def seed(context, answers: int, masks: int, work: Path) -> dict[str, int]:  # noqa: ANN001 - emulator Context
     import numpy as np
     import SimpleITK as sitk
+
     from gcbulk.emulator.admin_answers import create_answer
     from gcbulk.emulator.answer_types import NON_ANSWERABLE_TYPES, example_answer
     from gcbulk.emulator.store import Answer, DisplaySet, SocketValue, new_uuid
 
     store = context.store
     study = store.reader_study_by_slug(STUDY)
-    questions = [store.questions[pk] for pk in study.question_pks
-                 if store.questions[pk].answer_type not in NON_ANSWERABLE_TYPES]
+    questions = [
+        store.questions[pk] for pk in study.question_pks if store.questions[pk].answer_type not in NON_ANSWERABLE_TYPES
+    ]
     mask_question = next(q for q in questions if q.answer_type == "Mask")
     others = [q for q in questions if q is not mask_question]
     users = [store.user_by_username(name) for name in READERS]
@@ -47,10 +49,16 @@ async def seed(context, answers: int, masks: int, work: Path) -> dict[str, int]:
     cases = -(-(answers - masks) // per_case)
     display_sets = []
     for index in range(cases):
-        display_set = DisplaySet(pk=new_uuid(), reader_study_pk=study.pk, title=f"case-{index:06d}",
-                                 order=10 * (index + 1), created=context.clock.now())
-        display_set.values["patient-age"] = SocketValue(pk=store.next_int_pk(), socket_slug="patient-age",
-                                                        value=20 + index % 70)
+        display_set = DisplaySet(
+            pk=new_uuid(),
+            reader_study_pk=study.pk,
+            title=f"case-{index:06d}",
+            order=10 * (index + 1),
+            created=context.clock.now(),
+        )
+        display_set.values["patient-age"] = SocketValue(
+            pk=store.next_int_pk(), socket_slug="patient-age", value=20 + index % 70
+        )
         store.display_sets[display_set.pk] = display_set
         display_sets.append(display_set)
 
@@ -62,8 +70,13 @@ async def seed(context, answers: int, masks: int, work: Path) -> dict[str, int]:
         pixels = (rng.random((16, 64, 64)) > 0.7).astype(np.uint8)  # a blobby binary mask: compresses like real ones
         sitk.WriteImage(sitk.GetImageFromArray(pixels), str(path))
         display_set = display_sets[index // len(users) % len(display_sets)]
-        await create_answer(context, creator=READERS[index % len(users)], question_pk=mask_question.pk,
-                            display_set_pk=display_set.pk, mask_file=path)
+        await create_answer(
+            context,
+            creator=READERS[index % len(users)],
+            question_pk=mask_question.pk,
+            display_set_pk=display_set.pk,
+            mask_file=path,
+        )
         path.unlink()
 
     created = masks
@@ -73,8 +86,15 @@ async def seed(context, answers: int, masks: int, work: Path) -> dict[str, int]:
             for question in others:
                 if created >= answers:
                     break
-                answer = Answer(pk=new_uuid(), creator=user, question_pk=question.pk, display_set_pk=display_set.pk,
-                                answer=example_answer(question, variant), created=now, modified=now)
+                answer = Answer(
+                    pk=new_uuid(),
+                    creator=user,
+                    question_pk=question.pk,
+                    display_set_pk=display_set.pk,
+                    answer=example_answer(question, variant),
+                    created=now,
+                    modified=now,
+                )
                 store.answers[answer.pk] = answer
                 created += 1
     return {"display_sets": len(display_sets), "answers": len(store.answers), "masks": masks}
@@ -89,8 +109,13 @@ async def serve(args: argparse.Namespace) -> None:
     async with run_emulator(config) as running:
         started = time.monotonic()
         counts = await seed(running.context, args.answers, args.masks, work)
-        info = {"base_url": running.base_url, "ca_file": str(running.ca_file), "token": running.tokens["editor"],
-                "seed_seconds": round(time.monotonic() - started, 1), **counts}
+        info = {
+            "base_url": running.base_url,
+            "ca_file": str(running.ca_file),
+            "token": running.tokens["editor"],
+            "seed_seconds": round(time.monotonic() - started, 1),
+            **counts,
+        }
         (work / "emulator.json.partial").write_text(json.dumps(info))
         os.replace(work / "emulator.json.partial", work / "emulator.json")
         stop = asyncio.Event()
@@ -101,8 +126,20 @@ async def serve(args: argparse.Namespace) -> None:
 def run_export(info: dict, out: Path) -> tuple[float, float, int, str]:
     """Runs ``gcbulk export`` as a child; returns wall seconds, peak RSS in MiB, exit code and its output."""
     env = {**os.environ, "GRAND_CHALLENGE_AUTHORIZATION": info["token"]}
-    command = [sys.executable, "-m", "gcbulk.engine.cli", "export", "--reader-study", STUDY, "--out", str(out),
-               "--base-url", info["base_url"], "--ca-file", info["ca_file"]]
+    command = [
+        sys.executable,
+        "-m",
+        "gcbulk.engine.cli",
+        "export",
+        "--reader-study",
+        STUDY,
+        "--out",
+        str(out),
+        "--base-url",
+        info["base_url"],
+        "--ca-file",
+        info["ca_file"],
+    ]
     log = out.parent / f"{out.name}.log"
     started = time.monotonic()
     with log.open("a") as sink:
@@ -127,8 +164,20 @@ def main() -> int:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="gcbulk-export-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     (work / "emulator.json").unlink(missing_ok=True)
-    server = subprocess.Popen([sys.executable, __file__, "serve", "--answers", str(args.answers), "--masks",
-                               str(args.masks), "--work-dir", str(work)], cwd=ROOT)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "serve",
+            "--answers",
+            str(args.answers),
+            "--masks",
+            str(args.masks),
+            "--work-dir",
+            str(work),
+        ],
+        cwd=ROOT,
+    )
     try:
         deadline = time.monotonic() + 3600
         while not (work / "emulator.json").exists():
@@ -137,8 +186,10 @@ def main() -> int:
                 return 2
             time.sleep(0.5)  # waiting for another process to seed, not for an event in this one
         info = json.loads((work / "emulator.json").read_text())
-        print(f"seeded {info['answers']} answers ({info['masks']} with masks) on {info['display_sets']} display sets "
-              f"in {info['seed_seconds']} s")
+        print(
+            f"seeded {info['answers']} answers ({info['masks']} with masks) on {info['display_sets']} display sets "
+            f"in {info['seed_seconds']} s"
+        )
         out = work / "export"
         results = {}
         for name in ("full export", "rerun, nothing changed"):

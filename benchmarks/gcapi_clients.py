@@ -31,10 +31,17 @@ IMPORT_DEADLINE_SECONDS = 3600.0
 
 
 def add_cases(client: gcapi.Client, study: str, cases: list[tuple[str, list[str]]], sockets: list[str]) -> list[str]:
-    return [client.add_case_to_reader_study(
-        reader_study_slug=study, title=title,
-        values=[gcapi.SocketValueSpec(socket_slug=slug, file=Path(path)) for path, slug in zip(files, sockets)],
-    ).pk for title, files in cases]
+    return [
+        client.add_case_to_reader_study(
+            reader_study_slug=study,
+            title=title,
+            values=[
+                gcapi.SocketValueSpec(socket_slug=slug, file=Path(path))
+                for path, slug in zip(files, sockets, strict=True)
+            ],
+        ).pk
+        for title, files in cases
+    ]
 
 
 def wait_until_imported(client: gcapi.Client, pks: list[str]) -> None:
@@ -55,8 +62,9 @@ def _both_images_in_place(display_set: object) -> bool:
 def main(argv: list[str]) -> int:
     mode, layout_file = argv
     layout = json.loads(Path(layout_file).read_text())
-    client = gcapi.Client(token=os.environ["GRAND_CHALLENGE_AUTHORIZATION"], base_url=layout["base_url"],
-                          verify=layout["ca_file"])
+    client = gcapi.Client(
+        token=os.environ["GRAND_CHALLENGE_AUTHORIZATION"], base_url=layout["base_url"], verify=layout["ca_file"]
+    )
     if mode == "tutorial":
         wait_until_imported(client, add_cases(client, layout["study"], layout["cases"], list(TUTORIAL_SOCKETS)))
     else:

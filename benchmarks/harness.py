@@ -40,7 +40,8 @@ class Emulator:
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
         request = urllib.request.Request(
-            self.admin_url + path.lstrip("/"), method=method,
+            self.admin_url + path.lstrip("/"),
+            method=method,
             data=None if body is None else json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
@@ -58,17 +59,33 @@ class Emulator:
 
 
 @contextmanager
-def emulator_process(data_dir: Path, *, import_delay: float = 0.05, profile: str | None = None,
-                     seed: Path | None = SEED) -> Iterator[Emulator]:
+def emulator_process(
+    data_dir: Path, *, import_delay: float = 0.05, profile: str | None = None, seed: Path | None = SEED
+) -> Iterator[Emulator]:
     """A fresh emulator process with the benchmark seed (``seed=None``: the bundled example study, whose sockets
     are real images), optionally with a capacity profile; its data directory is removed afterwards."""
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
     extra = (["--seed-study", str(seed)] if seed else []) + (["--profile", profile] if profile else [])
     process = subprocess.Popen(
-        [sys.executable, "-m", "gcbulk.emulator.cli", "--port", "0", "--s3-port", "0", *extra,
-         "--data-dir", str(data_dir), "--import-delay", str(import_delay)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "gcbulk.emulator.cli",
+            "--port",
+            "0",
+            "--s3-port",
+            "0",
+            *extra,
+            "--data-dir",
+            str(data_dir),
+            "--import-delay",
+            str(import_delay),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
     )
     try:
         ready = None
@@ -78,8 +95,13 @@ def emulator_process(data_dir: Path, *, import_delay: float = 0.05, profile: str
                 break
         if ready is None:
             raise RuntimeError("the emulator did not start")
-        yield Emulator(base_url=ready["base_url"], ca_file=ready["ca_file"], admin_url=ready["admin_url"],
-                       token=ready["tokens"]["editor"], process=process)
+        yield Emulator(
+            base_url=ready["base_url"],
+            ca_file=ready["ca_file"],
+            admin_url=ready["admin_url"],
+            token=ready["tokens"]["editor"],
+            process=process,
+        )
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -174,10 +196,19 @@ def run_gcbulk_measured(job: Path, emulator: Emulator) -> Timed:
     return run_measured("gcbulk run", ["-m", "gcbulk", "run", str(job), "--progress-interval", "30"], emulator)
 
 
-def run_gcapi_measured(mode: str, emulator: Emulator, study: str, layout: list[tuple[str, list[Path]]],
-                       workdir: Path) -> Timed:
+def run_gcapi_measured(
+    mode: str, emulator: Emulator, study: str, layout: list[tuple[str, list[Path]]], workdir: Path
+) -> Timed:
     """gcapi in its own process (``benchmarks/gcapi_clients.py``, ``mode`` ``files`` or ``tutorial``)."""
     layout_file = workdir / "gcapi-layout.json"
-    layout_file.write_text(json.dumps({"base_url": emulator.base_url, "ca_file": emulator.ca_file, "study": study,
-                                       "cases": [[title, [str(p) for p in files]] for title, files in layout]}))
+    layout_file.write_text(
+        json.dumps(
+            {
+                "base_url": emulator.base_url,
+                "ca_file": emulator.ca_file,
+                "study": study,
+                "cases": [[title, [str(p) for p in files]] for title, files in layout],
+            }
+        )
+    )
     return run_measured(f"gcapi ({mode})", ["-m", "benchmarks.gcapi_clients", mode, str(layout_file)], emulator)

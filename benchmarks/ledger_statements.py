@@ -71,8 +71,7 @@ def _child(job: str, out: str, ledger: str | None) -> int:
         while frame is not None:
             name = frame.f_code.co_filename
             if name.startswith(state_dir) and not name.endswith(("pg_store.py",)):
-                if frame.f_code.co_name not in ("_one", "_all", "_scalar", "_get", "atomic", "__enter__",
-                                                "__exit__"):
+                if frame.f_code.co_name not in ("_one", "_all", "_scalar", "_get", "atomic", "__enter__", "__exit__"):
                     return f"{Path(name).name}:{frame.f_lineno} {frame.f_code.co_name}"
             frame = frame.f_back
         return "?"
@@ -145,12 +144,19 @@ def _child(job: str, out: str, ledger: str | None) -> int:
     cpu_before = time.process_time()
     code = main(argv)
     process_cpu = time.process_time() - cpu_before
-    Path(out).write_text(json.dumps({
-        "code": code, **counts, "transfer": transfer, "process_cpu": process_cpu,
-        "shapes": shapes.most_common(),
-        "sites": [[list(key), n] for key, n in sites.most_common()],
-        "by_call": [[name, n, call_cpu[name]] for name, n in calls.most_common()],
-    }))
+    Path(out).write_text(
+        json.dumps(
+            {
+                "code": code,
+                **counts,
+                "transfer": transfer,
+                "process_cpu": process_cpu,
+                "shapes": shapes.most_common(),
+                "sites": [[list(key), n] for key, n in sites.most_common()],
+                "by_call": [[name, n, call_cpu[name]] for name, n in calls.most_common()],
+            }
+        )
+    )
     return code
 
 
@@ -162,8 +168,14 @@ def _one_run(workdir: Path, cases: int, files: int, size: int, dsn: str | None) 
         job = write_job(workdir, emulator, root, files)
         out = workdir / "counts.json"
         env = dict(os.environ, GRAND_CHALLENGE_AUTHORIZATION=emulator.token)
-        result = subprocess.run([sys.executable, "-m", "benchmarks.ledger_statements", "--child", str(job), str(out)]
-                                + (["--dsn", dsn] if dsn else []), env=env, cwd=REPO, capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "benchmarks.ledger_statements", "--child", str(job), str(out)]
+            + (["--dsn", dsn] if dsn else []),
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"gcbulk run failed ({result.returncode}):\n{result.stderr[-3000:]}")
         return json.loads(out.read_text())
@@ -196,23 +208,31 @@ def main() -> int:
                 r = _one_run(Path(tmp), args.cases, args.files, args.size, dsn)
             results.append(r)
             per_case = {k: r[k] / args.cases for k in ("statements", "transactions", "calls", "round_trips")}
-            print(f"run {run + 1}: {r['statements']} statements ({per_case['statements']:.1f}/case), "
-                  f"{r['transactions']} transactions ({per_case['transactions']:.1f}/case), "
-                  f"{r['calls']} ledger calls ({per_case['calls']:.1f}/case), "
-                  + (f"{r['round_trips']} round trips ({per_case['round_trips']:.1f}/case), " if server else "")
-                  + f"ledger-thread CPU {r['cpu']:.3f} s ({r['cpu'] / args.cases * 1000:.2f} ms/case), "
-                  f"process CPU {r['process_cpu']:.2f} s", flush=True)
+            print(
+                f"run {run + 1}: {r['statements']} statements ({per_case['statements']:.1f}/case), "
+                f"{r['transactions']} transactions ({per_case['transactions']:.1f}/case), "
+                f"{r['calls']} ledger calls ({per_case['calls']:.1f}/case), "
+                + (f"{r['round_trips']} round trips ({per_case['round_trips']:.1f}/case), " if server else "")
+                + f"ledger-thread CPU {r['cpu']:.3f} s ({r['cpu'] / args.cases * 1000:.2f} ms/case), "
+                f"process CPU {r['process_cpu']:.2f} s",
+                flush=True,
+            )
             t = r["transfer"]
-            print(f"  transfer only (no open, plan, close): {t['statements'] / args.cases:.1f} statements/case, "
-                  f"{t['transactions'] / args.cases:.1f} transactions/case, "
-                  + (f"{t['round_trips'] / args.cases:.1f} round trips/case, " if server else "")
-                  + f"ledger-thread CPU {t['cpu']:.3f} s ({t['cpu'] / args.cases * 1000:.2f} ms/case)", flush=True)
+            print(
+                f"  transfer only (no open, plan, close): {t['statements'] / args.cases:.1f} statements/case, "
+                f"{t['transactions'] / args.cases:.1f} transactions/case, "
+                + (f"{t['round_trips'] / args.cases:.1f} round trips/case, " if server else "")
+                + f"ledger-thread CPU {t['cpu']:.3f} s ({t['cpu'] / args.cases * 1000:.2f} ms/case)",
+                flush=True,
+            )
     finally:
         if server is not None:
             server.stop()
-    for label, cpus in (("ledger-thread CPU", sorted(r["cpu"] for r in results)),
-                        ("  transfer only", sorted(r["transfer"]["cpu"] for r in results)),
-                        ("process CPU", sorted(r["process_cpu"] for r in results))):
+    for label, cpus in (
+        ("ledger-thread CPU", sorted(r["cpu"] for r in results)),
+        ("  transfer only", sorted(r["transfer"]["cpu"] for r in results)),
+        ("process CPU", sorted(r["process_cpu"] for r in results)),
+    ):
         print(f"{label} over {len(results)} runs: min {cpus[0]:.3f} s, median {cpus[len(cpus) // 2]:.3f} s")
     last = results[-1]
     print("\nledger calls of the last run (count, CPU s):")

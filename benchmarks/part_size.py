@@ -29,19 +29,29 @@ def main() -> int:
     args = parser.parse_args()
     cases = make_cases(args.workdir / "cases", args.files, 1, args.file_mib * MIB)
     total = sum(f.stat().st_size for _, files in cases for f in files)
-    print(f"{args.files} files × {args.file_mib} MiB, {args.parts_in_flight} parts in flight, "
-          f"{args.latency * 1000:.0f} ms latency per request")
+    print(
+        f"{args.files} files × {args.file_mib} MiB, {args.parts_in_flight} parts in flight, "
+        f"{args.latency * 1000:.0f} ms latency per request"
+    )
     for size in (int(s) for s in args.sizes.split(",")):
         rates = []
         for _ in range(args.repeat):
             with emulator_process(args.workdir / "emulator") as emulator:
                 emulator.set_latency(args.latency)
-                job = write_job(args.workdir, emulator, args.workdir / "cases", 1,
-                                engine=f'part_size = "{size} MiB"\nparts_in_flight = {args.parts_in_flight}\n'
-                                       f"files_in_flight = {args.files}\n")
+                job = write_job(
+                    args.workdir,
+                    emulator,
+                    args.workdir / "cases",
+                    1,
+                    engine=f'part_size = "{size} MiB"\nparts_in_flight = {args.parts_in_flight}\n'
+                    f"files_in_flight = {args.files}\n",
+                )
                 rates.append(total / MIB / run_gcbulk(job, emulator))
-        print(f"part size {size:>3} MiB: {max(rates):7.1f} MiB/s (best of {args.repeat}: "
-              f"{', '.join(f'{r:.1f}' for r in rates)})", flush=True)
+        print(
+            f"part size {size:>3} MiB: {max(rates):7.1f} MiB/s (best of {args.repeat}: "
+            f"{', '.join(f'{r:.1f}' for r in rates)})",
+            flush=True,
+        )
     return 0
 
 

@@ -54,8 +54,12 @@ socket = "airway-segmentation"
 
 CATALOGUE = {
     "ct-image": {"slug": "ct-image", "kind": "Image", "super_kind": "Image"},
-    "airway-segmentation": {"slug": "airway-segmentation", "kind": "Segmentation", "super_kind": "Image",
-                            "overlay_segments": [{"name": "airway", "voxel_value": 1, "visible": True}]},
+    "airway-segmentation": {
+        "slug": "airway-segmentation",
+        "kind": "Segmentation",
+        "super_kind": "Image",
+        "overlay_segments": [{"name": "airway", "voxel_value": 1, "visible": True}],
+    },
     "generic-medical-image": {"slug": "generic-medical-image", "kind": "Image", "super_kind": "Image"},
 }
 
@@ -97,9 +101,9 @@ def peak_rss_mib() -> float:
 def measure(directory: Path) -> dict[str, float]:
     """Run in the child: time the walk alone, then the full plan into a fresh ledger."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from gcbulk.engine.planning import plan_into_ledger
     from gcbulk.engine.jobfile import load_job
     from gcbulk.engine.plan.planner import PlannedCase, plan_tree
+    from gcbulk.engine.planning import plan_into_ledger
     from gcbulk.state.ledger import Ledger
 
     config = load_job(directory / "job.toml")
@@ -164,15 +168,22 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(args.measure)))
         return
-    print(f"{'files':>10} {'cases':>8} {'walk files/s':>13} {'plan files/s':>13} {'plan s':>8} "
-          f"{'checked files/s':>16} {'checked s':>10} {'peak RSS MiB':>13} {'ledger MiB':>11}")
+    print(
+        f"{'files':>10} {'cases':>8} {'walk files/s':>13} {'plan files/s':>13} {'plan s':>8} "
+        f"{'checked files/s':>16} {'checked s':>10} {'peak RSS MiB':>13} {'ledger MiB':>11}"
+    )
     for size in args.sizes:
         r = run_size(size, args.workdir, args.keep)
-        print(f"{r['files']:>10} {r['cases']:>8} {r['walk_files_per_s']:>13,.0f} {r['plan_files_per_s']:>13,.0f} "
-              f"{r['plan_seconds']:>8.1f} {r['checked_files_per_s']:>16,.0f} {r['checked_seconds']:>10.1f} "
-              f"{r['peak_rss_mib']:>13.1f} {r['ledger_mib']:>11.1f}", flush=True)
-    print("plan files/s includes preflight and writing every case, item and file to a fresh ledger "
-          "(synchronous=FULL); walk files/s is the pure planner alone. Peak RSS is the measuring subprocess's.")
+        print(
+            f"{r['files']:>10} {r['cases']:>8} {r['walk_files_per_s']:>13,.0f} {r['plan_files_per_s']:>13,.0f} "
+            f"{r['plan_seconds']:>8.1f} {r['checked_files_per_s']:>16,.0f} {r['checked_seconds']:>10.1f} "
+            f"{r['peak_rss_mib']:>13.1f} {r['ledger_mib']:>11.1f}",
+            flush=True,
+        )
+    print(
+        "plan files/s includes preflight and writing every case, item and file to a fresh ledger "
+        "(synchronous=FULL); walk files/s is the pure planner alone. Peak RSS is the measuring subprocess's."
+    )
 
 
 if __name__ == "__main__":

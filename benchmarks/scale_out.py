@@ -92,7 +92,7 @@ def tree_cpu_seconds(root_pid: int) -> float:
             text = (entry / "stat").read_text()
         except OSError:  # ended meanwhile
             continue
-        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) ": the name may hold spaces
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": the name may hold spaces
         stats[int(entry.name)] = (int(fields[1]), sum(int(f) for f in fields[11:15]) / _TICKS)
     tree, frontier = set(), {root_pid} & stats.keys()
     while frontier:
@@ -112,9 +112,27 @@ def start_workers(job: Path, dsn: str, emulator: Emulator, workers: int, logs: P
     processes = []
     for n in range(1, workers + 1):
         log = (logs / f"w{n}.log").open("w")
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "gcbulk", "run", str(job), "--ledger", dsn, "--worker-id", f"w{n}",
-             "--progress-interval", "30"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO))
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gcbulk",
+                    "run",
+                    str(job),
+                    "--ledger",
+                    dsn,
+                    "--worker-id",
+                    f"w{n}",
+                    "--progress-interval",
+                    "30",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        )
         log.close()  # the child holds its own copy
     return processes
 
@@ -139,8 +157,13 @@ def wait_all(processes: list[subprocess.Popen], timeout: float) -> tuple[int, ..
 
 
 def cases_done(job: Path, dsn: str) -> int:
-    result = subprocess.run([sys.executable, "-m", "gcbulk", "status", str(job), "--ledger", dsn, "--offline",
-                             "--json"], capture_output=True, text=True, cwd=REPO, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "gcbulk", "status", str(job), "--ledger", dsn, "--offline", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
     if result.returncode not in (0, 1):
         raise RuntimeError(f"gcbulk status failed ({result.returncode}): {result.stderr[-2000:]}")
     return json.loads(result.stdout)["counts"]["case"].get("done", 0)
@@ -165,8 +188,9 @@ def peak_uploads(emulator: Emulator) -> int | None:
     return max(peaks.values(), default=0) if peaks is not None else None
 
 
-def measure(name: str, workers: int, job: Path, emulator: Emulator, pg: PgServer, cases: int, logs: Path,
-            timeout: float) -> Row:
+def measure(
+    name: str, workers: int, job: Path, emulator: Emulator, pg: PgServer, cases: int, logs: Path, timeout: float
+) -> Row:
     dsn = pg.new_database()
     others_before = (tree_cpu_seconds(emulator.process.pid), tree_cpu_seconds(postmaster_pid(pg)))
     cpu_before = cpu_seconds(resource.RUSAGE_CHILDREN)
@@ -178,15 +202,33 @@ def measure(name: str, workers: int, job: Path, emulator: Emulator, pg: PgServer
     postgres_cpu = tree_cpu_seconds(postmaster_pid(pg)) - others_before[1]
     peak = peak_uploads(emulator)  # before the listing below adds requests of its own
     titles = display_set_titles(emulator)
-    row = Row(name, workers, cases, seconds, cpu, emulator_cpu, postgres_cpu, cases_done(job, dsn),
-              sum(titles.values()), sum(n - 1 for n in titles.values() if n > 1), peak, codes)
+    row = Row(
+        name,
+        workers,
+        cases,
+        seconds,
+        cpu,
+        emulator_cpu,
+        postgres_cpu,
+        cases_done(job, dsn),
+        sum(titles.values()),
+        sum(n - 1 for n in titles.values() if n > 1),
+        peak,
+        codes,
+    )
     if any(codes):
-        tails = "\n".join(f"--- w{n} (exit {code}):\n{(logs / f'w{n}.log').read_text()[-1500:]}"
-                          for n, code in enumerate(codes, 1) if code)
+        tails = "\n".join(
+            f"--- w{n} (exit {code}):\n{(logs / f'w{n}.log').read_text()[-1500:]}"
+            for n, code in enumerate(codes, 1)
+            if code
+        )
         print(f"  {name} × {workers}: a worker failed; logs in {logs}\n{tails}", flush=True)
-    print(f"  {name} × {workers} worker(s): {seconds:7.1f} s, {row.cases_done}/{cases} done, {row.display_sets} "
-          f"display sets ({row.duplicates} duplicates), peak uploads {peak}, CPU s: workers {cpu:.1f}, emulator "
-          f"{emulator_cpu:.1f}, PostgreSQL {postgres_cpu:.1f}; exits {codes}", flush=True)
+    print(
+        f"  {name} × {workers} worker(s): {seconds:7.1f} s, {row.cases_done}/{cases} done, {row.display_sets} "
+        f"display sets ({row.duplicates} duplicates), peak uploads {peak}, CPU s: workers {cpu:.1f}, emulator "
+        f"{emulator_cpu:.1f}, PostgreSQL {postgres_cpu:.1f}; exits {codes}",
+        flush=True,
+    )
     return row
 
 
@@ -200,22 +242,25 @@ def run_w3(scale: float, counts: list[int], workdir: Path, pg: PgServer, timeout
         with emulator_process(workdir / "emulator") as emulator:
             emulator.set_latency(workload.latency)
             job = write_job(tree, emulator, tree / "cases", workload.files_per_case, engine=GCBULK_ENGINE)
-            rows.append(measure("W3", workers, job, emulator, pg, workload.cases,
-                                workdir / "logs" / f"W3-{workers}", timeout))
+            rows.append(
+                measure("W3", workers, job, emulator, pg, workload.cases, workdir / "logs" / f"W3-{workers}", timeout)
+            )
     return rows
 
 
 def run_r1(scale: float, counts: list[int], workdir: Path, pg: PgServer, timeout: float) -> list[Row]:
     cases = max(4, round(200 * scale))
     layout = make_tutorial_cases(workdir / f"tutorial-{cases}", cases)
-    print(f"R1: {cases} cases × (CT 2 MiB + mask 0.5 MiB), real imports, --profile real (import floor "
-          f"{import_floor_seconds(layout):.1f} s)", flush=True)
+    print(
+        f"R1: {cases} cases × (CT 2 MiB + mask 0.5 MiB), real imports, --profile real (import floor "
+        f"{import_floor_seconds(layout):.1f} s)",
+        flush=True,
+    )
     rows = []
     for workers in counts:
         with emulator_process(workdir / "emulator", profile="real", seed=None) as emulator:
             job = write_tutorial_job(workdir, emulator, layout[0][1][0].parent.parent, "")
-            rows.append(measure("R1", workers, job, emulator, pg, cases,
-                                workdir / "logs" / f"R1-{workers}", timeout))
+            rows.append(measure("R1", workers, job, emulator, pg, cases, workdir / "logs" / f"R1-{workers}", timeout))
     return rows
 
 
@@ -239,24 +284,32 @@ def host_best(row: Row, one: Row | None) -> str:
 
 def print_table(rows: list[Row]) -> bool:
     cores = os.cpu_count() or 1
-    print("\nworkload  workers  wall s  vs 1 worker  cases done  display sets (dup)  peak uploads  "
-          "CPU s: workers + emulator + PostgreSQL = total  machine bound s  best on this host  goal"
-          "                   result")
+    print(
+        "\nworkload  workers  wall s  vs 1 worker  cases done  display sets (dup)  peak uploads  "
+        "CPU s: workers + emulator + PostgreSQL = total  machine bound s  best on this host  goal"
+        "                   result"
+    )
     ok = True
     for row in rows:
         one = next((r for r in rows if r.workload == row.workload and r.workers == 1), None)
         speedup, goal, met = goal_of(row, one)
         ok &= met
         peak = "n/a" if row.peak_uploads is None else str(row.peak_uploads)
-        cpu = (f"{row.cpu_seconds:7.1f} + {row.emulator_cpu_seconds:8.1f} + {row.postgres_cpu_seconds:10.1f} = "
-               f"{row.total_cpu_seconds:5.1f}")
-        print(f"{row.workload:8s}  {row.workers:7d}  {row.seconds:6.1f}  {speedup:>11s}  {row.cases_done:>5d}/"
-              f"{row.cases:<4d}  {row.display_sets:>12d} ({row.duplicates})  {peak:>12s}  {cpu:>44s}  "
-              f"{row.machine_bound_seconds:15.1f}  {host_best(row, one):>17s}  {goal:21s}  "
-              f"{'met' if met else 'NOT met'}")
-    print(f"machine bound: the row's CPU seconds of every process ÷ {cores} cores, the shortest wall time this host "
-          "allows when the emulator, PostgreSQL and the workers share it; best on this host: 1 worker's wall ÷ that "
-          "bound, the most any worker count could show here. The goals assume workers with cores of their own.")
+        cpu = (
+            f"{row.cpu_seconds:7.1f} + {row.emulator_cpu_seconds:8.1f} + {row.postgres_cpu_seconds:10.1f} = "
+            f"{row.total_cpu_seconds:5.1f}"
+        )
+        print(
+            f"{row.workload:8s}  {row.workers:7d}  {row.seconds:6.1f}  {speedup:>11s}  {row.cases_done:>5d}/"
+            f"{row.cases:<4d}  {row.display_sets:>12d} ({row.duplicates})  {peak:>12s}  {cpu:>44s}  "
+            f"{row.machine_bound_seconds:15.1f}  {host_best(row, one):>17s}  {goal:21s}  "
+            f"{'met' if met else 'NOT met'}"
+        )
+    print(
+        f"machine bound: the row's CPU seconds of every process ÷ {cores} cores, the shortest wall time this host "
+        "allows when the emulator, PostgreSQL and the workers share it; best on this host: 1 worker's wall ÷ that "
+        "bound, the most any worker count could show here. The goals assume workers with cores of their own."
+    )
     return ok
 
 
@@ -271,8 +324,13 @@ def main() -> int:
     parser.add_argument("--workers", default="1,2,4", help="comma-separated worker counts (1 is the reference)")
     parser.add_argument("--only", default="W3,R1", help="comma-separated workloads: W3, R1")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "gcbulk-bench-scale-out")
-    parser.add_argument("--row-timeout", type=float, default=1800.0, metavar="SECONDS",
-                        help="workers still running after this long are killed and the row marked failed")
+    parser.add_argument(
+        "--row-timeout",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="workers still running after this long are killed and the row marked failed",
+    )
     args = parser.parse_args()
     # A SIGTERM (timeout(1), Ctrl-C's cousin) unwinds through the finally blocks: workers, emulator and the
     # PostgreSQL server (a daemon of its own, which nothing else would stop) all end with the benchmark.
@@ -283,7 +341,8 @@ def main() -> int:
     pg = PgServer.start()
     try:
         rows = (run_w3(args.scale, counts, args.workdir, pg, args.row_timeout) if "W3" in names else []) + (
-            run_r1(args.scale, counts, args.workdir, pg, args.row_timeout) if "R1" in names else [])
+            run_r1(args.scale, counts, args.workdir, pg, args.row_timeout) if "R1" in names else []
+        )
     finally:
         pg.stop()
     ok = print_table(rows)

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+
 from gcbulk.emulator.context import context_of
 from gcbulk.emulator.faults import ADMIN_PREFIX, FaultConfigError, parse_fault_document
 from gcbulk.emulator.http import iso, token_from_header

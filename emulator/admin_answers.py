@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
 from gcbulk.emulator.admin import admin_error, admin_json, read_admin_json
 from gcbulk.emulator.answer_types import (
     NON_ANSWERABLE_TYPES,
@@ -89,7 +90,10 @@ async def create_answer(
         raise AnswerSeedError(f"no display set {display_set_pk!r} in {study.slug}")
     for other in store.answers.values():
         if (other.creator.pk, other.question_pk, other.display_set_pk, other.is_ground_truth) == (
-            user.pk, question.pk, display_set_pk, is_ground_truth
+            user.pk,
+            question.pk,
+            display_set_pk,
+            is_ground_truth,
         ):
             raise AnswerSeedError(f"{creator} has already answered this question for this display set")
     if answer is UNSET:
@@ -101,9 +105,19 @@ async def create_answer(
         raise AnswerSeedError(error)
 
     now = context.clock.now()
-    record = Answer(pk=new_uuid(), creator=user, question_pk=question.pk, display_set_pk=display_set_pk,
-                    answer=answer, created=now, modified=now, is_ground_truth=is_ground_truth, score=score,
-                    last_edit_duration=last_edit_duration, total_edit_duration=last_edit_duration)
+    record = Answer(
+        pk=new_uuid(),
+        creator=user,
+        question_pk=question.pk,
+        display_set_pk=display_set_pk,
+        answer=answer,
+        created=now,
+        modified=now,
+        is_ground_truth=is_ground_truth,
+        score=score,
+        last_edit_duration=last_edit_duration,
+        total_edit_duration=last_edit_duration,
+    )
     store.answers[record.pk] = record
     if mask_file or mask_upload_pk:
         await _import_mask(context, record, mask_file, mask_upload_pk)
@@ -116,8 +130,13 @@ async def _import_mask(context: Context, answer: Answer, mask_file: Path | None,
     if upload_pk and (upload is None or upload.creator.pk != answer.creator.pk or upload.status != UPLOAD_COMPLETED):
         del store.answers[answer.pk]
         raise AnswerSeedError(f"mask_upload must be a Completed upload of {answer.creator.username}")
-    session = UploadSession(pk=new_uuid(), creator=answer.creator, created=context.clock.now(),
-                            upload_pks=[upload.pk] if upload else [], target_answer_pk=answer.pk)
+    session = UploadSession(
+        pk=new_uuid(),
+        creator=answer.creator,
+        created=context.clock.now(),
+        upload_pks=[upload.pk] if upload else [],
+        target_answer_pk=answer.pk,
+    )
     store.upload_sessions[session.pk] = session
     answer.answer = {"upload_session_pk": session.pk}
     inputs = [InputFile(mask_file.name, mask_file)] if mask_file else None
@@ -153,11 +172,17 @@ async def seed_answers(
                 question = context.store.questions[question_pk]
                 if question.answer_type in NON_ANSWERABLE_TYPES:
                     continue
-                created.append(await create_answer(
-                    context, creator=creator, question_pk=question_pk, display_set_pk=display_set.pk,
-                    is_ground_truth=is_ground_truth, variant=variant,
-                    mask_file=mask_file if question.answer_type == "Mask" else None,
-                ))
+                created.append(
+                    await create_answer(
+                        context,
+                        creator=creator,
+                        question_pk=question_pk,
+                        display_set_pk=display_set.pk,
+                        is_ground_truth=is_ground_truth,
+                        variant=variant,
+                        mask_file=mask_file if question.answer_type == "Mask" else None,
+                    )
+                )
     return created
 
 

@@ -54,8 +54,11 @@ def answer_error(question: Question, answer: Any) -> str | None:
             return f"a {kind} answer must be a JSON {SCALAR_TYPES[kind][0].__name__}"
         return None
     if kind == "Choice":
-        return None if answer in option_ids and not isinstance(answer, bool) else (
-            f"a Choice answer must be one of the option ids {option_ids}")
+        return (
+            None
+            if answer in option_ids and not isinstance(answer, bool)
+            else (f"a Choice answer must be one of the option ids {option_ids}")
+        )
     if kind == "Multiple choice":
         if not isinstance(answer, list) or any(item not in option_ids or isinstance(item, bool) for item in answer):
             return f"a Multiple choice answer must be a list of option ids from {option_ids}"

@@ -12,6 +12,7 @@ Answers are created by readers in the workstation, which the emulator has not; t
 from __future__ import annotations
 
 from aiohttp import web
+
 from gcbulk.emulator.context import context_of
 from gcbulk.emulator.http import current_user, json_response, not_found, paginate
 from gcbulk.emulator.reader_studies import UUID_PK, model_choice_filter

@@ -8,6 +8,7 @@ Both share one ``Context`` (``gcbulk.emulator.context``).
 from __future__ import annotations
 
 from aiohttp import web
+
 from gcbulk.emulator import (
     admin,
     admin_answers,
@@ -70,8 +71,19 @@ def build_api_app(context: Context) -> web.Application:
     app.router.add_get("/api/v1/gcapi/", gcapi_version)
     if context.config.persist:
         persistence.setup(app)
-    for module in (uploads, upload_sessions, reader_studies, display_sets, answers, images, notifications, admin,
-                   admin_answers, sweep, dicom_sets):
+    for module in (
+        uploads,
+        upload_sessions,
+        reader_studies,
+        display_sets,
+        answers,
+        images,
+        notifications,
+        admin,
+        admin_answers,
+        sweep,
+        dicom_sets,
+    ):
         module.setup(app)
     return app
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
 from gcbulk.emulator.counters import COUNTERS, endpoint_name
 from gcbulk.emulator.http import ROWS_RETURNED, SERVICE_VARIANT
 
@@ -78,7 +79,7 @@ class CapacityProfile:
     def service_seconds(self, method: str, path: str, rows: int, variant: str = "") -> float:
         """How long a worker is held for this request, given the rows its list page returned and its variant (e.g.
         ``order`` for a display-set POST that sends one)."""
-        tail = path[len(API):] if path.startswith(API) else path
+        tail = path[len(API) :] if path.startswith(API) else path
         for wanted_method in ([f"{method} {variant}"] if variant else []) + [method]:
             for wanted, pattern, base, per_row in self._compiled:
                 if wanted == wanted_method and pattern.fullmatch(tail):
@@ -151,15 +152,17 @@ def capacity_middleware_for(profile: CapacityProfile) -> Callable[..., Any]:
                 counters.peak_api_serving = max(counters.peak_api_serving, workers.serving)
             response = await handler(request)
             variant = request.get(SERVICE_VARIANT, "")
-            held = (profile.service_seconds(request.method, request.path, request.get(ROWS_RETURNED, 0), variant)
-                    + profile.queue_cost_seconds(workers.waiting))
+            held = profile.service_seconds(
+                request.method, request.path, request.get(ROWS_RETURNED, 0), variant
+            ) + profile.queue_cost_seconds(workers.waiting)
             await asyncio.sleep(max(0.0, held - (loop.time() - started)))
             if counters is not None:  # the server's time this request cost, and its time in the server over the
                 # time it takes on an idle server (queueing for a worker, and whatever a busy server adds)
                 counters.busy_seconds[endpoint_name(request)] += loop.time() - started
-                unloaded = (profile.service_seconds(request.method, request.path, request.get(ROWS_RETURNED, 0),
-                                                    variant)
-                            or loop.time() - started)  # an empty list page: its own time
+                unloaded = (
+                    profile.service_seconds(request.method, request.path, request.get(ROWS_RETURNED, 0), variant)
+                    or loop.time() - started
+                )  # an empty list page: its own time
                 counters.latency_ratios.append((loop.time() - arrived) / max(unloaded, 1e-6))
             return response
 

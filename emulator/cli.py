@@ -36,35 +36,74 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gcbulk-emulator",
         description="A local stand-in for Grand Challenge (REST API + S3 uploads) for testing gcbulk and gcapi.",
     )
-    parser.add_argument("--host", default=LOOPBACK,
-                        help="address to listen on and to put in URLs (default %(default)s)")
-    parser.add_argument("--public-host", default=None,
-                        help="host name clients reach it by, for URLs and the TLS certificate, when it differs from "
-                        "--host (e.g. --host 0.0.0.0 --public-host emulator in docker compose)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
-                        help="API port; 0 picks a free one (default %(default)s)")
+    parser.add_argument(
+        "--host", default=LOOPBACK, help="address to listen on and to put in URLs (default %(default)s)"
+    )
+    parser.add_argument(
+        "--public-host",
+        default=None,
+        help="host name clients reach it by, for URLs and the TLS certificate, when it differs from "
+        "--host (e.g. --host 0.0.0.0 --public-host emulator in docker compose)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="API port; 0 picks a free one (default %(default)s)"
+    )
     parser.add_argument("--s3-port", type=int, default=None, help="S3 port; default: the API port + 1 (free if 0)")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="keep the state (uploads, sessions, display sets, images) and the CA here across "
-                        "restarts (default: in memory, in a temporary directory removed on exit)")
-    parser.add_argument("--seed-study", type=Path, default=EXAMPLE_SEED,
-                        help="TOML file with users, sockets and reader studies (default: the bundled example.toml)")
-    parser.add_argument("--schema", choices=SCHEMAS, default=SCHEMA_CURRENT,
-                        help="'current' answers like gcapi 0.16.1 expects, '2025-11' like the older server")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keep the state (uploads, sessions, display sets, images) and the CA here across "
+        "restarts (default: in memory, in a temporary directory removed on exit)",
+    )
+    parser.add_argument(
+        "--seed-study",
+        type=Path,
+        default=EXAMPLE_SEED,
+        help="TOML file with users, sockets and reader studies (default: the bundled example.toml)",
+    )
+    parser.add_argument(
+        "--schema",
+        choices=SCHEMAS,
+        default=SCHEMA_CURRENT,
+        help="'current' answers like gcapi 0.16.1 expects, '2025-11' like the older server",
+    )
     parser.add_argument("--plain-http", action="store_true", help="serve http instead of https (gcapi refuses it)")
     parser.add_argument("--faults", type=Path, default=None, help="fault rules to start with (.toml or .json)")
     parser.add_argument("--fault-seed", type=int, default=None, help="seed of the fault RNG (overrides the file's)")
-    parser.add_argument("--presign-expiry", type=float, default=defaults.presigned_url_expiry_seconds,
-                        metavar="SECONDS", help="lifetime of presigned part URLs (default %(default)s)")
-    parser.add_argument("--download-expiry", type=float, default=defaults.download_url_expiry_seconds,
-                        metavar="SECONDS", help="lifetime of signed image download URLs (default %(default)s)")
-    parser.add_argument("--import-delay", type=float, default=defaults.import_delay_seconds, metavar="SECONDS",
-                        help="delay before an upload session is imported (default %(default)s)")
-    parser.add_argument("--profile", choices=PROFILES, default=None,
-                        help="'real': the real server's 2 API and 2 import workers and measured service times "
-                             "(contract §10); default: answer at once")
-    parser.add_argument("--admin-token", default=None,
-                        help="require this bearer token on /_admin/ (default: none on loopback, random otherwise)")
+    parser.add_argument(
+        "--presign-expiry",
+        type=float,
+        default=defaults.presigned_url_expiry_seconds,
+        metavar="SECONDS",
+        help="lifetime of presigned part URLs (default %(default)s)",
+    )
+    parser.add_argument(
+        "--download-expiry",
+        type=float,
+        default=defaults.download_url_expiry_seconds,
+        metavar="SECONDS",
+        help="lifetime of signed image download URLs (default %(default)s)",
+    )
+    parser.add_argument(
+        "--import-delay",
+        type=float,
+        default=defaults.import_delay_seconds,
+        metavar="SECONDS",
+        help="delay before an upload session is imported (default %(default)s)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=None,
+        help="'real': the real server's 2 API and 2 import workers and measured service times "
+        "(contract §10); default: answer at once",
+    )
+    parser.add_argument(
+        "--admin-token",
+        default=None,
+        help="require this bearer token on /_admin/ (default: none on loopback, random otherwise)",
+    )
     return parser
 
 
@@ -130,7 +169,12 @@ async def serve(args: argparse.Namespace, config: EmulatorConfig, seed: dict[str
         loop.add_signal_handler(signum, stop.set)
     s3_port = args.s3_port if args.s3_port is not None else (args.port + 1 if args.port else 0)
     async with run_emulator(
-        config, seed=seed, host=args.host, port=args.port, s3_port=s3_port, tls=not args.plain_http,
+        config,
+        seed=seed,
+        host=args.host,
+        port=args.port,
+        s3_port=s3_port,
+        tls=not args.plain_http,
         public_host=args.public_host,
     ) as running:
         announce(running, config)
@@ -155,8 +199,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gcbulk-emulator: {error}", file=sys.stderr)
             return 2
         except OSError as error:
-            print(f"gcbulk-emulator: cannot listen on {args.host}:{args.port}: {error.strerror or error}; "
-                  "choose another --port (0 picks a free one)", file=sys.stderr)
+            print(
+                f"gcbulk-emulator: cannot listen on {args.host}:{args.port}: {error.strerror or error}; "
+                "choose another --port (0 picks a free one)",
+                file=sys.stderr,
+            )
             return 2
         return 0
     finally:

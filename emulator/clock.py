@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 
 class Clock:
@@ -29,7 +29,7 @@ class Clock:
         return time.time() + self._offset_seconds
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.timestamp(), tz=timezone.utc)
+        return datetime.fromtimestamp(self.timestamp(), tz=UTC)
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+
 from gcbulk.emulator.capacity import CapacityProfile
 from gcbulk.emulator.clock import Clock
 from gcbulk.emulator.counters import Counters

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
 from gcbulk.emulator.http import SITE
 
 

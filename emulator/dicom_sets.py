@@ -122,13 +122,13 @@ async def import_dicom_image_set(
         image.origin_session_pk = None
         image.dicom_image_set_id = new_uuid()
         image.dicom_instances = await asyncio.to_thread(_store_instances, context, image.pk, instances)
-        put_value(store, display_set, SocketValue(pk=store.next_int_pk(), socket_slug=socket_slug,
-                                                  image_pk=image.pk))
+        put_value(store, display_set, SocketValue(pk=store.next_int_pk(), socket_slug=socket_slug, image_pk=image.pk))
     except ImageSetRefused as refused:
         logger.info("DICOM image set for %s/%s failed: %s", display_set_pk, socket_slug, refused)
     except Exception as error:  # noqa: BLE001 - pydicom raises many kinds on a damaged file; each refuses the set
-        logger.info("DICOM image set for %s/%s failed: %s: %s", display_set_pk, socket_slug,
-                    type(error).__name__, error)
+        logger.info(
+            "DICOM image set for %s/%s failed: %s: %s", display_set_pk, socket_slug, type(error).__name__, error
+        )
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
         # Deleted even when the import failed (contract §10).
@@ -144,11 +144,21 @@ async def list_instances(request: web.Request) -> web.Response:
     if not getattr(image, "dicom_image_set_id", None):
         return json_response({"detail": "No DICOM image set."}, status=404)
     expiry = context.config.download_url_expiry_seconds
-    return json_response({"instances": [
-        {"sop_instance_uid": uid,
-         "get_instance": {"method": "GET", "url": presigned_get_url(context, IMAGES_BUCKET, key, expiry),
-                          "headers": {}}}
-        for uid, key in image.dicom_instances]})
+    return json_response(
+        {
+            "instances": [
+                {
+                    "sop_instance_uid": uid,
+                    "get_instance": {
+                        "method": "GET",
+                        "url": presigned_get_url(context, IMAGES_BUCKET, key, expiry),
+                        "headers": {},
+                    },
+                }
+                for uid, key in image.dicom_instances
+            ]
+        }
+    )
 
 
 def setup(app: web.Application) -> None:

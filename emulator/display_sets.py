@@ -14,10 +14,10 @@
 from __future__ import annotations
 
 import asyncio
-
 from typing import Any
 
 from aiohttp import web
+
 from gcbulk.emulator import importer
 from gcbulk.emulator.answer_types import NON_ANSWERABLE_TYPES
 from gcbulk.emulator.context import context_of
@@ -105,13 +105,16 @@ def _unanswered_filter(request: web.Request, display_sets: list[DisplaySet], stu
         if user is None or (target.pk != user.pk and not study.can_change(user)):
             raise forbidden("You do not have permission to retrieve this user's unanswered display sets.")
         user = target
-    answerable = {
-        pk for pk in study.question_pks if store.questions[pk].answer_type not in NON_ANSWERABLE_TYPES
-    }
+    answerable = {pk for pk in study.question_pks if store.questions[pk].answer_type not in NON_ANSWERABLE_TYPES}
     counts: dict[str, int] = {}
     for answer in store.answers.values():
-        if (user is not None and answer.creator.pk == user.pk and not answer.is_ground_truth
-                and answer.question_pk in answerable and answer.display_set_pk):
+        if (
+            user is not None
+            and answer.creator.pk == user.pk
+            and not answer.is_ground_truth
+            and answer.question_pk in answerable
+            and answer.display_set_pk
+        ):
             counts[answer.display_set_pk] = counts.get(answer.display_set_pk, 0) + 1
     return [ds for ds in display_sets if counts.get(ds.pk, 0) < len(answerable)]
 
@@ -238,8 +241,9 @@ async def create_display_set(request: web.Request) -> web.Response:
     # in between see the same state: concurrent creates get duplicate orders, and a concurrent duplicate title
     # passes the check and fails on the database constraint with Django's HTML 500 (contract §10).
     await asyncio.sleep(context.config.create_round_trip_seconds)
-    if title and any(other.reader_study_pk == study.pk and other.title == title
-                     for other in context.store.display_sets.values()):
+    if title and any(
+        other.reader_study_pk == study.pk and other.title == title for other in context.store.display_sets.values()
+    ):
         return web.Response(status=500, text=SERVER_ERROR_HTML, content_type="text/html")
     display_set = DisplaySet(
         pk=new_uuid(),

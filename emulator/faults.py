@@ -42,14 +42,20 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
 from gcbulk.emulator.http import SITE, SITE_S3
 
 ADMIN_PREFIX = "/_admin/"
 RESETS = ("request", "response")
 PHASES = ("before", "after")
 
-_REASONS = {429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
-            503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
+_REASONS = {
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Temporarily Unavailable",
+    504: "Gateway Time-out",
+}
 _S3_CODES = {429: "SlowDown", 500: "InternalError", 502: "BadGateway", 503: "SlowDown", 504: "GatewayTimeout"}
 
 
@@ -151,7 +157,7 @@ class FaultPlan:
 
     def decide(self, method: str, site: str, path: str) -> Faults:
         decision = Faults()
-        for rule, counts in zip(self.rules, self.counts):
+        for rule, counts in zip(self.rules, self.counts, strict=True):
             if not rule.matches(method, site, path):
                 continue
             counts.matched += 1
@@ -176,7 +182,7 @@ class FaultPlan:
             "seed": self.seed,
             "rules": [
                 {**{k: v for k, v in asdict(rule).items() if v is not None}, "matched": c.matched, "fired": c.fired}
-                for rule, c in zip(self.rules, self.counts)
+                for rule, c in zip(self.rules, self.counts, strict=True)
             ],
         }
 
@@ -272,11 +278,15 @@ def fault_response(status: int, site: str, retry_after: str | None) -> web.Respo
     headers = {"Retry-After": retry_after} if retry_after is not None else {}
     reason = _REASONS.get(status, "Error")
     if site == SITE_S3:
-        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{_S3_CODES.get(status, "InternalError")}'
-                f"</Code><Message>{reason} (injected fault)</Message></Error>")
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{_S3_CODES.get(status, "InternalError")}'
+            f"</Code><Message>{reason} (injected fault)</Message></Error>"
+        )
         return web.Response(status=status, body=body.encode(), content_type="application/xml", headers=headers)
-    body = (f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n<center><h1>{status} {reason}"
-            f"</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+    body = (
+        f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n<center><h1>{status} {reason}"
+        f"</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+    )
     return web.Response(status=status, text=body, content_type="text/html", headers=headers)
 
 

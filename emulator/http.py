@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
+
 from gcbulk.emulator.store import Store, User
 
 ROWS_RETURNED = web.RequestKey("rows_returned", int)
@@ -44,9 +45,7 @@ class ApiError(Exception):
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=json.dumps(data).encode(), status=status, headers={"Content-Type": JSON_CONTENT_TYPE}
-    )
+    return web.Response(body=json.dumps(data).encode(), status=status, headers={"Content-Type": JSON_CONTENT_TYPE})
 
 
 def not_found(model_name: str | None = None) -> ApiError:
@@ -74,7 +73,7 @@ def iso(moment: datetime | None) -> str | None:
     """DRF's datetime format: ISO-8601 in UTC with a ``Z`` suffix."""
     if moment is None:
         return None
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def absolute_url(request: web.Request, path: str) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from gcbulk.emulator.panimg_import import PANIMG_SUFFIXES, build_with_panimg, mhd_data_file
 
 if TYPE_CHECKING:
@@ -145,8 +146,9 @@ def build_images(
     names = sorted(item.name for item in files)
     consumed: set[str] = set()
     dicom_names = [name for name in names if is_dicom(input_dir / name)]
-    for_panimg = [name for name in names if name not in dicom_names and _panimg_reads(input_dir / name,
-                                                                                       in_memory_limit_bytes)]
+    for_panimg = [
+        name for name in names if name not in dicom_names and _panimg_reads(input_dir / name, in_memory_limit_bytes)
+    ]
     consumed.update(_build_with_panimg(input_dir, work_dir, output_dir, for_panimg, result))
     for name in names:
         if name in for_panimg or name in dicom_names or name.lower().endswith(DATA_FILE_SUFFIXES):
@@ -213,10 +215,19 @@ def _build_with_panimg(
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(output))
         reader.ReadImageInformation()
-        built = _describe(image.name, output, reader.GetSize(), reader.GetSpacing(), reader.GetNumberOfComponents(),
-                          sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+        built = _describe(
+            image.name,
+            output,
+            reader.GetSize(),
+            reader.GetSpacing(),
+            reader.GetNumberOfComponents(),
+            sitk.GetPixelIDValueAsString(reader.GetPixelID()),
+        )
         built.segments, built.window_center, built.window_width = (
-            image.segments, image.window_center, image.window_width)
+            image.segments,
+            image.window_center,
+            image.window_width,
+        )
         result.images.append(built)
         consumed.update(name for name in (image.name, data_files.get(image.name)) if name)
     return consumed
@@ -257,8 +268,14 @@ def _build_dicom_series(input_dir: Path, output_dir: Path, dicom_names: list[str
             for name in names:
                 result.file_errors[name] = _first_line(error)
             continue
-        built = _describe(sorted(names)[0], output, image.GetSize(), image.GetSpacing(),
-                          image.GetNumberOfComponentsPerPixel(), image.GetPixelIDTypeAsString())
+        built = _describe(
+            sorted(names)[0],
+            output,
+            image.GetSize(),
+            image.GetSpacing(),
+            image.GetNumberOfComponentsPerPixel(),
+            image.GetPixelIDTypeAsString(),
+        )
         built.modality = modality or None
         result.images.append(built)
         grouped.update(names)
@@ -366,7 +383,11 @@ def _number(value: float) -> str:
 
 
 def _describe(
-    name: str, output: Path, size: list[int] | tuple[int, ...], spacing: tuple[float, ...], components: int,
+    name: str,
+    output: Path,
+    size: list[int] | tuple[int, ...],
+    spacing: tuple[float, ...],
+    components: int,
     element_type: str,
 ) -> BuiltImage:
     """Grand Challenge's image properties: ``shape`` is depth, height, width (then the colour channels)."""

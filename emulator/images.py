@@ -17,6 +17,7 @@ from __future__ import annotations
 import uuid
 
 from aiohttp import web
+
 from gcbulk.emulator.context import context_of
 from gcbulk.emulator.http import (
     bad_request,
@@ -53,8 +54,18 @@ def _reader_study_filter(request: web.Request) -> set[str] | None:
 
 
 NARROWING_FILTERS = (
-    "job", "archive", "patient_id", "patient_name", "patient_birth_date", "patient_age", "patient_sex",
-    "study_date", "study_instance_uid", "series_instance_uid", "study_description", "series_description",
+    "job",
+    "archive",
+    "patient_id",
+    "patient_name",
+    "patient_birth_date",
+    "patient_age",
+    "patient_sex",
+    "study_date",
+    "study_instance_uid",
+    "series_instance_uid",
+    "study_description",
+    "series_description",
 )
 
 

@@ -28,6 +28,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
+
 from gcbulk.emulator.context import CONTEXT, Context
 from gcbulk.emulator.image_builder import (
     BuildResult,
@@ -36,8 +37,8 @@ from gcbulk.emulator.image_builder import (
     InputFile,
     build_images,
 )
-from gcbulk.emulator.objects import IMAGES_BUCKET, UPLOADS_BUCKET
 from gcbulk.emulator.notifications import notify
+from gcbulk.emulator.objects import IMAGES_BUCKET, UPLOADS_BUCKET
 from gcbulk.emulator.socket_kinds import JSON_FILE_KINDS, json_file_error, voxel_value_error
 from gcbulk.emulator.store import (
     SESSION_FAILED,
@@ -135,9 +136,13 @@ def active_post_processing_tasks(context: Context, user_pk: int) -> int:
     the server's 16-task limit (contract §10)."""
     store = context.store
     return sum(
-        1 for s in store.upload_sessions.values()
-        if s.creator.pk == user_pk and s.status == SESSION_REQUEUED and any(
-            pk in store.uploads and store.uploads[pk].filename.lower().endswith(TIFF_SUFFIXES) for pk in s.upload_pks)
+        1
+        for s in store.upload_sessions.values()
+        if s.creator.pk == user_pk
+        and s.status == SESSION_REQUEUED
+        and any(
+            pk in store.uploads and store.uploads[pk].filename.lower().endswith(TIFF_SUFFIXES) for pk in s.upload_pks
+        )
     )
 
 
@@ -268,12 +273,15 @@ def _link_images(context: Context, session: UploadSession, images: list[Image]) 
         if len(images) != 1:
             _fail(context, session, SINGLE_IMAGE_REQUIRED)
         elif refusal:
-            _fail(context, session, refusal)  # the server ends up with ".." here: its text and the wrapper both end in "."
+            _fail(
+                context, session, refusal
+            )  # the server ends up with ".." here: its text and the wrapper both end in "."
         elif not is_editable(store, display_set):
             _fail(context, session, UNEXPECTED_ERROR)
         else:
-            value = SocketValue(pk=store.next_int_pk(), socket_slug=session.target_socket_slug or "",
-                                image_pk=images[0].pk)
+            value = SocketValue(
+                pk=store.next_int_pk(), socket_slug=session.target_socket_slug or "", image_pk=images[0].pk
+            )
             put_value(store, display_set, value)
     elif session.target_answer_pk:
         answer = store.answers.get(session.target_answer_pk)

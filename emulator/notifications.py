@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+
 from gcbulk.emulator.context import Context, context_of
 from gcbulk.emulator.http import current_user, iso, paginate
 from gcbulk.emulator.store import Notification, User, new_uuid
@@ -21,15 +22,19 @@ def notify(context: Context, user: User, message: str) -> Notification:
 
 
 def _json(notification: Notification) -> dict[str, Any]:
-    return {"pk": notification.pk, "read": notification.read, "message": notification.message,
-            "created": iso(notification.created)}
+    return {
+        "pk": notification.pk,
+        "read": notification.read,
+        "message": notification.message,
+        "created": iso(notification.created),
+    }
 
 
 async def list_notifications(request: web.Request) -> web.Response:
     user = current_user(request)
-    notes = [] if user is None else [
-        n for n in context_of(request).store.notifications.values() if n.user_pk == user.pk
-    ]
+    notes = (
+        [] if user is None else [n for n in context_of(request).store.notifications.values() if n.user_pk == user.pk]
+    )
     notes.sort(key=lambda n: n.created, reverse=True)
     return paginate(request, notes, _json)
 

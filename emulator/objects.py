@@ -244,9 +244,7 @@ class UrlSigner:
         self._secret = secret or secrets.token_bytes(32)
 
     def _signature(self, method: str, path: str, expires: int, params: dict[str, str]) -> str:
-        canonical = "\n".join(
-            [method.upper(), path, str(expires), urlencode(sorted(params.items()))]
-        ).encode()
+        canonical = "\n".join([method.upper(), path, str(expires), urlencode(sorted(params.items()))]).encode()
         return hmac.new(self._secret, canonical, hashlib.sha256).hexdigest()
 
     def signed_query(self, method: str, path: str, expires_in: float, params: dict[str, str]) -> str:

@@ -64,8 +64,11 @@ def build_with_panimg(input_dir: Path, names: list[str], work_dir: Path) -> tupl
     ]
     # A file one builder could not read but the next one did is imported, not an error.
     consumed = {Path(path).name for path in result.consumed_files}
-    errors = {Path(path).name: "; ".join(reasons) for path, reasons in result.file_errors.items()
-              if Path(path).name not in consumed}
+    errors = {
+        Path(path).name: "; ".join(reasons)
+        for path, reasons in result.file_errors.items()
+        if Path(path).name not in consumed
+    }
     return images, errors
 
 

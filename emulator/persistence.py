@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
 from gcbulk.emulator import importer
 from gcbulk.emulator.context import CONTEXT, Context
 from gcbulk.emulator.store import SESSION_REQUEUED

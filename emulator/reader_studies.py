@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 
 from aiohttp import web
+
 from gcbulk.emulator.context import context_of
 from gcbulk.emulator.http import (
     bad_request,

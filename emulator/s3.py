@@ -19,6 +19,7 @@ from xml.sax.saxutils import escape
 
 import aiofiles
 from aiohttp import web
+
 from gcbulk.emulator.context import Context, context_of
 from gcbulk.emulator.faults import shaper_of
 from gcbulk.emulator.objects import (
@@ -62,8 +63,10 @@ def presigned_get_url(context: Context, bucket: str, key: str, expires_in: float
 
 def s3_error(status: int, code: str, message: str, **details: str) -> web.Response:
     extra = "".join(f"<{name}>{escape(value)}</{name}>" for name, value in details.items())
-    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{escape(message)}'
-            f"</Message>{extra}</Error>")
+    body = (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{escape(message)}'
+        f"</Message>{extra}</Error>"
+    )
     return web.Response(status=status, body=body.encode(), content_type="application/xml")
 
 
@@ -94,8 +97,13 @@ async def put_part(request: web.Request) -> web.StreamResponse:
     if not upload_id or not raw_number:
         return s3_error(400, "InvalidRequest", "This emulator only accepts part uploads (uploadId and partNumber).")
     if not raw_number.isdigit() or not MIN_PART_NUMBER <= int(raw_number) <= MAX_PART_NUMBER:
-        return s3_error(400, "InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive",
-                        ArgumentName="partNumber", ArgumentValue=raw_number)
+        return s3_error(
+            400,
+            "InvalidArgument",
+            "Part number must be an integer between 1 and 10000, inclusive",
+            ArgumentName="partNumber",
+            ArgumentValue=raw_number,
+        )
     part_number = int(raw_number)
     multipart = context.objects.multipart_uploads.get(upload_id)
     bucket, key = request.match_info["bucket"], request.match_info["key"]
@@ -105,8 +113,13 @@ async def put_part(request: web.Request) -> web.StreamResponse:
     if expected is None:
         return s3_error(411, "MissingContentLength", "You must provide the Content-Length HTTP header.")
     if expected > MAX_PART_SIZE:
-        return s3_error(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size",
-                        ProposedSize=str(expected), MaxSizeAllowed=str(MAX_PART_SIZE))
+        return s3_error(
+            400,
+            "EntityTooLarge",
+            "Your proposed upload exceeds the maximum allowed size",
+            ProposedSize=str(expected),
+            MaxSizeAllowed=str(MAX_PART_SIZE),
+        )
 
     upload_pk = key.rsplit("/", 1)[-1]
     context.counters.part_put_attempts[(upload_pk, part_number)] += 1
@@ -135,8 +148,9 @@ async def put_part(request: web.Request) -> web.StreamResponse:
         raise
     if size != expected:
         received.unlink(missing_ok=True)
-        return s3_error(400, "IncompleteBody", "You did not provide the number of bytes specified by the "
-                        "Content-Length HTTP header")
+        return s3_error(
+            400, "IncompleteBody", "You did not provide the number of bytes specified by the Content-Length HTTP header"
+        )
     etag = f'"{digest.hexdigest()}"'
     try:
         context.objects.store_part(upload_id, received, Part(part_number, etag, size, _last_modified(context)))
@@ -165,8 +179,13 @@ def _requested_range(request: web.Request, size: int) -> tuple[int, int] | None 
     start = start or 0
     stop = size if stop is None else min(stop, size)
     if start >= size or start >= stop:
-        response = s3_error(416, "InvalidRange", "The requested range is not satisfiable",
-                            RangeRequested=request.headers["Range"], ActualObjectSize=str(size))
+        response = s3_error(
+            416,
+            "InvalidRange",
+            "The requested range is not satisfiable",
+            RangeRequested=request.headers["Range"],
+            ActualObjectSize=str(size),
+        )
         response.headers["Content-Range"] = f"bytes */{size}"
         return response
     return start, stop

@@ -29,13 +29,28 @@ EXAMPLE_SEED = Path(__file__).with_name("example.toml")
 
 # Optional fields a seed may set, as they are named on the store's dataclasses.
 STUDY_OPTIONS = (
-    "help_text", "end_of_study_text", "is_educational", "instant_verification", "allow_answer_modification",
-    "enable_autosaving", "allow_case_navigation", "allow_show_all_annotations", "roll_over_answers_for_n_cases",
+    "help_text",
+    "end_of_study_text",
+    "is_educational",
+    "instant_verification",
+    "allow_answer_modification",
+    "enable_autosaving",
+    "allow_case_navigation",
+    "allow_show_all_annotations",
+    "roll_over_answers_for_n_cases",
 )
 QUESTION_OPTIONS = (
-    "direction", "default_annotation_color", "answer_min_value", "answer_max_value", "answer_step_size",
-    "answer_min_length", "answer_max_length", "answer_match_pattern", "empty_answer_confirmation",
-    "empty_answer_confirmation_label", "overlay_segments",
+    "direction",
+    "default_annotation_color",
+    "answer_min_value",
+    "answer_max_value",
+    "answer_step_size",
+    "answer_min_length",
+    "answer_max_length",
+    "answer_match_pattern",
+    "empty_answer_confirmation",
+    "empty_answer_confirmation_label",
+    "overlay_segments",
 )
 
 
@@ -123,8 +138,14 @@ def _overlay_segments(entry: dict[str, Any], where: str) -> list[dict[str, Any]]
         isinstance(s, dict) and isinstance(s.get("voxel_value"), int) for s in segments
     ):
         raise SeedError(f"{where}: overlay_segments must be a list of {{name = ..., voxel_value = <int>}} tables")
-    return [{"name": s.get("name", str(s["voxel_value"])), "visible": s.get("visible", True),
-             "voxel_value": s["voxel_value"]} for s in segments]
+    return [
+        {
+            "name": s.get("name", str(s["voxel_value"])),
+            "visible": s.get("visible", True),
+            "voxel_value": s["voxel_value"],
+        }
+        for s in segments
+    ]
 
 
 def _question(store: Store, study: ReaderStudy, entry: dict[str, Any], where: str) -> Question:

@@ -17,6 +17,7 @@ from typing import Any
 
 import nh3
 from aiohttp import web
+
 from gcbulk.emulator.context import SCHEMA_2025_11, Context
 from gcbulk.emulator.http import absolute_url, iso, site_url
 from gcbulk.emulator.store import (
@@ -31,8 +32,16 @@ from gcbulk.emulator.store import (
 )
 
 DICOM_METADATA_FIELDS = (
-    "patient_id", "patient_name", "patient_birth_date", "patient_age", "patient_sex", "study_date",
-    "study_instance_uid", "series_instance_uid", "study_description", "series_description",
+    "patient_id",
+    "patient_name",
+    "patient_birth_date",
+    "patient_age",
+    "patient_sex",
+    "study_date",
+    "study_instance_uid",
+    "series_instance_uid",
+    "study_description",
+    "series_description",
 )
 
 
@@ -218,7 +227,8 @@ def display_set_index(context: Context, ds: DisplaySet) -> int:
     """The position of one display set in its study's order, counted rather than sorted (one pass per response)."""
     key = (ds.order, ds.created)
     return sum(
-        1 for other in context.store.display_sets.values()
+        1
+        for other in context.store.display_sets.values()
         if other.reader_study_pk == ds.reader_study_pk and (other.order, other.created) < key
     )
 
@@ -302,8 +312,9 @@ def image_json(request: web.Request, context: Context, image: Image) -> dict[str
             for f in image.files
         ],
         # gcapi 0.16.1's DICOMImageSet model; getattr: a state pickled before the field existed lacks it.
-        "dicom_image_set": ({"image_set_id": image.dicom_image_set_id}
-                            if getattr(image, "dicom_image_set_id", None) else None),
+        "dicom_image_set": (
+            {"image_set_id": image.dicom_image_set_id} if getattr(image, "dicom_image_set_id", None) else None
+        ),
         "width": image.width,
         "height": image.height,
         "depth": image.depth,

@@ -16,16 +16,46 @@ from gcbulk.emulator.value_schemas import KIND_SCHEMAS
 
 # ComponentInterface kinds: display label -> stored code (the codes appear in the server's error messages).
 KIND_CODES = {
-    "String": "STR", "Integer": "INT", "Float": "FLT", "Bool": "BOOL", "Anything": "JSON", "Chart": "CHART",
-    "2D bounding box": "2DBB", "Multiple 2D bounding boxes": "M2DB", "Distance measurement": "DIST",
-    "Multiple distance measurements": "MDIS", "Point": "POIN", "Multiple points": "MPOI", "Polygon": "POLY",
-    "Multiple polygons": "MPOL", "Line": "LINE", "Multiple lines": "MLIN", "Angle": "ANGL",
-    "Multiple angles": "MANG", "Ellipse": "ELLI", "Multiple ellipses": "MELL", "Three-point angle": "3ANG",
-    "Multiple three-point angles": "M3AN", "Affine transform registration": "ATRG", "Choice": "CHOI",
-    "Multiple choice": "MCHO", "Image": "IMG", "Segmentation": "SEG", "Heat Map": "HMAP",
-    "Displacement field": "DSPF", "DICOM Image Set": "DCMIS", "PDF file": "PDF", "SQREG file": "SQREG",
-    "Thumbnail jpg": "JPEG", "Thumbnail png": "PNG", "OBJ file": "OBJ", "MP4 file": "MP4",
-    "Newick tree-format file": "NEWCK", "BIOM format": "BIOM", "CSV file": "CSV", "ZIP file": "ZIP",
+    "String": "STR",
+    "Integer": "INT",
+    "Float": "FLT",
+    "Bool": "BOOL",
+    "Anything": "JSON",
+    "Chart": "CHART",
+    "2D bounding box": "2DBB",
+    "Multiple 2D bounding boxes": "M2DB",
+    "Distance measurement": "DIST",
+    "Multiple distance measurements": "MDIS",
+    "Point": "POIN",
+    "Multiple points": "MPOI",
+    "Polygon": "POLY",
+    "Multiple polygons": "MPOL",
+    "Line": "LINE",
+    "Multiple lines": "MLIN",
+    "Angle": "ANGL",
+    "Multiple angles": "MANG",
+    "Ellipse": "ELLI",
+    "Multiple ellipses": "MELL",
+    "Three-point angle": "3ANG",
+    "Multiple three-point angles": "M3AN",
+    "Affine transform registration": "ATRG",
+    "Choice": "CHOI",
+    "Multiple choice": "MCHO",
+    "Image": "IMG",
+    "Segmentation": "SEG",
+    "Heat Map": "HMAP",
+    "Displacement field": "DSPF",
+    "DICOM Image Set": "DCMIS",
+    "PDF file": "PDF",
+    "SQREG file": "SQREG",
+    "Thumbnail jpg": "JPEG",
+    "Thumbnail png": "PNG",
+    "OBJ file": "OBJ",
+    "MP4 file": "MP4",
+    "Newick tree-format file": "NEWCK",
+    "BIOM format": "BIOM",
+    "CSV file": "CSV",
+    "ZIP file": "ZIP",
 }
 SUPER_KINDS = ("Image", "File", "Value")
 # File sockets whose content is JSON: the server parses and schema-checks the file in the background (contract §10).
@@ -86,8 +116,10 @@ def voxel_value_error(socket: Socket, segments: list[int] | None) -> str | None:
     invalid = set(segments) - allowed
     if invalid:
         # Python's set repr, as the server formats it: "{0, 1}".
-        return (f"The valid voxel values for this segmentation are: {_set_repr(allowed)}. "
-                f"This segmentation is invalid as it contains the voxel values: {_set_repr(invalid)}.")
+        return (
+            f"The valid voxel values for this segmentation are: {_set_repr(allowed)}. "
+            f"This segmentation is invalid as it contains the voxel values: {_set_repr(invalid)}."
+        )
     return None
 
 

@@ -14,6 +14,7 @@ from contextlib import suppress
 from datetime import timedelta
 
 from aiohttp import web
+
 from gcbulk.emulator.context import CONTEXT, Context
 from gcbulk.emulator.uploads import delete_upload
 

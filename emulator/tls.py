@@ -12,7 +12,7 @@ import ipaddress
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -58,15 +58,18 @@ def generate_tls_files(directory: Path, extra_hosts: Sequence[str] = (), *, keep
         ca_cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
     else:
         ca_key, ca_cert = _new_ca()
-        ca_key_file.write_bytes(ca_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        ca_key_file.write_bytes(
+            ca_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         ca_key_file.chmod(0o600)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     return _issue_server_files(directory, ca_key, ca_cert, extra_hosts)
 
 
 def _new_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     # A kept CA lives as long as the data dir is used; the server certificate is reissued at every start.
     validity = (now - timedelta(minutes=5), now + timedelta(days=3650))
 
@@ -82,9 +85,15 @@ def _new_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -99,7 +108,7 @@ def _issue_server_files(
 ) -> TlsFiles:
     loopback = ["localhost", "127.0.0.1", "::1"]
     names = [_subject_alternative_name(host) for host in dict.fromkeys([*loopback, *extra_hosts])]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     validity = (now - timedelta(minutes=5), now + timedelta(days=30))
 
     server_key = ec.generate_private_key(ec.SECP256R1())
@@ -117,9 +126,7 @@ def _issue_server_files(
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
 

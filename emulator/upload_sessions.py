@@ -16,13 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+
 from gcbulk.emulator import importer
 from gcbulk.emulator.context import context_of
 from gcbulk.emulator.http import (
     ApiError,
     bad_request,
-    forbidden,
     current_user,
+    forbidden,
     json_response,
     not_found,
     paginate,
@@ -89,12 +90,15 @@ def _validate(request: web.Request, user: User, attrs: dict[str, Any]) -> str | 
     config = context_of(request).config
     active = importer.active_post_processing_tasks(context_of(request), user.pk)
     if active >= config.max_active_imports_per_user:
-        return (f"You currently have {active} active image post processing tasks. "
-                "Please wait for them to complete before trying again.")
+        return (
+            f"You currently have {active} active image post processing tasks. "
+            "Please wait for them to complete before trying again."
+        )
     uploads = attrs["uploads"]
     if len(uploads) > config.max_uploads_per_session:
-        return (f"Too many files uploaded. A maximum of {config.max_uploads_per_session} files may be uploaded "
-                "per session.")
+        return (
+            f"Too many files uploaded. A maximum of {config.max_uploads_per_session} files may be uploaded per session."
+        )
     if len({upload.filename for upload in uploads}) != len(uploads):
         return "Filenames must be unique"
     if sum(name in attrs for name in ("display_set", "answer")) > 1:

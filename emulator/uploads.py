@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
 from gcbulk.emulator.context import Context, context_of
 from gcbulk.emulator.http import (
     absolute_url,
@@ -77,14 +78,13 @@ ERROR_HEADER = "X-Emulator-Error"
 
 
 def server_error(reason: str) -> web.HTTPInternalServerError:
-    return web.HTTPInternalServerError(
-        text=DJANGO_500_PAGE, content_type="text/html", headers={ERROR_HEADER: reason}
-    )
+    return web.HTTPInternalServerError(text=DJANGO_500_PAGE, content_type="text/html", headers={ERROR_HEADER: reason})
 
 
 def _botocore_error(operation: str, error: S3Error) -> web.HTTPInternalServerError:
-    return server_error(f"ClientError: An error occurred ({error.code}) when calling the {operation} operation: "
-                        f"{error.message}")
+    return server_error(
+        f"ClientError: An error occurred ({error.code}) when calling the {operation} operation: {error.message}"
+    )
 
 
 def _not_initialized() -> web.HTTPInternalServerError:
@@ -156,14 +156,14 @@ def _botocore_parts(parts: list[dict[str, Any]]) -> list[tuple[int, str]]:
         for unknown in ("LastModified", "Size"):
             if unknown in part:
                 raise server_error(
-                    f'ParamValidationError: Parameter validation failed: Unknown parameter in '
+                    f"ParamValidationError: Parameter validation failed: Unknown parameter in "
                     f'MultipartUpload.Parts[{index}]: "{unknown}", must be one of: ETag, ChecksumCRC32, '
                     f"ChecksumCRC32C, ChecksumCRC64NVME, ChecksumSHA1, ChecksumSHA256, PartNumber"
                 )
         for required in ("ETag", "PartNumber"):
             if required not in part:
                 raise server_error(
-                    f'ParamValidationError: Parameter validation failed: Missing required parameter in '
+                    f"ParamValidationError: Parameter validation failed: Missing required parameter in "
                     f'MultipartUpload.Parts[{index}]: "{required}"'
                 )
     return [(part["PartNumber"], part["ETag"]) for part in parts]
@@ -232,9 +232,11 @@ async def create_upload(request: web.Request) -> web.Response:
 
 async def list_uploads(request: web.Request) -> web.Response:
     user = current_user(request)
-    uploads = [] if user is None else [
-        upload for upload in context_of(request).store.uploads.values() if upload.creator.pk == user.pk
-    ]
+    uploads = (
+        []
+        if user is None
+        else [upload for upload in context_of(request).store.uploads.values() if upload.creator.pk == user.pk]
+    )
     # No ordering on the server (contract §10): the database returns rows in no set order. Ordering by the random
     # pk models that: a new row lands anywhere, so limit/offset paging while rows are added can skip or repeat.
     uploads.sort(key=lambda upload: upload.pk)
@@ -278,8 +280,12 @@ async def list_parts(request: web.Request) -> web.Response:
     except S3Error as error:
         raise _botocore_error("ListParts", error) from None
     parts = [
-        {"ETag": part.etag, "PartNumber": part.number, "LastModified": _s3_timestamp(part.last_modified),
-         "Size": part.size}
+        {
+            "ETag": part.etag,
+            "PartNumber": part.number,
+            "LastModified": _s3_timestamp(part.last_modified),
+            "Size": part.size,
+        }
         for part in sorted(multipart.parts.values(), key=lambda part: part.number)
     ]
     return json_response({**serialize_upload(request, upload), "parts": parts})
@@ -328,4 +334,3 @@ def setup(app: web.Application) -> None:
     router.add_get(action + "list-parts/", list_parts)
     router.add_patch(action + "complete-multipart-upload/", complete_multipart_upload)
     router.add_patch(action + "abort-multipart-upload/", abort_multipart_upload)
-

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gcbulk.emulator.context import Context
-from gcbulk.emulator.http import bad_request, pk_from_url
 from gcbulk.emulator.dicom_sets import import_dicom_image_set
+from gcbulk.emulator.http import bad_request, pk_from_url
 from gcbulk.emulator.importer import ImportWorker
 from gcbulk.emulator.socket_kinds import kind_code, schema_error
 from gcbulk.emulator.store import (
@@ -95,8 +95,11 @@ def _field_errors(item: dict[str, Any], resolver: _Resolver, attrs: dict[str, An
         errors["interface"] = [f"Object with slug={item['interface']} does not exist."]
     else:
         attrs["interface"] = sockets[item["interface"]]
-    for name, resolve in (("image", resolver.image), ("upload_session", resolver.upload_session),
-                          ("user_upload", resolver.upload)):
+    for name, resolve in (
+        ("image", resolver.image),
+        ("upload_session", resolver.upload_session),
+        ("user_upload", resolver.upload),
+    ):
         if item.get(name) is not None:
             try:
                 attrs[name] = resolve(item[name])
@@ -135,8 +138,9 @@ def _validate(item: dict[str, Any], attrs: dict[str, Any]) -> dict[str, list[str
             return {"non_field_errors": [f"user_uploads and image_name are required for interface kind {code}"]}
     elif socket.super_kind == "Image":
         if not any(attrs.get(name) for name in ("image", "user_uploads", "upload_session")):
-            return {"non_field_errors": [
-                f"upload_session, user_uploads or image are required for interface kind {code}"]}
+            return {
+                "non_field_errors": [f"upload_session, user_uploads or image are required for interface kind {code}"]
+            }
     elif socket.super_kind == "Value":
         if item.get("value") is None:
             return {"non_field_errors": [f"value is required for interface kind {code}"]}
@@ -152,22 +156,27 @@ def _validate(item: dict[str, Any], attrs: dict[str, Any]) -> dict[str, list[str
 def validate_values(context: Context, user: User, raw: Any) -> list[ValueRequest]:
     """Validates a ``values`` list; raises the 400 DRF gives, naming each failing entry."""
     if not isinstance(raw, list):
-        raise bad_request({"values": {"non_field_errors": [
-            f'Expected a list of items but got type "{type(raw).__name__}".']}})
+        raise bad_request(
+            {"values": {"non_field_errors": [f'Expected a list of items but got type "{type(raw).__name__}".']}}
+        )
     resolver = _Resolver(context, user)
     requests: list[ValueRequest] = []
     errors: list[dict[str, Any]] = []
     for item in raw:
         if not isinstance(item, dict):
-            errors.append({"non_field_errors": [
-                f"Invalid data. Expected a dictionary, but got {type(item).__name__}."]})
+            errors.append(
+                {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {type(item).__name__}."]}
+            )
             continue
         attrs: dict[str, Any] = {}
         entry_errors = _field_errors(item, resolver, attrs) or _validate(item, attrs)
         errors.append(entry_errors)
         if not entry_errors:
-            source = next(name for name in ("value", "image", "upload_session", "user_uploads", "user_upload")
-                          if item.get(name) is not None)
+            source = next(
+                name
+                for name in ("value", "image", "upload_session", "user_uploads", "user_upload")
+                if item.get(name) is not None
+            )
             payload = item["value"] if source == "value" else attrs[source]
             if source == "user_uploads" and attrs["interface"].kind == DICOM_IMAGE_SET:
                 source, payload = "dicom_image_set", (attrs[source], item["image_name"])
@@ -182,8 +191,11 @@ def _shared_value(store: Store, slug: str, *, value: Any = None, image_pk: str |
     two display sets is one value pk (contract §10)."""
     for display_set in store.display_sets.values():
         existing = display_set.values.get(slug)
-        if existing is not None and existing.file_key is None and existing.image_pk == image_pk and (
-            image_pk is not None or existing.value == value
+        if (
+            existing is not None
+            and existing.file_key is None
+            and existing.image_pk == image_pk
+            and (image_pk is not None or existing.value == value)
         ):
             return existing
     return SocketValue(pk=store.next_int_pk(), socket_slug=slug, value=value, image_pk=image_pk)
@@ -207,15 +219,20 @@ def apply_values(
             if request.source == "upload_session":
                 session = request.payload
             else:
-                session = UploadSession(pk=new_uuid(), creator=user, created=context.clock.now(),
-                                        upload_pks=[upload.pk for upload in request.payload])
+                session = UploadSession(
+                    pk=new_uuid(),
+                    creator=user,
+                    created=context.clock.now(),
+                    upload_pks=[upload.pk for upload in request.payload],
+                )
                 store.upload_sessions[session.pk] = session
             session.target_display_set_pk = display_set.pk
             session.target_socket_slug = slug
             worker.schedule_session(session)
         elif request.source == "dicom_image_set":
             uploads, image_name = request.payload
-            worker.schedule(import_dicom_image_set(context, user, display_set.pk, slug, [u.pk for u in uploads],
-                                                   image_name))
+            worker.schedule(
+                import_dicom_image_set(context, user, display_set.pk, slug, [u.pk for u in uploads], image_name)
+            )
         else:
             worker.schedule_file_copy(display_set.pk, slug, request.payload.pk)

@@ -14,7 +14,9 @@ from typing import Any
 
 POINT: dict[str, Any] = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
 VERSION: dict[str, Any] = {
-    "type": "object", "additionalProperties": {"type": "number"}, "required": ["major", "minor"],
+    "type": "object",
+    "additionalProperties": {"type": "number"},
+    "required": ["major", "minor"],
 }
 PROBABILITY: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 1}
 NAMED = {"name": {"type": "string"}, "probability": PROBABILITY}
@@ -41,8 +43,12 @@ def _element(geometry: dict[str, Any]) -> dict[str, Any]:
 def _multiple(kind: str, key: str, element: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "object",
-        "properties": {"version": VERSION, "type": {"enum": [kind]}, "name": {"type": "string"},
-                       key: {"type": "array", "items": element}},
+        "properties": {
+            "version": VERSION,
+            "type": {"enum": [kind]},
+            "name": {"type": "string"},
+            key: {"type": "array", "items": element},
+        },
         "required": ["version", "type", key],
     }
 
@@ -50,10 +56,16 @@ def _multiple(kind: str, key: str, element: dict[str, Any]) -> dict[str, Any]:
 BOX = {"corners": _line_of(4)}
 DISTANCE = {"start": POINT, "end": POINT}
 SINGLE_POINT = {"point": POINT}
-POLYGON = {"seed_point": POINT, "path_points": {"type": "array", "items": POINT}, "sub_type": {"type": "string"},
-           "groups": {"type": "array", "items": {"type": "string"}}}
-LINE = {"seed_points": {"type": "array", "items": POINT},
-        "path_point_lists": {"type": "array", "items": {"type": "array", "items": POINT}}}
+POLYGON = {
+    "seed_point": POINT,
+    "path_points": {"type": "array", "items": POINT},
+    "sub_type": {"type": "string"},
+    "groups": {"type": "array", "items": {"type": "string"}},
+}
+LINE = {
+    "seed_points": {"type": "array", "items": POINT},
+    "path_point_lists": {"type": "array", "items": {"type": "array", "items": POINT}},
+}
 ANGLE = {"lines": {"type": "array", "items": _line_of(2), "minItems": 2, "maxItems": 2}}
 ELLIPSE = {"major_axis": _line_of(2), "minor_axis": _line_of(2)}
 THREE_POINT_ANGLE = {"angle": _line_of(3)}
@@ -76,9 +88,14 @@ KIND_SCHEMAS: dict[str, dict[str, Any]] = {
     "Chart": {"type": "object", "anyOf": [{"required": [view]} for view in VEGA_LITE_VIEWS]},
     "Affine transform registration": {
         "type": "object",
-        "properties": {"3d_affine_transform": {
-            "type": "array", "minItems": 4, "maxItems": 4,
-            "items": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4}}},
+        "properties": {
+            "3d_affine_transform": {
+                "type": "array",
+                "minItems": 4,
+                "maxItems": 4,
+                "items": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
+            }
+        },
         "required": ["3d_affine_transform"],
     },
     "2D bounding box": _single("2D bounding box", BOX),

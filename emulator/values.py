@@ -21,9 +21,7 @@ def is_editable(store: Store, display_set: DisplaySet) -> bool:
 
 def next_display_set_order(store: Store, reader_study_pk: str) -> int:
     """``(highest + 10) // 10 * 10`` over the study's display sets: 10, 20, 30… when the server picks the orders."""
-    highest = max(
-        (ds.order for ds in store.display_sets.values() if ds.reader_study_pk == reader_study_pk), default=0
-    )
+    highest = max((ds.order for ds in store.display_sets.values() if ds.reader_study_pk == reader_study_pk), default=0)
     return (highest + 10) // 10 * 10
 
 

@@ -80,7 +80,8 @@ def _refuse_in_a_reimported_script(caller: types.FrameType) -> None:
         raise ConfigurationError(
             f"gcbulk.Job was created by the top-level code of {caller.f_code.co_filename} while a worker process "
             "imported it again (gcbulk's DICOM workers do, as any multiprocessing pool): put the script's calls "
-            "under `if __name__ == \"__main__\":`")
+            'under `if __name__ == "__main__":`'
+        )
 
 
 class Job:
@@ -91,8 +92,14 @@ class Job:
     Raises ``gcbulk.ConfigurationError`` naming what is wrong in the job file or the environment.
     """
 
-    def __init__(self, job_file: Path | str, *, token: str | None = None, ledger: Path | str | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        job_file: Path | str,
+        *,
+        token: str | None = None,
+        ledger: Path | str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         import argparse
 
         _refuse_in_a_reimported_script(sys._getframe(1))
@@ -172,21 +179,39 @@ def _loop_running() -> bool:
 
 
 # -------------------------------------------------------------------------------------------------- results side
-async def export_study(server: settings.ServerSettings, out_dir: Path, *, mine: bool = False,
-                       mask_downloads: int = 8, masks: bool = True,
-                       limits: DownloadLimits | None = None) -> ExportSummary:
+async def export_study(
+    server: settings.ServerSettings,
+    out_dir: Path,
+    *,
+    mine: bool = False,
+    mask_downloads: int = 8,
+    masks: bool = True,
+    limits: DownloadLimits | None = None,
+) -> ExportSummary:
     """``gcbulk export``: the study's questions, display sets, answers and (``masks``) mask images into ``out_dir``,
     incrementally. Raises ConfigurationError for a bad study, token or folder."""
     if mask_downloads < 1:
         raise settings.ConfigurationError("mask_downloads (--mask-downloads) must be at least 1")
-    options = ExportOptions(reader_study=server.require_reader_study(), out_dir=Path(out_dir).absolute(), mine=mine,
-                            mask_downloads=mask_downloads, masks=masks, download_limits=limits or DownloadLimits())
+    options = ExportOptions(
+        reader_study=server.require_reader_study(),
+        out_dir=Path(out_dir).absolute(),
+        mine=mine,
+        mask_downloads=mask_downloads,
+        masks=masks,
+        download_limits=limits or DownloadLimits(),
+    )
     async with _client(server) as client:
         return await export_reader_study(client, options)
 
 
-async def reorder_study(server: settings.ServerSettings, *, by: Order | None = None, from_csv: Path | None = None,
-                        ledger: Path | None = None, concurrency: int = 8) -> ReorderSummary:
+async def reorder_study(
+    server: settings.ServerSettings,
+    *,
+    by: Order | None = None,
+    from_csv: Path | None = None,
+    ledger: Path | None = None,
+    concurrency: int = 8,
+) -> ReorderSummary:
     """``gcbulk reorder``: new ``order`` values for the study's display sets, by title or from a CSV; idempotent and
     resumable through ``ledger`` (default ``<slug>.reorder.sqlite`` in the working folder)."""
     if (by is None) == (from_csv is None):
@@ -199,8 +224,11 @@ async def reorder_study(server: settings.ServerSettings, *, by: Order | None = N
     async with _client(server) as client:
         study = await client.reader_study_by_slug(slug)
         current = await list_display_sets(client, str(study["pk"]))
-        targets = plan_from_csv(from_csv, current) if from_csv is not None else plan_by_title(
-            current, natural=by == "natural-title")
+        targets = (
+            plan_from_csv(from_csv, current)
+            if from_csv is not None
+            else plan_by_title(current, natural=by == "natural-title")
+        )
         ledger_path = ledger or Path.cwd() / f"{safe_component(slug, fallback='study')}.reorder.sqlite"
         with ReorderLedger.open(ledger_path, reader_study=slug, base_url=client.base_url) as progress:
             return await run_reorder(client, progress, targets, current, concurrency=concurrency)
@@ -219,28 +247,46 @@ class ReaderStudy:
     call fetches only what changed.
     """
 
-    def __init__(self, slug: str | None = None, *, base_url: str | None = None, token: str | None = None,
-                 ca_file: Path | str | None = None, job: Path | str | None = None, cache: Path | str | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
-        server = settings.resolve_server(job_file=job, base_url=base_url,
-                                         ca_file=None if ca_file is None else Path(ca_file), reader_study=slug,
-                                         environ=environ, read_token=token is None)
+    def __init__(
+        self,
+        slug: str | None = None,
+        *,
+        base_url: str | None = None,
+        token: str | None = None,
+        ca_file: Path | str | None = None,
+        job: Path | str | None = None,
+        cache: Path | str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        server = settings.resolve_server(
+            job_file=job,
+            base_url=base_url,
+            ca_file=None if ca_file is None else Path(ca_file),
+            reader_study=slug,
+            environ=environ,
+            read_token=token is None,
+        )
         if token is not None:
             server = dataclasses.replace(server, token=token)
         self.server = server
         self.slug = server.require_reader_study()
-        self.cache = Path(cache) if cache is not None else (
-            Path(tempfile.gettempdir()) / "gcbulk-answers" / safe_component(self.slug, fallback="study"))
+        self.cache = (
+            Path(cache)
+            if cache is not None
+            else (Path(tempfile.gettempdir()) / "gcbulk-answers" / safe_component(self.slug, fallback="study"))
+        )
 
     def __repr__(self) -> str:
         return f"ReaderStudy({self.slug!r}, base_url={self.server.base_url!r})"
 
-    def export(self, out_dir: Path | str, *, mine: bool = False, masks: bool = True,
-               mask_downloads: int = 8) -> ExportSummary:
+    def export(
+        self, out_dir: Path | str, *, mine: bool = False, masks: bool = True, mask_downloads: int = 8
+    ) -> ExportSummary:
         """Everything ``gcbulk export`` writes (answers.csv, answers.jsonl, answers_per_case.csv, questions.json,
         display_sets.csv, masks/) into ``out_dir``; returns the summary (``.lines()``, ``.counts()``)."""
-        return _run_sync(lambda: export_study(self.server, Path(out_dir), mine=mine, masks=masks,
-                                              mask_downloads=mask_downloads))
+        return _run_sync(
+            lambda: export_study(self.server, Path(out_dir), mine=mine, masks=masks, mask_downloads=mask_downloads)
+        )
 
     def answers(self, *, mine: bool = False) -> list[dict[str, Any]]:
         """Every answer you may see (``mine``: your own only), one dict each: case, question, reader, the readable
@@ -260,12 +306,24 @@ class ReaderStudy:
         """The mask images of every Mask answer, to ``out_dir/masks/<case>/<question>/<reader>.<ext>``, resumable."""
         return self.export(out_dir, mine=mine, masks=True, mask_downloads=mask_downloads)
 
-    def reorder(self, *, by: Order | None = None, from_csv: Path | str | None = None,
-                ledger: Path | str | None = None, concurrency: int = 8) -> ReorderSummary:
+    def reorder(
+        self,
+        *,
+        by: Order | None = None,
+        from_csv: Path | str | None = None,
+        ledger: Path | str | None = None,
+        concurrency: int = 8,
+    ) -> ReorderSummary:
         """Sets the display sets' order by title (``by``) or from a CSV of order and pk/title columns."""
-        return _run_sync(lambda: reorder_study(
-            self.server, by=by, from_csv=None if from_csv is None else Path(from_csv),
-            ledger=None if ledger is None else Path(ledger), concurrency=concurrency))
+        return _run_sync(
+            lambda: reorder_study(
+                self.server,
+                by=by,
+                from_csv=None if from_csv is None else Path(from_csv),
+                ledger=None if ledger is None else Path(ledger),
+                concurrency=concurrency,
+            )
+        )
 
     def _refreshed(self, mine: bool) -> Path:
         folder = self.cache / ("mine" if mine else "all")

@@ -104,9 +104,12 @@ class Rule:
     @property
     def label(self) -> str:
         what = (
-            f"glob {self.glob!r}" if self.glob is not None
-            else f"regex {self.regex.pattern!r}" if self.regex is not None
-            else f"position {self.position}" if self.position is not None
+            f"glob {self.glob!r}"
+            if self.glob is not None
+            else f"regex {self.regex.pattern!r}"
+            if self.regex is not None
+            else f"position {self.position}"
+            if self.position is not None
             else "dicom " + ", ".join(f"{k}={v!r}" for k, v in (self.dicom or {}).items())
         )
         return f"rules[{self.index}] ({what} -> {self.socket})"
@@ -160,8 +163,12 @@ class JobConfig:
     def rules_dict(self) -> dict[str, Any]:
         """The mapping part of the job, as recorded in the ledger."""
         return {
-            "cases": {"depth": self.cases.depth, "title": self.cases.title, "ignore": list(self.cases.ignore),
-                      "titles_csv": None if self.cases.titles_csv is None else str(self.cases.titles_csv)},
+            "cases": {
+                "depth": self.cases.depth,
+                "title": self.cases.title,
+                "ignore": list(self.cases.ignore),
+                "titles_csv": None if self.cases.titles_csv is None else str(self.cases.titles_csv),
+            },
             "rules": [rule.as_dict() for rule in self.rules],
             "values": dict(self.values),
         }
@@ -180,7 +187,7 @@ def parse_size(name: str, value: object) -> int:
         match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", value)
         if match and match.group(2).lower() in _UNITS:
             return int(match.group(1)) * _UNITS[match.group(2).lower()]
-    raise JobFileError(f"{name} must be a size in bytes or like \"32 MiB\", got {value!r}")
+    raise JobFileError(f'{name} must be a size in bytes or like "32 MiB", got {value!r}')
 
 
 def _find_secret_keys(table: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -215,7 +222,7 @@ def _table(data: Mapping[str, Any], key: str, job_file: Path) -> Mapping[str, An
 
 def _normalise_base_url(value: object, job_file: Path) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise JobFileError(f"{job_file}: base_url is required, e.g. base_url = \"https://grand-challenge.org/api/v1/\"")
+        raise JobFileError(f'{job_file}: base_url is required, e.g. base_url = "https://grand-challenge.org/api/v1/"')
     url = value.strip()
     parts = urlsplit(url)
     loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
@@ -228,11 +235,15 @@ def _parse_rule(index: int, raw: object, job_file: Path) -> Rule:
     where = f"{job_file}: rules[{index}]"
     if not isinstance(raw, Mapping):
         raise JobFileError(f"{where} must be a table ([[rules]])")
-    _reject_unknown(f"rules[{index}].", raw, {"socket", "glob", "regex", "position", "group", "value", "required",
-                                              "dicom", "image_name"}, job_file)
+    _reject_unknown(
+        f"rules[{index}].",
+        raw,
+        {"socket", "glob", "regex", "position", "group", "value", "required", "dicom", "image_name"},
+        job_file,
+    )
     socket = raw.get("socket")
     if not isinstance(socket, str) or not socket:
-        raise JobFileError(f"{where} needs socket = \"<socket slug>\"")
+        raise JobFileError(f'{where} needs socket = "<socket slug>"')
     selectors = [key for key in ("glob", "regex", "position") if key in raw]
     dicom = image_name = None
     try:
@@ -240,8 +251,10 @@ def _parse_rule(index: int, raw: object, job_file: Path) -> Rule:
             # Series by header fields, optionally narrowed by a glob or regex on the path (never a position).
             dicom = check_criteria(raw["dicom"], where)
             if "position" in raw or len(selectors) > 1 or "group" in raw or raw.get("value"):
-                raise JobFileError(f"{where}: a dicom rule takes whole series; it may add one glob or regex on the "
-                                   "path, but no position, group or value")
+                raise JobFileError(
+                    f"{where}: a dicom rule takes whole series; it may add one glob or regex on the "
+                    "path, but no position, group or value"
+                )
         if "image_name" in raw:
             image_name = check_image_name(raw["image_name"], where)
     except DicomOptionError as exc:
@@ -272,8 +285,18 @@ def _parse_rule(index: int, raw: object, job_file: Path) -> Rule:
     required = raw.get("required", False)
     if not isinstance(required, bool):
         raise JobFileError(f"{where}: required must be true or false")
-    return Rule(index=index, socket=socket, glob=glob, regex=regex, position=position, group=group, value=value,
-                required=required, dicom=dicom, image_name=image_name)
+    return Rule(
+        index=index,
+        socket=socket,
+        glob=glob,
+        regex=regex,
+        position=position,
+        group=group,
+        value=value,
+        required=required,
+        dicom=dicom,
+        image_name=image_name,
+    )
 
 
 def _read_titles(path: Path, job_file: Path) -> dict[str, str]:
@@ -282,21 +305,27 @@ def _read_titles(path: Path, job_file: Path) -> dict[str, str]:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             if reader.fieldnames is None or not {"folder", "title"} <= set(reader.fieldnames):
-                raise JobFileError(f"{job_file}: cases.titles_csv {path} needs a header row with the columns folder "
-                                   "and title")
+                raise JobFileError(
+                    f"{job_file}: cases.titles_csv {path} needs a header row with the columns folder and title"
+                )
             titles: dict[str, str] = {}
             seen: dict[str, str] = {}
             for line, row in enumerate(reader, 2):
                 folder, title = (row.get("folder") or "").strip().strip("/"), (row.get("title") or "").strip()
                 if not folder or not title:
-                    raise JobFileError(f"{job_file}: cases.titles_csv {path} line {line}: folder and title must "
-                                       "both be filled in")
+                    raise JobFileError(
+                        f"{job_file}: cases.titles_csv {path} line {line}: folder and title must both be filled in"
+                    )
                 if folder in titles:
-                    raise JobFileError(f"{job_file}: cases.titles_csv {path} line {line}: folder {folder!r} is "
-                                       "listed twice; give each case folder one title")
+                    raise JobFileError(
+                        f"{job_file}: cases.titles_csv {path} line {line}: folder {folder!r} is "
+                        "listed twice; give each case folder one title"
+                    )
                 if title in seen:
-                    raise JobFileError(f"{job_file}: cases.titles_csv {path} line {line}: title {title!r} is also "
-                                       f"the title of {seen[title]!r}; titles must be unique in the reader study")
+                    raise JobFileError(
+                        f"{job_file}: cases.titles_csv {path} line {line}: title {title!r} is also "
+                        f"the title of {seen[title]!r}; titles must be unique in the reader study"
+                    )
                 titles[folder] = title
                 seen[title] = folder
     except FileNotFoundError:
@@ -311,13 +340,12 @@ def _read_titles(path: Path, job_file: Path) -> dict[str, str]:
 
 
 def _parse_cases(raw: Mapping[str, Any], job_file: Path) -> CaseLayout:
-    _reject_unknown("cases.", raw, {"depth", "title", "ignore", "titles_csv", "redact_titles"},
-                    job_file)
+    _reject_unknown("cases.", raw, {"depth", "title", "ignore", "titles_csv", "redact_titles"}, job_file)
     depth = raw.get("depth", 1)
     _positive("cases.depth", depth)
     title = raw.get("title", "{folder}")
     if not isinstance(title, str):
-        raise JobFileError(f"{job_file}: cases.title must be a string such as \"{{folder}}\"")
+        raise JobFileError(f'{job_file}: cases.title must be a string such as "{{folder}}"')
     try:
         check_template(title)
     except TitleTemplateError as exc:
@@ -334,8 +362,9 @@ def _parse_cases(raw: Mapping[str, Any], job_file: Path) -> CaseLayout:
     redact = raw.get("redact_titles", False)
     if not isinstance(redact, bool):
         raise JobFileError(f"{job_file}: cases.redact_titles must be true or false")
-    return CaseLayout(depth=depth, title=title, ignore=tuple(ignore), titles_csv=titles_csv, titles=titles,
-                      redact_titles=redact)
+    return CaseLayout(
+        depth=depth, title=title, ignore=tuple(ignore), titles_csv=titles_csv, titles=titles, redact_titles=redact
+    )
 
 
 def _parse_engine(raw: Mapping[str, Any], job_file: Path) -> TransferSettings:
@@ -367,8 +396,12 @@ def load_job(path: Path | str) -> JobConfig:
             f"{job_file}: key {secrets[0]!r} looks like a credential. Never put the API token in the job file (it gets "
             f"shared and committed): remove it, then set {TOKEN_ENV} in the environment or pass --token-file PATH"
         )
-    _reject_unknown("", data, {"reader_study", "base_url", "case_root", "ca_file", "cases", "rules", "values",
-                               "engine", "dicom"}, job_file)
+    _reject_unknown(
+        "",
+        data,
+        {"reader_study", "base_url", "case_root", "ca_file", "cases", "rules", "values", "engine", "dicom"},
+        job_file,
+    )
     reader_study = data.get("reader_study")
     if not isinstance(reader_study, str) or not reader_study.strip():
         raise JobFileError(f"{job_file}: reader_study is required: the slug, the last part of the study's URL")
@@ -403,8 +436,10 @@ def load_job(path: Path | str) -> JobConfig:
     names: dict[str, str] = {}
     for rule in rules:
         if rule.image_name is not None and names.setdefault(rule.socket, rule.image_name) != rule.image_name:
-            raise JobFileError(f"{job_file}: {rule.label} gives socket {rule.socket!r} another image_name than an "
-                               "earlier rule; give each socket one image_name")
+            raise JobFileError(
+                f"{job_file}: {rule.label} gives socket {rule.socket!r} another image_name than an "
+                "earlier rule; give each socket one image_name"
+            )
     try:
         dicom = parse_dicom_table(data.get("dicom", {}), job_file, names, parse_size)
     except DicomOptionError as exc:

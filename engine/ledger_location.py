@@ -24,16 +24,22 @@ from gcbulk.state.dsn import dsn_passwords, is_postgres_dsn, shown_dsn
 
 LedgerLocation = Path | str  # a Path for a SQLite file, a str for a PostgreSQL DSN
 
-LEDGER_HELP = ("the ledger: a file, or a PostgreSQL DSN postgresql://USER@HOST:PORT/DB shared by several workers "
-               "(env GCBULK_LEDGER; default: <job stem>.ledger.sqlite beside the job file). Keep the password out "
-               "of the command line, where ps shows it: PGPASSWORD, ~/.pgpass or GCBULK_LEDGER")
-EVENTS_HELP = ("JSON event log, one line per state change (env GCBULK_EVENTS; default: <job stem>.events.jsonl beside "
-               "the ledger file, or beside the job file when the ledger is a PostgreSQL DSN)")
+LEDGER_HELP = (
+    "the ledger: a file, or a PostgreSQL DSN postgresql://USER@HOST:PORT/DB shared by several workers "
+    "(env GCBULK_LEDGER; default: <job stem>.ledger.sqlite beside the job file). Keep the password out "
+    "of the command line, where ps shows it: PGPASSWORD, ~/.pgpass or GCBULK_LEDGER"
+)
+EVENTS_HELP = (
+    "JSON event log, one line per state change (env GCBULK_EVENTS; default: <job stem>.events.jsonl beside "
+    "the ledger file, or beside the job file when the ledger is a PostgreSQL DSN)"
+)
 
 WORKER_ID_MAX = 64
-_WORKER_ID = re.compile(r"[A-Za-z0-9._:-]{1,%d}" % WORKER_ID_MAX)
-WORKER_ID_HELP = (f"this process's name among the job's workers, 1 to {WORKER_ID_MAX} of letters, digits and . _ : - "
-                  "(env GCBULK_WORKER_ID; default <hostname>-<pid>)")
+_WORKER_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{WORKER_ID_MAX}}}")
+WORKER_ID_HELP = (
+    f"this process's name among the job's workers, 1 to {WORKER_ID_MAX} of letters, digits and . _ : - "
+    "(env GCBULK_WORKER_ID; default <hostname>-<pid>)"
+)
 
 
 def ledger_location(text: str | Path) -> LedgerLocation:
@@ -81,8 +87,15 @@ def default_worker_id() -> str:
 def parse_worker_id(text: str) -> str:
     value = text.strip()
     if not _WORKER_ID.fullmatch(value):
-        why = "is empty" if not value else (f"is {len(value)} characters long" if len(value) > WORKER_ID_MAX else
-                                            "holds a character other than letters, digits and . _ : -")
+        why = (
+            "is empty"
+            if not value
+            else (
+                f"is {len(value)} characters long"
+                if len(value) > WORKER_ID_MAX
+                else "holds a character other than letters, digits and . _ : -"
+            )
+        )
         raise ConfigurationError(
             f"the worker id (--worker-id, GCBULK_WORKER_ID) {text[:80]!r} {why}; give each worker of the job its own "
             f"name of 1 to {WORKER_ID_MAX} letters, digits and . _ : - (e.g. w1 or host-2), or leave it unset "

@@ -27,6 +27,7 @@ from gcbulk.state.replan import planning
 
 _SHOW = 20  # list entries printed per section; --json has them all
 
+
 @dataclass(kw_only=True)
 class PlanReport:
     config: JobConfig
@@ -74,21 +75,25 @@ def case_row(case: PlannedCase) -> dict[str, Any]:
     """One case as ``--json`` and ``--show-cases`` show it: title, folder, blocked, socket → files (or value)."""
     sockets: dict[str, Any] = {}
     for item in case.items:
-        sockets[item.socket_slug] = ([f.path for f in item.files] if item.files
-                                     else {"value_from": item.value_path} if item.value_path
-                                     else {"value": "[values]"})
+        sockets[item.socket_slug] = (
+            [f.path for f in item.files]
+            if item.files
+            else {"value_from": item.value_path}
+            if item.value_path
+            else {"value": "[values]"}
+        )
     return {"title": case.title, "folder": case.folder, "blocked": case.blocking, "sockets": sockets}
 
 
-
-def fetch_catalogue(config: JobConfig, token: str, *, with_sockets: bool = True, with_titles: bool = False
-                    ) -> tuple[dict[str, dict[str, Any] | None] | None, set[str] | None]:
+def fetch_catalogue(
+    config: JobConfig, token: str, *, with_sockets: bool = True, with_titles: bool = False
+) -> tuple[dict[str, dict[str, Any] | None] | None, set[str] | None]:
     """Each socket the job names → the server's socket (``components/interfaces/?slug=``), or None if unknown; with
     ``with_titles``, also the titles of the study's display sets (to find those this job did not make). One
     connection for both."""
     from gcbulk.engine.gc.client import GrandChallengeClient
-    from gcbulk.engine.upload.reconcile import read_study
     from gcbulk.engine.gc.retry import RetryPolicy
+    from gcbulk.engine.upload.reconcile import read_study
 
     async def fetch() -> tuple[dict[str, dict[str, Any] | None] | None, set[str] | None]:
         # A planning check should fail fast when the server is unreachable, not spend a transfer's retry budget.
@@ -115,10 +120,13 @@ def load_catalogue(path: Path, config: JobConfig) -> dict[str, dict[str, Any] | 
     except ValueError as exc:
         raise ConfigurationError(f"--sockets {path} is not valid JSON: {exc}") from None
     sockets = data.get("results") if isinstance(data, dict) else data
-    if not isinstance(sockets, list) or not all(isinstance(s, dict) and isinstance(s.get("slug"), str)
-                                                 for s in sockets):
-        raise ConfigurationError(f"--sockets {path} must hold a list of sockets, each with a \"slug\" (as "
-                                 "GET components/interfaces/ returns them)")
+    if not isinstance(sockets, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("slug"), str) for s in sockets
+    ):
+        raise ConfigurationError(
+            f'--sockets {path} must hold a list of sockets, each with a "slug" (as '
+            "GET components/interfaces/ returns them)"
+        )
     by_slug = {s["slug"]: s for s in sockets}
     return {slug: by_slug.get(slug) for slug in config.socket_slugs}
 
@@ -150,8 +158,14 @@ def plan_into_ledger(
         # ``server_titles``: the study's display-set titles (None offline, or with --adopt-existing): those this
         # ledger never set out to make are someone else's, and their cases are blocked.
         foreign = frozenset(server_titles - ledger.own_display_set_titles()) if server_titles else frozenset()
-        preflight = Preflight(config=config, catalogue=catalogue, titles=plan.titles, check_content=check_content,
-                              content_cache=content_cache, foreign_titles=foreign)
+        preflight = Preflight(
+            config=config,
+            catalogue=catalogue,
+            titles=plan.titles,
+            check_content=check_content,
+            content_cache=content_cache,
+            foreign_titles=foreign,
+        )
         job_findings.extend(preflight.check_job())
         for entry in planner.plan():
             if isinstance(entry, Finding):
@@ -202,8 +216,11 @@ def _print_cases(report: PlanReport, limit: int, out: Any, shown: Any) -> None:
         mark = "  [BLOCKED]" if row["blocked"] else ""
         print(f"  {shown(row['title'])}{mark}", file=out)
         for socket, files in row["sockets"].items():
-            sources = ", ".join(files) if isinstance(files, list) else (
-                f"value from {files['value_from']}" if "value_from" in files else "value from [values]")
+            sources = (
+                ", ".join(files)
+                if isinstance(files, list)
+                else (f"value from {files['value_from']}" if "value_from" in files else "value from [values]")
+            )
             print(f"      {socket} ← {sources}", file=out)
 
 
@@ -254,7 +271,7 @@ def print_report(report: PlanReport, out: Any = None, *, show_cases: int = 0, re
         )
     for severity in ("blocking", "warning"):
         shown = [f for f in report.findings if f.severity == severity]
-        for finding in shown[:_SHOW * 5]:
+        for finding in shown[: _SHOW * 5]:
             print(f"  {severity.upper()} [{finding.code}] {finding.path}", file=out)
             print(f"      {finding.message}", file=out)
             print(f"      fix: {finding.fix}", file=out)
@@ -264,11 +281,19 @@ def print_report(report: PlanReport, out: Any = None, *, show_cases: int = 0, re
         print(f"  ({severities['info']} info findings not shown; --json lists them)", file=out)
     if report.blocking:
         why = " (--strict: any blocking finding holds back every case)" if report.strict else ""
-        print(f"Blocking findings{why}: fix them and run 'gcbulk plan' again; nothing will be uploaded until then.",
-              file=out)
+        print(
+            f"Blocking findings{why}: fix them and run 'gcbulk plan' again; nothing will be uploaded until then.",
+            file=out,
+        )
     elif report.partly_blocked:
         runnable = diff.cases - len(diff.blocked)
-        held = (f"{len(diff.blocked)} case(s) are skipped until their blocking findings are fixed"
-                if diff.blocked else "the blocking findings above are outside any case folder and skipped")
-        print(f"Blocked: {held}; the other {runnable} case(s) will run. Fix them and plan again ('--strict' holds "
-              "back every case instead).", file=out)
+        held = (
+            f"{len(diff.blocked)} case(s) are skipped until their blocking findings are fixed"
+            if diff.blocked
+            else "the blocking findings above are outside any case folder and skipped"
+        )
+        print(
+            f"Blocked: {held}; the other {runnable} case(s) will run. Fix them and plan again ('--strict' holds "
+            "back every case instead).",
+            file=out,
+        )

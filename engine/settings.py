@@ -32,9 +32,17 @@ from gcbulk.engine.jobfile import (
     load_token,
     parse_size,
 )
-from gcbulk.engine.ledger_location import (EVENTS_HELP, WORKER_ID_HELP, LedgerLocation, add_ledger_argument,
-                                           default_events, default_worker_id, ledger_location, parse_worker_id,
-                                           shown_ledger)
+from gcbulk.engine.ledger_location import (
+    EVENTS_HELP,
+    WORKER_ID_HELP,
+    LedgerLocation,
+    add_ledger_argument,
+    default_events,
+    default_worker_id,
+    ledger_location,
+    parse_worker_id,
+    shown_ledger,
+)
 from gcbulk.engine.upload.transfer_settings import JOB_KNOBS, SWITCH_KNOBS, TransferSettings, parse_switch
 from gcbulk.state.ledger import default_ledger_path
 
@@ -151,8 +159,10 @@ ENGINE_KEYS = JOB_KNOBS
 
 def _require_token(token: str | None) -> str:
     if token is None:
-        raise ConfigurationError(f"no API token: set {TOKEN_ENV}, or {TOKEN_FILE_ENV} (e.g. /run/secrets/gc_token), "
-                                 "or pass --token-file PATH")
+        raise ConfigurationError(
+            f"no API token: set {TOKEN_ENV}, or {TOKEN_FILE_ENV} (e.g. /run/secrets/gc_token), "
+            "or pass --token-file PATH"
+        )
     return token
 
 
@@ -180,8 +190,12 @@ class RunSettings:
     @property
     def transfer(self) -> TransferSettings:
         """The engine's settings: the job's knobs after precedence, with this process's drain and progress interval."""
-        return self.job.engine.replace(drain_seconds=self.drain, progress_interval_seconds=self.progress_interval,
-                                       adopt_existing=self.adopt_existing, dicom=self.job.dicom)
+        return self.job.engine.replace(
+            drain_seconds=self.drain,
+            progress_interval_seconds=self.progress_interval,
+            adopt_existing=self.adopt_existing,
+            dicom=self.job.dicom,
+        )
 
     @property
     def ledger_shown(self) -> str:
@@ -224,39 +238,63 @@ def add_arguments(parser: argparse.ArgumentParser, *, token: bool = True) -> Non
     parser.add_argument("--events", type=Path, help=EVENTS_HELP)
     parser.add_argument("--worker-id", metavar="ID", help=WORKER_ID_HELP)
     if token:
-        parser.add_argument("--token-file", type=Path,
-                            help=f"read the API token from this file (env {TOKEN_FILE_ENV}; default: ${TOKEN_ENV})")
-    parser.add_argument("--metrics-address", metavar="HOST:PORT",
-                        help=f"serve /metrics, /healthz and /readyz here, or 'off' (env {ENV_PREFIX}METRICS_ADDRESS; "
-                             f"default {DEFAULT_METRICS_ADDRESS})")
-    parser.add_argument("--poll-interval", metavar="SECONDS",
-                        help=f"with --follow: seconds between looks for new case folders (env {ENV_PREFIX}"
-                             "POLL_INTERVAL; default 30)")
-    parser.add_argument("--retry-failed-after", metavar="SECONDS",
-                        help=f"with --follow: queue failed cases again after this long, doubling up to an hour (env "
-                             f"{ENV_PREFIX}RETRY_FAILED_AFTER; default 60)")
-    parser.add_argument("--progress-interval", metavar="SECONDS",
-                        help=f"seconds between summary lines (env {ENV_PREFIX}PROGRESS_INTERVAL; default 10)")
-    parser.add_argument("--drain", metavar="SECONDS",
-                        help=f"seconds in-flight parts may finish after the first stop signal (env {ENV_PREFIX}"
-                             "DRAIN; default 30)")
-    parser.add_argument("--log-level", metavar="LEVEL",
-                        help=f"{', '.join(LOG_LEVELS)} (env {ENV_PREFIX}LOG_LEVEL; default INFO)")
-    parser.add_argument("--adopt-existing", action="store_true", default=None,
-                        help="take over display sets this job did not make whose titles match case titles: only "
-                             f"sockets without a value are filled, never one with answers (env {ENV_PREFIX}"
-                             "ADOPT_EXISTING)")
-    parser.add_argument("--log-format", metavar="FORMAT",
-                        help=f"json, text or auto: JSON lines unless stdout is a terminal (env {ENV_PREFIX}LOG_FORMAT; "
-                             "default auto)")
+        parser.add_argument(
+            "--token-file",
+            type=Path,
+            help=f"read the API token from this file (env {TOKEN_FILE_ENV}; default: ${TOKEN_ENV})",
+        )
+    parser.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help=f"serve /metrics, /healthz and /readyz here, or 'off' (env {ENV_PREFIX}METRICS_ADDRESS; "
+        f"default {DEFAULT_METRICS_ADDRESS})",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        metavar="SECONDS",
+        help=f"with --follow: seconds between looks for new case folders (env {ENV_PREFIX}POLL_INTERVAL; default 30)",
+    )
+    parser.add_argument(
+        "--retry-failed-after",
+        metavar="SECONDS",
+        help=f"with --follow: queue failed cases again after this long, doubling up to an hour (env "
+        f"{ENV_PREFIX}RETRY_FAILED_AFTER; default 60)",
+    )
+    parser.add_argument(
+        "--progress-interval",
+        metavar="SECONDS",
+        help=f"seconds between summary lines (env {ENV_PREFIX}PROGRESS_INTERVAL; default 10)",
+    )
+    parser.add_argument(
+        "--drain",
+        metavar="SECONDS",
+        help=f"seconds in-flight parts may finish after the first stop signal (env {ENV_PREFIX}DRAIN; default 30)",
+    )
+    parser.add_argument(
+        "--log-level", metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)} (env {ENV_PREFIX}LOG_LEVEL; default INFO)"
+    )
+    parser.add_argument(
+        "--adopt-existing",
+        action="store_true",
+        default=None,
+        help="take over display sets this job did not make whose titles match case titles: only "
+        f"sockets without a value are filled, never one with answers (env {ENV_PREFIX}"
+        "ADOPT_EXISTING)",
+    )
+    parser.add_argument(
+        "--log-format",
+        metavar="FORMAT",
+        help=f"json, text or auto: JSON lines unless stdout is a terminal (env {ENV_PREFIX}LOG_FORMAT; default auto)",
+    )
 
 
 def _flag_text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _resolve_knob(knob: Knob, args: argparse.Namespace | None, environ: Mapping[str, str],
-                  sources: dict[str, str]) -> Any:
+def _resolve_knob(
+    knob: Knob, args: argparse.Namespace | None, environ: Mapping[str, str], sources: dict[str, str]
+) -> Any:
     flag = _flag_text(getattr(args, knob.name, None))
     if flag is not None:
         sources[knob.name] = f"{FLAG} --{knob.name.replace('_', '-')}"
@@ -343,8 +381,13 @@ def _resolve_token(args: argparse.Namespace | None, environ: Mapping[str, str]) 
     return None, None
 
 
-def resolve(job_path: Path | str, args: argparse.Namespace | None = None,
-            environ: Mapping[str, str] | None = None, *, read_token: bool = True) -> RunSettings:
+def resolve(
+    job_path: Path | str,
+    args: argparse.Namespace | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    read_token: bool = True,
+) -> RunSettings:
     """Loads the job file and applies the environment and the flags on top. Raises ConfigurationError naming the
     variable, flag or key that is wrong. ``read_token=False`` for commands that never talk to the server."""
     environ = os.environ if environ is None else environ
@@ -365,8 +408,9 @@ def resolve(job_path: Path | str, args: argparse.Namespace | None = None,
         events, sources["events"] = _path_from_env(environ[f"{ENV_PREFIX}EVENTS"]), f"{ENVIRONMENT} {ENV_PREFIX}EVENTS"
     values = {knob.name: _resolve_knob(knob, args, environ, sources) for knob in PROCESS_KNOBS}
     token, token_source = _resolve_token(args, environ) if read_token else (None, None)
-    return RunSettings(job=job, ledger=ledger, events=events, sources=sources, token=token,
-                       token_source=token_source, **values)
+    return RunSettings(
+        job=job, ledger=ledger, events=events, sources=sources, token=token, token_source=token_source, **values
+    )
 
 
 # ---------------------------------------------------------------------------------------- a server without a job
@@ -389,14 +433,23 @@ class ServerSettings:
 
     def require_reader_study(self) -> str:
         if not self.reader_study:
-            raise ConfigurationError("no reader study: pass --reader-study SLUG (the last part of the study's URL), "
-                                     f"set {ENV_PREFIX}READER_STUDY, or pass --job JOB.toml")
+            raise ConfigurationError(
+                "no reader study: pass --reader-study SLUG (the last part of the study's URL), "
+                f"set {ENV_PREFIX}READER_STUDY, or pass --job JOB.toml"
+            )
         return self.reader_study
 
 
-def resolve_server(*, job_file: Path | str | None = None, base_url: str | None = None, ca_file: Path | None = None,
-                   reader_study: str | None = None, token_file: Path | None = None,
-                   environ: Mapping[str, str] | None = None, read_token: bool = True) -> ServerSettings:
+def resolve_server(
+    *,
+    job_file: Path | str | None = None,
+    base_url: str | None = None,
+    ca_file: Path | None = None,
+    reader_study: str | None = None,
+    token_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    read_token: bool = True,
+) -> ServerSettings:
     """flag (the keyword arguments) > ``GCBULK_*`` > the job file (when given) > default, for a server connection.
     Raises ConfigurationError naming the flag, variable or key that is wrong."""
     environ = os.environ if environ is None else environ

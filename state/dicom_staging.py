@@ -30,8 +30,9 @@ def staged_of_item(ledger: Any, item_id: int) -> dict[int, StagedRow]:
     return {row["file_id"]: StagedRow(**row) for row in rows}
 
 
-def record_staged(ledger: Any, item_id: int, rows: Iterable[dict[str, Any]], *, case_id: int | None = None,
-                  reused: bool = False) -> None:
+def record_staged(
+    ledger: Any, item_id: int, rows: Iterable[dict[str, Any]], *, case_id: int | None = None, reused: bool = False
+) -> None:
     """Replaces the item's staged files by ``rows`` (one transaction, one event: ``dicom.staged``, or
     ``dicom.staging_adopted`` for a whole staging found on disk that the ledger had not recorded yet)."""
     rows = list(rows)
@@ -42,10 +43,24 @@ def record_staged(ledger: Any, item_id: int, rows: Iterable[dict[str, Any]], *, 
             ledger.db.execute(
                 "INSERT INTO dicom_staging (file_id, item_id, source_size, source_mtime_ns, staged_path, size, sha256, "
                 "staged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (row["file_id"], item_id, row["source_size"], row["source_mtime_ns"], row["staged_path"], row["size"],
-                 row["sha256"], now))
-        ledger._log("dicom.staging_adopted" if reused else "dicom.staged", subject="item", subject_id=item_id,
-                    case_id=case_id, data={"files": len(rows), "bytes": sum(row["size"] for row in rows)})
+                (
+                    row["file_id"],
+                    item_id,
+                    row["source_size"],
+                    row["source_mtime_ns"],
+                    row["staged_path"],
+                    row["size"],
+                    row["sha256"],
+                    now,
+                ),
+            )
+        ledger._log(
+            "dicom.staging_adopted" if reused else "dicom.staged",
+            subject="item",
+            subject_id=item_id,
+            case_id=case_id,
+            data={"files": len(rows), "bytes": sum(row["size"] for row in rows)},
+        )
 
 
 def forget_staged(ledger: Any, item_id: int) -> None:
@@ -69,4 +84,6 @@ def fit_upload(ledger: Any, upload_id: int, size: int) -> None:
     with ledger.db.atomic():
         ledger.db.execute(
             "UPDATE uploads SET file_size = ?, part_count = max(1, (? + part_size - 1) / part_size) "
-            "WHERE id = ? AND state = 'creating'", (size, size, upload_id))
+            "WHERE id = ? AND state = 'creating'",
+            (size, size, upload_id),
+        )

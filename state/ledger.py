@@ -58,8 +58,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlite_utils import Database
+
 from gcbulk.redaction import redact
-from gcbulk.state.event_log import LedgerEvents
+from gcbulk.state.dsn import is_postgres_dsn
 from gcbulk.state.errors import (  # re-exported: callers import them from gcbulk.state.ledger
     LedgerBindingError,
     LedgerDamaged,
@@ -72,6 +74,7 @@ from gcbulk.state.errors import (  # re-exported: callers import them from gcbul
     UnknownRow,
     UploadNotOpen,
 )
+from gcbulk.state.event_log import LedgerEvents
 from gcbulk.state.machines import (
     MACHINES,
     ConflictingRepeat,
@@ -79,11 +82,9 @@ from gcbulk.state.machines import (
     check_transition,
 )
 from gcbulk.state.migrations import migrate
-from gcbulk.state.dsn import is_postgres_dsn
 from gcbulk.state.queries import LedgerQueries
 from gcbulk.state.records import JobBinding
 from gcbulk.state.server_truth import LedgerServerTruth
-from gcbulk.state.workers import LedgerWorkers
 from gcbulk.state.sqlite_file import (
     ProcessLock,
     check_integrity,
@@ -92,12 +93,25 @@ from gcbulk.state.sqlite_file import (
     ledger_faults,
 )
 from gcbulk.state.transitions import LedgerTransitions, composite_checksum
-from sqlite_utils import Database
+from gcbulk.state.workers import LedgerWorkers
 
 __all__ = [
-    "ConflictingRepeat", "IllegalTransition", "JobBinding", "Ledger", "LedgerBindingError", "LedgerDamaged",
-    "LedgerDiskFull", "LedgerError", "LedgerLocked", "LedgerMissing", "LedgerNotALedger", "LiveUploadExists",
-    "UnknownRow", "UploadNotOpen", "composite_checksum", "default_ledger_path",
+    "ConflictingRepeat",
+    "IllegalTransition",
+    "JobBinding",
+    "Ledger",
+    "LedgerBindingError",
+    "LedgerDamaged",
+    "LedgerDiskFull",
+    "LedgerError",
+    "LedgerLocked",
+    "LedgerMissing",
+    "LedgerNotALedger",
+    "LiveUploadExists",
+    "UnknownRow",
+    "UploadNotOpen",
+    "composite_checksum",
+    "default_ledger_path",
 ]
 
 # kind -> (table, key columns)
@@ -201,8 +215,10 @@ class Ledger(LedgerEvents, LedgerTransitions, LedgerQueries, LedgerServerTruth, 
                 check_integrity(db, path)
                 ledger = cls(db, path, None, None)
                 if not db["job"].exists():
-                    raise LedgerNotALedger(f"{path} is not a gcbulk ledger (it has no job table); point --ledger "
-                                           "(or GCBULK_LEDGER) at the job's ledger")
+                    raise LedgerNotALedger(
+                        f"{path} is not a gcbulk ledger (it has no job table); point --ledger "
+                        "(or GCBULK_LEDGER) at the job's ledger"
+                    )
                 if binding is not None:
                     ledger._check_binding(binding)
         except BaseException:

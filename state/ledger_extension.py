@@ -53,7 +53,11 @@ class LedgerExtension:
             assignments = ", ".join(f"{name} = ?" for name in updates)
             self.db.execute(f"UPDATE {table} SET {assignments} WHERE {key_column} = ?", (*updates.values(), key))
             self.ledger._log(
-                f"{kind}.{target}", subject=kind, subject_id=key, from_state=row["state"], to_state=target,
+                f"{kind}.{target}",
+                subject=kind,
+                subject_id=key,
+                from_state=row["state"],
+                to_state=target,
                 data=fields,
             )
         return True

@@ -36,8 +36,10 @@ class MaskRecords:
         return None if row is None else self._mask(row)
 
     def masks_of_answer(self, answer_pk: str) -> list[MaskRow]:
-        return [self._mask(r) for r in self._all("SELECT * FROM export_masks WHERE answer_pk = ? ORDER BY path",
-                                                  (answer_pk,))]
+        return [
+            self._mask(r)
+            for r in self._all("SELECT * FROM export_masks WHERE answer_pk = ? ORDER BY path", (answer_pk,))
+        ]
 
     def plan_mask(self, *, path: str, answer_pk: str, image_pk: str, file_pk: str | None, file_url: str) -> MaskRow:
         """Records that ``path`` must hold this file of this answer's image. A path that held another image (the
@@ -51,11 +53,27 @@ class MaskRecords:
                     "updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?)",
                     (path, answer_pk, image_pk, file_pk, file_url, self._now()),
                 )
-                self.ledger._log("mask.pending", subject="mask", subject_id=path, to_state="pending",
-                                 data={"answer_pk": answer_pk, "image_pk": image_pk})
+                self.ledger._log(
+                    "mask.pending",
+                    subject="mask",
+                    subject_id=path,
+                    to_state="pending",
+                    data={"answer_pk": answer_pk, "image_pk": image_pk},
+                )
         elif (existing.answer_pk, existing.image_pk, existing.file_pk) != (answer_pk, image_pk, file_pk):
-            self._transition("mask", "export_masks", "path", path, "pending", **source, size=None, sha256=None,
-                             etag=None, mtime_ns=None, last_error=None)
+            self._transition(
+                "mask",
+                "export_masks",
+                "path",
+                path,
+                "pending",
+                **source,
+                size=None,
+                sha256=None,
+                etag=None,
+                mtime_ns=None,
+                last_error=None,
+            )
         elif existing.file_url != file_url:
             with self.db.atomic():
                 self.db.execute("UPDATE export_masks SET file_url = ? WHERE path = ?", (file_url, path))
@@ -79,12 +97,23 @@ class MaskRecords:
     def mask_object(self, path: str, *, etag: str | None, size: int | None) -> None:
         """What the object store says the file is (not a state change): a resumed download compares the ETag."""
         with self.db.atomic():
-            self.db.execute("UPDATE export_masks SET etag = ?, size = ?, updated_at = ? WHERE path = ?",
-                            (etag, size, self._now(), path))
+            self.db.execute(
+                "UPDATE export_masks SET etag = ?, size = ?, updated_at = ? WHERE path = ?",
+                (etag, size, self._now(), path),
+            )
 
     def mask_verified(self, path: str, *, size: int, sha256: str, mtime_ns: int) -> bool:
-        return self._transition("mask", "export_masks", "path", path, "verified", size=size, sha256=sha256,
-                                mtime_ns=mtime_ns, last_error=None)
+        return self._transition(
+            "mask",
+            "export_masks",
+            "path",
+            path,
+            "verified",
+            size=size,
+            sha256=sha256,
+            mtime_ns=mtime_ns,
+            last_error=None,
+        )
 
     def mask_touched(self, path: str, *, mtime_ns: int) -> None:
         """A verified file was re-hashed and found intact after its mtime changed (e.g. copied with the folder)."""
@@ -98,8 +127,9 @@ class MaskRecords:
 
     def mask_requeued(self, path: str, reason: str) -> bool:
         """A verified file is missing or changed on disk: download it again."""
-        return self._transition("mask", "export_masks", "path", path, "pending", sha256=None, mtime_ns=None,
-                                last_error=reason)
+        return self._transition(
+            "mask", "export_masks", "path", path, "pending", sha256=None, mtime_ns=None, last_error=reason
+        )
 
     def mask_counts(self) -> dict[str, int]:
         return self._counts("export_masks")

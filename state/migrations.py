@@ -182,11 +182,15 @@ def m002_append_only_events(db: Database) -> None:
     # The event log is the audit trail of a migration: refuse edits at the database level, so neither a bug nor a
     # hand-run sqlite-utils command can rewrite history.
     if dialect(db) == "postgresql":
-        db.execute("CREATE FUNCTION events_append_only() RETURNS trigger LANGUAGE plpgsql AS "
-                   "$$ BEGIN RAISE EXCEPTION 'the event log is append-only'; END $$")
+        db.execute(
+            "CREATE FUNCTION events_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'the event log is append-only'; END $$"
+        )
         for action in ("UPDATE", "DELETE"):
-            db.execute(f"CREATE TRIGGER events_no_{action.lower()} BEFORE {action} ON events "
-                       "FOR EACH ROW EXECUTE FUNCTION events_append_only()")
+            db.execute(
+                f"CREATE TRIGGER events_no_{action.lower()} BEFORE {action} ON events "
+                "FOR EACH ROW EXECUTE FUNCTION events_append_only()"
+            )
         return
     for action in ("UPDATE", "DELETE"):
         db.execute(

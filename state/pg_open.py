@@ -12,8 +12,15 @@ from gcbulk.state.migrations import migrate
 from gcbulk.state.pg_store import PgDatabase, job_setup_lock, postgres_faults
 
 
-def open_postgres(cls: Any, dsn: str, binding: Any, job_file: Path | str | None,
-                  clock: Callable[[], datetime] | None, *, readonly: bool = False) -> Any:
+def open_postgres(
+    cls: Any,
+    dsn: str,
+    binding: Any,
+    job_file: Path | str | None,
+    clock: Callable[[], datetime] | None,
+    *,
+    readonly: bool = False,
+) -> Any:
     """A ``Ledger`` (``cls``) on the PostgreSQL database ``dsn``: migrated and bound once, by one process at a time."""
     db = PgDatabase(dsn)
     try:
@@ -21,8 +28,9 @@ def open_postgres(cls: Any, dsn: str, binding: Any, job_file: Path | str | None,
             if readonly:
                 ledger = cls(db, db.dsn_shown, None, None)  # type: ignore[arg-type]
                 if not db["job"].exists():
-                    raise LedgerMissing(f"the PostgreSQL ledger {db.dsn_shown} holds no job yet; run 'gcbulk "
-                                        "plan' for this job first")
+                    raise LedgerMissing(
+                        f"the PostgreSQL ledger {db.dsn_shown} holds no job yet; run 'gcbulk plan' for this job first"
+                    )
                 if binding is not None:
                     ledger._check_binding(binding)
                 return ledger
@@ -37,4 +45,3 @@ def open_postgres(cls: Any, dsn: str, binding: Any, job_file: Path | str | None,
     except BaseException:
         db.close()
         raise
-

@@ -147,8 +147,13 @@ class PgDatabase:
         try:
             # Client-side binding: the ledger's statements carry untyped parameters (``? IS NULL``, a NULL assigned to
             # a column) that server-side binding would refuse to infer; it also lets writes be held back as text.
-            self.raw = psycopg.connect(dsn, autocommit=True, cursor_factory=psycopg.ClientCursor,
-                                       application_name=application_name, connect_timeout=10)
+            self.raw = psycopg.connect(
+                dsn,
+                autocommit=True,
+                cursor_factory=psycopg.ClientCursor,
+                application_name=application_name,
+                connect_timeout=10,
+            )
         except psycopg.Error as exc:
             detail = str(exc).replace(dsn, self.dsn_shown).strip().splitlines()[0] if str(exc) else type(exc).__name__
             raise LedgerError(
@@ -359,8 +364,9 @@ class PgTable:
     def rows_where(self, where: str, params: Sequence[Any], *, order_by: str | None = None) -> Iterator[dict]:
         # sqlite-utils' Migrations orders its records by rowid: their identity id is the same order here.
         order = "id" if order_by == "rowid" else order_by
-        cursor = self.db.execute(f"SELECT * FROM {self.name} WHERE {where}" + (f" ORDER BY {order}" if order else ""),
-                                 params)
+        cursor = self.db.execute(
+            f"SELECT * FROM {self.name} WHERE {where}" + (f" ORDER BY {order}" if order else ""), params
+        )
         names = [d[0] for d in cursor.description or ()]
         for row in cursor.fetchall():
             yield dict(zip(names, row, strict=True))
@@ -395,14 +401,20 @@ def postgres_faults(shown: str) -> Iterator[None]:
     try:
         yield
     except psycopg.errors.DiskFull:
-        raise LedgerDiskFull(f"the PostgreSQL ledger {shown} has no room to write; free space on its server — nothing "
-                             "was half-written, and the run resumes where it stopped") from None
+        raise LedgerDiskFull(
+            f"the PostgreSQL ledger {shown} has no room to write; free space on its server — nothing "
+            "was half-written, and the run resumes where it stopped"
+        ) from None
     except psycopg.errors.InsufficientPrivilege as exc:
-        raise LedgerError(f"the PostgreSQL ledger {shown} refused a statement ({_first_line(exc)}); the ledger's role "
-                          "needs to create tables in its database (or schema)") from None
+        raise LedgerError(
+            f"the PostgreSQL ledger {shown} refused a statement ({_first_line(exc)}); the ledger's role "
+            "needs to create tables in its database (or schema)"
+        ) from None
     except psycopg.OperationalError as exc:
-        raise LedgerError(f"lost the PostgreSQL ledger {shown} ({shown_dsn(_first_line(exc))}); check that the server "
-                          "is running and reachable, then run again — the job resumes where it stopped") from None
+        raise LedgerError(
+            f"lost the PostgreSQL ledger {shown} ({shown_dsn(_first_line(exc))}); check that the server "
+            "is running and reachable, then run again — the job resumes where it stopped"
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:

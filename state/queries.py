@@ -70,8 +70,12 @@ class LedgerQueries:
                 chunk,
             ):
                 result[p["upload_id"]][p["number"]] = PartRow(
-                    upload_id=p["upload_id"], number=p["number"], state=p["state"], size=p["size"],
-                    etag=p["etag"], md5=p["md5"],
+                    upload_id=p["upload_id"],
+                    number=p["number"],
+                    state=p["state"],
+                    size=p["size"],
+                    etag=p["etag"],
+                    md5=p["md5"],
                 )
         return result
 
@@ -88,8 +92,14 @@ class LedgerQueries:
             upload, parts = records.setdefault(row["id"], (row, {}))
             number = row["sent_part_number"]
             if number is not None:
-                parts[number] = PartRow(upload_id=row["id"], number=number, state="sent", size=row["sent_part_size"],
-                                        etag=row["sent_part_etag"], md5=row["sent_part_md5"])
+                parts[number] = PartRow(
+                    upload_id=row["id"],
+                    number=number,
+                    state="sent",
+                    size=row["sent_part_size"],
+                    etag=row["sent_part_etag"],
+                    md5=row["sent_part_md5"],
+                )
         return [self._upload_record(upload, parts) for upload, parts in records.values()]
 
     def upload(self, upload_id: int) -> UploadRow:
@@ -125,13 +135,18 @@ class LedgerQueries:
         if kind in ("display_set", "item"):
             return row["case_id"]
         if kind == "upload":
-            return self._remembered(self._case_of_file, row["file_id"],
-                                    "SELECT items.case_id FROM files JOIN items ON items.id = files.item_id "
-                                    "WHERE files.id = ?")
+            return self._remembered(
+                self._case_of_file,
+                row["file_id"],
+                "SELECT items.case_id FROM files JOIN items ON items.id = files.item_id WHERE files.id = ?",
+            )
         if kind == "part":
-            return self._remembered(self._case_of_upload, row["upload_id"],
-                                    "SELECT items.case_id FROM uploads JOIN files ON files.id = uploads.file_id "
-                                    "JOIN items ON items.id = files.item_id WHERE uploads.id = ?")
+            return self._remembered(
+                self._case_of_upload,
+                row["upload_id"],
+                "SELECT items.case_id FROM uploads JOIN files ON files.id = uploads.file_id "
+                "JOIN items ON items.id = files.item_id WHERE uploads.id = ?",
+            )
         return None
 
     def _remembered(self, known: dict[int, int], key: int, sql: str) -> int | None:
@@ -200,8 +215,12 @@ class LedgerQueries:
             attempts=case["attempts"],
             last_error=case["last_error"],
             display_set=DisplaySetRow(
-                case_id=case["ds_case_id"], state=case["ds_state"], pk=case["ds_pk"], attempts=case["ds_attempts"],
-                last_error=case["ds_last_error"], create_order=case["ds_create_order"],
+                case_id=case["ds_case_id"],
+                state=case["ds_state"],
+                pk=case["ds_pk"],
+                attempts=case["ds_attempts"],
+                last_error=case["ds_last_error"],
+                create_order=case["ds_create_order"],
             ),
             items=tuple(
                 ItemWork(
@@ -248,8 +267,10 @@ class LedgerQueries:
 
     def cases_needing_attention(self, *, limit: int | None = None) -> list[AttentionRow]:
         """Failed, blocked and vanished cases, with their last error and findings."""
-        sql = ("SELECT * FROM cases WHERE state IN ('failed', 'blocked', 'vanished') "
-               "ORDER BY CASE state WHEN 'failed' THEN 0 WHEN 'blocked' THEN 1 ELSE 2 END, id")
+        sql = (
+            "SELECT * FROM cases WHERE state IN ('failed', 'blocked', 'vanished') "
+            "ORDER BY CASE state WHEN 'failed' THEN 0 WHEN 'blocked' THEN 1 ELSE 2 END, id"
+        )
         params: tuple[Any, ...] = ()
         if limit is not None:
             sql += " LIMIT ?"
@@ -306,6 +327,8 @@ class LedgerQueries:
     def own_display_set_titles(self) -> set[str]:
         """Titles of the cases whose display set this job made, adopted or set out to make (its intent recorded):
         the only display sets it may find again by title."""
-        rows = self._all("SELECT cases.title AS title FROM cases JOIN display_sets ON display_sets.case_id = cases.id "
-                         "WHERE display_sets.state != 'pending' OR display_sets.pk IS NOT NULL")
+        rows = self._all(
+            "SELECT cases.title AS title FROM cases JOIN display_sets ON display_sets.case_id = cases.id "
+            "WHERE display_sets.state != 'pending' OR display_sets.pk IS NOT NULL"
+        )
         return {row["title"] for row in rows}

@@ -65,11 +65,20 @@ class ReorderLedger(LedgerExtension):
             elif row["target_order"] != target:
                 if row["state"] == "planned":
                     with self.db.atomic():
-                        self.db.execute("UPDATE reorder_items SET target_order = ? WHERE display_set_pk = ?",
-                                        (target, pk))
+                        self.db.execute(
+                            "UPDATE reorder_items SET target_order = ? WHERE display_set_pk = ?", (target, pk)
+                        )
                 else:
-                    self._transition("reorder_item", "reorder_items", "display_set_pk", pk, "planned",
-                                     target_order=target, previous_order=current, last_error=None)
+                    self._transition(
+                        "reorder_item",
+                        "reorder_items",
+                        "display_set_pk",
+                        pk,
+                        "planned",
+                        target_order=target,
+                        previous_order=current,
+                        last_error=None,
+                    )
                 changed += 1
         return changed
 
@@ -90,8 +99,7 @@ class ReorderLedger(LedgerExtension):
     def reorder_failed(self, pk: str, reason: str) -> bool:
         with self.db.atomic():
             self.db.execute("UPDATE reorder_items SET attempts = attempts + 1 WHERE display_set_pk = ?", (pk,))
-            return self._transition("reorder_item", "reorder_items", "display_set_pk", pk, "failed",
-                                    last_error=reason)
+            return self._transition("reorder_item", "reorder_items", "display_set_pk", pk, "failed", last_error=reason)
 
     def reorder_requeued(self, pk: str, reason: str) -> bool:
         """A done item whose display set no longer has its target order (changed since): PATCH it again."""

@@ -275,10 +275,13 @@ class PlanRecorder:
             return
         if state == "done" and not requeue:
             # New values recorded while the case was blocked still need a run.
-            requeue = self.ledger._one(
-                "SELECT 1 FROM items WHERE case_id = ? AND state IN ('planned', 'uploading', 'uploaded', 'failed')",
-                (case_id,),
-            ) is not None
+            requeue = (
+                self.ledger._one(
+                    "SELECT 1 FROM items WHERE case_id = ? AND state IN ('planned', 'uploading', 'uploaded', 'failed')",
+                    (case_id,),
+                )
+                is not None
+            )
         if requeue and state != "planned":
             self.ledger.requeue_case(case_id)
         elif state in ("blocked", "vanished"):
@@ -390,12 +393,20 @@ def planning(
     One planner at a time: workers sharing a ledger wait for the plan in progress, then re-plan, which records
     nothing new when the tree has not changed (``LedgerWorkers.planning_lock``)."""
     with ledger.planning_lock():
-        yield from _planning(ledger, rules=rules, job_file=job_file, checksum=checksum, dry_run=dry_run,
-                             batch_files=batch_files)
+        yield from _planning(
+            ledger, rules=rules, job_file=job_file, checksum=checksum, dry_run=dry_run, batch_files=batch_files
+        )
 
 
-def _planning(ledger: Ledger, *, rules: dict[str, Any] | None, job_file: Path | str | None,
-              checksum: Callable[[Path, int], str] | None, dry_run: bool, batch_files: int) -> Iterator[Any]:
+def _planning(
+    ledger: Ledger,
+    *,
+    rules: dict[str, Any] | None,
+    job_file: Path | str | None,
+    checksum: Callable[[Path, int], str] | None,
+    dry_run: bool,
+    batch_files: int,
+) -> Iterator[Any]:
     recorder = PlanRecorder(ledger, checksum=checksum, dry_run=dry_run, batch_files=batch_files)
     if dry_run:
         # The same code path as a real plan, inside one transaction that is rolled back: the diff a dry run

@@ -87,8 +87,9 @@ def case_report(ledger: Ledger) -> Iterator[CaseReportRow]:
     for values in cursor:
         row = dict(zip(names, values, strict=True))
         finished = row["finished"] if row["state"] in _END_STATES else None
-        yield CaseReportRow(**{**row, "finished": finished},
-                            duration_seconds=_seconds_between(row["started"], finished))
+        yield CaseReportRow(
+            **{**row, "finished": finished}, duration_seconds=_seconds_between(row["started"], finished)
+        )
 
 
 REPORT_FIELDS = tuple(CaseReportRow.__dataclass_fields__)
@@ -112,6 +113,9 @@ def job_counts(ledger: Ledger) -> JobCounts:
     for kind, table in _COUNTED:
         rows = ledger.db.conn.execute(f"SELECT state, count(*) FROM {table} GROUP BY state ORDER BY state")
         by_state[kind] = dict(rows.fetchall())
-    return JobCounts(by_state=by_state, live_uploads=ledger.live_upload_count(),
-                     imports_in_flight=ledger.attached_image_items_count(),
-                     workers=tuple(ledger.workers_view()))
+    return JobCounts(
+        by_state=by_state,
+        live_uploads=ledger.live_upload_count(),
+        imports_in_flight=ledger.attached_image_items_count(),
+        workers=tuple(ledger.workers_view()),
+    )

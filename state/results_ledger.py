@@ -125,9 +125,7 @@ class ResultsLedger(MaskRecords, LedgerExtension):
         """Replaces the stored questions; True when anything differs from before."""
         with self.db.atomic():
             before = {r["pk"]: (r["position"], r["data"]) for r in self._all("SELECT * FROM export_questions")}
-            after = {
-                str(q["pk"]): (position, json.dumps(q, sort_keys=True)) for position, q in enumerate(questions)
-            }
+            after = {str(q["pk"]): (position, json.dumps(q, sort_keys=True)) for position, q in enumerate(questions)}
             if before == after:
                 return False
             self.db.execute("DELETE FROM export_questions")
@@ -207,8 +205,17 @@ class ResultsLedger(MaskRecords, LedgerExtension):
             written = new + modified
             if written:
                 columns = (
-                    "pk", "modified", "created", "creator", "question_pk", "display_set_pk", "is_ground_truth",
-                    "answer", "answer_image_pk", "last_edit_duration", "total_edit_duration",
+                    "pk",
+                    "modified",
+                    "created",
+                    "creator",
+                    "question_pk",
+                    "display_set_pk",
+                    "is_ground_truth",
+                    "answer",
+                    "answer_image_pk",
+                    "last_edit_duration",
+                    "total_edit_duration",
                 )
                 self.db.conn.executemany(
                     f"INSERT INTO export_answers ({', '.join(columns)}, seen_run, changed_run) "
@@ -227,8 +234,9 @@ class ResultsLedger(MaskRecords, LedgerExtension):
         with self.db.atomic():
             removed = self.db.execute("DELETE FROM export_answers WHERE seen_run != ?", (run_id,)).rowcount
             if removed:
-                self.ledger._log("export.answers_forgotten", subject="export_run", subject_id=run_id,
-                                 data={"answers": removed})
+                self.ledger._log(
+                    "export.answers_forgotten", subject="export_run", subject_id=run_id, data={"answers": removed}
+                )
         return removed
 
     def previous_run_state(self, run_id: int) -> str | None:
@@ -247,8 +255,15 @@ class ResultsLedger(MaskRecords, LedgerExtension):
             "WHERE a.answer_image_pk IS NOT NULL ORDER BY a.pk"
         ).fetchall()
         return [
-            ImageAnswer(answer_pk=r[0], image_pk=r[1], creator=r[2], is_ground_truth=bool(r[3]), question_pk=r[4],
-                        display_set_pk=r[5], case_title=r[6])
+            ImageAnswer(
+                answer_pk=r[0],
+                image_pk=r[1],
+                creator=r[2],
+                is_ground_truth=bool(r[3]),
+                question_pk=r[4],
+                display_set_pk=r[5],
+                case_title=r[6],
+            )
             for r in rows
         ]
 

@@ -59,19 +59,24 @@ class LedgerServerTruth:
             marks = ", ".join("?" * len(rows))
             expected: dict[int, dict[str, int]] = {row["id"]: {} for row in rows}
             for item in self._all(
-                f"SELECT id, case_id, socket_slug FROM items WHERE case_id IN ({marks}) "
-                "AND state = 'done'",
+                f"SELECT id, case_id, socket_slug FROM items WHERE case_id IN ({marks}) AND state = 'done'",
                 [row["id"] for row in rows],
             ):
                 expected[item["case_id"]][item["socket_slug"]] = item["id"]
             for row in rows:
-                yield RecordedCase(case_id=row["id"], title=row["title"], state=row["state"],
-                                   display_set_pk=row["pk"], display_set_state=row["ds_state"],
-                                   expected_values=expected[row["id"]])
+                yield RecordedCase(
+                    case_id=row["id"],
+                    title=row["title"],
+                    state=row["state"],
+                    display_set_pk=row["pk"],
+                    display_set_state=row["ds_state"],
+                    expected_values=expected[row["id"]],
+                )
             last_id = rows[-1]["id"]
 
-    def case_lost_on_server(self, case_id: int, *, display_set_gone: bool, item_ids: Iterable[int] = (),
-                            reason: str) -> bool:
+    def case_lost_on_server(
+        self, case_id: int, *, display_set_gone: bool, item_ids: Iterable[int] = (), reason: str
+    ) -> bool:
         """The server no longer has what the ledger says it made: the display set (``display_set_gone``: its pk is
         forgotten and a new one is created) or some values (``item_ids``). Those items go back to planned (their
         uploads were consumed: new ones are sent) and a done case runs again. One transaction."""
@@ -91,8 +96,13 @@ class LedgerServerTruth:
                 self.transition("item", item_id, "planned", attempts=0, last_error=reason)
             if case["state"] == "done":
                 self.transition("case", case_id, "planned", attempts=0, last_error=reason)
-            self._log("case.lost_on_server", subject="case", subject_id=case_id, case_id=case_id,
-                      data={"reason": reason, "display_set_gone": display_set_gone, "items": lost})
+            self._log(
+                "case.lost_on_server",
+                subject="case",
+                subject_id=case_id,
+                case_id=case_id,
+                data={"reason": reason, "display_set_gone": display_set_gone, "items": lost},
+            )
         return True
 
     # ----------------------------------------------------------------------------------------------------- order
@@ -114,16 +124,21 @@ class LedgerServerTruth:
             for case_id, order in orders.items():
                 cursor = self.db.execute(
                     "UPDATE display_sets SET create_order = ?, updated_at = ? WHERE case_id = ? "
-                    "AND create_order IS NULL", (order, self._now(), case_id))
+                    "AND create_order IS NULL",
+                    (order, self._now(), case_id),
+                )
                 changed += cursor.rowcount
             if changed:
-                self._log("display_set.orders_assigned", data={"count": changed, "lowest": min(orders.values()),
-                                                               "highest": max(orders.values())})
+                self._log(
+                    "display_set.orders_assigned",
+                    data={"count": changed, "lowest": min(orders.values()), "highest": max(orders.values())},
+                )
         return changed
 
     # --------------------------------------------------------------------------------------------------- orphans
-    def unconfirmed_upload_creates(self, *, since: str, skip_cases: Collection[int] = (),
-                                   only_cases: Collection[int] | None = None) -> list[UnconfirmedCreate]:
+    def unconfirmed_upload_creates(
+        self, *, since: str, skip_cases: Collection[int] = (), only_cases: Collection[int] | None = None
+    ) -> list[UnconfirmedCreate]:
         """Uploads whose create was sent (or about to be) but whose answer was never recorded, since ``since`` (an ISO
         time: older ones the server's 24 h sweep has taken), not yet looked for on the server. Uploads of
         ``skip_cases`` (cases another live worker holds: its create may be on the wire right now) are left out;
@@ -133,11 +148,16 @@ class LedgerServerTruth:
             "intent_at, items.case_id AS case_id FROM uploads JOIN files ON files.id = uploads.file_id "
             "JOIN items ON items.id = files.item_id WHERE uploads.pk IS NULL AND uploads.state IN ('creating', "
             "'abandoned') AND uploads.orphan_checked_at IS NULL AND uploads.intent_at >= ? ORDER BY uploads.id",
-            (since,))
+            (since,),
+        )
         skip = set(skip_cases)
-        rows = [row for row in rows if row["case_id"] not in skip and (only_cases is None or row["case_id"] in only_cases)]
-        return [UnconfirmedCreate(upload_id=r["id"], state=r["state"], filename=r["filename"],
-                                  intent_at=r["intent_at"]) for r in rows]
+        rows = [
+            row for row in rows if row["case_id"] not in skip and (only_cases is None or row["case_id"] in only_cases)
+        ]
+        return [
+            UnconfirmedCreate(upload_id=r["id"], state=r["state"], filename=r["filename"], intent_at=r["intent_at"])
+            for r in rows
+        ]
 
     def upload_pk_known(self, pk: str) -> bool:
         return self._scalar("SELECT count(*) FROM uploads WHERE pk = ?", (pk,)) > 0
@@ -145,8 +165,7 @@ class LedgerServerTruth:
     def known_upload_pks(self) -> set[str]:
         return {row["pk"] for row in self._all("SELECT pk FROM uploads WHERE pk IS NOT NULL")}
 
-    def orphan_upload_resolved(self, upload_id: int, *, pk: str | None, s3_upload_id: str | None,
-                               reason: str) -> None:
+    def orphan_upload_resolved(self, upload_id: int, *, pk: str | None, s3_upload_id: str | None, reason: str) -> None:
         """The lost create was looked for on the server: found (``pk``: now aborted there) or not. A row still in
         ``creating`` ends: ``aborted`` with the orphan's pk, or ``abandoned`` (the create never arrived)."""
         with self.db.atomic():
@@ -157,7 +176,14 @@ class LedgerServerTruth:
                     self.transition("upload", upload_id, "aborted", last_error=reason)
                 else:
                     self.transition("upload", upload_id, "abandoned", last_error=reason)
-            self.db.execute("UPDATE uploads SET orphan_checked_at = ?, updated_at = ? WHERE id = ?",
-                            (self._now(), self._now(), upload_id))
-            self._log("upload.orphan_checked", subject="upload", subject_id=upload_id,
-                      case_id=self._case_id_of("upload", upload), data={"orphan_pk": pk, "reason": reason})
+            self.db.execute(
+                "UPDATE uploads SET orphan_checked_at = ?, updated_at = ? WHERE id = ?",
+                (self._now(), self._now(), upload_id),
+            )
+            self._log(
+                "upload.orphan_checked",
+                subject="upload",
+                subject_id=upload_id,
+                case_id=self._case_id_of("upload", upload),
+                data={"orphan_pk": pk, "reason": reason},
+            )

@@ -84,8 +84,10 @@ def check_integrity(db: Database, path: Path) -> None:
 
 
 def _damaged(path: Path, detail: str) -> str:
-    return (f"the ledger {path} is damaged ({detail}). Restore it from a backup, or move it aside (with its -wal and "
-            "-shm files) and run 'gcbulk plan' to start a new one; 'gcbulk verify' then compares it with the server")
+    return (
+        f"the ledger {path} is damaged ({detail}). Restore it from a backup, or move it aside (with its -wal and "
+        "-shm files) and run 'gcbulk plan' to start a new one; 'gcbulk verify' then compares it with the server"
+    )
 
 
 @contextmanager
@@ -97,16 +99,21 @@ def ledger_faults(path: Path) -> Iterator[None]:
     except sqlite3.DatabaseError as exc:
         text = str(exc).lower()
         if "not a database" in text or "file is encrypted" in text:
-            raise LedgerNotALedger(f"{path} is not a gcbulk ledger (not an SQLite database); point --ledger (or "
-                                   "GCBULK_LEDGER) at the job's ledger, or move the file aside") from None
+            raise LedgerNotALedger(
+                f"{path} is not a gcbulk ledger (not an SQLite database); point --ledger (or "
+                "GCBULK_LEDGER) at the job's ledger, or move the file aside"
+            ) from None
         if "malformed" in text or "corrupt" in text:
             raise LedgerDamaged(_damaged(path, str(exc))) from None
         if "disk is full" in text or "disk i/o error" in text:
-            raise LedgerDiskFull(f"no room to write the ledger {path} ({exc}); free space on its disk — nothing was "
-                                 "half-written, and the run resumes where it stopped") from None
+            raise LedgerDiskFull(
+                f"no room to write the ledger {path} ({exc}); free space on its disk — nothing was "
+                "half-written, and the run resumes where it stopped"
+            ) from None
         if "unable to open" in text or "readonly" in text:
-            raise LedgerError(f"cannot open the ledger {path} for writing ({exc}); check the folder's permissions "
-                              "and free space") from None
+            raise LedgerError(
+                f"cannot open the ledger {path} for writing ({exc}); check the folder's permissions and free space"
+            ) from None
         raise
     except OSError as exc:
         if exc.errno == errno.ENOSPC:

@@ -36,7 +36,11 @@ class LedgerTransitions:
         if self._together:
             raise LedgerError("record_together does not nest")
         for name, _, _ in steps:
-            if name.startswith("_") or name == "record_together" or not callable(getattr(LedgerTransitions, name, None)):
+            if (
+                name.startswith("_")
+                or name == "record_together"
+                or not callable(getattr(LedgerTransitions, name, None))
+            ):
                 raise ValueError(f"{name!r} is not a ledger transition")
         with self.db.atomic():
             self._together = True  # each transition's own transaction is this one (Ledger._atomic)
@@ -121,10 +125,19 @@ class LedgerTransitions:
             item = self._get("item", item_id)
             if item.get("upload_session_pk") == session_pk:
                 return False
-            self.db.execute("UPDATE items SET upload_session_pk = ?, updated_at = ? WHERE id = ?",
-                            (session_pk, self._now(), item_id))
-            self._log("item.upload_session", subject="item", subject_id=item_id, case_id=item["case_id"],
-                      from_state=item["state"], to_state=item["state"], data={"upload_session_pk": session_pk})
+            self.db.execute(
+                "UPDATE items SET upload_session_pk = ?, updated_at = ? WHERE id = ?",
+                (session_pk, self._now(), item_id),
+            )
+            self._log(
+                "item.upload_session",
+                subject="item",
+                subject_id=item_id,
+                case_id=item["case_id"],
+                from_state=item["state"],
+                to_state=item["state"],
+                data={"upload_session_pk": session_pk},
+            )
         return True
 
     def item_upload_session(self, item_id: int) -> str | None:
@@ -179,8 +192,11 @@ class LedgerTransitions:
             raise ValueError(f"part size must be positive, got {part_size}")
         with self._atomic():
             # The file's case comes with it: its events name the case (and a file never changes case).
-            file = self._one("SELECT files.*, items.case_id AS file_case_id FROM files "
-                             "JOIN items ON items.id = files.item_id WHERE files.id = ?", (file_id,))
+            file = self._one(
+                "SELECT files.*, items.case_id AS file_case_id FROM files "
+                "JOIN items ON items.id = files.item_id WHERE files.id = ?",
+                (file_id,),
+            )
             if file is None:
                 raise UnknownRow(f"the ledger has no file {file_id!r}")
             self._case_of_file[file_id] = file["file_case_id"]
@@ -188,8 +204,9 @@ class LedgerTransitions:
             if live is not None:
                 if live["state"] == "creating":
                     if live["part_size"] != part_size:
-                        raise ConflictingRepeat("upload", live["id"], "creating", "part_size", live["part_size"],
-                                                part_size)
+                        raise ConflictingRepeat(
+                            "upload", live["id"], "creating", "part_size", live["part_size"], part_size
+                        )
                     return live["id"]
                 raise LiveUploadExists(
                     f"file {file['path']} already has upload {live['id']} in state {live['state']!r}; resume it, "
@@ -213,9 +230,7 @@ class LedgerTransitions:
             )
         return upload_id
 
-    def upload_initialized(
-        self, upload_id: int, *, pk: str, s3_upload_id: str, created_at: str | None = None
-    ) -> bool:
+    def upload_initialized(self, upload_id: int, *, pk: str, s3_upload_id: str, created_at: str | None = None) -> bool:
         """``POST uploads/`` answered: record ``pk`` and ``s3_upload_id`` before the first part is sent."""
         return self.transition(
             "upload", upload_id, "initialized", pk=pk, s3_upload_id=s3_upload_id, created_at=created_at or self._now()
@@ -241,8 +256,12 @@ class LedgerTransitions:
             if all(p["md5"] for p in parts):
                 self.db.execute(
                     "UPDATE files SET checksum = ?, checksum_part_size = ?, updated_at = ? WHERE id = ?",
-                    (composite_checksum([p["md5"] for p in parts]), upload["part_size"], self._now(),
-                     upload["file_id"]),
+                    (
+                        composite_checksum([p["md5"] for p in parts]),
+                        upload["part_size"],
+                        self._now(),
+                        upload["file_id"],
+                    ),
                 )
         return True
 
@@ -285,8 +304,13 @@ class LedgerTransitions:
             ).rowcount
             if not inserted:
                 existing = self._one("SELECT * FROM parts WHERE upload_id = ? AND number = ?", (upload_id, number))
-                return self._apply("part", (upload_id, number), existing, "sent",
-                                   {"size": size, "etag": etag, "md5": md5, "sent_at": now})
+                return self._apply(
+                    "part",
+                    (upload_id, number),
+                    existing,
+                    "sent",
+                    {"size": size, "etag": etag, "md5": md5, "sent_at": now},
+                )
             self._log(
                 "part.sent",
                 subject="part",
@@ -302,6 +326,7 @@ class LedgerTransitions:
         with self._atomic():
             changed = self.transition("part", (upload_id, number), "invalid")
             if changed:
-                self._log("part.invalid.reason", subject="part", subject_id=(upload_id, number),
-                          data={"reason": reason})
+                self._log(
+                    "part.invalid.reason", subject="part", subject_id=(upload_id, number), data={"reason": reason}
+                )
         return changed

@@ -26,9 +26,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from gcbulk.state.dsn import dialect
 from gcbulk.state.errors import LedgerError
 from gcbulk.state.machines import RUNNABLE_CASE_STATES
-from gcbulk.state.dsn import dialect
 
 # Not under gcbulk.state: a wait for another worker's plan must be heard.
 wait_log = logging.getLogger("gcbulk.waits")
@@ -108,11 +108,15 @@ class LedgerWorkers:
                     f"waited {now - started:.0f} s for another connection to finish recording this job's plan "
                     f"(the plan lock{self._plan_lock_holder()}); a plan takes minutes at most, so its holder is "
                     "probably stuck: look for it in pg_stat_activity on the ledger's server (a gcbulk plan or run "
-                    "still connected), stop it (pg_terminate_backend frees the lock), then run again")
+                    "still connected), stop it (pg_terminate_backend frees the lock), then run again"
+                )
             if now - last_voice >= PLAN_WAIT_VOICE_SECONDS:
                 last_voice = now
-                wait_log.info("another worker is recording the job's plan; waiting %.0f s so far (this worker then "
-                              "re-plans, which records nothing new if the tree is unchanged)", now - started)
+                wait_log.info(
+                    "another worker is recording the job's plan; waiting %.0f s so far (this worker then "
+                    "re-plans, which records nothing new if the tree is unchanged)",
+                    now - started,
+                )
             time.sleep(min(1.0, max(deadline_seconds - (now - started), 0.0)))
         try:
             yield
@@ -126,11 +130,14 @@ class LedgerWorkers:
             "date_trunc('second', a.backend_start)::text AS since "
             "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
             "AND l.classid::bigint = ? AND l.objid::bigint = ? AND l.objsubid = 1",
-            (PLAN_LOCK_KEY >> 32, PLAN_LOCK_KEY & 0xFFFF_FFFF))
+            (PLAN_LOCK_KEY >> 32, PLAN_LOCK_KEY & 0xFFFF_FFFF),
+        )
         if row is None:
             return ""
-        return (f" is held by server process {row['pid']}, application '{row['application_name']}' from "
-                f"{row['addr'] or 'a local socket'}, connected since {row['since']}")
+        return (
+            f" is held by server process {row['pid']}, application '{row['application_name']}' from "
+            f"{row['addr'] or 'a local socket'}, connected since {row['since']}"
+        )
 
     def lease_clock(self) -> float:
         """Seconds on the clock every worker of the job agrees on (see the module docstring)."""
@@ -147,12 +154,20 @@ class LedgerWorkers:
                 "INSERT INTO workers (worker_id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (worker_id) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
                 "started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, stopped_at = NULL",
-                (worker_id, host, pid, self._now(), now))
+                (worker_id, host, pid, self._now(), now),
+            )
             self.db.execute("DELETE FROM worker_holdings WHERE worker_id = ?", (worker_id,))
 
-    def heartbeat(self, worker_id: str, *, lease_seconds: float, running: Collection[int],
-                  api_limit: int | None = None, imports_limit: int | None = None,
-                  progress: Mapping[str, Any] | None = None) -> list[int]:
+    def heartbeat(
+        self,
+        worker_id: str,
+        *,
+        lease_seconds: float,
+        running: Collection[int],
+        api_limit: int | None = None,
+        imports_limit: int | None = None,
+        progress: Mapping[str, Any] | None = None,
+    ) -> list[int]:
         """Renews this worker's row and every lease it holds; returns those of ``running`` it no longer holds (its
         lease ran out and another worker claimed the case: this worker must stop working on them)."""
         now = self.lease_clock()
@@ -160,9 +175,11 @@ class LedgerWorkers:
             self.db.execute(
                 "UPDATE workers SET heartbeat_at = ?, api_limit = ?, imports_limit = ?, progress = ? "
                 "WHERE worker_id = ?",
-                (now, api_limit, imports_limit, json.dumps(dict(progress or {})), worker_id))
-            self.db.execute("UPDATE cases SET lease_expires_at = ? WHERE lease_owner = ?",
-                            (now + lease_seconds, worker_id))
+                (now, api_limit, imports_limit, json.dumps(dict(progress or {})), worker_id),
+            )
+            self.db.execute(
+                "UPDATE cases SET lease_expires_at = ? WHERE lease_owner = ?", (now + lease_seconds, worker_id)
+            )
         held = {row["id"] for row in self._all("SELECT id FROM cases WHERE lease_owner = ?", (worker_id,))}
         return sorted(set(running) - held)
 
@@ -170,14 +187,16 @@ class LedgerWorkers:
         """A clean exit: its leases and holdings end now, not a lease later. A case it leaves unfinished keeps its
         name with an expired lease, so another worker takes it over (``claim_case``) even past its own cursor."""
         with self.db.atomic():
-            self.db.execute("UPDATE cases SET lease_expires_at = ? WHERE lease_owner = ?",
-                            (self.lease_clock() - 1.0, worker_id))
+            self.db.execute(
+                "UPDATE cases SET lease_expires_at = ? WHERE lease_owner = ?", (self.lease_clock() - 1.0, worker_id)
+            )
             self.db.execute("DELETE FROM worker_holdings WHERE worker_id = ?", (worker_id,))
             self.db.execute("UPDATE workers SET stopped_at = ? WHERE worker_id = ?", (self._now(), worker_id))
 
     # -------------------------------------------------------------------------------------------------- leases
-    def claim_case(self, worker_id: str, *, lease_seconds: float, after_id: int = 0,
-                   running: Collection[int] = ()) -> Claim | None:
+    def claim_case(
+        self, worker_id: str, *, lease_seconds: float, after_id: int = 0, running: Collection[int] = ()
+    ) -> Claim | None:
         """The next case for ``worker_id``, now leased to it; None when there is none. Two kinds, oldest first:
 
         * a runnable case after ``after_id`` (the pass's cursor: a case this pass already ran is not run again in
@@ -188,8 +207,10 @@ class LedgerWorkers:
         skip = sorted(running)
         not_running = f" AND id NOT IN ({', '.join('?' * len(skip))})" if skip else ""
         if self._shared_store:
-            free = ("((id > ? AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?)) OR "
-                    "(lease_owner IS NOT NULL AND lease_owner <> ? AND lease_expires_at < ?))")
+            free = (
+                "((id > ? AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?)) OR "
+                "(lease_owner IS NOT NULL AND lease_owner <> ? AND lease_expires_at < ?))"
+            )
             free_params: tuple[Any, ...] = (after_id, worker_id, now, worker_id, now)
             lock = " FOR UPDATE SKIP LOCKED"
         else:
@@ -197,20 +218,26 @@ class LedgerWorkers:
         with self.db.atomic():
             rows = self._all(
                 f"SELECT id, lease_owner FROM cases WHERE state IN ({_RUNNABLE_MARKS}) AND {free}{not_running} "
-                f"ORDER BY id LIMIT 1{lock}", (*_RUNNABLE, *free_params, *skip))
+                f"ORDER BY id LIMIT 1{lock}",
+                (*_RUNNABLE, *free_params, *skip),
+            )
             if not rows:
                 return None
             case_id, before = rows[0]["id"], rows[0]["lease_owner"]
-            self.db.execute("UPDATE cases SET lease_owner = ?, lease_expires_at = ? WHERE id = ?",
-                            (worker_id, now + lease_seconds, case_id))
+            self.db.execute(
+                "UPDATE cases SET lease_owner = ?, lease_expires_at = ? WHERE id = ?",
+                (worker_id, now + lease_seconds, case_id),
+            )
             taken_over = before if before not in (None, worker_id) else None
             if taken_over is not None:
                 self.append_event("case_taken_over", case_id=case_id, worker=worker_id, from_worker=taken_over)
         return Claim(case_id=case_id, taken_over_from=taken_over)
 
     def release_case(self, worker_id: str, case_id: int) -> None:
-        self.db.execute("UPDATE cases SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND lease_owner = ?",
-                        (case_id, worker_id))
+        self.db.execute(
+            "UPDATE cases SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND lease_owner = ?",
+            (case_id, worker_id),
+        )
 
     def runnable_leased_elsewhere(self, worker_id: str) -> LeasedElsewhere:
         """Runnable cases held by other workers whose leases have not run out."""
@@ -220,22 +247,27 @@ class LedgerWorkers:
         rows = self._all(
             f"SELECT lease_owner, count(*) AS n, min(lease_expires_at) AS soonest FROM cases "
             f"WHERE state IN ({_RUNNABLE_MARKS}) AND lease_owner IS NOT NULL AND lease_owner <> ? "
-            "AND lease_expires_at >= ? GROUP BY lease_owner ORDER BY lease_owner", (*_RUNNABLE, worker_id, now))
+            "AND lease_expires_at >= ? GROUP BY lease_owner ORDER BY lease_owner",
+            (*_RUNNABLE, worker_id, now),
+        )
         return LeasedElsewhere(
-            cases=sum(row["n"] for row in rows), workers=tuple(row["lease_owner"] for row in rows),
-            soonest_expiry_seconds=max(min((row["soonest"] for row in rows), default=now) - now, 0.0))
+            cases=sum(row["n"] for row in rows),
+            workers=tuple(row["lease_owner"] for row in rows),
+            soonest_expiry_seconds=max(min((row["soonest"] for row in rows), default=now) - now, 0.0),
+        )
 
     def cases_leased_elsewhere(self, worker_id: str) -> set[int]:
         """Cases (any state) whose live lease another worker holds: work this worker must not touch."""
         if not self._shared_store:
             return set()
-        rows = self._all("SELECT id FROM cases WHERE lease_owner IS NOT NULL AND lease_owner <> ? "
-                         "AND lease_expires_at >= ?", (worker_id, self.lease_clock()))
+        rows = self._all(
+            "SELECT id FROM cases WHERE lease_owner IS NOT NULL AND lease_owner <> ? AND lease_expires_at >= ?",
+            (worker_id, self.lease_clock()),
+        )
         return {row["id"] for row in rows}
 
     # ------------------------------------------------------------------------------------------- shared limits
-    def reserve_units(self, worker_id: str, limit_name: str, *, held: int, ceiling: int,
-                      lease_seconds: float) -> bool:
+    def reserve_units(self, worker_id: str, limit_name: str, *, held: int, ceiling: int, lease_seconds: float) -> bool:
         """Sets this worker's units under ``limit_name`` to ``held`` if they fit beside the live workers' and the
         server's external count (always, when ``held`` is lower than before). Alone — no other worker holding any —
         a worker may go over the ceiling, as one case with more files than the ceiling is admitted alone."""
@@ -248,7 +280,8 @@ class LedgerWorkers:
                 self.db.execute(
                     "INSERT INTO worker_holdings (worker_id, limit_name, held) VALUES (?, ?, ?) "
                     "ON CONFLICT (worker_id, limit_name) DO UPDATE SET held = excluded.held",
-                    (worker_id, limit_name, held))
+                    (worker_id, limit_name, held),
+                )
         return fits
 
     def set_external_units(self, worker_id: str, limit_name: str, *, server_count: int, lease_seconds: float) -> int:
@@ -263,12 +296,14 @@ class LedgerWorkers:
 
     def shared_units(self, limit_name: str, *, lease_seconds: float) -> dict[str, int]:
         """``{worker_id: held}`` of the live workers, and ``"external"``: what a limit's room is spent on."""
-        units = {"external": self._scalar("SELECT external FROM shared_limits WHERE limit_name = ?",
-                                          (limit_name,)) or 0}
+        units = {
+            "external": self._scalar("SELECT external FROM shared_limits WHERE limit_name = ?", (limit_name,)) or 0
+        }
         for row in self._all(
-                "SELECT h.worker_id, h.held FROM worker_holdings h JOIN workers w ON w.worker_id = h.worker_id "
-                "WHERE h.limit_name = ? AND w.stopped_at IS NULL AND w.heartbeat_at >= ? ORDER BY h.worker_id",
-                (limit_name, self.lease_clock() - lease_seconds)):
+            "SELECT h.worker_id, h.held FROM worker_holdings h JOIN workers w ON w.worker_id = h.worker_id "
+            "WHERE h.limit_name = ? AND w.stopped_at IS NULL AND w.heartbeat_at >= ? ORDER BY h.worker_id",
+            (limit_name, self.lease_clock() - lease_seconds),
+        ):
             units[row["worker_id"]] = row["held"]
         return units
 
@@ -289,15 +324,20 @@ class LedgerWorkers:
             "coalesce(sum(CASE WHEN h.worker_id <> ? AND w.stopped_at IS NULL AND w.heartbeat_at >= ? "
             "THEN h.held END), 0) AS others "
             "FROM worker_holdings h LEFT JOIN workers w ON w.worker_id = h.worker_id WHERE h.limit_name = ?",
-            (worker_id, worker_id, alive_since, limit_name))
+            (worker_id, worker_id, alive_since, limit_name),
+        )
         return (row["mine"], row["others"]) if row is not None else (0, 0)
 
     # ------------------------------------------------------------------------------------------------ one view
     def workers_view(self, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> list[WorkerRow]:
         """Every worker the job has seen, with its heartbeat age, leases, limits and last counters."""
         now = self.lease_clock()
-        leased = {row["lease_owner"]: row["n"] for row in self._all(
-            "SELECT lease_owner, count(*) AS n FROM cases WHERE lease_owner IS NOT NULL GROUP BY lease_owner")}
+        leased = {
+            row["lease_owner"]: row["n"]
+            for row in self._all(
+                "SELECT lease_owner, count(*) AS n FROM cases WHERE lease_owner IS NOT NULL GROUP BY lease_owner"
+            )
+        }
         holdings: dict[str, dict[str, int]] = {}
         for row in self._all("SELECT worker_id, limit_name, held FROM worker_holdings"):
             holdings.setdefault(row["worker_id"], {})[row["limit_name"]] = row["held"]
@@ -305,10 +345,20 @@ class LedgerWorkers:
         for row in self._all("SELECT * FROM workers ORDER BY worker_id"):
             age = max(now - row["heartbeat_at"], 0.0)
             stopped = row["stopped_at"] is not None
-            rows.append(WorkerRow(
-                worker_id=row["worker_id"], host=row["host"] or "", pid=row["pid"] or 0, started_at=row["started_at"],
-                seconds_since_heartbeat=age, live=not stopped and age <= lease_seconds, stopped=stopped,
-                cases_leased=leased.get(row["worker_id"], 0), api_limit=row["api_limit"],
-                imports_limit=row["imports_limit"], holdings=holdings.get(row["worker_id"], {}),
-                progress=json.loads(row["progress"]) if row["progress"] else {}))
+            rows.append(
+                WorkerRow(
+                    worker_id=row["worker_id"],
+                    host=row["host"] or "",
+                    pid=row["pid"] or 0,
+                    started_at=row["started_at"],
+                    seconds_since_heartbeat=age,
+                    live=not stopped and age <= lease_seconds,
+                    stopped=stopped,
+                    cases_leased=leased.get(row["worker_id"], 0),
+                    api_limit=row["api_limit"],
+                    imports_limit=row["imports_limit"],
+                    holdings=holdings.get(row["worker_id"], {}),
+                    progress=json.loads(row["progress"]) if row["progress"] else {},
+                )
+            )
         return rows

@@ -31,8 +31,9 @@ def pixel_ramp(shape: tuple[int, ...], dtype: str = "int16", seed: int = 0) -> n
     return values.reshape(shape).astype(dtype)
 
 
-def make_mask(path: Path, shape: tuple[int, ...] = (4, 8, 8), *, seed: int = 0,
-              values: tuple[int, ...] = (0, 1)) -> Path:
+def make_mask(
+    path: Path, shape: tuple[int, ...] = (4, 8, 8), *, seed: int = 0, values: tuple[int, ...] = (0, 1)
+) -> Path:
     """A uint8 segmentation whose voxels take only ``values`` (the seed study's airway-segmentation accepts {0, 1})."""
     ramp = pixel_ramp(shape, "int64", seed)
     mask = np.asarray(values, dtype=np.uint8)[ramp % len(values)]

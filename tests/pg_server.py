@@ -69,8 +69,10 @@ class PgServer:
     def start(cls) -> PgServer:
         bin_dir = find_bin_dir()
         if bin_dir is None:
-            raise FileNotFoundError("PostgreSQL's initdb/pg_ctl not found (install Debian's 'postgresql' package, as "
-                                    ".ci/run does, or set GCBULK_TEST_PG_BIN)")
+            raise FileNotFoundError(
+                "PostgreSQL's initdb/pg_ctl not found (install Debian's 'postgresql' package, as "
+                ".ci/run does, or set GCBULK_TEST_PG_BIN)"
+            )
         root = Path(tempfile.mkdtemp(prefix="gcbulk-pg-"))
         ids = _demote()
         if ids is not None:
@@ -82,8 +84,19 @@ class PgServer:
         for attempt in range(3):
             try:
                 # fsync off: a test server's data is thrown away; durability is PostgreSQL's business, not tested.
-                server._run("pg_ctl", "-D", str(root / "data"), "-l", str(root / "log"), "-w", "-t", "60", "-o",
-                            f"-h 127.0.0.1 -p {server.port} -k {root} -c fsync=off -c max_connections=200", "start")
+                server._run(
+                    "pg_ctl",
+                    "-D",
+                    str(root / "data"),
+                    "-l",
+                    str(root / "log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    f"-h 127.0.0.1 -p {server.port} -k {root} -c fsync=off -c max_connections=200",
+                    "start",
+                )
                 return server
             except RuntimeError:
                 if attempt == 2:
@@ -97,8 +110,15 @@ class PgServer:
                 os.setgid(self.ids[1])
                 os.setuid(self.ids[0])
 
-        result = subprocess.run([str(self.bin_dir / program), *args], capture_output=True, text=True,
-                                preexec_fn=demote, cwd=self.root, timeout=120, check=False)
+        result = subprocess.run(
+            [str(self.bin_dir / program), *args],
+            capture_output=True,
+            text=True,
+            preexec_fn=demote,
+            cwd=self.root,
+            timeout=120,
+            check=False,
+        )
         if result.returncode != 0:
             log = (self.root / "log").read_text() if (self.root / "log").exists() else ""
             raise RuntimeError(f"{program} failed: {result.stderr or result.stdout}\n{log}")

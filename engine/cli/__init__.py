@@ -12,6 +12,15 @@ import argparse
 import importlib
 import sys
 
+from gcbulk.engine.cli.exit_codes import (  # noqa: F401 - re-exported: commands import them from here
+    EXIT_BROKEN_PIPE,
+    EXIT_CONFIG_ERROR,
+    EXIT_CRASH,
+    EXIT_KILLED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+)
+
 COMMANDS = {
     "plan": "gcbulk.engine.cli.plan",
     "status": "gcbulk.engine.cli.status",
@@ -24,15 +33,6 @@ COMMANDS = {
     "config": "gcbulk.engine.cli.config",
     "demo": "gcbulk.engine.cli.demo",
 }
-
-from gcbulk.engine.cli.exit_codes import (  # noqa: F401 - re-exported: commands import them from here
-    EXIT_BROKEN_PIPE,
-    EXIT_CONFIG_ERROR,
-    EXIT_CRASH,
-    EXIT_KILLED,
-    EXIT_OK,
-    EXIT_SOME_FAILED,
-)
 
 
 def _available_commands(only: str | None = None) -> dict[str, object]:

@@ -33,8 +33,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"gcbulk config: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({name: {"value": value, "source": source} for name, (value, source) in effective.items()},
-                         indent=2))
+        print(
+            json.dumps(
+                {name: {"value": value, "source": source} for name, (value, source) in effective.items()}, indent=2
+            )
+        )
         return 0
     width = max(len(name) for name in effective)
     print("Effective configuration (precedence: flag > environment GCBULK_* > job file > default)")

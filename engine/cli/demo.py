@@ -23,15 +23,25 @@ DEMO_USER = "editor"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", type=int, default=5, help="how many patient folders to generate (default 5)")
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "gcbulk-demo",
-                        help="where the cases, job file, ledger and logs go (default: gcbulk-demo in the system's "
-                             f"temp folder, {Path(tempfile.gettempdir()) / 'gcbulk-demo'})")
-    parser.add_argument("--metrics-address", metavar="HOST:PORT",
-                        help="serve /metrics, /healthz and /readyz here during the demo, or 'off' (env "
-                             "GCBULK_METRICS_ADDRESS; default 127.0.0.1:9464, skipped with a warning when taken)")
-    parser.add_argument("--generate-only", action="store_true",
-                        help="only write the case tree under WORKDIR/cases, adding the patient folders that are "
-                             "missing, and exit (the docker compose demo's one-shot service)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "gcbulk-demo",
+        help="where the cases, job file, ledger and logs go (default: gcbulk-demo in the system's "
+        f"temp folder, {Path(tempfile.gettempdir()) / 'gcbulk-demo'})",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz and /readyz here during the demo, or 'off' (env "
+        "GCBULK_METRICS_ADDRESS; default 127.0.0.1:9464, skipped with a warning when taken)",
+    )
+    parser.add_argument(
+        "--generate-only",
+        action="store_true",
+        help="only write the case tree under WORKDIR/cases, adding the patient folders that are "
+        "missing, and exit (the docker compose demo's one-shot service)",
+    )
 
 
 def write_case_tree(root: Path, cases: int, *, missing_only: bool = False) -> list[int]:
@@ -85,16 +95,23 @@ def run(args: argparse.Namespace) -> int:
     cases = workdir / "cases"
     if getattr(args, "generate_only", False):
         written = write_case_tree(cases, args.cases, missing_only=True)
-        print(f"gcbulk demo: wrote {len(written)} tutorial-shaped case(s) under {cases} ({args.cases} in all)",
-              file=sys.stderr)
+        print(
+            f"gcbulk demo: wrote {len(written)} tutorial-shaped case(s) under {cases} ({args.cases} in all)",
+            file=sys.stderr,
+        )
         return run_command.EXIT_OK
     if not cases.is_dir() or sum(1 for _ in cases.iterdir()) != args.cases:
         shutil.rmtree(cases, ignore_errors=True)
         write_case_tree(cases, args.cases)
         print(f"gcbulk demo: wrote {args.cases} tutorial-shaped cases under {cases}", file=sys.stderr)
     # The emulator forgets everything when it stops, so each demo starts a fresh ledger against it.
-    for stale in ("job.ledger.sqlite", "job.ledger.sqlite-wal", "job.ledger.sqlite-shm", "job.ledger.sqlite.lock",
-                  "job.events.jsonl"):
+    for stale in (
+        "job.ledger.sqlite",
+        "job.ledger.sqlite-wal",
+        "job.ledger.sqlite-shm",
+        "job.ledger.sqlite.lock",
+        "job.events.jsonl",
+    ):
         (workdir / stale).unlink(missing_ok=True)
     shutil.rmtree(workdir / "emulator", ignore_errors=True)
 
@@ -103,20 +120,31 @@ def run(args: argparse.Namespace) -> int:
         job = write_job_file(workdir, emulator.base_url, emulator.ca_file)
         # The token of the emulator's demo editor, for this process only: the job file never holds a token.
         os.environ[TOKEN_ENV] = emulator.tokens[DEMO_USER]
-        run_args = argparse.Namespace(job=job, ledger=None, events=None, token_file=None, replan=False, drain=30.0,
-                                      progress_interval=2.0, metrics_address=args.metrics_address)
+        run_args = argparse.Namespace(
+            job=job,
+            ledger=None,
+            events=None,
+            token_file=None,
+            replan=False,
+            drain=30.0,
+            progress_interval=2.0,
+            metrics_address=args.metrics_address,
+        )
         code = run_command.run(run_args)
         store = emulator.context.store
         print("\nDisplay sets in the emulator's reader study 'example-study':")
         for display_set in sorted(store.display_sets.values(), key=lambda ds: ds.order):
             values = ", ".join(
                 f"{slug} → image {store.images[v.image_pk].name} {store.images[v.image_pk].shape}"
-                for slug, v in sorted(display_set.values.items()) if v.image_pk in store.images
+                for slug, v in sorted(display_set.values.items())
+                if v.image_pk in store.images
             )
             print(f"  {display_set.title} (order {display_set.order}): {values}")
-    print(f"\nJob file:  {job}\nLedger:    {run_command.default_ledger_path(job)}"
-          f"  (inspect with: sqlite-utils tables {run_command.default_ledger_path(job)} --counts)\n"
-          f"Event log: {run_command.events_path_for(job)}\n"
-          "Run it against Grand Challenge: copy the job file, set base_url to https://grand-challenge.org/api/v1/, "
-          f"drop ca_file, set reader_study to your study's slug and {TOKEN_ENV} to your API token.")
+    print(
+        f"\nJob file:  {job}\nLedger:    {run_command.default_ledger_path(job)}"
+        f"  (inspect with: sqlite-utils tables {run_command.default_ledger_path(job)} --counts)\n"
+        f"Event log: {run_command.events_path_for(job)}\n"
+        "Run it against Grand Challenge: copy the job file, set base_url to https://grand-challenge.org/api/v1/, "
+        f"drop ca_file, set reader_study to your study's slug and {TOKEN_ENV} to your API token."
+    )
     return code

@@ -23,7 +23,6 @@ from gcbulk.redaction import redact_exception, redact_text, register_secret
 log = logging.getLogger(__name__)
 
 
-
 class RedactingStream:
     """A text stream that scrubs every write; everything else (``isatty``, ``encoding``, ``fileno``) is the
     wrapped stream's, so rich and the log handlers still see a terminal as a terminal."""
@@ -90,13 +89,19 @@ def run_guarded(command: str, handler: Callable[[], int]) -> int:
             print(f"gcbulk {command}: {redact_exception(cause)}", file=sys.stderr)
             return EXIT_CONFIG_ERROR
         if isinstance(cause, GcbulkError):  # the server's answer, not gcbulk, is at fault: a rerun may succeed
-            print(f"gcbulk {command}: stopped on an unexpected error: {type(cause).__name__}: "
-                  f"{redact_exception(cause)}. The server may have answered something gcbulk does not understand; "
-                  "run it again to resume, and report this if it repeats", file=sys.stderr)
+            print(
+                f"gcbulk {command}: stopped on an unexpected error: {type(cause).__name__}: "
+                f"{redact_exception(cause)}. The server may have answered something gcbulk does not understand; "
+                "run it again to resume, and report this if it repeats",
+                file=sys.stderr,
+            )
             return EXIT_SOME_FAILED
         # Anything else is a bug (or a server answer no check caught): one line and an exit code of its own,
         # distinct from "cases failed" (1); the traceback goes to the debug log above, redacted like every record.
-        print(f"gcbulk {command}: internal error ({type(cause).__name__}: {redact_exception(cause)}); this is a bug "
-              "— every recorded step is in the ledger and a rerun resumes. Run with --log-level DEBUG for the "
-              "traceback, and please report it.", file=sys.stderr)
+        print(
+            f"gcbulk {command}: internal error ({type(cause).__name__}: {redact_exception(cause)}); this is a bug "
+            "— every recorded step is in the ledger and a rerun resumes. Run with --log-level DEBUG for the "
+            "traceback, and please report it.",
+            file=sys.stderr,
+        )
         return EXIT_CRASH

@@ -37,29 +37,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="show the plan and its diff; write nothing")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--offline", action="store_true", help="skip checking socket slugs on the server")
-    parser.add_argument("--sockets", type=Path, metavar="FILE",
-                        help="the job's sockets as JSON (a list, or the components/interfaces/ page): with "
-                             "--offline, checks masks and JSON values against them without asking the server")
-    parser.add_argument("--no-content-checks", action="store_true",
-                        help="skip reading masks, image headers and JSON files (the server's own checks)")
-    parser.add_argument("--redact-titles", action="store_true",
-                        help="show a hash of each case title (also: cases.redact_titles in the job file)")
-    parser.add_argument("--show-cases", type=int, default=0, metavar="N",
-                        help="list the first N cases with the files each socket takes (--json lists them all)")
+    parser.add_argument(
+        "--sockets",
+        type=Path,
+        metavar="FILE",
+        help="the job's sockets as JSON (a list, or the components/interfaces/ page): with "
+        "--offline, checks masks and JSON values against them without asking the server",
+    )
+    parser.add_argument(
+        "--no-content-checks",
+        action="store_true",
+        help="skip reading masks, image headers and JSON files (the server's own checks)",
+    )
+    parser.add_argument(
+        "--redact-titles",
+        action="store_true",
+        help="show a hash of each case title (also: cases.redact_titles in the job file)",
+    )
+    parser.add_argument(
+        "--show-cases",
+        type=int,
+        default=0,
+        metavar="N",
+        help="list the first N cases with the files each socket takes (--json lists them all)",
+    )
     add_strict_argument(parser)
-    parser.add_argument("--adopt-existing", action="store_true", default=None,
-                        help="cases whose title already names a display set this job did not make take that display "
-                             "set over: only sockets without a value are filled, never one with answers (env "
-                             "GCBULK_ADOPT_EXISTING)")
+    parser.add_argument(
+        "--adopt-existing",
+        action="store_true",
+        default=None,
+        help="cases whose title already names a display set this job did not make take that display "
+        "set over: only sockets without a value are filled, never one with answers (env "
+        "GCBULK_ADOPT_EXISTING)",
+    )
     add_ledger_argument(parser)
-    parser.add_argument("--token-file", type=Path, help="read the API token from this file instead of "
-                                                         "$GRAND_CHALLENGE_AUTHORIZATION")
+    parser.add_argument(
+        "--token-file", type=Path, help="read the API token from this file instead of $GRAND_CHALLENGE_AUTHORIZATION"
+    )
 
 
 def add_strict_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--strict", action="store_true",
-                        help="all or nothing: any blocking finding holds back every case (default: a blocked case "
-                             "is skipped and the others run)")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="all or nothing: any blocking finding holds back every case (default: a blocked case "
+        "is skipped and the others run)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,9 +92,12 @@ def run(args: argparse.Namespace) -> int:
         config = resolved.job
         catalogue = server_titles = None
         if not args.offline:
-            catalogue, server_titles = fetch_catalogue(config, resolved.require_token(),
-                                                       with_sockets=args.sockets is None,
-                                                       with_titles=not resolved.adopt_existing)
+            catalogue, server_titles = fetch_catalogue(
+                config,
+                resolved.require_token(),
+                with_sockets=args.sockets is None,
+                with_titles=not resolved.adopt_existing,
+            )
         if args.sockets is not None:
             catalogue = load_catalogue(args.sockets, config)
     except ConfigurationError as exc:
@@ -93,25 +119,36 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run and not ledger_exists(ledger_path):
             with tempfile.TemporaryDirectory(prefix="gcbulk-plan-") as scratch:
                 with Ledger.open(Path(scratch) / "scratch.ledger.sqlite", config.binding) as ledger:
-                    report = plan_into_ledger(config, ledger, catalogue=catalogue, dry_run=True,
-                                              strict=args.strict, keep_cases=keep_cases,
-                                              check_content=not args.no_content_checks, server_titles=server_titles)
+                    report = plan_into_ledger(
+                        config,
+                        ledger,
+                        catalogue=catalogue,
+                        dry_run=True,
+                        strict=args.strict,
+                        keep_cases=keep_cases,
+                        check_content=not args.no_content_checks,
+                        server_titles=server_titles,
+                    )
                 report.ledger_path = None  # the scratch ledger is gone; there was no ledger to compare with
         else:
             with Ledger.open(ledger_path, config.binding, job_file=config.job_file) as ledger:
-                report = plan_into_ledger(config, ledger, catalogue=catalogue, dry_run=args.dry_run,
-                                          strict=args.strict, keep_cases=keep_cases,
-                                          check_content=not args.no_content_checks, server_titles=server_titles)
+                report = plan_into_ledger(
+                    config,
+                    ledger,
+                    catalogue=catalogue,
+                    dry_run=args.dry_run,
+                    strict=args.strict,
+                    keep_cases=keep_cases,
+                    check_content=not args.no_content_checks,
+                    server_titles=server_titles,
+                )
     except LedgerError as exc:
         print(f"gcbulk plan: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
-        print_report(report, show_cases=args.show_cases,
-                     redact_titles=args.redact_titles or config.cases.redact_titles)
+        print_report(report, show_cases=args.show_cases, redact_titles=args.redact_titles or config.cases.redact_titles)
     if report.blocking:
         return EXIT_CONFIG_ERROR
     return EXIT_SOME_FAILED if report.partly_blocked else EXIT_OK
-
-

@@ -24,15 +24,26 @@ HELP = "set the order of a reader study's display sets in bulk (from a CSV, or b
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reader-study", metavar="SLUG",
-                        help="the study's slug (env GCBULK_READER_STUDY; default: the --job file's)")
+    parser.add_argument(
+        "--reader-study", metavar="SLUG", help="the study's slug (env GCBULK_READER_STUDY; default: the --job file's)"
+    )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--from", dest="from_csv", type=Path, metavar="CSV",
-                        help="a CSV with 'order' and 'pk' (or 'title') columns, e.g. an edited display_sets.csv")
-    source.add_argument("--by", choices=BY_CHOICES,
-                        help="order 10, 20, 30 … by title; natural-title puts case2 before case10")
-    parser.add_argument("--ledger", type=Path, metavar="PATH",
-                        help="where progress is kept (default: <slug>.reorder.sqlite in the current folder)")
+    source.add_argument(
+        "--from",
+        dest="from_csv",
+        type=Path,
+        metavar="CSV",
+        help="a CSV with 'order' and 'pk' (or 'title') columns, e.g. an edited display_sets.csv",
+    )
+    source.add_argument(
+        "--by", choices=BY_CHOICES, help="order 10, 20, 30 … by title; natural-title puts case2 before case10"
+    )
+    parser.add_argument(
+        "--ledger",
+        type=Path,
+        metavar="PATH",
+        help="where progress is kept (default: <slug>.reorder.sqlite in the current folder)",
+    )
     parser.add_argument("--concurrency", type=int, default=8, metavar="N", help="PATCH requests in flight")
     add_connection_arguments(parser)
 
@@ -51,8 +62,13 @@ def run(args: argparse.Namespace) -> int:
     slug = server.reader_study
 
     async def main() -> int:
-        summary = await reorder_study(server, by=args.by, from_csv=args.from_csv,
-                                      ledger=args.ledger or default_ledger_path(slug), concurrency=args.concurrency)
+        summary = await reorder_study(
+            server,
+            by=args.by,
+            from_csv=args.from_csv,
+            ledger=args.ledger or default_ledger_path(slug),
+            concurrency=args.concurrency,
+        )
         print("\n".join(summary.lines()))
         return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 

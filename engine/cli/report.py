@@ -30,8 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job", type=Path, help="the job file (TOML)")
     parser.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json")
     parser.add_argument("--out", type=Path, help="write here instead of stdout")
-    parser.add_argument("--redact-titles", action="store_true",
-                        help="show a hash of each title and folder instead (also: cases.redact_titles in the job)")
+    parser.add_argument(
+        "--redact-titles",
+        action="store_true",
+        help="show a hash of each title and folder instead (also: cases.redact_titles in the job)",
+    )
     add_ledger_argument(parser)
 
 

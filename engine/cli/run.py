@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 import anyio
+
 from gcbulk.engine import settings
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_KILLED, EXIT_OK, EXIT_SOME_FAILED
 from gcbulk.engine.cli.plan import add_strict_argument
@@ -44,21 +45,38 @@ from gcbulk.state.ledger import LedgerError, default_ledger_path
 HELP = "Run a job: plan it if needed, upload every case, create its display set and wait for the imports."
 _SHOW_FAILED = 50
 
-__all__ = ["EXIT_CONFIG_ERROR", "EXIT_KILLED", "EXIT_OK", "EXIT_SOME_FAILED", "add_arguments", "default_ledger_path",
-           "events_path_for", "run"]
+__all__ = [
+    "EXIT_CONFIG_ERROR",
+    "EXIT_KILLED",
+    "EXIT_OK",
+    "EXIT_SOME_FAILED",
+    "add_arguments",
+    "default_ledger_path",
+    "events_path_for",
+    "run",
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job", type=Path, help="the job file (TOML)")
-    parser.add_argument("--follow", action="store_true",
-                        help="keep running (a container's mode): pick up new case folders every --poll-interval, "
-                             "retry failed cases with growing backoff, wait out outages; stop with SIGTERM")
-    parser.add_argument("--replan", action="store_true",
-                        help="kept for scripts: every run walks the case tree again (new, changed and vanished "
-                             "case folders are picked up; unchanged ones cost a stat)")
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep running (a container's mode): pick up new case folders every --poll-interval, "
+        "retry failed cases with growing backoff, wait out outages; stop with SIGTERM",
+    )
+    parser.add_argument(
+        "--replan",
+        action="store_true",
+        help="kept for scripts: every run walks the case tree again (new, changed and vanished "
+        "case folders are picked up; unchanged ones cost a stat)",
+    )
     add_strict_argument(parser)
-    parser.add_argument("--redact-titles", action="store_true",
-                        help="logs and events show a hash of each title (also: cases.redact_titles in the job file)")
+    parser.add_argument(
+        "--redact-titles",
+        action="store_true",
+        help="logs and events show a hash of each title (also: cases.redact_titles in the job file)",
+    )
     settings.add_arguments(parser)
 
 
@@ -66,36 +84,42 @@ def events_path_for(job_file: Path) -> Path:
     return job_file.with_name(f"{job_file.stem}.events.jsonl")
 
 
-def _print_outcome(outcome: RunOutcome, ledger_shown: str, events_path: Path, blocked: list[str] = (),
-                   redact: bool = False) -> None:
+def _print_outcome(
+    outcome: RunOutcome, ledger_shown: str, events_path: Path, blocked: list[str] = (), redact: bool = False
+) -> None:
     def shown(title: str) -> str:
         return redacted(title) if redact else title
 
     if outcome.stats is not None:
         print(f"gcbulk run: {format_progress_line(outcome.stats)}", file=sys.stderr)
     if blocked:
-        print(f"gcbulk run: {len(blocked)} case(s) blocked by their findings and skipped (the plan above says why):",
-              file=sys.stderr)
+        print(
+            f"gcbulk run: {len(blocked)} case(s) blocked by their findings and skipped (the plan above says why):",
+            file=sys.stderr,
+        )
         for title in blocked[:_SHOW_FAILED]:
             print(f"  {shown(title)}", file=sys.stderr)
         if len(blocked) > _SHOW_FAILED:
             print(f"  … and {len(blocked) - _SHOW_FAILED} more ('gcbulk status' lists them all)", file=sys.stderr)
         print("  fix the findings; the next 'gcbulk run' plans them again", file=sys.stderr)
     if outcome.requeued:
-        print(f"gcbulk run: {len(outcome.requeued)} case(s) the server no longer had were sent again:",
-              file=sys.stderr)
+        print(f"gcbulk run: {len(outcome.requeued)} case(s) the server no longer had were sent again:", file=sys.stderr)
         for title, reason in outcome.requeued[:_SHOW_FAILED]:
             print(f"  {shown(title)}: {scrub(reason, title) if redact else reason}", file=sys.stderr)
     if outcome.orphans_aborted:
-        print(f"gcbulk run: aborted {outcome.orphans_aborted} empty upload(s) left on the server by creates whose "
-              "answer was lost", file=sys.stderr)
+        print(
+            f"gcbulk run: aborted {outcome.orphans_aborted} empty upload(s) left on the server by creates whose "
+            "answer was lost",
+            file=sys.stderr,
+        )
     if outcome.failed:
         print(f"gcbulk run: {len(outcome.failed)} case(s) failed:", file=sys.stderr)
         for title, reason in outcome.failed[:_SHOW_FAILED]:
             print(f"  {shown(title)}: {scrub(reason, title) if redact else reason}", file=sys.stderr)
         if len(outcome.failed) > _SHOW_FAILED:
-            print(f"  … and {len(outcome.failed) - _SHOW_FAILED} more ('gcbulk status' lists them all)",
-                  file=sys.stderr)
+            print(
+                f"  … and {len(outcome.failed) - _SHOW_FAILED} more ('gcbulk status' lists them all)", file=sys.stderr
+            )
         print("  fix what the reasons say, then 'gcbulk retry-failed' queues them again", file=sys.stderr)
     print(f"gcbulk run: ledger {ledger_shown}, events {events_path}", file=sys.stderr)
 
@@ -107,8 +131,12 @@ def run(args: argparse.Namespace) -> int:
     follow_mode = getattr(args, "follow", False)
     # One-shot runs keep their human lines (plan report, progress, outcome) on stderr; the container's follow mode
     # has the summary event on stdout instead.
-    log_setup = logs.configure(resolved.log_level, resolved.log_format, secrets=[resolved.token or ""],
-                               progress_stream=None if follow_mode else sys.stderr)
+    log_setup = logs.configure(
+        resolved.log_level,
+        resolved.log_format,
+        secrets=[resolved.token or ""],
+        progress_stream=None if follow_mode else sys.stderr,
+    )
     try:
         return _run(args, resolved, JobService(resolved, display=log_setup.display))
     finally:
@@ -125,8 +153,11 @@ def _run(args: argparse.Namespace, resolved: settings.RunSettings, service: JobS
     except PlanBlocked:
         return EXIT_CONFIG_ERROR
     except AuthenticationFailed:
-        print("gcbulk run: the server refused the API token (401); set a valid token in "
-              "$GRAND_CHALLENGE_AUTHORIZATION, $GCBULK_TOKEN_FILE or --token-file", file=sys.stderr)
+        print(
+            "gcbulk run: the server refused the API token (401); set a valid token in "
+            "$GRAND_CHALLENGE_AUTHORIZATION, $GCBULK_TOKEN_FILE or --token-file",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG_ERROR
     except (ConfigurationError, LedgerError) as exc:
         print(f"gcbulk run: {exc}", file=sys.stderr)
@@ -140,7 +171,9 @@ def _run(args: argparse.Namespace, resolved: settings.RunSettings, service: JobS
     if outcome is None or outcome.interrupted:
         print("gcbulk run: stopped; everything sent so far is recorded — run it again to resume", file=sys.stderr)
         if outcome is not None:
-            _print_outcome(outcome, resolved.ledger_shown, resolved.events, service.blocked_cases, service.redact_titles)
+            _print_outcome(
+                outcome, resolved.ledger_shown, resolved.events, service.blocked_cases, service.redact_titles
+            )
         return EXIT_OK
     _print_outcome(outcome, resolved.ledger_shown, resolved.events, service.blocked_cases, service.redact_titles)
     # Blocked cases are not done either: exit 1, as for failed ones, so a script sees the job is not complete.

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_SOME_FAILED
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import (
@@ -23,6 +24,8 @@ from gcbulk.engine.gc.errors import (
     GcbulkError,
 )
 from gcbulk.engine.jobfile import TOKEN_ENV
+from gcbulk.engine.service import logs
+from gcbulk.engine.service.log_format import SecretRedactor
 from gcbulk.engine.settings import (
     DEFAULT,
     DEFAULT_BASE_URL,
@@ -31,30 +34,42 @@ from gcbulk.engine.settings import (
     resolve,
     resolve_server,
 )
-from gcbulk.engine.service import logs
-from gcbulk.engine.service.log_format import SecretRedactor
 from gcbulk.state.ledger import LedgerError
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--job", type=Path, metavar="JOB.toml",
-                        help="take the server, CA file and reader study from this job file (as 'gcbulk run' does)")
-    parser.add_argument("--base-url",
-                        help=f"the API root, ending in /api/v1/ (env GCBULK_BASE_URL; default: the job's, else "
-                             f"{DEFAULT_BASE_URL})")
-    parser.add_argument("--token-file", type=Path,
-                        help=f"a file holding the API token (env GCBULK_TOKEN_FILE; default: ${TOKEN_ENV})")
-    parser.add_argument("--ca-file", type=Path,
-                        help="a PEM file of CA certificates to trust, for a private server (env GCBULK_CA_FILE)")
+    parser.add_argument(
+        "--job",
+        type=Path,
+        metavar="JOB.toml",
+        help="take the server, CA file and reader study from this job file (as 'gcbulk run' does)",
+    )
+    parser.add_argument(
+        "--base-url",
+        help=f"the API root, ending in /api/v1/ (env GCBULK_BASE_URL; default: the job's, else {DEFAULT_BASE_URL})",
+    )
+    parser.add_argument(
+        "--token-file", type=Path, help=f"a file holding the API token (env GCBULK_TOKEN_FILE; default: ${TOKEN_ENV})"
+    )
+    parser.add_argument(
+        "--ca-file", type=Path, help="a PEM file of CA certificates to trust, for a private server (env GCBULK_CA_FILE)"
+    )
 
 
 def server_from_args(command: str, args: argparse.Namespace) -> ServerSettings:
     """The connection the flags, the environment and ``--job`` name; says so on stderr when nothing named a server."""
-    server = resolve_server(job_file=args.job, base_url=args.base_url, ca_file=args.ca_file,
-                            reader_study=args.reader_study, token_file=args.token_file)
+    server = resolve_server(
+        job_file=args.job,
+        base_url=args.base_url,
+        ca_file=args.ca_file,
+        reader_study=args.reader_study,
+        token_file=args.token_file,
+    )
     if server.sources["base_url"] == DEFAULT:
-        print(f"gcbulk {command}: using {server.base_url} (no --base-url, GCBULK_BASE_URL or --job given)",
-              file=sys.stderr)
+        print(
+            f"gcbulk {command}: using {server.base_url} (no --base-url, GCBULK_BASE_URL or --job given)",
+            file=sys.stderr,
+        )
     return server
 
 
@@ -84,8 +99,9 @@ def job_settings_with_token(command: str, args: argparse.Namespace) -> RunSettin
 
 
 def client_for(server: ServerSettings, **options: Any) -> GrandChallengeClient:
-    return GrandChallengeClient(base_url=server.base_url, token=server.require_token(), ca_file=server.ca_file,
-                                **options)
+    return GrandChallengeClient(
+        base_url=server.base_url, token=server.require_token(), ca_file=server.ca_file, **options
+    )
 
 
 def configure_command_logging() -> None:
@@ -107,8 +123,10 @@ def run_against_server(command: str, main: Callable[[], Awaitable[int]]) -> int:
     try:
         return anyio.run(main)
     except AuthenticationFailed:
-        print(f"gcbulk {command}: the server rejected the API token (401); check {TOKEN_ENV} or --token-file",
-              file=sys.stderr)
+        print(
+            f"gcbulk {command}: the server rejected the API token (401); check {TOKEN_ENV} or --token-file",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG_ERROR
     except (ConfigurationError, LedgerError) as error:
         print(f"gcbulk {command}: {error}", file=sys.stderr)

@@ -22,27 +22,49 @@ from gcbulk.state.ledger import Ledger, LedgerError
 HELP = "Show a job's progress from its ledger: counts by state and the cases that need attention."
 _SHOW = 50
 _SERVER_TIMEOUT_SECONDS = 15
-_KINDS = (("case", "cases"), ("display_set", "display sets"), ("item", "values"), ("upload", "uploads"),
-          ("part", "parts"))
+_KINDS = (
+    ("case", "cases"),
+    ("display_set", "display sets"),
+    ("item", "values"),
+    ("upload", "uploads"),
+    ("part", "parts"),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job", type=Path, help="the job file (TOML)")
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
-    parser.add_argument("--redact-titles", action="store_true",
-                        help="show a hash of each title and folder instead (also: cases.redact_titles in the job)")
+    parser.add_argument(
+        "--redact-titles",
+        action="store_true",
+        help="show a hash of each title and folder instead (also: cases.redact_titles in the job)",
+    )
     add_ledger_argument(parser)
-    parser.add_argument("--offline", action="store_true",
-                        help="read only the ledger; do not ask the server how many uploads the account holds")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="read only the ledger; do not ask the server how many uploads the account holds",
+    )
 
 
 def _redact_row(row: dict[str, Any]) -> dict[str, Any]:
     names = (row["title"], row["folder"])
-    return {**row, "title": redacted(row["title"]), "folder": redacted(row["folder"]),
-            "last_error": scrub(row["last_error"], *names),
-            "findings": [{**f, "message": scrub(f.get("message"), *names), "path": scrub(f.get("path"), *names),
-                          "files": [scrub(p, *names) for p in f.get("files", [])],
-                          **({"case": redacted(f["case"])} if f.get("case") else {})} for f in row["findings"]]}
+    return {
+        **row,
+        "title": redacted(row["title"]),
+        "folder": redacted(row["folder"]),
+        "last_error": scrub(row["last_error"], *names),
+        "findings": [
+            {
+                **f,
+                "message": scrub(f.get("message"), *names),
+                "path": scrub(f.get("path"), *names),
+                "files": [scrub(p, *names) for p in f.get("files", [])],
+                **({"case": redacted(f["case"])} if f.get("case") else {}),
+            }
+            for f in row["findings"]
+        ],
+    }
 
 
 def collect_status(ledger: Ledger, *, limit: int | None = None, redact: bool = False) -> dict[str, Any]:
@@ -72,12 +94,22 @@ def collect_status(ledger: Ledger, *, limit: int | None = None, redact: bool = F
 def worker_rows(ledger: Ledger) -> list[dict[str, Any]]:
     """The job's workers as the ledger knows them (several on a PostgreSQL ledger): the live ones, and those that
     stopped or fell silent, with their leases, limits and last published counters."""
-    return [{"worker_id": row.worker_id, "host": row.host, "pid": row.pid,
-             "status": "live" if row.live else "stopped" if row.stopped else "silent",
-             "seconds_since_heartbeat": round(row.seconds_since_heartbeat, 1), "cases_leased": row.cases_leased,
-             "api_limit": row.api_limit, "imports_limit": row.imports_limit, "holdings": dict(row.holdings),
-             "files_done": row.progress.get("files_done"), "bytes_done": row.progress.get("bytes_done")}
-            for row in ledger.workers_view()]
+    return [
+        {
+            "worker_id": row.worker_id,
+            "host": row.host,
+            "pid": row.pid,
+            "status": "live" if row.live else "stopped" if row.stopped else "silent",
+            "seconds_since_heartbeat": round(row.seconds_since_heartbeat, 1),
+            "cases_leased": row.cases_leased,
+            "api_limit": row.api_limit,
+            "imports_limit": row.imports_limit,
+            "holdings": dict(row.holdings),
+            "files_done": row.progress.get("files_done"),
+            "bytes_done": row.progress.get("bytes_done"),
+        }
+        for row in ledger.workers_view()
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,6 +139,7 @@ def server_upload_count(args: argparse.Namespace) -> dict[str, Any]:
     """The account's uploads as the server counts them (contract §1: what its 2000 cap counts, other tools' and lost
     creates included), next to the ledger's own; unknown, with the reason, when the server cannot be asked."""
     import anyio
+
     from gcbulk.engine.gc.client import GrandChallengeClient
     from gcbulk.engine.gc.errors import GcbulkError
     from gcbulk.engine.gc.retry import RetryPolicy
@@ -120,8 +153,12 @@ def server_upload_count(args: argparse.Namespace) -> dict[str, Any]:
     async def count() -> int:
         # status answers at once or says why not: two quick tries, and a bound on the whole question.
         with anyio.fail_after(_SERVER_TIMEOUT_SECONDS):
-            async with GrandChallengeClient(base_url=resolved.job.base_url, token=token, ca_file=resolved.job.ca_file,
-                                            retry_policy=RetryPolicy(attempts_per_item=2, max_delay=1.0)) as client:
+            async with GrandChallengeClient(
+                base_url=resolved.job.base_url,
+                token=token,
+                ca_file=resolved.job.ca_file,
+                retry_policy=RetryPolicy(attempts_per_item=2, max_delay=1.0),
+            ) as client:
                 return await client.count_uploads()
 
     try:
@@ -143,8 +180,10 @@ def print_status(status: dict[str, Any], attention_total: int, out: Any = None) 
         print(f"  {label:<13} {total:>8}  {detail}", file=out)
     print(f"  live uploads: {status['live_uploads']} of this job (ledger)", file=out, end="")
     if status.get("server_live_uploads") is not None:
-        print(f"; {status['server_live_uploads']} on the server for this account (it refuses more than "
-              f"{UPLOAD_CAP})", file=out)
+        print(
+            f"; {status['server_live_uploads']} on the server for this account (it refuses more than {UPLOAD_CAP})",
+            file=out,
+        )
     elif status.get("server_live_uploads_error"):
         print(f"; on the server: unknown ({status['server_live_uploads_error']})", file=out)
     else:
@@ -173,5 +212,8 @@ def print_workers(workers: list[dict[str, Any]], out: Any) -> None:
     print(f"Workers: {len(live)} live" + (f", {gone} stopped or silent" if gone else ""), file=out)
     for w in live:
         held = ", ".join(f"{name} {n}" for name, n in sorted(w["holdings"].items())) or "none"
-        print(f"  {w['worker_id']:<24} {w['cases_leased']:>4} cases leased, heartbeat {w['seconds_since_heartbeat']:.0f}"
-              f" s ago, limits api {w['api_limit']} imports {w['imports_limit']}, holding {held}", file=out)
+        print(
+            f"  {w['worker_id']:<24} {w['cases_leased']:>4} cases leased, heartbeat {w['seconds_since_heartbeat']:.0f}"
+            f" s ago, limits api {w['api_limit']} imports {w['imports_limit']}, holding {held}",
+            file=out,
+        )

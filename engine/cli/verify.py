@@ -29,8 +29,11 @@ _SHOW = 50
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job", type=Path, help="the job file (TOML)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--redact-titles", action="store_true",
-                        help="show a hash of each title (also: cases.redact_titles in the job file)")
+    parser.add_argument(
+        "--redact-titles",
+        action="store_true",
+        help="show a hash of each title (also: cases.redact_titles in the job file)",
+    )
     settings.add_arguments(parser)
 
 
@@ -77,5 +80,7 @@ def _print(result: object, *, as_json: bool, redact: bool) -> None:
     else:
         print("The server holds everything the ledger says it does.")
     if data["orphan_uploads_looked_for"]:
-        print(f"Uploads whose create answer was lost: {data['orphan_uploads_looked_for']} looked for, "
-              f"{data['orphan_uploads_aborted']} found on the server and aborted.")
+        print(
+            f"Uploads whose create answer was lost: {data['orphan_uploads_looked_for']} looked for, "
+            f"{data['orphan_uploads_aborted']} found on the server and aborted."
+        )

@@ -126,8 +126,7 @@ def stage_set(key: str, sources: list[str], staging_root: Path) -> StagedSet:
         except Exception as exc:  # pydicom raises many kinds on a damaged file; each means "cannot send this"
             shutil.rmtree(partial, ignore_errors=True)
             raise StagingError(f"{source}: could not be de-identified ({type(exc).__name__}: {exc})") from None
-        staged.append(StagedFile(source, stat.st_size, stat.st_mtime_ns, name, target.stat().st_size,
-                                 _sha256(target)))
+        staged.append(StagedFile(source, stat.st_size, stat.st_mtime_ns, name, target.stat().st_size, _sha256(target)))
     manifest = {"key": key, "files": [asdict(f) for f in staged]}
     (partial / MANIFEST).write_text(json.dumps(manifest))
     os.replace(partial, folder)  # the set appears whole or not at all
@@ -147,8 +146,9 @@ def _stage_one(job: tuple[str, list[str], str]) -> StagedSet | StagingError:
         return exc
 
 
-def stage_sets(sets: Iterable[tuple[str, list[str]]], staging_root: Path, *, budget_bytes: int,
-               workers: int | None = None) -> Iterator[StagedSet | StagingError]:
+def stage_sets(
+    sets: Iterable[tuple[str, list[str]]], staging_root: Path, *, budget_bytes: int, workers: int | None = None
+) -> Iterator[StagedSet | StagingError]:
     """Stages many sets in a process pool, in order, never holding more than ``budget_bytes`` of sources in flight
     (staged files are about the size of their sources). A set larger than the budget alone is a StagingError."""
     workers = workers or os.cpu_count() or 1
@@ -159,8 +159,10 @@ def stage_sets(sets: Iterable[tuple[str, list[str]]], staging_root: Path, *, bud
         for key, sources in pending:
             size = sum(os.stat(s).st_size for s in sources)
             if size > budget_bytes:
-                yield StagingError(f"image set {key} has {size} bytes of DICOM, more than the staging budget of "
-                                   f"{budget_bytes} bytes; raise the budget")
+                yield StagingError(
+                    f"image set {key} has {size} bytes of DICOM, more than the staging budget of "
+                    f"{budget_bytes} bytes; raise the budget"
+                )
                 continue
             while in_flight and held + size > budget_bytes:
                 done_size, future = in_flight.pop(0)

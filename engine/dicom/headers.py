@@ -21,8 +21,17 @@ from gcbulk.engine.dicom.pool import dicom_pool
 
 # The tags read from each file; everything else, pixel data above all, is skipped by pydicom.
 HEADER_TAGS = (
-    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "Modality",
-    "SeriesDescription", "SeriesNumber", "InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "PatientID",
+    "Modality",
+    "SeriesDescription",
+    "SeriesNumber",
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
 )
 _PREAMBLE = 128
 _CHUNK = 256  # files per pool task
@@ -46,10 +55,15 @@ class DicomHeader:
 
     def field(self, name: str) -> str:
         """A header field by the name a job file's rule uses (``Modality``, ``SeriesDescription``, …)."""
-        value = {"Modality": self.modality, "SeriesDescription": self.series_description,
-                 "SeriesNumber": self.series_number, "PatientID": self.patient_id,
-                 "SOPClassUID": self.sop_class_uid, "StudyInstanceUID": self.study_uid,
-                 "SeriesInstanceUID": self.series_uid}.get(name)
+        value = {
+            "Modality": self.modality,
+            "SeriesDescription": self.series_description,
+            "SeriesNumber": self.series_number,
+            "PatientID": self.patient_id,
+            "SOPClassUID": self.sop_class_uid,
+            "StudyInstanceUID": self.study_uid,
+            "SeriesInstanceUID": self.series_uid,
+        }.get(name)
         return "" if value is None else str(value)
 
 
@@ -89,24 +103,31 @@ def read_header(path: str) -> DicomHeader | NotDicom:
         preamble = has_preamble(path)
         with warnings.catch_warnings():  # a forced parse of a non-DICOM file warns about its "VR": not news here
             warnings.simplefilter("ignore")
-            dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS),
-                                      force=not preamble)
+            dataset = pydicom.dcmread(
+                path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS), force=not preamble
+            )
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
         return NotDicom(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})")
     series_uid = str(dataset.get("SeriesInstanceUID", "") or "")
     sop_class = str(dataset.get("SOPClassUID", "") or "")
     if not preamble and not (series_uid and sop_class):
-        return NotDicom(path, "not DICOM: no preamble, and no SOP Class / Series Instance UID in what parses as a "
-                              "header")
+        return NotDicom(
+            path, "not DICOM: no preamble, and no SOP Class / Series Instance UID in what parses as a header"
+        )
     if not series_uid:
         return NotDicom(path, "it has no SeriesInstanceUID")
     position = _floats(dataset.get("ImagePositionPatient"), 3)
     return DicomHeader(
-        path=path, sop_class_uid=sop_class, sop_instance_uid=str(dataset.get("SOPInstanceUID", "") or ""),
-        study_uid=str(dataset.get("StudyInstanceUID", "") or ""), series_uid=series_uid,
-        patient_id=str(dataset.get("PatientID", "") or ""), modality=str(dataset.get("Modality", "") or ""),
+        path=path,
+        sop_class_uid=sop_class,
+        sop_instance_uid=str(dataset.get("SOPInstanceUID", "") or ""),
+        study_uid=str(dataset.get("StudyInstanceUID", "") or ""),
+        series_uid=series_uid,
+        patient_id=str(dataset.get("PatientID", "") or ""),
+        modality=str(dataset.get("Modality", "") or ""),
         series_description=str(dataset.get("SeriesDescription", "") or ""),
-        series_number=_number(dataset.get("SeriesNumber")), instance_number=_number(dataset.get("InstanceNumber")),
+        series_number=_number(dataset.get("SeriesNumber")),
+        instance_number=_number(dataset.get("InstanceNumber")),
         position=position,  # type: ignore[arg-type]
         orientation=_floats(dataset.get("ImageOrientationPatient"), 6),
     )
@@ -116,8 +137,9 @@ def _read_chunk(paths: list[str]) -> list[DicomHeader | NotDicom]:
     return [read_header(path) for path in paths]
 
 
-def read_headers(paths: Iterable[Path | str], *, workers: int | None = None,
-                 pool: Executor | None = None) -> Iterator[DicomHeader | NotDicom]:
+def read_headers(
+    paths: Iterable[Path | str], *, workers: int | None = None, pool: Executor | None = None
+) -> Iterator[DicomHeader | NotDicom]:
     """Every file's header, in input order. ``workers``: processes (default: the cores; 1 reads in this process).
     ``pool``: a running pool of ``workers`` processes to use (the planner keeps one for all its cases, so that a
     case of a hundred slices is read in parallel too, without a pool started per case)."""
@@ -125,13 +147,13 @@ def read_headers(paths: Iterable[Path | str], *, workers: int | None = None,
     workers = workers or os.cpu_count() or 1
     if pool is not None and workers > 1 and len(files) >= 2 * _SMALL_CHUNK:
         size = max(_SMALL_CHUNK, min(_CHUNK, -(-len(files) // (2 * workers))))
-        for result in pool.map(_read_chunk, [files[i:i + size] for i in range(0, len(files), size)]):
+        for result in pool.map(_read_chunk, [files[i : i + size] for i in range(0, len(files), size)]):
             yield from result
         return
     if workers == 1 or len(files) <= _CHUNK:
         yield from _read_chunk(files)
         return
-    chunks = [files[i:i + _CHUNK] for i in range(0, len(files), _CHUNK)]
+    chunks = [files[i : i + _CHUNK] for i in range(0, len(files), _CHUNK)]
     with dicom_pool(workers) as pool:
         for result in pool.map(_read_chunk, chunks):
             yield from result

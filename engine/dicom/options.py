@@ -19,8 +19,15 @@ from typing import Any
 GiB = 1024**3
 
 # Header fields a rule may match on (globs, case-insensitive) and an image name may use: ``DicomHeader.field``.
-HEADER_FIELDS = ("Modality", "SeriesDescription", "SeriesNumber", "PatientID", "SOPClassUID", "StudyInstanceUID",
-                 "SeriesInstanceUID")
+HEADER_FIELDS = (
+    "Modality",
+    "SeriesDescription",
+    "SeriesNumber",
+    "PatientID",
+    "SOPClassUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+)
 # PatientID is matchable (to route a known phantom, say) but never part of a name Grand Challenge would show.
 NAME_FIELDS = ("socket", "title", "Modality", "SeriesDescription", "SeriesNumber")
 DEFAULT_IMAGE_NAME = "{socket}"
@@ -55,57 +62,67 @@ def render_image_name(template: str, header: Any, *, socket: str, title: str) ->
 
 def check_image_name(template: object, where: str) -> str:
     if not isinstance(template, str):
-        raise DicomOptionError(f"{where}: image_name must be a string such as \"{{SeriesDescription}}\"")
+        raise DicomOptionError(f'{where}: image_name must be a string such as "{{SeriesDescription}}"')
     try:
         fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as exc:
         raise DicomOptionError(f"{where}: image_name {template!r} is not a valid template ({exc})") from None
     unknown = [name for name in fields if name not in NAME_FIELDS]
     if unknown:
-        raise DicomOptionError(f"{where}: image_name {template!r} uses {{{unknown[0]}}}; the fields it may use are "
-                               + ", ".join(f"{{{n}}}" for n in NAME_FIELDS))
+        raise DicomOptionError(
+            f"{where}: image_name {template!r} uses {{{unknown[0]}}}; the fields it may use are "
+            + ", ".join(f"{{{n}}}" for n in NAME_FIELDS)
+        )
     return template
 
 
 def check_criteria(raw: object, where: str) -> Mapping[str, str]:
     """A rule's ``dicom = {Field = "glob", …}`` table."""
     if not isinstance(raw, Mapping):
-        raise DicomOptionError(f"{where}: dicom must be a table of header fields, e.g. dicom = {{ Modality = \"CT\" }}")
+        raise DicomOptionError(f'{where}: dicom must be a table of header fields, e.g. dicom = {{ Modality = "CT" }}')
     criteria = {}
     for name, pattern in raw.items():
         if name not in HEADER_FIELDS:
-            raise DicomOptionError(f"{where}: dicom.{name} is not a header field gcbulk reads; use one of "
-                                   + ", ".join(HEADER_FIELDS))
+            raise DicomOptionError(
+                f"{where}: dicom.{name} is not a header field gcbulk reads; use one of " + ", ".join(HEADER_FIELDS)
+            )
         if isinstance(pattern, bool) or not isinstance(pattern, str | int):
-            raise DicomOptionError(f"{where}: dicom.{name} must be a string (a glob such as \"*lung*\") or a number")
+            raise DicomOptionError(f'{where}: dicom.{name} must be a string (a glob such as "*lung*") or a number')
         criteria[name] = str(pattern)
     return MappingProxyType(criteria)
 
 
-def parse_dicom_table(raw: object, job_file: Path, image_names: Mapping[str, str],
-                      parse_size: Any) -> DicomOptions:
+def parse_dicom_table(raw: object, job_file: Path, image_names: Mapping[str, str], parse_size: Any) -> DicomOptions:
     """The ``[dicom]`` table; ``image_names`` come from the rules (socket → template)."""
     if not isinstance(raw, Mapping):
         raise DicomOptionError(f"{job_file}: [dicom] must be a table")
     known = {"deidentify", "staging", "staging_budget", "workers"}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise DicomOptionError(f"{job_file}: unknown key dicom.{unknown[0]}; the keys allowed there are "
-                               + ", ".join(sorted(known)))
+        raise DicomOptionError(
+            f"{job_file}: unknown key dicom.{unknown[0]}; the keys allowed there are " + ", ".join(sorted(known))
+        )
     deidentify = raw.get("deidentify", True)
     if not isinstance(deidentify, bool):
-        raise DicomOptionError(f"{job_file}: dicom.deidentify must be true or false (false sends the files as they "
-                               "are: only for data that is already de-identified)")
+        raise DicomOptionError(
+            f"{job_file}: dicom.deidentify must be true or false (false sends the files as they "
+            "are: only for data that is already de-identified)"
+        )
     staging = raw.get("staging")
     if staging is not None and (not isinstance(staging, str) or not staging):
         raise DicomOptionError(f"{job_file}: dicom.staging must be the path of a folder for de-identified copies")
     budget = parse_size("dicom.staging_budget", raw.get("staging_budget", DEFAULT_STAGING_BUDGET))
     if budget < 1:
-        raise DicomOptionError(f"{job_file}: dicom.staging_budget must be more than 0 bytes, e.g. \"4 GiB\"")
+        raise DicomOptionError(f'{job_file}: dicom.staging_budget must be more than 0 bytes, e.g. "4 GiB"')
     workers = raw.get("workers")
     if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
         raise DicomOptionError(f"{job_file}: dicom.workers must be a whole number of at least 1")
     return DicomOptions(
         deidentify=deidentify,
-        staging=(job_file.parent / staging).resolve() if staging else job_file.with_name(f"{job_file.stem}.dicom-staging"),
-        staging_budget=budget, workers=workers, image_names=MappingProxyType(dict(image_names)))
+        staging=(job_file.parent / staging).resolve()
+        if staging
+        else job_file.with_name(f"{job_file.stem}.dicom-staging"),
+        staging_budget=budget,
+        workers=workers,
+        image_names=MappingProxyType(dict(image_names)),
+    )

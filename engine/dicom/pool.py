@@ -51,5 +51,6 @@ def _context(start_method: str | None) -> multiprocessing.context.BaseContext:
 def dicom_pool(workers: int | None = None, *, start_method: str | None = None) -> ProcessPoolExecutor:
     """A pool of ``workers`` processes (default: the cores), started by ``start_method`` (default: forkserver where
     the platform has it, else its default)."""
-    return ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, initializer=_leave_with_owner,
-                               mp_context=_context(start_method))
+    return ProcessPoolExecutor(
+        max_workers=workers or os.cpu_count() or 1, initializer=_leave_with_owner, mp_context=_context(start_method)
+    )

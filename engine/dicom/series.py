@@ -74,8 +74,7 @@ def group_series(headers: Iterable[DicomHeader]) -> list[Series]:
 def matches(series: Series, criteria: Mapping[str, str]) -> bool:
     """Whether the series' header fields match every glob of ``criteria`` (e.g. ``{"Modality": "CT",
     "SeriesDescription": "*lung*"}``), case-insensitively."""
-    return all(fnmatch.fnmatch(series.first.field(name).lower(), pattern.lower())
-               for name, pattern in criteria.items())
+    return all(fnmatch.fnmatch(series.first.field(name).lower(), pattern.lower()) for name, pattern in criteria.items())
 
 
 def _accepted_sop_classes() -> frozenset[str] | None:
@@ -109,9 +108,14 @@ def image_set_problems(headers: Iterable[DicomHeader]) -> list[ImageSetProblem]:
             groups[value_of(header)].append(header.path)
         if len(groups) > 1:
             shown = ", ".join(f"{value or '(empty)'!s} in {len(paths)} file(s)" for value, paths in groups.items())
-            problems.append(ImageSetProblem(
-                code, f"one image set holds {len(groups)} different {what} values ({shown}); Grand Challenge "
-                      "accepts exactly one per image set", {k: tuple(v) for k, v in groups.items()}))
+            problems.append(
+                ImageSetProblem(
+                    code,
+                    f"one image set holds {len(groups)} different {what} values ({shown}); Grand Challenge "
+                    "accepts exactly one per image set",
+                    {k: tuple(v) for k, v in groups.items()},
+                )
+            )
     accepted = _accepted_sop_classes()
     if accepted is not None:
         rejected: dict[str, list[str]] = defaultdict(list)
@@ -119,9 +123,12 @@ def image_set_problems(headers: Iterable[DicomHeader]) -> list[ImageSetProblem]:
             if header.sop_class_uid not in accepted:
                 rejected[header.sop_class_uid].append(header.path)
         if rejected:
-            problems.append(ImageSetProblem(
-                "dicom-sop-class-rejected",
-                f"Grand Challenge's de-identification procedure rejects SOP class(es) {', '.join(sorted(rejected))} "
-                f"(it keeps {', '.join(sorted(accepted))}: CT, MR and whole-slide images)",
-                {k: tuple(v) for k, v in rejected.items()}))
+            problems.append(
+                ImageSetProblem(
+                    "dicom-sop-class-rejected",
+                    f"Grand Challenge's de-identification procedure rejects SOP class(es) {', '.join(sorted(rejected))} "
+                    f"(it keeps {', '.join(sorted(accepted))}: CT, MR and whole-slide images)",
+                    {k: tuple(v) for k, v in rejected.items()},
+                )
+            )
     return problems

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
+
 from gcbulk.engine.gc.errors import ConfigurationError, ResponseTooLarge
 
 # Contract §0 pages of 1000 rows stay far below this; a larger answer is a misbehaving server or proxy.
@@ -26,8 +27,10 @@ def trust_context(ca_file: Path | None) -> ssl.SSLContext:
     try:
         context.load_verify_locations(cafile=str(ca_file))
     except FileNotFoundError:
-        raise ConfigurationError(f"ca_file {ca_file} does not exist; set ca_file (or GCBULK_CA_FILE) to the PEM "
-                                 "file of the server's certificate authority") from None
+        raise ConfigurationError(
+            f"ca_file {ca_file} does not exist; set ca_file (or GCBULK_CA_FILE) to the PEM "
+            "file of the server's certificate authority"
+        ) from None
     except (ssl.SSLError, ValueError, OSError) as error:
         raise ConfigurationError(
             f"ca_file {ca_file} is not a PEM file of CA certificates ({error}); set ca_file (or GCBULK_CA_FILE) to "
@@ -40,8 +43,9 @@ async def read_capped(response: aiohttp.ClientResponse, limit: int, what: str) -
     """The body of ``response``, refusing one longer than ``limit`` bytes before it is read whole: an announced
     Content-Length is checked first, and a body without one (or lying about it) is counted as it streams."""
     if response.content_length is not None and response.content_length > limit:
-        raise ResponseTooLarge(f"{what}: the answer announces {response.content_length} bytes, more than the "
-                               f"{limit} gcbulk accepts")
+        raise ResponseTooLarge(
+            f"{what}: the answer announces {response.content_length} bytes, more than the {limit} gcbulk accepts"
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(256 * 1024):

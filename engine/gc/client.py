@@ -22,6 +22,8 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import anyio
+
+from gcbulk.engine.gc.bounded import DEFAULT_MAX_RESPONSE_BYTES, is_loopback_host, read_capped, trust_context
 from gcbulk.engine.gc.errors import (
     ApiError,
     AuthenticationFailed,
@@ -30,12 +32,11 @@ from gcbulk.engine.gc.errors import (
     GcbulkError,
     NotFound,
     UnexpectedResponse,
-    classify,
-    transport_error,
     UnsafeUrlError,
+    classify,
     is_network_error,
+    transport_error,
 )
-from gcbulk.engine.gc.bounded import DEFAULT_MAX_RESPONSE_BYTES, is_loopback_host, read_capped, trust_context
 from gcbulk.engine.gc.pacer import AdaptiveLimiter, api_policy
 from gcbulk.engine.gc.results_api import ResultsMixin
 from gcbulk.engine.gc.retry import RetryObserver, RetryPolicy, call_with_retries
@@ -96,7 +97,9 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
     ) -> None:
         parts = urlsplit(base_url)
         if not base_url.endswith("/"):
-            raise ConfigurationError(f"base URL {base_url!r} must end in '/' (e.g. https://grand-challenge.org/api/v1/)")
+            raise ConfigurationError(
+                f"base URL {base_url!r} must end in '/' (e.g. https://grand-challenge.org/api/v1/)"
+            )
         # Contract §5: gcapi insists on https; plain http is allowed only to a server on this machine (tests).
         if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback_host(parts.hostname)):
             raise ConfigurationError(f"base URL {base_url!r} must use https")
@@ -130,8 +133,9 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
 
     async def __aenter__(self) -> GrandChallengeClient:
         connector = aiohttp.TCPConnector(ssl=self._ssl_context, limit=self._connections, limit_per_host=0)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
-                                              trace_configs=self._trace_configs or None)
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=self._timeout, trace_configs=self._trace_configs or None
+        )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -151,7 +155,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
     def endpoint_key(self, method: str, url: str) -> str:
         """``"PATCH reader-studies/display-sets/{id}/"``: requests the adaptive limiter compares with each other."""
         path = urlsplit(url).path
-        relative = path[len(self._api_path):] if path.startswith(self._api_path) else path
+        relative = path[len(self._api_path) :] if path.startswith(self._api_path) else path
         return f"{method} {route_shape(relative)}"
 
     def url_for(self, path_or_url: str) -> str:
@@ -172,8 +176,9 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         async with self.api_limiter.slot(self.endpoint_key(method, url)) as slot:
             try:
                 # No redirects (contract §0: gcapi treats a 3xx as an error): the token must not follow one.
-                async with self.session.request(method, url, json=payload, params=params, headers=headers,
-                                                allow_redirects=False) as resp:
+                async with self.session.request(
+                    method, url, json=payload, params=params, headers=headers, allow_redirects=False
+                ) as resp:
                     raw = await read_capped(resp, self.max_response_bytes, f"{method} {url}")
                     status, content_type, resp_headers = resp.status, resp.content_type, dict(resp.headers)
             except Exception as exc:
@@ -239,8 +244,12 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         if not retries:
             return await attempt()
         return await call_with_retries(
-            attempt, policy=self.retry_policy, what=f"{method} {urlsplit(url).path}", reconcile=reconcile,
-            on_retry=self.on_retry, idempotent=method == "GET" if idempotent is None else idempotent,
+            attempt,
+            policy=self.retry_policy,
+            what=f"{method} {urlsplit(url).path}",
+            reconcile=reconcile,
+            on_retry=self.on_retry,
+            idempotent=method == "GET" if idempotent is None else idempotent,
         )
 
     async def iterate_all(
@@ -302,9 +311,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
                 return display_set
         return None
 
-    async def create_display_set(
-        self, reader_study_slug: str, title: str, order: int | None = None
-    ) -> dict[str, Any]:
+    async def create_display_set(self, reader_study_slug: str, title: str, order: int | None = None) -> dict[str, Any]:
         """Creates an empty display set titled ``title``, or returns the one that already has that title: the title
         is the idempotency key, so a create that may have succeeded, or that lost a race, is adopted."""
         study = await self.reader_study_by_slug(reader_study_slug)
@@ -353,9 +360,13 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
             if error.status == 400 and isinstance(error.body, dict):
                 return "reader_study" not in error.body
             raise
-        raise ApiError("POST", self.url_for("reader-studies/display-sets/"), 201,
-                       f"the server accepted a display set with a non-numeric order (pk {created.get('pk')}); "
-                       "it does not behave as Grand Challenge does")
+        raise ApiError(
+            "POST",
+            self.url_for("reader-studies/display-sets/"),
+            201,
+            f"the server accepted a display set with a non-numeric order (pk {created.get('pk')}); "
+            "it does not behave as Grand Challenge does",
+        )
 
     async def require_editor(self, reader_study_slug: str, *, consequence: str) -> None:
         """Permission before bytes: raises ConfigurationError when this token's user is not an editor of the study
@@ -371,7 +382,8 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         if not allowed:
             raise ConfigurationError(
                 f"this token's user may not add display sets to reader study {reader_study_slug!r}: the user must "
-                f"be an editor of the study (ask one of its editors to add them); {consequence}")
+                f"be an editor of the study (ask one of its editors to add them); {consequence}"
+            )
 
     async def get_display_set(self, pk: str) -> dict[str, Any]:
         return await self.request("GET", f"reader-studies/display-sets/{pk}/")
@@ -407,7 +419,11 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         return await self.request("POST", "cases/upload-sessions/", json={"uploads": upload_urls}, idempotent=True)
 
     async def create_targeted_upload_session(
-        self, upload_urls: list[str], *, display_set: str, interface: str,
+        self,
+        upload_urls: list[str],
+        *,
+        display_set: str,
+        interface: str,
         reconcile: Callable[[], Awaitable[dict[str, Any] | None]],
     ) -> dict[str, Any]:
         """``POST cases/upload-sessions/`` with ``uploads``, ``display_set`` (pk) and ``interface``: the server

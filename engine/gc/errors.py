@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import anyio
+
 from gcbulk.redaction import redact, redact_text
 
 # The body of an error is shown to the user; a huge HTML page from a proxy should not flood the log.
@@ -59,11 +60,13 @@ class TlsVerificationFailed(ConfigurationError):
     def __init__(self, method: str, url: str, cause: BaseException) -> None:
         self.method = method
         self.url = url
-        super().__init__(redact_text(
-            f"{method} {url}: the server's TLS certificate did not verify ({cause}). If the server uses a private "
-            "certificate authority, set ca_file in the job file (or GCBULK_CA_FILE, or --ca-file) to its PEM file; "
-            "it is added to the system's trusted authorities"
-        ))
+        super().__init__(
+            redact_text(
+                f"{method} {url}: the server's TLS certificate did not verify ({cause}). If the server uses a private "
+                "certificate authority, set ca_file in the job file (or GCBULK_CA_FILE, or --ca-file) to its PEM file; "
+                "it is added to the system's trusted authorities"
+            )
+        )
 
 
 class ResponseTooLarge(GcbulkError):
@@ -228,8 +231,15 @@ def first_error(exc: BaseException) -> BaseException:
             pending.extend(current.exceptions)
         else:
             leaves.append(current)
-    ranked = sorted(leaves, key=lambda e: {Disposition.STOP_RUN: 0, Disposition.FAIL_ITEM: 1, Disposition.RETRY: 1,
-                                           Disposition.INTERRUPTED: 2}[classify(e)])
+    ranked = sorted(
+        leaves,
+        key=lambda e: {
+            Disposition.STOP_RUN: 0,
+            Disposition.FAIL_ITEM: 1,
+            Disposition.RETRY: 1,
+            Disposition.INTERRUPTED: 2,
+        }[classify(e)],
+    )
     return ranked[0] if ranked else exc
 
 

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field, replace
 import anyio
 import anyio.lowlevel
 
-
 # The queue order of the requests made in this context: lowest first. The run's own calls (listing the study,
 # counting uploads) keep the default and go first; each case sets its place in the run (``case_rank``), so its
 # requests — and its files' — come before those of cases started after it.
@@ -72,8 +71,9 @@ class AimdPolicy:
 
     def __post_init__(self) -> None:
         if not 1 <= self.minimum <= self.initial <= self.maximum:
-            raise ValueError(f"need 1 <= minimum ({self.minimum}) <= initial ({self.initial}) <= maximum "
-                             f"({self.maximum})")
+            raise ValueError(
+                f"need 1 <= minimum ({self.minimum}) <= initial ({self.initial}) <= maximum ({self.maximum})"
+            )
         if not 0 < self.backoff < 1 or self.tolerance <= 1:
             raise ValueError("backoff must be in (0, 1) and tolerance above 1")
 
@@ -100,8 +100,15 @@ class AimdPolicy:
         elif in_flight >= state.current - 1:
             # Only a limit that is actually used may grow: idle headroom says nothing about the server.
             limit = min(float(self.maximum), limit + (1.0 if slow_start else 1.0 / max(limit, 1.0)))
-        return replace(state, limit=limit, floors=floors, window_floors=window_floors, samples_in_window=samples,
-                       cooldown=cooldown, slow_start=slow_start)
+        return replace(
+            state,
+            limit=limit,
+            floors=floors,
+            window_floors=window_floors,
+            samples_in_window=samples,
+            cooldown=cooldown,
+            slow_start=slow_start,
+        )
 
     def on_overload(self, state: PacerState) -> PacerState:
         """429, 503 or a timeout: back off now (once per cooldown)."""
@@ -150,8 +157,13 @@ class AdaptiveLimiter:
     the server's bottleneck — instead of being spread over every case in flight (see ``request_rank``).
     """
 
-    def __init__(self, policy: AimdPolicy, *, clock: Callable[[], float] = time.monotonic,
-                 on_change: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        policy: AimdPolicy,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[int], None] | None = None,
+    ) -> None:
         self.policy = policy
         self.state = policy.start()
         self.in_flight = 0

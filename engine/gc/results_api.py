@@ -16,17 +16,18 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+
+from gcbulk.engine.gc.bounded import is_loopback_url, read_capped
 from gcbulk.engine.gc.errors import (
     ApiError,
     AuthenticationFailed,
     NotFound,
     PresignedUrlExpired,
     S3Error,
-    transport_error,
     UnsafeUrlError,
     is_network_error,
+    transport_error,
 )
-from gcbulk.engine.gc.bounded import is_loopback_url, read_capped
 from gcbulk.engine.gc.retry import call_with_retries
 
 ANSWERS = "reader-studies/answers/"
@@ -88,8 +89,9 @@ class ResultsMixin:
 
     async def set_display_set_order(self, pk: str, order: int) -> dict[str, Any]:
         """``PATCH reader-studies/display-sets/{pk}/ {"order": n}``; the answer is the post serializer's shape."""
-        return await self.request("PATCH", f"reader-studies/display-sets/{pk}/", json={"order": order},
-                                  idempotent=True)  # the same order twice is the same display set
+        return await self.request(
+            "PATCH", f"reader-studies/display-sets/{pk}/", json={"order": order}, idempotent=True
+        )  # the same order twice is the same display set
 
     # ---- images and their files -----------------------------------------------------------------------------------
 
@@ -108,7 +110,9 @@ class ResultsMixin:
             async with self.api_limiter.slot("GET media"):  # type: ignore[attr-defined]
                 try:
                     async with self.session.get(
-                        url, headers=self._auth_headers(), allow_redirects=False  # type: ignore[attr-defined]
+                        url,
+                        headers=self._auth_headers(),
+                        allow_redirects=False,  # type: ignore[attr-defined]
                     ) as response:
                         body = await read_capped(response, _ERROR_BODY_BYTES, f"GET {url}")
                         status, headers = response.status, dict(response.headers)
@@ -125,7 +129,9 @@ class ResultsMixin:
             raise error_type("GET", url, status, text, headers)
 
         return await call_with_retries(
-            attempt, policy=self.retry_policy, what=f"GET {urlsplit(url).path}",  # type: ignore[attr-defined]
+            attempt,
+            policy=self.retry_policy,
+            what=f"GET {urlsplit(url).path}",  # type: ignore[attr-defined]
             on_retry=self.on_retry,  # type: ignore[attr-defined]
         )
 

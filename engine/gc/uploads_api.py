@@ -71,8 +71,9 @@ class UploadsMixin:
         """The hyperlink that display-set values and upload sessions take for an upload."""
         return self.url_for(f"uploads/{pk}/")
 
-    async def create_upload(self, filename: str, *,
-                            before_resend: Callable[[], Awaitable[None]] | None = None) -> dict[str, Any]:
+    async def create_upload(
+        self, filename: str, *, before_resend: Callable[[], Awaitable[None]] | None = None
+    ) -> dict[str, Any]:
         """``POST uploads/``: a new, Initialized multipart upload.
 
         Not reconciled by lookup: uploads carry no key of ours (every case has its ``ct.mha``), so a create whose
@@ -146,7 +147,9 @@ class UploadsMixin:
                 raise UploadNoLongerOpen(ref.pk, str(current.get("status")))
 
         answer = await self.request(
-            "GET", f"uploads/{ref.pk}/{ref.s3_upload_id}/list-parts/", translate=_vanished_on_404(ref),
+            "GET",
+            f"uploads/{ref.pk}/{ref.s3_upload_id}/list-parts/",
+            translate=_vanished_on_404(ref),
             reconcile=still_open,
         )
         return list(answer.get("parts", []))
@@ -156,8 +159,9 @@ class UploadsMixin:
     ) -> dict[str, Any]:
         """Completes with ``parts`` sorted by part number (S3 requires ascending order)."""
         ref = UploadRef.of(upload)
-        ordered = sorted(({"ETag": p["ETag"], "PartNumber": int(p["PartNumber"])} for p in parts),
-                         key=lambda p: p["PartNumber"])
+        ordered = sorted(
+            ({"ETag": p["ETag"], "PartNumber": int(p["PartNumber"])} for p in parts), key=lambda p: p["PartNumber"]
+        )
 
         async def already_completed() -> dict[str, Any] | None:
             try:

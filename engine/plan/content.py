@@ -57,8 +57,11 @@ def _listed(values: Any) -> str:
 class ContentChecker:
     """``check(item, …)`` → findings for one planned value, using the socket catalogue (slug → socket dict)."""
 
-    def __init__(self, catalogue: Mapping[str, Mapping[str, Any] | None],
-                 cache: dict[tuple[str, int, int, str], tuple[Finding, ...]] | None = None) -> None:
+    def __init__(
+        self,
+        catalogue: Mapping[str, Mapping[str, Any] | None],
+        cache: dict[tuple[str, int, int, str], tuple[Finding, ...]] | None = None,
+    ) -> None:
         self.catalogue = catalogue
         self.cache = {} if cache is None else cache
 
@@ -67,8 +70,14 @@ class ContentChecker:
         if not socket:
             return []
         if item.value_json is not None:
-            return self._json(socket, json.loads(item.value_json), item.value_path or case_path,
-                              item.value_path, item.socket_slug, case)
+            return self._json(
+                socket,
+                json.loads(item.value_json),
+                item.value_path or case_path,
+                item.value_path,
+                item.socket_slug,
+                case,
+            )
         if not item.files:
             return []
         main = item.files[0]
@@ -93,8 +102,9 @@ class ContentChecker:
             return self._image(socket, path, rel, slug, case)
         return []
 
-    def _json(self, socket: Mapping[str, Any], value: Any, path: str, rel: str | None, slug: str,
-              case: str) -> list[Finding]:
+    def _json(
+        self, socket: Mapping[str, Any], value: Any, path: str, rel: str | None, slug: str, case: str
+    ) -> list[Finding]:
         schema = schema_for(dict(socket))
         if schema is None:
             return []
@@ -127,8 +137,9 @@ class ContentChecker:
             problems.append(f"it has {components} channels; a segmentation has one")
         pixel = reader.GetPixelID()
         if pixel not in (sitk.sitkUInt8, sitk.sitkInt8):
-            problems.append(f"its voxels are {sitk.GetPixelIDValueAsString(pixel)}; a segmentation is 8-bit "
-                            "integer (uint8 or int8)")
+            problems.append(
+                f"its voxels are {sitk.GetPixelIDValueAsString(pixel)}; a segmentation is 8-bit integer (uint8 or int8)"
+            )
         if problems:
             return [finding.bad_segmentation(path, rel, slug, "; ".join(problems), case)]
         try:
@@ -139,8 +150,10 @@ class ContentChecker:
             problems.append(f"it has {len(values)} distinct voxel values; at most {MAX_SEGMENTS} are allowed")
         outside = values - allowed - {0}
         if outside:
-            problems.append(f"the valid voxel values for this segmentation are {_listed(allowed | {0})}; it "
-                            f"contains the voxel values {_listed(outside)}")
+            problems.append(
+                f"the valid voxel values for this segmentation are {_listed(allowed | {0})}; it "
+                f"contains the voxel values {_listed(outside)}"
+            )
         return [finding.bad_segmentation(path, rel, slug, "; ".join(problems), case)] if problems else []
 
 
@@ -151,13 +164,13 @@ def _distinct_values(reader: Any) -> set[int]:
 
     size = list(reader.GetSize())
     voxels = math.prod(size)
+
     def unique(image: Any) -> set[int]:
         # The array view borrows the image's buffer: ``image`` must stay alive while numpy reads it.
         voxels = sitk.GetArrayViewFromImage(image)
         if voxels.dtype.itemsize == 1:  # 8-bit, as a segmentation must be: a histogram, not np.unique's sort
             offset = 128 if voxels.dtype == np.int8 else 0
-            counts = np.bincount((voxels.ravel().view(np.uint8) ^ offset) if offset else voxels.ravel(),
-                                 minlength=256)
+            counts = np.bincount((voxels.ravel().view(np.uint8) ^ offset) if offset else voxels.ravel(), minlength=256)
             return {int(v) - offset for v in np.flatnonzero(counts)}
         return {int(v) for v in np.unique(voxels)}
 

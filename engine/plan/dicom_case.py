@@ -49,8 +49,9 @@ class CaseHeaders:
         return headers if all(isinstance(h, DicomHeader) for h in headers) else None  # type: ignore[return-value]
 
 
-def claim_series(sets: list[list[Entry]], headers: CaseHeaders, rules: list[tuple[object, Callable[[Entry], bool]]]
-                 ) -> tuple[dict[int, list[list[Entry]]], list[list[Entry]], list[Series]]:
+def claim_series(
+    sets: list[list[Entry]], headers: CaseHeaders, rules: list[tuple[object, Callable[[Entry], bool]]]
+) -> tuple[dict[int, list[list[Entry]]], list[list[Entry]], list[Series]]:
     """(rule index → the series it takes, as file lists in slice order; the file sets left for the other rules;
     every series of the case)."""
     single = {file_set[0].path: file_set[0] for file_set in sets if len(file_set) == 1}
@@ -75,21 +76,29 @@ def series_findings(series: list[Series], entries: Mapping[str, Entry], case_pat
             by_folder[folder].append(one)
     for folder, here in by_folder.items():
         if len(here) > 1:
-            found.append(finding.dicom_multi_series(os.path.join(case_path, folder), folder,
-                                                    "; ".join(s.describe() for s in here), title))
+            found.append(
+                finding.dicom_multi_series(
+                    os.path.join(case_path, folder), folder, "; ".join(s.describe() for s in here), title
+                )
+            )
     studies: dict[str, list[Series]] = defaultdict(list)
     for one in series:
         studies[one.first.study_uid].append(one)
     if len(studies) > 1:
-        described = f"{len(studies)} studies (" + "; ".join(
-            f"study {n}: " + ", ".join(s.describe() for s in group) for n, group in enumerate(studies.values(), 1)
-        ) + ")"
+        described = (
+            f"{len(studies)} studies ("
+            + "; ".join(
+                f"study {n}: " + ", ".join(s.describe() for s in group) for n, group in enumerate(studies.values(), 1)
+            )
+            + ")"
+        )
         found.append(finding.dicom_mixed_studies(case_path, described, title))
     return found
 
 
-def unmapped_findings(unmatched: list[list[Entry]], headers: CaseHeaders, title: str) -> tuple[list[Finding],
-                                                                                               list[list[Entry]]]:
+def unmapped_findings(
+    unmatched: list[list[Entry]], headers: CaseHeaders, title: str
+) -> tuple[list[Finding], list[list[Entry]]]:
     """Findings for DICOM series no rule took (one per series, its files named); the non-DICOM sets are returned."""
     dicom: dict[str, Entry] = {}
     rest = []
@@ -102,8 +111,11 @@ def unmapped_findings(unmatched: list[list[Entry]], headers: CaseHeaders, title:
     found = []
     for one in group_series(headers.by_path[p] for p in dicom):  # type: ignore[misc]
         fields = ", ".join(f"{name}={one.first.field(name)!r}" for name in ("Modality", "SeriesDescription"))
-        found.append(finding.dicom_series_unmapped(one.first.path, one.describe(), fields,
-                                                   tuple(dicom[p].rel for p in one.paths), title))
+        found.append(
+            finding.dicom_series_unmapped(
+                one.first.path, one.describe(), fields, tuple(dicom[p].rel for p in one.paths), title
+            )
+        )
     return found, rest
 
 
@@ -113,8 +125,9 @@ def _listed(paths: Iterable[str], rel_of: Mapping[str, str]) -> str:
     return shown + (f", … ({len(paths) - _SHOWN_FILES} more)" if len(paths) > _SHOWN_FILES else "")
 
 
-def check_image_set(socket: str, file_set: list[Entry], headers: list[DicomHeader], options: DicomOptions,
-                    title: str) -> list[Finding]:
+def check_image_set(
+    socket: str, file_set: list[Entry], headers: list[DicomHeader], options: DicomOptions, title: str
+) -> list[Finding]:
     """The server's checks of one DICOM image set, made locally: blocking findings naming the files, or []."""
     rel_of = {e.path: e.rel for e in file_set}
     found: list[Finding] = []
@@ -123,12 +136,18 @@ def check_image_set(socket: str, file_set: list[Entry], headers: list[DicomHeade
         detail = "; ".join(f"{value or '(empty)'}: {_listed(paths, rel_of)}" for value, paths in problem.files.items())
         files = tuple(rel_of[p] for paths in problem.files.values() for p in paths if p not in named)
         named.update(p for paths in problem.files.values() for p in paths)
-        found.append(finding.dicom_image_set(file_set[0].path, problem.code, socket, f"{problem.message} [{detail}]",
-                                             files, title))
+        found.append(
+            finding.dicom_image_set(
+                file_set[0].path, problem.code, socket, f"{problem.message} [{detail}]", files, title
+            )
+        )
     template = options.image_name_template(socket)
     if not render_image_name(template, headers[0], socket=socket, title=title):
-        found.append(finding.dicom_image_name_empty(file_set[0].path, socket, template,
-                                                    tuple(e.rel for e in file_set if e.path not in named), title))
+        found.append(
+            finding.dicom_image_name_empty(
+                file_set[0].path, socket, template, tuple(e.rel for e in file_set if e.path not in named), title
+            )
+        )
         named.update(e.path for e in file_set)
     left = tuple(e.rel for e in file_set if e.path not in named)
     if found and left:  # e.g. the files of the accepted SOP class when others are rejected: kept out with the set

@@ -22,6 +22,7 @@ _ELEMENT_DATA_FILE = re.compile(rb"^\s*ElementDataFile\s*=\s*(.*?)\s*$", re.MULT
 _MHD_HEADER_BYTES = 64 * 1024
 _MAX_VALUE_FILE = 16 * 1024**2  # contract §5: a request body is at most 16 MiB
 
+
 def mhd_data_file(path: str) -> tuple[str | None, str | None]:
     """(data file named by the header or None for LOCAL, problem)."""
     try:
@@ -40,8 +41,9 @@ def mhd_data_file(path: str) -> tuple[str | None, str | None]:
     return name, None
 
 
-def dicom_series(sets: list[list[Entry]], findings: list[Finding], title: str, headers: CaseHeaders
-                 ) -> list[list[Entry]]:
+def dicom_series(
+    sets: list[list[Entry]], findings: list[Finding], title: str, headers: CaseHeaders
+) -> list[list[Entry]]:
     """One file set per SeriesInstanceUID, in slice order, reading only the headers (``engine/dicom/headers.py``)."""
     by_path: dict[str, Entry] = {}
     dicom: list[DicomHeader] = []
@@ -58,8 +60,7 @@ def dicom_series(sets: list[list[Entry]], findings: list[Finding], title: str, h
 
 def value_item(socket: str, entry: Entry, findings: list[Finding], title: str) -> PlannedItem | None:
     if entry.size > _MAX_VALUE_FILE:
-        findings.append(finding.bad_json(entry.path, entry.rel, "it is over 16 MiB, the server's request limit",
-                                           title))
+        findings.append(finding.bad_json(entry.path, entry.rel, "it is over 16 MiB, the server's request limit", title))
         return None
     try:
         value = json.loads(Path(entry.path).read_bytes())
@@ -87,5 +88,3 @@ def files_item(socket: str, file_set: list[Entry], findings: list[Finding], titl
         socket_slug=socket,
         files=tuple(PlannedFile(path=e.rel, name=e.name, size=e.size, mtime_ns=e.mtime_ns) for e in file_set),
     )
-
-

@@ -13,38 +13,68 @@ from typing import Any
 
 _NUMBER = {"type": "number"}
 _POINT = {"type": "array", "items": _NUMBER, "minItems": 3, "maxItems": 3}
-_VERSION = {"type": "object", "required": ["major", "minor"],
-            "properties": {"major": {"type": "integer"}, "minor": {"type": "integer"}}}
+_VERSION = {
+    "type": "object",
+    "required": ["major", "minor"],
+    "properties": {"major": {"type": "integer"}, "minor": {"type": "integer"}},
+}
 
 
 def _annotation(kind: str, required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "required": ["version", "type", *required],
-            "properties": {"version": _VERSION, "type": {"const": kind}, "name": {"type": "string"}, **properties}}
+    return {
+        "type": "object",
+        "required": ["version", "type", *required],
+        "properties": {"version": _VERSION, "type": {"const": kind}, "name": {"type": "string"}, **properties},
+    }
 
 
 def _many(kind: str, key: str, one: dict[str, Any]) -> dict[str, Any]:
     element = {k: v for k, v in one.items() if k != "properties"} | {
-        "properties": {k: v for k, v in one["properties"].items() if k not in ("version", "type")}}
+        "properties": {k: v for k, v in one["properties"].items() if k not in ("version", "type")}
+    }
     element["required"] = [r for r in one["required"] if r not in ("version", "type")]
     return _annotation(kind, [key], {key: {"type": "array", "items": element}})
 
 
-_BOX = _annotation("2D bounding box", ["corners"], {"corners": {"type": "array", "items": _POINT,
-                                                               "minItems": 4, "maxItems": 4}})
+_BOX = _annotation(
+    "2D bounding box", ["corners"], {"corners": {"type": "array", "items": _POINT, "minItems": 4, "maxItems": 4}}
+)
 _DISTANCE = _annotation("Distance measurement", ["start", "end"], {"start": _POINT, "end": _POINT})
 _POINT_ANNOTATION = _annotation("Point", ["point"], {"point": _POINT})
-_POLYGON = _annotation("Polygon", ["seed_point", "path_points", "sub_type", "groups"],
-                       {"seed_point": _POINT, "path_points": {"type": "array", "items": _POINT},
-                        "sub_type": {"type": "string"}, "groups": {"type": "array", "items": {"type": "string"}}})
+_POLYGON = _annotation(
+    "Polygon",
+    ["seed_point", "path_points", "sub_type", "groups"],
+    {
+        "seed_point": _POINT,
+        "path_points": {"type": "array", "items": _POINT},
+        "sub_type": {"type": "string"},
+        "groups": {"type": "array", "items": {"type": "string"}},
+    },
+)
 _LINE = _annotation("Line", ["seed_points"], {"seed_points": {"type": "array", "items": _POINT}})
-_ANGLE = _annotation("Angle", ["lines"], {"lines": {"type": "array", "minItems": 2, "maxItems": 2,
-                                                    "items": {"type": "array", "items": _POINT,
-                                                              "minItems": 2, "maxItems": 2}}})
-_ELLIPSE = _annotation("Ellipse", ["major_axis", "minor_axis"],
-                       {"major_axis": {"type": "array", "items": _POINT, "minItems": 2, "maxItems": 2},
-                        "minor_axis": {"type": "array", "items": _POINT, "minItems": 2, "maxItems": 2}})
-_THREE_POINT = _annotation("Three-point angle", ["angle"], {"angle": {"type": "array", "items": _POINT,
-                                                                      "minItems": 3, "maxItems": 3}})
+_ANGLE = _annotation(
+    "Angle",
+    ["lines"],
+    {
+        "lines": {
+            "type": "array",
+            "minItems": 2,
+            "maxItems": 2,
+            "items": {"type": "array", "items": _POINT, "minItems": 2, "maxItems": 2},
+        }
+    },
+)
+_ELLIPSE = _annotation(
+    "Ellipse",
+    ["major_axis", "minor_axis"],
+    {
+        "major_axis": {"type": "array", "items": _POINT, "minItems": 2, "maxItems": 2},
+        "minor_axis": {"type": "array", "items": _POINT, "minItems": 2, "maxItems": 2},
+    },
+)
+_THREE_POINT = _annotation(
+    "Three-point angle", ["angle"], {"angle": {"type": "array", "items": _POINT, "minItems": 3, "maxItems": 3}}
+)
 
 KIND_SCHEMAS: dict[str, dict[str, Any]] = {
     "String": {"type": "string"},

@@ -24,8 +24,29 @@ from gcbulk.engine.plan.findings import Finding
 MAX_NAMES = 200
 _TOKEN = re.compile(r"[a-z0-9]+")
 # Words that say nothing about which socket a file belongs to (they appear in many slugs and names).
-_GENERIC = frozenset({"image", "img", "file", "mha", "mhd", "raw", "zraw", "nii", "gz", "tif", "tiff", "dcm", "json",
-                      "png", "jpg", "generic", "medical", "data", "scan"})
+_GENERIC = frozenset(
+    {
+        "image",
+        "img",
+        "file",
+        "mha",
+        "mhd",
+        "raw",
+        "zraw",
+        "nii",
+        "gz",
+        "tif",
+        "tiff",
+        "dcm",
+        "json",
+        "png",
+        "jpg",
+        "generic",
+        "medical",
+        "data",
+        "scan",
+    }
+)
 
 
 def _tokens(text: str) -> set[str]:
@@ -35,8 +56,11 @@ def _tokens(text: str) -> set[str]:
 def _resemblance(name_tokens: set[str], slug: str) -> int:
     """How many words of a file name also begin a word of the slug, or the other way round ("seg" ~ "segmentation")."""
     slug_tokens = _tokens(slug)
-    return sum(1 for a in name_tokens if any(a.startswith(b) or b.startswith(a) for b in slug_tokens
-                                             if min(len(a), len(b)) >= 2))
+    return sum(
+        1
+        for a in name_tokens
+        if any(a.startswith(b) or b.startswith(a) for b in slug_tokens if min(len(a), len(b)) >= 2)
+    )
 
 
 class NameCounts:
@@ -92,8 +116,9 @@ class MappingSummary:
             for name, count in names.counts.most_common(MAX_NAMES):
                 name_tokens = _tokens(name.rpartition(".")[0] or name)
                 own = _resemblance(name_tokens, rule.socket)
-                others = [(_resemblance(name_tokens, slug), slug) for slug in self.config.socket_slugs
-                          if slug != rule.socket]
+                others = [
+                    (_resemblance(name_tokens, slug), slug) for slug in self.config.socket_slugs if slug != rule.socket
+                ]
                 best, other = max(others, default=(0, ""))
                 if best > own:
                     yield finding.position_name_mismatch(rule.label, name, count, other)
@@ -107,14 +132,20 @@ class MappingSummary:
             parts = [f"← {name} in {count} case{'s' if count != 1 else ''}" for name, count in common]
             rest = sum(names.counts.values()) - sum(count for _, count in common) + names.other
             if rest:
-                parts.append(f"← {len(names.counts) - len(common) + (1 if names.other else 0)} other names in "
-                             f"{rest} cases")
+                parts.append(
+                    f"← {len(names.counts) - len(common) + (1 if names.other else 0)} other names in {rest} cases"
+                )
             if missing > 0:
                 parts.append(f"nothing in {missing} case{'s' if missing != 1 else ''}")
             lines.append(f"{slug} " + ", ".join(parts or ["← nothing"]))
         return lines
 
     def as_dict(self) -> dict[str, Any]:
-        return {slug: {"files": dict(names.counts.most_common()), "other_names_cases": names.other,
-                       "cases_without": self.cases - sum(names.counts.values()) - names.other}
-                for slug, names in self.sockets.items()}
+        return {
+            slug: {
+                "files": dict(names.counts.most_common()),
+                "other_names_cases": names.other,
+                "cases_without": self.cases - sum(names.counts.values()) - names.other,
+            }
+            for slug, names in self.sockets.items()
+        }

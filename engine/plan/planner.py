@@ -259,8 +259,12 @@ class Planner:
         if shown(rel) != rel:
             # The title and the ledger's keys must be text; a folder name that is not UTF-8 blocks only its case,
             # which is recorded under the escaped name so it is counted and shown (never a crash, issue 11).
-            yield PlannedCase(title=shown(self._title(rel, findings, path)), folder=shown(rel), items=(), findings=(
-                *findings, finding.bad_folder_name(path, shown(rel), tuple(e.rel for e in files))))
+            yield PlannedCase(
+                title=shown(self._title(rel, findings, path)),
+                folder=shown(rel),
+                items=(),
+                findings=(*findings, finding.bad_folder_name(path, shown(rel), tuple(e.rel for e in files))),
+            )
             return
         title = self._title(rel, findings, path)
         sets = self._file_sets(files, findings, title)
@@ -359,7 +363,10 @@ class Planner:
         return claims
 
     def _items(
-        self, claims: dict[str, list[tuple[Rule, list[list[Entry]]]]], findings: list[Finding], title: str,
+        self,
+        claims: dict[str, list[tuple[Rule, list[list[Entry]]]]],
+        findings: list[Finding],
+        title: str,
         headers: CaseHeaders,
     ) -> list[PlannedItem]:
         items = []
@@ -385,10 +392,14 @@ class Planner:
                 if item is not None:
                     items.append(dataclasses.replace(item, rule=rule_sets[0][0].index))
             elif file_sets:
-                dicom = headers.dicom(file_sets[0]) if any(r.dicom is not None or r.group == "dicom-series"
-                                                           for r, _ in rule_sets) else None
-                problems = [] if dicom is None else check_image_set(socket, file_sets[0], dicom, self.config.dicom,
-                                                                    title)
+                dicom = (
+                    headers.dicom(file_sets[0])
+                    if any(r.dicom is not None or r.group == "dicom-series" for r, _ in rule_sets)
+                    else None
+                )
+                problems = (
+                    [] if dicom is None else check_image_set(socket, file_sets[0], dicom, self.config.dicom, title)
+                )
                 if problems:  # the server would refuse this image set: it is kept out of the plan
                     findings.extend(problems)
                     continue

@@ -24,8 +24,8 @@ from gcbulk.engine.plan.findings import (
     Finding,
     _f,
     duplicate_title,
-    title_taken,
     file_socket_many_files,
+    title_taken,
     too_many_parts,
     unknown_socket,
     wrong_socket_kind,
@@ -65,15 +65,27 @@ def quota_findings(estimate: QuotaEstimate, case_root: object, ceiling: int) -> 
     """The plan-wide quota notes. A value too large for the quota is a finding of its own case (``value_quota``)."""
     findings = []
     if estimate.total_bytes > UNVERIFIED_QUOTA:
-        findings.append(_f("quota", "info", case_root,
-                           f"{estimate.total_bytes} bytes in all, more than the upload quota (128 GiB verified, "
-                           "2 GiB unverified); the engine paces uploads so Grand Challenge consumes them as it goes",
-                           "nothing to do"))
+        findings.append(
+            _f(
+                "quota",
+                "info",
+                case_root,
+                f"{estimate.total_bytes} bytes in all, more than the upload quota (128 GiB verified, "
+                "2 GiB unverified); the engine paces uploads so Grand Challenge consumes them as it goes",
+                "nothing to do",
+            )
+        )
     if estimate.uploads > UPLOAD_CAP:
-        findings.append(_f("quota", "info", case_root,
-                           f"{estimate.uploads} uploads, more than the server's cap of {UPLOAD_CAP} live uploads; the "
-                           f"engine keeps at most {ceiling} alive at once",
-                           "nothing to do; lower engine.live_upload_ceiling if other tools upload with this account"))
+        findings.append(
+            _f(
+                "quota",
+                "info",
+                case_root,
+                f"{estimate.uploads} uploads, more than the server's cap of {UPLOAD_CAP} live uploads; the "
+                f"engine keeps at most {ceiling} alive at once",
+                "nothing to do; lower engine.live_upload_ceiling if other tools upload with this account",
+            )
+        )
     return findings
 
 
@@ -81,15 +93,27 @@ def value_quota(case_path: object, case: str, socket: str, files: tuple[str, ...
     """Contract §1: the byte quota is checked at presign time against everything the account holds at once, and a
     value's files must all be uploaded before the display set takes them; so one value over the quota cannot go."""
     if size > VERIFIED_QUOTA:
-        return _f("quota", "blocking", case_path,
-                  f"the value for socket {socket!r} needs {size} bytes of uploads at once ({', '.join(files)}), over "
-                  "the 128 GiB upload quota of a verified account",
-                  "split that case's data or convert it to a smaller format (e.g. a compressed .mha)", files, case)
+        return _f(
+            "quota",
+            "blocking",
+            case_path,
+            f"the value for socket {socket!r} needs {size} bytes of uploads at once ({', '.join(files)}), over "
+            "the 128 GiB upload quota of a verified account",
+            "split that case's data or convert it to a smaller format (e.g. a compressed .mha)",
+            files,
+            case,
+        )
     if size > UNVERIFIED_QUOTA:
-        return _f("quota", "warning", case_path,
-                  f"the value for socket {socket!r} needs {size} bytes of uploads at once ({', '.join(files)}); an "
-                  "unverified account may hold only 2 GiB",
-                  "make sure the account is verified on Grand Challenge", files, case)
+        return _f(
+            "quota",
+            "warning",
+            case_path,
+            f"the value for socket {socket!r} needs {size} bytes of uploads at once ({', '.join(files)}); an "
+            "unverified account may hold only 2 GiB",
+            "make sure the account is verified on Grand Challenge",
+            files,
+            case,
+        )
     return None
 
 
@@ -146,12 +170,23 @@ class Preflight:
                 findings.append(wrong_socket_kind(job_file, where, slug, super_kind, given))
         for rule in self.config.rules:
             socket = self.catalogue.get(rule.socket)
-            if socket and socket.get("kind") == "DICOM Image Set" and rule.dicom is None and rule.group != "dicom-series":
+            if (
+                socket
+                and socket.get("kind") == "DICOM Image Set"
+                and rule.dicom is None
+                and rule.group != "dicom-series"
+            ):
                 # Files that are not one DICOM series would be refused after the upload, silently (contract §10).
-                findings.append(_f("dicom-image-set-rule", "blocking", job_file,
-                                   f"{rule.label}: socket {rule.socket!r} is a DICOM Image Set, which takes one DICOM "
-                                   "series per case",
-                                   "map it with dicom = { Modality = … } (or group = \"dicom-series\")"))
+                findings.append(
+                    _f(
+                        "dicom-image-set-rule",
+                        "blocking",
+                        job_file,
+                        f"{rule.label}: socket {rule.socket!r} is a DICOM Image Set, which takes one DICOM "
+                        "series per case",
+                        'map it with dicom = { Modality = … } (or group = "dicom-series")',
+                    )
+                )
         return findings
 
     def _super_kind(self, slug: str) -> str | None:
@@ -201,4 +236,3 @@ class Preflight:
 
     def finish(self) -> list[Finding]:
         return quota_findings(self.quota, self.config.case_root, self.config.engine.live_upload_ceiling)
-

@@ -52,8 +52,9 @@ def _parse(template: str) -> tuple[_Part, ...]:
             raise TitleTemplateError("a '{' opens a field that is not closed; write '{{' for a literal brace")
         field, filter_, length = match.group("field"), match.group("filter"), match.group("length")
         if field not in FIELDS:
-            raise TitleTemplateError(f"{{{field}}} is not a field; the template may use "
-                                     + ", ".join(f"{{{f}}}" for f in FIELDS))
+            raise TitleTemplateError(
+                f"{{{field}}} is not a field; the template may use " + ", ".join(f"{{{f}}}" for f in FIELDS)
+            )
         if filter_ is not None and filter_ not in FILTERS:
             raise TitleTemplateError(f"|{filter_} is not a filter; use |sha256 or |sha256:N (N hex digits, 4–64)")
         if length is not None and (filter_ is None or not length.isdigit() or not 4 <= int(length) <= 64):

@@ -36,8 +36,10 @@ async def image_files(client: Any, image: dict[str, Any]) -> list[dict[str, Any]
         return list(image.get("files") or [])
     listing = _instances_url(client, str(image["pk"]))
     answer = await client.request("GET", listing)
-    return [{"pk": str(i["sop_instance_uid"]), "file": f"{listing}{i['sop_instance_uid']}.dcm"}
-            for i in answer.get("instances") or []]
+    return [
+        {"pk": str(i["sop_instance_uid"]), "file": f"{listing}{i['sop_instance_uid']}.dcm"}
+        for i in answer.get("instances") or []
+    ]
 
 
 async def resolve(client: Any, file_url: str) -> str:
@@ -68,7 +70,15 @@ async def display_set_image_sets(client: Any, ledger: ResultsLedger) -> list[Ima
                 socket = await client.get_socket(slug)
                 kinds[slug] = bool(socket) and socket.get("kind") == KIND
             if kinds[slug] and image_pk:
-                found.append(ImageAnswer(answer_pk=f"display-set:{display_set['pk']}:{slug}", image_pk=str(image_pk),
-                                         creator=slug, is_ground_truth=False, question_pk="",
-                                         display_set_pk=display_set["pk"], case_title=display_set["title"]))
+                found.append(
+                    ImageAnswer(
+                        answer_pk=f"display-set:{display_set['pk']}:{slug}",
+                        image_pk=str(image_pk),
+                        creator=slug,
+                        is_ground_truth=False,
+                        question_pk="",
+                        display_set_pk=display_set["pk"],
+                        case_title=display_set["title"],
+                    )
+                )
     return found

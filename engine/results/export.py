@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+
 from gcbulk.engine.gc.client import display_set_title
 from gcbulk.engine.results.answer_tables import (
     QuestionInfo,
@@ -29,8 +30,8 @@ from gcbulk.engine.results.answer_tables import (
     questions_from_api,
     socket_values,
 )
-from gcbulk.engine.results.export_files import outputs_present, write_outputs
 from gcbulk.engine.results.dicom_instances import DISPLAY_SET_IMAGES, display_set_image_sets
+from gcbulk.engine.results.export_files import outputs_present, write_outputs
 from gcbulk.engine.results.masks import DownloadLimits, MaskDownloader, MaskStats, case_component
 from gcbulk.engine.results.safe_paths import relative_path, safe_component
 from gcbulk.state.results_ledger import ResultsLedger
@@ -136,8 +137,9 @@ async def export_reader_study(client: Any, options: ExportOptions) -> ExportSumm
     """
     study = await client.reader_study_by_slug(options.reader_study)
     options.out_dir.mkdir(parents=True, exist_ok=True)
-    with ResultsLedger.open_export(options.out_dir, reader_study=options.reader_study,
-                                   base_url=client.base_url) as ledger:
+    with ResultsLedger.open_export(
+        options.out_dir, reader_study=options.reader_study, base_url=client.base_url
+    ) as ledger:
         run = ledger.start_run("mine" if options.mine else "all")
         summary = ExportSummary(reader_study=options.reader_study, out_dir=options.out_dir)
         try:
@@ -184,8 +186,9 @@ async def _export(
         summary.files_written = True
 
 
-async def _list_display_sets(client: Any, ledger: ResultsLedger, run: int, study_pk: str,
-                             summary: ExportSummary) -> None:
+async def _list_display_sets(
+    client: Any, ledger: ResultsLedger, run: int, study_pk: str, summary: ExportSummary
+) -> None:
     batch: list[tuple[str, int, str | None, int | None, str]] = []
     async for display_set in client.iterate_display_sets(study_pk):
         batch.append(display_set_columns(display_set, summary.display_sets))
@@ -196,8 +199,9 @@ async def _list_display_sets(client: Any, ledger: ResultsLedger, run: int, study
     summary.display_sets_changed += ledger.store_display_sets(run, batch)
 
 
-async def _list_answers(client: Any, ledger: ResultsLedger, run: int, study_pk: str, mine: bool,
-                        summary: ExportSummary) -> None:
+async def _list_answers(
+    client: Any, ledger: ResultsLedger, run: int, study_pk: str, mine: bool, summary: ExportSummary
+) -> None:
     batch: list[dict[str, Any]] = []
 
     def store() -> None:
@@ -227,8 +231,13 @@ async def _download_masks(
         # Workers pull from one iterator: at most ``mask_downloads`` answers in flight, whatever their number.
         for answer in pending:
             if id(answer) in in_image_sets:  # a display set's DICOM Image Set: images/<case>/<socket>
-                await downloader.ensure(answer, "", base=relative_path(
-                    DISPLAY_SET_IMAGES, case_component(answer), safe_component(answer.creator, fallback="socket")))
+                await downloader.ensure(
+                    answer,
+                    "",
+                    base=relative_path(
+                        DISPLAY_SET_IMAGES, case_component(answer), safe_component(answer.creator, fallback="socket")
+                    ),
+                )
                 continue
             folder = folders.get(answer.question_pk) or safe_component(answer.question_pk, fallback="question")
             await downloader.ensure(answer, folder)

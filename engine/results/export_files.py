@@ -82,8 +82,9 @@ def _answers_feeding(
         yield view
 
 
-def write_outputs(ledger: ResultsLedger, questions_raw: Sequence[dict[str, Any]], questions: list[QuestionInfo],
-                  out_dir: Path) -> int:
+def write_outputs(
+    ledger: ResultsLedger, questions_raw: Sequence[dict[str, Any]], questions: list[QuestionInfo], out_dir: Path
+) -> int:
     """Rebuilds every output file from the ledger; returns the number of answers written."""
     sockets = ledger.socket_slugs()
     with _replacing(out_dir / QUESTIONS_JSON) as handle:
@@ -93,8 +94,11 @@ def write_outputs(ledger: ResultsLedger, questions_raw: Sequence[dict[str, Any]]
         writer = SafeCsvWriter(handle)
         writer.writerow([*DISPLAY_SET_COLUMNS, *(SOCKET_COLUMN_PREFIX + slug for slug in sockets)])
         for display_set in ledger.iter_display_sets():
-            writer.writerow(display_set_row(display_set["pk"], display_set["title"] or "", display_set["order"],
-                                            display_set["values"], sockets))
+            writer.writerow(
+                display_set_row(
+                    display_set["pk"], display_set["title"] or "", display_set["order"], display_set["values"], sockets
+                )
+            )
     by_pk = {q.pk: q for q in questions}
     with (
         _replacing(out_dir / ANSWERS_CSV) as answers_csv,

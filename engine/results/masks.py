@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import anyio
+
 from gcbulk.engine.gc.errors import (
     Disposition,
     GcbulkError,
@@ -138,8 +139,7 @@ class MaskDownloader:
     """Downloads the masks of an export: ``ensure(answer, question_folder)`` per Mask answer; callers bound how many
     run at once. Every ledger write happens on the event-loop thread."""
 
-    def __init__(self, client: Any, ledger: ResultsLedger, out_dir: Path,
-                 limits: DownloadLimits | None = None) -> None:
+    def __init__(self, client: Any, ledger: ResultsLedger, out_dir: Path, limits: DownloadLimits | None = None) -> None:
         self.client = client
         self.limits = limits or DownloadLimits()
         self.ledger = ledger
@@ -174,7 +174,9 @@ class MaskDownloader:
         cancellation and errors that stop the run, such as a rejected token). ``base``: another place than the
         mask's (a display set's DICOM Image Set, ``engine/results/dicom_instances.py``)."""
         base = base or relative_path(
-            MASKS_DIR, case_component(answer), question_folder,
+            MASKS_DIR,
+            case_component(answer),
+            question_folder,
             reader_component(answer.creator, answer.is_ground_truth),
         )
         known = [row for row in self.ledger.masks_of_answer(answer.answer_pk) if row.image_pk == answer.image_pk]
@@ -185,8 +187,13 @@ class MaskDownloader:
         try:
             image = await self.client.get_image(answer.image_pk)
             planned = [
-                self.ledger.plan_mask(path=path, answer_pk=answer.answer_pk, image_pk=answer.image_pk,
-                                      file_pk=f.get("pk"), file_url=f["file"])
+                self.ledger.plan_mask(
+                    path=path,
+                    answer_pk=answer.answer_pk,
+                    image_pk=answer.image_pk,
+                    file_pk=f.get("pk"),
+                    file_url=f["file"],
+                )
                 for path, f in mask_paths(base, await image_files(self.client, image))
             ]
         except Exception as error:  # noqa: BLE001 - recorded per answer; the export goes on
@@ -223,7 +230,8 @@ class MaskDownloader:
                 if deadline.cancelled_caught:
                     raise DownloadDeadlineExceeded(
                         f"{row.path}: not downloaded within {self.limits.deadline_seconds:g} s; run the export "
-                        "again to resume it, or raise --download-deadline")
+                        "again to resume it, or raise --download-deadline"
+                    )
             await self._finish(row, partial)
         except Exception as error:  # noqa: BLE001 - one file fails, the others go on; the partial file stays
             if classify(error) in (Disposition.INTERRUPTED, Disposition.STOP_RUN):
@@ -241,7 +249,9 @@ class MaskDownloader:
             try:
                 await call_with_retries(
                     functools.partial(self._fetch, row.path, signed, partial),
-                    policy=self.client.retry_policy, what=f"download {row.path}", on_retry=self.client.on_retry,
+                    policy=self.client.retry_policy,
+                    what=f"download {row.path}",
+                    on_retry=self.client.on_retry,
                 )
                 return
             except PresignedUrlExpired:
@@ -293,8 +303,12 @@ class MaskDownloader:
                         if written > limit:
                             raise ResponseTooLarge(
                                 f"{path}: the object store sent more than {limit} bytes"
-                                + ("" if total is not None else " (the --max-download-bytes for a file of "
-                                   "unannounced size)"))
+                                + (
+                                    ""
+                                    if total is not None
+                                    else " (the --max-download-bytes for a file of unannounced size)"
+                                )
+                            )
                         await sink.write(chunk)
                         self.stats.bytes += len(chunk)
             size = partial.stat().st_size
@@ -306,8 +320,10 @@ class MaskDownloader:
 
     def _size_limit(self, path: str, announced: int | None) -> int:
         if announced is not None and announced > self.limits.max_bytes:
-            raise ResponseTooLarge(f"{path}: the object store announces {announced} bytes, more than the "
-                                   f"{self.limits.max_bytes} allowed; raise --max-download-bytes if that is right")
+            raise ResponseTooLarge(
+                f"{path}: the object store announces {announced} bytes, more than the "
+                f"{self.limits.max_bytes} allowed; raise --max-download-bytes if that is right"
+            )
         return announced if announced is not None else self.limits.max_bytes
 
     async def _finish(self, row: MaskRow, partial: Path) -> None:

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from natsort import natsort_keygen, ns
+
 from gcbulk.engine.gc.client import display_set_title
 from gcbulk.engine.gc.errors import ApiError, ConfigurationError, Disposition, classify
 from gcbulk.state.reorder_ledger import ReorderLedger
-from natsort import natsort_keygen, ns
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,9 @@ class ReorderSummary:
 
 def listing_entry(display_set: Mapping[str, Any]) -> DisplaySetOrder:
     order = display_set.get("order")
-    return DisplaySetOrder(str(display_set["pk"]), display_set_title(display_set) or "",
-                           order if isinstance(order, int) else None)
+    return DisplaySetOrder(
+        str(display_set["pk"]), display_set_title(display_set) or "", order if isinstance(order, int) else None
+    )
 
 
 def plan_by_title(display_sets: Sequence[DisplaySetOrder], *, natural: bool) -> list[Target]:
@@ -120,8 +122,14 @@ def plan_from_csv(path: Path, display_sets: Sequence[DisplaySetOrder]) -> list[T
     return targets
 
 
-def _named(path: Path, line: int, row: dict[str, str], pk_column: str | None,
-           by_pk: dict[str, DisplaySetOrder], by_title: dict[str, list[DisplaySetOrder]]) -> DisplaySetOrder:
+def _named(
+    path: Path,
+    line: int,
+    row: dict[str, str],
+    pk_column: str | None,
+    by_pk: dict[str, DisplaySetOrder],
+    by_title: dict[str, list[DisplaySetOrder]],
+) -> DisplaySetOrder:
     if pk_column and row.get(pk_column):
         found = by_pk.get(row[pk_column])
         if found is None:
@@ -151,8 +159,12 @@ async def list_display_sets(client: Any, study_pk: str) -> list[DisplaySetOrder]
 
 
 async def run_reorder(
-    client: Any, ledger: ReorderLedger, targets: Iterable[Target], current: Sequence[DisplaySetOrder],
-    *, concurrency: int = 8,
+    client: Any,
+    ledger: ReorderLedger,
+    targets: Iterable[Target],
+    current: Sequence[DisplaySetOrder],
+    *,
+    concurrency: int = 8,
 ) -> ReorderSummary:
     """PATCHes every target whose display set does not have its order yet; see the module docstring."""
     orders = {ds.pk: ds.order for ds in current}
@@ -195,6 +207,8 @@ async def run_reorder(
 
 def _reason(error: Exception) -> str:
     if isinstance(error, ApiError) and error.status == 400 and error.body == [LOCKED_BY_ANSWERS]:
-        return ("Grand Challenge does not change a display set that already has answers (contract §3); "
-                "reorder before readers start")
+        return (
+            "Grand Challenge does not change a display set that already has answers (contract §3); "
+            "reorder before readers start"
+        )
     return str(error)

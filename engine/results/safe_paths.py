@@ -87,13 +87,7 @@ def file_suffix(url_or_name: str, *, default: str = "bin") -> str:
 def relative_path(*components: str) -> PurePosixPath:
     """A relative path from components that are each already safe; refuses anything that is not a plain name."""
     for component in components:
-        if (
-            not component
-            or component in (".", "..")
-            or "/" in component
-            or "\\" in component
-            or "\x00" in component
-        ):
+        if not component or component in (".", "..") or "/" in component or "\\" in component or "\x00" in component:
             raise UnsafePathError(f"not a safe path component: {component!r}")
     return PurePosixPath(*components)
 
@@ -125,4 +119,3 @@ def unique_names(names: list[str], *, fallback: str = "unnamed") -> list[str]:
         taken.add(candidate.casefold())
         result.append(candidate)
     return result
-

@@ -10,7 +10,6 @@ import logging
 from collections.abc import Mapping
 from typing import IO, Any
 
-from gcbulk.engine.service.log_format import TextFormatter
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import (
@@ -21,6 +20,8 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+
+from gcbulk.engine.service.log_format import TextFormatter
 
 
 class ProgressDisplay:
@@ -53,8 +54,12 @@ class ProgressDisplay:
             self._started = True
         cases = fields.get("cases", {})
         text = " · ".join(f"{state} {count}" for state, count in cases.items())
-        self._progress.update(self._task, completed=fields.get("bytes", 0), total=fields.get("bytes_total") or None,
-                              cases=f"cases {text}" if text else "")
+        self._progress.update(
+            self._task,
+            completed=fields.get("bytes", 0),
+            total=fields.get("bytes_total") or None,
+            cases=f"cases {text}" if text else "",
+        )
 
     def stop(self) -> None:
         if self._started:

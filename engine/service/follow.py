@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import anyio
+
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_KILLED, EXIT_OK
-from gcbulk.engine.planning import PlanReport
 from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -30,6 +30,7 @@ from gcbulk.engine.gc.errors import (
     first_error,
 )
 from gcbulk.engine.plan.titles import redacted, scrub
+from gcbulk.engine.planning import PlanReport
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.job_service import JobService
 from gcbulk.state.errors import LedgerDiskFull, LedgerError
@@ -72,12 +73,14 @@ def is_fatal(error: BaseException) -> bool:
 
 
 class Follower:
-    def __init__(self, service: JobService, *, failed_backoff: Backoff | None = None,
-                 fault_backoff: Backoff | None = None) -> None:
+    def __init__(
+        self, service: JobService, *, failed_backoff: Backoff | None = None, fault_backoff: Backoff | None = None
+    ) -> None:
         self.service = service
         settings = service.settings
-        self.failed_backoff = failed_backoff or Backoff(settings.retry_failed_after,
-                                                        max(settings.retry_failed_after, FAILED_CASES_MAX_SECONDS))
+        self.failed_backoff = failed_backoff or Backoff(
+            settings.retry_failed_after, max(settings.retry_failed_after, FAILED_CASES_MAX_SECONDS)
+        )
         self.fault_backoff = fault_backoff or Backoff(min(FAULT_BACKOFF[0], settings.poll_interval), FAULT_BACKOFF[1])
         self.requeue_due = 0.0  # failed cases found at start are queued again at once: a restart is deliberate
         self._findings: frozenset[tuple[str, str, str]] | None = None
@@ -102,8 +105,13 @@ class Follower:
                 if not isinstance(error, _TRANSIENT):
                     raise
                 delay = self.fault_backoff.next_delay()
-                logs.log_event("transient_fault", level=logging.WARNING, error=str(error),
-                               error_type=type(error).__name__, retry_in_seconds=delay)
+                logs.log_event(
+                    "transient_fault",
+                    level=logging.WARNING,
+                    error=str(error),
+                    error_type=type(error).__name__,
+                    retry_in_seconds=delay,
+                )
                 service.state.phase = "idle"
                 await service.wait(delay)
                 continue
@@ -129,10 +137,13 @@ class Follower:
         if outcome.failed:
             delay = self.failed_backoff.next_delay()
             self.requeue_due = time.monotonic() + delay
-            logs.log_event("cases_failed", level=logging.WARNING, cases=len(outcome.failed),
-                           retry_in_seconds=delay,
-                           examples=[f"{self._title(t)}: {scrub(r, t) if self._redact else r}"
-                                     for t, r in outcome.failed[:5]])
+            logs.log_event(
+                "cases_failed",
+                level=logging.WARNING,
+                cases=len(outcome.failed),
+                retry_in_seconds=delay,
+                examples=[f"{self._title(t)}: {scrub(r, t) if self._redact else r}" for t, r in outcome.failed[:5]],
+            )
         elif not outcome.interrupted:
             self.failed_backoff.reset()
 
@@ -143,16 +154,29 @@ class Follower:
         blocked_changed = blocked != self._blocked
         changed = diff.new_cases or diff.requeued or diff.removed or blocked_changed or diff.changed_after_consumed
         if changed or self._first_plan:
-            logs.log_event("plan", cases=diff.cases, files=diff.files, bytes=diff.bytes, new=diff.new_cases,
-                           requeued=len(diff.requeued), removed=len(diff.removed), blocked=len(diff.blocked),
-                           changed_after_upload=len(diff.changed_after_consumed))
+            logs.log_event(
+                "plan",
+                cases=diff.cases,
+                files=diff.files,
+                bytes=diff.bytes,
+                new=diff.new_cases,
+                requeued=len(diff.requeued),
+                removed=len(diff.removed),
+                blocked=len(diff.blocked),
+                changed_after_upload=len(diff.changed_after_consumed),
+            )
         self._first_plan = False
         if blocked_changed:
-            logs.log_event("cases_blocked", level=logging.WARNING if blocked else logging.INFO, cases=len(blocked),
-                           newly_blocked=[self._title(t) for t in sorted(blocked - self._blocked)[:20]],
-                           unblocked=[self._title(t) for t in sorted(self._blocked - blocked)[:20]],
-                           message="blocked cases are skipped until their findings are fixed; the others run"
-                           if blocked else "no case is blocked any more")
+            logs.log_event(
+                "cases_blocked",
+                level=logging.WARNING if blocked else logging.INFO,
+                cases=len(blocked),
+                newly_blocked=[self._title(t) for t in sorted(blocked - self._blocked)[:20]],
+                unblocked=[self._title(t) for t in sorted(self._blocked - blocked)[:20]],
+                message="blocked cases are skipped until their findings are fixed; the others run"
+                if blocked
+                else "no case is blocked any more",
+            )
             self._blocked = blocked
         findings = [f for f in report.findings if f.severity != "info"]
         fingerprint = frozenset((f.severity, f.code, str(f.path)) for f in findings)
@@ -160,13 +184,21 @@ class Follower:
             return  # the same findings every poll would bury everything else in the log
         self._findings = fingerprint
         for finding in findings:
-            logs.log_event("finding", level=logging.ERROR if finding.blocking else logging.WARNING,
-                           severity=finding.severity, code=finding.code, path=str(finding.path),
-                           error=finding.message, fix=finding.fix)
+            logs.log_event(
+                "finding",
+                level=logging.ERROR if finding.blocking else logging.WARNING,
+                severity=finding.severity,
+                code=finding.code,
+                path=str(finding.path),
+                error=finding.message,
+                fix=finding.fix,
+            )
         if report.blocking:
-            logs.log_event("plan_blocked", level=logging.ERROR,
-                           message="blocking findings: nothing is uploaded until they are fixed; the next poll "
-                                   "checks again")
+            logs.log_event(
+                "plan_blocked",
+                level=logging.ERROR,
+                message="blocking findings: nothing is uploaded until they are fixed; the next poll checks again",
+            )
 
 
 async def follow(service: JobService) -> int:

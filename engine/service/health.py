@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
 from gcbulk.engine.service.metrics import CONTENT_TYPE, Metrics, RunState
 from gcbulk.engine.settings import Address
 
@@ -128,12 +129,16 @@ class MonitoringServer:
         return web.Response(body=await self.metrics.scrape(), headers={"Content-Type": CONTENT_TYPE})
 
     async def handle_healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "phase": self.state.phase,
-                                  "uptime_seconds": round(time.monotonic() - self._started, 3)})
+        return web.json_response(
+            {"status": "ok", "phase": self.state.phase, "uptime_seconds": round(time.monotonic() - self._started, 3)}
+        )
 
     async def handle_readyz(self, request: web.Request) -> web.Response:
         checks = {"ledger": await ledger_check(self.state), "grand_challenge": await self.server_check.check()}
         ready = all(check.ok for check in checks.values())
-        body = {"ready": ready, "phase": self.state.phase,
-                "checks": {name: check.as_dict() for name, check in checks.items()}}
+        body = {
+            "ready": ready,
+            "phase": self.state.phase,
+            "checks": {name: check.as_dict() for name, check in checks.items()},
+        }
         return web.json_response(body, status=200 if ready else 503)

@@ -12,7 +12,9 @@ import sys
 import urllib.error
 import urllib.request
 
-DEFAULT_ADDRESS = "127.0.0.1:9464"  # gcbulk.engine.settings.DEFAULT_METRICS_ADDRESS (not imported: that pulls in the engine)
+DEFAULT_ADDRESS = (
+    "127.0.0.1:9464"  # gcbulk.engine.settings.DEFAULT_METRICS_ADDRESS (not imported: that pulls in the engine)
+)
 _ANY = {"", "0.0.0.0", "::", "[::]", "*"}
 
 

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
-from gcbulk.engine.planning import PlanReport, plan_into_ledger, print_report
+
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
@@ -30,6 +30,7 @@ from gcbulk.engine.gc.errors import (
     first_error,
 )
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
+from gcbulk.engine.planning import PlanReport, plan_into_ledger, print_report
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.health import MonitoringServer, ServerCheck
 from gcbulk.engine.service.journal import Journal, LedgerRunner
@@ -56,8 +57,7 @@ class JobService:
         self.settings = settings
         self.job = settings.job
         self.worker_id = settings.worker_id
-        self.state = RunState(reader_study=self.job.reader_study, base_url=self.job.base_url,
-                              worker_id=self.worker_id)
+        self.state = RunState(reader_study=self.job.reader_study, base_url=self.job.base_url, worker_id=self.worker_id)
         self.metrics = Metrics(self.state)
         self.transfer_settings = settings.transfer
         self.display = display  # gcbulk.engine.service.display.ProgressDisplay on a terminal
@@ -87,12 +87,16 @@ class JobService:
         self.stop_requested = anyio.Event()
         self._work = anyio.CancelScope()
         async with GrandChallengeClient(
-            base_url=self.job.base_url, token=self.settings.require_token(), ca_file=self.job.ca_file,
-            api_calls_in_flight=config.api_calls_in_flight, adaptive_concurrency=config.adaptive_concurrency,
+            base_url=self.job.base_url,
+            token=self.settings.require_token(),
+            ca_file=self.job.ca_file,
+            api_calls_in_flight=config.api_calls_in_flight,
+            adaptive_concurrency=config.adaptive_concurrency,
             retry_policy=config.retry,
             connections=config.parts_in_flight + config.api_calls_in_flight + 8,
             # Every pass gets fresh statistics; API retries go to the pass in progress.
-            on_retry=self._count_retry, trace_configs=[self.metrics.trace_config()],
+            on_retry=self._count_retry,
+            trace_configs=[self.metrics.trace_config()],
         ) as client:
             self.client = client
             server = await self._start_monitoring(client)
@@ -104,8 +108,9 @@ class JobService:
                         tasks.start_soon(self._watch_signals)
                     tasks.start_soon(self._summaries)
                     with self._work:
-                        async with LedgerRunner(self.settings.ledger, self.job.binding,
-                                                job_file=self.job.job_file) as runner:
+                        async with LedgerRunner(
+                            self.settings.ledger, self.job.binding, job_file=self.job.job_file
+                        ) as runner:
                             self.runner = self.state.runner = runner
                             self.journal = Journal(runner, events, redact_titles=self.redact_titles)
                             try:
@@ -137,15 +142,25 @@ class JobService:
         except OSError as exc:
             if self.settings.sources.get("metrics_address") == "default":
                 # Nobody asked for this address: a second run on the same machine must not fail over a port.
-                logs.log_event("monitoring_unavailable", level=logging.WARNING, address=str(address),
-                               error=exc.strerror or str(exc),
-                               message="running without /metrics, /healthz and /readyz; set GCBULK_METRICS_ADDRESS "
-                                       "(or --metrics-address) to a free host:port")
+                logs.log_event(
+                    "monitoring_unavailable",
+                    level=logging.WARNING,
+                    address=str(address),
+                    error=exc.strerror or str(exc),
+                    message="running without /metrics, /healthz and /readyz; set GCBULK_METRICS_ADDRESS "
+                    "(or --metrics-address) to a free host:port",
+                )
                 return None
-            raise ConfigurationError(f"cannot serve metrics on {address}: {exc.strerror or exc}; set "
-                                     "GCBULK_METRICS_ADDRESS (or --metrics-address) to a free host:port, or off") from None
-        logs.log_event("monitoring_started", level=logging.INFO, address=f"http://{bound}",
-                       endpoints=["/metrics", "/healthz", "/readyz"])
+            raise ConfigurationError(
+                f"cannot serve metrics on {address}: {exc.strerror or exc}; set "
+                "GCBULK_METRICS_ADDRESS (or --metrics-address) to a free host:port, or off"
+            ) from None
+        logs.log_event(
+            "monitoring_started",
+            level=logging.INFO,
+            address=f"http://{bound}",
+            endpoints=["/metrics", "/healthz", "/readyz"],
+        )
         return server
 
     # ---- signals and waiting ----------------------------------------------------------------------------------
@@ -171,8 +186,10 @@ class JobService:
             self._note("stop_requested", signal=reason, drain_seconds=0)
             self._work.cancel()
             return
-        message = (f"{reason}: starting nothing new; letting in-flight parts finish (up to "
-                   f"{self.settings.drain:.0f} s). Send it again to stop at once.")
+        message = (
+            f"{reason}: starting nothing new; letting in-flight parts finish (up to "
+            f"{self.settings.drain:.0f} s). Send it again to stop at once."
+        )
         self._note("stop_requested", signal=reason, drain_seconds=self.settings.drain, message=message)
         print(f"gcbulk run: {message}", file=sys.stderr)  # for the person who pressed Ctrl-C
         engine.stop()
@@ -196,8 +213,10 @@ class JobService:
         with anyio.move_on_after(self.settings.drain):
             await pass_done.wait()
             return
-        log.warning("drain time of %.0f s is over; stopping the parts still in flight (they resume next run)",
-                    self.settings.drain)
+        log.warning(
+            "drain time of %.0f s is over; stopping the parts still in flight (they resume next run)",
+            self.settings.drain,
+        )
         self._work.cancel()
 
     async def wait(self, seconds: float) -> None:
@@ -229,16 +248,25 @@ class JobService:
             titles = None if self.settings.adopt_existing else set(self._study.pk_by_title)
         job = self.job
         strict, cache = self.strict, self.content_cache
-        return await self.runner.run(lambda ledger: plan_into_ledger(job, ledger, catalogue=catalogue, strict=strict,
-                                                                     content_cache=cache, server_titles=titles))
+        return await self.runner.run(
+            lambda ledger: plan_into_ledger(
+                job, ledger, catalogue=catalogue, strict=strict, content_cache=cache, server_titles=titles
+            )
+        )
 
     async def run_pass(self) -> RunOutcome:
         """One transfer pass over every runnable case (``gcbulk.engine.upload.transfer.TransferEngine.run``)."""
         assert self.client is not None and self.journal is not None
         stats = self.state.new_stats()
-        engine = TransferEngine(client=self.client, journal=self.journal, reader_study_slug=self.job.reader_study,
-                                config=self.transfer_settings, stats=stats, study=self._study,
-                                worker_id=self.worker_id)
+        engine = TransferEngine(
+            client=self.client,
+            journal=self.journal,
+            reader_study_slug=self.job.reader_study,
+            config=self.transfer_settings,
+            stats=stats,
+            study=self._study,
+            worker_id=self.worker_id,
+        )
         self._study = None  # used once: a later pass reads the study again
         self._engine, self.state.stats, self.state.engine = engine, stats, engine
         self._pass_done = anyio.Event()
@@ -273,10 +301,14 @@ class JobService:
     async def log_summary(self) -> dict[str, Any]:
         counts = await read_job_counts(self.state)
         snapshot = (self.state.stats or TransferStats()).snapshot()
-        fields = logs.log_summary(snapshot, counts.by_state.get("case", {}) if counts else {},
-                                  transferring=self.state.engine is not None, phase=self.state.phase,
-                                  bytes_sent=self.state.bytes_sent(),
-                                  retries=sum(self.state.retries_by_reason.values()))  # the process's, all passes
+        fields = logs.log_summary(
+            snapshot,
+            counts.by_state.get("case", {}) if counts else {},
+            transferring=self.state.engine is not None,
+            phase=self.state.phase,
+            bytes_sent=self.state.bytes_sent(),
+            retries=sum(self.state.retries_by_reason.values()),
+        )  # the process's, all passes
         if self.display is not None:
             self.display.update(fields)
         return fields
@@ -306,8 +338,11 @@ async def run_once(service: JobService, *, replan: bool = True) -> RunOutcome:
     except (AuthenticationFailed, ConfigurationError):
         raise
     except GcbulkError as exc:
-        print(f"gcbulk run: could not check the job's sockets at {service.job.base_url}: {exc}. Check the "
-              "server address and the network, then run again.", file=sys.stderr)
+        print(
+            f"gcbulk run: could not check the job's sockets at {service.job.base_url}: {exc}. Check the "
+            "server address and the network, then run again.",
+            file=sys.stderr,
+        )
         raise PlanBlocked() from None
     print_report(report, out=sys.stderr, redact_titles=service.redact_titles)
     if report.blocking:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+
 from gcbulk.engine.plan.titles import redacted
 from gcbulk.engine.service.progress import EventLog
 from gcbulk.state.ledger import Ledger
@@ -61,7 +62,8 @@ class LedgerRunner:
     async def _submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         assert self._executor is not None
         return await asyncio.get_running_loop().run_in_executor(
-            self._executor, functools.partial(self._translated, fn, *args, **kwargs))
+            self._executor, functools.partial(self._translated, fn, *args, **kwargs)
+        )
 
     def _translated(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # Every ledger call of the engine: a full disk or a damaged file is a LedgerError with what to do, never a
@@ -83,7 +85,7 @@ class LedgerRunner:
         iterator: Iterator[Any] = await self.call(method, *args, **kwargs)
 
         def take() -> list[Any]:
-            return [item for _, item in zip(range(page), iterator)]
+            return [item for _, item in zip(range(page), iterator, strict=False)]
 
         while batch := await self._submit(take):
             for item in batch:
@@ -101,21 +103,31 @@ class Journal:
         """``ledger.<transition>(*args, **fields)``, then one event line if it changed anything."""
         result = await self.runner.call(transition, *args, **fields)
         if result is not False:
-            self.events.emit(transition, case=None if case is None else self._case(case), key=list(args),
-                             **_printable(fields))
+            self.events.emit(
+                transition, case=None if case is None else self._case(case), key=list(args), **_printable(fields)
+            )
         return result
 
     async def record_together(self, steps: Sequence[Step], *, case: str | None = None) -> list[Any]:
         """Transitions ``(name, args, fields)`` the engine takes back to back, with no request to the server between
         them, in one ledger transaction and one trip to the ledger's thread (``Ledger.record_together``): all are
         recorded, or — if one is refused — none. Then one event line for each that changed something, in order."""
-        results = await self.runner.call("record_together", [(name, tuple(args), dict(fields))
-                                                             for name, args, fields in steps])
+        results = await self.runner.call(
+            "record_together", [(name, tuple(args), dict(fields)) for name, args, fields in steps]
+        )
         self._emit(steps, results, case)
         return results
 
-    async def record_then_read(self, transition: str, args: Sequence[Any], query: str, *query_args: Any,
-                               case: str | None = None, also: Sequence[Step] = (), **fields: Any) -> Any:
+    async def record_then_read(
+        self,
+        transition: str,
+        args: Sequence[Any],
+        query: str,
+        *query_args: Any,
+        case: str | None = None,
+        also: Sequence[Step] = (),
+        **fields: Any,
+    ) -> Any:
         """``record(transition, *args, **fields)`` — with the steps ``also`` in the same transaction, as
         ``record_together`` — then ``read(query, *query_args)`` of what it wrote, in one trip to the ledger's thread.
         The read sees the transitions committed, as separate calls would."""
@@ -138,8 +150,9 @@ class Journal:
     def _emit(self, steps: Sequence[Step], results: Sequence[Any], case: str | None) -> None:
         for (name, args, fields), result in zip(steps, results, strict=True):
             if result is not False:
-                self.events.emit(name, case=None if case is None else self._case(case), key=list(args),
-                                 **_printable(fields))
+                self.events.emit(
+                    name, case=None if case is None else self._case(case), key=list(args), **_printable(fields)
+                )
 
     async def read(self, query: str, *args: Any, **kwargs: Any) -> Any:
         """A ledger query (``case_work``, ``upload`` …) on the ledger's thread."""

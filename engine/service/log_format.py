@@ -9,8 +9,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from gcbulk.redaction import redact, register_secret
 from gcbulk.engine.service.progress import iso_utc
+from gcbulk.redaction import redact, register_secret
 
 EVENT_LOGGER = "gcbulk.events"
 SUMMARY_LOGGER = "gcbulk.summary"
@@ -67,8 +67,7 @@ def event_level(event: str) -> int:
 def record_as_dict(record: logging.LogRecord) -> dict[str, Any]:
     """A log record in the event schema (see the module docstring)."""
     event = getattr(record, _EVENT, None)
-    line: dict[str, Any] = {"at": iso_utc(record.created), "level": record.levelname.lower(),
-                            "event": event or "log"}
+    line: dict[str, Any] = {"at": iso_utc(record.created), "level": record.levelname.lower(), "event": event or "log"}
     if event is None:
         line["logger"] = record.name
         line["message"] = record.getMessage()

@@ -50,15 +50,17 @@ class ConsoleEventLog(EventLog):
 def log_event(event: str, *, level: int | None = None, logger: str = EVENT_LOGGER, **fields: Any) -> None:
     """One structured line: ``event`` plus its fields (None values left out)."""
     fields = {key: value for key, value in fields.items() if value is not None}
-    logging.getLogger(logger).log(level if level is not None else event_level(event), "%s", event,
-                                  extra={_EVENT: event, _FIELDS: fields})
+    logging.getLogger(logger).log(
+        level if level is not None else event_level(event), "%s", event, extra={_EVENT: event, _FIELDS: fields}
+    )
 
 
 # ---- the summary line ------------------------------------------------------------------------------------------
 
 
-def summary_fields(snapshot: StatsSnapshot, cases_by_state: Mapping[str, int], *,
-                   transferring: bool = True) -> dict[str, Any]:
+def summary_fields(
+    snapshot: StatsSnapshot, cases_by_state: Mapping[str, int], *, transferring: bool = True
+) -> dict[str, Any]:
     """The periodic summary: cases by state (from the ledger: the whole job, not just this run), bytes, rate, ETA
     (from the engine's ``StatsSnapshot``, the one source of transfer numbers). Between passes (``transferring``
     False) the rate is 0: the snapshot's windowed rate would only decay slowly from the last pass."""
@@ -73,8 +75,9 @@ def summary_fields(snapshot: StatsSnapshot, cases_by_state: Mapping[str, int], *
     }
 
 
-def log_summary(snapshot: StatsSnapshot, cases_by_state: Mapping[str, int], *, transferring: bool = True,
-                **extra: Any) -> dict[str, Any]:
+def log_summary(
+    snapshot: StatsSnapshot, cases_by_state: Mapping[str, int], *, transferring: bool = True, **extra: Any
+) -> dict[str, Any]:
     fields = summary_fields(snapshot, cases_by_state, transferring=transferring) | extra
     log_event("summary", level=logging.INFO, logger=SUMMARY_LOGGER, **fields)
     return fields
@@ -86,8 +89,9 @@ def log_summary(snapshot: StatsSnapshot, cases_by_state: Mapping[str, int], *, t
 class LogSetup:
     """The handlers installed by :func:`configure`; ``close()`` removes them (tests configure logging repeatedly)."""
 
-    def __init__(self, handler: logging.Handler, redactor: SecretRedactor, json_lines: bool,
-                 display: Any = None) -> None:
+    def __init__(
+        self, handler: logging.Handler, redactor: SecretRedactor, json_lines: bool, display: Any = None
+    ) -> None:
         self.handler = handler
         self.redactor = redactor
         self.json_lines = json_lines
@@ -112,8 +116,14 @@ class LogSetup:
 PROGRESS_LOGGER = "gcbulk.progress"  # the engine's own periodic line (engine/upload/transfer.py)
 
 
-def configure(level: str = "INFO", fmt: str = "auto", *, stream: IO[str] | None = None,
-              secrets: Iterable[str] = (), progress_stream: IO[str] | None = None) -> LogSetup:
+def configure(
+    level: str = "INFO",
+    fmt: str = "auto",
+    *,
+    stream: IO[str] | None = None,
+    secrets: Iterable[str] = (),
+    progress_stream: IO[str] | None = None,
+) -> LogSetup:
     """Installs one handler on the root logger: JSON lines (``fmt`` json, or auto and ``stream`` not a terminal),
     a rich display (auto on a terminal), or plain text. Every record passes the token redactor.
 

@@ -27,6 +27,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+)
+from prometheus_client.registry import Collector
+
 from gcbulk.engine.gc.errors import (
     HttpError,
     TransportError,
@@ -36,23 +44,18 @@ from gcbulk.engine.gc.errors import (
 from gcbulk.engine.gc.routes import MEDIA, OTHER, route_shape
 from gcbulk.engine.service.progress import TransferStats
 from gcbulk.state.report import JobCounts, job_counts
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    InfoMetricFamily,
-)
-from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # A scrape waits this long for the ledger's thread (busy with a large plan, say), then answers without ledger numbers.
 LEDGER_READ_TIMEOUT_SECONDS = 5.0
 # Request latencies range from a cached GET (ms) to a 16 MiB part PUT on a slow link (tens of seconds).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-_LEDGER_KINDS = (("case", "gcbulk_cases", "Cases of the job by state (from the ledger)"),
-                 ("item", "gcbulk_items", "Socket values of the job by state (from the ledger)"),
-                 ("display_set", "gcbulk_display_sets", "Display sets of the job by state (from the ledger)"),
-                 ("upload", "gcbulk_uploads", "Grand Challenge uploads of the job by state (from the ledger)"))
+_LEDGER_KINDS = (
+    ("case", "gcbulk_cases", "Cases of the job by state (from the ledger)"),
+    ("item", "gcbulk_items", "Socket values of the job by state (from the ledger)"),
+    ("display_set", "gcbulk_display_sets", "Display sets of the job by state (from the ledger)"),
+    ("upload", "gcbulk_uploads", "Grand Challenge uploads of the job by state (from the ledger)"),
+)
 
 
 def _package_version() -> str:
@@ -99,7 +102,9 @@ class MonitoredStats(TransferStats):
 class RunState:
     """What the endpoints read. The run (``engine/service/job_service.py``) keeps it current, on the event-loop thread."""
 
-    runner: Any = None  # gcbulk.engine.service.journal.LedgerRunner: the ledger on its own thread; None before it is open
+    runner: Any = (
+        None  # gcbulk.engine.service.journal.LedgerRunner: the ledger on its own thread; None before it is open
+    )
     reader_study: str = ""
     base_url: str = ""
     worker_id: str = ""  # this process among the job's workers (engine/upload/leases.py)
@@ -152,23 +157,35 @@ class RunCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         state = self.state
-        yield InfoMetricFamily("gcbulk", "The gcbulk build and the job it runs",
-                               value={"version": _package_version(), "reader_study": state.reader_study,
-                                      "base_url": state.base_url, "worker": state.worker_id})
+        yield InfoMetricFamily(
+            "gcbulk",
+            "The gcbulk build and the job it runs",
+            value={
+                "version": _package_version(),
+                "reader_study": state.reader_study,
+                "base_url": state.base_url,
+                "worker": state.worker_id,
+            },
+        )
         phase = GaugeMetricFamily("gcbulk_phase", "1 for the phase the run is in", labels=["phase"])
         for name in PHASES:
             phase.add_metric([name], 1.0 if state.phase == name else 0.0)
         yield phase
-        yield GaugeMetricFamily("gcbulk_passes", "Transfer passes started (follow mode runs one per new work)",
-                                value=state.passes)
+        yield GaugeMetricFamily(
+            "gcbulk_passes", "Transfer passes started (follow mode runs one per new work)", value=state.passes
+        )
         yield GaugeMetricFamily("gcbulk_start_time_seconds", "Unix time the run started", value=state.started_at)
-        yield GaugeMetricFamily("gcbulk_ledger_read_ok", "1 when this scrape could read the ledger in time",
-                                value=0.0 if self.counts is None else 1.0)
+        yield GaugeMetricFamily(
+            "gcbulk_ledger_read_ok",
+            "1 when this scrape could read the ledger in time",
+            value=0.0 if self.counts is None else 1.0,
+        )
         yield from self._ledger_metrics()
         yield from self._snapshot_metrics()
         yield from self._in_flight_metrics()
-        retries = CounterMetricFamily("gcbulk_retries", "Retries by reason (network, throttled, http_503, …)",
-                                      labels=["reason"])
+        retries = CounterMetricFamily(
+            "gcbulk_retries", "Retries by reason (network, throttled, http_503, …)", labels=["reason"]
+        )
         for reason, count in sorted(state.retries_by_reason.items()):
             retries.add_metric([reason], count)
         yield retries
@@ -182,30 +199,44 @@ class RunCollector(Collector):
             for state_name, count in sorted(counts.by_state.get(kind, {}).items()):
                 family.add_metric([state_name], count)
             yield family
-        yield GaugeMetricFamily("gcbulk_uploads_live", "Uploads counting against the server's 2000-upload cap",
-                                value=counts.live_uploads)
-        yield GaugeMetricFamily("gcbulk_imports_in_flight", "Image values handed to Grand Challenge, import not done",
-                                value=counts.imports_in_flight)
+        yield GaugeMetricFamily(
+            "gcbulk_uploads_live", "Uploads counting against the server's 2000-upload cap", value=counts.live_uploads
+        )
+        yield GaugeMetricFamily(
+            "gcbulk_imports_in_flight",
+            "Image values handed to Grand Challenge, import not done",
+            value=counts.imports_in_flight,
+        )
         yield from _worker_metrics(counts.workers)
 
     def _snapshot_metrics(self) -> Iterator[Any]:
-        yield CounterMetricFamily("gcbulk_bytes_sent", "Bytes this process sent to S3 and kept, all passes",
-                                  value=self.state.bytes_sent())
+        yield CounterMetricFamily(
+            "gcbulk_bytes_sent", "Bytes this process sent to S3 and kept, all passes", value=self.state.bytes_sent()
+        )
         stats = self.state.stats
         if stats is None:
             return
         snap = stats.snapshot()
         eta = snap.eta_seconds
         for name, text, value in (
-            ("gcbulk_pass_bytes_done", "Bytes of the current (or last) pass's files on S3, parts sent by an earlier "
-             "run included", snap.bytes_done),
+            (
+                "gcbulk_pass_bytes_done",
+                "Bytes of the current (or last) pass's files on S3, parts sent by an earlier run included",
+                snap.bytes_done,
+            ),
             ("gcbulk_pass_bytes_total", "Bytes of the files the current (or last) pass has to send", snap.bytes_total),
             ("gcbulk_pass_files_done", "Files uploaded by the current (or last) pass", snap.files_done),
             ("gcbulk_pass_files_total", "Files the current (or last) pass has to upload", snap.files_total),
-            ("gcbulk_throughput_bytes_per_second", "Upload rate over the recent window (0 between passes)",
-             snap.bytes_per_second if self.state.engine is not None else 0.0),
-            ("gcbulk_eta_seconds", "Estimated seconds to send the rest (NaN while unknown)",
-             math.nan if eta is None else eta),
+            (
+                "gcbulk_throughput_bytes_per_second",
+                "Upload rate over the recent window (0 between passes)",
+                snap.bytes_per_second if self.state.engine is not None else 0.0,
+            ),
+            (
+                "gcbulk_eta_seconds",
+                "Estimated seconds to send the rest (NaN while unknown)",
+                math.nan if eta is None else eta,
+            ),
         ):
             yield GaugeMetricFamily(name, text, value=value)
 
@@ -216,20 +247,27 @@ class RunCollector(Collector):
         client = getattr(self.state.engine, "client", None)
         if client is not None:  # the adaptive limits (engine/gc/pacer.py); the knobs are their upper bounds
             limiter = client.api_limiter
-            yield GaugeMetricFamily("gcbulk_api_calls_limit", "API calls allowed in flight now (adaptive)",
-                                    value=limiter.limit)
+            yield GaugeMetricFamily(
+                "gcbulk_api_calls_limit", "API calls allowed in flight now (adaptive)", value=limiter.limit
+            )
             yield GaugeMetricFamily("gcbulk_api_calls_in_flight", "API calls on the wire now", value=limiter.in_flight)
         context = getattr(self.state.engine, "context", None)
         if context is not None:
-            yield GaugeMetricFamily("gcbulk_imports_limit", "Image imports allowed in flight now (adaptive)",
-                                    value=context.import_pacer.limit)
+            yield GaugeMetricFamily(
+                "gcbulk_imports_limit",
+                "Image imports allowed in flight now (adaptive)",
+                value=context.import_pacer.limit,
+            )
 
 
 def _worker_metrics(workers: tuple) -> Iterator[Any]:
     """Every worker of the job, as the ledger knows them, so one scrape of any worker shows them all; per-worker
     series only for the live ones (a label set that stays as small as the fleet)."""
-    by_status = GaugeMetricFamily("gcbulk_workers", "Workers of this job: live, stopped, or silent (no heartbeat "
-                                  "within a lease: killed or cut off)", labels=["status"])
+    by_status = GaugeMetricFamily(
+        "gcbulk_workers",
+        "Workers of this job: live, stopped, or silent (no heartbeat within a lease: killed or cut off)",
+        labels=["status"],
+    )
     statuses = Counter("live" if w.live else "stopped" if w.stopped else "silent" for w in workers)
     for status in ("live", "stopped", "silent"):
         by_status.add_metric([status], statuses.get(status, 0))
@@ -237,10 +275,16 @@ def _worker_metrics(workers: tuple) -> Iterator[Any]:
     live = [w for w in workers if w.live]
     for name, text, value_of in (
         ("gcbulk_worker_cases_leased", "Cases a live worker holds a lease on", lambda w: w.cases_leased),
-        ("gcbulk_worker_heartbeat_age_seconds", "Seconds since a live worker's last heartbeat",
-         lambda w: w.seconds_since_heartbeat),
-        ("gcbulk_worker_bytes_done", "Bytes of a live worker's current pass on S3, at its last heartbeat",
-         lambda w: w.progress.get("bytes_done", 0)),
+        (
+            "gcbulk_worker_heartbeat_age_seconds",
+            "Seconds since a live worker's last heartbeat",
+            lambda w: w.seconds_since_heartbeat,
+        ),
+        (
+            "gcbulk_worker_bytes_done",
+            "Bytes of a live worker's current pass on S3, at its last heartbeat",
+            lambda w: w.progress.get("bytes_done", 0),
+        ),
         ("gcbulk_worker_api_calls_limit", "A live worker's adaptive API-call limit", lambda w: w.api_limit or 0),
     ):
         family = GaugeMetricFamily(name, text, labels=["worker"])
@@ -290,7 +334,7 @@ class Metrics:
             return "s3", "part"
         if not parts.path.startswith(self._api_path):
             return "api", MEDIA if parts.path.startswith("/media/") else OTHER
-        return "api", route_shape(parts.path[len(self._api_path):])
+        return "api", route_shape(parts.path[len(self._api_path) :])
 
     def trace_config(self) -> aiohttp.TraceConfig:
         config = aiohttp.TraceConfig(trace_config_ctx_factory=SimpleNamespace)

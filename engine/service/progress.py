@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -140,7 +140,7 @@ def _duration(seconds: float | None) -> str:
 
 def iso_utc(timestamp: float | None = None) -> str:
     """The ``at`` field of every JSON line (event log and log records): ISO-8601 in UTC with a ``Z``."""
-    moment = datetime.now(timezone.utc) if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc)
+    moment = datetime.now(UTC) if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
     return moment.isoformat().replace("+00:00", "Z")
 
 
@@ -155,8 +155,11 @@ def human_bytes(count: float) -> str:
 def format_progress_line(snapshot: StatsSnapshot) -> str:
     """One human line: ``cases 12/40 done, 1 failed · files 30/80 · 1.2 GiB/3.4 GiB · 85.3 MiB/s · ETA 0m27s ·
     0 retries · in flight ≤ 4 API calls, ≤ 6 imports`` (the adaptive limits, once a run has them)."""
-    limits = (f" · in flight ≤ {snapshot.api_calls_limit} API calls, ≤ {snapshot.imports_limit} imports"
-              if snapshot.api_calls_limit else "")
+    limits = (
+        f" · in flight ≤ {snapshot.api_calls_limit} API calls, ≤ {snapshot.imports_limit} imports"
+        if snapshot.api_calls_limit
+        else ""
+    )
     return (
         f"cases {snapshot.cases_done}/{snapshot.cases_total} done, {snapshot.cases_failed} failed"
         f" · files {snapshot.files_done}/{snapshot.files_total}"

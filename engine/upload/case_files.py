@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
+
 from gcbulk.engine.gc.errors import Disposition, Interrupted, classify, first_error
 from gcbulk.engine.upload.dicom_image_set import stage_image_sets
 from gcbulk.engine.upload.file_upload import FileUpload
@@ -33,8 +34,11 @@ class CaseFiles:
     _staged: dict[int, Any]
 
     async def _upload_items(self, kinds: dict[str, str]) -> None:
-        work = [i for i in self.case.items
-                if kinds[i.socket_slug] in (IMAGE, FILE) and i.state in ("planned", "uploading", "uploaded")]
+        work = [
+            i
+            for i in self.case.items
+            if kinds[i.socket_slug] in (IMAGE, FILE) and i.state in ("planned", "uploading", "uploaded")
+        ]
         if not work:
             return
         self._stop_point("before its uploads")
@@ -101,13 +105,26 @@ class CaseFiles:
         if not (alone and uploads[0].completion_recorded):
             await self._record("item_uploaded", item.id)
 
-    async def _upload_file(self, file: Any, stopped: list[Interrupted], pool: UnitPool, uploads: list[FileUpload],
-                           with_completion: list[Step]) -> None:
+    async def _upload_file(
+        self,
+        file: Any,
+        stopped: list[Interrupted],
+        pool: UnitPool,
+        uploads: list[FileUpload],
+        with_completion: list[Step],
+    ) -> None:
         try:
             staged = self._staged.get(file.id)
             # Without staging, ``file.upload`` is the ledger's live upload of the file (see _upload_items).
-            upload = FileUpload(self.ctx, staged or file, self.case.title, pool, staged_copy=staged is not None,
-                                upload_known=not self._staged, with_completion=with_completion)
+            upload = FileUpload(
+                self.ctx,
+                staged or file,
+                self.case.title,
+                pool,
+                staged_copy=staged is not None,
+                upload_known=not self._staged,
+                with_completion=with_completion,
+            )
             uploads.append(upload)
             await upload.run()
         except Interrupted as stop:

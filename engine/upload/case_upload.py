@@ -17,11 +17,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
+
 from gcbulk.engine.gc.errors import (
     ApiError,
-    ForeignDisplaySet,
     ConfigurationError,
     Disposition,
+    ForeignDisplaySet,
     Interrupted,
     NotFound,
     classify,
@@ -33,13 +34,6 @@ from gcbulk.engine.upload.claim_pacing import uploads_under_way
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.dicom_image_set import image_set_value, is_image_set, release_case
-from gcbulk.engine.upload.targeted_sessions import (
-    any_upload_gone,
-    image_linked_soon,
-    post_targeted,
-    targeted_value,
-)
-from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, send_values
 from gcbulk.engine.upload.import_wait import ImportWait
 from gcbulk.engine.upload.imports import (
     SESSION_QUEUED,
@@ -48,14 +42,19 @@ from gcbulk.engine.upload.imports import (
     present_sockets,
     session_for_item,
 )
+from gcbulk.engine.upload.targeted_sessions import (
+    any_upload_gone,
+    image_linked_soon,
+    post_targeted,
+    targeted_value,
+)
+from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, send_values
 from gcbulk.state.records import CaseWork, ItemWork
 
 if TYPE_CHECKING:
     from gcbulk.engine.service.journal import Step
 
 log = logging.getLogger(__name__)
-
-
 
 
 class DisplaySetIndex:
@@ -74,8 +73,9 @@ class DisplaySetIndex:
 
 
 class CaseUpload(CaseFiles, ImportWait):
-    def __init__(self, ctx: TransferContext, case: CaseWork, sessions: UploadSessionIndex,
-                 display_sets: DisplaySetIndex) -> None:
+    def __init__(
+        self, ctx: TransferContext, case: CaseWork, sessions: UploadSessionIndex, display_sets: DisplaySetIndex
+    ) -> None:
         self.ctx = ctx
         self.case = case
         self.sessions = sessions
@@ -99,8 +99,13 @@ class CaseUpload(CaseFiles, ImportWait):
         """True when the case is done, False when it failed (the reason is in the ledger)."""
         await self._record("case_started", self.case.id)
         try:
-            with item_budget(RetryBudget(self.ctx.config.retry.attempts_per_item, self.case.title,
-                                         throttled_attempts=self.ctx.config.retry.throttled_attempts_per_item)):
+            with item_budget(
+                RetryBudget(
+                    self.ctx.config.retry.attempts_per_item,
+                    self.case.title,
+                    throttled_attempts=self.ctx.config.retry.throttled_attempts_per_item,
+                )
+            ):
                 kinds = await self._super_kinds()
                 try:
                     return await self._steps(kinds)
@@ -109,11 +114,18 @@ class CaseUpload(CaseFiles, ImportWait):
                         raise
                     # The server is the truth: a display set it no longer has is replaced (once per run), never
                     # retried forever.
-                    await self._record("case_lost_on_server", self.case.id, display_set_gone=True,
-                                       reason=f"display set {self.case.display_set.pk} answered 404 (deleted, or "
-                                              "the server lost it); creating a new one")
-                    log.warning("%s: display set %s is gone from the server; creating a new one", self.case.title,
-                                self.case.display_set.pk)
+                    await self._record(
+                        "case_lost_on_server",
+                        self.case.id,
+                        display_set_gone=True,
+                        reason=f"display set {self.case.display_set.pk} answered 404 (deleted, or "
+                        "the server lost it); creating a new one",
+                    )
+                    log.warning(
+                        "%s: display set %s is gone from the server; creating a new one",
+                        self.case.title,
+                        self.case.display_set.pk,
+                    )
                     self.display_sets.forget(self.case.title)
                     await self._refresh()
                     return await self._steps(kinds)
@@ -193,8 +205,9 @@ class CaseUpload(CaseFiles, ImportWait):
         await self._record("display_set_creating", self.case.id)
         crash_point("after-display-set-intent")
         try:
-            created = await self.ctx.client.create_display_set(self.ctx.reader_study_slug, self.case.title,
-                                                               order=ds.create_order)
+            created = await self.ctx.client.create_display_set(
+                self.ctx.reader_study_slug, self.case.title, order=ds.create_order
+            )
         except ApiError as error:
             if error.status == 400:  # refused outright: certainly not created
                 await self._record("display_set_not_created", self.case.id, reason=str(error))
@@ -212,11 +225,13 @@ class CaseUpload(CaseFiles, ImportWait):
             raise ForeignDisplaySet(
                 f"reader study {study!r} already has a display set titled {self.case.title!r} (pk {pk}) that this "
                 "job did not create; rename the case folder, or run with --adopt-existing to add its missing "
-                "values to that display set (values already there are kept)")
+                "values to that display set (values already there are kept)"
+            )
         if await self.ctx.client.display_set_has_answers(pk):
             raise ForeignDisplaySet(
                 f"display set {self.case.title!r} (pk {pk}) in {study!r} already has answers: gcbulk never changes "
-                "a display set that readers answered on, even with --adopt-existing")
+                "a display set that readers answered on, even with --adopt-existing"
+            )
         self._adopted_foreign = True
         return "--adopt-existing"
 
@@ -246,8 +261,9 @@ class CaseUpload(CaseFiles, ImportWait):
                     if not taken and upload_pks and await any_upload_gone(self.ctx.client, tuple(upload_pks)):
                         # Consumed by an import whose image the server links moments later (§10), or swept: sent
                         # again only if no image comes, never a second import of the same file.
-                        taken = await image_linked_soon(self.ctx.client, self.case.display_set.pk, item.socket_slug,
-                                                        who=self.case.title)
+                        taken = await image_linked_soon(
+                            self.ctx.client, self.case.display_set.pk, item.socket_slug, who=self.case.title
+                        )
             elif not taken and upload_pks:
                 try:
                     await self.ctx.client.get_upload(upload_pks[0])
@@ -259,8 +275,9 @@ class CaseUpload(CaseFiles, ImportWait):
 
     async def _attach_values(self, pk: str, kinds: dict[str, str]) -> None:
         case = await self._refresh()
-        items = [i for i in case.items
-                 if i.state == "uploaded" or (kinds[i.socket_slug] == VALUE and i.state == "planned")]
+        items = [
+            i for i in case.items if i.state == "uploaded" or (kinds[i.socket_slug] == VALUE and i.state == "planned")
+        ]
         if not items:
             return
         client = self.ctx.client
@@ -270,7 +287,9 @@ class CaseUpload(CaseFiles, ImportWait):
         for item in items:
             kind = kinds[item.socket_slug]
             if kind == VALUE:
-                planned.append(PlannedValue(item.socket_slug, kind, {"interface": item.socket_slug, "value": item.value}))
+                planned.append(
+                    PlannedValue(item.socket_slug, kind, {"interface": item.socket_slug, "value": item.value})
+                )
                 continue
             upload_pks = tuple(await self.ctx.journal.read("item_upload_pks", item.id))
             urls = [client.upload_url(upload_pk) for upload_pk in upload_pks]
@@ -279,8 +298,9 @@ class CaseUpload(CaseFiles, ImportWait):
                 planned.append(PlannedValue(item.socket_slug, kind, body, upload_pks))
                 continue
             if await is_image_set(self.ctx, item.socket_slug):  # user_uploads + image_name, no session (§10)
-                planned.append(PlannedValue(item.socket_slug, kind, await image_set_value(self, item, urls),
-                                            upload_pks))
+                planned.append(
+                    PlannedValue(item.socket_slug, kind, await image_set_value(self, item, urls), upload_pks)
+                )
                 continue
             if self.ctx.sessions_refused is None and not await self.ctx.journal.read("item_upload_session", item.id):
                 planned.append(targeted_value(item.socket_slug, pk, urls, upload_pks))  # one POST, no PATCH
@@ -302,23 +322,33 @@ class CaseUpload(CaseFiles, ImportWait):
         self._stop_point("before its values")  # the stop may have come while it waited for import slots
         crash_point("before-values-patch")
         # Never resent blindly: a lost answer is settled by looking at the display set and the uploads.
-        await send_values(client, pk, planned, kinds, policy=self.ctx.config.retry,
-                          what=f"{self.case.title}: values PATCH", between_images=self.between_images(pk, kinds),
-                          post_targeted=lambda value: self._post_targeted(value, items))
+        await send_values(
+            client,
+            pk,
+            planned,
+            kinds,
+            policy=self.ctx.config.retry,
+            what=f"{self.case.title}: values PATCH",
+            between_images=self.between_images(pk, kinds),
+            post_targeted=lambda value: self._post_targeted(value, items),
+        )
         crash_point("after-values-patch")
         self._values_sent_at = time.monotonic()  # the import wait's first poll counts from here
         # One transaction: a crash leaves either nothing recorded (as a crash just after the PATCH: the next run
         # finds the values taken, _adopt_earlier_patch) or all of it.
-        steps: list[Step] = [("item_attached", (next(i for i in items if i.socket_slug == value.socket_slug).id,), {})
-                             for value in planned]
+        steps: list[Step] = [
+            ("item_attached", (next(i for i in items if i.socket_slug == value.socket_slug).id,), {})
+            for value in planned
+        ]
         steps += [("display_set_values_attached", (case.id,), {}), ("display_set_importing", (case.id,), {})]
         await self._record_together(steps)
         crash_point("after-values-recorded")
 
     async def _post_targeted(self, value: PlannedValue, items: list[ItemWork]) -> None:
         item = next(i for i in items if i.socket_slug == value.socket_slug)
-        session_pk = await post_targeted(self.ctx, self.sessions, value, item.id, case_title=self.case.title,
-                                         policy=self.ctx.config.retry)
+        session_pk = await post_targeted(
+            self.ctx, self.sessions, value, item.id, case_title=self.case.title, policy=self.ctx.config.retry
+        )
         if session_pk is not None:  # the staggered wait asks it whether the import failed
             self.session_of[value.socket_slug] = session_pk
 
@@ -344,8 +374,11 @@ class CaseUpload(CaseFiles, ImportWait):
         except SessionsRefused as refused:
             if ctx.sessions_refused is None:
                 ctx.sessions_refused = str(refused)
-                log.warning("the server refused to create an upload session (%s); attaching uploads directly "
-                            "instead: import failures are then found by scanning the session list", refused)
+                log.warning(
+                    "the server refused to create an upload session (%s); attaching uploads directly "
+                    "instead: import failures are then found by scanning the session list",
+                    refused,
+                )
                 ctx.journal.note("upload_sessions_refused", reason=str(refused))
             return {}
         if own.failed is not None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import anyio
+
 from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.engine.gc.pacer import import_policy
 from gcbulk.engine.service.journal import Journal
 from gcbulk.engine.service.progress import TransferStats
-from gcbulk.engine.gc.pacer import import_policy
 from gcbulk.engine.upload.server_limits import CountingGate, ImportPacer
 from gcbulk.engine.upload.transfer_settings import TransferSettings
 
@@ -46,5 +47,6 @@ class TransferContext:
     def __post_init__(self) -> None:
         self.files_limiter = anyio.CapacityLimiter(self.config.files_in_flight)
         self.parts_limiter = anyio.CapacityLimiter(self.config.parts_in_flight)
-        self.import_pacer = ImportPacer(self.import_gate, import_policy(
-            self.config.imports_in_flight, adaptive=self.config.adaptive_concurrency))
+        self.import_pacer = ImportPacer(
+            self.import_gate, import_policy(self.config.imports_in_flight, adaptive=self.config.adaptive_concurrency)
+        )

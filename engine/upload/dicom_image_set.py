@@ -55,9 +55,11 @@ class _RunState:
         options: DicomOptions = ctx.config.dicom
         self.options = options
         self.budget = CountingGate(
-            options.staging_budget, name="DICOM staging bytes",
+            options.staging_budget,
+            name="DICOM staging bytes",
             why="de-identified copies are freed as their cases finish ([dicom] staging_budget)",
-            wait_timeout=ctx.config.limit_wait_timeout_seconds)
+            wait_timeout=ctx.config.limit_wait_timeout_seconds,
+        )
         self.held: dict[int, int] = {}  # case id → budget bytes it holds
 
     def executor(self) -> ProcessPoolExecutor:
@@ -98,11 +100,14 @@ def _source_unchanged(file: FileWork) -> None:
     try:
         stat = os.stat(file.path)
     except OSError as exc:
-        raise SourceFileChanged(f"{file.path}: cannot read it any more ({exc.strerror}); restore it or run 'gcbulk "
-                                "plan' again") from None
+        raise SourceFileChanged(
+            f"{file.path}: cannot read it any more ({exc.strerror}); restore it or run 'gcbulk plan' again"
+        ) from None
     if (stat.st_size, stat.st_mtime_ns) != (file.size, file.mtime_ns):
-        raise SourceFileChanged(f"{file.path} changed since it was planned; run 'gcbulk plan' again to pick up the "
-                                "new content (it is de-identified again then)")
+        raise SourceFileChanged(
+            f"{file.path} changed since it was planned; run 'gcbulk plan' again to pick up the "
+            "new content (it is de-identified again then)"
+        )
 
 
 def _staged_files(item: ItemWork, rows: dict[int, dicom_staging.StagedRow]) -> dict[int, FileWork] | None:
@@ -118,8 +123,14 @@ def _staged_files(item: ItemWork, rows: dict[int, dicom_staging.StagedRow]) -> d
             return None
         if stat.st_size != row.size or (row.source_size, row.source_mtime_ns) != (file.size, file.mtime_ns):
             return None
-        staged[file.id] = replace(file, path=Path(row.staged_path), name=f"dicom_image_{index}.dcm", size=row.size,
-                                  mtime_ns=stat.st_mtime_ns, checksum=row.sha256)
+        staged[file.id] = replace(
+            file,
+            path=Path(row.staged_path),
+            name=f"dicom_image_{index}.dcm",
+            size=row.size,
+            mtime_ns=stat.st_mtime_ns,
+            checksum=row.sha256,
+        )
     return staged
 
 
@@ -135,8 +146,11 @@ def _intact(item: ItemWork, staged: dict[int, FileWork]) -> bool:
             while chunk := handle.read(1024 * 1024):
                 digest.update(chunk)
         if digest.hexdigest() != copy.checksum:
-            log.info("%s: its de-identified copy %s changed on disk; the set is de-identified again",
-                     file.relative_path, copy.path)
+            log.info(
+                "%s: its de-identified copy %s changed on disk; the set is de-identified again",
+                file.relative_path,
+                copy.path,
+            )
             return False
     return True
 
@@ -170,6 +184,7 @@ async def stage_image_sets(upload: Any, work: list[ItemWork]) -> dict[int, FileW
 
 async def _take_budget(ctx: Any, gate: CountingGate, units: int, who: str) -> int:
     async with anyio.create_task_group() as group:
+
         async def stop_with_run() -> None:
             await ctx.stopping.wait()
             gate.stop()  # the run stops: a case waiting for room starts nothing new
@@ -189,21 +204,33 @@ async def _stage_item(upload: Any, item: ItemWork, state: _RunState) -> dict[int
         await _drop_uploads_of_earlier_staging(upload, item)
         sources = [str(f.path) for f in item.files]
         log.info("%s: de-identifying %d DICOM files for %s", upload.case.title, len(sources), item.socket_slug)
-        running = asyncio.get_running_loop().run_in_executor(state.executor(), stage_set, _key(item), sources,
-                                                             _staging_root(state.options))
+        running = asyncio.get_running_loop().run_in_executor(
+            state.executor(), stage_set, _key(item), sources, _staging_root(state.options)
+        )
         crash_point("during-dicom-staging")
         try:
             staged: StagedSet = await _waited(running, upload.case.title, item, ctx.config.limit_wait_timeout_seconds)
         except StagingError as error:
-            raise DicomItemFailed(f"{error}; remove the file from the case folder and run 'gcbulk plan' again") from None
+            raise DicomItemFailed(
+                f"{error}; remove the file from the case folder and run 'gcbulk plan' again"
+            ) from None
     except (SourceFileChanged, DicomItemFailed) as error:
         await upload._record("item_failed", item.id, reason=f"{item.socket_slug}: {error}")
         raise
-    rows = [{"file_id": f.id, "source_size": s.source_size, "source_mtime_ns": s.source_mtime_ns,
-             "staged_path": str(staged.folder / s.staged), "size": s.size, "sha256": s.sha256}
-            for f, s in zip(item.files, staged.files, strict=True)]
-    await ctx.journal.runner.run(dicom_staging.record_staged, item.id, rows, case_id=upload.case.id,
-                                 reused=staged.reused)
+    rows = [
+        {
+            "file_id": f.id,
+            "source_size": s.source_size,
+            "source_mtime_ns": s.source_mtime_ns,
+            "staged_path": str(staged.folder / s.staged),
+            "size": s.size,
+            "sha256": s.sha256,
+        }
+        for f, s in zip(item.files, staged.files, strict=True)
+    ]
+    await ctx.journal.runner.run(
+        dicom_staging.record_staged, item.id, rows, case_id=upload.case.id, reused=staged.reused
+    )
     staged_files = _staged_files(item, await ctx.journal.runner.run(dicom_staging.staged_of_item, item.id))
     assert staged_files is not None, "staged files vanished while being recorded"
     crash_point("after-dicom-staged")
@@ -221,10 +248,18 @@ async def _waited(running: asyncio.Future[StagedSet], title: str, item: ItemWork
             waited = time.monotonic() - started
             if waited >= deadline:
                 running.cancel()  # a set not started yet is dropped; one in a worker finishes into .partial
-                raise DicomItemFailed(f"de-identifying its {len(item.files)} files took more than {deadline:.0f} s; "
-                                      "run again (staged sets are kept) or lower the load on this machine") from None
-            wait_log.info("%s waits %.0f s so far for the de-identification of %d DICOM files for %s (gives up after "
-                          "%.0f s)", title, waited, len(item.files), item.socket_slug, deadline)
+                raise DicomItemFailed(
+                    f"de-identifying its {len(item.files)} files took more than {deadline:.0f} s; "
+                    "run again (staged sets are kept) or lower the load on this machine"
+                ) from None
+            wait_log.info(
+                "%s waits %.0f s so far for the de-identification of %d DICOM files for %s (gives up after %.0f s)",
+                title,
+                waited,
+                len(item.files),
+                item.socket_slug,
+                deadline,
+            )
 
 
 async def _drop_uploads_of_earlier_staging(upload: Any, item: ItemWork) -> None:
@@ -251,21 +286,28 @@ async def image_set_value(upload: Any, item: ItemWork, urls: list[str]) -> dict[
     template = options.image_name_template(item.socket_slug)
     name = render_image_name(template, header, socket=item.socket_slug, title=upload.case.title)
     if not name:
-        raise DicomItemFailed(f"{item.socket_slug}: image_name {template!r} comes out empty for this series; change it "
-                              "in the job's rule and run 'gcbulk plan' again")
+        raise DicomItemFailed(
+            f"{item.socket_slug}: image_name {template!r} comes out empty for this series; change it "
+            "in the job's rule and run 'gcbulk plan' again"
+        )
     return {"interface": item.socket_slug, "user_uploads": urls, "image_name": name}
 
 
 def timeout_reason(item: ItemWork, ctx: Any, seconds: float) -> str:
     """Why a DICOM Image Set value failed when the server said nothing: what gcbulk had checked before sending."""
     options: DicomOptions = ctx.config.dicom
-    deidentified = ("de-identified locally with grand-challenge-dicom-de-identifier (the server's own procedure)"
-                    if options.deidentify else "sent as they are ([dicom] deidentify = false)")
-    return (f"{item.socket_slug}: the DICOM Image Set did not appear in the display set within {seconds:.0f} s, and "
-            "Grand Challenge shows no reason for a refused image set (contract §10). Checked before sending: its "
-            f"{len(item.files)} files are one series of one study of one patient, every SOP class is one the "
-            f"de-identification procedure keeps, the image name is not empty, and the files were {deidentified}. "
-            "Look at the image set on Grand Challenge, or ask its admins for the import's log")
+    deidentified = (
+        "de-identified locally with grand-challenge-dicom-de-identifier (the server's own procedure)"
+        if options.deidentify
+        else "sent as they are ([dicom] deidentify = false)"
+    )
+    return (
+        f"{item.socket_slug}: the DICOM Image Set did not appear in the display set within {seconds:.0f} s, and "
+        "Grand Challenge shows no reason for a refused image set (contract §10). Checked before sending: its "
+        f"{len(item.files)} files are one series of one study of one patient, every SOP class is one the "
+        f"de-identification procedure keeps, the image name is not empty, and the files were {deidentified}. "
+        "Look at the image set on Grand Challenge, or ask its admins for the import's log"
+    )
 
 
 async def release_case(upload: Any) -> None:

@@ -18,10 +18,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
-from datetime import datetime, timezone
 
 import anyio
+
 from gcbulk.engine.gc.errors import (
     ApiError,
     Interrupted,
@@ -38,7 +39,6 @@ from gcbulk.engine.plan.parts import adjust_part_size
 from gcbulk.engine.upload.claim_pacing import uploads_under_way
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
-from gcbulk.engine.upload.server_limits import UnitPool
 from gcbulk.engine.upload.s3_parts import (
     PartSpec,
     PresignedUrls,
@@ -46,6 +46,7 @@ from gcbulk.engine.upload.s3_parts import (
     read_part,
     upload_part,
 )
+from gcbulk.engine.upload.server_limits import UnitPool
 from gcbulk.state.dicom_staging import fit_upload
 from gcbulk.state.records import FileWork, UploadRow
 
@@ -63,7 +64,9 @@ def check_unchanged(file: FileWork) -> None:
     try:
         stat = os.stat(file.path)
     except OSError as exc:
-        raise SourceFileChanged(f"{file.path}: cannot read it any more ({exc.strerror}); restore it or re-plan") from None
+        raise SourceFileChanged(
+            f"{file.path}: cannot read it any more ({exc.strerror}); restore it or re-plan"
+        ) from None
     if stat.st_size != file.size or stat.st_mtime_ns != file.mtime_ns:
         raise SourceFileChanged(
             f"{file.path} changed since it was planned (size {file.size} → {stat.st_size}); run 'gcbulk plan' again "
@@ -73,14 +76,23 @@ def check_unchanged(file: FileWork) -> None:
 
 def _age_seconds(iso_time: str | None) -> float | None:
     moment = parse_server_time(iso_time)
-    return None if moment is None else (datetime.now(timezone.utc) - moment).total_seconds()
+    return None if moment is None else (datetime.now(UTC) - moment).total_seconds()
 
 
 class FileUpload:
     """Uploads one file of one case; ``run()`` returns the completed upload's ledger row."""
 
-    def __init__(self, ctx: TransferContext, file: FileWork, case_title: str, pool: UnitPool | None = None, *,
-                 staged_copy: bool = False, upload_known: bool = False, with_completion: Sequence[Step] = ()) -> None:
+    def __init__(
+        self,
+        ctx: TransferContext,
+        file: FileWork,
+        case_title: str,
+        pool: UnitPool | None = None,
+        *,
+        staged_copy: bool = False,
+        upload_known: bool = False,
+        with_completion: Sequence[Step] = (),
+    ) -> None:
         self.ctx = ctx
         self.file = file
         # ``file`` is a de-identified copy (engine/upload/dicom_image_set.py), not the planned file: the upload's
@@ -104,10 +116,13 @@ class FileUpload:
         return await self.ctx.journal.record(transition, *args, case=self.case_title, **fields)
 
     async def run(self) -> UploadRow:
-        with item_budget(RetryBudget(
-            self.ctx.config.retry.attempts_per_item, f"{self.case_title}/{self.file.name}",
-            throttled_attempts=self.ctx.config.retry.throttled_attempts_per_item,
-        )):
+        with item_budget(
+            RetryBudget(
+                self.ctx.config.retry.attempts_per_item,
+                f"{self.case_title}/{self.file.name}",
+                throttled_attempts=self.ctx.config.retry.throttled_attempts_per_item,
+            )
+        ):
             async with self.ctx.files_limiter:
                 uploads_under_way()  # the case moves files: the worker may claim its next case
                 for _ in range(MAX_UPLOAD_RESTARTS + 1):
@@ -144,8 +159,9 @@ class FileUpload:
         if upload is not None and upload.state == "creating":
             # The create's answer was never recorded: if it reached the server, that upload is an empty orphan the
             # sweep removes. A new one replaces it (uploads carry no key of ours to look it up by).
-            await self._record("upload_abandoned", upload.id,
-                               reason="the create was not confirmed before the run stopped")
+            await self._record(
+                "upload_abandoned", upload.id, reason="the create was not confirmed before the run stopped"
+            )
             upload = None
         if upload is None:
             upload = await self._create()
@@ -187,7 +203,9 @@ class FileUpload:
         ctx = self.ctx
         snapshot = ctx.stats.snapshot()
         ctx.config.sweep_guard.check(
-            self.file.relative_path, self.file.size, snapshot.bytes_done - snapshot.bytes_resumed,
+            self.file.relative_path,
+            self.file.size,
+            snapshot.bytes_done - snapshot.bytes_resumed,
             snapshot.bytes_per_second or snapshot.average_bytes_per_second,
         )
         part_size = adjust_part_size(ctx.config.part_size, self.file.size)
@@ -202,8 +220,11 @@ class FileUpload:
         async def before_resend() -> None:
             # The lost create may have made an upload: its intent ends with the pk unknown (the orphan sweep looks for
             # it on the server and aborts it), it keeps its unit of the cap, and the resend gets an intent of its own.
-            await self._record("upload_abandoned", intent[0],
-                               reason="the create's answer was lost; an empty upload it made is aborted later")
+            await self._record(
+                "upload_abandoned",
+                intent[0],
+                reason="the create's answer was lost; an empty upload it made is aborted later",
+            )
             if ctx.stopping.is_set():
                 raise Interrupted(f"{self.file.relative_path}: stopped before its upload was created again")
             if not self.pool.take():
@@ -220,8 +241,15 @@ class FileUpload:
         upload_id = intent[0]
         self._created_here.add(upload_id)
         upload = await self.ctx.journal.record_then_read(
-            "upload_initialized", (upload_id,), "upload", upload_id, case=self.case_title, pk=created["pk"],
-            s3_upload_id=created["s3_upload_id"], created_at=created.get("created"))
+            "upload_initialized",
+            (upload_id,),
+            "upload",
+            upload_id,
+            case=self.case_title,
+            pk=created["pk"],
+            s3_upload_id=created["s3_upload_id"],
+            created_at=created.get("created"),
+        )
         crash_point("after-upload-recorded")
         return upload
 
@@ -242,8 +270,9 @@ class FileUpload:
         for number, part in upload.parts.items():
             held = on_server.get(number)
             if held is None or int(held.get("Size", -1)) != part.size or held.get("ETag") != part.etag:
-                await self._record("part_invalidated", upload.id, number,
-                                   reason="list-parts does not show this part as sent")
+                await self._record(
+                    "part_invalidated", upload.id, number, reason="list-parts does not show this part as sent"
+                )
         for number, held in on_server.items():
             spec = specs.get(number)
             if number in upload.parts or spec is None or int(held.get("Size", -1)) != spec.size:
@@ -288,7 +317,13 @@ class FileUpload:
         try:
             data, md5 = await anyio.to_thread.run_sync(read_part, self.file.path, spec)
             etag = await upload_part(
-                ctx.client.session, urls, spec, data, md5, policy=ctx.config.retry, progress=ctx.stats.add_bytes,
+                ctx.client.session,
+                urls,
+                spec,
+                data,
+                md5,
+                policy=ctx.config.retry,
+                progress=ctx.stats.add_bytes,
                 on_retry=ctx.stats.count_retry,
             )
             del data
@@ -310,8 +345,9 @@ class FileUpload:
         return upload
 
     async def _record_completed(self, upload: UploadRow) -> UploadRow:
-        completed = await self.ctx.journal.record_then_read("upload_completed", (upload.id,), "upload", upload.id,
-                                                            case=self.case_title, also=self._with_completion)
+        completed = await self.ctx.journal.record_then_read(
+            "upload_completed", (upload.id,), "upload", upload.id, case=self.case_title, also=self._with_completion
+        )
         self.completion_recorded = True
         return completed
 

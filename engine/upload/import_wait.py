@@ -60,15 +60,21 @@ class ImportWait:
         # Resumed with imports in flight from an earlier run. A case already holding the whole limit (imports_in_flight
         # below its image count) does not ask for more: it would wait for itself.
         if images_waiting > self.import_units and self.import_units < ctx.import_gate.ceiling:
-            self.import_units += await ctx.import_gate.acquire(images_waiting - self.import_units,
-                                                               who=self.case.title)
+            self.import_units += await ctx.import_gate.acquire(images_waiting - self.import_units, who=self.case.title)
         started = time.monotonic()
         deadline = started + ctx.config.import_timeout_seconds
         # Reads ``waiting`` when it speaks: the values still missing at that moment.
-        voice = WaitVoice(started, lambda so_far: wait_log.info(
-            "%s waits %.0f s so far for the server's import of %s into display set %s (gives up after %.0f s)",
-            self.case.title, so_far, ", ".join(i.socket_slug for i in waiting), pk,
-            ctx.config.import_timeout_seconds))
+        voice = WaitVoice(
+            started,
+            lambda so_far: wait_log.info(
+                "%s waits %.0f s so far for the server's import of %s into display set %s (gives up after %.0f s)",
+                self.case.title,
+                so_far,
+                ", ".join(i.socket_slug for i in waiting),
+                pk,
+                ctx.config.import_timeout_seconds,
+            ),
+        )
         delay = self._first_poll_delay()
         next_failure_check = started + self._failure_check_interval()
         polls = 0
@@ -103,8 +109,10 @@ class ImportWait:
             if waiting and time.monotonic() > deadline:
                 ctx.import_pacer.timed_out()
                 for item in waiting:
-                    reason = (f"{item.socket_slug}: the import did not finish within "
-                              f"{ctx.config.import_timeout_seconds:.0f} s")
+                    reason = (
+                        f"{item.socket_slug}: the import did not finish within "
+                        f"{ctx.config.import_timeout_seconds:.0f} s"
+                    )
                     if await is_image_set(ctx, item.socket_slug, kinds[item.socket_slug]):
                         reason = timeout_reason(item, ctx, ctx.config.import_timeout_seconds)
                     await self._record("item_failed", item.id, reason=reason)
@@ -180,10 +188,18 @@ class ImportWait:
         ctx = self.ctx
         patched = self._patched_at[value.socket_slug] = time.monotonic()
         deadline = patched + ctx.config.import_timeout_seconds
-        voice = WaitVoice(patched, lambda so_far: wait_log.info(
-            "%s waits %.0f s so far for the server's import of %s into display set %s before sending its next "
-            "image (gives up after %.0f s)", self.case.title, so_far, value.socket_slug, pk,
-            ctx.config.import_timeout_seconds))
+        voice = WaitVoice(
+            patched,
+            lambda so_far: wait_log.info(
+                "%s waits %.0f s so far for the server's import of %s into display set %s before sending its next "
+                "image (gives up after %.0f s)",
+                self.case.title,
+                so_far,
+                value.socket_slug,
+                pk,
+                ctx.config.import_timeout_seconds,
+            ),
+        )
         delay = self._first_poll_delay()
         next_failure_check = patched + self._failure_check_interval()
         while True:
@@ -231,4 +247,3 @@ class ImportWait:
         # Contract §1: a successful import deletes its uploads; a failed one leaves them to the 24 h sweep.
         if consumed and kind in (IMAGE, FILE):
             await self.ctx.upload_gate.release(len(item.files))
-

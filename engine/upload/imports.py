@@ -71,8 +71,8 @@ class UploadSessionIndex:
         asked_at = time.monotonic()
         async with self._lock:
             if self._refreshed_at is not None and (
-                    self._refreshed_at >= asked_at if force
-                    else time.monotonic() - self._refreshed_at < self._min_interval):
+                self._refreshed_at >= asked_at if force else time.monotonic() - self._refreshed_at < self._min_interval
+            ):
                 return
             started = time.monotonic()  # a session created before this is in the listing
             by_upload: dict[str, list[dict[str, Any]]] = {}
@@ -83,8 +83,9 @@ class UploadSessionIndex:
             self._by_upload = by_upload
             self._refreshed_at = started
 
-    async def find(self, upload_pks: Iterable[str], *, refresh: bool = True,
-                   force: bool = False) -> dict[str, Any] | None:
+    async def find(
+        self, upload_pks: Iterable[str], *, refresh: bool = True, force: bool = False
+    ) -> dict[str, Any] | None:
         """The session that took these uploads; when several did (a PATCH sent twice), the best outcome wins.
         ``force``: from a listing begun after this call (a session created since the last scan is in it), however
         recent the last one."""
@@ -111,8 +112,9 @@ class SessionsRefused(Exception):
     """The server refused to create an upload session (an older or different server): attach uploads directly."""
 
 
-async def session_for_item(client: GrandChallengeClient, journal: Journal, item_id: int, upload_pks: list[str],
-                           *, case_title: str) -> ItemSession:
+async def session_for_item(
+    client: GrandChallengeClient, journal: Journal, item_id: int, upload_pks: list[str], *, case_title: str
+) -> ItemSession:
     """The Queued session for this item's uploads, created and recorded (before any PATCH names it) unless the one
     recorded earlier is still usable; or what became of the recorded one."""
     recorded = await journal.read("item_upload_session", item_id)

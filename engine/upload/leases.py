@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import anyio
+
 from gcbulk.engine.service.journal import Journal
 from gcbulk.state.workers import DEFAULT_LEASE_SECONDS
 
@@ -36,14 +37,22 @@ FIRST_BEAT_SECONDS = 2.0
 
 
 class CaseLeases:
-    def __init__(self, journal: Journal, worker_id: str, *, lease_seconds: float = LEASE_SECONDS,
-                 heartbeat_seconds: float | None = None,
-                 on_heartbeat: Callable[[], Awaitable[dict[str, object]]] | None = None) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        worker_id: str,
+        *,
+        lease_seconds: float = LEASE_SECONDS,
+        heartbeat_seconds: float | None = None,
+        on_heartbeat: Callable[[], Awaitable[dict[str, object]]] | None = None,
+    ) -> None:
         # A third of the lease by default: two missed beats still leave the lease alive.
         heartbeat_seconds = lease_seconds / 3 if heartbeat_seconds is None else heartbeat_seconds
         if heartbeat_seconds >= lease_seconds:
-            raise ValueError(f"the heartbeat ({heartbeat_seconds} s) must come more often than the lease "
-                             f"({lease_seconds} s) runs out")
+            raise ValueError(
+                f"the heartbeat ({heartbeat_seconds} s) must come more often than the lease "
+                f"({lease_seconds} s) runs out"
+            )
         self.journal = journal
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
@@ -67,16 +76,25 @@ class CaseLeases:
         waiting_since: float | None = None
         last_voice = 0.0
         while not stopping.is_set():
-            claim = await self.journal.runner.call("claim_case", self.worker_id, lease_seconds=self.lease_seconds,
-                                                   after_id=self._cursor, running=list(self.running))
+            claim = await self.journal.runner.call(
+                "claim_case",
+                self.worker_id,
+                lease_seconds=self.lease_seconds,
+                after_id=self._cursor,
+                running=list(self.running),
+            )
             if claim is not None:
                 if claim.taken_over_from is None:
                     self._cursor = max(self._cursor, claim.case_id)
                 else:  # a takeover may lie behind the cursor: the pass's order is left as it was
                     self.taken_over += 1
-                    log.warning("worker %s: taking over case %d from worker %s, whose lease ran out (it stopped "
-                                "renewing it); resuming from what the ledger recorded", self.worker_id,
-                                claim.case_id, claim.taken_over_from)
+                    log.warning(
+                        "worker %s: taking over case %d from worker %s, whose lease ran out (it stopped "
+                        "renewing it); resuming from what the ledger recorded",
+                        self.worker_id,
+                        claim.case_id,
+                        claim.taken_over_from,
+                    )
                 self.running[claim.case_id] = anyio.CancelScope()
                 return claim.case_id
             elsewhere = await self.journal.read("runnable_leased_elsewhere", self.worker_id)
@@ -86,10 +104,15 @@ class CaseLeases:
             waiting_since = waiting_since or now
             if now - last_voice >= VOICE_SECONDS:
                 last_voice = now
-                wait_log.info("worker %s: %d runnable case(s) are held by worker(s) %s; waiting %.0f s so far to "
-                              "take over any whose lease runs out (the first in %.0f s unless renewed)",
-                              self.worker_id, elsewhere.cases, ", ".join(elsewhere.workers), now - waiting_since,
-                              elsewhere.soonest_expiry_seconds)
+                wait_log.info(
+                    "worker %s: %d runnable case(s) are held by worker(s) %s; waiting %.0f s so far to "
+                    "take over any whose lease runs out (the first in %.0f s unless renewed)",
+                    self.worker_id,
+                    elsewhere.cases,
+                    ", ".join(elsewhere.workers),
+                    now - waiting_since,
+                    elsewhere.soonest_expiry_seconds,
+                )
             with anyio.move_on_after(RECHECK_SECONDS):  # the soonest expiry is only a hint: leases get renewed
                 await stopping.wait()
         return None
@@ -108,13 +131,18 @@ class CaseLeases:
     async def beat(self) -> list[int]:
         """One heartbeat: renew the leases, publish this worker's limits and counters, cancel what was lost."""
         published = await self._on_heartbeat() if self._on_heartbeat is not None else {}
-        lost = await self.journal.runner.call("heartbeat", self.worker_id, lease_seconds=self.lease_seconds,
-                                              running=list(self.running), **published)
+        lost = await self.journal.runner.call(
+            "heartbeat", self.worker_id, lease_seconds=self.lease_seconds, running=list(self.running), **published
+        )
         for case_id in lost:
             if case_id in self.running and case_id not in self.lost:
                 self.lost.add(case_id)
-                log.warning("worker %s: the lease of case %d ran out and another worker took the case over; "
-                            "this worker stops working on it", self.worker_id, case_id)
+                log.warning(
+                    "worker %s: the lease of case %d ran out and another worker took the case over; "
+                    "this worker stops working on it",
+                    self.worker_id,
+                    case_id,
+                )
                 self.journal.note("case_lease_lost", worker=self.worker_id, case_id=case_id)
                 self.running[case_id].cancel()
         return lost

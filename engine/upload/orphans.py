@@ -40,13 +40,21 @@ class OrphanSweep:
     deferred: int = 0  # too young to judge while other workers run (their answers may be on the way)
 
     def as_dict(self) -> dict[str, int]:
-        return {"looked_for": self.looked_for, "aborted": len(self.aborted), "not_found": self.not_found,
-                "deferred": self.deferred}
+        return {
+            "looked_for": self.looked_for,
+            "aborted": len(self.aborted),
+            "not_found": self.not_found,
+            "deferred": self.deferred,
+        }
 
 
-async def abort_orphan_uploads(client: GrandChallengeClient, journal: Journal, *,
-                               now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                               other_workers: Collection[int] | None = None) -> OrphanSweep:
+async def abort_orphan_uploads(
+    client: GrandChallengeClient,
+    journal: Journal,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    other_workers: Collection[int] | None = None,
+) -> OrphanSweep:
     """Find and abort this job's orphan uploads. Lists the account's uploads only when the ledger holds a lost
     create: a run without one makes no request here.
 
@@ -60,8 +68,11 @@ async def abort_orphan_uploads(client: GrandChallengeClient, journal: Journal, *
     if not lost:
         return sweep
     sweep.looked_for = len(lost)
-    log.info("looking for %d upload(s) whose create was sent but never answered, among the account's uploads "
-             "(one listing of at most the server's 2000)", len(lost))
+    log.info(
+        "looking for %d upload(s) whose create was sent but never answered, among the account's uploads "
+        "(one listing of at most the server's 2000)",
+        len(lost),
+    )
     known = await journal.read("known_upload_pks")
     candidates: dict[str, list[tuple[datetime, dict[str, Any]]]] = {}
     seen: set[str] = set()
@@ -76,8 +87,14 @@ async def abort_orphan_uploads(client: GrandChallengeClient, journal: Journal, *
             candidates.setdefault(upload["filename"], []).append((created, upload))
     # Read after the listing: a create of theirs that the listing saw is still unconfirmed here, or its pk is known
     # by the time of the check just before an abort.
-    busy = {create.filename for create in await journal.read(
-        "unconfirmed_upload_creates", since=since, only_cases=other_workers)} if other_workers else set()
+    busy = (
+        {
+            create.filename
+            for create in await journal.read("unconfirmed_upload_creates", since=since, only_cases=other_workers)
+        }
+        if other_workers
+        else set()
+    )
     for create in lost:
         intent = parse_server_time(create.intent_at)
         if create.filename in busy:
@@ -85,9 +102,14 @@ async def abort_orphan_uploads(client: GrandChallengeClient, journal: Journal, *
             continue
         match = None
         if intent is not None:
-            near = sorted(((abs(created - intent), created, upload)
-                           for created, upload in candidates.get(create.filename, ())
-                           if abs(created - intent) <= MATCH_WINDOW), key=lambda row: row[0])
+            near = sorted(
+                (
+                    (abs(created - intent), created, upload)
+                    for created, upload in candidates.get(create.filename, ())
+                    if abs(created - intent) <= MATCH_WINDOW
+                ),
+                key=lambda row: row[0],
+            )
             for _, created, upload in near:
                 # Known by now (a worker recorded its answer after the listing): not an orphan.
                 if await journal.read("upload_pk_known", str(upload.get("pk"))):
@@ -98,19 +120,27 @@ async def abort_orphan_uploads(client: GrandChallengeClient, journal: Journal, *
                     break
         if match is None:
             sweep.not_found += 1
-            await journal.record("orphan_upload_resolved", create.upload_id, pk=None, s3_upload_id=None,
-                                 reason="the create never reached the server (no matching upload there)")
+            await journal.record(
+                "orphan_upload_resolved",
+                create.upload_id,
+                pk=None,
+                s3_upload_id=None,
+                reason="the create never reached the server (no matching upload there)",
+            )
             continue
         try:
             await client.abort_multipart_upload(match)
         except (MultipartUploadVanished, UploadNoLongerOpen):
             pass  # swept or finished meanwhile: it no longer holds S3 parts either way
         sweep.aborted.append(str(match["pk"]))
-        log.info("aborted upload %s (%s): the create of this job whose answer was lost", match["pk"],
-                 create.filename)
-        await journal.record("orphan_upload_resolved", create.upload_id, pk=str(match["pk"]),
-                             s3_upload_id=str(match.get("s3_upload_id") or ""),
-                             reason="orphan: its create's answer was lost; found on the server and aborted")
+        log.info("aborted upload %s (%s): the create of this job whose answer was lost", match["pk"], create.filename)
+        await journal.record(
+            "orphan_upload_resolved",
+            create.upload_id,
+            pk=str(match["pk"]),
+            s3_upload_id=str(match.get("s3_upload_id") or ""),
+            reason="orphan: its create's answer was lost; found on the server and aborted",
+        )
     journal.note("orphan_uploads", **sweep.as_dict())
     return sweep
 

@@ -13,11 +13,12 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from natsort import natsort_keygen
+
 from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title, socket_slug_of
 from gcbulk.engine.gc.errors import NotFound
 from gcbulk.engine.service.journal import Journal
 from gcbulk.state.server_truth import RecordedCase
-from natsort import natsort_keygen
 
 log = logging.getLogger(__name__)
 # The server numbers display sets 10, 20, 30 … when no order is given (contract §3); gcbulk keeps that spacing, so
@@ -73,12 +74,16 @@ class Reconciliation:
         return len(self.display_sets_gone) + len(self.values_gone)
 
     def as_dict(self) -> dict[str, object]:
-        return {"checked": self.checked, "display_sets_gone": len(self.display_sets_gone),
-                "values_gone": len(self.values_gone)}
+        return {
+            "checked": self.checked,
+            "display_sets_gone": len(self.display_sets_gone),
+            "values_gone": len(self.values_gone),
+        }
 
 
-async def reconcile_with_server(client: GrandChallengeClient, journal: Journal,
-                                study: StudySnapshot, *, skip_cases: Collection[int] = ()) -> Reconciliation:
+async def reconcile_with_server(
+    client: GrandChallengeClient, journal: Journal, study: StudySnapshot, *, skip_cases: Collection[int] = ()
+) -> Reconciliation:
     """Every case with a recorded display set against ``study``: a display set that is gone is forgotten (a new one
     is created), a value that is gone is sent again, and a done case runs again. Each with a log line saying so.
 
@@ -93,21 +98,28 @@ async def reconcile_with_server(client: GrandChallengeClient, journal: Journal,
         if on_server is None or _missing(case, on_server):
             on_server = await _confirm(client, case.display_set_pk)
         if on_server is None:
-            reason = (f"display set {case.display_set_pk} is gone from the server (deleted, or the server lost "
-                      "it); a new one will be created and its values sent again")
-            if await journal.record("case_lost_on_server", case.case_id, display_set_gone=True, reason=reason,
-                                    case=case.title):
+            reason = (
+                f"display set {case.display_set_pk} is gone from the server (deleted, or the server lost "
+                "it); a new one will be created and its values sent again"
+            )
+            if await journal.record(
+                "case_lost_on_server", case.case_id, display_set_gone=True, reason=reason, case=case.title
+            ):
                 found.display_sets_gone.append((case.title, reason))
                 log.warning("%s: %s; re-queued", case.title, reason)
             continue
         missing = _missing(case, on_server)
         if not missing:
             continue
-        reason = (f"display set {case.display_set_pk} no longer has a value for {', '.join(missing)}; "
-                  "sending it again")
-        if await journal.record("case_lost_on_server", case.case_id, display_set_gone=False,
-                                item_ids=[case.expected_values[slug] for slug in missing], reason=reason,
-                                case=case.title):
+        reason = f"display set {case.display_set_pk} no longer has a value for {', '.join(missing)}; sending it again"
+        if await journal.record(
+            "case_lost_on_server",
+            case.case_id,
+            display_set_gone=False,
+            item_ids=[case.expected_values[slug] for slug in missing],
+            reason=reason,
+            case=case.title,
+        ):
             found.values_gone.append((case.title, reason))
             log.warning("%s: %s; re-queued", case.title, reason)
     if found.requeued:
@@ -128,11 +140,16 @@ async def _confirm(client: GrandChallengeClient, pk: str) -> ServerDisplaySet | 
 
 def _server_display_set(display_set: dict[str, Any]) -> ServerDisplaySet:
     sockets = frozenset(
-        slug for value in display_set.get("values") or []
+        slug
+        for value in display_set.get("values") or []
         if (slug := socket_slug_of(value)) and any(value.get(name) is not None for name in ("image", "file", "value"))
     )
-    return ServerDisplaySet(pk=str(display_set["pk"]), title=display_set_title(display_set),
-                            order=int(display_set.get("order") or 0), sockets=sockets)
+    return ServerDisplaySet(
+        pk=str(display_set["pk"]),
+        title=display_set_title(display_set),
+        order=int(display_set.get("order") or 0),
+        sockets=sockets,
+    )
 
 
 async def assign_create_orders(journal: Journal, study: StudySnapshot) -> int:
@@ -148,8 +165,9 @@ async def assign_create_orders(journal: Journal, study: StudySnapshot) -> int:
     orders = {case_id: base + ORDER_STEP * rank for rank, (case_id, _) in enumerate(ranked, start=1)}
     assigned = await journal.runner.call("display_set_orders_assigned", orders)  # one event, not one per case
     if assigned:
-        journal.note("display_set_orders_assigned", count=assigned, lowest=min(orders.values()),
-                     highest=max(orders.values()))
+        journal.note(
+            "display_set_orders_assigned", count=assigned, lowest=min(orders.values()), highest=max(orders.values())
+        )
     return assigned
 
 
@@ -167,9 +185,14 @@ class Verification:
 
     def as_dict(self) -> dict[str, object]:
         found = self.reconciliation
-        return {**found.as_dict(), "requeued": [{"title": title, "reason": reason}
-                                                for title, reason in found.display_sets_gone + found.values_gone],
-                "orphan_uploads_looked_for": self.orphans_looked_for, "orphan_uploads_aborted": self.orphans_aborted}
+        return {
+            **found.as_dict(),
+            "requeued": [
+                {"title": title, "reason": reason} for title, reason in found.display_sets_gone + found.values_gone
+            ],
+            "orphan_uploads_looked_for": self.orphans_looked_for,
+            "orphan_uploads_aborted": self.orphans_aborted,
+        }
 
 
 # `gcbulk verify` holds no lease: every live lease is another worker's.

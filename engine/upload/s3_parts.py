@@ -22,14 +22,15 @@ import aiohttp
 import anyio
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
+
 from gcbulk.engine.gc.errors import (
     MultipartUploadVanished,
     PartIntegrityError,
     PresignedUrlExpired,
     S3Error,
     SourceFileChanged,
-    transport_error,
     is_network_error,
+    transport_error,
 )
 from gcbulk.engine.gc.retry import RetryObserver, RetryPolicy, call_with_retries
 from gcbulk.engine.gc.uploads_api import UploadRef
@@ -205,14 +206,17 @@ async def upload_part(
     url = await urls.url_for(part.number)
     for resign in range(MAX_RESIGNS_PER_PART + 1):
 
-        async def attempt() -> str:
+        async def attempt(url: str = url) -> str:  # binds this round's URL (a re-signed one replaces it)
             if on_before_put is not None:
                 on_before_put()
             return await put_part(session, url, data, md5_hex, progress=progress)
 
         try:
             return await call_with_retries(
-                attempt, policy=policy, what=f"PUT part {part.number}", on_retry=on_retry,
+                attempt,
+                policy=policy,
+                what=f"PUT part {part.number}",
+                on_retry=on_retry,
                 idempotent=True,  # re-PUTting a part number replaces that part (contract §1)
             )
         except PresignedUrlExpired as expired:

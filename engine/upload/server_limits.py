@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
+
 from gcbulk.engine.gc.errors import GcbulkError, Interrupted
 from gcbulk.engine.gc.pacer import AimdPolicy
 
@@ -45,9 +46,17 @@ class CountingGate:
       wait that cannot succeed with ``GateWaitTimeout`` (the case fails with that reason).
     """
 
-    def __init__(self, ceiling: int, *, held: int = 0, name: str = "gate", why: str = "",
-                 recount: Callable[[], Awaitable[int]] | None = None, wait_timeout: float | None = None,
-                 voice_seconds: float = VOICE_SECONDS) -> None:
+    def __init__(
+        self,
+        ceiling: int,
+        *,
+        held: int = 0,
+        name: str = "gate",
+        why: str = "",
+        recount: Callable[[], Awaitable[int]] | None = None,
+        wait_timeout: float | None = None,
+        voice_seconds: float = VOICE_SECONDS,
+    ) -> None:
         if ceiling < 1:
             raise ValueError(f"{name}: the ceiling must be at least 1, not {ceiling}")
         self.ceiling = ceiling
@@ -82,7 +91,8 @@ class CountingGate:
                 if self._wait_timeout is not None and waited >= self._wait_timeout:
                     raise GateWaitTimeout(
                         f"{who or 'waiting'}: no room for {units} under the {self.name} limit of {self.ceiling} "
-                        f"after {waited:.0f} s ({self.held} held{'; ' + self.why if self.why else ''})")
+                        f"after {waited:.0f} s ({self.held} held{'; ' + self.why if self.why else ''})"
+                    )
                 step = self._voice_seconds
                 if self._wait_timeout is not None:
                     step = min(step, max(self._wait_timeout - waited, 0.0))
@@ -90,9 +100,16 @@ class CountingGate:
                 with anyio.move_on_after(step) as quiet:
                     await changed.wait()
                 if quiet.cancelled_caught:
-                    log.info("%s waits %.0f s so far for %d of %s (%d of %d held%s)", who or "a case",
-                             time.monotonic() - started, units, self.name, self.held, self.ceiling,
-                             f"; {self.why}" if self.why else "")
+                    log.info(
+                        "%s waits %.0f s so far for %d of %s (%d of %d held%s)",
+                        who or "a case",
+                        time.monotonic() - started,
+                        units,
+                        self.name,
+                        self.held,
+                        self.ceiling,
+                        f"; {self.why}" if self.why else "",
+                    )
                     await self._recount_now()
             if self._stopped:
                 raise Interrupted(f"{who or self.name}: stopped before taking {self.name}")

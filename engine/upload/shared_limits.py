@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 import anyio
+
 from gcbulk.engine.gc.errors import Interrupted
 from gcbulk.engine.gc.pacer import AdaptiveLimiter, PacerState
 from gcbulk.engine.service.journal import Journal
@@ -34,8 +35,16 @@ POLL_SECONDS = 0.2  # how often a waiting reservation asks again (a local query:
 class SharedGate:
     """The ``CountingGate`` surface the upload path uses, with the units counted across the job's workers."""
 
-    def __init__(self, local: CountingGate, journal: Journal, *, worker_id: str, lease_seconds: float,
-                 recount: Callable[[], Awaitable[int]] | None = None, wait_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        local: CountingGate,
+        journal: Journal,
+        *,
+        worker_id: str,
+        lease_seconds: float,
+        recount: Callable[[], Awaitable[int]] | None = None,
+        wait_timeout: float | None = None,
+    ) -> None:
         self.local = local
         self.journal = journal
         self.worker_id = worker_id
@@ -92,7 +101,8 @@ class SharedGate:
                 if self._wait_timeout is not None and now - started >= self._wait_timeout:
                     raise GateWaitTimeout(
                         f"{who or 'waiting'}: no room for {units} under the {self.name} limit of "
-                        f"{self.shared_ceiling} shared by this job's workers after {now - started:.0f} s")
+                        f"{self.shared_ceiling} shared by this job's workers after {now - started:.0f} s"
+                    )
                 if now - last_voice >= VOICE_SECONDS:
                     last_voice = now
                     await self._voice(who, units, now - started)
@@ -119,8 +129,14 @@ class SharedGate:
     async def _record(self, target: int) -> bool:
         if target == self._recorded:
             return True
-        if await self.journal.runner.call("reserve_units", self.worker_id, self.name, held=target,
-                                          ceiling=self.shared_ceiling, lease_seconds=self.lease_seconds):
+        if await self.journal.runner.call(
+            "reserve_units",
+            self.worker_id,
+            self.name,
+            held=target,
+            ceiling=self.shared_ceiling,
+            lease_seconds=self.lease_seconds,
+        ):
             self._recorded = target
             return True
         return False
@@ -128,16 +144,23 @@ class SharedGate:
     async def set_external(self, server_count: int) -> int:
         """The server's own count (contract §1: the cap counts every upload of the account): what no live worker
         holds is counted against the ceiling too."""
-        return await self.journal.runner.call("set_external_units", self.worker_id, self.name,
-                                              server_count=server_count, lease_seconds=self.lease_seconds)
+        return await self.journal.runner.call(
+            "set_external_units", self.worker_id, self.name, server_count=server_count, lease_seconds=self.lease_seconds
+        )
 
     async def _voice(self, who: str, units: int, waited: float) -> None:
         if self._recount is not None:
             await self.set_external(await self._recount())
         units_by_worker = await self.journal.read("shared_units", self.name, lease_seconds=self.lease_seconds)
-        wait_log.info("%s waits %.0f s so far for %d of %s, shared by this job's workers (limit %d; held: %s)",
-                      who or "a case", waited, units, self.name, self.shared_ceiling,
-                      ", ".join(f"{worker} {n}" for worker, n in units_by_worker.items()))
+        wait_log.info(
+            "%s waits %.0f s so far for %d of %s, shared by this job's workers (limit %d; held: %s)",
+            who or "a case",
+            waited,
+            units,
+            self.name,
+            self.shared_ceiling,
+            ", ".join(f"{worker} {n}" for worker, n in units_by_worker.items()),
+        )
 
 
 def with_shared_floors(state: PacerState, floors_of_others: Sequence[Mapping[str, float]]) -> PacerState:
@@ -154,8 +177,9 @@ def with_shared_floors(state: PacerState, floors_of_others: Sequence[Mapping[str
     return replace(state, floors=floors) if floors != state.floors else state
 
 
-def share_latency_floors(api_limiter: AdaptiveLimiter, import_pacer: ImportPacer, worker_id: str,
-                         workers: Sequence[Any]) -> None:
+def share_latency_floors(
+    api_limiter: AdaptiveLimiter, import_pacer: ImportPacer, worker_id: str, workers: Sequence[Any]
+) -> None:
     """At the start and at each heartbeat: the API limiter and the import pacer learn against the job's floors
     (``with_shared_floors``), from the live workers' last published measurements (``workers``:
     ``gcbulk.state.workers.WorkerRow``); with other workers live, the API limiter leaves its slow start."""

@@ -33,14 +33,22 @@ LINK_WAIT_SECONDS = 30.0
 LINK_POLL_SECONDS = 0.5
 
 
-def targeted_value(socket_slug: str, display_set_pk: str, upload_urls: list[str],
-                   upload_pks: tuple[str, ...]) -> PlannedValue:
+def targeted_value(
+    socket_slug: str, display_set_pk: str, upload_urls: list[str], upload_pks: tuple[str, ...]
+) -> PlannedValue:
     body = {"uploads": upload_urls, "display_set": display_set_pk, "interface": socket_slug}
     return PlannedValue(socket_slug, IMAGE, body, upload_pks, targeted=True)
 
 
-async def post_targeted(ctx: TransferContext, sessions: UploadSessionIndex, value: PlannedValue, item_id: int,
-                        *, case_title: str, policy: RetryPolicy) -> str | None:
+async def post_targeted(
+    ctx: TransferContext,
+    sessions: UploadSessionIndex,
+    value: PlannedValue,
+    item_id: int,
+    *,
+    case_title: str,
+    policy: RetryPolicy,
+) -> str | None:
     """Sends ``value`` as its own session into its display set and records the session's pk on the item.
 
     Returns the pk; None when the server refused such sessions and the uploads went in a values PATCH instead (said
@@ -54,19 +62,26 @@ async def post_targeted(ctx: TransferContext, sessions: UploadSessionIndex, valu
 
     try:
         session = await client.create_targeted_upload_session(
-            list(value.body["uploads"]), display_set=display_set, interface=value.socket_slug, reconcile=made_before)
+            list(value.body["uploads"]), display_set=display_set, interface=value.socket_slug, reconcile=made_before
+        )
     except _ValueInPlace:
         # Sent and imported, its session unknown: nothing to record, the import wait finds the value in place.
-        ctx.journal.note("session_answer_lost_value_in_place", case=case_title, socket=value.socket_slug,
-                         display_set=display_set)
+        ctx.journal.note(
+            "session_answer_lost_value_in_place", case=case_title, socket=value.socket_slug, display_set=display_set
+        )
         return None
     except ApiError as error:
         names = error.body if isinstance(error.body, dict) else {}
         if error.status not in (400, 403, 404, 405) or "uploads" in names:  # an upload's problem: the item's
             raise
         if "display_set" in names:  # "Invalid pk": gone from the server, or never visible to this user
-            raise NotFound(error.method, client.url_for(f"reader-studies/display-sets/{display_set}/"), 404,
-                           error.body, error.headers) from None
+            raise NotFound(
+                error.method,
+                client.url_for(f"reader-studies/display-sets/{display_set}/"),
+                404,
+                error.body,
+                error.headers,
+            ) from None
         await _attach_directly(ctx, value, display_set, str(error), policy=policy, what=f"{case_title}: values PATCH")
         return None
     pk = str(session["pk"])
@@ -79,8 +94,9 @@ class _ValueInPlace(Exception):
     """The lost POST's image is in its socket already: the value is done, whichever session made it."""
 
 
-async def _session_of_lost_answer(client: Any, sessions: UploadSessionIndex, value: PlannedValue, display_set: str,
-                                  *, case_title: str) -> dict[str, Any] | None:
+async def _session_of_lost_answer(
+    client: Any, sessions: UploadSessionIndex, value: PlannedValue, display_set: str, *, case_title: str
+) -> dict[str, Any] | None:
     """After a lost answer: the session the POST made, None when it made none (send it again), or ``_ValueInPlace``.
 
     A session lists its uploads only until its import consumes (deletes) them (contract §10): found by them while
@@ -94,13 +110,15 @@ async def _session_of_lost_answer(client: Any, sessions: UploadSessionIndex, val
         return found
     if not await any_upload_gone(client, value.upload_pks):
         return None  # still there, and no session lists them: the POST made nothing
-    if await image_linked_soon(client, display_set, value.socket_slug,
-                               who=f"{case_title} (its upload session's answer was lost)"):
+    if await image_linked_soon(
+        client, display_set, value.socket_slug, who=f"{case_title} (its upload session's answer was lost)"
+    ):
         raise _ValueInPlace
     raise ImportFailed(
         f"{case_title}: the upload session for {value.socket_slug} was created but its answer was lost, and its "
         f"uploads are gone without an image in display set {display_set} after {LINK_WAIT_SECONDS:.0f} s (the "
-        "import failed, or the uploads expired); 'gcbulk retry-failed' uploads the files again")
+        "import failed, or the uploads expired); 'gcbulk retry-failed' uploads the files again"
+    )
 
 
 async def image_linked_soon(client: Any, display_set: str, socket_slug: str, *, who: str) -> bool:
@@ -114,8 +132,13 @@ async def image_linked_soon(client: Any, display_set: str, socket_slug: str, *, 
             return False
         if now - last_voice >= VOICE_SECONDS:
             last_voice = now
-            wait_log.info("%s waits %.0f s so far for the image of %s in display set %s (its uploads are consumed)",
-                          who, now - waited_since, socket_slug, display_set)
+            wait_log.info(
+                "%s waits %.0f s so far for the image of %s in display set %s (its uploads are consumed)",
+                who,
+                now - waited_since,
+                socket_slug,
+                display_set,
+            )
         await anyio.sleep(LINK_POLL_SECONDS)
     return True
 
@@ -138,14 +161,18 @@ async def image_in_place(client: Any, display_set: str, socket_slug: str) -> boo
     return socket_slug in present_sockets(shown, {socket_slug: IMAGE})
 
 
-async def _attach_directly(ctx: TransferContext, value: PlannedValue, display_set: str, refusal: str,
-                           *, policy: RetryPolicy, what: str) -> None:
+async def _attach_directly(
+    ctx: TransferContext, value: PlannedValue, display_set: str, refusal: str, *, policy: RetryPolicy, what: str
+) -> None:
     """The server refused the session: the uploads go in the values PATCH (``user_uploads``), where the session the
     server makes is unknown and a failed import is found by scanning the session list."""
     if ctx.sessions_refused is None:
         ctx.sessions_refused = refusal
-        log.warning("the server refused to create an upload session (%s); attaching uploads directly instead: "
-                    "import failures are then found by scanning the session list", refusal)
+        log.warning(
+            "the server refused to create an upload session (%s); attaching uploads directly instead: "
+            "import failures are then found by scanning the session list",
+            refusal,
+        )
         ctx.journal.note("upload_sessions_refused", reason=refusal)
     body = {"interface": value.socket_slug, "user_uploads": list(value.body["uploads"])}
     direct = PlannedValue(value.socket_slug, IMAGE, body, value.upload_pks)

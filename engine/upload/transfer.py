@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import anyio
+
 from gcbulk.engine.gc.client import GrandChallengeClient
-from gcbulk.engine.gc.pacer import case_rank, request_rank
 from gcbulk.engine.gc.errors import (
     Disposition,
     GcbulkError,
@@ -27,6 +27,8 @@ from gcbulk.engine.gc.errors import (
     classify,
     first_error,
 )
+from gcbulk.engine.gc.pacer import case_rank, request_rank
+from gcbulk.engine.ledger_location import default_worker_id
 from gcbulk.engine.service.journal import Journal
 from gcbulk.engine.service.progress import (
     StatsSnapshot,
@@ -37,7 +39,6 @@ from gcbulk.engine.upload.case_upload import CaseUpload, DisplaySetIndex
 from gcbulk.engine.upload.claim_pacing import CLAIM_AHEAD, ClaimPacer
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.imports import UploadSessionIndex
-from gcbulk.engine.ledger_location import default_worker_id
 from gcbulk.engine.upload.leases import CaseLeases
 from gcbulk.engine.upload.orphans import abort_orphan_uploads
 from gcbulk.engine.upload.reconcile import (
@@ -89,8 +90,9 @@ class TransferEngine:
         self.reader_study_slug = reader_study_slug
         self._stop_requested = anyio.Event()
         self._context: TransferContext | None = None
-        self.leases = leases or CaseLeases(journal, worker_id or default_worker_id(), on_heartbeat=self._publish,
-                                           lease_seconds=config.lease_seconds)
+        self.leases = leases or CaseLeases(
+            journal, worker_id or default_worker_id(), on_heartbeat=self._publish, lease_seconds=config.lease_seconds
+        )
         self._shared = False  # several workers may share the job (a PostgreSQL ledger)
 
     def stop(self) -> None:
@@ -119,18 +121,27 @@ class TransferEngine:
         on_server = await self.client.count_uploads()
         shared = self._shared
         upload_gate: CountingGate | SharedGate = CountingGate(
-            self.config.live_upload_ceiling, held=0 if shared else on_server, name="live uploads",
+            self.config.live_upload_ceiling,
+            held=0 if shared else on_server,
+            name="live uploads",
             why="uploads are freed as the server imports them, or by its 24 h sweep (contract §1)",
             recount=None if shared else self.client.count_uploads,
-            wait_timeout=self.config.limit_wait_timeout_seconds)
+            wait_timeout=self.config.limit_wait_timeout_seconds,
+        )
         import_gate: CountingGate | SharedGate = CountingGate(
-            self.config.imports_in_flight, name="imports in flight",
+            self.config.imports_in_flight,
+            name="imports in flight",
             why="each image value is one import on the server (contract §2)",
-            wait_timeout=self.config.limit_wait_timeout_seconds)
+            wait_timeout=self.config.limit_wait_timeout_seconds,
+        )
         if shared:  # the server's limits hold for the job's workers together
-            across_workers = partial(SharedGate, journal=self.journal, worker_id=self.leases.worker_id,
-                                     lease_seconds=self.leases.lease_seconds,
-                                     wait_timeout=self.config.limit_wait_timeout_seconds)
+            across_workers = partial(
+                SharedGate,
+                journal=self.journal,
+                worker_id=self.leases.worker_id,
+                lease_seconds=self.leases.lease_seconds,
+                wait_timeout=self.config.limit_wait_timeout_seconds,
+            )
             upload_gate = across_workers(upload_gate, recount=self.client.count_uploads)
             await upload_gate.set_external(on_server)
             import_gate = across_workers(import_gate)
@@ -177,8 +188,11 @@ class TransferEngine:
             except GcbulkError as unsure:  # the cases' own outcome stands; the next run or `gcbulk verify` looks
                 if classify(unsure) is Disposition.STOP_RUN:
                     raise
-                log.warning("could not compare the ledger with the server at the end of the run (%s); the next "
-                            "run does, or 'gcbulk verify'", unsure)
+                log.warning(
+                    "could not compare the ledger with the server at the end of the run (%s); the next "
+                    "run does, or 'gcbulk verify'",
+                    unsure,
+                )
             if len(outcome.requeued) > lost and not ctx.stopping.is_set():
                 again = RunOutcome()
                 await self._run_cases(ctx, sessions, DisplaySetIndex(study.pk_by_title), again)
@@ -186,9 +200,14 @@ class TransferEngine:
                 outcome.failed += again.failed
         outcome.interrupted = ctx.stopping.is_set()
         outcome.stats = self.stats.snapshot()
-        self.journal.note("run_finished", done=outcome.done, failed=len(outcome.failed),
-                          interrupted=outcome.interrupted, requeued=len(outcome.requeued),
-                          **_stats_fields(outcome.stats))
+        self.journal.note(
+            "run_finished",
+            done=outcome.done,
+            failed=len(outcome.failed),
+            interrupted=outcome.interrupted,
+            requeued=len(outcome.requeued),
+            **_stats_fields(outcome.stats),
+        )
         return outcome
 
     async def _settle_with_server(self, study: StudySnapshot, outcome: RunOutcome) -> None:
@@ -207,8 +226,9 @@ class TransferEngine:
             log.warning("could not look for uploads whose create answer was lost (%s); the next run will", unsure)
         await assign_create_orders(self.journal, study)
 
-    async def _run_cases(self, ctx: TransferContext, sessions: UploadSessionIndex, display_sets: DisplaySetIndex,
-                         outcome: RunOutcome) -> None:
+    async def _run_cases(
+        self, ctx: TransferContext, sessions: UploadSessionIndex, display_sets: DisplaySetIndex, outcome: RunOutcome
+    ) -> None:
         cases_limiter = anyio.CapacityLimiter(self.config.cases_in_flight)
 
         leases = self.leases
@@ -275,10 +295,15 @@ class TransferEngine:
                 await gate.sync()  # type: ignore[attr-defined]  # a SharedGate when shared
             rows = await self.journal.read("workers_view", lease_seconds=self.leases.lease_seconds)
             share_latency_floors(self.client.api_limiter, ctx.import_pacer, self.leases.worker_id, rows)
-        return {"api_limit": self.client.api_limiter.limit, "imports_limit": ctx.import_pacer.limit,
-                "progress": _stats_fields(self.stats.snapshot()) | {
-                    "api_floors": self.client.api_limiter.state.window_floors,
-                    "import_floors": ctx.import_pacer.state.window_floors}}
+        return {
+            "api_limit": self.client.api_limiter.limit,
+            "imports_limit": ctx.import_pacer.limit,
+            "progress": _stats_fields(self.stats.snapshot())
+            | {
+                "api_floors": self.client.api_limiter.state.window_floors,
+                "import_floors": ctx.import_pacer.state.window_floors,
+            },
+        }
 
     async def _report_progress(self, scope: anyio.CancelScope) -> None:
         with scope:

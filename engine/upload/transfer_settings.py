@@ -39,9 +39,18 @@ DEFAULT_ATTEMPTS_PER_ITEM = 5
 MIN_LEASE_SECONDS = 3
 
 # The knobs a job file's [engine] table and GCBULK_<NAME> may set; the rest are the engine's own tuning.
-JOB_KNOBS = ("files_in_flight", "parts_in_flight", "api_calls_in_flight", "part_size", "live_upload_ceiling",
-             "imports_in_flight", "attempts_per_item", "adaptive_concurrency", "stagger_image_values",
-             "lease_seconds")
+JOB_KNOBS = (
+    "files_in_flight",
+    "parts_in_flight",
+    "api_calls_in_flight",
+    "part_size",
+    "live_upload_ceiling",
+    "imports_in_flight",
+    "attempts_per_item",
+    "adaptive_concurrency",
+    "stagger_image_values",
+    "lease_seconds",
+)
 # The knobs that are switches (true / false) rather than numbers.
 SWITCH_KNOBS = ("adaptive_concurrency", "stagger_image_values")
 
@@ -97,22 +106,32 @@ class TransferSettings:
         for name in ("files_in_flight", "parts_in_flight", "api_calls_in_flight", "cases_in_flight", "presign_batch"):
             _positive(f"engine.{name}", getattr(self, name))
         _positive("engine.attempts_per_item", self.retry.attempts_per_item)
-        if not isinstance(self.lease_seconds, int) or isinstance(self.lease_seconds, bool) or not (
-                MIN_LEASE_SECONDS <= self.lease_seconds <= 3600):
-            raise ConfigurationError(f"engine.lease_seconds must be a whole number of seconds from {MIN_LEASE_SECONDS}"
-                                     f" to 3600 (how long a silent worker keeps its cases), got {self.lease_seconds!r}")
+        if (
+            not isinstance(self.lease_seconds, int)
+            or isinstance(self.lease_seconds, bool)
+            or not (MIN_LEASE_SECONDS <= self.lease_seconds <= 3600)
+        ):
+            raise ConfigurationError(
+                f"engine.lease_seconds must be a whole number of seconds from {MIN_LEASE_SECONDS}"
+                f" to 3600 (how long a silent worker keeps its cases), got {self.lease_seconds!r}"
+            )
         for name in SWITCH_KNOBS:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigurationError(f"engine.{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.part_size, int) or not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
-            raise ConfigurationError(f"engine.part_size must be between 5 MiB and 5 GiB (S3's part limits), "
-                                     f"got {self.part_size} bytes")
+            raise ConfigurationError(
+                f"engine.part_size must be between 5 MiB and 5 GiB (S3's part limits), got {self.part_size} bytes"
+            )
         if not isinstance(self.live_upload_ceiling, int) or not 1 <= self.live_upload_ceiling <= UPLOAD_CAP:
-            raise ConfigurationError(f"engine.live_upload_ceiling must be between 1 and {UPLOAD_CAP} (the server's "
-                                     f"upload cap, contract §1), got {self.live_upload_ceiling}")
+            raise ConfigurationError(
+                f"engine.live_upload_ceiling must be between 1 and {UPLOAD_CAP} (the server's "
+                f"upload cap, contract §1), got {self.live_upload_ceiling}"
+            )
         if not isinstance(self.imports_in_flight, int) or not 1 <= self.imports_in_flight <= MAX_ACTIVE_IMPORTS:
-            raise ConfigurationError(f"engine.imports_in_flight must be between 1 and {MAX_ACTIVE_IMPORTS} (the "
-                                     f"server's limit of active imports, contract §2), got {self.imports_in_flight}")
+            raise ConfigurationError(
+                f"engine.imports_in_flight must be between 1 and {MAX_ACTIVE_IMPORTS} (the "
+                f"server's limit of active imports, contract §2), got {self.imports_in_flight}"
+            )
 
     @property
     def attempts_per_item(self) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+
 from gcbulk.engine.gc.client import GrandChallengeClient, socket_slug_of
 from gcbulk.engine.gc.errors import ApiError, NotFound, may_have_succeeded
 from gcbulk.engine.gc.retry import RetryPolicy, current_budget
@@ -49,8 +50,9 @@ def _refuses_upload_links(error: BaseException) -> bool:
     return isinstance(error, ApiError) and error.status == 400 and "hyperlink" in str(error.body).lower()
 
 
-async def _taken(client: GrandChallengeClient, pk: str, planned: Iterable[PlannedValue],
-                 kinds: dict[str, str], *, sent_before: bool) -> set[str]:
+async def _taken(
+    client: GrandChallengeClient, pk: str, planned: Iterable[PlannedValue], kinds: dict[str, str], *, sent_before: bool
+) -> set[str]:
     """The sockets whose value the server took: in place in the display set, or (images and files, when an earlier
     PATCH may have reached the server) with their uploads consumed (404: deleted after the import or the file copy,
     contract §1). Without such a PATCH, a missing upload was swept, not consumed."""
@@ -80,10 +82,17 @@ async def _taken(client: GrandChallengeClient, pk: str, planned: Iterable[Planne
     return taken
 
 
-async def send_values(client: GrandChallengeClient, pk: str, planned: list[PlannedValue], kinds: dict[str, str],
-                      *, policy: RetryPolicy, what: str,
-                      between_images: Callable[[PlannedValue], Awaitable[None]] | None = None,
-                      post_targeted: Callable[[PlannedValue], Awaitable[None]] | None = None) -> None:
+async def send_values(
+    client: GrandChallengeClient,
+    pk: str,
+    planned: list[PlannedValue],
+    kinds: dict[str, str],
+    *,
+    policy: RetryPolicy,
+    what: str,
+    between_images: Callable[[PlannedValue], Awaitable[None]] | None = None,
+    post_targeted: Callable[[PlannedValue], Awaitable[None]] | None = None,
+) -> None:
     """Puts ``planned`` into display set ``pk``: a PATCH of the values that are not ``targeted`` (retried until the
     server holds each of them, or took its uploads), and ``post_targeted(value)`` for each targeted image.
 
@@ -113,8 +122,15 @@ async def send_values(client: GrandChallengeClient, pk: str, planned: list[Plann
         previous = next((value for value in group if value.kind == IMAGE), None)
 
 
-async def _send_together(client: GrandChallengeClient, pk: str, planned: list[PlannedValue], kinds: dict[str, str],
-                         *, policy: RetryPolicy, what: str) -> None:
+async def _send_together(
+    client: GrandChallengeClient,
+    pk: str,
+    planned: list[PlannedValue],
+    kinds: dict[str, str],
+    *,
+    policy: RetryPolicy,
+    what: str,
+) -> None:
     pending = list(planned)
     budget = current_budget(policy, what)
     attempt = 0
@@ -130,8 +146,7 @@ async def _send_together(client: GrandChallengeClient, pk: str, planned: list[Pl
             taken = await _taken(client, pk, pending, kinds, sent_before=sent_before or may_have_succeeded(error))
             sent_before = sent_before or may_have_succeeded(error)
             if taken:
-                log.info("%s: the server had taken %s despite its answer (%s)", what, ", ".join(sorted(taken)),
-                         error)
+                log.info("%s: the server had taken %s despite its answer (%s)", what, ", ".join(sorted(taken)), error)
             pending = [v for v in pending if v.socket_slug not in taken]
             if not pending:
                 return
@@ -139,10 +154,13 @@ async def _send_together(client: GrandChallengeClient, pk: str, planned: list[Pl
                 gone = ", ".join(v.socket_slug for v in pending)
                 assert isinstance(error, ApiError)
                 raise UploadsGoneBeforeAttach(
-                    error.method, error.url, error.status,
+                    error.method,
+                    error.url,
+                    error.status,
                     f"the uploads of {gone} were removed by the server before they were attached (contract §1: "
                     f"uploads are deleted 24 h after creation); run the job again to send them anew ({error.body})",
-                    error.headers) from None
+                    error.headers,
+                ) from None
             budget.spend(error)
             delay = policy.get_delay(error, attempt) or policy.backoff(attempt)
             log.info("%s: sending the values not yet taken again in %.1f s after %s", what, delay, error)

@@ -7,9 +7,9 @@ import csv
 from pathlib import Path
 
 import pytest
-from gcbulk.emulator.server import RunningEmulator
 
 import gcbulk
+from gcbulk.emulator.server import RunningEmulator
 from tests.engine.conftest import make_tutorial_tree, write_job
 from tests.results.conftest import STUDY, World
 
@@ -20,9 +20,13 @@ TOKEN_ENV = "GRAND_CHALLENGE_AUTHORIZATION"
 def tutorial_job(tmp_path: Path, threaded_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> Path:
     make_tutorial_tree(tmp_path / "cases", 3)
     monkeypatch.setenv(TOKEN_ENV, threaded_emulator.tokens["editor"])
-    return write_job(tmp_path, threaded_emulator, rules=(
-        '[[rules]]\nglob = "ct.mha"\nsocket = "ct-image"\n\n[[rules]]\nglob = "seg.mha"\nsocket = "airway-segmentation"\n'
-    ))
+    return write_job(
+        tmp_path,
+        threaded_emulator,
+        rules=(
+            '[[rules]]\nglob = "ct.mha"\nsocket = "ct-image"\n\n[[rules]]\nglob = "seg.mha"\nsocket = "airway-segmentation"\n'
+        ),
+    )
 
 
 @pytest.fixture
@@ -35,12 +39,14 @@ def answered_study(threaded_emulator: RunningEmulator, tmp_path: Path, monkeypat
 
 
 def _study(world: World, tmp_path: Path) -> gcbulk.ReaderStudy:
-    return gcbulk.ReaderStudy(STUDY, base_url=world.emulator.base_url, ca_file=world.emulator.ca_file,
-                              cache=tmp_path / "cache")
+    return gcbulk.ReaderStudy(
+        STUDY, base_url=world.emulator.base_url, ca_file=world.emulator.ca_file, cache=tmp_path / "cache"
+    )
 
 
-def test_a_notebook_plans_runs_and_checks_a_job_in_three_calls(tutorial_job: Path,
-                                                                 threaded_emulator: RunningEmulator) -> None:
+def test_a_notebook_plans_runs_and_checks_a_job_in_three_calls(
+    tutorial_job: Path, threaded_emulator: RunningEmulator
+) -> None:
     job = gcbulk.Job(tutorial_job)
 
     preview = job.plan(dry_run=True)
@@ -54,8 +60,9 @@ def test_a_notebook_plans_runs_and_checks_a_job_in_three_calls(tutorial_job: Pat
     assert job.status()["counts"]["case"] == {"done": 3}
 
 
-def test_verify_finds_what_the_server_lost_and_the_next_run_sends_it(tutorial_job: Path,
-                                                                      threaded_emulator: RunningEmulator) -> None:
+def test_verify_finds_what_the_server_lost_and_the_next_run_sends_it(
+    tutorial_job: Path, threaded_emulator: RunningEmulator
+) -> None:
     job = gcbulk.Job(tutorial_job)
     job.run()
     assert job.verify().consistent
@@ -107,7 +114,8 @@ def test_answers_per_case_has_one_row_per_display_set_and_reader(answered_study:
     rows = _study(answered_study, tmp_path).answers_per_case()
 
     assert sorted((row["case"], row["reader"]) for row in rows) == sorted(
-        (case, reader) for case in ("case1", "case2", "case10") for reader in ("reader1", "reader2"))
+        (case, reader) for case in ("case1", "case2", "case10") for reader in ("reader1", "reader2")
+    )
     assert any(column.startswith("Overall quality") for column in rows[0])
 
 
@@ -120,8 +128,9 @@ def test_masks_download_into_the_export_folder(answered_study: World, tmp_path: 
         assert list(csv.DictReader(table))
 
 
-def test_reorder_by_natural_title_puts_case2_before_case10(threaded_emulator: RunningEmulator, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reorder_by_natural_title_puts_case2_before_case10(
+    threaded_emulator: RunningEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Before readers start: Grand Challenge refuses to change an answered display set, its order included.
     world = World(threaded_emulator, tmp_path)
     world.add_display_sets(["case2", "case10", "case1"])
@@ -142,7 +151,8 @@ def test_a_study_without_a_slug_names_the_three_ways_to_give_one(monkeypatch: py
 
 @pytest.mark.parametrize("imported_as", ["__mp_main__", "__main__"])
 def test_an_unguarded_script_imported_again_by_a_worker_process_does_not_run_its_job_there(
-        tmp_path: Path, imported_as: str) -> None:
+    tmp_path: Path, imported_as: str
+) -> None:
     """gcbulk's DICOM workers are started by forkserver, which imports the user's script again in each worker as
     ``__mp_main__`` (as ``runpy.run_path`` does here). A script without ``if __name__ == "__main__":`` would run its
     job a second time inside the worker; instead the worker stops, saying what to change. Run as itself, the script

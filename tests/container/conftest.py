@@ -16,14 +16,22 @@ TUTORIAL_RULES = (
 )
 
 
-def write_job_file(directory: Path, *, base_url: str = "https://gc.example/api/v1/", ca_file: Path | None = None,
-                   engine: str = "", case_root: str = "cases") -> Path:
+def write_job_file(
+    directory: Path,
+    *,
+    base_url: str = "https://gc.example/api/v1/",
+    ca_file: Path | None = None,
+    engine: str = "",
+    case_root: str = "cases",
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / case_root).mkdir(parents=True, exist_ok=True)
     ca_line = f'ca_file = "{ca_file}"\n' if ca_file else ""
     job = directory / "job.toml"
-    job.write_text(f'reader_study = "example-study"\nbase_url = "{base_url}"\ncase_root = "{case_root}"\n{ca_line}\n'
-                   f"{TUTORIAL_RULES}\n[engine]\n{engine}\n")
+    job.write_text(
+        f'reader_study = "example-study"\nbase_url = "{base_url}"\ncase_root = "{case_root}"\n{ca_line}\n'
+        f"{TUTORIAL_RULES}\n[engine]\n{engine}\n"
+    )
     return job
 
 

@@ -47,14 +47,20 @@ class GcbulkProcess:
 
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gcbulk", *argv], env=env, cwd=REPO, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [sys.executable, "-m", "gcbulk", *argv],
+            env=env,
+            cwd=REPO,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         self.lines: list[dict[str, Any]] = []
         self.raw: list[str] = []
         self.stderr: list[str] = []
-        self._threads = [threading.Thread(target=self._read, args=(self.process.stdout, True), daemon=True),
-                         threading.Thread(target=self._read, args=(self.process.stderr, False), daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._read, args=(self.process.stdout, True), daemon=True),
+            threading.Thread(target=self._read, args=(self.process.stderr, False), daemon=True),
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -75,8 +81,11 @@ class GcbulkProcess:
     def wait_for_event(self, name: str, timeout: float = STARTUP_SECONDS) -> dict[str, Any]:
         def found() -> dict[str, Any] | None:
             if self.process.poll() is not None and not self.events(name):
-                raise AssertionError(f"gcbulk exited ({self.process.returncode}) before '{name}':\n"
-                                     + "".join(self.raw[-30:]) + "".join(self.stderr[-30:]))
+                raise AssertionError(
+                    f"gcbulk exited ({self.process.returncode}) before '{name}':\n"
+                    + "".join(self.raw[-30:])
+                    + "".join(self.stderr[-30:])
+                )
             events = self.events(name)
             return events[-1] if events else None
 
@@ -92,8 +101,11 @@ class GcbulkProcess:
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         status, text = self.get("/metrics")
         assert status == 200
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(text) for s in family.samples}
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
 
     def cases(self, state: str) -> float:
         return self.metrics().get(("gcbulk_cases", (("state", state),)), 0.0)
@@ -113,6 +125,9 @@ class GcbulkProcess:
 
 def gcbulk_environment(overrides: dict[str, str]) -> dict[str, str]:
     """The test process's environment without any GCBULK_* of the developer, plus ``overrides``."""
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith("GCBULK_") and k not in ("GRAND_CHALLENGE_AUTHORIZATION", "GCBULK_CRASH_AT")}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("GCBULK_") and k not in ("GRAND_CHALLENGE_AUTHORIZATION", "GCBULK_CRASH_AT")
+    }
     return {**base, **overrides}

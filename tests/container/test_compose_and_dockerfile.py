@@ -11,11 +11,11 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 import pytest
+
 from gcbulk.emulator.cli import build_parser as emulator_parser
 from gcbulk.engine import settings
 from gcbulk.engine.cli import build_parser as gcbulk_parser
 from gcbulk.engine.jobfile import TOKEN_ENV, load_job
-
 from tests.container.conftest import COMPOSE_FILE, REPO, compose
 
 DOCKERFILE = REPO / "Dockerfile"
@@ -47,7 +47,7 @@ def image_directories() -> set[str]:
     for run in instruction("RUN"):
         words = shlex.split(run.replace("&&", " ; "))
         if "mkdir" in words:
-            made.update(word for word in words[words.index("mkdir") + 1:] if word.startswith("/"))
+            made.update(word for word in words[words.index("mkdir") + 1 :] if word.startswith("/"))
     return made
 
 
@@ -77,7 +77,7 @@ def mounts(service: str) -> dict[str, tuple[str, bool]]:
     for volume in compose()["services"][service].get("volumes", []):
         # A source may be "${VARIABLE:-default}", whose ":-" is not a separator.
         end = volume.index("}") + 1 if volume.startswith("${") else volume.index(":")
-        source, (target, *options) = volume[:end], volume[end + 1:].split(":")
+        source, (target, *options) = volume[:end], volume[end + 1 :].split(":")
         found[target] = (source, "ro" in options)
     return found
 
@@ -141,8 +141,9 @@ def test_compose_has_the_demo_services_a_real_profile_and_a_scale_out_profile() 
     assert (REPO / "Dockerfile").is_file()
 
 
-@pytest.mark.parametrize("service", ["emulator", "demo-cases", "gcbulk", "gcbulk-real", "scale-out-cases",
-                                     "gcbulk-worker"])
+@pytest.mark.parametrize(
+    "service", ["emulator", "demo-cases", "gcbulk", "gcbulk-real", "scale-out-cases", "gcbulk-worker"]
+)
 def test_every_service_command_parses_with_the_real_cli(service: str) -> None:
     spec = compose()["services"][service]
     entrypoint = spec.get("entrypoint", ["gcbulk"])
@@ -175,8 +176,10 @@ def test_the_demo_services_agree_on_host_port_ca_file_and_case_tree() -> None:
     assert Path(demo.workdir) / "cases" == Path("/data/cases")
     assert mounts("gcbulk")[gcbulk["GCBULK_CASE_ROOT"]] == (cases_volume, True)  # read-only for gcbulk
 
-    assert services["gcbulk"]["depends_on"] == {"emulator": {"condition": "service_healthy"},
-                                               "demo-cases": {"condition": "service_completed_successfully"}}
+    assert services["gcbulk"]["depends_on"] == {
+        "emulator": {"condition": "service_healthy"},
+        "demo-cases": {"condition": "service_completed_successfully"},
+    }
     port = settings.parse_address(gcbulk["GCBULK_METRICS_ADDRESS"]).port
     assert services["gcbulk"]["ports"] == [f"127.0.0.1:{port}:{port}"]
 
@@ -211,8 +214,10 @@ def test_the_mounted_job_files_load_and_the_state_lives_on_the_volume() -> None:
         environment = env_of(service)
         assert environment["GCBULK_LEDGER"].startswith("/var/lib/gcbulk/")
         assert mounts(service)["/var/lib/gcbulk"][1] is False  # the ledger volume is writable
-        assert int(compose()["services"][service]["stop_grace_period"].rstrip("s")) > settings.PROCESS_KNOBS[
-            [knob.name for knob in settings.PROCESS_KNOBS].index("drain")].default
+        assert (
+            int(compose()["services"][service]["stop_grace_period"].rstrip("s"))
+            > settings.PROCESS_KNOBS[[knob.name for knob in settings.PROCESS_KNOBS].index("drain")].default
+        )
 
 
 def test_the_real_profile_reads_the_token_from_a_compose_secret_by_default() -> None:
@@ -248,9 +253,11 @@ def test_the_worker_runs_the_gcbulk_image_as_is_and_scales_without_a_fixed_name_
         assert pinned not in worker, pinned  # one per replica would collide; the image's command is the same
     port = settings.parse_address(env_of("gcbulk-worker")["GCBULK_METRICS_ADDRESS"]).port
     assert [str(exposed) for exposed in worker["expose"]] == [str(port)]
-    assert worker["depends_on"] == {"postgres": {"condition": "service_healthy"},
-                                    "emulator": {"condition": "service_healthy"},
-                                    "scale-out-cases": {"condition": "service_completed_successfully"}}
+    assert worker["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "emulator": {"condition": "service_healthy"},
+        "scale-out-cases": {"condition": "service_completed_successfully"},
+    }
     # The worker's case tree is the one its one-shot service writes, read-only; the CA file is the emulator's.
     cases_volume = mounts("scale-out-cases")["/data/cases"][0]
     assert mounts("gcbulk-worker")[env_of("gcbulk-worker")["GCBULK_CASE_ROOT"]] == (cases_volume, True)
@@ -282,11 +289,15 @@ def test_the_workers_job_resolves_to_the_shared_ledger_and_titles_apart_from_the
 
 def test_no_password_or_token_is_written_in_the_compose_file_beyond_the_documented_local_defaults() -> None:
     text = COMPOSE_FILE.read_text()
-    for name, service in compose()["services"].items():
+    for name in compose()["services"]:
         for variable, value in env_of(name).items():
             if any(word in variable for word in ("PASSWORD", "SECRET", "TOKEN", "AUTHORIZATION")):
-                assert value in (LOCAL_PG_PASSWORD, "demo-editor-token", "${GRAND_CHALLENGE_AUTHORIZATION:-}",
-                                 "${GCBULK_TOKEN_FILE-/run/secrets/gc_token}"), (name, variable)
+                assert value in (
+                    LOCAL_PG_PASSWORD,
+                    "demo-editor-token",
+                    "${GRAND_CHALLENGE_AUTHORIZATION:-}",
+                    "${GCBULK_TOKEN_FILE-/run/secrets/gc_token}",
+                ), (name, variable)
     assert text.count("gcbulk-local-demo") == 3  # the two defaults and the comment that documents it
     readme = (REPO / "README.md").read_text()
     assert "GCBULK_PG_PASSWORD" in readme and "gcbulk-local-demo" in readme

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator, emulator_in_thread, free_port
-
 from tests.container.conftest import REPO, compose_environment
 from tests.container.gcbulk_process import (
     GcbulkProcess,
@@ -42,14 +42,16 @@ def add_case(case_root: Path, n: int) -> None:
 def container_environment(tmp_path: Path, emulator: RunningEmulator | None, **extra: str) -> dict[str, str]:
     """docker-compose.yml's gcbulk environment, with its container paths and host names mapped to this machine."""
     env = compose_environment("gcbulk")
-    env.update({
-        "GCBULK_CASE_ROOT": str(tmp_path / "data" / "cases"),
-        "GCBULK_LEDGER": str(tmp_path / "var" / "job.ledger.sqlite"),
-        "GCBULK_EVENTS": str(tmp_path / "var" / "job.events.jsonl"),
-        "GCBULK_METRICS_ADDRESS": "127.0.0.1:0",  # a free port: tests run side by side
-        "GCBULK_POLL_INTERVAL": "0.3",
-        "GCBULK_PROGRESS_INTERVAL": "0.5",
-    })
+    env.update(
+        {
+            "GCBULK_CASE_ROOT": str(tmp_path / "data" / "cases"),
+            "GCBULK_LEDGER": str(tmp_path / "var" / "job.ledger.sqlite"),
+            "GCBULK_EVENTS": str(tmp_path / "var" / "job.events.jsonl"),
+            "GCBULK_METRICS_ADDRESS": "127.0.0.1:0",  # a free port: tests run side by side
+            "GCBULK_POLL_INTERVAL": "0.3",
+            "GCBULK_PROGRESS_INTERVAL": "0.5",
+        }
+    )
     if emulator is not None:
         env["GCBULK_BASE_URL"] = emulator.base_url
         env["GCBULK_CA_FILE"] = str(emulator.ca_file)
@@ -73,8 +75,9 @@ def start(job: Path, env: dict[str, str]) -> GcbulkProcess:
 
 
 def admin_counters(emulator: RunningEmulator) -> dict:
-    status, body = http_get(emulator.admin_url + "counters",
-                            context=ssl.create_default_context(cafile=str(emulator.ca_file)))
+    status, body = http_get(
+        emulator.admin_url + "counters", context=ssl.create_default_context(cafile=str(emulator.ca_file))
+    )
     assert status == 200
     return json.loads(body)
 
@@ -91,8 +94,11 @@ def test_follow_mode_serves_metrics_picks_up_new_cases_drains_on_sigterm_and_res
         assert metrics[("gcbulk_pass_bytes_done", ())] == metrics[("gcbulk_pass_bytes_total", ())] > 0
         assert metrics[("gcbulk_items", (("state", "done"),))] == 4
         assert metrics[("gcbulk_ledger_read_ok", ())] == 1
-        api_requests = sum(v for (name, labels), v in metrics.items()
-                           if name == "gcbulk_http_request_duration_seconds_count" and ("target", "api") in labels)
+        api_requests = sum(
+            v
+            for (name, labels), v in metrics.items()
+            if name == "gcbulk_http_request_duration_seconds_count" and ("target", "api") in labels
+        )
         assert api_requests > 0
         status, body = gcbulk.get("/healthz")
         assert status == 200 and json.loads(body)["status"] == "ok"
@@ -111,13 +117,17 @@ def test_follow_mode_serves_metrics_picks_up_new_cases_drains_on_sigterm_and_res
     assert gcbulk.events("stop_requested")
 
     sent_before = admin_counters(threaded_emulator)
-    assert sent_before["part_puts"] and all(count == 1 for parts in sent_before["part_puts"].values()
-                                            for count in parts.values())
+    assert sent_before["part_puts"] and all(
+        count == 1 for parts in sent_before["part_puts"].values() for count in parts.values()
+    )
     again = start(container, env)
     try:
         again.wait_for_event("plan")
-        poll(lambda: json.loads(again.get("/healthz")[1])["phase"] == "idle", timeout=CASE_SECONDS,
-             what="the restarted run to finish its first round")
+        poll(
+            lambda: json.loads(again.get("/healthz")[1])["phase"] == "idle",
+            timeout=CASE_SECONDS,
+            what="the restarted run to finish its first round",
+        )
         assert again.cases("done") == 3
     finally:
         code = again.stop(signal.SIGTERM)
@@ -125,15 +135,21 @@ def test_follow_mode_serves_metrics_picks_up_new_cases_drains_on_sigterm_and_res
     sent_after = admin_counters(threaded_emulator)
     assert sent_after["part_puts"] == sent_before["part_puts"]  # nothing re-sent
     assert sent_after["requests"].get("POST api:/api/v1/uploads/") == sent_before["requests"].get(
-        "POST api:/api/v1/uploads/")
+        "POST api:/api/v1/uploads/"
+    )
     titles = [ds.title for ds in threaded_emulator.context.store.display_sets.values()]
     assert sorted(titles) == ["patient001", "patient002", "patient003"]  # exactly one display set per case
 
 
 def test_follow_mode_waits_out_an_unreachable_server_and_then_uploads(container: Path, tmp_path: Path) -> None:
     port = free_port()
-    env = container_environment(tmp_path, None, GCBULK_BASE_URL=f"http://127.0.0.1:{port}/api/v1/",
-                                GCBULK_CA_FILE="", GCBULK_ATTEMPTS_PER_ITEM="1")
+    env = container_environment(
+        tmp_path,
+        None,
+        GCBULK_BASE_URL=f"http://127.0.0.1:{port}/api/v1/",
+        GCBULK_CA_FILE="",
+        GCBULK_ATTEMPTS_PER_ITEM="1",
+    )
     gcbulk = start(container, env)
     try:
         fault = gcbulk.wait_for_event("transient_fault")
@@ -151,8 +167,7 @@ def test_follow_mode_waits_out_an_unreachable_server_and_then_uploads(container:
     assert code == 0
 
 
-def test_follow_mode_rides_out_a_503_storm(container: Path, tmp_path: Path,
-                                            threaded_emulator: RunningEmulator) -> None:
+def test_follow_mode_rides_out_a_503_storm(container: Path, tmp_path: Path, threaded_emulator: RunningEmulator) -> None:
     faults = threaded_emulator.context.faults
     from gcbulk.emulator.faults import FaultRule
 
@@ -171,8 +186,9 @@ def test_follow_mode_rides_out_a_503_storm(container: Path, tmp_path: Path,
     assert code == 0
 
 
-def test_a_refused_token_is_a_fatal_configuration_error_exit_2(container: Path, tmp_path: Path,
-                                                               threaded_emulator: RunningEmulator) -> None:
+def test_a_refused_token_is_a_fatal_configuration_error_exit_2(
+    container: Path, tmp_path: Path, threaded_emulator: RunningEmulator
+) -> None:
     env = container_environment(tmp_path, threaded_emulator, GRAND_CHALLENGE_AUTHORIZATION="not-a-known-token")
     gcbulk = start(container, env)
     try:
@@ -189,5 +205,8 @@ def test_a_bad_setting_in_the_environment_exits_2_before_starting(container: Pat
     gcbulk = start(container, env)
     code = gcbulk.process.wait(timeout=60)
     assert code == 2
-    poll(lambda: any("GCBULK_FILES_IN_FLIGHT must be a whole number" in line for line in gcbulk.stderr),
-         timeout=10, what="the error on stderr")
+    poll(
+        lambda: any("GCBULK_FILES_IN_FLIGHT must be a whole number" in line for line in gcbulk.stderr),
+        timeout=10,
+        what="the error on stderr",
+    )

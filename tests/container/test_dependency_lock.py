@@ -40,7 +40,8 @@ def test_every_runtime_dependency_is_pinned_within_its_range_in_the_lock() -> No
         key = canonicalize_name(requirement.name)
         assert key in locked, f"{requirement.name} is in pyproject.toml but not pinned in constraints.txt"
         assert requirement.specifier.contains(locked[key], prereleases=True), (
-            f"constraints.txt pins {requirement.name}=={locked[key]}, outside pyproject.toml's {requirement.specifier}")
+            f"constraints.txt pins {requirement.name}=={locked[key]}, outside pyproject.toml's {requirement.specifier}"
+        )
 
 
 def test_runtime_dependencies_have_an_upper_bound_where_a_major_release_breaks() -> None:

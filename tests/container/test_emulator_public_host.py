@@ -20,8 +20,17 @@ PUBLIC_HOST = "emulator.gcbulk.test"  # .test is reserved (RFC 2606): never reso
 
 async def test_urls_and_the_certificate_name_the_public_host() -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gcbulk.emulator.cli", "--host", "127.0.0.1", "--public-host", PUBLIC_HOST, "--port", "0",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "gcbulk.emulator.cli",
+        "--host",
+        "127.0.0.1",
+        "--public-host",
+        PUBLIC_HOST,
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 60

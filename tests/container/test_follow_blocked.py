@@ -8,12 +8,12 @@ import os
 from pathlib import Path
 
 import anyio
+
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine import settings
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.follow import EXIT_OK, Follower
 from gcbulk.engine.service.job_service import JobService
-
 from tests.container.test_follow_loop import poll
 from tests.imaging import make_mha
 
@@ -33,10 +33,16 @@ async def test_follow_uploads_the_clean_cases_and_logs_a_blocked_one_once_per_ch
         f'reader_study = "example-study"\nbase_url = "{emulator.base_url}"\ncase_root = "cases"\n'
         f'ca_file = "{emulator.ca_file}"\n\n[[rules]]\nglob = "ct.mha"\nsocket = "ct-image"\n'
     )
-    resolved = settings.resolve(job, None, {
-        "GRAND_CHALLENGE_AUTHORIZATION": emulator.tokens["editor"], "GCBULK_METRICS_ADDRESS": "off",
-        "GCBULK_POLL_INTERVAL": "0.05", "GCBULK_PROGRESS_INTERVAL": "5",
-    })
+    resolved = settings.resolve(
+        job,
+        None,
+        {
+            "GRAND_CHALLENGE_AUTHORIZATION": emulator.tokens["editor"],
+            "GCBULK_METRICS_ADDRESS": "off",
+            "GCBULK_POLL_INTERVAL": "0.05",
+            "GCBULK_PROGRESS_INTERVAL": "5",
+        },
+    )
     stdout = io.StringIO()
     setup = logs.configure("INFO", "json", stream=stdout)
 
@@ -89,8 +95,7 @@ async def test_follow_uploads_the_clean_cases_and_logs_a_blocked_one_once_per_ch
         setup.close()
     assert code is None or code == EXIT_OK
     blocked = events("cases_blocked")
-    assert [(e["cases"], e["newly_blocked"]) for e in blocked] == [(2, ["p\\xe9tient", "patient2"]),
-                                                                    (1, [])]
+    assert [(e["cases"], e["newly_blocked"]) for e in blocked] == [(2, ["p\\xe9tient", "patient2"]), (1, [])]
     assert blocked[1]["unblocked"] == ["patient2"]
     assert sorted(ds.title for ds in emulator.context.store.display_sets.values()) == ["patient1", "patient2"]
     assert not events("fatal_configuration_error")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine import settings
 from gcbulk.engine.gc.errors import (
@@ -19,7 +20,6 @@ from gcbulk.engine.service import logs
 from gcbulk.engine.service.follow import EXIT_OK, Backoff, Follower, is_fatal
 from gcbulk.engine.service.job_service import JobService
 from gcbulk.state.errors import LedgerBindingError
-
 from tests.imaging import make_mask, make_mha, make_truncated_mha
 
 DEADLINE = 60.0
@@ -69,10 +69,17 @@ async def test_failed_cases_come_back_with_growing_backoff_and_finish_once_fixed
     tmp_path: Path, emulator: RunningEmulator
 ) -> None:
     job = write_tree_and_job(tmp_path, emulator)
-    resolved = settings.resolve(job, None, {
-        "GRAND_CHALLENGE_AUTHORIZATION": emulator.tokens["editor"], "GCBULK_METRICS_ADDRESS": "off",
-        "GCBULK_POLL_INTERVAL": "0.05", "GCBULK_RETRY_FAILED_AFTER": "0.1", "GCBULK_PROGRESS_INTERVAL": "5",
-    })
+    resolved = settings.resolve(
+        job,
+        None,
+        {
+            "GRAND_CHALLENGE_AUTHORIZATION": emulator.tokens["editor"],
+            "GCBULK_METRICS_ADDRESS": "off",
+            "GCBULK_POLL_INTERVAL": "0.05",
+            "GCBULK_RETRY_FAILED_AFTER": "0.1",
+            "GCBULK_PROGRESS_INTERVAL": "5",
+        },
+    )
     stdout = io.StringIO()
     setup = logs.configure("INFO", "json", stream=stdout)
     service = JobService(resolved)

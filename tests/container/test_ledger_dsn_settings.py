@@ -12,12 +12,12 @@ import socket
 from pathlib import Path
 
 import pytest
+
 from gcbulk.engine import settings
 from gcbulk.engine.cli import build_parser, main
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.ledger_location import dsn_passwords, shown_ledger
 from gcbulk.redaction import redact_text
-
 from tests.container.conftest import write_job_file
 from tests.pg_server import PgServer
 
@@ -78,11 +78,14 @@ def test_a_file_path_is_resolved_exactly_as_before(tmp_path: Path, monkeypatch: 
     assert default.events == tmp_path / "etc" / "job.events.jsonl"
 
 
-@pytest.mark.parametrize("dsn", [
-    f"postgresql://gcbulk:{LONG}@h:5432/db",
-    f"postgresql://gcbulk@h:5432/db?sslmode=require&password={LONG}",
-    f"postgres://gcbulk:{LONG}@h1:5432,h2:5433/db",
-])
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        f"postgresql://gcbulk:{LONG}@h:5432/db",
+        f"postgresql://gcbulk@h:5432/db?sslmode=require&password={LONG}",
+        f"postgres://gcbulk:{LONG}@h1:5432,h2:5433/db",
+    ],
+)
 def test_the_password_is_found_wherever_the_dsn_holds_it_and_never_shown(dsn: str) -> None:
     assert dsn_passwords(dsn) == {LONG}
     assert LONG not in shown_ledger(dsn)
@@ -112,10 +115,15 @@ def test_every_command_on_a_jobs_ledger_accepts_a_dsn_and_says_so_in_its_help() 
     assert "PostgreSQL DSN" in help_text and "beside the job file when the ledger is a PostgreSQL DSN" in help_text
 
 
-@pytest.mark.parametrize("argv", [
-    ["status", "--offline", "--json"], ["report", "--format", "json"], ["plan", "--offline", "--json"],
-    ["retry-failed", "--no-run"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status", "--offline", "--json"],
+        ["report", "--format", "json"],
+        ["plan", "--offline", "--json"],
+        ["retry-failed", "--no-run"],
+    ],
+)
 def test_an_unreachable_database_is_an_error_that_hides_the_password(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:
@@ -126,14 +134,17 @@ def test_an_unreachable_database_is_an_error_that_hides_the_password(
     assert "gcbulk:***@127.0.0.1:9/gcbulk" in err and SHORT not in out + err
 
 
-def test_config_show_prints_the_dsn_without_its_password(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_show_prints_the_dsn_without_its_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     job = write_job_file(tmp_path / "etc")
     monkeypatch.setenv("GCBULK_LEDGER", UNREACHABLE)
     assert main(["config", "show", str(job), "--json"]) == 0
     out = capsys.readouterr().out
-    assert json.loads(out)["ledger"] == {"value": "postgresql://gcbulk:***@127.0.0.1:9/gcbulk",
-                                         "source": "environment GCBULK_LEDGER"}
+    assert json.loads(out)["ledger"] == {
+        "value": "postgresql://gcbulk:***@127.0.0.1:9/gcbulk",
+        "source": "environment GCBULK_LEDGER",
+    }
     assert SHORT not in out
     assert main(["config", "show", str(job)]) == 0
     assert SHORT not in capsys.readouterr().out
@@ -176,18 +187,23 @@ def test_the_worker_id_defaults_to_host_and_pid_and_a_flag_beats_the_environment
     assert by_flag.effective()["worker_id"] == ("w1", "flag --worker-id")
 
 
-def test_a_long_hostname_still_makes_a_valid_default_worker_id(monkeypatch: pytest.MonkeyPatch,
-                                                               tmp_path: Path) -> None:
+def test_a_long_hostname_still_makes_a_valid_default_worker_id(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(socket, "gethostname", lambda: "a" * 70 + ".example.org")
     worker_id = settings.resolve(write_job_file(tmp_path), None, {}).worker_id
     assert len(worker_id) <= 64 and worker_id.endswith(f"-{os.getpid()}")
 
 
-@pytest.mark.parametrize("bad, why", [
-    ("", "is empty"), ("   ", "is empty"), ("w" * 65, "is 65 characters long"),
-    ("worker 1", "holds a character other than"), ("w1/../x", "holds a character other than"),
-    ("wörker", "holds a character other than"),
-])
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        ("", "is empty"),
+        ("   ", "is empty"),
+        ("w" * 65, "is 65 characters long"),
+        ("worker 1", "holds a character other than"),
+        ("w1/../x", "holds a character other than"),
+        ("wörker", "holds a character other than"),
+    ],
+)
 def test_a_bad_worker_id_is_an_error_naming_the_setting_and_what_to_do(tmp_path: Path, bad: str, why: str) -> None:
     job = write_job_file(tmp_path)
     with pytest.raises(ConfigurationError) as by_flag:
@@ -199,8 +215,9 @@ def test_a_bad_worker_id_is_an_error_naming_the_setting_and_what_to_do(tmp_path:
         settings.resolve(job, None, {"GCBULK_WORKER_ID": bad})
 
 
-def test_gcbulk_run_with_a_bad_worker_id_exits_2_saying_why(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gcbulk_run_with_a_bad_worker_id_exits_2_saying_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     job = write_job_file(tmp_path)
     monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", "a-test-token-0123")
     assert main(["run", str(job), "--worker-id", "no spaces please"]) == 2
@@ -210,7 +227,6 @@ def test_gcbulk_run_with_a_bad_worker_id_exits_2_saying_why(tmp_path: Path, caps
 def test_a_password_given_as_a_dsn_parameter_is_not_in_the_ledgers_own_name(pg_server: PgServer) -> None:
     """The ledger's ``path`` (status, the plan report, /readyz) comes from the store itself, not from settings."""
     from gcbulk.state.ledger import Ledger
-
     from tests.state.conftest import BINDING
 
     dsn = pg_server.new_database() + f"?password={SHORT}"  # trust authentication: the password is not checked

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from gcbulk.engine.gc.errors import TransportError
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.progress import TransferStats
@@ -57,7 +58,8 @@ def test_the_event_file_and_stdout_carry_the_same_event(tmp_path: Path, stdout: 
     in_file = json.loads((tmp_path / "events.jsonl").read_text())
     on_stdout = lines(stdout)[0]
     assert {k: v for k, v in on_stdout.items() if k not in ("at", "level")} == {
-        k: v for k, v in in_file.items() if k != "at"}
+        k: v for k, v in in_file.items() if k != "at"
+    }
 
 
 def test_steps_below_a_case_are_debug_and_hidden_at_info(stdout: io.StringIO) -> None:

@@ -13,6 +13,8 @@ from types import SimpleNamespace
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.errors import ApiError, TransportError, UploadCapReached
 from gcbulk.engine.jobfile import JobConfig, load_job
@@ -23,14 +25,15 @@ from gcbulk.engine.service.metrics import Metrics, RunState, retry_reason
 from gcbulk.engine.settings import Address
 from gcbulk.state.ledger import Ledger, default_ledger_path
 from gcbulk.state.replan import planning
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.container.conftest import write_job_file
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def plan_three_cases(tmp_path: Path) -> JobConfig:
@@ -111,8 +114,20 @@ async def test_metrics_show_cases_by_state_from_the_ledger_and_bytes_rate_eta_fr
     assert values[("gcbulk_phase", (("phase", "idle"),))] == 0
     assert values[("gcbulk_ledger_read_ok", ())] == 1
     assert values[("gcbulk_uploads_in_flight", ())] == 0 and values[("gcbulk_parts_in_flight", ())] == 0
-    assert values[("gcbulk_info", (("base_url", "https://gc.example/api/v1/"), ("reader_study", "example-study"),
-                                   ("version", "0.1.0"), ("worker", state.worker_id)))] == 1
+    assert (
+        values[
+            (
+                "gcbulk_info",
+                (
+                    ("base_url", "https://gc.example/api/v1/"),
+                    ("reader_study", "example-study"),
+                    ("version", "0.1.0"),
+                    ("worker", state.worker_id),
+                ),
+            )
+        ]
+        == 1
+    )
 
     state.pass_finished()  # the pass's bytes now count for the process, and keep counting in the next pass
     state.stats = state.new_stats()
@@ -200,17 +215,39 @@ async def test_http_latency_is_measured_through_aiohttps_trace_hooks(emulator: R
         for path in ("gcapi/", "uploads/3f1e1a8e-0000-4000-8000-000000000001/"):
             async with session.get(emulator.base_url + path, ssl=context) as response:
                 await response.read()
-        async with session.put(emulator.s3_url + "/uploads/some-key?X-Amz-Signature=abc", ssl=context,
-                               data=b"x") as response:
+        async with session.put(
+            emulator.s3_url + "/uploads/some-key?X-Amz-Signature=abc", ssl=context, data=b"x"
+        ) as response:
             await response.read()
 
     values = samples(metrics.exposition().decode())
-    assert values[("gcbulk_http_request_duration_seconds_count",
-                   (("endpoint", "gcapi/"), ("method", "GET"), ("outcome", "2xx"), ("target", "api")))] == 1
-    assert values[("gcbulk_http_request_duration_seconds_count",
-                   (("endpoint", "uploads/{id}/"), ("method", "GET"), ("outcome", "4xx"), ("target", "api")))] == 1
-    assert values[("gcbulk_http_request_duration_seconds_count",
-                   (("endpoint", "part"), ("method", "PUT"), ("outcome", "4xx"), ("target", "s3")))] == 1
+    assert (
+        values[
+            (
+                "gcbulk_http_request_duration_seconds_count",
+                (("endpoint", "gcapi/"), ("method", "GET"), ("outcome", "2xx"), ("target", "api")),
+            )
+        ]
+        == 1
+    )
+    assert (
+        values[
+            (
+                "gcbulk_http_request_duration_seconds_count",
+                (("endpoint", "uploads/{id}/"), ("method", "GET"), ("outcome", "4xx"), ("target", "api")),
+            )
+        ]
+        == 1
+    )
+    assert (
+        values[
+            (
+                "gcbulk_http_request_duration_seconds_count",
+                (("endpoint", "part"), ("method", "PUT"), ("outcome", "4xx"), ("target", "s3")),
+            )
+        ]
+        == 1
+    )
 
 
 def _real_looking_s3_upload_id(n: int) -> str:
@@ -227,8 +264,12 @@ def test_a_thousand_uploads_with_real_s3_upload_ids_add_no_metric_series() -> No
         metrics._observe(SimpleNamespace(started=0.0), method, url, "2xx")
 
     def series() -> int:
-        return sum(1 for s in text_string_to_metric_families(metrics.exposition().decode())
-                   for sample in s.samples if sample.name == "gcbulk_http_request_duration_seconds_count")
+        return sum(
+            1
+            for s in text_string_to_metric_families(metrics.exposition().decode())
+            for sample in s.samples
+            if sample.name == "gcbulk_http_request_duration_seconds_count"
+        )
 
     def one_upload(n: int) -> None:
         pk, s3_id = str(uuid.UUID(int=n + 1)), _real_looking_s3_upload_id(n)
@@ -254,9 +295,13 @@ def test_unknown_paths_are_labelled_other_and_file_downloads_media() -> None:
     assert metrics.endpoint_of("https://gc.example/api/v1/secret-probe/abc/def/") == ("api", "other")
     assert metrics.endpoint_of("https://gc.example/media/images/ab/cd/x/file.mha") == ("api", "media")
     assert metrics.endpoint_of("https://gc.example/api/v1/reader-studies/answers/mine/") == (
-        "api", "reader-studies/answers/mine/")
+        "api",
+        "reader-studies/answers/mine/",
+    )
     assert metrics.endpoint_of("https://gc.example/api/v1/components/interfaces/12/") == (
-        "api", "components/interfaces/{id}/")
+        "api",
+        "components/interfaces/{id}/",
+    )
 
 
 async def test_metrics_of_any_worker_show_every_live_worker_of_the_job(served) -> None:

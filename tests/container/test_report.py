@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from gcbulk.engine.cli import main
 from gcbulk.engine.jobfile import load_job
 from gcbulk.engine.plan.planner import PlannedCase, plan_tree
 from gcbulk.state.ledger import Ledger, default_ledger_path
 from gcbulk.state.replan import planning
-
 from tests.container.conftest import write_job_file
 
 START = datetime(2025, 11, 20, 10, 0, 0, tzinfo=UTC)
@@ -41,8 +41,9 @@ def job_with_history(tmp_path: Path) -> Path:
         (folder / "ct.mha").write_bytes(b"c" * sizes[0])
         (folder / "seg.mha").write_bytes(b"s" * sizes[1])
     job = load_job(job_file)
-    with Ledger.open(default_ledger_path(job.job_file), job.binding, job_file=job.job_file,
-                     clock=SteppingClock()) as ledger:
+    with Ledger.open(
+        default_ledger_path(job.job_file), job.binding, job_file=job.job_file, clock=SteppingClock()
+    ) as ledger:
         with planning(ledger, rules=job.rules_dict(), job_file=job.job_file) as plan:
             for entry in plan_tree(job):
                 if isinstance(entry, PlannedCase):
@@ -76,14 +77,23 @@ def test_the_json_report_has_state_reason_display_set_bytes_and_timings_per_case
     assert list(rows) == ["patient1", "patient2", "patient3"]
     done, failed, planned = rows["patient1"], rows["patient2"], rows["patient3"]
     assert (done["state"], done["display_set_pk"], done["files"], done["bytes"], done["bytes_sent"]) == (
-        "done", "ds-1", 2, 150, 100)
+        "done",
+        "ds-1",
+        2,
+        150,
+        100,
+    )
     assert done["reason"] is None
     started, finished = datetime.fromisoformat(done["started"]), datetime.fromisoformat(done["finished"])
     assert started < finished and done["duration_seconds"] == (finished - started).total_seconds() > 0
     assert (failed["state"], failed["reason"]) == ("failed", "airway-segmentation: the image could not be imported")
     assert failed["finished"] is not None and failed["display_set_pk"] is None and failed["bytes"] == 30
     assert (planned["state"], planned["started"], planned["finished"], planned["duration_seconds"]) == (
-        "planned", None, None, None)
+        "planned",
+        None,
+        None,
+        None,
+    )
 
 
 def test_the_csv_report_has_a_header_and_one_row_per_case_and_can_go_to_a_file(
@@ -98,16 +108,18 @@ def test_the_csv_report_has_a_header_and_one_row_per_case_and_can_go_to_a_file(
     assert rows["patient3"]["started"] == ""
 
 
-def test_the_report_reads_the_ledger_while_a_run_holds_it(job_with_history: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_report_reads_the_ledger_while_a_run_holds_it(
+    job_with_history: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     job = load_job(job_with_history)
     with Ledger.open(default_ledger_path(job.job_file), job.binding):  # the lock a running `gcbulk run` holds
         assert main(["report", str(job_with_history), "--format", "json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 3
 
 
-def test_a_report_without_a_ledger_says_to_plan_first_and_exits_2(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_report_without_a_ledger_says_to_plan_first_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     job = write_job_file(tmp_path)
     assert main(["report", str(job)]) == 2
     assert "run 'gcbulk plan' for this job first" in capsys.readouterr().err

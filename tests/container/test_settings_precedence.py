@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+
 from gcbulk.engine import settings
 from gcbulk.engine.cli import main
 from gcbulk.engine.gc.errors import ConfigurationError
-
 from tests.container.conftest import write_job_file
 
 
@@ -30,9 +30,13 @@ def test_a_flag_beats_the_environment_which_beats_the_job_file_which_beats_the_d
 
     assert (resolved.poll_interval, resolved.sources["poll_interval"]) == (3.0, "flag --poll-interval")
     assert (resolved.progress_interval, resolved.sources["progress_interval"]) == (
-        7.0, "environment GCBULK_PROGRESS_INTERVAL")
+        7.0,
+        "environment GCBULK_PROGRESS_INTERVAL",
+    )
     assert (resolved.job.engine.files_in_flight, resolved.sources["engine.files_in_flight"]) == (
-        9, "environment GCBULK_FILES_IN_FLIGHT")
+        9,
+        "environment GCBULK_FILES_IN_FLIGHT",
+    )
     assert (resolved.job.engine.parts_in_flight, resolved.sources["engine.parts_in_flight"]) == (6, "job file")
     assert (resolved.job.engine.imports_in_flight, resolved.sources["engine.imports_in_flight"]) == (16, "default")
     assert (resolved.drain, resolved.sources["drain"]) == (30.0, "default")
@@ -43,9 +47,13 @@ def test_the_adaptive_limits_and_the_image_stagger_are_switches_of_the_job_and_t
     job = write_job_file(tmp_path, engine="adaptive_concurrency = false")
     resolved = settings.resolve(job, None, {"GCBULK_STAGGER_IMAGE_VALUES": "off"})
     assert (resolved.job.engine.adaptive_concurrency, resolved.sources["engine.adaptive_concurrency"]) == (
-        False, "job file")
+        False,
+        "job file",
+    )
     assert (resolved.job.engine.stagger_image_values, resolved.sources["engine.stagger_image_values"]) == (
-        False, "environment GCBULK_STAGGER_IMAGE_VALUES")
+        False,
+        "environment GCBULK_STAGGER_IMAGE_VALUES",
+    )
     assert settings.resolve(write_job_file(tmp_path / "b"), None, {}).job.engine.adaptive_concurrency is True
 
 
@@ -97,8 +105,9 @@ def test_the_event_log_defaults_to_beside_the_ledger(tmp_path: Path) -> None:
         ({"GCBULK_ADAPTIVE_CONCURRENCY": "maybe"}, "GCBULK_ADAPTIVE_CONCURRENCY must be true or false, got 'maybe'"),
     ],
 )
-def test_a_bad_environment_value_is_an_error_naming_the_variable(tmp_path: Path, environ: dict[str, str],
-                                                                  message: str) -> None:
+def test_a_bad_environment_value_is_an_error_naming_the_variable(
+    tmp_path: Path, environ: dict[str, str], message: str
+) -> None:
     with pytest.raises(ConfigurationError) as raised:
         settings.resolve(write_job_file(tmp_path), None, environ)
     assert message in str(raised.value)
@@ -114,8 +123,14 @@ def test_an_empty_ca_file_variable_switches_the_job_files_private_ca_off(tmp_pat
 
 @pytest.mark.parametrize(
     ("address", "expected"),
-    [("127.0.0.1:9464", ("127.0.0.1", 9464)), ("0.0.0.0:80", ("0.0.0.0", 80)), (":9000", ("0.0.0.0", 9000)),
-     ("[::1]:9464", ("::1", 9464)), ("off", None), ("", None)],
+    [
+        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+        ("0.0.0.0:80", ("0.0.0.0", 80)),
+        (":9000", ("0.0.0.0", 9000)),
+        ("[::1]:9464", ("::1", 9464)),
+        ("off", None),
+        ("", None),
+    ],
 )
 def test_metrics_addresses_are_host_port_or_off(address: str, expected: tuple[str, int] | None) -> None:
     parsed = settings.parse_address(address)

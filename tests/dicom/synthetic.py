@@ -25,17 +25,32 @@ def edit(paths: list[Path], **fields: object) -> None:
         dataset.save_as(path)
 
 
-def identified_series(directory: Path, count: int, *, modality: str = "CT", number: int = 1, description: str = "",
-                      seed: int = 0, study_uid: str | None = None, rows: int = 8, columns: int = 8,
-                      prefix: str = "") -> list[Path]:
+def identified_series(
+    directory: Path,
+    count: int,
+    *,
+    modality: str = "CT",
+    number: int = 1,
+    description: str = "",
+    seed: int = 0,
+    study_uid: str | None = None,
+    rows: int = 8,
+    columns: int = 8,
+    prefix: str = "",
+) -> list[Path]:
     """A series whose every file carries a patient name and ID (what de-identification must take out), written as
     ``<prefix>slice_NNN.dcm`` so that several series can share one folder."""
-    built = make_dicom_series(directory / f".building-{prefix}{seed}", count, rows=rows, columns=columns, seed=seed,
-                              modality=modality)
+    built = make_dicom_series(
+        directory / f".building-{prefix}{seed}", count, rows=rows, columns=columns, seed=seed, modality=modality
+    )
     paths = [p.rename(directory / f"{prefix}{p.name}") for p in built]
     built[0].parent.rmdir()
-    fields: dict[str, object] = {"PatientName": PATIENT_NAME, "PatientID": PATIENT_ID, "SeriesNumber": number,
-                                 "SeriesDescription": description}
+    fields: dict[str, object] = {
+        "PatientName": PATIENT_NAME,
+        "PatientID": PATIENT_ID,
+        "SeriesNumber": number,
+        "SeriesDescription": description,
+    }
     if study_uid is not None:
         fields["StudyInstanceUID"] = study_uid
     edit(paths, **fields)

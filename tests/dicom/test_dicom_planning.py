@@ -26,13 +26,15 @@ image_name = "{SeriesDescription}"
 
 
 def test_a_folder_with_two_series_and_a_stray_report_is_planned_by_the_rules_and_the_report_reported(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     folder = tmp_path / "cases" / "patient1" / "export"
     folder.mkdir(parents=True)
     study = generate_uid()
     ct = identified_series(folder, 4, seed=1, study_uid=study, prefix="a")
-    mr = identified_series(folder, 3, modality="MR", number=2, description="T2 axial", seed=2, study_uid=study,
-                           prefix="b")
+    mr = identified_series(
+        folder, 3, modality="MR", number=2, description="T2 axial", seed=2, study_uid=study, prefix="b"
+    )
     ct_named_oddly = [p.rename(p.with_name(f"IM{9 - i}")) for i, p in enumerate(ct)]  # no extension, reversed
     structured_report(folder / "report.dcm", study_uid=study)
 
@@ -99,8 +101,10 @@ def test_a_case_mixing_studies_is_reported_and_still_planned(tmp_path: Path) -> 
 def test_a_path_glob_narrows_a_dicom_rule_and_old_glob_rules_still_group_series(tmp_path: Path) -> None:
     identified_series(tmp_path / "cases" / "patient1" / "ct", 3, seed=1)
     identified_series(tmp_path / "cases" / "patient1" / "old", 2, seed=2, number=5)
-    rules = ('[[rules]]\ndicom = { Modality = "CT" }\nglob = "ct/*"\nsocket = "ct-image"\n\n'
-             '[[rules]]\nglob = "old/*.dcm"\nsocket = "generic-medical-image"\ngroup = "dicom-series"\n')
+    rules = (
+        '[[rules]]\ndicom = { Modality = "CT" }\nglob = "ct/*"\nsocket = "ct-image"\n\n'
+        '[[rules]]\nglob = "old/*.dcm"\nsocket = "generic-medical-image"\ngroup = "dicom-series"\n'
+    )
 
     (case,), _ = plan(load_job(write_job(tmp_path, rules=rules)))
 
@@ -109,19 +113,30 @@ def test_a_path_glob_narrows_a_dicom_rule_and_old_glob_rules_still_group_series(
     assert files["generic-medical-image"] == [f"patient1/old/slice_00{i}.dcm" for i in range(2)]
 
 
-@pytest.mark.parametrize(("rule", "message"), [
-    ('dicom = { Modalty = "CT" }', r"rules\[1\]: dicom.Modalty is not a header field gcbulk reads; use one of Modality"),
-    ('dicom = "CT"', r"rules\[1\]: dicom must be a table of header fields"),
-    ('dicom = { Modality = "CT" }\nposition = 1', r"rules\[1\]: a dicom rule takes whole series"),
-    ('dicom = { Modality = "CT" }\nimage_name = "{PatientName}"', r"image_name '\{PatientName\}' uses \{PatientName\}"),
-])
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (
+            'dicom = { Modalty = "CT" }',
+            r"rules\[1\]: dicom.Modalty is not a header field gcbulk reads; use one of Modality",
+        ),
+        ('dicom = "CT"', r"rules\[1\]: dicom must be a table of header fields"),
+        ('dicom = { Modality = "CT" }\nposition = 1', r"rules\[1\]: a dicom rule takes whole series"),
+        (
+            'dicom = { Modality = "CT" }\nimage_name = "{PatientName}"',
+            r"image_name '\{PatientName\}' uses \{PatientName\}",
+        ),
+    ],
+)
 def test_a_wrong_dicom_rule_is_refused_naming_the_key(tmp_path: Path, rule: str, message: str) -> None:
     with pytest.raises(JobFileError, match=message):
         load_job(write_job(tmp_path, rules=f'[[rules]]\nsocket = "ct-image"\n{rule}\n'))
 
 
 def test_the_dicom_table_sets_staging_and_can_send_files_as_they_are(tmp_path: Path) -> None:
-    job = load_job(write_job(tmp_path, rules=BY_MODALITY, head='[dicom]\ndeidentify = false\nstaging_budget = "1 GiB"\n'))
+    job = load_job(
+        write_job(tmp_path, rules=BY_MODALITY, head='[dicom]\ndeidentify = false\nstaging_budget = "1 GiB"\n')
+    )
     assert job.dicom.deidentify is False and job.dicom.staging_budget == 1024**3
     assert job.dicom.staging == tmp_path / "job.dicom-staging"
     assert job.dicom.image_name_template("dicom-image-set") == "{SeriesDescription}"

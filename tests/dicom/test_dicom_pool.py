@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from gcbulk.engine.dicom.pool import dicom_pool
 
 REPO = Path(__file__).parents[2]
@@ -33,8 +34,7 @@ time.sleep(600)
 
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn", "fork"])
 def test_the_pools_workers_leave_when_the_run_is_killed_with_9(start_method: str) -> None:
-    run = subprocess.Popen([sys.executable, "-c", BUSY_RUN, start_method], cwd=REPO, stdout=subprocess.PIPE,
-                           text=True)
+    run = subprocess.Popen([sys.executable, "-c", BUSY_RUN, start_method], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert run.stdout is not None and run.stdout.readline() == "busy\n"
         started = psutil.Process(run.pid).children(recursive=True)  # the workers, a fork server, a resource tracker

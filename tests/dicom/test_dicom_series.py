@@ -64,7 +64,8 @@ def test_files_are_found_by_content_not_by_extension(tmp_path: Path) -> None:
 
 
 def test_a_folder_with_two_series_and_a_stray_report_is_planned_as_two_series_and_the_report_named(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     ct = make_dicom_series(tmp_path / "case" / "a", 5, seed=1)
     mr = make_dicom_series(tmp_path / "case" / "b", 3, seed=2, modality="MR")
     _edit(mr, SeriesNumber=2, SeriesDescription="T2 axial")
@@ -73,7 +74,11 @@ def test_a_folder_with_two_series_and_a_stray_report_is_planned_as_two_series_an
     headers, _ = _headers(tmp_path / "case")
     series = group_series(headers)
 
-    assert [s.describe() for s in series] == ["CT series 1, 5 files", "MR series 2 (T2 axial), 3 files", "SR series ?, 1 files"]
+    assert [s.describe() for s in series] == [
+        "CT series 1, 5 files",
+        "MR series 2 (T2 axial), 3 files",
+        "SR series ?, 1 files",
+    ]
     assert [s for s in series if matches(s, {"Modality": "mr", "SeriesDescription": "*axial*"})] == [series[1]]
     (problem,) = image_set_problems(series[2].headers)
     assert problem.code == "dicom-sop-class-rejected" and problem.files == {BASIC_TEXT_SR: (str(report),)}
@@ -151,16 +156,24 @@ def test_a_file_the_de_identifier_rejects_fails_its_set_by_name(tmp_path: Path) 
 def test_a_set_over_the_staging_budget_is_an_error_and_the_others_are_staged(tmp_path: Path) -> None:
     small = [str(p) for p in make_dicom_series(tmp_path / "a", 2, rows=4, columns=4)]
     large = [str(p) for p in make_dicom_series(tmp_path / "b", 8, rows=64, columns=64)]
-    results = list(stage_sets([("big", large), ("small", small)], tmp_path / "staging",
-                              budget_bytes=sum(os.stat(p).st_size for p in small) * 4, workers=1))
+    results = list(
+        stage_sets(
+            [("big", large), ("small", small)],
+            tmp_path / "staging",
+            budget_bytes=sum(os.stat(p).st_size for p in small) * 4,
+            workers=1,
+        )
+    )
     assert isinstance(results[0], StagingError) and "more than the staging budget" in str(results[0])
     assert results[1].key == "small" and len(results[1].files) == 2
 
 
 def test_kill_9_during_de_identification_resumes_to_a_whole_consistent_set(tmp_path: Path) -> None:
     paths = [str(p) for p in make_dicom_series(tmp_path / "s", 120, rows=32, columns=32)]
-    script = ("import sys; from pathlib import Path; from gcbulk.engine.dicom.deidentify import stage_set; "
-              "stage_set('case', sys.argv[2:], Path(sys.argv[1]))")
+    script = (
+        "import sys; from pathlib import Path; from gcbulk.engine.dicom.deidentify import stage_set; "
+        "stage_set('case', sys.argv[2:], Path(sys.argv[1]))"
+    )
     for delay in (0.2, 0.5):
         child = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "staging"), *paths], cwd=REPO)
         time.sleep(delay)  # a moment somewhere inside the import or the set: the assertions hold for any

@@ -12,8 +12,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gcbulk.emulator.server import RunningEmulator
 from multidict import CIMultiDictProxy
+
+from gcbulk.emulator.server import RunningEmulator
 
 
 @dataclass
@@ -83,7 +84,9 @@ class EmulatorClient:
 
     async def presign(self, upload: dict[str, Any], part_numbers: list[int], user: str = "editor") -> dict[str, str]:
         reply = await self.call(
-            "PATCH", self.action_url(upload, "generate-presigned-urls"), user=user,
+            "PATCH",
+            self.action_url(upload, "generate-presigned-urls"),
+            user=user,
             json_body={"part_numbers": part_numbers},
         )
         assert reply.status == 200, reply.body
@@ -106,8 +109,7 @@ class EmulatorClient:
 
     async def complete(self, upload: dict[str, Any], parts: list[tuple[int, str]], user: str = "editor") -> Reply:
         body = {"parts": [{"ETag": etag, "PartNumber": number} for number, etag in parts]}
-        return await self.call("PATCH", self.action_url(upload, "complete-multipart-upload"), user=user,
-                               json_body=body)
+        return await self.call("PATCH", self.action_url(upload, "complete-multipart-upload"), user=user, json_body=body)
 
     async def abort(self, upload: dict[str, Any], user: str = "editor") -> Reply:
         return await self.call("PATCH", self.action_url(upload, "abort-multipart-upload"), user=user)

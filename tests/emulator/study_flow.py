@@ -37,9 +37,14 @@ def add_question_of_every_type(emulator) -> dict[str, str]:
     study = example_study(emulator)
     added = {}
     for answer_type in ANSWER_TYPES:
-        question = Question(pk=new_uuid(), reader_study_pk=study.pk, question_text=f"{answer_type}?",
-                            answer_type=answer_type, required=False,
-                            options=[Option(id=store.next_int_pk(), title=t) for t in ("yes", "no", "maybe")])
+        question = Question(
+            pk=new_uuid(),
+            reader_study_pk=study.pk,
+            question_text=f"{answer_type}?",
+            answer_type=answer_type,
+            required=False,
+            options=[Option(id=store.next_int_pk(), title=t) for t in ("yes", "no", "maybe")],
+        )
         store.questions[question.pk] = question
         study.question_pks.append(question.pk)
         added[answer_type] = question.pk
@@ -47,8 +52,9 @@ def add_question_of_every_type(emulator) -> dict[str, str]:
 
 
 async def create_display_set(client: EmulatorClient, user: str = "editor", **body: Any) -> dict[str, Any]:
-    reply = await client.call("POST", client.api("reader-studies/display-sets/"), user=user,
-                              json_body={"reader_study": STUDY_SLUG, **body})
+    reply = await client.call(
+        "POST", client.api("reader-studies/display-sets/"), user=user, json_body={"reader_study": STUDY_SLUG, **body}
+    )
     assert reply.status == 201, reply.body
     return reply.json()
 
@@ -97,7 +103,8 @@ async def wait_for_value(client: EmulatorClient, ds_pk: str, socket: str, user: 
 async def session_for_display_set(emulator: RunningEmulator, ds_pk: str, socket: str) -> str:
     """The pk of the newest upload session the server made for a display-set socket."""
     sessions = [
-        s for s in emulator.context.store.upload_sessions.values()
+        s
+        for s in emulator.context.store.upload_sessions.values()
         if s.target_display_set_pk == ds_pk and s.target_socket_slug == socket
     ]
     assert sessions, f"no upload session targets {ds_pk}/{socket}"

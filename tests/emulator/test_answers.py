@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 from gcbulk.emulator.admin_answers import AnswerSeedError, create_answer, seed_answers
 from gcbulk.emulator.answer_types import ANNOTATION_KEYS, SINGULAR, answer_error
 from gcbulk.emulator.store import DisplaySet, Option, Question, new_uuid
-
 from tests.emulator.study_flow import (
     add_question_of_every_type,
     admin_answer,
@@ -37,10 +37,12 @@ async def answered(client, emulator):
     made = {}
     for ds in (first, second):
         for reader in ("reader1", "reader2"):
-            made[(reader, ds["pk"])] = await admin_answer(client, creator=reader, question=bool_question,
-                                                          display_set=ds["pk"], answer=reader == "reader1")
-        made[("truth", ds["pk"])] = await admin_answer(client, creator="editor", question=bool_question,
-                                                       display_set=ds["pk"], answer=True, is_ground_truth=True)
+            made[(reader, ds["pk"])] = await admin_answer(
+                client, creator=reader, question=bool_question, display_set=ds["pk"], answer=reader == "reader1"
+            )
+        made[("truth", ds["pk"])] = await admin_answer(
+            client, creator="editor", question=bool_question, display_set=ds["pk"], answer=True, is_ground_truth=True
+        )
     return first, second, made
 
 
@@ -82,7 +84,8 @@ async def test_filters_narrow_all_answers(client, emulator, answered):
 async def test_a_bad_filter_pk_is_the_django_filter_400(client, answered):
     reply = await client.call("GET", client.api(f"{ANSWERS}?display_set=not-a-uuid"))
     assert (reply.status, reply.json()) == (
-        400, {"display_set": ["Select a valid choice. That choice is not one of the available choices."]}
+        400,
+        {"display_set": ["Select a valid choice. That choice is not one of the available choices."]},
     )
 
 
@@ -94,8 +97,21 @@ async def test_anonymous_users_see_no_answers(client, answered):
 async def test_an_answer_has_every_field_of_the_contract(client, emulator, answered):
     first, _, made = answered
     answer = made[("reader1", first["pk"])]
-    assert set(answer) == {"answer", "api_url", "created", "creator", "display_set", "pk", "question", "modified",
-                           "answer_image", "last_edit_duration", "total_edit_duration", "is_ground_truth", "score"}
+    assert set(answer) == {
+        "answer",
+        "api_url",
+        "created",
+        "creator",
+        "display_set",
+        "pk",
+        "question",
+        "modified",
+        "answer_image",
+        "last_edit_duration",
+        "total_edit_duration",
+        "is_ground_truth",
+        "score",
+    }
     assert answer["question"] == client.api(f"reader-studies/questions/{question_pk(emulator, 'Bool')}/")
     assert (answer["answer"], answer["answer_image"], answer["creator"]) == (True, None, "reader1")
 
@@ -106,8 +122,12 @@ async def test_every_answer_type_comes_back_in_its_json_shape(client, emulator):
     await seed_answers(emulator.context, "example-study", creators=["reader1"], display_set_pks=[display_set["pk"]])
     store = emulator.context.store
     listed = await _answers(client, MINE, "reader1")
-    shapes = {store.questions[a["question"].rstrip("/").rsplit("/", 1)[1]].answer_type: a["answer"] for a in listed
-              if a["question"].rstrip("/").rsplit("/", 1)[1] in by_type.values()}
+    shapes = {
+        store.questions[a["question"].rstrip("/").rsplit("/", 1)[1]].answer_type: a["answer"]
+        for a in listed
+        if a["question"].rstrip("/").rsplit("/", 1)[1] in by_type.values()
+    }
+
     def option_ids(answer_type: str) -> set[int]:
         return {option.id for option in store.questions[by_type[answer_type]].options}
 
@@ -130,8 +150,13 @@ async def test_every_answer_type_comes_back_in_its_json_shape(client, emulator):
 async def test_a_mask_answer_from_an_upload_has_an_answer_image_for_its_creator_and_editors(client, emulator, tmp_path):
     display_set = await create_display_set(client)
     upload = await upload_file(client, make_mha(tmp_path / "mask.mha", dtype="uint8"), user="reader1")
-    answer = await admin_answer(client, creator="reader1", question=question_pk(emulator, "Mask"),
-                                display_set=display_set["pk"], mask_upload=upload["api_url"])
+    answer = await admin_answer(
+        client,
+        creator="reader1",
+        question=question_pk(emulator, "Mask"),
+        display_set=display_set["pk"],
+        mask_upload=upload["api_url"],
+    )
     assert set(answer["answer"]) == {"upload_session_pk"}
     assert answer["answer_image"].startswith(client.api("cases/images/"))
     assert (await client.call("GET", answer["answer_image"], user="reader1")).status == 200
@@ -143,9 +168,15 @@ async def test_seeding_a_mask_answer_from_a_local_file(emulator, tmp_path):
     study = example_study(emulator)
     display_set_pk = new_uuid()
     emulator.context.store.display_sets[display_set_pk] = DisplaySet(
-        pk=display_set_pk, reader_study_pk=study.pk, title="", order=10, created=emulator.context.clock.now())
-    answer = await create_answer(emulator.context, creator="reader2", question_pk=question_pk(emulator, "Mask"),
-                                 display_set_pk=display_set_pk, mask_file=make_mha(tmp_path / "m.mha", dtype="uint8"))
+        pk=display_set_pk, reader_study_pk=study.pk, title="", order=10, created=emulator.context.clock.now()
+    )
+    answer = await create_answer(
+        emulator.context,
+        creator="reader2",
+        question_pk=question_pk(emulator, "Mask"),
+        display_set_pk=display_set_pk,
+        mask_file=make_mha(tmp_path / "m.mha", dtype="uint8"),
+    )
     image = emulator.context.store.images[answer.answer_image_pk]
     assert image.shape == [4, 8, 8] and image.creator.username == "reader2"
 
@@ -155,15 +186,19 @@ async def test_seeding_a_mask_answer_from_a_local_file(emulator, tmp_path):
     [
         ({"creator": "nobody"}, "no user 'nobody'; use one of the seed's usernames"),
         ({"creator": "outsider"}, "outsider is neither reader nor editor of example-study"),
-        ({"creator": "reader1", "is_ground_truth": True},
-         "ground truth is entered by editors; reader1 is not an editor of example-study"),
+        (
+            {"creator": "reader1", "is_ground_truth": True},
+            "ground truth is entered by editors; reader1 is not an editor of example-study",
+        ),
         ({"creator": "reader1", "answer": "yes"}, "a Bool answer must be a JSON bool"),
         ({"creator": "reader1", "question": "nope"}, "no question 'nope'; take a pk from reader-studies/questions/"),
         ({}, '"creator" (a username) is required'),
         ({"creator": "reader1", "display_set": "nope"}, "no display set 'nope' in example-study"),
         ({"creator": "reader1", "question": 5}, "reader-studies/questions must be a pk or an API URL, not 5"),
-        ({"creator": "reader1", "mask_upload": "https://x/api/v1/uploads/u/"},
-         "a mask belongs to a Mask question, not to a Bool question"),
+        (
+            {"creator": "reader1", "mask_upload": "https://x/api/v1/uploads/u/"},
+            "a mask belongs to a Mask question, not to a Bool question",
+        ),
     ],
 )
 async def test_the_admin_route_refuses_answers_that_could_not_exist(client, emulator, body, detail):
@@ -184,9 +219,17 @@ async def test_a_second_answer_to_the_same_question_is_refused(emulator, client)
 async def test_a_mask_upload_must_be_a_completed_upload_of_the_answers_creator(client, emulator, tmp_path):
     display_set = await create_display_set(client)
     foreign = await upload_file(client, make_mha(tmp_path / "mask.mha"), user="reader2")
-    reply = await client.call("POST", client.admin("answers"), user=None, json_body={
-        "creator": "reader1", "question": question_pk(emulator, "Mask"), "display_set": display_set["pk"],
-        "mask_upload": foreign["api_url"]})
+    reply = await client.call(
+        "POST",
+        client.admin("answers"),
+        user=None,
+        json_body={
+            "creator": "reader1",
+            "question": question_pk(emulator, "Mask"),
+            "display_set": display_set["pk"],
+            "mask_upload": foreign["api_url"],
+        },
+    )
     assert (reply.status, reply.json()) == (400, {"detail": "mask_upload must be a Completed upload of reader1"})
     assert await _answers(client, ANSWERS, "editor") == []  # nothing is left behind
 
@@ -196,8 +239,13 @@ async def test_a_mask_that_cannot_be_imported_is_refused(emulator, client, tmp_p
     broken = tmp_path / "mask.mha"
     broken.write_text("not an image")
     with pytest.raises(AnswerSeedError, match="the mask could not be imported: 1 file could not be imported"):
-        await create_answer(emulator.context, creator="reader1", question_pk=question_pk(emulator, "Mask"),
-                            display_set_pk=display_set["pk"], mask_file=broken)
+        await create_answer(
+            emulator.context,
+            creator="reader1",
+            question_pk=question_pk(emulator, "Mask"),
+            display_set_pk=display_set["pk"],
+            mask_file=broken,
+        )
     assert emulator.context.store.answers == {}
 
 
@@ -215,6 +263,11 @@ async def test_a_mask_that_cannot_be_imported_is_refused(emulator, client, tmp_p
     ],
 )
 def test_answers_that_do_not_fit_their_question_are_named(answer_type, answer, message):
-    question = Question(pk="q", reader_study_pk="s", question_text="?", answer_type=answer_type,
-                        options=[Option(id=1, title="a"), Option(id=2, title="b")])
+    question = Question(
+        pk="q",
+        reader_study_pk="s",
+        question_text="?",
+        answer_type=answer_type,
+        options=[Option(id=1, title="a"), Option(id=2, title="b")],
+    )
     assert answer_error(question, answer) == message

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+
 from gcbulk.emulator.capacity import profile_named
 
 POST_DISPLAY_SET = "POST api:/api/v1/reader-studies/display-sets/"
@@ -19,8 +20,9 @@ def emulator_config(emulator_config):
 
 async def test_each_request_adds_its_service_time_to_its_endpoints_busy_seconds(client, emulator) -> None:
     for _ in range(3):
-        reply = await client.call("POST", client.api("reader-studies/display-sets/"),
-                                  json_body={"reader_study": "example-study"})
+        reply = await client.call(
+            "POST", client.api("reader-studies/display-sets/"), json_body={"reader_study": "example-study"}
+        )
         assert reply.status == 201, reply.body
     snapshot = (await client.call("GET", client.admin("counters"))).json()
     # contract §10: a display-set POST holds a worker ~105 ms; three of them about 0.3 s, and nothing else was asked.

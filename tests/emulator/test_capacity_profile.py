@@ -12,6 +12,7 @@ import time
 from dataclasses import replace
 
 import pytest
+
 from gcbulk.emulator.capacity import CapacityProfile, profile_named
 
 N = 8
@@ -24,8 +25,9 @@ def emulator_config(emulator_config):
 
 
 async def _create(client) -> None:
-    reply = await client.call("POST", client.api("reader-studies/display-sets/"),
-                              json_body={"reader_study": "example-study"})
+    reply = await client.call(
+        "POST", client.api("reader-studies/display-sets/"), json_body={"reader_study": "example-study"}
+    )
     assert reply.status == 201, reply.body
 
 
@@ -90,7 +92,9 @@ def test_the_model_reproduces_the_measured_peaks_and_falls():
 
 async def test_a_list_page_holds_a_worker_about_5_ms_per_row(client):
     for _ in range(60):
-        assert (await client.call("POST", client.api("cases/upload-sessions/"), json_body={"uploads": []})).status == 201
+        assert (
+            await client.call("POST", client.api("cases/upload-sessions/"), json_body={"uploads": []})
+        ).status == 201
     timings = {}
     for limit in (10, 60):
         started = time.monotonic()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from tests.emulator.study_flow import create_display_set, get_display_set, patch_display_set, upload_file, wait_for_value
+from tests.emulator.study_flow import (
+    create_display_set,
+    get_display_set,
+    patch_display_set,
+    upload_file,
+    wait_for_value,
+)
 from tests.imaging import make_dicom_series, make_mha
 
 
@@ -13,17 +19,27 @@ async def _uploads(client, paths) -> list[dict]:
 async def test_a_dicom_image_set_without_an_image_name_is_refused(client, tmp_path):
     display_set = await create_display_set(client)
     (upload,) = await _uploads(client, make_dicom_series(tmp_path, 1))
-    reply = await patch_display_set(client, display_set["pk"], {"values": [
-        {"interface": "dicom-image-set", "user_uploads": [upload["api_url"]]}]})
-    assert (reply.status, reply.json()) == (400, {"values": [{"non_field_errors": [
-        "user_uploads and image_name are required for interface kind DCMIS"]}]})
+    reply = await patch_display_set(
+        client, display_set["pk"], {"values": [{"interface": "dicom-image-set", "user_uploads": [upload["api_url"]]}]}
+    )
+    assert (reply.status, reply.json()) == (
+        400,
+        {"values": [{"non_field_errors": ["user_uploads and image_name are required for interface kind DCMIS"]}]},
+    )
 
 
 async def test_a_dicom_series_becomes_one_named_image_without_an_upload_session(client, tmp_path):
     display_set = await create_display_set(client)
     uploads = await _uploads(client, make_dicom_series(tmp_path, 3, rows=8, columns=6))
-    reply = await patch_display_set(client, display_set["pk"], {"values": [
-        {"interface": "dicom-image-set", "user_uploads": [u["api_url"] for u in uploads], "image_name": "Chest"}]})
+    reply = await patch_display_set(
+        client,
+        display_set["pk"],
+        {
+            "values": [
+                {"interface": "dicom-image-set", "user_uploads": [u["api_url"] for u in uploads], "image_name": "Chest"}
+            ]
+        },
+    )
     assert reply.status == 200, reply.body
     value = await wait_for_value(client, display_set["pk"], "dicom-image-set")
     image = (await client.call("GET", value["image"])).json()
@@ -36,8 +52,11 @@ async def test_a_dicom_series_becomes_one_named_image_without_an_upload_session(
 async def test_a_failed_dicom_image_set_leaves_no_value_no_session_and_no_uploads(client, tmp_path):
     display_set = await create_display_set(client)
     (upload,) = await _uploads(client, [make_mha(tmp_path / "not-dicom.mha")])
-    reply = await patch_display_set(client, display_set["pk"], {"values": [
-        {"interface": "dicom-image-set", "user_uploads": [upload["api_url"]], "image_name": "Chest"}]})
+    reply = await patch_display_set(
+        client,
+        display_set["pk"],
+        {"values": [{"interface": "dicom-image-set", "user_uploads": [upload["api_url"]], "image_name": "Chest"}]},
+    )
     assert reply.status == 200
 
     async def upload_gone() -> bool:
@@ -54,8 +73,15 @@ async def test_the_server_de_identifies_an_image_set_and_serves_its_instances(cl
     display_set = await create_display_set(client)
     paths = identified_series(tmp_path / "s", 3)
     uploads = await _uploads(client, paths)
-    reply = await patch_display_set(client, display_set["pk"], {"values": [
-        {"interface": "dicom-image-set", "user_uploads": [u["api_url"] for u in uploads], "image_name": "Chest"}]})
+    reply = await patch_display_set(
+        client,
+        display_set["pk"],
+        {
+            "values": [
+                {"interface": "dicom-image-set", "user_uploads": [u["api_url"] for u in uploads], "image_name": "Chest"}
+            ]
+        },
+    )
     assert reply.status == 200
     value = await wait_for_value(client, display_set["pk"], "dicom-image-set")
     image = (await client.call("GET", value["image"])).json()
@@ -80,8 +106,15 @@ async def test_an_image_set_of_two_patients_is_refused_invisibly_and_its_uploads
     paths = identified_series(tmp_path / "s", 2)
     edit(paths[1:], PatientID="SOMEONE-ELSE")
     uploads = await _uploads(client, paths)
-    reply = await patch_display_set(client, display_set["pk"], {"values": [
-        {"interface": "dicom-image-set", "user_uploads": [u["api_url"] for u in uploads], "image_name": "Chest"}]})
+    reply = await patch_display_set(
+        client,
+        display_set["pk"],
+        {
+            "values": [
+                {"interface": "dicom-image-set", "user_uploads": [u["api_url"] for u in uploads], "image_name": "Chest"}
+            ]
+        },
+    )
     assert reply.status == 200
 
     async def uploads_gone() -> bool:
@@ -96,7 +129,10 @@ async def test_an_image_set_of_two_patients_is_refused_invisibly_and_its_uploads
 async def test_an_image_without_an_image_set_has_no_instances(client, tmp_path):
     display_set = await create_display_set(client)
     uploads = await _uploads(client, [make_mha(tmp_path / "ct.mha")])
-    await patch_display_set(client, display_set["pk"], {"values": [
-        {"interface": "ct-image", "user_uploads": [u["api_url"] for u in uploads]}]})
+    await patch_display_set(
+        client,
+        display_set["pk"],
+        {"values": [{"interface": "ct-image", "user_uploads": [u["api_url"] for u in uploads]}]},
+    )
     value = await wait_for_value(client, display_set["pk"], "ct-image")
     assert (await client.call("GET", value["image"] + "dicom/instances/")).status == 404

@@ -60,8 +60,9 @@ async def test_list_by_study_pk_is_ordered_by_order_then_created(client, emulato
     early = await create_display_set(client, order=5)
     tie_first = await create_display_set(client, order=30)
     tie_second = await create_display_set(client, order=30)
-    reply = await client.call("GET", client.api(f"{DISPLAY_SETS}?reader_study={example_study(emulator).pk}"),
-                              user="reader1")
+    reply = await client.call(
+        "GET", client.api(f"{DISPLAY_SETS}?reader_study={example_study(emulator).pk}"), user="reader1"
+    )
     listed = reply.json()
     assert reply.status == 200 and listed["count"] == 4
     assert [ds["pk"] for ds in listed["results"]] == [early["pk"], tie_first["pk"], tie_second["pk"], late["pk"]]
@@ -71,14 +72,16 @@ async def test_list_by_study_pk_is_ordered_by_order_then_created(client, emulato
 async def test_list_by_slug_is_the_django_filter_400(client):
     reply = await client.call("GET", client.api(f"{DISPLAY_SETS}?reader_study={STUDY_SLUG}"))
     assert (reply.status, reply.json()) == (
-        400, {"reader_study": ["Select a valid choice. That choice is not one of the available choices."]}
+        400,
+        {"reader_study": ["Select a valid choice. That choice is not one of the available choices."]},
     )
 
 
 async def test_outsiders_see_no_display_sets_and_get_404_on_one(client, emulator):
     created = await create_display_set(client)
-    listed = await client.call("GET", client.api(f"{DISPLAY_SETS}?reader_study={example_study(emulator).pk}"),
-                               user="outsider")
+    listed = await client.call(
+        "GET", client.api(f"{DISPLAY_SETS}?reader_study={example_study(emulator).pk}"), user="outsider"
+    )
     detail = await client.call("GET", created["api_url"], user="outsider")
     assert listed.json()["count"] == 0
     assert (detail.status, detail.json()) == (404, {"detail": "No DisplaySet matches the given query."})
@@ -113,8 +116,9 @@ async def test_patch_order_zero_takes_the_next_multiple_of_ten(client):
 async def test_non_empty_titles_are_unique_per_study(client):
     await create_display_set(client, title="case 1")
     other = await create_display_set(client)
-    duplicate = await client.call("POST", client.api(DISPLAY_SETS),
-                                  json_body={"reader_study": STUDY_SLUG, "title": "case 1"})
+    duplicate = await client.call(
+        "POST", client.api(DISPLAY_SETS), json_body={"reader_study": STUDY_SLUG, "title": "case 1"}
+    )
     renamed = await patch_display_set(client, other["pk"], {"title": "case 1"})
     error = {"non_field_errors": ["The fields title, reader_study must make a unique set."]}
     assert (duplicate.status, duplicate.json()) == (400, error)
@@ -137,7 +141,8 @@ async def test_a_value_the_socket_schema_rejects_is_a_400(client):
     created = await create_display_set(client)
     reply = await patch_display_set(client, created["pk"], {"values": [{"interface": "patient-age", "value": -1}]})
     assert (reply.status, reply.json()) == (
-        400, {"values": [{"__all__": ["JSON does not fulfill schema: instance is less than the minimum of 0"]}]}
+        400,
+        {"values": [{"__all__": ["JSON does not fulfill schema: instance is less than the minimum of 0"]}]},
     )
 
 
@@ -145,7 +150,8 @@ async def test_a_value_socket_without_a_value_is_a_400(client):
     created = await create_display_set(client)
     reply = await patch_display_set(client, created["pk"], {"values": [{"interface": "patient-age", "value": None}]})
     assert (reply.status, reply.json()) == (
-        400, {"values": [{"non_field_errors": ["value is required for interface kind INT"]}]}
+        400,
+        {"values": [{"non_field_errors": ["value is required for interface kind INT"]}]},
     )
 
 
@@ -154,7 +160,8 @@ async def test_an_unknown_socket_is_the_nested_400_of_the_real_server(client):
     values = [{"interface": "patient-age", "value": 3}, {"interface": "nope", "value": 1}]
     reply = await patch_display_set(client, created["pk"], {"values": values})
     assert (reply.status, reply.json()) == (
-        400, {"values": [{}, {"interface": ["Object with slug=nope does not exist."]}]}
+        400,
+        {"values": [{}, {"interface": ["Object with slug=nope does not exist."]}]},
     )
     assert (await get_display_set(client, created["pk"]))["values"] == []  # nothing of a refused PATCH is applied
 
@@ -197,8 +204,9 @@ async def test_a_file_upload_becomes_a_file_value_after_the_copy(client, emulato
     report = tmp_path / "report.pdf"
     report.write_bytes(b"%PDF-1.4 emulator test report")
     upload = await upload_file(client, report)
-    reply = await patch_display_set(client, created["pk"], {"values": [
-        {"interface": "report-pdf", "user_upload": upload["api_url"]}]})
+    reply = await patch_display_set(
+        client, created["pk"], {"values": [{"interface": "report-pdf", "user_upload": upload["api_url"]}]}
+    )
     assert reply.status == 200
     value = await wait_for_value(client, created["pk"], "report-pdf")
     assert value["file"].startswith(client.emulator.base_url.replace("/api/v1/", "/media/components/"))
@@ -208,12 +216,14 @@ async def test_a_file_upload_becomes_a_file_value_after_the_copy(client, emulato
 
 async def test_once_answers_exist_every_update_is_refused(client, emulator):
     created = await create_display_set(client)
-    await admin_answer(client, creator="reader1", question=question_pk(emulator, "Bool"), display_set=created["pk"],
-                       answer=True)
+    await admin_answer(
+        client, creator="reader1", question=question_pk(emulator, "Bool"), display_set=created["pk"], answer=True
+    )
     for body in ({"values": [{"interface": "patient-age", "value": 3}]}, {"order": 90}):
         reply = await patch_display_set(client, created["pk"], body)
         assert (reply.status, reply.json()) == (
-            400, ["This display set cannot be changed, as answers for it already exist."]
+            400,
+            ["This display set cannot be changed, as answers for it already exist."],
         )
 
 
@@ -225,8 +235,9 @@ async def test_unanswered_by_user_drops_fully_answered_display_sets(client, emul
     for pk in study.question_pks:
         if store.questions[pk].answer_type not in ("Heading", "Mask"):
             await admin_answer(client, creator="reader1", question=pk, display_set=answered["pk"])
-    await admin_answer(client, creator="reader1", question=question_pk(emulator, "Mask"),
-                       display_set=answered["pk"], answer=None)
+    await admin_answer(
+        client, creator="reader1", question=question_pk(emulator, "Mask"), display_set=answered["pk"], answer=None
+    )
     url = client.api(f"{DISPLAY_SETS}?reader_study={study.pk}&unanswered_by_user=true")
     mine = await client.call("GET", url, user="reader1")
     for_reader = await client.call("GET", url + "&user=reader1", user="editor")
@@ -239,7 +250,8 @@ async def test_unanswered_by_user_drops_fully_answered_display_sets(client, emul
 async def test_unanswered_by_user_needs_a_reader_study(client):
     reply = await client.call("GET", client.api(f"{DISPLAY_SETS}?unanswered_by_user=true"))
     assert (reply.status, reply.json()) == (
-        400, ["Please provide a reader study when filtering for unanswered display_sets."]
+        400,
+        ["Please provide a reader study when filtering for unanswered display_sets."],
     )
 
 
@@ -247,14 +259,23 @@ async def test_reusing_a_visible_image_sets_it_at_once(client, emulator, tmp_pat
     source = await create_display_set(client)
     target = await create_display_set(client)
     upload = await upload_file(client, make_mha(tmp_path / "ct.mha"))
-    await patch_display_set(client, source["pk"], {"values": [
-        {"interface": "ct-image", "user_uploads": [upload["api_url"]]}]})
+    await patch_display_set(
+        client, source["pk"], {"values": [{"interface": "ct-image", "user_uploads": [upload["api_url"]]}]}
+    )
     image_url = (await wait_for_value(client, source["pk"], "ct-image"))["image"]
-    reply = await patch_display_set(client, target["pk"], {"values": [{"interface": "generic-medical-image",
-                                                                      "image": image_url}]})
+    reply = await patch_display_set(
+        client, target["pk"], {"values": [{"interface": "generic-medical-image", "image": image_url}]}
+    )
     assert [v["image"] for v in reply.json()["values"]] == [image_url]
-    hidden = await patch_display_set(client, target["pk"], {"values": [
-        {"interface": "ct-image", "image": client.api("cases/images/00000000-0000-0000-0000-000000000000/")}]})
+    hidden = await patch_display_set(
+        client,
+        target["pk"],
+        {
+            "values": [
+                {"interface": "ct-image", "image": client.api("cases/images/00000000-0000-0000-0000-000000000000/")}
+            ]
+        },
+    )
     assert hidden.json() == {"values": [{"image": ["Invalid hyperlink - Object does not exist."]}]}
 
 
@@ -262,7 +283,8 @@ async def test_naming_a_user_without_unanswered_by_user_is_a_400(client, emulato
     url = client.api(f"{DISPLAY_SETS}?reader_study={example_study(emulator).pk}&user=reader1")
     reply = await client.call("GET", url)
     assert (reply.status, reply.json()) == (
-        400, ["Specifying a user is only possible when retrieving unanswered display sets."]
+        400,
+        ["Specifying a user is only possible when retrieving unanswered display sets."],
     )
 
 
@@ -270,7 +292,8 @@ async def test_readers_may_not_list_another_users_unanswered_display_sets(client
     url = client.api(f"{DISPLAY_SETS}?reader_study={example_study(emulator).pk}&unanswered_by_user=true&user=reader2")
     reply = await client.call("GET", url, user="reader1")
     assert (reply.status, reply.json()) == (
-        403, {"detail": "You do not have permission to retrieve this user's unanswered display sets."}
+        403,
+        {"detail": "You do not have permission to retrieve this user's unanswered display sets."},
     )
 
 
@@ -283,11 +306,15 @@ async def test_readers_may_not_list_another_users_unanswered_display_sets(client
         ({"title": None}, {"title": ["This field may not be null."]}),
         ({"title": "x" * 256}, {"title": ["Ensure this field has no more than 255 characters."]}),
         ({"title": "a\x00b"}, {"title": ["Null characters are not allowed."]}),
-        ({"title": "x" * 256 + "\x00"},
-         {"title": ["Ensure this field has no more than 255 characters.", "Null characters are not allowed."]}),
+        (
+            {"title": "x" * 256 + "\x00"},
+            {"title": ["Ensure this field has no more than 255 characters.", "Null characters are not allowed."]},
+        ),
         ({"title": "  " + "x" * 255 + " "}, {}),  # DRF strips before it measures
-        ({"values": {"interface": "patient-age"}},
-         {"values": {"non_field_errors": ['Expected a list of items but got type "dict".']}}),
+        (
+            {"values": {"interface": "patient-age"}},
+            {"values": {"non_field_errors": ['Expected a list of items but got type "dict".']}},
+        ),
     ],
 )
 async def test_bad_display_set_fields_are_400_per_field(client, body, errors):
@@ -301,7 +328,9 @@ async def test_a_title_with_a_null_character_is_refused_and_nothing_is_created(c
         return (await client.call("GET", client.api(f"{DISPLAY_SETS}?limit=1"))).json()["count"]
 
     before = await count()
-    reply = await client.call("POST", client.api(DISPLAY_SETS), json_body={"reader_study": STUDY_SLUG, "title": "a\x00b"})
+    reply = await client.call(
+        "POST", client.api(DISPLAY_SETS), json_body={"reader_study": STUDY_SLUG, "title": "a\x00b"}
+    )
     assert (reply.status, reply.json()) == (400, {"title": ["Null characters are not allowed."]})
     assert await count() == before
 
@@ -315,18 +344,30 @@ SOURCES = "['image', 'value', 'file', 'user_upload', 'upload_session', ('image_n
         ("patient-age", {"non_field_errors": ["Invalid data. Expected a dictionary, but got str."]}),
         ({"value": 3}, {"interface": ["This field is required."]}),
         ({"interface": "patient-age"}, {"non_field_errors": [f"You must provide at least one of {SOURCES}."]}),
-        ({"interface": "report-pdf", "value": {"a": 1}},
-         {"non_field_errors": ["user_upload or file is required for interface kind PDF"]}),
-        ({"interface": "report-pdf", "file": "report.pdf"},
-         {"file": ["The submitted data was not a file. Check the encoding type on the form."]}),
-        ({"interface": "ct-image", "user_uploads": "https://elsewhere/"},
-         {"user_uploads": ['Expected a list of items but got type "str".']}),
-        ({"interface": "ct-image", "image": "https://elsewhere/images/1/"},
-         {"image": ["Invalid hyperlink - No URL match."]}),
-        ({"interface": "ct-image", "upload_session": 7},
-         {"upload_session": ["Incorrect type. Expected URL string, received int."]}),
-        ({"interface": "ct-image", "user_uploads": []},
-         {"non_field_errors": ["upload_session, user_uploads or image are required for interface kind IMG"]}),
+        (
+            {"interface": "report-pdf", "value": {"a": 1}},
+            {"non_field_errors": ["user_upload or file is required for interface kind PDF"]},
+        ),
+        (
+            {"interface": "report-pdf", "file": "report.pdf"},
+            {"file": ["The submitted data was not a file. Check the encoding type on the form."]},
+        ),
+        (
+            {"interface": "ct-image", "user_uploads": "https://elsewhere/"},
+            {"user_uploads": ['Expected a list of items but got type "str".']},
+        ),
+        (
+            {"interface": "ct-image", "image": "https://elsewhere/images/1/"},
+            {"image": ["Invalid hyperlink - No URL match."]},
+        ),
+        (
+            {"interface": "ct-image", "upload_session": 7},
+            {"upload_session": ["Incorrect type. Expected URL string, received int."]},
+        ),
+        (
+            {"interface": "ct-image", "user_uploads": []},
+            {"non_field_errors": ["upload_session, user_uploads or image are required for interface kind IMG"]},
+        ),
     ],
 )
 async def test_each_malformed_value_gets_the_serializers_error(client, value, errors):

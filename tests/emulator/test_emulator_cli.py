@@ -20,8 +20,14 @@ STARTUP_TIMEOUT = 60.0
 
 async def _start(*arguments: str) -> tuple[asyncio.subprocess.Process, list[str], dict]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gcbulk.emulator.cli", "--port", "0", *arguments,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "gcbulk.emulator.cli",
+        "--port",
+        "0",
+        *arguments,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     lines: list[str] = []
     deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -49,15 +55,20 @@ async def test_the_cli_prints_urls_ca_file_and_tokens_and_serves_until_sigterm()
         assert ready["base_url"].startswith("https://127.0.0.1:") and ready["base_url"].endswith("/api/v1/")
         assert ready["s3_url"].startswith("https://127.0.0.1:")
         assert ready["tokens"]["editor"] == "demo-editor-token"
-        for expected in (ready["base_url"], ready["s3_url"], f"export SSL_CERT_FILE={ready['ca_file']}",
-                         "demo-reader1-token"):
+        for expected in (
+            ready["base_url"],
+            ready["s3_url"],
+            f"export SSL_CERT_FILE={ready['ca_file']}",
+            "demo-reader1-token",
+        ):
             assert expected in text
         context = ssl.create_default_context(cafile=ready["ca_file"])
         async with aiohttp.ClientSession() as session:
             async with session.get(ready["base_url"] + "gcapi/", ssl=context) as response:
                 assert response.status == 200
-            async with session.get(ready["base_url"] + "uploads/", ssl=context,
-                                   headers={"Authorization": "Bearer demo-editor-token"}) as response:
+            async with session.get(
+                ready["base_url"] + "uploads/", ssl=context, headers={"Authorization": "Bearer demo-editor-token"}
+            ) as response:
                 assert (await response.json())["count"] == 0
     finally:
         code, rest = await _stop(process, signal.SIGTERM)
@@ -69,8 +80,9 @@ async def test_the_cli_takes_plain_http_faults_and_expiry_options_and_stops_on_s
     faults = tmp_path / "faults.toml"
     faults.write_text('seed = 4\n[[rules]]\nmatch = "GET /api/v1/uploads/"\nstatus = 503\nretry_after = 1\n')
     data_dir = tmp_path / "data"
-    process, _, ready = await _start("--plain-http", "--faults", str(faults), "--presign-expiry", "60",
-                                     "--data-dir", str(data_dir))
+    process, _, ready = await _start(
+        "--plain-http", "--faults", str(faults), "--presign-expiry", "60", "--data-dir", str(data_dir)
+    )
     try:
         assert ready["base_url"].startswith("http://") and ready["ca_file"] is None
         headers = {"Authorization": "Bearer demo-editor-token"}
@@ -106,7 +118,9 @@ def test_the_cli_refuses_bad_configuration_with_exit_2_and_a_message(tmp_path, a
     (tmp_path / "bad.json").write_text(json.dumps({"rules": [{"match": "PUT s3", "statuss": 500}]}))
     result = subprocess.run(
         [sys.executable, "-m", "gcbulk.emulator.cli", "--port", "0", *(a.format(tmp=tmp_path) for a in arguments)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert message in result.stderr

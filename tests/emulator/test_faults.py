@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import aiohttp
 import pytest
+
 from gcbulk.emulator.faults import (
     FaultConfigError,
     FaultPlan,
@@ -142,8 +143,9 @@ def test_fault_files_are_read_as_toml_or_json(tmp_path):
     toml_file = tmp_path / "faults.toml"
     toml_file.write_text('seed = 7\n[[rules]]\nmatch = "PUT s3"\nprobability = 0.2\nstatus = 503\nretry_after = 2\n')
     json_file = tmp_path / "faults.json"
-    json_file.write_text(json.dumps({"rules": [{"match": "PUT s3", "probability": 0.2, "status": 503,
-                                                "retry_after": "2"}]}))
+    json_file.write_text(
+        json.dumps({"rules": [{"match": "PUT s3", "probability": 0.2, "status": 503, "retry_after": "2"}]})
+    )
     expected = FaultRule(match="PUT s3", probability=0.2, status=503, retry_after="2")
     assert load_fault_file(toml_file) == ([expected], 7)
     assert load_fault_file(json_file) == ([expected], None)
@@ -178,8 +180,11 @@ async def test_a_missing_fault_file_is_named(tmp_path):
 
 async def test_the_admin_endpoint_replaces_appends_and_clears_rules(client):
     await set_faults(client, {"match": "PUT s3", "status": 503}, seed=5)
-    appended = (await client.call("POST", client.admin("faults"),
-                                  json_body={"rules": [{"match": "GET api", "latency_seconds": 0.5}]})).json()
+    appended = (
+        await client.call(
+            "POST", client.admin("faults"), json_body={"rules": [{"match": "GET api", "latency_seconds": 0.5}]}
+        )
+    ).json()
     assert appended["seed"] == 5
     assert [rule["match"] for rule in appended["rules"]] == ["PUT s3", "GET api"]
     cleared = (await client.call("DELETE", client.admin("faults"))).json()
@@ -197,8 +202,12 @@ async def test_admin_routes_are_never_faulted(client):
 
 
 async def test_faults_given_at_start_are_in_force(emulator_config, client):
-    config = replace(emulator_config, data_dir=emulator_config.data_dir.with_name("second"),
-                     fault_rules=(FaultRule(match="GET api", status=504),), fault_seed=3)
+    config = replace(
+        emulator_config,
+        data_dir=emulator_config.data_dir.with_name("second"),
+        fault_rules=(FaultRule(match="GET api", status=504),),
+        fault_seed=3,
+    )
     async with run_emulator(config, tls=False) as second:
         reply = await client.call("GET", second.base_url + "uploads/")
         plan = second.context.faults.describe()

@@ -18,8 +18,8 @@ import httpx
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from gcbulk.emulator.server import RunningEmulator
 
+from gcbulk.emulator.server import RunningEmulator
 from tests.imaging import make_mask, make_mha
 
 STUDY = "example-study"
@@ -90,12 +90,21 @@ def test_gcapi_adds_a_case_reorders_reads_answers_and_downloads_a_mask(threaded_
     bool_question = next(q for q in study.questions if q.answer_type == "Bool")
     mask_question = next(q for q in study.questions if q.answer_type == "Mask")
 
-    admin_post(emulator, "answers", {"creator": "reader1", "question": bool_question.pk,
-                                     "display_set": created.pk, "answer": True})
-    admin_post(emulator, "answers", {"creator": "reader2", "question": bool_question.pk,
-                                     "display_set": created.pk, "answer": False})
-    pending = admin_post(emulator, "answers", {"creator": "reader1", "question": mask_question.pk,
-                                               "display_set": created.pk, "answer": None})
+    admin_post(
+        emulator,
+        "answers",
+        {"creator": "reader1", "question": bool_question.pk, "display_set": created.pk, "answer": True},
+    )
+    admin_post(
+        emulator,
+        "answers",
+        {"creator": "reader2", "question": bool_question.pk, "display_set": created.pk, "answer": False},
+    )
+    pending = admin_post(
+        emulator,
+        "answers",
+        {"creator": "reader1", "question": mask_question.pk, "display_set": created.pk, "answer": None},
+    )
     # The reader's mask goes the way the workstation sends it: an upload, then an upload session naming the answer.
     with images["mask"].open("rb") as mask_file:
         upload = reader.uploads.upload_fileobj(fileobj=mask_file, filename="mask.mha")
@@ -112,11 +121,14 @@ def test_gcapi_adds_a_case_reorders_reads_answers_and_downloads_a_mask(threaded_
     assert sorted(answer.creator for answer in every_answer) == ["reader1", "reader1", "reader2"]
     assert {answer.pk for answer in mine} == {a.pk for a in every_answer if a.creator == "reader1"}
 
-    downloaded = editor.images.download(output_directory=tmp_path / "downloads", url=mask_answer.answer_image,
-                                        filename="mask")
+    downloaded = editor.images.download(
+        output_directory=tmp_path / "downloads", url=mask_answer.answer_image, filename="mask"
+    )
     assert downloaded == [tmp_path / "downloads" / "mask.mha"]
-    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(downloaded[0]))),
-                          sitk.GetArrayFromImage(sitk.ReadImage(str(images["mask"]))))
+    assert np.array_equal(
+        sitk.GetArrayFromImage(sitk.ReadImage(str(downloaded[0]))),
+        sitk.GetArrayFromImage(sitk.ReadImage(str(images["mask"]))),
+    )
 
 
 def test_gcapi_adds_a_case_with_an_annotation_a_json_file_and_a_dicom_image_set(threaded_emulator, tmp_path):
@@ -126,16 +138,20 @@ def test_gcapi_adds_a_case_with_an_annotation_a_json_file_and_a_dicom_image_set(
 
     emulator = threaded_emulator
     editor = gcapi_client(emulator, "editor")
-    box = {"type": "2D bounding box", "version": {"major": 1, "minor": 0},
-           "corners": [[0, 0, 0], [4, 0, 0], [4, 4, 0], [0, 4, 0]]}
+    box = {
+        "type": "2D bounding box",
+        "version": {"major": 1, "minor": 0},
+        "corners": [[0, 0, 0], [4, 0, 0], [4, 4, 0], [0, 4, 0]],
+    }
     points = {"type": "Multiple points", "version": {"major": 1, "minor": 0}, "points": [{"point": [1, 2, 0]}]}
     created = editor.add_case_to_reader_study(
         reader_study_slug=STUDY,
         values=[
             gcapi.SocketValueSpec(socket_slug="2d-bounding-box", value=box),
             gcapi.SocketValueSpec(socket_slug="nodule-points", value=points),
-            gcapi.SocketValueSpec(socket_slug="dicom-image-set", files=make_dicom_series(tmp_path / "dcm", 3),
-                                  image_name="Chest"),
+            gcapi.SocketValueSpec(
+                socket_slug="dicom-image-set", files=make_dicom_series(tmp_path / "dcm", 3), image_name="Chest"
+            ),
         ],
         title="annotated",
     )

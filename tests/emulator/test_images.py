@@ -31,9 +31,29 @@ async def imported(client, emulator, tmp_path):
 
 async def test_image_detail_has_every_field_gcapi_needs(client, imported):
     _, image = imported
-    assert {"pk", "name", "files", "dicom_image_set", "width", "height", "depth", "color_space", "modality",
-            "eye_choice", "stereoscopic_choice", "field_of_view", "shape_without_color", "shape", "voxel_width_mm",
-            "voxel_height_mm", "voxel_depth_mm", "api_url", "window_center", "window_width", "segments"} <= set(image)
+    assert {
+        "pk",
+        "name",
+        "files",
+        "dicom_image_set",
+        "width",
+        "height",
+        "depth",
+        "color_space",
+        "modality",
+        "eye_choice",
+        "stereoscopic_choice",
+        "field_of_view",
+        "shape_without_color",
+        "shape",
+        "voxel_width_mm",
+        "voxel_height_mm",
+        "voxel_depth_mm",
+        "api_url",
+        "window_center",
+        "window_width",
+        "segments",
+    } <= set(image)
     assert image["name"] == "ct.mha" and image["shape"] == [4, 6, 8] and image["shape_without_color"] == [4, 6, 8]
     assert image["api_url"] == client.api(f"{IMAGES}{image['pk']}/")
     [file] = image["files"]
@@ -110,8 +130,9 @@ async def test_a_file_value_redirects_members_and_hides_from_outsiders(client, e
     report = tmp_path / "report.pdf"
     report.write_bytes(b"%PDF-1.4 hello")
     upload = await upload_file(client, report)
-    await patch_display_set(client, display_set["pk"], {"values": [
-        {"interface": "report-pdf", "user_upload": upload["api_url"]}]})
+    await patch_display_set(
+        client, display_set["pk"], {"values": [{"interface": "report-pdf", "user_upload": upload["api_url"]}]}
+    )
     file_url = (await wait_for_value(client, display_set["pk"], "report-pdf"))["file"]
     redirect = await client.call("GET", file_url, user="reader2")
     assert redirect.status == 302

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from gcbulk.emulator.image_builder import InputFile, build_images
 
+from gcbulk.emulator.image_builder import InputFile, build_images
 from tests.emulator.study_flow import (
     admin_answer,
     create_display_set,
@@ -80,16 +80,18 @@ async def test_an_import_keeps_shape_spacing_and_element_type_but_rewrites_the_b
     stored = emulator.context.store.images[image["pk"]]
     stored_path = emulator.context.objects.object_path("images", stored.files[0].object_key)
     assert stored_path.read_bytes() != original.read_bytes()  # re-written compressed, as the real importer does
-    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(stored_path))),
-                          sitk.GetArrayFromImage(sitk.ReadImage(str(original))))
+    assert np.array_equal(
+        sitk.GetArrayFromImage(sitk.ReadImage(str(stored_path))), sitk.GetArrayFromImage(sitk.ReadImage(str(original)))
+    )
     assert stored.element_type == "16-bit signed integer"
 
 
 async def test_a_succeeded_import_consumes_its_uploads(client, emulator, tmp_path):
     created = await create_display_set(client)
     upload = await upload_file(client, make_mha(tmp_path / "ct.mha"))
-    await patch_display_set(client, created["pk"], {"values": [
-        {"interface": "ct-image", "user_uploads": [upload["api_url"]]}]})
+    await patch_display_set(
+        client, created["pk"], {"values": [{"interface": "ct-image", "user_uploads": [upload["api_url"]]}]}
+    )
     session = await wait_for_session(client, await session_for_display_set(emulator, created["pk"], "ct-image"))
     assert session["status"] == "Succeeded" and len(session["image_set"]) == 1
     assert session["uploads"] == [] and session["user_uploads"] == []
@@ -101,8 +103,9 @@ async def test_a_corrupt_file_fails_the_session_with_the_servers_message(client,
     corrupt = tmp_path / "ct.mha"
     corrupt.write_text("this is text, not an image")
     upload = await upload_file(client, corrupt)
-    reply = await patch_display_set(client, created["pk"], {"values": [
-        {"interface": "ct-image", "user_uploads": [upload["api_url"]]}]})
+    reply = await patch_display_set(
+        client, created["pk"], {"values": [{"interface": "ct-image", "user_uploads": [upload["api_url"]]}]}
+    )
     assert (reply.status, reply.json()["values"]) == (200, [])  # contract §9: the PATCH itself succeeds
     session = await wait_for_session(client, await session_for_display_set(emulator, created["pk"], "ct-image"))
     assert session["status"] == "Failed"
@@ -118,8 +121,9 @@ async def test_two_images_for_one_socket_fail_the_session(client, emulator, tmp_
     files = [make_mha(tmp_path / "a.mha", seed=1), make_mha(tmp_path / "b.mha", seed=2)]
     await set_image_from_files(client, created["pk"], "ct-image", files)
     # Refused on linking, which comes after the session turned Succeeded (contract §10).
-    session = await wait_for_session(client, await session_for_display_set(emulator, created["pk"], "ct-image"),
-                                     until=("Failed",))
+    session = await wait_for_session(
+        client, await session_for_display_set(emulator, created["pk"], "ct-image"), until=("Failed",)
+    )
     assert session["status"] == "Failed"
     assert session["error_message"] == (
         "Image validation for socket CT Image failed with error: Image imports should result in a single image."
@@ -138,13 +142,17 @@ async def test_a_session_without_target_shows_queued_and_stays_queued_until_used
     assert session["creator"] == emulator.context.store.user_by_username("editor").pk
     # A targeted import scheduled later finishes; the untargeted session was never scheduled, so it is still Queued.
     other = await upload_file(client, make_mha(tmp_path / "other.mha"))
-    targeted = await client.call("POST", client.api(SESSIONS), json_body={
-        "uploads": [other["api_url"]], "display_set": created["pk"], "interface": "generic-overlay"})
+    targeted = await client.call(
+        "POST",
+        client.api(SESSIONS),
+        json_body={"uploads": [other["api_url"]], "display_set": created["pk"], "interface": "generic-overlay"},
+    )
     assert (await wait_for_session(client, targeted.json()["pk"]))["status"] == "Succeeded"
     assert (await client.call("GET", session["api_url"])).json()["status"] == "Queued"
     # Used as ``upload_session`` in a value PATCH (gcapi 0.13's flow), it is imported into that socket.
-    await patch_display_set(client, created["pk"], {"values": [
-        {"interface": "ct-image", "upload_session": session["api_url"]}]})
+    await patch_display_set(
+        client, created["pk"], {"values": [{"interface": "ct-image", "upload_session": session["api_url"]}]}
+    )
     assert (await wait_for_session(client, session["pk"]))["status"] == "Succeeded"
     assert (await wait_for_value(client, created["pk"], "ct-image"))["image"]
 
@@ -152,8 +160,11 @@ async def test_a_session_without_target_shows_queued_and_stays_queued_until_used
 async def test_a_session_with_a_display_set_target_answers_queued_then_imports(client, emulator, tmp_path):
     created = await create_display_set(client)
     upload = await upload_file(client, make_mha(tmp_path / "ct.mha"))
-    reply = await client.call("POST", client.api(SESSIONS), json_body={
-        "uploads": [upload["api_url"]], "display_set": created["pk"], "interface": "ct-image"})
+    reply = await client.call(
+        "POST",
+        client.api(SESSIONS),
+        json_body={"uploads": [upload["api_url"]], "display_set": created["pk"], "interface": "ct-image"},
+    )
     assert (reply.status, reply.json()["status"]) == (201, "Queued")
     assert emulator.context.store.upload_sessions[reply.json()["pk"]].status in ("Re-Queued", "Succeeded")
     done = await wait_for_session(client, reply.json()["pk"])
@@ -164,18 +175,22 @@ async def test_a_session_with_a_display_set_target_answers_queued_then_imports(c
 async def test_a_used_or_foreign_session_is_an_invalid_hyperlink_in_a_value(client, tmp_path):
     created = await create_display_set(client)
     upload = await upload_file(client, make_mha(tmp_path / "ct.mha"), user="reader1")
-    foreign = (await client.call("POST", client.api(SESSIONS), user="reader1",
-                                 json_body={"uploads": [upload["api_url"]]})).json()
-    reply = await patch_display_set(client, created["pk"], {"values": [
-        {"interface": "ct-image", "upload_session": foreign["api_url"]}]})
+    foreign = (
+        await client.call("POST", client.api(SESSIONS), user="reader1", json_body={"uploads": [upload["api_url"]]})
+    ).json()
+    reply = await patch_display_set(
+        client, created["pk"], {"values": [{"interface": "ct-image", "upload_session": foreign["api_url"]}]}
+    )
     assert reply.json() == {"values": [{"upload_session": ["Invalid hyperlink - Object does not exist."]}]}
 
 
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({"interface": "ct-image"},
-         "An interface can only be defined for archive, archive item or display set uploads."),
+        (
+            {"interface": "ct-image"},
+            "An interface can only be defined for archive, archive item or display set uploads.",
+        ),
         ({"display_set": "DS"}, "An interface needs to be defined to upload to a display set."),
     ],
 )
@@ -200,11 +215,13 @@ async def test_session_uploads_must_be_own_completed_uploads(client, tmp_path):
 async def test_too_many_uploads_or_duplicate_names_in_a_session_are_400(client, tmp_path):
     uploads = [await upload_file(client, make_mha(tmp_path / f"{n}.mha")) for n in range(4)]
     too_many = await client.call("POST", client.api(SESSIONS), json_body={"uploads": [u["api_url"] for u in uploads]})
-    assert too_many.json() == {"non_field_errors": [
-        "Too many files uploaded. A maximum of 3 files may be uploaded per session."]}
+    assert too_many.json() == {
+        "non_field_errors": ["Too many files uploaded. A maximum of 3 files may be uploaded per session."]
+    }
     twin = await upload_file(client, make_mha(tmp_path / "twin" / "0.mha"))
-    duplicate = await client.call("POST", client.api(SESSIONS),
-                                  json_body={"uploads": [uploads[0]["api_url"], twin["api_url"]]})
+    duplicate = await client.call(
+        "POST", client.api(SESSIONS), json_body={"uploads": [uploads[0]["api_url"], twin["api_url"]]}
+    )
     assert duplicate.json() == {"non_field_errors": ["Filenames must be unique"]}
 
 
@@ -213,8 +230,10 @@ async def test_duplicate_filenames_in_user_uploads_fail_the_import(client, emula
     files = [make_mha(tmp_path / "ct.mha"), make_mha(tmp_path / "twin" / "ct.mha")]
     await set_image_from_files(client, created["pk"], "ct-image", files)
     session = await wait_for_session(client, await session_for_display_set(emulator, created["pk"], "ct-image"))
-    assert session["error_message"] == ("Image validation for socket CT Image failed with error: "
-                                        "Duplicate files uploaded, please try again with a unique set of files.")
+    assert session["error_message"] == (
+        "Image validation for socket CT Image failed with error: "
+        "Duplicate files uploaded, please try again with a unique set of files."
+    )
 
 
 async def test_sessions_are_listed_to_their_creator_only(client, tmp_path):
@@ -225,17 +244,27 @@ async def test_sessions_are_listed_to_their_creator_only(client, tmp_path):
     assert [s["pk"] for s in own.json()["results"]] == [session["pk"]]
     assert other.json()["count"] == 0
     assert (await client.call("GET", session["api_url"], user="reader1")).status == 404
-    assert set(session) == {"pk", "creator", "status", "error_message", "image_set", "api_url", "user_uploads",
-                            "uploads"}
+    assert set(session) == {
+        "pk",
+        "creator",
+        "status",
+        "error_message",
+        "image_set",
+        "api_url",
+        "user_uploads",
+        "uploads",
+    }
 
 
 async def test_a_mask_session_for_an_answer_sets_its_answer_image(client, emulator, tmp_path):
     created = await create_display_set(client)
-    answer = await admin_answer(client, creator="reader1", question=question_pk(emulator, "Mask"),
-                                display_set=created["pk"], answer=None)
+    answer = await admin_answer(
+        client, creator="reader1", question=question_pk(emulator, "Mask"), display_set=created["pk"], answer=None
+    )
     upload = await upload_file(client, make_mha(tmp_path / "mask.mha", dtype="uint8"), user="reader1")
-    reply = await client.call("POST", client.api(SESSIONS), user="reader1",
-                              json_body={"uploads": [upload["api_url"]], "answer": answer["pk"]})
+    reply = await client.call(
+        "POST", client.api(SESSIONS), user="reader1", json_body={"uploads": [upload["api_url"]], "answer": answer["pk"]}
+    )
     assert reply.status == 201
     done = await wait_for_session(client, reply.json()["pk"], user="reader1")
     shown: dict = {}
@@ -252,11 +281,13 @@ async def test_a_mask_session_for_an_answer_sets_its_answer_image(client, emulat
 
 async def test_a_non_mask_answer_takes_no_image(client, emulator, tmp_path):
     created = await create_display_set(client)
-    answer = await admin_answer(client, creator="reader1", question=question_pk(emulator, "Bool"),
-                                display_set=created["pk"], answer=None)
+    answer = await admin_answer(
+        client, creator="reader1", question=question_pk(emulator, "Bool"), display_set=created["pk"], answer=None
+    )
     upload = await upload_file(client, make_mha(tmp_path / "mask.mha"), user="reader1")
-    reply = await client.call("POST", client.api(SESSIONS), user="reader1",
-                              json_body={"uploads": [upload["api_url"]], "answer": answer["pk"]})
+    reply = await client.call(
+        "POST", client.api(SESSIONS), user="reader1", json_body={"uploads": [upload["api_url"]], "answer": answer["pk"]}
+    )
     assert reply.json() == {"answer": ["This question does not accept image type answers."]}
 
 
@@ -290,24 +321,37 @@ class TestActiveImportLimit:
         created = await create_display_set(client)
         first = await upload_file(client, make_tiff(tmp_path / "a.tif", (20, 30)))
         second = await upload_file(client, make_mha(tmp_path / "b.mha"))
-        accepted = await client.call("POST", client.api(SESSIONS), json_body={
-            "uploads": [first["api_url"]], "display_set": created["pk"], "interface": "ct-image"})
+        accepted = await client.call(
+            "POST",
+            client.api(SESSIONS),
+            json_body={"uploads": [first["api_url"]], "display_set": created["pk"], "interface": "ct-image"},
+        )
         refused = await client.call("POST", client.api(SESSIONS), json_body={"uploads": [second["api_url"]]})
         other_user = await upload_file(client, make_mha(tmp_path / "c.mha"), user="reader1")
         assert accepted.status == 201
-        assert (refused.status, refused.json()) == (400, {"non_field_errors": [
-            "You currently have 1 active image post processing tasks. "
-            "Please wait for them to complete before trying again."]})
-        assert (await client.call("POST", client.api(SESSIONS), user="reader1",
-                                  json_body={"uploads": [other_user["api_url"]]})).status == 201
+        assert (refused.status, refused.json()) == (
+            400,
+            {
+                "non_field_errors": [
+                    "You currently have 1 active image post processing tasks. "
+                    "Please wait for them to complete before trying again."
+                ]
+            },
+        )
+        assert (
+            await client.call(
+                "POST", client.api(SESSIONS), user="reader1", json_body={"uploads": [other_user["api_url"]]}
+            )
+        ).status == 201
 
     async def test_active_imports_of_other_formats_do_not_count_toward_the_limit(self, client, tmp_path):
         created = await create_display_set(client)
         first = await upload_file(client, make_mha(tmp_path / "a.mha"))
         second = await upload_file(client, make_mha(tmp_path / "b.mha"))
         for upload, target in ((first, {"display_set": created["pk"], "interface": "ct-image"}), (second, {})):
-            reply = await client.call("POST", client.api(SESSIONS), json_body={"uploads": [upload["api_url"]],
-                                                                               **target})
+            reply = await client.call(
+                "POST", client.api(SESSIONS), json_body={"uploads": [upload["api_url"]], **target}
+            )
             assert reply.status == 201, reply.body
 
 
@@ -317,8 +361,10 @@ NO_SUCH_PK = "00000000-0000-0000-0000-000000000000"
 @pytest.mark.parametrize(
     ("target", "errors"),
     [
-        ({"display_set": NO_SUCH_PK, "interface": "ct-image"},
-         {"display_set": [f'Invalid pk "{NO_SUCH_PK}" - object does not exist.']}),
+        (
+            {"display_set": NO_SUCH_PK, "interface": "ct-image"},
+            {"display_set": [f'Invalid pk "{NO_SUCH_PK}" - object does not exist.']},
+        ),
         ({"display_set": "DS", "interface": "nope"}, {"interface": ["Object with slug=nope does not exist."]}),
         ({"answer": NO_SUCH_PK}, {"answer": [f'Invalid pk "{NO_SUCH_PK}" - object does not exist.']}),
         ({"archive": "my-archive"}, {"archive": ["Object with slug=my-archive does not exist."]}),
@@ -339,28 +385,43 @@ async def test_bad_session_fields_are_400_per_field(client, tmp_path, target, er
 async def test_a_reader_may_not_target_a_display_set_they_can_only_view(client, tmp_path):
     created = await create_display_set(client)
     upload = await upload_file(client, make_mha(tmp_path / "ct.mha"), user="reader1")
-    reply = await client.call("POST", client.api(SESSIONS), user="reader1", json_body={
-        "uploads": [upload["api_url"]], "display_set": created["pk"], "interface": "ct-image"})
+    reply = await client.call(
+        "POST",
+        client.api(SESSIONS),
+        user="reader1",
+        json_body={"uploads": [upload["api_url"]], "display_set": created["pk"], "interface": "ct-image"},
+    )
     assert (reply.status, reply.json()) == (
-        400, {"display_set": [f'Invalid pk "{created["pk"]}" - object does not exist.']}
+        400,
+        {"display_set": [f'Invalid pk "{created["pk"]}" - object does not exist.']},
     )
 
 
 async def test_a_session_cannot_target_both_a_display_set_and_an_answer(client, emulator, tmp_path):
     created = await create_display_set(client)
-    answer = await admin_answer(client, creator="editor", question=question_pk(emulator, "Mask"),
-                                display_set=created["pk"], answer=None)
+    answer = await admin_answer(
+        client, creator="editor", question=question_pk(emulator, "Mask"), display_set=created["pk"], answer=None
+    )
     upload = await upload_file(client, make_mha(tmp_path / "ct.mha"))
-    reply = await client.call("POST", client.api(SESSIONS), json_body={
-        "uploads": [upload["api_url"]], "display_set": created["pk"], "interface": "ct-image", "answer": answer["pk"]})
+    reply = await client.call(
+        "POST",
+        client.api(SESSIONS),
+        json_body={
+            "uploads": [upload["api_url"]],
+            "display_set": created["pk"],
+            "interface": "ct-image",
+            "answer": answer["pk"],
+        },
+    )
     message = "Only one of archive, archive item, answer or reader study can be set"
     assert (reply.status, reply.json()) == (400, {"non_field_errors": [message]})
 
 
 async def test_an_answer_with_an_image_pending_takes_no_second_session(client, emulator, tmp_path):
     created = await create_display_set(client)
-    answer = await admin_answer(client, creator="reader1", question=question_pk(emulator, "Mask"),
-                                display_set=created["pk"], answer=None)
+    answer = await admin_answer(
+        client, creator="reader1", question=question_pk(emulator, "Mask"), display_set=created["pk"], answer=None
+    )
     bodies = []
     for name in ("a.mha", "b.mha"):
         upload = await upload_file(client, make_mha(tmp_path / name), user="reader1")

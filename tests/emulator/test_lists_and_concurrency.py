@@ -8,8 +8,9 @@ from tests.emulator.study_flow import create_display_set
 
 
 async def _create(client, **body):
-    return await client.call("POST", client.api("reader-studies/display-sets/"),
-                             json_body={"reader_study": "example-study", **body})
+    return await client.call(
+        "POST", client.api("reader-studies/display-sets/"), json_body={"reader_study": "example-study", **body}
+    )
 
 
 async def test_display_sets_created_one_at_a_time_get_orders_10_20_30(client):
@@ -32,8 +33,10 @@ async def test_a_concurrent_duplicate_title_can_answer_an_html_500(client):
     assert failed.headers["Content-Type"].startswith("text/html") and b"Server Error (500)" in failed.body
     # One at a time, the duplicate is the ordinary 400.
     again = await _create(client, title="same")
-    assert (again.status, again.json()) == (400, {"non_field_errors": [
-        "The fields title, reader_study must make a unique set."]})
+    assert (again.status, again.json()) == (
+        400,
+        {"non_field_errors": ["The fields title, reader_study must make a unique set."]},
+    )
 
 
 async def test_uploads_and_sessions_are_listed_in_no_particular_order(client):

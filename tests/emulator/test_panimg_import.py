@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
-from gcbulk.emulator.image_builder import InputFile, build_images
 
+from gcbulk.emulator.image_builder import InputFile, build_images
 from tests.imaging import make_mask, make_mha, make_truncated_mha
 
 
@@ -20,12 +20,15 @@ def test_nifti_and_nrrd_images_import_with_the_servers_shape(tmp_path):
     sitk.WriteImage(sitk.ReadImage(str(nifti)), str(tmp_path / "ct.nii.gz"))
     sitk.WriteImage(sitk.ReadImage(str(nifti)), str(tmp_path / "ct.nrrd"))
 
-    result = build_images([InputFile("ct.nii.gz", tmp_path / "ct.nii.gz"), InputFile("ct.nrrd", tmp_path / "ct.nrrd")],
-                          tmp_path / "work")
+    result = build_images(
+        [InputFile("ct.nii.gz", tmp_path / "ct.nii.gz"), InputFile("ct.nrrd", tmp_path / "ct.nrrd")], tmp_path / "work"
+    )
 
     assert result.file_errors == {}
     assert sorted((image.name, image.shape, image.element_type) for image in result.images) == [
-        ("ct.nii.gz", [3, 5, 7], "16-bit signed integer"), ("ct.nrrd", [3, 5, 7], "16-bit signed integer")]
+        ("ct.nii.gz", [3, 5, 7], "16-bit signed integer"),
+        ("ct.nrrd", [3, 5, 7], "16-bit signed integer"),
+    ]
     for image in result.images:  # re-written as MetaImage, as the server stores them
         assert sitk.ReadImage(str(image.mha_path)).GetSize() == (7, 5, 3)
 
@@ -45,7 +48,11 @@ def test_segments_are_panimgs_distinct_values_of_8_bit_images_only(tmp_path):
     result = build_images(inputs, tmp_path / "work", in_memory_limit_bytes=300)
 
     assert {image.name: image.segments for image in result.images} == {
-        "mask.mha": [0, 1, 3], "ct.mha": None, "many.mha": list(range(65)), "big.mha": list(range(65))}
+        "mask.mha": [0, 1, 3],
+        "ct.mha": None,
+        "many.mha": list(range(65)),
+        "big.mha": list(range(65)),
+    }
 
 
 def test_an_unreadable_metaimage_carries_every_panimg_builders_reason(tmp_path):

@@ -7,6 +7,7 @@ import ssl
 from dataclasses import replace
 
 import aiohttp
+
 from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import run_emulator
 
@@ -24,11 +25,17 @@ async def _make_things(running) -> dict:
     async with aiohttp.ClientSession() as session:
         status, upload = await _call(session, running, "POST", running.base_url + "uploads/", {"filename": "a.mha"})
         assert status == 201
-        status, display_set = await _call(session, running, "POST", running.base_url + "reader-studies/display-sets/",
-                                          {"reader_study": "example-study", "title": "kept"})
+        status, display_set = await _call(
+            session,
+            running,
+            "POST",
+            running.base_url + "reader-studies/display-sets/",
+            {"reader_study": "example-study", "title": "kept"},
+        )
         assert status == 201
-        status, queued = await _call(session, running, "POST", running.base_url + "cases/upload-sessions/",
-                                     {"uploads": []})
+        status, queued = await _call(
+            session, running, "POST", running.base_url + "cases/upload-sessions/", {"uploads": []}
+        )
         assert status == 201
     return {"upload": upload, "display_set": display_set, "session": queued}
 
@@ -36,8 +43,10 @@ async def _make_things(running) -> dict:
 async def _still_there(running, made) -> list[int]:
     async with aiohttp.ClientSession() as session:
         statuses = [(await _call(session, running, "GET", made[name]["api_url"]))[0] for name in made]
-        presign = running.base_url + f"uploads/{made['upload']['pk']}/{made['upload']['s3_upload_id']}/" \
+        presign = (
+            running.base_url + f"uploads/{made['upload']['pk']}/{made['upload']['s3_upload_id']}/"
             "generate-presigned-urls/"
+        )
         statuses.append((await _call(session, running, "PATCH", presign, {"part_numbers": [1]}))[0])
     return statuses
 
@@ -50,8 +59,10 @@ async def test_a_restart_with_a_data_dir_keeps_state_and_ca(tmp_path):
     async with run_emulator(config) as restarted:
         assert restarted.ca_file.read_bytes() == ca
         # Same host and ports are not required: URLs are written with the host the client uses.
-        made = {name: {**obj, "api_url": obj["api_url"].replace(running.base_url, restarted.base_url)}
-                for name, obj in made.items()}
+        made = {
+            name: {**obj, "api_url": obj["api_url"].replace(running.base_url, restarted.base_url)}
+            for name, obj in made.items()
+        }
         assert await _still_there(restarted, made) == [200, 200, 200, 200]
 
 
@@ -60,6 +71,8 @@ async def test_without_persistence_a_restart_forgets_everything(tmp_path):
     async with run_emulator(config) as running:
         made = await _make_things(running)
     async with run_emulator(config) as restarted:
-        made = {name: {**obj, "api_url": obj["api_url"].replace(running.base_url, restarted.base_url)}
-                for name, obj in made.items()}
+        made = {
+            name: {**obj, "api_url": obj["api_url"].replace(running.base_url, restarted.base_url)}
+            for name, obj in made.items()
+        }
         assert await _still_there(restarted, made) == [404, 404, 404, 404]

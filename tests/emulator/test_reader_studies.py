@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from gcbulk.emulator.seed import SeedError, apply_seed
 from gcbulk.emulator.store import Store
-
 from tests.emulator.study_flow import STUDY_SLUG, example_study
 
 
@@ -86,15 +86,22 @@ def _seed(question: dict | None = None, socket: dict | None = None) -> dict:
     return {
         "users": [{"username": "editor", "token": "t"}],
         "sockets": [{"slug": "ct-image", "kind": "Image", "super_kind": "Image", **(socket or {})}],
-        "reader_studies": [{"slug": "s", "editors": ["editor"],
-                            "questions": [{"text": "q?", "answer_type": "Choice", **(question or {})}]}],
+        "reader_studies": [
+            {
+                "slug": "s",
+                "editors": ["editor"],
+                "questions": [{"text": "q?", "answer_type": "Choice", **(question or {})}],
+            }
+        ],
     }
 
 
 def test_a_seed_sets_optional_question_fields_and_default_options():
     store = Store()
-    apply_seed(store, _seed({"options": ["a", {"title": "b", "default": True}], "answer_min_value": 2,
-                             "interface": "ct-image"}))
+    apply_seed(
+        store,
+        _seed({"options": ["a", {"title": "b", "default": True}], "answer_min_value": 2, "interface": "ct-image"}),
+    )
     [question] = store.questions.values()
     assert [(o.title, o.default) for o in question.options] == [("a", False), ("b", True)]
     assert question.answer_min_value == 2 and question.interface_slug == "ct-image"

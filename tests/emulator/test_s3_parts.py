@@ -8,6 +8,7 @@ import re
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
+
 from gcbulk.emulator.objects import IMAGES_BUCKET
 from gcbulk.emulator.s3 import presigned_get_url
 
@@ -130,8 +131,10 @@ async def _parts(client, upload, sizes: dict[int, int]) -> dict[int, str]:
 
 
 def _s3_code(reply) -> str:
-    match = re.search(r"An error occurred \((\w+)\) when calling the CompleteMultipartUpload", reply.headers.get(
-        "X-Emulator-Error", ""))
+    match = re.search(
+        r"An error occurred \((\w+)\) when calling the CompleteMultipartUpload",
+        reply.headers.get("X-Emulator-Error", ""),
+    )
     return match.group(1) if match else ""
 
 
@@ -192,9 +195,16 @@ async def test_counters_count_stored_part_puts_per_upload_and_part(client):
     assert list(counters["peak_uploads_per_user"].values()) == [1], "the most uploads the user held at once"
     assert counters["requests"]["PATCH api:/api/v1/uploads/{pk}/{s3_upload_id}/generate-presigned-urls/"] == 1
     reset = (await client.call("DELETE", client.admin("counters"))).json()
-    assert reset == {"requests": {}, "part_puts": {}, "part_put_attempts": {}, "busy_seconds": {},
-                     "import_busy_seconds": 0.0, "api_latency_ratio": None, "peak_uploads_per_user": {},
-                     "peak_api_serving": 0}
+    assert reset == {
+        "requests": {},
+        "part_puts": {},
+        "part_put_attempts": {},
+        "busy_seconds": {},
+        "import_busy_seconds": 0.0,
+        "api_latency_ratio": None,
+        "peak_uploads_per_user": {},
+        "peak_api_serving": 0,
+    }
 
 
 @pytest.fixture

@@ -69,14 +69,16 @@ def run_against_moto() -> tuple[list[str], list[str]]:
             upload_id = s3.create_multipart_upload(Bucket="uploads", Key="uploads/1/x")["UploadId"]
             etags, latest = [], {}
             for number, content in PUTS:
-                etag = s3.upload_part(Bucket="uploads", Key="uploads/1/x", UploadId=upload_id, PartNumber=number,
-                                      Body=content)["ETag"]
+                etag = s3.upload_part(
+                    Bucket="uploads", Key="uploads/1/x", UploadId=upload_id, PartNumber=number, Body=content
+                )["ETag"]
                 etags.append(etag)
                 latest[number] = etag
             parts = [{"ETag": _choose_etag(n, which, latest, etags), "PartNumber": n} for n, which in chosen]
             try:
-                s3.complete_multipart_upload(Bucket="uploads", Key="uploads/1/x", UploadId=upload_id,
-                                             MultipartUpload={"Parts": parts})
+                s3.complete_multipart_upload(
+                    Bucket="uploads", Key="uploads/1/x", UploadId=upload_id, MultipartUpload={"Parts": parts}
+                )
                 outcomes.append("ok")
             except ClientError as error:
                 outcomes.append(error.response["Error"]["Code"])
@@ -120,8 +122,8 @@ async def test_complete_errors_match_moto_attempt_by_attempt(client, moto_result
     _, moto_outcomes = moto_results
     _, emulator_outcomes = await run_against_emulator(client)
     names = [name for name, _ in ATTEMPTS]
-    emulator_by_name = dict(zip(names, emulator_outcomes))
-    moto_by_name = dict(zip(names, moto_outcomes))
+    emulator_by_name = dict(zip(names, emulator_outcomes, strict=True))
+    moto_by_name = dict(zip(names, moto_outcomes, strict=True))
     for name, (s3_says, moto_says) in MOTO_DEVIATIONS.items():
         # Pinned both ways: if moto ever checks the order, this fails and the deviation can go.
         assert (emulator_by_name.pop(name), moto_by_name.pop(name)) == (s3_says, moto_says), name

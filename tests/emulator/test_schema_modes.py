@@ -12,8 +12,8 @@ from dataclasses import replace
 import gcapi.models as models
 import pydantic
 import pytest
-from gcbulk.emulator.admin_answers import seed_answers
 
+from gcbulk.emulator.admin_answers import seed_answers
 from tests.emulator.study_flow import (
     STUDY_SLUG,
     add_question_of_every_type,
@@ -37,8 +37,16 @@ async def world(client, emulator, tmp_path):
     report = tmp_path / "report.pdf"
     report.write_bytes(b"%PDF-1.4")
     upload = await upload_file(client, report)
-    posted = await patch_display_set(client, display_set["pk"], {"values": [
-        {"interface": "patient-age", "value": 64}, {"interface": "report-pdf", "user_upload": upload["api_url"]}]})
+    posted = await patch_display_set(
+        client,
+        display_set["pk"],
+        {
+            "values": [
+                {"interface": "patient-age", "value": 64},
+                {"interface": "report-pdf", "user_upload": upload["api_url"]},
+            ]
+        },
+    )
     for socket in ("ct-image", "generic-overlay", "report-pdf"):
         await wait_for_value(client, display_set["pk"], socket)
     await seed_answers(emulator.context, STUDY_SLUG, creators=["reader1"], mask_file=make_mha(tmp_path / "m.mha"))
@@ -70,8 +78,12 @@ async def test_every_study_side_response_satisfies_gcapi_0_16_1s_models(client, 
 
     models.ReaderStudy(**await _get(client, f"reader-studies/{study.pk}/"))
     display_set = models.DisplaySet(**await _get(client, f"reader-studies/display-sets/{world['display_set']['pk']}/"))
-    assert {value.socket.slug for value in display_set.values} == {"ct-image", "generic-overlay", "patient-age",
-                                                                    "report-pdf"}
+    assert {value.socket.slug for value in display_set.values} == {
+        "ct-image",
+        "generic-overlay",
+        "patient-age",
+        "report-pdf",
+    }
     models.DisplaySetPost(**world["display_set"])
     models.DisplaySetPost(**world["posted"])
     images = (await _get(client, "cases/images/"))["results"]
@@ -89,8 +101,9 @@ class TestOlderServerSchema:
     async def test_display_sets_lack_descriptions_map_and_value_sockets(self, client, emulator, world):
         found = await _get(client, f"reader-studies/display-sets/{world['display_set']['pk']}/")
         assert "descriptions_map_safe" not in found and "descriptions_map_safe" not in world["posted"]
-        assert found["values"] and all("socket" not in value and "slug" in value["interface"]
-                                       for value in found["values"])
+        assert found["values"] and all(
+            "socket" not in value and "slug" in value["interface"] for value in found["values"]
+        )
         assert found["title"] == "case 1"
         with pytest.raises(pydantic.ValidationError):
             models.DisplaySet(**found)

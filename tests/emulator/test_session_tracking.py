@@ -22,8 +22,10 @@ from tests.emulator.study_flow import (
 from tests.imaging import make_mha
 
 SESSIONS = "cases/upload-sessions/"
-OVERLAY_MESSAGE = ("Image validation for socket Airway Segmentation failed with error: The valid voxel values for "
-                   "this segmentation are: {0, 1}. This segmentation is invalid as it contains the voxel values: {3}..")
+OVERLAY_MESSAGE = (
+    "Image validation for socket Airway Segmentation failed with error: The valid voxel values for "
+    "this segmentation are: {0, 1}. This segmentation is invalid as it contains the voxel values: {3}.."
+)
 
 
 def make_voxels(path: Path, voxels: list[int], dtype: str = "uint8") -> Path:
@@ -56,8 +58,9 @@ async def test_a_queued_session_named_in_a_values_patch_imports_into_that_socket
     display_set = await create_display_set(client)
     upload = await upload_file(client, make_mha(tmp_path / "ct.mha"))
     session = await _post_session(client, {"uploads": [upload["api_url"]]})
-    reply = await patch_display_set(client, display_set["pk"], {"values": [
-        {"interface": "ct-image", "upload_session": session["api_url"]}]})
+    reply = await patch_display_set(
+        client, display_set["pk"], {"values": [{"interface": "ct-image", "upload_session": session["api_url"]}]}
+    )
     assert reply.status == 200 and reply.json()["values"] == []
     done = await wait_for_session(client, session["pk"])
     assert done["status"] == "Succeeded" and done["error_message"] == ""
@@ -68,8 +71,9 @@ async def test_a_queued_session_named_in_a_values_patch_imports_into_that_socket
 async def test_a_session_with_a_display_set_target_imports_and_is_tracked_by_its_pk(client, tmp_path):
     display_set = await create_display_set(client)
     upload = await upload_file(client, make_mha(tmp_path / "ct.mha"))
-    session = await _post_session(client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"],
-                                           "interface": "ct-image"})
+    session = await _post_session(
+        client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"], "interface": "ct-image"}
+    )
     assert session["status"] == "Queued"  # the serialized object predates the scheduling (contract §2)
     assert (await wait_for_session(client, session["pk"]))["status"] == "Succeeded"
     await wait_for_value(client, display_set["pk"], "ct-image")
@@ -80,8 +84,9 @@ async def test_the_value_appears_a_moment_after_the_session_turns_succeeded(clie
     emulator.context.config = replace(emulator.context.config, link_delay_seconds=2.0)
     display_set = await create_display_set(client)
     upload = await upload_file(client, make_mha(tmp_path / "ct.mha"))
-    session = await _post_session(client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"],
-                                           "interface": "ct-image"})
+    session = await _post_session(
+        client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"], "interface": "ct-image"}
+    )
     assert (await wait_for_session(client, session["pk"]))["status"] == "Succeeded"
     assert (await get_display_set(client, display_set["pk"]))["values"] == []
     await wait_for_value(client, display_set["pk"], "ct-image")
@@ -101,8 +106,9 @@ async def test_sessions_and_uploads_cannot_be_deleted(client, tmp_path):
 async def test_finished_sessions_outlive_the_upload_sweep(client, emulator, tmp_path):
     display_set = await create_display_set(client)
     upload = await upload_file(client, make_mha(tmp_path / "ct.mha"))
-    session = await _post_session(client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"],
-                                           "interface": "ct-image"})
+    session = await _post_session(
+        client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"], "interface": "ct-image"}
+    )
     await wait_for_session(client, session["pk"])
     emulator.context.clock.advance(timedelta(days=3).total_seconds())
     reply = await client.call("POST", client.admin("sweep"))
@@ -119,11 +125,15 @@ async def test_a_session_that_imports_some_files_succeeds_and_still_says_how_man
     notes.write_text("not an image")
     display_set = await create_display_set(client)
     uploads = [await upload_file(client, path) for path in (make_mha(tmp_path / "ct.mha"), notes)]
-    session = await _post_session(client, {"uploads": [u["api_url"] for u in uploads],
-                                           "display_set": display_set["pk"], "interface": "ct-image"})
+    session = await _post_session(
+        client, {"uploads": [u["api_url"] for u in uploads], "display_set": display_set["pk"], "interface": "ct-image"}
+    )
     done = await wait_for_session(client, session["pk"])
     assert (done["status"], done["error_message"], len(done["image_set"])) == (
-        "Succeeded", "1 file could not be imported", 1)
+        "Succeeded",
+        "1 file could not be imported",
+        1,
+    )
     await wait_for_value(client, display_set["pk"], "ct-image")  # the one image is linked all the same
 
 
@@ -135,12 +145,17 @@ async def test_a_mask_with_values_outside_the_overlay_fails_its_session_with_an_
     upload = await upload_file(client, make_voxels(tmp_path / "mask.mha", [0, 1, 3]))
     if path == "patch":
         session = await _post_session(client, {"uploads": [upload["api_url"]]})
-        reply = await patch_display_set(client, display_set["pk"], {"values": [
-            {"interface": "airway-segmentation", "upload_session": session["api_url"]}]})
+        reply = await patch_display_set(
+            client,
+            display_set["pk"],
+            {"values": [{"interface": "airway-segmentation", "upload_session": session["api_url"]}]},
+        )
         assert reply.status == 200
     else:
-        session = await _post_session(client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"],
-                                               "interface": "airway-segmentation"})
+        session = await _post_session(
+            client,
+            {"uploads": [upload["api_url"]], "display_set": display_set["pk"], "interface": "airway-segmentation"},
+        )
     failed = await wait_for_session(client, session["pk"], until=("Failed",))
     assert failed["status"] == "Failed"
     assert failed["error_message"] == OVERLAY_MESSAGE
@@ -154,17 +169,17 @@ async def test_a_mask_with_values_outside_the_overlay_fails_its_session_with_an_
 
 
 @pytest.mark.parametrize(("voxels", "dtype"), [([0, 1, 300], "uint16"), ([0, 1], "float32")])
-async def test_a_mask_that_is_not_8_bit_fails_with_the_segments_message(
-    client, tmp_path, voxels, dtype
-):
+async def test_a_mask_that_is_not_8_bit_fails_with_the_segments_message(client, tmp_path, voxels, dtype):
     display_set = await create_display_set(client)
     upload = await upload_file(client, make_voxels(tmp_path / "mask.mha", voxels, dtype))
-    session = await _post_session(client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"],
-                                           "interface": "airway-segmentation"})
+    session = await _post_session(
+        client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"], "interface": "airway-segmentation"}
+    )
     failed = await wait_for_session(client, session["pk"], until=("Failed",))
     assert failed["status"] == "Failed" and failed["uploads"] == []
     assert failed["error_message"].startswith(
-        "Image validation for socket Airway Segmentation failed with error: Image segments could not be determined")
+        "Image validation for socket Airway Segmentation failed with error: Image segments could not be determined"
+    )
 
 
 async def test_an_8_bit_mask_with_more_than_64_values_fails_naming_the_values_outside_the_overlay(client, tmp_path):
@@ -172,21 +187,24 @@ async def test_an_8_bit_mask_with_more_than_64_values_fails_naming_the_values_ou
     # names the values outside the overlay rather than saying the segments could not be determined.
     display_set = await create_display_set(client)
     upload = await upload_file(client, make_voxels(tmp_path / "mask.mha", list(range(70)), "uint8"))
-    session = await _post_session(client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"],
-                                           "interface": "airway-segmentation"})
+    session = await _post_session(
+        client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"], "interface": "airway-segmentation"}
+    )
     failed = await wait_for_session(client, session["pk"], until=("Failed",))
     outside = "{" + ", ".join(str(v) for v in range(2, 70)) + "}"
     assert (failed["status"], failed["uploads"]) == ("Failed", [])
     assert failed["error_message"] == (
         "Image validation for socket Airway Segmentation failed with error: The valid voxel values for this "
-        f"segmentation are: {{0, 1}}. This segmentation is invalid as it contains the voxel values: {outside}..")
+        f"segmentation are: {{0, 1}}. This segmentation is invalid as it contains the voxel values: {outside}.."
+    )
 
 
 async def test_a_mask_within_the_overlay_is_linked_with_its_segments(client, tmp_path):
     display_set = await create_display_set(client)
     upload = await upload_file(client, make_voxels(tmp_path / "mask.mha", [0, 1]))
-    session = await _post_session(client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"],
-                                           "interface": "airway-segmentation"})
+    session = await _post_session(
+        client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"], "interface": "airway-segmentation"}
+    )
     assert (await wait_for_session(client, session["pk"]))["status"] == "Succeeded"
     value = await wait_for_value(client, display_set["pk"], "airway-segmentation")
     image = (await client.call("GET", value["image"])).json()

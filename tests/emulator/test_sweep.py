@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from gcbulk.emulator.objects import UPLOADS_BUCKET, MultipartUpload
 from gcbulk.emulator.s3 import presigned_part_url
 

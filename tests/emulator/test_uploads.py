@@ -7,6 +7,7 @@ from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
 from gcbulk.emulator.http import ApiError
 from gcbulk.emulator.uploads import (
     completed_upload_for,
@@ -65,15 +66,17 @@ async def test_creating_beyond_the_upload_cap_is_400_non_field_errors(client):
     refused = await client.call("POST", client.api("uploads/"), json_body={"filename": "ct.mha"})
     other_user = await client.call("POST", client.api("uploads/"), user="reader1", json_body={"filename": "ct.mha"})
     assert (refused.status, refused.json()) == (
-        400, {"non_field_errors": ["You have created too many uploads. Please try again later."]}
+        400,
+        {"non_field_errors": ["You have created too many uploads. Please try again later."]},
     )
     assert other_user.status == 201
 
 
 async def test_presign_signs_any_subset_of_part_numbers_under_string_keys(client, emulator):
     upload = await client.create_upload()
-    reply = await client.call("PATCH", client.action_url(upload, "generate-presigned-urls"),
-                              json_body={"part_numbers": [35, 42, 128, 10000]})
+    reply = await client.call(
+        "PATCH", client.action_url(upload, "generate-presigned-urls"), json_body={"part_numbers": [35, 42, 128, 10000]}
+    )
     body = reply.json()
     assert reply.status == 200
     assert body["pk"] == upload["pk"] and body["status"] == "Initialized"
@@ -95,11 +98,16 @@ async def test_presign_signs_any_subset_of_part_numbers_under_string_keys(client
     [
         ({}, {"non_field_errors": ["The `part_numbers` field is required"]}),
         ({"part_numbers": 3}, {"part_numbers": ['Expected a list of items but got type "int".']}),
-        ({"part_numbers": [0, 2, 10001, "x"]}, {"part_numbers": {
-            "0": ["Ensure this value is greater than or equal to 1."],
-            "2": ["Ensure this value is less than or equal to 10000."],
-            "3": ["A valid integer is required."],
-        }}),
+        (
+            {"part_numbers": [0, 2, 10001, "x"]},
+            {
+                "part_numbers": {
+                    "0": ["Ensure this value is greater than or equal to 1."],
+                    "2": ["Ensure this value is less than or equal to 10000."],
+                    "3": ["A valid integer is required."],
+                }
+            },
+        ),
     ],
 )
 async def test_presign_rejects_bad_part_numbers(client, body, errors):
@@ -112,8 +120,9 @@ async def test_presign_beyond_the_byte_quota_is_403_upload_limit_reached(client)
     upload = await client.create_upload(user="outsider")
     url = (await client.presign(upload, [1], user="outsider"))["1"]
     assert (await client.put(url, b"x" * SMALL_QUOTA)).status == 200
-    reply = await client.call("PATCH", client.action_url(upload, "generate-presigned-urls"), user="outsider",
-                              json_body={"part_numbers": [2]})
+    reply = await client.call(
+        "PATCH", client.action_url(upload, "generate-presigned-urls"), user="outsider", json_body={"part_numbers": [2]}
+    )
     assert (reply.status, reply.json()) == (403, {"detail": "Upload limit reached"})
 
 
@@ -129,8 +138,9 @@ async def test_completed_objects_still_in_the_bucket_count_against_the_quota(cli
 
 async def test_presign_on_a_completed_upload_is_403_upload_limit_reached(client):
     upload = await client.completed_upload(b"data")
-    reply = await client.call("PATCH", client.action_url(upload, "generate-presigned-urls"),
-                              json_body={"part_numbers": [2]})
+    reply = await client.call(
+        "PATCH", client.action_url(upload, "generate-presigned-urls"), json_body={"part_numbers": [2]}
+    )
     assert (reply.status, reply.json()) == (403, {"detail": "Upload limit reached"})
 
 
@@ -166,10 +176,18 @@ async def test_complete_reports_bad_part_fields_per_part(client):
     upload = await client.create_upload()
     body = {"parts": [{"ETag": '"a"', "PartNumber": 1}, {"ETag": "", "PartNumber": 0}]}
     reply = await client.call("PATCH", client.action_url(upload, "complete-multipart-upload"), json_body=body)
-    assert (reply.status, reply.json()) == (400, {"parts": [{}, {
-        "ETag": ["This field may not be blank."],
-        "PartNumber": ["Ensure this value is greater than or equal to 1."],
-    }]})
+    assert (reply.status, reply.json()) == (
+        400,
+        {
+            "parts": [
+                {},
+                {
+                    "ETag": ["This field may not be blank."],
+                    "PartNumber": ["Ensure this value is greater than or equal to 1."],
+                },
+            ]
+        },
+    )
 
 
 @pytest.mark.parametrize("extra", [{"Size": 4}, {"LastModified": "2025-11-14T10:00:00.000Z"}])
@@ -192,8 +210,12 @@ async def test_abort_blanks_the_upload_id_and_later_calls_with_the_old_id_are_40
     assert reply.status == 200
     assert (reply.json()["status"], reply.json()["s3_upload_id"]) == ("Aborted", "")
     assert not emulator.context.objects.multipart_dir(upload["s3_upload_id"]).exists()
-    for method, action in (("GET", "list-parts"), ("PATCH", "complete-multipart-upload"),
-                           ("PATCH", "abort-multipart-upload"), ("PATCH", "generate-presigned-urls")):
+    for method, action in (
+        ("GET", "list-parts"),
+        ("PATCH", "complete-multipart-upload"),
+        ("PATCH", "abort-multipart-upload"),
+        ("PATCH", "generate-presigned-urls"),
+    ):
         again = await client.call(method, client.action_url(upload, action), json_body={"parts": []})
         assert (again.status, again.json()) == (404, {"detail": "Not found."}), action
     after_abort = await client.put(url, b"data")
@@ -202,8 +224,12 @@ async def test_abort_blanks_the_upload_id_and_later_calls_with_the_old_id_are_40
 
 @pytest.mark.parametrize(
     ("method", "action"),
-    [("GET", "list-parts"), ("PATCH", "generate-presigned-urls"), ("PATCH", "complete-multipart-upload"),
-     ("PATCH", "abort-multipart-upload")],
+    [
+        ("GET", "list-parts"),
+        ("PATCH", "generate-presigned-urls"),
+        ("PATCH", "complete-multipart-upload"),
+        ("PATCH", "abort-multipart-upload"),
+    ],
 )
 async def test_an_s3_upload_id_that_does_not_match_is_404(client, method, action):
     upload = await client.create_upload()
@@ -218,8 +244,9 @@ async def test_an_s3_upload_id_that_does_not_match_is_404(client, method, action
 )
 async def test_actions_on_a_completed_upload_are_non_json_500s(client, method, action):
     upload = await client.completed_upload(b"data")
-    reply = await client.call(method, client.action_url(upload, action), json_body={"parts": [{"ETag": "x",
-                                                                                              "PartNumber": 1}]})
+    reply = await client.call(
+        method, client.action_url(upload, action), json_body={"parts": [{"ETag": "x", "PartNumber": 1}]}
+    )
     assert reply.status == 500
     assert reply.headers["Content-Type"] == "text/html; charset=utf-8"
     assert "<h1>Server Error (500)</h1>" in reply.text
@@ -239,7 +266,8 @@ async def test_completed_upload_for_accepts_only_the_users_own_completed_uploads
         with pytest.raises(ApiError) as raised:
             completed_upload_for(context, editor, url)
         assert (raised.value.status, raised.value.body) == (
-            400, {"uploads": ["Invalid hyperlink - Object does not exist."]}
+            400,
+            {"uploads": ["Invalid hyperlink - Object does not exist."]},
         )
     with pytest.raises(ApiError) as not_a_link:
         completed_upload_for(context, editor, "https://example.org/elsewhere/", field="user_upload")

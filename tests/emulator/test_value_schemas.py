@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from gcbulk.emulator.store import Socket
 from gcbulk.emulator.value_schemas import KIND_SCHEMAS
-
 from tests.emulator.study_flow import create_display_set, get_display_set, patch_display_set, wait_for_value
 
 P = [1.0, 2.0, 0.0]
@@ -32,35 +32,55 @@ CASES = {
     "Multiple choice": (["a", "b"], "a"),
     "Chart": ({"mark": "bar", "data": {"values": []}}, {"data": {}}),
     "Affine transform registration": ({"3d_affine_transform": [[1, 0, 0, 0]] * 4}, {"3d_affine_transform": [[1]]}),
-    "2D bounding box": ({"type": "2D bounding box", "version": V, **BOX}, {"type": "2D bounding box", "version": V,
-                                                                          "corners": [P, Q]}),
-    "Multiple 2D bounding boxes": ({"type": "Multiple 2D bounding boxes", "version": V, "boxes": [BOX]},
-                                   {"type": "Multiple 2D bounding boxes", "version": V, "boxes": [{"corners": P}]}),
-    "Distance measurement": ({"type": "Distance measurement", "version": V, "start": P, "end": Q},
-                             {"type": "Distance measurement", "version": V, "start": P}),
+    "2D bounding box": (
+        {"type": "2D bounding box", "version": V, **BOX},
+        {"type": "2D bounding box", "version": V, "corners": [P, Q]},
+    ),
+    "Multiple 2D bounding boxes": (
+        {"type": "Multiple 2D bounding boxes", "version": V, "boxes": [BOX]},
+        {"type": "Multiple 2D bounding boxes", "version": V, "boxes": [{"corners": P}]},
+    ),
+    "Distance measurement": (
+        {"type": "Distance measurement", "version": V, "start": P, "end": Q},
+        {"type": "Distance measurement", "version": V, "start": P},
+    ),
     "Multiple distance measurements": (
         {"type": "Multiple distance measurements", "version": V, "lines": [{"start": P, "end": Q}]},
-        {"type": "Multiple distance measurements", "version": V, "lines": [{"start": P}]}),
+        {"type": "Multiple distance measurements", "version": V, "lines": [{"start": P}]},
+    ),
     "Point": ({"type": "Point", "version": V, "point": P}, {"type": "Point", "version": V, "point": [1, 2]}),
-    "Multiple points": ({"type": "Multiple points", "version": V, "points": [{"point": P}]},
-                        {"type": "Multiple points", "version": V, "points": [P]}),
+    "Multiple points": (
+        {"type": "Multiple points", "version": V, "points": [{"point": P}]},
+        {"type": "Multiple points", "version": V, "points": [P]},
+    ),
     "Polygon": (POLYGON, {**POLYGON, "path_points": "none"}),
-    "Multiple polygons": ({"type": "Multiple polygons", "version": V, "polygons": [POLYGON]},
-                          {"type": "Multiple polygons", "version": V, "polygons": [{"name": "p"}]}),
+    "Multiple polygons": (
+        {"type": "Multiple polygons", "version": V, "polygons": [POLYGON]},
+        {"type": "Multiple polygons", "version": V, "polygons": [{"name": "p"}]},
+    ),
     "Line": ({"type": "Line", "version": V, **LINE}, {"type": "Line", "version": V, "seed_points": [P]}),
-    "Multiple lines": ({"type": "Multiple lines", "version": V, "lines": [LINE]},
-                       {"type": "Multiple lines", "version": V, "lines": [{}]}),
+    "Multiple lines": (
+        {"type": "Multiple lines", "version": V, "lines": [LINE]},
+        {"type": "Multiple lines", "version": V, "lines": [{}]},
+    ),
     "Angle": ({"type": "Angle", "version": V, **ANGLE}, {"type": "Angle", "version": V, "lines": [[P, Q]]}),
-    "Multiple angles": ({"type": "Multiple angles", "version": V, "angles": [ANGLE]},
-                        {"type": "Multiple angles", "version": V, "angles": [{"lines": []}]}),
+    "Multiple angles": (
+        {"type": "Multiple angles", "version": V, "angles": [ANGLE]},
+        {"type": "Multiple angles", "version": V, "angles": [{"lines": []}]},
+    ),
     "Ellipse": ({"type": "Ellipse", "version": V, **ELLIPSE}, {"type": "Ellipse", "version": V, "major_axis": [P]}),
-    "Multiple ellipses": ({"type": "Multiple ellipses", "version": V, "ellipses": [ELLIPSE]},
-                          {"type": "Multiple ellipses", "version": V, "ellipses": [{"major_axis": [P, Q]}]}),
-    "Three-point angle": ({"type": "Three-point angle", "version": V, "angle": [P, Q, R]},
-                          {"type": "Three-point angle", "version": V, "angle": [P, Q]}),
+    "Multiple ellipses": (
+        {"type": "Multiple ellipses", "version": V, "ellipses": [ELLIPSE]},
+        {"type": "Multiple ellipses", "version": V, "ellipses": [{"major_axis": [P, Q]}]},
+    ),
+    "Three-point angle": (
+        {"type": "Three-point angle", "version": V, "angle": [P, Q, R]},
+        {"type": "Three-point angle", "version": V, "angle": [P, Q]},
+    ),
     "Multiple three-point angles": (
         {"type": "Multiple three-point angles", "version": V, "angles": [{"angle": [P, Q, R]}]},
-        {"type": "Multiple three-point angles", "version": V, "angles": [{"angle": [P]}]}),
+        {"type": "Multiple three-point angles", "version": V, "angles": [{"angle": [P]}]},
+    ),
 }
 
 
@@ -71,8 +91,14 @@ def test_every_value_kind_has_a_schema_and_a_case_here():
 def _add_socket(emulator, kind: str, super_kind: str) -> str:
     store = emulator.context.store
     slug = "kind-" + kind.lower().replace(" ", "-")
-    store.sockets[slug] = Socket(pk=store.next_int_pk(), slug=slug, title=kind.title(), kind=kind,
-                                 super_kind=super_kind, relative_path=f"{slug}.json")
+    store.sockets[slug] = Socket(
+        pk=store.next_int_pk(),
+        slug=slug,
+        title=kind.title(),
+        kind=kind,
+        super_kind=super_kind,
+        relative_path=f"{slug}.json",
+    )
     return slug
 
 
@@ -93,16 +119,20 @@ async def test_a_value_of_every_kind_is_checked_against_its_schema(client, emula
 
 async def test_a_bounding_box_on_the_seed_socket_is_refused_with_the_servers_error_shape(client):
     display_set = await create_display_set(client)
-    reply = await patch_display_set(client, display_set["pk"], {"values": [
-        {"interface": "2d-bounding-box", "value": {"type": "2D bounding box", "corners": []}}]})
+    reply = await patch_display_set(
+        client,
+        display_set["pk"],
+        {"values": [{"interface": "2d-bounding-box", "value": {"type": "2D bounding box", "corners": []}}]},
+    )
     assert reply.status == 400
     assert list(reply.json()) == ["values"] and list(reply.json()["values"][0]) == ["__all__"]
 
 
 async def _set_json_file(client, display_set_pk: str, content: bytes) -> None:
     upload = await client.completed_upload(content, filename="nodule-points.json")
-    reply = await patch_display_set(client, display_set_pk, {"values": [
-        {"interface": "nodule-points", "user_upload": upload["api_url"]}]})
+    reply = await patch_display_set(
+        client, display_set_pk, {"values": [{"interface": "nodule-points", "user_upload": upload["api_url"]}]}
+    )
     assert reply.status == 200 and reply.json()["values"] == []
 
 

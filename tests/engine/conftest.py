@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import (
     GrandChallengeClient,
@@ -22,24 +23,32 @@ from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
 from gcbulk.engine.upload.transfer_settings import TransferSettings
 from gcbulk.state.ledger import Ledger, default_ledger_path
 from gcbulk.state.replan import planning
-
 from tests.imaging import make_mask, make_mha
 
 # Retries in tests wait (almost) nothing: the behaviour is what matters, not the pacing.
-FAST_RETRIES = RetryPolicy(base_delay=0.01, max_delay=0.05, attempts_per_item=8, upload_cap_delay=0.05,
-                           upload_quota_delay=0.05, max_retry_after=0.2)
+FAST_RETRIES = RetryPolicy(
+    base_delay=0.01,
+    max_delay=0.05,
+    attempts_per_item=8,
+    upload_cap_delay=0.05,
+    upload_quota_delay=0.05,
+    max_retry_after=0.2,
+)
 
 
 @pytest.fixture
 async def client(emulator: RunningEmulator) -> AsyncIterator[GrandChallengeClient]:
     async with GrandChallengeClient(
-        base_url=emulator.base_url, token=emulator.tokens["editor"], ca_file=emulator.ca_file,
+        base_url=emulator.base_url,
+        token=emulator.tokens["editor"],
+        ca_file=emulator.ca_file,
         retry_policy=FAST_RETRIES,
     ) as gc:
         yield gc
 
 
 # ---- case trees, job files and plans ------------------------------------------------------------------------------
+
 
 def make_tutorial_tree(root: Path, cases: int, *, shape: tuple[int, ...] = (4, 8, 8)) -> Path:
     """The tutorial's layout: one folder per patient with a CT image and an airway segmentation."""
@@ -51,11 +60,16 @@ def make_tutorial_tree(root: Path, cases: int, *, shape: tuple[int, ...] = (4, 8
     return root
 
 
-def write_job(directory: Path, emulator: RunningEmulator, *, rules: str | None = None, engine: str = "",
-              values: str = "") -> Path:
+def write_job(
+    directory: Path, emulator: RunningEmulator, *, rules: str | None = None, engine: str = "", values: str = ""
+) -> Path:
     """A job file for the tree at ``directory/cases`` against ``emulator``."""
-    rules = rules if rules is not None else (
-        '[[rules]]\nposition = 1\nsocket = "ct-image"\n\n[[rules]]\nposition = 2\nsocket = "airway-segmentation"\n'
+    rules = (
+        rules
+        if rules is not None
+        else (
+            '[[rules]]\nposition = 1\nsocket = "ct-image"\n\n[[rules]]\nposition = 2\nsocket = "airway-segmentation"\n'
+        )
     )
     text = (
         f'reader_study = "example-study"\nbase_url = "{emulator.base_url}"\ncase_root = "cases"\n'
@@ -86,20 +100,31 @@ def load_and_plan(job_file: Path) -> JobConfig:
 
 # ---- running the engine in-process --------------------------------------------------------------------------------
 
-FAST_ENGINE = TransferSettings(retry=FAST_RETRIES, poll_initial_seconds=0.02, poll_max_seconds=0.1,
-                           session_scan_interval_seconds=0.05, progress_interval_seconds=0.5)
+FAST_ENGINE = TransferSettings(
+    retry=FAST_RETRIES,
+    poll_initial_seconds=0.02,
+    poll_max_seconds=0.1,
+    session_scan_interval_seconds=0.05,
+    progress_interval_seconds=0.5,
+)
 
 
-async def run_job(job_file: Path, emulator: RunningEmulator, config: TransferSettings = FAST_ENGINE, *,
-                  replan: bool = True) -> RunOutcome:
+async def run_job(
+    job_file: Path, emulator: RunningEmulator, config: TransferSettings = FAST_ENGINE, *, replan: bool = True
+) -> RunOutcome:
     """Plans (unless ``replan`` is False) and runs the job in-process, as ``gcbulk run`` does."""
     job = load_and_plan(job_file) if replan else load_job(job_file)
     events = EventLog(job_file.with_name("events.jsonl"))
     async with LedgerRunner(default_ledger_path(job.job_file), job.binding) as runner:
-        async with GrandChallengeClient(base_url=emulator.base_url, token=emulator.tokens["editor"],
-                                        ca_file=emulator.ca_file, retry_policy=config.retry) as client:
-            engine = TransferEngine(client=client, journal=Journal(runner, events),
-                                    reader_study_slug=job.reader_study, config=config)
+        async with GrandChallengeClient(
+            base_url=emulator.base_url,
+            token=emulator.tokens["editor"],
+            ca_file=emulator.ca_file,
+            retry_policy=config.retry,
+        ) as client:
+            engine = TransferEngine(
+                client=client, journal=Journal(runner, events), reader_study_slug=job.reader_study, config=config
+            )
             outcome = await engine.run()
     events.close()
     return outcome

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import anyio
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from gcbulk.emulator.capacity import profile_named
 from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
@@ -21,8 +23,6 @@ from gcbulk.engine.service.metrics import Metrics, RunState
 from gcbulk.engine.service.progress import EventLog, format_progress_line
 from gcbulk.engine.upload.transfer import TransferEngine
 from gcbulk.state.ledger import default_ledger_path
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.engine.conftest import FAST_ENGINE, load_and_plan, make_tutorial_tree, write_job
 
 CASES = 10
@@ -72,22 +72,42 @@ async def test_api_calls_stay_within_the_adaptive_limit_and_no_list_is_scanned_d
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", CASES)
     job = load_and_plan(write_job(tmp_path, emulator))
-    config = dataclasses.replace(FAST_ENGINE, api_calls_in_flight=KNOB, files_in_flight=16, cases_in_flight=CASES,
-                                 poll_initial_seconds=0.1, poll_max_seconds=0.5)
+    config = dataclasses.replace(
+        FAST_ENGINE,
+        api_calls_in_flight=KNOB,
+        files_in_flight=16,
+        cases_in_flight=CASES,
+        poll_initial_seconds=0.1,
+        poll_max_seconds=0.5,
+    )
     in_flight = InFlight(urlsplit(emulator.base_url).netloc)
     lines: list[str] = []
     exposition: list[bytes] = []
     emulator.context.counters.reset()
     async with LedgerRunner(default_ledger_path(job.job_file), job.binding) as runner:
-        async with GrandChallengeClient(base_url=emulator.base_url, token=emulator.tokens["editor"],
-                                        ca_file=emulator.ca_file, retry_policy=config.retry,
-                                        api_calls_in_flight=KNOB, trace_configs=[in_flight.trace()]) as client:
+        async with GrandChallengeClient(
+            base_url=emulator.base_url,
+            token=emulator.tokens["editor"],
+            ca_file=emulator.ca_file,
+            retry_policy=config.retry,
+            api_calls_in_flight=KNOB,
+            trace_configs=[in_flight.trace()],
+        ) as client:
             in_flight.limiter = client.api_limiter
             events = EventLog(tmp_path / "events.jsonl")
-            engine = TransferEngine(client=client, journal=Journal(runner, events), reader_study_slug=job.reader_study,
-                                    config=config)
-            metrics = Metrics(RunState(runner=runner, reader_study=job.reader_study, base_url=emulator.base_url,
-                                       phase="running", stats=engine.stats, engine=engine))
+            engine = TransferEngine(
+                client=client, journal=Journal(runner, events), reader_study_slug=job.reader_study, config=config
+            )
+            metrics = Metrics(
+                RunState(
+                    runner=runner,
+                    reader_study=job.reader_study,
+                    base_url=emulator.base_url,
+                    phase="running",
+                    stats=engine.stats,
+                    engine=engine,
+                )
+            )
 
             async def watch() -> None:
                 while True:
@@ -109,8 +129,11 @@ async def test_api_calls_stay_within_the_adaptive_limit_and_no_list_is_scanned_d
     assert in_flight.over_limit == [] and 1 <= in_flight.peak <= peak_limit <= KNOB
     # Seen while it ran: the limits in the progress line and as metrics, the import limit within its knob.
     assert lines and "API calls" in lines[-1] and "imports" in lines[-1]
-    gauges = {sample.name: sample.value for family in text_string_to_metric_families(exposition[-1].decode())
-              for sample in family.samples}
+    gauges = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(exposition[-1].decode())
+        for sample in family.samples
+    }
     assert 1 <= gauges["gcbulk_api_calls_limit"] <= KNOB
     assert 2 <= gauges["gcbulk_imports_limit"] <= config.imports_in_flight
     requests = emulator.context.counters.requests

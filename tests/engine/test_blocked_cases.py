@@ -11,15 +11,17 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.state.ledger import Ledger
-
 from tests.engine.conftest import make_tutorial_tree, write_job
 from tests.engine.test_run_command import gcbulk
 
-GLOBS = ('[[rules]]\nglob = "ct.mha"\nsocket = "ct-image"\n\n'
-         '[[rules]]\nglob = "seg.mha"\nsocket = "airway-segmentation"\nrequired = true\n')
+GLOBS = (
+    '[[rules]]\nglob = "ct.mha"\nsocket = "ct-image"\n\n'
+    '[[rules]]\nglob = "seg.mha"\nsocket = "airway-segmentation"\nrequired = true\n'
+)
 
 
 @pytest.fixture

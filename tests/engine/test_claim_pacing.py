@@ -5,6 +5,7 @@ alone on its job claims ahead freely."""
 from __future__ import annotations
 
 import anyio
+
 from gcbulk.engine.upload.claim_pacing import ClaimPacer, uploads_under_way
 
 

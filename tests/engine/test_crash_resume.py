@@ -17,10 +17,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.upload.crashpoints import ENV_VAR
-
 from tests.engine.conftest import make_tutorial_tree, write_job
 from tests.imaging import make_mha
 
@@ -70,7 +70,11 @@ def gcbulk_run(job_file: Path, emulator: RunningEmulator, crash_at: str | None =
         env[ENV_VAR] = crash_at
     return subprocess.run(
         [sys.executable, "-m", "gcbulk", "run", str(job_file), "--progress-interval", "60"],
-        env=env, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
     )
 
 
@@ -102,7 +106,8 @@ def test_a_run_killed_anywhere_resumes_without_duplicates_or_resent_parts(
 
 
 def test_a_run_killed_after_a_session_post_resumes_while_the_server_links_its_image(
-        tmp_path: Path, threaded_emulator: RunningEmulator) -> None:
+    tmp_path: Path, threaded_emulator: RunningEmulator
+) -> None:
     """Killed after the server answered an image's session POST but before the ledger recorded it: the resumed run
     finds the session by its uploads only while its import runs. Here the import is over, the uploads consumed, and
     the server links the image seconds later (contract §10's gap): the resumed run must wait for the image instead
@@ -118,8 +123,10 @@ def test_a_run_killed_after_a_session_post_resumes_while_the_server_links_its_im
     while not any(s.status == "Succeeded" for s in store.upload_sessions.values()):  # imported, uploads consumed
         assert time.monotonic() < deadline, "the import of the killed run's session did not end"
         time.sleep(0.05)
-    assert not any(s.target_display_set_pk and store.display_sets[s.target_display_set_pk].values
-                   for s in store.upload_sessions.values()), "linked already: the resume would not meet the gap"
+    assert not any(
+        s.target_display_set_pk and store.display_sets[s.target_display_set_pk].values
+        for s in store.upload_sessions.values()
+    ), "linked already: the resume would not meet the gap"
     resumed = gcbulk_run(job_file, threaded_emulator)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
 
@@ -127,5 +134,6 @@ def test_a_run_killed_after_a_session_post_resumes_while_the_server_links_its_im
     assert set(display_set.values) == {"ct-image", "airway-segmentation"}
     targeted = [s for s in store.upload_sessions.values() if s.target_display_set_pk]
     assert len(targeted) == 2, "the session of the kill was not sent again"
-    assert len(store.uploads) == 0 and len(threaded_emulator.context.counters.part_puts) == 2, \
+    assert len(store.uploads) == 0 and len(threaded_emulator.context.counters.part_puts) == 2, (
         "no file was uploaded again (its upload, consumed, looked swept)"
+    )

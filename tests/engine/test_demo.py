@@ -11,8 +11,13 @@ import SimpleITK as sitk
 
 
 def test_the_demo_migrates_a_tutorial_shaped_tree_end_to_end(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "gcbulk", "demo", "--cases", "2", "--workdir", str(tmp_path)],
-                            capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    result = subprocess.run(
+        [sys.executable, "-m", "gcbulk", "demo", "--cases", "2", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
     assert result.returncode == 0, result.stderr
     assert "cases 2/2 done, 0 failed" in result.stderr
     for title in ("patient001", "patient002"):
@@ -27,8 +32,14 @@ def test_the_demo_migrates_a_tutorial_shaped_tree_end_to_end(tmp_path: Path) -> 
 def test_the_demo_works_in_the_system_temp_folder_by_default_and_leaves_the_checkout_clean(tmp_path: Path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     repo = Path(__file__).parents[2]
-    result = subprocess.run([sys.executable, "-m", "gcbulk", "demo", "--cases", "1", "--metrics-address", "off"],
-                            capture_output=True, text=True, timeout=120, cwd=repo, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "gcbulk", "demo", "--cases", "1", "--metrics-address", "off"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=repo,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "gcbulk-demo" / "job.ledger.sqlite").exists()
     assert not (repo / "gcbulk-demo").exists()

@@ -28,12 +28,22 @@ def emulator_config(tmp_path: Path) -> EmulatorConfig:
     return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05, dicom_server_deidentify=False)
 
 
-@pytest.mark.parametrize("crash_at", [
-    "during-dicom-staging", "during-dicom-staging:2", "after-dicom-staged", "after-dicom-staged:3",
-    "after-part-recorded:2", "after-upload-completed:4", "before-values-patch", "after-values-patch:2",
-])
+@pytest.mark.parametrize(
+    "crash_at",
+    [
+        "during-dicom-staging",
+        "during-dicom-staging:2",
+        "after-dicom-staged",
+        "after-dicom-staged:3",
+        "after-part-recorded:2",
+        "after-upload-completed:4",
+        "before-values-patch",
+        "after-values-patch:2",
+    ],
+)
 def test_kill_9_during_de_identification_or_upload_resumes_without_redoing_staged_sets(
-        crash_at: str, tmp_path: Path, threaded_emulator: RunningEmulator) -> None:
+    crash_at: str, tmp_path: Path, threaded_emulator: RunningEmulator
+) -> None:
     for number, title in enumerate(CASES, 1):
         identified_series(tmp_path / "cases" / title, 3, number=number, seed=number, rows=16, columns=16)
     job_file = write_job(tmp_path, threaded_emulator, rules=RULES, engine="files_in_flight = 2\n")
@@ -64,7 +74,8 @@ def test_kill_9_during_de_identification_or_upload_resumes_without_redoing_stage
 
 @pytest.mark.parametrize("crash_at", ["after-dicom-staged", "after-upload-completed:2"])
 def test_a_source_changed_after_staging_is_de_identified_again_and_sent_as_it_is_now(
-        crash_at: str, tmp_path: Path, threaded_emulator: RunningEmulator) -> None:
+    crash_at: str, tmp_path: Path, threaded_emulator: RunningEmulator
+) -> None:
     paths = identified_series(tmp_path / "cases" / "patient1", 3, description="before", seed=1)
     rules = RULES + 'image_name = "{SeriesDescription}"\n'
     job_file = write_job(tmp_path, threaded_emulator, rules=rules)
@@ -86,7 +97,8 @@ def test_a_source_changed_after_staging_is_de_identified_again_and_sent_as_it_is
 
 
 def test_a_staged_copy_changed_on_disk_is_not_sent_but_staged_again(
-        tmp_path: Path, threaded_emulator: RunningEmulator) -> None:
+    tmp_path: Path, threaded_emulator: RunningEmulator
+) -> None:
     identified_series(tmp_path / "cases" / "patient1", 3, seed=4)
     job_file = write_job(tmp_path, threaded_emulator, rules=RULES)
     killed = gcbulk_run(job_file, threaded_emulator, "after-dicom-staged")
@@ -103,5 +115,6 @@ def test_a_staged_copy_changed_on_disk_is_not_sent_but_staged_again(
         fresh = ledger._scalar("SELECT count(*) FROM events WHERE kind = 'dicom.staged'")
     assert fresh == 2, "the changed copy was sent instead of de-identified again"
     (display_set,) = threaded_emulator.context.store.display_sets.values()
-    assert len(threaded_emulator.context.store.images[display_set.values["dicom-image-set"].image_pk]
-               .dicom_instances) == 3
+    assert (
+        len(threaded_emulator.context.store.images[display_set.values["dicom-image-set"].image_pk].dicom_instances) == 3
+    )

@@ -53,7 +53,8 @@ def _stored_instances(emulator: RunningEmulator, image_pk: str) -> list[bytes]:
 
 @pytest.mark.parametrize("emulator_config", [AS_RECEIVED], indirect=True)
 async def test_the_tutorial_flow_with_a_dicom_tree_sends_de_identified_image_sets(
-        tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient) -> None:
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
     sources = dicom_tree(tmp_path / "cases")
     job_file = write_job(tmp_path, emulator, rules=RULES)
     job = load_job(job_file)
@@ -87,7 +88,8 @@ async def test_the_tutorial_flow_with_a_dicom_tree_sends_de_identified_image_set
 
 
 async def test_files_sent_as_they_are_are_de_identified_by_the_server(
-        tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient) -> None:
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
     dicom_tree(tmp_path / "cases")
     job_file = write_job(tmp_path, emulator, rules=RULES)
     job_file.write_text(job_file.read_text() + "\n[dicom]\ndeidentify = false\n")
@@ -104,15 +106,19 @@ async def test_files_sent_as_they_are_are_de_identified_by_the_server(
 
 
 async def test_an_image_set_the_server_refuses_silently_fails_with_what_was_checked(
-        tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient) -> None:
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
     folder = tmp_path / "cases" / "patient1"
     folder.mkdir(parents=True)
     big = identified_series(folder, 2, rows=8, columns=8, seed=1, prefix="a")
     small = identified_series(folder, 2, rows=4, columns=4, seed=2, prefix="b")
     first = pydicom.dcmread(big[0])
     # One series by its UIDs, but slices of two sizes: no local check sees it, the server's import refuses it.
-    edit_uids = {"SeriesInstanceUID": first.SeriesInstanceUID, "StudyInstanceUID": first.StudyInstanceUID,
-                 "FrameOfReferenceUID": first.FrameOfReferenceUID}
+    edit_uids = {
+        "SeriesInstanceUID": first.SeriesInstanceUID,
+        "StudyInstanceUID": first.StudyInstanceUID,
+        "FrameOfReferenceUID": first.FrameOfReferenceUID,
+    }
     from tests.dicom.synthetic import edit
 
     edit(small, **edit_uids)
@@ -129,7 +135,8 @@ async def test_an_image_set_the_server_refuses_silently_fails_with_what_was_chec
 
 
 async def test_de_identification_past_its_deadline_fails_the_case_and_sends_nothing(
-        tmp_path: Path, emulator: RunningEmulator) -> None:
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
     identified_series(tmp_path / "cases" / "patient1", 40, seed=5)
     job_file = write_job(tmp_path, emulator, rules=RULES)
     job = load_job(job_file)

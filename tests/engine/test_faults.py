@@ -8,13 +8,13 @@ from collections import Counter
 from pathlib import Path
 
 import anyio
+
 from gcbulk.emulator.faults import FaultRule
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.emulator.sweep import sweep_expired_uploads
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.jobfile import load_job
 from gcbulk.state.ledger import Ledger, default_ledger_path
-
 from tests.engine.conftest import (
     FAST_ENGINE,
     make_tutorial_tree,
@@ -48,8 +48,11 @@ async def test_server_errors_and_gateway_errors_are_retried(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 3)
-    faults(emulator, FaultRule(match="PUT s3", probability=0.4, status=503),
-           FaultRule(match="* api", probability=0.2, status=502))
+    faults(
+        emulator,
+        FaultRule(match="PUT s3", probability=0.4, status=503),
+        FaultRule(match="* api", probability=0.2, status=502),
+    )
     # A case makes some 30 API calls (uploads, its session, polls): at one in five refused, the default budget of a
     # case can run out by chance; this test is about every kind of call being retried, not about the budget.
     patient = dataclasses.replace(FAST_ENGINE, retry=dataclasses.replace(FAST_ENGINE.retry, attempts_per_item=40))
@@ -63,8 +66,11 @@ async def test_connection_resets_are_retried(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 3)
-    faults(emulator, FaultRule(match="PUT s3", probability=0.4, reset="request"),
-           FaultRule(match="GET api", probability=0.3, reset="response"))
+    faults(
+        emulator,
+        FaultRule(match="PUT s3", probability=0.4, reset="request"),
+        FaultRule(match="GET api", probability=0.3, reset="response"),
+    )
     outcome = await run_job(write_job(tmp_path, emulator), emulator)
     assert outcome.failed == [] and outcome.done == 3 and outcome.stats.retries > 0
     faults(emulator)
@@ -86,9 +92,12 @@ async def test_a_create_whose_answer_was_lost_is_adopted_not_duplicated(
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 3)
     # The server creates the display set (and the upload), then the gateway loses the answer.
-    faults(emulator, FaultRule(match="POST /api/v1/reader-studies/display-sets/", status=502, phase="after", times=2),
-           FaultRule(match="POST /api/v1/uploads/", status=502, phase="after", times=2),
-           FaultRule(match="PATCH */complete-multipart-upload/", status=502, phase="after", times=2))
+    faults(
+        emulator,
+        FaultRule(match="POST /api/v1/reader-studies/display-sets/", status=502, phase="after", times=2),
+        FaultRule(match="POST /api/v1/uploads/", status=502, phase="after", times=2),
+        FaultRule(match="PATCH */complete-multipart-upload/", status=502, phase="after", times=2),
+    )
     outcome = await run_job(write_job(tmp_path, emulator), emulator)
     assert outcome.failed == [] and outcome.done == 3
     assert one_display_set_per_title(emulator)

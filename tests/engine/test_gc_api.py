@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title
 from gcbulk.engine.gc.errors import (
@@ -17,7 +18,6 @@ from gcbulk.engine.gc.errors import (
 )
 from gcbulk.engine.gc.uploads_api import UploadRef
 from gcbulk.engine.upload.s3_parts import PartSpec, PresignedUrls, put_part, upload_part
-
 from tests.engine.conftest import FAST_RETRIES
 
 MIB = 1024 * 1024
@@ -25,7 +25,9 @@ MIB = 1024 * 1024
 
 async def test_client_repr_and_errors_never_show_the_token(emulator: RunningEmulator) -> None:
     async with GrandChallengeClient(
-        base_url=emulator.base_url, token="Bearer not-a-real-token-123", ca_file=emulator.ca_file,
+        base_url=emulator.base_url,
+        token="Bearer not-a-real-token-123",
+        ca_file=emulator.ca_file,
         retry_policy=FAST_RETRIES,
     ) as gc:
         assert "not-a-real-token-123" not in repr(gc)
@@ -128,7 +130,13 @@ async def test_an_expired_presigned_url_is_refused_and_signed_again(
     progress: list[int] = []
     retries: list[object] = []
     etag = await upload_part(
-        client.session, urls, PartSpec(2, 0, len(data)), data, md5, policy=FAST_RETRIES, progress=progress.append,
+        client.session,
+        urls,
+        PartSpec(2, 0, len(data)),
+        data,
+        md5,
+        policy=FAST_RETRIES,
+        progress=progress.append,
         on_retry=lambda *a: retries.append(a),
     )
     assert etag == f'"{md5}"'
@@ -164,8 +172,9 @@ async def test_iterate_all_pages_by_offset_when_the_server_sends_no_next() -> No
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        async with GrandChallengeClient(base_url=f"http://127.0.0.1:{port}/api/v1/", token="t",
-                                        retry_policy=FAST_RETRIES) as gc:
+        async with GrandChallengeClient(
+            base_url=f"http://127.0.0.1:{port}/api/v1/", token="t", retry_policy=FAST_RETRIES
+        ) as gc:
             got = [item["pk"] async for item in gc.iterate_all("things/", page_size=2)]
     finally:
         await runner.cleanup()
@@ -173,7 +182,11 @@ async def test_iterate_all_pages_by_offset_when_the_server_sends_no_next() -> No
 
 
 async def test_a_reader_who_may_not_add_display_sets_gets_a_configuration_error(emulator: RunningEmulator) -> None:
-    async with GrandChallengeClient(base_url=emulator.base_url, token=emulator.tokens["reader1"],
-                                    ca_file=emulator.ca_file, retry_policy=FAST_RETRIES) as reader:
+    async with GrandChallengeClient(
+        base_url=emulator.base_url,
+        token=emulator.tokens["reader1"],
+        ca_file=emulator.ca_file,
+        retry_policy=FAST_RETRIES,
+    ) as reader:
         with pytest.raises(ConfigurationError, match="make the user an editor of the study"):
             await reader.create_display_set("example-study", "patient-1")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import anyio
 import pytest
+
+from gcbulk.emulator.context import SCHEMAS, EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
-from gcbulk.emulator.context import SCHEMAS, EmulatorConfig
 from gcbulk.engine.jobfile import load_job
 from gcbulk.state.ledger import Ledger, default_ledger_path
-
 from tests.engine.conftest import (
     FAST_ENGINE,
     make_tutorial_tree,
@@ -91,8 +91,10 @@ async def test_each_image_is_sent_as_one_upload_session_aimed_at_its_display_set
     assert requests.get("POST api:/api/v1/cases/upload-sessions/", 0) == 4
     assert not [name for name in requests if name.startswith("PATCH api:/api/v1/reader-studies/display-sets/")]
     assert requests.get(SESSION_LIST, 0) == 0
-    targets = sorted((s.target_display_set_pk is not None, s.target_socket_slug)
-                     for s in emulator.context.store.upload_sessions.values())
+    targets = sorted(
+        (s.target_display_set_pk is not None, s.target_socket_slug)
+        for s in emulator.context.store.upload_sessions.values()
+    )
     assert targets == [(True, "airway-segmentation")] * 2 + [(True, "ct-image")] * 2
     for display_set in (await study_display_sets(client)).values():
         assert all(value["image"] for value in values_by_socket(display_set).values())
@@ -104,8 +106,9 @@ async def test_a_lost_answer_to_an_aimed_session_is_looked_up_and_never_imports_
     from gcbulk.emulator.faults import FaultRule
 
     # The server makes the first session, then its answer is lost (a 502 from a proxy after the server acted).
-    emulator.context.faults.replace([FaultRule(match="POST /api/v1/cases/upload-sessions/", status=502,
-                                               phase="after", times=1)])
+    emulator.context.faults.replace(
+        [FaultRule(match="POST /api/v1/cases/upload-sessions/", status=502, phase="after", times=1)]
+    )
     make_tutorial_tree(tmp_path / "cases", 1)
     with anyio.fail_after(BOUND):
         outcome = await run_job(write_job(tmp_path, emulator), emulator)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+
 from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
@@ -18,7 +19,6 @@ from gcbulk.engine.service.progress import EventLog
 from gcbulk.engine.upload import import_wait
 from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
 from gcbulk.state.ledger import default_ledger_path
-
 from tests.engine.conftest import FAST_ENGINE, load_and_plan, make_tutorial_tree, run_job, write_job
 from tests.engine.test_faults import assert_all_imported
 
@@ -45,8 +45,11 @@ def voices(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def display_set_polls(emulator: RunningEmulator) -> int:
-    return sum(count for route, count in emulator.context.counters.requests.items()
-               if route.startswith("GET api:/api/v1/reader-studies/display-sets/{"))
+    return sum(
+        count
+        for route, count in emulator.context.counters.requests.items()
+        if route.startswith("GET api:/api/v1/reader-studies/display-sets/{")
+    )
 
 
 async def only_display_set_pk(client: GrandChallengeClient) -> str:
@@ -57,7 +60,10 @@ async def only_display_set_pk(client: GrandChallengeClient) -> str:
 
 
 async def test_one_long_pause_before_the_first_poll_says_which_case_waits_for_the_import_of_what(
-    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    emulator: RunningEmulator,
+    client: GrandChallengeClient,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 1)
     config = dataclasses.replace(LONG_PAUSE, stagger_image_values=False)  # both images sent in one PATCH
@@ -68,12 +74,17 @@ async def test_one_long_pause_before_the_first_poll_says_which_case_waits_for_th
     display_set = await only_display_set_pk(client)
     heard = [line for line in voices(caplog) if line.startswith("patient1 waits")]
     assert heard, voices(caplog)
-    assert all("s so far for the server's import of ct-image, airway-segmentation into display set "
-               f"{display_set}" in line for line in heard)
+    assert all(
+        f"s so far for the server's import of ct-image, airway-segmentation into display set {display_set}" in line
+        for line in heard
+    )
 
 
 async def test_the_pause_between_two_staggered_images_says_which_import_holds_the_next_image_back(
-    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    emulator: RunningEmulator,
+    client: GrandChallengeClient,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 1)
     config = dataclasses.replace(LONG_PAUSE, stagger_image_values=True)
@@ -81,12 +92,18 @@ async def test_the_pause_between_two_staggered_images_says_which_import_holds_th
         outcome = await run_job(write_job(tmp_path, emulator), emulator, config)
     assert outcome.failed == [] and outcome.done == 1
     display_set = await only_display_set_pk(client)
-    assert any(line.startswith("patient1 waits") and f"for the server's import of ct-image into display set "
-               f"{display_set} before sending its next image" in line for line in voices(caplog)), voices(caplog)
+    assert any(
+        line.startswith("patient1 waits")
+        and f"for the server's import of ct-image into display set {display_set} before sending its next image" in line
+        for line in voices(caplog)
+    ), voices(caplog)
 
 
 async def test_a_stop_in_the_middle_of_a_long_import_pause_ends_the_run_and_the_resume_finishes_the_case(
-    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    emulator: RunningEmulator,
+    client: GrandChallengeClient,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 1)
     job_file = write_job(tmp_path, emulator)
@@ -96,8 +113,9 @@ async def test_a_stop_in_the_middle_of_a_long_import_pause_ends_the_run_and_the_
     # A pause far past the bound: only the stop can end it in time.
     endless_pause = dataclasses.replace(FAST_ENGINE, stagger_image_values=False, poll_initial_seconds=10 * BOUND)
     async with LedgerRunner(default_ledger_path(job.job_file), job.binding) as runner:
-        engine = TransferEngine(client=client, journal=Journal(runner, events), reader_study_slug=job.reader_study,
-                                config=endless_pause)
+        engine = TransferEngine(
+            client=client, journal=Journal(runner, events), reader_study_slug=job.reader_study, config=endless_pause
+        )
 
         async def run() -> None:
             outcome.append(await engine.run())

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import Interrupted
 from gcbulk.engine.gc.pacer import AdaptiveLimiter, api_policy, import_policy
@@ -19,7 +20,6 @@ from gcbulk.engine.upload.leases import CaseLeases
 from gcbulk.engine.upload.orphans import abort_orphan_uploads
 from gcbulk.engine.upload.server_limits import CountingGate, GateWaitTimeout, ImportPacer
 from gcbulk.engine.upload.shared_limits import SharedGate, share_latency_floors, with_shared_floors
-
 from tests.pg_server import PgServer
 from tests.state.conftest import BINDING, planned_case, record
 
@@ -37,8 +37,13 @@ async def two_workers(pg_server: PgServer, tmp_path: Path) -> AsyncIterator[tupl
 
 
 def gate(journal: Journal, worker: str, *, ceiling: int = 10, wait_timeout: float | None = None) -> SharedGate:
-    return SharedGate(CountingGate(ceiling, name="live uploads"), journal, worker_id=worker, lease_seconds=LEASE,
-                      wait_timeout=wait_timeout)
+    return SharedGate(
+        CountingGate(ceiling, name="live uploads"),
+        journal,
+        worker_id=worker,
+        lease_seconds=LEASE,
+        wait_timeout=wait_timeout,
+    )
 
 
 async def test_a_reservation_waits_for_the_other_workers_release(two_workers: tuple[Journal, Journal]) -> None:
@@ -58,11 +63,15 @@ async def test_a_reservation_waits_for_the_other_workers_release(two_workers: tu
         with anyio.fail_after(5):
             await taken.wait()
     assert await two_workers[0].read("shared_units", "live uploads", lease_seconds=LEASE) == {
-        "external": 0, "w1": 6, "w2": 3}
+        "external": 0,
+        "w1": 6,
+        "w2": 3,
+    }
 
 
 async def test_units_still_waiting_for_room_never_block_a_request_that_fits(
-        two_workers: tuple[Journal, Journal]) -> None:
+    two_workers: tuple[Journal, Journal],
+) -> None:
     first, second = gate(two_workers[0], "w1"), gate(two_workers[1], "w2")
     await second.acquire(5)
     async with anyio.create_task_group() as group:
@@ -72,17 +81,23 @@ async def test_units_still_waiting_for_room_never_block_a_request_that_fits(
             assert await first.acquire(4) == 4, "5 + 4 fits: the 6 still waiting hold no room"
         await second.release(5)  # now the 6 fit too
     assert await two_workers[0].read("shared_units", "live uploads", lease_seconds=LEASE) == {
-        "external": 0, "w1": 10, "w2": 0}
+        "external": 0,
+        "w1": 10,
+        "w2": 0,
+    }
 
 
 async def test_a_wait_under_a_shared_limit_ends_on_stop_and_at_its_deadline(
-        two_workers: tuple[Journal, Journal]) -> None:
+    two_workers: tuple[Journal, Journal],
+) -> None:
     await gate(two_workers[0], "w1").acquire(10)
     stopped = gate(two_workers[1], "w2")
     async with anyio.create_task_group() as group:
+
         async def stop_soon() -> None:
             await anyio.sleep(0.3)
             stopped.stop()
+
         group.start_soon(stop_soon)
         with pytest.raises(Interrupted):
             await stopped.acquire(1)
@@ -92,7 +107,8 @@ async def test_a_wait_under_a_shared_limit_ends_on_stop_and_at_its_deadline(
 
 
 async def test_a_heartbeat_cancels_work_on_a_case_another_worker_took_over(
-        two_workers: tuple[Journal, Journal], pg_server: PgServer) -> None:
+    two_workers: tuple[Journal, Journal], pg_server: PgServer
+) -> None:
     first, second = two_workers
     await first.runner.run(lambda ledger: record(ledger, [planned_case("p1")]))
     leases = CaseLeases(first, "w1", lease_seconds=LEASE, heartbeat_seconds=LEASE / 3)
@@ -120,25 +136,38 @@ def test_a_worker_learns_against_the_lowest_floor_the_live_workers_measured() ->
 
 
 async def test_a_worker_joining_a_loaded_server_starts_from_the_others_floors_and_without_a_slow_start(
-        two_workers: tuple[Journal, Journal]) -> None:
+    two_workers: tuple[Journal, Journal],
+) -> None:
     """Slow start grows the limit by one per answer: right for a worker alone, an overshoot for one whose
     colleagues already keep the server busy (every worker's requests would queue behind its burst)."""
     first, second = two_workers
-    await first.runner.call("heartbeat", "w1", lease_seconds=LEASE, running=[], api_limit=3, imports_limit=8,
-                            progress={"api_floors": {"POST uploads/": 0.06}, "import_floors": {}})
+    await first.runner.call(
+        "heartbeat",
+        "w1",
+        lease_seconds=LEASE,
+        running=[],
+        api_limit=3,
+        imports_limit=8,
+        progress={"api_floors": {"POST uploads/": 0.06}, "import_floors": {}},
+    )
     pacer = ImportPacer(CountingGate(16, name="imports in flight"), import_policy(16))
     joining = AdaptiveLimiter(api_policy(16))
     share_latency_floors(joining, pacer, "w2", await second.read("workers_view", lease_seconds=LEASE))
     assert joining.state.floors == {"POST uploads/": 0.06}
     assert not joining.state.slow_start
     alone = AdaptiveLimiter(api_policy(16))
-    share_latency_floors(alone, pacer, "w1", [row for row in await first.read("workers_view", lease_seconds=LEASE)
-                                              if row.worker_id == "w1"])
+    share_latency_floors(
+        alone,
+        pacer,
+        "w1",
+        [row for row in await first.read("workers_view", lease_seconds=LEASE) if row.worker_id == "w1"],
+    )
     assert alone.state.slow_start, "a worker alone keeps its slow start"
 
 
 async def test_a_lost_create_waits_while_another_worker_has_a_create_of_that_filename_on_the_wire(
-        two_workers: tuple[Journal, Journal], client: GrandChallengeClient) -> None:
+    two_workers: tuple[Journal, Journal], client: GrandChallengeClient
+) -> None:
     first, second = two_workers
     await first.runner.run(lambda ledger: record(ledger, [planned_case("p1"), planned_case("p2")]))
 

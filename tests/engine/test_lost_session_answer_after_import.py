@@ -15,10 +15,10 @@ from pathlib import Path
 
 import anyio
 import pytest
+
 from gcbulk.emulator.faults import FaultRule
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.retry import RetryPolicy
-
 from tests.engine.conftest import FAST_ENGINE, make_tutorial_tree, run_job, write_job
 from tests.imaging import make_mask
 
@@ -31,10 +31,10 @@ class _SlowFirstRetry(RetryPolicy):
         return 3.0  # longer than the import takes, even on a loaded machine
 
 
-async def test_a_lost_session_answer_found_after_its_import_finished(tmp_path: Path,
-                                                                    emulator: RunningEmulator) -> None:
-    emulator.context.faults.replace([FaultRule(match="POST /api/v1/cases/upload-sessions/", status=502,
-                                               phase="after", times=1)])
+async def test_a_lost_session_answer_found_after_its_import_finished(tmp_path: Path, emulator: RunningEmulator) -> None:
+    emulator.context.faults.replace(
+        [FaultRule(match="POST /api/v1/cases/upload-sessions/", status=502, phase="after", times=1)]
+    )
     make_tutorial_tree(tmp_path / "cases", 1)
     config = dataclasses.replace(FAST_ENGINE, retry=_SlowFirstRetry(**dataclasses.asdict(FAST_ENGINE.retry)))
     with anyio.fail_after(60):
@@ -45,7 +45,8 @@ async def test_a_lost_session_answer_found_after_its_import_finished(tmp_path: P
 
 
 async def test_a_lost_session_answer_whose_import_failed_fails_its_case_with_what_is_known(
-        tmp_path: Path, emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The refused segmentation's session consumed its uploads and linked nothing: after a bounded wait for the
     image the case fails, saying the answer was lost and how to send the files again — never a 400 from a resend,
     and never a hang."""
@@ -55,8 +56,9 @@ async def test_a_lost_session_answer_whose_import_failed_fails_its_case_with_wha
     cases = make_tutorial_tree(tmp_path / "cases", 1)
     make_mask(cases / "patient1" / "seg.mha", values=(0, 3))  # refused by the server's import
     # The CT goes first and stays whole; the segmentation's session is the lost one (the fault fires once, on it).
-    emulator.context.faults.replace([FaultRule(match="POST /api/v1/cases/upload-sessions/", status=502,
-                                               phase="after", times=1, skip=1)])
+    emulator.context.faults.replace(
+        [FaultRule(match="POST /api/v1/cases/upload-sessions/", status=502, phase="after", times=1, skip=1)]
+    )
     config = dataclasses.replace(FAST_ENGINE, retry=_SlowFirstRetry(**dataclasses.asdict(FAST_ENGINE.retry)))
     with anyio.fail_after(60):
         outcome = await run_job(write_job(tmp_path, emulator), emulator, config)

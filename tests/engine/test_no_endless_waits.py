@@ -8,7 +8,9 @@ import logging
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
+
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import Interrupted
@@ -17,7 +19,6 @@ from gcbulk.engine.service.progress import EventLog
 from gcbulk.engine.upload.server_limits import CountingGate, GateWaitTimeout
 from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
 from gcbulk.state.ledger import default_ledger_path
-
 from tests.engine.conftest import FAST_ENGINE, load_and_plan, make_tutorial_tree, run_job, write_job
 from tests.engine.test_faults import assert_all_imported
 
@@ -25,6 +26,7 @@ BOUND = 60  # seconds: a test that would have hung fails here instead
 
 
 # ---- the gate itself ------------------------------------------------------------------------------------------------
+
 
 async def test_a_release_from_a_cleanup_path_wakes_the_waiting_case() -> None:
     gate = CountingGate(1, held=1, name="live uploads")
@@ -37,7 +39,7 @@ async def test_a_release_from_a_cleanup_path_wakes_the_waiting_case() -> None:
         async with anyio.create_task_group() as group:
             group.start_soon(waiter)
             while gate.waiting == 0:
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
             gate.release_nowait(1)  # synchronous, as a cancelled task's cleanup does it
     assert taken == [1] and gate.held == 1
 
@@ -59,8 +61,9 @@ async def test_a_long_wait_says_what_it_waits_for_and_rereads_the_servers_count(
     async def server_count() -> int:
         return next(counts)
 
-    gate = CountingGate(10, held=10, name="live uploads", why="the server's cap", recount=server_count,
-                        voice_seconds=0.01)
+    gate = CountingGate(
+        10, held=10, name="live uploads", why="the server's cap", recount=server_count, voice_seconds=0.01
+    )
     with caplog.at_level(logging.INFO, logger="gcbulk.waits"), anyio.fail_after(BOUND):
         await gate.acquire(2, who="patient1")
     assert gate.held == 6
@@ -71,8 +74,10 @@ async def test_a_long_wait_says_what_it_waits_for_and_rereads_the_servers_count(
 
 async def test_a_wait_that_cannot_succeed_ends_with_a_reason_naming_the_limit() -> None:
     gate = CountingGate(1, held=1, name="live uploads", wait_timeout=0.05)
-    with anyio.fail_after(BOUND), pytest.raises(GateWaitTimeout, match="patient1: no room for 1 under the live "
-                                                                       "uploads limit of 1"):
+    with (
+        anyio.fail_after(BOUND),
+        pytest.raises(GateWaitTimeout, match="patient1: no room for 1 under the live uploads limit of 1"),
+    ):
         await gate.acquire(1, who="patient1")
     assert gate.waiting == 0
 
@@ -92,7 +97,7 @@ async def test_a_stop_wakes_every_waiter_and_takes_no_slot() -> None:
             group.start_soon(waiter)
             group.start_soon(waiter)
             while gate.waiting < 2:
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
             gate.stop()
     assert len(stopped) == 2 and gate.held == 1
     gate.release_nowait(1)
@@ -102,6 +107,7 @@ async def test_a_stop_wakes_every_waiter_and_takes_no_slot() -> None:
 
 # ---- whole runs against the emulator ----------------------------------------------------------------------------
 
+
 async def test_cases_with_more_files_than_the_live_upload_ceiling_finish(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
@@ -109,8 +115,9 @@ async def test_cases_with_more_files_than_the_live_upload_ceiling_finish(
     # which waited for the second file: the run hung.
     make_tutorial_tree(tmp_path / "cases", 3)
     with anyio.fail_after(BOUND):
-        outcome = await run_job(write_job(tmp_path, emulator), emulator,
-                                dataclasses.replace(FAST_ENGINE, live_upload_ceiling=1))
+        outcome = await run_job(
+            write_job(tmp_path, emulator), emulator, dataclasses.replace(FAST_ENGINE, live_upload_ceiling=1)
+        )
     assert outcome.failed == [] and outcome.done == 3
     await assert_all_imported(client)
 
@@ -120,8 +127,9 @@ async def test_one_import_in_flight_still_imports_a_case_with_two_images(
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 3)
     with anyio.fail_after(BOUND):
-        outcome = await run_job(write_job(tmp_path, emulator), emulator,
-                                dataclasses.replace(FAST_ENGINE, imports_in_flight=1))
+        outcome = await run_job(
+            write_job(tmp_path, emulator), emulator, dataclasses.replace(FAST_ENGINE, imports_in_flight=1)
+        )
     assert outcome.failed == [] and outcome.done == 3
     await assert_all_imported(client)
 
@@ -154,8 +162,12 @@ async def test_a_stop_while_cases_wait_for_a_slot_ends_the_run_at_once_and_creat
     events = EventLog(tmp_path / "events.jsonl")
     outcome: list[RunOutcome] = []
     async with LedgerRunner(default_ledger_path(job.job_file), job.binding) as runner:
-        engine = TransferEngine(client=client, journal=Journal(runner, events), reader_study_slug=job.reader_study,
-                                config=dataclasses.replace(FAST_ENGINE, live_upload_ceiling=2))
+        engine = TransferEngine(
+            client=client,
+            journal=Journal(runner, events),
+            reader_study_slug=job.reader_study,
+            config=dataclasses.replace(FAST_ENGINE, live_upload_ceiling=2),
+        )
 
         async def run() -> None:
             outcome.append(await engine.run())

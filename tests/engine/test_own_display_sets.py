@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+
 from gcbulk.emulator.admin_answers import seed_answers
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
@@ -17,7 +18,6 @@ from gcbulk.engine.service.journal import Journal, LedgerRunner
 from gcbulk.engine.service.progress import EventLog
 from gcbulk.engine.upload.transfer import TransferEngine
 from gcbulk.state.ledger import default_ledger_path
-
 from tests.engine.conftest import (
     FAST_ENGINE,
     load_and_plan,
@@ -57,8 +57,9 @@ async def test_with_the_opt_in_missing_values_are_added_and_a_display_set_with_a
     await seed_answers(emulator.context, "example-study", creators=["reader1"], display_set_pks=[answered["pk"]])
     make_tutorial_tree(tmp_path / "cases", 3)
     with anyio.fail_after(BOUND):
-        outcome = await run_job(write_job(tmp_path, emulator), emulator,
-                                dataclasses.replace(FAST_ENGINE, adopt_existing=True))
+        outcome = await run_job(
+            write_job(tmp_path, emulator), emulator, dataclasses.replace(FAST_ENGINE, adopt_existing=True)
+        )
     assert outcome.done == 2 and [title for title, _ in outcome.failed] == ["patient2"]
     assert "already has answers" in outcome.failed[0][1]
     display_sets = await study_display_sets(client)
@@ -74,10 +75,15 @@ async def test_a_readers_token_is_refused_before_any_file_is_uploaded(
     job = load_and_plan(write_job(tmp_path, emulator))
     events = EventLog(tmp_path / "events.jsonl")
     async with LedgerRunner(default_ledger_path(job.job_file), job.binding) as runner:
-        async with GrandChallengeClient(base_url=emulator.base_url, token=emulator.tokens["reader1"],
-                                        ca_file=emulator.ca_file, retry_policy=FAST_ENGINE.retry) as reader:
-            engine = TransferEngine(client=reader, journal=Journal(runner, events), reader_study_slug=job.reader_study,
-                                    config=FAST_ENGINE)
+        async with GrandChallengeClient(
+            base_url=emulator.base_url,
+            token=emulator.tokens["reader1"],
+            ca_file=emulator.ca_file,
+            retry_policy=FAST_ENGINE.retry,
+        ) as reader:
+            engine = TransferEngine(
+                client=reader, journal=Journal(runner, events), reader_study_slug=job.reader_study, config=FAST_ENGINE
+            )
             with anyio.fail_after(BOUND), pytest.raises(ConfigurationError, match="must be an editor"):
                 await engine.run()
     events.close()
@@ -87,7 +93,9 @@ async def test_a_readers_token_is_refused_before_any_file_is_uploaded(
 
 
 def test_gcbulk_plan_with_a_readers_token_says_the_user_must_be_an_editor(
-    tmp_path: Path, threaded_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    threaded_emulator: RunningEmulator,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from gcbulk.engine.cli import main

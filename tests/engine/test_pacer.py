@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import anyio
+import anyio.lowlevel
 import pytest
+
 from gcbulk.engine.gc.pacer import AdaptiveLimiter, AimdPolicy, case_rank, request_rank
 
 POLICY = AimdPolicy(minimum=1, maximum=16, initial=2, tolerance=2.0, backoff=0.5, window=50)
@@ -97,7 +99,7 @@ async def test_the_limiter_holds_requests_beyond_its_limit_until_a_slot_frees() 
             while limiter.in_flight < 3:
                 await anyio.sleep(0.001)
             for _ in range(20):  # the other 17 stay queued, however often the loop turns
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
             assert limiter.in_flight == 3
             release.set()
     assert peak <= 8 and limiter.in_flight == 0
@@ -176,8 +178,13 @@ async def test_queued_requests_are_served_in_the_order_of_their_cases_not_of_the
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(holder)
             await anyio.sleep(0.01)
-            for name, rank in [("case 9", case_rank(9)), ("case 2", case_rank(2)), ("the run's", None),
-                               ("case 5", case_rank(5)), ("case 2 again", case_rank(2))]:
+            for name, rank in [
+                ("case 9", case_rank(9)),
+                ("case 2", case_rank(2)),
+                ("the run's", None),
+                ("case 5", case_rank(5)),
+                ("case 2 again", case_rank(2)),
+            ]:
                 tasks.start_soon(request, name, rank)
                 await anyio.sleep(0.01)
             assert limiter.waiting == 5

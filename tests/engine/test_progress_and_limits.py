@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 import anyio
+import anyio.lowlevel
 import pytest
+
 from gcbulk.engine.gc.pacer import api_policy, import_policy
 from gcbulk.engine.service.progress import EventLog, TransferStats, format_progress_line
 from gcbulk.engine.upload.crashpoints import POINTS, _parse
@@ -73,10 +75,10 @@ async def test_a_gate_takes_several_units_at_once_or_waits() -> None:
 
     async with anyio.create_task_group() as group:
         group.start_soon(wants_two)
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         order.append("releasing")
         await gate.release(1)
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         assert order == ["releasing"]  # one free unit is not enough for a request of two
         await gate.release(1)
     assert order == ["releasing", "got two"] and gate.held == 3
@@ -93,7 +95,7 @@ async def test_a_request_larger_than_the_ceiling_waits_until_it_is_alone_then_ta
         async with anyio.create_task_group() as group:
             group.start_soon(wants_five)
             while gate.waiting == 0:
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
             assert taken == []  # another holder: not alone yet
             await gate.release(1)
     assert taken == [5] and gate.held == 5  # over the ceiling until released: a case is never its own obstacle
@@ -123,8 +125,9 @@ def test_crash_points_are_parsed_and_checked() -> None:
 
 def test_the_crash_hook_kills_the_process_at_its_point() -> None:
     code = "from gcbulk.engine.upload.crashpoints import crash_point\ncrash_point('mid-part')\ncrash_point('mid-part')\nprint('x')"
-    result = subprocess.run([sys.executable, "-c", code], env={"GCBULK_CRASH_AT": "mid-part:2", "PATH": ""},
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env={"GCBULK_CRASH_AT": "mid-part:2", "PATH": ""}, capture_output=True, text=True
+    )
     assert result.returncode == -9 and result.stdout == ""
 
 
@@ -152,7 +155,7 @@ async def test_a_higher_ceiling_lets_a_waiting_case_in_at_once() -> None:
         async with anyio.create_task_group() as group:
             group.start_soon(wants_two)
             while gate.waiting == 0:
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
             gate.set_ceiling(4)  # the import pacer grew the limit: nothing had to be released
     assert taken == [2] and gate.held == 4
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import anyio
 import pytest
+
 from gcbulk.emulator.faults import FaultRule
 from gcbulk.emulator.server import RunningEmulator
-from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.emulator.sweep import sweep_expired_uploads
+from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import UploadNoLongerOpen
 from gcbulk.engine.upload.s3_parts import put_part
 from gcbulk.engine.upload.values_patch import IMAGE, PlannedValue, UploadsGoneBeforeAttach, send_values
-
 from tests.engine.conftest import FAST_ENGINE, FAST_RETRIES, make_tutorial_tree, run_job, write_job
 from tests.engine.test_faults import assert_all_imported, faults, one_display_set_per_title
 
@@ -27,9 +27,12 @@ async def test_500s_on_polls_parts_presigns_and_list_parts_are_retried_and_no_ca
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 3)
-    faults(emulator, FaultRule(match="GET api", probability=0.3, status=500),
-           FaultRule(match="PUT s3", probability=0.3, status=500),  # S3's "500 InternalError": retry it
-           FaultRule(match="PATCH */generate-presigned-urls/", status=500, times=2))
+    faults(
+        emulator,
+        FaultRule(match="GET api", probability=0.3, status=500),
+        FaultRule(match="PUT s3", probability=0.3, status=500),  # S3's "500 InternalError": retry it
+        FaultRule(match="PATCH */generate-presigned-urls/", status=500, times=2),
+    )
     policy = dataclasses.replace(FAST_RETRIES, attempts_per_item=40)
     with anyio.fail_after(BOUND):
         outcome = await run_job(write_job(tmp_path, emulator), emulator, dataclasses.replace(FAST_ENGINE, retry=policy))
@@ -44,8 +47,11 @@ async def test_a_values_patch_answered_500_after_the_server_took_it_is_not_a_fai
     make_tutorial_tree(tmp_path / "cases", 3)
     # The server applies the PATCH, then a 500 takes the answer; the look at the display set is slow enough for the
     # import to finish, so the values are in place when gcbulk looks.
-    faults(emulator, FaultRule(match="PATCH /api/v1/reader-studies/display-sets/*", status=500, phase="after", times=3),
-           FaultRule(match="GET /api/v1/reader-studies/display-sets/*", latency_seconds=0.3, times=3))
+    faults(
+        emulator,
+        FaultRule(match="PATCH /api/v1/reader-studies/display-sets/*", status=500, phase="after", times=3),
+        FaultRule(match="GET /api/v1/reader-studies/display-sets/*", latency_seconds=0.3, times=3),
+    )
     with anyio.fail_after(BOUND):
         outcome = await run_job(write_job(tmp_path, emulator), emulator)
     faults(emulator)
@@ -83,12 +89,21 @@ async def test_values_whose_uploads_were_swept_before_the_patch_fail_with_that_r
     upload = await _completed_upload(client, "ct.mha")
     emulator.context.clock.advance(25 * 3600)  # contract §1: the sweep deletes uploads a day old
     assert sweep_expired_uploads(emulator.context) == [upload["pk"]]
-    planned = [PlannedValue("ct-image", IMAGE, {"interface": "ct-image",
-                                               "user_uploads": [client.upload_url(upload["pk"])]}, (upload["pk"],))]
-    with anyio.fail_after(BOUND), pytest.raises(UploadsGoneBeforeAttach,
-                                                match="ct-image were removed by the server before they were attached"):
-        await send_values(client, display_set["pk"], planned, {"ct-image": IMAGE}, policy=FAST_RETRIES,
-                          what="swept: values PATCH")
+    planned = [
+        PlannedValue(
+            "ct-image",
+            IMAGE,
+            {"interface": "ct-image", "user_uploads": [client.upload_url(upload["pk"])]},
+            (upload["pk"],),
+        )
+    ]
+    with (
+        anyio.fail_after(BOUND),
+        pytest.raises(UploadsGoneBeforeAttach, match="ct-image were removed by the server before they were attached"),
+    ):
+        await send_values(
+            client, display_set["pk"], planned, {"ct-image": IMAGE}, policy=FAST_RETRIES, what="swept: values PATCH"
+        )
 
 
 async def test_list_parts_on_an_upload_the_server_completed_says_so_instead_of_failing_on_500s(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from types import SimpleNamespace
 
 import aiohttp
 import anyio
 import pytest
+
 from gcbulk.engine.gc.errors import (
     ApiError,
     AttemptsExhausted,
@@ -95,7 +96,7 @@ def test_retry_after_seconds_is_honoured() -> None:
 
 
 def test_retry_after_http_date_is_honoured() -> None:
-    now = datetime(2025, 11, 14, 10, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2025, 11, 14, 10, 0, 0, tzinfo=UTC)
     assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now=now) == 30.0
     assert parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now=now) == 0.0
 

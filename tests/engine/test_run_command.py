@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+
 from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.faults import FaultRule
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.upload.crashpoints import ENV_VAR
-
 from tests.engine.conftest import make_tutorial_tree, write_job
 from tests.imaging import make_mask, make_mha, make_truncated_mha
 
@@ -34,8 +34,14 @@ def gcbulk_env(token: str) -> dict[str, str]:
 
 
 def gcbulk(*args: str, token: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gcbulk", *args], env=gcbulk_env(token), capture_output=True,
-                          text=True, timeout=120, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "gcbulk", *args],
+        env=gcbulk_env(token),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
 
 
 def test_a_run_that_completes_exits_0_and_a_second_run_does_nothing(
@@ -68,8 +74,13 @@ def test_failed_cases_are_listed_with_reasons_exit_1_and_retry_failed_finishes_t
     bad = tmp_path / "cases" / "patient2" / "seg.mha"
     make_truncated_mha(bad)  # its header reads, so it passes the plan; the import fails
     # A plain image socket: a segmentation socket's voxels are checked while planning, which would block the case.
-    job = write_job(tmp_path, threaded_emulator, rules=(
-        '[[rules]]\nglob = "ct.mha"\nsocket = "ct-image"\n\n[[rules]]\nglob = "seg.mha"\nsocket = "generic-medical-image"\n'))
+    job = write_job(
+        tmp_path,
+        threaded_emulator,
+        rules=(
+            '[[rules]]\nglob = "ct.mha"\nsocket = "ct-image"\n\n[[rules]]\nglob = "seg.mha"\nsocket = "generic-medical-image"\n'
+        ),
+    )
     token = threaded_emulator.tokens["editor"]
     failed = gcbulk("run", str(job), token=token)
     assert failed.returncode == 1
@@ -118,9 +129,13 @@ def start_slow_run(tmp_path: Path, emulator: RunningEmulator) -> subprocess.Pope
     # Slow parts (2.5 s each), so the drain after a first signal is still going when a second one comes.
     emulator.context.faults.replace([FaultRule(match="PUT s3", bandwidth_bytes_per_second=2 * 1024**2)])
     job = write_job(tmp_path, emulator, engine='part_size = "5 MiB"\nparts_in_flight = 2\n')
-    return subprocess.Popen([sys.executable, "-m", "gcbulk", "run", str(job), "--drain", "60",
-                             "--progress-interval", "0.2"],
-                            env=gcbulk_env(emulator.tokens["editor"]), stderr=subprocess.PIPE, text=True, cwd=REPO)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gcbulk", "run", str(job), "--drain", "60", "--progress-interval", "0.2"],
+        env=gcbulk_env(emulator.tokens["editor"]),
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
 
 
 def wait_for_a_hanging_part(emulator: RunningEmulator, deadline_seconds: float = 30.0) -> None:
@@ -155,7 +170,7 @@ def test_the_first_signal_drains_in_flight_parts_and_exits_0(
     _, stderr = process.communicate(timeout=90)
     assert process.returncode == 0, stderr
     events = [json.loads(line)["event"] for line in (tmp_path / "job.events.jsonl").read_text().splitlines()]
-    after_stop = events[events.index("stop_requested"):]
+    after_stop = events[events.index("stop_requested") :]
     assert "part_sent" in after_stop, "the part on the wire at the signal finished and was recorded"
     assert "upload_creating" not in after_stop and "display_set_creating" not in after_stop  # nothing new
     assert "starting nothing new" in stderr and "run it again to resume" in stderr

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+
 from gcbulk.engine.gc.errors import SourceFileChanged
 from gcbulk.engine.gc.uploads_api import UploadRef
 from gcbulk.engine.upload.s3_parts import (
@@ -54,8 +55,11 @@ async def test_a_refused_url_is_signed_again_alone() -> None:
 
 
 def test_parts_cover_the_file_with_a_short_last_part() -> None:
-    assert part_specs(11 * MIB, 5 * MIB) == [PartSpec(1, 0, 5 * MIB), PartSpec(2, 5 * MIB, 5 * MIB),
-                                              PartSpec(3, 10 * MIB, MIB)]
+    assert part_specs(11 * MIB, 5 * MIB) == [
+        PartSpec(1, 0, 5 * MIB),
+        PartSpec(2, 5 * MIB, 5 * MIB),
+        PartSpec(3, 10 * MIB, MIB),
+    ]
     assert part_specs(0, 5 * MIB) == [PartSpec(1, 0, 0)]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+
 from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.faults import FaultRule
 from gcbulk.emulator.server import RunningEmulator, run_emulator
@@ -20,7 +21,6 @@ from gcbulk.engine.service.progress import EventLog
 from gcbulk.engine.upload.reconcile import read_study
 from gcbulk.engine.upload.transfer import TransferEngine
 from gcbulk.state.ledger import Ledger, default_ledger_path
-
 from tests.engine.conftest import (
     FAST_ENGINE,
     load_and_plan,
@@ -94,8 +94,9 @@ async def test_a_server_restarted_empty_gets_every_case_again(tmp_path: Path) ->
         with anyio.fail_after(BOUND):
             outcome = await run_job(job_file, restarted)
         assert len(outcome.requeued) == 3 and outcome.done == 3 and not outcome.failed
-        async with GrandChallengeClient(base_url=restarted.base_url, token=restarted.tokens["editor"],
-                                        ca_file=restarted.ca_file) as client:
+        async with GrandChallengeClient(
+            base_url=restarted.base_url, token=restarted.tokens["editor"], ca_file=restarted.ca_file
+        ) as client:
             on_server = await study_display_sets(client)
     assert sorted(on_server) == ["patient1", "patient2", "patient3"]
     assert all(_complete(ds) for ds in on_server.values())
@@ -113,8 +114,10 @@ async def test_a_stored_display_set_pk_that_answers_404_leads_to_a_new_display_s
     make_tutorial_tree(tmp_path / "cases", 1)
     job_file = write_job(tmp_path, emulator)
     # The image's session is refused, and so is the values PATCH it then falls back to: the case fails.
-    refuse = [FaultRule(match="POST /api/v1/cases/upload-sessions/", status=400, times=1),
-              FaultRule(match="PATCH /api/v1/reader-studies/display-sets/*", status=400, times=1)]
+    refuse = [
+        FaultRule(match="POST /api/v1/cases/upload-sessions/", status=400, times=1),
+        FaultRule(match="PATCH /api/v1/reader-studies/display-sets/*", status=400, times=1),
+    ]
     emulator.context.faults.replace(refuse)
     with anyio.fail_after(BOUND):
         first = await run_job(job_file, emulator)
@@ -127,8 +130,13 @@ async def test_a_stored_display_set_pk_that_answers_404_leads_to_a_new_display_s
             ledger.requeue_failed_cases()
         events = EventLog(tmp_path / "events.jsonl")
         async with LedgerRunner(default_ledger_path(job.job_file), job.binding) as runner:
-            engine = TransferEngine(client=client, journal=Journal(runner, events), reader_study_slug="example-study",
-                                    config=FAST_ENGINE, study=study_before)
+            engine = TransferEngine(
+                client=client,
+                journal=Journal(runner, events),
+                reader_study_slug="example-study",
+                config=FAST_ENGINE,
+                study=study_before,
+            )
             outcome = await engine.run()
         events.close()
     assert outcome.done == 1 and not outcome.failed
@@ -145,15 +153,19 @@ async def test_display_sets_are_created_in_natural_folder_order_above_the_study_
     job_file = write_job(tmp_path, emulator)
     with anyio.fail_after(BOUND):
         assert (await run_job(job_file, emulator, dataclasses.replace(FAST_ENGINE, cases_in_flight=12))).done == 12
-    orders = {title: ds["order"] for title, ds in (await study_display_sets(client)).items()
-              if title != "someone else's"}
+    orders = {
+        title: ds["order"] for title, ds in (await study_display_sets(client)).items() if title != "someone else's"
+    }
     by_order = sorted(orders, key=orders.__getitem__)
     assert by_order == [f"patient{n}" for n in range(1, 13)]  # patient2 before patient10
     assert len(set(orders.values())) == 12 and min(orders.values()) > foreign["order"]
 
 
-@pytest.mark.parametrize("emulator_config", [{"fault_rules": (
-    FaultRule(match="POST /api/v1/uploads/", status=502, phase="after", times=2),)}], indirect=True)
+@pytest.mark.parametrize(
+    "emulator_config",
+    [{"fault_rules": (FaultRule(match="POST /api/v1/uploads/", status=502, phase="after", times=2),)}],
+    indirect=True,
+)
 async def test_uploads_whose_create_answer_was_lost_are_aborted_by_the_run(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
@@ -168,7 +180,9 @@ async def test_uploads_whose_create_answer_was_lost_are_aborted_by_the_run(
 
 
 def test_gcbulk_verify_requeues_what_the_server_lost_and_exits_1_until_it_is_sent_again(
-    tmp_path: Path, threaded_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    threaded_emulator: RunningEmulator,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", threaded_emulator.tokens["editor"])
@@ -193,7 +207,9 @@ def test_gcbulk_verify_requeues_what_the_server_lost_and_exits_1_until_it_is_sen
 
 
 def test_status_shows_the_servers_upload_count_next_to_the_ledgers(
-    tmp_path: Path, threaded_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    threaded_emulator: RunningEmulator,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", threaded_emulator.tokens["editor"])
@@ -201,12 +217,16 @@ def test_status_shows_the_servers_upload_count_next_to_the_ledgers(
     job_file = write_job(tmp_path, threaded_emulator)
     assert main(["plan", str(job_file)]) == 0
     with anyio.from_thread.start_blocking_portal() as portal:
+
         async def someone_elses_uploads() -> None:
-            async with GrandChallengeClient(base_url=threaded_emulator.base_url,
-                                            token=threaded_emulator.tokens["editor"],
-                                            ca_file=threaded_emulator.ca_file) as other:
+            async with GrandChallengeClient(
+                base_url=threaded_emulator.base_url,
+                token=threaded_emulator.tokens["editor"],
+                ca_file=threaded_emulator.ca_file,
+            ) as other:
                 for n in range(3):
                     await other.create_upload(f"other{n}.mha")
+
         portal.call(someone_elses_uploads)
     capsys.readouterr()
     assert main(["status", str(job_file)]) == 0

@@ -20,9 +20,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from gcbulk.emulator.faults import FaultRule
 from gcbulk.emulator.server import RunningEmulator
-
 from tests.engine.conftest import write_job
 from tests.engine.test_several_workers import finish, ledger_rows, start_worker
 from tests.imaging import make_mask, make_mha
@@ -50,11 +50,19 @@ ONE_DISPLAY_SET = "/api/v1/reader-studies/display-sets/*/"  # a pk and more, nev
 REFUSALS_AND_DROPS = (
     FaultRule(match="PUT s3", probability=0.05, status=503),
     FaultRule(match="PUT s3", probability=0.05, reset="request"),
-    *(FaultRule(match=f"GET {path}", probability=0.05, reset="response")
-      for path in (ONE_DISPLAY_SET, "/api/v1/uploads/*", "/api/v1/cases/*")),
-    *(FaultRule(match=f"{method} {path}", probability=0.03, status=503) for method, path in (
-        ("POST", "/api/v1/reader-studies/display-sets/"), ("*", ONE_DISPLAY_SET), ("*", "/api/v1/uploads/*"),
-        ("*", "/api/v1/cases/*"))),
+    *(
+        FaultRule(match=f"GET {path}", probability=0.05, reset="response")
+        for path in (ONE_DISPLAY_SET, "/api/v1/uploads/*", "/api/v1/cases/*")
+    ),
+    *(
+        FaultRule(match=f"{method} {path}", probability=0.03, status=503)
+        for method, path in (
+            ("POST", "/api/v1/reader-studies/display-sets/"),
+            ("*", ONE_DISPLAY_SET),
+            ("*", "/api/v1/uploads/*"),
+            ("*", "/api/v1/cases/*"),
+        )
+    ),
 )
 # One lost answer to an image's upload session (aimed at its display set), looked up only once its import is over:
 # the session list is slow to answer, as a long list on a busy server is.
@@ -66,6 +74,8 @@ LOST_SESSION_ANSWER = (
 # above would exhaust the default of 5 now and then by chance. This test is about the outcome, not the budget.
 # No worker is killed here: a lease long enough that a stall of this loaded machine never looks like a death.
 ENGINE = 'part_size = "5 MiB"\nlease_seconds = 10\nattempts_per_item = 40\n'
+
+
 @pytest.fixture
 def dsn(pg_server: PgServer) -> str:
     return pg_server.new_database()
@@ -106,8 +116,10 @@ def run_three_workers(tmp_path: Path, emulator: RunningEmulator, dsn: str, rules
     emulator.context.faults.replace(list(rules), SEED)
     workers = {f"w{n}": start_worker(job_file, dsn, f"w{n}", emulator) for n in range(1, 4)}
     ended = finish(workers, dsn)
-    faults = {(rule["match"], rule.get("phase"), rule.get("status"), rule.get("reset")): rule["fired"]
-              for rule in emulator.context.faults.describe()["rules"]}
+    faults = {
+        (rule["match"], rule.get("phase"), rule.get("status"), rule.get("reset")): rule["fired"]
+        for rule in emulator.context.faults.describe()["rules"]
+    }
     emulator.context.faults.replace([])  # nothing below may meet a fault
     for name, (code, output) in ended.items():
         assert code == 0, f"{name}: {output[-6000:]}"
@@ -118,8 +130,11 @@ def run_three_workers(tmp_path: Path, emulator: RunningEmulator, dsn: str, rules
     assert outcome["duplicates"] == outcome["missing"] == outcome["unexpected"] == 0, (outcome, faults)
     assert wrong_values(emulator) == {}
     # Each image imported once: one upload session aimed at each socket of each display set.
-    aimed = Counter((session.target_display_set_pk, session.target_socket_slug)
-                    for session in emulator.context.store.upload_sessions.values() if session.target_display_set_pk)
+    aimed = Counter(
+        (session.target_display_set_pk, session.target_socket_slug)
+        for session in emulator.context.store.upload_sessions.values()
+        if session.target_display_set_pk
+    )
     assert len(aimed) == 2 * CASES and set(aimed.values()) == {1}, f"an image was imported twice: {aimed}"
     # A part is stored twice only when S3 stored it and its answer was lost; an empty upload is left only by a
     # create whose answer was lost.
@@ -129,8 +144,12 @@ def run_three_workers(tmp_path: Path, emulator: RunningEmulator, dsn: str, rules
 
     # The ledger agrees with the server.
     on_server = {ds.title: ds.pk for ds in emulator.context.store.display_sets.values()}
-    in_ledger = {title: (pk, state) for title, pk, state in ledger_rows(
-        dsn, "SELECT c.title, d.pk, d.state FROM cases c JOIN display_sets d ON d.case_id = c.id")}
+    in_ledger = {
+        title: (pk, state)
+        for title, pk, state in ledger_rows(
+            dsn, "SELECT c.title, d.pk, d.state FROM cases c JOIN display_sets d ON d.case_id = c.id"
+        )
+    }
     assert in_ledger == {title: (pk, "done") for title, pk in on_server.items()}
     assert set(ledger_rows(dsn, "SELECT DISTINCT state FROM cases")) == {("done",)}
     done_events = Counter(case for (case,) in ledger_rows(dsn, "SELECT case_id FROM events WHERE kind = 'case.done'"))
@@ -138,12 +157,13 @@ def run_three_workers(tmp_path: Path, emulator: RunningEmulator, dsn: str, rules
     assert ledger_rows(dsn, "SELECT count(*) FROM cases WHERE lease_owner IS NOT NULL") == [(0,)]
 
 
-def test_three_workers_under_faults_do_every_case_once(tmp_path: Path, threaded_emulator: RunningEmulator,
-                                                      dsn: str) -> None:
+def test_three_workers_under_faults_do_every_case_once(
+    tmp_path: Path, threaded_emulator: RunningEmulator, dsn: str
+) -> None:
     run_three_workers(tmp_path, threaded_emulator, dsn, LOST_ANSWERS + REFUSALS_AND_DROPS)
 
 
-def test_three_workers_adopt_an_upload_session_whose_answer_was_lost(tmp_path: Path,
-                                                                    threaded_emulator: RunningEmulator,
-                                                                    dsn: str) -> None:
+def test_three_workers_adopt_an_upload_session_whose_answer_was_lost(
+    tmp_path: Path, threaded_emulator: RunningEmulator, dsn: str
+) -> None:
     run_three_workers(tmp_path, threaded_emulator, dsn, LOST_SESSION_ANSWER + LOST_ANSWERS + REFUSALS_AND_DROPS)

@@ -6,14 +6,14 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+
 from gcbulk.emulator.context import SCHEMA_2025_11, SCHEMA_CURRENT, EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
-from gcbulk.engine.planning import plan_into_ledger
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.jobfile import load_job
+from gcbulk.engine.planning import plan_into_ledger
 from gcbulk.engine.upload.server_limits import SweepGuard
 from gcbulk.state.ledger import Ledger, default_ledger_path
-
 from tests.engine.conftest import (
     FAST_ENGINE,
     load_and_plan,
@@ -59,7 +59,9 @@ async def test_value_and_file_sockets_are_set(
         '[[rules]]\nglob = "report.pdf"\nsocket = "report-pdf"\n\n'
         '[[rules]]\nglob = "seg.mha"\nsocket = "airway-segmentation"\n'
     )
-    job_file = write_job(tmp_path, emulator, rules=rules, values='[values]\n"clinical-notes" = { source = "scanner A" }\n')
+    job_file = write_job(
+        tmp_path, emulator, rules=rules, values='[values]\n"clinical-notes" = { source = "scanner A" }\n'
+    )
     outcome = await run_job(job_file, emulator)
     assert outcome.failed == [] and outcome.done == 2
     display_sets = await study_display_sets(client)
@@ -115,8 +117,9 @@ async def test_a_display_set_that_already_has_the_case_title_is_adopted_when_the
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 2)
     existing = await client.create_display_set("example-study", "patient1")
-    outcome = await run_job(write_job(tmp_path, emulator), emulator,
-                            dataclasses.replace(FAST_ENGINE, adopt_existing=True))
+    outcome = await run_job(
+        write_job(tmp_path, emulator), emulator, dataclasses.replace(FAST_ENGINE, adopt_existing=True)
+    )
     assert outcome.failed == [] and outcome.done == 2
     display_sets = await study_display_sets(client)
     assert sorted(display_sets) == ["patient1", "patient2"]
@@ -151,5 +154,7 @@ async def test_a_file_that_cannot_finish_before_the_upload_sweep_is_not_started(
     assert outcome.done == 1 and [title for title, _ in outcome.failed] == ["patient2"]
     assert "patient2/ct.mha: 11.0 MiB at the measured" in outcome.failed[0][1]
     assert "Grand Challenge deletes an upload 60 s after creating it" in outcome.failed[0][1]
-    assert not any(u.filename == "ct.mha" and u.creator.username == "editor" and u.status == "Initialized"
-                   for u in emulator.context.store.uploads.values())
+    assert not any(
+        u.filename == "ct.mha" and u.creator.username == "editor" and u.status == "Initialized"
+        for u in emulator.context.store.uploads.values()
+    )

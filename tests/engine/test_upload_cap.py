@@ -7,12 +7,12 @@ import hashlib
 from pathlib import Path
 
 import pytest
+
 from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import AttemptsExhausted, UploadQuotaReached
 from gcbulk.engine.upload.s3_parts import put_part
-
 from tests.engine.conftest import (
     FAST_ENGINE,
     FAST_RETRIES,
@@ -26,12 +26,14 @@ from tests.engine.test_faults import assert_all_imported
 @pytest.fixture
 def emulator_config(tmp_path: Path) -> EmulatorConfig:
     # A tiny upload cap, so the run meets it (contract §1: the server refuses uploads past the cap with a 400).
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.02, max_uploads_per_user=3,
-                          unverified_byte_quota=1024**2)
+    return EmulatorConfig(
+        data_dir=tmp_path / "emulator", import_delay_seconds=0.02, max_uploads_per_user=3, unverified_byte_quota=1024**2
+    )
 
 
-async def test_the_upload_cap_is_waited_out(tmp_path: Path, emulator: RunningEmulator,
-                                            client: GrandChallengeClient) -> None:
+async def test_the_upload_cap_is_waited_out(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
     make_tutorial_tree(tmp_path / "cases", 3)
     policy = dataclasses.replace(FAST_ENGINE.retry, upload_cap_delay=0.2, attempts_per_item=30)
     outcome = await run_job(write_job(tmp_path, emulator), emulator, dataclasses.replace(FAST_ENGINE, retry=policy))
@@ -43,8 +45,9 @@ async def test_the_live_upload_ceiling_keeps_the_run_under_the_cap(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 3)
-    outcome = await run_job(write_job(tmp_path, emulator), emulator,
-                            dataclasses.replace(FAST_ENGINE, live_upload_ceiling=3))
+    outcome = await run_job(
+        write_job(tmp_path, emulator), emulator, dataclasses.replace(FAST_ENGINE, live_upload_ceiling=3)
+    )
     assert outcome.failed == [] and outcome.done == 3
     assert outcome.stats.retries == 0  # never met the server's 400
     await assert_all_imported(client)
@@ -54,8 +57,12 @@ async def test_the_byte_quota_is_waited_out_then_reported_with_the_servers_reaso
     emulator: RunningEmulator,
 ) -> None:
     # The unverified user's quota (contract §1: checked at presign time) is 1 MiB in this emulator.
-    async with GrandChallengeClient(base_url=emulator.base_url, token=emulator.tokens["outsider"],
-                                    ca_file=emulator.ca_file, retry_policy=FAST_RETRIES) as outsider:
+    async with GrandChallengeClient(
+        base_url=emulator.base_url,
+        token=emulator.tokens["outsider"],
+        ca_file=emulator.ca_file,
+        retry_policy=FAST_RETRIES,
+    ) as outsider:
         upload = await outsider.create_upload("big.bin")
         url = (await outsider.generate_presigned_urls(upload, [1]))[1]
         data = b"x" * (2 * 1024**2)

@@ -37,10 +37,15 @@ def path(tmp_path: Path) -> Path:
 
 
 def run(path: Path, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {"PATH": str(path), "GCBULK_CI_PG_LIB": str(tmp_path / "no-debian-postgresql"),
-               "CALLS": str(tmp_path / "calls"), **env}
-    return subprocess.run(["/bin/bash", str(SCRIPT)], env=environ, capture_output=True, text=True, timeout=60,
-                          check=False)
+    environ = {
+        "PATH": str(path),
+        "GCBULK_CI_PG_LIB": str(tmp_path / "no-debian-postgresql"),
+        "CALLS": str(tmp_path / "calls"),
+        **env,
+    }
+    return subprocess.run(
+        ["/bin/bash", str(SCRIPT)], env=environ, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def calls(tmp_path: Path) -> list[str]:
@@ -50,14 +55,26 @@ def calls(tmp_path: Path) -> list[str]:
 
 def apt_get(path: Path, *, installs: bool = True, fails_until_updated: bool = False) -> None:
     """An apt-get that records its arguments; ``install`` puts initdb and pg_ctl on PATH (or fails, saying why)."""
-    install = ('mkdir -p "$(dirname "$0")/pgbin"; touch "$(dirname "$0")/initdb" "$(dirname "$0")/pg_ctl"; '
-               'chmod +x "$(dirname "$0")/initdb"; exit 0') if installs else (
-        'echo "E: Unable to locate package postgresql" >&2; exit 100')
-    updated = '[ -e "$(dirname "$0")/updated" ] || { echo "E: lists missing" >&2; exit 100; }; ' if (
-        fails_until_updated) else ""
-    stub(path, "apt-get", f'echo "DEBIAN_FRONTEND=$DEBIAN_FRONTEND $*" >> "$CALLS"\n'
-                          f'case " $* " in *" update "*) touch "$(dirname "$0")/updated"; exit 0;; esac\n'
-                          f'{updated}{install}')
+    install = (
+        (
+            'mkdir -p "$(dirname "$0")/pgbin"; touch "$(dirname "$0")/initdb" "$(dirname "$0")/pg_ctl"; '
+            'chmod +x "$(dirname "$0")/initdb"; exit 0'
+        )
+        if installs
+        else ('echo "E: Unable to locate package postgresql" >&2; exit 100')
+    )
+    updated = (
+        '[ -e "$(dirname "$0")/updated" ] || { echo "E: lists missing" >&2; exit 100; }; '
+        if (fails_until_updated)
+        else ""
+    )
+    stub(
+        path,
+        "apt-get",
+        f'echo "DEBIAN_FRONTEND=$DEBIAN_FRONTEND $*" >> "$CALLS"\n'
+        f'case " $* " in *" update "*) touch "$(dirname "$0")/updated"; exit 0;; esac\n'
+        f"{updated}{install}",
+    )
 
 
 def test_binaries_already_there_install_nothing_and_say_nothing(path: Path, tmp_path: Path) -> None:
@@ -92,18 +109,26 @@ def test_a_user_with_password_less_sudo_installs_through_it(path: Path, tmp_path
     result = run(path, tmp_path, STUB_UID="1000")
     assert result.returncode == 0 and SKIPPED not in result.stdout
     assert calls(tmp_path)[-2:] == [
-        "sudo env", "DEBIAN_FRONTEND=noninteractive -y -qq -o Dpkg::Use-Pty=0 install --no-install-recommends "
-                    "postgresql"]
+        "sudo env",
+        "DEBIAN_FRONTEND=noninteractive -y -qq -o Dpkg::Use-Pty=0 install --no-install-recommends postgresql",
+    ]
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("no apt-get", "there is no apt-get to install them (install PostgreSQL, or set GCBULK_TEST_PG_BIN to its bin "
-                   "folder)"),
-    ("not root, no sudo", "installing Debian's postgresql package needs root or password-less sudo"),
-    ("sudo asks for a password", "installing Debian's postgresql package needs root or password-less sudo"),
-    ("no such package", "apt-get could not install Debian's postgresql package (E: Unable to locate package "
-                        "postgresql)"),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        (
+            "no apt-get",
+            "there is no apt-get to install them (install PostgreSQL, or set GCBULK_TEST_PG_BIN to its bin folder)",
+        ),
+        ("not root, no sudo", "installing Debian's postgresql package needs root or password-less sudo"),
+        ("sudo asks for a password", "installing Debian's postgresql package needs root or password-less sudo"),
+        (
+            "no such package",
+            "apt-get could not install Debian's postgresql package (E: Unable to locate package postgresql)",
+        ),
+    ],
+)
 def test_when_it_cannot_install_one_line_says_the_tests_will_be_skipped_and_why(
     path: Path, tmp_path: Path, case: str, expected: str
 ) -> None:

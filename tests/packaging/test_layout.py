@@ -8,11 +8,16 @@ from pathlib import Path
 
 REPO = Path(__file__).parents[2]
 # The fixed top-level folders and the names they install as (pyproject.toml's package-dir).
-ROOTS = {"gcbulk": REPO / "gcbulk", "gcbulk.engine": REPO / "engine", "gcbulk.state": REPO / "state",
-         "gcbulk.emulator": REPO / "emulator"}
+ROOTS = {
+    "gcbulk": REPO / "gcbulk",
+    "gcbulk.engine": REPO / "engine",
+    "gcbulk.state": REPO / "state",
+    "gcbulk.emulator": REPO / "emulator",
+}
 ROOMS = ("cli", "gc", "plan", "results", "service", "upload")
-# STYLE.md: modules stay under about 400 lines; the few a little over it say so in the closing note.
-MAX_MODULE_LINES = 450
+# Modules stay small enough to read in one sitting. The bound is loose on purpose: a tight one split classes into mixins
+# that shared undeclared state (issue 29); a module that outgrows this should be split along a real seam.
+MAX_MODULE_LINES = 700
 
 
 def _modules() -> dict[str, Path]:
@@ -84,8 +89,11 @@ def test_every_import_uses_the_one_gcbulk_name() -> None:
             for node in ast.walk(ast.parse(path.read_text())):
                 module = node.module if isinstance(node, ast.ImportFrom) and node.level == 0 else None
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [module or ""]
-                stray += [f"{path.relative_to(REPO)}: {n}" for n in names
-                          if n.split(".")[0] in ("engine", "state", "emulator")]
+                stray += [
+                    f"{path.relative_to(REPO)}: {n}"
+                    for n in names
+                    if n.split(".")[0] in ("engine", "state", "emulator")
+                ]
     assert stray == []
 
 

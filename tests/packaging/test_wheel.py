@@ -18,8 +18,23 @@ REPO = Path(__file__).parents[2]
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     # No build isolation: the test environment already has setuptools (the test extra), and a test fetches nothing.
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                    "--wheel-dir", str(out), str(REPO)], check=True, timeout=300, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "--wheel-dir",
+            str(out),
+            str(REPO),
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     (built,) = out.glob("gcbulk-*.whl")
     return built
 
@@ -31,12 +46,20 @@ def fresh_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("venv")
     venv.create(home, with_pip=True)
     python = home / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     # A plain path entry: the test environment's editable-install hook (a .pth there) is not run from here.
     Path(site, "test-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", str(wheel)],
-                   check=True, timeout=300, capture_output=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", str(wheel)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     return home
 
 
@@ -49,14 +72,16 @@ def test_the_wheel_installs_nothing_but_gcbulk_at_top_level(wheel: Path) -> None
 
 
 def _run(venv_home: Path, *argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, cwd=cwd, env={"PATH": f"{venv_home / 'bin'}:/usr/bin:/bin"}, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        argv, cwd=cwd, env={"PATH": f"{venv_home / 'bin'}:/usr/bin:/bin"}, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_the_installed_wheel_imports_and_its_commands_answer(fresh_venv: Path, tmp_path: Path) -> None:
     # Run outside the source tree, so nothing can come from the checkout.
-    imported = _run(fresh_venv, "python", "-c", "import gcbulk, gcbulk.engine.api; print(gcbulk.__file__)",
-                    cwd=tmp_path)
+    imported = _run(
+        fresh_venv, "python", "-c", "import gcbulk, gcbulk.engine.api; print(gcbulk.__file__)", cwd=tmp_path
+    )
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip().startswith(str(fresh_venv)), "gcbulk must come from the installed wheel"
     for command in ("gcbulk", "gcbulk-emulator"):
@@ -65,7 +90,17 @@ def test_the_installed_wheel_imports_and_its_commands_answer(fresh_venv: Path, t
 
 
 def test_the_demo_runs_from_the_installed_wheel(fresh_venv: Path, tmp_path: Path) -> None:
-    demo = _run(fresh_venv, "gcbulk", "demo", "--cases", "1", "--workdir", str(tmp_path / "demo"),
-                "--metrics-address", "off", cwd=tmp_path)
+    demo = _run(
+        fresh_venv,
+        "gcbulk",
+        "demo",
+        "--cases",
+        "1",
+        "--workdir",
+        str(tmp_path / "demo"),
+        "--metrics-address",
+        "off",
+        cwd=tmp_path,
+    )
     assert demo.returncode == 0, demo.stderr
     assert "cases 1/1 done, 0 failed" in demo.stderr

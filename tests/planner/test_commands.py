@@ -7,11 +7,11 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.cli import main
 from gcbulk.engine.jobfile import TOKEN_ENV, load_job
 from gcbulk.state.ledger import Ledger
-
 from tests.imaging import make_mha
 from tests.planner.conftest import put, put_mhd, write_job
 

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.jobfile import (
     TOKEN_ENV,
@@ -15,7 +16,6 @@ from gcbulk.engine.jobfile import (
     parse_size,
 )
 from gcbulk.engine.upload.transfer_settings import TransferSettings
-
 from tests.planner.conftest import write_job
 
 MiB = 1024**2
@@ -25,7 +25,9 @@ def test_example_job_file_loads() -> None:
     config = load_job(Path(__file__).resolve().parents[2] / "examples" / "tutorial-job.toml")
     assert config.reader_study == "example-study"
     assert [(rule.glob, rule.socket, rule.required) for rule in config.rules] == [
-        ("ct.mha", "ct-image", True), ("*seg*.mha", "airway-segmentation", False)]
+        ("ct.mha", "ct-image", True),
+        ("*seg*.mha", "airway-segmentation", False),
+    ]
     assert config.engine.part_size == 32 * MiB
     assert config.case_root == config.job_file.parent / "cases"
 
@@ -77,11 +79,16 @@ def test_token_in_the_job_file_is_refused_with_where_to_put_it(job_dir: Path, wh
         ({"rules": '[[rules]]\nglob = "*"\nsocket = "x"\ngroup = "series"\n'}, "group must be one of all, dicom"),
         ({"rules": '[[rules]]\nglob = "*"\nsocket = "x"\nvalue = true\ngroup = "all"\n'}, "cannot also group"),
         ({"rules": '[[rules]]\nposition = 0\nsocket = "x"\n'}, "position must be a whole number of at least 1"),
-        ({"rules": '[[rules]]\nposition = 1\nsocket = "x"\n[[rules]]\nposition = 1\nsocket = "y"\n'},
-         "two rules claim the same position"),
+        (
+            {"rules": '[[rules]]\nposition = 1\nsocket = "x"\n[[rules]]\nposition = 1\nsocket = "y"\n'},
+            "two rules claim the same position",
+        ),
         ({"rules": ""}, r"add at least one \[\[rules\]\]"),
-        ({"cases": 'title = "{case}"'}, r"cases.title '\{case\}': \{case\} is not a field; the template may use "
-                                        r"\{folder\}, \{path\}, \{parent\}"),
+        (
+            {"cases": 'title = "{case}"'},
+            r"cases.title '\{case\}': \{case\} is not a field; the template may use "
+            r"\{folder\}, \{path\}, \{parent\}",
+        ),
         ({"cases": 'title = "{folder|md5}"'}, r"\|md5 is not a filter; use \|sha256 or \|sha256:N"),
         ({"cases": 'title = "{folder|sha256:2}"'}, "the length must be a whole number from 4 to 64"),
         ({"cases": 'title = "case {folder"'}, "opens a field that is not closed"),

@@ -8,17 +8,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk  # noqa: N813
+
 from gcbulk.engine.cli import main
 from gcbulk.engine.plan import content
-
 from tests.imaging import make_mha
 from tests.planner.conftest import put, write_job
 
 SOCKETS = [
     {"slug": "ct-image", "kind": "Image", "super_kind": "Image"},
-    {"slug": "airway-segmentation", "kind": "Segmentation", "super_kind": "Image",
-     "overlay_segments": [{"name": "background", "voxel_value": 0, "visible": False},
-                          {"name": "airway", "voxel_value": 1, "visible": True}]},
+    {
+        "slug": "airway-segmentation",
+        "kind": "Segmentation",
+        "super_kind": "Image",
+        "overlay_segments": [
+            {"name": "background", "voxel_value": 0, "visible": False},
+            {"name": "airway", "voxel_value": 1, "visible": True},
+        ],
+    },
     {"slug": "lesions", "kind": "Multiple points", "super_kind": "File", "relative_path": "lesions.json"},
     {"slug": "patient-age", "kind": "Integer", "super_kind": "Value"},
 ]
@@ -59,8 +65,12 @@ def clean_case(cases_dir: Path) -> Path:
     folder = cases_dir / "p1"
     make_mha(folder / "ct.mha", (2, 4, 4))
     _mask(folder / "seg.mha", np.array([[[0, 1], [1, 0]]], dtype=np.uint8))
-    put(folder / "lesions.json", content=json.dumps(
-        {"version": {"major": 1, "minor": 0}, "type": "Multiple points", "points": [{"point": [1, 2, 3]}]}).encode())
+    put(
+        folder / "lesions.json",
+        content=json.dumps(
+            {"version": {"major": 1, "minor": 0}, "type": "Multiple points", "points": [{"point": [1, 2, 3]}]}
+        ).encode(),
+    )
     put(folder / "age.json", content=b"63")
     return folder
 
@@ -82,8 +92,10 @@ def test_a_mask_with_values_outside_the_overlay_blocks_its_case_naming_file_and_
     code, out = _plan(job_dir, capsys)
     assert code == 1
     assert f"BLOCKING [bad-segmentation] {bad}" in out
-    assert ("segmentation for socket 'airway-segmentation' would be refused by Grand Challenge: the valid voxel values "
-            "for this segmentation are {0, 1}; it contains the voxel values {3, 7}") in out
+    assert (
+        "segmentation for socket 'airway-segmentation' would be refused by Grand Challenge: the valid voxel values "
+        "for this segmentation are {0, 1}; it contains the voxel values {3, 7}"
+    ) in out
     assert "Blocked cases (1):\n  p2\n" in out
 
 
@@ -138,14 +150,19 @@ def test_json_values_and_json_files_are_checked_against_their_kinds_schema(
     job_dir: Path, clean_case: Path, capsys: pytest.CaptureFixture
 ) -> None:
     (clean_case / "age.json").write_text('"sixty-three"')
-    (clean_case / "lesions.json").write_text(json.dumps(
-        {"version": {"major": 1, "minor": 0}, "type": "Multiple points", "points": [{"point": [1, 2]}]}))
+    (clean_case / "lesions.json").write_text(
+        json.dumps({"version": {"major": 1, "minor": 0}, "type": "Multiple points", "points": [{"point": [1, 2]}]})
+    )
     code, out = _plan(job_dir, capsys)
     assert code == 1
-    assert ("the value for socket 'patient-age' does not fit its kind 'Integer': the value: 'sixty-three' is not of "
-            "type 'integer'") in out
-    assert "the value for socket 'lesions' does not fit its kind 'Multiple points': points/0/point: [1, 2] is too short" \
+    assert (
+        "the value for socket 'patient-age' does not fit its kind 'Integer': the value: 'sixty-three' is not of "
+        "type 'integer'"
+    ) in out
+    assert (
+        "the value for socket 'lesions' does not fit its kind 'Multiple points': points/0/point: [1, 2] is too short"
         in out
+    )
     assert f"BLOCKING [schema-mismatch] {clean_case / 'lesions.json'}" in out
 
 
@@ -161,4 +178,4 @@ def test_a_sockets_file_that_is_not_a_list_of_sockets_exits_2(
     sockets = job_dir / "sockets.json"
     sockets.write_text('{"ct-image": "Image"}')
     assert main(["plan", str(write_job(job_dir, rules=RULES)), "--offline", "--sockets", str(sockets)]) == 2
-    assert f"--sockets {sockets} must hold a list of sockets, each with a \"slug\"" in capsys.readouterr().err
+    assert f'--sockets {sockets} must hold a list of sockets, each with a "slug"' in capsys.readouterr().err

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from gcbulk.engine.cli import main
 
+from gcbulk.engine.cli import main
 from tests.planner.conftest import put, write_job
 
 GLOB_RULES = """
@@ -41,8 +41,9 @@ def test_positions_on_names_that_sort_wrong_show_the_swap_and_warn(
     assert "  airway-segmentation ← ct.mha in 3 cases\n" in out
     assert "WARNING [position-name-mismatch] rules[1] (position 1 -> ct-image)" in out
     assert "sends 'airway_seg.mha' (3 cases), whose name looks like socket 'airway-segmentation'" in out
-    assert "fix: map by name instead of position, e.g. glob = 'airway_seg.mha' with socket = 'airway-segmentation'" \
-        in out
+    assert (
+        "fix: map by name instead of position, e.g. glob = 'airway_seg.mha' with socket = 'airway-segmentation'" in out
+    )
 
 
 def test_a_position_taking_different_names_in_different_cases_warns_and_suggests_a_glob(
@@ -70,8 +71,10 @@ def test_name_patterns_map_the_same_tree_right_without_warnings(
     out = capsys.readouterr().out
     assert "  ct-image ← ct.mha in 3 cases\n  airway-segmentation ← airway_seg.mha in 3 cases\n" in out
     assert "WARNING" not in out
-    assert ("Cases (first 2 of 3; case → socket ← files):\n  patient1\n      ct-image ← patient1/ct.mha\n"
-            "      airway-segmentation ← patient1/airway_seg.mha\n  patient2\n") in out
+    assert (
+        "Cases (first 2 of 3; case → socket ← files):\n  patient1\n      ct-image ← patient1/ct.mha\n"
+        "      airway-segmentation ← patient1/airway_seg.mha\n  patient2\n"
+    ) in out
 
 
 def test_json_gives_every_case_socket_and_files_and_the_mapping(
@@ -83,11 +86,16 @@ def test_json_gives_every_case_socket_and_files_and_the_mapping(
     report = json.loads(capsys.readouterr().out)
     assert report["mapping"]["ct-image"]["files"] == {"ct.mha": 3}
     assert report["cases"][0] == {
-        "title": "patient1", "folder": "patient1", "blocked": False,
+        "title": "patient1",
+        "folder": "patient1",
+        "blocked": False,
         "sockets": {"ct-image": ["patient1/ct.mha"], "airway-segmentation": ["patient1/airway_seg.mha"]},
     }
     assert [(c["title"], c["blocked"]) for c in report["cases"]] == [
-        ("patient1", False), ("patient2", False), ("patient3", True)]
+        ("patient1", False),
+        ("patient2", False),
+        ("patient3", True),
+    ]
     assert report["blocking"] is False and report["plan"]["blocked"] == ["patient3"]
 
 
@@ -102,8 +110,10 @@ def test_a_required_socket_missing_blocks_only_that_case(
     assert main(["plan", str(job), "--offline"]) == 1
     out = capsys.readouterr().out
     assert f"BLOCKING [missing-required] {cases_dir / 'p2'}" in out
-    assert ("no file for required socket 'airway-segmentation' (rules[2] (glob 'airway_seg*.mha' -> "
-            "airway-segmentation)); the case would be incomplete") in out
+    assert (
+        "no file for required socket 'airway-segmentation' (rules[2] (glob 'airway_seg*.mha' -> "
+        "airway-segmentation)); the case would be incomplete"
+    ) in out
     assert "Blocked cases (1):\n  p2\n" in out
     assert "  airway-segmentation ← airway_seg.mha in 1 case, nothing in 1 case\n" in out
 

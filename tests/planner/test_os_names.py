@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+
 from gcbulk.engine.cli import main
 from gcbulk.engine.jobfile import load_job
 from gcbulk.state.ledger import Ledger
-
 from tests.planner.conftest import put, write_job
 
 

@@ -6,6 +6,9 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gcbulk.engine.plan.parts import (
     MAX_OBJECT_SIZE,
     MAX_PART_SIZE,
@@ -18,8 +21,6 @@ from gcbulk.engine.plan.parts import (
     part_ranges,
 )
 from gcbulk.state.ledger import composite_checksum
-from hypothesis import given
-from hypothesis import strategies as st
 
 MiB = 1024**2
 GiB = 1024**3
@@ -61,7 +62,8 @@ def test_multipart_checksum_matches_what_the_ledger_computes_from_part_md5s(tmp_
     data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     path = tmp_path / "file.bin"
     path.write_bytes(data)
-    part_md5s = [hashlib.md5(data[offset:offset + length]).hexdigest()
-                 for _, offset, length in part_ranges(size, 5 * MiB)]
+    part_md5s = [
+        hashlib.md5(data[offset : offset + length]).hexdigest() for _, offset, length in part_ranges(size, 5 * MiB)
+    ]
     assert multipart_checksum(path, 5 * MiB) == composite_checksum(part_md5s)
     assert multipart_checksum(path, 5 * MiB).endswith(f"-{part_count(size, 5 * MiB)}")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gcbulk.engine.jobfile import load_job
-from gcbulk.engine.plan.planner import PlannedCase, plan_tree
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from gcbulk.engine.jobfile import load_job
+from gcbulk.engine.plan.planner import PlannedCase, plan_tree
 from tests.planner.conftest import plan, put, write_job
 
 
@@ -72,8 +72,11 @@ socket = "report-pdf"
 """
     cases, findings = plan(load_job(write_job(job_dir, rules=rules)))
     assert findings == []
-    assert _items(cases[0]) == {"ct-image": ["ct.mha"], "airway-segmentation": ["airway.nii.gz"],
-                                "report-pdf": ["report.pdf"]}
+    assert _items(cases[0]) == {
+        "ct-image": ["ct.mha"],
+        "airway-segmentation": ["airway.nii.gz"],
+        "report-pdf": ["report.pdf"],
+    }
     assert cases[0].items[1].files[0].path == "p1/masks/airway.nii.gz"
 
 
@@ -85,8 +88,11 @@ def test_pattern_rules_take_files_before_positions_are_counted(job_dir: Path, ca
         '[[rules]]\nposition = 1\nsocket = "ct-image"\n[[rules]]\nposition = 2\nsocket = "airway-segmentation"\n'
     )
     cases, _ = plan(load_job(write_job(job_dir, rules=rules)))
-    assert _items(cases[0]) == {"report-pdf": ["a_notes.pdf"], "ct-image": ["b_ct.mha"],
-                                "airway-segmentation": ["c_seg.mha"]}
+    assert _items(cases[0]) == {
+        "report-pdf": ["a_notes.pdf"],
+        "ct-image": ["b_ct.mha"],
+        "airway-segmentation": ["c_seg.mha"],
+    }
 
 
 def test_json_values_from_files_and_from_the_job(job_dir: Path, cases_dir: Path) -> None:

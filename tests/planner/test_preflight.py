@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+
 from gcbulk.engine.jobfile import JobConfig, load_job
 from gcbulk.engine.plan.planner import PlannedCase, PlannedFile, PlannedItem
 from gcbulk.engine.plan.preflight import Finding, Preflight
-
 from tests.planner.conftest import plan, put, put_mhd, write_job
 from tests.planner.test_plan import write_dicom
 
@@ -17,11 +17,19 @@ GiB = 1024**3
 TiB = 1024**4
 CATALOGUE = {
     "ct-image": {"slug": "ct-image", "super_kind": "Image", "kind": "Image", "relative_path": "images/ct"},
-    "airway-segmentation": {"slug": "airway-segmentation", "super_kind": "Image", "kind": "Segmentation",
-                            "relative_path": "images/airway-segmentation"},
+    "airway-segmentation": {
+        "slug": "airway-segmentation",
+        "super_kind": "Image",
+        "kind": "Segmentation",
+        "relative_path": "images/airway-segmentation",
+    },
     "report-pdf": {"slug": "report-pdf", "super_kind": "File", "kind": "PDF file", "relative_path": "report.pdf"},
-    "patient-age": {"slug": "patient-age", "super_kind": "Value", "kind": "Integer",
-                    "relative_path": "patient-age.json"},
+    "patient-age": {
+        "slug": "patient-age",
+        "super_kind": "Value",
+        "kind": "Integer",
+        "relative_path": "patient-age.json",
+    },
 }
 
 
@@ -31,8 +39,12 @@ def _only(findings: list[Finding], code: str) -> Finding:
     return matching[0]
 
 
-def _check(config: JobConfig, catalogue=CATALOGUE, *, check_content: bool = False,
-           ) -> tuple[list[PlannedCase], list[Finding]]:
+def _check(
+    config: JobConfig,
+    catalogue=CATALOGUE,
+    *,
+    check_content: bool = False,
+) -> tuple[list[PlannedCase], list[Finding]]:
     """Plan and run the whole preflight, as ``gcbulk plan`` does. The files here are stand-in bytes, so the content
     checks (tests/planner/test_content_checks.py) are off unless asked for."""
     checker = Preflight(config=config, catalogue=catalogue, check_content=check_content)
@@ -65,8 +77,9 @@ def test_offline_plan_skips_the_socket_check(job_dir: Path, cases_dir: Path) -> 
 
 def test_files_for_a_value_socket_and_a_value_for_an_image_socket(job_dir: Path, cases_dir: Path) -> None:
     put(cases_dir / "p1" / "ct.mha")
-    config = load_job(write_job(job_dir, rules='[[rules]]\nposition = 1\nsocket = "patient-age"\n',
-                                values='"ct-image" = 3'))
+    config = load_job(
+        write_job(job_dir, rules='[[rules]]\nposition = 1\nsocket = "patient-age"\n', values='"ct-image" = 3')
+    )
     _, findings = _check(config)
     messages = [f.message for f in findings if f.code == "wrong-socket-kind"]
     assert messages == [
@@ -112,8 +125,11 @@ def test_non_dicom_file_in_a_dicom_rule(job_dir: Path, cases_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "reason"),
-    [("x" * 125 + ".mha", "129 characters, over the limit of 128"), ("tab\there.mha", "control characters"),
-     ("back\\slash.mha", "backslash")],
+    [
+        ("x" * 125 + ".mha", "129 characters, over the limit of 128"),
+        ("tab\there.mha", "control characters"),
+        ("back\\slash.mha", "backslash"),
+    ],
 )
 def test_file_name_that_cannot_be_an_upload_filename(job_dir: Path, cases_dir: Path, name: str, reason: str) -> None:
     put(cases_dir / "p1" / "ct.mha")
@@ -146,8 +162,10 @@ def test_unreadable_files(job_dir: Path, cases_dir: Path) -> None:
     os.mkfifo(cases_dir / "p1" / "pipe.mha")
     _, findings = _check(load_job(write_job(job_dir)))
     reasons = sorted(f.message for f in findings if f.code == "unreadable")
-    assert reasons == ["file cannot be read: it is a broken symbolic link",
-                       "file cannot be read: it is not a regular file"]
+    assert reasons == [
+        "file cannot be read: it is a broken symbolic link",
+        "file cannot be read: it is not a regular file",
+    ]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
@@ -203,10 +221,15 @@ def test_duplicate_titles(job_dir: Path, cases_dir: Path) -> None:
 
 def test_file_needing_more_than_10000_parts(job_dir: Path) -> None:
     config = load_job(write_job(job_dir, engine='part_size = "5 MiB"'))
-    big = PlannedCase(title="p1", folder="p1", items=(
-        PlannedItem(socket_slug="ct-image", files=(PlannedFile(path="p1/ct.mha", name="ct.mha", size=60 * GiB,
-                                                                mtime_ns=1),)),
-    ))
+    big = PlannedCase(
+        title="p1",
+        folder="p1",
+        items=(
+            PlannedItem(
+                socket_slug="ct-image", files=(PlannedFile(path="p1/ct.mha", name="ct.mha", size=60 * GiB, mtime_ns=1),)
+            ),
+        ),
+    )
     checked = Preflight(config=config).check_case(big)
     finding = _only(list(checked.findings), "too-many-parts")
     assert not finding.blocking
@@ -215,10 +238,15 @@ def test_file_needing_more_than_10000_parts(job_dir: Path) -> None:
 
 def test_file_over_the_s3_object_limit(job_dir: Path) -> None:
     config = load_job(write_job(job_dir))
-    huge = PlannedCase(title="p1", folder="p1", items=(
-        PlannedItem(socket_slug="ct-image", files=(PlannedFile(path="p1/ct.mha", name="ct.mha", size=6 * TiB,
-                                                                mtime_ns=1),)),
-    ))
+    huge = PlannedCase(
+        title="p1",
+        folder="p1",
+        items=(
+            PlannedItem(
+                socket_slug="ct-image", files=(PlannedFile(path="p1/ct.mha", name="ct.mha", size=6 * TiB, mtime_ns=1),)
+            ),
+        ),
+    )
     finding = _only(list(Preflight(config=config).check_case(huge).findings), "too-many-parts")
     assert finding.blocking and "over S3's 5 TiB object limit" in finding.message
 
@@ -241,8 +269,10 @@ def test_quota_estimate_against_the_server_limits(job_dir: Path) -> None:
     assert (warning.severity, warning.case, warning.files) == ("warning", "big", ("big/ct.mha",))
     assert f"socket 'ct-image' needs {3 * GiB} bytes of uploads at once (big/ct.mha)" in warning.message
     assert [(f.severity, f.message.split(";")[0]) for f in findings] == [
-        ("info", f"{3 * GiB + 2000 * 1024} bytes in all, more than the upload quota (128 GiB verified, 2 GiB "
-                 "unverified)"),
+        (
+            "info",
+            f"{3 * GiB + 2000 * 1024} bytes in all, more than the upload quota (128 GiB verified, 2 GiB unverified)",
+        ),
         ("info", "2001 uploads, more than the server's cap of 2000 live uploads"),
     ]
 
@@ -276,7 +306,8 @@ def test_value_file_that_is_not_json(job_dir: Path, cases_dir: Path) -> None:
     put(cases_dir / "p1" / "ct.mha")
     put(cases_dir / "p1" / "age.json", content=b"{sixty-three}")
     rules = '[[rules]]\nglob = "*.json"\nsocket = "patient-age"\nvalue = true\n' + (
-        '[[rules]]\nglob = "*.mha"\nsocket = "ct-image"\n')
+        '[[rules]]\nglob = "*.mha"\nsocket = "ct-image"\n'
+    )
     _, findings = _check(load_job(write_job(job_dir, rules=rules)))
     assert _only(findings, "bad-json").files == ("p1/age.json",)
 

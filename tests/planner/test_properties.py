@@ -9,13 +9,13 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from gcbulk.engine.planning import plan_into_ledger
-from gcbulk.engine.jobfile import load_job
-from gcbulk.engine.plan.planner import PlannedCase, plan_tree
-from gcbulk.state.ledger import Ledger
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gcbulk.engine.jobfile import load_job
+from gcbulk.engine.plan.planner import PlannedCase, plan_tree
+from gcbulk.engine.planning import plan_into_ledger
+from gcbulk.state.ledger import Ledger
 from tests.planner.conftest import put, write_job
 from tests.planner.test_replan import snapshot
 
@@ -67,9 +67,7 @@ def _materialise(root: Path, tree: tuple[dict, list]) -> None:
 
 def _all_files(root: Path) -> list[str]:
     return [
-        (Path(directory) / name).relative_to(root).as_posix()
-        for directory, _, names in os.walk(root)
-        for name in names
+        (Path(directory) / name).relative_to(root).as_posix() for directory, _, names in os.walk(root) for name in names
     ]
 
 

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gcbulk.engine.planning import PlanReport, plan_into_ledger
+
 from gcbulk.engine.jobfile import JobConfig, load_job
 from gcbulk.engine.plan.parts import part_ranges
 from gcbulk.engine.plan.planner import plan_tree
+from gcbulk.engine.planning import PlanReport, plan_into_ledger
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.replan import planning
-
 from tests.planner.conftest import put, write_job
 
 MiB = 1024**2
@@ -38,7 +38,7 @@ def upload_file(ledger: Ledger, file_id: int) -> None:
     upload_id = ledger.upload_creating(file_id, part_size=PART)
     ledger.upload_initialized(upload_id, pk=f"u-{file_id}", s3_upload_id="s3")
     for number, offset, length in part_ranges(len(data), PART):
-        md5 = hashlib.md5(data[offset:offset + length]).hexdigest()
+        md5 = hashlib.md5(data[offset : offset + length]).hexdigest()
         ledger.part_sent(upload_id, number, size=length, etag=f'"{md5}"', md5=md5)
     ledger.upload_completed(upload_id)
 
@@ -107,9 +107,7 @@ def test_touched_file_with_the_same_content_keeps_its_state(tutorial: JobConfig,
     assert ledger.case_work(1).items[0].files[0].mtime_ns == ct.stat().st_mtime_ns
 
 
-def test_file_changed_after_grand_challenge_took_it_is_reported_not_resent(
-    tutorial: JobConfig, ledger: Ledger
-) -> None:
+def test_file_changed_after_grand_challenge_took_it_is_reported_not_resent(tutorial: JobConfig, ledger: Ledger) -> None:
     replan(tutorial, ledger)
     finish_case(ledger, 1)
     put(tutorial.case_root / "patient1" / "ct.mha", content=b"y" * 100)  # same size, new content and mtime

@@ -6,9 +6,9 @@ import hashlib
 from pathlib import Path
 
 import pytest
+
 from gcbulk.engine.cli import main
 from gcbulk.engine.jobfile import JobFileError, load_job
-
 from tests.planner.conftest import plan, put, write_job
 
 
@@ -38,12 +38,15 @@ def test_a_titles_csv_maps_folders_to_titles_and_a_missing_row_blocks_only_that_
     assert "new 1 · re-queued 0 · unchanged 1 (done 0) · changed after upload 0 · removed 1 · blocked 0" in out
 
 
-@pytest.mark.parametrize(("rows", "message"), [
-    ("folder,name\n", "needs a header row with the columns folder and title"),
-    ("folder,title\na,x\na,y\n", "line 3: folder 'a' is listed twice"),
-    ("folder,title\na,x\nb,x\n", "line 3: title 'x' is also the title of 'a'"),
-    ("folder,title\na,\n", "line 2: folder and title must both be filled in"),
-])
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("folder,name\n", "needs a header row with the columns folder and title"),
+        ("folder,title\na,x\na,y\n", "line 3: folder 'a' is listed twice"),
+        ("folder,title\na,x\nb,x\n", "line 3: title 'x' is also the title of 'a'"),
+        ("folder,title\na,\n", "line 2: folder and title must both be filled in"),
+    ],
+)
 def test_a_bad_titles_csv_names_the_line_and_what_to_do(job_dir: Path, rows: str, message: str) -> None:
     (job_dir / "titles.csv").write_text(rows)
     with pytest.raises(JobFileError, match=message):

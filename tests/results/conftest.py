@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
+
 from gcbulk.emulator.admin_answers import create_answer
 from gcbulk.emulator.answer_types import ANSWER_TYPES, NON_ANSWERABLE_TYPES
 from gcbulk.emulator.context import SCHEMAS, EmulatorConfig
@@ -36,7 +37,6 @@ from gcbulk.engine.results.export import (
     ExportSummary,
     export_reader_study,
 )
-
 from tests.imaging import make_mha
 
 STUDY = "example-study"
@@ -83,10 +83,19 @@ class World:
         for answer_type in ANSWER_TYPES:
             if answer_type in present:
                 continue
-            options = ([Option(self.store.next_int_pk(), title) for title in ("Left", "Right")]
-                       if "choice" in answer_type.lower() else [])
-            question = Question(pk=new_uuid(), reader_study_pk=self.study.pk, question_text=f"{answer_type} question",
-                                answer_type=answer_type, options=options, required=False)
+            options = (
+                [Option(self.store.next_int_pk(), title) for title in ("Left", "Right")]
+                if "choice" in answer_type.lower()
+                else []
+            )
+            question = Question(
+                pk=new_uuid(),
+                reader_study_pk=self.study.pk,
+                question_text=f"{answer_type} question",
+                answer_type=answer_type,
+                options=options,
+                required=False,
+            )
             self.store.questions[question.pk] = question
             self.study.question_pks.append(question.pk)
 
@@ -95,10 +104,16 @@ class World:
         for index, title in enumerate(titles):
             # Straight into the store, so only titles the server's POST would take (no NUL, ≤ 255 characters).
             assert not title_errors(title), (title, title_errors(title))
-            display_set = DisplaySet(pk=new_uuid(), reader_study_pk=self.study.pk, title=title,
-                                     order=start_order + 10 * index, created=self.context.clock.now())
-            display_set.values["patient-age"] = SocketValue(pk=self.store.next_int_pk(), socket_slug="patient-age",
-                                                            value=40 + index)
+            display_set = DisplaySet(
+                pk=new_uuid(),
+                reader_study_pk=self.study.pk,
+                title=title,
+                order=start_order + 10 * index,
+                created=self.context.clock.now(),
+            )
+            display_set.values["patient-age"] = SocketValue(
+                pk=self.store.next_int_pk(), socket_slug="patient-age", value=40 + index
+            )
             self.store.display_sets[display_set.pk] = display_set
             created.append(display_set)
         self.display_sets.extend(created)
@@ -107,8 +122,14 @@ class World:
     def mask_file(self, name: str = "mask.mha", shape: tuple[int, ...] = (4, 32, 32), seed: int = 0) -> Path:
         return make_mha(self.tmp_path / "masks-in" / name, shape, dtype="uint8", seed=seed)
 
-    async def answer_all(self, creators: list[str], display_sets: list[DisplaySet] | None = None, *,
-                         masks: bool = True, is_ground_truth: bool = False) -> list[Answer]:
+    async def answer_all(
+        self,
+        creators: list[str],
+        display_sets: list[DisplaySet] | None = None,
+        *,
+        masks: bool = True,
+        is_ground_truth: bool = False,
+    ) -> list[Answer]:
         """Every answerable question of each display set, for each creator (Mask answers get a real image)."""
         created = []
         mask = self.mask_file() if masks else None
@@ -120,19 +141,28 @@ class World:
                     is_mask = question.answer_type == "Mask"
                     if is_mask and mask is None:
                         continue
-                    created.append(await create_answer(
-                        self.context, creator=creator, question_pk=question.pk, display_set_pk=display_set.pk,
-                        is_ground_truth=is_ground_truth, variant=variant, mask_file=mask if is_mask else None,
-                    ))
+                    created.append(
+                        await create_answer(
+                            self.context,
+                            creator=creator,
+                            question_pk=question.pk,
+                            display_set_pk=display_set.pk,
+                            is_ground_truth=is_ground_truth,
+                            variant=variant,
+                            mask_file=mask if is_mask else None,
+                        )
+                    )
         return created
 
     def client(self, user: str = "editor", **options: Any) -> GrandChallengeClient:
         options.setdefault("retry_policy", FAST_RETRIES)
-        return GrandChallengeClient(base_url=self.emulator.base_url, token=self.emulator.tokens[user],
-                                    ca_file=self.emulator.ca_file, **options)
+        return GrandChallengeClient(
+            base_url=self.emulator.base_url, token=self.emulator.tokens[user], ca_file=self.emulator.ca_file, **options
+        )
 
-    async def export(self, out_dir: Path, user: str = "editor", *, mine: bool = False,
-                     **client_options: Any) -> ExportSummary:
+    async def export(
+        self, out_dir: Path, user: str = "editor", *, mine: bool = False, **client_options: Any
+    ) -> ExportSummary:
         async with self.client(user, **client_options) as client:
             return await export_reader_study(client, ExportOptions(reader_study=STUDY, out_dir=out_dir, mine=mine))
 

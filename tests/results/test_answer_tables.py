@@ -18,11 +18,22 @@ from gcbulk.engine.results.answer_tables import (
 )
 
 QUESTIONS = [
-    {"pk": "q-choice", "answer_type": "Choice", "question_text_safe": "Overall &amp; quality",
-     "options": [{"id": 1, "title": "Poor", "default": False}, {"id": 2, "title": "Good", "default": False}]},
-    {"pk": "q-multi", "answer_type": "Multiple choice", "question_text_safe": "Findings",
-     "options": [{"id": 5, "title": "Nodule", "default": False}, {"id": 6, "title": "Emphysema", "default": False},
-                 {"id": 7, "title": "None", "default": False}]},
+    {
+        "pk": "q-choice",
+        "answer_type": "Choice",
+        "question_text_safe": "Overall &amp; quality",
+        "options": [{"id": 1, "title": "Poor", "default": False}, {"id": 2, "title": "Good", "default": False}],
+    },
+    {
+        "pk": "q-multi",
+        "answer_type": "Multiple choice",
+        "question_text_safe": "Findings",
+        "options": [
+            {"id": 5, "title": "Nodule", "default": False},
+            {"id": 6, "title": "Emphysema", "default": False},
+            {"id": 7, "title": "None", "default": False},
+        ],
+    },
     {"pk": "q-mask", "answer_type": "Mask", "question_text_safe": "Findings", "options": []},
     {"pk": "q-heading", "answer_type": "Heading", "question_text_safe": "Part 2", "options": []},
     {"pk": "q-box", "answer_type": "2D bounding box", "question_text": "Box", "options": []},
@@ -74,13 +85,20 @@ def test_cells_are_plain_text() -> None:
 
 def test_socket_values_read_both_value_shapes() -> None:
     values = [
-        {"interface": {"slug": "ct-image"}, "image": "https://h/api/v1/cases/images/img-1/", "file": None,
-         "value": None},
+        {
+            "interface": {"slug": "ct-image"},
+            "image": "https://h/api/v1/cases/images/img-1/",
+            "file": None,
+            "value": None,
+        },
         {"interface": "patient-age", "image": None, "file": None, "value": 42},
         {"interface": {"slug": "report-pdf"}, "image": None, "file": "https://h/media/x/report.pdf", "value": None},
     ]
-    assert socket_values(values) == {"ct-image": "img-1", "patient-age": 42,
-                                     "report-pdf": "https://h/media/x/report.pdf"}
+    assert socket_values(values) == {
+        "ct-image": "img-1",
+        "patient-age": 42,
+        "report-pdf": "https://h/media/x/report.pdf",
+    }
 
 
 def test_pk_from_url_takes_the_last_segment() -> None:
@@ -89,23 +107,45 @@ def test_pk_from_url_takes_the_last_segment() -> None:
 
 
 def view(ds: str | None, creator: str, question: str, answer: Any, gt: bool = False) -> AnswerView:
-    return AnswerView(pk=f"{ds}-{creator}-{question}", question_pk=question, display_set_pk=ds,
-                      case_title=f"case {ds}" if ds else None, case_order=10, case_values={"patient-age": 40},
-                      creator=creator, created="t", modified="t", is_ground_truth=gt, answer=answer, mask_files=[])
+    return AnswerView(
+        pk=f"{ds}-{creator}-{question}",
+        question_pk=question,
+        display_set_pk=ds,
+        case_title=f"case {ds}" if ds else None,
+        case_order=10,
+        case_values={"patient-age": 40},
+        creator=creator,
+        created="t",
+        modified="t",
+        is_ground_truth=gt,
+        answer=answer,
+        mask_files=[],
+    )
 
 
 def test_wide_table_has_one_row_per_case_and_reader_and_a_column_per_question() -> None:
     parsed = questions_from_api(QUESTIONS)
     views = [
-        view("d1", "reader1", "q-choice", 1), view("d1", "reader1", "q-multi", [5]),
+        view("d1", "reader1", "q-choice", 1),
+        view("d1", "reader1", "q-multi", [5]),
         view("d1", "reader2", "q-choice", 2),
         view("d1", "editor", "q-choice", 2, gt=True),
         view("d2", "reader1", "q-multi", [6, 7]),
     ]
     header = wide_header(parsed, ["patient-age"])
     rows = list(wide_rows(views, parsed, ["patient-age"]))
-    assert header == ["case", "display_set", "display_set_order", "reader", "is_ground_truth", "socket:patient-age",
-                      "Overall & quality", "Findings", "Findings (2)", "Box"]
+    assert header == [
+        "case",
+        "display_set",
+        "display_set_order",
+        "reader",
+        "is_ground_truth",
+        "socket:patient-age",
+        "Overall & quality",
+        "Findings",
+        "Findings (2)",
+        "Box",
+    ]
     assert rows == [
         ["case d1", "d1", "10", "reader1", "false", "40", "Poor", "Nodule", "", ""],
         ["case d1", "d1", "10", "reader2", "false", "40", "Good", "", "", ""],

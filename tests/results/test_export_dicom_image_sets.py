@@ -20,8 +20,9 @@ from tests.results.conftest import World
 async def _image_set(world: World, tmp_path: Path, title: str = "patient1") -> str:
     """Sends one DICOM series as a DICOM Image Set with ``gcbulk run``; returns its image pk."""
     identified_series(tmp_path / "cases" / title, 3, seed=7)
-    job_file = write_job(tmp_path, world.emulator, rules='[[rules]]\ndicom = { Modality = "CT" }\n'
-                                                         'socket = "dicom-image-set"\n')
+    job_file = write_job(
+        tmp_path, world.emulator, rules='[[rules]]\ndicom = { Modality = "CT" }\nsocket = "dicom-image-set"\n'
+    )
     outcome = await run_job(job_file, world.emulator, FAST_ENGINE.replace(dicom=load_job(job_file).dicom))
     assert outcome.failed == []
     (display_set,) = [d for d in world.store.display_sets.values() if d.title == title]
@@ -30,8 +31,10 @@ async def _image_set(world: World, tmp_path: Path, title: str = "patient1") -> s
 
 def _stored(world: World, image_pk: str) -> dict[str, bytes]:
     image = world.store.images[image_pk]
-    return {f"{uid}.dcm": world.context.objects.object_path(IMAGES_BUCKET, key).read_bytes()
-            for uid, key in image.dicom_instances}
+    return {
+        f"{uid}.dcm": world.context.objects.object_path(IMAGES_BUCKET, key).read_bytes()
+        for uid, key in image.dicom_instances
+    }
 
 
 async def test_a_display_sets_image_set_is_exported_as_its_instances_and_resumed(world: World, tmp_path: Path) -> None:
@@ -57,13 +60,17 @@ async def test_a_display_sets_image_set_is_exported_as_its_instances_and_resumed
     assert [r.sha256 for r in rows] == [hashlib.sha256(stored[n]).hexdigest() for n in stored]
 
 
-async def test_a_mask_answer_whose_image_is_an_image_set_comes_down_as_instances(
-        world: World, tmp_path: Path) -> None:
+async def test_a_mask_answer_whose_image_is_an_image_set_comes_down_as_instances(world: World, tmp_path: Path) -> None:
     image_pk = await _image_set(world, tmp_path)
     (display_set,) = world.store.display_sets.values()
     question = world.question("Mask")
-    answer = await create_answer(world.context, creator="reader1", question_pk=question.pk,
-                                 display_set_pk=display_set.pk, mask_file=world.mask_file())
+    answer = await create_answer(
+        world.context,
+        creator="reader1",
+        question_pk=question.pk,
+        display_set_pk=display_set.pk,
+        mask_file=world.mask_file(),
+    )
     # The admin helper imports a mask from a file; the answer is pointed at the image set afterwards, since no API
     # path makes an answer whose image is an image set (the server's model allows it).
     answer.answer_image_pk = image_pk

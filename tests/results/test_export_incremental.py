@@ -9,10 +9,10 @@ from pathlib import Path
 
 import anyio
 import pytest
+
 from gcbulk.engine.results.export import ExportOptions, export_reader_study
 from gcbulk.state.ledger import LedgerLocked
 from gcbulk.state.results_ledger import ResultsLedger
-
 from tests.results.conftest import (
     IMAGE_DETAIL,
     S3_GET,

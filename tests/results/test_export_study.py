@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from gcbulk.emulator.answer_types import ANSWER_TYPES, NON_ANSWERABLE_TYPES
 from gcbulk.engine.results.answer_tables import ANSWER_COLUMNS
 from gcbulk.state.results_ledger import ExportFolderTaken
-
 from tests.results.conftest import ANSWER_LIST, World, stored_object_bytes
 
 
@@ -53,13 +53,26 @@ async def test_editor_export_has_every_answer_of_every_type_readable_and_per_cas
     # Per case: one row per display set and reader, one column per answerable question, the case's values joined.
     per_case = read_csv(out / "answers_per_case.csv")
     assert [(r["case"], r["reader"]) for r in per_case] == [
-        ("case-1", "reader1"), ("case-1", "reader2"), ("case-2", "reader1"), ("case-2", "reader2")]
+        ("case-1", "reader1"),
+        ("case-1", "reader2"),
+        ("case-2", "reader1"),
+        ("case-2", "reader2"),
+    ]
     answerable_texts = [q.question_text for q in world.questions() if q.answer_type not in NON_ANSWERABLE_TYPES]
     assert [c for c in per_case[0] if c in answerable_texts] == answerable_texts
     assert [r["socket:patient-age"] for r in per_case] == ["40", "40", "41", "41"]
-    assert per_case[0]["Overall quality"] == titles[json.loads(
-        next(r for r in rows if r["case"] == "case-1" and r["creator"] == "reader1" and
-             r["answer_type"] == "Choice")["answer"])]
+    assert (
+        per_case[0]["Overall quality"]
+        == titles[
+            json.loads(
+                next(
+                    r
+                    for r in rows
+                    if r["case"] == "case-1" and r["creator"] == "reader1" and r["answer_type"] == "Choice"
+                )["answer"]
+            )
+        ]
+    )
 
     # Masks: downloaded byte for byte, named by case / question / reader, and the table points at them.
     mask_answers = [a for a in answers if a.answer_image_pk]
@@ -75,7 +88,9 @@ async def test_editor_export_has_every_answer_of_every_type_readable_and_per_cas
     assert {o["title"] for o in next(q for q in questions if q["pk"] == choice.pk)["options"]} == set(titles.values())
     display_sets = read_csv(out / "display_sets.csv")
     assert [(d["title"], d["order"], d["socket:patient-age"]) for d in display_sets] == [
-        ("case-1", "10", "40"), ("case-2", "20", "41")]
+        ("case-1", "10", "40"),
+        ("case-2", "20", "41"),
+    ]
 
 
 async def test_reader_sees_only_their_own_answers(world: World, tmp_path: Path):

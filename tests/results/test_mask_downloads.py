@@ -9,6 +9,7 @@ import anyio
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from gcbulk.emulator.admin_answers import create_answer
 from gcbulk.emulator.objects import IMAGES_BUCKET
 from gcbulk.emulator.store import Answer
@@ -18,7 +19,6 @@ from gcbulk.engine.gc.retry import RetryPolicy
 from gcbulk.engine.results.export import ExportOptions, export_reader_study
 from gcbulk.engine.results.masks import DownloadLimits
 from gcbulk.state.results_ledger import ResultsLedger
-
 from tests.results.conftest import (
     IMAGE_DETAIL,
     S3_GET,
@@ -45,14 +45,20 @@ def noise_mask(world: World, seed: int) -> Path:
     return path
 
 
-async def one_mask_answer(world: World, creator: str = "reader1", case: str = "case-1", seed: int = 3,
-                          large: bool = False) -> Answer:
+async def one_mask_answer(
+    world: World, creator: str = "reader1", case: str = "case-1", seed: int = 3, large: bool = False
+) -> Answer:
     display_set = next((ds for ds in world.display_sets if ds.title == case), None)
     if display_set is None:
         display_set = world.add_display_sets([case], start_order=10 * (len(world.display_sets) + 1))[0]
     mask = noise_mask(world, seed) if large else world.mask_file(f"mask-{seed}.mha", seed=seed)
-    return await create_answer(world.context, creator=creator, question_pk=world.question("Mask").pk,
-                               display_set_pk=display_set.pk, mask_file=mask)
+    return await create_answer(
+        world.context,
+        creator=creator,
+        question_pk=world.question("Mask").pk,
+        display_set_pk=display_set.pk,
+        mask_file=mask,
+    )
 
 
 def mask_path(out: Path, answer: Answer, world: World) -> Path:
@@ -184,8 +190,9 @@ async def test_mask_whose_object_is_gone_fails_with_the_reason_and_the_rest_goes
 
 async def test_mask_answer_still_importing_has_an_empty_cell_until_its_image_arrives(world: World, tmp_path: Path):
     world.add_display_sets(["case-1", "case-2"])
-    pending = await create_answer(world.context, creator="reader1", question_pk=world.question("Mask").pk,
-                                  display_set_pk=world.display_sets[0].pk)
+    pending = await create_answer(
+        world.context, creator="reader1", question_pk=world.question("Mask").pk, display_set_pk=world.display_sets[0].pk
+    )
     done = await one_mask_answer(world, creator="reader1", case="case-2")
     out = tmp_path / "out"
 
@@ -243,8 +250,13 @@ async def test_hostile_question_text_and_username_stay_inside_the_folder(world: 
     world.store.users_by_token[intruder.token] = intruder
     world.study.reader_pks.add(intruder.pk)
     world.add_display_sets(["case-1"])
-    answer = await create_answer(world.context, creator=intruder.username, question_pk=world.question("Mask").pk,
-                                 display_set_pk=world.display_sets[0].pk, mask_file=world.mask_file())
+    answer = await create_answer(
+        world.context,
+        creator=intruder.username,
+        question_pk=world.question("Mask").pk,
+        display_set_pk=world.display_sets[0].pk,
+        mask_file=world.mask_file(),
+    )
     out = tmp_path / "out"
 
     summary = await world.export(out)
@@ -256,13 +268,11 @@ async def test_hostile_question_text_and_username_stay_inside_the_folder(world: 
     assert not Path("/tmp/evil-question").exists()
 
 
-async def test_a_mask_that_trickles_past_its_deadline_fails_alone_and_the_export_finishes(world: World,
-                                                                                       tmp_path: Path):
+async def test_a_mask_that_trickles_past_its_deadline_fails_alone_and_the_export_finishes(world: World, tmp_path: Path):
     # Issue 14: a body sent slowly (or forever) must not hold an export: each file has an overall deadline.
     slow = await one_mask_answer(world, large=True)
     out = tmp_path / "out"
-    options = ExportOptions(reader_study=STUDY, out_dir=out,
-                            download_limits=DownloadLimits(deadline_seconds=0.5))
+    options = ExportOptions(reader_study=STUDY, out_dir=out, download_limits=DownloadLimits(deadline_seconds=0.5))
     async with faults(world, {"match": "GET s3", "bandwidth_bytes_per_second": 256 * 1024}):
         with anyio.fail_after(60):  # 3 MiB at 256 KiB/s would take 12 s; the deadline ends it at 0.5 s
             async with world.client() as client:

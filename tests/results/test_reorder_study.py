@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+
 from gcbulk.emulator.admin_answers import create_answer
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.gc.retry import RetryPolicy
@@ -19,17 +20,20 @@ from gcbulk.engine.results.reorder import (
     run_reorder,
 )
 from gcbulk.state.reorder_ledger import ReorderLedger
-
 from tests.results.conftest import DISPLAY_SET_PATCH, World, eventually, faults
 
-CURRENT = [DisplaySetOrder("p1", "case10", 10), DisplaySetOrder("p2", "case2", 20), DisplaySetOrder("p3", "Case1", 30),
-           DisplaySetOrder("p4", "", 5), DisplaySetOrder("p5", "case3", 40)]
+CURRENT = [
+    DisplaySetOrder("p1", "case10", 10),
+    DisplaySetOrder("p2", "case2", 20),
+    DisplaySetOrder("p3", "Case1", 30),
+    DisplaySetOrder("p4", "", 5),
+    DisplaySetOrder("p5", "case3", 40),
+]
 
 
 def test_natural_title_order_puts_case2_before_case10_and_untitled_last() -> None:
     plan = plan_by_title(CURRENT, natural=True)
-    assert [(t.title, t.order) for t in plan] == [("Case1", 10), ("case2", 20), ("case3", 30), ("case10", 40),
-                                                  ("", 50)]
+    assert [(t.title, t.order) for t in plan] == [("Case1", 10), ("case2", 20), ("case3", 30), ("case10", 40), ("", 50)]
 
 
 def test_plain_title_order_is_by_code_point() -> None:
@@ -73,8 +77,9 @@ def test_missing_order_file_is_named(tmp_path: Path) -> None:
         plan_from_csv(tmp_path / "absent.csv", CURRENT)
 
 
-async def reorder(world: World, ledger_path: Path, *, by_csv: Path | None = None, concurrency: int = 4,
-                  **client_options: object) -> ReorderSummary:
+async def reorder(
+    world: World, ledger_path: Path, *, by_csv: Path | None = None, concurrency: int = 4, **client_options: object
+) -> ReorderSummary:
     async with world.client(**client_options) as client:
         current = await list_display_sets(client, world.study.pk)
         targets = plan_from_csv(by_csv, current) if by_csv else plan_by_title(current, natural=True)
@@ -148,8 +153,9 @@ async def test_failed_patches_are_retried_on_the_next_run_only(world: World, tmp
 
 async def test_display_set_with_answers_is_not_reordered_and_the_reason_is_given(world: World, tmp_path: Path):
     answered, _ = world.add_display_sets(["z-answered", "a-free"])
-    await create_answer(world.context, creator="reader1", question_pk=world.question("Bool").pk,
-                        display_set_pk=answered.pk, answer=True)
+    await create_answer(
+        world.context, creator="reader1", question_pk=world.question("Bool").pk, display_set_pk=answered.pk, answer=True
+    )
 
     summary = await reorder(world, tmp_path / "r.sqlite")
 

@@ -7,10 +7,10 @@ import csv
 from pathlib import Path
 
 import pytest
+
 from gcbulk.emulator.objects import IMAGES_BUCKET
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.cli import main
-
 from tests.results.conftest import World
 
 TOKEN_ENV = "GRAND_CHALLENGE_AUTHORIZATION"
@@ -115,8 +115,16 @@ def test_reorder_by_natural_title(world: World, tmp_path: Path, monkeypatch, cap
             del world.store.answers[answer.pk]
     ledger = tmp_path / "reorder.sqlite"
 
-    args = ["reorder", "--reader-study", "example-study", "--by", "natural-title", "--ledger", str(ledger),
-            *connection(world)]
+    args = [
+        "reorder",
+        "--reader-study",
+        "example-study",
+        "--by",
+        "natural-title",
+        "--ledger",
+        str(ledger),
+        *connection(world),
+    ]
     assert main(args) == 0
 
     assert "reordered now: 3" in capsys.readouterr().out
@@ -128,8 +136,18 @@ def test_reorder_by_natural_title(world: World, tmp_path: Path, monkeypatch, cap
 def test_reorder_of_answered_display_sets_exits_1_with_the_reason(world: World, tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv(TOKEN_ENV, world.emulator.tokens["editor"])
 
-    code = main(["reorder", "--reader-study", "example-study", "--by", "title", "--ledger",
-                 str(tmp_path / "r.sqlite"), *connection(world)])
+    code = main(
+        [
+            "reorder",
+            "--reader-study",
+            "example-study",
+            "--by",
+            "title",
+            "--ledger",
+            str(tmp_path / "r.sqlite"),
+            *connection(world),
+        ]
+    )
 
     assert code == 1
     assert "does not change a display set that already has answers" in capsys.readouterr().out
@@ -143,8 +161,17 @@ def test_unreadable_token_file_exits_2_naming_it(world: World, tmp_path: Path, c
 
 def test_missing_ca_file_exits_2(world: World, tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv(TOKEN_ENV, world.emulator.tokens["editor"])
-    args = ["export", "--reader-study", "example-study", "--out", str(tmp_path / "out"),
-            "--base-url", world.emulator.base_url, "--ca-file", str(tmp_path / "nope.pem")]
+    args = [
+        "export",
+        "--reader-study",
+        "example-study",
+        "--out",
+        str(tmp_path / "out"),
+        "--base-url",
+        world.emulator.base_url,
+        "--ca-file",
+        str(tmp_path / "nope.pem"),
+    ]
 
     assert main(args) == 2
 
@@ -167,8 +194,10 @@ def test_bad_concurrency_exits_2(args: list[str], message: str, capsys):
 def test_export_takes_server_ca_and_study_from_a_job_file(world: World, tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv(TOKEN_ENV, world.emulator.tokens["editor"])
     job = tmp_path / "job.toml"
-    job.write_text(f'reader_study = "example-study"\nbase_url = "{world.emulator.base_url}"\ncase_root = "cases"\n'
-                   f'ca_file = "{world.emulator.ca_file}"\n\n[[rules]]\nglob = "ct.mha"\nsocket = "ct-image"\n')
+    job.write_text(
+        f'reader_study = "example-study"\nbase_url = "{world.emulator.base_url}"\ncase_root = "cases"\n'
+        f'ca_file = "{world.emulator.ca_file}"\n\n[[rules]]\nglob = "ct.mha"\nsocket = "ct-image"\n'
+    )
 
     assert main(["export", "--job", str(job), "--out", str(tmp_path / "out"), "--no-masks"]) == 0
 
@@ -177,8 +206,9 @@ def test_export_takes_server_ca_and_study_from_a_job_file(world: World, tmp_path
     assert "using https://grand-challenge.org" not in capsys.readouterr().err
 
 
-def test_reorder_reads_the_server_from_the_environment_as_run_does(threaded_emulator: RunningEmulator,
-                                                                    tmp_path: Path, monkeypatch):
+def test_reorder_reads_the_server_from_the_environment_as_run_does(
+    threaded_emulator: RunningEmulator, tmp_path: Path, monkeypatch
+):
     world = World(threaded_emulator, tmp_path)
     world.add_display_sets(["case2", "case10", "case1"])
     monkeypatch.setenv(TOKEN_ENV, threaded_emulator.tokens["editor"])

@@ -6,6 +6,9 @@ import os
 from pathlib import Path, PurePosixPath
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gcbulk.engine.results.safe_paths import (
     MAX_COMPONENT_BYTES,
     UnsafePathError,
@@ -15,8 +18,6 @@ from gcbulk.engine.results.safe_paths import (
     safe_component,
     unique_names,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 HOSTILE = [
     "../../etc/passwd",
@@ -112,8 +113,11 @@ def test_multi_file_image_keeps_sanitised_server_names_in_a_folder() -> None:
     from gcbulk.engine.results.masks import mask_paths
 
     base = PurePosixPath("masks/case-1/Mask/reader1")
-    files = [{"file": "https://h/media/images/ab/cd/i/f/..%2F..%2Fct.mhd"}, {"file": "https://h/media/x/../../ct.zraw"},
-             {"file": "https://h/media/images/ab/cd/i/g/CON"}]
+    files = [
+        {"file": "https://h/media/images/ab/cd/i/f/..%2F..%2Fct.mhd"},
+        {"file": "https://h/media/x/../../ct.zraw"},
+        {"file": "https://h/media/images/ab/cd/i/g/CON"},
+    ]
     paths = [path for path, _ in mask_paths(base, files)]
     assert paths[1] == "masks/case-1/Mask/reader1/ct.zraw"
     for path in paths:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
+
 from gcbulk.emulator.server import RunningEmulator, free_port
 
 Trick = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
@@ -23,8 +24,10 @@ def echo_authorization(status: int) -> Trick:
     async def trick(request: web.Request) -> web.Response:
         header = request.headers.get("Authorization", "")
         token = header.split()[-1] if header else ""
-        return web.json_response({"detail": f"denied for {header}", "non_field_errors": [token, f"t={token};"]},
-                                 status=status)
+        return web.json_response(
+            {"detail": f"denied for {header}", "non_field_errors": [token, f"t={token};"]}, status=status
+        )
+
     return trick
 
 
@@ -53,14 +56,26 @@ def _app(hostile: Hostile) -> web.Application:
             answer = await trick(request)
             if answer is not None:
                 return answer
-        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "accept", "range",
-                                                                              "content-type")}
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() in ("authorization", "accept", "range", "content-type")
+        }
         async with aiohttp.ClientSession() as session:
-            async with session.request(request.method, upstream + request.path_qs, data=await request.read(),
-                                       headers=headers, ssl=context, allow_redirects=False) as response:
+            async with session.request(
+                request.method,
+                upstream + request.path_qs,
+                data=await request.read(),
+                headers=headers,
+                ssl=context,
+                allow_redirects=False,
+            ) as response:
                 body = await response.read()
-                out_headers = {k: v for k, v in response.headers.items()
-                               if k.lower() in ("content-type", "location", "etag", "retry-after")}
+                out_headers = {
+                    k: v
+                    for k, v in response.headers.items()
+                    if k.lower() in ("content-type", "location", "etag", "retry-after")
+                }
                 origin = hostile.base_url.split("/api/v1/")[0]
                 body = body.replace(upstream.encode(), origin.encode())
                 if "Location" in out_headers:

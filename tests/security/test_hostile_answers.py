@@ -112,7 +112,9 @@ def test_signed_downloads_over_plain_http_are_refused_unless_the_api_is_on_this_
     public = GrandChallengeClient(base_url="https://gc.example/api/v1/", token=TOKEN)
     with pytest.raises(UnsafeUrlError, match="only https object-store URLs"):
         public._checked_redirect("https://gc.example/media/x", "http://bucket.example/x?sig=1")
-    assert public._checked_redirect("https://gc.example/media/x", "https://b.example/x?s=1") == "https://b.example/x?s=1"
+    assert (
+        public._checked_redirect("https://gc.example/media/x", "https://b.example/x?s=1") == "https://b.example/x?s=1"
+    )
     local = GrandChallengeClient(base_url="http://127.0.0.1:9/api/v1/", token=TOKEN)
     assert local._checked_redirect("http://127.0.0.1:9/media/x", "http://127.0.0.1:8/x") == "http://127.0.0.1:8/x"
     for scheme in ("ftp://h/x", "data:text/plain,hi", "gopher://h/"):
@@ -151,8 +153,9 @@ def test_output_piped_into_a_reader_that_went_away_exits_quietly(capsys: pytest.
 
 def test_an_exception_group_becomes_one_line_and_an_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     def handler() -> int:
-        raise ExceptionGroup("unhandled errors in a TaskGroup", [AttributeError("'list' object has no attribute "
-                                                                                "'get'"), ValueError("x")])
+        raise ExceptionGroup(
+            "unhandled errors in a TaskGroup", [AttributeError("'list' object has no attribute 'get'"), ValueError("x")]
+        )
 
     assert run_guarded("export", handler) == EXIT_CRASH  # not a server fault gcbulk knows: a bug, its own code
     err = capsys.readouterr().err

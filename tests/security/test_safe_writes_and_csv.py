@@ -10,11 +10,12 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from gcbulk.engine.results.csv_cells import SafeCsvWriter, spreadsheet_safe
 from gcbulk.safe_files import UnsafeFileError, open_private_append, open_private_binary, replacing
 
 
-@pytest.mark.parametrize("cell", ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"])
+@pytest.mark.parametrize("cell", ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"])
 def test_cells_that_a_spreadsheet_would_run_get_an_apostrophe(cell: str) -> None:
     assert spreadsheet_safe(cell) == "'" + cell
 

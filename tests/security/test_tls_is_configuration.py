@@ -8,7 +8,6 @@ from pathlib import Path
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.errors import TlsVerificationFailed
 from gcbulk.engine.service.follow import is_fatal
-
 from tests.engine.conftest import make_tutorial_tree, write_job
 from tests.engine.test_run_command import gcbulk
 

@@ -6,7 +6,6 @@ import stat
 from pathlib import Path
 
 from gcbulk.emulator.server import RunningEmulator
-
 from tests.engine.conftest import make_tutorial_tree, write_job
 from tests.engine.test_run_command import gcbulk
 from tests.security.hostile import echo_authorization, hostile_server
@@ -32,18 +31,33 @@ def test_a_server_echoing_the_authorization_header_never_gets_the_token_into_any
         status = gcbulk("status", str(job), token=token)
         status_json = gcbulk("status", str(job), "--json", token=token)
         report_csv = gcbulk("report", str(job), "--format", "csv", token=token)
-        report_file = gcbulk("report", str(job), "--format", "json", "--out", str(tmp_path / "report.json"),
-                             token=token)
-        export = gcbulk("export", "--base-url", hostile.base_url, "--reader-study", "example-study",
-                        "--out", str(tmp_path / "export"), token=token)
+        report_file = gcbulk(
+            "report", str(job), "--format", "json", "--out", str(tmp_path / "report.json"), token=token
+        )
+        export = gcbulk(
+            "export",
+            "--base-url",
+            hostile.base_url,
+            "--reader-study",
+            "example-study",
+            "--out",
+            str(tmp_path / "export"),
+            token=token,
+        )
         assert any(hit.startswith("PATCH") for hit in hostile.hits)
 
     assert run.returncode == 1, run.stderr
     assert "[REDACTED]" in run.stderr + run.stdout  # the echo arrived, scrubbed
     assert "patient1" in status.stdout and report_csv.returncode == 0 and report_file.returncode == 0
     assert export.returncode != 0 and "gcbulk export" in export.stderr
-    streams = {"run": run, "status": status, "status --json": status_json, "report csv": report_csv,
-               "report --out": report_file, "export": export}
+    streams = {
+        "run": run,
+        "status": status,
+        "status --json": status_json,
+        "report csv": report_csv,
+        "report --out": report_file,
+        "export": export,
+    }
     for name, result in streams.items():
         assert token not in result.stdout and token not in result.stderr, name
     assert (tmp_path / "job.events.jsonl").is_file() and (tmp_path / "report.json").is_file()

@@ -20,10 +20,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.faults import FaultRule
 from gcbulk.emulator.server import RunningEmulator
-
 from tests.engine.conftest import write_job
 from tests.imaging import make_mask, make_mha
 
@@ -39,16 +39,27 @@ RUN_BOUND_SECONDS = 300  # one run that does not end by then has hung
 @pytest.fixture
 def emulator_config(tmp_path: Path) -> EmulatorConfig:
     # Harsh enough to matter: imports take a while, and a few S3 PUTs and API calls fail as on a busy day.
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.2, fault_seed=SEED, fault_rules=(
-        FaultRule(match="PUT s3", probability=0.03, status=503),
-        FaultRule(match="* api", probability=0.02, status=502, phase="after"),
-    ))
+    return EmulatorConfig(
+        data_dir=tmp_path / "emulator",
+        import_delay_seconds=0.2,
+        fault_seed=SEED,
+        fault_rules=(
+            FaultRule(match="PUT s3", probability=0.03, status=503),
+            FaultRule(match="* api", probability=0.02, status=502, phase="after"),
+        ),
+    )
 
 
 def _gcbulk(*args: str, emulator: RunningEmulator) -> subprocess.Popen:
     env = {**os.environ, "GRAND_CHALLENGE_AUTHORIZATION": emulator.tokens["editor"], "GCBULK_METRICS_ADDRESS": "off"}
-    return subprocess.Popen([sys.executable, "-m", "gcbulk", *args], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gcbulk", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _add_cases(cases: Path, first: int, count: int, rng: random.Random) -> None:
@@ -61,8 +72,9 @@ def _add_cases(cases: Path, first: int, count: int, rng: random.Random) -> None:
         make_mask(folder / "seg.mha", (4, 8, 8), seed=n + 1000)
 
 
-def test_random_kills_leave_no_duplicate_no_gap_and_no_orphan(tmp_path: Path,
-                                                              threaded_emulator: RunningEmulator) -> None:
+def test_random_kills_leave_no_duplicate_no_gap_and_no_orphan(
+    tmp_path: Path, threaded_emulator: RunningEmulator
+) -> None:
     rng = random.Random(SEED)
     cases = tmp_path / "cases"
     cases.mkdir()
@@ -102,15 +114,23 @@ def test_random_kills_leave_no_duplicate_no_gap_and_no_orphan(tmp_path: Path,
     # The ledger must agree with the server: a case the server holds whole is not "failed" here (§10's complaint).
     with sqlite3.connect(tmp_path / "job.ledger.sqlite") as ledger:
         not_done = dict(ledger.execute("SELECT title, state FROM cases WHERE state <> 'done'").fetchall())
-    figures = {"kills": kills, "runs_that_finished_before_their_kill": finished_early, **outcome,
-               "cases_not_done_in_ledger": not_done, "bytes_needed": needed, "bytes_put": sent,
-               "bytes_resent_percent": round(100 * (sent - needed) / needed, 2),
-               "seconds": round(time.monotonic() - started, 1), "seed": SEED,
-               "killed_after_event": dict(killed_after.most_common())}
+    figures = {
+        "kills": kills,
+        "runs_that_finished_before_their_kill": finished_early,
+        **outcome,
+        "cases_not_done_in_ledger": not_done,
+        "bytes_needed": needed,
+        "bytes_put": sent,
+        "bytes_resent_percent": round(100 * (sent - needed) / needed, 2),
+        "seconds": round(time.monotonic() - started, 1),
+        "seed": SEED,
+        "killed_after_event": dict(killed_after.most_common()),
+    }
     print("soak figures:", json.dumps(figures))
     assert kills >= KILLS
-    assert outcome["duplicates"] == outcome["missing"] == outcome["orphan_uploads"] == outcome["unexpected"] == 0, \
+    assert outcome["duplicates"] == outcome["missing"] == outcome["orphan_uploads"] == outcome["unexpected"] == 0, (
         figures
+    )
     assert not_done == {}, figures
 
 
@@ -119,10 +139,13 @@ def server_outcome(emulator: RunningEmulator, expected: set[str]) -> dict[str, i
     (orphans), display sets for no case of the tree."""
     store = emulator.context.store
     titles = Counter(ds.title for ds in store.display_sets.values())
-    return {"cases": len(expected), "duplicates": sum(n - 1 for n in titles.values()),
-            "missing": sum(1 for title in expected if title not in titles or not _complete(store, title)),
-            "orphan_uploads": sum(upload.status == "Initialized" for upload in store.uploads.values()),
-            "unexpected": len(set(titles) - expected)}
+    return {
+        "cases": len(expected),
+        "duplicates": sum(n - 1 for n in titles.values()),
+        "missing": sum(1 for title in expected if title not in titles or not _complete(store, title)),
+        "orphan_uploads": sum(upload.status == "Initialized" for upload in store.uploads.values()),
+        "unexpected": len(set(titles) - expected),
+    }
 
 
 def _wait_for_new_event(events: Path, before: list[str], run: subprocess.Popen, bound: float = 60.0) -> None:
@@ -141,7 +164,7 @@ def _event_lines(events: Path) -> list[str]:
 
 def _last_event(events: Path, before: list[str]) -> str:
     """The last event the killed run wrote ("(starting)": killed before its first, e.g. while Python imported)."""
-    for line in reversed(_event_lines(events)[len(before):]):
+    for line in reversed(_event_lines(events)[len(before) :]):
         try:
             return json.loads(line).get("event", "?")
         except ValueError:
@@ -152,7 +175,8 @@ def _last_event(events: Path, before: list[str]) -> str:
 def _complete(store: object, title: str) -> bool:
     display_set = next(ds for ds in store.display_sets.values() if ds.title == title)  # type: ignore[attr-defined]
     return set(display_set.values) == SOCKETS and all(
-        value.image_pk in store.images for value in display_set.values.values())  # type: ignore[attr-defined]
+        value.image_pk in store.images for value in display_set.values.values()
+    )  # type: ignore[attr-defined]
 
 
 def _bytes_sent_and_needed(ledger: Path, emulator: RunningEmulator) -> tuple[int, int]:
@@ -160,8 +184,12 @@ def _bytes_sent_and_needed(ledger: Path, emulator: RunningEmulator) -> tuple[int
     of each upload) against the bytes of the files."""
     with sqlite3.connect(ledger) as db:
         needed = db.execute("SELECT coalesce(sum(size), 0) FROM files WHERE present = 1").fetchone()[0]
-        shapes = {pk: (size, part, count) for pk, size, part, count in db.execute(
-            "SELECT pk, file_size, part_size, part_count FROM uploads WHERE pk IS NOT NULL")}
+        shapes = {
+            pk: (size, part, count)
+            for pk, size, part, count in db.execute(
+                "SELECT pk, file_size, part_size, part_count FROM uploads WHERE pk IS NOT NULL"
+            )
+        }
     sent = 0
     for (upload_pk, number), attempts in emulator.context.counters.part_put_attempts.items():
         size, part, count = shapes[upload_pk]

@@ -17,8 +17,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from gcbulk.emulator.server import RunningEmulator
 
+from gcbulk.emulator.server import RunningEmulator
 from tests.engine.conftest import write_job
 from tests.engine.test_several_workers import ledger_rows, start_worker
 from tests.pg_server import PgServer
@@ -31,8 +31,9 @@ SEED = int(os.environ.get("GCBULK_SOAK_SEED", "20261129"))
 RUN_BOUND_SECONDS = 300
 
 
-def test_random_kills_of_one_worker_among_three(tmp_path: Path, threaded_emulator: RunningEmulator,
-                                                pg_server: PgServer) -> None:
+def test_random_kills_of_one_worker_among_three(
+    tmp_path: Path, threaded_emulator: RunningEmulator, pg_server: PgServer
+) -> None:
     rng = random.Random(SEED)
     dsn = pg_server.new_database()
     cases = tmp_path / "cases"
@@ -72,9 +73,16 @@ def test_random_kills_of_one_worker_among_three(tmp_path: Path, threaded_emulato
     outcome = server_outcome(threaded_emulator, {f"patient{n}" for n in range(1, next_case)})
     stored_twice = sum(1 for n in threaded_emulator.context.counters.part_puts.values() if n > 1)
     taken_over = len(ledger_rows(dsn, "SELECT id FROM events WHERE kind = 'case_taken_over'"))
-    figures = {"kills": kills, **outcome, "parts_stored_twice": stored_twice, "cases_taken_over": taken_over,
-               "seconds": round(time.monotonic() - started, 1), "seed": SEED}
+    figures = {
+        "kills": kills,
+        **outcome,
+        "parts_stored_twice": stored_twice,
+        "cases_taken_over": taken_over,
+        "seconds": round(time.monotonic() - started, 1),
+        "seed": SEED,
+    }
     print("worker soak figures:", json.dumps(figures))
-    assert outcome["duplicates"] == outcome["missing"] == outcome["orphan_uploads"] == outcome["unexpected"] == 0, \
+    assert outcome["duplicates"] == outcome["missing"] == outcome["orphan_uploads"] == outcome["unexpected"] == 0, (
         figures
+    )
     assert stored_twice == 0, figures

@@ -6,11 +6,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
+
 from gcbulk.engine.plan.planner import PlannedCase, PlannedFile, PlannedItem
 from gcbulk.state.ledger import JobBinding, Ledger
 from gcbulk.state.records import PlanDiff
 from gcbulk.state.replan import planning
-
 
 BINDING = JobBinding(reader_study="example-study", base_url="https://gc.example/api/v1/", case_root="/data/cases")
 MiB = 1024**2
@@ -29,8 +29,9 @@ def planned_case(
     items = [
         PlannedItem(
             socket_slug=socket,
-            files=tuple(PlannedFile(path=f"{title}/{name}", name=name, size=size, mtime_ns=mtime_ns)
-                        for name, size in entries),
+            files=tuple(
+                PlannedFile(path=f"{title}/{name}", name=name, size=size, mtime_ns=mtime_ns) for name, size in entries
+            ),
         )
         for socket, entries in files.items()
     ]

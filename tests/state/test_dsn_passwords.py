@@ -11,13 +11,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gcbulk.engine.cli import main
 from gcbulk.engine.ledger_location import ledger_location, shown_ledger
 from gcbulk.redaction import redact_text
 from gcbulk.state.dsn import dsn_passwords, shown_dsn
-from hypothesis import given
-from hypothesis import strategies as st
-
 from tests.container.conftest import write_job_file
 
 # Each holds characters a DSN gives a meaning to, between pieces distinct enough to be looked for in any output.
@@ -62,8 +62,9 @@ def test_a_percent_encoded_password_is_hidden_and_found_as_written_and_as_libpq_
 @pytest.mark.parametrize("password", [p for p in UNUSUAL if "&" not in p])
 def test_a_password_given_as_a_query_parameter_keeps_the_other_parameters_shown(password: str) -> None:
     dsn = query_form(password)
-    assert shown_dsn(dsn) == ("postgresql://gcbulk@db.internal:5432/ledger?sslmode=require&password=***"
-                              "&application_name=w1")
+    assert shown_dsn(dsn) == (
+        "postgresql://gcbulk@db.internal:5432/ledger?sslmode=require&password=***&application_name=w1"
+    )
     assert password in dsn_passwords(dsn)
     assert shown_dsn(dsn) == hidden_by_hand(dsn, password)
 
@@ -83,8 +84,11 @@ def test_a_quoted_keyword_password_as_a_driver_message_quotes_it_is_hidden(passw
 
 
 def test_a_dsn_without_a_password_is_shown_as_it_is_and_carries_none() -> None:
-    for dsn in ("postgresql://gcbulk@db.internal:5432/ledger?sslmode=require", "postgres://db.internal/ledger",
-                "postgresql://h1:5432,h2:5433/ledger?target_session_attrs=read-write"):
+    for dsn in (
+        "postgresql://gcbulk@db.internal:5432/ledger?sslmode=require",
+        "postgres://db.internal/ledger",
+        "postgresql://h1:5432,h2:5433/ledger?target_session_attrs=read-write",
+    ):
         assert shown_dsn(dsn) == dsn
         assert dsn_passwords(dsn) == set()
 
@@ -114,7 +118,10 @@ def test_a_ledger_flag_registers_every_form_so_a_traceback_quoting_it_is_scrubbe
 @pytest.mark.parametrize("dsn_of", [url_form, query_form], ids=["user-part", "query"])
 @pytest.mark.parametrize("password", UNUSUAL)
 def test_an_unreachable_ledger_with_an_unusual_password_fails_without_showing_any_piece_of_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], password: str, dsn_of: Callable[[str], str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    password: str,
+    dsn_of: Callable[[str], str],
 ) -> None:
     # Port 9 (discard): nothing listens. An unencoded "@" or "&" makes libpq read the rest of the password as a host
     # or a parameter, and its error message quotes that piece.

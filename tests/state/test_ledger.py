@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
 from gcbulk.state.ledger import (
     Ledger,
     LedgerBindingError,
@@ -23,7 +24,6 @@ from gcbulk.state.ledger import (
     default_ledger_path,
 )
 from gcbulk.state.migrations import LedgerTooNew
-
 from tests.state.conftest import BINDING, planned_case, record
 
 _OPEN_AND_WAIT = textwrap.dedent(
@@ -164,8 +164,9 @@ def test_events_are_append_only(ledger: Ledger) -> None:
 def test_ledger_is_readable_with_the_sqlite_utils_command_line(ledger: Ledger, ledger_path: Path) -> None:
     record(ledger, [planned_case("p1", values={"patient-age": "63"})])
     sqlite_utils = Path(sys.executable).with_name("sqlite-utils")
-    result = subprocess.run([str(sqlite_utils), "rows", str(ledger_path), "items"], capture_output=True, text=True,
-                            check=True, timeout=60)
+    result = subprocess.run(
+        [str(sqlite_utils), "rows", str(ledger_path), "items"], capture_output=True, text=True, check=True, timeout=60
+    )
     rows = json.loads(result.stdout)
     assert {(row["socket_slug"], row["value"]) for row in rows} == {("ct-image", None), ("patient-age", "63")}
 

@@ -23,8 +23,10 @@ REPO = Path(__file__).parents[2]
 def job(tmp_path: Path) -> Path:
     make_tutorial_tree(tmp_path / "cases", 2)
     job_file = tmp_path / "job.toml"
-    job_file.write_text('reader_study = "s"\nbase_url = "https://gc.example/api/v1/"\ncase_root = "cases"\n\n'
-                        '[[rules]]\nglob = "ct.mha"\nsocket = "ct-image"\n')
+    job_file.write_text(
+        'reader_study = "s"\nbase_url = "https://gc.example/api/v1/"\ncase_root = "cases"\n\n'
+        '[[rules]]\nglob = "ct.mha"\nsocket = "ct-image"\n'
+    )
     assert main(["plan", str(job_file), "--offline"]) == 0
     return job_file
 
@@ -44,11 +46,13 @@ def _checkpointed(job: Path) -> Path:
 
 
 @pytest.mark.parametrize("command", ["status", "report", "run", "plan"])
-def test_a_damaged_ledger_exits_2_from_every_command_saying_how_to_recover(job: Path, command: str, capsys,
-                                                                             monkeypatch) -> None:
+def test_a_damaged_ledger_exits_2_from_every_command_saying_how_to_recover(
+    job: Path, command: str, capsys, monkeypatch
+) -> None:
     _corrupt(_checkpointed(job))
     argv = {"report": ["report", str(job), "--format", "json"], "plan": ["plan", str(job), "--offline"]}.get(
-        command, [command, str(job)])
+        command, [command, str(job)]
+    )
     monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", "not-used-before-the-ledger-is-opened")
 
     assert main(argv) == 2
@@ -99,10 +103,17 @@ def test_a_bug_exits_with_its_own_code_and_never_prints_the_token(tmp_path: Path
     (hook / "sitecustomize.py").write_text(
         "import gcbulk.engine.cli.status as s\n"
         f"def boom(args): raise RuntimeError('unexpected: Bearer {token}')\n"
-        "s.run = boom\n")
+        "s.run = boom\n"
+    )
     env = {**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{REPO}", "GRAND_CHALLENGE_AUTHORIZATION": token}
-    result = subprocess.run([sys.executable, "-m", "gcbulk", "status", "job.toml"], capture_output=True, text=True,
-                            env=env, cwd=tmp_path, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "gcbulk", "status", "job.toml"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert result.returncode == EXIT_CRASH
     assert "internal error (RuntimeError: unexpected: Bearer [REDACTED]); this is a bug" in result.stderr
     assert token not in result.stderr + result.stdout

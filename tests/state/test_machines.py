@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.machines import (
     MACHINES,
@@ -13,7 +14,6 @@ from gcbulk.state.machines import (
     StateMachine,
     check_transition,
 )
-
 from tests.state.conftest import MiB
 
 _TABLE_KEY = {

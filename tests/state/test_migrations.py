@@ -6,10 +6,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from gcbulk.state.ledger import Ledger
-from gcbulk.state.migrations import known_names, migrations
 from sqlite_utils import Database
 
+from gcbulk.state.ledger import Ledger
+from gcbulk.state.migrations import known_names, migrations
 from tests.state.conftest import BINDING
 
 
@@ -17,13 +17,30 @@ def _write_v1_ledger(path: Path) -> None:
     """What gcbulk with only m001 left behind: the schema of m001 and one case half-way through."""
     db = Database(path)
     migrations.apply(db, stop_before="m002_append_only_events")
-    db["job"].insert({"id": 1, "reader_study": BINDING.reader_study, "base_url": BINDING.base_url,
-                      "case_root": BINDING.case_root, "state": "complete"})
+    db["job"].insert(
+        {
+            "id": 1,
+            "reader_study": BINDING.reader_study,
+            "base_url": BINDING.base_url,
+            "case_root": BINDING.case_root,
+            "state": "complete",
+        }
+    )
     db["cases"].insert({"id": 1, "title": "p1", "folder": "p1", "state": "running", "attempts": 0})
     db["display_sets"].insert({"case_id": 1, "state": "created", "pk": "ds-1", "attempts": 0})
     db["items"].insert({"id": 1, "case_id": 1, "socket_slug": "ct-image", "state": "uploading", "attempts": 0})
-    db["files"].insert({"id": 1, "item_id": 1, "position": 0, "path": "p1/ct.mha", "name": "ct.mha", "size": 10,
-                        "mtime_ns": 1, "present": 1})
+    db["files"].insert(
+        {
+            "id": 1,
+            "item_id": 1,
+            "position": 0,
+            "path": "p1/ct.mha",
+            "name": "ct.mha",
+            "size": 10,
+            "mtime_ns": 1,
+            "present": 1,
+        }
+    )
     db["events"].insert({"at": "2025-01-01T00:00:00.000000Z", "kind": "case.running", "case_id": 1})
     db.close()
 

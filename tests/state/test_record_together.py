@@ -4,8 +4,8 @@ its state machine and logged as its own event. Run on both stores."""
 from __future__ import annotations
 
 import pytest
-from gcbulk.state.ledger import IllegalTransition, Ledger, LedgerError
 
+from gcbulk.state.ledger import IllegalTransition, Ledger, LedgerError
 from tests.state.conftest import MiB
 
 
@@ -17,13 +17,13 @@ def test_steps_recorded_together_are_each_checked_and_logged(one_case: Ledger) -
     ledger = one_case
     item_id = ledger.case_work(1).items[0].id
     before = len(ledger.events())
-    results = ledger.record_together([("case_started", (1,), {}), ("item_uploading", (item_id,), {}),
-                                      ("case_started", (1,), {})])  # the repeat is still a no-op
+    results = ledger.record_together(
+        [("case_started", (1,), {}), ("item_uploading", (item_id,), {}), ("case_started", (1,), {})]
+    )  # the repeat is still a no-op
     assert results == [True, True, False]
     work = ledger.case_work(1)
     assert (work.state, work.items[0].state) == ("running", "uploading")
-    assert [(e["kind"], e["case_id"]) for e in ledger.events()[before:]] == [("case.running", 1),
-                                                                              ("item.uploading", 1)]
+    assert [(e["kind"], e["case_id"]) for e in ledger.events()[before:]] == [("case.running", 1), ("item.uploading", 1)]
 
 
 def test_a_refused_step_leaves_none_of_them_recorded(one_case: Ledger) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+
 from gcbulk.state.ledger import (
     ConflictingRepeat,
     Ledger,
@@ -13,7 +14,6 @@ from gcbulk.state.ledger import (
     UploadNotOpen,
     composite_checksum,
 )
-
 from tests.state.conftest import MiB, planned_case, record
 
 

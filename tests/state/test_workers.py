@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.workers import PlanningLockTimeout
-
 from tests.state.conftest import BINDING, planned_case, record
 
 LEASE = 30.0
@@ -61,16 +61,18 @@ def test_an_expired_lease_is_taken_over_and_the_takeover_recorded(five_cases: Le
     assert [e["kind"] for e in five_cases.events(case_id=dead.case_id)][-1] == "case_taken_over"
 
 
-def test_on_sqlite_leases_of_an_earlier_killed_process_never_hold_a_case_back(five_cases: Ledger,
-                                                                              ledger_path: Path | str) -> None:
+def test_on_sqlite_leases_of_an_earlier_killed_process_never_hold_a_case_back(
+    five_cases: Ledger, ledger_path: Path | str
+) -> None:
     if on_postgres(ledger_path):
         pytest.skip("on PostgreSQL a live lease of another worker does hold the case")
     five_cases.claim_case("killed-process", lease_seconds=LEASE)
     assert len(claim_all(five_cases, "restarted-process")) == 5
 
 
-def test_a_heartbeat_renews_leases_and_names_the_cases_this_worker_lost(five_cases: Ledger,
-                                                                       ledger_path: Path | str) -> None:
+def test_a_heartbeat_renews_leases_and_names_the_cases_this_worker_lost(
+    five_cases: Ledger, ledger_path: Path | str
+) -> None:
     if not on_postgres(ledger_path):
         pytest.skip("a SQLite ledger admits one process: no case can be lost to another")
     five_cases.register_worker("w1", host="h", pid=1)
@@ -82,7 +84,8 @@ def test_a_heartbeat_renews_leases_and_names_the_cases_this_worker_lost(five_cas
 
 
 def test_a_clean_stop_frees_the_workers_units_and_leaves_its_unfinished_cases_to_others_at_once(
-        five_cases: Ledger, ledger_path: Path | str) -> None:
+    five_cases: Ledger, ledger_path: Path | str
+) -> None:
     five_cases.register_worker("w1", host="h", pid=1)
     claimed = claim_all(five_cases, "w1")
     five_cases.reserve_units("w1", "live uploads", held=3, ceiling=10, lease_seconds=LEASE)
@@ -137,8 +140,9 @@ def test_a_worker_alone_may_exceed_the_ceiling_as_one_oversized_case_is_admitted
     assert ledger.reserve_units("w1", "live uploads", held=12, ceiling=10, lease_seconds=LEASE)
 
 
-def test_concurrent_claims_from_four_connections_give_every_case_to_exactly_one(ledger: Ledger,
-                                                                              ledger_path: Path | str) -> None:
+def test_concurrent_claims_from_four_connections_give_every_case_to_exactly_one(
+    ledger: Ledger, ledger_path: Path | str
+) -> None:
     if not on_postgres(ledger_path):
         pytest.skip("a SQLite ledger admits one process")
     record(ledger, [planned_case(f"c{n:03d}") for n in range(60)])
@@ -158,12 +162,16 @@ def test_concurrent_claims_from_four_connections_give_every_case_to_exactly_one(
 
 
 def test_a_plan_lock_held_past_the_deadline_ends_the_wait_naming_its_holder_and_what_to_do(
-        ledger: Ledger, ledger_path: Path | str) -> None:
+    ledger: Ledger, ledger_path: Path | str
+) -> None:
     if not on_postgres(ledger_path):
         pytest.skip("a SQLite ledger admits one process: nobody else can hold the plan")
     with Ledger.open(ledger_path, BINDING) as stuck_planner, stuck_planner.planning_lock():
-        with pytest.raises(PlanningLockTimeout, match=r"(?s)plan lock is held by server process \d+.*"
-                                                      r"pg_stat_activity.*run again"):
+        with pytest.raises(
+            PlanningLockTimeout,
+            match=r"(?s)plan lock is held by server process \d+.*"
+            r"pg_stat_activity.*run again",
+        ):
             with ledger.planning_lock(deadline_seconds=0.3):
                 pytest.fail("the lock was taken while another connection held it")
     with ledger.planning_lock(deadline_seconds=0.3):
@@ -172,6 +180,7 @@ def test_a_plan_lock_held_past_the_deadline_ends_the_wait_naming_its_holder_and_
 
 # A ledger change's writes travel to PostgreSQL with its next read or its COMMIT (state/pg_store.py): on both stores
 # a change is still all or nothing, and what a caller reads of a write (its rowcount, its new id) is the same.
+
 
 def test_a_change_whose_last_write_fails_leaves_none_of_its_writes_and_the_ledger_usable(ledger: Ledger) -> None:
     with pytest.raises(Exception, match="(?i)unique"):
@@ -202,6 +211,7 @@ def test_a_write_in_a_change_tells_its_rowcount_and_new_id_as_it_would_alone(fiv
     with five_cases.db.atomic():
         changed = five_cases.db.execute("UPDATE cases SET attempts = attempts + 1 WHERE id > ?", (0,))
         event = five_cases.db.execute(
-            "INSERT INTO events (at, kind, subject, subject_id, data) VALUES (?, 'note', 'job', 1, '{}')", ("now",))
+            "INSERT INTO events (at, kind, subject, subject_id, data) VALUES (?, 'note', 'job', 1, '{}')", ("now",)
+        )
         assert changed.rowcount == 5
         assert event.lastrowid == five_cases._scalar("SELECT max(id) FROM events")
