@@ -1,5 +1,5 @@
 """R1–R3 (issue 16): the tutorial's cases with real imports, against the emulator's capacity profile
-(``--profile real``: two web workers with contract §10's service times, two import workers with build time per MiB
+(``--profile real``: two web workers with docs/gc-api.md §10's service times, two import workers with build time per MiB
 and the display-set lock contention). Run by ``benchmarks/compare_gcapi.py``, printed with W1–W3.
 
 * R1: cases × (CT ``.mha`` 2 MiB + airway mask ``.mha`` 0.5 MiB, voxels {0, 1}); wall time until every image is in

@@ -1,4 +1,4 @@
-"""The JSON of an answer, per question ``answer_type`` (contract §4): checking it, and example answers for tests.
+"""The JSON of an answer, per question ``answer_type`` (docs/gc-api.md §4): checking it, and example answers for tests.
 
 Scalar types are plain JSON (Text → string, Bool → bool, Number → number, Heading → null), Choice is an option
 ``id``, Multiple choice a list of ids, Mask ``{"upload_session_pk": uuid}`` with the image in ``answer_image``.

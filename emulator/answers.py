@@ -1,4 +1,4 @@
-"""``reader-studies/answers/`` and ``reader-studies/answers/mine/`` (contract §4): read-only here.
+"""``reader-studies/answers/`` and ``reader-studies/answers/mine/`` (docs/gc-api.md §4): read-only here.
 
 Editors see every answer of their studies, everyone else only their own; ``mine`` is additionally limited to the
 requester's non-ground-truth answers. Filters: ``question__reader_study`` and ``display_set`` (pks; a malformed or

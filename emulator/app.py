@@ -1,7 +1,7 @@
 """Builds the emulator: the Grand Challenge API application and the S3 application beside it.
 
 They are two aiohttp applications on two ports because they are two hosts in production: gcapi keeps the
-Authorization header only on the API host, and a redirect to a file on the S3 host crosses an origin (contract §4).
+Authorization header only on the API host, and a redirect to a file on the S3 host crosses an origin (docs/gc-api.md §4).
 Both share one ``Context`` (``gcbulk.emulator.context``).
 """
 
@@ -39,7 +39,7 @@ from gcbulk.emulator.http import (
 
 
 async def gcapi_version(request: web.Request) -> web.Response:
-    """``GET /api/v1/gcapi/``: no auth. The older server reported 0.13.2 (contract §9)."""
+    """``GET /api/v1/gcapi/``: no auth. The older server reported 0.13.2 (docs/gc-api.md §9)."""
     latest = "0.13.2" if context_of(request).config.schema == SCHEMA_2025_11 else "0.16.1"
     return json_response({"latest_version": latest, "lowest_supported_version": "0.13.0"})
 
@@ -65,7 +65,7 @@ def build_api_app(context: Context) -> web.Application:
             admin.admin_guard_middleware,
             auth_middleware_for(context.store),
         ],
-        client_max_size=16 * 1024**2,  # DATA_UPLOAD_MAX_MEMORY_SIZE (contract §5)
+        client_max_size=16 * 1024**2,  # DATA_UPLOAD_MAX_MEMORY_SIZE (docs/gc-api.md §5)
     )
     _share_context(app, context, SITE_API)
     app.router.add_get("/api/v1/gcapi/", gcapi_version)

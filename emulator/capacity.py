@@ -1,4 +1,4 @@
-"""The capacity profile (``--profile real``): the real server's finite workers and service times (contract §10).
+"""The capacity profile (``--profile real``): the real server's finite workers and service times (docs/gc-api.md §10).
 
 Without it the emulator answers every request at once. With it:
 
@@ -14,7 +14,7 @@ Without it the emulator answers every request at once. With it:
 * the import workers (``import_workers``, 2) take ≈ 0.5 s plus time per MiB to build each image, and when two values
   of one display set link at the same moment the second holds its worker for a random 0–5 s before retrying.
 
-The figures are contract §10's table (medians, a quiet box, gcbulk's own client with keep-alive).
+The figures are docs/gc-api.md §10's table (medians, a quiet box, gcbulk's own client with keep-alive).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from gcbulk.emulator.counters import COUNTERS, endpoint_name
 from gcbulk.emulator.http import ROWS_RETURNED, SERVICE_VARIANT
 
 API = "/api/v1/"
-# (method, path pattern below /api/v1/, seconds a worker is held, seconds per row returned): contract §10's medians.
+# (method, path pattern below /api/v1/, seconds a worker is held, seconds per row returned): docs/gc-api.md §10's medians.
 SERVICE_TIMES: tuple[tuple[str, str, float, float], ...] = (
     ("GET", r"gcapi/", 0.020, 0.0),
     ("GET", r"components/interfaces/(\d+/)?", 0.026, 0.0),
@@ -60,7 +60,7 @@ PROFILES = ("real",)
 class CapacityProfile:
     api_workers: int = 2
     import_workers: int = 2
-    # build_images: ≈ 0.5–0.7 s for 1–16 MiB, ≈ 1.5 s for 64 MiB (contract §10).
+    # build_images: ≈ 0.5–0.7 s for 1–16 MiB, ≈ 1.5 s for 64 MiB (docs/gc-api.md §10).
     build_base_seconds: float = 0.5
     build_seconds_per_mib: float = 0.016
     link_seconds: float = 0.1

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PROFILES,
         default=None,
         help="'real': the real server's 2 API and 2 import workers and measured service times "
-        "(contract §10); default: answer at once",
+        "(docs/gc-api.md §10); default: answer at once",
     )
     parser.add_argument(
         "--admin-token",

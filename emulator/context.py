@@ -28,15 +28,15 @@ SCHEMAS = (SCHEMA_CURRENT, SCHEMA_2025_11)
 @dataclass(frozen=True, kw_only=True)
 class EmulatorConfig:
     data_dir: Path
-    # "current" answers with the models gcapi 0.16.1 requires (contract §8); "2025-11" like the server of contract §9.
+    # "current" answers with the models gcapi 0.16.1 requires (docs/gc-api.md §8); "2025-11" like the server of docs/gc-api.md §9.
     schema: str = SCHEMA_CURRENT
     presigned_url_expiry_seconds: float = 3600.0
     download_url_expiry_seconds: float = 300.0
-    # Delay before the import worker picks up an upload session; the real worker takes about a second (contract §9).
+    # Delay before the import worker picks up an upload session; the real worker takes about a second (docs/gc-api.md §9).
     import_delay_seconds: float = 0.2
-    # Between a session turning Succeeded and its image appearing in the display set (a separate task, contract §10).
+    # Between a session turning Succeeded and its image appearing in the display set (a separate task, docs/gc-api.md §10).
     link_delay_seconds: float = 0.05
-    # Between a display-set POST's checks (highest order, unique title) and its insert (contract §10).
+    # Between a display-set POST's checks (highest order, unique title) and its insert (docs/gc-api.md §10).
     create_round_trip_seconds: float = 0.002
     max_uploads_per_user: int = 2000
     max_uploads_per_session: int = 100
@@ -54,7 +54,7 @@ class EmulatorConfig:
     capacity: CapacityProfile | None = None
     # Keep the state (and the CA) in data_dir across restarts (emulator/persistence.py); False: in memory only.
     persist: bool = False
-    # The server de-identifies a DICOM Image Set again (contract §10); False stores the files as received, so a test
+    # The server de-identifies a DICOM Image Set again (docs/gc-api.md §10); False stores the files as received, so a test
     # can see what the client sent (emulator/dicom_sets.py).
     dicom_server_deidentify: bool = True
 
@@ -68,7 +68,7 @@ class Context:
     signer: UrlSigner = field(init=False)
     faults: FaultPlan = field(init=False)
     counters: Counters = field(default_factory=Counters)
-    # Display sets an import worker is linking a value into right now (the capacity profile's lock, contract §10).
+    # Display sets an import worker is linking a value into right now (the capacity profile's lock, docs/gc-api.md §10).
     linking_display_sets: set[str] = field(default_factory=set)
     # Set once the S3 site is bound: presigned URLs point there.
     s3_base_url: str = ""

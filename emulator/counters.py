@@ -8,7 +8,7 @@ completed part leaves every ``part_puts`` value at 1.
 
 Under the capacity profile (``emulator/capacity.py``) the server's own time is counted too: ``busy_seconds`` by
 endpoint (as ``requests``), the seconds an API worker was held, and ``import_busy_seconds``, the seconds import
-workers were held (build, link, and the lock contention of contract §10). Benchmarks divide both by the cases.
+workers were held (build, link, and the lock contention of docs/gc-api.md §10). Benchmarks divide both by the cases.
 ``api_latency_ratio`` gives the median and p90 of each API request's time in the server (queue + work) over its
 work alone: 1.0 when no request ever waited for a worker.
 """
@@ -33,7 +33,7 @@ class Counters:
     busy_seconds: Counter[str] = field(default_factory=Counter)
     import_busy_seconds: float = 0.0
     latency_ratios: list[float] = field(default_factory=list)
-    # The most uploads each user held at once (user pk -> count): what the 2000-upload cap of contract §1 counts.
+    # The most uploads each user held at once (user pk -> count): what the 2000-upload cap of docs/gc-api.md §1 counts.
     peak_uploads_per_user: Counter[int] = field(default_factory=Counter)
     # The most API requests served at once under the capacity profile (at most its API workers; the rest queue).
     peak_api_serving: int = 0

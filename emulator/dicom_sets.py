@@ -1,4 +1,4 @@
-"""DICOM Image Set values (contract §3, §10): ``user_uploads`` plus ``image_name``, imported without an upload session.
+"""DICOM Image Set values (docs/gc-api.md §3, §10): ``user_uploads`` plus ``image_name``, imported without an upload session.
 
 As the server does it: the files must be DICOM; one study, one series and one patient per set is asserted; the set is
 de-identified again with Grand Challenge's own de-identifier (``config.dicom_server_deidentify``), which rejects SOP
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 
 class ImageSetRefused(Exception):
-    """Why the server refuses a DICOM image set; only ever logged (contract §10)."""
+    """Why the server refuses a DICOM image set; only ever logged (docs/gc-api.md §10)."""
 
 
 def _one_of_each(paths: list[Path]) -> None:
@@ -106,7 +106,7 @@ async def import_dicom_image_set(
 ) -> None:
     store = context.store
     uploads = [store.uploads.get(pk) for pk in upload_pks]
-    # Never listed: the server makes no RawImageUploadSession for a DICOM image set (contract §10).
+    # Never listed: the server makes no RawImageUploadSession for a DICOM image set (docs/gc-api.md §10).
     hidden = UploadSession(pk=new_uuid(), creator=user, created=context.clock.now(), upload_pks=upload_pks)
     work_dir = context.config.data_dir / "imports" / hidden.pk
     try:
@@ -131,7 +131,7 @@ async def import_dicom_image_set(
         )
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-        # Deleted even when the import failed (contract §10).
+        # Deleted even when the import failed (docs/gc-api.md §10).
         for upload in uploads:
             if upload is not None and upload.pk in store.uploads:
                 delete_upload(context, upload)

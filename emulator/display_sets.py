@@ -1,4 +1,4 @@
-"""``reader-studies/display-sets/`` (contract §3, §9): list, retrieve, create, PATCH, PUT; DELETE is 405.
+"""``reader-studies/display-sets/`` (docs/gc-api.md §3, §9): list, retrieve, create, PATCH, PUT; DELETE is 405.
 
 * The list filters by ``reader_study=<pk>`` (a slug or an unknown pk → django-filter's 400) and is ordered by
   ``order, created``; ``unanswered_by_user=true`` (with a ``reader_study``, optionally ``user=<username>``) drops the
@@ -202,7 +202,7 @@ def _validate_fields(request: web.Request, user: User, data: dict[str, Any]) -> 
             errors["order"] = [str(error)]
     values: list[ValueRequest] = []
     if "values" in data and data["values"] is None:
-        errors["values"] = ["This field may not be null."]  # contract §10
+        errors["values"] = ["This field may not be null."]  # docs/gc-api.md §10
     elif data.get("values") is not None:
         try:
             values = validate_values(context_of(request), user, data["values"])
@@ -239,7 +239,7 @@ async def create_display_set(request: web.Request) -> web.Response:
     order = attrs.get("order") or next_display_set_order(context.store, study.pk)
     # The server reads the highest order and checks the title, then inserts in a later round trip; requests handled
     # in between see the same state: concurrent creates get duplicate orders, and a concurrent duplicate title
-    # passes the check and fails on the database constraint with Django's HTML 500 (contract §10).
+    # passes the check and fails on the database constraint with Django's HTML 500 (docs/gc-api.md §10).
     await asyncio.sleep(context.config.create_round_trip_seconds)
     if title and any(
         other.reader_study_pk == study.pk and other.title == title for other in context.store.display_sets.values()

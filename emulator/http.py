@@ -1,4 +1,4 @@
-"""HTTP conventions shared by every emulated endpoint (contract §0).
+"""HTTP conventions shared by every emulated endpoint (docs/gc-api.md §0).
 
 The real server is Django REST Framework; these helpers reproduce the parts of its behaviour that clients depend on:
 the exact ``Content-Type``, DRF's error bodies, absolute same-host URLs, limit/offset pagination, token auth.
@@ -17,12 +17,12 @@ from aiohttp import web
 from gcbulk.emulator.store import Store, User
 
 ROWS_RETURNED = web.RequestKey("rows_returned", int)
-# A variant of an endpoint that the capacity profile charges differently (contract §10: a display-set POST with
+# A variant of an endpoint that the capacity profile charges differently (docs/gc-api.md §10: a display-set POST with
 # ``order`` takes 137 ms, without 105 ms).
 SERVICE_VARIANT = web.RequestKey("service_variant", str)
 
 API_PREFIX = "/api/v1/"
-# gcapi decodes JSON only when the header equals this string exactly (contract §8): no "; charset=utf-8".
+# gcapi decodes JSON only when the header equals this string exactly (docs/gc-api.md §8): no "; charset=utf-8".
 JSON_CONTENT_TYPE = "application/json"
 DEFAULT_PAGE_LIMIT = 100
 MAX_PAGE_LIMIT = 1000
@@ -137,7 +137,7 @@ def paginate(
         query.update(limit=str(limit), offset=str(new_offset))
         return f"{request.scheme}://{request.host}{request.path}?{urlencode(query)}"
 
-    request[ROWS_RETURNED] = len(page)  # the capacity profile charges list pages per row (contract §10)
+    request[ROWS_RETURNED] = len(page)  # the capacity profile charges list pages per row (docs/gc-api.md §10)
     next_url = link(offset + limit) if offset + limit < len(items) else None
     previous_url = link(max(offset - limit, 0)) if offset > 0 else None
     return json_response(
@@ -159,7 +159,7 @@ def require_user(request: web.Request) -> User:
 
 def token_from_header(header: str | None) -> str | None:
     """knox accepts only the ``Bearer`` keyword, in any case (gcapi sends ``BEARER``); any other header is ignored,
-    so the request runs as the anonymous user (contract §10)."""
+    so the request runs as the anonymous user (docs/gc-api.md §10)."""
     if not header:
         return None
     parts = header.split()

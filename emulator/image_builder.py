@@ -5,7 +5,7 @@ NIfTI and NRRD files go through panimg itself, the server's importer (``panimg_i
 ``segments`` and error texts are the server's. TIFF, PNG/JPEG and DICOM series (grouped by series instance UID) are
 parsed with SimpleITK: panimg's TIFF builder needs the system libraries libopenslide and libvips, which pip cannot
 install, and DICOM Image Sets (``dicom_sets.py``) build through the DICOM path. Every image is re-written as a
-MetaImage ``.mha`` like the real importer does (contract §9: the stored bytes differ from the uploaded ones), so a
+MetaImage ``.mha`` like the real importer does (docs/gc-api.md §9: the stored bytes differ from the uploaded ones), so a
 client must check an import by its properties.
 
 Images too large to read whole (``in_memory_limit_bytes``) are copied slab by slab (ITK's MetaImage reader streams a
@@ -77,7 +77,7 @@ class BuiltImage:
     window_width: float | None = None
     modality: str | None = None
     # The distinct voxel values of a single-channel 8-bit integer image, else None: panimg's ``segments``, which the
-    # server checks against a segmentation socket's overlay values (contract §10). panimg caps them (None past
+    # server checks against a segmentation socket's overlay values (docs/gc-api.md §10). panimg caps them (None past
     # MAX_SEGMENTS) only for TIFFs; a 2-D/3-D MetaImage, NIfTI or NRRD keeps all (at most 256) of its values.
     segments: list[int] | None = None
 
@@ -113,7 +113,7 @@ class BuildResult:
 
     @property
     def default_error_message(self) -> str:
-        """panimg's summary, e.g. "1 file could not be imported" (contract §2)."""
+        """panimg's summary, e.g. "1 file could not be imported" (docs/gc-api.md §2)."""
         count = len(self.file_errors)
         return f"{count} file{'s' if count != 1 else ''} could not be imported"
 

@@ -1,4 +1,4 @@
-"""``cases/images/`` (contract §4, §8) and the files behind images and file values (contract §4, §9).
+"""``cases/images/`` (docs/gc-api.md §4, §8) and the files behind images and file values (docs/gc-api.md §4, §9).
 
 * ``GET cases/images/{pk}/`` and the list, filtered by ``origin`` (an upload-session pk), ``reader_study`` (repeatable:
   images shown in that study's display sets) and ``name``; only images the user may view (see ``visibility``).
@@ -77,7 +77,7 @@ async def list_images(request: web.Request) -> web.Response:
     studies = _reader_study_filter(request)
     name = request.query.get("name")
     # Filters on what the emulator does not hold (algorithm jobs, archives, DICOM patient and study fields) narrow
-    # the list as on the server, where no image matches them here (contract §10), instead of being ignored.
+    # the list as on the server, where no image matches them here (docs/gc-api.md §10), instead of being ignored.
     if any(request.query.get(key) for key in NARROWING_FILTERS):
         return paginate(request, [], lambda image: image_json(request, context, image))
     images = [

@@ -1,4 +1,4 @@
-"""The asynchronous import worker: upload sessions become images, file uploads become file values (contract §2, §3, §9).
+"""The asynchronous import worker: upload sessions become images, file uploads become file values (docs/gc-api.md §2, §3, §9).
 
 The real server hands both to Celery; here they are asyncio tasks on the API app's loop. Each waits
 ``config.import_delay_seconds`` (the worker's pick-up latency), then takes one of ``MAX_PARALLEL_IMPORTS`` slots and
@@ -133,7 +133,7 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 
 def active_post_processing_tasks(context: Context, user_pk: int) -> int:
     """The user's imports that will need TIFF post-processing and are scheduled or running: only these count toward
-    the server's 16-task limit (contract §10)."""
+    the server's 16-task limit (docs/gc-api.md §10)."""
     store = context.store
     return sum(
         1
@@ -194,7 +194,7 @@ async def import_session(context: Context, session: UploadSession, inputs: list[
         shutil.rmtree(work_dir, ignore_errors=True)
 
     capacity = context.config.capacity
-    if capacity:  # the worker is held for the real build time (contract §10)
+    if capacity:  # the worker is held for the real build time (docs/gc-api.md §10)
         elapsed = asyncio.get_running_loop().time() - started
         await asyncio.sleep(max(0.0, capacity.build_seconds(input_bytes) - elapsed))
     session.image_pks = [image.pk for image in images]
@@ -204,7 +204,7 @@ async def import_session(context: Context, session: UploadSession, inputs: list[
     for upload in consumed:
         if upload is not None and upload.pk in store.uploads:
             consume_upload(context, upload)
-    # The server links the image in a separate task *after* the session turned Succeeded (contract §10): a client
+    # The server links the image in a separate task *after* the session turned Succeeded (docs/gc-api.md §10): a client
     # that takes Succeeded for "the value is there" meets this gap; the uploads are already gone by then.
     await asyncio.sleep(context.config.link_delay_seconds)
     if capacity and session.target_display_set_pk:
@@ -215,7 +215,7 @@ async def import_session(context: Context, session: UploadSession, inputs: list[
 
 async def _link_under_lock(context: Context, session: UploadSession, images: list[Image]) -> None:
     """The server locks the display set to link a value; a second link at the same moment cannot take the lock and
-    sleeps a random 0–5 s *inside its worker* before retrying (contract §10: why 2 × 1 MiB cases take 2.3 s)."""
+    sleeps a random 0–5 s *inside its worker* before retrying (docs/gc-api.md §10: why 2 × 1 MiB cases take 2.3 s)."""
     capacity = context.config.capacity
     assert capacity is not None
     pk = session.target_display_set_pk or ""
@@ -313,7 +313,7 @@ async def copy_file_value(context: Context, display_set_pk: str, socket_slug: st
     socket = store.sockets[socket_slug]
     if socket.kind in JSON_FILE_KINDS:
         # The server parses and schema-checks a JSON file in the background; a refusal leaves the value absent and
-        # is told only through notifications (contract §10). The upload stays for the 24 h sweep.
+        # is told only through notifications (docs/gc-api.md §10). The upload stays for the 24 h sweep.
         content = await asyncio.to_thread(upload_object_path(context, upload).read_bytes)
         refusal = json_file_error(socket, content)
         if refusal:

@@ -1,4 +1,4 @@
-"""``GET notifications/``: the only place a background failure of a JSON file value is reported (contract §10).
+"""``GET notifications/``: the only place a background failure of a JSON file value is reported (docs/gc-api.md §10).
 
 The real serializer shows each notification's ``read`` flag and little else; the emulator adds ``message`` and
 ``created`` so that a user (and a test) can see *why* a value never appeared, which is what the server's web page shows.

@@ -23,7 +23,7 @@ from gcbulk.emulator.clock import Clock
 UPLOADS_BUCKET = "uploads"
 IMAGES_BUCKET = "images"
 
-# S3's multipart limits (contract §1): S3 enforces them, Grand Challenge only checks the part-number range.
+# S3's multipart limits (docs/gc-api.md §1): S3 enforces them, Grand Challenge only checks the part-number range.
 MIN_PART_NUMBER = 1
 MAX_PART_NUMBER = 10_000
 MIN_PART_SIZE = 5 * 1024**2  # every part but the last, checked at complete
@@ -31,7 +31,7 @@ MAX_PART_SIZE = 5 * 1024**3
 _COPY_BUFFER = 1024**2
 
 
-# S3 upload ids are opaque base64-like strings with ``.``, ``_``, ``-`` and ``~`` in them, not hex (contract §10):
+# S3 upload ids are opaque base64-like strings with ``.``, ``_``, ``-`` and ``~`` in them, not hex (docs/gc-api.md §10):
 # a client that parses them out of URL paths must meet the same characters here.
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9._~-]{16,}")
 

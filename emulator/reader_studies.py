@@ -1,9 +1,9 @@
-"""Read-only endpoints of the study side (contract §3): reader studies, their questions, and sockets.
+"""Read-only endpoints of the study side (docs/gc-api.md §3): reader studies, their questions, and sockets.
 
 * ``GET reader-studies/?slug=`` and ``GET reader-studies/{pk}/`` (filter: ``slug`` only);
 * ``GET reader-studies/questions/?reader_study=<pk>`` and ``GET reader-studies/questions/{pk}/``;
 * ``GET components/interfaces/?slug=`` and ``GET components/interfaces/{int pk}/``: every socket, to anyone: an
-  anonymous request runs as guardian's anonymous user, which the server counts as authenticated (contract §10: 200).
+  anonymous request runs as guardian's anonymous user, which the server counts as authenticated (docs/gc-api.md §10: 200).
 
 Studies and questions are visible to the study's editors and readers; everyone else gets an empty list and 404s.
 """

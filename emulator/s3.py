@@ -47,7 +47,7 @@ def _url(context: Context, path: str, query: str) -> str:
 
 
 def presigned_part_url(context: Context, multipart: MultipartUpload, part_number: int) -> str:
-    """An ``upload_part`` URL like boto3's: ``/<bucket>/<key>?uploadId=…&partNumber=N&X-Amz-…`` (contract §9)."""
+    """An ``upload_part`` URL like boto3's: ``/<bucket>/<key>?uploadId=…&partNumber=N&X-Amz-…`` (docs/gc-api.md §9)."""
     path = _object_path(multipart.bucket, multipart.key)
     params = {"uploadId": multipart.upload_id, "partNumber": str(part_number)}
     query = context.signer.signed_query("PUT", path, context.config.presigned_url_expiry_seconds, params)
@@ -55,7 +55,7 @@ def presigned_part_url(context: Context, multipart: MultipartUpload, part_number
 
 
 def presigned_get_url(context: Context, bucket: str, key: str, expires_in: float | None = None) -> str:
-    """A short-lived GET URL for an object (the image-file download target, contract §4)."""
+    """A short-lived GET URL for an object (the image-file download target, docs/gc-api.md §4)."""
     path = _object_path(bucket, key)
     expiry = context.config.download_url_expiry_seconds if expires_in is None else expires_in
     return _url(context, path, context.signer.signed_query("GET", path, expiry, {}))

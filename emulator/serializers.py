@@ -1,13 +1,13 @@
 """The JSON shapes of the study side, in both schema modes (``EmulatorConfig.schema``).
 
-``current`` answers with every field gcapi 0.16.1's response models require (contract §8): ``algorithms`` on
+``current`` answers with every field gcapi 0.16.1's response models require (docs/gc-api.md §8): ``algorithms`` on
 questions, ``score`` on answers, ``descriptions_map_safe`` on display sets, ``socket`` beside ``interface`` in
-display-set values, and no fields deprecated "after 2025.10". ``2025-11`` answers like the server of contract §9
+display-set values, and no fields deprecated "after 2025.10". ``2025-11`` answers like the server of docs/gc-api.md §9
 (Grand Challenge at 9957bfc): no ``descriptions_map_safe``, no ``values[].socket``, no ``algorithms`` or ``score``,
 but the deprecated ``title`` / ``help_text`` / ``question_text`` and the DICOM metadata of images are still sent.
 A client must therefore not require fields it does not use.
 
-Every URL is absolute on the host the client used (gcapi refuses any other netloc, contract §5).
+Every URL is absolute on the host the client used (gcapi refuses any other netloc, docs/gc-api.md §5).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def is_legacy(context: Context) -> bool:
 
 
 def _safe(text: str) -> str:
-    """The server's ``*_safe`` fields are bleach-cleaned: tags are stripped, not escaped (contract §10). nh3 is
+    """The server's ``*_safe`` fields are bleach-cleaned: tags are stripped, not escaped (docs/gc-api.md §10). nh3 is
     bleach's maintained successor; like bleach it escapes a bare ``&`` or ``<`` in the text that is left."""
     return nh3.clean(text, tags=set())
 
@@ -83,7 +83,7 @@ def upload_session_url(request: web.Request, session: UploadSession) -> str:
 
 
 def media_url(request: web.Request, object_key: str) -> str:
-    """Image and socket-value files are served by the API host under ``/media/`` (contract §4, §9)."""
+    """Image and socket-value files are served by the API host under ``/media/`` (docs/gc-api.md §4, §9)."""
     return site_url(request, f"media/{object_key}")
 
 
@@ -342,7 +342,7 @@ def image_json(request: web.Request, context: Context, image: Image) -> dict[str
 def upload_session_json(
     request: web.Request, context: Context, session: UploadSession, *, status: str | None = None
 ) -> dict[str, Any]:
-    """``status`` overrides the shown status: the POST response shows the object as created (contract §2)."""
+    """``status`` overrides the shown status: the POST response shows the object as created (docs/gc-api.md §2)."""
     # Consumed uploads are deleted rows, so they drop out of the session's upload lists, as on the server.
     uploads = [context.store.uploads[pk] for pk in session.upload_pks if pk in context.store.uploads]
     return {

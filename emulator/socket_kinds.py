@@ -58,7 +58,7 @@ KIND_CODES = {
     "ZIP file": "ZIP",
 }
 SUPER_KINDS = ("Image", "File", "Value")
-# File sockets whose content is JSON: the server parses and schema-checks the file in the background (contract §10).
+# File sockets whose content is JSON: the server parses and schema-checks the file in the background (docs/gc-api.md §10).
 JSON_FILE_KINDS = frozenset(KIND_SCHEMAS) - {"String", "Integer", "Float", "Bool", "Choice", "Multiple choice"}
 
 
@@ -79,7 +79,7 @@ def schema_error(socket: Socket, value: Any) -> str | None:
 
 
 def json_file_error(socket: Socket, content: bytes) -> str | None:
-    """Why the server's background check refuses a JSON file for ``socket`` (contract §10), else None."""
+    """Why the server's background check refuses a JSON file for ``socket`` (docs/gc-api.md §10), else None."""
     try:
         value = json.loads(content)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -103,7 +103,7 @@ def allowed_voxel_values(socket: Socket) -> set[int]:
 
 
 def voxel_value_error(socket: Socket, segments: list[int] | None) -> str | None:
-    """Why the server refuses an image with ``segments`` on ``socket`` at linking (contract §10), else None.
+    """Why the server refuses an image with ``segments`` on ``socket`` at linking (docs/gc-api.md §10), else None.
 
     Only sockets with overlay segments are checked. ``segments`` is None for an image that is not single-channel
     8-bit integer or has more than 64 distinct values (panimg leaves it unset then).

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-# Display strings of the server's enums (contract §1, §2): the API shows these, never the integers.
+# Display strings of the server's enums (docs/gc-api.md §1, §2): the API shows these, never the integers.
 UPLOAD_INITIALIZED = "Initialized"
 UPLOAD_COMPLETED = "Completed"
 UPLOAD_ABORTED = "Aborted"
@@ -34,13 +34,13 @@ class User:
     pk: int
     username: str
     token: str
-    # Unverified users get the 2 GiB byte quota, verified ones 128 GiB (contract §1).
+    # Unverified users get the 2 GiB byte quota, verified ones 128 GiB (docs/gc-api.md §1).
     verified: bool = True
 
 
 @dataclass
 class Socket:
-    """A ComponentInterface (contract §3). ``super_kind`` is Image, File or Value."""
+    """A ComponentInterface (docs/gc-api.md §3). ``super_kind`` is Image, File or Value."""
 
     pk: int
     slug: str
@@ -82,7 +82,7 @@ class ImageFile:
 
 @dataclass
 class Image:
-    """A cases.Image: what the importer built from an upload session (contract §4, §8)."""
+    """A cases.Image: what the importer built from an upload session (docs/gc-api.md §4, §8)."""
 
     pk: str
     name: str
@@ -92,7 +92,7 @@ class Image:
     height: int | None
     depth: int | None
     color_space: str | None  # GRAY | RGB | RGBA | YCBCR
-    modality: str | None  # shown as {"modality": ...} (contract §8)
+    modality: str | None  # shown as {"modality": ...} (docs/gc-api.md §8)
     voxel_width_mm: float | None
     voxel_height_mm: float | None
     voxel_depth_mm: float | None
@@ -117,14 +117,14 @@ class Image:
 
 @dataclass
 class UploadSession:
-    """A RawImageUploadSession (contract §2)."""
+    """A RawImageUploadSession (docs/gc-api.md §2)."""
 
     pk: str
     creator: User
     created: datetime
     upload_pks: list[str]
     status: str = SESSION_QUEUED
-    error_message: str = ""  # "" by default, never null (contract §10)
+    error_message: str = ""  # "" by default, never null (docs/gc-api.md §10)
     image_pks: list[str] = field(default_factory=list)
     # Where the imported image goes once processing succeeds.
     target_display_set_pk: str | None = None
@@ -144,7 +144,7 @@ class Question:
     pk: str
     reader_study_pk: str
     question_text: str
-    answer_type: str  # the display string, e.g. "Multiple choice" (contract §3)
+    answer_type: str  # the display string, e.g. "Multiple choice" (docs/gc-api.md §3)
     options: list[Option] = field(default_factory=list)
     required: bool = True
     help_text: str = ""

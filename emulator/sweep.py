@@ -1,4 +1,4 @@
-"""The hourly cleanup of uploads (contract §1): every UserUpload older than ``upload_timeout_seconds`` (24 h) goes,
+"""The hourly cleanup of uploads (docs/gc-api.md §1): every UserUpload older than ``upload_timeout_seconds`` (24 h) goes,
 whatever its status. An Initialized one loses its parts (its multipart upload is aborted), a Completed one its object.
 
 The task runs every ``sweep_interval_seconds`` of the emulator's *clock*: it sleeps until the next run is due and

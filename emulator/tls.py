@@ -1,6 +1,6 @@
 """A throwaway certificate authority and server certificate, made at start.
 
-gcapi insists on https (contract §5) and verifies certificates unless told otherwise, so the emulator mints a CA and a
+gcapi insists on https (docs/gc-api.md §5) and verifies certificates unless told otherwise, so the emulator mints a CA and a
 leaf certificate naming ``127.0.0.1``, ``::1`` and ``localhost`` (an IP SAN: a client that connects to 127.0.0.1 checks
 the address, not a name), plus any public host names it is reached by (``--public-host``: in docker compose the other
 containers call it ``emulator``). Clients trust it through the printed CA file (``SSL_CERT_FILE`` or ``verify=``).

@@ -1,4 +1,4 @@
-"""The request bodies of the upload endpoints, validated the way Django REST Framework's fields do (contract §1).
+"""The request bodies of the upload endpoints, validated the way Django REST Framework's fields do (docs/gc-api.md §1).
 
 The messages are DRF's own, so a client sees the same 400 bodies as from the server: ``filename`` (a CharField of at
 most 128 characters that must be a bare name), ``part_numbers`` (a ListField of IntegerFields 1…10 000) and
@@ -75,7 +75,7 @@ def validate_part_numbers(data: dict[str, Any]) -> list[int]:
 
 
 def _validate_part(item: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """One entry of ``parts``: PartSerializer with partial=True, so no field is required (contract §1)."""
+    """One entry of ``parts``: PartSerializer with partial=True, so no field is required (docs/gc-api.md §1)."""
     if not isinstance(item, dict):
         return {}, {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {type(item).__name__}."]}
     valid: dict[str, Any] = {}

@@ -1,14 +1,14 @@
-"""``cases/upload-sessions/`` (contract §2): create, list (own, no filters), retrieve; no update, no DELETE.
+"""``cases/upload-sessions/`` (docs/gc-api.md §2): create, list (own, no filters), retrieve; no update, no DELETE.
 
 ``POST`` takes ``uploads`` (hyperlinks to the user's own Completed uploads, at most ``max_uploads_per_session``, unique
 filenames) and at most one target: ``display_set`` (+ ``interface``, needs change rights) or ``answer`` (a Mask
 question's answer of the user, still unset). ``archive`` and ``archive_item`` are accepted by the server, but the
 emulator has no archives, so any value for them "does not exist". A session with a target is scheduled for import
 at once; one without stays Queued until a display-set value PATCH names it as ``upload_session``. The response shows
-the object as created, so its status is "Queued" either way (contract §2).
+the object as created, so its status is "Queued" either way (docs/gc-api.md §2).
 
 Refused with 400 when the user already has ``max_active_imports_per_user`` TIFF imports scheduled or running (the
-server counts only TIFF post-processing tasks, and checks only here, contract §10).
+server counts only TIFF post-processing tasks, and checks only here, docs/gc-api.md §10).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _field_errors(request: web.Request, user: User, data: dict[str, Any], attrs:
     elif not isinstance(uploads, list):
         errors["uploads"] = [f'Expected a list of items but got type "{type(uploads).__name__}".']
     else:
-        # An empty list is accepted: the server makes a session with no uploads (contract §10).
+        # An empty list is accepted: the server makes a session with no uploads (docs/gc-api.md §10).
         try:
             attrs["uploads"] = [completed_upload_for(context, user, url, "uploads") for url in uploads]
         except ApiError as error:
@@ -129,7 +129,7 @@ async def create_upload_session(request: web.Request) -> web.Response:
         session.target_socket_slug = attrs["interface"].slug
     if "answer" in attrs:
         answer = attrs["answer"]
-        # The answer now points at the session; the import sets its image (contract §4).
+        # The answer now points at the session; the import sets its image (docs/gc-api.md §4).
         answer.answer = {"upload_session_pk": session.pk}
         answer.modified = context.clock.now()
         session.target_answer_pk = answer.pk
@@ -143,7 +143,7 @@ def _own_sessions(request: web.Request) -> list[UploadSession]:
     if user is None:
         return []
     sessions = context_of(request).store.upload_sessions.values()
-    # No filters and no ordering (contract §10): ordered by the random pk, a new session lands anywhere in the list,
+    # No filters and no ordering (docs/gc-api.md §10): ordered by the random pk, a new session lands anywhere in the list,
     # so paging while sessions are added can skip or repeat rows, as on the server.
     return sorted((s for s in sessions if s.creator.pk == user.pk), key=lambda s: s.pk)
 
@@ -154,7 +154,7 @@ async def list_upload_sessions(request: web.Request) -> web.Response:
 
 
 async def delete_upload_session(request: web.Request) -> web.Response:
-    """DELETE is refused with 403: the server checks permissions before the method (contract §10)."""
+    """DELETE is refused with 403: the server checks permissions before the method (docs/gc-api.md §10)."""
     require_user(request)
     raise forbidden()
 

@@ -1,4 +1,4 @@
-"""The UserUpload API (contract §1): S3 multipart uploads owned by their creator.
+"""The UserUpload API (docs/gc-api.md §1): S3 multipart uploads owned by their creator.
 
 Routes (all under ``/api/v1/``): ``POST uploads/``, ``GET uploads/``, ``GET uploads/{pk}/``, and the actions
 ``PATCH uploads/{pk}/{s3_upload_id}/generate-presigned-urls/``, ``GET …/list-parts/``,
@@ -133,7 +133,7 @@ def upload_object_path(context: Context, upload: Upload) -> Path:
 
 
 def delete_upload(context: Context, upload: Upload) -> None:
-    """Deletes the row and what it holds in S3, as the server's ``post_delete`` hook does (contract §1)."""
+    """Deletes the row and what it holds in S3, as the server's ``post_delete`` hook does (docs/gc-api.md §1)."""
     context.store.uploads.pop(upload.pk, None)
     if upload.status == UPLOAD_INITIALIZED:
         context.objects.multipart_uploads.pop(upload.s3_upload_id, None)
@@ -143,7 +143,7 @@ def delete_upload(context: Context, upload: Upload) -> None:
 
 
 def consume_upload(context: Context, upload: Upload) -> None:
-    """After a successful image import or file copy the server deletes the upload and its object (contract §1)."""
+    """After a successful image import or file copy the server deletes the upload and its object (docs/gc-api.md §1)."""
     delete_upload(context, upload)
 
 
@@ -192,7 +192,7 @@ def _action_upload(request: web.Request, *, write: bool) -> Upload:
 
 def _can_upload_more(context: Context, upload: Upload) -> bool:
     """The model's ``can_upload_more``: Initialized, and this upload's parts plus every object still under the
-    creator's key prefix below the quota (contract §1)."""
+    creator's key prefix below the quota (docs/gc-api.md §1)."""
     if upload.status != UPLOAD_INITIALIZED:
         return False
     try:
@@ -212,7 +212,7 @@ async def create_upload(request: web.Request) -> web.Response:
     context = context_of(request)
     filename = validate_filename(await read_json(request))
     existing = sum(1 for upload in context.store.uploads.values() if upload.creator.pk == user.pk)
-    # Contract §1: refused once the user holds *more than* the cap (gcapi's docs advise retrying after 5 minutes).
+    # docs/gc-api.md §1: refused once the user holds *more than* the cap (gcapi's docs advise retrying after 5 minutes).
     if existing > context.config.max_uploads_per_user:
         raise bad_request({"non_field_errors": [TOO_MANY_UPLOADS]})
     upload = Upload(
@@ -237,7 +237,7 @@ async def list_uploads(request: web.Request) -> web.Response:
         if user is None
         else [upload for upload in context_of(request).store.uploads.values() if upload.creator.pk == user.pk]
     )
-    # No ordering on the server (contract §10): the database returns rows in no set order. Ordering by the random
+    # No ordering on the server (docs/gc-api.md §10): the database returns rows in no set order. Ordering by the random
     # pk models that: a new row lands anywhere, so limit/offset paging while rows are added can skip or repeat.
     uploads.sort(key=lambda upload: upload.pk)
     return paginate(request, uploads, lambda upload: serialize_upload(request, upload))
@@ -248,7 +248,7 @@ async def retrieve_upload(request: web.Request) -> web.Response:
 
 
 async def delete_upload_request(request: web.Request) -> web.Response:
-    """DELETE is refused with 403: the server checks permissions before the method (contract §10)."""
+    """DELETE is refused with 403: the server checks permissions before the method (docs/gc-api.md §10)."""
     require_user(request)
     raise forbidden()
 
@@ -256,7 +256,7 @@ async def delete_upload_request(request: web.Request) -> web.Response:
 async def generate_presigned_urls(request: web.Request) -> web.Response:
     context = context_of(request)
     upload = _action_upload(request, write=True)
-    # The view checks the quota before it even validates the body (contract §1).
+    # The view checks the quota before it even validates the body (docs/gc-api.md §1).
     if not _can_upload_more(context, upload):
         raise forbidden(UPLOAD_LIMIT_REACHED)
     part_numbers = validate_part_numbers(await read_json(request))

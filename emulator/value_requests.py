@@ -1,13 +1,13 @@
 """The ``values`` of a display-set PATCH/PUT: validated like ComponentInterfaceValuePostSerializer, then applied.
 
-Validation reproduces DRF's two stages per value (contract §3, §9): field errors first (unknown socket, bad
+Validation reproduces DRF's two stages per value (docs/gc-api.md §3, §9): field errors first (unknown socket, bad
 hyperlinks), and only for a value without field errors the serializer's ``validate()`` (exactly one source, the
 source the socket's super kind needs, the JSON schema of a value). Errors come back as
 ``{"values": [{}, {"interface": ["Object with slug=nope does not exist."]}]}``, one entry per value.
 
 Applying: a JSON value or an existing image is set at once; ``user_uploads`` become a new upload session and
 ``upload_session`` is scheduled for import; a ``user_upload`` on a file socket is copied in the background. So image
-and file values appear only after the worker is done (contract §9).
+and file values appear only after the worker is done (docs/gc-api.md §9).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def _validate(item: dict[str, Any], attrs: dict[str, Any]) -> dict[str, list[str
         return {"non_field_errors": [f"You can only provide one of {SOURCES} for each socket."]}
     code = kind_code(socket)
     if socket.kind == DICOM_IMAGE_SET and not attrs.get("image"):
-        # A DICOM image set is built from uploads and needs the image's name as well (contract §3, §10). The exact
+        # A DICOM image set is built from uploads and needs the image's name as well (docs/gc-api.md §3, §10). The exact
         # wording of this message is not in the contract; it follows the server's other "required for" messages.
         if not (attrs.get("user_uploads") and item.get("image_name")):
             return {"non_field_errors": [f"user_uploads and image_name are required for interface kind {code}"]}
@@ -188,7 +188,7 @@ def validate_values(context: Context, user: User, raw: Any) -> list[ValueRequest
 
 def _shared_value(store: Store, slug: str, *, value: Any = None, image_pk: str | None = None) -> SocketValue:
     """The server reuses an existing socket value with the same socket and content: the same image or JSON value in
-    two display sets is one value pk (contract §10)."""
+    two display sets is one value pk (docs/gc-api.md §10)."""
     for display_set in store.display_sets.values():
         existing = display_set.values.get(slug)
         if (

@@ -1,4 +1,4 @@
-"""The JSON schema every value of a socket kind must fulfil, for every value kind the server knows (contract §3, §10).
+"""The JSON schema every value of a socket kind must fulfil, for every value kind the server knows (docs/gc-api.md §3, §10).
 
 The server checks a value socket's JSON against its kind's schema (annotation kinds included) on the PATCH, and a JSON
 file socket's parsed content in the background. The annotation schemas follow the shapes the server's

@@ -1,4 +1,4 @@
-"""Display-set state rules shared by the request handlers and the import worker (contract §3).
+"""Display-set state rules shared by the request handlers and the import worker (docs/gc-api.md §3).
 
 * A display set is editable only while no answer refers to it (``DisplaySet.is_editable``).
 * ``order`` 0 means "the next multiple of 10 above the study's highest" (the server's pre-save signal).
@@ -48,7 +48,7 @@ def file_value_key(value_pk: int, filename: str) -> str:
 
 
 def valid_filename(name: str) -> str:
-    """Django's ``get_valid_filename``, which the server's storage applies (contract §10): spaces become ``_``, any
+    """Django's ``get_valid_filename``, which the server's storage applies (docs/gc-api.md §10): spaces become ``_``, any
     character other than letters, digits, ``-``, ``_`` and ``.`` is dropped. Hand-written: the emulator has no Django."""
     cleaned = re.sub(r"(?u)[^-\w.]", "", name.strip().replace(" ", "_"))
     return cleaned if cleaned not in ("", ".", "..") else "file"

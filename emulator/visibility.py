@@ -1,9 +1,9 @@
-"""Who may see what on the study side: guardian's object permissions as Grand Challenge assigns them (contract §0).
+"""Who may see what on the study side: guardian's object permissions as Grand Challenge assigns them (docs/gc-api.md §0).
 
 * reader studies, questions and display sets: the study's editors and readers view them, only editors change them;
 * answers: their creator views them, and so do the study's editors (readers see only their own);
 * images: their creator, unless the image's upload session failed (a segmentation refused at linking: the session's
-  ``image_set`` names the image, but ``cases/images/?origin=`` does not show it, contract §10); the members of a study that shows the image in a display set; the editors of a study
+  ``image_set`` names the image, but ``cases/images/?origin=`` does not show it, docs/gc-api.md §10); the members of a study that shows the image in a display set; the editors of a study
   whose answer holds it as ``answer_image``.
 
 Anonymous users (``None``) see nothing: every list comes back empty and every detail 404s.

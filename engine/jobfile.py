@@ -75,7 +75,7 @@ from gcbulk.engine.plan.titles import TitleTemplateError, check_template
 from gcbulk.engine.upload.transfer_settings import JOB_KNOBS, TransferSettings
 from gcbulk.state.records import JobBinding
 
-TOKEN_ENV = "GRAND_CHALLENGE_AUTHORIZATION"  # the variable gcapi reads (contract §0)
+TOKEN_ENV = "GRAND_CHALLENGE_AUTHORIZATION"  # the variable gcapi reads (docs/gc-api.md §0)
 _SECRET_KEY = re.compile(r"token|authori[sz]ation|password|secret", re.IGNORECASE)
 _GROUPS = frozenset({"dicom-series", "all"})
 _UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
@@ -227,7 +227,7 @@ def _normalise_base_url(value: object, job_file: Path) -> str:
     parts = urlsplit(url)
     loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
     if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-        raise JobFileError(f"{job_file}: base_url {url!r} must start with https:// (contract §5)")
+        raise JobFileError(f"{job_file}: base_url {url!r} must start with https:// (docs/gc-api.md §5)")
     return url if url.endswith("/") else url + "/"
 
 

@@ -101,7 +101,7 @@ def fetch_catalogue(
         async with GrandChallengeClient(
             base_url=config.base_url, token=token, ca_file=config.ca_file, retry_policy=policy
         ) as client:
-            # Permission before bytes, already at plan time (contract §0: creating display sets needs an editor).
+            # Permission before bytes, already at plan time (docs/gc-api.md §0: creating display sets needs an editor).
             await client.require_editor(config.reader_study, consequence="fix that before running the job")
             catalogue = {slug: await client.get_socket(slug) for slug in config.socket_slugs} if with_sockets else None
             titles = set((await read_study(client, config.reader_study)).pk_by_title) if with_titles else None

@@ -7,7 +7,7 @@ they describe where and how this run works, not the job, so they come from flags
 
 The API token is never a setting of the job file (``gcbulk.engine.jobfile`` refuses one) and never a flag value (it would
 show in ``ps``): ``--token-file`` > ``$GCBULK_TOKEN_FILE`` (e.g. a compose secret at ``/run/secrets/gc_token``) >
-``$GRAND_CHALLENGE_AUTHORIZATION`` (gcapi's variable, contract §0). It is kept out of every repr and printed masked.
+``$GRAND_CHALLENGE_AUTHORIZATION`` (gcapi's variable, docs/gc-api.md §0). It is kept out of every repr and printed masked.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ _secrets: set[str] = set()
 
 
 def register_secret(secret: str | None) -> None:
-    """Adds ``secret`` (and its last word: "Bearer tok" and "tok" are both tokens, contract §0) to the process-wide
+    """Adds ``secret`` (and its last word: "Bearer tok" and "tok" are both tokens, docs/gc-api.md §0) to the process-wide
     set that :func:`redact` removes."""
     if not secret or not secret.strip():
         return

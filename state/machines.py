@@ -14,17 +14,17 @@ The graphs, in words:
   the server), and back to ``planned`` once fixed. ``done → planned`` only when a re-plan found a new value for it.
 * **display_set**: ``pending → creating → created → values_attached → importing → done | failed``. ``creating`` is
   written *before* the POST, so a crash between the POST and recording its pk leaves a trace that says "look it up by
-  title before creating another" (contract §3: the title is unique per reader study). ``pending → created`` is the
+  title before creating another" (docs/gc-api.md §3: the title is unique per reader study). ``pending → created`` is the
   adoption of a display set found by title. ``failed → created`` (pk known) retries the values. Any state with a pk
   → ``pending`` (pk forgotten) when the server no longer has that display set (``gcbulk verify``, a 404 on its pk).
 * **item** (one socket value of a case): ``planned → uploading → uploaded → attached → done | failed``. Value sockets
-  skip the uploads (``planned → attached``). ``attached`` means Grand Challenge has consumed the uploads (contract §1:
+  skip the uploads (``planned → attached``). ``attached`` means Grand Challenge has consumed the uploads (docs/gc-api.md §1:
   they are deleted after import), so a changed file can no longer be re-queued. ``withdrawn``: a re-plan found no file
   for that socket any more. ``attached | done → planned`` when the server no longer has the value (``gcbulk
   verify``): its uploads were consumed, so new ones are sent.
 * **upload** (one Grand Challenge UserUpload of one file): ``creating → initialized → completed → consumed``.
   ``creating`` is written before ``POST uploads/`` for the same reason as display sets. ``expired``: the 24 h sweep
-  deleted it (contract §1) or it is too old to finish; ``aborted``: a fatal error for that file; ``abandoned``: the
+  deleted it (docs/gc-api.md §1) or it is too old to finish; ``aborted``: a fatal error for that file; ``abandoned``: the
   file changed or the intent was never confirmed. The four end states are terminal; a new upload row replaces them.
 * **part**: a row exists once the part's ETag is known (``sent``); ``invalid`` when list-parts disagrees with it
   (missing, other size or ETag), and ``invalid → sent`` when it is sent again.
@@ -175,9 +175,9 @@ PART = _machine(
 
 MACHINES: Mapping[str, StateMachine] = {m.kind: m for m in (JOB, CASE, DISPLAY_SET, ITEM, UPLOAD, PART)}
 
-# Uploads that exist on Grand Challenge and count against the 2000-upload cap (contract §1).
+# Uploads that exist on Grand Challenge and count against the 2000-upload cap (docs/gc-api.md §1).
 LIVE_UPLOAD_STATES = frozenset({"creating", "initialized", "completed"})
-# Items whose uploads Grand Challenge has taken: a changed file is reported, never re-sent (contract §1, §3).
+# Items whose uploads Grand Challenge has taken: a changed file is reported, never re-sent (docs/gc-api.md §1, §3).
 CONSUMED_ITEM_STATES = frozenset({"attached", "done"})
 # Cases the transfer engine still has to work on.
 RUNNABLE_CASE_STATES = frozenset({"planned", "running"})

@@ -48,7 +48,7 @@ def m001_initial(db: Database) -> None:
     db["cases"].create(
         {
             "id": int,
-            "title": str,  # the idempotency key: unique per reader study (contract §3)
+            "title": str,  # the idempotency key: unique per reader study (docs/gc-api.md §3)
             "folder": str,
             "state": str,
             "attempts": int,
@@ -104,7 +104,7 @@ def m001_initial(db: Database) -> None:
             "item_id": int,
             "position": int,
             "path": str,  # relative to the job's case root, '/'-separated
-            "name": str,  # the upload's filename (contract §1: a bare name of at most 128 characters)
+            "name": str,  # the upload's filename (docs/gc-api.md §1: a bare name of at most 128 characters)
             "size": int,
             "mtime_ns": int,
             "checksum": str,  # S3-style multipart MD5 of the uploaded bytes ("<md5 of part md5s>-<parts>")
@@ -131,7 +131,7 @@ def m001_initial(db: Database) -> None:
             "part_size": int,
             "part_count": int,
             "intent_at": str,  # when 'creating' was written, before POST uploads/
-            "created_at": str,  # the server's 'created': the 24 h sweep counts from it (contract §1)
+            "created_at": str,  # the server's 'created': the 24 h sweep counts from it (docs/gc-api.md §1)
             "completed_at": str,
             "attempts": int,
             "last_error": str,
@@ -150,7 +150,7 @@ def m001_initial(db: Database) -> None:
             "number": int,
             "state": str,
             "size": int,
-            "etag": str,  # verbatim, with its quotes (contract §1: send it back as S3 returned it)
+            "etag": str,  # verbatim, with its quotes (docs/gc-api.md §1: send it back as S3 returned it)
             "md5": str,
             "sent_at": str,
             "updated_at": str,
@@ -247,7 +247,7 @@ def m003_results_export_and_reorder(db: Database) -> None:
     db["export_display_sets"].create(
         {
             "pk": str,
-            "position": int,  # in the server's order (order, created), contract §3
+            "position": int,  # in the server's order (order, created), docs/gc-api.md §3
             "title": str,
             "sort_order": int,
             "socket_values": str,  # JSON {socket slug: image pk | file URL | value}
@@ -286,7 +286,7 @@ def m003_results_export_and_reorder(db: Database) -> None:
             "answer_pk": str,
             "image_pk": str,
             "file_pk": str,
-            "file_url": str,  # on the API host; resolved to a fresh signed URL for each download (contract §4)
+            "file_url": str,  # on the API host; resolved to a fresh signed URL for each download (docs/gc-api.md §4)
             "state": str,
             "size": int,
             "sha256": str,
@@ -323,7 +323,7 @@ def m003_results_export_and_reorder(db: Database) -> None:
 @migrations()
 def m004_item_upload_sessions(db: Database) -> None:
     """Each image value is imported by its own upload session, created by gcbulk and recorded here before the values
-    PATCH names it (contract §2, §10): a run, or a resumed one, polls that session by pk; the server's session list
+    PATCH names it (docs/gc-api.md §2, §10): a run, or a resumed one, polls that session by pk; the server's session list
     (no filters, never cleaned up) is not scanned."""
     db["items"].add_column("upload_session_pk", str)
 

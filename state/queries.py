@@ -118,12 +118,12 @@ class LedgerQueries:
         return [self._upload_record(r, parts[r["id"]]) for r in rows]
 
     def live_upload_count(self) -> int:
-        """Uploads counting against the server's 2000-upload cap (contract §1)."""
+        """Uploads counting against the server's 2000-upload cap (docs/gc-api.md §1)."""
         marks = ", ".join("?" * len(LIVE_UPLOAD_STATES))
         return self._scalar(f"SELECT count(*) FROM uploads WHERE state IN ({marks})", sorted(LIVE_UPLOAD_STATES))
 
     def attached_image_items_count(self) -> int:
-        """Image values handed to Grand Challenge and not finished: imports in flight (contract §2: at most 16)."""
+        """Image values handed to Grand Challenge and not finished: imports in flight (docs/gc-api.md §2: at most 16)."""
         return self._scalar(
             "SELECT count(*) FROM items WHERE state = 'attached' AND value IS NULL "
             "AND (super_kind IS NULL OR super_kind = 'Image')"

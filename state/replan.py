@@ -165,7 +165,7 @@ class PlanRecorder:
         return self.conn.execute("SELECT 1 FROM temp.plan_seen WHERE case_id = ?", (case_id,)).fetchone() is not None
 
     def _record_duplicate(self, row: dict[str, Any], title: str, findings: list[dict[str, Any]]) -> None:
-        # Contract §3: the title is unique per reader study and is our idempotency key, so two folders with one title
+        # docs/gc-api.md §3: the title is unique per reader study and is our idempotency key, so two folders with one title
         # would fight over one display set. Block the first as well; the user must make the titles unique.
         self.diff.duplicate_titles.append(title)
         merged = (json.loads(row["findings"]) if row["findings"] else []) + findings

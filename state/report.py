@@ -102,8 +102,8 @@ _COUNTED = (("case", "cases"), ("display_set", "display_sets"), ("item", "items"
 @dataclass(frozen=True, kw_only=True)
 class JobCounts:
     by_state: dict[str, dict[str, int]]  # kind -> state -> count
-    live_uploads: int  # counting against the server's 2000-upload cap (contract §1)
-    imports_in_flight: int  # image values handed to Grand Challenge and not finished (contract §2)
+    live_uploads: int  # counting against the server's 2000-upload cap (docs/gc-api.md §1)
+    imports_in_flight: int  # image values handed to Grand Challenge and not finished (docs/gc-api.md §2)
     workers: tuple = ()  # gcbulk.state.workers.WorkerRow of every worker the job has seen (one view of the job)
 
 

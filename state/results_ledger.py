@@ -14,7 +14,7 @@ Where the ledgers live, and what they are bound to:
 * a **reorder** ledger: see ``state/reorder_ledger.py``.
 
 Incremental export: an answer is stored with its ``modified``; a run lists every answer (the API has no "changed
-since" filter, contract §4) and writes only the new and modified ones, marks the others seen, and, once the listing is
+since" filter, docs/gc-api.md §4) and writes only the new and modified ones, marks the others seen, and, once the listing is
 complete, forgets the answers it did not see (deleted, or no longer visible to this token). Output files are rebuilt
 from these tables, so they are always complete.
 

@@ -65,9 +65,9 @@ def configure(db: Database) -> None:
     # Durability: synchronous=FULL fsyncs the WAL at every commit, so a recorded transition survives power loss as
     # well as kill -9 (WAL + NORMAL is already safe against a process crash; it may lose the last commits on power
     # loss). NORMAL would still be *recoverable* — a part recorded as not done is simply sent again, a display set
-    # whose pk was lost is found again by its title (contract §3), a 'done' lost is re-verified by polling — but an
+    # whose pk was lost is found again by its title (docs/gc-api.md §3), a 'done' lost is re-verified by polling — but an
     # upload whose pk was lost is an orphan on the server that counts against the 2000-upload cap for up to 24 h
-    # (contract §1), and lost part records re-send bytes. Commits are few compared with the bytes moved (one per part
+    # (docs/gc-api.md §1), and lost part records re-send bytes. Commits are few compared with the bytes moved (one per part
     # of at least 5 MiB, and one per batch of cases while planning), so the fsync costs little; we take FULL.
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA foreign_keys=ON")

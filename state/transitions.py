@@ -119,7 +119,7 @@ class LedgerTransitions:
         return self.transition("item", item_id, "uploaded")
 
     def item_session_recorded(self, item_id: int, session_pk: str | None) -> bool:
-        """The upload session that imports this item's uploads (contract §2, §10), recorded before the values PATCH
+        """The upload session that imports this item's uploads (docs/gc-api.md §2, §10), recorded before the values PATCH
         names it; None forgets it (its uploads were replaced). Not a state change: the item stays where it is."""
         with self._atomic():
             item = self._get("item", item_id)

@@ -1,7 +1,7 @@
 """Command-line options that name a Grand Challenge server, its token and a reader study, shared by ``export`` and
 ``reorder``: flags > ``GCBULK_*`` > ``--job JOB.toml`` > default, resolved by ``gcbulk.engine.settings.resolve_server``.
 
-The token comes from ``--token-file``, ``$GCBULK_TOKEN_FILE`` or, as gcapi does (contract §0), from
+The token comes from ``--token-file``, ``$GCBULK_TOKEN_FILE`` or, as gcapi does (docs/gc-api.md §0), from
 ``GRAND_CHALLENGE_AUTHORIZATION``; it is never an argument (it would show in ``ps`` and shell history) and never printed.
 """
 

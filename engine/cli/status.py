@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def server_upload_count(args: argparse.Namespace) -> dict[str, Any]:
-    """The account's uploads as the server counts them (contract §1: what its 2000 cap counts, other tools' and lost
+    """The account's uploads as the server counts them (docs/gc-api.md §1: what its 2000 cap counts, other tools' and lost
     creates included), next to the ledger's own; unknown, with the reason, when the server cannot be asked."""
     import anyio
 

@@ -2,7 +2,7 @@
 Set value, and the ``[dicom]`` table (de-identification, staging folder and its disk budget). Pure: no I/O but the
 staging folder's path.
 
-A DICOM Image Set socket needs a non-empty ``image_name`` besides its files (contract §10); it is rendered from a
+A DICOM Image Set socket needs a non-empty ``image_name`` besides its files (docs/gc-api.md §10); it is rendered from a
 template on the series' header fields, the same way at plan time (where an empty name is a blocking finding) and at
 run time (where it is sent), so nothing but the template needs to be remembered between the two.
 """

@@ -1,7 +1,7 @@
 """DICOM headers → series in slice order, and the checks the server makes on a DICOM image set, made locally.
 
 Grand Challenge de-identifies an uploaded DICOM image set again and asserts one study, one series and one patient
-in it; a failure there is visible through no API and the uploads are deleted (contract §10). So each of those is a
+in it; a failure there is visible through no API and the uploads are deleted (docs/gc-api.md §10). So each of those is a
 finding here, naming every file of each conflicting value, before a byte is sent. The de-identification procedure
 rejects SOP classes it does not know (structured reports, presentation states, …): those files are reported, not
 sent.

@@ -13,7 +13,7 @@ import aiohttp
 
 from gcbulk.engine.gc.errors import ConfigurationError, ResponseTooLarge
 
-# Contract §0 pages of 1000 rows stay far below this; a larger answer is a misbehaving server or proxy.
+# docs/gc-api.md §0 pages of 1000 rows stay far below this; a larger answer is a misbehaving server or proxy.
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 

@@ -1,8 +1,8 @@
-"""The only place that speaks the Grand Challenge REST API (contract §0–§3). Method names follow the endpoints and gcapi.
+"""The only place that speaks the Grand Challenge REST API (docs/gc-api.md §0–§3). Method names follow the endpoints and gcapi.
 
 One ``GrandChallengeClient`` holds one ``aiohttp.ClientSession`` (a pooled connector shared with the presigned S3 PUTs
 of ``engine/upload/s3_parts.py``), bounds the API calls in flight, and retries through ``engine/gc/retry.py``. It reads only
-the response fields it uses, so it works with the current schema (contract §8) and the older server (contract §9)
+the response fields it uses, so it works with the current schema (docs/gc-api.md §8) and the older server (docs/gc-api.md §9)
 alike. The token travels only in the Authorization header of requests to the API host; it is never part of a URL,
 a log line, an exception or the repr.
 
@@ -46,15 +46,15 @@ from gcbulk.redaction import redact_bytes, register_secret
 
 log = logging.getLogger(__name__)
 
-# Contract §0: DRF pages are clipped at 1000; fewer, larger pages mean fewer round trips when scanning a study.
+# docs/gc-api.md §0: DRF pages are clipped at 1000; fewer, larger pages mean fewer round trips when scanning a study.
 DEFAULT_PAGE_SIZE = 1000
 # Answers that say the server (or what stands in front of it) is saturated: the adaptive limit backs off at once.
-# The API itself never sends 429 (contract §10); a proxy in front of it may, and 503/504 come from there too.
+# The API itself never sends 429 (docs/gc-api.md §10); a proxy in front of it may, and 503/504 come from there too.
 OVERLOADED_STATUSES = (429, 503, 504)
 
 
 def normalise_token(token: str) -> str:
-    """gcapi accepts ``tok`` or ``Bearer tok`` and keeps the last word (contract §0)."""
+    """gcapi accepts ``tok`` or ``Bearer tok`` and keeps the last word (docs/gc-api.md §0)."""
     words = token.split()
     if not words:
         raise ConfigurationError("the API token is empty; set GRAND_CHALLENGE_AUTHORIZATION or the job's token file")
@@ -70,7 +70,7 @@ def socket_slug_of(value: dict[str, Any]) -> str | None:
 
 
 def display_set_title(display_set: dict[str, Any]) -> str | None:
-    """``title`` where the server sends it, else ``title_safe`` unescaped (contract §8: the GET has only the latter)."""
+    """``title`` where the server sends it, else ``title_safe`` unescaped (docs/gc-api.md §8: the GET has only the latter)."""
     if display_set.get("title") is not None:
         return display_set["title"]
     safe = display_set.get("title_safe")
@@ -100,7 +100,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
             raise ConfigurationError(
                 f"base URL {base_url!r} must end in '/' (e.g. https://grand-challenge.org/api/v1/)"
             )
-        # Contract §5: gcapi insists on https; plain http is allowed only to a server on this machine (tests).
+        # docs/gc-api.md §5: gcapi insists on https; plain http is allowed only to a server on this machine (tests).
         if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback_host(parts.hostname)):
             raise ConfigurationError(f"base URL {base_url!r} must use https")
         self.base_url = base_url
@@ -110,7 +110,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         register_secret(self.__token)
         self._ca_file = Path(ca_file) if ca_file else None
         self._ssl_context = trust_context(self._ca_file)
-        # Contract §0 pages of 1000 rows stay far below this; a larger answer is a misbehaving server or proxy, and
+        # docs/gc-api.md §0 pages of 1000 rows stay far below this; a larger answer is a misbehaving server or proxy, and
         # reading it whole would take the process's memory with it (issue 14: 400 MiB of JSON took ~2 GB of RSS).
         self.max_response_bytes = max_response_bytes
         self._connections = connections
@@ -160,7 +160,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
 
     def url_for(self, path_or_url: str) -> str:
         """An absolute URL on the API host. Absolute URLs from the server must be on that host: the token is sent
-        with them (contract §5: gcapi refuses any other netloc, for the same reason)."""
+        with them (docs/gc-api.md §5: gcapi refuses any other netloc, for the same reason)."""
         url = urljoin(self.base_url, path_or_url)
         parts = urlsplit(url)
         if (parts.scheme, parts.netloc) != self._origin:
@@ -175,7 +175,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         headers = {**self._auth_headers(), "Accept": "application/json"}
         async with self.api_limiter.slot(self.endpoint_key(method, url)) as slot:
             try:
-                # No redirects (contract §0: gcapi treats a 3xx as an error): the token must not follow one.
+                # No redirects (docs/gc-api.md §0: gcapi treats a 3xx as an error): the token must not follow one.
                 async with self.session.request(
                     method, url, json=payload, params=params, headers=headers, allow_redirects=False
                 ) as resp:
@@ -205,7 +205,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
             error_type = {401: AuthenticationFailed, 404: NotFound}.get(status, ApiError)
             raise error_type(method, url, status, body, resp_headers)
         if raw and not isinstance(body, dict):
-            # Every successful API answer is a JSON object (contract §0); a list, or text (an HTML login page from
+            # Every successful API answer is a JSON object (docs/gc-api.md §0); a list, or text (an HTML login page from
             # a proxy), would otherwise fail later as an AttributeError far from its cause.
             shape = type(body).__name__ if content_type == "application/json" else f"{content_type or 'untyped'} text"
             raise UnexpectedResponse(
@@ -255,7 +255,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
     async def iterate_all(
         self, path: str, params: dict[str, Any] | None = None, *, page_size: int = DEFAULT_PAGE_SIZE
     ) -> AsyncIterator[dict[str, Any]]:
-        """Every result of a limit/offset list (contract §0): follows ``next`` when the server sends it, else asks
+        """Every result of a limit/offset list (docs/gc-api.md §0): follows ``next`` when the server sends it, else asks
         for the next offset until a short or empty page."""
         query: dict[str, Any] | None = {**(params or {}), "limit": page_size, "offset": 0}
         url = path
@@ -263,7 +263,9 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
             page = await self.request("GET", url, params=query)
             results = page.get("results", [])
             if not isinstance(results, list) or not all(isinstance(item, dict) for item in results):
-                raise UnexpectedResponse(f"GET {url}: 'results' is not a list of objects (contract §0 pagination)")
+                raise UnexpectedResponse(
+                    f"GET {url}: 'results' is not a list of objects (docs/gc-api.md §0 pagination)"
+                )
             for item in results:
                 yield item
             if page.get("next"):
@@ -276,7 +278,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
     # ---- sockets and reader studies ---------------------------------------------------------------------------
 
     async def get_socket(self, slug: str) -> dict[str, Any] | None:
-        """The socket (component interface) with ``slug``, or None if there is none (contract §3). Cached."""
+        """The socket (component interface) with ``slug``, or None if there is none (docs/gc-api.md §3). Cached."""
         async with self._lookups:  # concurrent cases asking at once make one request, not one each
             if slug not in self._sockets:
                 page = await self.request("GET", "components/interfaces/", params={"slug": slug})
@@ -305,7 +307,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
             yield display_set
 
     async def find_display_set_by_title(self, reader_study_pk: str, title: str) -> dict[str, Any] | None:
-        """The study's display set titled ``title``, or None. Titles are unique per study (contract §9)."""
+        """The study's display set titled ``title``, or None. Titles are unique per study (docs/gc-api.md §9)."""
         async for display_set in self.iterate_display_sets(reader_study_pk):
             if display_set_title(display_set) == title:
                 return display_set
@@ -320,10 +322,10 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
             return await self.find_display_set_by_title(study["pk"], title)
 
         def duplicate_title(error: ApiError) -> Exception | None:
-            # Contract §9: a duplicate title is 400 non_field_errors (unique set). Not an error for us: adopt it.
+            # docs/gc-api.md §9: a duplicate title is 400 non_field_errors (unique set). Not an error for us: adopt it.
             if error.status == 400 and isinstance(error.body, dict) and "non_field_errors" in error.body:
                 return _DuplicateTitle(error)
-            # Contract §0: a user who is not an editor of the study gets 400 on reader_study; no case can succeed.
+            # docs/gc-api.md §0: a user who is not an editor of the study gets 400 on reader_study; no case can succeed.
             if error.status == 400 and isinstance(error.body, dict) and "reader_study" in error.body:
                 return ConfigurationError(
                     f"this token's user may not add display sets to reader study {reader_study_slug!r} "
@@ -345,12 +347,12 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
             return found
 
     async def display_set_has_answers(self, pk: str) -> bool:
-        """Whether anyone answered on this display set (contract §4: ``answers/?display_set=``; an editor sees all)."""
+        """Whether anyone answered on this display set (docs/gc-api.md §4: ``answers/?display_set=``; an editor sees all)."""
         page = await self.request("GET", "reader-studies/answers/", params={"display_set": pk, "limit": 1})
         return bool(page.get("count", len(page.get("results", []))))
 
     async def may_create_display_sets(self, reader_study_slug: str) -> bool:
-        """Whether this token's user may add display sets to the study (an editor, contract §0), found out without
+        """Whether this token's user may add display sets to the study (an editor, docs/gc-api.md §0), found out without
         creating one: the probe's ``order`` is not a number, so the server refuses it whatever the rights, and DRF
         reports every field's errors at once — a ``reader_study`` error among them means "not an editor"."""
         body = {"reader_study": reader_study_slug, "title": "", "order": "not-a-number (gcbulk permission check)"}
@@ -397,7 +399,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         title: str | None = None,
         retries: bool = True,
     ) -> dict[str, Any]:
-        """PATCH (never PUT: a PUT removes the sockets it does not list, contract §3). ``retries=False``: sent once,
+        """PATCH (never PUT: a PUT removes the sockets it does not list, docs/gc-api.md §3). ``retries=False``: sent once,
         for the values PATCH, which is retried only after looking at the display set (engine/upload/values_patch.py)."""
         body: dict[str, Any] = {}
         if values is not None:
@@ -412,7 +414,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
 
     async def create_upload_session(self, upload_urls: list[str]) -> dict[str, Any]:
         """``POST cases/upload-sessions/`` with only ``uploads``: a session that stays Queued until a values PATCH
-        names it as ``upload_session`` (contract §2, §10 path (a)), so its pk can be recorded before the PATCH.
+        names it as ``upload_session`` (docs/gc-api.md §2, §10 path (a)), so its pk can be recorded before the PATCH.
 
         Retried like an idempotent call: a second Queued session whose answer was lost holds nothing and never
         runs (only the session named in the PATCH imports)."""
@@ -427,7 +429,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         reconcile: Callable[[], Awaitable[dict[str, Any] | None]],
     ) -> dict[str, Any]:
         """``POST cases/upload-sessions/`` with ``uploads``, ``display_set`` (pk) and ``interface``: the server
-        imports the uploads into that socket of the display set at once (contract §2, §10 path (b)) — one request
+        imports the uploads into that socket of the display set at once (docs/gc-api.md §2, §10 path (b)) — one request
         where a Queued session and a values PATCH are two.
 
         Not idempotent (a second session would import the same uploads again): after an answer that may hide a
@@ -439,7 +441,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         return await self.request("GET", f"cases/upload-sessions/{pk}/")
 
     async def iterate_upload_sessions(self) -> AsyncIterator[dict[str, Any]]:
-        """This user's upload sessions; the list has no filters (contract §2)."""
+        """This user's upload sessions; the list has no filters (docs/gc-api.md §2)."""
         async for session in self.iterate_all("cases/upload-sessions/"):
             yield session
 

@@ -103,7 +103,7 @@ class HttpError(GcbulkError):
 
 
 class ApiError(HttpError):
-    """An error answer from the Grand Challenge API; ``body`` is DRF's JSON error (contract §0)."""
+    """An error answer from the Grand Challenge API; ``body`` is DRF's JSON error (docs/gc-api.md §0)."""
 
 
 class AuthenticationFailed(ApiError):
@@ -111,15 +111,15 @@ class AuthenticationFailed(ApiError):
 
 
 class NotFound(ApiError):
-    """404: the object does not exist or is not visible to this user (contract §0: invisible objects are 404)."""
+    """404: the object does not exist or is not visible to this user (docs/gc-api.md §0: invisible objects are 404)."""
 
 
 class UploadCapReached(ApiError):
-    """Contract §1: more than 2000 uploads exist for this user; gcapi says retry after 5 minutes."""
+    """docs/gc-api.md §1: more than 2000 uploads exist for this user; gcapi says retry after 5 minutes."""
 
 
 class UploadQuotaReached(ApiError):
-    """Contract §1: presigning would exceed the byte quota (2 / 128 GiB); space frees as imports consume uploads."""
+    """docs/gc-api.md §1: presigning would exceed the byte quota (2 / 128 GiB); space frees as imports consume uploads."""
 
 
 class S3Error(HttpError):
@@ -127,11 +127,11 @@ class S3Error(HttpError):
 
 
 class PresignedUrlExpired(S3Error):
-    """403 from S3: the presigned URL expired (contract §1: 3600 s) or was rejected; re-sign and PUT again."""
+    """403 from S3: the presigned URL expired (docs/gc-api.md §1: 3600 s) or was rejected; re-sign and PUT again."""
 
 
 class MultipartUploadVanished(GcbulkError):
-    """The multipart upload is gone on the server (the 24 h sweep, contract §1); it must be created again."""
+    """The multipart upload is gone on the server (the 24 h sweep, docs/gc-api.md §1); it must be created again."""
 
 
 class PartIntegrityError(GcbulkError):
@@ -171,8 +171,8 @@ class AttemptsExhausted(GcbulkError):
         super().__init__(redact_text(f"{what}: gave up after {attempts} attempts; last error: {last_error}"))
 
 
-# Contract §5: gcapi ≥ 0.13 retries 429, 502, 503, 504, 507. 500 is not in the list: on GC it means an unhandled
-# model or S3 error (contract §1 "500 traps"), which repeats; the caller reconciles instead (e.g. a complete that
+# docs/gc-api.md §5: gcapi ≥ 0.13 retries 429, 502, 503, 504, 507. 500 is not in the list: on GC it means an unhandled
+# model or S3 error (docs/gc-api.md §1 "500 traps"), which repeats; the caller reconciles instead (e.g. a complete that
 # already happened).
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504, 507})
 
@@ -246,7 +246,7 @@ def first_error(exc: BaseException) -> BaseException:
 def may_have_succeeded(exc: BaseException) -> bool:
     """True when a create may have happened although the call failed: the request may have reached the server
     (network error after sending) or the server may have failed after acting (a 5xx from a proxy). A create must then
-    be reconciled (looked up) before it is sent again, or it may be duplicated (contract §5)."""
+    be reconciled (looked up) before it is sent again, or it may be duplicated (docs/gc-api.md §5)."""
     if isinstance(exc, TransportError) or is_network_error(exc):
         return True
     return isinstance(exc, HttpError) and exc.status >= 500

@@ -1,6 +1,6 @@
 """Adaptive concurrency: how many requests (or imports) to keep in flight, learned from how the server answers.
 
-Grand Challenge's capacity is a handful of web and import workers (contract §10: two of each on the measured server).
+Grand Challenge's capacity is a handful of web and import workers (docs/gc-api.md §10: two of each on the measured server).
 Requests beyond them only queue: throughput stops rising and then *falls*, and latency grows linearly. So the right
 number in flight is not a constant: it is as many as keep latency near its unloaded floor. ``AimdPolicy`` is that
 rule as a pure function (TCP's additive increase, multiplicative decrease, driven by latency as in Vegas/gradient
@@ -121,7 +121,7 @@ class AimdPolicy:
 
 
 def api_policy(upper: int, *, adaptive: bool = True) -> AimdPolicy:
-    """API calls: from 2 in flight (the measured server's web workers, contract §10) up to ``upper`` (the knob).
+    """API calls: from 2 in flight (the measured server's web workers, docs/gc-api.md §10) up to ``upper`` (the knob).
     ``adaptive=False`` pins the limit at ``upper``: the fixed setting the benchmarks compare against."""
     if not adaptive:
         return AimdPolicy(minimum=upper, initial=upper, maximum=upper)

@@ -1,9 +1,9 @@
-"""The results side of the Grand Challenge API (contract §3, §4): questions, answers, images, image files, order.
+"""The results side of the Grand Challenge API (docs/gc-api.md §3, §4): questions, answers, images, image files, order.
 
 A mixin of ``GrandChallengeClient`` (``engine/gc/client.py``), like ``engine/gc/uploads_api.py``. It reads only the fields it
-uses, so it works with the current schema (contract §8) and the older server (contract §9).
+uses, so it works with the current schema (docs/gc-api.md §8) and the older server (docs/gc-api.md §9).
 
-Image files take two hops (contract §4, §9): ``GET <file URL>`` on the API host *with* the token answers 302 to a
+Image files take two hops (docs/gc-api.md §4, §9): ``GET <file URL>`` on the API host *with* the token answers 302 to a
 signed object-store URL that expires after about 300 s; that URL is fetched *without* the token (another origin:
 the token must never leave the API host) and supports HTTP Range, which is what makes a cut download resumable.
 """
@@ -41,7 +41,7 @@ class SignedUrlRefused(S3Error):
 
 
 def _bool_param(value: bool) -> str:
-    # django-filter's BooleanWidget reads "true"/"false" (contract §4); aiohttp refuses bool query values anyway.
+    # django-filter's BooleanWidget reads "true"/"false" (docs/gc-api.md §4); aiohttp refuses bool query values anyway.
     return "true" if value else "false"
 
 
@@ -72,7 +72,7 @@ class ResultsMixin:
         is_ground_truth: bool | None = None,
         page_size: int | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Every answer of the study this user may see, page by page (contract §4): all of them for an editor,
+        """Every answer of the study this user may see, page by page (docs/gc-api.md §4): all of them for an editor,
         one's own for a reader; ``mine`` asks ``answers/mine/`` (one's own, never ground truth)."""
         params: dict[str, Any] = {"question__reader_study": reader_study_pk}
         if display_set_pk is not None:
@@ -102,7 +102,7 @@ class ResultsMixin:
 
     async def resolve_image_file(self, file_url: str) -> str:
         """The signed object-store URL behind an image file URL: ``GET`` it on the API host with the token and read
-        the 302's ``Location`` (contract §4). Raises NotFound (unknown image), ApiError 403 (no view permission).
+        the 302's ``Location`` (docs/gc-api.md §4). Raises NotFound (unknown image), ApiError 403 (no view permission).
         Retried like any API call."""
         url = self.url_for(file_url)
 

@@ -37,7 +37,7 @@ T = TypeVar("T")
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """``Retry-After`` as seconds: an integer (or decimal) number of seconds or an HTTP-date, clamped at 0
-    (contract §5, as gcapi ≥ 0.13 reads it). None when absent or unreadable."""
+    (docs/gc-api.md §5, as gcapi ≥ 0.13 reads it). None when absent or unreadable."""
     if value is None or not value.strip():
         return None
     try:
@@ -67,9 +67,9 @@ class RetryPolicy:
     max_delay: float = 60.0
     # Retries one item (a file, a case) may spend across all its calls before it fails with its last error.
     attempts_per_item: int = 10
-    # Contract §1: gcapi documents retrying the 400 "too many uploads" after 5 minutes.
+    # docs/gc-api.md §1: gcapi documents retrying the 400 "too many uploads" after 5 minutes.
     upload_cap_delay: float = 300.0
-    # Contract §1: the byte quota frees up as imports consume completed uploads.
+    # docs/gc-api.md §1: the byte quota frees up as imports consume completed uploads.
     upload_quota_delay: float = 300.0
     # Retry-After is honoured up to this; a longer one would stall the item for longer than any budget intends.
     max_retry_after: float = 900.0
@@ -174,7 +174,7 @@ async def call_with_retries(
 
     A 500 is retried only when sending again cannot double anything: the request is ``idempotent`` (GET, part PUT,
     presign, list-parts; S3's ``500 InternalError`` asks for a retry) or a ``reconcile`` first looks at the server to
-    see whether the first request took effect (contract §1 "500 traps", §10: a concurrent duplicate title is a 500).
+    see whether the first request took effect (docs/gc-api.md §1 "500 traps", §10: a concurrent duplicate title is a 500).
     """
     budget = current_budget(policy, what)
     attempt = 0

@@ -1,4 +1,4 @@
-"""The closed set of Grand Challenge API route shapes gcbulk calls (contract §0–§4), for labels that must not grow:
+"""The closed set of Grand Challenge API route shapes gcbulk calls (docs/gc-api.md §0–§4), for labels that must not grow:
 the metrics' ``endpoint`` label is one of these shapes or ``other``, never a raw path. Issue 14: real S3 upload ids
 (``2~iCw_lDY8…``, base64-like) were not recognised as ids by a pattern guess, and every upload added series."""
 
@@ -31,7 +31,7 @@ ROUTE_SHAPES: tuple[str, ...] = (
     "components/interfaces/{id}/",
 )
 OTHER = "other"
-# Image files are served outside the API root (contract §9: ``<host>/media/images/…``, a 302 to a signed URL).
+# Image files are served outside the API root (docs/gc-api.md §9: ``<host>/media/images/…``, a 302 to a signed URL).
 MEDIA = "media"
 
 _PARSED = tuple((shape, shape.split("/")) for shape in ROUTE_SHAPES)

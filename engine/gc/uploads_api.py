@@ -1,4 +1,4 @@
-"""The ``uploads/`` endpoints (contract §1): S3 multipart uploads brokered by Grand Challenge.
+"""The ``uploads/`` endpoints (docs/gc-api.md §1): S3 multipart uploads brokered by Grand Challenge.
 
 A mixin of ``GrandChallengeClient`` (``engine/gc/client.py``), kept apart because it is its own concept: the multipart
 life cycle create → presign → (PUT parts, ``engine/upload/s3_parts.py``) → list-parts → complete | abort.
@@ -37,7 +37,7 @@ def parse_server_time(text: str | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class UploadRef:
-    """What identifies a multipart upload (contract §1: pk + s3_upload_id stay valid until completion or the
+    """What identifies a multipart upload (docs/gc-api.md §1: pk + s3_upload_id stay valid until completion or the
     24 h sweep)."""
 
     pk: str
@@ -52,7 +52,7 @@ class UploadRef:
 
 def _vanished_on_404(upload: UploadRef) -> Callable[[ApiError], Exception | None]:
     def translate(error: ApiError) -> Exception | None:
-        # Contract §1: a wrong s3_upload_id (after an abort) and a swept upload both answer 404.
+        # docs/gc-api.md §1: a wrong s3_upload_id (after an abort) and a swept upload both answer 404.
         if error.status == 404:
             return MultipartUploadVanished(f"upload {upload.pk} no longer exists on the server ({error})")
         return None
@@ -88,7 +88,7 @@ class UploadsMixin:
             return None  # never found: the create is sent again
 
         def cap(error: ApiError) -> Exception | None:
-            # Contract §1: the only non-field validation on create is the 2000-uploads cap.
+            # docs/gc-api.md §1: the only non-field validation on create is the 2000-uploads cap.
             if error.status == 400 and isinstance(error.body, dict) and "non_field_errors" in error.body:
                 return UploadCapReached(error.method, error.url, error.status, error.body, error.headers)
             return None
@@ -100,12 +100,12 @@ class UploadsMixin:
         return await self.request("GET", f"uploads/{pk}/")
 
     async def count_uploads(self) -> int:
-        """How many uploads this user has: what the 2000 cap counts (contract §1)."""
+        """How many uploads this user has: what the 2000 cap counts (docs/gc-api.md §1)."""
         page = await self.request("GET", "uploads/", params={"limit": 1, "offset": 0})
         return int(page.get("count", len(page.get("results", []))))
 
     async def iterate_uploads(self) -> AsyncIterator[dict[str, Any]]:
-        """Every upload of this user (contract §1: no filters, unordered; at most about the 2000 cap). Not for the
+        """Every upload of this user (docs/gc-api.md §1: no filters, unordered; at most about the 2000 cap). Not for the
         hot path: only to find uploads whose create answer was lost (``engine/upload/orphans.py``)."""
         async for upload in self.iterate_all("uploads/"):
             yield upload
@@ -113,12 +113,12 @@ class UploadsMixin:
     async def generate_presigned_urls(
         self, upload: UploadRef | Mapping[str, Any], part_numbers: Iterable[int]
     ) -> dict[int, str]:
-        """Presigned PUT URLs by part number (the server's keys are strings, contract §1)."""
+        """Presigned PUT URLs by part number (the server's keys are strings, docs/gc-api.md §1)."""
         ref = UploadRef.of(upload)
         vanished = _vanished_on_404(ref)
 
         def quota(error: ApiError) -> Exception | None:
-            # Contract §1: presign on an Initialized upload answers 403 only when the byte quota is reached.
+            # docs/gc-api.md §1: presign on an Initialized upload answers 403 only when the byte quota is reached.
             if error.status == 403:
                 return UploadQuotaReached(error.method, error.url, error.status, error.body, error.headers)
             return vanished(error)
@@ -137,7 +137,7 @@ class UploadsMixin:
         ref = UploadRef.of(upload)
 
         async def still_open() -> None:
-            # Contract §1 "500 traps": list-parts on an upload that is no longer Initialized is a 500 that repeats
+            # docs/gc-api.md §1 "500 traps": list-parts on an upload that is no longer Initialized is a 500 that repeats
             # (e.g. a ledger restored from an older copy); a 500 on an open upload is transient and retried.
             try:
                 current = await self.get_upload(ref.pk)
@@ -179,7 +179,7 @@ class UploadsMixin:
                 translate=_vanished_on_404(ref),
             )
         except ApiError as error:
-            # Contract §1 "500 traps": complete on an upload that is no longer Initialized answers 500 — which is
+            # docs/gc-api.md §1 "500 traps": complete on an upload that is no longer Initialized answers 500 — which is
             # what a retried complete meets when its first try succeeded but the answer was lost.
             if error.status == 500 and (done := await already_completed()) is not None:
                 return done

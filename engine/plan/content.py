@@ -1,4 +1,4 @@
-"""Checks of a file's content that the server makes only after the upload (contract §10), made before a byte leaves:
+"""Checks of a file's content that the server makes only after the upload (docs/gc-api.md §10), made before a byte leaves:
 
 * an image file whose header SimpleITK (the server's importer) cannot read;
 * a Segmentation socket's mask: single channel, 8-bit integer, at most 64 distinct voxel values, all within the
@@ -23,7 +23,7 @@ from gcbulk.engine.plan.cases import PlannedItem
 from gcbulk.engine.plan.findings import Finding
 from gcbulk.engine.plan.kind_schemas import schema_for
 
-MAX_SEGMENTS = 64  # contract §10: a segmentation has at most 64 distinct voxel values
+MAX_SEGMENTS = 64  # docs/gc-api.md §10: a segmentation has at most 64 distinct voxel values
 # Masks above this many voxels are read a slab at a time (about 64 MiB of uint8 per read), so memory stays bounded.
 STREAM_VOXELS = 64 * 1024**2
 # What the server's SimpleITK importer reads as one image file (TIFF and DICOM go through other importers).
@@ -128,7 +128,7 @@ class ContentChecker:
             return [finding.unreadable_image(path, rel, slug, reason, case)]
         allowed = overlay_values(socket)
         if socket.get("kind") != "Segmentation" or allowed is None:
-            # Contract §10: the server's mask check is against the socket's overlay_segments; a socket without them
+            # docs/gc-api.md §10: the server's mask check is against the socket's overlay_segments; a socket without them
             # states no allowed values, so there is nothing certain to check.
             return []
         problems = []

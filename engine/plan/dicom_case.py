@@ -5,7 +5,7 @@ the DICOM files are grouped into series in slice order, and each series goes who
 header fields match (and whose glob/regex, if it has one, matches every file's path). Series no dicom rule takes stay
 files for the other rules, so ``glob = "*.dcm"`` with ``group = "dicom-series"`` works as before. What the server would
 refuse in an image set (two patients, studies or series; a file the de-identifier rejects; an empty image name) is a
-blocking finding naming the files, made here because the server's refusal is visible through no API (contract §10).
+blocking finding naming the files, made here because the server's refusal is visible through no API (docs/gc-api.md §10).
 """
 
 from __future__ import annotations

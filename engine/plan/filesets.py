@@ -20,7 +20,7 @@ from gcbulk.engine.plan.values import canonical_json
 
 _ELEMENT_DATA_FILE = re.compile(rb"^\s*ElementDataFile\s*=\s*(.*?)\s*$", re.MULTILINE)
 _MHD_HEADER_BYTES = 64 * 1024
-_MAX_VALUE_FILE = 16 * 1024**2  # contract §5: a request body is at most 16 MiB
+_MAX_VALUE_FILE = 16 * 1024**2  # docs/gc-api.md §5: a request body is at most 16 MiB
 
 
 def mhd_data_file(path: str) -> tuple[str | None, str | None]:

@@ -514,7 +514,7 @@ def dicom_image_set(path: object, code: str, socket: str, message: str, files: t
         code,
         "blocking",
         path,
-        f"the DICOM files for socket {socket!r} would be refused by Grand Challenge, silently (contract §10): "
+        f"the DICOM files for socket {socket!r} would be refused by Grand Challenge, silently (docs/gc-api.md §10): "
         f"{message}",
         "split the files so each image set is one series of one study of one patient, and remove files the "
         "de-identifier rejects (structured reports, presentation states, …) from the case folder",

@@ -1,4 +1,4 @@
-"""The JSON schema of each value kind, as the server checks it (contract §10: value sockets for every kind, JSON-kind
+"""The JSON schema of each value kind, as the server checks it (docs/gc-api.md §10: value sockets for every kind, JSON-kind
 file sockets in the background, where a failure is silent).
 
 Hand-written because the API does not serve them: ``components/interfaces/`` shows a socket's ``kind`` label but not

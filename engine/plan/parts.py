@@ -1,4 +1,4 @@
-"""Pure part-size policy for S3 multipart uploads (contract §1), shared by the planner and the transfer engine."""
+"""Pure part-size policy for S3 multipart uploads (docs/gc-api.md §1), shared by the planner and the transfer engine."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ MiB = 1024**2
 GiB = 1024**3
 TiB = 1024**4
 
-# Contract §1, "S3 multipart rules in force".
+# docs/gc-api.md §1, "S3 multipart rules in force".
 MIN_PART_SIZE = 5 * MiB  # every part but the last
 MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 10_000
@@ -45,7 +45,7 @@ def part_count(file_size: int, part_size: int) -> int:
 
 
 def part_ranges(file_size: int, part_size: int) -> Iterator[tuple[int, int, int]]:
-    """``(part number, offset, length)`` for each part, numbers from 1 (contract §1)."""
+    """``(part number, offset, length)`` for each part, numbers from 1 (docs/gc-api.md §1)."""
     for index in range(part_count(file_size, part_size)):
         offset = index * part_size
         yield index + 1, offset, min(part_size, file_size - offset)

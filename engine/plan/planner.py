@@ -7,13 +7,13 @@ finding's ``files``.
 How a case folder becomes items (the job's rules are described in ``gcbulk.engine.jobfile``):
 
 1. Each file is a *file set*; an ``.mhd`` header takes the data file its ``ElementDataFile`` names (``.zraw``/``.raw``)
-   into its set, because Grand Challenge needs both to make one image (contract §4).
+   into its set, because Grand Challenge needs both to make one image (docs/gc-api.md §4).
 2. Pattern rules (glob / regex) are tried in order on each set's main file; the first that matches takes it.
 3. Sets no pattern rule took are numbered 1, 2, … by path, and positional rules take them by number (the tutorial's
    layout: "the first file is the CT image, the second the airway segmentation").
    Before both, ``dicom = {…}`` rules take whole DICOM series found by content (``gcbulk.engine.plan.dicom_case``).
 4. Per socket, the sets are grouped (``group = "dicom-series"`` reads SeriesInstanceUID from the headers only;
-   ``group = "all"`` makes one set); a socket must end with exactly one set (contract §3: a socket is unique within a
+   ``group = "all"`` makes one set); a socket must end with exactly one set (docs/gc-api.md §3: a socket is unique within a
    display set, and each image value must become exactly one image).
 """
 
@@ -61,7 +61,7 @@ def _glob_matcher(pattern: str) -> tuple[re.Pattern[str], bool]:
 
 
 def name_problem(name: str) -> str | None:
-    """Why a file name cannot be an upload's filename (contract §1), or None."""
+    """Why a file name cannot be an upload's filename (docs/gc-api.md §1), or None."""
     if len(name) > MAX_FILENAME:
         return f"{len(name)} characters, over the limit of {MAX_FILENAME}"
     try:

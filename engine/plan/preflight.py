@@ -42,7 +42,7 @@ from gcbulk.engine.plan.planner import PlannedCase
 
 @dataclass(kw_only=True)
 class QuotaEstimate:
-    """The plan against the server's limits (contract §1)."""
+    """The plan against the server's limits (docs/gc-api.md §1)."""
 
     total_bytes: int = 0
     uploads: int = 0
@@ -90,7 +90,7 @@ def quota_findings(estimate: QuotaEstimate, case_root: object, ceiling: int) -> 
 
 
 def value_quota(case_path: object, case: str, socket: str, files: tuple[str, ...], size: int) -> Finding | None:
-    """Contract §1: the byte quota is checked at presign time against everything the account holds at once, and a
+    """docs/gc-api.md §1: the byte quota is checked at presign time against everything the account holds at once, and a
     value's files must all be uploaded before the display set takes them; so one value over the quota cannot go."""
     if size > VERIFIED_QUOTA:
         return _f(
@@ -139,7 +139,7 @@ class Preflight:
     # known; the cache (path, size, mtime → findings) can outlive one plan, e.g. across follow mode's polls.
     check_content: bool = True
     content_cache: dict[Any, Any] | None = None
-    # Titles of display sets in the study that this job did not make (contract §10: adopting them replaced other
+    # Titles of display sets in the study that this job did not make (docs/gc-api.md §10: adopting them replaced other
     # people's images): a case with one of these titles is blocked.
     foreign_titles: frozenset[str] = frozenset()
     _content: ContentChecker | None = field(init=False, default=None)
@@ -176,7 +176,7 @@ class Preflight:
                 and rule.dicom is None
                 and rule.group != "dicom-series"
             ):
-                # Files that are not one DICOM series would be refused after the upload, silently (contract §10).
+                # Files that are not one DICOM series would be refused after the upload, silently (docs/gc-api.md §10).
                 findings.append(
                     _f(
                         "dicom-image-set-rule",

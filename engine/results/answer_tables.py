@@ -1,9 +1,9 @@
 """Pure: how answers read to a person, and the rows of the export's tables.
 
-* **Readable answers** (the tutorial's ``add_answer_title``, contract §4): a Choice answer is an option ``id`` and a
+* **Readable answers** (the tutorial's ``add_answer_title``, docs/gc-api.md §4): a Choice answer is an option ``id`` and a
   Multiple choice answer a list of ids; their titles come from the question's ``options``. Mask answers read as the
   local path of the downloaded mask. Every other type reads as its raw JSON.
-* **Answers per case**: an answer names its display set (``answer.display_set``, contract §4: the old ``images``
+* **Answers per case**: an answer names its display set (``answer.display_set``, docs/gc-api.md §4: the old ``images``
   field is gone); the case is that display set, with its title, order and socket values.
 * **The wide table**: one row per display set and reader (ground truth apart), one column per question.
 
@@ -24,7 +24,7 @@ from gcbulk.engine.results.safe_paths import unique_names
 CHOICE = "Choice"
 MULTIPLE_CHOICE = "Multiple choice"
 MASK = "Mask"
-HEADING = "Heading"  # contract §4: its answer is always null, so it gets no column
+HEADING = "Heading"  # docs/gc-api.md §4: its answer is always null, so it gets no column
 NO_DISPLAY_SET = "(no display set)"
 
 ANSWER_COLUMNS = (
@@ -59,7 +59,7 @@ def pk_from_url(url: object) -> str | None:
 
 
 def plain_text(data: Mapping[str, Any], field: str) -> str:
-    """``<field>`` where the server still sends it, else ``<field>_safe`` unescaped (contract §8: the ``*_safe``
+    """``<field>`` where the server still sends it, else ``<field>_safe`` unescaped (docs/gc-api.md §8: the ``*_safe``
     fields are the HTML-cleaned ones; a current server sends only those)."""
     for key in (field, f"{field}_safe"):
         value = data.get(key)
@@ -150,7 +150,7 @@ def cell(value: Any) -> str:
 
 def socket_values(values: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """A display set's values by socket slug: the image pk for an image socket, the file URL for a file socket, the
-    JSON value otherwise. Reads ``interface`` as an object (GET) or a slug (POST/PATCH answers), contract §3."""
+    JSON value otherwise. Reads ``interface`` as an object (GET) or a slug (POST/PATCH answers), docs/gc-api.md §3."""
     result: dict[str, Any] = {}
     for value in values:
         interface = value.get("interface")

@@ -1,11 +1,11 @@
 """``gcbulk export``: a reader study's questions, display sets, answers and masks, into a folder, incrementally.
 
-One run: list the questions, the display sets and every visible answer (contract §3, §4) into the export's ledger
+One run: list the questions, the display sets and every visible answer (docs/gc-api.md §3, §4) into the export's ledger
 (``state/results_ledger.py``), page by page, writing only answers that are new or whose ``modified`` changed; then
 make every Mask answer's image present and verified (``engine/results/masks.py``); then rebuild the output files
 (``engine/results/export_files.py``) — only when something changed or a file is missing.
 
-Why the ledger rather than writing files as pages arrive: the API cannot list only what changed (contract §4 has no
+Why the ledger rather than writing files as pages arrive: the API cannot list only what changed (docs/gc-api.md §4 has no
 "modified since" filter), so a rerun must compare every answer with what it has; the ledger is that memory, and
 rebuilding the files from it keeps them complete and free of duplicates (a modified answer replaces its old row).
 It also bounds memory: one page in flight, files written from a streaming SQL query (RSS stays flat in the number
@@ -38,14 +38,14 @@ from gcbulk.state.results_ledger import ResultsLedger
 
 log = logging.getLogger(__name__)
 
-PAGE = 1000  # rows per ledger transaction: a page of the API (contract §0: at most 1000)
+PAGE = 1000  # rows per ledger transaction: a page of the API (docs/gc-api.md §0: at most 1000)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ExportOptions:
     reader_study: str
     out_dir: Path
-    mine: bool = False  # answers/mine/: one's own answers only, never ground truth (contract §4)
+    mine: bool = False  # answers/mine/: one's own answers only, never ground truth (docs/gc-api.md §4)
     mask_downloads: int = 8  # masks downloaded at once
     masks: bool = True  # False: answers and tables only (the Python API's answers(); `gcbulk export --no-masks`)
     download_limits: DownloadLimits = DownloadLimits()
@@ -102,7 +102,7 @@ class ExportSummary:
 
 
 def answer_columns(answer: dict[str, Any]) -> dict[str, Any]:
-    """The ledger columns of an API answer (contract §4); only the fields the export uses are read."""
+    """The ledger columns of an API answer (docs/gc-api.md §4); only the fields the export uses are read."""
     return {
         "pk": str(answer["pk"]),
         "modified": str(answer.get("modified") or answer.get("created") or ""),

@@ -6,7 +6,7 @@ Each file goes through the ledger's ``mask`` machine (``pending → downloading 
   retry policy) with ``Range: bytes=<bytes on disk - 1>-``, in this run or the next; the object store's ETag, recorded
   at the first byte, and the one overlapping byte tell whether the partial bytes still belong to the same object
   (else it starts over).
-* **Expiry.** Signed URLs live about 300 s (contract §4). A 403 from the object store means the URL expired (a long
+* **Expiry.** Signed URLs live about 300 s (docs/gc-api.md §4). A 403 from the object store means the URL expired (a long
   retry, a slow link): the file URL is resolved again on the API host, at most ``MAX_RESOLVES`` times per file.
 * **Verification.** The size must equal what the object store announced (Content-Range / Content-Length); when its
   ETag is a plain MD5 (single-part S3 objects) the MD5 must match too. The SHA-256 of the file is recorded, and only a

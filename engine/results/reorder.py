@@ -6,7 +6,7 @@ each one that already has its target (idempotent: nothing is PATCHed twice, a PA
 done), and PATCHes the others, a bounded number at a time (an anyio ``CapacityLimiter``), recording every step in
 the reorder ledger (``state/reorder_ledger.py``).
 
-Grand Challenge refuses any change to a display set once it has answers (contract §3; the server's
+Grand Challenge refuses any change to a display set once it has answers (docs/gc-api.md §3; the server's
 ``CIVSetPostSerializerMixin.update`` checks ``is_editable`` first, for ``order`` too): such display sets fail with a
 message that says so, and the rest go on.
 """
@@ -29,7 +29,7 @@ from gcbulk.state.reorder_ledger import ReorderLedger
 
 log = logging.getLogger(__name__)
 
-# The server's own spacing when it picks orders (contract §9: 10, 20, 30 …): room to slot a case in by hand later.
+# The server's own spacing when it picks orders (docs/gc-api.md §9: 10, 20, 30 …): room to slot a case in by hand later.
 ORDER_STEP = 10
 MAX_ORDER = 2147483647  # a PositiveIntegerField
 LOCKED_BY_ANSWERS = "This display set cannot be changed, as answers for it already exist."
@@ -148,7 +148,7 @@ def _order(path: Path, line: int, raw: str) -> int:
         order = int(raw)
     except ValueError:
         raise ConfigurationError(f"{path} line {line}: order {raw!r} is not a whole number") from None
-    # Order 0 makes the server pick "the next multiple of 10" (contract §3): not what a user who wrote 0 means.
+    # Order 0 makes the server pick "the next multiple of 10" (docs/gc-api.md §3): not what a user who wrote 0 means.
     if not 1 <= order <= MAX_ORDER:
         raise ConfigurationError(f"{path} line {line}: order {order} must be between 1 and {MAX_ORDER}")
     return order
@@ -208,7 +208,7 @@ async def run_reorder(
 def _reason(error: Exception) -> str:
     if isinstance(error, ApiError) and error.status == 400 and error.body == [LOCKED_BY_ANSWERS]:
         return (
-            "Grand Challenge does not change a display set that already has answers (contract §3); "
+            "Grand Challenge does not change a display set that already has answers (docs/gc-api.md §3); "
             "reorder before readers start"
         )
     return str(error)

@@ -75,7 +75,7 @@ def safe_component(name: object, *, fallback: str = "unnamed") -> str:
 
 def file_suffix(url_or_name: str, *, default: str = "bin") -> str:
     """The file type of a server file URL or name, lower case without the dot: its last suffix, as gcapi names
-    downloads (contract §4), except a known compound one (``nii.gz``). Anything odd gives ``default``."""
+    downloads (docs/gc-api.md §4), except a known compound one (``nii.gz``). Anything odd gives ``default``."""
     name = PurePosixPath(url_or_name.split("?", 1)[0].split("#", 1)[0]).name.lower()
     for compound in _COMPOUND_SUFFIXES:
         if name.endswith("." + compound):

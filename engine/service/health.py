@@ -3,7 +3,7 @@
 * ``/healthz`` (liveness): the process is up and its event loop answers. A container runtime restarts on failure, so
   it does not depend on Grand Challenge: an outage there must not restart a run that is waiting it out.
 * ``/readyz`` (readiness): the ledger takes a write transaction and Grand Challenge answers ``GET gcapi/`` (no token
-  needed, contract §0). The remote check is cached for a few seconds, so frequent probes do not load the server.
+  needed, docs/gc-api.md §0). The remote check is cached for a few seconds, so frequent probes do not load the server.
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ class JobService:
             return None
 
         async def probe() -> None:
-            # Contract §0: GET gcapi/ needs no token and is the cheapest "the server answers" there is.
+            # docs/gc-api.md §0: GET gcapi/ needs no token and is the cheapest "the server answers" there is.
             async with client.session.get(client.url_for("gcapi/")) as response:
                 response.raise_for_status()
 
@@ -242,7 +242,7 @@ class JobService:
                 results = page.get("results", []) if isinstance(page, dict) else []
                 catalogue[slug] = results[0] if results else None
             # The study's titles, once per plan: a case whose title names a display set this job did not make is
-            # blocked before any byte is sent (contract §10), unless the run takes such display sets over.
+            # blocked before any byte is sent (docs/gc-api.md §10), unless the run takes such display sets over.
             # The same listing serves the pass that follows (engine/upload/reconcile.py): one per plan, not two.
             self._study = await read_study(self.client, self.job.reader_study)
             titles = None if self.settings.adopt_existing else set(self._study.pk_by_title)

@@ -1,4 +1,4 @@
-"""One case → one display set whose values Grand Challenge has imported (contract §3).
+"""One case → one display set whose values Grand Challenge has imported (docs/gc-api.md §3).
 
 Steps, each recorded in the ledger before the next begins, so a run stopped anywhere continues from there:
 1. upload every file of every image/file socket (``engine/upload/file_upload.py``), all concurrently;
@@ -249,7 +249,7 @@ class CaseUpload(CaseFiles, ImportWait):
             upload_pks = await self.ctx.journal.read("item_upload_pks", item.id)
             if not taken and kinds[item.socket_slug] == IMAGE and not await is_image_set(self.ctx, item.socket_slug):
                 session_pk = await self.ctx.journal.read("item_upload_session", item.id)
-                if session_pk:  # its own session left Queued only if the PATCH named it (contract §10)
+                if session_pk:  # its own session left Queued only if the PATCH named it (docs/gc-api.md §10)
                     try:
                         session = await self.ctx.client.get_upload_session(session_pk)
                     except NotFound:

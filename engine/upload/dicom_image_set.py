@@ -1,4 +1,4 @@
-"""DICOM Image Set values (contract §10): the files de-identified into a staging folder first, then sent as
+"""DICOM Image Set values (docs/gc-api.md §10): the files de-identified into a staging folder first, then sent as
 ``user_uploads`` plus an ``image_name``. Hooked into ``CaseUpload`` (``engine/upload/case_upload.py``) at four points:
 staging before the uploads, the value's body in the values PATCH, and the staging's release when the case ends.
 
@@ -10,7 +10,7 @@ staging before the uploads, the value's body in the values PATCH, and the stagin
   de-identifies nothing again. A source changed since the plan fails the item with what to do.
 * **A disk budget** (``[dicom] staging_budget``): a case takes the bytes of its sets before staging and gives them
   back when it ends; a wait for room says so at INFO and has a deadline.
-* **No upload session** exists for such a value, and a refusal shows nowhere (contract §10): completion is the value
+* **No upload session** exists for such a value, and a refusal shows nowhere (docs/gc-api.md §10): completion is the value
   in the display set; a timeout fails the item with what was checked before sending.
 """
 
@@ -303,7 +303,7 @@ def timeout_reason(item: ItemWork, ctx: Any, seconds: float) -> str:
     )
     return (
         f"{item.socket_slug}: the DICOM Image Set did not appear in the display set within {seconds:.0f} s, and "
-        "Grand Challenge shows no reason for a refused image set (contract §10). Checked before sending: its "
+        "Grand Challenge shows no reason for a refused image set (docs/gc-api.md §10). Checked before sending: its "
         f"{len(item.files)} files are one series of one study of one patient, every SOP class is one the "
         f"de-identification procedure keeps, the image name is not empty, and the files were {deidentified}. "
         "Look at the image set on Grand Challenge, or ask its admins for the import's log"

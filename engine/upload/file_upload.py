@@ -1,4 +1,4 @@
-"""One file → one completed Grand Challenge upload, resumable at part level (contract §1).
+"""One file → one completed Grand Challenge upload, resumable at part level (docs/gc-api.md §1).
 
 The order of writes is what makes a crash anywhere harmless:
 1. ledger ``upload creating`` (intent), then ``POST uploads/``, then ledger ``initialized`` with pk and s3_upload_id —

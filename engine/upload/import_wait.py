@@ -1,6 +1,6 @@
 """Step 4 of a case (``gcbulk.engine.upload.case_upload``): waiting until Grand Challenge has imported its values.
 
-Each image value is followed by its own upload session and by the display set (contract §10): a session that ends
+Each image value is followed by its own upload session and by the display set (docs/gc-api.md §10): a session that ends
 Failed fails its value with the server's message, a value in place is done, and the wait has a deadline and says
 what it waits for. Mixed into ``CaseUpload``, whose state (``ctx``, ``case``, ``import_units``) it uses.
 """
@@ -226,7 +226,7 @@ class ImportWait:
             message = None
             if kinds[item.socket_slug] == IMAGE and not await is_image_set(self.ctx, item.socket_slug):
                 session_pk = await self.ctx.journal.read("item_upload_session", item.id)
-                if session_pk:  # its own session: one GET, never a scan of the list (contract §10)
+                if session_pk:  # its own session: one GET, never a scan of the list (docs/gc-api.md §10)
                     message = await failed_session_message(self.ctx.client, session_pk)
                 else:  # attached directly (an older gcbulk, or a server that refused sessions)
                     session = await self.sessions.find(await self.ctx.journal.read("item_upload_pks", item.id))
@@ -244,6 +244,6 @@ class ImportWait:
         if kind == IMAGE and self.import_units:
             self.import_units -= 1
             await self.ctx.import_gate.release(1)
-        # Contract §1: a successful import deletes its uploads; a failed one leaves them to the 24 h sweep.
+        # docs/gc-api.md §1: a successful import deletes its uploads; a failed one leaves them to the 24 h sweep.
         if consumed and kind in (IMAGE, FILE):
             await self.ctx.upload_gate.release(len(item.files))

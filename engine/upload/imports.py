@@ -1,9 +1,9 @@
 """Waiting for Grand Challenge to import the values of a display set, and finding out why one failed.
 
-Image and file values are applied in the background (contract §3, §9): the PATCH answers 200 with no new values, and
+Image and file values are applied in the background (docs/gc-api.md §3, §9): the PATCH answers 200 with no new values, and
 each value appears in the display set once its import is done. Each image value is imported by its own upload
 session, which gcbulk creates aimed at the display set (``POST cases/upload-sessions/`` with the uploads,
-``display_set`` and ``interface``: contract §10 path (b), ``engine/upload/targeted_sessions.py``) and records in the
+``display_set`` and ``interface``: docs/gc-api.md §10 path (b), ``engine/upload/targeted_sessions.py``) and records in the
 ledger; a Queued session recorded by an older gcbulk is still named in a values PATCH (path (a)).
 ``GET cases/upload-sessions/{pk}/`` then says
 whether it failed, with the server's ``error_message`` — also when a refused segmentation has already emptied its
@@ -148,7 +148,7 @@ def _names_uploads(error: ApiError) -> bool:
 
 
 async def failed_session_message(client: GrandChallengeClient, session_pk: str) -> str | None:
-    """The server's reason when this item's own session ended Failed or Cancelled (contract §10: whatever its
+    """The server's reason when this item's own session ended Failed or Cancelled (docs/gc-api.md §10: whatever its
     upload list shows), else None. One ``GET cases/upload-sessions/{pk}/``, never a scan of the list."""
     try:
         session = await client.get_upload_session(session_pk)

@@ -1,6 +1,6 @@
 """Orphan uploads: a ``POST uploads/`` that reached the server but whose answer was lost (a kill, a dropped
 connection, a 502 after the create) leaves an empty ``Initialized`` upload that gcbulk never learnt the pk of. It
-counts against the account's 2000-upload cap until the 24 h sweep (contract §1, §10: 19–32 per 50 kills).
+counts against the account's 2000-upload cap until the 24 h sweep (docs/gc-api.md §1, §10: 19–32 per 50 kills).
 
 Uploads carry no key of ours, so they are matched the only way the API allows: the ledger keeps each create's
 intent (filename and time, written before the POST); the account's uploads are listed once (bounded by the cap) and an
@@ -78,7 +78,7 @@ async def abort_orphan_uploads(
     seen: set[str] = set()
     async for upload in client.iterate_uploads():
         pk = str(upload.get("pk"))
-        # Unordered lists may repeat a row across pages (contract §10): each pk once.
+        # Unordered lists may repeat a row across pages (docs/gc-api.md §10): each pk once.
         if pk in seen or pk in known or upload.get("status") != UPLOAD_INITIALIZED:
             continue
         seen.add(pk)

@@ -3,7 +3,7 @@ has them, and re-queue what is gone (``gcbulk verify``, the start and the end of
 
 One listing of the study serves everything a pass needs from it: the check of the job's own display sets, the title
 index by which a display set created just before a crash is found again, and the study's highest ``order`` above
-which new display sets are placed (contract §3, §10).
+which new display sets are placed (docs/gc-api.md §3, §10).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from gcbulk.engine.service.journal import Journal
 from gcbulk.state.server_truth import RecordedCase
 
 log = logging.getLogger(__name__)
-# The server numbers display sets 10, 20, 30 … when no order is given (contract §3); gcbulk keeps that spacing, so
+# The server numbers display sets 10, 20, 30 … when no order is given (docs/gc-api.md §3); gcbulk keeps that spacing, so
 # a person can still slot a display set in between by hand.
 ORDER_STEP = 10
 _natural = natsort_keygen()
@@ -53,7 +53,7 @@ class StudySnapshot:
 async def read_study(client: GrandChallengeClient, reader_study_slug: str) -> StudySnapshot:
     study = await client.reader_study_by_slug(reader_study_slug)
     by_pk: dict[str, ServerDisplaySet] = {}
-    # Contract §3: the list is ordered by order, then created; dict keys make a repeated row (paging while another
+    # docs/gc-api.md §3: the list is ordered by order, then created; dict keys make a repeated row (paging while another
     # client adds display sets) harmless.
     async for display_set in client.iterate_display_sets(study["pk"]):
         found = _server_display_set(display_set)
@@ -155,7 +155,7 @@ def _server_display_set(display_set: dict[str, Any]) -> ServerDisplaySet:
 async def assign_create_orders(journal: Journal, study: StudySnapshot) -> int:
     """Fix the ``order`` of every display set not yet created: natural title order (case2 before case10), above both
     the study's highest order and any this job already fixed, so folder order holds and no two share an order
-    (concurrent creates without one get duplicates on the real server, contract §10)."""
+    (concurrent creates without one get duplicates on the real server, docs/gc-api.md §10)."""
     unordered = await journal.read("display_sets_without_order")
     if not unordered:
         return 0

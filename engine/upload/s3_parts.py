@@ -1,4 +1,4 @@
-"""Presigned part PUTs to the object store (contract §1).
+"""Presigned part PUTs to the object store (docs/gc-api.md §1).
 
 Each part is read in a worker thread, MD5 computed while reading; the PUT goes to the presigned URL with no
 Authorization header, and S3's quoted ETag comes back verbatim. When the ETag is an MD5 (non-KMS objects) it must
@@ -43,7 +43,7 @@ ProgressCallback = Callable[[int], None]
 
 # Writes go to the socket in slices so that progress moves smoothly and the event loop is not held by one large write.
 _WRITE_SLICE = 1024 * 1024
-# Contract §1: presigned URLs live 3600 s (boto3's default). Ask again well before, rather than meet a 403.
+# docs/gc-api.md §1: presigned URLs live 3600 s (boto3's default). Ask again well before, rather than meet a 403.
 URL_FRESH_SECONDS = 3000.0
 # Three 403s in a row on freshly signed URLs is not expiry but a refusal; stop re-signing then.
 MAX_RESIGNS_PER_PART = 3
@@ -52,7 +52,7 @@ _MD5_ETAG = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
 
 @dataclass(frozen=True)
 class PartSpec:
-    number: int  # 1-based (contract §1)
+    number: int  # 1-based (docs/gc-api.md §1)
     offset: int
     size: int
 
@@ -148,7 +148,7 @@ async def put_part(
 
 class PresignedUrls:
     """Presigned URLs for one upload's parts, asked for in batches just ahead of the PUTs and renewed before they
-    expire (contract §1: any subset of part numbers can be presigned at any time)."""
+    expire (docs/gc-api.md §1: any subset of part numbers can be presigned at any time)."""
 
     def __init__(
         self,
@@ -217,7 +217,7 @@ async def upload_part(
                 policy=policy,
                 what=f"PUT part {part.number}",
                 on_retry=on_retry,
-                idempotent=True,  # re-PUTting a part number replaces that part (contract §1)
+                idempotent=True,  # re-PUTting a part number replaces that part (docs/gc-api.md §1)
             )
         except PresignedUrlExpired as expired:
             if resign == MAX_RESIGNS_PER_PART:

@@ -1,4 +1,4 @@
-"""The server's limits, as the scheduler keeps under them (contract §1, §2, §5).
+"""The server's limits, as the scheduler keeps under them (docs/gc-api.md §1, §2, §5).
 
 * ``CountingGate``: live uploads below a ceiling (the server refuses a 2001st, §1) and image imports in flight (the
   server refuses a session when 16 are active, §2). Unlike a ``CapacityLimiter`` it takes several tokens at once,
@@ -41,7 +41,7 @@ class CountingGate:
     * A request for more than the ceiling is admitted alone (when nothing else is held), never left waiting for
       itself; the gate is then over its ceiling until those units are released.
     * A wait longer than ``VOICE_SECONDS`` logs at INFO what it waits for and, with ``recount``, re-reads the
-      server's own count (contract §1: the upload cap counts every upload of the account, other tools' included).
+      server's own count (docs/gc-api.md §1: the upload cap counts every upload of the account, other tools' included).
     * ``stop()`` wakes every waiter with ``Interrupted``: a stopping run starts nothing new; ``wait_timeout`` ends a
       wait that cannot succeed with ``GateWaitTimeout`` (the case fails with that reason).
     """
@@ -156,7 +156,7 @@ class CountingGate:
 class ImportPacer:
     """The import gate's ceiling, learned (``AimdPolicy``): an image import that takes about as long as the fastest
     one seen lets more in; imports that take far longer mean they only queue behind the server's import workers
-    (contract §10: two), and the ceiling backs off — so new imports are handed over at the rate the server completes
+    (docs/gc-api.md §10: two), and the ceiling backs off — so new imports are handed over at the rate the server completes
     them, and a failure is seen without waiting behind a long queue. An import that timed out backs off at once."""
 
     KEY = "image import"
@@ -209,7 +209,7 @@ class SweepRisk(GcbulkError):
 @dataclass(frozen=True, kw_only=True)
 class SweepGuard:
     upload_lifetime_seconds: float = 24 * 3600.0
-    # Room for the import and for the sweep's hourly schedule (contract §1: deleted between 24 and 25 h).
+    # Room for the import and for the sweep's hourly schedule (docs/gc-api.md §1: deleted between 24 and 25 h).
     safety_margin_seconds: float = 2 * 3600.0
     # Below this many bytes measured, the rate is noise: do not refuse anything on it.
     min_measured_bytes: int = 64 * 1024**2

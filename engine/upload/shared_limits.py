@@ -142,7 +142,7 @@ class SharedGate:
         return False
 
     async def set_external(self, server_count: int) -> int:
-        """The server's own count (contract §1: the cap counts every upload of the account): what no live worker
+        """The server's own count (docs/gc-api.md §1: the cap counts every upload of the account): what no live worker
         holds is counted against the ceiling too."""
         return await self.journal.runner.call(
             "set_external_units", self.worker_id, self.name, server_count=server_count, lease_seconds=self.lease_seconds

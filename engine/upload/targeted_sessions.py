@@ -1,4 +1,4 @@
-"""An image value sent as an upload session aimed at its display set (contract §2, §10 path (b)).
+"""An image value sent as an upload session aimed at its display set (docs/gc-api.md §2, §10 path (b)).
 
 ``POST cases/upload-sessions/`` with ``uploads``, ``display_set`` and ``interface`` starts the import at once: one
 request per image, where a Queued session and a values PATCH naming it are two (§10 path (a)), and the PATCH is the
@@ -99,7 +99,7 @@ async def _session_of_lost_answer(
 ) -> dict[str, Any] | None:
     """After a lost answer: the session the POST made, None when it made none (send it again), or ``_ValueInPlace``.
 
-    A session lists its uploads only until its import consumes (deletes) them (contract §10): found by them while
+    A session lists its uploads only until its import consumes (deletes) them (docs/gc-api.md §10): found by them while
     the import runs, not after. Then the display set tells: the image in its socket is the value done; uploads gone
     with no image yet is the import still linking (moments), or failed. The session list is scanned once, from a
     listing begun now (the lost POST came after any earlier scan): it is the server's dearest list (§10)."""
@@ -123,7 +123,7 @@ async def _session_of_lost_answer(
 
 async def image_linked_soon(client: Any, display_set: str, socket_slug: str, *, who: str) -> bool:
     """Whether the image of a session whose uploads are gone shows in its socket within ``LINK_WAIT_SECONDS``: the
-    server links it moments after consuming the uploads (contract §10), or never, if the import failed. Polls the
+    server links it moments after consuming the uploads (docs/gc-api.md §10), or never, if the import failed. Polls the
     display set (a cheap GET) and says what it waits for every ``VOICE_SECONDS``."""
     waited_since = last_voice = anyio.current_time()
     while not await image_in_place(client, display_set, socket_slug):

@@ -117,21 +117,21 @@ class TransferEngine:
         self.stats.bytes_total = totals["bytes"]
         # Bytes already on S3 from an earlier run count as done, so the ETA covers only what is left.
         self.stats.add_resumed(totals["bytes_sent"])
-        # Contract §1: the cap counts every upload the user has, including other tools' and this job's orphans.
+        # docs/gc-api.md §1: the cap counts every upload the user has, including other tools' and this job's orphans.
         on_server = await self.client.count_uploads()
         shared = self._shared
         upload_gate: CountingGate | SharedGate = CountingGate(
             self.config.live_upload_ceiling,
             held=0 if shared else on_server,
             name="live uploads",
-            why="uploads are freed as the server imports them, or by its 24 h sweep (contract §1)",
+            why="uploads are freed as the server imports them, or by its 24 h sweep (docs/gc-api.md §1)",
             recount=None if shared else self.client.count_uploads,
             wait_timeout=self.config.limit_wait_timeout_seconds,
         )
         import_gate: CountingGate | SharedGate = CountingGate(
             self.config.imports_in_flight,
             name="imports in flight",
-            why="each image value is one import on the server (contract §2)",
+            why="each image value is one import on the server (docs/gc-api.md §2)",
             wait_timeout=self.config.limit_wait_timeout_seconds,
         )
         if shared:  # the server's limits hold for the job's workers together

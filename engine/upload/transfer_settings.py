@@ -31,7 +31,7 @@ MIB = 1024 * 1024
 #   no added latency:         177 / 128 / 154 / 134  (noisy ±20 %: the emulator's CPU is the limit, not the part size)
 #   50 ms on every request:    81 /  82 / 109 / 133  (a WAN: each part pays a round trip, bigger parts amortise it)
 # 32 MiB keeps most of the gain on a slow link while memory stays at parts_in_flight × 32 MiB = 512 MiB at most,
-# and a part lost to an error or a kill costs 32 MiB to resend. It is also gcapi's part size (contract §1).
+# and a part lost to an error or a kill costs 32 MiB to resend. It is also gcapi's part size (docs/gc-api.md §1).
 # Files over 312 GiB grow it to fit 10 000 parts (gcbulk.engine.plan.parts.adjust_part_size).
 DEFAULT_PART_SIZE = 32 * MIB
 DEFAULT_ATTEMPTS_PER_ITEM = 5
@@ -61,14 +61,14 @@ class TransferSettings:
     parts_in_flight: int = 16
     api_calls_in_flight: int = 16
     part_size: int = DEFAULT_PART_SIZE  # preferred; grown per file to fit 10 000 parts
-    live_upload_ceiling: int = DEFAULT_LIVE_UPLOAD_CEILING  # below the server's cap of 2000 (contract §1)
+    live_upload_ceiling: int = DEFAULT_LIVE_UPLOAD_CEILING  # below the server's cap of 2000 (docs/gc-api.md §1)
     imports_in_flight: int = MAX_ACTIVE_IMPORTS
     # API calls and imports in flight are learned from the server's latency (engine/gc/pacer.py), with the two knobs
     # above as upper bounds; false pins them at the knobs.
     adaptive_concurrency: bool = True
     # A case's image values are handed over one at a time, each once the one before is in place: two values of one
     # display set that finish importing together contend for its lock, and the loser holds an import worker for up
-    # to 5 s (contract §10). Measured by benchmarks/compare_gcapi.py (R1, stagger on and off).
+    # to 5 s (docs/gc-api.md §10). Measured by benchmarks/compare_gcapi.py (R1, stagger on and off).
     stagger_image_values: bool = True
     # Several workers on one job (a PostgreSQL ledger): a worker silent for this long is taken for dead and its
     # cases are taken over; it renews its leases every third of it (engine/upload/leases.py). Every worker of a job
@@ -76,9 +76,9 @@ class TransferSettings:
     lease_seconds: int = 30
     # Cases wait on their files and imports; a few more cases than files keeps every file slot busy. None: derived.
     cases_in_flight: int | None = None
-    # URLs asked for per presign call; they stay valid an hour (contract §1), far longer than a batch takes.
+    # URLs asked for per presign call; they stay valid an hour (docs/gc-api.md §1), far longer than a batch takes.
     presign_batch: int = 20
-    # A completed upload not yet consumed is reused only while younger than this (contract §1: swept after 24 h).
+    # A completed upload not yet consumed is reused only while younger than this (docs/gc-api.md §1: swept after 24 h).
     reuse_completed_for_seconds: float = 22 * 3600.0
     sweep_guard: SweepGuard = field(default_factory=SweepGuard)
     # How long an import may take before the case fails with "import did not finish".
@@ -91,7 +91,7 @@ class TransferSettings:
     limit_wait_timeout_seconds: float = 3600.0
     poll_initial_seconds: float = 0.25
     poll_max_seconds: float = 10.0
-    # The upload-session list is scanned for failure reasons at most this often (it has no filters, contract §2).
+    # The upload-session list is scanned for failure reasons at most this often (it has no filters, docs/gc-api.md §2).
     session_scan_interval_seconds: float = 2.0
     # After the first stop signal, in-flight parts may finish for this long before the run is cut.
     drain_seconds: float = 30.0
@@ -125,12 +125,12 @@ class TransferSettings:
         if not isinstance(self.live_upload_ceiling, int) or not 1 <= self.live_upload_ceiling <= UPLOAD_CAP:
             raise ConfigurationError(
                 f"engine.live_upload_ceiling must be between 1 and {UPLOAD_CAP} (the server's "
-                f"upload cap, contract §1), got {self.live_upload_ceiling}"
+                f"upload cap, docs/gc-api.md §1), got {self.live_upload_ceiling}"
             )
         if not isinstance(self.imports_in_flight, int) or not 1 <= self.imports_in_flight <= MAX_ACTIVE_IMPORTS:
             raise ConfigurationError(
                 f"engine.imports_in_flight must be between 1 and {MAX_ACTIVE_IMPORTS} (the "
-                f"server's limit of active imports, contract §2), got {self.imports_in_flight}"
+                f"server's limit of active imports, docs/gc-api.md §2), got {self.imports_in_flight}"
             )
 
     @property

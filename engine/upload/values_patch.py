@@ -1,7 +1,7 @@
 """The values PATCH of a display set, sent so that a lost answer can neither double an import nor fail a case that
-the server completed (contract §3, §10).
+the server completed (docs/gc-api.md §3, §10).
 
-The PATCH is not idempotent: once the server took it, its uploads are consumed by the import (contract §1), and the
+The PATCH is not idempotent: once the server took it, its uploads are consumed by the import (docs/gc-api.md §1), and the
 same PATCH sent again answers 400 "Invalid hyperlink". So it is never retried blindly. After an answer that may hide
 a success (a network error, a 5xx) or a 400 on the upload links, the display set and the uploads are looked at: a
 value in place, or uploads consumed, means the server took that value; only what it did not take is sent again.
@@ -34,19 +34,19 @@ class PlannedValue:
     kind: str
     body: dict[str, Any]
     upload_pks: tuple[str, ...] = ()
-    session_pk: str | None = None  # the upload session the PATCH names (contract §10 path (a))
+    session_pk: str | None = None  # the upload session the PATCH names (docs/gc-api.md §10 path (a))
     # Sent as its own upload session aimed at the display set (``POST cases/upload-sessions/`` with ``display_set``
-    # and ``interface``, contract §10 path (b)), not in the PATCH: ``body`` is that POST's body.
+    # and ``interface``, docs/gc-api.md §10 path (b)), not in the PATCH: ``body`` is that POST's body.
     targeted: bool = False
 
 
 class UploadsGoneBeforeAttach(ApiError):
     """The server refused the upload links and the display set does not hold the value: the uploads were removed
-    (the 24 h sweep, contract §1) before they were attached."""
+    (the 24 h sweep, docs/gc-api.md §1) before they were attached."""
 
 
 def _refuses_upload_links(error: BaseException) -> bool:
-    """Contract §0: a bad hyperlink is 400 ``{"values": [{"user_uploads": ["Invalid hyperlink …"]}]}`` or similar."""
+    """docs/gc-api.md §0: a bad hyperlink is 400 ``{"values": [{"user_uploads": ["Invalid hyperlink …"]}]}`` or similar."""
     return isinstance(error, ApiError) and error.status == 400 and "hyperlink" in str(error.body).lower()
 
 
@@ -55,7 +55,7 @@ async def _taken(
 ) -> set[str]:
     """The sockets whose value the server took: in place in the display set, or (images and files, when an earlier
     PATCH may have reached the server) with their uploads consumed (404: deleted after the import or the file copy,
-    contract §1). Without such a PATCH, a missing upload was swept, not consumed."""
+    docs/gc-api.md §1). Without such a PATCH, a missing upload was swept, not consumed."""
     display_set = await client.get_display_set(pk)
     present = present_sockets(display_set, kinds)
     values = {socket_slug_of(v): v.get("value") for v in display_set.get("values") or []}
@@ -69,7 +69,7 @@ async def _taken(
             taken.add(value.socket_slug)
             continue
         if value.session_pk is not None:
-            # A session leaves Queued only when a PATCH named it: then this value was taken (contract §2, §10).
+            # A session leaves Queued only when a PATCH named it: then this value was taken (docs/gc-api.md §2, §10).
             if (await client.get_upload_session(value.session_pk)).get("status") != SESSION_QUEUED:
                 taken.add(value.socket_slug)
             continue
@@ -98,7 +98,7 @@ async def send_values(
 
     ``between_images``: image values go one at a time (the first with every other value), and before each next one
     ``between_images(previous)`` is awaited — the case waits until the previous value is in place, so two values of
-    one display set never link at once (contract §10: the loser holds an import worker for up to 5 s).
+    one display set never link at once (docs/gc-api.md §10: the loser holds an import worker for up to 5 s).
 
     Raises the server's error when it refused the values, ``UploadsGoneBeforeAttach`` when their uploads vanished
     before the server took them, or the last error once the case's retry budget is spent."""
@@ -157,7 +157,7 @@ async def _send_together(
                     error.method,
                     error.url,
                     error.status,
-                    f"the uploads of {gone} were removed by the server before they were attached (contract §1: "
+                    f"the uploads of {gone} were removed by the server before they were attached (docs/gc-api.md §1: "
                     f"uploads are deleted 24 h after creation); run the job again to send them anew ({error.body})",
                     error.headers,
                 ) from None

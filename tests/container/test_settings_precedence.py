@@ -146,7 +146,7 @@ def test_the_token_comes_from_the_flag_then_the_token_file_variable_then_gcapis_
     by_flag = settings.resolve(job, flags(token_file=tmp_path / "flag-token"), environ)
     assert (by_flag.token, by_flag.token_source) == ("token-from-flag", f"flag --token-file {tmp_path / 'flag-token'}")
     by_file = settings.resolve(job, None, environ)
-    assert by_file.token == "Bearer token-from-secret-file"  # the client keeps the last word (contract §0)
+    assert by_file.token == "Bearer token-from-secret-file"  # the client keeps the last word (docs/gc-api.md §0)
     assert by_file.token_source.startswith("environment GCBULK_TOKEN_FILE")
     by_env = settings.resolve(job, None, {"GRAND_CHALLENGE_AUTHORIZATION": "token-from-env", "GCBULK_TOKEN_FILE": ""})
     assert (by_env.token, by_env.token_source) == ("token-from-env", "environment GRAND_CHALLENGE_AUTHORIZATION")

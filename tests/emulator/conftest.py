@@ -1,4 +1,4 @@
-"""Fixtures for the emulator's tests: an HTTP client over the emulator's TLS, and the upload steps of contract §1."""
+"""Fixtures for the emulator's tests: an HTTP client over the emulator's TLS, and the upload steps of docs/gc-api.md §1."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ class EmulatorClient:
         ) as response:
             return Reply(response.status, response.headers, await response.read())
 
-    # -- the upload flow of contract §1 -----------------------------------------------------------------------------
+    # -- the upload flow of docs/gc-api.md §1 -----------------------------------------------------------------------------
 
     async def create_upload(self, filename: str = "ct.mha", user: str | None = "editor") -> dict[str, Any]:
         reply = await self.call("POST", self.api("uploads/"), user=user, json_body={"filename": filename})

@@ -70,7 +70,7 @@ async def get_display_set(client: EmulatorClient, pk: str, user: str = "editor")
 
 
 async def upload_file(client: EmulatorClient, path: Path, user: str = "editor") -> dict[str, Any]:
-    """A Completed upload of the file's bytes under its name (the whole contract §1 flow, one part)."""
+    """A Completed upload of the file's bytes under its name (the whole docs/gc-api.md §1 flow, one part)."""
     return await client.completed_upload(path.read_bytes(), filename=path.name, user=user)
 
 
@@ -114,9 +114,9 @@ async def session_for_display_set(emulator: RunningEmulator, ds_pk: str, socket:
 async def wait_for_session(
     client: EmulatorClient, session_pk: str, user: str = "editor", until: tuple[str, ...] | None = None
 ) -> dict[str, Any]:
-    """Polls ``cases/upload-sessions/{pk}/`` until it is Succeeded, Failed or Cancelled (contract §2), or in ``until``.
+    """Polls ``cases/upload-sessions/{pk}/`` until it is Succeeded, Failed or Cancelled (docs/gc-api.md §2), or in ``until``.
 
-    A session refused on linking shows Succeeded for a moment before it turns Failed (contract §10): wait with
+    A session refused on linking shows Succeeded for a moment before it turns Failed (docs/gc-api.md §10): wait with
     ``until=("Failed",)`` for those.
     """
     found: dict[str, Any] = {}

@@ -1,4 +1,4 @@
-"""Answers (contract §4): who sees which, the filters of all and mine, every answer shape, the test-only admin route."""
+"""Answers (docs/gc-api.md §4): who sees which, the filters of all and mine, every answer shape, the test-only admin route."""
 
 from __future__ import annotations
 

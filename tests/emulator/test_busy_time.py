@@ -25,7 +25,7 @@ async def test_each_request_adds_its_service_time_to_its_endpoints_busy_seconds(
         )
         assert reply.status == 201, reply.body
     snapshot = (await client.call("GET", client.admin("counters"))).json()
-    # contract §10: a display-set POST holds a worker ~105 ms; three of them about 0.3 s, and nothing else was asked.
+    # docs/gc-api.md §10: a display-set POST holds a worker ~105 ms; three of them about 0.3 s, and nothing else was asked.
     assert snapshot["busy_seconds"][POST_DISPLAY_SET] == pytest.approx(3 * 0.105, rel=0.3)
     assert set(snapshot["busy_seconds"]) == {POST_DISPLAY_SET}
     assert snapshot["import_busy_seconds"] == 0

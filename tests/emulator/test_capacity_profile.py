@@ -1,4 +1,4 @@
-"""The capacity profile (``--profile real``) reproduces contract §10's figures: two API workers, each POST of a display
+"""The capacity profile (``--profile real``) reproduces docs/gc-api.md §10's figures: two API workers, each POST of a display
 set holding one for ~105 ms, so ≈ 20 creates/s at best; requests beyond the pool queue, and throughput falls as they
 do (each waiting request slows the ones being served).
 

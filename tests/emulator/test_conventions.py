@@ -1,4 +1,4 @@
-"""Contract §0 / §7 conventions, checked on the uploads endpoints: what every Grand Challenge client relies on."""
+"""docs/gc-api.md §0 / §7 conventions, checked on the uploads endpoints: what every Grand Challenge client relies on."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ async def test_api_paths_need_the_trailing_slash_and_never_redirect(client):
 async def test_api_url_and_next_are_absolute_on_the_host_and_port_the_client_used(client):
     for _ in range(3):
         await client.create_upload()
-    # The certificate also names "localhost": a client that says localhost must get localhost back (contract §8).
+    # The certificate also names "localhost": a client that says localhost must get localhost back (docs/gc-api.md §8).
     for host in ("127.0.0.1", "localhost"):
         origin = client.emulator.base_url.replace("127.0.0.1", host).removesuffix("/api/v1/")
         page = (await client.call("GET", f"{origin}/api/v1/uploads/?limit=2")).json()
@@ -98,7 +98,7 @@ async def test_anonymous_reads_see_nothing_and_anonymous_writes_are_401(client):
 
 
 async def test_uploads_cannot_be_edited_405(client):
-    # DELETE is a 403 (permissions are checked first, contract §10): tests/emulator/test_session_tracking.py.
+    # DELETE is a 403 (permissions are checked first, docs/gc-api.md §10): tests/emulator/test_session_tracking.py.
     upload = await client.create_upload()
     for method in ("PUT", "PATCH"):
         reply = await client.call(method, upload["api_url"], json_body={"filename": "y.mha"})

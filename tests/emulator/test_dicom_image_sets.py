@@ -1,4 +1,4 @@
-"""DICOM Image Set values (contract §3, §10): uploads plus an image name, no upload session, uploads always deleted."""
+"""DICOM Image Set values (docs/gc-api.md §3, §10): uploads plus an image name, no upload session, uploads always deleted."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ async def test_an_image_set_of_two_patients_is_refused_invisibly_and_its_uploads
     await client.eventually(uploads_gone, "the uploads to be deleted after the refused import")
     assert (await get_display_set(client, display_set["pk"]))["values"] == []
     assert (await client.call("GET", client.api("cases/upload-sessions/"))).json()["count"] == 0
-    assert "2 values of PatientID" in caplog.text  # only the server's log says why (contract §10)
+    assert "2 values of PatientID" in caplog.text  # only the server's log says why (docs/gc-api.md §10)
 
 
 async def test_an_image_without_an_image_set_has_no_instances(client, tmp_path):

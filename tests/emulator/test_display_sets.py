@@ -1,4 +1,4 @@
-"""Display sets (contract §3, §9): create by slug, list by study pk, PATCH/PUT values, order and title, the locks."""
+"""Display sets (docs/gc-api.md §3, §9): create by slug, list by study pk, PATCH/PUT values, order and title, the locks."""
 
 from __future__ import annotations
 

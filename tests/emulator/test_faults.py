@@ -57,7 +57,7 @@ async def test_injected_errors_on_the_api_look_like_the_proxy_in_front(client):
 
 
 async def test_a_fault_after_the_handler_does_the_work_but_loses_the_answer(client):
-    # Contract §5: a 502 after the server created something is how clients end up with duplicates.
+    # docs/gc-api.md §5: a 502 after the server created something is how clients end up with duplicates.
     await set_faults(client, {"match": "POST /api/v1/uploads/", "status": 502, "phase": "after", "times": 1})
     lost = await client.call("POST", client.api("uploads/"), json_body={"filename": "ct.mha"})
     listed = (await client.call("GET", client.api("uploads/"))).json()

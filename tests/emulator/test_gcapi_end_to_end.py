@@ -1,6 +1,6 @@
 """The acceptance test of the emulator: the real gcapi 0.16.1 client from PyPI, unmodified, over TLS (issue 3).
 
-It runs the reader-study tutorial's steps in their gcapi 0.16 form (contract §6): add a case with a CT image and an
+It runs the reader-study tutorial's steps in their gcapi 0.16 form (docs/gc-api.md §6): add a case with a CT image and an
 airway segmentation, wait for the imports, reorder, look the study up by slug, read the answers (all as the editor,
 mine as a reader) and download the image of a reader's mask answer.
 """

@@ -1,4 +1,4 @@
-"""Images (contract §4, §8, §9): detail and list filters, who may see them, and file downloads by 302 to the S3 host."""
+"""Images (docs/gc-api.md §4, §8, §9): detail and list filters, who may see them, and file downloads by 302 to the S3 host."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Upload sessions and the import worker (contract §2, §9): real files in, images with the right properties out."""
+"""Upload sessions and the import worker (docs/gc-api.md §2, §9): real files in, images with the right properties out."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ async def test_each_supported_format_imports_to_one_image_on_the_socket(client, 
     assert image["width"] == shape[-1 if kind != "rgb tiff" else -2]
     assert [f["image_type"] for f in image["files"]] == ["MHD"]
     assert image["files"][0]["file"].endswith(".mha")
-    # Only DICOM carries a modality; the API shows it as an object (contract §8).
+    # Only DICOM carries a modality; the API shows it as an object (docs/gc-api.md §8).
     assert image["modality"] == ({"modality": "CT"} if kind == "dicom series" else None)
 
 
@@ -106,7 +106,7 @@ async def test_a_corrupt_file_fails_the_session_with_the_servers_message(client,
     reply = await patch_display_set(
         client, created["pk"], {"values": [{"interface": "ct-image", "user_uploads": [upload["api_url"]]}]}
     )
-    assert (reply.status, reply.json()["values"]) == (200, [])  # contract §9: the PATCH itself succeeds
+    assert (reply.status, reply.json()["values"]) == (200, [])  # docs/gc-api.md §9: the PATCH itself succeeds
     session = await wait_for_session(client, await session_for_display_set(emulator, created["pk"], "ct-image"))
     assert session["status"] == "Failed"
     assert session["error_message"] == (
@@ -120,7 +120,7 @@ async def test_two_images_for_one_socket_fail_the_session(client, emulator, tmp_
     created = await create_display_set(client)
     files = [make_mha(tmp_path / "a.mha", seed=1), make_mha(tmp_path / "b.mha", seed=2)]
     await set_image_from_files(client, created["pk"], "ct-image", files)
-    # Refused on linking, which comes after the session turned Succeeded (contract §10).
+    # Refused on linking, which comes after the session turned Succeeded (docs/gc-api.md §10).
     session = await wait_for_session(
         client, await session_for_display_set(emulator, created["pk"], "ct-image"), until=("Failed",)
     )
@@ -270,7 +270,7 @@ async def test_a_mask_session_for_an_answer_sets_its_answer_image(client, emulat
     shown: dict = {}
 
     async def linked() -> bool:
-        # The image is linked a moment after the session turns Succeeded (contract §10).
+        # The image is linked a moment after the session turns Succeeded (docs/gc-api.md §10).
         shown.update((await client.call("GET", answer["api_url"], user="reader1")).json())
         return shown["answer_image"] is not None
 

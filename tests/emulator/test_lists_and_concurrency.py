@@ -1,4 +1,4 @@
-"""Lists and concurrent writes as the real server serves them (contract §10)."""
+"""Lists and concurrent writes as the real server serves them (docs/gc-api.md §10)."""
 
 from __future__ import annotations
 

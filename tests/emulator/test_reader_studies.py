@@ -1,4 +1,4 @@
-"""Reader studies, questions and sockets (contract §3): lookups by slug and pk, visibility, option ids."""
+"""Reader studies, questions and sockets (docs/gc-api.md §3): lookups by slug and pk, visibility, option ids."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ async def test_sockets_are_found_by_slug_and_detailed_by_integer_pk(client):
 
 
 async def test_sockets_are_listed_to_anonymous_users_too(client):
-    # The anonymous user is guardian's AnonymousUser, which passes IsAuthenticated (contract §10).
+    # The anonymous user is guardian's AnonymousUser, which passes IsAuthenticated (docs/gc-api.md §10).
     reply = await _get(client, "components/interfaces/?slug=ct-image", None)
     assert reply.status == 200 and reply.json()["results"][0]["slug"] == "ct-image"
 

@@ -1,4 +1,4 @@
-"""The S3 site: presigned part PUTs (contract §1), S3's rules at complete, and signed object GETs with Range."""
+"""The S3 site: presigned part PUTs (docs/gc-api.md §1), S3's rules at complete, and signed object GETs with Range."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ async def test_a_part_put_after_the_url_expired_is_403(client, emulator):
     reply = await client.put(url, b"data")
     assert reply.status == 403
     assert b"<Code>AccessDenied</Code><Message>Request has expired</Message>" in reply.body
-    fresh = (await client.presign(upload, [1]))["1"]  # re-presigning is the cure (contract §1)
+    fresh = (await client.presign(upload, [1]))["1"]  # re-presigning is the cure (docs/gc-api.md §1)
     assert (await client.put(fresh, b"data")).status == 200
 
 
@@ -255,7 +255,7 @@ async def test_an_unsatisfiable_range_is_416(client, emulator, image_object):
 async def test_a_signed_get_expires_after_the_download_expiry(client, emulator, image_object):
     key, _ = image_object
     url = presigned_get_url(emulator.context, IMAGES_BUCKET, key)
-    emulator.context.clock.advance(301)  # contract §4: download URLs live 300 s
+    emulator.context.clock.advance(301)  # docs/gc-api.md §4: download URLs live 300 s
     reply = await client.call("GET", url, user=None)
     assert reply.status == 403 and b"Request has expired" in reply.body
 

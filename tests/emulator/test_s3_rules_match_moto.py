@@ -1,7 +1,7 @@
 """One sequence of part PUTs and completes, run against moto's S3 and against the emulator: same ETags, same errors.
 
 moto implements S3's ETag and part-size rules at complete; the emulator must agree with it, since Grand Challenge
-passes S3's verdict on as a 500 (contract §1). Where moto does not check what S3 checks (the part order), the
+passes S3's verdict on as a 500 (docs/gc-api.md §1). Where moto does not check what S3 checks (the part order), the
 deviation is pinned explicitly below.
 """
 

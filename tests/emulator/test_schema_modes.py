@@ -1,5 +1,5 @@
-"""The two schema modes: ``current`` satisfies gcapi 0.16.1's response models (contract §8); ``2025-11`` answers like
-the older server of contract §9, which those models reject.
+"""The two schema modes: ``current`` satisfies gcapi 0.16.1's response models (docs/gc-api.md §8); ``2025-11`` answers like
+the older server of docs/gc-api.md §9, which those models reject.
 
 The check is gcapi's own: every JSON shape the study side produces is passed to the pydantic model gcapi builds from
 it, which raises on a missing field, a wrong type or an unknown enum value.

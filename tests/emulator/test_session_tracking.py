@@ -1,4 +1,4 @@
-"""Upload sessions as the real server keeps them (contract §2, §10): tracked by their own pk, never cleaned up,
+"""Upload sessions as the real server keeps them (docs/gc-api.md §2, §10): tracked by their own pk, never cleaned up,
 and segmentation masks refused on linking with the server's message and an upload list already emptied."""
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ async def test_a_session_with_a_display_set_target_imports_and_is_tracked_by_its
     session = await _post_session(
         client, {"uploads": [upload["api_url"]], "display_set": display_set["pk"], "interface": "ct-image"}
     )
-    assert session["status"] == "Queued"  # the serialized object predates the scheduling (contract §2)
+    assert session["status"] == "Queued"  # the serialized object predates the scheduling (docs/gc-api.md §2)
     assert (await wait_for_session(client, session["pk"]))["status"] == "Succeeded"
     await wait_for_value(client, display_set["pk"], "ct-image")
 
@@ -163,7 +163,7 @@ async def test_a_mask_with_values_outside_the_overlay_fails_its_session_with_an_
     assert len(failed["image_set"]) == 1
     assert (await client.call("GET", upload["api_url"])).status == 404
     assert (await get_display_set(client, display_set["pk"]))["values"] == []
-    # The refused image is named by the session only: the image list by origin does not show it (contract §10).
+    # The refused image is named by the session only: the image list by origin does not show it (docs/gc-api.md §10).
     by_origin = await client.call("GET", client.api(f"cases/images/?origin={session['pk']}"))
     assert (by_origin.status, by_origin.json()["count"]) == (200, 0)
 

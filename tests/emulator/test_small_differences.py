@@ -1,4 +1,4 @@
-"""The small differences of contract §10, as a client meets them on the real server."""
+"""The small differences of docs/gc-api.md §10, as a client meets them on the real server."""
 
 from __future__ import annotations
 

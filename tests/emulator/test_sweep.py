@@ -1,4 +1,4 @@
-"""The hourly sweep of uploads older than 24 h (contract §1), driven by the emulator clock, and the admin clock."""
+"""The hourly sweep of uploads older than 24 h (docs/gc-api.md §1), driven by the emulator clock, and the admin clock."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The UserUpload API of contract §1: create, presign, list-parts, complete, abort, the state machine, the limits."""
+"""The UserUpload API of docs/gc-api.md §1: create, presign, list-parts, complete, abort, the state machine, the limits."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ SMALL_QUOTA = 1000
 
 @pytest.fixture
 def emulator_config(emulator_config):
-    # A tiny byte quota for the unverified "outsider" (contract §1: 2 GiB in production) and a small upload cap.
+    # A tiny byte quota for the unverified "outsider" (docs/gc-api.md §1: 2 GiB in production) and a small upload cap.
     return replace(emulator_config, unverified_byte_quota=SMALL_QUOTA, max_uploads_per_user=3)
 
 
@@ -60,7 +60,7 @@ async def test_a_128_character_filename_is_accepted(client):
 
 
 async def test_creating_beyond_the_upload_cap_is_400_non_field_errors(client):
-    # Contract §1: refused once the user holds more than the cap (3 here, 2000 in production).
+    # docs/gc-api.md §1: refused once the user holds more than the cap (3 here, 2000 in production).
     for _ in range(4):
         await client.create_upload()
     refused = await client.call("POST", client.api("uploads/"), json_body={"filename": "ct.mha"})
@@ -89,7 +89,7 @@ async def test_presign_signs_any_subset_of_part_numbers_under_string_keys(client
         assert query["uploadId"] == [upload["s3_upload_id"]] and query["partNumber"] == [number]
         assert {"X-Amz-Expires", "X-Amz-Signature"} <= set(query)
         expires = int(query["X-Amz-Expires"][0])
-        # boto3's default expiry, as the server passes none (contract §1).
+        # boto3's default expiry, as the server passes none (docs/gc-api.md §1).
         assert abs(expires - (emulator.context.clock.timestamp() + 3600)) < 60
 
 

@@ -1,4 +1,4 @@
-"""Values checked as the server checks them (contract §3, §10): every value kind against its JSON schema on the PATCH,
+"""Values checked as the server checks them (docs/gc-api.md §3, §10): every value kind against its JSON schema on the PATCH,
 and JSON file sockets in the background, where a refusal leaves the value absent and only a notification says why."""
 
 from __future__ import annotations

@@ -137,18 +137,18 @@ async def test_api_calls_stay_within_the_adaptive_limit_and_no_list_is_scanned_d
     assert 1 <= gauges["gcbulk_api_calls_limit"] <= KNOB
     assert 2 <= gauges["gcbulk_imports_limit"] <= config.imports_in_flight
     requests = emulator.context.counters.requests
-    # No scan of the session list (each import is followed by its own session, contract §10) and no listing of
-    # uploads beyond the one-row count of the account's uploads before the first case (the 2000 cap, contract §1).
+    # No scan of the session list (each import is followed by its own session, docs/gc-api.md §10) and no listing of
+    # uploads beyond the one-row count of the account's uploads before the first case (the 2000 cap, docs/gc-api.md §1).
     assert requests.get(f"GET {API}cases/upload-sessions/", 0) == 0
     assert requests.get(f"GET {API}uploads/", 0) == 1
     # The study and its sockets are looked up once per run, not per case.
     assert requests.get(f"GET {API}reader-studies/", 0) == 1
     assert requests.get(f"GET {API}components/interfaces/", 0) <= 2
-    # Each image handed over as one upload session aimed at its display set (contract §10 path (b)), one at a time
+    # Each image handed over as one upload session aimed at its display set (docs/gc-api.md §10 path (b)), one at a time
     # (engine.stagger_image_values): no values PATCH at all.
     assert requests.get(f"POST {API}cases/upload-sessions/", 0) == 2 * CASES
     assert requests.get(f"PATCH {API}reader-studies/display-sets/{{pk}}/", 0) == 0
     # The server's busy time was counted per endpoint and for its import workers (the benchmarks' per-case figures).
     busy = emulator.context.counters.snapshot()
     assert busy["busy_seconds"][f"POST {API}reader-studies/display-sets/"] >= 0.1 * CASES
-    assert busy["import_busy_seconds"] >= 2 * CASES * 0.5  # each image: ≥ 0.5 s of build (contract §10)
+    assert busy["import_busy_seconds"] >= 2 * CASES * 0.5  # each image: ≥ 0.5 s of build (docs/gc-api.md §10)

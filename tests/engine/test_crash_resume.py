@@ -110,7 +110,7 @@ def test_a_run_killed_after_a_session_post_resumes_while_the_server_links_its_im
 ) -> None:
     """Killed after the server answered an image's session POST but before the ledger recorded it: the resumed run
     finds the session by its uploads only while its import runs. Here the import is over, the uploads consumed, and
-    the server links the image seconds later (contract §10's gap): the resumed run must wait for the image instead
+    the server links the image seconds later (docs/gc-api.md §10's gap): the resumed run must wait for the image instead
     of sending the POST again (which the server refuses: the uploads are gone) and failing a case that succeeds."""
     threaded_emulator.context.config = dataclasses.replace(threaded_emulator.context.config, link_delay_seconds=8.0)
     make_tutorial_tree(tmp_path / "cases", 1)

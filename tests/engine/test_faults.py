@@ -117,7 +117,7 @@ async def test_an_expired_presigned_url_is_signed_again_without_failing_the_file
         with anyio.fail_after(30):
             while not emulator.context.counters.part_puts:
                 await anyio.sleep(0.01)
-        emulator.context.clock.advance(3601)  # contract §1: presigned URLs live 3600 s
+        emulator.context.clock.advance(3601)  # docs/gc-api.md §1: presigned URLs live 3600 s
 
     async with anyio.create_task_group() as group:
         group.start_soon(expire_urls_after_the_first_part)
@@ -138,7 +138,7 @@ async def test_uploads_swept_by_the_server_are_created_again(
     assert first.done == 0 and len(first.failed) == 3
     assert all("503" in reason for _, reason in first.failed)
     assert emulator.context.store.display_sets == {}  # nothing reported done, nothing half-made
-    # A day later the server has swept them (contract §1); the retry creates new ones.
+    # A day later the server has swept them (docs/gc-api.md §1); the retry creates new ones.
     faults(emulator)
     emulator.context.clock.advance(25 * 3600)
     assert sweep_expired_uploads(emulator.context)

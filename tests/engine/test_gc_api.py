@@ -124,7 +124,7 @@ async def test_an_expired_presigned_url_is_refused_and_signed_again(
     md5 = hashlib.md5(data).hexdigest()
     urls = PresignedUrls(client.generate_presigned_urls, upload, [1, 2], batch_size=5)
     stale = await urls.url_for(1)  # presigns parts 1 and 2 in one batch
-    emulator.context.clock.advance(3601)  # contract §1: presigned URLs live 3600 s
+    emulator.context.clock.advance(3601)  # docs/gc-api.md §1: presigned URLs live 3600 s
     with pytest.raises(PresignedUrlExpired):
         await put_part(client.session, stale, data, md5, progress=lambda n: None)
     progress: list[int] = []
@@ -153,7 +153,7 @@ async def test_a_part_whose_etag_is_not_its_md5_is_refused(client: GrandChalleng
 
 
 async def test_iterate_all_pages_by_offset_when_the_server_sends_no_next() -> None:
-    """A list without ``next`` links (as gcapi assumes, contract §0) is read page by page until an empty page."""
+    """A list without ``next`` links (as gcapi assumes, docs/gc-api.md §0) is read page by page until an empty page."""
     from aiohttp import web
 
     items = [{"pk": n} for n in range(5)]

@@ -1,4 +1,4 @@
-"""Each image import is tracked by its own upload session (contract §2, §10): a refused segmentation fails its case
+"""Each image import is tracked by its own upload session (docs/gc-api.md §2, §10): a refused segmentation fails its case
 with the server's message within seconds, the rest of the run goes on, and the session list is never scanned."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ async def test_a_refused_segmentation_fails_its_case_with_the_servers_message_an
     display_sets = await study_display_sets(client)
     for title in ("patient1", "patient3"):
         assert set(values_by_socket(display_sets[title])) == {"ct-image", "airway-segmentation"}
-    # Tracked by pk: one GET per session, never a scan of the list (contract §10: it is slow and grows forever).
+    # Tracked by pk: one GET per session, never a scan of the list (docs/gc-api.md §10: it is slow and grows forever).
     requests = emulator.context.counters.requests
     assert requests.get(SESSION_LIST, 0) == 0
     assert requests.get("POST api:/api/v1/cases/upload-sessions/", 0) == 6
@@ -81,7 +81,7 @@ async def test_a_server_that_refuses_upload_sessions_gets_the_uploads_attached_d
 async def test_each_image_is_sent_as_one_upload_session_aimed_at_its_display_set_and_no_values_patch(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
-    # Contract §10 path (b): POST cases/upload-sessions/ with display_set + interface imports at once — one request
+    # docs/gc-api.md §10 path (b): POST cases/upload-sessions/ with display_set + interface imports at once — one request
     # per image where a Queued session plus a values PATCH (the server's dearest call) are two.
     make_tutorial_tree(tmp_path / "cases", 2)
     with anyio.fail_after(BOUND):

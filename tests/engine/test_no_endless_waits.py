@@ -135,7 +135,7 @@ async def test_one_import_in_flight_still_imports_a_case_with_two_images(
 
 
 async def _fill_the_account(client: GrandChallengeClient, uploads: int) -> None:
-    """Uploads of another tool on the same account: they count against the cap (contract §1)."""
+    """Uploads of another tool on the same account: they count against the cap (docs/gc-api.md §1)."""
     for n in range(uploads):
         await client.create_upload(f"other-tool-{n}.bin")
 

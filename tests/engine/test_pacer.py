@@ -63,7 +63,7 @@ def test_an_overloaded_server_halves_the_limit_but_never_below_the_minimum(cause
 
 
 def test_each_endpoint_is_compared_with_its_own_floor() -> None:
-    # A 1000-row list page takes 100× a presign (contract §10): its latency alone is no sign of queueing.
+    # A 1000-row list page takes 100× a presign (docs/gc-api.md §10): its latency alone is no sign of queueing.
     state = _busy(POLICY, POLICY.start(), 0.05, 100, key="presign")
     grown = state.current
     state = _busy(POLICY, state, 5.0, 5, key="display-set list")

@@ -87,7 +87,7 @@ async def test_values_whose_uploads_were_swept_before_the_patch_fail_with_that_r
 ) -> None:
     display_set = await client.create_display_set("example-study", "swept")
     upload = await _completed_upload(client, "ct.mha")
-    emulator.context.clock.advance(25 * 3600)  # contract §1: the sweep deletes uploads a day old
+    emulator.context.clock.advance(25 * 3600)  # docs/gc-api.md §1: the sweep deletes uploads a day old
     assert sweep_expired_uploads(emulator.context) == [upload["pk"]]
     planned = [
         PlannedValue(

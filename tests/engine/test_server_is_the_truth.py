@@ -147,7 +147,7 @@ async def test_a_stored_display_set_pk_that_answers_404_leads_to_a_new_display_s
 async def test_display_sets_are_created_in_natural_folder_order_above_the_study_highest_order(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
-    """Concurrent creates without an order share orders on the real server (contract §10); gcbulk sends one."""
+    """Concurrent creates without an order share orders on the real server (docs/gc-api.md §10); gcbulk sends one."""
     foreign = await client.create_display_set("example-study", "someone else's", order=70)
     make_tutorial_tree(tmp_path / "cases", 12, shape=(2, 4, 4))
     job_file = write_job(tmp_path, emulator)

@@ -92,7 +92,7 @@ async def test_an_image_the_server_cannot_import_fails_its_case_with_the_reason(
 async def test_no_session_list_is_scanned_while_a_run_waits_for_its_imports(
     tmp_path: Path, emulator: RunningEmulator
 ) -> None:
-    # Contract §10: the session list has no filters and a 1000-row page holds a web worker for seconds.
+    # docs/gc-api.md §10: the session list has no filters and a 1000-row page holds a web worker for seconds.
     make_tutorial_tree(tmp_path / "cases", 3)
     await run_job(write_job(tmp_path, emulator), emulator)
     assert emulator.context.counters.requests["GET api:/api/v1/cases/upload-sessions/"] == 0

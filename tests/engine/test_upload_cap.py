@@ -1,4 +1,4 @@
-"""The server's 2000-uploads cap (contract §1): met and waited out, or never met thanks to the live-upload ceiling."""
+"""The server's 2000-uploads cap (docs/gc-api.md §1): met and waited out, or never met thanks to the live-upload ceiling."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from tests.engine.test_faults import assert_all_imported
 
 @pytest.fixture
 def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    # A tiny upload cap, so the run meets it (contract §1: the server refuses uploads past the cap with a 400).
+    # A tiny upload cap, so the run meets it (docs/gc-api.md §1: the server refuses uploads past the cap with a 400).
     return EmulatorConfig(
         data_dir=tmp_path / "emulator", import_delay_seconds=0.02, max_uploads_per_user=3, unverified_byte_quota=1024**2
     )
@@ -56,7 +56,7 @@ async def test_the_live_upload_ceiling_keeps_the_run_under_the_cap(
 async def test_the_byte_quota_is_waited_out_then_reported_with_the_servers_reason(
     emulator: RunningEmulator,
 ) -> None:
-    # The unverified user's quota (contract §1: checked at presign time) is 1 MiB in this emulator.
+    # The unverified user's quota (docs/gc-api.md §1: checked at presign time) is 1 MiB in this emulator.
     async with GrandChallengeClient(
         base_url=emulator.base_url,
         token=emulator.tokens["outsider"],

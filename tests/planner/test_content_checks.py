@@ -1,4 +1,4 @@
-"""The server's own checks of file content, made by ``gcbulk plan`` before a byte leaves (contract §10)."""
+"""The server's own checks of file content, made by ``gcbulk plan`` before a byte leaves (docs/gc-api.md §10)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The part-size policy (contract §1: 10 000 parts of 5 MiB … 5 GiB) and the multipart checksum."""
+"""The part-size policy (docs/gc-api.md §1: 10 000 parts of 5 MiB … 5 GiB) and the multipart checksum."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Fixtures for the results side: the example study grown to every answer type, display sets, answers, masks.
 
-Every test that uses the emulator runs against both schema modes (``current`` and ``2025-11``, contract §8/§9).
+Every test that uses the emulator runs against both schema modes (``current`` and ``2025-11``, docs/gc-api.md §8/§9).
 Display sets and extra questions are put straight into the in-process emulator's store (fast, and the upload side
 has its own tests); answers come from the emulator's admin helper (``emulator/admin_answers.py``).
 """
@@ -78,7 +78,7 @@ class World:
         return next(q for q in self.questions() if q.answer_type == answer_type)
 
     def add_every_answer_type(self) -> None:
-        """Adds a question of each answer type of contract §3 that the example study lacks."""
+        """Adds a question of each answer type of docs/gc-api.md §3 that the example study lacks."""
         present = {q.answer_type for q in self.questions()}
         for answer_type in ANSWER_TYPES:
             if answer_type in present:

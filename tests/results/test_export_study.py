@@ -106,7 +106,7 @@ async def test_reader_sees_only_their_own_answers(world: World, tmp_path: Path):
     editor_rows = read_csv(tmp_path / "editor" / "answers.csv")
     assert {r["creator"] for r in editor_rows} == {"reader1", "reader2", "editor"}
     assert {r["is_ground_truth"] for r in editor_rows if r["creator"] == "editor"} == {"true"}
-    # answers/mine/ never holds ground truth (contract §4): the editor has no answers of their own here.
+    # answers/mine/ never holds ground truth (docs/gc-api.md §4): the editor has no answers of their own here.
     assert read_csv(tmp_path / "editor-mine" / "answers.csv") == []
 
 
@@ -121,7 +121,7 @@ async def test_more_than_a_thousand_answers_are_read_across_pages(world: World, 
     assert summary.answers == len(answers)
     assert len(read_csv(tmp_path / "out" / "answers.csv")) == len(answers)
     assert len(read_csv(tmp_path / "out" / "answers_per_case.csv")) == 25 * 2
-    assert world.requests(ANSWER_LIST) == 2  # pages of 1000 (contract §0: the server's maximum)
+    assert world.requests(ANSWER_LIST) == 2  # pages of 1000 (docs/gc-api.md §0: the server's maximum)
 
 
 async def test_export_folder_of_another_study_is_refused(world: World, tmp_path: Path):

@@ -114,7 +114,7 @@ async def test_expired_signed_url_is_resolved_again(world: World, tmp_path: Path
     expiry = world.context.config.download_url_expiry_seconds
 
     def slow_retry(what: str, error: BaseException, delay: float) -> None:
-        # The retry after the cut comes later than the signed URL lives (contract §4: about 300 s).
+        # The retry after the cut comes later than the signed URL lives (docs/gc-api.md §4: about 300 s).
         world.context.clock.advance(expiry + 1)
 
     async with faults(world, CUT_ONCE, PACED):

@@ -110,7 +110,7 @@ def test_failed_mask_exits_1_and_a_rerun_finishes(world: World, tmp_path: Path, 
 
 def test_reorder_by_natural_title(world: World, tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv(TOKEN_ENV, world.emulator.tokens["editor"])
-    for display_set in world.display_sets:  # answers lock display sets (contract §3): start from a fresh study
+    for display_set in world.display_sets:  # answers lock display sets (docs/gc-api.md §3): start from a fresh study
         for answer in [a for a in world.store.answers.values() if a.display_set_pk == display_set.pk]:
             del world.store.answers[answer.pk]
     ledger = tmp_path / "reorder.sqlite"
