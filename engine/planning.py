@@ -9,6 +9,7 @@ import asyncio
 import json
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,15 +88,15 @@ def case_row(case: PlannedCase) -> dict[str, Any]:
 
 def fetch_catalogue(
     config: JobConfig, token: str, *, with_sockets: bool = True, with_titles: bool = False
-) -> tuple[dict[str, dict[str, Any] | None] | None, set[str] | None]:
+) -> tuple[dict[str, dict[str, Any] | None] | None, dict[str, str] | None]:
     """Each socket the job names → the server's socket (``components/interfaces/?slug=``), or None if unknown; with
-    ``with_titles``, also the titles of the study's display sets (to find those this job did not make). One
+    ``with_titles``, also the titles of the study's display sets → their pks (to find those this job did not make). One
     connection for both."""
     from gcbulk.engine.gc.client import GrandChallengeClient
     from gcbulk.engine.gc.retry import RetryPolicy
     from gcbulk.engine.upload.reconcile import read_study
 
-    async def fetch() -> tuple[dict[str, dict[str, Any] | None] | None, set[str] | None]:
+    async def fetch() -> tuple[dict[str, dict[str, Any] | None] | None, dict[str, str] | None]:
         # A planning check should fail fast when the server is unreachable, not spend a transfer's retry budget.
         policy = RetryPolicy(attempts_per_item=3, max_delay=5.0)
         async with GrandChallengeClient(
@@ -104,7 +105,7 @@ def fetch_catalogue(
             # Permission before bytes, already at plan time (docs/gc-api.md §0: creating display sets needs an editor).
             await client.require_editor(config.reader_study, consequence="fix that before running the job")
             catalogue = {slug: await client.get_socket(slug) for slug in config.socket_slugs} if with_sockets else None
-            titles = set((await read_study(client, config.reader_study)).pk_by_title) if with_titles else None
+            titles = (await read_study(client, config.reader_study)).pk_by_title if with_titles else None
             return catalogue, titles
 
     return asyncio.run(fetch())
@@ -141,7 +142,7 @@ def plan_into_ledger(
     keep_cases: int | None = 0,
     check_content: bool = True,
     content_cache: dict[Any, Any] | None = None,
-    server_titles: set[str] | None = None,
+    server_titles: Mapping[str, str] | None = None,
 ) -> PlanReport:
     """Plan the job's tree into ``ledger`` (or, for a dry run, compute the same diff and roll it back).
 
@@ -155,9 +156,10 @@ def plan_into_ledger(
     with planning(
         ledger, rules=config.rules_dict(), job_file=config.job_file, checksum=multipart_checksum, dry_run=dry_run
     ) as plan:
-        # ``server_titles``: the study's display-set titles (None offline, or with --adopt-existing): those this
-        # ledger never set out to make are someone else's, and their cases are blocked.
-        foreign = frozenset(server_titles - ledger.own_display_set_titles()) if server_titles else frozenset()
+        # ``server_titles``: the study's display-set titles → pks (None offline, or with --adopt-existing): those
+        # this ledger never set out to make are someone else's, and their cases are blocked, naming that display set.
+        own = ledger.own_display_set_titles() if server_titles else set()
+        foreign = {title: pk for title, pk in (server_titles or {}).items() if title not in own}
         preflight = Preflight(
             config=config,
             catalogue=catalogue,

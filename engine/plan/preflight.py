@@ -141,7 +141,7 @@ class Preflight:
     content_cache: dict[Any, Any] | None = None
     # Titles of display sets in the study that this job did not make (docs/gc-api.md §10: adopting them replaced other
     # people's images): a case with one of these titles is blocked.
-    foreign_titles: frozenset[str] = frozenset()
+    foreign_titles: Mapping[str, str] = field(default_factory=dict)  # title → the pk of the display set holding it
     _content: ContentChecker | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -204,7 +204,7 @@ class Preflight:
         else:
             self.titles.add(case.title)
         if case.title in self.foreign_titles:
-            findings.append(title_taken(case_path, case.title))
+            findings.append(title_taken(case_path, case.title, self.foreign_titles[case.title]))
         items = []
         preferred = self.config.engine.part_size
         for item in case.items:

@@ -245,7 +245,7 @@ class JobService:
             # blocked before any byte is sent (docs/gc-api.md §10), unless the run takes such display sets over.
             # The same listing serves the pass that follows (engine/upload/reconcile.py): one per plan, not two.
             self._study = await read_study(self.client, self.job.reader_study)
-            titles = None if self.settings.adopt_existing else set(self._study.pk_by_title)
+            titles = None if self.settings.adopt_existing else self._study.pk_by_title
         job = self.job
         strict, cache = self.strict, self.content_cache
         return await self.runner.run(

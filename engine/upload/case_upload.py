@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from gcbulk.engine.gc.display_set_create import TitleTaken, lost_create_contradiction
 from gcbulk.engine.gc.errors import (
     ApiError,
     ConfigurationError,
@@ -195,8 +196,8 @@ class CaseUpload(CaseFiles, ImportWait):
             return ds.pk
         existing = await self.display_sets.lookup(self.case.title)
         if existing is not None:
-            if ds.state == "creating":  # our own create, whose answer was lost before it was recorded
-                reason = "this job's own create, answer lost"
+            if ds.state == "creating":  # this job set out to create it; the answer was lost before it was recorded
+                reason = await self._claim_lost_create(existing)
             else:
                 reason = await self._may_adopt_foreign(existing)
             await self._record("display_set_created", self.case.id, pk=existing)
@@ -208,14 +209,44 @@ class CaseUpload(CaseFiles, ImportWait):
             created = await self.ctx.client.create_display_set(
                 self.ctx.reader_study_slug, self.case.title, order=ds.create_order
             )
+        except TitleTaken as taken:  # the server said no: another job or person holds the title
+            await self._record("display_set_not_created", self.case.id, reason=str(taken))
+            if not self.ctx.config.adopt_existing:
+                raise self._not_ours(taken) from None
+            reason = await self._may_adopt_foreign(taken.pk)
+            await self._record("display_set_created", self.case.id, pk=taken.pk)
+            self.ctx.journal.note("display_set_adopted", case=self.case.title, pk=taken.pk, reason=reason)
+            return taken.pk
         except ApiError as error:
-            if error.status == 400:  # refused outright: certainly not created
+            if error.status in (400, 500):  # the server's own answer: certainly not created
                 await self._record("display_set_not_created", self.case.id, reason=str(error))
             raise
         crash_point("after-create-display-set")
         await self._record("display_set_created", self.case.id, pk=created["pk"])
         crash_point("after-display-set-recorded")
         return created["pk"]
+
+    async def _claim_lost_create(self, pk: str) -> str:
+        """The display set titled like this case after a create whose answer was lost (a crash, a dropped
+        connection): this job's own only if the server shows nothing that contradicts it, else blocked."""
+        why_not = lost_create_contradiction(
+            await self.ctx.client.get_display_set(pk), order=self.case.display_set.create_order
+        )
+        if why_not is None:
+            return "this job's own create, answer lost"
+        taken = TitleTaken(self.case.title, pk, f"the create's answer was lost and {why_not}")
+        await self._record("display_set_not_created", self.case.id, reason=str(taken))
+        if self.ctx.config.adopt_existing:
+            return await self._may_adopt_foreign(pk)
+        raise self._not_ours(taken)
+
+    def _not_ours(self, taken: TitleTaken) -> ForeignDisplaySet:
+        return ForeignDisplaySet(
+            f"reader study {self.ctx.reader_study_slug!r}: the display set titled {taken.title!r} (pk {taken.pk}) "
+            f"was made by another job or person while this job was creating its own ({taken.why}); nothing of this "
+            "case was sent into it. Rename the case folder, or run with --adopt-existing to add its missing values "
+            "to that display set"
+        )
 
     async def _may_adopt_foreign(self, pk: str) -> str:
         """A display set with this case's title that this job did not create: not ours to fill, unless the user
