@@ -168,3 +168,14 @@ class PlanDiff:
             "blocked": list(self.blocked),
             "duplicate_titles": list(self.duplicate_titles),
         }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportInFlight:
+    """A value the server has (its uploads attached) whose import has not been seen to finish yet."""
+
+    case_id: int
+    title: str
+    socket_slug: str
+    attached_at: str  # ISO-8601 UTC, when the ledger recorded it attached
+    bytes: int  # the value's files, what its expected import time is reckoned from

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.gc.limits import UPLOAD_CAP
 from gcbulk.engine.ledger_location import add_ledger_argument
 from gcbulk.engine.plan.titles import redacted, scrub
+from gcbulk.engine.upload.import_deadline import expected_import_seconds, overdue_after
 from gcbulk.state.ledger import Ledger, LedgerError
 
 HELP = "Show a job's progress from its ledger: counts by state and the cases that need attention."
@@ -67,9 +69,30 @@ def _redact_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def collect_status(ledger: Ledger, *, limit: int | None = None, redact: bool = False) -> dict[str, Any]:
-    """Counts by state and the cases needing attention; ``redact``: titles and folders as hashes (the ledger keeps
-    them)."""
+def overdue_imports(ledger: Ledger, now: datetime, *, redact: bool = False) -> list[dict[str, Any]]:
+    """Imports waiting longer than ``OVERDUE_FACTOR`` × their expected time (``engine/upload/import_deadline.py``):
+    a wait that is not progressing, named while the run still waits (its deadline may be far)."""
+    late = []
+    for wait in ledger.imports_in_flight():
+        waited = (now - datetime.fromisoformat(wait.attached_at)).total_seconds()
+        expected = expected_import_seconds(wait.bytes)
+        if waited >= overdue_after(wait.bytes):
+            late.append(
+                {
+                    "title": redacted(wait.title) if redact else wait.title,
+                    "socket": wait.socket_slug,
+                    "waiting_seconds": round(waited),
+                    "expected_seconds": round(expected),
+                }
+            )
+    return late
+
+
+def collect_status(
+    ledger: Ledger, *, limit: int | None = None, redact: bool = False, now: datetime | None = None
+) -> dict[str, Any]:
+    """Counts by state, the cases needing attention and the imports past their expected time; ``redact``: titles
+    and folders as hashes (the ledger keeps them)."""
     rows = [
         {
             "case_id": row.case_id,
@@ -87,6 +110,7 @@ def collect_status(ledger: Ledger, *, limit: int | None = None, redact: bool = F
         "counts": ledger.counts_by_state(),
         "live_uploads": ledger.live_upload_count(),
         "needs_attention": [_redact_row(row) for row in rows] if redact else rows,
+        "imports_overdue": overdue_imports(ledger, now or datetime.now(UTC), redact=redact),
         "workers": worker_rows(ledger),
     }
 
@@ -190,8 +214,20 @@ def print_status(status: dict[str, Any], attention_total: int, out: Any = None) 
         print(file=out)
     print_workers(status.get("workers", []), out)
     rows = status["needs_attention"]
+    late = status.get("imports_overdue", [])
+    if late:
+        print(f"Imports past their expected time ({len(late)}), needing attention:", file=out)
+        for wait in late[:_SHOW]:
+            print(
+                f"  {wait['title']}: {wait['socket']} waiting {wait['waiting_seconds']} s for the server's import "
+                f"(expected about {wait['expected_seconds']} s)",
+                file=out,
+            )
+        if len(late) > _SHOW:
+            print(f"  … and {len(late) - _SHOW} more (--json lists them all)", file=out)
     if not rows:
-        print("Nothing needs attention.", file=out)
+        if not late:
+            print("Nothing needs attention.", file=out)
         return
     print(f"Cases needing attention ({attention_total}):", file=out)
     for row in rows:
