@@ -233,6 +233,8 @@ class RunSettings:
             "adopt_existing": self.adopt_existing,
             "worker_id": self.worker_id,
             **{f"engine.{key}": getattr(knobs, key) for key in ENGINE_KEYS},
+            # None is the size-based default (engine/upload/import_deadline.py), which the job file spells "auto".
+            "engine.import_timeout": "auto" if knobs.import_timeout is None else knobs.import_timeout,
         }
         sources = {**self.sources, "job_file": "command line", "token": self.token_source or "not set"}
         return {name: (value, sources[name]) for name, value in shown.items()}
