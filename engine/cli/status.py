@@ -1,4 +1,5 @@
-"""``gcbulk status JOB.toml``: counts by state, the cases that need a person's attention, and imports past their expected time.
+"""``gcbulk status JOB.toml``: counts by state, the cases that need a person's attention, and the imports past their
+expected time.
 
 Reads the ledger without taking its lock, so it works while ``gcbulk run`` is busy. Exit 0, or 1 when some cases
 failed or are blocked, 2 when the job file or the ledger cannot be used.
