@@ -85,7 +85,7 @@ class CaseUpload(CaseFiles, ImportWait):
         self._adopted_foreign = False  # its display set was made by someone else (run --adopt-existing)
         self._staged: dict[int, Any] = {}  # file id → its de-identified copy (DICOM Image Sets), sent instead
         self.session_of: dict[str, str] = {}  # socket → the upload session its image was sent as (this pass)
-        # item id → when its DICOM Image Set's uploads were first seen gone (the import ended; engine/upload/import_wait.py)
+        # item id → when its DICOM Image Set's uploads were first seen gone: the import ended (import_wait.py)
         self.image_sets_consumed_at: dict[int, float] = {}
 
     async def _record(self, transition: str, *args: object, **fields: object) -> object:
