@@ -104,6 +104,13 @@ def _finish(processes: dict[str, list[subprocess.Popen[str]]]) -> dict[str, list
     return ended
 
 
+def _contended(rows: dict[str, list[CaseRow]]) -> str:
+    """How the contended titles were settled, for the soak's tally (``-rP`` shows it): lost during the run (the
+    server refused the create) or blocked by the later job's plan."""
+    states = [row.state for job_rows in rows.values() for row in job_rows if row.state != "done"]
+    return f"race: {states.count('failed')} lost in the run, {states.count('blocked')} blocked by the plan"
+
+
 def _assert_each_display_set_filled_by_one_job(emulator: RunningEmulator, rows: dict[str, list[CaseRow]]) -> None:
     store = emulator.context.store
     by_title = {}
@@ -179,6 +186,7 @@ def test_two_jobs_racing_on_one_study_fill_each_display_set_from_one_job(
     rows = {name: _rows(job, None, threaded_emulator) for name, job in jobs.items()}
     _assert_exit_codes(ended, rows)
     _assert_each_display_set_filled_by_one_job(threaded_emulator, rows)
+    print(_contended(rows))
     # The next plan of the job that lost a title blocks that case (a display set it did not make holds the title).
     lost_in_the_run = [(name, row) for name, job_rows in rows.items() for row in job_rows if row.state == "failed"]
     if not lost_in_the_run:  # the later job's plan already saw every contended title: blocked before any byte
@@ -217,3 +225,4 @@ def test_two_jobs_of_postgresql_workers_racing_on_one_study_fill_each_display_se
     rows = {name: _rows(job, dsns[name], threaded_emulator) for name, job in jobs.items()}
     _assert_exit_codes(ended, rows)
     _assert_each_display_set_filled_by_one_job(threaded_emulator, rows)
+    print(_contended(rows))
