@@ -51,10 +51,9 @@ def all_copy_sources() -> list[str]:
     return [source for stage in stages().values() for source in copy_sources(stage)]
 
 
-@pytest.fixture(scope="module")
-def clean_checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The repository as a clone has it (git's committed and staged files), with none of this worktree's litter."""
-    root = tmp_path_factory.mktemp("checkout")
+def copy_clean_checkout(root: Path) -> Path:
+    """Copies the repository as a clone has it (git's tracked files) into ``root``, with none of this worktree's
+    litter (bytecode, build state, venvs, ledgers)."""
     names = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True, timeout=60).stdout
     for name in filter(None, names.decode().split("\0")):
         source = REPO / name
@@ -63,6 +62,11 @@ def clean_checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(source.read_bytes())
     return root
+
+
+@pytest.fixture(scope="module")
+def clean_checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_clean_checkout(tmp_path_factory.mktemp("checkout"))
 
 
 def test_every_copy_source_survives_dockerignore(clean_checkout: Path) -> None:
