@@ -189,7 +189,7 @@ async def serve(args: argparse.Namespace, config: EmulatorConfig, seed: dict[str
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    missing = EMULATOR.install_hint("gcbulk-emulator")
+    missing = EMULATOR.install_hint("the Grand Challenge emulator")
     if missing:
         print(f"gcbulk-emulator: {missing}", file=sys.stderr)
         return 2

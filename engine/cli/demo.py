@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.cases < 1:
         print("gcbulk demo: --cases must be at least 1", file=sys.stderr)
-        return run_command.EXIT_CONFIG
+        return run_command.EXIT_CONFIG_ERROR
     workdir = args.workdir.absolute()
     cases = workdir / "cases"
     if getattr(args, "generate_only", False):
@@ -101,10 +101,10 @@ def run(args: argparse.Namespace) -> int:
         )
         return run_command.EXIT_OK
     # Writing cases needs only the base install (the compose demo's one-shot service); serving them needs the emulator.
-    missing = EMULATOR.install_hint("gcbulk demo runs the bundled Grand Challenge emulator, which")
+    missing = EMULATOR.install_hint("the demo runs the bundled Grand Challenge emulator, which")
     if missing:
         print(f"gcbulk demo: {missing}", file=sys.stderr)
-        return run_command.EXIT_CONFIG
+        return run_command.EXIT_CONFIG_ERROR
     from gcbulk.emulator.context import EmulatorConfig
     from gcbulk.emulator.server import emulator_in_thread
 
