@@ -32,19 +32,40 @@ BUILD_SECONDS = 1800
 CASES = 3
 
 
+BASE_IMAGE = "python:3.11-slim"  # the Dockerfile's FROM
+
+
+def _last_line(done: subprocess.CompletedProcess[str]) -> str:
+    return (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or ["no output"])[-1]
+
+
 def container_engine() -> tuple[str | None, str]:
-    """The first of docker and podman that answers ``info`` (so can build and run), or None and why neither can."""
+    """The first of docker and podman that has (or can pull) the base image and runs a container from it, or None and
+    why neither can: an engine without a daemon, a machine that reaches no registry, a sandbox that forbids
+    containers."""
     reasons = []
     for name in ("docker", "podman"):
         path = shutil.which(name)
         if path is None:
             reasons.append(f"{name} is not installed")
             continue
-        probe = subprocess.run([path, "info"], capture_output=True, text=True, timeout=60)
-        if probe.returncode == 0:
-            return path, ""
-        last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
-        reasons.append(f"{name} is installed but cannot run containers ({last})")
+        info = subprocess.run([path, "info"], capture_output=True, text=True, timeout=60)
+        if info.returncode != 0:
+            reasons.append(f"{name} is installed but does not answer ({_last_line(info)})")
+            continue
+        present = subprocess.run([path, "image", "inspect", BASE_IMAGE], capture_output=True, text=True, timeout=60)
+        if present.returncode != 0:
+            pulled = subprocess.run([path, "pull", BASE_IMAGE], capture_output=True, text=True, timeout=600)
+            if pulled.returncode != 0:
+                reasons.append(f"{name} has no {BASE_IMAGE} and cannot pull it ({_last_line(pulled)})")
+                continue
+        ran = subprocess.run(
+            [path, "run", "--rm", BASE_IMAGE, "python", "-c", "pass"], capture_output=True, text=True, timeout=300
+        )
+        if ran.returncode != 0:
+            reasons.append(f"{name} cannot run a container here ({_last_line(ran)})")
+            continue
+        return path, ""
     return None, "; ".join(reasons)
 
 
