@@ -79,10 +79,14 @@ def gcbulk(bin_dir: Path, *args: str, cwd: Path, env: dict[str, str] | None = No
 
 
 def job_dir(tmp_path: Path) -> Path:
-    """A job file (against a server nobody needs to reach) and its case tree."""
+    """A job file (against a server nobody needs to reach: the ledger's answer comes first) and its case tree."""
     write_case_tree(tmp_path / "cases", 1)
-    write_job_file(tmp_path, "https://127.0.0.1:9/api/v1/", tmp_path / "ca.pem")
-    return tmp_path / "job.toml"
+    job = tmp_path / "job.toml"
+    job.write_text(
+        'reader_study = "example-study"\nbase_url = "https://127.0.0.1:9/api/v1/"\ncase_root = "cases"\n\n'
+        '[[rules]]\nglob = "*-ct.mha"\nsocket = "ct-image"\n'
+    )
+    return job
 
 
 def test_the_base_install_has_no_emulator_or_postgres_library_and_says_what_to_install(
