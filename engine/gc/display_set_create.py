@@ -17,17 +17,35 @@ A 500 whose look finds no display set with the title did not create one either: 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import anyio
 
 from gcbulk.engine.gc.errors import ApiError, ConfigurationError, GcbulkError
-from gcbulk.engine.gc.retry import current_budget
-
-if TYPE_CHECKING:
-    from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.engine.gc.retry import RetryPolicy, current_budget
 
 PATH = "reader-studies/display-sets/"
+
+
+class DisplaySetApi(Protocol):
+    """What a create needs of ``GrandChallengeClient`` (which calls this module, so it is not imported here)."""
+
+    retry_policy: RetryPolicy
+
+    async def reader_study_by_slug(self, slug: str) -> dict[str, Any]: ...
+
+    async def find_display_set_by_title(self, reader_study_pk: str, title: str) -> dict[str, Any] | None: ...
+
+    async def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        json: Any = None,
+        reconcile: Callable[[], Awaitable[Any]] | None = None,
+        translate: Callable[[ApiError], Exception | None] | None = None,
+    ) -> Any: ...
 
 
 class TitleTaken(GcbulkError):
@@ -63,7 +81,7 @@ def lost_create_contradiction(display_set: dict[str, Any], *, order: int | None)
 
 
 async def create_display_set(
-    client: GrandChallengeClient, reader_study_slug: str, title: str, order: int | None = None
+    client: DisplaySetApi, reader_study_slug: str, title: str, order: int | None = None
 ) -> dict[str, Any]:
     """Creates an empty display set titled ``title`` and returns it; see the module docstring.
 
