@@ -50,6 +50,7 @@ from gcbulk.engine.upload.targeted_sessions import (
     targeted_value,
 )
 from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, send_values
+from gcbulk.state.machines import IllegalTransition
 from gcbulk.state.records import CaseWork, ItemWork
 
 if TYPE_CHECKING:
@@ -152,13 +153,28 @@ class CaseUpload(CaseFiles, ImportWait):
 
     async def _fail(self, reason: str) -> None:
         await self._refresh()
+        if self._blocked_meanwhile():
+            return
         # One transaction: a crash leaves the case as it was before its failure (it is tried again) or failed.
         steps: list[Step] = []
         if self.case.display_set.state in ("created", "values_attached", "importing"):
             steps.append(("display_set_failed", (self.case.id,), {"reason": reason}))
         steps.append(("case_failed", (self.case.id,), {"reason": reason}))
-        await self._record_together(steps)
+        try:
+            await self._record_together(steps)
+        except IllegalTransition:
+            if self._blocked_meanwhile(await self._refresh()):
+                return
+            raise
         self.ctx.stats.cases_failed += 1
+
+    def _blocked_meanwhile(self, case: CaseWork | None = None) -> bool:
+        """On a shared ledger another worker's plan may block this case while it runs — e.g. once its create was
+        refused, its title is another job's display set. The plan's finding says why; the case stays blocked."""
+        if (case or self.case).state != "blocked":
+            return False
+        log.info("%s: blocked by a plan while it ran (the plan's findings say why)", self.case.title)
+        return True
 
     async def _steps(self, kinds: dict[str, str]) -> bool:
         if self.case.display_set.pk and any(i.state == "uploaded" for i in self.case.items):
