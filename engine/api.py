@@ -28,6 +28,7 @@ import concurrent.futures
 import csv
 import dataclasses
 import json
+import logging
 import sys
 import tempfile
 import types
@@ -38,6 +39,7 @@ from typing import Any, Literal, TypeVar
 from gcbulk.engine import settings
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.gc.retry import RetryBudget, item_budget
 from gcbulk.engine.ledger_location import ledger_exists
 from gcbulk.engine.results.export import (
     ExportOptions,
@@ -58,6 +60,7 @@ from gcbulk.engine.upload.transfer import RunOutcome
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.reorder_ledger import ReorderLedger
 
+log = logging.getLogger("gcbulk")
 T = TypeVar("T")
 Order = Literal["title", "natural-title"]
 
@@ -201,6 +204,7 @@ async def export_study(
         download_limits=limits or DownloadLimits(),
     )
     async with _client(server) as client:
+        await _reach_study(client, options.reader_study)
         return await export_reader_study(client, options)
 
 
@@ -222,7 +226,7 @@ async def reorder_study(
         raise settings.ConfigurationError("concurrency (--concurrency) must be at least 1")
     slug = server.require_reader_study()
     async with _client(server) as client:
-        study = await client.reader_study_by_slug(slug)
+        study = await _reach_study(client, slug)
         current = await list_display_sets(client, str(study["pk"]))
         targets = (
             plan_from_csv(from_csv, current)
@@ -235,7 +239,24 @@ async def reorder_study(
 
 
 def _client(server: settings.ServerSettings) -> GrandChallengeClient:
-    return GrandChallengeClient(base_url=server.base_url, token=server.require_token(), ca_file=server.ca_file)
+    return GrandChallengeClient(
+        base_url=server.base_url, token=server.require_token(), ca_file=server.ca_file, on_retry=_say_retry
+    )
+
+
+# The first request of export and reorder gets as many tries as `plan`'s checks: an unreachable server is named within
+# seconds (exit 2), not after the minutes a transfer's budget would spend.
+FIRST_CONTACT_ATTEMPTS = 3
+
+
+async def _reach_study(client: GrandChallengeClient, slug: str) -> dict[str, Any]:
+    with item_budget(RetryBudget(FIRST_CONTACT_ATTEMPTS, f"reaching {client.base_url}")):
+        return await client.reader_study_by_slug(slug)  # cached: the work that follows asks it again for free
+
+
+def _say_retry(what: str, error: BaseException, delay: float) -> None:
+    """A voice while the results side retries: a wait of seconds says what it waits for."""
+    log.warning("%s: %s; trying again in %.1f s", what, error, delay)
 
 
 class ReaderStudy:

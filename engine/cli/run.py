@@ -32,6 +32,7 @@ from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_KILLED, EXIT_OK, EXIT_SOME
 from gcbulk.engine.cli.plan import add_strict_argument
 from gcbulk.engine.cli.server_options import job_settings_with_token
 from gcbulk.engine.gc.errors import (
+    TOKEN_REFUSED,
     AuthenticationFailed,
     ConfigurationError,
     GcbulkError,
@@ -155,11 +156,7 @@ def _run(args: argparse.Namespace, resolved: settings.RunSettings, service: JobS
     except PlanBlocked:
         return EXIT_CONFIG_ERROR
     except AuthenticationFailed:
-        print(
-            "gcbulk run: the server refused the API token (401); set a valid token in "
-            "$GRAND_CHALLENGE_AUTHORIZATION, $GCBULK_TOKEN_FILE or --token-file",
-            file=sys.stderr,
-        )
+        print(f"gcbulk run: {TOKEN_REFUSED}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     except (ConfigurationError, LedgerError) as exc:
         print(f"gcbulk run: {exc}", file=sys.stderr)

@@ -110,6 +110,28 @@ class AuthenticationFailed(ApiError):
     """401: the token is wrong or expired. Every further call would fail the same way."""
 
 
+TOKEN_REFUSED = (
+    "the server refused the API token (401); set a valid token in $GRAND_CHALLENGE_AUTHORIZATION, "
+    "$GCBULK_TOKEN_FILE or --token-file"
+)
+
+
+def server_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` means no answer came from the server at all (every attempt failed below HTTP)."""
+    if isinstance(error, AttemptsExhausted):
+        return server_unreachable(error.last_error)
+    return isinstance(error, TransportError)
+
+
+def diagnosis(error: BaseException) -> str:
+    """What stopped a command, said the same way by every command and by follow mode: the cause and what to do."""
+    if isinstance(error, AuthenticationFailed):
+        return TOKEN_REFUSED
+    if server_unreachable(error):
+        return f"the server did not answer ({error}); check the server address and the network, then run it again"
+    return str(error)
+
+
 class NotFound(ApiError):
     """404: the object does not exist or is not visible to this user (docs/gc-api.md §0: invisible objects are 404)."""
 

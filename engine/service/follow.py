@@ -26,6 +26,7 @@ from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
     ConfigurationError,
     GcbulkError,
+    diagnosis,
     first_error,
 )
 from gcbulk.engine.plan.titles import redacted, scrub
@@ -100,7 +101,9 @@ class Follower:
             except Exception as raised:  # classified right below; anything else is a bug and propagates
                 error = first_error(raised) if isinstance(raised, BaseExceptionGroup) else raised
                 if is_fatal(error):
-                    logs.log_event("fatal_configuration_error", level=logging.ERROR, error=str(error))
+                    logs.log_event(
+                        "fatal_configuration_error", level=logging.ERROR, error=str(error), message=diagnosis(error)
+                    )
                     return EXIT_CONFIG_ERROR
                 if not isinstance(error, _TRANSIENT):
                     raise
