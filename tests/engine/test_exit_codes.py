@@ -108,3 +108,24 @@ def test_a_rerun_that_leaves_earlier_failures_in_the_ledger_exits_1_and_says_so(
     assert again.returncode == 1, again.stderr
     assert "1 case(s) failed in an earlier run and are still failed" in again.stderr
     assert "gcbulk retry-failed" in again.stderr
+
+
+def test_every_line_of_the_readmes_exit_code_table_is_a_code_of_the_module_shown_by_a_test() -> None:
+    import re
+
+    import gcbulk.exit_codes as module
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Exit codes") :]
+    section = section[: section.index("\n#", 1)]  # up to the next heading
+    rows = [line for line in section.splitlines() if re.match(r"\| `\d+`", line)]
+    documented: set[int] = set()
+    for row in rows:
+        codes = {int(code) for code in re.findall(r"`(\d+)`", row.split("|")[1])}
+        documented |= codes
+        shown_by = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", row.split("|")[-2])  # the last column
+        assert shown_by, f"no test named for {row[:40]}"
+        for path, name in shown_by:
+            assert re.search(rf"^(async )?def {name}\(", (REPO / path).read_text(), re.M), f"{path}::{name} is gone"
+    defined = {value for name, value in vars(module).items() if name.startswith("EXIT_") and isinstance(value, int)}
+    assert documented == defined
