@@ -88,13 +88,19 @@ def events_path_for(job_file: Path) -> Path:
 
 
 def _print_outcome(
-    outcome: RunOutcome, ledger_shown: str, events_path: Path, blocked: list[str] = (), redact: bool = False
+    outcome: RunOutcome,
+    ledger_shown: str,
+    events_path: Path,
+    blocked: list[str] = (),
+    redact: bool = False,
+    cases: dict[str, int] | None = None,
 ) -> None:
     def shown(title: str) -> str:
         return redacted(title) if redact else title
 
-    if outcome.stats is not None:
-        print(f"gcbulk run: {format_progress_line(outcome.stats)}", file=sys.stderr)
+    if outcome.stats is not None:  # the whole job's cases (the ledger's), this run's files and bytes
+        line = format_progress_line(outcome.stats, cases, moving=not outcome.interrupted)
+        print(f"gcbulk run: {line}", file=sys.stderr)
     if blocked:
         print(
             f"gcbulk run: {len(blocked)} case(s) blocked by their findings and skipped (the plan above says why):",
@@ -171,7 +177,7 @@ def _run(args: argparse.Namespace, resolved: settings.RunSettings, service: JobS
         signal_name = service.stop_signal or "SIGINT"
         if outcome is not None:
             _print_outcome(
-                outcome, resolved.ledger_shown, resolved.events, service.blocked_cases, service.redact_titles
+                outcome, resolved.ledger_shown, resolved.events, service.blocked_cases, service.redact_titles, cases
             )
         if cases is not None and left == 0 and not (cases.get("failed") or cases.get("blocked")):
             print(f"gcbulk run: {how} by {signal_name}, with every case done", file=sys.stderr)
@@ -183,7 +189,7 @@ def _run(args: argparse.Namespace, resolved: settings.RunSettings, service: JobS
             file=sys.stderr,
         )
         return exit_code_for_signal(signal_name)
-    _print_outcome(outcome, resolved.ledger_shown, resolved.events, service.blocked_cases, service.redact_titles)
+    _print_outcome(outcome, resolved.ledger_shown, resolved.events, service.blocked_cases, service.redact_titles, cases)
     earlier = (cases or {}).get("failed", 0) - len(outcome.failed)
     if earlier > 0:
         print(

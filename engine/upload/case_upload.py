@@ -104,6 +104,7 @@ class CaseUpload(CaseFiles, ImportWait):
                     self.ctx.config.retry.attempts_per_item,
                     self.case.title,
                     throttled_attempts=self.ctx.config.retry.throttled_attempts_per_item,
+                    limit_waits=self.ctx.config.retry.server_limit_retries,
                 )
             ):
                 kinds = await self._super_kinds()

@@ -70,6 +70,8 @@ def test_a_signal_at_any_moment_exits_with_its_code_and_no_traceback_and_the_job
             continue
         assert process.returncode == expected, f"at {moment:.2f} s: {process.returncode}\n{err}"
         assert "run it again to resume" in err, err
+        summary = [line for line in err.splitlines() if line.startswith("gcbulk run: cases ")]
+        assert all("· stopped ·" in line and "ETA" not in line for line in summary), summary
     threaded_emulator.context.faults.replace([])
     final = gcbulk("run", str(job), token=threaded_emulator.tokens["editor"])
     assert final.returncode == 0, (seen, final.stderr)
