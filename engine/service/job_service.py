@@ -34,6 +34,7 @@ from gcbulk.engine.planning import PlanReport, plan_into_ledger, print_report
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.health import MonitoringServer, ServerCheck
 from gcbulk.engine.service.journal import Journal, LedgerRunner
+from gcbulk.engine.service.ledger_time import check_not_behind_event_log
 from gcbulk.engine.service.metrics import (
     Metrics,
     RunState,
@@ -267,11 +268,21 @@ class JobService:
             titles = None if self.settings.adopt_existing else set(self._study.pk_by_title)
         job = self.job
         strict, cache = self.strict, self.content_cache
-        return await self.runner.run(
+        report = await self.runner.run(
             lambda ledger: plan_into_ledger(
                 job, ledger, catalogue=catalogue, strict=strict, content_cache=cache, server_titles=titles
             )
         )
+        if titles and report.diff.blocked:
+            # Cases blocked for a display set "someone else made": unless the event log says this job made it (a
+            # ledger that went back in time), in which case the command stops and says how to recover.
+            own = await self.runner.run(lambda ledger: ledger.own_display_set_titles())
+            suspects = (titles - own) & set(report.diff.blocked)
+            if suspects:
+                await anyio.to_thread.run_sync(
+                    check_not_behind_event_log, self.settings.ledger_shown, self.settings.events, suspects
+                )
+        return report
 
     async def run_pass(self) -> RunOutcome:
         """One transfer pass over every runnable case (``gcbulk.engine.upload.transfer.TransferEngine.run``)."""
