@@ -156,6 +156,15 @@ class MultipartUploadVanished(GcbulkError):
     """The multipart upload is gone on the server (the 24 h sweep, docs/gc-api.md §1); it must be created again."""
 
 
+class UploadsSwept(GcbulkError):
+    """The server refused to import an item's uploads because they are gone — the 24 h sweep (docs/gc-api.md §1)
+    deleted them after they were completed, before or while their session used them. The item is uploaded again."""
+
+    def __init__(self, item_id: int, message: str) -> None:
+        super().__init__(message)
+        self.item_id = item_id
+
+
 class PartIntegrityError(GcbulkError):
     """S3 stored different bytes than we sent (ETag is not the MD5 of the part); PUT the part again."""
 

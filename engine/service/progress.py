@@ -37,11 +37,16 @@ class LimitWait:
     """Uploads waiting out one of the server's limits, as of their last refusal: what ``status`` and the progress
     line name while the run is not progressing for that reason."""
 
-    limit: str  # "byte quota" | "upload cap"
-    waiting: int  # items refused and waiting for their next try
-    next_try_at: str  # ISO 8601 (UTC) of the soonest next try
+    limit: str  # "byte quota" | "upload cap" (the server refused) | "live uploads" (the cap nearly used: no room)
+    waiting: int  # items refused and waiting for their next try, or cases waiting for room
+    next_try_at: str  # ISO 8601 (UTC) of the soonest next try (or recount of the server's uploads)
 
     def describe(self) -> str:
+        if self.limit == "live uploads":
+            return (
+                "no room for uploads: this account's live uploads, other tools' included, fill the live-upload "
+                f"ceiling under the server's cap — {self.waiting} case(s) waiting, next count at {self.next_try_at}"
+            )
         what = "byte quota exhausted" if self.limit == "byte quota" else "upload cap (2000 uploads) reached"
         return f"{what} on the server — {self.waiting} upload(s) waiting, next try at {self.next_try_at}"
 
@@ -113,6 +118,9 @@ class TransferStats:
         self.retries = 0
         # Reads the adaptive limits (API calls, imports in flight); set by the engine once its run has them.
         self.limits: Callable[[], tuple[int, int]] | None = None
+        # Cases waiting for room under the live-upload ceiling, and seconds to the gate's next count of the server's
+        # uploads; set by the engine (engine/upload/server_limits.py CountingGate).
+        self.room_waits: Callable[[], tuple[int, float]] | None = None
         self._samples: deque[tuple[float, int]] = deque([(self._started, 0)])
 
     def add_bytes(self, delta: int) -> None:
@@ -141,16 +149,25 @@ class TransferStats:
 
     def _current_limit_waits(self) -> tuple[LimitWait, ...]:
         now = self._wall_clock()
+        room = self._room_wait(now)
         for what, (_, next_try) in list(self._limit_waits.items()):
             if next_try + LIMIT_WAIT_GRACE_SECONDS < now:
                 del self._limit_waits[what]
         by_limit: dict[str, list[float]] = {}
         for limit, next_try in self._limit_waits.values():
             by_limit.setdefault(limit, []).append(next_try)
-        return tuple(
+        return room + tuple(
             LimitWait(limit=limit, waiting=len(tries), next_try_at=iso_utc(int(min(tries))))
             for limit, tries in sorted(by_limit.items())
         )
+
+    def _room_wait(self, now: float) -> tuple[LimitWait, ...]:
+        if self.room_waits is None:
+            return ()
+        waiting, next_count_in = self.room_waits()
+        if waiting <= 0:
+            return ()
+        return (LimitWait(limit="live uploads", waiting=waiting, next_try_at=iso_utc(int(now + next_count_in))),)
 
     def snapshot(self) -> StatsSnapshot:
         api_calls_limit, imports_limit = self.limits() if self.limits is not None else (0, 0)

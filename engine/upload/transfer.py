@@ -48,7 +48,7 @@ from gcbulk.engine.upload.reconcile import (
     read_study,
     reconcile_with_server,
 )
-from gcbulk.engine.upload.server_limits import CountingGate
+from gcbulk.engine.upload.server_limits import VOICE_SECONDS, CountingGate
 from gcbulk.engine.upload.shared_limits import SharedGate, share_latency_floors
 from gcbulk.engine.upload.transfer_settings import TransferSettings
 
@@ -134,6 +134,8 @@ class TransferEngine:
             recount=None if shared else self.client.count_uploads,
             wait_timeout=self.config.limit_wait_timeout_seconds,
         )
+        room = upload_gate  # cases waiting for room here are named by `status` and the progress line
+        self.stats.room_waits = lambda: (room.waiting, VOICE_SECONDS)
         import_gate: CountingGate | SharedGate = CountingGate(
             self.config.imports_in_flight,
             name="imports in flight",

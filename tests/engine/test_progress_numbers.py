@@ -104,3 +104,55 @@ def test_a_rerun_after_the_server_lost_a_case_counts_every_case_once(
     assert requeued.returncode == 0, requeued.stderr
     assert "patient2" in requeued.stderr  # named as sent again
     assert "gcbulk run: cases 3/3 done, 0 failed · files 2/2" in requeued.stderr, requeued.stderr
+
+
+def test_an_idle_follow_worker_counts_itself_live_in_its_metrics(tmp_path, threaded_emulator: RunningEmulator) -> None:
+    import re
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.engine.test_run_command import REPO, gcbulk_env
+
+    make_tutorial_tree(tmp_path / "cases", 1)
+    job = write_job(tmp_path, threaded_emulator, engine="lease_seconds = 3\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "gcbulk", "run", str(job), "--follow", "--metrics-address", f"127.0.0.1:{port}"]
+        + ["--poll-interval", "60"],
+        env=gcbulk_env(threaded_emulator.tokens["editor"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+
+    def scrape() -> str | None:
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        except OSError:
+            return None
+
+    try:
+        deadline = time.monotonic() + 90
+        idle_since = None
+        seen_live: list[float] = []
+        # Watched over twice its lease after its pass: idle, waiting 60 s for the next poll, with no heartbeat.
+        while idle_since is None or time.monotonic() - idle_since < 6:
+            assert time.monotonic() < deadline and follow.poll() is None
+            text = scrape()
+            done = text and re.search(r'^gcbulk_cases\{state="done"\} (\S+)', text, re.M)
+            if done and float(done.group(1)) == 1:
+                idle_since = idle_since or time.monotonic()
+                live = re.search(r'^gcbulk_workers\{status="live"\} (\S+)', text, re.M)
+                seen_live.append(float(live.group(1)) if live else 0.0)
+            time.sleep(0.2)  # the scrape interval of this watch, not a wait for an outcome
+        assert seen_live and set(seen_live) == {1.0}, seen_live
+    finally:
+        follow.send_signal(15)
+        follow.communicate(timeout=60)
+    assert follow.returncode == 0  # follow mode keeps 0 on SIGTERM, as orchestrators expect
