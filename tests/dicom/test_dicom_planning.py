@@ -4,11 +4,12 @@ image set blocked before anything is sent, with the files named. Synthetic data 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.uid import generate_uid
 
-from gcbulk.engine.dicom.series import patient_label
+from gcbulk.engine.dicom.series import identifier_label, patient_label
 from gcbulk.engine.jobfile import JobFileError, load_job
 from tests.dicom.synthetic import PATIENT_ID, edit, identified_series, structured_report
 from tests.planner.conftest import plan, write_job
@@ -162,3 +163,48 @@ def test_a_large_series_is_read_in_the_planners_process_pool_in_slice_order(tmp_
     (case,), _ = plan(load_job(write_job(tmp_path, rules=BY_MODALITY, head="[dicom]\nworkers = 2\n")))
 
     assert [f.name for f in case.items[0].files] == [p.name for p in renamed]
+
+
+@pytest.mark.parametrize(
+    ("tag", "first", "other", "shown"),
+    [
+        ("StudyID", "S1", "S2", lambda v: identifier_label("StudyID", v)),
+        ("StudyDate", "20240101", "20240102", lambda v: v),
+        ("AccessionNumber", "ACC-1", "ACC-2", lambda v: identifier_label("AccessionNumber", v)),
+        ("SeriesNumber", 1, 7, str),
+    ],
+)
+def test_an_image_set_whose_files_differ_in_one_of_the_seven_tags_is_blocked_naming_files_and_values(
+    tmp_path: Path, tag: str, first: object, other: object, shown: Any
+) -> None:
+    """The server asserts seven tags equal in every file of an image set and refuses it silently otherwise
+    (docs/gc-api.md §11); plan blocks the case, naming each value (identifiers as hashes) and its files."""
+    folder = tmp_path / "cases" / "patient1"
+    folder.mkdir(parents=True)
+    paths = identified_series(folder, 4, seed=5)
+    edit(paths, StudyID="S1", StudyDate="20240101", AccessionNumber="ACC-1")
+    edit(paths[3:], **{tag: other})
+    rules = '[[rules]]\ndicom = { Modality = "CT" }\nsocket = "dicom-image-set"\n'
+
+    (case,), _ = plan(load_job(write_job(tmp_path, rules=rules)))
+
+    assert case.blocking and case.items == ()
+    (blocked,) = case.findings
+    assert blocked.severity == "blocking" and f"2 different {tag} values" in blocked.message
+    assert f"{shown(first)}: patient1/slice_000.dcm, patient1/slice_001.dcm, patient1/slice_002.dcm" in blocked.message
+    assert f"{shown(other)}: patient1/slice_003.dcm" in blocked.message
+    assert set(blocked.files) == {f"patient1/{p.name}" for p in paths}
+    if tag in ("StudyID", "AccessionNumber"):
+        assert str(first) not in blocked.message and str(other) not in blocked.message
+
+
+def test_a_tag_some_files_lack_does_not_block_as_the_server_compares_only_present_ones(tmp_path: Path) -> None:
+    folder = tmp_path / "cases" / "patient1"
+    folder.mkdir(parents=True)
+    paths = identified_series(folder, 3, seed=6)
+    edit(paths[:1], AccessionNumber="ACC-1")
+    rules = '[[rules]]\ndicom = { Modality = "CT" }\nsocket = "dicom-image-set"\n'
+
+    (case,), _ = plan(load_job(write_job(tmp_path, rules=rules)))
+
+    assert not case.blocking and case.findings == ()
