@@ -70,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "set over: only sockets without a value are filled, never one with answers (env "
         "GCBULK_ADOPT_EXISTING)",
     )
+    parser.add_argument("--allow-phi-titles", action="store_true", default=None, help=settings.PHI_HELP)
     add_ledger_argument(parser)
     parser.add_argument(
         "--token-file", type=Path, help="read the API token from this file instead of $GRAND_CHALLENGE_AUTHORIZATION"
