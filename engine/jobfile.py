@@ -53,8 +53,10 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -463,8 +465,17 @@ def load_token(token_file: Path | str | None = None, environ: Mapping[str, str] 
     if token_file is not None:
         try:
             token = Path(token_file).read_text().strip()
+            mode = os.stat(token_file).st_mode
         except OSError as exc:
             raise ConfigurationError(f"token file {token_file} cannot be read: {exc.strerror}") from None
+        if mode & stat.S_IROTH:
+            # Still used: refusing would stop a run over a file mode, but whoever shares the machine can read it.
+            logging.getLogger("gcbulk").warning(
+                "token file %s is readable by every user of this machine (mode %s): run chmod 600 %s",
+                token_file,
+                oct(stat.S_IMODE(mode)),
+                token_file,
+            )
         if not token:
             raise ConfigurationError(f"token file {token_file} is empty; put your Grand Challenge API token in it")
         return token
