@@ -31,7 +31,8 @@ A job file names the reader study, the server, the case tree and how files map t
     [[rules]]
     dicom = { Modality = "CT", SeriesDescription = "*lung*" }   # DICOM found by content, one series at a time,
     socket = "ct-dicom"                  # by its header fields (globs, case-insensitive); may add glob/regex on
-    image_name = "{SeriesDescription}"   # the path; image_name: a DICOM Image Set's name (default "{socket}")
+    image_name = "{title} {Modality}"    # the path; image_name: a DICOM Image Set's name (default "{socket}"),
+                                         # from fields de-identification keeps (engine/plan/phi.py)
 
     [[rules]]
     glob = "age.json"
@@ -47,6 +48,7 @@ A job file names the reader study, the server, the case tree and how files map t
     [dicom]                              # DICOM Image Set values (gcbulk.engine.dicom.options)
     deidentify = true                    # false sends the files as they are: only for already de-identified data
     staging_budget = "4 GiB"             # de-identified copies on disk at once (staging = "<job>.dicom-staging")
+    allow_phi_titles = false             # true: titles/image names holding patient identifiers are sent (warning)
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def render_image_name(template: str, header: Any, *, socket: str, title: str) ->
 
 def check_image_name(template: object, where: str) -> str:
     if not isinstance(template, str):
-        raise DicomOptionError(f'{where}: image_name must be a string such as "{{SeriesDescription}}"')
+        raise DicomOptionError(f'{where}: image_name must be a string such as "{{title}} {{Modality}}"')
     try:
         fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as exc:
