@@ -89,3 +89,52 @@ async def test_a_presigned_part_url_on_plain_http_stops_the_run_before_any_part_
     assert "gcbulk sends images over https only (plain http only when base_url is http)" in str(raised.value)
     assert "X-Amz" not in str(raised.value)  # the signature stays out of the message
     assert not emulator.context.counters.part_puts
+
+
+def test_gcbulk_plan_against_a_dripping_server_says_what_it_waits_for(tmp_path: Path) -> None:
+    """The real command in its own process: within seconds its stderr names the request it is waiting on (it would
+    give up at the deadline and retry; the test stops it once it has spoken)."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    from tests.planner.conftest import write_job
+
+    make_tutorial_tree(tmp_path / "cases", 1)
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    origin: list[str] = []
+
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        async with dripping_server() as url:
+            origin.append(url)
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serve()), daemon=True)
+    thread.start()
+    assert ready.wait(BOUND)
+    job = write_job(tmp_path, base_url=f"{origin[0]}/api/v1/")
+    env = {**os.environ, "GRAND_CHALLENGE_AUTHORIZATION": "t0k-secret"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gcbulk", "plan", str(job), "--dry-run"],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        killer = threading.Timer(BOUND, process.kill)  # bound: a silent plan fails the test instead of hanging it
+        killer.start()
+        line = process.stderr.readline() if process.stderr else ""
+        killer.cancel()
+    finally:
+        process.kill()
+        process.wait(timeout=BOUND)
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(BOUND)
+    assert "still waiting for GET /api/v1/" in line and "no whole answer after 10 s (gives up after 120 s)" in line
+    assert "t0k-secret" not in line
