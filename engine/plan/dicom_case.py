@@ -163,24 +163,16 @@ def check_image_set(
         )
         named.update(e.path for e in file_set)
     elif kinds := identifiers_in(name, identifier_patterns(headers)):
-        found.append(
-            finding.phi_in_name(
-                file_set[0].path,
-                f"image name for socket {socket!r} (image_name = {template!r})",
-                kinds,
-                options.allow_phi_titles,
-                title,
-            )
-        )
-        if not options.allow_phi_titles:
-            found[-1] = dataclasses.replace(found[-1], files=tuple(e.rel for e in file_set if e.path not in named))
+        allowed = options.allow_phi_titles
+        kept_out = () if allowed else tuple(e.rel for e in file_set if e.path not in named)
+        what = f"image name for socket {socket!r} (image_name = {template!r})"
+        found.append(finding.phi_in_name(file_set[0].path, what, kinds, allowed, title, kept_out))
+        if not allowed:
             named.update(e.path for e in file_set)
-    found_blocking = [f for f in found if f.blocking]
+    blocking = [index for index, f in enumerate(found) if f.blocking]
     left = tuple(e.rel for e in file_set if e.path not in named)
-    if (
-        found_blocking and left
-    ):  # e.g. the files of the accepted SOP class when others are rejected: kept out with the set
-        first = found.index(found_blocking[0])
+    if blocking and left:  # e.g. the files of the accepted SOP class when others are rejected: kept out with the set
+        first = blocking[0]
         found[first] = dataclasses.replace(found[first], files=found[first].files + left)
     return found
 

@@ -543,7 +543,9 @@ _PHI_FIX = (
 )
 
 
-def phi_in_name(path: object, what: str, kinds: list[str], allowed: bool, case: str) -> Finding:
+def phi_in_name(
+    path: object, what: str, kinds: list[str], allowed: bool, case: str, files: tuple[str, ...] = ()
+) -> Finding:
     """``what``: "title 'x'" or "image name for socket 'y' (image_name = ...)": never the identifier itself."""
     return _f(
         "phi-in-name",
@@ -552,7 +554,7 @@ def phi_in_name(path: object, what: str, kinds: list[str], allowed: bool, case: 
         f"the {what} holds the {' and '.join(kinds)} read from this case's DICOM headers; Grand Challenge "
         "would show it to everyone who sees the study" + (" (sent as it is: --allow-phi-titles)" if allowed else ""),
         _PHI_FIX,
-        (),
+        files,
         case,
     )
 
