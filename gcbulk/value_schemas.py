@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
+if TYPE_CHECKING:  # jsonschema is slow to import: only a check of a JSON value loads it
+    import jsonschema
 
 # The socket kinds whose values are JSON: the label the API shows → the code the server's schema definitions use.
 JSON_KIND_CODES: dict[str, str] = {
@@ -80,6 +81,8 @@ def socket_schema(kind: str, own: dict[str, Any] | None) -> dict[str, Any] | Non
 
 @cache
 def _validator_for_kind(kind: str) -> jsonschema.Draft7Validator | None:
+    import jsonschema
+
     schema = kind_schema(kind)
     return None if schema is None else jsonschema.Draft7Validator(schema)
 
@@ -87,6 +90,8 @@ def _validator_for_kind(kind: str) -> jsonschema.Draft7Validator | None:
 def validator(kind: str, own: dict[str, Any] | None = None) -> jsonschema.Draft7Validator | None:
     """A validator for a socket of ``kind`` with its own ``schema`` (None for a non-JSON kind without one). Kind-only
     validators are built once per process."""
+    import jsonschema
+
     if not own:
         return _validator_for_kind(kind)
     schema = socket_schema(kind, own)
@@ -96,6 +101,8 @@ def validator(kind: str, own: dict[str, Any] | None = None) -> jsonschema.Draft7
 def first_error(kind: str, own: dict[str, Any] | None, value: Any) -> jsonschema.ValidationError | None:
     """The error the value's most telling violation gives (``jsonschema``'s best match), or None when it fulfils
     its socket's schema."""
+    import jsonschema
+
     checker = validator(kind, own)
     if checker is None:
         return None
