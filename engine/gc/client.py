@@ -205,7 +205,8 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
             except Exception as exc:
                 if isinstance(exc, TimeoutError):
                     slot.overloaded()
-                    exc = DeadlinePassed(what, self.request_deadline)
+                    if not isinstance(exc, aiohttp.ServerTimeoutError):  # not a connect timeout: the whole deadline
+                        exc = DeadlinePassed(what, self.request_deadline)
                 if is_network_error(exc):
                     # Chained from None: aiohttp exceptions may carry the request headers, hence the token.
                     raise transport_error(method, url, exc) from None

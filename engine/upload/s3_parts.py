@@ -129,7 +129,7 @@ async def put_part(
                 status, headers, etag = response.status, dict(response.headers), response.headers.get("ETag")
     except BaseException as exc:  # cancellation too: the bytes it counted were not stored
         progress(-sent)
-        if isinstance(exc, TimeoutError):
+        if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ServerTimeoutError):
             exc = DeadlinePassed(f"PUT {shown_url}", part_deadline(len(data)))
         if is_network_error(exc):
             raise transport_error("PUT", shown_url, exc) from None
