@@ -30,7 +30,10 @@ ONCE = RetryPolicy(attempts_per_item=1, base_delay=0.01, max_delay=0.01)
 async def dripping_server() -> AsyncIterator[str]:
     """An HTTP server on 127.0.0.1 that answers every request with headers at once, then its body a byte a second."""
 
+    handlers: set[asyncio.Task] = set()
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.add(asyncio.current_task())  # type: ignore[arg-type]
         with contextlib.suppress(ConnectionError, asyncio.CancelledError):
             await reader.readuntil(b"\r\n\r\n")
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
@@ -46,6 +49,9 @@ async def dripping_server() -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.close()
+        for task in handlers:  # a client that gave up may have left its connection open: end the drip
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
 
 async def test_an_api_answer_at_one_byte_a_second_ends_at_its_deadline_and_says_what_it_waits_for(
