@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import anyio
 
+from gcbulk.exit_codes import EXIT_CONFIG_ERROR, EXIT_SOME_FAILED
 from gcbulk.redaction import redact, redact_text
 
 # The body of an error is shown to the user; a huge HTML page from a proxy should not flood the log.
@@ -30,11 +31,16 @@ class Disposition(enum.Enum):
 
 
 class GcbulkError(Exception):
-    """Base of the engine's own errors."""
+    """Base of the engine's own errors. ``exit_code``: what the ``gcbulk`` command exits with when this stops it
+    (``gcbulk/exit_codes.py``), so a script calling the Python API can exit as the command would."""
+
+    exit_code: int = EXIT_SOME_FAILED
 
 
 class ConfigurationError(GcbulkError):
     """Bad input from the user (job file, URL, token); the message says what to fix. Exit code 2."""
+
+    exit_code = EXIT_CONFIG_ERROR
 
 
 class UnsafeUrlError(ConfigurationError):
@@ -108,6 +114,8 @@ class ApiError(HttpError):
 
 class AuthenticationFailed(ApiError):
     """401: the token is wrong or expired. Every further call would fail the same way."""
+
+    exit_code = EXIT_CONFIG_ERROR
 
 
 TOKEN_REFUSED = (

@@ -105,3 +105,19 @@ def test_the_answers_cache_is_the_users_own_and_one_per_server_and_study(
     assert answers_cache("https://grand-challenge.org/api/v1/", "other-study") != here
     study = gcbulk.ReaderStudy("my-study", base_url="https://grand-challenge.org/api/v1/", token="t")
     assert study.cache == here
+
+
+def test_the_apis_errors_carry_the_exit_code_the_command_would_give(
+    tmp_path: Path, threaded_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_tutorial_tree(tmp_path / "cases", 1)
+    job_file = write_job(tmp_path, threaded_emulator)
+    job_file.write_text(job_file.read_text().replace('"example-study"', '"exmaple-study"'))
+    monkeypatch.setenv(TOKEN_ENV, threaded_emulator.tokens["editor"])
+
+    async def cell() -> None:
+        with anyio.fail_after(CELL_SECONDS), pytest.raises(gcbulk.ConfigurationError) as misspelt:
+            gcbulk.Job(job_file).run()
+        assert misspelt.value.exit_code == 2 and "check the slug" in str(misspelt.value)
+
+    asyncio.run(cell())
