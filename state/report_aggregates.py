@@ -132,7 +132,7 @@ def reason_shape(reason: str) -> str:
 
 def _blocked_reason(findings_json: str | None) -> str:
     findings = json.loads(findings_json) if findings_json else []
-    blocking = [f for f in findings if f.get("severity") != "warning"] or findings
+    blocking = [f for f in findings if f.get("severity") == "blocking"] or findings
     if not blocking:
         return "blocked by the plan (no finding recorded)"
     first = blocking[0]

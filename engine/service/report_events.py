@@ -22,7 +22,7 @@ from gcbulk.state.report_aggregates import parse_at
 MAX_SCAN_BYTES = 4 * 1024**3
 MAX_LINE_BYTES = 64 * 1024
 SERVER_WAIT = "server_wait"  # the event the run writes for every wait the server imposed (engine/service/waits.py)
-_WANTED = re.compile(rb'"event":"(server_wait|stop_requested|stopping_now|run_finished|reconciled|worker_started)"')
+_WANTED = re.compile(rb'"event":\s*"(server_wait|stop_requested|stopping_now|run_finished|reconciled|worker_started)"')
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -227,8 +227,8 @@ def _time_section(picture: LedgerPicture, facts: EventFacts, now: datetime) -> s
         else '<p class="muted">The server never asked this job to wait (no 429, upload cap or quota wait).</p>'
     )
     return (
-        f'{chart}<p class="muted">Bars: upload rate per {series.bucket_seconds}-second bucket. Line: cases done so '
-        "far. Lanes: each run's start (blue), end (green), kill (red) and stop request (amber); the server's waits "
+        f'{chart}<p class="muted">Bars: upload rate per {human_duration(series.bucket_seconds)} (left axis). Line: '
+        "cases done so far (right axis). Lanes: each run's start (blue), end (green), kill (red) and stop request (amber); the server's waits "
         f"by kind (hover for counts).</p>{waits}"
     )
 
@@ -424,7 +424,8 @@ h2{font-size:18px;margin:0 0 12px}h3{font-size:15px;margin:14px 0 6px}
 .sw{display:inline-block;width:12px;height:12px;border-radius:3px;margin-right:6px;vertical-align:-1px}
 .muted{color:var(--muted);font-size:13px}.good-text{color:#15803d;font-weight:600}
 table{border-collapse:collapse;width:100%;font-size:13px}th,td{text-align:left;padding:4px 8px;
-border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}th{color:var(--muted);font-weight:600}
+border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}
+td:nth-child(-n+2){white-space:nowrap;overflow-wrap:normal}th{color:var(--muted);font-weight:600}
 .group{border-left:4px solid #dc2626;padding-left:12px;margin:12px 0}.group.blocked{border-color:#d97706}
 .group.vanished{border-color:#7c3aed}.group .n{font-variant-numeric:tabular-nums}
 .live{border-color:#93c5fd;background:#eff6ff}.phase{font-size:13px;background:#2563eb;color:#fff;border-radius:99px;
