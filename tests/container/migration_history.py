@@ -82,8 +82,9 @@ def event_line(at: datetime, event: str, **fields: object) -> str:
     return json.dumps({"at": at.isoformat().replace("+00:00", "Z"), "event": event, **fields}) + "\n"
 
 
-def write_history(directory: Path, *, titles: tuple[str, ...] = ()) -> History:
-    """The job described in the module docstring, in ``directory``. ``titles`` replace patient1… in order."""
+def write_history(directory: Path, *, titles: tuple[str, ...] = (), cut_short: bool = True) -> History:
+    """The job described in the module docstring, in ``directory``. ``titles`` replace patient1… in order;
+    ``cut_short``: the event file ends in a line a kill cut short."""
     job_file = write_job_file(directory)
     job = load_job(job_file)
     names = list(titles) + [f"patient{n}" for n in range(len(titles) + 1, 6)]
@@ -120,6 +121,6 @@ def write_history(directory: Path, *, titles: tuple[str, ...] = ()) -> History:
         + event_line(stopped_at - timedelta(seconds=1), "stop_requested", signal="SIGTERM", drain_seconds=30)
         + event_line(stopped_at, "run_finished", done=1, failed=1, interrupted=True)
         + event_line(stopped_at, "reconciled", checked=2, display_sets_gone=0, values_gone=0)
-        + '{"at": "2025-11-20T11:00:00Z", "event": "server_wa'  # cut short by a kill mid-write
+        + ('{"at": "2025-11-20T11:00:00Z", "event": "server_wa' if cut_short else "")  # a kill mid-write
     )
     return History(job_file=job_file, ledger=ledger_path, events=events)
