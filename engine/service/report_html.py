@@ -209,12 +209,13 @@ def _time_section(picture: LedgerPicture, facts: EventFacts, now: datetime) -> s
     if series is None:
         return '<p class="muted">Nothing has been sent yet: the time line starts with the first part.</p>'
     wait_markers, wait_legend = _wait_markers(facts, series.bucket_seconds, lane=1)
-    rate = [b / series.bucket_seconds / 1024**2 for b in series.bytes_sent]
+    per_second = [b / series.bucket_seconds for b in series.bytes_sent]
+    unit, scale = _rate_unit(max(per_second, default=0))
     chart = time_bars(
-        rate,
+        [value / scale for value in per_second],
         start=series.start,
         bucket_seconds=series.bucket_seconds,
-        unit="MiB/s",
+        unit=unit,
         color="#60a5fa",
         line=list(_cumulative(series.cases_done)),
         line_label="cases done",
@@ -231,6 +232,14 @@ def _time_section(picture: LedgerPicture, facts: EventFacts, now: datetime) -> s
         "cases done so far (right axis). Lanes: each run's start (blue), end (green), kill (red) and stop request (amber); the server's waits "
         f"by kind (hover for counts).</p>{waits}"
     )
+
+
+def _rate_unit(highest: float) -> tuple[str, float]:
+    """The unit that puts the fastest bucket between 1 and 1024: an axis of 0–50 KiB/s, not of 0–5e-05 MiB/s."""
+    for unit, scale in (("GiB/s", 1024.0**3), ("MiB/s", 1024.0**2), ("KiB/s", 1024.0)):
+        if highest >= scale:
+            return unit, scale
+    return "B/s", 1.0
 
 
 def _cumulative(values: Iterable[int]) -> Iterable[int]:
