@@ -167,7 +167,7 @@ class JobService:
             "monitoring_started",
             level=logging.INFO,
             address=f"http://{bound}",
-            endpoints=["/metrics", "/healthz", "/readyz"],
+            endpoints=["/metrics", "/healthz", "/readyz", "/status"],
         )
         return server
 

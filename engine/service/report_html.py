@@ -75,6 +75,7 @@ def human_bytes(count: float) -> str:
 
 
 def human_duration(seconds: float | None) -> str:
+    """``37 s``, ``2 min 05 s``, ``1 min``, ``3 h 20 min``, ``2 d 23 h``."""
     if seconds is None:
         return "unknown"
     seconds = int(round(seconds))
@@ -82,11 +83,11 @@ def human_duration(seconds: float | None) -> str:
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
     if days:
-        return f"{days} d {hours} h"
+        return f"{days} d {hours} h" if hours else f"{days} d"
     if hours:
-        return f"{hours} h {minutes:02d} min"
+        return f"{hours} h {minutes:02d} min" if minutes else f"{hours} h"
     if minutes:
-        return f"{minutes} min {secs:02d} s"
+        return f"{minutes} min {secs:02d} s" if secs else f"{minutes} min"
     return f"{secs} s"
 
 
@@ -187,14 +188,18 @@ def _wait_markers(facts: EventFacts, bucket_seconds: int, lane: int) -> tuple[li
 
 
 def _run_markers(picture: LedgerPicture, facts: EventFacts, now: datetime) -> list[Marker]:
+    """Each run as a span from its start to its end: green when it said goodbye, red when it was killed or cut off
+    (its last heartbeat), blue while it runs; stop requests as amber moments."""
     markers = []
     for run in picture.workers:
-        markers.append(Marker(at=run.started_at, label=f"run {run.worker_id} started", color="#2563eb", lane=0))
         if run.stopped_at is not None:
-            markers.append(Marker(at=run.stopped_at, label=f"run {run.worker_id} ended", color="#16a34a", lane=0))
-        elif not _is_live(run.last_heartbeat, now):
-            at = run.last_heartbeat or run.started_at
-            markers.append(Marker(at=at, label=f"run {run.worker_id} killed or cut off", color="#dc2626", lane=0))
+            until, color, how = run.stopped_at, "#16a34a", "ended"
+        elif _is_live(run.last_heartbeat, now):
+            until, color, how = now, "#2563eb", "running"
+        else:
+            until, color, how = run.last_heartbeat or run.started_at, "#dc2626", "killed or cut off"
+        label = f"run {run.worker_id}: {how} ({human_duration((until - run.started_at).total_seconds())})"
+        markers.append(Marker(at=run.started_at, until=until, label=label, color=color, lane=0))
     for stop in facts.stops:
         markers.append(Marker(at=stop.at, label=stop.how, color="#d97706", lane=0))
     return markers
@@ -229,8 +234,9 @@ def _time_section(picture: LedgerPicture, facts: EventFacts, now: datetime) -> s
     )
     return (
         f'{chart}<p class="muted">Bars: upload rate per {human_duration(series.bucket_seconds)} (left axis). Line: '
-        "cases done so far (right axis). Lanes: each run's start (blue), end (green), kill (red) and stop request (amber); the server's waits "
-        f"by kind (hover for counts).</p>{waits}"
+        "cases done so far (right axis). Runs: each process from its start to its end, green when it ended, red "
+        "when it was killed or cut off, blue while it runs; amber marks a stop request. Below them: the server's "
+        f"waits by kind (hover for counts).</p>{waits}"
     )
 
 

@@ -33,6 +33,7 @@ class Marker:
     label: str
     color: str
     lane: int = 0  # markers of one kind share a lane under the bars
+    until: datetime | None = None  # a span (a run from its start to its end) rather than a moment
 
 
 def _text(x: float, y: float, body: str, *, anchor: str = "start", size: int = 12, color: str = _AXIS) -> str:
@@ -144,14 +145,23 @@ def time_bars(
         y = plot_bottom + 24 + lane * lane_height
         out.append(f'<line x1="{left}" x2="{WIDTH - right}" y1="{y + 6}" y2="{y + 6}" stroke="{_GRID}"/>')
         out.append(_text(left - 6, y + 10, name, anchor="end", size=11))
+
+    def x_of(moment: datetime) -> float:
+        offset = (moment - start).total_seconds() / seconds_wide if seconds_wide else 0
+        return left + min(max(offset, 0.0), 1.0) * (WIDTH - left - right)
+
     for marker in markers:
-        offset = (marker.at - start).total_seconds() / seconds_wide if seconds_wide else 0
-        x = left + min(max(offset, 0.0), 1.0) * (WIDTH - left - right)
+        x = x_of(marker.at)
         y = plot_bottom + 24 + marker.lane * lane_height
-        out.append(
-            f'<rect x="{x - 2:.1f}" y="{y}" width="4" height="12" rx="1" fill="{marker.color}">'
-            f"<title>{escape(_clock(marker.at, span))} {escape(marker.label)}</title></rect>"
-        )
+        title = f"<title>{escape(_clock(marker.at, span))} {escape(marker.label)}</title>"
+        if marker.until is not None:  # a span, with a cap at its end in the marker's colour
+            end = max(x_of(marker.until), x + 3)
+            out.append(
+                f'<rect x="{x:.1f}" y="{y + 2}" width="{end - x:.1f}" height="8" rx="2" fill="{marker.color}" '
+                f'fill-opacity="0.35">{title}</rect>'
+            )
+            x = end
+        out.append(f'<rect x="{x - 2:.1f}" y="{y}" width="4" height="12" rx="1" fill="{marker.color}">{title}</rect>')
     out.append("</svg>")
     return "".join(out)
 
