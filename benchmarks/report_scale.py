@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TextIO
 
 from gcbulk.engine.plan.findings import Finding
 from gcbulk.engine.plan.planner import PlannedCase, PlannedFile, PlannedItem
@@ -137,10 +138,10 @@ def _batches(items: list[int], size: int) -> Iterator[list[int]]:
 def _send_case(
     ledger: Ledger,
     clock: Clock,
-    events,
+    events: TextIO,
     rng: random.Random,
     case_id: int,
-    step: timedelta,  # noqa: ANN001
+    step: timedelta,
 ) -> None:
     start = clock.now
     title = f"patient{case_id:06d}"

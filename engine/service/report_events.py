@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from gcbulk.state.report_aggregates import parse_at
 
@@ -105,7 +106,7 @@ def read_event_facts(path: Path | None, *, max_bytes: int = MAX_SCAN_BYTES) -> E
     return EventScanner(path, max_bytes=max_bytes).scan()
 
 
-def _take(facts: EventFacts, record: dict) -> None:
+def _take(facts: EventFacts, record: dict[str, Any]) -> None:
     at = parse_at(record.get("at"))
     if at is None:
         return

@@ -22,7 +22,7 @@ from gcbulk.engine.plan.titles import redacted, scrub
 from gcbulk.engine.service.report_events import EventFacts
 from gcbulk.engine.service.report_svg import Marker, Segment, histogram, stacked_bar, time_bars
 from gcbulk.engine.service.waits import CATEGORY_TEXT
-from gcbulk.redaction import redact as redact_secrets
+from gcbulk.redaction import redact_text as redact_secrets
 from gcbulk.state.report_aggregates import CaseRef, LedgerPicture, ReasonGroup
 
 STATE_COLORS = {
@@ -157,7 +157,7 @@ def _state_section(picture: LedgerPicture) -> str:
     segments = [Segment(s, states[s], STATE_COLORS.get(s, "#6b7280")) for s in ordered]
     legend = "".join(
         f'<li><span class="sw" style="background:{STATE_COLORS.get(s, "#6b7280")}"></span>'
-        f"<b>{states[s]:,}</b> {escape(_STATE_WORDS.get(s, s))}</li>"
+        f"<b>{states[s]:,}</b> {escape(_STATE_WORDS.get(s) or s)}</li>"
         for s in ordered
     )
     return f'{stacked_bar(segments)}<ul class="legend">{legend}</ul>'

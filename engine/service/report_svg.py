@@ -68,7 +68,7 @@ def _nice_ceiling(value: float) -> float:
     """The smallest 1, 2, 2.5 or 5 × 10^k at or above ``value``: an axis top a person can read."""
     if value <= 0:
         return 1.0
-    magnitude = 10 ** math.floor(math.log10(value))
+    magnitude = 10.0 ** math.floor(math.log10(value))
     for step in (1, 2, 2.5, 5, 10):
         if value <= step * magnitude * (1 + 1e-9):
             return step * magnitude
@@ -168,9 +168,9 @@ def time_bars(
 
 def histogram(labels: Sequence[str], counts: Sequence[int], *, color: str, unit: str, height: int = 200) -> str:
     """Vertical bars with a label under each and its count above it."""
-    left, right, top, bottom = 16, 16, 20, 36
+    top, bottom = 20, 36
     plot_height = height - top - bottom
-    step = min((WIDTH - left - right) / max(len(counts), 1), WIDTH / 8)
+    step = min((WIDTH - 32) / max(len(counts), 1), WIDTH / 8)
     left = (WIDTH - step * len(counts)) / 2  # a few bars stand in the middle, not stretched across the page
     ceiling = max(counts, default=0) or 1
     out = [
