@@ -140,3 +140,19 @@ def test_a_large_reason_group_shows_a_page_of_cases_and_says_how_many_more(tmp_p
 )
 def test_alike_reasons_share_one_shape(reason: str, shape: str) -> None:
     assert reason_shape(reason) == shape
+
+
+def test_after_a_real_migration_the_page_shows_it_complete_checked_and_unhindered(tmp_path: Path) -> None:
+    """`gcbulk demo` migrates three cases into the bundled emulator (on loopback); the report of that job says so."""
+    workdir = tmp_path / "demo"
+    assert main(["demo", "--cases", "3", "--workdir", str(workdir), "--metrics-address", "off"]) == 0
+    out = tmp_path / "report.html"
+    assert main(["report", str(workdir / "job.toml"), "--html", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert "Complete: 3 of 3 cases are on Grand Challenge (100.0 %)" in page
+    assert "Nothing is left to do." in page
+    assert "3 cases, from their first byte sent to their display set imported" in page
+    assert "1 run(s); 0 killed or cut off" in page
+    assert "3 display sets checked; the server held everything the ledger says it does" in page
+    assert "The server never asked this job to wait" in page
+    assert "No case failed, is blocked or vanished." in page
