@@ -144,9 +144,11 @@ def reason_groups(ledger: Ledger) -> tuple[ReasonGroup, ...]:
     keeps a page of its cases. One pass over those cases (an index on state), flat memory per group."""
     counts: Counter[tuple[str, str]] = Counter()
     pages: dict[tuple[str, str], list[CaseRef]] = {}
+    # The states are this module's constants, written into the statement: no placeholder style to translate for
+    # PostgreSQL.
+    states = ", ".join(f"'{state}'" for state in _ATTENTION_STATES)
     cursor = ledger.db.conn.execute(
-        "SELECT state, title, folder, last_error, findings FROM cases WHERE state IN (?, ?, ?) ORDER BY id",
-        _ATTENTION_STATES,
+        f"SELECT state, title, folder, last_error, findings FROM cases WHERE state IN ({states}) ORDER BY id"
     )
     for state, title, folder, last_error, findings in cursor:
         if state == "blocked":
