@@ -136,6 +136,8 @@ class MonitoringServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.status_page is not None:
+            await self.status_page.close()
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=await self.metrics.scrape(), headers={"Content-Type": CONTENT_TYPE})

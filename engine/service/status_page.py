@@ -1,7 +1,7 @@
 """``/status``: the migration report (``engine/service/report_html.py``), live, on the follow-mode server beside
 ``/metrics`` — refreshing itself, with what the run is doing and waiting for now.
 
-The page reads the ledger through its own read-only connection on a worker thread, not through the run's ledger
+The page reads the ledger through its own read-only connection on its own thread, not through the run's ledger
 thread: drawing 100 000 cases takes a second or two, and the run's every step waits in that thread's queue. The
 picture is kept for ``refresh_seconds``, and concurrent requests share one read, so a page left open in ten browser
 tabs costs the ledger one read per refresh interval. The event file is read once, then only what was appended.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
@@ -27,11 +28,6 @@ from gcbulk.state.report_aggregates import LedgerPicture, ledger_picture
 
 REFRESH_SECONDS = 10
 READ_TIMEOUT_SECONDS = 30.0
-
-
-def read_picture(ledger_path: Path | str) -> LedgerPicture:
-    with Ledger.open_readonly(ledger_path) as ledger:
-        return ledger_picture(ledger)
 
 
 @dataclass
@@ -61,6 +57,35 @@ class StatusPage:
         self._events = EventScanner(events_path)
         self._cached: _Cached | None = None
         self._lock = asyncio.Lock()
+        # One thread owns the page's read-only connection (sqlite3 connections are bound to their thread), kept
+        # open between refreshes: opening runs SQLite's quick_check, seconds for a large ledger.
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcbulk-status")
+        self._ledger: Ledger | None = None
+        self._closed = False
+
+    def _read_picture(self) -> LedgerPicture:
+        """On the reader thread: the picture, through the connection opened at the first request."""
+        if self._ledger is None:
+            self._ledger = Ledger.open_readonly(self.ledger_path)
+        try:
+            return ledger_picture(self._ledger)
+        except Exception:  # a damaged or replaced file: open it afresh next time
+            self._ledger.close()
+            self._ledger = None
+            raise
+
+    def _close_reader(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    async def close(self) -> None:
+        """Closes the page's connection and its thread (the monitoring server calls it when it stops)."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(self._reader, self._close_reader)
+        self._reader.shutdown(wait=True)
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
@@ -83,7 +108,7 @@ class StatusPage:
             cached = self._cached
             if cached is not None and time.monotonic() - cached.read_at < self.refresh_seconds:
                 return cached
-            picture = await anyio.to_thread.run_sync(read_picture, self.ledger_path)
+            picture = await asyncio.get_running_loop().run_in_executor(self._reader, self._read_picture)
             facts = await anyio.to_thread.run_sync(self._events.scan)
             self._cached = _Cached(picture, facts, time.monotonic())
             return self._cached
