@@ -111,7 +111,7 @@ class LedgerPicture:
 
 def parse_at(text: str | None) -> datetime | None:
     """The ledger's ``at`` (ISO-8601 UTC with a ``Z``) as an aware datetime."""
-    return None if not text else datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return None if not text else datetime.fromisoformat(text)  # Python 3.11 reads the "Z"
 
 
 _SHAPE_RULES = (
@@ -233,36 +233,63 @@ def case_times(seconds: Iterable[float], edges: tuple[int, ...] = CASE_TIME_EDGE
     )
 
 
-_TRANSFER_EVENTS_SQL = """
-SELECT kind, at, case_id, data FROM events
-WHERE kind IN ('part.sent', 'case.done', 'display_set.done')
+# One scan of the event log, grouped per case: ISO-8601 UTC strings of one format sort as the moments they name, so
+# min and max work on the text, in SQLite and PostgreSQL alike, and 100 000 cases come back as 100 000 rows rather
+# than the two million events behind them.
+_PER_CASE_SQL = """
+SELECT case_id,
+       min(CASE WHEN kind = 'part.sent' THEN at END) AS first_byte,
+       max(CASE WHEN kind = 'display_set.done' THEN at END) AS imported,
+       max(CASE WHEN kind = 'case.done' THEN at END) AS done,
+       sum(CASE WHEN kind = 'case.lost_on_server' THEN 1 ELSE 0 END) AS lost,
+       max(CASE WHEN kind = 'case.lost_on_server' THEN at END) AS lost_at
+FROM events
+WHERE kind IN ('part.sent', 'display_set.done', 'case.done', 'case.lost_on_server') AND case_id IS NOT NULL
+GROUP BY case_id
 """
+# Bytes over time from the parts the server kept, grouped by the first ``n`` characters of ``sent_at``: by the second
+# for a short job, by the minute once a bucket is a minute or more (every round bucket from a minute up is a whole
+# number of minutes), so a three-day job is a few thousand groups.
+_PARTS_SPAN_SQL = "SELECT min(sent_at), max(sent_at), count(*) FROM parts WHERE state = 'sent' AND sent_at IS NOT NULL"
+_PARTS_BY_PREFIX_SQL = (
+    "SELECT substr(sent_at, 1, {n}) AS moment, sum(size) FROM parts WHERE state = 'sent' AND sent_at IS NOT NULL "
+    "GROUP BY substr(sent_at, 1, {n})"
+)
 
 
-def _transfer_events(ledger: Ledger) -> tuple[list[tuple[datetime, int]], list[datetime], list[float]]:
-    """Part bytes over time, case completions over time, and each case's first byte → imported seconds."""
-    parts: list[tuple[datetime, int]] = []
+@dataclass(frozen=True, kw_only=True)
+class _Transfer:
+    sent: list[tuple[datetime, int]]  # (moment, bytes) groups
+    parts: int
+    done: list[datetime]
+    durations: list[float]
+    lost: int
+    lost_at: datetime | None
+
+
+def _transfer(ledger: Ledger) -> _Transfer:
+    """Part bytes over time, case completions over time, each case's first byte → imported seconds, and the cases
+    the server lost."""
     done: list[datetime] = []
-    first_byte: dict[int, datetime] = {}
-    imported: dict[int, datetime] = {}
-    for kind, at_text, case_id, data in ledger.db.conn.execute(_TRANSFER_EVENTS_SQL):
-        at = parse_at(at_text)
-        assert at is not None  # the column is NOT NULL
-        if kind == "part.sent":
-            size = json.loads(data).get("size", 0) if data else 0
-            parts.append((at, int(size)))
-            if case_id is not None and (case_id not in first_byte or at < first_byte[case_id]):
-                first_byte[case_id] = at
-        elif kind == "case.done":
-            done.append(at)
-        elif case_id is not None:  # display_set.done: the last import of a case that was sent again counts
-            imported[case_id] = max(at, imported.get(case_id, at))
-    durations = [
-        (imported[case] - first).total_seconds()
-        for case, first in first_byte.items()
-        if case in imported and imported[case] >= first
-    ]
-    return parts, done, durations
+    durations: list[float] = []
+    lost, lost_at = 0, None
+    for _, first_text, imported_text, done_text, lost_count, lost_text in ledger.db.conn.execute(_PER_CASE_SQL):
+        if done_text is not None:
+            done.append(datetime.fromisoformat(done_text))
+        if first_text is not None and imported_text is not None and imported_text >= first_text:
+            first, imported = datetime.fromisoformat(first_text), datetime.fromisoformat(imported_text)
+            durations.append((imported - first).total_seconds())
+        if lost_count:
+            lost += lost_count
+            lost_at = max(lost_at or lost_text, lost_text)
+    low, high, parts = ledger.db.conn.execute(_PARTS_SPAN_SQL).fetchone()
+    sent: list[tuple[datetime, int]] = []
+    if parts:
+        span = (datetime.fromisoformat(high) - datetime.fromisoformat(low)).total_seconds()
+        prefix = 16 if bucket_seconds_for(span) >= 60 else 19
+        for moment, size in ledger.db.conn.execute(_PARTS_BY_PREFIX_SQL.format(n=prefix)):
+            sent.append((datetime.fromisoformat(moment + (":00" if prefix == 16 else "")).replace(tzinfo=UTC), size))
+    return _Transfer(sent=sent, parts=parts, done=done, durations=durations, lost=lost, lost_at=parse_at(lost_at))
 
 
 def _workers(ledger: Ledger) -> tuple[WorkerRun, ...]:
@@ -297,13 +324,12 @@ def ledger_picture(ledger: Ledger) -> LedgerPicture:
         "WHERE items.state != 'withdrawn' AND files.present = 1"
     ).fetchone()
     bytes_sent = _scalar(ledger, "SELECT coalesce(sum(size), 0) FROM parts WHERE state = 'sent'")
-    parts, done, durations = _transfer_events(ledger)
-    series = time_series(parts, done)
-    moments = [at for at, _ in parts] + done
-    lost = ledger.db.conn.execute("SELECT count(*), max(at) FROM events WHERE kind = 'case.lost_on_server'").fetchone()
+    transfer = _transfer(ledger)
+    series = time_series(transfer.sent, transfer.done)
+    moments = [at for at, _ in transfer.sent] + transfer.done
     notes = [
-        f"Time charts: {len(parts):,} part uploads and {len(done):,} finished cases counted into "
-        f"{series.bucket_seconds}-second buckets."
+        f"Time charts: {transfer.parts:,} parts kept by the server and {len(transfer.done):,} finished cases counted "
+        f"into {series.bucket_seconds}-second buckets."
         if series
         else "Time charts: nothing was sent yet."
     ]
@@ -318,10 +344,10 @@ def ledger_picture(ledger: Ledger) -> LedgerPicture:
         bytes_sent=bytes_sent,
         reasons=reason_groups(ledger),
         series=series,
-        case_times=case_times(durations),
+        case_times=case_times(transfer.durations),
         workers=_workers(ledger),
-        lost_on_server=lost[0],
-        lost_on_server_last=parse_at(lost[1]),
+        lost_on_server=transfer.lost,
+        lost_on_server_last=transfer.lost_at,
         first_at=min(moments) if moments else None,
         last_at=max(moments) if moments else None,
         notes=notes,

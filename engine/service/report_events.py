@@ -3,8 +3,8 @@ not keep — the server telling a run to wait (429s, the upload cap, the quota, 
 requests and kills, each run's end, and the result of each comparison with the server (``gcbulk verify`` and the
 check a run makes at its start and end).
 
-The file grows by about twenty lines per case, so it is scanned, not parsed: only lines naming one of these events
-are decoded, a line longer than ``MAX_LINE_BYTES`` is skipped, and at most ``MAX_SCAN_BYTES`` are read (the report
+The file grows by about twenty lines per case, so it is scanned, not parsed: read in blocks, searched by one regular
+expression, only lines naming one of these events are decoded, a line longer than ``MAX_LINE_BYTES`` is skipped, and at most ``MAX_SCAN_BYTES`` are read (the report
 says so when it stopped early). Waits are kept as counts per category and time bucket, never one marker per wait.
 """
 
@@ -22,6 +22,7 @@ from gcbulk.state.report_aggregates import parse_at
 
 MAX_SCAN_BYTES = 4 * 1024**3
 MAX_LINE_BYTES = 64 * 1024
+CHUNK_BYTES = 8 * 1024 * 1024
 SERVER_WAIT = "server_wait"  # the event the run writes for every wait the server imposed (engine/service/waits.py)
 _WANTED = re.compile(rb'"event":\s*"(server_wait|stop_requested|stopping_now|run_finished|reconciled|worker_started)"')
 
@@ -83,22 +84,34 @@ class EventScanner:
         assert path is not None
         with path.open("rb") as stream:
             stream.seek(self._offset)
-            for line in stream:
-                if not line.endswith(b"\n"):  # being written right now: read it whole next time
-                    break
-                if self._offset + len(line) > self._max_bytes:
+            rest = b""
+            while chunk := stream.read(CHUNK_BYTES):
+                data = rest + chunk
+                cut = data.rfind(b"\n") + 1  # whole lines only: a line being written is read whole next time
+                block, rest = data[:cut], data[cut:]
+                if self._offset + len(block) > self._max_bytes:
                     facts.truncated = True
                     break
-                self._offset += len(line)
-                facts.lines_read += 1
-                if len(line) > MAX_LINE_BYTES or not _WANTED.search(line):
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError:  # a line cut short by a kill mid-write: the rest of the file is still good
-                    continue
-                _take(facts, record)
+                self._offset += len(block)
+                facts.lines_read += block.count(b"\n")
+                self._take_block(block)
         return facts
+
+    def _take_block(self, block: bytes) -> None:
+        """The wanted lines of ``block`` (whole lines), found by one regex pass in C rather than a loop per line."""
+        after = -1  # the end of the last line taken: a line that matches twice is taken once
+        for match in _WANTED.finditer(block):
+            if match.start() < after:
+                continue
+            start = block.rfind(b"\n", 0, match.start()) + 1
+            after = block.find(b"\n", match.end())
+            if after - start > MAX_LINE_BYTES:
+                continue
+            try:
+                record = json.loads(block[start:after])
+            except ValueError:  # a line cut short by a kill mid-write, the next run's line glued to it
+                continue
+            _take(self.facts, record)
 
 
 def read_event_facts(path: Path | None, *, max_bytes: int = MAX_SCAN_BYTES) -> EventFacts:

@@ -142,7 +142,9 @@ def test_alike_reasons_share_one_shape(reason: str, shape: str) -> None:
     assert reason_shape(reason) == shape
 
 
-def test_after_a_real_migration_the_page_shows_it_complete_checked_and_unhindered(tmp_path: Path) -> None:
+def test_after_a_real_migration_the_page_shows_it_complete_checked_and_within_the_servers_limits(
+    tmp_path: Path,
+) -> None:
     """`gcbulk demo` migrates three cases into the bundled emulator (on loopback); the report of that job says so."""
     workdir = tmp_path / "demo"
     assert main(["demo", "--cases", "3", "--workdir", str(workdir), "--metrics-address", "off"]) == 0
@@ -154,5 +156,7 @@ def test_after_a_real_migration_the_page_shows_it_complete_checked_and_unhindere
     assert "3 cases, from their first byte sent to their display set imported" in page
     assert "1 run(s); 0 killed or cut off" in page
     assert "3 display sets checked; the server held everything the ledger says it does" in page
-    assert "The server never asked this job to wait" in page
+    # Not held back by the server's limits (a slow import on a busy machine may show as a wait, truthfully).
+    for limit in ("throttled by the server (429)", "upload cap reached", "upload quota exhausted"):
+        assert limit not in page
     assert "No case failed, is blocked or vanished." in page
