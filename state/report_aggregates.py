@@ -115,7 +115,8 @@ def parse_at(text: str | None) -> datetime | None:
 
 
 _SHAPE_RULES = (
-    (re.compile(r"'[^']*'|\"[^\"]*\""), "'…'"),  # quoted names (a title, a file, a socket)
+    # Quoted names (a title, a file, a socket) are folded; quoted text with spaces is a message and tells groups apart.
+    (re.compile(r"'[^'\s]*'|\"[^\"\s]*\""), "'…'"),
     (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I), "<id>"),
     (re.compile(r"\b[0-9a-f]{16,}\b", re.I), "<id>"),
     (re.compile(r"\d+(\.\d+)?"), "N"),

@@ -47,7 +47,7 @@ def test_the_page_says_how_the_migration_went_and_what_is_left(tmp_path: Path, c
     for words in ("2</b> done", "1</b> not started yet", "1</b> failed", "1</b> blocked by the plan"):
         assert words in page
     # Failed and blocked cases, grouped by reason, with the case and its full reason.
-    assert "1 failed: display set ds-N: the server" in page.replace("</span>", "")
+    assert "1 failed: display set ds-N: the server&#x27;s import of ct-image failed" in page.replace("</span>", "")
     assert "patient3" in page and "unsupported pixel type" in page
     assert "patient4" in page and "geometry-mismatch" in page and "33×64×64" in page
     # Bytes over time and time per case, drawn as inline SVG.
@@ -131,7 +131,8 @@ def test_a_large_reason_group_shows_a_page_of_cases_and_says_how_many_more(tmp_p
 @pytest.mark.parametrize(
     ("reason", "shape"),
     [
-        (FAILURE, "display set ds-N: the server'…'unsupported pixel type'"),
+        (FAILURE, "display set ds-N: the server's import of ct-image failed: 'unsupported pixel type'"),
+        ("file 'patient7/ct.mha' is empty", "file '…' is empty"),
         ("upload 7f3e2a1b-0c4d-4e5f-8a9b-0123456789ab expired", "upload <id> expired"),
         ("", "no reason recorded"),
         ("first line\nsecond line", "first line"),
