@@ -23,7 +23,8 @@ from gcbulk.engine.ledger_location import add_ledger_argument
 from gcbulk.engine.plan.titles import redacted, scrub
 from gcbulk.engine.results.csv_cells import SafeDictWriter
 from gcbulk.engine.service.report_events import read_event_facts
-from gcbulk.engine.service.report_html import gcbulk_version, render_page
+from gcbulk.engine.service.report_format import gcbulk_version
+from gcbulk.engine.service.report_html import render_page
 from gcbulk.redaction import redact as redact_secrets
 from gcbulk.safe_files import replacing
 from gcbulk.state.ledger import Ledger, LedgerError

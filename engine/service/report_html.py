@@ -16,10 +16,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html import escape
-from importlib.metadata import PackageNotFoundError, version
 
 from gcbulk.engine.plan.titles import redacted, scrub
 from gcbulk.engine.service.report_events import EventFacts
+from gcbulk.engine.service.report_format import CSS, human_bytes, human_duration, when
 from gcbulk.engine.service.report_svg import Marker, Segment, histogram, stacked_bar, time_bars
 from gcbulk.engine.service.waits import CATEGORY_TEXT
 from gcbulk.redaction import redact_text as redact_secrets
@@ -57,42 +57,6 @@ class LiveNow:
     parts_in_flight: int
     waits: tuple[str, ...]  # the reasons it waits now, in words ("quota exhausted", "server slow: limit 3 in flight")
     refresh_seconds: int
-
-
-def gcbulk_version() -> str:
-    try:
-        return version("gcbulk")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def human_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(count) < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
-
-
-def human_duration(seconds: float | None) -> str:
-    """``37 s``, ``2 min 05 s``, ``1 min``, ``3 h 20 min``, ``2 d 23 h``."""
-    if seconds is None:
-        return "unknown"
-    seconds = int(round(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h" if hours else f"{days} d"
-    if hours:
-        return f"{hours} h {minutes:02d} min" if minutes else f"{hours} h"
-    if minutes:
-        return f"{minutes} min {secs:02d} s" if secs else f"{minutes} min"
-    return f"{secs} s"
-
-
-def _when(moment: datetime | None) -> str:
-    return "—" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 class _Names:
@@ -306,8 +270,8 @@ def _runs_section(picture: LedgerPicture, facts: EventFacts, now: datetime) -> s
         else:
             how = "killed or cut off (no goodbye; its work resumed without duplicates)"
         rows.append(
-            f"<tr><td>{escape(run.worker_id)}</td><td>{_when(run.started_at)}</td>"
-            f"<td>{_when(run.stopped_at or run.last_heartbeat)}</td><td>{escape(how)}</td></tr>"
+            f"<tr><td>{escape(run.worker_id)}</td><td>{when(run.started_at)}</td>"
+            f"<td>{when(run.stopped_at or run.last_heartbeat)}</td><td>{escape(how)}</td></tr>"
         )
     runs = (
         "<table><thead><tr><th>run (worker)</th><th>started</th><th>last seen</th><th>how it ended</th></tr></thead>"
@@ -328,7 +292,7 @@ def _verify_html(picture: LedgerPicture, facts: EventFacts) -> str:
             if last.requeued == 0
             else f"{last.requeued:,} case(s) were gone from the server and were sent again"
         )
-        text = f"Last comparison with the server ({_when(last.at)}): {last.checked:,} display sets checked; {result}."
+        text = f"Last comparison with the server ({when(last.at)}): {last.checked:,} display sets checked; {result}."
     elif facts.missing:
         text = "No event file, so no comparison with the server is on record; run gcbulk verify JOB to check."
     else:
@@ -336,7 +300,7 @@ def _verify_html(picture: LedgerPicture, facts: EventFacts) -> str:
     if picture.lost_on_server:
         text += (
             f" In all, {picture.lost_on_server:,} time(s) a case was found gone from the server and re-queued "
-            f"(last {_when(picture.lost_on_server_last)})."
+            f"(last {when(picture.lost_on_server_last)})."
         )
     return f'<p class="verify"><b>Verify:</b> {escape(text)}</p>'
 
@@ -407,47 +371,12 @@ def render_page(
         "<!DOCTYPE html>\n"
         f'<html lang="en"><head><meta charset="utf-8">{refresh}'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body><main>"
+        f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>"
         f'<header class="{css}"><div class="eyebrow">gcbulk · reader study {escape(picture.reader_study)} · '
         f'{escape(picture.base_url)}</div><h1>{escape(headline)}</h1><p class="left">{escape(left)}</p></header>'
         f'<div class="tiles">{_tiles(picture)}</div>'
         f"{_live_section(live) if live else ''}{body}"
-        f"<footer><ul>{notes}</ul><p>Made by gcbulk {escape(version)} at {_when(generated_at)} from the job's ledger "
-        f"and event file. Plan: {escape(picture.plan_state)}, recorded {_when(picture.planned_at)}.</p></footer>"
+        f"<footer><ul>{notes}</ul><p>Made by gcbulk {escape(version)} at {when(generated_at)} from the job's ledger "
+        f"and event file. Plan: {escape(picture.plan_state)}, recorded {when(picture.planned_at)}.</p></footer>"
         "</main></body></html>\n"
     )
-
-
-_CSS = """
-:root{--ink:#111827;--muted:#6b7280;--line:#e5e7eb;--bg:#f8fafc}
-*{box-sizing:border-box}body{margin:0;background:var(--bg);color:var(--ink);
-font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-main{max-width:1040px;margin:0 auto;padding:24px}
-header{border-radius:12px;padding:20px 24px;color:#fff;background:#475569}
-header.good{background:linear-gradient(135deg,#15803d,#16a34a)}header.busy{background:linear-gradient(135deg,#1d4ed8,#2563eb)}
-header.bad{background:linear-gradient(135deg,#b45309,#d97706)}
-.eyebrow{opacity:.85;font-size:13px}h1{margin:6px 0 4px;font-size:26px}.left{margin:0;font-size:16px}
-.tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(170px,1fr));gap:12px;margin:16px 0}
-.tile{background:#fff;border:1px solid var(--line);border-radius:10px;padding:12px 14px}
-.tile .k{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
-.tile .v{font-size:22px;font-weight:650;margin:2px 0}.tile .s{color:var(--muted);font-size:12px}
-section{background:#fff;border:1px solid var(--line);border-radius:10px;padding:16px 20px;margin:16px 0;
-break-inside:avoid}
-h2{font-size:18px;margin:0 0 12px}h3{font-size:15px;margin:14px 0 6px}
-.chart{width:100%;height:auto;display:block}
-.legend{list-style:none;padding:0;margin:10px 0 0;display:flex;flex-wrap:wrap;gap:6px 18px;font-size:14px}
-.sw{display:inline-block;width:12px;height:12px;border-radius:3px;margin-right:6px;vertical-align:-1px}
-.muted{color:var(--muted);font-size:13px}.good-text{color:#15803d;font-weight:600}
-table{border-collapse:collapse;width:100%;font-size:13px}th,td{text-align:left;padding:4px 8px;
-border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}
-td:nth-child(-n+2){white-space:nowrap;overflow-wrap:normal}th{color:var(--muted);font-weight:600}
-.group{border-left:4px solid #dc2626;padding-left:12px;margin:12px 0}.group.blocked{border-color:#d97706}
-.group.vanished{border-color:#7c3aed}.group .n{font-variant-numeric:tabular-nums}
-.live{border-color:#93c5fd;background:#eff6ff}.phase{font-size:13px;background:#2563eb;color:#fff;border-radius:99px;
-padding:2px 10px;margin-left:8px;vertical-align:2px}
-.verify{margin-top:12px}code{background:#f1f5f9;padding:1px 4px;border-radius:4px}
-footer{color:var(--muted);font-size:12px;margin-top:20px}footer ul{padding-left:18px}
-@media print{body{background:#fff}main{max-width:none;padding:0}section,.tile{border-color:#d1d5db}
-header{-webkit-print-color-adjust:exact;print-color-adjust:exact}.chart,.sw{print-color-adjust:exact;
--webkit-print-color-adjust:exact}section{page-break-inside:avoid}}
-"""

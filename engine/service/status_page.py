@@ -24,7 +24,8 @@ from aiohttp import web
 
 from gcbulk.engine.service.metrics import RunState
 from gcbulk.engine.service.report_events import EventFacts, EventScanner
-from gcbulk.engine.service.report_html import LiveNow, gcbulk_version, render_page
+from gcbulk.engine.service.report_format import gcbulk_version
+from gcbulk.engine.service.report_html import LiveNow, render_page
 from gcbulk.state.ledger import Ledger, LedgerError
 from gcbulk.state.report_aggregates import LedgerPicture, ledger_picture
 
