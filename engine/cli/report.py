@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         resolved = settings.resolve(args.job, args, read_token=False)
         redact = args.redact_titles or resolved.job.cases.redact_titles
         if args.html is not None:
+            if args.out is not None:
+                raise ConfigurationError("--html OUT.html names its own file: drop --out (it is for csv and json)")
             return _write_html(resolved, args.html, redact=redact)
         with Ledger.open_readonly(resolved.ledger, resolved.job.binding) as ledger:
             if args.out is None:

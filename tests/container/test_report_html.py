@@ -100,6 +100,14 @@ def test_without_a_ledger_the_report_exits_2_saying_what_to_do(tmp_path: Path, c
     assert not (tmp_path / "r.html").exists()
 
 
+def test_html_with_out_exits_2_saying_which_to_drop(tmp_path: Path, capsys) -> None:
+    history = write_history(tmp_path / "job")
+    code = main(["report", str(history.job_file), "--html", str(tmp_path / "r.html"), "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "--html OUT.html names its own file: drop --out" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists() and not (tmp_path / "o").exists()
+
+
 def test_without_an_event_file_the_page_says_what_it_cannot_show(tmp_path: Path) -> None:
     history = write_history(tmp_path / "job")
     history.events.unlink()
