@@ -266,6 +266,8 @@ class _Transfer:
     durations: list[float]
     lost: int
     lost_at: datetime | None
+    first_sent: datetime | None  # exact, where ``sent`` is grouped
+    last_sent: datetime | None
 
 
 def _transfer(ledger: Ledger) -> _Transfer:
@@ -290,7 +292,16 @@ def _transfer(ledger: Ledger) -> _Transfer:
         prefix = 16 if bucket_seconds_for(span) >= 60 else 19
         for moment, size in ledger.db.conn.execute(_PARTS_BY_PREFIX_SQL.format(n=prefix)):
             sent.append((datetime.fromisoformat(moment + (":00" if prefix == 16 else "")).replace(tzinfo=UTC), size))
-    return _Transfer(sent=sent, parts=parts, done=done, durations=durations, lost=lost, lost_at=parse_at(lost_at))
+    return _Transfer(
+        sent=sent,
+        parts=parts,
+        done=done,
+        durations=durations,
+        lost=lost,
+        lost_at=parse_at(lost_at),
+        first_sent=parse_at(low),
+        last_sent=parse_at(high),
+    )
 
 
 def _workers(ledger: Ledger) -> tuple[WorkerRun, ...]:
@@ -327,7 +338,7 @@ def ledger_picture(ledger: Ledger) -> LedgerPicture:
     bytes_sent = _scalar(ledger, "SELECT coalesce(sum(size), 0) FROM parts WHERE state = 'sent'")
     transfer = _transfer(ledger)
     series = time_series(transfer.sent, transfer.done)
-    moments = [at for at, _ in transfer.sent] + transfer.done
+    moments = [at for at in (transfer.first_sent, transfer.last_sent) if at is not None] + transfer.done
     notes = [
         f"Time charts: {transfer.parts:,} parts kept by the server and {len(transfer.done):,} finished cases counted "
         f"into {series.bucket_seconds}-second buckets."
