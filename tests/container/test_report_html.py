@@ -82,6 +82,21 @@ def test_redact_titles_shows_hashes_instead_of_titles_and_folders(tmp_path: Path
         assert redacted(title) in page
 
 
+def test_a_credential_in_a_reason_never_reaches_the_page(tmp_path: Path) -> None:
+    from gcbulk.engine.jobfile import load_job
+
+    history = write_history(tmp_path / "job")
+    with Ledger.open(history.ledger, load_job(history.job_file).binding) as ledger:
+        case_id = ledger.case_id_by_title("patient5")
+        ledger.case_started(case_id)
+        ledger.case_failed(case_id, "the proxy echoed 'Authorization: Bearer 0123456789abcdef0123' and refused it")
+    out = tmp_path / "report.html"
+    assert main(["report", str(history.job_file), "--html", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert "0123456789abcdef0123" not in page
+    assert "Bearer [REDACTED]" in page
+
+
 def test_a_title_with_markup_is_shown_as_text(tmp_path: Path) -> None:
     history = write_history(tmp_path / "job", titles=("a", "b", "<img src=x onerror=alert(1)>"))
     out = tmp_path / "report.html"

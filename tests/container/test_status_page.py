@@ -20,12 +20,13 @@ from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.pacer import AdaptiveLimiter, AimdPolicy
 from gcbulk.engine.jobfile import load_job
+from gcbulk.engine.plan.titles import redacted
 from gcbulk.engine.service.health import MonitoringServer, ServerCheck
 from gcbulk.engine.service.journal import LedgerRunner
 from gcbulk.engine.service.metrics import Metrics, RunState
 from gcbulk.engine.service.progress import EventLog
 from gcbulk.engine.service.status_page import StatusPage
-from gcbulk.engine.service.waits import WAITS_LOGGER, WaitRecorder
+from gcbulk.engine.service.waits import CATEGORY_TEXT, WAITS_LOGGER, WaitRecorder
 from gcbulk.engine.settings import Address
 from tests.container.gcbulk_process import poll
 from tests.container.migration_history import History, write_history
@@ -156,3 +157,47 @@ def test_the_follow_mode_server_serves_status_beside_metrics(
     assert code == 0, "".join(gcbulk.stderr[-20:])
     assert "Complete: 2 of 2 cases are on Grand Challenge" in page
     assert 'http-equiv="refresh"' in page and "Now <span" in page
+
+
+@pytest.mark.parametrize(
+    ("source", "name", "category"),
+    [
+        ("retry", "throttled", "throttled"),
+        ("retry", "upload_cap", "upload_cap"),
+        ("retry", "upload_quota", "quota_exhausted"),
+        ("retry", "network", None),  # not the server holding the run back
+        ("retry", "http_503", None),
+        ("announced", "shared_limits", "cap_held_by_others"),
+        ("announced", "server_limits", "server_limit"),
+        ("announced", "leases", "cases_leased_elsewhere"),
+        ("announced", "import_wait", "import_slow"),
+        ("announced", "targeted_sessions", "import_slow"),
+        ("announced", "retry", None),  # a long retry is counted by its retry, once
+    ],
+)
+def test_which_waits_are_the_servers_and_what_they_are_called(
+    tmp_path: Path, source: str, name: str, category: str | None
+) -> None:
+    events = EventLog(tmp_path / "events.jsonl")
+    recorder = WaitRecorder(events)
+    if source == "retry":
+        recorder.retry(name)
+    else:
+        recorder.emit(logging.LogRecord(WAITS_LOGGER, logging.INFO, f"/x/{name}.py", 1, "waits", (), None))
+    events.close()
+    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [line["category"] for line in lines] == ([category] if category else [])
+    assert recorder.current() == ([CATEGORY_TEXT[category]] if category else [])
+
+
+async def test_status_with_redacted_titles_shows_hashes(history: History) -> None:
+    state = RunState(phase="running")
+    page = StatusPage(state, ledger_path=history.ledger, events_path=history.events, redact=True)
+    server = MonitoringServer(Metrics(state), state, Address("127.0.0.1", 0), ServerCheck(None), status_page=page)
+    address = await server.start()
+    try:
+        status, text, _ = await get(f"http://127.0.0.1:{address.port}/status")
+    finally:
+        await server.stop()
+    assert status == 200
+    assert "patient3" not in text and redacted("patient3") in text
