@@ -268,7 +268,7 @@ def _runs_section(picture: LedgerPicture, facts: EventFacts, now: datetime) -> s
         elif _is_live(run.last_heartbeat, now):
             how = "running"
         else:
-            how = "killed or cut off (no goodbye; its work resumed without duplicates)"
+            how = "killed or cut off (no goodbye: what it had recorded is kept, nothing is sent twice)"
         rows.append(
             f"<tr><td>{escape(run.worker_id)}</td><td>{when(run.started_at)}</td>"
             f"<td>{when(run.stopped_at or run.last_heartbeat)}</td><td>{escape(how)}</td></tr>"
@@ -279,9 +279,23 @@ def _runs_section(picture: LedgerPicture, facts: EventFacts, now: datetime) -> s
         if rows
         else '<p class="muted">No run has started yet.</p>'
     )
-    killed = sum(1 for run in picture.workers if run.stopped_at is None and not _is_live(run.last_heartbeat, now))
-    summary = f"{len(picture.workers):,} run(s); {killed:,} killed or cut off, each resumed by the next run."
-    return f"<p>{escape(summary)}</p>{runs}{_verify_html(picture, facts)}"
+    return f"<p>{escape(_runs_summary(picture, now))}</p>{runs}{_verify_html(picture, facts)}"
+
+
+def _runs_summary(picture: LedgerPicture, now: datetime) -> str:
+    """``3 runs; 1 killed or cut off and resumed by a later run.`` — resumed only when a later run started."""
+    runs = picture.workers
+    killed = [run for run in runs if run.stopped_at is None and not _is_live(run.last_heartbeat, now)]
+    count = f"{len(runs):,} run{'' if len(runs) == 1 else 's'}"
+    if not killed:
+        return f"{count}; none was killed or cut off."
+    resumed = sum(1 for run in killed if any(later.started_at > run.started_at for later in runs))
+    parts = []
+    if resumed:
+        parts.append(f"{resumed:,} killed or cut off and resumed by a later run")
+    if len(killed) > resumed:
+        parts.append(f"{len(killed) - resumed:,} killed or cut off and not resumed yet (run the job again)")
+    return f"{count}; " + "; ".join(parts) + "."
 
 
 def _verify_html(picture: LedgerPicture, facts: EventFacts) -> str:

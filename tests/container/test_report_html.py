@@ -56,7 +56,7 @@ def test_the_page_says_how_the_migration_went_and_what_is_left(tmp_path: Path, c
     # The server's waits, the kill, the stop and the comparison with the server.
     assert "<b>2</b> throttled by the server (429)" in page
     assert "<b>1</b> upload quota exhausted" in page
-    assert "2 run(s); 1 killed or cut off, each resumed by the next run." in page
+    assert "2 runs; 1 killed or cut off and resumed by a later run." in page
     assert "stop requested (SIGTERM)" in page
     assert "2 display sets checked; the server held everything the ledger says it does" in page
 
@@ -95,6 +95,25 @@ def test_a_credential_in_a_reason_never_reaches_the_page(tmp_path: Path) -> None
     page = out.read_text(encoding="utf-8")
     assert "0123456789abcdef0123" not in page
     assert "Bearer [REDACTED]" in page
+
+
+def test_a_run_killed_last_is_shown_as_not_resumed_yet(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from gcbulk.engine.jobfile import load_job
+    from tests.container.migration_history import START
+
+    history = write_history(tmp_path / "job")
+    later = START + timedelta(hours=1)  # a third run, killed an hour in: its heartbeat is long past
+    with Ledger.open(history.ledger, load_job(history.job_file).binding, clock=lambda: later) as ledger:
+        ledger.register_worker("host-303", host="host", pid=303)
+    out = tmp_path / "report.html"
+    assert main(["report", str(history.job_file), "--html", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert (
+        "3 runs; 1 killed or cut off and resumed by a later run; 1 killed or cut off and not resumed yet "
+        "(run the job again)." in page
+    )
 
 
 def test_a_title_with_markup_is_shown_as_text(tmp_path: Path) -> None:
@@ -178,7 +197,7 @@ def test_after_a_real_migration_the_page_shows_it_complete_checked_and_within_th
     assert "Complete: 3 of 3 cases are on Grand Challenge (100.0 %)" in page
     assert "Nothing is left to do." in page
     assert "3 cases, from their first byte sent to their display set imported" in page
-    assert "1 run(s); 0 killed or cut off" in page
+    assert "1 run; none was killed or cut off." in page
     assert "3 display sets checked; the server held everything the ledger says it does" in page
     # Not held back by the server's limits (a slow import on a busy machine may show as a wait, truthfully).
     for limit in ("throttled by the server (429)", "upload cap reached", "upload quota exhausted"):
