@@ -155,7 +155,7 @@ class JobService:
                     level=logging.WARNING,
                     address=str(address),
                     error=exc.strerror or str(exc),
-                    message="running without /metrics, /healthz and /readyz; set GCBULK_METRICS_ADDRESS "
+                    message="running without /metrics, /healthz, /readyz and /status; set GCBULK_METRICS_ADDRESS "
                     "(or --metrics-address) to a free host:port",
                 )
                 return None
