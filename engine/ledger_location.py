@@ -16,9 +16,10 @@ import argparse
 import os
 import re
 import socket
-from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import platformdirs
 
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.redaction import register_secret
@@ -70,14 +71,12 @@ def default_reorder_state(location: LedgerLocation, job_file: Path) -> Path:
     return base.with_name(f"{job_file.stem}.reorder.sqlite")
 
 
-def user_reorder_state(base_url: str, reader_study: str, environ: Mapping[str, str]) -> Path:
-    """Where a reorder named by ``--reader-study`` alone keeps its state: the user's state folder
-    (``$XDG_STATE_HOME``, default ``~/.local/state``), one file per server and study. Written out here rather than
-    with platformdirs, which is not a dependency of the light base install; XDG's rule is two lines."""
-    root = Path(environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+def user_reorder_state(base_url: str, reader_study: str) -> Path:
+    """Where a reorder named by ``--reader-study`` alone keeps its state: the user's state folder (platformdirs:
+    ``$XDG_STATE_HOME``, default ``~/.local/state``, on Linux), one file per server and study."""
     host = urlsplit(base_url).netloc.replace(":", "_") or "server"
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in reader_study) or "study"
-    return root / "gcbulk" / "reorder" / host / f"{name}.reorder.sqlite"
+    return platformdirs.user_state_path("gcbulk", appauthor=False) / "reorder" / host / f"{name}.reorder.sqlite"
 
 
 def default_events(location: LedgerLocation, job_file: Path) -> Path:
