@@ -289,7 +289,7 @@ class JobService:
             # Cases blocked for a display set "someone else made": unless the event log says this job made it (a
             # ledger that went back in time), in which case the command stops and says how to recover.
             own = await self.runner.run(lambda ledger: ledger.own_display_set_titles())
-            suspects = (titles - own) & set(report.diff.blocked)
+            suspects = (titles.keys() - own) & set(report.diff.blocked)
             if suspects:
                 await anyio.to_thread.run_sync(
                     check_not_behind_event_log, self.settings.ledger_shown, self.settings.events, suspects
