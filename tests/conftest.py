@@ -35,7 +35,7 @@ def threaded_emulator(emulator_config: EmulatorConfig) -> Iterator[RunningEmulat
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
-    """One throwaway PostgreSQL server for the session (each test gets its own database on it)."""
+    """One throwaway PostgreSQL server for the session (per test worker; each test gets its own database on it)."""
     try:
         server = PgServer.start()
     except FileNotFoundError as exc:
@@ -44,3 +44,12 @@ def pg_server() -> Iterator[PgServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def pg_database(pg_server: PgServer) -> Iterator[str]:
+    """The DSN of an empty database of this test's own (the ledger migrates it, as a user's first run does),
+    dropped after the test."""
+    dsn = pg_server.new_database()
+    yield dsn
+    pg_server.drop_database(dsn)

@@ -20,15 +20,14 @@ from gcbulk.engine.upload.leases import CaseLeases
 from gcbulk.engine.upload.orphans import abort_orphan_uploads
 from gcbulk.engine.upload.server_limits import CountingGate, GateWaitTimeout, ImportPacer
 from gcbulk.engine.upload.shared_limits import SharedGate, share_latency_floors, with_shared_floors
-from tests.pg_server import PgServer
 from tests.state.conftest import BINDING, planned_case, record
 
 LEASE = 30.0
 
 
 @pytest.fixture
-async def two_workers(pg_server: PgServer, tmp_path: Path) -> AsyncIterator[tuple[Journal, Journal]]:
-    dsn = pg_server.new_database()
+async def two_workers(pg_database: str, tmp_path: Path) -> AsyncIterator[tuple[Journal, Journal]]:
+    dsn = pg_database
     async with LedgerRunner(dsn, BINDING) as first, LedgerRunner(dsn, BINDING) as second:
         journals = (Journal(first, EventLog(tmp_path / "w1.jsonl")), Journal(second, EventLog(tmp_path / "w2.jsonl")))
         for journal, name in zip(journals, ("w1", "w2"), strict=True):
@@ -107,7 +106,7 @@ async def test_a_wait_under_a_shared_limit_ends_on_stop_and_at_its_deadline(
 
 
 async def test_a_heartbeat_cancels_work_on_a_case_another_worker_took_over(
-    two_workers: tuple[Journal, Journal], pg_server: PgServer
+    two_workers: tuple[Journal, Journal],
 ) -> None:
     first, second = two_workers
     await first.runner.run(lambda ledger: record(ledger, [planned_case("p1")]))
