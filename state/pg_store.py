@@ -379,7 +379,7 @@ def _literal(value: Any) -> str:
 
 
 # The advisory lock key of "one process sets the job up at a time" (migrations, binding): any constant unique to
-# gcbulk; the planner's lock is another (gcbulk.state.leases).
+# gcbulk; the planner's lock is another (``PLAN_LOCK_KEY``, gcbulk.state.workers).
 SETUP_LOCK_KEY = 0x6762_756C_6B00_0001
 
 

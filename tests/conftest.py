@@ -7,16 +7,32 @@ from pathlib import Path
 
 import pytest
 
-from gcbulk.emulator.context import EmulatorConfig
+from gcbulk.emulator.context import SCHEMA_CURRENT, EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator, emulator_in_thread, run_emulator
 from tests.pg_server import PgServer
 
 
 @pytest.fixture
-def emulator_config(request: pytest.FixtureRequest, tmp_path: Path) -> EmulatorConfig:
-    """The emulator's configuration; a test changes fields with ``indirect`` parametrisation (a dict of overrides)."""
-    overrides = getattr(request, "param", {})
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05, **overrides)
+def emulator_schema() -> str:
+    """The server schema the emulator answers in. The current one; a module where the two schemas make a difference
+    runs on both by overriding this fixture with ``params=SCHEMAS``."""
+    return SCHEMA_CURRENT
+
+
+@pytest.fixture
+def emulator_config(request: pytest.FixtureRequest, tmp_path: Path, emulator_schema: str) -> EmulatorConfig:
+    """The emulator's configuration, the one every test starts from. A module, class or test changes fields with the
+    ``emulator`` marker (``pytestmark = pytest.mark.emulator(import_delay_seconds=0.3)``; the closer marker wins),
+    and a test that runs under several configurations with ``indirect`` parametrisation (a dict of overrides)."""
+    fields: dict[str, object] = {
+        "data_dir": tmp_path / "emulator",
+        "import_delay_seconds": 0.05,
+        "schema": emulator_schema,
+    }
+    for marker in reversed(list(request.node.iter_markers("emulator"))):  # the module's first, the test's last
+        fields.update(marker.kwargs)
+    fields.update(getattr(request, "param", {}))
+    return EmulatorConfig(**fields)  # type: ignore[arg-type]
 
 
 @pytest.fixture

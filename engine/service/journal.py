@@ -1,8 +1,8 @@
 """Each state change the engine makes: one ledger transaction and one JSON event line — off the event loop.
 
 The ledger (``state/ledger.py``) checks each transition and appends to its own event table in the same transaction;
-the journal then writes the same change as a JSON line (``engine/progress.EventLog``) for people and tools that
-follow a run live. An idempotent repeat (the ledger returns False) writes no line.
+the journal then writes the same change as a JSON line (``EventLog``, ``engine/service/progress.py``) for people and
+tools that follow a run live. An idempotent repeat (the ledger returns False) writes no line.
 
 Why a thread: a transition costs about a millisecond (a few queries and an fsync, ``synchronous=FULL``), and a run
 of small files makes thousands of them. Run on the event loop, they stalled every transfer (measured: 5 of 13 s of

@@ -1,9 +1,6 @@
-"""What every transfer task shares (``TransferContext``); the knobs are ``TransferSettings``.
-
-Each concurrency knob maps to one anyio ``CapacityLimiter`` (rclone's ``--transfers`` / ``--checkers``): cases in
-flight, files in flight, parts in flight (shared by every part of every file, so memory stays below
-``parts_in_flight × part_size`` whatever the file sizes) and API calls in flight (held by the client). Server limits
-are ``CountingGate``s (``engine/upload/server_limits.py``).
+"""What every transfer task shares (``TransferContext``): the client, the journal, the run's counters, and the limiters
+made from ``TransferSettings``'s concurrency knobs (``engine/upload/transfer_settings.py`` says which bounds what) and
+from the server's limits (``CountingGate``s, ``engine/upload/server_limits.py``).
 """
 
 from __future__ import annotations

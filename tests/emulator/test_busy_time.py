@@ -4,8 +4,6 @@ the cases to compare clients by the server time they cost (issue 16)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from gcbulk.emulator.capacity import profile_named
@@ -13,9 +11,7 @@ from gcbulk.emulator.capacity import profile_named
 POST_DISPLAY_SET = "POST api:/api/v1/reader-studies/display-sets/"
 
 
-@pytest.fixture
-def emulator_config(emulator_config):
-    return replace(emulator_config, capacity=profile_named("real"))
+pytestmark = pytest.mark.emulator(capacity=profile_named("real"))
 
 
 async def test_each_request_adds_its_service_time_to_its_endpoints_busy_seconds(client, emulator) -> None:

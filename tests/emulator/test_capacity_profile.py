@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 
 import pytest
 
@@ -19,9 +18,7 @@ N = 8
 POST_SECONDS = 0.105  # §10: POST reader-studies/display-sets/, median
 
 
-@pytest.fixture
-def emulator_config(emulator_config):
-    return replace(emulator_config, capacity=profile_named("real"))
+pytestmark = pytest.mark.emulator(capacity=profile_named("real"))
 
 
 async def _create(client) -> None:

@@ -116,24 +116,30 @@ FAST_ENGINE = TransferSettings(
 
 
 async def run_job(
-    job_file: Path, emulator: RunningEmulator, config: TransferSettings = FAST_ENGINE, *, replan: bool = True
+    job_file: Path,
+    emulator: RunningEmulator,
+    config: TransferSettings = FAST_ENGINE,
+    *,
+    replan: bool = True,
+    user: str = "editor",
 ) -> RunOutcome:
-    """Plans (unless ``replan`` is False) and runs the job in-process, as ``gcbulk run`` does."""
+    """Plans (unless ``replan`` is False) and runs the job in-process as ``user``, as ``gcbulk run`` does."""
     job = load_and_plan(job_file) if replan else load_job(job_file)
     events = EventLog(job_file.with_name("events.jsonl"))
-    async with LedgerRunner(default_ledger_path(job.job_file), job.binding) as runner:
-        async with GrandChallengeClient(
-            base_url=emulator.base_url,
-            token=emulator.tokens["editor"],
-            ca_file=emulator.ca_file,
-            retry_policy=config.retry,
-        ) as client:
-            engine = TransferEngine(
-                client=client, journal=Journal(runner, events), reader_study_slug=job.reader_study, config=config
-            )
-            outcome = await engine.run()
-    events.close()
-    return outcome
+    try:
+        async with LedgerRunner(default_ledger_path(job.job_file), job.binding) as runner:
+            async with GrandChallengeClient(
+                base_url=emulator.base_url,
+                token=emulator.tokens[user],
+                ca_file=emulator.ca_file,
+                retry_policy=config.retry,
+            ) as client:
+                engine = TransferEngine(
+                    client=client, journal=Journal(runner, events), reader_study_slug=job.reader_study, config=config
+                )
+                return await engine.run()
+    finally:
+        events.close()
 
 
 async def study_display_sets(client: GrandChallengeClient) -> dict[str, dict]:

@@ -15,7 +15,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gcbulk.emulator.capacity import profile_named
-from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.service.journal import Journal, LedgerRunner
@@ -31,9 +30,7 @@ BOUND = 120
 API = "api:/api/v1/"
 
 
-@pytest.fixture
-def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05, capacity=profile_named("real"))
+pytestmark = pytest.mark.emulator(capacity=profile_named("real"))
 
 
 class InFlight:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.jobfile import load_job
 from gcbulk.state import dicom_staging
@@ -24,10 +23,8 @@ RULES = '[[rules]]\ndicom = { Modality = "CT" }\nsocket = "dicom-image-set"\n'
 CASES = ("patient1", "patient2", "patient3")
 
 
-@pytest.fixture
-def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    # Stored as received: what gcbulk uploaded is what the test reads back.
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05, dicom_server_deidentify=False)
+# Stored as received: what gcbulk uploaded is what the test reads back.
+pytestmark = pytest.mark.emulator(dicom_server_deidentify=False)
 
 
 @pytest.mark.parametrize(

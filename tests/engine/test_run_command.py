@@ -10,9 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.faults import FaultRule
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.upload.crashpoints import ENV_VAR
@@ -20,11 +17,6 @@ from tests.engine.conftest import make_tutorial_tree, write_job
 from tests.imaging import make_mask, make_mha, make_truncated_mha
 
 REPO = Path(__file__).parents[2]
-
-
-@pytest.fixture
-def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05)
 
 
 def gcbulk_env(token: str) -> dict[str, str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gcbulk.emulator.context import SCHEMA_2025_11, SCHEMA_CURRENT, EmulatorConfig
+from gcbulk.emulator.context import SCHEMAS
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.jobfile import load_job
@@ -25,12 +25,14 @@ from tests.engine.conftest import (
 )
 from tests.imaging import make_mha, make_truncated_mha
 
+pytestmark = pytest.mark.emulator(import_delay_seconds=0.02)
 
-@pytest.fixture(params=[SCHEMA_CURRENT, SCHEMA_2025_11])
-def emulator_config(request: pytest.FixtureRequest, tmp_path: Path) -> EmulatorConfig:
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.02, schema=request.param)
+# Both server schemas where they differ for the engine: how a display set and its values read back (its sockets, its
+# value and file fields, a display set adopted as it is). The other tests are about the engine alone.
+BOTH_SCHEMAS = pytest.mark.parametrize("emulator_schema", SCHEMAS)
 
 
+@BOTH_SCHEMAS
 async def test_the_tutorial_layout_becomes_display_sets_with_imported_images(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
@@ -46,6 +48,7 @@ async def test_the_tutorial_layout_becomes_display_sets_with_imported_images(
     assert outcome.stats is not None and outcome.stats.bytes_done == outcome.stats.bytes_total > 0
 
 
+@BOTH_SCHEMAS
 async def test_value_and_file_sockets_are_set(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
@@ -112,6 +115,7 @@ async def test_plan_blocks_cases_whose_titles_name_display_sets_of_someone_else(
     assert report.diff.blocked == ["patient2"]
 
 
+@BOTH_SCHEMAS
 async def test_a_display_set_that_already_has_the_case_title_is_adopted_when_the_user_opts_in(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
