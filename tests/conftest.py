@@ -11,6 +11,23 @@ from gcbulk.emulator.context import SCHEMA_CURRENT, EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator, emulator_in_thread, run_emulator
 from tests.pg_server import PgServer
 
+# The modules whose tests take longest (tens of seconds each: several processes, kills and resumes, a wheel built and
+# installed), started first. The suite runs on several workers; a long test handed out last would keep one worker
+# busy after the others have finished. Everything else keeps its order.
+LONGEST_FIRST = (
+    "tests/engine/test_several_workers.py",
+    "tests/container/test_container_entrypoint.py",
+    "tests/packaging/test_wheel.py",
+    "tests/engine/test_several_workers_under_faults.py",
+    "tests/engine/test_crash_resume.py",
+    "tests/engine/test_dicom_crash_resume.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: n for n, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: the rest keep order
+
 
 @pytest.fixture
 def emulator_schema() -> str:
