@@ -11,22 +11,47 @@ from gcbulk.emulator.context import SCHEMA_CURRENT, EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator, emulator_in_thread, run_emulator
 from tests.pg_server import PgServer
 
+# ---- the suite on several workers (pytest-xdist, `-n` in pyproject's addopts) ---------------------------------------
+
 # The modules whose tests take longest (tens of seconds each: several processes, kills and resumes, a wheel built and
-# installed), started first. The suite runs on several workers; a long test handed out last would keep one worker
-# busy after the others have finished. Everything else keeps its order.
+# installed), started first: a long test handed out last would keep one worker busy after the others have finished.
+# Everything else keeps its order.
 LONGEST_FIRST = (
     "tests/engine/test_several_workers.py",
+    "tests/engine/test_several_workers_under_faults.py",
     "tests/container/test_container_entrypoint.py",
     "tests/packaging/test_wheel.py",
-    "tests/engine/test_several_workers_under_faults.py",
     "tests/engine/test_crash_resume.py",
     "tests/engine/test_dicom_crash_resume.py",
 )
+# Modules whose tests one worker runs one after another. The several-workers tests each run three or four gcbulk
+# processes (side by side they multiply them on two cores, past their hang bounds); the wheel is built in the
+# source tree (build/, *.egg-info), which two builds would share.
+ONE_WORKER = {
+    "tests/engine/test_several_workers.py": "several gcbulk workers",
+    "tests/engine/test_several_workers_under_faults.py": "several gcbulk workers",
+    "tests/packaging/test_wheel.py": "wheel",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {path: n for n, path in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: the rest keep order
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """xdist's ``load`` distribution, except that each ``ONE_WORKER`` group goes to one worker. Written here because
+    xdist's own ``--dist loadgroup`` (an ``xdist_group`` marker) does not group under pytest 9: it renames
+    ``item._nodeid``, which pytest 9 no longer reads (pytest-xdist 3.8.0)."""
+    if config.getvalue("dist") != "load":
+        return None  # a distribution asked for on the command line
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LoadWithOneWorkerGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return ONE_WORKER.get(nodeid.split("::", 1)[0], nodeid)  # a test of its own is its own scope
+
+    return LoadWithOneWorkerGroups(config, log)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).parents[2]
-# One worker builds the wheel: pip builds in the source tree (build/, *.egg-info), which two builds would share.
-pytestmark = pytest.mark.xdist_group("wheel")
 
 
 @pytest.fixture(scope="module")
