@@ -25,12 +25,13 @@ LONGEST_FIRST = (
     "tests/engine/test_dicom_crash_resume.py",
 )
 # Modules whose tests one worker runs one after another. The several-workers tests each run three or four gcbulk
-# processes (side by side they multiply them on two cores, past their hang bounds); the wheel is built in the
+# processes (side by side they multiply them on two cores, past their hang bounds); a wheel is built in the
 # source tree (build/, *.egg-info), which two builds would share.
 ONE_WORKER = {
     "tests/engine/test_several_workers.py": "several gcbulk workers",
     "tests/engine/test_several_workers_under_faults.py": "several gcbulk workers",
     "tests/packaging/test_wheel.py": "wheel",
+    "tests/packaging/test_extras.py": "wheel",
 }
 
 

@@ -16,7 +16,6 @@ import anyio
 import pytest
 
 import gcbulk.engine.upload.shared_limits as shared_limits
-from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.pacer import AdaptiveLimiter, AimdPolicy
 from gcbulk.engine.jobfile import load_job
@@ -33,11 +32,6 @@ from tests.container.migration_history import History, write_history
 from tests.container.test_container_entrypoint import DEMO_JOB, add_case, container_environment, start
 
 CASE_SECONDS = 90.0  # generous: the suite shares two cores
-
-
-@pytest.fixture
-def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05)
 
 
 @pytest.fixture
