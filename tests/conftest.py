@@ -21,6 +21,7 @@ LONGEST_FIRST = (
     "tests/engine/test_several_workers_under_faults.py",
     "tests/container/test_container_entrypoint.py",
     "tests/packaging/test_wheel.py",
+    "tests/security/test_token_never_leaks.py",
     "tests/engine/test_crash_resume.py",
     "tests/engine/test_dicom_crash_resume.py",
 )
