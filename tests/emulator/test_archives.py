@@ -380,3 +380,23 @@ async def test_an_image_the_user_may_not_view_is_refused_as_a_missing_hyperlink(
         400,
         {"values": [{"image": ["Invalid hyperlink - Object does not exist."]}]},
     )
+
+
+async def test_images_are_listed_by_archive_and_an_unknown_archive_is_a_400(client, emulator, tmp_path):
+    created = await create_item(client)
+    upload = await upload_file(client, make_mha(tmp_path / "ct.mha", (2, 4, 4)))
+    await client.call(
+        "PATCH",
+        client.api(f"{ITEMS}{created['pk']}/"),
+        json_body={"values": [{"interface": "ct-image", "user_uploads": [upload["api_url"]]}]},
+    )
+    image = (await wait_for_item_value(client, created["pk"], "ct-image"))["image"]
+    pk = example_archive(emulator).pk
+    listed = await client.call("GET", client.api(f"cases/images/?archive={pk}"), user="reader1")
+    unknown = "00000000-0000-0000-0000-000000000000"
+    refused = await client.call("GET", client.api(f"cases/images/?archive={unknown}"))
+    assert [i["api_url"] for i in listed.json()["results"]] == [image]
+    assert (refused.status, refused.json()) == (
+        400,
+        {"archive": [f"Select a valid choice. {unknown} is not one of the available choices."]},
+    )
