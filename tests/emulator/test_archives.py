@@ -7,12 +7,14 @@ The example seed's archive has ``editor`` as editor, ``reader2`` as uploader and
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
+from gcbulk.emulator.seed import SeedError, apply_seed
 from gcbulk.emulator.server import RunningEmulator
-from gcbulk.emulator.store import Archive
+from gcbulk.emulator.store import Archive, Store
 from tests.emulator.conftest import EmulatorClient
 from tests.emulator.study_flow import create_display_set, upload_file, wait_for_session, wait_for_value
 from tests.imaging import make_mha
@@ -64,6 +66,38 @@ async def wait_for_item_value(client: EmulatorClient, pk: str, socket: str) -> d
 
     await client.eventually(has_value, f"a value for {socket} in archive item {pk}")
     return found
+
+
+# -- seed -----------------------------------------------------------------------------------------------------------
+
+
+def test_a_seed_declares_archives_with_their_three_groups():
+    store = Store()
+    apply_seed(
+        store,
+        {
+            "users": [{"username": name} for name in ("ed", "up", "us")],
+            "archives": [{"slug": "ct", "editors": ["ed"], "uploaders": ["up"], "users": ["us"]}],
+        },
+    )
+    archive = store.archive_by_slug("ct")
+    ed, up, us = (store.user_by_username(name) for name in ("ed", "up", "us"))
+    assert archive is not None and archive.title == "ct"
+    assert [archive.can_upload(user) for user in (ed, up, us)] == [True, True, False]
+    assert [archive.can_view(user) for user in (ed, up, us)] == [True, True, True]
+
+
+@pytest.mark.parametrize(
+    ("archives", "message"),
+    [
+        ([{"slug": "ct", "uploaders": ["nobody"]}], "archives[0].uploaders: no user 'nobody'; declare it under"),
+        ([{"title": "CT"}], "archives[0]: missing 'slug'; add it to the seed file"),
+        ([{"slug": "ct"}, {"slug": "ct"}], "archives[1]: archive slug 'ct' is declared twice"),
+    ],
+)
+def test_a_seed_with_a_bad_archive_is_refused_naming_the_entry(archives, message):
+    with pytest.raises(SeedError, match=re.escape(message)):
+        apply_seed(Store(), {"archives": archives})
 
 
 # -- archives ---------------------------------------------------------------------------------------------------------
