@@ -301,7 +301,7 @@ def _link_images(context: Context, session: UploadSession, images: list[Image]) 
 def add_images_to_archive(context: Context, session: UploadSession, images: list[Image]) -> None:
     """The server's ``add_images_to_archive`` (docs/gc-api.md §12): each image becomes a new, untitled item of the
     archive with one value of the session's socket (``generic-medical-image`` when the session named none); an image
-    some item of the archive already shows is skipped, so a re-run task adds no duplicates."""
+    some item of the archive already shows in that socket is skipped, so a re-run task adds no duplicates."""
     store = context.store
     archive = store.archives.get(session.target_archive_pk or "")
     socket_slug = session.target_socket_slug or DEFAULT_ARCHIVE_SOCKET
@@ -310,7 +310,8 @@ def add_images_to_archive(context: Context, session: UploadSession, images: list
         return
     for image in images:
         if any(
-            item.archive_pk == archive.pk and any(value.image_pk == image.pk for value in item.values.values())
+            item.archive_pk == archive.pk
+            and any(v.image_pk == image.pk and v.socket_slug == socket_slug for v in item.values.values())
             for item in store.archive_items.values()
         ):
             continue

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from gcbulk.emulator.importer import add_images_to_archive
 from gcbulk.emulator.seed import SeedError, apply_seed
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.emulator.store import Archive, Store
@@ -300,6 +301,15 @@ async def test_a_session_into_the_archive_makes_one_item_per_image(client, emula
     # Without an interface each image becomes a generic-medical-image value.
     assert sorted(v[0]["image"] for v in values) == sorted(session["image_set"])
     assert {v[0]["interface"]["slug"] for v in values} == {"generic-medical-image"}
+
+    # The server's task may run twice (acks-late); the second run adds no item.
+    store = emulator.context.store
+    add_images_to_archive(
+        emulator.context,
+        store.upload_sessions[session["pk"]],
+        [store.images[pk] for pk in store.upload_sessions[session["pk"]].image_pks],
+    )
+    assert len(store.archive_items) == 2
 
 
 async def test_a_session_into_an_item_sets_the_named_socket(client, tmp_path):

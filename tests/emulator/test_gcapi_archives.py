@@ -52,17 +52,25 @@ def test_gcapi_adds_lists_and_updates_archive_items_and_reuses_their_image(threa
     assert updated.title == "case 1 (age fixed)"
     assert {v.interface: v.value for v in updated.values}["patient-age"] == 62
 
-    # A reader study built from the archive: the value names the archive's image; gcapi checks it may view it first.
+    # A reader study built from the archive, as the README shows it: each value names the archive's image (gcapi checks
+    # that it may view it first); no upload is made, no bytes move.
     ct_value = next(v for v in item.values if v.interface.slug == "ct-image")
     uploads_before = len(emulator.context.store.uploads)
-    display_set = editor.add_case_to_reader_study(
-        reader_study_slug="example-study",
-        values=[gcapi.SocketValueSpec(socket_slug="ct-image", existing_image_api_url=ct_value.image)],
-        title="from the archive",
-    )
-    assert len(emulator.context.store.uploads) == uploads_before  # no upload was made: no bytes moved
-    shown = editor.reader_studies.display_sets.detail(pk=display_set.pk)
-    assert [v.image for v in shown.values] == [ct_value.image]
+    built = [
+        editor.add_case_to_reader_study(
+            reader_study_slug="example-study",
+            title=archive_item.title,
+            values=[
+                gcapi.SocketValueSpec(socket_slug=v.interface.slug, existing_image_api_url=v.image)
+                for v in archive_item.values
+                if v.image
+            ],
+        )
+        for archive_item in editor.archive_items.iterate_all(params={"archive": archive.pk})
+    ]
+    assert len(emulator.context.store.uploads) == uploads_before
+    shown = editor.reader_studies.display_sets.detail(pk=built[0].pk)
+    assert [(v.interface.slug, v.image) for v in shown.values] == [("ct-image", ct_value.image)]
 
     downloaded = viewer.images.download(output_directory=tmp_path / "out", url=ct_value.image, filename="ct")
     assert np.array_equal(
