@@ -10,18 +10,20 @@
 * ``PATCH/PUT archives/items/{pk}/``: ``change_archiveitem`` (editors and uploaders); users get 403, outsiders 404.
   The values go through the display sets' code path (``value_requests``: the server's ``CIVSetPostSerializerMixin``),
   PUT removes the sockets it does not list. An item is always editable. DELETE is 405.
-* Non-empty titles are unique per archive (a conditional UniqueConstraint, which DRF reports as a unique set).
+* Non-empty titles are unique per archive (a conditional UniqueConstraint, which DRF reports as a unique set); two
+  concurrent creates with one title can get Django's HTML 500 instead, as display sets do.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
 from gcbulk.emulator import importer
 from gcbulk.emulator.context import Context, context_of
-from gcbulk.emulator.display_sets import title_errors
+from gcbulk.emulator.display_sets import SERVER_ERROR_HTML, title_errors
 from gcbulk.emulator.http import (
     ApiError,
     absolute_url,
@@ -209,6 +211,13 @@ async def create_archive_item(request: web.Request) -> web.Response:
     _check_unique_title(request, archive.pk, title, None)
     if data.get("values"):
         raise bad_request([VALUES_ONLY_VIA_UPDATE])
+    # As for display sets (docs/gc-api.md §10): the title check and the insert are separate round trips, so a
+    # concurrent duplicate passes the check and fails on ``unique_archive_item_title`` with Django's HTML 500.
+    await asyncio.sleep(context.config.create_round_trip_seconds)
+    if title and any(
+        other.archive_pk == archive.pk and other.title == title for other in context.store.archive_items.values()
+    ):
+        return web.Response(status=500, text=SERVER_ERROR_HTML, content_type="text/html")
     item = ArchiveItem(pk=new_uuid(), archive_pk=archive.pk, title=title, created=context.clock.now())
     context.store.archive_items[item.pk] = item
     return json_response(archive_item_post_json(request, context, item), status=201)

@@ -7,6 +7,7 @@ The example seed's archive has ``editor`` as editor, ``reader2`` as uploader and
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -194,6 +195,16 @@ async def test_non_empty_titles_are_unique_per_archive_empty_ones_are_not(client
     assert (renamed.status, renamed.json()) == (400, unique)
     same = await client.call("PATCH", client.api(f"{ITEMS}{first['pk']}/"), json_body={"title": "case 1"})
     assert same.status == 200
+
+
+# A wide window between the title check and the insert, so both requests land in it however the loop schedules them.
+@pytest.mark.parametrize("emulator_config", [{"create_round_trip_seconds": 0.5}], indirect=True)
+async def test_a_concurrent_duplicate_title_can_answer_an_html_500_as_for_display_sets(client):
+    body = {"archive": await archive_api_url(client), "title": "same"}
+    replies = await asyncio.gather(*(client.call("POST", client.api(ITEMS), json_body=body) for _ in range(2)))
+    assert sorted(reply.status for reply in replies) == [201, 500]
+    failed = next(reply for reply in replies if reply.status == 500)
+    assert failed.headers["Content-Type"].startswith("text/html") and b"Server Error (500)" in failed.body
 
 
 async def test_items_are_listed_by_archive_pk_to_members_only(client, emulator):
