@@ -44,7 +44,7 @@ from gcbulk.emulator.serializers import sorted_values, value_json, value_post_js
 from gcbulk.emulator.store import Archive, ArchiveItem, User, new_uuid
 from gcbulk.emulator.value_requests import INVALID_HYPERLINK, ValueRequest, apply_values, validate_values
 from gcbulk.emulator.values import remove_value
-from gcbulk.emulator.visibility import refresh_image_studies
+from gcbulk.emulator.visibility import can_view_value_set, refresh_image_studies
 
 NOT_UNIQUE = "The fields title, archive must make a unique set."
 VALUES_ONLY_VIA_UPDATE = "Values can only be added via update"
@@ -136,7 +136,7 @@ async def list_archive_items(request: web.Request) -> web.Response:
 def _visible_item(request: web.Request) -> ArchiveItem:
     store = context_of(request).store
     item = store.archive_items.get(request.match_info["pk"])
-    if item is None or not store.archives[item.archive_pk].can_view(current_user(request)):
+    if item is None or not can_view_value_set(store, current_user(request), item):
         raise not_found("ArchiveItem")
     return item
 

@@ -7,8 +7,8 @@
   without view permission, else **302** to a signed URL on the S3 host that expires after
   ``config.download_url_expiry_seconds`` and serves HTTP Range. gcapi follows it and drops the Authorization header
   on the way, as httpx does across origins.
-* ``GET /media/components/componentinterfacevalue/<aa>/<bb>/<value pk>/<name>``: a file value, likewise (404 when the
-  user may not view it, as the server's ``serve_component_interface_value`` answers).
+* ``GET /media/components/componentinterfacevalue/<aa>/<bb>/<value pk>/<name>``: a file value of a display set or an
+  archive item, likewise (404 when the user may not view it, as the server's ``serve_component_interface_value`` answers).
 
 The media views are Django views, not DRF ones, so their errors are plain text, not JSON.
 """
@@ -33,7 +33,7 @@ from gcbulk.emulator.reader_studies import UUID_PK, model_choice_filter
 from gcbulk.emulator.s3 import presigned_get_url
 from gcbulk.emulator.serializers import image_json
 from gcbulk.emulator.store import Image
-from gcbulk.emulator.visibility import can_view_display_set, can_view_image
+from gcbulk.emulator.visibility import can_view_image, can_view_value_set
 
 
 def _multiple_choice_filter(request: web.Request, name: str, choices: Collection[str]) -> set[str] | None:
@@ -131,9 +131,9 @@ async def serve_value_file(request: web.Request) -> web.Response:
     store = context_of(request).store
     value_pk = int(request.match_info["value_pk"])
     user = current_user(request)
-    for display_set in store.display_sets.values():
-        for value in display_set.values.values():
-            if value.pk == value_pk and value.file_key and can_view_display_set(store, user, display_set):
+    for value_set in store.value_sets():
+        for value in value_set.values.values():
+            if value.pk == value_pk and value.file_key and can_view_value_set(store, user, value_set):
                 if request.path.removeprefix("/media/") != value.file_key:
                     break
                 return _redirect_to_object(request, value.file_key)

@@ -22,6 +22,7 @@ from gcbulk.emulator.store import (
     ReaderStudy,
     Store,
     User,
+    ValueSet,
 )
 
 
@@ -39,6 +40,13 @@ def study_of_answer(store: Store, answer: Answer) -> ReaderStudy:
 
 def can_view_display_set(store: Store, user: User | None, display_set: DisplaySet) -> bool:
     return store.reader_studies[display_set.reader_study_pk].can_view(user)
+
+
+def can_view_value_set(store: Store, user: User | None, value_set: ValueSet) -> bool:
+    """A display set's study members, or an archive item's archive members (docs/gc-api.md §12)."""
+    if isinstance(value_set, DisplaySet):
+        return can_view_display_set(store, user, value_set)
+    return store.archives[value_set.archive_pk].can_view(user)
 
 
 def can_view_answer(store: Store, user: User | None, answer: Answer) -> bool:

@@ -282,6 +282,25 @@ async def test_user_uploads_on_an_item_are_imported_into_its_value(client, tmp_p
     assert (image.status, image.json()["shape"]) == (200, [4, 8, 8])
 
 
+async def test_a_file_upload_on_an_item_becomes_a_file_value_members_download(client, tmp_path):
+    created = await create_item(client)
+    report = tmp_path / "report.pdf"
+    report.write_bytes(b"%PDF-1.4 emulator test report")
+    upload = await upload_file(client, report)
+    reply = await client.call(
+        "PATCH",
+        client.api(f"{ITEMS}{created['pk']}/"),
+        json_body={"values": [{"interface": "report-pdf", "user_upload": upload["api_url"]}]},
+    )
+    assert reply.status == 200
+    value = await wait_for_item_value(client, created["pk"], "report-pdf")
+    assert value["file"].endswith("/report.pdf") and value["image"] is None
+    as_user = await client.call("GET", value["file"], user="reader1")
+    as_outsider = await client.call("GET", value["file"], user="outsider")
+    assert as_user.status == 302  # to a signed URL on the emulator's S3
+    assert (as_outsider.status, as_outsider.text) == (404, "Not found.")
+
+
 # -- upload sessions --------------------------------------------------------------------------------------------------
 
 
