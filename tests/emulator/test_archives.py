@@ -342,6 +342,21 @@ async def test_a_session_into_the_archive_makes_one_item_per_image(client, emula
     assert len(store.archive_items) == 2
 
 
+async def test_a_session_into_the_archive_with_an_interface_uses_that_socket(client, emulator, tmp_path):
+    upload = await upload_file(client, make_mha(tmp_path / "ct.mha", (2, 4, 4)))
+    body = {"uploads": [upload["api_url"]], "archive": ARCHIVE_SLUG, "interface": "ct-image"}
+    session = await wait_for_session(client, (await start_session(client, body)).json()["pk"])
+    assert session["status"] == "Succeeded"
+
+    async def one_item() -> bool:
+        return len(emulator.context.store.archive_items) == 1
+
+    await client.eventually(one_item, "the archive item of the image")
+    [item] = emulator.context.store.archive_items.values()
+    value = await wait_for_item_value(client, item.pk, "ct-image")
+    assert [value["image"]] == session["image_set"]
+
+
 async def test_a_session_into_an_item_sets_the_named_socket(client, tmp_path):
     created = await create_item(client)
     upload = await upload_file(client, make_mha(tmp_path / "ct.mha", (2, 4, 4)))
