@@ -19,7 +19,7 @@ from gcbulk.emulator.server import RunningEmulator
 from gcbulk.emulator.store import Archive, Store
 from tests.emulator.conftest import EmulatorClient
 from tests.emulator.study_flow import create_display_set, upload_file, wait_for_session, wait_for_value
-from tests.imaging import make_mha
+from tests.imaging import make_dicom_series, make_mha
 
 ARCHIVE_SLUG = "example-archive"
 ITEMS = "archives/items/"
@@ -299,6 +299,29 @@ async def test_a_file_upload_on_an_item_becomes_a_file_value_members_download(cl
     as_outsider = await client.call("GET", value["file"], user="outsider")
     assert as_user.status == 302  # to a signed URL on the emulator's S3
     assert (as_outsider.status, as_outsider.text) == (404, "Not found.")
+
+
+async def test_a_dicom_image_set_on_an_item_is_built_from_its_uploads(client, tmp_path):
+    created = await create_item(client)
+    files = make_dicom_series(tmp_path / "dcm", 3)
+    uploads = [await upload_file(client, path) for path in files]
+    reply = await client.call(
+        "PATCH",
+        client.api(f"{ITEMS}{created['pk']}/"),
+        json_body={
+            "values": [
+                {
+                    "interface": "dicom-image-set",
+                    "user_uploads": [u["api_url"] for u in uploads],
+                    "image_name": "Chest",
+                }
+            ]
+        },
+    )
+    assert reply.status == 200
+    value = await wait_for_item_value(client, created["pk"], "dicom-image-set")
+    image = await client.call("GET", value["image"], user="reader1")
+    assert (image.status, image.json()["name"]) == (200, "Chest")
 
 
 # -- upload sessions --------------------------------------------------------------------------------------------------
