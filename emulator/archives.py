@@ -121,12 +121,12 @@ async def retrieve_archive(request: web.Request) -> web.Response:
 async def list_archive_items(request: web.Request) -> web.Response:
     context = context_of(request)
     store = context.store
-    archive_pk = model_choice_filter(request, "archive", dict(store.archives))
+    archive_pk = model_choice_filter(request, "archive", store.archives)
     user = current_user(request)
     items = [
         item
         for item in store.archive_items.values()
-        if (archive_pk is None or item.archive_pk == archive_pk) and store.archives[item.archive_pk].can_view(user)
+        if (archive_pk is None or item.archive_pk == archive_pk) and can_view_value_set(store, user, item)
     ]
     # The model has no ordering; creation order keeps pages stable while nothing is added.
     items.sort(key=lambda item: (item.created, item.pk))
@@ -158,8 +158,11 @@ def _uploadable_archive(request: web.Request, user: User, url: Any) -> Archive:
     return archive
 
 
-def _validate_fields(request: web.Request, user: User, data: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
-    """DRF field validation of the item body: every field's errors at once, as one 400."""
+def _validate_fields(
+    request: web.Request, user: User, data: dict[str, Any]
+) -> tuple[dict[str, Any], list[ValueRequest]]:
+    """DRF field validation of the item body: every field's errors at once, as one 400. The title rules are the
+    display sets' (the same CharField); the values go through the display sets' ``validate_values``."""
     attrs: dict[str, Any] = {}
     errors: dict[str, Any] = {}
     if data.get("archive") is not None:
