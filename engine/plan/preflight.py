@@ -38,6 +38,7 @@ from gcbulk.engine.plan.parts import (
     part_count,
 )
 from gcbulk.engine.plan.planner import PlannedCase
+from gcbulk.engine.plan.titles import server_title
 
 
 @dataclass(kw_only=True)
@@ -145,6 +146,7 @@ class Preflight:
     _content: ContentChecker | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
+        self.foreign_titles = frozenset(server_title(title) for title in self.foreign_titles)
         if self.catalogue is not None and self.check_content:
             self._content = ContentChecker(self.catalogue, self.content_cache)
 
@@ -199,11 +201,13 @@ class Preflight:
         """Add this case's plan-wide findings and socket kinds; count it in the quota estimate."""
         findings = list(case.findings)
         case_path = self.config.case_root / case.folder
-        if case.title in self.titles:
-            findings.append(duplicate_title(case_path, case.title))
+        # Compared as the server compares them (docs/gc-api.md §3): "dup" and "dup ", or NFC and NFD "café", collide.
+        key = server_title(case.title)
+        if key in self.titles:
+            findings.append(duplicate_title(case_path, case.title, normalised=key != case.title))
         else:
-            self.titles.add(case.title)
-        if case.title in self.foreign_titles:
+            self.titles.add(key)
+        if key in self.foreign_titles:
             findings.append(title_taken(case_path, case.title))
         items = []
         preferred = self.config.engine.part_size
