@@ -547,13 +547,12 @@ def file_socket_many_files(path: object, slug: str, count: int, case: str) -> Fi
     )
 
 
-def duplicate_title(path: object, title: str, normalised: bool = False) -> Finding:
-    how = " (as the server compares titles: surrounding spaces removed, Unicode NFC)" if normalised else ""
+def duplicate_title(path: object, title: str) -> Finding:
     return _f(
         "duplicate-title",
         "blocking",
         path,
-        f"display set title {title!r} is already used by another case folder{how}; titles identify display sets "
+        f"display set title {title!r} is already used by another case folder (as the server compares titles: surrounding spaces removed, Unicode NFC); titles identify display sets "
         "and must be unique in the reader study",
         'rename one folder, or change cases.title so it includes more of the path (e.g. "{path}")',
     )

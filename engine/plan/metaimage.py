@@ -50,7 +50,8 @@ class ReadBudget:
     """How much work one file's content check may cost; a check that would cost more says which budget it hit."""
 
     header_bytes: int = HEADER_BUDGET
-    scan_bytes: int = 4 * 1024**3  # voxel data inflated and scanned per file (a mask's values are counted)
+    # Voxel data inflated and scanned per file (a mask's values are counted): 2 GiB is a 1024 × 1024 × 2048 mask.
+    scan_bytes: int = 2 * 1024**3
     seconds: float = 60.0  # wall time per file's voxel scan
 
 

@@ -204,7 +204,7 @@ class Preflight:
         # Compared as the server compares them (docs/gc-api.md §3): "dup" and "dup ", or NFC and NFD "café", collide.
         key = server_title(case.title)
         if key in self.titles:
-            findings.append(duplicate_title(case_path, case.title, normalised=key != case.title))
+            findings.append(duplicate_title(case_path, case.title))
         else:
             self.titles.add(key)
         if key in self.foreign_titles:
@@ -234,6 +234,8 @@ class Preflight:
             if over is not None:
                 findings.append(over)
             items.append(item if super_kind is None else dataclasses.replace(item, super_kind=super_kind))
+        if self._content is not None:
+            findings.extend(self._content.check_grids(case.items, str(self.config.case_root), case.title))
         if len(findings) == len(case.findings) and all(new is old for new, old in zip(items, case.items, strict=True)):
             return case  # the common case, kept cheap: nothing to add
         return dataclasses.replace(case, items=tuple(items), findings=tuple(findings))
