@@ -16,7 +16,7 @@ from typing import Any
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.jobfile import JobConfig
 from gcbulk.engine.plan.cases import PlannedCase
-from gcbulk.engine.plan.parts import multipart_checksum
+from gcbulk.engine.plan.parts import adjust_part_size, multipart_checksum
 from gcbulk.engine.plan.planner import Planner
 from gcbulk.engine.plan.preflight import Finding, Preflight, QuotaEstimate
 from gcbulk.engine.plan.titles import redacted
@@ -152,8 +152,20 @@ def plan_into_ledger(
     job_findings: list[Finding] = []
     cases: list[dict[str, Any]] = []
     planner = Planner(config)
+    part_size = config.engine.part_size
+
+    def fingerprint(path: Path, size: int) -> tuple[str, int]:
+        # At the part size the upload will use (engine/upload/file_upload.py), so its streamed part MD5s compare as-is.
+        sized = adjust_part_size(part_size, size)
+        return multipart_checksum(path, sized), sized
+
     with planning(
-        ledger, rules=config.rules_dict(), job_file=config.job_file, checksum=multipart_checksum, dry_run=dry_run
+        ledger,
+        rules=config.rules_dict(),
+        job_file=config.job_file,
+        checksum=multipart_checksum,
+        dry_run=dry_run,
+        fingerprint=fingerprint,
     ) as plan:
         # ``server_titles``: the study's display-set titles (None offline, or with --adopt-existing): those this
         # ledger never set out to make are someone else's, and their cases are blocked.

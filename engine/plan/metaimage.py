@@ -26,7 +26,7 @@ HEADER_BUDGET = 64 * 1024  # a MetaImage header is a few hundred bytes; a file w
 # so a compressed stream of N bytes inflates to at most ~1032 N. A header claiming more lies.
 MAX_DEFLATE_RATIO = 1032
 _READ_CHUNK = 1024**2  # compressed bytes fed to the inflater per step
-_INFLATE_CHUNK = 16 * 1024**2  # inflated bytes handed out per step: memory per scan stays about this
+_INFLATE_CHUNK = 4 * 1024**2  # inflated bytes per step; the histogram casts them to 8-byte ints: 32 MiB a scan
 
 # MetaIO's element types (metaTypes.h) and their sizes in bytes.
 ELEMENT_SIZES = {
@@ -206,7 +206,7 @@ def capacity_problem(header: MetaHeader, data_size: int, where: str) -> str | No
 
 
 def voxel_chunks(header: MetaHeader, data_path: str, budget: ReadBudget) -> Iterator[bytes]:
-    """The voxel data of the image, inflated once as a stream, in chunks of at most 16 MiB.
+    """The voxel data of the image, inflated once as a stream, in chunks of at most 4 MiB.
 
     Stops with BudgetExceeded at ``budget.scan_bytes`` or ``budget.seconds``, and with BadData when the data is
     shorter than the header says or inflates to more (a compression bomb: the excess is never inflated).
