@@ -37,7 +37,7 @@ def add_cases(client: gcapi.Client, study: str, cases: list[tuple[str, list[str]
             title=title,
             values=[
                 gcapi.SocketValueSpec(socket_slug=slug, file=Path(path))
-                for path, slug in zip(files, sockets, strict=True)
+                for path, slug in zip(files, sockets, strict=False)  # a case may use fewer sockets
             ],
         ).pk
         for title, files in cases
