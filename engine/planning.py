@@ -16,6 +16,7 @@ from typing import Any
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.jobfile import JobConfig
 from gcbulk.engine.plan.cases import PlannedCase
+from gcbulk.engine.plan.findings import shown as escaped
 from gcbulk.engine.plan.parts import adjust_part_size, multipart_checksum
 from gcbulk.engine.plan.planner import Planner
 from gcbulk.engine.plan.preflight import Finding, Preflight, QuotaEstimate
@@ -239,7 +240,7 @@ def _print_cases(report: PlanReport, limit: int, out: Any, shown: Any) -> None:
 def print_report(report: PlanReport, out: Any = None, *, show_cases: int = 0, redact_titles: bool = False) -> None:
     """The human plan report. ``redact_titles``: case titles as hashes (findings still show paths)."""
     out = out or sys.stdout
-    shown = redacted if redact_titles else (lambda title: title)
+    shown = redacted if redact_titles else escaped  # a title from an older ledger may hold control characters
     diff, quota, config = report.diff, report.quota, report.config
     where = "dry run, nothing written" if report.dry_run else f"ledger {report.ledger_path}"
     print(f"Plan for reader study {config.reader_study!r} at {config.base_url} ({where})", file=out)
