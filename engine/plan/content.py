@@ -179,6 +179,13 @@ class ContentChecker:
         super_kind = socket.get("super_kind")
         if super_kind == "File" and schema_for(dict(socket)) is not None:
             try:
+                size = os.path.getsize(path)
+            except OSError as exc:
+                return [finding.unreadable(path, rel, exc.strerror or str(exc))]
+            if size > self.budget.json_bytes:
+                reason = f"the JSON file has {size} bytes, over the budget of {self.budget.json_bytes} bytes per file"
+                return [finding.check_budget(path, rel, slug, reason, case)]
+            try:
                 with open(path, "rb") as handle:
                     value = json.load(handle)
             except ValueError as exc:

@@ -15,7 +15,15 @@ from gcbulk.engine.plan import findings as finding
 from gcbulk.engine.plan.cases import Entry, PlannedFile, PlannedItem
 from gcbulk.engine.plan.dicom_case import CaseHeaders
 from gcbulk.engine.plan.findings import Finding
-from gcbulk.engine.plan.metaimage import BadHeader, MetaHeader, NotMetaImage, ReadBudget, capacity_problem, read_header
+from gcbulk.engine.plan.metaimage import (
+    BadHeader,
+    HeaderOverBudget,
+    MetaHeader,
+    NotMetaImage,
+    ReadBudget,
+    capacity_problem,
+    read_header,
+)
 from gcbulk.engine.plan.values import canonical_json
 
 _MAX_VALUE_FILE = 16 * 1024**2  # docs/gc-api.md §5: a request body is at most 16 MiB
@@ -45,6 +53,8 @@ def mha_finding(entry: Entry, title: str, budget: ReadBudget) -> Finding | None:
         header = read_header(entry.path, budget)
     except OSError as exc:
         return finding.unreadable(entry.path, entry.rel, exc.strerror or str(exc))
+    except HeaderOverBudget as exc:
+        return finding.bad_image_header(entry.path, (entry.rel,), str(exc), title)
     except NotMetaImage:
         return None
     except BadHeader as exc:
@@ -72,16 +82,7 @@ def dicom_series(
     return [[by_path[p] for p in series.paths] for series in group_series(dicom)]
 
 
-def _outside(file_set: list[Entry], findings: list[Finding], title: str) -> bool:
-    """Whether a file of the set leads outside its case folder (each such file is a blocking finding)."""
-    out = [e for e in file_set if e.outside is not None]
-    findings.extend(finding.link_outside_case(e.path, e.rel, title) for e in out)
-    return bool(out)
-
-
 def value_item(socket: str, entry: Entry, findings: list[Finding], title: str) -> PlannedItem | None:
-    if _outside([entry], findings, title):
-        return None
     if entry.size > _MAX_VALUE_FILE:
         findings.append(finding.bad_json(entry.path, entry.rel, "it is over 16 MiB, the server's request limit", title))
         return None
@@ -97,8 +98,6 @@ def value_item(socket: str, entry: Entry, findings: list[Finding], title: str) -
 
 
 def files_item(socket: str, file_set: list[Entry], findings: list[Finding], title: str) -> PlannedItem | None:
-    if _outside(file_set, findings, title):
-        return None
     rels = tuple(e.rel for e in file_set)
     if len(file_set) > MAX_FILES_PER_IMAGE:
         findings.append(finding.too_many_files(file_set[0].path, socket, len(file_set), rels, title))

@@ -338,7 +338,7 @@ def check_budget(path: object, rel: str, socket: str, reason: str, case: str) ->
         "check-budget",
         "blocking",
         path,
-        f"the content check of the image for socket {socket!r} stopped: {reason}; it was not checked and is not sent",
+        f"the content check of the file for socket {socket!r} stopped: {reason}; it was not checked and is not sent",
         "make the image smaller (crop or split it), or plan with --no-content-checks to leave the check to Grand "
         "Challenge (after the upload)",
         (rel,),

@@ -25,6 +25,8 @@ HEADER_BUDGET = 64 * 1024  # a MetaImage header is a few hundred bytes; a file w
 # zlib's deflate cannot shrink data by more than about 1032:1 (RFC 1950/1951: a 258-byte match costs at least 2 bits),
 # so a compressed stream of N bytes inflates to at most ~1032 N. A header claiming more lies.
 MAX_DEFLATE_RATIO = 1032
+# How a MetaImage header starts (MetaIO writes ObjectType first; hand-written ones often start with NDims).
+_FIRST_KEYS = (b"ObjectType", b"NDims", b"ObjectSubType", b"Comment")
 _READ_CHUNK = 1024**2  # compressed bytes fed to the inflater per step
 _INFLATE_CHUNK = 4 * 1024**2  # inflated bytes per step; the histogram casts them to 8-byte ints: 32 MiB a scan
 
@@ -53,6 +55,7 @@ class ReadBudget:
     # Voxel data inflated and scanned per file (a mask's values are counted): 2 GiB is a 1024 × 1024 × 2048 mask.
     scan_bytes: int = 2 * 1024**3
     seconds: float = 60.0  # wall time per file's voxel scan
+    json_bytes: int = 64 * 1024**2  # a JSON file parsed for a file socket's schema check (parsing costs ~10x in memory)
 
 
 class BudgetExceeded(Exception):
@@ -102,6 +105,10 @@ class NotMetaImage(Exception):
     """The file has no MetaImage header (no ``ElementDataFile`` line within the header budget)."""
 
 
+class HeaderOverBudget(NotMetaImage):
+    """The file starts as a MetaImage header but does not end it within the header budget."""
+
+
 class BadHeader(Exception):
     """The header is a MetaImage header that the importer would refuse; the message says why."""
 
@@ -137,7 +144,10 @@ def read_header(path: str, budget: ReadBudget = ReadBudget()) -> MetaHeader:
         if key == "ElementDataFile":  # MetaIO: the last header field; pixels (LOCAL) start on the next byte
             return _header(fields, at)
     if len(head) >= budget.header_bytes:
-        raise NotMetaImage(f"no ElementDataFile line within the first {budget.header_bytes} bytes (the header budget)")
+        message = f"no ElementDataFile line within the first {budget.header_bytes} bytes (the header budget)"
+        if head.lstrip().startswith(_FIRST_KEYS):
+            raise HeaderOverBudget(message)
+        raise NotMetaImage(message)
     raise NotMetaImage("the header has no ElementDataFile line")
 
 

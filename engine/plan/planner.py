@@ -276,15 +276,18 @@ class Planner:
                 assert st is not None
                 files.append(Entry(child_rel, child_inner, name, child, st.st_size, st.st_mtime_ns, link, outside))
 
-    def _used(self, name: str, inner: str) -> bool:
+    def _used(self, name: str, inner: str, *, by_content: bool = False) -> bool:
         """Whether a rule names this path (a glob, a regex or a dicom rule's path test): a positional rule names no
-        file, so a broken link is never one a positional rule counts on."""
+        file, so a broken link is never one a positional rule counts on. ``by_content``: a dicom rule without a path
+        test counts too (it would take any file that turns out to be DICOM)."""
         if any(matcher.match(inner if on_path else name) for _, matcher, on_path in self._pattern_rules):
             return True
         probe = Entry(inner, inner, name, inner, 0, 0)
-        return any(rule.glob is not None or rule.regex is not None for rule, _ in self._dicom_rules) and any(
-            test(probe) for rule, test in self._dicom_rules if rule.glob is not None or rule.regex is not None
-        )
+        for rule, test in self._dicom_rules:
+            has_path_test = rule.glob is not None or rule.regex is not None
+            if (has_path_test and test(probe)) or (by_content and not has_path_test):
+                return True
+        return False
 
     def _ignored_by(self, name: str, inner: str) -> str | None:
         for pattern, matcher, on_path in self._ignore:
@@ -309,6 +312,15 @@ class Planner:
             yield finding.empty_case(path)
             return
         files.sort(key=lambda e: e.inner)
+        # A link out of the case is never read for it (not even a header): one a rule would take blocks the case, an
+        # .mhd's data file is judged with its header, and any other is ignored.
+        links_out = {e.inner: e for e in files if e.outside is not None}
+        if links_out:
+            files = [e for e in files if e.outside is None]
+            companions = {self._companion_name(e) for e in files if e.name.lower().endswith(".mhd")}
+            for e in links_out.values():
+                if e.inner not in companions and self._used(e.name, e.inner, by_content=True):
+                    findings.append(finding.link_outside_case(e.path, e.rel, shown(rel)))
         trouble = name_trouble(rel)
         if trouble is not None:
             # The title and the ledger's keys must be text that shows as itself; a folder name that is not UTF-8, or
@@ -322,7 +334,7 @@ class Planner:
             )
             return
         title = self._title(rel, findings, path)
-        sets = self._file_sets(files, findings, title)
+        sets = self._file_sets(files, findings, title, links_out)
         headers = CaseHeaders()
         claims = self._claim(sets, findings, title, headers, path)
         items = self._items(claims, findings, title, headers)
@@ -345,7 +357,16 @@ class Planner:
         self.mapping.add(case)
         yield case
 
-    def _file_sets(self, files: list[Entry], findings: list[Finding], title: str) -> list[list[Entry]]:
+    def _companion_name(self, mhd: Entry) -> str | None:
+        """The data file an .mhd names, relative to the case folder (None when its header does not name one)."""
+        header, _ = mhd_header(mhd.path, self.budget)
+        if header is None or header.local:
+            return None
+        return os.path.normpath(_join(mhd.inner.rpartition("/")[0], header.data_file))
+
+    def _file_sets(
+        self, files: list[Entry], findings: list[Finding], title: str, links_out: dict[str, Entry] | None = None
+    ) -> list[list[Entry]]:
         """Each file alone, except that an .mhd header takes its data file along. MetaImage headers are read here,
         within the header budget, so an image the importer would refuse for its header is refused before upload."""
         by_inner = {e.inner: e for e in files}
@@ -379,15 +400,15 @@ class Planner:
                 findings.append(finding.companion_outside(e.path, (e.rel,), data_file, title))
                 rejected.add(e.inner)
                 continue
+            if links_out and data_inner in links_out:  # a link out of the case: its bytes are never read for this case
+                findings.append(finding.companion_outside(e.path, (e.rel, links_out[data_inner].rel), data_file, title))
+                rejected.add(e.inner)
+                continue
             if data_inner not in by_inner or data_inner in taken or data_inner == e.inner:
                 findings.append(finding.missing_companion(e.path, (e.rel,), data_file, title))
                 rejected.add(e.inner)
                 continue
             data = by_inner[data_inner]
-            if data.outside is not None:  # a link out of the case: its bytes are never read for this case
-                findings.append(finding.companion_outside(e.path, (e.rel, data.rel), data_file, title))
-                rejected.update((e.inner, data_inner))
-                continue
             problem_text = capacity_problem(header, data.size, f"its data file {data_file!r}")
             if problem_text is not None:
                 findings.append(finding.bad_image_header(e.path, (e.rel, data.rel), problem_text, title))

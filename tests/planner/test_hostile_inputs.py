@@ -17,7 +17,7 @@ from gcbulk.engine.cli import main
 from gcbulk.engine.plan import content
 from gcbulk.engine.plan.cases import PlannedFile, PlannedItem
 from gcbulk.engine.plan.metaimage import ReadBudget
-from tests.imaging import make_mask, make_mha, make_mhd_zraw
+from tests.imaging import make_dicom_series, make_mask, make_mha, make_mhd_zraw
 from tests.planner.conftest import put, write_job
 from tests.planner.hostile_files import metaimage_header, write_bomb_mha
 
@@ -66,7 +66,7 @@ def test_a_mask_whose_header_claims_16_gib_is_refused_by_the_scan_budget_without
     assert code == 1, out
     assert f"BLOCKING [check-budget] {bomb}" in out
     assert (
-        "the content check of the image for socket 'airway-segmentation' stopped: its 17179869184 bytes of voxel "
+        "the content check of the file for socket 'airway-segmentation' stopped: its 17179869184 bytes of voxel "
         f"data are over the scan budget of {ReadBudget().scan_bytes} bytes per file; it was not checked and is not sent"
     ) in out
     assert "Blocked cases (1):\n  p2\n" in out
@@ -106,6 +106,26 @@ def test_a_compressed_mask_is_scanned_in_one_streamed_pass_and_its_values_still_
     code, out = _plan(job_dir, capsys)
     assert code == 1
     assert "it contains the voxel values {9}" in out
+
+
+def test_a_json_file_over_its_budget_is_not_parsed(cases_dir: Path) -> None:
+    lesions = put(cases_dir / "p1" / "lesions.json", content=b'{"type": "Multiple points", "points": []}' + b" " * 200)
+    socket = {"slug": "lesions", "kind": "Multiple points", "super_kind": "File", "relative_path": "lesions.json"}
+    checker = content.ContentChecker({"lesions": socket}, budget=ReadBudget(json_bytes=100))
+    item = PlannedItem("lesions", files=(PlannedFile("p1/lesions.json", "lesions.json", lesions.stat().st_size, 0),))
+    [found] = checker.check(item, str(cases_dir), str(cases_dir / "p1"), "p1")
+    assert found.code == "check-budget" and found.blocking
+    assert "the JSON file has 241 bytes, over the budget of 100 bytes per file" in found.message
+
+
+def test_a_metaimage_header_that_does_not_end_within_64_kib_is_refused(
+    job_dir: Path, cases_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    endless = put(cases_dir / "p1" / "ct.mha", content=b"ObjectType = Image\nComment = " + b"x" * 70_000 + b"\n")
+    code, out = _plan(job_dir, capsys)
+    assert code == 1, out
+    assert f"BLOCKING [bad-image-header] {endless}" in out
+    assert "no ElementDataFile line within the first 65536 bytes (the header budget)" in out
 
 
 @pytest.mark.parametrize("compressed", [False, True])
@@ -227,6 +247,19 @@ def test_an_image_that_links_out_of_its_case_is_refused_and_a_link_no_rule_uses_
     assert f"BLOCKING [link-outside-case] {cases_dir / 'p1' / 'ct.mha'}" in out
     assert "file is a symbolic link to a file outside its case folder" in out
     assert "p2/notes.txt" not in out and "p2/loop" not in out and "p2/readme" not in out
+    assert "Blocked cases (1):\n  p1\n" in out
+
+
+def test_a_dicom_instance_that_links_out_of_the_case_blocks_it(
+    job_dir: Path, cases_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    make_dicom_series(cases_dir / "p1", 3)
+    elsewhere = make_dicom_series(job_dir / "elsewhere", 1, seed=4)[0]
+    (cases_dir / "p1" / "slice_zzz.dcm").symlink_to(elsewhere)
+    rules = '[[rules]]\ndicom = { Modality = "CT" }\nsocket = "ct-image"\n'
+    code, out = _plan(job_dir, capsys, rules=rules)
+    assert code == 1, out
+    assert f"BLOCKING [link-outside-case] {cases_dir / 'p1' / 'slice_zzz.dcm'}" in out
     assert "Blocked cases (1):\n  p1\n" in out
 
 
