@@ -1,6 +1,7 @@
-"""The bytes sent are the bytes planned (issue 24): the plan records each file's multipart checksum, the upload
-composes the same checksum from the MD5 of every part it reads, and a file whose bytes changed under a restored size
-and mtime fails its case with "run gcbulk plan again" instead of reaching Grand Challenge unchecked."""
+"""Issue 24 as a run sees it. The bytes sent are the bytes planned: the plan records each file's multipart checksum,
+the upload composes the same checksum from the MD5 of every part it reads, and a file whose bytes changed under a
+restored size and mtime fails its case with "run gcbulk plan again" instead of reaching Grand Challenge unchecked.
+A link onto a case folder that is done sends nothing again."""
 
 from __future__ import annotations
 
@@ -52,3 +53,19 @@ async def test_a_file_whose_bytes_change_under_a_restored_mtime_fails_its_case_a
     outcome = await run_job(job_file, emulator, replan=False)
     assert outcome.failed == [] and outcome.done == 1
     assert sorted(await study_display_sets(client)) == ["patient1", "patient2"]
+
+
+async def test_an_alias_link_added_after_a_case_is_done_sends_nothing_and_makes_no_second_display_set(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    cases = make_tutorial_tree(tmp_path / "cases", 1)
+    job_file = write_job(tmp_path, emulator)
+    first = await run_job(job_file, emulator)
+    assert first.failed == [] and first.done == 1
+    uploads_before = len(emulator.context.store.uploads)
+
+    (cases / "aa_backup_link").symlink_to(cases / "patient1")  # sorts first: it used to take the case over
+    again = await run_job(job_file, emulator)
+    assert again.failed == []
+    assert len(emulator.context.store.uploads) == uploads_before  # nothing reached S3 again
+    assert sorted(await study_display_sets(client)) == ["patient1"]
