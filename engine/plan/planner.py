@@ -44,7 +44,7 @@ from gcbulk.engine.plan.filesets import dicom_series, files_item, mha_finding, m
 from gcbulk.engine.plan.findings import Finding, name_trouble, shown
 from gcbulk.engine.plan.mapping import MappingSummary
 from gcbulk.engine.plan.metaimage import ReadBudget, capacity_problem
-from gcbulk.engine.plan.titles import TitleMaker, digest
+from gcbulk.engine.plan.titles import TitleMaker, digest, server_title
 from gcbulk.engine.plan.values import canonical_json
 
 __all__ = ["PlannedCase", "PlannedFile", "PlannedItem", "Planner", "canonical_json", "name_problem", "plan_tree"]
@@ -333,7 +333,9 @@ class Planner:
                 findings=(*findings, finding.bad_folder_name(path, shown(rel), tuple(e.rel for e in files), trouble)),
             )
             return
-        title = self._title(rel, findings, path)
+        # The title as the server will store it (docs/gc-api.md §3: surrounding whitespace trimmed; Unicode NFC), so the
+        # ledger, the duplicate check and the lookups of the display set all use the one the server shows.
+        title = server_title(self._title(rel, findings, path))
         sets = self._file_sets(files, findings, title, links_out)
         headers = CaseHeaders()
         claims = self._claim(sets, findings, title, headers, path)
