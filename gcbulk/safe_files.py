@@ -23,16 +23,24 @@ class UnsafeFileError(OSError):
     """The path is a symbolic link (or not a regular file): gcbulk will not write through it."""
 
 
+# Windows has no O_NOFOLLOW (and no fchmod before Python 3.13): there a link is refused by a check before the open
+# (creating links needs a privilege there), and the file's mode bits mean little beyond read-only.
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
 def _open_private(path: Path, flags: int) -> int:
     try:
-        fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), PRIVATE_MODE)
+        if not _NOFOLLOW and path.is_symlink():
+            raise OSError(f"{path} is a symbolic link")
+        fd = os.open(path, flags | os.O_CREAT | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0), PRIVATE_MODE)
     except OSError as error:
         if path.is_symlink():
             raise UnsafeFileError(
                 f"{path} is a symbolic link; gcbulk does not write through links: remove it and run again"
             ) from None
         raise error
-    os.fchmod(fd, PRIVATE_MODE)  # a file made 0644 by an older version, or by someone else, is tightened
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, PRIVATE_MODE)  # a file made 0644 by an older version, or by someone else, is tightened
     return fd
 
 

@@ -7,9 +7,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gcbulk.state.errors import LedgerMissing
+from gcbulk.extras import POSTGRES
+from gcbulk.state.errors import LedgerError, LedgerMissing
 from gcbulk.state.migrations import migrate
-from gcbulk.state.pg_store import PgDatabase, job_setup_lock, postgres_faults
 
 
 def open_postgres(
@@ -21,7 +21,14 @@ def open_postgres(
     *,
     readonly: bool = False,
 ) -> Any:
-    """A ``Ledger`` (``cls``) on the PostgreSQL database ``dsn``: migrated and bound once, by one process at a time."""
+    """A ``Ledger`` (``cls``) on the PostgreSQL database ``dsn``: migrated and bound once, by one process at a time.
+
+    Raises LedgerError naming the install command when psycopg (the postgres extra) is missing."""
+    missing = POSTGRES.install_hint("a PostgreSQL ledger (GCBULK_LEDGER or --ledger is a postgresql:// DSN)")
+    if missing:
+        raise LedgerError(missing)
+    from gcbulk.state.pg_store import PgDatabase, job_setup_lock, postgres_faults  # psycopg: the postgres extra
+
     db = PgDatabase(dsn)
     try:
         with postgres_faults(db.dsn_shown):

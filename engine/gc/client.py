@@ -117,8 +117,8 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=request_timeout)
         self.retry_policy = retry_policy or RetryPolicy()
         self.on_retry = on_retry
-        # Adaptive (engine/gc/pacer.py): the server's few web workers, not this knob, bound what helps (contract
-        # §10: beyond them requests only queue and throughput falls); the knob is the upper bound.
+        # Adaptive (engine/gc/pacer.py): the server's few web workers, not this knob, bound what helps
+        # (docs/gc-api.md §10: beyond them requests only queue and throughput falls); the knob is the upper bound.
         self.api_limiter = AdaptiveLimiter(api_policy(api_calls_in_flight, adaptive=adaptive_concurrency))
         self._api_path = parts.path
         self._session: aiohttp.ClientSession | None = None
