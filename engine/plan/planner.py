@@ -333,8 +333,8 @@ class Planner:
                 findings=(*findings, finding.bad_folder_name(path, shown(rel), tuple(e.rel for e in files), trouble)),
             )
             return
-        # The title as the server will store it (docs/gc-api.md §3: surrounding whitespace trimmed; Unicode NFC), so the
-        # ledger, the duplicate check and the lookups of the display set all use the one the server shows.
+        # The title as the server will store it (issue 24: it trims surrounding whitespace and compares Unicode NFC;
+        # docs/gc-api.md §3: unique within the study), so the ledger, the duplicate check and the display set agree.
         title = server_title(self._title(rel, findings, path))
         sets = self._file_sets(files, findings, title, links_out)
         headers = CaseHeaders()

@@ -201,7 +201,8 @@ class Preflight:
         """Add this case's plan-wide findings and socket kinds; count it in the quota estimate."""
         findings = list(case.findings)
         case_path = self.config.case_root / case.folder
-        # Compared as the server compares them (docs/gc-api.md §3): "dup" and "dup ", or NFC and NFD "café", collide.
+        # Compared as the server compares them (issue 24; unique per study, docs/gc-api.md §3): "dup" and "dup ", or NFC
+        # and NFD "café", collide.
         key = server_title(case.title)
         if key in self.titles:
             findings.append(duplicate_title(case_path, case.title))
