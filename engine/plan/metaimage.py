@@ -113,9 +113,16 @@ class BadHeader(Exception):
     """The header is a MetaImage header that the importer would refuse; the message says why."""
 
 
-def _numbers(text: str, kind: type[float] | type[int], key: str) -> tuple:
+def _ints(text: str, key: str) -> tuple[int, ...]:
     try:
-        return tuple(kind(part) for part in text.split())
+        return tuple(int(part) for part in text.split())
+    except ValueError:
+        raise BadHeader(f"{key} = {text!r} is not a list of whole numbers") from None
+
+
+def _floats(text: str, key: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split())
     except ValueError:
         raise BadHeader(f"{key} = {text!r} is not a list of numbers") from None
 
@@ -153,7 +160,7 @@ def read_header(path: str, budget: ReadBudget = ReadBudget()) -> MetaHeader:
 
 def _header(fields: dict[str, str], length: int) -> MetaHeader:
     dims_text = fields.get("DimSize")
-    dims = None if dims_text is None else _numbers(dims_text, int, "DimSize")
+    dims = None if dims_text is None else _ints(dims_text, "DimSize")
     if dims is not None:
         if not dims:
             raise BadHeader("DimSize is empty")
@@ -161,20 +168,20 @@ def _header(fields: dict[str, str], length: int) -> MetaHeader:
             raise BadHeader(f"DimSize = {dims_text} has a size that is zero or negative; every size must be positive")
         ndims_text = fields.get("NDims")
         if ndims_text is not None:
-            ndims = _numbers(ndims_text, int, "NDims")
+            ndims = _ints(ndims_text, "NDims")
             if len(ndims) != 1 or ndims[0] != len(dims):
                 raise BadHeader(f"NDims = {ndims_text} but DimSize = {dims_text} gives {len(dims)} sizes")
     element_type = fields.get("ElementType")
     if element_type is not None and element_type not in ELEMENT_SIZES:
         raise BadHeader(f"ElementType = {element_type!r} is not a MetaImage element type")
     components_text = fields.get("ElementNumberOfChannels", "1")
-    components = _numbers(components_text, int, "ElementNumberOfChannels")
+    components = _ints(components_text, "ElementNumberOfChannels")
     if len(components) != 1 or components[0] < 1:
         raise BadHeader(f"ElementNumberOfChannels = {components_text} is not a positive whole number")
     compressed = fields.get("CompressedData", "False").lower() == "true"
     compressed_size = None
     if compressed and "CompressedDataSize" in fields:
-        sizes = _numbers(fields["CompressedDataSize"], int, "CompressedDataSize")
+        sizes = _ints(fields["CompressedDataSize"], "CompressedDataSize")
         compressed_size = sizes[0] if len(sizes) == 1 and sizes[0] > 0 else None
     direction_key = next((k for k in ("TransformMatrix", "Rotation", "Orientation") if k in fields), None)
     return MetaHeader(
@@ -185,11 +192,11 @@ def _header(fields: dict[str, str], length: int) -> MetaHeader:
         compressed_size=compressed_size,
         data_file=fields["ElementDataFile"],
         header_length=length,
-        spacing=_numbers(fields["ElementSpacing"], float, "ElementSpacing") if "ElementSpacing" in fields else None,
-        origin=_numbers(fields["Offset"], float, "Offset")
+        spacing=_floats(fields["ElementSpacing"], "ElementSpacing") if "ElementSpacing" in fields else None,
+        origin=_floats(fields["Offset"], "Offset")
         if "Offset" in fields
-        else (_numbers(fields["Origin"], float, "Origin") if "Origin" in fields else None),
-        direction=_numbers(fields[direction_key], float, direction_key) if direction_key else None,
+        else (_floats(fields["Origin"], "Origin") if "Origin" in fields else None),
+        direction=_floats(fields[direction_key], direction_key) if direction_key else None,
     )
 
 

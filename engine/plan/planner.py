@@ -1,8 +1,13 @@
 """The planner (pure: no network, no database): a case tree and a job → planned cases, plus findings.
 
 It streams: ``os.scandir`` one folder at a time, keeping only its sorted names, and yields each case as soon as its
-folder is read, so memory holds one case (and one folder's names), never the tree. Every file of the tree ends up in exactly one planned item or in one
-finding's ``files``.
+folder is read, so memory holds one case (and one folder's names), never the tree. Every file of the tree ends up in
+exactly one planned item or in one finding's ``files``, except OS litter (``.DS_Store``, ``._*``, …) and symbolic links
+no rule uses, which are ignored without a word.
+
+Case trees are hostile until checked (issue 24): a case is its real folder (a link onto another case folder is an
+alias, never the case), a link out of a case is never read for it, MetaImage headers are read within a budget and
+checked against their data (``engine/plan/metaimage.py``), and names that would drive a terminal block their case.
 
 How a case folder becomes items (the job's rules are described in ``gcbulk.engine.jobfile``):
 
