@@ -30,6 +30,7 @@ from gcbulk.engine.plan.cases import PlannedItem
 from gcbulk.engine.plan.findings import Finding
 from gcbulk.engine.plan.kind_schemas import schema_for
 from gcbulk.engine.plan.metaimage import (
+    MAX_DEFLATE_RATIO,
     BadData,
     BadHeader,
     BudgetExceeded,
@@ -236,6 +237,9 @@ class ContentChecker:
         self.grids[key] = Grid(
             tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()), tuple(reader.GetDirection())
         )
+        over = _nifti_capacity_problem(reader, path, rel)
+        if over is not None:
+            return [finding.bad_image_header(path, (rel,), over, case)]
         allowed = overlay_values(socket)
         if socket.get("kind") != "Segmentation" or allowed is None:
             # docs/gc-api.md §10: the server's mask check is against the socket's overlay_segments; a socket without them
@@ -278,6 +282,32 @@ class ContentChecker:
                 f"contains the voxel values {_listed(outside)}"
             )
         return [finding.bad_segmentation(path, rel, slug, "; ".join(problems), case)] if problems else []
+
+
+def _nifti_capacity_problem(reader: Any, path: str, rel: str) -> str | None:
+    """Why a NIfTI file cannot hold the voxels its header claims, or None. (MetaImage headers are checked by the
+    planner, ``engine/plan/metaimage.py``; SimpleITK reads any claim, and the importer fails on it after the upload.)"""
+    lower = rel.lower()
+    if not lower.endswith((".nii", ".nii.gz")):
+        return None
+    import numpy as np
+    import SimpleITK as sitk  # noqa: N813
+
+    size = list(reader.GetSize())
+    # The element size from the pixel type: an empty image of that type has the numpy dtype SimpleITK maps it to.
+    probe = sitk.Image([1] * len(size), reader.GetPixelID(), reader.GetNumberOfComponents())
+    element = np.dtype(sitk.GetArrayViewFromImage(probe).dtype).itemsize
+    claimed = math.prod(size) * reader.GetNumberOfComponents() * element
+    stored = os.path.getsize(path)
+    holds = stored * MAX_DEFLATE_RATIO if lower.endswith(".gz") else stored
+    if claimed <= holds:
+        return None
+    how = (
+        f"{stored} compressed bytes (zlib inflates at most {MAX_DEFLATE_RATIO}:1)"
+        if lower.endswith(".gz")
+        else (f"{stored} bytes")
+    )
+    return f"the header claims {math.prod(size)} voxels, {claimed} bytes of voxel data, more than the file's {how} hold"
 
 
 def _distinct_meta_values(header: MetaHeader, path: str, budget: ReadBudget, *, signed: bool) -> set[int]:

@@ -4,8 +4,10 @@ another case, names that drive the terminal, titles the server would merge. Each
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import struct
 import unicodedata
 from pathlib import Path
 
@@ -147,6 +149,23 @@ def test_a_header_claiming_10_to_the_12_voxels_gets_its_real_reason(
         assert f"{claim}, but the file holds 100 bytes of voxel data" in out
     assert "No such file or directory" not in out
     assert "Blocked cases (1):\n  p2\n" in out
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_nifti_header_claiming_more_voxels_than_its_file_holds_is_refused(
+    job_dir: Path, cases_dir: Path, capsys: pytest.CaptureFixture, suffix: str
+) -> None:
+    _good_case(cases_dir / "p1")
+    liar = cases_dir / "p2" / f"ct{suffix}"
+    liar.parent.mkdir(parents=True)
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 8, 8), np.int16)), str(liar))
+    header = bytearray(gzip.decompress(liar.read_bytes()) if suffix == ".nii.gz" else liar.read_bytes())
+    header[40:56] = struct.pack("<8h", 3, 10000, 10000, 10000, 1, 1, 1, 1)  # NIfTI-1 dim[]: 10^12 voxels
+    liar.write_bytes(gzip.compress(bytes(header)) if suffix == ".nii.gz" else bytes(header))
+    code, out = _plan(job_dir, capsys)
+    assert code == 1, out
+    assert f"BLOCKING [bad-image-header] {liar}" in out
+    assert "the header claims 1000000000000 voxels, 2000000000000 bytes of voxel data, more than the file's" in out
 
 
 # --- refused before upload ----------------------------------------------------------------------------------------
