@@ -14,10 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk  # noqa: N813
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gcbulk.engine.cli import main
 from gcbulk.engine.plan import content
 from gcbulk.engine.plan.cases import PlannedFile, PlannedItem
+from gcbulk.engine.plan.findings import name_trouble, shown
 from gcbulk.engine.plan.metaimage import ReadBudget
 from tests.imaging import make_dicom_series, make_mask, make_mha, make_mhd_zraw
 from tests.planner.conftest import put, write_job
@@ -364,3 +367,16 @@ def test_a_case_reached_through_an_untrusted_folder_name_is_not_read_outside_its
     assert f"WARNING [link-outside-case] {cases_dir / 'p1' / 'more'}" in out
     assert "folder is a symbolic link to a folder outside its case folder; it is not followed" in out
     assert os.path.exists(job_dir / "elsewhere" / "series" / "ct.mha")
+
+
+_BIDI_CONTROLS = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(), raw=st.binary(max_size=20))
+def test_a_shown_name_never_carries_a_control_or_bidi_character_and_always_encodes(text: str, raw: bytes) -> None:
+    for name in (text, os.fsdecode(raw)):  # any text, and any bytes a file system may hand over
+        out = shown(name)
+        out.encode("utf-8")
+        assert not any(unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in out)
+        assert (out == name) == (name_trouble(name) is None)
