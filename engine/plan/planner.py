@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fnmatch import translate
 from typing import Any
 
@@ -150,26 +151,33 @@ class Planner:
             return exc
 
     @staticmethod
-    def _classify(path: str) -> tuple[str, os.stat_result | None, str | None]:
-        """('dir' | 'file' | 'loop' | 'unreadable', stat, reason), following symbolic links."""
+    def _classify(path: str) -> tuple[str, os.stat_result | None, str | None, bool]:
+        """('dir' | 'file' | 'loop' | 'unreadable', stat, reason, is a symbolic link), following symbolic links.
+        One ``lstat`` for a plain file or folder (the common case); a link costs a ``stat`` more."""
         try:
-            st = os.stat(path)
+            st = os.lstat(path)
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return "loop", None, "symbolic link loop"
+            return "unreadable", None, exc.strerror or str(exc), False
+        link = stat.S_ISLNK(st.st_mode)
+        if link:
             try:
-                if stat.S_ISLNK(os.lstat(path).st_mode):
-                    return "unreadable", None, "it is a broken symbolic link"
-            except OSError:
-                pass
-            return "unreadable", None, exc.strerror or str(exc)
+                st = os.stat(path)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    return "loop", None, "symbolic link loop", True
+                if exc.errno == errno.ENOENT:
+                    return "unreadable", None, "it is a broken symbolic link", True
+                return "unreadable", None, exc.strerror or str(exc), True
         if stat.S_ISDIR(st.st_mode):
-            return "dir", st, None
+            return "dir", st, None, link
         if stat.S_ISREG(st.st_mode):
-            return "file", st, None
-        return "unreadable", st, "it is not a regular file"
+            return "file", st, None, link
+        return "unreadable", st, "it is not a regular file", link
 
-    def _walk(self, path: str, rel: str, depth: int, ancestors: frozenset[tuple[int, int]]) -> Iterator[Any]:
+    def _walk(
+        self, path: str, rel: str, depth: int, ancestors: frozenset[tuple[int, int]], via_link: bool = False
+    ) -> Iterator[Any]:
+        """``via_link``: a symbolic link was followed on the way here (only then can a case folder be an alias)."""
         names = self._list(path)
         if isinstance(names, OSError):
             yield finding.unreadable(path, rel, f"the folder cannot be listed: {names.strerror}")
@@ -177,14 +185,14 @@ class Planner:
         for name in names:
             child = os.path.join(path, name)
             child_rel = _join(rel, name)
-            kind, st, reason = self._classify(child)
+            kind, st, reason, link = self._classify(child)
             if kind == "dir":
                 assert st is not None
                 key = (st.st_dev, st.st_ino)
                 if key in ancestors:
                     yield finding.symlink_loop(child)
                 elif depth == self.depth:
-                    alias_of = self._alias_of(child, child_rel)
+                    alias_of = self._alias_of(child, child_rel) if via_link or link else None
                     if alias_of is not None:
                         # A case is its real folder: a link to another case folder (aa_backup_link -> patient001)
                         # would otherwise be planned first, by sort order, and take that case over.
@@ -196,7 +204,7 @@ class Planner:
                     else:
                         yield from self._case(child, child_rel, ancestors | {key})
                 else:
-                    yield from self._walk(child, child_rel, depth + 1, ancestors | {key})
+                    yield from self._walk(child, child_rel, depth + 1, ancestors | {key}, via_link or link)
             elif kind == "loop":
                 yield finding.symlink_loop(child, (child_rel,))
             elif self._litter(name):
@@ -209,7 +217,7 @@ class Planner:
         link and that real folder is itself a case folder of this tree (so it is planned under its own name)."""
         real = os.path.realpath(path)
         if real == os.path.join(self._real_root, rel):
-            return None  # no link on the way: the common case
+            return None  # the links on the way lead back to where they stand
         inside = os.path.relpath(real, self._real_root)
         if inside == ".." or inside.startswith("../") or os.path.isabs(inside):
             return None  # a link to data elsewhere (another disk): the link is the only way to this case
@@ -230,10 +238,10 @@ class Planner:
         ancestors: frozenset[tuple[int, int]],
         files: list[Entry],
         findings: list[Finding],
-        case_real: str,
+        case_real: Callable[[], str],
     ) -> None:
-        """The files of a case folder (recursively) into ``files``; ``case_real`` is its resolved real path: every
-        file the case sends must resolve inside it."""
+        """The files of a case folder (recursively) into ``files``; ``case_real()`` is its resolved real path (asked
+        for only when a link is met): every file the case sends must resolve inside it."""
         names = self._list(path)
         if isinstance(names, OSError):
             findings.append(finding.unreadable(path, rel, f"the folder cannot be listed: {names.strerror}"))
@@ -242,12 +250,11 @@ class Planner:
             child = os.path.join(path, name)
             child_rel = _join(rel, name)
             child_inner = _join(inner, name)
-            kind, st, reason = self._classify(child)
-            link = os.path.islink(child)
+            kind, st, reason, link = self._classify(child)
             outside = None
             if link and kind in ("dir", "file"):
-                real = os.path.realpath(child)
-                if os.path.commonpath((real, case_real)) != case_real:
+                real, inside = os.path.realpath(child), case_real()
+                if os.path.commonpath((real, inside)) != inside:
                     outside = real
             if kind == "dir":
                 assert st is not None
@@ -312,7 +319,7 @@ class Planner:
     def _case(self, path: str, rel: str, ancestors: frozenset[tuple[int, int]]) -> Iterator[Any]:
         files: list[Entry] = []
         findings: list[Finding] = []
-        self._collect(path, rel, "", ancestors, files, findings, os.path.realpath(path))
+        self._collect(path, rel, "", ancestors, files, findings, functools.cache(lambda: os.path.realpath(path)))
         if not files and not findings:
             yield finding.empty_case(path)
             return
