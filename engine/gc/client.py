@@ -24,6 +24,13 @@ import aiohttp
 import anyio
 
 from gcbulk.engine.gc.bounded import DEFAULT_MAX_RESPONSE_BYTES, is_loopback_host, read_capped, trust_context
+from gcbulk.engine.gc.deadlines import (
+    API_DEADLINE_SECONDS,
+    VOICE_AFTER_SECONDS,
+    DeadlinePassed,
+    api_timeout,
+    voiced,
+)
 from gcbulk.engine.gc.errors import (
     ApiError,
     AuthenticationFailed,
@@ -92,6 +99,8 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         retry_policy: RetryPolicy | None = None,
         on_retry: RetryObserver | None = None,
         request_timeout: float = 300.0,
+        request_deadline: float = API_DEADLINE_SECONDS,
+        voice_after: float = VOICE_AFTER_SECONDS,
         trace_configs: list[aiohttp.TraceConfig] | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
@@ -114,7 +123,11 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         # reading it whole would take the process's memory with it (issue 14: 400 MiB of JSON took ~2 GB of RSS).
         self.max_response_bytes = max_response_bytes
         self._connections = connections
+        # The session's default, for what has no deadline of its own (a download streamed to disk): no read may stall
+        # longer than this. API requests and part PUTs have overall deadlines too (engine/gc/deadlines.py).
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=request_timeout)
+        self.request_deadline = request_deadline
+        self.voice_after = voice_after
         self.retry_policy = retry_policy or RetryPolicy()
         self.on_retry = on_retry
         # Adaptive (engine/gc/pacer.py): the server's few web workers, not this knob, bound what helps
@@ -173,17 +186,27 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
 
     async def _request_once(self, method: str, url: str, payload: Any, params: dict[str, Any] | None) -> Any:
         headers = {**self._auth_headers(), "Accept": "application/json"}
+        what = f"{method} {urlsplit(url).path}"
         async with self.api_limiter.slot(self.endpoint_key(method, url)) as slot:
             try:
                 # No redirects (docs/gc-api.md §0: gcapi treats a 3xx as an error): the token must not follow one.
-                async with self.session.request(
-                    method, url, json=payload, params=params, headers=headers, allow_redirects=False
-                ) as resp:
-                    raw = await read_capped(resp, self.max_response_bytes, f"{method} {url}")
-                    status, content_type, resp_headers = resp.status, resp.content_type, dict(resp.headers)
+                with voiced(what, self.request_deadline, after=self.voice_after):
+                    async with self.session.request(
+                        method,
+                        url,
+                        json=payload,
+                        params=params,
+                        headers=headers,
+                        allow_redirects=False,
+                        timeout=api_timeout(self.request_deadline),
+                    ) as resp:
+                        raw = await read_capped(resp, self.max_response_bytes, f"{method} {url}")
+                        status, content_type, resp_headers = resp.status, resp.content_type, dict(resp.headers)
             except Exception as exc:
                 if isinstance(exc, TimeoutError):
                     slot.overloaded()
+                    if not isinstance(exc, aiohttp.ServerTimeoutError):  # not a connect timeout: the whole deadline
+                        exc = DeadlinePassed(what, self.request_deadline)
                 if is_network_error(exc):
                     # Chained from None: aiohttp exceptions may carry the request headers, hence the token.
                     raise transport_error(method, url, exc) from None
@@ -382,6 +405,9 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
             log.warning("could not check the right to add display sets (%s); going on", unsure)
             return
         if not allowed:
+            # A misspelt slug is refused on the same field (DRF: "object does not exist"): name that cause, as every
+            # other command does, rather than send an editor looking for rights they already have.
+            await self.reader_study_by_slug(reader_study_slug)
             raise ConfigurationError(
                 f"this token's user may not add display sets to reader study {reader_study_slug!r}: the user must "
                 f"be an editor of the study (ask one of its editors to add them); {consequence}"

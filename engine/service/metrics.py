@@ -43,6 +43,7 @@ from gcbulk.engine.gc.errors import (
 )
 from gcbulk.engine.gc.routes import MEDIA, OTHER, route_shape
 from gcbulk.engine.service.progress import TransferStats
+from gcbulk.engine.service.waits import WaitRecorder
 from gcbulk.state.report import JobCounts, job_counts
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -116,6 +117,7 @@ class RunState:
     retries_by_reason: Counter[str] = field(default_factory=Counter)
     bytes_sent_by_finished_passes: int = 0
     started_at: float = field(default_factory=time.time)
+    waits: WaitRecorder | None = None  # the server's waits, for the event file and /status (engine/service/waits.py)
 
     def bytes_sent(self) -> int:
         """Bytes this process has put on the wire and kept (a failed attempt's bytes are taken back), all passes."""
@@ -133,6 +135,8 @@ class RunState:
 
     def count_retry_reason(self, reason: str) -> None:
         self.retries_by_reason[reason] += 1
+        if self.waits is not None:
+            self.waits.retry(reason)
 
     def new_stats(self) -> MonitoredStats:
         return MonitoredStats(self.count_retry_reason)
@@ -207,7 +211,7 @@ class RunCollector(Collector):
             "Image values handed to Grand Challenge, import not done",
             value=counts.imports_in_flight,
         )
-        yield from _worker_metrics(counts.workers)
+        yield from _worker_metrics(counts.workers, serving=self.state.worker_id)
 
     def _snapshot_metrics(self) -> Iterator[Any]:
         yield CounterMetricFamily(
@@ -260,15 +264,21 @@ class RunCollector(Collector):
             )
 
 
-def _worker_metrics(workers: tuple) -> Iterator[Any]:
+def _worker_metrics(workers: tuple, *, serving: str = "") -> Iterator[Any]:
     """Every worker of the job, as the ledger knows them, so one scrape of any worker shows them all; per-worker
-    series only for the live ones (a label set that stays as small as the fleet)."""
+    series only for the live ones (a label set that stays as small as the fleet). The worker answering this scrape
+    (``serving``) is live whatever its row says: an idle follow-mode worker between passes sends no heartbeat, and
+    before its first pass it has no row at all."""
     by_status = GaugeMetricFamily(
         "gcbulk_workers",
         "Workers of this job: live, stopped, or silent (no heartbeat within a lease: killed or cut off)",
         labels=["status"],
     )
-    statuses = Counter("live" if w.live else "stopped" if w.stopped else "silent" for w in workers)
+    statuses = Counter(
+        "live" if w.live or w.worker_id == serving else "stopped" if w.stopped else "silent" for w in workers
+    )
+    if serving and not any(w.worker_id == serving for w in workers):
+        statuses["live"] += 1
     for status in ("live", "stopped", "silent"):
         by_status.add_metric([status], statuses.get(status, 0))
     yield by_status
