@@ -51,6 +51,13 @@ SERVICE_TIMES: tuple[tuple[str, str, float, float], ...] = (
     # Not in §10's table (not measured): taken as dear as the other writes that hand work to another service
     # (presign 75 ms, complete 74 ms) rather than the 30 ms default, so a client leaning on it is not flattered.
     ("POST", r"cases/upload-sessions/", 0.075, 0.0),
+    # Archive items (docs/gc-api.md §12), not measured either: the same serializer mixin, value handling and permission
+    # filter as display sets, so taken at the display sets' cost rather than the light default.
+    ("POST", r"archives/items/", 0.105, 0.0),
+    ("GET", r"archives/items/", 0.050, 0.005),
+    ("GET", r"archives/items/[^/]+/", 0.057, 0.0),
+    ("PATCH", r"archives/items/[^/]+/", 0.220, 0.0),
+    ("PUT", r"archives/items/[^/]+/", 0.220, 0.0),
 )
 DEFAULT_SERVICE_SECONDS = 0.030  # calls the table does not list: about a light detail GET
 PROFILES = ("real",)

@@ -16,7 +16,8 @@ from typing import Any
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.jobfile import JobConfig
 from gcbulk.engine.plan.cases import PlannedCase
-from gcbulk.engine.plan.parts import multipart_checksum
+from gcbulk.engine.plan.findings import shown as escaped
+from gcbulk.engine.plan.parts import adjust_part_size, multipart_checksum
 from gcbulk.engine.plan.planner import Planner
 from gcbulk.engine.plan.preflight import Finding, Preflight, QuotaEstimate
 from gcbulk.engine.plan.titles import redacted
@@ -159,8 +160,20 @@ def plan_into_ledger(
     job_findings: list[Finding] = []
     cases: list[dict[str, Any]] = []
     planner = Planner(config)
+    part_size = config.engine.part_size
+
+    def fingerprint(path: Path, size: int) -> tuple[str, int]:
+        # At the part size the upload will use (engine/upload/file_upload.py), so its streamed part MD5s compare as-is.
+        sized = adjust_part_size(part_size, size)
+        return multipart_checksum(path, sized), sized
+
     with planning(
-        ledger, rules=config.rules_dict(), job_file=config.job_file, checksum=multipart_checksum, dry_run=dry_run
+        ledger,
+        rules=config.rules_dict(),
+        job_file=config.job_file,
+        checksum=multipart_checksum,
+        dry_run=dry_run,
+        fingerprint=fingerprint,
     ) as plan:
         # ``server_titles``: the study's display-set titles (None offline, or with --adopt-existing): those this
         # ledger never set out to make are someone else's, and their cases are blocked.
@@ -234,7 +247,7 @@ def _print_cases(report: PlanReport, limit: int, out: Any, shown: Any) -> None:
 def print_report(report: PlanReport, out: Any = None, *, show_cases: int = 0, redact_titles: bool = False) -> None:
     """The human plan report. ``redact_titles``: case titles as hashes (findings still show paths)."""
     out = out or sys.stdout
-    shown = redacted if redact_titles else (lambda title: title)
+    shown = redacted if redact_titles else escaped  # a title from an older ledger may hold control characters
     diff, quota, config = report.diff, report.quota, report.config
     where = "dry run, nothing written" if report.dry_run else f"ledger {report.ledger_path}"
     print(f"Plan for reader study {config.reader_study!r} at {config.base_url} ({where})", file=out)

@@ -175,7 +175,8 @@ class LedgerQueries:
         files: list[dict[str, Any]] = []
         for row in self._all(
             "SELECT items.*, files.id AS file_id, files.path AS file_path, files.name AS file_name, files.size AS "
-            "file_size, files.mtime_ns AS file_mtime_ns, files.checksum AS file_checksum FROM items "
+            "file_size, files.mtime_ns AS file_mtime_ns, files.checksum AS file_checksum, "
+            "files.checksum_part_size AS file_checksum_part_size FROM items "
             "LEFT JOIN files ON files.item_id = items.id AND files.present = 1 "
             "WHERE items.case_id = ? AND items.state != 'withdrawn' ORDER BY items.id, files.position",
             (case_id,),
@@ -205,6 +206,7 @@ class LedgerQueries:
                     mtime_ns=f["file_mtime_ns"],
                     checksum=f["file_checksum"],
                     upload=uploads.get(f["file_id"]),
+                    checksum_part_size=f["file_checksum_part_size"],
                 )
             )
         return CaseWork(

@@ -67,6 +67,9 @@ class FileWork:
     checksum: str | None
     # The newest upload that still exists on Grand Challenge (creating / initialized / completed), if any.
     upload: UploadRow | None
+    # The part size ``checksum`` was computed at (an S3-style multipart checksum), or None when ``checksum`` is not one
+    # (a staged DICOM copy's SHA-256).
+    checksum_part_size: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

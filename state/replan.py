@@ -58,11 +58,15 @@ class PlanRecorder:
         checksum: Callable[[Path, int], str] | None,
         dry_run: bool,
         batch_files: int,
+        fingerprint: Callable[[Path, int], tuple[str, int]] | None = None,
     ) -> None:
         self.ledger = ledger
         self.db = ledger.db
         self.conn = ledger.db.conn
         self.checksum = checksum
+        # (path, size) -> (checksum, part size) of a file's bytes as planned: recorded for each new or changed file, so
+        # the upload can prove that the bytes it sent are the bytes planned (and checked), not only the size and mtime.
+        self.fingerprint = fingerprint
         self.dry_run = dry_run
         self.batch_files = batch_files
         self.diff = PlanDiff()
@@ -204,13 +208,21 @@ class PlanRecorder:
             (case_id, item.socket_slug, item.super_kind, item.value_json, now, now),
         ).lastrowid
         self.conn.executemany(
-            "INSERT INTO files (item_id, position, path, name, size, mtime_ns, present, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
+            "INSERT INTO files (item_id, position, path, name, size, mtime_ns, checksum, checksum_part_size, present, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
             [
-                (item_id, position, f.path, f.name, f.size, f.mtime_ns, now, now)
+                (item_id, position, f.path, f.name, f.size, f.mtime_ns, *self._fingerprint(f), now, now)
                 for position, f in enumerate(item.files)
             ],
         )
+
+    def _fingerprint(self, file: Any) -> tuple[str | None, int | None]:
+        if self.fingerprint is None:
+            return None, None
+        try:
+            return self.fingerprint(self._root / file.path, file.size)
+        except OSError:
+            return None, None  # unreadable now: the upload's own read fails with its reason
 
     def _count_upload(self, item: Any) -> None:
         self.diff.files_to_upload += len(item.files)
@@ -309,6 +321,20 @@ class PlanRecorder:
             if old_file["size"] != new.size:
                 return f"{path}: size {old_file['size']} -> {new.size} bytes"
             if old_file["mtime_ns"] == new.mtime_ns:
+                if (
+                    old["state"] == "failed"
+                    and old_file["checksum"]
+                    and old_file["checksum_part_size"]
+                    and self.checksum
+                ):
+                    # A failed item is read again: its bytes may have changed under a restored mtime (the upload
+                    # found them not to be the bytes planned and asked for a new plan).
+                    try:
+                        same = self.checksum(self._root / path, old_file["checksum_part_size"]) == old_file["checksum"]
+                    except OSError as exc:
+                        return f"{path}: cannot be read to compare its checksum ({exc.strerror or exc})"
+                    if not same:
+                        return f"{path}: its bytes changed (its size and mtime did not)"
                 continue
             if old_file["checksum"] and old_file["checksum_part_size"] and self.checksum is not None:
                 try:
@@ -344,9 +370,27 @@ class PlanRecorder:
             f = by_path.get(new.path)
             if f is None:
                 self.conn.execute(
-                    "INSERT INTO files (item_id, position, path, name, size, mtime_ns, present, created_at, "
-                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
-                    (old["id"], position, new.path, new.name, new.size, new.mtime_ns, now, now),
+                    "INSERT INTO files (item_id, position, path, name, size, mtime_ns, checksum, checksum_part_size, "
+                    "present, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+                    (
+                        old["id"],
+                        position,
+                        new.path,
+                        new.name,
+                        new.size,
+                        new.mtime_ns,
+                        *self._fingerprint(new),
+                        now,
+                        now,
+                    ),
+                )
+                continue
+            if self.fingerprint is not None:  # a re-queued item's files are fingerprinted again, as planned now
+                checksum, part_size = self._fingerprint(new)
+                self.conn.execute(
+                    "UPDATE files SET present = 1, position = ?, size = ?, mtime_ns = ?, checksum = ?, "
+                    "checksum_part_size = ?, updated_at = ? WHERE id = ?",
+                    (position, new.size, new.mtime_ns, checksum, part_size, now, f["id"]),
                 )
                 continue
             content_same = new.size == f["size"] and new.mtime_ns == f["mtime_ns"]
@@ -387,6 +431,7 @@ def planning(
     checksum: Callable[[Path, int], str] | None = None,
     dry_run: bool = False,
     batch_files: int = 5000,
+    fingerprint: Callable[[Path, int], tuple[str, int]] | None = None,
 ) -> Iterator[Any]:
     """Record a plan, case by case; see ``gcbulk.state.replan.PlanRecorder``. A dry run rolls everything back.
 
@@ -394,7 +439,13 @@ def planning(
     nothing new when the tree has not changed (``LedgerWorkers.planning_lock``)."""
     with ledger.planning_lock():
         yield from _planning(
-            ledger, rules=rules, job_file=job_file, checksum=checksum, dry_run=dry_run, batch_files=batch_files
+            ledger,
+            rules=rules,
+            job_file=job_file,
+            checksum=checksum,
+            dry_run=dry_run,
+            batch_files=batch_files,
+            fingerprint=fingerprint,
         )
 
 
@@ -406,8 +457,11 @@ def _planning(
     checksum: Callable[[Path, int], str] | None,
     dry_run: bool,
     batch_files: int,
+    fingerprint: Callable[[Path, int], tuple[str, int]] | None = None,
 ) -> Iterator[Any]:
-    recorder = PlanRecorder(ledger, checksum=checksum, dry_run=dry_run, batch_files=batch_files)
+    recorder = PlanRecorder(
+        ledger, checksum=checksum, dry_run=dry_run, batch_files=batch_files, fingerprint=fingerprint
+    )
     if dry_run:
         # The same code path as a real plan, inside one transaction that is rolled back: the diff a dry run
         # prints is exactly what the real plan would record.

@@ -22,17 +22,18 @@ from dataclasses import dataclass, field
 import aiohttp
 import anyio
 
-from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_KILLED, EXIT_OK
 from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
     ConfigurationError,
     GcbulkError,
+    diagnosis,
     first_error,
 )
 from gcbulk.engine.plan.titles import redacted, scrub
 from gcbulk.engine.planning import PlanReport
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.job_service import JobService
+from gcbulk.exit_codes import EXIT_CONFIG_ERROR, EXIT_OK, exit_code_for_signal
 from gcbulk.state.errors import LedgerDiskFull, LedgerError
 
 # Failed cases come back after --retry-failed-after (1 min), then 2, 4 … at most hourly: a server-side cause (an
@@ -100,7 +101,9 @@ class Follower:
             except Exception as raised:  # classified right below; anything else is a bug and propagates
                 error = first_error(raised) if isinstance(raised, BaseExceptionGroup) else raised
                 if is_fatal(error):
-                    logs.log_event("fatal_configuration_error", level=logging.ERROR, error=str(error))
+                    logs.log_event(
+                        "fatal_configuration_error", level=logging.ERROR, error=str(error), message=diagnosis(error)
+                    )
                     return EXIT_CONFIG_ERROR
                 if not isinstance(error, _TRANSIENT):
                     raise
@@ -206,9 +209,9 @@ async def follow(service: JobService) -> int:
 
 
 def run_follow(service: JobService) -> int:
-    """Runs the long-lived mode to its end; the exit code (0 stopped by a signal, 2 fatal configuration error,
-    130 stopped at once by a second signal)."""
+    """Runs the long-lived mode to its end; the exit code (0 stopped by a signal, as orchestrators expect of a
+    service; 2 fatal configuration error; 130 / 143 stopped at once by a second SIGINT / SIGTERM)."""
     code = anyio.run(service.serve, follow)
     if service.killed:
-        return EXIT_KILLED
+        return exit_code_for_signal(service.stop_signal or "SIGINT")
     return EXIT_OK if code is None else code

@@ -35,7 +35,7 @@ from gcbulk.engine.gc.errors import (
 )
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
 from gcbulk.engine.gc.uploads_api import UPLOAD_COMPLETED, UploadRef, parse_server_time
-from gcbulk.engine.plan.parts import adjust_part_size
+from gcbulk.engine.plan.parts import adjust_part_size, multipart_checksum
 from gcbulk.engine.upload.claim_pacing import uploads_under_way
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
@@ -48,6 +48,7 @@ from gcbulk.engine.upload.s3_parts import (
 )
 from gcbulk.engine.upload.server_limits import UnitPool
 from gcbulk.state.dicom_staging import fit_upload
+from gcbulk.state.ledger import composite_checksum
 from gcbulk.state.records import FileWork, UploadRow
 
 if TYPE_CHECKING:
@@ -121,6 +122,7 @@ class FileUpload:
                 self.ctx.config.retry.attempts_per_item,
                 f"{self.case_title}/{self.file.name}",
                 throttled_attempts=self.ctx.config.retry.throttled_attempts_per_item,
+                limit_waits=self.ctx.config.retry.server_limit_retries,
             )
         ):
             async with self.ctx.files_limiter:
@@ -336,6 +338,7 @@ class FileUpload:
     async def _complete(self, upload: UploadRow) -> UploadRow:
         upload = await self.ctx.journal.read("upload", upload.id)
         check_unchanged(self.file)  # a file rewritten while its parts were sent must not be completed
+        await self._check_bytes_sent(upload)
         crash_point("before-complete")
         parts = [{"PartNumber": number, "ETag": part.etag} for number, part in sorted(upload.parts.items())]
         await self.ctx.client.complete_multipart_upload(UploadRef(upload.pk, upload.s3_upload_id), parts)
@@ -343,6 +346,26 @@ class FileUpload:
         upload = await self._record_completed(upload)
         crash_point("after-upload-completed")
         return upload
+
+    async def _check_bytes_sent(self, upload: UploadRow) -> None:
+        """The bytes sent must be the bytes planned, and so checked (``engine/plan/content.py``): not the size and mtime
+        alone, which a copy or an editor can restore. The parts' MD5s, each taken as its part was read for sending,
+        make the file's multipart checksum, compared with the one the plan recorded at the same part size."""
+        planned, planned_part = self.file.checksum, self.file.checksum_part_size
+        if self.staged_copy or planned is None or planned_part is None:
+            return  # a staged DICOM copy is checked against its own SHA-256; an older plan recorded no checksum
+        md5s = [part.md5 for _, part in sorted(upload.parts.items())]
+        if planned_part == upload.part_size and all(md5s):
+            sent = composite_checksum([md5 for md5 in md5s if md5])
+        else:
+            # engine.part_size changed since the plan (or a part came back from list-parts without its MD5): the
+            # parts' MD5s do not compose into the plan's checksum, so the file is read once more at the plan's size.
+            sent = await anyio.to_thread.run_sync(multipart_checksum, self.file.path, planned_part)
+        if sent != planned:
+            raise SourceFileChanged(
+                f"{self.file.path}: its bytes are not the bytes planned (checksum {sent}, planned {planned}), though "
+                "its size and mtime are; the file changed since it was planned — run 'gcbulk plan' again"
+            )
 
     async def _record_completed(self, upload: UploadRow) -> UploadRow:
         completed = await self.ctx.journal.record_then_read(

@@ -17,7 +17,7 @@ from gcbulk.engine.service.follow import EXIT_OK, Backoff, is_fatal
 from gcbulk.engine.service.job_service import JobService
 from gcbulk.state.errors import LedgerBindingError
 from tests.container.conftest import JsonLog, following, poll
-from tests.imaging import make_mask, make_mha, make_truncated_mha
+from tests.imaging import make_mask, make_mha, make_unimportable_mha
 
 
 def test_backoff_doubles_up_to_its_maximum_and_resets() -> None:
@@ -40,9 +40,9 @@ def write_tree_and_job(tmp_path: Path, emulator: RunningEmulator) -> Path:
         folder.mkdir(parents=True)
         make_mha(folder / "1-ct.mha", (4, 8, 8), seed=n)
         make_mask(folder / "2-seg.mha", (4, 8, 8), seed=n + 10)
-    # Its header reads, so the plan passes it; the import fails. On a plain image socket: a segmentation socket's
+    # Its header and data agree, so the plan passes it; the import fails. On a plain image socket: a segmentation socket's
     # voxels are checked while planning (the server's overlay rule, made locally), which would block it instead.
-    make_truncated_mha(tmp_path / "cases" / "patient2" / "2-seg.mha")
+    make_unimportable_mha(tmp_path / "cases" / "patient2" / "2-seg.mha")
     job = tmp_path / "job.toml"
     job.write_text(
         f'reader_study = "example-study"\nbase_url = "{emulator.base_url}"\ncase_root = "cases"\n'

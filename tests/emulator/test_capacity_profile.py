@@ -123,6 +123,11 @@ def test_the_profile_charges_the_measured_service_times():
     assert profile.service_seconds("GET", "/api/v1/reader-studies/display-sets/x/", 0, "order") == 0.057
     assert profile.service_seconds("GET", "/api/v1/cases/upload-sessions/", 1000) == pytest.approx(5.0)
     assert profile.service_seconds("GET", "/api/v1/reader-studies/display-sets/", 1000) == pytest.approx(5.05)
+    # Archive items cost what display sets cost (the same serializer mixin, docs/gc-api.md §12).
+    for method, tail in (("POST", ""), ("PATCH", "x/"), ("GET", "x/")):
+        assert profile.service_seconds(method, f"/api/v1/archives/items/{tail}", 0) == profile.service_seconds(
+            method, f"/api/v1/reader-studies/display-sets/{tail}", 0
+        )
     assert profile.build_seconds(64 * 1024**2) == pytest.approx(1.5, rel=0.1)
     with pytest.raises(ValueError, match="unknown capacity profile 'fast'"):
         profile_named("fast")

@@ -44,3 +44,24 @@ def test_the_demo_works_in_the_system_temp_folder_by_default_and_leaves_the_chec
     assert (tmp_path / "gcbulk-demo" / "job.ledger.sqlite").exists()
     assert not (repo / "gcbulk-demo").exists()
     assert "monitoring_started" not in result.stdout + result.stderr  # --metrics-address off serves nothing
+
+
+def test_the_demo_shows_gcbulks_progress_and_results_and_the_emulators_logs_only_with_verbose(tmp_path: Path) -> None:
+    def demo(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "gcbulk", "demo", "--cases", "1", "--workdir", str(tmp_path), "--metrics-address"]
+            + ["off", *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=Path(__file__).parents[2],
+        )
+
+    quiet = demo()
+    assert quiet.returncode == 0, quiet.stderr
+    assert "cases 1/1 done, 0 failed" in quiet.stderr  # the engine's progress and outcome
+    assert "patient001 (order" in quiet.stdout  # the results: what the server now holds
+    assert "panimg" not in quiet.stdout + quiet.stderr
+    verbose = demo("--verbose")
+    assert verbose.returncode == 0, verbose.stderr
+    assert "panimg" in verbose.stdout + verbose.stderr  # the emulator's import worker, converting the images

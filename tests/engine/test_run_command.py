@@ -14,7 +14,7 @@ from gcbulk.emulator.faults import FaultRule
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.upload.crashpoints import ENV_VAR
 from tests.engine.conftest import make_tutorial_tree, write_job
-from tests.imaging import make_mask, make_mha, make_truncated_mha
+from tests.imaging import make_mask, make_mha, make_unimportable_mha
 
 REPO = Path(__file__).parents[2]
 
@@ -64,7 +64,7 @@ def test_failed_cases_are_listed_with_reasons_exit_1_and_retry_failed_finishes_t
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 2)
     bad = tmp_path / "cases" / "patient2" / "seg.mha"
-    make_truncated_mha(bad)  # its header reads, so it passes the plan; the import fails
+    make_unimportable_mha(bad)  # its header and data agree, so it passes the plan; the import fails
     # A plain image socket: a segmentation socket's voxels are checked while planning, which would block the case.
     job = write_job(
         tmp_path,
@@ -151,7 +151,7 @@ def assert_resumes_to_the_end(tmp_path: Path, emulator: RunningEmulator) -> None
     assert set(emulator.context.counters.part_puts.values()) == {1}
 
 
-def test_the_first_signal_drains_in_flight_parts_and_exits_0(
+def test_the_first_signal_drains_in_flight_parts_and_exits_130_with_work_left(
     tmp_path: Path, threaded_emulator: RunningEmulator
 ) -> None:
     process = start_slow_run(tmp_path, threaded_emulator)
@@ -160,7 +160,7 @@ def test_the_first_signal_drains_in_flight_parts_and_exits_0(
     wait_for_a_hanging_part(threaded_emulator)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=90)
-    assert process.returncode == 0, stderr
+    assert process.returncode == 130, stderr  # not 0: `gcbulk run job.toml && next-step` must not carry on
     events = [json.loads(line)["event"] for line in (tmp_path / "job.events.jsonl").read_text().splitlines()]
     after_stop = events[events.index("stop_requested") :]
     assert "part_sent" in after_stop, "the part on the wire at the signal finished and was recorded"
@@ -183,8 +183,8 @@ def test_a_second_signal_stops_at_once_and_the_run_still_resumes(
     wait_for_event(tmp_path / "job.events.jsonl", "stop_requested")
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=90)
-    assert process.returncode == 130, stderr
-    assert "stopped at once" in stderr
+    assert process.returncode == 143, stderr
+    assert "stopped at once by SIGTERM with" in stderr
     assert_resumes_to_the_end(tmp_path, threaded_emulator)
 
 

@@ -23,7 +23,7 @@ from tests.engine.conftest import (
     values_by_socket,
     write_job,
 )
-from tests.imaging import make_mha, make_truncated_mha
+from tests.imaging import make_mha, make_unimportable_mha
 
 pytestmark = pytest.mark.emulator(import_delay_seconds=0.02)
 
@@ -80,7 +80,7 @@ async def test_an_image_the_server_cannot_import_fails_its_case_with_the_reason(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 2)
-    make_truncated_mha(tmp_path / "cases" / "patient2" / "seg.mha")  # passes the plan's header check
+    make_unimportable_mha(tmp_path / "cases" / "patient2" / "seg.mha")  # passes the plan's header checks
     outcome = await run_job(write_job(tmp_path, emulator), emulator)
     assert outcome.done == 1
     assert [title for title, _ in outcome.failed] == ["patient2"]
