@@ -5,7 +5,7 @@
 
 Each run starts a fresh emulator (``benchmarks/harness.py``, file sockets: an import is a file copy), writes
 ``--cases`` cases of ``--files`` files each, and runs ``gcbulk run`` in a child process of this script that counts,
-on the ledger's own thread (``engine/service/journal.LedgerRunner``):
+on the ledger's own thread (``engine/upload/journal.LedgerRunner``):
 
 * statements: sqlite3's ``set_trace_callback`` on the ledger's connection (BEGIN, SAVEPOINT, COMMIT included);
 * transactions: the BEGINs (a write outside one would be a transaction of its own: counted too);

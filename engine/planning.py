@@ -20,7 +20,7 @@ from gcbulk.engine.plan.parts import multipart_checksum
 from gcbulk.engine.plan.planner import Planner
 from gcbulk.engine.plan.preflight import Finding, Preflight, QuotaEstimate
 from gcbulk.engine.plan.titles import redacted
-from gcbulk.engine.service.progress import human_bytes
+from gcbulk.engine.upload.progress import human_bytes
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.records import PlanDiff
 from gcbulk.state.replan import planning

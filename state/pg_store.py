@@ -6,7 +6,7 @@ and — above all — the migrations are written once, against ``db.execute``, `
 (``m005_…``) that keeps to that surface, and to SQL both dialects read, works on PostgreSQL without a second copy;
 ``dialect(db)`` (``state/dsn.py``) is there for the rare statement that cannot be shared (m002's trigger).
 
-Why psycopg 3: the ledger API is synchronous (the engine calls it from one thread, see engine/service/journal.py),
+Why psycopg 3: the ledger API is synchronous (the engine calls it from one thread, see engine/upload/journal.py),
 and psycopg 3 is the driver that offers both a blocking and an asyncio connection with the same semantics, native
 ``FOR UPDATE SKIP LOCKED`` / advisory locks, and client-side binding (``ClientCursor``) that accepts the ledger's
 ``?``-style SQL once translated. asyncpg is asyncio-only, so every synchronous ledger call would need an event loop

@@ -38,7 +38,7 @@ from gcbulk.engine.gc.errors import (
 from gcbulk.engine.plan.titles import redacted, scrub
 from gcbulk.engine.service import follow, logs
 from gcbulk.engine.service.job_service import JobService, PlanBlocked, run_once
-from gcbulk.engine.service.progress import format_progress_line
+from gcbulk.engine.upload.progress import format_progress_line
 from gcbulk.engine.upload.transfer import RunOutcome
 from gcbulk.state.ledger import LedgerError, default_ledger_path
 

@@ -2,7 +2,7 @@
 
 ``JobService.serve(body)`` opens, in order: the Grand Challenge client (one pooled session, latency traced for the
 metrics), the monitoring endpoints (``engine/service/health.py``; first, so ``/healthz`` answers while the ledger is still
-being opened or planned), the ledger on its own thread (``gcbulk.engine.service.journal.LedgerRunner``), the summary line and the
+being opened or planned), the ledger on its own thread (``gcbulk.engine.upload.journal.LedgerRunner``), the summary line and the
 signal watcher; then it runs ``body(service)`` and closes everything in reverse.
 
 Signals, as ``gcbulk run`` has always handled them: the first SIGINT/SIGTERM starts nothing new; a transfer pass in
@@ -33,15 +33,15 @@ from gcbulk.engine.gc.retry import RetryBudget, item_budget
 from gcbulk.engine.planning import PlanReport, plan_into_ledger, print_report
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.health import MonitoringServer, ServerCheck
-from gcbulk.engine.service.journal import Journal, LedgerRunner
 from gcbulk.engine.service.metrics import (
     Metrics,
     RunState,
     read_job_counts,
     retry_reason,
 )
-from gcbulk.engine.service.progress import TransferStats
 from gcbulk.engine.settings import RunSettings
+from gcbulk.engine.upload.journal import Journal, LedgerRunner
+from gcbulk.engine.upload.progress import TransferStats
 from gcbulk.engine.upload.reconcile import StudySnapshot, read_study
 from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
 

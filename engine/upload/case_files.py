@@ -18,7 +18,7 @@ from gcbulk.engine.upload.values_patch import FILE, IMAGE
 from gcbulk.state.records import ItemWork
 
 if TYPE_CHECKING:
-    from gcbulk.engine.service.journal import Step
+    from gcbulk.engine.upload.journal import Step
 
 
 def _misfit(item: ItemWork, kind: str) -> bool:

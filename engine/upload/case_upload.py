@@ -52,7 +52,7 @@ from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, 
 from gcbulk.state.records import CaseWork, ItemWork
 
 if TYPE_CHECKING:
-    from gcbulk.engine.service.journal import Step
+    from gcbulk.engine.upload.journal import Step
 
 log = logging.getLogger(__name__)
 

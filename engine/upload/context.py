@@ -14,8 +14,8 @@ import anyio
 
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.pacer import import_policy
-from gcbulk.engine.service.journal import Journal
-from gcbulk.engine.service.progress import TransferStats
+from gcbulk.engine.upload.journal import Journal
+from gcbulk.engine.upload.progress import TransferStats
 from gcbulk.engine.upload.server_limits import CountingGate, ImportPacer
 from gcbulk.engine.upload.transfer_settings import TransferSettings
 

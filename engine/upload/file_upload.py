@@ -51,7 +51,7 @@ from gcbulk.state.dicom_staging import fit_upload
 from gcbulk.state.records import FileWork, UploadRow
 
 if TYPE_CHECKING:
-    from gcbulk.engine.service.journal import Step
+    from gcbulk.engine.upload.journal import Step
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import anyio
 
 from gcbulk.engine.gc.client import GrandChallengeClient, socket_slug_of
 from gcbulk.engine.gc.errors import ApiError, NotFound
-from gcbulk.engine.service.journal import Journal
 from gcbulk.engine.upload.crashpoints import crash_point
+from gcbulk.engine.upload.journal import Journal
 
 log = logging.getLogger(__name__)
 

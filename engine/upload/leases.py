@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from gcbulk.engine.service.journal import Journal
+from gcbulk.engine.upload.journal import Journal
 from gcbulk.state.workers import DEFAULT_LEASE_SECONDS
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from typing import Any
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import MultipartUploadVanished, UploadNoLongerOpen
 from gcbulk.engine.gc.uploads_api import UPLOAD_INITIALIZED, UploadRef, parse_server_time
-from gcbulk.engine.service.journal import Journal
+from gcbulk.engine.upload.journal import Journal
 
 log = logging.getLogger(__name__)
 # Covers the create's own timeout and clock skew between this machine and the server (their clocks are not compared

@@ -17,7 +17,7 @@ from natsort import natsort_keygen
 
 from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title, socket_slug_of
 from gcbulk.engine.gc.errors import NotFound
-from gcbulk.engine.service.journal import Journal
+from gcbulk.engine.upload.journal import Journal
 from gcbulk.state.server_truth import RecordedCase
 
 log = logging.getLogger(__name__)

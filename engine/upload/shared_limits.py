@@ -24,7 +24,7 @@ import anyio
 
 from gcbulk.engine.gc.errors import Interrupted
 from gcbulk.engine.gc.pacer import AdaptiveLimiter, PacerState
-from gcbulk.engine.service.journal import Journal
+from gcbulk.engine.upload.journal import Journal
 from gcbulk.engine.upload.server_limits import VOICE_SECONDS, CountingGate, GateWaitTimeout, ImportPacer
 
 wait_log = logging.getLogger("gcbulk.waits")

@@ -29,18 +29,18 @@ from gcbulk.engine.gc.errors import (
 )
 from gcbulk.engine.gc.pacer import case_rank, request_rank
 from gcbulk.engine.ledger_location import default_worker_id
-from gcbulk.engine.service.journal import Journal
-from gcbulk.engine.service.progress import (
-    StatsSnapshot,
-    TransferStats,
-    format_progress_line,
-)
 from gcbulk.engine.upload.case_upload import CaseUpload, DisplaySetIndex
 from gcbulk.engine.upload.claim_pacing import CLAIM_AHEAD, ClaimPacer
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.imports import UploadSessionIndex
+from gcbulk.engine.upload.journal import Journal
 from gcbulk.engine.upload.leases import CaseLeases
 from gcbulk.engine.upload.orphans import abort_orphan_uploads
+from gcbulk.engine.upload.progress import (
+    StatsSnapshot,
+    TransferStats,
+    format_progress_line,
+)
 from gcbulk.engine.upload.reconcile import (
     StudySnapshot,
     assign_create_orders,

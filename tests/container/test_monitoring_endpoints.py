@@ -20,9 +20,9 @@ from gcbulk.engine.gc.errors import ApiError, TransportError, UploadCapReached
 from gcbulk.engine.jobfile import JobConfig, load_job
 from gcbulk.engine.plan.planner import PlannedCase, plan_tree
 from gcbulk.engine.service.health import MonitoringServer, ServerCheck
-from gcbulk.engine.service.journal import LedgerRunner
 from gcbulk.engine.service.metrics import Metrics, RunState, retry_reason
 from gcbulk.engine.settings import Address
+from gcbulk.engine.upload.journal import LedgerRunner
 from gcbulk.state.ledger import Ledger, default_ledger_path
 from gcbulk.state.replan import planning
 from tests.container.conftest import write_job_file

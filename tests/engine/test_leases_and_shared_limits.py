@@ -14,10 +14,10 @@ import pytest
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import Interrupted
 from gcbulk.engine.gc.pacer import AdaptiveLimiter, api_policy, import_policy
-from gcbulk.engine.service.journal import Journal, LedgerRunner
-from gcbulk.engine.service.progress import EventLog
+from gcbulk.engine.upload.journal import Journal, LedgerRunner
 from gcbulk.engine.upload.leases import CaseLeases
 from gcbulk.engine.upload.orphans import abort_orphan_uploads
+from gcbulk.engine.upload.progress import EventLog
 from gcbulk.engine.upload.server_limits import CountingGate, GateWaitTimeout, ImportPacer
 from gcbulk.engine.upload.shared_limits import SharedGate, share_latency_floors, with_shared_floors
 from tests.pg_server import PgServer

@@ -14,8 +14,8 @@ from gcbulk.emulator.admin_answers import seed_answers
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import ConfigurationError
-from gcbulk.engine.service.journal import Journal, LedgerRunner
-from gcbulk.engine.service.progress import EventLog
+from gcbulk.engine.upload.journal import Journal, LedgerRunner
+from gcbulk.engine.upload.progress import EventLog
 from gcbulk.engine.upload.transfer import TransferEngine
 from gcbulk.state.ledger import default_ledger_path
 from tests.engine.conftest import (

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gcbulk.engine.cli import EXIT_CRASH, main
-from gcbulk.engine.service.journal import LedgerRunner
+from gcbulk.engine.upload.journal import LedgerRunner
 from gcbulk.state.ledger import Ledger, LedgerDiskFull, LedgerLocked, LedgerNotALedger
 from tests.engine.conftest import make_tutorial_tree
 from tests.state.conftest import BINDING

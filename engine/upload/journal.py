@@ -1,7 +1,7 @@
 """Each state change the engine makes: one ledger transaction and one JSON event line — off the event loop.
 
 The ledger (``state/ledger.py``) checks each transition and appends to its own event table in the same transaction;
-the journal then writes the same change as a JSON line (``engine/progress.EventLog``) for people and tools that
+the journal then writes the same change as a JSON line (``gcbulk.engine.upload.progress.EventLog``) for people and tools that
 follow a run live. An idempotent repeat (the ledger returns False) writes no line.
 
 Why a thread: a transition costs about a millisecond (a few queries and an fsync, ``synchronous=FULL``), and a run
@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import anyio
 
 from gcbulk.engine.plan.titles import redacted
-from gcbulk.engine.service.progress import EventLog
+from gcbulk.engine.upload.progress import EventLog
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.records import JobBinding
 from gcbulk.state.sqlite_file import ledger_faults
