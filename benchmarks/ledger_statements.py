@@ -123,12 +123,13 @@ def _child(job: str, out: str, ledger: str | None) -> int:
 
     original_translated = journal.LedgerRunner._translated
 
-    def translated(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def translated(self, call):  # type: ignore[no-untyped-def]
+        fn = getattr(call, "func", call)  # LedgerRunner hands over functools.partial(ledger method, *args)
         name = getattr(fn, "__name__", repr(fn))
         local.call = name
         started = time.thread_time()
         try:
-            return original_translated(self, fn, *args, **kwargs)
+            return original_translated(self, call)
         finally:
             spent = time.thread_time() - started
             counts["cpu"] += spent

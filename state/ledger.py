@@ -41,7 +41,7 @@ Transitions (each atomic and idempotent: a repeat returns False and writes nothi
                   ``upload_aborted(reason)``, ``upload_abandoned(reason)``
     part:         ``part_sent(upload_id, number, size=, etag=, md5=)``, ``part_invalidated(upload_id, number, reason)``
     any:          ``transition(kind, key, state, **fields)``, ``record_attempt(kind, key, error) -> attempts``
-    together:     ``record_together([(name, args, fields), …])`` — named transitions the engine takes back to back
+    together:     ``record_together([step(ledger.item_uploading, item_id), …])`` — transitions the engine takes back to back
                   (no request to the server between them) in one transaction: all or none
 Events (``gcbulk.state.event_log``)
     ``append_event(kind, case_id=None, **data)``, ``events(after_id=0, case_id=None)``.

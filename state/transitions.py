@@ -13,6 +13,7 @@ from typing import Any
 
 from gcbulk.state.errors import LedgerError, LiveUploadExists, UnknownRow, UploadNotOpen
 from gcbulk.state.machines import ConflictingRepeat
+from gcbulk.state.steps import Step
 
 
 def composite_checksum(part_md5_hexes: Sequence[str]) -> str:
@@ -29,23 +30,24 @@ class LedgerTransitions:
     db: Any
     _together: bool
 
-    def record_together(self, steps: Sequence[tuple[str, Sequence[Any], dict[str, Any]]]) -> list[Any]:
-        """Named transitions ``(name, args, fields)`` in one transaction (one commit, one call): all, or — when one
-        raises — none. Only for steps the engine takes back to back with no request to the server between them:
-        a crash then leaves the state before the first or after the last, both states it already resumes from."""
+    def record_together(self, steps: Sequence[Step[bool]]) -> list[bool]:
+        """Transitions (``step(ledger.case_done, case_id)``, …) in one transaction (one commit, one call): all, or —
+        when one raises — none. Only for steps the engine takes back to back with no request to the server between
+        them: a crash then leaves the state before the first or after the last, both states it already resumes from."""
         if self._together:
             raise LedgerError("record_together does not nest")
-        for name, _, _ in steps:
+        for each in steps:
             if (
-                name.startswith("_")
-                or name == "record_together"
-                or not callable(getattr(LedgerTransitions, name, None))
+                each.owner is not self
+                or each.name.startswith("_")
+                or each.name == "record_together"
+                or not callable(getattr(LedgerTransitions, each.name, None))
             ):
-                raise ValueError(f"{name!r} is not a ledger transition")
+                raise ValueError(f"{each.name!r} is not a ledger transition")
         with self.db.atomic():
             self._together = True  # each transition's own transaction is this one (Ledger._atomic)
             try:
-                return [getattr(self, name)(*args, **fields) for name, args, fields in steps]
+                return [each() for each in steps]
             finally:
                 self._together = False
 

@@ -127,10 +127,10 @@ class Follower:
         if report.blocking:
             return  # logged; the next round re-plans, so fixing the files is enough
         if time.monotonic() >= self.requeue_due:
-            requeued = await service.runner.call("requeue_failed_cases")
+            requeued = await service.runner.run(service.runner.ledger.requeue_failed_cases)
             if requeued:
                 logs.log_event("failed_cases_requeued", cases=len(requeued))
-        totals = await service.runner.call("transfer_totals")
+        totals = await service.runner.run(service.runner.ledger.transfer_totals)
         if not totals["cases"] or service.stop_requested.is_set():
             return
         outcome = await service.run_pass()

@@ -248,7 +248,7 @@ class JobService:
             titles = None if self.settings.adopt_existing else set(self._study.pk_by_title)
         job = self.job
         strict, cache = self.strict, self.content_cache
-        return await self.runner.run(
+        return await self.runner.with_ledger(
             lambda ledger: plan_into_ledger(
                 job, ledger, catalogue=catalogue, strict=strict, content_cache=cache, server_titles=titles
             )

@@ -363,9 +363,9 @@ class Metrics:
 
 async def read_job_counts(state: RunState, timeout: float = LEDGER_READ_TIMEOUT_SECONDS) -> JobCounts | None:
     """The ledger's counts, or None when the ledger is not open or its thread is busy for longer than ``timeout``."""
-    if state.runner is None or state.runner.ledger is None:
+    if state.runner is None or not state.runner.is_open:
         return None
     try:
-        return await asyncio.wait_for(state.runner.run(job_counts), timeout)
+        return await asyncio.wait_for(state.runner.with_ledger(job_counts), timeout)
     except TimeoutError:
         return None

@@ -6,7 +6,7 @@ concurrently, each through ``gcbulk.engine.upload.file_upload.FileUpload``. Mixe
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
@@ -16,9 +16,7 @@ from gcbulk.engine.upload.file_upload import FileUpload
 from gcbulk.engine.upload.server_limits import UnitPool
 from gcbulk.engine.upload.values_patch import FILE, IMAGE
 from gcbulk.state.records import ItemWork
-
-if TYPE_CHECKING:
-    from gcbulk.engine.upload.journal import Step
+from gcbulk.state.steps import Step, step
 
 
 def _misfit(item: ItemWork, kind: str) -> bool:
@@ -49,7 +47,7 @@ class CaseFiles:
         for item in work:
             for file in item.files:
                 if self._staged:
-                    uploads = await self.ctx.journal.read("uploads_of_file", file.id)
+                    uploads = await self.ctx.journal.read(self.ctx.journal.ledger.uploads_of_file, file.id)
                     fresh += not any(u.state in ("creating", "initialized", "completed") for u in uploads)
                 else:
                     fresh += file.upload is None
@@ -62,7 +60,9 @@ class CaseFiles:
             # all uploading, and each is resumed from either, as before.
             starting = {i.id for i in work if i.state == "planned" and not _misfit(i, kinds[i.socket_slug])}
             if starting:
-                await self._record_together([("item_uploading", (item_id,), {}) for item_id in sorted(starting)])
+                await self._record_together(
+                    [step(self.ctx.journal.ledger.item_uploading, item_id) for item_id in sorted(starting)]
+                )
                 work = [replace(i, state="uploading") if i.id in starting else i for i in work]
             async with anyio.create_task_group() as group:
                 for item in work:
@@ -81,13 +81,13 @@ class CaseFiles:
         that sibling files still have on the wire: the drain lets those finish."""
         if _misfit(item, kind):
             reason = f"socket {item.socket_slug} takes exactly one file, the plan has {len(item.files)}"
-            await self._record("item_failed", item.id, reason=reason)
+            await self._record(self.ctx.journal.ledger.item_failed, item.id, reason=reason)
             raise ValueError(reason)
         if item.state == "planned":
-            await self._record("item_uploading", item.id)
+            await self._record(self.ctx.journal.ledger.item_uploading, item.id)
         stopped: list[Interrupted] = []
         # An item of one file is recorded uploaded with that file's upload completed, in one transaction.
-        alone = [("item_uploaded", (item.id,), {})] if len(item.files) == 1 else []
+        alone = [step(self.ctx.journal.ledger.item_uploaded, item.id)] if len(item.files) == 1 else []
         uploads: list[FileUpload] = []
         try:
             async with anyio.create_task_group() as group:
@@ -96,14 +96,14 @@ class CaseFiles:
         except BaseException as raised:
             error = first_error(raised)
             if classify(error) not in (Disposition.INTERRUPTED, Disposition.STOP_RUN):
-                await self._record("item_failed", item.id, reason=f"{item.socket_slug}: {error}")
+                await self._record(self.ctx.journal.ledger.item_failed, item.id, reason=f"{item.socket_slug}: {error}")
                 self.ctx.stats.files_failed += 1
             raise error from None
         if stopped:
             interrupted.append(stopped[0])
             return
         if not (alone and uploads[0].completion_recorded):
-            await self._record("item_uploaded", item.id)
+            await self._record(self.ctx.journal.ledger.item_uploaded, item.id)
 
     async def _upload_file(
         self,
@@ -111,7 +111,7 @@ class CaseFiles:
         stopped: list[Interrupted],
         pool: UnitPool,
         uploads: list[FileUpload],
-        with_completion: list[Step],
+        with_completion: list[Step[bool]],
     ) -> None:
         try:
             staged = self._staged.get(file.id)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 
@@ -50,9 +51,10 @@ from gcbulk.engine.upload.targeted_sessions import (
 )
 from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, send_values
 from gcbulk.state.records import CaseWork, ItemWork
+from gcbulk.state.steps import Step, step
 
-if TYPE_CHECKING:
-    from gcbulk.engine.upload.journal import Step
+P = ParamSpec("P")
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -85,19 +87,19 @@ class CaseUpload(CaseFiles, ImportWait):
         self._staged: dict[int, Any] = {}  # file id → its de-identified copy (DICOM Image Sets), sent instead
         self.session_of: dict[str, str] = {}  # socket → the upload session its image was sent as (this pass)
 
-    async def _record(self, transition: str, *args: object, **fields: object) -> object:
-        return await self.ctx.journal.record(transition, *args, case=self.case.title, **fields)
+    async def _record(self, transition: Callable[P, T], *args: P.args, **fields: P.kwargs) -> T:
+        return await self.ctx.journal.record(step(transition, *args, **fields), case=self.case.title)
 
-    async def _record_together(self, steps: list[Step]) -> list[Any]:
+    async def _record_together(self, steps: list[Step[bool]]) -> list[bool]:
         return await self.ctx.journal.record_together(steps, case=self.case.title)
 
     async def _refresh(self) -> CaseWork:
-        self.case = await self.ctx.journal.read("case_work", self.case.id)
+        self.case = await self.ctx.journal.read(self.ctx.journal.ledger.case_work, self.case.id)
         return self.case
 
     async def run(self) -> bool:
         """True when the case is done, False when it failed (the reason is in the ledger)."""
-        await self._record("case_started", self.case.id)
+        await self._record(self.ctx.journal.ledger.case_started, self.case.id)
         try:
             with item_budget(
                 RetryBudget(
@@ -115,7 +117,7 @@ class CaseUpload(CaseFiles, ImportWait):
                     # The server is the truth: a display set it no longer has is replaced (once per run), never
                     # retried forever.
                     await self._record(
-                        "case_lost_on_server",
+                        self.ctx.journal.ledger.case_lost_on_server,
                         self.case.id,
                         display_set_gone=True,
                         reason=f"display set {self.case.display_set.pk} answered 404 (deleted, or "
@@ -150,10 +152,11 @@ class CaseUpload(CaseFiles, ImportWait):
     async def _fail(self, reason: str) -> None:
         await self._refresh()
         # One transaction: a crash leaves the case as it was before its failure (it is tried again) or failed.
-        steps: list[Step] = []
+        ledger = self.ctx.journal.ledger
+        steps: list[Step[bool]] = []
         if self.case.display_set.state in ("created", "values_attached", "importing"):
-            steps.append(("display_set_failed", (self.case.id,), {"reason": reason}))
-        steps.append(("case_failed", (self.case.id,), {"reason": reason}))
+            steps.append(step(ledger.display_set_failed, self.case.id, reason=reason))
+        steps.append(step(ledger.case_failed, self.case.id, reason=reason))
         await self._record_together(steps)
         self.ctx.stats.cases_failed += 1
 
@@ -199,10 +202,10 @@ class CaseUpload(CaseFiles, ImportWait):
                 reason = "this job's own create, answer lost"
             else:
                 reason = await self._may_adopt_foreign(existing)
-            await self._record("display_set_created", self.case.id, pk=existing)
+            await self._record(self.ctx.journal.ledger.display_set_created, self.case.id, pk=existing)
             self.ctx.journal.note("display_set_adopted", case=self.case.title, pk=existing, reason=reason)
             return existing
-        await self._record("display_set_creating", self.case.id)
+        await self._record(self.ctx.journal.ledger.display_set_creating, self.case.id)
         crash_point("after-display-set-intent")
         try:
             created = await self.ctx.client.create_display_set(
@@ -210,10 +213,10 @@ class CaseUpload(CaseFiles, ImportWait):
             )
         except ApiError as error:
             if error.status == 400:  # refused outright: certainly not created
-                await self._record("display_set_not_created", self.case.id, reason=str(error))
+                await self._record(self.ctx.journal.ledger.display_set_not_created, self.case.id, reason=str(error))
             raise
         crash_point("after-create-display-set")
-        await self._record("display_set_created", self.case.id, pk=created["pk"])
+        await self._record(self.ctx.journal.ledger.display_set_created, self.case.id, pk=created["pk"])
         crash_point("after-display-set-recorded")
         return created["pk"]
 
@@ -246,9 +249,9 @@ class CaseUpload(CaseFiles, ImportWait):
             if item.state != "uploaded":
                 continue
             taken = item.socket_slug in present
-            upload_pks = await self.ctx.journal.read("item_upload_pks", item.id)
+            upload_pks = await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_pks, item.id)
             if not taken and kinds[item.socket_slug] == IMAGE and not await is_image_set(self.ctx, item.socket_slug):
-                session_pk = await self.ctx.journal.read("item_upload_session", item.id)
+                session_pk = await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_session, item.id)
                 if session_pk:  # its own session left Queued only if the PATCH named it (docs/gc-api.md §10)
                     try:
                         session = await self.ctx.client.get_upload_session(session_pk)
@@ -270,7 +273,7 @@ class CaseUpload(CaseFiles, ImportWait):
                 except NotFound:
                     taken = True  # consumed by the file copy
             if taken:
-                await self._record("item_attached", item.id)
+                await self._record(self.ctx.journal.ledger.item_attached, item.id)
         await self._refresh()
 
     async def _attach_values(self, pk: str, kinds: dict[str, str]) -> None:
@@ -291,7 +294,7 @@ class CaseUpload(CaseFiles, ImportWait):
                     PlannedValue(item.socket_slug, kind, {"interface": item.socket_slug, "value": item.value})
                 )
                 continue
-            upload_pks = tuple(await self.ctx.journal.read("item_upload_pks", item.id))
+            upload_pks = tuple(await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_pks, item.id))
             urls = [client.upload_url(upload_pk) for upload_pk in upload_pks]
             if kind == FILE:
                 body = {"interface": item.socket_slug, "user_upload": urls[0]}
@@ -302,7 +305,9 @@ class CaseUpload(CaseFiles, ImportWait):
                     PlannedValue(item.socket_slug, kind, await image_set_value(self, item, urls), upload_pks)
                 )
                 continue
-            if self.ctx.sessions_refused is None and not await self.ctx.journal.read("item_upload_session", item.id):
+            if self.ctx.sessions_refused is None and not await self.ctx.journal.read(
+                self.ctx.journal.ledger.item_upload_session, item.id
+            ):
                 planned.append(targeted_value(item.socket_slug, pk, urls, upload_pks))  # one POST, no PATCH
                 continue
             session = await self._own_session(item, list(upload_pks))  # recorded earlier: reused or settled
@@ -336,11 +341,12 @@ class CaseUpload(CaseFiles, ImportWait):
         self._values_sent_at = time.monotonic()  # the import wait's first poll counts from here
         # One transaction: a crash leaves either nothing recorded (as a crash just after the PATCH: the next run
         # finds the values taken, _adopt_earlier_patch) or all of it.
-        steps: list[Step] = [
-            ("item_attached", (next(i for i in items if i.socket_slug == value.socket_slug).id,), {})
+        ledger = self.ctx.journal.ledger
+        steps = [
+            step(ledger.item_attached, next(i for i in items if i.socket_slug == value.socket_slug).id)
             for value in planned
         ]
-        steps += [("display_set_values_attached", (case.id,), {}), ("display_set_importing", (case.id,), {})]
+        steps += [step(ledger.display_set_values_attached, case.id), step(ledger.display_set_importing, case.id)]
         await self._record_together(steps)
         crash_point("after-values-recorded")
 
@@ -359,7 +365,9 @@ class CaseUpload(CaseFiles, ImportWait):
         kept = [i for i in items if i.socket_slug in present]
         for item in kept:
             self.ctx.journal.note("value_kept", case=self.case.title, socket=item.socket_slug, display_set=pk)
-            await self._record("item_attached", item.id)  # a value socket goes from planned straight there
+            await self._record(
+                self.ctx.journal.ledger.item_attached, item.id
+            )  # a value socket goes from planned straight there
         return [i for i in items if i.socket_slug not in present]
 
     async def _own_session(self, item: ItemWork, upload_pks: list[str]) -> dict[str, Any] | None:
@@ -382,10 +390,10 @@ class CaseUpload(CaseFiles, ImportWait):
                 ctx.journal.note("upload_sessions_refused", reason=str(refused))
             return {}
         if own.failed is not None:
-            await self._record("item_failed", item.id, reason=f"{item.socket_slug}: {own.failed}")
+            await self._record(self.ctx.journal.ledger.item_failed, item.id, reason=f"{item.socket_slug}: {own.failed}")
             return None
         if own.taken:
-            await self._record("item_attached", item.id)
+            await self._record(self.ctx.journal.ledger.item_attached, item.id)
             return None
         return own.session
 
@@ -393,11 +401,12 @@ class CaseUpload(CaseFiles, ImportWait):
         """The display set follows its items: once any value is attached, it is importing (also after a resume
         that found the values PATCH had been taken before the crash)."""
         case = await self._refresh()
-        steps: list[Step] = []
+        ledger = self.ctx.journal.ledger
+        steps: list[Step[bool]] = []
         if case.display_set.state == "created":
-            steps.append(("display_set_values_attached", (case.id,), {}))
+            steps.append(step(ledger.display_set_values_attached, case.id))
         if case.display_set.state in ("created", "values_attached"):
-            steps.append(("display_set_importing", (case.id,), {}))
+            steps.append(step(ledger.display_set_importing, case.id))
         if steps:
             await self._record_together(steps)
 
@@ -410,7 +419,8 @@ class CaseUpload(CaseFiles, ImportWait):
             return False
         crash_point("after-import-seen")
         # One transaction: a crash leaves the case to be seen imported again, or done.
-        await self._record_together([("display_set_done", (case.id,), {}), ("case_done", (case.id,), {})])
+        ledger = self.ctx.journal.ledger
+        await self._record_together([step(ledger.display_set_done, case.id), step(ledger.case_done, case.id)])
         self.ctx.stats.cases_done += 1
         crash_point("after-case-done")
         return True

@@ -167,7 +167,7 @@ async def stage_image_sets(upload: Any, work: list[ItemWork]) -> dict[int, FileW
     result: dict[int, FileWork] = {}
     todo: list[ItemWork] = []
     for item in items:
-        staged = _staged_files(item, await runner.run(dicom_staging.staged_of_item, item.id))
+        staged = _staged_files(item, await runner.with_ledger(dicom_staging.staged_of_item, item.id))
         if staged is not None and not await anyio.to_thread.run_sync(_intact, item, staged):
             staged = None
         if staged is None:
@@ -215,7 +215,7 @@ async def _stage_item(upload: Any, item: ItemWork, state: _RunState) -> dict[int
                 f"{error}; remove the file from the case folder and run 'gcbulk plan' again"
             ) from None
     except (SourceFileChanged, DicomItemFailed) as error:
-        await upload._record("item_failed", item.id, reason=f"{item.socket_slug}: {error}")
+        await upload._record(upload.ctx.journal.ledger.item_failed, item.id, reason=f"{item.socket_slug}: {error}")
         raise
     rows = [
         {
@@ -228,10 +228,10 @@ async def _stage_item(upload: Any, item: ItemWork, state: _RunState) -> dict[int
         }
         for f, s in zip(item.files, staged.files, strict=True)
     ]
-    await ctx.journal.runner.run(
+    await ctx.journal.runner.with_ledger(
         dicom_staging.record_staged, item.id, rows, case_id=upload.case.id, reused=staged.reused
     )
-    staged_files = _staged_files(item, await ctx.journal.runner.run(dicom_staging.staged_of_item, item.id))
+    staged_files = _staged_files(item, await ctx.journal.runner.with_ledger(dicom_staging.staged_of_item, item.id))
     assert staged_files is not None, "staged files vanished while being recorded"
     crash_point("after-dicom-staged")
     return staged_files
@@ -273,7 +273,7 @@ async def _drop_uploads_of_earlier_staging(upload: Any, item: ItemWork) -> None:
         if file.upload.state == "initialized":
             await FileUpload(upload.ctx, file, upload.case.title).abort(reason)
         else:
-            await upload._record("upload_expired", file.upload.id, reason=reason)
+            await upload._record(upload.ctx.journal.ledger.upload_expired, file.upload.id, reason=reason)
         log.info("%s: %s: %s", upload.case.title, file.relative_path, reason)
 
 
@@ -320,10 +320,10 @@ async def release_case(upload: Any) -> None:
     units = state.held.pop(upload.case.id, 0)
     if units:
         state.budget.release_nowait(units)
-    case = await ctx.journal.read("case_work", upload.case.id)
+    case = await ctx.journal.read(ctx.journal.ledger.case_work, upload.case.id)
     for item in case.items:
         if item.state in ("attached", "done"):
-            rows = await ctx.journal.runner.run(dicom_staging.staged_of_item, item.id)
+            rows = await ctx.journal.runner.with_ledger(dicom_staging.staged_of_item, item.id)
             if rows:
                 await anyio.to_thread.run_sync(release, _staging_root(state.options), _key(item))
-                await ctx.journal.runner.run(dicom_staging.forget_staged, item.id)
+                await ctx.journal.runner.with_ledger(dicom_staging.forget_staged, item.id)

@@ -93,7 +93,7 @@ class ImportWait:
             for item in waiting:
                 if item.socket_slug in present:
                     self._imported(item, kinds, started)
-                    await self._record("item_done", item.id)
+                    await self._record(self.ctx.journal.ledger.item_done, item.id)
                     await self._item_finished(item, kinds, consumed=True)
                 else:
                     still.append(item)
@@ -115,7 +115,7 @@ class ImportWait:
                     )
                     if await is_image_set(ctx, item.socket_slug, kinds[item.socket_slug]):
                         reason = timeout_reason(item, ctx, ctx.config.import_timeout_seconds)
-                    await self._record("item_failed", item.id, reason=reason)
+                    await self._record(self.ctx.journal.ledger.item_failed, item.id, reason=reason)
                     await self._item_finished(item, kinds, consumed=False)
                 break
             if ctx.stopping.is_set():
@@ -225,15 +225,19 @@ class ImportWait:
         for item in waiting:
             message = None
             if kinds[item.socket_slug] == IMAGE and not await is_image_set(self.ctx, item.socket_slug):
-                session_pk = await self.ctx.journal.read("item_upload_session", item.id)
+                session_pk = await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_session, item.id)
                 if session_pk:  # its own session: one GET, never a scan of the list (docs/gc-api.md §10)
                     message = await failed_session_message(self.ctx.client, session_pk)
                 else:  # attached directly (an older gcbulk, or a server that refused sessions)
-                    session = await self.sessions.find(await self.ctx.journal.read("item_upload_pks", item.id))
+                    session = await self.sessions.find(
+                        await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_pks, item.id)
+                    )
                     if session is not None and session.get("status") in SESSION_ENDED_BADLY:
                         message = session.get("error_message") or f"the import ended {session.get('status')}"
             if message is not None:
-                await self._record("item_failed", item.id, reason=f"{item.socket_slug}: {message}")
+                await self._record(
+                    self.ctx.journal.ledger.item_failed, item.id, reason=f"{item.socket_slug}: {message}"
+                )
                 await self._item_finished(item, kinds, consumed=False)
             else:
                 still.append(item)

@@ -111,7 +111,7 @@ class TransferEngine:
         return self._context
 
     async def _context_for_run(self) -> TransferContext:
-        totals = await self.journal.read("transfer_totals")
+        totals = await self.journal.read(self.journal.ledger.transfer_totals)
         self.stats.cases_total = totals["cases"]
         self.stats.files_total = totals["files"]
         self.stats.bytes_total = totals["bytes"]
@@ -155,7 +155,7 @@ class TransferEngine:
             import_gate=import_gate,  # type: ignore[arg-type]
         )
         if shared:  # a worker joining a job starts from what the others measured (latency floors, no slow start)
-            workers = await self.journal.read("workers_view", lease_seconds=self.leases.lease_seconds)
+            workers = await self.journal.read(self.journal.ledger.workers_view, lease_seconds=self.leases.lease_seconds)
             share_latency_floors(self.client.api_limiter, context.import_pacer, self.leases.worker_id, workers)
         self.stats.limits = lambda: (self.client.api_limiter.limit, context.import_pacer.limit)
         if self.stopping:
@@ -166,7 +166,7 @@ class TransferEngine:
         """Runs every runnable case; returns what happened. Raises on a stop-run error (e.g. a bad token)."""
         await self.client.reader_study_by_slug(self.reader_study_slug)  # a wrong slug stops here, clearly
         await self.client.require_editor(self.reader_study_slug, consequence="nothing was uploaded")
-        self._shared = await self.journal.read("shared_by_workers")
+        self._shared = await self.journal.read(self.journal.ledger.shared_by_workers)
         await self.leases.start()
         try:
             return await self._run_as_worker()
@@ -214,7 +214,7 @@ class TransferEngine:
         """Before and after the cases: re-queue what the server lost, abort this job's orphan uploads, and fix the
         ``order`` of the display sets still to create."""
         # Cases other live workers hold are theirs to settle: their steps look at the server themselves.
-        held = await self.journal.read("cases_leased_elsewhere", self.leases.worker_id)
+        held = await self.journal.read(self.journal.ledger.cases_leased_elsewhere, self.leases.worker_id)
         found = await reconcile_with_server(self.client, self.journal, study, skip_cases=held)
         outcome.requeued += found.display_sets_gone + found.values_gone
         try:
@@ -246,11 +246,13 @@ class TransferEngine:
             try:
                 # leases.scope: cancelled if another worker took the case over (a lost lease)
                 with pacer.case(), leases.scope(case_id):
-                    case = CaseUpload(ctx, await ctx.journal.read("case_work", case_id), sessions, display_sets)
+                    case = CaseUpload(
+                        ctx, await ctx.journal.read(ctx.journal.ledger.case_work, case_id), sessions, display_sets
+                    )
                     if await case.run():
                         outcome.done += 1
                     else:
-                        row = await ctx.journal.read("case_work", case_id)
+                        row = await ctx.journal.read(ctx.journal.ledger.case_work, case_id)
                         outcome.failed.append((row.title, row.last_error or "failed"))
                     ended = True
             except Interrupted:
@@ -293,7 +295,7 @@ class TransferEngine:
         if self._shared:
             for gate in (ctx.upload_gate, ctx.import_gate):
                 await gate.sync()  # type: ignore[attr-defined]  # a SharedGate when shared
-            rows = await self.journal.read("workers_view", lease_seconds=self.leases.lease_seconds)
+            rows = await self.journal.read(self.journal.ledger.workers_view, lease_seconds=self.leases.lease_seconds)
             share_latency_floors(self.client.api_limiter, ctx.import_pacer, self.leases.worker_id, rows)
         return {
             "api_limit": self.client.api_limiter.limit,
