@@ -119,7 +119,7 @@ class Job:
         """Walks the case tree, checks it, and records the plan in the ledger (``dry_run``: writes nothing).
         Returns the ``PlanReport`` ``gcbulk plan`` prints: ``.diff``, ``.findings``, ``.blocking``, ``.as_dict()``.
         ``offline`` skips reading the sockets from the server."""
-        from gcbulk.engine.planning import fetch_catalogue, plan_into_ledger
+        from gcbulk.engine.service.plan_recording import fetch_catalogue, plan_into_ledger
 
         job = self.settings.job
         catalogue = None if offline else fetch_catalogue(job, self.settings.require_token())[0]
@@ -164,7 +164,7 @@ class Job:
 
     def status(self) -> dict[str, Any]:
         """Counts by state and the cases that need attention, read from the ledger (works while a run is busy)."""
-        from gcbulk.engine.cli.status import collect_status
+        from gcbulk.engine.service.status import collect_status
 
         with Ledger.open_readonly(self.settings.ledger, self.settings.job.binding) as ledger:
             return collect_status(ledger)

@@ -60,6 +60,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from gcbulk.checksums import composite_checksum  # re-exported: the ledger records it
 from gcbulk.redaction import redact
 from gcbulk.state.dsn import is_postgres_dsn
 from gcbulk.state.errors import (  # re-exported: callers import them from gcbulk.state.ledger
@@ -92,7 +93,7 @@ from gcbulk.state.sqlite_file import (
     create_private_file,
     ledger_faults,
 )
-from gcbulk.state.transitions import LedgerTransitions, composite_checksum
+from gcbulk.state.transitions import LedgerTransitions
 from gcbulk.state.workers import LedgerWorkers
 
 __all__ = [

@@ -7,19 +7,13 @@ one transaction. Mixed into ``gcbulk.state.ledger.Ledger``.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from gcbulk.checksums import composite_checksum
 from gcbulk.state.errors import LedgerError, LiveUploadExists, UnknownRow, UploadNotOpen
 from gcbulk.state.machines import ConflictingRepeat
 from gcbulk.state.steps import Step
-
-
-def composite_checksum(part_md5_hexes: Sequence[str]) -> str:
-    """The S3 multipart checksum of a file: MD5 of the concatenated part MD5 digests, then ``-<number of parts>``."""
-    digest = hashlib.md5(b"".join(bytes.fromhex(h) for h in part_md5_hexes), usedforsecurity=False)
-    return f"{digest.hexdigest()}-{len(part_md5_hexes)}"
 
 
 class LedgerTransitions:

@@ -21,6 +21,7 @@ configuration error. Both modes serve ``/metrics``, ``/healthz`` and ``/readyz``
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import anyio
 from gcbulk.engine import settings
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_KILLED, EXIT_OK, EXIT_SOME_FAILED
 from gcbulk.engine.cli.plan import add_strict_argument
+from gcbulk.engine.cli.plan_report import print_report
 from gcbulk.engine.cli.server_options import job_settings_with_token
 from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
@@ -143,14 +145,26 @@ def run(args: argparse.Namespace) -> int:
         log_setup.close()
 
 
+_FOLLOW_EXIT = {
+    follow.FollowEnd.STOPPED: EXIT_OK,
+    follow.FollowEnd.CONFIG_ERROR: EXIT_CONFIG_ERROR,
+    follow.FollowEnd.KILLED: EXIT_KILLED,
+}
+
+
 def _run(args: argparse.Namespace, resolved: settings.RunSettings, service: JobService) -> int:
     service.strict = getattr(args, "strict", False)
     service.redact_titles = service.redact_titles or getattr(args, "redact_titles", False)
     try:
         if getattr(args, "follow", False):
-            return follow.run_follow(service)
-        outcome = anyio.run(service.serve, lambda s: run_once(s, replan=getattr(args, "replan", False)))
-    except PlanBlocked:
+            return _FOLLOW_EXIT[follow.run_follow(service)]
+        show_plan = functools.partial(print_report, out=sys.stderr, redact_titles=service.redact_titles)
+        outcome = anyio.run(
+            service.serve, lambda s: run_once(s, replan=getattr(args, "replan", False), show_plan=show_plan)
+        )
+    except PlanBlocked as blocked:
+        if blocked.report is None:  # a blocked plan's report said it already
+            print(f"gcbulk run: {blocked}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     except AuthenticationFailed:
         print(

@@ -30,7 +30,6 @@ from gcbulk.engine.gc.errors import (
     first_error,
 )
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
-from gcbulk.engine.planning import PlanReport, plan_into_ledger, print_report
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.health import MonitoringServer, ServerCheck
 from gcbulk.engine.service.metrics import (
@@ -39,6 +38,7 @@ from gcbulk.engine.service.metrics import (
     read_job_counts,
     retry_reason,
 )
+from gcbulk.engine.service.plan_recording import PlanReport, plan_into_ledger
 from gcbulk.engine.settings import RunSettings
 from gcbulk.engine.upload.journal import Journal, LedgerRunner
 from gcbulk.engine.upload.progress import TransferStats
@@ -324,13 +324,21 @@ async def _first_error_unwrapped() -> AsyncIterator[None]:
 
 
 class PlanBlocked(Exception):
-    """The job's plan has blocking findings (already printed): nothing is uploaded until they are fixed."""
+    """Nothing is uploaded: the job's plan has blocking findings (``report``), or its sockets could not be read
+    (``report`` is None). The message says which and what to do."""
+
+    def __init__(self, message: str, report: PlanReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
-async def run_once(service: JobService, *, replan: bool = True) -> RunOutcome:
+async def run_once(
+    service: JobService, *, replan: bool = True, show_plan: Callable[[PlanReport], None] | None = None
+) -> RunOutcome:
     """``gcbulk run`` without ``--follow``: plan (a re-walk of the tree: the planner is idempotent and records only
-    what changed, so new and vanished case folders are picked up without ``--replan``), then one pass over the
-    runnable cases. Blocked cases are skipped and listed. Raises PlanBlocked when nothing may run."""
+    what changed, so new and vanished case folders are picked up without ``--replan``), hand the report to
+    ``show_plan`` (the CLI prints it), then one pass over the runnable cases. Blocked cases are skipped and listed.
+    Raises PlanBlocked when nothing may run."""
     assert service.runner is not None
     del replan  # every run re-plans now; the flag stays accepted for scripts that pass it
     try:
@@ -338,14 +346,16 @@ async def run_once(service: JobService, *, replan: bool = True) -> RunOutcome:
     except (AuthenticationFailed, ConfigurationError):
         raise
     except GcbulkError as exc:
-        print(
-            f"gcbulk run: could not check the job's sockets at {service.job.base_url}: {exc}. Check the "
-            "server address and the network, then run again.",
-            file=sys.stderr,
-        )
-        raise PlanBlocked() from None
-    print_report(report, out=sys.stderr, redact_titles=service.redact_titles)
+        raise PlanBlocked(
+            f"could not check the job's sockets at {service.job.base_url}: {exc}. Check the server address and the "
+            "network, then run again."
+        ) from None
+    if show_plan is not None:
+        show_plan(report)
     if report.blocking:
-        raise PlanBlocked()
+        raise PlanBlocked(
+            "the plan has blocking findings (the plan report lists them): nothing is uploaded until they are fixed",
+            report,
+        )
     service.blocked_cases = list(report.diff.blocked)
     return await service.run_pass()
