@@ -54,6 +54,9 @@ from gcbulk.engine.results.reorder import (
     run_reorder,
 )
 from gcbulk.engine.results.safe_paths import safe_component
+from gcbulk.engine.service.plan_recording import PlanReport
+from gcbulk.engine.upload.outcome import CaseResult
+from gcbulk.engine.upload.reconcile import VerifyResult
 from gcbulk.engine.upload.transfer import RunOutcome
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.reorder_ledger import ReorderLedger
@@ -61,7 +64,16 @@ from gcbulk.state.reorder_ledger import ReorderLedger
 T = TypeVar("T")
 Order = Literal["title", "natural-title"]
 
-__all__ = ["Job", "ReaderStudy", "reorder_study", "export_study"]
+__all__ = [
+    "CaseResult",
+    "Job",
+    "PlanReport",
+    "ReaderStudy",
+    "RunOutcome",
+    "VerifyResult",
+    "export_study",
+    "reorder_study",
+]
 
 
 def _run_sync(make: Callable[[], Awaitable[T]]) -> T:
@@ -115,7 +127,7 @@ class Job:
     def __repr__(self) -> str:
         return f"Job({str(self.settings.job.job_file)!r}, reader_study={self.settings.job.reader_study!r})"
 
-    def plan(self, *, dry_run: bool = False, offline: bool = False) -> Any:
+    def plan(self, *, dry_run: bool = False, offline: bool = False) -> PlanReport:
         """Walks the case tree, checks it, and records the plan in the ledger (``dry_run``: writes nothing).
         Returns the ``PlanReport`` ``gcbulk plan`` prints: ``.diff``, ``.findings``, ``.blocking``, ``.as_dict()``.
         ``offline`` skips reading the sockets from the server."""
@@ -134,7 +146,7 @@ class Job:
 
     def run(self, *, replan: bool = False) -> RunOutcome:
         """Plans if needed, then runs every case to the end, as ``gcbulk run``. Returns the ``RunOutcome``
-        (``.failed``: ``(title, reason)`` pairs). Raises ``gcbulk.PlanBlocked`` when the plan has blocking findings."""
+        (``.done``; ``.failed`` and ``.requeued``: ``CaseResult(title, reason)`` records). Raises ``gcbulk.PlanBlocked`` when the plan has blocking findings."""
         from gcbulk.engine.service.job_service import JobService, run_once
 
         in_loop = _loop_running()
@@ -144,9 +156,9 @@ class Job:
             raise KeyboardInterrupt("the run was stopped; call run() again to resume")
         return outcome
 
-    def verify(self) -> Any:
+    def verify(self) -> VerifyResult:
         """Compares the ledger with the server, as ``gcbulk verify``: what the server lost is re-queued for the next
-        ``run()``, and orphan uploads of lost creates are aborted. Returns the ``Verification``
+        ``run()``, and orphan uploads of lost creates are aborted. Returns the ``VerifyResult``
         (``.consistent``, ``.as_dict()``)."""
         from gcbulk.engine.service.job_service import JobService
         from gcbulk.engine.upload.reconcile import verify
@@ -154,7 +166,7 @@ class Job:
         service = JobService(self.settings, watch_signals=not _loop_running())
         slug = self.settings.job.reader_study
 
-        async def body(service: JobService) -> Any:
+        async def body(service: JobService) -> VerifyResult:
             return await verify(service.client, service.journal, slug)  # type: ignore[arg-type]
 
         result = _run_sync(lambda: service.serve(body))

@@ -24,10 +24,21 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["ConfigurationError", "GcbulkError", "Job", "PlanBlocked", "ReaderStudy", "__version__"]
+__all__ = [
+    "CaseResult",
+    "ConfigurationError",
+    "GcbulkError",
+    "Job",
+    "PlanBlocked",
+    "PlanReport",
+    "ReaderStudy",
+    "RunOutcome",
+    "VerifyResult",
+    "__version__",
+]
 
 if TYPE_CHECKING:
-    from gcbulk.engine.api import Job, ReaderStudy
+    from gcbulk.engine.api import CaseResult, Job, PlanReport, ReaderStudy, RunOutcome, VerifyResult
     from gcbulk.engine.gc.errors import ConfigurationError, GcbulkError
     from gcbulk.engine.service.job_service import PlanBlocked
 
@@ -39,6 +50,11 @@ _LAZY = {
     "ConfigurationError": "gcbulk.engine.gc.errors",
     "GcbulkError": "gcbulk.engine.gc.errors",
     "PlanBlocked": "gcbulk.engine.service.job_service",
+    # What Job.plan(), Job.run() and Job.verify() return.
+    "PlanReport": "gcbulk.engine.api",
+    "RunOutcome": "gcbulk.engine.api",
+    "CaseResult": "gcbulk.engine.api",
+    "VerifyResult": "gcbulk.engine.api",
 }
 
 

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from gcbulk.redaction import redact
+from gcbulk.state.ledger_core import LedgerCore
 
 _SECRET_WORDS = ("token", "authorization", "password", "secret")
 
@@ -28,11 +29,8 @@ def _reject_secrets(data: dict[str, Any]) -> None:
             raise ValueError(f"refusing to write {key!r} to the ledger: the ledger must never hold credentials")
 
 
-class LedgerEvents:
+class LedgerEvents(LedgerCore):
     """Appending to and reading the event log."""
-
-    # Provided by Ledger: db, _now(), _all().
-    db: Any
 
     def _log(
         self,

@@ -2,7 +2,7 @@
 
 Why an adapter of sqlite-utils' surface rather than a second ledger: the state machines, the transitions, the queries
 and — above all — the migrations are written once, against ``db.execute``, ``db.atomic()``, ``db.conn.execute`` and
-``db["table"].create/create_index/add_column/insert``, and run unchanged on either store. A migration added later
+``db.table("table").create/create_index/add_column/insert``, and run unchanged on either store. A migration added later
 (``m005_…``) that keeps to that surface, and to SQL both dialects read, works on PostgreSQL without a second copy;
 ``dialect(db)`` (``state/dsn.py``) is there for the rare statement that cannot be shared (m002's trigger).
 
@@ -286,6 +286,10 @@ class PgDatabase:
         self.raw.close()
 
     def __getitem__(self, name: str) -> PgTable:
+        return PgTable(self, name)
+
+    def table(self, name: str) -> PgTable:
+        """As sqlite-utils' ``Database.table``: the table of that name (a table, never a view)."""
         return PgTable(self, name)
 
 

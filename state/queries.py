@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gcbulk.state.errors import UnknownRow
+from gcbulk.state.ledger_core import LedgerCore
 from gcbulk.state.machines import LIVE_UPLOAD_STATES, RUNNABLE_CASE_STATES
 from gcbulk.state.records import (
     AttentionRow,
@@ -26,10 +27,8 @@ from gcbulk.state.records import (
 _STATE_TABLES = {"case": "cases", "display_set": "display_sets", "item": "items", "upload": "uploads", "part": "parts"}
 
 
-class LedgerQueries:
+class LedgerQueries(LedgerCore):
     """Queries by name: what is in flight, what to do next, how far the job is."""
-
-    # Provided by Ledger: _get(), _one(), _all(), _scalar(), case_root, and the _case_of_file / _case_of_upload caches.
 
     # ---------------------------------------------------------------------------------------------------- queries
     def _live_upload_row(self, file_id: int) -> dict[str, Any] | None:

@@ -36,7 +36,6 @@ from gcbulk.state.ledger import (
     LedgerError,
     UnknownRow,
 )
-from gcbulk.state.ledger_extension import LedgerExtension
 from gcbulk.state.mask_records import MaskRecords
 
 EXPORT_DIR = ".gcbulk"
@@ -75,7 +74,7 @@ def export_ledger_path(out_dir: Path) -> Path:
     return out_dir / EXPORT_DIR / EXPORT_LEDGER_NAME
 
 
-class ResultsLedger(MaskRecords, LedgerExtension):
+class ResultsLedger(MaskRecords):
     """The ledger of one export folder: ``with ResultsLedger.open_export(folder, ...) as ledger:``."""
 
     @classmethod

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from gcbulk.state.transitions import LedgerTransitions
 
 # Items whose value went to a display set: a lost display set takes them all back to planned.
 _VALUE_EXPECTED = ("attached", "done")
@@ -39,9 +40,8 @@ class UnconfirmedCreate:
     intent_at: str
 
 
-class LedgerServerTruth:
-    # Provided by Ledger: db, transition(), _get(), _one(), _all(), _scalar(), _now(), _log().
-    db: Any
+class LedgerServerTruth(LedgerTransitions):
+    """What the server says against what the ledger recorded: ``gcbulk verify`` and the lost-create sweep."""
 
     # ---------------------------------------------------------------------------------------------------- verify
     def recorded_cases(self, *, page: int = 500) -> Iterator[RecordedCase]:

@@ -28,6 +28,7 @@ from typing import Any
 
 from gcbulk.state.dsn import dialect
 from gcbulk.state.errors import LedgerError
+from gcbulk.state.event_log import LedgerEvents
 from gcbulk.state.machines import RUNNABLE_CASE_STATES
 
 # Not under gcbulk.state: a wait for another worker's plan must be heard.
@@ -78,11 +79,8 @@ class WorkerRow:
     progress: Mapping[str, Any]
 
 
-class LedgerWorkers:
+class LedgerWorkers(LedgerEvents):
     """Leases, heartbeats and shared limits (see the module docstring)."""
-
-    # Provided by Ledger: db, _clock, _all(), _one(), _scalar(), _now(), append_event().
-    db: Any
 
     @property
     def _shared_store(self) -> bool:

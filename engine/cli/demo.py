@@ -86,11 +86,12 @@ def run(args: argparse.Namespace) -> int:
     from gcbulk.emulator.context import EmulatorConfig
     from gcbulk.emulator.server import emulator_in_thread
     from gcbulk.engine.cli import run as run_command
+    from gcbulk.engine.cli.exit_codes import EXIT_CONFIG_ERROR, EXIT_OK
     from gcbulk.engine.jobfile import TOKEN_ENV
 
     if args.cases < 1:
         print("gcbulk demo: --cases must be at least 1", file=sys.stderr)
-        return run_command.EXIT_CONFIG
+        return EXIT_CONFIG_ERROR
     workdir = args.workdir.absolute()
     cases = workdir / "cases"
     if getattr(args, "generate_only", False):
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             f"gcbulk demo: wrote {len(written)} tutorial-shaped case(s) under {cases} ({args.cases} in all)",
             file=sys.stderr,
         )
-        return run_command.EXIT_OK
+        return EXIT_OK
     if not cases.is_dir() or sum(1 for _ in cases.iterdir()) != args.cases:
         shutil.rmtree(cases, ignore_errors=True)
         write_case_tree(cases, args.cases)

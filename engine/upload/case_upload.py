@@ -74,23 +74,29 @@ class DisplaySetIndex:
         self._titles.pop(title, None)
 
 
-class CaseUpload(CaseFiles, ImportWait):
+class CaseUpload:
+    """One case's way to an imported display set. Its steps 1 and 4 are collaborators that read the case through it:
+    ``files`` (``CaseFiles``) and ``imports`` (``ImportWait``)."""
+
     def __init__(
         self, ctx: TransferContext, case: CaseWork, sessions: UploadSessionIndex, display_sets: DisplaySetIndex
     ) -> None:
         self.ctx = ctx
-        self.case = case
+        self.case = case  # as last read from the ledger (``_refresh``)
         self.sessions = sessions
         self.display_sets = display_sets
         self.import_units = 0  # import-gate units this case holds
         self._adopted_foreign = False  # its display set was made by someone else (run --adopt-existing)
-        self._staged: dict[int, Any] = {}  # file id → its de-identified copy (DICOM Image Sets), sent instead
         self.session_of: dict[str, str] = {}  # socket → the upload session its image was sent as (this pass)
+        self._values_sent_at: float | None = None  # when this pass PATCHed the values (the import wait counts from it)
+        self.files = CaseFiles(self)
+        self.imports = ImportWait(self)
 
-    async def _record(self, transition: Callable[P, T], *args: P.args, **fields: P.kwargs) -> T:
+    async def record(self, transition: Callable[P, T], *args: P.args, **fields: P.kwargs) -> T:
+        """``transition(*args, **fields)`` on the ledger's thread, with the event line naming this case."""
         return await self.ctx.journal.record(step(transition, *args, **fields), case=self.case.title)
 
-    async def _record_together(self, steps: list[Step[bool]]) -> list[bool]:
+    async def record_together(self, steps: list[Step[bool]]) -> list[bool]:
         return await self.ctx.journal.record_together(steps, case=self.case.title)
 
     async def _refresh(self) -> CaseWork:
@@ -99,7 +105,7 @@ class CaseUpload(CaseFiles, ImportWait):
 
     async def run(self) -> bool:
         """True when the case is done, False when it failed (the reason is in the ledger)."""
-        await self._record(self.ctx.journal.ledger.case_started, self.case.id)
+        await self.record(self.ctx.journal.ledger.case_started, self.case.id)
         try:
             with item_budget(
                 RetryBudget(
@@ -116,7 +122,7 @@ class CaseUpload(CaseFiles, ImportWait):
                         raise
                     # The server is the truth: a display set it no longer has is replaced (once per run), never
                     # retried forever.
-                    await self._record(
+                    await self.record(
                         self.ctx.journal.ledger.case_lost_on_server,
                         self.case.id,
                         display_set_gone=True,
@@ -144,7 +150,7 @@ class CaseUpload(CaseFiles, ImportWait):
             with anyio.CancelScope(shield=True):
                 await release_case(self)
 
-    def _stop_point(self, where: str) -> None:
+    def stop_point(self, where: str) -> None:
         """Between steps, a stopping run starts nothing new; the case resumes here next time."""
         if self.ctx.stopping.is_set():
             raise Interrupted(f"{self.case.title}: stopped {where}")
@@ -157,19 +163,21 @@ class CaseUpload(CaseFiles, ImportWait):
         if self.case.display_set.state in ("created", "values_attached", "importing"):
             steps.append(step(ledger.display_set_failed, self.case.id, reason=reason))
         steps.append(step(ledger.case_failed, self.case.id, reason=reason))
-        await self._record_together(steps)
+        await self.record_together(steps)
         self.ctx.stats.cases_failed += 1
 
     async def _steps(self, kinds: dict[str, str]) -> bool:
         if self.case.display_set.pk and any(i.state == "uploaded" for i in self.case.items):
             await self._adopt_earlier_patch(kinds)
-        await self._upload_items(kinds)
+        await self.files.upload(kinds)
         uploads_under_way()  # nothing (left) to upload: the worker may claim its next case
-        self._stop_point("before its display set")
+        self.stop_point("before its display set")
         pk = await self._ensure_display_set()
-        self._stop_point("before its values")
+        self.stop_point("before its values")
         await self._attach_values(pk, kinds)
-        return await self._await_imports(pk, kinds)
+        await self._mark_importing()
+        await self.imports.wait(pk, kinds, values_sent_at=self._values_sent_at)
+        return await self._finish()
 
     def _is_own_display_set(self, error: NotFound) -> bool:
         pk = self.case.display_set.pk
@@ -202,10 +210,10 @@ class CaseUpload(CaseFiles, ImportWait):
                 reason = "this job's own create, answer lost"
             else:
                 reason = await self._may_adopt_foreign(existing)
-            await self._record(self.ctx.journal.ledger.display_set_created, self.case.id, pk=existing)
+            await self.record(self.ctx.journal.ledger.display_set_created, self.case.id, pk=existing)
             self.ctx.journal.note("display_set_adopted", case=self.case.title, pk=existing, reason=reason)
             return existing
-        await self._record(self.ctx.journal.ledger.display_set_creating, self.case.id)
+        await self.record(self.ctx.journal.ledger.display_set_creating, self.case.id)
         crash_point("after-display-set-intent")
         try:
             created = await self.ctx.client.create_display_set(
@@ -213,10 +221,10 @@ class CaseUpload(CaseFiles, ImportWait):
             )
         except ApiError as error:
             if error.status == 400:  # refused outright: certainly not created
-                await self._record(self.ctx.journal.ledger.display_set_not_created, self.case.id, reason=str(error))
+                await self.record(self.ctx.journal.ledger.display_set_not_created, self.case.id, reason=str(error))
             raise
         crash_point("after-create-display-set")
-        await self._record(self.ctx.journal.ledger.display_set_created, self.case.id, pk=created["pk"])
+        await self.record(self.ctx.journal.ledger.display_set_created, self.case.id, pk=created["pk"])
         crash_point("after-display-set-recorded")
         return created["pk"]
 
@@ -273,7 +281,7 @@ class CaseUpload(CaseFiles, ImportWait):
                 except NotFound:
                     taken = True  # consumed by the file copy
             if taken:
-                await self._record(self.ctx.journal.ledger.item_attached, item.id)
+                await self.record(self.ctx.journal.ledger.item_attached, item.id)
         await self._refresh()
 
     async def _attach_values(self, pk: str, kinds: dict[str, str]) -> None:
@@ -324,7 +332,7 @@ class CaseUpload(CaseFiles, ImportWait):
         imports = sum(1 for value in planned if value.kind == IMAGE)
         if imports:
             self.import_units += await self.ctx.import_gate.acquire(imports, who=self.case.title)
-        self._stop_point("before its values")  # the stop may have come while it waited for import slots
+        self.stop_point("before its values")  # the stop may have come while it waited for import slots
         crash_point("before-values-patch")
         # Never resent blindly: a lost answer is settled by looking at the display set and the uploads.
         await send_values(
@@ -334,7 +342,7 @@ class CaseUpload(CaseFiles, ImportWait):
             kinds,
             policy=self.ctx.config.retry,
             what=f"{self.case.title}: values PATCH",
-            between_images=self.between_images(pk, kinds),
+            between_images=self.imports.between_images(pk, kinds),
             post_targeted=lambda value: self._post_targeted(value, items),
         )
         crash_point("after-values-patch")
@@ -347,7 +355,7 @@ class CaseUpload(CaseFiles, ImportWait):
             for value in planned
         ]
         steps += [step(ledger.display_set_values_attached, case.id), step(ledger.display_set_importing, case.id)]
-        await self._record_together(steps)
+        await self.record_together(steps)
         crash_point("after-values-recorded")
 
     async def _post_targeted(self, value: PlannedValue, items: list[ItemWork]) -> None:
@@ -365,7 +373,7 @@ class CaseUpload(CaseFiles, ImportWait):
         kept = [i for i in items if i.socket_slug in present]
         for item in kept:
             self.ctx.journal.note("value_kept", case=self.case.title, socket=item.socket_slug, display_set=pk)
-            await self._record(
+            await self.record(
                 self.ctx.journal.ledger.item_attached, item.id
             )  # a value socket goes from planned straight there
         return [i for i in items if i.socket_slug not in present]
@@ -390,10 +398,10 @@ class CaseUpload(CaseFiles, ImportWait):
                 ctx.journal.note("upload_sessions_refused", reason=str(refused))
             return {}
         if own.failed is not None:
-            await self._record(self.ctx.journal.ledger.item_failed, item.id, reason=f"{item.socket_slug}: {own.failed}")
+            await self.record(self.ctx.journal.ledger.item_failed, item.id, reason=f"{item.socket_slug}: {own.failed}")
             return None
         if own.taken:
-            await self._record(self.ctx.journal.ledger.item_attached, item.id)
+            await self.record(self.ctx.journal.ledger.item_attached, item.id)
             return None
         return own.session
 
@@ -408,7 +416,7 @@ class CaseUpload(CaseFiles, ImportWait):
         if case.display_set.state in ("created", "values_attached"):
             steps.append(step(ledger.display_set_importing, case.id))
         if steps:
-            await self._record_together(steps)
+            await self.record_together(steps)
 
     async def _finish(self) -> bool:
         case = await self._refresh()
@@ -420,7 +428,7 @@ class CaseUpload(CaseFiles, ImportWait):
         crash_point("after-import-seen")
         # One transaction: a crash leaves the case to be seen imported again, or done.
         ledger = self.ctx.journal.ledger
-        await self._record_together([step(ledger.display_set_done, case.id), step(ledger.case_done, case.id)])
+        await self.record_together([step(ledger.display_set_done, case.id), step(ledger.case_done, case.id)])
         self.ctx.stats.cases_done += 1
         crash_point("after-case-done")
         return True

@@ -18,6 +18,7 @@ from natsort import natsort_keygen
 from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title, socket_slug_of
 from gcbulk.engine.gc.errors import NotFound
 from gcbulk.engine.upload.journal import Journal, step
+from gcbulk.engine.upload.outcome import CaseResult
 from gcbulk.state.server_truth import RecordedCase
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,8 @@ class Reconciliation:
     """What a comparison found: cases checked, and the titles re-queued with the reason."""
 
     checked: int = 0
-    display_sets_gone: list[tuple[str, str]] = field(default_factory=list)
-    values_gone: list[tuple[str, str]] = field(default_factory=list)
+    display_sets_gone: list[CaseResult] = field(default_factory=list)
+    values_gone: list[CaseResult] = field(default_factory=list)
 
     @property
     def requeued(self) -> int:
@@ -106,7 +107,7 @@ async def reconcile_with_server(
                 step(journal.ledger.case_lost_on_server, case.case_id, display_set_gone=True, reason=reason),
                 case=case.title,
             ):
-                found.display_sets_gone.append((case.title, reason))
+                found.display_sets_gone.append(CaseResult(case.title, reason))
                 log.warning("%s: %s; re-queued", case.title, reason)
             continue
         missing = _missing(case, on_server)
@@ -123,7 +124,7 @@ async def reconcile_with_server(
             ),
             case=case.title,
         ):
-            found.values_gone.append((case.title, reason))
+            found.values_gone.append(CaseResult(case.title, reason))
             log.warning("%s: %s; re-queued", case.title, reason)
     if found.requeued:
         journal.note("reconciled", **found.as_dict())
@@ -177,7 +178,7 @@ async def assign_create_orders(journal: Journal, study: StudySnapshot) -> int:
 
 
 @dataclass
-class Verification:
+class VerifyResult:
     """``gcbulk verify``: the ledger against the server, and this job's orphan uploads."""
 
     reconciliation: Reconciliation
@@ -204,7 +205,7 @@ class Verification:
 VERIFY_WORKER = "gcbulk-verify"
 
 
-async def verify(client: GrandChallengeClient, journal: Journal, reader_study_slug: str) -> Verification:
+async def verify(client: GrandChallengeClient, journal: Journal, reader_study_slug: str) -> VerifyResult:
     """One listing of the study, compared with the ledger (what is gone is re-queued for the next run), then the
     lost upload creates looked for and aborted (``engine/upload/orphans.py``). Cases that running workers hold
     (several workers on a PostgreSQL ledger) are theirs: left alone here."""
@@ -213,4 +214,4 @@ async def verify(client: GrandChallengeClient, journal: Journal, reader_study_sl
     held = await journal.read(journal.ledger.cases_leased_elsewhere, VERIFY_WORKER)
     found = await reconcile_with_server(client, journal, await read_study(client, reader_study_slug), skip_cases=held)
     sweep = await abort_orphan_uploads(client, journal, other_workers=held)
-    return Verification(found, sweep.looked_for, len(sweep.aborted))
+    return VerifyResult(found, sweep.looked_for, len(sweep.aborted))

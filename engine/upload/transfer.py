@@ -36,6 +36,7 @@ from gcbulk.engine.upload.imports import UploadSessionIndex
 from gcbulk.engine.upload.journal import Journal
 from gcbulk.engine.upload.leases import CaseLeases
 from gcbulk.engine.upload.orphans import abort_orphan_uploads
+from gcbulk.engine.upload.outcome import CaseResult
 from gcbulk.engine.upload.progress import (
     StatsSnapshot,
     TransferStats,
@@ -59,11 +60,11 @@ progress_log = logging.getLogger("gcbulk.progress")
 @dataclass
 class RunOutcome:
     done: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (case title, reason)
+    failed: list[CaseResult] = field(default_factory=list)  # each with the reason the ledger holds
     interrupted: bool = False
     stats: StatsSnapshot | None = None
-    # (case title, reason): cases the server no longer had (display set or values gone), sent again
-    requeued: list[tuple[str, str]] = field(default_factory=list)
+    # Cases the server no longer had (display set or values gone), sent again.
+    requeued: list[CaseResult] = field(default_factory=list)
     orphans_aborted: int = 0
 
 
@@ -253,7 +254,7 @@ class TransferEngine:
                         outcome.done += 1
                     else:
                         row = await ctx.journal.read(ctx.journal.ledger.case_work, case_id)
-                        outcome.failed.append((row.title, row.last_error or "failed"))
+                        outcome.failed.append(CaseResult(row.title, row.last_error or "failed"))
                     ended = True
             except Interrupted:
                 pass  # stopped on request: the case stays 'running' and resumes next time (here or elsewhere)
