@@ -203,7 +203,7 @@ async def export_study(
     """``gcbulk export``: the study's questions, display sets, answers and (``masks``) mask images into ``out_dir``,
     incrementally. Raises ConfigurationError for a bad study, token or folder."""
     if mask_downloads < 1:
-        raise settings.ConfigurationError("mask_downloads (--mask-downloads) must be at least 1")
+        raise ConfigurationError("mask_downloads (--mask-downloads) must be at least 1")
     options = ExportOptions(
         reader_study=server.require_reader_study(),
         out_dir=Path(out_dir).absolute(),
@@ -227,11 +227,11 @@ async def reorder_study(
     """``gcbulk reorder``: new ``order`` values for the study's display sets, by title or from a CSV; idempotent and
     resumable through ``ledger`` (default ``<slug>.reorder.sqlite`` in the working folder)."""
     if (by is None) == (from_csv is None):
-        raise settings.ConfigurationError("reorder needs exactly one of by='title'|'natural-title' or from_csv=PATH")
+        raise ConfigurationError("reorder needs exactly one of by='title'|'natural-title' or from_csv=PATH")
     if by is not None and by not in ("title", "natural-title"):
-        raise settings.ConfigurationError(f"reorder by {by!r}: use 'title' or 'natural-title'")
+        raise ConfigurationError(f"reorder by {by!r}: use 'title' or 'natural-title'")
     if concurrency < 1:
-        raise settings.ConfigurationError("concurrency (--concurrency) must be at least 1")
+        raise ConfigurationError("concurrency (--concurrency) must be at least 1")
     slug = server.require_reader_study()
     async with _client(server) as client:
         study = await client.reader_study_by_slug(slug)

@@ -42,10 +42,10 @@ class PlannedTitles:
         self._conn = ledger.db.conn
 
     def __contains__(self, title: object) -> bool:
-        return self._conn.execute("SELECT 1 FROM temp.plan_titles WHERE title = ?", (title,)).fetchone() is not None
+        return self._conn.execute("SELECT 1 FROM plan_titles WHERE title = ?", (title,)).fetchone() is not None
 
     def add(self, title: str) -> None:
-        self._conn.execute("INSERT OR IGNORE INTO temp.plan_titles (title) VALUES (?)", (title,))
+        self._conn.execute("INSERT INTO plan_titles (title) VALUES (?) ON CONFLICT DO NOTHING", (title,))
 
 
 class PlanRecorder:
@@ -87,8 +87,8 @@ class PlanRecorder:
             )
             self.db.execute("CREATE TEMP TABLE IF NOT EXISTS plan_seen (case_id INTEGER PRIMARY KEY)")
             self.db.execute("CREATE TEMP TABLE IF NOT EXISTS plan_titles (title TEXT PRIMARY KEY)")
-            self.db.execute("DELETE FROM temp.plan_seen")
-            self.db.execute("DELETE FROM temp.plan_titles")
+            self.db.execute("DELETE FROM plan_seen")
+            self.db.execute("DELETE FROM plan_titles")
 
     def _ensure_batch(self) -> None:
         if not self.conn.in_transaction:
@@ -159,10 +159,10 @@ class PlanRecorder:
         else:
             case_id = row["id"]
             self._update_case(row, case, findings, blocking)
-        self.conn.execute("INSERT INTO temp.plan_seen (case_id) VALUES (?)", (case_id,))
+        self.conn.execute("INSERT INTO plan_seen (case_id) VALUES (?)", (case_id,))
 
     def _seen(self, case_id: int) -> bool:
-        return self.conn.execute("SELECT 1 FROM temp.plan_seen WHERE case_id = ?", (case_id,)).fetchone() is not None
+        return self.conn.execute("SELECT 1 FROM plan_seen WHERE case_id = ?", (case_id,)).fetchone() is not None
 
     def _record_duplicate(self, row: dict[str, Any], title: str, findings: list[dict[str, Any]]) -> None:
         # docs/gc-api.md §3: the title is unique per reader study and is our idempotency key, so two folders with one title
@@ -371,7 +371,7 @@ class PlanRecorder:
     # ------------------------------------------------------------------------------------------------- vanished
     def _mark_vanished(self) -> None:
         for row in self.ledger._all(
-            "SELECT id, title, state FROM cases WHERE id NOT IN (SELECT case_id FROM temp.plan_seen) ORDER BY id"
+            "SELECT id, title, state FROM cases WHERE id NOT IN (SELECT case_id FROM plan_seen) ORDER BY id"
         ):
             if row["state"] in _VANISHABLE:
                 self.ledger.transition("case", row["id"], "vanished")

@@ -91,7 +91,7 @@ def _damaged(path: Path, detail: str) -> str:
 
 
 @contextmanager
-def ledger_faults(path: Path) -> Iterator[None]:
+def ledger_faults(path: Path | str) -> Iterator[None]:
     """Turns SQLite's and the disk's failures into LedgerErrors that say what to do (exit 2 in every command), in
     one place: the open paths and every call the engine makes on the ledger's thread go through here."""
     try:

@@ -311,7 +311,9 @@ class LedgerWorkers(LedgerEvents):
         read = "SELECT external FROM shared_limits WHERE limit_name = ?" + (" FOR UPDATE" if self._shared_store else "")
         external = self._scalar(read, (limit_name,))
         if external is None:
-            self.db.execute("INSERT OR IGNORE INTO shared_limits (limit_name, external) VALUES (?, 0)", (limit_name,))
+            self.db.execute(
+                "INSERT INTO shared_limits (limit_name, external) VALUES (?, 0) ON CONFLICT DO NOTHING", (limit_name,)
+            )
             external = self._scalar(read, (limit_name,))
         return external
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from types import ModuleType
 
-from gcbulk.engine.cli.exit_codes import (  # noqa: F401 - re-exported: commands import them from here
+from gcbulk.engine.cli.exit_codes import (  # re-exported: commands import them from here
     EXIT_BROKEN_PIPE,
     EXIT_CONFIG_ERROR,
     EXIT_CRASH,
@@ -20,6 +21,18 @@ from gcbulk.engine.cli.exit_codes import (  # noqa: F401 - re-exported: commands
     EXIT_OK,
     EXIT_SOME_FAILED,
 )
+
+__all__ = [
+    "COMMANDS",
+    "EXIT_BROKEN_PIPE",
+    "EXIT_CONFIG_ERROR",
+    "EXIT_CRASH",
+    "EXIT_KILLED",
+    "EXIT_OK",
+    "EXIT_SOME_FAILED",
+    "build_parser",
+    "main",
+]
 
 COMMANDS = {
     "plan": "gcbulk.engine.cli.plan",
@@ -35,7 +48,7 @@ COMMANDS = {
 }
 
 
-def _available_commands(only: str | None = None) -> dict[str, object]:
+def _available_commands(only: str | None = None) -> dict[str, ModuleType]:
     """The command modules, or just ``only``'s when the command line names one: a run then does not pay for
     importing every other command (``export`` alone pulls in the results side)."""
     modules = {}

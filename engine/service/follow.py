@@ -135,11 +135,13 @@ class Follower:
         self._log_plan(report)
         if report.blocking:
             return  # logged; the next round re-plans, so fixing the files is enough
+        runner = service.runner
+        assert runner is not None, "a round runs inside JobService.serve, with its ledger open"
         if time.monotonic() >= self.requeue_due:
-            requeued = await service.runner.run(service.runner.ledger.requeue_failed_cases)
+            requeued = await runner.run(runner.ledger.requeue_failed_cases)
             if requeued:
                 logs.log_event("failed_cases_requeued", cases=len(requeued))
-        totals = await service.runner.run(service.runner.ledger.transfer_totals)
+        totals = await runner.run(runner.ledger.transfer_totals)
         if not totals["cases"] or service.stop_requested.is_set():
             return
         outcome = await service.run_pass()

@@ -15,9 +15,10 @@ from typing import Any
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.jobfile import JobConfig
 from gcbulk.engine.plan.cases import PlannedCase
+from gcbulk.engine.plan.findings import Finding
 from gcbulk.engine.plan.parts import multipart_checksum
 from gcbulk.engine.plan.planner import Planner
-from gcbulk.engine.plan.preflight import Finding, Preflight, QuotaEstimate
+from gcbulk.engine.plan.preflight import Preflight, QuotaEstimate
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.records import PlanDiff
 from gcbulk.state.replan import planning

@@ -46,7 +46,8 @@ PAGE = 64
 class LedgerRunner:
     """Owns the ledger on its own thread: ``async with LedgerRunner(path, binding) as runner``."""
 
-    def __init__(self, path: Path, binding: JobBinding, *, job_file: Path | None = None) -> None:
+    def __init__(self, path: Path | str, binding: JobBinding, *, job_file: Path | None = None) -> None:
+        # ``path``: the ledger's file, or a PostgreSQL DSN (state/dsn.py).
         self.path = path
         self.binding = binding
         self.job_file = job_file

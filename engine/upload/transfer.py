@@ -152,8 +152,8 @@ class TransferEngine:
             config=self.config,
             stats=self.stats,
             reader_study_slug=self.reader_study_slug,
-            upload_gate=upload_gate,  # type: ignore[arg-type]  # the same surface
-            import_gate=import_gate,  # type: ignore[arg-type]
+            upload_gate=upload_gate,  # a SharedGate: the same surface (arg-type left, pyproject)
+            import_gate=import_gate,
         )
         if shared:  # a worker joining a job starts from what the others measured (latency floors, no slow start)
             workers = await self.journal.read(self.journal.ledger.workers_view, lease_seconds=self.leases.lease_seconds)
