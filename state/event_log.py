@@ -1,5 +1,5 @@
 """The ledger's event log: every transition appends one row to ``events`` in its own transaction (see
-``gcbulk.state.ledger``), and ``append_event`` adds free-form ones. Mixed into ``gcbulk.state.ledger.Ledger``.
+``gcbulk.state.ledger``), and ``append_event`` adds free-form ones. A layer of the ledger over ``LedgerCore`` (see ``gcbulk.state.ledger_core``).
 
 The ledger never holds the API token: ``_log`` scrubs server text of it (``gcbulk/redaction.py``) and refuses
 secret-looking keys.
@@ -66,7 +66,9 @@ class LedgerEvents(LedgerCore):
         with self.db.atomic():
             self._log(kind, case_id=case_id, data=data)
 
-    def events(self, *, after_id: int = 0, case_id: int | None = None, limit: int | None = None) -> list[dict]:
+    def events(
+        self, *, after_id: int = 0, case_id: int | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         sql = "SELECT * FROM events WHERE id > ?"
         params: list[Any] = [after_id]
         if case_id is not None:

@@ -4,9 +4,11 @@ Every object gcbulk will create on Grand Challenge — upload, part, display set
 its state; every change of state is one transaction (``with db.atomic()``) that also appends to the event log.
 The allowed state changes are in ``gcbulk.state.machines`` (the single place they are checked).
 
-This module opens, locks and binds the ledger and holds the transition core and the event log; the named transitions
-are in ``gcbulk.state.transitions`` and the queries in ``gcbulk.state.queries``, both mixed into :class:`Ledger`; plan recording is
-in ``gcbulk.state.replan``. Only ``state`` imports sqlite_utils.
+This module opens, locks and binds the ledger (SQLite, or PostgreSQL for several workers). The rest are layers
+:class:`Ledger` stands on, each naming its base (``gcbulk.state.ledger_core`` gives the order): the event log
+(``gcbulk.state.event_log``), the queries (``gcbulk.state.queries``), the transitions and their core
+(``gcbulk.state.transitions``), verify (``gcbulk.state.server_truth``) and leases (``gcbulk.state.workers``). Plan
+recording is in ``gcbulk.state.replan``. Only ``state`` imports sqlite_utils.
 
 Public API (all methods run on the thread that opened the ledger; sqlite3 connections are bound to their thread):
 

@@ -75,6 +75,15 @@ class LedgerCore:
         row = self.db.conn.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
+    def _count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """A ``SELECT count(*) …`` (or a ``coalesce(sum(…), 0)``): never NULL, an int on both databases."""
+        return int(self._scalar(sql, params))
+
+    def _int_or_none(self, sql: str, params: Sequence[Any] = ()) -> int | None:
+        """One integer column of one row (an id), or None when there is no such row or it is NULL."""
+        value = self._scalar(sql, params)
+        return None if value is None else int(value)
+
     @property
     def job(self) -> dict[str, Any] | None:
         return self._one("SELECT * FROM job WHERE id = ?", (JOB_ROW,))

@@ -96,13 +96,13 @@ class PgCursor:
             self._db.send_held()
         return self._rowcount
 
-    def fetchone(self) -> tuple | None:
+    def fetchone(self) -> tuple[Any, ...] | None:
         return self._cursor.fetchone() if self._cursor is not None and self.description else None
 
-    def fetchall(self) -> list[tuple]:
+    def fetchall(self) -> list[tuple[Any, ...]]:
         return self._cursor.fetchall() if self._cursor is not None and self.description else []
 
-    def __iter__(self) -> Iterator[tuple]:
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
         return iter(self.fetchall())
 
 
@@ -165,7 +165,7 @@ class PgDatabase:
         self.transaction_open = False
         self._sent_in_transaction = False  # anything of it reached the server (else a rollback has nothing to undo)
         self._held: list[tuple[str, PgCursor | None]] = []  # statements bound to text, each with its caller's cursor
-        self._binder = self.raw.cursor()
+        self._binder = psycopg.ClientCursor(self.raw)  # as raw.cursor() makes (cursor_factory), typed as one
 
     # ------------------------------------------------------------------------------------------------ statements
     def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
@@ -364,7 +364,7 @@ class PgTable:
     def pks(self) -> list[str]:
         return ["id"] if self.name in self.db._id_tables() else []
 
-    def rows_where(self, where: str, params: Sequence[Any], *, order_by: str | None = None) -> Iterator[dict]:
+    def rows_where(self, where: str, params: Sequence[Any], *, order_by: str | None = None) -> Iterator[dict[str, Any]]:
         # sqlite-utils' Migrations orders its records by rowid: their identity id is the same order here.
         order = "id" if order_by == "rowid" else order_by
         cursor = self.db.execute(

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gcbulk.state.machines import CONSUMED_ITEM_STATES
-from gcbulk.state.records import PlanDiff
+from gcbulk.state.records import PlanDiff, PlannedCaseShape, PlannedItemShape
 
 if TYPE_CHECKING:
     from gcbulk.state.ledger import Ledger
@@ -101,7 +101,7 @@ class PlanRecorder:
         # Rows written in one batch share its timestamp: formatting the clock per case costs more than the insert.
         self._batch_time = self.ledger._now()
 
-    def add(self, case: Any) -> None:
+    def add(self, case: PlannedCaseShape) -> None:
         """Record one planned case (its own savepoint: a failure leaves no half-recorded case)."""
         if self._finished:
             raise RuntimeError("this plan is finished; open a new one with planning(ledger)")
@@ -139,7 +139,7 @@ class PlanRecorder:
         return self.diff
 
     # ---------------------------------------------------------------------------------------------------- cases
-    def _record_case(self, case: Any) -> None:
+    def _record_case(self, case: PlannedCaseShape) -> None:
         # Info findings (e.g. files left out by an ignore pattern) are printed by the plan, not kept per case.
         findings = [finding.as_dict() for finding in case.findings if getattr(finding, "severity", None) != "info"]
         blocking = any(finding.blocking for finding in case.findings)
@@ -176,7 +176,7 @@ class PlanRecorder:
             if title not in self.diff.blocked:
                 self.diff.blocked.append(title)
 
-    def _insert_case(self, case: Any, findings: list[dict[str, Any]], blocking: bool) -> int:
+    def _insert_case(self, case: PlannedCaseShape, findings: list[dict[str, Any]], blocking: bool) -> int:
         now = self._batch_time
         state = "blocked" if blocking else "planned"
         case_id = self.conn.execute(
@@ -184,6 +184,7 @@ class PlanRecorder:
             "VALUES (?, ?, ?, 0, ?, ?, ?)",
             (case.title, case.folder, state, json.dumps(findings) if findings else None, now, now),
         ).lastrowid
+        assert case_id is not None  # an INSERT's new row
         self.conn.execute(
             "INSERT INTO display_sets (case_id, state, attempts, created_at, updated_at) "
             "VALUES (?, 'pending', 0, ?, ?)",
@@ -197,7 +198,7 @@ class PlanRecorder:
             self.diff.blocked.append(case.title)
         return case_id
 
-    def _insert_item(self, case_id: int, item: Any, now: str) -> None:
+    def _insert_item(self, case_id: int, item: PlannedItemShape, now: str) -> None:
         item_id = self.conn.execute(
             "INSERT INTO items (case_id, socket_slug, super_kind, value, state, attempts, created_at, updated_at) "
             "VALUES (?, ?, ?, ?, 'planned', 0, ?, ?)",
@@ -212,11 +213,13 @@ class PlanRecorder:
             ],
         )
 
-    def _count_upload(self, item: Any) -> None:
+    def _count_upload(self, item: PlannedItemShape) -> None:
         self.diff.files_to_upload += len(item.files)
         self.diff.bytes_to_upload += sum(f.size for f in item.files)
 
-    def _update_case(self, row: dict[str, Any], case: Any, findings: list[dict[str, Any]], blocking: bool) -> None:
+    def _update_case(
+        self, row: dict[str, Any], case: PlannedCaseShape, findings: list[dict[str, Any]], blocking: bool
+    ) -> None:
         case_id, state = row["id"], row["state"]
         now = self._batch_time
         existing = {r["socket_slug"]: r for r in self.ledger._all("SELECT * FROM items WHERE case_id = ?", (case_id,))}
@@ -292,7 +295,9 @@ class PlanRecorder:
             self.diff.unchanged[self.ledger._scalar("SELECT state FROM cases WHERE id = ?", (case_id,))] += 1
 
     # ---------------------------------------------------------------------------------------------------- items
-    def _item_change(self, old: dict[str, Any], item: Any, old_files: Sequence[dict[str, Any]]) -> str | None:
+    def _item_change(
+        self, old: dict[str, Any], item: PlannedItemShape, old_files: Sequence[dict[str, Any]]
+    ) -> str | None:
         """What changed in an item since the ledger recorded it, or None. Refreshes mtimes of touched-only files."""
         if item.value_json is not None or old["value"] is not None:
             return None if item.value_json == old["value"] else "value changed"
@@ -330,7 +335,9 @@ class PlanRecorder:
         ):
             self.ledger.upload_abandoned(upload["id"], reason)
 
-    def _requeue_item(self, old: dict[str, Any], item: Any, old_files: Sequence[dict[str, Any]], now: str) -> None:
+    def _requeue_item(
+        self, old: dict[str, Any], item: PlannedItemShape, old_files: Sequence[dict[str, Any]], now: str
+    ) -> None:
         by_path = {f["path"]: f for f in old_files}
         planned = {f.path: f for f in item.files}
         for f in old_files:
@@ -341,20 +348,20 @@ class PlanRecorder:
             if new is None and f["present"]:
                 self.conn.execute("UPDATE files SET present = 0, updated_at = ? WHERE id = ?", (now, f["id"]))
         for position, new in enumerate(item.files):
-            f = by_path.get(new.path)
-            if f is None:
+            known = by_path.get(new.path)
+            if known is None:
                 self.conn.execute(
                     "INSERT INTO files (item_id, position, path, name, size, mtime_ns, present, created_at, "
                     "updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
                     (old["id"], position, new.path, new.name, new.size, new.mtime_ns, now, now),
                 )
                 continue
-            content_same = new.size == f["size"] and new.mtime_ns == f["mtime_ns"]
+            content_same = new.size == known["size"] and new.mtime_ns == known["mtime_ns"]
             self.conn.execute(
                 "UPDATE files SET present = 1, position = ?, size = ?, mtime_ns = ?, "
                 "checksum = CASE WHEN ? THEN checksum END, checksum_part_size = CASE WHEN ? THEN checksum_part_size "
                 "END, updated_at = ? WHERE id = ?",
-                (position, new.size, new.mtime_ns, content_same, content_same, now, f["id"]),
+                (position, new.size, new.mtime_ns, content_same, content_same, now, known["id"]),
             )
         if item.value_json != old["value"]:
             self.conn.execute("UPDATE items SET value = ? WHERE id = ?", (item.value_json, old["id"]))

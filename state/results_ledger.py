@@ -100,7 +100,8 @@ class ResultsLedger(MaskRecords):
                 "INSERT INTO export_runs (state, scope, started_at, updated_at) VALUES ('listing', ?, ?, ?)",
                 (scope, now, now),
             )
-            run_id = int(cursor.lastrowid)
+            run_id = cursor.lastrowid
+            assert run_id is not None  # an INSERT's new row
             self.ledger._log("export_run.listing", subject="export_run", subject_id=run_id, data={"scope": scope})
         return run_id
 

@@ -2,7 +2,7 @@
 them (for ``gcbulk verify``), the re-queue of a case whose display set or values the server lost, the explicit
 ``order`` of each display set, and the uploads whose create answer was lost (possible orphans on the server).
 
-Mixed into ``gcbulk.state.ledger.Ledger``.
+A layer of the ledger over its transitions (``gcbulk.state.ledger_core``).
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ class LedgerServerTruth(LedgerTransitions):
         ]
 
     def upload_pk_known(self, pk: str) -> bool:
-        return self._scalar("SELECT count(*) FROM uploads WHERE pk = ?", (pk,)) > 0
+        return self._count("SELECT count(*) FROM uploads WHERE pk = ?", (pk,)) > 0
 
     def known_upload_pks(self) -> set[str]:
         return {row["pk"] for row in self._all("SELECT pk FROM uploads WHERE pk IS NOT NULL")}

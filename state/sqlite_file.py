@@ -83,7 +83,7 @@ def check_integrity(db: Database, path: Path) -> None:
         raise LedgerDamaged(_damaged(path, "; ".join(rows[:3])))
 
 
-def _damaged(path: Path, detail: str) -> str:
+def _damaged(path: Path | str, detail: str) -> str:
     return (
         f"the ledger {path} is damaged ({detail}). Restore it from a backup, or move it aside (with its -wal and "
         "-shm files) and run 'gcbulk plan' to start a new one; 'gcbulk verify' then compares it with the server"

@@ -2,7 +2,8 @@
 
 Each is a thin, documented wrapper over ``Ledger.transition`` (the single place where ``gcbulk.state.machines`` is
 enforced); the few that touch more than one row (``item_attached``, ``upload_completed``, ``requeue_case``) do so in
-one transaction. Mixed into ``gcbulk.state.ledger.Ledger``.
+one transaction. A layer of the ledger over its event log and its queries (``gcbulk.state.ledger_core``); it also
+holds the transition core every named transition goes through (``transition``, ``_apply``).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
         return self.transition("display_set", case_id, target, attempts=0, last_error=None)
 
     def case_id_by_title(self, title: str) -> int | None:
-        return self._scalar("SELECT id FROM cases WHERE title = ?", (title,))
+        return self._int_or_none("SELECT id FROM cases WHERE title = ?", (title,))
 
     # ------------------------------------------------------------------------------------------------ display sets
     def display_set_creating(self, case_id: int) -> bool:
@@ -198,7 +199,8 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
                         raise ConflictingRepeat(
                             "upload", live["id"], "creating", "part_size", live["part_size"], part_size
                         )
-                    return live["id"]
+                    repeated: int = live["id"]
+                    return repeated
                 raise LiveUploadExists(
                     f"file {file['path']} already has upload {live['id']} in state {live['state']!r}; resume it, "
                     "or mark it expired, aborted or abandoned before creating another"
@@ -211,6 +213,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
                 (file_id, file["name"], file["size"], part_size, part_count, now, now),
             )
             upload_id = cursor.lastrowid
+            assert upload_id is not None  # an INSERT's new row
             self._log(
                 "upload.creating",
                 subject="upload",
@@ -295,6 +298,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
             ).rowcount
             if not inserted:
                 existing = self._one("SELECT * FROM parts WHERE upload_id = ? AND number = ?", (upload_id, number))
+                assert existing is not None  # the INSERT above was refused: the row is there
                 return self._apply(
                     "part",
                     (upload_id, number),
@@ -386,7 +390,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
         where = " AND ".join(f"{c} = ?" for c in columns)
         with self._atomic():
             row = self._get(kind, key)
-            attempts = row["attempts"] + 1
+            attempts: int = row["attempts"] + 1
             self.db.execute(
                 f"UPDATE {table} SET attempts = ?, last_error = ?, updated_at = ? WHERE {where}",
                 (attempts, redact(error), self._now(), *values),

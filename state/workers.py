@@ -13,7 +13,7 @@
   Check and write are one transaction, and on PostgreSQL the limit's row is locked ``FOR UPDATE`` first, so two
   workers never both see the same room. A dead worker's rows stop counting when its heartbeat is a lease old.
 
-Mixed into ``gcbulk.state.ledger.Ledger``; the state machine of a case is unchanged (a lease is not a state).
+A layer of the ledger over its event log (``LedgerEvents``); the state machine of a case is unchanged (a lease is not a state).
 """
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ class LedgerWorkers(LedgerEvents):
                 "INSERT INTO shared_limits (limit_name, external) VALUES (?, 0) ON CONFLICT DO NOTHING", (limit_name,)
             )
             external = self._scalar(read, (limit_name,))
-        return external
+        return int(external)
 
     def _units_held(self, worker_id: str, limit_name: str, alive_since: float) -> tuple[int, int]:
         """(this worker's units, the other live workers' units) under ``limit_name``, in one statement."""
