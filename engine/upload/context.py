@@ -17,7 +17,7 @@ from gcbulk.engine.gc.pacer import import_policy
 from gcbulk.engine.upload.dicom_budget import DicomRunState
 from gcbulk.engine.upload.journal import Journal
 from gcbulk.engine.upload.progress import TransferStats
-from gcbulk.engine.upload.server_limits import CountingGate, ImportPacer
+from gcbulk.engine.upload.server_limits import ImportPacer, UnitGate
 from gcbulk.engine.upload.transfer_settings import TransferSettings
 
 
@@ -28,8 +28,8 @@ class TransferContext:
     config: TransferSettings
     stats: TransferStats
     reader_study_slug: str
-    upload_gate: CountingGate
-    import_gate: CountingGate
+    upload_gate: UnitGate
+    import_gate: UnitGate
     # Set by the first stop signal: start nothing new, let what is in flight finish.
     stopping: anyio.Event = field(default_factory=anyio.Event)
     # Set when the server refused to create an upload session: values then name their uploads directly (said once).

@@ -48,7 +48,7 @@ from gcbulk.engine.upload.reconcile import (
     read_study,
     reconcile_with_server,
 )
-from gcbulk.engine.upload.server_limits import CountingGate
+from gcbulk.engine.upload.server_limits import CountingGate, UnitGate
 from gcbulk.engine.upload.shared_limits import SharedGate, share_latency_floors
 from gcbulk.engine.upload.transfer_settings import TransferSettings
 
@@ -121,7 +121,7 @@ class TransferEngine:
         # docs/gc-api.md §1: the cap counts every upload the user has, including other tools' and this job's orphans.
         on_server = await self.client.count_uploads()
         shared = self._shared
-        upload_gate: CountingGate | SharedGate = CountingGate(
+        local_uploads = CountingGate(
             self.config.live_upload_ceiling,
             held=0 if shared else on_server,
             name="live uploads",
@@ -129,12 +129,14 @@ class TransferEngine:
             recount=None if shared else self.client.count_uploads,
             wait_timeout=self.config.limit_wait_timeout_seconds,
         )
-        import_gate: CountingGate | SharedGate = CountingGate(
+        local_imports = CountingGate(
             self.config.imports_in_flight,
             name="imports in flight",
             why="each image value is one import on the server (docs/gc-api.md §2)",
             wait_timeout=self.config.limit_wait_timeout_seconds,
         )
+        upload_gate: UnitGate
+        import_gate: UnitGate
         if shared:  # the server's limits hold for the job's workers together
             across_workers = partial(
                 SharedGate,
@@ -143,16 +145,18 @@ class TransferEngine:
                 lease_seconds=self.leases.lease_seconds,
                 wait_timeout=self.config.limit_wait_timeout_seconds,
             )
-            upload_gate = across_workers(upload_gate, recount=self.client.count_uploads)
-            await upload_gate.set_external(on_server)
-            import_gate = across_workers(import_gate)
+            shared_uploads = across_workers(local_uploads, recount=self.client.count_uploads)
+            await shared_uploads.set_external(on_server)
+            upload_gate, import_gate = shared_uploads, across_workers(local_imports)
+        else:
+            upload_gate, import_gate = local_uploads, local_imports
         context = TransferContext(
             client=self.client,
             journal=self.journal,
             config=self.config,
             stats=self.stats,
             reader_study_slug=self.reader_study_slug,
-            upload_gate=upload_gate,  # a SharedGate: the same surface (arg-type left, pyproject)
+            upload_gate=upload_gate,
             import_gate=import_gate,
         )
         if shared:  # a worker joining a job starts from what the others measured (latency floors, no slow start)
