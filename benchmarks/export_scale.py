@@ -1,6 +1,6 @@
 """Export at scale: 100 000 answers and 1 000 masks from the emulator; wall time and peak RSS of the exporter.
 
-    /work/venv/bin/python benchmarks/export_scale.py [--answers 100000] [--masks 1000] [--work-dir DIR]
+    .venv/bin/python benchmarks/export_scale.py [--answers 100000] [--masks 1000] [--work-dir DIR]
 
 Three processes, so that the exporter's memory is its own: this script; the emulator (``serve`` role), seeded in its
 own process — 1 000 Mask answers through the admin helper ``gcbulk.emulator.admin_answers.create_answer`` (each imports its

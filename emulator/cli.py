@@ -18,13 +18,16 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gcbulk.emulator.capacity import PROFILES, profile_named
-from gcbulk.emulator.context import SCHEMA_CURRENT, SCHEMAS, EmulatorConfig
+from gcbulk.emulator.context import LOOPBACK, SCHEMA_CURRENT, SCHEMAS, EmulatorConfig
 from gcbulk.emulator.faults import FaultConfigError, load_fault_file
 from gcbulk.emulator.seed import EXAMPLE_SEED, SeedError, load_seed
-from gcbulk.emulator.server import LOOPBACK, RunningEmulator, run_emulator
+from gcbulk.extras import EMULATOR
+
+if TYPE_CHECKING:
+    from gcbulk.emulator.server import RunningEmulator
 
 DEFAULT_PORT = 8443
 LOOPBACK_HOSTS = (LOOPBACK, "localhost", "::1")
@@ -163,6 +166,8 @@ def announce(running: RunningEmulator, config: EmulatorConfig) -> dict[str, Any]
 
 
 async def serve(args: argparse.Namespace, config: EmulatorConfig, seed: dict[str, Any]) -> None:
+    from gcbulk.emulator.server import run_emulator  # after main's check that the emulator extra is installed
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -184,6 +189,10 @@ async def serve(args: argparse.Namespace, config: EmulatorConfig, seed: dict[str
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    missing = EMULATOR.install_hint("the Grand Challenge emulator")
+    if missing:
+        print(f"gcbulk-emulator: {missing}", file=sys.stderr)
+        return 2
     temporary = args.data_dir is None
     data_dir = Path(tempfile.mkdtemp(prefix="gcbulk-emulator-")) if temporary else args.data_dir
     try:

@@ -19,6 +19,8 @@ from gcbulk.emulator.objects import ObjectStore, UrlSigner
 from gcbulk.emulator.store import Store
 
 GIB = 1024**3
+# The emulator listens on loopback unless told otherwise (tests and benchmarks talk only to servers on 127.0.0.1).
+LOOPBACK = "127.0.0.1"
 
 SCHEMA_CURRENT = "current"
 SCHEMA_2025_11 = "2025-11"

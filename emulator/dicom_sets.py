@@ -1,6 +1,6 @@
 """DICOM Image Set values (docs/gc-api.md §3, §10): ``user_uploads`` plus ``image_name``, imported without an upload session.
 
-As the server does it: the files must be DICOM; one study, one series and one patient per set is asserted; the set is
+As the server does it: the files must be DICOM; seven tags must be equal in every file (``EQUAL_TAGS``); the set is
 de-identified again with Grand Challenge's own de-identifier (``config.dicom_server_deidentify``), which rejects SOP
 classes its procedure does not keep; the de-identified instances are stored and the image names them
 (``dicom_image_set``). No upload session exists for it, failures are kept where no API shows them (here: the log), and
@@ -39,18 +39,33 @@ class ImageSetRefused(Exception):
     """Why the server refuses a DICOM image set; only ever logged (docs/gc-api.md §10)."""
 
 
+# The tags the server asserts equal in every file of a set (``cases/models.py``: its de-identifier's
+# ``assert_unique_value_for``, docs/gc-api.md §11).
+EQUAL_TAGS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "PatientID",
+    "StudyID",
+    "StudyDate",
+    "AccessionNumber",
+    "SeriesNumber",
+)
+
+
 def _one_of_each(paths: list[Path]) -> None:
-    """The server's assertions: one study, one series, one patient in the set."""
+    """The server's assertion: one value of each of ``EQUAL_TAGS`` in the set. As its de-identifier does, only the
+    elements a file has are compared (a file without AccessionNumber does not differ from one with it)."""
     import pydicom
 
-    values: dict[str, set[str]] = {"StudyInstanceUID": set(), "SeriesInstanceUID": set(), "PatientID": set()}
+    values: dict[str, set[str]] = {name: set() for name in EQUAL_TAGS}
     for path in paths:
         header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(values))
         for name, seen in values.items():
-            seen.add(str(header.get(name, "")))
+            if name in header:
+                seen.add(str(header[name].value))
     for name, seen in values.items():
-        if len(seen) != 1:
-            raise ImageSetRefused(f"the files hold {len(seen)} values of {name}; one image set is one of each")
+        if len(seen) > 1:
+            raise ImageSetRefused(f"Element {name!r} has differing values across files: these must be identical.")
 
 
 def _deidentify(inputs: list[InputFile], work_dir: Path, enabled: bool) -> list[InputFile]:

@@ -77,12 +77,13 @@ class BuiltImage:
     window_width: float | None = None
     modality: str | None = None
     # The distinct voxel values of a single-channel 8-bit integer image, else None: panimg's ``segments``, which the
-    # server checks against a segmentation socket's overlay values (docs/gc-api.md §10). panimg caps them (None past
-    # MAX_SEGMENTS) only for TIFFs; a 2-D/3-D MetaImage, NIfTI or NRRD keeps all (at most 256) of its values.
+    # server checks against a segmentation socket's overlay values (docs/gc-api.md §10). None past MAX_SEGMENTS, as the
+    # server's panimg 0.15.2 gives them (panimg_import.server_segments models it for MetaImage, NIfTI and NRRD).
     segments: list[int] | None = None
 
 
-# panimg's MAXIMUM_SEGMENTS_LENGTH: a TIFF with more distinct values than this has no segments.
+# The server's panimg 0.15.2: an 8-bit image with more distinct values than this has no segments, whatever its format
+# (panimg_import.SERVER_PANIMG_MAX_SEGMENTS says why the emulator models it rather than runs it).
 MAX_SEGMENTS = 64
 _SEGMENT_DTYPES = ("int8", "uint8")
 
@@ -297,7 +298,7 @@ def _convert(
         raise ValueError(f"Unsupported number of components: {components}")
     dtype = _pixel_dtype(reader)
     pixel_bytes = int(np.prod(size)) * components * dtype.itemsize
-    segments = _SegmentCollector(dtype, components, MAX_SEGMENTS if name.lower().endswith((".tif", ".tiff")) else None)
+    segments = _SegmentCollector(dtype, components, MAX_SEGMENTS)
     if pixel_bytes <= in_memory_limit_bytes:
         image = reader.Execute()
         segments.add(sitk.GetArrayViewFromImage(image))

@@ -25,7 +25,7 @@ PANIMG_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd")
 class PanimgImage:
     name: str  # the input file the image came from (for ``.mhd``, the header)
     mha_path: Path
-    segments: list[int] | None  # panimg's: the distinct values of a single-channel 8-bit image, at most 64
+    segments: list[int] | None  # the distinct values of a single-channel 8-bit image; None past 64 (server_segments)
     window_center: float | None
     window_width: float | None
 
@@ -56,7 +56,7 @@ def build_with_panimg(input_dir: Path, names: list[str], work_dir: Path) -> tupl
         PanimgImage(
             name=image.name,
             mha_path=files_by_image[image.pk],
-            segments=sorted(image.segments) if image.segments is not None else None,
+            segments=server_segments(image.segments),
             window_center=image.window_center,
             window_width=image.window_width,
         )
@@ -70,6 +70,20 @@ def build_with_panimg(input_dir: Path, names: list[str], work_dir: Path) -> tupl
         if Path(path).name not in consumed
     }
     return images, errors
+
+
+# The server pins panimg 0.15.2 (its uv.lock, docs/gc-api.md §11), whose ``segments`` are None for an 8-bit image with
+# more than 64 distinct values: such an image is no segmentation there. The emulator runs panimg 0.18.2 (the oldest
+# that installs beside our numpy and SimpleITK), which keeps up to 256; this models the server's limit instead, in
+# this one place. The planner refuses the same masks (engine/plan/content.py: MAX_SEGMENTS).
+SERVER_PANIMG_MAX_SEGMENTS = 64
+
+
+def server_segments(segments: frozenset[int] | None) -> list[int] | None:
+    """panimg's segments as the server's panimg 0.15.2 gives them: None past 64 distinct values."""
+    if segments is None or len(segments) > SERVER_PANIMG_MAX_SEGMENTS:
+        return None
+    return sorted(segments)
 
 
 def mhd_data_file(header: Path) -> str | None:

@@ -15,12 +15,10 @@ from typing import Any
 from aiohttp import web
 
 from gcbulk.emulator.app import build_api_app, build_s3_app
-from gcbulk.emulator.context import Context, EmulatorConfig
+from gcbulk.emulator.context import LOOPBACK, Context, EmulatorConfig
 from gcbulk.emulator.persistence import load_state
 from gcbulk.emulator.seed import EXAMPLE_SEED, apply_seed, load_seed
 from gcbulk.emulator.tls import TlsFiles, generate_tls_files
-
-LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import jsonschema
-
 from gcbulk.emulator.store import Socket
-from gcbulk.emulator.value_schemas import KIND_SCHEMAS
+from gcbulk.value_schemas import JSON_KIND_CODES, SCALAR_KINDS, first_error
 
 # ComponentInterface kinds: display label -> stored code (the codes appear in the server's error messages).
 KIND_CODES = {
@@ -59,23 +57,16 @@ KIND_CODES = {
 }
 SUPER_KINDS = ("Image", "File", "Value")
 # File sockets whose content is JSON: the server parses and schema-checks the file in the background (docs/gc-api.md §10).
-JSON_FILE_KINDS = frozenset(KIND_SCHEMAS) - {"String", "Integer", "Float", "Bool", "Choice", "Multiple choice"}
-
-
-def schema_of(socket: Socket) -> dict[str, Any] | None:
-    return KIND_SCHEMAS.get(socket.kind)
+JSON_FILE_KINDS = frozenset(JSON_KIND_CODES) - SCALAR_KINDS
 
 
 def schema_error(socket: Socket, value: Any) -> str | None:
-    """The server's JSONValidator message for a value its socket's schema rejects, else None."""
-    for schema in (schema_of(socket), socket.schema):
-        if not schema:
-            continue
-        try:
-            jsonschema.validate(value, schema)
-        except jsonschema.ValidationError as error:
-            return f"JSON does not fulfill schema: instance {error.message.replace(str(error.instance) + ' ', '')}"
-    return None
+    """The server's JSONValidator message for a value its socket's schema rejects, else None. The schemas are the
+    project's copy of the server's (``gcbulk/value_schemas.py``), the same the planner checks against."""
+    error = first_error(socket.kind, socket.schema or None, value)
+    if error is None:
+        return None
+    return f"JSON does not fulfill schema: instance {error.message.replace(str(error.instance) + ' ', '')}"
 
 
 def json_file_error(socket: Socket, content: bytes) -> str | None:

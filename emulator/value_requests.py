@@ -133,7 +133,7 @@ def _validate(item: dict[str, Any], attrs: dict[str, Any]) -> dict[str, list[str
     code = kind_code(socket)
     if socket.kind == DICOM_IMAGE_SET and not attrs.get("image"):
         # A DICOM image set is built from uploads and needs the image's name as well (docs/gc-api.md §3, §10). The exact
-        # wording of this message is not in the contract; it follows the server's other "required for" messages.
+        # wording of this message is not in docs/gc-api.md; it follows the server's other "required for" messages.
         if not (attrs.get("user_uploads") and item.get("image_name")):
             return {"non_field_errors": [f"user_uploads and image_name are required for interface kind {code}"]}
     elif socket.super_kind == "Image":

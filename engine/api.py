@@ -134,7 +134,10 @@ class Job:
         from gcbulk.engine.service.plan_recording import fetch_catalogue, plan_into_ledger
 
         job = self.settings.job
-        catalogue = None if offline else fetch_catalogue(job, self.settings.require_token())[0]
+        # A dry run sends only GETs: the editor check (a POST the server refuses) is left to run().
+        catalogue = (
+            None if offline else fetch_catalogue(job, self.settings.require_token(), check_editor=not dry_run)[0]
+        )
         if dry_run and not ledger_exists(self.settings.ledger):
             with tempfile.TemporaryDirectory(prefix="gcbulk-plan-") as scratch:
                 with Ledger.open(Path(scratch) / "scratch.ledger.sqlite", job.binding) as ledger:

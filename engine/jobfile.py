@@ -31,7 +31,8 @@ A job file names the reader study, the server, the case tree and how files map t
     [[rules]]
     dicom = { Modality = "CT", SeriesDescription = "*lung*" }   # DICOM found by content, one series at a time,
     socket = "ct-dicom"                  # by its header fields (globs, case-insensitive); may add glob/regex on
-    image_name = "{SeriesDescription}"   # the path; image_name: a DICOM Image Set's name (default "{socket}")
+    image_name = "{title} {Modality}"    # the path; image_name: a DICOM Image Set's name (default "{socket}"),
+                                         # from fields de-identification keeps (engine/plan/phi.py)
 
     [[rules]]
     glob = "age.json"
@@ -47,14 +48,17 @@ A job file names the reader study, the server, the case tree and how files map t
     [dicom]                              # DICOM Image Set values (gcbulk.engine.dicom.options)
     deidentify = true                    # false sends the files as they are: only for already de-identified data
     staging_budget = "4 GiB"             # de-identified copies on disk at once (staging = "<job>.dicom-staging")
+    allow_phi_titles = false             # true: titles/image names holding patient identifiers are sent (warning)
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -463,8 +467,17 @@ def load_token(token_file: Path | str | None = None, environ: Mapping[str, str] 
     if token_file is not None:
         try:
             token = Path(token_file).read_text().strip()
+            mode = os.stat(token_file).st_mode
         except OSError as exc:
             raise ConfigurationError(f"token file {token_file} cannot be read: {exc.strerror}") from None
+        if mode & stat.S_IROTH:
+            # Still used: refusing would stop a run over a file mode, but whoever shares the machine can read it.
+            logging.getLogger("gcbulk").warning(
+                "token file %s is readable by every user of this machine (mode %s): run chmod 600 %s",
+                token_file,
+                oct(stat.S_IMODE(mode)),
+                token_file,
+            )
         if not token:
             raise ConfigurationError(f"token file {token_file} is empty; put your Grand Challenge API token in it")
         return token

@@ -155,6 +155,14 @@ PROCESS_KNOBS = (
 # Job-file keys that the environment may override (the rules and values stay in the job file: they are the job).
 JOB_KEYS = ("base_url", "reader_study", "case_root", "ca_file")
 ENGINE_KEYS = JOB_KNOBS
+# Titles and image names that hold patient identifiers: blocked unless asked for (engine/plan/phi.py).
+PHI_KEY = "dicom.allow_phi_titles"
+PHI_ENV = ENV_PREFIX + "ALLOW_PHI_TITLES"
+PHI_HELP = (
+    "send case titles and DICOM image names that hold a PatientID / PatientName from the case's headers (or a "
+    f"header field de-identification removes), with a warning, instead of blocking the case (env {PHI_ENV}; "
+    "job file: allow_phi_titles in [dicom])"
+)
 
 
 def _require_token(token: str | None) -> str:
@@ -226,6 +234,7 @@ class RunSettings:
             "log_format": self.log_format,
             "adopt_existing": self.adopt_existing,
             "worker_id": self.worker_id,
+            PHI_KEY: job.dicom.allow_phi_titles,
             **{f"engine.{key}": getattr(knobs, key) for key in ENGINE_KEYS},
         }
         sources = {**self.sources, "job_file": "command line", "token": self.token_source or "not set"}
@@ -281,6 +290,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, token: bool = True) -> Non
         f"sockets without a value are filled, never one with answers (env {ENV_PREFIX}"
         "ADOPT_EXISTING)",
     )
+    parser.add_argument("--allow-phi-titles", action="store_true", default=None, help=PHI_HELP)
     parser.add_argument(
         "--log-format",
         metavar="FORMAT",
@@ -362,6 +372,12 @@ def _override_job(job: JobConfig, environ: Mapping[str, str], sources: dict[str,
                 knobs[key] = parse_switch(name, text)
             else:
                 knobs[key] = _whole(name)(text)
+    dicom_raw = raw.get("dicom", {}) if isinstance(raw.get("dicom"), Mapping) else {}
+    sources[PHI_KEY] = JOB_FILE if "allow_phi_titles" in dicom_raw else DEFAULT
+    if PHI_ENV in environ:
+        sources[PHI_KEY] = f"{ENVIRONMENT} {PHI_ENV}"
+        allowed = _flag(PHI_ENV)(environ[PHI_ENV])
+        changes["dicom"] = dataclasses.replace(job.dicom, allow_phi_titles=allowed)
     try:
         changes["engine"] = TransferSettings.from_knobs(knobs)
     except ConfigurationError as exc:
@@ -406,6 +422,9 @@ def resolve(
         events, sources["events"] = Path(args.events).absolute(), f"{FLAG} --events"
     elif environ.get(f"{ENV_PREFIX}EVENTS", "").strip():
         events, sources["events"] = _path_from_env(environ[f"{ENV_PREFIX}EVENTS"]), f"{ENVIRONMENT} {ENV_PREFIX}EVENTS"
+    if getattr(args, "allow_phi_titles", None):
+        job = dataclasses.replace(job, dicom=dataclasses.replace(job.dicom, allow_phi_titles=True))
+        sources[PHI_KEY] = f"{FLAG} --allow-phi-titles"
     values = {knob.name: _resolve_knob(knob, args, environ, sources) for knob in PROCESS_KNOBS}
     token, token_source = _resolve_token(args, environ) if read_token else (None, None)
     return RunSettings(

@@ -11,7 +11,7 @@ The command line (``gcbulk``) is a thin layer over this API::
 
 ``gcbulk.engine`` does the work (planner, Grand Challenge client, upload path, results side, long-lived service, CLI),
 ``gcbulk.state`` remembers it (the ledger and its state machines) and ``gcbulk.emulator`` is the Grand Challenge
-stand-in used by the demo and the tests.
+stand-in used by the demo and the tests (installed with ``gcbulk[emulator]``).
 """
 
 from __future__ import annotations

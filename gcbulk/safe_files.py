@@ -23,16 +23,24 @@ class UnsafeFileError(OSError):
     """The path is a symbolic link (or not a regular file): gcbulk will not write through it."""
 
 
+# Windows has no O_NOFOLLOW (and no fchmod before Python 3.13): there a link is refused by a check before the open
+# (creating links needs a privilege there), and the file's mode bits mean little beyond read-only.
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
 def _open_private(path: Path, flags: int) -> int:
     try:
-        fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), PRIVATE_MODE)
+        if not _NOFOLLOW and path.is_symlink():
+            raise OSError(f"{path} is a symbolic link")
+        fd = os.open(path, flags | os.O_CREAT | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0), PRIVATE_MODE)
     except OSError as error:
         if path.is_symlink():
             raise UnsafeFileError(
                 f"{path} is a symbolic link; gcbulk does not write through links: remove it and run again"
             ) from None
         raise error
-    os.fchmod(fd, PRIVATE_MODE)  # a file made 0644 by an older version, or by someone else, is tightened
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, PRIVATE_MODE)  # a file made 0644 by an older version, or by someone else, is tightened
     return fd
 
 
@@ -68,3 +76,43 @@ def write_private_text(path: Path, text: str) -> None:
     """``text`` written to ``path`` atomically, 0600, never through a link."""
     with replacing(path, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+PRIVATE_DIR_MODE = 0o700
+
+
+def make_private_dirs(path: Path, *, root: Path | None = None) -> None:
+    """``path`` and every missing folder above it, made 0700 (an export's sub-folders are named after case titles,
+    which are often patient identifiers: others must not list them). With ``root``, the folders that already exist
+    between ``root`` (excluded) and ``path`` are tightened to 0700 too (made 0755 by an older version)."""
+    missing = []
+    folder = path
+    while not os.path.lexists(folder):
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        try:
+            os.mkdir(new, PRIVATE_DIR_MODE)
+        except FileExistsError:  # made meanwhile by a concurrent download: tightened below
+            pass
+        os.chmod(new, PRIVATE_DIR_MODE, follow_symlinks=False)
+    if root is None:
+        return
+    root = root.resolve()
+    folder = path.resolve()
+    while folder != root and folder.is_relative_to(root):
+        if not folder.is_symlink() and folder.is_dir() and folder.stat().st_mode & 0o077:
+            os.chmod(folder, PRIVATE_DIR_MODE)
+        folder = folder.parent
+
+
+def tighten_folders(root: Path) -> None:
+    """``root`` and every folder below it (links not followed) made 0700 where others could list them: an export
+    folder written by an older version, or made by hand before the first export."""
+    for folder, subfolders, _ in os.walk(root, followlinks=False):
+        for name in [".", *subfolders]:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                continue
+            if os.stat(path).st_mode & 0o077:
+                os.chmod(path, PRIVATE_DIR_MODE)

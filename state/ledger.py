@@ -61,6 +61,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from gcbulk.checksums import composite_checksum  # re-exported: the ledger records it
+from gcbulk.extras import POSTGRES
 from gcbulk.state.dsn import is_postgres_dsn
 from gcbulk.state.errors import (  # re-exported: callers import them from gcbulk.state.ledger
     LedgerBindingError,
@@ -196,9 +197,12 @@ class Ledger(LedgerServerTruth, LedgerWorkers):
         *,
         readonly: bool = False,
     ) -> Ledger:
-        """A ledger on the PostgreSQL database ``dsn``: migrated and bound once, by one process at a time."""
-        # psycopg only for a PostgreSQL ledger (state/dsn.py)
-        from gcbulk.state.pg_store import PgDatabase, job_setup_lock, postgres_faults
+        """A ledger on the PostgreSQL database ``dsn``: migrated and bound once, by one process at a time. Raises
+        LedgerError naming the install command when psycopg (the postgres extra) is missing."""
+        missing = POSTGRES.install_hint("a PostgreSQL ledger (GCBULK_LEDGER or --ledger is a postgresql:// DSN)")
+        if missing:
+            raise LedgerError(missing)
+        from gcbulk.state.pg_store import PgDatabase, job_setup_lock, postgres_faults  # psycopg: the postgres extra
 
         db = PgDatabase(dsn)
         try:

@@ -6,52 +6,72 @@ The only other module besides ``gcbulk.state.ledger`` that touches sqlite_utils.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 from sqlite_utils import Database
 
 from gcbulk.state.errors import LedgerDamaged, LedgerDiskFull, LedgerError, LedgerLocked, LedgerNotALedger
 
 
 class ProcessLock:
-    """An exclusive ``flock`` on ``<ledger>.lock``, held while the ledger is open.
+    """An exclusive lock on ``<ledger>.lock``, held while the ledger is open, on Linux, macOS and Windows.
 
-    Why a sidecar file and flock: SQLite itself takes POSIX ``fcntl`` locks on the database file, and POSIX locks are
-    per process and dropped when *any* descriptor of that file is closed, so a lock of ours on the database file would
-    interfere with SQLite's. ``flock`` on a separate file is independent, and the kernel releases it when the process
-    dies (even by kill -9), so a crash never leaves a stale lock behind. SQLite's own locks only serialise single
-    transactions; two gcbulk processes interleaving transactions would both send the same parts.
+    Why a sidecar file: SQLite itself takes POSIX ``fcntl`` locks on the database file, and POSIX locks are per process
+    and dropped when *any* descriptor of that file is closed, so a lock of ours on the database file would interfere
+    with SQLite's. SQLite's own locks only serialise single transactions; two gcbulk processes interleaving
+    transactions would both send the same parts. Why filelock: it takes the platform's own lock (``flock`` on POSIX,
+    ``msvcrt.locking`` on Windows) — a lock the operating system drops when the process dies, even by kill -9, so a
+    crash never leaves a stale lock behind — and it is tested on the three platforms, which this project is not.
     """
 
     def __init__(self, ledger_path: Path) -> None:
         # The real path: two symlinks (or a bind mount and its source) naming one ledger must share one lock.
         real = Path(os.path.realpath(ledger_path))
         self.path = real.with_name(real.name + ".lock")
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._lock: FileLock | None = FileLock(self.path, timeout=0, mode=0o600)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(self._fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise LedgerLocked(
-                    f"ledger {ledger_path} is in use by another gcbulk process (pid {holder}); wait for it to finish "
-                    "or stop it (it can be resumed), then try again. 'gcbulk status' can read the ledger meanwhile."
-                ) from None
-            raise
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+            self._lock.acquire()
+        except Timeout:
+            self._lock = None
+            raise LedgerLocked(
+                f"ledger {ledger_path} is in use by another gcbulk process (pid {self._holder()}); wait for it to "
+                "finish or stop it (it can be resumed), then try again. 'gcbulk status' can read the ledger meanwhile."
+            ) from None
+        self._note_holder()
+
+    def _note_holder(self) -> None:
+        """Writes this process's pid into the lock file, for the message a second process shows. Best effort: on
+        Windows the lock is mandatory and a second handle may not write the locked byte; the lock still holds."""
+        try:
+            fd = os.open(self.path, os.O_WRONLY)
+        except OSError:
+            return
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _holder(self) -> str:
+        # Bounded: a pid is a few digits, and the file is ours (0600), but nothing read is trusted beyond 64 bytes.
+        try:
+            with open(self.path, "rb") as file:
+                text = file.read(64).decode(errors="replace").strip()
+        except OSError:
+            text = ""
+        return text if text.isdigit() else "unknown"
 
     def release(self) -> None:
-        if self._fd >= 0:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = -1
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
 def create_private_file(path: Path) -> None:

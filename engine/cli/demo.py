@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from gcbulk.extras import EMULATOR
+
 HELP = "Run a small migration end to end against the bundled Grand Challenge emulator."
 
 # The demo's world is emulator/example.toml: its editor owns the tutorial-shaped study "example-study".
@@ -83,8 +85,6 @@ def write_job_file(workdir: Path, base_url: str, ca_file: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gcbulk.emulator.context import EmulatorConfig
-    from gcbulk.emulator.server import emulator_in_thread
     from gcbulk.engine.cli import run as run_command
     from gcbulk.engine.cli.exit_codes import EXIT_CONFIG_ERROR, EXIT_OK
     from gcbulk.engine.jobfile import TOKEN_ENV
@@ -101,6 +101,14 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_OK
+    # Writing cases needs only the base install (the compose demo's one-shot service); serving them needs the emulator.
+    missing = EMULATOR.install_hint("the demo runs the bundled Grand Challenge emulator, which")
+    if missing:
+        print(f"gcbulk demo: {missing}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    from gcbulk.emulator.context import EmulatorConfig
+    from gcbulk.emulator.server import emulator_in_thread
+
     if not cases.is_dir() or sum(1 for _ in cases.iterdir()) != args.cases:
         shutil.rmtree(cases, ignore_errors=True)
         write_case_tree(cases, args.cases)

@@ -31,12 +31,22 @@ from gcbulk.engine.ledger_location import add_ledger_argument, ledger_exists
 from gcbulk.engine.service.plan_recording import fetch_catalogue, load_catalogue, plan_into_ledger
 from gcbulk.state.ledger import Ledger, LedgerError
 
+# A dry run sends only GETs; whether the token may add display sets is found out by a POST the server refuses, so
+# `run` asks it before any file moves (engine/upload/transfer.py), and `plan` without --dry-run asks it too.
+DRY_RUN_PERMISSION = (
+    "Not checked in a dry run: whether this token may add display sets to the study (that check is a request the "
+    "server refuses, and a dry run sends none that writes). gcbulk run checks it before any file moves."
+)
 HELP = "Plan a job: walk the case tree, check it, and record what to upload in the ledger."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job", type=Path, help="the job file (TOML)")
-    parser.add_argument("--dry-run", action="store_true", help="show the plan and its diff; write nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show the plan and its diff; write nothing, locally or on the server (GET requests only)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--offline", action="store_true", help="skip checking socket slugs on the server")
     parser.add_argument(
@@ -72,6 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "set over: only sockets without a value are filled, never one with answers (env "
         "GCBULK_ADOPT_EXISTING)",
     )
+    parser.add_argument("--allow-phi-titles", action="store_true", default=None, help=settings.PHI_HELP)
     add_ledger_argument(parser)
     parser.add_argument(
         "--token-file", type=Path, help="read the API token from this file instead of $GRAND_CHALLENGE_AUTHORIZATION"
@@ -99,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
                 resolved.require_token(),
                 with_sockets=args.sockets is None,
                 with_titles=not resolved.adopt_existing,
+                check_editor=not args.dry_run,
             )
         if args.sockets is not None:
             catalogue = load_catalogue(args.sockets, config)
@@ -151,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         print_report(report, show_cases=args.show_cases, redact_titles=args.redact_titles or config.cases.redact_titles)
+        if args.dry_run and not args.offline:
+            print(DRY_RUN_PERMISSION)
     if report.blocking:
         return EXIT_CONFIG_ERROR
     return EXIT_SOME_FAILED if report.partly_blocked else EXIT_OK

@@ -5,7 +5,7 @@ One image set is staged as a unit, by one ``DicomDeidentifier``: it maps each or
 that map, so every file of the set gets the same new Study and Series Instance UIDs. Staging a set half before a
 crash and half after, with two deidentifiers, would split it into two series — which the server refuses, silently.
 So a set is written to ``<key>.partial/`` and renamed to ``<key>/`` only when whole, with a manifest of its sources
-(size, mtime) and of the staged files (size, SHA-256): a resume reuses a staged set whose sources did not change, and
+(a digest of each path, size, mtime; never the path) and of the staged files (size, SHA-256), all 0600: a resume reuses a staged set whose sources did not change, and
 redoes one whose sources did. Staged files are named ``dicom_image_<n>.dcm`` as gcapi names them: the originals'
 names may carry identifiers too.
 
@@ -21,6 +21,7 @@ import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from gcbulk.engine.dicom.pool import dicom_pool
 
@@ -65,6 +66,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _path_digest(path: str) -> str:
+    return hashlib.sha256(os.fsencode(path)).hexdigest()
+
+
+def _private(path: Path) -> BinaryIO:
+    """A new file only its owner may read (0600 whatever the umask): staged copies are still patient data until the
+    server holds them, and the staging folder may sit on a shared disk."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+
+
 def _safe_key(key: str) -> str:
     # Keys are ledger ids or hashes; refuse anything that could leave the staging folder.
     if not key or "/" in key or "\\" in key or key.startswith(".") or key in ("..",):
@@ -76,10 +87,11 @@ def _load_staged(folder: Path, key: str, sources: list[str]) -> StagedSet | None
     """The set as staged before, if its manifest is whole and every source is as it was then."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
-        files = tuple(StagedFile(**entry) for entry in manifest["files"])
+        entries = manifest["files"]
+        if [entry.pop("source_digest") for entry in entries] != [_path_digest(source) for source in sources]:
+            return None
+        files = tuple(StagedFile(source=source, **entry) for source, entry in zip(sources, entries, strict=True))
     except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if [f.source for f in files] != sources:
         return None
     for staged in files:
         try:
@@ -118,7 +130,7 @@ def stage_set(key: str, sources: list[str], staging_root: Path) -> StagedSet:
         name = f"dicom_image_{index}.dcm"
         target = partial / name
         try:
-            with open(target, "wb") as output:
+            with _private(target) as output:
                 deidentifier.deidentify_file(file=source, output=output)
         except RejectedDICOMFileError as exc:
             shutil.rmtree(partial, ignore_errors=True)
@@ -127,8 +139,14 @@ def stage_set(key: str, sources: list[str], staging_root: Path) -> StagedSet:
             shutil.rmtree(partial, ignore_errors=True)
             raise StagingError(f"{source}: could not be de-identified ({type(exc).__name__}: {exc})") from None
         staged.append(StagedFile(source, stat.st_size, stat.st_mtime_ns, name, target.stat().st_size, _sha256(target)))
-    manifest = {"key": key, "files": [asdict(f) for f in staged]}
-    (partial / MANIFEST).write_text(json.dumps(manifest))
+    # No source path in the manifest: a PACS export's paths often carry patient names, and a run killed before the
+    # set reached the server leaves the manifest behind. A digest of the path is enough to know the sources again.
+    entries = [
+        {"source_digest": _path_digest(f.source), **{k: v for k, v in asdict(f).items() if k != "source"}}
+        for f in staged
+    ]
+    with _private(partial / MANIFEST) as handle:
+        handle.write(json.dumps({"key": key, "files": entries}).encode())
     os.replace(partial, folder)  # the set appears whole or not at all
     return StagedSet(key, folder, tuple(staged))
 

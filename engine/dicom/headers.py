@@ -32,6 +32,12 @@ HEADER_TAGS = (
     "InstanceNumber",
     "ImagePositionPatient",
     "ImageOrientationPatient",
+    # The server asserts these equal in every file of an image set (docs/gc-api.md §11); PatientName is read only to
+    # catch it in a title or image name (engine/plan/phi.py).
+    "StudyID",
+    "StudyDate",
+    "AccessionNumber",
+    "PatientName",
 )
 _PREAMBLE = 128
 _CHUNK = 256  # files per pool task
@@ -52,6 +58,11 @@ class DicomHeader:
     instance_number: int | None
     position: tuple[float, float, float] | None
     orientation: tuple[float, ...] | None
+    # None when the file lacks the element: the server's de-identifier compares only the elements a file has.
+    study_id: str | None = None
+    study_date: str | None = None
+    accession_number: str | None = None
+    patient_name: str = ""
 
     def field(self, name: str) -> str:
         """A header field by the name a job file's rule uses (``Modality``, ``SeriesDescription``, …)."""
@@ -130,7 +141,19 @@ def read_header(path: str) -> DicomHeader | NotDicom:
         instance_number=_number(dataset.get("InstanceNumber")),
         position=position,  # type: ignore[arg-type]
         orientation=_floats(dataset.get("ImageOrientationPatient"), 6),
+        study_id=_present(dataset, "StudyID"),
+        study_date=_present(dataset, "StudyDate"),
+        accession_number=_present(dataset, "AccessionNumber"),
+        patient_name=str(dataset.get("PatientName", "") or ""),
     )
+
+
+def _present(dataset: object, keyword: str) -> str | None:
+    """An element's value as text, or None when the file lacks it."""
+    if keyword not in dataset:  # type: ignore[operator]
+        return None
+    value = dataset[keyword].value  # type: ignore[index]
+    return "" if value is None else str(value)
 
 
 def _read_chunk(paths: list[str]) -> list[DicomHeader | NotDicom]:

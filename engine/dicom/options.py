@@ -28,7 +28,8 @@ HEADER_FIELDS = (
     "StudyInstanceUID",
     "SeriesInstanceUID",
 )
-# PatientID is matchable (to route a known phantom, say) but never part of a name Grand Challenge would show.
+# PatientID is matchable (to route a known phantom, say) but never part of a name Grand Challenge would show; of the
+# header fields a name may use, only those the de-identification procedure keeps pass plan (engine/plan/phi.py).
 NAME_FIELDS = ("socket", "title", "Modality", "SeriesDescription", "SeriesNumber")
 DEFAULT_IMAGE_NAME = "{socket}"
 DEFAULT_STAGING_BUDGET = 4 * GiB
@@ -48,6 +49,9 @@ class DicomOptions:
     staging_budget: int = DEFAULT_STAGING_BUDGET  # bytes of staged files on disk at once
     workers: int | None = None  # processes for header reads and de-identification; None: the cores
     image_names: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # socket → template
+    # Send a title or image name that holds a patient identifier (or a field de-identification removes) as it is,
+    # with a warning, instead of blocking its case (engine/plan/phi.py). For users who must.
+    allow_phi_titles: bool = False
 
     def image_name_template(self, socket: str) -> str:
         return self.image_names.get(socket, DEFAULT_IMAGE_NAME)
@@ -62,7 +66,7 @@ def render_image_name(template: str, header: Any, *, socket: str, title: str) ->
 
 def check_image_name(template: object, where: str) -> str:
     if not isinstance(template, str):
-        raise DicomOptionError(f'{where}: image_name must be a string such as "{{SeriesDescription}}"')
+        raise DicomOptionError(f'{where}: image_name must be a string such as "{{title}} {{Modality}}"')
     try:
         fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as exc:
@@ -96,7 +100,7 @@ def parse_dicom_table(raw: object, job_file: Path, image_names: Mapping[str, str
     """The ``[dicom]`` table; ``image_names`` come from the rules (socket → template)."""
     if not isinstance(raw, Mapping):
         raise DicomOptionError(f"{job_file}: [dicom] must be a table")
-    known = {"deidentify", "staging", "staging_budget", "workers"}
+    known = {"deidentify", "staging", "staging_budget", "workers", "allow_phi_titles"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise DicomOptionError(
@@ -107,6 +111,12 @@ def parse_dicom_table(raw: object, job_file: Path, image_names: Mapping[str, str
         raise DicomOptionError(
             f"{job_file}: dicom.deidentify must be true or false (false sends the files as they "
             "are: only for data that is already de-identified)"
+        )
+    allow_phi_titles = raw.get("allow_phi_titles", False)
+    if not isinstance(allow_phi_titles, bool):
+        raise DicomOptionError(
+            f"{job_file}: dicom.allow_phi_titles must be true or false (true sends titles and image names that hold "
+            "patient identifiers, with a warning)"
         )
     staging = raw.get("staging")
     if staging is not None and (not isinstance(staging, str) or not staging):
@@ -125,4 +135,5 @@ def parse_dicom_table(raw: object, job_file: Path, image_names: Mapping[str, str
         staging_budget=budget,
         workers=workers,
         image_names=MappingProxyType(dict(image_names)),
+        allow_phi_titles=allow_phi_titles,
     )

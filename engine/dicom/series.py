@@ -1,8 +1,9 @@
 """DICOM headers → series in slice order, and the checks the server makes on a DICOM image set, made locally.
 
-Grand Challenge de-identifies an uploaded DICOM image set again and asserts one study, one series and one patient
-in it; a failure there is visible through no API and the uploads are deleted (docs/gc-api.md §10). So each of those is a
-finding here, naming every file of each conflicting value, before a byte is sent. The de-identification procedure
+Grand Challenge de-identifies an uploaded DICOM image set again and asserts seven tags equal in every file of it
+(StudyInstanceUID, SeriesInstanceUID, PatientID, StudyID, StudyDate, AccessionNumber, SeriesNumber); a failure there
+is visible through no API and the uploads are deleted (docs/gc-api.md §10, §11). So each of those is a finding here,
+naming every file of each conflicting value, before a byte is sent. The de-identification procedure
 rejects SOP classes it does not know (structured reports, presentation states, …): those files are reported, not
 sent.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from gcbulk.engine.dicom.headers import DicomHeader
@@ -88,24 +89,51 @@ def _accepted_sop_classes() -> frozenset[str] | None:
 
 def patient_label(patient_id: str) -> str:
     """A PatientID as findings, logs and the ledger show it: a short hash, never the identifier itself."""
-    if not patient_id:
+    return identifier_label("PatientID", patient_id)
+
+
+def identifier_label(keyword: str, value: str) -> str:
+    """An identifying value as findings show it: a short hash, never the identifier itself."""
+    if not value:
         return ""
-    return "PatientID#" + hashlib.sha256(patient_id.encode()).hexdigest()[:8]
+    return f"{keyword}#" + hashlib.sha256(value.encode()).hexdigest()[:8]
 
 
-def image_set_problems(headers: Iterable[DicomHeader]) -> list[ImageSetProblem]:
-    """What the server would refuse in one DICOM image set: more than one study, series or patient, and files whose
-    SOP class the de-identification procedure rejects."""
-    headers = list(headers)
-    problems = []
-    for code, what, value_of in (
+def _seven_tags() -> tuple[tuple[str, str, Callable[[DicomHeader], str | None]], ...]:
+    """The tags the server asserts equal in every file of an image set (``cases/models.py``: the de-identifier's
+    ``assert_unique_value_for``, docs/gc-api.md §11): (finding code, keyword, the value as a finding shows it, or None
+    when the file lacks the element — the server compares only the elements a file has)."""
+    return (
         ("dicom-two-patients", "PatientID", lambda h: patient_label(h.patient_id)),
         ("dicom-two-studies", "StudyInstanceUID", lambda h: h.study_uid),
         ("dicom-two-series", "SeriesInstanceUID", lambda h: h.series_uid),
-    ):
+        ("dicom-two-study-ids", "StudyID", lambda h: _labelled("StudyID", h.study_id)),
+        ("dicom-two-study-dates", "StudyDate", lambda h: h.study_date),
+        ("dicom-two-accession-numbers", "AccessionNumber", lambda h: _labelled("AccessionNumber", h.accession_number)),
+        (
+            "dicom-two-series-numbers",
+            "SeriesNumber",
+            lambda h: None if h.series_number is None else str(h.series_number),
+        ),
+    )
+
+
+def _labelled(keyword: str, value: str | None) -> str | None:
+    return None if value is None else identifier_label(keyword, value)
+
+
+def image_set_problems(headers: Iterable[DicomHeader]) -> list[ImageSetProblem]:
+    """What the server would refuse in one DICOM image set: two values of any of the seven tags it asserts equal
+    (StudyInstanceUID, SeriesInstanceUID, PatientID, StudyID, StudyDate, AccessionNumber, SeriesNumber), and files
+    whose SOP class the de-identification procedure rejects. Identifiers are shown as hashes."""
+    headers = list(headers)
+    problems = []
+    for code, what, value_of in _seven_tags():
         groups: dict[str, list[str]] = defaultdict(list)
         for header in headers:
-            groups[value_of(header)].append(header.path)
+            value = value_of(header)
+            if value is not None:
+                groups[value].append(header.path)
         if len(groups) > 1:
             shown = ", ".join(f"{value or '(empty)'!s} in {len(paths)} file(s)" for value, paths in groups.items())
             problems.append(

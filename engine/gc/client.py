@@ -24,6 +24,13 @@ import aiohttp
 import anyio
 
 from gcbulk.engine.gc.bounded import DEFAULT_MAX_RESPONSE_BYTES, is_loopback_host, read_capped, trust_context
+from gcbulk.engine.gc.deadlines import (
+    API_DEADLINE_SECONDS,
+    VOICE_AFTER_SECONDS,
+    DeadlinePassed,
+    api_timeout,
+    voiced,
+)
 from gcbulk.engine.gc.errors import (
     ApiError,
     AuthenticationFailed,
@@ -92,6 +99,8 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         retry_policy: RetryPolicy | None = None,
         on_retry: RetryObserver | None = None,
         request_timeout: float = 300.0,
+        request_deadline: float = API_DEADLINE_SECONDS,
+        voice_after: float = VOICE_AFTER_SECONDS,
         trace_configs: list[aiohttp.TraceConfig] | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
@@ -114,11 +123,15 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         # reading it whole would take the process's memory with it (issue 14: 400 MiB of JSON took ~2 GB of RSS).
         self.max_response_bytes = max_response_bytes
         self._connections = connections
+        # The session's default, for what has no deadline of its own (a download streamed to disk): no read may stall
+        # longer than this. API requests and part PUTs have overall deadlines too (engine/gc/deadlines.py).
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=request_timeout)
+        self.request_deadline = request_deadline
+        self.voice_after = voice_after
         self.retry_policy = retry_policy or RetryPolicy()
         self.on_retry = on_retry
-        # Adaptive (engine/gc/pacer.py): the server's few web workers, not this knob, bound what helps (contract
-        # §10: beyond them requests only queue and throughput falls); the knob is the upper bound.
+        # Adaptive (engine/gc/pacer.py): the server's few web workers, not this knob, bound what helps
+        # (docs/gc-api.md §10: beyond them requests only queue and throughput falls); the knob is the upper bound.
         self.api_limiter = AdaptiveLimiter(api_policy(api_calls_in_flight, adaptive=adaptive_concurrency))
         self._api_path = parts.path
         self._session: aiohttp.ClientSession | None = None
@@ -173,17 +186,27 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
 
     async def _request_once(self, method: str, url: str, payload: Any, params: dict[str, Any] | None) -> Any:
         headers = {**self._auth_headers(), "Accept": "application/json"}
+        what = f"{method} {urlsplit(url).path}"
         async with self.api_limiter.slot(self.endpoint_key(method, url)) as slot:
             try:
                 # No redirects (docs/gc-api.md §0: gcapi treats a 3xx as an error): the token must not follow one.
-                async with self.session.request(
-                    method, url, json=payload, params=params, headers=headers, allow_redirects=False
-                ) as resp:
-                    raw = await read_capped(resp, self.max_response_bytes, f"{method} {url}")
-                    status, content_type, resp_headers = resp.status, resp.content_type, dict(resp.headers)
+                with voiced(what, self.request_deadline, after=self.voice_after):
+                    async with self.session.request(
+                        method,
+                        url,
+                        json=payload,
+                        params=params,
+                        headers=headers,
+                        allow_redirects=False,
+                        timeout=api_timeout(self.request_deadline),
+                    ) as resp:
+                        raw = await read_capped(resp, self.max_response_bytes, f"{method} {url}")
+                        status, content_type, resp_headers = resp.status, resp.content_type, dict(resp.headers)
             except Exception as exc:
                 if isinstance(exc, TimeoutError):
                     slot.overloaded()
+                    if not isinstance(exc, aiohttp.ServerTimeoutError):  # not a connect timeout: the whole deadline
+                        exc = DeadlinePassed(what, self.request_deadline)
                 if is_network_error(exc):
                     # Chained from None: aiohttp exceptions may carry the request headers, hence the token.
                     raise transport_error(method, url, exc) from None

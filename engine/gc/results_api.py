@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from gcbulk.engine.gc.bounded import is_loopback_url, read_capped
+from gcbulk.engine.gc.deadlines import api_timeout
 from gcbulk.engine.gc.errors import (
     ApiError,
     AuthenticationFailed,
@@ -111,8 +112,9 @@ class ResultsMixin:
                 try:
                     async with self.session.get(
                         url,
-                        headers=self._auth_headers(),
-                        allow_redirects=False,  # type: ignore[attr-defined]
+                        headers=self._auth_headers(),  # type: ignore[attr-defined]
+                        allow_redirects=False,
+                        timeout=api_timeout(self.request_deadline),  # type: ignore[attr-defined]
                     ) as response:
                         body = await read_capped(response, _ERROR_BODY_BYTES, f"GET {url}")
                         status, headers = response.status, dict(response.headers)

@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from gcbulk.engine.gc.errors import (
     ApiError,
     MultipartUploadVanished,
     NotFound,
+    UnsafeUrlError,
     UploadCapReached,
     UploadNoLongerOpen,
     UploadQuotaReached,
@@ -130,7 +132,25 @@ class UploadsMixin:
             translate=quota,
             idempotent=True,  # asking for URLs again only signs them again
         )
-        return {int(number): url for number, url in answer["presigned_urls"].items()}
+        urls = {int(number): str(url) for number, url in answer["presigned_urls"].items()}
+        for url in urls.values():
+            self._check_upload_url(url)
+        return urls
+
+    def _check_upload_url(self, url: str) -> None:
+        """A presigned part URL gcbulk may PUT the user's bytes to: https, or plain http only when the job's own
+        base URL is http (the emulator on this machine). gcapi does not check them (docs/gc-api.md §5); the bytes are
+        patient images, so a downgraded URL (a misconfigured endpoint, a proxy) stops the run instead."""
+        parts = urlsplit(url)
+        base_scheme = urlsplit(self.base_url).scheme  # type: ignore[attr-defined]
+        if parts.scheme == "https" or (parts.scheme == "http" and base_scheme == "http"):
+            if parts.hostname:
+                return
+        raise UnsafeUrlError(
+            f"the server gave a part upload URL on {parts.scheme or 'no'} scheme ({parts.scheme}://{parts.netloc}"
+            f"{parts.path}); gcbulk sends images over https only (plain http only when base_url is http). Check the "
+            "server's object-store endpoint"
+        )
 
     async def list_parts(self, upload: UploadRef | Mapping[str, Any]) -> list[dict[str, Any]]:
         """The parts S3 holds: ``[{"PartNumber", "ETag", "Size", ...}]``. MultipartUploadVanished if it is gone."""

@@ -4,8 +4,9 @@ With ``dicom = {…}`` rules in the job, every file of the case is looked at by 
 the DICOM files are grouped into series in slice order, and each series goes whole to the first dicom rule whose
 header fields match (and whose glob/regex, if it has one, matches every file's path). Series no dicom rule takes stay
 files for the other rules, so ``glob = "*.dcm"`` with ``group = "dicom-series"`` works as before. What the server would
-refuse in an image set (two patients, studies or series; a file the de-identifier rejects; an empty image name) is a
-blocking finding naming the files, made here because the server's refusal is visible through no API (docs/gc-api.md §10).
+refuse in an image set (two values of one of its seven equal tags; a file the de-identifier rejects; an empty image
+name) is a blocking finding naming the files, made here because the server's refusal is visible through no API
+(docs/gc-api.md §10, §11). So is an image name that would carry what de-identification takes out (``phi.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from gcbulk.engine.dicom.series import Series, group_series, image_set_problems,
 from gcbulk.engine.plan import findings as finding
 from gcbulk.engine.plan.cases import Entry
 from gcbulk.engine.plan.findings import Finding
+from gcbulk.engine.plan.phi import identifier_patterns, identifiers_in, removed_fields
 
 _SHOWN_FILES = 5  # per conflicting value in a message; the finding's ``files`` lists them all
 
@@ -142,14 +144,41 @@ def check_image_set(
             )
         )
     template = options.image_name_template(socket)
-    if not render_image_name(template, headers[0], socket=socket, title=title):
+    removed = removed_fields(template, headers[0])
+    if removed:
+        kept_out = tuple(e.rel for e in file_set if e.path not in named)
+        found.append(
+            finding.image_name_not_deidentified(
+                file_set[0].path, socket, template, removed, options.allow_phi_titles, kept_out, title
+            )
+        )
+        if not options.allow_phi_titles:
+            named.update(e.path for e in file_set)
+    name = render_image_name(template, headers[0], socket=socket, title=title)
+    if not name:
         found.append(
             finding.dicom_image_name_empty(
                 file_set[0].path, socket, template, tuple(e.rel for e in file_set if e.path not in named), title
             )
         )
         named.update(e.path for e in file_set)
+    elif kinds := identifiers_in(name, identifier_patterns(headers)):
+        allowed = options.allow_phi_titles
+        kept_out = () if allowed else tuple(e.rel for e in file_set if e.path not in named)
+        what = f"image name for socket {socket!r} (image_name = {template!r})"
+        found.append(finding.phi_in_name(file_set[0].path, what, kinds, allowed, title, kept_out))
+        if not allowed:
+            named.update(e.path for e in file_set)
+    blocking = [index for index, f in enumerate(found) if f.blocking]
     left = tuple(e.rel for e in file_set if e.path not in named)
-    if found and left:  # e.g. the files of the accepted SOP class when others are rejected: kept out with the set
-        found[0] = dataclasses.replace(found[0], files=found[0].files + left)
+    if blocking and left:  # e.g. the files of the accepted SOP class when others are rejected: kept out with the set
+        first = blocking[0]
+        found[first] = dataclasses.replace(found[first], files=found[first].files + left)
     return found
+
+
+def title_phi(path: str, title: str, headers: CaseHeaders, allowed: bool) -> list[Finding]:
+    """A finding when the case's title holds a PatientID or PatientName from the case's own DICOM headers."""
+    read = [h for h in headers.by_path.values() if isinstance(h, DicomHeader)]
+    kinds = identifiers_in(title, identifier_patterns(read)) if read else []
+    return [finding.phi_in_name(path, f"title {title!r}", kinds, allowed, title)] if kinds else []

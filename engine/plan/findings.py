@@ -530,7 +530,47 @@ def dicom_image_name_empty(path: object, socket: str, template: str, files: tupl
         path,
         f"the image name for socket {socket!r} comes out empty (image_name = {template!r} on this series' "
         "headers); a DICOM Image Set needs a non-empty image_name",
-        'change image_name in the rule for that socket, e.g. "{socket}" or "{Modality} {SeriesNumber}"',
+        'change image_name in the rule for that socket, e.g. "{socket}" or "{title} {Modality}"',
         files,
+        case,
+    )
+
+
+# --- patient identifiers in names (engine/plan/phi.py) -----------------------------------------------------------
+_PHI_FIX = (
+    "rename the case folder (or its row in cases.titles_csv) so it holds no patient identifier; if it must, pass "
+    "--allow-phi-titles (or GCBULK_ALLOW_PHI_TITLES=1, or allow_phi_titles = true in [dicom])"
+)
+
+
+def phi_in_name(
+    path: object, what: str, kinds: list[str], allowed: bool, case: str, files: tuple[str, ...] = ()
+) -> Finding:
+    """``what``: "title 'x'" or "image name for socket 'y' (image_name = ...)": never the identifier itself."""
+    return _f(
+        "phi-in-name",
+        "warning" if allowed else "blocking",
+        path,
+        f"the {what} holds the {' and '.join(kinds)} read from this case's DICOM headers; Grand Challenge "
+        "would show it to everyone who sees the study" + (" (sent as it is: --allow-phi-titles)" if allowed else ""),
+        _PHI_FIX,
+        files,
+        case,
+    )
+
+
+def image_name_not_deidentified(
+    path: object, socket: str, template: str, fields: list[str], allowed: bool, files: tuple[str, ...], case: str
+) -> Finding:
+    return _f(
+        "image-name-not-deidentified",
+        "warning" if allowed else "blocking",
+        path,
+        f"the image name for socket {socket!r} (image_name = {template!r}) uses {', '.join(fields)}: Grand "
+        "Challenge's de-identification procedure does not keep that field, as it may identify the patient"
+        + (" (sent from the original header: --allow-phi-titles)" if allowed else ""),
+        'build image_name from fields the procedure keeps: "{socket}", "{title}", "{Modality}"; or pass '
+        "--allow-phi-titles to send the original value",
+        () if allowed else files,
         case,
     )

@@ -38,6 +38,7 @@ from gcbulk.engine.plan.dicom_case import (
     check_image_set,
     claim_series,
     series_findings,
+    title_phi,
     unmapped_findings,
 )
 from gcbulk.engine.plan.filesets import dicom_series, files_item, mhd_data_file, value_item
@@ -271,6 +272,7 @@ class Planner:
         headers = CaseHeaders()
         claims = self._claim(sets, findings, title, headers, path)
         items = self._items(claims, findings, title, headers)
+        findings.extend(title_phi(path, title, headers, self.config.dicom.allow_phi_titles))
         for socket, rule in self._required.items():
             if socket not in claims and socket not in self.config.values:
                 findings.append(finding.missing_required(path, socket, rule.label, title))
@@ -400,8 +402,8 @@ class Planner:
                 problems = (
                     [] if dicom is None else check_image_set(socket, file_sets[0], dicom, self.config.dicom, title)
                 )
-                if problems:  # the server would refuse this image set: it is kept out of the plan
-                    findings.extend(problems)
+                findings.extend(problems)
+                if any(p.blocking for p in problems):  # the server would refuse this image set: kept out of the plan
                     continue
                 item = files_item(socket, file_sets[0], findings, title)
                 if item is not None:

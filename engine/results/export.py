@@ -34,6 +34,7 @@ from gcbulk.engine.results.dicom_instances import DISPLAY_SET_IMAGES, display_se
 from gcbulk.engine.results.export_files import outputs_present, write_outputs
 from gcbulk.engine.results.masks import DownloadLimits, MaskDownloader, MaskStats, case_component
 from gcbulk.engine.results.safe_paths import relative_path, safe_component
+from gcbulk.safe_files import make_private_dirs, tighten_folders
 from gcbulk.state.results_ledger import ResultsLedger
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,9 @@ async def export_reader_study(client: Any, options: ExportOptions) -> ExportSumm
     in the summary instead.
     """
     study = await client.reader_study_by_slug(options.reader_study)
-    options.out_dir.mkdir(parents=True, exist_ok=True)
+    # 0700 all through: masks/<case title>/ names cases, which are often patient identifiers.
+    make_private_dirs(options.out_dir)
+    tighten_folders(options.out_dir)
     with ResultsLedger.open_export(
         options.out_dir, reader_study=options.reader_study, base_url=client.base_url
     ) as ledger:

@@ -45,7 +45,7 @@ from gcbulk.engine.results.safe_paths import (
     relative_path,
     safe_component,
 )
-from gcbulk.safe_files import open_private_binary
+from gcbulk.safe_files import make_private_dirs, open_private_binary
 from gcbulk.state.mask_records import MaskRow
 from gcbulk.state.results_ledger import EXPORT_DIR, ImageAnswer, ResultsLedger
 
@@ -219,7 +219,7 @@ class MaskDownloader:
     async def _download_file(self, row: MaskRow) -> None:
         self.ledger.mask_downloading(row.path)
         partial = self._partial_path(row.path)
-        partial.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(partial.parent, root=self.out_dir)
         if partial.is_symlink():  # planted: never followed (the link goes, whatever it points to stays)
             partial.unlink()
         policy = self.client.retry_policy
@@ -339,7 +339,7 @@ class MaskDownloader:
             partial.unlink(missing_ok=True)
             raise MaskIntegrityError(f"{row.path}: MD5 {md5} differs from the object store's ETag {recorded.etag}")
         final = inside(self.out_dir, row.path)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(final.parent, root=self.out_dir)  # masks/<case title>/: only the owner lists it
         os.replace(partial, final)
         self.ledger.mask_verified(row.path, size=size, sha256=sha256, mtime_ns=final.stat().st_mtime_ns)
         self.stats.downloaded += 1

@@ -166,6 +166,10 @@ class JobService:
     # ---- signals and waiting ----------------------------------------------------------------------------------
 
     async def _watch_signals(self) -> None:
+        if sys.platform == "win32":
+            # asyncio on Windows cannot receive signals (no loop.add_signal_handler): Ctrl-C there raises
+            # KeyboardInterrupt, which stops the run at once, without the drain — still resumable from the ledger.
+            return
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 name = signal.Signals(signum).name

@@ -82,11 +82,17 @@ def case_row(case: PlannedCase) -> dict[str, Any]:
 
 
 def fetch_catalogue(
-    config: JobConfig, token: str, *, with_sockets: bool = True, with_titles: bool = False
+    config: JobConfig,
+    token: str,
+    *,
+    with_sockets: bool = True,
+    with_titles: bool = False,
+    check_editor: bool = True,
 ) -> tuple[dict[str, dict[str, Any] | None] | None, set[str] | None]:
     """Each socket the job names → the server's socket (``components/interfaces/?slug=``), or None if unknown; with
     ``with_titles``, also the titles of the study's display sets (to find those this job did not make). One
-    connection for both."""
+    connection for both. ``check_editor=False`` (a dry run) sends only GETs: the editor check is a POST the server
+    refuses, and a dry run writes nothing, so ``run`` makes that check, before any file moves."""
     from gcbulk.engine.gc.client import GrandChallengeClient
     from gcbulk.engine.gc.retry import RetryPolicy
     from gcbulk.engine.upload.reconcile import read_study
@@ -98,7 +104,8 @@ def fetch_catalogue(
             base_url=config.base_url, token=token, ca_file=config.ca_file, retry_policy=policy
         ) as client:
             # Permission before bytes, already at plan time (docs/gc-api.md §0: creating display sets needs an editor).
-            await client.require_editor(config.reader_study, consequence="fix that before running the job")
+            if check_editor:
+                await client.require_editor(config.reader_study, consequence="fix that before running the job")
             catalogue = {slug: await client.get_socket(slug) for slug in config.socket_slugs} if with_sockets else None
             titles = set((await read_study(client, config.reader_study)).pk_by_title) if with_titles else None
             return catalogue, titles

@@ -61,7 +61,7 @@ MAX_UPLOAD_RESTARTS = 3
 
 
 def check_unchanged(file: FileWork) -> None:
-    """The file must still be what was planned: its size and mtime (contract: re-plan to pick up changes)."""
+    """The file must still be what was planned: its size and mtime (re-plan to pick up changes)."""
     try:
         stat = os.stat(file.path)
     except OSError as exc:

@@ -23,6 +23,7 @@ import anyio
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
+from gcbulk.engine.gc.deadlines import DeadlinePassed, part_deadline, part_timeout, voiced
 from gcbulk.engine.gc.errors import (
     MultipartUploadVanished,
     PartIntegrityError,
@@ -121,11 +122,15 @@ async def put_part(
     # The signed query is not a secret like the token, but it grants writes for an hour: keep it out of messages.
     shown_url = url.split("?", 1)[0]
     try:
-        async with session.put(url, data=PartPayload(data, on_sent)) as response:
-            body = await response.read()
-            status, headers, etag = response.status, dict(response.headers), response.headers.get("ETag")
+        # An overall deadline that grows with the part (engine/gc/deadlines.py): a stalled S3 is given up on, retried.
+        with voiced(f"PUT of {len(data)} bytes to {shown_url}", part_deadline(len(data))):
+            async with session.put(url, data=PartPayload(data, on_sent), timeout=part_timeout(len(data))) as response:
+                body = await response.read()
+                status, headers, etag = response.status, dict(response.headers), response.headers.get("ETag")
     except BaseException as exc:  # cancellation too: the bytes it counted were not stored
         progress(-sent)
+        if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ServerTimeoutError):
+            exc = DeadlinePassed(f"PUT {shown_url}", part_deadline(len(data)))
         if is_network_error(exc):
             raise transport_error("PUT", shown_url, exc) from None
         raise

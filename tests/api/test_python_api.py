@@ -48,10 +48,13 @@ def test_a_notebook_plans_runs_and_checks_a_job_in_three_calls(
     tutorial_job: Path, threaded_emulator: RunningEmulator
 ) -> None:
     job = gcbulk.Job(tutorial_job)
+    threaded_emulator.context.counters.requests.clear()
 
     preview = job.plan(dry_run=True)
     assert preview.diff.cases == 3 and not preview.blocking
-    assert not job.settings.ledger.exists()  # a dry run writes nothing
+    assert not job.settings.ledger.exists()  # a dry run writes nothing, locally
+    sent = threaded_emulator.context.counters.requests
+    assert sent and all(key.startswith("GET ") for key in sent), sent  # nor on the server
 
     outcome = job.run()
     assert outcome.failed == []

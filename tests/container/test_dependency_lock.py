@@ -28,8 +28,11 @@ def pins() -> dict[str, Version]:
 
 
 def runtime_requirements() -> list[Requirement]:
+    """The base dependencies and the two runtime extras (the image installs the base, or the base with the emulator
+    extra for the emulator's target, and the postgres extra for the scale-out workers): all locked together."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return [Requirement(text) for text in project["dependencies"]]
+    extras = project["optional-dependencies"]
+    return [Requirement(text) for text in [*project["dependencies"], *extras["emulator"], *extras["postgres"]]]
 
 
 def test_every_runtime_dependency_is_pinned_within_its_range_in_the_lock() -> None:

@@ -133,6 +133,25 @@ def test_de_identification_removes_identifiers_and_keeps_the_set_one_series(tmp_
     assert oct((tmp_path / "staging" / "case-1").stat().st_mode & 0o777) == oct(0o700)
 
 
+def test_staged_copies_and_their_manifest_are_private_and_name_no_source_path(tmp_path: Path) -> None:
+    """A PACS export's folder names carry patient names; a run killed before the set reached the server leaves the
+    staging behind: only its owner may read it, and the manifest does not say where the files came from."""
+    source = tmp_path / "DOE_JANE_MRN-123456"
+    paths = [str(p) for p in make_dicom_series(source, 3)]
+    old_umask = os.umask(0o022)  # the usual umask, under which a plain open() makes files 0644
+    try:
+        staged = stage_set("case-1", paths, tmp_path / "staging")
+    finally:
+        os.umask(old_umask)
+
+    folder = tmp_path / "staging" / "case-1"
+    for path in [*staged.paths(), folder / "manifest.json"]:
+        assert oct(path.stat().st_mode & 0o777) == oct(0o600), path
+    manifest = (folder / "manifest.json").read_text()
+    assert "DOE_JANE" not in manifest and str(tmp_path) not in manifest
+    assert stage_set("case-1", paths, tmp_path / "staging").reused  # the sources are still known again
+
+
 def test_a_staged_set_is_reused_and_a_changed_source_is_staged_again(tmp_path: Path) -> None:
     paths = [str(p) for p in make_dicom_series(tmp_path / "s", 3)]
     first = stage_set("k", paths, tmp_path / "staging")

@@ -94,7 +94,7 @@ async def test_anonymous_users_see_no_answers(client, answered):
     assert (reply.status, reply.json()["count"]) == (200, 0)
 
 
-async def test_an_answer_has_every_field_of_the_contract(client, emulator, answered):
+async def test_an_answer_has_every_field_docs_gc_api_lists(client, emulator, answered):
     first, _, made = answered
     answer = made[("reader1", first["pk"])]
     assert set(answer) == {

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from tests.emulator.study_flow import (
     create_display_set,
     get_display_set,
@@ -123,7 +127,7 @@ async def test_an_image_set_of_two_patients_is_refused_invisibly_and_its_uploads
     await client.eventually(uploads_gone, "the uploads to be deleted after the refused import")
     assert (await get_display_set(client, display_set["pk"]))["values"] == []
     assert (await client.call("GET", client.api("cases/upload-sessions/"))).json()["count"] == 0
-    assert "2 values of PatientID" in caplog.text  # only the server's log says why (docs/gc-api.md §10)
+    assert "Element 'PatientID' has differing values" in caplog.text  # only the server's log says why (§10)
 
 
 async def test_an_image_without_an_image_set_has_no_instances(client, tmp_path):
@@ -136,3 +140,39 @@ async def test_an_image_without_an_image_set_has_no_instances(client, tmp_path):
     )
     value = await wait_for_value(client, display_set["pk"], "ct-image")
     assert (await client.call("GET", value["image"] + "dicom/instances/")).status == 404
+
+
+@pytest.mark.parametrize(
+    ("tag", "other"),
+    [("StudyID", "S2"), ("StudyDate", "20240102"), ("AccessionNumber", "ACC-2"), ("SeriesNumber", 7)],
+)
+async def test_an_image_set_whose_files_differ_in_one_of_the_seven_tags_never_appears(
+    client, tmp_path, caplog, tag, other
+):
+    """The server asserts StudyInstanceUID, SeriesInstanceUID, PatientID, StudyID, StudyDate, AccessionNumber and
+    SeriesNumber equal in every file (docs/gc-api.md §11); the refusal is silent, as there."""
+    from tests.dicom.synthetic import edit, identified_series
+
+    display_set = await create_display_set(client)
+    paths = identified_series(tmp_path / "s", 3)
+    edit(paths, StudyID="S1", StudyDate="20240101", AccessionNumber="ACC-1")
+    edit(paths[2:], **{tag: other})
+    uploads = await _uploads(client, paths)
+    caplog.set_level(logging.INFO, logger="gcbulk.emulator.dicom_sets")
+    reply = await patch_display_set(
+        client,
+        display_set["pk"],
+        {
+            "values": [
+                {"interface": "dicom-image-set", "user_uploads": [u["api_url"] for u in uploads], "image_name": "CT"}
+            ]
+        },
+    )
+    assert reply.status == 200
+
+    async def uploads_gone() -> bool:
+        return all([(await client.call("GET", u["api_url"])).status == 404 for u in uploads])
+
+    await client.eventually(uploads_gone, "the uploads to be deleted after the refused import")
+    assert (await get_display_set(client, display_set["pk"]))["values"] == []
+    assert f"Element {tag!r} has differing values across files: these must be identical." in caplog.text

@@ -8,84 +8,18 @@ import json
 import pytest
 
 from gcbulk.emulator.store import Socket
-from gcbulk.emulator.value_schemas import KIND_SCHEMAS
+from gcbulk.value_schemas import JSON_KIND_CODES
+from tests.annotation_values import ROWS, Row
 from tests.emulator.study_flow import create_display_set, get_display_set, patch_display_set, wait_for_value
 
-P = [1.0, 2.0, 0.0]
-Q = [3.0, 4.0, 0.0]
-R = [5.0, 1.0, 0.0]
-V = {"major": 1, "minor": 0}
-BOX = {"corners": [P, Q, R, P]}
-LINE = {"seed_points": [P], "path_point_lists": [[P, Q]]}
-POLYGON = {"name": "p", "seed_point": P, "path_points": [P, Q, R], "sub_type": "poly", "groups": [], "version": V}
-ANGLE = {"lines": [[P, Q], [Q, R]]}
-ELLIPSE = {"major_axis": [P, Q], "minor_axis": [Q, R]}
-
-# One valid value of every kind, and one the server refuses.
-CASES = {
-    "String": ("text", 3),
-    "Integer": (3, 3.5),
-    "Float": (3.5, "3.5"),
-    "Bool": (True, "yes"),
-    "Anything": ({"any": ["thing"]}, None),
-    "Choice": ("a", 1),
-    "Multiple choice": (["a", "b"], "a"),
-    "Chart": ({"mark": "bar", "data": {"values": []}}, {"data": {}}),
-    "Affine transform registration": ({"3d_affine_transform": [[1, 0, 0, 0]] * 4}, {"3d_affine_transform": [[1]]}),
-    "2D bounding box": (
-        {"type": "2D bounding box", "version": V, **BOX},
-        {"type": "2D bounding box", "version": V, "corners": [P, Q]},
-    ),
-    "Multiple 2D bounding boxes": (
-        {"type": "Multiple 2D bounding boxes", "version": V, "boxes": [BOX]},
-        {"type": "Multiple 2D bounding boxes", "version": V, "boxes": [{"corners": P}]},
-    ),
-    "Distance measurement": (
-        {"type": "Distance measurement", "version": V, "start": P, "end": Q},
-        {"type": "Distance measurement", "version": V, "start": P},
-    ),
-    "Multiple distance measurements": (
-        {"type": "Multiple distance measurements", "version": V, "lines": [{"start": P, "end": Q}]},
-        {"type": "Multiple distance measurements", "version": V, "lines": [{"start": P}]},
-    ),
-    "Point": ({"type": "Point", "version": V, "point": P}, {"type": "Point", "version": V, "point": [1, 2]}),
-    "Multiple points": (
-        {"type": "Multiple points", "version": V, "points": [{"point": P}]},
-        {"type": "Multiple points", "version": V, "points": [P]},
-    ),
-    "Polygon": (POLYGON, {**POLYGON, "path_points": "none"}),
-    "Multiple polygons": (
-        {"type": "Multiple polygons", "version": V, "polygons": [POLYGON]},
-        {"type": "Multiple polygons", "version": V, "polygons": [{"name": "p"}]},
-    ),
-    "Line": ({"type": "Line", "version": V, **LINE}, {"type": "Line", "version": V, "seed_points": [P]}),
-    "Multiple lines": (
-        {"type": "Multiple lines", "version": V, "lines": [LINE]},
-        {"type": "Multiple lines", "version": V, "lines": [{}]},
-    ),
-    "Angle": ({"type": "Angle", "version": V, **ANGLE}, {"type": "Angle", "version": V, "lines": [[P, Q]]}),
-    "Multiple angles": (
-        {"type": "Multiple angles", "version": V, "angles": [ANGLE]},
-        {"type": "Multiple angles", "version": V, "angles": [{"lines": []}]},
-    ),
-    "Ellipse": ({"type": "Ellipse", "version": V, **ELLIPSE}, {"type": "Ellipse", "version": V, "major_axis": [P]}),
-    "Multiple ellipses": (
-        {"type": "Multiple ellipses", "version": V, "ellipses": [ELLIPSE]},
-        {"type": "Multiple ellipses", "version": V, "ellipses": [{"major_axis": [P, Q]}]},
-    ),
-    "Three-point angle": (
-        {"type": "Three-point angle", "version": V, "angle": [P, Q, R]},
-        {"type": "Three-point angle", "version": V, "angle": [P, Q]},
-    ),
-    "Multiple three-point angles": (
-        {"type": "Multiple three-point angles", "version": V, "angles": [{"angle": [P, Q, R]}]},
-        {"type": "Multiple three-point angles", "version": V, "angles": [{"angle": [P]}]},
-    ),
-}
+MULTIPLE_POINTS_GOOD = next(r.value for r in ROWS if r.kind == "Multiple points" and r.accepted)
+MULTIPLE_POINTS_BAD = next(r.value for r in ROWS if r.kind == "Multiple points" and not r.accepted)
 
 
-def test_every_value_kind_has_a_schema_and_a_case_here():
-    assert set(KIND_SCHEMAS) == set(CASES)
+def test_every_json_value_kind_has_rows_both_ways():
+    kinds = {(row.kind, row.accepted) for row in ROWS}
+    assert {kind for kind, _ in kinds} == set(JSON_KIND_CODES)
+    assert {kind for kind, accepted in kinds if not accepted} == set(JSON_KIND_CODES) - {"Anything"}
 
 
 def _add_socket(emulator, kind: str, super_kind: str) -> str:
@@ -102,18 +36,16 @@ def _add_socket(emulator, kind: str, super_kind: str) -> str:
     return slug
 
 
-@pytest.mark.parametrize("kind", sorted(CASES))
-async def test_a_value_of_every_kind_is_checked_against_its_schema(client, emulator, kind):
-    slug = _add_socket(emulator, kind, "Value")
-    good, bad = CASES[kind]
+@pytest.mark.parametrize("row", ROWS, ids=lambda row: row.id)
+async def test_a_value_of_every_kind_is_accepted_or_refused_as_the_server_does(client, emulator, row: Row):
+    slug = _add_socket(emulator, row.kind, "Value")
     display_set = await create_display_set(client)
-    accepted = await patch_display_set(client, display_set["pk"], {"values": [{"interface": slug, "value": good}]})
-    assert accepted.status == 200, accepted.body
-    if bad is None:  # "Anything" takes any JSON
+    reply = await patch_display_set(client, display_set["pk"], {"values": [{"interface": slug, "value": row.value}]})
+    if row.accepted:
+        assert reply.status == 200, reply.body
         return
-    refused = await patch_display_set(client, display_set["pk"], {"values": [{"interface": slug, "value": bad}]})
-    assert refused.status == 400
-    (message,) = refused.json()["values"][0]["__all__"]
+    assert reply.status == 400
+    (message,) = reply.json()["values"][0]["__all__"]
     assert message.startswith("JSON does not fulfill schema: instance")
 
 
@@ -138,13 +70,13 @@ async def _set_json_file(client, display_set_pk: str, content: bytes) -> None:
 
 async def test_a_valid_json_file_becomes_the_sockets_file_value(client):
     display_set = await create_display_set(client)
-    content = json.dumps(CASES["Multiple points"][0]).encode()
+    content = json.dumps(MULTIPLE_POINTS_GOOD).encode()
     await _set_json_file(client, display_set["pk"], content)
     value = await wait_for_value(client, display_set["pk"], "nodule-points")
     assert value["file"]
 
 
-@pytest.mark.parametrize("content", [json.dumps(CASES["Multiple points"][1]).encode(), b"{not json"])
+@pytest.mark.parametrize("content", [json.dumps(MULTIPLE_POINTS_BAD).encode(), b"{not json"])
 async def test_an_invalid_json_file_never_appears_and_only_a_notification_says_why(client, content):
     display_set = await create_display_set(client)
     await _set_json_file(client, display_set["pk"], content)

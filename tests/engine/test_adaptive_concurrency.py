@@ -1,5 +1,5 @@
-"""Against a server with the real one's capacity (``--profile real``: two web workers, two import workers, contract
-§10), a run keeps its API calls within the adaptive limit, never above the fixed knob, shows the limits in its
+"""Against a server with the real one's capacity (``--profile real``: two web workers, two import workers,
+docs/gc-api.md §10), a run keeps its API calls within the adaptive limit, never above the fixed knob, shows the limits in its
 metrics and progress line, hands a case's images over one at a time, and spends no request on list scans."""
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ RULES = """
 [[rules]]
 dicom = { Modality = "CT" }
 socket = "dicom-image-set"
-image_name = "{Modality} {SeriesNumber} {SeriesDescription}"
+image_name = "{title} {Modality}"
 
 [[rules]]
 dicom = { Modality = "MR" }
@@ -78,7 +78,7 @@ async def test_the_tutorial_flow_with_a_dicom_tree_sends_de_identified_image_set
         assert {d.SeriesInstanceUID for d in datasets} != {pydicom.dcmread(paths[0]).SeriesInstanceUID}
     p1 = values_by_socket(display_sets["patient1"])
     named = await client.request("GET", p1["dicom-image-set"]["image"])
-    assert named["name"] == "CT 1 chest"
+    assert named["name"] == "patient1 CT"
     assert "generic-medical-image" in p1  # the MR series, through the ordinary image-socket path
     assert "generic-medical-image" not in values_by_socket(display_sets["patient2"])
     with Ledger.open(default_ledger_path(job_file), job.binding) as ledger:
@@ -148,3 +148,65 @@ async def test_de_identification_past_its_deadline_fails_the_case_and_sends_noth
     ((title, reason),) = outcome.failed
     assert title == "patient1" and "de-identifying its 40 files took more than 0 s" in reason
     assert emulator.context.store.uploads == {}  # nothing was sent
+
+
+PHI = {
+    "PatientName": "SMITH^JOHNATHAN",
+    "PatientID": "MRN-778899",
+    "PatientBirthDate": "19700101",
+    "AccessionNumber": "ACC-5512",
+    "InstitutionName": "St Elsewhere Hospital",
+    "ReferringPhysicianName": "HOUSE^GREGORY",
+    "SeriesDescription": "chest SMITH^JOHNATHAN axial",
+}
+PHI_TEXTS = ("SMITH", "JOHNATHAN", "MRN-778899", "19700101", "ACC-5512", "Elsewhere", "GREGORY")
+
+
+class _Recorded(dict):
+    """The emulator's uploads table, remembering every upload made (the server deletes them once consumed)."""
+
+    def __init__(self, seen: list[str]) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def __setitem__(self, key: str, upload: object) -> None:
+        self.seen.append(repr(upload))
+        super().__setitem__(key, upload)
+
+
+@pytest.mark.parametrize("emulator_config", [AS_RECEIVED], indirect=True)
+async def test_a_dicom_series_with_phi_in_many_places_sends_none_of_it(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    """PHI in the headers, the series description, the folder and file names; a second case whose folder is named
+    after the PatientID. Nothing identifying reaches the emulator through any field: upload names, titles, image
+    names, the stored bytes."""
+    from tests.dicom.synthetic import edit
+
+    inner = tmp_path / "cases" / "patient1" / "SMITH JOHNATHAN 2024"
+    inner.mkdir(parents=True)
+    paths = identified_series(inner, 3, seed=11, prefix="SMITH_JOHNATHAN_")
+    edit(paths, **PHI)
+    other = identified_series(tmp_path / "cases" / "MRN-778899_ct", 2, seed=12)
+    edit(other, **PHI)
+    rules = '[[rules]]\ndicom = { Modality = "CT" }\nsocket = "dicom-image-set"\nimage_name = "{title} {Modality}"\n'
+    job_file = write_job(tmp_path, emulator, rules=rules)
+    job = load_job(job_file)
+    seen: list[str] = []
+    emulator.context.store.uploads = _Recorded(seen)
+
+    outcome = await run_job(job_file, emulator, FAST_ENGINE.replace(dicom=job.dicom))
+
+    assert outcome.failed == [] and outcome.done == 1  # the case named after the PatientID is blocked at plan
+    display_sets = await study_display_sets(client)
+    assert set(display_sets) == {"patient1"}
+    image = await client.request("GET", values_by_socket(display_sets["patient1"])["dicom-image-set"]["image"])
+    assert image["name"] == "patient1 CT"
+    assert len(seen) == 3
+    store = emulator.context.store
+    visible = "\n".join([*seen, repr(store.display_sets), repr(store.images), repr(store.uploads)])
+    stored = _stored_instances(emulator, image["pk"])
+    assert len(stored) == 3
+    for text in PHI_TEXTS:
+        assert text not in visible, text
+        assert all(text.encode() not in raw for raw in stored), text

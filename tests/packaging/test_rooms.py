@@ -16,6 +16,8 @@ ROOM_OF_PREFIX = {
     "gcbulk.redaction": "base",
     "gcbulk.safe_files": "base",
     "gcbulk.checksums": "base",
+    "gcbulk.extras": "base",
+    "gcbulk.value_schemas": "base",
     "gcbulk.state": "state",
     "gcbulk.emulator": "emulator",
     "gcbulk.engine": "facade",  # ``python -m gcbulk.engine`` and the package docstring

@@ -165,3 +165,23 @@ def test_plan_with_a_bad_token_exits_2(job_dir: Path, threaded_emulator: Running
     err = capsys.readouterr().err
     assert "could not check the job's sockets" in err and "--offline" in err
     assert "not-a-real-token" not in err
+
+
+def test_plan_dry_run_sends_no_request_that_writes_and_says_run_checks_permission(
+    job_dir: Path, threaded_emulator: RunningEmulator, monkeypatch, capsys
+) -> None:
+    """Even with a reader's token: the editor check is a POST the server refuses, so a dry run leaves it to `run`
+    (which checks before any file moves) and says so."""
+    make_mha(job_dir / "cases" / "patient1" / "ct.mha", (2, 4, 4))
+    monkeypatch.setenv(TOKEN_ENV, threaded_emulator.tokens["reader1"])
+    job = _emulator_job(job_dir, threaded_emulator)
+    threaded_emulator.context.counters.requests.clear()
+
+    assert main(["plan", str(job), "--dry-run"]) == 0
+
+    out = capsys.readouterr().out
+    assert "Not checked in a dry run: whether this token may add display sets to the study" in out
+    assert "gcbulk run checks it before any file moves" in out
+    sent = threaded_emulator.context.counters.requests
+    assert sent and all(key.startswith("GET ") for key in sent), sent
+    assert not job.with_name("job.ledger.sqlite").exists()

@@ -230,3 +230,42 @@ def test_export_with_no_server_named_says_it_uses_the_public_grand_challenge(tmp
     err = capsys.readouterr().err
     assert "using https://grand-challenge.org/api/v1/ (no --base-url, GCBULK_BASE_URL or --job given)" in err
     assert "no API token" in err  # and nothing was sent: no token, no request
+
+
+def test_export_folders_and_sub_folders_are_private(world: World, tmp_path: Path, monkeypatch):
+    """masks/<case title>/ names cases (often patient identifiers): no other user may list any export folder, even
+    under the usual umask, and a sub-folder an older version made 0755 is tightened."""
+    import os
+    import stat
+
+    monkeypatch.setenv(TOKEN_ENV, world.emulator.tokens["editor"])
+    out = tmp_path / "out"
+    (out / "masks" / "case1").mkdir(parents=True, mode=0o755)
+    old_umask = os.umask(0o022)
+    try:
+        assert main(export_args(world, out)) == 0
+    finally:
+        os.umask(old_umask)
+
+    folders = [out, *(p for p in out.rglob("*") if p.is_dir())]
+    assert any(p.parent.name == "masks" for p in folders)  # masks/<case title>/ is among them
+    assert {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in folders} == {
+        str(p.relative_to(tmp_path)): oct(0o700) for p in folders
+    }
+
+
+def test_a_token_file_others_can_read_is_used_with_a_warning(world: World, tmp_path: Path, monkeypatch, caplog):
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    token_file = tmp_path / "token"
+    token_file.write_text(world.emulator.tokens["reader1"] + "\n")
+    token_file.chmod(0o644)
+
+    assert main(export_args(world, tmp_path / "out", "--token-file", str(token_file), "--mine")) == 0
+
+    assert f"token file {token_file} is readable by every user of this machine (mode 0o644)" in caplog.text
+    assert f"chmod 600 {token_file}" in caplog.text
+    assert world.emulator.tokens["reader1"] not in caplog.text
+    caplog.clear()
+    token_file.chmod(0o600)
+    assert main(export_args(world, tmp_path / "out", "--token-file", str(token_file), "--mine")) == 0
+    assert "readable by every user" not in caplog.text
