@@ -1,4 +1,4 @@
-"""``/metrics``, ``/healthz`` and ``/readyz`` on the run's own event loop (``engine/service/metrics.py`` says why that loop).
+"""``/metrics``, ``/healthz``, ``/readyz`` (and ``/status``, the live migration report) on the run's own event loop (``engine/service/metrics.py`` says why that loop).
 
 * ``/healthz`` (liveness): the process is up and its event loop answers. A container runtime restarts on failure, so
   it does not depend on Grand Challenge: an outage there must not restart a run that is waiting it out.
@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from gcbulk.engine.service.metrics import CONTENT_TYPE, Metrics, RunState
+from gcbulk.engine.service.status_page import StatusPage
 from gcbulk.engine.settings import Address
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,17 @@ class ServerCheck:
 class MonitoringServer:
     """An aiohttp site serving the three endpoints; ``start()`` returns the bound address (port 0 picks one)."""
 
-    def __init__(self, metrics: Metrics, state: RunState, address: Address, server_check: ServerCheck) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        state: RunState,
+        address: Address,
+        server_check: ServerCheck,
+        *,
+        status_page: StatusPage | None = None,
+    ) -> None:
         self.metrics = metrics
+        self.status_page = status_page  # the live migration report at /status (engine/service/status_page.py)
         self.state = state
         self.address = address
         self.server_check = server_check
@@ -108,6 +118,8 @@ class MonitoringServer:
         app.router.add_get("/metrics", self.handle_metrics)
         app.router.add_get("/healthz", self.handle_healthz)
         app.router.add_get("/readyz", self.handle_readyz)
+        if self.status_page is not None:
+            app.router.add_get("/status", self.status_page.handle)
         return app
 
     async def start(self) -> Address:
@@ -124,6 +136,8 @@ class MonitoringServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.status_page is not None:
+            await self.status_page.close()
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=await self.metrics.scrape(), headers={"Content-Type": CONTENT_TYPE})

@@ -39,6 +39,8 @@ from gcbulk.engine.service.metrics import (
     retry_reason,
 )
 from gcbulk.engine.service.plan_recording import PlanReport, plan_into_ledger
+from gcbulk.engine.service.status_page import StatusPage
+from gcbulk.engine.service.waits import WaitRecorder
 from gcbulk.engine.settings import RunSettings
 from gcbulk.engine.upload.journal import Journal, LedgerRunner
 from gcbulk.engine.upload.progress import TransferStats
@@ -101,6 +103,7 @@ class JobService:
             self.client = client
             server = await self._start_monitoring(client)
             events = logs.ConsoleEventLog(self.settings.events)
+            self.state.waits = WaitRecorder(events).install()  # the server's waits: event file and /status
             try:
                 async with _first_error_unwrapped(), anyio.create_task_group() as tasks:
                     self._tasks = tasks
@@ -121,6 +124,8 @@ class JobService:
                                 self.state.runner = None
                     tasks.cancel_scope.cancel()
             finally:
+                self.state.waits.close()
+                self.state.waits = None
                 events.close()
                 if server is not None:
                     await server.stop()
@@ -136,7 +141,10 @@ class JobService:
             async with client.session.get(client.url_for("gcapi/")) as response:
                 response.raise_for_status()
 
-        server = MonitoringServer(self.metrics, self.state, address, ServerCheck(probe))
+        status = StatusPage(
+            self.state, ledger_path=self.settings.ledger, events_path=self.settings.events, redact=self.redact_titles
+        )
+        server = MonitoringServer(self.metrics, self.state, address, ServerCheck(probe), status_page=status)
         try:
             bound = await server.start()
         except OSError as exc:
@@ -147,7 +155,7 @@ class JobService:
                     level=logging.WARNING,
                     address=str(address),
                     error=exc.strerror or str(exc),
-                    message="running without /metrics, /healthz and /readyz; set GCBULK_METRICS_ADDRESS "
+                    message="running without /metrics, /healthz, /readyz and /status; set GCBULK_METRICS_ADDRESS "
                     "(or --metrics-address) to a free host:port",
                 )
                 return None
@@ -159,7 +167,7 @@ class JobService:
             "monitoring_started",
             level=logging.INFO,
             address=f"http://{bound}",
-            endpoints=["/metrics", "/healthz", "/readyz"],
+            endpoints=["/metrics", "/healthz", "/readyz", "/status"],
         )
         return server
 

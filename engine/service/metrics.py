@@ -42,6 +42,7 @@ from gcbulk.engine.gc.errors import (
     UploadQuotaReached,
 )
 from gcbulk.engine.gc.routes import MEDIA, OTHER, route_shape
+from gcbulk.engine.service.waits import WaitRecorder
 from gcbulk.engine.upload.progress import TransferStats
 from gcbulk.state.report import JobCounts, job_counts
 
@@ -116,6 +117,7 @@ class RunState:
     retries_by_reason: Counter[str] = field(default_factory=Counter)
     bytes_sent_by_finished_passes: int = 0
     started_at: float = field(default_factory=time.time)
+    waits: WaitRecorder | None = None  # the server's waits, for the event file and /status (engine/service/waits.py)
 
     def bytes_sent(self) -> int:
         """Bytes this process has put on the wire and kept (a failed attempt's bytes are taken back), all passes."""
@@ -133,6 +135,8 @@ class RunState:
 
     def count_retry_reason(self, reason: str) -> None:
         self.retries_by_reason[reason] += 1
+        if self.waits is not None:
+            self.waits.retry(reason)
 
     def new_stats(self) -> MonitoredStats:
         return MonitoredStats(self.count_retry_reason)

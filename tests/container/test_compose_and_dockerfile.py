@@ -20,6 +20,7 @@ from tests.container.conftest import COMPOSE_FILE, REPO, compose
 
 DOCKERFILE = REPO / "Dockerfile"
 SCALE_OUT = {"postgres", "scale-out-cases", "gcbulk-worker"}
+MONITORING = {"prometheus", "grafana"}  # profile "monitoring" (tests/container/test_grafana_dashboard.py)
 # libpq's own variable: the scale-out workers' database password, kept out of the DSN (so out of every log line).
 LIBPQ_VARIABLES = {"PGPASSWORD"}
 LOCAL_PG_PASSWORD = "${GCBULK_PG_PASSWORD:-gcbulk-local-demo}"  # the documented local default
@@ -135,7 +136,7 @@ def test_the_healthcheck_probes_healthz_with_a_module_that_exists() -> None:
 
 def test_compose_has_the_demo_services_a_real_profile_and_a_scale_out_profile() -> None:
     services = compose()["services"]
-    assert set(services) == {"emulator", "demo-cases", "gcbulk", "gcbulk-real"} | SCALE_OUT
+    assert set(services) == {"emulator", "demo-cases", "gcbulk", "gcbulk-real"} | SCALE_OUT | MONITORING
     assert services["gcbulk-real"]["profiles"] == ["real"]
     assert all("profiles" not in services[name] for name in ("emulator", "demo-cases", "gcbulk"))
     assert all(services[name]["profiles"] == ["scale-out"] for name in SCALE_OUT)  # the demo stays as it was
@@ -143,7 +144,7 @@ def test_compose_has_the_demo_services_a_real_profile_and_a_scale_out_profile() 
         if name == "emulator":  # the image's second target: gcbulk plus the emulator extra
             assert service["image"] == "gcbulk-emulator:latest"
             assert service["build"] == {"context": ".", "target": "emulator"}
-        elif name != "postgres":
+        elif name not in ("postgres", *MONITORING):  # the monitoring profile runs Prometheus's and Grafana's images
             assert service["image"] == "gcbulk:latest" and service["build"] == {"context": ".", "target": "gcbulk"}
     assert (REPO / "Dockerfile").is_file()
 
