@@ -27,17 +27,23 @@ import asyncio
 import concurrent.futures
 import csv
 import dataclasses
+import hashlib
 import json
+import logging
 import sys
 import tempfile
 import types
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+import platformdirs
 
 from gcbulk.engine import settings
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.gc.retry import RetryBudget, item_budget
 from gcbulk.engine.ledger_location import ledger_exists
 from gcbulk.engine.results.export import (
     ExportOptions,
@@ -61,6 +67,7 @@ from gcbulk.engine.upload.transfer import RunOutcome
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.reorder_ledger import ReorderLedger
 
+log = logging.getLogger("gcbulk")
 T = TypeVar("T")
 Order = Literal["title", "natural-title"]
 
@@ -76,12 +83,19 @@ __all__ = [
 ]
 
 
+def _off_the_loop(call: Callable[[], T]) -> T:
+    """``call()``, on a worker thread when this thread already runs an event loop (a Jupyter cell): whatever ``call``
+    runs — ``asyncio.run`` in the planner's socket check, a whole transfer — gets a private loop there, and the
+    notebook's loop is never asked to nest one."""
+    if not _loop_running():
+        return call()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcbulk") as pool:
+        return pool.submit(call).result()
+
+
 def _run_sync(make: Callable[[], Awaitable[T]]) -> T:
     """Runs a coroutine to the end from synchronous code, also when this thread already runs an event loop."""
-    if not _loop_running():
-        return asyncio.run(make())  # type: ignore[arg-type]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcbulk") as pool:
-        return pool.submit(lambda: asyncio.run(make())).result()  # type: ignore[arg-type]
+    return _off_the_loop(lambda: asyncio.run(make()))  # type: ignore[arg-type]
 
 
 def _refuse_in_a_reimported_script(caller: types.FrameType) -> None:
@@ -131,6 +145,9 @@ class Job:
         """Walks the case tree, checks it, and records the plan in the ledger (``dry_run``: writes nothing).
         Returns the ``PlanReport`` ``gcbulk plan`` prints: ``.diff``, ``.findings``, ``.blocking``, ``.as_dict()``.
         ``offline`` skips reading the sockets from the server."""
+        return _off_the_loop(lambda: self._plan(dry_run=dry_run, offline=offline))
+
+    def _plan(self, *, dry_run: bool, offline: bool) -> PlanReport:
         from gcbulk.engine.service.plan_recording import fetch_catalogue, plan_into_ledger
 
         job = self.settings.job
@@ -181,8 +198,11 @@ class Job:
         """Counts by state and the cases that need attention, read from the ledger (works while a run is busy)."""
         from gcbulk.engine.service.status import collect_status
 
-        with Ledger.open_readonly(self.settings.ledger, self.settings.job.binding) as ledger:
-            return collect_status(ledger)
+        def read() -> dict[str, Any]:
+            with Ledger.open_readonly(self.settings.ledger, self.settings.job.binding) as ledger:
+                return collect_status(ledger)
+
+        return _off_the_loop(read)
 
 
 def _loop_running() -> bool:
@@ -216,6 +236,7 @@ async def export_study(
         download_limits=limits or DownloadLimits(),
     )
     async with _client(server) as client:
+        await _reach_study(client, options.reader_study)
         return await export_reader_study(client, options)
 
 
@@ -237,7 +258,7 @@ async def reorder_study(
         raise ConfigurationError("concurrency (--concurrency) must be at least 1")
     slug = server.require_reader_study()
     async with _client(server) as client:
-        study = await client.reader_study_by_slug(slug)
+        study = await _reach_study(client, slug)
         current = await list_display_sets(client, str(study["pk"]))
         targets = (
             plan_from_csv(from_csv, current)
@@ -250,7 +271,36 @@ async def reorder_study(
 
 
 def _client(server: settings.ServerSettings) -> GrandChallengeClient:
-    return GrandChallengeClient(base_url=server.base_url, token=server.require_token(), ca_file=server.ca_file)
+    return GrandChallengeClient(
+        base_url=server.base_url, token=server.require_token(), ca_file=server.ca_file, on_retry=_say_retry
+    )
+
+
+# The first request of export and reorder gets as many tries as `plan`'s checks: an unreachable server is named within
+# seconds (exit 2), not after the minutes a transfer's budget would spend.
+FIRST_CONTACT_ATTEMPTS = 3
+
+
+async def _reach_study(client: GrandChallengeClient, slug: str) -> dict[str, Any]:
+    with item_budget(RetryBudget(FIRST_CONTACT_ATTEMPTS, f"reaching {client.base_url}")):
+        return await client.reader_study_by_slug(slug)  # cached: the work that follows asks it again for free
+
+
+def _say_retry(what: str, error: BaseException, delay: float) -> None:
+    """A voice while the results side retries: a wait of seconds says what it waits for."""
+    log.warning("%s: %s; trying again in %.1f s", what, error, delay)
+
+
+def answers_cache(base_url: str, slug: str) -> Path:
+    """The folder where ``ReaderStudy`` keeps a study's answers between calls: under this user's cache directory
+    (platformdirs: ``~/.cache/gcbulk`` on Linux, ``~/Library/Caches/gcbulk`` on macOS), one folder per server and
+    study — never the shared system temp directory, where another user could read or plant answers, and never one
+    study's cache for a study of the same slug on another server."""
+    host = safe_component(urlsplit(base_url).netloc or "server", fallback="server")
+    server_key = hashlib.sha256(base_url.encode()).hexdigest()[:12]  # two paths on one host are two servers
+    root = platformdirs.user_cache_path("gcbulk", appauthor=False) / "answers"
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return root / f"{host}-{server_key}" / safe_component(slug, fallback="study")
 
 
 class ReaderStudy:
@@ -258,8 +308,8 @@ class ReaderStudy:
 
     ``token`` defaults to ``$GRAND_CHALLENGE_AUTHORIZATION`` (or ``$GCBULK_TOKEN_FILE``), ``base_url`` to
     ``$GCBULK_BASE_URL`` and else the public Grand Challenge; ``job`` takes server, CA file and slug from a job file.
-    ``cache`` is where answers are kept between calls (default: a folder under the system temp directory), so a second
-    call fetches only what changed.
+    ``cache`` is where answers are kept between calls (default: ``answers_cache(base_url, slug)``, under the user's
+    own cache directory), so a second call fetches only what changed.
     """
 
     def __init__(
@@ -285,11 +335,7 @@ class ReaderStudy:
             server = dataclasses.replace(server, token=token)
         self.server = server
         self.slug = server.require_reader_study()
-        self.cache = (
-            Path(cache)
-            if cache is not None
-            else (Path(tempfile.gettempdir()) / "gcbulk-answers" / safe_component(self.slug, fallback="study"))
-        )
+        self.cache = Path(cache) if cache is not None else answers_cache(server.base_url, self.slug)
 
     def __repr__(self) -> str:
         return f"ReaderStudy({self.slug!r}, base_url={self.server.base_url!r})"

@@ -16,13 +16,7 @@ stand-in used by the demo and the tests (installed with ``gcbulk[emulator]``).
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
-
-try:
-    __version__ = version("gcbulk")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
 
 __all__ = [
     "CaseResult",
@@ -58,7 +52,20 @@ _LAZY = {
 }
 
 
+def _version() -> str:
+    # Read on first use, not at import: importlib.metadata scans the installed distributions, and every `gcbulk`
+    # command imports this package before it can catch a Ctrl-C.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gcbulk")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        return _version()
     if name in _LAZY:
         import importlib
 

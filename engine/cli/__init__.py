@@ -2,24 +2,28 @@
 
 Each command module exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Modules are
 imported only when their command runs, so ``gcbulk status`` does not pay for aiohttp or SimpleITK.
-Exit codes: 0 success, 1 some items failed, 2 configuration or usage error, 70 internal error (a bug), 130
-stopped at once by a second signal.
+Exit codes: ``gcbulk/exit_codes.py`` (and the README's table) — 0 all done, 1 cases failed or blocked, 2 configuration
+or environment, 70 a bug, 130/143 stopped by SIGINT/SIGTERM with work left, 141 a reader that went away.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
-from types import ModuleType
+from types import FrameType, ModuleType
 
 from gcbulk.engine.cli.exit_codes import (  # re-exported: commands import them from here
     EXIT_BROKEN_PIPE,
     EXIT_CONFIG_ERROR,
     EXIT_CRASH,
+    EXIT_INTERRUPTED_SIGINT,
+    EXIT_INTERRUPTED_SIGTERM,
     EXIT_KILLED,
     EXIT_OK,
     EXIT_SOME_FAILED,
+    StopSignal,
 )
 
 __all__ = [
@@ -27,9 +31,12 @@ __all__ = [
     "EXIT_BROKEN_PIPE",
     "EXIT_CONFIG_ERROR",
     "EXIT_CRASH",
+    "EXIT_INTERRUPTED_SIGINT",
+    "EXIT_INTERRUPTED_SIGTERM",
     "EXIT_KILLED",
     "EXIT_OK",
     "EXIT_SOME_FAILED",
+    "StopSignal",
     "build_parser",
     "main",
 ]
@@ -67,6 +74,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gcbulk", description="Resumable bulk transfers into and out of Grand Challenge reader studies."
     )
+    parser.add_argument("--version", action="version", version=f"gcbulk {_installed_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in _available_commands(only).items():
         sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
@@ -75,15 +83,48 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from gcbulk.engine.cli.guard import install_redacting_streams, run_guarded
+def _installed_version() -> str:
+    import gcbulk
 
-    install_redacting_streams()
-    argv = sys.argv[1:] if argv is None else argv
-    # The command is the first word that is not an option (the top level has none that take a value).
-    named = next((word for word in argv if not word.startswith("-")), None)
-    args = build_parser(named if named in COMMANDS else None).parse_args(argv)
-    return run_guarded(args.command, lambda: args.handler(args))
+    version: str = gcbulk.__version__  # from the package's module __getattr__ (read on first use)
+    return version
+
+
+def _raise_stop_signal(signum: int, frame: FrameType | None) -> None:
+    raise StopSignal(signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``gcbulk`` command: its exit code (``gcbulk/exit_codes.py``). A stop signal at any moment — while modules
+    still load included — ends in one line and 130 (SIGINT) or 143 (SIGTERM), never a traceback."""
+    # SIGTERM's default is to die without a word; until a command's own watcher listens (JobService), it unwinds like
+    # Ctrl-C instead, so the ledger closes and the user reads what happened. SIGINT keeps Python's handler: asyncio
+    # and anyio recognise it and cancel their tasks cleanly.
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_stop_signal)
+    command = "gcbulk"
+    try:
+        from gcbulk.engine.cli.guard import install_redacting_streams, run_guarded
+
+        install_redacting_streams()
+        argv = sys.argv[1:] if argv is None else argv
+        # The command is the first word that is not an option (the top level has none that take a value).
+        named = next((word for word in argv if not word.startswith("-")), None)
+        if named in COMMANDS:
+            command = f"gcbulk {named}"
+        args = build_parser(named if named in COMMANDS else None).parse_args(argv)
+        return run_guarded(args.command, lambda: args.handler(args))
+    except KeyboardInterrupt as stop:
+        code = stop.exit_code if isinstance(stop, StopSignal) else EXIT_INTERRUPTED_SIGINT
+        name = "SIGTERM" if code == EXIT_INTERRUPTED_SIGTERM else "SIGINT"
+        try:
+            print(
+                f"{command}: stopped by {name}; every step recorded so far is in the ledger — run it again to resume",
+                file=sys.stderr,
+            )
+        except (OSError, KeyboardInterrupt):  # a second signal, or stderr gone: the exit code still says it
+            pass
+        return code
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ the emulator holds and where the ledger and the event log are. Nothing leaves th
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -21,6 +22,8 @@ HELP = "Run a small migration end to end against the bundled Grand Challenge emu
 
 # The demo's world is emulator/example.toml: its editor owns the tutorial-shaped study "example-study".
 DEMO_USER = "editor"
+# Where the emulator's own log lines come from: its modules, and panimg, which it runs for every import.
+EMULATOR_LOGGERS = ("gcbulk.emulator", "panimg")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="serve /metrics, /healthz and /readyz here during the demo, or 'off' (env "
         "GCBULK_METRICS_ADDRESS; default 127.0.0.1:9464, skipped with a warning when taken)",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show the emulator's own log lines (its requests, panimg's image conversions); by default the "
+        "demo shows gcbulk's progress and results, and only the emulator's warnings",
     )
     parser.add_argument(
         "--generate-only",
@@ -124,6 +133,11 @@ def run(args: argparse.Namespace) -> int:
         (workdir / stale).unlink(missing_ok=True)
     shutil.rmtree(workdir / "emulator", ignore_errors=True)
 
+    if not getattr(args, "verbose", False):
+        # The emulator stands in for the server: its lines (panimg converting each image) are not what the demo
+        # shows. Levels on its loggers survive the run's logging set-up, which configures the root and gcbulk.engine.
+        for emulator_logger in EMULATOR_LOGGERS:
+            logging.getLogger(emulator_logger).setLevel(logging.WARNING)
     with emulator_in_thread(EmulatorConfig(data_dir=workdir / "emulator", import_delay_seconds=0.1)) as emulator:
         print(f"gcbulk demo: Grand Challenge emulator at {emulator.base_url}", file=sys.stderr)
         job = write_job_file(workdir, emulator.base_url, emulator.ca_file)

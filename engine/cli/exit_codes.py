@@ -1,12 +1,28 @@
-"""The exit codes of every gcbulk command, in one place (the package and the last-line-of-defence guard share them)."""
+"""The exit codes of every gcbulk command: the table itself is ``gcbulk/exit_codes.py`` (below every room, so follow
+mode and the Python API share it without importing the CLI); commands import the names from here or from there."""
 
-EXIT_OK = 0
-EXIT_SOME_FAILED = 1
-EXIT_CONFIG_ERROR = 2
-# An unexpected exception — a bug, not the user's input nor the server's answer: distinct from "cases failed" (1), so
-# a supervisor or a script can tell them apart. 70 is EX_SOFTWARE of sysexits.h.
-EXIT_CRASH = 70
-# A second stop signal: the shell's convention for death by SIGINT (128 + 2). The run is still resumable.
-EXIT_KILLED = 130
-# Output piped into a reader that went away (`gcbulk status | head`): the shell's code for SIGPIPE (128 + 13).
-EXIT_BROKEN_PIPE = 141
+from gcbulk.exit_codes import (  # re-exported for the commands
+    EXIT_BROKEN_PIPE,
+    EXIT_CONFIG_ERROR,
+    EXIT_CRASH,
+    EXIT_INTERRUPTED_SIGINT,
+    EXIT_INTERRUPTED_SIGTERM,
+    EXIT_KILLED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    StopSignal,
+    exit_code_for_signal,
+)
+
+__all__ = [
+    "EXIT_BROKEN_PIPE",
+    "EXIT_CONFIG_ERROR",
+    "EXIT_CRASH",
+    "EXIT_INTERRUPTED_SIGINT",
+    "EXIT_INTERRUPTED_SIGTERM",
+    "EXIT_KILLED",
+    "EXIT_OK",
+    "EXIT_SOME_FAILED",
+    "StopSignal",
+    "exit_code_for_signal",
+]

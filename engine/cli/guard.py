@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -19,6 +20,7 @@ from typing import Any, TextIO
 
 from gcbulk.engine.cli.exit_codes import EXIT_BROKEN_PIPE, EXIT_CONFIG_ERROR, EXIT_CRASH, EXIT_SOME_FAILED
 from gcbulk.redaction import redact_exception, redact_text, register_secret
+from gcbulk.safe_files import UnsafeFileError
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +70,42 @@ def _silence_stdout() -> None:
         pass
 
 
+# An OSError with one of these numbers is the machine's state, not a bug: what it means, and what to do about it.
+_ENVIRONMENT_ERRNOS = {
+    errno.EROFS: ("the file system is read-only", "make the job's folder writable"),
+    errno.EACCES: ("permission denied", "make the job's folder writable for this user"),
+    errno.EPERM: ("operation not permitted", "make the job's folder writable for this user"),
+    errno.ENOSPC: ("the disk is full", "free some space"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free some space"),
+    errno.ELOOP: ("it is a symbolic link, which gcbulk does not follow for its own files", "remove the link"),
+}
+
+
+def _environment_problem(cause: BaseException) -> str | None:
+    """The one-line diagnosis of a file gcbulk could not write for a reason of the machine (a read-only or full
+    folder, a planted symlink), or None for anything else."""
+    if isinstance(cause, UnsafeFileError):  # its message names the file and what to do
+        return redact_exception(cause)
+    if not isinstance(cause, OSError) or cause.errno not in _ENVIRONMENT_ERRNOS:
+        return None
+    why, remedy = _ENVIRONMENT_ERRNOS[cause.errno]
+    where = f" {redact_text(repr(str(cause.filename)))}" if cause.filename is not None else ""
+    return (
+        f"cannot use{where}: {why}; {remedy}, or put the ledger and the event log elsewhere (--ledger / "
+        "GCBULK_LEDGER, --events / GCBULK_EVENTS). Nothing was lost: every recorded step is in the ledger."
+    )
+
+
 def run_guarded(command: str, handler: Callable[[], int]) -> int:
     """``handler()``'s exit code, or the exit code of what escaped it (see the module docstring)."""
-    from gcbulk.engine.gc.errors import AuthenticationFailed, ConfigurationError, GcbulkError, first_error
+    from gcbulk.engine.gc.errors import (
+        AuthenticationFailed,
+        ConfigurationError,
+        GcbulkError,
+        diagnosis,
+        first_error,
+        server_unreachable,
+    )
 
     try:
         return handler()
@@ -85,8 +120,12 @@ def run_guarded(command: str, handler: Callable[[], int]) -> int:
             return EXIT_BROKEN_PIPE
         cause = first_error(exc)
         log.debug("gcbulk %s ended on an unhandled error", command, exc_info=exc)
-        if isinstance(cause, (ConfigurationError, AuthenticationFailed)):
-            print(f"gcbulk {command}: {redact_exception(cause)}", file=sys.stderr)
+        environment = _environment_problem(cause)
+        if environment is not None:
+            print(f"gcbulk {command}: {environment}", file=sys.stderr)
+            return EXIT_CONFIG_ERROR
+        if isinstance(cause, (ConfigurationError, AuthenticationFailed)) or server_unreachable(cause):
+            print(f"gcbulk {command}: {redact_text(diagnosis(cause))}", file=sys.stderr)
             return EXIT_CONFIG_ERROR
         if isinstance(cause, GcbulkError):  # the server's answer, not gcbulk, is at fault: a rerun may succeed
             print(

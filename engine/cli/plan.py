@@ -28,6 +28,7 @@ from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_OK, EXIT_SOME_FAILED
 from gcbulk.engine.cli.plan_report import print_report
 from gcbulk.engine.gc.errors import ConfigurationError, GcbulkError
 from gcbulk.engine.ledger_location import add_ledger_argument, ledger_exists
+from gcbulk.engine.service.ledger_time import check_not_behind_event_log
 from gcbulk.engine.service.plan_recording import fetch_catalogue, load_catalogue, plan_into_ledger
 from gcbulk.state.ledger import Ledger, LedgerError
 
@@ -156,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
                     check_content=not args.no_content_checks,
                     server_titles=server_titles,
                 )
+                if server_titles and report.diff.blocked:  # a ledger that went back in time (ledger_time.py)
+                    suspects = (server_titles - ledger.own_display_set_titles()) & set(report.diff.blocked)
+                    check_not_behind_event_log(resolved.ledger_shown, resolved.events, suspects)
     except LedgerError as exc:
         print(f"gcbulk plan: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR

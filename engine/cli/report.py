@@ -100,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigurationError, LedgerError) as exc:
         print(f"gcbulk report: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise  # the reader of stdout went away (`| head -1`): the guard ends quietly with 141
     except OSError as exc:
         print(f"gcbulk report: cannot write {args.html or args.out}: {exc.strerror}", file=sys.stderr)
         return 2

@@ -3,9 +3,10 @@
 Every run plans first (a re-walk: new and vanished case folders are picked up, unchanged files cost a ``stat``). A case
 with a blocking finding is skipped and listed; the others run (``--strict``: any blocking finding holds back all).
 
-Exit 0 when every case is done (or the run was stopped by a signal: it resumes where it stopped), 1 when some cases
-failed (listed with their reasons; ``gcbulk retry-failed`` queues them again) or are blocked by their findings, 2 on a
-configuration error (job file, token, reader study, findings that hold back the whole job).
+Exit 0 when every planned case is done, 1 when some cases failed — in this run or an earlier one — (listed with their
+reasons; ``gcbulk retry-failed`` queues them again) or are blocked by their findings, 2 on a configuration error (job
+file, token, reader study, findings that hold back the whole job), 130 / 143 when SIGINT / SIGTERM stopped it with
+cases not done (it resumes where it stopped); the table is ``gcbulk/exit_codes.py``.
 
 The first SIGINT/SIGTERM starts nothing new and lets the parts on the wire finish for ``--drain`` seconds; every
 recorded step is already in the ledger, so that is the checkpoint. A second signal stops at once — still resumable,
@@ -33,6 +34,7 @@ from gcbulk.engine.cli.plan import add_strict_argument
 from gcbulk.engine.cli.plan_report import print_report
 from gcbulk.engine.cli.server_options import job_settings_with_token
 from gcbulk.engine.gc.errors import (
+    TOKEN_REFUSED,
     AuthenticationFailed,
     ConfigurationError,
     GcbulkError,
@@ -42,6 +44,7 @@ from gcbulk.engine.service import follow, logs
 from gcbulk.engine.service.job_service import JobService, PlanBlocked, run_once
 from gcbulk.engine.upload.progress import format_progress_line
 from gcbulk.engine.upload.transfer import RunOutcome
+from gcbulk.exit_codes import exit_code_for_signal
 from gcbulk.state.ledger import LedgerError, default_ledger_path
 
 HELP = "Run a job: plan it if needed, upload every case, create its display set and wait for the imports."
@@ -87,13 +90,19 @@ def events_path_for(job_file: Path) -> Path:
 
 
 def _print_outcome(
-    outcome: RunOutcome, ledger_shown: str, events_path: Path, blocked: list[str] = (), redact: bool = False
+    outcome: RunOutcome,
+    ledger_shown: str,
+    events_path: Path,
+    blocked: list[str] = (),
+    redact: bool = False,
+    cases: dict[str, int] | None = None,
 ) -> None:
     def shown(title: str) -> str:
         return redacted(title) if redact else title
 
-    if outcome.stats is not None:
-        print(f"gcbulk run: {format_progress_line(outcome.stats)}", file=sys.stderr)
+    if outcome.stats is not None:  # the whole job's cases (the ledger's), this run's files and bytes
+        line = format_progress_line(outcome.stats, cases, moving=not outcome.interrupted)
+        print(f"gcbulk run: {line}", file=sys.stderr)
     if blocked:
         print(
             f"gcbulk run: {len(blocked)} case(s) blocked by their findings and skipped (the plan above says why):",
@@ -145,19 +154,12 @@ def run(args: argparse.Namespace) -> int:
         log_setup.close()
 
 
-_FOLLOW_EXIT = {
-    follow.FollowEnd.STOPPED: EXIT_OK,
-    follow.FollowEnd.CONFIG_ERROR: EXIT_CONFIG_ERROR,
-    follow.FollowEnd.KILLED: EXIT_KILLED,
-}
-
-
 def _run(args: argparse.Namespace, resolved: settings.RunSettings, service: JobService) -> int:
     service.strict = getattr(args, "strict", False)
     service.redact_titles = service.redact_titles or getattr(args, "redact_titles", False)
     try:
         if getattr(args, "follow", False):
-            return _FOLLOW_EXIT[follow.run_follow(service)]
+            return follow.run_follow(service)
         show_plan = functools.partial(print_report, out=sys.stderr, redact_titles=service.redact_titles)
         outcome = anyio.run(
             service.serve, lambda s: run_once(s, replan=getattr(args, "replan", False), show_plan=show_plan)
@@ -167,11 +169,7 @@ def _run(args: argparse.Namespace, resolved: settings.RunSettings, service: JobS
             print(f"gcbulk run: {blocked}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     except AuthenticationFailed:
-        print(
-            "gcbulk run: the server refused the API token (401); set a valid token in "
-            "$GRAND_CHALLENGE_AUTHORIZATION, $GCBULK_TOKEN_FILE or --token-file",
-            file=sys.stderr,
-        )
+        print(f"gcbulk run: {TOKEN_REFUSED}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     except (ConfigurationError, LedgerError) as exc:
         print(f"gcbulk run: {exc}", file=sys.stderr)
@@ -179,16 +177,40 @@ def _run(args: argparse.Namespace, resolved: settings.RunSettings, service: JobS
     except GcbulkError as exc:
         print(f"gcbulk run: stopped: {exc}", file=sys.stderr)
         return EXIT_SOME_FAILED
-    if service.killed:
-        print("gcbulk run: stopped at once; run it again to resume", file=sys.stderr)
-        return EXIT_KILLED
-    if outcome is None or outcome.interrupted:
-        print("gcbulk run: stopped; everything sent so far is recorded — run it again to resume", file=sys.stderr)
+    cases = service.final_case_counts
+    left = _cases_left(cases)
+    if service.killed or outcome is None or outcome.interrupted:
+        how = "stopped at once" if service.killed else "stopped"
+        signal_name = service.stop_signal or "SIGINT"
         if outcome is not None:
             _print_outcome(
-                outcome, resolved.ledger_shown, resolved.events, service.blocked_cases, service.redact_titles
+                outcome, resolved.ledger_shown, resolved.events, service.blocked_cases, service.redact_titles, cases
             )
-        return EXIT_OK
-    _print_outcome(outcome, resolved.ledger_shown, resolved.events, service.blocked_cases, service.redact_titles)
+        if cases is not None and left == 0 and not (cases.get("failed") or cases.get("blocked")):
+            print(f"gcbulk run: {how} by {signal_name}, with every case done", file=sys.stderr)
+            return EXIT_OK
+        shown = "some cases" if cases is None else f"{left} case(s)"
+        print(
+            f"gcbulk run: {how} by {signal_name} with {shown} not done; everything sent so far is recorded — "
+            "run it again to resume",
+            file=sys.stderr,
+        )
+        return exit_code_for_signal(signal_name)
+    _print_outcome(outcome, resolved.ledger_shown, resolved.events, service.blocked_cases, service.redact_titles, cases)
+    earlier = (cases or {}).get("failed", 0) - len(outcome.failed)
+    if earlier > 0:
+        print(
+            f"gcbulk run: {earlier} case(s) failed in an earlier run and are still failed ('gcbulk status' lists "
+            "them); 'gcbulk retry-failed' queues them again",
+            file=sys.stderr,
+        )
     # Blocked cases are not done either: exit 1, as for failed ones, so a script sees the job is not complete.
-    return EXIT_SOME_FAILED if outcome.failed or service.blocked_cases else EXIT_OK
+    not_done = outcome.failed or service.blocked_cases or earlier > 0 or (cases or {}).get("blocked", 0)
+    return EXIT_SOME_FAILED if not_done else EXIT_OK
+
+
+def _cases_left(cases: dict[str, int] | None) -> int:
+    """Cases a next run would still work on: everything planned that is not done (vanished folders are gone)."""
+    if cases is None:
+        return 0
+    return sum(n for state, n in cases.items() if state not in ("done", "vanished"))

@@ -22,6 +22,8 @@ from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
     ConfigurationError,
     GcbulkError,
+    diagnosis,
+    server_unreachable,
 )
 from gcbulk.engine.jobfile import TOKEN_ENV
 from gcbulk.engine.service import logs
@@ -122,15 +124,12 @@ def run_against_server(command: str, main: Callable[[], Awaitable[int]]) -> int:
     (token, configuration, ledger), 1 for a stop that a rerun resumes."""
     try:
         return anyio.run(main)
-    except AuthenticationFailed:
-        print(
-            f"gcbulk {command}: the server rejected the API token (401); check {TOKEN_ENV} or --token-file",
-            file=sys.stderr,
-        )
-        return EXIT_CONFIG_ERROR
-    except (ConfigurationError, LedgerError) as error:
-        print(f"gcbulk {command}: {error}", file=sys.stderr)
+    except (AuthenticationFailed, ConfigurationError, LedgerError) as error:
+        print(f"gcbulk {command}: {diagnosis(error)}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     except GcbulkError as error:
+        if server_unreachable(error):  # the environment, as for `plan` and `run`: nothing a rerun alone fixes
+            print(f"gcbulk {command}: {diagnosis(error)}", file=sys.stderr)
+            return EXIT_CONFIG_ERROR
         print(f"gcbulk {command}: stopped: {error}; run it again to resume", file=sys.stderr)
         return EXIT_SOME_FAILED

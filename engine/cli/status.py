@@ -17,6 +17,7 @@ from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.gc.limits import UPLOAD_CAP
 from gcbulk.engine.ledger_location import add_ledger_argument
 from gcbulk.engine.service.status import collect_status
+from gcbulk.engine.upload.progress import LimitWait
 from gcbulk.state.ledger import Ledger, LedgerError
 
 HELP = "Show a job's progress from its ledger: counts by state and the cases that need attention."
@@ -124,9 +125,13 @@ def print_status(status: dict[str, Any], attention_total: int, out: Any = None) 
     else:
         print(file=out)
     print_workers(status.get("workers", []), out)
+    waits = limit_waits(status)
+    for wait in waits:
+        print(f"Needs attention: {wait.describe()}", file=out)
     rows = status["needs_attention"]
     if not rows:
-        print("Nothing needs attention.", file=out)
+        if not waits:
+            print("Nothing needs attention.", file=out)
         return
     print(f"Cases needing attention ({attention_total}):", file=out)
     for row in rows:
@@ -136,6 +141,21 @@ def print_status(status: dict[str, Any], attention_total: int, out: Any = None) 
         print(f"  {row['state']:<8} {row['title']}: {reason}", file=out)
     if attention_total > len(rows):
         print(f"  … and {attention_total - len(rows)} more (--json lists them all)", file=out)
+
+
+def limit_waits(status: dict[str, Any]) -> list[LimitWait]:
+    """The live workers' waits on the server's limits, one per limit: their uploads added, the soonest next try."""
+    merged: dict[str, LimitWait] = {}
+    for worker in status.get("workers", []):
+        for raw in worker.get("limit_waits", []):
+            wait = LimitWait(**raw)
+            known = merged.get(wait.limit)
+            merged[wait.limit] = (
+                wait
+                if known is None
+                else LimitWait(wait.limit, known.waiting + wait.waiting, min(known.next_try_at, wait.next_try_at))
+            )
+    return [merged[limit] for limit in sorted(merged)]
 
 
 def print_workers(workers: list[dict[str, Any]], out: Any) -> None:

@@ -405,6 +405,9 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
             log.warning("could not check the right to add display sets (%s); going on", unsure)
             return
         if not allowed:
+            # A misspelt slug is refused on the same field (DRF: "object does not exist"): name that cause, as every
+            # other command does, rather than send an editor looking for rights they already have.
+            await self.reader_study_by_slug(reader_study_slug)
             raise ConfigurationError(
                 f"this token's user may not add display sets to reader study {reader_study_slug!r}: the user must "
                 f"be an editor of the study (ask one of its editors to add them); {consequence}"

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import anyio
 
+from gcbulk.exit_codes import EXIT_CONFIG_ERROR, EXIT_SOME_FAILED
 from gcbulk.redaction import redact, redact_text
 
 # The body of an error is shown to the user; a huge HTML page from a proxy should not flood the log.
@@ -30,11 +31,16 @@ class Disposition(enum.Enum):
 
 
 class GcbulkError(Exception):
-    """Base of the engine's own errors."""
+    """Base of the engine's own errors. ``exit_code``: what the ``gcbulk`` command exits with when this stops it
+    (``gcbulk/exit_codes.py``), so a script calling the Python API can exit as the command would."""
+
+    exit_code: int = EXIT_SOME_FAILED
 
 
 class ConfigurationError(GcbulkError):
     """Bad input from the user (job file, URL, token); the message says what to fix. Exit code 2."""
+
+    exit_code = EXIT_CONFIG_ERROR
 
 
 class UnsafeUrlError(ConfigurationError):
@@ -109,6 +115,30 @@ class ApiError(HttpError):
 class AuthenticationFailed(ApiError):
     """401: the token is wrong or expired. Every further call would fail the same way."""
 
+    exit_code = EXIT_CONFIG_ERROR
+
+
+TOKEN_REFUSED = (
+    "the server refused the API token (401); set a valid token in $GRAND_CHALLENGE_AUTHORIZATION, "
+    "$GCBULK_TOKEN_FILE or --token-file"
+)
+
+
+def server_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` means no answer came from the server at all (every attempt failed below HTTP)."""
+    if isinstance(error, AttemptsExhausted):
+        return server_unreachable(error.last_error)
+    return isinstance(error, TransportError)
+
+
+def diagnosis(error: BaseException) -> str:
+    """What stopped a command, said the same way by every command and by follow mode: the cause and what to do."""
+    if isinstance(error, AuthenticationFailed):
+        return TOKEN_REFUSED
+    if server_unreachable(error):
+        return f"the server did not answer ({error}); check the server address and the network, then run it again"
+    return str(error)
+
 
 class NotFound(ApiError):
     """404: the object does not exist or is not visible to this user (docs/gc-api.md §0: invisible objects are 404)."""
@@ -132,6 +162,15 @@ class PresignedUrlExpired(S3Error):
 
 class MultipartUploadVanished(GcbulkError):
     """The multipart upload is gone on the server (the 24 h sweep, docs/gc-api.md §1); it must be created again."""
+
+
+class UploadsSwept(GcbulkError):
+    """The server refused to import an item's uploads because they are gone — the 24 h sweep (docs/gc-api.md §1)
+    deleted them after they were completed, before or while their session used them. The item is uploaded again."""
+
+    def __init__(self, item_id: int, message: str) -> None:
+        super().__init__(message)
+        self.item_id = item_id
 
 
 class PartIntegrityError(GcbulkError):

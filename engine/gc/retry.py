@@ -25,6 +25,7 @@ from gcbulk.engine.gc.errors import (
     AttemptsExhausted,
     Disposition,
     HttpError,
+    Interrupted,
     UploadCapReached,
     UploadQuotaReached,
     classify,
@@ -71,6 +72,11 @@ class RetryPolicy:
     upload_cap_delay: float = 300.0
     # docs/gc-api.md §1: the byte quota frees up as imports consume completed uploads.
     upload_quota_delay: float = 300.0
+    # How often one item waits out the server's upload cap or byte quota (each wait the delay above) before its case
+    # fails naming the limit: bounded, so a quota that never frees ends in minutes, not the better part of an hour
+    # spent in silence; 0 fails at the first refusal (engine.server_limit_retries, GCBULK_SERVER_LIMIT_RETRIES).
+    # These waits have their own allowance: they do not eat the item's budget for network faults.
+    server_limit_retries: int = 3
     # Retry-After is honoured up to this; a longer one would stall the item for longer than any budget intends.
     max_retry_after: float = 900.0
     # A 429 is the server pacing us, not the item failing: throttled retries have their own, larger allowance.
@@ -117,13 +123,25 @@ def _header(headers: Any, name: str) -> str | None:
     return value
 
 
+DEFAULT_SERVER_LIMIT_RETRIES = RetryPolicy.server_limit_retries
+
+
 class RetryBudget:
     """The retries left to one item. Shared by every call made on the item's behalf (through ``item_budget``)."""
 
-    def __init__(self, attempts: int, what: str = "item", *, throttled_attempts: int = 100) -> None:
+    def __init__(
+        self,
+        attempts: int,
+        what: str = "item",
+        *,
+        throttled_attempts: int = 100,
+        limit_waits: int = DEFAULT_SERVER_LIMIT_RETRIES,
+    ) -> None:
         self.attempts = attempts
         self.left = attempts
         self.throttled_left = throttled_attempts
+        self.limit_waits = limit_waits
+        self.limit_waits_left = limit_waits
         self.what = what
 
     def spend(self, error: BaseException) -> None:
@@ -131,12 +149,43 @@ class RetryBudget:
         if isinstance(error, HttpError) and error.status == 429 and self.throttled_left > 0:
             self.throttled_left -= 1
             return
+        if isinstance(error, (UploadCapReached, UploadQuotaReached)):
+            if self.limit_waits_left <= 0:
+                raise ServerLimitWaitsExhausted(self.what, self.limit_waits, error) from None
+            self.limit_waits_left -= 1
+            return
         if self.left <= 0:
             raise AttemptsExhausted(self.what, self.attempts + 1, error) from None
         self.left -= 1
 
 
+class ServerLimitWaitsExhausted(AttemptsExhausted):
+    """The server's upload cap or byte quota refused an item again after every wait its allowance gave it."""
+
+    def __init__(self, what: str, waits: int, last_error: BaseException) -> None:
+        limit = "byte quota" if isinstance(last_error, UploadQuotaReached) else "upload cap (2000 uploads)"
+        super().__init__(what, waits + 1, last_error)
+        self.args = (
+            f"{what}: the server's {limit} refused it {waits + 1} time(s) (last: {last_error}); it frees as the "
+            "server imports or sweeps uploads — run again later, or set engine.server_limit_retries "
+            "(GCBULK_SERVER_LIMIT_RETRIES) to wait longer",
+        )
+
+
 _current_budget: ContextVar[RetryBudget | None] = ContextVar("gcbulk_retry_budget", default=None)
+# Set by a transfer pass: once it is stopping, a retry that only sleeps in its backoff gives up at once (Interrupted)
+# instead of holding the drain for the rest of its wait; everything it did is recorded, and the next run resumes.
+_stopping: ContextVar[anyio.Event | None] = ContextVar("gcbulk_stopping", default=None)
+
+
+@contextlib.contextmanager
+def backoffs_end_on(stopping: anyio.Event) -> Iterator[None]:
+    """Retry waits in this task and those it starts end with ``Interrupted`` when ``stopping`` is set."""
+    token = _stopping.set(stopping)
+    try:
+        yield
+    finally:
+        _stopping.reset(token)
 
 
 @contextlib.contextmanager
@@ -151,7 +200,10 @@ def item_budget(budget: RetryBudget) -> Iterator[RetryBudget]:
 
 def current_budget(policy: RetryPolicy, what: str) -> RetryBudget:
     return _current_budget.get() or RetryBudget(
-        policy.attempts_per_item, what, throttled_attempts=policy.throttled_attempts_per_item
+        policy.attempts_per_item,
+        what,
+        throttled_attempts=policy.throttled_attempts_per_item,
+        limit_waits=policy.server_limit_retries,
     )
 
 
@@ -193,13 +245,23 @@ async def call_with_retries(
             log.info("retrying %s in %.1f s after %s", what, delay, exc)
             if delay >= LONG_WAIT_SECONDS:  # the cap and quota waits (minutes): say what the run waits for
                 wait_log.info("%s waits %.0f s before trying again: %s", what, delay, exc)
-            await anyio.sleep(delay)
+            await _backoff(delay, what)
             attempt += 1
             if reconcile is not None and may_have_succeeded(exc):
                 found = await reconcile()
                 if found is not None:
                     log.info("%s had succeeded before its error; adopted the existing object", what)
                     return found
+
+
+async def _backoff(delay: float, what: str) -> None:
+    stopping = _stopping.get()
+    if stopping is None:
+        await anyio.sleep(delay)
+        return
+    with anyio.move_on_after(delay):
+        await stopping.wait()
+        raise Interrupted(f"{what}: stopped while waiting {delay:.0f} s to try again")
 
 
 def _is_500(exc: BaseException) -> bool:

@@ -17,11 +17,13 @@ from rich.progress import (
     DownloadColumn,
     Progress,
     TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 
 from gcbulk.engine.service.log_format import TextFormatter
+from gcbulk.engine.upload.progress import MIB, format_duration
+
+# ISO 8601, as every other timestamp gcbulk writes (rich's default is the locale's, e.g. 12/07/26 in the US).
+LOG_TIME_FORMAT = "[%Y-%m-%dT%H:%M:%S]"
 
 
 class ProgressDisplay:
@@ -31,19 +33,27 @@ class ProgressDisplay:
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
+            # Speed and ETA from the summary's numbers, not rich's own columns: those speak MB/s beside our MiB and
+            # guess a remaining time ("-:--:--") whether or not anything moves.
+            TextColumn("{task.fields[speed]}"),
+            TextColumn("{task.fields[eta]}"),
             TextColumn("{task.fields[cases]}"),
             console=self.console,
             transient=False,
         )
-        self._task = self._progress.add_task("uploading", total=None, cases="")
+        self._task = self._progress.add_task("uploading", total=None, cases="", speed="", eta="")
         self._started = False
 
     def log_handler(self) -> logging.Handler:
 
         # The same console as the bar, so log lines print above it instead of tearing it.
-        handler = RichHandler(console=self.console, show_path=False, rich_tracebacks=False, markup=False)
+        handler = RichHandler(
+            console=self.console,
+            show_path=False,
+            rich_tracebacks=False,
+            markup=False,
+            log_time_format=LOG_TIME_FORMAT,
+        )
         handler.setFormatter(TextFormatter(head=False))
         return handler
 
@@ -54,10 +64,13 @@ class ProgressDisplay:
             self._started = True
         cases = fields.get("cases", {})
         text = " · ".join(f"{state} {count}" for state, count in cases.items())
+        eta = fields.get("eta_seconds")
         self._progress.update(
             self._task,
             completed=fields.get("bytes", 0),
             total=fields.get("bytes_total") or None,
+            speed=f"{(fields.get('rate') or 0.0) / MIB:.1f} MiB/s",
+            eta=f"ETA {format_duration(eta)}" if eta is not None else "sent" if _all_sent(fields) else "stopped",
             cases=f"cases {text}" if text else "",
         )
 
@@ -65,3 +78,8 @@ class ProgressDisplay:
         if self._started:
             self._progress.stop()
             self._started = False
+
+
+def _all_sent(fields: Mapping[str, Any]) -> bool:
+    total = fields.get("bytes_total") or 0
+    return total > 0 and (fields.get("bytes") or 0) >= total

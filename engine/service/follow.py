@@ -8,14 +8,12 @@ any blocking finding holds back all); what is blocked is logged once per change,
 touch cases a pass is working on).
 
 It never exits on a transient fault — network down, a 5xx storm, the server unreachable at start, a full disk —
-it logs the fault and tries again with growing backoff. It ends ``STOPPED`` on SIGTERM/SIGINT (after draining),
-``CONFIG_ERROR`` on a fatal configuration error (bad token, unknown reader study, a ledger that belongs to another
-job), ``KILLED`` on a second signal; the CLI turns each into its exit code (``engine/cli/run.py``).
+it logs the fault and tries again with growing backoff. It exits 0 on SIGTERM/SIGINT (after draining), 2 on a fatal
+configuration error (bad token, unknown reader study, a ledger that belongs to another job), 130 on a second signal.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import sqlite3
 import time
@@ -28,12 +26,14 @@ from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
     ConfigurationError,
     GcbulkError,
+    diagnosis,
     first_error,
 )
 from gcbulk.engine.plan.titles import redacted, scrub
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.job_service import JobService
 from gcbulk.engine.service.plan_recording import PlanReport
+from gcbulk.exit_codes import EXIT_CONFIG_ERROR, EXIT_OK, exit_code_for_signal
 from gcbulk.state.errors import LedgerDiskFull, LedgerError
 
 # Failed cases come back after --retry-failed-after (1 min), then 2, 4 … at most hourly: a server-side cause (an
@@ -43,14 +43,6 @@ FAILED_CASES_MAX_SECONDS = 3600.0
 # 5 min.
 FAULT_BACKOFF = (5.0, 300.0)
 _TRANSIENT = (GcbulkError, OSError, aiohttp.ClientError, TimeoutError, sqlite3.OperationalError, LedgerDiskFull)
-
-
-class FollowEnd(enum.Enum):
-    """How the long-lived mode ended (the CLI maps each to an exit code)."""
-
-    STOPPED = "stopped"  # a stop signal, after the pass in flight drained
-    CONFIG_ERROR = "configuration error"  # a fault no retry mends: a bad token, an unknown reader study …
-    KILLED = "killed"  # a second stop signal: cut at once (the run is still resumable)
 
 
 @dataclass
@@ -100,7 +92,7 @@ class Follower:
     def _title(self, title: str) -> str:
         return redacted(title) if self._redact else title
 
-    async def run(self) -> FollowEnd:
+    async def run(self) -> int:
         service = self.service
         while not service.stop_requested.is_set():
             try:
@@ -109,8 +101,10 @@ class Follower:
             except Exception as raised:  # classified right below; anything else is a bug and propagates
                 error = first_error(raised) if isinstance(raised, BaseExceptionGroup) else raised
                 if is_fatal(error):
-                    logs.log_event("fatal_configuration_error", level=logging.ERROR, error=str(error))
-                    return FollowEnd.CONFIG_ERROR
+                    logs.log_event(
+                        "fatal_configuration_error", level=logging.ERROR, error=str(error), message=diagnosis(error)
+                    )
+                    return EXIT_CONFIG_ERROR
                 if not isinstance(error, _TRANSIENT):
                     raise
                 delay = self.fault_backoff.next_delay()
@@ -127,7 +121,7 @@ class Follower:
             if not service.stop_requested.is_set():
                 service.state.phase = "idle"
                 await service.wait(service.settings.poll_interval)
-        return FollowEnd.STOPPED
+        return EXIT_OK
 
     async def round(self) -> None:
         service = self.service
@@ -212,13 +206,14 @@ class Follower:
             )
 
 
-async def follow(service: JobService) -> FollowEnd:
+async def follow(service: JobService) -> int:
     return await Follower(service).run()
 
 
-def run_follow(service: JobService) -> FollowEnd:
-    """Runs the long-lived mode to its end; how it ended."""
-    end = anyio.run(service.serve, follow)
+def run_follow(service: JobService) -> int:
+    """Runs the long-lived mode to its end; the exit code (0 stopped by a signal, as orchestrators expect of a
+    service; 2 fatal configuration error; 130 / 143 stopped at once by a second SIGINT / SIGTERM)."""
+    code = anyio.run(service.serve, follow)
     if service.killed:
-        return FollowEnd.KILLED
-    return FollowEnd.STOPPED if end is None else end
+        return exit_code_for_signal(service.stop_signal or "SIGINT")
+    return EXIT_OK if code is None else code

@@ -32,6 +32,7 @@ from gcbulk.engine.gc.errors import (
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.health import MonitoringServer, ServerCheck
+from gcbulk.engine.service.ledger_time import check_not_behind_event_log
 from gcbulk.engine.service.metrics import (
     Metrics,
     RunState,
@@ -50,6 +51,7 @@ from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
 log = logging.getLogger("gcbulk")
 T = TypeVar("T")
 PLAN_CHECK_RETRIES = 2
+LEDGER_COUNT_SECONDS = 30.0  # the closing count of cases by state waits this long for a busy ledger
 
 
 class JobService:
@@ -65,6 +67,12 @@ class JobService:
         self.display = display  # gcbulk.engine.service.display.ProgressDisplay on a terminal
         self.stop_requested: anyio.Event  # made in serve(): anyio primitives belong to the running loop
         self.killed = False
+        # The signal that stopped the service ("SIGINT", "SIGTERM"), None when nothing did: a one-shot run's exit code
+        # (130 or 143 with work left, gcbulk/exit_codes.py).
+        self.stop_signal: str | None = None
+        # The ledger's cases by state when the service closed it (None: it could not be read): what the exit code of a
+        # one-shot run says, whatever this process's pass did.
+        self.final_case_counts: dict[str, int] | None = None
         self.strict = False  # --strict: any blocking finding holds back every case (default: only its own case)
         self.blocked_cases: list[str] = []  # titles the last plan blocked (skipped by the pass)
         # cases.redact_titles / --redact-titles: logs and events show title#<hash> (the ledger keeps the titles)
@@ -120,6 +128,7 @@ class JobService:
                                 result = await body(self)
                             finally:
                                 with anyio.CancelScope(shield=True):  # the last word: where the job stands
+                                    self.final_case_counts = await self._case_counts(runner)
                                     await self.log_summary()
                                 self.state.runner = None
                     tasks.cancel_scope.cancel()
@@ -130,6 +139,15 @@ class JobService:
                 if server is not None:
                     await server.stop()
         return result
+
+    @staticmethod
+    async def _case_counts(runner: LedgerRunner) -> dict[str, int] | None:
+        try:
+            with anyio.fail_after(LEDGER_COUNT_SECONDS):
+                return (await runner.run(runner.ledger.counts_by_state)).get("case", {})
+        except Exception as exc:  # noqa: BLE001 - a ledger that failed already said so; the exit code says "unknown"
+            log.debug("could not read the cases' states at the end: %s", exc)
+            return None
 
     async def _start_monitoring(self, client: GrandChallengeClient) -> MonitoringServer | None:
         address = self.settings.metrics_address
@@ -191,6 +209,7 @@ class JobService:
         for the drain time; without one, the service stops at once (there is nothing to drain)."""
         if self.stop_requested.is_set():
             return
+        self.stop_signal = reason
         self.stop_requested.set()
         self.state.phase = "stopping"
         engine, pass_done = self._engine, self._pass_done
@@ -211,6 +230,7 @@ class JobService:
     def stop_now(self, reason: str) -> None:
         """What the second signal does: stop at once. Every recorded step is in the ledger, so it still resumes."""
         self._note("stopping_now", signal=reason)
+        self.stop_signal = reason
         self.killed = True
         self._work.cancel()
 
@@ -260,11 +280,21 @@ class JobService:
             titles = None if self.settings.adopt_existing else set(self._study.pk_by_title)
         job = self.job
         strict, cache = self.strict, self.content_cache
-        return await self.runner.with_ledger(
+        report = await self.runner.with_ledger(
             lambda ledger: plan_into_ledger(
                 job, ledger, catalogue=catalogue, strict=strict, content_cache=cache, server_titles=titles
             )
         )
+        if titles and report.diff.blocked:
+            # Cases blocked for a display set "someone else made": unless the event log says this job made it (a
+            # ledger that went back in time), in which case the command stops and says how to recover.
+            own = await self.runner.run(self.runner.ledger.own_display_set_titles)
+            suspects = (titles - own) & set(report.diff.blocked)
+            if suspects:
+                await anyio.to_thread.run_sync(
+                    check_not_behind_event_log, self.settings.ledger_shown, self.settings.events, suspects
+                )
+        return report
 
     async def run_pass(self) -> RunOutcome:
         """One transfer pass over every runnable case (``gcbulk.engine.upload.transfer.TransferEngine.run``)."""

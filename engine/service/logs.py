@@ -70,7 +70,8 @@ def summary_fields(
         "bytes": snapshot.bytes_done,
         "bytes_total": snapshot.bytes_total,
         "rate": round(snapshot.bytes_per_second, 1) if transferring else 0.0,
-        "eta_seconds": None if snapshot.eta_seconds is None else round(snapshot.eta_seconds, 1),
+        # Only while a pass moves bytes: between passes, or stopped, there is no honest estimate (left out).
+        "eta_seconds": None if snapshot.eta_seconds is None or not transferring else round(snapshot.eta_seconds, 1),
         "retries": snapshot.retries,
     }
 

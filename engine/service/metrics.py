@@ -211,7 +211,7 @@ class RunCollector(Collector):
             "Image values handed to Grand Challenge, import not done",
             value=counts.imports_in_flight,
         )
-        yield from _worker_metrics(counts.workers)
+        yield from _worker_metrics(counts.workers, serving=self.state.worker_id)
 
     def _snapshot_metrics(self) -> Iterator[Any]:
         yield CounterMetricFamily(
@@ -264,15 +264,21 @@ class RunCollector(Collector):
             )
 
 
-def _worker_metrics(workers: tuple) -> Iterator[Any]:
+def _worker_metrics(workers: tuple, *, serving: str = "") -> Iterator[Any]:
     """Every worker of the job, as the ledger knows them, so one scrape of any worker shows them all; per-worker
-    series only for the live ones (a label set that stays as small as the fleet)."""
+    series only for the live ones (a label set that stays as small as the fleet). The worker answering this scrape
+    (``serving``) is live whatever its row says: an idle follow-mode worker between passes sends no heartbeat, and
+    before its first pass it has no row at all."""
     by_status = GaugeMetricFamily(
         "gcbulk_workers",
         "Workers of this job: live, stopped, or silent (no heartbeat within a lease: killed or cut off)",
         labels=["status"],
     )
-    statuses = Counter("live" if w.live else "stopped" if w.stopped else "silent" for w in workers)
+    statuses = Counter(
+        "live" if w.live or w.worker_id == serving else "stopped" if w.stopped else "silent" for w in workers
+    )
+    if serving and not any(w.worker_id == serving for w in workers):
+        statuses["live"] += 1
     for status in ("live", "stopped", "silent"):
         by_status.add_metric([status], statuses.get(status, 0))
     yield by_status

@@ -68,6 +68,8 @@ def worker_rows(ledger: Ledger) -> list[dict[str, Any]]:
             "imports_limit": row.imports_limit,
             "holdings": dict(row.holdings),
             "files_done": row.progress.get("files_done"),
+            # The server's limits refusing this worker's uploads now (engine/upload/progress.py LimitWait).
+            "limit_waits": list(row.progress.get("limit_waits") or []) if row.live else [],
             "bytes_done": row.progress.get("bytes_done"),
         }
         for row in ledger.workers_view()

@@ -26,6 +26,7 @@ from gcbulk.engine.gc.errors import (
     ForeignDisplaySet,
     Interrupted,
     NotFound,
+    UploadsSwept,
     classify,
     first_error,
 )
@@ -40,11 +41,11 @@ from gcbulk.engine.upload.imports import (
     SESSION_QUEUED,
     SessionsRefused,
     UploadSessionIndex,
+    any_upload_gone,
     present_sockets,
     session_for_item,
 )
 from gcbulk.engine.upload.targeted_sessions import (
-    any_upload_gone,
     image_linked_soon,
     post_targeted,
     targeted_value,
@@ -112,10 +113,19 @@ class CaseUpload:
                     self.ctx.config.retry.attempts_per_item,
                     self.case.title,
                     throttled_attempts=self.ctx.config.retry.throttled_attempts_per_item,
+                    limit_waits=self.ctx.config.retry.server_limit_retries,
                 )
             ):
                 kinds = await self._super_kinds()
                 try:
+                    return await self._steps(kinds)
+                except UploadsSwept as swept:
+                    # The server is the truth: uploads it swept after they were completed are made again (once
+                    # per run), whatever step the case had reached; the display set and other values stay.
+                    log.warning("%s; uploading its files again", swept)
+                    self.ctx.journal.note("uploads_swept", case=self.case.title, reason=str(swept))
+                    await self.record(self.ctx.journal.ledger.item_requeued, swept.item_id)
+                    await self._refresh()
                     return await self._steps(kinds)
                 except NotFound as error:
                     if not self._is_own_display_set(error):

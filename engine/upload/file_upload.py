@@ -122,6 +122,7 @@ class FileUpload:
                 self.ctx.config.retry.attempts_per_item,
                 f"{self.case_title}/{self.file.name}",
                 throttled_attempts=self.ctx.config.retry.throttled_attempts_per_item,
+                limit_waits=self.ctx.config.retry.server_limit_retries,
             )
         ):
             async with self.ctx.files_limiter:

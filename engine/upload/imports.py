@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 
 from gcbulk.engine.gc.client import GrandChallengeClient, socket_slug_of
-from gcbulk.engine.gc.errors import ApiError, NotFound
+from gcbulk.engine.gc.errors import ApiError, NotFound, UploadsSwept
 from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.journal import Journal, step
 
@@ -136,10 +136,22 @@ async def session_for_item(
     except ApiError as error:
         if error.status in (400, 403, 404, 405) and not _names_uploads(error):
             raise SessionsRefused(str(error)) from None
+        if error.status == 400 and await any_upload_gone(client, upload_pks):  # swept after they were completed
+            raise UploadsSwept(item_id, f"{case_title}: its uploads are gone ({error})") from None
         raise
     crash_point("after-session-created")
     await journal.record(step(journal.ledger.item_session_recorded, item_id, str(session["pk"])), case=case_title)
     return ItemSession(session=session)
+
+
+async def any_upload_gone(client: GrandChallengeClient, upload_pks: tuple[str, ...] | list[str]) -> bool:
+    """Whether the server no longer has one of these uploads (consumed by an import, or swept)."""
+    for pk in upload_pks:
+        try:
+            await client.get_upload(pk)
+        except NotFound:
+            return True
+    return False
 
 
 def _names_uploads(error: ApiError) -> bool:

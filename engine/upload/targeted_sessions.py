@@ -19,11 +19,11 @@ from typing import Any
 
 import anyio
 
-from gcbulk.engine.gc.errors import ApiError, ImportFailed, NotFound
+from gcbulk.engine.gc.errors import ApiError, ImportFailed, NotFound, UploadsSwept
 from gcbulk.engine.gc.retry import RetryPolicy
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
-from gcbulk.engine.upload.imports import UploadSessionIndex, present_sockets
+from gcbulk.engine.upload.imports import UploadSessionIndex, any_upload_gone, present_sockets
 from gcbulk.engine.upload.server_limits import VOICE_SECONDS, wait_log
 from gcbulk.engine.upload.values_patch import IMAGE, PlannedValue, send_values
 from gcbulk.state.steps import step
@@ -73,6 +73,9 @@ async def post_targeted(
         return None
     except ApiError as error:
         names = error.body if isinstance(error.body, dict) else {}
+        if error.status == 400 and "uploads" in names and await any_upload_gone(client, tuple(value.upload_pks)):
+            # "Invalid hyperlink - Object does not exist": swept after they were completed; the case sends them again.
+            raise UploadsSwept(item_id, f"{case_title}: {value.socket_slug}: its uploads are gone ({error})") from None
         if error.status not in (400, 403, 404, 405) or "uploads" in names:  # an upload's problem: the item's
             raise
         if "display_set" in names:  # "Invalid pk": gone from the server, or never visible to this user
@@ -142,15 +145,6 @@ async def image_linked_soon(client: Any, display_set: str, socket_slug: str, *, 
             )
         await anyio.sleep(LINK_POLL_SECONDS)
     return True
-
-
-async def any_upload_gone(client: Any, upload_pks: tuple[str, ...]) -> bool:
-    for pk in upload_pks:
-        try:
-            await client.get_upload(pk)
-        except NotFound:
-            return True
-    return False
 
 
 async def image_in_place(client: Any, display_set: str, socket_slug: str) -> bool:

@@ -28,6 +28,7 @@ from gcbulk.engine.gc.errors import (
     first_error,
 )
 from gcbulk.engine.gc.pacer import case_rank, request_rank
+from gcbulk.engine.gc.retry import backoffs_end_on
 from gcbulk.engine.ledger_location import default_worker_id
 from gcbulk.engine.upload.case_upload import CaseUpload, DisplaySetIndex
 from gcbulk.engine.upload.claim_pacing import CLAIM_AHEAD, ClaimPacer
@@ -48,7 +49,7 @@ from gcbulk.engine.upload.reconcile import (
     read_study,
     reconcile_with_server,
 )
-from gcbulk.engine.upload.server_limits import CountingGate, UnitGate
+from gcbulk.engine.upload.server_limits import VOICE_SECONDS, CountingGate, UnitGate
 from gcbulk.engine.upload.shared_limits import SharedGate, share_latency_floors
 from gcbulk.engine.upload.transfer_settings import TransferSettings
 
@@ -111,13 +112,18 @@ class TransferEngine:
         """What the run in progress shares (its limiters show what is in flight: engine/service/metrics.py reads them)."""
         return self._context
 
-    async def _context_for_run(self) -> TransferContext:
+    async def _add_runnable_totals(self) -> None:
+        """Adds what the runnable cases hold to the pass's totals: after the first look at the server (so the cases
+        it re-queued count), and again after the last look re-queues more (only those are runnable then). Totals
+        thus cover every case the pass works on, and "done" never exceeds them."""
         totals = await self.journal.read(self.journal.ledger.transfer_totals)
-        self.stats.cases_total = totals["cases"]
-        self.stats.files_total = totals["files"]
-        self.stats.bytes_total = totals["bytes"]
+        self.stats.cases_total += totals["cases"]
+        self.stats.files_total += totals["files"]
+        self.stats.bytes_total += totals["bytes"]
         # Bytes already on S3 from an earlier run count as done, so the ETA covers only what is left.
         self.stats.add_resumed(totals["bytes_sent"])
+
+    async def _context_for_run(self) -> TransferContext:
         # docs/gc-api.md §1: the cap counts every upload the user has, including other tools' and this job's orphans.
         on_server = await self.client.count_uploads()
         shared = self._shared
@@ -129,6 +135,8 @@ class TransferEngine:
             recount=None if shared else self.client.count_uploads,
             wait_timeout=self.config.limit_wait_timeout_seconds,
         )
+        room = local_uploads  # cases waiting for room here are named by `status` and the progress line
+        self.stats.room_waits = lambda: (room.waiting, VOICE_SECONDS)
         local_imports = CountingGate(
             self.config.imports_in_flight,
             name="imports in flight",
@@ -180,9 +188,14 @@ class TransferEngine:
 
     async def _run_as_worker(self) -> RunOutcome:
         ctx = self._context = await self._context_for_run()
+        with backoffs_end_on(ctx.stopping):  # a stop does not wait out retries that only sleep
+            return await self._run_cases_of_pass(ctx)
+
+    async def _run_cases_of_pass(self, ctx: TransferContext) -> RunOutcome:
         outcome = RunOutcome()
         study = self._study or await read_study(self.client, self.reader_study_slug)
         await self._settle_with_server(study, outcome)
+        await self._add_runnable_totals()
         sessions = UploadSessionIndex(self.client, min_interval=self.config.session_scan_interval_seconds)
         await self._run_cases(ctx, sessions, DisplaySetIndex(study.pk_by_title), outcome)
         if not ctx.stopping.is_set() and (outcome.done or outcome.failed):
@@ -199,6 +212,7 @@ class TransferEngine:
                     unsure,
                 )
             if len(outcome.requeued) > lost and not ctx.stopping.is_set():
+                await self._add_runnable_totals()
                 again = RunOutcome()
                 await self._run_cases(ctx, sessions, DisplaySetIndex(study.pk_by_title), again)
                 outcome.done += again.done - (len(outcome.requeued) - lost)

@@ -47,6 +47,7 @@ JOB_KNOBS = (
     "live_upload_ceiling",
     "imports_in_flight",
     "attempts_per_item",
+    "server_limit_retries",
     "adaptive_concurrency",
     "stagger_image_values",
     "lease_seconds",
@@ -137,6 +138,10 @@ class TransferSettings:
     def attempts_per_item(self) -> int:
         return self.retry.attempts_per_item
 
+    @property
+    def server_limit_retries(self) -> int:
+        return self.retry.server_limit_retries
+
     @classmethod
     def from_knobs(cls, knobs: dict[str, Any]) -> TransferSettings:
         """Settings from the job-file knobs (``JOB_KNOBS``); ``attempts_per_item`` goes into the retry policy."""
@@ -144,7 +149,13 @@ class TransferSettings:
         attempts = values.pop("attempts_per_item", DEFAULT_ATTEMPTS_PER_ITEM)
         if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
             _positive("engine.attempts_per_item", attempts)
-        return cls(retry=RetryPolicy(attempts_per_item=attempts), **values)
+        limit_waits = values.pop("server_limit_retries", RetryPolicy.server_limit_retries)
+        if not isinstance(limit_waits, int) or isinstance(limit_waits, bool) or limit_waits < 0:
+            raise ConfigurationError(
+                "engine.server_limit_retries must be a whole number of at least 0 (0: a case fails at the server's "
+                f"first cap or quota refusal), got {limit_waits!r}"
+            )
+        return cls(retry=RetryPolicy(attempts_per_item=attempts, server_limit_retries=limit_waits), **values)
 
     def knobs(self) -> dict[str, Any]:
         """The job-file knobs as they are now (for ``config show`` and for overriding)."""

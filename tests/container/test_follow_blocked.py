@@ -12,7 +12,7 @@ import anyio
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine import settings
 from gcbulk.engine.service import logs
-from gcbulk.engine.service.follow import FollowEnd, Follower
+from gcbulk.engine.service.follow import EXIT_OK, Follower
 from gcbulk.engine.service.job_service import JobService
 from tests.container.test_follow_loop import poll
 from tests.imaging import make_mha
@@ -60,7 +60,7 @@ async def test_follow_uploads_the_clean_cases_and_logs_a_blocked_one_once_per_ch
 
         running.plan = counted_plan  # type: ignore[method-assign]
         async with anyio.create_task_group() as group:
-            result: list[FollowEnd] = []
+            result: list[int] = []
 
             async def follow() -> None:
                 result.append(await Follower(running).run())
@@ -93,7 +93,7 @@ async def test_follow_uploads_the_clean_cases_and_logs_a_blocked_one_once_per_ch
         code = await service_serve(resolved, scenario)
     finally:
         setup.close()
-    assert code is None or code == FollowEnd.STOPPED
+    assert code is None or code == EXIT_OK
     blocked = events("cases_blocked")
     assert [(e["cases"], e["newly_blocked"]) for e in blocked] == [(2, ["p\\xe9tient", "patient2"]), (1, [])]
     assert blocked[1]["unblocked"] == ["patient2"]

@@ -17,7 +17,7 @@ from gcbulk.engine.gc.errors import (
     TransportError,
 )
 from gcbulk.engine.service import logs
-from gcbulk.engine.service.follow import Backoff, FollowEnd, Follower, is_fatal
+from gcbulk.engine.service.follow import EXIT_OK, Backoff, Follower, is_fatal
 from gcbulk.engine.service.job_service import JobService
 from gcbulk.state.errors import LedgerBindingError
 from tests.imaging import make_mask, make_mha, make_truncated_mha
@@ -89,7 +89,7 @@ async def test_failed_cases_come_back_with_growing_backoff_and_finish_once_fixed
 
     async def scenario(running: JobService) -> int:
         async with anyio.create_task_group() as group:
-            result: list[FollowEnd] = []
+            result: list[int] = []
 
             async def follow() -> None:
                 result.append(await Follower(running).run())
@@ -114,7 +114,7 @@ async def test_failed_cases_come_back_with_growing_backoff_and_finish_once_fixed
         code = await service.serve(scenario)
     finally:
         setup.close()
-    assert code is None or code == FollowEnd.STOPPED  # a stop with nothing in flight ends the service at once
+    assert code is None or code == EXIT_OK  # a stop with nothing in flight ends the service at once
     delays = [event["retry_in_seconds"] for event in events("cases_failed")]
     assert delays[:2] == [0.1, 0.2]  # growing
     assert "could not be imported" in events("cases_failed")[0]["examples"][0]

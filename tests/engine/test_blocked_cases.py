@@ -49,7 +49,7 @@ def test_a_blocked_case_is_skipped_and_listed_while_the_others_run_exit_1(
     assert "2 case(s) blocked by their findings and skipped" in run.stderr
     assert "  patient2\n" in run.stderr and "  p\\xe9tient\n" in run.stderr
     assert "no file for required socket 'airway-segmentation'" in run.stderr
-    assert "cases 2/2 done, 0 failed" in run.stderr
+    assert "cases 2/4 done, 0 failed, 2 blocked" in run.stderr  # the whole job: blocked cases are not done
     assert _titles(threaded_emulator) == ["patient1", "patient3"]
 
     status = gcbulk("status", str(job), token=token)

@@ -58,3 +58,24 @@ def test_a_demo_of_no_cases_is_refused_with_a_configuration_error_not_a_crash(tm
     assert "gcbulk demo: --cases must be at least 1" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "cases").exists()
+
+
+def test_the_demo_shows_gcbulks_progress_and_results_and_the_emulators_logs_only_with_verbose(tmp_path: Path) -> None:
+    def demo(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "gcbulk", "demo", "--cases", "1", "--workdir", str(tmp_path), "--metrics-address"]
+            + ["off", *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=Path(__file__).parents[2],
+        )
+
+    quiet = demo()
+    assert quiet.returncode == 0, quiet.stderr
+    assert "cases 1/1 done, 0 failed" in quiet.stderr  # the engine's progress and outcome
+    assert "patient001 (order" in quiet.stdout  # the results: what the server now holds
+    assert "panimg" not in quiet.stdout + quiet.stderr
+    verbose = demo("--verbose")
+    assert verbose.returncode == 0, verbose.stderr
+    assert "panimg" in verbose.stdout + verbose.stderr  # the emulator's import worker, converting the images

@@ -47,11 +47,11 @@ def test_a_failed_attempt_gives_its_bytes_back() -> None:
     assert stats.snapshot().bytes_done == 2000
 
 
-def test_without_progress_the_eta_is_unknown() -> None:
+def test_without_progress_there_is_no_eta_and_the_line_says_nothing_moves() -> None:
     stats = TransferStats(clock=FakeClock())
-    stats.bytes_total = 10
+    stats.bytes_total, stats.cases_total = 10, 1
     assert stats.snapshot().eta_seconds is None
-    assert "ETA ?" in format_progress_line(stats.snapshot())
+    assert "stopped (nothing moving)" in format_progress_line(stats.snapshot())
 
 
 def test_the_event_log_writes_one_json_object_per_line(tmp_path) -> None:

@@ -35,7 +35,8 @@ async def test_the_upload_cap_is_waited_out(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 3)
-    policy = dataclasses.replace(FAST_ENGINE.retry, upload_cap_delay=0.2, attempts_per_item=30)
+    # Each refusal is a wait of upload_cap_delay; the run allows as many as engine.server_limit_retries says.
+    policy = dataclasses.replace(FAST_ENGINE.retry, upload_cap_delay=0.2, server_limit_retries=30)
     outcome = await run_job(write_job(tmp_path, emulator), emulator, dataclasses.replace(FAST_ENGINE, retry=policy))
     assert outcome.failed == [] and outcome.done == 3 and outcome.stats.retries > 0
     await assert_all_imported(client)

@@ -17,10 +17,13 @@ ROOM_OF_PREFIX = {
     "gcbulk.safe_files": "base",
     "gcbulk.checksums": "base",
     "gcbulk.extras": "base",
+    "gcbulk.exit_codes": "base",
+    "gcbulk.__main__": "cli",  # ``python -m gcbulk``: the command line
     "gcbulk.value_schemas": "base",
     "gcbulk.state": "state",
     "gcbulk.emulator": "emulator",
-    "gcbulk.engine": "facade",  # ``python -m gcbulk.engine`` and the package docstring
+    "gcbulk.engine": "facade",  # the package docstring
+    "gcbulk.engine.__main__": "cli",  # ``python -m gcbulk.engine``
     "gcbulk.engine.gc": "gc",
     "gcbulk.engine.dicom": "dicom",
     "gcbulk.engine.plan": "plan",
@@ -62,9 +65,10 @@ ALLOWED: dict[str, set[str]] = {
         "results",
         "service",
         "api",
+        "facade",  # gcbulk --version
         "emulator",
     },  # ``gcbulk demo`` starts the emulator
-    "facade": {"base", "gc", "service", "api", "cli"},
+    "facade": {"base", "gc", "service", "api"},
     "emulator": {"base"},  # the stand-in server knows nothing of the client it serves
 }
 

@@ -82,7 +82,7 @@ def test_rejected_token_exits_2(world: World, tmp_path: Path, monkeypatch, capsy
     assert main(export_args(world, tmp_path / "out")) == 2
 
     err = capsys.readouterr().err
-    assert "rejected the API token (401)" in err and "not-a-token" not in err
+    assert "refused the API token (401)" in err and "not-a-token" not in err
 
 
 def test_unknown_study_exits_2_naming_it(world: World, tmp_path: Path, monkeypatch, capsys):
