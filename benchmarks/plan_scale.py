@@ -106,7 +106,7 @@ def measure(directory: Path) -> dict[str, float]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from gcbulk.engine.jobfile import load_job
     from gcbulk.engine.plan.planner import PlannedCase, plan_tree
-    from gcbulk.engine.planning import plan_into_ledger
+    from gcbulk.engine.service.plan_recording import plan_into_ledger
     from gcbulk.state.ledger import Ledger
 
     config = load_job(directory / "job.toml")

@@ -16,8 +16,8 @@ from gcbulk.engine import settings
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.gc.limits import UPLOAD_CAP
 from gcbulk.engine.ledger_location import add_ledger_argument
-from gcbulk.engine.plan.titles import redacted, scrub
-from gcbulk.engine.service.progress import LimitWait
+from gcbulk.engine.service.status import collect_status
+from gcbulk.engine.upload.progress import LimitWait
 from gcbulk.state.ledger import Ledger, LedgerError
 
 HELP = "Show a job's progress from its ledger: counts by state and the cases that need attention."
@@ -46,73 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="read only the ledger; do not ask the server how many uploads the account holds",
     )
-
-
-def _redact_row(row: dict[str, Any]) -> dict[str, Any]:
-    names = (row["title"], row["folder"])
-    return {
-        **row,
-        "title": redacted(row["title"]),
-        "folder": redacted(row["folder"]),
-        "last_error": scrub(row["last_error"], *names),
-        "findings": [
-            {
-                **f,
-                "message": scrub(f.get("message"), *names),
-                "path": scrub(f.get("path"), *names),
-                "files": [scrub(p, *names) for p in f.get("files", [])],
-                **({"case": redacted(f["case"])} if f.get("case") else {}),
-            }
-            for f in row["findings"]
-        ],
-    }
-
-
-def collect_status(ledger: Ledger, *, limit: int | None = None, redact: bool = False) -> dict[str, Any]:
-    """Counts by state and the cases needing attention; ``redact``: titles and folders as hashes (the ledger keeps
-    them)."""
-    rows = [
-        {
-            "case_id": row.case_id,
-            "title": row.title,
-            "folder": row.folder,
-            "state": row.state,
-            "last_error": row.last_error,
-            "findings": row.findings,
-        }
-        for row in ledger.cases_needing_attention(limit=limit)
-    ]
-    return {
-        "ledger": str(ledger.path),
-        "plan_state": ledger.plan_state,
-        "counts": ledger.counts_by_state(),
-        "live_uploads": ledger.live_upload_count(),
-        "needs_attention": [_redact_row(row) for row in rows] if redact else rows,
-        "workers": worker_rows(ledger),
-    }
-
-
-def worker_rows(ledger: Ledger) -> list[dict[str, Any]]:
-    """The job's workers as the ledger knows them (several on a PostgreSQL ledger): the live ones, and those that
-    stopped or fell silent, with their leases, limits and last published counters."""
-    return [
-        {
-            "worker_id": row.worker_id,
-            "host": row.host,
-            "pid": row.pid,
-            "status": "live" if row.live else "stopped" if row.stopped else "silent",
-            "seconds_since_heartbeat": round(row.seconds_since_heartbeat, 1),
-            "cases_leased": row.cases_leased,
-            "api_limit": row.api_limit,
-            "imports_limit": row.imports_limit,
-            "holdings": dict(row.holdings),
-            "files_done": row.progress.get("files_done"),
-            # The server's limits refusing this worker's uploads now (engine/service/progress.py LimitWait).
-            "limit_waits": list(row.progress.get("limit_waits") or []) if row.live else [],
-            "bytes_done": row.progress.get("bytes_done"),
-        }
-        for row in ledger.workers_view()
-    ]
 
 
 def run(args: argparse.Namespace) -> int:

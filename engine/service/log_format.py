@@ -9,7 +9,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from gcbulk.engine.service.progress import iso_utc
+from gcbulk.engine.upload.progress import iso_utc
 from gcbulk.redaction import redact, register_secret
 
 EVENT_LOGGER = "gcbulk.events"

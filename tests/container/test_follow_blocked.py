@@ -53,7 +53,7 @@ async def test_follow_uploads_the_clean_cases_and_logs_a_blocked_one_once_per_ch
         async with following(running) as exit_code:
 
             async def clean_case_done() -> bool:
-                counts = await running.runner.call("counts_by_state")
+                counts = await running.runner.run(running.runner.ledger.counts_by_state)
                 return counts["case"].get("done") == 1
 
             await poll(clean_case_done, "patient1 uploaded")
@@ -67,7 +67,7 @@ async def test_follow_uploads_the_clean_cases_and_logs_a_blocked_one_once_per_ch
             (tmp_path / "cases" / "patient2" / "empty.mha").unlink()
 
             async def patient2_done() -> bool:
-                counts = await running.runner.call("counts_by_state")
+                counts = await running.runner.run(running.runner.ledger.counts_by_state)
                 return counts["case"].get("done") == 2
 
             await poll(patient2_done, "patient2 uploaded once fixed")

@@ -80,7 +80,7 @@ async def test_failed_cases_come_back_with_growing_backoff_and_finish_once_fixed
             make_mask(tmp_path / "cases" / "patient2" / "2-seg.mha", (4, 8, 8), seed=12)
 
             async def all_done() -> bool:
-                counts = await running.runner.call("counts_by_state")
+                counts = await running.runner.run(running.runner.ledger.counts_by_state)
                 return counts["case"] == {"done": 2}
 
             await poll(all_done, "both cases done")

@@ -21,12 +21,12 @@ from gcbulk.engine.gc.pacer import AdaptiveLimiter, AimdPolicy
 from gcbulk.engine.jobfile import load_job
 from gcbulk.engine.plan.titles import redacted
 from gcbulk.engine.service.health import MonitoringServer, ServerCheck
-from gcbulk.engine.service.journal import LedgerRunner
 from gcbulk.engine.service.metrics import Metrics, RunState
-from gcbulk.engine.service.progress import EventLog
 from gcbulk.engine.service.status_page import StatusPage
 from gcbulk.engine.service.waits import CATEGORY_TEXT, WAITS_LOGGER, WaitRecorder
 from gcbulk.engine.settings import Address
+from gcbulk.engine.upload.journal import LedgerRunner
+from gcbulk.engine.upload.progress import EventLog
 from tests.container.gcbulk_process import poll
 from tests.container.migration_history import History, write_history
 from tests.container.test_container_entrypoint import DEMO_JOB, add_case, container_environment, start

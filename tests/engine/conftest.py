@@ -22,9 +22,9 @@ from gcbulk.engine.gc.client import (
 from gcbulk.engine.gc.retry import RetryPolicy
 from gcbulk.engine.jobfile import JobConfig, load_job
 from gcbulk.engine.plan.planner import PlannedCase, plan_tree
-from gcbulk.engine.service.journal import Journal, LedgerRunner
-from gcbulk.engine.service.progress import EventLog
 from gcbulk.engine.upload.crashpoints import ENV_VAR
+from gcbulk.engine.upload.journal import Journal, LedgerRunner
+from gcbulk.engine.upload.progress import EventLog
 from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
 from gcbulk.engine.upload.transfer_settings import TransferSettings
 from gcbulk.state.ledger import Ledger, default_ledger_path

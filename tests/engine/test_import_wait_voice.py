@@ -13,9 +13,9 @@ import pytest
 
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
-from gcbulk.engine.service.journal import Journal, LedgerRunner
-from gcbulk.engine.service.progress import EventLog
 from gcbulk.engine.upload import import_wait
+from gcbulk.engine.upload.journal import Journal, LedgerRunner
+from gcbulk.engine.upload.progress import EventLog
 from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
 from gcbulk.state.ledger import default_ledger_path
 from tests.engine.conftest import FAST_ENGINE, load_and_plan, make_tutorial_tree, run_job, write_job

@@ -11,7 +11,7 @@ from gcbulk.emulator.context import SCHEMAS
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.jobfile import load_job
-from gcbulk.engine.planning import plan_into_ledger
+from gcbulk.engine.service.plan_recording import plan_into_ledger
 from gcbulk.engine.upload.server_limits import SweepGuard
 from gcbulk.state.ledger import Ledger, default_ledger_path
 from tests.engine.conftest import (
