@@ -65,6 +65,15 @@ def record_staged(
         )
 
 
+def staged_items_on_the_server(ledger: LedgerCore) -> list[int]:
+    """Items Grand Challenge holds (attached or done) that still have staged copies: their release was cut off."""
+    rows = ledger._all(
+        "SELECT DISTINCT dicom_staging.item_id AS item_id FROM dicom_staging JOIN items ON items.id = "
+        "dicom_staging.item_id WHERE items.state IN ('attached', 'done') ORDER BY dicom_staging.item_id"
+    )
+    return [row["item_id"] for row in rows]
+
+
 def forget_staged(ledger: LedgerCore, item_id: int) -> None:
     """The staged copies were released (uploaded) or are stale: the item has none."""
     with ledger.db.atomic():

@@ -65,7 +65,11 @@ async def is_image_set(ctx: TransferContext, socket_slug: str, super_kind: str |
 
 
 def _key(item: ItemWork) -> str:
-    return f"item-{item.id}"
+    return _key_of(item.id)
+
+
+def _key_of(item_id: int) -> str:
+    return f"item-{item_id}"
 
 
 def _staging_root(options: DicomOptions) -> Path:
@@ -285,6 +289,20 @@ def timeout_reason(item: ItemWork, ctx: TransferContext, seconds: float) -> str:
         f"de-identification procedure keeps, the image name is not empty, and the files were {deidentified}. "
         "Look at the image set on Grand Challenge, or ask its admins for the import's log"
     )
+
+
+async def release_staging_left_behind(ctx: TransferContext) -> None:
+    """At the start of a run: the staged copies of items Grand Challenge already holds are deleted. A case records
+    its end before its ``finally`` releases them, so a kill -9 in between leaves them on disk, and a done case is
+    never touched again (found by the crash test ``after-values-patch:2``)."""
+    items = await ctx.journal.runner.with_ledger(dicom_staging.staged_items_on_the_server)
+    if not items:
+        return
+    root = _staging_root(ctx.config.dicom)
+    for item_id in items:
+        await anyio.to_thread.run_sync(release, root, _key_of(item_id))
+        await ctx.journal.runner.with_ledger(dicom_staging.forget_staged, item_id)
+    log.info("deleted the staged DICOM copies of %d item(s) Grand Challenge already holds", len(items))
 
 
 async def release_case(upload: CaseInFlight) -> None:

@@ -33,6 +33,7 @@ from gcbulk.engine.ledger_location import default_worker_id
 from gcbulk.engine.upload.case_upload import CaseUpload, DisplaySetIndex
 from gcbulk.engine.upload.claim_pacing import CLAIM_AHEAD, ClaimPacer
 from gcbulk.engine.upload.context import TransferContext
+from gcbulk.engine.upload.dicom_image_set import release_staging_left_behind
 from gcbulk.engine.upload.imports import UploadSessionIndex
 from gcbulk.engine.upload.journal import Journal
 from gcbulk.engine.upload.leases import CaseLeases
@@ -188,6 +189,7 @@ class TransferEngine:
 
     async def _run_as_worker(self) -> RunOutcome:
         ctx = self._context = await self._context_for_run()
+        await release_staging_left_behind(ctx)
         with backoffs_end_on(ctx.stopping):  # a stop does not wait out retries that only sleep
             return await self._run_cases_of_pass(ctx)
 
