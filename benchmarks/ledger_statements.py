@@ -5,7 +5,7 @@
 
 Each run starts a fresh emulator (``benchmarks/harness.py``, file sockets: an import is a file copy), writes
 ``--cases`` cases of ``--files`` files each, and runs ``gcbulk run`` in a child process of this script that counts,
-on the ledger's own thread (``engine/service/journal.LedgerRunner``):
+on the ledger's own thread (``engine/upload/journal.LedgerRunner``):
 
 * statements: sqlite3's ``set_trace_callback`` on the ledger's connection (BEGIN, SAVEPOINT, COMMIT included);
 * transactions: the BEGINs (a write outside one would be a transaction of its own: counted too);
@@ -52,7 +52,7 @@ def _shape(sql: str) -> str:
 def _child(job: str, out: str, ledger: str | None) -> int:
     """``gcbulk run job`` in this process, with the ledger thread instrumented; the counts go to ``out``."""
     from gcbulk.engine.cli import main
-    from gcbulk.engine.service import journal
+    from gcbulk.engine.upload import journal
     from gcbulk.state import ledger as ledger_module
 
     local = threading.local()
@@ -123,12 +123,13 @@ def _child(job: str, out: str, ledger: str | None) -> int:
 
     original_translated = journal.LedgerRunner._translated
 
-    def translated(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def translated(self, call):  # type: ignore[no-untyped-def]
+        fn = getattr(call, "func", call)  # LedgerRunner hands over functools.partial(ledger method, *args)
         name = getattr(fn, "__name__", repr(fn))
         local.call = name
         started = time.thread_time()
         try:
-            return original_translated(self, fn, *args, **kwargs)
+            return original_translated(self, call)
         finally:
             spent = time.thread_time() - started
             counts["cpu"] += spent

@@ -10,7 +10,10 @@ same, already generated tree:
 
 * ``walk``: the pure planner alone (``plan_tree``: scandir, stat, rules), no ledger;
 * ``plan``: what ``gcbulk plan --offline`` does — planner + preflight + **recording every case, item and file in a
-  fresh ledger** (SQLite, WAL, synchronous=FULL, one commit per 5 000 files). The goal figure is this one.
+  fresh ledger** (SQLite, WAL, synchronous=FULL, one commit per 5 000 files). The goal figure is this one. Since
+  issue 24 it includes the hostile-input checks: every MetaImage header read (64 KiB budget) and checked against
+  its file's size, a symbolic-link test per file and a real path per case folder, and each new file read once for
+  its multipart checksum (the bytes the upload must send).
 * ``checked``: the same plan with the socket catalogue known (``gcbulk plan`` online, or ``--sockets FILE``), so the
   server's own checks run too (issue 11): every ``ct.mha`` header read by SimpleITK, every ``seg.mha`` (a
   Segmentation socket with overlay values {0, 1}) read in full and its voxel values checked. The images are real
@@ -103,7 +106,7 @@ def measure(directory: Path) -> dict[str, float]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from gcbulk.engine.jobfile import load_job
     from gcbulk.engine.plan.planner import PlannedCase, plan_tree
-    from gcbulk.engine.planning import plan_into_ledger
+    from gcbulk.engine.service.plan_recording import plan_into_ledger
     from gcbulk.state.ledger import Ledger
 
     config = load_job(directory / "job.toml")

@@ -7,10 +7,12 @@ number), ``part_put_attempts`` every signed part PUT that reached the body: a re
 completed part leaves every ``part_puts`` value at 1.
 
 Under the capacity profile (``emulator/capacity.py``) the server's own time is counted too: ``busy_seconds`` by
-endpoint (as ``requests``), the seconds an API worker was held, and ``import_busy_seconds``, the seconds import
-workers were held (build, link, and the lock contention of docs/gc-api.md §10). Benchmarks divide both by the cases.
-``api_latency_ratio`` gives the median and p90 of each API request's time in the server (queue + work) over its
-work alone: 1.0 when no request ever waited for a worker.
+endpoint (as ``requests``), the seconds the model holds an API worker for (the endpoint's service time plus what the
+queue adds; read from the profile, not the wall, so a loaded test machine does not inflate it), and
+``import_busy_seconds``, the seconds import workers were held (build, link, and the lock contention of
+docs/gc-api.md §10). Benchmarks divide both by the cases. ``api_latency_ratio`` gives the median and p90 of each API
+request's time in the server (its wait for a worker + its held time) over its work alone: 1.0 when no request ever
+waited for a worker.
 """
 
 from __future__ import annotations

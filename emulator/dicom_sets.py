@@ -129,7 +129,7 @@ async def import_dicom_image_set(
             raise ImageSetRefused("an upload is gone or unfinished")
         inputs = [InputFile(u.filename, upload_object_path(context, u)) for u in uploads if u is not None]
         built, instances = await asyncio.to_thread(_import, context, inputs, work_dir)
-        display_set = store.display_sets.get(display_set_pk)
+        display_set = store.value_set(display_set_pk)
         if display_set is None or not is_editable(store, display_set):
             return
         image = store_image(context, hidden, built)  # type: ignore[arg-type]

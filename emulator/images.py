@@ -1,13 +1,14 @@
 """``cases/images/`` (docs/gc-api.md §4, §8) and the files behind images and file values (docs/gc-api.md §4, §9).
 
 * ``GET cases/images/{pk}/`` and the list, filtered by ``origin`` (an upload-session pk), ``reader_study`` (repeatable:
-  images shown in that study's display sets) and ``name``; only images the user may view (see ``visibility``).
+  images shown in that study's display sets), ``archive`` (repeatable: images shown in the archive's items, §12) and
+  ``name``; only images the user may view (see ``visibility``).
 * ``GET /media/images/<aa>/<bb>/<image pk>/<file pk>/<name>`` with the Bearer token: 404 for an unknown image, 403
   without view permission, else **302** to a signed URL on the S3 host that expires after
   ``config.download_url_expiry_seconds`` and serves HTTP Range. gcapi follows it and drops the Authorization header
   on the way, as httpx does across origins.
-* ``GET /media/components/componentinterfacevalue/<aa>/<bb>/<value pk>/<name>``: a file value, likewise (404 when the
-  user may not view it, as the server's ``serve_component_interface_value`` answers).
+* ``GET /media/components/componentinterfacevalue/<aa>/<bb>/<value pk>/<name>``: a file value of a display set or an
+  archive item, likewise (404 when the user may not view it, as the server's ``serve_component_interface_value`` answers).
 
 The media views are Django views, not DRF ones, so their errors are plain text, not JSON.
 """
@@ -15,6 +16,7 @@ The media views are Django views, not DRF ones, so their errors are plain text, 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 
 from aiohttp import web
 
@@ -31,31 +33,29 @@ from gcbulk.emulator.reader_studies import UUID_PK, model_choice_filter
 from gcbulk.emulator.s3 import presigned_get_url
 from gcbulk.emulator.serializers import image_json
 from gcbulk.emulator.store import Image
-from gcbulk.emulator.visibility import can_view_display_set, can_view_image
+from gcbulk.emulator.visibility import can_view_image, can_view_value_set
 
 
-def _reader_study_filter(request: web.Request) -> set[str] | None:
+def _multiple_choice_filter(request: web.Request, name: str, choices: Collection[str]) -> set[str] | None:
     """django-filter's ModelMultipleChoiceFilter: ``?reader_study=a&reader_study=b``; a bad pk names itself."""
-    raw = [value for value in request.query.getall("reader_study", []) if value]
+    raw = [value for value in request.query.getall(name, []) if value]
     if not raw:
         return None
-    studies = context_of(request).store.reader_studies
     chosen = set()
     for value in raw:
         try:
             pk = str(uuid.UUID(value))
         except ValueError:
             pk = None
-        if pk is None or pk not in studies:
+        if pk is None or pk not in choices:
             message = f"Select a valid choice. {value} is not one of the available choices."
-            raise bad_request({"reader_study": [message]})
+            raise bad_request({name: [message]})
         chosen.add(pk)
     return chosen
 
 
 NARROWING_FILTERS = (
     "job",
-    "archive",
     "patient_id",
     "patient_name",
     "patient_birth_date",
@@ -74,9 +74,10 @@ async def list_images(request: web.Request) -> web.Response:
     store = context.store
     user = current_user(request)
     origin = model_choice_filter(request, "origin", store.upload_sessions)
-    studies = _reader_study_filter(request)
+    studies = _multiple_choice_filter(request, "reader_study", store.reader_studies.keys())
+    archives = _multiple_choice_filter(request, "archive", store.archives.keys())
     name = request.query.get("name")
-    # Filters on what the emulator does not hold (algorithm jobs, archives, DICOM patient and study fields) narrow
+    # Filters on what the emulator does not hold (algorithm jobs, DICOM patient and study fields) narrow
     # the list as on the server, where no image matches them here (docs/gc-api.md §10), instead of being ignored.
     if any(request.query.get(key) for key in NARROWING_FILTERS):
         return paginate(request, [], lambda image: image_json(request, context, image))
@@ -85,6 +86,7 @@ async def list_images(request: web.Request) -> web.Response:
         for image in store.images.values()
         if (origin is None or image.origin_session_pk == origin)
         and (studies is None or image.reader_study_pks & studies)
+        and (archives is None or image.archive_pks & archives)
         and (not name or image.name == name)
         and can_view_image(store, user, image)
     ]
@@ -129,9 +131,9 @@ async def serve_value_file(request: web.Request) -> web.Response:
     store = context_of(request).store
     value_pk = int(request.match_info["value_pk"])
     user = current_user(request)
-    for display_set in store.display_sets.values():
-        for value in display_set.values.values():
-            if value.pk == value_pk and value.file_key and can_view_display_set(store, user, display_set):
+    for value_set in store.value_sets():
+        for value in value_set.values.values():
+            if value.pk == value_pk and value.file_key and can_view_value_set(store, user, value_set):
                 if request.path.removeprefix("/media/") != value.file_key:
                     break
                 return _redirect_to_object(request, value.file_key)

@@ -45,6 +45,7 @@ from gcbulk.emulator.store import (
     SESSION_REQUEUED,
     SESSION_SUCCEEDED,
     UPLOAD_COMPLETED,
+    ArchiveItem,
     Image,
     ImageFile,
     SocketValue,
@@ -63,6 +64,7 @@ MAX_PARALLEL_IMPORTS = 2
 UNEXPECTED_ERROR = "An unexpected error occurred"
 DUPLICATE_FILES = "Duplicate files uploaded, please try again with a unique set of files"
 SINGLE_IMAGE_REQUIRED = "Image imports should result in a single image"
+DEFAULT_ARCHIVE_SOCKET = "generic-medical-image"
 
 
 class ImportWorker:
@@ -207,7 +209,7 @@ async def import_session(context: Context, session: UploadSession, inputs: list[
     # The server links the image in a separate task *after* the session turned Succeeded (docs/gc-api.md §10): a client
     # that takes Succeeded for "the value is there" meets this gap; the uploads are already gone by then.
     await asyncio.sleep(context.config.link_delay_seconds)
-    if capacity and session.target_display_set_pk:
+    if capacity and session.target_value_set_pk:
         await _link_under_lock(context, session, images)
     else:
         _link_images(context, session, images)
@@ -218,7 +220,7 @@ async def _link_under_lock(context: Context, session: UploadSession, images: lis
     sleeps a random 0–5 s *inside its worker* before retrying (docs/gc-api.md §10: why 2 × 1 MiB cases take 2.3 s)."""
     capacity = context.config.capacity
     assert capacity is not None
-    pk = session.target_display_set_pk or ""
+    pk = session.target_value_set_pk or ""
     while pk in context.linking_display_sets:
         await asyncio.sleep(random.uniform(0.0, capacity.lock_retry_max_seconds))
     context.linking_display_sets.add(pk)
@@ -264,8 +266,8 @@ def store_image(context: Context, session: UploadSession, built: BuiltImage) -> 
 
 def _link_images(context: Context, session: UploadSession, images: list[Image]) -> None:
     store = context.store
-    if session.target_display_set_pk:
-        display_set = store.display_sets.get(session.target_display_set_pk)
+    if session.target_value_set_pk:
+        display_set = store.value_set(session.target_value_set_pk)
         if display_set is None:
             return
         socket = store.sockets.get(session.target_socket_slug or "")
@@ -283,6 +285,8 @@ def _link_images(context: Context, session: UploadSession, images: list[Image]) 
                 pk=store.next_int_pk(), socket_slug=session.target_socket_slug or "", image_pk=images[0].pk
             )
             put_value(store, display_set, value)
+    elif session.target_archive_pk:
+        add_images_to_archive(context, session, images)
     elif session.target_answer_pk:
         answer = store.answers.get(session.target_answer_pk)
         if answer is None:
@@ -294,6 +298,38 @@ def _link_images(context: Context, session: UploadSession, images: list[Image]) 
         images[0].answer_study_pks.add(study_of_answer(store, answer).pk)
 
 
+def add_images_to_archive(context: Context, session: UploadSession, images: list[Image]) -> None:
+    """The server's ``add_images_to_archive`` (docs/gc-api.md §12): each image becomes a new, untitled item of the
+    archive with one value of the session's socket (``generic-medical-image`` when the session named none); an image
+    some item of the archive already shows in that socket is skipped, so a re-run task adds no duplicates."""
+    store = context.store
+    archive = store.archives.get(session.target_archive_pk or "")
+    socket_slug = session.target_socket_slug or DEFAULT_ARCHIVE_SOCKET
+    if archive is None or socket_slug not in store.sockets:
+        _fail(context, session, UNEXPECTED_ERROR)  # the task's ``objects.get`` raises: the server's unexpected error
+        return
+    for image in images:
+        if any(
+            item.archive_pk == archive.pk
+            and any(v.image_pk == image.pk and v.socket_slug == socket_slug for v in item.values.values())
+            for item in store.archive_items.values()
+        ):
+            continue
+        shared = next(  # the task reuses a value of the same socket and image
+            (
+                value
+                for value_set in store.value_sets()
+                for value in value_set.values.values()
+                if value.socket_slug == socket_slug and value.image_pk == image.pk
+            ),
+            None,
+        )
+        item = ArchiveItem(pk=new_uuid(), archive_pk=archive.pk, title="", created=context.clock.now())
+        store.archive_items[item.pk] = item
+        value = shared or SocketValue(pk=store.next_int_pk(), socket_slug=socket_slug, image_pk=image.pk)
+        put_value(store, item, value)
+
+
 # -- file values ------------------------------------------------------------------------------------------------------
 
 
@@ -303,7 +339,7 @@ async def copy_file_value(context: Context, display_set_pk: str, socket_slug: st
     Failures reach only the server's notifications, never the API: here they are logged and the value stays unset.
     """
     store = context.store
-    display_set = store.display_sets.get(display_set_pk)
+    display_set = store.value_set(display_set_pk)
     upload = store.uploads.get(upload_pk)
     if display_set is None:
         return

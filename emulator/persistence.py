@@ -25,7 +25,7 @@ from gcbulk.emulator.store import SESSION_REQUEUED
 
 STATE_FILE = "emulator-state.pickle"
 SAVE_INTERVAL_SECONDS = 1.0
-FORMAT = 1
+FORMAT = 2  # 2: the store holds archives and archive items (docs/gc-api.md §12)
 
 
 def state_path(context: Context) -> Path:

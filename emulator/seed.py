@@ -1,4 +1,4 @@
-"""Loads the users, sockets, reader studies and questions an emulator starts with, from a TOML file.
+"""Loads the users, sockets, reader studies, questions and archives an emulator starts with, from a TOML file.
 
 See ``example.toml`` for the format. Users without a ``token`` get a random one, printed at start. Socket kinds and
 answer types are the server's labels ("Segmentation", "Multiple choice"); a study or question may set any of the
@@ -15,6 +15,7 @@ from typing import Any
 from gcbulk.emulator.answer_types import ANSWER_TYPES
 from gcbulk.emulator.socket_kinds import KIND_CODES, SUPER_KINDS
 from gcbulk.emulator.store import (
+    Archive,
     Option,
     Question,
     ReaderStudy,
@@ -129,6 +130,27 @@ def apply_seed(store: Store, seed: dict[str, Any]) -> None:
             question = _question(store, study, q_entry, f"{where}.questions[{q_index}]")
             store.questions[question.pk] = question
             study.question_pks.append(question.pk)
+
+    for index, entry in enumerate(seed.get("archives", [])):
+        where = f"archives[{index}]"
+        slug = _required(entry, "slug", where)
+        if store.archive_by_slug(slug) is not None:
+            raise SeedError(f"{where}: archive slug '{slug}' is declared twice; slugs are unique on the server")
+        archive = Archive(
+            pk=new_uuid(), slug=slug, title=entry.get("title", slug), description=entry.get("description", "")
+        )
+        # The archive's three groups (docs/gc-api.md §12).
+        for role, members in (
+            ("editors", archive.editor_pks),
+            ("uploaders", archive.uploader_pks),
+            ("users", archive.user_pks),
+        ):
+            for username in entry.get(role, []):
+                user = store.user_by_username(username)
+                if user is None:
+                    raise SeedError(f"{where}.{role}: no user '{username}'; declare it under [[users]]")
+                members.add(user.pk)
+        store.archives[archive.pk] = archive
 
 
 def _overlay_segments(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:

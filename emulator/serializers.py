@@ -29,6 +29,7 @@ from gcbulk.emulator.store import (
     Socket,
     SocketValue,
     UploadSession,
+    ValueSet,
 )
 
 DICOM_METADATA_FIELDS = (
@@ -178,7 +179,7 @@ def reader_study_json(request: web.Request, context: Context, study: ReaderStudy
 # -- display sets ------------------------------------------------------------------------------------------------------
 
 
-def sorted_values(context: Context, display_set: DisplaySet) -> list[SocketValue]:
+def sorted_values(context: Context, display_set: ValueSet) -> list[SocketValue]:
     """Values in a stable order (the server sorts them by socket kind and title; the order carries no meaning)."""
     sockets = context.store.sockets
     return sorted(display_set.values.values(), key=lambda v: (sockets[v.socket_slug].title, v.socket_slug))

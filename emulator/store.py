@@ -103,6 +103,8 @@ class Image:
     reader_study_pks: set[str] = field(default_factory=set)
     # Editors of these studies may view the image: it is the answer image of an answer in the study.
     answer_study_pks: set[str] = field(default_factory=set)
+    # Members (editors, uploaders and users) of these archives may view the image: an item of theirs shows it.
+    archive_pks: set[str] = field(default_factory=set)
     eye_choice: str = "NA"
     stereoscopic_choice: str | None = None
     field_of_view: str | None = None
@@ -130,6 +132,14 @@ class UploadSession:
     target_display_set_pk: str | None = None
     target_socket_slug: str | None = None
     target_answer_pk: str | None = None
+    # An archive: every image becomes a new item (docs/gc-api.md §12); an archive item: like a display set.
+    target_archive_pk: str | None = None
+    target_archive_item_pk: str | None = None
+
+    @property
+    def target_value_set_pk(self) -> str | None:
+        """The display set or archive item whose ``target_socket_slug`` value the imported image becomes."""
+        return self.target_display_set_pk or self.target_archive_item_pk
 
 
 @dataclass
@@ -213,6 +223,43 @@ class DisplaySet:
 
 
 @dataclass
+class Archive:
+    """An archive and its three groups (docs/gc-api.md §12): all view it and its items; editors and uploaders have
+    ``upload_archive`` and change its items."""
+
+    pk: str
+    slug: str
+    title: str
+    description: str = ""
+    editor_pks: set[int] = field(default_factory=set)
+    uploader_pks: set[int] = field(default_factory=set)
+    user_pks: set[int] = field(default_factory=set)
+    view_content: dict[str, Any] = field(default_factory=dict)
+
+    def can_view(self, user: User | None) -> bool:
+        return user is not None and user.pk in self.editor_pks | self.uploader_pks | self.user_pks
+
+    def can_upload(self, user: User | None) -> bool:
+        """``upload_archive`` on the archive, which is also ``change_archiveitem`` on each of its items."""
+        return user is not None and user.pk in self.editor_pks | self.uploader_pks
+
+
+@dataclass
+class ArchiveItem:
+    """An archive's case: a socket-value set like a display set, with a title and no order (docs/gc-api.md §12)."""
+
+    pk: str
+    archive_pk: str
+    title: str
+    created: datetime
+    values: dict[str, SocketValue] = field(default_factory=dict)
+
+
+# What a socket value can belong to: the server's CIVForObjectMixin models share one value-handling code path.
+ValueSet = DisplaySet | ArchiveItem
+
+
+@dataclass
 class Answer:
     pk: str
     creator: User
@@ -253,6 +300,8 @@ class Store:
         self.display_sets: dict[str, DisplaySet] = {}
         self.answers: dict[str, Answer] = {}
         self.notifications: dict[str, Notification] = {}
+        self.archives: dict[str, Archive] = {}
+        self.archive_items: dict[str, ArchiveItem] = {}
         self._next_int_pk = 1  # a plain int, not itertools.count: the state is pickled in persistence mode
 
     def next_int_pk(self) -> int:
@@ -268,3 +317,13 @@ class Store:
 
     def reader_study_by_slug(self, slug: str) -> ReaderStudy | None:
         return next((rs for rs in self.reader_studies.values() if rs.slug == slug), None)
+
+    def archive_by_slug(self, slug: str) -> Archive | None:
+        return next((archive for archive in self.archives.values() if archive.slug == slug), None)
+
+    def value_set(self, pk: str) -> ValueSet | None:
+        """The display set or archive item with this pk (both are UUIDs, so they never collide)."""
+        return self.display_sets.get(pk) or self.archive_items.get(pk)
+
+    def value_sets(self) -> list[ValueSet]:
+        return [*self.display_sets.values(), *self.archive_items.values()]

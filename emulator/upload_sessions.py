@@ -1,10 +1,10 @@
 """``cases/upload-sessions/`` (docs/gc-api.md §2): create, list (own, no filters), retrieve; no update, no DELETE.
 
 ``POST`` takes ``uploads`` (hyperlinks to the user's own Completed uploads, at most ``max_uploads_per_session``, unique
-filenames) and at most one target: ``display_set`` (+ ``interface``, needs change rights) or ``answer`` (a Mask
-question's answer of the user, still unset). ``archive`` and ``archive_item`` are accepted by the server, but the
-emulator has no archives, so any value for them "does not exist". A session with a target is scheduled for import
-at once; one without stays Queued until a display-set value PATCH names it as ``upload_session``. The response shows
+filenames) and at most one target: ``display_set`` (+ ``interface``, needs change rights), ``answer`` (a Mask
+question's answer of the user, still unset), ``archive`` (a slug the user may upload to; every image becomes a new item,
+``interface`` optional) or ``archive_item`` (a pk the user may change, + ``interface``), docs/gc-api.md §12. A session
+with a target is scheduled for import at once; one without stays Queued until a display-set value PATCH names it as ``upload_session``. The response shows
 the object as created, so its status is "Queued" either way (docs/gc-api.md §2).
 
 Refused with 400 when the user already has ``max_active_imports_per_user`` TIFF imports scheduled or running (the
@@ -36,6 +36,7 @@ from gcbulk.emulator.store import SESSION_QUEUED, UploadSession, User, new_uuid
 from gcbulk.emulator.uploads import completed_upload_for
 
 IMAGE_ANSWER_TYPES = ("Mask",)
+TARGETS = ("archive", "archive_item", "answer", "display_set")
 
 
 def _invalid_pk(value: Any) -> str:
@@ -79,9 +80,19 @@ def _field_errors(request: web.Request, user: User, data: dict[str, Any], attrs:
         else:
             attrs["interface"] = store.sockets[data["interface"]]
     if data.get("archive") is not None:
-        errors["archive"] = [f"Object with slug={data['archive']} does not exist."]
+        # A SlugRelatedField over the archives the user has ``upload_archive`` on (docs/gc-api.md §12).
+        archive = store.archive_by_slug(data["archive"]) if isinstance(data["archive"], str) else None
+        if archive is None or not archive.can_upload(user):
+            errors["archive"] = [f"Object with slug={data['archive']} does not exist."]
+        else:
+            attrs["archive"] = archive
     if data.get("archive_item") is not None:
-        errors["archive_item"] = [_invalid_pk(data["archive_item"])]
+        # A PrimaryKeyRelatedField over the items the user has ``change_archiveitem`` on: editors and uploaders.
+        item = store.archive_items.get(str(data["archive_item"]))
+        if item is None or not store.archives[item.archive_pk].can_upload(user):
+            errors["archive_item"] = [_invalid_pk(data["archive_item"])]
+        else:
+            attrs["archive_item"] = item
     return errors
 
 
@@ -101,10 +112,12 @@ def _validate(request: web.Request, user: User, attrs: dict[str, Any]) -> str | 
         )
     if len({upload.filename for upload in uploads}) != len(uploads):
         return "Filenames must be unique"
-    if sum(name in attrs for name in ("display_set", "answer")) > 1:
+    if sum(name in attrs for name in TARGETS) > 1:
         return "Only one of archive, archive item, answer or reader study can be set"
-    if "interface" in attrs and "display_set" not in attrs:
+    if "interface" in attrs and not any(name in attrs for name in ("archive", "archive_item", "display_set")):
         return "An interface can only be defined for archive, archive item or display set uploads."
+    if "archive_item" in attrs and "interface" not in attrs:
+        return "An interface needs to be defined to upload to an archive item."
     if "display_set" in attrs and "interface" not in attrs:
         return "An interface needs to be defined to upload to a display set."
     return None
@@ -127,13 +140,19 @@ async def create_upload_session(request: web.Request) -> web.Response:
     if "display_set" in attrs:
         session.target_display_set_pk = attrs["display_set"].pk
         session.target_socket_slug = attrs["interface"].slug
+    if "archive_item" in attrs:
+        session.target_archive_item_pk = attrs["archive_item"].pk
+        session.target_socket_slug = attrs["interface"].slug
+    if "archive" in attrs:
+        session.target_archive_pk = attrs["archive"].pk
+        session.target_socket_slug = attrs["interface"].slug if "interface" in attrs else None
     if "answer" in attrs:
         answer = attrs["answer"]
         # The answer now points at the session; the import sets its image (docs/gc-api.md §4).
         answer.answer = {"upload_session_pk": session.pk}
         answer.modified = context.clock.now()
         session.target_answer_pk = answer.pk
-    if "display_set" in attrs or "answer" in attrs:
+    if any(name in attrs for name in TARGETS):
         importer.worker_of(request).schedule_session(session)
     return json_response(upload_session_json(request, context, session, status=SESSION_QUEUED), status=201)
 

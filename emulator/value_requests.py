@@ -1,4 +1,5 @@
-"""The ``values`` of a display-set PATCH/PUT: validated like ComponentInterfaceValuePostSerializer, then applied.
+"""The ``values`` of a display-set or archive-item PATCH/PUT (one code path for both, as the server's
+``CIVSetPostSerializerMixin``, docs/gc-api.md §12): validated like ComponentInterfaceValuePostSerializer, then applied.
 
 Validation reproduces DRF's two stages per value (docs/gc-api.md §3, §9): field errors first (unknown socket, bad
 hyperlinks), and only for a value without field errors the serializer's ``validate()`` (exactly one source, the
@@ -22,13 +23,14 @@ from gcbulk.emulator.importer import ImportWorker
 from gcbulk.emulator.socket_kinds import kind_code, schema_error
 from gcbulk.emulator.store import (
     SESSION_QUEUED,
-    DisplaySet,
+    ArchiveItem,
     Socket,
     SocketValue,
     Store,
     Upload,
     UploadSession,
     User,
+    ValueSet,
     new_uuid,
 )
 from gcbulk.emulator.values import put_value
@@ -188,8 +190,8 @@ def validate_values(context: Context, user: User, raw: Any) -> list[ValueRequest
 
 def _shared_value(store: Store, slug: str, *, value: Any = None, image_pk: str | None = None) -> SocketValue:
     """The server reuses an existing socket value with the same socket and content: the same image or JSON value in
-    two display sets is one value pk (docs/gc-api.md §10)."""
-    for display_set in store.display_sets.values():
+    two display sets (or archive items) is one value pk (docs/gc-api.md §10)."""
+    for display_set in store.value_sets():
         existing = display_set.values.get(slug)
         if (
             existing is not None
@@ -202,7 +204,7 @@ def _shared_value(store: Store, slug: str, *, value: Any = None, image_pk: str |
 
 
 def apply_values(
-    context: Context, worker: ImportWorker, user: User, display_set: DisplaySet, requests: list[ValueRequest]
+    context: Context, worker: ImportWorker, user: User, display_set: ValueSet, requests: list[ValueRequest]
 ) -> None:
     """Sets what can be set now and schedules the rest (``_update_civ`` on the server)."""
     store = context.store
@@ -226,7 +228,10 @@ def apply_values(
                     upload_pks=[upload.pk for upload in request.payload],
                 )
                 store.upload_sessions[session.pk] = session
-            session.target_display_set_pk = display_set.pk
+            if isinstance(display_set, ArchiveItem):
+                session.target_archive_item_pk = display_set.pk
+            else:
+                session.target_display_set_pk = display_set.pk
             session.target_socket_slug = slug
             worker.schedule_session(session)
         elif request.source == "dicom_image_set":

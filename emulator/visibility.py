@@ -4,7 +4,7 @@
 * answers: their creator views them, and so do the study's editors (readers see only their own);
 * images: their creator, unless the image's upload session failed (a segmentation refused at linking: the session's
   ``image_set`` names the image, but ``cases/images/?origin=`` does not show it, docs/gc-api.md §10); the members of a study that shows the image in a display set; the editors of a study
-  whose answer holds it as ``answer_image``.
+  whose answer holds it as ``answer_image``; the members of an archive that shows the image in an item (§12).
 
 Anonymous users (``None``) see nothing: every list comes back empty and every detail 404s.
 """
@@ -22,6 +22,7 @@ from gcbulk.emulator.store import (
     ReaderStudy,
     Store,
     User,
+    ValueSet,
 )
 
 
@@ -41,6 +42,13 @@ def can_view_display_set(store: Store, user: User | None, display_set: DisplaySe
     return store.reader_studies[display_set.reader_study_pk].can_view(user)
 
 
+def can_view_value_set(store: Store, user: User | None, value_set: ValueSet) -> bool:
+    """A display set's study members, or an archive item's archive members (docs/gc-api.md §12)."""
+    if isinstance(value_set, DisplaySet):
+        return can_view_display_set(store, user, value_set)
+    return store.archives[value_set.archive_pk].can_view(user)
+
+
 def can_view_answer(store: Store, user: User | None, answer: Answer) -> bool:
     if user is None:
         return False
@@ -55,11 +63,13 @@ def can_view_image(store: Store, user: User | None, image: Image) -> bool:
         return origin is None or origin.status != SESSION_FAILED
     if any(store.reader_studies[pk].can_view(user) for pk in image.reader_study_pks if pk in store.reader_studies):
         return True
+    if any(store.archives[pk].can_view(user) for pk in getattr(image, "archive_pks", ()) if pk in store.archives):
+        return True
     return any(store.reader_studies[pk].can_change(user) for pk in image.answer_study_pks if pk in store.reader_studies)
 
 
 def refresh_image_studies(store: Store, image_pk: str | None) -> None:
-    """Recomputes which studies show an image, after a display-set value pointing at it changed.
+    """Recomputes which studies and archives show an image, after a value pointing at it changed.
 
     The server updates the image's viewer groups the same way whenever a socket value is added or removed.
     """
@@ -70,4 +80,9 @@ def refresh_image_studies(store: Store, image_pk: str | None) -> None:
         display_set.reader_study_pk
         for display_set in store.display_sets.values()
         if any(value.image_pk == image.pk for value in display_set.values.values())
+    }
+    image.archive_pks = {
+        item.archive_pk
+        for item in store.archive_items.values()
+        if any(value.image_pk == image.pk for value in item.values.values())
     }

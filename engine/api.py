@@ -54,6 +54,9 @@ from gcbulk.engine.results.export_files import ANSWERS_JSONL, PER_CASE_CSV
 from gcbulk.engine.results.masks import DownloadLimits
 from gcbulk.engine.results.reorder import ReorderSummary, dry_run_summary, prepare_reorder, run_reorder
 from gcbulk.engine.results.safe_paths import safe_component
+from gcbulk.engine.service.plan_recording import PlanReport
+from gcbulk.engine.upload.outcome import CaseResult
+from gcbulk.engine.upload.reconcile import VerifyResult
 from gcbulk.engine.upload.transfer import RunOutcome
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.reorder_ledger import ReorderLedger
@@ -62,7 +65,16 @@ log = logging.getLogger("gcbulk")
 T = TypeVar("T")
 Order = Literal["title", "natural-title"]
 
-__all__ = ["Job", "ReaderStudy", "reorder_study", "export_study"]
+__all__ = [
+    "CaseResult",
+    "Job",
+    "PlanReport",
+    "ReaderStudy",
+    "RunOutcome",
+    "VerifyResult",
+    "export_study",
+    "reorder_study",
+]
 
 
 def _off_the_loop(call: Callable[[], T]) -> T:
@@ -123,14 +135,14 @@ class Job:
     def __repr__(self) -> str:
         return f"Job({str(self.settings.job.job_file)!r}, reader_study={self.settings.job.reader_study!r})"
 
-    def plan(self, *, dry_run: bool = False, offline: bool = False) -> Any:
+    def plan(self, *, dry_run: bool = False, offline: bool = False) -> PlanReport:
         """Walks the case tree, checks it, and records the plan in the ledger (``dry_run``: writes nothing).
         Returns the ``PlanReport`` ``gcbulk plan`` prints: ``.diff``, ``.findings``, ``.blocking``, ``.as_dict()``.
         ``offline`` skips reading the sockets from the server."""
         return _off_the_loop(lambda: self._plan(dry_run=dry_run, offline=offline))
 
-    def _plan(self, *, dry_run: bool, offline: bool) -> Any:
-        from gcbulk.engine.planning import fetch_catalogue, plan_into_ledger
+    def _plan(self, *, dry_run: bool, offline: bool) -> PlanReport:
+        from gcbulk.engine.service.plan_recording import fetch_catalogue, plan_into_ledger
 
         job = self.settings.job
         # A dry run sends only GETs: the editor check (a POST the server refuses) is left to run().
@@ -148,7 +160,7 @@ class Job:
 
     def run(self, *, replan: bool = False) -> RunOutcome:
         """Plans if needed, then runs every case to the end, as ``gcbulk run``. Returns the ``RunOutcome``
-        (``.failed``: ``(title, reason)`` pairs). Raises ``gcbulk.PlanBlocked`` when the plan has blocking findings."""
+        (``.done``; ``.failed`` and ``.requeued``: ``CaseResult(title, reason)`` records). Raises ``gcbulk.PlanBlocked`` when the plan has blocking findings."""
         from gcbulk.engine.service.job_service import JobService, run_once
 
         in_loop = _loop_running()
@@ -158,9 +170,9 @@ class Job:
             raise KeyboardInterrupt("the run was stopped; call run() again to resume")
         return outcome
 
-    def verify(self) -> Any:
+    def verify(self) -> VerifyResult:
         """Compares the ledger with the server, as ``gcbulk verify``: what the server lost is re-queued for the next
-        ``run()``, and orphan uploads of lost creates are aborted. Returns the ``Verification``
+        ``run()``, and orphan uploads of lost creates are aborted. Returns the ``VerifyResult``
         (``.consistent``, ``.as_dict()``)."""
         from gcbulk.engine.service.job_service import JobService
         from gcbulk.engine.upload.reconcile import verify
@@ -168,7 +180,7 @@ class Job:
         service = JobService(self.settings, watch_signals=not _loop_running())
         slug = self.settings.job.reader_study
 
-        async def body(service: JobService) -> Any:
+        async def body(service: JobService) -> VerifyResult:
             return await verify(service.client, service.journal, slug)  # type: ignore[arg-type]
 
         result = _run_sync(lambda: service.serve(body))
@@ -178,7 +190,7 @@ class Job:
 
     def status(self) -> dict[str, Any]:
         """Counts by state and the cases that need attention, read from the ledger (works while a run is busy)."""
-        from gcbulk.engine.cli.status import collect_status
+        from gcbulk.engine.service.status import collect_status
 
         def read() -> dict[str, Any]:
             with Ledger.open_readonly(self.settings.ledger, self.settings.job.binding) as ledger:
@@ -208,7 +220,7 @@ async def export_study(
     """``gcbulk export``: the study's questions, display sets, answers and (``masks``) mask images into ``out_dir``,
     incrementally. Raises ConfigurationError for a bad study, token or folder."""
     if mask_downloads < 1:
-        raise settings.ConfigurationError("mask_downloads (--mask-downloads) must be at least 1")
+        raise ConfigurationError("mask_downloads (--mask-downloads) must be at least 1")
     options = ExportOptions(
         reader_study=server.require_reader_study(),
         out_dir=Path(out_dir).absolute(),
@@ -238,11 +250,11 @@ async def reorder_study(
     nothing (``summary.refused`` says why) unless ``skip_answered``. ``dry_run`` only shows the plan. Idempotent and
     resumable through ``ledger``: by default beside the job's ledger (``job_file``), else in the user's state folder."""
     if (by is None) == (from_csv is None):
-        raise settings.ConfigurationError("reorder needs exactly one of by='title'|'natural-title' or from_csv=PATH")
+        raise ConfigurationError("reorder needs exactly one of by='title'|'natural-title' or from_csv=PATH")
     if by is not None and by not in ("title", "natural-title"):
-        raise settings.ConfigurationError(f"reorder by {by!r}: use 'title' or 'natural-title'")
+        raise ConfigurationError(f"reorder by {by!r}: use 'title' or 'natural-title'")
     if concurrency < 1:
-        raise settings.ConfigurationError("concurrency (--concurrency) must be at least 1")
+        raise ConfigurationError("concurrency (--concurrency) must be at least 1")
     slug = server.require_reader_study()
     async with _client(server) as client:
         await _reach_study(client, slug)  # an unreachable server ends here, saying so, as for plan

@@ -18,10 +18,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["ConfigurationError", "GcbulkError", "Job", "PlanBlocked", "ReaderStudy", "__version__"]
+__all__ = [
+    "CaseResult",
+    "ConfigurationError",
+    "GcbulkError",
+    "Job",
+    "PlanBlocked",
+    "PlanReport",
+    "ReaderStudy",
+    "RunOutcome",
+    "VerifyResult",
+    "__version__",
+]
 
 if TYPE_CHECKING:
-    from gcbulk.engine.api import Job, ReaderStudy
+    from gcbulk.engine.api import CaseResult, Job, PlanReport, ReaderStudy, RunOutcome, VerifyResult
     from gcbulk.engine.gc.errors import ConfigurationError, GcbulkError
     from gcbulk.engine.service.job_service import PlanBlocked
 
@@ -33,6 +44,11 @@ _LAZY = {
     "ConfigurationError": "gcbulk.engine.gc.errors",
     "GcbulkError": "gcbulk.engine.gc.errors",
     "PlanBlocked": "gcbulk.engine.service.job_service",
+    # What Job.plan(), Job.run() and Job.verify() return.
+    "PlanReport": "gcbulk.engine.api",
+    "RunOutcome": "gcbulk.engine.api",
+    "CaseResult": "gcbulk.engine.api",
+    "VerifyResult": "gcbulk.engine.api",
 }
 
 

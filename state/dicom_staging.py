@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from gcbulk.state.ledger_core import LedgerCore
+
 
 @dataclass(frozen=True, kw_only=True)
 class StagedRow:
@@ -24,7 +26,7 @@ class StagedRow:
     staged_at: str
 
 
-def staged_of_item(ledger: Any, item_id: int) -> dict[int, StagedRow]:
+def staged_of_item(ledger: LedgerCore, item_id: int) -> dict[int, StagedRow]:
     """file id → its staged copy, for one item."""
     rows = ledger._all("SELECT * FROM dicom_staging WHERE item_id = ? ORDER BY file_id", (item_id,))
     return {row["file_id"]: StagedRow(**row) for row in rows}
@@ -63,22 +65,31 @@ def record_staged(
         )
 
 
-def forget_staged(ledger: Any, item_id: int) -> None:
+def staged_items_on_the_server(ledger: LedgerCore) -> list[int]:
+    """Items Grand Challenge holds (attached or done) that still have staged copies: their release was cut off."""
+    rows = ledger._all(
+        "SELECT DISTINCT dicom_staging.item_id AS item_id FROM dicom_staging JOIN items ON items.id = "
+        "dicom_staging.item_id WHERE items.state IN ('attached', 'done') ORDER BY dicom_staging.item_id"
+    )
+    return [row["item_id"] for row in rows]
+
+
+def forget_staged(ledger: LedgerCore, item_id: int) -> None:
     """The staged copies were released (uploaded) or are stale: the item has none."""
     with ledger.db.atomic():
         ledger.db.execute("DELETE FROM dicom_staging WHERE item_id = ?", (item_id,))
 
 
-def staging_events(ledger: Any, item_id: int | None = None) -> int:
+def staging_events(ledger: LedgerCore, item_id: int | None = None) -> int:
     """How many times staged sets were recorded (for an item): de-identified, or found whole on disk after a crash
     between their last file and the record. A set that was de-identified again would be recorded twice."""
     kinds = "kind IN ('dicom.staged', 'dicom.staging_adopted')"
     if item_id is None:
-        return ledger._scalar(f"SELECT count(*) FROM events WHERE {kinds}")
-    return ledger._scalar(f"SELECT count(*) FROM events WHERE {kinds} AND subject_id = ?", (str(item_id),))
+        return ledger._count(f"SELECT count(*) FROM events WHERE {kinds}")
+    return ledger._count(f"SELECT count(*) FROM events WHERE {kinds} AND subject_id = ?", (str(item_id),))
 
 
-def fit_upload(ledger: Any, upload_id: int, size: int) -> None:
+def fit_upload(ledger: LedgerCore, upload_id: int, size: int) -> None:
     """An upload sends a staged copy, whose size is not the planned source's: its row (still 'creating', before any
     part) is made to describe the bytes actually sent, so its parts are cut from them."""
     with ledger.db.atomic():

@@ -1,5 +1,5 @@
 """The ledger's event log: every transition appends one row to ``events`` in its own transaction (see
-``gcbulk.state.ledger``), and ``append_event`` adds free-form ones. Mixed into ``gcbulk.state.ledger.Ledger``.
+``gcbulk.state.ledger``), and ``append_event`` adds free-form ones. A layer of the ledger over ``LedgerCore`` (see ``gcbulk.state.ledger_core``).
 
 The ledger never holds the API token: ``_log`` scrubs server text of it (``gcbulk/redaction.py``) and refuses
 secret-looking keys.
@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from gcbulk.redaction import redact
+from gcbulk.state.ledger_core import LedgerCore
 
 _SECRET_WORDS = ("token", "authorization", "password", "secret")
 
@@ -28,11 +29,8 @@ def _reject_secrets(data: dict[str, Any]) -> None:
             raise ValueError(f"refusing to write {key!r} to the ledger: the ledger must never hold credentials")
 
 
-class LedgerEvents:
+class LedgerEvents(LedgerCore):
     """Appending to and reading the event log."""
-
-    # Provided by Ledger: db, _now(), _all().
-    db: Any
 
     def _log(
         self,
@@ -68,7 +66,9 @@ class LedgerEvents:
         with self.db.atomic():
             self._log(kind, case_id=case_id, data=data)
 
-    def events(self, *, after_id: int = 0, case_id: int | None = None, limit: int | None = None) -> list[dict]:
+    def events(
+        self, *, after_id: int = 0, case_id: int | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         sql = "SELECT * FROM events WHERE id > ?"
         params: list[Any] = [after_id]
         if case_id is not None:

@@ -32,7 +32,7 @@ The graphs, in words:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 
 
@@ -85,7 +85,7 @@ class StateMachine:
 
 
 def _machine(
-    kind: str, initial: set[str], moves: dict[str, set[str]], identity: frozenset[str] = frozenset()
+    kind: str, initial: set[str], moves: dict[str, set[str]], identity: Set[str] = frozenset()
 ) -> StateMachine:
     for targets in moves.values():
         unknown = targets - moves.keys()

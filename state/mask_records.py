@@ -1,11 +1,13 @@
 """The export's mask downloads in its ledger: one row per mask file, moved through the ``mask`` machine
-(``pending → downloading → verified | failed``). Mixed into ``gcbulk.state.results_ledger.ResultsLedger``."""
+(``pending → downloading → verified | failed``). The base of ``gcbulk.state.results_ledger.ResultsLedger``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from gcbulk.state.ledger_extension import LedgerExtension
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,8 +26,8 @@ class MaskRow:
     last_error: str | None
 
 
-class MaskRecords:
-    """Mask rows of an export ledger; relies on ``LedgerExtension``'s helpers."""
+class MaskRecords(LedgerExtension):
+    """Mask rows of an export ledger, on ``LedgerExtension``'s transaction and event helpers."""
 
     @staticmethod
     def _mask(row: dict[str, Any]) -> MaskRow:

@@ -7,7 +7,7 @@ gcbulk, and is refused rather than guessed at.
 Tables are plain (TEXT/INTEGER, JSON in TEXT columns) so ``sqlite-utils tables/rows/query`` can read a ledger.
 
 The same migrations build a PostgreSQL ledger (``gcbulk.state.pg_store`` gives PostgreSQL the table builder used
-here): write a new migration once, with ``db[...].create/create_index/add_column`` and SQL both dialects read, and
+here): write a new migration once, with ``db.table(...).create/create_index/add_column`` and SQL both dialects read, and
 branch on ``dialect(db)`` only for what cannot be shared (m002's trigger).
 """
 
@@ -28,7 +28,7 @@ class LedgerTooNew(Exception):
 
 @migrations()
 def m001_initial(db: Database) -> None:
-    db["job"].create(
+    db.table("job").create(
         {
             "id": int,
             "reader_study": str,
@@ -45,7 +45,7 @@ def m001_initial(db: Database) -> None:
         pk="id",
         not_null={"reader_study", "base_url", "case_root", "state"},
     )
-    db["cases"].create(
+    db.table("cases").create(
         {
             "id": int,
             "title": str,  # the idempotency key: unique per reader study (docs/gc-api.md §3)
@@ -61,9 +61,9 @@ def m001_initial(db: Database) -> None:
         not_null={"title", "folder", "state", "attempts"},
         defaults={"attempts": 0},
     )
-    db["cases"].create_index(["title"], unique=True)
-    db["cases"].create_index(["state"])
-    db["display_sets"].create(
+    db.table("cases").create_index(["title"], unique=True)
+    db.table("cases").create_index(["state"])
+    db.table("display_sets").create(
         {
             "case_id": int,
             "state": str,
@@ -78,7 +78,7 @@ def m001_initial(db: Database) -> None:
         defaults={"attempts": 0},
         foreign_keys=[("case_id", "cases", "id")],
     )
-    db["items"].create(
+    db.table("items").create(
         {
             "id": int,
             "case_id": int,
@@ -96,9 +96,9 @@ def m001_initial(db: Database) -> None:
         defaults={"attempts": 0},
         foreign_keys=[("case_id", "cases", "id")],
     )
-    db["items"].create_index(["case_id", "socket_slug"], unique=True)
-    db["items"].create_index(["state"])
-    db["files"].create(
+    db.table("items").create_index(["case_id", "socket_slug"], unique=True)
+    db.table("items").create_index(["state"])
+    db.table("files").create(
         {
             "id": int,
             "item_id": int,
@@ -118,8 +118,8 @@ def m001_initial(db: Database) -> None:
         defaults={"present": 1},
         foreign_keys=[("item_id", "items", "id")],
     )
-    db["files"].create_index(["item_id", "path"], unique=True)
-    db["uploads"].create(
+    db.table("files").create_index(["item_id", "path"], unique=True)
+    db.table("uploads").create(
         {
             "id": int,
             "file_id": int,
@@ -142,9 +142,9 @@ def m001_initial(db: Database) -> None:
         defaults={"attempts": 0},
         foreign_keys=[("file_id", "files", "id")],
     )
-    db["uploads"].create_index(["file_id"])
-    db["uploads"].create_index(["state"])
-    db["parts"].create(
+    db.table("uploads").create_index(["file_id"])
+    db.table("uploads").create_index(["state"])
+    db.table("parts").create(
         {
             "upload_id": int,
             "number": int,
@@ -159,7 +159,7 @@ def m001_initial(db: Database) -> None:
         not_null={"state", "size", "etag"},
         foreign_keys=[("upload_id", "uploads", "id")],
     )
-    db["events"].create(
+    db.table("events").create(
         {
             "id": int,
             "at": str,
@@ -174,7 +174,7 @@ def m001_initial(db: Database) -> None:
         pk="id",
         not_null={"at", "kind"},
     )
-    db["events"].create_index(["case_id"])
+    db.table("events").create_index(["case_id"])
 
 
 @migrations()
@@ -226,7 +226,7 @@ def m003_results_export_and_reorder(db: Database) -> None:
     """The results side (issue 6; appended by the results helper): an export's local copy of the study's questions,
     display sets and answers, its mask downloads and runs; a reorder's items. Every ledger gets these tables (they
     stay empty in an upload job's ledger), as one schema keeps every ledger readable by every command."""
-    db["export_runs"].create(
+    db.table("export_runs").create(
         {
             "id": int,
             "state": str,
@@ -239,12 +239,12 @@ def m003_results_export_and_reorder(db: Database) -> None:
         pk="id",
         not_null={"state", "scope", "started_at"},
     )
-    db["export_questions"].create(
+    db.table("export_questions").create(
         {"pk": str, "position": int, "data": str, "seen_run": int},  # data: the question's JSON as the API sent it
         pk="pk",
         not_null={"position", "data", "seen_run"},
     )
-    db["export_display_sets"].create(
+    db.table("export_display_sets").create(
         {
             "pk": str,
             "position": int,  # in the server's order (order, created), docs/gc-api.md §3
@@ -256,8 +256,8 @@ def m003_results_export_and_reorder(db: Database) -> None:
         pk="pk",
         not_null={"position", "seen_run"},
     )
-    db["export_display_sets"].create_index(["position"])
-    db["export_answers"].create(
+    db.table("export_display_sets").create_index(["position"])
+    db.table("export_answers").create(
         {
             "pk": str,
             "modified": str,  # the server's: an answer whose 'modified' is unchanged is not fetched again
@@ -277,10 +277,10 @@ def m003_results_export_and_reorder(db: Database) -> None:
         not_null={"modified", "creator", "question_pk", "is_ground_truth", "seen_run", "changed_run"},
     )
     # The order in which the per-case table is written (case, reader, ground truth), and the runs' bookkeeping.
-    db["export_answers"].create_index(["display_set_pk", "creator", "is_ground_truth"])
-    db["export_answers"].create_index(["seen_run"])
-    db["export_answers"].create_index(["answer_image_pk"])
-    db["export_masks"].create(
+    db.table("export_answers").create_index(["display_set_pk", "creator", "is_ground_truth"])
+    db.table("export_answers").create_index(["seen_run"])
+    db.table("export_answers").create_index(["answer_image_pk"])
+    db.table("export_masks").create(
         {
             "path": str,  # relative to the export folder, '/'-separated, every component sanitised
             "answer_pk": str,
@@ -300,9 +300,9 @@ def m003_results_export_and_reorder(db: Database) -> None:
         not_null={"answer_pk", "image_pk", "file_url", "state", "attempts"},
         defaults={"attempts": 0},
     )
-    db["export_masks"].create_index(["answer_pk"])
-    db["export_masks"].create_index(["state"])
-    db["reorder_items"].create(
+    db.table("export_masks").create_index(["answer_pk"])
+    db.table("export_masks").create_index(["state"])
+    db.table("reorder_items").create(
         {
             "display_set_pk": str,
             "title": str,
@@ -317,7 +317,7 @@ def m003_results_export_and_reorder(db: Database) -> None:
         not_null={"target_order", "state", "attempts"},
         defaults={"attempts": 0},
     )
-    db["reorder_items"].create_index(["state"])
+    db.table("reorder_items").create_index(["state"])
 
 
 @migrations()
@@ -325,7 +325,7 @@ def m004_item_upload_sessions(db: Database) -> None:
     """Each image value is imported by its own upload session, created by gcbulk and recorded here before the values
     PATCH names it (docs/gc-api.md §2, §10): a run, or a resumed one, polls that session by pk; the server's session list
     (no filters, never cleaned up) is not scanned."""
-    db["items"].add_column("upload_session_pk", str)
+    db.table("items").add_column("upload_session_pk", str)
 
 
 @migrations()
@@ -333,8 +333,8 @@ def m006_server_reconciliation(db: Database) -> None:
     """The server is the truth (issue 10): each display set's ``create_order`` is fixed once, in plan order, before
     the first create, so concurrent creates never share an order and a resumed run keeps folder order; an upload
     whose create answer was lost is looked for on the server once (``orphan_checked_at``), then left alone."""
-    db["display_sets"].add_column("create_order", int)
-    db["uploads"].add_column("orphan_checked_at", str)
+    db.table("display_sets").add_column("create_order", int)
+    db.table("uploads").add_column("orphan_checked_at", str)
 
 
 # m005 was set aside for DICOM staging while m006 shipped first; it is applied after m006 (registration order), and
@@ -344,7 +344,7 @@ def m005_dicom_staging(db: Database) -> None:
     """A DICOM Image Set's files are de-identified into a staging folder before upload (gcbulk.engine.dicom): each
     staged file's size and SHA-256 and its source's size and mtime, so a resume reuses what is staged and a changed
     source is found (accessed by ``gcbulk.state.dicom_staging``)."""
-    db["dicom_staging"].create(
+    db.table("dicom_staging").create(
         {
             "file_id": int,  # the files row of the source
             "item_id": int,
@@ -358,7 +358,7 @@ def m005_dicom_staging(db: Database) -> None:
         pk="file_id",
         not_null={"item_id", "source_size", "source_mtime_ns", "staged_path", "size", "sha256", "staged_at"},
     )
-    db["dicom_staging"].create_index(["item_id"])
+    db.table("dicom_staging").create_index(["item_id"])
 
 
 @migrations()
@@ -366,9 +366,9 @@ def m007_worker_leases(db: Database) -> None:
     """Several workers on one job (issue 13, accessed by ``gcbulk.state.workers``): a case's lease (who works on it,
     until when, in seconds on the lease clock), the job's workers with their heartbeats, each worker's units under a
     shared server limit, and per limit the units the server counts that no live worker holds (other tools')."""
-    db["cases"].add_column("lease_owner", str)
-    db["cases"].add_column("lease_expires_at", float)
-    db["workers"].create(
+    db.table("cases").add_column("lease_owner", str)
+    db.table("cases").add_column("lease_expires_at", float)
+    db.table("workers").create(
         {
             "worker_id": str,
             "host": str,
@@ -383,9 +383,9 @@ def m007_worker_leases(db: Database) -> None:
         pk="worker_id",
         not_null={"started_at", "heartbeat_at"},
     )
-    db["worker_holdings"].create(
+    db.table("worker_holdings").create(
         {"worker_id": str, "limit_name": str, "held": int},
         pk=("worker_id", "limit_name"),
         not_null={"held"},
     )
-    db["shared_limits"].create({"limit_name": str, "external": int}, pk="limit_name", not_null={"external"})
+    db.table("shared_limits").create({"limit_name": str, "external": int}, pk="limit_name", not_null={"external"})

@@ -2,20 +2,25 @@
 
 Why an adapter of sqlite-utils' surface rather than a second ledger: the state machines, the transitions, the queries
 and — above all — the migrations are written once, against ``db.execute``, ``db.atomic()``, ``db.conn.execute`` and
-``db["table"].create/create_index/add_column/insert``, and run unchanged on either store. A migration added later
+``db.table("table").create/create_index/add_column/insert``, and run unchanged on either store. A migration added later
 (``m005_…``) that keeps to that surface, and to SQL both dialects read, works on PostgreSQL without a second copy;
 ``dialect(db)`` (``state/dsn.py``) is there for the rare statement that cannot be shared (m002's trigger).
 
-Why psycopg 3: the ledger API is synchronous (the engine calls it from one thread, see engine/service/journal.py),
+Why psycopg 3: the ledger API is synchronous (the engine calls it from one thread, see engine/upload/journal.py),
 and psycopg 3 is the driver that offers both a blocking and an asyncio connection with the same semantics, native
-``FOR UPDATE SKIP LOCKED`` / advisory locks, and client-side binding (``ClientCursor``) that accepts the ledger's
-``?``-style SQL once translated. asyncpg is asyncio-only, so every synchronous ledger call would need an event loop
-bridge. The ``binary`` extra ships libpq in the wheel, so the container needs no system library.
+``FOR UPDATE SKIP LOCKED`` / advisory locks, and client-side binding (``ClientCursor``). asyncpg is asyncio-only,
+so every synchronous ledger call would need an event loop bridge. The ``binary`` extra ships libpq in the wheel, so
+the container needs no system library.
 
-SQL translation, done here once: ``?`` -> ``%s`` (and a literal ``%`` doubled), SQLite's ``temp.`` schema prefix
-dropped (PostgreSQL finds temporary tables first on its search path), ``INSERT OR IGNORE`` -> ``ON CONFLICT DO
-NOTHING``, ``group_concat`` -> ``string_agg``; an ``INSERT`` into a table keyed by ``id`` returns the new id as
-``cursor.lastrowid``. ``numeric`` results (``sum`` of a bigint) come back as ``int`` as SQLite's would.
+No SQL translation: the ledger's SQL is written once in the dialect both databases read — ``INSERT … ON CONFLICT DO
+NOTHING`` (SQLite ≥ 3.24) rather than ``INSERT OR IGNORE``, temporary tables named without SQLite's ``temp.``
+schema (both look there first), no ``group_concat`` (the one query that has it reads the export's ledger, which is a
+file, always SQLite). Chosen over SQLAlchemy Core because the ledger's statements are few, short and already shared;
+a query builder would rewrite all of them and the held-back writes below for no gain in what runs. What stays is the
+DB-API's parameter style, which differs by driver, not by dialect: sqlite3 takes ``?``, psycopg ``%s``
+(``_format_style``: a ``?`` outside a string literal becomes ``%s``, and a literal ``%`` is doubled). An ``INSERT``
+into a table keyed by ``id`` returns the new id as ``cursor.lastrowid``; ``numeric`` results (``sum`` of a bigint)
+come back as ``int`` as SQLite's would.
 """
 
 from __future__ import annotations
@@ -48,17 +53,11 @@ class _IntegralNumeric(Loader):
 _PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\?|%")
 
 
-def translate(sql: str) -> str:
-    """The ledger's SQLite-flavoured SQL as PostgreSQL reads it (see the module docstring)."""
+def _format_style(sql: str) -> str:
+    """``sql`` with sqlite3's ``?`` parameters in psycopg's ``%s`` style (see the module docstring)."""
     # psycopg reads ``%`` as a placeholder even inside a string literal, so it is doubled there too; a ``?`` inside
     # a literal is text.
-    sql = _PLACEHOLDER.sub(lambda m: {"?": "%s", "%": "%%"}.get(m.group(0)) or m.group(0).replace("%", "%%"), sql)
-    sql = re.sub(r"\btemp\.", "", sql)
-    if re.match(r"\s*INSERT OR IGNORE\b", sql, re.IGNORECASE):
-        sql = re.sub(r"INSERT OR IGNORE", "INSERT", sql, count=1, flags=re.IGNORECASE) + " ON CONFLICT DO NOTHING"
-    sql = re.sub(r"\bgroup_concat\(", "string_agg(", sql)
-    sql = re.sub(r"\bchar\(10\)", "chr(10)", sql)
-    return sql
+    return _PLACEHOLDER.sub(lambda m: {"?": "%s", "%": "%%"}.get(m.group(0)) or m.group(0).replace("%", "%%"), sql)
 
 
 class PgCursor:
@@ -97,13 +96,13 @@ class PgCursor:
             self._db.send_held()
         return self._rowcount
 
-    def fetchone(self) -> tuple | None:
+    def fetchone(self) -> tuple[Any, ...] | None:
         return self._cursor.fetchone() if self._cursor is not None and self.description else None
 
-    def fetchall(self) -> list[tuple]:
+    def fetchall(self) -> list[tuple[Any, ...]]:
         return self._cursor.fetchall() if self._cursor is not None and self.description else []
 
-    def __iter__(self) -> Iterator[tuple]:
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
         return iter(self.fetchall())
 
 
@@ -119,7 +118,7 @@ class PgConnection:
     def executemany(self, sql: str, rows: Any) -> PgCursor:
         self._db.send_held()
         cursor = self._db.raw.cursor()
-        cursor.executemany(translate(sql), [tuple(row) for row in rows])
+        cursor.executemany(_format_style(sql), [tuple(row) for row in rows])
         return PgCursor(cursor, self._db)
 
     @property
@@ -166,28 +165,28 @@ class PgDatabase:
         self.transaction_open = False
         self._sent_in_transaction = False  # anything of it reached the server (else a rollback has nothing to undo)
         self._held: list[tuple[str, PgCursor | None]] = []  # statements bound to text, each with its caller's cursor
-        self._binder = self.raw.cursor()
+        self._binder = psycopg.ClientCursor(self.raw)  # as raw.cursor() makes (cursor_factory), typed as one
 
     # ------------------------------------------------------------------------------------------------ statements
     def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
-        translated = translate(sql)
-        table = _insert_target(translated)
-        returns_id = table is not None and "RETURNING" not in translated.upper() and table in self._id_tables()
+        statement = _format_style(sql)
+        table = _insert_target(statement)
+        returns_id = table is not None and "RETURNING" not in statement.upper() and table in self._id_tables()
         if returns_id:
-            translated += " RETURNING id"
+            statement += " RETURNING id"
         # A write's own RETURNING rows are read by its caller at once: it is sent at once.
-        if self.transaction_open and _WRITE.match(translated) and (returns_id or "RETURNING" not in translated.upper()):
+        if self.transaction_open and _WRITE.match(statement) and (returns_id or "RETURNING" not in statement.upper()):
             held = PgCursor(None, self, returns_id=returns_id)
-            self._held.append((self._bind(translated, params), held))
+            self._held.append((self._bind(statement, params), held))
             return held
         if self._held:
-            return PgCursor(self._send(self._bind(translated, params)), self, returns_id=returns_id)
+            return PgCursor(self._send(self._bind(statement, params)), self, returns_id=returns_id)
         cursor = self.raw.cursor()
-        cursor.execute(translated, tuple(params))
+        cursor.execute(statement, tuple(params))
         return PgCursor(cursor, self, returns_id=returns_id)
 
     def _bind(self, sql: str, params: Sequence[Any] = ()) -> str:
-        """``sql`` (translated: placeholders ``%s``, a literal ``%`` doubled) with ``params`` in it, as sent."""
+        """``sql`` (in psycopg's style: placeholders ``%s``, a literal ``%`` doubled) with ``params`` in it, as sent."""
         return self._binder.mogrify(sql, tuple(params))
 
     def _send(self, text: str) -> psycopg.Cursor:
@@ -288,6 +287,10 @@ class PgDatabase:
     def __getitem__(self, name: str) -> PgTable:
         return PgTable(self, name)
 
+    def table(self, name: str) -> PgTable:
+        """As sqlite-utils' ``Database.table``: the table of that name (a table, never a view)."""
+        return PgTable(self, name)
+
 
 def _insert_target(sql: str) -> str | None:
     match = re.match(r"\s*INSERT\s+INTO\s+([A-Za-z_][A-Za-z0-9_]*)", sql, re.IGNORECASE)
@@ -361,7 +364,7 @@ class PgTable:
     def pks(self) -> list[str]:
         return ["id"] if self.name in self.db._id_tables() else []
 
-    def rows_where(self, where: str, params: Sequence[Any], *, order_by: str | None = None) -> Iterator[dict]:
+    def rows_where(self, where: str, params: Sequence[Any], *, order_by: str | None = None) -> Iterator[dict[str, Any]]:
         # sqlite-utils' Migrations orders its records by rowid: their identity id is the same order here.
         order = "id" if order_by == "rowid" else order_by
         cursor = self.db.execute(
@@ -379,7 +382,7 @@ def _literal(value: Any) -> str:
 
 
 # The advisory lock key of "one process sets the job up at a time" (migrations, binding): any constant unique to
-# gcbulk; the planner's lock is another (gcbulk.state.leases).
+# gcbulk; the planner's lock is another (``PLAN_LOCK_KEY``, gcbulk.state.workers).
 SETUP_LOCK_KEY = 0x6762_756C_6B00_0001
 
 

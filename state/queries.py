@@ -1,6 +1,6 @@
 """The ledger's read side: snapshots of cases, uploads and parts for the transfer engine, and counts for status.
 
-Mixed into ``gcbulk.state.ledger.Ledger``. Reads go through ``Ledger._all`` (a plain cursor) and build the frozen records
+A layer of the ledger over ``LedgerCore`` (see ``gcbulk.state.ledger_core``). Reads go through ``Ledger._all`` (a plain cursor) and build the frozen records
 of ``gcbulk.state.records``.
 """
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gcbulk.state.errors import UnknownRow
+from gcbulk.state.ledger_core import LedgerCore
 from gcbulk.state.machines import LIVE_UPLOAD_STATES, RUNNABLE_CASE_STATES
 from gcbulk.state.records import (
     AttentionRow,
@@ -27,10 +28,8 @@ from gcbulk.state.records import (
 _STATE_TABLES = {"case": "cases", "display_set": "display_sets", "item": "items", "upload": "uploads", "part": "parts"}
 
 
-class LedgerQueries:
+class LedgerQueries(LedgerCore):
     """Queries by name: what is in flight, what to do next, how far the job is."""
-
-    # Provided by Ledger: _get(), _one(), _all(), _scalar(), case_root, and the _case_of_file / _case_of_upload caches.
 
     # ---------------------------------------------------------------------------------------------------- queries
     def _live_upload_row(self, file_id: int) -> dict[str, Any] | None:
@@ -121,20 +120,22 @@ class LedgerQueries:
     def live_upload_count(self) -> int:
         """Uploads counting against the server's 2000-upload cap (docs/gc-api.md §1)."""
         marks = ", ".join("?" * len(LIVE_UPLOAD_STATES))
-        return self._scalar(f"SELECT count(*) FROM uploads WHERE state IN ({marks})", sorted(LIVE_UPLOAD_STATES))
+        return self._count(f"SELECT count(*) FROM uploads WHERE state IN ({marks})", sorted(LIVE_UPLOAD_STATES))
 
     def attached_image_items_count(self) -> int:
         """Image values handed to Grand Challenge and not finished: imports in flight (docs/gc-api.md §2: at most 16)."""
-        return self._scalar(
+        return self._count(
             "SELECT count(*) FROM items WHERE state = 'attached' AND value IS NULL "
             "AND (super_kind IS NULL OR super_kind = 'Image')"
         )
 
     def _case_id_of(self, kind: str, row: dict[str, Any]) -> int | None:
         if kind == "case":
-            return row["id"]
+            case_id: int = row["id"]
+            return case_id
         if kind in ("display_set", "item"):
-            return row["case_id"]
+            owner: int = row["case_id"]
+            return owner
         if kind == "upload":
             return self._remembered(
                 self._case_of_file,
@@ -176,7 +177,8 @@ class LedgerQueries:
         files: list[dict[str, Any]] = []
         for row in self._all(
             "SELECT items.*, files.id AS file_id, files.path AS file_path, files.name AS file_name, files.size AS "
-            "file_size, files.mtime_ns AS file_mtime_ns, files.checksum AS file_checksum FROM items "
+            "file_size, files.mtime_ns AS file_mtime_ns, files.checksum AS file_checksum, "
+            "files.checksum_part_size AS file_checksum_part_size FROM items "
             "LEFT JOIN files ON files.item_id = items.id AND files.present = 1 "
             "WHERE items.case_id = ? AND items.state != 'withdrawn' ORDER BY items.id, files.position",
             (case_id,),
@@ -206,6 +208,7 @@ class LedgerQueries:
                     mtime_ns=f["file_mtime_ns"],
                     checksum=f["file_checksum"],
                     upload=uploads.get(f["file_id"]),
+                    checksum_part_size=f["file_checksum_part_size"],
                 )
             )
         return CaseWork(
@@ -335,6 +338,7 @@ class LedgerQueries:
             "AND uploads.state IN ('initialized', 'completed') AND items.state IN ('planned', 'uploading', 'uploaded')",
             states,
         )
+        assert files is not None  # an aggregate without GROUP BY is one row
         return {"cases": cases, "files": files["files"], "bytes": files["bytes"], "bytes_sent": sent}
 
     def own_display_set_titles(self) -> set[str]:

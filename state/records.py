@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +68,9 @@ class FileWork:
     checksum: str | None
     # The newest upload that still exists on Grand Challenge (creating / initialized / completed), if any.
     upload: UploadRow | None
+    # The part size ``checksum`` was computed at (an S3-style multipart checksum), or None when ``checksum`` is not one
+    # (a staged DICOM copy's SHA-256).
+    checksum_part_size: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,3 +183,44 @@ class ImportInFlight:
     socket_slug: str
     attached_at: str  # ISO-8601 UTC, when the ledger recorded it attached
     bytes: int  # the value's files, what its expected import time is reckoned from
+
+
+# ---- What the ledger reads of a planned case (``gcbulk.engine.plan.cases``: the planner's records match these
+# shapes). Declared here because the ledger may not import the planner, nor the planner the ledger.
+class PlannedFileShape(Protocol):
+    @property
+    def path(self) -> str: ...  # relative to the case root, '/'-separated
+    @property
+    def name(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def mtime_ns(self) -> int: ...
+
+
+class PlannedItemShape(Protocol):
+    @property
+    def socket_slug(self) -> str: ...
+    @property
+    def files(self) -> Sequence[PlannedFileShape]: ...
+    @property
+    def value_json(self) -> str | None: ...
+    @property
+    def super_kind(self) -> str | None: ...
+
+
+class FindingShape(Protocol):
+    @property
+    def blocking(self) -> bool: ...
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+class PlannedCaseShape(Protocol):
+    @property
+    def title(self) -> str: ...
+    @property
+    def folder(self) -> str: ...
+    @property
+    def items(self) -> Sequence[PlannedItemShape]: ...
+    @property
+    def findings(self) -> Sequence[FindingShape]: ...

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gcbulk.state.machines import CONSUMED_ITEM_STATES
-from gcbulk.state.records import PlanDiff
+from gcbulk.state.records import PlanDiff, PlannedCaseShape, PlannedFileShape, PlannedItemShape
 
 if TYPE_CHECKING:
     from gcbulk.state.ledger import Ledger
@@ -42,10 +42,10 @@ class PlannedTitles:
         self._conn = ledger.db.conn
 
     def __contains__(self, title: object) -> bool:
-        return self._conn.execute("SELECT 1 FROM temp.plan_titles WHERE title = ?", (title,)).fetchone() is not None
+        return self._conn.execute("SELECT 1 FROM plan_titles WHERE title = ?", (title,)).fetchone() is not None
 
     def add(self, title: str) -> None:
-        self._conn.execute("INSERT OR IGNORE INTO temp.plan_titles (title) VALUES (?)", (title,))
+        self._conn.execute("INSERT INTO plan_titles (title) VALUES (?) ON CONFLICT DO NOTHING", (title,))
 
 
 class PlanRecorder:
@@ -58,11 +58,15 @@ class PlanRecorder:
         checksum: Callable[[Path, int], str] | None,
         dry_run: bool,
         batch_files: int,
+        fingerprint: Callable[[Path, int], tuple[str, int]] | None = None,
     ) -> None:
         self.ledger = ledger
         self.db = ledger.db
         self.conn = ledger.db.conn
         self.checksum = checksum
+        # (path, size) -> (checksum, part size) of a file's bytes as planned: recorded for each new or changed file, so
+        # the upload can prove that the bytes it sent are the bytes planned (and checked), not only the size and mtime.
+        self.fingerprint = fingerprint
         self.dry_run = dry_run
         self.batch_files = batch_files
         self.diff = PlanDiff()
@@ -87,8 +91,8 @@ class PlanRecorder:
             )
             self.db.execute("CREATE TEMP TABLE IF NOT EXISTS plan_seen (case_id INTEGER PRIMARY KEY)")
             self.db.execute("CREATE TEMP TABLE IF NOT EXISTS plan_titles (title TEXT PRIMARY KEY)")
-            self.db.execute("DELETE FROM temp.plan_seen")
-            self.db.execute("DELETE FROM temp.plan_titles")
+            self.db.execute("DELETE FROM plan_seen")
+            self.db.execute("DELETE FROM plan_titles")
 
     def _ensure_batch(self) -> None:
         if not self.conn.in_transaction:
@@ -101,7 +105,7 @@ class PlanRecorder:
         # Rows written in one batch share its timestamp: formatting the clock per case costs more than the insert.
         self._batch_time = self.ledger._now()
 
-    def add(self, case: Any) -> None:
+    def add(self, case: PlannedCaseShape) -> None:
         """Record one planned case (its own savepoint: a failure leaves no half-recorded case)."""
         if self._finished:
             raise RuntimeError("this plan is finished; open a new one with planning(ledger)")
@@ -139,7 +143,7 @@ class PlanRecorder:
         return self.diff
 
     # ---------------------------------------------------------------------------------------------------- cases
-    def _record_case(self, case: Any) -> None:
+    def _record_case(self, case: PlannedCaseShape) -> None:
         # Info findings (e.g. files left out by an ignore pattern) are printed by the plan, not kept per case.
         findings = [finding.as_dict() for finding in case.findings if getattr(finding, "severity", None) != "info"]
         blocking = any(finding.blocking for finding in case.findings)
@@ -159,10 +163,10 @@ class PlanRecorder:
         else:
             case_id = row["id"]
             self._update_case(row, case, findings, blocking)
-        self.conn.execute("INSERT INTO temp.plan_seen (case_id) VALUES (?)", (case_id,))
+        self.conn.execute("INSERT INTO plan_seen (case_id) VALUES (?)", (case_id,))
 
     def _seen(self, case_id: int) -> bool:
-        return self.conn.execute("SELECT 1 FROM temp.plan_seen WHERE case_id = ?", (case_id,)).fetchone() is not None
+        return self.conn.execute("SELECT 1 FROM plan_seen WHERE case_id = ?", (case_id,)).fetchone() is not None
 
     def _record_duplicate(self, row: dict[str, Any], title: str, findings: list[dict[str, Any]]) -> None:
         # docs/gc-api.md §3: the title is unique per reader study and is our idempotency key, so two folders with one title
@@ -176,7 +180,7 @@ class PlanRecorder:
             if title not in self.diff.blocked:
                 self.diff.blocked.append(title)
 
-    def _insert_case(self, case: Any, findings: list[dict[str, Any]], blocking: bool) -> int:
+    def _insert_case(self, case: PlannedCaseShape, findings: list[dict[str, Any]], blocking: bool) -> int:
         now = self._batch_time
         state = "blocked" if blocking else "planned"
         case_id = self.conn.execute(
@@ -184,6 +188,7 @@ class PlanRecorder:
             "VALUES (?, ?, ?, 0, ?, ?, ?)",
             (case.title, case.folder, state, json.dumps(findings) if findings else None, now, now),
         ).lastrowid
+        assert case_id is not None  # an INSERT's new row
         self.conn.execute(
             "INSERT INTO display_sets (case_id, state, attempts, created_at, updated_at) "
             "VALUES (?, 'pending', 0, ?, ?)",
@@ -197,26 +202,36 @@ class PlanRecorder:
             self.diff.blocked.append(case.title)
         return case_id
 
-    def _insert_item(self, case_id: int, item: Any, now: str) -> None:
+    def _insert_item(self, case_id: int, item: PlannedItemShape, now: str) -> None:
         item_id = self.conn.execute(
             "INSERT INTO items (case_id, socket_slug, super_kind, value, state, attempts, created_at, updated_at) "
             "VALUES (?, ?, ?, ?, 'planned', 0, ?, ?)",
             (case_id, item.socket_slug, item.super_kind, item.value_json, now, now),
         ).lastrowid
         self.conn.executemany(
-            "INSERT INTO files (item_id, position, path, name, size, mtime_ns, present, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
+            "INSERT INTO files (item_id, position, path, name, size, mtime_ns, checksum, checksum_part_size, present, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
             [
-                (item_id, position, f.path, f.name, f.size, f.mtime_ns, now, now)
+                (item_id, position, f.path, f.name, f.size, f.mtime_ns, *self._fingerprint(f), now, now)
                 for position, f in enumerate(item.files)
             ],
         )
 
-    def _count_upload(self, item: Any) -> None:
+    def _fingerprint(self, file: PlannedFileShape) -> tuple[str | None, int | None]:
+        if self.fingerprint is None:
+            return None, None
+        try:
+            return self.fingerprint(self._root / file.path, file.size)
+        except OSError:
+            return None, None  # unreadable now: the upload's own read fails with its reason
+
+    def _count_upload(self, item: PlannedItemShape) -> None:
         self.diff.files_to_upload += len(item.files)
         self.diff.bytes_to_upload += sum(f.size for f in item.files)
 
-    def _update_case(self, row: dict[str, Any], case: Any, findings: list[dict[str, Any]], blocking: bool) -> None:
+    def _update_case(
+        self, row: dict[str, Any], case: PlannedCaseShape, findings: list[dict[str, Any]], blocking: bool
+    ) -> None:
         case_id, state = row["id"], row["state"]
         now = self._batch_time
         existing = {r["socket_slug"]: r for r in self.ledger._all("SELECT * FROM items WHERE case_id = ?", (case_id,))}
@@ -292,7 +307,9 @@ class PlanRecorder:
             self.diff.unchanged[self.ledger._scalar("SELECT state FROM cases WHERE id = ?", (case_id,))] += 1
 
     # ---------------------------------------------------------------------------------------------------- items
-    def _item_change(self, old: dict[str, Any], item: Any, old_files: Sequence[dict[str, Any]]) -> str | None:
+    def _item_change(
+        self, old: dict[str, Any], item: PlannedItemShape, old_files: Sequence[dict[str, Any]]
+    ) -> str | None:
         """What changed in an item since the ledger recorded it, or None. Refreshes mtimes of touched-only files."""
         if item.value_json is not None or old["value"] is not None:
             return None if item.value_json == old["value"] else "value changed"
@@ -309,6 +326,20 @@ class PlanRecorder:
             if old_file["size"] != new.size:
                 return f"{path}: size {old_file['size']} -> {new.size} bytes"
             if old_file["mtime_ns"] == new.mtime_ns:
+                if (
+                    old["state"] == "failed"
+                    and old_file["checksum"]
+                    and old_file["checksum_part_size"]
+                    and self.checksum
+                ):
+                    # A failed item is read again: its bytes may have changed under a restored mtime (the upload
+                    # found them not to be the bytes planned and asked for a new plan).
+                    try:
+                        same = self.checksum(self._root / path, old_file["checksum_part_size"]) == old_file["checksum"]
+                    except OSError as exc:
+                        return f"{path}: cannot be read to compare its checksum ({exc.strerror or exc})"
+                    if not same:
+                        return f"{path}: its bytes changed (its size and mtime did not)"
                 continue
             if old_file["checksum"] and old_file["checksum_part_size"] and self.checksum is not None:
                 try:
@@ -330,7 +361,9 @@ class PlanRecorder:
         ):
             self.ledger.upload_abandoned(upload["id"], reason)
 
-    def _requeue_item(self, old: dict[str, Any], item: Any, old_files: Sequence[dict[str, Any]], now: str) -> None:
+    def _requeue_item(
+        self, old: dict[str, Any], item: PlannedItemShape, old_files: Sequence[dict[str, Any]], now: str
+    ) -> None:
         by_path = {f["path"]: f for f in old_files}
         planned = {f.path: f for f in item.files}
         for f in old_files:
@@ -341,20 +374,38 @@ class PlanRecorder:
             if new is None and f["present"]:
                 self.conn.execute("UPDATE files SET present = 0, updated_at = ? WHERE id = ?", (now, f["id"]))
         for position, new in enumerate(item.files):
-            f = by_path.get(new.path)
-            if f is None:
+            known = by_path.get(new.path)
+            if known is None:
                 self.conn.execute(
-                    "INSERT INTO files (item_id, position, path, name, size, mtime_ns, present, created_at, "
-                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
-                    (old["id"], position, new.path, new.name, new.size, new.mtime_ns, now, now),
+                    "INSERT INTO files (item_id, position, path, name, size, mtime_ns, checksum, checksum_part_size, "
+                    "present, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+                    (
+                        old["id"],
+                        position,
+                        new.path,
+                        new.name,
+                        new.size,
+                        new.mtime_ns,
+                        *self._fingerprint(new),
+                        now,
+                        now,
+                    ),
                 )
                 continue
-            content_same = new.size == f["size"] and new.mtime_ns == f["mtime_ns"]
+            if self.fingerprint is not None:  # a re-queued item's files are fingerprinted again, as planned now
+                checksum, part_size = self._fingerprint(new)
+                self.conn.execute(
+                    "UPDATE files SET present = 1, position = ?, size = ?, mtime_ns = ?, checksum = ?, "
+                    "checksum_part_size = ?, updated_at = ? WHERE id = ?",
+                    (position, new.size, new.mtime_ns, checksum, part_size, now, known["id"]),
+                )
+                continue
+            content_same = new.size == known["size"] and new.mtime_ns == known["mtime_ns"]
             self.conn.execute(
                 "UPDATE files SET present = 1, position = ?, size = ?, mtime_ns = ?, "
                 "checksum = CASE WHEN ? THEN checksum END, checksum_part_size = CASE WHEN ? THEN checksum_part_size "
                 "END, updated_at = ? WHERE id = ?",
-                (position, new.size, new.mtime_ns, content_same, content_same, now, f["id"]),
+                (position, new.size, new.mtime_ns, content_same, content_same, now, known["id"]),
             )
         if item.value_json != old["value"]:
             self.conn.execute("UPDATE items SET value = ? WHERE id = ?", (item.value_json, old["id"]))
@@ -371,7 +422,7 @@ class PlanRecorder:
     # ------------------------------------------------------------------------------------------------- vanished
     def _mark_vanished(self) -> None:
         for row in self.ledger._all(
-            "SELECT id, title, state FROM cases WHERE id NOT IN (SELECT case_id FROM temp.plan_seen) ORDER BY id"
+            "SELECT id, title, state FROM cases WHERE id NOT IN (SELECT case_id FROM plan_seen) ORDER BY id"
         ):
             if row["state"] in _VANISHABLE:
                 self.ledger.transition("case", row["id"], "vanished")
@@ -387,6 +438,7 @@ def planning(
     checksum: Callable[[Path, int], str] | None = None,
     dry_run: bool = False,
     batch_files: int = 5000,
+    fingerprint: Callable[[Path, int], tuple[str, int]] | None = None,
 ) -> Iterator[Any]:
     """Record a plan, case by case; see ``gcbulk.state.replan.PlanRecorder``. A dry run rolls everything back.
 
@@ -394,7 +446,13 @@ def planning(
     nothing new when the tree has not changed (``LedgerWorkers.planning_lock``)."""
     with ledger.planning_lock():
         yield from _planning(
-            ledger, rules=rules, job_file=job_file, checksum=checksum, dry_run=dry_run, batch_files=batch_files
+            ledger,
+            rules=rules,
+            job_file=job_file,
+            checksum=checksum,
+            dry_run=dry_run,
+            batch_files=batch_files,
+            fingerprint=fingerprint,
         )
 
 
@@ -406,8 +464,11 @@ def _planning(
     checksum: Callable[[Path, int], str] | None,
     dry_run: bool,
     batch_files: int,
+    fingerprint: Callable[[Path, int], tuple[str, int]] | None = None,
 ) -> Iterator[Any]:
-    recorder = PlanRecorder(ledger, checksum=checksum, dry_run=dry_run, batch_files=batch_files)
+    recorder = PlanRecorder(
+        ledger, checksum=checksum, dry_run=dry_run, batch_files=batch_files, fingerprint=fingerprint
+    )
     if dry_run:
         # The same code path as a real plan, inside one transaction that is rolled back: the diff a dry run
         # prints is exactly what the real plan would record.

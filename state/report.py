@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from gcbulk.state.ledger import Ledger
+from gcbulk.state.workers import WorkerRow
 
 _END_STATES = ("done", "failed")
 
@@ -104,7 +105,7 @@ class JobCounts:
     by_state: dict[str, dict[str, int]]  # kind -> state -> count
     live_uploads: int  # counting against the server's 2000-upload cap (docs/gc-api.md §1)
     imports_in_flight: int  # image values handed to Grand Challenge and not finished (docs/gc-api.md §2)
-    workers: tuple = ()  # gcbulk.state.workers.WorkerRow of every worker the job has seen (one view of the job)
+    workers: tuple[WorkerRow, ...] = ()  # every worker the job has seen (one view of the job)
 
 
 def job_counts(ledger: Ledger) -> JobCounts:

@@ -36,7 +36,6 @@ from gcbulk.state.ledger import (
     LedgerError,
     UnknownRow,
 )
-from gcbulk.state.ledger_extension import LedgerExtension
 from gcbulk.state.mask_records import MaskRecords
 
 EXPORT_DIR = ".gcbulk"
@@ -75,7 +74,7 @@ def export_ledger_path(out_dir: Path) -> Path:
     return out_dir / EXPORT_DIR / EXPORT_LEDGER_NAME
 
 
-class ResultsLedger(MaskRecords, LedgerExtension):
+class ResultsLedger(MaskRecords):
     """The ledger of one export folder: ``with ResultsLedger.open_export(folder, ...) as ledger:``."""
 
     @classmethod
@@ -101,7 +100,8 @@ class ResultsLedger(MaskRecords, LedgerExtension):
                 "INSERT INTO export_runs (state, scope, started_at, updated_at) VALUES ('listing', ?, ?, ?)",
                 (scope, now, now),
             )
-            run_id = int(cursor.lastrowid)
+            run_id = cursor.lastrowid
+            assert run_id is not None  # an INSERT's new row
             self.ledger._log("export_run.listing", subject="export_run", subject_id=run_id, data={"scope": scope})
         return run_id
 

@@ -2,14 +2,15 @@
 them (for ``gcbulk verify``), the re-queue of a case whose display set or values the server lost, the explicit
 ``order`` of each display set, and the uploads whose create answer was lost (possible orphans on the server).
 
-Mixed into ``gcbulk.state.ledger.Ledger``.
+A layer of the ledger over its transitions (``gcbulk.state.ledger_core``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from gcbulk.state.transitions import LedgerTransitions
 
 # Items whose value went to a display set: a lost display set takes them all back to planned.
 _VALUE_EXPECTED = ("attached", "done")
@@ -39,9 +40,8 @@ class UnconfirmedCreate:
     intent_at: str
 
 
-class LedgerServerTruth:
-    # Provided by Ledger: db, transition(), _get(), _one(), _all(), _scalar(), _now(), _log().
-    db: Any
+class LedgerServerTruth(LedgerTransitions):
+    """What the server says against what the ledger recorded: ``gcbulk verify`` and the lost-create sweep."""
 
     # ---------------------------------------------------------------------------------------------------- verify
     def recorded_cases(self, *, page: int = 500) -> Iterator[RecordedCase]:
@@ -160,7 +160,7 @@ class LedgerServerTruth:
         ]
 
     def upload_pk_known(self, pk: str) -> bool:
-        return self._scalar("SELECT count(*) FROM uploads WHERE pk = ?", (pk,)) > 0
+        return self._count("SELECT count(*) FROM uploads WHERE pk = ?", (pk,)) > 0
 
     def known_upload_pks(self) -> set[str]:
         return {row["pk"] for row in self._all("SELECT pk FROM uploads WHERE pk IS NOT NULL")}

@@ -103,7 +103,7 @@ def check_integrity(db: Database, path: Path) -> None:
         raise LedgerDamaged(_damaged(path, "; ".join(rows[:3])))
 
 
-def _damaged(path: Path, detail: str) -> str:
+def _damaged(path: Path | str, detail: str) -> str:
     return (
         f"the ledger {path} is damaged ({detail}). Restore it from a backup, or move it aside (with its -wal and "
         "-shm files) and run 'gcbulk plan' to start a new one; 'gcbulk verify' then compares it with the server"
@@ -111,7 +111,7 @@ def _damaged(path: Path, detail: str) -> str:
 
 
 @contextmanager
-def ledger_faults(path: Path) -> Iterator[None]:
+def ledger_faults(path: Path | str) -> Iterator[None]:
     """Turns SQLite's and the disk's failures into LedgerErrors that say what to do (exit 2 in every command), in
     one place: the open paths and every call the engine makes on the ledger's thread go through here."""
     try:

@@ -2,50 +2,42 @@
 
 Each is a thin, documented wrapper over ``Ledger.transition`` (the single place where ``gcbulk.state.machines`` is
 enforced); the few that touch more than one row (``item_attached``, ``upload_completed``, ``requeue_case``) do so in
-one transaction. Mixed into ``gcbulk.state.ledger.Ledger``.
+one transaction. A layer of the ledger over its event log and its queries (``gcbulk.state.ledger_core``); it also
+holds the transition core every named transition goes through (``transition``, ``_apply``).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from gcbulk.checksums import composite_checksum
+from gcbulk.redaction import redact
 from gcbulk.state.errors import LedgerError, LiveUploadExists, UnknownRow, UploadNotOpen
-from gcbulk.state.machines import ConflictingRepeat
+from gcbulk.state.event_log import LedgerEvents
+from gcbulk.state.ledger_core import TABLES
+from gcbulk.state.machines import MACHINES, ConflictingRepeat, check_transition
+from gcbulk.state.queries import LedgerQueries
+from gcbulk.state.steps import Step
 
 
-def composite_checksum(part_md5_hexes: Sequence[str]) -> str:
-    """The S3 multipart checksum of a file: MD5 of the concatenated part MD5 digests, then ``-<number of parts>``."""
-    digest = hashlib.md5(b"".join(bytes.fromhex(h) for h in part_md5_hexes), usedforsecurity=False)
-    return f"{digest.hexdigest()}-{len(part_md5_hexes)}"
-
-
-class LedgerTransitions:
+class LedgerTransitions(LedgerEvents, LedgerQueries):
     """State changes by name. Every method returns True when it changed something, False for an idempotent repeat."""
 
-    # Provided by Ledger: db, transition(), _apply(), _atomic(), _get(), _one(), _all(), _now(), _log(),
-    # _case_id_of(), _case_of_file.
-    db: Any
-    _together: bool
-
-    def record_together(self, steps: Sequence[tuple[str, Sequence[Any], dict[str, Any]]]) -> list[Any]:
-        """Named transitions ``(name, args, fields)`` in one transaction (one commit, one call): all, or — when one
-        raises — none. Only for steps the engine takes back to back with no request to the server between them:
-        a crash then leaves the state before the first or after the last, both states it already resumes from."""
+    def record_together(self, steps: Sequence[Step[bool]]) -> list[bool]:
+        """Transitions (``step(ledger.case_done, case_id)``, …) in one transaction (one commit, one call): all, or —
+        when one raises — none. Only for steps the engine takes back to back with no request to the server between
+        them: a crash then leaves the state before the first or after the last, both states it already resumes from."""
         if self._together:
             raise LedgerError("record_together does not nest")
-        for name, _, _ in steps:
-            if (
-                name.startswith("_")
-                or name == "record_together"
-                or not callable(getattr(LedgerTransitions, name, None))
-            ):
-                raise ValueError(f"{name!r} is not a ledger transition")
+        for each in steps:
+            if each.owner is not self or each.name not in _NAMED_TRANSITIONS:
+                raise ValueError(f"{each.name!r} is not a ledger transition")
         with self.db.atomic():
             self._together = True  # each transition's own transaction is this one (Ledger._atomic)
             try:
-                return [getattr(self, name)(*args, **fields) for name, args, fields in steps]
+                return [each() for each in steps]
             finally:
                 self._together = False
 
@@ -86,7 +78,7 @@ class LedgerTransitions:
         return self.transition("display_set", case_id, target, attempts=0, last_error=None)
 
     def case_id_by_title(self, title: str) -> int | None:
-        return self._scalar("SELECT id FROM cases WHERE title = ?", (title,))
+        return self._int_or_none("SELECT id FROM cases WHERE title = ?", (title,))
 
     # ------------------------------------------------------------------------------------------------ display sets
     def display_set_creating(self, case_id: int) -> bool:
@@ -207,7 +199,8 @@ class LedgerTransitions:
                         raise ConflictingRepeat(
                             "upload", live["id"], "creating", "part_size", live["part_size"], part_size
                         )
-                    return live["id"]
+                    repeated: int = live["id"]
+                    return repeated
                 raise LiveUploadExists(
                     f"file {file['path']} already has upload {live['id']} in state {live['state']!r}; resume it, "
                     "or mark it expired, aborted or abandoned before creating another"
@@ -220,6 +213,7 @@ class LedgerTransitions:
                 (file_id, file["name"], file["size"], part_size, part_count, now, now),
             )
             upload_id = cursor.lastrowid
+            assert upload_id is not None  # an INSERT's new row
             self._log(
                 "upload.creating",
                 subject="upload",
@@ -304,6 +298,7 @@ class LedgerTransitions:
             ).rowcount
             if not inserted:
                 existing = self._one("SELECT * FROM parts WHERE upload_id = ? AND number = ?", (upload_id, number))
+                assert existing is not None  # the INSERT above was refused: the row is there
                 return self._apply(
                     "part",
                     (upload_id, number),
@@ -330,3 +325,89 @@ class LedgerTransitions:
                     "part.invalid.reason", subject="part", subject_id=(upload_id, number), data={"reason": reason}
                 )
         return changed
+
+    # ------------------------------------------------------------------------------------------- transitions core
+    def _key(self, kind: str, key: object) -> tuple[str, tuple[str, ...], tuple[Any, ...]]:
+        if kind not in TABLES:
+            raise ValueError(f"unknown ledger object kind {kind!r}; expected one of {', '.join(TABLES)}")
+        table, columns = TABLES[kind]
+        values = tuple(key) if isinstance(key, tuple) else (key,)
+        if len(values) != len(columns):
+            raise ValueError(f"a {kind} is identified by {', '.join(columns)}; got {key!r}")
+        return table, columns, values
+
+    def _get(self, kind: str, key: object) -> dict[str, Any]:
+        table, columns, values = self._key(kind, key)
+        where = " AND ".join(f"{c} = ?" for c in columns)
+        row = self._one(f"SELECT * FROM {table} WHERE {where}", values)
+        if row is None:
+            raise UnknownRow(f"the ledger has no {kind} {key!r}")
+        return row
+
+    def transition(self, kind: str, key: object, target: str, **fields: Any) -> bool:
+        """Move one object to ``target`` (and set ``fields``) in one transaction with its event.
+
+        Returns False for an idempotent repeat (already in ``target``; nothing written). Raises ``UnknownRow``,
+        ``IllegalTransition`` or ``ConflictingRepeat``.
+        """
+        with self._atomic():
+            return self._apply(kind, key, self._get(kind, key), target, fields)
+
+    def _apply(self, kind: str, key: object, row: dict[str, Any], target: str, fields: dict[str, Any]) -> bool:
+        """``transition`` of a row its caller has just read in the transaction it holds open (no second read of the
+        same row, no savepoint): the same check, the same write, the same event."""
+        table, columns, values = self._key(kind, key)
+        if not check_transition(MACHINES[kind], key, row["state"], target, row, fields):
+            return False
+        fields = {name: redact(value) if name == "last_error" else value for name, value in fields.items()}
+        updates = {"state": target, "updated_at": self._now(), **fields}
+        if kind == "item" and target in ("planned", "failed", "withdrawn"):
+            # Its upload session served one try: a retry, or new uploads, get a session of their own (m004).
+            updates["upload_session_pk"] = None
+        assignments = ", ".join(f"{name} = ?" for name in updates)
+        where = " AND ".join(f"{c} = ?" for c in columns)
+        self.db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", (*updates.values(), *values))
+        self._log(
+            f"{kind}.{target}",
+            subject=kind,
+            subject_id=key,
+            case_id=self._case_id_of(kind, row),
+            from_state=row["state"],
+            to_state=target,
+            data=fields,
+        )
+        return True
+
+    def _atomic(self) -> AbstractContextManager[Any]:
+        """A transaction of its own; inside ``record_together`` a part of that one (which rolls back whole)."""
+        return nullcontext() if self._together else self.db.atomic()
+
+    def record_attempt(self, kind: str, key: object, error: str | None = None) -> int:
+        """Count one more attempt at a case, display set, item or upload; return the new count."""
+        if kind not in ("case", "display_set", "item", "upload"):
+            raise ValueError(f"attempts are counted for cases, display sets, items and uploads, not {kind!r}")
+        table, columns, values = self._key(kind, key)
+        where = " AND ".join(f"{c} = ?" for c in columns)
+        with self._atomic():
+            row = self._get(kind, key)
+            attempts: int = row["attempts"] + 1
+            self.db.execute(
+                f"UPDATE {table} SET attempts = ?, last_error = ?, updated_at = ? WHERE {where}",
+                (attempts, redact(error), self._now(), *values),
+            )
+            self._log(
+                f"{kind}.attempt",
+                subject=kind,
+                subject_id=key,
+                case_id=self._case_id_of(kind, row),
+                data={"attempts": attempts, "error": error},
+            )
+        return attempts
+
+
+# What ``record_together`` takes: the named transitions of this class, not its generic core nor itself.
+_NAMED_TRANSITIONS = frozenset(
+    name
+    for name, member in vars(LedgerTransitions).items()
+    if callable(member) and not name.startswith("_") and name not in ("record_together", "transition", "record_attempt")
+)

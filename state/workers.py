@@ -13,7 +13,7 @@
   Check and write are one transaction, and on PostgreSQL the limit's row is locked ``FOR UPDATE`` first, so two
   workers never both see the same room. A dead worker's rows stop counting when its heartbeat is a lease old.
 
-Mixed into ``gcbulk.state.ledger.Ledger``; the state machine of a case is unchanged (a lease is not a state).
+A layer of the ledger over its event log (``LedgerEvents``); the state machine of a case is unchanged (a lease is not a state).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 
 from gcbulk.state.dsn import dialect
 from gcbulk.state.errors import LedgerError
+from gcbulk.state.event_log import LedgerEvents
 from gcbulk.state.machines import RUNNABLE_CASE_STATES
 
 # Not under gcbulk.state: a wait for another worker's plan must be heard.
@@ -78,11 +79,8 @@ class WorkerRow:
     progress: Mapping[str, Any]
 
 
-class LedgerWorkers:
+class LedgerWorkers(LedgerEvents):
     """Leases, heartbeats and shared limits (see the module docstring)."""
-
-    # Provided by Ledger: db, _clock, _all(), _one(), _scalar(), _now(), append_event().
-    db: Any
 
     @property
     def _shared_store(self) -> bool:
@@ -313,9 +311,11 @@ class LedgerWorkers:
         read = "SELECT external FROM shared_limits WHERE limit_name = ?" + (" FOR UPDATE" if self._shared_store else "")
         external = self._scalar(read, (limit_name,))
         if external is None:
-            self.db.execute("INSERT OR IGNORE INTO shared_limits (limit_name, external) VALUES (?, 0)", (limit_name,))
+            self.db.execute(
+                "INSERT INTO shared_limits (limit_name, external) VALUES (?, 0) ON CONFLICT DO NOTHING", (limit_name,)
+            )
             external = self._scalar(read, (limit_name,))
-        return external
+        return int(external)
 
     def _units_held(self, worker_id: str, limit_name: str, alive_since: float) -> tuple[int, int]:
         """(this worker's units, the other live workers' units) under ``limit_name``, in one statement."""

@@ -153,11 +153,12 @@ def read_image(path: Path) -> sitk.Image:
     return sitk.ReadImage(str(path))
 
 
-def make_truncated_mha(path: Path, shape: tuple[int, ...] = (4, 8, 8)) -> Path:
-    """An .mha whose header reads but whose pixel data stops short: it passes the plan's header check and fails the
-    server's import, as a file damaged in transit would."""
-    make_mha(path, shape, dtype="uint8")
-    data = path.read_bytes()
-    marker = b"ElementDataFile = LOCAL\n"
-    path.write_bytes(data[: data.index(marker) + len(marker) + 10])
+def make_unimportable_mha(path: Path, shape: tuple[int, ...] = (4, 8, 8)) -> Path:
+    """An .mha whose header and data agree (it passes the plan's header checks) but that the server's importer
+    refuses: five channels per voxel, where panimg takes at most four ("Images with more than 4 channels not
+    supported"). A file cut short no longer serves: the plan refuses it itself (its header claims more voxels than it
+    holds)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = pixel_ramp((*shape, 5), "uint8")
+    sitk.WriteImage(sitk.GetImageFromArray(pixels, isVector=True), str(path))
     return path

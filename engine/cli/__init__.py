@@ -12,9 +12,9 @@ import argparse
 import importlib
 import signal
 import sys
-from types import FrameType
+from types import FrameType, ModuleType
 
-from gcbulk.engine.cli.exit_codes import (  # noqa: F401 - re-exported: commands import them from here
+from gcbulk.engine.cli.exit_codes import (  # re-exported: commands import them from here
     EXIT_BROKEN_PIPE,
     EXIT_CONFIG_ERROR,
     EXIT_CRASH,
@@ -25,6 +25,21 @@ from gcbulk.engine.cli.exit_codes import (  # noqa: F401 - re-exported: commands
     EXIT_SOME_FAILED,
     StopSignal,
 )
+
+__all__ = [
+    "COMMANDS",
+    "EXIT_BROKEN_PIPE",
+    "EXIT_CONFIG_ERROR",
+    "EXIT_CRASH",
+    "EXIT_INTERRUPTED_SIGINT",
+    "EXIT_INTERRUPTED_SIGTERM",
+    "EXIT_KILLED",
+    "EXIT_OK",
+    "EXIT_SOME_FAILED",
+    "StopSignal",
+    "build_parser",
+    "main",
+]
 
 COMMANDS = {
     "plan": "gcbulk.engine.cli.plan",
@@ -40,7 +55,7 @@ COMMANDS = {
 }
 
 
-def _available_commands(only: str | None = None) -> dict[str, object]:
+def _available_commands(only: str | None = None) -> dict[str, ModuleType]:
     """The command modules, or just ``only``'s when the command line names one: a run then does not pay for
     importing every other command (``export`` alone pulls in the results side)."""
     modules = {}
@@ -71,7 +86,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def _installed_version() -> str:
     import gcbulk
 
-    return gcbulk.__version__
+    version: str = gcbulk.__version__  # from the package's module __getattr__ (read on first use)
+    return version
 
 
 def _raise_stop_signal(signum: int, frame: FrameType | None) -> None:

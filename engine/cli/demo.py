@@ -95,11 +95,12 @@ def write_job_file(workdir: Path, base_url: str, ca_file: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from gcbulk.engine.cli import run as run_command
+    from gcbulk.engine.cli.exit_codes import EXIT_CONFIG_ERROR, EXIT_OK
     from gcbulk.engine.jobfile import TOKEN_ENV
 
     if args.cases < 1:
         print("gcbulk demo: --cases must be at least 1", file=sys.stderr)
-        return run_command.EXIT_CONFIG_ERROR
+        return EXIT_CONFIG_ERROR
     workdir = args.workdir.absolute()
     cases = workdir / "cases"
     if getattr(args, "generate_only", False):
@@ -108,12 +109,12 @@ def run(args: argparse.Namespace) -> int:
             f"gcbulk demo: wrote {len(written)} tutorial-shaped case(s) under {cases} ({args.cases} in all)",
             file=sys.stderr,
         )
-        return run_command.EXIT_OK
+        return EXIT_OK
     # Writing cases needs only the base install (the compose demo's one-shot service); serving them needs the emulator.
     missing = EMULATOR.install_hint("the demo runs the bundled Grand Challenge emulator, which")
     if missing:
         print(f"gcbulk demo: {missing}", file=sys.stderr)
-        return run_command.EXIT_CONFIG_ERROR
+        return EXIT_CONFIG_ERROR
     from gcbulk.emulator.context import EmulatorConfig
     from gcbulk.emulator.server import emulator_in_thread
 

@@ -10,7 +10,8 @@ finding about the whole job (the case root, the sockets) holds everything back â
 ``--strict`` (all-or-nothing). Exit 0 when the plan is recorded and clean, 1 when it is recorded but some cases (or
 folders of the tree) are blocked, 2 on a configuration error or when nothing can run.
 
-The planning itself (``plan_into_ledger``, ``fetch_catalogue``, ``print_report``) is ``gcbulk.engine.planning``,
+The planning itself (``plan_into_ledger``, ``fetch_catalogue``) is ``gcbulk.engine.service.plan_recording``, the printing
+``gcbulk.engine.cli.plan_report``;
 shared with ``gcbulk run`` and the Python API.
 """
 
@@ -24,10 +25,11 @@ from pathlib import Path
 
 from gcbulk.engine import settings
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_OK, EXIT_SOME_FAILED
+from gcbulk.engine.cli.plan_report import print_report
 from gcbulk.engine.gc.errors import ConfigurationError, GcbulkError
 from gcbulk.engine.ledger_location import add_ledger_argument, ledger_exists
-from gcbulk.engine.planning import fetch_catalogue, load_catalogue, plan_into_ledger, print_report
 from gcbulk.engine.service.ledger_time import check_not_behind_event_log
+from gcbulk.engine.service.plan_recording import fetch_catalogue, load_catalogue, plan_into_ledger
 from gcbulk.state.ledger import Ledger, LedgerError
 
 # A dry run sends only GETs; whether the token may add display sets is found out by a POST the server refuses, so

@@ -22,6 +22,7 @@ configuration error. Both modes serve ``/metrics``, ``/healthz`` and ``/readyz``
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import anyio
 from gcbulk.engine import settings
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_KILLED, EXIT_OK, EXIT_SOME_FAILED
 from gcbulk.engine.cli.plan import add_strict_argument
+from gcbulk.engine.cli.plan_report import print_report
 from gcbulk.engine.cli.server_options import job_settings_with_token
 from gcbulk.engine.gc.errors import (
     TOKEN_REFUSED,
@@ -40,7 +42,7 @@ from gcbulk.engine.gc.errors import (
 from gcbulk.engine.plan.titles import redacted, scrub
 from gcbulk.engine.service import follow, logs
 from gcbulk.engine.service.job_service import JobService, PlanBlocked, run_once
-from gcbulk.engine.service.progress import format_progress_line
+from gcbulk.engine.upload.progress import format_progress_line
 from gcbulk.engine.upload.transfer import RunOutcome
 from gcbulk.exit_codes import exit_code_for_signal
 from gcbulk.state.ledger import LedgerError, default_ledger_path
@@ -158,8 +160,13 @@ def _run(args: argparse.Namespace, resolved: settings.RunSettings, service: JobS
     try:
         if getattr(args, "follow", False):
             return follow.run_follow(service)
-        outcome = anyio.run(service.serve, lambda s: run_once(s, replan=getattr(args, "replan", False)))
-    except PlanBlocked:
+        show_plan = functools.partial(print_report, out=sys.stderr, redact_titles=service.redact_titles)
+        outcome = anyio.run(
+            service.serve, lambda s: run_once(s, replan=getattr(args, "replan", False), show_plan=show_plan)
+        )
+    except PlanBlocked as blocked:
+        if blocked.report is None:  # a blocked plan's report said it already
+            print(f"gcbulk run: {blocked}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     except AuthenticationFailed:
         print(f"gcbulk run: {TOKEN_REFUSED}", file=sys.stderr)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,8 @@ from gcbulk.engine import settings
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.gc.limits import UPLOAD_CAP
 from gcbulk.engine.ledger_location import add_ledger_argument
-from gcbulk.engine.plan.titles import redacted, scrub
-from gcbulk.engine.service.progress import LimitWait
-from gcbulk.engine.upload.import_deadline import expected_import_seconds, overdue_after
+from gcbulk.engine.service.status import collect_status
+from gcbulk.engine.upload.progress import LimitWait
 from gcbulk.state.ledger import Ledger, LedgerError
 
 HELP = "Show a job's progress from its ledger: counts by state and the cases that need attention."
@@ -49,95 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="read only the ledger; do not ask the server how many uploads the account holds",
     )
-
-
-def _redact_row(row: dict[str, Any]) -> dict[str, Any]:
-    names = (row["title"], row["folder"])
-    return {
-        **row,
-        "title": redacted(row["title"]),
-        "folder": redacted(row["folder"]),
-        "last_error": scrub(row["last_error"], *names),
-        "findings": [
-            {
-                **f,
-                "message": scrub(f.get("message"), *names),
-                "path": scrub(f.get("path"), *names),
-                "files": [scrub(p, *names) for p in f.get("files", [])],
-                **({"case": redacted(f["case"])} if f.get("case") else {}),
-            }
-            for f in row["findings"]
-        ],
-    }
-
-
-def overdue_imports(ledger: Ledger, now: datetime, *, redact: bool = False) -> list[dict[str, Any]]:
-    """Imports waiting longer than ``OVERDUE_FACTOR`` × their expected time (``engine/upload/import_deadline.py``):
-    a wait that is not progressing, named while the run still waits (its deadline may be far)."""
-    late = []
-    for wait in ledger.imports_in_flight():
-        waited = (now - datetime.fromisoformat(wait.attached_at)).total_seconds()
-        expected = expected_import_seconds(wait.bytes)
-        if waited >= overdue_after(wait.bytes):
-            late.append(
-                {
-                    "title": redacted(wait.title) if redact else wait.title,
-                    "socket": wait.socket_slug,
-                    "waiting_seconds": round(waited),
-                    "expected_seconds": round(expected),
-                }
-            )
-    return late
-
-
-def collect_status(
-    ledger: Ledger, *, limit: int | None = None, redact: bool = False, now: datetime | None = None
-) -> dict[str, Any]:
-    """Counts by state, the cases needing attention and the imports past their expected time; ``redact``: titles
-    and folders as hashes (the ledger keeps them)."""
-    rows = [
-        {
-            "case_id": row.case_id,
-            "title": row.title,
-            "folder": row.folder,
-            "state": row.state,
-            "last_error": row.last_error,
-            "findings": row.findings,
-        }
-        for row in ledger.cases_needing_attention(limit=limit)
-    ]
-    return {
-        "ledger": str(ledger.path),
-        "plan_state": ledger.plan_state,
-        "counts": ledger.counts_by_state(),
-        "live_uploads": ledger.live_upload_count(),
-        "needs_attention": [_redact_row(row) for row in rows] if redact else rows,
-        "imports_overdue": overdue_imports(ledger, now or datetime.now(UTC), redact=redact),
-        "workers": worker_rows(ledger),
-    }
-
-
-def worker_rows(ledger: Ledger) -> list[dict[str, Any]]:
-    """The job's workers as the ledger knows them (several on a PostgreSQL ledger): the live ones, and those that
-    stopped or fell silent, with their leases, limits and last published counters."""
-    return [
-        {
-            "worker_id": row.worker_id,
-            "host": row.host,
-            "pid": row.pid,
-            "status": "live" if row.live else "stopped" if row.stopped else "silent",
-            "seconds_since_heartbeat": round(row.seconds_since_heartbeat, 1),
-            "cases_leased": row.cases_leased,
-            "api_limit": row.api_limit,
-            "imports_limit": row.imports_limit,
-            "holdings": dict(row.holdings),
-            "files_done": row.progress.get("files_done"),
-            # The server's limits refusing this worker's uploads now (engine/service/progress.py LimitWait).
-            "limit_waits": list(row.progress.get("limit_waits") or []) if row.live else [],
-            "bytes_done": row.progress.get("bytes_done"),
-        }
-        for row in ledger.workers_view()
-    ]
 
 
 def run(args: argparse.Namespace) -> int:

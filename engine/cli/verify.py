@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gcbulk.engine.service.job_service import JobService
-    from gcbulk.engine.upload.reconcile import Verification, verify
+    from gcbulk.engine.upload.reconcile import VerifyResult, verify
 
     resolved = job_settings_with_token("verify", args)
     if resolved is None:
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     redact = args.redact_titles or resolved.job.cases.redact_titles
 
     async def main() -> int:
-        async def body(service: JobService) -> Verification:
+        async def body(service: JobService) -> VerifyResult:
             assert service.client is not None and service.journal is not None
             return await verify(service.client, service.journal, resolved.job.reader_study)
 

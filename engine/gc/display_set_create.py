@@ -122,7 +122,10 @@ async def create_display_set(
     attempt = 0
     while True:
         try:
-            return await client.request("POST", PATH, json=body, reconcile=lost_answer_lookup, translate=refused)
+            created: dict[str, Any] = await client.request(
+                "POST", PATH, json=body, reconcile=lost_answer_lookup, translate=refused
+            )
+            return created
         except _Refused as refusal:
             holder = await find()
             if holder is not None:

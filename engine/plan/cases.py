@@ -63,3 +63,7 @@ class Entry:
     path: str  # absolute
     size: int
     mtime_ns: int
+    link: bool = False  # a symbolic link (one no rule uses is ignored without a word)
+    # Where a symbolic link leads when that is outside the case folder (resolved real path), else None: such a file is
+    # never sent for the case (a blocking finding when a rule takes it).
+    outside: str | None = None

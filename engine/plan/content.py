@@ -6,6 +6,11 @@
 * a value socket's JSON and a JSON-kind file socket's file against the kind's schema (``jsonschema``) — a refused
   JSON *file* otherwise just never appears.
 
+Every read has a budget (``engine/plan/metaimage.py``'s ``ReadBudget``): headers are read within 64 KiB, a mask's
+voxels are inflated once as a stream and counted a chunk at a time, and a scan that would pass the per-file byte or
+time budget stops with a finding naming the budget. A mask on another grid than its case's image is a warning naming
+both files.
+
 Pure (reads files, no network, no database). Results are cached by (path, size, mtime) for the life of the checker,
 so follow mode's polls do not read every mask again.
 """
@@ -15,13 +20,27 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from gcbulk.engine.plan import findings as finding
 from gcbulk.engine.plan.cases import PlannedItem
 from gcbulk.engine.plan.findings import Finding
 from gcbulk.engine.plan.kind_schemas import schema_for
+from gcbulk.engine.plan.metaimage import (
+    MAX_DEFLATE_RATIO,
+    BadData,
+    BadHeader,
+    BudgetExceeded,
+    MetaHeader,
+    NotMetaImage,
+    ReadBudget,
+    data_path,
+    read_header,
+    voxel_chunks,
+)
 
 MAX_SEGMENTS = 64  # docs/gc-api.md §10: a segmentation has at most 64 distinct voxel values
 # Masks above this many voxels are read a slab at a time (about 64 MiB of uint8 per read), so memory stays bounded.
@@ -29,6 +48,38 @@ STREAM_VOXELS = 64 * 1024**2
 # What the server's SimpleITK importer reads as one image file (TIFF and DICOM go through other importers).
 _SITK_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd", ".nhdr")
 _SHOW_VALUES = 10
+_METAIMAGE_SUFFIXES = (".mha", ".mhd")
+# Two grids are the same when their spacing, origin and direction agree to this (relative) tolerance: headers written
+# by different tools round the same numbers differently.
+_GRID_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """Where an image's voxels lie: size, spacing, origin, direction (from its header alone)."""
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    def differences(self, other: Grid) -> list[str]:
+        """What differs between two grids, in words; empty when they agree."""
+        out = []
+        if self.size != other.size:
+            out.append(f"size {list(self.size)} against {list(other.size)}")
+        for name in ("spacing", "origin", "direction"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if len(mine) != len(theirs) or not all(
+                math.isclose(a, b, rel_tol=_GRID_TOLERANCE, abs_tol=_GRID_TOLERANCE)
+                for a, b in zip(mine, theirs, strict=True)
+            ):
+                out.append(f"{name} {_rounded(mine)} against {_rounded(theirs)}")
+        return out
+
+
+def _rounded(values: tuple[float, ...]) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
 
 def _sitk_file(name: str) -> bool:
@@ -55,15 +106,20 @@ def _listed(values: Any) -> str:
 
 
 class ContentChecker:
-    """``check(item, …)`` → findings for one planned value, using the socket catalogue (slug → socket dict)."""
+    """``check(item, …)`` → findings for one planned value, using the socket catalogue (slug → socket dict);
+    ``check_grids(items, …)`` → a warning for each segmentation that does not lie on its case's image grid."""
 
     def __init__(
         self,
         catalogue: Mapping[str, Mapping[str, Any] | None],
         cache: dict[tuple[str, int, int, str], tuple[Finding, ...]] | None = None,
+        budget: ReadBudget | None = None,
     ) -> None:
         self.catalogue = catalogue
         self.cache = {} if cache is None else cache
+        self.budget = budget or ReadBudget()
+        # The grid of each image file read, by the same key as ``cache`` (header reads only; bounded like the cache).
+        self.grids: dict[tuple[str, int, int, str], Grid | None] = {}
 
     def check(self, item: PlannedItem, case_root: str, case_path: str, case: str) -> list[Finding]:
         socket = self.catalogue.get(item.socket_slug)
@@ -84,12 +140,52 @@ class ContentChecker:
         path = os.path.join(case_root, main.path)
         key = (path, main.size, main.mtime_ns, item.socket_slug)
         if key not in self.cache:
-            self.cache[key] = tuple(self._file(socket, path, main.path, item.socket_slug, case))
+            self.cache[key] = tuple(self._file(socket, path, main.path, item.socket_slug, case, key))
         return list(self.cache[key])
 
-    def _file(self, socket: Mapping[str, Any], path: str, rel: str, slug: str, case: str) -> list[Finding]:
+    def check_grids(self, items: Sequence[PlannedItem], case_root: str, case: str) -> list[Finding]:
+        """A warning for each Segmentation value whose grid matches none of the case's other images (the CT it
+        outlines), naming both files. Uses the grids ``check`` read; call it after ``check`` on every item."""
+        images: list[tuple[PlannedItem, Grid]] = []
+        masks: list[tuple[PlannedItem, Grid]] = []
+        for item in items:
+            socket = self.catalogue.get(item.socket_slug)
+            if not socket or socket.get("super_kind") != "Image" or not item.files:
+                continue
+            main = item.files[0]
+            grid = self.grids.get((os.path.join(case_root, main.path), main.size, main.mtime_ns, item.socket_slug))
+            if grid is not None:
+                (masks if socket.get("kind") == "Segmentation" else images).append((item, grid))
+        findings = []
+        for mask, grid in masks:
+            if not images or any(not grid.differences(image_grid) for _, image_grid in images):
+                continue
+            image, image_grid = images[0]
+            findings.append(
+                finding.grid_mismatch(
+                    os.path.join(case_root, mask.files[0].path),
+                    mask.files[0].path,
+                    mask.socket_slug,
+                    image.files[0].path,
+                    image.socket_slug,
+                    "; ".join(grid.differences(image_grid)),
+                    case,
+                )
+            )
+        return findings
+
+    def _file(
+        self, socket: Mapping[str, Any], path: str, rel: str, slug: str, case: str, key: tuple[str, int, int, str]
+    ) -> list[Finding]:
         super_kind = socket.get("super_kind")
         if super_kind == "File" and schema_for(dict(socket)) is not None:
+            try:
+                size = os.path.getsize(path)
+            except OSError as exc:
+                return [finding.unreadable(path, rel, exc.strerror or str(exc))]
+            if size > self.budget.json_bytes:
+                reason = f"the JSON file has {size} bytes, over the budget of {self.budget.json_bytes} bytes per file"
+                return [finding.check_budget(path, rel, slug, reason, case)]
             try:
                 with open(path, "rb") as handle:
                     value = json.load(handle)
@@ -99,7 +195,7 @@ class ContentChecker:
                 return [finding.unreadable(path, rel, exc.strerror or str(exc))]
             return self._json(socket, value, path, rel, slug, case)
         if super_kind == "Image" and _sitk_file(rel):
-            return self._image(socket, path, rel, slug, case)
+            return self._image(socket, path, rel, slug, case, key)
         return []
 
     def _json(
@@ -116,7 +212,19 @@ class ContentChecker:
         where = "/".join(map(str, error.absolute_path)) or "the value"
         return [finding.schema_mismatch(path, rel, slug, str(socket.get("kind")), f"{where}: {error.message}", case)]
 
-    def _image(self, socket: Mapping[str, Any], path: str, rel: str, slug: str, case: str) -> list[Finding]:
+    def _meta_header(self, path: str, rel: str) -> MetaHeader | None:
+        """The MetaImage header of an .mha/.mhd file (read within the header budget), or None for other formats and
+        for files whose header the planner already judged (``engine/plan/filesets.py``)."""
+        if not rel.lower().endswith(_METAIMAGE_SUFFIXES):
+            return None
+        try:
+            return read_header(path, self.budget)
+        except (OSError, NotMetaImage, BadHeader):
+            return None
+
+    def _image(
+        self, socket: Mapping[str, Any], path: str, rel: str, slug: str, case: str, key: tuple[str, int, int, str]
+    ) -> list[Finding]:
         import SimpleITK as sitk  # noqa: N813 - only when an image socket is checked: it is slow to import
 
         reader = sitk.ImageFileReader()
@@ -126,12 +234,21 @@ class ContentChecker:
         except RuntimeError as exc:
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
             return [finding.unreadable_image(path, rel, slug, reason, case)]
+        self.grids[key] = Grid(
+            tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()), tuple(reader.GetDirection())
+        )
+        over = _nifti_capacity_problem(reader, path, rel)
+        if over is not None:
+            return [finding.bad_image_header(path, (rel,), over, case)]
         allowed = overlay_values(socket)
         if socket.get("kind") != "Segmentation" or allowed is None:
             # docs/gc-api.md §10: the server's mask check is against the socket's overlay_segments; a socket without them
             # states no allowed values, so there is nothing certain to check.
             return []
         problems = []
+        dimensions = reader.GetDimension()
+        if dimensions > 3:
+            problems.append(f"it has {dimensions} dimensions; a segmentation is 2-D or 3-D")
         components = reader.GetNumberOfComponents()
         if components != 1:
             problems.append(f"it has {components} channels; a segmentation has one")
@@ -142,10 +259,20 @@ class ContentChecker:
             )
         if problems:
             return [finding.bad_segmentation(path, rel, slug, "; ".join(problems), case)]
+        header = self._meta_header(path, rel)
         try:
-            values = _distinct_values(reader)
+            if header is not None:
+                values = _distinct_meta_values(header, path, self.budget, signed=pixel == sitk.sitkInt8)
+            else:
+                values = _distinct_values(reader, self.budget)
+        except BudgetExceeded as exc:
+            return [finding.check_budget(path, rel, slug, str(exc), case)]
+        except BadData as exc:
+            return [finding.unreadable_image(path, rel, slug, str(exc), case)]
         except RuntimeError as exc:
             return [finding.unreadable_image(path, rel, slug, str(exc).strip().splitlines()[-1], case)]
+        except OSError as exc:
+            return [finding.unreadable(path, rel, exc.strerror or str(exc))]
         if len(values) > MAX_SEGMENTS:
             problems.append(f"it has {len(values)} distinct voxel values; at most {MAX_SEGMENTS} are allowed")
         outside = values - allowed - {0}
@@ -157,13 +284,58 @@ class ContentChecker:
         return [finding.bad_segmentation(path, rel, slug, "; ".join(problems), case)] if problems else []
 
 
-def _distinct_values(reader: Any) -> set[int]:
-    """The voxel values of the image ``reader`` is set to, a slab of the last axis at a time for large images."""
+def _nifti_capacity_problem(reader: Any, path: str, rel: str) -> str | None:
+    """Why a NIfTI file cannot hold the voxels its header claims, or None. (MetaImage headers are checked by the
+    planner, ``engine/plan/metaimage.py``; SimpleITK reads any claim, and the importer fails on it after the upload.)"""
+    lower = rel.lower()
+    if not lower.endswith((".nii", ".nii.gz")):
+        return None
+    import numpy as np
+    import SimpleITK as sitk  # noqa: N813
+
+    size = list(reader.GetSize())
+    # The element size from the pixel type: an empty image of that type has the numpy dtype SimpleITK maps it to.
+    probe = sitk.Image([1] * len(size), reader.GetPixelID(), reader.GetNumberOfComponents())
+    element = np.dtype(sitk.GetArrayViewFromImage(probe).dtype).itemsize
+    claimed = math.prod(size) * reader.GetNumberOfComponents() * element
+    stored = os.path.getsize(path)
+    holds = stored * MAX_DEFLATE_RATIO if lower.endswith(".gz") else stored
+    if claimed <= holds:
+        return None
+    how = (
+        f"{stored} compressed bytes (zlib inflates at most {MAX_DEFLATE_RATIO}:1)"
+        if lower.endswith(".gz")
+        else (f"{stored} bytes")
+    )
+    return f"the header claims {math.prod(size)} voxels, {claimed} bytes of voxel data, more than the file's {how} hold"
+
+
+def _distinct_meta_values(header: MetaHeader, path: str, budget: ReadBudget, *, signed: bool) -> set[int]:
+    """The voxel values of an 8-bit MetaImage, its data inflated once as a stream (``metaimage.voxel_chunks``) and
+    counted with a histogram a chunk at a time: memory stays at one chunk whatever the image's size."""
+    import numpy as np
+
+    counts = np.zeros(256, dtype=np.int64)
+    for chunk in voxel_chunks(header, data_path(path, header), budget):
+        counts += np.bincount(np.frombuffer(chunk, dtype=np.uint8), minlength=256)
+    present = np.flatnonzero(counts)
+    return {int(v) - 256 if signed and v > 127 else int(v) for v in present}
+
+
+def _distinct_values(reader: Any, budget: ReadBudget) -> set[int]:
+    """The voxel values of the image ``reader`` is set to, a slab of the last axis at a time for large images, within
+    the budget's bytes (checked on the header's claim, before a voxel is read) and time (checked between slabs)."""
     import numpy as np
     import SimpleITK as sitk  # noqa: N813
 
     size = list(reader.GetSize())
     voxels = math.prod(size)
+    claimed = voxels  # one byte a voxel: only a single-channel 8-bit image is scanned
+    if claimed > budget.scan_bytes:
+        raise BudgetExceeded(
+            f"its {claimed} bytes of voxel data are over the scan budget of {budget.scan_bytes} bytes per file"
+        )
+    deadline = time.monotonic() + budget.seconds
 
     def unique(image: Any) -> set[int]:
         # The array view borrows the image's buffer: ``image`` must stay alive while numpy reads it.
@@ -186,4 +358,9 @@ def _distinct_values(reader: Any) -> set[int]:
         values.update(unique(reader.Execute()))
         if len(values) > MAX_SEGMENTS + _SHOW_VALUES:
             break  # already refused; reading on would not change the verdict
+        if time.monotonic() > deadline:
+            raise BudgetExceeded(
+                f"scanning its voxels took over the time budget of {budget.seconds:g} s per file "
+                f"({start + count} of {size[-1]} slices read)"
+            )
     return values

@@ -6,7 +6,6 @@ no database.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from gcbulk.engine.dicom.headers import DicomHeader, NotDicom
@@ -16,29 +15,54 @@ from gcbulk.engine.plan import findings as finding
 from gcbulk.engine.plan.cases import Entry, PlannedFile, PlannedItem
 from gcbulk.engine.plan.dicom_case import CaseHeaders
 from gcbulk.engine.plan.findings import Finding
+from gcbulk.engine.plan.metaimage import (
+    BadHeader,
+    HeaderOverBudget,
+    MetaHeader,
+    NotMetaImage,
+    ReadBudget,
+    capacity_problem,
+    read_header,
+)
 from gcbulk.engine.plan.values import canonical_json
 
-_ELEMENT_DATA_FILE = re.compile(rb"^\s*ElementDataFile\s*=\s*(.*?)\s*$", re.MULTILINE)
-_MHD_HEADER_BYTES = 64 * 1024
 _MAX_VALUE_FILE = 16 * 1024**2  # docs/gc-api.md §5: a request body is at most 16 MiB
 
 
-def mhd_data_file(path: str) -> tuple[str | None, str | None]:
-    """(data file named by the header or None for LOCAL, problem)."""
+def mhd_header(path: str, budget: ReadBudget) -> tuple[MetaHeader | None, str | None]:
+    """(the .mhd header, None) or (None, why it cannot be used)."""
     try:
-        with open(path, "rb") as handle:
-            header = handle.read(_MHD_HEADER_BYTES)
+        header = read_header(path, budget)
     except OSError as exc:
         return None, f"the .mhd header cannot be read: {exc.strerror}"
-    match = _ELEMENT_DATA_FILE.search(header)
-    if match is None:
-        return None, "the .mhd header has no ElementDataFile line"
-    name = match.group(1).decode("utf-8", errors="replace")
-    if name.upper() == "LOCAL":
-        return None, None
+    except NotMetaImage as exc:
+        return None, f"the .mhd header cannot be used: {exc}"
+    except BadHeader as exc:
+        return None, str(exc)
+    name = header.data_file
     if name.upper().startswith("LIST") or "%" in name:
         return None, f"multi-file .mhd data (ElementDataFile = {name}) is not supported; convert it to .mha"
-    return name, None
+    return header, None
+
+
+def mha_finding(entry: Entry, title: str, budget: ReadBudget) -> Finding | None:
+    """What is wrong with an .mha's header, read within the header budget: data kept in another file (it would not
+    be sent), sizes that are not positive, or voxels the file cannot hold. None for a file with no MetaImage header
+    at all: SimpleITK's own read (``engine/plan/content.py``) says what is wrong with it."""
+    try:
+        header = read_header(entry.path, budget)
+    except OSError as exc:
+        return finding.unreadable(entry.path, entry.rel, exc.strerror or str(exc))
+    except HeaderOverBudget as exc:
+        return finding.bad_image_header(entry.path, (entry.rel,), str(exc), title)
+    except NotMetaImage:
+        return None
+    except BadHeader as exc:
+        return finding.bad_image_header(entry.path, (entry.rel,), str(exc), title)
+    if not header.local:
+        return finding.mha_data_elsewhere(entry.path, (entry.rel,), header.data_file, title)
+    problem = capacity_problem(header, entry.size - header.header_length, "the file")
+    return None if problem is None else finding.bad_image_header(entry.path, (entry.rel,), problem, title)
 
 
 def dicom_series(

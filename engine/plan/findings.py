@@ -7,6 +7,7 @@ whole plan or the engine's part size. ``blocking`` findings stop ``gcbulk plan``
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,14 +53,46 @@ class Finding:
         return data
 
 
+# Characters that change what a terminal shows rather than showing themselves: C0/C1 controls (ESC starts a terminal
+# command: ESC[2J clears the screen), DEL, line/paragraph separators and the bidirectional controls (U+202E makes
+# "gpj.exe" read "exe.jpg"). Names holding them are findings, and they are written escaped wherever a name is shown.
+_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def shown(text: str) -> str:
-    """``text`` as it can be printed, logged and stored. Names the OS gives need not be UTF-8 (Python hands them over
-    as lone surrogates); their bad bytes are written as ``\\xNN``, so nothing downstream raises UnicodeEncodeError."""
+    """``text`` as it can be printed, logged and stored: the one place names are made safe to render.
+
+    Names the OS gives need not be UTF-8 (Python hands them over as lone surrogates); their bad bytes are written as
+    ``\\xNN``, so nothing downstream raises UnicodeEncodeError. Control characters and bidirectional controls are
+    written as ``\\xNN`` / ``\\uNNNN``, so a name cannot clear the screen or read backwards.
+    """
     try:
         text.encode("utf-8")
-        return text
     except UnicodeEncodeError:
-        return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
+        text = text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
+    return _UNSHOWABLE.sub(_escape, text)
+
+
+def name_trouble(text: str) -> str | None:
+    """Why a folder or file name cannot be shown or sent as it is, or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    if (bidi := _BIDI.search(text)) is not None:
+        return (
+            f"contains a bidirectional control character (U+{ord(bidi.group()):04X}), which makes it read differently "
+            "from what it is"
+        )
+    if _UNSHOWABLE.search(text):
+        return "contains control characters (such as ESC, which a terminal runs as a command)"
+    return None
 
 
 def _f(
@@ -228,16 +261,101 @@ def same_case_folder(path: object, rel: str, first: str) -> Finding:
     )
 
 
-def bad_folder_name(path: object, rel: str, files: tuple[str, ...]) -> Finding:
+def bad_folder_name(path: object, rel: str, files: tuple[str, ...], trouble: str = "is not valid UTF-8") -> Finding:
+    if trouble == "is not valid UTF-8":
+        message = f"case folder name is not valid UTF-8 (shown with its bad bytes as \\xNN: {rel})"
+        fix = "rename the folder to UTF-8 (e.g. convmv -f latin1 -t utf8 --notest), then plan again"
+    else:
+        message = f"case folder name {trouble} (shown escaped: {rel})"
+        fix = "rename the folder to plain printable characters, then plan again"
+    return _f("bad-name", "blocking", path, f"{message}; it cannot be a display set title", fix, files, rel)
+
+
+def case_alias(path: object, rel: str, real: str) -> Finding:
     return _f(
-        "bad-name",
+        "case-alias",
+        "warning",
+        path,
+        f"this is a symbolic link to case folder {real!r}; a case is its real folder, so the link is skipped and "
+        f"{real!r} is planned as itself",
+        "nothing to do; remove the link (or add it to cases.ignore) to silence this",
+        (),
+        rel,
+    )
+
+
+def link_outside_case(path: object, rel: str, case: str) -> Finding:
+    return _f(
+        "link-outside-case",
         "blocking",
         path,
-        f"case folder name is not valid UTF-8 (shown with its bad bytes as \\xNN: {rel}); it cannot be a "
-        "display set title",
-        "rename the folder to UTF-8 (e.g. convmv -f latin1 -t utf8 --notest), then plan again",
+        "file is a symbolic link to a file outside its case folder; gcbulk sends only files inside their case",
+        "copy the file into the case folder in place of the link",
+        (rel,),
+        case,
+    )
+
+
+def folder_link_outside_case(path: object, rel: str, case: str) -> Finding:
+    return _f(
+        "link-outside-case",
+        "warning",
+        path,
+        "folder is a symbolic link to a folder outside its case folder; it is not followed and nothing in it is sent",
+        "copy the folder into the case folder in place of the link if its files belong to the case",
+        (),
+        case,
+    )
+
+
+def bad_image_header(path: object, files: tuple[str, ...], reason: str, case: str) -> Finding:
+    return _f(
+        "bad-image-header",
+        "blocking",
+        path,
+        f"image header would be refused by Grand Challenge's importer: {reason}",
+        "re-export the image (e.g. with SimpleITK's WriteImage) so its header and its data agree",
         files,
-        rel,
+        case,
+    )
+
+
+def mha_data_elsewhere(path: object, files: tuple[str, ...], data_file: str, case: str) -> Finding:
+    return _f(
+        "mha-data-elsewhere",
+        "blocking",
+        path,
+        f".mha header names data file {data_file!r} (ElementDataFile); an .mha is sent alone and must carry its "
+        "voxels itself (ElementDataFile = LOCAL)",
+        "re-export it as a single .mha (e.g. with SimpleITK's WriteImage), or as .mhd next to its data file",
+        files,
+        case,
+    )
+
+
+def check_budget(path: object, rel: str, socket: str, reason: str, case: str) -> Finding:
+    return _f(
+        "check-budget",
+        "blocking",
+        path,
+        f"the content check of the file for socket {socket!r} stopped: {reason}; it was not checked and is not sent",
+        "make the image smaller (crop or split it), or plan with --no-content-checks to leave the check to Grand "
+        "Challenge (after the upload)",
+        (rel,),
+        case,
+    )
+
+
+def grid_mismatch(path: object, rel: str, socket: str, image: str, image_socket: str, what: str, case: str) -> Finding:
+    return _f(
+        "grid-mismatch",
+        "warning",
+        path,
+        f"segmentation {rel!r} (socket {socket!r}) does not lie on the grid of image {image!r} (socket "
+        f"{image_socket!r}) in the same case: {what}; a viewer overlays it in the wrong place",
+        "resample the segmentation onto its image's grid (size, spacing, origin and direction)",
+        (),
+        case,
     )
 
 
@@ -434,7 +552,7 @@ def duplicate_title(path: object, title: str) -> Finding:
         "duplicate-title",
         "blocking",
         path,
-        f"display set title {title!r} is already used by another case folder; titles identify display sets "
+        f"display set title {title!r} is already used by another case folder (as the server compares titles: surrounding spaces removed, Unicode NFC); titles identify display sets "
         "and must be unique in the reader study",
         'rename one folder, or change cases.title so it includes more of the path (e.g. "{path}")',
     )

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from gcbulk.state.ledger import composite_checksum
+from gcbulk.checksums import composite_checksum
 
 MiB = 1024**2
 GiB = 1024**3

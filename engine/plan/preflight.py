@@ -38,6 +38,7 @@ from gcbulk.engine.plan.parts import (
     part_count,
 )
 from gcbulk.engine.plan.planner import PlannedCase
+from gcbulk.engine.plan.titles import server_title
 
 
 @dataclass(kw_only=True)
@@ -145,6 +146,8 @@ class Preflight:
     _content: ContentChecker | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
+        # Keyed as the server compares titles, so a case's title finds the display set holding it.
+        self.foreign_titles = {server_title(title): pk for title, pk in self.foreign_titles.items()}
         if self.catalogue is not None and self.check_content:
             self._content = ContentChecker(self.catalogue, self.content_cache)
 
@@ -199,12 +202,15 @@ class Preflight:
         """Add this case's plan-wide findings and socket kinds; count it in the quota estimate."""
         findings = list(case.findings)
         case_path = self.config.case_root / case.folder
-        if case.title in self.titles:
+        # Compared as the server compares them (issue 24; unique per study, docs/gc-api.md §3): "dup" and "dup ", or NFC
+        # and NFD "café", collide.
+        key = server_title(case.title)
+        if key in self.titles:
             findings.append(duplicate_title(case_path, case.title))
         else:
-            self.titles.add(case.title)
-        if case.title in self.foreign_titles:
-            findings.append(title_taken(case_path, case.title, self.foreign_titles[case.title]))
+            self.titles.add(key)
+        if key in self.foreign_titles:
+            findings.append(title_taken(case_path, case.title, self.foreign_titles[key]))
         items = []
         preferred = self.config.engine.part_size
         for item in case.items:
@@ -230,6 +236,8 @@ class Preflight:
             if over is not None:
                 findings.append(over)
             items.append(item if super_kind is None else dataclasses.replace(item, super_kind=super_kind))
+        if self._content is not None:
+            findings.extend(self._content.check_grids(case.items, str(self.config.case_root), case.title))
         if len(findings) == len(case.findings) and all(new is old for new, old in zip(items, case.items, strict=True)):
             return case  # the common case, kept cheap: nothing to add
         return dataclasses.replace(case, items=tuple(items), findings=tuple(findings))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 
 FIELDS = ("folder", "path", "parent")
@@ -72,6 +73,12 @@ def _parse(template: str) -> tuple[_Part, ...]:
 def check_template(template: str) -> None:
     """Raises TitleTemplateError naming what is wrong."""
     _parse(template)
+
+
+def server_title(title: str) -> str:
+    """A title as the server compares it: surrounding whitespace stripped (DRF's CharField trims), Unicode NFC — so
+    ``dup`` and ``dup ``, or ``café`` composed and decomposed, are one title there and must be one here."""
+    return unicodedata.normalize("NFC", title.strip())
 
 
 def digest(text: str, length: int = 12) -> str:

@@ -20,7 +20,7 @@ from rich.progress import (
 )
 
 from gcbulk.engine.service.log_format import TextFormatter
-from gcbulk.engine.service.progress import MIB, format_duration
+from gcbulk.engine.upload.progress import MIB, format_duration
 
 # ISO 8601, as every other timestamp gcbulk writes (rich's default is the locale's, e.g. 12/07/26 in the US).
 LOG_TIME_FORMAT = "[%Y-%m-%dT%H:%M:%S]"

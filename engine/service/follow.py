@@ -30,9 +30,9 @@ from gcbulk.engine.gc.errors import (
     first_error,
 )
 from gcbulk.engine.plan.titles import redacted, scrub
-from gcbulk.engine.planning import PlanReport
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.job_service import JobService
+from gcbulk.engine.service.plan_recording import PlanReport
 from gcbulk.exit_codes import EXIT_CONFIG_ERROR, EXIT_OK, exit_code_for_signal
 from gcbulk.state.errors import LedgerDiskFull, LedgerError
 
@@ -129,11 +129,13 @@ class Follower:
         self._log_plan(report)
         if report.blocking:
             return  # logged; the next round re-plans, so fixing the files is enough
+        runner = service.runner
+        assert runner is not None, "a round runs inside JobService.serve, with its ledger open"
         if time.monotonic() >= self.requeue_due:
-            requeued = await service.runner.call("requeue_failed_cases")
+            requeued = await runner.run(runner.ledger.requeue_failed_cases)
             if requeued:
                 logs.log_event("failed_cases_requeued", cases=len(requeued))
-        totals = await service.runner.call("transfer_totals")
+        totals = await runner.run(runner.ledger.transfer_totals)
         if not totals["cases"] or service.stop_requested.is_set():
             return
         outcome = await service.run_pass()

@@ -60,10 +60,10 @@ def _try_write(ledger: Any) -> tuple[bool, str]:
 async def ledger_check(state: RunState) -> Check:
     """The ledger can take a write: a run that cannot record a step must not send it."""
     runner = state.runner
-    if runner is None or runner.ledger is None:
+    if runner is None or not runner.is_open:
         return Check(False, f"not open yet ({state.phase})", time.time())
     try:
-        ok, detail = await asyncio.wait_for(runner.run(_try_write), LEDGER_TIMEOUT_SECONDS)
+        ok, detail = await asyncio.wait_for(runner.with_ledger(_try_write), LEDGER_TIMEOUT_SECONDS)
     except TimeoutError:
         ok, detail = False, f"the ledger's thread is busy for more than {LEDGER_TIMEOUT_SECONDS:.0f} s ({state.phase})"
     return Check(ok, detail, time.time())

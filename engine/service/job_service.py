@@ -2,7 +2,7 @@
 
 ``JobService.serve(body)`` opens, in order: the Grand Challenge client (one pooled session, latency traced for the
 metrics), the monitoring endpoints (``engine/service/health.py``; first, so ``/healthz`` answers while the ledger is still
-being opened or planned), the ledger on its own thread (``gcbulk.engine.service.journal.LedgerRunner``), the summary line and the
+being opened or planned), the ledger on its own thread (``gcbulk.engine.upload.journal.LedgerRunner``), the summary line and the
 signal watcher; then it runs ``body(service)`` and closes everything in reverse.
 
 Signals, as ``gcbulk run`` has always handled them: the first SIGINT/SIGTERM starts nothing new; a transfer pass in
@@ -30,10 +30,8 @@ from gcbulk.engine.gc.errors import (
     first_error,
 )
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
-from gcbulk.engine.planning import PlanReport, plan_into_ledger, print_report
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.health import MonitoringServer, ServerCheck
-from gcbulk.engine.service.journal import Journal, LedgerRunner
 from gcbulk.engine.service.ledger_time import check_not_behind_event_log
 from gcbulk.engine.service.metrics import (
     Metrics,
@@ -41,10 +39,12 @@ from gcbulk.engine.service.metrics import (
     read_job_counts,
     retry_reason,
 )
-from gcbulk.engine.service.progress import TransferStats
+from gcbulk.engine.service.plan_recording import PlanReport, plan_into_ledger
 from gcbulk.engine.service.status_page import StatusPage
 from gcbulk.engine.service.waits import WaitRecorder
 from gcbulk.engine.settings import RunSettings
+from gcbulk.engine.upload.journal import Journal, LedgerRunner
+from gcbulk.engine.upload.progress import TransferStats
 from gcbulk.engine.upload.reconcile import StudySnapshot, read_study
 from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
 
@@ -144,7 +144,7 @@ class JobService:
     async def _case_counts(runner: LedgerRunner) -> dict[str, int] | None:
         try:
             with anyio.fail_after(LEDGER_COUNT_SECONDS):
-                return (await runner.run(lambda ledger: ledger.counts_by_state())).get("case", {})
+                return (await runner.run(runner.ledger.counts_by_state)).get("case", {})
         except Exception as exc:  # noqa: BLE001 - a ledger that failed already said so; the exit code says "unknown"
             log.debug("could not read the cases' states at the end: %s", exc)
             return None
@@ -280,7 +280,7 @@ class JobService:
             titles = None if self.settings.adopt_existing else self._study.pk_by_title
         job = self.job
         strict, cache = self.strict, self.content_cache
-        report = await self.runner.run(
+        report = await self.runner.with_ledger(
             lambda ledger: plan_into_ledger(
                 job, ledger, catalogue=catalogue, strict=strict, content_cache=cache, server_titles=titles
             )
@@ -288,7 +288,7 @@ class JobService:
         if titles and report.diff.blocked:
             # Cases blocked for a display set "someone else made": unless the event log says this job made it (a
             # ledger that went back in time), in which case the command stops and says how to recover.
-            own = await self.runner.run(lambda ledger: ledger.own_display_set_titles())
+            own = await self.runner.run(self.runner.ledger.own_display_set_titles)
             suspects = (titles.keys() - own) & set(report.diff.blocked)
             if suspects:
                 await anyio.to_thread.run_sync(
@@ -366,13 +366,21 @@ async def _first_error_unwrapped() -> AsyncIterator[None]:
 
 
 class PlanBlocked(Exception):
-    """The job's plan has blocking findings (already printed): nothing is uploaded until they are fixed."""
+    """Nothing is uploaded: the job's plan has blocking findings (``report``), or its sockets could not be read
+    (``report`` is None). The message says which and what to do."""
+
+    def __init__(self, message: str, report: PlanReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
-async def run_once(service: JobService, *, replan: bool = True) -> RunOutcome:
+async def run_once(
+    service: JobService, *, replan: bool = True, show_plan: Callable[[PlanReport], None] | None = None
+) -> RunOutcome:
     """``gcbulk run`` without ``--follow``: plan (a re-walk of the tree: the planner is idempotent and records only
-    what changed, so new and vanished case folders are picked up without ``--replan``), then one pass over the
-    runnable cases. Blocked cases are skipped and listed. Raises PlanBlocked when nothing may run."""
+    what changed, so new and vanished case folders are picked up without ``--replan``), hand the report to
+    ``show_plan`` (the CLI prints it), then one pass over the runnable cases. Blocked cases are skipped and listed.
+    Raises PlanBlocked when nothing may run."""
     assert service.runner is not None
     del replan  # every run re-plans now; the flag stays accepted for scripts that pass it
     try:
@@ -380,14 +388,16 @@ async def run_once(service: JobService, *, replan: bool = True) -> RunOutcome:
     except (AuthenticationFailed, ConfigurationError):
         raise
     except GcbulkError as exc:
-        print(
-            f"gcbulk run: could not check the job's sockets at {service.job.base_url}: {exc}. Check the "
-            "server address and the network, then run again.",
-            file=sys.stderr,
-        )
-        raise PlanBlocked() from None
-    print_report(report, out=sys.stderr, redact_titles=service.redact_titles)
+        raise PlanBlocked(
+            f"could not check the job's sockets at {service.job.base_url}: {exc}. Check the server address and the "
+            "network, then run again."
+        ) from None
+    if show_plan is not None:
+        show_plan(report)
     if report.blocking:
-        raise PlanBlocked()
+        raise PlanBlocked(
+            "the plan has blocking findings (the plan report lists them): nothing is uploaded until they are fixed",
+            report,
+        )
     service.blocked_cases = list(report.diff.blocked)
     return await service.run_pass()

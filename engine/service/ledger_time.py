@@ -1,7 +1,7 @@
 """A ledger that went back in time, noticed before it does harm.
 
 The ledger and the event log are written together: every recorded step is a ledger transaction and a line in the
-event log (``engine/service/journal.py``). A ledger that lost its latest transactions — its ``-wal`` file deleted
+event log (``engine/upload/journal.py``). A ledger that lost its latest transactions — its ``-wal`` file deleted
 after a kill -9, a copy restored from an older backup, a volume snapshot taken mid-run — no longer knows display sets
 this job created, while the event log still says it created them. Unchecked, the next plan would take them for
 display sets someone else made and block the job's own cases. Instead the command stops (exit 2) and says what

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from gcbulk.engine.service.progress import iso_utc
+from gcbulk.engine.upload.progress import iso_utc
 from gcbulk.redaction import redact, register_secret
 
 EVENT_LOGGER = "gcbulk.events"
@@ -25,7 +25,7 @@ _WARNING_EVENTS = frozenset({"stop_requested", "stopping_now", "transient_fault"
 
 class SecretRedactor(logging.Filter):
     """Replaces every registered secret (and any ``Bearer …`` credential) in a record before a handler writes it.
-    The secrets given here join the process-wide set of ``engine/redaction.py``, the one redaction path."""
+    The secrets given here join the process-wide set of ``gcbulk/redaction.py``, the one redaction path."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()

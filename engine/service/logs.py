@@ -1,7 +1,7 @@
 """What a run tells the people and tools watching it: JSON lines on stdout (or a rich display on a terminal), the same
 schema as the event file, a summary line every few seconds, and never the API token.
 
-One schema (the event file's, ``gcbulk.engine.service.progress.EventLog``, plus ``level``)::
+One schema (the event file's, ``gcbulk.engine.upload.progress.EventLog``, plus ``level``)::
 
     {"at": "2025-11-20T10:00:01.234567Z", "level": "info", "event": "case_done", "case": "patient001", ...}
 
@@ -31,11 +31,11 @@ from gcbulk.engine.service.log_format import (  # re-exported: the names callers
     TextFormatter,
     event_level,
 )
-from gcbulk.engine.service.progress import EventLog, StatsSnapshot
+from gcbulk.engine.upload.progress import EventLog, StatsSnapshot
 
 
 class ConsoleEventLog(EventLog):
-    """The engine's event log (``gcbulk.engine.service.progress.EventLog``: one JSON line per state change, in a file) that also
+    """The engine's event log (``gcbulk.engine.upload.progress.EventLog``: one JSON line per state change, in a file) that also
     hands every event to the ``gcbulk.events`` logger, so stdout shows the same events in the same schema.
 
     The engine's own periodic ``progress`` event stays in the file only: on stdout the ``summary`` line (which adds

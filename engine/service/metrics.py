@@ -7,7 +7,7 @@ sets and uploads by state from the ledger (``gcbulk.state.report.job_counts``), 
 limiters. Only what no other part keeps is counted here: retries by reason (through the stats' retry hook) and HTTP
 latency (through aiohttp's ``TraceConfig``, so the client's request code stays as it is).
 
-The ledger's sqlite3 connection belongs to the ledger's own thread (``gcbulk.engine.service.journal.LedgerRunner``), so a scrape
+The ledger's sqlite3 connection belongs to the ledger's own thread (``gcbulk.engine.upload.journal.LedgerRunner``), so a scrape
 first reads the counts there (awaited, from the aiohttp server on the run's event loop, ``engine/service/health.py``), then
 renders; prometheus-client's own HTTP thread is never used, because its collectors could not reach the ledger.
 """
@@ -42,8 +42,8 @@ from gcbulk.engine.gc.errors import (
     UploadQuotaReached,
 )
 from gcbulk.engine.gc.routes import MEDIA, OTHER, route_shape
-from gcbulk.engine.service.progress import TransferStats
 from gcbulk.engine.service.waits import WaitRecorder
+from gcbulk.engine.upload.progress import TransferStats
 from gcbulk.state.report import JobCounts, job_counts
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -104,7 +104,7 @@ class RunState:
     """What the endpoints read. The run (``engine/service/job_service.py``) keeps it current, on the event-loop thread."""
 
     runner: Any = (
-        None  # gcbulk.engine.service.journal.LedgerRunner: the ledger on its own thread; None before it is open
+        None  # gcbulk.engine.upload.journal.LedgerRunner: the ledger on its own thread; None before it is open
     )
     reader_study: str = ""
     base_url: str = ""
@@ -373,9 +373,9 @@ class Metrics:
 
 async def read_job_counts(state: RunState, timeout: float = LEDGER_READ_TIMEOUT_SECONDS) -> JobCounts | None:
     """The ledger's counts, or None when the ledger is not open or its thread is busy for longer than ``timeout``."""
-    if state.runner is None or state.runner.ledger is None:
+    if state.runner is None or not state.runner.is_open:
         return None
     try:
-        return await asyncio.wait_for(state.runner.run(job_counts), timeout)
+        return await asyncio.wait_for(state.runner.with_ledger(job_counts), timeout)
     except TimeoutError:
         return None

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from gcbulk.engine.service.progress import EventLog
+from gcbulk.engine.upload.progress import EventLog
 
 WAITS_LOGGER = "gcbulk.waits"
 # Retry reasons (engine/service/metrics.py retry_reason) that mean the server asked us to slow down or wait.

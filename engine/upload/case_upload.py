@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 
@@ -41,11 +42,11 @@ from gcbulk.engine.upload.imports import (
     SESSION_QUEUED,
     SessionsRefused,
     UploadSessionIndex,
+    any_upload_gone,
     present_sockets,
     session_for_item,
 )
 from gcbulk.engine.upload.targeted_sessions import (
-    any_upload_gone,
     image_linked_soon,
     post_targeted,
     targeted_value,
@@ -53,9 +54,10 @@ from gcbulk.engine.upload.targeted_sessions import (
 from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, send_values
 from gcbulk.state.machines import IllegalTransition
 from gcbulk.state.records import CaseWork, ItemWork
+from gcbulk.state.steps import Step, step
 
-if TYPE_CHECKING:
-    from gcbulk.engine.service.journal import Step
+P = ParamSpec("P")
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -75,34 +77,38 @@ class DisplaySetIndex:
         self._titles.pop(title, None)
 
 
-class CaseUpload(CaseFiles, ImportWait):
+class CaseUpload:
+    """One case's way to an imported display set. Its steps 1 and 4 are collaborators that read the case through it:
+    ``files`` (``CaseFiles``) and ``imports`` (``ImportWait``)."""
+
     def __init__(
         self, ctx: TransferContext, case: CaseWork, sessions: UploadSessionIndex, display_sets: DisplaySetIndex
     ) -> None:
         self.ctx = ctx
-        self.case = case
+        self.case = case  # as last read from the ledger (``_refresh``)
         self.sessions = sessions
         self.display_sets = display_sets
         self.import_units = 0  # import-gate units this case holds
         self._adopted_foreign = False  # its display set was made by someone else (run --adopt-existing)
-        self._staged: dict[int, Any] = {}  # file id → its de-identified copy (DICOM Image Sets), sent instead
         self.session_of: dict[str, str] = {}  # socket → the upload session its image was sent as (this pass)
-        # item id → when its DICOM Image Set's uploads were first seen gone: the import ended (import_wait.py)
-        self.image_sets_consumed_at: dict[int, float] = {}
+        self._values_sent_at: float | None = None  # when this pass PATCHed the values (the import wait counts from it)
+        self.files = CaseFiles(self)
+        self.imports = ImportWait(self)
 
-    async def _record(self, transition: str, *args: object, **fields: object) -> object:
-        return await self.ctx.journal.record(transition, *args, case=self.case.title, **fields)
+    async def record(self, transition: Callable[P, T], *args: P.args, **fields: P.kwargs) -> T:
+        """``transition(*args, **fields)`` on the ledger's thread, with the event line naming this case."""
+        return await self.ctx.journal.record(step(transition, *args, **fields), case=self.case.title)
 
-    async def _record_together(self, steps: list[Step]) -> list[Any]:
+    async def record_together(self, steps: list[Step[bool]]) -> list[bool]:
         return await self.ctx.journal.record_together(steps, case=self.case.title)
 
     async def _refresh(self) -> CaseWork:
-        self.case = await self.ctx.journal.read("case_work", self.case.id)
+        self.case = await self.ctx.journal.read(self.ctx.journal.ledger.case_work, self.case.id)
         return self.case
 
     async def run(self) -> bool:
         """True when the case is done, False when it failed (the reason is in the ledger)."""
-        await self._record("case_started", self.case.id)
+        await self.record(self.ctx.journal.ledger.case_started, self.case.id)
         try:
             with item_budget(
                 RetryBudget(
@@ -120,7 +126,7 @@ class CaseUpload(CaseFiles, ImportWait):
                     # per run), whatever step the case had reached; the display set and other values stay.
                     log.warning("%s; uploading its files again", swept)
                     self.ctx.journal.note("uploads_swept", case=self.case.title, reason=str(swept))
-                    await self._record("item_requeued", swept.item_id)
+                    await self.record(self.ctx.journal.ledger.item_requeued, swept.item_id)
                     await self._refresh()
                     return await self._steps(kinds)
                 except NotFound as error:
@@ -128,8 +134,8 @@ class CaseUpload(CaseFiles, ImportWait):
                         raise
                     # The server is the truth: a display set it no longer has is replaced (once per run), never
                     # retried forever.
-                    await self._record(
-                        "case_lost_on_server",
+                    await self.record(
+                        self.ctx.journal.ledger.case_lost_on_server,
                         self.case.id,
                         display_set_gone=True,
                         reason=f"display set {self.case.display_set.pk} answered 404 (deleted, or "
@@ -156,7 +162,7 @@ class CaseUpload(CaseFiles, ImportWait):
             with anyio.CancelScope(shield=True):
                 await release_case(self)
 
-    def _stop_point(self, where: str) -> None:
+    def stop_point(self, where: str) -> None:
         """Between steps, a stopping run starts nothing new; the case resumes here next time."""
         if self.ctx.stopping.is_set():
             raise Interrupted(f"{self.case.title}: stopped {where}")
@@ -166,12 +172,13 @@ class CaseUpload(CaseFiles, ImportWait):
         if self._blocked_meanwhile():
             return
         # One transaction: a crash leaves the case as it was before its failure (it is tried again) or failed.
-        steps: list[Step] = []
+        ledger = self.ctx.journal.ledger
+        steps: list[Step[bool]] = []
         if self.case.display_set.state in ("created", "values_attached", "importing"):
-            steps.append(("display_set_failed", (self.case.id,), {"reason": reason}))
-        steps.append(("case_failed", (self.case.id,), {"reason": reason}))
+            steps.append(step(ledger.display_set_failed, self.case.id, reason=reason))
+        steps.append(step(ledger.case_failed, self.case.id, reason=reason))
         try:
-            await self._record_together(steps)
+            await self.record_together(steps)
         except IllegalTransition:
             if self._blocked_meanwhile(await self._refresh()):
                 return
@@ -189,13 +196,15 @@ class CaseUpload(CaseFiles, ImportWait):
     async def _steps(self, kinds: dict[str, str]) -> bool:
         if self.case.display_set.pk and any(i.state == "uploaded" for i in self.case.items):
             await self._adopt_earlier_patch(kinds)
-        await self._upload_items(kinds)
+        await self.files.upload(kinds)
         uploads_under_way()  # nothing (left) to upload: the worker may claim its next case
-        self._stop_point("before its display set")
+        self.stop_point("before its display set")
         pk = await self._ensure_display_set()
-        self._stop_point("before its values")
+        self.stop_point("before its values")
         await self._attach_values(pk, kinds)
-        return await self._await_imports(pk, kinds)
+        await self._mark_importing()
+        await self.imports.wait(pk, kinds, values_sent_at=self._values_sent_at)
+        return await self._finish()
 
     def _is_own_display_set(self, error: NotFound) -> bool:
         pk = self.case.display_set.pk
@@ -228,29 +237,29 @@ class CaseUpload(CaseFiles, ImportWait):
                 reason = await self._claim_lost_create(existing)
             else:
                 reason = await self._may_adopt_foreign(existing)
-            await self._record("display_set_created", self.case.id, pk=existing)
+            await self.record(self.ctx.journal.ledger.display_set_created, self.case.id, pk=existing)
             self.ctx.journal.note("display_set_adopted", case=self.case.title, pk=existing, reason=reason)
             return existing
-        await self._record("display_set_creating", self.case.id)
+        await self.record(self.ctx.journal.ledger.display_set_creating, self.case.id)
         crash_point("after-display-set-intent")
         try:
             created = await self.ctx.client.create_display_set(
                 self.ctx.reader_study_slug, self.case.title, order=ds.create_order
             )
         except TitleTaken as taken:  # the server said no: another job or person holds the title
-            await self._record("display_set_not_created", self.case.id, reason=str(taken))
+            await self.record(self.ctx.journal.ledger.display_set_not_created, self.case.id, reason=str(taken))
             if not self.ctx.config.adopt_existing:
                 raise self._not_ours(taken) from None
             reason = await self._may_adopt_foreign(taken.pk)
-            await self._record("display_set_created", self.case.id, pk=taken.pk)
+            await self.record(self.ctx.journal.ledger.display_set_created, self.case.id, pk=taken.pk)
             self.ctx.journal.note("display_set_adopted", case=self.case.title, pk=taken.pk, reason=reason)
             return taken.pk
         except ApiError as error:
             if error.status in (400, 500):  # the server's own answer: certainly not created
-                await self._record("display_set_not_created", self.case.id, reason=str(error))
+                await self.record(self.ctx.journal.ledger.display_set_not_created, self.case.id, reason=str(error))
             raise
         crash_point("after-create-display-set")
-        await self._record("display_set_created", self.case.id, pk=created["pk"])
+        await self.record(self.ctx.journal.ledger.display_set_created, self.case.id, pk=created["pk"])
         crash_point("after-display-set-recorded")
         return created["pk"]
 
@@ -263,7 +272,7 @@ class CaseUpload(CaseFiles, ImportWait):
         if why_not is None:
             return "this job's own create, answer lost"
         taken = TitleTaken(self.case.title, pk, f"the create's answer was lost and {why_not}")
-        await self._record("display_set_not_created", self.case.id, reason=str(taken))
+        await self.record(self.ctx.journal.ledger.display_set_not_created, self.case.id, reason=str(taken))
         if self.ctx.config.adopt_existing:
             return await self._may_adopt_foreign(pk)
         raise self._not_ours(taken)
@@ -305,9 +314,9 @@ class CaseUpload(CaseFiles, ImportWait):
             if item.state != "uploaded":
                 continue
             taken = item.socket_slug in present
-            upload_pks = await self.ctx.journal.read("item_upload_pks", item.id)
+            upload_pks = await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_pks, item.id)
             if not taken and kinds[item.socket_slug] == IMAGE and not await is_image_set(self.ctx, item.socket_slug):
-                session_pk = await self.ctx.journal.read("item_upload_session", item.id)
+                session_pk = await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_session, item.id)
                 if session_pk:  # its own session left Queued only if the PATCH named it (docs/gc-api.md §10)
                     try:
                         session = await self.ctx.client.get_upload_session(session_pk)
@@ -329,7 +338,7 @@ class CaseUpload(CaseFiles, ImportWait):
                 except NotFound:
                     taken = True  # consumed by the file copy
             if taken:
-                await self._record("item_attached", item.id)
+                await self.record(self.ctx.journal.ledger.item_attached, item.id)
         await self._refresh()
 
     async def _attach_values(self, pk: str, kinds: dict[str, str]) -> None:
@@ -350,7 +359,7 @@ class CaseUpload(CaseFiles, ImportWait):
                     PlannedValue(item.socket_slug, kind, {"interface": item.socket_slug, "value": item.value})
                 )
                 continue
-            upload_pks = tuple(await self.ctx.journal.read("item_upload_pks", item.id))
+            upload_pks = tuple(await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_pks, item.id))
             urls = [client.upload_url(upload_pk) for upload_pk in upload_pks]
             if kind == FILE:
                 body = {"interface": item.socket_slug, "user_upload": urls[0]}
@@ -361,7 +370,9 @@ class CaseUpload(CaseFiles, ImportWait):
                     PlannedValue(item.socket_slug, kind, await image_set_value(self, item, urls), upload_pks)
                 )
                 continue
-            if self.ctx.sessions_refused is None and not await self.ctx.journal.read("item_upload_session", item.id):
+            if self.ctx.sessions_refused is None and not await self.ctx.journal.read(
+                self.ctx.journal.ledger.item_upload_session, item.id
+            ):
                 planned.append(targeted_value(item.socket_slug, pk, urls, upload_pks))  # one POST, no PATCH
                 continue
             session = await self._own_session(item, list(upload_pks))  # recorded earlier: reused or settled
@@ -378,7 +389,7 @@ class CaseUpload(CaseFiles, ImportWait):
         imports = sum(1 for value in planned if value.kind == IMAGE)
         if imports:
             self.import_units += await self.ctx.import_gate.acquire(imports, who=self.case.title)
-        self._stop_point("before its values")  # the stop may have come while it waited for import slots
+        self.stop_point("before its values")  # the stop may have come while it waited for import slots
         crash_point("before-values-patch")
         # Never resent blindly: a lost answer is settled by looking at the display set and the uploads.
         await send_values(
@@ -388,19 +399,20 @@ class CaseUpload(CaseFiles, ImportWait):
             kinds,
             policy=self.ctx.config.retry,
             what=f"{self.case.title}: values PATCH",
-            between_images=self.between_images(pk, kinds),
+            between_images=self.imports.between_images(pk, kinds),
             post_targeted=lambda value: self._post_targeted(value, items),
         )
         crash_point("after-values-patch")
         self._values_sent_at = time.monotonic()  # the import wait's first poll counts from here
         # One transaction: a crash leaves either nothing recorded (as a crash just after the PATCH: the next run
         # finds the values taken, _adopt_earlier_patch) or all of it.
-        steps: list[Step] = [
-            ("item_attached", (next(i for i in items if i.socket_slug == value.socket_slug).id,), {})
+        ledger = self.ctx.journal.ledger
+        steps = [
+            step(ledger.item_attached, next(i for i in items if i.socket_slug == value.socket_slug).id)
             for value in planned
         ]
-        steps += [("display_set_values_attached", (case.id,), {}), ("display_set_importing", (case.id,), {})]
-        await self._record_together(steps)
+        steps += [step(ledger.display_set_values_attached, case.id), step(ledger.display_set_importing, case.id)]
+        await self.record_together(steps)
         crash_point("after-values-recorded")
 
     async def _post_targeted(self, value: PlannedValue, items: list[ItemWork]) -> None:
@@ -418,7 +430,9 @@ class CaseUpload(CaseFiles, ImportWait):
         kept = [i for i in items if i.socket_slug in present]
         for item in kept:
             self.ctx.journal.note("value_kept", case=self.case.title, socket=item.socket_slug, display_set=pk)
-            await self._record("item_attached", item.id)  # a value socket goes from planned straight there
+            await self.record(
+                self.ctx.journal.ledger.item_attached, item.id
+            )  # a value socket goes from planned straight there
         return [i for i in items if i.socket_slug not in present]
 
     async def _own_session(self, item: ItemWork, upload_pks: list[str]) -> dict[str, Any] | None:
@@ -441,10 +455,10 @@ class CaseUpload(CaseFiles, ImportWait):
                 ctx.journal.note("upload_sessions_refused", reason=str(refused))
             return {}
         if own.failed is not None:
-            await self._record("item_failed", item.id, reason=f"{item.socket_slug}: {own.failed}")
+            await self.record(self.ctx.journal.ledger.item_failed, item.id, reason=f"{item.socket_slug}: {own.failed}")
             return None
         if own.taken:
-            await self._record("item_attached", item.id)
+            await self.record(self.ctx.journal.ledger.item_attached, item.id)
             return None
         return own.session
 
@@ -452,13 +466,14 @@ class CaseUpload(CaseFiles, ImportWait):
         """The display set follows its items: once any value is attached, it is importing (also after a resume
         that found the values PATCH had been taken before the crash)."""
         case = await self._refresh()
-        steps: list[Step] = []
+        ledger = self.ctx.journal.ledger
+        steps: list[Step[bool]] = []
         if case.display_set.state == "created":
-            steps.append(("display_set_values_attached", (case.id,), {}))
+            steps.append(step(ledger.display_set_values_attached, case.id))
         if case.display_set.state in ("created", "values_attached"):
-            steps.append(("display_set_importing", (case.id,), {}))
+            steps.append(step(ledger.display_set_importing, case.id))
         if steps:
-            await self._record_together(steps)
+            await self.record_together(steps)
 
     async def _finish(self) -> bool:
         case = await self._refresh()
@@ -469,7 +484,8 @@ class CaseUpload(CaseFiles, ImportWait):
             return False
         crash_point("after-import-seen")
         # One transaction: a crash leaves the case to be seen imported again, or done.
-        await self._record_together([("display_set_done", (case.id,), {}), ("case_done", (case.id,), {})])
+        ledger = self.ctx.journal.ledger
+        await self.record_together([step(ledger.display_set_done, case.id), step(ledger.case_done, case.id)])
         self.ctx.stats.cases_done += 1
         crash_point("after-case-done")
         return True

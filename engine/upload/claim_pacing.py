@@ -28,9 +28,9 @@ class _StartToken:
         self._pacer: ClaimPacer | None = pacer
 
     def give_back(self) -> None:
-        if self._pacer is not None:
+        if self._pacer is not None and self._pacer.cases_not_started is not None:
             self._pacer.cases_not_started.release()
-            self._pacer = None
+        self._pacer = None
 
 
 _case_token: ContextVar[_StartToken | None] = ContextVar("case_start_token", default=None)

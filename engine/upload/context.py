@@ -1,9 +1,6 @@
-"""What every transfer task shares (``TransferContext``); the knobs are ``TransferSettings``.
-
-Each concurrency knob maps to one anyio ``CapacityLimiter`` (rclone's ``--transfers`` / ``--checkers``): cases in
-flight, files in flight, parts in flight (shared by every part of every file, so memory stays below
-``parts_in_flight × part_size`` whatever the file sizes) and API calls in flight (held by the client). Server limits
-are ``CountingGate``s (``engine/upload/server_limits.py``).
+"""What every transfer task shares (``TransferContext``): the client, the journal, the run's counters, and the limiters
+made from ``TransferSettings``'s concurrency knobs (``engine/upload/transfer_settings.py`` says which bounds what) and
+from the server's limits (``CountingGate``s, ``engine/upload/server_limits.py``).
 """
 
 from __future__ import annotations
@@ -14,9 +11,10 @@ import anyio
 
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.pacer import import_policy
-from gcbulk.engine.service.journal import Journal
-from gcbulk.engine.service.progress import TransferStats
-from gcbulk.engine.upload.server_limits import CountingGate, ImportPacer
+from gcbulk.engine.upload.dicom_budget import DicomRunState
+from gcbulk.engine.upload.journal import Journal
+from gcbulk.engine.upload.progress import TransferStats
+from gcbulk.engine.upload.server_limits import ImportPacer, UnitGate
 from gcbulk.engine.upload.transfer_settings import TransferSettings
 
 
@@ -27,12 +25,14 @@ class TransferContext:
     config: TransferSettings
     stats: TransferStats
     reader_study_slug: str
-    upload_gate: CountingGate
-    import_gate: CountingGate
+    upload_gate: UnitGate
+    import_gate: UnitGate
     # Set by the first stop signal: start nothing new, let what is in flight finish.
     stopping: anyio.Event = field(default_factory=anyio.Event)
     # Set when the server refused to create an upload session: values then name their uploads directly (said once).
     sessions_refused: str | None = None
+    # The run's DICOM Image Set staging (budget, who holds it): made by the first case that stages a set.
+    dicom_image_sets: DicomRunState | None = None
     files_limiter: anyio.CapacityLimiter = field(init=False)
     parts_limiter: anyio.CapacityLimiter = field(init=False)
     # Moves the import gate's ceiling with the server's import latency (the knob imports_in_flight is its bound).

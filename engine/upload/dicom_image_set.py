@@ -23,7 +23,6 @@ import hashlib
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,9 +32,11 @@ import anyio
 from gcbulk.engine.dicom.deidentify import StagedSet, StagingError, release, stage_set
 from gcbulk.engine.dicom.headers import DicomHeader, read_header
 from gcbulk.engine.dicom.options import DicomOptions, render_image_name
-from gcbulk.engine.dicom.pool import dicom_pool
 from gcbulk.engine.gc.errors import SourceFileChanged
+from gcbulk.engine.upload.case_in_flight import CaseInFlight
+from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
+from gcbulk.engine.upload.dicom_budget import DicomRunState
 from gcbulk.engine.upload.file_upload import FileUpload
 from gcbulk.engine.upload.server_limits import VOICE_SECONDS, CountingGate, wait_log
 from gcbulk.state import dicom_staging
@@ -44,43 +45,19 @@ from gcbulk.state.records import FileWork, ItemWork
 log = logging.getLogger(__name__)
 
 KIND = "DICOM Image Set"
-_STATE = "_dicom_image_sets"  # what one run shares, kept on its TransferContext (a plain dataclass instance)
-_POOL: ProcessPoolExecutor | None = None
 
 
 class DicomItemFailed(Exception):
     """A DICOM Image Set value cannot be sent; the message names the file and what to do."""
 
 
-class _RunState:
-    def __init__(self, ctx: Any) -> None:
-        options: DicomOptions = ctx.config.dicom
-        self.options = options
-        self.budget = CountingGate(
-            options.staging_budget,
-            name="DICOM staging bytes",
-            why="de-identified copies are freed as their cases finish ([dicom] staging_budget)",
-            wait_timeout=ctx.config.limit_wait_timeout_seconds,
-        )
-        self.held: dict[int, int] = {}  # case id → budget bytes it holds
-
-    def executor(self) -> ProcessPoolExecutor:
-        # One pool per process, kept across runs (follow mode makes a run per poll): its workers are started once.
-        global _POOL
-        if _POOL is None or getattr(_POOL, "_broken", False):
-            _POOL = dicom_pool(self.options.workers)
-        return _POOL
+def _state(ctx: TransferContext) -> DicomRunState:
+    if ctx.dicom_image_sets is None:
+        ctx.dicom_image_sets = DicomRunState(ctx.config.dicom, wait_timeout=ctx.config.limit_wait_timeout_seconds)
+    return ctx.dicom_image_sets
 
 
-def _state(ctx: Any) -> _RunState:
-    state = vars(ctx).get(_STATE)
-    if state is None:
-        state = _RunState(ctx)
-        setattr(ctx, _STATE, state)
-    return state
-
-
-async def is_image_set(ctx: Any, socket_slug: str, super_kind: str | None = None) -> bool:
+async def is_image_set(ctx: TransferContext, socket_slug: str, super_kind: str | None = None) -> bool:
     """Whether the socket is of kind "DICOM Image Set" (the client caches the socket); only an Image socket (or one
     of a kind not known yet) is asked about."""
     if super_kind not in (None, "Image"):
@@ -90,7 +67,11 @@ async def is_image_set(ctx: Any, socket_slug: str, super_kind: str | None = None
 
 
 def _key(item: ItemWork) -> str:
-    return f"item-{item.id}"
+    return _key_of(item.id)
+
+
+def _key_of(item_id: int) -> str:
+    return f"item-{item_id}"
 
 
 def _staging_root(options: DicomOptions) -> Path:
@@ -157,7 +138,7 @@ def _intact(item: ItemWork, staged: dict[int, FileWork]) -> bool:
     return True
 
 
-async def stage_image_sets(upload: Any, work: list[ItemWork]) -> dict[int, FileWork]:
+async def stage_image_sets(upload: CaseInFlight, work: list[ItemWork]) -> dict[int, FileWork]:
     """De-identifies the DICOM Image Set items of ``work`` (reusing what is staged); returns file id → the staged
     copy to upload instead. Raises ``SourceFileChanged`` or ``DicomItemFailed`` (the item is recorded failed)."""
     ctx = upload.ctx
@@ -169,7 +150,7 @@ async def stage_image_sets(upload: Any, work: list[ItemWork]) -> dict[int, FileW
     result: dict[int, FileWork] = {}
     todo: list[ItemWork] = []
     for item in items:
-        staged = _staged_files(item, await runner.run(dicom_staging.staged_of_item, item.id))
+        staged = _staged_files(item, await runner.with_ledger(dicom_staging.staged_of_item, item.id))
         if staged is not None and not await anyio.to_thread.run_sync(_intact, item, staged):
             staged = None
         if staged is None:
@@ -184,7 +165,7 @@ async def stage_image_sets(upload: Any, work: list[ItemWork]) -> dict[int, FileW
     return result
 
 
-async def _take_budget(ctx: Any, gate: CountingGate, units: int, who: str) -> int:
+async def _take_budget(ctx: TransferContext, gate: CountingGate, units: int, who: str) -> int:
     async with anyio.create_task_group() as group:
 
         async def stop_with_run() -> None:
@@ -198,7 +179,7 @@ async def _take_budget(ctx: Any, gate: CountingGate, units: int, who: str) -> in
             group.cancel_scope.cancel()
 
 
-async def _stage_item(upload: Any, item: ItemWork, state: _RunState) -> dict[int, FileWork]:
+async def _stage_item(upload: CaseInFlight, item: ItemWork, state: DicomRunState) -> dict[int, FileWork]:
     ctx = upload.ctx
     try:
         for file in item.files:
@@ -217,7 +198,7 @@ async def _stage_item(upload: Any, item: ItemWork, state: _RunState) -> dict[int
                 f"{error}; remove the file from the case folder and run 'gcbulk plan' again"
             ) from None
     except (SourceFileChanged, DicomItemFailed) as error:
-        await upload._record("item_failed", item.id, reason=f"{item.socket_slug}: {error}")
+        await upload.record(upload.ctx.journal.ledger.item_failed, item.id, reason=f"{item.socket_slug}: {error}")
         raise
     rows = [
         {
@@ -230,10 +211,10 @@ async def _stage_item(upload: Any, item: ItemWork, state: _RunState) -> dict[int
         }
         for f, s in zip(item.files, staged.files, strict=True)
     ]
-    await ctx.journal.runner.run(
+    await ctx.journal.runner.with_ledger(
         dicom_staging.record_staged, item.id, rows, case_id=upload.case.id, reused=staged.reused
     )
-    staged_files = _staged_files(item, await ctx.journal.runner.run(dicom_staging.staged_of_item, item.id))
+    staged_files = _staged_files(item, await ctx.journal.runner.with_ledger(dicom_staging.staged_of_item, item.id))
     assert staged_files is not None, "staged files vanished while being recorded"
     crash_point("after-dicom-staged")
     return staged_files
@@ -264,7 +245,7 @@ async def _waited(running: asyncio.Future[StagedSet], title: str, item: ItemWork
             )
 
 
-async def _drop_uploads_of_earlier_staging(upload: Any, item: ItemWork) -> None:
+async def _drop_uploads_of_earlier_staging(upload: CaseInFlight, item: ItemWork) -> None:
     """A set staged again (a source changed and was re-planned, or the staging folder was emptied) gets new UIDs
     from its new de-identifier, which files uploaded from the earlier staging do not share; the server would refuse
     the mix as two series, silently. So every upload of the earlier staging is given up and the set is sent anew."""
@@ -275,11 +256,11 @@ async def _drop_uploads_of_earlier_staging(upload: Any, item: ItemWork) -> None:
         if file.upload.state == "initialized":
             await FileUpload(upload.ctx, file, upload.case.title).abort(reason)
         else:
-            await upload._record("upload_expired", file.upload.id, reason=reason)
+            await upload.record(upload.ctx.journal.ledger.upload_expired, file.upload.id, reason=reason)
         log.info("%s: %s: %s", upload.case.title, file.relative_path, reason)
 
 
-async def image_set_value(upload: Any, item: ItemWork, urls: list[str]) -> dict[str, Any]:
+async def image_set_value(upload: CaseInFlight, item: ItemWork, urls: list[str]) -> dict[str, Any]:
     """The PATCH body of a DICOM Image Set value: the uploads and the image name the job's template gives."""
     header = read_header(str(item.files[0].path))
     if not isinstance(header, DicomHeader):
@@ -295,7 +276,7 @@ async def image_set_value(upload: Any, item: ItemWork, urls: list[str]) -> dict[
     return {"interface": item.socket_slug, "user_uploads": urls, "image_name": name}
 
 
-def timeout_reason(item: ItemWork, ctx: Any, seconds: float) -> str:
+def timeout_reason(item: ItemWork, ctx: TransferContext, seconds: float) -> str:
     """Why a DICOM Image Set value failed when the server said nothing: what gcbulk had checked before sending."""
     return (
         f"{item.socket_slug}: the DICOM Image Set did not appear in the display set within {seconds:.0f} s, and "
@@ -328,20 +309,34 @@ def _checked(item: ItemWork, ctx: Any) -> str:
     )
 
 
-async def release_case(upload: Any) -> None:
+async def release_staging_left_behind(ctx: TransferContext) -> None:
+    """At the start of a run: the staged copies of items Grand Challenge already holds are deleted. A case records
+    its end before its ``finally`` releases them, so a kill -9 in between leaves them on disk, and a done case is
+    never touched again (found by the crash test ``after-values-patch:2``)."""
+    items = await ctx.journal.runner.with_ledger(dicom_staging.staged_items_on_the_server)
+    if not items:
+        return
+    root = _staging_root(ctx.config.dicom)
+    for item_id in items:
+        await anyio.to_thread.run_sync(release, root, _key_of(item_id))
+        await ctx.journal.runner.with_ledger(dicom_staging.forget_staged, item_id)
+    log.info("deleted the staged DICOM copies of %d item(s) Grand Challenge already holds", len(items))
+
+
+async def release_case(upload: CaseInFlight) -> None:
     """The case ended (done, failed or stopped): its budget is given back; the staged copies of items Grand
     Challenge holds (attached or done) are deleted, those still to send are kept for the next run."""
     ctx = upload.ctx
-    state = vars(ctx).get(_STATE)
+    state = ctx.dicom_image_sets
     if state is None:
         return
     units = state.held.pop(upload.case.id, 0)
     if units:
         state.budget.release_nowait(units)
-    case = await ctx.journal.read("case_work", upload.case.id)
+    case = await ctx.journal.read(ctx.journal.ledger.case_work, upload.case.id)
     for item in case.items:
         if item.state in ("attached", "done"):
-            rows = await ctx.journal.runner.run(dicom_staging.staged_of_item, item.id)
+            rows = await ctx.journal.runner.with_ledger(dicom_staging.staged_of_item, item.id)
             if rows:
                 await anyio.to_thread.run_sync(release, _staging_root(state.options), _key(item))
-                await ctx.journal.runner.run(dicom_staging.forget_staged, item.id)
+                await ctx.journal.runner.with_ledger(dicom_staging.forget_staged, item.id)

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import ParamSpec, TypeVar
 
 import anyio
 
@@ -35,7 +35,7 @@ from gcbulk.engine.gc.errors import (
 )
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
 from gcbulk.engine.gc.uploads_api import UPLOAD_COMPLETED, UploadRef, parse_server_time
-from gcbulk.engine.plan.parts import adjust_part_size
+from gcbulk.engine.plan.parts import adjust_part_size, multipart_checksum
 from gcbulk.engine.upload.claim_pacing import uploads_under_way
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
@@ -48,10 +48,12 @@ from gcbulk.engine.upload.s3_parts import (
 )
 from gcbulk.engine.upload.server_limits import UnitPool
 from gcbulk.state.dicom_staging import fit_upload
+from gcbulk.state.ledger import composite_checksum
 from gcbulk.state.records import FileWork, UploadRow
+from gcbulk.state.steps import Step, step
 
-if TYPE_CHECKING:
-    from gcbulk.engine.service.journal import Step
+P = ParamSpec("P")
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ class FileUpload:
         *,
         staged_copy: bool = False,
         upload_known: bool = False,
-        with_completion: Sequence[Step] = (),
+        with_completion: Sequence[Step[bool]] = (),
     ) -> None:
         self.ctx = ctx
         self.file = file
@@ -112,8 +114,8 @@ class FileUpload:
         self._with_completion = with_completion
         self.completion_recorded = False
 
-    async def _record(self, transition: str, *args: object, **fields: object) -> object:
-        return await self.ctx.journal.record(transition, *args, case=self.case_title, **fields)
+    async def _record(self, transition: Callable[P, T], *args: P.args, **fields: P.kwargs) -> T:
+        return await self.ctx.journal.record(step(transition, *args, **fields), case=self.case_title)
 
     async def run(self) -> UploadRow:
         with item_budget(
@@ -139,7 +141,7 @@ class FileUpload:
                     except MultipartUploadVanished as gone:
                         upload = await self._live_upload()
                         if upload is not None:
-                            await self._record("upload_expired", upload.id, reason=str(gone))
+                            await self._record(self.ctx.journal.ledger.upload_expired, upload.id, reason=str(gone))
                             if upload.id in self._created_here:  # gone from the server's count too
                                 await self.ctx.upload_gate.release(1)
                         log.info("%s: upload vanished (%s); starting a new one", self.file.relative_path, gone)
@@ -148,7 +150,7 @@ class FileUpload:
                 )
 
     async def _live_upload(self) -> UploadRow | None:
-        uploads = await self.ctx.journal.read("uploads_of_file", self.file.id)
+        uploads = await self.ctx.journal.read(self.ctx.journal.ledger.uploads_of_file, self.file.id)
         live = [u for u in uploads if u.state in ("creating", "initialized", "completed")]
         return live[-1] if live else None
 
@@ -161,7 +163,9 @@ class FileUpload:
             # The create's answer was never recorded: if it reached the server, that upload is an empty orphan the
             # sweep removes. A new one replaces it (uploads carry no key of ours to look it up by).
             await self._record(
-                "upload_abandoned", upload.id, reason="the create was not confirmed before the run stopped"
+                self.ctx.journal.ledger.upload_abandoned,
+                upload.id,
+                reason="the create was not confirmed before the run stopped",
             )
             upload = None
         if upload is None:
@@ -190,14 +194,14 @@ class FileUpload:
                 reason = f"the server shows it as {current.get('status')!r}"
         # Not released from the live-upload gate: the start-of-run count of the server's uploads already left out a
         # swept one, and one too old to use still counts against the cap until the sweep takes it.
-        await self._record("upload_expired", upload.id, reason=reason)
+        await self._record(self.ctx.journal.ledger.upload_expired, upload.id, reason=reason)
         return False
 
     async def _intent(self, part_size: int) -> int:
         """Records the intent to create an upload (its ledger id); a staged copy's row is fitted to the copy."""
-        upload_id = await self._record("upload_creating", self.file.id, part_size=part_size)
+        upload_id = await self._record(self.ctx.journal.ledger.upload_creating, self.file.id, part_size=part_size)
         if self.staged_copy:
-            await self.ctx.journal.runner.run(fit_upload, upload_id, self.file.size)
+            await self.ctx.journal.runner.with_ledger(fit_upload, upload_id, self.file.size)
         return upload_id
 
     async def _create(self) -> UploadRow:
@@ -222,7 +226,7 @@ class FileUpload:
             # The lost create may have made an upload: its intent ends with the pk unknown (the orphan sweep looks for
             # it on the server and aborts it), it keeps its unit of the cap, and the resend gets an intent of its own.
             await self._record(
-                "upload_abandoned",
+                ctx.journal.ledger.upload_abandoned,
                 intent[0],
                 reason="the create's answer was lost; an empty upload it made is aborted later",
             )
@@ -241,15 +245,17 @@ class FileUpload:
         crash_point("after-create-upload")
         upload_id = intent[0]
         self._created_here.add(upload_id)
+        ledger = self.ctx.journal.ledger
         upload = await self.ctx.journal.record_then_read(
-            "upload_initialized",
-            (upload_id,),
-            "upload",
-            upload_id,
+            step(
+                ledger.upload_initialized,
+                upload_id,
+                pk=created["pk"],
+                s3_upload_id=created["s3_upload_id"],
+                created_at=created.get("created"),
+            ),
+            step(ledger.upload, upload_id),
             case=self.case_title,
-            pk=created["pk"],
-            s3_upload_id=created["s3_upload_id"],
-            created_at=created.get("created"),
         )
         crash_point("after-upload-recorded")
         return upload
@@ -272,7 +278,10 @@ class FileUpload:
             held = on_server.get(number)
             if held is None or int(held.get("Size", -1)) != part.size or held.get("ETag") != part.etag:
                 await self._record(
-                    "part_invalidated", upload.id, number, reason="list-parts does not show this part as sent"
+                    self.ctx.journal.ledger.part_invalidated,
+                    upload.id,
+                    number,
+                    reason="list-parts does not show this part as sent",
                 )
         for number, held in on_server.items():
             spec = specs.get(number)
@@ -283,8 +292,10 @@ class FileUpload:
             data, md5 = await anyio.to_thread.run_sync(read_part, self.file.path, spec)
             del data
             if held.get("ETag", "").strip('"').lower() == md5:
-                await self._record("part_sent", upload.id, number, size=spec.size, etag=held["ETag"], md5=md5)
-        return await self.ctx.journal.read("upload", upload.id)
+                await self._record(
+                    self.ctx.journal.ledger.part_sent, upload.id, number, size=spec.size, etag=held["ETag"], md5=md5
+                )
+        return await self.ctx.journal.read(self.ctx.journal.ledger.upload, upload.id)
 
     async def _send_missing_parts(self, upload: UploadRow) -> None:
         ctx = self.ctx
@@ -329,14 +340,17 @@ class FileUpload:
             )
             del data
             crash_point("after-part-put")
-            await self._record("part_sent", upload_id, spec.number, size=spec.size, etag=etag, md5=md5)
+            await self._record(
+                self.ctx.journal.ledger.part_sent, upload_id, spec.number, size=spec.size, etag=etag, md5=md5
+            )
             crash_point("after-part-recorded")
         finally:
             ctx.parts_limiter.release_on_behalf_of(borrower)
 
     async def _complete(self, upload: UploadRow) -> UploadRow:
-        upload = await self.ctx.journal.read("upload", upload.id)
+        upload = await self.ctx.journal.read(self.ctx.journal.ledger.upload, upload.id)
         check_unchanged(self.file)  # a file rewritten while its parts were sent must not be completed
+        await self._check_bytes_sent(upload)
         crash_point("before-complete")
         parts = [{"PartNumber": number, "ETag": part.etag} for number, part in sorted(upload.parts.items())]
         await self.ctx.client.complete_multipart_upload(UploadRef(upload.pk, upload.s3_upload_id), parts)
@@ -345,9 +359,33 @@ class FileUpload:
         crash_point("after-upload-completed")
         return upload
 
+    async def _check_bytes_sent(self, upload: UploadRow) -> None:
+        """The bytes sent must be the bytes planned, and so checked (``engine/plan/content.py``): not the size and mtime
+        alone, which a copy or an editor can restore. The parts' MD5s, each taken as its part was read for sending,
+        make the file's multipart checksum, compared with the one the plan recorded at the same part size."""
+        planned, planned_part = self.file.checksum, self.file.checksum_part_size
+        if self.staged_copy or planned is None or planned_part is None:
+            return  # a staged DICOM copy is checked against its own SHA-256; an older plan recorded no checksum
+        md5s = [part.md5 for _, part in sorted(upload.parts.items())]
+        if planned_part == upload.part_size and all(md5s):
+            sent = composite_checksum([md5 for md5 in md5s if md5])
+        else:
+            # engine.part_size changed since the plan (or a part came back from list-parts without its MD5): the
+            # parts' MD5s do not compose into the plan's checksum, so the file is read once more at the plan's size.
+            sent = await anyio.to_thread.run_sync(multipart_checksum, self.file.path, planned_part)
+        if sent != planned:
+            raise SourceFileChanged(
+                f"{self.file.path}: its bytes are not the bytes planned (checksum {sent}, planned {planned}), though "
+                "its size and mtime are; the file changed since it was planned — run 'gcbulk plan' again"
+            )
+
     async def _record_completed(self, upload: UploadRow) -> UploadRow:
+        ledger = self.ctx.journal.ledger
         completed = await self.ctx.journal.record_then_read(
-            "upload_completed", (upload.id,), "upload", upload.id, case=self.case_title, also=self._with_completion
+            step(ledger.upload_completed, upload.id),
+            step(ledger.upload, upload.id),
+            case=self.case_title,
+            also=self._with_completion,
         )
         self.completion_recorded = True
         return completed
@@ -362,4 +400,4 @@ class FileUpload:
         except (ApiError, MultipartUploadVanished) as error:
             log.info("abort of upload %s failed (%s); the server sweeps it after 24 h", upload.pk, error)
         # An aborted upload still exists (status Aborted) and counts against the cap until the sweep: no release.
-        await self._record("upload_aborted", upload.id, reason=reason)
+        await self._record(self.ctx.journal.ledger.upload_aborted, upload.id, reason=reason)

@@ -2,7 +2,8 @@
 
 Each image value is followed by its own upload session and by the display set (docs/gc-api.md §10): a session that ends
 Failed fails its value with the server's message, a value in place is done, and the wait has a deadline and says
-what it waits for. Mixed into ``CaseUpload``, whose state (``ctx``, ``case``, ``import_units``) it uses.
+what it waits for. One ``ImportWait`` per ``CaseUpload``: it holds its own state (when each staggered image was
+PATCHed, which imports the pacer heard of) and reads the case's through the properties below.
 """
 
 from __future__ import annotations
@@ -10,22 +11,31 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import anyio
 
 from gcbulk.engine.gc.errors import Interrupted
+from gcbulk.engine.upload.case_in_flight import CaseInFlight
 from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.dicom_image_set import is_image_set, refused_reason, timeout_reason
 from gcbulk.engine.upload.import_deadline import import_deadline
 from gcbulk.engine.upload.imports import (
     SESSION_ENDED_BADLY,
+    any_upload_gone,
     failed_session_message,
     present_sockets,
 )
 from gcbulk.engine.upload.server_limits import VOICE_SECONDS, wait_log
-from gcbulk.engine.upload.targeted_sessions import any_upload_gone
 from gcbulk.engine.upload.values_patch import FILE, IMAGE, PlannedValue
-from gcbulk.state.records import ItemWork
+from gcbulk.state.records import CaseWork, ItemWork
+
+if TYPE_CHECKING:
+    from gcbulk.engine.upload.context import TransferContext
+    from gcbulk.engine.upload.imports import UploadSessionIndex
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +64,50 @@ class WaitVoice:
 
 
 class ImportWait:
-    """The import wait of one case; needs ``ctx``, ``case``, ``sessions``, ``import_units``,
-    ``image_sets_consumed_at``, ``_record``, ``_mark_importing`` and ``_finish`` from ``CaseUpload``."""
+    """The import wait of one case (``CaseInFlight``: the ``CaseUpload`` it reads its case, context and import units from)."""
 
-    async def _await_imports(self, pk: str, kinds: dict[str, str]) -> bool:
+    def __init__(self, upload: CaseInFlight) -> None:
+        self._upload = upload
+        # Staggered image values: when each was PATCHed (the pacer's import time counts from there), and which the
+        # pacer has heard of already (each import is told once).
+        self._patched_at: dict[str, float] = {}
+        self._pacer_told: set[str] = set()
+        # item id → when its DICOM Image Set's uploads were first seen gone: the import ended (see _image_set_refused)
+        self.image_sets_consumed_at: dict[int, float] = {}
+
+    # What it uses of its case (``CaseInFlight``), named here.
+    @property
+    def ctx(self) -> TransferContext:
+        return self._upload.ctx
+
+    @property
+    def case(self) -> CaseWork:
+        return self._upload.case
+
+    @property
+    def sessions(self) -> UploadSessionIndex:
+        return self._upload.sessions
+
+    @property
+    def session_of(self) -> dict[str, str]:
+        return self._upload.session_of
+
+    @property
+    def import_units(self) -> int:
+        return self._upload.import_units
+
+    @import_units.setter
+    def import_units(self, units: int) -> None:
+        self._upload.import_units = units
+
+    async def _record(self, transition: Callable[P, T], *args: P.args, **fields: P.kwargs) -> T:
+        return await self._upload.record(transition, *args, **fields)
+
+    async def wait(self, pk: str, kinds: dict[str, str], *, values_sent_at: float | None) -> None:
+        """Polls display set ``pk`` until every attached value is imported or failed, the deadline passed, or the run
+        stops (``Interrupted``). ``values_sent_at``: when this run PATCHed the values (its first poll waits for them);
+        None for a resumed case (it polls at once)."""
         ctx = self.ctx
-        await self._mark_importing()
         waiting = [i for i in self.case.items if i.state == "attached"]
         images_waiting = sum(1 for i in waiting if kinds[i.socket_slug] == IMAGE)
         # Resumed with imports in flight from an earlier run. A case already holding the whole limit (imports_in_flight
@@ -86,7 +134,7 @@ class ImportWait:
         polls = 0
         # Values this run has just sent cannot be imported yet: the first poll waits as a poll after a miss would
         # (a GET at once was a web worker's time spent on every case for nothing). A resumed case polls at once.
-        sent_at = vars(self).get("_values_sent_at")
+        sent_at = values_sent_at
         if waiting and sent_at is not None:
             crash_point("during-import-poll")
             await self._pause(max(0.0, sent_at + delay - time.monotonic()), voice)
@@ -99,7 +147,7 @@ class ImportWait:
             for item in waiting:
                 if item.socket_slug in present:
                     self._imported(item, kinds, started)
-                    await self._record("item_done", item.id)
+                    await self._record(self.ctx.journal.ledger.item_done, item.id)
                     await self._item_finished(item, kinds, consumed=True)
                 else:
                     still.append(item)
@@ -121,7 +169,7 @@ class ImportWait:
                     )
                     if await is_image_set(ctx, item.socket_slug, kinds[item.socket_slug]):
                         reason = timeout_reason(item, ctx, timeout)
-                    await self._record("item_failed", item.id, reason=reason)
+                    await self._record(self.ctx.journal.ledger.item_failed, item.id, reason=reason)
                     await self._item_finished(item, kinds, consumed=False)
                 break
             if ctx.stopping.is_set():
@@ -130,7 +178,6 @@ class ImportWait:
             await self._pause(delay, voice)  # a stop ends the wait at once: the next pass resumes the polling
             delay = self._next_poll_delay(delay)
             polls += 1
-        return await self._finish()
 
     async def _pause(self, seconds: float, voice: WaitVoice) -> None:
         """Waits ``seconds`` between two polls, or until the run stops; a pause longer than ``VOICE_SECONDS`` speaks
@@ -175,13 +222,11 @@ class ImportWait:
     def _imported(self, item: ItemWork, kinds: dict[str, str], started: float) -> None:
         """Tells the import pacer how long this image took, from its own PATCH (staggered values are PATCHed one by
         one) or, for a value PATCHed before this wait began, from the wait's start."""
-        # Per case, kept on the instance: when each staggered value was PATCHed, and which the pacer heard of.
-        told: set[str] = vars(self).setdefault("_pacer_told", set())
-        if kinds[item.socket_slug] != IMAGE or item.socket_slug in told:
+        if kinds[item.socket_slug] != IMAGE or item.socket_slug in self._pacer_told:
             return
-        patched = vars(self).get("_patched_at", {}).get(item.socket_slug, started)
+        patched = self._patched_at.get(item.socket_slug, started)
         self.ctx.import_pacer.imported(time.monotonic() - patched)
-        told.add(item.socket_slug)
+        self._pacer_told.add(item.socket_slug)
 
     def between_images(self, pk: str, kinds: dict[str, str]) -> Callable[[PlannedValue], Awaitable[None]] | None:
         """For ``send_values``: waits until the value just PATCHed is in place (engine.stagger_image_values)."""
@@ -240,17 +285,19 @@ class ImportWait:
             if kinds[item.socket_slug] == IMAGE and await is_image_set(self.ctx, item.socket_slug):
                 message = await self._image_set_refused(item)
             elif kinds[item.socket_slug] == IMAGE:
-                session_pk = await self.ctx.journal.read("item_upload_session", item.id)
+                session_pk = await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_session, item.id)
                 if session_pk:  # its own session: one GET, never a scan of the list (docs/gc-api.md §10)
                     message = await failed_session_message(self.ctx.client, session_pk)
                 else:  # attached directly (an older gcbulk, or a server that refused sessions)
-                    session = await self.sessions.find(await self.ctx.journal.read("item_upload_pks", item.id))
+                    session = await self.sessions.find(
+                        await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_pks, item.id)
+                    )
                     if session is not None and session.get("status") in SESSION_ENDED_BADLY:
                         message = session.get("error_message") or f"the import ended {session.get('status')}"
             if message is not None:
                 if not message.startswith(f"{item.socket_slug}: "):
                     message = f"{item.socket_slug}: {message}"
-                await self._record("item_failed", item.id, reason=message)
+                await self._record(self.ctx.journal.ledger.item_failed, item.id, reason=message)
                 await self._item_finished(item, kinds, consumed=False)
             else:
                 still.append(item)
@@ -263,7 +310,7 @@ class ImportWait:
         seen_gone = self.image_sets_consumed_at.get(item.id)
         now = time.monotonic()
         if seen_gone is None:
-            upload_pks = await self.ctx.journal.read("item_upload_pks", item.id)
+            upload_pks = await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_pks, item.id)
             if upload_pks and await any_upload_gone(self.ctx.client, tuple(upload_pks)):
                 self.image_sets_consumed_at[item.id] = now
             return None

@@ -23,8 +23,8 @@ import anyio
 
 from gcbulk.engine.gc.client import GrandChallengeClient, socket_slug_of
 from gcbulk.engine.gc.errors import ApiError, NotFound, UploadsSwept
-from gcbulk.engine.service.journal import Journal
 from gcbulk.engine.upload.crashpoints import crash_point
+from gcbulk.engine.upload.journal import Journal, step
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ async def session_for_item(
 ) -> ItemSession:
     """The Queued session for this item's uploads, created and recorded (before any PATCH names it) unless the one
     recorded earlier is still usable; or what became of the recorded one."""
-    recorded = await journal.read("item_upload_session", item_id)
+    recorded = await journal.read(journal.ledger.item_upload_session, item_id)
     if recorded:
         try:
             session = await client.get_upload_session(recorded)
@@ -140,7 +140,7 @@ async def session_for_item(
             raise UploadsSwept(item_id, f"{case_title}: its uploads are gone ({error})") from None
         raise
     crash_point("after-session-created")
-    await journal.record("item_session_recorded", item_id, str(session["pk"]), case=case_title)
+    await journal.record(step(journal.ledger.item_session_recorded, item_id, str(session["pk"])), case=case_title)
     return ItemSession(session=session)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from gcbulk.engine.service.journal import Journal
+from gcbulk.engine.upload.journal import Journal
 from gcbulk.state.workers import DEFAULT_LEASE_SECONDS
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,9 @@ class CaseLeases:
         self._cursor = 0
 
     async def start(self) -> None:
-        await self.journal.runner.call("register_worker", self.worker_id, host=socket.gethostname(), pid=os.getpid())
+        await self.journal.runner.run(
+            self.journal.ledger.register_worker, self.worker_id, host=socket.gethostname(), pid=os.getpid()
+        )
         self.journal.note("worker_started", worker=self.worker_id, lease_seconds=self.lease_seconds)
 
     async def next_case(self, stopping: anyio.Event) -> int | None:
@@ -76,8 +78,8 @@ class CaseLeases:
         waiting_since: float | None = None
         last_voice = 0.0
         while not stopping.is_set():
-            claim = await self.journal.runner.call(
-                "claim_case",
+            claim = await self.journal.runner.run(
+                self.journal.ledger.claim_case,
                 self.worker_id,
                 lease_seconds=self.lease_seconds,
                 after_id=self._cursor,
@@ -97,7 +99,7 @@ class CaseLeases:
                     )
                 self.running[claim.case_id] = anyio.CancelScope()
                 return claim.case_id
-            elsewhere = await self.journal.read("runnable_leased_elsewhere", self.worker_id)
+            elsewhere = await self.journal.read(self.journal.ledger.runnable_leased_elsewhere, self.worker_id)
             if not elsewhere.cases:
                 return None
             now = time.monotonic()
@@ -126,13 +128,17 @@ class CaseLeases:
         self.running.pop(case_id, None)
         if ended and case_id not in self.lost:
             with anyio.CancelScope(shield=True):
-                await self.journal.runner.call("release_case", self.worker_id, case_id)
+                await self.journal.runner.run(self.journal.ledger.release_case, self.worker_id, case_id)
 
     async def beat(self) -> list[int]:
         """One heartbeat: renew the leases, publish this worker's limits and counters, cancel what was lost."""
         published = await self._on_heartbeat() if self._on_heartbeat is not None else {}
-        lost = await self.journal.runner.call(
-            "heartbeat", self.worker_id, lease_seconds=self.lease_seconds, running=list(self.running), **published
+        lost = await self.journal.runner.run(
+            self.journal.ledger.heartbeat,
+            self.worker_id,
+            lease_seconds=self.lease_seconds,
+            running=list(self.running),
+            **published,
         )
         for case_id in lost:
             if case_id in self.running and case_id not in self.lost:
@@ -159,5 +165,5 @@ class CaseLeases:
 
     async def stop(self) -> None:
         with anyio.CancelScope(shield=True):
-            await self.journal.runner.call("worker_stopped", self.worker_id)
+            await self.journal.runner.run(self.journal.ledger.worker_stopped, self.worker_id)
         self.journal.note("worker_stopped", worker=self.worker_id, taken_over=self.taken_over)

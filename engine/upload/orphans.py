@@ -22,7 +22,7 @@ from typing import Any
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import MultipartUploadVanished, UploadNoLongerOpen
 from gcbulk.engine.gc.uploads_api import UPLOAD_INITIALIZED, UploadRef, parse_server_time
-from gcbulk.engine.service.journal import Journal
+from gcbulk.engine.upload.journal import Journal, step
 
 log = logging.getLogger(__name__)
 # Covers the create's own timeout and clock skew between this machine and the server (their clocks are not compared
@@ -64,7 +64,7 @@ async def abort_orphan_uploads(
     worker's final sweep, or ``gcbulk verify``, has no one to wait for)."""
     sweep = OrphanSweep()
     since = (now() - SWEPT_AFTER).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    lost = await journal.read("unconfirmed_upload_creates", since=since, skip_cases=other_workers or ())
+    lost = await journal.read(journal.ledger.unconfirmed_upload_creates, since=since, skip_cases=other_workers or ())
     if not lost:
         return sweep
     sweep.looked_for = len(lost)
@@ -73,7 +73,7 @@ async def abort_orphan_uploads(
         "(one listing of at most the server's 2000)",
         len(lost),
     )
-    known = await journal.read("known_upload_pks")
+    known = await journal.read(journal.ledger.known_upload_pks)
     candidates: dict[str, list[tuple[datetime, dict[str, Any]]]] = {}
     seen: set[str] = set()
     async for upload in client.iterate_uploads():
@@ -90,7 +90,9 @@ async def abort_orphan_uploads(
     busy = (
         {
             create.filename
-            for create in await journal.read("unconfirmed_upload_creates", since=since, only_cases=other_workers)
+            for create in await journal.read(
+                journal.ledger.unconfirmed_upload_creates, since=since, only_cases=other_workers
+            )
         }
         if other_workers
         else set()
@@ -112,7 +114,7 @@ async def abort_orphan_uploads(
             )
             for _, created, upload in near:
                 # Known by now (a worker recorded its answer after the listing): not an orphan.
-                if await journal.read("upload_pk_known", str(upload.get("pk"))):
+                if await journal.read(journal.ledger.upload_pk_known, str(upload.get("pk"))):
                     continue
                 if await _still_empty(client, upload):
                     match = upload
@@ -121,11 +123,13 @@ async def abort_orphan_uploads(
         if match is None:
             sweep.not_found += 1
             await journal.record(
-                "orphan_upload_resolved",
-                create.upload_id,
-                pk=None,
-                s3_upload_id=None,
-                reason="the create never reached the server (no matching upload there)",
+                step(
+                    journal.ledger.orphan_upload_resolved,
+                    create.upload_id,
+                    pk=None,
+                    s3_upload_id=None,
+                    reason="the create never reached the server (no matching upload there)",
+                )
             )
             continue
         try:
@@ -135,11 +139,13 @@ async def abort_orphan_uploads(
         sweep.aborted.append(str(match["pk"]))
         log.info("aborted upload %s (%s): the create of this job whose answer was lost", match["pk"], create.filename)
         await journal.record(
-            "orphan_upload_resolved",
-            create.upload_id,
-            pk=str(match["pk"]),
-            s3_upload_id=str(match.get("s3_upload_id") or ""),
-            reason="orphan: its create's answer was lost; found on the server and aborted",
+            step(
+                journal.ledger.orphan_upload_resolved,
+                create.upload_id,
+                pk=str(match["pk"]),
+                s3_upload_id=str(match.get("s3_upload_id") or ""),
+                reason="orphan: its create's answer was lost; found on the server and aborted",
+            )
         )
     journal.note("orphan_uploads", **sweep.as_dict())
     return sweep

@@ -17,7 +17,8 @@ from natsort import natsort_keygen
 
 from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title, socket_slug_of
 from gcbulk.engine.gc.errors import NotFound
-from gcbulk.engine.service.journal import Journal
+from gcbulk.engine.upload.journal import Journal, step
+from gcbulk.engine.upload.outcome import CaseResult
 from gcbulk.state.server_truth import RecordedCase
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,8 @@ class Reconciliation:
     """What a comparison found: cases checked, and the titles re-queued with the reason."""
 
     checked: int = 0
-    display_sets_gone: list[tuple[str, str]] = field(default_factory=list)
-    values_gone: list[tuple[str, str]] = field(default_factory=list)
+    display_sets_gone: list[CaseResult] = field(default_factory=list)
+    values_gone: list[CaseResult] = field(default_factory=list)
 
     @property
     def requeued(self) -> int:
@@ -90,7 +91,7 @@ async def reconcile_with_server(
     A difference is confirmed by a GET of that display set before anything is re-queued: a listing can skip a row
     (paging while others add display sets) and may be older than the last import."""
     found = Reconciliation()
-    async for case in journal.runner.pages("recorded_cases"):
+    async for case in journal.runner.pages(journal.ledger.recorded_cases):
         if case.case_id in skip_cases:  # another worker holds it now: its own steps look at the server
             continue
         found.checked += 1
@@ -103,9 +104,10 @@ async def reconcile_with_server(
                 "it); a new one will be created and its values sent again"
             )
             if await journal.record(
-                "case_lost_on_server", case.case_id, display_set_gone=True, reason=reason, case=case.title
+                step(journal.ledger.case_lost_on_server, case.case_id, display_set_gone=True, reason=reason),
+                case=case.title,
             ):
-                found.display_sets_gone.append((case.title, reason))
+                found.display_sets_gone.append(CaseResult(case.title, reason))
                 log.warning("%s: %s; re-queued", case.title, reason)
             continue
         missing = _missing(case, on_server)
@@ -113,14 +115,16 @@ async def reconcile_with_server(
             continue
         reason = f"display set {case.display_set_pk} no longer has a value for {', '.join(missing)}; sending it again"
         if await journal.record(
-            "case_lost_on_server",
-            case.case_id,
-            display_set_gone=False,
-            item_ids=[case.expected_values[slug] for slug in missing],
-            reason=reason,
+            step(
+                journal.ledger.case_lost_on_server,
+                case.case_id,
+                display_set_gone=False,
+                item_ids=[case.expected_values[slug] for slug in missing],
+                reason=reason,
+            ),
             case=case.title,
         ):
-            found.values_gone.append((case.title, reason))
+            found.values_gone.append(CaseResult(case.title, reason))
             log.warning("%s: %s; re-queued", case.title, reason)
     if found.checked:  # a clean comparison is a result too: the migration report shows the last one
         journal.note("reconciled", **found.as_dict())
@@ -156,14 +160,16 @@ async def assign_create_orders(journal: Journal, study: StudySnapshot) -> int:
     """Fix the ``order`` of every display set not yet created: natural title order (case2 before case10), above both
     the study's highest order and any this job already fixed, so folder order holds and no two share an order
     (concurrent creates without one get duplicates on the real server, docs/gc-api.md §10)."""
-    unordered = await journal.read("display_sets_without_order")
+    unordered = await journal.read(journal.ledger.display_sets_without_order)
     if not unordered:
         return 0
-    base = max(study.highest_order, await journal.read("highest_create_order"))
+    base = max(study.highest_order, await journal.read(journal.ledger.highest_create_order))
     base -= base % ORDER_STEP  # the next multiple of ten above the highest, as the server would choose
     ranked = sorted(unordered, key=lambda row: (_natural(row[1]), row[0]))
     orders = {case_id: base + ORDER_STEP * rank for rank, (case_id, _) in enumerate(ranked, start=1)}
-    assigned = await journal.runner.call("display_set_orders_assigned", orders)  # one event, not one per case
+    assigned = await journal.runner.run(
+        journal.ledger.display_set_orders_assigned, orders
+    )  # one event, not one per case
     if assigned:
         journal.note(
             "display_set_orders_assigned", count=assigned, lowest=min(orders.values()), highest=max(orders.values())
@@ -172,7 +178,7 @@ async def assign_create_orders(journal: Journal, study: StudySnapshot) -> int:
 
 
 @dataclass
-class Verification:
+class VerifyResult:
     """``gcbulk verify``: the ledger against the server, and this job's orphan uploads."""
 
     reconciliation: Reconciliation
@@ -199,13 +205,13 @@ class Verification:
 VERIFY_WORKER = "gcbulk-verify"
 
 
-async def verify(client: GrandChallengeClient, journal: Journal, reader_study_slug: str) -> Verification:
+async def verify(client: GrandChallengeClient, journal: Journal, reader_study_slug: str) -> VerifyResult:
     """One listing of the study, compared with the ledger (what is gone is re-queued for the next run), then the
     lost upload creates looked for and aborted (``engine/upload/orphans.py``). Cases that running workers hold
     (several workers on a PostgreSQL ledger) are theirs: left alone here."""
     from gcbulk.engine.upload.orphans import abort_orphan_uploads  # orphans imports nothing of this module
 
-    held = await journal.read("cases_leased_elsewhere", VERIFY_WORKER)
+    held = await journal.read(journal.ledger.cases_leased_elsewhere, VERIFY_WORKER)
     found = await reconcile_with_server(client, journal, await read_study(client, reader_study_slug), skip_cases=held)
     sweep = await abort_orphan_uploads(client, journal, other_workers=held)
-    return Verification(found, sweep.looked_for, len(sweep.aborted))
+    return VerifyResult(found, sweep.looked_for, len(sweep.aborted))

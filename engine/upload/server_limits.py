@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 
@@ -31,6 +32,25 @@ class GateWaitTimeout(GcbulkError):
 
 # A wait longer than this says at INFO what it waits for, and re-reads the server's count where it holds the truth.
 VOICE_SECONDS = 10.0
+
+
+class UnitGate(Protocol):
+    """What the upload path uses of a gate of units: ``CountingGate`` in one process, ``SharedGate``
+    (``engine/upload/shared_limits.py``) when the job's workers share the server's limits."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def ceiling(self) -> int: ...
+    @property
+    def held(self) -> int: ...
+    @property
+    def waiting(self) -> int: ...
+    async def acquire(self, units: int = 1, *, who: str = "") -> int: ...
+    async def release(self, units: int = 1) -> None: ...
+    def release_nowait(self, units: int = 1) -> None: ...
+    def set_ceiling(self, ceiling: int) -> None: ...
+    def stop(self) -> None: ...
 
 
 class CountingGate:
@@ -161,7 +181,7 @@ class ImportPacer:
 
     KEY = "image import"
 
-    def __init__(self, gate: CountingGate, policy: AimdPolicy) -> None:
+    def __init__(self, gate: UnitGate, policy: AimdPolicy) -> None:
         self.gate = gate
         self.policy = policy
         self.state = policy.start()

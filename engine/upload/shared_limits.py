@@ -24,7 +24,7 @@ import anyio
 
 from gcbulk.engine.gc.errors import Interrupted
 from gcbulk.engine.gc.pacer import AdaptiveLimiter, PacerState
-from gcbulk.engine.service.journal import Journal
+from gcbulk.engine.upload.journal import Journal
 from gcbulk.engine.upload.server_limits import VOICE_SECONDS, CountingGate, GateWaitTimeout, ImportPacer
 
 wait_log = logging.getLogger("gcbulk.waits")
@@ -129,8 +129,8 @@ class SharedGate:
     async def _record(self, target: int) -> bool:
         if target == self._recorded:
             return True
-        if await self.journal.runner.call(
-            "reserve_units",
+        if await self.journal.runner.run(
+            self.journal.ledger.reserve_units,
             self.worker_id,
             self.name,
             held=target,
@@ -144,14 +144,20 @@ class SharedGate:
     async def set_external(self, server_count: int) -> int:
         """The server's own count (docs/gc-api.md §1: the cap counts every upload of the account): what no live worker
         holds is counted against the ceiling too."""
-        return await self.journal.runner.call(
-            "set_external_units", self.worker_id, self.name, server_count=server_count, lease_seconds=self.lease_seconds
+        return await self.journal.runner.run(
+            self.journal.ledger.set_external_units,
+            self.worker_id,
+            self.name,
+            server_count=server_count,
+            lease_seconds=self.lease_seconds,
         )
 
     async def _voice(self, who: str, units: int, waited: float) -> None:
         if self._recount is not None:
             await self.set_external(await self._recount())
-        units_by_worker = await self.journal.read("shared_units", self.name, lease_seconds=self.lease_seconds)
+        units_by_worker = await self.journal.read(
+            self.journal.ledger.shared_units, self.name, lease_seconds=self.lease_seconds
+        )
         wait_log.info(
             "%s waits %.0f s so far for %d of %s, shared by this job's workers (limit %d; held: %s)",
             who or "a case",

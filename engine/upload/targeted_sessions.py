@@ -26,6 +26,7 @@ from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.imports import UploadSessionIndex, any_upload_gone, present_sockets
 from gcbulk.engine.upload.server_limits import VOICE_SECONDS, wait_log
 from gcbulk.engine.upload.values_patch import IMAGE, PlannedValue, send_values
+from gcbulk.state.steps import step
 
 log = logging.getLogger(__name__)
 # After a lost answer whose session consumed the uploads: how long its image may take to show in the display set.
@@ -89,7 +90,7 @@ async def post_targeted(
         return None
     pk = str(session["pk"])
     crash_point("after-session-created")  # a resume finds it by its uploads: it left Queued, so it was taken
-    await ctx.journal.record("item_session_recorded", item_id, pk, case=case_title)
+    await ctx.journal.record(step(ctx.journal.ledger.item_session_recorded, item_id, pk), case=case_title)
     return pk
 
 

@@ -30,25 +30,27 @@ from gcbulk.engine.gc.errors import (
 from gcbulk.engine.gc.pacer import case_rank, request_rank
 from gcbulk.engine.gc.retry import backoffs_end_on
 from gcbulk.engine.ledger_location import default_worker_id
-from gcbulk.engine.service.journal import Journal
-from gcbulk.engine.service.progress import (
+from gcbulk.engine.upload.case_upload import CaseUpload, DisplaySetIndex
+from gcbulk.engine.upload.claim_pacing import CLAIM_AHEAD, ClaimPacer
+from gcbulk.engine.upload.context import TransferContext
+from gcbulk.engine.upload.dicom_image_set import release_staging_left_behind
+from gcbulk.engine.upload.imports import UploadSessionIndex
+from gcbulk.engine.upload.journal import Journal
+from gcbulk.engine.upload.leases import CaseLeases
+from gcbulk.engine.upload.orphans import abort_orphan_uploads
+from gcbulk.engine.upload.outcome import CaseResult
+from gcbulk.engine.upload.progress import (
     StatsSnapshot,
     TransferStats,
     format_progress_line,
 )
-from gcbulk.engine.upload.case_upload import CaseUpload, DisplaySetIndex
-from gcbulk.engine.upload.claim_pacing import CLAIM_AHEAD, ClaimPacer
-from gcbulk.engine.upload.context import TransferContext
-from gcbulk.engine.upload.imports import UploadSessionIndex
-from gcbulk.engine.upload.leases import CaseLeases
-from gcbulk.engine.upload.orphans import abort_orphan_uploads
 from gcbulk.engine.upload.reconcile import (
     StudySnapshot,
     assign_create_orders,
     read_study,
     reconcile_with_server,
 )
-from gcbulk.engine.upload.server_limits import VOICE_SECONDS, CountingGate
+from gcbulk.engine.upload.server_limits import VOICE_SECONDS, CountingGate, UnitGate
 from gcbulk.engine.upload.shared_limits import SharedGate, share_latency_floors
 from gcbulk.engine.upload.transfer_settings import TransferSettings
 
@@ -60,11 +62,11 @@ progress_log = logging.getLogger("gcbulk.progress")
 @dataclass
 class RunOutcome:
     done: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (case title, reason)
+    failed: list[CaseResult] = field(default_factory=list)  # each with the reason the ledger holds
     interrupted: bool = False
     stats: StatsSnapshot | None = None
-    # (case title, reason): cases the server no longer had (display set or values gone), sent again
-    requeued: list[tuple[str, str]] = field(default_factory=list)
+    # Cases the server no longer had (display set or values gone), sent again.
+    requeued: list[CaseResult] = field(default_factory=list)
     orphans_aborted: int = 0
 
 
@@ -115,7 +117,7 @@ class TransferEngine:
         """Adds what the runnable cases hold to the pass's totals: after the first look at the server (so the cases
         it re-queued count), and again after the last look re-queues more (only those are runnable then). Totals
         thus cover every case the pass works on, and "done" never exceeds them."""
-        totals = await self.journal.read("transfer_totals")
+        totals = await self.journal.read(self.journal.ledger.transfer_totals)
         self.stats.cases_total += totals["cases"]
         self.stats.files_total += totals["files"]
         self.stats.bytes_total += totals["bytes"]
@@ -126,7 +128,7 @@ class TransferEngine:
         # docs/gc-api.md §1: the cap counts every upload the user has, including other tools' and this job's orphans.
         on_server = await self.client.count_uploads()
         shared = self._shared
-        upload_gate: CountingGate | SharedGate = CountingGate(
+        local_uploads = CountingGate(
             self.config.live_upload_ceiling,
             held=0 if shared else on_server,
             name="live uploads",
@@ -134,14 +136,16 @@ class TransferEngine:
             recount=None if shared else self.client.count_uploads,
             wait_timeout=self.config.limit_wait_timeout_seconds,
         )
-        room = upload_gate  # cases waiting for room here are named by `status` and the progress line
+        room = local_uploads  # cases waiting for room here are named by `status` and the progress line
         self.stats.room_waits = lambda: (room.waiting, VOICE_SECONDS)
-        import_gate: CountingGate | SharedGate = CountingGate(
+        local_imports = CountingGate(
             self.config.imports_in_flight,
             name="imports in flight",
             why="each image value is one import on the server (docs/gc-api.md §2)",
             wait_timeout=self.config.limit_wait_timeout_seconds,
         )
+        upload_gate: UnitGate
+        import_gate: UnitGate
         if shared:  # the server's limits hold for the job's workers together
             across_workers = partial(
                 SharedGate,
@@ -150,20 +154,22 @@ class TransferEngine:
                 lease_seconds=self.leases.lease_seconds,
                 wait_timeout=self.config.limit_wait_timeout_seconds,
             )
-            upload_gate = across_workers(upload_gate, recount=self.client.count_uploads)
-            await upload_gate.set_external(on_server)
-            import_gate = across_workers(import_gate)
+            shared_uploads = across_workers(local_uploads, recount=self.client.count_uploads)
+            await shared_uploads.set_external(on_server)
+            upload_gate, import_gate = shared_uploads, across_workers(local_imports)
+        else:
+            upload_gate, import_gate = local_uploads, local_imports
         context = TransferContext(
             client=self.client,
             journal=self.journal,
             config=self.config,
             stats=self.stats,
             reader_study_slug=self.reader_study_slug,
-            upload_gate=upload_gate,  # type: ignore[arg-type]  # the same surface
-            import_gate=import_gate,  # type: ignore[arg-type]
+            upload_gate=upload_gate,
+            import_gate=import_gate,
         )
         if shared:  # a worker joining a job starts from what the others measured (latency floors, no slow start)
-            workers = await self.journal.read("workers_view", lease_seconds=self.leases.lease_seconds)
+            workers = await self.journal.read(self.journal.ledger.workers_view, lease_seconds=self.leases.lease_seconds)
             share_latency_floors(self.client.api_limiter, context.import_pacer, self.leases.worker_id, workers)
         self.stats.limits = lambda: (self.client.api_limiter.limit, context.import_pacer.limit)
         if self.stopping:
@@ -174,7 +180,7 @@ class TransferEngine:
         """Runs every runnable case; returns what happened. Raises on a stop-run error (e.g. a bad token)."""
         await self.client.reader_study_by_slug(self.reader_study_slug)  # a wrong slug stops here, clearly
         await self.client.require_editor(self.reader_study_slug, consequence="nothing was uploaded")
-        self._shared = await self.journal.read("shared_by_workers")
+        self._shared = await self.journal.read(self.journal.ledger.shared_by_workers)
         await self.leases.start()
         try:
             return await self._run_as_worker()
@@ -183,6 +189,7 @@ class TransferEngine:
 
     async def _run_as_worker(self) -> RunOutcome:
         ctx = self._context = await self._context_for_run()
+        await release_staging_left_behind(ctx)
         with backoffs_end_on(ctx.stopping):  # a stop does not wait out retries that only sleep
             return await self._run_cases_of_pass(ctx)
 
@@ -228,7 +235,7 @@ class TransferEngine:
         """Before and after the cases: re-queue what the server lost, abort this job's orphan uploads, and fix the
         ``order`` of the display sets still to create."""
         # Cases other live workers hold are theirs to settle: their steps look at the server themselves.
-        held = await self.journal.read("cases_leased_elsewhere", self.leases.worker_id)
+        held = await self.journal.read(self.journal.ledger.cases_leased_elsewhere, self.leases.worker_id)
         found = await reconcile_with_server(self.client, self.journal, study, skip_cases=held)
         outcome.requeued += found.display_sets_gone + found.values_gone
         try:
@@ -260,12 +267,14 @@ class TransferEngine:
             try:
                 # leases.scope: cancelled if another worker took the case over (a lost lease)
                 with pacer.case(), leases.scope(case_id):
-                    case = CaseUpload(ctx, await ctx.journal.read("case_work", case_id), sessions, display_sets)
+                    case = CaseUpload(
+                        ctx, await ctx.journal.read(ctx.journal.ledger.case_work, case_id), sessions, display_sets
+                    )
                     if await case.run():
                         outcome.done += 1
                     else:
-                        row = await ctx.journal.read("case_work", case_id)
-                        outcome.failed.append((row.title, row.last_error or "failed"))
+                        row = await ctx.journal.read(ctx.journal.ledger.case_work, case_id)
+                        outcome.failed.append(CaseResult(row.title, row.last_error or "failed"))
                     ended = True
             except Interrupted:
                 pass  # stopped on request: the case stays 'running' and resumes next time (here or elsewhere)
@@ -307,7 +316,7 @@ class TransferEngine:
         if self._shared:
             for gate in (ctx.upload_gate, ctx.import_gate):
                 await gate.sync()  # type: ignore[attr-defined]  # a SharedGate when shared
-            rows = await self.journal.read("workers_view", lease_seconds=self.leases.lease_seconds)
+            rows = await self.journal.read(self.journal.ledger.workers_view, lease_seconds=self.leases.lease_seconds)
             share_latency_floors(self.client.api_limiter, ctx.import_pacer, self.leases.worker_id, rows)
         return {
             "api_limit": self.client.api_limiter.limit,

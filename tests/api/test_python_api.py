@@ -79,6 +79,25 @@ def test_verify_finds_what_the_server_lost_and_the_next_run_sends_it(
     assert sorted(ds.title for ds in store.display_sets.values()) == ["patient1", "patient2", "patient3"]
 
 
+def test_plan_run_and_verify_hand_back_typed_results_that_name_each_case(
+    tutorial_job: Path, threaded_emulator: RunningEmulator
+) -> None:
+    job = gcbulk.Job(tutorial_job)
+    report = job.plan()
+    assert isinstance(report, gcbulk.PlanReport) and report.diff.cases == 3
+    job.run()
+    store = threaded_emulator.context.store
+    del store.display_sets[next(pk for pk, ds in store.display_sets.items() if ds.title == "patient2")]
+
+    found = job.verify()
+
+    assert isinstance(found, gcbulk.VerifyResult) and not found.consistent
+    (lost,) = found.reconciliation.display_sets_gone
+    assert isinstance(lost, gcbulk.CaseResult) and lost.title == "patient2" and "is gone from the server" in lost.reason
+    outcome = job.run()
+    assert isinstance(outcome, gcbulk.RunOutcome) and outcome.failed == [] and outcome.done == 1
+
+
 def test_running_a_job_again_sends_nothing_new(tutorial_job: Path, threaded_emulator: RunningEmulator) -> None:
     gcbulk.Job(tutorial_job).run()
     uploads = len(threaded_emulator.context.store.uploads)

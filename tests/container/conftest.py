@@ -1,12 +1,23 @@
-"""Fixtures of the container tests: job files, a clean GCBULK_* environment, and the compose file's gcbulk service."""
+"""Fixtures of the container tests: job files, a clean GCBULK_* environment, the compose file's gcbulk service, and
+follow mode run in-process beside a test with its JSON log in memory."""
 
 from __future__ import annotations
 
+import io
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import yaml
+
+from gcbulk.engine.service import logs
+from gcbulk.engine.service.follow import Follower
+from gcbulk.engine.service.job_service import JobService
 
 REPO = Path(__file__).parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -52,3 +63,51 @@ def compose() -> dict[str, Any]:
 def compose_environment(service: str) -> dict[str, str]:
     environment = compose()["services"][service]["environment"]
     return {str(key): str(value) for key, value in environment.items()}
+
+
+# ---- follow mode in-process ----------------------------------------------------------------------------------------
+
+DEADLINE = 60.0
+
+
+async def poll(condition: Callable[[], Awaitable[Any]], what: str) -> Any:
+    """Awaits ``condition`` until it returns something truthy; fails naming ``what`` after ``DEADLINE`` seconds."""
+    with anyio.fail_after(DEADLINE):
+        while not (value := await condition()):
+            await anyio.sleep(0.05)
+    assert value, what
+    return value
+
+
+@dataclass
+class JsonLog:
+    """The service's log lines, in memory, as the container writes them on stdout (JSON, one event a line)."""
+
+    stream: io.StringIO = field(default_factory=io.StringIO)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [line for line in map(json.loads, self.stream.getvalue().splitlines()) if line["event"] == name]
+
+
+@pytest.fixture
+def json_log() -> Iterator[JsonLog]:
+    log = JsonLog()
+    setup = logs.configure("INFO", "json", stream=log.stream)
+    try:
+        yield log
+    finally:
+        setup.close()
+
+
+@asynccontextmanager
+async def following(service: JobService) -> AsyncIterator[list[int]]:
+    """Follow mode running on ``service`` beside the block; the list holds its exit code once it has ended (the block
+    ends it with ``service.request_stop``)."""
+    exit_code: list[int] = []
+
+    async def follow() -> None:
+        exit_code.append(await Follower(service).run())
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(follow)
+        yield exit_code

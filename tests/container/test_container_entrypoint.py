@@ -27,11 +27,6 @@ DEMO_JOB = REPO / "docker" / "demo-job.toml"
 CASE_SECONDS = 90.0  # generous: the suite shares two cores
 
 
-@pytest.fixture
-def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05)
-
-
 def add_case(case_root: Path, n: int) -> None:
     folder = case_root / f"patient{n:03d}"
     folder.mkdir(parents=True, exist_ok=True)

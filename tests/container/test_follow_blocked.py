@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import io
-import json
 import os
 from pathlib import Path
 
-import anyio
-
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine import settings
-from gcbulk.engine.service import logs
-from gcbulk.engine.service.follow import EXIT_OK, Follower
+from gcbulk.engine.service.follow import EXIT_OK
 from gcbulk.engine.service.job_service import JobService
-from tests.container.test_follow_loop import poll
+from tests.container.conftest import JsonLog, following, poll
 from tests.imaging import make_mha
 
 
 async def test_follow_uploads_the_clean_cases_and_logs_a_blocked_one_once_per_change(
-    tmp_path: Path, emulator: RunningEmulator
+    tmp_path: Path, emulator: RunningEmulator, json_log: JsonLog
 ) -> None:
     for n in (1, 2):
         make_mha(tmp_path / "cases" / f"patient{n}" / "ct.mha", (4, 8, 8), seed=n)
@@ -43,11 +38,7 @@ async def test_follow_uploads_the_clean_cases_and_logs_a_blocked_one_once_per_ch
             "GCBULK_PROGRESS_INTERVAL": "5",
         },
     )
-    stdout = io.StringIO()
-    setup = logs.configure("INFO", "json", stream=stdout)
-
-    def events(name: str) -> list[dict]:
-        return [line for line in map(json.loads, stdout.getvalue().splitlines()) if line["event"] == name]
+    events = json_log.events
 
     async def scenario(running: JobService) -> int:
         plans = 0
@@ -59,16 +50,10 @@ async def test_follow_uploads_the_clean_cases_and_logs_a_blocked_one_once_per_ch
             return await plan()
 
         running.plan = counted_plan  # type: ignore[method-assign]
-        async with anyio.create_task_group() as group:
-            result: list[int] = []
-
-            async def follow() -> None:
-                result.append(await Follower(running).run())
-
-            group.start_soon(follow)
+        async with following(running) as exit_code:
 
             async def clean_case_done() -> bool:
-                counts = await running.runner.call("counts_by_state")
+                counts = await running.runner.run(running.runner.ledger.counts_by_state)
                 return counts["case"].get("done") == 1
 
             await poll(clean_case_done, "patient1 uploaded")
@@ -82,17 +67,14 @@ async def test_follow_uploads_the_clean_cases_and_logs_a_blocked_one_once_per_ch
             (tmp_path / "cases" / "patient2" / "empty.mha").unlink()
 
             async def patient2_done() -> bool:
-                counts = await running.runner.call("counts_by_state")
+                counts = await running.runner.run(running.runner.ledger.counts_by_state)
                 return counts["case"].get("done") == 2
 
             await poll(patient2_done, "patient2 uploaded once fixed")
             running.request_stop("test")
-        return result[0]
+        return exit_code[0]
 
-    try:
-        code = await service_serve(resolved, scenario)
-    finally:
-        setup.close()
+    code = await service_serve(resolved, scenario)
     assert code is None or code == EXIT_OK
     blocked = events("cases_blocked")
     assert [(e["cases"], e["newly_blocked"]) for e in blocked] == [(2, ["p\\xe9tient", "patient2"]), (1, [])]

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 
-import anyio
 import pytest
 
 from gcbulk.emulator.server import RunningEmulator
@@ -16,13 +13,11 @@ from gcbulk.engine.gc.errors import (
     ConfigurationError,
     TransportError,
 )
-from gcbulk.engine.service import logs
-from gcbulk.engine.service.follow import EXIT_OK, Backoff, Follower, is_fatal
+from gcbulk.engine.service.follow import EXIT_OK, Backoff, is_fatal
 from gcbulk.engine.service.job_service import JobService
 from gcbulk.state.errors import LedgerBindingError
-from tests.imaging import make_mask, make_mha, make_truncated_mha
-
-DEADLINE = 60.0
+from tests.container.conftest import JsonLog, following, poll
+from tests.imaging import make_mask, make_mha, make_unimportable_mha
 
 
 def test_backoff_doubles_up_to_its_maximum_and_resets() -> None:
@@ -45,9 +40,9 @@ def write_tree_and_job(tmp_path: Path, emulator: RunningEmulator) -> Path:
         folder.mkdir(parents=True)
         make_mha(folder / "1-ct.mha", (4, 8, 8), seed=n)
         make_mask(folder / "2-seg.mha", (4, 8, 8), seed=n + 10)
-    # Its header reads, so the plan passes it; the import fails. On a plain image socket: a segmentation socket's
+    # Its header and data agree, so the plan passes it; the import fails. On a plain image socket: a segmentation socket's
     # voxels are checked while planning (the server's overlay rule, made locally), which would block it instead.
-    make_truncated_mha(tmp_path / "cases" / "patient2" / "2-seg.mha")
+    make_unimportable_mha(tmp_path / "cases" / "patient2" / "2-seg.mha")
     job = tmp_path / "job.toml"
     job.write_text(
         f'reader_study = "example-study"\nbase_url = "{emulator.base_url}"\ncase_root = "cases"\n'
@@ -57,16 +52,8 @@ def write_tree_and_job(tmp_path: Path, emulator: RunningEmulator) -> Path:
     return job
 
 
-async def poll(condition, what: str) -> object:
-    with anyio.fail_after(DEADLINE):
-        while not (value := await condition()):
-            await anyio.sleep(0.05)
-    assert value, what
-    return value
-
-
 async def test_failed_cases_come_back_with_growing_backoff_and_finish_once_fixed(
-    tmp_path: Path, emulator: RunningEmulator
+    tmp_path: Path, emulator: RunningEmulator, json_log: JsonLog
 ) -> None:
     job = write_tree_and_job(tmp_path, emulator)
     resolved = settings.resolve(
@@ -80,21 +67,11 @@ async def test_failed_cases_come_back_with_growing_backoff_and_finish_once_fixed
             "GCBULK_PROGRESS_INTERVAL": "5",
         },
     )
-    stdout = io.StringIO()
-    setup = logs.configure("INFO", "json", stream=stdout)
     service = JobService(resolved)
-
-    def events(name: str) -> list[dict]:
-        return [line for line in map(json.loads, stdout.getvalue().splitlines()) if line["event"] == name]
+    events = json_log.events
 
     async def scenario(running: JobService) -> int:
-        async with anyio.create_task_group() as group:
-            result: list[int] = []
-
-            async def follow() -> None:
-                result.append(await Follower(running).run())
-
-            group.start_soon(follow)
+        async with following(running) as exit_code:
 
             async def failed_twice() -> bool:
                 return len(events("cases_failed")) >= 2
@@ -103,17 +80,14 @@ async def test_failed_cases_come_back_with_growing_backoff_and_finish_once_fixed
             make_mask(tmp_path / "cases" / "patient2" / "2-seg.mha", (4, 8, 8), seed=12)
 
             async def all_done() -> bool:
-                counts = await running.runner.call("counts_by_state")
+                counts = await running.runner.run(running.runner.ledger.counts_by_state)
                 return counts["case"] == {"done": 2}
 
             await poll(all_done, "both cases done")
             running.request_stop("test")
-        return result[0]
+        return exit_code[0]
 
-    try:
-        code = await service.serve(scenario)
-    finally:
-        setup.close()
+    code = await service.serve(scenario)
     assert code is None or code == EXIT_OK  # a stop with nothing in flight ends the service at once
     delays = [event["retry_in_seconds"] for event in events("cases_failed")]
     assert delays[:2] == [0.1, 0.2]  # growing

@@ -19,9 +19,9 @@ from gcbulk.engine import settings
 from gcbulk.engine.gc.pacer import AdaptiveLimiter, AimdPolicy
 from gcbulk.engine.jobfile import load_job
 from gcbulk.engine.service.health import MonitoringServer, ServerCheck
-from gcbulk.engine.service.journal import LedgerRunner
 from gcbulk.engine.service.metrics import Metrics, RunState
 from gcbulk.engine.settings import Address
+from gcbulk.engine.upload.journal import LedgerRunner
 from tests.container.conftest import REPO, compose, compose_environment
 from tests.container.migration_history import write_history
 

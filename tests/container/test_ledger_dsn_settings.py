@@ -19,7 +19,6 @@ from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.ledger_location import dsn_passwords, shown_ledger
 from gcbulk.redaction import redact_text
 from tests.container.conftest import write_job_file
-from tests.pg_server import PgServer
 
 # Three characters: under the redactor's minimum (gcbulk/redaction.py), so nothing but shown_dsn keeps it out of the
 # output these tests read — the redacting streams would otherwise hide a leak.
@@ -151,10 +150,10 @@ def test_config_show_prints_the_dsn_without_its_password(
 
 
 def test_plan_status_and_report_on_a_postgresql_ledger_never_show_its_password(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], pg_server: PgServer
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pg_database: str
 ) -> None:
     # The test server trusts 127.0.0.1, so any password is accepted: it is in the DSN only to be hidden.
-    dsn = with_password(pg_server.new_database(), SHORT)
+    dsn = with_password(pg_database, SHORT)
     job = write_job_file(tmp_path / "etc")
     (tmp_path / "etc" / "cases" / "patient1").mkdir()
     (tmp_path / "etc" / "cases" / "patient1" / "ct.mha").write_bytes(b"x" * 32)
@@ -224,11 +223,11 @@ def test_gcbulk_run_with_a_bad_worker_id_exits_2_saying_why(
     assert "gcbulk run: the worker id (--worker-id, GCBULK_WORKER_ID) 'no spaces please'" in capsys.readouterr().err
 
 
-def test_a_password_given_as_a_dsn_parameter_is_not_in_the_ledgers_own_name(pg_server: PgServer) -> None:
+def test_a_password_given_as_a_dsn_parameter_is_not_in_the_ledgers_own_name(pg_database: str) -> None:
     """The ledger's ``path`` (status, the plan report, /readyz) comes from the store itself, not from settings."""
     from gcbulk.state.ledger import Ledger
     from tests.state.conftest import BINDING
 
-    dsn = pg_server.new_database() + f"?password={SHORT}"  # trust authentication: the password is not checked
+    dsn = pg_database + f"?password={SHORT}"  # trust authentication: the password is not checked
     with Ledger.open(dsn, BINDING) as ledger:
         assert SHORT not in str(ledger.path) and "password=***" in str(ledger.path)

@@ -12,7 +12,7 @@ import pytest
 
 from gcbulk.engine.gc.errors import TransportError
 from gcbulk.engine.service import logs
-from gcbulk.engine.service.progress import TransferStats
+from gcbulk.engine.upload.progress import TransferStats
 
 TOKEN = "s3cr3t-knox-token-0123456789abcdef"
 

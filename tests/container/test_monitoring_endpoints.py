@@ -20,9 +20,9 @@ from gcbulk.engine.gc.errors import ApiError, TransportError, UploadCapReached
 from gcbulk.engine.jobfile import JobConfig, load_job
 from gcbulk.engine.plan.planner import PlannedCase, plan_tree
 from gcbulk.engine.service.health import MonitoringServer, ServerCheck
-from gcbulk.engine.service.journal import LedgerRunner
 from gcbulk.engine.service.metrics import Metrics, RunState, retry_reason
 from gcbulk.engine.settings import Address
+from gcbulk.engine.upload.journal import LedgerRunner
 from gcbulk.state.ledger import Ledger, default_ledger_path
 from gcbulk.state.replan import planning
 from tests.container.conftest import write_job_file
@@ -58,7 +58,7 @@ class ReadOnlyRunner(LedgerRunner):
 
     async def __aenter__(self) -> ReadOnlyRunner:
         self._executor = ThreadPoolExecutor(max_workers=1)
-        self.ledger = await self._submit(Ledger.open_readonly, self.path)
+        self._ledger = await self._submit(Ledger.open_readonly, self.path)
         return self
 
 
@@ -93,9 +93,9 @@ async def get(url: str) -> tuple[int, str]:
 
 async def test_metrics_show_cases_by_state_from_the_ledger_and_bytes_rate_eta_from_the_snapshot(served) -> None:
     url, state, _, _ = served
-    first = await state.runner.call("case_id_by_title", "patient1")
-    await state.runner.call("case_started", first)
-    await state.runner.call("case_done", first)
+    first = await state.runner.run(state.runner.ledger.case_id_by_title, "patient1")
+    await state.runner.run(state.runner.ledger.case_started, first)
+    await state.runner.run(state.runner.ledger.case_done, first)
     stats = state.new_stats()
     stats.bytes_total = 1000
     stats.add_bytes(250)
@@ -307,9 +307,9 @@ def test_unknown_paths_are_labelled_other_and_file_downloads_media() -> None:
 async def test_metrics_of_any_worker_show_every_live_worker_of_the_job(served) -> None:
     url, state, _, _ = served
     for worker in ("host-a-1", "host-b-7"):
-        await state.runner.call("register_worker", worker, host=worker[:6], pid=1)
-    await state.runner.call("claim_case", "host-b-7", lease_seconds=30.0)
-    await state.runner.call("worker_stopped", "host-a-1")
+        await state.runner.run(state.runner.ledger.register_worker, worker, host=worker[:6], pid=1)
+    await state.runner.run(state.runner.ledger.claim_case, "host-b-7", lease_seconds=30.0)
+    await state.runner.run(state.runner.ledger.worker_stopped, "host-a-1")
 
     values = samples((await get(url + "/metrics"))[1])
     assert values[("gcbulk_workers", (("status", "live"),))] == 1

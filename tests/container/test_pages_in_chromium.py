@@ -14,10 +14,10 @@ import pytest
 from gcbulk.engine.cli import main
 from gcbulk.engine.jobfile import load_job
 from gcbulk.engine.service.health import MonitoringServer, ServerCheck
-from gcbulk.engine.service.journal import LedgerRunner
 from gcbulk.engine.service.metrics import Metrics, RunState
 from gcbulk.engine.service.status_page import StatusPage
 from gcbulk.engine.settings import Address
+from gcbulk.engine.upload.journal import LedgerRunner
 from tests.container.migration_history import History, write_history
 
 CHROMIUM = shutil.which("chromium")

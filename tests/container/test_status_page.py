@@ -16,28 +16,22 @@ import anyio
 import pytest
 
 import gcbulk.engine.upload.shared_limits as shared_limits
-from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.pacer import AdaptiveLimiter, AimdPolicy
 from gcbulk.engine.jobfile import load_job
 from gcbulk.engine.plan.titles import redacted
 from gcbulk.engine.service.health import MonitoringServer, ServerCheck
-from gcbulk.engine.service.journal import LedgerRunner
 from gcbulk.engine.service.metrics import Metrics, RunState
-from gcbulk.engine.service.progress import EventLog
 from gcbulk.engine.service.status_page import StatusPage
 from gcbulk.engine.service.waits import CATEGORY_TEXT, WAITS_LOGGER, WaitRecorder
 from gcbulk.engine.settings import Address
+from gcbulk.engine.upload.journal import LedgerRunner
+from gcbulk.engine.upload.progress import EventLog
 from tests.container.gcbulk_process import poll
 from tests.container.migration_history import History, write_history
 from tests.container.test_container_entrypoint import DEMO_JOB, add_case, container_environment, start
 
 CASE_SECONDS = 90.0  # generous: the suite shares two cores
-
-
-@pytest.fixture
-def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05)
 
 
 @pytest.fixture

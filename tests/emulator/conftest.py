@@ -115,8 +115,9 @@ class EmulatorClient:
         return await self.call("PATCH", self.action_url(upload, "abort-multipart-upload"), user=user)
 
     @staticmethod
-    async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
-        """Polls ``check`` until it holds or the deadline passes (no fixed sleeps)."""
+    async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60.0) -> None:
+        """Polls ``check`` until it holds or the deadline passes (no fixed sleeps). The deadline only bounds a hang:
+        on a loaded machine, with the suite's workers side by side, an import can take many times its usual second."""
         deadline = time.monotonic() + timeout
         while not await check():
             if time.monotonic() > deadline:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +26,7 @@ from tests.imaging import make_dicom_series, make_mha, make_mhd_zraw, make_tiff
 SESSIONS = "cases/upload-sessions/"
 
 
-@pytest.fixture
-def emulator_config(emulator_config):
-    return replace(emulator_config, max_uploads_per_session=3)
+pytestmark = pytest.mark.emulator(max_uploads_per_session=3)
 
 
 async def _image(client, url: str, user: str = "editor") -> dict:
@@ -311,12 +308,9 @@ def test_unsupported_files_and_orphan_data_files_are_file_errors(tmp_path):
     assert result.default_error_message == "2 files could not be imported"
 
 
+# Imports that stay scheduled for the whole test, and a limit of one active import per user.
+@pytest.mark.emulator(import_delay_seconds=600, max_active_imports_per_user=1)
 class TestActiveImportLimit:
-    @pytest.fixture
-    def emulator_config(self, emulator_config):
-        # Imports that stay scheduled for the whole test, and a limit of one active import per user.
-        return replace(emulator_config, import_delay_seconds=600, max_active_imports_per_user=1)
-
     async def test_a_user_at_the_limit_of_active_tiff_imports_gets_a_400(self, client, tmp_path):
         created = await create_display_set(client)
         first = await upload_file(client, make_tiff(tmp_path / "a.tif", (20, 30)))

@@ -7,7 +7,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from gcbulk.emulator.image_builder import InputFile, build_images
-from tests.imaging import make_mask, make_mha, make_truncated_mha
+from tests.imaging import make_mask, make_mha, make_unimportable_mha
 
 
 def _write(path, pixels: np.ndarray):
@@ -93,9 +93,9 @@ def test_the_planner_and_the_emulator_agree_on_the_64_value_limit_of_a_segmentat
 def test_an_unreadable_metaimage_carries_every_panimg_builders_reason(tmp_path):
     garbage = tmp_path / "scan.mha"
     garbage.write_bytes(b"\x00\x01 this is not a MetaImage\n" * 10)
-    truncated = make_truncated_mha(tmp_path / "short.mha")
+    five_channels = make_unimportable_mha(tmp_path / "short.mha")
 
-    result = build_images([InputFile("scan.mha", garbage), InputFile("short.mha", truncated)], tmp_path / "work")
+    result = build_images([InputFile("scan.mha", garbage), InputFile("short.mha", five_channels)], tmp_path / "work")
 
     assert result.images == [] and set(result.file_errors) == {"scan.mha", "short.mha"}
     for reasons in result.file_errors.values():

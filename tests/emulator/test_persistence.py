@@ -37,7 +37,15 @@ async def _make_things(running) -> dict:
             session, running, "POST", running.base_url + "cases/upload-sessions/", {"uploads": []}
         )
         assert status == 201
-    return {"upload": upload, "display_set": display_set, "session": queued}
+        status, archives = await _call(session, running, "GET", running.base_url + "archives/?slug=example-archive")
+        archive_url = archives["results"][0]["api_url"]
+        status, item = await _call(
+            session, running, "POST", running.base_url + "archives/items/", {"archive": archive_url, "title": "kept"}
+        )
+        assert status == 201
+    # An archive item's POST shape has no api_url (docs/gc-api.md §12).
+    item["api_url"] = running.base_url + f"archives/items/{item['pk']}/"
+    return {"upload": upload, "display_set": display_set, "session": queued, "archive_item": item}
 
 
 async def _still_there(running, made) -> list[int]:
@@ -63,7 +71,7 @@ async def test_a_restart_with_a_data_dir_keeps_state_and_ca(tmp_path):
             name: {**obj, "api_url": obj["api_url"].replace(running.base_url, restarted.base_url)}
             for name, obj in made.items()
         }
-        assert await _still_there(restarted, made) == [200, 200, 200, 200]
+        assert await _still_there(restarted, made) == [200, 200, 200, 200, 200]
 
 
 async def test_without_persistence_a_restart_forgets_everything(tmp_path):
@@ -75,4 +83,4 @@ async def test_without_persistence_a_restart_forgets_everything(tmp_path):
             name: {**obj, "api_url": obj["api_url"].replace(running.base_url, restarted.base_url)}
             for name, obj in made.items()
         }
-        assert await _still_there(restarted, made) == [404, 404, 404, 404]
+        assert await _still_there(restarted, made) == [404, 404, 404, 404, 404]

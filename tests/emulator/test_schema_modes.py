@@ -7,8 +7,6 @@ it, which raises on a missing field, a wrong type or an unknown enum value.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import gcapi.models as models
 import pydantic
 import pytest
@@ -93,11 +91,8 @@ async def test_every_study_side_response_satisfies_gcapi_0_16_1s_models(client, 
     models.GCAPIVersion(**await _get(client, "gcapi/"))
 
 
+@pytest.mark.emulator(schema="2025-11")
 class TestOlderServerSchema:
-    @pytest.fixture
-    def emulator_config(self, emulator_config):
-        return replace(emulator_config, schema="2025-11")
-
     async def test_display_sets_lack_descriptions_map_and_value_sockets(self, client, emulator, world):
         found = await _get(client, f"reader-studies/display-sets/{world['display_set']['pk']}/")
         assert "descriptions_map_safe" not in found and "descriptions_map_safe" not in world["posted"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -19,10 +18,8 @@ MIB = 1024**2
 SMALL_QUOTA = 1000
 
 
-@pytest.fixture
-def emulator_config(emulator_config):
-    # A tiny byte quota for the unverified "outsider" (docs/gc-api.md §1: 2 GiB in production) and a small upload cap.
-    return replace(emulator_config, unverified_byte_quota=SMALL_QUOTA, max_uploads_per_user=3)
+# A tiny byte quota for the unverified "outsider" (docs/gc-api.md §1: 2 GiB in production) and a small upload cap.
+pytestmark = pytest.mark.emulator(unverified_byte_quota=SMALL_QUOTA, max_uploads_per_user=3)
 
 
 async def test_create_answers_201_with_an_initialized_upload(client, emulator):

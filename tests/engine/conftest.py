@@ -3,12 +3,17 @@ trees, job files, plans, and an in-process run of the engine."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from gcbulk.emulator.server import RunningEmulator
+from gcbulk.engine.cli import main
 from gcbulk.engine.gc.client import (
     GrandChallengeClient,
     display_set_title,
@@ -17,8 +22,9 @@ from gcbulk.engine.gc.client import (
 from gcbulk.engine.gc.retry import RetryPolicy
 from gcbulk.engine.jobfile import JobConfig, load_job
 from gcbulk.engine.plan.planner import PlannedCase, plan_tree
-from gcbulk.engine.service.journal import Journal, LedgerRunner
-from gcbulk.engine.service.progress import EventLog
+from gcbulk.engine.upload.crashpoints import ENV_VAR
+from gcbulk.engine.upload.journal import Journal, LedgerRunner
+from gcbulk.engine.upload.progress import EventLog
 from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
 from gcbulk.engine.upload.transfer_settings import TransferSettings
 from gcbulk.state.ledger import Ledger, default_ledger_path
@@ -110,24 +116,30 @@ FAST_ENGINE = TransferSettings(
 
 
 async def run_job(
-    job_file: Path, emulator: RunningEmulator, config: TransferSettings = FAST_ENGINE, *, replan: bool = True
+    job_file: Path,
+    emulator: RunningEmulator,
+    config: TransferSettings = FAST_ENGINE,
+    *,
+    replan: bool = True,
+    user: str = "editor",
 ) -> RunOutcome:
-    """Plans (unless ``replan`` is False) and runs the job in-process, as ``gcbulk run`` does."""
+    """Plans (unless ``replan`` is False) and runs the job in-process as ``user``, as ``gcbulk run`` does."""
     job = load_and_plan(job_file) if replan else load_job(job_file)
     events = EventLog(job_file.with_name("events.jsonl"))
-    async with LedgerRunner(default_ledger_path(job.job_file), job.binding) as runner:
-        async with GrandChallengeClient(
-            base_url=emulator.base_url,
-            token=emulator.tokens["editor"],
-            ca_file=emulator.ca_file,
-            retry_policy=config.retry,
-        ) as client:
-            engine = TransferEngine(
-                client=client, journal=Journal(runner, events), reader_study_slug=job.reader_study, config=config
-            )
-            outcome = await engine.run()
-    events.close()
-    return outcome
+    try:
+        async with LedgerRunner(default_ledger_path(job.job_file), job.binding) as runner:
+            async with GrandChallengeClient(
+                base_url=emulator.base_url,
+                token=emulator.tokens[user],
+                ca_file=emulator.ca_file,
+                retry_policy=config.retry,
+            ) as client:
+                engine = TransferEngine(
+                    client=client, journal=Journal(runner, events), reader_study_slug=job.reader_study, config=config
+                )
+                return await engine.run()
+    finally:
+        events.close()
 
 
 async def study_display_sets(client: GrandChallengeClient) -> dict[str, dict]:
@@ -137,3 +149,50 @@ async def study_display_sets(client: GrandChallengeClient) -> dict[str, dict]:
 
 def values_by_socket(display_set: dict) -> dict[str, dict]:
     return {socket_slug_of(value): value for value in display_set["values"]}
+
+
+# ---- a killed run and its resumption -------------------------------------------------------------------------------
+
+
+def gcbulk_run(job_file: Path, emulator: RunningEmulator, crash_at: str | None = None) -> subprocess.CompletedProcess:
+    """``gcbulk run`` in its own process, killed with SIGKILL at ``crash_at`` (``engine/upload/crashpoints.py``)."""
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    env["GRAND_CHALLENGE_AUTHORIZATION"] = emulator.tokens["editor"]
+    if crash_at:
+        env[ENV_VAR] = crash_at
+    return subprocess.run(
+        [sys.executable, "-m", "gcbulk", "run", str(job_file), "--progress-interval", "60"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What a command run in this process left: its exit code and what it wrote."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def resume_in_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[[Path, RunningEmulator], Finished]:
+    """``gcbulk run`` again, in this process, as a user resumes a killed run. Only the killed run needs a process of
+    its own (SIGKILL ends it); a second cold interpreter would cost each crash test seconds and check nothing more.
+    The crash hook stays off here: the test process never sets ``GCBULK_CRASH_AT`` (only the killed run's does)."""
+
+    def resume(job_file: Path, emulator: RunningEmulator) -> Finished:
+        monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", emulator.tokens["editor"])
+        # Parallel test workers would contend for the default metrics port; nothing here reads /metrics.
+        monkeypatch.setenv("GCBULK_METRICS_ADDRESS", "off")
+        exit_code = main(["run", str(job_file), "--progress-interval", "60"])
+        written = capsys.readouterr()
+        return Finished(exit_code, written.out, written.err)
+
+    return resume

@@ -15,12 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gcbulk.emulator.capacity import profile_named
-from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
-from gcbulk.engine.service.journal import Journal, LedgerRunner
 from gcbulk.engine.service.metrics import Metrics, RunState
-from gcbulk.engine.service.progress import EventLog, format_progress_line
+from gcbulk.engine.upload.journal import Journal, LedgerRunner
+from gcbulk.engine.upload.progress import EventLog, format_progress_line
 from gcbulk.engine.upload.transfer import TransferEngine
 from gcbulk.state.ledger import default_ledger_path
 from tests.engine.conftest import FAST_ENGINE, load_and_plan, make_tutorial_tree, write_job
@@ -31,9 +30,7 @@ BOUND = 120
 API = "api:/api/v1/"
 
 
-@pytest.fixture
-def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05, capacity=profile_named("real"))
+pytestmark = pytest.mark.emulator(capacity=profile_named("real"))
 
 
 class InFlight:

@@ -10,9 +10,6 @@ import shutil
 import stat
 from pathlib import Path
 
-import pytest
-
-from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.state.ledger import Ledger
 from tests.engine.conftest import make_tutorial_tree, write_job
@@ -22,11 +19,6 @@ GLOBS = (
     '[[rules]]\nglob = "ct.mha"\nsocket = "ct-image"\n\n'
     '[[rules]]\nglob = "seg.mha"\nsocket = "airway-segmentation"\nrequired = true\n'
 )
-
-
-@pytest.fixture
-def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05)
 
 
 def _titles(emulator: RunningEmulator) -> list[str]:

@@ -8,20 +8,17 @@ scenario stops exactly between the two steps it names.
 from __future__ import annotations
 
 import dataclasses
-import os
+import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
-from gcbulk.engine.upload.crashpoints import ENV_VAR
-from tests.engine.conftest import make_tutorial_tree, write_job
+from tests.engine.conftest import Finished, gcbulk_run, make_tutorial_tree, write_job
 from tests.imaging import make_mha
 
 # Every named point at its first hit, and some at a later hit (the n-th part, upload, display set, poll).
@@ -58,40 +55,31 @@ CRASH_POINTS = [
 TITLES = ["patient1", "patient2", "patient3"]
 
 
-@pytest.fixture
-def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05)
-
-
-def gcbulk_run(job_file: Path, emulator: RunningEmulator, crash_at: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
-    env["GRAND_CHALLENGE_AUTHORIZATION"] = emulator.tokens["editor"]
-    if crash_at:
-        env[ENV_VAR] = crash_at
-    return subprocess.run(
-        [sys.executable, "-m", "gcbulk", "run", str(job_file), "--progress-interval", "60"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).parents[2],
-    )
+@pytest.fixture(scope="session")
+def three_patients(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The scenarios' case tree, written once per session (per test worker) and copied into each test."""
+    cases = make_tutorial_tree(tmp_path_factory.mktemp("crash-resume") / "cases", 3)
+    # 11 MiB in 5 MiB parts: three parts, so a crash can fall between parts of one file.
+    make_mha(cases / "patient1" / "ct.mha", (44, 256, 512), seed=1)
+    return cases
 
 
 @pytest.mark.parametrize("crash_at", CRASH_POINTS)
 def test_a_run_killed_anywhere_resumes_without_duplicates_or_resent_parts(
-    crash_at: str, tmp_path: Path, threaded_emulator: RunningEmulator
+    crash_at: str,
+    tmp_path: Path,
+    threaded_emulator: RunningEmulator,
+    three_patients: Path,
+    resume_in_process: Callable[[Path, RunningEmulator], Finished],
 ) -> None:
-    cases = make_tutorial_tree(tmp_path / "cases", 3)
-    # 11 MiB in 5 MiB parts: three parts, so a crash can fall between parts of one file.
-    make_mha(cases / "patient1" / "ct.mha", (44, 256, 512), seed=1)
+    shutil.copytree(three_patients, tmp_path / "cases")
     job_file = write_job(tmp_path, threaded_emulator, engine='part_size = "5 MiB"\nfiles_in_flight = 2\n')
 
     killed = gcbulk_run(job_file, threaded_emulator, crash_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
 
-    resumed = gcbulk_run(job_file, threaded_emulator)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = resume_in_process(job_file, threaded_emulator)
+    assert resumed.exit_code == 0, resumed.stderr
 
     store = threaded_emulator.context.store
     titles = Counter(ds.title for ds in store.display_sets.values())
@@ -106,7 +94,7 @@ def test_a_run_killed_anywhere_resumes_without_duplicates_or_resent_parts(
 
 
 def test_a_run_killed_after_a_session_post_resumes_while_the_server_links_its_image(
-    tmp_path: Path, threaded_emulator: RunningEmulator
+    tmp_path: Path, threaded_emulator: RunningEmulator, resume_in_process: Callable[[Path, RunningEmulator], Finished]
 ) -> None:
     """Killed after the server answered an image's session POST but before the ledger recorded it: the resumed run
     finds the session by its uploads only while its import runs. Here the import is over, the uploads consumed, and
@@ -127,8 +115,8 @@ def test_a_run_killed_after_a_session_post_resumes_while_the_server_links_its_im
         s.target_display_set_pk and store.display_sets[s.target_display_set_pk].values
         for s in store.upload_sessions.values()
     ), "linked already: the resume would not meet the gap"
-    resumed = gcbulk_run(job_file, threaded_emulator)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    resumed = resume_in_process(job_file, threaded_emulator)
+    assert resumed.exit_code == 0, resumed.stdout + resumed.stderr
 
     [display_set] = store.display_sets.values()
     assert set(display_set.values) == {"ct-image", "airway-segmentation"}

@@ -46,6 +46,20 @@ def test_the_demo_works_in_the_system_temp_folder_by_default_and_leaves_the_chec
     assert "monitoring_started" not in result.stdout + result.stderr  # --metrics-address off serves nothing
 
 
+def test_a_demo_of_no_cases_is_refused_with_a_configuration_error_not_a_crash(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gcbulk", "demo", "--cases", "0", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[2],
+    )
+    assert result.returncode == 2, result.stderr  # exit 2: the input is wrong (it was 70, a crash)
+    assert "gcbulk demo: --cases must be at least 1" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "cases").exists()
+
+
 def test_the_demo_shows_gcbulks_progress_and_results_and_the_emulators_logs_only_with_verbose(tmp_path: Path) -> None:
     def demo(*extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -5,27 +5,26 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.jobfile import load_job
 from gcbulk.state import dicom_staging
 from gcbulk.state.ledger import Ledger, default_ledger_path
 from tests.dicom.synthetic import PATIENT_NAME, edit, identified_series
-from tests.engine.conftest import write_job
-from tests.engine.test_crash_resume import gcbulk_run
+from tests.engine.conftest import Finished, gcbulk_run, write_job
+
+Resume = Callable[[Path, RunningEmulator], Finished]
 
 RULES = '[[rules]]\ndicom = { Modality = "CT" }\nsocket = "dicom-image-set"\n'
 CASES = ("patient1", "patient2", "patient3")
 
 
-@pytest.fixture
-def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    # Stored as received: what gcbulk uploaded is what the test reads back.
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05, dicom_server_deidentify=False)
+# Stored as received: what gcbulk uploaded is what the test reads back.
+pytestmark = pytest.mark.emulator(dicom_server_deidentify=False)
 
 
 @pytest.mark.parametrize(
@@ -42,7 +41,7 @@ def emulator_config(tmp_path: Path) -> EmulatorConfig:
     ],
 )
 def test_kill_9_during_de_identification_or_upload_resumes_without_redoing_staged_sets(
-    crash_at: str, tmp_path: Path, threaded_emulator: RunningEmulator
+    crash_at: str, tmp_path: Path, threaded_emulator: RunningEmulator, resume_in_process: Resume
 ) -> None:
     for number, title in enumerate(CASES, 1):
         identified_series(tmp_path / "cases" / title, 3, number=number, seed=number, rows=16, columns=16)
@@ -50,8 +49,8 @@ def test_kill_9_during_de_identification_or_upload_resumes_without_redoing_stage
 
     killed = gcbulk_run(job_file, threaded_emulator, crash_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    resumed = gcbulk_run(job_file, threaded_emulator)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = resume_in_process(job_file, threaded_emulator)
+    assert resumed.exit_code == 0, resumed.stderr
 
     store = threaded_emulator.context.store
     assert Counter(ds.title for ds in store.display_sets.values()) == Counter(CASES), "one display set per case"
@@ -74,7 +73,7 @@ def test_kill_9_during_de_identification_or_upload_resumes_without_redoing_stage
 
 @pytest.mark.parametrize("crash_at", ["after-dicom-staged", "after-upload-completed:2"])
 def test_a_source_changed_after_staging_is_de_identified_again_and_sent_as_it_is_now(
-    crash_at: str, tmp_path: Path, threaded_emulator: RunningEmulator
+    crash_at: str, tmp_path: Path, threaded_emulator: RunningEmulator, resume_in_process: Resume
 ) -> None:
     paths = identified_series(tmp_path / "cases" / "patient1", 3, description="before", seed=1)
     rules = RULES + 'image_name = "{SeriesDescription}"\n'
@@ -87,9 +86,9 @@ def test_a_source_changed_after_staging_is_de_identified_again_and_sent_as_it_is
     # One file changes (size and mtime: the next run's plan picks it up); uploads of the others, made from the
     # earlier staging, carry its UIDs and must not be mixed into the new set.
     edit(paths[:1], SeriesDescription="after")
-    resumed = gcbulk_run(job_file, threaded_emulator)
+    resumed = resume_in_process(job_file, threaded_emulator)
 
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.exit_code == 0, resumed.stderr
     store = threaded_emulator.context.store
     (display_set,) = store.display_sets.values()
     image = store.images[display_set.values["dicom-image-set"].image_pk]
@@ -99,7 +98,7 @@ def test_a_source_changed_after_staging_is_de_identified_again_and_sent_as_it_is
 
 
 def test_a_staged_copy_changed_on_disk_is_not_sent_but_staged_again(
-    tmp_path: Path, threaded_emulator: RunningEmulator
+    tmp_path: Path, threaded_emulator: RunningEmulator, resume_in_process: Resume
 ) -> None:
     identified_series(tmp_path / "cases" / "patient1", 3, seed=4)
     job_file = write_job(tmp_path, threaded_emulator, rules=RULES)
@@ -110,9 +109,9 @@ def test_a_staged_copy_changed_on_disk_is_not_sent_but_staged_again(
     data[-1] ^= 0xFF  # same size, other bytes: only the recorded SHA-256 tells
     copy.write_bytes(bytes(data))
 
-    resumed = gcbulk_run(job_file, threaded_emulator)
+    resumed = resume_in_process(job_file, threaded_emulator)
 
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.exit_code == 0, resumed.stderr
     with Ledger.open(default_ledger_path(job_file), load_job(job_file).binding) as ledger:
         fresh = ledger._scalar("SELECT count(*) FROM events WHERE kind = 'dicom.staged'")
     assert fresh == 2, "the changed copy was sent instead of de-identified again"

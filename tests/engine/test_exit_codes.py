@@ -19,7 +19,7 @@ from gcbulk.emulator.server import RunningEmulator
 from gcbulk.exit_codes import EXIT_INTERRUPTED_SIGINT, EXIT_INTERRUPTED_SIGTERM
 from tests.engine.conftest import make_tutorial_tree, write_job
 from tests.engine.test_run_command import REPO, gcbulk, gcbulk_env
-from tests.imaging import make_mha, make_truncated_mha
+from tests.imaging import make_mha, make_unimportable_mha
 
 RUN_BOUND_SECONDS = 120
 
@@ -96,7 +96,7 @@ def test_a_rerun_that_leaves_earlier_failures_in_the_ledger_exits_1_and_says_so(
     tmp_path: Path, threaded_emulator: RunningEmulator
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 2)
-    make_truncated_mha(tmp_path / "cases" / "patient2" / "seg.mha")  # its header reads; the server's import fails
+    make_unimportable_mha(tmp_path / "cases" / "patient2" / "seg.mha")  # passes the plan; the server's import fails
     job = write_job(
         tmp_path,
         threaded_emulator,

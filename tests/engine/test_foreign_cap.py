@@ -11,7 +11,6 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
 from tests.engine.conftest import FAST_ENGINE, make_tutorial_tree, run_job, write_job
@@ -21,9 +20,7 @@ CAP = 4
 BOUND_SECONDS = 120
 
 
-@pytest.fixture
-def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.02, max_uploads_per_user=CAP)
+pytestmark = pytest.mark.emulator(import_delay_seconds=0.02, max_uploads_per_user=CAP)
 
 
 async def test_a_cap_held_by_another_tool_is_named_by_status_and_the_wait_ends_with_the_limit_named(

@@ -11,12 +11,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
-from gcbulk.engine.service.journal import Journal, LedgerRunner
-from gcbulk.engine.service.progress import EventLog
 from gcbulk.engine.upload import import_wait
+from gcbulk.engine.upload.journal import Journal, LedgerRunner
+from gcbulk.engine.upload.progress import EventLog
 from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
 from gcbulk.state.ledger import default_ledger_path
 from tests.engine.conftest import FAST_ENGINE, load_and_plan, make_tutorial_tree, run_job, write_job
@@ -29,10 +28,8 @@ BOUND = 60  # seconds: a wait that would not end fails here instead
 LONG_PAUSE = dataclasses.replace(FAST_ENGINE, poll_initial_seconds=3.0, poll_max_seconds=3.0)
 
 
-@pytest.fixture
-def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    """A server whose imports are slow next to the voice interval below."""
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.3)
+# A server whose imports are slow next to the voice interval below.
+pytestmark = pytest.mark.emulator(import_delay_seconds=0.3)
 
 
 @pytest.fixture(autouse=True)

@@ -14,25 +14,24 @@ import pytest
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import Interrupted
 from gcbulk.engine.gc.pacer import AdaptiveLimiter, api_policy, import_policy
-from gcbulk.engine.service.journal import Journal, LedgerRunner
-from gcbulk.engine.service.progress import EventLog
+from gcbulk.engine.upload.journal import Journal, LedgerRunner
 from gcbulk.engine.upload.leases import CaseLeases
 from gcbulk.engine.upload.orphans import abort_orphan_uploads
+from gcbulk.engine.upload.progress import EventLog
 from gcbulk.engine.upload.server_limits import CountingGate, GateWaitTimeout, ImportPacer
 from gcbulk.engine.upload.shared_limits import SharedGate, share_latency_floors, with_shared_floors
-from tests.pg_server import PgServer
 from tests.state.conftest import BINDING, planned_case, record
 
 LEASE = 30.0
 
 
 @pytest.fixture
-async def two_workers(pg_server: PgServer, tmp_path: Path) -> AsyncIterator[tuple[Journal, Journal]]:
-    dsn = pg_server.new_database()
+async def two_workers(pg_database: str, tmp_path: Path) -> AsyncIterator[tuple[Journal, Journal]]:
+    dsn = pg_database
     async with LedgerRunner(dsn, BINDING) as first, LedgerRunner(dsn, BINDING) as second:
         journals = (Journal(first, EventLog(tmp_path / "w1.jsonl")), Journal(second, EventLog(tmp_path / "w2.jsonl")))
         for journal, name in zip(journals, ("w1", "w2"), strict=True):
-            await journal.runner.call("register_worker", name, host="test", pid=1)
+            await journal.runner.run(journal.runner.ledger.register_worker, name, host="test", pid=1)
         yield journals
 
 
@@ -62,7 +61,7 @@ async def test_a_reservation_waits_for_the_other_workers_release(two_workers: tu
         await first.release(2)  # the release reaches the ledger: 6 + 3 fits
         with anyio.fail_after(5):
             await taken.wait()
-    assert await two_workers[0].read("shared_units", "live uploads", lease_seconds=LEASE) == {
+    assert await two_workers[0].read(two_workers[0].ledger.shared_units, "live uploads", lease_seconds=LEASE) == {
         "external": 0,
         "w1": 6,
         "w2": 3,
@@ -80,7 +79,7 @@ async def test_units_still_waiting_for_room_never_block_a_request_that_fits(
         with anyio.fail_after(5):
             assert await first.acquire(4) == 4, "5 + 4 fits: the 6 still waiting hold no room"
         await second.release(5)  # now the 6 fit too
-    assert await two_workers[0].read("shared_units", "live uploads", lease_seconds=LEASE) == {
+    assert await two_workers[0].read(two_workers[0].ledger.shared_units, "live uploads", lease_seconds=LEASE) == {
         "external": 0,
         "w1": 10,
         "w2": 0,
@@ -107,15 +106,15 @@ async def test_a_wait_under_a_shared_limit_ends_on_stop_and_at_its_deadline(
 
 
 async def test_a_heartbeat_cancels_work_on_a_case_another_worker_took_over(
-    two_workers: tuple[Journal, Journal], pg_server: PgServer
+    two_workers: tuple[Journal, Journal],
 ) -> None:
     first, second = two_workers
-    await first.runner.run(lambda ledger: record(ledger, [planned_case("p1")]))
+    await first.runner.with_ledger(lambda ledger: record(ledger, [planned_case("p1")]))
     leases = CaseLeases(first, "w1", lease_seconds=LEASE, heartbeat_seconds=LEASE / 3)
     case_id = await leases.next_case(anyio.Event())
     # w1 stalls past its lease: expire it, and w2 claims the case
-    await first.runner.call("claim_case", "w1", lease_seconds=-1.0)
-    assert (await second.runner.call("claim_case", "w2", lease_seconds=LEASE)).case_id == case_id
+    await first.runner.run(first.runner.ledger.claim_case, "w1", lease_seconds=-1.0)
+    assert (await second.runner.run(second.runner.ledger.claim_case, "w2", lease_seconds=LEASE)).case_id == case_id
     went_on = False
     with leases.scope(case_id):
         assert await leases.beat() == [case_id]
@@ -123,7 +122,9 @@ async def test_a_heartbeat_cancels_work_on_a_case_another_worker_took_over(
         went_on = True
     assert not went_on and leases.scope(case_id).cancelled_caught
     await leases.finished(case_id, ended=True)
-    assert (await second.read("workers_view", lease_seconds=LEASE))[1].cases_leased == 1, "w2 keeps its lease"
+    assert (await second.read(second.ledger.workers_view, lease_seconds=LEASE))[1].cases_leased == 1, (
+        "w2 keeps its lease"
+    )
 
 
 def test_a_worker_learns_against_the_lowest_floor_the_live_workers_measured() -> None:
@@ -141,8 +142,8 @@ async def test_a_worker_joining_a_loaded_server_starts_from_the_others_floors_an
     """Slow start grows the limit by one per answer: right for a worker alone, an overshoot for one whose
     colleagues already keep the server busy (every worker's requests would queue behind its burst)."""
     first, second = two_workers
-    await first.runner.call(
-        "heartbeat",
+    await first.runner.run(
+        first.runner.ledger.heartbeat,
         "w1",
         lease_seconds=LEASE,
         running=[],
@@ -152,7 +153,7 @@ async def test_a_worker_joining_a_loaded_server_starts_from_the_others_floors_an
     )
     pacer = ImportPacer(CountingGate(16, name="imports in flight"), import_policy(16))
     joining = AdaptiveLimiter(api_policy(16))
-    share_latency_floors(joining, pacer, "w2", await second.read("workers_view", lease_seconds=LEASE))
+    share_latency_floors(joining, pacer, "w2", await second.read(second.ledger.workers_view, lease_seconds=LEASE))
     assert joining.state.floors == {"POST uploads/": 0.06}
     assert not joining.state.slow_start
     alone = AdaptiveLimiter(api_policy(16))
@@ -160,7 +161,7 @@ async def test_a_worker_joining_a_loaded_server_starts_from_the_others_floors_an
         alone,
         pacer,
         "w1",
-        [row for row in await first.read("workers_view", lease_seconds=LEASE) if row.worker_id == "w1"],
+        [row for row in await first.read(first.ledger.workers_view, lease_seconds=LEASE) if row.worker_id == "w1"],
     )
     assert alone.state.slow_start, "a worker alone keeps its slow start"
 
@@ -169,18 +170,22 @@ async def test_a_lost_create_waits_while_another_worker_has_a_create_of_that_fil
     two_workers: tuple[Journal, Journal], client: GrandChallengeClient
 ) -> None:
     first, second = two_workers
-    await first.runner.run(lambda ledger: record(ledger, [planned_case("p1"), planned_case("p2")]))
+    await first.runner.with_ledger(lambda ledger: record(ledger, [planned_case("p1"), planned_case("p2")]))
 
     async def file_of(title: str) -> int:
-        case_id = await first.runner.call("case_id_by_title", title)
-        return (await first.read("case_work", case_id)).items[0].files[0].id
+        case_id = await first.runner.run(first.runner.ledger.case_id_by_title, title)
+        return (await first.read(first.ledger.case_work, case_id)).items[0].files[0].id
 
-    await first.runner.call("upload_creating", await file_of("p1"), part_size=5 * 1024**2)  # w1's, answer lost
-    theirs = await second.runner.call("claim_case", "w2", lease_seconds=LEASE)
-    await second.runner.call("upload_creating", await file_of("p2"), part_size=5 * 1024**2)  # w2's, on the wire
+    await first.runner.run(
+        first.runner.ledger.upload_creating, await file_of("p1"), part_size=5 * 1024**2
+    )  # w1's, answer lost
+    theirs = await second.runner.run(second.runner.ledger.claim_case, "w2", lease_seconds=LEASE)
+    await second.runner.run(
+        second.runner.ledger.upload_creating, await file_of("p2"), part_size=5 * 1024**2
+    )  # w2's, on the wire
     unknown = await client.create_upload("ct.mha")  # w1's orphan, or w2's upload whose answer is on the way
 
     while_busy = await abort_orphan_uploads(client, first, other_workers={theirs.case_id})
     assert (while_busy.deferred, while_busy.aborted) == (1, []), "w2's answer may be on the way: not judged"
-    await second.runner.call("release_case", "w2", theirs.case_id)  # w2 is done (or gone)
+    await second.runner.run(second.runner.ledger.release_case, "w2", theirs.case_id)  # w2 is done (or gone)
     assert (await abort_orphan_uploads(client, first, other_workers=set())).aborted == [str(unknown["pk"])]

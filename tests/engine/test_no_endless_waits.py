@@ -14,8 +14,8 @@ import pytest
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import Interrupted
-from gcbulk.engine.service.journal import Journal, LedgerRunner
-from gcbulk.engine.service.progress import EventLog
+from gcbulk.engine.upload.journal import Journal, LedgerRunner
+from gcbulk.engine.upload.progress import EventLog
 from gcbulk.engine.upload.server_limits import CountingGate, GateWaitTimeout
 from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
 from gcbulk.state.ledger import default_ledger_path

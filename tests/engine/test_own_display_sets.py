@@ -14,13 +14,8 @@ from gcbulk.emulator.admin_answers import seed_answers
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import ConfigurationError
-from gcbulk.engine.service.journal import Journal, LedgerRunner
-from gcbulk.engine.service.progress import EventLog
-from gcbulk.engine.upload.transfer import TransferEngine
-from gcbulk.state.ledger import default_ledger_path
 from tests.engine.conftest import (
     FAST_ENGINE,
-    load_and_plan,
     make_tutorial_tree,
     run_job,
     study_display_sets,
@@ -72,21 +67,8 @@ async def test_a_readers_token_is_refused_before_any_file_is_uploaded(
     tmp_path: Path, emulator: RunningEmulator
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 2)
-    job = load_and_plan(write_job(tmp_path, emulator))
-    events = EventLog(tmp_path / "events.jsonl")
-    async with LedgerRunner(default_ledger_path(job.job_file), job.binding) as runner:
-        async with GrandChallengeClient(
-            base_url=emulator.base_url,
-            token=emulator.tokens["reader1"],
-            ca_file=emulator.ca_file,
-            retry_policy=FAST_ENGINE.retry,
-        ) as reader:
-            engine = TransferEngine(
-                client=reader, journal=Journal(runner, events), reader_study_slug=job.reader_study, config=FAST_ENGINE
-            )
-            with anyio.fail_after(BOUND), pytest.raises(ConfigurationError, match="must be an editor"):
-                await engine.run()
-    events.close()
+    with anyio.fail_after(BOUND), pytest.raises(ConfigurationError, match="must be an editor"):
+        await run_job(write_job(tmp_path, emulator), emulator, user="reader1")
     requests = emulator.context.counters.requests
     assert requests.get("POST api:/api/v1/uploads/", 0) == 0
     assert not emulator.context.store.display_sets  # the permission check created nothing

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import anyio
-import anyio.lowlevel
 import pytest
 
 from gcbulk.engine.gc.pacer import AdaptiveLimiter, AimdPolicy, case_rank, request_rank
@@ -96,11 +95,8 @@ async def test_the_limiter_holds_requests_beyond_its_limit_until_a_slot_frees() 
         async with anyio.create_task_group() as tasks:
             for _ in range(20):
                 tasks.start_soon(request)
-            while limiter.in_flight < 3:
-                await anyio.sleep(0.001)
-            for _ in range(20):  # the other 17 stay queued, however often the loop turns
-                await anyio.lowlevel.checkpoint()
-            assert limiter.in_flight == 3
+            await anyio.wait_all_tasks_blocked()  # three hold a slot, the other 17 wait for one
+            assert limiter.in_flight == 3 and limiter.waiting == 17
             release.set()
     assert peak <= 8 and limiter.in_flight == 0
     assert limiter.limit > 3  # 20 answers at the floor latency with the limit in use: it grew
@@ -153,10 +149,10 @@ async def test_a_queued_request_that_is_cancelled_does_not_hold_back_the_others(
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(holder)
-            await anyio.sleep(0.01)
+            await anyio.wait_all_tasks_blocked()
             for n, scope in enumerate(scopes):
                 tasks.start_soon(queued, n, scope)
-            await anyio.sleep(0.01)
+            await anyio.wait_all_tasks_blocked()  # all four queued behind the holder, in order
             holder_may_finish.set()
             scopes[0].cancel()  # the first in line, cancelled as the slot frees
     assert served == [1, 2, 3] and limiter.in_flight == 0
@@ -177,7 +173,7 @@ async def test_queued_requests_are_served_in_the_order_of_their_cases_not_of_the
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(holder)
-            await anyio.sleep(0.01)
+            await anyio.wait_all_tasks_blocked()
             for name, rank in [
                 ("case 9", case_rank(9)),
                 ("case 2", case_rank(2)),
@@ -186,7 +182,7 @@ async def test_queued_requests_are_served_in_the_order_of_their_cases_not_of_the
                 ("case 2 again", case_rank(2)),
             ]:
                 tasks.start_soon(request, name, rank)
-                await anyio.sleep(0.01)
+                await anyio.wait_all_tasks_blocked()  # queued: they arrive in this order
             assert limiter.waiting == 5
             holder_may_finish.set()
     assert served == ["the run's", "case 2", "case 2 again", "case 5", "case 9"]

@@ -11,8 +11,8 @@ import anyio.lowlevel
 import pytest
 
 from gcbulk.engine.gc.pacer import api_policy, import_policy
-from gcbulk.engine.service.progress import EventLog, TransferStats, format_progress_line
 from gcbulk.engine.upload.crashpoints import POINTS, _parse
+from gcbulk.engine.upload.progress import EventLog, TransferStats, format_progress_line
 from gcbulk.engine.upload.server_limits import CountingGate, ImportPacer, SweepGuard, SweepRisk
 
 GIB = 1024**3

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gcbulk.emulator.server import RunningEmulator
-from gcbulk.engine.service.progress import StatsSnapshot, format_progress_line
+from gcbulk.engine.upload.progress import StatsSnapshot, format_progress_line
 from tests.engine.conftest import make_tutorial_tree, write_job
 from tests.engine.test_run_command import gcbulk
 

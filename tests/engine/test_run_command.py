@@ -10,21 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.faults import FaultRule
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.upload.crashpoints import ENV_VAR
 from tests.engine.conftest import make_tutorial_tree, write_job
-from tests.imaging import make_mask, make_mha, make_truncated_mha
+from tests.imaging import make_mask, make_mha, make_unimportable_mha
 
 REPO = Path(__file__).parents[2]
-
-
-@pytest.fixture
-def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05)
 
 
 def gcbulk_env(token: str) -> dict[str, str]:
@@ -72,7 +64,7 @@ def test_failed_cases_are_listed_with_reasons_exit_1_and_retry_failed_finishes_t
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 2)
     bad = tmp_path / "cases" / "patient2" / "seg.mha"
-    make_truncated_mha(bad)  # its header reads, so it passes the plan; the import fails
+    make_unimportable_mha(bad)  # its header and data agree, so it passes the plan; the import fails
     # A plain image socket: a segmentation socket's voxels are checked while planning, which would block the case.
     job = write_job(
         tmp_path,

@@ -16,8 +16,8 @@ from gcbulk.emulator.faults import FaultRule
 from gcbulk.emulator.server import RunningEmulator, run_emulator
 from gcbulk.engine.cli import main
 from gcbulk.engine.gc.client import GrandChallengeClient
-from gcbulk.engine.service.journal import Journal, LedgerRunner
-from gcbulk.engine.service.progress import EventLog
+from gcbulk.engine.upload.journal import Journal, LedgerRunner
+from gcbulk.engine.upload.progress import EventLog
 from gcbulk.engine.upload.reconcile import read_study
 from gcbulk.engine.upload.transfer import TransferEngine
 from gcbulk.state.ledger import Ledger, default_ledger_path

@@ -17,7 +17,6 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.upload.s3_parts import put_part
@@ -31,14 +30,7 @@ BOUND_SECONDS = 120
 QUOTA = 64 * 1024
 
 
-@pytest.fixture
-def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    return EmulatorConfig(
-        data_dir=tmp_path / "emulator",
-        import_delay_seconds=0.02,
-        verified_byte_quota=QUOTA,
-        unverified_byte_quota=QUOTA,
-    )
+pytestmark = pytest.mark.emulator(import_delay_seconds=0.02, verified_byte_quota=QUOTA, unverified_byte_quota=QUOTA)
 
 
 async def fill_the_quota(emulator: RunningEmulator) -> None:

@@ -23,7 +23,6 @@ import pytest
 from gcbulk.emulator.server import RunningEmulator
 from tests.engine.conftest import make_tutorial_tree, write_job
 from tests.imaging import make_mask, make_mha
-from tests.pg_server import PgServer
 from tests.soak.test_random_kills import server_outcome
 
 REPO = Path(__file__).parents[2]
@@ -80,8 +79,8 @@ def ledger_rows(dsn: str, sql: str, params: tuple = ()) -> list[tuple]:
 
 
 @pytest.fixture
-def dsn(pg_server: PgServer) -> str:
-    return pg_server.new_database()
+def dsn(pg_database: str) -> str:
+    return pg_database
 
 
 def test_four_workers_do_every_case_once(tmp_path: Path, threaded_emulator: RunningEmulator, dsn: str) -> None:

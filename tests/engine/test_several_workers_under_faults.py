@@ -26,7 +26,6 @@ from gcbulk.emulator.server import RunningEmulator
 from tests.engine.conftest import write_job
 from tests.engine.test_several_workers import finish, ledger_rows, start_worker
 from tests.imaging import make_mask, make_mha
-from tests.pg_server import PgServer
 from tests.soak.test_random_kills import server_outcome
 
 CASES = 12
@@ -77,8 +76,8 @@ ENGINE = 'part_size = "5 MiB"\nlease_seconds = 10\nattempts_per_item = 40\n'
 
 
 @pytest.fixture
-def dsn(pg_server: PgServer) -> str:
-    return pg_server.new_database()
+def dsn(pg_database: str) -> str:
+    return pg_database
 
 
 def ct_width(n: int) -> int:

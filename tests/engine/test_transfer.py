@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from gcbulk.emulator.context import SCHEMA_2025_11, SCHEMA_CURRENT, EmulatorConfig
+from gcbulk.emulator.context import SCHEMAS
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.jobfile import load_job
-from gcbulk.engine.planning import plan_into_ledger
+from gcbulk.engine.service.plan_recording import plan_into_ledger
 from gcbulk.engine.upload.server_limits import SweepGuard
 from gcbulk.state.ledger import Ledger, default_ledger_path
 from tests.engine.conftest import (
@@ -23,14 +23,16 @@ from tests.engine.conftest import (
     values_by_socket,
     write_job,
 )
-from tests.imaging import make_mha, make_truncated_mha
+from tests.imaging import make_mha, make_unimportable_mha
+
+pytestmark = pytest.mark.emulator(import_delay_seconds=0.02)
+
+# Both server schemas where they differ for the engine: how a display set and its values read back (its sockets, its
+# value and file fields, a display set adopted as it is). The other tests are about the engine alone.
+BOTH_SCHEMAS = pytest.mark.parametrize("emulator_schema", SCHEMAS)
 
 
-@pytest.fixture(params=[SCHEMA_CURRENT, SCHEMA_2025_11])
-def emulator_config(request: pytest.FixtureRequest, tmp_path: Path) -> EmulatorConfig:
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.02, schema=request.param)
-
-
+@BOTH_SCHEMAS
 async def test_the_tutorial_layout_becomes_display_sets_with_imported_images(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
@@ -46,6 +48,7 @@ async def test_the_tutorial_layout_becomes_display_sets_with_imported_images(
     assert outcome.stats is not None and outcome.stats.bytes_done == outcome.stats.bytes_total > 0
 
 
+@BOTH_SCHEMAS
 async def test_value_and_file_sockets_are_set(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
@@ -77,7 +80,7 @@ async def test_an_image_the_server_cannot_import_fails_its_case_with_the_reason(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 2)
-    make_truncated_mha(tmp_path / "cases" / "patient2" / "seg.mha")  # passes the plan's header check
+    make_unimportable_mha(tmp_path / "cases" / "patient2" / "seg.mha")  # passes the plan's header checks
     outcome = await run_job(write_job(tmp_path, emulator), emulator)
     assert outcome.done == 1
     assert [title for title, _ in outcome.failed] == ["patient2"]
@@ -112,6 +115,7 @@ async def test_plan_blocks_cases_whose_titles_name_display_sets_of_someone_else(
     assert report.diff.blocked == ["patient2"]
 
 
+@BOTH_SCHEMAS
 async def test_a_display_set_that_already_has_the_case_title_is_adopted_when_the_user_opts_in(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:

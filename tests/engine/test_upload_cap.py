@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import AttemptsExhausted, UploadQuotaReached
@@ -22,13 +21,8 @@ from tests.engine.conftest import (
 )
 from tests.engine.test_faults import assert_all_imported
 
-
-@pytest.fixture
-def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    # A tiny upload cap, so the run meets it (docs/gc-api.md §1: the server refuses uploads past the cap with a 400).
-    return EmulatorConfig(
-        data_dir=tmp_path / "emulator", import_delay_seconds=0.02, max_uploads_per_user=3, unverified_byte_quota=1024**2
-    )
+# A tiny upload cap, so the run meets it (docs/gc-api.md §1: the server refuses uploads past the cap with a 400).
+pytestmark = pytest.mark.emulator(import_delay_seconds=0.02, max_uploads_per_user=3, unverified_byte_quota=1024**2)
 
 
 async def test_the_upload_cap_is_waited_out(

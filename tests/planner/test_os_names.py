@@ -60,6 +60,20 @@ def test_a_case_folder_reached_twice_is_one_case_and_a_finding(
     assert main(["plan", str(job), "--offline"]) == 0
     out = capsys.readouterr().out
     assert "cases 1 · files 1" in out
+    assert f"WARNING [case-alias] {cases_dir / 'patient2'}" in out
+    assert "this is a symbolic link to case folder 'patient1'; a case is its real folder" in out
+
+
+def test_a_bind_mount_like_second_path_to_a_case_outside_the_root_is_planned_once(
+    job_dir: Path, cases_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    put(job_dir / "elsewhere" / "ct.mha")  # data on another disk, reached only through links
+    (cases_dir / "patient1").symlink_to(job_dir / "elsewhere")
+    (cases_dir / "patient2").symlink_to(job_dir / "elsewhere")
+    job = write_job(job_dir)
+    assert main(["plan", str(job), "--offline"]) == 0
+    out = capsys.readouterr().out
+    assert "cases 1 · files 1" in out
     assert f"WARNING [same-case-folder] {cases_dir / 'patient2'}" in out
     assert "this is the same folder as case 'patient1' (same device and inode" in out
 

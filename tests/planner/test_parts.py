@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gcbulk.checksums import composite_checksum
 from gcbulk.engine.plan.parts import (
     MAX_OBJECT_SIZE,
     MAX_PART_SIZE,
@@ -20,7 +21,6 @@ from gcbulk.engine.plan.parts import (
     part_count,
     part_ranges,
 )
-from gcbulk.state.ledger import composite_checksum
 
 MiB = 1024**2
 GiB = 1024**3

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gcbulk.engine.jobfile import JobConfig, load_job
+from gcbulk.engine.plan.findings import shown
 from gcbulk.engine.plan.planner import PlannedCase, PlannedFile, PlannedItem
 from gcbulk.engine.plan.preflight import Finding, Preflight
 from tests.planner.conftest import plan, put, put_mhd, write_job
@@ -136,7 +137,7 @@ def test_file_name_that_cannot_be_an_upload_filename(job_dir: Path, cases_dir: P
     put(cases_dir / "p1" / name)
     _, findings = _check(load_job(write_job(job_dir)))
     finding = _only(findings, "bad-name")
-    assert reason in finding.message and finding.path.endswith(name) and "rename" in finding.fix
+    assert reason in finding.message and finding.path.endswith(shown(name)) and "rename" in finding.fix
 
 
 def test_file_name_that_is_not_utf8(job_dir: Path, cases_dir: Path) -> None:
@@ -156,16 +157,29 @@ def test_empty_case_folder(job_dir: Path, cases_dir: Path) -> None:
     assert [c.title for c in cases] == ["p1"]
 
 
+GLOB_MHA = '[[rules]]\nglob = "*.mha"\nsocket = "ct-image"\ngroup = "all"\n'
+
+
 def test_unreadable_files(job_dir: Path, cases_dir: Path) -> None:
     put(cases_dir / "p1" / "ct.mha")
     (cases_dir / "p1" / "dangling.mha").symlink_to(cases_dir / "gone.mha")
     os.mkfifo(cases_dir / "p1" / "pipe.mha")
-    _, findings = _check(load_job(write_job(job_dir)))
+    _, findings = _check(load_job(write_job(job_dir, rules=GLOB_MHA)))
     reasons = sorted(f.message for f in findings if f.code == "unreadable")
     assert reasons == [
         "file cannot be read: it is a broken symbolic link",
         "file cannot be read: it is not a regular file",
     ]
+
+
+def test_a_broken_link_or_link_loop_no_rule_uses_is_ignored_and_blocks_nothing(job_dir: Path, cases_dir: Path) -> None:
+    put(cases_dir / "p1" / "ct.mha")
+    (cases_dir / "p1" / "notes.lnk").symlink_to(cases_dir / "gone.txt")
+    (cases_dir / "p1" / "self").symlink_to(cases_dir / "p1" / "self")
+    (cases_dir / "p1" / "again").symlink_to(cases_dir / "p1")
+    cases, findings = _check(load_job(write_job(job_dir, rules='[[rules]]\nglob = "*.mha"\nsocket = "ct-image"\n')))
+    assert findings == []
+    assert [f.path for f in cases[0].items[0].files] == ["p1/ct.mha"] and not cases[0].blocking
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
@@ -175,11 +189,13 @@ def test_file_without_read_permission(job_dir: Path, cases_dir: Path) -> None:
     assert _only(findings, "unreadable").message == "file cannot be read: permission denied"
 
 
-def test_symlink_loops(job_dir: Path, cases_dir: Path) -> None:
+def test_symlink_loops_a_rule_would_take_block_their_case(job_dir: Path, cases_dir: Path) -> None:
     put(cases_dir / "p1" / "ct.mha")
     (cases_dir / "p1" / "again").symlink_to(cases_dir / "p1")
     (cases_dir / "p1" / "self").symlink_to(cases_dir / "p1" / "self")
-    cases, findings = _check(load_job(write_job(job_dir)))
+    rules = '[[rules]]\nglob = "*.mha"\nsocket = "ct-image"\n[[rules]]\nglob = "again"\nsocket = "x"\n'
+    rules += '[[rules]]\nglob = "self"\nsocket = "y"\n'
+    cases, findings = _check(load_job(write_job(job_dir, rules=rules)))
     loops = [f for f in findings if f.code == "symlink-loop"]
     assert sorted(Path(f.path).name for f in loops) == ["again", "self"]
     assert all(f.blocking and "remove the link" in f.fix for f in loops)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from gcbulk.engine.jobfile import load_job
 from gcbulk.engine.plan.planner import PlannedCase, plan_tree
-from gcbulk.engine.planning import plan_into_ledger
+from gcbulk.engine.service.plan_recording import plan_into_ledger
 from gcbulk.state.ledger import Ledger
 from tests.planner.conftest import put, write_job
 from tests.planner.test_replan import snapshot

@@ -12,7 +12,7 @@ import pytest
 from gcbulk.engine.jobfile import JobConfig, load_job
 from gcbulk.engine.plan.parts import part_ranges
 from gcbulk.engine.plan.planner import plan_tree
-from gcbulk.engine.planning import PlanReport, plan_into_ledger
+from gcbulk.engine.service.plan_recording import PlanReport, plan_into_ledger
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.replan import planning
 from tests.planner.conftest import put, write_job

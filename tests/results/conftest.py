@@ -18,7 +18,7 @@ import pytest
 
 from gcbulk.emulator.admin_answers import create_answer
 from gcbulk.emulator.answer_types import ANSWER_TYPES, NON_ANSWERABLE_TYPES
-from gcbulk.emulator.context import SCHEMAS, EmulatorConfig
+from gcbulk.emulator.context import SCHEMAS
 from gcbulk.emulator.display_sets import title_errors
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.emulator.store import (
@@ -45,8 +45,8 @@ FAST_RETRIES = RetryPolicy(base_delay=0.001, max_delay=0.01)
 
 
 @pytest.fixture(params=SCHEMAS)
-def emulator_config(request: pytest.FixtureRequest, tmp_path: Path) -> EmulatorConfig:
-    return EmulatorConfig(data_dir=tmp_path / "emulator", import_delay_seconds=0.05, schema=request.param)
+def emulator_schema(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 @dataclass

@@ -8,17 +8,11 @@ from pathlib import Path
 import pytest
 
 from gcbulk.emulator.admin_answers import create_answer
-from gcbulk.emulator.context import SCHEMAS, EmulatorConfig
 from gcbulk.engine.results.masks import MAX_RESOLVES
 from tests.results.conftest import World, image_file_route
 
-
-@pytest.fixture(params=SCHEMAS)
-def emulator_config(request: pytest.FixtureRequest, tmp_path: Path) -> EmulatorConfig:
-    # Signed a minute in the past: a clock skew between the API and the object store, as far as a client can tell.
-    return EmulatorConfig(
-        data_dir=tmp_path / "emulator", import_delay_seconds=0.05, schema=request.param, download_url_expiry_seconds=-60
-    )
+# Signed a minute in the past: a clock skew between the API and the object store, as far as a client can tell.
+pytestmark = pytest.mark.emulator(download_url_expiry_seconds=-60)
 
 
 async def test_urls_refused_right_after_signing_fail_the_mask_after_three_tries(world: World, tmp_path: Path):

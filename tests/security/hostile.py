@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from gcbulk.emulator.server import RunningEmulator, free_port
+from gcbulk.emulator.server import RunningEmulator, listening_socket
 
 Trick = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
 
@@ -91,15 +91,16 @@ def _app(hostile: Hostile) -> web.Application:
 def hostile_server(upstream: RunningEmulator) -> Iterator[Hostile]:
     """The hostile proxy on a thread (the commands under test run as subprocesses)."""
     hostile = Hostile(upstream)
-    port = free_port()
-    hostile.base_url = f"http://127.0.0.1:{port}/api/v1/"
+    # Bound now, not probed for and bound later: with the suite's workers side by side, a probed port can be taken.
+    sock = listening_socket("127.0.0.1", 0)
+    hostile.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}/api/v1/"
     loop = asyncio.new_event_loop()
     started = threading.Event()
     runner = web.AppRunner(_app(hostile))
 
     async def start() -> None:
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await web.SockSite(runner, sock).start()
         started.set()
 
     thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True)

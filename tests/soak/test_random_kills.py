@@ -21,13 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.faults import FaultRule
 from gcbulk.emulator.server import RunningEmulator
 from tests.engine.conftest import write_job
 from tests.imaging import make_mask, make_mha
-
-pytestmark = pytest.mark.soak
 
 KILLS = int(os.environ.get("GCBULK_SOAK_KILLS", "30"))
 SEED = int(os.environ.get("GCBULK_SOAK_SEED", "20261128"))
@@ -36,18 +33,18 @@ SOCKETS = {"ct-image", "airway-segmentation"}
 RUN_BOUND_SECONDS = 300  # one run that does not end by then has hung
 
 
-@pytest.fixture
-def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    # Harsh enough to matter: imports take a while, and a few S3 PUTs and API calls fail as on a busy day.
-    return EmulatorConfig(
-        data_dir=tmp_path / "emulator",
+# Harsh enough to matter: imports take a while, and a few S3 PUTs and API calls fail as on a busy day.
+pytestmark = [
+    pytest.mark.soak,
+    pytest.mark.emulator(
         import_delay_seconds=0.2,
         fault_seed=SEED,
         fault_rules=(
             FaultRule(match="PUT s3", probability=0.03, status=503),
             FaultRule(match="* api", probability=0.02, status=502, phase="after"),
         ),
-    )
+    ),
+]
 
 
 def _gcbulk(*args: str, emulator: RunningEmulator) -> subprocess.Popen:

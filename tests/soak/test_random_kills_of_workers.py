@@ -21,7 +21,6 @@ import pytest
 from gcbulk.emulator.server import RunningEmulator
 from tests.engine.conftest import write_job
 from tests.engine.test_several_workers import ledger_rows, start_worker
-from tests.pg_server import PgServer
 from tests.soak.test_random_kills import _add_cases, server_outcome
 
 pytestmark = pytest.mark.soak
@@ -32,10 +31,10 @@ RUN_BOUND_SECONDS = 300
 
 
 def test_random_kills_of_one_worker_among_three(
-    tmp_path: Path, threaded_emulator: RunningEmulator, pg_server: PgServer
+    tmp_path: Path, threaded_emulator: RunningEmulator, pg_database: str
 ) -> None:
     rng = random.Random(SEED)
-    dsn = pg_server.new_database()
+    dsn = pg_database
     cases = tmp_path / "cases"
     _add_cases(cases, 1, 20, rng)
     next_case = 21

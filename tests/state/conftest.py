@@ -11,6 +11,7 @@ from gcbulk.engine.plan.planner import PlannedCase, PlannedFile, PlannedItem
 from gcbulk.state.ledger import JobBinding, Ledger
 from gcbulk.state.records import PlanDiff
 from gcbulk.state.replan import planning
+from tests.pg_server import PgServer
 
 BINDING = JobBinding(reader_study="example-study", base_url="https://gc.example/api/v1/", case_root="/data/cases")
 MiB = 1024**2
@@ -53,7 +54,12 @@ def ledger_path(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
     (about the SQLite file itself: its permissions, its lock, its pragmas)."""
     if request.param == "sqlite":
         return tmp_path / "job.ledger.sqlite"
-    return request.getfixturevalue("pg_server").new_database()
+    # A copy of a database migrated once: these tests are about the ledger, not its migrations (test_migrations and
+    # the several-workers tests migrate empty databases).
+    server: PgServer = request.getfixturevalue("pg_server")
+    dsn = server.new_database(template=server.ledger_template())
+    request.addfinalizer(lambda: server.drop_database(dsn))
+    return dsn
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

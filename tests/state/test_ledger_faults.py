@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gcbulk.engine.cli import EXIT_CRASH, main
-from gcbulk.engine.service.journal import LedgerRunner
+from gcbulk.engine.upload.journal import LedgerRunner
 from gcbulk.state.ledger import Ledger, LedgerDiskFull, LedgerLocked, LedgerNotALedger
 from tests.engine.conftest import make_tutorial_tree
 from tests.state.conftest import BINDING
@@ -86,11 +86,11 @@ def test_two_names_for_one_ledger_share_its_lock(tmp_path: Path) -> None:
 async def test_a_full_disk_while_running_is_a_ledger_error_that_says_nothing_was_half_written(tmp_path: Path) -> None:
     path = tmp_path / "job.ledger.sqlite"
     async with LedgerRunner(path, BINDING) as runner:
-        pages = await runner.run(lambda ledger: ledger.db.execute("PRAGMA page_count").fetchone()[0])
+        pages = await runner.with_ledger(lambda ledger: ledger.db.execute("PRAGMA page_count").fetchone()[0])
         # SQLite's own quota stands in for a full disk: the same error ("database or disk is full") at the same place.
-        await runner.run(lambda ledger: ledger.db.execute(f"PRAGMA max_page_count = {pages}"))
+        await runner.with_ledger(lambda ledger: ledger.db.execute(f"PRAGMA max_page_count = {pages}"))
         with pytest.raises(LedgerDiskFull, match="nothing was half-written"):
-            await runner.call("append_event", "test", note="x" * 200_000)
+            await runner.run(runner.ledger.append_event, "test", note="x" * 200_000)
     with Ledger.open(path, BINDING) as reopened:
         assert [e for e in reopened.events() if e["kind"] == "test"] == []
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gcbulk.state.ledger import IllegalTransition, Ledger, LedgerError
+from gcbulk.state.steps import Step, step
 from tests.state.conftest import MiB
 
 
@@ -18,7 +19,7 @@ def test_steps_recorded_together_are_each_checked_and_logged(one_case: Ledger) -
     item_id = ledger.case_work(1).items[0].id
     before = len(ledger.events())
     results = ledger.record_together(
-        [("case_started", (1,), {}), ("item_uploading", (item_id,), {}), ("case_started", (1,), {})]
+        [step(ledger.case_started, 1), step(ledger.item_uploading, item_id), step(ledger.case_started, 1)]
     )  # the repeat is still a no-op
     assert results == [True, True, False]
     work = ledger.case_work(1)
@@ -32,7 +33,7 @@ def test_a_refused_step_leaves_none_of_them_recorded(one_case: Ledger) -> None:
     before = _events(ledger)
     with pytest.raises(IllegalTransition):
         # planned -> done is no move of the case machine: the item's step before it is rolled back with it.
-        ledger.record_together([("item_uploading", (item_id,), {}), ("case_done", (1,), {})])
+        ledger.record_together([step(ledger.item_uploading, item_id), step(ledger.case_done, 1)])
     work = ledger.case_work(1)
     assert (work.state, work.items[0].state) == ("planned", "planned")
     assert _events(ledger) == before
@@ -47,14 +48,15 @@ def test_a_multi_row_transition_inside_is_all_or_none_too(one_case: Ledger) -> N
     ledger.item_uploading(item_id)
     ledger.item_uploaded(item_id)
     with pytest.raises(LedgerError, match="no completed upload"):  # its file was never uploaded
-        ledger.record_together([("display_set_creating", (1,), {}), ("item_attached", (item_id,), {})])
+        ledger.record_together([step(ledger.display_set_creating, 1), step(ledger.item_attached, item_id)])
     assert ledger.case_work(1).display_set.state == "pending"
 
 
 def test_only_transitions_are_recorded_together(one_case: Ledger) -> None:
-    for name in ("close", "case_work", "_apply", "record_together"):
+    ledger = one_case
+    for method in (ledger.close, ledger.case_work, ledger._apply, ledger.record_together, print):
         with pytest.raises(ValueError, match="not a ledger transition"):
-            one_case.record_together([(name, (1,), {})])
+            ledger.record_together([Step(method, (1,))])
     assert one_case.case_work(1).state == "planned"
 
 

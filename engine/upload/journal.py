@@ -1,0 +1,187 @@
+"""Each state change the engine makes: one ledger transaction and one JSON event line — off the event loop.
+
+The ledger (``state/ledger.py``) checks each transition and appends to its own event table in the same transaction;
+the journal then writes the same change as a JSON line (``gcbulk.engine.upload.progress.EventLog``) for people and tools that
+follow a run live. An idempotent repeat (the ledger returns False) writes no line.
+
+Why a thread: a transition costs about a millisecond (a few queries and an fsync, ``synchronous=FULL``), and a run
+of small files makes thousands of them. Run on the event loop, they stalled every transfer (measured: 5 of 13 s of
+a 500-file run were SQLite on the loop). sqlite3 connections are bound to the thread that opened them, so
+``LedgerRunner`` opens the ledger on one dedicated thread and sends every call there, in order; the loop awaits the
+result, so each step is still recorded before the next one starts.
+
+Typed calls: the engine hands the runner the ledger's bound method and its arguments (``await runner.run(
+ledger.case_done, case_id)``, ``journal.record(step(ledger.case_done, case_id))``), checked by ``ParamSpec`` against
+the method's signature and returning its own type — never a method name in a string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
+
+import anyio
+
+from gcbulk.engine.plan.titles import redacted
+from gcbulk.engine.upload.progress import EventLog
+from gcbulk.state.errors import LedgerError
+from gcbulk.state.ledger import Ledger
+from gcbulk.state.records import JobBinding
+from gcbulk.state.sqlite_file import ledger_faults
+from gcbulk.state.steps import Step, step
+
+__all__ = ["Journal", "LedgerRunner", "Step", "step"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Q = TypeVar("Q")
+# A ledger generator (``cases_to_run``, ``recorded_cases``) is advanced this many items per trip to its thread.
+PAGE = 64
+
+
+class LedgerRunner:
+    """Owns the ledger on its own thread: ``async with LedgerRunner(path, binding) as runner``."""
+
+    def __init__(self, path: Path | str, binding: JobBinding, *, job_file: Path | None = None) -> None:
+        # ``path``: the ledger's file, or a PostgreSQL DSN (state/dsn.py).
+        self.path = path
+        self.binding = binding
+        self.job_file = job_file
+        self._executor: ThreadPoolExecutor | None = None
+        self._ledger: Ledger | None = None
+
+    @property
+    def ledger(self) -> Ledger:
+        """The open ledger, for naming its methods (``runner.ledger.case_done``); call them through :meth:`run`."""
+        if self._ledger is None:
+            raise LedgerError(f"the ledger {self.path} is not open (use 'async with LedgerRunner(...)')")
+        return self._ledger
+
+    @property
+    def is_open(self) -> bool:
+        return self._ledger is not None
+
+    async def __aenter__(self) -> LedgerRunner:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcbulk-ledger")
+        try:
+            self._ledger = await self._submit(Ledger.open, self.path, self.binding, job_file=self.job_file)
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        with anyio.CancelScope(shield=True):  # writes already queued are finished, then the ledger is closed
+            if self._ledger is not None:
+                await self._submit(self._ledger.close)
+        assert self._executor is not None
+        self._executor.shutdown(wait=True)
+
+    async def _submit(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        assert self._executor is not None
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._translated, call)
+
+    def _translated(self, call: Callable[[], T]) -> T:
+        # Every ledger call of the engine: a full disk or a damaged file is a LedgerError with what to do, never a
+        # raw sqlite3 traceback.
+        with ledger_faults(self.path):
+            return call()
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(*args, **kwargs)`` on the ledger's thread: ``await runner.run(runner.ledger.case_done, case_id)``."""
+        return await self._submit(fn, *args, **kwargs)
+
+    async def with_ledger(self, fn: Callable[Concatenate[Ledger, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(ledger, *args, **kwargs)`` on the ledger's thread (e.g. recording a plan, a report query)."""
+        return await self._submit(fn, self.ledger, *args, **kwargs)
+
+    async def pages(self, fn: Callable[P, Iterator[T]], *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[T]:
+        """Iterates a ledger generator (e.g. ``ledger.cases_to_run``), advancing it ``PAGE`` items at a time on the
+        ledger's thread."""
+        iterator = await self.run(fn, *args, **kwargs)
+
+        def take() -> list[T]:
+            return [item for _, item in zip(range(PAGE), iterator, strict=False)]
+
+        while batch := await self._submit(take):
+            for item in batch:
+                yield item
+
+
+class Journal:
+    """Records the engine's steps: each a ledger transition on the ledger's thread, then one event line."""
+
+    def __init__(self, runner: LedgerRunner, events: EventLog, *, redact_titles: bool = False) -> None:
+        self.runner = runner
+        self.events = events
+        # cases.redact_titles: event lines name a case by a hash of its title (the ledger keeps the title).
+        self._case: Callable[[str], str] = redacted if redact_titles else (lambda title: title)
+
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger whose methods the steps name (``step(journal.ledger.case_done, case_id)``)."""
+        return self.runner.ledger
+
+    async def record(self, transition: Step[T], *, case: str | None = None) -> T:
+        """Run the transition, then write one event line if it changed anything (it did not return False)."""
+        result = await self.runner.run(transition)
+        self._emit([transition], [result], case)
+        return result
+
+    async def record_together(self, steps: Sequence[Step[bool]], *, case: str | None = None) -> list[bool]:
+        """Transitions the engine takes back to back, with no request to the server between them, in one ledger
+        transaction and one trip to the ledger's thread (``Ledger.record_together``): all are recorded, or — if one
+        is refused — none. Then one event line for each that changed something, in order."""
+        results = await self.runner.run(self.ledger.record_together, list(steps))
+        self._emit(steps, results, case)
+        return results
+
+    async def record_then_read(
+        self, transition: Step[bool], query: Step[Q], *, case: str | None = None, also: Sequence[Step[bool]] = ()
+    ) -> Q:
+        """``record(transition)`` — with the steps ``also`` in the same transaction, as ``record_together`` — then
+        the ``query`` of what it wrote, in one trip to the ledger's thread. The read sees the transitions committed,
+        as separate calls would."""
+        ledger = self.ledger
+        steps = [transition, *also]
+
+        def both() -> tuple[list[bool], Q | None, BaseException | None]:
+            results = ledger.record_together(steps) if also else [transition()]
+            try:
+                return results, query(), None
+            except Exception as failed:  # noqa: BLE001 - raised below, once the recorded steps have their lines
+                return results, None, failed
+
+        results, answer, failed = await self.runner.run(both)
+        self._emit(steps, results, case)
+        if failed is not None:
+            with ledger_faults(self.runner.path):  # as LedgerRunner would have said it
+                raise failed
+        return answer  # type: ignore[return-value]  # None only with ``failed``, raised above
+
+    def _emit(self, steps: Sequence[Step[object]], results: Sequence[object], case: str | None) -> None:
+        for each, result in zip(steps, results, strict=True):
+            if result is not False:
+                self.events.emit(
+                    each.name,
+                    case=None if case is None else self._case(case),
+                    key=list(each.args),
+                    **_printable(each.fields),
+                )
+
+    async def read(self, query: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A ledger query (``journal.read(journal.ledger.case_work, case_id)``) on the ledger's thread."""
+        return await self.runner.run(query, *args, **kwargs)
+
+    def note(self, event: str, *, case: str | None = None, **fields: object) -> None:
+        """An event line that changes no state (an adoption, a stop request, a progress snapshot)."""
+        self.events.emit(event, case=None if case is None else self._case(case), **_printable(fields))
+
+
+def _printable(fields: Mapping[str, object]) -> dict[str, object]:
+    return {k: v for k, v in fields.items() if v is not None}

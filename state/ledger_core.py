@@ -1,0 +1,106 @@
+"""What every part of the ledger stands on: its database, its clock, and plain reads (``_one``, ``_all``, ``_scalar``).
+
+The ledger is built in layers, each a class that names what it builds on as its base, so no part uses state it does
+not declare: ``LedgerCore`` (this) → ``LedgerEvents`` (the event log) and ``LedgerQueries`` (reads by name) →
+``LedgerTransitions`` (every state change, checked by ``gcbulk.state.machines``) → ``LedgerServerTruth`` (verify)
+and, beside it, ``LedgerWorkers`` (leases) → ``Ledger`` (open, lock, bind).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from gcbulk.state.errors import LedgerMissing
+from gcbulk.state.sqlite_file import ProcessLock
+
+# kind -> (table, key columns)
+TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "job": ("job", ("id",)),
+    "case": ("cases", ("id",)),
+    "display_set": ("display_sets", ("case_id",)),
+    "item": ("items", ("id",)),
+    "upload": ("uploads", ("id",)),
+    "part": ("parts", ("upload_id", "number")),
+}
+JOB_ROW = 1
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LedgerCore:
+    """An open ledger's database and clock. Use ``Ledger.open`` or ``Ledger.open_readonly``."""
+
+    def __init__(
+        self, db: Database, path: Path, lock: ProcessLock | None, clock: Callable[[], datetime] | None
+    ) -> None:
+        self.db = db
+        self.path = path
+        self._lock = lock
+        self._clock = clock or _utc_now
+        self.readonly = lock is None
+        self._case_root: Path | None = None
+        # Which case a file or an upload belongs to never changes: asked for every upload's and part's event.
+        self._case_of_file: dict[int, int] = {}
+        self._case_of_upload: dict[int, int] = {}
+        self._together = False  # inside record_together: the transitions share its transaction
+
+    # -------------------------------------------------------------------------------------------------- basics
+    def _now(self) -> str:
+        return _iso(self._clock())
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        rows = self._all(sql, params)
+        return rows[0] if rows else None
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        # A plain cursor rather than db.query(): reads are the hot path of planning and scheduling, and db.query()
+        # wraps each statement in a savepoint. SELECTs open no implicit transaction, so this is safe alongside
+        # sqlite-utils' transaction handling.
+        cursor = self.db.conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self.db.conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def _count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """A ``SELECT count(*) …`` (or a ``coalesce(sum(…), 0)``): never NULL, an int on both databases."""
+        return int(self._scalar(sql, params))
+
+    def _int_or_none(self, sql: str, params: Sequence[Any] = ()) -> int | None:
+        """One integer column of one row (an id), or None when there is no such row or it is NULL."""
+        value = self._scalar(sql, params)
+        return None if value is None else int(value)
+
+    @property
+    def job(self) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM job WHERE id = ?", (JOB_ROW,))
+
+    @property
+    def case_root(self) -> Path:
+        # Read once: a bound job's case root never changes (another root is another job, _check_binding), and
+        # every case_work needs it.
+        if self._case_root is None:
+            job = self.job
+            if job is None:
+                raise LedgerMissing(f"ledger {self.path} is not bound to a job yet")
+            self._case_root = Path(job["case_root"])
+        return self._case_root
+
+    @property
+    def plan_state(self) -> str:
+        """``empty`` (never planned), ``planning`` (a plan was interrupted), ``complete`` or ``blocked``."""
+        job = self.job
+        return "empty" if job is None else job["state"]
