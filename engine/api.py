@@ -133,7 +133,7 @@ class Job:
         self.settings: settings.RunSettings = resolved
 
     def __repr__(self) -> str:
-        return f"Job({str(self.settings.job.job_file)!r}, reader_study={self.settings.job.reader_study!r})"
+        return f"Job({str(self.settings.job.job_file)!r}, {self.settings.job.target.label})"
 
     def plan(self, *, dry_run: bool = False, offline: bool = False) -> PlanReport:
         """Walks the case tree, checks it, and records the plan in the ledger (``dry_run``: writes nothing).
@@ -174,14 +174,16 @@ class Job:
         """Compares the ledger with the server, as ``gcbulk verify``: what the server lost is re-queued for the next
         ``run()``, and orphan uploads of lost creates are aborted. Returns the ``VerifyResult``
         (``.consistent``, ``.as_dict()``)."""
+        from gcbulk.engine.gc.targets import target_for
         from gcbulk.engine.service.job_service import JobService
         from gcbulk.engine.upload.reconcile import verify
 
         service = JobService(self.settings, watch_signals=not _loop_running())
-        slug = self.settings.job.reader_study
+        ref = self.settings.job.target
 
         async def body(service: JobService) -> VerifyResult:
-            return await verify(service.client, service.journal, slug)  # type: ignore[arg-type]
+            assert service.client is not None and service.journal is not None
+            return await verify(service.client, service.journal, target_for(service.client, ref))
 
         result = _run_sync(lambda: service.serve(body))
         if result is None:

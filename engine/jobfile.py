@@ -2,7 +2,7 @@
 
 A job file names the reader study, the server, the case tree and how files map to sockets::
 
-    reader_study = "example-study"
+    reader_study = "example-study"      # or archive = "example-archive": each case becomes an archive item
     base_url = "https://grand-challenge.org/api/v1/"
     case_root = "cases"                  # relative to the job file
     # ca_file = "ca.pem"                 # only for a server with a private CA (e.g. the bundled emulator)
@@ -75,6 +75,7 @@ from gcbulk.engine.dicom.options import (
     parse_dicom_table,
 )
 from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.gc.target_ref import ARCHIVE, READER_STUDY, TargetRef
 from gcbulk.engine.plan.titles import TitleTemplateError, check_template
 from gcbulk.engine.upload.transfer_settings import JOB_KNOBS, TransferSettings
 from gcbulk.state.records import JobBinding
@@ -145,7 +146,9 @@ class CaseLayout:
 @dataclass(frozen=True, kw_only=True)
 class JobConfig:
     job_file: Path
-    reader_study: str
+    # Exactly one of the two names where the cases go (``target``): a reader study's slug or an archive's.
+    reader_study: str = ""
+    archive: str = ""
     base_url: str
     case_root: Path
     ca_file: Path | None = None
@@ -156,8 +159,16 @@ class JobConfig:
     dicom: DicomOptions = field(default_factory=DicomOptions)
 
     @property
+    def target(self) -> TargetRef:
+        """Where the cases go: each case becomes a display set of the reader study, or an item of the archive."""
+        if self.archive:
+            return TargetRef(ARCHIVE, self.archive)
+        return TargetRef(READER_STUDY, self.reader_study)
+
+    @property
     def binding(self) -> JobBinding:
-        return JobBinding(reader_study=self.reader_study, base_url=self.base_url, case_root=str(self.case_root))
+        # The ledger's ``reader_study`` column holds the target (``TargetRef.ledger_key``: no migration needed).
+        return JobBinding(reader_study=self.target.ledger_key, base_url=self.base_url, case_root=str(self.case_root))
 
     @property
     def socket_slugs(self) -> tuple[str, ...]:
@@ -403,12 +414,10 @@ def load_job(path: Path | str) -> JobConfig:
     _reject_unknown(
         "",
         data,
-        {"reader_study", "base_url", "case_root", "ca_file", "cases", "rules", "values", "engine", "dicom"},
+        {"reader_study", "archive", "base_url", "case_root", "ca_file", "cases", "rules", "values", "engine", "dicom"},
         job_file,
     )
-    reader_study = data.get("reader_study")
-    if not isinstance(reader_study, str) or not reader_study.strip():
-        raise JobFileError(f"{job_file}: reader_study is required: the slug, the last part of the study's URL")
+    reader_study, archive = _target_slugs(data, job_file)
     base_url = _normalise_base_url(data.get("base_url"), job_file)
     case_root_value = data.get("case_root")
     if not isinstance(case_root_value, str) or not case_root_value:
@@ -450,7 +459,8 @@ def load_job(path: Path | str) -> JobConfig:
         raise JobFileError(str(exc)) from None
     return JobConfig(
         job_file=job_file,
-        reader_study=reader_study.strip(),
+        reader_study=reader_study,
+        archive=archive,
         base_url=base_url,
         case_root=case_root,
         ca_file=ca_file,
@@ -460,6 +470,21 @@ def load_job(path: Path | str) -> JobConfig:
         engine=_parse_engine(_table(data, "engine", job_file), job_file),
         dicom=dicom,
     )
+
+
+def _target_slugs(data: Mapping[str, Any], job_file: Path) -> tuple[str, str]:
+    """``(reader_study, archive)``: exactly one of them is given, as a non-empty string."""
+    given = {key: data[key] for key in ("reader_study", "archive") if key in data}
+    if len(given) != 1:
+        both = " (it names both)" if given else ""
+        raise JobFileError(
+            f'{job_file}: name exactly one target{both}: reader_study = "SLUG" for a reader study\'s display sets, '
+            'or archive = "SLUG" for an archive\'s items (the slug is the last part of its URL)'
+        )
+    key, value = next(iter(given.items()))
+    if not isinstance(value, str) or not value.strip() or ":" in value:
+        raise JobFileError(f"{job_file}: {key} must be the slug, the last part of the {key.replace('_', ' ')}'s URL")
+    return (value.strip(), "") if key == "reader_study" else ("", value.strip())
 
 
 def load_token(token_file: Path | str | None = None, environ: Mapping[str, str] = os.environ) -> str:

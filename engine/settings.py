@@ -225,7 +225,8 @@ class RunSettings:
         shown: dict[str, Any] = {
             "job_file": str(job.job_file),
             "base_url": job.base_url,
-            "reader_study": job.reader_study,
+            "reader_study": job.reader_study or None,
+            "archive": job.archive or None,
             "case_root": str(job.case_root),
             "ca_file": None if job.ca_file is None else str(job.ca_file),
             "ledger": self.ledger_shown,
@@ -245,7 +246,12 @@ class RunSettings:
             # None is the size-based default (engine/upload/import_deadline.py), which the job file spells "auto".
             "engine.import_timeout": "auto" if knobs.import_timeout is None else knobs.import_timeout,
         }
-        sources = {**self.sources, "job_file": "command line", "token": self.token_source or "not set"}
+        sources = {
+            **self.sources,
+            "archive": JOB_FILE if job.archive else DEFAULT,  # no flag or variable overrides it
+            "job_file": "command line",
+            "token": self.token_source or "not set",
+        }
         return {name: (value, sources[name]) for name, value in shown.items()}
 
 
@@ -361,6 +367,10 @@ def _override_job(job: JobConfig, environ: Mapping[str, str], sources: dict[str,
         elif key == "reader_study":
             if not text.strip():
                 raise ConfigurationError(f"{name} is empty; set it to the reader study's slug or unset it")
+            if job.archive:  # one target per job: a study's slug cannot quietly replace the archive it names
+                raise ConfigurationError(
+                    f"{name} is set, but {job.job_file} names archive = {job.archive!r} as its target; unset {name}"
+                )
             changes[key] = text.strip()
         elif key == "case_root":
             changes[key] = _path_from_env(text).resolve()

@@ -47,7 +47,7 @@ def print_report(report: PlanReport, out: Any = None, *, show_cases: int = 0, re
     shown = redacted if redact_titles else escaped  # a title from an older ledger may hold control characters
     diff, quota, config = report.diff, report.quota, report.config
     where = "dry run, nothing written" if report.dry_run else f"ledger {report.ledger_path}"
-    print(f"Plan for reader study {config.reader_study!r} at {config.base_url} ({where})", file=out)
+    print(f"Plan for {config.target.label} at {config.base_url} ({where})", file=out)
     print(f"  cases {diff.cases} · files {diff.files} · {human_bytes(diff.bytes)}", file=out)
     unchanged_done = diff.unchanged.get("done", 0)
     print(

@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gcbulk.engine.gc.targets import target_for
     from gcbulk.engine.service.job_service import JobService
     from gcbulk.engine.upload.reconcile import VerifyResult, verify
 
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> int:
         async def body(service: JobService) -> VerifyResult:
             assert service.client is not None and service.journal is not None
-            return await verify(service.client, service.journal, resolved.job.reader_study)
+            return await verify(service.client, service.journal, target_for(service.client, resolved.job.target))
 
         result = await service.serve(body)
         if result is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -424,7 +424,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         self,
         upload_urls: list[str],
         *,
-        display_set: str,
+        container: Mapping[str, str],
         interface: str,
         reconcile: Callable[[], Awaitable[dict[str, Any] | None]],
     ) -> dict[str, Any]:
@@ -434,7 +434,8 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
 
         Not idempotent (a second session would import the same uploads again): after an answer that may hide a
         success, ``reconcile`` looks for the session the first request made before anything is sent again."""
-        body = {"uploads": upload_urls, "display_set": display_set, "interface": interface}
+        # ``container``: ``{"display_set": pk}`` or ``{"archive_item": pk}`` (docs/gc-api.md §12), from the job's target.
+        body = {"uploads": upload_urls, **container, "interface": interface}
         return await self.request("POST", "cases/upload-sessions/", json=body, reconcile=reconcile)
 
     async def get_upload_session(self, pk: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ A 500 whose look finds no display set with the title did not create one either: 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
@@ -92,22 +93,71 @@ async def create_display_set(
     async def find() -> dict[str, Any] | None:
         return await client.find_display_set_by_title(study["pk"], title)
 
+    body: dict[str, Any] = {"reader_study": reader_study_slug, "title": title}
+    if order is not None:
+        body["order"] = order
+    # docs/gc-api.md §0: a user who is not an editor of the study gets 400 on reader_study; no case can succeed.
+    return await create_titled(
+        client,
+        TitledCreate(
+            path=PATH,
+            body=body,
+            title=title,
+            order=order,
+            owner_field="reader_study",
+            not_allowed=f"this token's user may not add display sets to reader study {reader_study_slug!r}",
+            remedy="make the user an editor of the study",
+        ),
+        find,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TitledCreate:
+    """One create of a titled container (a display set, or an archive item, docs/gc-api.md §12: the same rules)."""
+
+    path: str
+    body: dict[str, Any]
+    title: str
+    order: int | None  # what the create sends, for ``lost_create_contradiction`` (archive items have none)
+    owner_field: str  # the body field a user without the right is refused on (``reader_study``, ``archive``)
+    not_allowed: str  # "this token's user may not add … to …"
+    remedy: str  # what to do about it
+
+
+class CreateApi(Protocol):
+    retry_policy: RetryPolicy
+
+    async def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        json: Any = None,
+        reconcile: Callable[[], Awaitable[Any]] | None = None,
+        translate: Callable[[ApiError], Exception | None] | None = None,
+    ) -> Any: ...
+
+
+async def create_titled(
+    client: CreateApi, create: TitledCreate, find: Callable[[], Awaitable[dict[str, Any] | None]]
+) -> dict[str, Any]:
+    """Sends ``create`` until the server answers; a refusal is never taken for a lost answer (module docstring).
+    ``find`` looks the title up on the server."""
+    title = create.title
+
     async def lost_answer_lookup() -> dict[str, Any] | None:
         found = await find()
         if found is None:
             return None
-        why_not = lost_create_contradiction(found, order=order)
+        why_not = lost_create_contradiction(found, order=create.order)
         if why_not is not None:
             raise TitleTaken(title, str(found["pk"]), f"the create's answer was lost and {why_not}")
         return found
 
     def refused(error: ApiError) -> Exception | None:
-        # docs/gc-api.md §0: a user who is not an editor of the study gets 400 on reader_study; no case can succeed.
-        if error.status == 400 and isinstance(error.body, dict) and "reader_study" in error.body:
-            return ConfigurationError(
-                f"this token's user may not add display sets to reader study {reader_study_slug!r} "
-                f"({error.body['reader_study']}); make the user an editor of the study"
-            )
+        if error.status == 400 and isinstance(error.body, dict) and create.owner_field in error.body:
+            return ConfigurationError(f"{create.not_allowed} ({error.body[create.owner_field]}); {create.remedy}")
         # docs/gc-api.md §9: a duplicate title is 400 non_field_errors; §10/§11: a concurrent one is the server's
         # HTML 500 (IntegrityError). Both are the server's answer: it did not create.
         if error.status == 500 or (
@@ -116,14 +166,11 @@ async def create_display_set(
             return _Refused(error)
         return None
 
-    body: dict[str, Any] = {"reader_study": reader_study_slug, "title": title}
-    if order is not None:
-        body["order"] = order
     attempt = 0
     while True:
         try:
             created: dict[str, Any] = await client.request(
-                "POST", PATH, json=body, reconcile=lost_answer_lookup, translate=refused
+                "POST", create.path, json=create.body, reconcile=lost_answer_lookup, translate=refused
             )
             return created
         except _Refused as refusal:
@@ -134,7 +181,7 @@ async def create_display_set(
                 ) from None
             if refusal.error.status != 500:
                 raise refusal.error from None
-            # A 500 that left no display set with this title created nothing: sending it again cannot double it.
-            current_budget(client.retry_policy, f"POST {PATH}").spend(refusal.error)
+            # A 500 that left no container with this title created nothing: sending it again cannot double it.
+            current_budget(client.retry_policy, f"POST {create.path}").spend(refusal.error)
             await anyio.sleep(client.retry_policy.backoff(attempt))
             attempt += 1

@@ -30,6 +30,7 @@ from gcbulk.engine.gc.errors import (
     first_error,
 )
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
+from gcbulk.engine.gc.targets import target_for
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.health import MonitoringServer, ServerCheck
 from gcbulk.engine.service.ledger_time import check_not_behind_event_log
@@ -61,7 +62,9 @@ class JobService:
         self.settings = settings
         self.job = settings.job
         self.worker_id = settings.worker_id
-        self.state = RunState(reader_study=self.job.reader_study, base_url=self.job.base_url, worker_id=self.worker_id)
+        self.state = RunState(
+            reader_study=self.job.target.ledger_key, base_url=self.job.base_url, worker_id=self.worker_id
+        )
         self.metrics = Metrics(self.state)
         self.transfer_settings = settings.transfer
         self.display = display  # gcbulk.engine.service.display.ProgressDisplay on a terminal
@@ -276,7 +279,7 @@ class JobService:
             # The study's titles, once per plan: a case whose title names a display set this job did not make is
             # blocked before any byte is sent (docs/gc-api.md §10), unless the run takes such display sets over.
             # The same listing serves the pass that follows (engine/upload/reconcile.py): one per plan, not two.
-            self._study = await read_study(self.client, self.job.reader_study)
+            self._study = await read_study(target_for(self.client, self.job.target))
             titles = None if self.settings.adopt_existing else self._study.pk_by_title
         job = self.job
         strict, cache = self.strict, self.content_cache
@@ -303,7 +306,7 @@ class JobService:
         engine = TransferEngine(
             client=self.client,
             journal=self.journal,
-            reader_study_slug=self.job.reader_study,
+            target=self.job.target,
             config=self.transfer_settings,
             stats=stats,
             study=self._study,

@@ -53,7 +53,8 @@ class PlanReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "reader_study": self.config.reader_study,
+            "reader_study": self.config.reader_study or None,
+            "archive": self.config.archive or None,
             "base_url": self.config.base_url,
             "case_root": str(self.config.case_root),
             "ledger": None if self.ledger_path is None else str(self.ledger_path),
@@ -96,6 +97,7 @@ def fetch_catalogue(
     refuses, and a dry run writes nothing, so ``run`` makes that check, before any file moves."""
     from gcbulk.engine.gc.client import GrandChallengeClient
     from gcbulk.engine.gc.retry import RetryPolicy
+    from gcbulk.engine.gc.targets import target_for
     from gcbulk.engine.upload.reconcile import read_study
 
     async def fetch() -> tuple[dict[str, dict[str, Any] | None] | None, dict[str, str] | None]:
@@ -105,10 +107,11 @@ def fetch_catalogue(
             base_url=config.base_url, token=token, ca_file=config.ca_file, retry_policy=policy
         ) as client:
             # Permission before bytes, already at plan time (docs/gc-api.md §0: creating display sets needs an editor).
+            target = target_for(client, config.target)
             if check_editor:
-                await client.require_editor(config.reader_study, consequence="fix that before running the job")
+                await target.require_writer(consequence="fix that before running the job")
             catalogue = {slug: await client.get_socket(slug) for slug in config.socket_slugs} if with_sockets else None
-            titles = (await read_study(client, config.reader_study)).pk_by_title if with_titles else None
+            titles = (await read_study(target)).pk_by_title if with_titles else None
             return catalogue, titles
 
     return asyncio.run(fetch())

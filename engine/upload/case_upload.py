@@ -208,7 +208,7 @@ class CaseUpload:
 
     def _is_own_display_set(self, error: NotFound) -> bool:
         pk = self.case.display_set.pk
-        return bool(pk) and f"display-sets/{pk}/" in (error.url or "")
+        return bool(pk) and self.ctx.target.container_path(pk) in (error.url or "")
 
     async def _super_kinds(self) -> dict[str, str]:
         kinds = {}
@@ -243,9 +243,7 @@ class CaseUpload:
         await self.record(self.ctx.journal.ledger.display_set_creating, self.case.id)
         crash_point("after-display-set-intent")
         try:
-            created = await self.ctx.client.create_display_set(
-                self.ctx.reader_study_slug, self.case.title, order=ds.create_order
-            )
+            created = await self.ctx.target.create(self.case.title, ds.create_order)
         except TitleTaken as taken:  # the server said no: another job or person holds the title
             await self.record(self.ctx.journal.ledger.display_set_not_created, self.case.id, reason=str(taken))
             if not self.ctx.config.adopt_existing:
@@ -266,9 +264,7 @@ class CaseUpload:
     async def _claim_lost_create(self, pk: str) -> str:
         """The display set titled like this case after a create whose answer was lost (a crash, a dropped
         connection): this job's own only if the server shows nothing that contradicts it, else blocked."""
-        why_not = lost_create_contradiction(
-            await self.ctx.client.get_display_set(pk), order=self.case.display_set.create_order
-        )
+        why_not = lost_create_contradiction(await self.ctx.target.get(pk), order=self.case.display_set.create_order)
         if why_not is None:
             return "this job's own create, answer lost"
         taken = TitleTaken(self.case.title, pk, f"the create's answer was lost and {why_not}")
@@ -279,26 +275,30 @@ class CaseUpload:
 
     def _not_ours(self, taken: TitleTaken) -> ForeignDisplaySet:
         return ForeignDisplaySet(
-            f"reader study {self.ctx.reader_study_slug!r}: the display set titled {taken.title!r} (pk {taken.pk}) "
+            f"{self.ctx.target.ref.label}: the {self._noun} titled {taken.title!r} (pk {taken.pk}) "
             f"was made by another job or person while this job was creating its own ({taken.why}); nothing of this "
             "case was sent into it. Rename the case folder, or run with --adopt-existing to add its missing values "
-            "to that display set"
+            f"to that {self._noun}"
         )
+
+    @property
+    def _noun(self) -> str:
+        return self.ctx.target.ref.container_noun
 
     async def _may_adopt_foreign(self, pk: str) -> str:
         """A display set with this case's title that this job did not create: not ours to fill, unless the user
         asked (``run --adopt-existing``) and nobody answered on it."""
-        study = self.ctx.reader_study_slug
+        target, noun = self.ctx.target, self._noun
         if not self.ctx.config.adopt_existing:
             raise ForeignDisplaySet(
-                f"reader study {study!r} already has a display set titled {self.case.title!r} (pk {pk}) that this "
+                f"{target.ref.label} already has a {noun} titled {self.case.title!r} (pk {pk}) that this "
                 "job did not create; rename the case folder, or run with --adopt-existing to add its missing "
-                "values to that display set (values already there are kept)"
+                f"values to that {noun} (values already there are kept)"
             )
-        if await self.ctx.client.display_set_has_answers(pk):
+        if await target.has_answers(pk):  # never for an archive item (docs/gc-api.md §12: no answers)
             raise ForeignDisplaySet(
-                f"display set {self.case.title!r} (pk {pk}) in {study!r} already has answers: gcbulk never changes "
-                "a display set that readers answered on, even with --adopt-existing"
+                f"display set {self.case.title!r} (pk {pk}) in {target.ref.slug!r} already has answers: gcbulk never "
+                "changes a display set that readers answered on, even with --adopt-existing"
             )
         self._adopted_foreign = True
         return "--adopt-existing"
@@ -308,7 +308,7 @@ class CaseUpload:
     async def _adopt_earlier_patch(self, kinds: dict[str, str]) -> None:
         """After a crash between the values PATCH and its record, the uploads may be consumed already: sending the
         PATCH again would name uploads that no longer exist. Items the server took are recorded as attached."""
-        display_set = await self.ctx.client.get_display_set(self.case.display_set.pk)
+        display_set = await self.ctx.target.get(self.case.display_set.pk)
         present = present_sockets(display_set, kinds)
         for item in self.case.items:
             if item.state != "uploaded":
@@ -330,7 +330,7 @@ class CaseUpload:
                         # Consumed by an import whose image the server links moments later (§10), or swept: sent
                         # again only if no image comes, never a second import of the same file.
                         taken = await image_linked_soon(
-                            self.ctx.client, self.case.display_set.pk, item.socket_slug, who=self.case.title
+                            self.ctx.target, self.case.display_set.pk, item.socket_slug, who=self.case.title
                         )
             elif not taken and upload_pks:
                 try:
@@ -394,6 +394,7 @@ class CaseUpload:
         # Never resent blindly: a lost answer is settled by looking at the display set and the uploads.
         await send_values(
             client,
+            self.ctx.target,
             pk,
             planned,
             kinds,
@@ -426,7 +427,7 @@ class CaseUpload:
     async def _keep_present_values(self, pk: str, items: list[ItemWork], kinds: dict[str, str]) -> list[ItemWork]:
         """An adopted display set keeps the values it has (never replaced unless asked): those items count as
         attached — the import poll then finds them present — and only the missing ones are sent."""
-        present = present_sockets(await self.ctx.client.get_display_set(pk), kinds)
+        present = present_sockets(await self.ctx.target.get(pk), kinds)
         kept = [i for i in items if i.socket_slug in present]
         for item in kept:
             self.ctx.journal.note("value_kept", case=self.case.title, socket=item.socket_slug, display_set=pk)

@@ -11,6 +11,7 @@ import anyio
 
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.pacer import import_policy
+from gcbulk.engine.gc.targets import Target
 from gcbulk.engine.upload.dicom_budget import DicomRunState
 from gcbulk.engine.upload.journal import Journal
 from gcbulk.engine.upload.progress import TransferStats
@@ -24,7 +25,7 @@ class TransferContext:
     journal: Journal
     config: TransferSettings
     stats: TransferStats
-    reader_study_slug: str
+    target: Target  # the reader study or archive the cases go into (engine/gc/targets.py)
     upload_gate: UnitGate
     import_gate: UnitGate
     # Set by the first stop signal: start nothing new, let what is in flight finish.

@@ -142,7 +142,7 @@ class ImportWait:
                 raise Interrupted(f"{self.case.title}: stopped while waiting for imports")
             delay = self._next_poll_delay(delay)
         while waiting:
-            present = present_sockets(await ctx.client.get_display_set(pk), kinds)
+            present = present_sockets(await ctx.target.get(pk), kinds)
             still = []
             for item in waiting:
                 if item.socket_slug in present:
@@ -265,7 +265,7 @@ class ImportWait:
             if ctx.stopping.is_set():
                 raise Interrupted(f"{self.case.title}: stopped between the PATCHes of its images")
             now = time.monotonic()
-            if value.socket_slug in present_sockets(await ctx.client.get_display_set(pk), kinds):
+            if value.socket_slug in present_sockets(await ctx.target.get(pk), kinds):
                 ctx.import_pacer.imported(time.monotonic() - patched)
                 self._pacer_told.add(value.socket_slug)
                 return

@@ -17,6 +17,7 @@ from natsort import natsort_keygen
 
 from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title, socket_slug_of
 from gcbulk.engine.gc.errors import NotFound
+from gcbulk.engine.gc.targets import Target
 from gcbulk.engine.upload.journal import Journal, step
 from gcbulk.engine.upload.outcome import CaseResult
 from gcbulk.state.server_truth import RecordedCase
@@ -51,12 +52,12 @@ class StudySnapshot:
         return max((ds.order for ds in self.by_pk.values()), default=0)
 
 
-async def read_study(client: GrandChallengeClient, reader_study_slug: str) -> StudySnapshot:
-    study = await client.reader_study_by_slug(reader_study_slug)
+async def read_study(target: Target) -> StudySnapshot:
+    """The target's display sets or archive items (``engine/gc/targets.py``), in one listing."""
     by_pk: dict[str, ServerDisplaySet] = {}
     # docs/gc-api.md §3: the list is ordered by order, then created; dict keys make a repeated row (paging while another
-    # client adds display sets) harmless.
-    async for display_set in client.iterate_display_sets(study["pk"]):
+    # client adds display sets) harmless. Archive items have no order (§12): they count as 0.
+    async for display_set in target.iterate_containers():
         found = _server_display_set(display_set)
         by_pk[found.pk] = found
     return StudySnapshot(by_pk)
@@ -83,7 +84,7 @@ class Reconciliation:
 
 
 async def reconcile_with_server(
-    client: GrandChallengeClient, journal: Journal, study: StudySnapshot, *, skip_cases: Collection[int] = ()
+    target: Target, journal: Journal, study: StudySnapshot, *, skip_cases: Collection[int] = ()
 ) -> Reconciliation:
     """Every case with a recorded display set against ``study``: a display set that is gone is forgotten (a new one
     is created), a value that is gone is sent again, and a done case runs again. Each with a log line saying so.
@@ -97,7 +98,7 @@ async def reconcile_with_server(
         found.checked += 1
         on_server = study.by_pk.get(case.display_set_pk)
         if on_server is None or _missing(case, on_server):
-            on_server = await _confirm(client, case.display_set_pk)
+            on_server = await _confirm(target, case.display_set_pk)
         if on_server is None:
             reason = (
                 f"display set {case.display_set_pk} is gone from the server (deleted, or the server lost "
@@ -135,9 +136,9 @@ def _missing(case: RecordedCase, on_server: ServerDisplaySet) -> list[str]:
     return sorted(slug for slug in case.expected_values if slug not in on_server.sockets)
 
 
-async def _confirm(client: GrandChallengeClient, pk: str) -> ServerDisplaySet | None:
+async def _confirm(target: Target, pk: str) -> ServerDisplaySet | None:
     try:
-        return _server_display_set(await client.get_display_set(pk))
+        return _server_display_set(await target.get(pk))
     except NotFound:
         return None
 
@@ -205,13 +206,13 @@ class VerifyResult:
 VERIFY_WORKER = "gcbulk-verify"
 
 
-async def verify(client: GrandChallengeClient, journal: Journal, reader_study_slug: str) -> VerifyResult:
+async def verify(client: GrandChallengeClient, journal: Journal, target: Target) -> VerifyResult:
     """One listing of the study, compared with the ledger (what is gone is re-queued for the next run), then the
     lost upload creates looked for and aborted (``engine/upload/orphans.py``). Cases that running workers hold
     (several workers on a PostgreSQL ledger) are theirs: left alone here."""
     from gcbulk.engine.upload.orphans import abort_orphan_uploads  # orphans imports nothing of this module
 
     held = await journal.read(journal.ledger.cases_leased_elsewhere, VERIFY_WORKER)
-    found = await reconcile_with_server(client, journal, await read_study(client, reader_study_slug), skip_cases=held)
+    found = await reconcile_with_server(target, journal, await read_study(target), skip_cases=held)
     sweep = await abort_orphan_uploads(client, journal, other_workers=held)
     return VerifyResult(found, sweep.looked_for, len(sweep.aborted))

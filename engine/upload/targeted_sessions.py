@@ -21,6 +21,7 @@ import anyio
 
 from gcbulk.engine.gc.errors import ApiError, ImportFailed, NotFound, UploadsSwept
 from gcbulk.engine.gc.retry import RetryPolicy
+from gcbulk.engine.gc.targets import Target
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.imports import UploadSessionIndex, any_upload_gone, present_sockets
@@ -32,12 +33,15 @@ log = logging.getLogger(__name__)
 # After a lost answer whose session consumed the uploads: how long its image may take to show in the display set.
 LINK_WAIT_SECONDS = 30.0
 LINK_POLL_SECONDS = 0.5
+# A targeted value's body names its container under this key (the target's own field name is sent: ``post_targeted``).
+CONTAINER = "container"
 
 
 def targeted_value(
-    socket_slug: str, display_set_pk: str, upload_urls: list[str], upload_pks: tuple[str, ...]
+    socket_slug: str, container_pk: str, upload_urls: list[str], upload_pks: tuple[str, ...]
 ) -> PlannedValue:
-    body = {"uploads": upload_urls, "display_set": display_set_pk, "interface": socket_slug}
+    """``body`` names the container under the key ``CONTAINER``; ``post_targeted`` sends it in the target's field."""
+    body = {"uploads": upload_urls, CONTAINER: container_pk, "interface": socket_slug}
     return PlannedValue(socket_slug, IMAGE, body, upload_pks, targeted=True)
 
 
@@ -56,14 +60,18 @@ async def post_targeted(
     once per run; later values are planned that way from the start). Raises ``NotFound`` for the display set when
     the server says it does not have it (the case then makes a new one), and the server's error otherwise."""
     client = ctx.client
-    display_set = str(value.body["display_set"])
+    target = ctx.target
+    display_set = str(value.body[CONTAINER])
 
     async def made_before() -> dict[str, Any] | None:
-        return await _session_of_lost_answer(client, sessions, value, display_set, case_title=case_title)
+        return await _session_of_lost_answer(client, target, sessions, value, display_set, case_title=case_title)
 
     try:
         session = await client.create_targeted_upload_session(
-            list(value.body["uploads"]), display_set=display_set, interface=value.socket_slug, reconcile=made_before
+            list(value.body["uploads"]),
+            container={target.session_field: display_set},
+            interface=value.socket_slug,
+            reconcile=made_before,
         )
     except _ValueInPlace:
         # Sent and imported, its session unknown: nothing to record, the import wait finds the value in place.
@@ -78,10 +86,10 @@ async def post_targeted(
             raise UploadsSwept(item_id, f"{case_title}: {value.socket_slug}: its uploads are gone ({error})") from None
         if error.status not in (400, 403, 404, 405) or "uploads" in names:  # an upload's problem: the item's
             raise
-        if "display_set" in names:  # "Invalid pk": gone from the server, or never visible to this user
+        if target.session_field in names:  # "Invalid pk": gone from the server, or never visible to this user
             raise NotFound(
                 error.method,
-                client.url_for(f"reader-studies/display-sets/{display_set}/"),
+                client.url_for(target.container_path(display_set)),
                 404,
                 error.body,
                 error.headers,
@@ -99,7 +107,7 @@ class _ValueInPlace(Exception):
 
 
 async def _session_of_lost_answer(
-    client: Any, sessions: UploadSessionIndex, value: PlannedValue, display_set: str, *, case_title: str
+    client: Any, target: Target, sessions: UploadSessionIndex, value: PlannedValue, display_set: str, *, case_title: str
 ) -> dict[str, Any] | None:
     """After a lost answer: the session the POST made, None when it made none (send it again), or ``_ValueInPlace``.
 
@@ -107,7 +115,7 @@ async def _session_of_lost_answer(
     the import runs, not after. Then the display set tells: the image in its socket is the value done; uploads gone
     with no image yet is the import still linking (moments), or failed. The session list is scanned once, from a
     listing begun now (the lost POST came after any earlier scan): it is the server's dearest list (§10)."""
-    if await image_in_place(client, display_set, value.socket_slug):
+    if await image_in_place(target, display_set, value.socket_slug):
         raise _ValueInPlace
     found = await sessions.find(value.upload_pks, force=True)
     if found is not None:
@@ -115,7 +123,7 @@ async def _session_of_lost_answer(
     if not await any_upload_gone(client, value.upload_pks):
         return None  # still there, and no session lists them: the POST made nothing
     if await image_linked_soon(
-        client, display_set, value.socket_slug, who=f"{case_title} (its upload session's answer was lost)"
+        target, display_set, value.socket_slug, who=f"{case_title} (its upload session's answer was lost)"
     ):
         raise _ValueInPlace
     raise ImportFailed(
@@ -125,12 +133,12 @@ async def _session_of_lost_answer(
     )
 
 
-async def image_linked_soon(client: Any, display_set: str, socket_slug: str, *, who: str) -> bool:
+async def image_linked_soon(target: Target, display_set: str, socket_slug: str, *, who: str) -> bool:
     """Whether the image of a session whose uploads are gone shows in its socket within ``LINK_WAIT_SECONDS``: the
     server links it moments after consuming the uploads (docs/gc-api.md §10), or never, if the import failed. Polls the
     display set (a cheap GET) and says what it waits for every ``VOICE_SECONDS``."""
     waited_since = last_voice = anyio.current_time()
-    while not await image_in_place(client, display_set, socket_slug):
+    while not await image_in_place(target, display_set, socket_slug):
         now = anyio.current_time()
         if now - waited_since > LINK_WAIT_SECONDS:
             return False
@@ -147,10 +155,10 @@ async def image_linked_soon(client: Any, display_set: str, socket_slug: str, *, 
     return True
 
 
-async def image_in_place(client: Any, display_set: str, socket_slug: str) -> bool:
+async def image_in_place(target: Target, display_set: str, socket_slug: str) -> bool:
     """Whether the display set shows an image in ``socket_slug`` (False too when the display set is gone)."""
     try:
-        shown = await client.get_display_set(display_set)
+        shown = await target.get(display_set)
     except NotFound:
         return False
     return socket_slug in present_sockets(shown, {socket_slug: IMAGE})
@@ -171,4 +179,6 @@ async def _attach_directly(
         ctx.journal.note("upload_sessions_refused", reason=refusal)
     body = {"interface": value.socket_slug, "user_uploads": list(value.body["uploads"])}
     direct = PlannedValue(value.socket_slug, IMAGE, body, value.upload_pks)
-    await send_values(ctx.client, display_set, [direct], {value.socket_slug: IMAGE}, policy=policy, what=what)
+    await send_values(
+        ctx.client, ctx.target, display_set, [direct], {value.socket_slug: IMAGE}, policy=policy, what=what
+    )

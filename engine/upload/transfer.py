@@ -29,6 +29,8 @@ from gcbulk.engine.gc.errors import (
 )
 from gcbulk.engine.gc.pacer import case_rank, request_rank
 from gcbulk.engine.gc.retry import backoffs_end_on
+from gcbulk.engine.gc.target_ref import TargetRef
+from gcbulk.engine.gc.targets import target_for
 from gcbulk.engine.ledger_location import default_worker_id
 from gcbulk.engine.upload.case_upload import CaseUpload, DisplaySetIndex
 from gcbulk.engine.upload.claim_pacing import CLAIM_AHEAD, ClaimPacer
@@ -76,7 +78,7 @@ class TransferEngine:
         *,
         client: GrandChallengeClient,
         journal: Journal,
-        reader_study_slug: str,
+        target: TargetRef,
         config: TransferSettings,
         stats: TransferStats | None = None,
         study: StudySnapshot | None = None,
@@ -90,7 +92,7 @@ class TransferEngine:
         self.stats = stats or TransferStats()
         if client.on_retry is None:  # API retries count in the run's statistics, like part retries
             client.on_retry = self.stats.count_retry
-        self.reader_study_slug = reader_study_slug
+        self.target = target_for(client, target)  # a reader study's display sets or an archive's items
         self._stop_requested = anyio.Event()
         self._context: TransferContext | None = None
         self.leases = leases or CaseLeases(
@@ -164,7 +166,7 @@ class TransferEngine:
             journal=self.journal,
             config=self.config,
             stats=self.stats,
-            reader_study_slug=self.reader_study_slug,
+            target=self.target,
             upload_gate=upload_gate,
             import_gate=import_gate,
         )
@@ -178,8 +180,8 @@ class TransferEngine:
 
     async def run(self) -> RunOutcome:
         """Runs every runnable case; returns what happened. Raises on a stop-run error (e.g. a bad token)."""
-        await self.client.reader_study_by_slug(self.reader_study_slug)  # a wrong slug stops here, clearly
-        await self.client.require_editor(self.reader_study_slug, consequence="nothing was uploaded")
+        await self.target.lookup()  # a wrong slug stops here, clearly
+        await self.target.require_writer(consequence="nothing was uploaded")
         self._shared = await self.journal.read(self.journal.ledger.shared_by_workers)
         await self.leases.start()
         try:
@@ -195,7 +197,7 @@ class TransferEngine:
 
     async def _run_cases_of_pass(self, ctx: TransferContext) -> RunOutcome:
         outcome = RunOutcome()
-        study = self._study or await read_study(self.client, self.reader_study_slug)
+        study = self._study or await read_study(self.target)
         await self._settle_with_server(study, outcome)
         await self._add_runnable_totals()
         sessions = UploadSessionIndex(self.client, min_interval=self.config.session_scan_interval_seconds)
@@ -204,7 +206,7 @@ class TransferEngine:
             # The end of the run looks again: what the server lost meanwhile is sent once more, now.
             lost = len(outcome.requeued)
             try:
-                await self._settle_with_server(await read_study(self.client, self.reader_study_slug), outcome)
+                await self._settle_with_server(await read_study(self.target), outcome)
             except GcbulkError as unsure:  # the cases' own outcome stands; the next run or `gcbulk verify` looks
                 if classify(unsure) is Disposition.STOP_RUN:
                     raise
@@ -236,7 +238,7 @@ class TransferEngine:
         ``order`` of the display sets still to create."""
         # Cases other live workers hold are theirs to settle: their steps look at the server themselves.
         held = await self.journal.read(self.journal.ledger.cases_leased_elsewhere, self.leases.worker_id)
-        found = await reconcile_with_server(self.client, self.journal, study, skip_cases=held)
+        found = await reconcile_with_server(self.target, self.journal, study, skip_cases=held)
         outcome.requeued += found.display_sets_gone + found.values_gone
         try:
             sweep = await abort_orphan_uploads(self.client, self.journal, other_workers=held)

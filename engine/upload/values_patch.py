@@ -19,6 +19,7 @@ import anyio
 from gcbulk.engine.gc.client import GrandChallengeClient, socket_slug_of
 from gcbulk.engine.gc.errors import ApiError, NotFound, may_have_succeeded
 from gcbulk.engine.gc.retry import RetryPolicy, current_budget
+from gcbulk.engine.gc.targets import Target
 from gcbulk.engine.upload.imports import SESSION_QUEUED, present_sockets
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,18 @@ def _refuses_upload_links(error: BaseException) -> bool:
 
 
 async def _taken(
-    client: GrandChallengeClient, pk: str, planned: Iterable[PlannedValue], kinds: dict[str, str], *, sent_before: bool
+    client: GrandChallengeClient,
+    target: Target,
+    pk: str,
+    planned: Iterable[PlannedValue],
+    kinds: dict[str, str],
+    *,
+    sent_before: bool,
 ) -> set[str]:
     """The sockets whose value the server took: in place in the display set, or (images and files, when an earlier
     PATCH may have reached the server) with their uploads consumed (404: deleted after the import or the file copy,
     docs/gc-api.md §1). Without such a PATCH, a missing upload was swept, not consumed."""
-    display_set = await client.get_display_set(pk)
+    display_set = await target.get(pk)
     present = present_sockets(display_set, kinds)
     values = {socket_slug_of(v): v.get("value") for v in display_set.get("values") or []}
     taken = set()
@@ -84,6 +91,7 @@ async def _taken(
 
 async def send_values(
     client: GrandChallengeClient,
+    target: Target,
     pk: str,
     planned: list[PlannedValue],
     kinds: dict[str, str],
@@ -114,7 +122,7 @@ async def send_values(
             await between_images(previous)
         patched = [value for value in group if not value.targeted]
         if patched:
-            await _send_together(client, pk, patched, kinds, policy=policy, what=what)
+            await _send_together(client, target, pk, patched, kinds, policy=policy, what=what)
         for value in group:
             if value.targeted:
                 assert post_targeted is not None, "a targeted value needs post_targeted"
@@ -124,6 +132,7 @@ async def send_values(
 
 async def _send_together(
     client: GrandChallengeClient,
+    target: Target,
     pk: str,
     planned: list[PlannedValue],
     kinds: dict[str, str],
@@ -137,13 +146,15 @@ async def _send_together(
     sent_before = False  # whether a PATCH of these values may have reached the server
     while pending:
         try:
-            await client.update_display_set(pk, values=[v.body for v in pending], retries=False)
+            await target.update(pk, values=[v.body for v in pending], retries=False)
             return
         except Exception as error:  # cancellation is a BaseException and passes through
             refused_links = _refuses_upload_links(error)
             if not (may_have_succeeded(error) or refused_links or policy.get_delay(error, attempt) is not None):
                 raise
-            taken = await _taken(client, pk, pending, kinds, sent_before=sent_before or may_have_succeeded(error))
+            taken = await _taken(
+                client, target, pk, pending, kinds, sent_before=sent_before or may_have_succeeded(error)
+            )
             sent_before = sent_before or may_have_succeeded(error)
             if taken:
                 log.info("%s: the server had taken %s despite its answer (%s)", what, ", ".join(sorted(taken)), error)

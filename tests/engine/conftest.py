@@ -135,7 +135,7 @@ async def run_job(
                 retry_policy=config.retry,
             ) as client:
                 engine = TransferEngine(
-                    client=client, journal=Journal(runner, events), reader_study_slug=job.reader_study, config=config
+                    client=client, journal=Journal(runner, events), target=job.target, config=config
                 )
                 return await engine.run()
     finally:

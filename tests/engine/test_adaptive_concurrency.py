@@ -92,9 +92,7 @@ async def test_api_calls_stay_within_the_adaptive_limit_and_no_list_is_scanned_d
         ) as client:
             in_flight.limiter = client.api_limiter
             events = EventLog(tmp_path / "events.jsonl")
-            engine = TransferEngine(
-                client=client, journal=Journal(runner, events), reader_study_slug=job.reader_study, config=config
-            )
+            engine = TransferEngine(client=client, journal=Journal(runner, events), target=job.target, config=config)
             metrics = Metrics(
                 RunState(
                     runner=runner,

@@ -110,9 +110,7 @@ async def test_a_stop_in_the_middle_of_a_long_import_pause_ends_the_run_and_the_
     # A pause far past the bound: only the stop can end it in time.
     endless_pause = dataclasses.replace(FAST_ENGINE, stagger_image_values=False, poll_initial_seconds=10 * BOUND)
     async with LedgerRunner(default_ledger_path(job.job_file), job.binding) as runner:
-        engine = TransferEngine(
-            client=client, journal=Journal(runner, events), reader_study_slug=job.reader_study, config=endless_pause
-        )
+        engine = TransferEngine(client=client, journal=Journal(runner, events), target=job.target, config=endless_pause)
 
         async def run() -> None:
             outcome.append(await engine.run())

@@ -165,7 +165,7 @@ async def test_a_stop_while_cases_wait_for_a_slot_ends_the_run_at_once_and_creat
         engine = TransferEngine(
             client=client,
             journal=Journal(runner, events),
-            reader_study_slug=job.reader_study,
+            target=job.target,
             config=dataclasses.replace(FAST_ENGINE, live_upload_ceiling=2),
         )
 

@@ -15,6 +15,8 @@ from gcbulk.emulator.server import RunningEmulator
 from gcbulk.emulator.sweep import sweep_expired_uploads
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import UploadNoLongerOpen
+from gcbulk.engine.gc.target_ref import READER_STUDY, TargetRef
+from gcbulk.engine.gc.targets import target_for
 from gcbulk.engine.upload.s3_parts import put_part
 from gcbulk.engine.upload.values_patch import IMAGE, PlannedValue, UploadsGoneBeforeAttach, send_values
 from tests.engine.conftest import FAST_ENGINE, FAST_RETRIES, make_tutorial_tree, run_job, write_job
@@ -104,7 +106,13 @@ async def test_values_whose_uploads_were_swept_before_the_patch_fail_with_that_r
         pytest.raises(UploadsGoneBeforeAttach, match="ct-image were removed by the server before they were attached"),
     ):
         await send_values(
-            client, display_set["pk"], planned, {"ct-image": IMAGE}, policy=FAST_RETRIES, what="swept: values PATCH"
+            client,
+            target_for(client, TargetRef(READER_STUDY, "example-study")),
+            display_set["pk"],
+            planned,
+            {"ct-image": IMAGE},
+            policy=FAST_RETRIES,
+            what="swept: values PATCH",
         )
 
 

@@ -16,6 +16,8 @@ from gcbulk.emulator.faults import FaultRule
 from gcbulk.emulator.server import RunningEmulator, run_emulator
 from gcbulk.engine.cli import main
 from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.engine.gc.target_ref import READER_STUDY, TargetRef
+from gcbulk.engine.gc.targets import target_for
 from gcbulk.engine.upload.journal import Journal, LedgerRunner
 from gcbulk.engine.upload.progress import EventLog
 from gcbulk.engine.upload.reconcile import read_study
@@ -122,7 +124,9 @@ async def test_a_stored_display_set_pk_that_answers_404_leads_to_a_new_display_s
     with anyio.fail_after(BOUND):
         first = await run_job(job_file, emulator)
         assert [title for title, _ in first.failed] == ["patient1"]
-        study_before = await read_study(client, "example-study")  # what a pass would have read
+        study_before = await read_study(
+            target_for(client, TargetRef(READER_STUDY, "example-study"))
+        )  # what a pass would have read
         doomed = (await study_display_sets(client))["patient1"]["pk"]
         _deleted_in_the_web_ui(emulator, doomed)
         job = load_and_plan(job_file)
@@ -133,7 +137,7 @@ async def test_a_stored_display_set_pk_that_answers_404_leads_to_a_new_display_s
             engine = TransferEngine(
                 client=client,
                 journal=Journal(runner, events),
-                reader_study_slug="example-study",
+                target=job.target,
                 config=FAST_ENGINE,
                 study=study_before,
             )
