@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import anyio
 
 from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title
-from gcbulk.engine.gc.display_set_create import TitledCreate, create_titled
+from gcbulk.engine.gc.display_set_create import TitledCreate, create_titled, lost_create_contradiction
 from gcbulk.engine.gc.errors import ApiError, ConfigurationError, Disposition, GcbulkError, classify
 from gcbulk.engine.gc.target_ref import TargetRef
 
@@ -50,6 +50,10 @@ class Target(Protocol):
         ...
 
     async def get(self, pk: str) -> dict[str, Any]: ...
+
+    def lost_create_contradiction(self, found: dict[str, Any], *, order: int | None) -> str | None:
+        """Why ``found`` (titled like a create whose answer was lost) cannot be what ``create(title, order)`` made."""
+        ...
 
     async def update(
         self, pk: str, *, values: list[dict[str, Any]] | None = None, title: str | None = None, retries: bool = True
@@ -101,6 +105,9 @@ class ReaderStudyTarget:
 
     async def get(self, pk: str) -> dict[str, Any]:
         return await self.client.get_display_set(pk)
+
+    def lost_create_contradiction(self, found: dict[str, Any], *, order: int | None) -> str | None:
+        return lost_create_contradiction(found, order=order)
 
     async def update(
         self, pk: str, *, values: list[dict[str, Any]] | None = None, title: str | None = None, retries: bool = True
@@ -204,6 +211,9 @@ class ArchiveTarget:
     async def get(self, pk: str) -> dict[str, Any]:
         item: dict[str, Any] = await self.client.request("GET", self.container_path(pk))
         return item
+
+    def lost_create_contradiction(self, found: dict[str, Any], *, order: int | None) -> str | None:
+        return lost_create_contradiction(found, order=None)  # the create sends no order (items have none, §12)
 
     async def update(
         self, pk: str, *, values: list[dict[str, Any]] | None = None, title: str | None = None, retries: bool = True

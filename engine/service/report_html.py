@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html import escape
 
+from gcbulk.engine.gc.target_ref import TargetRef
 from gcbulk.engine.plan.titles import redacted, scrub
 from gcbulk.engine.service.report_events import EventFacts
 from gcbulk.engine.service.report_format import CSS, human_bytes, human_duration, when
@@ -371,7 +372,8 @@ def render_page(
     css, headline, left = _verdict(picture)
     names = _Names(redact)
     refresh = f'<meta http-equiv="refresh" content="{live.refresh_seconds}">' if live else ""
-    title = f"gcbulk: migration to {picture.reader_study}"
+    target = TargetRef.from_ledger_key(picture.reader_study).label  # the ledger's column names the archive too
+    title = f"gcbulk: migration to {target}"
     notes = "".join(f"<li>{escape(n)}</li>" for n in _notes(picture, facts))
     sections = [
         ("Cases by state", _state_section(picture)),
@@ -386,7 +388,7 @@ def render_page(
         f'<html lang="en"><head><meta charset="utf-8">{refresh}'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>"
-        f'<header class="{css}"><div class="eyebrow">gcbulk · reader study {escape(picture.reader_study)} · '
+        f'<header class="{css}"><div class="eyebrow">gcbulk · {escape(target)} · '
         f'{escape(picture.base_url)}</div><h1>{escape(headline)}</h1><p class="left">{escape(left)}</p></header>'
         f'<div class="tiles">{_tiles(picture)}</div>'
         f"{_live_section(live) if live else ''}{body}"

@@ -19,7 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import anyio
 
-from gcbulk.engine.gc.display_set_create import TitleTaken, lost_create_contradiction
+from gcbulk.engine.gc.display_set_create import TitleTaken
 from gcbulk.engine.gc.errors import (
     ApiError,
     ConfigurationError,
@@ -264,7 +264,9 @@ class CaseUpload:
     async def _claim_lost_create(self, pk: str) -> str:
         """The display set titled like this case after a create whose answer was lost (a crash, a dropped
         connection): this job's own only if the server shows nothing that contradicts it, else blocked."""
-        why_not = lost_create_contradiction(await self.ctx.target.get(pk), order=self.case.display_set.create_order)
+        why_not = self.ctx.target.lost_create_contradiction(
+            await self.ctx.target.get(pk), order=self.case.display_set.create_order
+        )
         if why_not is None:
             return "this job's own create, answer lost"
         taken = TitleTaken(self.case.title, pk, f"the create's answer was lost and {why_not}")
