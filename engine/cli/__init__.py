@@ -50,6 +50,7 @@ COMMANDS = {
     "report": "gcbulk.engine.cli.report",
     "export": "gcbulk.engine.cli.export",
     "reorder": "gcbulk.engine.cli.reorder",
+    "copy": "gcbulk.engine.cli.copy",
     "config": "gcbulk.engine.cli.config",
     "demo": "gcbulk.engine.cli.demo",
 }

@@ -16,7 +16,7 @@ from gcbulk.engine.upload.case_in_flight import CaseInFlight
 from gcbulk.engine.upload.dicom_image_set import stage_image_sets
 from gcbulk.engine.upload.file_upload import FileUpload
 from gcbulk.engine.upload.server_limits import UnitPool
-from gcbulk.engine.upload.values_patch import FILE, IMAGE
+from gcbulk.engine.upload.values_patch import FILE, IMAGE, refers_to_image
 from gcbulk.state.records import CaseWork, FileWork, ItemWork
 from gcbulk.state.steps import Step, step
 
@@ -62,7 +62,9 @@ class CaseFiles:
         work = [
             i
             for i in self.case.items
-            if kinds[i.socket_slug] in (IMAGE, FILE) and i.state in ("planned", "uploading", "uploaded")
+            if kinds[i.socket_slug] in (IMAGE, FILE)
+            and i.state in ("planned", "uploading", "uploaded")
+            and not refers_to_image(i, kinds[i.socket_slug])  # nothing to upload: the server has the image
         ]
         if not work:
             return

@@ -51,7 +51,7 @@ from gcbulk.engine.upload.targeted_sessions import (
     post_targeted,
     targeted_value,
 )
-from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, send_values
+from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, refers_to_image, send_values
 from gcbulk.state.machines import IllegalTransition
 from gcbulk.state.records import CaseWork, ItemWork
 from gcbulk.state.steps import Step, step
@@ -346,7 +346,10 @@ class CaseUpload:
     async def _attach_values(self, pk: str, kinds: dict[str, str]) -> None:
         case = await self._refresh()
         items = [
-            i for i in case.items if i.state == "uploaded" or (kinds[i.socket_slug] == VALUE and i.state == "planned")
+            i
+            for i in case.items
+            if i.state == "uploaded"
+            or (i.state == "planned" and (kinds[i.socket_slug] == VALUE or refers_to_image(i, kinds[i.socket_slug])))
         ]
         if not items:
             return
@@ -359,6 +362,11 @@ class CaseUpload:
             if kind == VALUE:
                 planned.append(
                     PlannedValue(item.socket_slug, kind, {"interface": item.socket_slug, "value": item.value})
+                )
+                continue
+            if refers_to_image(item, kind):  # an image the server has: named by its API URL, no bytes (§12)
+                planned.append(
+                    PlannedValue(item.socket_slug, kind, {"interface": item.socket_slug, "image": item.value})
                 )
                 continue
             upload_pks = tuple(await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_pks, item.id))

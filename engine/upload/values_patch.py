@@ -21,10 +21,17 @@ from gcbulk.engine.gc.errors import ApiError, NotFound, may_have_succeeded
 from gcbulk.engine.gc.retry import RetryPolicy, current_budget
 from gcbulk.engine.gc.targets import Target
 from gcbulk.engine.upload.imports import SESSION_QUEUED, present_sockets
+from gcbulk.state.records import ItemWork
 
 log = logging.getLogger(__name__)
 
 IMAGE, FILE, VALUE = "Image", "File", "Value"
+
+
+def refers_to_image(item: ItemWork, kind: str) -> bool:
+    """An image item planned with no files and the API URL of an image the server already has (``gcbulk copy``):
+    it moves no bytes, its value is ``{"interface": …, "image": <url>}`` (docs/gc-api.md §12)."""
+    return kind == IMAGE and item.has_value and not item.files
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ async def _taken(
             if (await client.get_upload_session(value.session_pk)).get("status") != SESSION_QUEUED:
                 taken.add(value.socket_slug)
             continue
-        if not sent_before:
+        if not sent_before or not value.upload_pks:  # a reference to an image is taken only when in place
             continue
         try:
             await client.get_upload(value.upload_pks[0])

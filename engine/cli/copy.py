@@ -1,0 +1,83 @@
+"""``gcbulk copy JOB.toml --from archive:SLUG --to reader-study:SLUG``: the source's display sets or items into the
+target, each image value naming the source's image (no bytes move), each JSON value copied as it is.
+
+Planned into a ledger beside the job file, resumable (a copy killed at any moment, run again, makes no second display
+set or item), verified against the server at its start and end like ``gcbulk run``. ``--dry-run`` lists what would be
+created and sends only GETs.
+
+Exit 0 when every case is copied, 1 when some failed (listed with the server's reason), 2 when the job file, the
+token or a slug cannot be used, 130/143 when stopped (run it again to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_OK, EXIT_SOME_FAILED
+from gcbulk.engine.cli.server_options import configure_command_logging, run_against_server
+from gcbulk.engine.gc.errors import ConfigurationError
+from gcbulk.engine.jobfile import TOKEN_ENV, JobFileError, load_token
+from gcbulk.engine.plan.findings import shown
+
+HELP = "Copy a reader study's display sets or an archive's items into another study or archive, moving no bytes."
+_SHOW = 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", type=Path, help="the copy job file (TOML): base_url, title, include, [sockets]")
+    parser.add_argument("--from", dest="source", metavar="archive:SLUG|reader-study:SLUG", help="copy from here")
+    parser.add_argument("--to", dest="target", metavar="archive:SLUG|reader-study:SLUG", help="copy to here")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be created; change nothing")
+    parser.add_argument("--token-file", type=Path, help=f"a file holding the API token (default: ${TOKEN_ENV})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gcbulk.engine.service.copy_job import load_copy_job
+    from gcbulk.engine.service.copying import copy_client, preview_copy, run_copy
+
+    configure_command_logging()
+    try:
+        job = load_copy_job(args.job, source=args.source, target=args.target)
+        token = load_token(args.token_file)
+    except (JobFileError, ConfigurationError) as exc:
+        print(f"gcbulk copy: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    direction = f"{job.source.label} → {job.target.label}"
+
+    async def main() -> int:
+        print(f"gcbulk copy: listing {job.source.label} at {job.base_url}", file=sys.stderr)
+        async with copy_client(job, token) as client:
+            if args.dry_run:
+                preview = await preview_copy(client, job)
+                create = preview.to_create
+                print(
+                    f"gcbulk copy (dry run): {direction}: {len(preview.cases)} case(s); would create "
+                    f"{len(create)} {job.target.container_noun}(s), {len(preview.cases) - len(create)} already there "
+                    "by title (an earlier run of this copy, or someone else's: the run adopts only its own)"
+                )
+                for case in create[:_SHOW]:
+                    sockets = ", ".join(item.socket_slug for item in case.items) or "no values"
+                    print(f"  create {shown(case.title)} ← {job.source.container_noun} {case.folder} ({sockets})")
+                if len(create) > _SHOW:
+                    print(f"  … and {len(create) - _SHOW} more")
+                return EXIT_OK
+            outcome = await run_copy(client, job)
+        done, failed = outcome.run.done, outcome.run.failed
+        blocked = outcome.planned.blocked
+        print(
+            f"gcbulk copy: {direction}: {done} case(s) copied this run, {len(failed)} failed, "
+            f"{len(blocked)} blocked (of {outcome.planned.cases} planned)",
+            file=sys.stderr,
+        )
+        for title, reason in failed[:_SHOW]:
+            print(f"  failed {shown(title)}: {shown(reason)}", file=sys.stderr)
+        for title in blocked[:_SHOW]:
+            print(f"  blocked {shown(title)}: two source containers give this title", file=sys.stderr)
+        if outcome.run.interrupted:
+            print("gcbulk copy: stopped; run it again to resume", file=sys.stderr)
+            return EXIT_SOME_FAILED
+        return EXIT_SOME_FAILED if failed or blocked else EXIT_OK
+
+    return run_against_server("copy", main)
