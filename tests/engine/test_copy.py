@@ -1,0 +1,194 @@
+"""``gcbulk copy``: an archive's items into a reader study (and back), each image named by its API URL — no part PUT,
+no upload — planned into a ledger, resumable after kill -9 with no duplicate display set, adopting only its own.
+
+The source archive is filled as a user would: two tutorial cases uploaded by ``gcbulk run`` into the archive, then
+items that show the same images (an archive item's values may name images the user may view, docs/gc-api.md §12).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import anyio
+import pytest
+
+from gcbulk.emulator.server import RunningEmulator
+from gcbulk.engine.cli import main
+from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.engine.gc.target_ref import ARCHIVE, TargetRef
+from gcbulk.engine.gc.targets import target_for
+from gcbulk.engine.upload.crashpoints import ENV_VAR
+from tests.engine.conftest import FAST_RETRIES, make_tutorial_tree
+from tests.engine.test_archive_target import archive_job, items_of_archive
+from tests.engine.test_run_command import gcbulk
+
+STUDY = "example-study"
+SOCKETS = ("ct-image", "airway-segmentation")
+REPO = Path(__file__).parents[2]
+
+
+def fill_archive(directory: Path, emulator: RunningEmulator, cases: int) -> None:
+    """``cases`` archive items titled patient1…: two uploaded by ``gcbulk run``, the rest showing their images."""
+    make_tutorial_tree(directory / "cases", 2)
+    uploaded = gcbulk("run", str(archive_job(directory, emulator)), token=emulator.tokens["editor"])
+    assert uploaded.returncode == 0, uploaded.stderr
+
+    async def add_items() -> None:
+        with anyio.fail_after(120):
+            await _add_items()
+
+    async def _add_items() -> None:
+        async with GrandChallengeClient(
+            base_url=emulator.base_url,
+            token=emulator.tokens["editor"],
+            ca_file=emulator.ca_file,
+            retry_policy=FAST_RETRIES,
+        ) as client:
+            archive = target_for(client, TargetRef(ARCHIVE, "example-archive"))
+            images = {}
+            async for item in archive.iterate_containers():
+                images[item["title"]] = [
+                    {"interface": v["interface"]["slug"], "image": v["image"]} for v in item["values"]
+                ]
+            for n in range(3, cases + 1):
+                created = await archive.create(f"patient{n}", None)
+                await archive.update(created["pk"], values=images[f"patient{1 + n % 2}"])
+
+    anyio.run(add_items)
+    assert len(items_of_archive(emulator)) == cases
+
+
+def copy_job(directory: Path, emulator: RunningEmulator, extra: str = "") -> Path:
+    job = directory / "copy.toml"
+    job.write_text(
+        f'base_url = "{emulator.base_url}"\nca_file = "{emulator.ca_file}"\n'
+        f'from = "archive:example-archive"\nto = "reader-study:{STUDY}"\n{extra}\n'
+    )
+    return job
+
+
+def copy_command(
+    job: Path, emulator: RunningEmulator, *args: str, crash_at: str | None = None
+) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    env["GRAND_CHALLENGE_AUTHORIZATION"] = emulator.tokens["editor"]
+    if crash_at:
+        env[ENV_VAR] = crash_at
+    return subprocess.run(
+        [sys.executable, "-m", "gcbulk", "copy", str(job), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+
+
+def study_images(emulator: RunningEmulator) -> dict[str, dict[str, str | None]]:
+    return {
+        ds.title: {slug: value.image_pk for slug, value in ds.values.items()}
+        for ds in emulator.context.store.display_sets.values()
+    }
+
+
+def archive_images(emulator: RunningEmulator) -> dict[str, dict[str, str | None]]:
+    return {item.title: {slug: v.image_pk for slug, v in item.values.items()} for item in items_of_archive(emulator)}
+
+
+def test_a_copy_of_100_archive_items_into_a_reader_study_sends_no_part_put(
+    tmp_path: Path, threaded_emulator: RunningEmulator
+) -> None:
+    fill_archive(tmp_path, threaded_emulator, 100)
+    counters = threaded_emulator.context.counters
+    counters.reset()
+    job = copy_job(tmp_path, threaded_emulator)
+
+    dry = copy_command(job, threaded_emulator, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert (
+        "archive 'example-archive' → reader study 'example-study': 100 case(s); would create 100 display set(s)"
+        in dry.stdout
+    )
+    assert "  create patient1 ← archive item " in dry.stdout
+    assert not threaded_emulator.context.store.display_sets and not job.with_name("copy.ledger.sqlite").exists()
+
+    copied = copy_command(job, threaded_emulator)
+    assert copied.returncode == 0, copied.stderr
+    assert "100 case(s) copied this run, 0 failed, 0 blocked (of 100 planned)" in copied.stderr
+    assert study_images(threaded_emulator) == archive_images(threaded_emulator), "each value names the source's image"
+    assert not counters.part_puts and not counters.part_put_attempts, "no byte was sent"
+    assert counters.requests["POST api:/api/v1/uploads/"] == 0
+    assert counters.requests["POST api:/api/v1/cases/upload-sessions/"] == 0
+
+    again = copy_command(job, threaded_emulator)
+    assert again.returncode == 0, again.stderr
+    assert "0 case(s) copied this run, 0 failed, 0 blocked (of 100 planned)" in again.stderr
+    assert len(threaded_emulator.context.store.display_sets) == 100
+
+
+@pytest.mark.parametrize(
+    "crash_at", ["after-display-set-intent:2", "after-create-display-set:3", "after-values-patch:2"]
+)
+def test_a_copy_killed_with_kill_9_resumes_without_a_duplicate_display_set(
+    crash_at: str, tmp_path: Path, threaded_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill_archive(tmp_path, threaded_emulator, 6)
+    job = copy_job(tmp_path, threaded_emulator)
+    killed = copy_command(job, threaded_emulator, crash_at=crash_at)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", threaded_emulator.tokens["editor"])
+    assert main(["copy", str(job)]) == 0
+    titles = Counter(ds.title for ds in threaded_emulator.context.store.display_sets.values())
+    assert titles == Counter(f"patient{n}" for n in range(1, 7)), "exactly one display set per source item"
+    assert study_images(threaded_emulator) == archive_images(threaded_emulator)
+
+
+def test_a_copy_fills_no_display_set_it_did_not_make_and_says_which(
+    tmp_path: Path,
+    threaded_emulator: RunningEmulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fill_archive(tmp_path, threaded_emulator, 3)
+
+    async def someone_elses() -> None:
+        async with GrandChallengeClient(
+            base_url=threaded_emulator.base_url,
+            token=threaded_emulator.tokens["editor"],
+            ca_file=threaded_emulator.ca_file,
+        ) as client:
+            await client.create_display_set(STUDY, "patient2")
+
+    anyio.run(someone_elses)
+    job = copy_job(tmp_path, threaded_emulator, 'include = ["patient*"]\nexclude = ["patient3"]\ntitle = "{title}"')
+    monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", threaded_emulator.tokens["editor"])
+    assert main(["copy", str(job)]) == 1
+    err = capsys.readouterr().err
+    assert "1 case(s) copied this run, 1 failed, 0 blocked (of 2 planned)" in err
+    assert "failed patient2: reader study 'example-study' already has a display set titled 'patient2'" in err
+    store = threaded_emulator.context.store
+    assert sorted(ds.title for ds in store.display_sets.values()) == ["patient1", "patient2"]
+    assert not next(ds for ds in store.display_sets.values() if ds.title == "patient2").values
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from", "archive"], "'archive' is not a target: write archive:SLUG or reader-study:SLUG"),
+        (["--to", "archive:example-archive"], "from and to are both archive:example-archive"),
+        (["--from", "archive:no-such-archive"], "archive 'no-such-archive' was not found"),
+    ],
+)
+def test_a_copy_that_cannot_start_says_why_and_exits_2(
+    args: list[str], message: str, tmp_path: Path, threaded_emulator: RunningEmulator
+) -> None:
+    result = copy_command(copy_job(tmp_path, threaded_emulator), threaded_emulator, *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
