@@ -16,6 +16,8 @@ The tutorial's steps, at scale::
     study.export("results/")                 # the files of `gcbulk export`, masks included
     study.reorder(by="natural-title")        # case2 before case10
 
+    gcbulk.copy("copy.toml", source="archive:my-archive", target="reader-study:my-study")  # no bytes move
+
 Every call is synchronous. Inside a running event loop (a Jupyter cell) the work runs on a worker thread with its own
 loop, so the notebook's loop is never blocked by nested ``asyncio.run`` errors; signals are then not watched (interrupt
 the kernel to stop: the ledger makes the next call resume).
@@ -54,6 +56,7 @@ from gcbulk.engine.results.export_files import ANSWERS_JSONL, PER_CASE_CSV
 from gcbulk.engine.results.masks import DownloadLimits
 from gcbulk.engine.results.reorder import ReorderSummary, dry_run_summary, prepare_reorder, run_reorder
 from gcbulk.engine.results.safe_paths import safe_component
+from gcbulk.engine.service.copying import CopyOutcome, CopyPreview
 from gcbulk.engine.service.plan_recording import PlanReport
 from gcbulk.engine.upload.outcome import CaseResult
 from gcbulk.engine.upload.reconcile import VerifyResult
@@ -72,6 +75,7 @@ __all__ = [
     "ReaderStudy",
     "RunOutcome",
     "VerifyResult",
+    "copy",
     "export_study",
     "reorder_study",
 ]
@@ -411,3 +415,29 @@ class ReaderStudy:
         folder = self.cache / ("mine" if mine else "all")
         _run_sync(lambda: export_study(self.server, folder, mine=mine, masks=False))
         return folder
+
+
+def copy(
+    job_file: Path | str,
+    *,
+    source: str | None = None,
+    target: str | None = None,
+    dry_run: bool = False,
+    token_file: Path | str | None = None,
+) -> CopyOutcome | CopyPreview:
+    """``gcbulk copy``: the source's display sets or archive items into the target, each image named by its API URL
+    (no bytes move). ``source``/``target`` (``"archive:SLUG"``, ``"reader-study:SLUG"``) override the job file's
+    ``from``/``to``. Returns the ``CopyPreview`` of a dry run (``.to_create``), else the ``CopyOutcome``
+    (``.run.done``, ``.run.failed``); calling it again resumes from the ledger beside the job file."""
+    from gcbulk.engine.jobfile import load_token
+    from gcbulk.engine.service.copy_job import load_copy_job
+    from gcbulk.engine.service.copying import copy_client, preview_copy, run_copy
+
+    job = load_copy_job(job_file, source=source, target=target)
+    token = load_token(token_file)
+
+    async def work() -> CopyOutcome | CopyPreview:
+        async with copy_client(job, token) as client:
+            return await preview_copy(client, job) if dry_run else await run_copy(client, job)
+
+    return _run_sync(work)

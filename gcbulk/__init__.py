@@ -29,10 +29,11 @@ __all__ = [
     "RunOutcome",
     "VerifyResult",
     "__version__",
+    "copy",
 ]
 
 if TYPE_CHECKING:
-    from gcbulk.engine.api import CaseResult, Job, PlanReport, ReaderStudy, RunOutcome, VerifyResult
+    from gcbulk.engine.api import CaseResult, Job, PlanReport, ReaderStudy, RunOutcome, VerifyResult, copy
     from gcbulk.engine.gc.errors import ConfigurationError, GcbulkError
     from gcbulk.engine.service.job_service import PlanBlocked
 
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Job": "gcbulk.engine.api",
     "ReaderStudy": "gcbulk.engine.api",
+    "copy": "gcbulk.engine.api",  # gcbulk copy: display sets / archive items into another study or archive
     "ConfigurationError": "gcbulk.engine.gc.errors",
     "GcbulkError": "gcbulk.engine.gc.errors",
     "PlanBlocked": "gcbulk.engine.service.job_service",

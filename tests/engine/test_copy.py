@@ -192,3 +192,30 @@ def test_a_copy_that_cannot_start_says_why_and_exits_2(
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_python_api_builds_a_reader_study_from_an_archive_and_an_archive_back_from_it(
+    tmp_path: Path, threaded_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gcbulk
+
+    fill_archive(tmp_path, threaded_emulator, 3)
+    monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", threaded_emulator.tokens["editor"])
+    job = copy_job(tmp_path, threaded_emulator)
+
+    preview = gcbulk.copy(job, dry_run=True)
+    assert [case.title for case in preview.to_create] == ["patient1", "patient2", "patient3"]
+    outcome = gcbulk.copy(job)
+    assert (outcome.run.done, outcome.run.failed) == (3, [])
+    assert study_images(threaded_emulator) == archive_images(threaded_emulator)
+
+    back = tmp_path / "back"
+    back.mkdir()
+    reverse = copy_job(back, threaded_emulator, 'title = "copy-{title}"')
+    returned = gcbulk.copy(reverse, source=f"reader-study:{STUDY}", target="archive:example-archive")
+    assert returned.run.done == 3
+    items = archive_images(threaded_emulator)
+    assert {title: items[f"copy-{title}"] for title in ("patient1", "patient2", "patient3")} == study_images(
+        threaded_emulator
+    )
+    assert len(items) == 6
