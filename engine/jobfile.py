@@ -476,9 +476,9 @@ def _target_slugs(data: Mapping[str, Any], job_file: Path) -> tuple[str, str]:
     """``(reader_study, archive)``: exactly one of them is given, as a non-empty string."""
     given = {key: data[key] for key in ("reader_study", "archive") if key in data}
     if len(given) != 1:
-        both = " (it names both)" if given else ""
+        what = "name exactly one target (it names both)" if given else "reader_study is required (or archive)"
         raise JobFileError(
-            f'{job_file}: name exactly one target{both}: reader_study = "SLUG" for a reader study\'s display sets, '
+            f'{job_file}: {what}: reader_study = "SLUG" for a reader study\'s display sets, '
             'or archive = "SLUG" for an archive\'s items (the slug is the last part of its URL)'
         )
     key, value = next(iter(given.items()))

@@ -120,7 +120,7 @@ def test_an_outsider_or_a_misspelt_archive_is_a_configuration_error(
     ("targets", "message"),
     [
         ('reader_study = "s"\narchive = "a"\n', "name exactly one target (it names both)"),
-        ("", "name exactly one target: reader_study"),
+        ("", 'reader_study is required (or archive): reader_study = "SLUG"'),
         ('archive = ""\n', "archive must be the slug"),
     ],
 )
