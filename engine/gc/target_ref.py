@@ -43,6 +43,11 @@ class TargetRef:
         return "archive item" if self.is_archive else "display set"
 
     @property
+    def a_container(self) -> str:
+        """``a display set`` / ``an archive item``: for sentences."""
+        return "an archive item" if self.is_archive else "a display set"
+
+    @property
     def ledger_key(self) -> str:
         """The value of the ledger's ``job.reader_study`` column for this target (see ``_ARCHIVE_PREFIX``)."""
         return f"{_ARCHIVE_PREFIX}{self.slug}" if self.is_archive else self.slug

@@ -293,7 +293,7 @@ class CaseUpload:
         target, noun = self.ctx.target, self._noun
         if not self.ctx.config.adopt_existing:
             raise ForeignDisplaySet(
-                f"{target.ref.label} already has a {noun} titled {self.case.title!r} (pk {pk}) that this "
+                f"{target.ref.label} already has {target.ref.a_container} titled {self.case.title!r} (pk {pk}) that this "
                 "job did not create; rename the case folder, or run with --adopt-existing to add its missing "
                 f"values to that {noun} (values already there are kept)"
             )

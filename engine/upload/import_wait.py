@@ -121,10 +121,11 @@ class ImportWait:
         voice = WaitVoice(
             started,
             lambda so_far: wait_log.info(
-                "%s waits %.0f s so far for the server's import of %s into display set %s (gives up after %.0f s)",
+                "%s waits %.0f s so far for the server's import of %s into %s %s (gives up after %.0f s)",
                 self.case.title,
                 so_far,
                 ", ".join(i.socket_slug for i in waiting),
+                ctx.target.ref.container_noun,  # display set / archive item
                 pk,
                 timeout,
             ),
@@ -249,11 +250,12 @@ class ImportWait:
         voice = WaitVoice(
             patched,
             lambda so_far: wait_log.info(
-                "%s waits %.0f s so far for the server's import of %s into display set %s before sending its next "
+                "%s waits %.0f s so far for the server's import of %s into %s %s before sending its next "
                 "image (gives up after %.0f s)",
                 self.case.title,
                 so_far,
                 value.socket_slug,
+                ctx.target.ref.container_noun,
                 pk,
                 timeout,
             ),

@@ -7,6 +7,7 @@ user (a viewer, without ``upload_archive``).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import signal
 from collections import Counter
@@ -17,8 +18,13 @@ import pytest
 
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.emulator.values import remove_value
+from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.engine.gc.target_ref import ARCHIVE as ARCHIVE_KIND
+from gcbulk.engine.gc.target_ref import TargetRef
+from gcbulk.engine.gc.targets import target_for
 from gcbulk.engine.jobfile import JobFileError, load_job
-from tests.engine.conftest import Finished, gcbulk_run, make_tutorial_tree, write_job
+from gcbulk.state.ledger import Ledger, default_ledger_path
+from tests.engine.conftest import FAST_ENGINE, Finished, gcbulk_run, make_tutorial_tree, run_job, write_job
 from tests.engine.test_run_command import gcbulk
 
 ARCHIVE = "example-archive"
@@ -165,3 +171,31 @@ def test_an_archive_run_killed_anywhere_resumes_without_a_duplicate_item(
     assert_one_complete_item_per_case(threaded_emulator)
     part_puts = threaded_emulator.context.counters.part_puts
     assert part_puts and set(part_puts.values()) == {1}, f"parts sent again: {dict(part_puts)}"
+
+
+async def test_an_uploader_of_the_archive_may_run_the_job(tmp_path: Path, emulator: RunningEmulator) -> None:
+    make_tutorial_tree(tmp_path / "cases", 2)
+    outcome = await run_job(archive_job(tmp_path, emulator), emulator, FAST_ENGINE, user="reader2")
+    assert outcome.failed == [] and outcome.done == 2
+    assert sorted(item.title for item in items_of_archive(emulator)) == ["patient1", "patient2"]
+
+
+async def test_an_archive_item_that_already_has_the_case_title_is_filled_only_when_the_user_opts_in(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    make_tutorial_tree(tmp_path / "cases", 2)
+    existing = await target_for(client, TargetRef(ARCHIVE_KIND, ARCHIVE)).create("patient1", None)
+    job = archive_job(tmp_path, emulator)
+
+    refused = await run_job(job, emulator, FAST_ENGINE)
+    assert refused.done == 1 and [title for title, _ in refused.failed] == ["patient1"]
+    assert f"archive '{ARCHIVE}' already has a archive item titled 'patient1'" not in refused.failed[0].reason
+    assert f"archive '{ARCHIVE}' already has an archive item titled 'patient1'" in refused.failed[0].reason
+
+    with Ledger.open(default_ledger_path(job), load_job(job).binding) as ledger:  # as `gcbulk retry-failed` does
+        ledger.requeue_failed_cases()
+    adopted = await run_job(job, emulator, dataclasses.replace(FAST_ENGINE, adopt_existing=True))
+    assert adopted.failed == [] and adopted.done == 1
+    items = {item.title: item for item in items_of_archive(emulator)}
+    assert sorted(items) == ["patient1", "patient2"] and items["patient1"].pk == existing["pk"]
+    assert set(items["patient1"].values) == SOCKETS
