@@ -53,6 +53,10 @@ class UploadsGoneBeforeAttach(ApiError):
     (the 24 h sweep, docs/gc-api.md §1) before they were attached."""
 
 
+class ImageNotShown(ApiError):
+    """The server refused a value naming an existing image by its URL: no such image, or not one this user may view."""
+
+
 def _refuses_upload_links(error: BaseException) -> bool:
     """docs/gc-api.md §0: a bad hyperlink is 400 ``{"values": [{"user_uploads": ["Invalid hyperlink …"]}]}`` or similar."""
     return isinstance(error, ApiError) and error.status == 400 and "hyperlink" in str(error.body).lower()
@@ -168,6 +172,17 @@ async def _send_together(
             pending = [v for v in pending if v.socket_slug not in taken]
             if not pending:
                 return
+            if refused_links and (named := [v.socket_slug for v in pending if not v.upload_pks and "image" in v.body]):
+                assert isinstance(error, ApiError)
+                # A copy's value names an existing image (docs/gc-api.md §12): refused, it is not an upload that is gone.
+                raise ImageNotShown(
+                    error.method,
+                    error.url,
+                    error.status,
+                    f"the server refused the image named for {', '.join(named)}: it has no such image, or this user "
+                    f"may not view it (view_image on the source's images is needed to copy them) ({error.body})",
+                    error.headers,
+                ) from None
             if refused_links:
                 gone = ", ".join(v.socket_slug for v in pending)
                 assert isinstance(error, ApiError)

@@ -233,3 +233,27 @@ def test_the_copy_benchmark_prints_its_rows_and_a_copy_without_part_puts(
     copy = next(line for line in table.splitlines() if line.startswith("| copy   |"))
     assert upload.rstrip(" |").endswith("4"), "two cases of two one-part files: four part PUTs"
     assert copy.rstrip(" |").endswith(" 0")
+
+
+def test_an_image_the_user_may_not_view_fails_its_case_with_that_reason_and_the_rest_is_copied(
+    tmp_path: Path,
+    threaded_emulator: RunningEmulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fill_archive(tmp_path, threaded_emulator, 3)
+    store = threaded_emulator.context.store
+    # patient3's CT becomes an image the editor may not view: another user's, shown nowhere the editor is a member.
+    hidden = next(item for item in items_of_archive(threaded_emulator) if item.title == "patient3")
+    image = store.images[hidden.values["ct-image"].image_pk]
+    outsider = store.user_by_username("outsider")
+    assert outsider is not None
+    image.creator, image.archive_pks, image.reader_study_pks = outsider, set(), set()
+
+    monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", threaded_emulator.tokens["editor"])
+    assert main(["copy", str(copy_job(tmp_path, threaded_emulator, 'include = ["patient3"]'))]) == 1
+    err = capsys.readouterr().err
+    assert "0 case(s) copied this run, 1 failed" in err
+    assert "failed patient3: " in err
+    assert "the server refused the image named for ct-image: it has no such image, or this user may not view it" in err
+    assert "removed by the server before they were attached" not in err
