@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import sys
 import tempfile
 import types
@@ -424,20 +425,18 @@ def copy(
     target: str | None = None,
     dry_run: bool = False,
     token_file: Path | str | None = None,
+    from_token_file: Path | str | None = None,
 ) -> CopyOutcome | CopyPreview:
     """``gcbulk copy``: the source's display sets or archive items into the target, each image named by its API URL
     (no bytes move). ``source``/``target`` (``"archive:SLUG"``, ``"reader-study:SLUG"``) override the job file's
-    ``from``/``to``. Returns the ``CopyPreview`` of a dry run (``.to_create``), else the ``CopyOutcome``
+    ``from``/``to``; a source on another server (the job's ``from_base_url``) needs its token
+    (``from_token_file`` or $GCBULK_FROM_AUTHORIZATION), and its images then travel through this machine. Returns the ``CopyPreview`` of a dry run (``.to_create``), else the ``CopyOutcome``
     (``.run.done``, ``.run.failed``); calling it again resumes from the ledger beside the job file."""
     from gcbulk.engine.jobfile import load_token
     from gcbulk.engine.service.copy_job import load_copy_job
-    from gcbulk.engine.service.copying import copy_client, preview_copy, run_copy
+    from gcbulk.engine.service.copying import copy_or_preview, source_token
 
     job = load_copy_job(job_file, source=source, target=target)
     token = load_token(token_file)
-
-    async def work() -> CopyOutcome | CopyPreview:
-        async with copy_client(job, token) as client:
-            return await preview_copy(client, job) if dry_run else await run_copy(client, job)
-
-    return _run_sync(work)
+    from_token = source_token(job, from_token_file, os.environ)
+    return _run_sync(lambda: copy_or_preview(job, token, from_token=from_token, dry_run=dry_run))

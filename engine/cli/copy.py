@@ -12,6 +12,7 @@ token or a slug cannot be used, 130/143 when stopped (run it again to resume).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -31,51 +32,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", dest="target", metavar="archive:SLUG|reader-study:SLUG", help="copy to here")
     parser.add_argument("--dry-run", action="store_true", help="list what would be created; change nothing")
     parser.add_argument("--token-file", type=Path, help=f"a file holding the API token (default: ${TOKEN_ENV})")
+    parser.add_argument(
+        "--from-token-file",
+        type=Path,
+        help="the source server's token, for a copy from another server (default: $GCBULK_FROM_AUTHORIZATION)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from gcbulk.engine.service.copy_job import load_copy_job
-    from gcbulk.engine.service.copying import copy_client, preview_copy, run_copy
+    from gcbulk.engine.service.copying import CopyPreview, copy_or_preview, source_token
 
     configure_command_logging()
     try:
         job = load_copy_job(args.job, source=args.source, target=args.target)
         token = load_token(args.token_file)
+        from_token = source_token(job, args.from_token_file, os.environ)
     except (JobFileError, ConfigurationError) as exc:
         print(f"gcbulk copy: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     direction = f"{job.source.label} → {job.target.label}"
 
     async def main() -> int:
-        print(f"gcbulk copy: listing {job.source.label} at {job.base_url}", file=sys.stderr)
-        async with copy_client(job, token) as client:
-            if args.dry_run:
-                preview = await preview_copy(client, job)
-                create = preview.to_create
-                print(
-                    f"gcbulk copy (dry run): {direction}: {len(preview.cases)} case(s); would create "
-                    f"{len(create)} {job.target.container_noun}(s), {len(preview.cases) - len(create)} already there "
-                    "by title (an earlier run of this copy, or someone else's: the run adopts only its own)"
-                )
-                for case in create[:_SHOW]:
-                    sockets = ", ".join(item.socket_slug for item in case.items) or "no values"
-                    print(f"  create {shown(case.title)} ← {job.source.container_noun} {case.folder} ({sockets})")
-                if len(create) > _SHOW:
-                    print(f"  … and {len(create) - _SHOW} more")
-                return EXIT_OK
-            outcome = await run_copy(client, job)
-        done, failed = outcome.run.done, outcome.run.failed
-        blocked = outcome.planned.blocked
+        where = job.from_base_url or job.base_url
+        moving = " (another server: its images are downloaded, then uploaded)" if job.moves_bytes else ""
+        print(f"gcbulk copy: listing {job.source.label} at {where}{moving}", file=sys.stderr)
+        result = await copy_or_preview(job, token, from_token=from_token, dry_run=args.dry_run)
+        if isinstance(result, CopyPreview):
+            create = result.to_create
+            print(
+                f"gcbulk copy (dry run): {direction}: {len(result.cases)} case(s); would create "
+                f"{len(create)} {job.target.container_noun}(s), {len(result.cases) - len(create)} already there "
+                "by title (an earlier run of this copy, or someone else's: the run adopts only its own)"
+            )
+            for case in create[:_SHOW]:
+                sockets = ", ".join(item.socket_slug for item in case.items) or "no values"
+                print(f"  create {shown(case.title)} ← {job.source.container_noun} {case.folder} ({sockets})")
+            if len(create) > _SHOW:
+                print(f"  … and {len(create) - _SHOW} more")
+            return EXIT_OK
+        done, failed, blocked = result.run.done, result.run.failed, result.planned.blocked
         print(
             f"gcbulk copy: {direction}: {done} case(s) copied this run, {len(failed)} failed, "
-            f"{len(blocked)} blocked (of {outcome.planned.cases} planned)",
+            f"{len(blocked)} blocked (of {result.planned.cases} planned)",
             file=sys.stderr,
         )
         for title, reason in failed[:_SHOW]:
             print(f"  failed {shown(title)}: {shown(reason)}", file=sys.stderr)
         for title in blocked[:_SHOW]:
             print(f"  blocked {shown(title)}: two source containers give this title", file=sys.stderr)
-        if outcome.run.interrupted:
+        if result.run.interrupted:
             print("gcbulk copy: stopped; run it again to resume", file=sys.stderr)
             return EXIT_SOME_FAILED
         return EXIT_SOME_FAILED if failed or blocked else EXIT_OK

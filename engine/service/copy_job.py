@@ -20,6 +20,7 @@ The copy job file::
     [sockets]                            # source socket = target socket; without this table every socket is copied
     "ct-image" = "ct-image"              #   under its own slug
     [engine]                             # the run's knobs, as in a job file
+    # from_base_url = "https://other.example/api/v1/"   # a source on another server: images move through here
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ class CopyJob:
     source: TargetRef
     target: TargetRef
     ca_file: Path | None = None
+    # The source's server when it is another than the target's (``from_base_url``): the images then travel through
+    # this machine (``engine/service/copy_bytes.py``); its token is GCBULK_FROM_AUTHORIZATION or --from-token-file.
+    from_base_url: str | None = None
+    from_ca_file: Path | None = None
     title: str = "{title}"
     sockets: Mapping[str, str] | None = None  # source slug → target slug; None: every socket, same slug
     include: tuple[str, ...] = ()
@@ -67,11 +72,21 @@ class CopyJob:
     engine: TransferSettings = field(default_factory=TransferSettings)
 
     @property
+    def moves_bytes(self) -> bool:
+        """Whether the images travel through this machine: the source is on another server."""
+        return self.from_base_url is not None and self.from_base_url != self.base_url
+
+    @property
+    def staging(self) -> Path:
+        """Where a copy across servers keeps the images it downloaded: its case root."""
+        return self.job_file.with_name(f"{self.job_file.stem}.copy-files")
+
+    @property
     def binding(self) -> JobBinding:
-        """The ledger's binding: the target (``TargetRef.ledger_key``), the server, and the source as its case root."""
-        return JobBinding(
-            reader_study=self.target.ledger_key, base_url=self.base_url, case_root=f"copy-from {self.source.spec}"
-        )
+        """The ledger's binding: the target (``TargetRef.ledger_key``), the server, and the source as its case root
+        (the staging folder when the images travel through this machine)."""
+        root = str(self.staging) if self.moves_bytes else f"copy-from {self.source.spec}"
+        return JobBinding(reader_study=self.target.ledger_key, base_url=self.base_url, case_root=root)
 
     def record(self) -> dict[str, Any]:
         """What the ledger keeps of the job's mapping at each plan."""
@@ -101,7 +116,8 @@ def load_copy_job(path: Path | str, *, source: str | None = None, target: str | 
         data = tomllib.loads(raw.decode())
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise JobFileError(f"copy job file {job_file} is not valid TOML: {exc}") from None
-    known = {"base_url", "ca_file", "from", "to", "title", "include", "exclude", "sockets", "engine"}
+    known = {"base_url", "ca_file", "from_base_url", "from_ca_file", "from", "to", "title", "include", "exclude"}
+    known |= {"sockets", "engine"}
     _reject_unknown("", data, known, job_file)
     ends = {}
     for key, flag, given in (("from", "--from", source), ("to", "--to", target)):
@@ -116,11 +132,7 @@ def load_copy_job(path: Path | str, *, source: str | None = None, target: str | 
             raise JobFileError(f"{job_file}: {key}: {exc}") from None
     if ends["from"] == ends["to"]:
         raise JobFileError(f"{job_file}: from and to are both {ends['from'].spec}; a copy needs two places")
-    ca_file = None
-    if data.get("ca_file") is not None:
-        ca_file = (job_file.parent / str(data["ca_file"])).resolve()
-        if not ca_file.is_file():
-            raise JobFileError(f"{job_file}: ca_file {ca_file} does not exist")
+    ca_file, from_ca_file = (_ca_file(data, key, job_file) for key in ("ca_file", "from_ca_file"))
     title = data.get("title", "{title}")
     if not isinstance(title, str):
         raise JobFileError(f'{job_file}: title must be a string such as "{{title}}"')
@@ -137,12 +149,25 @@ def load_copy_job(path: Path | str, *, source: str | None = None, target: str | 
         source=ends["from"],
         target=ends["to"],
         ca_file=ca_file,
+        from_base_url=(
+            None if data.get("from_base_url") is None else _normalise_base_url(data["from_base_url"], job_file)
+        ),
+        from_ca_file=from_ca_file,
         title=title,
         sockets=sockets,
         include=_globs(data, "include", job_file),
         exclude=_globs(data, "exclude", job_file),
         engine=_parse_engine(_table(data, "engine", job_file), job_file),
     )
+
+
+def _ca_file(data: Mapping[str, Any], key: str, job_file: Path) -> Path | None:
+    if data.get(key) is None:
+        return None
+    path = (job_file.parent / str(data[key])).resolve()
+    if not path.is_file():
+        raise JobFileError(f"{job_file}: {key} {path} does not exist")
+    return path
 
 
 def _check_title_template(template: str, job_file: Path) -> None:

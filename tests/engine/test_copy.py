@@ -7,6 +7,7 @@ items that show the same images (an archive item's values may name images the us
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -17,7 +18,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from gcbulk.emulator.server import RunningEmulator
+from gcbulk.emulator.context import EmulatorConfig
+from gcbulk.emulator.server import RunningEmulator, emulator_in_thread
 from gcbulk.engine.cli import main
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.target_ref import ARCHIVE, TargetRef
@@ -257,3 +259,51 @@ def test_an_image_the_user_may_not_view_fails_its_case_with_that_reason_and_the_
     assert "failed patient3: " in err
     assert "the server refused the image named for ct-image: it has no such image, or this user may not view it" in err
     assert "removed by the server before they were attached" not in err
+
+
+def test_a_copy_from_another_server_moves_the_images_through_this_machine_and_resumes_without_resending(
+    tmp_path: Path,
+    threaded_emulator: RunningEmulator,
+    emulator_config: EmulatorConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = threaded_emulator
+    fill_archive(tmp_path / "source", source, 3)
+    source_images = {
+        item.title: {slug: source.context.store.images[v.image_pk].shape for slug, v in item.values.items()}
+        for item in items_of_archive(source)
+    }
+    source.context.counters.reset()
+    second = dataclasses.replace(emulator_config, data_dir=tmp_path / "second-server")
+    with emulator_in_thread(second) as target:
+        job = tmp_path / "copy.toml"
+        job.write_text(
+            f'base_url = "{target.base_url}"\nca_file = "{target.ca_file}"\n'
+            f'from_base_url = "{source.base_url}"\nfrom_ca_file = "{source.ca_file}"\n'
+            f'from = "archive:example-archive"\nto = "reader-study:{STUDY}"\n'
+        )
+        monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", target.tokens["editor"])
+        monkeypatch.delenv("GCBULK_FROM_AUTHORIZATION", raising=False)
+        assert main(["copy", str(job)]) == 2
+        assert "give its API token in GCBULK_FROM_AUTHORIZATION or a file named by --from-token-file" in (
+            capsys.readouterr().err
+        )
+
+        monkeypatch.setenv("GCBULK_FROM_AUTHORIZATION", source.tokens["editor"])
+        assert main(["copy", str(job)]) == 0, capsys.readouterr().err
+        assert "another server: its images are downloaded, then uploaded" in capsys.readouterr().err
+        copied = {
+            ds.title: {slug: target.context.store.images[v.image_pk].shape for slug, v in ds.values.items()}
+            for ds in target.context.store.display_sets.values()
+        }
+        assert copied == source_images, "each image imported on the second server, as it was on the first"
+        puts = dict(target.context.counters.part_puts)
+        assert len(puts) == 6 and set(puts.values()) == {1}, "each of the six files uploaded once"
+        assert not source.context.counters.part_puts, "nothing was sent to the source"
+        staged = sorted(p.name for p in (tmp_path / "copy.copy-files").rglob("*") if p.is_file())
+        assert len(staged) == 6 and not any(name.endswith(".part") for name in staged)
+
+        assert main(["copy", str(job)]) == 0
+        assert dict(target.context.counters.part_puts) == puts, "a second run sends nothing again"
+        assert len(target.context.store.display_sets) == 3
