@@ -58,20 +58,20 @@ def run(args: argparse.Namespace) -> int:
         if result is None:
             print("gcbulk verify: stopped before it finished; nothing was lost, run it again", file=sys.stderr)
             return EXIT_SOME_FAILED
-        _print(result, as_json=args.json, redact=redact)
+        _print(result, as_json=args.json, redact=redact, container=resolved.job.target.a_container)
         return EXIT_OK if result.consistent else EXIT_SOME_FAILED
 
     return run_against_server("verify", main)
 
 
-def _print(result: object, *, as_json: bool, redact: bool) -> None:
+def _print(result: object, *, as_json: bool, redact: bool, container: str = "a display set") -> None:
     data = result.as_dict()  # type: ignore[attr-defined]
     if redact:
         data["requeued"] = [{**row, "title": redacted(row["title"])} for row in data["requeued"]]
     if as_json:
         print(json.dumps(data, indent=2))
         return
-    print(f"Checked {data['checked']} case(s) with a display set against the server.")
+    print(f"Checked {data['checked']} case(s) with {container} against the server.")
     for row in data["requeued"][:_SHOW]:
         print(f"  re-queued {row['title']}: {row['reason']}")
     if len(data["requeued"]) > _SHOW:

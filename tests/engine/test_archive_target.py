@@ -85,6 +85,7 @@ def test_the_tutorial_cases_become_archive_items_and_status_and_verify_report_on
     verified = gcbulk("verify", str(job), token=token)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "The server holds everything the ledger says it does." in verified.stdout
+    assert "Checked 3 case(s) with an archive item against the server." in verified.stdout
 
     # A value removed on the site: verify sees it gone from the item, and the next run sends it again.
     patient2 = next(item for item in items_of_archive(threaded_emulator) if item.title == "patient2")
