@@ -307,3 +307,36 @@ def test_a_copy_from_another_server_moves_the_images_through_this_machine_and_re
         assert main(["copy", str(job)]) == 0
         assert dict(target.context.counters.part_puts) == puts, "a second run sends nothing again"
         assert len(target.context.store.display_sets) == 3
+
+
+def test_a_copy_across_servers_killed_with_kill_9_mid_upload_resumes_without_resending_parts(
+    tmp_path: Path, threaded_emulator: RunningEmulator, emulator_config: EmulatorConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = threaded_emulator
+    fill_archive(tmp_path / "source", source, 3)
+    with emulator_in_thread(dataclasses.replace(emulator_config, data_dir=tmp_path / "second-server")) as target:
+        job = tmp_path / "copy.toml"
+        job.write_text(
+            f'base_url = "{target.base_url}"\nca_file = "{target.ca_file}"\n'
+            f'from_base_url = "{source.base_url}"\nfrom_ca_file = "{source.ca_file}"\n'
+            f'from = "archive:example-archive"\nto = "reader-study:{STUDY}"\n'
+        )
+        env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+        env.update(
+            GRAND_CHALLENGE_AUTHORIZATION=target.tokens["editor"],
+            GCBULK_FROM_AUTHORIZATION=source.tokens["editor"],
+            **{ENV_VAR: "after-part-recorded:3"},
+        )
+        killed = subprocess.run(
+            [sys.executable, "-m", "gcbulk", "copy", str(job)], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+        monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", target.tokens["editor"])
+        monkeypatch.setenv("GCBULK_FROM_AUTHORIZATION", source.tokens["editor"])
+        assert main(["copy", str(job)]) == 0
+        titles = Counter(ds.title for ds in target.context.store.display_sets.values())
+        assert titles == Counter(["patient1", "patient2", "patient3"])
+        assert all(set(ds.values) == set(SOCKETS) for ds in target.context.store.display_sets.values())
+        part_puts = target.context.counters.part_puts
+        assert len(part_puts) == 6 and set(part_puts.values()) == {1}, f"parts sent again: {dict(part_puts)}"
