@@ -15,12 +15,16 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_OK, EXIT_SOME_FAILED
 from gcbulk.engine.cli.server_options import configure_command_logging, run_against_server
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.jobfile import TOKEN_ENV, JobFileError, load_token
 from gcbulk.engine.plan.findings import shown
+
+if TYPE_CHECKING:  # the command imports its engine only when it runs (gcbulk --help stays cheap)
+    from gcbulk.engine.service.copy_job import CopyJob
 
 HELP = "Copy a reader study's display sets or an archive's items into another study or archive, moving no bytes."
 _SHOW = 20
@@ -31,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source", metavar="archive:SLUG|reader-study:SLUG", help="copy from here")
     parser.add_argument("--to", dest="target", metavar="archive:SLUG|reader-study:SLUG", help="copy to here")
     parser.add_argument("--dry-run", action="store_true", help="list what would be created; change nothing")
+    parser.add_argument(
+        "--status", action="store_true", help="show the copy's progress from its ledger (as gcbulk status); no server"
+    )
     parser.add_argument("--token-file", type=Path, help=f"a file holding the API token (default: ${TOKEN_ENV})")
     parser.add_argument(
         "--from-token-file",
@@ -46,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     configure_command_logging()
     try:
         job = load_copy_job(args.job, source=args.source, target=args.target)
+        if args.status:  # the ledger only: no token needed
+            return _status(job)
         token = load_token(args.token_file)
         from_token = source_token(job, args.from_token_file, os.environ)
     except (JobFileError, ConfigurationError) as exc:
@@ -87,3 +96,21 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_SOME_FAILED if failed or blocked else EXIT_OK
 
     return run_against_server("copy", main)
+
+
+def _status(job: CopyJob) -> int:
+    """The copy's ledger as ``gcbulk status`` shows a job's: counts by state and the cases needing attention."""
+    from gcbulk.engine.cli.status import print_status
+    from gcbulk.engine.service.status import collect_status
+    from gcbulk.state.ledger import Ledger, LedgerError, default_ledger_path
+
+    try:
+        with Ledger.open_readonly(default_ledger_path(job.job_file), job.binding) as ledger:
+            status = collect_status(ledger, limit=_SHOW)
+            attention = sum(ledger.counts_by_state()["case"].get(s, 0) for s in ("failed", "blocked", "vanished"))
+    except LedgerError as exc:
+        print(f"gcbulk copy: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    print_status(status, attention)
+    cases = status["counts"]["case"]
+    return EXIT_SOME_FAILED if cases.get("failed") or cases.get("blocked") else EXIT_OK

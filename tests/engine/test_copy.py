@@ -178,6 +178,11 @@ def test_a_copy_fills_no_display_set_it_did_not_make_and_says_which(
     assert sorted(ds.title for ds in store.display_sets.values()) == ["patient1", "patient2"]
     assert not next(ds for ds in store.display_sets.values() if ds.title == "patient2").values
 
+    assert main(["copy", str(job), "--status"]) == 1  # from the ledger alone
+    status = capsys.readouterr().out
+    assert "done 1" in status and "failed 1" in status
+    assert "already has a display set titled 'patient2'" in status
+
 
 @pytest.mark.parametrize(
     ("args", "message"),
