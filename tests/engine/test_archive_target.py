@@ -63,6 +63,10 @@ def test_the_tutorial_cases_become_archive_items_and_status_and_verify_report_on
     job = archive_job(tmp_path, threaded_emulator)
     token = threaded_emulator.tokens["editor"]
 
+    config = gcbulk("config", "show", str(job), "--json", token=token)
+    assert config.returncode == 0, config.stderr
+    assert '"archive"' in config.stdout and f'"{ARCHIVE}"' in config.stdout
+
     plan = gcbulk("plan", str(job), token=token)
     assert plan.returncode == 0, plan.stderr
     assert f"Plan for archive '{ARCHIVE}'" in plan.stdout
@@ -103,6 +107,9 @@ def test_a_viewer_of_the_archive_is_told_to_become_an_uploader_and_nothing_is_up
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 1)
     job = archive_job(tmp_path, threaded_emulator)
+    planned = gcbulk("plan", str(job), token=threaded_emulator.tokens["reader1"])
+    assert planned.returncode == 2, planned.stdout + planned.stderr
+    assert f"this token's user may not add items to archive '{ARCHIVE}'" in planned.stderr
     result = gcbulk("run", str(job), token=threaded_emulator.tokens["reader1"])
     assert result.returncode == 2, result.stderr
     assert f"this token's user may not add items to archive '{ARCHIVE}'" in result.stderr
