@@ -16,7 +16,7 @@ from gcbulk.checksums import composite_checksum
 from gcbulk.redaction import redact
 from gcbulk.state.errors import LedgerError, LiveUploadExists, UnknownRow, UploadNotOpen
 from gcbulk.state.event_log import LedgerEvents
-from gcbulk.state.ledger_core import TABLES
+from gcbulk.state.ledger_core import TABLES, remember_case
 from gcbulk.state.machines import MACHINES, ConflictingRepeat, check_transition
 from gcbulk.state.queries import LedgerQueries
 from gcbulk.state.steps import Step
@@ -191,7 +191,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
             )
             if file is None:
                 raise UnknownRow(f"the ledger has no file {file_id!r}")
-            self._case_of_file[file_id] = file["file_case_id"]
+            remember_case(self._case_of_file, file_id, file["file_case_id"])
             live = self._live_upload_row(file_id)
             if live is not None:
                 if live["state"] == "creating":

@@ -19,7 +19,7 @@ from gcbulk.engine.gc.limits import (  # noqa: F401 - plan.py imports some from 
     GiB,
 )
 from gcbulk.engine.jobfile import JobConfig
-from gcbulk.engine.plan.content import ContentChecker
+from gcbulk.engine.plan.content import ContentCache, ContentChecker
 from gcbulk.engine.plan.findings import (
     Finding,
     _f,
@@ -137,9 +137,9 @@ class Preflight:
     titles: TitleSet | MutableSet[str] = field(default_factory=set)
     quota: QuotaEstimate = field(default_factory=QuotaEstimate)
     # The server's own checks of file content (masks, JSON schemas, image headers), made here when the catalogue is
-    # known; the cache (path, size, mtime → findings) can outlive one plan, e.g. across follow mode's polls.
+    # known; the cache (path, size, mtime, inode → findings) can outlive one plan: the service keeps it in the ledger.
     check_content: bool = True
-    content_cache: dict[Any, Any] | None = None
+    content_cache: ContentCache | None = None
     # Titles of display sets in the study that this job did not make (docs/gc-api.md §10: adopting them replaced other
     # people's images): a case with one of these titles is blocked.
     foreign_titles: frozenset[str] = frozenset()
@@ -240,6 +240,16 @@ class Preflight:
         if len(findings) == len(case.findings) and all(new is old for new, old in zip(items, case.items, strict=True)):
             return case  # the common case, kept cheap: nothing to add
         return dataclasses.replace(case, items=tuple(items), findings=tuple(findings))
+
+    @property
+    def content_files_read(self) -> int:
+        """Files whose content the checks read in this plan (new, or changed since the cache's result)."""
+        return 0 if self._content is None else self._content.files_read
+
+    @property
+    def content_files_cached(self) -> int:
+        """Files whose checks' result came from the cache, unread."""
+        return 0 if self._content is None else self._content.files_cached
 
     def finish(self) -> list[Finding]:
         return quota_findings(self.quota, self.config.case_root, self.config.engine.live_upload_ceiling)

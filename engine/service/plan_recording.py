@@ -15,10 +15,12 @@ from typing import Any
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.jobfile import JobConfig
 from gcbulk.engine.plan.cases import PlannedCase
+from gcbulk.engine.plan.content import ContentCache
 from gcbulk.engine.plan.findings import Finding
 from gcbulk.engine.plan.parts import adjust_part_size, multipart_checksum
 from gcbulk.engine.plan.planner import Planner
 from gcbulk.engine.plan.preflight import Preflight, QuotaEstimate
+from gcbulk.engine.service.content_cache import LedgerContentCache
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.records import PlanDiff
 from gcbulk.state.replan import planning
@@ -38,6 +40,9 @@ class PlanReport:
     mapping: dict[str, Any] = field(default_factory=dict)  # socket → {"files": {name: cases}, …}
     mapping_lines: list[str] = field(default_factory=list)
     cases: list[dict[str, Any]] = field(default_factory=list)  # case → socket → files, as many as were asked for
+    # Files the content checks read, and files whose result the ledger already had (unchanged since it was checked).
+    content_files_read: int = 0
+    content_files_cached: int = 0
 
     @property
     def blocking(self) -> bool:
@@ -64,6 +69,7 @@ class PlanReport:
             "mapping": self.mapping,
             "cases": self.cases,
             "findings": [finding.as_dict() for finding in self.findings],
+            "content_checks": {"files_read": self.content_files_read, "files_unchanged": self.content_files_cached},
         }
 
 
@@ -143,14 +149,15 @@ def plan_into_ledger(
     strict: bool = False,
     keep_cases: int | None = 0,
     check_content: bool = True,
-    content_cache: dict[Any, Any] | None = None,
+    content_cache: ContentCache | None = None,
     server_titles: set[str] | None = None,
 ) -> PlanReport:
     """Plan the job's tree into ``ledger`` (or, for a dry run, compute the same diff and roll it back).
 
     A case with a blocking finding is recorded as blocked and the job's plan stays runnable, unless ``strict`` or a
     finding about the whole job (no case) blocks. ``keep_cases`` rows of case → socket → files are kept for the report
-    (None: all of them)."""
+    (None: all of them). ``content_cache``: where the content checks' results are kept; by default the ledger's
+    ``content_checks`` table, so a re-plan reads only the files that changed."""
     findings: list[Finding] = []
     job_findings: list[Finding] = []
     cases: list[dict[str, Any]] = []
@@ -173,12 +180,13 @@ def plan_into_ledger(
         # ``server_titles``: the study's display-set titles (None offline, or with --adopt-existing): those this
         # ledger never set out to make are someone else's, and their cases are blocked.
         foreign = frozenset(server_titles - ledger.own_display_set_titles()) if server_titles else frozenset()
+        in_ledger = LedgerContentCache(ledger) if content_cache is None else None
         preflight = Preflight(
             config=config,
             catalogue=catalogue,
             titles=plan.titles,
             check_content=check_content,
-            content_cache=content_cache,
+            content_cache=in_ledger or content_cache,
             foreign_titles=foreign,
         )
         job_findings.extend(preflight.check_job())
@@ -194,6 +202,8 @@ def plan_into_ledger(
             if keep_cases is None or len(cases) < keep_cases:
                 cases.append(case_row(case))
         job_findings.extend(preflight.finish())
+        if in_ledger is not None:
+            in_ledger.flush()
         all_findings = job_findings + findings
         blocked = any(f.blocking for f in (all_findings if strict else job_findings))
         diff = plan.finish(blocked=blocked)
@@ -209,4 +219,6 @@ def plan_into_ledger(
         mapping=planner.mapping.as_dict(),
         mapping_lines=planner.mapping.lines(),
         cases=cases,
+        content_files_read=preflight.content_files_read,
+        content_files_cached=preflight.content_files_cached,
     )
