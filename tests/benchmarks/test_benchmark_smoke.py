@@ -199,3 +199,25 @@ def test_compare_gcapi_r1_prints_the_capacity_rows_of_capacity_runs(tmp_path: Pa
     for client in ("gcbulk", "gcapi", "gcbulk, stagger off"):
         assert re.search(rf"^  {re.escape(client)}\s+{NUMBER} s\s+{NUMBER} req/case", out, re.MULTILINE), out
     assert any(line.startswith("R1        wall / import floor") for line in out.splitlines()), out
+
+
+@pytest.mark.parametrize("mode", [(), ("--follow", "--feed", "20")], ids=["one-shot", "follow"])
+def test_memory_growth_prints_rss_against_cases_done(tmp_path: Path, mode: tuple[str, ...]) -> None:
+    out = finished(
+        run_benchmark(
+            "-m",
+            "benchmarks.memory_growth",
+            *("--cases", "40", "--checkpoints", "10,40", "--workdir", str(tmp_path), *mode),
+            timeout=180,
+        )
+    )
+    lines = out.splitlines()
+    assert lines[0].startswith("40 cases × 1 file of 1024 B, gcbulk run (" + ("follow mode" if mode else "one-shot"))
+    header = next(n for n, line in enumerate(lines) if line.split()[:2] == ["cases", "done"])
+    assert lines[header].split() == "cases done RSS MiB growth MiB KiB/case since previous fds".split()
+    first, last = (line.split() for line in lines[header + 1 : header + 3])
+    assert int(first[0]) >= 10 and int(last[0]) >= 40
+    assert number(first[1]) > 0 and number(last[1]) > 0 and first[2] == "+0.0"
+    assert number(last[2]) == pytest.approx(number(last[1]) - number(first[1]), abs=0.11)
+    assert re.search(r"^growth from \d+ to \d+ cases: [+-]\d+\.\d MiB", out, re.MULTILINE), out
+    assert "gcbulk run exited 0" in out  # follow mode: stopped by SIGTERM once every case was done
