@@ -24,11 +24,12 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gcbulk.engine.plan import findings as finding
-from gcbulk.engine.plan.cases import PlannedItem
+from gcbulk.engine.plan.cases import PlannedCase, PlannedItem
 from gcbulk.engine.plan.findings import Finding
 from gcbulk.engine.plan.kind_schemas import schema_for
 from gcbulk.engine.plan.metaimage import (
@@ -178,6 +179,9 @@ class ContentChecker:
         # The grids of the case being checked, (path, socket) → grid: ``check_grids`` reads them and forgets them, so
         # nothing here grows with the cases planned.
         self._grids: dict[tuple[str, str], Grid] = {}
+        # Results ``read_ahead`` found, each with whether it read the file (on another thread) or the cache had it:
+        # ``check`` takes them instead of asking again.
+        self._read_ahead: dict[ContentKey, tuple[CheckedContent, bool]] = {}
         self.files_read = 0  # files whose content the checks read (new or changed since the cache's result)
         self.files_cached = 0  # files whose result came from the cache: not read
 
@@ -203,16 +207,47 @@ class ContentChecker:
         except OSError as exc:
             return [finding.unreadable(path, main.path, exc.strerror or str(exc))]
         key = ContentKey(path, stat.st_size, stat.st_mtime_ns, stat.st_ino, item.socket_slug)
-        checked = self.cache.get(key)
+        ahead = self._read_ahead.pop(key, None)
+        checked, read = ahead if ahead is not None else (self.cache.get(key), False)
         if checked is None:
-            self.files_read += 1
-            checked = self._file(socket, path, main.path, item.socket_slug, case)
+            checked, read = self._file(socket, path, main.path, item.socket_slug, case), True
+        if read:
             self.cache.put(key, checked)
+            self.files_read += 1
         else:
             self.files_cached += 1
         if checked.grid is not None:
             self._grids[(path, item.socket_slug)] = checked.grid
         return list(checked.findings)
+
+    def read_ahead(self, cases: Sequence[PlannedCase], case_root: str, readers: Executor) -> None:
+        """Reads the files of ``cases`` that ``check`` would read (not in the cache), on ``readers``' threads, so the
+        header reads of many files overlap: SimpleITK and the inflating of a mask release the GIL. Each read keeps
+        its own budget (``ReadBudget``); ``check`` then takes the results instead of reading. The caller bounds the
+        memory held by the number of cases it passes at once."""
+        self._read_ahead.clear()  # what the last window's checks did not take is not needed any more
+        reads: list[tuple[ContentKey, Future[CheckedContent]]] = []
+        for case in cases:
+            for item in case.items:
+                socket = self.catalogue.get(item.socket_slug)
+                if not socket or item.value_json is not None or not item.files:
+                    continue
+                main = item.files[0]
+                path = os.path.join(case_root, main.path)
+                try:
+                    stat = os.stat(path)
+                except OSError:
+                    continue  # ``check`` reports it
+                key = ContentKey(path, stat.st_size, stat.st_mtime_ns, stat.st_ino, item.socket_slug)
+                if key in self._read_ahead:
+                    continue
+                cached = self.cache.get(key)
+                if cached is not None:
+                    self._read_ahead[key] = (cached, False)
+                    continue
+                reads.append((key, readers.submit(self._file, socket, path, main.path, item.socket_slug, case.title)))
+        for key, read in reads:
+            self._read_ahead[key] = (read.result(), True)
 
     def check_grids(self, items: Sequence[PlannedItem], case_root: str, case: str) -> list[Finding]:
         """A warning for each Segmentation value whose grid matches none of the case's other images (the CT it

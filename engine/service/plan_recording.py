@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,10 @@ from gcbulk.engine.service.content_cache import LedgerContentCache
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.records import PlanDiff
 from gcbulk.state.replan import planning
+
+# Threads reading file content for the planner's checks at once: one per core, at most 8 (each read is bounded in
+# size and time by the planner's ReadBudget; more threads than cores only contend).
+CONTENT_READERS = min(8, os.cpu_count() or 1)
 
 
 @dataclass(kw_only=True)
@@ -169,14 +175,18 @@ def plan_into_ledger(
         sized = adjust_part_size(part_size, size)
         return multipart_checksum(path, sized), sized
 
-    with planning(
-        ledger,
-        rules=config.rules_dict(),
-        job_file=config.job_file,
-        checksum=multipart_checksum,
-        dry_run=dry_run,
-        fingerprint=fingerprint,
-    ) as plan:
+    # Header reads spread over the cores: threads, since SimpleITK's reads and a mask's inflating release the GIL.
+    with (
+        ThreadPoolExecutor(CONTENT_READERS, thread_name_prefix="gcbulk-content") as readers,
+        planning(
+            ledger,
+            rules=config.rules_dict(),
+            job_file=config.job_file,
+            checksum=multipart_checksum,
+            dry_run=dry_run,
+            fingerprint=fingerprint,
+        ) as plan,
+    ):
         # ``server_titles``: the study's display-set titles (None offline, or with --adopt-existing): those this
         # ledger never set out to make are someone else's, and their cases are blocked.
         foreign = frozenset(server_titles - ledger.own_display_set_titles()) if server_titles else frozenset()
@@ -190,7 +200,7 @@ def plan_into_ledger(
             foreign_titles=foreign,
         )
         job_findings.extend(preflight.check_job())
-        for entry in planner.plan():
+        for entry in preflight.reading_ahead(planner.plan(), readers):
             if isinstance(entry, Finding):
                 # Findings of the tree outside any case: only a missing case root is about the whole job; a stray
                 # file or an unreadable sub-folder blocks nothing but itself.
