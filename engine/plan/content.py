@@ -144,6 +144,15 @@ def _sitk_file(name: str) -> bool:
     return name.lower().endswith(_SITK_SUFFIXES)
 
 
+def _reads_content(socket: Mapping[str, Any], rel: str) -> bool:
+    """Whether the checks read this file at all: an image the server's SimpleITK importer reads, or a JSON file of a
+    kind with a schema. Other files (TIFF, DICOM, a file socket's PDF) have nothing to check here."""
+    super_kind = socket.get("super_kind")
+    if super_kind == "Image":
+        return _sitk_file(rel)
+    return super_kind == "File" and schema_for(dict(socket)) is not None
+
+
 def overlay_values(socket: Mapping[str, Any]) -> set[int] | None:
     """The voxel values a Segmentation socket allows (``overlay_segments`` entries are ``{"voxel_value": n, …}``)."""
     segments = socket.get("overlay_segments")
@@ -198,7 +207,7 @@ class ContentChecker:
                 item.socket_slug,
                 case,
             )
-        if not item.files:
+        if not item.files or not _reads_content(socket, item.files[0].path):
             return []
         main = item.files[0]
         path = os.path.join(case_root, main.path)
@@ -231,6 +240,8 @@ class ContentChecker:
             for item in case.items:
                 socket = self.catalogue.get(item.socket_slug)
                 if not socket or item.value_json is not None or not item.files:
+                    continue
+                if not _reads_content(socket, item.files[0].path):
                     continue
                 main = item.files[0]
                 path = os.path.join(case_root, main.path)
