@@ -129,6 +129,7 @@ def run(args: argparse.Namespace, emulator: Emulator, workdir: Path) -> tuple[li
     child = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     process = psutil.Process(child.pid)
     started = last_progress = time.monotonic()
+    seen = 0  # cases done at the last look
     checkpoints: list[Checkpoint] = []
     pending = sorted(args.checkpoints)
     fed_at = started
@@ -141,24 +142,25 @@ def run(args: argparse.Namespace, emulator: Emulator, workdir: Path) -> tuple[li
                     written += 1
                 fed_at = now
             done = events.poll()
-            while pending and done >= pending[0]:
-                rss = process.memory_info().rss / MIB
-                checkpoints.append(Checkpoint(done, rss, now - started, process.num_fds()))
+            if done > seen:
+                seen, last_progress = done, now
+            if done >= pending[0]:
+                try:
+                    rss, fds = process.memory_info().rss / MIB, process.num_fds()
+                except psutil.NoSuchProcess:
+                    break  # it exited as the checkpoint came: its memory then is not the run's
+                checkpoints.append(Checkpoint(done, rss, now - started, fds))
                 print(f"  {done:>8,} cases done: RSS {rss:7.1f} MiB", flush=True)
                 if args.tracemalloc:
                     child.send_signal(signal.SIGUSR1)
                     marker = snapshots / f"{len(checkpoints) - 1}.done"
                     while not marker.exists() and child.poll() is None:  # the child writes the snapshot
                         time.sleep(SAMPLE_SECONDS)
-                pending.pop(0)
-                last_progress = now
-            if done > (checkpoints[-1].cases_done if checkpoints else 0):
-                last_progress = now
-            if child.poll() is not None and not args.follow:
-                if pending and events.poll() < pending[0]:
-                    break
-            elif child.poll() is not None:
-                break
+                while pending and done >= pending[0]:  # checkpoints passed at once are taken once
+                    pending.pop(0)
+                continue
+            if child.poll() is not None:
+                break  # it ended before the next checkpoint
             if now - last_progress > STALL_SECONDS:
                 print(f"no case finished for {STALL_SECONDS:.0f} s; stopping (log: {log.name})", file=sys.stderr)
                 break
@@ -259,9 +261,10 @@ def main() -> int:
     if args.tracemalloc and len(checkpoints) >= 2:
         print_growth(workdir / "snapshots", checkpoints, args.top)
     print(f"gcbulk run exited {code}")
-    complete = len(checkpoints) == len(args.checkpoints)
+    complete = bool(checkpoints) and checkpoints[-1].cases_done >= args.checkpoints[-1]
     if not complete:
-        print(f"stopped after {len(checkpoints)} of {len(args.checkpoints)} checkpoints; see {workdir / 'gcbulk.log'}")
+        reached = checkpoints[-1].cases_done if checkpoints else 0
+        print(f"stopped at {reached} cases done, before {args.checkpoints[-1]}; see {workdir / 'gcbulk.log'}")
     return 0 if code == 0 and complete else 1
 
 
