@@ -20,6 +20,7 @@ class ContentCheckRow:
     size: int
     mtime_ns: int
     inode: int
+    definition: str  # the planner's digest of the socket's description
     findings: str  # JSON, as the planner wrote it
     grid: str | None
 
@@ -37,8 +38,9 @@ def record_content_checks(ledger: LedgerCore, rows: Sequence[ContentCheckRow]) -
         return
     with ledger.db.atomic():
         ledger.db.conn.executemany(
-            "INSERT INTO content_checks (path, socket, size, mtime_ns, inode, findings, grid) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path, socket) DO UPDATE SET size = excluded.size, "
-            "mtime_ns = excluded.mtime_ns, inode = excluded.inode, findings = excluded.findings, grid = excluded.grid",
-            [(r.path, r.socket, r.size, r.mtime_ns, r.inode, r.findings, r.grid) for r in rows],
+            "INSERT INTO content_checks (path, socket, size, mtime_ns, inode, definition, findings, grid) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path, socket) DO UPDATE SET size = excluded.size, "
+            "mtime_ns = excluded.mtime_ns, inode = excluded.inode, definition = excluded.definition, "
+            "findings = excluded.findings, grid = excluded.grid",
+            [(r.path, r.socket, r.size, r.mtime_ns, r.inode, r.definition, r.findings, r.grid) for r in rows],
         )

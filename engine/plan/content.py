@@ -19,6 +19,7 @@ run, or follow mode's next poll — reads no file that did not change; the defau
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -90,6 +91,7 @@ class ContentKey:
     mtime_ns: int
     inode: int
     socket: str  # the same file checked against another socket is another check
+    definition: str  # a digest of the socket as the server describes it: new overlay values are checked anew
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +193,7 @@ class ContentChecker:
         # Results ``read_ahead`` found, each with whether it read the file (on another thread) or the cache had it:
         # ``check`` takes them instead of asking again.
         self._read_ahead: dict[ContentKey, tuple[CheckedContent, bool]] = {}
+        self._digests: dict[str, str] = {}  # socket slug → ContentKey.definition
         self.files_read = 0  # files whose content the checks read (new or changed since the cache's result)
         self.files_cached = 0  # files whose result came from the cache: not read
 
@@ -215,7 +218,7 @@ class ContentChecker:
             stat = os.stat(path)
         except OSError as exc:
             return [finding.unreadable(path, main.path, exc.strerror or str(exc))]
-        key = ContentKey(path, stat.st_size, stat.st_mtime_ns, stat.st_ino, item.socket_slug)
+        key = ContentKey(path, stat.st_size, stat.st_mtime_ns, stat.st_ino, item.socket_slug, self._digest(socket))
         ahead = self._read_ahead.pop(key, None)
         checked, read = ahead if ahead is not None else (self.cache.get(key), False)
         if checked is None:
@@ -228,6 +231,13 @@ class ContentChecker:
         if checked.grid is not None:
             self._grids[(path, item.socket_slug)] = checked.grid
         return list(checked.findings)
+
+    def _digest(self, socket: Mapping[str, Any]) -> str:
+        slug = str(socket.get("slug"))
+        if slug not in self._digests:
+            described = json.dumps(socket, sort_keys=True, default=str).encode()
+            self._digests[slug] = hashlib.sha256(described).hexdigest()[:16]
+        return self._digests[slug]
 
     def read_ahead(self, cases: Sequence[PlannedCase], case_root: str, readers: Executor) -> None:
         """Reads the files of ``cases`` that ``check`` would read (not in the cache), on ``readers``' threads, so the
@@ -249,7 +259,9 @@ class ContentChecker:
                     stat = os.stat(path)
                 except OSError:
                     continue  # ``check`` reports it
-                key = ContentKey(path, stat.st_size, stat.st_mtime_ns, stat.st_ino, item.socket_slug)
+                key = ContentKey(
+                    path, stat.st_size, stat.st_mtime_ns, stat.st_ino, item.socket_slug, self._digest(socket)
+                )
                 if key in self._read_ahead:
                     continue
                 cached = self.cache.get(key)

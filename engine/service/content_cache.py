@@ -27,8 +27,10 @@ class LedgerContentCache:
 
     def get(self, key: ContentKey) -> CheckedContent | None:
         row = content_check(self.ledger, key.path, key.socket)
-        if row is None or (row.size, row.mtime_ns, row.inode) != (key.size, key.mtime_ns, key.inode):
+        if row is None:
             return None
+        if (row.size, row.mtime_ns, row.inode, row.definition) != (key.size, key.mtime_ns, key.inode, key.definition):
+            return None  # the file, or the socket it is checked against, changed since
         return CheckedContent.from_json(row.findings, row.grid)
 
     def put(self, key: ContentKey, checked: CheckedContent) -> None:
@@ -40,6 +42,7 @@ class LedgerContentCache:
                 size=key.size,
                 mtime_ns=key.mtime_ns,
                 inode=key.inode,
+                definition=key.definition,
                 findings=findings,
                 grid=grid,
             )

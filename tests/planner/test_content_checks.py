@@ -53,9 +53,11 @@ def _mask(path: Path, values: np.ndarray) -> None:
     sitk.WriteImage(sitk.GetImageFromArray(values), str(path))
 
 
-def _plan(job_dir: Path, capsys: pytest.CaptureFixture, *extra: str) -> tuple[int, str]:
+def _plan(
+    job_dir: Path, capsys: pytest.CaptureFixture, *extra: str, catalogue: list[dict] = SOCKETS
+) -> tuple[int, str]:
     sockets = job_dir / "sockets.json"
-    sockets.write_text(json.dumps({"count": len(SOCKETS), "results": SOCKETS}))
+    sockets.write_text(json.dumps({"count": len(catalogue), "results": catalogue}))
     code = main(["plan", str(write_job(job_dir, rules=RULES)), "--offline", "--sockets", str(sockets), *extra])
     return code, capsys.readouterr().out
 
@@ -219,3 +221,20 @@ def test_a_mask_off_its_images_grid_is_still_found_when_both_come_from_the_ledge
     second = _plan(job_dir, capsys)[1]
     assert "content checks: 0 files read · 2 unchanged" in second
     assert "[grid-mismatch]" in first and "[grid-mismatch]" in second
+
+
+def test_a_socket_whose_overlay_values_changed_has_its_masks_checked_again(
+    job_dir: Path, clean_case: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert _plan(job_dir, capsys)[0] == 0
+    # The study's segmentation socket no longer allows voxel value 1: p1's mask is now refused by the server.
+    narrowed = [
+        {**s, "overlay_segments": [{"name": "background", "voxel_value": 0, "visible": False}]}
+        if s["slug"] == "airway-segmentation"
+        else s
+        for s in SOCKETS
+    ]
+    code, out = _plan(job_dir, capsys, catalogue=narrowed)
+    assert code == 1
+    assert "content checks: 1 files read · 2 unchanged since their last check (not read again)" in out
+    assert f"BLOCKING [bad-segmentation] {clean_case / 'seg.mha'}" in out
