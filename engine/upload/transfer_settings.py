@@ -53,6 +53,7 @@ JOB_KNOBS = (
     "stagger_image_values",
     "lease_seconds",
     "import_timeout",
+    "limit_wait_timeout_seconds",
 )
 # The knobs that are switches (true / false) rather than numbers.
 SWITCH_KNOBS = ("adaptive_concurrency", "stagger_image_values")
@@ -91,7 +92,8 @@ class TransferSettings:
     # --adopt-existing): never one with answers, and values already in it are kept, never replaced.
     adopt_existing: bool = False
     # How long a case may wait for room under the live-upload ceiling or the import limit before it fails with that
-    # reason (the wait says what it waits for every few seconds meanwhile).
+    # reason (the wait says what it waits for every few seconds meanwhile). The account's uploads count against the
+    # ceiling, other tools' included (docs/gc-api.md §1): a job file sets it low to fail fast when they hold it.
     limit_wait_timeout_seconds: float = 3600.0
     poll_initial_seconds: float = 0.25
     poll_max_seconds: float = 10.0
@@ -111,6 +113,12 @@ class TransferSettings:
         for name in ("files_in_flight", "parts_in_flight", "api_calls_in_flight", "cases_in_flight", "presign_batch"):
             _positive(f"engine.{name}", getattr(self, name))
         _positive("engine.attempts_per_item", self.retry.attempts_per_item)
+        wait = self.limit_wait_timeout_seconds
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not wait > 0:
+            raise ConfigurationError(
+                "engine.limit_wait_timeout_seconds must be a number of seconds above 0 (how long a case may wait for "
+                f"room under the live-upload ceiling or the imports limit before it fails), got {wait!r}"
+            )
         if (
             not isinstance(self.lease_seconds, int)
             or isinstance(self.lease_seconds, bool)
