@@ -56,3 +56,25 @@ def test_compare_against_a_server_url_runs_both_clients_and_counts_the_requests_
         own = [ds for ds in display_sets if f"-{client}-0-patient" in ds.title]
         assert len(own) == CASES, [ds.title for ds in display_sets]
         assert all({"ct-image", "airway-segmentation"} <= set(ds.values) for ds in own), client
+
+
+def compare(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "benchmarks/compare_gcapi.py", "--base-url", "https://127.0.0.1:9/api/v1/", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_server_url_without_a_usable_token_file_is_refused_naming_the_file(tmp_path: Path) -> None:
+    assert "--base-url needs --token-file" in compare().stderr
+    missing = tmp_path / "no-such-token"
+    result = compare("--token-file", str(missing))
+    assert result.returncode != 0 and f"--token-file {missing}: cannot read it" in result.stderr
+    two_lines = tmp_path / "token"
+    two_lines.write_text("abc def\n")
+    result = compare("--token-file", str(two_lines))
+    assert result.returncode != 0 and "expected one line with the API token, nothing else" in result.stderr
+    assert "abc" not in result.stderr  # whatever the file holds is never echoed
