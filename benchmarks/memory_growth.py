@@ -2,7 +2,7 @@
 
     python -m benchmarks.memory_growth [--cases 2000] [--checkpoints 200,500,1000,2000] [--follow]
                                        [--feed 40] [--file-bytes 1024] [--tracemalloc] [--workdir DIR]
-    python -m benchmarks.memory_growth --cases 40 --checkpoints 10,40     # a quick run (the smoke test's)
+    python -m benchmarks.memory_growth --cases 40 --checkpoints 10,30     # a quick run (the smoke test's)
 
 A fresh emulator (``benchmarks/harness.py``, file sockets: an import is a file copy) and ``--cases`` tiny cases (one
 file of ``--file-bytes``), so the run is all per-case bookkeeping and no bytes: what grows here is what the process
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace, emulator: Emulator, workdir: Path) -> tuple[li
                 try:
                     rss, fds = process.memory_info().rss / MIB, process.num_fds()
                 except psutil.NoSuchProcess:
-                    break  # it exited as the checkpoint came: its memory then is not the run's
+                    break  # it exited as the checkpoint came (a one-shot run's last case): nothing left to measure
                 checkpoints.append(Checkpoint(done, rss, now - started, fds))
                 print(f"  {done:>8,} cases done: RSS {rss:7.1f} MiB", flush=True)
                 if args.tracemalloc:
