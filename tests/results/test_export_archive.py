@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import gcapi
 import numpy as np
 import pytest
@@ -296,3 +297,19 @@ def test_an_export_killed_with_sigkill_resumes_without_downloading_finished_file
     assert emulator.context.counters.requests[S3_GET] == gets + 1
     assert (out / "cases" / "big" / "ct-image.mha").read_bytes() == _object_bytes(emulator, big_pk)
     assert not list(partial.glob("*.part"))
+
+
+async def test_a_notebook_exports_an_archive_and_plans_it_back_inside_its_running_loop(
+    filled_archive: RunningEmulator, tmp_path: Path
+):
+    """The Python API as a Jupyter cell calls it: synchronous, inside a running event loop, never nesting it."""
+    emulator = filled_archive
+    with anyio.fail_after(120):
+        exported = _archive(emulator).export(tmp_path / "out")
+        job = gcbulk.Job(
+            exported.job_file, token=emulator.tokens["editor"], environ={"GCBULK_READER_STUDY": "example-study"}
+        )
+        report = job.plan(dry_run=True)
+
+    assert exported.failures == [] and len(exported.items) == 3
+    assert report.diff.cases == 3 and not report.blocking and report.findings == []
