@@ -30,6 +30,7 @@ from gcbulk.emulator.objects import IMAGES_BUCKET
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.emulator.store import ArchiveItem
 from gcbulk.engine.cli import main
+from gcbulk.state.results_ledger import ExportFolderTaken, ResultsLedger
 from tests.emulator.test_gcapi_end_to_end import eventually, gcapi_client
 from tests.imaging import make_mask, make_mha
 
@@ -313,3 +314,15 @@ async def test_a_notebook_exports_an_archive_and_plans_it_back_inside_its_runnin
 
     assert exported.failures == [] and len(exported.items) == 3
     assert report.diff.cases == 3 and not report.blocking and report.findings == []
+
+
+def test_a_folder_holding_a_study_export_is_refused_for_an_archive_naming_both(tmp_path: Path):
+    url = "https://127.0.0.1:1/api/v1/"
+    with ResultsLedger.open_export(tmp_path, reader_study="example-study", base_url=url):
+        pass
+
+    with pytest.raises(ExportFolderTaken) as refused:
+        ResultsLedger.open_archive_export(tmp_path, archive=ARCHIVE, base_url=url)
+
+    assert "already holds an export of reader study 'example-study'" in str(refused.value)
+    assert f"export archive '{ARCHIVE}' from" in str(refused.value)
