@@ -11,7 +11,7 @@ The calls are synchronous and work inside a running event loop (a Jupyter cell),
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from gcbulk.engine import settings
@@ -36,9 +36,10 @@ async def export_archive_folder(
     *,
     downloads: int = 8,
     limits: DownloadLimits | None = None,
+    on_progress: Callable[[ArchiveExportSummary], None] | None = None,
 ) -> ArchiveExportSummary:
     """``gcbulk export --archive``: the archive's items as a case tree in ``out_dir``, with the job file that plans
-    it back; returns what was written. Raises ConfigurationError for an archive this user may not view, a bad token
+    it back; returns what was written. ``on_progress`` gets the growing summary every 10 s. Raises ConfigurationError for an archive this user may not view, a bad token
     or a folder that holds another export."""
     if downloads < 1:
         raise ConfigurationError("downloads (--mask-downloads) must be at least 1")
@@ -55,7 +56,7 @@ async def export_archive_folder(
         # The first request gets as many tries as `plan`'s checks: an unreachable server is named within seconds.
         with item_budget(RetryBudget(FIRST_CONTACT_ATTEMPTS, f"reaching {client.base_url}")):
             await client.archive_by_slug(options.archive)
-        return await export_archive(client, options)
+        return await export_archive(client, options, on_progress=on_progress)
 
 
 class Archive:

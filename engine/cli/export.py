@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from gcbulk.engine.api import export_study
-from gcbulk.engine.archive_api import export_archive_folder
+from gcbulk.engine.archive_api import ArchiveExportSummary, export_archive_folder
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_OK, EXIT_SOME_FAILED
 from gcbulk.engine.cli.server_options import (
     add_connection_arguments,
@@ -126,9 +126,13 @@ def _export_archive(args: argparse.Namespace, limits: DownloadLimits) -> int:
 
     async def main() -> int:
         summary = await export_archive_folder(
-            server, args.archive, args.out, downloads=args.mask_downloads, limits=limits
+            server, args.archive, args.out, downloads=args.mask_downloads, limits=limits, on_progress=_say_progress
         )
         print("\n".join(summary.lines()))
         return EXIT_SOME_FAILED if summary.failures else EXIT_OK
 
     return run_against_server("export", main)
+
+
+def _say_progress(summary: ArchiveExportSummary) -> None:
+    print(f"gcbulk export: {summary.progress_line()}", file=sys.stderr, flush=True)

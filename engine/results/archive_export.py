@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -32,8 +32,17 @@ from typing import Any
 import anyio
 
 from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title, socket_slug_of
+from gcbulk.engine.gc.errors import first_error
 from gcbulk.engine.results.answer_tables import pk_from_url
-from gcbulk.engine.results.case_tree_job import CASES_DIR, TreeRule, rule_for, write_job, write_titles
+from gcbulk.engine.results.case_tree_job import (
+    CASES_DIR,
+    JOB_FILE,
+    TITLES_CSV,
+    TreeRule,
+    rule_for,
+    write_job,
+    write_titles,
+)
 from gcbulk.engine.results.masks import DownloadLimits, MaskDownloader, MaskStats
 from gcbulk.engine.results.safe_paths import file_suffix, inside, relative_path, safe_component
 from gcbulk.safe_files import make_private_dirs, replacing, tighten_folders
@@ -42,6 +51,7 @@ from gcbulk.state.results_ledger import ImageAnswer, ResultsLedger
 log = logging.getLogger(__name__)
 
 UNTITLED_PREFIX = "item-"
+PROGRESS_SECONDS = 10.0  # a long export says what it is doing this often
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +106,9 @@ class ArchiveExportSummary:
     out_dir: Path
     job_file: Path | None = None
     items: list[ExportedItem] = field(default_factory=list)
+    phase: str = "listing"  # then "downloading", "writing"
+    items_listed: int = 0  # grows while the listing runs; ``items`` is filled at the end
+    files_wanted: int = 0  # images (each one or more files) and file values to make present
     values_written: int = 0
     values_unchanged: int = 0
     missing: list[str] = field(default_factory=list)  # values with nothing to download yet
@@ -121,6 +134,19 @@ class ArchiveExportSummary:
             "files_resumed": self.files.resumed,
             "file_bytes": self.files.bytes,
         }
+
+    def progress_line(self) -> str:
+        """What the export is doing now, for a long export's voice."""
+        f = self.files
+        if self.phase == "listing":
+            return f"listing the archive's items: {self.items_listed} so far"
+        if self.phase == "downloading":
+            return (
+                f"downloading the images and files of {self.files_wanted} values ({self.items_listed} items): "
+                f"{f.downloaded} files downloaded, {f.skipped} already present, {f.failed} failed, "
+                f"{f.bytes / 2**20:.1f} MiB so far"
+            )
+        return f"writing {TITLES_CSV} and {JOB_FILE}"
 
     def lines(self) -> list[str]:
         f = self.files
@@ -151,9 +177,16 @@ class _FolderNames:
         return name
 
 
-async def export_archive(client: GrandChallengeClient, options: ArchiveExportOptions) -> ArchiveExportSummary:
+async def export_archive(
+    client: GrandChallengeClient,
+    options: ArchiveExportOptions,
+    *,
+    on_progress: Callable[[ArchiveExportSummary], None] | None = None,
+    progress_seconds: float = PROGRESS_SECONDS,
+) -> ArchiveExportSummary:
     """Exports the archive's items into ``options.out_dir``; safe to run again (it resumes and fetches only what is
-    missing or changed). Raises ConfigurationError (an archive this user may not view, a bad token),
+    missing or changed). ``on_progress`` is handed the summary as it grows every ``progress_seconds`` (a long export
+    says what it is doing). Raises ConfigurationError (an archive this user may not view, a bad token),
     ExportFolderTaken, LedgerLocked; a value that cannot be downloaded is in the summary's ``failures`` instead."""
     archive = await client.archive_by_slug(options.archive)
     # 0700 all through: case folders are named after item titles, which are often patient identifiers.
@@ -165,12 +198,29 @@ async def export_archive(client: GrandChallengeClient, options: ArchiveExportOpt
         run = ledger.start_run("archive")
         summary = ArchiveExportSummary(archive=options.archive, out_dir=options.out_dir)
         try:
-            await _export(client, ledger, run, str(archive["pk"]), options, summary)
+            try:
+                async with anyio.create_task_group() as group:
+                    if on_progress is not None:
+                        group.start_soon(_report_progress, on_progress, summary, progress_seconds)
+                    await _export(client, ledger, run, str(archive["pk"]), options, summary)
+                    group.cancel_scope.cancel()
+            except BaseExceptionGroup as group_error:
+                # anyio wraps what the downloads or the listing raised: the caller gets the error that matters
+                # (a rejected token stays an AuthenticationFailed: exit 2, not a bug).
+                raise first_error(group_error) from None
         except BaseException:
             ledger.run_moved(run, "failed", summary.counts())
             raise
         ledger.run_moved(run, "done", summary.counts())
         return summary
+
+
+async def _report_progress(
+    on_progress: Callable[[ArchiveExportSummary], None], summary: ArchiveExportSummary, seconds: float
+) -> None:
+    while True:
+        await anyio.sleep(seconds)
+        on_progress(summary)
 
 
 async def _export(
@@ -185,9 +235,13 @@ async def _export(
     names = _FolderNames()
     async for raw in client.iterate_archive_items(archive_pk):
         listed.append(_list_item(raw, names, options.out_dir, summary))
+        summary.items_listed += 1
 
     ledger.run_moved(run, "downloading")
     downloader = MaskDownloader(client, ledger, options.out_dir, options.download_limits)
+    summary.files = downloader.stats  # the same object: progress reports see it grow
+    summary.files_wanted = sum(len(item.downloads) for item in listed)
+    summary.phase = "downloading"
     pending: Iterator[_Download] = (download for item in listed for download in item.downloads)
 
     async def worker() -> None:
@@ -213,9 +267,9 @@ async def _export(
     async with anyio.create_task_group() as group:
         for _ in range(max(1, options.downloads)):
             group.start_soon(worker)
-    summary.files = downloader.stats
 
     ledger.run_moved(run, "writing")
+    summary.phase = "writing"
     rules: dict[TreeRule, None] = {}  # ordered: one rule per socket and file form, in first-seen order
     for entry in listed:
         files = _written_files(ledger, entry)

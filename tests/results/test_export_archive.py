@@ -30,6 +30,8 @@ from gcbulk.emulator.objects import IMAGES_BUCKET
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.emulator.store import ArchiveItem
 from gcbulk.engine.cli import main
+from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.engine.results.archive_export import ArchiveExportOptions, export_archive
 from gcbulk.state.results_ledger import ExportFolderTaken, ResultsLedger
 from tests.emulator.test_gcapi_end_to_end import eventually, gcapi_client
 from tests.imaging import make_mask, make_mha
@@ -326,3 +328,24 @@ def test_a_folder_holding_a_study_export_is_refused_for_an_archive_naming_both(t
 
     assert "already holds an export of reader study 'example-study'" in str(refused.value)
     assert f"export archive '{ARCHIVE}' from" in str(refused.value)
+
+
+async def test_a_long_export_says_what_it_is_doing(filled_archive: RunningEmulator, tmp_path: Path):
+    emulator = filled_archive
+    # Every download waits 0.3 s before its first byte: the export is busy downloading for many progress periods.
+    emulator.context.faults.replace([FaultRule(match="GET s3", latency_seconds=0.3)])
+    said: list[str] = []
+    client = GrandChallengeClient(base_url=emulator.base_url, token=emulator.tokens["editor"], ca_file=emulator.ca_file)
+    async with client:
+        with anyio.fail_after(60):
+            await export_archive(
+                client,
+                ArchiveExportOptions(archive=ARCHIVE, out_dir=tmp_path / "out"),
+                on_progress=lambda summary: said.append(summary.progress_line()),
+                progress_seconds=0.05,
+            )
+
+    downloading = [line for line in said if line.startswith("downloading")]
+    assert downloading, said
+    assert downloading[0].startswith("downloading the images and files of 6 values (3 items): ")
+    assert downloading[-1].endswith("MiB so far") and " failed, " in downloading[-1]
