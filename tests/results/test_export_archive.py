@@ -349,3 +349,34 @@ async def test_a_long_export_says_what_it_is_doing(filled_archive: RunningEmulat
     assert downloading, said
     assert downloading[0].startswith("downloading the images and files of 6 values (3 items): ")
     assert downloading[-1].endswith("MiB so far") and " failed, " in downloading[-1]
+
+
+def test_a_reader_study_is_built_from_an_archive_in_three_commands(
+    filled_archive: RunningEmulator, tmp_path: Path, monkeypatch, capsys
+):
+    """The README's three lines: export the archive, plan the tree into a study, run it."""
+    emulator = filled_archive
+    monkeypatch.setenv(TOKEN_ENV, emulator.tokens["editor"])
+    monkeypatch.setenv("GCBULK_READER_STUDY", "example-study")
+    monkeypatch.setenv("GCBULK_METRICS_ADDRESS", "off")
+    out = tmp_path / "archive-out"
+    connection = ["--base-url", emulator.base_url, "--ca-file", str(emulator.ca_file)]
+
+    assert main(["export", "--archive", ARCHIVE, "--out", str(out), *connection]) == 0
+    assert main(["plan", str(out / "job.toml")]) == 0
+    assert main(["run", str(out / "job.toml"), "--progress-interval", "60"]) == 0, capsys.readouterr()
+
+    store = emulator.context.store
+    study = store.reader_study_by_slug("example-study")
+    built = {d.title: d for d in store.display_sets.values() if d.reader_study_pk == study.pk}
+    for item in _items(emulator):
+        display_set = built[item.title or f"item-{item.pk}"]
+        assert set(display_set.values) == set(item.values)
+        for socket, value in item.values.items():
+            copy = display_set.values[socket]
+            if value.image_pk:  # the same voxels, imported again from the exported file
+                assert _object_bytes(emulator, copy.image_pk) == _object_bytes(emulator, value.image_pk)
+            elif value.file_key:
+                assert _file_value_bytes(emulator, display_set, socket) == _file_value_bytes(emulator, item, socket)
+            else:
+                assert copy.value == value.value
