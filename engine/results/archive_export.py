@@ -112,6 +112,9 @@ class ArchiveExportSummary:
     values_written: int = 0
     values_unchanged: int = 0
     missing: list[str] = field(default_factory=list)  # values with nothing to download yet
+    # Case folders an earlier run wrote for items since renamed or gone: left in place (an export deletes nothing),
+    # but titles.csv has no row for them, so `gcbulk plan` blocks them until they are moved away.
+    stale_folders: list[str] = field(default_factory=list)
     files: MaskStats = field(default_factory=MaskStats)
 
     @property
@@ -133,6 +136,7 @@ class ArchiveExportSummary:
             "files_failed": self.files.failed,
             "files_resumed": self.files.resumed,
             "file_bytes": self.files.bytes,
+            "stale_folders": len(self.stale_folders),
         }
 
     def progress_line(self) -> str:
@@ -151,13 +155,23 @@ class ArchiveExportSummary:
     def lines(self) -> list[str]:
         f = self.files
         return [
-            f"archive {self.archive} → {self.out_dir}",
+            f"archive {self.archive!r} → {self.out_dir}",
             f"  items: {len(self.items)} (one case folder each under {CASES_DIR}/)",
             f"  JSON values: {self.values_written} written, {self.values_unchanged} unchanged",
             f"  images and files: {f.downloaded} downloaded ({f.resumed} resumed), {f.skipped} already present, "
             f"{f.failed} failed",
             f"  job file: {self.job_file} (gcbulk plan reads the tree back; name the target reader study in it)",
             *(f"  failed: {failure}" for failure in self.failures),
+            *(
+                [
+                    f"  left in place: {len(self.stale_folders)} case folder(s) of items renamed or no longer in the "
+                    f"archive; move them out of {CASES_DIR}/ before gcbulk plan: "
+                    + ", ".join(repr(name) for name in self.stale_folders[:10])
+                    + (", …" if len(self.stale_folders) > 10 else "")
+                ]
+                if self.stale_folders
+                else []
+            ),
         ]
 
 
@@ -191,6 +205,7 @@ async def export_archive(
     archive = await client.archive_by_slug(options.archive)
     # 0700 all through: case folders are named after item titles, which are often patient identifiers.
     make_private_dirs(options.out_dir)
+    make_private_dirs(options.out_dir / CASES_DIR, root=options.out_dir)  # the job's case root, even when empty
     tighten_folders(options.out_dir)
     with ResultsLedger.open_archive_export(
         options.out_dir, archive=options.archive, base_url=client.base_url
@@ -279,6 +294,10 @@ async def _export(
             inner = [PurePosixPath(path).relative_to(case) for path in paths]
             rules.setdefault(rule_for(socket, inner, is_value=is_value), None)
         summary.items.append(ExportedItem(pk=entry.pk, title=entry.title, folder=entry.folder, files=files))
+    current = {item.folder for item in summary.items}
+    summary.stale_folders = sorted(
+        path.name for path in summary.case_root.iterdir() if path.is_dir() and path.name not in current
+    )
     write_titles(options.out_dir, ((i.folder, i.title or i.folder, i.pk) for i in summary.items))
     summary.job_file = write_job(
         options.out_dir, archive=options.archive, base_url=client.base_url, ca_file=options.ca_file, rules=rules

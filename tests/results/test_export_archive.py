@@ -380,3 +380,24 @@ def test_a_reader_study_is_built_from_an_archive_in_three_commands(
                 assert _file_value_bytes(emulator, display_set, socket) == _file_value_bytes(emulator, item, socket)
             else:
                 assert copy.value == value.value
+
+
+def test_a_renamed_item_gets_a_new_folder_and_the_old_one_is_named_not_deleted(
+    filled_archive: RunningEmulator, tmp_path: Path, monkeypatch, capsys
+):
+    emulator = filled_archive
+    out = tmp_path / "out"
+    _archive(emulator).export(out)
+    case1 = next(item for item in _items(emulator) if item.title == "case 1")
+    with gcapi_client(emulator, "editor") as editor:
+        editor.update_archive_item(archive_item_pk=case1.pk, values=[], title="case 1 (reviewed)")
+
+    again = _archive(emulator).export(out)
+
+    assert again.stale_folders == ["case 1"] and (out / "cases" / "case 1" / "ct-image.mha").is_file()
+    assert (out / "cases" / "case 1 (reviewed)" / "ct-image.mha").is_file()
+    assert again.files.downloaded == 4  # the renamed item's four files, at their new place
+    assert any("left in place: 1 case folder(s)" in line and "'case 1'" in line for line in again.lines())
+    monkeypatch.setenv(TOKEN_ENV, emulator.tokens["editor"])
+    monkeypatch.setenv("GCBULK_READER_STUDY", "example-study")
+    assert main(["plan", str(out / "job.toml"), "--dry-run"]) == 1  # the stale folder is blocked, not planned twice
