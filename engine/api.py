@@ -44,7 +44,7 @@ from gcbulk.engine import settings
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
-from gcbulk.engine.ledger_location import ledger_exists
+from gcbulk.engine.ledger_location import default_reorder_state, ledger_exists, user_reorder_state
 from gcbulk.engine.results.export import (
     ExportOptions,
     ExportSummary,
@@ -52,13 +52,7 @@ from gcbulk.engine.results.export import (
 )
 from gcbulk.engine.results.export_files import ANSWERS_JSONL, PER_CASE_CSV
 from gcbulk.engine.results.masks import DownloadLimits
-from gcbulk.engine.results.reorder import (
-    ReorderSummary,
-    list_display_sets,
-    plan_by_title,
-    plan_from_csv,
-    run_reorder,
-)
+from gcbulk.engine.results.reorder import ReorderSummary, dry_run_summary, prepare_reorder, run_reorder
 from gcbulk.engine.results.safe_paths import safe_component
 from gcbulk.engine.service.plan_recording import PlanReport
 from gcbulk.engine.upload.outcome import CaseResult
@@ -247,9 +241,14 @@ async def reorder_study(
     from_csv: Path | None = None,
     ledger: Path | None = None,
     concurrency: int = 8,
+    dry_run: bool = False,
+    skip_answered: bool = False,
+    job_file: Path | None = None,
 ) -> ReorderSummary:
-    """``gcbulk reorder``: new ``order`` values for the study's display sets, by title or from a CSV; idempotent and
-    resumable through ``ledger`` (default ``<slug>.reorder.sqlite`` in the working folder)."""
+    """``gcbulk reorder``: new ``order`` values for the study's display sets, by title or from a CSV; all or nothing
+    (``engine/results/reorder.py``): every display set is checked first, and a plan that would fail anywhere changes
+    nothing (``summary.refused`` says why) unless ``skip_answered``. ``dry_run`` only shows the plan. Idempotent and
+    resumable through ``ledger``: by default beside the job's ledger (``job_file``), else in the user's state folder."""
     if (by is None) == (from_csv is None):
         raise ConfigurationError("reorder needs exactly one of by='title'|'natural-title' or from_csv=PATH")
     if by is not None and by not in ("title", "natural-title"):
@@ -258,16 +257,29 @@ async def reorder_study(
         raise ConfigurationError("concurrency (--concurrency) must be at least 1")
     slug = server.require_reader_study()
     async with _client(server) as client:
-        study = await _reach_study(client, slug)
-        current = await list_display_sets(client, str(study["pk"]))
-        targets = (
-            plan_from_csv(from_csv, current)
-            if from_csv is not None
-            else plan_by_title(current, natural=by == "natural-title")
+        await _reach_study(client, slug)  # an unreachable server ends here, saying so, as for plan
+        plan = await prepare_reorder(
+            client, slug, by=by, from_csv=from_csv, skip_answered=skip_answered, concurrency=concurrency
         )
-        ledger_path = ledger or Path.cwd() / f"{safe_component(slug, fallback='study')}.reorder.sqlite"
-        with ReorderLedger.open(ledger_path, reader_study=slug, base_url=client.base_url) as progress:
-            return await run_reorder(client, progress, targets, current, concurrency=concurrency)
+        if plan.refusals:
+            return ReorderSummary(planned=len(plan.targets), refused=plan.refusals)
+        if dry_run:
+            return dry_run_summary(plan)
+        with ReorderLedger.open(
+            ledger or default_reorder_ledger(server, job_file), reader_study=slug, base_url=client.base_url
+        ) as progress:
+            summary = await run_reorder(client, progress, plan.targets, plan.current, concurrency=concurrency)
+        summary.kept = plan.kept
+        return summary
+
+
+def default_reorder_ledger(server: settings.ServerSettings, job_file: Path | None) -> Path:
+    """Beside the job's ledger when there is a job; else the user's state folder (never the current folder)."""
+    if job_file is not None:
+        return default_reorder_state(settings.resolve(job_file, read_token=False).ledger, Path(job_file))
+    path = user_reorder_state(server.base_url, server.require_reader_study())
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
 
 
 def _client(server: settings.ServerSettings) -> GrandChallengeClient:
@@ -334,6 +346,7 @@ class ReaderStudy:
         if token is not None:
             server = dataclasses.replace(server, token=token)
         self.server = server
+        self._job = None if job is None else Path(job)
         self.slug = server.require_reader_study()
         self.cache = Path(cache) if cache is not None else answers_cache(server.base_url, self.slug)
 
@@ -374,8 +387,11 @@ class ReaderStudy:
         from_csv: Path | str | None = None,
         ledger: Path | str | None = None,
         concurrency: int = 8,
+        dry_run: bool = False,
+        skip_answered: bool = False,
     ) -> ReorderSummary:
-        """Sets the display sets' order by title (``by``) or from a CSV of order and pk/title columns."""
+        """Sets the display sets' order by title (``by``) or from a CSV of order and pk/title columns, all or nothing:
+        ``summary.refused`` says why nothing changed; ``dry_run`` only shows the plan (``summary.lines()``)."""
         return _run_sync(
             lambda: reorder_study(
                 self.server,
@@ -383,6 +399,9 @@ class ReaderStudy:
                 from_csv=None if from_csv is None else Path(from_csv),
                 ledger=None if ledger is None else Path(ledger),
                 concurrency=concurrency,
+                dry_run=dry_run,
+                skip_answered=skip_answered,
+                job_file=self._job,
             )
         )
 

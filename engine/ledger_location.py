@@ -17,6 +17,9 @@ import os
 import re
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import platformdirs
 
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.redaction import register_secret
@@ -59,6 +62,21 @@ def shown_ledger(location: LedgerLocation) -> str:
     if isinstance(location, str) and is_postgres_dsn(location):
         return shown_dsn(location)
     return str(location)
+
+
+def default_reorder_state(location: LedgerLocation, job_file: Path) -> Path:
+    """Where ``gcbulk reorder --job`` keeps its plan and progress: beside the job's ledger file (or beside the job file
+    when the ledger is a database), never in whatever folder the command happens to run in."""
+    base = job_file if isinstance(location, str) else location
+    return base.with_name(f"{job_file.stem}.reorder.sqlite")
+
+
+def user_reorder_state(base_url: str, reader_study: str) -> Path:
+    """Where a reorder named by ``--reader-study`` alone keeps its state: the user's state folder (platformdirs:
+    ``$XDG_STATE_HOME``, default ``~/.local/state``, on Linux), one file per server and study."""
+    host = urlsplit(base_url).netloc.replace(":", "_") or "server"
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in reader_study) or "study"
+    return platformdirs.user_state_path("gcbulk", appauthor=False) / "reorder" / host / f"{name}.reorder.sqlite"
 
 
 def default_events(location: LedgerLocation, job_file: Path) -> Path:

@@ -43,7 +43,13 @@ from gcbulk.engine.ledger_location import (
     parse_worker_id,
     shown_ledger,
 )
-from gcbulk.engine.upload.transfer_settings import JOB_KNOBS, SWITCH_KNOBS, TransferSettings, parse_switch
+from gcbulk.engine.upload.transfer_settings import (
+    JOB_KNOBS,
+    SWITCH_KNOBS,
+    TransferSettings,
+    parse_import_timeout,
+    parse_switch,
+)
 from gcbulk.state.ledger import default_ledger_path
 
 ENV_PREFIX = "GCBULK_"
@@ -236,6 +242,8 @@ class RunSettings:
             "worker_id": self.worker_id,
             PHI_KEY: job.dicom.allow_phi_titles,
             **{f"engine.{key}": getattr(knobs, key) for key in ENGINE_KEYS},
+            # None is the size-based default (engine/upload/import_deadline.py), which the job file spells "auto".
+            "engine.import_timeout": "auto" if knobs.import_timeout is None else knobs.import_timeout,
         }
         sources = {**self.sources, "job_file": "command line", "token": self.token_source or "not set"}
         return {name: (value, sources[name]) for name, value in shown.items()}
@@ -291,6 +299,12 @@ def add_arguments(parser: argparse.ArgumentParser, *, token: bool = True) -> Non
         "ADOPT_EXISTING)",
     )
     parser.add_argument("--allow-phi-titles", action="store_true", default=None, help=PHI_HELP)
+    parser.add_argument(
+        "--import-timeout",
+        metavar="SECONDS",
+        help=f"seconds an import may take before its value fails, or 'auto': from each file's size and the server's "
+        f"import times (env {ENV_PREFIX}IMPORT_TIMEOUT; job file: engine.import_timeout; default auto)",
+    )
     parser.add_argument(
         "--log-format",
         metavar="FORMAT",
@@ -368,6 +382,8 @@ def _override_job(job: JobConfig, environ: Mapping[str, str], sources: dict[str,
             text = environ[name]
             if key == "part_size":
                 knobs[key] = parse_size(name, text)
+            elif key == "import_timeout":
+                knobs[key] = parse_import_timeout(name, text)
             elif key in SWITCH_KNOBS:
                 knobs[key] = parse_switch(name, text)
             else:
@@ -409,6 +425,9 @@ def resolve(
     environ = os.environ if environ is None else environ
     sources: dict[str, str] = {}
     job = _override_job(load_job(job_path), environ, sources)
+    if getattr(args, "import_timeout", None) is not None:  # the one engine knob with a flag: a deadline is per run
+        engine = job.engine.replace(import_timeout=parse_import_timeout("--import-timeout", args.import_timeout))
+        job, sources["engine.import_timeout"] = dataclasses.replace(job, engine=engine), f"{FLAG} --import-timeout"
     # The event log defaults to beside the ledger file (a container's one volume holds both), or to beside the job
     # file when the ledger is a database; a path in the environment is relative to the working directory.
     ledger, sources["ledger"] = default_ledger_path(job.job_file), DEFAULT

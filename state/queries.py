@@ -19,6 +19,7 @@ from gcbulk.state.records import (
     CaseWork,
     DisplaySetRow,
     FileWork,
+    ImportInFlight,
     ItemWork,
     PartRow,
     UploadRow,
@@ -289,6 +290,18 @@ class LedgerQueries(LedgerCore):
             )
             for row in self._all(sql, params)
         ]
+
+    def imports_in_flight(self) -> list[ImportInFlight]:
+        """Values whose import the run waits for (items ``attached``), oldest first, with their files' bytes."""
+        rows = self._all(
+            "SELECT items.case_id AS case_id, cases.title AS title, items.socket_slug AS socket_slug, "
+            "items.updated_at AS attached_at, coalesce(sum(files.size), 0) AS bytes FROM items "
+            "JOIN cases ON cases.id = items.case_id LEFT JOIN files ON files.item_id = items.id AND files.present = 1 "
+            "WHERE items.state = 'attached' "
+            "GROUP BY items.id, items.case_id, cases.title, items.socket_slug, items.updated_at "
+            "ORDER BY items.updated_at, items.id"
+        )
+        return [ImportInFlight(**{**row, "bytes": int(row["bytes"])}) for row in rows]  # PostgreSQL sums are numeric
 
     def item_upload_pks(self, item_id: int) -> list[str]:
         """The Grand Challenge pks of an item's uploads, in file order: per present file, its newest completed or

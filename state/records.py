@@ -174,6 +174,17 @@ class PlanDiff:
         }
 
 
+@dataclass(frozen=True, kw_only=True)
+class ImportInFlight:
+    """A value the server has (its uploads attached) whose import has not been seen to finish yet."""
+
+    case_id: int
+    title: str
+    socket_slug: str
+    attached_at: str  # ISO-8601 UTC, when the ledger recorded it attached
+    bytes: int  # the value's files, what its expected import time is reckoned from
+
+
 # ---- What the ledger reads of a planned case (``gcbulk.engine.plan.cases``: the planner's records match these
 # shapes). Declared here because the ledger may not import the planner, nor the planner the ledger.
 class PlannedFileShape(Protocol):

@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
                     server_titles=server_titles,
                 )
                 if server_titles and report.diff.blocked:  # a ledger that went back in time (ledger_time.py)
-                    suspects = (server_titles - ledger.own_display_set_titles()) & set(report.diff.blocked)
+                    suspects = (server_titles.keys() - ledger.own_display_set_titles()) & set(report.diff.blocked)
                     check_not_behind_event_log(resolved.ledger_shown, resolved.events, suspects)
     except LedgerError as exc:
         print(f"gcbulk plan: {exc}", file=sys.stderr)

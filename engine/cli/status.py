@@ -1,4 +1,5 @@
-"""``gcbulk status JOB.toml``: counts by state, and the cases that need a person's attention.
+"""``gcbulk status JOB.toml``: counts by state, the cases that need a person's attention, and the imports past their
+expected time.
 
 Reads the ledger without taking its lock, so it works while ``gcbulk run`` is busy. Exit 0, or 1 when some cases
 failed or are blocked, 2 when the job file or the ledger cannot be used.
@@ -129,8 +130,19 @@ def print_status(status: dict[str, Any], attention_total: int, out: Any = None) 
     for wait in waits:
         print(f"Needs attention: {wait.describe()}", file=out)
     rows = status["needs_attention"]
+    late = status.get("imports_overdue", [])
+    if late:
+        print(f"Imports past their expected time ({len(late)}), needing attention:", file=out)
+        for wait in late[:_SHOW]:
+            print(
+                f"  {wait['title']}: {wait['socket']} waiting {wait['waiting_seconds']} s for the server's import "
+                f"(expected about {wait['expected_seconds']} s)",
+                file=out,
+            )
+        if len(late) > _SHOW:
+            print(f"  … and {len(late) - _SHOW} more (--json lists them all)", file=out)
     if not rows:
-        if not waits:
+        if not late and not waits:
             print("Nothing needs attention.", file=out)
         return
     print(f"Cases needing attention ({attention_total}):", file=out)

@@ -31,6 +31,7 @@ from gcbulk.engine.gc.deadlines import (
     api_timeout,
     voiced,
 )
+from gcbulk.engine.gc.display_set_create import create_display_set
 from gcbulk.engine.gc.errors import (
     ApiError,
     AuthenticationFailed,
@@ -337,37 +338,10 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         return None
 
     async def create_display_set(self, reader_study_slug: str, title: str, order: int | None = None) -> dict[str, Any]:
-        """Creates an empty display set titled ``title``, or returns the one that already has that title: the title
-        is the idempotency key, so a create that may have succeeded, or that lost a race, is adopted."""
-        study = await self.reader_study_by_slug(reader_study_slug)
-
-        async def lookup() -> dict[str, Any] | None:
-            return await self.find_display_set_by_title(study["pk"], title)
-
-        def duplicate_title(error: ApiError) -> Exception | None:
-            # docs/gc-api.md §9: a duplicate title is 400 non_field_errors (unique set). Not an error for us: adopt it.
-            if error.status == 400 and isinstance(error.body, dict) and "non_field_errors" in error.body:
-                return _DuplicateTitle(error)
-            # docs/gc-api.md §0: a user who is not an editor of the study gets 400 on reader_study; no case can succeed.
-            if error.status == 400 and isinstance(error.body, dict) and "reader_study" in error.body:
-                return ConfigurationError(
-                    f"this token's user may not add display sets to reader study {reader_study_slug!r} "
-                    f"({error.body['reader_study']}); make the user an editor of the study"
-                )
-            return None
-
-        body: dict[str, Any] = {"reader_study": reader_study_slug, "title": title}
-        if order is not None:
-            body["order"] = order
-        try:
-            return await self.request(
-                "POST", "reader-studies/display-sets/", json=body, reconcile=lookup, translate=duplicate_title
-            )
-        except _DuplicateTitle as duplicate:
-            found = await lookup()
-            if found is None:
-                raise duplicate.error from None
-            return found
+        """Creates an empty display set titled ``title``. A create the server refused (the title is taken) raises
+        ``TitleTaken`` naming the display set that holds it; only a lost answer is settled by looking
+        (``engine/gc/display_set_create.py``)."""
+        return await create_display_set(self, reader_study_slug, title, order)
 
     async def display_set_has_answers(self, pk: str) -> bool:
         """Whether anyone answered on this display set (docs/gc-api.md §4: ``answers/?display_set=``; an editor sees all)."""
@@ -470,9 +444,3 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         """This user's upload sessions; the list has no filters (docs/gc-api.md §2)."""
         async for session in self.iterate_all("cases/upload-sessions/"):
             yield session
-
-
-class _DuplicateTitle(Exception):
-    def __init__(self, error: ApiError) -> None:
-        super().__init__(str(error))
-        self.error = error

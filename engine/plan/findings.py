@@ -558,12 +558,12 @@ def duplicate_title(path: object, title: str) -> Finding:
     )
 
 
-def title_taken(path: object, title: str) -> Finding:
+def title_taken(path: object, title: str, pk: str) -> Finding:
     return _f(
         "title-exists",
         "blocking",
         path,
-        f"the reader study already has a display set titled {title!r} that this job did not make; gcbulk never "
+        f"the reader study already has a display set titled {title!r} (pk {pk}) that this job did not make; gcbulk never "
         "takes over a display set that is not its own",
         "rename the case folder (or change cases.title), or, if that display set is this case's, plan and run "
         "with --adopt-existing (it fills only sockets without a value and never touches a display set that "

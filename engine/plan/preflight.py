@@ -142,11 +142,12 @@ class Preflight:
     content_cache: dict[Any, Any] | None = None
     # Titles of display sets in the study that this job did not make (docs/gc-api.md §10: adopting them replaced other
     # people's images): a case with one of these titles is blocked.
-    foreign_titles: frozenset[str] = frozenset()
+    foreign_titles: Mapping[str, str] = field(default_factory=dict)  # title → the pk of the display set holding it
     _content: ContentChecker | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.foreign_titles = frozenset(server_title(title) for title in self.foreign_titles)
+        # Keyed as the server compares titles, so a case's title finds the display set holding it.
+        self.foreign_titles = {server_title(title): pk for title, pk in self.foreign_titles.items()}
         if self.catalogue is not None and self.check_content:
             self._content = ContentChecker(self.catalogue, self.content_cache)
 
@@ -209,7 +210,7 @@ class Preflight:
         else:
             self.titles.add(key)
         if key in self.foreign_titles:
-            findings.append(title_taken(case_path, case.title))
+            findings.append(title_taken(case_path, case.title, self.foreign_titles[key]))
         items = []
         preferred = self.config.engine.part_size
         for item in case.items:

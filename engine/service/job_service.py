@@ -277,7 +277,7 @@ class JobService:
             # blocked before any byte is sent (docs/gc-api.md §10), unless the run takes such display sets over.
             # The same listing serves the pass that follows (engine/upload/reconcile.py): one per plan, not two.
             self._study = await read_study(self.client, self.job.reader_study)
-            titles = None if self.settings.adopt_existing else set(self._study.pk_by_title)
+            titles = None if self.settings.adopt_existing else self._study.pk_by_title
         job = self.job
         strict, cache = self.strict, self.content_cache
         report = await self.runner.with_ledger(
@@ -289,7 +289,7 @@ class JobService:
             # Cases blocked for a display set "someone else made": unless the event log says this job made it (a
             # ledger that went back in time), in which case the command stops and says how to recover.
             own = await self.runner.run(self.runner.ledger.own_display_set_titles)
-            suspects = (titles - own) & set(report.diff.blocked)
+            suspects = (titles.keys() - own) & set(report.diff.blocked)
             if suspects:
                 await anyio.to_thread.run_sync(
                     check_not_behind_event_log, self.settings.ledger_shown, self.settings.events, suspects

@@ -18,6 +18,8 @@ from gcbulk.state.errors import LedgerError
 
 # The event that records the intent to create a display set, written before its POST (engine/upload/case_upload.py).
 _CREATING = ('"event":"display_set_creating"', '"event":"display_set_created"')
+# A create the server refused (its title was another job's): the intent before it created nothing.
+_NOT_CREATED = '"event":"display_set_not_created"'
 _SHOW = 5
 
 
@@ -36,14 +38,18 @@ def titles_the_event_log_created(events: Path, titles: Iterable[str]) -> set[str
     found: set[str] = set()
     with open(events, encoding="utf-8", errors="replace") as lines:
         for line in lines:
-            if not any(marker in line for marker in _CREATING):
+            refused = _NOT_CREATED in line
+            if not refused and not any(marker in line for marker in _CREATING):
                 continue
             try:
                 case = json.loads(line).get("case")
             except (ValueError, AttributeError):
                 continue  # a line cut short by a kill: the others still tell
             if isinstance(case, str) and case in wanted:
-                found.add(wanted[case])
+                if refused:  # in file order: a later refusal undoes the intent before it
+                    found.discard(wanted[case])
+                else:
+                    found.add(wanted[case])
     return found
 
 

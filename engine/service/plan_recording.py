@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,16 +89,16 @@ def fetch_catalogue(
     with_sockets: bool = True,
     with_titles: bool = False,
     check_editor: bool = True,
-) -> tuple[dict[str, dict[str, Any] | None] | None, set[str] | None]:
+) -> tuple[dict[str, dict[str, Any] | None] | None, dict[str, str] | None]:
     """Each socket the job names → the server's socket (``components/interfaces/?slug=``), or None if unknown; with
-    ``with_titles``, also the titles of the study's display sets (to find those this job did not make). One
-    connection for both. ``check_editor=False`` (a dry run) sends only GETs: the editor check is a POST the server
+    ``with_titles``, also the titles of the study's display sets → their pks (to find those this job did not make).
+    One connection for both. ``check_editor=False`` (a dry run) sends only GETs: the editor check is a POST the server
     refuses, and a dry run writes nothing, so ``run`` makes that check, before any file moves."""
     from gcbulk.engine.gc.client import GrandChallengeClient
     from gcbulk.engine.gc.retry import RetryPolicy
     from gcbulk.engine.upload.reconcile import read_study
 
-    async def fetch() -> tuple[dict[str, dict[str, Any] | None] | None, set[str] | None]:
+    async def fetch() -> tuple[dict[str, dict[str, Any] | None] | None, dict[str, str] | None]:
         # A planning check should fail fast when the server is unreachable, not spend a transfer's retry budget.
         policy = RetryPolicy(attempts_per_item=3, max_delay=5.0)
         async with GrandChallengeClient(
@@ -107,7 +108,7 @@ def fetch_catalogue(
             if check_editor:
                 await client.require_editor(config.reader_study, consequence="fix that before running the job")
             catalogue = {slug: await client.get_socket(slug) for slug in config.socket_slugs} if with_sockets else None
-            titles = set((await read_study(client, config.reader_study)).pk_by_title) if with_titles else None
+            titles = (await read_study(client, config.reader_study)).pk_by_title if with_titles else None
             return catalogue, titles
 
     return asyncio.run(fetch())
@@ -144,7 +145,7 @@ def plan_into_ledger(
     keep_cases: int | None = 0,
     check_content: bool = True,
     content_cache: dict[Any, Any] | None = None,
-    server_titles: set[str] | None = None,
+    server_titles: Mapping[str, str] | None = None,
 ) -> PlanReport:
     """Plan the job's tree into ``ledger`` (or, for a dry run, compute the same diff and roll it back).
 
@@ -170,9 +171,10 @@ def plan_into_ledger(
         dry_run=dry_run,
         fingerprint=fingerprint,
     ) as plan:
-        # ``server_titles``: the study's display-set titles (None offline, or with --adopt-existing): those this
-        # ledger never set out to make are someone else's, and their cases are blocked.
-        foreign = frozenset(server_titles - ledger.own_display_set_titles()) if server_titles else frozenset()
+        # ``server_titles``: the study's display-set titles → pks (None offline, or with --adopt-existing): those
+        # this ledger never set out to make are someone else's, and their cases are blocked, naming that display set.
+        own = ledger.own_display_set_titles() if server_titles else set()
+        foreign = {title: pk for title, pk in (server_titles or {}).items() if title not in own}
         preflight = Preflight(
             config=config,
             catalogue=catalogue,

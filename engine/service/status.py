@@ -3,9 +3,11 @@ the cases that need a person's attention, the workers. Works on a ledger opened 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from gcbulk.engine.plan.titles import redacted, scrub
+from gcbulk.engine.upload.import_deadline import expected_import_seconds, overdue_after
 from gcbulk.state.ledger import Ledger
 
 
@@ -29,9 +31,30 @@ def _redact_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def collect_status(ledger: Ledger, *, limit: int | None = None, redact: bool = False) -> dict[str, Any]:
-    """Counts by state and the cases needing attention; ``redact``: titles and folders as hashes (the ledger keeps
-    them)."""
+def overdue_imports(ledger: Ledger, now: datetime, *, redact: bool = False) -> list[dict[str, Any]]:
+    """Imports waiting longer than ``OVERDUE_FACTOR`` × their expected time (``engine/upload/import_deadline.py``):
+    a wait that is not progressing, named while the run still waits (its deadline may be far)."""
+    late = []
+    for wait in ledger.imports_in_flight():
+        waited = (now - datetime.fromisoformat(wait.attached_at)).total_seconds()
+        expected = expected_import_seconds(wait.bytes)
+        if waited >= overdue_after(wait.bytes):
+            late.append(
+                {
+                    "title": redacted(wait.title) if redact else wait.title,
+                    "socket": wait.socket_slug,
+                    "waiting_seconds": round(waited),
+                    "expected_seconds": round(expected),
+                }
+            )
+    return late
+
+
+def collect_status(
+    ledger: Ledger, *, limit: int | None = None, redact: bool = False, now: datetime | None = None
+) -> dict[str, Any]:
+    """Counts by state, the cases needing attention and the imports past their expected time; ``redact``: titles
+    and folders as hashes (the ledger keeps them)."""
     rows = [
         {
             "case_id": row.case_id,
@@ -49,6 +72,7 @@ def collect_status(ledger: Ledger, *, limit: int | None = None, redact: bool = F
         "counts": ledger.counts_by_state(),
         "live_uploads": ledger.live_upload_count(),
         "needs_attention": [_redact_row(row) for row in rows] if redact else rows,
+        "imports_overdue": overdue_imports(ledger, now or datetime.now(UTC), redact=redact),
         "workers": worker_rows(ledger),
     }
 

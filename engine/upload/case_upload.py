@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import anyio
 
+from gcbulk.engine.gc.display_set_create import TitleTaken, lost_create_contradiction
 from gcbulk.engine.gc.errors import (
     ApiError,
     ConfigurationError,
@@ -51,6 +52,7 @@ from gcbulk.engine.upload.targeted_sessions import (
     targeted_value,
 )
 from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE, PlannedValue, send_values
+from gcbulk.state.machines import IllegalTransition
 from gcbulk.state.records import CaseWork, ItemWork
 from gcbulk.state.steps import Step, step
 
@@ -167,14 +169,29 @@ class CaseUpload:
 
     async def _fail(self, reason: str) -> None:
         await self._refresh()
+        if self._blocked_meanwhile():
+            return
         # One transaction: a crash leaves the case as it was before its failure (it is tried again) or failed.
         ledger = self.ctx.journal.ledger
         steps: list[Step[bool]] = []
         if self.case.display_set.state in ("created", "values_attached", "importing"):
             steps.append(step(ledger.display_set_failed, self.case.id, reason=reason))
         steps.append(step(ledger.case_failed, self.case.id, reason=reason))
-        await self.record_together(steps)
+        try:
+            await self.record_together(steps)
+        except IllegalTransition:
+            if self._blocked_meanwhile(await self._refresh()):
+                return
+            raise
         self.ctx.stats.cases_failed += 1
+
+    def _blocked_meanwhile(self, case: CaseWork | None = None) -> bool:
+        """On a shared ledger another worker's plan may block this case while it runs — e.g. once its create was
+        refused, its title is another job's display set. The plan's finding says why; the case stays blocked."""
+        if (case or self.case).state != "blocked":
+            return False
+        log.info("%s: blocked by a plan while it ran (the plan's findings say why)", self.case.title)
+        return True
 
     async def _steps(self, kinds: dict[str, str]) -> bool:
         if self.case.display_set.pk and any(i.state == "uploaded" for i in self.case.items):
@@ -216,8 +233,8 @@ class CaseUpload:
             return ds.pk
         existing = await self.display_sets.lookup(self.case.title)
         if existing is not None:
-            if ds.state == "creating":  # our own create, whose answer was lost before it was recorded
-                reason = "this job's own create, answer lost"
+            if ds.state == "creating":  # this job set out to create it; the answer was lost before it was recorded
+                reason = await self._claim_lost_create(existing)
             else:
                 reason = await self._may_adopt_foreign(existing)
             await self.record(self.ctx.journal.ledger.display_set_created, self.case.id, pk=existing)
@@ -229,14 +246,44 @@ class CaseUpload:
             created = await self.ctx.client.create_display_set(
                 self.ctx.reader_study_slug, self.case.title, order=ds.create_order
             )
+        except TitleTaken as taken:  # the server said no: another job or person holds the title
+            await self.record(self.ctx.journal.ledger.display_set_not_created, self.case.id, reason=str(taken))
+            if not self.ctx.config.adopt_existing:
+                raise self._not_ours(taken) from None
+            reason = await self._may_adopt_foreign(taken.pk)
+            await self.record(self.ctx.journal.ledger.display_set_created, self.case.id, pk=taken.pk)
+            self.ctx.journal.note("display_set_adopted", case=self.case.title, pk=taken.pk, reason=reason)
+            return taken.pk
         except ApiError as error:
-            if error.status == 400:  # refused outright: certainly not created
+            if error.status in (400, 500):  # the server's own answer: certainly not created
                 await self.record(self.ctx.journal.ledger.display_set_not_created, self.case.id, reason=str(error))
             raise
         crash_point("after-create-display-set")
         await self.record(self.ctx.journal.ledger.display_set_created, self.case.id, pk=created["pk"])
         crash_point("after-display-set-recorded")
         return created["pk"]
+
+    async def _claim_lost_create(self, pk: str) -> str:
+        """The display set titled like this case after a create whose answer was lost (a crash, a dropped
+        connection): this job's own only if the server shows nothing that contradicts it, else blocked."""
+        why_not = lost_create_contradiction(
+            await self.ctx.client.get_display_set(pk), order=self.case.display_set.create_order
+        )
+        if why_not is None:
+            return "this job's own create, answer lost"
+        taken = TitleTaken(self.case.title, pk, f"the create's answer was lost and {why_not}")
+        await self.record(self.ctx.journal.ledger.display_set_not_created, self.case.id, reason=str(taken))
+        if self.ctx.config.adopt_existing:
+            return await self._may_adopt_foreign(pk)
+        raise self._not_ours(taken)
+
+    def _not_ours(self, taken: TitleTaken) -> ForeignDisplaySet:
+        return ForeignDisplaySet(
+            f"reader study {self.ctx.reader_study_slug!r}: the display set titled {taken.title!r} (pk {taken.pk}) "
+            f"was made by another job or person while this job was creating its own ({taken.why}); nothing of this "
+            "case was sent into it. Rename the case folder, or run with --adopt-existing to add its missing values "
+            "to that display set"
+        )
 
     async def _may_adopt_foreign(self, pk: str) -> str:
         """A display set with this case's title that this job did not create: not ours to fill, unless the user

@@ -11,7 +11,9 @@ staging before the uploads, the value's body in the values PATCH, and the stagin
 * **A disk budget** (``[dicom] staging_budget``): a case takes the bytes of its sets before staging and gives them
   back when it ends; a wait for room says so at INFO and has a deadline.
 * **No upload session** exists for such a value, and a refusal shows nowhere (docs/gc-api.md §10): completion is the value
-  in the display set; a timeout fails the item with what was checked before sending.
+  in the display set. The server deletes the uploads when the import ends, worked or not (§11): uploads gone and
+  no value a little later is a refusal, failed at once with what is known (``refused_reason``); an import that
+  never ends fails at its deadline with what was checked before sending (``timeout_reason``).
 """
 
 from __future__ import annotations
@@ -276,6 +278,24 @@ async def image_set_value(upload: CaseInFlight, item: ItemWork, urls: list[str])
 
 def timeout_reason(item: ItemWork, ctx: TransferContext, seconds: float) -> str:
     """Why a DICOM Image Set value failed when the server said nothing: what gcbulk had checked before sending."""
+    return (
+        f"{item.socket_slug}: the DICOM Image Set did not appear in the display set within {seconds:.0f} s, and "
+        f"Grand Challenge shows no reason for a refused image set (docs/gc-api.md §10). {_checked(item, ctx)}"
+    )
+
+
+def refused_reason(item: ItemWork, ctx: Any, seconds: float) -> str:
+    """Why a DICOM Image Set value failed once its import ended without the value: what is known, and what gcbulk
+    had checked before sending."""
+    return (
+        f"{item.socket_slug}: Grand Challenge refused the DICOM Image Set: its import ended (the server deleted the "
+        f"uploads, which it does when the import ends, whether it worked or not) and the value was still not in the "
+        f"display set {seconds:.0f} s later. The server keeps the reason where no API shows it (docs/gc-api.md §11). "
+        f"{_checked(item, ctx)}"
+    )
+
+
+def _checked(item: ItemWork, ctx: Any) -> str:
     options: DicomOptions = ctx.config.dicom
     deidentified = (
         "de-identified locally with grand-challenge-dicom-de-identifier (the server's own procedure)"
@@ -283,11 +303,9 @@ def timeout_reason(item: ItemWork, ctx: TransferContext, seconds: float) -> str:
         else "sent as they are ([dicom] deidentify = false)"
     )
     return (
-        f"{item.socket_slug}: the DICOM Image Set did not appear in the display set within {seconds:.0f} s, and "
-        "Grand Challenge shows no reason for a refused image set (docs/gc-api.md §10). Checked before sending: its "
-        f"{len(item.files)} files are one series of one study of one patient, every SOP class is one the "
-        f"de-identification procedure keeps, the image name is not empty, and the files were {deidentified}. "
-        "Look at the image set on Grand Challenge, or ask its admins for the import's log"
+        f"Checked before sending: its {len(item.files)} files are one series of one study of one patient, every "
+        f"SOP class is one the de-identification procedure keeps, the image name is not empty, and the files were "
+        f"{deidentified}. Look at the image set on Grand Challenge, or ask its admins for the import's log"
     )
 
 

@@ -18,9 +18,11 @@ import anyio
 from gcbulk.engine.gc.errors import Interrupted
 from gcbulk.engine.upload.case_in_flight import CaseInFlight
 from gcbulk.engine.upload.crashpoints import crash_point
-from gcbulk.engine.upload.dicom_image_set import is_image_set, timeout_reason
+from gcbulk.engine.upload.dicom_image_set import is_image_set, refused_reason, timeout_reason
+from gcbulk.engine.upload.import_deadline import import_deadline
 from gcbulk.engine.upload.imports import (
     SESSION_ENDED_BADLY,
+    any_upload_gone,
     failed_session_message,
     present_sockets,
 )
@@ -41,6 +43,9 @@ log = logging.getLogger(__name__)
 # are slow anyway: twice the fastest one seen). A failure is then known within seconds, and most imports, done
 # sooner, cost no session GET at all.
 FAILURE_CHECK_SECONDS = 2.0
+# A DICOM Image Set whose uploads the server deleted (its import ended) is given this long for its value to appear
+# before it counts as refused: on success the value is linked around the time the uploads go (docs/gc-api.md §11).
+IMAGE_SET_LINK_GRACE_SECONDS = 10.0
 
 
 class WaitVoice:
@@ -67,6 +72,8 @@ class ImportWait:
         # pacer has heard of already (each import is told once).
         self._patched_at: dict[str, float] = {}
         self._pacer_told: set[str] = set()
+        # item id → when its DICOM Image Set's uploads were first seen gone: the import ended (see _image_set_refused)
+        self.image_sets_consumed_at: dict[int, float] = {}
 
     # What it uses of its case (``CaseInFlight``), named here.
     @property
@@ -108,7 +115,8 @@ class ImportWait:
         if images_waiting > self.import_units and self.import_units < ctx.import_gate.ceiling:
             self.import_units += await ctx.import_gate.acquire(images_waiting - self.import_units, who=self.case.title)
         started = time.monotonic()
-        deadline = started + ctx.config.import_timeout_seconds
+        timeout = self._deadline_seconds(waiting)
+        deadline = started + timeout
         # Reads ``waiting`` when it speaks: the values still missing at that moment.
         voice = WaitVoice(
             started,
@@ -118,7 +126,7 @@ class ImportWait:
                 so_far,
                 ", ".join(i.socket_slug for i in waiting),
                 pk,
-                ctx.config.import_timeout_seconds,
+                timeout,
             ),
         )
         delay = self._first_poll_delay()
@@ -156,11 +164,11 @@ class ImportWait:
                 ctx.import_pacer.timed_out()
                 for item in waiting:
                     reason = (
-                        f"{item.socket_slug}: the import did not finish within "
-                        f"{ctx.config.import_timeout_seconds:.0f} s"
+                        f"{item.socket_slug}: the import did not finish within {timeout:.0f} s "
+                        f"({_deadline_source(ctx.config.import_timeout)})"
                     )
                     if await is_image_set(ctx, item.socket_slug, kinds[item.socket_slug]):
-                        reason = timeout_reason(item, ctx, ctx.config.import_timeout_seconds)
+                        reason = timeout_reason(item, ctx, timeout)
                     await self._record(self.ctx.journal.ledger.item_failed, item.id, reason=reason)
                     await self._item_finished(item, kinds, consumed=False)
                 break
@@ -201,6 +209,12 @@ class ImportWait:
             return max(self.ctx.config.poll_initial_seconds, 0.25 * expected)
         return min(delay * 1.5, self.ctx.config.poll_max_seconds)
 
+    def _deadline_seconds(self, items: list[ItemWork]) -> float:
+        """The wait's deadline: the job's ``import_timeout``, else from the largest value's size and the import times
+        seen lately (``engine/upload/import_deadline.py``)."""
+        size = max((sum(f.size for f in item.files) for item in items), default=0)
+        return import_deadline(size, self.ctx.import_pacer.expected_seconds(), self.ctx.config.import_timeout)
+
     def _failure_check_interval(self) -> float:
         expected = self.ctx.import_pacer.expected_seconds() or 0.0
         return max(FAILURE_CHECK_SECONDS, 2 * expected)
@@ -230,7 +244,8 @@ class ImportWait:
         import timeout passed, or the run stops (the value's record then waits for the resume to find it)."""
         ctx = self.ctx
         patched = self._patched_at[value.socket_slug] = time.monotonic()
-        deadline = patched + ctx.config.import_timeout_seconds
+        timeout = self._deadline_seconds([i for i in self.case.items if i.socket_slug == value.socket_slug])
+        deadline = patched + timeout
         voice = WaitVoice(
             patched,
             lambda so_far: wait_log.info(
@@ -240,7 +255,7 @@ class ImportWait:
                 so_far,
                 value.socket_slug,
                 pk,
-                ctx.config.import_timeout_seconds,
+                timeout,
             ),
         )
         delay = self._first_poll_delay()
@@ -267,7 +282,9 @@ class ImportWait:
         still = []
         for item in waiting:
             message = None
-            if kinds[item.socket_slug] == IMAGE and not await is_image_set(self.ctx, item.socket_slug):
+            if kinds[item.socket_slug] == IMAGE and await is_image_set(self.ctx, item.socket_slug):
+                message = await self._image_set_refused(item)
+            elif kinds[item.socket_slug] == IMAGE:
                 session_pk = await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_session, item.id)
                 if session_pk:  # its own session: one GET, never a scan of the list (docs/gc-api.md §10)
                     message = await failed_session_message(self.ctx.client, session_pk)
@@ -278,13 +295,29 @@ class ImportWait:
                     if session is not None and session.get("status") in SESSION_ENDED_BADLY:
                         message = session.get("error_message") or f"the import ended {session.get('status')}"
             if message is not None:
-                await self._record(
-                    self.ctx.journal.ledger.item_failed, item.id, reason=f"{item.socket_slug}: {message}"
-                )
+                if not message.startswith(f"{item.socket_slug}: "):
+                    message = f"{item.socket_slug}: {message}"
+                await self._record(self.ctx.journal.ledger.item_failed, item.id, reason=message)
                 await self._item_finished(item, kinds, consumed=False)
             else:
                 still.append(item)
         return still
+
+    async def _image_set_refused(self, item: ItemWork) -> str | None:
+        """A DICOM Image Set has no upload session; its uploads are the server's only trace. They are deleted when
+        the import ends, worked or not (docs/gc-api.md §11): gone, and the value still missing a grace period later
+        (``IMAGE_SET_LINK_GRACE_SECONDS``, or twice the import time seen lately), the server refused it."""
+        seen_gone = self.image_sets_consumed_at.get(item.id)
+        now = time.monotonic()
+        if seen_gone is None:
+            upload_pks = await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_pks, item.id)
+            if upload_pks and await any_upload_gone(self.ctx.client, tuple(upload_pks)):
+                self.image_sets_consumed_at[item.id] = now
+            return None
+        grace = max(IMAGE_SET_LINK_GRACE_SECONDS, 2 * (self.ctx.import_pacer.expected_seconds() or 0.0))
+        if now - seen_gone < grace:
+            return None
+        return refused_reason(item, self.ctx, now - seen_gone)
 
     async def _item_finished(self, item: ItemWork, kinds: dict[str, str], *, consumed: bool) -> None:
         kind = kinds[item.socket_slug]
@@ -294,3 +327,9 @@ class ImportWait:
         # docs/gc-api.md §1: a successful import deletes its uploads; a failed one leaves them to the 24 h sweep.
         if consumed and kind in (IMAGE, FILE):
             await self.ctx.upload_gate.release(len(item.files))
+
+
+def _deadline_source(configured: float | None) -> str:
+    if configured is not None:
+        return "engine.import_timeout"
+    return "from the file's size and the server's recent import times; set engine.import_timeout to change it"

@@ -10,6 +10,7 @@ are ``CountingGate``s (``gcbulk.engine.upload.server_limits``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,8 @@ JOB_KNOBS = (
     "adaptive_concurrency",
     "stagger_image_values",
     "lease_seconds",
+    "import_timeout",
+    "limit_wait_timeout_seconds",
 )
 # The knobs that are switches (true / false) rather than numbers.
 SWITCH_KNOBS = ("adaptive_concurrency", "stagger_image_values")
@@ -82,13 +85,15 @@ class TransferSettings:
     # A completed upload not yet consumed is reused only while younger than this (docs/gc-api.md §1: swept after 24 h).
     reuse_completed_for_seconds: float = 22 * 3600.0
     sweep_guard: SweepGuard = field(default_factory=SweepGuard)
-    # How long an import may take before the case fails with "import did not finish".
-    import_timeout_seconds: float = 3600.0
+    # Seconds an import may take before its value fails with "import did not finish"; None ("auto"): from the
+    # value's size and the server's observed import times (engine/upload/import_deadline.py).
+    import_timeout: float | None = None
     # A display set titled like a case but not made by this job is adopted only when the user asks (run
     # --adopt-existing): never one with answers, and values already in it are kept, never replaced.
     adopt_existing: bool = False
     # How long a case may wait for room under the live-upload ceiling or the import limit before it fails with that
-    # reason (the wait says what it waits for every few seconds meanwhile).
+    # reason (the wait says what it waits for every few seconds meanwhile). The account's uploads count against the
+    # ceiling, other tools' included (docs/gc-api.md §1): a job file sets it low to fail fast when they hold it.
     limit_wait_timeout_seconds: float = 3600.0
     poll_initial_seconds: float = 0.25
     poll_max_seconds: float = 10.0
@@ -102,11 +107,18 @@ class TransferSettings:
     dicom: DicomOptions = field(default_factory=DicomOptions)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "import_timeout", parse_import_timeout("engine.import_timeout", self.import_timeout))
         if self.cases_in_flight is None:
             object.__setattr__(self, "cases_in_flight", max(self.files_in_flight * 2, 8))
         for name in ("files_in_flight", "parts_in_flight", "api_calls_in_flight", "cases_in_flight", "presign_batch"):
             _positive(f"engine.{name}", getattr(self, name))
         _positive("engine.attempts_per_item", self.retry.attempts_per_item)
+        wait = self.limit_wait_timeout_seconds
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not wait > 0:
+            raise ConfigurationError(
+                "engine.limit_wait_timeout_seconds must be a number of seconds above 0 (how long a case may wait for "
+                f"room under the live-upload ceiling or the imports limit before it fails), got {wait!r}"
+            )
         if (
             not isinstance(self.lease_seconds, int)
             or isinstance(self.lease_seconds, bool)
@@ -163,6 +175,22 @@ class TransferSettings:
 
     def replace(self, **changes: Any) -> TransferSettings:
         return dataclasses.replace(self, **changes)
+
+
+def parse_import_timeout(name: str, value: object) -> float | None:
+    """``import_timeout``: seconds (a number above 0, or its text), or ``"auto"`` / None for the size-based default."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    try:
+        seconds = float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else math.nan
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigurationError(
+            f"{name} must be a number of seconds above 0, or \"auto\" (from each file's size and the server's "
+            f"import times), got {value!r}"
+        )
+    return seconds
 
 
 def _positive(name: str, value: object) -> None:

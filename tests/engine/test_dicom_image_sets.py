@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
@@ -105,6 +106,42 @@ async def test_files_sent_as_they_are_are_de_identified_by_the_server(
     assert all(PATIENT_NAME.encode() not in raw for raw in _stored_instances(emulator, image["pk"]))
 
 
+def _refused_set(tmp_path: Path) -> None:
+    """One series by its UIDs, but slices of two sizes: no local check sees it, the server's import refuses it."""
+    from tests.dicom.synthetic import edit
+
+    folder = tmp_path / "cases" / "patient1"
+    folder.mkdir(parents=True)
+    big = identified_series(folder, 2, rows=8, columns=8, seed=1, prefix="a")
+    small = identified_series(folder, 2, rows=4, columns=4, seed=2, prefix="b")
+    first = pydicom.dcmread(big[0])
+    edit(
+        small,
+        SeriesInstanceUID=first.SeriesInstanceUID,
+        StudyInstanceUID=first.StudyInstanceUID,
+        FrameOfReferenceUID=first.FrameOfReferenceUID,
+    )
+
+
+async def test_an_image_set_the_server_refused_fails_as_soon_as_its_import_has_ended_not_at_its_deadline(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    _refused_set(tmp_path)
+    job_file = write_job(tmp_path, emulator, rules=RULES)
+    job = load_job(job_file)
+
+    # An hour's deadline: the case must fail long before it, once the server has deleted the uploads (its import
+    # ended) and the value still has not appeared.
+    with anyio.fail_after(90):
+        outcome = await run_job(job_file, emulator, FAST_ENGINE.replace(dicom=job.dicom, import_timeout=3600.0))
+
+    ((title, reason),) = outcome.failed
+    assert title == "patient1"
+    assert reason.startswith("dicom-image-set: Grand Challenge refused the DICOM Image Set: its import ended")
+    assert "one series of one study of one patient" in reason and "de-identified locally" in reason
+    assert values_by_socket((await study_display_sets(client))["patient1"]) == {}
+
+
 async def test_an_image_set_the_server_refuses_silently_fails_with_what_was_checked(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
@@ -125,7 +162,7 @@ async def test_an_image_set_the_server_refuses_silently_fails_with_what_was_chec
     job_file = write_job(tmp_path, emulator, rules=RULES)
     job = load_job(job_file)
 
-    outcome = await run_job(job_file, emulator, FAST_ENGINE.replace(dicom=job.dicom, import_timeout_seconds=1.0))
+    outcome = await run_job(job_file, emulator, FAST_ENGINE.replace(dicom=job.dicom, import_timeout=1.0))
 
     ((title, reason),) = outcome.failed
     assert title == "patient1"

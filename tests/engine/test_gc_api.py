@@ -8,6 +8,7 @@ import pytest
 
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title
+from gcbulk.engine.gc.display_set_create import TitleTaken
 from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -64,10 +65,12 @@ async def test_an_unknown_reader_study_is_a_configuration_error(client: GrandCha
         await client.reader_study_by_slug("nope")
 
 
-async def test_a_display_set_created_twice_with_one_title_is_adopted(client: GrandChallengeClient) -> None:
+async def test_a_second_create_with_one_title_is_refused_naming_the_display_set_that_holds_it(
+    client: GrandChallengeClient,
+) -> None:
     first = await client.create_display_set("example-study", "patient-1")
-    again = await client.create_display_set("example-study", "patient-1")
-    assert again["pk"] == first["pk"]
+    with pytest.raises(TitleTaken, match=f"'patient-1' is pk {first['pk']}, not this create's: the server refused"):
+        await client.create_display_set("example-study", "patient-1")
     study = await client.reader_study_by_slug("example-study")
     found = await client.find_display_set_by_title(study["pk"], "patient-1")
     assert found is not None and found["pk"] == first["pk"] and display_set_title(found) == "patient-1"

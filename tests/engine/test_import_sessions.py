@@ -40,7 +40,7 @@ async def test_a_refused_segmentation_fails_its_case_with_the_servers_message_an
     cases = make_tutorial_tree(tmp_path / "cases", 3)
     make_mask(cases / "patient2" / "seg.mha", values=(0, 3))  # 3 is not an airway voxel value
     # A 1-hour import timeout: the case must fail on the session's answer, not on the timeout.
-    config = dataclasses.replace(FAST_ENGINE, import_timeout_seconds=3600.0)
+    config = dataclasses.replace(FAST_ENGINE, import_timeout=3600.0)
     with anyio.fail_after(BOUND):
         outcome = await run_job(write_job(tmp_path, emulator), emulator, config)
     assert outcome.done == 2

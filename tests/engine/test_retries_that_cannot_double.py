@@ -60,11 +60,13 @@ async def test_a_values_patch_answered_500_after_the_server_took_it_is_not_a_fai
     await assert_all_imported(client)
 
 
-async def test_a_display_set_post_answered_500_is_adopted_not_created_twice(
+async def test_a_display_set_post_whose_answer_a_gateway_lost_is_adopted_not_created_twice(
     tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
 ) -> None:
+    # A 502 is the gateway's answer, not the server's: the server behind it may have acted (a 500 is the server's
+    # own refusal: tests/engine/test_display_set_create.py).
     make_tutorial_tree(tmp_path / "cases", 3)
-    faults(emulator, FaultRule(match="POST /api/v1/reader-studies/display-sets/", status=500, phase="after", times=3))
+    faults(emulator, FaultRule(match="POST /api/v1/reader-studies/display-sets/", status=502, phase="after", times=3))
     with anyio.fail_after(BOUND):
         outcome = await run_job(write_job(tmp_path, emulator), emulator)
     faults(emulator)

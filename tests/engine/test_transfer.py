@@ -109,9 +109,9 @@ async def test_plan_blocks_cases_whose_titles_name_display_sets_of_someone_else(
     await client.create_display_set("example-study", "patient2")
     job = load_job(write_job(tmp_path, emulator))
     with Ledger.open(default_ledger_path(job.job_file), job.binding, job_file=job.job_file) as ledger:
-        report = plan_into_ledger(job, ledger, catalogue=None, server_titles={"patient2"})
+        report = plan_into_ledger(job, ledger, catalogue=None, server_titles={"patient2": "9f0c-pk"})
     (finding,) = [f for f in report.findings if f.code == "title-exists"]
-    assert finding.blocking and "patient2" in finding.message and "--adopt-existing" in finding.fix
+    assert finding.blocking and "'patient2' (pk 9f0c-pk)" in finding.message and "--adopt-existing" in finding.fix
     assert report.diff.blocked == ["patient2"]
 
 

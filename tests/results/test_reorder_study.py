@@ -14,9 +14,10 @@ from gcbulk.engine.gc.retry import RetryPolicy
 from gcbulk.engine.results.reorder import (
     DisplaySetOrder,
     ReorderSummary,
-    list_display_sets,
+    check_plan,
     plan_by_title,
     plan_from_csv,
+    prepare_reorder,
     run_reorder,
 )
 from gcbulk.state.reorder_ledger import ReorderLedger
@@ -78,13 +79,30 @@ def test_missing_order_file_is_named(tmp_path: Path) -> None:
 
 
 async def reorder(
-    world: World, ledger_path: Path, *, by_csv: Path | None = None, concurrency: int = 4, **client_options: object
+    world: World,
+    ledger_path: Path,
+    *,
+    by_csv: Path | None = None,
+    concurrency: int = 4,
+    skip_answered: bool = False,
+    **client_options: object,
 ) -> ReorderSummary:
+    """What ``gcbulk reorder`` does: check every display set, then run the plan unless it was refused."""
     async with world.client(**client_options) as client:
-        current = await list_display_sets(client, world.study.pk)
-        targets = plan_from_csv(by_csv, current) if by_csv else plan_by_title(current, natural=True)
+        plan = await prepare_reorder(
+            client,
+            "example-study",
+            by=None if by_csv else "natural-title",
+            from_csv=by_csv,
+            skip_answered=skip_answered,
+            concurrency=concurrency,
+        )
+        if plan.refusals:
+            return ReorderSummary(refused=plan.refusals)
         with ReorderLedger.open(ledger_path, reader_study="example-study", base_url=client.base_url) as ledger:
-            return await run_reorder(client, ledger, targets, current, concurrency=concurrency)
+            summary = await run_reorder(client, ledger, plan.targets, plan.current, concurrency=concurrency)
+        summary.kept = plan.kept
+        return summary
 
 
 def orders(world: World) -> dict[str, int]:
@@ -151,17 +169,76 @@ async def test_failed_patches_are_retried_on_the_next_run_only(world: World, tmp
     assert orders(world) == {"a": 10, "b": 20, "c": 30}
 
 
-async def test_display_set_with_answers_is_not_reordered_and_the_reason_is_given(world: World, tmp_path: Path):
-    answered, _ = world.add_display_sets(["z-answered", "a-free"])
+async def _answer(world: World, display_set_pk: str) -> None:
     await create_answer(
-        world.context, creator="reader1", question_pk=world.question("Bool").pk, display_set_pk=answered.pk, answer=True
+        world.context,
+        creator="reader1",
+        question_pk=world.question("Bool").pk,
+        display_set_pk=display_set_pk,
+        answer=True,
     )
+
+
+async def test_a_reorder_that_would_fail_on_an_answered_display_set_changes_nothing_and_says_why(
+    world: World, tmp_path: Path
+):
+    answered, _ = world.add_display_sets(["z-answered", "a-free"])
+    await _answer(world, answered.pk)
 
     summary = await reorder(world, tmp_path / "r.sqlite")
 
-    assert (summary.patched, summary.failed) == (1, 1)
-    assert "z-answered: Grand Challenge does not change a display set that already has answers" in summary.failures[0]
-    assert orders(world) == {"z-answered": 10, "a-free": 10}
+    assert summary.refused and summary.lines()[0] == "reorder refused: nothing was changed"
+    assert f"'z-answered' (pk {answered.pk}) (order 10) has answers" in summary.refused[0]
+    assert "--skip-answered" in summary.refused[-1]
+    assert world.requests(DISPLAY_SET_PATCH) == 0
+    assert orders(world) == {"z-answered": 10, "a-free": 20}
+    assert not (tmp_path / "r.sqlite").exists()
+
+
+async def test_skip_answered_keeps_their_orders_as_fixed_points_and_lays_the_others_around_them(
+    world: World, tmp_path: Path
+):
+    # Answered display sets at 1010/1020/1030 and at 20 (issue 25): the new sequence hands none of them out again.
+    late = world.add_display_sets(["b", "d", "f"], start_order=1010)
+    early = world.add_display_sets(["x"], start_order=20)
+    world.add_display_sets(["e", "c", "a", "g"], start_order=500)
+    for display_set in [*late, *early]:
+        await _answer(world, display_set.pk)
+
+    summary = await reorder(world, tmp_path / "r.sqlite", skip_answered=True)
+
+    assert summary.failed == 0 and sorted(k.title for k in summary.kept) == ["b", "d", "f", "x"]
+    assert orders(world) == {"a": 10, "c": 30, "e": 40, "g": 50, "b": 1010, "d": 1020, "f": 1030, "x": 20}
+    assert len(set(orders(world).values())) == len(orders(world))
+    assert "  kept at its order (has answers): x (20)" in summary.lines()
+
+    again = await reorder(world, tmp_path / "r.sqlite", skip_answered=True)  # a rerun: nothing left to change
+    assert (again.patched, again.already_in_place, again.failed) == (0, 4, 0)
+
+
+async def test_an_order_file_that_would_duplicate_an_answered_display_sets_order_is_refused(
+    world: World, tmp_path: Path
+):
+    answered, free = world.add_display_sets(["answered", "free"])
+    await _answer(world, answered.pk)
+    order_file = write_csv(tmp_path / "o.csv", f"pk,order\n{free.pk},10\n")
+
+    summary = await reorder(world, tmp_path / "r.sqlite", by_csv=order_file, skip_answered=True)
+
+    assert summary.refused == [
+        f"order 10 would be held by 2 display sets ('answered' (pk {answered.pk}), 'free' (pk {free.pk})); "
+        "give each its own"
+    ]
+    assert world.requests(DISPLAY_SET_PATCH) == 0
+
+
+def test_laying_around_fixed_points_never_hands_out_their_orders() -> None:
+    current = [DisplaySetOrder(f"p{n}", f"t{n}", n * 10) for n in range(1, 8)]
+    fixed = {"p2", "p5"}
+    plan = plan_by_title(list(reversed(current)), natural=True, fixed=fixed)
+    assert [(t.title, t.order) for t in plan] == [("t1", 10), ("t3", 30), ("t4", 40), ("t6", 60), ("t7", 70)]
+    checked = check_plan(plan, current, fixed, skip_answered=False)
+    assert checked.refusals == [] and checked.changes() == []
 
 
 async def test_reorder_from_an_edited_export_of_display_sets(world: World, tmp_path: Path):

@@ -11,7 +11,7 @@ import pytest
 from gcbulk.emulator.objects import IMAGES_BUCKET
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.cli import main
-from tests.results.conftest import World
+from tests.results.conftest import DISPLAY_SET_PATCH, World
 
 TOKEN_ENV = "GRAND_CHALLENGE_AUTHORIZATION"
 
@@ -150,7 +150,63 @@ def test_reorder_of_answered_display_sets_exits_1_with_the_reason(world: World, 
     )
 
     assert code == 1
-    assert "does not change a display set that already has answers" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith("reorder refused: nothing was changed")
+    assert "has answers: Grand Challenge does not change a display set that has answers" in out
+    assert {ds.title: ds.order for ds in world.display_sets} == {"case2": 10, "case10": 20, "case1": 30}
+    assert not (tmp_path / "r.sqlite").exists()
+
+
+def test_reorder_dry_run_shows_the_plan_and_changes_nothing(world: World, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv(TOKEN_ENV, world.emulator.tokens["editor"])
+    args = ["reorder", "--reader-study", "example-study", "--by", "natural-title", "--dry-run", *connection(world)]
+
+    assert main([*args, "--skip-answered"]) == 0  # every display set has answers: all are kept where they are
+    out = capsys.readouterr().out
+    assert "display sets in the plan: 0 (dry run: nothing was changed)" in out
+    assert "  kept at its order (has answers): case10 (20)" in out
+
+    for answer in list(world.store.answers.values()):
+        del world.store.answers[answer.pk]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "  would be reordered: 3\n    case1: 30 → 10\n    case2: 10 → 20\n    case10: 20 → 30\n" in out
+    assert {ds.title: ds.order for ds in world.display_sets} == {"case2": 10, "case10": 20, "case1": 30}
+    assert world.requests(DISPLAY_SET_PATCH) == 0
+
+
+def test_reorder_keeps_its_state_beside_the_jobs_ledger_not_in_the_current_folder(
+    world: World, tmp_path: Path, monkeypatch, capsys
+):
+    monkeypatch.setenv(TOKEN_ENV, world.emulator.tokens["editor"])
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for answer in list(world.store.answers.values()):
+        del world.store.answers[answer.pk]
+    job = tmp_path / "jobs" / "study.toml"
+    job.parent.mkdir()
+    job.write_text(
+        f'reader_study = "example-study"\nbase_url = "{world.emulator.base_url}"\ncase_root = "cases"\n'
+        f'ca_file = "{world.emulator.ca_file}"\n\n[[rules]]\nglob = "ct.mha"\nsocket = "ct-image"\n'
+    )
+
+    assert main(["reorder", "--job", str(job), "--by", "natural-title"]) == 0
+
+    assert (tmp_path / "jobs" / "study.reorder.sqlite").exists()  # beside study.ledger.sqlite
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    assert [ds.title for ds in sorted(world.display_sets, key=lambda ds: ds.order)] == ["case1", "case2", "case10"]
+
+
+def test_reorder_with_a_readers_token_changes_nothing_and_says_the_user_must_be_an_editor(
+    world: World, tmp_path: Path, monkeypatch, capsys
+):
+    monkeypatch.setenv(TOKEN_ENV, world.emulator.tokens["reader1"])
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+    assert main(["reorder", "--reader-study", "example-study", "--by", "title", *connection(world)]) == 2
+
+    assert "must be an editor of the study" in capsys.readouterr().err
+    assert world.requests(DISPLAY_SET_PATCH) == 0
 
 
 def test_unreadable_token_file_exits_2_naming_it(world: World, tmp_path: Path, capsys):
