@@ -401,3 +401,25 @@ def test_a_renamed_item_gets_a_new_folder_and_the_old_one_is_named_not_deleted(
     monkeypatch.setenv(TOKEN_ENV, emulator.tokens["editor"])
     monkeypatch.setenv("GCBULK_READER_STUDY", "example-study")
     assert main(["plan", str(out / "job.toml"), "--dry-run"]) == 1  # the stale folder is blocked, not planned twice
+
+
+def test_a_file_that_cannot_be_downloaded_exits_1_naming_it_and_a_rerun_finishes(
+    filled_archive: RunningEmulator, tmp_path: Path, monkeypatch, capsys
+):
+    emulator = filled_archive
+    monkeypatch.setenv(TOKEN_ENV, emulator.tokens["editor"])
+    args = ["export", "--archive", ARCHIVE, "--out", str(tmp_path / "out")]
+    args += ["--base-url", emulator.base_url, "--ca-file", str(emulator.ca_file)]
+    case1 = next(item for item in _items(emulator) if item.title == "case 1")
+    stored = emulator.context.objects.object_path(IMAGES_BUCKET, case1.values["report-pdf"].file_key)
+    content = stored.read_bytes()
+    stored.unlink()
+
+    assert main(args) == 1
+    printed = capsys.readouterr().out
+    assert "images and files: 5 downloaded (0 resumed), 0 already present, 1 failed" in printed
+    assert "failed: cases/case 1/report-pdf.pdf: " in printed
+
+    stored.write_bytes(content)
+    assert main(args) == 0
+    assert "images and files: 1 downloaded (0 resumed), 5 already present, 0 failed" in capsys.readouterr().out
