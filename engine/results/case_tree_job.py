@@ -11,7 +11,8 @@ The tree names every file after its socket, so one rule per socket and file form
 * a DICOM Image Set: ``<socket>/<SOP Instance UID>.dcm`` → ``glob = "<socket>/*.dcm"``, ``group = "dicom-series"``.
 
 Folder names are made file-system safe and so may differ from the items' titles; ``titles.csv`` (``folder,title``,
-read by the job's ``cases.titles_csv``) gives every case its item's title back.
+read by the job's ``cases.titles_csv``) gives every case its item's title back. A later export keeps the target a user
+named in ``job.toml``; a job file that differs in anything else is kept as ``job.previous.toml``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ JOB_FILE = "job.toml"
 TITLES_CSV = "titles.csv"
 # The job needs a target before it can run; the export cannot know it (a new reader study, another archive).
 TARGET_PLACEHOLDER = "replace-with-your-reader-study"
+_TARGET_KEY = "reader_study = "
+PREVIOUS_JOB_FILE = "job.previous.toml"  # an earlier job.toml that differs from the new one beyond its target
+_MAX_JOB_BYTES = 1024**2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +84,7 @@ def write_job(out_dir: Path, *, archive: str, base_url: str, ca_file: Path | Non
         f"# Written by `gcbulk export --archive {_toml_string(archive)}`: a case folder per archive item, a file per",
         "# socket. `gcbulk plan` reads the tree back to the same sockets; name the target reader study below before",
         "# `gcbulk run` (or set GCBULK_READER_STUDY).",
-        f"reader_study = {_toml_string(TARGET_PLACEHOLDER)}",
+        f"{_TARGET_KEY}{_toml_string(TARGET_PLACEHOLDER)}",
         f"base_url = {_toml_string(base_url)}",
         f"case_root = {_toml_string(CASES_DIR)}",
     ]
@@ -100,6 +104,26 @@ def write_job(out_dir: Path, *, archive: str, base_url: str, ca_file: Path | Non
         if rule.group is not None:
             lines.append(f"group = {_toml_string(rule.group)}")
     path = out_dir / JOB_FILE
+    text = "\n".join(lines) + "\n"
+    previous = _previous_job(path)
+    if previous is not None:
+        # The target a user named in the job of an earlier export stays; any other edit is kept beside it.
+        chosen = next((line for line in previous.splitlines() if line.startswith(_TARGET_KEY)), None)
+        if chosen is not None:
+            text = text.replace(f"{_TARGET_KEY}{_toml_string(TARGET_PLACEHOLDER)}", chosen, 1)
+        if previous != text:
+            with replacing(out_dir / PREVIOUS_JOB_FILE, "w", encoding="utf-8") as handle:
+                handle.write(previous)
     with replacing(path, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
+        handle.write(text)
     return path
+
+
+def _previous_job(path: Path) -> str | None:
+    """The job file an earlier export wrote (and its user may have edited), if there is one to keep."""
+    try:
+        if path.is_symlink() or path.stat().st_size > _MAX_JOB_BYTES:
+            return None  # not ours (a link, or far larger than any job file): replaced, never read
+        return path.read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None

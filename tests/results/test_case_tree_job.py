@@ -10,6 +10,7 @@ import pytest
 
 from gcbulk.engine.jobfile import load_job
 from gcbulk.engine.results.case_tree_job import (
+    PREVIOUS_JOB_FILE,
     TARGET_PLACEHOLDER,
     TreeRule,
     rule_for,
@@ -91,3 +92,21 @@ async def test_an_image_s_dzi_tiles_are_left_out_of_its_files():
     files = await image_files(None, image)
 
     assert [f["pk"] for f in files] == ["f1"]
+
+
+def test_the_target_a_user_named_survives_the_next_export_and_other_edits_are_kept_beside_it(tmp_path: Path):
+    rules = [TreeRule(socket="ct-image", glob="ct-image.*")]
+    url = "https://127.0.0.1:8443/api/v1/"
+    job_file = write_job(tmp_path, archive="a", base_url=url, ca_file=None, rules=rules)
+    job_file.write_text(job_file.read_text().replace(TARGET_PLACEHOLDER, "my-study"))
+
+    write_job(tmp_path, archive="a", base_url=url, ca_file=None, rules=rules)
+
+    assert 'reader_study = "my-study"' in job_file.read_text()
+    assert not (tmp_path / PREVIOUS_JOB_FILE).exists()  # nothing else differed
+    job_file.write_text(job_file.read_text() + "\n[engine]\nfiles_in_flight = 2\n")
+
+    write_job(tmp_path, archive="a", base_url=url, ca_file=None, rules=[*rules, TreeRule(socket="x", glob="x.*")])
+
+    assert 'reader_study = "my-study"' in job_file.read_text() and "files_in_flight" not in job_file.read_text()
+    assert "files_in_flight = 2" in (tmp_path / PREVIOUS_JOB_FILE).read_text()
