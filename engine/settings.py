@@ -425,20 +425,22 @@ def resolve(
     environ = os.environ if environ is None else environ
     sources: dict[str, str] = {}
     job = _override_job(load_job(job_path), environ, sources)
-    if getattr(args, "import_timeout", None) is not None:  # the one engine knob with a flag: a deadline is per run
-        engine = job.engine.replace(import_timeout=parse_import_timeout("--import-timeout", args.import_timeout))
+    flags: dict[str, Any] = vars(args) if args is not None else {}
+    if flags.get("import_timeout") is not None:  # the one engine knob with a flag: a deadline is per run
+        engine = job.engine.replace(import_timeout=parse_import_timeout("--import-timeout", flags["import_timeout"]))
         job, sources["engine.import_timeout"] = dataclasses.replace(job, engine=engine), f"{FLAG} --import-timeout"
     # The event log defaults to beside the ledger file (a container's one volume holds both), or to beside the job
     # file when the ledger is a database; a path in the environment is relative to the working directory.
-    ledger, sources["ledger"] = default_ledger_path(job.job_file), DEFAULT
-    if getattr(args, "ledger", None) is not None:
-        ledger, sources["ledger"] = ledger_location(args.ledger), f"{FLAG} --ledger"
+    ledger: LedgerLocation = default_ledger_path(job.job_file)
+    sources["ledger"] = DEFAULT
+    if flags.get("ledger") is not None:
+        ledger, sources["ledger"] = ledger_location(flags["ledger"]), f"{FLAG} --ledger"
     elif environ.get(f"{ENV_PREFIX}LEDGER", "").strip():
         ledger = ledger_location(os.path.expanduser(environ[f"{ENV_PREFIX}LEDGER"]))
         sources["ledger"] = f"{ENVIRONMENT} {ENV_PREFIX}LEDGER"
     events, sources["events"] = default_events(ledger, job.job_file), DEFAULT
-    if getattr(args, "events", None) is not None:
-        events, sources["events"] = Path(args.events).absolute(), f"{FLAG} --events"
+    if flags.get("events") is not None:
+        events, sources["events"] = Path(flags["events"]).absolute(), f"{FLAG} --events"
     elif environ.get(f"{ENV_PREFIX}EVENTS", "").strip():
         events, sources["events"] = _path_from_env(environ[f"{ENV_PREFIX}EVENTS"]), f"{ENVIRONMENT} {ENV_PREFIX}EVENTS"
     if getattr(args, "allow_phi_titles", None):
@@ -508,6 +510,7 @@ def resolve_server(
         sources["base_url"] = f"{ENVIRONMENT} {ENV_PREFIX}BASE_URL"
     else:
         url, sources["base_url"] = DEFAULT_BASE_URL, DEFAULT
+    ca: Path | None
     if ca_file is not None:
         ca, sources["ca_file"] = Path(ca_file).absolute(), f"{FLAG} --ca-file"
         if not ca.is_file():

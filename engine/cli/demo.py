@@ -80,12 +80,14 @@ def write_case_tree(root: Path, cases: int, *, missing_only: bool = False) -> li
     return written
 
 
-def write_job_file(workdir: Path, base_url: str, ca_file: Path) -> Path:
+def write_job_file(workdir: Path, base_url: str, ca_file: Path | None) -> Path:
     job = workdir / "job.toml"
     job.write_text(
         "# Written by 'gcbulk demo' for the bundled emulator; the README's 'job file' section shows one for a real "
         "server.\n"
-        f'reader_study = "example-study"\nbase_url = "{base_url}"\ncase_root = "cases"\nca_file = "{ca_file}"\n\n'
+        f'reader_study = "example-study"\nbase_url = "{base_url}"\ncase_root = "cases"\n'
+        + (f'ca_file = "{ca_file}"\n' if ca_file is not None else "")
+        + "\n"
         '[[rules]]\nglob = "*-ct.mha"\nsocket = "ct-image"\n\n'
         '[[rules]]\nglob = "*-airway.mha"\nsocket = "airway-segmentation"\n\n'
         "[engine]\nfiles_in_flight = 8\nparts_in_flight = 16\n"

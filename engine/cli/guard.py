@@ -49,9 +49,9 @@ def install_redacting_streams() -> None:
     # written by an older gcbulk, before reasons were scrubbed, does not print it either.
     register_secret(os.environ.get("GRAND_CHALLENGE_AUTHORIZATION"))
     if not isinstance(sys.stdout, RedactingStream):
-        sys.stdout = RedactingStream(sys.stdout)  # type: ignore[assignment]
+        sys.stdout = RedactingStream(sys.stdout)
     if not isinstance(sys.stderr, RedactingStream):
-        sys.stderr = RedactingStream(sys.stderr)  # type: ignore[assignment]
+        sys.stderr = RedactingStream(sys.stderr)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

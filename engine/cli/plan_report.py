@@ -87,13 +87,13 @@ def print_report(report: PlanReport, out: Any = None, *, show_cases: int = 0, re
             file=out,
         )
     for severity in ("blocking", "warning"):
-        shown = [f for f in report.findings if f.severity == severity]
-        for finding in shown[: _SHOW * 5]:
+        of_severity = [f for f in report.findings if f.severity == severity]
+        for finding in of_severity[: _SHOW * 5]:
             print(f"  {severity.upper()} [{finding.code}] {finding.path}", file=out)
             print(f"      {finding.message}", file=out)
             print(f"      fix: {finding.fix}", file=out)
-        if len(shown) > _SHOW * 5:
-            print(f"  … and {len(shown) - _SHOW * 5} more {severity} findings (--json lists them all)", file=out)
+        if len(of_severity) > _SHOW * 5:
+            print(f"  … and {len(of_severity) - _SHOW * 5} more {severity} findings (--json lists them all)", file=out)
     if severities["info"]:
         print(f"  ({severities['info']} info findings not shown; --json lists them)", file=out)
     if report.blocking:

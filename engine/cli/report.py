@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _row(row: CaseReportRow, redact: bool) -> dict[str, Any]:
-    data = redact_secrets(row.as_dict())  # reasons hold server text: the token never reaches a report
+    data: dict[str, Any] = redact_secrets(row.as_dict())  # reasons hold server text: the token never reaches a report
     if redact:  # the ledger (0600) keeps the mapping; the report may be shared
         data["reason"] = scrub(row.reason, row.title, row.folder)
         data["title"], data["folder"] = redacted(row.title), redacted(row.folder)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -93,7 +94,7 @@ def _print_outcome(
     outcome: RunOutcome,
     ledger_shown: str,
     events_path: Path,
-    blocked: list[str] = (),
+    blocked: Sequence[str] = (),
     redact: bool = False,
     cases: dict[str, int] | None = None,
 ) -> None:

@@ -91,15 +91,20 @@ def has_preamble(path: str) -> bool:
 
 
 def _number(value: object) -> int | None:
+    # pydicom's IS and DS values are int / float / str subclasses; a multi-valued or missing element is no number.
+    if not isinstance(value, int | float | str) or value == "":
+        return None
     try:
-        return None if value in (None, "") else int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        return int(value)
+    except ValueError:
         return None
 
 
 def _floats(value: object, count: int) -> tuple[float, ...] | None:
+    if not isinstance(value, Iterable):
+        return None
     try:
-        numbers = tuple(float(v) for v in value)  # type: ignore[union-attr]
+        numbers = tuple(float(v) for v in value)
     except (TypeError, ValueError):
         return None
     return numbers if len(numbers) == count else None

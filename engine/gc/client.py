@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -77,7 +77,7 @@ def socket_slug_of(value: dict[str, Any]) -> str | None:
     return interface
 
 
-def display_set_title(display_set: dict[str, Any]) -> str | None:
+def display_set_title(display_set: Mapping[str, Any]) -> str | None:
     """``title`` where the server sends it, else ``title_safe`` unescaped (docs/gc-api.md §8: the GET has only the latter)."""
     if display_set.get("title") is not None:
         return display_set["title"]

@@ -120,7 +120,7 @@ def _header(headers: Any, name: str) -> str | None:
     if value is None and isinstance(headers, dict):
         lowered = {k.lower(): v for k, v in headers.items()}
         value = lowered.get(name.lower())
-    return value
+    return None if value is None else str(value)
 
 
 DEFAULT_SERVER_LIMIT_RETRIES = RetryPolicy.server_limit_retries

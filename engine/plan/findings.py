@@ -39,7 +39,7 @@ class Finding:
         return self.severity == "blocking"
 
     def as_dict(self) -> dict[str, Any]:
-        data = {
+        data: dict[str, Any] = {
             "code": self.code,
             "severity": self.severity,
             "path": self.path,

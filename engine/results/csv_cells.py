@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Mapping
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -40,7 +40,13 @@ class SafeCsvWriter:
         return self._writer.writerow([spreadsheet_safe(cell) for cell in row])
 
 
-class SafeDictWriter(csv.DictWriter):
+if TYPE_CHECKING:  # csv.DictWriter is generic for type checkers only before Python 3.12
+    _DictWriter = csv.DictWriter[str]
+else:
+    _DictWriter = csv.DictWriter
+
+
+class SafeDictWriter(_DictWriter):
     """``csv.DictWriter`` whose every cell passes :func:`spreadsheet_safe` (the header is ours and left as it is)."""
 
     def writerow(self, rowdict: Mapping[str, Any]) -> Any:

@@ -11,10 +11,13 @@ resolved again after its signed URL expired.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gcbulk.engine.gc.errors import GcbulkError
 from gcbulk.state.results_ledger import ImageAnswer, ResultsLedger
+
+if TYPE_CHECKING:
+    from gcbulk.engine.gc.client import GrandChallengeClient
 
 KIND = "DICOM Image Set"
 _MARK = "/dicom/instances/"
@@ -25,11 +28,11 @@ class InstanceGone(GcbulkError):
     """The image set no longer lists the instance (the image set was replaced)."""
 
 
-def _instances_url(client: Any, image_pk: str) -> str:
+def _instances_url(client: GrandChallengeClient, image_pk: str) -> str:
     return client.url_for(f"cases/images/{image_pk}/dicom/instances/")
 
 
-async def image_files(client: Any, image: dict[str, Any]) -> list[dict[str, Any]]:
+async def image_files(client: GrandChallengeClient, image: dict[str, Any]) -> list[dict[str, Any]]:
     """The files of an image as the mask downloader takes them: its ``files``, or for a DICOM Image Set one pseudo
     file per instance."""
     if not image.get("dicom_image_set"):
@@ -44,7 +47,7 @@ async def image_files(client: Any, image: dict[str, Any]) -> list[dict[str, Any]
     ]
 
 
-async def resolve(client: Any, file_url: str) -> str:
+async def resolve(client: GrandChallengeClient, file_url: str) -> str:
     """A signed URL for an image file: through the media URL's redirect, or for an instance from the list."""
     if _MARK not in file_url or not file_url.endswith(".dcm"):
         return await client.resolve_image_file(file_url)
@@ -61,7 +64,7 @@ async def resolve(client: Any, file_url: str) -> str:
     raise InstanceGone(f"{file_url}: the image set no longer lists instance {uid}; export again")
 
 
-async def display_set_image_sets(client: Any, ledger: ResultsLedger) -> list[ImageAnswer]:
+async def display_set_image_sets(client: GrandChallengeClient, ledger: ResultsLedger) -> list[ImageAnswer]:
     """The display sets' values on DICOM Image Set sockets, as image answers the mask downloader can fetch (their
     ledger rows are keyed ``display-set:<pk>:<socket>``)."""
     found = []
@@ -70,7 +73,7 @@ async def display_set_image_sets(client: Any, ledger: ResultsLedger) -> list[Ima
         for slug, image_pk in display_set["values"].items():
             if slug not in kinds:
                 socket = await client.get_socket(slug)
-                kinds[slug] = bool(socket) and socket.get("kind") == KIND
+                kinds[slug] = socket is not None and socket.get("kind") == KIND
             if kinds[slug] and image_pk:
                 found.append(
                     ImageAnswer(

@@ -96,9 +96,9 @@ class TextFormatter(logging.Formatter):
         line = record_as_dict(record)
         head = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} " if self.head else ""
         if line["event"] == "log":
-            text = line["message"]
+            text = str(line["message"])
         else:
-            text = line["event"] + "".join(
+            text = str(line["event"]) + "".join(
                 f" {key}={value}" for key, value in line.items() if key not in ("at", "level", "event")
             )
         return head + text + (f"\n{line['error']}" if "error" in line and line["event"] == "log" else "")

@@ -45,6 +45,7 @@ from gcbulk.engine.gc.routes import MEDIA, OTHER, route_shape
 from gcbulk.engine.service.waits import WaitRecorder
 from gcbulk.engine.upload.progress import TransferStats
 from gcbulk.state.report import JobCounts, job_counts
+from gcbulk.state.workers import WorkerRow
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # A scrape waits this long for the ledger's thread (busy with a large plan, say), then answers without ledger numbers.
@@ -264,7 +265,7 @@ class RunCollector(Collector):
             )
 
 
-def _worker_metrics(workers: tuple, *, serving: str = "") -> Iterator[Any]:
+def _worker_metrics(workers: tuple[WorkerRow, ...], *, serving: str = "") -> Iterator[GaugeMetricFamily]:
     """Every worker of the job, as the ledger knows them, so one scrape of any worker shows them all; per-worker
     series only for the live ones (a label set that stays as small as the fleet). The worker answering this scrape
     (``serving``) is live whatever its row says: an idle follow-mode worker between passes sends no heartbeat, and
@@ -283,7 +284,7 @@ def _worker_metrics(workers: tuple, *, serving: str = "") -> Iterator[Any]:
         by_status.add_metric([status], statuses.get(status, 0))
     yield by_status
     live = [w for w in workers if w.live]
-    for name, text, value_of in (
+    metrics: tuple[tuple[str, str, Callable[[WorkerRow], float]], ...] = (
         ("gcbulk_worker_cases_leased", "Cases a live worker holds a lease on", lambda w: w.cases_leased),
         (
             "gcbulk_worker_heartbeat_age_seconds",
@@ -296,7 +297,8 @@ def _worker_metrics(workers: tuple, *, serving: str = "") -> Iterator[Any]:
             lambda w: w.progress.get("bytes_done", 0),
         ),
         ("gcbulk_worker_api_calls_limit", "A live worker's adaptive API-call limit", lambda w: w.api_limit or 0),
-    ):
+    )
+    for name, text, value_of in metrics:
         family = GaugeMetricFamily(name, text, labels=["worker"])
         for worker in live:
             family.add_metric([worker.worker_id], value_of(worker))
