@@ -18,12 +18,8 @@ from gcbulk.engine import settings
 from gcbulk.engine.api import FIRST_CONTACT_ATTEMPTS, _client, _run_sync
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
-from gcbulk.engine.results.archive_export import (
-    ArchiveExportOptions,
-    ArchiveExportSummary,
-    ExportedItem,
-    export_archive,
-)
+from gcbulk.engine.results.archive_export import ArchiveExportOptions, export_archive
+from gcbulk.engine.results.archive_summary import ArchiveExportSummary, ExportedItem
 from gcbulk.engine.results.masks import DownloadLimits
 
 __all__ = ["Archive", "ArchiveExportSummary", "ExportedItem", "export_archive_folder"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -34,16 +34,9 @@ import anyio
 from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title, socket_slug_of
 from gcbulk.engine.gc.errors import first_error
 from gcbulk.engine.results.answer_tables import pk_from_url
-from gcbulk.engine.results.case_tree_job import (
-    CASES_DIR,
-    JOB_FILE,
-    TITLES_CSV,
-    TreeRule,
-    rule_for,
-    write_job,
-    write_titles,
-)
-from gcbulk.engine.results.masks import DownloadLimits, MaskDownloader, MaskStats
+from gcbulk.engine.results.archive_summary import ArchiveExportSummary, ExportedItem
+from gcbulk.engine.results.case_tree_job import CASES_DIR, TreeRule, rule_for, write_job, write_titles
+from gcbulk.engine.results.masks import DownloadLimits, MaskDownloader
 from gcbulk.engine.results.safe_paths import file_suffix, inside, relative_path, safe_component
 from gcbulk.safe_files import make_private_dirs, replacing, tighten_folders
 from gcbulk.state.results_ledger import ImageAnswer, ResultsLedger
@@ -61,16 +54,6 @@ class ArchiveExportOptions:
     downloads: int = 8  # image and file downloads at once
     download_limits: DownloadLimits = DownloadLimits()
     ca_file: Path | None = None  # named in the job file, so that `gcbulk plan` reaches the same server
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExportedItem:
-    """One archive item as written: its case folder and, per socket, its files (relative to the export folder)."""
-
-    pk: str
-    title: str  # the item's title on the server; "" for an untitled item
-    folder: str  # under cases/
-    files: Mapping[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,83 +79,6 @@ class _ListedItem:
     folder: str
     values: dict[str, str] = field(default_factory=dict)  # socket → the JSON file written
     downloads: list[_Download] = field(default_factory=list)
-
-
-@dataclass
-class ArchiveExportSummary:
-    """What an archive export wrote: ``items`` (one ``ExportedItem`` each), ``job_file`` for ``gcbulk plan``."""
-
-    archive: str
-    out_dir: Path
-    job_file: Path | None = None
-    items: list[ExportedItem] = field(default_factory=list)
-    phase: str = "listing"  # then "downloading", "writing"
-    items_listed: int = 0  # grows while the listing runs; ``items`` is filled at the end
-    files_wanted: int = 0  # images (each one or more files) and file values to make present
-    values_written: int = 0
-    values_unchanged: int = 0
-    missing: list[str] = field(default_factory=list)  # values with nothing to download yet
-    # Case folders an earlier run wrote for items since renamed or gone: left in place (an export deletes nothing),
-    # but titles.csv has no row for them, so `gcbulk plan` blocks them until they are moved away.
-    stale_folders: list[str] = field(default_factory=list)
-    files: MaskStats = field(default_factory=MaskStats)
-
-    @property
-    def case_root(self) -> Path:
-        return self.out_dir / CASES_DIR
-
-    @property
-    def failures(self) -> list[str]:
-        return [*self.missing, *self.files.failures]
-
-    def counts(self) -> dict[str, Any]:
-        return {
-            "items": len(self.items),
-            "values_written": self.values_written,
-            "values_unchanged": self.values_unchanged,
-            "values_missing": len(self.missing),
-            "files_downloaded": self.files.downloaded,
-            "files_skipped": self.files.skipped,
-            "files_failed": self.files.failed,
-            "files_resumed": self.files.resumed,
-            "file_bytes": self.files.bytes,
-            "stale_folders": len(self.stale_folders),
-        }
-
-    def progress_line(self) -> str:
-        """What the export is doing now, for a long export's voice."""
-        f = self.files
-        if self.phase == "listing":
-            return f"listing the archive's items: {self.items_listed} so far"
-        if self.phase == "downloading":
-            return (
-                f"downloading the images and files of {self.files_wanted} values ({self.items_listed} items): "
-                f"{f.downloaded} files downloaded, {f.skipped} already present, {f.failed} failed, "
-                f"{f.bytes / 2**20:.1f} MiB so far"
-            )
-        return f"writing {TITLES_CSV} and {JOB_FILE}"
-
-    def lines(self) -> list[str]:
-        f = self.files
-        return [
-            f"archive {self.archive!r} → {self.out_dir}",
-            f"  items: {len(self.items)} (one case folder each under {CASES_DIR}/)",
-            f"  JSON values: {self.values_written} written, {self.values_unchanged} unchanged",
-            f"  images and files: {f.downloaded} downloaded ({f.resumed} resumed), {f.skipped} already present, "
-            f"{f.failed} failed",
-            f"  job file: {self.job_file} (gcbulk plan reads the tree back; name the target reader study in it)",
-            *(f"  failed: {failure}" for failure in self.failures),
-            *(
-                [
-                    f"  left in place: {len(self.stale_folders)} case folder(s) of items renamed or no longer in the "
-                    f"archive; move them out of {CASES_DIR}/ before gcbulk plan: "
-                    + ", ".join(repr(name) for name in self.stale_folders[:10])
-                    + (", …" if len(self.stale_folders) > 10 else "")
-                ]
-                if self.stale_folders
-                else []
-            ),
-        ]
 
 
 class _FolderNames:
@@ -298,6 +204,7 @@ async def _export(
     summary.stale_folders = sorted(
         path.name for path in summary.case_root.iterdir() if path.is_dir() and path.name not in current
     )
+    summary.stale_files = _stale_files(options.out_dir, summary.items)
     write_titles(options.out_dir, ((i.folder, i.title or i.folder, i.pk) for i in summary.items))
     summary.job_file = write_job(
         options.out_dir, archive=options.archive, base_url=client.base_url, ca_file=options.ca_file, rules=rules
@@ -364,6 +271,20 @@ def _write_json(out_dir: Path, path: PurePosixPath, value: Any) -> bool:
     with replacing(final, "wb", durable=False) as handle:
         handle.write(text)
     return True
+
+
+def _stale_files(out_dir: Path, items: list[ExportedItem]) -> list[str]:
+    """Files under the items' case folders that none of their values holds (a killed write's hidden temporary too:
+    the planner would report it)."""
+    stale = []
+    for item in items:
+        folder = out_dir / CASES_DIR / item.folder
+        wanted = {path for paths in item.files.values() for path in paths}
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(out_dir).as_posix()
+            if path.is_file() and relative not in wanted:
+                stale.append(relative)
+    return stale
 
 
 def _written_files(ledger: ResultsLedger, item: _ListedItem) -> dict[str, tuple[str, ...]]:

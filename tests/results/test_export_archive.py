@@ -423,3 +423,16 @@ def test_a_file_that_cannot_be_downloaded_exits_1_naming_it_and_a_rerun_finishes
     stored.write_bytes(content)
     assert main(args) == 0
     assert "images and files: 1 downloaded (0 resumed), 5 already present, 0 failed" in capsys.readouterr().out
+
+
+def test_a_file_no_value_holds_any_more_is_named_not_deleted(filled_archive: RunningEmulator, tmp_path: Path):
+    emulator = filled_archive
+    out = tmp_path / "out"
+    _archive(emulator).export(out)
+    (out / "cases" / "case 1" / "notes.txt").write_text("the user's own\n")
+
+    again = _archive(emulator).export(out)
+
+    assert again.stale_files == ["cases/case 1/notes.txt"]
+    assert any("left in place: 1 file(s)" in line and "'cases/case 1/notes.txt'" in line for line in again.lines())
+    assert (out / "cases" / "case 1" / "notes.txt").read_text() == "the user's own\n"
