@@ -40,7 +40,7 @@ class ArchiveExportSummary:
     # but titles.csv has no row for them, so `gcbulk plan` blocks them until they are moved away.
     stale_folders: list[str] = field(default_factory=list)
     # Files in the current items' folders that no value of theirs holds now (a value removed, an image replaced by one
-    # of another form): left in place too, and named, since `gcbulk plan` would send them.
+    # of another form): left in place too, and named, since `gcbulk plan` would send those its rules take.
     stale_files: list[str] = field(default_factory=list)
     files: MaskStats = field(default_factory=MaskStats)
 
@@ -102,8 +102,8 @@ class ArchiveExportSummary:
             ),
             *(
                 [
-                    f"  left in place: {len(self.stale_files)} file(s) no value of their item holds now; delete them "
-                    "before gcbulk plan, which would send them: "
+                    f"  left in place: {len(self.stale_files)} file(s) no value of their item holds now; gcbulk plan "
+                    "would send those its rules take: "
                     + ", ".join(repr(name) for name in self.stale_files[:10])
                     + (", …" if len(self.stale_files) > 10 else "")
                 ]
