@@ -363,6 +363,9 @@ def test_a_reader_study_is_built_from_an_archive_in_three_commands(
     connection = ["--base-url", emulator.base_url, "--ca-file", str(emulator.ca_file)]
 
     assert main(["export", "--archive", ARCHIVE, "--out", str(out), *connection]) == 0
+    printed = capsys.readouterr()
+    written = [p.read_bytes().decode("latin-1") for p in out.rglob("*") if p.is_file()]
+    assert not any(emulator.tokens["editor"] in text for text in [printed.out, printed.err, *written])
     assert main(["plan", str(out / "job.toml")]) == 0
     assert main(["run", str(out / "job.toml"), "--progress-interval", "60"]) == 0, capsys.readouterr()
 
