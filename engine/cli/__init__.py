@@ -14,7 +14,7 @@ import signal
 import sys
 from types import FrameType, ModuleType
 
-from gcbulk.engine.cli.exit_codes import (  # re-exported: commands import them from here
+from gcbulk.exit_codes import (  # re-exported: commands import them from here
     EXIT_BROKEN_PIPE,
     EXIT_CONFIG_ERROR,
     EXIT_CRASH,

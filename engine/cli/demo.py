@@ -97,8 +97,8 @@ def write_job_file(workdir: Path, base_url: str, ca_file: Path | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from gcbulk.engine.cli import run as run_command
-    from gcbulk.engine.cli.exit_codes import EXIT_CONFIG_ERROR, EXIT_OK
     from gcbulk.engine.jobfile import TOKEN_ENV
+    from gcbulk.exit_codes import EXIT_CONFIG_ERROR, EXIT_OK
 
     if args.cases < 1:
         print("gcbulk demo: --cases must be at least 1", file=sys.stderr)

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from gcbulk.engine.cli.exit_codes import EXIT_BROKEN_PIPE, EXIT_CONFIG_ERROR, EXIT_CRASH, EXIT_SOME_FAILED
+from gcbulk.exit_codes import EXIT_BROKEN_PIPE, EXIT_CONFIG_ERROR, EXIT_CRASH, EXIT_SOME_FAILED
 from gcbulk.redaction import redact_exception, redact_text, register_secret
 from gcbulk.safe_files import UnsafeFileError
 

@@ -134,6 +134,19 @@ def _assert_each_display_set_filled_by_one_job(emulator: RunningEmulator, rows: 
             assert lost.reason and repr(title) in lost.reason and display_set.pk in lost.reason, lost.reason
 
 
+def _rows_after(
+    ended: dict[str, list[tuple[int, str]]], jobs: dict[str, Path], ledgers: dict[str, str], emulator: RunningEmulator
+) -> dict[str, list[CaseRow]]:
+    """Each job's cases, or a failure that shows what its runs printed when its ledger cannot be read."""
+    rows = {}
+    for name, job in jobs.items():
+        try:
+            rows[name] = _rows(job, ledgers.get(name), emulator)
+        except (sqlite3.Error, psycopg.Error) as error:
+            pytest.fail(f"job {name}'s ledger cannot be read ({error}); its runs ended: {ended.get(name)}")
+    return rows
+
+
 def _rows(job_file: Path, ledger: str | None, emulator: RunningEmulator) -> list[CaseRow]:
     """Each case of the job: its state and display set from the ledger, and for a case that needs attention the
     reason ``gcbulk status`` gives (its last error, or its blocking findings)."""
@@ -142,7 +155,7 @@ def _rows(job_file: Path, ledger: str | None, emulator: RunningEmulator) -> list
         "JOIN display_sets ON display_sets.case_id = cases.id ORDER BY cases.id"
     )
     if ledger is None:
-        with sqlite3.connect(default_ledger_path(job_file)) as db:
+        with sqlite3.connect(f"file:{default_ledger_path(job_file)}?mode=ro", uri=True) as db:  # never made here
             found = db.execute(sql).fetchall()
     else:
         with psycopg.connect(ledger) as db:
@@ -183,7 +196,7 @@ def test_two_jobs_racing_on_one_study_fill_each_display_set_from_one_job(
     jobs = {name: _job(tmp_path, name, threaded_emulator) for name in ("a", "b")}
     processes = _start_together(threaded_emulator, {name: [["run", str(job)]] for name, job in jobs.items()}, rng)
     ended = _finish(processes)
-    rows = {name: _rows(job, None, threaded_emulator) for name, job in jobs.items()}
+    rows = _rows_after(ended, jobs, {}, threaded_emulator)
     _assert_exit_codes(ended, rows)
     _assert_each_display_set_filled_by_one_job(threaded_emulator, rows)
     print(_contended(rows))
@@ -222,7 +235,7 @@ def test_two_jobs_of_postgresql_workers_racing_on_one_study_fill_each_display_se
         for name, job in jobs.items()
     }
     ended = _finish(_start_together(threaded_emulator, commands, rng))
-    rows = {name: _rows(job, dsns[name], threaded_emulator) for name, job in jobs.items()}
+    rows = _rows_after(ended, jobs, dsns, threaded_emulator)
     _assert_exit_codes(ended, rows)
     _assert_each_display_set_filled_by_one_job(threaded_emulator, rows)
     print(_contended(rows))

@@ -6,11 +6,12 @@ Run with a PATH of stubs (``id``, ``sudo``, ``apt-get``) and a few real tools, s
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.packaging.ci_stubs import stub, stub_path
 
 REPO = Path(__file__).parents[2]
 SCRIPT = REPO / ".ci" / "chromium"
@@ -18,21 +19,9 @@ TOOLS = ("tail", "env", "mktemp", "rm", "touch", "chmod", "dirname", "true")
 SKIPPED = "the browser tests will be skipped"
 
 
-def stub(folder: Path, name: str, body: str) -> None:
-    (folder / name).write_text(f"#!/bin/bash\n{body}\n")
-    (folder / name).chmod(0o755)
-
-
 @pytest.fixture
 def path(tmp_path: Path) -> Path:
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    for tool in TOOLS:
-        found = shutil.which(tool)
-        assert found, tool
-        (folder / tool).symlink_to(found)
-    stub(folder, "id", 'echo "${STUB_UID:-0}"')
-    return folder
+    return stub_path(tmp_path, TOOLS)
 
 
 def apt_get(path: Path, *, installs: bool = True) -> None:

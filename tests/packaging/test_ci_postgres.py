@@ -13,27 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.packaging.ci_stubs import stub, stub_path
+
 REPO = Path(__file__).parents[2]
 SCRIPT = REPO / ".ci" / "postgres-server"
 TOOLS = ("readlink", "dirname", "tail", "env", "mktemp", "rm", "cat", "mkdir", "touch", "chmod", "true")
 SKIPPED = "the PostgreSQL ledger tests will be skipped"
 
 
-def stub(folder: Path, name: str, body: str) -> None:
-    (folder / name).write_text(f"#!/bin/bash\n{body}\n")
-    (folder / name).chmod(0o755)
-
-
 @pytest.fixture
 def path(tmp_path: Path) -> Path:
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    for tool in TOOLS:
-        found = shutil.which(tool)
-        assert found, tool
-        (folder / tool).symlink_to(found)
-    stub(folder, "id", 'echo "${STUB_UID:-0}"')
-    return folder
+    return stub_path(tmp_path, TOOLS)
 
 
 def run(path: Path, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,6 @@ import pytest
 from aiohttp import web
 
 from gcbulk.emulator.tls import generate_tls_files
-from gcbulk.engine.cli.exit_codes import EXIT_CRASH
 from gcbulk.engine.cli.guard import EXIT_BROKEN_PIPE, run_guarded
 from gcbulk.engine.gc.bounded import trust_context
 from gcbulk.engine.gc.client import GrandChallengeClient
@@ -25,6 +24,7 @@ from gcbulk.engine.gc.errors import (
     classify,
 )
 from gcbulk.engine.gc.retry import RetryPolicy
+from gcbulk.exit_codes import EXIT_CRASH
 
 TOKEN = "hostile-test-token-0123456789abcdef"
 NO_RETRIES = RetryPolicy(attempts_per_item=1)
