@@ -1,6 +1,6 @@
 """The results side's memory: an export's copy of the study and its mask downloads, and a reorder's progress.
 
-It reuses ``gcbulk.state.ledger.Ledger`` whole — its file created 0600, the process lock, WAL and ``synchronous=FULL``, the
+It reuses ``gcbulk.state.ledger.Ledger`` whole — its file created 0600, the process lock, WAL and its sync rules, the
 migrations, the job binding and the append-only event log — and adds the tables of migration
 ``m003_results_export_and_reorder`` and the machines ``export_run``, ``mask`` and ``reorder_item`` of
 ``gcbulk.state.machines`` (checked by the same ``check_transition``).
