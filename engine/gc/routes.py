@@ -27,6 +27,10 @@ ROUTE_SHAPES: tuple[str, ...] = (
     "reader-studies/answers/mine/",
     "reader-studies/answers/{id}/",
     "reader-studies/{id}/",
+    "archives/",
+    "archives/items/",
+    "archives/items/{id}/",
+    "archives/{id}/",
     "components/interfaces/",
     "components/interfaces/{id}/",
 )
