@@ -1,6 +1,13 @@
 """gcbulk against gcapi 0.16.1 (and a bare PUT loop), on the same workloads, side by side in one run.
 
     python benchmarks/compare_gcapi.py [--scale 1.0] [--only R1,R2,R3,W1,W2,W3,W2b] [--workdir DIR]
+    python benchmarks/compare_gcapi.py --base-url URL --token-file FILE [--ca-file PEM] [--study SLUG]
+                                       [--cases 20] [--rounds 2]
+
+With ``--base-url``: R1-shaped work against that server instead (``benchmarks/remote_runs.py``): ``--cases`` new
+tutorial cases per client run, gcbulk and gcapi alternating for ``--rounds`` rounds, the same measures (wall, requests
+per case, client CPU s/GiB), requests counted by the clients. The study needs the ``ct-image`` and
+``airway-segmentation`` sockets (as the tutorial's); each run leaves its display sets there.
 
 Against the capacity profile (``--profile real``, issue 16; ``benchmarks/capacity_runs.py``): R1 200 tutorial cases
 (CT 2 MiB + mask 0.5 MiB) with real imports, R2 = R1 with 100 ms latency, R3 fixed concurrency vs adaptive. Goals: R1
@@ -38,6 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.capacity_runs import ENGINE as REMOTE_ENGINE  # noqa: E402
 from benchmarks.capacity_runs import Measured, run_capacity_workloads  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
     MIB,
@@ -49,6 +57,7 @@ from benchmarks.harness import (  # noqa: E402
     run_gcbulk_measured,
     write_job,
 )
+from benchmarks.remote_runs import Server, read_token, remote_table, run_remote  # noqa: E402
 
 CEILING_PART = 16 * MIB
 CEILING_IN_FLIGHT = 16
@@ -176,8 +185,17 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the workloads (e.g. 0.1 for a quick run)")
     parser.add_argument("--only", default="R1,R2,R3,W1,W2,W3,W2b", help="comma-separated workloads to run")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "gcbulk-bench")
+    remote = parser.add_argument_group("against a server URL instead of the emulator's capacity profile")
+    remote.add_argument("--base-url", help="the server's API root, e.g. https://grand-challenge.org/api/v1/")
+    remote.add_argument("--token-file", type=Path, help="a file holding the API token (one line)")
+    remote.add_argument("--ca-file", type=Path, help="PEM file of the CA that signed the server's certificate")
+    remote.add_argument("--study", default="example-study", help="the reader study's slug (default: example-study)")
+    remote.add_argument("--cases", type=int, default=20, help="tutorial cases per client run (default: 20)")
+    remote.add_argument("--rounds", type=int, default=2, help="runs of each client, alternating (default: 2)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.base_url is not None:
+        return _against_server(args)
     names = args.only.split(",")
     capacity = run_capacity_workloads([n for n in ("R1", "R2", "R3") if n in names], args.scale, args.workdir)
     transfer = run_transfer_workloads([w.scaled(args.scale) for w in WORKLOADS if w.name in names], args.workdir)
@@ -186,6 +204,21 @@ def main() -> int:
     for name, what, value, goal, ok in rows:
         print(f"{name:8s}  {what:40s}  {value:>9s}  {goal:10s}  {'met' if ok else 'NOT met'}")
     return 0 if all(ok for *_, ok in rows) else 1
+
+
+def _against_server(args: argparse.Namespace) -> int:
+    if args.token_file is None:
+        raise SystemExit("--base-url needs --token-file: a file holding the API token of a user who may edit the study")
+    if args.ca_file is not None and not args.ca_file.is_file():
+        raise SystemExit(f"--ca-file {args.ca_file}: no such file")
+    if args.cases < 1 or args.rounds < 1:
+        raise SystemExit("--cases and --rounds must be at least 1")
+    base_url = args.base_url if args.base_url.endswith("/") else args.base_url + "/"
+    server = Server(base_url, args.ca_file, read_token(args.token_file), args.study)
+    runs = run_remote(server, args.cases, args.rounds, args.workdir, REMOTE_ENGINE)
+    for line in remote_table(runs):
+        print(line)
+    return 0
 
 
 Row = tuple[str, str, str, str, bool]

@@ -1,6 +1,7 @@
 """Export at scale: 100 000 answers and 1 000 masks from the emulator; wall time and peak RSS of the exporter.
 
-    .venv/bin/python benchmarks/export_scale.py [--answers 100000] [--masks 1000] [--work-dir DIR]
+    python benchmarks/export_scale.py [--answers 100000] [--masks 1000] [--work-dir DIR]
+    python benchmarks/export_scale.py --answers 30 --masks 2      # a quick run (the smoke test's)
 
 Three processes, so that the exporter's memory is its own: this script; the emulator (``serve`` role), seeded in its
 own process — 1 000 Mask answers through the admin helper ``gcbulk.emulator.admin_answers.create_answer`` (each imports its
@@ -129,7 +130,7 @@ def run_export(info: dict, out: Path) -> tuple[float, float, int, str]:
     command = [
         sys.executable,
         "-m",
-        "gcbulk.engine.cli",
+        "gcbulk",  # the installed command's entry point, whatever module holds the CLI
         "export",
         "--reader-study",
         STUDY,

@@ -9,6 +9,9 @@
 * ``files`` (W1–W3): one ``add_case_to_reader_study`` per case, the case's files on the ``bench-file-N`` sockets.
 * ``tutorial`` (R1, R2): the tutorial's loop (``ct-image`` + ``airway-segmentation``), then a poll of each display
   set until both images are in place.
+
+At the end it prints one JSON line, ``{"api_requests": N}``: the requests it sent to the API (its host and path), for
+servers whose own counters cannot be read (``compare_gcapi.py --base-url``).
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import os
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import gcapi
+import httpx
 
 log = logging.getLogger("benchmarks.gcapi")
 
@@ -63,12 +68,25 @@ def main(argv: list[str]) -> int:
     mode, layout_file = argv
     layout = json.loads(Path(layout_file).read_text())
     client = gcapi.Client(
-        token=os.environ["GRAND_CHALLENGE_AUTHORIZATION"], base_url=layout["base_url"], verify=layout["ca_file"]
+        token=os.environ["GRAND_CHALLENGE_AUTHORIZATION"],
+        base_url=layout["base_url"],
+        verify=layout["ca_file"] or True,  # no CA file: the system's trust store (a public server)
     )
+    api = urlsplit(layout["base_url"])
+    # Client() has made its version check already, one GET gcapi/ on its own connection (docs/gc-api.md §5), before
+    # a hook could see it: counted here. Request hooks see each request once, above gcapi's retrying transport.
+    sent = [1]
+
+    def count(request: httpx.Request) -> None:
+        if (request.url.host, request.url.port) == (api.hostname, api.port) and request.url.path.startswith(api.path):
+            sent[0] += 1
+
+    client.event_hooks["request"] = [count]
     if mode == "tutorial":
         wait_until_imported(client, add_cases(client, layout["study"], layout["cases"], list(TUTORIAL_SOCKETS)))
     else:
         add_cases(client, layout["study"], layout["cases"], FILE_SOCKETS)
+    print(json.dumps({"api_requests": sent[0]}), flush=True)
     return 0
 
 

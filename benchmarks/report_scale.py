@@ -1,6 +1,6 @@
 """The migration report at scale: size and build time of ``gcbulk report --html`` for 100 000 cases.
 
-    .venv/bin/python benchmarks/report_scale.py [--cases 100000] [--work-dir DIR] [--keep]
+    python benchmarks/report_scale.py [--cases 100000] [--work-dir DIR] [--keep]
 
 Makes a synthetic job through the ledger's own API — a plan of ``--cases`` cases (two files each; a few blocked by
 findings), then each case sent the way the engine records it (upload created and initialized, parts sent, display

@@ -16,6 +16,11 @@ class Clock:
         self._offset_seconds = 0.0
         self._listeners: list[Callable[[], None]] = []
 
+    def __getstate__(self) -> dict[str, object]:
+        # Saved with the state (--data-dir, emulator/persistence.py: the URL signer holds the clock): the offset is
+        # state, the listeners are this process's subscriptions (the running sweep's), which a restart makes anew.
+        return {"_offset_seconds": self._offset_seconds, "_listeners": []}
+
     def on_advance(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Calls ``listener`` after every advance (from the advancing thread); returns a function that unsubscribes.
 

@@ -8,6 +8,7 @@ The command line (``gcbulk``) is a thin layer over this API::
     job.plan(dry_run=True).findings
     job.run()
     gcbulk.ReaderStudy("my-study").answers()
+    gcbulk.Archive("my-archive").export("cases-out/")
 
 ``gcbulk.engine`` does the work (planner, Grand Challenge client, upload path, results side, long-lived service, CLI),
 ``gcbulk.state`` remembers it (the ledger and its state machines) and ``gcbulk.emulator`` is the Grand Challenge
@@ -19,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "Archive",
     "CaseResult",
     "ConfigurationError",
     "GcbulkError",
@@ -34,6 +36,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from gcbulk.engine.api import CaseResult, Job, PlanReport, ReaderStudy, RunOutcome, VerifyResult, copy
+    from gcbulk.engine.archive_api import Archive
     from gcbulk.engine.gc.errors import ConfigurationError, GcbulkError
     from gcbulk.engine.service.job_service import PlanBlocked
 
@@ -43,6 +46,7 @@ _LAZY = {
     "Job": "gcbulk.engine.api",
     "ReaderStudy": "gcbulk.engine.api",
     "copy": "gcbulk.engine.api",  # gcbulk copy: display sets / archive items into another study or archive
+    "Archive": "gcbulk.engine.archive_api",
     "ConfigurationError": "gcbulk.engine.gc.errors",
     "GcbulkError": "gcbulk.engine.gc.errors",
     "PlanBlocked": "gcbulk.engine.service.job_service",

@@ -56,17 +56,19 @@ def open_private_binary(path: Path, *, append: bool) -> IO[bytes]:
 
 
 @contextlib.contextmanager
-def replacing(path: Path, mode: str = "w", **open_args: Any) -> Iterator[IO[Any]]:
+def replacing(path: Path, mode: str = "w", *, durable: bool = True, **open_args: Any) -> Iterator[IO[Any]]:
     """A file that replaces ``path`` only once it is completely written and flushed to disk. The temporary file is
     made by ``mkstemp`` in the same folder (exclusive, 0600, a fresh random name: a link planted under any fixed
-    name is never followed); it is removed if writing fails."""
+    name is never followed); it is removed if writing fails. ``durable=False`` skips the fsync (still atomic): for
+    files a rerun checks and rewrites anyway, where an fsync per file would cost milliseconds each."""
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     temporary = Path(name)
     try:
         with os.fdopen(fd, mode, **open_args) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

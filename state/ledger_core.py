@@ -38,6 +38,19 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# Files (or uploads) whose case the ledger remembers at most: those of the cases in flight — a few hundred at the
+# engine's limits — stay; the oldest entries, a finished case's, go first. Hand-written rather than an LRU library:
+# a dict's insertion order gives first-in, first-out eviction in two lines, and a hit is as cheap as a dict lookup.
+CASE_MEMO_ENTRIES = 4096
+
+
+def remember_case(known: dict[int, int], key: int, case_id: int) -> None:
+    """``known[key] = case_id``, first forgetting the oldest entry when ``known`` holds ``CASE_MEMO_ENTRIES``."""
+    if key not in known and len(known) >= CASE_MEMO_ENTRIES:
+        del known[next(iter(known))]
+    known[key] = case_id
+
+
 class LedgerCore:
     """An open ledger's database and clock. Use ``Ledger.open`` or ``Ledger.open_readonly``."""
 
@@ -51,6 +64,7 @@ class LedgerCore:
         self.readonly = lock is None
         self._case_root: Path | None = None
         # Which case a file or an upload belongs to never changes: asked for every upload's and part's event.
+        # Bounded (``remember_case``), so that a long run does not keep an entry for every file it ever sent.
         self._case_of_file: dict[int, int] = {}
         self._case_of_upload: dict[int, int] = {}
         self._together = False  # inside record_together: the transitions share its transaction

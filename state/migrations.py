@@ -389,3 +389,24 @@ def m007_worker_leases(db: Database) -> None:
         not_null={"held"},
     )
     db.table("shared_limits").create({"limit_name": str, "external": int}, pk="limit_name", not_null={"external"})
+
+
+@migrations()
+def m008_content_checks(db: Database) -> None:
+    """What the planner's content checks found in each file (issue 31, accessed by ``gcbulk.state.content_checks``),
+    under the file's path and socket, with the size, mtime and inode it had then and the socket's description (a
+    digest): a re-plan reads a file again only when one of those changed. Findings and grid are the planner's JSON; the ledger does not interpret them."""
+    db.table("content_checks").create(
+        {
+            "path": str,
+            "socket": str,
+            "size": int,
+            "mtime_ns": int,
+            "inode": int,
+            "definition": str,  # a digest of the socket's description when the file was checked
+            "findings": str,  # JSON list of findings
+            "grid": str,  # JSON, or NULL: the image grid from its header, for the case's grid check
+        },
+        pk=("path", "socket"),
+        not_null={"size", "mtime_ns", "inode", "definition", "findings"},
+    )

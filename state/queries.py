@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gcbulk.state.errors import UnknownRow
-from gcbulk.state.ledger_core import LedgerCore
+from gcbulk.state.ledger_core import LedgerCore, remember_case
 from gcbulk.state.machines import LIVE_UPLOAD_STATES, RUNNABLE_CASE_STATES
 from gcbulk.state.records import (
     AttentionRow,
@@ -152,12 +152,14 @@ class LedgerQueries(LedgerCore):
         return None
 
     def _remembered(self, known: dict[int, int], key: int, sql: str) -> int | None:
-        if key not in known:
-            case_id = self._scalar(sql, (key,))
-            if case_id is None:
-                return None
-            known[key] = case_id
-        return known[key]
+        if key in known:
+            return known[key]
+        found = self._scalar(sql, (key,))
+        if found is None:
+            return None
+        case_id = int(found)
+        remember_case(known, key, case_id)
+        return case_id
 
     def case_work(self, case_id: int) -> CaseWork:
         # Three statements: the case with its display set (one each), its items with their present files, and the

@@ -1,6 +1,6 @@
 """The results side's memory: an export's copy of the study and its mask downloads, and a reorder's progress.
 
-It reuses ``gcbulk.state.ledger.Ledger`` whole — its file created 0600, the process lock, WAL and ``synchronous=FULL``, the
+It reuses ``gcbulk.state.ledger.Ledger`` whole — its file created 0600, the process lock, WAL and its sync rules, the
 migrations, the job binding and the append-only event log — and adds the tables of migration
 ``m003_results_export_and_reorder`` and the machines ``export_run``, ``mask`` and ``reorder_item`` of
 ``gcbulk.state.machines`` (checked by the same ``check_transition``).
@@ -44,8 +44,19 @@ EXPORT_ROOT = "(export folder: paths are relative to the folder holding .gcbulk/
 _BATCH = 1000
 
 
+# The binding has one field for what an export reads: a reader study's slug, or ``archive:<slug>`` for an archive.
+# Slugs hold no colon, so an archive's binding never names a study.
+ARCHIVE_SOURCE = "archive:"
+
+
+def _source_name(source: str) -> str:
+    if source.startswith(ARCHIVE_SOURCE):
+        return f"archive {source.removeprefix(ARCHIVE_SOURCE)!r}"
+    return f"reader study {source!r}"
+
+
 class ExportFolderTaken(LedgerError):
-    """The output folder holds an export of another study or server."""
+    """The output folder holds an export of another study, archive or server."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,17 +90,26 @@ class ResultsLedger(MaskRecords):
 
     @classmethod
     def open_export(cls, out_dir: Path, *, reader_study: str, base_url: str) -> ResultsLedger:
+        return cls._open_bound(out_dir, reader_study, base_url)
+
+    @classmethod
+    def open_archive_export(cls, out_dir: Path, *, archive: str, base_url: str) -> ResultsLedger:
+        """The ledger of an archive's export folder (``engine/results/archive_export.py``)."""
+        return cls._open_bound(out_dir, ARCHIVE_SOURCE + archive, base_url)
+
+    @classmethod
+    def _open_bound(cls, out_dir: Path, source: str, base_url: str) -> ResultsLedger:
         folder = out_dir / EXPORT_DIR
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        binding = JobBinding(reader_study=reader_study, base_url=base_url, case_root=EXPORT_ROOT)
+        binding = JobBinding(reader_study=source, base_url=base_url, case_root=EXPORT_ROOT)
         try:
             return cls(Ledger.open(folder / EXPORT_LEDGER_NAME, binding))
         except LedgerBindingError:
             with Ledger.open_readonly(folder / EXPORT_LEDGER_NAME) as other:
                 job = other.job or {}
             raise ExportFolderTaken(
-                f"{out_dir} already holds an export of reader study {job.get('reader_study')!r} from "
-                f"{job.get('base_url')!r}; export {reader_study!r} from {base_url!r} into another folder (--out)"
+                f"{out_dir} already holds an export of {_source_name(str(job.get('reader_study')))} from "
+                f"{job.get('base_url')!r}; export {_source_name(source)} from {base_url!r} into another folder (--out)"
             ) from None
 
     # ------------------------------------------------------------------------------------------------ export runs

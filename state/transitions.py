@@ -16,9 +16,10 @@ from gcbulk.checksums import composite_checksum
 from gcbulk.redaction import redact
 from gcbulk.state.errors import LedgerError, LiveUploadExists, UnknownRow, UploadNotOpen
 from gcbulk.state.event_log import LedgerEvents
-from gcbulk.state.ledger_core import TABLES
+from gcbulk.state.ledger_core import TABLES, remember_case
 from gcbulk.state.machines import MACHINES, ConflictingRepeat, check_transition
 from gcbulk.state.queries import LedgerQueries
+from gcbulk.state.sqlite_file import fsynced_commits
 from gcbulk.state.steps import Step
 
 
@@ -34,7 +35,8 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
         for each in steps:
             if each.owner is not self or each.name not in _NAMED_TRANSITIONS:
                 raise ValueError(f"{each.name!r} is not a ledger transition")
-        with self.db.atomic():
+        durable = any(getattr(each.method, "__func__", None) in _FSYNCED for each in steps)
+        with fsynced_commits(self.db) if durable else nullcontext(), self.db.atomic():
             self._together = True  # each transition's own transaction is this one (Ledger._atomic)
             try:
                 return [each() for each in steps]
@@ -113,7 +115,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
     def item_session_recorded(self, item_id: int, session_pk: str | None) -> bool:
         """The upload session that imports this item's uploads (docs/gc-api.md §2, §10), recorded before the values PATCH
         names it; None forgets it (its uploads were replaced). Not a state change: the item stays where it is."""
-        with self._atomic():
+        with self._fsynced(), self._atomic():
             item = self._get("item", item_id)
             if item.get("upload_session_pk") == session_pk:
                 return False
@@ -182,7 +184,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
         """
         if part_size <= 0:
             raise ValueError(f"part size must be positive, got {part_size}")
-        with self._atomic():
+        with self._fsynced(), self._atomic():
             # The file's case comes with it: its events name the case (and a file never changes case).
             file = self._one(
                 "SELECT files.*, items.case_id AS file_case_id FROM files "
@@ -191,7 +193,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
             )
             if file is None:
                 raise UnknownRow(f"the ledger has no file {file_id!r}")
-            self._case_of_file[file_id] = file["file_case_id"]
+            remember_case(self._case_of_file, file_id, file["file_case_id"])
             live = self._live_upload_row(file_id)
             if live is not None:
                 if live["state"] == "creating":
@@ -226,9 +228,15 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
 
     def upload_initialized(self, upload_id: int, *, pk: str, s3_upload_id: str, created_at: str | None = None) -> bool:
         """``POST uploads/`` answered: record ``pk`` and ``s3_upload_id`` before the first part is sent."""
-        return self.transition(
-            "upload", upload_id, "initialized", pk=pk, s3_upload_id=s3_upload_id, created_at=created_at or self._now()
-        )
+        with self._fsynced():
+            return self.transition(
+                "upload",
+                upload_id,
+                "initialized",
+                pk=pk,
+                s3_upload_id=s3_upload_id,
+                created_at=created_at or self._now(),
+            )
 
     def upload_completed(self, upload_id: int) -> bool:
         """``complete-multipart-upload`` answered. Every part must be recorded as sent."""
@@ -378,6 +386,11 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
         )
         return True
 
+    def _fsynced(self) -> AbstractContextManager[Any]:
+        """The next commit is fsynced (``state/sqlite_file.py`` ``configure`` says which records need it and why);
+        inside ``record_together`` that one decides (``_FSYNCED``)."""
+        return nullcontext() if self._together else fsynced_commits(self.db)
+
     def _atomic(self) -> AbstractContextManager[Any]:
         """A transaction of its own; inside ``record_together`` a part of that one (which rolls back whole)."""
         return nullcontext() if self._together else self.db.atomic()
@@ -410,4 +423,11 @@ _NAMED_TRANSITIONS = frozenset(
     name
     for name, member in vars(LedgerTransitions).items()
     if callable(member) and not name.startswith("_") and name not in ("record_together", "transition", "record_attempt")
+)
+
+
+# Records of what the server creates that only the ledger names (an upload, an upload session) and the intent before
+# an upload's create: lost on power loss, they would leave an orphan on the server (state/sqlite_file.py configure).
+_FSYNCED = frozenset(
+    {LedgerTransitions.upload_creating, LedgerTransitions.upload_initialized, LedgerTransitions.item_session_recorded}
 )

@@ -57,6 +57,12 @@ def print_report(report: PlanReport, out: Any = None, *, show_cases: int = 0, re
         file=out,
     )
     print(f"  uploads needed: at most {diff.files_to_upload} files, {human_bytes(diff.bytes_to_upload)}", file=out)
+    if report.content_files_read or report.content_files_cached:
+        print(
+            f"  content checks: {report.content_files_read} files read · {report.content_files_cached} unchanged "
+            "since their last check (not read again)",
+            file=out,
+        )
     print(
         f"  quota: largest value {human_bytes(quota.largest_value_bytes)} of 128 GiB (verified) / 2 GiB "
         f"(unverified); {quota.uploads} uploads in all, at most {config.engine.live_upload_ceiling} alive at once "

@@ -131,6 +131,8 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         self.voice_after = voice_after
         self.retry_policy = retry_policy or RetryPolicy()
         self.on_retry = on_retry
+        # API requests the server answered (any status): the run's cost to the server, in its run_finished event.
+        self.requests_answered = 0
         # Adaptive (engine/gc/pacer.py): the server's few web workers, not this knob, bound what helps
         # (docs/gc-api.md §10: beyond them requests only queue and throughput falls); the knob is the upper bound.
         self.api_limiter = AdaptiveLimiter(api_policy(api_calls_in_flight, adaptive=adaptive_concurrency))
@@ -203,6 +205,7 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
                     ) as resp:
                         raw = await read_capped(resp, self.max_response_bytes, f"{method} {url}")
                         status, content_type, resp_headers = resp.status, resp.content_type, dict(resp.headers)
+                        self.requests_answered += 1
             except Exception as exc:
                 if isinstance(exc, TimeoutError):
                     slot.overloaded()

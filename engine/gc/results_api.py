@@ -1,4 +1,5 @@
-"""The results side of the Grand Challenge API (docs/gc-api.md §3, §4): questions, answers, images, image files, order.
+"""The results side of the Grand Challenge API (docs/gc-api.md §3, §4, §12): questions, answers, archive items, images,
+image files, order.
 
 A mixin of ``GrandChallengeClient`` (``engine/gc/client.py``), like ``engine/gc/uploads_api.py``. It reads only the fields it
 uses, so it works with the current schema (docs/gc-api.md §8) and the older server (docs/gc-api.md §9).
@@ -22,6 +23,7 @@ from gcbulk.engine.gc.deadlines import api_timeout
 from gcbulk.engine.gc.errors import (
     ApiError,
     AuthenticationFailed,
+    ConfigurationError,
     NotFound,
     PresignedUrlExpired,
     S3Error,
@@ -32,6 +34,8 @@ from gcbulk.engine.gc.errors import (
 from gcbulk.engine.gc.retry import call_with_retries
 
 ANSWERS = "reader-studies/answers/"
+ARCHIVES = "archives/"
+ARCHIVE_ITEMS = "archives/items/"
 # A redirect or an error from the object store is a few hundred bytes; more is not read (issue 14: bounded input).
 _ERROR_BODY_BYTES = 1024 * 1024
 MY_ANSWERS = "reader-studies/answers/mine/"
@@ -93,6 +97,25 @@ class ResultsMixin:
         return await self.request(
             "PATCH", f"reader-studies/display-sets/{pk}/", json={"order": order}, idempotent=True
         )  # the same order twice is the same display set
+
+    # ---- archives (docs/gc-api.md §12): the export's source -------------------------------------------------------
+
+    async def archive_by_slug(self, slug: str) -> dict[str, Any]:
+        """``GET archives/?slug=``: the archive, or ConfigurationError when this user may not view it (§12: the list
+        shows only the archives of which the user is an editor, uploader or user)."""
+        page = await self.request("GET", ARCHIVES, params={"slug": slug})
+        results = page.get("results", [])
+        if not results:
+            raise ConfigurationError(
+                f"archive {slug!r} was not found at {self.base_url}: check the slug (the last part of its URL) and "
+                "that this token's user is a member of the archive (editor, uploader or user)"
+            )
+        return dict(results[0])
+
+    async def iterate_archive_items(self, archive_pk: str) -> AsyncIterator[dict[str, Any]]:
+        """Every item of the archive, each value with its full socket (``archives/items/?archive=<pk>``, §12)."""
+        async for item in self.iterate_all(ARCHIVE_ITEMS, {"archive": archive_pk}):
+            yield item
 
     # ---- images and their files -----------------------------------------------------------------------------------
 

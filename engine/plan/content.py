@@ -11,22 +11,26 @@ voxels are inflated once as a stream and counted a chunk at a time, and a scan t
 time budget stops with a finding naming the budget. A mask on another grid than its case's image is a warning naming
 both files.
 
-Pure (reads files, no network, no database). Results are cached by (path, size, mtime) for the life of the checker,
-so follow mode's polls do not read every mask again.
+Pure (reads files, no network, no database). Each result is kept in a ``ContentCache`` under the file's path, size,
+mtime and inode (``ContentKey``): the service passes one that persists in the ledger, so a re-plan — a second one-shot
+run, or follow mode's next poll — reads no file that did not change; the default lives as long as the checker.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import os
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gcbulk.engine.plan import findings as finding
-from gcbulk.engine.plan.cases import PlannedItem
+from gcbulk.engine.plan.cases import PlannedCase, PlannedItem
 from gcbulk.engine.plan.findings import Finding
 from gcbulk.engine.plan.kind_schemas import schema_for
 from gcbulk.engine.plan.metaimage import (
@@ -78,12 +82,77 @@ class Grid:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class ContentKey:
+    """A file's content as the checks saw it: when any of these changes, the file is read again."""
+
+    path: str  # as planned: the case root joined with the file's path
+    size: int
+    mtime_ns: int
+    inode: int
+    socket: str  # the same file checked against another socket is another check
+    definition: str  # a digest of the socket as the server describes it: new overlay values are checked anew
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedContent:
+    """What the checks of one file found, and its image grid (header reads only) for the case's grid check."""
+
+    findings: tuple[Finding, ...]
+    grid: Grid | None
+
+    def as_json(self) -> tuple[str, str | None]:
+        """(findings, grid) as JSON text, for a store that keeps it between runs."""
+        grid = None if self.grid is None else json.dumps(dataclasses.asdict(self.grid))
+        return json.dumps([f.as_dict() for f in self.findings]), grid
+
+    @classmethod
+    def from_json(cls, findings: str, grid: str | None) -> CheckedContent:
+        loaded = [Finding(**{**data, "files": tuple(data.get("files", ()))}) for data in json.loads(findings)]
+        if grid is None:
+            return cls(tuple(loaded), None)
+        fields = json.loads(grid)
+        return cls(tuple(loaded), Grid(**{name: tuple(value) for name, value in fields.items()}))
+
+
+class ContentCache(Protocol):
+    """Where checked files' results are kept: ``get`` gives the result for exactly this key (path, size, mtime,
+    inode, socket) or None; ``put`` keeps one (replacing what the same path and socket had)."""
+
+    def get(self, key: ContentKey) -> CheckedContent | None: ...
+
+    def put(self, key: ContentKey, checked: CheckedContent) -> None: ...
+
+
+class MemoryContentCache:
+    """A ``ContentCache`` for one process: a dict, keyed like the ledger's (one entry per path and socket)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], tuple[ContentKey, CheckedContent]] = {}
+
+    def get(self, key: ContentKey) -> CheckedContent | None:
+        entry = self._entries.get((key.path, key.socket))
+        return entry[1] if entry is not None and entry[0] == key else None
+
+    def put(self, key: ContentKey, checked: CheckedContent) -> None:
+        self._entries[(key.path, key.socket)] = (key, checked)
+
+
 def _rounded(values: tuple[float, ...]) -> str:
     return "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
 
 def _sitk_file(name: str) -> bool:
     return name.lower().endswith(_SITK_SUFFIXES)
+
+
+def _reads_content(socket: Mapping[str, Any], rel: str) -> bool:
+    """Whether the checks read this file at all: an image the server's SimpleITK importer reads, or a JSON file of a
+    kind with a schema. Other files (TIFF, DICOM, a file socket's PDF) have nothing to check here."""
+    super_kind = socket.get("super_kind")
+    if super_kind == "Image":
+        return _sitk_file(rel)
+    return super_kind == "File" and schema_for(dict(socket)) is not None
 
 
 def overlay_values(socket: Mapping[str, Any]) -> set[int] | None:
@@ -112,14 +181,21 @@ class ContentChecker:
     def __init__(
         self,
         catalogue: Mapping[str, Mapping[str, Any] | None],
-        cache: dict[tuple[str, int, int, str], tuple[Finding, ...]] | None = None,
+        cache: ContentCache | None = None,
         budget: ReadBudget | None = None,
     ) -> None:
         self.catalogue = catalogue
-        self.cache = {} if cache is None else cache
+        self.cache: ContentCache = MemoryContentCache() if cache is None else cache
         self.budget = budget or ReadBudget()
-        # The grid of each image file read, by the same key as ``cache`` (header reads only; bounded like the cache).
-        self.grids: dict[tuple[str, int, int, str], Grid | None] = {}
+        # The grids of the case being checked, (path, socket) → grid: ``check_grids`` reads them and forgets them, so
+        # nothing here grows with the cases planned.
+        self._grids: dict[tuple[str, str], Grid] = {}
+        # Results ``read_ahead`` found, each with whether it read the file (on another thread) or the cache had it:
+        # ``check`` takes them instead of asking again.
+        self._read_ahead: dict[ContentKey, tuple[CheckedContent, bool]] = {}
+        self._digests: dict[str, str] = {}  # socket slug → ContentKey.definition
+        self.files_read = 0  # files whose content the checks read (new or changed since the cache's result)
+        self.files_cached = 0  # files whose result came from the cache: not read
 
     def check(self, item: PlannedItem, case_root: str, case_path: str, case: str) -> list[Finding]:
         socket = self.catalogue.get(item.socket_slug)
@@ -134,26 +210,80 @@ class ContentChecker:
                 item.socket_slug,
                 case,
             )
-        if not item.files:
+        if not item.files or not _reads_content(socket, item.files[0].path):
             return []
         main = item.files[0]
         path = os.path.join(case_root, main.path)
-        key = (path, main.size, main.mtime_ns, item.socket_slug)
-        if key not in self.cache:
-            self.cache[key] = tuple(self._file(socket, path, main.path, item.socket_slug, case, key))
-        return list(self.cache[key])
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            return [finding.unreadable(path, main.path, exc.strerror or str(exc))]
+        key = ContentKey(path, stat.st_size, stat.st_mtime_ns, stat.st_ino, item.socket_slug, self._digest(socket))
+        ahead = self._read_ahead.pop(key, None)
+        checked, read = ahead if ahead is not None else (self.cache.get(key), False)
+        if checked is None:
+            checked, read = self._file(socket, path, main.path, item.socket_slug, case), True
+        if read:
+            self.cache.put(key, checked)
+            self.files_read += 1
+        else:
+            self.files_cached += 1
+        if checked.grid is not None:
+            self._grids[(path, item.socket_slug)] = checked.grid
+        return list(checked.findings)
+
+    def _digest(self, socket: Mapping[str, Any]) -> str:
+        slug = str(socket.get("slug"))
+        if slug not in self._digests:
+            described = json.dumps(socket, sort_keys=True, default=str).encode()
+            self._digests[slug] = hashlib.sha256(described).hexdigest()[:16]
+        return self._digests[slug]
+
+    def read_ahead(self, cases: Sequence[PlannedCase], case_root: str, readers: Executor) -> None:
+        """Reads the files of ``cases`` that ``check`` would read (not in the cache), on ``readers``' threads, so the
+        header reads of many files overlap: SimpleITK and the inflating of a mask release the GIL. Each read keeps
+        its own budget (``ReadBudget``); ``check`` then takes the results instead of reading. The caller bounds the
+        memory held by the number of cases it passes at once."""
+        self._read_ahead.clear()  # what the last window's checks did not take is not needed any more
+        reads: list[tuple[ContentKey, Future[CheckedContent]]] = []
+        for case in cases:
+            for item in case.items:
+                socket = self.catalogue.get(item.socket_slug)
+                if not socket or item.value_json is not None or not item.files:
+                    continue
+                if not _reads_content(socket, item.files[0].path):
+                    continue
+                main = item.files[0]
+                path = os.path.join(case_root, main.path)
+                try:
+                    stat = os.stat(path)
+                except OSError:
+                    continue  # ``check`` reports it
+                key = ContentKey(
+                    path, stat.st_size, stat.st_mtime_ns, stat.st_ino, item.socket_slug, self._digest(socket)
+                )
+                if key in self._read_ahead:
+                    continue
+                cached = self.cache.get(key)
+                if cached is not None:
+                    self._read_ahead[key] = (cached, False)
+                    continue
+                reads.append((key, readers.submit(self._file, socket, path, main.path, item.socket_slug, case.title)))
+        for key, read in reads:
+            self._read_ahead[key] = (read.result(), True)
 
     def check_grids(self, items: Sequence[PlannedItem], case_root: str, case: str) -> list[Finding]:
         """A warning for each Segmentation value whose grid matches none of the case's other images (the CT it
         outlines), naming both files. Uses the grids ``check`` read; call it after ``check`` on every item."""
         images: list[tuple[PlannedItem, Grid]] = []
         masks: list[tuple[PlannedItem, Grid]] = []
+        grids, self._grids = self._grids, {}
         for item in items:
             socket = self.catalogue.get(item.socket_slug)
             if not socket or socket.get("super_kind") != "Image" or not item.files:
                 continue
             main = item.files[0]
-            grid = self.grids.get((os.path.join(case_root, main.path), main.size, main.mtime_ns, item.socket_slug))
+            grid = grids.get((os.path.join(case_root, main.path), item.socket_slug))
             if grid is not None:
                 (masks if socket.get("kind") == "Segmentation" else images).append((item, grid))
         findings = []
@@ -174,9 +304,12 @@ class ContentChecker:
             )
         return findings
 
-    def _file(
-        self, socket: Mapping[str, Any], path: str, rel: str, slug: str, case: str, key: tuple[str, int, int, str]
-    ) -> list[Finding]:
+    def _file(self, socket: Mapping[str, Any], path: str, rel: str, slug: str, case: str) -> CheckedContent:
+        if socket.get("super_kind") == "Image" and _sitk_file(rel):
+            return self._image(socket, path, rel, slug, case)
+        return CheckedContent(tuple(self._file_findings(socket, path, rel, slug, case)), None)
+
+    def _file_findings(self, socket: Mapping[str, Any], path: str, rel: str, slug: str, case: str) -> list[Finding]:
         super_kind = socket.get("super_kind")
         if super_kind == "File" and schema_for(dict(socket)) is not None:
             try:
@@ -194,8 +327,6 @@ class ContentChecker:
             except OSError as exc:
                 return [finding.unreadable(path, rel, exc.strerror or str(exc))]
             return self._json(socket, value, path, rel, slug, case)
-        if super_kind == "Image" and _sitk_file(rel):
-            return self._image(socket, path, rel, slug, case, key)
         return []
 
     def _json(
@@ -222,9 +353,7 @@ class ContentChecker:
         except (OSError, NotMetaImage, BadHeader):
             return None
 
-    def _image(
-        self, socket: Mapping[str, Any], path: str, rel: str, slug: str, case: str, key: tuple[str, int, int, str]
-    ) -> list[Finding]:
+    def _image(self, socket: Mapping[str, Any], path: str, rel: str, slug: str, case: str) -> CheckedContent:
         import SimpleITK as sitk  # noqa: N813 - only when an image socket is checked: it is slow to import
 
         reader = sitk.ImageFileReader()
@@ -233,10 +362,18 @@ class ContentChecker:
             reader.ReadImageInformation()
         except RuntimeError as exc:
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
-            return [finding.unreadable_image(path, rel, slug, reason, case)]
-        self.grids[key] = Grid(
+            return CheckedContent((finding.unreadable_image(path, rel, slug, reason, case),), None)
+        grid = Grid(
             tuple(reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()), tuple(reader.GetDirection())
         )
+        return CheckedContent(tuple(self._image_findings(reader, socket, path, rel, slug, case)), grid)
+
+    def _image_findings(
+        self, reader: Any, socket: Mapping[str, Any], path: str, rel: str, slug: str, case: str
+    ) -> list[Finding]:
+        """The checks of an image whose header SimpleITK read (``reader``): NIfTI capacity, a segmentation's voxels."""
+        import SimpleITK as sitk  # noqa: N813
+
         over = _nifti_capacity_problem(reader, path, rel)
         if over is not None:
             return [finding.bad_image_header(path, (rel,), over, case)]

@@ -5,7 +5,8 @@ quota estimate) or the engine's part size. The wording of every finding lives in
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, MutableSet
+from collections.abc import Iterable, Iterator, Mapping, MutableSet
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,7 +20,7 @@ from gcbulk.engine.gc.limits import (  # noqa: F401 - plan.py imports some from 
     GiB,
 )
 from gcbulk.engine.jobfile import JobConfig
-from gcbulk.engine.plan.content import ContentChecker
+from gcbulk.engine.plan.content import ContentCache, ContentChecker
 from gcbulk.engine.plan.findings import (
     Finding,
     _f,
@@ -39,6 +40,10 @@ from gcbulk.engine.plan.parts import (
 )
 from gcbulk.engine.plan.planner import PlannedCase
 from gcbulk.engine.plan.titles import server_title
+
+# Cases whose content checks are read ahead at once (``Preflight.reading_ahead``): enough files to keep every reader
+# thread busy, few enough that the results held wait for their case only briefly.
+READ_AHEAD_CASES = 64
 
 
 @dataclass(kw_only=True)
@@ -137,9 +142,9 @@ class Preflight:
     titles: TitleSet | MutableSet[str] = field(default_factory=set)
     quota: QuotaEstimate = field(default_factory=QuotaEstimate)
     # The server's own checks of file content (masks, JSON schemas, image headers), made here when the catalogue is
-    # known; the cache (path, size, mtime → findings) can outlive one plan, e.g. across follow mode's polls.
+    # known; the cache (path, size, mtime, inode → findings) can outlive one plan: the service keeps it in the ledger.
     check_content: bool = True
-    content_cache: dict[Any, Any] | None = None
+    content_cache: ContentCache | None = None
     # Titles of display sets in the study that this job did not make (docs/gc-api.md §10: adopting them replaced other
     # people's images): a case with one of these titles is blocked.
     foreign_titles: Mapping[str, str] = field(default_factory=dict)  # title → the pk of the display set holding it
@@ -241,6 +246,38 @@ class Preflight:
         if len(findings) == len(case.findings) and all(new is old for new, old in zip(items, case.items, strict=True)):
             return case  # the common case, kept cheap: nothing to add
         return dataclasses.replace(case, items=tuple(items), findings=tuple(findings))
+
+    def reading_ahead(
+        self, entries: Iterable[PlannedCase | Finding], readers: Executor | None, window: int = READ_AHEAD_CASES
+    ) -> Iterator[PlannedCase | Finding]:
+        """``entries`` (the planner's output) unchanged, with the content checks of each ``window`` of cases read
+        ahead on ``readers``' threads (``ContentChecker.read_ahead``) before ``check_case`` is called on them."""
+        if self._content is None or readers is None:
+            yield from entries
+            return
+        pending: list[PlannedCase | Finding] = []
+        for entry in entries:
+            pending.append(entry)
+            if len(pending) >= window:
+                yield from self._read_ahead(pending, readers)
+                pending = []
+        yield from self._read_ahead(pending, readers)
+
+    def _read_ahead(self, entries: list[PlannedCase | Finding], readers: Executor) -> list[PlannedCase | Finding]:
+        assert self._content is not None
+        cases = [entry for entry in entries if isinstance(entry, PlannedCase)]
+        self._content.read_ahead(cases, str(self.config.case_root), readers)
+        return entries
+
+    @property
+    def content_files_read(self) -> int:
+        """Files whose content the checks read in this plan (new, or changed since the cache's result)."""
+        return 0 if self._content is None else self._content.files_read
+
+    @property
+    def content_files_cached(self) -> int:
+        """Files whose checks' result came from the cache, unread."""
+        return 0 if self._content is None else self._content.files_cached
 
     def finish(self) -> list[Finding]:
         return quota_findings(self.quota, self.config.case_root, self.config.engine.live_upload_ceiling)

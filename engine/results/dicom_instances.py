@@ -36,7 +36,9 @@ async def image_files(client: GrandChallengeClient, image: dict[str, Any]) -> li
     """The files of an image as the mask downloader takes them: its ``files``, or for a DICOM Image Set one pseudo
     file per instance."""
     if not image.get("dicom_image_set"):
-        return list(image.get("files") or [])
+        # A DZI file is the viewer's tile pyramid made from a TIFF (docs/gc-api.md §4), not the image: its tiles are
+        # not listed, so the XML alone would be useless: it is left out.
+        return [f for f in image.get("files") or [] if f.get("image_type") != "DZI"]
     listing = _instances_url(client, str(image["pk"]))
     answer = await client.request("GET", listing)
     return [

@@ -211,6 +211,17 @@ class MaskDownloader:
                 continue
             await self._download_file(self.ledger.mask(row.path) or row)
 
+    async def ensure_file(self, key: str, path: PurePosixPath, *, source: str, file_url: str) -> None:
+        """Makes a socket value's file (not an image's: a PDF, a JSON file; docs/gc-api.md §12) present and verified
+        at ``path``, with the same resume and checks as a mask. ``key`` names the value in the ledger (as an answer's
+        pk names a mask); ``source`` changes when the server's value is replaced (its pk), which downloads it again."""
+        row = self.ledger.plan_mask(path=str(path), answer_pk=key, image_pk=source, file_pk=None, file_url=file_url)
+        self.ledger.forget_masks(key, [row.path])
+        if row.state == "verified" and self._intact(row):
+            self.stats.skipped += 1
+            return
+        await self._download_file(self.ledger.mask(row.path) or row)
+
     def _failed(self, message: str) -> None:
         self.stats.failed += 1
         self.stats.failures.append(message)

@@ -80,8 +80,6 @@ class JobService:
         self.blocked_cases: list[str] = []  # titles the last plan blocked (skipped by the pass)
         # cases.redact_titles / --redact-titles: logs and events show title#<hash> (the ledger keeps the titles)
         self.redact_titles = self.job.cases.redact_titles
-        # Masks and JSON files checked, by (path, size, mtime): follow mode's polls do not read them again.
-        self.content_cache: dict[Any, Any] = {}
         self.client: GrandChallengeClient | None = None
         self.runner: LedgerRunner | None = None
         self.journal: Journal | None = None
@@ -282,11 +280,11 @@ class JobService:
             self._study = await read_study(target_for(self.client, self.job.target))
             titles = None if self.settings.adopt_existing else self._study.pk_by_title
         job = self.job
-        strict, cache = self.strict, self.content_cache
+        strict = self.strict
+        # The content checks' results persist in the ledger (engine/service/content_cache.py): a poll re-reads only
+        # files that changed, and this process keeps nothing per file between plans.
         report = await self.runner.with_ledger(
-            lambda ledger: plan_into_ledger(
-                job, ledger, catalogue=catalogue, strict=strict, content_cache=cache, server_titles=titles
-            )
+            lambda ledger: plan_into_ledger(job, ledger, catalogue=catalogue, strict=strict, server_titles=titles)
         )
         if titles and report.diff.blocked:
             # Cases blocked for a display set "someone else made": unless the event log says this job made it (a

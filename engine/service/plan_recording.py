@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,13 +18,19 @@ from typing import Any
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.jobfile import JobConfig
 from gcbulk.engine.plan.cases import PlannedCase
+from gcbulk.engine.plan.content import ContentCache
 from gcbulk.engine.plan.findings import Finding
 from gcbulk.engine.plan.parts import adjust_part_size, multipart_checksum
 from gcbulk.engine.plan.planner import Planner
 from gcbulk.engine.plan.preflight import Preflight, QuotaEstimate
+from gcbulk.engine.service.content_cache import LedgerContentCache
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.records import PlanDiff
 from gcbulk.state.replan import planning
+
+# Threads reading file content for the planner's checks at once: one per core, at most 8 (each read is bounded in
+# size and time by the planner's ReadBudget; more threads than cores only contend).
+CONTENT_READERS = min(8, os.cpu_count() or 1)
 
 
 @dataclass(kw_only=True)
@@ -39,6 +47,9 @@ class PlanReport:
     mapping: dict[str, Any] = field(default_factory=dict)  # socket → {"files": {name: cases}, …}
     mapping_lines: list[str] = field(default_factory=list)
     cases: list[dict[str, Any]] = field(default_factory=list)  # case → socket → files, as many as were asked for
+    # Files the content checks read, and files whose result the ledger already had (unchanged since it was checked).
+    content_files_read: int = 0
+    content_files_cached: int = 0
 
     @property
     def blocking(self) -> bool:
@@ -66,6 +77,7 @@ class PlanReport:
             "mapping": self.mapping,
             "cases": self.cases,
             "findings": [finding.as_dict() for finding in self.findings],
+            "content_checks": {"files_read": self.content_files_read, "files_unchanged": self.content_files_cached},
         }
 
 
@@ -147,14 +159,15 @@ def plan_into_ledger(
     strict: bool = False,
     keep_cases: int | None = 0,
     check_content: bool = True,
-    content_cache: dict[Any, Any] | None = None,
+    content_cache: ContentCache | None = None,
     server_titles: Mapping[str, str] | None = None,
 ) -> PlanReport:
     """Plan the job's tree into ``ledger`` (or, for a dry run, compute the same diff and roll it back).
 
     A case with a blocking finding is recorded as blocked and the job's plan stays runnable, unless ``strict`` or a
     finding about the whole job (no case) blocks. ``keep_cases`` rows of case → socket → files are kept for the report
-    (None: all of them)."""
+    (None: all of them). ``content_cache``: where the content checks' results are kept; by default the ledger's
+    ``content_checks`` table, so a re-plan reads only the files that changed."""
     findings: list[Finding] = []
     job_findings: list[Finding] = []
     cases: list[dict[str, Any]] = []
@@ -166,28 +179,33 @@ def plan_into_ledger(
         sized = adjust_part_size(part_size, size)
         return multipart_checksum(path, sized), sized
 
-    with planning(
-        ledger,
-        rules=config.rules_dict(),
-        job_file=config.job_file,
-        checksum=multipart_checksum,
-        dry_run=dry_run,
-        fingerprint=fingerprint,
-    ) as plan:
+    # Header reads spread over the cores: threads, since SimpleITK's reads and a mask's inflating release the GIL.
+    with (
+        ThreadPoolExecutor(CONTENT_READERS, thread_name_prefix="gcbulk-content") as readers,
+        planning(
+            ledger,
+            rules=config.rules_dict(),
+            job_file=config.job_file,
+            checksum=multipart_checksum,
+            dry_run=dry_run,
+            fingerprint=fingerprint,
+        ) as plan,
+    ):
         # ``server_titles``: the study's display-set titles → pks (None offline, or with --adopt-existing): those
         # this ledger never set out to make are someone else's, and their cases are blocked, naming that display set.
         own = ledger.own_display_set_titles() if server_titles else set()
         foreign = {title: pk for title, pk in (server_titles or {}).items() if title not in own}
+        in_ledger = LedgerContentCache(ledger) if content_cache is None else None
         preflight = Preflight(
             config=config,
             catalogue=catalogue,
             titles=plan.titles,
             check_content=check_content,
-            content_cache=content_cache,
+            content_cache=in_ledger or content_cache,
             foreign_titles=foreign,
         )
         job_findings.extend(preflight.check_job())
-        for entry in planner.plan():
+        for entry in preflight.reading_ahead(planner.plan(), readers):
             if isinstance(entry, Finding):
                 # Findings of the tree outside any case: only a missing case root is about the whole job; a stray
                 # file or an unreadable sub-folder blocks nothing but itself.
@@ -199,6 +217,8 @@ def plan_into_ledger(
             if keep_cases is None or len(cases) < keep_cases:
                 cases.append(case_row(case))
         job_findings.extend(preflight.finish())
+        if in_ledger is not None:
+            in_ledger.flush()
         all_findings = job_findings + findings
         blocked = any(f.blocking for f in (all_findings if strict else job_findings))
         diff = plan.finish(blocked=blocked)
@@ -214,4 +234,6 @@ def plan_into_ledger(
         mapping=planner.mapping.as_dict(),
         mapping_lines=planner.mapping.lines(),
         cases=cases,
+        content_files_read=preflight.content_files_read,
+        content_files_cached=preflight.content_files_cached,
     )

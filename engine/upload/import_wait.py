@@ -72,6 +72,8 @@ class ImportWait:
         # pacer has heard of already (each import is told once).
         self._patched_at: dict[str, float] = {}
         self._pacer_told: set[str] = set()
+        # Staggered images handed on after the typical import time without a poll: their import time is unknown.
+        self._unmeasured: set[str] = set()
         # item id → when its DICOM Image Set's uploads were first seen gone: the import ended (see _image_set_refused)
         self.image_sets_consumed_at: dict[int, float] = {}
 
@@ -107,6 +109,12 @@ class ImportWait:
         """Polls display set ``pk`` until every attached value is imported or failed, the deadline passed, or the run
         stops (``Interrupted``). ``values_sent_at``: when this run PATCHed the values (its first poll waits for them);
         None for a resumed case (it polls at once)."""
+        try:
+            await self._wait(pk, kinds, values_sent_at=values_sent_at)
+        finally:
+            self.ctx.import_pacer.scout_done(self)
+
+    async def _wait(self, pk: str, kinds: dict[str, str], *, values_sent_at: float | None) -> None:
         ctx = self.ctx
         waiting = [i for i in self.case.items if i.state == "attached"]
         images_waiting = sum(1 for i in waiting if kinds[i.socket_slug] == IMAGE)
@@ -137,6 +145,9 @@ class ImportWait:
         # (a GET at once was a web worker's time spent on every case for nothing). A resumed case polls at once.
         sent_at = values_sent_at
         if waiting and sent_at is not None:
+            # Only an image teaches the pacer (a file copy or a value says nothing of the import workers).
+            if images_waiting and await self._typical_import_seconds(voice) is not None:
+                delay = self._first_poll_delay()
             crash_point("during-import-poll")
             await self._pause(max(0.0, sent_at + delay - time.monotonic()), voice)
             if ctx.stopping.is_set():
@@ -179,6 +190,28 @@ class ImportWait:
             await self._pause(delay, voice)  # a stop ends the wait at once: the next pass resumes the polling
             delay = self._next_poll_delay(delay)
             polls += 1
+
+    async def _typical_import_seconds(self, voice: WaitVoice) -> float | None:
+        """The typical import time lately. Before the run has seen an import, one case polls for the first (the
+        pacer's scout) and this one, if it is not that case, waits for its measurement — speaking, and returning at
+        a stop — instead of polling too. None: no import seen yet and this case is the scout."""
+        pacer = self.ctx.import_pacer
+        while not pacer.scouts(self) and not self.ctx.stopping.is_set():
+            with anyio.move_on_after(max(0.0, voice.next_at - time.monotonic())):
+                await self._first_import_or_stop()
+            voice.speak_if_due(time.monotonic())
+        return pacer.expected_seconds()
+
+    async def _first_import_or_stop(self) -> None:
+        async with anyio.create_task_group() as group:
+
+            async def on_stop() -> None:
+                await self.ctx.stopping.wait()
+                group.cancel_scope.cancel()
+
+            group.start_soon(on_stop)
+            await self.ctx.import_pacer.first_import()
+            group.cancel_scope.cancel()
 
     async def _pause(self, seconds: float, voice: WaitVoice) -> None:
         """Waits ``seconds`` between two polls, or until the run stops; a pause longer than ``VOICE_SECONDS`` speaks
@@ -223,7 +256,7 @@ class ImportWait:
     def _imported(self, item: ItemWork, kinds: dict[str, str], started: float) -> None:
         """Tells the import pacer how long this image took, from its own PATCH (staggered values are PATCHed one by
         one) or, for a value PATCHed before this wait began, from the wait's start."""
-        if kinds[item.socket_slug] != IMAGE or item.socket_slug in self._pacer_told:
+        if kinds[item.socket_slug] != IMAGE or item.socket_slug in self._pacer_told | self._unmeasured:
             return
         patched = self._patched_at.get(item.socket_slug, started)
         self.ctx.import_pacer.imported(time.monotonic() - patched)
@@ -233,7 +266,7 @@ class ImportWait:
         """For ``send_values``: waits until the value just PATCHed is in place (engine.stagger_image_values)."""
         if not self.ctx.config.stagger_image_values:
             return None
-        self._patched_at, self._pacer_told = {}, set()
+        self._patched_at, self._pacer_told, self._unmeasured = {}, set(), set()
 
         async def until_in_place(value: PlannedValue) -> None:
             await self._until_in_place(pk, value, kinds)
@@ -241,7 +274,14 @@ class ImportWait:
         return until_in_place
 
     async def _until_in_place(self, pk: str, value: PlannedValue, kinds: dict[str, str]) -> None:
-        """Polls the display set until ``value`` is in place, its import failed (the import wait records that), the
+        try:
+            await self._until_typically_in_place(pk, value, kinds)
+        finally:
+            self.ctx.import_pacer.scout_done(self)
+
+    async def _until_typically_in_place(self, pk: str, value: PlannedValue, kinds: dict[str, str]) -> None:
+        """Waits until ``value`` is typically in place (the import time seen lately), or — before the run has seen
+        an import — polls the display set until it is in place, its import failed (the import wait records that), the
         import timeout passed, or the run stops (the value's record then waits for the resume to find it)."""
         ctx = self.ctx
         patched = self._patched_at[value.socket_slug] = time.monotonic()
@@ -260,6 +300,22 @@ class ImportWait:
                 timeout,
             ),
         )
+        expected = await self._typical_import_seconds(voice)
+        if ctx.stopping.is_set():
+            raise Interrupted(f"{self.case.title}: stopped between the PATCHes of its images")
+        if expected:
+            # Once the typical import time is known, the next image goes after that long without a poll of its own:
+            # the wait after the last image then finds both in place with one GET of the display set (each GET holds
+            # a web worker, docs/gc-api.md §10; polling here cost about two GETs per case). The images still link
+            # apart — the next one is handed over only when this one is typically in place, and it has its own
+            # queue and build time ahead — and a failure of this one is still read from its own session by the
+            # import wait. Its import time is not told to the pacer: the poll that sees it was timed for the next one.
+            self._unmeasured.add(value.socket_slug)
+            await self._pause(max(0.0, patched + expected - time.monotonic()), voice)
+            if ctx.stopping.is_set():
+                raise Interrupted(f"{self.case.title}: stopped between the PATCHes of its images")
+            return
+        # No import seen yet in this run: poll until this one is in place, which also teaches the pacer.
         delay = self._first_poll_delay()
         next_failure_check = patched + self._failure_check_interval()
         while True:

@@ -4,8 +4,8 @@ The ledger (``state/ledger.py``) checks each transition and appends to its own e
 the journal then writes the same change as a JSON line (``gcbulk.engine.upload.progress.EventLog``) for people and tools that
 follow a run live. An idempotent repeat (the ledger returns False) writes no line.
 
-Why a thread: a transition costs about a millisecond (a few queries and an fsync, ``synchronous=FULL``), and a run
-of small files makes thousands of them. Run on the event loop, they stalled every transfer (measured: 5 of 13 s of
+Why a thread: a transition costs about a millisecond (a few queries, and an fsync for the few records that
+``state/sqlite_file.py`` names), and a run of small files makes thousands of them. Run on the event loop, they stalled every transfer (measured: 5 of 13 s of
 a 500-file run were SQLite on the loop). sqlite3 connections are bound to the thread that opened them, so
 ``LedgerRunner`` opens the ledger on one dedicated thread and sends every call there, in order; the loop awaits the
 result, so each step is still recorded before the next one starts.

@@ -186,6 +186,11 @@ class ImportPacer:
         self.policy = policy
         self.state = policy.start()
         self.typical: float | None = None
+        # Until the run has seen one import, a single case (the scout) polls for it and the others wait for its
+        # measurement instead of each polling the server every fraction of a second (docs/gc-api.md §10: each poll
+        # holds a web worker; at the start a dozen cases hand images over together).
+        self._scout: object | None = None
+        self._news: anyio.Event | None = None
         gate.set_ceiling(self.state.current)
 
     @property
@@ -198,8 +203,40 @@ class ImportPacer:
         most imports done: polled too early, the next poll comes later and the average grows, and the reverse."""
         return self.typical
 
+    def scouts(self, who: object) -> bool:
+        """Whether ``who`` polls for the run's first import: yes once the typical import time is known, and for the
+        first to ask (until it calls ``scout_done``); the others ``await first_import()``."""
+        if self.typical is not None or self._scout is who:
+            return True
+        if self._scout is None:
+            self._scout = who
+            return True
+        return False
+
+    def scout_done(self, who: object) -> None:
+        """``who``'s wait ended (its import seen, failed or stopped): another case may scout if none was seen."""
+        if self._scout is who:
+            self._scout = None
+            self._tell()
+
+    async def first_import(self) -> None:
+        """Returns once an import was seen, or the scout gave up (then the caller asks ``scouts`` again)."""
+        scout = self._scout
+        while self.typical is None and self._scout is scout and scout is not None:
+            if self._news is None:
+                self._news = anyio.Event()
+            await self._news.wait()
+
+    def _tell(self) -> None:
+        if self._news is not None:
+            self._news.set()
+            self._news = None
+
     def imported(self, seconds: float) -> None:
+        first = self.typical is None
         self.typical = seconds if self.typical is None else 0.8 * self.typical + 0.2 * seconds
+        if first:
+            self._tell()
         self.state = self.policy.on_success(self.state, self.KEY, seconds, self.gate.held)
         self.gate.set_ceiling(self.state.current)
 

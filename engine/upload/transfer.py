@@ -229,6 +229,7 @@ class TransferEngine:
             failed=len(outcome.failed),
             interrupted=outcome.interrupted,
             requeued=len(outcome.requeued),
+            api_requests=self.client.requests_answered,
             **_stats_fields(outcome.stats),
         )
         return outcome

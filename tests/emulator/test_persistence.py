@@ -9,6 +9,7 @@ from dataclasses import replace
 import aiohttp
 
 from gcbulk.emulator.context import EmulatorConfig
+from gcbulk.emulator.persistence import save_state
 from gcbulk.emulator.server import run_emulator
 
 BODY = b"x" * 1024
@@ -84,3 +85,19 @@ async def test_without_persistence_a_restart_forgets_everything(tmp_path):
             for name, obj in made.items()
         }
         assert await _still_there(restarted, made) == [404, 404, 404, 404, 404]
+
+
+async def test_the_state_is_saved_while_the_upload_sweep_waits_on_the_clock(tmp_path):
+    # The sweep subscribes to the clock (emulator/sweep.py) and the URL signer holds the clock: a save while the sweep
+    # waited failed on pickling its listener (seen as a traceback from benchmarks/emulator_rss.py's emulator).
+    config = EmulatorConfig(data_dir=tmp_path / "kept", persist=True)
+    async with run_emulator(config) as running:
+        made = await _make_things(running)
+        running.context.clock.on_advance(lambda: None)
+        save_state(running.context)
+    async with run_emulator(config) as restarted:
+        made = {
+            name: {**obj, "api_url": obj["api_url"].replace(running.base_url, restarted.base_url)}
+            for name, obj in made.items()
+        }
+        assert await _still_there(restarted, made) == [200, 200, 200, 200, 200]

@@ -34,6 +34,7 @@ ROOM_OF_PREFIX = {
     "gcbulk.engine.results": "results",
     "gcbulk.engine.service": "service",
     "gcbulk.engine.api": "api",
+    "gcbulk.engine.archive_api": "api",  # the Python API of archives, beside engine/api.py
     "gcbulk.engine.cli": "cli",
 }
 

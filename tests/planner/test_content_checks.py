@@ -53,9 +53,11 @@ def _mask(path: Path, values: np.ndarray) -> None:
     sitk.WriteImage(sitk.GetImageFromArray(values), str(path))
 
 
-def _plan(job_dir: Path, capsys: pytest.CaptureFixture, *extra: str) -> tuple[int, str]:
+def _plan(
+    job_dir: Path, capsys: pytest.CaptureFixture, *extra: str, catalogue: list[dict] = SOCKETS
+) -> tuple[int, str]:
     sockets = job_dir / "sockets.json"
-    sockets.write_text(json.dumps({"count": len(SOCKETS), "results": SOCKETS}))
+    sockets.write_text(json.dumps({"count": len(catalogue), "results": catalogue}))
     code = main(["plan", str(write_job(job_dir, rules=RULES)), "--offline", "--sockets", str(sockets), *extra])
     return code, capsys.readouterr().out
 
@@ -179,3 +181,60 @@ def test_a_sockets_file_that_is_not_a_list_of_sockets_exits_2(
     sockets.write_text('{"ct-image": "Image"}')
     assert main(["plan", str(write_job(job_dir, rules=RULES)), "--offline", "--sockets", str(sockets)]) == 2
     assert f'--sockets {sockets} must hold a list of sockets, each with a "slug"' in capsys.readouterr().err
+
+
+def test_a_replan_reads_no_unchanged_file_and_reads_a_changed_one_again(
+    job_dir: Path, clean_case: Path, cases_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    make_mha(cases_dir / "p2" / "ct.mha", (2, 4, 4))
+    _mask(cases_dir / "p2" / "seg.mha", np.array([[[0, 1], [1, 1]]], dtype=np.uint8))
+    code, out = _plan(job_dir, capsys)
+    assert code == 0, out
+    # p1's ct.mha, seg.mha and lesions.json and p2's images are read; age.json is a value, checked from the plan.
+    assert "content checks: 5 files read · 0 unchanged since their last check (not read again)" in out
+
+    code, out = _plan(job_dir, capsys)
+    assert code == 0, out
+    assert "content checks: 0 files read · 5 unchanged since their last check (not read again)" in out
+
+    # A mask rewritten with a value outside the overlay: read again, and its finding is the new content's.
+    bad = cases_dir / "p2" / "seg.mha"
+    _mask(bad, np.array([[[0, 1], [5, 1]]], dtype=np.uint8))
+    code, out = _plan(job_dir, capsys)
+    assert code == 1
+    assert "content checks: 1 files read · 4 unchanged since their last check (not read again)" in out
+    assert f"BLOCKING [bad-segmentation] {bad}" in out and "it contains the voxel values {5}" in out
+
+    # The finding is remembered with the file: the next plan repeats it without reading the file.
+    code, out = _plan(job_dir, capsys)
+    assert code == 1
+    assert "content checks: 0 files read · 5 unchanged since their last check (not read again)" in out
+    assert f"BLOCKING [bad-segmentation] {bad}" in out
+
+
+def test_a_mask_off_its_images_grid_is_still_found_when_both_come_from_the_ledger(
+    job_dir: Path, cases_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    make_mha(cases_dir / "p1" / "ct.mha", (2, 4, 4))
+    _mask(cases_dir / "p1" / "seg.mha", np.zeros((3, 4, 4), dtype=np.uint8))
+    first = _plan(job_dir, capsys)[1]
+    second = _plan(job_dir, capsys)[1]
+    assert "content checks: 0 files read · 2 unchanged" in second
+    assert "[grid-mismatch]" in first and "[grid-mismatch]" in second
+
+
+def test_a_socket_whose_overlay_values_changed_has_its_masks_checked_again(
+    job_dir: Path, clean_case: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert _plan(job_dir, capsys)[0] == 0
+    # The study's segmentation socket no longer allows voxel value 1: p1's mask is now refused by the server.
+    narrowed = [
+        {**s, "overlay_segments": [{"name": "background", "voxel_value": 0, "visible": False}]}
+        if s["slug"] == "airway-segmentation"
+        else s
+        for s in SOCKETS
+    ]
+    code, out = _plan(job_dir, capsys, catalogue=narrowed)
+    assert code == 1
+    assert "content checks: 1 files read · 2 unchanged since their last check (not read again)" in out
+    assert f"BLOCKING [bad-segmentation] {clean_case / 'seg.mha'}" in out

@@ -11,6 +11,9 @@ import pydicom
 from gcbulk.emulator.admin_answers import create_answer
 from gcbulk.emulator.objects import IMAGES_BUCKET
 from gcbulk.engine.jobfile import load_job
+from gcbulk.engine.plan.cases import PlannedCase
+from gcbulk.engine.plan.planner import plan_tree
+from gcbulk.engine.results.archive_export import ArchiveExportOptions, export_archive
 from gcbulk.state.results_ledger import ResultsLedger
 from tests.dicom.synthetic import identified_series
 from tests.engine.conftest import FAST_ENGINE, run_job, write_job
@@ -80,3 +83,35 @@ async def test_a_mask_answer_whose_image_is_an_image_set_comes_down_as_instances
     masks = sorted((tmp_path / "export" / "masks").rglob("*.dcm"))
     assert {p.name: p.read_bytes() for p in masks} == _stored(world, image_pk)
     assert summary.masks.failed == 0
+
+
+async def test_an_archive_items_image_set_is_exported_as_instances_and_plans_back_as_one_series(
+    world: World, tmp_path: Path
+) -> None:
+    """An archive item whose value reuses the image set (docs/gc-api.md §12: ``image`` names an existing image)."""
+    image_pk = await _image_set(world, tmp_path)
+    async with world.client() as client:
+        archive = await client.archive_by_slug("example-archive")
+        item = await client.request(
+            "POST", "archives/items/", json={"archive": archive["api_url"], "title": "chest 1"}, idempotent=False
+        )
+        image_url = client.url_for(f"cases/images/{image_pk}/")
+        await client.request(
+            "PATCH",
+            f"archives/items/{item['pk']}/",
+            json={"values": [{"interface": "dicom-image-set", "image": image_url}]},
+            idempotent=True,
+        )
+        out = tmp_path / "archive-export"
+        exported = await export_archive(client, ArchiveExportOptions(archive="example-archive", out_dir=out))
+
+    folder = out / "cases" / "chest 1" / "dicom-image-set"
+    assert exported.failures == [] and {p.name: p.read_bytes() for p in folder.iterdir()} == _stored(world, image_pk)
+    job = load_job(exported.job_file)
+    assert [(r.socket, r.glob, r.group) for r in job.rules] == [
+        ("dicom-image-set", "dicom-image-set/*.dcm", "dicom-series")
+    ]
+    (case,) = [c for c in plan_tree(job) if isinstance(c, PlannedCase)]
+    assert case.title == "chest 1" and not case.blocking
+    (planned,) = case.items
+    assert planned.socket_slug == "dicom-image-set" and len(planned.files) == 3

@@ -61,9 +61,37 @@ def test_new_ledger_and_its_side_files_are_readable_by_the_owner_only(ledger: Le
 
 
 @pytest.mark.sqlite_only
-def test_ledger_is_in_wal_mode_with_full_sync(ledger: Ledger) -> None:
+def test_ledger_is_in_wal_mode_with_normal_sync(ledger: Ledger) -> None:
     assert ledger.db.journal_mode == "wal"
-    assert ledger.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert ledger.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: safe against kill -9
+
+
+@pytest.mark.sqlite_only
+def test_what_only_the_ledger_names_on_the_server_commits_fsynced_and_the_rest_does_not(one_case: Ledger) -> None:
+    """An upload's intent and its pk, and an item's session, survive power loss (else an orphan on the server);
+    a part or a state change is recoverable from the server and commits without an fsync of its own."""
+    ledger = one_case
+    statements: list[str] = []
+    ledger.db.conn.set_trace_callback(statements.append)
+    item = ledger.case_work(1).items[0]
+    upload_id = ledger.upload_creating(item.files[0].id, part_size=5 * 1024 * 1024)
+    ledger.upload_initialized(upload_id, pk="u-1", s3_upload_id="s3-1")
+    ledger.item_uploading(item.id)
+    ledger.item_session_recorded(item.id, "session-1")
+    ledger.db.conn.set_trace_callback(None)
+
+    def sync_of_each_commit() -> list[str]:
+        mode, modes = "NORMAL", []
+        for sql in statements:
+            if sql.upper().startswith("PRAGMA SYNCHRONOUS="):
+                mode = sql.split("=", 1)[1].strip().upper()
+            elif sql.upper().startswith("COMMIT"):
+                modes.append(mode)
+        return modes
+
+    # upload_creating, upload_initialized, item_uploading, item_session_recorded: one commit each.
+    assert sync_of_each_commit() == ["FULL", "FULL", "NORMAL", "FULL"]
+    assert ledger.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # back to NORMAL after each
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,53 @@
+"""What a tutorial case costs the server in requests (issue 31, benchmarks/README.md's per-request table): each image
+keeps its own upload session (a refused image's reason stays readable, docs/gc-api.md §10), while the display set of a
+two-image case is polled about once — the staggered first image is handed on after the typical import time instead of
+being polled for, and before the run has seen any import only one case polls for the first one."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import anyio
+import pytest
+
+from gcbulk.emulator.server import RunningEmulator
+from gcbulk.engine.gc.client import GrandChallengeClient
+from tests.engine.conftest import (
+    FAST_ENGINE,
+    make_tutorial_tree,
+    run_job,
+    study_display_sets,
+    values_by_socket,
+    write_job,
+)
+
+API = "api:/api/v1/"
+BOUND = 120  # seconds: a run that would not end fails here instead
+CASES = 8
+
+# Imports slow next to the polls' first step, as on the server (docs/gc-api.md §10: about a second per image).
+pytestmark = pytest.mark.emulator(import_delay_seconds=0.2)
+
+
+async def test_a_staggered_two_image_case_polls_its_display_set_about_once_and_posts_one_session_per_image(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    make_tutorial_tree(tmp_path / "cases", CASES)
+    # The default poll steps (FAST_ENGINE polls every 20 ms, as no server should be polled).
+    config = dataclasses.replace(
+        FAST_ENGINE, stagger_image_values=True, poll_initial_seconds=0.25, poll_max_seconds=10.0
+    )
+    with anyio.fail_after(BOUND):
+        outcome = await run_job(write_job(tmp_path, emulator), emulator, config)
+    assert outcome.done == CASES and outcome.failed == []
+    display_sets = await study_display_sets(client)
+    assert all({"ct-image", "airway-segmentation"} <= set(values_by_socket(ds)) for ds in display_sets.values()), (
+        display_sets
+    )
+    requests = emulator.context.counters.requests
+    assert requests.get(f"POST {API}cases/upload-sessions/", 0) == 2 * CASES
+    polls = requests.get(f"GET {API}reader-studies/display-sets/{{pk}}/", 0)
+    # Before: a poll (or several) for the first image, then the wait's for the second, and at the start every case
+    # polling every fraction of a second for imports no one had yet seen: over 4 per case (34 for these 8).
+    assert polls <= 2 * CASES, f"{polls} polls of the display sets of {CASES} cases"

@@ -1,0 +1,35 @@
+"""What a command imports before it starts is CPU paid on every run (issue 31: client CPU per GiB): the ledger's
+sqlite-utils comes without numpy, which it would import only to map numpy's scalar types to SQL column types."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def loaded_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after ``code``."""
+    result = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
+def test_the_run_and_status_commands_and_the_ledger_start_without_numpy() -> None:
+    loaded = loaded_after("import gcbulk.engine.cli.run, gcbulk.engine.cli.status, gcbulk.state.ledger")
+    assert "sqlite_utils" in loaded
+    assert "numpy" not in loaded
+
+
+def test_numpy_imports_as_usual_after_the_ledger_and_the_ledger_stores_rows() -> None:
+    loaded = loaded_after(
+        "import gcbulk.state.ledger, numpy, sqlite_utils\n"
+        "db = sqlite_utils.Database(memory=True)\n"
+        "db['t'].insert({'n': int(numpy.int16(3))})\n"
+        "assert db.execute('select n from t').fetchone() == (3,)"
+    )
+    assert {"numpy", "sqlite_utils"} <= loaded
