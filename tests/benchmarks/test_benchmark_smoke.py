@@ -226,3 +226,16 @@ def test_memory_growth_prints_rss_against_cases_done(tmp_path: Path, mode: tuple
     assert number(last[2]) == pytest.approx(number(last[1]) - number(first[1]), abs=0.11)
     assert re.search(r"^growth from \d+ to \d+ cases: [+-]\d+\.\d MiB", out, re.MULTILINE), out
     assert "gcbulk run exited 0" in out  # follow mode: stopped by SIGTERM once every case was done
+
+
+def test_copy_vs_upload_prints_an_upload_row_and_a_copy_row_without_part_puts(tmp_path: Path) -> None:
+    out = finished(run_benchmark("benchmarks/copy_vs_upload.py", "--cases", "2", "--workdir", str(tmp_path)))
+    assert out.startswith("emulator: default profile")
+    table = [[cell.strip() for cell in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("|")]
+    rows = {cells[0]: cells[1:] for cells in table if cells[0] in ("upload", "copy")}
+    assert set(rows) == {"upload", "copy"}
+    for cells in rows.values():
+        assert all(re.fullmatch(NUMBER, cell.strip()) for cell in cells), cells
+        assert number(cells[0]) == 2  # cases
+    assert number(rows["upload"][-1]) == 4, "two cases of two one-part files: four part PUTs"
+    assert number(rows["copy"][-1]) == 0, "a copy sends no byte"

@@ -228,20 +228,6 @@ def test_the_python_api_builds_a_reader_study_from_an_archive_and_an_archive_bac
     assert len(items) == 6
 
 
-def test_the_copy_benchmark_prints_its_rows_and_a_copy_without_part_puts(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from benchmarks.copy_vs_upload import main as benchmark
-
-    assert benchmark(["--cases", "2", "--workdir", str(tmp_path)]) == 0
-    table = capsys.readouterr().out
-    assert "emulator: default profile" in table
-    upload = next(line for line in table.splitlines() if line.startswith("| upload |"))
-    copy = next(line for line in table.splitlines() if line.startswith("| copy   |"))
-    assert upload.rstrip(" |").endswith("4"), "two cases of two one-part files: four part PUTs"
-    assert copy.rstrip(" |").endswith(" 0")
-
-
 def test_an_image_the_user_may_not_view_fails_its_case_with_that_reason_and_the_rest_is_copied(
     tmp_path: Path,
     threaded_emulator: RunningEmulator,
