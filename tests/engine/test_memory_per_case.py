@@ -48,7 +48,7 @@ async def test_after_every_case_is_done_the_run_holds_nothing_per_case(
                     engine = TransferEngine(
                         client=client,
                         journal=Journal(runner, events),
-                        reader_study_slug=job.reader_study,
+                        target=job.target,
                         config=FAST_ENGINE,
                     )
                     outcome = await engine.run()
