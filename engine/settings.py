@@ -477,11 +477,17 @@ class ServerSettings:
     reader_study: str | None
     sources: Mapping[str, str]
     token: str | None = field(default=None, repr=False)
+    archive: str | None = None  # the job file's ``archive = "slug"`` (a job aimed at an archive names no study)
 
     def require_token(self) -> str:
         return _require_token(self.token)
 
     def require_reader_study(self) -> str:
+        if not self.reader_study and self.archive:
+            raise ConfigurationError(
+                f"the job file names archive {self.archive!r}, not a reader study: this command works on a reader "
+                "study (pass --reader-study SLUG); 'gcbulk export --job' exports the archive"
+            )
         if not self.reader_study:
             raise ConfigurationError(
                 "no reader study: pass --reader-study SLUG (the last part of the study's URL), "
@@ -545,4 +551,5 @@ def resolve_server(
     flags = argparse.Namespace(token_file=token_file)
     token, token_source = _resolve_token(flags, environ) if read_token else (None, None)
     sources["token"] = token_source or "not set"
-    return ServerSettings(base_url=url, ca_file=ca, reader_study=study, sources=sources, token=token)
+    archive = job.archive or None if job is not None else None
+    return ServerSettings(base_url=url, ca_file=ca, reader_study=study, sources=sources, token=token, archive=archive)

@@ -4,7 +4,7 @@ Writes ``answers.csv``, ``answers.jsonl``, ``answers_per_case.csv``, ``questions
 ``masks/<case>/<question>/<reader>.<ext>`` into DIR, with its ledger in ``DIR/.gcbulk/``. Running it again fetches
 only what changed and resumes cut mask downloads (see ``engine/results/export.py``).
 
-``gcbulk export --archive SLUG --out DIR``: an archive's items as a case tree (``cases/<item>/<socket>.<ext>``) with
+``gcbulk export --archive SLUG --out DIR`` (or ``--job`` of a job aimed at an archive): an archive's items as a case tree (``cases/<item>/<socket>.<ext>``) with
 the ``job.toml`` and ``titles.csv`` that make ``gcbulk plan`` read it back (``engine/results/archive_export.py``).
 """
 
@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         print("gcbulk export: --max-download-bytes and --download-deadline must be positive", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     limits = DownloadLimits(max_bytes=args.max_download_bytes, deadline_seconds=args.download_deadline)
+    if args.archive is None and args.job is not None and args.reader_study is None:
+        args.archive = _archive_of_job(args)  # a job aimed at an archive: its export is the archive's
     if args.archive is not None:
         return _export_archive(args, limits)
     server = command_server("export", args)
@@ -105,6 +107,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_SOME_FAILED if summary.failures else EXIT_OK
 
     return run_against_server("export", main)
+
+
+def _archive_of_job(args: argparse.Namespace) -> str | None:
+    try:
+        return server_from_args("export", args).archive
+    except ConfigurationError:  # the reader-study path below says what is wrong with the job file
+        return None
 
 
 def _export_archive(args: argparse.Namespace, limits: DownloadLimits) -> int:

@@ -253,3 +253,20 @@ async def test_the_tutorial_cases_go_into_an_archive_and_come_back_out_as_the_sa
                 sitk.GetArrayFromImage(sitk.ReadImage(str(exported_path))).tolist()
                 == sitk.GetArrayFromImage(sitk.ReadImage(str(uploaded))).tolist()
             )
+
+
+def test_export_of_an_archive_job_exports_its_archive_and_reorder_says_it_needs_a_reader_study(
+    tmp_path: Path, threaded_emulator: RunningEmulator
+) -> None:
+    make_tutorial_tree(tmp_path / "cases", 1)
+    job = archive_job(tmp_path, threaded_emulator)
+    token = threaded_emulator.tokens["editor"]
+    assert gcbulk("run", str(job), token=token).returncode == 0
+
+    exported = gcbulk("export", "--job", str(job), "--out", str(tmp_path / "out"), token=token)
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "out" / "cases" / "patient1").is_dir() and (tmp_path / "out" / "job.toml").is_file()
+
+    reordered = gcbulk("reorder", "--job", str(job), "--by", "title", token=token)
+    assert reordered.returncode == 2, reordered.stderr
+    assert f"the job file names archive '{ARCHIVE}', not a reader study" in reordered.stderr
