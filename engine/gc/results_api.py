@@ -31,7 +31,8 @@ from gcbulk.engine.gc.errors import (
     is_network_error,
     transport_error,
 )
-from gcbulk.engine.gc.retry import call_with_retries
+from gcbulk.engine.gc.pacer import AdaptiveLimiter
+from gcbulk.engine.gc.retry import RetryObserver, RetryPolicy, call_with_retries
 
 ANSWERS = "reader-studies/answers/"
 ARCHIVES = "archives/"
@@ -59,6 +60,11 @@ class ResultsMixin:
     url_for: Callable[[str], str]
     session: aiohttp.ClientSession
     base_url: str
+    retry_policy: RetryPolicy
+    on_retry: RetryObserver | None
+    api_limiter: AdaptiveLimiter
+    request_deadline: float
+    _auth_headers: Callable[[], dict[str, str]]
 
     # ---- questions and answers ----------------------------------------------------------------------------------
 
@@ -94,9 +100,10 @@ class ResultsMixin:
 
     async def set_display_set_order(self, pk: str, order: int) -> dict[str, Any]:
         """``PATCH reader-studies/display-sets/{pk}/ {"order": n}``; the answer is the post serializer's shape."""
-        return await self.request(
+        answer: dict[str, Any] = await self.request(
             "PATCH", f"reader-studies/display-sets/{pk}/", json={"order": order}, idempotent=True
         )  # the same order twice is the same display set
+        return answer
 
     # ---- archives (docs/gc-api.md §12): the export's source -------------------------------------------------------
 
@@ -122,7 +129,8 @@ class ResultsMixin:
     async def get_image(self, pk_or_url: str) -> dict[str, Any]:
         """``GET cases/images/{pk}/`` (an answer's ``answer_image`` URL works as well)."""
         target = pk_or_url if "/" in pk_or_url else f"cases/images/{pk_or_url}/"
-        return await self.request("GET", target)
+        image: dict[str, Any] = await self.request("GET", target)
+        return image
 
     async def resolve_image_file(self, file_url: str) -> str:
         """The signed object-store URL behind an image file URL: ``GET`` it on the API host with the token and read
@@ -131,13 +139,13 @@ class ResultsMixin:
         url = self.url_for(file_url)
 
         async def attempt() -> str:
-            async with self.api_limiter.slot("GET media"):  # type: ignore[attr-defined]
+            async with self.api_limiter.slot("GET media"):
                 try:
                     async with self.session.get(
                         url,
-                        headers=self._auth_headers(),  # type: ignore[attr-defined]
+                        headers=self._auth_headers(),
                         allow_redirects=False,
-                        timeout=api_timeout(self.request_deadline),  # type: ignore[attr-defined]
+                        timeout=api_timeout(self.request_deadline),
                     ) as response:
                         body = await read_capped(response, _ERROR_BODY_BYTES, f"GET {url}")
                         status, headers = response.status, dict(response.headers)
@@ -156,8 +164,8 @@ class ResultsMixin:
         return await call_with_retries(
             attempt,
             policy=self.retry_policy,
-            what=f"GET {urlsplit(url).path}",  # type: ignore[attr-defined]
-            on_retry=self.on_retry,  # type: ignore[attr-defined]
+            what=f"GET {urlsplit(url).path}",
+            on_retry=self.on_retry,
         )
 
     def _checked_redirect(self, from_url: str, location: str) -> str:
