@@ -27,7 +27,7 @@ class ContentCheckRow:
 
 def content_check(ledger: LedgerCore, path: str, socket: str) -> ContentCheckRow | None:
     """The last recorded check of ``path`` against ``socket``, or None."""
-    row = ledger._one("SELECT * FROM content_checks WHERE path = ? AND socket = ?", (path, socket))
+    row = ledger.row("SELECT * FROM content_checks WHERE path = ? AND socket = ?", (path, socket))
     return None if row is None else ContentCheckRow(**row)
 
 

@@ -28,7 +28,7 @@ class StagedRow:
 
 def staged_of_item(ledger: LedgerCore, item_id: int) -> dict[int, StagedRow]:
     """file id → its staged copy, for one item."""
-    rows = ledger._all("SELECT * FROM dicom_staging WHERE item_id = ? ORDER BY file_id", (item_id,))
+    rows = ledger.rows("SELECT * FROM dicom_staging WHERE item_id = ? ORDER BY file_id", (item_id,))
     return {row["file_id"]: StagedRow(**row) for row in rows}
 
 
@@ -38,7 +38,7 @@ def record_staged(
     """Replaces the item's staged files by ``rows`` (one transaction, one event: ``dicom.staged``, or
     ``dicom.staging_adopted`` for a whole staging found on disk that the ledger had not recorded yet)."""
     rows = list(rows)
-    now = ledger._now()
+    now = ledger.now()
     with ledger.db.atomic():
         ledger.db.execute("DELETE FROM dicom_staging WHERE item_id = ?", (item_id,))
         for row in rows:
@@ -56,7 +56,7 @@ def record_staged(
                     now,
                 ),
             )
-        ledger._log(
+        ledger.record_event(
             "dicom.staging_adopted" if reused else "dicom.staged",
             subject="item",
             subject_id=item_id,
@@ -67,7 +67,7 @@ def record_staged(
 
 def staged_items_on_the_server(ledger: LedgerCore) -> list[int]:
     """Items Grand Challenge holds (attached or done) that still have staged copies: their release was cut off."""
-    rows = ledger._all(
+    rows = ledger.rows(
         "SELECT DISTINCT dicom_staging.item_id AS item_id FROM dicom_staging JOIN items ON items.id = "
         "dicom_staging.item_id WHERE items.state IN ('attached', 'done') ORDER BY dicom_staging.item_id"
     )
@@ -85,8 +85,8 @@ def staging_events(ledger: LedgerCore, item_id: int | None = None) -> int:
     between their last file and the record. A set that was de-identified again would be recorded twice."""
     kinds = "kind IN ('dicom.staged', 'dicom.staging_adopted')"
     if item_id is None:
-        return ledger._count(f"SELECT count(*) FROM events WHERE {kinds}")
-    return ledger._count(f"SELECT count(*) FROM events WHERE {kinds} AND subject_id = ?", (str(item_id),))
+        return ledger.count(f"SELECT count(*) FROM events WHERE {kinds}")
+    return ledger.count(f"SELECT count(*) FROM events WHERE {kinds} AND subject_id = ?", (str(item_id),))
 
 
 def fit_upload(ledger: LedgerCore, upload_id: int, size: int) -> None:

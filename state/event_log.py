@@ -1,7 +1,7 @@
 """The ledger's event log: every transition appends one row to ``events`` in its own transaction (see
 ``gcbulk.state.ledger``), and ``append_event`` adds free-form ones. A layer of the ledger over ``LedgerCore`` (see ``gcbulk.state.ledger_core``).
 
-The ledger never holds the API token: ``_log`` scrubs server text of it (``gcbulk/redaction.py``) and refuses
+The ledger never holds the API token: ``record_event`` scrubs server text of it (``gcbulk/redaction.py``) and refuses
 secret-looking keys.
 """
 
@@ -32,7 +32,7 @@ def _reject_secrets(data: dict[str, Any]) -> None:
 class LedgerEvents(LedgerCore):
     """Appending to and reading the event log."""
 
-    def _log(
+    def record_event(
         self,
         kind: str,
         *,
@@ -50,7 +50,7 @@ class LedgerEvents(LedgerCore):
             "INSERT INTO events (at, kind, subject, subject_id, case_id, from_state, to_state, data) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                self._now(),
+                self.now(),
                 kind,
                 subject,
                 _subject_text(subject_id),
@@ -64,7 +64,7 @@ class LedgerEvents(LedgerCore):
     def append_event(self, kind: str, *, case_id: int | None = None, **data: Any) -> None:
         """Append a free-form event (e.g. a progress snapshot) to the log, in its own transaction."""
         with self.db.atomic():
-            self._log(kind, case_id=case_id, data=data)
+            self.record_event(kind, case_id=case_id, data=data)
 
     def events(
         self, *, after_id: int = 0, case_id: int | None = None, limit: int | None = None
@@ -78,7 +78,7 @@ class LedgerEvents(LedgerCore):
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        rows = self._all(sql, params)
+        rows = self.rows(sql, params)
         for row in rows:
             row["data"] = json.loads(row["data"]) if row["data"] else {}
         return rows

@@ -248,7 +248,7 @@ class Ledger(LedgerServerTruth, LedgerWorkers):
 
     def _bind(self, binding: JobBinding, job_file: Path | str | None) -> None:
         if self.job is None:
-            now = self._now()
+            now = self.now()
             with self.db.atomic():
                 self.db.table("job").insert(
                     {
@@ -262,7 +262,9 @@ class Ledger(LedgerServerTruth, LedgerWorkers):
                         "updated_at": now,
                     }
                 )
-                self._log("job.bound", subject="job", subject_id=JOB_ROW, data={"reader_study": binding.reader_study})
+                self.record_event(
+                    "job.bound", subject="job", subject_id=JOB_ROW, data={"reader_study": binding.reader_study}
+                )
         else:
             self._check_binding(binding)
 

@@ -1,4 +1,4 @@
-"""What every part of the ledger stands on: its database, its clock, and plain reads (``_one``, ``_all``, ``_scalar``).
+"""What every part of the ledger stands on: its database, its clock, and plain reads (``row``, ``rows``, ``scalar``, ``count``).
 
 The ledger is built in layers, each a class that names what it builds on as its base, so no part uses state it does
 not declare: ``LedgerCore`` (this) → ``LedgerEvents`` (the event log) and ``LedgerQueries`` (reads by name) →
@@ -70,14 +70,14 @@ class LedgerCore:
         self._together = False  # inside record_together: the transitions share its transaction
 
     # -------------------------------------------------------------------------------------------------- basics
-    def _now(self) -> str:
+    def now(self) -> str:
         return _iso(self._clock())
 
-    def _one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
-        rows = self._all(sql, params)
+    def row(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        rows = self.rows(sql, params)
         return rows[0] if rows else None
 
-    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         # A plain cursor rather than db.query(): reads are the hot path of planning and scheduling, and db.query()
         # wraps each statement in a savepoint. SELECTs open no implicit transaction, so this is safe alongside
         # sqlite-utils' transaction handling.
@@ -85,22 +85,22 @@ class LedgerCore:
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
-    def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         row = self.db.conn.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
-    def _count(self, sql: str, params: Sequence[Any] = ()) -> int:
+    def count(self, sql: str, params: Sequence[Any] = ()) -> int:
         """A ``SELECT count(*) …`` (or a ``coalesce(sum(…), 0)``): never NULL, an int on both databases."""
-        return int(self._scalar(sql, params))
+        return int(self.scalar(sql, params))
 
     def _int_or_none(self, sql: str, params: Sequence[Any] = ()) -> int | None:
         """One integer column of one row (an id), or None when there is no such row or it is NULL."""
-        value = self._scalar(sql, params)
+        value = self.scalar(sql, params)
         return None if value is None else int(value)
 
     @property
     def job(self) -> dict[str, Any] | None:
-        return self._one("SELECT * FROM job WHERE id = ?", (JOB_ROW,))
+        return self.row("SELECT * FROM job WHERE id = ?", (JOB_ROW,))
 
     @property
     def case_root(self) -> Path:

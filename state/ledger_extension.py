@@ -31,28 +31,28 @@ class LedgerExtension:
         """One transaction around many calls (each still checked and logged): one fsync instead of one per row."""
         return self.db.atomic()
 
-    def _now(self) -> str:
-        return self.ledger._now()
+    def now(self) -> str:
+        return self.ledger.now()
 
-    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        return self.ledger._all(sql, params)
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return self.ledger.rows(sql, params)
 
-    def _one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
-        return self.ledger._one(sql, params)
+    def row(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        return self.ledger.row(sql, params)
 
     def _transition(self, kind: str, table: str, key_column: str, key: Any, target: str, **fields: Any) -> bool:
         """One state change of a results object, checked by the shared ``check_transition``, logged in the same
         transaction (the ledger's event writer). False for an idempotent repeat."""
         with self.db.atomic():
-            row = self._one(f"SELECT * FROM {table} WHERE {key_column} = ?", (key,))
+            row = self.row(f"SELECT * FROM {table} WHERE {key_column} = ?", (key,))
             if row is None:
                 raise UnknownRow(f"the ledger has no {kind} {key!r}")
             if not check_transition(MACHINES[kind], key, row["state"], target, row, fields):
                 return False
-            updates = {"state": target, "updated_at": self._now(), **fields}
+            updates = {"state": target, "updated_at": self.now(), **fields}
             assignments = ", ".join(f"{name} = ?" for name in updates)
             self.db.execute(f"UPDATE {table} SET {assignments} WHERE {key_column} = ?", (*updates.values(), key))
-            self.ledger._log(
+            self.ledger.record_event(
                 f"{kind}.{target}",
                 subject=kind,
                 subject_id=key,
@@ -63,4 +63,4 @@ class LedgerExtension:
         return True
 
     def _counts(self, table: str) -> dict[str, int]:
-        return {r["state"]: r["n"] for r in self._all(f"SELECT state, count(*) AS n FROM {table} GROUP BY state")}
+        return {r["state"]: r["n"] for r in self.rows(f"SELECT state, count(*) AS n FROM {table} GROUP BY state")}

@@ -34,13 +34,13 @@ class MaskRecords(LedgerExtension):
         return MaskRow(**{k: row[k] for k in MaskRow.__dataclass_fields__})
 
     def mask(self, path: str) -> MaskRow | None:
-        row = self._one("SELECT * FROM export_masks WHERE path = ?", (path,))
+        row = self.row("SELECT * FROM export_masks WHERE path = ?", (path,))
         return None if row is None else self._mask(row)
 
     def masks_of_answer(self, answer_pk: str) -> list[MaskRow]:
         return [
             self._mask(r)
-            for r in self._all("SELECT * FROM export_masks WHERE answer_pk = ? ORDER BY path", (answer_pk,))
+            for r in self.rows("SELECT * FROM export_masks WHERE answer_pk = ? ORDER BY path", (answer_pk,))
         ]
 
     def plan_mask(self, *, path: str, answer_pk: str, image_pk: str, file_pk: str | None, file_url: str) -> MaskRow:
@@ -53,9 +53,9 @@ class MaskRecords(LedgerExtension):
                 self.db.execute(
                     "INSERT INTO export_masks (path, answer_pk, image_pk, file_pk, file_url, state, attempts, "
                     "updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?)",
-                    (path, answer_pk, image_pk, file_pk, file_url, self._now()),
+                    (path, answer_pk, image_pk, file_pk, file_url, self.now()),
                 )
-                self.ledger._log(
+                self.ledger.record_event(
                     "mask.pending",
                     subject="mask",
                     subject_id=path,
@@ -101,7 +101,7 @@ class MaskRecords(LedgerExtension):
         with self.db.atomic():
             self.db.execute(
                 "UPDATE export_masks SET etag = ?, size = ?, updated_at = ? WHERE path = ?",
-                (etag, size, self._now(), path),
+                (etag, size, self.now(), path),
             )
 
     def mask_verified(self, path: str, *, size: int, sha256: str, mtime_ns: int) -> bool:

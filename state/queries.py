@@ -1,6 +1,6 @@
 """The ledger's read side: snapshots of cases, uploads and parts for the transfer engine, and counts for status.
 
-A layer of the ledger over ``LedgerCore`` (see ``gcbulk.state.ledger_core``). Reads go through ``Ledger._all`` (a plain cursor) and build the frozen records
+A layer of the ledger over ``LedgerCore`` (see ``gcbulk.state.ledger_core``). Reads go through ``Ledger.rows`` (a plain cursor) and build the frozen records
 of ``gcbulk.state.records``.
 """
 
@@ -33,7 +33,7 @@ class LedgerQueries(LedgerCore):
 
     # ---------------------------------------------------------------------------------------------------- queries
     def _live_upload_row(self, file_id: int) -> dict[str, Any] | None:
-        return self._one(
+        return self.row(
             "SELECT * FROM uploads WHERE file_id = ? AND state IN ('creating', 'initialized', 'completed') "
             "ORDER BY id DESC LIMIT 1",
             (file_id,),
@@ -65,7 +65,7 @@ class LedgerQueries(LedgerCore):
         for start in range(0, len(upload_ids), 500):
             chunk = upload_ids[start : start + 500]
             marks = ", ".join("?" * len(chunk))
-            for p in self._all(
+            for p in self.rows(
                 f"SELECT * FROM parts WHERE state = 'sent' AND upload_id IN ({marks}) ORDER BY upload_id, number",
                 chunk,
             ):
@@ -82,7 +82,7 @@ class LedgerQueries(LedgerCore):
     def _uploads_with_parts(self, where: str, params: Sequence[Any]) -> list[UploadRow]:
         """Uploads (``where`` on ``uploads``, in id order) with their sent parts, in one statement."""
         records: dict[int, tuple[dict[str, Any], dict[int, PartRow]]] = {}
-        for row in self._all(
+        for row in self.rows(
             "SELECT uploads.*, parts.number AS sent_part_number, parts.size AS sent_part_size, "
             "parts.etag AS sent_part_etag, parts.md5 AS sent_part_md5 FROM uploads "
             "LEFT JOIN parts ON parts.upload_id = uploads.id AND parts.state = 'sent' "
@@ -113,18 +113,18 @@ class LedgerQueries(LedgerCore):
 
     def in_flight_uploads(self) -> list[UploadRow]:
         """Uploads that exist (or may exist) on Grand Challenge and are not consumed yet."""
-        rows = self._all("SELECT * FROM uploads WHERE state IN ('creating', 'initialized', 'completed') ORDER BY id")
+        rows = self.rows("SELECT * FROM uploads WHERE state IN ('creating', 'initialized', 'completed') ORDER BY id")
         parts = self._sent_parts([r["id"] for r in rows])
         return [self._upload_record(r, parts[r["id"]]) for r in rows]
 
     def live_upload_count(self) -> int:
         """Uploads counting against the server's 2000-upload cap (docs/gc-api.md §1)."""
         marks = ", ".join("?" * len(LIVE_UPLOAD_STATES))
-        return self._count(f"SELECT count(*) FROM uploads WHERE state IN ({marks})", sorted(LIVE_UPLOAD_STATES))
+        return self.count(f"SELECT count(*) FROM uploads WHERE state IN ({marks})", sorted(LIVE_UPLOAD_STATES))
 
     def attached_image_items_count(self) -> int:
         """Image values handed to Grand Challenge and not finished: imports in flight (docs/gc-api.md §2: at most 16)."""
-        return self._count(
+        return self.count(
             "SELECT count(*) FROM items WHERE state = 'attached' AND value IS NULL "
             "AND (super_kind IS NULL OR super_kind = 'Image')"
         )
@@ -154,7 +154,7 @@ class LedgerQueries(LedgerCore):
     def _remembered(self, known: dict[int, int], key: int, sql: str) -> int | None:
         if key in known:
             return known[key]
-        found = self._scalar(sql, (key,))
+        found = self.scalar(sql, (key,))
         if found is None:
             return None
         case_id = int(found)
@@ -164,7 +164,7 @@ class LedgerQueries(LedgerCore):
     def case_work(self, case_id: int) -> CaseWork:
         # Three statements: the case with its display set (one each), its items with their present files, and the
         # live uploads of those files with their sent parts. The engine reads a case several times per case.
-        case = self._one(
+        case = self.row(
             "SELECT cases.*, display_sets.case_id AS ds_case_id, display_sets.state AS ds_state, display_sets.pk AS "
             "ds_pk, display_sets.attempts AS ds_attempts, display_sets.last_error AS ds_last_error, "
             "display_sets.create_order AS ds_create_order FROM cases "
@@ -177,7 +177,7 @@ class LedgerQueries(LedgerCore):
             raise UnknownRow(f"the ledger has no display_set {case_id!r}")
         items: dict[int, dict[str, Any]] = {}
         files: list[dict[str, Any]] = []
-        for row in self._all(
+        for row in self.rows(
             "SELECT items.*, files.id AS file_id, files.path AS file_path, files.name AS file_name, files.size AS "
             "file_size, files.mtime_ns AS file_mtime_ns, files.checksum AS file_checksum, "
             "files.checksum_part_size AS file_checksum_part_size FROM items "
@@ -252,7 +252,7 @@ class LedgerQueries(LedgerCore):
         while True:
             ids = [
                 row["id"]
-                for row in self._all(
+                for row in self.rows(
                     f"SELECT id FROM cases WHERE id > ? AND state IN ({marks}) ORDER BY id LIMIT ?",
                     (last_id, *sorted(RUNNABLE_CASE_STATES), page),
                 )
@@ -267,7 +267,7 @@ class LedgerQueries(LedgerCore):
         """``{"case": {"planned": 3, …}, "display_set": …, "item": …, "upload": …, "part": …}``."""
         counts: dict[str, dict[str, int]] = {}
         for kind, table in _STATE_TABLES.items():
-            rows = self._all(f"SELECT state, count(*) AS n FROM {table} GROUP BY state ORDER BY state")
+            rows = self.rows(f"SELECT state, count(*) AS n FROM {table} GROUP BY state ORDER BY state")
             counts[kind] = {row["state"]: row["n"] for row in rows}
         return counts
 
@@ -290,12 +290,12 @@ class LedgerQueries(LedgerCore):
                 last_error=row["last_error"],
                 findings=json.loads(row["findings"]) if row["findings"] else [],
             )
-            for row in self._all(sql, params)
+            for row in self.rows(sql, params)
         ]
 
     def imports_in_flight(self) -> list[ImportInFlight]:
         """Values whose import the run waits for (items ``attached``), oldest first, with their files' bytes."""
-        rows = self._all(
+        rows = self.rows(
             "SELECT items.case_id AS case_id, cases.title AS title, items.socket_slug AS socket_slug, "
             "items.updated_at AS attached_at, coalesce(sum(files.size), 0) AS bytes FROM items "
             "JOIN cases ON cases.id = items.case_id LEFT JOIN files ON files.item_id = items.id AND files.present = 1 "
@@ -308,7 +308,7 @@ class LedgerQueries(LedgerCore):
     def item_upload_pks(self, item_id: int) -> list[str]:
         """The Grand Challenge pks of an item's uploads, in file order: per present file, its newest completed or
         consumed upload (what the values PATCH names, and what the server's upload session lists)."""
-        rows = self._all(
+        rows = self.rows(
             "SELECT files.id AS file_id, uploads.pk AS pk FROM files JOIN uploads ON uploads.file_id = files.id "
             "WHERE files.item_id = ? AND files.present = 1 AND uploads.state IN ('completed', 'consumed') "
             "ORDER BY files.position, uploads.id",
@@ -324,15 +324,15 @@ class LedgerQueries(LedgerCore):
         Challenge, and the bytes of those files already sent as recorded parts (for an honest ETA on resume)."""
         marks = ", ".join("?" * len(RUNNABLE_CASE_STATES))
         states = sorted(RUNNABLE_CASE_STATES)
-        cases = self._scalar(f"SELECT count(*) FROM cases WHERE state IN ({marks})", states)
-        files = self._one(
+        cases = self.scalar(f"SELECT count(*) FROM cases WHERE state IN ({marks})", states)
+        files = self.row(
             "SELECT count(*) AS files, coalesce(sum(files.size), 0) AS bytes FROM files "
             "JOIN items ON items.id = files.item_id JOIN cases ON cases.id = items.case_id "
             f"WHERE cases.state IN ({marks}) AND files.present = 1 "
             "AND items.state IN ('planned', 'uploading', 'uploaded')",
             states,
         )
-        sent = self._scalar(
+        sent = self.scalar(
             "SELECT coalesce(sum(parts.size), 0) FROM parts JOIN uploads ON uploads.id = parts.upload_id "
             "JOIN files ON files.id = uploads.file_id JOIN items ON items.id = files.item_id "
             "JOIN cases ON cases.id = items.case_id "
@@ -346,7 +346,7 @@ class LedgerQueries(LedgerCore):
     def own_display_set_titles(self) -> set[str]:
         """Titles of the cases whose display set this job made, adopted or set out to make (its intent recorded):
         the only display sets it may find again by title."""
-        rows = self._all(
+        rows = self.rows(
             "SELECT cases.title AS title FROM cases JOIN display_sets ON display_sets.case_id = cases.id "
             "WHERE display_sets.state != 'pending' OR display_sets.pk IS NOT NULL"
         )

@@ -53,13 +53,13 @@ class ReorderLedger(LedgerExtension):
     def _plan(self, items: Iterable[tuple[str, str | None, int, int | None]]) -> int:
         changed = 0
         for pk, title, target, current in items:
-            row = self._one("SELECT * FROM reorder_items WHERE display_set_pk = ?", (pk,))
+            row = self.row("SELECT * FROM reorder_items WHERE display_set_pk = ?", (pk,))
             if row is None:
                 with self.db.atomic():
                     self.db.execute(
                         "INSERT INTO reorder_items (display_set_pk, title, target_order, previous_order, state, "
                         "attempts, updated_at) VALUES (?, ?, ?, ?, 'planned', 0, ?)",
-                        (pk, title, target, current, self._now()),
+                        (pk, title, target, current, self.now()),
                     )
                 changed += 1
             elif row["target_order"] != target:
@@ -87,7 +87,7 @@ class ReorderLedger(LedgerExtension):
         sql = "SELECT * FROM reorder_items"
         if wanted is not None:
             sql += f" WHERE state IN ({','.join('?' * len(wanted))})"
-        return [self._reorder(r) for r in self._all(sql + " ORDER BY target_order, display_set_pk", wanted or ())]
+        return [self._reorder(r) for r in self.rows(sql + " ORDER BY target_order, display_set_pk", wanted or ())]
 
     def reorder_patching(self, pk: str) -> bool:
         return self._transition("reorder_item", "reorder_items", "display_set_pk", pk, "patching")

@@ -74,7 +74,7 @@ class PlanRecorder:
         self._files_in_batch = 0
         self._finished = False
         self._root = ledger.case_root
-        self._batch_time = ledger._now()
+        self._batch_time = ledger.now()
 
     # ----------------------------------------------------------------------------------------------- lifecycle
     def start(self, *, rules: dict[str, Any] | None, job_file: Path | str | None) -> None:
@@ -86,7 +86,7 @@ class PlanRecorder:
                 (
                     json.dumps(rules, sort_keys=True) if rules is not None else None,
                     None if job_file is None else str(Path(job_file).absolute()),
-                    self.ledger._now(),
+                    self.ledger.now(),
                 ),
             )
             self.db.execute("CREATE TEMP TABLE IF NOT EXISTS plan_seen (case_id INTEGER PRIMARY KEY)")
@@ -103,7 +103,7 @@ class PlanRecorder:
             self.db.commit()
         self._files_in_batch = 0
         # Rows written in one batch share its timestamp: formatting the clock per case costs more than the insert.
-        self._batch_time = self.ledger._now()
+        self._batch_time = self.ledger.now()
 
     def add(self, case: PlannedCaseShape) -> None:
         """Record one planned case (its own savepoint: a failure leaves no half-recorded case)."""
@@ -124,9 +124,9 @@ class PlanRecorder:
         with self.db.atomic():
             self._mark_vanished()
             self.ledger.transition("job", 1, "blocked" if blocked else "complete")
-            self.db.execute("UPDATE job SET plan_finished_at = ? WHERE id = 1", (self.ledger._now(),))
+            self.db.execute("UPDATE job SET plan_finished_at = ? WHERE id = 1", (self.ledger.now(),))
             summary = self.diff.as_dict()
-            self.ledger._log(
+            self.ledger.record_event(
                 "plan.recorded",
                 subject="job",
                 subject_id=1,
@@ -154,7 +154,7 @@ class PlanRecorder:
                 diff.files += 1
                 diff.bytes += file.size
                 diff.largest_file = max(diff.largest_file, file.size)
-        row = self.ledger._one("SELECT id, state, folder, findings FROM cases WHERE title = ?", (case.title,))
+        row = self.ledger.row("SELECT id, state, folder, findings FROM cases WHERE title = ?", (case.title,))
         if row is not None and self._seen(row["id"]):
             self._record_duplicate(row, case.title, findings)
             return
@@ -234,9 +234,9 @@ class PlanRecorder:
     ) -> None:
         case_id, state = row["id"], row["state"]
         now = self._batch_time
-        existing = {r["socket_slug"]: r for r in self.ledger._all("SELECT * FROM items WHERE case_id = ?", (case_id,))}
+        existing = {r["socket_slug"]: r for r in self.ledger.rows("SELECT * FROM items WHERE case_id = ?", (case_id,))}
         files_by_item: dict[int, list[dict[str, Any]]] = {}
-        for f in self.ledger._all(
+        for f in self.ledger.rows(
             "SELECT files.* FROM files JOIN items ON items.id = files.item_id WHERE items.case_id = ? "
             "ORDER BY files.position",
             (case_id,),
@@ -291,7 +291,7 @@ class PlanRecorder:
         if state == "done" and not requeue:
             # New values recorded while the case was blocked still need a run.
             requeue = (
-                self.ledger._one(
+                self.ledger.row(
                     "SELECT 1 FROM items WHERE case_id = ? AND state IN ('planned', 'uploading', 'uploaded', 'failed')",
                     (case_id,),
                 )
@@ -304,7 +304,7 @@ class PlanRecorder:
         if changed:
             self.diff.requeued.append(case.title)
         else:
-            self.diff.unchanged[self.ledger._scalar("SELECT state FROM cases WHERE id = ?", (case_id,))] += 1
+            self.diff.unchanged[self.ledger.scalar("SELECT state FROM cases WHERE id = ?", (case_id,))] += 1
 
     # ---------------------------------------------------------------------------------------------------- items
     def _item_change(
@@ -355,7 +355,7 @@ class PlanRecorder:
         return None
 
     def _abandon_uploads(self, file_id: int, reason: str) -> None:
-        for upload in self.ledger._all(
+        for upload in self.ledger.rows(
             "SELECT id FROM uploads WHERE file_id = ? AND state IN ('creating', 'initialized', 'completed')",
             (file_id,),
         ):
@@ -421,7 +421,7 @@ class PlanRecorder:
 
     # ------------------------------------------------------------------------------------------------- vanished
     def _mark_vanished(self) -> None:
-        for row in self.ledger._all(
+        for row in self.ledger.rows(
             "SELECT id, title, state FROM cases WHERE id NOT IN (SELECT case_id FROM plan_seen) ORDER BY id"
         ):
             if row["state"] in _VANISHABLE:

@@ -115,14 +115,16 @@ class ResultsLedger(MaskRecords):
     # ------------------------------------------------------------------------------------------------ export runs
     def start_run(self, scope: str) -> int:
         with self.db.atomic():
-            now = self._now()
+            now = self.now()
             cursor = self.db.execute(
                 "INSERT INTO export_runs (state, scope, started_at, updated_at) VALUES ('listing', ?, ?, ?)",
                 (scope, now, now),
             )
             run_id = cursor.lastrowid
             assert run_id is not None  # an INSERT's new row
-            self.ledger._log("export_run.listing", subject="export_run", subject_id=run_id, data={"scope": scope})
+            self.ledger.record_event(
+                "export_run.listing", subject="export_run", subject_id=run_id, data={"scope": scope}
+            )
         return run_id
 
     def run_moved(self, run_id: int, target: str, counts: dict[str, Any] | None = None) -> bool:
@@ -130,11 +132,11 @@ class ResultsLedger(MaskRecords):
         if counts is not None:
             fields["counts"] = json.dumps(counts, sort_keys=True)
         if target in ("done", "failed"):
-            fields["finished_at"] = self._now()
+            fields["finished_at"] = self.now()
         return self._transition("export_run", "export_runs", "id", run_id, target, **fields)
 
     def run(self, run_id: int) -> dict[str, Any]:
-        row = self._one("SELECT * FROM export_runs WHERE id = ?", (run_id,))
+        row = self.row("SELECT * FROM export_runs WHERE id = ?", (run_id,))
         if row is None:
             raise UnknownRow(f"the ledger has no export run {run_id}")
         row["counts"] = json.loads(row["counts"]) if row["counts"] else {}
@@ -144,7 +146,7 @@ class ResultsLedger(MaskRecords):
     def store_questions(self, run_id: int, questions: Sequence[dict[str, Any]]) -> bool:
         """Replaces the stored questions; True when anything differs from before."""
         with self.db.atomic():
-            before = {r["pk"]: (r["position"], r["data"]) for r in self._all("SELECT * FROM export_questions")}
+            before = {r["pk"]: (r["position"], r["data"]) for r in self.rows("SELECT * FROM export_questions")}
             after = {str(q["pk"]): (position, json.dumps(q, sort_keys=True)) for position, q in enumerate(questions)}
             if before == after:
                 return False
@@ -156,7 +158,7 @@ class ResultsLedger(MaskRecords):
         return True
 
     def questions(self) -> list[dict[str, Any]]:
-        return [json.loads(r["data"]) for r in self._all("SELECT data FROM export_questions ORDER BY position")]
+        return [json.loads(r["data"]) for r in self.rows("SELECT data FROM export_questions ORDER BY position")]
 
     # ----------------------------------------------------------------------------------------------- display sets
     def store_display_sets(self, run_id: int, rows: Sequence[tuple[str, int, str | None, int | None, str]]) -> int:
@@ -167,7 +169,7 @@ class ResultsLedger(MaskRecords):
             placeholders = ",".join("?" * len(rows))
             stored = {
                 r["pk"]: (r["position"], r["title"], r["sort_order"], r["socket_values"])
-                for r in self._all(
+                for r in self.rows(
                     f"SELECT pk, position, title, sort_order, socket_values FROM export_display_sets "
                     f"WHERE pk IN ({placeholders})",
                     [row[0] for row in rows],
@@ -254,18 +256,18 @@ class ResultsLedger(MaskRecords):
         with self.db.atomic():
             removed = self.db.execute("DELETE FROM export_answers WHERE seen_run != ?", (run_id,)).rowcount
             if removed:
-                self.ledger._log(
+                self.ledger.record_event(
                     "export.answers_forgotten", subject="export_run", subject_id=run_id, data={"answers": removed}
                 )
         return removed
 
     def previous_run_state(self, run_id: int) -> str | None:
         """The state of the run before ``run_id`` (None for the first): outputs are current only after a ``done``."""
-        row = self._one("SELECT state FROM export_runs WHERE id < ? ORDER BY id DESC LIMIT 1", (run_id,))
+        row = self.row("SELECT state FROM export_runs WHERE id < ? ORDER BY id DESC LIMIT 1", (run_id,))
         return None if row is None else row["state"]
 
     def answer_count(self) -> int:
-        return int(self.ledger._scalar("SELECT count(*) FROM export_answers"))
+        return int(self.ledger.scalar("SELECT count(*) FROM export_answers"))
 
     def image_answers(self) -> list[ImageAnswer]:
         """Every answer with an image, with its case title (for the mask paths)."""

@@ -48,7 +48,7 @@ class LedgerServerTruth(LedgerTransitions):
         """Every case with a display-set pk, oldest first, paged (memory stays flat for a million cases)."""
         last_id = 0
         while True:
-            rows = self._all(
+            rows = self.rows(
                 "SELECT cases.id AS id, cases.title AS title, cases.state AS state, display_sets.pk AS pk, "
                 "display_sets.state AS ds_state FROM cases JOIN display_sets ON display_sets.case_id = cases.id "
                 "WHERE cases.id > ? AND display_sets.pk IS NOT NULL ORDER BY cases.id LIMIT ?",
@@ -58,7 +58,7 @@ class LedgerServerTruth(LedgerTransitions):
                 return
             marks = ", ".join("?" * len(rows))
             expected: dict[int, dict[str, int]] = {row["id"]: {} for row in rows}
-            for item in self._all(
+            for item in self.rows(
                 f"SELECT id, case_id, socket_slug FROM items WHERE case_id IN ({marks}) AND state = 'done'",
                 [row["id"] for row in rows],
             ):
@@ -83,7 +83,7 @@ class LedgerServerTruth(LedgerTransitions):
         with self.db.atomic():
             case = self._get("case", case_id)
             ds = self._get("display_set", case_id)
-            items = self._all("SELECT id, state FROM items WHERE case_id = ?", (case_id,))
+            items = self.rows("SELECT id, state FROM items WHERE case_id = ?", (case_id,))
             wanted = {row["id"] for row in items} if display_set_gone else set(item_ids)
             lost = [row["id"] for row in items if row["id"] in wanted and row["state"] in _VALUE_EXPECTED]
             if not display_set_gone and not lost:
@@ -96,7 +96,7 @@ class LedgerServerTruth(LedgerTransitions):
                 self.transition("item", item_id, "planned", attempts=0, last_error=reason)
             if case["state"] == "done":
                 self.transition("case", case_id, "planned", attempts=0, last_error=reason)
-            self._log(
+            self.record_event(
                 "case.lost_on_server",
                 subject="case",
                 subject_id=case_id,
@@ -108,14 +108,14 @@ class LedgerServerTruth(LedgerTransitions):
     # ----------------------------------------------------------------------------------------------------- order
     def display_sets_without_order(self) -> list[tuple[int, str]]:
         """(case id, title) of the display sets not yet created that have no ``create_order``."""
-        rows = self._all(
+        rows = self.rows(
             "SELECT cases.id AS id, cases.title AS title FROM cases JOIN display_sets ON display_sets.case_id = cases.id "
             "WHERE display_sets.pk IS NULL AND display_sets.create_order IS NULL ORDER BY cases.id"
         )
         return [(row["id"], row["title"]) for row in rows]
 
     def highest_create_order(self) -> int:
-        return self._scalar("SELECT coalesce(max(create_order), 0) FROM display_sets") or 0
+        return self.scalar("SELECT coalesce(max(create_order), 0) FROM display_sets") or 0
 
     def display_set_orders_assigned(self, orders: Mapping[int, int]) -> int:
         """Fix each display set's ``order`` (case id → order) before its create; one that has one keeps it."""
@@ -125,11 +125,11 @@ class LedgerServerTruth(LedgerTransitions):
                 cursor = self.db.execute(
                     "UPDATE display_sets SET create_order = ?, updated_at = ? WHERE case_id = ? "
                     "AND create_order IS NULL",
-                    (order, self._now(), case_id),
+                    (order, self.now(), case_id),
                 )
                 changed += cursor.rowcount
             if changed:
-                self._log(
+                self.record_event(
                     "display_set.orders_assigned",
                     data={"count": changed, "lowest": min(orders.values()), "highest": max(orders.values())},
                 )
@@ -143,7 +143,7 @@ class LedgerServerTruth(LedgerTransitions):
         time: older ones the server's 24 h sweep has taken), not yet looked for on the server. Uploads of
         ``skip_cases`` (cases another live worker holds: its create may be on the wire right now) are left out;
         ``only_cases``: those of these cases alone."""
-        rows = self._all(
+        rows = self.rows(
             "SELECT uploads.id AS id, uploads.state AS state, uploads.filename AS filename, uploads.intent_at AS "
             "intent_at, items.case_id AS case_id FROM uploads JOIN files ON files.id = uploads.file_id "
             "JOIN items ON items.id = files.item_id WHERE uploads.pk IS NULL AND uploads.state IN ('creating', "
@@ -160,10 +160,10 @@ class LedgerServerTruth(LedgerTransitions):
         ]
 
     def upload_pk_known(self, pk: str) -> bool:
-        return self._count("SELECT count(*) FROM uploads WHERE pk = ?", (pk,)) > 0
+        return self.count("SELECT count(*) FROM uploads WHERE pk = ?", (pk,)) > 0
 
     def known_upload_pks(self) -> set[str]:
-        return {row["pk"] for row in self._all("SELECT pk FROM uploads WHERE pk IS NOT NULL")}
+        return {row["pk"] for row in self.rows("SELECT pk FROM uploads WHERE pk IS NOT NULL")}
 
     def orphan_upload_resolved(self, upload_id: int, *, pk: str | None, s3_upload_id: str | None, reason: str) -> None:
         """The lost create was looked for on the server: found (``pk``: now aborted there) or not. A row still in
@@ -178,9 +178,9 @@ class LedgerServerTruth(LedgerTransitions):
                     self.transition("upload", upload_id, "abandoned", last_error=reason)
             self.db.execute(
                 "UPDATE uploads SET orphan_checked_at = ?, updated_at = ? WHERE id = ?",
-                (self._now(), self._now(), upload_id),
+                (self.now(), self.now(), upload_id),
             )
-            self._log(
+            self.record_event(
                 "upload.orphan_checked",
                 subject="upload",
                 subject_id=upload_id,

@@ -56,7 +56,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
     def requeue_failed_cases(self, case_ids: Iterable[int] | None = None) -> list[int]:
         """``retry-failed``: failed cases (all, or those given) go back to planned with fresh attempt budgets."""
         if case_ids is None:
-            ids = [row["id"] for row in self._all("SELECT id FROM cases WHERE state = 'failed' ORDER BY id")]
+            ids = [row["id"] for row in self.rows("SELECT id FROM cases WHERE state = 'failed' ORDER BY id")]
         else:
             ids = [case_id for case_id in case_ids if self._get("case", case_id)["state"] == "failed"]
         return [case_id for case_id in ids if self.requeue_case(case_id)]
@@ -66,7 +66,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
         with self.db.atomic():
             if not self.transition("case", case_id, "planned", attempts=0, last_error=None):
                 return False
-            for item in self._all("SELECT id FROM items WHERE case_id = ? AND state = 'failed'", (case_id,)):
+            for item in self.rows("SELECT id FROM items WHERE case_id = ? AND state = 'failed'", (case_id,)):
                 self.transition("item", item["id"], "planned", attempts=0, last_error=None, upload_session_pk=None)
             self.reopen_display_set(case_id)
         return True
@@ -121,9 +121,9 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
                 return False
             self.db.execute(
                 "UPDATE items SET upload_session_pk = ?, updated_at = ? WHERE id = ?",
-                (session_pk, self._now(), item_id),
+                (session_pk, self.now(), item_id),
             )
-            self._log(
+            self.record_event(
                 "item.upload_session",
                 subject="item",
                 subject_id=item_id,
@@ -147,7 +147,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
             # Per present file, its newest completed or consumed upload, in one read; the rows read are the rows
             # changed (no second read of each inside the transition).
             uploads = []
-            for row in self._all(
+            for row in self.rows(
                 "SELECT files.id AS attached_file_id, files.path AS attached_file_path, uploads.* FROM files "
                 "LEFT JOIN uploads ON uploads.id = (SELECT max(newest.id) FROM uploads AS newest "
                 "WHERE newest.file_id = files.id AND newest.state IN ('completed', 'consumed')) "
@@ -186,7 +186,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
             raise ValueError(f"part size must be positive, got {part_size}")
         with self._fsynced(), self._atomic():
             # The file's case comes with it: its events name the case (and a file never changes case).
-            file = self._one(
+            file = self.row(
                 "SELECT files.*, items.case_id AS file_case_id FROM files "
                 "JOIN items ON items.id = files.item_id WHERE files.id = ?",
                 (file_id,),
@@ -207,7 +207,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
                     f"file {file['path']} already has upload {live['id']} in state {live['state']!r}; resume it, "
                     "or mark it expired, aborted or abandoned before creating another"
                 )
-            now = self._now()
+            now = self.now()
             part_count = max(1, -(-file["size"] // part_size))
             cursor = self.db.execute(
                 "INSERT INTO uploads (file_id, state, filename, file_size, part_size, part_count, intent_at, "
@@ -216,7 +216,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
             )
             upload_id = cursor.lastrowid
             assert upload_id is not None  # an INSERT's new row
-            self._log(
+            self.record_event(
                 "upload.creating",
                 subject="upload",
                 subject_id=upload_id,
@@ -235,7 +235,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
                 "initialized",
                 pk=pk,
                 s3_upload_id=s3_upload_id,
-                created_at=created_at or self._now(),
+                created_at=created_at or self.now(),
             )
 
     def upload_completed(self, upload_id: int) -> bool:
@@ -244,7 +244,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
             upload = self._get("upload", upload_id)
             if upload["state"] == "completed":
                 return False
-            parts = self._all(
+            parts = self.rows(
                 "SELECT number, md5 FROM parts WHERE upload_id = ? AND state = 'sent' ORDER BY number", (upload_id,)
             )
             sent = {p["number"] for p in parts}
@@ -254,14 +254,14 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
                     f"upload {upload_id} cannot be completed: parts {missing[:10]} of {upload['part_count']} have "
                     "no ETag recorded"
                 )
-            self._apply("upload", upload_id, upload, "completed", {"completed_at": self._now(), "last_error": None})
+            self._apply("upload", upload_id, upload, "completed", {"completed_at": self.now(), "last_error": None})
             if all(p["md5"] for p in parts):
                 self.db.execute(
                     "UPDATE files SET checksum = ?, checksum_part_size = ?, updated_at = ? WHERE id = ?",
                     (
                         composite_checksum([p["md5"] for p in parts]),
                         upload["part_size"],
-                        self._now(),
+                        self.now(),
                         upload["file_id"],
                     ),
                 )
@@ -296,7 +296,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
             expected = last_size if number == upload["part_count"] else upload["part_size"]
             if size != expected:
                 raise ValueError(f"part {number} of upload {upload_id} should be {expected} bytes, not {size}")
-            now = self._now()
+            now = self.now()
             # A part sent for the first time is the common case: insert it, and look for the row only when one
             # was there (sent again after list-parts invalidated it, or a repeat).
             inserted = self.db.execute(
@@ -305,7 +305,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
                 (upload_id, number, size, etag, md5, now, now),
             ).rowcount
             if not inserted:
-                existing = self._one("SELECT * FROM parts WHERE upload_id = ? AND number = ?", (upload_id, number))
+                existing = self.row("SELECT * FROM parts WHERE upload_id = ? AND number = ?", (upload_id, number))
                 assert existing is not None  # the INSERT above was refused: the row is there
                 return self._apply(
                     "part",
@@ -314,7 +314,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
                     "sent",
                     {"size": size, "etag": etag, "md5": md5, "sent_at": now},
                 )
-            self._log(
+            self.record_event(
                 "part.sent",
                 subject="part",
                 subject_id=(upload_id, number),
@@ -329,7 +329,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
         with self._atomic():
             changed = self.transition("part", (upload_id, number), "invalid")
             if changed:
-                self._log(
+                self.record_event(
                     "part.invalid.reason", subject="part", subject_id=(upload_id, number), data={"reason": reason}
                 )
         return changed
@@ -347,7 +347,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
     def _get(self, kind: str, key: object) -> dict[str, Any]:
         table, columns, values = self._key(kind, key)
         where = " AND ".join(f"{c} = ?" for c in columns)
-        row = self._one(f"SELECT * FROM {table} WHERE {where}", values)
+        row = self.row(f"SELECT * FROM {table} WHERE {where}", values)
         if row is None:
             raise UnknownRow(f"the ledger has no {kind} {key!r}")
         return row
@@ -368,14 +368,14 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
         if not check_transition(MACHINES[kind], key, row["state"], target, row, fields):
             return False
         fields = {name: redact(value) if name == "last_error" else value for name, value in fields.items()}
-        updates = {"state": target, "updated_at": self._now(), **fields}
+        updates = {"state": target, "updated_at": self.now(), **fields}
         if kind == "item" and target in ("planned", "failed", "withdrawn"):
             # Its upload session served one try: a retry, or new uploads, get a session of their own (m004).
             updates["upload_session_pk"] = None
         assignments = ", ".join(f"{name} = ?" for name in updates)
         where = " AND ".join(f"{c} = ?" for c in columns)
         self.db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", (*updates.values(), *values))
-        self._log(
+        self.record_event(
             f"{kind}.{target}",
             subject=kind,
             subject_id=key,
@@ -406,9 +406,9 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
             attempts: int = row["attempts"] + 1
             self.db.execute(
                 f"UPDATE {table} SET attempts = ?, last_error = ?, updated_at = ? WHERE {where}",
-                (attempts, redact(error), self._now(), *values),
+                (attempts, redact(error), self.now(), *values),
             )
-            self._log(
+            self.record_event(
                 f"{kind}.attempt",
                 subject=kind,
                 subject_id=key,

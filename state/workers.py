@@ -99,7 +99,7 @@ class LedgerWorkers(LedgerEvents):
             yield
             return
         started = last_voice = time.monotonic()
-        while not self._scalar("SELECT pg_try_advisory_lock(?)", (PLAN_LOCK_KEY,)):
+        while not self.scalar("SELECT pg_try_advisory_lock(?)", (PLAN_LOCK_KEY,)):
             now = time.monotonic()
             if now - started >= deadline_seconds:
                 raise PlanningLockTimeout(
@@ -119,11 +119,11 @@ class LedgerWorkers(LedgerEvents):
         try:
             yield
         finally:
-            self._scalar("SELECT pg_advisory_unlock(?)", (PLAN_LOCK_KEY,))
+            self.scalar("SELECT pg_advisory_unlock(?)", (PLAN_LOCK_KEY,))
 
     def _plan_lock_holder(self) -> str:
         # A bigint advisory key is stored as two 32-bit halves (classid, objid) with objsubid 1.
-        row = self._one(
+        row = self.row(
             "SELECT a.pid, a.application_name, host(a.client_addr) AS addr, "
             "date_trunc('second', a.backend_start)::text AS since "
             "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
@@ -140,7 +140,7 @@ class LedgerWorkers(LedgerEvents):
     def lease_clock(self) -> float:
         """Seconds on the clock every worker of the job agrees on (see the module docstring)."""
         if self._shared_store:
-            return float(self._scalar("SELECT extract(epoch FROM clock_timestamp())"))
+            return float(self.scalar("SELECT extract(epoch FROM clock_timestamp())"))
         return self._clock().timestamp()
 
     # ------------------------------------------------------------------------------------------------- workers
@@ -152,7 +152,7 @@ class LedgerWorkers(LedgerEvents):
                 "INSERT INTO workers (worker_id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (worker_id) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
                 "started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, stopped_at = NULL",
-                (worker_id, host, pid, self._now(), now),
+                (worker_id, host, pid, self.now(), now),
             )
             self.db.execute("DELETE FROM worker_holdings WHERE worker_id = ?", (worker_id,))
 
@@ -178,7 +178,7 @@ class LedgerWorkers(LedgerEvents):
             self.db.execute(
                 "UPDATE cases SET lease_expires_at = ? WHERE lease_owner = ?", (now + lease_seconds, worker_id)
             )
-        held = {row["id"] for row in self._all("SELECT id FROM cases WHERE lease_owner = ?", (worker_id,))}
+        held = {row["id"] for row in self.rows("SELECT id FROM cases WHERE lease_owner = ?", (worker_id,))}
         return sorted(set(running) - held)
 
     def worker_stopped(self, worker_id: str) -> None:
@@ -189,7 +189,7 @@ class LedgerWorkers(LedgerEvents):
                 "UPDATE cases SET lease_expires_at = ? WHERE lease_owner = ?", (self.lease_clock() - 1.0, worker_id)
             )
             self.db.execute("DELETE FROM worker_holdings WHERE worker_id = ?", (worker_id,))
-            self.db.execute("UPDATE workers SET stopped_at = ? WHERE worker_id = ?", (self._now(), worker_id))
+            self.db.execute("UPDATE workers SET stopped_at = ? WHERE worker_id = ?", (self.now(), worker_id))
 
     # -------------------------------------------------------------------------------------------------- leases
     def claim_case(
@@ -214,7 +214,7 @@ class LedgerWorkers(LedgerEvents):
         else:
             free, free_params, lock = "id > ?", (after_id,), ""
         with self.db.atomic():
-            rows = self._all(
+            rows = self.rows(
                 f"SELECT id, lease_owner FROM cases WHERE state IN ({_RUNNABLE_MARKS}) AND {free}{not_running} "
                 f"ORDER BY id LIMIT 1{lock}",
                 (*_RUNNABLE, *free_params, *skip),
@@ -242,7 +242,7 @@ class LedgerWorkers(LedgerEvents):
         if not self._shared_store:
             return LeasedElsewhere(cases=0, workers=(), soonest_expiry_seconds=0.0)
         now = self.lease_clock()
-        rows = self._all(
+        rows = self.rows(
             f"SELECT lease_owner, count(*) AS n, min(lease_expires_at) AS soonest FROM cases "
             f"WHERE state IN ({_RUNNABLE_MARKS}) AND lease_owner IS NOT NULL AND lease_owner <> ? "
             "AND lease_expires_at >= ? GROUP BY lease_owner ORDER BY lease_owner",
@@ -258,7 +258,7 @@ class LedgerWorkers(LedgerEvents):
         """Cases (any state) whose live lease another worker holds: work this worker must not touch."""
         if not self._shared_store:
             return set()
-        rows = self._all(
+        rows = self.rows(
             "SELECT id FROM cases WHERE lease_owner IS NOT NULL AND lease_owner <> ? AND lease_expires_at >= ?",
             (worker_id, self.lease_clock()),
         )
@@ -294,10 +294,8 @@ class LedgerWorkers(LedgerEvents):
 
     def shared_units(self, limit_name: str, *, lease_seconds: float) -> dict[str, int]:
         """``{worker_id: held}`` of the live workers, and ``"external"``: what a limit's room is spent on."""
-        units = {
-            "external": self._scalar("SELECT external FROM shared_limits WHERE limit_name = ?", (limit_name,)) or 0
-        }
-        for row in self._all(
+        units = {"external": self.scalar("SELECT external FROM shared_limits WHERE limit_name = ?", (limit_name,)) or 0}
+        for row in self.rows(
             "SELECT h.worker_id, h.held FROM worker_holdings h JOIN workers w ON w.worker_id = h.worker_id "
             "WHERE h.limit_name = ? AND w.stopped_at IS NULL AND w.heartbeat_at >= ? ORDER BY h.worker_id",
             (limit_name, self.lease_clock() - lease_seconds),
@@ -309,17 +307,17 @@ class LedgerWorkers(LedgerEvents):
         """The limit's external count, its row locked on PostgreSQL until the transaction ends: the first use of a
         limit makes the row (a concurrent maker waits on its key, then finds it), later ones only read it."""
         read = "SELECT external FROM shared_limits WHERE limit_name = ?" + (" FOR UPDATE" if self._shared_store else "")
-        external = self._scalar(read, (limit_name,))
+        external = self.scalar(read, (limit_name,))
         if external is None:
             self.db.execute(
                 "INSERT INTO shared_limits (limit_name, external) VALUES (?, 0) ON CONFLICT DO NOTHING", (limit_name,)
             )
-            external = self._scalar(read, (limit_name,))
+            external = self.scalar(read, (limit_name,))
         return int(external)
 
     def _units_held(self, worker_id: str, limit_name: str, alive_since: float) -> tuple[int, int]:
         """(this worker's units, the other live workers' units) under ``limit_name``, in one statement."""
-        row = self._one(
+        row = self.row(
             "SELECT coalesce(sum(CASE WHEN h.worker_id = ? THEN h.held END), 0) AS mine, "
             "coalesce(sum(CASE WHEN h.worker_id <> ? AND w.stopped_at IS NULL AND w.heartbeat_at >= ? "
             "THEN h.held END), 0) AS others "
@@ -334,15 +332,15 @@ class LedgerWorkers(LedgerEvents):
         now = self.lease_clock()
         leased = {
             row["lease_owner"]: row["n"]
-            for row in self._all(
+            for row in self.rows(
                 "SELECT lease_owner, count(*) AS n FROM cases WHERE lease_owner IS NOT NULL GROUP BY lease_owner"
             )
         }
         holdings: dict[str, dict[str, int]] = {}
-        for row in self._all("SELECT worker_id, limit_name, held FROM worker_holdings"):
+        for row in self.rows("SELECT worker_id, limit_name, held FROM worker_holdings"):
             holdings.setdefault(row["worker_id"], {})[row["limit_name"]] = row["held"]
         rows = []
-        for row in self._all("SELECT * FROM workers ORDER BY worker_id"):
+        for row in self.rows("SELECT * FROM workers ORDER BY worker_id"):
             age = max(now - row["heartbeat_at"], 0.0)
             stopped = row["stopped_at"] is not None
             rows.append(

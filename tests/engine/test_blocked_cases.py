@@ -101,4 +101,4 @@ def test_redacted_titles_stay_out_of_output_events_report_and_status_and_the_led
     ledger = tmp_path / "job.ledger.sqlite"
     assert stat.S_IMODE(ledger.stat().st_mode) == 0o600
     with Ledger.open_readonly(ledger) as opened:
-        assert [row["title"] for row in opened._all("SELECT title FROM cases ORDER BY id")] == ["patient1", "patient2"]
+        assert [row["title"] for row in opened.rows("SELECT title FROM cases ORDER BY id")] == ["patient1", "patient2"]

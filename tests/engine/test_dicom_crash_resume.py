@@ -64,7 +64,7 @@ def test_kill_9_during_de_identification_or_upload_resumes_without_redoing_stage
     assert part_puts and set(part_puts.values()) == {1}, f"parts sent again: {dict(part_puts)}"
     job = load_job(job_file)
     with Ledger.open(default_ledger_path(job_file), job.binding) as ledger:
-        items = [row["id"] for row in ledger._all("SELECT id FROM items")]
+        items = [row["id"] for row in ledger.rows("SELECT id FROM items")]
         per_item = {item: dicom_staging.staging_events(ledger, item) for item in items}
     # Each set recorded once: de-identified once, or (killed between its last file and its record) found whole.
     assert set(per_item.values()) == {1} and len(per_item) == len(CASES), per_item
@@ -113,7 +113,7 @@ def test_a_staged_copy_changed_on_disk_is_not_sent_but_staged_again(
 
     assert resumed.exit_code == 0, resumed.stderr
     with Ledger.open(default_ledger_path(job_file), load_job(job_file).binding) as ledger:
-        fresh = ledger._scalar("SELECT count(*) FROM events WHERE kind = 'dicom.staged'")
+        fresh = ledger.scalar("SELECT count(*) FROM events WHERE kind = 'dicom.staged'")
     assert fresh == 2, "the changed copy was sent instead of de-identified again"
     (display_set,) = threaded_emulator.context.store.display_sets.values()
     assert (

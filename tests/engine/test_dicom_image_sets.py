@@ -84,7 +84,7 @@ async def test_the_tutorial_flow_with_a_dicom_tree_sends_de_identified_image_set
     assert "generic-medical-image" not in values_by_socket(display_sets["patient2"])
     with Ledger.open(default_ledger_path(job_file), job.binding) as ledger:
         assert dicom_staging.staging_events(ledger) == 2  # one de-identification per image set
-        assert ledger._all("SELECT * FROM dicom_staging") == []  # released once Grand Challenge held them
+        assert ledger.rows("SELECT * FROM dicom_staging") == []  # released once Grand Challenge held them
     assert not any(job.dicom.staging.iterdir())
 
 

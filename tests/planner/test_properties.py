@@ -140,7 +140,7 @@ def test_replanning_is_idempotent_with_blocked_cases_required_sockets_and_pseudo
             assert snapshot(ledger) == recorded
             # Blocked cases block only themselves: the plan stays runnable.
             assert ledger.plan_state == "complete"
-            recorded_titles = [row["title"] for row in ledger._all("SELECT title FROM cases")]
+            recorded_titles = [row["title"] for row in ledger.rows("SELECT title FROM cases")]
         # No title carries the folder name: each is a hash, a CSV title, or a hashed stand-in.
         pseudonym = re.compile(r"case-[0-9a-f]{8}|case-\d+|untitled-[0-9a-f]{12}")
         assert all(pseudonym.fullmatch(title) for title in recorded_titles), recorded_titles

@@ -100,7 +100,7 @@ async def test_interrupted_export_leaves_complete_files_and_finishes_on_the_next
         group.cancel_scope.cancel()
     assert not (out / "answers.csv").exists()  # never a half-written file
     with ResultsLedger.open_export(out, reader_study=STUDY, base_url=world.emulator.base_url) as ledger:
-        runs = ledger._all("SELECT state FROM export_runs")
+        runs = ledger.rows("SELECT state FROM export_runs")
         assert [r["state"] for r in runs] == ["failed"]
         assert ledger.answer_count() == len(answers)
 

@@ -188,10 +188,10 @@ def test_a_change_whose_last_write_fails_leaves_none_of_its_writes_and_the_ledge
             ledger.db.execute("INSERT INTO shared_limits (limit_name, external) VALUES (?, 1)", ("first",))
             ledger.db.execute("INSERT INTO shared_limits (limit_name, external) VALUES (?, 2)", ("second",))
             ledger.db.execute("INSERT INTO shared_limits (limit_name, external) VALUES (?, 3)", ("second",))
-    assert ledger._all("SELECT * FROM shared_limits") == []
+    assert ledger.rows("SELECT * FROM shared_limits") == []
     with ledger.db.atomic():
         ledger.db.execute("INSERT INTO shared_limits (limit_name, external) VALUES (?, 4)", ("after",))
-    assert ledger._scalar("SELECT external FROM shared_limits WHERE limit_name = ?", ("after",)) == 4
+    assert ledger.scalar("SELECT external FROM shared_limits WHERE limit_name = ?", ("after",)) == 4
 
 
 def test_a_nested_block_that_raises_undoes_only_its_own_writes(ledger: Ledger) -> None:
@@ -202,9 +202,9 @@ def test_a_nested_block_that_raises_undoes_only_its_own_writes(ledger: Ledger) -
             raise ValueError("the nested change gives up")
         with pytest.raises(ValueError), ledger.db.atomic():
             ledger.db.execute("INSERT INTO shared_limits (limit_name, external) VALUES (?, 3)", ("read",))
-            assert ledger._scalar("SELECT count(*) FROM shared_limits") == 2, "its writes are seen by its reads"
+            assert ledger.scalar("SELECT count(*) FROM shared_limits") == 2, "its writes are seen by its reads"
             raise ValueError("and gives up after they were sent")
-    assert [row["limit_name"] for row in ledger._all("SELECT limit_name FROM shared_limits")] == ["outer"]
+    assert [row["limit_name"] for row in ledger.rows("SELECT limit_name FROM shared_limits")] == ["outer"]
 
 
 def test_a_write_in_a_change_tells_its_rowcount_and_new_id_as_it_would_alone(five_cases: Ledger) -> None:
@@ -214,4 +214,4 @@ def test_a_write_in_a_change_tells_its_rowcount_and_new_id_as_it_would_alone(fiv
             "INSERT INTO events (at, kind, subject, subject_id, data) VALUES (?, 'note', 'job', 1, '{}')", ("now",)
         )
         assert changed.rowcount == 5
-        assert event.lastrowid == five_cases._scalar("SELECT max(id) FROM events")
+        assert event.lastrowid == five_cases.scalar("SELECT max(id) FROM events")
