@@ -170,6 +170,20 @@ def gcbulk_run(job_file: Path, emulator: RunningEmulator, crash_at: str | None =
     )
 
 
+def start_gcbulk(emulator: RunningEmulator, *args: str) -> subprocess.Popen[str]:
+    """``gcbulk <args>`` in its own process as the seeded editor, stdout and stderr piped: for runs a test kills or
+    races. Several run at once in these tests, so none serves metrics (they would contend for the default port)."""
+    env = {**os.environ, "GRAND_CHALLENGE_AUTHORIZATION": emulator.tokens["editor"], "GCBULK_METRICS_ADDRESS": "off"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gcbulk", *args],
+        env=env,
+        cwd=Path(__file__).parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @dataclass(frozen=True)
 class Finished:
     """What a command run in this process left: its exit code and what it wrote."""
