@@ -41,13 +41,11 @@ from gcbulk.emulator.serializers import (
     ordered_display_sets,
 )
 from gcbulk.emulator.store import DisplaySet, ReaderStudy, User, new_uuid
-from gcbulk.emulator.value_requests import apply_values
-from gcbulk.emulator.value_set_fields import validate_value_set_fields
+from gcbulk.emulator.value_set_fields import save_values, title_taken, validate_value_set_fields
 from gcbulk.emulator.values import (
     LOCKED_BY_ANSWERS,
     is_editable,
     next_display_set_order,
-    remove_value,
 )
 from gcbulk.emulator.visibility import can_view_display_set
 
@@ -173,11 +171,9 @@ def _validate_fields(request: web.Request, user: User, data: dict[str, Any]) -> 
 
 
 def _check_unique_title(request: web.Request, study_pk: str, title: str, own_pk: str | None) -> None:
-    if not title:
-        return
-    for other in context_of(request).store.display_sets.values():
-        if other.reader_study_pk == study_pk and other.title == title and other.pk != own_pk:
-            raise bad_request({"non_field_errors": [NOT_UNIQUE]})
+    siblings = [other for other in context_of(request).store.display_sets.values() if other.reader_study_pk == study_pk]
+    if title_taken(siblings, title, own_pk):
+        raise bad_request({"non_field_errors": [NOT_UNIQUE]})
 
 
 async def create_display_set(request: web.Request) -> web.Response:
@@ -200,8 +196,8 @@ async def create_display_set(request: web.Request) -> web.Response:
     # in between see the same state: concurrent creates get duplicate orders, and a concurrent duplicate title
     # passes the check and fails on the database constraint with Django's HTML 500 (docs/gc-api.md §10).
     await asyncio.sleep(context.config.create_round_trip_seconds)
-    if title and any(
-        other.reader_study_pk == study.pk and other.title == title for other in context.store.display_sets.values()
+    if title_taken(
+        (other for other in context.store.display_sets.values() if other.reader_study_pk == study.pk), title
     ):
         return web.Response(status=500, text=SERVER_ERROR_HTML, content_type="text/html")
     display_set = DisplaySet(
@@ -231,11 +227,7 @@ async def _update_display_set(request: web.Request, *, partial: bool) -> web.Res
         display_set.title = attrs["title"]
     if "order" in attrs:
         display_set.order = attrs["order"] or next_display_set_order(context.store, study_pk)
-    apply_values(context, importer.worker_of(request), user, display_set, values)
-    if not partial:
-        listed = {value.socket.slug for value in values}
-        for slug in [slug for slug in display_set.values if slug not in listed]:
-            remove_value(context.store, display_set, slug)
+    save_values(context, importer.worker_of(request), user, display_set, values, partial=partial)
     return json_response(display_set_post_json(request, context, display_set))
 
 

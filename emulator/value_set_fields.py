@@ -1,18 +1,21 @@
-"""The body fields a display set and an archive item share, validated by one code path because the server's are one:
-the display sets' post serializer and ``ArchiveItemPostSerializer`` both use ``CIVSetPostSerializerMixin``, and
-``title`` is the same CharField (docs/gc-api.md §12). What differs is only the owner field (a study's slug, an
-archive's hyperlink) and a display set's ``order``; each endpoint passes those in."""
+"""What a display set and an archive item share, served by one code path because the server's is one: the display
+sets' post serializer and ``ArchiveItemPostSerializer`` both use ``CIVSetPostSerializerMixin``, ``title`` is the same
+CharField and both models hold a per-owner unique title (docs/gc-api.md §12). This module validates the body's fields,
+checks a title against its siblings and saves the values (PATCH and PUT). What differs is only the owner field (a
+study's slug, an archive's hyperlink) and a display set's ``order``; each endpoint passes those in."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from gcbulk.emulator.context import Context
 from gcbulk.emulator.http import ApiError, bad_request
-from gcbulk.emulator.store import User
-from gcbulk.emulator.value_requests import ValueRequest, validate_values
+from gcbulk.emulator.importer import ImportWorker
+from gcbulk.emulator.store import User, ValueSet
+from gcbulk.emulator.value_requests import ValueRequest, apply_values, validate_values
+from gcbulk.emulator.values import remove_value
 
 MAX_TITLE_LENGTH = 255
 
@@ -81,3 +84,26 @@ def validate_value_set_fields(
     if errors:
         raise bad_request(errors)
     return attrs, values
+
+
+def title_taken(siblings: Iterable[ValueSet], title: str, own_pk: str | None = None) -> bool:
+    """Whether another display set of the study, or item of the archive, holds ``title``: non-empty titles are unique
+    per owner (a conditional UniqueConstraint on both models), any number may be untitled."""
+    return bool(title) and any(other.title == title and other.pk != own_pk for other in siblings)
+
+
+def save_values(
+    context: Context,
+    worker: ImportWorker,
+    user: User,
+    value_set: ValueSet,
+    values: list[ValueRequest],
+    *,
+    partial: bool,
+) -> None:
+    """The mixin's update of ``values``: PATCH sets the sockets it lists, PUT also removes the ones it does not."""
+    apply_values(context, worker, user, value_set, values)
+    if not partial:
+        listed = {value.socket.slug for value in values}
+        for slug in [slug for slug in value_set.values if slug not in listed]:
+            remove_value(context.store, value_set, slug)
