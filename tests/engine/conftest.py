@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,6 +149,18 @@ async def study_display_sets(client: GrandChallengeClient) -> dict[str, dict]:
 
 def values_by_socket(display_set: dict) -> dict[str, dict]:
     return {socket_slug_of(value): value for value in display_set["values"]}
+
+
+TUTORIAL_SOCKETS = {"ct-image", "airway-segmentation"}
+
+
+async def assert_tutorial_values(client: GrandChallengeClient, titles: Iterable[str] | None = None) -> None:
+    """Each display set of ``titles`` (every one in the study when None) shows exactly the tutorial's two values, each
+    with its imported image: what a user sees in the study once a tutorial case is done."""
+    display_sets = await study_display_sets(client)
+    for title in display_sets if titles is None else titles:
+        values = values_by_socket(display_sets[title])
+        assert set(values) == TUTORIAL_SOCKETS and all(value["image"] for value in values.values()), (title, values)
 
 
 # ---- a killed run and its resumption -------------------------------------------------------------------------------
