@@ -180,15 +180,22 @@ def run_measured(what: str, argv: list[str], emulator: Emulator) -> Timed:
     """A client in its own process: wall seconds and its CPU seconds, start-up included (RUSAGE_CHILDREN grows by
     exactly the child's once it is waited for; the emulator, also a child, is still running and not counted).
     gcbulk and gcapi are both measured this way, so neither is spared its interpreter start and imports."""
+    timed, _ = run_measured_with_output(what, argv, emulator.token)
+    return timed
+
+
+def run_measured_with_output(what: str, argv: list[str], token: str) -> tuple[Timed, str]:
+    """``run_measured`` against any server whose API token is ``token`` (a local emulator's or a remote one's), and
+    the client's stdout (where a client prints what it made)."""
     compile_sources()
-    env = dict(os.environ, GRAND_CHALLENGE_AUTHORIZATION=emulator.token)
+    env = dict(os.environ, GRAND_CHALLENGE_AUTHORIZATION=token)
     cpu_before = cpu_seconds(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, cwd=REPO)
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"{what} failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    return Timed(elapsed, cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_before)
+    return Timed(elapsed, cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_before), result.stdout
 
 
 def run_gcbulk_measured(job: Path, emulator: Emulator) -> Timed:

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.capacity_runs import SOCKETS, make_tutorial_cases
-from benchmarks.harness import MIB, REPO, Timed, compile_sources, cpu_seconds
+from benchmarks.harness import MIB, Timed, run_measured_with_output
 
 TOKEN_FILE_MAX_BYTES = 4096  # a token is 64 characters; a larger file is not a token file
 CLIENTS = ("gcbulk", "gcapi")
@@ -85,19 +82,6 @@ def _copy_cases(template: list[tuple[str, list[Path]]], root: Path, prefix: str)
     return layout
 
 
-def _run(what: str, argv: list[str], server: Server) -> tuple[Timed, str]:
-    """A client in its own process (as ``harness.run_measured``): wall and CPU seconds, and its stdout."""
-    compile_sources()
-    env = dict(os.environ, GRAND_CHALLENGE_AUTHORIZATION=server.token)
-    cpu_before = cpu_seconds(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, cwd=REPO)
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"{what} failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    return Timed(elapsed, cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_before), result.stdout
-
-
 def _gcbulk(server: Server, layout: list[tuple[str, list[Path]]], directory: Path, engine: str) -> RemoteRun:
     rules = "".join(f'[[rules]]\nglob = "{glob}"\nsocket = "{slug}"\n\n' for glob, slug in SOCKETS)
     ca = f"ca_file = {json.dumps(str(server.ca_file))}\n" if server.ca_file else ""
@@ -106,7 +90,9 @@ def _gcbulk(server: Server, layout: list[tuple[str, list[Path]]], directory: Pat
         f"reader_study = {json.dumps(server.study)}\nbase_url = {json.dumps(server.base_url)}\n"
         f"case_root = {json.dumps(str(layout[0][1][0].parent.parent))}\n{ca}\n{rules}[engine]\n{engine}"
     )
-    timed, _ = _run("gcbulk run", ["-m", "gcbulk", "run", str(job), "--progress-interval", "30"], server)
+    timed, _ = run_measured_with_output(
+        "gcbulk run", ["-m", "gcbulk", "run", str(job), "--progress-interval", "30"], server.token
+    )
     finished = [
         event
         for event in map(json.loads, (directory / "remote-job.events.jsonl").read_text().splitlines())
@@ -127,7 +113,9 @@ def _gcapi(server: Server, layout: list[tuple[str, list[Path]]], directory: Path
             }
         )
     )
-    timed, out = _run("gcapi (tutorial)", ["-m", "benchmarks.gcapi_clients", "tutorial", str(layout_file)], server)
+    timed, out = run_measured_with_output(
+        "gcapi (tutorial)", ["-m", "benchmarks.gcapi_clients", "tutorial", str(layout_file)], server.token
+    )
     counted = json.loads(next(line for line in reversed(out.splitlines()) if line.startswith("{")))
     return RemoteRun("gcapi", timed, len(layout), _size(layout), int(counted["api_requests"]))
 

@@ -23,9 +23,8 @@ from aiohttp import web
 
 from gcbulk.emulator import importer
 from gcbulk.emulator.context import Context, context_of
-from gcbulk.emulator.display_sets import SERVER_ERROR_HTML, title_errors
+from gcbulk.emulator.display_sets import SERVER_ERROR_HTML
 from gcbulk.emulator.http import (
-    ApiError,
     absolute_url,
     bad_request,
     current_user,
@@ -42,8 +41,8 @@ from gcbulk.emulator.http import (
 from gcbulk.emulator.reader_studies import UUID_PK, model_choice_filter
 from gcbulk.emulator.serializers import sorted_values, value_json, value_post_json
 from gcbulk.emulator.store import Archive, ArchiveItem, User, new_uuid
-from gcbulk.emulator.value_requests import INVALID_HYPERLINK, ValueRequest, apply_values, validate_values
-from gcbulk.emulator.values import remove_value
+from gcbulk.emulator.value_requests import INVALID_HYPERLINK, ValueRequest
+from gcbulk.emulator.value_set_fields import save_values, title_taken, validate_value_set_fields
 from gcbulk.emulator.visibility import can_view_value_set, refresh_image_studies
 
 NOT_UNIQUE = "The fields title, archive must make a unique set."
@@ -161,44 +160,20 @@ def _uploadable_archive(request: web.Request, user: User, url: Any) -> Archive:
 def _validate_fields(
     request: web.Request, user: User, data: dict[str, Any]
 ) -> tuple[dict[str, Any], list[ValueRequest]]:
-    """DRF field validation of the item body: every field's errors at once, as one 400. The title rules are the
-    display sets' (the same CharField); the values go through the display sets' ``validate_values``."""
-    attrs: dict[str, Any] = {}
-    errors: dict[str, Any] = {}
-    if data.get("archive") is not None:
-        try:
-            attrs["archive"] = _uploadable_archive(request, user, data["archive"])
-        except ValueError as error:
-            errors["archive"] = [str(error)]
-    if "title" in data:
-        title = data["title"]
-        if title is None:
-            errors["title"] = ["This field may not be null."]
-        elif isinstance(title, (dict, list, bool)):
-            errors["title"] = ["Not a valid string."]
-        elif title_errors(str(title).strip()):
-            errors["title"] = title_errors(str(title).strip())
-        else:
-            attrs["title"] = str(title).strip()
-    values: list[ValueRequest] = []
-    if "values" in data and data["values"] is None:
-        errors["values"] = ["This field may not be null."]
-    elif data.get("values") is not None:
-        try:
-            values = validate_values(context_of(request), user, data["values"])
-        except ApiError as error:
-            errors.update(error.body)
-    if errors:
-        raise bad_request(errors)
-    return attrs, values
+    """The item body's fields: a display set's (``value_set_fields``), with the archive's hyperlink as the owner."""
+    return validate_value_set_fields(
+        context_of(request),
+        user,
+        data,
+        owner_field="archive",
+        read_owner=lambda url: _uploadable_archive(request, user, url),
+    )
 
 
 def _check_unique_title(request: web.Request, archive_pk: str, title: str, own_pk: str | None) -> None:
-    if not title:
-        return
-    for other in context_of(request).store.archive_items.values():
-        if other.archive_pk == archive_pk and other.title == title and other.pk != own_pk:
-            raise bad_request({"non_field_errors": [NOT_UNIQUE]})
+    siblings = [other for other in context_of(request).store.archive_items.values() if other.archive_pk == archive_pk]
+    if title_taken(siblings, title, own_pk):
+        raise bad_request({"non_field_errors": [NOT_UNIQUE]})
 
 
 async def create_archive_item(request: web.Request) -> web.Response:
@@ -217,9 +192,7 @@ async def create_archive_item(request: web.Request) -> web.Response:
     # As for display sets (docs/gc-api.md §10): the title check and the insert are separate round trips, so a
     # concurrent duplicate passes the check and fails on ``unique_archive_item_title`` with Django's HTML 500.
     await asyncio.sleep(context.config.create_round_trip_seconds)
-    if title and any(
-        other.archive_pk == archive.pk and other.title == title for other in context.store.archive_items.values()
-    ):
+    if title_taken((other for other in context.store.archive_items.values() if other.archive_pk == archive.pk), title):
         return web.Response(status=500, text=SERVER_ERROR_HTML, content_type="text/html")
     item = ArchiveItem(pk=new_uuid(), archive_pk=archive.pk, title=title, created=context.clock.now())
     context.store.archive_items[item.pk] = item
@@ -241,11 +214,7 @@ async def _update_archive_item(request: web.Request, *, partial: bool) -> web.Re
             refresh_image_studies(context.store, value.image_pk)
     if "title" in attrs:
         item.title = attrs["title"]
-    apply_values(context, importer.worker_of(request), user, item, values)
-    if not partial:
-        listed = {value.socket.slug for value in values}
-        for slug in [slug for slug in item.values if slug not in listed]:
-            remove_value(context.store, item, slug)
+    save_values(context, importer.worker_of(request), user, item, values, partial=partial)
     return json_response(archive_item_post_json(request, context, item))
 
 

@@ -23,7 +23,6 @@ from gcbulk.emulator.answer_types import NON_ANSWERABLE_TYPES
 from gcbulk.emulator.context import context_of
 from gcbulk.emulator.http import (
     SERVICE_VARIANT,
-    ApiError,
     bad_request,
     current_user,
     forbidden,
@@ -42,12 +41,11 @@ from gcbulk.emulator.serializers import (
     ordered_display_sets,
 )
 from gcbulk.emulator.store import DisplaySet, ReaderStudy, User, new_uuid
-from gcbulk.emulator.value_requests import ValueRequest, apply_values, validate_values
+from gcbulk.emulator.value_set_fields import save_values, title_taken, validate_value_set_fields
 from gcbulk.emulator.values import (
     LOCKED_BY_ANSWERS,
     is_editable,
     next_display_set_order,
-    remove_value,
 )
 from gcbulk.emulator.visibility import can_view_display_set
 
@@ -57,23 +55,7 @@ SERVER_ERROR_HTML = (
     '\n<!doctype html>\n<html lang="en">\n<head>\n  <title>Server Error (500)</title>\n</head>\n<body>\n'
     "  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n"
 )
-MAX_TITLE_LENGTH = 255
 MAX_ORDER = 2147483647  # PositiveIntegerField
-
-
-def title_errors(title: str) -> list[str]:
-    """Why the server refuses a (whitespace-stripped) title: DRF's CharField runs its max-length, null-character and
-    surrogate validators, in that order, and reports every failure. PostgreSQL text cannot hold a NUL, so no title on
-    the server ever contains one."""
-    errors = []
-    if len(title) > MAX_TITLE_LENGTH:
-        errors.append(f"Ensure this field has no more than {MAX_TITLE_LENGTH} characters.")
-    if "\x00" in title:
-        errors.append("Null characters are not allowed.")
-    surrogate = next((c for c in title if 0xD800 <= ord(c) <= 0xDFFF), None)
-    if surrogate is not None:
-        errors.append(f"Surrogate characters are not allowed: U+{ord(surrogate):X}.")
-    return errors
 
 
 def _truthy(raw: str) -> bool:
@@ -152,10 +134,10 @@ async def retrieve_display_set(request: web.Request) -> web.Response:
 def _editable_study(request: web.Request, user: User, slug: Any) -> ReaderStudy:
     """The SlugRelatedField over the studies the user may change; any other slug "does not exist"."""
     if not isinstance(slug, str):
-        raise bad_request({"reader_study": ["Invalid value."]})
+        raise ValueError("Invalid value.")
     study = context_of(request).store.reader_study_by_slug(slug)
     if study is None or not study.can_change(user):
-        raise bad_request({"reader_study": [f"Object with slug={slug} does not exist."]})
+        raise ValueError(f"Object with slug={slug} does not exist.")
     return study
 
 
@@ -177,48 +159,21 @@ def _drf_order(raw: Any) -> int:
 
 
 def _validate_fields(request: web.Request, user: User, data: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
-    """DRF field validation of the display-set body: every field's errors at once, as one 400."""
-    attrs: dict[str, Any] = {}
-    errors: dict[str, Any] = {}
-    if data.get("reader_study") is not None:
-        try:
-            attrs["reader_study"] = _editable_study(request, user, data["reader_study"])
-        except ApiError as error:
-            errors.update(error.body)
-    if "title" in data:
-        title = data["title"]
-        if title is None:
-            errors["title"] = ["This field may not be null."]
-        elif isinstance(title, (dict, list, bool)):
-            errors["title"] = ["Not a valid string."]
-        elif title_errors(str(title).strip()):
-            errors["title"] = title_errors(str(title).strip())
-        else:
-            attrs["title"] = str(title).strip()
-    if "order" in data:
-        try:
-            attrs["order"] = _drf_order(data["order"])
-        except ValueError as error:
-            errors["order"] = [str(error)]
-    values: list[ValueRequest] = []
-    if "values" in data and data["values"] is None:
-        errors["values"] = ["This field may not be null."]  # docs/gc-api.md §10
-    elif data.get("values") is not None:
-        try:
-            values = validate_values(context_of(request), user, data["values"])
-        except ApiError as error:
-            errors.update(error.body)
-    if errors:
-        raise bad_request(errors)
-    return attrs, values
+    """The display-set body's fields (one code path with an archive item's: ``value_set_fields``)."""
+    return validate_value_set_fields(
+        context_of(request),
+        user,
+        data,
+        owner_field="reader_study",
+        read_owner=lambda slug: _editable_study(request, user, slug),
+        more_fields={"order": _drf_order},
+    )
 
 
 def _check_unique_title(request: web.Request, study_pk: str, title: str, own_pk: str | None) -> None:
-    if not title:
-        return
-    for other in context_of(request).store.display_sets.values():
-        if other.reader_study_pk == study_pk and other.title == title and other.pk != own_pk:
-            raise bad_request({"non_field_errors": [NOT_UNIQUE]})
+    siblings = [other for other in context_of(request).store.display_sets.values() if other.reader_study_pk == study_pk]
+    if title_taken(siblings, title, own_pk):
+        raise bad_request({"non_field_errors": [NOT_UNIQUE]})
 
 
 async def create_display_set(request: web.Request) -> web.Response:
@@ -241,8 +196,8 @@ async def create_display_set(request: web.Request) -> web.Response:
     # in between see the same state: concurrent creates get duplicate orders, and a concurrent duplicate title
     # passes the check and fails on the database constraint with Django's HTML 500 (docs/gc-api.md §10).
     await asyncio.sleep(context.config.create_round_trip_seconds)
-    if title and any(
-        other.reader_study_pk == study.pk and other.title == title for other in context.store.display_sets.values()
+    if title_taken(
+        (other for other in context.store.display_sets.values() if other.reader_study_pk == study.pk), title
     ):
         return web.Response(status=500, text=SERVER_ERROR_HTML, content_type="text/html")
     display_set = DisplaySet(
@@ -272,11 +227,7 @@ async def _update_display_set(request: web.Request, *, partial: bool) -> web.Res
         display_set.title = attrs["title"]
     if "order" in attrs:
         display_set.order = attrs["order"] or next_display_set_order(context.store, study_pk)
-    apply_values(context, importer.worker_of(request), user, display_set, values)
-    if not partial:
-        listed = {value.socket.slug for value in values}
-        for slug in [slug for slug in display_set.values if slug not in listed]:
-            remove_value(context.store, display_set, slug)
+    save_values(context, importer.worker_of(request), user, display_set, values, partial=partial)
     return json_response(display_set_post_json(request, context, display_set))
 
 

@@ -24,7 +24,8 @@ Use from one thread (the event loop's), like the ledger itself.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,17 @@ class ResultsLedger(MaskRecords):
         if target in ("done", "failed"):
             fields["finished_at"] = self.now()
         return self._transition("export_run", "export_runs", "id", run_id, target, **fields)
+
+    @contextmanager
+    def run_recorded(self, run_id: int, counts: Callable[[], dict[str, Any]]) -> Iterator[None]:
+        """Records how the export run inside the block ends, with ``counts()`` as they stand then: ``failed`` on any
+        exception (an interruption included, so a killed export never reads as done), ``done`` otherwise."""
+        try:
+            yield
+        except BaseException:
+            self.run_moved(run_id, "failed", counts())
+            raise
+        self.run_moved(run_id, "done", counts())
 
     def run(self, run_id: int) -> dict[str, Any]:
         row = self.row("SELECT * FROM export_runs WHERE id = ?", (run_id,))

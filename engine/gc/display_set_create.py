@@ -29,14 +29,11 @@ from gcbulk.engine.gc.retry import RetryPolicy, current_budget
 PATH = "reader-studies/display-sets/"
 
 
-class DisplaySetApi(Protocol):
-    """What a create needs of ``GrandChallengeClient`` (which calls this module, so it is not imported here)."""
+class CreateApi(Protocol):
+    """What ``create_titled`` needs of a client: its retry policy and one request (any titled create, display set or
+    archive item, goes through it)."""
 
     retry_policy: RetryPolicy
-
-    async def reader_study_by_slug(self, slug: str) -> dict[str, Any]: ...
-
-    async def find_display_set_by_title(self, reader_study_pk: str, title: str) -> dict[str, Any] | None: ...
 
     async def request(
         self,
@@ -47,6 +44,14 @@ class DisplaySetApi(Protocol):
         reconcile: Callable[[], Awaitable[Any]] | None = None,
         translate: Callable[[ApiError], Exception | None] | None = None,
     ) -> Any: ...
+
+
+class DisplaySetApi(CreateApi, Protocol):
+    """What a create needs of ``GrandChallengeClient`` (which calls this module, so it is not imported here)."""
+
+    async def reader_study_by_slug(self, slug: str) -> dict[str, Any]: ...
+
+    async def find_display_set_by_title(self, reader_study_pk: str, title: str) -> dict[str, Any] | None: ...
 
 
 class TitleTaken(GcbulkError):
@@ -123,20 +128,6 @@ class TitledCreate:
     owner_field: str  # the body field a user without the right is refused on (``reader_study``, ``archive``)
     not_allowed: str  # "this token's user may not add … to …"
     remedy: str  # what to do about it
-
-
-class CreateApi(Protocol):
-    retry_policy: RetryPolicy
-
-    async def request(
-        self,
-        method: str,
-        path_or_url: str,
-        *,
-        json: Any = None,
-        reconcile: Callable[[], Awaitable[Any]] | None = None,
-        translate: Callable[[ApiError], Exception | None] | None = None,
-    ) -> Any: ...
 
 
 async def create_titled(

@@ -118,7 +118,7 @@ async def export_archive(
     ) as ledger:
         run = ledger.start_run("archive")
         summary = ArchiveExportSummary(archive=options.archive, out_dir=options.out_dir)
-        try:
+        with ledger.run_recorded(run, summary.counts):
             try:
                 async with anyio.create_task_group() as group:
                     if on_progress is not None:
@@ -129,10 +129,6 @@ async def export_archive(
                 # anyio wraps what the downloads or the listing raised: the caller gets the error that matters
                 # (a rejected token stays an AuthenticationFailed: exit 2, not a bug).
                 raise first_error(group_error) from None
-        except BaseException:
-            ledger.run_moved(run, "failed", summary.counts())
-            raise
-        ledger.run_moved(run, "done", summary.counts())
         return summary
 
 

@@ -145,12 +145,8 @@ async def export_reader_study(client: Any, options: ExportOptions) -> ExportSumm
     ) as ledger:
         run = ledger.start_run("mine" if options.mine else "all")
         summary = ExportSummary(reader_study=options.reader_study, out_dir=options.out_dir)
-        try:
+        with ledger.run_recorded(run, summary.counts):
             await _export(client, ledger, run, str(study["pk"]), options, summary)
-        except BaseException:
-            ledger.run_moved(run, "failed", summary.counts())
-            raise
-        ledger.run_moved(run, "done", summary.counts())
         return summary
 
 

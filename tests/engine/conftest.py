@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,6 +151,18 @@ def values_by_socket(display_set: dict) -> dict[str, dict]:
     return {socket_slug_of(value): value for value in display_set["values"]}
 
 
+TUTORIAL_SOCKETS = {"ct-image", "airway-segmentation"}
+
+
+async def assert_tutorial_values(client: GrandChallengeClient, titles: Iterable[str] | None = None) -> None:
+    """Each display set of ``titles`` (every one in the study when None) shows exactly the tutorial's two values, each
+    with its imported image: what a user sees in the study once a tutorial case is done."""
+    display_sets = await study_display_sets(client)
+    for title in display_sets if titles is None else titles:
+        values = values_by_socket(display_sets[title])
+        assert set(values) == TUTORIAL_SOCKETS and all(value["image"] for value in values.values()), (title, values)
+
+
 # ---- a killed run and its resumption -------------------------------------------------------------------------------
 
 
@@ -167,6 +179,20 @@ def gcbulk_run(job_file: Path, emulator: RunningEmulator, crash_at: str | None =
         text=True,
         timeout=120,
         cwd=Path(__file__).parents[2],
+    )
+
+
+def start_gcbulk(emulator: RunningEmulator, *args: str) -> subprocess.Popen[str]:
+    """``gcbulk <args>`` in its own process as the seeded editor, stdout and stderr piped: for runs a test kills or
+    races. Several run at once in these tests, so none serves metrics (they would contend for the default port)."""
+    env = {**os.environ, "GRAND_CHALLENGE_AUTHORIZATION": emulator.tokens["editor"], "GCBULK_METRICS_ADDRESS": "off"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "gcbulk", *args],
+        env=env,
+        cwd=Path(__file__).parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -17,10 +17,10 @@ from gcbulk.engine.jobfile import load_job
 from gcbulk.state.ledger import Ledger, default_ledger_path
 from tests.engine.conftest import (
     FAST_ENGINE,
+    assert_tutorial_values,
     make_tutorial_tree,
     run_job,
     study_display_sets,
-    values_by_socket,
     write_job,
 )
 from tests.imaging import make_mha
@@ -33,11 +33,8 @@ def faults(emulator: RunningEmulator, *rules: FaultRule, seed: int = 3) -> None:
 
 
 async def assert_all_imported(client: GrandChallengeClient, titles: list[str] = TITLES) -> None:
-    display_sets = await study_display_sets(client)
-    assert sorted(display_sets) == sorted(titles)
-    for display_set in display_sets.values():
-        values = values_by_socket(display_set)
-        assert set(values) == {"ct-image", "airway-segmentation"} and all(v["image"] for v in values.values())
+    assert sorted(await study_display_sets(client)) == sorted(titles)
+    await assert_tutorial_values(client, titles)
 
 
 def one_display_set_per_title(emulator: RunningEmulator) -> bool:

@@ -16,10 +16,9 @@ from gcbulk.engine.jobfile import load_job
 from gcbulk.state.ledger import Ledger, default_ledger_path
 from tests.engine.conftest import (
     FAST_ENGINE,
+    assert_tutorial_values,
     make_tutorial_tree,
     run_job,
-    study_display_sets,
-    values_by_socket,
     write_job,
 )
 from tests.imaging import make_mask
@@ -46,9 +45,7 @@ async def test_a_refused_segmentation_fails_its_case_with_the_servers_message_an
     assert outcome.done == 2
     assert [title for title, _ in outcome.failed] == ["patient2"]
     assert "airway-segmentation" in outcome.failed[0][1] and OVERLAY_MESSAGE in outcome.failed[0][1]
-    display_sets = await study_display_sets(client)
-    for title in ("patient1", "patient3"):
-        assert set(values_by_socket(display_sets[title])) == {"ct-image", "airway-segmentation"}
+    await assert_tutorial_values(client, ["patient1", "patient3"])
     # Tracked by pk: one GET per session, never a scan of the list (docs/gc-api.md §10: it is slow and grows forever).
     requests = emulator.context.counters.requests
     assert requests.get(SESSION_LIST, 0) == 0
@@ -74,8 +71,7 @@ async def test_a_server_that_refuses_upload_sessions_gets_the_uploads_attached_d
     assert "refused to create an upload session" in caplog.text and "attaching uploads directly" in caplog.text
     events = (tmp_path / "events.jsonl").read_text()
     assert events.count('"upload_sessions_refused"') == 1  # said once, not per case
-    for display_set in (await study_display_sets(client)).values():
-        assert all(value["image"] for value in values_by_socket(display_set).values())
+    await assert_tutorial_values(client)
 
 
 async def test_each_image_is_sent_as_one_upload_session_aimed_at_its_display_set_and_no_values_patch(
@@ -96,8 +92,7 @@ async def test_each_image_is_sent_as_one_upload_session_aimed_at_its_display_set
         for s in emulator.context.store.upload_sessions.values()
     )
     assert targets == [(True, "airway-segmentation")] * 2 + [(True, "ct-image")] * 2
-    for display_set in (await study_display_sets(client)).values():
-        assert all(value["image"] for value in values_by_socket(display_set).values())
+    await assert_tutorial_values(client)
 
 
 async def test_a_lost_answer_to_an_aimed_session_is_looked_up_and_never_imports_the_uploads_twice(

@@ -15,10 +15,9 @@ from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
 from tests.engine.conftest import (
     FAST_ENGINE,
+    assert_tutorial_values,
     make_tutorial_tree,
     run_job,
-    study_display_sets,
-    values_by_socket,
     write_job,
 )
 
@@ -41,10 +40,7 @@ async def test_a_staggered_two_image_case_polls_its_display_set_about_once_and_p
     with anyio.fail_after(BOUND):
         outcome = await run_job(write_job(tmp_path, emulator), emulator, config)
     assert outcome.done == CASES and outcome.failed == []
-    display_sets = await study_display_sets(client)
-    assert all({"ct-image", "airway-segmentation"} <= set(values_by_socket(ds)) for ds in display_sets.values()), (
-        display_sets
-    )
+    await assert_tutorial_values(client)
     requests = emulator.context.counters.requests
     assert requests.get(f"POST {API}cases/upload-sessions/", 0) == 2 * CASES
     polls = requests.get(f"GET {API}reader-studies/display-sets/{{pk}}/", 0)

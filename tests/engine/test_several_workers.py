@@ -9,10 +9,8 @@ installed.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,25 +19,16 @@ import psycopg
 import pytest
 
 from gcbulk.emulator.server import RunningEmulator
-from tests.engine.conftest import make_tutorial_tree, write_job
+from tests.engine.conftest import make_tutorial_tree, start_gcbulk, write_job
 from tests.imaging import make_mask, make_mha
 from tests.soak.test_random_kills import server_outcome
 
-REPO = Path(__file__).parents[2]
 RUN_BOUND_SECONDS = 150  # a worker that has not ended by then has hung (a run here takes 10–40 s)
 LEASE = "lease_seconds = 3\n"  # a dead worker's cases are taken over within seconds, not the default 30
 
 
 def start_worker(job_file: Path, dsn: str, worker_id: str, emulator: RunningEmulator) -> subprocess.Popen:
-    env = {**os.environ, "GRAND_CHALLENGE_AUTHORIZATION": emulator.tokens["editor"], "GCBULK_METRICS_ADDRESS": "off"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "gcbulk", "run", str(job_file), "--ledger", dsn, "--worker-id", worker_id],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_gcbulk(emulator, "run", str(job_file), "--ledger", dsn, "--worker-id", worker_id)
 
 
 def finish(workers: dict[str, subprocess.Popen], dsn: str) -> dict[str, tuple[int, str]]:

@@ -27,7 +27,7 @@ import pytest
 from gcbulk.emulator.context import EmulatorConfig
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.state.ledger import default_ledger_path
-from tests.engine.conftest import write_job
+from tests.engine.conftest import start_gcbulk, write_job
 from tests.imaging import make_mask, make_mha
 from tests.pg_server import PgServer
 
@@ -66,26 +66,14 @@ def _job(root: Path, name: str, emulator: RunningEmulator) -> Path:
     return write_job(folder, emulator)
 
 
-def _gcbulk(emulator: RunningEmulator, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "GRAND_CHALLENGE_AUTHORIZATION": emulator.tokens["editor"], "GCBULK_METRICS_ADDRESS": "off"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "gcbulk", *args],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _start_together(
     emulator: RunningEmulator, commands: dict[str, list[list[str]]], rng: random.Random
 ) -> dict[str, list[subprocess.Popen[str]]]:
     """Starts every command; one job's processes start a random moment (up to 0.6 s) after the other's."""
     first, second = rng.sample(sorted(commands), 2)
-    started = {first: [_gcbulk(emulator, *argv) for argv in commands[first]]}
+    started = {first: [start_gcbulk(emulator, *argv) for argv in commands[first]]}
     time.sleep(rng.uniform(0.0, 0.6))
-    started[second] = [_gcbulk(emulator, *argv) for argv in commands[second]]
+    started[second] = [start_gcbulk(emulator, *argv) for argv in commands[second]]
     return started
 
 

@@ -19,7 +19,6 @@ import pytest
 from gcbulk.emulator.admin_answers import create_answer
 from gcbulk.emulator.answer_types import ANSWER_TYPES, NON_ANSWERABLE_TYPES
 from gcbulk.emulator.context import SCHEMAS
-from gcbulk.emulator.display_sets import title_errors
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.emulator.store import (
     Answer,
@@ -30,6 +29,7 @@ from gcbulk.emulator.store import (
     SocketValue,
     new_uuid,
 )
+from gcbulk.emulator.value_set_fields import title_errors
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.retry import RetryPolicy
 from gcbulk.engine.results.export import (

@@ -14,7 +14,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,12 +22,11 @@ import pytest
 
 from gcbulk.emulator.faults import FaultRule
 from gcbulk.emulator.server import RunningEmulator
-from tests.engine.conftest import write_job
+from tests.engine.conftest import start_gcbulk, write_job
 from tests.imaging import make_mask, make_mha
 
 KILLS = int(os.environ.get("GCBULK_SOAK_KILLS", "30"))
 SEED = int(os.environ.get("GCBULK_SOAK_SEED", "20261128"))
-REPO = Path(__file__).parents[2]
 SOCKETS = {"ct-image", "airway-segmentation"}
 RUN_BOUND_SECONDS = 300  # one run that does not end by then has hung
 
@@ -45,18 +43,6 @@ pytestmark = [
         ),
     ),
 ]
-
-
-def _gcbulk(*args: str, emulator: RunningEmulator) -> subprocess.Popen:
-    env = {**os.environ, "GRAND_CHALLENGE_AUTHORIZATION": emulator.tokens["editor"], "GCBULK_METRICS_ADDRESS": "off"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "gcbulk", *args],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _add_cases(cases: Path, first: int, count: int, rng: random.Random) -> None:
@@ -83,7 +69,7 @@ def test_random_kills_leave_no_duplicate_no_gap_and_no_orphan(
     started = time.monotonic()
     while kills < KILLS:
         events_before = _event_lines(tmp_path / "job.events.jsonl")
-        run = _gcbulk("run", str(job_file), emulator=threaded_emulator)
+        run = start_gcbulk(threaded_emulator, "run", str(job_file))
         if rng.random() < 0.15:  # now and then while it starts (Python importing, the plan, the first reads) …
             time.sleep(rng.uniform(0.0, 1.5))
         else:  # … mostly at a random moment of its work, once it has written its first event
@@ -99,10 +85,10 @@ def test_random_kills_leave_no_duplicate_no_gap_and_no_orphan(
         if rng.random() < 0.5 or run.returncode >= 0:
             _add_cases(cases, next_case, 2, rng)  # the migration grows while it is being killed
             next_case += 2
-    final = _gcbulk("run", str(job_file), emulator=threaded_emulator)
+    final = start_gcbulk(threaded_emulator, "run", str(job_file))
     out, err = final.communicate(timeout=RUN_BOUND_SECONDS)
     assert final.returncode == 0, err
-    check = _gcbulk("verify", str(job_file), emulator=threaded_emulator)
+    check = start_gcbulk(threaded_emulator, "verify", str(job_file))
     out, err = check.communicate(timeout=RUN_BOUND_SECONDS)
     assert check.returncode == 0, out + err
 
