@@ -309,39 +309,51 @@ class CaseUpload:
 
     async def _adopt_earlier_patch(self, kinds: dict[str, str]) -> None:
         """After a crash between the values PATCH and its record, the uploads may be consumed already: sending the
-        PATCH again would name uploads that no longer exist. Items the server took are recorded as attached."""
+        PATCH again would name uploads that no longer exist. Items the server took are recorded as attached. The
+        items are looked at side by side: one that must wait for its image to show (below) does not hold the others'."""
         display_set = await self.ctx.target.get(self.case.display_set.pk)
         present = present_sockets(display_set, kinds)
-        for item in self.case.items:
-            if item.state != "uploaded":
-                continue
-            taken = item.socket_slug in present
-            upload_pks = await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_pks, item.id)
-            if not taken and kinds[item.socket_slug] == IMAGE and not await is_image_set(self.ctx, item.socket_slug):
-                session_pk = await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_session, item.id)
-                if session_pk:  # its own session left Queued only if the PATCH named it (docs/gc-api.md §10)
-                    try:
-                        session = await self.ctx.client.get_upload_session(session_pk)
-                    except NotFound:
-                        session = {}
-                    taken = session.get("status", SESSION_QUEUED) != SESSION_QUEUED
-                else:  # killed between its session POST and the record, or an older gcbulk's direct attach
-                    found = await self.sessions.find(upload_pks)
-                    taken = found is not None and found.get("status") != SESSION_QUEUED
-                    if not taken and upload_pks and await any_upload_gone(self.ctx.client, tuple(upload_pks)):
-                        # Consumed by an import whose image the server links moments later (§10), or swept: sent
-                        # again only if no image comes, never a second import of the same file.
-                        taken = await image_linked_soon(
-                            self.ctx.target, self.case.display_set.pk, item.socket_slug, who=self.case.title
-                        )
-            elif not taken and upload_pks:
-                try:
-                    await self.ctx.client.get_upload(upload_pks[0])
-                except NotFound:
-                    taken = True  # consumed by the file copy
-            if taken:
+
+        async def adopt(item: ItemWork) -> None:
+            if await self._taken_by_earlier_patch(item, present, kinds):
                 await self.record(self.ctx.journal.ledger.item_attached, item.id)
+
+        async with anyio.create_task_group() as group:
+            for item in self.case.items:
+                if item.state == "uploaded":
+                    group.start_soon(adopt, item)
         await self._refresh()
+
+    async def _taken_by_earlier_patch(self, item: ItemWork, present: set[str], kinds: dict[str, str]) -> bool:
+        """Whether the server took this uploaded item's value before the crash (its uploads are then consumed)."""
+        if item.socket_slug in present:
+            return True
+        upload_pks = await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_pks, item.id)
+        if kinds[item.socket_slug] == IMAGE and not await is_image_set(self.ctx, item.socket_slug):
+            session_pk = await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_session, item.id)
+            if session_pk:  # its own session left Queued only if the PATCH named it (docs/gc-api.md §10)
+                try:
+                    session = await self.ctx.client.get_upload_session(session_pk)
+                except NotFound:
+                    session = {}
+                return bool(session.get("status", SESSION_QUEUED) != SESSION_QUEUED)
+            # Killed between its session POST and the record, or an older gcbulk's direct attach.
+            found = await self.sessions.find(upload_pks)
+            if found is not None and found.get("status") != SESSION_QUEUED:
+                return True
+            if upload_pks and await any_upload_gone(self.ctx.client, tuple(upload_pks)):
+                # Consumed by an import whose image the server links moments later (§10), or swept: sent again only
+                # if no image comes, never a second import of the same file.
+                return await image_linked_soon(
+                    self.ctx.target, self.case.display_set.pk, item.socket_slug, who=self.case.title
+                )
+            return False
+        if upload_pks:
+            try:
+                await self.ctx.client.get_upload(upload_pks[0])
+            except NotFound:
+                return True  # consumed by the file copy
+        return False
 
     async def _attach_values(self, pk: str, kinds: dict[str, str]) -> None:
         case = await self._refresh()
