@@ -53,7 +53,8 @@ def _bool_param(value: bool) -> str:
 
 class ResultsMixin:
     """Needs from the core: ``request``, ``iterate_all``, ``url_for``, ``session``, ``retry_policy``, ``on_retry``,
-    ``api_limiter`` and the client's Authorization header (``_auth_headers``)."""
+    ``api_limiter`` and the client's Authorization header (``_auth_headers``), each declared below; holds nothing of
+    its own."""
 
     request: Callable[..., Awaitable[Any]]
     iterate_all: Callable[..., AsyncIterator[dict[str, Any]]]

@@ -63,11 +63,13 @@ def _vanished_on_404(upload: UploadRef) -> Callable[[ApiError], Exception | None
 
 
 class UploadsMixin:
-    """Needs ``request(method, path, json=, params=, reconcile=, translate=)`` and ``url_for(path)``."""
+    """Needs ``request(method, path, json=, params=, reconcile=, translate=)``, ``url_for(path)``, ``iterate_all`` and
+    ``base_url`` from the client; holds nothing of its own."""
 
     request: Callable[..., Awaitable[Any]]
     url_for: Callable[[str], str]
     iterate_all: Callable[..., AsyncIterator[dict[str, Any]]]
+    base_url: str
 
     def upload_url(self, pk: str) -> str:
         """The hyperlink that display-set values and upload sessions take for an upload."""
@@ -142,7 +144,7 @@ class UploadsMixin:
         base URL is http (the emulator on this machine). gcapi does not check them (docs/gc-api.md §5); the bytes are
         patient images, so a downgraded URL (a misconfigured endpoint, a proxy) stops the run instead."""
         parts = urlsplit(url)
-        base_scheme = urlsplit(self.base_url).scheme  # type: ignore[attr-defined]
+        base_scheme = urlsplit(self.base_url).scheme
         if parts.scheme == "https" or (parts.scheme == "http" and base_scheme == "http"):
             if parts.hostname:
                 return
