@@ -80,7 +80,7 @@ def socket_slug_of(value: dict[str, Any]) -> str | None:
 def display_set_title(display_set: Mapping[str, Any]) -> str | None:
     """``title`` where the server sends it, else ``title_safe`` unescaped (docs/gc-api.md §8: the GET has only the latter)."""
     if display_set.get("title") is not None:
-        return display_set["title"]
+        return str(display_set["title"])
     safe = display_set.get("title_safe")
     return html.unescape(safe) if safe is not None else None
 
@@ -391,7 +391,8 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
             )
 
     async def get_display_set(self, pk: str) -> dict[str, Any]:
-        return await self.request("GET", f"reader-studies/display-sets/{pk}/")
+        answer: dict[str, Any] = await self.request("GET", f"reader-studies/display-sets/{pk}/")
+        return answer
 
     async def update_display_set(
         self,
@@ -411,7 +412,10 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
             body["order"] = order
         if title is not None:
             body["title"] = title
-        return await self.request("PATCH", f"reader-studies/display-sets/{pk}/", json=body, retries=retries)
+        answer: dict[str, Any] = await self.request(
+            "PATCH", f"reader-studies/display-sets/{pk}/", json=body, retries=retries
+        )
+        return answer
 
     # ---- upload sessions ------------------------------------------------------------------------------------
 
@@ -421,7 +425,10 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
 
         Retried like an idempotent call: a second Queued session whose answer was lost holds nothing and never
         runs (only the session named in the PATCH imports)."""
-        return await self.request("POST", "cases/upload-sessions/", json={"uploads": upload_urls}, idempotent=True)
+        answer: dict[str, Any] = await self.request(
+            "POST", "cases/upload-sessions/", json={"uploads": upload_urls}, idempotent=True
+        )
+        return answer
 
     async def create_targeted_upload_session(
         self,
@@ -439,10 +446,12 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
         success, ``reconcile`` looks for the session the first request made before anything is sent again."""
         # ``container``: ``{"display_set": pk}`` or ``{"archive_item": pk}`` (docs/gc-api.md §12), from the job's target.
         body = {"uploads": upload_urls, **container, "interface": interface}
-        return await self.request("POST", "cases/upload-sessions/", json=body, reconcile=reconcile)
+        answer: dict[str, Any] = await self.request("POST", "cases/upload-sessions/", json=body, reconcile=reconcile)
+        return answer
 
     async def get_upload_session(self, pk: str) -> dict[str, Any]:
-        return await self.request("GET", f"cases/upload-sessions/{pk}/")
+        answer: dict[str, Any] = await self.request("GET", f"cases/upload-sessions/{pk}/")
+        return answer
 
     async def iterate_upload_sessions(self) -> AsyncIterator[dict[str, Any]]:
         """This user's upload sessions; the list has no filters (docs/gc-api.md §2)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -59,13 +59,17 @@ class ResultsMixin:
     request: Callable[..., Awaitable[Any]]
     iterate_all: Callable[..., AsyncIterator[dict[str, Any]]]
     url_for: Callable[[str], str]
-    session: aiohttp.ClientSession
     base_url: str
     retry_policy: RetryPolicy
     on_retry: RetryObserver | None
     api_limiter: AdaptiveLimiter
     request_deadline: float
     _auth_headers: Callable[[], dict[str, str]]
+
+    if TYPE_CHECKING:  # the client's read-only property (a plain annotation would declare it writable)
+
+        @property
+        def session(self) -> aiohttp.ClientSession: ...
 
     # ---- questions and answers ----------------------------------------------------------------------------------
 

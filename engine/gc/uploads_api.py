@@ -97,11 +97,15 @@ class UploadsMixin:
                 return UploadCapReached(error.method, error.url, error.status, error.body, error.headers)
             return None
 
-        return await self.request("POST", "uploads/", json={"filename": filename}, translate=cap, reconcile=resend)
+        answer: dict[str, Any] = await self.request(
+            "POST", "uploads/", json={"filename": filename}, translate=cap, reconcile=resend
+        )
+        return answer
 
     async def get_upload(self, pk: str) -> dict[str, Any]:
         """Raises NotFound once the upload was consumed (import done) or swept."""
-        return await self.request("GET", f"uploads/{pk}/")
+        answer: dict[str, Any] = await self.request("GET", f"uploads/{pk}/")
+        return answer
 
     async def count_uploads(self) -> int:
         """How many uploads this user has: what the 2000 cap counts (docs/gc-api.md §1)."""
@@ -193,13 +197,14 @@ class UploadsMixin:
             return current if current.get("status") == UPLOAD_COMPLETED else None
 
         try:
-            return await self.request(
+            answer: dict[str, Any] = await self.request(
                 "PATCH",
                 f"uploads/{ref.pk}/{ref.s3_upload_id}/complete-multipart-upload/",
                 json={"parts": ordered},
                 reconcile=already_completed,
                 translate=_vanished_on_404(ref),
             )
+            return answer
         except ApiError as error:
             # docs/gc-api.md §1 "500 traps": complete on an upload that is no longer Initialized answers 500 — which is
             # what a retried complete meets when its first try succeeded but the answer was lost.
@@ -210,6 +215,7 @@ class UploadsMixin:
     async def abort_multipart_upload(self, upload: UploadRef | Mapping[str, Any]) -> dict[str, Any]:
         """Frees the upload's parts. Only for a fatal error of that file: an open upload is what resume needs."""
         ref = UploadRef.of(upload)
-        return await self.request(
+        answer: dict[str, Any] = await self.request(
             "PATCH", f"uploads/{ref.pk}/{ref.s3_upload_id}/abort-multipart-upload/", translate=_vanished_on_404(ref)
         )
+        return answer

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -52,7 +52,7 @@ class CaseHeaders:
 
 
 def claim_series(
-    sets: list[list[Entry]], headers: CaseHeaders, rules: list[tuple[object, Callable[[Entry], bool]]]
+    sets: list[list[Entry]], headers: CaseHeaders, rules: Sequence[tuple[object, Callable[[Entry], bool]]]
 ) -> tuple[dict[int, list[list[Entry]]], list[list[Entry]], list[Series]]:
     """(rule index → the series it takes, as file lists in slice order; the file sets left for the other rules;
     every series of the case)."""

@@ -56,7 +56,7 @@ def multipart_checksum(path: Path, part_size: int) -> str:
 
     Reads the file once, part by part, so memory stays at one part (or 8 MiB, whichever is smaller) per call.
     """
-    digests = []
+    digests: list[str] = []
     with open(path, "rb") as handle:
         while True:
             part = hashlib.md5(usedforsecurity=False)

@@ -464,11 +464,11 @@ class Planner:
                 unclaimed.append(file_set)
         unmatched = []
         for number, file_set in enumerate(unclaimed, 1):
-            rule = self._positional.get(number)
-            if rule is None:
+            by_position = self._positional.get(number)
+            if by_position is None:
                 unmatched.append(file_set)
             else:
-                taken.setdefault(rule.index, []).append(file_set)
+                taken.setdefault(by_position.index, []).append(file_set)
         if self._dicom_rules:  # a DICOM series no rule took is reported as the series it is
             unmapped, unmatched = unmapped_findings(unmatched, headers, title)
             findings.extend(unmapped)

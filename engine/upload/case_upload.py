@@ -150,10 +150,10 @@ class CaseUpload:
                     await self._refresh()
                     return await self._steps(kinds)
         except BaseException as raised:  # noqa: BLE001 - classified below; interruption and stop-run re-raised
-            error = first_error(raised)
-            if classify(error) in (Disposition.INTERRUPTED, Disposition.STOP_RUN):
+            cause = first_error(raised)
+            if classify(cause) in (Disposition.INTERRUPTED, Disposition.STOP_RUN):
                 raise
-            await self._fail(str(error) or type(error).__name__)
+            await self._fail(str(cause) or type(cause).__name__)
             return False
         finally:
             if self.import_units:
@@ -208,7 +208,7 @@ class CaseUpload:
 
     def _is_own_display_set(self, error: NotFound) -> bool:
         pk = self.case.display_set.pk
-        return bool(pk) and self.ctx.target.container_path(pk) in (error.url or "")
+        return pk is not None and self.ctx.target.container_path(pk) in (error.url or "")
 
     async def _super_kinds(self) -> dict[str, str]:
         kinds = {}
@@ -259,7 +259,7 @@ class CaseUpload:
         crash_point("after-create-display-set")
         await self.record(self.ctx.journal.ledger.display_set_created, self.case.id, pk=created["pk"])
         crash_point("after-display-set-recorded")
-        return created["pk"]
+        return str(created["pk"])
 
     async def _claim_lost_create(self, pk: str) -> str:
         """The display set titled like this case after a create whose answer was lost (a crash, a dropped
@@ -311,11 +311,14 @@ class CaseUpload:
         """After a crash between the values PATCH and its record, the uploads may be consumed already: sending the
         PATCH again would name uploads that no longer exist. Items the server took are recorded as attached. The
         items are looked at side by side: one that must wait for its image to show (below) does not hold the others'."""
-        display_set = await self.ctx.target.get(self.case.display_set.pk)
+        pk = self.case.display_set.pk
+        if pk is None:  # no display set yet: no PATCH was sent
+            return
+        display_set = await self.ctx.target.get(pk)
         present = present_sockets(display_set, kinds)
 
         async def adopt(item: ItemWork) -> None:
-            if await self._taken_by_earlier_patch(item, present, kinds):
+            if await self._taken_by_earlier_patch(item, pk, present, kinds):
                 await self.record(self.ctx.journal.ledger.item_attached, item.id)
 
         async with anyio.create_task_group() as group:
@@ -324,7 +327,9 @@ class CaseUpload:
                     group.start_soon(adopt, item)
         await self._refresh()
 
-    async def _taken_by_earlier_patch(self, item: ItemWork, present: set[str], kinds: dict[str, str]) -> bool:
+    async def _taken_by_earlier_patch(
+        self, item: ItemWork, display_set_pk: str, present: set[str], kinds: dict[str, str]
+    ) -> bool:
         """Whether the server took this uploaded item's value before the crash (its uploads are then consumed)."""
         if item.socket_slug in present:
             return True
@@ -344,9 +349,7 @@ class CaseUpload:
             if upload_pks and await any_upload_gone(self.ctx.client, tuple(upload_pks)):
                 # Consumed by an import whose image the server links moments later (§10), or swept: sent again only
                 # if no image comes, never a second import of the same file.
-                return await image_linked_soon(
-                    self.ctx.target, self.case.display_set.pk, item.socket_slug, who=self.case.title
-                )
+                return await image_linked_soon(self.ctx.target, display_set_pk, item.socket_slug, who=self.case.title)
             return False
         if upload_pks:
             try:
@@ -383,6 +386,7 @@ class CaseUpload:
                 continue
             upload_pks = tuple(await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_pks, item.id))
             urls = [client.upload_url(upload_pk) for upload_pk in upload_pks]
+            body: dict[str, Any]
             if kind == FILE:
                 body = {"interface": item.socket_slug, "user_upload": urls[0]}
                 planned.append(PlannedValue(item.socket_slug, kind, body, upload_pks))

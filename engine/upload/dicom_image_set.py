@@ -63,7 +63,7 @@ async def is_image_set(ctx: TransferContext, socket_slug: str, super_kind: str |
     if super_kind not in (None, "Image"):
         return False
     socket = await ctx.client.get_socket(socket_slug)
-    return bool(socket) and socket.get("kind") == KIND
+    return socket is not None and socket.get("kind") == KIND
 
 
 def _key(item: ItemWork) -> str:
@@ -174,9 +174,10 @@ async def _take_budget(ctx: TransferContext, gate: CountingGate, units: int, who
 
         group.start_soon(stop_with_run)
         try:
-            return await gate.acquire(units, who=who)
+            taken = await gate.acquire(units, who=who)
         finally:
             group.cancel_scope.cancel()
+    return taken
 
 
 async def _stage_item(upload: CaseInFlight, item: ItemWork, state: DicomRunState) -> dict[int, FileWork]:

@@ -48,6 +48,7 @@ from gcbulk.engine.upload.s3_parts import (
 )
 from gcbulk.engine.upload.server_limits import UnitPool
 from gcbulk.state.dicom_staging import fit_upload
+from gcbulk.state.errors import LedgerError
 from gcbulk.state.ledger import composite_checksum
 from gcbulk.state.records import FileWork, UploadRow
 from gcbulk.state.steps import Step, step
@@ -79,6 +80,16 @@ def check_unchanged(file: FileWork) -> None:
 def _age_seconds(iso_time: str | None) -> float | None:
     moment = parse_server_time(iso_time)
     return None if moment is None else (datetime.now(UTC) - moment).total_seconds()
+
+
+def _server_ref(upload: UploadRow) -> UploadRef:
+    """The server's names of an upload the ledger recorded as created (its pk and S3 upload id are written together,
+    ``state/transitions.py``); one without them is a ledger this code did not write."""
+    if upload.pk is None or upload.s3_upload_id is None:
+        raise LedgerError(
+            f"upload {upload.id} of {upload.filename!r} is recorded as created without its server pk or S3 upload id: the ledger is damaged"
+        )
+    return UploadRef(upload.pk, upload.s3_upload_id)
 
 
 class FileUpload:
@@ -185,7 +196,7 @@ class FileUpload:
             reason = f"completed {age / 3600:.1f} h ago; too close to the server's 24 h sweep to use"
         else:
             try:
-                current = await self.ctx.client.get_upload(upload.pk)
+                current = await self.ctx.client.get_upload(_server_ref(upload).pk)
             except NotFound:
                 reason = "the server no longer has it (swept or consumed)"
             else:
@@ -262,7 +273,7 @@ class FileUpload:
 
     async def _reconcile_parts(self, upload: UploadRow) -> UploadRow:
         """Resume: compare the ledger's parts with what S3 holds (list-parts)."""
-        ref = UploadRef(upload.pk, upload.s3_upload_id)
+        ref = _server_ref(upload)
         try:
             listed = await self.ctx.client.list_parts(ref)
         except UploadNoLongerOpen as closed:
@@ -303,7 +314,7 @@ class FileUpload:
         if not missing:
             return
         specs = {spec.number: spec for spec in part_specs(upload.file_size, upload.part_size)}
-        ref = UploadRef(upload.pk, upload.s3_upload_id)
+        ref = _server_ref(upload)
         urls = PresignedUrls(ctx.client.generate_presigned_urls, ref, missing, batch_size=ctx.config.presign_batch)
         stopped = False
         try:
@@ -353,7 +364,7 @@ class FileUpload:
         await self._check_bytes_sent(upload)
         crash_point("before-complete")
         parts = [{"PartNumber": number, "ETag": part.etag} for number, part in sorted(upload.parts.items())]
-        await self.ctx.client.complete_multipart_upload(UploadRef(upload.pk, upload.s3_upload_id), parts)
+        await self.ctx.client.complete_multipart_upload(_server_ref(upload), parts)
         crash_point("after-complete")
         upload = await self._record_completed(upload)
         crash_point("after-upload-completed")
@@ -396,7 +407,7 @@ class FileUpload:
         if upload is None or upload.state != "initialized":
             return
         try:
-            await self.ctx.client.abort_multipart_upload(UploadRef(upload.pk, upload.s3_upload_id))
+            await self.ctx.client.abort_multipart_upload(_server_ref(upload))
         except (ApiError, MultipartUploadVanished) as error:
             log.info("abort of upload %s failed (%s); the server sweeps it after 24 h", upload.pk, error)
         # An aborted upload still exists (status Aborted) and counts against the cap until the sweep: no release.

@@ -45,11 +45,11 @@ def session_upload_pks(session: dict[str, Any]) -> list[str]:
 def present_sockets(display_set: dict[str, Any], super_kinds: dict[str, str]) -> set[str]:
     """The sockets of ``super_kinds`` (slug → Image | File | Value) whose value is in place in ``display_set``."""
     field_of = {"Image": "image", "File": "file"}
-    present = set()
+    present: set[str] = set()
     for value in display_set.get("values") or []:
         slug = socket_slug_of(value)
-        kind = super_kinds.get(slug)
-        if kind is None:
+        kind = super_kinds.get(slug) if slug is not None else None
+        if slug is None or kind is None:
             continue
         field = field_of.get(kind)
         if field is None or value.get(field) is not None:
@@ -95,7 +95,7 @@ class UploadSessionIndex:
         if not candidates:
             return None
         rank = {SESSION_SUCCEEDED: 0, SESSION_FAILED: 2, SESSION_CANCELLED: 2}
-        return min(candidates, key=lambda s: rank.get(s.get("status"), 1))
+        return min(candidates, key=lambda s: rank.get(str(s.get("status")), 1))
 
 
 @dataclass(frozen=True)

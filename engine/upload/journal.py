@@ -180,6 +180,10 @@ class Journal:
 
     def note(self, event: str, *, case: str | None = None, **fields: object) -> None:
         """An event line that changes no state (an adoption, a stop request, a progress snapshot)."""
+        self.note_fields(event, fields, case=case)
+
+    def note_fields(self, event: str, fields: Mapping[str, object], *, case: str | None = None) -> None:
+        """``note`` with its fields as a record's mapping (a summary's ``as_dict()``)."""
         self.events.emit(event, case=None if case is None else self._case(case), **_printable(fields))
 
 

@@ -16,7 +16,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
@@ -36,6 +38,15 @@ RECHECK_SECONDS = 1.0
 FIRST_BEAT_SECONDS = 2.0
 
 
+@dataclass(frozen=True)
+class Published:
+    """What a worker publishes at each heartbeat for the others, ``status`` and ``/metrics`` (``state/workers.py``)."""
+
+    api_limit: int | None = None
+    imports_limit: int | None = None
+    progress: Mapping[str, Any] | None = None
+
+
 class CaseLeases:
     def __init__(
         self,
@@ -44,7 +55,7 @@ class CaseLeases:
         *,
         lease_seconds: float = LEASE_SECONDS,
         heartbeat_seconds: float | None = None,
-        on_heartbeat: Callable[[], Awaitable[dict[str, object]]] | None = None,
+        on_heartbeat: Callable[[], Awaitable[Published]] | None = None,
     ) -> None:
         # A third of the lease by default: two missed beats still leave the lease alive.
         heartbeat_seconds = lease_seconds / 3 if heartbeat_seconds is None else heartbeat_seconds
@@ -132,13 +143,15 @@ class CaseLeases:
 
     async def beat(self) -> list[int]:
         """One heartbeat: renew the leases, publish this worker's limits and counters, cancel what was lost."""
-        published = await self._on_heartbeat() if self._on_heartbeat is not None else {}
+        published = await self._on_heartbeat() if self._on_heartbeat is not None else Published()
         lost = await self.journal.runner.run(
             self.journal.ledger.heartbeat,
             self.worker_id,
             lease_seconds=self.lease_seconds,
             running=list(self.running),
-            **published,
+            api_limit=published.api_limit,
+            imports_limit=published.imports_limit,
+            progress=published.progress,
         )
         for case_id in lost:
             if case_id in self.running and case_id not in self.lost:

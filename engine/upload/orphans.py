@@ -147,7 +147,7 @@ async def abort_orphan_uploads(
                 reason="orphan: its create's answer was lost; found on the server and aborted",
             )
         )
-    journal.note("orphan_uploads", **sweep.as_dict())
+    journal.note_fields("orphan_uploads", sweep.as_dict())
     return sweep
 
 

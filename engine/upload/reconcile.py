@@ -128,7 +128,7 @@ async def reconcile_with_server(
             found.values_gone.append(CaseResult(case.title, reason))
             log.warning("%s: %s; re-queued", case.title, reason)
     if found.checked:  # a clean comparison is a result too: the migration report shows the last one
-        journal.note("reconciled", **found.as_dict())
+        journal.note_fields("reconciled", found.as_dict())
     return found
 
 

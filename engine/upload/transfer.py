@@ -38,7 +38,7 @@ from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.dicom_image_set import release_staging_left_behind
 from gcbulk.engine.upload.imports import UploadSessionIndex
 from gcbulk.engine.upload.journal import Journal
-from gcbulk.engine.upload.leases import CaseLeases
+from gcbulk.engine.upload.leases import CaseLeases, Published
 from gcbulk.engine.upload.orphans import abort_orphan_uploads
 from gcbulk.engine.upload.outcome import CaseResult
 from gcbulk.engine.upload.progress import (
@@ -223,14 +223,16 @@ class TransferEngine:
                 outcome.failed += again.failed
         outcome.interrupted = ctx.stopping.is_set()
         outcome.stats = self.stats.snapshot()
-        self.journal.note(
+        self.journal.note_fields(
             "run_finished",
-            done=outcome.done,
-            failed=len(outcome.failed),
-            interrupted=outcome.interrupted,
-            requeued=len(outcome.requeued),
-            api_requests=self.client.requests_answered,
-            **_stats_fields(outcome.stats),
+            {
+                "done": outcome.done,
+                "failed": len(outcome.failed),
+                "interrupted": outcome.interrupted,
+                "requeued": len(outcome.requeued),
+                "api_requests": self.client.requests_answered,
+                **_stats_fields(outcome.stats),
+            },
         )
         return outcome
 
@@ -253,7 +255,7 @@ class TransferEngine:
     async def _run_cases(
         self, ctx: TransferContext, sessions: UploadSessionIndex, display_sets: DisplaySetIndex, outcome: RunOutcome
     ) -> None:
-        cases_limiter = anyio.CapacityLimiter(self.config.cases_in_flight)
+        cases_limiter = anyio.CapacityLimiter(self.config.case_slots)
 
         leases = self.leases
 
@@ -310,26 +312,26 @@ class TransferEngine:
             if classify(error) is not Disposition.INTERRUPTED:
                 raise error from None
 
-    async def _publish(self) -> dict[str, object]:
+    async def _publish(self) -> Published:
         """At each heartbeat: released units reach the ledger, this worker learns against the job's latency floors,
         and its limits, floors and counters are published for the others, ``status`` and ``/metrics``."""
         ctx = self._context
         if ctx is None:
-            return {}
+            return Published()
         if self._shared:
             for gate in (ctx.upload_gate, ctx.import_gate):
                 await gate.sync()  # type: ignore[attr-defined]  # a SharedGate when shared
             rows = await self.journal.read(self.journal.ledger.workers_view, lease_seconds=self.leases.lease_seconds)
             share_latency_floors(self.client.api_limiter, ctx.import_pacer, self.leases.worker_id, rows)
-        return {
-            "api_limit": self.client.api_limiter.limit,
-            "imports_limit": ctx.import_pacer.limit,
-            "progress": _stats_fields(self.stats.snapshot())
+        return Published(
+            api_limit=self.client.api_limiter.limit,
+            imports_limit=ctx.import_pacer.limit,
+            progress=_stats_fields(self.stats.snapshot())
             | {
                 "api_floors": self.client.api_limiter.state.window_floors,
                 "import_floors": ctx.import_pacer.state.window_floors,
             },
-        }
+        )
 
     async def _report_progress(self, scope: anyio.CancelScope) -> None:
         with scope:
@@ -337,7 +339,7 @@ class TransferEngine:
                 await anyio.sleep(self.config.progress_interval_seconds)
                 snapshot = self.stats.snapshot()
                 progress_log.info("%s", format_progress_line(snapshot))
-                self.journal.note("progress", **_stats_fields(snapshot))
+                self.journal.note_fields("progress", _stats_fields(snapshot))
 
 
 def _stats_fields(snapshot: StatsSnapshot) -> dict[str, object]:

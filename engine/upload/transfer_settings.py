@@ -109,7 +109,7 @@ class TransferSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "import_timeout", parse_import_timeout("engine.import_timeout", self.import_timeout))
         if self.cases_in_flight is None:
-            object.__setattr__(self, "cases_in_flight", max(self.files_in_flight * 2, 8))
+            object.__setattr__(self, "cases_in_flight", self.case_slots)
         for name in ("files_in_flight", "parts_in_flight", "api_calls_in_flight", "cases_in_flight", "presign_batch"):
             _positive(f"engine.{name}", getattr(self, name))
         _positive("engine.attempts_per_item", self.retry.attempts_per_item)
@@ -145,6 +145,11 @@ class TransferSettings:
                 f"engine.imports_in_flight must be between 1 and {MAX_ACTIVE_IMPORTS} (the "
                 f"server's limit of active imports, docs/gc-api.md §2), got {self.imports_in_flight}"
             )
+
+    @property
+    def case_slots(self) -> int:
+        """Cases in flight at once (``cases_in_flight``, derived from the files in flight when not set)."""
+        return self.cases_in_flight if self.cases_in_flight is not None else max(self.files_in_flight * 2, 8)
 
     @property
     def attempts_per_item(self) -> int:
