@@ -125,6 +125,17 @@ def _add_items(editor: gcapi.Client, inputs: Path, ct: Path, seg: Path) -> None:
     _session_into_archive(editor, make_mha(inputs / "ct3.mha", (4, 16, 16), seed=4))
 
 
+def _part_sizes(partial: Path) -> list[int]:
+    """The sizes of the downloads in progress; a file that finished (renamed into place) while listing is skipped."""
+    sizes = []
+    for part in partial.glob("*.part"):
+        try:
+            sizes.append(part.stat().st_size)
+        except FileNotFoundError:
+            pass
+    return sizes
+
+
 def _archive(emulator: RunningEmulator, user: str = "editor") -> gcbulk.Archive:
     return gcbulk.Archive(
         ARCHIVE, base_url=emulator.base_url, token=emulator.tokens[user], ca_file=emulator.ca_file, environ={}
@@ -277,8 +288,7 @@ def test_an_export_killed_with_sigkill_resumes_without_downloading_finished_file
     try:
         deadline = time.monotonic() + 60
         while not (
-            any(p.stat().st_size >= 1024**2 for p in partial.glob("*.part"))
-            and len(list((out / "cases").rglob("*.mha"))) == 4
+            any(size >= 1024**2 for size in _part_sizes(partial)) and len(list((out / "cases").rglob("*.mha"))) == 4
         ):
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "the export never got half-way through the big image"
