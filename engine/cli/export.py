@@ -26,6 +26,7 @@ from gcbulk.engine.cli.server_options import (
 )
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.results.masks import DownloadLimits
+from gcbulk.engine.settings import ServerSettings
 
 HELP = (
     "export a reader study's answers (readable, per case), questions, display sets and mask images; or an "
@@ -86,10 +87,13 @@ def run(args: argparse.Namespace) -> int:
         print("gcbulk export: --max-download-bytes and --download-deadline must be positive", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     limits = DownloadLimits(max_bytes=args.max_download_bytes, deadline_seconds=args.download_deadline)
+    job_server = None
     if args.archive is None and args.job is not None and args.reader_study is None:
-        args.archive = _archive_of_job(args)  # a job aimed at an archive: its export is the archive's
+        job_server = _job_server(args)
+        if job_server is not None and job_server.archive:  # a job aimed at an archive: its export is the archive's
+            args.archive = job_server.archive
     if args.archive is not None:
-        return _export_archive(args, limits)
+        return _export_archive(args, limits, job_server)
     server = command_server("export", args)
     if server is None:
         return EXIT_CONFIG_ERROR
@@ -109,14 +113,15 @@ def run(args: argparse.Namespace) -> int:
     return run_against_server("export", main)
 
 
-def _archive_of_job(args: argparse.Namespace) -> str | None:
+def _job_server(args: argparse.Namespace) -> ServerSettings | None:
     try:
-        return server_from_args("export", args).archive
+        return server_from_args("export", args)
     except ConfigurationError:  # the reader-study path below says what is wrong with the job file
         return None
 
 
-def _export_archive(args: argparse.Namespace, limits: DownloadLimits) -> int:
+def _export_archive(args: argparse.Namespace, limits: DownloadLimits, server: ServerSettings | None = None) -> int:
+    """``server``: already resolved from ``--job`` (the job file and the token are read once)."""
     refused = [flag for flag, given in (("--reader-study", args.reader_study), ("--mine", args.mine)) if given]
     refused += ["--no-masks"] if args.no_masks else []
     if refused:
@@ -128,7 +133,7 @@ def _export_archive(args: argparse.Namespace, limits: DownloadLimits) -> int:
         return EXIT_CONFIG_ERROR
     configure_command_logging()
     try:
-        server = server_from_args("export", args)
+        server = server or server_from_args("export", args)
     except ConfigurationError as exc:
         print(f"gcbulk export: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
