@@ -47,3 +47,25 @@ class StopSignal(KeyboardInterrupt):
     @property
     def exit_code(self) -> int:
         return exit_code_for_signal(self.signum)
+
+
+# The stop signal that reached ``record_stop_signal`` (None while none has). A signal is process-wide, so its record
+# is too: the handler cannot hand it to anyone else.
+_received_stop_signal: int | None = None
+
+
+def record_stop_signal(signum: int, frame: object = None) -> None:
+    """The start-up handler of SIGTERM and SIGINT: remember the signal, then unwind as Ctrl-C does.
+
+    Remembering matters because an exception raised by a signal handler surfaces wherever the interpreter happens to
+    be, and some of CPython's C code replaces it there: a SIGTERM landing in ``ssl``'s ``from _ssl import RAND_egd``
+    comes out as ``TypeError: expected a message argument``. Whatever escapes after a stop signal arrived is that
+    stop, not a bug."""
+    global _received_stop_signal  # noqa: PLW0603 - see above: a signal handler's only way to leave a record
+    _received_stop_signal = signum
+    raise StopSignal(signum)
+
+
+def received_stop_signal() -> int | None:
+    """The stop signal ``record_stop_signal`` saw in this process, or None."""
+    return _received_stop_signal

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import signal
 import sys
-from types import FrameType, ModuleType
+from types import ModuleType
 
 from gcbulk.exit_codes import (  # re-exported: commands import them from here
     EXIT_BROKEN_PIPE,
@@ -24,6 +24,9 @@ from gcbulk.exit_codes import (  # re-exported: commands import them from here
     EXIT_OK,
     EXIT_SOME_FAILED,
     StopSignal,
+    exit_code_for_signal,
+    received_stop_signal,
+    record_stop_signal,
 )
 
 __all__ = [
@@ -91,18 +94,19 @@ def _installed_version() -> str:
     return version
 
 
-def _raise_stop_signal(signum: int, frame: FrameType | None) -> None:
-    raise StopSignal(signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     """The ``gcbulk`` command: its exit code (``gcbulk/exit_codes.py``). A stop signal at any moment — while modules
     still load included — ends in one line and 130 (SIGINT) or 143 (SIGTERM), never a traceback."""
     # SIGTERM's default is to die without a word; until a command's own watcher listens (JobService), it unwinds like
-    # Ctrl-C instead, so the ledger closes and the user reads what happened. SIGINT keeps Python's handler: asyncio
-    # and anyio recognise it and cancel their tasks cleanly.
+    # Ctrl-C instead, so the ledger closes and the user reads what happened. While modules load and the command line
+    # is read, SIGINT is recorded the same way (see record_stop_signal: a signal landing inside C code can come out as
+    # another exception); the command itself gets Python's own SIGINT handler back, because asyncio and anyio
+    # recognise exactly that handler and then cancel their tasks cleanly.
+    python_sigint_handler = signal.getsignal(signal.SIGINT)
+    if python_sigint_handler is signal.default_int_handler:
+        signal.signal(signal.SIGINT, record_stop_signal)
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _raise_stop_signal)
+        signal.signal(signal.SIGTERM, record_stop_signal)
     command = "gcbulk"
     try:
         from gcbulk.engine.cli.guard import install_redacting_streams, run_guarded
@@ -114,9 +118,17 @@ def main(argv: list[str] | None = None) -> int:
         if named in COMMANDS:
             command = f"gcbulk {named}"
         args = build_parser(named if named in COMMANDS else None).parse_args(argv)
+        if python_sigint_handler is signal.default_int_handler:
+            signal.signal(signal.SIGINT, python_sigint_handler)
         return run_guarded(args.command, lambda: args.handler(args))
-    except KeyboardInterrupt as stop:
-        code = stop.exit_code if isinstance(stop, StopSignal) else EXIT_INTERRUPTED_SIGINT
+    except BaseException as stop:
+        signum = received_stop_signal()
+        if isinstance(stop, SystemExit) or (signum is None and not isinstance(stop, KeyboardInterrupt)):
+            raise
+        if signum is not None:
+            code = exit_code_for_signal(signum)
+        else:
+            code = stop.exit_code if isinstance(stop, StopSignal) else EXIT_INTERRUPTED_SIGINT
         name = "SIGTERM" if code == EXIT_INTERRUPTED_SIGTERM else "SIGINT"
         try:
             print(

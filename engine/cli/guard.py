@@ -18,7 +18,14 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from gcbulk.exit_codes import EXIT_BROKEN_PIPE, EXIT_CONFIG_ERROR, EXIT_CRASH, EXIT_SOME_FAILED
+from gcbulk.exit_codes import (
+    EXIT_BROKEN_PIPE,
+    EXIT_CONFIG_ERROR,
+    EXIT_CRASH,
+    EXIT_SOME_FAILED,
+    StopSignal,
+    received_stop_signal,
+)
 from gcbulk.redaction import redact_exception, redact_text, register_secret
 from gcbulk.safe_files import UnsafeFileError
 
@@ -114,6 +121,9 @@ def run_guarded(command: str, handler: Callable[[], int]) -> int:
     except BaseException as exc:  # noqa: BLE001 - the last line of defence: one message, one exit code
         if isinstance(exc, SystemExit):
             raise
+        stop = received_stop_signal()
+        if stop is not None:  # whatever a stop signal turned into where it landed (record_stop_signal): that stop
+            raise StopSignal(stop) from exc
         leaves = _leaves(exc)
         if any(isinstance(leaf, BrokenPipeError) for leaf in leaves):
             _silence_stdout()

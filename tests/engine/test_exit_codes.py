@@ -14,9 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from gcbulk.emulator.faults import FaultRule
 from gcbulk.emulator.server import RunningEmulator
-from gcbulk.exit_codes import EXIT_INTERRUPTED_SIGINT, EXIT_INTERRUPTED_SIGTERM
+from gcbulk.exit_codes import EXIT_INTERRUPTED_SIGINT, EXIT_INTERRUPTED_SIGTERM, StopSignal
 from tests.engine.conftest import make_tutorial_tree, write_job
 from tests.engine.test_run_command import REPO, gcbulk, gcbulk_env
 from tests.imaging import make_mha, make_unimportable_mha
@@ -77,6 +79,56 @@ def test_a_signal_at_any_moment_exits_with_its_code_and_no_traceback_and_the_job
     assert final.returncode == 0, (seen, final.stderr)
     titles = sorted(ds.title for ds in threaded_emulator.context.store.display_sets.values())
     assert titles == ["patient1", "patient2", "patient3"], seen
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_that_cpython_turns_into_another_error_still_reads_as_that_stop(
+    signum: signal.Signals, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Seen in CI: a SIGTERM landing in ssl's `from _ssl import RAND_egd` came out as "TypeError: expected a message
+    # argument" with a traceback. Here the signal lands in code that, like CPython's C import code, replaces the
+    # exception the handler raised.
+    import gcbulk.engine.cli as cli
+    import gcbulk.exit_codes
+
+    monkeypatch.setattr(gcbulk.exit_codes, "_received_stop_signal", None)
+
+    def loading_commands_when_the_signal_lands(only: str | None = None) -> dict[str, object]:
+        try:
+            signal.raise_signal(signum)
+        except KeyboardInterrupt:
+            raise TypeError("expected a message argument") from None
+        raise AssertionError("the signal did not reach gcbulk's handler")
+
+    monkeypatch.setattr(cli, "_available_commands", loading_commands_when_the_signal_lands)
+    handlers = {each: signal.getsignal(each) for each in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a fresh process: main installs its own
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        code = cli.main(["status", "job.toml"])
+    finally:
+        for each, handler in handlers.items():
+            signal.signal(each, handler)
+    expected = EXIT_INTERRUPTED_SIGTERM if signum == signal.SIGTERM else EXIT_INTERRUPTED_SIGINT
+    assert code == expected
+    err = capsys.readouterr().err
+    assert f"gcbulk status: stopped by {signum.name}" in err
+    assert "run it again to resume" in err
+    assert "TypeError" not in err and "Traceback" not in err
+
+
+def test_an_error_a_command_raises_after_a_stop_signal_is_that_stop_not_a_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gcbulk.exit_codes
+    from gcbulk.engine.cli.guard import run_guarded
+
+    monkeypatch.setattr(gcbulk.exit_codes, "_received_stop_signal", signal.SIGTERM)
+
+    def command_whose_import_the_signal_landed_in() -> int:
+        raise TypeError("expected a message argument")
+
+    with pytest.raises(StopSignal) as stopped:
+        run_guarded("run", command_whose_import_the_signal_landed_in)
+    assert stopped.value.exit_code == EXIT_INTERRUPTED_SIGTERM
 
 
 def wait_until_gcbulk_catches_sigterm(pid: int, deadline_seconds: float = 30.0) -> None:
