@@ -63,6 +63,7 @@ def _child(job: str, out: str, ledger: str | None) -> int:
     sites: Counter[tuple[str, str, str]] = Counter()
     calls: Counter[str] = Counter()
     call_cpu: Counter[str] = Counter()
+    call_trips: Counter[str] = Counter()
     state = {"open": False}
     state_dir = str(REPO / "state")
 
@@ -112,6 +113,7 @@ def _child(job: str, out: str, ledger: str | None) -> int:
         def execute(self, query, params=None, **kwargs):  # type: ignore[no-untyped-def]
             if threading.current_thread().name.startswith("gcbulk-ledger"):
                 counts["round_trips"] += 1
+                call_trips[getattr(local, "call", "?")] += 1
                 transfer["round_trips"] += getattr(local, "call", "?") not in _SETUP_CALLS
                 text = query if isinstance(query, str) else str(query)
                 for statement in text.split("; "):
@@ -125,7 +127,8 @@ def _child(job: str, out: str, ledger: str | None) -> int:
 
     def translated(self, call):  # type: ignore[no-untyped-def]
         fn = getattr(call, "func", call)  # LedgerRunner hands over functools.partial(ledger method, *args)
-        name = getattr(fn, "__name__", repr(fn))
+        # A journal's step arrives as the Step itself: named by its method (case_started), not its repr.
+        name = getattr(fn, "__name__", None) or getattr(fn, "name", None) or repr(fn)
         local.call = name
         started = time.thread_time()
         try:
@@ -154,7 +157,7 @@ def _child(job: str, out: str, ledger: str | None) -> int:
                 "process_cpu": process_cpu,
                 "shapes": shapes.most_common(),
                 "sites": [[list(key), n] for key, n in sites.most_common()],
-                "by_call": [[name, n, call_cpu[name]] for name, n in calls.most_common()],
+                "by_call": [[name, n, call_cpu[name], call_trips[name]] for name, n in calls.most_common()],
             }
         )
     )
@@ -236,9 +239,9 @@ def main() -> int:
     ):
         print(f"{label} over {len(results)} runs: min {cpus[0]:.3f} s, median {cpus[len(cpus) // 2]:.3f} s")
     last = results[-1]
-    print("\nledger calls of the last run (count, CPU s):")
-    for name, n, cpu in last["by_call"][: args.top]:
-        print(f"  {n:6d}  {cpu:7.3f}  {name}")
+    print("\nledger calls of the last run (count, CPU s" + (", PostgreSQL round trips):" if server else "):"))
+    for name, n, cpu, trips in last["by_call"][: args.top]:
+        print(f"  {n:6d}  {cpu:7.3f}  " + (f"{trips:6d}  " if server else "") + name[:100])
     print("\nmost repeated statements of the last run:")
     for shape, n in last["shapes"][: args.top]:
         print(f"  {n:6d}  {shape[:150]}")

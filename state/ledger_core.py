@@ -9,9 +9,10 @@ and, beside it, ``LedgerWorkers`` (leases) → ``Ledger`` (open, lock, bind).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from sqlite_utils import Database
 
@@ -51,6 +52,22 @@ def remember_case(known: dict[int, int], key: int, case_id: int) -> None:
     known[key] = case_id
 
 
+@runtime_checkable
+class ReadsTogether(Protocol):
+    """A store that sends several reads in one round trip (``state/pg_store.py`` ``PgDatabase``)."""
+
+    def read_together(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[dict[str, Any]]]: ...
+
+
+@runtime_checkable
+class CommitsWithNextRead(Protocol):
+    """A store that can send a transaction's COMMIT with the read after it (``PgDatabase.commit_rides_next``)."""
+
+    commit_lost: bool
+
+    def commit_rides_next(self) -> AbstractContextManager[None]: ...
+
+
 class LedgerCore:
     """An open ledger's database and clock. Use ``Ledger.open`` or ``Ledger.open_readonly``."""
 
@@ -68,6 +85,10 @@ class LedgerCore:
         self._case_of_file: dict[int, int] = {}
         self._case_of_upload: dict[int, int] = {}
         self._together = False  # inside record_together: the transitions share its transaction
+        # Inside record_together: rows read ahead for its steps, and rows as its steps wrote them (``_get``).
+        self._rows_ahead: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] | None = None
+        # Inside record_together: other reads of its steps made ahead, by (read, id): an upload's sent parts, …
+        self._lists_ahead: dict[tuple[str, int], list[dict[str, Any]]] = {}
 
     # -------------------------------------------------------------------------------------------------- basics
     def now(self) -> str:
@@ -84,6 +105,15 @@ class LedgerCore:
         cursor = self.db.conn.execute(sql, params)
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def rows_together(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[dict[str, Any]]]:
+        """``[self.rows(sql, params) for sql, params in queries]`` — on PostgreSQL in one round trip (one query
+        string, ``PgDatabase.read_together``): reads that do not depend on each other's answers, like a case's
+        rows, cost one wait on a shared ledger instead of one each. On SQLite, where a statement costs no wait, the
+        same statements one by one."""
+        if isinstance(self.db, ReadsTogether):
+            return self.db.read_together(queries)
+        return [self.rows(sql, params) for sql, params in queries]
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         row = self.db.conn.execute(sql, params).fetchone()

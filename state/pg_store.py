@@ -123,7 +123,11 @@ class PgConnection:
 
     @property
     def in_transaction(self) -> bool:
-        return self._db.transaction_open or self._db.raw.info.transaction_status != pq.TransactionStatus.IDLE
+        db = self._db
+        # A transaction whose COMMIT is held back (commit_rides_next) has ended for its caller.
+        return db.transaction_open or (
+            not db.commit_held and db.raw.info.transaction_status != pq.TransactionStatus.IDLE
+        )
 
 
 _WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE|SAVEPOINT|RELEASE)\b", re.IGNORECASE)
@@ -166,6 +170,9 @@ class PgDatabase:
         self._sent_in_transaction = False  # anything of it reached the server (else a rollback has nothing to undo)
         self._held: list[tuple[str, PgCursor | None]] = []  # statements bound to text, each with its caller's cursor
         self._binder = psycopg.ClientCursor(self.raw)  # as raw.cursor() makes (cursor_factory), typed as one
+        self._commit_rides = False  # inside commit_rides_next: a COMMIT is held back for the next statement
+        self.commit_lost = False  # a held-back COMMIT whose round trip failed before it ran (nothing committed)
+        self.commit_held = False  # a COMMIT waits in ``_held`` for the next statement
 
     # ------------------------------------------------------------------------------------------------ statements
     def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
@@ -189,17 +196,63 @@ class PgDatabase:
         """``sql`` (in psycopg's style: placeholders ``%s``, a literal ``%`` doubled) with ``params`` in it, as sent."""
         return self._binder.mogrify(sql, tuple(params))
 
-    def _send(self, text: str) -> psycopg.Cursor:
-        """Runs ``text`` after every held statement, in one round trip; the cursor is left on ``text``'s result."""
+    def _send(self, *texts: str) -> psycopg.Cursor:
+        """Runs ``texts`` after every held statement, in one round trip; the cursor is left on the first text's
+        result (``nextset`` moves on to the next's)."""
         held, self._held = self._held, []
         self._sent_in_transaction = self.transaction_open
         cursor = self.raw.cursor()
-        cursor.execute("; ".join([statement for statement, _ in held] + [text]))  # bound already: no parameters
+        commit_held, self.commit_held = self.commit_held, False
+        try:
+            cursor.execute("; ".join([statement for statement, _ in held] + list(texts)))  # bound: no parameters
+        except BaseException:
+            if commit_held and self._failed_before_commit():
+                self.commit_lost = True  # the held-back COMMIT (commit_rides_next) never ran: nothing was committed
+            raise
         for _, owner in held:
             if owner is not None:
                 owner._took(cursor)
             cursor.nextset()
         return cursor
+
+    def read_together(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[dict[str, Any]]]:
+        """The rows of each ``(sql, params)`` read (in the ledger's ``?`` style), all in one round trip — with any
+        writes held back, which they then see. A failed read raises as ``execute`` would, and the transaction it is
+        part of rolls back as before."""
+        if not queries:
+            return []
+        cursor = self._send(*[self._bind(_format_style(sql), params) for sql, params in queries])
+        answers: list[list[dict[str, Any]]] = []
+        for index in range(len(queries)):
+            if index:
+                cursor.nextset()
+            names = [column.name for column in cursor.description or ()]
+            answers.append([dict(zip(names, row, strict=True)) for row in cursor.fetchall()])
+        return answers
+
+    def _failed_before_commit(self) -> bool:
+        """After a failed round trip: its transaction is still open (it failed before its COMMIT ran), now rolled
+        back; or the connection is lost (whether it committed is unknown: taken as not, as a failed COMMIT is)."""
+        status = self.raw.info.transaction_status
+        if status == pq.TransactionStatus.IDLE:
+            return False
+        if status == pq.TransactionStatus.INERROR:
+            self.raw.execute("ROLLBACK")
+        return True
+
+    @contextmanager
+    def commit_rides_next(self) -> Iterator[None]:
+        """The COMMIT of a transaction that ends inside is held back and sent with the next statement — a read of
+        what the transaction wrote (``Ledger.record_then_read``) — in one round trip instead of two; by the end of
+        the block it has been sent. Statements run in order in one query string, so the read sees the commit made.
+        If that round trip fails before the COMMIT ran, ``commit_lost`` says so: nothing of the transaction is kept,
+        exactly as when a COMMIT sent alone fails."""
+        self._commit_rides, self.commit_lost = True, False
+        try:
+            yield
+        finally:
+            self._commit_rides = False
+        self.send_held()
 
     def send_held(self) -> None:
         if self._held:
@@ -260,10 +313,16 @@ class PgDatabase:
                 self.commit()
 
     def begin(self) -> None:
+        if self.commit_held:  # the transaction before commits first, whatever becomes of this one
+            self.send_held()
         self.transaction_open, self._sent_in_transaction = True, False
         self._held.append(("BEGIN", None))
 
     def commit(self) -> None:
+        if self._commit_rides and [statement for statement, _ in self._held] != ["BEGIN"]:
+            self._held.append(("COMMIT", None))  # sent with the next statement (commit_rides_next)
+            self.transaction_open, self._sent_in_transaction, self.commit_held = False, False, True
+            return
         try:
             if self._sent_in_transaction or [statement for statement, _ in self._held] != ["BEGIN"]:
                 self._send("COMMIT")

@@ -7,7 +7,7 @@ of ``gcbulk.state.records``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,13 @@ from gcbulk.state.records import (
     UploadRow,
 )
 
+# Uploads with their sent parts, one row per part (an upload without any: one row, its part columns NULL).
+_UPLOADS_WITH_PARTS = (
+    "SELECT uploads.*, parts.number AS sent_part_number, parts.size AS sent_part_size, "
+    "parts.etag AS sent_part_etag, parts.md5 AS sent_part_md5 FROM uploads "
+    "LEFT JOIN parts ON parts.upload_id = uploads.id AND parts.state = 'sent' "
+    "WHERE {where} ORDER BY uploads.id, parts.number"
+)
 _STATE_TABLES = {"case": "cases", "display_set": "display_sets", "item": "items", "upload": "uploads", "part": "parts"}
 
 
@@ -32,13 +39,6 @@ class LedgerQueries(LedgerCore):
     """Queries by name: what is in flight, what to do next, how far the job is."""
 
     # ---------------------------------------------------------------------------------------------------- queries
-    def _live_upload_row(self, file_id: int) -> dict[str, Any] | None:
-        return self.row(
-            "SELECT * FROM uploads WHERE file_id = ? AND state IN ('creating', 'initialized', 'completed') "
-            "ORDER BY id DESC LIMIT 1",
-            (file_id,),
-        )
-
     def _upload_record(self, row: dict[str, Any], parts: dict[int, PartRow] | None = None) -> UploadRow:
         if parts is None:
             parts = self._sent_parts([row["id"]]).get(row["id"], {})
@@ -81,14 +81,12 @@ class LedgerQueries(LedgerCore):
 
     def _uploads_with_parts(self, where: str, params: Sequence[Any]) -> list[UploadRow]:
         """Uploads (``where`` on ``uploads``, in id order) with their sent parts, in one statement."""
+        return self._upload_records(self.rows(_UPLOADS_WITH_PARTS.format(where=where), params))
+
+    def _upload_records(self, rows: Iterable[dict[str, Any]]) -> list[UploadRow]:
+        """The uploads of ``_UPLOADS_WITH_PARTS`` rows (one row per sent part), each with its parts."""
         records: dict[int, tuple[dict[str, Any], dict[int, PartRow]]] = {}
-        for row in self.rows(
-            "SELECT uploads.*, parts.number AS sent_part_number, parts.size AS sent_part_size, "
-            "parts.etag AS sent_part_etag, parts.md5 AS sent_part_md5 FROM uploads "
-            "LEFT JOIN parts ON parts.upload_id = uploads.id AND parts.state = 'sent' "
-            f"WHERE {where} ORDER BY uploads.id, parts.number",
-            params,
-        ):
+        for row in rows:
             upload, parts = records.setdefault(row["id"], (row, {}))
             number = row["sent_part_number"]
             if number is not None:
@@ -162,40 +160,50 @@ class LedgerQueries(LedgerCore):
         return case_id
 
     def case_work(self, case_id: int) -> CaseWork:
-        # Three statements: the case with its display set (one each), its items with their present files, and the
-        # live uploads of those files with their sent parts. The engine reads a case several times per case.
-        case = self.row(
-            "SELECT cases.*, display_sets.case_id AS ds_case_id, display_sets.state AS ds_state, display_sets.pk AS "
-            "ds_pk, display_sets.attempts AS ds_attempts, display_sets.last_error AS ds_last_error, "
-            "display_sets.create_order AS ds_create_order FROM cases "
-            "LEFT JOIN display_sets ON display_sets.case_id = cases.id WHERE cases.id = ?",
-            (case_id,),
+        # Three reads, none waiting on another's answer (one round trip on PostgreSQL, ``rows_together``): the case
+        # with its display set (one each), its items with their present files, and the live uploads of those files
+        # with their sent parts. The engine reads a case several times per case.
+        cases, item_rows, upload_rows = self.rows_together(
+            [
+                (
+                    "SELECT cases.*, display_sets.case_id AS ds_case_id, display_sets.state AS ds_state, "
+                    "display_sets.pk AS ds_pk, display_sets.attempts AS ds_attempts, display_sets.last_error AS "
+                    "ds_last_error, display_sets.create_order AS ds_create_order FROM cases "
+                    "LEFT JOIN display_sets ON display_sets.case_id = cases.id WHERE cases.id = ?",
+                    (case_id,),
+                ),
+                (
+                    "SELECT items.*, files.id AS file_id, files.path AS file_path, files.name AS file_name, "
+                    "files.size AS file_size, files.mtime_ns AS file_mtime_ns, files.checksum AS file_checksum, "
+                    "files.checksum_part_size AS file_checksum_part_size FROM items "
+                    "LEFT JOIN files ON files.item_id = items.id AND files.present = 1 "
+                    "WHERE items.case_id = ? AND items.state != 'withdrawn' ORDER BY items.id, files.position",
+                    (case_id,),
+                ),
+                (
+                    _UPLOADS_WITH_PARTS.format(
+                        where="uploads.state IN ('creating', 'initialized', 'completed') AND uploads.file_id IN "
+                        "(SELECT files.id FROM files JOIN items ON items.id = files.item_id WHERE items.case_id = ? "
+                        "AND files.present = 1 AND items.state != 'withdrawn')"
+                    ),
+                    (case_id,),
+                ),
+            ]
         )
-        if case is None:
+        if not cases:
             raise UnknownRow(f"the ledger has no case {case_id!r}")
+        case = cases[0]
         if case["ds_case_id"] is None:
             raise UnknownRow(f"the ledger has no display_set {case_id!r}")
         items: dict[int, dict[str, Any]] = {}
         files: list[dict[str, Any]] = []
-        for row in self.rows(
-            "SELECT items.*, files.id AS file_id, files.path AS file_path, files.name AS file_name, files.size AS "
-            "file_size, files.mtime_ns AS file_mtime_ns, files.checksum AS file_checksum, "
-            "files.checksum_part_size AS file_checksum_part_size FROM items "
-            "LEFT JOIN files ON files.item_id = items.id AND files.present = 1 "
-            "WHERE items.case_id = ? AND items.state != 'withdrawn' ORDER BY items.id, files.position",
-            (case_id,),
-        ):
+        for row in item_rows:
             items.setdefault(row["id"], row)
             if row["file_id"] is not None:
                 files.append(row)
         uploads: dict[int, UploadRow] = {}
-        if files:
-            marks = ", ".join("?" * len(files))
-            for upload in self._uploads_with_parts(
-                f"uploads.state IN ('creating', 'initialized', 'completed') AND uploads.file_id IN ({marks})",
-                [f["file_id"] for f in files],
-            ):
-                uploads[upload.file_id] = upload  # in id order: the newest wins
+        for upload in self._upload_records(upload_rows):
+            uploads[upload.file_id] = upload  # in id order: the newest wins
         root = Path(self.case_root)
         files_by_item: dict[int, list[FileWork]] = {}
         for f in files:
@@ -308,16 +316,24 @@ class LedgerQueries(LedgerCore):
     def item_upload_pks(self, item_id: int) -> list[str]:
         """The Grand Challenge pks of an item's uploads, in file order: per present file, its newest completed or
         consumed upload (what the values PATCH names, and what the server's upload session lists)."""
+        return self.items_upload_pks([item_id]).get(item_id, [])
+
+    def items_upload_pks(self, item_ids: Sequence[int]) -> dict[int, list[str]]:
+        """``item_upload_pks`` of several items in one statement: item id → its pks (an item without any: absent)."""
+        if not item_ids:
+            return {}
+        marks = ", ".join("?" * len(item_ids))
         rows = self.rows(
-            "SELECT files.id AS file_id, uploads.pk AS pk FROM files JOIN uploads ON uploads.file_id = files.id "
-            "WHERE files.item_id = ? AND files.present = 1 AND uploads.state IN ('completed', 'consumed') "
-            "ORDER BY files.position, uploads.id",
-            (item_id,),
+            "SELECT files.item_id AS item_id, files.id AS file_id, uploads.pk AS pk FROM files "
+            "JOIN uploads ON uploads.file_id = files.id "
+            f"WHERE files.item_id IN ({marks}) AND files.present = 1 AND uploads.state IN ('completed', 'consumed') "
+            "ORDER BY files.item_id, files.position, uploads.id",
+            tuple(item_ids),
         )
-        newest: dict[int, str] = {}
+        newest: dict[int, dict[int, str]] = {}
         for row in rows:
-            newest[row["file_id"]] = row["pk"]
-        return list(newest.values())
+            newest.setdefault(row["item_id"], {})[row["file_id"]] = row["pk"]
+        return {item_id: list(pks.values()) for item_id, pks in newest.items()}
 
     def transfer_totals(self) -> dict[str, int]:
         """What the runnable (planned or running) cases still hold: cases, files and bytes not yet handed to Grand

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, TypeVar
 
 from gcbulk.checksums import composite_checksum
 from gcbulk.redaction import redact
 from gcbulk.state.errors import LedgerError, LiveUploadExists, UnknownRow, UploadNotOpen
 from gcbulk.state.event_log import LedgerEvents
-from gcbulk.state.ledger_core import TABLES, remember_case
+from gcbulk.state.ledger_core import TABLES, CommitsWithNextRead, remember_case
 from gcbulk.state.machines import MACHINES, ConflictingRepeat, check_transition
 from gcbulk.state.queries import LedgerQueries
 from gcbulk.state.sqlite_file import fsynced_commits
 from gcbulk.state.steps import Step
+
+Q = TypeVar("Q")
 
 
 class LedgerTransitions(LedgerEvents, LedgerQueries):
@@ -39,9 +41,65 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
         with fsynced_commits(self.db) if durable else nullcontext(), self.db.atomic():
             self._together = True  # each transition's own transaction is this one (Ledger._atomic)
             try:
+                self._read_ahead(steps)
                 return [each() for each in steps]
             finally:
                 self._together = False
+                self._rows_ahead = None
+                self._lists_ahead = {}
+
+    def record_then_read(
+        self, steps: Sequence[Step[bool]], query: Step[Q]
+    ) -> tuple[list[bool], Q | None, Exception | None]:
+        """The steps — one transition, or several in one transaction as ``record_together`` — then ``query``, a read
+        of what they wrote, in one call. On PostgreSQL the steps' COMMIT travels with the read's first statement
+        (``PgDatabase.commit_rides_next``): one round trip fewer, and the read still sees the steps committed.
+
+        Returns ``(results, answer, None)``; when the read failed after the steps were committed, ``(results, None,
+        the failure)``, so that the caller still reports the steps it recorded. A failure before the commit (the
+        steps are not recorded) is raised."""
+        store = self.db
+        rides = store.commit_rides_next() if isinstance(store, CommitsWithNextRead) else nullcontext()
+        with rides:
+            results = self.record_together(steps) if len(steps) > 1 else [steps[0]()]
+            try:
+                return results, query(), None
+            except Exception as failed:  # noqa: BLE001 - the caller raises it once it has reported the steps
+                if isinstance(store, CommitsWithNextRead) and store.commit_lost:
+                    raise
+                return results, None, failed
+
+    def _read_ahead(self, steps: Sequence[Step[bool]]) -> None:
+        """The rows the steps read first, read at once (one round trip on PostgreSQL, ``rows_together``) instead of
+        one by one between the steps' writes; a row a step writes is kept as written for the next step (``_apply``),
+        so two steps on one row read it once. ``_get`` hands each row out once: a write that is not a transition
+        (``item_session_recorded``'s) makes the next step read the row again."""
+        if len(steps) < 2:
+            return
+        wanted: list[tuple[str, tuple[Any, ...]]] = []
+        for each in steps:
+            kind = _READS_FIRST.get(getattr(each.method, "__func__", None))
+            if kind is not None and each.args and (kind, each.args[:1]) not in wanted:
+                wanted.append((kind, each.args[:1]))
+        queries = []
+        for kind, values in wanted:
+            table, columns, _ = self._key(kind, values[0])
+            queries.append((f"SELECT * FROM {table} WHERE {columns[0]} = ?", values))
+        # Two steps read more than their row: upload_completed its sent parts, item_attached its files' uploads.
+        # Read ahead too, unless a step before might change them (a step that records parts or changes uploads).
+        methods = {getattr(each.method, "__func__", None) for each in steps}
+        lists: list[tuple[tuple[str, int], str]] = []
+        for each in steps:
+            method, key = getattr(each.method, "__func__", None), each.args[0] if each.args else None
+            if not isinstance(key, int):
+                continue
+            if method is _COMPLETES_UPLOAD and not methods & _RECORDS_PARTS:
+                lists.append((("sent_parts", key), _SENT_PARTS))
+            elif method is _ATTACHES_ITEM and not methods & _CHANGES_UPLOADS:
+                lists.append((("attached_uploads", key), _ATTACHED_UPLOADS))
+        answers = self.rows_together([*queries, *((sql, (key[1],)) for key, sql in lists)])
+        self._rows_ahead = {key: rows[0] for key, rows in zip(wanted, answers, strict=False) if rows}
+        self._lists_ahead = {key: rows for (key, _), rows in zip(lists, answers[len(wanted) :], strict=True)}
 
     # ------------------------------------------------------------------------------------------------------ cases
     def case_started(self, case_id: int) -> bool:
@@ -147,13 +205,8 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
             # Per present file, its newest completed or consumed upload, in one read; the rows read are the rows
             # changed (no second read of each inside the transition).
             uploads = []
-            for row in self.rows(
-                "SELECT files.id AS attached_file_id, files.path AS attached_file_path, uploads.* FROM files "
-                "LEFT JOIN uploads ON uploads.id = (SELECT max(newest.id) FROM uploads AS newest "
-                "WHERE newest.file_id = files.id AND newest.state IN ('completed', 'consumed')) "
-                "WHERE files.item_id = ? AND files.present = 1 ORDER BY files.id",
-                (item_id,),
-            ):
+            ahead = self._lists_ahead.pop(("attached_uploads", item_id), None)
+            for row in ahead if ahead is not None else self.rows(_ATTACHED_UPLOADS, (item_id,)):
                 if row["id"] is None:
                     raise LedgerError(
                         f"item {item_id} ({item['socket_slug']}) cannot be attached: file {row['attached_file_path']} "
@@ -185,37 +238,45 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
         if part_size <= 0:
             raise ValueError(f"part size must be positive, got {part_size}")
         with self._fsynced(), self._atomic():
-            # The file's case comes with it: its events name the case (and a file never changes case).
+            now = self.now()
+            # The upload's row goes in first, made from the file's row and only if the file has no live upload, so
+            # that on PostgreSQL it travels with the read below: one round trip for both. Its part count is the
+            # one computed below (ceil(size / part_size), at least 1).
+            inserted = self.db.execute(
+                "INSERT INTO uploads (file_id, state, filename, file_size, part_size, part_count, intent_at, "
+                "attempts, updated_at) SELECT id, 'creating', name, size, ?, "
+                "CASE WHEN size > 0 THEN (size + ? - 1) / ? ELSE 1 END, ?, 0, ? FROM files WHERE id = ? "
+                "AND NOT EXISTS (SELECT 1 FROM uploads WHERE file_id = ? "
+                "AND state IN ('creating', 'initialized', 'completed'))",
+                (part_size, part_size, part_size, now, now, file_id, file_id),
+            )
+            # The file's case comes with it: its events name the case (and a file never changes case). With its
+            # live upload (the newest): the one that kept the insert out, if it was kept out.
             file = self.row(
-                "SELECT files.*, items.case_id AS file_case_id FROM files "
-                "JOIN items ON items.id = files.item_id WHERE files.id = ?",
+                "SELECT files.*, items.case_id AS file_case_id, live.id AS live_id, live.state AS live_state, "
+                "live.part_size AS live_part_size FROM files JOIN items ON items.id = files.item_id "
+                "LEFT JOIN uploads live ON live.id = (SELECT max(id) FROM uploads WHERE file_id = files.id "
+                "AND state IN ('creating', 'initialized', 'completed')) WHERE files.id = ?",
                 (file_id,),
             )
             if file is None:
                 raise UnknownRow(f"the ledger has no file {file_id!r}")
             remember_case(self._case_of_file, file_id, file["file_case_id"])
-            live = self._live_upload_row(file_id)
-            if live is not None:
-                if live["state"] == "creating":
-                    if live["part_size"] != part_size:
+            if not inserted.rowcount:
+                if file["live_state"] == "creating":
+                    if file["live_part_size"] != part_size:
                         raise ConflictingRepeat(
-                            "upload", live["id"], "creating", "part_size", live["part_size"], part_size
+                            "upload", file["live_id"], "creating", "part_size", file["live_part_size"], part_size
                         )
-                    repeated: int = live["id"]
+                    repeated: int = file["live_id"]
                     return repeated
                 raise LiveUploadExists(
-                    f"file {file['path']} already has upload {live['id']} in state {live['state']!r}; resume it, "
-                    "or mark it expired, aborted or abandoned before creating another"
+                    f"file {file['path']} already has upload {file['live_id']} in state {file['live_state']!r}; "
+                    "resume it, or mark it expired, aborted or abandoned before creating another"
                 )
-            now = self.now()
-            part_count = max(1, -(-file["size"] // part_size))
-            cursor = self.db.execute(
-                "INSERT INTO uploads (file_id, state, filename, file_size, part_size, part_count, intent_at, "
-                "attempts, updated_at) VALUES (?, 'creating', ?, ?, ?, ?, ?, 0, ?)",
-                (file_id, file["name"], file["size"], part_size, part_count, now, now),
-            )
-            upload_id = cursor.lastrowid
+            upload_id = inserted.lastrowid
             assert upload_id is not None  # an INSERT's new row
+            part_count = max(1, -(-file["size"] // part_size))
             self.record_event(
                 "upload.creating",
                 subject="upload",
@@ -241,12 +302,20 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
     def upload_completed(self, upload_id: int) -> bool:
         """``complete-multipart-upload`` answered. Every part must be recorded as sent."""
         with self._atomic():
-            upload = self._get("upload", upload_id)
+            ahead = None if self._rows_ahead is None else self._rows_ahead.pop(("upload", (upload_id,)), None)
+            parts_ahead = self._lists_ahead.pop(("sent_parts", upload_id), None)
+            if ahead is not None:
+                upload = ahead
+                parts = parts_ahead if parts_ahead is not None else self.rows(_SENT_PARTS, (upload_id,))
+            else:  # the upload and its parts in one round trip on PostgreSQL
+                uploads, parts = self.rows_together(
+                    [("SELECT * FROM uploads WHERE id = ?", (upload_id,)), (_SENT_PARTS, (upload_id,))]
+                )
+                if not uploads:
+                    raise UnknownRow(f"the ledger has no upload {upload_id!r}")
+                upload = uploads[0]
             if upload["state"] == "completed":
                 return False
-            parts = self.rows(
-                "SELECT number, md5 FROM parts WHERE upload_id = ? AND state = 'sent' ORDER BY number", (upload_id,)
-            )
             sent = {p["number"] for p in parts}
             missing = [n for n in range(1, upload["part_count"] + 1) if n not in sent]
             if missing and upload["state"] == "initialized":
@@ -284,6 +353,18 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
     def part_sent(self, upload_id: int, number: int, *, size: int, etag: str, md5: str | None = None) -> bool:
         """Record a part's ETag as it lands (S3 returns it quoted; store it verbatim)."""
         with self._atomic():
+            now = self.now()
+            # A part sent for the first time is the common case: its row is inserted first — only into an
+            # initialized upload, and rolled back with the transaction if a check below fails — so that on
+            # PostgreSQL it travels with the upload's read, one round trip for both. The row is looked for only
+            # when the insert found one there (sent again after list-parts invalidated it, or a repeat).
+            inserted = self.db.execute(
+                "INSERT INTO parts (upload_id, number, state, size, etag, md5, sent_at, updated_at) "
+                "SELECT ?, ?, 'sent', ?, ?, ?, ?, ? WHERE EXISTS "
+                "(SELECT 1 FROM uploads WHERE id = ? AND state = 'initialized') "
+                "ON CONFLICT (upload_id, number) DO NOTHING",
+                (upload_id, number, size, etag, md5, now, now, upload_id),
+            )
             upload = self._get("upload", upload_id)
             if upload["state"] != "initialized":
                 raise UploadNotOpen(
@@ -296,15 +377,7 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
             expected = last_size if number == upload["part_count"] else upload["part_size"]
             if size != expected:
                 raise ValueError(f"part {number} of upload {upload_id} should be {expected} bytes, not {size}")
-            now = self.now()
-            # A part sent for the first time is the common case: insert it, and look for the row only when one
-            # was there (sent again after list-parts invalidated it, or a repeat).
-            inserted = self.db.execute(
-                "INSERT INTO parts (upload_id, number, state, size, etag, md5, sent_at, updated_at) "
-                "VALUES (?, ?, 'sent', ?, ?, ?, ?, ?) ON CONFLICT (upload_id, number) DO NOTHING",
-                (upload_id, number, size, etag, md5, now, now),
-            ).rowcount
-            if not inserted:
+            if not inserted.rowcount:
                 existing = self.row("SELECT * FROM parts WHERE upload_id = ? AND number = ?", (upload_id, number))
                 assert existing is not None  # the INSERT above was refused: the row is there
                 return self._apply(
@@ -346,6 +419,8 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
 
     def _get(self, kind: str, key: object) -> dict[str, Any]:
         table, columns, values = self._key(kind, key)
+        if self._rows_ahead is not None and (ahead := self._rows_ahead.pop((kind, values), None)) is not None:
+            return ahead
         where = " AND ".join(f"{c} = ?" for c in columns)
         row = self.row(f"SELECT * FROM {table} WHERE {where}", values)
         if row is None:
@@ -375,6 +450,8 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
         assignments = ", ".join(f"{name} = ?" for name in updates)
         where = " AND ".join(f"{c} = ?" for c in columns)
         self.db.execute(f"UPDATE {table} SET {assignments} WHERE {where}", (*updates.values(), *values))
+        if self._rows_ahead is not None:  # the row as now written, for the next step of record_together
+            self._rows_ahead[(kind, values)] = {**row, **updates}
         self.record_event(
             f"{kind}.{target}",
             subject=kind,
@@ -425,6 +502,62 @@ _NAMED_TRANSITIONS = frozenset(
     if callable(member) and not name.startswith("_") and name not in ("record_together", "transition", "record_attempt")
 )
 
+
+# The row each named transition reads first, by kind; its key is the step's first argument (``_read_ahead``).
+_READS_FIRST: dict[object, str] = {
+    **{f: "case" for f in (LedgerTransitions.case_started, LedgerTransitions.case_done, LedgerTransitions.case_failed)},
+    **{
+        f: "display_set"
+        for f in (
+            LedgerTransitions.display_set_creating,
+            LedgerTransitions.display_set_created,
+            LedgerTransitions.display_set_not_created,
+            LedgerTransitions.display_set_values_attached,
+            LedgerTransitions.display_set_importing,
+            LedgerTransitions.display_set_done,
+            LedgerTransitions.display_set_failed,
+        )
+    },
+    **{
+        f: "item"
+        for f in (
+            LedgerTransitions.item_uploading,
+            LedgerTransitions.item_uploaded,
+            LedgerTransitions.item_session_recorded,
+            LedgerTransitions.item_attached,
+            LedgerTransitions.item_done,
+            LedgerTransitions.item_failed,
+            LedgerTransitions.item_requeued,
+        )
+    },
+    **{
+        f: "upload"
+        for f in (
+            LedgerTransitions.upload_initialized,
+            LedgerTransitions.upload_completed,
+            LedgerTransitions.upload_consumed,
+            LedgerTransitions.upload_expired,
+            LedgerTransitions.upload_aborted,
+            LedgerTransitions.upload_abandoned,
+            LedgerTransitions.part_sent,
+        )
+    },
+}
+
+_SENT_PARTS = "SELECT number, md5 FROM parts WHERE upload_id = ? AND state = 'sent' ORDER BY number"
+_COMPLETES_UPLOAD = LedgerTransitions.upload_completed
+_RECORDS_PARTS = frozenset({LedgerTransitions.part_sent, LedgerTransitions.part_invalidated})
+# Per present file of an item, its newest completed or consumed upload: what item_attached consumes.
+_ATTACHED_UPLOADS = (
+    "SELECT files.id AS attached_file_id, files.path AS attached_file_path, uploads.* FROM files "
+    "LEFT JOIN uploads ON uploads.id = (SELECT max(newest.id) FROM uploads AS newest "
+    "WHERE newest.file_id = files.id AND newest.state IN ('completed', 'consumed')) "
+    "WHERE files.item_id = ? AND files.present = 1 ORDER BY files.id"
+)
+_ATTACHES_ITEM = LedgerTransitions.item_attached
+_CHANGES_UPLOADS = frozenset(
+    method for method, kind in _READS_FIRST.items() if kind == "upload" and method is not LedgerTransitions.part_sent
+) | {LedgerTransitions.upload_creating, LedgerTransitions.item_requeued}
 
 # Records of what the server creates that only the ledger names (an upload, an upload session) and the intent before
 # an upload's create: lost on power loss, they would leave an orphan on the server (state/sqlite_file.py configure).

@@ -143,6 +143,14 @@ class LedgerWorkers(LedgerEvents):
             return float(self.scalar("SELECT extract(epoch FROM clock_timestamp())"))
         return self._clock().timestamp()
 
+    def _lease_now(self) -> tuple[str, tuple[float, ...]]:
+        """The lease clock as an SQL expression and its parameters, read by the statement that uses it: on
+        PostgreSQL the server's ``clock_timestamp()`` (no round trip of its own before each claim or reservation), on
+        SQLite this process's clock as a parameter."""
+        if self._shared_store:
+            return "CAST(extract(epoch FROM clock_timestamp()) AS DOUBLE PRECISION)", ()
+        return "?", (self._clock().timestamp(),)
+
     # ------------------------------------------------------------------------------------------------- workers
     def register_worker(self, worker_id: str, *, host: str, pid: int) -> None:
         """This worker starts (or starts again under the same id, e.g. a restarted container): a fresh heartbeat."""
@@ -201,15 +209,15 @@ class LedgerWorkers(LedgerEvents):
           it, as a case that ended still runnable waits for the next pass) that no live worker holds;
         * anywhere, a runnable case whose lease another worker let run out: it died, or stopped with the case
           unfinished. ``running``: cases this worker runs now, never claimed twice."""
-        now = self.lease_clock()
+        now, now_params = self._lease_now()
         skip = sorted(running)
         not_running = f" AND id NOT IN ({', '.join('?' * len(skip))})" if skip else ""
         if self._shared_store:
             free = (
-                "((id > ? AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?)) OR "
-                "(lease_owner IS NOT NULL AND lease_owner <> ? AND lease_expires_at < ?))"
+                f"((id > ? AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < {now})) OR "
+                f"(lease_owner IS NOT NULL AND lease_owner <> ? AND lease_expires_at < {now}))"
             )
-            free_params: tuple[Any, ...] = (after_id, worker_id, now, worker_id, now)
+            free_params: tuple[Any, ...] = (after_id, worker_id, *now_params, worker_id, *now_params)
             lock = " FOR UPDATE SKIP LOCKED"
         else:
             free, free_params, lock = "id > ?", (after_id,), ""
@@ -223,8 +231,8 @@ class LedgerWorkers(LedgerEvents):
                 return None
             case_id, before = rows[0]["id"], rows[0]["lease_owner"]
             self.db.execute(
-                "UPDATE cases SET lease_owner = ?, lease_expires_at = ? WHERE id = ?",
-                (worker_id, now + lease_seconds, case_id),
+                f"UPDATE cases SET lease_owner = ?, lease_expires_at = {now} + ? WHERE id = ?",
+                (worker_id, *now_params, lease_seconds, case_id),
             )
             taken_over = before if before not in (None, worker_id) else None
             if taken_over is not None:
@@ -269,10 +277,8 @@ class LedgerWorkers(LedgerEvents):
         """Sets this worker's units under ``limit_name`` to ``held`` if they fit beside the live workers' and the
         server's external count (always, when ``held`` is lower than before). Alone — no other worker holding any —
         a worker may go over the ceiling, as one case with more files than the ceiling is admitted alone."""
-        now = self.lease_clock()
         with self.db.atomic():
-            external = self._locked_external(limit_name)
-            mine, others = self._units_held(worker_id, limit_name, now - lease_seconds)
+            external, mine, others = self._locked_room(worker_id, limit_name, lease_seconds)
             fits = held <= mine or others + external + held <= ceiling or (others == 0 and mine == 0)
             if fits:
                 self.db.execute(
@@ -284,10 +290,8 @@ class LedgerWorkers(LedgerEvents):
 
     def set_external_units(self, worker_id: str, limit_name: str, *, server_count: int, lease_seconds: float) -> int:
         """The server counted ``server_count`` (its truth): what no live worker holds is external. Returns it."""
-        now = self.lease_clock()
         with self.db.atomic():
-            self._locked_external(limit_name)
-            mine, others = self._units_held(worker_id, limit_name, now - lease_seconds)
+            _, mine, others = self._locked_room(worker_id, limit_name, lease_seconds)
             external = max(server_count - mine - others, 0)
             self.db.execute("UPDATE shared_limits SET external = ? WHERE limit_name = ?", (external, limit_name))
         return external
@@ -303,28 +307,31 @@ class LedgerWorkers(LedgerEvents):
             units[row["worker_id"]] = row["held"]
         return units
 
-    def _locked_external(self, limit_name: str) -> int:
-        """The limit's external count, its row locked on PostgreSQL until the transaction ends: the first use of a
-        limit makes the row (a concurrent maker waits on its key, then finds it), later ones only read it."""
-        read = "SELECT external FROM shared_limits WHERE limit_name = ?" + (" FOR UPDATE" if self._shared_store else "")
-        external = self.scalar(read, (limit_name,))
-        if external is None:
+    def _locked_room(self, worker_id: str, limit_name: str, lease_seconds: float) -> tuple[int, int, int]:
+        """(the limit's external count, this worker's units, the other live workers' units) under ``limit_name``.
+
+        The limit's row is locked on PostgreSQL until the transaction ends, *then* the units are read — two
+        statements, so the second one's snapshot sees what a worker that held the lock before committed — yet one
+        round trip (``rows_together``). The first use of a limit makes the row (a concurrent maker waits on its key,
+        then finds it), later ones only read it."""
+        lock = "SELECT external FROM shared_limits WHERE limit_name = ?" + (" FOR UPDATE" if self._shared_store else "")
+        now, now_params = self._lease_now()
+        units = (
+            "SELECT coalesce(sum(CASE WHEN h.worker_id = ? THEN h.held END), 0) AS mine, "
+            "coalesce(sum(CASE WHEN h.worker_id <> ? AND w.stopped_at IS NULL AND w.heartbeat_at >= "
+            f"{now} - ? THEN h.held END), 0) AS others "
+            "FROM worker_holdings h LEFT JOIN workers w ON w.worker_id = h.worker_id WHERE h.limit_name = ?"
+        )
+        units_params = (worker_id, worker_id, *now_params, lease_seconds, limit_name)
+        locked, held = self.rows_together([(lock, (limit_name,)), (units, units_params)])
+        if not locked:
             self.db.execute(
                 "INSERT INTO shared_limits (limit_name, external) VALUES (?, 0) ON CONFLICT DO NOTHING", (limit_name,)
             )
-            external = self.scalar(read, (limit_name,))
-        return int(external)
-
-    def _units_held(self, worker_id: str, limit_name: str, alive_since: float) -> tuple[int, int]:
-        """(this worker's units, the other live workers' units) under ``limit_name``, in one statement."""
-        row = self.row(
-            "SELECT coalesce(sum(CASE WHEN h.worker_id = ? THEN h.held END), 0) AS mine, "
-            "coalesce(sum(CASE WHEN h.worker_id <> ? AND w.stopped_at IS NULL AND w.heartbeat_at >= ? "
-            "THEN h.held END), 0) AS others "
-            "FROM worker_holdings h LEFT JOIN workers w ON w.worker_id = h.worker_id WHERE h.limit_name = ?",
-            (worker_id, worker_id, alive_since, limit_name),
-        )
-        return (row["mine"], row["others"]) if row is not None else (0, 0)
+            # The units read above were read without the lock: read again, after it.
+            locked, held = self.rows_together([(lock, (limit_name,)), (units, units_params)])
+        mine, others = (held[0]["mine"], held[0]["others"]) if held else (0, 0)
+        return int(locked[0]["external"]), int(mine), int(others)
 
     # ------------------------------------------------------------------------------------------------ one view
     def workers_view(self, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> list[WorkerRow]:

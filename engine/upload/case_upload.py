@@ -201,8 +201,8 @@ class CaseUpload:
         self.stop_point("before its display set")
         pk = await self._ensure_display_set()
         self.stop_point("before its values")
-        await self._attach_values(pk, kinds)
-        await self._mark_importing()
+        if not await self._attach_values(pk, kinds):
+            await self._mark_importing()
         await self.imports.wait(pk, kinds, values_sent_at=self._values_sent_at)
         return await self._finish()
 
@@ -358,7 +358,9 @@ class CaseUpload:
                 return True  # consumed by the file copy
         return False
 
-    async def _attach_values(self, pk: str, kinds: dict[str, str]) -> None:
+    async def _attach_values(self, pk: str, kinds: dict[str, str]) -> bool:
+        """Sends the values not attached yet; True when it did, and recorded the display set importing (the case is
+        then read again with that record)."""
         case = await self._refresh()
         items = [
             i
@@ -367,11 +369,16 @@ class CaseUpload:
             or (i.state == "planned" and (kinds[i.socket_slug] == VALUE or refers_to_image(i, kinds[i.socket_slug])))
         ]
         if not items:
-            return
+            return False
         client = self.ctx.client
         if self._adopted_foreign:
             items = await self._keep_present_values(pk, items, kinds)
         planned: list[PlannedValue] = []
+        # The uploads of every item that sends some, in one read of the ledger.
+        uploads_of = await self.ctx.journal.read(
+            self.ctx.journal.ledger.items_upload_pks,
+            [i.id for i in items if kinds[i.socket_slug] != VALUE and not refers_to_image(i, kinds[i.socket_slug])],
+        )
         for item in items:
             kind = kinds[item.socket_slug]
             if kind == VALUE:
@@ -384,7 +391,7 @@ class CaseUpload:
                     PlannedValue(item.socket_slug, kind, {"interface": item.socket_slug, "image": item.value})
                 )
                 continue
-            upload_pks = tuple(await self.ctx.journal.read(self.ctx.journal.ledger.item_upload_pks, item.id))
+            upload_pks = tuple(uploads_of.get(item.id, ()))
             urls = [client.upload_url(upload_pk) for upload_pk in upload_pks]
             body: dict[str, Any]
             if kind == FILE:
@@ -411,7 +418,7 @@ class CaseUpload:
                 body = {"interface": item.socket_slug, "user_uploads": urls}
                 planned.append(PlannedValue(item.socket_slug, kind, body, upload_pks))
         if not planned:
-            return
+            return False
         imports = sum(1 for value in planned if value.kind == IMAGE)
         if imports:
             self.import_units += await self.ctx.import_gate.acquire(imports, who=self.case.title)
@@ -439,8 +446,12 @@ class CaseUpload:
             for value in planned
         ]
         steps += [step(ledger.display_set_values_attached, case.id), step(ledger.display_set_importing, case.id)]
-        await self.record_together(steps)
+        # With the case read again in the same trip to the ledger (the import wait reads its attached items).
+        self.case = await self.ctx.journal.record_then_read(
+            steps[0], step(ledger.case_work, case.id), case=self.case.title, also=steps[1:]
+        )
         crash_point("after-values-recorded")
+        return True
 
     async def _post_targeted(self, value: PlannedValue, items: list[ItemWork]) -> None:
         item = next(i for i in items if i.socket_slug == value.socket_slug)

@@ -29,6 +29,7 @@ from gcbulk.engine.upload.imports import (
 from gcbulk.engine.upload.server_limits import VOICE_SECONDS, wait_log
 from gcbulk.engine.upload.values_patch import FILE, IMAGE, PlannedValue
 from gcbulk.state.records import CaseWork, ItemWork
+from gcbulk.state.steps import step
 
 if TYPE_CHECKING:
     from gcbulk.engine.upload.context import TransferContext
@@ -155,14 +156,15 @@ class ImportWait:
             delay = self._next_poll_delay(delay)
         while waiting:
             present = present_sockets(await ctx.target.get(pk), kinds)
-            still = []
-            for item in waiting:
-                if item.socket_slug in present:
+            imported = [item for item in waiting if item.socket_slug in present]
+            still = [item for item in waiting if item.socket_slug not in present]
+            if imported:
+                for item in imported:
                     self._imported(item, kinds, started)
-                    await self._record(self.ctx.journal.ledger.item_done, item.id)
-                    await self._item_finished(item, kinds, consumed=True)
-                else:
-                    still.append(item)
+                # What one poll shows imported, in one transaction: a crash leaves those items attached (polled
+                # again) or done, as one transaction each did.
+                await self._upload.record_together([step(ctx.journal.ledger.item_done, item.id) for item in imported])
+                await self._items_finished(imported, kinds, consumed=True)
             progressed = len(still) < len(waiting)
             waiting = still
             if not waiting:
@@ -378,13 +380,18 @@ class ImportWait:
         return refused_reason(item, self.ctx, now - seen_gone)
 
     async def _item_finished(self, item: ItemWork, kinds: dict[str, str], *, consumed: bool) -> None:
-        kind = kinds[item.socket_slug]
-        if kind == IMAGE and self.import_units:
-            self.import_units -= 1
-            await self.ctx.import_gate.release(1)
+        await self._items_finished([item], kinds, consumed=consumed)
+
+    async def _items_finished(self, items: list[ItemWork], kinds: dict[str, str], *, consumed: bool) -> None:
+        """Gives back the gate units of ``items``, each gate once (on a shared ledger, one reservation each)."""
+        images = min(sum(1 for item in items if kinds[item.socket_slug] == IMAGE), self.import_units)
+        if images:
+            self.import_units -= images
+            await self.ctx.import_gate.release(images)
         # docs/gc-api.md §1: a successful import deletes its uploads; a failed one leaves them to the 24 h sweep.
-        if consumed and kind in (IMAGE, FILE):
-            await self.ctx.upload_gate.release(len(item.files))
+        files = sum(len(item.files) for item in items if kinds[item.socket_slug] in (IMAGE, FILE))
+        if consumed and files:
+            await self.ctx.upload_gate.release(files)
 
 
 def _deadline_source(configured: float | None) -> str:

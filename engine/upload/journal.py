@@ -147,17 +147,9 @@ class Journal:
         """``record(transition)`` — with the steps ``also`` in the same transaction, as ``record_together`` — then
         the ``query`` of what it wrote, in one trip to the ledger's thread. The read sees the transitions committed,
         as separate calls would."""
-        ledger = self.ledger
         steps = [transition, *also]
-
-        def both() -> tuple[list[bool], Q | None, BaseException | None]:
-            results = ledger.record_together(steps) if also else [transition()]
-            try:
-                return results, query(), None
-            except Exception as failed:  # noqa: BLE001 - raised below, once the recorded steps have their lines
-                return results, None, failed
-
-        results, answer, failed = await self.runner.run(both)
+        # A failed read comes back (raised below, once the recorded steps have their lines).
+        results, answer, failed = await self.runner.run(self.ledger.record_then_read, steps, query)
         self._emit(steps, results, case)
         if failed is not None:
             with ledger_faults(self.runner.path):  # as LedgerRunner would have said it
