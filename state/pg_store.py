@@ -141,7 +141,10 @@ class PgDatabase:
     where each statement was one. Every ledger change is a short transaction of a read or two and a few writes
     (BEGIN, the row, its event, savepoints), and on a shared ledger round trips are what a worker waits on. A write
     that fails is raised by the statement it travels with, still inside the transaction, which then rolls back as
-    before; a transaction that read nothing sends nothing until its COMMIT."""
+    before; a transaction that read nothing sends nothing until its COMMIT. Reads that do not wait on each other's
+    answers go together too (``read_together``), and a COMMIT followed by a read of what it committed can travel with
+    that read (``commit_rides_next``): measured with ``benchmarks/ledger_statements.py --postgres``, ~50 round trips
+    per 2-file case where there were ~90."""
 
     dialect = "postgresql"
 

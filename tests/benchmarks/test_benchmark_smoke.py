@@ -153,6 +153,25 @@ def test_ledger_statements_counts_statements_and_transactions_per_case() -> None
     assert "most repeated statements of the last run:" in out and "BEGIN" in out
 
 
+@pytest.mark.skipif(find_bin_dir() is None, reason="PostgreSQL's initdb/pg_ctl not found: --postgres needs one")
+def test_ledger_statements_counts_postgresql_round_trips_per_case_and_per_ledger_call() -> None:
+    out = finished(
+        run_benchmark(
+            "-m", "benchmarks.ledger_statements", "--cases", "3", "--runs", "1", "--top", "5", "--postgres", timeout=180
+        )
+    )
+    run = re.search(rf"^run 1: .*, (\d+) round trips \(({NUMBER})/case\)", out, re.MULTILINE)
+    assert run is not None, out
+    assert int(run[1]) / 3 == pytest.approx(number(run[2]), abs=0.1)
+    transfer = re.search(rf"^  transfer only .*, ({NUMBER}) round trips/case", out, re.MULTILINE)
+    assert transfer is not None, out
+    assert 0 < number(transfer[1]) < number(run[2])  # opening the ledger and recording the plan cost some too
+    calls = out.split("ledger calls of the last run (count, CPU s, PostgreSQL round trips):\n", 1)[1].splitlines()
+    # The most frequent ledger call first, with the round trips it took.
+    count, _, trips, name = calls[0].split()
+    assert int(count) > 0 and int(trips) >= 0 and name.isidentifier()
+
+
 @pytest.mark.skipif(find_bin_dir() is None, reason="PostgreSQL's initdb/pg_ctl not found: scale_out.py needs one")
 def test_scale_out_prints_the_fraction_of_the_host_bound_per_worker_count(tmp_path: Path) -> None:
     out = finished(
