@@ -120,8 +120,13 @@ def test_part_outside_the_upload_is_refused(one_case: Ledger, number: int, size:
     ledger = one_case
     upload_id = ledger.upload_creating(_file_id(ledger), part_size=5 * MiB)
     ledger.upload_initialized(upload_id, pk="u-1", s3_upload_id="s3-1")
+    events = len(ledger.events())
     with pytest.raises(ValueError, match=message):
         ledger.part_sent(upload_id, number, size=size, etag='"a"')
+    # The part's row, written before the checks (it travels with the upload's read), is rolled back with them.
+    assert ledger.upload(upload_id).parts == {}
+    assert ledger.count("SELECT count(*) FROM parts WHERE upload_id = ?", (upload_id,)) == 0
+    assert len(ledger.events()) == events
 
 
 def test_part_of_an_upload_that_is_not_open_is_refused(one_case: Ledger) -> None:
