@@ -11,7 +11,7 @@ on the ledger's own thread (``engine/upload/journal.LedgerRunner``):
 * transactions: the BEGINs (a write outside one would be a transaction of its own: counted too);
 * ledger-thread CPU: ``time.thread_time()`` around every call the engine sends to that thread;
 * with ``--postgres`` (a throwaway server from ``tests/pg_server.py``): round trips, i.e. query strings sent to the
-  server (the store batches held writes into one).
+  server (the store batches held writes into one), an ``executemany`` counted as one; per case and per ledger call.
 
 The planning of the job is part of ``gcbulk run`` and counted with it; the ledger calls are also listed by name, so
 planning and transfer can be told apart. Printed: totals and per case for each run, then (for the last run) the
@@ -120,7 +120,21 @@ def _child(job: str, out: str, ledger: str | None) -> int:
                     count(statement)
             return original_execute(self, query, params, **kwargs)
 
+        original_executemany = psycopg.Cursor.executemany
+
+        def executemany(self, query, params_seq, **kwargs):  # type: ignore[no-untyped-def]
+            # One round trip however many rows: psycopg sends them in pipeline mode and waits once.
+            if threading.current_thread().name.startswith("gcbulk-ledger"):
+                counts["round_trips"] += 1
+                call_trips[getattr(local, "call", "?")] += 1
+                transfer["round_trips"] += getattr(local, "call", "?") not in _SETUP_CALLS
+                params_seq = list(params_seq)
+                for _ in params_seq:
+                    count(query if isinstance(query, str) else str(query))
+            return original_executemany(self, query, params_seq, **kwargs)
+
         psycopg.Cursor.execute = execute  # type: ignore[method-assign]
+        psycopg.Cursor.executemany = executemany  # type: ignore[method-assign]
         pg_store.psycopg.Cursor.execute = execute  # type: ignore[attr-defined]
 
     original_translated = journal.LedgerRunner._translated

@@ -116,10 +116,17 @@ class PgConnection:
         return self._db.execute(sql, params)
 
     def executemany(self, sql: str, rows: Any) -> PgCursor:
-        self._db.send_held()
-        cursor = self._db.raw.cursor()
-        cursor.executemany(_format_style(sql), [tuple(row) for row in rows])
-        return PgCursor(cursor, self._db)
+        db, statement = self._db, _format_style(sql)
+        if db.transaction_open and _WRITE.match(statement) and "RETURNING" not in statement.upper():
+            # Inside a transaction, held back as ``execute`` holds a write: sent with the next statement whose answer
+            # is needed, or the COMMIT (a plan's files travel with the next case's INSERT, not a round trip each).
+            # Its rowcount is not kept (nothing reads it; sqlite3's would be the sum).
+            db.hold([db._bind(statement, tuple(row)) for row in rows])
+            return PgCursor(None, db)
+        db.send_held()
+        cursor = db.raw.cursor()
+        cursor.executemany(statement, [tuple(row) for row in rows])
+        return PgCursor(cursor, db)
 
     @property
     def in_transaction(self) -> bool:
@@ -194,6 +201,10 @@ class PgDatabase:
         cursor = self.raw.cursor()
         cursor.execute(statement, tuple(params))
         return PgCursor(cursor, self, returns_id=returns_id)
+
+    def hold(self, statements: Sequence[str]) -> None:
+        """Bound writes of the open transaction, held back to go with its next round trip (see the class)."""
+        self._held.extend((statement, None) for statement in statements)
 
     def _bind(self, sql: str, params: Sequence[Any] = ()) -> str:
         """``sql`` (in psycopg's style: placeholders ``%s``, a literal ``%`` doubled) with ``params`` in it, as sent."""
