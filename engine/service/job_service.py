@@ -270,10 +270,8 @@ class JobService:
         # A planning check fails fast when the server is unreachable rather than spend a transfer's retry budget;
         # the caller decides what then (one-shot: exit; follow: wait and try again).
         with item_budget(RetryBudget(PLAN_CHECK_RETRIES, "checking the job's sockets")):
-            for slug in self.job.socket_slugs:
-                page = await self.client.request("GET", "components/interfaces/", params={"slug": slug})
-                results = page.get("results", []) if isinstance(page, dict) else []
-                catalogue[slug] = results[0] if results else None
+            for slug in self.job.socket_slugs:  # fresh at every plan; the pass that follows reads them from here
+                catalogue[slug] = await self.client.refresh_socket(slug)
             # The study's titles, once per plan: a case whose title names a display set this job did not make is
             # blocked before any byte is sent (docs/gc-api.md §10), unless the run takes such display sets over.
             # The same listing serves the pass that follows (engine/upload/reconcile.py): one per plan, not two.
