@@ -46,7 +46,17 @@ async def test_a_staggered_two_image_case_polls_its_display_set_about_once_and_p
     assert outcome.done == CASES and outcome.failed == []
     await assert_tutorial_values(client)
     requests = emulator.context.counters.requests
+    # benchmarks/README.md's per-request table, row by row: what each case costs before its poll — its display set,
+    # three requests per file (create, presign, complete), one session per image — is the floor of 9 with a session
+    # per image (docs/gc-api.md §10: one request for both images would lose a refused link's reason). The one extra
+    # display-set POST is the run's editor check, refused by the server before any byte moves.
+    assert requests.get(f"POST {API}reader-studies/display-sets/", 0) == CASES + 1
+    assert requests.get(f"POST {API}uploads/", 0) == 2 * CASES
+    for action in ("generate-presigned-urls", "complete-multipart-upload"):  # one part per file here
+        assert requests.get(f"PATCH {API}uploads/{{pk}}/{{s3_upload_id}}/{action}/", 0) == 2 * CASES, action
     assert requests.get(f"POST {API}cases/upload-sessions/", 0) == 2 * CASES
+    assert requests.get(f"PATCH {API}reader-studies/display-sets/{{pk}}/", 0) == 0  # no values PATCH at all
+    assert requests.get(f"GET {API}cases/upload-sessions/", 0) == 0  # never a scan of the session list
     polls = requests.get(f"GET {API}reader-studies/display-sets/{{pk}}/", 0)
     # Before: a poll (or several) for the first image, then the wait's for the second, and at the start every case
     # polling every fraction of a second for imports no one had yet seen: over 4 per case (34 for these 8).
