@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,7 +137,9 @@ def measure(
         else:
             job = write_tutorial_job(workdir, emulator, layout[0][1][0].parent.parent, engine)
             timed = run_gcbulk_measured(job, emulator)
-        return Measured(timed, len(layout), total).read_counters(emulator, workdir / f"{client}-requests.json")
+        variant = re.sub(r"[^a-z0-9]+", "-", engine.lower()).strip("-")  # e.g. gcbulk-stagger-image-values-false
+        breakdown = workdir / f"{client}{'-' + variant if variant else ''}-requests.json"
+        return Measured(timed, len(layout), total).read_counters(emulator, breakdown)
 
 
 def run_capacity_workloads(names: list[str], scale: float, workdir: Path) -> dict[str, dict[str, Measured]]:
