@@ -67,3 +67,4 @@ class Entry:
     # Where a symbolic link leads when that is outside the case folder (resolved real path), else None: such a file is
     # never sent for the case (a blocking finding when a rule takes it).
     outside: str | None = None
+    inode: int = 0  # with size and mtime, what says the file did not change since the planner last read it

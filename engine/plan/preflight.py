@@ -270,6 +270,11 @@ class Preflight:
         return entries
 
     @property
+    def content_checked(self) -> bool:
+        """Whether this plan made the content checks (the catalogue is known and they were not turned off)."""
+        return self._content is not None
+
+    @property
     def content_files_read(self) -> int:
         """Files whose content the checks read in this plan (new, or changed since the cache's result)."""
         return 0 if self._content is None else self._content.files_read
