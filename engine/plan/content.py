@@ -192,7 +192,8 @@ class ContentChecker:
         self._grids: dict[tuple[str, str], Grid] = {}
         # Results ``read_ahead`` asked for — a read under way on another thread, or what the cache had — each with
         # whether the file is read: ``check`` takes them instead of asking again.
-        self._read_ahead: dict[ContentKey, tuple[Future[CheckedContent] | CheckedContent, bool]] = {}
+        # Keyed by (path, socket), as ``check`` asks before it stats the file: one stat per file, not two.
+        self._read_ahead: dict[tuple[str, str], tuple[ContentKey, Future[CheckedContent] | CheckedContent, bool]] = {}
         self._digests: dict[str, str] = {}  # socket slug → ContentKey.definition
         self.files_read = 0  # files whose content the checks read (new or changed since the cache's result)
         self.files_cached = 0  # files whose result came from the cache: not read
@@ -214,18 +215,19 @@ class ContentChecker:
             return []
         main = item.files[0]
         path = os.path.join(case_root, main.path)
-        try:
-            stat = os.stat(path)
-        except OSError as exc:
-            return [finding.unreadable(path, main.path, exc.strerror or str(exc))]
-        key = ContentKey(path, stat.st_size, stat.st_mtime_ns, stat.st_ino, item.socket_slug, self._digest(socket))
-        ahead = self._read_ahead.pop(key, None)
         checked: CheckedContent | None
-        if ahead is None:
-            checked, read = self.cache.get(key), False
-        else:
-            result, read = ahead
+        ahead = self._read_ahead.pop((path, item.socket_slug), None)
+        if ahead is not None:
+            # Keyed by the stat ``read_ahead`` took just before it started the read, as this would before its own.
+            key, result, read = ahead
             checked = result.result() if isinstance(result, Future) else result
+        else:
+            try:
+                stat = os.stat(path)
+            except OSError as exc:
+                return [finding.unreadable(path, main.path, exc.strerror or str(exc))]
+            key = ContentKey(path, stat.st_size, stat.st_mtime_ns, stat.st_ino, item.socket_slug, self._digest(socket))
+            checked, read = self.cache.get(key), False
         if checked is None:
             checked, read = self._file(socket, path, main.path, item.socket_slug, case), True
         if read:
@@ -267,22 +269,22 @@ class ContentChecker:
                 key = ContentKey(
                     path, stat.st_size, stat.st_mtime_ns, stat.st_ino, item.socket_slug, self._digest(socket)
                 )
-                if key in self._read_ahead:
+                if (path, item.socket_slug) in self._read_ahead:
                     continue
                 keys.append(key)
                 cached = self.cache.get(key)
                 if cached is not None:
-                    self._read_ahead[key] = (cached, False)
+                    self._read_ahead[(path, item.socket_slug)] = (key, cached, False)
                     continue
                 read = readers.submit(self._file, socket, path, main.path, item.socket_slug, case.title)
-                self._read_ahead[key] = (read, True)
+                self._read_ahead[(path, item.socket_slug)] = (key, read, True)
         return keys
 
     def forget(self, keys: Iterable[ContentKey]) -> None:
-        """Drops what ``read_ahead`` found for ``keys`` and ``check`` did not take (a file that changed between the
-        two): nothing here outlives the cases it was read for."""
+        """Drops what ``read_ahead`` found for ``keys`` and ``check`` did not take (a case never checked):
+        nothing here outlives the cases it was read for."""
         for key in keys:
-            self._read_ahead.pop(key, None)
+            self._read_ahead.pop((key.path, key.socket), None)
 
     def check_grids(self, items: Sequence[PlannedItem], case_root: str, case: str) -> list[Finding]:
         """A warning for each Segmentation value whose grid matches none of the case's other images (the CT it

@@ -81,7 +81,7 @@ def dicom_series(
 
 
 def value_item(
-    socket: str, entry: Entry, findings: list[Finding], title: str, reads: PlannerReads
+    socket: str, entry: Entry, findings: list[Finding], title: str, reads: PlannerReads, rule: int | None = None
 ) -> PlannedItem | None:
     try:
         value = reads.value(stamp(entry))
@@ -91,10 +91,13 @@ def value_item(
     except ValueFileError as exc:
         findings.append(finding.bad_json(entry.path, entry.rel, str(exc), title))
         return None
-    return PlannedItem(socket_slug=socket, value_json=value, value_path=entry.rel)
+    return PlannedItem(socket_slug=socket, value_json=value, value_path=entry.rel, rule=rule)
 
 
-def files_item(socket: str, file_set: list[Entry], findings: list[Finding], title: str) -> PlannedItem | None:
+def files_item(
+    socket: str, file_set: list[Entry], findings: list[Finding], title: str, rule: int | None = None
+) -> PlannedItem | None:
+    """The item of a socket's file set; ``rule``: the job's rules[N] that took it."""
     rels = tuple(e.rel for e in file_set)
     if len(file_set) > MAX_FILES_PER_IMAGE:
         findings.append(finding.too_many_files(file_set[0].path, socket, len(file_set), rels, title))
@@ -108,4 +111,5 @@ def files_item(socket: str, file_set: list[Entry], findings: list[Finding], titl
     return PlannedItem(
         socket_slug=socket,
         files=tuple(PlannedFile(path=e.rel, name=e.name, size=e.size, mtime_ns=e.mtime_ns) for e in file_set),
+        rule=rule,
     )

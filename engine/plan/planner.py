@@ -514,9 +514,9 @@ class Planner:
                 first = (file_sets[0][0] if file_sets else value_files[0]).path
                 findings.append(finding.two_file_sets(first, socket, sources, all_files, title))
             elif value_files:
-                item = value_item(socket, value_files[0], findings, title, self.reads)
+                item = value_item(socket, value_files[0], findings, title, self.reads, rule_sets[0][0].index)
                 if item is not None:
-                    items.append(dataclasses.replace(item, rule=rule_sets[0][0].index))
+                    items.append(item)
             elif file_sets:
                 dicom = (
                     headers.dicom(file_sets[0])
@@ -529,9 +529,9 @@ class Planner:
                 findings.extend(problems)
                 if any(p.blocking for p in problems):  # the server would refuse this image set: kept out of the plan
                     continue
-                item = files_item(socket, file_sets[0], findings, title)
+                item = files_item(socket, file_sets[0], findings, title, rule_sets[0][0].index)
                 if item is not None:
-                    items.append(dataclasses.replace(item, rule=rule_sets[0][0].index))
+                    items.append(item)
         for socket, value in self.config.values.items():
             if socket not in claims:
                 items.append(PlannedItem(socket_slug=socket, value_json=canonical_json(value)))

@@ -240,7 +240,7 @@ class Preflight:
             over = value_quota(case_path, case.title, item.socket_slug, tuple(f.path for f in item.files), value_bytes)
             if over is not None:
                 findings.append(over)
-            items.append(item if super_kind is None else dataclasses.replace(item, super_kind=super_kind))
+            items.append(item if super_kind is None else item.with_super_kind(super_kind))
         if self._content is not None:
             findings.extend(self._content.check_grids(case.items, str(self.config.case_root), case.title))
         if len(findings) == len(case.findings) and all(new is old for new, old in zip(items, case.items, strict=True)):
