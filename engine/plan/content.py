@@ -18,7 +18,6 @@ run, or follow mode's next poll — reads no file that did not change; the defau
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -103,7 +102,8 @@ class CheckedContent:
 
     def as_json(self) -> tuple[str, str | None]:
         """(findings, grid) as JSON text, for a store that keeps it between runs."""
-        grid = None if self.grid is None else json.dumps(dataclasses.asdict(self.grid))
+        # Field by field, not dataclasses.asdict: its recursive deep copy was an eighth of a first plan's time.
+        grid = None if self.grid is None else json.dumps({name: getattr(self.grid, name) for name in Grid.__slots__})
         return json.dumps([f.as_dict() for f in self.findings]), grid
 
     @classmethod
