@@ -49,8 +49,24 @@ class FileReadRow:
 
 def content_check(ledger: LedgerCore, path: str, socket: str) -> ContentCheckRow | None:
     """The last recorded check of ``path`` against ``socket``, or None."""
-    row = ledger.row("SELECT * FROM content_checks WHERE path = ? AND socket = ?", (path, socket))
-    return None if row is None else ContentCheckRow(**row)
+    # A plain tuple, not ``ledger.row``'s dict: asked once per checked file of every plan.
+    row = ledger.db.conn.execute(
+        "SELECT size, mtime_ns, inode, definition, findings, grid FROM content_checks WHERE path = ? AND socket = ?",
+        (path, socket),
+    ).fetchone()
+    if row is None:
+        return None
+    size, mtime_ns, inode, definition, findings, grid = row
+    return ContentCheckRow(
+        path=path,
+        socket=socket,
+        size=size,
+        mtime_ns=mtime_ns,
+        inode=inode,
+        definition=definition,
+        findings=findings,
+        grid=grid,
+    )
 
 
 def record_content_checks(ledger: LedgerCore, rows: Sequence[ContentCheckRow]) -> None:
@@ -70,8 +86,13 @@ def record_content_checks(ledger: LedgerCore, rows: Sequence[ContentCheckRow]) -
 
 def file_read(ledger: LedgerCore, path: str, kind: str) -> FileReadRow | None:
     """The last recorded read of ``path`` of this kind, or None."""
-    row = ledger.row("SELECT * FROM file_reads WHERE path = ? AND kind = ?", (path, kind))
-    return None if row is None else FileReadRow(**row)
+    row = ledger.db.conn.execute(
+        "SELECT size, mtime_ns, inode, outcome FROM file_reads WHERE path = ? AND kind = ?", (path, kind)
+    ).fetchone()
+    if row is None:
+        return None
+    size, mtime_ns, inode, outcome = row
+    return FileReadRow(path=path, kind=kind, size=size, mtime_ns=mtime_ns, inode=inode, outcome=outcome)
 
 
 def record_file_reads(ledger: LedgerCore, rows: Sequence[FileReadRow]) -> None:

@@ -24,13 +24,14 @@ from gcbulk.engine.plan.metaimage import (
     MetaHeader,
     NotMetaImage,
     ReadBudget,
+    capacity_problem,
     read_header,
 )
 from gcbulk.engine.plan.values import canonical_json
 
 # What kind of read an outcome is of: one file can be both (a .json value file is never a header, but the kinds keep
 # the two stores apart should a rule ever read one file both ways).
-ReadKind = Literal["metaimage-header", "json-value"]
+ReadKind = Literal["metaimage-header", "mha-verdict", "json-value"]
 
 MAX_VALUE_FILE = 16 * 1024**2  # docs/gc-api.md §5: a request body is at most 16 MiB
 # Values larger than this are read again on every plan rather than kept: the cache's rows, and the results held in
@@ -55,6 +56,30 @@ class FileReadCache(Protocol):
     def get(self, stamp: FileStamp, kind: ReadKind) -> str | None: ...
 
     def put(self, stamp: FileStamp, kind: ReadKind, outcome: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MhaProblem:
+    """What is wrong with an ``.mha``'s header whatever case it is in: ``bad-header`` (``detail`` says why) or
+    ``data-elsewhere`` (its voxels are in the file ``detail`` names, which would not be sent)."""
+
+    kind: Literal["bad-header", "data-elsewhere"]
+    detail: str
+
+
+def _judge_mha(path: str, size: int, budget: ReadBudget) -> MhaProblem | None:
+    try:
+        header = read_header(path, budget)
+    except HeaderOverBudget as exc:
+        return MhaProblem("bad-header", str(exc))
+    except NotMetaImage:
+        return None  # no MetaImage header at all: SimpleITK's own read (engine/plan/content.py) says what is wrong
+    except BadHeader as exc:
+        return MhaProblem("bad-header", str(exc))
+    if not header.local:
+        return MhaProblem("data-elsewhere", header.data_file)
+    problem = capacity_problem(header, size - header.header_length, "the file")
+    return None if problem is None else MhaProblem("bad-header", problem)
 
 
 class ValueFileError(ValueError):
@@ -113,6 +138,23 @@ class PlannerReads:
             raise
         self._keep(stamp, "metaimage-header", _header_outcome(header))
         return header
+
+    def mha_problem(self, stamp: FileStamp) -> MhaProblem | None:
+        """What is wrong with the ``.mha`` header at ``stamp.path`` (read within the header budget, checked against
+        the file's size), or None; raises OSError. The verdict alone is kept — an empty outcome for a sound file, the
+        common case — so a re-plan's lookup costs no parsing."""
+        kept = None if self.cache is None else self.cache.get(stamp, "mha-verdict")
+        if kept is not None:
+            self.files_cached += 1
+            if not kept:
+                return None
+            data = json.loads(kept)
+            return MhaProblem(data["kind"], data["detail"])
+        self.files_read += 1
+        problem = _judge_mha(stamp.path, stamp.size, self.budget)
+        outcome = "" if problem is None else json.dumps({"kind": problem.kind, "detail": problem.detail})
+        self._keep(stamp, "mha-verdict", outcome)
+        return problem
 
     def value(self, stamp: FileStamp) -> str:
         """The JSON value in the file at ``stamp.path``, as canonical JSON; raises ValueFileError (over 16 MiB, not

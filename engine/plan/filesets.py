@@ -15,10 +15,8 @@ from gcbulk.engine.plan.file_reads import FileStamp, PlannerReads, ValueFileErro
 from gcbulk.engine.plan.findings import Finding
 from gcbulk.engine.plan.metaimage import (
     BadHeader,
-    HeaderOverBudget,
     MetaHeader,
     NotMetaImage,
-    capacity_problem,
 )
 
 
@@ -48,19 +46,14 @@ def mha_finding(entry: Entry, title: str, reads: PlannerReads) -> Finding | None
     be sent), sizes that are not positive, or voxels the file cannot hold. None for a file with no MetaImage header
     at all: SimpleITK's own read (``engine/plan/content.py``) says what is wrong with it."""
     try:
-        header = reads.header(stamp(entry))
+        problem = reads.mha_problem(stamp(entry))
     except OSError as exc:
         return finding.unreadable(entry.path, entry.rel, exc.strerror or str(exc))
-    except HeaderOverBudget as exc:
-        return finding.bad_image_header(entry.path, (entry.rel,), str(exc), title)
-    except NotMetaImage:
+    if problem is None:
         return None
-    except BadHeader as exc:
-        return finding.bad_image_header(entry.path, (entry.rel,), str(exc), title)
-    if not header.local:
-        return finding.mha_data_elsewhere(entry.path, (entry.rel,), header.data_file, title)
-    problem = capacity_problem(header, entry.size - header.header_length, "the file")
-    return None if problem is None else finding.bad_image_header(entry.path, (entry.rel,), problem, title)
+    if problem.kind == "data-elsewhere":
+        return finding.mha_data_elsewhere(entry.path, (entry.rel,), problem.detail, title)
+    return finding.bad_image_header(entry.path, (entry.rel,), problem.detail, title)
 
 
 def dicom_series(
