@@ -64,6 +64,12 @@ def _join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
 
+def _child(folder: str, name: str) -> str:
+    """``os.path.join(folder, name)`` for a name from ``os.scandir`` (never absolute, never empty), without its
+    generality: it runs for every file of every plan."""
+    return f"{folder}{name}" if folder.endswith("/") else f"{folder}/{name}"
+
+
 def _glob_matcher(pattern: str) -> tuple[re.Pattern[str], bool]:
     """A compiled glob and whether it matches the path inside the case folder (it has a '/') or just the name."""
     return re.compile(translate(pattern)), "/" in pattern
@@ -188,7 +194,7 @@ class Planner:
             yield finding.unreadable(path, rel, f"the folder cannot be listed: {names.strerror}")
             return
         for name in names:
-            child = os.path.join(path, name)
+            child = _child(path, name)
             child_rel = _join(rel, name)
             kind, st, reason, link = self._classify(child)
             if kind == "dir":
@@ -252,7 +258,7 @@ class Planner:
             findings.append(finding.unreadable(path, rel, f"the folder cannot be listed: {names.strerror}"))
             return
         for name in names:
-            child = os.path.join(path, name)
+            child = _child(path, name)
             child_rel = _join(rel, name)
             child_inner = _join(inner, name)
             kind, st, reason, link = self._classify(child)
