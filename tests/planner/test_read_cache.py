@@ -132,6 +132,17 @@ def test_what_was_read_from_files_gone_from_the_tree_is_forgotten(
     assert _rows(job_dir, "content_checks") == [f"{p1}/ct.mha", f"{p1}/seg.mha"]
 
 
+def test_a_dry_run_forgets_nothing(job_dir: Path, cases_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    _case(cases_dir / "p1")
+    _case(cases_dir / "p2")
+    assert _plan(job_dir, capsys)[0] == 0
+    shutil.rmtree(cases_dir / "p2")
+    code, out = _plan(job_dir, capsys, "--dry-run")
+    assert code == 0, out
+    assert "forgotten" not in out
+    assert len(_rows(job_dir, "file_reads")) == 6 and len(_rows(job_dir, "content_checks")) == 4
+
+
 def test_a_plan_without_the_content_checks_keeps_their_results_for_the_next_plan_with_them(
     job_dir: Path, cases_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
