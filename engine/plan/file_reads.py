@@ -93,13 +93,15 @@ _HEADER_ERRORS: dict[str, type[Exception]] = {
 }
 
 
-def _header_outcome(result: MetaHeader | Exception) -> str:
+def _header_outcome(result: MetaHeader | Exception) -> str | None:
+    """The outcome to keep, or None for an error this module cannot give back as itself (not kept)."""
     if isinstance(result, MetaHeader):
         fields = {name: getattr(result, name) for name in MetaHeader.__slots__}
         return json.dumps({"header": fields})
-    # Most specific first: HeaderOverBudget is a NotMetaImage.
-    error = next(name for name, kind in _HEADER_ERRORS.items() if type(result) is kind)
-    return json.dumps({"error": error, "message": str(result)})
+    for name, kind in _HEADER_ERRORS.items():
+        if type(result) is kind:  # exactly: HeaderOverBudget is a NotMetaImage, and must come back as itself
+            return json.dumps({"error": name, "message": str(result)})
+    return None
 
 
 def _header_from(outcome: str) -> MetaHeader:
@@ -185,6 +187,6 @@ class PlannerReads:
             self._keep(stamp, "json-value", json.dumps({"value": value}))
         return value
 
-    def _keep(self, stamp: FileStamp, kind: ReadKind, outcome: str) -> None:
-        if self.cache is not None:
+    def _keep(self, stamp: FileStamp, kind: ReadKind, outcome: str | None) -> None:
+        if self.cache is not None and outcome is not None:
             self.cache.put(stamp, kind, outcome)

@@ -18,7 +18,7 @@ from gcbulk.engine.jobfile import load_job
 from gcbulk.state.content_checks import ContentCheckRow, record_content_checks
 from gcbulk.state.ledger import Ledger
 from tests.imaging import make_mha
-from tests.planner.conftest import put, write_job
+from tests.planner.conftest import put, put_mhd, write_job
 from tests.planner.test_content_checks import RULES, _mask, _plan
 
 
@@ -188,3 +188,22 @@ def test_rows_outside_the_case_root_are_never_forgotten(
 
 def main_offline(job_dir: Path) -> int:
     return main(["plan", str(write_job(job_dir, rules=RULES)), "--offline"])
+
+
+def test_an_mhd_header_is_read_once_and_still_takes_its_data_file_along(
+    job_dir: Path, cases_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    put_mhd(cases_dir / "p1", "ct")
+    job = str(write_job(job_dir))
+    outs = []
+    for _ in range(2):
+        assert main(["plan", job, "--offline"]) == 0
+        outs.append(capsys.readouterr().out)
+    assert _reads_line(outs[0]).startswith("image headers and value files: 1 files read · 0 unchanged")
+    assert _reads_line(outs[1]).startswith("image headers and value files: 0 files read · 1 unchanged")
+    config = load_job(job_dir / "job.toml")
+    with Ledger.open_readonly(job_dir / "job.ledger.sqlite", config.binding) as ledger:
+        assert [r["path"] for r in ledger.rows("SELECT path FROM files ORDER BY position")] == [
+            "p1/ct.mhd",
+            "p1/ct.zraw",
+        ]
