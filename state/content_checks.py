@@ -8,7 +8,7 @@
 Plain functions over an open ledger (run on the ledger's thread), as ``gcbulk.state.dicom_staging``: the planner
 reads one row per file and writes back only what it had to read again, in batches. A plan notes the paths it looked
 up (``note_seen``, a temporary table: the process holds no per-file memory), and a plan that walked the whole tree
-then forgets the rows of files it did not see (``forget_unseen``): the tables hold the files of the tree as it is,
+then forgets the rows it did not look up (``forget_unseen``): the tables hold the files of the tree as it is,
 not every file that was ever in it.
 """
 
@@ -20,9 +20,10 @@ from typing import Literal
 
 from gcbulk.state.ledger_core import LedgerCore
 
-# The two tables, and the temporary table each plan notes its looked-up paths in.
+# The two tables, each with the temporary table a plan notes the rows it looked up in, and the column that is the
+# second half of its key (after the path).
 CacheTable = Literal["content_checks", "file_reads"]
-_SEEN = {"content_checks": "plan_seen_content_checks", "file_reads": "plan_seen_file_reads"}
+_SEEN = {"content_checks": ("plan_seen_content_checks", "socket"), "file_reads": ("plan_seen_file_reads", "kind")}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,30 +110,38 @@ def record_file_reads(ledger: LedgerCore, rows: Sequence[FileReadRow]) -> None:
 
 
 def start_seen(ledger: LedgerCore, table: CacheTable) -> None:
-    """Starts noting the paths this plan looks up in ``table`` (a temporary table, this connection's alone: another
+    """Starts noting the rows this plan looks up in ``table`` (a temporary table, this connection's alone: another
     worker's plan on a shared PostgreSQL ledger notes its own)."""
-    seen = _SEEN[table]
+    seen, column = _SEEN[table]
     with ledger.db.atomic():
-        ledger.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {seen} (path TEXT PRIMARY KEY)")
+        ledger.db.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {seen} (path TEXT, {column} TEXT, PRIMARY KEY (path, {column}))"
+        )
         ledger.db.execute(f"DELETE FROM {seen}")
 
 
-def note_seen(ledger: LedgerCore, table: CacheTable, paths: Iterable[str]) -> None:
-    """Notes that this plan looked up ``paths`` in ``table`` (``start_seen`` first)."""
-    rows = [(path,) for path in paths]
+def note_seen(ledger: LedgerCore, table: CacheTable, keys: Iterable[tuple[str, str]]) -> None:
+    """Notes that this plan looked up the rows ``keys`` — (path, socket) or (path, kind) — of ``table`` (after
+    ``start_seen``)."""
+    rows = list(keys)
     if rows:
+        seen, column = _SEEN[table]
         with ledger.db.atomic():
-            ledger.db.conn.executemany(f"INSERT INTO {_SEEN[table]} (path) VALUES (?) ON CONFLICT DO NOTHING", rows)
+            ledger.db.conn.executemany(
+                f"INSERT INTO {seen} (path, {column}) VALUES (?, ?) ON CONFLICT DO NOTHING", rows
+            )
 
 
 def forget_unseen(ledger: LedgerCore, table: CacheTable, under: str) -> int:
     """Deletes the rows of ``table`` for files under the folder ``under`` (the plan's case root) that this plan did not
-    look up — files that vanished, or that no rule takes any more; returns how many. Call it only after a plan that
-    walked the whole tree: rows outside ``under`` are never touched."""
+    look up — files that vanished, or that no rule (or socket, or kind of read) takes any more; returns how many. Call
+    it only after a plan that walked the whole tree: rows outside ``under`` are never touched."""
+    seen, column = _SEEN[table]
     prefix = under.rstrip("/") + "/"
     with ledger.db.atomic():
         cursor = ledger.db.conn.execute(
-            f"DELETE FROM {table} WHERE substr(path, 1, ?) = ? AND path NOT IN (SELECT path FROM {_SEEN[table]})",
+            f"DELETE FROM {table} WHERE substr(path, 1, ?) = ? AND NOT EXISTS (SELECT 1 FROM {seen} WHERE "
+            f"{seen}.path = {table}.path AND {seen}.{column} = {table}.{column})",
             (len(prefix), prefix),
         )
         return max(0, cursor.rowcount)

@@ -29,8 +29,9 @@ from gcbulk.engine.plan.metaimage import (
 )
 from gcbulk.engine.plan.values import canonical_json
 
-# What kind of read an outcome is of: one file can be both (a .json value file is never a header, but the kinds keep
-# the two stores apart should a rule ever read one file both ways).
+# What kind of read an outcome is of (the kinds keep apart what one file could be read as). A change to what a read
+# concludes — a new header check — takes a new name ("mha-verdict-2"): rows of the old one are never looked up again,
+# and the next plan that walks the whole tree forgets them.
 ReadKind = Literal["metaimage-header", "mha-verdict", "json-value"]
 
 MAX_VALUE_FILE = 16 * 1024**2  # docs/gc-api.md §5: a request body is at most 16 MiB

@@ -6,9 +6,10 @@ next poll, reads no file that did not change — and the process holds no per-fi
   the planner's own reads (MetaImage headers, JSON value files).
 
 Used on the ledger's thread, inside ``plan_into_ledger``: a lookup is one primary-key read; results read anew, and
-the paths looked up, are held and written in batches (one transaction each), and whatever is held is written by
-``flush`` at the end of the plan. After a plan that walked the whole tree, ``forget_unseen`` deletes the rows of the
-files it did not see (vanished, or no longer planned), so the tables do not grow with every file ever planned.
+the rows looked up, are held and written in batches (one transaction each), and whatever is held is written by
+``flush`` at the end of the plan. After a plan that walked the whole tree, ``forget_unseen`` deletes the rows it did
+not look up (files vanished, no longer planned, or no longer read that way), so the tables do not grow with every
+file ever planned.
 """
 
 from __future__ import annotations
@@ -34,18 +35,19 @@ from gcbulk.state.ledger import Ledger
 BATCH = 2000
 
 
-class _SeenPaths:
-    """The paths one plan looked up in one table, noted in the ledger (a temporary table) a batch at a time."""
+class _SeenRows:
+    """The rows — (path, socket) or (path, kind) — one plan looked up in one table, noted in the ledger (a temporary
+    table) a batch at a time."""
 
     def __init__(self, ledger: Ledger, table: CacheTable, batch: int) -> None:
         self.ledger = ledger
         self.table: CacheTable = table
         self.batch = batch
-        self._held: list[str] = []
+        self._held: list[tuple[str, str]] = []
         start_seen(ledger, table)
 
-    def add(self, path: str) -> None:
-        self._held.append(path)
+    def add(self, path: str, key: str) -> None:
+        self._held.append((path, key))
         if len(self._held) >= self.batch:
             self.flush()
 
@@ -65,10 +67,10 @@ class LedgerContentCache:
         self.ledger = ledger
         self.batch = batch
         self._held: list[ContentCheckRow] = []
-        self._seen = _SeenPaths(ledger, "content_checks", batch)
+        self._seen = _SeenRows(ledger, "content_checks", batch)
 
     def get(self, key: ContentKey) -> CheckedContent | None:
-        self._seen.add(key.path)
+        self._seen.add(key.path, key.socket)
         row = content_check(self.ledger, key.path, key.socket)
         if row is None:
             return None
@@ -77,7 +79,7 @@ class LedgerContentCache:
         return CheckedContent.from_json(row.findings, row.grid)
 
     def put(self, key: ContentKey, checked: CheckedContent) -> None:
-        self._seen.add(key.path)
+        self._seen.add(key.path, key.socket)
         findings, grid = checked.as_json()
         self._held.append(
             ContentCheckRow(
@@ -114,17 +116,17 @@ class LedgerFileReads:
         self.ledger = ledger
         self.batch = batch
         self._held: list[FileReadRow] = []
-        self._seen = _SeenPaths(ledger, "file_reads", batch)
+        self._seen = _SeenRows(ledger, "file_reads", batch)
 
     def get(self, stamp: FileStamp, kind: ReadKind) -> str | None:
-        self._seen.add(stamp.path)
+        self._seen.add(stamp.path, kind)
         row = file_read(self.ledger, stamp.path, kind)
         if row is None or (row.size, row.mtime_ns, row.inode) != (stamp.size, stamp.mtime_ns, stamp.inode):
             return None  # never read, or the file changed since
         return row.outcome
 
     def put(self, stamp: FileStamp, kind: ReadKind, outcome: str) -> None:
-        self._seen.add(stamp.path)
+        self._seen.add(stamp.path, kind)
         self._held.append(
             FileReadRow(
                 path=stamp.path, kind=kind, size=stamp.size, mtime_ns=stamp.mtime_ns, inode=stamp.inode, outcome=outcome

@@ -42,8 +42,8 @@ def test_rows_of_files_not_seen_are_forgotten_and_rows_outside_the_case_root_are
     record_content_checks(ledger, [check])
     start_seen(ledger, "file_reads")
     start_seen(ledger, "content_checks")
-    note_seen(ledger, "file_reads", [kept, kept])
-    note_seen(ledger, "content_checks", [gone])
+    note_seen(ledger, "file_reads", [(kept, "mha-verdict"), (kept, "mha-verdict")])
+    note_seen(ledger, "content_checks", [(gone, "ct-image")])
     assert forget_unseen(ledger, "file_reads", ROOT) == 1
     assert forget_unseen(ledger, "content_checks", ROOT) == 0
     assert sorted(r["path"] for r in ledger.rows("SELECT path FROM file_reads")) == sorted([kept, neighbour])
@@ -53,6 +53,17 @@ def test_rows_of_files_not_seen_are_forgotten_and_rows_outside_the_case_root_are
 def test_a_new_plan_starts_with_nothing_seen(ledger: Ledger) -> None:
     record_file_reads(ledger, [_read(f"{ROOT}/p1/ct.mha")])
     start_seen(ledger, "file_reads")
-    note_seen(ledger, "file_reads", [f"{ROOT}/p1/ct.mha"])
+    note_seen(ledger, "file_reads", [(f"{ROOT}/p1/ct.mha", "mha-verdict")])
     start_seen(ledger, "file_reads")  # the next plan, on the same connection
     assert forget_unseen(ledger, "file_reads", ROOT + "/") == 1
+
+
+def test_a_row_of_a_kind_of_read_no_longer_made_is_forgotten_though_its_file_is_still_there(ledger: Ledger) -> None:
+    path = f"{ROOT}/p1/ct.mha"
+    record_file_reads(
+        ledger, [_read(path), FileReadRow(path=path, kind="mha-verdict-2", size=10, mtime_ns=1, inode=7, outcome="")]
+    )
+    start_seen(ledger, "file_reads")
+    note_seen(ledger, "file_reads", [(path, "mha-verdict-2")])
+    assert forget_unseen(ledger, "file_reads", ROOT) == 1
+    assert file_read(ledger, path, "mha-verdict") is None and file_read(ledger, path, "mha-verdict-2") is not None
