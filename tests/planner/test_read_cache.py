@@ -15,6 +15,8 @@ import pytest
 
 from gcbulk.engine.cli import main
 from gcbulk.engine.jobfile import load_job
+from gcbulk.engine.plan.file_reads import MAX_VALUE_FILE, FileStamp, PlannerReads, ValueFileError
+from gcbulk.engine.plan.metaimage import ReadBudget
 from gcbulk.state.content_checks import ContentCheckRow, record_content_checks
 from gcbulk.state.ledger import Ledger
 from tests.imaging import make_mha
@@ -207,3 +209,13 @@ def test_an_mhd_header_is_read_once_and_still_takes_its_data_file_along(
             "p1/ct.mhd",
             "p1/ct.zraw",
         ]
+
+
+def test_a_value_file_that_grew_past_16_mib_since_the_walk_is_refused_after_reading_16_mib_and_a_byte(
+    tmp_path: Path,
+) -> None:
+    grown = tmp_path / "age.json"
+    grown.write_bytes(b"1" + b" " * (MAX_VALUE_FILE + 10))  # valid JSON, but over the server's request limit
+    walked = FileStamp(str(grown), size=1, mtime_ns=0, inode=0)  # what the walk saw before it grew
+    with pytest.raises(ValueFileError, match="over 16 MiB"):
+        PlannerReads(ReadBudget()).value(walked)
