@@ -380,6 +380,8 @@ class FileUpload:
                     number,
                     reason="S3's ETag is not the MD5 of the file's bytes for this part",
                 )
+                # Those bytes did not arrive as sent: progress gives them back before they are sent again.
+                self.ctx.stats.add_bytes(-upload.parts[number].size)
             upload = await self.ctx.journal.read(self.ctx.journal.ledger.upload, upload.id)
             await self._send_missing_parts(upload)
             upload = await self.ctx.journal.read(self.ctx.journal.ledger.upload, upload.id)

@@ -39,6 +39,9 @@ async def test_a_part_s3_stored_wrongly_is_sent_again_before_the_upload_is_compl
     await assert_all_imported(client, ["patient1"])
     # Two files of one part each, and the spoiled part once more.
     assert sum(emulator.context.counters.part_put_attempts.values()) == 3
+    # Progress counts the files' bytes once: the spoiled part's bytes were given back before it was sent again.
+    assert outcome.stats is not None
+    assert outcome.stats.bytes_done == sum(p.stat().st_size for p in (tmp_path / "cases").rglob("*.mha"))
     job = load_job(job_file)
     with Ledger.open_readonly(default_ledger_path(job.job_file), job.binding) as ledger:
         reasons = [
