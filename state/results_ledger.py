@@ -48,9 +48,14 @@ _BATCH = 1000
 # The binding has one field for what an export reads: a reader study's slug, or ``archive:<slug>`` for an archive.
 # Slugs hold no colon, so an archive's binding never names a study.
 ARCHIVE_SOURCE = "archive:"
+# A copy across servers stages the source's image files in a folder of its own, with this ledger beside them
+# (``engine/service/copy_bytes.py``): bound to ``copy-staging:<source>`` on the source's server.
+COPY_STAGING_SOURCE = "copy-staging:"
 
 
 def _source_name(source: str) -> str:
+    if source.startswith(COPY_STAGING_SOURCE):
+        return f"the staged files of a copy of {source.removeprefix(COPY_STAGING_SOURCE)}"
     if source.startswith(ARCHIVE_SOURCE):
         return f"archive {source.removeprefix(ARCHIVE_SOURCE)!r}"
     return f"reader study {source!r}"
@@ -97,6 +102,12 @@ class ResultsLedger(MaskRecords):
     def open_archive_export(cls, out_dir: Path, *, archive: str, base_url: str) -> ResultsLedger:
         """The ledger of an archive's export folder (``engine/results/archive_export.py``)."""
         return cls._open_bound(out_dir, ARCHIVE_SOURCE + archive, base_url)
+
+    @classmethod
+    def open_copy_staging(cls, staging: Path, *, source: str, base_url: str) -> ResultsLedger:
+        """The ledger of a copy's staging folder: which source files are downloaded and verified (``source``: the
+        copy's source, e.g. ``archive "slug"``, on the server at ``base_url``)."""
+        return cls._open_bound(staging, COPY_STAGING_SOURCE + source, base_url)
 
     @classmethod
     def _open_bound(cls, out_dir: Path, source: str, base_url: str) -> ResultsLedger:

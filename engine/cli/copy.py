@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gcbulk.engine.service.copy_bytes import StagingFailed
     from gcbulk.engine.service.copy_job import load_copy_job
     from gcbulk.engine.service.copying import CopyPreview, copy_or_preview, source_token
 
@@ -66,7 +67,11 @@ def run(args: argparse.Namespace) -> int:
         where = job.from_base_url or job.base_url
         moving = " (another server: its images are downloaded, then uploaded)" if job.moves_bytes else ""
         print(f"gcbulk copy: listing {job.source.label} at {where}{moving}", file=sys.stderr)
-        result = await copy_or_preview(job, token, from_token=from_token, dry_run=args.dry_run)
+        try:
+            result = await copy_or_preview(job, token, from_token=from_token, dry_run=args.dry_run)
+        except StagingFailed as exc:  # work is left, and a rerun resumes it: "cases failed", not a crash
+            print(f"gcbulk copy: {shown(str(exc))}", file=sys.stderr)
+            return EXIT_SOME_FAILED
         if isinstance(result, CopyPreview):
             create = result.to_create
             print(

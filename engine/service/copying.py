@@ -102,7 +102,7 @@ async def run_copy(
         if source is None:
             raise ConfigurationError(f"{job.source.label} is on {job.from_base_url}: a client for it is needed")
         make_private_dirs(job.staging)
-        cases = await stage_images(source, cases, job.staging)
+        cases = await stage_images(source, cases, job.staging, source_label=job.source.label)
     path = ledger_path or default_ledger_path(job.job_file)
     events = EventLog(events_path or default_events(path, job.job_file))
     try:

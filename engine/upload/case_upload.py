@@ -349,7 +349,13 @@ class CaseUpload:
             if upload_pks and await any_upload_gone(self.ctx.client, tuple(upload_pks)):
                 # Consumed by an import whose image the server links moments later (§10), or swept: sent again only
                 # if no image comes, never a second import of the same file.
-                return await image_linked_soon(self.ctx.target, display_set_pk, item.socket_slug, who=self.case.title)
+                return await image_linked_soon(
+                    self.ctx.target,
+                    display_set_pk,
+                    item.socket_slug,
+                    who=self.case.title,
+                    wait_seconds=self.ctx.config.image_link_wait_seconds,
+                )
             return False
         if upload_pks:
             try:

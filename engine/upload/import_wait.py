@@ -46,6 +46,10 @@ FAILURE_CHECK_SECONDS = 2.0
 # A DICOM Image Set whose uploads the server deleted (its import ended) is given this long for its value to appear
 # before it counts as refused: on success the value is linked around the time the uploads go (docs/gc-api.md §11).
 IMAGE_SET_LINK_GRACE_SECONDS = 10.0
+# Before the run has seen an import, how long a case waits for the scout's measurement before it polls for its own
+# import: longer than most imports take on the server (seconds to a minute, docs/gc-api.md §10), far shorter than what
+# a scout may wait out — a large image's import, a poll the server holds, its deadline.
+SCOUT_PATIENCE_SECONDS = 90.0
 
 
 class WaitVoice:
@@ -194,10 +198,15 @@ class ImportWait:
     async def _typical_import_seconds(self, voice: WaitVoice) -> float | None:
         """The typical import time lately. Before the run has seen an import, one case polls for the first (the
         pacer's scout) and this one, if it is not that case, waits for its measurement — speaking, and returning at
-        a stop — instead of polling too. None: no import seen yet and this case is the scout."""
+        a stop — instead of polling too, for ``SCOUT_PATIENCE_SECONDS`` at most: a scout with a large image, or
+        whose poll the server holds, must not hold the run's other cases that long (``tests/engine/
+        test_import_scout.py``). None: no import seen yet, and this case polls for its own."""
         pacer = self.ctx.import_pacer
+        gives_up_at = time.monotonic() + SCOUT_PATIENCE_SECONDS
         while not pacer.scouts(self) and not self.ctx.stopping.is_set():
-            with anyio.move_on_after(max(0.0, voice.next_at - time.monotonic())):
+            if time.monotonic() >= gives_up_at:
+                return None
+            with anyio.move_on_after(max(0.0, min(voice.next_at, gives_up_at) - time.monotonic())):
                 await self._first_import_or_stop()
             voice.speak_if_due(time.monotonic())
         return pacer.expected_seconds()

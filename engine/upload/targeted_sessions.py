@@ -30,8 +30,6 @@ from gcbulk.engine.upload.values_patch import IMAGE, PlannedValue, send_values
 from gcbulk.state.steps import step
 
 log = logging.getLogger(__name__)
-# After a lost answer whose session consumed the uploads: how long its image may take to show in the display set.
-LINK_WAIT_SECONDS = 30.0
 LINK_POLL_SECONDS = 0.5
 # A targeted value's body names its container under this key (the target's own field name is sent: ``post_targeted``).
 CONTAINER = "container"
@@ -64,7 +62,15 @@ async def post_targeted(
     display_set = str(value.body[CONTAINER])
 
     async def made_before() -> dict[str, Any] | None:
-        return await _session_of_lost_answer(client, target, sessions, value, display_set, case_title=case_title)
+        return await _session_of_lost_answer(
+            client,
+            target,
+            sessions,
+            value,
+            display_set,
+            case_title=case_title,
+            link_wait_seconds=ctx.config.image_link_wait_seconds,
+        )
 
     try:
         session = await client.create_targeted_upload_session(
@@ -107,7 +113,14 @@ class _ValueInPlace(Exception):
 
 
 async def _session_of_lost_answer(
-    client: Any, target: Target, sessions: UploadSessionIndex, value: PlannedValue, display_set: str, *, case_title: str
+    client: Any,
+    target: Target,
+    sessions: UploadSessionIndex,
+    value: PlannedValue,
+    display_set: str,
+    *,
+    case_title: str,
+    link_wait_seconds: float,
 ) -> dict[str, Any] | None:
     """After a lost answer: the session the POST made, None when it made none (send it again), or ``_ValueInPlace``.
 
@@ -123,24 +136,31 @@ async def _session_of_lost_answer(
     if not await any_upload_gone(client, value.upload_pks):
         return None  # still there, and no session lists them: the POST made nothing
     if await image_linked_soon(
-        target, display_set, value.socket_slug, who=f"{case_title} (its upload session's answer was lost)"
+        target,
+        display_set,
+        value.socket_slug,
+        who=f"{case_title} (its upload session's answer was lost)",
+        wait_seconds=link_wait_seconds,
     ):
         raise _ValueInPlace
     raise ImportFailed(
         f"{case_title}: the upload session for {value.socket_slug} was created but its answer was lost, and its "
-        f"uploads are gone without an image in display set {display_set} after {LINK_WAIT_SECONDS:.0f} s (the "
+        f"uploads are gone without an image in display set {display_set} after {link_wait_seconds:.0f} s (the "
         "import failed, or the uploads expired); 'gcbulk retry-failed' uploads the files again"
     )
 
 
-async def image_linked_soon(target: Target, display_set: str, socket_slug: str, *, who: str) -> bool:
-    """Whether the image of a session whose uploads are gone shows in its socket within ``LINK_WAIT_SECONDS``: the
+async def image_linked_soon(
+    target: Target, display_set: str, socket_slug: str, *, who: str, wait_seconds: float
+) -> bool:
+    """Whether the image of a session whose uploads are gone shows in its socket within ``wait_seconds`` (the job's
+    ``engine.image_link_wait_seconds``): the
     server links it moments after consuming the uploads (docs/gc-api.md §10), or never, if the import failed. Polls the
     display set (a cheap GET) and says what it waits for every ``VOICE_SECONDS``."""
     waited_since = last_voice = anyio.current_time()
     while not await image_in_place(target, display_set, socket_slug):
         now = anyio.current_time()
-        if now - waited_since > LINK_WAIT_SECONDS:
+        if now - waited_since > wait_seconds:
             return False
         if now - last_voice >= VOICE_SECONDS:
             last_voice = now

@@ -54,6 +54,7 @@ JOB_KNOBS = (
     "lease_seconds",
     "import_timeout",
     "limit_wait_timeout_seconds",
+    "image_link_wait_seconds",
 )
 # The knobs that are switches (true / false) rather than numbers.
 SWITCH_KNOBS = ("adaptive_concurrency", "stagger_image_values")
@@ -95,6 +96,11 @@ class TransferSettings:
     # reason (the wait says what it waits for every few seconds meanwhile). The account's uploads count against the
     # ceiling, other tools' included (docs/gc-api.md §1): a job file sets it low to fail fast when they hold it.
     limit_wait_timeout_seconds: float = 3600.0
+    # An image whose uploads are gone though no answer named its session (a lost answer, a killed run): the server
+    # links an import's image moments after it consumes the uploads (docs/gc-api.md §10), and uploads swept unused
+    # never make one. After this long without the image the uploads count as swept and the files go up again; a
+    # server whose imports link slowly needs more, never less than a few seconds.
+    image_link_wait_seconds: float = 30.0
     poll_initial_seconds: float = 0.25
     poll_max_seconds: float = 10.0
     # The upload-session list is scanned for failure reasons at most this often (it has no filters, docs/gc-api.md §2).
@@ -118,6 +124,12 @@ class TransferSettings:
             raise ConfigurationError(
                 "engine.limit_wait_timeout_seconds must be a number of seconds above 0 (how long a case may wait for "
                 f"room under the live-upload ceiling or the imports limit before it fails), got {wait!r}"
+            )
+        link_wait = self.image_link_wait_seconds
+        if isinstance(link_wait, bool) or not isinstance(link_wait, int | float) or not link_wait >= 1:
+            raise ConfigurationError(
+                "engine.image_link_wait_seconds must be a number of seconds of at least 1 (how long an image whose "
+                f"uploads the server consumed may take to show before the files are sent again), got {link_wait!r}"
             )
         if (
             not isinstance(self.lease_seconds, int)

@@ -132,6 +132,8 @@ async def run_job(
                 base_url=emulator.base_url,
                 token=emulator.tokens[user],
                 ca_file=emulator.ca_file,
+                api_calls_in_flight=config.api_calls_in_flight,
+                adaptive_concurrency=config.adaptive_concurrency,
                 retry_policy=config.retry,
             ) as client:
                 engine = TransferEngine(

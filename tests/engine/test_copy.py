@@ -19,6 +19,7 @@ import anyio
 import pytest
 
 from gcbulk.emulator.context import EmulatorConfig
+from gcbulk.emulator.faults import FaultRule
 from gcbulk.emulator.server import RunningEmulator, emulator_in_thread
 from gcbulk.engine.cli import main
 from gcbulk.engine.gc.client import GrandChallengeClient
@@ -261,19 +262,11 @@ def test_a_copy_from_another_server_moves_the_images_through_this_machine_and_re
 ) -> None:
     source = threaded_emulator
     fill_archive(tmp_path / "source", source, 3)
-    source_images = {
-        item.title: {slug: source.context.store.images[v.image_pk].shape for slug, v in item.values.items()}
-        for item in items_of_archive(source)
-    }
+    source_images = _image_shapes_of_archive(source)
     source.context.counters.reset()
     second = dataclasses.replace(emulator_config, data_dir=tmp_path / "second-server")
     with emulator_in_thread(second) as target:
-        job = tmp_path / "copy.toml"
-        job.write_text(
-            f'base_url = "{target.base_url}"\nca_file = "{target.ca_file}"\n'
-            f'from_base_url = "{source.base_url}"\nfrom_ca_file = "{source.ca_file}"\n'
-            f'from = "archive:example-archive"\nto = "reader-study:{STUDY}"\n'
-        )
+        job = _cross_server_copy_job(tmp_path, source, target)
         monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", target.tokens["editor"])
         monkeypatch.delenv("GCBULK_FROM_AUTHORIZATION", raising=False)
         assert main(["copy", str(job)]) == 2
@@ -284,16 +277,12 @@ def test_a_copy_from_another_server_moves_the_images_through_this_machine_and_re
         monkeypatch.setenv("GCBULK_FROM_AUTHORIZATION", source.tokens["editor"])
         assert main(["copy", str(job)]) == 0, capsys.readouterr().err
         assert "another server: its images are downloaded, then uploaded" in capsys.readouterr().err
-        copied = {
-            ds.title: {slug: target.context.store.images[v.image_pk].shape for slug, v in ds.values.items()}
-            for ds in target.context.store.display_sets.values()
-        }
+        copied = _image_shapes_of_study(target)
         assert copied == source_images, "each image imported on the second server, as it was on the first"
         puts = dict(target.context.counters.part_puts)
         assert len(puts) == 6 and set(puts.values()) == {1}, "each of the six files uploaded once"
         assert not source.context.counters.part_puts, "nothing was sent to the source"
-        staged = sorted(p.name for p in (tmp_path / "copy.copy-files").rglob("*") if p.is_file())
-        assert len(staged) == 6 and not any(name.endswith(".part") for name in staged)
+        assert len(_staged_files(tmp_path / "copy.copy-files")) == 6
 
         assert main(["copy", str(job)]) == 0
         assert dict(target.context.counters.part_puts) == puts, "a second run sends nothing again"
@@ -306,12 +295,7 @@ def test_a_copy_across_servers_killed_with_kill_9_mid_upload_resumes_without_res
     source = threaded_emulator
     fill_archive(tmp_path / "source", source, 3)
     with emulator_in_thread(dataclasses.replace(emulator_config, data_dir=tmp_path / "second-server")) as target:
-        job = tmp_path / "copy.toml"
-        job.write_text(
-            f'base_url = "{target.base_url}"\nca_file = "{target.ca_file}"\n'
-            f'from_base_url = "{source.base_url}"\nfrom_ca_file = "{source.ca_file}"\n'
-            f'from = "archive:example-archive"\nto = "reader-study:{STUDY}"\n'
-        )
+        job = _cross_server_copy_job(tmp_path, source, target)
         env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
         env.update(
             GRAND_CHALLENGE_AUTHORIZATION=target.tokens["editor"],
@@ -331,3 +315,61 @@ def test_a_copy_across_servers_killed_with_kill_9_mid_upload_resumes_without_res
         assert all(set(ds.values) == set(SOCKETS) for ds in target.context.store.display_sets.values())
         part_puts = target.context.counters.part_puts
         assert len(part_puts) == 6 and set(part_puts.values()) == {1}, f"parts sent again: {dict(part_puts)}"
+
+
+def test_a_download_from_the_source_cut_mid_file_resumes_from_where_it_stopped(
+    tmp_path: Path,
+    threaded_emulator: RunningEmulator,
+    emulator_config: EmulatorConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source = threaded_emulator
+    fill_archive(tmp_path / "source", source, 2)
+    source_images = _image_shapes_of_archive(source)
+    # The source's object store drops the connection half-way through the first file it sends.
+    source.context.faults.replace([FaultRule(match="GET s3", reset="response", reset_at_fraction=0.5, times=1)])
+    source.context.counters.reset()
+    with emulator_in_thread(dataclasses.replace(emulator_config, data_dir=tmp_path / "second-server")) as target:
+        job = _cross_server_copy_job(tmp_path, source, target)
+        monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", target.tokens["editor"])
+        monkeypatch.setenv("GCBULK_FROM_AUTHORIZATION", source.tokens["editor"])
+        assert main(["copy", str(job)]) == 0
+        assert len(_staged_files(tmp_path / "copy.copy-files")) == 4
+        gets = source.context.counters.requests["GET s3:/{bucket}/{key}"]
+        assert gets == 5, "four files, one of them asked for again from where the cut left it"
+        copied = _image_shapes_of_study(target)
+        assert copied == source_images, "each image imported whole on the second server"
+
+
+def _staged_files(staging: Path) -> list[Path]:
+    """The image files a copy staged (its own bookkeeping, ``.gcbulk/``, aside); never a partial download."""
+    files = [p for p in staging.rglob("*") if p.is_file() and ".gcbulk" not in p.relative_to(staging).parts]
+    assert not any(p.name.endswith(".part") for p in files)
+    return files
+
+
+def _cross_server_copy_job(directory: Path, source: RunningEmulator, target: RunningEmulator) -> Path:
+    """A copy job of the source's example archive into the target's example study, on two servers."""
+    job = directory / "copy.toml"
+    job.write_text(
+        f'base_url = "{target.base_url}"\nca_file = "{target.ca_file}"\n'
+        f'from_base_url = "{source.base_url}"\nfrom_ca_file = "{source.ca_file}"\n'
+        f'from = "archive:example-archive"\nto = "reader-study:{STUDY}"\n'
+    )
+    return job
+
+
+def _image_shapes_of_archive(server: RunningEmulator) -> dict[str, dict[str, object]]:
+    """Item title → socket → the shape of its image, as the server stores it."""
+    return {
+        item.title: {slug: server.context.store.images[v.image_pk].shape for slug, v in item.values.items()}
+        for item in items_of_archive(server)
+    }
+
+
+def _image_shapes_of_study(server: RunningEmulator) -> dict[str, dict[str, object]]:
+    """Display-set title → socket → the shape of its image, as the server stores it."""
+    return {
+        ds.title: {slug: server.context.store.images[v.image_pk].shape for slug, v in ds.values.items()}
+        for ds in server.context.store.display_sets.values()
+    }

@@ -50,16 +50,15 @@ async def test_a_lost_session_answer_whose_import_failed_fails_its_case_with_wha
     """The refused segmentation's session consumed its uploads and linked nothing: after a bounded wait for the
     image the case fails, saying the answer was lost and how to send the files again — never a 400 from a resend,
     and never a hang."""
-    from gcbulk.engine.upload import targeted_sessions
-
-    monkeypatch.setattr(targeted_sessions, "LINK_WAIT_SECONDS", 2.0)
     cases = make_tutorial_tree(tmp_path / "cases", 1)
     make_mask(cases / "patient1" / "seg.mha", values=(0, 3))  # refused by the server's import
     # The CT goes first and stays whole; the segmentation's session is the lost one (the fault fires once, on it).
     emulator.context.faults.replace(
         [FaultRule(match="POST /api/v1/cases/upload-sessions/", status=502, phase="after", times=1, skip=1)]
     )
-    config = dataclasses.replace(FAST_ENGINE, retry=_SlowFirstRetry(**dataclasses.asdict(FAST_ENGINE.retry)))
+    config = dataclasses.replace(
+        FAST_ENGINE, retry=_SlowFirstRetry(**dataclasses.asdict(FAST_ENGINE.retry)), image_link_wait_seconds=2.0
+    )
     with anyio.fail_after(60):
         outcome = await run_job(write_job(tmp_path, emulator), emulator, config)
     assert outcome.done == 0 and [title for title, _ in outcome.failed] == ["patient1"]

@@ -14,9 +14,13 @@ import pytest
 from gcbulk.emulator.faults import FaultRule
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.emulator.sweep import sweep_expired_uploads
+from gcbulk.engine.jobfile import JobFileError, load_job
 from gcbulk.engine.upload.crashpoints import ENV_VAR
 from tests.engine.conftest import make_tutorial_tree, write_job
 from tests.engine.test_run_command import REPO, gcbulk, gcbulk_env
+
+# Swept uploads never make an image: a run waits this long for one before sending the files again (30 s by default).
+QUICK_LINK_WAIT = "image_link_wait_seconds = 5\n"
 
 STEPS = [
     "after-upload-recorded",  # an Initialized upload, no part
@@ -34,7 +38,7 @@ def test_uploads_swept_while_a_killed_run_waited_are_made_again_and_every_case_f
     step: str, tmp_path: Path, threaded_emulator: RunningEmulator
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 2)
-    job = write_job(tmp_path, threaded_emulator)
+    job = write_job(tmp_path, threaded_emulator, engine=QUICK_LINK_WAIT)
     token = threaded_emulator.tokens["editor"]
     killed = subprocess.run(
         [sys.executable, "-m", "gcbulk", "run", str(job), "--metrics-address", "off"],
@@ -69,7 +73,7 @@ def test_completed_uploads_swept_during_the_run_before_their_session_post_are_ma
     tmp_path: Path, threaded_emulator: RunningEmulator
 ) -> None:
     make_tutorial_tree(tmp_path / "cases", 1)
-    job = write_job(tmp_path, threaded_emulator)
+    job = write_job(tmp_path, threaded_emulator, engine=QUICK_LINK_WAIT)
     context = threaded_emulator.context
     # The session POSTs wait a moment before the server handles them: long enough for the sweep to come first.
     context.faults.replace([FaultRule(match="POST /api/v1/cases/upload-sessions/", latency_seconds=3, times=2)])
@@ -92,3 +96,15 @@ def test_completed_uploads_swept_during_the_run_before_their_session_post_are_ma
     assert '"event":"uploads_swept"' in out and "uploads are gone" in out, out  # said, in the JSON log lines
     (display_set,) = context.store.display_sets.values()
     assert set(display_set.values) == {"ct-image", "airway-segmentation"}
+
+
+@pytest.mark.parametrize("value", ["0", "0.5", "true", '"soon"'])
+def test_an_image_link_wait_too_short_to_see_an_import_link_or_not_seconds_is_refused_naming_the_key(
+    tmp_path: Path, threaded_emulator: RunningEmulator, value: str
+) -> None:
+    # Shorter than a second would send the files of an import that is still linking its image a second time.
+    job = write_job(tmp_path, threaded_emulator, engine=f"image_link_wait_seconds = {value}\n")
+    with pytest.raises(
+        JobFileError, match=r"engine\.image_link_wait_seconds must be a number of seconds of at least 1"
+    ):
+        load_job(job)
