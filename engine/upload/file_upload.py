@@ -37,7 +37,7 @@ from gcbulk.engine.gc.errors import (
 )
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
 from gcbulk.engine.gc.uploads_api import UPLOAD_COMPLETED, UploadRef, parse_server_time
-from gcbulk.engine.plan.parts import adjust_part_size, multipart_checksum
+from gcbulk.engine.plan.parts import adjust_part_size
 from gcbulk.engine.upload.claim_pacing import uploads_under_way
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
@@ -51,9 +51,9 @@ from gcbulk.engine.upload.s3_parts import (
     upload_part,
 )
 from gcbulk.engine.upload.server_limits import UnitPool
+from gcbulk.engine.upload.stored_bytes import parts_not_as_planned
 from gcbulk.state.dicom_staging import fit_upload
 from gcbulk.state.errors import LedgerError
-from gcbulk.state.ledger import composite_checksum
 from gcbulk.state.records import FileWork, UploadRow
 from gcbulk.state.steps import Step, step
 
@@ -369,7 +369,7 @@ class FileUpload:
     async def _complete(self, upload: UploadRow) -> UploadRow:
         upload = await self.ctx.journal.read(self.ctx.journal.ledger.upload, upload.id)
         check_unchanged(self.file)  # a file rewritten while its parts were sent must not be completed
-        wrong = await self._check_bytes_sent(upload)
+        wrong = await parts_not_as_planned(self.file, upload, staged_copy=self.staged_copy)
         if wrong:
             # The file is as planned but S3 holds other bytes for these parts: they are sent once more, then checked
             # again; a second mismatch is not a fluke of the wire.
@@ -386,7 +386,7 @@ class FileUpload:
             await self._send_missing_parts(upload)
             upload = await self.ctx.journal.read(self.ctx.journal.ledger.upload, upload.id)
             check_unchanged(self.file)
-            if wrong := await self._check_bytes_sent(upload):
+            if wrong := await parts_not_as_planned(self.file, upload, staged_copy=self.staged_copy):
                 raise PartIntegrityError(
                     f"{self.file.relative_path}: S3 stored other bytes than the file's for parts {wrong[:10]}, twice "
                     "(its ETags are not the MD5s of those parts)"
@@ -398,42 +398,6 @@ class FileUpload:
         upload = await self._record_completed(upload)
         crash_point("after-upload-completed")
         return upload
-
-    async def _check_bytes_sent(self, upload: UploadRow) -> list[int]:
-        """The bytes S3 holds must be the bytes planned, and so checked (``engine/plan/content.py``): not the size and
-        mtime alone, which a copy or an editor can restore. S3's ETags are the MD5s of the parts it stored
-        (docs/gc-api.md §1); composed, they are the file's multipart checksum, compared with the one the plan recorded
-        at the same part size — nothing is read or hashed again when they agree.
-
-        Otherwise — or when the plan recorded no multipart checksum (an older plan, a staged DICOM copy, which has its
-        own SHA-256) — the file is read once: raises SourceFileChanged when it is no longer what was planned, and
-        returns the parts whose ETag is not the MD5 of the file's bytes (S3 holds other bytes for them)."""
-        planned = None if self.staged_copy else self.file.checksum
-        planned_part = self.file.checksum_part_size if planned is not None else None
-        stored = [part.md5 for _, part in sorted(upload.parts.items())]
-        if planned_part == upload.part_size and all(stored):
-            if composite_checksum([md5 for md5 in stored if md5]) == planned:
-                return []
-        # The ETags do not make the planned checksum: the file changed, or S3 holds other bytes for some part, or
-        # engine.part_size changed since the plan, or an ETag is not an MD5 (an object store with other ETags).
-        specs = part_specs(upload.file_size, upload.part_size)
-        md5s = [await anyio.to_thread.run_sync(part_md5, self.file.path, spec) for spec in specs]
-        if planned is not None and planned_part is not None:
-            now = (
-                composite_checksum(md5s)
-                if planned_part == upload.part_size
-                else await anyio.to_thread.run_sync(multipart_checksum, self.file.path, planned_part)
-            )
-            if now != planned:
-                raise SourceFileChanged(
-                    f"{self.file.path}: its bytes are not the bytes planned (checksum {now}, planned {planned}), "
-                    "though its size and mtime are; the file changed since it was planned — run 'gcbulk plan' again"
-                )
-        return [
-            spec.number
-            for spec, md5 in zip(specs, md5s, strict=True)
-            if (held := upload.parts.get(spec.number)) is not None and held.md5 is not None and held.md5 != md5
-        ]
 
     async def _record_completed(self, upload: UploadRow) -> UploadRow:
         ledger = self.ctx.journal.ledger
