@@ -48,3 +48,18 @@ async def test_a_part_s3_stored_wrongly_is_sent_again_before_the_upload_is_compl
             row["data"] for row in ledger.rows("SELECT data FROM events WHERE kind = ?", ("part.invalid.reason",))
         ]
     assert len(reasons) == 1 and "S3's ETag is not the MD5 of the file's bytes" in reasons[0]
+
+
+async def test_parts_s3_keeps_storing_wrongly_fail_their_case_naming_them_and_nothing_is_completed(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    make_tutorial_tree(tmp_path / "cases", 1)
+    job_file = write_job(tmp_path, emulator)
+    assert main(["plan", str(job_file), "--offline"]) == 0
+    faults(emulator, FaultRule(match="PUT s3", corrupt_body=True))  # every part, every time
+    with anyio.fail_after(BOUND):
+        outcome = await run_job(job_file, emulator, replan=False)
+    assert outcome.done == 0 and [title for title, _ in outcome.failed] == ["patient1"]
+    assert "S3 stored other bytes than the file's for parts [1], twice" in outcome.failed[0][1]
+    # No spoiled object was completed for the server to import.
+    assert all(upload.status != "Completed" for upload in emulator.context.store.uploads.values())
