@@ -36,8 +36,9 @@ def test_numpy_imports_as_usual_after_the_ledger_and_the_ledger_stores_rows() ->
 
 
 def test_a_run_imports_its_monitoring_server_only_when_it_serves_one() -> None:
-    # aiohttp's web server and the /status page: ~0.05 s of CPU (measured: `import gcbulk.engine.cli.run`, 0.41 → 0.38 s) at every start of a run with --metrics-address off.
-    # (A run that serves them imports them as it starts the server: tests/service's /metrics and /status tests.)
+    # aiohttp's web server and the /status page: ~0.05 s of CPU at every start of a run with --metrics-address off
+    # (`import gcbulk.engine.cli.run`: 0.41 → 0.38 s). A run that serves them imports them as it starts the server
+    # (tests/container/test_monitoring_endpoints.py, test_status_page.py).
     loaded = loaded_after("import gcbulk.engine.cli.run")
     assert {"aiohttp.web", "gcbulk.engine.service.health", "gcbulk.engine.service.status_page"}.isdisjoint(loaded)
 
