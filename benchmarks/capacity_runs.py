@@ -16,7 +16,9 @@ case (API workers + import workers), and the p90 of each API request's time in t
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,9 +71,14 @@ class Measured:
     def cpu_per_gib(self) -> float:
         return self.timed.cpu_seconds / (self.bytes / 1024**3)
 
-    def read_counters(self, emulator: Emulator) -> Measured:
+    def read_counters(self, emulator: Emulator, breakdown: Path | None = None) -> Measured:
+        """Reads the emulator's counters; ``breakdown``: also write the requests and busy seconds per endpoint there
+        (JSON), the figures of ``benchmarks/README.md``'s per-request table."""
         counters = emulator.admin("GET", "counters")
         api = {name: n for name, n in counters["requests"].items() if " api:" in name}
+        if breakdown is not None:
+            per_endpoint = {"cases": self.cases, "requests": api, "busy_seconds": counters["busy_seconds"]}
+            breakdown.write_text(json.dumps(per_endpoint, indent=1, sort_keys=True))
         self.requests_per_case = sum(api.values()) / self.cases
         self.api_busy_per_case = sum(counters["busy_seconds"].values()) / self.cases
         self.import_busy_per_case = counters["import_busy_seconds"] / self.cases
@@ -130,7 +137,9 @@ def measure(
         else:
             job = write_tutorial_job(workdir, emulator, layout[0][1][0].parent.parent, engine)
             timed = run_gcbulk_measured(job, emulator)
-        return Measured(timed, len(layout), total).read_counters(emulator)
+        variant = re.sub(r"[^a-z0-9]+", "-", engine.lower()).strip("-")  # e.g. gcbulk-stagger-image-values-false
+        breakdown = workdir / f"{client}{'-' + variant if variant else ''}-requests.json"
+        return Measured(timed, len(layout), total).read_counters(emulator, breakdown)
 
 
 def run_capacity_workloads(names: list[str], scale: float, workdir: Path) -> dict[str, dict[str, Measured]]:

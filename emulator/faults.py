@@ -6,6 +6,8 @@ rules in order; each rule that matches and whose dice roll (``random.Random(seed
 
 * ``latency_seconds``: the request waits this long before it is handled (rules add up);
 * ``bandwidth_bytes_per_second``: S3 part bodies are read, and S3 object bodies written, no faster (the lowest wins);
+* ``corrupt_body``: an S3 part body is stored with its first byte flipped, and answered with the ETag (MD5) of what
+  was stored — what a faulty proxy or disk in front of the store would do; the client must notice;
 * ``status``: 500/502/503/504/429… answered instead of the real response, with ``retry_after`` as ``Retry-After``.
   ``phase = "after"`` runs the handler first, so its work is done but its answer is lost (a 502 after a create; not
   possible for an S3 object GET, whose body is already on its way);
@@ -73,6 +75,7 @@ class FaultRule:
     reset_at_fraction: float = 0.5
     latency_seconds: float = 0.0
     bandwidth_bytes_per_second: float | None = None
+    corrupt_body: bool = False
     phase: str = "before"
     skip: int = 0
     times: int | None = None
@@ -136,6 +139,7 @@ class Faults:
 
     latency_seconds: float = 0.0
     bandwidth_bytes_per_second: float | None = None
+    corrupt_body: bool = False
     terminal: FaultRule | None = None
 
 
@@ -173,6 +177,7 @@ class FaultPlan:
             if rule.bandwidth_bytes_per_second is not None:
                 current = decision.bandwidth_bytes_per_second
                 decision.bandwidth_bytes_per_second = min(current or float("inf"), rule.bandwidth_bytes_per_second)
+            decision.corrupt_body = decision.corrupt_body or rule.corrupt_body
             if terminal:
                 decision.terminal = rule
         return decision
@@ -262,6 +267,8 @@ class BodyShaper:
 
 
 SHAPER_KEY = web.RequestKey("body_shaper", BodyShaper)
+# A ``corrupt_body`` rule fired for this request: the S3 part handler stores other bytes than it received.
+CORRUPT_BODY_KEY = web.RequestKey("corrupt_body", bool)
 
 
 def shaper_of(request: web.Request) -> BodyShaper:
@@ -329,6 +336,7 @@ async def fault_middleware(
         decision.bandwidth_bytes_per_second,
         rule.reset_at_fraction if rule is not None and rule.reset == "response" else None,
     )
+    request[CORRUPT_BODY_KEY] = decision.corrupt_body
     if decision.latency_seconds:
         await asyncio.sleep(decision.latency_seconds)
     if rule is not None and rule.reset == "request":

@@ -21,7 +21,7 @@ import aiofiles
 from aiohttp import web
 
 from gcbulk.emulator.context import Context, context_of
-from gcbulk.emulator.faults import shaper_of
+from gcbulk.emulator.faults import CORRUPT_BODY_KEY, shaper_of
 from gcbulk.emulator.objects import (
     MAX_PART_NUMBER,
     MAX_PART_SIZE,
@@ -130,8 +130,11 @@ async def put_part(request: web.Request) -> web.StreamResponse:
     try:
         async with aiofiles.open(received, "wb") as sink:
             block = bytearray()
+            corrupt = request.get(CORRUPT_BODY_KEY, False)
             async for chunk in request.content.iter_chunked(WRITE_BLOCK):
                 await shaper.pace(len(chunk))
+                if corrupt and chunk:  # a fault rule's corrupt_body: the first byte is stored flipped
+                    chunk, corrupt = bytes([chunk[0] ^ 0xFF]) + chunk[1:], False
                 digest.update(chunk)
                 size += len(chunk)
                 block += chunk

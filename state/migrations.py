@@ -410,3 +410,23 @@ def m008_content_checks(db: Database) -> None:
         pk=("path", "socket"),
         not_null={"size", "mtime_ns", "inode", "definition", "findings"},
     )
+
+
+@migrations()
+def m009_file_reads(db: Database) -> None:
+    """What the planner itself read from each file (issue 31, accessed by ``gcbulk.state.content_checks``): an .mha
+    header's verdict, an .mhd header, or a JSON value file's value, under the file's path and the kind of read, with
+    the size, mtime and inode it had then: a re-plan reads a file again only when one of those changed. The outcome is
+    the planner's text (JSON, or empty for a sound .mha); the ledger does not interpret it."""
+    db.table("file_reads").create(
+        {
+            "path": str,
+            "kind": str,  # "mha-verdict", "metaimage-header" (an .mhd) or "json-value"
+            "size": int,
+            "mtime_ns": int,
+            "inode": int,
+            "outcome": str,  # the planner's: the verdict, header or value, or why there is none
+        },
+        pk=("path", "kind"),
+        not_null={"size", "mtime_ns", "inode", "outcome"},
+    )

@@ -63,6 +63,18 @@ def print_report(report: PlanReport, out: Any = None, *, show_cases: int = 0, re
             "since their last check (not read again)",
             file=out,
         )
+    if report.planner_files_read or report.planner_files_cached:
+        print(
+            f"  image headers and value files: {report.planner_files_read} files read · "
+            f"{report.planner_files_cached} unchanged since their last read (not read again)",
+            file=out,
+        )
+    if report.cache_rows_forgotten:
+        print(
+            f"  forgotten: {report.cache_rows_forgotten} remembered read results of files no longer in the tree (or no "
+            "longer planned)",
+            file=out,
+        )
     print(
         f"  quota: largest value {human_bytes(quota.largest_value_bytes)} of 128 GiB (verified) / 2 GiB "
         f"(unverified); {quota.uploads} uploads in all, at most {config.engine.live_upload_ceiling} alive at once "

@@ -313,6 +313,15 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
                 self._sockets[slug] = results[0] if results else None
         return self._sockets[slug]
 
+    async def refresh_socket(self, slug: str) -> dict[str, Any] | None:
+        """The socket with ``slug`` as the server has it now (one request, whatever the cache holds); the cache then
+        holds this answer, so a pass that follows a plan asks no more (a plan must see a socket created meanwhile)."""
+        page = await self.request("GET", "components/interfaces/", params={"slug": slug})
+        results = page.get("results", []) if isinstance(page, dict) else []
+        async with self._lookups:
+            self._sockets[slug] = results[0] if results else None
+            return self._sockets[slug]
+
     async def reader_study_by_slug(self, slug: str) -> dict[str, Any]:
         """The reader study; ConfigurationError if it does not exist or this user is not a member (§0: absent)."""
         async with self._lookups:  # concurrent callers asking at once make one request, not one each

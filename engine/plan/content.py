@@ -18,13 +18,12 @@ run, or follow mode's next poll — reads no file that did not change; the defau
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -103,12 +102,17 @@ class CheckedContent:
 
     def as_json(self) -> tuple[str, str | None]:
         """(findings, grid) as JSON text, for a store that keeps it between runs."""
-        grid = None if self.grid is None else json.dumps(dataclasses.asdict(self.grid))
+        # Field by field, not dataclasses.asdict: its recursive deep copy was an eighth of a first plan's time.
+        grid = None if self.grid is None else json.dumps({name: getattr(self.grid, name) for name in Grid.__slots__})
         return json.dumps([f.as_dict() for f in self.findings]), grid
 
     @classmethod
     def from_json(cls, findings: str, grid: str | None) -> CheckedContent:
-        loaded = [Finding(**{**data, "files": tuple(data.get("files", ()))}) for data in json.loads(findings)]
+        loaded = (
+            []  # what nearly every file's checks found: nothing to decode
+            if findings == "[]"
+            else [Finding(**{**data, "files": tuple(data.get("files", ()))}) for data in json.loads(findings)]
+        )
         if grid is None:
             return cls(tuple(loaded), None)
         fields = json.loads(grid)
@@ -190,9 +194,10 @@ class ContentChecker:
         # The grids of the case being checked, (path, socket) → grid: ``check_grids`` reads them and forgets them, so
         # nothing here grows with the cases planned.
         self._grids: dict[tuple[str, str], Grid] = {}
-        # Results ``read_ahead`` found, each with whether it read the file (on another thread) or the cache had it:
-        # ``check`` takes them instead of asking again.
-        self._read_ahead: dict[ContentKey, tuple[CheckedContent, bool]] = {}
+        # Results ``read_ahead`` asked for — a read under way on another thread, or what the cache had — each with
+        # whether the file is read: ``check`` takes them instead of asking again.
+        # Keyed by (path, socket), as ``check`` asks before it stats the file: one stat per file, not two.
+        self._read_ahead: dict[tuple[str, str], tuple[ContentKey, Future[CheckedContent] | CheckedContent, bool]] = {}
         self._digests: dict[str, str] = {}  # socket slug → ContentKey.definition
         self.files_read = 0  # files whose content the checks read (new or changed since the cache's result)
         self.files_cached = 0  # files whose result came from the cache: not read
@@ -214,13 +219,19 @@ class ContentChecker:
             return []
         main = item.files[0]
         path = os.path.join(case_root, main.path)
-        try:
-            stat = os.stat(path)
-        except OSError as exc:
-            return [finding.unreadable(path, main.path, exc.strerror or str(exc))]
-        key = ContentKey(path, stat.st_size, stat.st_mtime_ns, stat.st_ino, item.socket_slug, self._digest(socket))
-        ahead = self._read_ahead.pop(key, None)
-        checked, read = ahead if ahead is not None else (self.cache.get(key), False)
+        checked: CheckedContent | None
+        ahead = self._read_ahead.pop((path, item.socket_slug), None)
+        if ahead is not None:
+            # Keyed by the stat ``read_ahead`` took just before it started the read, as this would before its own.
+            key, result, read = ahead
+            checked = result.result() if isinstance(result, Future) else result
+        else:
+            try:
+                stat = os.stat(path)
+            except OSError as exc:
+                return [finding.unreadable(path, main.path, exc.strerror or str(exc))]
+            key = ContentKey(path, stat.st_size, stat.st_mtime_ns, stat.st_ino, item.socket_slug, self._digest(socket))
+            checked, read = self.cache.get(key), False
         if checked is None:
             checked, read = self._file(socket, path, main.path, item.socket_slug, case), True
         if read:
@@ -239,13 +250,13 @@ class ContentChecker:
             self._digests[slug] = hashlib.sha256(described).hexdigest()[:16]
         return self._digests[slug]
 
-    def read_ahead(self, cases: Sequence[PlannedCase], case_root: str, readers: Executor) -> None:
-        """Reads the files of ``cases`` that ``check`` would read (not in the cache), on ``readers``' threads, so the
-        header reads of many files overlap: SimpleITK and the inflating of a mask release the GIL. Each read keeps
-        its own budget (``ReadBudget``); ``check`` then takes the results instead of reading. The caller bounds the
-        memory held by the number of cases it passes at once."""
-        self._read_ahead.clear()  # what the last window's checks did not take is not needed any more
-        reads: list[tuple[ContentKey, Future[CheckedContent]]] = []
+    def read_ahead(self, cases: Sequence[PlannedCase], case_root: str, readers: Executor) -> list[ContentKey]:
+        """Starts reading the files of ``cases`` that ``check`` would read (not in the cache) on ``readers``' threads
+        and returns at once, so the header reads of many files overlap each other and the planning of the cases before
+        them: SimpleITK and the inflating of a mask release the GIL. Each read keeps its own budget (``ReadBudget``);
+        ``check`` then takes the result, waiting for it if needed, instead of reading. Returns the keys asked for, for
+        ``forget`` once their cases are checked; the caller bounds the memory held by the cases it passes at once."""
+        keys: list[ContentKey] = []
         for case in cases:
             for item in case.items:
                 socket = self.catalogue.get(item.socket_slug)
@@ -262,15 +273,22 @@ class ContentChecker:
                 key = ContentKey(
                     path, stat.st_size, stat.st_mtime_ns, stat.st_ino, item.socket_slug, self._digest(socket)
                 )
-                if key in self._read_ahead:
+                if (path, item.socket_slug) in self._read_ahead:
                     continue
+                keys.append(key)
                 cached = self.cache.get(key)
                 if cached is not None:
-                    self._read_ahead[key] = (cached, False)
+                    self._read_ahead[(path, item.socket_slug)] = (key, cached, False)
                     continue
-                reads.append((key, readers.submit(self._file, socket, path, main.path, item.socket_slug, case.title)))
-        for key, read in reads:
-            self._read_ahead[key] = (read.result(), True)
+                read = readers.submit(self._file, socket, path, main.path, item.socket_slug, case.title)
+                self._read_ahead[(path, item.socket_slug)] = (key, read, True)
+        return keys
+
+    def forget(self, keys: Iterable[ContentKey]) -> None:
+        """Drops what ``read_ahead`` found for ``keys`` and ``check`` did not take (a case never checked):
+        nothing here outlives the cases it was read for."""
+        for key in keys:
+            self._read_ahead.pop((key.path, key.socket), None)
 
     def check_grids(self, items: Sequence[PlannedItem], case_root: str, case: str) -> list[Finding]:
         """A warning for each Segmentation value whose grid matches none of the case's other images (the CT it

@@ -5,34 +5,30 @@ no database.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from gcbulk.engine.dicom.headers import DicomHeader, NotDicom
 from gcbulk.engine.dicom.series import group_series
 from gcbulk.engine.gc.limits import MAX_FILES_PER_IMAGE
 from gcbulk.engine.plan import findings as finding
 from gcbulk.engine.plan.cases import Entry, PlannedFile, PlannedItem
 from gcbulk.engine.plan.dicom_case import CaseHeaders
+from gcbulk.engine.plan.file_reads import FileStamp, PlannerReads, ValueFileError
 from gcbulk.engine.plan.findings import Finding
 from gcbulk.engine.plan.metaimage import (
     BadHeader,
-    HeaderOverBudget,
     MetaHeader,
     NotMetaImage,
-    ReadBudget,
-    capacity_problem,
-    read_header,
 )
-from gcbulk.engine.plan.values import canonical_json
-
-_MAX_VALUE_FILE = 16 * 1024**2  # docs/gc-api.md §5: a request body is at most 16 MiB
 
 
-def mhd_header(path: str, budget: ReadBudget) -> tuple[MetaHeader | None, str | None]:
+def stamp(entry: Entry) -> FileStamp:
+    """The file as the walk saw it, the key of what the planner reads from it (``engine/plan/file_reads.py``)."""
+    return FileStamp(entry.path, entry.size, entry.mtime_ns, entry.inode)
+
+
+def mhd_header(entry: Entry, reads: PlannerReads) -> tuple[MetaHeader | None, str | None]:
     """(the .mhd header, None) or (None, why it cannot be used)."""
     try:
-        header = read_header(path, budget)
+        header = reads.header(stamp(entry))
     except OSError as exc:
         return None, f"the .mhd header cannot be read: {exc.strerror}"
     except NotMetaImage as exc:
@@ -45,24 +41,19 @@ def mhd_header(path: str, budget: ReadBudget) -> tuple[MetaHeader | None, str | 
     return header, None
 
 
-def mha_finding(entry: Entry, title: str, budget: ReadBudget) -> Finding | None:
+def mha_finding(entry: Entry, title: str, reads: PlannerReads) -> Finding | None:
     """What is wrong with an .mha's header, read within the header budget: data kept in another file (it would not
     be sent), sizes that are not positive, or voxels the file cannot hold. None for a file with no MetaImage header
     at all: SimpleITK's own read (``engine/plan/content.py``) says what is wrong with it."""
     try:
-        header = read_header(entry.path, budget)
+        problem = reads.mha_problem(stamp(entry))
     except OSError as exc:
         return finding.unreadable(entry.path, entry.rel, exc.strerror or str(exc))
-    except HeaderOverBudget as exc:
-        return finding.bad_image_header(entry.path, (entry.rel,), str(exc), title)
-    except NotMetaImage:
+    if problem is None:
         return None
-    except BadHeader as exc:
-        return finding.bad_image_header(entry.path, (entry.rel,), str(exc), title)
-    if not header.local:
-        return finding.mha_data_elsewhere(entry.path, (entry.rel,), header.data_file, title)
-    problem = capacity_problem(header, entry.size - header.header_length, "the file")
-    return None if problem is None else finding.bad_image_header(entry.path, (entry.rel,), problem, title)
+    if problem.kind == "data-elsewhere":
+        return finding.mha_data_elsewhere(entry.path, (entry.rel,), problem.detail, title)
+    return finding.bad_image_header(entry.path, (entry.rel,), problem.detail, title)
 
 
 def dicom_series(
@@ -82,22 +73,24 @@ def dicom_series(
     return [[by_path[p] for p in series.paths] for series in group_series(dicom)]
 
 
-def value_item(socket: str, entry: Entry, findings: list[Finding], title: str) -> PlannedItem | None:
-    if entry.size > _MAX_VALUE_FILE:
-        findings.append(finding.bad_json(entry.path, entry.rel, "it is over 16 MiB, the server's request limit", title))
-        return None
+def value_item(
+    socket: str, entry: Entry, findings: list[Finding], title: str, reads: PlannerReads, rule: int | None = None
+) -> PlannedItem | None:
     try:
-        value = json.loads(Path(entry.path).read_bytes())
+        value = reads.value(stamp(entry))
     except OSError as exc:
         findings.append(finding.unreadable(entry.path, entry.rel, exc.strerror or str(exc)))
         return None
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+    except ValueFileError as exc:
         findings.append(finding.bad_json(entry.path, entry.rel, str(exc), title))
         return None
-    return PlannedItem(socket_slug=socket, value_json=canonical_json(value), value_path=entry.rel)
+    return PlannedItem(socket_slug=socket, value_json=value, value_path=entry.rel, rule=rule)
 
 
-def files_item(socket: str, file_set: list[Entry], findings: list[Finding], title: str) -> PlannedItem | None:
+def files_item(
+    socket: str, file_set: list[Entry], findings: list[Finding], title: str, rule: int | None = None
+) -> PlannedItem | None:
+    """The item of a socket's file set; ``rule``: the job's rules[N] that took it."""
     rels = tuple(e.rel for e in file_set)
     if len(file_set) > MAX_FILES_PER_IMAGE:
         findings.append(finding.too_many_files(file_set[0].path, socket, len(file_set), rels, title))
@@ -111,4 +104,5 @@ def files_item(socket: str, file_set: list[Entry], findings: list[Finding], titl
     return PlannedItem(
         socket_slug=socket,
         files=tuple(PlannedFile(path=e.rel, name=e.name, size=e.size, mtime_ns=e.mtime_ns) for e in file_set),
+        rule=rule,
     )

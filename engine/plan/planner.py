@@ -47,6 +47,7 @@ from gcbulk.engine.plan.dicom_case import (
     title_phi,
     unmapped_findings,
 )
+from gcbulk.engine.plan.file_reads import FileReadCache, PlannerReads
 from gcbulk.engine.plan.filesets import dicom_series, files_item, mha_finding, mhd_header, value_item
 from gcbulk.engine.plan.findings import Finding, name_trouble, shown
 from gcbulk.engine.plan.mapping import MappingSummary
@@ -61,6 +62,12 @@ _OS_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", "Icon\r", ".loc
 
 def _join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
+
+
+def _child(folder: str, name: str) -> str:
+    """``os.path.join(folder, name)`` for a name from ``os.scandir`` (never absolute, never empty), without its
+    generality: it runs for every file of every plan."""
+    return f"{folder}{name}" if folder.endswith("/") else f"{folder}/{name}"
 
 
 def _glob_matcher(pattern: str) -> tuple[re.Pattern[str], bool]:
@@ -83,10 +90,13 @@ def name_problem(name: str) -> str | None:
 class Planner:
     """Plans one job's case tree. ``plan()`` yields ``PlannedCase`` and stand-alone ``Finding`` objects."""
 
-    def __init__(self, config: JobConfig) -> None:
+    def __init__(self, config: JobConfig, reads: FileReadCache | None = None) -> None:
+        """``reads``: where the outcomes of the planner's own reads (headers, JSON values) are kept between plans, so
+        a re-plan reads no file that did not change (``engine/plan/file_reads.py``); None: every plan reads them."""
         self.config = config
         self.root = config.case_root
         self.budget = ReadBudget()  # how much of a file a header read may take (engine/plan/metaimage.py)
+        self.reads = PlannerReads(self.budget, reads)
         self.depth = config.cases.depth
         self._ignore = [(pattern, *_glob_matcher(pattern)) for pattern in config.cases.ignore]
         self._pattern_rules: list[tuple[Rule, re.Pattern[str], bool]] = []
@@ -184,7 +194,7 @@ class Planner:
             yield finding.unreadable(path, rel, f"the folder cannot be listed: {names.strerror}")
             return
         for name in names:
-            child = os.path.join(path, name)
+            child = _child(path, name)
             child_rel = _join(rel, name)
             kind, st, reason, link = self._classify(child)
             if kind == "dir":
@@ -248,7 +258,7 @@ class Planner:
             findings.append(finding.unreadable(path, rel, f"the folder cannot be listed: {names.strerror}"))
             return
         for name in names:
-            child = os.path.join(path, name)
+            child = _child(path, name)
             child_rel = _join(rel, name)
             child_inner = _join(inner, name)
             kind, st, reason, link = self._classify(child)
@@ -287,7 +297,9 @@ class Planner:
                 findings.append(finding.zero_bytes(child, child_rel))
             else:
                 assert st is not None
-                files.append(Entry(child_rel, child_inner, name, child, st.st_size, st.st_mtime_ns, link, outside))
+                files.append(
+                    Entry(child_rel, child_inner, name, child, st.st_size, st.st_mtime_ns, link, outside, st.st_ino)
+                )
 
     def _used(self, name: str, inner: str, *, by_content: bool = False) -> bool:
         """Whether a rule names this path (a glob, a regex or a dicom rule's path test): a positional rule names no
@@ -375,7 +387,7 @@ class Planner:
 
     def _companion_name(self, mhd: Entry) -> str | None:
         """The data file an .mhd names, relative to the case folder (None when its header does not name one)."""
-        header, _ = mhd_header(mhd.path, self.budget)
+        header, _ = mhd_header(mhd, self.reads)
         if header is None or header.local:
             return None
         return os.path.normpath(_join(mhd.inner.rpartition("/")[0], header.data_file))
@@ -392,14 +404,14 @@ class Planner:
         for e in files:
             lower = e.name.lower()
             if lower.endswith(".mha"):
-                problem = mha_finding(e, title, self.budget)
+                problem = mha_finding(e, title, self.reads)
                 if problem is not None:
                     findings.append(problem)
                     rejected.add(e.inner)
                 continue
             if not lower.endswith(".mhd"):
                 continue
-            header, reason = mhd_header(e.path, self.budget)
+            header, reason = mhd_header(e, self.reads)
             if header is None:
                 findings.append(finding.unreadable(e.path, e.rel, reason or "unknown error"))
                 rejected.add(e.inner)
@@ -508,9 +520,9 @@ class Planner:
                 first = (file_sets[0][0] if file_sets else value_files[0]).path
                 findings.append(finding.two_file_sets(first, socket, sources, all_files, title))
             elif value_files:
-                item = value_item(socket, value_files[0], findings, title)
+                item = value_item(socket, value_files[0], findings, title, self.reads, rule_sets[0][0].index)
                 if item is not None:
-                    items.append(dataclasses.replace(item, rule=rule_sets[0][0].index))
+                    items.append(item)
             elif file_sets:
                 dicom = (
                     headers.dicom(file_sets[0])
@@ -523,9 +535,9 @@ class Planner:
                 findings.extend(problems)
                 if any(p.blocking for p in problems):  # the server would refuse this image set: kept out of the plan
                     continue
-                item = files_item(socket, file_sets[0], findings, title)
+                item = files_item(socket, file_sets[0], findings, title, rule_sets[0][0].index)
                 if item is not None:
-                    items.append(dataclasses.replace(item, rule=rule_sets[0][0].index))
+                    items.append(item)
         for socket, value in self.config.values.items():
             if socket not in claims:
                 items.append(PlannedItem(socket_slug=socket, value_json=canonical_json(value)))

@@ -20,7 +20,7 @@ from gcbulk.engine.gc.limits import (  # noqa: F401 - plan.py imports some from 
     GiB,
 )
 from gcbulk.engine.jobfile import JobConfig
-from gcbulk.engine.plan.content import ContentCache, ContentChecker
+from gcbulk.engine.plan.content import ContentCache, ContentChecker, ContentKey
 from gcbulk.engine.plan.findings import (
     Finding,
     _f,
@@ -240,7 +240,7 @@ class Preflight:
             over = value_quota(case_path, case.title, item.socket_slug, tuple(f.path for f in item.files), value_bytes)
             if over is not None:
                 findings.append(over)
-            items.append(item if super_kind is None else dataclasses.replace(item, super_kind=super_kind))
+            items.append(item if super_kind is None else item.with_super_kind(super_kind))
         if self._content is not None:
             findings.extend(self._content.check_grids(case.items, str(self.config.case_root), case.title))
         if len(findings) == len(case.findings) and all(new is old for new, old in zip(items, case.items, strict=True)):
@@ -251,23 +251,33 @@ class Preflight:
         self, entries: Iterable[PlannedCase | Finding], readers: Executor | None, window: int = READ_AHEAD_CASES
     ) -> Iterator[PlannedCase | Finding]:
         """``entries`` (the planner's output) unchanged, with the content checks of each ``window`` of cases read
-        ahead on ``readers``' threads (``ContentChecker.read_ahead``) before ``check_case`` is called on them."""
+        ahead on ``readers``' threads (``ContentChecker.read_ahead``): the reads of one window run while the cases of
+        the window before it are checked and recorded, so the readers and this thread work at once. At most two
+        windows are held."""
         if self._content is None or readers is None:
             yield from entries
             return
+        content = self._content
+        root = str(self.config.case_root)
+        earlier: tuple[list[PlannedCase | Finding], list[ContentKey]] | None = None
         pending: list[PlannedCase | Finding] = []
         for entry in entries:
             pending.append(entry)
             if len(pending) >= window:
-                yield from self._read_ahead(pending, readers)
-                pending = []
-        yield from self._read_ahead(pending, readers)
+                started = content.read_ahead([e for e in pending if isinstance(e, PlannedCase)], root, readers)
+                if earlier is not None:
+                    yield from earlier[0]
+                    content.forget(earlier[1])
+                earlier, pending = (pending, started), []
+        started = content.read_ahead([e for e in pending if isinstance(e, PlannedCase)], root, readers)
+        for held, keys in ((earlier or ([], [])), (pending, started)):
+            yield from held
+            content.forget(keys)
 
-    def _read_ahead(self, entries: list[PlannedCase | Finding], readers: Executor) -> list[PlannedCase | Finding]:
-        assert self._content is not None
-        cases = [entry for entry in entries if isinstance(entry, PlannedCase)]
-        self._content.read_ahead(cases, str(self.config.case_root), readers)
-        return entries
+    @property
+    def content_checked(self) -> bool:
+        """Whether this plan made the content checks (the catalogue is known and they were not turned off)."""
+        return self._content is not None
 
     @property
     def content_files_read(self) -> int:

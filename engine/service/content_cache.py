@@ -1,20 +1,63 @@
-"""The planner's content checks, remembered in the ledger: a ``ContentCache`` (``gcbulk.engine.plan.content``) over
-the ``content_checks`` table, so a second one-shot plan, or follow mode's next poll, reads no file that did not change
-— and the process holds no per-file memory between plans (issue 31).
+"""What planning read from the tree's files, remembered in the ledger, so a second one-shot plan, or follow mode's
+next poll, reads no file that did not change — and the process holds no per-file memory between plans (issue 31):
 
-Used on the ledger's thread, inside ``plan_into_ledger``: a lookup is one primary-key read; results read anew are
-held and written in batches (one transaction each), and whatever is held is written by ``flush`` at the end of the
-plan.
+* ``LedgerContentCache``: a ``ContentCache`` (``gcbulk.engine.plan.content``) over the ``content_checks`` table;
+* ``LedgerFileReads``: a ``FileReadCache`` (``gcbulk.engine.plan.file_reads``) over the ``file_reads`` table, for
+  the planner's own reads (MetaImage headers, JSON value files).
+
+Used on the ledger's thread, inside ``plan_into_ledger``: a lookup is one primary-key read; results read anew, and
+the rows looked up, are held and written in batches (one transaction each), and whatever is held is written by
+``flush`` at the end of the plan. After a plan that walked the whole tree, ``forget_unseen`` deletes the rows it did
+not look up (files vanished, no longer planned, or no longer read that way), so the tables do not grow with every
+file ever planned.
 """
 
 from __future__ import annotations
 
 from gcbulk.engine.plan.content import CheckedContent, ContentKey
-from gcbulk.state.content_checks import ContentCheckRow, content_check, record_content_checks
+from gcbulk.engine.plan.file_reads import FileStamp, ReadKind
+from gcbulk.state.content_checks import (
+    CacheTable,
+    ContentCheckRow,
+    FileReadRow,
+    content_check,
+    file_read,
+    forget_unseen,
+    note_seen,
+    record_content_checks,
+    record_file_reads,
+    start_seen,
+)
 from gcbulk.state.ledger import Ledger
 
-# Results written per transaction: one fsync per this many files read, and at most this many held in memory.
+# Results (and paths looked up) written per transaction: one write per this many files, and at most this many held
+# in memory.
 BATCH = 2000
+
+
+class _SeenRows:
+    """The rows — (path, socket) or (path, kind) — one plan looked up in one table, noted in the ledger (a temporary
+    table) a batch at a time."""
+
+    def __init__(self, ledger: Ledger, table: CacheTable, batch: int) -> None:
+        self.ledger = ledger
+        self.table: CacheTable = table
+        self.batch = batch
+        self._held: list[tuple[str, str]] = []
+        start_seen(ledger, table)
+
+    def add(self, path: str, key: str) -> None:
+        self._held.append((path, key))
+        if len(self._held) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        held, self._held = self._held, []
+        note_seen(self.ledger, self.table, held)
+
+    def forget_unseen(self, case_root: str) -> int:
+        self.flush()
+        return forget_unseen(self.ledger, self.table, case_root)
 
 
 class LedgerContentCache:
@@ -24,8 +67,10 @@ class LedgerContentCache:
         self.ledger = ledger
         self.batch = batch
         self._held: list[ContentCheckRow] = []
+        self._seen = _SeenRows(ledger, "content_checks", batch)
 
     def get(self, key: ContentKey) -> CheckedContent | None:
+        self._seen.add(key.path, key.socket)
         row = content_check(self.ledger, key.path, key.socket)
         if row is None:
             return None
@@ -34,6 +79,7 @@ class LedgerContentCache:
         return CheckedContent.from_json(row.findings, row.grid)
 
     def put(self, key: ContentKey, checked: CheckedContent) -> None:
+        self._seen.add(key.path, key.socket)
         findings, grid = checked.as_json()
         self._held.append(
             ContentCheckRow(
@@ -54,3 +100,49 @@ class LedgerContentCache:
         """Writes the results held so far."""
         held, self._held = self._held, []
         record_content_checks(self.ledger, held)
+        self._seen.flush()
+
+    def forget_unseen(self, case_root: str) -> int:
+        """Deletes the rows of files under ``case_root`` this plan did not check; returns how many. Only after a plan
+        whose content checks ran over the whole tree."""
+        self.flush()
+        return self._seen.forget_unseen(case_root)
+
+
+class LedgerFileReads:
+    """A ``FileReadCache`` whose entries are rows of the ledger's ``file_reads`` table."""
+
+    def __init__(self, ledger: Ledger, batch: int = BATCH) -> None:
+        self.ledger = ledger
+        self.batch = batch
+        self._held: list[FileReadRow] = []
+        self._seen = _SeenRows(ledger, "file_reads", batch)
+
+    def get(self, stamp: FileStamp, kind: ReadKind) -> str | None:
+        self._seen.add(stamp.path, kind)
+        row = file_read(self.ledger, stamp.path, kind)
+        if row is None or (row.size, row.mtime_ns, row.inode) != (stamp.size, stamp.mtime_ns, stamp.inode):
+            return None  # never read, or the file changed since
+        return row.outcome
+
+    def put(self, stamp: FileStamp, kind: ReadKind, outcome: str) -> None:
+        self._seen.add(stamp.path, kind)
+        self._held.append(
+            FileReadRow(
+                path=stamp.path, kind=kind, size=stamp.size, mtime_ns=stamp.mtime_ns, inode=stamp.inode, outcome=outcome
+            )
+        )
+        if len(self._held) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Writes the outcomes held so far."""
+        held, self._held = self._held, []
+        record_file_reads(self.ledger, held)
+        self._seen.flush()
+
+    def forget_unseen(self, case_root: str) -> int:
+        """Deletes the rows of files under ``case_root`` this plan did not read; returns how many. Only after a plan
+        that walked the whole tree."""
+        self.flush()
+        return self._seen.forget_unseen(case_root)

@@ -18,7 +18,7 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
@@ -32,7 +32,6 @@ from gcbulk.engine.gc.errors import (
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
 from gcbulk.engine.gc.targets import target_for
 from gcbulk.engine.service import logs
-from gcbulk.engine.service.health import MonitoringServer, ServerCheck
 from gcbulk.engine.service.ledger_time import check_not_behind_event_log
 from gcbulk.engine.service.metrics import (
     Metrics,
@@ -41,13 +40,15 @@ from gcbulk.engine.service.metrics import (
     retry_reason,
 )
 from gcbulk.engine.service.plan_recording import PlanReport, plan_into_ledger
-from gcbulk.engine.service.status_page import StatusPage
 from gcbulk.engine.service.waits import WaitRecorder
 from gcbulk.engine.settings import RunSettings
 from gcbulk.engine.upload.journal import Journal, LedgerRunner
 from gcbulk.engine.upload.progress import TransferStats
 from gcbulk.engine.upload.reconcile import StudySnapshot, read_study
 from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
+
+if TYPE_CHECKING:
+    from gcbulk.engine.service.health import MonitoringServer
 
 log = logging.getLogger("gcbulk")
 T = TypeVar("T")
@@ -154,6 +155,10 @@ class JobService:
         address = self.settings.metrics_address
         if address is None:
             return None
+        # Imported here: aiohttp's web server and the status page cost ~0.05 s of CPU at start-up that a run with
+        # --metrics-address off (a batch job, a benchmark) does not pay (tests/packaging/test_startup_imports.py).
+        from gcbulk.engine.service.health import MonitoringServer, ServerCheck
+        from gcbulk.engine.service.status_page import StatusPage
 
         async def probe() -> None:
             # docs/gc-api.md §0: GET gcapi/ needs no token and is the cheapest "the server answers" there is.
@@ -270,10 +275,8 @@ class JobService:
         # A planning check fails fast when the server is unreachable rather than spend a transfer's retry budget;
         # the caller decides what then (one-shot: exit; follow: wait and try again).
         with item_budget(RetryBudget(PLAN_CHECK_RETRIES, "checking the job's sockets")):
-            for slug in self.job.socket_slugs:
-                page = await self.client.request("GET", "components/interfaces/", params={"slug": slug})
-                results = page.get("results", []) if isinstance(page, dict) else []
-                catalogue[slug] = results[0] if results else None
+            for slug in self.job.socket_slugs:  # fresh at every plan; the pass that follows reads them from here
+                catalogue[slug] = await self.client.refresh_socket(slug)
             # The study's titles, once per plan: a case whose title names a display set this job did not make is
             # blocked before any byte is sent (docs/gc-api.md §10), unless the run takes such display sets over.
             # The same listing serves the pass that follows (engine/upload/reconcile.py): one per plan, not two.

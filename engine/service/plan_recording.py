@@ -23,7 +23,7 @@ from gcbulk.engine.plan.findings import Finding
 from gcbulk.engine.plan.parts import adjust_part_size, multipart_checksum
 from gcbulk.engine.plan.planner import Planner
 from gcbulk.engine.plan.preflight import Preflight, QuotaEstimate
-from gcbulk.engine.service.content_cache import LedgerContentCache
+from gcbulk.engine.service.content_cache import LedgerContentCache, LedgerFileReads
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.records import PlanDiff
 from gcbulk.state.replan import planning
@@ -50,6 +50,13 @@ class PlanReport:
     # Files the content checks read, and files whose result the ledger already had (unchanged since it was checked).
     content_files_read: int = 0
     content_files_cached: int = 0
+    # The planner's own reads (MetaImage headers, JSON value files): files read, and files whose outcome the ledger
+    # already had.
+    planner_files_read: int = 0
+    planner_files_cached: int = 0
+    # Rows of the ledger's caches (content checks, planner reads) deleted: their files are gone from the tree, or no
+    # longer planned.
+    cache_rows_forgotten: int = 0
 
     @property
     def blocking(self) -> bool:
@@ -78,6 +85,8 @@ class PlanReport:
             "cases": self.cases,
             "findings": [finding.as_dict() for finding in self.findings],
             "content_checks": {"files_read": self.content_files_read, "files_unchanged": self.content_files_cached},
+            "planner_reads": {"files_read": self.planner_files_read, "files_unchanged": self.planner_files_cached},
+            "cache_rows_forgotten": self.cache_rows_forgotten,
         }
 
 
@@ -167,11 +176,14 @@ def plan_into_ledger(
     A case with a blocking finding is recorded as blocked and the job's plan stays runnable, unless ``strict`` or a
     finding about the whole job (no case) blocks. ``keep_cases`` rows of case → socket → files are kept for the report
     (None: all of them). ``content_cache``: where the content checks' results are kept; by default the ledger's
-    ``content_checks`` table, so a re-plan reads only the files that changed."""
+    ``content_checks`` table, so a re-plan reads only the files that changed. The planner's own reads (headers, JSON
+    values) are kept in the ledger's ``file_reads`` table. After a plan (not a dry run) that walked the whole tree,
+    the rows of both for files it did not see are deleted."""
     findings: list[Finding] = []
     job_findings: list[Finding] = []
     cases: list[dict[str, Any]] = []
-    planner = Planner(config)
+    file_reads = LedgerFileReads(ledger)
+    planner = Planner(config, reads=file_reads)
     part_size = config.engine.part_size
 
     def fingerprint(path: Path, size: int) -> tuple[str, int]:
@@ -217,8 +229,21 @@ def plan_into_ledger(
             if keep_cases is None or len(cases) < keep_cases:
                 cases.append(case_row(case))
         job_findings.extend(preflight.finish())
+        forgotten = 0
+        # Only a plan that saw the whole tree knows which files are gone: not one whose case root is missing (an
+        # unmounted disk must not cost every result), nor a dry run (it writes nothing).
+        walked = not dry_run and not any(f.code == "case-root-missing" for f in job_findings)
+        root = str(config.case_root)
+        if walked:
+            forgotten += file_reads.forget_unseen(root)
+        else:
+            file_reads.flush()
         if in_ledger is not None:
-            in_ledger.flush()
+            # The content checks look only at the files they check: their rows are pruned only when they ran.
+            if walked and preflight.content_checked:
+                forgotten += in_ledger.forget_unseen(root)
+            else:
+                in_ledger.flush()
         all_findings = job_findings + findings
         blocked = any(f.blocking for f in (all_findings if strict else job_findings))
         diff = plan.finish(blocked=blocked)
@@ -236,4 +261,7 @@ def plan_into_ledger(
         cases=cases,
         content_files_read=preflight.content_files_read,
         content_files_cached=preflight.content_files_cached,
+        planner_files_read=planner.reads.files_read,
+        planner_files_cached=planner.reads.files_cached,
+        cache_rows_forgotten=forgotten,
     )

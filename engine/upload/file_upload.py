@@ -4,9 +4,10 @@ The order of writes is what makes a crash anywhere harmless:
 1. ledger ``upload creating`` (intent), then ``POST uploads/``, then ledger ``initialized`` with pk and s3_upload_id —
    before any part. An upload the ledger knows of is never lost; one created but not recorded (a crash between the
    two) is an empty orphan the server sweeps after 24 h.
-2. each part: read + MD5 in a thread, PUT, then ledger ``part sent`` with its ETag. A part on S3 but not in the
-   ledger is found by list-parts on resume and kept if its ETag is our MD5 of those bytes.
-3. complete with the ledger's sorted part list, then ledger ``completed``.
+2. each part: read in a thread, PUT, then ledger ``part sent`` with its ETag (S3's MD5 of the bytes it stored). A part
+   on S3 but not in the ledger is found by list-parts on resume and kept if its ETag is our MD5 of those bytes.
+3. the parts' ETags must compose into the plan's checksum (the bytes S3 holds are the bytes planned); complete with
+   the ledger's sorted part list, then ledger ``completed``.
 
 Resume: list-parts; keep parts whose size and ETag match, presign and send only the others. A vanished upload (404,
 the 24 h sweep) is replaced by a new one; a completed upload not yet consumed is reused while young enough.
@@ -28,6 +29,7 @@ from gcbulk.engine.gc.errors import (
     Interrupted,
     MultipartUploadVanished,
     NotFound,
+    PartIntegrityError,
     SourceFileChanged,
     UploadNoLongerOpen,
     first_error,
@@ -35,21 +37,23 @@ from gcbulk.engine.gc.errors import (
 )
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
 from gcbulk.engine.gc.uploads_api import UPLOAD_COMPLETED, UploadRef, parse_server_time
-from gcbulk.engine.plan.parts import adjust_part_size, multipart_checksum
+from gcbulk.engine.plan.parts import adjust_part_size
 from gcbulk.engine.upload.claim_pacing import uploads_under_way
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.s3_parts import (
     PartSpec,
     PresignedUrls,
+    md5_of_etag,
+    part_md5,
     part_specs,
     read_part,
     upload_part,
 )
 from gcbulk.engine.upload.server_limits import UnitPool
+from gcbulk.engine.upload.stored_bytes import parts_not_as_planned
 from gcbulk.state.dicom_staging import fit_upload
 from gcbulk.state.errors import LedgerError
-from gcbulk.state.ledger import composite_checksum
 from gcbulk.state.records import FileWork, UploadRow
 from gcbulk.state.steps import Step, step
 
@@ -300,9 +304,8 @@ class FileUpload:
                 continue
             # On S3 but not in the ledger: the run stopped between the PUT and its record. Keep it if its ETag is the
             # MD5 of our bytes — reading costs far less than sending.
-            data, md5 = await anyio.to_thread.run_sync(read_part, self.file.path, spec)
-            del data
-            if held.get("ETag", "").strip('"').lower() == md5:
+            md5 = await anyio.to_thread.run_sync(part_md5, self.file.path, spec)
+            if md5_of_etag(held.get("ETag", "")) == md5:
                 await self._record(
                     self.ctx.journal.ledger.part_sent, upload.id, number, size=spec.size, etag=held["ETag"], md5=md5
                 )
@@ -338,21 +341,26 @@ class FileUpload:
     async def _send_part(self, upload_id: int, urls: PresignedUrls, spec: PartSpec, borrower: object) -> None:
         ctx = self.ctx
         try:
-            data, md5 = await anyio.to_thread.run_sync(read_part, self.file.path, spec)
+            data = await anyio.to_thread.run_sync(read_part, self.file.path, spec)
             etag = await upload_part(
                 ctx.client.session,
                 urls,
                 spec,
                 data,
-                md5,
                 policy=ctx.config.retry,
                 progress=ctx.stats.add_bytes,
                 on_retry=ctx.stats.count_retry,
             )
             del data
             crash_point("after-part-put")
+            # The part's MD5 is S3's, from its ETag: what it stored, not what this process believes it sent.
             await self._record(
-                self.ctx.journal.ledger.part_sent, upload_id, spec.number, size=spec.size, etag=etag, md5=md5
+                self.ctx.journal.ledger.part_sent,
+                upload_id,
+                spec.number,
+                size=spec.size,
+                etag=etag,
+                md5=md5_of_etag(etag),
             )
             crash_point("after-part-recorded")
         finally:
@@ -361,7 +369,28 @@ class FileUpload:
     async def _complete(self, upload: UploadRow) -> UploadRow:
         upload = await self.ctx.journal.read(self.ctx.journal.ledger.upload, upload.id)
         check_unchanged(self.file)  # a file rewritten while its parts were sent must not be completed
-        await self._check_bytes_sent(upload)
+        wrong = await parts_not_as_planned(self.file, upload, staged_copy=self.staged_copy)
+        if wrong:
+            # The file is as planned but S3 holds other bytes for these parts: they are sent once more, then checked
+            # again; a second mismatch is not a fluke of the wire.
+            for number in wrong:
+                await self._record(
+                    self.ctx.journal.ledger.part_invalidated,
+                    upload.id,
+                    number,
+                    reason="S3's ETag is not the MD5 of the file's bytes for this part",
+                )
+                # Those bytes did not arrive as sent: progress gives them back before they are sent again.
+                self.ctx.stats.add_bytes(-upload.parts[number].size)
+            upload = await self.ctx.journal.read(self.ctx.journal.ledger.upload, upload.id)
+            await self._send_missing_parts(upload)
+            upload = await self.ctx.journal.read(self.ctx.journal.ledger.upload, upload.id)
+            check_unchanged(self.file)
+            if wrong := await parts_not_as_planned(self.file, upload, staged_copy=self.staged_copy):
+                raise PartIntegrityError(
+                    f"{self.file.relative_path}: S3 stored other bytes than the file's for parts {wrong[:10]}, twice "
+                    "(its ETags are not the MD5s of those parts)"
+                )
         crash_point("before-complete")
         parts = [{"PartNumber": number, "ETag": part.etag} for number, part in sorted(upload.parts.items())]
         await self.ctx.client.complete_multipart_upload(_server_ref(upload), parts)
@@ -369,26 +398,6 @@ class FileUpload:
         upload = await self._record_completed(upload)
         crash_point("after-upload-completed")
         return upload
-
-    async def _check_bytes_sent(self, upload: UploadRow) -> None:
-        """The bytes sent must be the bytes planned, and so checked (``engine/plan/content.py``): not the size and mtime
-        alone, which a copy or an editor can restore. The parts' MD5s, each taken as its part was read for sending,
-        make the file's multipart checksum, compared with the one the plan recorded at the same part size."""
-        planned, planned_part = self.file.checksum, self.file.checksum_part_size
-        if self.staged_copy or planned is None or planned_part is None:
-            return  # a staged DICOM copy is checked against its own SHA-256; an older plan recorded no checksum
-        md5s = [part.md5 for _, part in sorted(upload.parts.items())]
-        if planned_part == upload.part_size and all(md5s):
-            sent = composite_checksum([md5 for md5 in md5s if md5])
-        else:
-            # engine.part_size changed since the plan (or a part came back from list-parts without its MD5): the
-            # parts' MD5s do not compose into the plan's checksum, so the file is read once more at the plan's size.
-            sent = await anyio.to_thread.run_sync(multipart_checksum, self.file.path, planned_part)
-        if sent != planned:
-            raise SourceFileChanged(
-                f"{self.file.path}: its bytes are not the bytes planned (checksum {sent}, planned {planned}), though "
-                "its size and mtime are; the file changed since it was planned — run 'gcbulk plan' again"
-            )
 
     async def _record_completed(self, upload: UploadRow) -> UploadRow:
         ledger = self.ctx.journal.ledger

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 
@@ -109,6 +110,18 @@ async def test_throttled_and_delayed_requests_still_arrive_intact(client):
     plan = (await client.call("GET", client.admin("faults"))).json()
     assert [rule["fired"] for rule in plan["rules"]] == [1, 1]
     assert [(p["ETag"], p["Size"]) for p in await client.list_parts(upload)] == [(etag, len(data))]
+
+
+async def test_a_corrupt_body_fault_stores_other_bytes_and_answers_with_their_md5(client):
+    upload = await client.create_upload()
+    url = (await client.presign(upload, [1]))["1"]
+    await set_faults(client, {"match": "PUT s3", "corrupt_body": True, "times": 1})
+    data = bytes(range(256)) * 4000
+    spoiled = (await client.put(url, data)).headers["ETag"]
+    stored = bytes([data[0] ^ 0xFF]) + data[1:]
+    assert spoiled == f'"{hashlib.md5(stored).hexdigest()}"'  # S3's ETag is of what it stored, not what was sent
+    again = (await client.put(url, data)).headers["ETag"]  # times = 1: the next PUT is stored as sent
+    assert again == f'"{hashlib.md5(data).hexdigest()}"'
 
 
 def _decisions(plan: FaultPlan, count: int) -> list[int | None]:

@@ -168,6 +168,38 @@ async def test_a_mask_with_values_outside_the_overlay_fails_its_session_with_an_
     assert (by_origin.status, by_origin.json()["count"]) == (200, 0)
 
 
+async def test_after_one_patch_of_both_images_a_refused_mask_cannot_be_traced_to_its_display_set(client, tmp_path):
+    # gcapi's way (one values PATCH with user_uploads for both images, docs/gc-api.md §10 "Why one request for both
+    # images…"): the server makes the sessions and names them nowhere. Two cases whose masks are refused leave two
+    # Failed sessions that say the same thing and keep nothing the client sent — no uploads, no display set — so
+    # neither case can learn its reason; gcbulk's session per image (held by pk) is what keeps it.
+    display_sets = [await create_display_set(client, title=f"case{n}") for n in range(2)]
+    sent: list[str] = []
+    for n, display_set in enumerate(display_sets):
+        ct = await upload_file(client, make_mha(tmp_path / f"ct{n}.mha", (2, 8, 8)))
+        mask = await upload_file(client, make_voxels(tmp_path / f"mask{n}.mha", [0, 1, 3]))
+        sent += [display_set["pk"], ct["pk"], mask["pk"]]
+        values = [
+            {"interface": "ct-image", "user_uploads": [ct["api_url"]]},
+            {"interface": "airway-segmentation", "user_uploads": [mask["api_url"]]},
+        ]
+        reply = await patch_display_set(client, display_set["pk"], {"values": values})
+        assert reply.status == 200 and "session" not in str(reply.body)
+    failed: list[dict] = []
+
+    async def both_refused() -> bool:
+        listed = (await client.call("GET", client.api(SESSIONS))).json()["results"]
+        failed[:] = [session for session in listed if session["status"] == "Failed"]
+        return len(failed) == 2
+
+    await client.eventually(both_refused, "the two masks' sessions to fail")
+    for display_set in display_sets:
+        await wait_for_value(client, display_set["pk"], "ct-image")  # the CTs are in place; the masks never will be
+    assert [session["error_message"] for session in failed] == [OVERLAY_MESSAGE, OVERLAY_MESSAGE]
+    assert all(session["user_uploads"] == [] and session["uploads"] == [] for session in failed)
+    assert not [pk for pk in sent if any(pk in str(session) for session in failed)]
+
+
 @pytest.mark.parametrize(("voxels", "dtype"), [([0, 1, 300], "uint16"), ([0, 1], "float32")])
 async def test_a_mask_that_is_not_8_bit_fails_with_the_segments_message(client, tmp_path, voxels, dtype):
     display_set = await create_display_set(client)

@@ -6,6 +6,9 @@ being polled for, and before the run has seen any import only one case polls for
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import anyio
@@ -13,6 +16,7 @@ import pytest
 
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient
+from gcbulk.engine.upload.crashpoints import ENV_VAR
 from tests.engine.conftest import (
     FAST_ENGINE,
     assert_tutorial_values,
@@ -42,8 +46,37 @@ async def test_a_staggered_two_image_case_polls_its_display_set_about_once_and_p
     assert outcome.done == CASES and outcome.failed == []
     await assert_tutorial_values(client)
     requests = emulator.context.counters.requests
+    # benchmarks/README.md's per-request table, row by row: what each case costs before its poll — its display set,
+    # three requests per file (create, presign, complete), one session per image — is the floor of 9 with a session
+    # per image (docs/gc-api.md §10: one request for both images would lose a refused link's reason). The one extra
+    # display-set POST is the run's editor check, refused by the server before any byte moves.
+    assert requests.get(f"POST {API}reader-studies/display-sets/", 0) == CASES + 1
+    assert requests.get(f"POST {API}uploads/", 0) == 2 * CASES
+    for action in ("generate-presigned-urls", "complete-multipart-upload"):  # one part per file here
+        assert requests.get(f"PATCH {API}uploads/{{pk}}/{{s3_upload_id}}/{action}/", 0) == 2 * CASES, action
     assert requests.get(f"POST {API}cases/upload-sessions/", 0) == 2 * CASES
+    assert requests.get(f"PATCH {API}reader-studies/display-sets/{{pk}}/", 0) == 0  # no values PATCH at all
+    assert requests.get(f"GET {API}cases/upload-sessions/", 0) == 0  # never a scan of the session list
     polls = requests.get(f"GET {API}reader-studies/display-sets/{{pk}}/", 0)
     # Before: a poll (or several) for the first image, then the wait's for the second, and at the start every case
     # polling every fraction of a second for imports no one had yet seen: over 4 per case (34 for these 8).
     assert polls <= 2 * CASES, f"{polls} polls of the display sets of {CASES} cases"
+
+
+def test_a_run_asks_for_each_socket_once_its_plan_and_its_cases_share_the_answer(
+    tmp_path: Path, threaded_emulator: RunningEmulator
+) -> None:
+    make_tutorial_tree(tmp_path / "cases", 2)
+    job = write_job(tmp_path, threaded_emulator)
+    token = threaded_emulator.tokens["editor"]
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR} | {"GRAND_CHALLENGE_AUTHORIZATION": token}
+    run = subprocess.run(
+        [sys.executable, "-m", "gcbulk", "run", str(job)], env=env, capture_output=True, text=True, timeout=BOUND
+    )
+    assert run.returncode == 0, run.stderr
+    assert "cases 2/2 done, 0 failed" in run.stderr
+    requests = threaded_emulator.context.counters.requests
+    # The plan reads the job's two sockets fresh (a socket made meanwhile must be seen); the cases that follow use
+    # that answer (before: each socket asked again by the first case that needed its kind, 4 requests per run).
+    assert requests.get(f"GET {API}components/interfaces/", 0) == 2
+    assert requests.get(f"GET {API}reader-studies/", 0) == 1

@@ -12,7 +12,8 @@ from gcbulk.engine.gc.uploads_api import UploadRef
 from gcbulk.engine.upload.s3_parts import (
     PartSpec,
     PresignedUrls,
-    etag_matches_md5,
+    md5_of_etag,
+    part_md5,
     part_specs,
     read_part,
 )
@@ -63,22 +64,36 @@ def test_parts_cover_the_file_with_a_short_last_part() -> None:
     assert part_specs(0, 5 * MIB) == [PartSpec(1, 0, 0)]
 
 
-def test_a_part_is_read_with_its_md5(tmp_path: Path) -> None:
+def test_a_part_is_read_as_its_bytes_and_hashed_only_when_asked(tmp_path: Path) -> None:
     path = tmp_path / "f.bin"
     path.write_bytes(b"abcdefghij")
-    data, md5 = read_part(path, PartSpec(2, 5, 5))
-    assert data == b"fghij" and md5 == hashlib.md5(b"fghij").hexdigest()
+    assert read_part(path, PartSpec(2, 5, 5)) == b"fghij"
+    assert part_md5(path, PartSpec(2, 5, 5)) == hashlib.md5(b"fghij").hexdigest()
 
 
-def test_a_file_shorter_than_planned_is_reported_as_changed(tmp_path: Path) -> None:
+def test_a_part_larger_than_a_hash_block_hashes_as_a_whole(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    data = bytes(range(256)) * (40 * 1024 + 1)  # 10 MiB and 256 bytes: more than one 8 MiB block
+    path.write_bytes(data)
+    assert part_md5(path, PartSpec(1, 100, len(data) - 100)) == hashlib.md5(data[100:]).hexdigest()
+
+
+@pytest.mark.parametrize("read", [read_part, part_md5])
+def test_a_file_shorter_than_planned_is_reported_as_changed(tmp_path: Path, read: object) -> None:
     path = tmp_path / "f.bin"
     path.write_bytes(b"abc")
     with pytest.raises(SourceFileChanged, match="changed since it was planned"):
-        read_part(path, PartSpec(1, 0, 10))
+        read(path, PartSpec(1, 0, 10))  # type: ignore[operator]
 
 
-def test_the_etag_must_be_the_md5_unless_it_is_not_an_md5() -> None:
-    md5 = hashlib.md5(b"x").hexdigest()
-    assert etag_matches_md5(f'"{md5}"', md5)
-    assert not etag_matches_md5(f'"{"0" * 32}"', md5)
-    assert etag_matches_md5('"kms-encrypted-etag-not-an-md5"', md5)
+@pytest.mark.parametrize(
+    ("etag", "md5"),
+    [
+        ('"0cc175b9c0f1b6a831c399e269772661"', "0cc175b9c0f1b6a831c399e269772661"),  # S3's quoted MD5
+        ("0CC175B9C0F1B6A831C399E269772661", "0cc175b9c0f1b6a831c399e269772661"),  # unquoted, upper case
+        ('"kms-encrypted-etag-not-an-md5"', None),  # nothing to compare: the file is read instead
+        ('"0cc175b9c0f1b6a831c399e269772661-2"', None),  # a multipart object's ETag, not a part's
+    ],
+)
+def test_the_md5_a_part_etag_carries(etag: str, md5: str | None) -> None:
+    assert md5_of_etag(etag) == md5

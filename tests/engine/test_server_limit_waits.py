@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import signal
 import subprocess
 import sys
@@ -42,7 +41,7 @@ async def fill_the_quota(emulator: RunningEmulator) -> None:
         upload = await other_tool.create_upload("other-tool.bin")
         url = (await other_tool.generate_presigned_urls(upload, [1]))[1]
         data = b"x" * (2 * QUOTA)
-        etag = await put_part(other_tool.session, url, data, hashlib.md5(data).hexdigest(), progress=lambda n: None)
+        etag = await put_part(other_tool.session, url, data, progress=lambda n: None)
         # Completed and never consumed: its object stays under the user's key prefix, which the quota counts.
         await other_tool.complete_multipart_upload(upload, [{"ETag": etag, "PartNumber": 1}])
 
