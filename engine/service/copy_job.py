@@ -34,6 +34,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from natsort import natsort_keygen, ns
+
 from gcbulk.engine.gc.client import display_set_title, socket_slug_of
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.gc.target_ref import TargetRef, TargetRefError
@@ -209,6 +211,12 @@ def copy_cases(job: CopyJob, containers: Iterable[Mapping[str, Any]]) -> list[Pl
             )
         items = [item for value in container.get("values") or [] if (item := _copied(job, pk, value)) is not None]
         cases.append(PlannedCase(title=title, folder=pk, items=tuple(items)))
+    if job.source.is_archive:
+        # An archive's items have no order of their own (the listing's is the server's, not the user's): the copy
+        # plans them by title in natural order (patient2 before patient10), so a reader study made from an archive
+        # reads the same on every run. A reader study's own display-set order is kept as listed.
+        natural = natsort_keygen(alg=ns.IGNORECASE)  # as reorder --by natural-title
+        cases.sort(key=lambda case: (natural(case.title), case.folder))
     return cases
 
 

@@ -69,6 +69,14 @@ def test_a_copy_plans_one_case_per_source_container(
     assert all(not item.files for case in cases for item in case.items), "no file: no byte moves"
 
 
+def test_an_archives_items_are_copied_in_natural_title_order_and_a_studys_display_sets_as_listed() -> None:
+    listing = [container("3", "patient10", CT), container("1", "Patient2", CT), container("2", "patient1", CT)]
+    from_archive = copy_cases(job(), listing)
+    assert [case.title for case in from_archive] == ["patient1", "Patient2", "patient10"]
+    from_study = copy_cases(job(source=TargetRef(READER_STUDY, "s"), target=TargetRef(ARCHIVE, "a")), listing)
+    assert [case.title for case in from_study] == ["patient10", "Patient2", "patient1"], "the study's own order"
+
+
 @pytest.mark.parametrize(
     ("listing", "message"),
     [
