@@ -10,13 +10,15 @@ per case, client CPU s/GiB), requests counted by the clients. The study needs th
 ``airway-segmentation`` sockets (as the tutorial's); each run leaves its display sets there.
 
 Against the capacity profile (``--profile real``, issue 16; ``benchmarks/capacity_runs.py``): R1 200 tutorial cases
-(CT 2 MiB + mask 0.5 MiB) with real imports, R2 = R1 with 100 ms latency, R3 fixed concurrency vs adaptive. Goals: R1
-≥ 2× gcapi and ≤ 1.3× the server's import floor, R2 ≥ 5×, R3 adaptive within 10 % of the best fixed setting with the
+(CT 2 MiB + mask 0.5 MiB) with real imports, R2 = R1 with 100 ms latency, R3 fixed concurrency vs adaptive. Goals
+(issue 31): R1 faster than gcapi and ≤ 1.08× the server's import floor (the earlier ≥ 2× gcapi is retired: the
+server's two import workers bound both clients), R2 ≥ 5×, R3 adaptive within 10 % of the best fixed setting with the
 server's p90 time ≤ 2× the unloaded time; requests, server busy seconds per case and client CPU s/GiB ≤ gcapi's.
 
 On loopback without the profile (issue 5): W1 200 cases × 10 files × 1 MiB; W2 4 files × 512 MiB; W3 = W1 with 50 ms
 of latency on every request; W2b = W2 with a 16 MiB/s cap per connection. ``--scale`` shrinks every workload (cases,
-or W2's file size). Goals: W1 ≥ 5×, W3 ≥ 10× gcapi; W2 ≥ 90 % of the bare-PUT ceiling.
+or W2's file size). Goals: W1 ≥ 5×, W3 ≥ 10× gcapi; W2 ≥ 90 % of the bare-PUT ceiling and faster than gcapi (one
+stream already saturates the emulator's CPU on loopback, so no client can be much faster there).
 
 * gcapi: one ``add_case_to_reader_study`` per case, as the tutorial does; for R1/R2 then a poll until imported.
 * gcbulk: ``gcbulk run`` of a job over the same tree: plan, uploads, display sets, and waiting until every value is in
@@ -95,7 +97,7 @@ class Workload:
 
 WORKLOADS = [
     Workload("W1", 200, 10, 1 * MIB, 0.0, 5.0),
-    Workload("W2", 4, 1, 512 * MIB, 0.0, 3.0, 0.90),
+    Workload("W2", 4, 1, 512 * MIB, 0.0, 1.0, 0.90),
     Workload("W3", 200, 10, 1 * MIB, 0.05, 10.0),
     # Not in the issue: W2 over a long-haul link, where one TCP stream cannot fill the pipe (modelled as a per-connection
     # cap on part PUTs). On loopback (W2) a single stream already saturates the emulator's CPU, so no client can be
@@ -231,14 +233,17 @@ def capacity_rows(results: dict[str, dict[str, Measured]]) -> list[Row]:
             continue
         bulk, api = results[name]["gcbulk"], results[name]["gcapi"]
         ratio = api.timed.seconds / bulk.timed.seconds
-        goal = 2.0 if name == "R1" else 5.0
+        if name == "R1":  # issue 31: the fastest, not 2× (the server's import workers bound both clients)
+            goal_text, met = "> 1×", ratio > 1.0
+        else:
+            goal_text, met = "≥ 5×", ratio >= 5.0
         rows.append(
             (
                 name,
                 f"gcbulk {bulk.timed.seconds:.0f} s vs gcapi {api.timed.seconds:.0f} s",
                 f"{ratio:.2f}×",
-                f"≥ {goal:.0f}×",
-                ratio >= goal,
+                goal_text,
+                met,
             )
         )
         rows.append(
@@ -284,8 +289,8 @@ def capacity_rows(results: dict[str, dict[str, Measured]]) -> list[Row]:
                     name,
                     f"wall / import floor ({floor:.0f} s)",
                     f"{bulk.timed.seconds / floor:.2f}×",
-                    "≤ 1.3×",
-                    bulk.timed.seconds <= 1.3 * floor,
+                    "≤ 1.08×",
+                    bulk.timed.seconds <= 1.08 * floor,
                 )
             )
             off = results[name].get("gcbulk, stagger off")
@@ -335,8 +340,8 @@ def transfer_rows(results: list[tuple[Workload, dict[str, Timed]]]) -> list[Row]
                 workload.name,
                 f"gcbulk {timed['gcbulk'].seconds:.1f} s vs gcapi {timed['gcapi'].seconds:.1f} s",
                 f"{vs_gcapi:.1f}×",
-                f"≥ {workload.goal_vs_gcapi:.0f}×",
-                vs_gcapi >= workload.goal_vs_gcapi,
+                f"≥ {workload.goal_vs_gcapi:.0f}×" if workload.goal_vs_gcapi > 1 else "> 1×",
+                vs_gcapi >= workload.goal_vs_gcapi if workload.goal_vs_gcapi > 1 else vs_gcapi > 1.0,
             )
         )
         if workload.goal_vs_ceiling is not None:
