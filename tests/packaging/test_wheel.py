@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).parents[2]
+# A wheel build and a fresh venv's install are pip's CPU: out of the timed default suite, run by .ci/run's install step
+# on every Python it tests (`pytest -m install tests/packaging/test_wheel.py`).
+pytestmark = pytest.mark.install
 
 
 @pytest.fixture(scope="module")
