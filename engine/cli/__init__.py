@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         from gcbulk.engine.cli.guard import install_redacting_streams, run_guarded
 
         install_redacting_streams()
+        from_command_line = argv is None  # the process's own command, not a caller's in-process use
         argv = sys.argv[1:] if argv is None else argv
         # The command is the first word that is not an option (the top level has none that take a value).
         named = next((word for word in argv if not word.startswith("-")), None)
@@ -120,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(named if named in COMMANDS else None).parse_args(argv)
         if python_sigint_handler is signal.default_int_handler:
             signal.signal(signal.SIGINT, python_sigint_handler)
-        return run_guarded(args.command, lambda: args.handler(args))
+        code = run_guarded(args.command, lambda: args.handler(args))
+        if from_command_line:
+            # The command's work is over and its exit code says how it ended: a stop signal from here on changes
+            # nothing (left to Python, one arriving while the interpreter shuts down ends the process by SIGINT, -2).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return code
     except BaseException as stop:
         signum = received_stop_signal()
         if isinstance(stop, SystemExit) or (signum is None and not isinstance(stop, KeyboardInterrupt)):
