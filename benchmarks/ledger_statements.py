@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import REPO, compile_sources, emulator_process, make_cases, write_job  # noqa: E402
+from benchmarks.harness import REPO, child_environment, compile_sources, emulator_process, make_cases, write_job  # noqa: E402
 
 # Ledger calls that are no part of moving a case: opening (migrations), recording the plan (a function, shown as
 # "<lambda>"), closing.
@@ -185,7 +184,7 @@ def _one_run(workdir: Path, cases: int, files: int, size: int, dsn: str | None) 
         make_cases(root, cases, files, size)
         job = write_job(workdir, emulator, root, files)
         out = workdir / "counts.json"
-        env = dict(os.environ, GRAND_CHALLENGE_AUTHORIZATION=emulator.token)
+        env = child_environment(GRAND_CHALLENGE_AUTHORIZATION=emulator.token)
         result = subprocess.run(
             [sys.executable, "-m", "benchmarks.ledger_statements", "--child", str(job), str(out)]
             + (["--dsn", dsn] if dsn else []),

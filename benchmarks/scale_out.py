@@ -51,7 +51,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.capacity_runs import import_floor_seconds, make_tutorial_cases, write_tutorial_job  # noqa: E402
 from benchmarks.compare_gcapi import GCBULK_ENGINE, WORKLOADS  # noqa: E402
-from benchmarks.harness import REPO, Emulator, cpu_seconds, emulator_process, make_cases, write_job  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    REPO,
+    Emulator,
+    child_environment,
+    cpu_seconds,
+    emulator_process,
+    make_cases,
+    write_job,
+)
 from tests.pg_server import PgServer  # noqa: E402
 
 GOAL_W3_SPEEDUP = 3.5  # 4 workers against 1
@@ -118,7 +126,7 @@ def postmaster_pid(pg: PgServer) -> int:
 
 def start_workers(job: Path, dsn: str, emulator: Emulator, workers: int, logs: Path) -> list[subprocess.Popen]:
     """``workers`` processes of ``gcbulk run`` on one job and one ledger, each with its own id and log file."""
-    env = dict(os.environ, GRAND_CHALLENGE_AUTHORIZATION=emulator.token, GCBULK_METRICS_ADDRESS="off")
+    env = child_environment(GRAND_CHALLENGE_AUTHORIZATION=emulator.token, GCBULK_METRICS_ADDRESS="off")
     logs.mkdir(parents=True, exist_ok=True)
     processes = []
     for n in range(1, workers + 1):
