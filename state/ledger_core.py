@@ -75,6 +75,10 @@ class LedgerCore:
         self, db: Database, path: Path, lock: ProcessLock | None, clock: Callable[[], datetime] | None
     ) -> None:
         self.db = db
+        # What the store can do, asked once: an isinstance check against a runtime-checkable Protocol walks its
+        # members each time (~20 µs in Python 3.11), and rows_together and record_then_read ask on every call.
+        self._reads_together: ReadsTogether | None = db if isinstance(db, ReadsTogether) else None
+        self._commits_with_next_read: CommitsWithNextRead | None = db if isinstance(db, CommitsWithNextRead) else None
         self.path = path
         self._lock = lock
         self._clock = clock or _utc_now
@@ -111,8 +115,8 @@ class LedgerCore:
         string, ``PgDatabase.read_together``): reads that do not depend on each other's answers, like a case's
         rows, cost one wait on a shared ledger instead of one each. On SQLite, where a statement costs no wait, the
         same statements one by one."""
-        if isinstance(self.db, ReadsTogether):
-            return self.db.read_together(queries)
+        if self._reads_together is not None:
+            return self._reads_together.read_together(queries)
         return [self.rows(sql, params) for sql, params in queries]
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:

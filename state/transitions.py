@@ -16,7 +16,7 @@ from gcbulk.checksums import composite_checksum
 from gcbulk.redaction import redact
 from gcbulk.state.errors import LedgerError, LiveUploadExists, UnknownRow, UploadNotOpen
 from gcbulk.state.event_log import LedgerEvents
-from gcbulk.state.ledger_core import TABLES, CommitsWithNextRead, remember_case
+from gcbulk.state.ledger_core import TABLES, remember_case
 from gcbulk.state.machines import MACHINES, ConflictingRepeat, check_transition
 from gcbulk.state.queries import LedgerQueries
 from gcbulk.state.sqlite_file import fsynced_commits
@@ -58,14 +58,14 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
         Returns ``(results, answer, None)``; when the read failed after the steps were committed, ``(results, None,
         the failure)``, so that the caller still reports the steps it recorded. A failure before the commit (the
         steps are not recorded) is raised."""
-        store = self.db
-        rides = store.commit_rides_next() if isinstance(store, CommitsWithNextRead) else nullcontext()
+        store = self._commits_with_next_read
+        rides = store.commit_rides_next() if store is not None else nullcontext()
         with rides:
             results = self.record_together(steps) if len(steps) > 1 else [steps[0]()]
             try:
                 return results, query(), None
             except Exception as failed:  # noqa: BLE001 - the caller raises it once it has reported the steps
-                if isinstance(store, CommitsWithNextRead) and store.commit_lost:
+                if store is not None and store.commit_lost:
                     raise
                 return results, None, failed
 

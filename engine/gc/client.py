@@ -170,7 +170,9 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
 
     def endpoint_key(self, method: str, url: str) -> str:
         """``"PATCH reader-studies/display-sets/{id}/"``: requests the adaptive limiter compares with each other."""
-        path = urlsplit(url).path
+        return self._endpoint_key_of_path(method, urlsplit(url).path)
+
+    def _endpoint_key_of_path(self, method: str, path: str) -> str:
         relative = path[len(self._api_path) :] if path.startswith(self._api_path) else path
         return f"{method} {route_shape(relative)}"
 
@@ -189,8 +191,9 @@ class GrandChallengeClient(UploadsMixin, ResultsMixin):
 
     async def _request_once(self, method: str, url: str, payload: Any, params: dict[str, Any] | None) -> Any:
         headers = {**self._auth_headers(), "Accept": "application/json"}
-        what = f"{method} {urlsplit(url).path}"
-        async with self.api_limiter.slot(self.endpoint_key(method, url)) as slot:
+        path = urlsplit(url).path  # split once: the request's name in messages and its pacer's key
+        what = f"{method} {path}"
+        async with self.api_limiter.slot(self._endpoint_key_of_path(method, path)) as slot:
             try:
                 # No redirects (docs/gc-api.md §0: gcapi treats a 3xx as an error): the token must not follow one.
                 with voiced(what, self.request_deadline, after=self.voice_after):

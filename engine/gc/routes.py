@@ -38,15 +38,27 @@ OTHER = "other"
 # Image files are served outside the API root (docs/gc-api.md §9: ``<host>/media/images/…``, a 302 to a signed URL).
 MEDIA = "media"
 
-_PARSED = tuple((shape, shape.split("/")) for shape in ROUTE_SHAPES)
+
+def _by_segment_count() -> dict[int, tuple[tuple[str, tuple[str | None, ...]], ...]]:
+    """The shapes by their number of segments, each segment a literal or None for ``{id}``: every API request is
+    labelled twice (its pacer's key, its metrics), so a path is compared only with the shapes of its length."""
+    grouped: dict[int, list[tuple[str, tuple[str | None, ...]]]] = {}
+    for shape in ROUTE_SHAPES:
+        pattern = tuple(None if part.startswith("{") else part for part in shape.split("/"))
+        grouped.setdefault(len(pattern), []).append((shape, pattern))
+    return {count: tuple(shapes) for count, shapes in grouped.items()}
+
+
+_BY_SEGMENT_COUNT = _by_segment_count()
 
 
 def route_shape(api_relative_path: str) -> str:
     """The shape of ``api_relative_path`` (the part after ``/api/v1/``), or ``other``: a closed set of labels."""
     segments = api_relative_path.split("/")
-    for shape, pattern in _PARSED:
-        if len(pattern) == len(segments) and all(
-            (p.startswith("{") and bool(s)) or p == s for p, s in zip(pattern, segments, strict=True)
-        ):
+    for shape, pattern in _BY_SEGMENT_COUNT.get(len(segments), ()):
+        for expected, segment in zip(pattern, segments, strict=True):
+            if not segment if expected is None else expected != segment:
+                break
+        else:
             return shape
     return OTHER

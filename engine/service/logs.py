@@ -49,10 +49,12 @@ class ConsoleEventLog(EventLog):
 
 def log_event(event: str, *, level: int | None = None, logger: str = EVENT_LOGGER, **fields: Any) -> None:
     """One structured line: ``event`` plus its fields (None values left out)."""
+    level = level if level is not None else event_level(event)
+    target = logging.getLogger(logger)
+    if not target.isEnabledFor(level):  # a case's dozen DEBUG step lines at the default INFO: nothing to build
+        return
     fields = {key: value for key, value in fields.items() if value is not None}
-    logging.getLogger(logger).log(
-        level if level is not None else event_level(event), "%s", event, extra={_EVENT: event, _FIELDS: fields}
-    )
+    target.log(level, "%s", event, extra={_EVENT: event, _FIELDS: fields})
 
 
 # ---- the summary line ------------------------------------------------------------------------------------------
