@@ -17,6 +17,8 @@ from typing import Any
 
 REDACTED = "[REDACTED]"
 _REDACTED_BYTES = REDACTED.encode()
+# Values that hold no text (their exact types: a subclass may render itself as anything).
+_UNTOUCHED = frozenset({int, float, bool, type(None)})
 # An Authorization header or bearer credential written into any text (an exception, a debug dump of a request).
 _BEARER = re.compile(r"(?i)\b(bearer)(\s+)([A-Za-z0-9._~+/=-]{4,})")
 # A secret shorter than this is not scrubbed from arbitrary text: replacing "ab" everywhere would garble the output
@@ -66,6 +68,8 @@ def redact_text(text: str, extra: frozenset[str] | set[str] = frozenset()) -> st
 def redact(value: Any, extra: frozenset[str] | set[str] = frozenset()) -> Any:
     """``value`` with every registered secret (and any ``Bearer …`` credential) replaced, through strings, mappings
     (keys too), lists and tuples; other values are returned as they are."""
+    if type(value) in _UNTOUCHED:  # most of an event's fields (ids, sizes, counts): nothing to look at or through
+        return value
     if isinstance(value, str):
         return redact_text(value, extra)
     if isinstance(value, bytes):
