@@ -228,6 +228,9 @@ class CaseUpload:
     # ---- 2. display set --------------------------------------------------------------------------------------
 
     async def _ensure_display_set(self) -> str:
+        """The display set's pk, made or adopted if the ledger has none; ``self.case`` is then the ledger's as it
+        stands (read here, or with the record of the pk), which ``_attach_values`` works from without reading it
+        again."""
         ds = (await self._refresh()).display_set
         if ds.pk and ds.state != "pending":
             return ds.pk
@@ -237,7 +240,7 @@ class CaseUpload:
                 reason = await self._claim_lost_create(existing)
             else:
                 reason = await self._may_adopt_foreign(existing)
-            await self.record(self.ctx.journal.ledger.display_set_created, self.case.id, pk=existing)
+            await self._record_created(existing)
             self.ctx.journal.note("display_set_adopted", case=self.case.title, pk=existing, reason=reason)
             return existing
         await self.record(self.ctx.journal.ledger.display_set_creating, self.case.id)
@@ -249,7 +252,7 @@ class CaseUpload:
             if not self.ctx.config.adopt_existing:
                 raise self._not_ours(taken) from None
             reason = await self._may_adopt_foreign(taken.pk)
-            await self.record(self.ctx.journal.ledger.display_set_created, self.case.id, pk=taken.pk)
+            await self._record_created(taken.pk)
             self.ctx.journal.note("display_set_adopted", case=self.case.title, pk=taken.pk, reason=reason)
             return taken.pk
         except ApiError as error:
@@ -257,9 +260,18 @@ class CaseUpload:
                 await self.record(self.ctx.journal.ledger.display_set_not_created, self.case.id, reason=str(error))
             raise
         crash_point("after-create-display-set")
-        await self.record(self.ctx.journal.ledger.display_set_created, self.case.id, pk=created["pk"])
+        await self._record_created(created["pk"])
         crash_point("after-display-set-recorded")
         return str(created["pk"])
+
+    async def _record_created(self, pk: str) -> None:
+        """The display set's pk recorded, and the case read back in the same trip to the ledger."""
+        ledger = self.ctx.journal.ledger
+        self.case = await self.ctx.journal.record_then_read(
+            step(ledger.display_set_created, self.case.id, pk=pk),
+            step(ledger.case_work, self.case.id),
+            case=self.case.title,
+        )
 
     async def _claim_lost_create(self, pk: str) -> str:
         """The display set titled like this case after a create whose answer was lost (a crash, a dropped
@@ -366,8 +378,9 @@ class CaseUpload:
 
     async def _attach_values(self, pk: str, kinds: dict[str, str]) -> bool:
         """Sends the values not attached yet; True when it did, and recorded the display set importing (the case is
-        then read again with that record)."""
-        case = await self._refresh()
+        then read again with that record). Works from ``self.case`` as ``_ensure_display_set`` left it: nothing
+        was recorded for the case since it was read."""
+        case = self.case
         items = [
             i
             for i in case.items
