@@ -341,6 +341,32 @@ def test_a_download_from_the_source_cut_mid_file_resumes_from_where_it_stopped(
         assert copied == source_images, "each image imported whole on the second server"
 
 
+def test_a_source_file_that_cannot_be_downloaded_stops_the_copy_with_exit_1_and_why_and_a_rerun_finishes(
+    tmp_path: Path,
+    threaded_emulator: RunningEmulator,
+    emulator_config: EmulatorConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = threaded_emulator
+    fill_archive(tmp_path / "source", source, 2)
+    # The source's object store refuses every file it is asked for (a 403 is not retried: it will not change).
+    source.context.faults.replace([FaultRule(match="GET s3", status=403)])
+    with emulator_in_thread(dataclasses.replace(emulator_config, data_dir=tmp_path / "second-server")) as target:
+        job = _cross_server_copy_job(tmp_path, source, target)
+        monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", target.tokens["editor"])
+        monkeypatch.setenv("GCBULK_FROM_AUTHORIZATION", source.tokens["editor"])
+        assert main(["copy", str(job)]) == 1
+        err = capsys.readouterr().err
+        assert "gcbulk copy: could not download " in err and f"from {source.base_url}" in err
+        assert "run the copy again: whole files stay staged, the rest resumes" in err
+        assert not target.context.counters.part_puts and not target.context.store.display_sets, "nothing copied"
+
+        source.context.faults.replace([])
+        assert main(["copy", str(job)]) == 0
+        assert _image_shapes_of_study(target) == _image_shapes_of_archive(source)
+
+
 def _staged_files(staging: Path) -> list[Path]:
     """The image files a copy staged (its own bookkeeping, ``.gcbulk/``, aside); never a partial download."""
     files = [p for p in staging.rglob("*") if p.is_file() and ".gcbulk" not in p.relative_to(staging).parts]
