@@ -422,9 +422,9 @@ class CaseUpload:
                     PlannedValue(item.socket_slug, kind, await image_set_value(self, item, urls), upload_pks)
                 )
                 continue
-            if self.ctx.sessions_refused is None and not await self.ctx.journal.read(
-                self.ctx.journal.ledger.item_upload_session, item.id
-            ):
+            # No session recorded for the item in the case as read (nothing records one between that read and here):
+            # a new session, posted aimed at the display set.
+            if self.ctx.sessions_refused is None and not item.upload_session_pk:
                 planned.append(targeted_value(item.socket_slug, pk, urls, upload_pks))  # one POST, no PATCH
                 continue
             session = await self._own_session(item, list(upload_pks))  # recorded earlier: reused or settled
