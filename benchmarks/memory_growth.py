@@ -50,9 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.capacity_runs import write_tutorial_job  # noqa: E402
 from benchmarks.harness import MIB, REPO, SEED, Emulator, emulator_process, write_file, write_job  # noqa: E402
-from tests.imaging import make_mask, make_mha  # noqa: E402
 
 KIB = 1024
 SAMPLE_SECONDS = 0.1
@@ -98,6 +96,10 @@ def write_case(root: Path, staging: Path, index: int, args: argparse.Namespace) 
     renamed in, so a poll sees the case whole."""
     folder = staging / f"case-{index:06d}"
     if args.tutorial:
+        # Imported here, not at the top: the --heap and --tracemalloc child runs this module, and numpy and
+        # SimpleITK loaded for nothing would be part of the RSS it measures.
+        from tests.imaging import make_mask, make_mha
+
         make_mha(folder / "ct.mha", TUTORIAL_SHAPE, seed=index)
         make_mask(folder / "seg.mha", TUTORIAL_SHAPE, seed=index + 7)
     else:
@@ -165,7 +167,12 @@ def run(args: argparse.Namespace, emulator: Emulator, workdir: Path) -> tuple[li
         for written in range(args.cases):
             write_case(root, staging, written, args)
         written = args.cases
-    job = write_tutorial_job(workdir, emulator, root, "") if args.tutorial else write_job(workdir, emulator, root, 1)
+    if args.tutorial:
+        from benchmarks.capacity_runs import write_tutorial_job  # the tutorial's job (see write_case on imports)
+
+        job = write_tutorial_job(workdir, emulator, root, "")
+    else:
+        job = write_job(workdir, emulator, root, 1)
     events = CasesDone(job.with_name(job.stem + ".events.jsonl"))
     gcbulk = ["run", str(job), "--progress-interval", "3600", "--metrics-address", "off"]
     if args.follow:
