@@ -120,6 +120,14 @@ def heap_figures() -> dict[str, float]:
     """The process's heap at this moment: C allocator in use and free (glibc), Python's live blocks and objects."""
     figures: dict[str, float] = {"python_blocks": sys.getallocatedblocks(), "gc_objects": len(gc.get_objects())}
     try:
+        # The SQLite library Python's sqlite3 module is linked with (the same shared object: dlopen returns the one
+        # already loaded): the ledger's page caches and statements, part of the C allocator's bytes in use.
+        sqlite = ctypes.CDLL("libsqlite3.so.0")
+        sqlite.sqlite3_memory_used.restype = ctypes.c_int64
+        figures["sqlite_mib"] = sqlite.sqlite3_memory_used() / MIB
+    except (OSError, AttributeError):  # a Python with SQLite built in, or not on Linux: not shown
+        pass
+    try:
         libc = ctypes.CDLL(None)
         libc.mallinfo2.restype = MallInfo2
         info = libc.mallinfo2()
@@ -281,14 +289,19 @@ def print_heap(snapshots: Path, checkpoints: list[Checkpoint], top: int) -> None
     live object types (gc) that grew most between the first and the last checkpoint."""
     heaps = [json.loads((snapshots / f"{n}.heap.json").read_text()) for n in range(len(checkpoints))]
     print(
-        f"\n{'cases done':>10}  {'RSS MiB':>8}  {'malloc in use MiB':>17}  {'malloc free MiB':>15}  {'Python blocks':>13}"
+        f"\n{'cases done':>10}  {'RSS MiB':>8}  {'malloc in use MiB':>17}  {'of it SQLite MiB':>16}  "
+        f"{'malloc free MiB':>15}  {'Python blocks':>13}"
     )
+
+    def mib(value: float | None, width: int) -> str:
+        return f"{'-' if value is None else f'{value:.1f}':>{width}}"
+
     for point, heap in zip(checkpoints, heaps, strict=True):
         figures = heap["figures"]
-        in_use, free = figures.get("malloc_in_use_mib"), figures.get("malloc_free_mib")
         print(
-            f"{point.cases_done:>10,}  {point.rss_mib:>8.1f}  {'' if in_use is None else f'{in_use:.1f}':>17}  "
-            f"{'' if free is None else f'{free:.1f}':>15}  {int(figures['python_blocks']):>13,}"
+            f"{point.cases_done:>10,}  {point.rss_mib:>8.1f}  {mib(figures.get('malloc_in_use_mib'), 17)}  "
+            f"{mib(figures.get('sqlite_mib'), 16)}  {mib(figures.get('malloc_free_mib'), 15)}  "
+            f"{int(figures['python_blocks']):>13,}"
         )
     cases = checkpoints[-1].cases_done - checkpoints[0].cases_done
     before, after = collections.Counter(heaps[0]["types"]), collections.Counter(heaps[-1]["types"])

@@ -253,7 +253,7 @@ def test_memory_growth_prints_rss_against_cases_done(tmp_path: Path, mode: tuple
     assert "gcbulk run exited 0" in out  # follow mode: stopped by SIGTERM once every case was done
     if "--heap" in mode:  # where the RSS is: the C allocator's in-use and free bytes, Python's live blocks
         heap = next(n for n, line in enumerate(lines) if line.split()[4:7] == ["malloc", "in", "use"])
-        assert len(lines[heap + 1].split()) == 5 and len(lines[heap + 2].split()) == 5, lines[heap : heap + 3]
+        assert len(lines[heap + 1].split()) == 6 and len(lines[heap + 2].split()) == 6, lines[heap : heap + 3]
         assert "live objects (gc) that grew most, per case finished:" in out
 
 
