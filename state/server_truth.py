@@ -38,6 +38,7 @@ class UnconfirmedCreate:
     state: str
     filename: str
     intent_at: str
+    case_id: int
 
 
 class LedgerServerTruth(LedgerTransitions):
@@ -137,12 +138,12 @@ class LedgerServerTruth(LedgerTransitions):
 
     # --------------------------------------------------------------------------------------------------- orphans
     def unconfirmed_upload_creates(
-        self, *, since: str, skip_cases: Collection[int] = (), only_cases: Collection[int] | None = None
+        self, *, since: str, only_cases: Collection[int] | None = None
     ) -> list[UnconfirmedCreate]:
         """Uploads whose create was sent (or about to be) but whose answer was never recorded, since ``since`` (an ISO
-        time: older ones the server's 24 h sweep has taken), not yet looked for on the server. Uploads of
-        ``skip_cases`` (cases another live worker holds: its create may be on the wire right now) are left out;
-        ``only_cases``: those of these cases alone."""
+        time: older ones the server's 24 h sweep has taken), not yet looked for on the server; ``only_cases``: those
+        of these cases alone. Each names its case: one another live worker holds may have its create on the wire
+        right now (``engine/upload/orphans.py`` leaves those alone)."""
         rows = self.rows(
             "SELECT uploads.id AS id, uploads.state AS state, uploads.filename AS filename, uploads.intent_at AS "
             "intent_at, items.case_id AS case_id FROM uploads JOIN files ON files.id = uploads.file_id "
@@ -150,13 +151,16 @@ class LedgerServerTruth(LedgerTransitions):
             "'abandoned') AND uploads.orphan_checked_at IS NULL AND uploads.intent_at >= ? ORDER BY uploads.id",
             (since,),
         )
-        skip = set(skip_cases)
-        rows = [
-            row for row in rows if row["case_id"] not in skip and (only_cases is None or row["case_id"] in only_cases)
-        ]
         return [
-            UnconfirmedCreate(upload_id=r["id"], state=r["state"], filename=r["filename"], intent_at=r["intent_at"])
+            UnconfirmedCreate(
+                upload_id=r["id"],
+                state=r["state"],
+                filename=r["filename"],
+                intent_at=r["intent_at"],
+                case_id=r["case_id"],
+            )
             for r in rows
+            if only_cases is None or r["case_id"] in only_cases
         ]
 
     def upload_pk_known(self, pk: str) -> bool:

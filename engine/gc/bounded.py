@@ -4,6 +4,7 @@ authorities plus an optional private one, and the loopback test that allows plai
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import ssl
 from pathlib import Path
@@ -20,7 +21,28 @@ DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 def trust_context(ca_file: Path | None) -> ssl.SSLContext:
     """The system's trusted authorities, plus ``ca_file``'s when given. Added, never in place of them: with
     ``create_default_context(cafile=…)`` the private CA would *replace* the system store, and the object store and
-    signed-download hosts (public S3) would stop verifying (issue 14)."""
+    signed-download hosts (public S3) would stop verifying (issue 14).
+
+    One context per CA file as it is now, shared by every client of the process: loading the system store costs
+    15–40 ms of CPU (OpenSSL parses every certificate of the bundle), and a process that opens a client per poll, per
+    command or per test paid it each time. A context is never changed after it is made (``client.py`` hands it to
+    aiohttp's connector as it is), so sharing it is safe; a CA file replaced or edited is another key (its inode,
+    size and mtime), so it is read again."""
+    if ca_file is None:
+        return _trust_context(None, None)
+    try:
+        stat = ca_file.stat()
+    except OSError:
+        return _new_trust_context(ca_file)  # says why (missing, unreadable) as the uncached path does
+    return _trust_context(ca_file, (stat.st_ino, stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=8)
+def _trust_context(ca_file: Path | None, identity: tuple[int, int, int] | None) -> ssl.SSLContext:
+    return _new_trust_context(ca_file)
+
+
+def _new_trust_context(ca_file: Path | None) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if ca_file is None:
         return context

@@ -211,23 +211,27 @@ class MaskDownloader:
                 continue
             await self._download_file(self.ledger.mask(row.path) or row)
 
-    async def ensure_file(self, key: str, path: PurePosixPath, *, source: str, file_url: str) -> None:
+    async def ensure_file(self, key: str, path: PurePosixPath, *, source: str, file_url: str) -> str | None:
         """Makes a socket value's file (not an image's: a PDF, a JSON file; docs/gc-api.md §12) present and verified
         at ``path``, with the same resume and checks as a mask. ``key`` names the value in the ledger (as an answer's
-        pk names a mask); ``source`` changes when the server's value is replaced (its pk), which downloads it again."""
+        pk names a mask); ``source`` changes when the server's value is replaced (its pk), which downloads it again.
+        Returns None when the file is there and verified, else why it is not (also counted in ``stats`` and recorded
+        in the ledger, as for a mask)."""
         row = self.ledger.plan_mask(path=str(path), answer_pk=key, image_pk=source, file_pk=None, file_url=file_url)
         self.ledger.forget_masks(key, [row.path])
         if row.state == "verified" and self._intact(row):
             self.stats.skipped += 1
-            return
-        await self._download_file(self.ledger.mask(row.path) or row)
+            return None
+        return await self._download_file(self.ledger.mask(row.path) or row)
 
     def _failed(self, message: str) -> None:
         self.stats.failed += 1
         self.stats.failures.append(message)
         log.warning("mask download failed: %s", message)
 
-    async def _download_file(self, row: MaskRow) -> None:
+    async def _download_file(self, row: MaskRow) -> str | None:
+        """Downloads and verifies one file; None when it is there, else why not (recorded, never raised, except what
+        stops the run)."""
         self.ledger.mask_downloading(row.path)
         partial = self._partial_path(row.path)
         make_private_dirs(partial.parent, root=self.out_dir)
@@ -251,6 +255,8 @@ class MaskDownloader:
                 partial.unlink(missing_ok=True)  # bytes past the limit are not worth resuming
             self.ledger.mask_failed(row.path, str(error))
             self._failed(f"{row.path}: {error}")
+            return str(error)
+        return None
 
     async def _fetch_with_fresh_urls(self, row: MaskRow, partial: Path) -> None:
         resolves = 0

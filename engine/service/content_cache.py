@@ -14,6 +14,9 @@ file ever planned.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
 from gcbulk.engine.plan.content import CheckedContent, ContentKey
 from gcbulk.engine.plan.file_reads import FileStamp, ReadKind
 from gcbulk.state.content_checks import (
@@ -34,30 +37,44 @@ from gcbulk.state.ledger import Ledger
 # in memory.
 BATCH = 2000
 
+Row = TypeVar("Row", ContentCheckRow, FileReadRow)
 
-class _SeenRows:
-    """The rows — (path, socket) or (path, kind) — one plan looked up in one table, noted in the ledger (a temporary
-    table) a batch at a time."""
 
-    def __init__(self, ledger: Ledger, table: CacheTable, batch: int) -> None:
+class _PlanRows(Generic[Row]):
+    """One cache table as one plan uses it: the rows it looked up, noted in the ledger (a temporary table), and the
+    results it read anew, held and written a batch at a time (one transaction each) through ``write``."""
+
+    def __init__(self, ledger: Ledger, table: CacheTable, write: Callable[[Ledger, list[Row]], None], batch: int):
         self.ledger = ledger
         self.table: CacheTable = table
         self.batch = batch
-        self._held: list[tuple[str, str]] = []
+        self._write: Callable[[Ledger, list[Row]], None] = write
+        self._seen: list[tuple[str, str]] = []
+        self._held: list[Row] = []
         start_seen(ledger, table)
 
-    def add(self, path: str, key: str) -> None:
-        self._held.append((path, key))
+    def looked_up(self, path: str, key: str) -> None:
+        self._seen.append((path, key))
+        if len(self._seen) >= self.batch:
+            self._note_seen()
+
+    def hold(self, row: Row) -> None:
+        self._held.append(row)
         if len(self._held) >= self.batch:
             self.flush()
 
     def flush(self) -> None:
         held, self._held = self._held, []
-        note_seen(self.ledger, self.table, held)
+        self._write(self.ledger, held)
+        self._note_seen()
 
     def forget_unseen(self, case_root: str) -> int:
         self.flush()
         return forget_unseen(self.ledger, self.table, case_root)
+
+    def _note_seen(self) -> None:
+        seen, self._seen = self._seen, []
+        note_seen(self.ledger, self.table, seen)
 
 
 class LedgerContentCache:
@@ -65,12 +82,10 @@ class LedgerContentCache:
 
     def __init__(self, ledger: Ledger, batch: int = BATCH) -> None:
         self.ledger = ledger
-        self.batch = batch
-        self._held: list[ContentCheckRow] = []
-        self._seen = _SeenRows(ledger, "content_checks", batch)
+        self._rows = _PlanRows[ContentCheckRow](ledger, "content_checks", record_content_checks, batch)
 
     def get(self, key: ContentKey) -> CheckedContent | None:
-        self._seen.add(key.path, key.socket)
+        self._rows.looked_up(key.path, key.socket)
         row = content_check(self.ledger, key.path, key.socket)
         if row is None:
             return None
@@ -79,9 +94,9 @@ class LedgerContentCache:
         return CheckedContent.from_json(row.findings, row.grid)
 
     def put(self, key: ContentKey, checked: CheckedContent) -> None:
-        self._seen.add(key.path, key.socket)
+        self._rows.looked_up(key.path, key.socket)
         findings, grid = checked.as_json()
-        self._held.append(
+        self._rows.hold(
             ContentCheckRow(
                 path=key.path,
                 socket=key.socket,
@@ -93,20 +108,15 @@ class LedgerContentCache:
                 grid=grid,
             )
         )
-        if len(self._held) >= self.batch:
-            self.flush()
 
     def flush(self) -> None:
         """Writes the results held so far."""
-        held, self._held = self._held, []
-        record_content_checks(self.ledger, held)
-        self._seen.flush()
+        self._rows.flush()
 
     def forget_unseen(self, case_root: str) -> int:
         """Deletes the rows of files under ``case_root`` this plan did not check; returns how many. Only after a plan
         whose content checks ran over the whole tree."""
-        self.flush()
-        return self._seen.forget_unseen(case_root)
+        return self._rows.forget_unseen(case_root)
 
 
 class LedgerFileReads:
@@ -114,35 +124,28 @@ class LedgerFileReads:
 
     def __init__(self, ledger: Ledger, batch: int = BATCH) -> None:
         self.ledger = ledger
-        self.batch = batch
-        self._held: list[FileReadRow] = []
-        self._seen = _SeenRows(ledger, "file_reads", batch)
+        self._rows = _PlanRows[FileReadRow](ledger, "file_reads", record_file_reads, batch)
 
     def get(self, stamp: FileStamp, kind: ReadKind) -> str | None:
-        self._seen.add(stamp.path, kind)
+        self._rows.looked_up(stamp.path, kind)
         row = file_read(self.ledger, stamp.path, kind)
         if row is None or (row.size, row.mtime_ns, row.inode) != (stamp.size, stamp.mtime_ns, stamp.inode):
             return None  # never read, or the file changed since
         return row.outcome
 
     def put(self, stamp: FileStamp, kind: ReadKind, outcome: str) -> None:
-        self._seen.add(stamp.path, kind)
-        self._held.append(
+        self._rows.looked_up(stamp.path, kind)
+        self._rows.hold(
             FileReadRow(
                 path=stamp.path, kind=kind, size=stamp.size, mtime_ns=stamp.mtime_ns, inode=stamp.inode, outcome=outcome
             )
         )
-        if len(self._held) >= self.batch:
-            self.flush()
 
     def flush(self) -> None:
         """Writes the outcomes held so far."""
-        held, self._held = self._held, []
-        record_file_reads(self.ledger, held)
-        self._seen.flush()
+        self._rows.flush()
 
     def forget_unseen(self, case_root: str) -> int:
         """Deletes the rows of files under ``case_root`` this plan did not read; returns how many. Only after a plan
         that walked the whole tree."""
-        self.flush()
-        return self._seen.forget_unseen(case_root)
+        return self._rows.forget_unseen(case_root)

@@ -66,16 +66,15 @@ async def _download_image(downloader: MaskDownloader, image_url: str, folder: Pu
     for file in await image_files(source, image):
         name = safe_component(PurePosixPath(urlsplit(str(file["file"])).path).name, fallback="image")
         relative = folder / name
-        failures = downloader.stats.failed
         # Keyed by where it is staged (two cases may show one image: each has its own copy); a source value replaced
         # by another image is another image pk, which downloads it again.
-        await downloader.ensure_file(
+        failure = await downloader.ensure_file(
             str(relative), relative, source=str(image.get("pk", image_url)), file_url=str(file["file"])
         )
-        if downloader.stats.failed > failures:
+        if failure is not None:
             raise StagingFailed(
                 f"could not download {name} of image {image_url} from {source.base_url}: "
-                f"{downloader.stats.failures[-1]}; run the copy again: whole files stay staged, the rest resumes"
+                f"{failure}; run the copy again: whole files stay staged, the rest resumes"
             )
         stat = inside(downloader.out_dir, relative).stat()
         planned.append(PlannedFile(path=str(relative), name=name, size=stat.st_size, mtime_ns=stat.st_mtime_ns))

@@ -14,7 +14,7 @@ someone else's upload costs them one restarted upload, never data.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,18 +53,25 @@ async def abort_orphan_uploads(
     journal: Journal,
     *,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    other_workers: Collection[int] | None = None,
+    worker_id: str,
 ) -> OrphanSweep:
     """Find and abort this job's orphan uploads. Lists the account's uploads only when the ledger holds a lost
     create: a run without one makes no request here.
 
-    ``other_workers``, when other workers are live: the cases their leases hold. Their lost creates are theirs to
-    settle; and while one of them has a create of some filename on the wire, an unknown upload of that filename may be
-    theirs with its answer on the way, so this job's lost creates of that filename wait for a later sweep (the last
-    worker's final sweep, or ``gcbulk verify``, has no one to wait for)."""
+    ``worker_id``: the sweeping worker (``gcbulk verify`` holds no lease). Cases other live workers hold are theirs:
+    their unanswered creates may be on the wire right now; and while one of them has a create of some filename on the
+    wire, an unknown upload of that filename may be theirs with its answer on the way, so this job's lost creates of
+    that filename wait for a later sweep (the last worker's final sweep, or ``gcbulk verify``, has no one to wait
+    for). Those leases are read here, *after* the creates, and again after the listing — never taken from before the
+    sweep: a worker that claims a case and sends its create meanwhile would otherwise see its upload abandoned under
+    it (its answer then fails the case: "cannot go from 'abandoned' to 'initialized'", seen with four workers)."""
     sweep = OrphanSweep()
     since = (now() - SWEPT_AFTER).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    lost = await journal.read(journal.ledger.unconfirmed_upload_creates, since=since, skip_cases=other_workers or ())
+    lost = await journal.read(journal.ledger.unconfirmed_upload_creates, since=since)
+    # Read after the creates: the claim of any case whose intent was recorded by then is in the ledger, and shows here
+    # while that worker's lease lives.
+    held = await journal.read(journal.ledger.cases_leased_elsewhere, worker_id)
+    lost = [create for create in lost if create.case_id not in held]
     if not lost:
         return sweep
     sweep.looked_for = len(lost)
@@ -86,20 +93,19 @@ async def abort_orphan_uploads(
         if created is not None and upload.get("filename"):
             candidates.setdefault(upload["filename"], []).append((created, upload))
     # Read after the listing: a create of theirs that the listing saw is still unconfirmed here, or its pk is known
-    # by the time of the check just before an abort.
+    # by the time of the check just before an abort; and a case claimed during the listing is theirs now.
+    held = await journal.read(journal.ledger.cases_leased_elsewhere, worker_id)
     busy = (
         {
             create.filename
-            for create in await journal.read(
-                journal.ledger.unconfirmed_upload_creates, since=since, only_cases=other_workers
-            )
+            for create in await journal.read(journal.ledger.unconfirmed_upload_creates, since=since, only_cases=held)
         }
-        if other_workers
+        if held
         else set()
     )
     for create in lost:
         intent = parse_server_time(create.intent_at)
-        if create.filename in busy:
+        if create.case_id in held or create.filename in busy:
             sweep.deferred += 1
             continue
         match = None

@@ -221,5 +221,5 @@ async def verify(client: GrandChallengeClient, journal: Journal, target: Target)
 
     held = await journal.read(journal.ledger.cases_leased_elsewhere, VERIFY_WORKER)
     found = await reconcile_with_server(target, journal, await read_study(target), skip_cases=held)
-    sweep = await abort_orphan_uploads(client, journal, other_workers=held)
+    sweep = await abort_orphan_uploads(client, journal, worker_id=VERIFY_WORKER)
     return VerifyResult(found, sweep.looked_for, len(sweep.aborted))

@@ -248,7 +248,7 @@ class TransferEngine:
         found = await reconcile_with_server(self.target, self.journal, study, skip_cases=held)
         outcome.requeued += found.display_sets_gone + found.values_gone
         try:
-            sweep = await abort_orphan_uploads(self.client, self.journal, other_workers=held)
+            sweep = await abort_orphan_uploads(self.client, self.journal, worker_id=self.leases.worker_id)
             outcome.orphans_aborted += len(sweep.aborted)
         except GcbulkError as unsure:  # they only count against the cap until the sweep: not worth stopping for
             if classify(unsure) is Disposition.STOP_RUN:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -317,28 +318,59 @@ def test_a_copy_across_servers_killed_with_kill_9_mid_upload_resumes_without_res
         assert len(part_puts) == 6 and set(part_puts.values()) == {1}, f"parts sent again: {dict(part_puts)}"
 
 
-def test_a_download_from_the_source_cut_mid_file_resumes_from_where_it_stopped(
-    tmp_path: Path,
-    threaded_emulator: RunningEmulator,
-    emulator_config: EmulatorConfig,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@dataclasses.dataclass(frozen=True)
+class CrossServer:
+    """A source server whose example archive holds two items, a second server to copy them to, and the job."""
+
+    source: RunningEmulator
+    target: RunningEmulator
+    job: Path
+
+
+@pytest.fixture
+def cross_server(
+    tmp_path: Path, threaded_emulator: RunningEmulator, emulator_config: EmulatorConfig, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[CrossServer]:
+    """Two servers with the copy's tokens in the environment (the target's, and the source's for its downloads)."""
     source = threaded_emulator
     fill_archive(tmp_path / "source", source, 2)
+    with emulator_in_thread(dataclasses.replace(emulator_config, data_dir=tmp_path / "second-server")) as target:
+        monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", target.tokens["editor"])
+        monkeypatch.setenv("GCBULK_FROM_AUTHORIZATION", source.tokens["editor"])
+        yield CrossServer(source, target, _cross_server_copy_job(tmp_path, source, target))
+
+
+def test_a_download_from_the_source_cut_mid_file_resumes_from_where_it_stopped(
+    tmp_path: Path, cross_server: CrossServer
+) -> None:
+    source, target = cross_server.source, cross_server.target
     source_images = _image_shapes_of_archive(source)
     # The source's object store drops the connection half-way through the first file it sends.
     source.context.faults.replace([FaultRule(match="GET s3", reset="response", reset_at_fraction=0.5, times=1)])
     source.context.counters.reset()
-    with emulator_in_thread(dataclasses.replace(emulator_config, data_dir=tmp_path / "second-server")) as target:
-        job = _cross_server_copy_job(tmp_path, source, target)
-        monkeypatch.setenv("GRAND_CHALLENGE_AUTHORIZATION", target.tokens["editor"])
-        monkeypatch.setenv("GCBULK_FROM_AUTHORIZATION", source.tokens["editor"])
-        assert main(["copy", str(job)]) == 0
-        assert len(_staged_files(tmp_path / "copy.copy-files")) == 4
-        gets = source.context.counters.requests["GET s3:/{bucket}/{key}"]
-        assert gets == 5, "four files, one of them asked for again from where the cut left it"
-        copied = _image_shapes_of_study(target)
-        assert copied == source_images, "each image imported whole on the second server"
+    assert main(["copy", str(cross_server.job)]) == 0
+    assert len(_staged_files(tmp_path / "copy.copy-files")) == 4
+    gets = source.context.counters.requests["GET s3:/{bucket}/{key}"]
+    assert gets == 5, "four files, one of them asked for again from where the cut left it"
+    copied = _image_shapes_of_study(target)
+    assert copied == source_images, "each image imported whole on the second server"
+
+
+def test_a_source_file_that_cannot_be_downloaded_stops_the_copy_with_exit_1_and_why_and_a_rerun_finishes(
+    cross_server: CrossServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, target = cross_server.source, cross_server.target
+    # The source's object store refuses every file it is asked for (a 403 is not retried: it will not change).
+    source.context.faults.replace([FaultRule(match="GET s3", status=403)])
+    assert main(["copy", str(cross_server.job)]) == 1
+    err = capsys.readouterr().err
+    assert "gcbulk copy: could not download " in err and f"from {source.base_url}" in err
+    assert "run the copy again: whole files stay staged, the rest resumes" in err
+    assert not target.context.counters.part_puts and not target.context.store.display_sets, "nothing copied"
+
+    source.context.faults.replace([])
+    assert main(["copy", str(cross_server.job)]) == 0
+    assert _image_shapes_of_study(target) == _image_shapes_of_archive(source)
 
 
 def _staged_files(staging: Path) -> list[Path]:

@@ -185,7 +185,27 @@ async def test_a_lost_create_waits_while_another_worker_has_a_create_of_that_fil
     )  # w2's, on the wire
     unknown = await client.create_upload("ct.mha")  # w1's orphan, or w2's upload whose answer is on the way
 
-    while_busy = await abort_orphan_uploads(client, first, other_workers={theirs.case_id})
+    while_busy = await abort_orphan_uploads(client, first, worker_id="w1")
     assert (while_busy.deferred, while_busy.aborted) == (1, []), "w2's answer may be on the way: not judged"
     await second.runner.run(second.runner.ledger.release_case, "w2", theirs.case_id)  # w2 is done (or gone)
-    assert (await abort_orphan_uploads(client, first, other_workers=set())).aborted == [str(unknown["pk"])]
+    assert (await abort_orphan_uploads(client, first, worker_id="w1")).aborted == [str(unknown["pk"])]
+
+
+async def test_a_create_another_worker_sends_while_this_one_sweeps_is_left_to_it(
+    two_workers: tuple[Journal, Journal], client: GrandChallengeClient
+) -> None:
+    """Seen with four workers under load: a worker settling with the server after its cases took the leases from
+    before its study listing; another worker claimed a case and sent its create meanwhile; the sweep found no such
+    upload on the server yet and abandoned the row, and the create's answer then failed that case."""
+    first, second = two_workers
+    await first.runner.with_ledger(lambda ledger: record(ledger, [planned_case("p1")]))
+    theirs = await second.runner.run(second.runner.ledger.claim_case, "w2", lease_seconds=LEASE)
+    file_id = (await second.read(second.ledger.case_work, theirs.case_id)).items[0].files[0].id
+    upload_id = await second.runner.run(second.runner.ledger.upload_creating, file_id, part_size=5 * 1024**2)
+
+    sweep = await abort_orphan_uploads(client, first, worker_id="w1")  # w2's answer is on the way
+    assert (sweep.looked_for, sweep.aborted) == (0, [])
+    created = await client.create_upload("ct.mha")
+    assert await second.runner.run(
+        second.runner.ledger.upload_initialized, upload_id, pk=str(created["pk"]), s3_upload_id=created["s3_upload_id"]
+    ), "w2 records its answer"

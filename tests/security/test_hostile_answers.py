@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -133,6 +134,24 @@ def test_the_ca_file_is_added_to_the_system_trust_store_not_put_in_its_place(tmp
     system = trust_context(None).cert_store_stats()["x509_ca"]
     ca = generate_tls_files(tmp_path).ca_file  # the emulator's own private CA
     assert trust_context(ca).cert_store_stats()["x509_ca"] == system + 1
+
+
+def test_a_ca_file_replaced_between_clients_is_read_again_and_an_unchanged_one_is_not(tmp_path: Path) -> None:
+    first = generate_tls_files(tmp_path / "first").ca_file
+    assert trust_context(first) is trust_context(first), "one context per CA file as it is"
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(first.read_bytes())
+    before = trust_context(ca)
+    ca.write_bytes(b"this is not a certificate\n")  # replaced in place, as an operator would
+    with pytest.raises(ConfigurationError, match="is not a PEM file of CA certificates"):
+        trust_context(ca)
+    ca.write_bytes(generate_tls_files(tmp_path / "second").ca_file.read_bytes())
+    os.utime(ca, ns=(1, 1))  # another mtime too, whatever the clock's resolution
+    after = trust_context(ca)
+    assert after is not before and after.cert_store_stats()["x509_ca"] == before.cert_store_stats()["x509_ca"]
+    ca.unlink()
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        trust_context(ca)
 
 
 async def test_a_certificate_that_does_not_verify_is_a_configuration_error_naming_ca_file(emulator) -> None:
