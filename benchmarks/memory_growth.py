@@ -36,7 +36,6 @@ import argparse
 import collections
 import ctypes
 import gc
-import json
 import os
 import shutil
 import signal
@@ -138,8 +137,32 @@ def heap_figures() -> dict[str, float]:
     return figures
 
 
+def write_heap(path: Path) -> None:
+    """The heap's figures and the live objects by type, after a full collection: what tracemalloc's sites cannot say
+    (which objects a library's allocation became, and which of them a cycle would have freed anyway)."""
+    gc.collect()
+    types = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+    # Tab-separated lines, not JSON: the JSON encoder keeps some of what it allocates, which a later tracemalloc
+    # snapshot would count as growth.
+    lines = [f"figure\t{name}\t{value!r}" for name, value in heap_figures().items()]
+    lines += [f"type\t{name}\t{count}" for name, count in types.items()]
+    path.write_text("\n".join(lines))
+
+
+def read_heap(path: Path) -> tuple[dict[str, float], collections.Counter[str]]:
+    figures: dict[str, float] = {}
+    types: collections.Counter[str] = collections.Counter()
+    for line in path.read_text().splitlines():
+        kind, name, value = line.split("\t")
+        if kind == "figure":
+            figures[name] = float(value)
+        else:
+            types[name] = int(value)
+    return figures, types
+
+
 def child_main(argv: list[str], snapshots: Path, trace: bool) -> int:
-    """``gcbulk run`` in this process; SIGUSR1 writes ``snapshots/N.heap.json`` (and with ``trace``, tracemalloc on
+    """``gcbulk run`` in this process; SIGUSR1 writes ``snapshots/N.heap.tsv`` (and with ``trace``, tracemalloc on
     from the start, a snapshot ``snapshots/N.pickle``), then ``snapshots/N.done``."""
     from gcbulk.engine.cli import main
 
@@ -149,14 +172,9 @@ def child_main(argv: list[str], snapshots: Path, trace: bool) -> int:
 
     def dump(_signum: int, _frame: object) -> None:
         nonlocal taken
-        if trace:
+        write_heap(snapshots / f"{taken}.heap.tsv")
+        if trace:  # after the heap's figures, whose objects are gone by now: the snapshot shows gcbulk's alone
             tracemalloc.take_snapshot().dump(str(snapshots / f"{taken}.pickle"))
-        # Live objects by type, after a full collection: what tracemalloc's sites cannot say (which objects a
-        # library's allocation became, and which of them a cycle would have freed anyway).
-        gc.collect()
-        types = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
-        heap = {"figures": heap_figures(), "types": types}
-        (snapshots / f"{taken}.heap.json").write_text(json.dumps(heap))
         (snapshots / f"{taken}.done").touch()
         taken += 1
 
@@ -287,7 +305,7 @@ def print_heap(snapshots: Path, checkpoints: list[Checkpoint], top: int) -> None
     """Where the RSS is, at each checkpoint: the C allocator's bytes in use and free (RSS that grows while Python's
     live blocks stay flat is the C side: SQLite, OpenSSL, or free memory the allocator does not give back), and the
     live object types (gc) that grew most between the first and the last checkpoint."""
-    heaps = [json.loads((snapshots / f"{n}.heap.json").read_text()) for n in range(len(checkpoints))]
+    heaps = [read_heap(snapshots / f"{n}.heap.tsv") for n in range(len(checkpoints))]
     print(
         f"\n{'cases done':>10}  {'RSS MiB':>8}  {'malloc in use MiB':>17}  {'of it SQLite MiB':>16}  "
         f"{'malloc free MiB':>15}  {'Python blocks':>13}"
@@ -296,15 +314,14 @@ def print_heap(snapshots: Path, checkpoints: list[Checkpoint], top: int) -> None
     def mib(value: float | None, width: int) -> str:
         return f"{'-' if value is None else f'{value:.1f}':>{width}}"
 
-    for point, heap in zip(checkpoints, heaps, strict=True):
-        figures = heap["figures"]
+    for point, (figures, _) in zip(checkpoints, heaps, strict=True):
         print(
             f"{point.cases_done:>10,}  {point.rss_mib:>8.1f}  {mib(figures.get('malloc_in_use_mib'), 17)}  "
             f"{mib(figures.get('sqlite_mib'), 16)}  {mib(figures.get('malloc_free_mib'), 15)}  "
             f"{int(figures['python_blocks']):>13,}"
         )
     cases = checkpoints[-1].cases_done - checkpoints[0].cases_done
-    before, after = collections.Counter(heaps[0]["types"]), collections.Counter(heaps[-1]["types"])
+    before, after = heaps[0][1], heaps[-1][1]
     grown = sorted(((after[name] - before[name], name) for name in after if after[name] > before[name]), reverse=True)
     print("live objects (gc) that grew most, per case finished:")
     for count, name in grown[:top]:
