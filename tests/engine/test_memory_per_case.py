@@ -80,9 +80,10 @@ async def test_after_every_case_is_done_the_run_holds_nothing_per_case(
 async def test_follow_mode_waiting_for_new_cases_holds_no_listing_of_the_study(
     tmp_path: Path, emulator: RunningEmulator
 ) -> None:
-    """Each follow round lists the study (every display set, this job's and others'); once the round is over, the
-    listing is let go, also when the round found nothing to do: kept until the next pass, a process waiting for new
-    cases held one object per display set of the study."""
+    """Each follow round lists the study (every display set in it). Once the round is over, nothing of that listing
+    is alive: not after a round that found nothing to do (it was kept until the next pass), and not after a pass
+    (the run's status keeps the last pass's engine reachable, which kept its listing). Either way a process waiting
+    for new cases held one object per display set of the study."""
     root = tmp_path / "cases"
     root.mkdir()
     job = write_job(tmp_path, emulator)
