@@ -1,7 +1,8 @@
 """Does gcbulk's memory grow with the work done? RSS of one ``gcbulk run`` against the cases it has finished.
 
     python -m benchmarks.memory_growth [--cases 2000] [--checkpoints 200,500,1000,2000] [--follow]
-                                       [--feed 40] [--file-bytes 1024] [--tracemalloc] [--workdir DIR]
+                                       [--feed 40] [--file-bytes 1024] [--tutorial] [--heap] [--tracemalloc]
+                                       [--workdir DIR]
     python -m benchmarks.memory_growth --cases 40 --checkpoints 10,30     # a quick run (the smoke test's)
 
 A fresh emulator (``benchmarks/harness.py``, file sockets: an import is a file copy) and ``--cases`` tiny cases (one
@@ -15,6 +16,13 @@ since the first checkpoint and the KiB kept per case finished since the previous
   written aside and renamed into the tree, so a poll never sees half a case), and stops the worker with SIGTERM
   (exit 0 expected) once every case is done.
 
+``--tutorial``: each case is the tutorial's (``ct.mha`` and ``seg.mha``, small, on the example study's two image
+sockets), imported by the emulator, as the issue's 10–25 KiB per case was first seen.
+
+``--heap`` (cheap): at each checkpoint the child also reports the C allocator's bytes in use and free (glibc's
+``mallinfo2``), Python's live blocks and its live objects by type; the script prints them and the types that grew
+per case. RSS that grows while Python's live blocks do not is memory freed but not given back, or the C side's.
+
 ``--tracemalloc``: the child runs with tracemalloc on (12 frames; much slower, so RSS figures of that run are not
 comparable) and dumps a snapshot at each checkpoint (SIGUSR1); the script then prints the allocation sites that grew
 most between the first and the last checkpoint, per case finished in between: what a finished case leaves behind.
@@ -25,6 +33,9 @@ Goal (issue 31): RSS within +20 MiB of its plateau from 1 000 to 100 000 cases.
 from __future__ import annotations
 
 import argparse
+import collections
+import ctypes
+import gc
 import os
 import shutil
 import signal
@@ -38,12 +49,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import MIB, REPO, Emulator, emulator_process, write_file, write_job  # noqa: E402
+from benchmarks.harness import MIB, REPO, SEED, Emulator, emulator_process, write_file, write_job  # noqa: E402
 
 KIB = 1024
 SAMPLE_SECONDS = 0.1
 GOAL_GROWTH_MIB = 20
 FRAMES = 12
+TUTORIAL_SHAPE = (4, 16, 16)  # small images: what is measured is per case, not per voxel
 STALL_SECONDS = 120.0  # no case finished for this long: the run is stuck, say so rather than wait forever
 
 
@@ -78,23 +90,91 @@ class CasesDone:
         return self.count
 
 
-def write_case(root: Path, staging: Path, index: int, file_bytes: int) -> None:
-    """``root/case-NNNNNN/file-0.bin``, written in ``staging`` and renamed in, so a poll sees the case whole."""
+def write_case(root: Path, staging: Path, index: int, args: argparse.Namespace) -> None:
+    """``root/case-NNNNNN/file-0.bin`` (``--tutorial``: ``ct.mha`` and ``seg.mha``), written in ``staging`` and
+    renamed in, so a poll sees the case whole."""
     folder = staging / f"case-{index:06d}"
-    write_file(folder / "file-0.bin", file_bytes, index)
+    if args.tutorial:
+        # Imported here, not at the top: the --heap and --tracemalloc child runs this module, and numpy and
+        # SimpleITK loaded for nothing would be part of the RSS it measures.
+        from tests.imaging import make_mask, make_mha
+
+        make_mha(folder / "ct.mha", TUTORIAL_SHAPE, seed=index)
+        make_mask(folder / "seg.mha", TUTORIAL_SHAPE, seed=index + 7)
+    else:
+        write_file(folder / "file-0.bin", args.file_bytes, index)
     folder.rename(root / folder.name)
 
 
-def child_main(argv: list[str], snapshots: Path) -> int:
-    """``gcbulk run`` in this process with tracemalloc on; SIGUSR1 writes a snapshot ``snapshots/N.pickle``."""
+class MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (glibc 2.33+): what the C allocator holds, which tracemalloc does not see."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ] + [("keepcost", ctypes.c_size_t)]
+
+
+def heap_figures() -> dict[str, float]:
+    """The process's heap at this moment: C allocator in use and free (glibc), Python's live blocks and objects."""
+    figures: dict[str, float] = {"python_blocks": sys.getallocatedblocks(), "gc_objects": len(gc.get_objects())}
+    try:
+        # The SQLite library Python's sqlite3 module is linked with (the same shared object: dlopen returns the one
+        # already loaded): the ledger's page caches and statements, part of the C allocator's bytes in use.
+        sqlite = ctypes.CDLL("libsqlite3.so.0")
+        sqlite.sqlite3_memory_used.restype = ctypes.c_int64
+        figures["sqlite_mib"] = sqlite.sqlite3_memory_used() / MIB
+    except (OSError, AttributeError):  # a Python with SQLite built in, or not on Linux: not shown
+        pass
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = MallInfo2
+        info = libc.mallinfo2()
+    except (OSError, AttributeError):  # not glibc (musl, macOS): only Python's own figures
+        return figures
+    figures["malloc_in_use_mib"] = (info.uordblks + info.hblkhd) / MIB
+    figures["malloc_free_mib"] = info.fordblks / MIB
+    return figures
+
+
+def write_heap(path: Path) -> None:
+    """The heap's figures and the live objects by type, after a full collection: what tracemalloc's sites cannot say
+    (which objects a library's allocation became, and which of them a cycle would have freed anyway)."""
+    gc.collect()
+    types = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+    # Tab-separated lines, not JSON: the JSON encoder keeps some of what it allocates, which a later tracemalloc
+    # snapshot would count as growth.
+    lines = [f"figure\t{name}\t{value!r}" for name, value in heap_figures().items()]
+    lines += [f"type\t{name}\t{count}" for name, count in types.items()]
+    path.write_text("\n".join(lines))
+
+
+def read_heap(path: Path) -> tuple[dict[str, float], collections.Counter[str]]:
+    figures: dict[str, float] = {}
+    types: collections.Counter[str] = collections.Counter()
+    for line in path.read_text().splitlines():
+        kind, name, value = line.split("\t")
+        if kind == "figure":
+            figures[name] = float(value)
+        else:
+            types[name] = int(value)
+    return figures, types
+
+
+def child_main(argv: list[str], snapshots: Path, trace: bool) -> int:
+    """``gcbulk run`` in this process; SIGUSR1 writes ``snapshots/N.heap.tsv`` (and with ``trace``, tracemalloc on
+    from the start, a snapshot ``snapshots/N.pickle``), then ``snapshots/N.done``."""
     from gcbulk.engine.cli import main
 
-    tracemalloc.start(FRAMES)
+    if trace:
+        tracemalloc.start(FRAMES)
     taken = 0
 
     def dump(_signum: int, _frame: object) -> None:
         nonlocal taken
-        tracemalloc.take_snapshot().dump(str(snapshots / f"{taken}.pickle"))
+        write_heap(snapshots / f"{taken}.heap.tsv")
+        if trace:  # after the heap's figures, whose objects are gone by now: the snapshot shows gcbulk's alone
+            tracemalloc.take_snapshot().dump(str(snapshots / f"{taken}.pickle"))
         (snapshots / f"{taken}.done").touch()
         taken += 1
 
@@ -111,17 +191,23 @@ def run(args: argparse.Namespace, emulator: Emulator, workdir: Path) -> tuple[li
     written = 0
     if not args.follow:
         for written in range(args.cases):
-            write_case(root, staging, written, args.file_bytes)
+            write_case(root, staging, written, args)
         written = args.cases
-    job = write_job(workdir, emulator, root, 1)
-    events = CasesDone(job.with_name("bench-job.events.jsonl"))
+    if args.tutorial:
+        from benchmarks.capacity_runs import write_tutorial_job  # the tutorial's job (see write_case on imports)
+
+        job = write_tutorial_job(workdir, emulator, root, "")
+    else:
+        job = write_job(workdir, emulator, root, 1)
+    events = CasesDone(job.with_name(job.stem + ".events.jsonl"))
     gcbulk = ["run", str(job), "--progress-interval", "3600", "--metrics-address", "off"]
     if args.follow:
         gcbulk += ["--follow", "--poll-interval", "1"]
     snapshots = workdir / "snapshots"
-    if args.tracemalloc:
+    if args.tracemalloc or args.heap:
         snapshots.mkdir()
-        command = [sys.executable, "-m", "benchmarks.memory_growth", "--child", str(snapshots), "--", *gcbulk]
+        trace = "trace" if args.tracemalloc else "heap"
+        command = [sys.executable, "-m", "benchmarks.memory_growth", "--child", str(snapshots), trace, "--", *gcbulk]
     else:
         command = [sys.executable, "-m", "gcbulk", *gcbulk]
     env = dict(os.environ, GRAND_CHALLENGE_AUTHORIZATION=emulator.token)
@@ -138,7 +224,7 @@ def run(args: argparse.Namespace, emulator: Emulator, workdir: Path) -> tuple[li
             now = time.monotonic()
             if args.follow and written < args.cases and now - fed_at >= 1.0:
                 for _ in range(min(args.feed, args.cases - written)):
-                    write_case(root, staging, written, args.file_bytes)
+                    write_case(root, staging, written, args)
                     written += 1
                 fed_at = now
             done = events.poll()
@@ -151,7 +237,7 @@ def run(args: argparse.Namespace, emulator: Emulator, workdir: Path) -> tuple[li
                     break  # it exited as the checkpoint came (a one-shot run's last case): nothing left to measure
                 checkpoints.append(Checkpoint(done, rss, now - started, fds))
                 print(f"  {done:>8,} cases done: RSS {rss:7.1f} MiB", flush=True)
-                if args.tracemalloc:
+                if args.tracemalloc or args.heap:
                     child.send_signal(signal.SIGUSR1)
                     marker = snapshots / f"{len(checkpoints) - 1}.done"
                     while not marker.exists() and child.poll() is None:  # the child writes the snapshot
@@ -215,6 +301,33 @@ def print_growth(snapshots: Path, checkpoints: list[Checkpoint], top: int) -> No
         print(f"  {stat.size_diff / cases:>8.1f} B/case  {stat.count_diff / cases:>6.2f} blocks/case  {where}")
 
 
+def print_heap(snapshots: Path, checkpoints: list[Checkpoint], top: int) -> None:
+    """Where the RSS is, at each checkpoint: the C allocator's bytes in use and free (RSS that grows while Python's
+    live blocks stay flat is the C side: SQLite, OpenSSL, or free memory the allocator does not give back), and the
+    live object types (gc) that grew most between the first and the last checkpoint."""
+    heaps = [read_heap(snapshots / f"{n}.heap.tsv") for n in range(len(checkpoints))]
+    print(
+        f"\n{'cases done':>10}  {'RSS MiB':>8}  {'malloc in use MiB':>17}  {'of it SQLite MiB':>16}  "
+        f"{'malloc free MiB':>15}  {'Python blocks':>13}"
+    )
+
+    def mib(value: float | None, width: int) -> str:
+        return f"{'-' if value is None else f'{value:.1f}':>{width}}"
+
+    for point, (figures, _) in zip(checkpoints, heaps, strict=True):
+        print(
+            f"{point.cases_done:>10,}  {point.rss_mib:>8.1f}  {mib(figures.get('malloc_in_use_mib'), 17)}  "
+            f"{mib(figures.get('sqlite_mib'), 16)}  {mib(figures.get('malloc_free_mib'), 15)}  "
+            f"{int(figures['python_blocks']):>13,}"
+        )
+    cases = checkpoints[-1].cases_done - checkpoints[0].cases_done
+    before, after = heaps[0][1], heaps[-1][1]
+    grown = sorted(((after[name] - before[name], name) for name in after if after[name] > before[name]), reverse=True)
+    print("live objects (gc) that grew most, per case finished:")
+    for count, name in grown[:top]:
+        print(f"  {count / cases:>8.3f} per case  {name} ({before[name]:,} → {after[name]:,})")
+
+
 def _frame(frame: tracemalloc.Frame) -> str:
     path = Path(frame.filename)
     parts = path.parts
@@ -225,8 +338,8 @@ def _frame(frame: tracemalloc.Frame) -> str:
 
 
 def main() -> int:
-    if len(sys.argv) > 2 and sys.argv[1] == "--child":  # the tracemalloc child: --child SNAPSHOTS -- GCBULK ARGS
-        return child_main(sys.argv[4:], Path(sys.argv[2]))
+    if len(sys.argv) > 3 and sys.argv[1] == "--child":  # --child SNAPSHOTS trace|heap -- GCBULK ARGS
+        return child_main(sys.argv[5:], Path(sys.argv[2]), sys.argv[3] == "trace")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=2000)
     parser.add_argument(
@@ -237,7 +350,17 @@ def main() -> int:
     parser.add_argument("--follow", action="store_true", help="gcbulk run --follow, fed --feed cases per second")
     parser.add_argument("--feed", type=int, default=40, help="cases added per second in --follow mode")
     parser.add_argument("--file-bytes", type=int, default=1024)
+    parser.add_argument(
+        "--tutorial",
+        action="store_true",
+        help="tutorial cases: ct.mha and seg.mha on the example study's image sockets, imported by the emulator",
+    )
     parser.add_argument("--tracemalloc", action="store_true", help="print what grew, per case (slower)")
+    parser.add_argument(
+        "--heap",
+        action="store_true",
+        help="print the C allocator's in-use and free bytes and Python's live blocks at each checkpoint (cheap)",
+    )
     parser.add_argument("--top", type=int, default=15, help="allocation sites shown with --tracemalloc")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "gcbulk-bench-memory")
     args = parser.parse_args()
@@ -247,19 +370,28 @@ def main() -> int:
         parser.error("--checkpoints: give case counts between 1 and --cases")
     mode = f"follow mode, {args.feed} cases/s fed" if args.follow else "one-shot"
     one, five, fifteen = os.getloadavg()
+    shape = "×".join(map(str, TUTORIAL_SHAPE))
+    what = (
+        f"tutorial cases (ct.mha and seg.mha of {shape} voxels)"
+        if args.tutorial
+        else f"cases × 1 file of {args.file_bytes} B"
+    )
     print(
-        f"{args.cases:,} cases × 1 file of {args.file_bytes} B, gcbulk run ({mode}); load average {one:.2f}, "
-        f"{five:.2f}, {fifteen:.2f} on {os.cpu_count()} CPUs",
+        f"{args.cases:,} {what}, gcbulk run ({mode}); load average {one:.2f}, {five:.2f}, {fifteen:.2f} on "
+        f"{os.cpu_count()} CPUs",
         flush=True,
     )
     workdir = args.workdir
-    with emulator_process(workdir / "emulator", import_delay=0.0) as emulator:
+    seed = None if args.tutorial else SEED  # None: the emulator's bundled example study, whose sockets are images
+    with emulator_process(workdir / "emulator", import_delay=0.0, seed=seed) as emulator:
         for stale in ("cases", "staging", "snapshots"):
             shutil.rmtree(workdir / stale, ignore_errors=True)
         checkpoints, code = run(args, emulator, workdir)
     print_table(checkpoints)
     if args.tracemalloc and len(checkpoints) >= 2:
         print_growth(workdir / "snapshots", checkpoints, args.top)
+    if (args.tracemalloc or args.heap) and len(checkpoints) >= 2:
+        print_heap(workdir / "snapshots", checkpoints, args.top)
     print(f"gcbulk run exited {code}")
     complete = bool(checkpoints) and checkpoints[-1].cases_done >= args.checkpoints[-1]
     if not complete:

@@ -124,6 +124,12 @@ class Follower:
         return EXIT_OK
 
     async def round(self) -> None:
+        try:
+            await self._plan_and_pass()
+        finally:
+            self.service.forget_study()  # a round that ran no pass must not keep the study's listing until the next
+
+    async def _plan_and_pass(self) -> None:
         service = self.service
         report = await service.plan()
         self._log_plan(report)

@@ -300,6 +300,12 @@ class JobService:
                 )
         return report
 
+    def forget_study(self) -> None:
+        """Lets go of the plan's study listing when no pass follows that plan (follow mode: nothing new, or blocked).
+        It holds every display set of the study, and the next plan lists the study again anyway: kept between rounds,
+        it made a waiting process grow with the display sets done (issue 31)."""
+        self._study = None
+
     async def run_pass(self) -> RunOutcome:
         """One transfer pass over every runnable case (``gcbulk.engine.upload.transfer.TransferEngine.run``)."""
         assert self.client is not None and self.journal is not None

@@ -29,7 +29,7 @@ ORDER_STEP = 10
 _natural = natsort_keygen()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per display set of the study, several thousand: no __dict__ each
 class ServerDisplaySet:
     pk: str
     title: str | None
@@ -55,10 +55,13 @@ class StudySnapshot:
 async def read_study(target: Target) -> StudySnapshot:
     """The target's display sets or archive items (``engine/gc/targets.py``), in one listing."""
     by_pk: dict[str, ServerDisplaySet] = {}
+    # Display sets of a study mostly hold values on the same sockets: one frozenset per combination, not one per
+    # display set (a follow-mode run reads the whole study at every plan).
+    socket_sets: dict[frozenset[str], frozenset[str]] = {}
     # docs/gc-api.md §3: the list is ordered by order, then created; dict keys make a repeated row (paging while another
     # client adds display sets) harmless. Archive items have no order (§12): they count as 0.
     async for display_set in target.iterate_containers():
-        found = _server_display_set(display_set)
+        found = _server_display_set(display_set, socket_sets)
         by_pk[found.pk] = found
     return StudySnapshot(by_pk)
 
@@ -143,12 +146,16 @@ async def _confirm(target: Target, pk: str) -> ServerDisplaySet | None:
         return None
 
 
-def _server_display_set(display_set: dict[str, Any]) -> ServerDisplaySet:
+def _server_display_set(
+    display_set: dict[str, Any], socket_sets: dict[frozenset[str], frozenset[str]] | None = None
+) -> ServerDisplaySet:
     sockets = frozenset(
         slug
         for value in display_set.get("values") or []
         if (slug := socket_slug_of(value)) and any(value.get(name) is not None for name in ("image", "file", "value"))
     )
+    if socket_sets is not None:
+        sockets = socket_sets.setdefault(sockets, sockets)
     return ServerDisplaySet(
         pk=str(display_set["pk"]),
         title=display_set_title(display_set),

@@ -198,6 +198,10 @@ class TransferEngine:
     async def _run_cases_of_pass(self, ctx: TransferContext) -> RunOutcome:
         outcome = RunOutcome()
         study = self._study or await read_study(self.target)
+        # The pass holds the listing while it runs, the engine no longer: the run's status keeps the last pass's stats,
+        # whose gauges reach this engine, and a follow-mode process waiting for new cases must not keep one object
+        # per display set of the study (issue 31).
+        self._study = None
         await self._settle_with_server(study, outcome)
         await self._add_runnable_totals()
         sessions = UploadSessionIndex(self.client, min_interval=self.config.session_scan_interval_seconds)

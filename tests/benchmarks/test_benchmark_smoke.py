@@ -224,27 +224,46 @@ def test_compare_gcapi_r1_prints_the_capacity_rows_of_capacity_runs(tmp_path: Pa
     assert any(line.startswith("R1        wall / import floor") for line in out.splitlines()), out
 
 
-@pytest.mark.parametrize("mode", [(), ("--follow", "--feed", "20")], ids=["one-shot", "follow"])
-def test_memory_growth_prints_rss_against_cases_done(tmp_path: Path, mode: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("mode", "cases", "checkpoints"),
+    [
+        ((), 40, (10, 30)),
+        (("--follow", "--feed", "20", "--heap"), 40, (10, 30)),
+        (("--tutorial", "--heap"), 12, (3, 9)),  # real imports of two images a case: fewer of them
+    ],
+    ids=["one-shot", "follow", "tutorial"],
+)
+def test_memory_growth_prints_rss_against_cases_done(
+    tmp_path: Path, mode: tuple[str, ...], cases: int, checkpoints: tuple[int, int]
+) -> None:
     out = finished(
         run_benchmark(
             "-m",
             "benchmarks.memory_growth",
             # The last checkpoint before the last case: a one-shot run exits as its last case is done.
-            *("--cases", "40", "--checkpoints", "10,30", "--workdir", str(tmp_path), *mode),
+            *("--cases", str(cases), "--checkpoints", ",".join(map(str, checkpoints)), "--workdir", str(tmp_path)),
+            *mode,
             timeout=180,
         )
     )
     lines = out.splitlines()
-    assert lines[0].startswith("40 cases × 1 file of 1024 B, gcbulk run (" + ("follow mode" if mode else "one-shot"))
+    what = (
+        f"{cases} tutorial cases (ct.mha and seg.mha" if "--tutorial" in mode else f"{cases} cases × 1 file of 1024 B"
+    )
+    assert lines[0].startswith(what), lines[0]
+    assert ("gcbulk run (follow mode" if "--follow" in mode else "gcbulk run (one-shot") in lines[0]
     header = next(n for n, line in enumerate(lines) if line.split()[:2] == ["cases", "done"])
     assert lines[header].split() == "cases done RSS MiB growth MiB KiB/case since previous fds".split()
     first, last = (line.split() for line in lines[header + 1 : header + 3])
-    assert int(first[0]) >= 10 and int(last[0]) >= 30
+    assert int(first[0]) >= checkpoints[0] and int(last[0]) >= checkpoints[1]
     assert number(first[1]) > 0 and number(last[1]) > 0 and first[2] == "+0.0"
     assert number(last[2]) == pytest.approx(number(last[1]) - number(first[1]), abs=0.11)
     assert re.search(r"^growth from \d+ to \d+ cases: [+-]\d+\.\d MiB", out, re.MULTILINE), out
     assert "gcbulk run exited 0" in out  # follow mode: stopped by SIGTERM once every case was done
+    if "--heap" in mode:  # where the RSS is: the C allocator's in-use and free bytes, Python's live blocks
+        heap = next(n for n, line in enumerate(lines) if line.split()[4:7] == ["malloc", "in", "use"])
+        assert len(lines[heap + 1].split()) == 6 and len(lines[heap + 2].split()) == 6, lines[heap : heap + 3]
+        assert "live objects (gc) that grew most, per case finished:" in out
 
 
 def test_copy_vs_upload_prints_an_upload_row_and_a_copy_row_without_part_puts(tmp_path: Path) -> None:
