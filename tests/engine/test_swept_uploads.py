@@ -75,8 +75,9 @@ def test_completed_uploads_swept_during_the_run_before_their_session_post_are_ma
     make_tutorial_tree(tmp_path / "cases", 1)
     job = write_job(tmp_path, threaded_emulator, engine=QUICK_LINK_WAIT)
     context = threaded_emulator.context
-    # The session POSTs wait a moment before the server handles them: long enough for the sweep to come first.
-    context.faults.replace([FaultRule(match="POST /api/v1/cases/upload-sessions/", latency_seconds=3, times=2)])
+    # The session POSTs wait a moment before the server handles them: long enough for the sweep to come first, even
+    # on a loaded machine (3 s was not: both sessions were handled before the second upload was seen completed).
+    context.faults.replace([FaultRule(match="POST /api/v1/cases/upload-sessions/", latency_seconds=6, times=2)])
     process = subprocess.Popen(
         [sys.executable, "-m", "gcbulk", "run", str(job), "--metrics-address", "off"],
         env=gcbulk_env(threaded_emulator.tokens["editor"]),
