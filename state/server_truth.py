@@ -145,22 +145,16 @@ class LedgerServerTruth(LedgerTransitions):
         of these cases alone. Each names its case: one another live worker holds may have its create on the wire
         right now (``engine/upload/orphans.py`` leaves those alone)."""
         rows = self.rows(
-            "SELECT uploads.id AS id, uploads.state AS state, uploads.filename AS filename, uploads.intent_at AS "
+            "SELECT uploads.id AS upload_id, uploads.state AS state, uploads.filename AS filename, uploads.intent_at AS "
             "intent_at, items.case_id AS case_id FROM uploads JOIN files ON files.id = uploads.file_id "
             "JOIN items ON items.id = files.item_id WHERE uploads.pk IS NULL AND uploads.state IN ('creating', "
             "'abandoned') AND uploads.orphan_checked_at IS NULL AND uploads.intent_at >= ? ORDER BY uploads.id",
             (since,),
         )
         return [
-            UnconfirmedCreate(
-                upload_id=r["id"],
-                state=r["state"],
-                filename=r["filename"],
-                intent_at=r["intent_at"],
-                case_id=r["case_id"],
-            )
-            for r in rows
-            if only_cases is None or r["case_id"] in only_cases
+            UnconfirmedCreate(**row)  # the columns are named as its fields
+            for row in rows
+            if only_cases is None or row["case_id"] in only_cases
         ]
 
     def upload_pk_known(self, pk: str) -> bool:
