@@ -49,7 +49,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import MIB, REPO, SEED, Emulator, emulator_process, write_file, write_job  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    MIB,
+    REPO,
+    SEED,
+    Emulator,
+    child_environment,
+    emulator_process,
+    write_file,
+    write_job,
+)
 
 KIB = 1024
 SAMPLE_SECONDS = 0.1
@@ -210,7 +219,7 @@ def run(args: argparse.Namespace, emulator: Emulator, workdir: Path) -> tuple[li
         command = [sys.executable, "-m", "benchmarks.memory_growth", "--child", str(snapshots), trace, "--", *gcbulk]
     else:
         command = [sys.executable, "-m", "gcbulk", *gcbulk]
-    env = dict(os.environ, GRAND_CHALLENGE_AUTHORIZATION=emulator.token)
+    env = child_environment(GRAND_CHALLENGE_AUTHORIZATION=emulator.token)  # with bytecode caches, as installed
     log = (workdir / "gcbulk.log").open("w")
     child = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     process = psutil.Process(child.pid)
