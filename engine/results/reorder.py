@@ -123,13 +123,18 @@ def listing_entry(display_set: Mapping[str, Any]) -> DisplaySetOrder:
     )
 
 
+# Natural title order (``case2`` before ``case10``), case-insensitive: ``reorder --by natural-title``, and the order a
+# copy from an archive plans its items in (``engine/service/copy_job.py``).
+natural_title_key = natsort_keygen(alg=ns.IGNORECASE)
+
+
 def plan_by_title(
     display_sets: Sequence[DisplaySetOrder], *, natural: bool, fixed: Set[str] = frozenset()
 ) -> list[Target]:
     """Orders 10, 20, 30 … by title: plain (code point) or natural (``case2`` before ``case10``, case-insensitive).
     Display sets without a title go last, in their current order. The display sets in ``fixed`` (pks) keep their
     orders and get no target; the sequence skips the orders they hold, so no two display sets share one."""
-    key = natsort_keygen(alg=ns.IGNORECASE) if natural else (lambda title: title)
+    key = natural_title_key if natural else (lambda title: title)
     movable = [ds for ds in display_sets if ds.pk not in fixed]
     held = {ds.order for ds in display_sets if ds.pk in fixed}
     free_orders = (n * ORDER_STEP for n in itertools.count(1) if n * ORDER_STEP not in held)

@@ -34,8 +34,6 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from natsort import natsort_keygen, ns
-
 from gcbulk.engine.gc.client import display_set_title, socket_slug_of
 from gcbulk.engine.gc.errors import ConfigurationError
 from gcbulk.engine.gc.target_ref import TargetRef, TargetRefError
@@ -47,6 +45,7 @@ from gcbulk.engine.jobfile import (
     _table,
 )
 from gcbulk.engine.plan.cases import PlannedCase, PlannedItem
+from gcbulk.engine.results.reorder import natural_title_key
 from gcbulk.engine.upload.transfer_settings import TransferSettings
 from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE
 from gcbulk.state.records import JobBinding
@@ -215,8 +214,7 @@ def copy_cases(job: CopyJob, containers: Iterable[Mapping[str, Any]]) -> list[Pl
         # An archive's items have no order of their own (the listing's is the server's, not the user's): the copy
         # plans them by title in natural order (patient2 before patient10), so a reader study made from an archive
         # reads the same on every run. A reader study's own display-set order is kept as listed.
-        natural = natsort_keygen(alg=ns.IGNORECASE)  # as reorder --by natural-title
-        cases.sort(key=lambda case: (natural(case.title), case.folder))
+        cases.sort(key=lambda case: (natural_title_key(case.title), case.folder))  # as reorder --by natural-title
     return cases
 
 
