@@ -127,7 +127,7 @@ class Follower:
         try:
             await self._plan_and_pass()
         finally:
-            self.service.forget_study()  # a round that ran no pass must not keep the study's listing until the next
+            self.service.forget_study()  # a round that ran no pass leaves no listing to a later round's pass
 
     async def _plan_and_pass(self) -> None:
         service = self.service

@@ -44,7 +44,7 @@ from gcbulk.engine.service.waits import WaitRecorder
 from gcbulk.engine.settings import RunSettings
 from gcbulk.engine.upload.journal import Journal, LedgerRunner
 from gcbulk.engine.upload.progress import TransferStats
-from gcbulk.engine.upload.reconcile import StudySnapshot, read_study
+from gcbulk.engine.upload.reconcile import StudyListing, read_study
 from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class JobService:
         self.runner: LedgerRunner | None = None
         self.journal: Journal | None = None
         self._engine: TransferEngine | None = None
-        self._study: StudySnapshot | None = None  # the plan's listing of the study, for the pass that follows
+        self._study: StudyListing | None = None  # the plan's listing of the study (in the ledger), for the next pass
         self._pass_done: anyio.Event | None = None
         self._work: anyio.CancelScope
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -280,20 +280,22 @@ class JobService:
             # The study's titles, once per plan: a case whose title names a display set this job did not make is
             # blocked before any byte is sent (docs/gc-api.md §10), unless the run takes such display sets over.
             # The same listing serves the pass that follows (engine/upload/reconcile.py): one per plan, not two.
-            self._study = await read_study(target_for(self.client, self.job.target))
-            titles = None if self.settings.adopt_existing else self._study.pk_by_title
+            self._study = await read_study(target_for(self.client, self.job.target), self.runner)
+        check_titles = not self.settings.adopt_existing
         job = self.job
         strict = self.strict
         # The content checks' results persist in the ledger (engine/service/content_cache.py): a poll re-reads only
         # files that changed, and this process keeps nothing per file between plans.
         report = await self.runner.with_ledger(
-            lambda ledger: plan_into_ledger(job, ledger, catalogue=catalogue, strict=strict, server_titles=titles)
+            lambda ledger: plan_into_ledger(
+                job, ledger, catalogue=catalogue, strict=strict, check_titles_against_listing=check_titles
+            )
         )
-        if titles and report.diff.blocked:
+        if check_titles and report.diff.blocked:
             # Cases blocked for a display set "someone else made": unless the event log says this job made it (a
             # ledger that went back in time), in which case the command stops and says how to recover.
-            own = await self.runner.run(self.runner.ledger.own_display_set_titles)
-            suspects = (titles.keys() - own) & set(report.diff.blocked)
+            foreign = await self.runner.run(self.runner.ledger.foreign_display_set_titles)
+            suspects = foreign.keys() & set(report.diff.blocked)
             if suspects:
                 await anyio.to_thread.run_sync(
                     check_not_behind_event_log, self.settings.ledger_shown, self.settings.events, suspects
@@ -301,9 +303,8 @@ class JobService:
         return report
 
     def forget_study(self) -> None:
-        """Lets go of the plan's study listing when no pass follows that plan (follow mode: nothing new, or blocked).
-        It holds every display set of the study, and the next plan lists the study again anyway: kept between rounds,
-        it made a waiting process grow with the display sets done (issue 31)."""
+        """Lets go of the plan's study listing when no pass follows that plan (follow mode: nothing new, or blocked): a
+        pass of a later round must not take a listing older than its own plan's."""
         self._study = None
 
     async def run_pass(self) -> RunOutcome:
