@@ -279,9 +279,6 @@ class LedgerQueries(LedgerCore):
             counts[kind] = {row["state"]: row["n"] for row in rows}
         return counts
 
-    def blocked_case_count(self) -> int:
-        return self.count("SELECT count(*) FROM cases WHERE state = 'blocked'")
-
     def cases_needing_attention(self, *, limit: int | None = None) -> list[AttentionRow]:
         """Failed, blocked and vanished cases, with their last error and findings."""
         sql = (

@@ -268,10 +268,12 @@ class JobService:
         """Plans (or re-plans: the planner is idempotent and only records what changed) on the ledger's thread.
 
         The socket catalogue is asked for at every plan, not cached: a socket created on Grand Challenge while a
-        follow-mode run waits must be seen at the next poll. The study is listed for the plan's title check, unless
-        ``list_study_only_for_new_cases`` and a dry run of the plan finds no new case and none blocked: a follow-mode
-        round that finds nothing new then sends no listing of the study (at 100 000 display sets, 100 requests
-        and minutes of the server's web workers per round: docs/gc-api.md §10)."""
+        follow-mode run waits must be seen at the next poll. The study is listed for the plan's title check first,
+        unless ``list_study_only_for_new_cases``: then the plan checks titles against the study's last listing on
+        this ledger, and only a plan that finds a new case or a blocked one lists the study and plans again (with
+        every file's checks then in the ledger, that second plan reads nothing). A follow-mode round that finds
+        nothing new sends no listing of the study: at 100 000 display sets that is 100 requests and minutes of the
+        server's web workers (docs/gc-api.md §10, the capacity profile's price of a list page)."""
         assert self.client is not None and self.runner is not None
         self.state.phase = "planning"
         catalogue: dict[str, dict[str, Any] | None] = {}
@@ -281,20 +283,19 @@ class JobService:
             for slug in self.job.socket_slugs:  # fresh at every plan; the pass that follows reads them from here
                 catalogue[slug] = await self.client.refresh_socket(slug)
         check_titles = not self.settings.adopt_existing
-        if check_titles and list_study_only_for_new_cases:
-            preview = await self._plan_into_ledger(catalogue, check_titles=False, dry_run=True)
-            if not preview.diff.new_cases and not await self.runner.run(self.runner.ledger.blocked_case_count):
-                # No title to check: the cases planned before were checked when they were new (a title taken since
-                # is refused by the server at the create, and the case fails saying so), and no block is to lift.
-                return preview if _records_nothing(preview) else await self._plan_into_ledger(catalogue)
-        if check_titles:
-            with item_budget(RetryBudget(PLAN_CHECK_RETRIES, "listing the study's display sets")):
-                # The study's titles, once per plan: a case whose title names a display set this job did not make is
-                # blocked before any byte is sent (docs/gc-api.md §10), unless the run takes such display sets over.
-                # The same listing serves the pass that follows (engine/upload/reconcile.py): one per plan, not two.
-                self._study = await read_study(target_for(self.client, self.job.target), self.runner)
-        report = await self._plan_into_ledger(catalogue, check_titles=check_titles)
-        if check_titles and report.diff.blocked:
+        if not check_titles:
+            return await self._plan_into_ledger(catalogue)
+        if list_study_only_for_new_cases:
+            first = await self._plan_into_ledger(catalogue, check_titles=True)
+            if not first.diff.new_cases and not first.diff.blocked:
+                # The cases planned before were checked when they were new (a title someone takes since is refused
+                # by the server at the create, and the case fails saying so), and no block is there to lift.
+                return first
+        else:
+            first = None
+        await self._list_study()
+        report = _as_one_plan(first, await self._plan_into_ledger(catalogue, check_titles=True))
+        if report.diff.blocked:
             # Cases blocked for a display set "someone else made": unless the event log says this job made it (a
             # ledger that went back in time), in which case the command stops and says how to recover.
             foreign = await self.runner.run(self.runner.ledger.foreign_display_set_titles)
@@ -305,8 +306,16 @@ class JobService:
                 )
         return report
 
+    async def _list_study(self) -> None:
+        """The study's titles: a case whose title names a display set this job did not make is blocked before any
+        byte is sent (docs/gc-api.md §10), unless the run takes such display sets over. The same listing serves the
+        pass that follows (engine/upload/reconcile.py): one per plan, not two."""
+        assert self.client is not None and self.runner is not None
+        with item_budget(RetryBudget(PLAN_CHECK_RETRIES, "listing the study's display sets")):
+            self._study = await read_study(target_for(self.client, self.job.target), self.runner)
+
     async def _plan_into_ledger(
-        self, catalogue: dict[str, dict[str, Any] | None], *, check_titles: bool = False, dry_run: bool = False
+        self, catalogue: dict[str, dict[str, Any] | None], *, check_titles: bool = False
     ) -> PlanReport:
         assert self.runner is not None
         job = self.job
@@ -319,7 +328,6 @@ class JobService:
                 ledger,
                 catalogue=catalogue,
                 strict=strict,
-                dry_run=dry_run,
                 check_titles_against_listing=check_titles,
             )
         )
@@ -436,9 +444,17 @@ async def run_once(
     return await service.run_pass()
 
 
-def _records_nothing(dry_run: PlanReport) -> bool:
-    """A dry run of a plan that a real plan would leave the ledger as it is after: nothing new, changed, gone or
-    blocked, and no file read again (a file read again has new stamps for the ledger's caches)."""
-    diff = dry_run.diff
-    changed = diff.new_cases or diff.requeued or diff.removed or diff.changed_after_consumed or diff.blocked
-    return not changed and not dry_run.content_files_read and not dry_run.planner_files_read
+def _as_one_plan(first: PlanReport | None, again: PlanReport) -> PlanReport:
+    """``again``, the plan after the study was listed, saying also what ``first`` (the plan before it, if any)
+    changed: the round's new, re-queued and removed cases are ``first``'s, and its files read are both plans'."""
+    if first is None:
+        return again
+    diff = again.diff
+    diff.new_cases += first.diff.new_cases
+    diff.requeued = [*first.diff.requeued, *diff.requeued]
+    diff.removed = [*first.diff.removed, *diff.removed]
+    diff.changed_after_consumed = [*first.diff.changed_after_consumed, *diff.changed_after_consumed]
+    again.content_files_read += first.content_files_read
+    again.planner_files_read += first.planner_files_read
+    again.cache_rows_forgotten += first.cache_rows_forgotten
+    return again
