@@ -51,7 +51,8 @@ ALLOWED: dict[str, set[str]] = {
     "plan": {"base", "gc", "dicom", "jobfile"},
     "upload": {"base", "gc", "dicom", "plan", "jobfile", "state", "settings"},
     "settings": {"base", "gc", "jobfile", "state", "upload_knobs"},
-    "results": {"base", "gc", "state"},
+    # ``reorder --by natural-title`` orders titles with the key the upload creates display sets in (plan/titles.py).
+    "results": {"base", "gc", "state", "plan_titles"},
     "service": {"base", "gc", "dicom", "plan", "jobfile", "state", "upload", "settings", "results"},
     "api": {"base", "gc", "plan", "jobfile", "state", "upload", "settings", "results", "service"},
     "cli": {
@@ -79,7 +80,8 @@ ALLOWED: dict[str, set[str]] = {
 LEAF_EXCEPTIONS = {
     # The engine's knobs live beside the transfer they tune; the job file and the settings read them.
     "gcbulk.engine.upload.transfer_settings": "upload_knobs",
-    # Title templates are checked when the job file is read, and made by the planner.
+    # Title templates are checked when the job file is read, and made by the planner; its natural title order is
+    # also the order reorder --by natural-title gives.
     "gcbulk.engine.plan.titles": "plan_titles",
 }
 
