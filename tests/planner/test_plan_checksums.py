@@ -1,0 +1,148 @@
+"""The checksum a plan records for each file it will upload: the multipart checksum of its bytes at the part size its
+upload will use (the upload proves with it that S3 stored the bytes planned), read once per new or changed file on the
+reader threads, and never for a file the ledger already holds unchanged."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gcbulk.engine.jobfile import JobConfig, load_job
+from gcbulk.engine.plan.parts import MiB, adjust_part_size, multipart_checksum
+from gcbulk.engine.service import plan_checksums
+from gcbulk.engine.service.plan_recording import PlanReport, plan_into_ledger
+from gcbulk.state.ledger import Ledger
+from tests.planner.conftest import put, write_job
+
+PART = 5 * MiB
+# More cases than one read-ahead window (READ_AHEAD_CASES, 64), so files are hashed ahead across window boundaries.
+CASES = 70
+
+
+class HashesRead:
+    """Each file whose content a plan reads for its checksum, as ``multipart_checksum`` is called (on any thread)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.paths: list[str] = []
+        self.threads: set[str] = set()
+        self.unreadable: set[str] = set()
+        self._lock = threading.Lock()
+        monkeypatch.setattr(plan_checksums, "multipart_checksum", self._read)
+
+    def _read(self, path: Path, part_size: int) -> str:
+        with self._lock:
+            self.paths.append(path.relative_to(path.parents[1]).as_posix())
+            self.threads.add(threading.current_thread().name)
+        if path.name in self.unreadable:
+            raise PermissionError(13, "Permission denied", str(path))
+        return multipart_checksum(path, part_size)
+
+    def take(self) -> list[str]:
+        taken, self.paths = sorted(self.paths), []
+        return taken
+
+
+@pytest.fixture
+def job(job_dir: Path) -> JobConfig:
+    """70 cases of a 100-byte ``scan.bin``; the first also has an 11 MiB ``big.bin`` (three 5 MiB parts)."""
+    for number in range(CASES):
+        put(job_dir / "cases" / f"case{number:02d}" / "scan.bin", 100 + number)
+    put(job_dir / "cases" / "case00" / "big.bin", 11 * MiB)
+    rules = '[[rules]]\nglob = "scan.bin"\nsocket = "scan"\n\n[[rules]]\nglob = "big.bin"\nsocket = "big"\n'
+    return load_job(write_job(job_dir, rules=rules, engine=f"part_size = {PART}"))
+
+
+@pytest.fixture
+def ledger(job: JobConfig, job_dir: Path) -> Iterator[Ledger]:
+    with Ledger.open(job_dir / "job.ledger.sqlite", job.binding) as opened:
+        yield opened
+
+
+@pytest.fixture
+def hashes(monkeypatch: pytest.MonkeyPatch) -> HashesRead:
+    return HashesRead(monkeypatch)
+
+
+def plan(config: JobConfig, ledger: Ledger, *, dry_run: bool = False) -> PlanReport:
+    return plan_into_ledger(config, ledger, catalogue=None, dry_run=dry_run)
+
+
+def recorded(ledger: Ledger) -> dict[str, tuple[str | None, int | None]]:
+    """Each present file's path → (checksum, checksum part size) as the ledger holds them."""
+    rows = ledger.rows("SELECT path, checksum, checksum_part_size FROM files WHERE present = 1")
+    return {row["path"]: (row["checksum"], row["checksum_part_size"]) for row in rows}
+
+
+def expected(config: JobConfig, path: str) -> tuple[str, int]:
+    file = config.case_root / path
+    part_size = adjust_part_size(config.engine.part_size, file.stat().st_size)
+    return multipart_checksum(file, part_size), part_size
+
+
+def test_a_first_plan_records_each_files_checksum_at_its_upload_part_size_reading_each_once(
+    job: JobConfig, ledger: Ledger, hashes: HashesRead
+) -> None:
+    plan(job, ledger)
+    files = recorded(ledger)
+    assert len(files) == CASES + 1
+    assert files == {path: expected(job, path) for path in files}
+    big_checksum, big_part_size = files["case00/big.bin"]
+    assert big_part_size == PART and big_checksum is not None and big_checksum.endswith("-3")
+    assert hashes.take() == sorted(files)
+    # Hashed on the reader threads, not on the thread recording the plan.
+    assert hashes.threads and all(name.startswith("gcbulk-content") for name in hashes.threads)
+
+
+def test_a_replan_of_an_unchanged_tree_reads_no_file_for_its_checksum(
+    job: JobConfig, ledger: Ledger, hashes: HashesRead
+) -> None:
+    plan(job, ledger)
+    before = recorded(ledger)
+    hashes.take()
+    again = plan(job, ledger)
+    assert again.diff.new_cases == 0 and again.diff.requeued == []
+    assert hashes.take() == []
+    assert recorded(ledger) == before
+
+
+def test_a_replan_reads_only_the_new_and_changed_files_and_records_their_new_checksums(
+    job: JobConfig, ledger: Ledger, hashes: HashesRead
+) -> None:
+    plan(job, ledger)
+    hashes.take()
+    put(job.case_root / "case03" / "scan.bin", 4000)  # changed: a new size
+    put(job.case_root / "case70" / "scan.bin", 300)  # a new case
+    touched = job.case_root / "case05" / "scan.bin"  # the same bytes, a new mtime
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    report = plan(job, ledger)
+    assert (report.diff.new_cases, report.diff.requeued) == (1, ["case03"])
+    # The touched file is read once, to find its bytes unchanged; the others once each for their new checksum.
+    assert hashes.take() == ["case03/scan.bin", "case05/scan.bin", "case70/scan.bin"]
+    files = recorded(ledger)
+    assert {path: files[path] for path in ("case03/scan.bin", "case70/scan.bin")} == {
+        "case03/scan.bin": expected(job, "case03/scan.bin"),
+        "case70/scan.bin": expected(job, "case70/scan.bin"),
+    }
+
+
+def test_a_file_that_cannot_be_read_for_its_checksum_is_planned_without_one(
+    job: JobConfig, ledger: Ledger, hashes: HashesRead
+) -> None:
+    # Read on a reader thread, its error reaches the recorder: the file is planned, and its upload's own read says why.
+    hashes.unreadable.add("big.bin")
+    report = plan(job, ledger)
+    assert report.diff.files_to_upload == CASES + 1
+    files = recorded(ledger)
+    assert files["case00/big.bin"] == (None, None)
+    assert files["case01/scan.bin"] == expected(job, "case01/scan.bin")
+
+
+def test_a_dry_run_reads_no_file_for_a_checksum(job: JobConfig, ledger: Ledger, hashes: HashesRead) -> None:
+    # Everything a dry run records is rolled back: its checksums would be read for nothing.
+    dry = plan(job, ledger, dry_run=True)
+    assert dry.diff.files_to_upload == CASES + 1
+    assert hashes.take() == [] and recorded(ledger) == {}
