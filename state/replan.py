@@ -233,16 +233,17 @@ class PlanRecorder:
         # One query per chunk of titles, not one per case: this runs for every window of cases a plan reads ahead.
         for start in range(0, len(titles), 500):
             chunk = titles[start : start + 500]
-            for row in self.ledger.rows(
+            # Tuples, not the dicts of ledger.rows(): a re-plan reads every file's row here once more.
+            for title, socket_slug, state, path, size, mtime_ns in self.conn.execute(
                 "SELECT cases.title, items.socket_slug, items.state, files.path, files.size, files.mtime_ns "
                 "FROM cases JOIN items ON items.case_id = cases.id "
                 "LEFT JOIN files ON files.item_id = items.id AND files.present = 1 "
                 f"WHERE cases.title IN ({', '.join('?' * len(chunk))})",
                 chunk,
-            ):
-                recorded_items[row["title"], row["socket_slug"]] = row["state"]
-                if row["path"] is not None:
-                    recorded_files[row["title"], row["socket_slug"], row["path"]] = (row["size"], row["mtime_ns"])
+            ).fetchall():
+                recorded_items[title, socket_slug] = state
+                if path is not None:
+                    recorded_files[title, socket_slug, path] = (size, mtime_ns)
         wanted: list[tuple[Path, int]] = []
         for case in cases:
             for item in case.items:

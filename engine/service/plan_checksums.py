@@ -15,11 +15,18 @@ from pathlib import Path
 
 from gcbulk.engine.plan.cases import PlannedCase
 from gcbulk.engine.plan.findings import Finding
-from gcbulk.engine.plan.parts import FileTooLarge, adjust_part_size, multipart_checksum
+from gcbulk.engine.plan.parts import FileTooLarge, MiB, adjust_part_size, multipart_checksum
 from gcbulk.engine.plan.preflight import READ_AHEAD_CASES
 
-# (the path the recorder names a file by, the part size) -> the checksum being computed
+# Small files go to the hashers together, in batches of at least this many bytes: handing a file of a few KiB to another
+# thread costs more than hashing it (a future per file of plan_scale.py's 20 000 cost a first plan about 0.5 CPU s
+# more, benchmarks/README.md "Planning with the content checks"); 8 MiB is about 13 ms of MD5.
+HASH_BATCH_BYTES = 8 * MiB
+
+# (the path the recorder names a file by, the part size)
 _ChecksumKey = tuple[Path, int]
+# A batch's checksums, in its order; an OSError for a file that could not be read.
+_BatchResult = list[str | OSError]
 # The recorder's answer to "which of these cases' files will you fingerprint?" (``PlanRecorder.files_to_fingerprint``):
 # (path, planned size) pairs.
 FilesToFingerprint = Callable[[Sequence[PlannedCase]], Sequence[tuple[Path, int]]]
@@ -35,7 +42,8 @@ class PlanChecksums:
     def __init__(self, *, part_size: int, hashers: Executor) -> None:
         self._part_size = part_size
         self._hashers = hashers
-        self._ahead: dict[_ChecksumKey, Future[str]] = {}
+        # A file's checksum being computed: its batch, and its place in the batch.
+        self._ahead: dict[_ChecksumKey, tuple[Future[_BatchResult], int]] = {}
 
     def __enter__(self) -> PlanChecksums:
         return self
@@ -53,7 +61,13 @@ class PlanChecksums:
         """The file's multipart checksum at ``part_size`` (``multipart_checksum``). Raises OSError if it cannot be
         read — on whichever thread read it."""
         ahead = self._ahead.pop((path, part_size), None)
-        return multipart_checksum(path, part_size) if ahead is None else ahead.result()
+        if ahead is None:
+            return multipart_checksum(path, part_size)
+        batch, index = ahead
+        checksum = batch.result()[index]
+        if isinstance(checksum, OSError):
+            raise checksum
+        return checksum
 
     def hashing_ahead(
         self,
@@ -84,19 +98,39 @@ class PlanChecksums:
         self, entries: Sequence[PlannedCase | Finding], files_to_fingerprint: FilesToFingerprint
     ) -> list[_ChecksumKey]:
         started: list[_ChecksumKey] = []
+        batch: list[_ChecksumKey] = []
+        batch_bytes = 0
         for path, size in files_to_fingerprint([entry for entry in entries if isinstance(entry, PlannedCase)]):
             try:
                 part_size = adjust_part_size(self._part_size, size)
             except FileTooLarge:
                 continue  # the recorder meets it when it records the file, as without hashing ahead
-            key = (path, part_size)
-            if key not in self._ahead:
-                self._ahead[key] = self._hashers.submit(multipart_checksum, path, part_size)
-                started.append(key)
-        return started
+            batch.append((path, part_size))
+            batch_bytes += size
+            if batch_bytes >= HASH_BATCH_BYTES:
+                started += self._submit(batch)
+                batch, batch_bytes = [], 0
+        return started + self._submit(batch)
+
+    def _submit(self, batch: list[_ChecksumKey]) -> list[_ChecksumKey]:
+        if batch:
+            future = self._hashers.submit(_checksums, batch)
+            self._ahead.update((key, (future, index)) for index, key in enumerate(batch))
+        return batch
 
     def _forget(self, keys: Iterable[_ChecksumKey]) -> None:
         for key in keys:
-            future = self._ahead.pop(key, None)
-            if future is not None:
-                future.cancel()  # not started yet: never read; running or done: its result is dropped
+            ahead = self._ahead.pop(key, None)
+            if ahead is not None:
+                ahead[0].cancel()  # not started yet: never read; running or done: its result is dropped
+
+
+def _checksums(files: Sequence[_ChecksumKey]) -> _BatchResult:
+    """Each file's ``multipart_checksum``, or the OSError that kept it from being read (for the recorder to meet)."""
+    checksums: _BatchResult = []
+    for path, part_size in files:
+        try:
+            checksums.append(multipart_checksum(path, part_size))
+        except OSError as exc:
+            checksums.append(exc)
+    return checksums
