@@ -217,17 +217,22 @@ class PlanRecorder:
             ],
         )
 
-    def files_to_fingerprint(self, cases: Sequence[PlannedCaseShape]) -> list[tuple[Path, int]]:
-        """The files of ``cases``, not yet added, that this plan will fingerprint as the ledger stands now: ``(the
-        path fingerprint is called with, the planned size)``, so a caller can compute them ahead on other threads.
+    def files_to_fingerprint(self, cases: Sequence[PlannedCaseShape], *, min_size: int = 0) -> list[tuple[Path, int]]:
+        """The files of ``cases`` (of at least ``min_size`` bytes), not yet added, that this plan will fingerprint as
+        the ledger stands now: ``(the path fingerprint is called with, the planned size)``, so a caller can compute
+        them ahead on other threads.
 
         They are the files of new cases and new items, and the files whose size or mtime the ledger does not hold (new
         or changed) in items Grand Challenge has not consumed: never an unchanged file, so a re-plan of an unchanged
         tree reads none. A file fingerprinted without being named here (an unchanged file of a re-queued item, a
-        duplicate title's) is computed when it is recorded, as before. Empty when this plan records no fingerprint."""
-        if self.fingerprint is None or not cases:
+        duplicate title's, a smaller one) is computed when it is recorded, as before. Empty when this plan records no
+        fingerprint."""
+        if self.fingerprint is None:
             return []
-        titles = list({case.title for case in cases})
+        # Asked for every window of cases a plan reads: without a file big enough, it costs no query.
+        titles = list({case.title for case in cases if any(f.size >= min_size for i in case.items for f in i.files)})
+        if not titles:
+            return []
         recorded_items: dict[tuple[str, str], str] = {}
         recorded_files: dict[tuple[str, str, str], tuple[int, int]] = {}
         # One query per chunk of titles, not one per case: this runs for every window of cases a plan reads ahead.
@@ -252,7 +257,8 @@ class PlanRecorder:
                 wanted.extend(
                     (self._root / file.path, file.size)
                     for file in item.files
-                    if recorded_files.get((case.title, item.socket_slug, file.path)) != (file.size, file.mtime_ns)
+                    if file.size >= min_size
+                    and recorded_files.get((case.title, item.socket_slug, file.path)) != (file.size, file.mtime_ns)
                 )
         return wanted
 

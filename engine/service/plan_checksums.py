@@ -4,32 +4,41 @@ recorder (``state/replan.py``), several files at once.
 The checksum is an MD5 of every byte at the upload's part size (about 1.6 CPU s per GiB, benchmarks/README.md, "The
 parts are no longer hashed while they are sent (W2)"). Computed by the recorder one file after another, a first plan
 used one core for it while the others waited; ``hashlib``'s MD5 releases the GIL on large buffers, so files hashed on
-the reader threads keep every core busy while the recorder writes the cases before them.
+the reader threads keep every core busy while the recorder writes the cases before them. Files under 1 MiB are still
+hashed by the recorder: for them the threads cost more than they give (``HASH_AHEAD_FROM_BYTES``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future
 from pathlib import Path
+from typing import Protocol
 
 from gcbulk.engine.plan.cases import PlannedCase
-from gcbulk.engine.plan.findings import Finding
 from gcbulk.engine.plan.parts import FileTooLarge, MiB, adjust_part_size, multipart_checksum
-from gcbulk.engine.plan.preflight import READ_AHEAD_CASES
+from gcbulk.engine.plan.preflight import StartAhead
 
-# Small files go to the hashers together, in batches of at least this many bytes: handing a file of a few KiB to another
-# thread costs more than hashing it (a future per file of plan_scale.py's 20 000 cost a first plan about 0.5 CPU s
-# more, benchmarks/README.md "Planning with the content checks"); 8 MiB is about 13 ms of MD5.
+# Files smaller than this are left to the recorder, hashed as it records them: their cost is an open, a read and
+# Python, not MD5, which only releases the GIL on large buffers, so on another thread they only fight the recorder and
+# the content checks for the GIL (plan_scale.py's first checked plan of 20 000 files of a few KiB: 3.5-4.2 CPU s
+# inline, 5.9-6.2 handed over; benchmarks/README.md "Planning with the content checks"). 1 MiB is ~1.6 ms of MD5.
+HASH_AHEAD_FROM_BYTES = 1 * MiB
+# The files hashed ahead go to the hashers in batches of at least this many bytes, a future per batch rather than per
+# file; a bigger file is a batch of its own, so several big files are hashed at once.
 HASH_BATCH_BYTES = 8 * MiB
 
 # (the path the recorder names a file by, the part size)
 _ChecksumKey = tuple[Path, int]
 # A batch's checksums, in its order; an OSError for a file that could not be read.
 _BatchResult = list[str | OSError]
-# The recorder's answer to "which of these cases' files will you fingerprint?" (``PlanRecorder.files_to_fingerprint``):
-# (path, planned size) pairs.
-FilesToFingerprint = Callable[[Sequence[PlannedCase]], Sequence[tuple[Path, int]]]
+
+
+class FilesToFingerprint(Protocol):
+    """The recorder's answer to "which of these cases' files of at least ``min_size`` bytes will you fingerprint?"
+    (``PlanRecorder.files_to_fingerprint``): ``(path, planned size)`` pairs."""
+
+    def __call__(self, cases: Sequence[PlannedCase], *, min_size: int) -> Sequence[tuple[Path, int]]: ...
 
 
 class PlanChecksums:
@@ -69,38 +78,22 @@ class PlanChecksums:
             raise checksum
         return checksum
 
-    def hashing_ahead(
-        self,
-        entries: Iterable[PlannedCase | Finding],
-        files_to_fingerprint: FilesToFingerprint,
-        window: int = READ_AHEAD_CASES,
-    ) -> Iterator[PlannedCase | Finding]:
-        """``entries`` unchanged, with the checksums of each ``window`` of cases' new and changed files started on
-        the hashers before the window before it is yielded, as ``Preflight.reading_ahead`` does for the content
-        checks: the files of one window are hashed while the recorder records the one before. A window's hashes the
-        recorder did not take (a duplicate title, a part size that changed) are dropped once it is recorded."""
-        earlier: tuple[list[PlannedCase | Finding], list[_ChecksumKey]] | None = None
-        pending: list[PlannedCase | Finding] = []
-        for entry in entries:
-            pending.append(entry)
-            if len(pending) >= window:
-                started = self._start(pending, files_to_fingerprint)
-                if earlier is not None:
-                    yield from earlier[0]
-                    self._forget(earlier[1])
-                earlier, pending = (pending, started), []
-        started = self._start(pending, files_to_fingerprint)
-        for held, keys in (earlier or ([], [])), (pending, started):
-            yield from held
-            self._forget(keys)
+    def starting_ahead(self, files_to_fingerprint: FilesToFingerprint) -> StartAhead:
+        """For ``Preflight.reading_ahead(also=…)``: for each window of cases, start hashing the files of theirs
+        that ``files_to_fingerprint`` (the recorder) names, and drop the hashes the recorder did not take (a duplicate
+        title's, one at a part size that changed) once those cases are recorded."""
 
-    def _start(
-        self, entries: Sequence[PlannedCase | Finding], files_to_fingerprint: FilesToFingerprint
-    ) -> list[_ChecksumKey]:
+        def start(cases: Sequence[PlannedCase]) -> Callable[[], None]:
+            started = self._start(cases, files_to_fingerprint)
+            return lambda: self._forget(started)
+
+        return start
+
+    def _start(self, cases: Sequence[PlannedCase], files_to_fingerprint: FilesToFingerprint) -> list[_ChecksumKey]:
         started: list[_ChecksumKey] = []
         batch: list[_ChecksumKey] = []
         batch_bytes = 0
-        for path, size in files_to_fingerprint([entry for entry in entries if isinstance(entry, PlannedCase)]):
+        for path, size in files_to_fingerprint(cases, min_size=HASH_AHEAD_FROM_BYTES):
             try:
                 part_size = adjust_part_size(self._part_size, size)
             except FileTooLarge:

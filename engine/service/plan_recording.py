@@ -213,10 +213,10 @@ def plan_into_ledger(
             foreign_titles=foreign,
         )
         job_findings.extend(preflight.check_job())
-        # The checksums of each window of cases' new files are started on the readers ahead of the recorder, like the
-        # content checks' reads: it finds them computed instead of hashing one file after another on this thread.
-        entries = checksums.hashing_ahead(preflight.reading_ahead(planner.plan(), readers), plan.files_to_fingerprint)
-        for entry in entries:
+        # The checksums of each window of cases' new files are started on the readers with the content checks' reads:
+        # the recorder finds them computed instead of hashing one file after another on this thread.
+        ahead = [checksums.starting_ahead(plan.files_to_fingerprint)]
+        for entry in preflight.reading_ahead(planner.plan(), readers, also=ahead):
             if isinstance(entry, Finding):
                 # Findings of the tree outside any case: only a missing case root is about the whole job; a stray
                 # file or an unreadable sub-folder blocks nothing but itself.

@@ -1,6 +1,7 @@
 """The checksum a plan records for each file it will upload: the multipart checksum of its bytes at the part size its
-upload will use (the upload proves with it that S3 stored the bytes planned), read once per new or changed file on the
-reader threads, and never for a file the ledger already holds unchanged."""
+upload will use (the upload proves with it that S3 stored the bytes planned), read once per new or changed file — a
+file of 1 MiB or more on the reader threads, ahead of the recorder — and never for a file the ledger already holds
+unchanged."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.planner.conftest import put, write_job
 PART = 5 * MiB
 # More cases than one read-ahead window (READ_AHEAD_CASES, 64), so files are hashed ahead across window boundaries.
 CASES = 70
+BIG_FILES = {"case00/big.bin": 11 * MiB, "case66/big.bin": 2 * MiB}  # in the first window and in the second
 
 
 class HashesRead:
@@ -28,16 +30,17 @@ class HashesRead:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.paths: list[str] = []
-        self.threads: set[str] = set()
+        self.thread_of: dict[str, str] = {}
         self.unreadable: set[str] = set()
         self._lock = threading.Lock()
         monkeypatch.setattr(plan_checksums, "multipart_checksum", self._read)
 
     def _read(self, path: Path, part_size: int) -> str:
+        relative = path.relative_to(path.parents[1]).as_posix()
         with self._lock:
-            self.paths.append(path.relative_to(path.parents[1]).as_posix())
-            self.threads.add(threading.current_thread().name)
-        if path.name in self.unreadable:
+            self.paths.append(relative)
+            self.thread_of[relative] = threading.current_thread().name
+        if relative in self.unreadable:
             raise PermissionError(13, "Permission denied", str(path))
         return multipart_checksum(path, part_size)
 
@@ -48,10 +51,11 @@ class HashesRead:
 
 @pytest.fixture
 def job(job_dir: Path) -> JobConfig:
-    """70 cases of a 100-byte ``scan.bin``; the first also has an 11 MiB ``big.bin`` (three 5 MiB parts)."""
+    """70 cases of a 100-byte ``scan.bin``; two also have a ``big.bin`` (11 MiB: three 5 MiB parts; 2 MiB)."""
     for number in range(CASES):
         put(job_dir / "cases" / f"case{number:02d}" / "scan.bin", 100 + number)
-    put(job_dir / "cases" / "case00" / "big.bin", 11 * MiB)
+    for path, size in BIG_FILES.items():
+        put(job_dir / "cases" / path, size)
     rules = '[[rules]]\nglob = "scan.bin"\nsocket = "scan"\n\n[[rules]]\nglob = "big.bin"\nsocket = "big"\n'
     return load_job(write_job(job_dir, rules=rules, engine=f"part_size = {PART}"))
 
@@ -88,13 +92,13 @@ def test_a_first_plan_records_each_files_checksum_at_its_upload_part_size_readin
 ) -> None:
     plan(job, ledger)
     files = recorded(ledger)
-    assert len(files) == CASES + 1
+    assert len(files) == CASES + len(BIG_FILES)
     assert files == {path: expected(job, path) for path in files}
     big_checksum, big_part_size = files["case00/big.bin"]
     assert big_part_size == PART and big_checksum is not None and big_checksum.endswith("-3")
     assert hashes.take() == sorted(files)
-    # Hashed on the reader threads, not on the thread recording the plan.
-    assert hashes.threads and all(name.startswith("gcbulk-content") for name in hashes.threads)
+    # The big files are hashed on the reader threads, while the thread recording the plan records the cases before.
+    assert all(hashes.thread_of[path].startswith("gcbulk-content") for path in BIG_FILES)
 
 
 def test_a_replan_of_an_unchanged_tree_reads_no_file_for_its_checksum(
@@ -132,17 +136,19 @@ def test_a_replan_reads_only_the_new_and_changed_files_and_records_their_new_che
 def test_a_file_that_cannot_be_read_for_its_checksum_is_planned_without_one(
     job: JobConfig, ledger: Ledger, hashes: HashesRead
 ) -> None:
-    # Read on a reader thread, its error reaches the recorder: the file is planned, and its upload's own read says why.
-    hashes.unreadable.add("big.bin")
+    # Whether it was read on a reader thread (a big file) or by the recorder, the file is planned, and its upload's
+    # own read says why it cannot be sent.
+    hashes.unreadable |= {"case00/big.bin", "case01/scan.bin"}
     report = plan(job, ledger)
-    assert report.diff.files_to_upload == CASES + 1
+    assert report.diff.files_to_upload == CASES + len(BIG_FILES)
     files = recorded(ledger)
-    assert files["case00/big.bin"] == (None, None)
-    assert files["case01/scan.bin"] == expected(job, "case01/scan.bin")
+    assert files["case00/big.bin"] == files["case01/scan.bin"] == (None, None)
+    assert files["case02/scan.bin"] == expected(job, "case02/scan.bin")
+    assert files["case66/big.bin"] == expected(job, "case66/big.bin")
 
 
 def test_a_dry_run_reads_no_file_for_a_checksum(job: JobConfig, ledger: Ledger, hashes: HashesRead) -> None:
     # Everything a dry run records is rolled back: its checksums would be read for nothing.
     dry = plan(job, ledger, dry_run=True)
-    assert dry.diff.files_to_upload == CASES + 1
+    assert dry.diff.files_to_upload == CASES + len(BIG_FILES)
     assert hashes.take() == [] and recorded(ledger) == {}
