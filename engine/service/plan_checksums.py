@@ -20,9 +20,10 @@ from gcbulk.engine.plan.parts import FileTooLarge, MiB, adjust_part_size, multip
 from gcbulk.engine.plan.preflight import StartAhead
 
 # Files smaller than this are left to the recorder, hashed as it records them: their cost is an open, a read and
-# Python, not MD5, which only releases the GIL on large buffers, so on another thread they only fight the recorder and
-# the content checks for the GIL (plan_scale.py's first checked plan of 20 000 files of a few KiB: 3.5-4.2 CPU s
-# inline, 5.9-6.2 handed over; benchmarks/README.md "Planning with the content checks"). 1 MiB is ~1.6 ms of MD5.
+# Python, not MD5 (which releases the GIL only on large buffers), so on another thread they only contend for the GIL,
+# and asking the ledger which of them changed costs a re-plan a query per window. plan_scale.py's tree of 20 000 files
+# of a few KiB, all handed over in batches: 0.1-0.2 CPU s more per plan, no faster (benchmarks/README.md "Planning with
+# the content checks"). 1 MiB is ~1.6 ms of MD5.
 HASH_AHEAD_FROM_BYTES = 1 * MiB
 # The files hashed ahead go to the hashers in batches of at least this many bytes, a future per batch rather than per
 # file; a bigger file is a batch of its own, so several big files are hashed at once.
