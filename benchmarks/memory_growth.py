@@ -337,6 +337,18 @@ def print_heap(snapshots: Path, checkpoints: list[Checkpoint], top: int) -> None
         print(f"  {count / cases:>8.3f} per case  {name} ({before[name]:,} → {after[name]:,})")
 
 
+def big_study_seed(workdir: Path, display_sets: int) -> Path:
+    """The benchmark seed with its study holding ``display_sets`` display sets made by someone else (emulator/seed.py
+    ``display_sets``)."""
+    text = SEED.read_text(encoding="utf-8")
+    study = 'slug = "bench-study"\n'
+    assert text.count(study) == 1, f"{SEED}: the study's slug line moved; update big_study_seed"
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "big-study-seed.toml"
+    path.write_text(text.replace(study, f"{study}display_sets = {display_sets}\n"), encoding="utf-8")
+    return path
+
+
 def _frame(frame: tracemalloc.Frame) -> str:
     path = Path(frame.filename)
     parts = path.parts
@@ -370,6 +382,13 @@ def main() -> int:
         action="store_true",
         help="print the C allocator's in-use and free bytes and Python's live blocks at each checkpoint (cheap)",
     )
+    parser.add_argument(
+        "--existing-display-sets",
+        type=int,
+        default=0,
+        help="the study starts with this many display sets someone else made: a big study, which a follow-mode "
+        "run lists at every round (not with --tutorial)",
+    )
     parser.add_argument("--top", type=int, default=15, help="allocation sites shown with --tracemalloc")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "gcbulk-bench-memory")
     args = parser.parse_args()
@@ -392,6 +411,11 @@ def main() -> int:
     )
     workdir = args.workdir
     seed = None if args.tutorial else SEED  # None: the emulator's bundled example study, whose sockets are images
+    if args.existing_display_sets:
+        if seed is None:
+            parser.error("--existing-display-sets: not with --tutorial (the bundled study's seed is not rewritten)")
+        seed = big_study_seed(workdir, args.existing_display_sets)
+        print(f"the study starts with {args.existing_display_sets:,} display sets someone else made", flush=True)
     with emulator_process(workdir / "emulator", import_delay=0.0, seed=seed) as emulator:
         for stale in ("cases", "staging", "snapshots"):
             shutil.rmtree(workdir / stale, ignore_errors=True)

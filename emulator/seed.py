@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from gcbulk.emulator.answer_types import ANSWER_TYPES
 from gcbulk.emulator.socket_kinds import KIND_CODES, SUPER_KINDS
 from gcbulk.emulator.store import (
     Archive,
+    DisplaySet,
     Option,
     Question,
     ReaderStudy,
@@ -126,6 +128,7 @@ def apply_seed(store: Store, seed: dict[str, Any]) -> None:
                     raise SeedError(f"{where}.{role}: no user '{username}'; declare it under [[users]]")
                 members.add(user.pk)
         store.reader_studies[study.pk] = study
+        _existing_display_sets(store, study, entry, where)
         for q_index, q_entry in enumerate(entry.get("questions", [])):
             question = _question(store, study, q_entry, f"{where}.questions[{q_index}]")
             store.questions[question.pk] = question
@@ -151,6 +154,21 @@ def apply_seed(store: Store, seed: dict[str, Any]) -> None:
                     raise SeedError(f"{where}.{role}: no user '{username}'; declare it under [[users]]")
                 members.add(user.pk)
         store.archives[archive.pk] = archive
+
+
+def _existing_display_sets(store: Store, study: ReaderStudy, entry: dict[str, Any], where: str) -> None:
+    """``display_sets = N``: the study starts with N display sets someone else made ("existing 1" … "existing N",
+    ordered 10, 20, … and holding no values): a big study to list, for the benchmarks (``benchmarks/memory_growth.py
+    --existing-display-sets``)."""
+    count = entry.get("display_sets", 0)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise SeedError(f"{where}.display_sets: a number of display sets (0 or more), not {count!r}")
+    created = datetime.now(UTC)
+    for number in range(1, count + 1):
+        display_set = DisplaySet(
+            pk=new_uuid(), reader_study_pk=study.pk, title=f"existing {number}", order=10 * number, created=created
+        )
+        store.display_sets[display_set.pk] = display_set
 
 
 def _overlay_segments(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:

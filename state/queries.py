@@ -279,6 +279,9 @@ class LedgerQueries(LedgerCore):
             counts[kind] = {row["state"]: row["n"] for row in rows}
         return counts
 
+    def blocked_case_count(self) -> int:
+        return self.count("SELECT count(*) FROM cases WHERE state = 'blocked'")
+
     def cases_needing_attention(self, *, limit: int | None = None) -> list[AttentionRow]:
         """Failed, blocked and vanished cases, with their last error and findings."""
         sql = (
@@ -358,12 +361,3 @@ class LedgerQueries(LedgerCore):
         )
         assert files is not None  # an aggregate without GROUP BY is one row
         return {"cases": cases, "files": files["files"], "bytes": files["bytes"], "bytes_sent": sent}
-
-    def own_display_set_titles(self) -> set[str]:
-        """Titles of the cases whose display set this job made, adopted or set out to make (its intent recorded):
-        the only display sets it may find again by title."""
-        rows = self.rows(
-            "SELECT cases.title AS title FROM cases JOIN display_sets ON display_sets.case_id = cases.id "
-            "WHERE display_sets.state != 'pending' OR display_sets.pk IS NOT NULL"
-        )
-        return {row["title"] for row in rows}

@@ -7,13 +7,34 @@ A layer of the ledger over its transitions (``gcbulk.state.ledger_core``).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from gcbulk.state.transitions import LedgerTransitions
 
 # Items whose value went to a display set: a lost display set takes them all back to planned.
 _VALUE_EXPECTED = ("attached", "done")
+
+
+# The study's display sets as the last listing of this connection saw them (``start_study_listing``): a temporary
+# table, the connection's alone (another worker on a shared PostgreSQL ledger lists for itself), so a process that
+# lists a study of a million display sets at every follow-mode round holds one page of it, not all of it (issue 31).
+# ``sockets``: the slugs of the sockets that hold a value, space-separated (a slug has no space).
+_LISTING = "study_listing"
+_CREATE_LISTING = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_LISTING} (pk TEXT PRIMARY KEY, title TEXT, display_order INTEGER NOT NULL, "
+    "sockets TEXT NOT NULL)"
+)
+
+
+@dataclass(frozen=True, slots=True)  # a page of a listing holds a thousand: no __dict__ each
+class ListedDisplaySet:
+    """A display set (or archive item) as a listing of the study showed it."""
+
+    pk: str
+    title: str | None
+    order: int
+    sockets: frozenset[str]  # the sockets that hold a value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +49,8 @@ class RecordedCase:
     # socket slug -> item id, for the items whose value the server holds once imported ('done'); an 'attached' one
     # may still be importing, so its absence proves nothing
     expected_values: Mapping[str, int]
+    # the sockets holding a value in the study's last listing, or None: the listing did not show the display set
+    listed_sockets: frozenset[str] | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,13 +69,16 @@ class LedgerServerTruth(LedgerTransitions):
 
     # ---------------------------------------------------------------------------------------------------- verify
     def recorded_cases(self, *, page: int = 500) -> Iterator[RecordedCase]:
-        """Every case with a display-set pk, oldest first, paged (memory stays flat for a million cases)."""
+        """Every case with a display-set pk, oldest first, paged (memory stays flat for a million cases), each with
+        what the study's last listing on this connection showed of its display set."""
+        self._ensure_study_listing()
         last_id = 0
         while True:
             rows = self.rows(
                 "SELECT cases.id AS id, cases.title AS title, cases.state AS state, display_sets.pk AS pk, "
-                "display_sets.state AS ds_state FROM cases JOIN display_sets ON display_sets.case_id = cases.id "
-                "WHERE cases.id > ? AND display_sets.pk IS NOT NULL ORDER BY cases.id LIMIT ?",
+                f"display_sets.state AS ds_state, {_LISTING}.sockets AS listed_sockets FROM cases "
+                f"JOIN display_sets ON display_sets.case_id = cases.id LEFT JOIN {_LISTING} ON {_LISTING}.pk = "
+                "display_sets.pk WHERE cases.id > ? AND display_sets.pk IS NOT NULL ORDER BY cases.id LIMIT ?",
                 (last_id, page),
             )
             if not rows:
@@ -72,8 +98,55 @@ class LedgerServerTruth(LedgerTransitions):
                     display_set_pk=row["pk"],
                     display_set_state=row["ds_state"],
                     expected_values=expected[row["id"]],
+                    listed_sockets=None if row["listed_sockets"] is None else _sockets(row["listed_sockets"]),
                 )
             last_id = rows[-1]["id"]
+
+    # ------------------------------------------------------------------------------------------- study listing
+    def start_study_listing(self) -> None:
+        """Forgets the study's last listing on this connection: a new one follows, page by page."""
+        with self.db.atomic():
+            self.db.execute(_CREATE_LISTING)
+            self.db.execute(f"DELETE FROM {_LISTING}")
+
+    def _ensure_study_listing(self) -> None:
+        """The listing's table, empty if this connection has listed nothing yet (then nothing is 'listed')."""
+        with self.db.atomic():
+            self.db.execute(_CREATE_LISTING)
+
+    def add_to_study_listing(self, page: Sequence[ListedDisplaySet]) -> None:
+        """Keeps a page of the listing; a display set listed twice (paging while others add display sets) keeps
+        what its last row showed."""
+        if not page:
+            return
+        with self.db.atomic():
+            self.db.conn.executemany(
+                f"INSERT INTO {_LISTING} (pk, title, display_order, sockets) VALUES (?, ?, ?, ?) ON CONFLICT (pk) DO "
+                "UPDATE SET title = excluded.title, display_order = excluded.display_order, sockets = excluded.sockets",
+                [(found.pk, found.title, found.order, " ".join(sorted(found.sockets))) for found in page],
+            )
+
+    def foreign_display_set_titles(self) -> dict[str, str]:
+        """Title → pk of the listed display sets this job did not make, adopt or set out to make: a case with one of
+        these titles would take over someone else's display set (docs/gc-api.md §10)."""
+        self._ensure_study_listing()
+        rows = self.rows(
+            f"SELECT title, pk FROM {_LISTING} WHERE title IS NOT NULL AND title NOT IN (SELECT cases.title FROM "
+            "cases JOIN display_sets ON display_sets.case_id = cases.id WHERE display_sets.state != 'pending' OR "
+            "display_sets.pk IS NOT NULL) ORDER BY display_order, pk"
+        )
+        return {row["title"]: row["pk"] for row in rows}
+
+    def listed_display_sets_of_cases_without_one(self) -> dict[str, str]:
+        """Title → pk of the listed display sets whose title is that of a case of this job with no display set
+        recorded: one created just before a crash (its answer lost) is found again here."""
+        self._ensure_study_listing()
+        rows = self.rows(
+            f"SELECT {_LISTING}.title AS title, {_LISTING}.pk AS pk FROM {_LISTING} JOIN cases ON cases.title = "
+            f"{_LISTING}.title JOIN display_sets ON display_sets.case_id = cases.id WHERE display_sets.pk IS NULL "
+            f"OR display_sets.state = 'pending' ORDER BY {_LISTING}.display_order, {_LISTING}.pk"
+        )
+        return {row["title"]: row["pk"] for row in rows}
 
     def case_lost_on_server(
         self, case_id: int, *, display_set_gone: bool, item_ids: Iterable[int] = (), reason: str
@@ -185,3 +258,7 @@ class LedgerServerTruth(LedgerTransitions):
                 case_id=self._case_id_of("upload", upload),
                 data={"orphan_pk": pk, "reason": reason},
             )
+
+
+def _sockets(listed: str) -> frozenset[str]:
+    return frozenset(listed.split())

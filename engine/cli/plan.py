@@ -31,6 +31,7 @@ from gcbulk.engine.ledger_location import add_ledger_argument, ledger_exists
 from gcbulk.engine.service.ledger_time import check_not_behind_event_log
 from gcbulk.engine.service.plan_recording import fetch_catalogue, load_catalogue, plan_into_ledger
 from gcbulk.state.ledger import Ledger, LedgerError
+from gcbulk.state.server_truth import ListedDisplaySet
 
 # A dry run sends only GETs; whether the token may add display sets is found out by a POST the server refuses, so
 # `run` asks it before any file moves (engine/upload/transfer.py), and `plan` without --dry-run asks it too.
@@ -104,9 +105,9 @@ def run(args: argparse.Namespace) -> int:
         # Job file + GCBULK_* environment + flags (engine/settings.py): the same job and ledger `gcbulk run` uses.
         resolved = settings.resolve(args.job, args, read_token=not args.offline)
         config = resolved.job
-        catalogue = server_titles = None
+        catalogue = listing = None
         if not args.offline:
-            catalogue, server_titles = fetch_catalogue(
+            catalogue, listing = fetch_catalogue(
                 config,
                 resolved.require_token(),
                 with_sockets=args.sockets is None,
@@ -134,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run and not ledger_exists(ledger_path):
             with tempfile.TemporaryDirectory(prefix="gcbulk-plan-") as scratch:
                 with Ledger.open(Path(scratch) / "scratch.ledger.sqlite", config.binding) as ledger:
+                    _list_study_into(ledger, listing)
                     report = plan_into_ledger(
                         config,
                         ledger,
@@ -142,11 +144,12 @@ def run(args: argparse.Namespace) -> int:
                         strict=args.strict,
                         keep_cases=keep_cases,
                         check_content=not args.no_content_checks,
-                        server_titles=server_titles,
+                        check_titles_against_listing=listing is not None,
                     )
                 report.ledger_path = None  # the scratch ledger is gone; there was no ledger to compare with
         else:
             with Ledger.open(ledger_path, config.binding, job_file=config.job_file) as ledger:
+                _list_study_into(ledger, listing)
                 report = plan_into_ledger(
                     config,
                     ledger,
@@ -155,10 +158,10 @@ def run(args: argparse.Namespace) -> int:
                     strict=args.strict,
                     keep_cases=keep_cases,
                     check_content=not args.no_content_checks,
-                    server_titles=server_titles,
+                    check_titles_against_listing=listing is not None,
                 )
-                if server_titles and report.diff.blocked:  # a ledger that went back in time (ledger_time.py)
-                    suspects = (server_titles.keys() - ledger.own_display_set_titles()) & set(report.diff.blocked)
+                if listing is not None and report.diff.blocked:  # a ledger that went back in time (ledger_time.py)
+                    suspects = ledger.foreign_display_set_titles().keys() & set(report.diff.blocked)
                     check_not_behind_event_log(resolved.ledger_shown, resolved.events, suspects)
     except LedgerError as exc:
         print(f"gcbulk plan: {exc}", file=sys.stderr)
@@ -172,3 +175,10 @@ def run(args: argparse.Namespace) -> int:
     if report.blocking:
         return EXIT_CONFIG_ERROR
     return EXIT_SOME_FAILED if report.partly_blocked else EXIT_OK
+
+
+def _list_study_into(ledger: Ledger, listing: list[ListedDisplaySet] | None) -> None:
+    """The study's display sets, as just listed, where the plan's title check reads them (the connection's own)."""
+    if listing is not None:
+        ledger.start_study_listing()
+        ledger.add_to_study_listing(listing)

@@ -19,7 +19,7 @@ from gcbulk.engine.service.copy_bytes import stage_images
 from gcbulk.engine.service.copy_job import CopyJob, copy_cases
 from gcbulk.engine.upload.journal import Journal, LedgerRunner
 from gcbulk.engine.upload.progress import EventLog
-from gcbulk.engine.upload.reconcile import read_study
+from gcbulk.engine.upload.reconcile import list_study
 from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
 from gcbulk.safe_files import make_private_dirs
 from gcbulk.state.ledger import Ledger, default_ledger_path
@@ -75,7 +75,7 @@ async def preview_copy(
     cases = await _planned(source or client, job)
     target = target_for(client, job.target)
     await target.lookup()
-    return CopyPreview(cases, frozenset((await read_study(target)).pk_by_title))
+    return CopyPreview(cases, frozenset(listed.title for listed in await list_study(target) if listed.title))
 
 
 def _record_plan(ledger: Ledger, job: CopyJob, cases: list[PlannedCase]) -> PlanDiff:

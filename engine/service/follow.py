@@ -127,11 +127,12 @@ class Follower:
         try:
             await self._plan_and_pass()
         finally:
-            self.service.forget_study()  # a round that ran no pass must not keep the study's listing until the next
+            self.service.forget_study()  # a round that ran no pass leaves no listing to a later round's pass
 
     async def _plan_and_pass(self) -> None:
         service = self.service
-        report = await service.plan()
+        # The first round lists the study for its plan; later ones only when the tree has new cases (or blocked ones).
+        report = await service.plan(list_study_only_for_new_cases=not self._first_plan)
         self._log_plan(report)
         if report.blocking:
             return  # logged; the next round re-plans, so fixing the files is enough

@@ -44,7 +44,7 @@ from gcbulk.engine.service.waits import WaitRecorder
 from gcbulk.engine.settings import RunSettings
 from gcbulk.engine.upload.journal import Journal, LedgerRunner
 from gcbulk.engine.upload.progress import TransferStats
-from gcbulk.engine.upload.reconcile import StudySnapshot, read_study
+from gcbulk.engine.upload.reconcile import StudyListing, read_study
 from gcbulk.engine.upload.transfer import RunOutcome, TransferEngine
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class JobService:
         self.runner: LedgerRunner | None = None
         self.journal: Journal | None = None
         self._engine: TransferEngine | None = None
-        self._study: StudySnapshot | None = None  # the plan's listing of the study, for the pass that follows
+        self._study: StudyListing | None = None  # the plan's listing of the study (in the ledger), for the next pass
         self._pass_done: anyio.Event | None = None
         self._work: anyio.CancelScope
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -264,11 +264,14 @@ class JobService:
 
     # ---- the work -----------------------------------------------------------------------------------------------
 
-    async def plan(self) -> PlanReport:
+    async def plan(self, *, list_study_only_for_new_cases: bool = False) -> PlanReport:
         """Plans (or re-plans: the planner is idempotent and only records what changed) on the ledger's thread.
 
         The socket catalogue is asked for at every plan, not cached: a socket created on Grand Challenge while a
-        follow-mode run waits must be seen at the next poll."""
+        follow-mode run waits must be seen at the next poll. The study is listed for the plan's title check, unless
+        ``list_study_only_for_new_cases`` and a dry run of the plan finds no new case and none blocked: a follow-mode
+        round that finds nothing new then sends no listing of the study (at 100 000 display sets, 100 requests
+        and minutes of the server's web workers per round: docs/gc-api.md §10)."""
         assert self.client is not None and self.runner is not None
         self.state.phase = "planning"
         catalogue: dict[str, dict[str, Any] | None] = {}
@@ -277,33 +280,53 @@ class JobService:
         with item_budget(RetryBudget(PLAN_CHECK_RETRIES, "checking the job's sockets")):
             for slug in self.job.socket_slugs:  # fresh at every plan; the pass that follows reads them from here
                 catalogue[slug] = await self.client.refresh_socket(slug)
-            # The study's titles, once per plan: a case whose title names a display set this job did not make is
-            # blocked before any byte is sent (docs/gc-api.md §10), unless the run takes such display sets over.
-            # The same listing serves the pass that follows (engine/upload/reconcile.py): one per plan, not two.
-            self._study = await read_study(target_for(self.client, self.job.target))
-            titles = None if self.settings.adopt_existing else self._study.pk_by_title
-        job = self.job
-        strict = self.strict
-        # The content checks' results persist in the ledger (engine/service/content_cache.py): a poll re-reads only
-        # files that changed, and this process keeps nothing per file between plans.
-        report = await self.runner.with_ledger(
-            lambda ledger: plan_into_ledger(job, ledger, catalogue=catalogue, strict=strict, server_titles=titles)
-        )
-        if titles and report.diff.blocked:
+        check_titles = not self.settings.adopt_existing
+        if check_titles and list_study_only_for_new_cases:
+            preview = await self._plan_into_ledger(catalogue, check_titles=False, dry_run=True)
+            if not preview.diff.new_cases and not await self.runner.run(self.runner.ledger.blocked_case_count):
+                # No title to check: the cases planned before were checked when they were new (a title taken since
+                # is refused by the server at the create, and the case fails saying so), and no block is to lift.
+                return preview if _records_nothing(preview) else await self._plan_into_ledger(catalogue)
+        if check_titles:
+            with item_budget(RetryBudget(PLAN_CHECK_RETRIES, "listing the study's display sets")):
+                # The study's titles, once per plan: a case whose title names a display set this job did not make is
+                # blocked before any byte is sent (docs/gc-api.md §10), unless the run takes such display sets over.
+                # The same listing serves the pass that follows (engine/upload/reconcile.py): one per plan, not two.
+                self._study = await read_study(target_for(self.client, self.job.target), self.runner)
+        report = await self._plan_into_ledger(catalogue, check_titles=check_titles)
+        if check_titles and report.diff.blocked:
             # Cases blocked for a display set "someone else made": unless the event log says this job made it (a
             # ledger that went back in time), in which case the command stops and says how to recover.
-            own = await self.runner.run(self.runner.ledger.own_display_set_titles)
-            suspects = (titles.keys() - own) & set(report.diff.blocked)
+            foreign = await self.runner.run(self.runner.ledger.foreign_display_set_titles)
+            suspects = foreign.keys() & set(report.diff.blocked)
             if suspects:
                 await anyio.to_thread.run_sync(
                     check_not_behind_event_log, self.settings.ledger_shown, self.settings.events, suspects
                 )
         return report
 
+    async def _plan_into_ledger(
+        self, catalogue: dict[str, dict[str, Any] | None], *, check_titles: bool = False, dry_run: bool = False
+    ) -> PlanReport:
+        assert self.runner is not None
+        job = self.job
+        strict = self.strict
+        # The content checks' results persist in the ledger (engine/service/content_cache.py): a poll re-reads only
+        # files that changed, and this process keeps nothing per file between plans.
+        return await self.runner.with_ledger(
+            lambda ledger: plan_into_ledger(
+                job,
+                ledger,
+                catalogue=catalogue,
+                strict=strict,
+                dry_run=dry_run,
+                check_titles_against_listing=check_titles,
+            )
+        )
+
     def forget_study(self) -> None:
-        """Lets go of the plan's study listing when no pass follows that plan (follow mode: nothing new, or blocked).
-        It holds every display set of the study, and the next plan lists the study again anyway: kept between rounds,
-        it made a waiting process grow with the display sets done (issue 31)."""
+        """Lets go of the plan's study listing when no pass follows that plan (follow mode: nothing new, or blocked): a
+        pass of a later round must not take a listing older than its own plan's."""
         self._study = None
 
     async def run_pass(self) -> RunOutcome:
@@ -411,3 +434,11 @@ async def run_once(
         )
     service.blocked_cases = list(report.diff.blocked)
     return await service.run_pass()
+
+
+def _records_nothing(dry_run: PlanReport) -> bool:
+    """A dry run of a plan that a real plan would leave the ledger as it is after: nothing new, changed, gone or
+    blocked, and no file read again (a file read again has new stamps for the ledger's caches)."""
+    diff = dry_run.diff
+    changed = diff.new_cases or diff.requeued or diff.removed or diff.changed_after_consumed or diff.blocked
+    return not changed and not dry_run.content_files_read and not dry_run.planner_files_read

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from gcbulk.engine.service.plan_checksums import PlanChecksums
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.records import PlanDiff
 from gcbulk.state.replan import planning
+from gcbulk.state.server_truth import ListedDisplaySet
 
 # Threads reading file content for the planner's checks at once: one per core, at most 8 (each read is bounded in
 # size and time by the planner's ReadBudget; more threads than cores only contend).
@@ -111,17 +111,18 @@ def fetch_catalogue(
     with_sockets: bool = True,
     with_titles: bool = False,
     check_editor: bool = True,
-) -> tuple[dict[str, dict[str, Any] | None] | None, dict[str, str] | None]:
+) -> tuple[dict[str, dict[str, Any] | None] | None, list[ListedDisplaySet] | None]:
     """Each socket the job names → the server's socket (``components/interfaces/?slug=``), or None if unknown; with
-    ``with_titles``, also the titles of the study's display sets → their pks (to find those this job did not make).
+    ``with_titles``, also the study's display sets (to find those this job did not make: give them to the ledger,
+    ``Ledger.add_to_study_listing``, and plan with ``check_titles_against_listing``).
     One connection for both. ``check_editor=False`` (a dry run) sends only GETs: the editor check is a POST the server
     refuses, and a dry run writes nothing, so ``run`` makes that check, before any file moves."""
     from gcbulk.engine.gc.client import GrandChallengeClient
     from gcbulk.engine.gc.retry import RetryPolicy
     from gcbulk.engine.gc.targets import target_for
-    from gcbulk.engine.upload.reconcile import read_study
+    from gcbulk.engine.upload.reconcile import list_study
 
-    async def fetch() -> tuple[dict[str, dict[str, Any] | None] | None, dict[str, str] | None]:
+    async def fetch() -> tuple[dict[str, dict[str, Any] | None] | None, list[ListedDisplaySet] | None]:
         # A planning check should fail fast when the server is unreachable, not spend a transfer's retry budget.
         policy = RetryPolicy(attempts_per_item=3, max_delay=5.0)
         async with GrandChallengeClient(
@@ -132,8 +133,8 @@ def fetch_catalogue(
             if check_editor:
                 await target.require_writer(consequence="fix that before running the job")
             catalogue = {slug: await client.get_socket(slug) for slug in config.socket_slugs} if with_sockets else None
-            titles = (await read_study(target)).pk_by_title if with_titles else None
-            return catalogue, titles
+            listing = await list_study(target) if with_titles else None
+            return catalogue, listing
 
     return asyncio.run(fetch())
 
@@ -169,7 +170,7 @@ def plan_into_ledger(
     keep_cases: int | None = 0,
     check_content: bool = True,
     content_cache: ContentCache | None = None,
-    server_titles: Mapping[str, str] | None = None,
+    check_titles_against_listing: bool = False,
 ) -> PlanReport:
     """Plan the job's tree into ``ledger`` (or, for a dry run, compute the same diff and roll it back).
 
@@ -178,7 +179,8 @@ def plan_into_ledger(
     (None: all of them). ``content_cache``: where the content checks' results are kept; by default the ledger's
     ``content_checks`` table, so a re-plan reads only the files that changed. The planner's own reads (headers, JSON
     values) are kept in the ledger's ``file_reads`` table. After a plan (not a dry run) that walked the whole tree,
-    the rows of both for files it did not see are deleted."""
+    the rows of both for files it did not see are deleted. ``check_titles_against_listing``: a case whose title a
+    display set of the study's last listing into ``ledger`` holds, one this job did not make, is blocked."""
     findings: list[Finding] = []
     job_findings: list[Finding] = []
     cases: list[dict[str, Any]] = []
@@ -199,10 +201,9 @@ def plan_into_ledger(
             fingerprint=None if dry_run else checksums.fingerprint,
         ) as plan,
     ):
-        # ``server_titles``: the study's display-set titles → pks (None offline, or with --adopt-existing): those
+        # The study's display sets as last listed into this ledger (not offline, nor with --adopt-existing): those
         # this ledger never set out to make are someone else's, and their cases are blocked, naming that display set.
-        own = ledger.own_display_set_titles() if server_titles else set()
-        foreign = {title: pk for title, pk in (server_titles or {}).items() if title not in own}
+        foreign = ledger.foreign_display_set_titles() if check_titles_against_listing else {}
         in_ledger = LedgerContentCache(ledger) if content_cache is None else None
         preflight = Preflight(
             config=config,

@@ -63,8 +63,9 @@ log = logging.getLogger(__name__)
 
 
 class DisplaySetIndex:
-    """Title → pk of the study's display sets, from the pass's one listing of the study
-    (``engine/upload/reconcile.py``): a display set created just before a crash is found here and adopted."""
+    """Title → pk of the display sets in the pass's listing of the study (``engine/upload/reconcile.py``) whose title
+    is that of a case of this job with none recorded: a display set created just before a crash is found here and
+    adopted."""
 
     def __init__(self, titles: dict[str, str]) -> None:
         self._titles = titles

@@ -3,13 +3,14 @@ has them, and re-queue what is gone (``gcbulk verify``, the start and the end of
 
 One listing of the study serves everything a pass needs from it: the check of the job's own display sets, the title
 index by which a display set created just before a crash is found again, and the study's highest ``order`` above
-which new display sets are placed (docs/gc-api.md §3, §10).
+which new display sets are placed (docs/gc-api.md §3, §10). The listing goes into the ledger as it streams in
+(``StudyListing``), and those uses are queries of it there.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +19,9 @@ from natsort import natsort_keygen
 from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title, socket_slug_of
 from gcbulk.engine.gc.errors import NotFound
 from gcbulk.engine.gc.targets import Target
-from gcbulk.engine.upload.journal import Journal, step
+from gcbulk.engine.upload.journal import Journal, LedgerRunner, step
 from gcbulk.engine.upload.outcome import CaseResult
-from gcbulk.state.server_truth import RecordedCase
+from gcbulk.state.server_truth import ListedDisplaySet, RecordedCase
 
 log = logging.getLogger(__name__)
 # The server numbers display sets 10, 20, 30 … when no order is given (docs/gc-api.md §3); gcbulk keeps that spacing, so
@@ -29,41 +30,44 @@ ORDER_STEP = 10
 _natural = natsort_keygen()
 
 
-@dataclass(frozen=True, slots=True)  # one per display set of the study, several thousand: no __dict__ each
-class ServerDisplaySet:
-    pk: str
-    title: str | None
-    order: int
-    sockets: frozenset[str]  # the sockets that hold a value
+# Display sets are kept in the ledger this many at a time while a listing streams in.
+_LISTING_BATCH = 1000
 
 
 @dataclass(frozen=True)
-class StudySnapshot:
-    """The study's display sets, read in one listing."""
+class StudyListing:
+    """One listing of the study, just made. The display sets it showed are in the ledger (``state/server_truth.py``,
+    the connection's ``study_listing`` table), not in this process: a follow-mode run lists the whole study at every
+    round, and a million display sets held here would be gigabytes over a migration (issue 31). A newer listing on
+    the same ledger replaces the rows; what this holds was computed as the listing went by."""
 
-    by_pk: Mapping[str, ServerDisplaySet]
-
-    @property
-    def pk_by_title(self) -> dict[str, str]:
-        return {ds.title: pk for pk, ds in self.by_pk.items() if ds.title}
-
-    @property
-    def highest_order(self) -> int:
-        return max((ds.order for ds in self.by_pk.values()), default=0)
+    listed: int  # display sets (or archive items) seen
+    highest_order: int  # the study's highest ``order``: new display sets go above it (docs/gc-api.md §3)
 
 
-async def read_study(target: Target) -> StudySnapshot:
-    """The target's display sets or archive items (``engine/gc/targets.py``), in one listing."""
-    by_pk: dict[str, ServerDisplaySet] = {}
-    # Display sets of a study mostly hold values on the same sockets: one frozenset per combination, not one per
-    # display set (a follow-mode run reads the whole study at every plan).
-    socket_sets: dict[frozenset[str], frozenset[str]] = {}
-    # docs/gc-api.md §3: the list is ordered by order, then created; dict keys make a repeated row (paging while another
-    # client adds display sets) harmless. Archive items have no order (§12): they count as 0.
+async def read_study(target: Target, runner: LedgerRunner) -> StudyListing:
+    """The target's display sets or archive items (``engine/gc/targets.py``), listed into the ledger a page at a
+    time (docs/gc-api.md §3: ordered by order, then created; a row seen twice while others add display sets keeps
+    its last state)."""
+    await runner.run(runner.ledger.start_study_listing)
+    batch: list[ListedDisplaySet] = []
+    listed = highest_order = 0
     async for display_set in target.iterate_containers():
-        found = _server_display_set(display_set, socket_sets)
-        by_pk[found.pk] = found
-    return StudySnapshot(by_pk)
+        found = listed_display_set(display_set)
+        batch.append(found)
+        listed += 1
+        highest_order = max(highest_order, found.order)  # archive items have no order (§12): they count as 0
+        if len(batch) >= _LISTING_BATCH:
+            await runner.run(runner.ledger.add_to_study_listing, batch)
+            batch = []
+    await runner.run(runner.ledger.add_to_study_listing, batch)
+    return StudyListing(listed=listed, highest_order=highest_order)
+
+
+async def list_study(target: Target) -> list[ListedDisplaySet]:
+    """The target's display sets, held in memory: for a command that lists once and ends (``gcbulk plan``, a copy's
+    preview), not for a run that lists at every round (``read_study``)."""
+    return [listed_display_set(display_set) async for display_set in target.iterate_containers()]
 
 
 @dataclass
@@ -87,10 +91,11 @@ class Reconciliation:
 
 
 async def reconcile_with_server(
-    target: Target, journal: Journal, study: StudySnapshot, *, skip_cases: Collection[int] = ()
+    target: Target, journal: Journal, study: StudyListing, *, skip_cases: Collection[int] = ()
 ) -> Reconciliation:
-    """Every case with a recorded display set against ``study``: a display set that is gone is forgotten (a new one
-    is created), a value that is gone is sent again, and a done case runs again. Each with a log line saying so.
+    """Every case with a recorded display set against ``study`` (the ledger holds what it listed): a display set
+    that is gone is forgotten (a new one is created), a value that is gone is sent again, and a done case runs
+    again. Each with a log line saying so.
 
     A difference is confirmed by a GET of that display set before anything is re-queued: a listing can skip a row
     (paging while others add display sets) and may be older than the last import."""
@@ -99,7 +104,7 @@ async def reconcile_with_server(
         if case.case_id in skip_cases:  # another worker holds it now: its own steps look at the server
             continue
         found.checked += 1
-        on_server = study.by_pk.get(case.display_set_pk)
+        on_server = case.listed_sockets
         if on_server is None or _missing(case, on_server):
             on_server = await _confirm(target, case.display_set_pk)
         if on_server is None:
@@ -131,40 +136,37 @@ async def reconcile_with_server(
             found.values_gone.append(CaseResult(case.title, reason))
             log.warning("%s: %s; re-queued", case.title, reason)
     if found.checked:  # a clean comparison is a result too: the migration report shows the last one
-        journal.note_fields("reconciled", found.as_dict())
+        journal.note_fields("reconciled", {**found.as_dict(), "listed": study.listed})
     return found
 
 
-def _missing(case: RecordedCase, on_server: ServerDisplaySet) -> list[str]:
-    return sorted(slug for slug in case.expected_values if slug not in on_server.sockets)
+def _missing(case: RecordedCase, sockets_on_server: frozenset[str]) -> list[str]:
+    return sorted(slug for slug in case.expected_values if slug not in sockets_on_server)
 
 
-async def _confirm(target: Target, pk: str) -> ServerDisplaySet | None:
+async def _confirm(target: Target, pk: str) -> frozenset[str] | None:
+    """The sockets holding a value in display set ``pk`` as the server has it now, or None: it is gone."""
     try:
-        return _server_display_set(await target.get(pk))
+        return listed_display_set(await target.get(pk)).sockets
     except NotFound:
         return None
 
 
-def _server_display_set(
-    display_set: dict[str, Any], socket_sets: dict[frozenset[str], frozenset[str]] | None = None
-) -> ServerDisplaySet:
-    sockets = frozenset(
-        slug
-        for value in display_set.get("values") or []
-        if (slug := socket_slug_of(value)) and any(value.get(name) is not None for name in ("image", "file", "value"))
-    )
-    if socket_sets is not None:
-        sockets = socket_sets.setdefault(sockets, sockets)
-    return ServerDisplaySet(
+def listed_display_set(display_set: dict[str, Any]) -> ListedDisplaySet:
+    return ListedDisplaySet(
         pk=str(display_set["pk"]),
         title=display_set_title(display_set),
         order=int(display_set.get("order") or 0),
-        sockets=sockets,
+        sockets=frozenset(
+            slug
+            for value in display_set.get("values") or []
+            if (slug := socket_slug_of(value))
+            and any(value.get(name) is not None for name in ("image", "file", "value"))
+        ),
     )
 
 
-async def assign_create_orders(journal: Journal, study: StudySnapshot) -> int:
+async def assign_create_orders(journal: Journal, study: StudyListing) -> int:
     """Fix the ``order`` of every display set not yet created: natural title order (case2 before case10), above both
     the study's highest order and any this job already fixed, so folder order holds and no two share an order
     (concurrent creates without one get duplicates on the real server, docs/gc-api.md §10)."""
@@ -220,6 +222,6 @@ async def verify(client: GrandChallengeClient, journal: Journal, target: Target)
     from gcbulk.engine.upload.orphans import abort_orphan_uploads  # orphans imports nothing of this module
 
     held = await journal.read(journal.ledger.cases_leased_elsewhere, VERIFY_WORKER)
-    found = await reconcile_with_server(target, journal, await read_study(target), skip_cases=held)
+    found = await reconcile_with_server(target, journal, await read_study(target, journal.runner), skip_cases=held)
     sweep = await abort_orphan_uploads(client, journal, worker_id=VERIFY_WORKER)
     return VerifyResult(found, sweep.looked_for, len(sweep.aborted))

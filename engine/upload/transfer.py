@@ -47,7 +47,7 @@ from gcbulk.engine.upload.progress import (
     format_progress_line,
 )
 from gcbulk.engine.upload.reconcile import (
-    StudySnapshot,
+    StudyListing,
     assign_create_orders,
     read_study,
     reconcile_with_server,
@@ -81,12 +81,12 @@ class TransferEngine:
         target: TargetRef,
         config: TransferSettings,
         stats: TransferStats | None = None,
-        study: StudySnapshot | None = None,
+        study: StudyListing | None = None,
         worker_id: str | None = None,
         leases: CaseLeases | None = None,
     ) -> None:
         self.client = client
-        self._study = study  # the study as the plan just read it: the pass does not list it again
+        self._study = study  # the study as the plan just listed it into the ledger: the pass does not list it again
         self.journal = journal
         self.config = config
         self.stats = stats or TransferStats()
@@ -197,20 +197,17 @@ class TransferEngine:
 
     async def _run_cases_of_pass(self, ctx: TransferContext) -> RunOutcome:
         outcome = RunOutcome()
-        study = self._study or await read_study(self.target)
-        # The pass holds the listing while it runs, the engine no longer: the run's status keeps the last pass's stats,
-        # whose gauges reach this engine, and a follow-mode process waiting for new cases must not keep one object
-        # per display set of the study (issue 31).
-        self._study = None
+        study = self._study or await read_study(self.target, self.journal.runner)
+        self._study = None  # used once: the end of the pass lists the study again
         await self._settle_with_server(study, outcome)
         await self._add_runnable_totals()
         sessions = UploadSessionIndex(self.client, min_interval=self.config.session_scan_interval_seconds)
-        await self._run_cases(ctx, sessions, DisplaySetIndex(study.pk_by_title), outcome)
+        await self._run_cases(ctx, sessions, await self._display_sets_to_find_again(), outcome)
         if not ctx.stopping.is_set() and (outcome.done or outcome.failed):
             # The end of the run looks again: what the server lost meanwhile is sent once more, now.
             lost = len(outcome.requeued)
             try:
-                await self._settle_with_server(await read_study(self.target), outcome)
+                await self._settle_with_server(await read_study(self.target, self.journal.runner), outcome)
             except GcbulkError as unsure:  # the cases' own outcome stands; the next run or `gcbulk verify` looks
                 if classify(unsure) is Disposition.STOP_RUN:
                     raise
@@ -222,7 +219,7 @@ class TransferEngine:
             if len(outcome.requeued) > lost and not ctx.stopping.is_set():
                 await self._add_runnable_totals()
                 again = RunOutcome()
-                await self._run_cases(ctx, sessions, DisplaySetIndex(study.pk_by_title), again)
+                await self._run_cases(ctx, sessions, await self._display_sets_to_find_again(), again)
                 outcome.done += again.done - (len(outcome.requeued) - lost)
                 outcome.failed += again.failed
         outcome.interrupted = ctx.stopping.is_set()
@@ -240,7 +237,13 @@ class TransferEngine:
         )
         return outcome
 
-    async def _settle_with_server(self, study: StudySnapshot, outcome: RunOutcome) -> None:
+    async def _display_sets_to_find_again(self) -> DisplaySetIndex:
+        """The study's last listing, narrowed to the titles of this job's cases with no display set recorded: a
+        display set whose create answer was lost in a crash is found again by its title (or, with --adopt-existing,
+        someone else's is taken over). Few, held for the pass; the whole listing stays in the ledger."""
+        return DisplaySetIndex(await self.journal.read(self.journal.ledger.listed_display_sets_of_cases_without_one))
+
+    async def _settle_with_server(self, study: StudyListing, outcome: RunOutcome) -> None:
         """Before and after the cases: re-queue what the server lost, abort this job's orphan uploads, and fix the
         ``order`` of the display sets still to create."""
         # Cases other live workers hold are theirs to settle: their steps look at the server themselves.

@@ -228,7 +228,8 @@ def test_compare_gcapi_r1_prints_the_capacity_rows_of_capacity_runs(tmp_path: Pa
     ("mode", "cases", "checkpoints"),
     [
         ((), 40, (10, 30)),
-        (("--follow", "--feed", "20", "--heap"), 40, (10, 30)),
+        # A study of more display sets than one page of its listing, which every follow-mode round lists.
+        (("--follow", "--feed", "20", "--heap", "--existing-display-sets", "1500"), 40, (10, 30)),
         (("--tutorial", "--heap"), 12, (3, 9)),  # real imports of two images a case: fewer of them
     ],
     ids=["one-shot", "follow", "tutorial"],

@@ -44,10 +44,10 @@ async def test_follow_uploads_the_clean_cases_and_logs_a_blocked_one_once_per_ch
         plans = 0
         plan = running.plan
 
-        async def counted_plan() -> object:  # counts the follow loop's polls; the plan itself is the real one
+        async def counted_plan(**how: bool) -> object:  # counts the follow loop's polls; the plan is the real one
             nonlocal plans
             plans += 1
-            return await plan()
+            return await plan(**how)
 
         running.plan = counted_plan  # type: ignore[method-assign]
         async with following(running) as exit_code:

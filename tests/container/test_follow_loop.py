@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,63 @@ async def test_a_ledger_of_another_job_stops_the_service_with_a_configuration_er
     await JobService(first).serve(nothing)  # binds the ledger to example-study
     with pytest.raises(LedgerBindingError, match="belongs to another job"):
         await JobService(other).serve(nothing)
+
+
+async def test_a_round_that_finds_nothing_new_does_not_list_the_study_and_one_with_a_new_case_does(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """A follow-mode container waits for days: a round with nothing new must not list a study of a million display
+    sets (docs/gc-api.md §10: a 1 000-row page holds a web worker for seconds)."""
+    job = write_tree_and_job(tmp_path, emulator)
+    make_mha(tmp_path / "cases" / "patient2" / "2-seg.mha", (4, 8, 8), seed=12)  # both cases import
+    resolved = settings.resolve(
+        job,
+        None,
+        {
+            "GRAND_CHALLENGE_AUTHORIZATION": emulator.tokens["editor"],
+            "GCBULK_METRICS_ADDRESS": "off",
+            "GCBULK_POLL_INTERVAL": "0.05",
+        },
+    )
+    requests = emulator.context.counters.requests
+    listing, sockets = "GET api:/api/v1/reader-studies/display-sets/", "GET api:/api/v1/components/interfaces/"
+
+    async def scenario(running: JobService) -> None:
+        assert running.runner is not None
+        runner = running.runner
+
+        def cases_done(count: int) -> Callable[[], Awaitable[bool]]:
+            async def done() -> bool:
+                return (await runner.run(runner.ledger.counts_by_state))["case"] == {"done": count}
+
+            return done
+
+        async def rounds(count: int) -> None:
+            """Returns once ``count`` more rounds have begun: each plan asks for the job's two sockets afresh."""
+            goal = requests[sockets] + 2 * count
+
+            async def begun() -> bool:
+                return requests[sockets] >= goal
+
+            await poll(begun, f"{count} more rounds")
+
+        async with following(running):
+            await poll(cases_done(2), "both cases done")
+            await rounds(2)
+            before_idle = requests[listing]
+            await rounds(3)
+            assert requests[listing] == before_idle, "an idle round listed the study"
+            folder = tmp_path / "cases" / "patient3"
+            folder.mkdir()
+            make_mha(folder / "1-ct.mha", (4, 8, 8), seed=3)
+            make_mha(folder / "2-seg.mha", (4, 8, 8), seed=13)
+            await poll(cases_done(3), "the new case done")
+            assert requests[listing] > before_idle  # its title was checked against the study, and the pass settled
+            running.request_stop("test")
+
+    await JobService(resolved).serve(scenario)
+    assert sorted(ds.title for ds in emulator.context.store.display_sets.values()) == [
+        "patient1",
+        "patient2",
+        "patient3",
+    ]

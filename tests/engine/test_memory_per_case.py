@@ -22,10 +22,10 @@ from gcbulk.engine.upload.file_upload import FileUpload
 from gcbulk.engine.upload.import_wait import ImportWait
 from gcbulk.engine.upload.journal import Journal, LedgerRunner
 from gcbulk.engine.upload.progress import EventLog
-from gcbulk.engine.upload.reconcile import ServerDisplaySet
 from gcbulk.engine.upload.transfer import TransferEngine
 from gcbulk.state import ledger_core
 from gcbulk.state.ledger import default_ledger_path
+from gcbulk.state.server_truth import ListedDisplaySet
 from tests.container.conftest import following
 from tests.engine.conftest import FAST_ENGINE, load_and_plan, make_tutorial_tree, write_job
 
@@ -121,7 +121,7 @@ async def test_follow_mode_waiting_for_new_cases_holds_no_listing_of_the_study(
                 await a_whole_round_after(running)
                 gc.collect()
                 alive = [
-                    type(o).__name__ for o in gc.get_objects() if isinstance(o, (*PER_CASE_TYPES, ServerDisplaySet))
+                    type(o).__name__ for o in gc.get_objects() if isinstance(o, (*PER_CASE_TYPES, ListedDisplaySet))
                 ]
                 assert alive == []
                 assert len(emulator.context.store.display_sets) == fed  # the study it listed had them all

@@ -124,16 +124,15 @@ async def test_a_stored_display_set_pk_that_answers_404_leads_to_a_new_display_s
     with anyio.fail_after(BOUND):
         first = await run_job(job_file, emulator)
         assert [title for title, _ in first.failed] == ["patient1"]
-        study_before = await read_study(
-            target_for(client, TargetRef(READER_STUDY, "example-study"))
-        )  # what a pass would have read
         doomed = (await study_display_sets(client))["patient1"]["pk"]
-        _deleted_in_the_web_ui(emulator, doomed)
         job = load_and_plan(job_file)
         with Ledger.open(default_ledger_path(job.job_file), job.binding) as ledger:
             ledger.requeue_failed_cases()
         events = EventLog(tmp_path / "events.jsonl")
         async with LedgerRunner(default_ledger_path(job.job_file), job.binding) as runner:
+            # What a pass would have listed, just before the display set goes.
+            study_before = await read_study(target_for(client, TargetRef(READER_STUDY, "example-study")), runner)
+            _deleted_in_the_web_ui(emulator, doomed)
             engine = TransferEngine(
                 client=client,
                 journal=Journal(runner, events),

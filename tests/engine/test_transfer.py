@@ -14,6 +14,7 @@ from gcbulk.engine.jobfile import load_job
 from gcbulk.engine.service.plan_recording import plan_into_ledger
 from gcbulk.engine.upload.server_limits import SweepGuard
 from gcbulk.state.ledger import Ledger, default_ledger_path
+from gcbulk.state.server_truth import ListedDisplaySet
 from tests.engine.conftest import (
     FAST_ENGINE,
     load_and_plan,
@@ -109,7 +110,9 @@ async def test_plan_blocks_cases_whose_titles_name_display_sets_of_someone_else(
     await client.create_display_set("example-study", "patient2")
     job = load_job(write_job(tmp_path, emulator))
     with Ledger.open(default_ledger_path(job.job_file), job.binding, job_file=job.job_file) as ledger:
-        report = plan_into_ledger(job, ledger, catalogue=None, server_titles={"patient2": "9f0c-pk"})
+        ledger.start_study_listing()  # the study as a listing just showed it
+        ledger.add_to_study_listing([ListedDisplaySet(pk="9f0c-pk", title="patient2", order=10, sockets=frozenset())])
+        report = plan_into_ledger(job, ledger, catalogue=None, check_titles_against_listing=True)
     (finding,) = [f for f in report.findings if f.code == "title-exists"]
     assert finding.blocking and "'patient2' (pk 9f0c-pk)" in finding.message and "--adopt-existing" in finding.fix
     assert report.diff.blocked == ["patient2"]
