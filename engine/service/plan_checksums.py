@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future
 from pathlib import Path
+from threading import Event
 from typing import Protocol
 
 from gcbulk.engine.plan.cases import PlannedCase
@@ -46,12 +47,14 @@ class PlanChecksums:
     """The recorder's ``fingerprint`` and ``checksum``, answered from a hash started ahead on ``hashers`` when there is
     one, else computed on the caller's thread (a file nobody asked for ahead).
 
-    Use as a context manager: leaving it cancels the hashes not yet started, so an interrupted plan does not wait for
-    the rest of a window's files to be read."""
+    Use as a context manager: leaving it cancels the hashes not yet started and stops those under way, so an
+    interrupted plan does not wait for a window's files to be read to their end (the pool's shutdown waits for its
+    running tasks)."""
 
     def __init__(self, *, part_size: int, hashers: Executor) -> None:
         self._part_size = part_size
         self._hashers = hashers
+        self._stop = Event()
         # A file's checksum being computed: its batch, and its place in the batch.
         self._ahead: dict[_ChecksumKey, tuple[Future[_BatchResult], int]] = {}
 
@@ -59,6 +62,7 @@ class PlanChecksums:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
         self._forget(list(self._ahead))
 
     def fingerprint(self, path: Path, size: int) -> tuple[str, int]:
@@ -108,7 +112,7 @@ class PlanChecksums:
 
     def _submit(self, batch: list[_ChecksumKey]) -> list[_ChecksumKey]:
         if batch:
-            future = self._hashers.submit(_checksums, batch)
+            future = self._hashers.submit(_checksums, batch, self._stop)
             self._ahead.update((key, (future, index)) for index, key in enumerate(batch))
         return batch
 
@@ -119,12 +123,13 @@ class PlanChecksums:
                 ahead[0].cancel()  # not started yet: never read; running or done: its result is dropped
 
 
-def _checksums(files: Sequence[_ChecksumKey]) -> _BatchResult:
-    """Each file's ``multipart_checksum``, or the OSError that kept it from being read (for the recorder to meet)."""
+def _checksums(files: Sequence[_ChecksumKey], stop: Event) -> _BatchResult:
+    """Each file's ``multipart_checksum``, or the OSError that kept it from being read (for the recorder to meet).
+    Raises ChecksumStopped once ``stop`` is set: nobody will take the rest."""
     checksums: _BatchResult = []
     for path, part_size in files:
         try:
-            checksums.append(multipart_checksum(path, part_size))
+            checksums.append(multipart_checksum(path, part_size, stop))
         except OSError as exc:
             checksums.append(exc)
     return checksums

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from gcbulk.engine.jobfile import JobConfig, load_job
-from gcbulk.engine.plan.parts import MiB, adjust_part_size, multipart_checksum
+from gcbulk.engine.plan.parts import ChecksumStopped, MiB, adjust_part_size, multipart_checksum
 from gcbulk.engine.service import plan_checksums
 from gcbulk.engine.service.plan_recording import PlanReport, plan_into_ledger
 from gcbulk.state.ledger import Ledger
+from gcbulk.state.replan import PlanRecorder
 from tests.planner.conftest import put, write_job
 
 PART = 5 * MiB
@@ -35,14 +36,14 @@ class HashesRead:
         self._lock = threading.Lock()
         monkeypatch.setattr(plan_checksums, "multipart_checksum", self._read)
 
-    def _read(self, path: Path, part_size: int) -> str:
+    def _read(self, path: Path, part_size: int, stop: threading.Event | None = None) -> str:
         relative = path.relative_to(path.parents[1]).as_posix()
         with self._lock:
             self.paths.append(relative)
             self.thread_of[relative] = threading.current_thread().name
         if relative in self.unreadable:
             raise PermissionError(13, "Permission denied", str(path))
-        return multipart_checksum(path, part_size)
+        return multipart_checksum(path, part_size, stop)
 
     def take(self) -> list[str]:
         taken, self.paths = sorted(self.paths), []
@@ -152,3 +153,33 @@ def test_a_dry_run_reads_no_file_for_a_checksum(job: JobConfig, ledger: Ledger, 
     dry = plan(job, ledger, dry_run=True)
     assert dry.diff.files_to_upload == CASES + len(BIG_FILES)
     assert hashes.take() == [] and recorded(ledger) == {}
+
+
+def test_an_interrupted_plan_stops_reading_the_files_it_was_hashing(
+    job: JobConfig, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A thread cannot be interrupted, and the plan's end waits for the hashes under way: they must stop by themselves,
+    # or Ctrl-C during a first plan would wait for a big file to be read to its end.
+    under_way = threading.Event()
+    stopped: list[str] = []
+
+    def hash_once_interrupted(path: Path, part_size: int, stop: threading.Event | None = None) -> str:
+        assert stop is not None
+        under_way.set()
+        stop.wait(timeout=60)  # the plan is interrupted while this file is being read
+        try:
+            return multipart_checksum(path, part_size, stop)
+        except ChecksumStopped:
+            stopped.append(path.relative_to(job.case_root).as_posix())
+            raise
+
+    def interrupted(recorder: PlanRecorder, case: object) -> None:
+        under_way.wait(timeout=60)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plan_checksums, "multipart_checksum", hash_once_interrupted)
+    monkeypatch.setattr(PlanRecorder, "add", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        plan(job, ledger)
+    assert stopped and set(stopped) <= set(BIG_FILES)
+    assert ledger.plan_state == "planning"
