@@ -263,9 +263,9 @@ class Preflight:
         """``entries`` (the planner's output) unchanged, with the content checks of each ``window`` of cases read
         ahead on ``readers``' threads (``ContentChecker.read_ahead``), and what ``also`` starts for the same window:
         the work of one window runs while the cases of the window before it are checked and recorded, so the readers
-        and this thread work at once. At most two windows are held; what a window's cases did not take is dropped
-        once the next entry after them is asked for (they are recorded by then), so one such reader of the planner's
-        output is all there may be — another one on top would be given the entries before their cases are recorded."""
+        and this thread work at once. At most two windows are held. What a window's cases did not take is dropped when
+        the entry after them is asked for, as by then they are recorded: so nothing else may read ahead between this
+        and the recorder (it would ask for that entry before they are)."""
         starts = list(also)
         if self._content is not None and readers is not None:
             starts.insert(0, self._content_read_ahead(readers))
