@@ -15,6 +15,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from natsort import natsort_keygen, ns
+
 FIELDS = ("folder", "path", "parent")
 FILTERS = ("sha256",)
 _FIELD = re.compile(r"\{(?P<field>[^{}|:]*)(?:\|(?P<filter>[^{}:]*)(?::(?P<length>[^{}]*))?)?\}")
@@ -122,3 +124,9 @@ class TitleMaker:
             else:
                 out.append(values[part.field])
         return "".join(out)
+
+
+# Natural title order (``case2`` before ``case10``), case-insensitive: the order new display sets are created in
+# (``engine/upload/reconcile.py``), ``reorder --by natural-title``, and the order a copy from an archive plans its
+# items in: one order, so a run's display sets are already where ``reorder --by natural-title`` would put them.
+natural_title_key = natsort_keygen(alg=ns.IGNORECASE)

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from natsort import natsort_keygen, ns
 
 from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title
 from gcbulk.engine.gc.errors import ApiError, ConfigurationError, Disposition, classify
+from gcbulk.engine.plan.titles import natural_title_key
 from gcbulk.state.reorder_ledger import ReorderLedger
 
 log = logging.getLogger(__name__)
@@ -121,11 +121,6 @@ def listing_entry(display_set: Mapping[str, Any]) -> DisplaySetOrder:
     return DisplaySetOrder(
         str(display_set["pk"]), display_set_title(display_set) or "", order if isinstance(order, int) else None
     )
-
-
-# Natural title order (``case2`` before ``case10``), case-insensitive: ``reorder --by natural-title``, and the order a
-# copy from an archive plans its items in (``engine/service/copy_job.py``).
-natural_title_key = natsort_keygen(alg=ns.IGNORECASE)
 
 
 def plan_by_title(

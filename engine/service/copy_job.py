@@ -45,7 +45,7 @@ from gcbulk.engine.jobfile import (
     _table,
 )
 from gcbulk.engine.plan.cases import PlannedCase, PlannedItem
-from gcbulk.engine.results.reorder import natural_title_key
+from gcbulk.engine.plan.titles import natural_title_key
 from gcbulk.engine.upload.transfer_settings import TransferSettings
 from gcbulk.engine.upload.values_patch import FILE, IMAGE, VALUE
 from gcbulk.state.records import JobBinding

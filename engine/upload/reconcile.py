@@ -14,11 +14,10 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from natsort import natsort_keygen
-
 from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title, socket_slug_of
 from gcbulk.engine.gc.errors import NotFound
 from gcbulk.engine.gc.targets import Target
+from gcbulk.engine.plan.titles import natural_title_key
 from gcbulk.engine.upload.journal import Journal, LedgerRunner, step
 from gcbulk.engine.upload.outcome import CaseResult
 from gcbulk.state.server_truth import ListedDisplaySet, RecordedCase
@@ -27,7 +26,6 @@ log = logging.getLogger(__name__)
 # The server numbers display sets 10, 20, 30 … when no order is given (docs/gc-api.md §3); gcbulk keeps that spacing, so
 # a person can still slot a display set in between by hand.
 ORDER_STEP = 10
-_natural = natsort_keygen()
 
 
 # Display sets are kept in the ledger this many at a time while a listing streams in.
@@ -167,15 +165,16 @@ def listed_display_set(display_set: dict[str, Any]) -> ListedDisplaySet:
 
 
 async def assign_create_orders(journal: Journal, study: StudyListing) -> int:
-    """Fix the ``order`` of every display set not yet created: natural title order (case2 before case10), above both
-    the study's highest order and any this job already fixed, so folder order holds and no two share an order
-    (concurrent creates without one get duplicates on the real server, docs/gc-api.md §10)."""
+    """Fix the ``order`` of every display set not yet created: natural title order (case2 before case10, and Case3
+    between them, as ``reorder --by natural-title`` orders), above both the study's highest order and any this job
+    already fixed, so folder order holds and no two share an order (concurrent creates without one get duplicates on
+    the real server, docs/gc-api.md §10)."""
     unordered = await journal.read(journal.ledger.display_sets_without_order)
     if not unordered:
         return 0
     base = max(study.highest_order, await journal.read(journal.ledger.highest_create_order))
     base -= base % ORDER_STEP  # the next multiple of ten above the highest, as the server would choose
-    ranked = sorted(unordered, key=lambda row: (_natural(row[1]), row[0]))
+    ranked = sorted(unordered, key=lambda row: (natural_title_key(row[1]), row[0]))
     orders = {case_id: base + ORDER_STEP * rank for rank, (case_id, _) in enumerate(ranked, start=1)}
     assigned = await journal.runner.run(
         journal.ledger.display_set_orders_assigned, orders

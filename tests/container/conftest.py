@@ -15,6 +15,8 @@ import anyio
 import pytest
 import yaml
 
+from gcbulk.emulator.server import RunningEmulator
+from gcbulk.engine import settings
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.follow import Follower
 from gcbulk.engine.service.job_service import JobService
@@ -97,6 +99,21 @@ def json_log() -> Iterator[JsonLog]:
         yield log
     finally:
         setup.close()
+
+
+def follow_settings(job: Path, emulator: RunningEmulator, **environ: str) -> settings.RunSettings:
+    """A follow-mode job against ``emulator`` as the editor, polling every 50 ms, no metrics server; ``environ``: more
+    ``GCBULK_*`` settings."""
+    return settings.resolve(
+        job,
+        None,
+        {
+            "GRAND_CHALLENGE_AUTHORIZATION": emulator.tokens["editor"],
+            "GCBULK_METRICS_ADDRESS": "off",
+            "GCBULK_POLL_INTERVAL": "0.05",
+            **environ,
+        },
+    )
 
 
 @asynccontextmanager

@@ -9,7 +9,7 @@ from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine import settings
 from gcbulk.engine.service.follow import EXIT_OK
 from gcbulk.engine.service.job_service import JobService
-from tests.container.conftest import JsonLog, following, poll
+from tests.container.conftest import JsonLog, follow_settings, following, poll
 from tests.imaging import make_mha
 
 
@@ -28,16 +28,7 @@ async def test_follow_uploads_the_clean_cases_and_logs_a_blocked_one_once_per_ch
         f'reader_study = "example-study"\nbase_url = "{emulator.base_url}"\ncase_root = "cases"\n'
         f'ca_file = "{emulator.ca_file}"\n\n[[rules]]\nglob = "ct.mha"\nsocket = "ct-image"\n'
     )
-    resolved = settings.resolve(
-        job,
-        None,
-        {
-            "GRAND_CHALLENGE_AUTHORIZATION": emulator.tokens["editor"],
-            "GCBULK_METRICS_ADDRESS": "off",
-            "GCBULK_POLL_INTERVAL": "0.05",
-            "GCBULK_PROGRESS_INTERVAL": "5",
-        },
-    )
+    resolved = follow_settings(job, emulator, GCBULK_PROGRESS_INTERVAL="5")
     events = json_log.events
 
     async def scenario(running: JobService) -> int:

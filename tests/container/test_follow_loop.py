@@ -17,7 +17,7 @@ from gcbulk.engine.gc.errors import (
 from gcbulk.engine.service.follow import EXIT_OK, Backoff, is_fatal
 from gcbulk.engine.service.job_service import JobService
 from gcbulk.state.errors import LedgerBindingError
-from tests.container.conftest import JsonLog, following, poll
+from tests.container.conftest import JsonLog, follow_settings, following, poll
 from tests.imaging import make_mask, make_mha, make_unimportable_mha
 
 
@@ -57,17 +57,7 @@ async def test_failed_cases_come_back_with_growing_backoff_and_finish_once_fixed
     tmp_path: Path, emulator: RunningEmulator, json_log: JsonLog
 ) -> None:
     job = write_tree_and_job(tmp_path, emulator)
-    resolved = settings.resolve(
-        job,
-        None,
-        {
-            "GRAND_CHALLENGE_AUTHORIZATION": emulator.tokens["editor"],
-            "GCBULK_METRICS_ADDRESS": "off",
-            "GCBULK_POLL_INTERVAL": "0.05",
-            "GCBULK_RETRY_FAILED_AFTER": "0.1",
-            "GCBULK_PROGRESS_INTERVAL": "5",
-        },
-    )
+    resolved = follow_settings(job, emulator, GCBULK_RETRY_FAILED_AFTER="0.1", GCBULK_PROGRESS_INTERVAL="5")
     service = JobService(resolved)
     events = json_log.events
 
@@ -121,15 +111,7 @@ async def test_a_round_that_finds_nothing_new_does_not_list_the_study_and_one_wi
     sets (docs/gc-api.md §10: a 1 000-row page holds a web worker for seconds)."""
     job = write_tree_and_job(tmp_path, emulator)
     make_mha(tmp_path / "cases" / "patient2" / "2-seg.mha", (4, 8, 8), seed=12)  # both cases import
-    resolved = settings.resolve(
-        job,
-        None,
-        {
-            "GRAND_CHALLENGE_AUTHORIZATION": emulator.tokens["editor"],
-            "GCBULK_METRICS_ADDRESS": "off",
-            "GCBULK_POLL_INTERVAL": "0.05",
-        },
-    )
+    resolved = follow_settings(job, emulator)
     requests = emulator.context.counters.requests
     listing, sockets = "GET api:/api/v1/reader-studies/display-sets/", "GET api:/api/v1/components/interfaces/"
 

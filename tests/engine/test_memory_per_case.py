@@ -13,7 +13,6 @@ import anyio
 import pytest
 
 from gcbulk.emulator.server import RunningEmulator
-from gcbulk.engine import settings
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.service.job_service import JobService
 from gcbulk.engine.upload.case_files import CaseFiles
@@ -26,7 +25,7 @@ from gcbulk.engine.upload.transfer import TransferEngine
 from gcbulk.state import ledger_core
 from gcbulk.state.ledger import default_ledger_path
 from gcbulk.state.server_truth import ListedDisplaySet
-from tests.container.conftest import following
+from tests.container.conftest import follow_settings, following
 from tests.engine.conftest import FAST_ENGINE, load_and_plan, make_tutorial_tree, write_job
 
 CASES = 8  # two files each: 16 files and 16 uploads, four times the memo's bound below
@@ -87,13 +86,7 @@ async def test_follow_mode_waiting_for_new_cases_holds_no_listing_of_the_study(
     root = tmp_path / "cases"
     root.mkdir()
     job = write_job(tmp_path, emulator)
-    environ = {
-        "GRAND_CHALLENGE_AUTHORIZATION": emulator.tokens["editor"],
-        "GCBULK_METRICS_ADDRESS": "off",
-        "GCBULK_POLL_INTERVAL": "0.05",
-        "GCBULK_PROGRESS_INTERVAL": "3600",
-    }
-    service = JobService(settings.resolve(job, None, environ))
+    service = JobService(follow_settings(job, emulator, GCBULK_PROGRESS_INTERVAL="3600"))
     fed = 0
 
     async def all_fed_cases_done(running: JobService) -> None:

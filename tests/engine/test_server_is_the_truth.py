@@ -164,6 +164,20 @@ async def test_display_sets_are_created_in_natural_folder_order_above_the_study_
     assert len(set(orders.values())) == 12 and min(orders.values()) > foreign["order"]
 
 
+async def test_titles_that_differ_in_case_are_created_in_the_order_reorder_by_natural_title_gives(
+    tmp_path: Path, emulator: RunningEmulator, client: GrandChallengeClient
+) -> None:
+    """Upper case does not sort before lower case: a run's display sets are already where ``gcbulk reorder --by
+    natural-title`` would put them."""
+    cases = make_tutorial_tree(tmp_path / "cases", 3, shape=(2, 4, 4))
+    (cases / "patient2").rename(cases / "Patient2")
+    (cases / "patient3").rename(cases / "patient10")
+    with anyio.fail_after(BOUND):
+        assert (await run_job(write_job(tmp_path, emulator), emulator)).done == 3
+    orders = {title: ds["order"] for title, ds in (await study_display_sets(client)).items()}
+    assert sorted(orders, key=orders.__getitem__) == ["patient1", "Patient2", "patient10"]
+
+
 @pytest.mark.parametrize(
     "emulator_config",
     [{"fault_rules": (FaultRule(match="POST /api/v1/uploads/", status=502, phase="after", times=2),)}],
