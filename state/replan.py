@@ -217,6 +217,51 @@ class PlanRecorder:
             ],
         )
 
+    def files_to_fingerprint(self, cases: Sequence[PlannedCaseShape], *, min_size: int = 0) -> list[tuple[Path, int]]:
+        """The files of ``cases`` (of at least ``min_size`` bytes), not yet added, that this plan will fingerprint as
+        the ledger stands now: ``(the path fingerprint is called with, the planned size)``, so a caller can compute
+        them ahead on other threads.
+
+        They are the files of new cases and new items, and the files whose size or mtime the ledger does not hold (new
+        or changed) in items Grand Challenge has not consumed: never an unchanged file, so a re-plan of an unchanged
+        tree reads none. A file fingerprinted without being named here (an unchanged file of a re-queued item, a
+        duplicate title's, a smaller one) is computed when it is recorded, as before. Empty when this plan records no
+        fingerprint."""
+        if self.fingerprint is None:
+            return []
+        # Asked for every window of cases a plan reads: without a file big enough, it costs no query.
+        titles = list({case.title for case in cases if any(f.size >= min_size for i in case.items for f in i.files)})
+        if not titles:
+            return []
+        recorded_items: dict[tuple[str, str], str] = {}
+        recorded_files: dict[tuple[str, str, str], tuple[int, int]] = {}
+        # One query per chunk of titles, not one per case: this runs for every window of cases a plan reads ahead.
+        for start in range(0, len(titles), 500):
+            chunk = titles[start : start + 500]
+            # Tuples, not the dicts of ledger.rows(): a re-plan reads every file's row here once more.
+            for title, socket_slug, state, path, size, mtime_ns in self.conn.execute(
+                "SELECT cases.title, items.socket_slug, items.state, files.path, files.size, files.mtime_ns "
+                "FROM cases JOIN items ON items.case_id = cases.id "
+                "LEFT JOIN files ON files.item_id = items.id AND files.present = 1 "
+                f"WHERE cases.title IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall():
+                recorded_items[title, socket_slug] = state
+                if path is not None:
+                    recorded_files[title, socket_slug, path] = (size, mtime_ns)
+        wanted: list[tuple[Path, int]] = []
+        for case in cases:
+            for item in case.items:
+                if recorded_items.get((case.title, item.socket_slug)) in CONSUMED_ITEM_STATES:
+                    continue  # a change there is only reported (``changed_after_consumed``), never recorded
+                wanted.extend(
+                    (self._root / file.path, file.size)
+                    for file in item.files
+                    if file.size >= min_size
+                    and recorded_files.get((case.title, item.socket_slug, file.path)) != (file.size, file.mtime_ns)
+                )
+        return wanted
+
     def _fingerprint(self, file: PlannedFileShape) -> tuple[str | None, int | None]:
         if self.fingerprint is None:
             return None, None
@@ -439,7 +484,7 @@ def planning(
     dry_run: bool = False,
     batch_files: int = 5000,
     fingerprint: Callable[[Path, int], tuple[str, int]] | None = None,
-) -> Iterator[Any]:
+) -> Iterator[PlanRecorder]:
     """Record a plan, case by case; see ``gcbulk.state.replan.PlanRecorder``. A dry run rolls everything back.
 
     One planner at a time: workers sharing a ledger wait for the plan in progress, then re-plan, which records
@@ -465,7 +510,7 @@ def _planning(
     dry_run: bool,
     batch_files: int,
     fingerprint: Callable[[Path, int], tuple[str, int]] | None = None,
-) -> Iterator[Any]:
+) -> Iterator[PlanRecorder]:
     recorder = PlanRecorder(
         ledger, checksum=checksum, dry_run=dry_run, batch_files=batch_files, fingerprint=fingerprint
     )

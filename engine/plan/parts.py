@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from threading import Event
 
 from gcbulk.checksums import composite_checksum
 
@@ -51,10 +52,16 @@ def part_ranges(file_size: int, part_size: int) -> Iterator[tuple[int, int, int]
         yield index + 1, offset, min(part_size, file_size - offset)
 
 
-def multipart_checksum(path: Path, part_size: int) -> str:
+class ChecksumStopped(Exception):
+    """``multipart_checksum`` stopped before the end of the file: its ``stop`` was set."""
+
+
+def multipart_checksum(path: Path, part_size: int, stop: Event | None = None) -> str:
     """The S3-style multipart checksum of a file read with ``part_size`` parts (what the ledger records on completion).
 
     Reads the file once, part by part, so memory stays at one part (or 8 MiB, whichever is smaller) per call.
+    ``stop``, checked before each read, raises :class:`ChecksumStopped` once set: a file hashed on another thread
+    cannot be interrupted otherwise, and a big one takes seconds per GiB.
     """
     digests: list[str] = []
     with open(path, "rb") as handle:
@@ -62,6 +69,8 @@ def multipart_checksum(path: Path, part_size: int) -> str:
             part = hashlib.md5(usedforsecurity=False)
             remaining = part_size
             while remaining:
+                if stop is not None and stop.is_set():
+                    raise ChecksumStopped(f"{path}: stopped before its end")
                 block = handle.read(min(remaining, 8 * MiB))
                 if not block:
                     break

@@ -5,7 +5,7 @@ quota estimate) or the engine's part size. The wording of every finding lives in
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping, MutableSet
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableSet, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,7 +20,7 @@ from gcbulk.engine.gc.limits import (  # noqa: F401 - plan.py imports some from 
     GiB,
 )
 from gcbulk.engine.jobfile import JobConfig
-from gcbulk.engine.plan.content import ContentCache, ContentChecker, ContentKey
+from gcbulk.engine.plan.content import ContentCache, ContentChecker
 from gcbulk.engine.plan.findings import (
     Finding,
     _f,
@@ -44,6 +44,11 @@ from gcbulk.engine.plan.titles import server_title
 # Cases whose content checks are read ahead at once (``Preflight.reading_ahead``): enough files to keep every reader
 # thread busy, few enough that the results held wait for their case only briefly.
 READ_AHEAD_CASES = 64
+
+# Work started for a window of cases before they are checked and recorded, beside the content checks' reads (the plan's
+# checksums, engine/service/plan_checksums.py): given the window's cases, it starts, and returns what drops the results
+# their cases did not take, called once those cases are recorded.
+StartAhead = Callable[[Sequence[PlannedCase]], Callable[[], None]]
 
 
 @dataclass(kw_only=True)
@@ -248,31 +253,50 @@ class Preflight:
         return dataclasses.replace(case, items=tuple(items), findings=tuple(findings))
 
     def reading_ahead(
-        self, entries: Iterable[PlannedCase | Finding], readers: Executor | None, window: int = READ_AHEAD_CASES
+        self,
+        entries: Iterable[PlannedCase | Finding],
+        readers: Executor | None,
+        window: int = READ_AHEAD_CASES,
+        *,
+        also: Sequence[StartAhead] = (),
     ) -> Iterator[PlannedCase | Finding]:
         """``entries`` (the planner's output) unchanged, with the content checks of each ``window`` of cases read
-        ahead on ``readers``' threads (``ContentChecker.read_ahead``): the reads of one window run while the cases of
-        the window before it are checked and recorded, so the readers and this thread work at once. At most two
-        windows are held."""
-        if self._content is None or readers is None:
+        ahead on ``readers``' threads (``ContentChecker.read_ahead``), and what ``also`` starts for the same window:
+        the work of one window runs while the cases of the window before it are checked and recorded, so the readers
+        and this thread work at once. At most two windows are held. What a window's cases did not take is dropped when
+        the entry after them is asked for, as by then they are recorded: so nothing else may read ahead between this
+        and the recorder (it would ask for that entry before they are)."""
+        starts = list(also)
+        if self._content is not None and readers is not None:
+            starts.insert(0, self._content_read_ahead(readers))
+        if not starts:
             yield from entries
             return
-        content = self._content
-        root = str(self.config.case_root)
-        earlier: tuple[list[PlannedCase | Finding], list[ContentKey]] | None = None
+        earlier: tuple[list[PlannedCase | Finding], list[Callable[[], None]]] | None = None
         pending: list[PlannedCase | Finding] = []
         for entry in entries:
             pending.append(entry)
             if len(pending) >= window:
-                started = content.read_ahead([e for e in pending if isinstance(e, PlannedCase)], root, readers)
+                started = _start_ahead(starts, pending)
                 if earlier is not None:
                     yield from earlier[0]
-                    content.forget(earlier[1])
+                    _forget_ahead(earlier[1])
                 earlier, pending = (pending, started), []
-        started = content.read_ahead([e for e in pending if isinstance(e, PlannedCase)], root, readers)
-        for held, keys in ((earlier or ([], [])), (pending, started)):
+        started = _start_ahead(starts, pending)
+        for held, forgets in (earlier or ([], [])), (pending, started):
             yield from held
-            content.forget(keys)
+            _forget_ahead(forgets)
+
+    def _content_read_ahead(self, readers: Executor) -> StartAhead:
+        content = self._content
+        assert content is not None  # only called when the content checks run
+        root = str(self.config.case_root)
+
+        def start(cases: Sequence[PlannedCase]) -> Callable[[], None]:
+            keys = content.read_ahead(cases, root, readers)
+            return lambda: content.forget(keys)
+
+        return start
 
     @property
     def content_checked(self) -> bool:
@@ -291,3 +315,13 @@ class Preflight:
 
     def finish(self) -> list[Finding]:
         return quota_findings(self.quota, self.config.case_root, self.config.engine.live_upload_ceiling)
+
+
+def _start_ahead(starts: Sequence[StartAhead], entries: Sequence[PlannedCase | Finding]) -> list[Callable[[], None]]:
+    cases = [entry for entry in entries if isinstance(entry, PlannedCase)]
+    return [start(cases) for start in starts]
+
+
+def _forget_ahead(forgets: Sequence[Callable[[], None]]) -> None:
+    for forget in forgets:
+        forget()

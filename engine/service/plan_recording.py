@@ -19,10 +19,10 @@ from gcbulk.engine.jobfile import JobConfig
 from gcbulk.engine.plan.cases import PlannedCase
 from gcbulk.engine.plan.content import ContentCache
 from gcbulk.engine.plan.findings import Finding
-from gcbulk.engine.plan.parts import adjust_part_size, multipart_checksum
 from gcbulk.engine.plan.planner import Planner
 from gcbulk.engine.plan.preflight import Preflight, QuotaEstimate
 from gcbulk.engine.service.content_cache import LedgerContentCache, LedgerFileReads
+from gcbulk.engine.service.plan_checksums import PlanChecksums
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.records import PlanDiff
 from gcbulk.state.replan import planning
@@ -186,23 +186,19 @@ def plan_into_ledger(
     cases: list[dict[str, Any]] = []
     file_reads = LedgerFileReads(ledger)
     planner = Planner(config, reads=file_reads)
-    part_size = config.engine.part_size
-
-    def fingerprint(path: Path, size: int) -> tuple[str, int]:
-        # At the part size the upload will use (engine/upload/file_upload.py), so its streamed part MD5s compare as-is.
-        sized = adjust_part_size(part_size, size)
-        return multipart_checksum(path, sized), sized
-
-    # Header reads spread over the cores: threads, since SimpleITK's reads and a mask's inflating release the GIL.
+    # Header reads and the new files' checksums spread over the cores: threads, since SimpleITK's reads, a mask's
+    # inflating and hashlib's MD5 release the GIL.
     with (
         ThreadPoolExecutor(CONTENT_READERS, thread_name_prefix="gcbulk-content") as readers,
+        PlanChecksums(part_size=config.engine.part_size, hashers=readers) as checksums,
         planning(
             ledger,
             rules=config.rules_dict(),
             job_file=config.job_file,
-            checksum=multipart_checksum,
+            checksum=checksums.checksum,
             dry_run=dry_run,
-            fingerprint=fingerprint,
+            # A dry run rolls back every row it writes: a checksum of each new file's bytes would be read for nothing.
+            fingerprint=None if dry_run else checksums.fingerprint,
         ) as plan,
     ):
         # The study's display sets as last listed into this ledger (not offline, nor with --adopt-existing): those
@@ -218,7 +214,10 @@ def plan_into_ledger(
             foreign_titles=foreign,
         )
         job_findings.extend(preflight.check_job())
-        for entry in preflight.reading_ahead(planner.plan(), readers):
+        # The checksums of each window of cases' new files are started on the readers with the content checks' reads:
+        # the recorder finds them computed instead of hashing one file after another on this thread.
+        ahead = [checksums.starting_ahead(plan.files_to_fingerprint)]
+        for entry in preflight.reading_ahead(planner.plan(), readers, also=ahead):
             if isinstance(entry, Finding):
                 # Findings of the tree outside any case: only a missing case root is about the whole job; a stray
                 # file or an unreadable sub-folder blocks nothing but itself.

@@ -55,11 +55,11 @@ def test_plan_scale_prints_a_row_per_size_with_its_planning_rates(tmp_path: Path
     assert (
         header.split()
         == (
-            "files cases walk files/s plan files/s plan s checked files/s checked s re-checked files/s re-checked s "
-            "peak RSS MiB ledger MiB"
+            "files cases walk files/s plan files/s plan s CPU s checked files/s checked s CPU s re-checked files/s "
+            "re-checked s CPU s peak RSS MiB ledger MiB"
         ).split()
     )
-    files, cases, walk, plan, _, checked, _, rechecked, _, rss, ledger = map(number, row.split())
+    files, cases, walk, plan, _, _, checked, _, _, rechecked, _, _, rss, ledger = map(number, row.split())
     assert (files, cases) == (100, 10)  # ten files per case folder
     assert min(walk, plan, checked, rechecked, rss, ledger) > 0  # (seconds may print as 0.0 at this size)
     assert "plan files/s includes preflight" in legend[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from gcbulk.engine.plan.parts import (
     MAX_PART_SIZE,
     MAX_PARTS,
     MIN_PART_SIZE,
+    ChecksumStopped,
     FileTooLarge,
     adjust_part_size,
     multipart_checksum,
@@ -67,3 +69,13 @@ def test_multipart_checksum_matches_what_the_ledger_computes_from_part_md5s(tmp_
     ]
     assert multipart_checksum(path, 5 * MiB) == composite_checksum(part_md5s)
     assert multipart_checksum(path, 5 * MiB).endswith(f"-{part_count(size, 5 * MiB)}")
+
+
+def test_multipart_checksum_stops_once_asked(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"x" * 6 * MiB)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(ChecksumStopped, match="big.bin: stopped before its end"):
+        multipart_checksum(path, 5 * MiB, stop)
+    assert multipart_checksum(path, 5 * MiB, threading.Event()) == multipart_checksum(path, 5 * MiB)
