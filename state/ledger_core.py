@@ -36,7 +36,9 @@ def _utc_now() -> datetime:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # The same text as strftime("%Y-%m-%dT%H:%M:%S.%fZ") at half its cost: a ledger statement stamps its rows, about
+    # 150 statements a case.
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 # Files (or uploads) whose case the ledger remembers at most: those of the cases in flight — a few hundred at the

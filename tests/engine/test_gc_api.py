@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from urllib.parse import urljoin, urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine.gc.client import GrandChallengeClient, display_set_title
@@ -40,6 +43,45 @@ async def test_client_repr_and_errors_never_show_the_token(emulator: RunningEmul
 async def test_the_token_is_never_sent_to_another_host(client: GrandChallengeClient) -> None:
     with pytest.raises(UnsafeUrlError, match="refusing to send the API token"):
         await client.request("GET", "https://evil.example/api/v1/uploads/")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "reader-studies",
+                "display-sets",
+                "a1b2-c3",
+                "..",
+                ".",
+                "",
+                "?x=1",
+                "#f",
+                "//evil.example",
+                "https:",
+                "evil.example",
+                "~u",
+                "_",
+                "%2e%2e",
+                "x y",
+                "é",
+            ]
+        ),
+        max_size=5,
+    ),
+    st.booleans(),
+)
+def test_every_path_the_client_is_given_joins_the_base_url_as_urljoin_does(segments: list[str], slash: bool) -> None:
+    """The token goes only where urljoin's answer points: the shortcut for plain paths must never give another."""
+    client = GrandChallengeClient(base_url="https://grand-challenge.org/api/v1/", token="url-join-test-token-7f3a9c")
+    path = "/".join(segments) + ("/" if slash else "")
+    expected = urljoin(client.base_url, path)
+    if urlsplit(expected).netloc == "grand-challenge.org" and urlsplit(expected).scheme == "https":
+        assert client.url_for(path) == expected
+    else:
+        with pytest.raises(UnsafeUrlError):
+            client.url_for(path)
 
 
 def test_base_url_must_be_https_and_end_in_a_slash() -> None:

@@ -5,16 +5,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sqlite3
 import stat
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from gcbulk.state import ledger_core
 from gcbulk.state.ledger import (
     Ledger,
     LedgerBindingError,
@@ -58,6 +63,16 @@ def test_new_ledger_and_its_side_files_are_readable_by_the_owner_only(ledger: Le
     side_files = [ledger_path, Path(f"{ledger_path}-wal"), Path(f"{ledger_path}-shm"), Path(f"{ledger_path}.lock")]
     for path in side_files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(timezones=st.just(UTC)))  # the ledger's clock is datetime.now(UTC)
+def test_the_ledger_stamps_times_as_iso_8601_in_utc_to_the_microsecond(moment: datetime) -> None:
+    """What every row's ``*_at`` column holds (the report, ``status`` and the orphan sweep's ``since`` compare them as
+    text): ``2026-12-07T21:29:08.781385Z``."""
+    stamp = ledger_core._iso(moment)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp), stamp
+    assert datetime.fromisoformat(stamp.replace("Z", "+00:00")) == moment  # the same instant
 
 
 @pytest.mark.sqlite_only
