@@ -558,9 +558,14 @@ def duplicate_title(path: object, title: str) -> Finding:
     )
 
 
+# The code of a case blocked because the study has a display set of its title that this job did not make: the one
+# block a newer listing of the study can lift.
+TITLE_TAKEN = "title-exists"
+
+
 def title_taken(path: object, title: str, pk: str) -> Finding:
     return _f(
-        "title-exists",
+        TITLE_TAKEN,
         "blocking",
         path,
         f"the reader study already has a display set titled {title!r} (pk {pk}) that this job did not make; gcbulk never "

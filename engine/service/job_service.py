@@ -31,6 +31,7 @@ from gcbulk.engine.gc.errors import (
 )
 from gcbulk.engine.gc.retry import RetryBudget, item_budget
 from gcbulk.engine.gc.targets import target_for
+from gcbulk.engine.plan.findings import TITLE_TAKEN
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.ledger_time import check_not_behind_event_log
 from gcbulk.engine.service.metrics import (
@@ -270,7 +271,8 @@ class JobService:
         The socket catalogue is asked for at every plan, not cached: a socket created on Grand Challenge while a
         follow-mode run waits must be seen at the next poll. The study is listed for the plan's title check first,
         unless ``list_study_only_for_new_cases``: then the plan checks titles against the study's last listing on
-        this ledger, and only a plan that finds a new case or a blocked one lists the study and plans again (with
+        this ledger, and only a plan that finds a new case, or one blocked for its title, lists the study and plans
+        again (with
         every file's checks then in the ledger, that second plan reads nothing). A follow-mode round that finds
         nothing new sends no listing of the study: at 100 000 display sets that is 100 requests and minutes of the
         server's web workers (docs/gc-api.md §10, the capacity profile's price of a list page)."""
@@ -287,9 +289,11 @@ class JobService:
             return await self._plan_into_ledger(catalogue)
         if list_study_only_for_new_cases:
             first = await self._plan_into_ledger(catalogue, check_titles=True)
-            if not first.diff.new_cases and not first.diff.blocked:
+            if not first.diff.new_cases and not any(finding.code == TITLE_TAKEN for finding in first.findings):
                 # The cases planned before were checked when they were new (a title someone takes since is refused
-                # by the server at the create, and the case fails saying so), and no block is there to lift.
+                # by the server at the create, and the case fails saying so), and no case is blocked for a title that
+                # a newer listing could free. A case blocked for its files lists nothing: a migration's few broken
+                # cases must not bring back a listing of the study at every poll.
                 return first
         else:
             first = None

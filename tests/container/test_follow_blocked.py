@@ -30,6 +30,7 @@ async def test_follow_uploads_the_clean_cases_and_logs_a_blocked_one_once_per_ch
     )
     resolved = follow_settings(job, emulator, GCBULK_PROGRESS_INTERVAL="5")
     events = json_log.events
+    requests, listing = emulator.context.counters.requests, "GET api:/api/v1/reader-studies/display-sets/"
 
     async def scenario(running: JobService) -> int:
         plans = 0
@@ -50,11 +51,19 @@ async def test_follow_uploads_the_clean_cases_and_logs_a_blocked_one_once_per_ch
             await poll(clean_case_done, "patient1 uploaded")
             seen = plans
 
+            async def next_poll() -> bool:  # its round began: the round that uploaded patient1 has ended
+                return plans > seen
+
+            await poll(next_poll, "the poll after the upload")
+            seen, listed = plans, requests[listing]
+
             async def five_more_polls() -> bool:
                 return plans >= seen + 5
 
             await poll(five_more_polls, "five more polls with nothing changed")
             assert len(events("cases_blocked")) == 1
+            # Blocked for its files, not its title: no newer listing of the study could free it, so none is sent.
+            assert requests[listing] == listed
             (tmp_path / "cases" / "patient2" / "empty.mha").unlink()
 
             async def patient2_done() -> bool:

@@ -9,6 +9,7 @@ import pytest
 
 from gcbulk.emulator.server import RunningEmulator
 from gcbulk.engine import settings
+from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.gc.errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -154,3 +155,35 @@ async def test_a_round_that_finds_nothing_new_does_not_list_the_study_and_one_wi
         "patient2",
         "patient3",
     ]
+
+
+async def test_a_case_blocked_for_a_title_someone_else_holds_runs_once_that_display_set_is_gone(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """The block a newer listing of the study can lift: follow mode lists the study again while such a case waits."""
+    job = write_tree_and_job(tmp_path, emulator)
+    make_mha(tmp_path / "cases" / "patient2" / "2-seg.mha", (4, 8, 8), seed=12)  # both cases import
+    async with GrandChallengeClient(
+        base_url=emulator.base_url, token=emulator.tokens["editor"], ca_file=emulator.ca_file
+    ) as someone_else:
+        theirs = (await someone_else.create_display_set("example-study", "patient2"))["pk"]
+
+    async def scenario(running: JobService) -> None:
+        assert running.runner is not None
+        runner = running.runner
+
+        def cases(wanted: dict[str, int]) -> Callable[[], Awaitable[bool]]:
+            async def reached() -> bool:
+                return (await runner.run(runner.ledger.counts_by_state))["case"] == wanted
+
+            return reached
+
+        async with following(running):
+            await poll(cases({"blocked": 1, "done": 1}), "patient1 done, patient2 blocked for its title")
+            del emulator.context.store.display_sets[theirs]  # deleted on the site (the API cannot delete one)
+            await poll(cases({"done": 2}), "patient2 done once the display set holding its title is gone")
+            running.request_stop("test")
+
+    await JobService(follow_settings(job, emulator)).serve(scenario)
+    mine = {ds.title: ds.pk for ds in emulator.context.store.display_sets.values()}
+    assert sorted(mine) == ["patient1", "patient2"] and mine["patient2"] != theirs
