@@ -228,11 +228,11 @@ def test_compare_gcapi_r1_prints_the_capacity_rows_of_capacity_runs(tmp_path: Pa
     ("mode", "cases", "checkpoints"),
     [
         ((), 40, (10, 30)),
-        # A study of more display sets than one page of its listing, which every follow-mode round lists.
-        (("--follow", "--feed", "20", "--heap", "--existing-display-sets", "1500"), 40, (10, 30)),
-        # Real imports of two images a case: fewer of them. The last checkpoint well before the last case: imports end
-        # in bursts, and a one-shot run that finishes its last cases in one exits before its RSS can be read.
-        (("--tutorial", "--heap"), 12, (3, 6)),
+        # A study that holds display sets someone else made, which a follow-mode round lists.
+        (("--follow", "--feed", "20", "--heap", "--existing-display-sets", "5"), 40, (10, 30)),
+        # Real imports of two images a case: fewer of them, fed two a second. Not one-shot: its imports end in bursts
+        # (six cases within 0.2 s), so two checkpoints can pass between two looks, or at the exit.
+        (("--tutorial", "--follow", "--feed", "2", "--heap"), 8, (2, 6)),
     ],
     ids=["one-shot", "follow", "tutorial"],
 )
