@@ -13,6 +13,8 @@ branch on ``dialect(db)`` only for what cannot be shared (m002's trigger).
 
 from __future__ import annotations
 
+import functools
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
@@ -201,7 +203,16 @@ def m002_append_only_events(db: Database) -> None:
 
 def known_names() -> list[str]:
     """All migration names this code has, in order (what an empty database would have pending)."""
-    return [migration.name for migration in migrations.pending(Database(memory=True, execute_plugins=False))]
+    return list(_known_names())
+
+
+@functools.cache  # the same for the life of the process: asked at every open of a ledger
+def _known_names() -> tuple[str, ...]:
+    empty = Database(memory=True, execute_plugins=False)
+    try:
+        return tuple(migration.name for migration in migrations.pending(empty))
+    finally:
+        empty.close()  # Python 3.13 warns of a connection left to the collector (ResourceWarning)
 
 
 def migrate(db: Database) -> list[str]:
