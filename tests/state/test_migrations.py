@@ -62,6 +62,14 @@ def test_v1_ledger_is_migrated_forward_and_keeps_its_data(tmp_path: Path) -> Non
 def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "job.ledger.sqlite"
     Ledger.open(path, BINDING).close()
-    schema = Database(path).schema
+    schema = _schema(path)
     Ledger.open(path, BINDING).close()
-    assert Database(path).schema == schema
+    assert _schema(path) == schema
+
+
+def _schema(path: Path) -> str:
+    db = Database(path)
+    try:
+        return db.schema
+    finally:
+        db.close()
