@@ -272,10 +272,9 @@ class JobService:
         follow-mode run waits must be seen at the next poll. The study is listed for the plan's title check first,
         unless ``list_study_only_for_new_cases``: then the plan checks titles against the study's last listing on
         this ledger, and only a plan that finds a new case, or one blocked for its title, lists the study and plans
-        again (with
-        every file's checks then in the ledger, that second plan reads nothing). A follow-mode round that finds
-        nothing new sends no listing of the study: at 100 000 display sets that is 100 requests and minutes of the
-        server's web workers (docs/gc-api.md §10, the capacity profile's price of a list page)."""
+        again (with every file's checks then in the ledger, that second plan reads nothing). A follow-mode round that
+        finds nothing new sends no listing of the study: at 100 000 display sets that is 100 requests and minutes of
+        the server's web workers (docs/gc-api.md §10, the capacity profile's price of a list page)."""
         assert self.client is not None and self.runner is not None
         self.state.phase = "planning"
         catalogue: dict[str, dict[str, Any] | None] = {}
