@@ -131,7 +131,7 @@ class Follower:
 
     async def _plan_and_pass(self) -> None:
         service = self.service
-        # The first round lists the study for its plan; later ones only when the tree has new cases (or blocked ones).
+        # The first round lists the study for its plan; later ones only for a new case or one blocked for its title.
         report = await service.plan(list_study_only_for_new_cases=not self._first_plan)
         self._log_plan(report)
         if report.blocking:
