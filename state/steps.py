@@ -42,3 +42,26 @@ class Step(Generic[R]):
 def step(method: Callable[P, T], /, *args: P.args, **fields: P.kwargs) -> Step[T]:
     """``Step`` of ``method(*args, **fields)``, checked by the type checker against ``method``'s signature."""
     return Step(method, tuple(args), dict(fields))
+
+
+@dataclass(frozen=True)
+class Recording(Generic[R]):
+    """What one caller asks the ledger to record: its ``steps`` (transitions, in one transaction: all or none), then —
+    when ``query`` is given — a read of what they wrote, made after they are committed. ``Ledger.record_batch`` makes
+    several callers' recordings at once."""
+
+    steps: tuple[Step[object], ...]
+    query: Step[R] | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What became of a ``Recording``: each step's result in order and the query's answer; or why not.
+
+    ``recorded`` says whether the steps were committed. A failure with ``recorded`` set is the read's (the steps stay
+    recorded and their event lines are still due); without it nothing of the recording was kept."""
+
+    results: tuple[object, ...] = ()
+    answer: object = None
+    failed: Exception | None = None
+    recorded: bool = True

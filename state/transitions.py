@@ -20,7 +20,7 @@ from gcbulk.state.ledger_core import TABLES, remember_case
 from gcbulk.state.machines import MACHINES, ConflictingRepeat, check_transition
 from gcbulk.state.queries import LedgerQueries
 from gcbulk.state.sqlite_file import fsynced_commits
-from gcbulk.state.steps import Step
+from gcbulk.state.steps import Recorded, Recording, Step
 
 Q = TypeVar("Q")
 
@@ -28,7 +28,7 @@ Q = TypeVar("Q")
 class LedgerTransitions(LedgerEvents, LedgerQueries):
     """State changes by name. Every method returns True when it changed something, False for an idempotent repeat."""
 
-    def record_together(self, steps: Sequence[Step[bool]]) -> list[bool]:
+    def record_together(self, steps: Sequence[Step[object]]) -> list[object]:
         """Transitions (``step(ledger.case_done, case_id)``, …) in one transaction (one commit, one call): all, or —
         when one raises — none. Only for steps the engine takes back to back with no request to the server between
         them: a crash then leaves the state before the first or after the last, both states it already resumes from."""
@@ -49,8 +49,8 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
                 self._lists_ahead = {}
 
     def record_then_read(
-        self, steps: Sequence[Step[bool]], query: Step[Q]
-    ) -> tuple[list[bool], Q | None, Exception | None]:
+        self, steps: Sequence[Step[object]], query: Step[Q]
+    ) -> tuple[list[object], Q | None, Exception | None]:
         """The steps — one transition, or several in one transaction as ``record_together`` — then ``query``, a read
         of what they wrote, in one call. On PostgreSQL the steps' COMMIT travels with the read's first statement
         (``PgDatabase.commit_rides_next``): one round trip fewer, and the read still sees the steps committed.
@@ -69,7 +69,64 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
                     raise
                 return results, None, failed
 
-    def _read_ahead(self, steps: Sequence[Step[bool]]) -> None:
+    def record_batch(self, recordings: Sequence[Recording[object]]) -> list[Recorded]:
+        """Several callers' recordings — those that waited while the ledger's thread was busy — in one transaction:
+        group commit. One COMMIT instead of one each, and on PostgreSQL the rows every step reads first come in one
+        round trip (``_read_ahead``) and the COMMIT rides with the first read; on a shared ledger round trips are what
+        a worker waits on (docs/architecture.md, "Group commit").
+
+        Each caller gets what it would have got alone. When a step is refused or the shared transaction fails,
+        nothing of it was kept, and each recording is then made again alone — so one caller's refusal never drops
+        another's steps, and the refused one gets its own error. A crash leaves the ledger before all of them or after
+        all of them; no caller has acted on its steps before they are committed, so both are states a run resumes
+        from. Failures come back in each ``Recorded``, never raised."""
+        if len(recordings) > 1 and all(self._named_transitions(r.steps) for r in recordings):
+            shared = self._record_shared(recordings)
+            if shared is not None:
+                return shared
+        return [self._record_alone(each) for each in recordings]
+
+    def _named_transitions(self, steps: Sequence[Step[object]]) -> bool:
+        return all(each.owner is self and each.name in _NAMED_TRANSITIONS for each in steps)
+
+    def _record_alone(self, recording: Recording[object]) -> Recorded:
+        steps = list(recording.steps)
+        try:
+            if recording.query is not None:
+                results, answer, read_failed = self.record_then_read(steps, recording.query)
+                return Recorded(tuple(results), answer, read_failed)
+            return Recorded(tuple(self.record_together(steps) if len(steps) > 1 else [steps[0]()]))
+        except Exception as failed:  # noqa: BLE001 - handed to its caller, who raises it
+            return Recorded(failed=failed, recorded=False)
+
+    def _record_shared(self, recordings: Sequence[Recording[object]]) -> list[Recorded] | None:
+        """``record_batch``'s one transaction; None when it kept nothing (a step refused, the transaction failed)."""
+        store = self._commits_with_next_read
+        queried = any(each.query is not None for each in recordings)
+        rides = store.commit_rides_next() if store is not None and queried else nullcontext()
+        answers: list[tuple[object, Exception | None]] = []
+        try:
+            with rides:
+                flat = self.record_together([each for recording in recordings for each in recording.steps])
+                for recording in recordings:
+                    if recording.query is None:
+                        answers.append((None, None))
+                        continue
+                    try:
+                        answers.append((recording.query(), None))
+                    except Exception as failure:  # noqa: BLE001 - its caller raises it once it reported its steps
+                        if store is not None and store.commit_lost:
+                            raise
+                        answers.append((None, failure))
+        except Exception:  # noqa: BLE001 - nothing was kept: each recording is made alone, with its own outcome
+            return None
+        outcomes, start = [], 0
+        for recording, (answer, read_failed) in zip(recordings, answers, strict=True):
+            outcomes.append(Recorded(tuple(flat[start : start + len(recording.steps)]), answer, read_failed))
+            start += len(recording.steps)
+        return outcomes
+
+    def _read_ahead(self, steps: Sequence[Step[object]]) -> None:
         """The rows the steps read first, read at once (one round trip on PostgreSQL, ``rows_together``) instead of
         one by one between the steps' writes; a row a step writes is kept as written for the next step (``_apply``),
         so two steps on one row read it once. ``_get`` hands each row out once: a write that is not a transition
@@ -499,7 +556,9 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
 _NAMED_TRANSITIONS = frozenset(
     name
     for name, member in vars(LedgerTransitions).items()
-    if callable(member) and not name.startswith("_") and name not in ("record_together", "transition", "record_attempt")
+    if callable(member)
+    and not name.startswith("_")
+    and name not in ("record_together", "record_then_read", "record_batch", "transition", "record_attempt")
 )
 
 

@@ -128,6 +128,10 @@ class FileUpload:
         # whether they were.
         self._with_completion = with_completion
         self.completion_recorded = False
+        # Parts of this send whose ETags are not recorded yet; the one that records the last reads the upload back
+        # in the same trip to the ledger (``_read_after_parts``), which completing needs, instead of a trip of its own.
+        self._parts_unrecorded = 0
+        self._read_after_parts: UploadRow | None = None
 
     async def _record(self, transition: Callable[P, T], *args: P.args, **fields: P.kwargs) -> T:
         return await self.ctx.journal.record(step(transition, *args, **fields), case=self.case_title)
@@ -314,6 +318,7 @@ class FileUpload:
     async def _send_missing_parts(self, upload: UploadRow) -> None:
         ctx = self.ctx
         missing = upload.missing_part_numbers
+        self._parts_unrecorded, self._read_after_parts = len(missing), None
         if not missing:
             return
         specs = {spec.number: spec for spec in part_specs(upload.file_size, upload.part_size)}
@@ -354,7 +359,7 @@ class FileUpload:
             del data
             crash_point("after-part-put")
             # The part's MD5 is S3's, from its ETag: what it stored, not what this process believes it sent.
-            await self._record(
+            sent = step(
                 self.ctx.journal.ledger.part_sent,
                 upload_id,
                 spec.number,
@@ -362,12 +367,24 @@ class FileUpload:
                 etag=etag,
                 md5=md5_of_etag(etag),
             )
+            self._parts_unrecorded -= 1
+            if self._parts_unrecorded:
+                await self.ctx.journal.record(sent, case=self.case_title)
+            else:
+                # The last part of the send: the others' records are queued before this one (the ledger takes them
+                # in order), so the read after it sees every part.
+                self._read_after_parts = await self.ctx.journal.record_then_read(
+                    sent, step(self.ctx.journal.ledger.upload, upload_id), case=self.case_title
+                )
             crash_point("after-part-recorded")
         finally:
             ctx.parts_limiter.release_on_behalf_of(borrower)
 
     async def _complete(self, upload: UploadRow) -> UploadRow:
-        upload = await self.ctx.journal.read(self.ctx.journal.ledger.upload, upload.id)
+        read, self._read_after_parts = self._read_after_parts, None
+        if read is None or read.id != upload.id or read.missing_part_numbers:
+            read = await self.ctx.journal.read(self.ctx.journal.ledger.upload, upload.id)
+        upload = read
         check_unchanged(self.file)  # a file rewritten while its parts were sent must not be completed
         wrong = await parts_not_as_planned(self.file, upload, staged_copy=self.staged_copy)
         if wrong:

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -32,7 +34,7 @@ from gcbulk.state.errors import LedgerError
 from gcbulk.state.ledger import Ledger
 from gcbulk.state.records import JobBinding
 from gcbulk.state.sqlite_file import ledger_faults
-from gcbulk.state.steps import Step, step
+from gcbulk.state.steps import Recorded, Recording, Step, step
 
 __all__ = ["Journal", "LedgerRunner", "Step", "step"]
 
@@ -41,6 +43,9 @@ T = TypeVar("T")
 Q = TypeVar("Q")
 # A ledger generator (``cases_to_run``, ``recorded_cases``) is advanced this many items per trip to its thread.
 PAGE = 64
+# At most this many recordings share one transaction (``LedgerRunner.record``): enough to take what queues behind a
+# busy ledger, few enough that one COMMIT never holds many callers' answers back.
+BATCH = 64
 
 
 class LedgerRunner:
@@ -53,6 +58,11 @@ class LedgerRunner:
         self.job_file = job_file
         self._executor: ThreadPoolExecutor | None = None
         self._ledger: Ledger | None = None
+        # Group commit (``record``): the recordings waiting for the ledger's thread, taken by the batch that runs
+        # next; ``_batch_queued``: that batch is on the thread's queue already. Both shared with the thread: the lock.
+        self._waiting: list[_Waiting] = []
+        self._batch_queued = False
+        self._waiting_lock = threading.Lock()
 
     @property
     def ledger(self) -> Ledger:
@@ -76,6 +86,8 @@ class LedgerRunner:
 
     async def __aexit__(self, *exc_info: object) -> None:
         with anyio.CancelScope(shield=True):  # writes already queued are finished, then the ledger is closed
+            while self._batch_queued:  # a long queue of recordings goes in several batches, each queued by the last
+                await self._submit(_nothing)
             if self._ledger is not None:
                 await self._submit(self._ledger.close)
         assert self._executor is not None
@@ -96,6 +108,46 @@ class LedgerRunner:
         """``fn(*args, **kwargs)`` on the ledger's thread: ``await runner.run(runner.ledger.case_done, case_id)``."""
         return await self._submit(fn, *args, **kwargs)
 
+    async def record(self, recording: Recording[object]) -> Recorded:
+        """Records ``recording`` together with every other recording waiting for the ledger's thread when the batch
+        it joins starts there (``Ledger.record_batch``: group commit, at most ``BATCH``). A recording that finds the
+        thread free goes at once, alone; those that come while it is busy go together, next. Its failures come back
+        in the ``Recorded``, as the ledger made it, for the caller to raise."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Recorded] = loop.create_future()
+        with self._waiting_lock:
+            self._waiting.append(_Waiting(recording, future, loop))
+            queue_one = not self._batch_queued
+            self._batch_queued = True
+        if queue_one:
+            self._queue_batch()
+        return await future
+
+    def _queue_batch(self) -> None:
+        assert self._executor is not None
+        self._executor.submit(self._record_waiting)
+
+    def _record_waiting(self) -> None:
+        """On the ledger's thread: the recordings waiting now, in one batch. One that was cancelled while it waited
+        is left out — nothing of it is recorded, as with a call cancelled before its turn on the thread."""
+        with self._waiting_lock:
+            waiting = [each for each in self._waiting if not each.future.cancelled()]
+            batch, self._waiting = waiting[:BATCH], waiting[BATCH:]
+            self._batch_queued = bool(self._waiting)  # the rest: the next batch, queued below
+        if self._waiting:
+            self._queue_batch()
+        if not batch:
+            return
+        try:
+            outcomes: list[Recorded] | BaseException = self._translated(
+                functools.partial(self.ledger.record_batch, [each.recording for each in batch])
+            )
+        except BaseException as error:  # noqa: BLE001 - every caller of the batch gets it
+            outcomes = error
+        for index, each in enumerate(batch):
+            answer = outcomes if isinstance(outcomes, BaseException) else outcomes[index]
+            each.loop.call_soon_threadsafe(each.deliver, answer)
+
     async def with_ledger(self, fn: Callable[Concatenate[Ledger, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(ledger, *args, **kwargs)`` on the ledger's thread (e.g. recording a plan, a report query)."""
         return await self._submit(fn, self.ledger, *args, **kwargs)
@@ -111,6 +163,27 @@ class LedgerRunner:
         while batch := await self._submit(take):
             for item in batch:
                 yield item
+
+
+def _nothing() -> None:
+    """A call whose only effect is its turn on the ledger's thread: the calls queued before it have run."""
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """A recording waiting for the ledger's thread, and where its caller waits for the outcome."""
+
+    recording: Recording[object]
+    future: asyncio.Future[Recorded]
+    loop: asyncio.AbstractEventLoop
+
+    def deliver(self, outcome: Recorded | BaseException) -> None:
+        if self.future.done():  # its caller was cancelled meanwhile
+            return
+        if isinstance(outcome, BaseException):
+            self.future.set_exception(outcome)
+        else:
+            self.future.set_result(outcome)
 
 
 class Journal:
@@ -129,17 +202,19 @@ class Journal:
 
     async def record(self, transition: Step[T], *, case: str | None = None) -> T:
         """Run the transition, then write one event line if it changed anything (it did not return False)."""
-        result = await self.runner.run(transition)
-        self._emit([transition], [result], case)
-        return result
+        recorded = await self.runner.record(Recording((transition,)))
+        self._raise_unless_recorded(recorded)
+        self._emit([transition], recorded.results, case)
+        return recorded.results[0]  # type: ignore[return-value]  # the step's own result
 
     async def record_together(self, steps: Sequence[Step[bool]], *, case: str | None = None) -> list[bool]:
         """Transitions the engine takes back to back, with no request to the server between them, in one ledger
         transaction and one trip to the ledger's thread (``Ledger.record_together``): all are recorded, or — if one
         is refused — none. Then one event line for each that changed something, in order."""
-        results = await self.runner.run(self.ledger.record_together, list(steps))
-        self._emit(steps, results, case)
-        return results
+        recorded = await self.runner.record(Recording(tuple(steps)))
+        self._raise_unless_recorded(recorded)
+        self._emit(steps, recorded.results, case)
+        return [bool(result) for result in recorded.results]
 
     async def record_then_read(
         self, transition: Step[bool], query: Step[Q], *, case: str | None = None, also: Sequence[Step[bool]] = ()
@@ -147,14 +222,20 @@ class Journal:
         """``record(transition)`` — with the steps ``also`` in the same transaction, as ``record_together`` — then
         the ``query`` of what it wrote, in one trip to the ledger's thread. The read sees the transitions committed,
         as separate calls would."""
-        steps = [transition, *also]
-        # A failed read comes back (raised below, once the recorded steps have their lines).
-        results, answer, failed = await self.runner.run(self.ledger.record_then_read, steps, query)
-        self._emit(steps, results, case)
-        if failed is not None:
-            with ledger_faults(self.runner.path):  # as LedgerRunner would have said it
-                raise failed
-        return answer  # type: ignore[return-value]  # None only with ``failed``, raised above
+        steps = (transition, *also)
+        recorded = await self.runner.record(Recording(steps, query))
+        self._raise_unless_recorded(recorded)
+        # A failed read is raised once the recorded steps have their lines.
+        self._emit(steps, recorded.results, case)
+        self._raise_unless_recorded(recorded, read=True)
+        return recorded.answer  # type: ignore[return-value]  # the query's own answer (a failed read raised above)
+
+    def _raise_unless_recorded(self, recorded: Recorded, *, read: bool = False) -> None:
+        """Raises the recording's failure (of its steps; with ``read``, of its read), as the ledger's thread would
+        have said it (``ledger_faults``)."""
+        if recorded.failed is not None and recorded.recorded == read:
+            with ledger_faults(self.runner.path):
+                raise recorded.failed
 
     def _emit(self, steps: Sequence[Step[object]], results: Sequence[object], case: str | None) -> None:
         for each, result in zip(steps, results, strict=True):
