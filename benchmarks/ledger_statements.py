@@ -142,6 +142,15 @@ def _child(job: str, out: str, ledger: str | None) -> int:
         fn = getattr(call, "func", call)  # LedgerRunner hands over functools.partial(ledger method, *args)
         # A journal's step arrives as the Step itself: named by its method (case_started), not its repr.
         name = getattr(fn, "__name__", None) or getattr(fn, "name", None) or repr(fn)
+        if name == "record_batch" and len(call.args[0]) == 1:  # one caller's recording, named as before batches
+            alone = call.args[0][0]
+            name = (
+                "record_then_read"
+                if alone.query
+                else alone.steps[0].name
+                if len(alone.steps) == 1
+                else "record_together"
+            )
         local.call = name
         started = time.thread_time()
         try:

@@ -1,8 +1,10 @@
-"""Each state change the engine makes: one ledger transaction and one JSON event line — off the event loop.
+"""Each state change the engine makes: recorded in a ledger transaction, then one JSON event line — off the event loop.
 
 The ledger (``state/ledger.py``) checks each transition and appends to its own event table in the same transaction;
 the journal then writes the same change as a JSON line (``gcbulk.engine.upload.progress.EventLog``) for people and tools that
-follow a run live. An idempotent repeat (the ledger returns False) writes no line.
+follow a run live. An idempotent repeat (the ledger returns False) writes no line. The steps that wait while the
+ledger's thread is busy share one transaction (``LedgerRunner.record``, group commit: docs/architecture.md), each
+caller still getting only its own outcome.
 
 Why a thread: a transition costs about a millisecond (a few queries, and an fsync for the few records that
 ``state/sqlite_file.py`` names), and a run of small files makes thousands of them. Run on the event loop, they stalled every transfer (measured: 5 of 13 s of
@@ -133,8 +135,8 @@ class LedgerRunner:
         with self._waiting_lock:
             waiting = [each for each in self._waiting if not each.future.cancelled()]
             batch, self._waiting = waiting[:BATCH], waiting[BATCH:]
-            self._batch_queued = bool(self._waiting)  # the rest: the next batch, queued below
-        if self._waiting:
+            queue_next = self._batch_queued = bool(self._waiting)  # the rest: the next batch, queued below
+        if queue_next:
             self._queue_batch()
         if not batch:
             return
