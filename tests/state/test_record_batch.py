@@ -129,3 +129,35 @@ def test_recordings_together_are_one_transaction(two_cases: Ledger) -> None:
     assert len(begun) == 1 + 2
     assert done.results == (True,) and isinstance(refused.failed, IllegalTransition)
     assert (ledger.case_work(1).state, ledger.case_work(2).items[0].state) == ("done", "planned")
+
+
+@pytest.mark.sqlite_only
+def test_a_batch_holding_what_only_the_ledger_names_on_the_server_is_fsynced_whole(two_cases: Ledger) -> None:
+    """An upload's intent must survive power loss (else an orphan on the server): recorded beside other callers'
+    steps, their shared commit is fsynced; a batch of steps the server can tell again is not."""
+    ledger = two_cases
+    statements: list[str] = []
+    connection = ledger.db.conn
+    assert isinstance(connection, sqlite3.Connection)
+    connection.set_trace_callback(statements.append)
+    try:
+        file_id = ledger.case_work(1).items[0].files[0].id
+        ledger.record_batch([Recording((step(ledger.case_started, case_id),)) for case_id in (1, 2)])
+        intent, _ = ledger.record_batch(
+            [
+                Recording((step(ledger.upload_creating, file_id, part_size=5 * MiB),)),
+                Recording((step(ledger.item_uploading, _item(ledger, 2)),)),
+            ]
+        )
+    finally:
+        connection.set_trace_callback(None)
+    mode, modes = "NORMAL", []
+    for sql in statements:
+        if sql.upper().startswith("PRAGMA SYNCHRONOUS="):
+            mode = sql.split("=", 1)[1].strip().upper()
+        elif sql.upper().startswith("COMMIT"):
+            modes.append(mode)
+    assert modes == ["NORMAL", "FULL"]
+    upload_id = intent.results[0]
+    assert intent.recorded and isinstance(upload_id, int) and ledger.upload(upload_id).state == "creating"
+    assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # back to NORMAL
