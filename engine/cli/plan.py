@@ -26,6 +26,7 @@ from pathlib import Path
 from gcbulk.engine import settings
 from gcbulk.engine.cli import EXIT_CONFIG_ERROR, EXIT_OK, EXIT_SOME_FAILED
 from gcbulk.engine.cli.plan_report import print_report
+from gcbulk.engine.cli.server_options import configure_command_logging
 from gcbulk.engine.gc.errors import ConfigurationError, GcbulkError
 from gcbulk.engine.ledger_location import add_ledger_argument, ledger_exists
 from gcbulk.engine.service.ledger_time import check_not_behind_event_log
@@ -101,6 +102,7 @@ def add_strict_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    configure_command_logging()  # warnings scrubbed of the token; a long wait (the study's listing) says so
     try:
         # Job file + GCBULK_* environment + flags (engine/settings.py): the same job and ledger `gcbulk run` uses.
         resolved = settings.resolve(args.job, args, read_token=not args.offline)

@@ -28,6 +28,7 @@ from gcbulk.engine.gc.errors import (
 from gcbulk.engine.jobfile import TOKEN_ENV
 from gcbulk.engine.service import logs
 from gcbulk.engine.service.log_format import SecretRedactor
+from gcbulk.engine.service.waits import WAITS_LOGGER
 from gcbulk.engine.settings import (
     DEFAULT,
     DEFAULT_BASE_URL,
@@ -108,8 +109,10 @@ def client_for(server: ServerSettings, **options: Any) -> GrandChallengeClient:
 
 def configure_command_logging() -> None:
     """Warnings on stderr as text, through the token redactor like every other sink (issue 14: ``export`` and
-    ``reorder`` used a bare ``logging.basicConfig`` that printed server text unscrubbed). Where logging is already
-    set up (an embedding program, a test), the redactor is added to its handlers instead."""
+    ``reorder`` used a bare ``logging.basicConfig`` that printed server text unscrubbed), and what a long wait waits
+    for (``gcbulk.waits`` at INFO: a study's listing page after page, a limit of the server). Where logging is
+    already set up (an embedding program, a test), the redactor is added to its handlers instead."""
+    logging.getLogger(WAITS_LOGGER).setLevel(logging.INFO)
     root = logging.getLogger()
     if not root.handlers:
         logs.configure("WARNING", "text", stream=sys.stderr)

@@ -10,6 +10,7 @@ which new display sets are placed (docs/gc-api.md §3, §10). The listing goes i
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from gcbulk.engine.gc.targets import Target
 from gcbulk.engine.plan.titles import natural_title_key
 from gcbulk.engine.upload.journal import Journal, LedgerRunner, step
 from gcbulk.engine.upload.outcome import CaseResult
+from gcbulk.engine.upload.server_limits import VOICE_SECONDS, wait_log
 from gcbulk.state.server_truth import ListedDisplaySet, RecordedCase
 
 log = logging.getLogger(__name__)
@@ -43,17 +45,43 @@ class StudyListing:
     highest_order: int  # the study's highest ``order``: new display sets go above it (docs/gc-api.md §3)
 
 
-async def read_study(target: Target, runner: LedgerRunner) -> StudyListing:
+class ListingVoice:
+    """No silent listing: a study of 100 000 display sets is 100 pages, and a page of 1 000 is the server's slowest
+    answer (docs/gc-api.md §10), so a listing can take minutes. Every ``every`` seconds of it, one line says what is
+    being listed and how far it got."""
+
+    def __init__(self, target: Target, *, every: float = VOICE_SECONDS) -> None:
+        self.target = target
+        self.every = every
+        self.started = time.monotonic()
+        self._next_at = self.started + every
+
+    def listed(self, count: int) -> None:
+        now = time.monotonic()
+        if now >= self._next_at:
+            wait_log.info(
+                "listing the %ss of %s: %d so far (%.0f s)",
+                self.target.ref.container_noun,
+                self.target.ref.label,
+                count,
+                now - self.started,
+            )
+            self._next_at = now + self.every
+
+
+async def read_study(target: Target, runner: LedgerRunner, *, voice_every: float = VOICE_SECONDS) -> StudyListing:
     """The target's display sets or archive items (``engine/gc/targets.py``), listed into the ledger a page at a
     time (docs/gc-api.md §3: ordered by order, then created; a row seen twice while others add display sets keeps
     its last state)."""
     await runner.run(runner.ledger.start_study_listing)
     batch: list[ListedDisplaySet] = []
     listed = highest_order = 0
+    voice = ListingVoice(target, every=voice_every)
     async for display_set in target.iterate_containers():
         found = listed_display_set(display_set)
         batch.append(found)
         listed += 1
+        voice.listed(listed)
         highest_order = max(highest_order, found.order)  # archive items have no order (§12): they count as 0
         if len(batch) >= _LISTING_BATCH:
             await runner.run(runner.ledger.add_to_study_listing, batch)
@@ -62,10 +90,14 @@ async def read_study(target: Target, runner: LedgerRunner) -> StudyListing:
     return StudyListing(listed=listed, highest_order=highest_order)
 
 
-async def list_study(target: Target) -> list[ListedDisplaySet]:
+async def list_study(target: Target, *, voice_every: float = VOICE_SECONDS) -> list[ListedDisplaySet]:
     """The target's display sets, held in memory: for a command that lists once and ends (``gcbulk plan``, a copy's
     preview), not for a run that lists at every round (``read_study``)."""
-    return [listed_display_set(display_set) async for display_set in target.iterate_containers()]
+    voice, listed = ListingVoice(target, every=voice_every), []
+    async for display_set in target.iterate_containers():
+        listed.append(listed_display_set(display_set))
+        voice.listed(len(listed))
+    return listed
 
 
 @dataclass
