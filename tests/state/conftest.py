@@ -40,6 +40,17 @@ def planned_case(
     return PlannedCase(title=title, folder=title, items=tuple(items), findings=findings)
 
 
+def sync_of_each_commit(statements: Iterable[str]) -> list[str]:
+    """The ``synchronous`` mode (NORMAL, FULL) each COMMIT in an SQLite trace ran under: FULL is an fsynced commit."""
+    mode, modes = "NORMAL", []
+    for sql in statements:
+        if sql.upper().startswith("PRAGMA SYNCHRONOUS="):
+            mode = sql.split("=", 1)[1].strip().upper()
+        elif sql.upper().startswith("COMMIT"):
+            modes.append(mode)
+    return modes
+
+
 def record(ledger: Ledger, cases: Iterable[PlannedCase], **options) -> PlanDiff:
     with planning(ledger, **options) as plan:
         for case in cases:

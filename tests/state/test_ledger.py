@@ -29,7 +29,7 @@ from gcbulk.state.ledger import (
     default_ledger_path,
 )
 from gcbulk.state.migrations import LedgerTooNew
-from tests.state.conftest import BINDING, planned_case, record
+from tests.state.conftest import BINDING, planned_case, record, sync_of_each_commit
 
 _OPEN_AND_WAIT = textwrap.dedent(
     """
@@ -94,18 +94,8 @@ def test_what_only_the_ledger_names_on_the_server_commits_fsynced_and_the_rest_d
     ledger.item_uploading(item.id)
     ledger.item_session_recorded(item.id, "session-1")
     ledger.db.conn.set_trace_callback(None)
-
-    def sync_of_each_commit() -> list[str]:
-        mode, modes = "NORMAL", []
-        for sql in statements:
-            if sql.upper().startswith("PRAGMA SYNCHRONOUS="):
-                mode = sql.split("=", 1)[1].strip().upper()
-            elif sql.upper().startswith("COMMIT"):
-                modes.append(mode)
-        return modes
-
     # upload_creating, upload_initialized, item_uploading, item_session_recorded: one commit each.
-    assert sync_of_each_commit() == ["FULL", "FULL", "NORMAL", "FULL"]
+    assert sync_of_each_commit(statements) == ["FULL", "FULL", "NORMAL", "FULL"]
     assert ledger.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # back to NORMAL after each
 
 

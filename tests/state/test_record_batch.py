@@ -10,7 +10,7 @@ import pytest
 
 from gcbulk.state.ledger import IllegalTransition, Ledger, LedgerError
 from gcbulk.state.steps import Recording, step
-from tests.state.conftest import MiB, planned_case, record
+from tests.state.conftest import MiB, planned_case, record, sync_of_each_commit
 
 
 @pytest.fixture
@@ -151,13 +151,7 @@ def test_a_batch_holding_what_only_the_ledger_names_on_the_server_is_fsynced_who
         )
     finally:
         connection.set_trace_callback(None)
-    mode, modes = "NORMAL", []
-    for sql in statements:
-        if sql.upper().startswith("PRAGMA SYNCHRONOUS="):
-            mode = sql.split("=", 1)[1].strip().upper()
-        elif sql.upper().startswith("COMMIT"):
-            modes.append(mode)
-    assert modes == ["NORMAL", "FULL"]
+    assert sync_of_each_commit(statements) == ["NORMAL", "FULL"]
     upload_id = intent.results[0]
     assert intent.recorded and isinstance(upload_id, int) and ledger.upload(upload_id).state == "creating"
     assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # back to NORMAL
