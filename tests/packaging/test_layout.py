@@ -107,7 +107,10 @@ def test_the_engine_shows_its_rooms_each_with_a_docstring() -> None:
 def test_the_wheel_lists_every_package_of_the_tree() -> None:
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     packages = {name for name, path in _modules().items() if path.name == "__init__.py"}
-    assert set(config["packages"]) == packages
+    # Folders of data only (no module), listed too so that setuptools packs them without warning of them.
+    data_only = {name for name in config["package-data"] if name not in packages}
+    assert data_only == {"gcbulk.schemas"}
+    assert set(config["packages"]) == packages | data_only
     assert config["package-dir"] == {name: str(path.relative_to(REPO)) for name, path in ROOTS.items()}
 
 
