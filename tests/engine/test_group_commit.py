@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -27,6 +28,14 @@ def ledger_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def event_log(tmp_path: Path) -> Iterator[EventLog]:
+    """The run's event file (``events.jsonl``), closed after the test."""
+    events = EventLog(tmp_path / "events.jsonl")
+    yield events
+    events.close()
+
+
 class BusyLedger:
     """Holds the ledger's thread busy until released, and counts the transactions begun on it meanwhile."""
 
@@ -45,14 +54,14 @@ class BusyLedger:
         await self.runner.run(self._hold)
 
 
-def event_kinds(path: Path) -> list[tuple[str, str | None]]:
-    return [(line["event"], line.get("case")) for line in map(json.loads, path.read_text().splitlines())]
+def event_kinds(events: EventLog) -> list[tuple[str, str | None]]:
+    assert events.path is not None
+    return [(line["event"], line.get("case")) for line in map(json.loads, events.path.read_text().splitlines())]
 
 
-async def test_steps_that_wait_for_a_busy_ledger_go_in_one_transaction(ledger_file: Path, tmp_path: Path) -> None:
-    events = tmp_path / "events.jsonl"
+async def test_steps_that_wait_for_a_busy_ledger_go_in_one_transaction(ledger_file: Path, event_log: EventLog) -> None:
     async with LedgerRunner(ledger_file, BINDING) as runner:
-        journal, busy = Journal(runner, EventLog(events)), BusyLedger(runner)
+        journal, busy = Journal(runner, event_log), BusyLedger(runner)
         results: dict[int, bool] = {}
 
         async def start(case_id: int) -> None:
@@ -70,13 +79,12 @@ async def test_steps_that_wait_for_a_busy_ledger_go_in_one_transaction(ledger_fi
         assert busy.begun == ["BEGIN"]  # three callers, one transaction
         states = [await journal.read(journal.ledger.case_work, case_id) for case_id in (1, 2, 3)]
         assert [work.state for work in states] == ["running"] * 3
-    assert sorted(event_kinds(events)) == [("case_started", "p1"), ("case_started", "p2"), ("case_started", "p3")]
+    assert sorted(event_kinds(event_log)) == [("case_started", "p1"), ("case_started", "p2"), ("case_started", "p3")]
 
 
-async def test_a_refused_step_is_its_callers_error_alone(ledger_file: Path, tmp_path: Path) -> None:
-    events = tmp_path / "events.jsonl"
+async def test_a_refused_step_is_its_callers_error_alone(ledger_file: Path, event_log: EventLog) -> None:
     async with LedgerRunner(ledger_file, BINDING) as runner:
-        journal, busy = Journal(runner, EventLog(events)), BusyLedger(runner)
+        journal, busy = Journal(runner, event_log), BusyLedger(runner)
         outcomes: dict[str, object] = {}
 
         async def attempt(name: str, case_id: int, done: bool) -> None:
@@ -99,12 +107,12 @@ async def test_a_refused_step_is_its_callers_error_alone(ledger_file: Path, tmp_
         assert isinstance(outcomes["p2 done before it started"], IllegalTransition)
         states = [(await journal.read(journal.ledger.case_work, case_id)).state for case_id in (1, 2, 3)]
         assert states == ["running", "planned", "running"]
-    assert sorted(event_kinds(events)) == [("case_started", "p1"), ("case_started", "p3")]  # no line for the refusal
+    assert sorted(event_kinds(event_log)) == [("case_started", "p1"), ("case_started", "p3")]  # none for the refusal
 
 
-async def test_a_caller_cancelled_while_it_waits_records_nothing(ledger_file: Path, tmp_path: Path) -> None:
+async def test_a_caller_cancelled_while_it_waits_records_nothing(ledger_file: Path, event_log: EventLog) -> None:
     async with LedgerRunner(ledger_file, BINDING) as runner:
-        journal, busy = Journal(runner, EventLog(tmp_path / "events.jsonl")), BusyLedger(runner)
+        journal, busy = Journal(runner, event_log), BusyLedger(runner)
         with anyio.fail_after(30):
             async with anyio.create_task_group() as group:
                 group.start_soon(busy.hold)

@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,7 +144,8 @@ def _rows(job_file: Path, ledger: str | None, emulator: RunningEmulator) -> list
         "JOIN display_sets ON display_sets.case_id = cases.id ORDER BY cases.id"
     )
     if ledger is None:
-        with sqlite3.connect(f"file:{default_ledger_path(job_file)}?mode=ro", uri=True) as db:  # never made here
+        ledger_file = default_ledger_path(job_file)  # read only: never made here
+        with closing(sqlite3.connect(f"file:{ledger_file}?mode=ro", uri=True)) as db:
             found = db.execute(sql).fetchall()
     else:
         with psycopg.connect(ledger) as db:
@@ -202,7 +204,7 @@ def test_two_jobs_racing_on_one_study_fill_each_display_set_from_one_job(
         env={**os.environ, "GRAND_CHALLENGE_AUTHORIZATION": threaded_emulator.tokens["editor"]},
     )
     assert replan.returncode == EXIT_SOME_FAILED, replan.stdout + replan.stderr
-    with sqlite3.connect(default_ledger_path(jobs[name])) as ledger:
+    with closing(sqlite3.connect(default_ledger_path(jobs[name]))) as ledger:
         state = ledger.execute("SELECT state FROM cases WHERE title = ?", (lost.title,)).fetchone()
     assert state == ("blocked",)
 

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ def _case(folder: Path, age: bytes = b"63") -> None:
 
 
 def _rows(job_dir: Path, table: str) -> list[str]:
-    with sqlite3.connect(job_dir / "job.ledger.sqlite") as db:
+    with closing(sqlite3.connect(job_dir / "job.ledger.sqlite")) as db:
         return sorted(path for (path,) in db.execute(f"SELECT path FROM {table}"))
 
 

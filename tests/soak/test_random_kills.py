@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import time
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -95,7 +96,7 @@ def test_random_kills_leave_no_duplicate_no_gap_and_no_orphan(
     outcome = server_outcome(threaded_emulator, {f"patient{n}" for n in range(1, next_case)})
     sent, needed = _bytes_sent_and_needed(tmp_path / "job.ledger.sqlite", threaded_emulator)
     # The ledger must agree with the server: a case the server holds whole is not "failed" here (§10's complaint).
-    with sqlite3.connect(tmp_path / "job.ledger.sqlite") as ledger:
+    with closing(sqlite3.connect(tmp_path / "job.ledger.sqlite")) as ledger:
         not_done = dict(ledger.execute("SELECT title, state FROM cases WHERE state <> 'done'").fetchall())
     figures = {
         "kills": kills,
@@ -165,7 +166,7 @@ def _complete(store: object, title: str) -> bool:
 def _bytes_sent_and_needed(ledger: Path, emulator: RunningEmulator) -> tuple[int, int]:
     """Bytes the emulator's S3 took in part PUTs (every attempt that reached its body, sized from the ledger's record
     of each upload) against the bytes of the files."""
-    with sqlite3.connect(ledger) as db:
+    with closing(sqlite3.connect(ledger)) as db:
         needed = db.execute("SELECT coalesce(sum(size), 0) FROM files WHERE present = 1").fetchone()[0]
         shapes = {
             pk: (size, part, count)
