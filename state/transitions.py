@@ -58,16 +58,8 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
         Returns ``(results, answer, None)``; when the read failed after the steps were committed, ``(results, None,
         the failure)``, so that the caller still reports the steps it recorded. A failure before the commit (the
         steps are not recorded) is raised."""
-        store = self._commits_with_next_read
-        rides = store.commit_rides_next() if store is not None else nullcontext()
-        with rides:
-            results = self.record_together(steps) if len(steps) > 1 else [steps[0]()]
-            try:
-                return results, query(), None
-            except Exception as failed:  # noqa: BLE001 - the caller raises it once it has reported the steps
-                if store is not None and store.commit_lost:
-                    raise
-                return results, None, failed
+        (outcome,) = self._record_then_read_all([Recording(tuple(steps), query)])
+        return list(outcome.results), outcome.answer, outcome.failed  # type: ignore[return-value]  # query's answer
 
     def record_batch(self, recordings: Sequence[Recording[object]]) -> list[Recorded]:
         """Several callers' recordings — those that waited while the ledger's thread was busy — in one transaction:
@@ -81,49 +73,43 @@ class LedgerTransitions(LedgerEvents, LedgerQueries):
         all of them; no caller has acted on its steps before they are committed, so both are states a run resumes
         from. Failures come back in each ``Recorded``, never raised."""
         if len(recordings) > 1 and all(self._named_transitions(r.steps) for r in recordings):
-            shared = self._record_shared(recordings)
-            if shared is not None:
-                return shared
-        return [self._record_alone(each) for each in recordings]
+            try:
+                return self._record_then_read_all(recordings)
+            except Exception:  # noqa: BLE001 - nothing was kept: each recording is made alone, with its own outcome
+                pass
+        outcomes = []
+        for recording in recordings:
+            try:
+                outcomes.extend(self._record_then_read_all([recording]))
+            except Exception as failed:  # noqa: BLE001 - handed to its caller, who raises it
+                outcomes.append(Recorded(failed=failed, recorded=False))
+        return outcomes
 
     def _named_transitions(self, steps: Sequence[Step[object]]) -> bool:
         return all(each.owner is self and each.name in _NAMED_TRANSITIONS for each in steps)
 
-    def _record_alone(self, recording: Recording[object]) -> Recorded:
-        steps = list(recording.steps)
-        try:
-            if recording.query is not None:
-                results, answer, read_failed = self.record_then_read(steps, recording.query)
-                return Recorded(tuple(results), answer, read_failed)
-            return Recorded(tuple(self.record_together(steps) if len(steps) > 1 else [steps[0]()]))
-        except Exception as failed:  # noqa: BLE001 - handed to its caller, who raises it
-            return Recorded(failed=failed, recorded=False)
-
-    def _record_shared(self, recordings: Sequence[Recording[object]]) -> list[Recorded] | None:
-        """``record_batch``'s one transaction; None when it kept nothing (a step refused, the transaction failed)."""
+    def _record_then_read_all(self, recordings: Sequence[Recording[object]]) -> list[Recorded]:
+        """Every recording's steps in one transaction (a lone step in its own), then each one's query. On PostgreSQL
+        the COMMIT travels with the first query's statements (``PgDatabase.commit_rides_next``). A failure before the
+        commit (nothing recorded) is raised; a query that fails after it is that recording's ``failed``, its steps
+        still recorded."""
+        steps = [each for recording in recordings for each in recording.steps]
         store = self._commits_with_next_read
         queried = any(each.query is not None for each in recordings)
         rides = store.commit_rides_next() if store is not None and queried else nullcontext()
-        answers: list[tuple[object, Exception | None]] = []
-        try:
-            with rides:
-                flat = self.record_together([each for recording in recordings for each in recording.steps])
-                for recording in recordings:
-                    if recording.query is None:
-                        answers.append((None, None))
-                        continue
-                    try:
-                        answers.append((recording.query(), None))
-                    except Exception as failure:  # noqa: BLE001 - its caller raises it once it reported its steps
-                        if store is not None and store.commit_lost:
-                            raise
-                        answers.append((None, failure))
-        except Exception:  # noqa: BLE001 - nothing was kept: each recording is made alone, with its own outcome
-            return None
         outcomes, start = [], 0
-        for recording, (answer, read_failed) in zip(recordings, answers, strict=True):
-            outcomes.append(Recorded(tuple(flat[start : start + len(recording.steps)]), answer, read_failed))
-            start += len(recording.steps)
+        with rides:
+            flat = self.record_together(steps) if len(steps) > 1 else [steps[0]()]
+            for recording in recordings:
+                results, start = tuple(flat[start : start + len(recording.steps)]), start + len(recording.steps)
+                try:
+                    answer = None if recording.query is None else recording.query()
+                except Exception as failed:  # noqa: BLE001 - its caller raises it once it has reported its steps
+                    if store is not None and store.commit_lost:
+                        raise
+                    outcomes.append(Recorded(results, None, failed))
+                else:
+                    outcomes.append(Recorded(results, answer))
         return outcomes
 
     def _read_ahead(self, steps: Sequence[Step[object]]) -> None:
