@@ -26,7 +26,7 @@ from gcbulk.engine.upload.imports import (
     failed_session_message,
     present_sockets,
 )
-from gcbulk.engine.upload.server_limits import VOICE_SECONDS, wait_log
+from gcbulk.engine.upload.server_limits import VOICE_SECONDS, WaitVoice, wait_log
 from gcbulk.engine.upload.values_patch import FILE, IMAGE, PlannedValue
 from gcbulk.state.records import CaseWork, ItemWork
 from gcbulk.state.steps import step
@@ -51,21 +51,6 @@ IMAGE_SET_LINK_GRACE_SECONDS = 10.0
 # import: longer than most imports take on the server (seconds to a minute, docs/gc-api.md §10), far shorter than what
 # a scout may wait out — a large image's import, a poll the server holds, its deadline.
 SCOUT_PATIENCE_SECONDS = 90.0
-
-
-class WaitVoice:
-    """No wait without a voice: ``say(seconds so far)`` once every ``VOICE_SECONDS`` of one wait, however its time
-    is cut into polls and pauses."""
-
-    def __init__(self, started: float, say: Callable[[float], None]) -> None:
-        self.started = started
-        self.next_at = started + VOICE_SECONDS
-        self._say = say
-
-    def speak_if_due(self, now: float) -> None:
-        if now >= self.next_at:
-            self._say(now - self.started)
-            self.next_at = now + VOICE_SECONDS
 
 
 class ImportWait:
@@ -142,6 +127,7 @@ class ImportWait:
                 pk,
                 timeout,
             ),
+            every=VOICE_SECONDS,  # this module's, read at each wait
         )
         delay = self._first_poll_delay()
         next_failure_check = started + self._failure_check_interval()
@@ -310,6 +296,7 @@ class ImportWait:
                 pk,
                 timeout,
             ),
+            every=VOICE_SECONDS,
         )
         expected = await self._typical_import_seconds(voice)
         if ctx.stopping.is_set():

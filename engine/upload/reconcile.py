@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ from gcbulk.engine.gc.targets import Target
 from gcbulk.engine.plan.titles import natural_title_key
 from gcbulk.engine.upload.journal import Journal, LedgerRunner, step
 from gcbulk.engine.upload.outcome import CaseResult
-from gcbulk.engine.upload.server_limits import VOICE_SECONDS, wait_log
+from gcbulk.engine.upload.server_limits import VOICE_SECONDS, WaitVoice, wait_log
 from gcbulk.state.server_truth import ListedDisplaySet, RecordedCase
 
 log = logging.getLogger(__name__)
@@ -45,28 +45,18 @@ class StudyListing:
     highest_order: int  # the study's highest ``order``: new display sets go above it (docs/gc-api.md §3)
 
 
-class ListingVoice:
+def listing_voice(target: Target, count: Callable[[], int], *, every: float) -> WaitVoice:
     """No silent listing: a study of 100 000 display sets is 100 pages, and a page of 1 000 is the server's slowest
     answer (docs/gc-api.md §10), so a listing can take minutes. Every ``every`` seconds of it, one line says what is
-    being listed and how far it got."""
-
-    def __init__(self, target: Target, *, every: float = VOICE_SECONDS) -> None:
-        self.target = target
-        self.every = every
-        self.started = time.monotonic()
-        self._next_at = self.started + every
-
-    def listed(self, count: int) -> None:
-        now = time.monotonic()
-        if now >= self._next_at:
-            wait_log.info(
-                "listing the %ss of %s: %d so far (%.0f s)",
-                self.target.ref.container_noun,
-                self.target.ref.label,
-                count,
-                now - self.started,
-            )
-            self._next_at = now + self.every
+    being listed and how far it got (``count()``: the display sets seen so far)."""
+    ref = target.ref
+    return WaitVoice(
+        time.monotonic(),
+        lambda so_far: wait_log.info(
+            "listing the %ss of %s: %d so far (%.0f s)", ref.container_noun, ref.label, count(), so_far
+        ),
+        every=every,
+    )
 
 
 async def read_study(target: Target, runner: LedgerRunner, *, voice_every: float = VOICE_SECONDS) -> StudyListing:
@@ -76,12 +66,12 @@ async def read_study(target: Target, runner: LedgerRunner, *, voice_every: float
     await runner.run(runner.ledger.start_study_listing)
     batch: list[ListedDisplaySet] = []
     listed = highest_order = 0
-    voice = ListingVoice(target, every=voice_every)
+    voice = listing_voice(target, lambda: listed, every=voice_every)
     async for display_set in target.iterate_containers():
         found = listed_display_set(display_set)
         batch.append(found)
         listed += 1
-        voice.listed(listed)
+        voice.speak_if_due(time.monotonic())
         highest_order = max(highest_order, found.order)  # archive items have no order (§12): they count as 0
         if len(batch) >= _LISTING_BATCH:
             await runner.run(runner.ledger.add_to_study_listing, batch)
@@ -93,10 +83,11 @@ async def read_study(target: Target, runner: LedgerRunner, *, voice_every: float
 async def list_study(target: Target, *, voice_every: float = VOICE_SECONDS) -> list[ListedDisplaySet]:
     """The target's display sets, held in memory: for a command that lists once and ends (``gcbulk plan``, a copy's
     preview), not for a run that lists at every round (``read_study``)."""
-    voice, listed = ListingVoice(target, every=voice_every), []
+    listed: list[ListedDisplaySet] = []
+    voice = listing_voice(target, lambda: len(listed), every=voice_every)
     async for display_set in target.iterate_containers():
         listed.append(listed_display_set(display_set))
-        voice.listed(len(listed))
+        voice.speak_if_due(time.monotonic())
     return listed
 
 

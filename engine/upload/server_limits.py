@@ -34,6 +34,22 @@ class GateWaitTimeout(GcbulkError):
 VOICE_SECONDS = 10.0
 
 
+class WaitVoice:
+    """No wait without a voice: ``say(seconds so far)`` once every ``every`` seconds of one wait, however its time
+    is cut into polls, pauses or pages."""
+
+    def __init__(self, started: float, say: Callable[[float], None], *, every: float | None = None) -> None:
+        self.started = started
+        self.every = VOICE_SECONDS if every is None else every
+        self.next_at = started + self.every
+        self._say = say
+
+    def speak_if_due(self, now: float) -> None:
+        if now >= self.next_at:
+            self._say(now - self.started)
+            self.next_at = now + self.every
+
+
 class UnitGate(Protocol):
     """What the upload path uses of a gate of units: ``CountingGate`` in one process, ``SharedGate``
     (``engine/upload/shared_limits.py``) when the job's workers share the server's limits."""
