@@ -115,10 +115,9 @@ class LedgerRunner:
         it joins starts there (``Ledger.record_batch``: group commit, at most ``BATCH``). A recording that finds the
         thread free goes at once, alone; those that come while it is busy go together, next. Its failures come back
         in the ``Recorded``, as the ledger made it, for the caller to raise."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Recorded] = loop.create_future()
+        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
         with self._waiting_lock:
-            self._waiting.append(_Waiting(recording, future, loop))
+            self._waiting.append(_Waiting(recording, future))
             queue_one = not self._batch_queued
             self._batch_queued = True
         if queue_one:
@@ -148,7 +147,7 @@ class LedgerRunner:
             outcomes = error
         for index, each in enumerate(batch):
             answer = outcomes if isinstance(outcomes, BaseException) else outcomes[index]
-            each.loop.call_soon_threadsafe(each.deliver, answer)
+            each.future.get_loop().call_soon_threadsafe(each.deliver, answer)
 
     async def with_ledger(self, fn: Callable[Concatenate[Ledger, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(ledger, *args, **kwargs)`` on the ledger's thread (e.g. recording a plan, a report query)."""
@@ -176,8 +175,7 @@ class _Waiting:
     """A recording waiting for the ledger's thread, and where its caller waits for the outcome."""
 
     recording: Recording[object]
-    future: asyncio.Future[Recorded]
-    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Recorded]  # on its caller's event loop, where the outcome is delivered
 
     def deliver(self, outcome: Recorded | BaseException) -> None:
         if self.future.done():  # its caller was cancelled meanwhile
