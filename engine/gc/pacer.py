@@ -133,12 +133,12 @@ def api_policy(upper: int, *, adaptive: bool = True) -> AimdPolicy:
 def import_policy(upper: int, *, adaptive: bool = True) -> AimdPolicy:
     """Image imports in flight, at most ``upper`` (the knob, itself at most the server's 16).
 
-    At least 8: the server has two import workers (§10), and a case holds a unit for each of its images while it
-    hands them over one at a time (``stagger_image_values``) with a poll between them, so at any moment
-    only part of the held units are imports on the server. Measured (benchmarks/compare_gcapi.py R1, R3): with 4,
-    the workers idled between hand-overs (55 s against 50 s for a fixed 16 on 60 cases). An import's latency
-    includes the poll that sees it done, so a queue of one import ahead of each worker (twice the floor) is normal;
-    tolerance 3 backs off only past that. One sample per import, so a short window."""
+    At least 8: the server has two import workers (§10), and an import's latency here runs from its hand-over to the
+    poll that sees it, so a queue of one import ahead of each worker (twice the floor) is normal; tolerance 3 backs
+    off only past that. A case that hands its images over one at a time holds one unit for them (about one of its
+    imports is on the server at a time, ``CaseUpload``): with one unit per image and at least 8, half the units sat
+    with images not yet handed over and the workers idled (benchmarks/README.md, "The import gate counts imports on
+    the server"). One sample per import, so a short window."""
     if not adaptive:
         return AimdPolicy(minimum=upper, initial=upper, maximum=upper)
     low = min(8, upper)

@@ -62,7 +62,7 @@ class ImportWait:
         # pacer has heard of already (each import is told once).
         self._patched_at: dict[str, float] = {}
         self._pacer_told: set[str] = set()
-        # Staggered images handed on after the typical import time without a poll: their import time is unknown.
+        # Staggered images handed on after the fastest recent import time without a poll: their import time is unknown.
         self._unmeasured: set[str] = set()
         # item id → when its DICOM Image Set's uploads were first seen gone: the import ended (see _image_set_refused)
         self.image_sets_consumed_at: dict[int, float] = {}
@@ -109,8 +109,13 @@ class ImportWait:
         waiting = [i for i in self.case.items if i.state == "attached"]
         images_waiting = sum(1 for i in waiting if kinds[i.socket_slug] == IMAGE)
         # Resumed with imports in flight from an earlier run. A case already holding the whole limit (imports_in_flight
-        # below its image count) does not ask for more: it would wait for itself.
-        if images_waiting > self.import_units and self.import_units < ctx.import_gate.ceiling:
+        # below its image count) does not ask for more: it would wait for itself. A case that sent its values in this
+        # run took its units then (one for staggered images, which are handed over one by one: case_upload.py).
+        if (
+            values_sent_at is None
+            and images_waiting > self.import_units
+            and self.import_units < ctx.import_gate.ceiling
+        ):
             self.import_units += await ctx.import_gate.acquire(images_waiting - self.import_units, who=self.case.title)
         started = time.monotonic()
         timeout = self._deadline_seconds(waiting)
@@ -277,7 +282,8 @@ class ImportWait:
             self.ctx.import_pacer.scout_done(self)
 
     async def _until_typically_in_place(self, pk: str, value: PlannedValue, kinds: dict[str, str]) -> None:
-        """Waits until ``value`` is typically in place (the import time seen lately), or — before the run has seen
+        """Waits until ``value``'s import has had the time the fastest recent import took (on an idle server it is in
+        place; behind a queue it started before the next image can), or — before the run has seen
         an import — polls the display set until it is in place, its import failed (the import wait records that), the
         import timeout passed, or the run stops (the value's record then waits for the resume to find it)."""
         ctx = self.ctx
@@ -302,14 +308,18 @@ class ImportWait:
         if ctx.stopping.is_set():
             raise Interrupted(f"{self.case.title}: stopped between the PATCHes of its images")
         if expected:
-            # Once the typical import time is known, the next image goes after that long without a poll of its own:
-            # the wait after the last image then finds both in place with one GET of the display set (each GET holds
-            # a web worker, docs/gc-api.md §10; polling here cost about two GETs per case). The images still link
-            # apart — the next one is handed over only when this one is typically in place, and it has its own
-            # queue and build time ahead — and a failure of this one is still read from its own session by the
-            # import wait. Its import time is not told to the pacer: the poll that sees it was timed for the next one.
+            # Once import times are known, the next image goes after the fastest import seen lately, without a poll
+            # of its own: the wait after the last image then finds both in place with one GET of the display set
+            # (each GET holds a web worker, docs/gc-api.md §10; polling here cost about two GETs per case). The images
+            # still link apart: the server imports in the order it was handed them, so this one starts first and the
+            # next has a whole import's work ahead of it after it starts; on an idle server this one is done by then.
+            # Not the typical time: that includes the queue, and waiting it out held the next image back while the
+            # import workers idled (benchmarks/README.md, "The import gate counts imports on the server").
+            # A failure of this one is still read from its own session by the import wait. Its import time is not
+            # told to the pacer: the poll that sees it was timed for the next one.
             self._unmeasured.add(value.socket_slug)
-            await self._pause(max(0.0, patched + expected - time.monotonic()), voice)
+            gap = self.ctx.import_pacer.fastest_recent_seconds() or expected
+            await self._pause(max(0.0, patched + min(gap, expected) - time.monotonic()), voice)
             if ctx.stopping.is_set():
                 raise Interrupted(f"{self.case.title}: stopped between the PATCHes of its images")
             return

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -196,6 +197,7 @@ class ImportPacer:
     them, and a failure is seen without waiting behind a long queue. An import that timed out backs off at once."""
 
     KEY = "image import"
+    FASTEST_WINDOW = 100  # imports
 
     def __init__(self, gate: UnitGate, policy: AimdPolicy) -> None:
         self.gate = gate
@@ -207,6 +209,11 @@ class ImportPacer:
         # holds a web worker; at the start a dozen cases hand images over together).
         self._scout: object | None = None
         self._news: anyio.Event | None = None
+        # The fastest import of the previous window and of this one (``fastest_recent_seconds``): a window longer
+        # than the policy's, so a stretch with a queue on the server does not make every import look slow; still
+        # forgotten in time, as the server's speed drifts over days.
+        self._fastest_before = self._fastest_now = math.inf
+        self._imports_in_window = 0
         gate.set_ceiling(self.state.current)
 
     @property
@@ -218,6 +225,12 @@ class ImportPacer:
         chance to find one done. Measured through the polls themselves, so it settles where a first poll finds
         most imports done: polled too early, the next poll comes later and the average grows, and the reverse."""
         return self.typical
+
+    def fastest_recent_seconds(self) -> float | None:
+        """The fastest image import among the last ``FASTEST_WINDOW`` to 2 × ``FASTEST_WINDOW`` seen: about an
+        import's own work with no queue ahead of it. None before the first."""
+        fastest = min(self._fastest_before, self._fastest_now)
+        return None if math.isinf(fastest) else fastest
 
     def scouts(self, who: object) -> bool:
         """Whether ``who`` polls for the run's first import: yes once the typical import time is known, and for the
@@ -253,6 +266,10 @@ class ImportPacer:
         self.typical = seconds if self.typical is None else 0.8 * self.typical + 0.2 * seconds
         if first:
             self._tell()
+        self._fastest_now = min(self._fastest_now, seconds)
+        self._imports_in_window += 1
+        if self._imports_in_window >= self.FASTEST_WINDOW:
+            self._fastest_before, self._fastest_now, self._imports_in_window = self._fastest_now, math.inf, 0
         self.state = self.policy.on_success(self.state, self.KEY, seconds, self.gate.held)
         self.gate.set_ceiling(self.state.current)
 

@@ -177,7 +177,7 @@ def test_the_import_pacer_moves_the_gates_ceiling_with_the_servers_import_times(
     for _ in range(500):
         pacer.imported(5.0)
         pacer.timed_out()
-    assert gate.ceiling == 8  # never below four cases' worth of images
+    assert gate.ceiling == 8  # never below 8 imports: a queue ahead of each of the server's import workers
 
 
 def test_fixed_limits_stay_at_the_knobs() -> None:
