@@ -442,11 +442,11 @@ class CaseUpload:
         imports = sum(1 for value in planned if value.kind == IMAGE)
         between_images = self.imports.between_images(pk, kinds)
         if between_images is not None:
-            # Staggered, the case hands its images over one at a time, each once the previous one is typically in
-            # place (``ImportWait._until_typically_in_place``): about one of its imports is on the server at any
-            # moment, so it holds one unit and hands it on from image to image. Holding one per image counted
-            # imports the server had not been given yet, and the gate starved the import workers (benchmarks/
-            # README.md, "The import gate counts imports on the server": R1 100 s against 74 s).
+            # Staggered, the case hands its images over one at a time, each once the previous one has had an
+            # import's time (``ImportWait._until_the_next_may_go``): about one of its imports is on the server at
+            # any moment, so it holds one unit and hands it on from image to image. Holding one per image counted
+            # images the server had not been given yet, and the gate starved the import workers (benchmarks/
+            # README.md, "The import gate counts imports on the server": R1 84–100 s against 72–74 s).
             imports = min(imports, 1)
         if imports:
             self.import_units += await self.ctx.import_gate.acquire(imports, who=self.case.title)

@@ -277,11 +277,11 @@ class ImportWait:
 
     async def _until_in_place(self, pk: str, value: PlannedValue, kinds: dict[str, str]) -> None:
         try:
-            await self._until_typically_in_place(pk, value, kinds)
+            await self._until_the_next_may_go(pk, value, kinds)
         finally:
             self.ctx.import_pacer.scout_done(self)
 
-    async def _until_typically_in_place(self, pk: str, value: PlannedValue, kinds: dict[str, str]) -> None:
+    async def _until_the_next_may_go(self, pk: str, value: PlannedValue, kinds: dict[str, str]) -> None:
         """Waits until ``value``'s import has had the time the fastest recent import took (on an idle server it is in
         place; behind a queue it started before the next image can), or — before the run has seen
         an import — polls the display set until it is in place, its import failed (the import wait records that), the
