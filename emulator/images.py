@@ -31,7 +31,7 @@ from gcbulk.emulator.http import (
 from gcbulk.emulator.objects import IMAGES_BUCKET
 from gcbulk.emulator.reader_studies import UUID_PK, model_choice_filter
 from gcbulk.emulator.s3 import presigned_get_url
-from gcbulk.emulator.serializers import image_json
+from gcbulk.emulator.serializers import DICOM_METADATA_FIELDS, image_json
 from gcbulk.emulator.store import Image
 from gcbulk.emulator.visibility import can_view_image, can_view_value_set
 
@@ -54,19 +54,7 @@ def _multiple_choice_filter(request: web.Request, name: str, choices: Collection
     return chosen
 
 
-NARROWING_FILTERS = (
-    "job",
-    "patient_id",
-    "patient_name",
-    "patient_birth_date",
-    "patient_age",
-    "patient_sex",
-    "study_date",
-    "study_instance_uid",
-    "series_instance_uid",
-    "study_description",
-    "series_description",
-)
+NARROWING_FILTERS = ("job", *DICOM_METADATA_FIELDS)  # the image's DICOM fields are its filters too
 
 
 async def list_images(request: web.Request) -> web.Response:
