@@ -25,7 +25,7 @@ from gcbulk.engine.gc.targets import Target
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.imports import UploadSessionIndex, any_upload_gone, present_sockets
-from gcbulk.engine.upload.server_limits import VOICE_SECONDS, wait_log
+from gcbulk.engine.upload.server_limits import VOICE_SECONDS, WaitVoice, wait_log
 from gcbulk.engine.upload.values_patch import IMAGE, PlannedValue, send_values
 from gcbulk.state.steps import step
 
@@ -157,20 +157,23 @@ async def image_linked_soon(
     ``engine.image_link_wait_seconds``): the
     server links it moments after consuming the uploads (docs/gc-api.md §10), or never, if the import failed. Polls the
     display set (a cheap GET) and says what it waits for every ``VOICE_SECONDS``."""
-    waited_since = last_voice = anyio.current_time()
+    waited_since = anyio.current_time()
+    voice = WaitVoice(
+        waited_since,
+        lambda so_far: wait_log.info(
+            "%s waits %.0f s so far for the image of %s in display set %s (its uploads are consumed)",
+            who,
+            so_far,
+            socket_slug,
+            display_set,
+        ),
+        every=VOICE_SECONDS,
+    )
     while not await image_in_place(target, display_set, socket_slug):
         now = anyio.current_time()
         if now - waited_since > wait_seconds:
             return False
-        if now - last_voice >= VOICE_SECONDS:
-            last_voice = now
-            wait_log.info(
-                "%s waits %.0f s so far for the image of %s in display set %s (its uploads are consumed)",
-                who,
-                now - waited_since,
-                socket_slug,
-                display_set,
-            )
+        voice.speak_if_due(now)
         await anyio.sleep(LINK_POLL_SECONDS)
     return True
 
