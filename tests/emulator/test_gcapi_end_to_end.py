@@ -36,22 +36,21 @@ def eventually(probe: Callable[[], T | None], what: str, timeout: float = 20.0) 
     return found
 
 
+def gcapi_client(emulator: RunningEmulator, user: str) -> gcapi.Client:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the version check must not even warn: the emulator reports 0.16.1
+        return gcapi.Client(token=emulator.tokens[user], base_url=emulator.base_url, verify=str(emulator.ca_file))
+
+
 @pytest.fixture
-def gcapi_client(threaded_emulator: RunningEmulator) -> Iterator[Callable[[str], gcapi.Client]]:
+def open_gcapi_client(threaded_emulator: RunningEmulator) -> Iterator[Callable[[str], gcapi.Client]]:
     """Opens a gcapi client as ``user``; each is closed before the emulator stops (an open keep-alive connection
     left the emulator's TLS transports unclosed at its shutdown: a ResourceWarning on Python 3.13)."""
     opened: list[gcapi.Client] = []
 
     def open_as(user: str) -> gcapi.Client:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # the version check must not even warn: the emulator reports 0.16.1
-            client = gcapi.Client(
-                token=threaded_emulator.tokens[user],
-                base_url=threaded_emulator.base_url,
-                verify=str(threaded_emulator.ca_file),
-            )
-        opened.append(client)
-        return client
+        opened.append(gcapi_client(threaded_emulator, user))
+        return opened[-1]
 
     yield open_as
     for client in opened:
@@ -75,11 +74,11 @@ def images(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_gcapi_adds_a_case_reorders_reads_answers_and_downloads_a_mask(
-    threaded_emulator, gcapi_client, images, tmp_path
+    threaded_emulator, open_gcapi_client, images, tmp_path
 ):
     emulator = threaded_emulator
-    editor = gcapi_client("editor")
-    reader = gcapi_client("reader1")
+    editor = open_gcapi_client("editor")
+    reader = open_gcapi_client("reader1")
 
     created = editor.add_case_to_reader_study(
         reader_study_slug=STUDY,
@@ -149,12 +148,12 @@ def test_gcapi_adds_a_case_reorders_reads_answers_and_downloads_a_mask(
     )
 
 
-def test_gcapi_adds_a_case_with_an_annotation_a_json_file_and_a_dicom_image_set(gcapi_client, tmp_path):
+def test_gcapi_adds_a_case_with_an_annotation_a_json_file_and_a_dicom_image_set(open_gcapi_client, tmp_path):
     # The seed's other socket kinds (issue 15): a 2D bounding box value, a JSON file socket (gcapi uploads the value
     # as a file named by the socket's relative path) and a DICOM Image Set (gcapi de-identifies, then uploads).
     from tests.imaging import make_dicom_series
 
-    editor = gcapi_client("editor")
+    editor = open_gcapi_client("editor")
     box = {
         "type": "2D bounding box",
         "version": {"major": 1, "minor": 0},
