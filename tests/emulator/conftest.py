@@ -1,4 +1,5 @@
-"""Fixtures for the emulator's tests: an HTTP client over the emulator's TLS, and the upload steps of docs/gc-api.md §1."""
+"""Fixtures for the emulator's tests: an HTTP client over the emulator's TLS, the upload steps of docs/gc-api.md §1, and
+the real gcapi client."""
 
 from __future__ import annotations
 
@@ -6,15 +7,19 @@ import asyncio
 import json
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
 
 from gcbulk.emulator.server import RunningEmulator
+
+if TYPE_CHECKING:
+    import gcapi
 
 
 @dataclass
@@ -141,3 +146,27 @@ async def client(emulator: RunningEmulator) -> AsyncIterator[EmulatorClient]:
     )
     async with aiohttp.ClientSession() as session:
         yield EmulatorClient(emulator, session, ssl_context)
+
+
+def gcapi_client(emulator: RunningEmulator, user: str) -> gcapi.Client:
+    """gcapi 0.16.1 as ``user``, unmodified, over the emulator's TLS. The caller closes it (``open_gcapi_client`` does)."""
+    import gcapi  # only the tests that drive gcapi pay for its import
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the version check must not even warn: the emulator reports 0.16.1
+        return gcapi.Client(token=emulator.tokens[user], base_url=emulator.base_url, verify=str(emulator.ca_file))
+
+
+@pytest.fixture
+def open_gcapi_client(threaded_emulator: RunningEmulator) -> Iterator[Callable[[str], gcapi.Client]]:
+    """Opens a gcapi client as ``user``; each is closed before the emulator stops (an open keep-alive connection
+    left the emulator's TLS transports unclosed at its shutdown: a ResourceWarning on Python 3.13)."""
+    opened: list[gcapi.Client] = []
+
+    def open_as(user: str) -> gcapi.Client:
+        opened.append(gcapi_client(threaded_emulator, user))
+        return opened[-1]
+
+    yield open_as
+    for client in opened:
+        client.close()

@@ -11,16 +11,18 @@ import gcapi
 import numpy as np
 import SimpleITK as sitk
 
-from tests.emulator.test_gcapi_end_to_end import eventually, gcapi_client
+from tests.emulator.test_gcapi_end_to_end import eventually
 from tests.imaging import make_mha
 
 ARCHIVE = "example-archive"
 
 
-def test_gcapi_adds_lists_and_updates_archive_items_and_reuses_their_image(threaded_emulator, tmp_path):
+def test_gcapi_adds_lists_and_updates_archive_items_and_reuses_their_image(
+    threaded_emulator, open_gcapi_client, tmp_path
+):
     emulator = threaded_emulator
-    editor = gcapi_client(emulator, "editor")
-    viewer = gcapi_client(emulator, "reader1")
+    editor = open_gcapi_client("editor")
+    viewer = open_gcapi_client("reader1")
     ct = make_mha(tmp_path / "ct.mha", (4, 8, 8))
 
     archive = editor.archives.detail(slug=ARCHIVE)

@@ -8,8 +8,7 @@ mine as a reader) and download the image of a reader's mask answer.
 from __future__ import annotations
 
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,27 +33,6 @@ def eventually(probe: Callable[[], T | None], what: str, timeout: float = 20.0) 
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.05)
     return found
-
-
-def gcapi_client(emulator: RunningEmulator, user: str) -> gcapi.Client:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the version check must not even warn: the emulator reports 0.16.1
-        return gcapi.Client(token=emulator.tokens[user], base_url=emulator.base_url, verify=str(emulator.ca_file))
-
-
-@pytest.fixture
-def open_gcapi_client(threaded_emulator: RunningEmulator) -> Iterator[Callable[[str], gcapi.Client]]:
-    """Opens a gcapi client as ``user``; each is closed before the emulator stops (an open keep-alive connection
-    left the emulator's TLS transports unclosed at its shutdown: a ResourceWarning on Python 3.13)."""
-    opened: list[gcapi.Client] = []
-
-    def open_as(user: str) -> gcapi.Client:
-        opened.append(gcapi_client(threaded_emulator, user))
-        return opened[-1]
-
-    yield open_as
-    for client in opened:
-        client.close()
 
 
 def admin_post(emulator: RunningEmulator, path: str, body: dict) -> dict:

@@ -33,7 +33,8 @@ from gcbulk.engine.cli import main
 from gcbulk.engine.gc.client import GrandChallengeClient
 from gcbulk.engine.results.archive_export import ArchiveExportOptions, export_archive
 from gcbulk.state.results_ledger import ExportFolderTaken, ResultsLedger
-from tests.emulator.test_gcapi_end_to_end import eventually, gcapi_client
+from tests.emulator.conftest import gcapi_client
+from tests.emulator.test_gcapi_end_to_end import eventually
 from tests.imaging import make_mask, make_mha
 
 ARCHIVE = "example-archive"
