@@ -25,7 +25,7 @@ from gcbulk.engine.gc.targets import Target
 from gcbulk.engine.upload.context import TransferContext
 from gcbulk.engine.upload.crashpoints import crash_point
 from gcbulk.engine.upload.imports import UploadSessionIndex, any_upload_gone, present_sockets
-from gcbulk.engine.upload.server_limits import VOICE_SECONDS, WaitVoice, wait_log
+from gcbulk.engine.upload.server_limits import WaitVoice, wait_log
 from gcbulk.engine.upload.values_patch import IMAGE, PlannedValue, send_values
 from gcbulk.state.steps import step
 
@@ -167,7 +167,6 @@ async def image_linked_soon(
             socket_slug,
             display_set,
         ),
-        every=VOICE_SECONDS,
     )
     while not await image_in_place(target, display_set, socket_slug):
         now = anyio.current_time()
